@@ -1,0 +1,8 @@
+//! crm-sync keeps a product database's contacts in sync with HubSpot.
+//!
+//! The path of the data: an API request or schedule ([`api`], [`jobs`]) enqueues a job,
+//! a worker runs it ([`sync`]) through the HubSpot client ([`hubspot`]) page by page, and
+//! writes rows and per-job counts through the [`store`].
+
+pub mod ids;
+pub mod secret;
