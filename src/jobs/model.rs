@@ -1,0 +1,665 @@
+//! The sync job as clients see it (INTERFACE §4.3): what it does, where it stands, what it counted.
+//!
+//! The `sync_jobs` row is the source of truth for all of this; the Apalis task only delivers
+//! the job id to a worker.
+
+use crate::ids::{ContactId, HsObjectId, JobId};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// Which way records flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// Local contacts → HubSpot.
+    Push,
+    /// HubSpot contacts → local database.
+    Pull,
+}
+
+/// How a push treats contacts that already exist in HubSpot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PushMode {
+    /// Link to the existing HubSpot contact and leave its properties alone (the default).
+    #[default]
+    Link,
+    /// Overwrite HubSpot's properties with the local values.
+    Upsert,
+}
+
+/// How a pull writes HubSpot contacts locally.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PullMode {
+    /// Write each page through one upsert (the default).
+    #[default]
+    Upsert,
+    /// Match and write contact by contact, explaining every decision.
+    Verbose,
+}
+
+/// What a job does: its direction with a mode valid for that direction.
+///
+/// Invalid combinations (a pull in `link` mode, an incremental push) cannot be built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "JobSpecRepr", into = "JobSpecRepr")]
+pub enum JobSpec {
+    /// A push.
+    Push {
+        /// Its mode.
+        mode: PushMode,
+    },
+    /// A pull.
+    Pull {
+        /// Its mode.
+        mode: PullMode,
+        /// Read only what changed since the last successful pull.
+        incremental: bool,
+    },
+}
+
+/// Why a direction/mode combination was refused; the message names the valid choices.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    /// Neither `push` nor `pull`.
+    #[error("unknown direction {0:?}: expected \"push\" or \"pull\"")]
+    UnknownDirection(String),
+    /// A mode the direction does not have.
+    #[error("mode {mode:?} is not valid for {direction}: expected {expected}")]
+    InvalidMode {
+        /// The direction asked for.
+        direction: Direction,
+        /// The mode asked for.
+        mode: String,
+        /// The valid modes, for the message.
+        expected: &'static str,
+    },
+    /// `incremental` asked of a push (a push only ever considers what changed).
+    #[error(
+        "\"incremental\" applies to pull only: a push always considers only new and changed contacts"
+    )]
+    IncrementalPush,
+}
+
+impl JobSpec {
+    /// Builds a spec from loosely typed input (API body, CLI flags, config), with defaults:
+    /// mode `link` for push, `upsert` for pull; `incremental` false.
+    pub fn parse(
+        direction: &str,
+        mode: Option<&str>,
+        incremental: Option<bool>,
+    ) -> Result<Self, SpecError> {
+        let direction: Direction = direction.parse()?;
+        Self::new(direction, mode, incremental.unwrap_or(false))
+    }
+
+    /// Builds a spec for a known direction; `mode` `None` means the direction's default.
+    pub fn new(
+        direction: Direction,
+        mode: Option<&str>,
+        incremental: bool,
+    ) -> Result<Self, SpecError> {
+        let invalid = |expected| SpecError::InvalidMode {
+            direction,
+            mode: mode.unwrap_or_default().to_owned(),
+            expected,
+        };
+        match direction {
+            Direction::Push => {
+                if incremental {
+                    return Err(SpecError::IncrementalPush);
+                }
+                let mode = match mode.map(str::trim) {
+                    None | Some("link") => PushMode::Link,
+                    Some("upsert") => PushMode::Upsert,
+                    Some(_) => return Err(invalid("\"link\" or \"upsert\"")),
+                };
+                Ok(Self::Push { mode })
+            }
+            Direction::Pull => {
+                let mode = match mode.map(str::trim) {
+                    None | Some("upsert") => PullMode::Upsert,
+                    Some("verbose") => PullMode::Verbose,
+                    Some(_) => return Err(invalid("\"upsert\" or \"verbose\"")),
+                };
+                Ok(Self::Pull { mode, incremental })
+            }
+        }
+    }
+
+    /// The default push (`link`).
+    pub fn push() -> Self {
+        Self::Push {
+            mode: PushMode::Link,
+        }
+    }
+
+    /// The default pull (`upsert`, full).
+    pub fn pull() -> Self {
+        Self::Pull {
+            mode: PullMode::Upsert,
+            incremental: false,
+        }
+    }
+
+    /// The direction.
+    pub fn direction(&self) -> Direction {
+        match self {
+            Self::Push { .. } => Direction::Push,
+            Self::Pull { .. } => Direction::Pull,
+        }
+    }
+
+    /// The mode's wire name (`link`, `upsert`, `verbose`).
+    pub fn mode_str(&self) -> &'static str {
+        match self {
+            Self::Push {
+                mode: PushMode::Link,
+            } => "link",
+            Self::Push {
+                mode: PushMode::Upsert,
+            } => "upsert",
+            Self::Pull {
+                mode: PullMode::Upsert,
+                ..
+            } => "upsert",
+            Self::Pull {
+                mode: PullMode::Verbose,
+                ..
+            } => "verbose",
+        }
+    }
+
+    /// Whether the job reads only what changed since the last successful pull.
+    pub fn incremental(&self) -> bool {
+        matches!(
+            self,
+            Self::Pull {
+                incremental: true,
+                ..
+            }
+        )
+    }
+
+    /// Zeroed counts of this direction's shape.
+    pub fn empty_counts(&self) -> Counts {
+        match self.direction() {
+            Direction::Push => Counts::Push(PushCounts::default()),
+            Direction::Pull => Counts::Pull(PullCounts::default()),
+        }
+    }
+}
+
+/// The flat wire form of [`JobSpec`]: `direction`, `mode`, `incremental` side by side.
+#[derive(Serialize, Deserialize)]
+struct JobSpecRepr {
+    direction: Direction,
+    mode: Option<String>,
+    #[serde(default)]
+    incremental: bool,
+}
+
+impl TryFrom<JobSpecRepr> for JobSpec {
+    type Error = SpecError;
+    fn try_from(r: JobSpecRepr) -> Result<Self, SpecError> {
+        Self::new(r.direction, r.mode.as_deref(), r.incremental)
+    }
+}
+
+impl From<JobSpec> for JobSpecRepr {
+    fn from(s: JobSpec) -> Self {
+        Self {
+            direction: s.direction(),
+            mode: Some(s.mode_str().to_owned()),
+            incremental: s.incremental(),
+        }
+    }
+}
+
+/// What started a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Trigger {
+    /// `POST /api/jobs` or the sample's GET routes.
+    Api,
+    /// A `[[sync.schedules]]` entry.
+    Schedule,
+    /// A HubSpot webhook.
+    Webhook,
+    /// `crm-sync sync ...`.
+    Cli,
+}
+
+/// Where a job stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    /// Waiting for a worker.
+    Queued,
+    /// A worker is on it.
+    Running,
+    /// Waiting to retry after a transient failure.
+    Retrying,
+    /// Finished (some records may have failed: see `counts.failed`).
+    Succeeded,
+    /// The job itself could not finish; `error` says why.
+    Failed,
+    /// Stopped on request.
+    Cancelled,
+}
+
+impl JobStatus {
+    /// Every status, in lifecycle order.
+    pub const ALL: [JobStatus; 6] = [
+        Self::Queued,
+        Self::Running,
+        Self::Retrying,
+        Self::Succeeded,
+        Self::Failed,
+        Self::Cancelled,
+    ];
+
+    /// Queued, running or retrying: the job still holds its direction's slot.
+    pub fn is_active(self) -> bool {
+        matches!(self, Self::Queued | Self::Running | Self::Retrying)
+    }
+
+    /// Succeeded, failed or cancelled: nothing will change it again.
+    pub fn is_terminal(self) -> bool {
+        !self.is_active()
+    }
+}
+
+/// Push counts. `total = created + linked + updated + failed + skipped`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct PushCounts {
+    /// Local contacts considered.
+    pub total: u64,
+    /// New HubSpot contacts.
+    pub created: u64,
+    /// Contacts that already existed in HubSpot and got their `hs_object_id` saved.
+    pub linked: u64,
+    /// Existing HubSpot contacts whose properties were changed.
+    pub updated: u64,
+    /// Records HubSpot rejected.
+    pub failed: u64,
+    /// Records considered and deliberately left alone.
+    pub skipped: u64,
+}
+
+/// What happened to one pushed record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushOutcome {
+    /// Created in HubSpot.
+    Created,
+    /// Linked to an existing HubSpot contact.
+    Linked,
+    /// An existing HubSpot contact was updated.
+    Updated,
+    /// Rejected.
+    Failed,
+    /// Left alone.
+    Skipped,
+}
+
+impl PushCounts {
+    /// Counts one record: its outcome and the total together, so the invariant holds.
+    pub fn add(&mut self, outcome: PushOutcome) {
+        self.total += 1;
+        match outcome {
+            PushOutcome::Created => self.created += 1,
+            PushOutcome::Linked => self.linked += 1,
+            PushOutcome::Updated => self.updated += 1,
+            PushOutcome::Failed => self.failed += 1,
+            PushOutcome::Skipped => self.skipped += 1,
+        }
+    }
+
+    /// Whether `total` is the sum of the outcomes.
+    pub fn is_consistent(&self) -> bool {
+        self.total == self.created + self.linked + self.updated + self.failed + self.skipped
+    }
+}
+
+/// Pull counts. `total = created + linked + unchanged + failed`;
+/// `created_without_email <= created`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct PullCounts {
+    /// HubSpot contacts read.
+    pub total: u64,
+    /// New local rows.
+    pub created: u64,
+    /// The subset of `created` with no email.
+    pub created_without_email: u64,
+    /// Existing local rows (matched by email) whose `hs_object_id` was set or changed.
+    pub linked: u64,
+    /// Mode `upsert`: rows written through the upsert, with email.
+    pub upserted: u64,
+    /// Rows already up to date.
+    pub unchanged: u64,
+    /// Records that could not be written.
+    pub failed: u64,
+}
+
+/// What happened to one pulled record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullOutcome {
+    /// A new local row; `with_email` false counts it in `created_without_email` too.
+    Created {
+        /// Whether the new row has an email.
+        with_email: bool,
+    },
+    /// An existing row got its `hs_object_id`.
+    Linked,
+    /// Nothing to change.
+    Unchanged,
+    /// Could not be written.
+    Failed,
+}
+
+impl PullCounts {
+    /// Counts one record: its outcome and the total together, so the invariant holds.
+    /// (`upserted` is counted separately by the upsert path.)
+    pub fn add(&mut self, outcome: PullOutcome) {
+        self.total += 1;
+        match outcome {
+            PullOutcome::Created { with_email } => {
+                self.created += 1;
+                if !with_email {
+                    self.created_without_email += 1;
+                }
+            }
+            PullOutcome::Linked => self.linked += 1,
+            PullOutcome::Unchanged => self.unchanged += 1,
+            PullOutcome::Failed => self.failed += 1,
+        }
+    }
+
+    /// Whether the §4.3 invariants hold.
+    pub fn is_consistent(&self) -> bool {
+        self.total == self.created + self.linked + self.unchanged + self.failed
+            && self.created_without_email <= self.created
+    }
+}
+
+/// A job's counts, shaped by its direction; serialized as the bare object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Counts {
+    /// Counts of a push.
+    Push(PushCounts),
+    /// Counts of a pull.
+    Pull(PullCounts),
+}
+
+impl Counts {
+    /// Records considered so far (`total`).
+    pub fn total(&self) -> u64 {
+        match self {
+            Self::Push(c) => c.total,
+            Self::Pull(c) => c.total,
+        }
+    }
+
+    /// Records that failed so far.
+    pub fn failed(&self) -> u64 {
+        match self {
+            Self::Push(c) => c.failed,
+            Self::Pull(c) => c.failed,
+        }
+    }
+
+    /// Whether the direction's invariants hold.
+    pub fn is_consistent(&self) -> bool {
+        match self {
+            Self::Push(c) => c.is_consistent(),
+            Self::Pull(c) => c.is_consistent(),
+        }
+    }
+
+    /// The direction these counts belong to.
+    pub fn direction(&self) -> Direction {
+        match self {
+            Self::Push(_) => Direction::Push,
+            Self::Pull(_) => Direction::Pull,
+        }
+    }
+
+    /// Parses stored counts of a known direction.
+    pub fn from_json(direction: Direction, value: serde_json::Value) -> serde_json::Result<Self> {
+        Ok(match direction {
+            Direction::Push => Self::Push(serde_json::from_value(value)?),
+            Direction::Pull => Self::Pull(serde_json::from_value(value)?),
+        })
+    }
+}
+
+/// One failed record: which one, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordError {
+    /// The local row, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact_id: Option<ContactId>,
+    /// The record's email, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// The HubSpot record, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hs_object_id: Option<HsObjectId>,
+    /// What went wrong, in words a person can act on.
+    pub reason: String,
+}
+
+/// How far a running job has got: `processed` records so far, `total` once known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct JobProgress {
+    /// Records handled so far.
+    pub processed: u64,
+    /// Records the job will handle, when the source says so.
+    pub total: Option<u64>,
+}
+
+/// A sync job, as `GET /api/jobs/{id}` answers it (INTERFACE §4.3 plus `progress`, `error`,
+/// `next_attempt_at`, `forced`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    /// The job id (a ULID; also the first Apalis task id).
+    pub id: JobId,
+    /// Direction, mode and `incremental`, flattened into the object.
+    #[serde(flatten)]
+    pub spec: JobSpec,
+    /// What started it.
+    pub trigger: Trigger,
+    /// Where it stands.
+    pub status: JobStatus,
+    /// Runs started so far (a run stopped by a graceful shutdown does not count).
+    pub attempts: u32,
+    /// When it was enqueued.
+    pub created_at: DateTime<Utc>,
+    /// When its first run started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it reached a terminal status.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Exact per-record counts.
+    pub counts: Counts,
+    /// One entry per failed record, capped (see [`MAX_RECORD_ERRORS`]); `counts` stays exact.
+    pub errors: Vec<RecordError>,
+    /// Progress while it runs.
+    pub progress: JobProgress,
+    /// Why the job failed, or the last transient error while it is retrying.
+    pub error: Option<String>,
+    /// While retrying: when the next attempt is due.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// Whether it was enqueued with `force` past an active job of its direction.
+    pub forced: bool,
+}
+
+/// At most this many [`RecordError`]s are kept per job.
+pub const MAX_RECORD_ERRORS: usize = 1_000;
+
+impl Job {
+    /// The job's direction.
+    pub fn direction(&self) -> Direction {
+        self.spec.direction()
+    }
+}
+
+impl fmt::Display for Direction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Direction {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Push => "push",
+            Self::Pull => "pull",
+        }
+    }
+}
+
+impl FromStr for Direction {
+    type Err = SpecError;
+    fn from_str(s: &str) -> Result<Self, SpecError> {
+        match s.trim() {
+            "push" => Ok(Self::Push),
+            "pull" => Ok(Self::Pull),
+            other => Err(SpecError::UnknownDirection(other.to_owned())),
+        }
+    }
+}
+
+/// A stored enum value that is not one of ours (a corrupt or future row).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {kind} {value:?}")]
+pub struct UnknownValue {
+    /// What was being parsed.
+    pub kind: &'static str,
+    /// The text found.
+    pub value: String,
+}
+
+macro_rules! wire_names {
+    ($ty:ident, $kind:literal, { $($variant:ident => $name:literal),+ $(,)? }) => {
+        impl $ty {
+            /// The wire name.
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$variant => $name),+ }
+            }
+        }
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+        impl FromStr for $ty {
+            type Err = UnknownValue;
+            fn from_str(s: &str) -> Result<Self, UnknownValue> {
+                match s.trim() {
+                    $($name => Ok(Self::$variant),)+
+                    other => Err(UnknownValue { kind: $kind, value: other.to_owned() }),
+                }
+            }
+        }
+    };
+}
+
+wire_names!(Trigger, "trigger", { Api => "api", Schedule => "schedule", Webhook => "webhook", Cli => "cli" });
+wire_names!(JobStatus, "status", {
+    Queued => "queued", Running => "running", Retrying => "retrying",
+    Succeeded => "succeeded", Failed => "failed", Cancelled => "cancelled",
+});
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_link_for_push_and_upsert_for_pull() {
+        assert_eq!(JobSpec::parse("push", None, None), Ok(JobSpec::push()));
+        assert_eq!(JobSpec::parse("pull", None, None), Ok(JobSpec::pull()));
+    }
+
+    #[test]
+    fn a_mode_of_the_other_direction_is_refused_with_the_valid_choices() {
+        let err = JobSpec::parse("pull", Some("link"), None).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "mode \"link\" is not valid for pull: expected \"upsert\" or \"verbose\""
+        );
+        assert!(JobSpec::parse("push", Some("verbose"), None).is_err());
+        assert!(JobSpec::parse("sideways", None, None).is_err());
+        assert_eq!(
+            JobSpec::parse("push", None, Some(true)),
+            Err(SpecError::IncrementalPush)
+        );
+    }
+
+    #[test]
+    fn a_job_serializes_with_flat_spec_and_every_count_key() {
+        let job = Job {
+            id: JobId::generate(),
+            spec: JobSpec::Pull {
+                mode: PullMode::Verbose,
+                incremental: true,
+            },
+            trigger: Trigger::Schedule,
+            status: JobStatus::Queued,
+            attempts: 0,
+            created_at: Utc::now(),
+            started_at: None,
+            finished_at: None,
+            counts: JobSpec::pull().empty_counts(),
+            errors: vec![],
+            progress: JobProgress::default(),
+            error: None,
+            next_attempt_at: None,
+            forced: false,
+        };
+        let v = serde_json::to_value(&job).unwrap();
+        assert_eq!(v["direction"], "pull");
+        assert_eq!(v["mode"], "verbose");
+        assert_eq!(v["incremental"], true);
+        assert_eq!(v["trigger"], "schedule");
+        assert_eq!(v["status"], "queued");
+        let counts = v["counts"].as_object().unwrap();
+        for key in [
+            "total",
+            "created",
+            "created_without_email",
+            "linked",
+            "upserted",
+            "unchanged",
+            "failed",
+        ] {
+            assert_eq!(counts[key], 0, "{key}");
+        }
+        let back: Job = serde_json::from_value(v).unwrap();
+        assert_eq!(back, job);
+    }
+
+    #[test]
+    fn counting_by_outcome_keeps_the_invariants() {
+        let mut push = PushCounts::default();
+        for o in [
+            PushOutcome::Created,
+            PushOutcome::Linked,
+            PushOutcome::Failed,
+            PushOutcome::Skipped,
+        ] {
+            push.add(o);
+        }
+        assert!(push.is_consistent());
+        assert_eq!(push.total, 4);
+        let mut pull = PullCounts::default();
+        pull.add(PullOutcome::Created { with_email: false });
+        pull.add(PullOutcome::Unchanged);
+        assert!(pull.is_consistent());
+        assert_eq!(pull.created_without_email, 1);
+    }
+}
