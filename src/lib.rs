@@ -5,4 +5,5 @@
 //! writes rows and per-job counts through the [`store`].
 
 pub mod ids;
+pub mod sandbox;
 pub mod secret;
