@@ -395,3 +395,16 @@ async fn unsupported_urls_are_refused_with_a_hint() {
         assert!(!err.to_string().contains("secret"), "{url}: {err}");
     }
 }
+
+#[tokio::test]
+async fn a_postgres_url_without_a_user_is_refused_with_a_hint() {
+    if std::env::var_os("PGUSER").is_some() {
+        eprintln!("skipped: PGUSER is set, so a URL without a user is fine");
+        return;
+    }
+    let err = Store::connect("postgres://127.0.0.1:1/crm")
+        .await
+        .expect_err("no user");
+    assert!(matches!(err, StoreError::UnsupportedUrl { .. }), "{err:?}");
+    assert!(err.to_string().contains("USER@HOST"), "{err}");
+}

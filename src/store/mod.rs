@@ -241,19 +241,45 @@ fn scheme_of(url: &str) -> Option<&str> {
 }
 
 async fn connect_postgres(url: &str, redacted: &str) -> Result<PgPool, StoreError> {
-    let options = PgConnectOptions::from_str(url).map_err(|e| StoreError::UnsupportedUrl {
+    let unsupported = |reason: String| StoreError::UnsupportedUrl {
         url: redacted.to_owned(),
-        reason: e.to_string(),
-    })?;
-    PgPoolOptions::new()
+        reason,
+    };
+    // sqlx falls back to a user named "anonymous", which only yields a puzzling auth error.
+    if !names_a_pg_user(url) {
+        return Err(unsupported(
+            "the URL names no user; write postgres://USER@HOST/DB (or set PGUSER)".into(),
+        ));
+    }
+    let options = PgConnectOptions::from_str(url).map_err(|e| unsupported(e.to_string()))?;
+    let unreachable = |source| StoreError::Unreachable {
+        url: redacted.to_owned(),
+        source,
+    };
+    // The first connection is bounded here rather than by acquire_timeout, so that later,
+    // busy moments may still wait the default 30 s for a free connection.
+    let connecting = PgPoolOptions::new()
         .max_connections(PG_MAX_CONNECTIONS)
-        .acquire_timeout(PG_CONNECT_TIMEOUT)
-        .connect_with(options)
-        .await
-        .map_err(|source| StoreError::Unreachable {
-            url: redacted.to_owned(),
-            source,
-        })
+        .connect_with(options);
+    match tokio::time::timeout(PG_CONNECT_TIMEOUT, connecting).await {
+        Ok(connected) => connected.map_err(unreachable),
+        Err(_) => Err(unreachable(sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no answer within {} s", PG_CONNECT_TIMEOUT.as_secs()),
+        )))),
+    }
+}
+
+/// Whether a PostgreSQL URL (or the environment) says which user to connect as.
+fn names_a_pg_user(url: &str) -> bool {
+    let Ok(parsed) = url::Url::parse(url) else {
+        return true; // let sqlx report what is wrong with it
+    };
+    !parsed.username().is_empty()
+        || parsed
+            .query_pairs()
+            .any(|(k, v)| k == "user" && !v.is_empty())
+        || std::env::var_os("PGUSER").is_some_and(|u| !u.is_empty())
 }
 
 async fn connect_sqlite(url: &str, redacted: &str) -> Result<SqlitePool, StoreError> {
