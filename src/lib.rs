@@ -7,3 +7,4 @@
 pub mod ids;
 pub mod sandbox;
 pub mod secret;
+pub mod store;
