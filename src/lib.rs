@@ -6,4 +6,6 @@
 
 pub mod ids;
 pub mod jobs;
+pub mod sandbox;
 pub mod secret;
+pub mod store;

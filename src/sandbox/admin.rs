@@ -1,0 +1,158 @@
+//! The sandbox's own endpoints under `/_sandbox/`: seed, dump, reset, stats, and test
+//! helpers. They need no HubSpot token but answer only loopback callers.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use poem::Response;
+use poem::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::api::json;
+use super::clock::now_ms;
+use super::routes::AdminOp;
+use super::server::{State, lock};
+use super::store::Store;
+use super::wire::{ObjectOut, Projection, RawProperties, parse_json, property_strings};
+
+/// Most contacts one seed call generates.
+const MAX_SEED: usize = 1_000_000;
+
+#[derive(Debug, Deserialize)]
+struct SeedBody {
+    count: usize,
+}
+
+#[derive(Debug, Deserialize)]
+struct InsertItem {
+    #[serde(default)]
+    properties: RawProperties,
+}
+
+#[derive(Debug, Deserialize)]
+struct InsertBody {
+    contacts: Vec<InsertItem>,
+}
+
+/// Serves one admin request.
+pub async fn handle(
+    state: &Arc<State>,
+    op: AdminOp,
+    peer: Option<SocketAddr>,
+    body: &[u8],
+) -> Response {
+    if !peer.is_some_and(|p| p.ip().is_loopback()) {
+        return admin_error(
+            StatusCode::FORBIDDEN,
+            "The sandbox admin endpoints answer only loopback callers.",
+        );
+    }
+    match run(state, op, body) {
+        Ok(v) => json(StatusCode::OK, &v),
+        Err(message) => admin_error(StatusCode::BAD_REQUEST, &message),
+    }
+}
+
+fn admin_error(status: StatusCode, message: &str) -> Response {
+    json(
+        status,
+        &json!({ "error": { "code": "sandbox_admin", "message": message } }),
+    )
+}
+
+fn run(state: &State, op: AdminOp, body: &[u8]) -> Result<Value, String> {
+    match op {
+        AdminOp::Stats => Ok(stats(state)),
+        AdminOp::Dump => Ok(dump(&lock(&state.store))),
+        AdminOp::Insert => {
+            let input: InsertBody = parse_json(body)
+                .map_err(|_| "body must be {\"contacts\":[{\"properties\":{..}}]}".to_owned())?;
+            let records = input
+                .contacts
+                .into_iter()
+                .map(|c| {
+                    property_strings(c.properties)
+                        .map_err(|_| "property values must be strings".to_owned())
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let ids = lock(&state.store).insert_unchecked(records, now_ms());
+            Ok(json!({ "ids": ids.iter().map(u64::to_string).collect::<Vec<_>>() }))
+        }
+        AdminOp::Seed => {
+            let input: SeedBody =
+                parse_json(body).map_err(|_| "body must be {\"count\": N}".to_owned())?;
+            if input.count > MAX_SEED {
+                return Err(format!("count must be at most {MAX_SEED}"));
+            }
+            let ids = seed(state, input.count);
+            Ok(json!({ "created": ids.len() }))
+        }
+        AdminOp::Reset => {
+            *lock(&state.store) = Store::new(state.cfg.search_delay_ms);
+            state.limits.reset();
+            state.stats.reset();
+            Ok(json!({ "reset": true }))
+        }
+        AdminOp::ExpireTokens => {
+            state.oauth.expire_all(now_ms());
+            Ok(json!({ "expired": true }))
+        }
+        AdminOp::FlushSearch => {
+            lock(&state.store).flush_search_index();
+            Ok(json!({ "flushed": true }))
+        }
+    }
+}
+
+/// Generates and inserts `count` seeded contacts; returns their ids.
+pub fn seed(state: &State, count: usize) -> Vec<u64> {
+    let records = lock(&state.generator).take(count);
+    lock(&state.store).insert_unchecked(records, now_ms())
+}
+
+fn dump(store: &Store) -> Value {
+    let live: Vec<ObjectOut> = store
+        .live()
+        .map(|c| ObjectOut::from_contact(c, &Projection::All))
+        .collect();
+    let archived: Vec<ObjectOut> = store
+        .archived()
+        .map(|c| ObjectOut::from_contact(c, &Projection::All))
+        .collect();
+    json!({ "contacts": live, "archived": archived })
+}
+
+/// The admin stats document.
+pub fn stats(state: &State) -> Value {
+    let counts = lock(&state.store).counts();
+    let by_op: BTreeMap<&str, u64> = lock(&state.stats.by_op).clone();
+    let by_status: BTreeMap<String, u64> = lock(&state.stats.by_status)
+        .iter()
+        .map(|(k, v)| (k.to_string(), *v))
+        .collect();
+    let webhooks = state.webhooks.as_ref().map(|w| {
+        json!({
+            "delivered": w.stats.delivered.load(Ordering::Relaxed),
+            "failed_requests": w.stats.failed.load(Ordering::Relaxed),
+        })
+    });
+    json!({
+        "contacts": counts.live,
+        "archived": counts.archived,
+        "merged": counts.merged,
+        "requests": {
+            "total": state.stats.requests.load(Ordering::Relaxed),
+            "rate_limited": state.stats.rate_limited.load(Ordering::Relaxed),
+            "faults_5xx": state.stats.faults_5xx.load(Ordering::Relaxed),
+            "dropped_after_write": state.stats.dropped.load(Ordering::Relaxed),
+            "unauthorized": state.stats.unauthorized.load(Ordering::Relaxed),
+            "by_operation": by_op,
+            "by_status": by_status,
+        },
+        "webhooks": webhooks,
+        "rng_seed": state.cfg.rng_seed,
+    })
+}

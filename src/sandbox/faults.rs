@@ -1,0 +1,95 @@
+//! Fault injection driven by one seeded RNG, so that a failing run can be replayed: every
+//! request that reaches the fault stage draws the same three numbers in arrival order.
+
+use std::sync::Mutex;
+
+use poem::http::StatusCode;
+use rand::rngs::ChaCha8Rng;
+use rand::{RngExt, SeedableRng};
+
+/// What the dice decided for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Answer normally.
+    None,
+    /// Fail with this 5xx before applying anything.
+    ServerError(StatusCode),
+    /// Apply the write, then drop the connection without an answer.
+    DropAfterWrite,
+}
+
+const SERVER_ERRORS: [StatusCode; 4] = [
+    StatusCode::INTERNAL_SERVER_ERROR,
+    StatusCode::BAD_GATEWAY,
+    StatusCode::SERVICE_UNAVAILABLE,
+    StatusCode::GATEWAY_TIMEOUT,
+];
+
+/// The fault knobs and their RNG.
+#[derive(Debug)]
+pub struct Faults {
+    p_5xx: f64,
+    p_drop: f64,
+    rng: Mutex<ChaCha8Rng>,
+}
+
+impl Faults {
+    /// Faults with these probabilities (0..=1), seeded.
+    pub fn new(p_5xx: f64, p_drop: f64, seed: u64) -> Self {
+        Self {
+            p_5xx,
+            p_drop,
+            // A stream of its own, apart from the one that generates contacts.
+            rng: Mutex::new(ChaCha8Rng::seed_from_u64(seed ^ 0xFA17_5EED_0000_0001)),
+        }
+    }
+
+    /// Whether any fault can happen at all.
+    pub fn enabled(&self) -> bool {
+        self.p_5xx > 0.0 || self.p_drop > 0.0
+    }
+
+    /// Draws the fate of one request; `is_write` says whether dropping applies to it.
+    pub fn draw(&self, is_write: bool) -> Fault {
+        if !self.enabled() {
+            return Fault::None;
+        }
+        let (a, b, pick) = {
+            let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
+            (
+                rng.random::<f64>(),
+                rng.random::<f64>(),
+                rng.random_range(0..SERVER_ERRORS.len()),
+            )
+        };
+        if a < self.p_5xx {
+            Fault::ServerError(SERVER_ERRORS[pick])
+        } else if is_write && b < self.p_drop {
+            Fault::DropAfterWrite
+        } else {
+            Fault::None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_seed_replays_the_same_faults() {
+        let a = Faults::new(0.3, 0.3, 42);
+        let b = Faults::new(0.3, 0.3, 42);
+        let seq_a: Vec<Fault> = (0..50).map(|i| a.draw(i % 2 == 0)).collect();
+        let seq_b: Vec<Fault> = (0..50).map(|i| b.draw(i % 2 == 0)).collect();
+        assert_eq!(seq_a, seq_b);
+        assert!(seq_a.iter().any(|f| matches!(f, Fault::ServerError(_))));
+        assert!(seq_a.contains(&Fault::DropAfterWrite));
+    }
+
+    #[test]
+    fn no_probability_means_no_fault() {
+        let f = Faults::new(0.0, 0.0, 1);
+        assert!((0..100).all(|_| f.draw(true) == Fault::None));
+    }
+}

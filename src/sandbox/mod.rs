@@ -1,0 +1,535 @@
+//! A faithful offline HubSpot: OAuth, CRM v3 contacts (list, single, batch, search,
+//! merge), contact properties, account info, HubSpot's rate limits and error bodies,
+//! seeded fault injection, v3-signed webhooks, and admin endpoints under `/_sandbox/`.
+//!
+//! `crm-sync sandbox` runs it alone ([`run`]); `crm-sync serve --sandbox` and the tests run
+//! it in-process ([`Sandbox::start`]).
+
+mod admin;
+mod api;
+mod clock;
+mod conn;
+mod errors;
+mod faults;
+mod limits;
+mod oauth;
+mod properties;
+mod routes;
+mod search;
+mod seed;
+mod server;
+mod store;
+mod webhooks;
+mod wire;
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::secret::Secret;
+use server::{Config, SandboxEndpoint, State, Stats, lock};
+
+pub use webhooks::sign_v3;
+
+/// The app id the sandbox's OAuth app reports (webhook events, token metadata).
+pub const SANDBOX_APP_ID: i64 = 4_000_001;
+
+/// The flags of `crm-sync sandbox` (INTERFACE §5).
+#[derive(Debug, Clone, clap::Args)]
+pub struct SandboxArgs {
+    /// Listen port on 127.0.0.1.
+    #[arg(long, default_value_t = 3002)]
+    pub port: u16,
+    /// A private-app token it accepts (generated and printed when absent).
+    #[arg(long)]
+    pub access_token: Option<String>,
+    /// The OAuth app's client id (generated and printed when absent).
+    #[arg(long)]
+    pub client_id: Option<String>,
+    /// The OAuth app's client secret (generated and printed when absent).
+    #[arg(long)]
+    pub client_secret: Option<String>,
+    /// OAuth access-token lifetime in seconds.
+    #[arg(long, default_value_t = 1800)]
+    pub token_lifetime_secs: u64,
+    /// Requests per rolling 10 seconds per app; 0 turns the limit off.
+    #[arg(long, default_value_t = 100)]
+    pub requests_per_10s: u32,
+    /// Search requests per second per token; 0 turns the limit off.
+    #[arg(long, default_value_t = 5)]
+    pub search_per_second: u32,
+    /// Generated contacts it starts with.
+    #[arg(long, default_value_t = 0)]
+    pub contacts: usize,
+    /// Probability (0..1) that a request fails with a 5xx before anything is applied.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_probability)]
+    pub fault_5xx: f64,
+    /// Probability (0..1) that a write is applied and then the connection is dropped.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_probability)]
+    pub fault_drop_after_write: f64,
+    /// Milliseconds added to every answer.
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
+    /// Seed that makes contacts and faults repeatable (random when absent, and printed).
+    #[arg(long)]
+    pub rng_seed: Option<u64>,
+    /// Where to POST v3-signed webhook events when contacts change.
+    #[arg(long)]
+    pub webhook_url: Option<String>,
+    /// How long a write takes to show up in search, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pub search_delay_ms: u64,
+    /// The account id it reports.
+    #[arg(long, default_value_t = 1_000_001)]
+    pub portal_id: i64,
+}
+
+impl Default for SandboxArgs {
+    fn default() -> Self {
+        Self {
+            port: 3002,
+            access_token: None,
+            client_id: None,
+            client_secret: None,
+            token_lifetime_secs: 1800,
+            requests_per_10s: 100,
+            search_per_second: 5,
+            contacts: 0,
+            fault_5xx: 0.0,
+            fault_drop_after_write: 0.0,
+            latency_ms: 0,
+            rng_seed: None,
+            webhook_url: None,
+            search_delay_ms: 0,
+            portal_id: 1_000_001,
+        }
+    }
+}
+
+fn parse_probability(raw: &str) -> Result<f64, String> {
+    let p: f64 = raw
+        .parse()
+        .map_err(|_| format!("'{raw}' is not a number"))?;
+    if (0.0..=1.0).contains(&p) {
+        Ok(p)
+    } else {
+        Err(format!("{p} is not a probability between 0 and 1"))
+    }
+}
+
+/// Why the sandbox could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// The address is taken or not allowed.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A flag value is unusable.
+    #[error("invalid sandbox setting: {0}")]
+    InvalidArgs(String),
+    /// The server stopped with an I/O error.
+    #[error("sandbox server failed: {0}")]
+    Server(#[from] std::io::Error),
+}
+
+/// A contact as the sandbox holds it (for tests and demos).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxContact {
+    /// Record id.
+    pub id: String,
+    /// Property values.
+    pub properties: BTreeMap<String, String>,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+    /// Archived flag.
+    pub archived: bool,
+}
+
+impl SandboxContact {
+    fn from_store(c: &store::Contact) -> Self {
+        let at = |ms: i64| Utc.timestamp_millis_opt(ms).single().unwrap_or_default();
+        Self {
+            id: c.id.to_string(),
+            properties: c.properties.clone(),
+            created_at: at(c.created_ms),
+            updated_at: at(c.updated_ms),
+            archived: c.archived_ms.is_some(),
+        }
+    }
+
+    /// The email, when set.
+    pub fn email(&self) -> Option<&str> {
+        self.properties.get("email").map(String::as_str)
+    }
+}
+
+/// A request the sandbox received while recording (conformance tests validate these).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedRequest {
+    /// HTTP method.
+    pub method: String,
+    /// Path without query.
+    pub path: String,
+    /// Raw query string.
+    pub query: String,
+    /// `Content-Type` header.
+    pub content_type: Option<String>,
+    /// Body bytes.
+    pub body: Vec<u8>,
+}
+
+/// Counters of a running sandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxStats {
+    /// Requests served.
+    pub requests: u64,
+    /// 429 answers.
+    pub rate_limited: u64,
+    /// Injected 5xx answers.
+    pub faults_5xx: u64,
+    /// Connections dropped after a write.
+    pub dropped_after_write: u64,
+    /// Requests per operation (`contacts.batch_create`, ...).
+    pub by_operation: BTreeMap<String, u64>,
+    /// Webhook events delivered.
+    pub webhook_events_delivered: u64,
+}
+
+/// The HubSpot sandbox.
+pub struct Sandbox;
+
+impl Sandbox {
+    /// Starts on the given address (port 0 = any free port) in the current tokio runtime.
+    pub async fn start(args: SandboxArgs, bind: SocketAddr) -> Result<SandboxHandle, SandboxError> {
+        for (name, p) in [
+            ("fault-5xx", args.fault_5xx),
+            ("fault-drop-after-write", args.fault_drop_after_write),
+        ] {
+            if !(0.0..=1.0).contains(&p) {
+                return Err(SandboxError::InvalidArgs(format!(
+                    "--{name} must be between 0 and 1, got {p}"
+                )));
+            }
+        }
+        if let Some(url) = &args.webhook_url {
+            url::Url::parse(url)
+                .map_err(|e| SandboxError::InvalidArgs(format!("--webhook-url {url}: {e}")))?;
+        }
+        let listener = TcpListener::bind(bind)
+            .await
+            .map_err(|source| SandboxError::Bind { addr: bind, source })?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(build_state(&args));
+        if args.contacts > 0 {
+            admin::seed(&state, args.contacts);
+        }
+        let acceptor = conn::KillableAcceptor::new(listener, state.connections.clone())?;
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let endpoint = SandboxEndpoint {
+            state: state.clone(),
+        };
+        let task = tokio::spawn(async move {
+            poem::Server::new_with_acceptor(acceptor)
+                .run_with_graceful_shutdown(
+                    endpoint,
+                    async {
+                        let _ = stop_rx.await;
+                    },
+                    Some(Duration::from_secs(2)),
+                )
+                .await
+        });
+        Ok(SandboxHandle {
+            state,
+            addr,
+            stop: Some(stop_tx),
+            task: Some(task),
+        })
+    }
+}
+
+fn build_state(args: &SandboxArgs) -> State {
+    let rng_seed = args.rng_seed.unwrap_or_else(rand::random);
+    let access_token = args
+        .access_token
+        .clone()
+        .unwrap_or_else(|| format!("pat-na1-{}", errors::uuid_v4()));
+    let client_id = args.client_id.clone().unwrap_or_else(errors::uuid_v4);
+    let client_secret = Secret::new(args.client_secret.clone().unwrap_or_else(errors::uuid_v4));
+    let cfg = Config {
+        portal_id: args.portal_id,
+        access_token: Secret::new(access_token),
+        client_id: client_id.clone(),
+        client_secret: client_secret.clone(),
+        latency: Duration::from_millis(args.latency_ms),
+        rng_seed,
+        search_delay_ms: args.search_delay_ms,
+    };
+    let webhooks = args.webhook_url.clone().map(|url| {
+        webhooks::Webhooks::start(url, client_secret.clone(), args.portal_id, SANDBOX_APP_ID)
+    });
+    State {
+        store: Mutex::new(store::Store::new(args.search_delay_ms)),
+        oauth: oauth::OAuthApp::new(
+            client_id,
+            client_secret,
+            args.token_lifetime_secs,
+            args.portal_id,
+            SANDBOX_APP_ID,
+        ),
+        limits: limits::Limits::new(args.requests_per_10s, args.search_per_second),
+        faults: faults::Faults::new(args.fault_5xx, args.fault_drop_after_write, rng_seed),
+        webhooks,
+        connections: conn::Connections::default(),
+        stats: Stats::default(),
+        recorder: Mutex::new(None),
+        generator: Mutex::new(seed::ContactGenerator::new(rng_seed)),
+        cfg,
+    }
+}
+
+/// A running sandbox.
+pub struct SandboxHandle {
+    state: Arc<State>,
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl SandboxHandle {
+    /// `http://127.0.0.1:<port>`: the base for every HubSpot path (as `https://api.hubapi.com`).
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The authorize page (as `https://app.hubspot.com/oauth/authorize`).
+    pub fn authorize_url(&self) -> String {
+        format!("{}/oauth/authorize", self.base_url())
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The private-app token it accepts.
+    pub fn access_token(&self) -> &str {
+        self.state.cfg.access_token.expose()
+    }
+
+    /// The OAuth client id.
+    pub fn client_id(&self) -> &str {
+        &self.state.cfg.client_id
+    }
+
+    /// The OAuth client secret (also the webhook signing key).
+    pub fn client_secret(&self) -> &str {
+        self.state.cfg.client_secret.expose()
+    }
+
+    /// The account id it reports.
+    pub fn portal_id(&self) -> i64 {
+        self.state.cfg.portal_id
+    }
+
+    /// The seed in use (given or drawn).
+    pub fn rng_seed(&self) -> u64 {
+        self.state.cfg.rng_seed
+    }
+
+    /// Live contacts.
+    pub fn contact_count(&self) -> usize {
+        lock(&self.state.store).counts().live
+    }
+
+    /// All live contacts in id order.
+    pub fn contacts(&self) -> Vec<SandboxContact> {
+        lock(&self.state.store)
+            .live()
+            .map(SandboxContact::from_store)
+            .collect()
+    }
+
+    /// All archived contacts in id order.
+    pub fn archived_contacts(&self) -> Vec<SandboxContact> {
+        lock(&self.state.store)
+            .archived()
+            .map(SandboxContact::from_store)
+            .collect()
+    }
+
+    /// One live contact by id.
+    pub fn contact(&self, id: &str) -> Option<SandboxContact> {
+        let store = lock(&self.state.store);
+        id.parse()
+            .ok()
+            .and_then(|id| store.get(id))
+            .map(SandboxContact::from_store)
+    }
+
+    /// Inserts contacts directly (no HTTP, no webhooks); records whose unique values exist
+    /// already are skipped. Returns the new ids.
+    pub fn insert_contacts(&self, records: Vec<BTreeMap<String, String>>) -> Vec<String> {
+        lock(&self.state.store)
+            .insert_unchecked(records, clock::now_ms())
+            .into_iter()
+            .map(|id| id.to_string())
+            .collect()
+    }
+
+    /// Inserts `n` generated contacts (repeatable for the seed).
+    pub fn seed_contacts(&self, n: usize) -> Vec<String> {
+        admin::seed(&self.state, n)
+            .into_iter()
+            .map(|id| id.to_string())
+            .collect()
+    }
+
+    /// Forgets all contacts, custom properties and counters (tokens stay valid).
+    pub fn reset(&self) {
+        *lock(&self.state.store) = store::Store::new(self.state.cfg.search_delay_ms);
+        self.state.limits.reset();
+        self.state.stats.reset();
+    }
+
+    /// Makes pending writes visible to search now.
+    pub fn flush_search_index(&self) {
+        lock(&self.state.store).flush_search_index();
+    }
+
+    /// Expires every OAuth access token issued so far.
+    pub fn expire_access_tokens(&self) {
+        self.state.oauth.expire_all(clock::now_ms());
+    }
+
+    /// Starts or stops keeping the requests it receives (HubSpot paths only).
+    pub fn set_recording(&self, on: bool) {
+        let mut rec = lock(&self.state.recorder);
+        match (on, rec.is_some()) {
+            (true, false) => *rec = Some(Vec::new()),
+            (false, true) => *rec = None,
+            _ => {}
+        }
+    }
+
+    /// The requests kept since recording started (and clears them).
+    pub fn take_recorded_requests(&self) -> Vec<RecordedRequest> {
+        lock(&self.state.recorder)
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    /// Request counters.
+    pub fn stats(&self) -> SandboxStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = &self.state.stats;
+        SandboxStats {
+            requests: s.requests.load(Relaxed),
+            rate_limited: s.rate_limited.load(Relaxed),
+            faults_5xx: s.faults_5xx.load(Relaxed),
+            dropped_after_write: s.dropped.load(Relaxed),
+            by_operation: lock(&s.by_op)
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), *v))
+                .collect(),
+            webhook_events_delivered: self
+                .state
+                .webhooks
+                .as_ref()
+                .map_or(0, |w| w.stats.delivered.load(Relaxed)),
+        }
+    }
+
+    /// The one line `crm-sync sandbox` prints at start.
+    pub fn start_line(&self) -> String {
+        format!(
+            "HubSpot sandbox at {} (authorize: {}) portal {} | private-app token: {} | OAuth client_id: {} client_secret: {} | rng seed {}",
+            self.base_url(),
+            self.authorize_url(),
+            self.portal_id(),
+            self.access_token(),
+            self.client_id(),
+            self.client_secret(),
+            self.rng_seed(),
+        )
+    }
+
+    /// Stops accepting, lets running requests finish (at most 2 s), and waits.
+    pub async fn shutdown(mut self) -> Result<(), SandboxError> {
+        self.stop_now();
+        if let Some(task) = self.task.take() {
+            match task.await {
+                Ok(result) => result?,
+                Err(e) => return Err(SandboxError::Server(std::io::Error::other(e))),
+            }
+        }
+        Ok(())
+    }
+
+    fn stop_now(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    async fn wait(mut self) -> Result<(), SandboxError> {
+        if let Some(task) = self.task.take() {
+            match task.await {
+                Ok(result) => result?,
+                Err(e) => return Err(SandboxError::Server(std::io::Error::other(e))),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for SandboxHandle {
+    fn drop(&mut self) {
+        self.stop_now();
+    }
+}
+
+/// The standalone `crm-sync sandbox` command: start, print the one line, run until Ctrl-C / SIGTERM.
+pub async fn run(args: SandboxArgs) -> Result<(), SandboxError> {
+    let bind = SocketAddr::from((Ipv4Addr::LOCALHOST, args.port));
+    let handle = Sandbox::start(args, bind).await?;
+    println!("{}", handle.start_line());
+    shutdown_signal().await;
+    let mut handle = handle;
+    handle.stop_now();
+    handle.wait().await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

@@ -1,0 +1,421 @@
+//! The request pipeline: route, admin or OAuth or API; for the API authenticate, check the
+//! scope, count against the limits, draw faults, run the operation, maybe drop the
+//! connection; stamp correlation ids and rate-limit headers.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use poem::http::{HeaderMap, HeaderValue, StatusCode};
+use poem::{Endpoint, Request, Response};
+
+use super::clock::{iso_millis, now_ms};
+use super::conn::Connections;
+use super::errors::{ApiError, uuid_v4};
+use super::faults::{Fault, Faults};
+use super::limits::{AppKey, Budget, Limits, Refusal};
+use super::oauth::{Authorize, OAuthApp, TokenCheck, parse_params, refused_page};
+use super::routes::{ApiOp, OAuthOp, OpKind, Target, route};
+use super::seed::ContactGenerator;
+use super::store::Store;
+use super::webhooks::Webhooks;
+use super::{RecordedRequest, api};
+use crate::secret::Secret;
+
+/// Largest request body read (HubSpot's batch bodies are far smaller).
+const MAX_BODY: usize = 16 * 1024 * 1024;
+
+/// Settings fixed at start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Account id.
+    pub portal_id: i64,
+    /// The private-app token.
+    pub access_token: Secret,
+    /// The OAuth client id.
+    pub client_id: String,
+    /// The OAuth client secret.
+    pub client_secret: Secret,
+    /// Added to every HubSpot answer.
+    pub latency: Duration,
+    /// Seed of contacts and faults.
+    pub rng_seed: u64,
+    /// Index lag of search.
+    pub search_delay_ms: u64,
+}
+
+/// Request counters.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// All requests.
+    pub requests: AtomicU64,
+    /// 429 answers.
+    pub rate_limited: AtomicU64,
+    /// Injected 5xx answers.
+    pub faults_5xx: AtomicU64,
+    /// Connections dropped after a write.
+    pub dropped: AtomicU64,
+    /// 401 answers.
+    pub unauthorized: AtomicU64,
+    /// Requests per operation name.
+    pub by_op: Mutex<BTreeMap<&'static str, u64>>,
+    /// Answers per status code.
+    pub by_status: Mutex<BTreeMap<u16, u64>>,
+}
+
+impl Stats {
+    fn count(&self, op: Option<&'static str>, status: StatusCode) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        if let Some(op) = op {
+            *lock(&self.by_op).entry(op).or_default() += 1;
+        }
+        *lock(&self.by_status).entry(status.as_u16()).or_default() += 1;
+    }
+
+    /// Zeroes every counter.
+    pub fn reset(&self) {
+        for c in [
+            &self.requests,
+            &self.rate_limited,
+            &self.faults_5xx,
+            &self.dropped,
+            &self.unauthorized,
+        ] {
+            c.store(0, Ordering::Relaxed);
+        }
+        lock(&self.by_op).clear();
+        lock(&self.by_status).clear();
+    }
+}
+
+/// Locks a mutex, surviving a poisoned one (a panicked handler must not stop the sandbox).
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Everything the handlers share.
+#[derive(Debug)]
+pub struct State {
+    /// Fixed settings.
+    pub cfg: Config,
+    /// CRM data.
+    pub store: Mutex<Store>,
+    /// The OAuth app.
+    pub oauth: OAuthApp,
+    /// Rate limits.
+    pub limits: Limits,
+    /// Fault dice.
+    pub faults: Faults,
+    /// Webhook sender, when a URL is configured.
+    pub webhooks: Option<Webhooks>,
+    /// Killable connections.
+    pub connections: Connections,
+    /// Counters.
+    pub stats: Stats,
+    /// Requests kept for conformance tests, when recording.
+    pub recorder: Mutex<Option<Vec<RecordedRequest>>>,
+    /// Generator of seeded contacts.
+    pub generator: Mutex<ContactGenerator>,
+}
+
+/// Who is calling.
+struct Principal {
+    app: AppKey,
+    token: String,
+    /// None for the private app (all scopes).
+    scopes: Option<Vec<String>>,
+}
+
+/// The poem endpoint that serves everything.
+pub struct SandboxEndpoint {
+    /// Shared state.
+    pub state: Arc<State>,
+}
+
+impl Endpoint for SandboxEndpoint {
+    type Output = Response;
+
+    async fn call(&self, req: Request) -> poem::Result<Response> {
+        Ok(handle(&self.state, req).await)
+    }
+}
+
+async fn handle(state: &Arc<State>, mut req: Request) -> Response {
+    let correlation = uuid_v4();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let query = req.uri().query().unwrap_or("").to_owned();
+    let peer = req.remote_addr().as_socket_addr().copied();
+    let target = route(&method, &path);
+    let body = match req.take_body().into_bytes_limit(MAX_BODY).await {
+        Ok(b) => b,
+        Err(e) => {
+            let resp = ApiError::validation(format!("Could not read the request body: {e}"))
+                .into_response(&correlation);
+            return finish(state, None, resp, &correlation);
+        }
+    };
+    if let Target::Admin(op) = target {
+        let resp = super::admin::handle(state, op, peer, &body).await;
+        return finish(state, Some("admin"), resp, &correlation);
+    }
+    record(state, &req, &path, &query, &body);
+    if !state.cfg.latency.is_zero() {
+        tokio::time::sleep(state.cfg.latency).await;
+    }
+    let (op_name, resp) = match target {
+        Target::OAuth(op) => (Some("oauth"), oauth(state, op, &query, &body, &correlation)),
+        Target::Api(op) => {
+            let name = op.name();
+            (
+                Some(name),
+                api_call(state, op, req.headers(), peer, &query, &body, &correlation).await,
+            )
+        }
+        Target::MethodNotAllowed => (
+            None,
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "VALIDATION_ERROR",
+                format!("{method} is not supported on {path}"),
+            )
+            .into_response(&correlation),
+        ),
+        Target::NotFound | Target::Admin(_) => (
+            None,
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "OBJECT_NOT_FOUND",
+                format!("No route for {method} {path}"),
+            )
+            .into_response(&correlation),
+        ),
+    };
+    finish(state, op_name, resp, &correlation)
+}
+
+fn finish(
+    state: &State,
+    op: Option<&'static str>,
+    mut resp: Response,
+    correlation: &str,
+) -> Response {
+    if let Ok(v) = HeaderValue::from_str(correlation) {
+        resp.headers_mut().insert("X-HubSpot-Correlation-Id", v);
+    }
+    state.stats.count(op, resp.status());
+    resp
+}
+
+fn record(state: &State, req: &Request, path: &str, query: &str, body: &[u8]) {
+    let mut recorder = lock(&state.recorder);
+    if let Some(list) = recorder.as_mut() {
+        list.push(RecordedRequest {
+            method: req.method().to_string(),
+            path: path.to_owned(),
+            query: query.to_owned(),
+            content_type: req.header("content-type").map(str::to_owned),
+            body: body.to_vec(),
+        });
+    }
+}
+
+fn oauth(state: &State, op: OAuthOp, query: &str, body: &[u8], correlation: &str) -> Response {
+    let now = now_ms();
+    let result = match op {
+        OAuthOp::Authorize => {
+            return match state.oauth.authorize(&parse_params(query.as_bytes()), now) {
+                Authorize::Redirect(url) => Response::builder()
+                    .status(StatusCode::FOUND)
+                    .header("Location", url)
+                    .finish(),
+                Authorize::Refused(reason) => Response::builder()
+                    .status(StatusCode::BAD_REQUEST)
+                    .content_type("text/html; charset=utf-8")
+                    .body(refused_page(&reason)),
+            };
+        }
+        OAuthOp::Token => {
+            // v1 also takes parameters in the query; the form body wins.
+            let mut params = parse_params(query.as_bytes());
+            params.extend(parse_params(body));
+            state.oauth.token(&params, now)
+        }
+        OAuthOp::Introspect => state.oauth.introspect(&parse_params(body), now),
+        OAuthOp::Revoke => state
+            .oauth
+            .revoke(&parse_params(body))
+            .map(|()| serde_json::Value::Null),
+        OAuthOp::AccessTokenInfo(t) => state.oauth.access_token_info(&t, now),
+        OAuthOp::RefreshTokenInfo(t) => state.oauth.refresh_token_info(&t),
+        OAuthOp::DeleteRefreshToken(t) => {
+            state.oauth.delete_refresh(&t);
+            return Response::builder().status(StatusCode::NO_CONTENT).finish();
+        }
+    };
+    match result {
+        Ok(serde_json::Value::Null) => Response::builder().status(StatusCode::OK).finish(),
+        Ok(v) => api::json(StatusCode::OK, &v),
+        Err(e) => e.into_response(correlation),
+    }
+}
+
+async fn api_call(
+    state: &Arc<State>,
+    op: ApiOp,
+    headers: &HeaderMap,
+    peer: Option<SocketAddr>,
+    query: &str,
+    body: &[u8],
+    correlation: &str,
+) -> Response {
+    let principal = match authenticate(state, headers) {
+        Ok(p) => p,
+        Err(e) => {
+            state.stats.unauthorized.fetch_add(1, Ordering::Relaxed);
+            return e.into_response(correlation);
+        }
+    };
+    let scope = op.required_scope();
+    if principal
+        .scopes
+        .as_ref()
+        .is_some_and(|s| !s.iter().any(|x| x == scope))
+    {
+        return ApiError::missing_scopes(&[scope]).into_response(correlation);
+    }
+    let kind = op.kind();
+    let now = Instant::now();
+    let budget = if kind == OpKind::Search {
+        if let Err(refusal) = state.limits.admit_search(&principal.token, now) {
+            return too_many(state, refusal, correlation);
+        }
+        None
+    } else {
+        match state.limits.admit(&principal.app, now) {
+            Ok(b) => Some(b),
+            Err(refusal) => return too_many(state, refusal, correlation),
+        }
+    };
+    let fault = state.faults.draw(kind == OpKind::Write);
+    let mut resp = if let Fault::ServerError(code) = fault {
+        state.stats.faults_5xx.fetch_add(1, Ordering::Relaxed);
+        ApiError::new(
+            code,
+            "INTERNAL_ERROR",
+            "The sandbox injected a server error (--fault-5xx); nothing was applied.",
+        )
+        .into_response(correlation)
+    } else {
+        match api::dispatch(state, op, query, body).await {
+            Ok(r) => r,
+            Err(e) => e.into_response(correlation),
+        }
+    };
+    if fault == Fault::DropAfterWrite
+        && resp.status().is_success()
+        && let Some(peer) = peer
+        && state.connections.kill(&peer)
+    {
+        state.stats.dropped.fetch_add(1, Ordering::Relaxed);
+    }
+    if let Some(b) = budget {
+        add_budget_headers(resp.headers_mut(), &b);
+    }
+    resp
+}
+
+fn authenticate(state: &State, headers: &HeaderMap) -> Result<Principal, ApiError> {
+    let token = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, rest) = v.split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then(|| rest.trim().to_owned())
+        })
+        .filter(|t| !t.is_empty())
+        .ok_or_else(ApiError::invalid_authentication)?;
+    if state.cfg.access_token.matches(&token) {
+        return Ok(Principal {
+            app: AppKey::PrivateApp,
+            token,
+            scopes: None,
+        });
+    }
+    let now = now_ms();
+    match state.oauth.check(&token, now) {
+        TokenCheck::Valid(scopes) => Ok(Principal {
+            app: AppKey::OAuthClient(state.cfg.client_id.clone()),
+            token,
+            scopes: Some(scopes),
+        }),
+        TokenCheck::Expired(at) => Err(ApiError::expired_authentication(
+            (now - at) / 1000,
+            iso_millis(at),
+        )),
+        TokenCheck::Unknown => Err(ApiError::invalid_authentication()),
+    }
+}
+
+fn too_many(state: &State, refusal: Refusal, correlation: &str) -> Response {
+    state.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+    let (message, policy) = match refusal {
+        Refusal::TenSecondly => (
+            "You have reached your ten_secondly_rolling limit.",
+            "TEN_SECONDLY_ROLLING",
+        ),
+        Refusal::Secondly => ("You have reached your secondly limit.", "SECONDLY"),
+        Refusal::Daily => ("You have reached your daily limit.", "DAILY"),
+    };
+    let mut resp = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITS", message)
+        .field("errorType", "RATE_LIMIT")
+        .field("policyName", policy)
+        .field("requestId", uuid_v4())
+        .into_response(correlation);
+    if refusal == Refusal::TenSecondly {
+        let b = Budget {
+            max: state.limits.per_10s(),
+            remaining: 0,
+            secondly: state.limits.per_10s().div_ceil(10),
+            secondly_remaining: 0,
+            daily_used: None,
+        };
+        add_budget_headers(resp.headers_mut(), &b);
+    }
+    resp
+}
+
+fn add_budget_headers(headers: &mut HeaderMap, b: &Budget) {
+    let mut put = |name: &'static str, value: String| {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(name, v);
+        }
+    };
+    if let Some(used) = b.daily_used {
+        put(
+            "X-HubSpot-RateLimit-Daily",
+            super::limits::DAILY_LIMIT.to_string(),
+        );
+        put(
+            "X-HubSpot-RateLimit-Daily-Remaining",
+            super::limits::DAILY_LIMIT.saturating_sub(used).to_string(),
+        );
+    }
+    if b.max > 0 {
+        put(
+            "X-HubSpot-RateLimit-Interval-Milliseconds",
+            "10000".to_owned(),
+        );
+        put("X-HubSpot-RateLimit-Max", b.max.to_string());
+        put("X-HubSpot-RateLimit-Remaining", b.remaining.to_string());
+        put("X-HubSpot-RateLimit-Secondly", b.secondly.to_string());
+        put(
+            "X-HubSpot-RateLimit-Secondly-Remaining",
+            b.secondly_remaining.to_string(),
+        );
+    }
+}

@@ -1,0 +1,1123 @@
+//! The sandbox's CRM data: contacts in memory with their unique indexes, and every write
+//! rule HubSpot applies (all-or-nothing batches, 409 on existing emails, 207 on partial
+//! failures, merges, and a search index that lags behind writes).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use super::clock::iso_millis;
+use super::properties::{PropertyCatalog, PropertyProblem};
+
+/// The first record id handed out; ids then increase by one, like HubSpot's numeric ids.
+pub const FIRST_ID: u64 = 10_000_000_001;
+
+/// The most inputs one batch call accepts.
+pub const MAX_BATCH: usize = 100;
+
+/// Properties a record always carries, whatever was asked for.
+pub const ALWAYS_RETURNED: [&str; 3] = ["hs_object_id", "createdate", "lastmodifieddate"];
+
+/// Properties returned when a read names none.
+pub const DEFAULT_RETURNED: [&str; 6] = [
+    "email",
+    "firstname",
+    "lastname",
+    "hs_object_id",
+    "createdate",
+    "lastmodifieddate",
+];
+
+/// A contact record.
+#[derive(Debug, Clone)]
+pub struct Contact {
+    /// Record id.
+    pub id: u64,
+    /// Property values (never empty strings: clearing removes the value).
+    pub properties: BTreeMap<String, String>,
+    /// Creation time, ms.
+    pub created_ms: i64,
+    /// Last change, ms.
+    pub updated_ms: i64,
+    /// Archive time, ms, when archived.
+    pub archived_ms: Option<i64>,
+    search: SearchView,
+}
+
+/// What the search index holds for a record: the current version once `visible_from_ms`
+/// has passed, the previously indexed version (if any) before that.
+#[derive(Debug, Clone, Default)]
+struct SearchView {
+    visible_from_ms: i64,
+    previous: Option<Box<Indexed>>,
+}
+
+/// A record as the search index sees it.
+#[derive(Debug, Clone)]
+pub struct Indexed {
+    /// Record id.
+    pub id: u64,
+    /// Indexed property values.
+    pub properties: BTreeMap<String, String>,
+    /// Creation time, ms.
+    pub created_ms: i64,
+    /// Last change at indexing time, ms.
+    pub updated_ms: i64,
+}
+
+impl Contact {
+    fn snapshot(&self) -> Indexed {
+        Indexed {
+            id: self.id,
+            properties: self.properties.clone(),
+            created_ms: self.created_ms,
+            updated_ms: self.updated_ms,
+        }
+    }
+
+    /// The email, when set.
+    pub fn email(&self) -> Option<&str> {
+        self.properties.get("email").map(String::as_str)
+    }
+}
+
+/// Something that happened to a contact, for webhooks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// A contact was created.
+    Created(u64),
+    /// A property got a new value (empty = cleared).
+    PropertyChanged {
+        /// The contact.
+        id: u64,
+        /// The property.
+        name: String,
+        /// Its new value.
+        value: String,
+    },
+    /// A contact was archived or deleted.
+    Deleted(u64),
+    /// `merged` were merged into `primary`.
+    Merged {
+        /// The surviving record.
+        primary: u64,
+        /// The record merged into it.
+        merged: u64,
+    },
+}
+
+/// How a batch or single call names records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdKey {
+    /// The record id.
+    ObjectId,
+    /// The email (case-insensitive).
+    Email,
+    /// A custom property with `hasUniqueValue`.
+    Unique(String),
+}
+
+impl IdKey {
+    /// The property name the key reads.
+    pub fn property(&self) -> &str {
+        match self {
+            Self::ObjectId => "hs_object_id",
+            Self::Email => "email",
+            Self::Unique(name) => name,
+        }
+    }
+
+    /// The value as the index stores it.
+    fn normalise(&self, value: &str) -> String {
+        match self {
+            Self::Email => normalise_email(value),
+            _ => value.trim().to_owned(),
+        }
+    }
+}
+
+/// What a lookup found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Found {
+    /// A live record.
+    Live(u64),
+    /// A record merged away into the given survivor.
+    Merged(u64),
+    /// An archived record.
+    Archived(u64),
+    /// Nothing.
+    Missing,
+}
+
+/// One input of a batch create.
+#[derive(Debug, Clone)]
+pub struct CreateInput {
+    /// Property values.
+    pub values: BTreeMap<String, String>,
+    /// The caller's `objectWriteTraceId`.
+    pub trace: Option<String>,
+}
+
+/// One input of a batch update or upsert.
+#[derive(Debug, Clone)]
+pub struct KeyedInput {
+    /// The id or unique value.
+    pub id: String,
+    /// The caller's `idProperty`.
+    pub id_property: Option<String>,
+    /// Property values.
+    pub values: BTreeMap<String, String>,
+    /// The caller's `objectWriteTraceId`.
+    pub trace: Option<String>,
+}
+
+/// A record written by a batch.
+#[derive(Debug, Clone)]
+pub struct Written {
+    /// The record after the write.
+    pub contact: Contact,
+    /// The input's `objectWriteTraceId`.
+    pub trace: Option<String>,
+    /// Upsert only: the record was created.
+    pub new: bool,
+}
+
+/// A per-input failure inside a 207 answer (HubSpot's `StandardError`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemError {
+    /// `VALIDATION_ERROR`, `OBJECT_NOT_FOUND`, ...
+    pub category: &'static str,
+    /// English explanation.
+    pub message: String,
+    /// E.g. `ids`, `objectWriteTraceId`.
+    pub context: BTreeMap<String, Vec<String>>,
+}
+
+/// The result of a batch write that was (at least partly) applied.
+#[derive(Debug, Clone, Default)]
+pub struct BatchOutcome {
+    /// Records written, in input order.
+    pub written: Vec<Written>,
+    /// Inputs that failed alone.
+    pub errors: Vec<ItemError>,
+    /// What changed, for webhooks.
+    pub changes: Vec<Change>,
+}
+
+/// Why a whole request was refused; nothing was applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteError {
+    /// 400 `VALIDATION_ERROR` with HubSpot's property message.
+    Invalid(String),
+    /// 409 `CONFLICT`.
+    Conflict(String),
+    /// 400: the same id twice in one batch.
+    DuplicateIds(Vec<String>),
+    /// 400: more than [`MAX_BATCH`] inputs.
+    TooLarge(usize),
+    /// 400: an `idProperty` that cannot identify records here.
+    BadIdProperty(String),
+    /// 404 on a single-record call.
+    NotFound(String),
+}
+
+/// A page of the list endpoint.
+#[derive(Debug, Clone)]
+pub struct Page {
+    /// Records on this page.
+    pub records: Vec<Contact>,
+    /// Id to start the next page from, when there is one.
+    pub next: Option<u64>,
+}
+
+/// Counts for the admin stats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreCounts {
+    /// Live contacts.
+    pub live: usize,
+    /// Archived contacts.
+    pub archived: usize,
+    /// Ids merged away.
+    pub merged: usize,
+}
+
+/// All CRM data of the sandbox.
+#[derive(Debug, Clone)]
+pub struct Store {
+    contacts: BTreeMap<u64, Contact>,
+    archived: BTreeMap<u64, Contact>,
+    merged_into: HashMap<u64, u64>,
+    by_email: HashMap<String, u64>,
+    unique: HashMap<String, HashMap<String, u64>>,
+    /// Property definitions.
+    pub catalog: PropertyCatalog,
+    next_id: u64,
+    search_delay_ms: i64,
+}
+
+/// Emails compare trimmed and lower-cased.
+pub fn normalise_email(value: &str) -> String {
+    value.trim().to_lowercase()
+}
+
+impl Store {
+    /// An empty store whose writes reach search after `search_delay_ms`.
+    pub fn new(search_delay_ms: u64) -> Self {
+        Self {
+            contacts: BTreeMap::new(),
+            archived: BTreeMap::new(),
+            merged_into: HashMap::new(),
+            by_email: HashMap::new(),
+            unique: HashMap::new(),
+            catalog: PropertyCatalog::default(),
+            next_id: FIRST_ID,
+            search_delay_ms: i64::try_from(search_delay_ms).unwrap_or(i64::MAX / 4),
+        }
+    }
+
+    /// Counts of live, archived and merged records.
+    pub fn counts(&self) -> StoreCounts {
+        StoreCounts {
+            live: self.contacts.len(),
+            archived: self.archived.len(),
+            merged: self.merged_into.len(),
+        }
+    }
+
+    /// Live records in id order.
+    pub fn live(&self) -> impl Iterator<Item = &Contact> {
+        self.contacts.values()
+    }
+
+    /// Archived records in id order.
+    pub fn archived(&self) -> impl Iterator<Item = &Contact> {
+        self.archived.values()
+    }
+
+    /// A live record.
+    pub fn get(&self, id: u64) -> Option<&Contact> {
+        self.contacts.get(&id)
+    }
+
+    /// Maps an `idProperty` to a key; `for_update` refuses email like HubSpot's batch update.
+    pub fn id_key(&self, id_property: Option<&str>, for_update: bool) -> Result<IdKey, WriteError> {
+        match id_property.map(str::trim) {
+            None | Some("") | Some("hs_object_id") => Ok(IdKey::ObjectId),
+            Some("email") if for_update => Err(WriteError::BadIdProperty(
+                "Unable to perform update/upsert by non-unique 0-1 property email".to_owned(),
+            )),
+            Some("email") => Ok(IdKey::Email),
+            Some(name) if self.catalog.get(name).is_some_and(|d| d.has_unique_value) => {
+                Ok(IdKey::Unique(name.to_owned()))
+            }
+            Some(name) if self.catalog.get(name).is_some() => Err(WriteError::BadIdProperty(
+                format!("Unable to perform update/upsert by non-unique 0-1 property {name}"),
+            )),
+            Some(name) => Err(WriteError::BadIdProperty(format!(
+                "Property \"{name}\" does not exist"
+            ))),
+        }
+    }
+
+    /// Finds a record by id or unique value.
+    pub fn find(&self, key: &IdKey, value: &str) -> Found {
+        match key {
+            IdKey::ObjectId => match value.trim().parse::<u64>() {
+                Ok(id) => self.find_id(id),
+                Err(_) => Found::Missing,
+            },
+            IdKey::Email => self
+                .by_email
+                .get(&normalise_email(value))
+                .map_or(Found::Missing, |id| Found::Live(*id)),
+            IdKey::Unique(name) => self
+                .unique
+                .get(name)
+                .and_then(|index| index.get(value.trim()))
+                .map_or(Found::Missing, |id| Found::Live(*id)),
+        }
+    }
+
+    fn find_id(&self, id: u64) -> Found {
+        if self.contacts.contains_key(&id) {
+            Found::Live(id)
+        } else if let Some(survivor) = self.merged_into.get(&id) {
+            Found::Merged(*survivor)
+        } else if self.archived.contains_key(&id) {
+            Found::Archived(id)
+        } else {
+            Found::Missing
+        }
+    }
+
+    /// Records to read for an id: merged-away ids resolve to their survivor.
+    pub fn resolve_for_read(&self, key: &IdKey, value: &str, archived: bool) -> Option<&Contact> {
+        match (self.find(key, value), archived) {
+            (Found::Live(id) | Found::Merged(id), false) => self.contacts.get(&id),
+            (Found::Archived(id), true) => self.archived.get(&id),
+            _ => None,
+        }
+    }
+
+    /// One page of live (or archived) records in id order, from `after` on.
+    pub fn list(&self, after: u64, limit: usize, archived: bool) -> Page {
+        let source = if archived {
+            &self.archived
+        } else {
+            &self.contacts
+        };
+        let mut iter = source.range(after..);
+        let records: Vec<Contact> = iter.by_ref().take(limit).map(|(_, c)| c.clone()).collect();
+        let next = iter.next().map(|(id, _)| *id);
+        Page { records, next }
+    }
+
+    /// What search sees now: records whose latest write has been indexed, and the older
+    /// indexed version of those written since.
+    pub fn search_view(&self, now_ms: i64) -> impl Iterator<Item = SearchRecord<'_>> {
+        self.contacts.values().filter_map(move |c| {
+            if now_ms >= c.search.visible_from_ms {
+                Some(SearchRecord {
+                    id: c.id,
+                    properties: &c.properties,
+                    created_ms: c.created_ms,
+                    updated_ms: c.updated_ms,
+                })
+            } else {
+                c.search.previous.as_deref().map(|p| SearchRecord {
+                    id: p.id,
+                    properties: &p.properties,
+                    created_ms: p.created_ms,
+                    updated_ms: p.updated_ms,
+                })
+            }
+        })
+    }
+
+    // ---- single-record writes -------------------------------------------------------
+
+    /// Creates one contact (HubSpot's `POST /contacts`).
+    pub fn create_one(
+        &mut self,
+        mut values: BTreeMap<String, String>,
+        now_ms: i64,
+    ) -> Result<(Contact, Vec<Change>), WriteError> {
+        normalise_values(&mut values);
+        let problems = self.catalog.check_values(&values);
+        if !problems.is_empty() {
+            return Err(WriteError::Invalid(PropertyProblem::summary(&problems)));
+        }
+        if let Some(existing) = self.conflict_for(&values, None) {
+            return Err(WriteError::Conflict(conflict_message(existing)));
+        }
+        let id = self.insert_new(values, now_ms);
+        let contact = self
+            .contacts
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| WriteError::NotFound(id.to_string()))?;
+        Ok((contact, vec![Change::Created(id)]))
+    }
+
+    /// Updates one contact (HubSpot's `PATCH /contacts/{id}`).
+    pub fn update_one(
+        &mut self,
+        key: &IdKey,
+        raw_id: &str,
+        mut values: BTreeMap<String, String>,
+        now_ms: i64,
+    ) -> Result<(Contact, Vec<Change>), WriteError> {
+        let id = match self.find(key, raw_id) {
+            Found::Live(id) | Found::Merged(id) => id,
+            Found::Archived(_) | Found::Missing => {
+                return Err(WriteError::NotFound(raw_id.to_owned()));
+            }
+        };
+        normalise_values(&mut values);
+        let problems = self.catalog.check_values(&values);
+        if !problems.is_empty() {
+            return Err(WriteError::Invalid(PropertyProblem::summary(&problems)));
+        }
+        if let Some(existing) = self.conflict_for(&values, Some(id)) {
+            return Err(WriteError::Conflict(conflict_message(existing)));
+        }
+        let changes = self.apply(id, &values, now_ms);
+        let contact = self
+            .contacts
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| WriteError::NotFound(raw_id.to_owned()))?;
+        Ok((contact, changes))
+    }
+
+    /// Archives one contact; unknown ids are not an error (HubSpot answers 204 too).
+    pub fn archive_one(&mut self, key: &IdKey, raw_id: &str, now_ms: i64) -> Vec<Change> {
+        match self.find(key, raw_id) {
+            Found::Live(id) => self.archive_id(id, now_ms),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Deletes a contact for good, also from the archive (GDPR delete).
+    pub fn purge(&mut self, key: &IdKey, raw_id: &str) -> Result<Vec<Change>, WriteError> {
+        let id = match self.find(key, raw_id) {
+            Found::Live(id) | Found::Archived(id) => id,
+            Found::Merged(_) | Found::Missing => {
+                return Err(WriteError::NotFound(raw_id.to_owned()));
+            }
+        };
+        if let Some(c) = self.contacts.remove(&id) {
+            self.unindex(&c);
+        }
+        self.archived.remove(&id);
+        self.merged_into.retain(|_, survivor| *survivor != id);
+        Ok(vec![Change::Deleted(id)])
+    }
+
+    /// Merges `secondary` into `primary`: the primary keeps its values, takes the
+    /// secondary's where it has none, lists the secondary in `hs_merged_object_ids` and its
+    /// email in `hs_additional_emails`. The secondary's id then resolves to the primary.
+    pub fn merge(
+        &mut self,
+        primary_raw: &str,
+        secondary_raw: &str,
+        now_ms: i64,
+    ) -> Result<(Contact, Vec<Change>), WriteError> {
+        let live = |found: Found, raw: &str| match found {
+            Found::Live(id) => Ok(id),
+            _ => Err(WriteError::NotFound(raw.to_owned())),
+        };
+        let primary = live(self.find(&IdKey::ObjectId, primary_raw), primary_raw)?;
+        let secondary = live(self.find(&IdKey::ObjectId, secondary_raw), secondary_raw)?;
+        if primary == secondary {
+            return Err(WriteError::Invalid(
+                "Cannot merge an object with itself.".to_owned(),
+            ));
+        }
+        let gone = self
+            .contacts
+            .remove(&secondary)
+            .ok_or_else(|| WriteError::NotFound(secondary_raw.to_owned()))?;
+        self.unindex(&gone);
+        let p = self
+            .contacts
+            .get(&primary)
+            .ok_or_else(|| WriteError::NotFound(primary_raw.to_owned()))?;
+        let mut values = BTreeMap::new();
+        for (name, value) in &gone.properties {
+            if !p.properties.contains_key(name)
+                && self.catalog.get(name).is_some_and(|d| !d.read_only_value)
+            {
+                values.insert(name.clone(), value.clone());
+            }
+        }
+        let mut merged_ids: Vec<String> = split_list(p.properties.get("hs_merged_object_ids"));
+        merged_ids.push(gone.id.to_string());
+        merged_ids.extend(split_list(gone.properties.get("hs_merged_object_ids")));
+        values.insert("hs_merged_object_ids".to_owned(), merged_ids.join(";"));
+        let mut extra_emails = split_list(p.properties.get("hs_additional_emails"));
+        if let Some(email) = gone.email().filter(|e| Some(*e) != p.email()) {
+            extra_emails.push(email.to_owned());
+        }
+        extra_emails.extend(split_list(gone.properties.get("hs_additional_emails")));
+        if !extra_emails.is_empty() {
+            values.insert("hs_additional_emails".to_owned(), extra_emails.join(";"));
+        }
+        let mut changes = self.apply(primary, &values, now_ms);
+        // Records once merged into the secondary now resolve to the primary too.
+        for survivor in self.merged_into.values_mut() {
+            if *survivor == secondary {
+                *survivor = primary;
+            }
+        }
+        self.merged_into.insert(secondary, primary);
+        changes.push(Change::Merged {
+            primary,
+            merged: secondary,
+        });
+        let contact = self
+            .contacts
+            .get(&primary)
+            .cloned()
+            .ok_or_else(|| WriteError::NotFound(primary_raw.to_owned()))?;
+        Ok((contact, changes))
+    }
+
+    // ---- batches --------------------------------------------------------------------
+
+    /// HubSpot's batch create: all or nothing, except that when every input carries an
+    /// `objectWriteTraceId` invalid inputs fail alone (207) and the rest are created.
+    pub fn batch_create(
+        &mut self,
+        inputs: Vec<CreateInput>,
+        now_ms: i64,
+    ) -> Result<BatchOutcome, WriteError> {
+        check_size(inputs.len())?;
+        let all_traced = inputs.iter().all(|i| i.trace.is_some());
+        let mut outcome = BatchOutcome::default();
+        let mut accepted = Vec::with_capacity(inputs.len());
+        let mut problems = Vec::new();
+        for mut input in inputs {
+            normalise_values(&mut input.values);
+            let found = self.catalog.check_values(&input.values);
+            if found.is_empty() {
+                accepted.push(input);
+            } else if all_traced {
+                outcome
+                    .errors
+                    .push(validation_item(&found, input.trace.as_deref()));
+            } else {
+                problems.extend(found);
+            }
+        }
+        if !problems.is_empty() {
+            return Err(WriteError::Invalid(PropertyProblem::summary(&problems)));
+        }
+        self.check_batch_conflicts(accepted.iter().map(|i| (None, &i.values)))?;
+        for input in accepted {
+            let id = self.insert_new(input.values, now_ms);
+            outcome.changes.push(Change::Created(id));
+            if let Some(contact) = self.contacts.get(&id) {
+                outcome.written.push(Written {
+                    contact: contact.clone(),
+                    trace: input.trace,
+                    new: true,
+                });
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// HubSpot's batch update: ids must be distinct; unknown ids fail alone (207); ids that
+    /// were merged away are silently left out (as reported for HubSpot).
+    pub fn batch_update(
+        &mut self,
+        inputs: Vec<KeyedInput>,
+        now_ms: i64,
+    ) -> Result<BatchOutcome, WriteError> {
+        check_size(inputs.len())?;
+        let keys = inputs
+            .iter()
+            .map(|i| self.id_key(i.id_property.as_deref(), true))
+            .collect::<Result<Vec<_>, _>>()?;
+        check_duplicates(inputs.iter().zip(&keys).map(|(i, k)| (k, i.id.as_str())))?;
+        let all_traced = inputs.iter().all(|i| i.trace.is_some());
+        let mut outcome = BatchOutcome::default();
+        let mut accepted = Vec::with_capacity(inputs.len());
+        let mut problems = Vec::new();
+        for (mut input, key) in inputs.into_iter().zip(keys) {
+            let id = match self.find(&key, &input.id) {
+                Found::Live(id) => id,
+                Found::Merged(_) => continue,
+                Found::Archived(_) | Found::Missing => {
+                    outcome
+                        .errors
+                        .push(not_found_item(&[input.id.clone()], input.trace.as_deref()));
+                    continue;
+                }
+            };
+            normalise_values(&mut input.values);
+            let found = self.catalog.check_values(&input.values);
+            if found.is_empty() {
+                accepted.push((id, input));
+            } else if all_traced {
+                outcome
+                    .errors
+                    .push(validation_item(&found, input.trace.as_deref()));
+            } else {
+                problems.extend(found);
+            }
+        }
+        if !problems.is_empty() {
+            return Err(WriteError::Invalid(PropertyProblem::summary(&problems)));
+        }
+        self.check_batch_conflicts(accepted.iter().map(|(id, i)| (Some(*id), &i.values)))?;
+        for (id, input) in accepted {
+            outcome
+                .changes
+                .extend(self.apply(id, &input.values, now_ms));
+            if let Some(contact) = self.contacts.get(&id) {
+                outcome.written.push(Written {
+                    contact: contact.clone(),
+                    trace: input.trace,
+                    new: false,
+                });
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// HubSpot's batch upsert by email or a unique property: existing records are updated,
+    /// others created (`new: true`); invalid inputs fail alone (207).
+    pub fn batch_upsert(
+        &mut self,
+        inputs: Vec<KeyedInput>,
+        now_ms: i64,
+    ) -> Result<BatchOutcome, WriteError> {
+        check_size(inputs.len())?;
+        let keys = inputs
+            .iter()
+            .map(|i| match self.id_key(i.id_property.as_deref(), false)? {
+                IdKey::ObjectId => Err(WriteError::BadIdProperty(
+                    "Upsert requires idProperty: email or a property with unique values".to_owned(),
+                )),
+                key => Ok(key),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        check_duplicates(inputs.iter().zip(&keys).map(|(i, k)| (k, i.id.as_str())))?;
+        let mut outcome = BatchOutcome::default();
+        let mut accepted: Vec<(Option<u64>, KeyedInput)> = Vec::with_capacity(inputs.len());
+        for (mut input, key) in inputs.into_iter().zip(keys) {
+            let target = match self.find(&key, &input.id) {
+                Found::Live(id) | Found::Merged(id) => Some(id),
+                Found::Archived(_) | Found::Missing => None,
+            };
+            if target.is_none() {
+                input
+                    .values
+                    .entry(key.property().to_owned())
+                    .or_insert_with(|| input.id.clone());
+            }
+            normalise_values(&mut input.values);
+            let mut found = self.catalog.check_values(&input.values);
+            if key == IdKey::Email
+                && !super::properties::is_valid_email(&normalise_email(&input.id))
+            {
+                found.push(PropertyProblem::invalid_email(&input.id));
+            }
+            if found.is_empty() {
+                accepted.push((target, input));
+            } else {
+                outcome
+                    .errors
+                    .push(validation_item(&found, input.trace.as_deref()));
+            }
+        }
+        self.check_batch_conflicts(accepted.iter().map(|(id, i)| (*id, &i.values)))?;
+        for (target, input) in accepted {
+            let (id, new) = match target {
+                Some(id) => {
+                    outcome
+                        .changes
+                        .extend(self.apply(id, &input.values, now_ms));
+                    (id, false)
+                }
+                None => {
+                    let id = self.insert_new(input.values, now_ms);
+                    outcome.changes.push(Change::Created(id));
+                    (id, true)
+                }
+            };
+            if let Some(contact) = self.contacts.get(&id) {
+                outcome.written.push(Written {
+                    contact: contact.clone(),
+                    trace: input.trace,
+                    new,
+                });
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// HubSpot's batch archive: unknown ids are ignored.
+    pub fn batch_archive(
+        &mut self,
+        ids: &[String],
+        now_ms: i64,
+    ) -> Result<Vec<Change>, WriteError> {
+        check_size(ids.len())?;
+        let mut changes = Vec::new();
+        for raw in ids {
+            changes.extend(self.archive_one(&IdKey::ObjectId, raw, now_ms));
+        }
+        Ok(changes)
+    }
+
+    /// HubSpot's batch read: found records plus the inputs that matched nothing.
+    pub fn batch_read(
+        &self,
+        key: &IdKey,
+        ids: &[String],
+        archived: bool,
+    ) -> Result<(Vec<Contact>, Vec<String>), WriteError> {
+        check_size(ids.len())?;
+        let mut seen = HashSet::new();
+        let mut found = Vec::new();
+        let mut missing = Vec::new();
+        for raw in ids {
+            match self.resolve_for_read(key, raw, archived) {
+                Some(c) if seen.insert(c.id) => found.push(c.clone()),
+                Some(_) => {}
+                None => missing.push(raw.clone()),
+            }
+        }
+        Ok((found, missing))
+    }
+
+    // ---- admin ---------------------------------------------------------------------
+
+    /// Inserts records as given, skipping values that break a rule (admin seeding).
+    /// Returns the new ids.
+    pub fn insert_unchecked(
+        &mut self,
+        records: Vec<BTreeMap<String, String>>,
+        now_ms: i64,
+    ) -> Vec<u64> {
+        let mut ids = Vec::with_capacity(records.len());
+        for mut values in records {
+            normalise_values(&mut values);
+            values.retain(|name, _| self.catalog.get(name).is_some_and(|d| !d.read_only_value));
+            if self.conflict_for(&values, None).is_some() {
+                continue;
+            }
+            ids.push(self.insert_new(values, now_ms));
+        }
+        ids
+    }
+
+    /// Makes every pending write visible to search at once.
+    pub fn flush_search_index(&mut self) {
+        for c in self.contacts.values_mut() {
+            c.search = SearchView::default();
+        }
+    }
+
+    // ---- internals -----------------------------------------------------------------
+
+    fn insert_new(&mut self, mut values: BTreeMap<String, String>, now_ms: i64) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        values.retain(|_, v| !v.is_empty());
+        values.insert("hs_object_id".to_owned(), id.to_string());
+        values.insert("createdate".to_owned(), iso_millis(now_ms));
+        values.insert("lastmodifieddate".to_owned(), iso_millis(now_ms));
+        let contact = Contact {
+            id,
+            properties: values,
+            created_ms: now_ms,
+            updated_ms: now_ms,
+            archived_ms: None,
+            search: SearchView {
+                visible_from_ms: now_ms.saturating_add(self.search_delay_ms),
+                previous: None,
+            },
+        };
+        self.index(&contact);
+        self.contacts.insert(id, contact);
+        id
+    }
+
+    /// Applies property values to a live record; returns what changed.
+    fn apply(&mut self, id: u64, values: &BTreeMap<String, String>, now_ms: i64) -> Vec<Change> {
+        let delay = self.search_delay_ms;
+        let Some(mut contact) = self.contacts.remove(&id) else {
+            return Vec::new();
+        };
+        self.unindex(&contact);
+        let before =
+            (delay > 0 && now_ms >= contact.search.visible_from_ms).then(|| contact.snapshot());
+        let mut changes = Vec::new();
+        for (name, value) in values {
+            let old = contact.properties.get(name);
+            if old.map(String::as_str).unwrap_or("") == value {
+                continue;
+            }
+            if value.is_empty() {
+                contact.properties.remove(name);
+            } else {
+                contact.properties.insert(name.clone(), value.clone());
+            }
+            changes.push(Change::PropertyChanged {
+                id,
+                name: name.clone(),
+                value: value.clone(),
+            });
+        }
+        if !changes.is_empty() {
+            contact.updated_ms = now_ms;
+            contact
+                .properties
+                .insert("lastmodifieddate".to_owned(), iso_millis(now_ms));
+            if let Some(snapshot) = before {
+                contact.search.previous = Some(Box::new(snapshot));
+            }
+            contact.search.visible_from_ms = now_ms.saturating_add(delay);
+        }
+        self.index(&contact);
+        self.contacts.insert(id, contact);
+        changes
+    }
+
+    fn archive_id(&mut self, id: u64, now_ms: i64) -> Vec<Change> {
+        let Some(mut contact) = self.contacts.remove(&id) else {
+            return Vec::new();
+        };
+        self.unindex(&contact);
+        contact.archived_ms = Some(now_ms);
+        contact.search = SearchView::default();
+        self.archived.insert(id, contact);
+        vec![Change::Deleted(id)]
+    }
+
+    fn index(&mut self, c: &Contact) {
+        if let Some(email) = c.email() {
+            self.by_email.insert(normalise_email(email), c.id);
+        }
+        for extra in split_list(c.properties.get("hs_additional_emails")) {
+            self.by_email.entry(normalise_email(&extra)).or_insert(c.id);
+        }
+        for name in self.catalog.unique_names() {
+            if let Some(v) = c.properties.get(&name) {
+                self.unique.entry(name).or_default().insert(v.clone(), c.id);
+            }
+        }
+    }
+
+    fn unindex(&mut self, c: &Contact) {
+        let mut emails: Vec<String> = split_list(c.properties.get("hs_additional_emails"));
+        emails.extend(c.email().map(str::to_owned));
+        for email in emails {
+            let key = normalise_email(&email);
+            if self.by_email.get(&key) == Some(&c.id) {
+                self.by_email.remove(&key);
+            }
+        }
+        for (name, index) in &mut self.unique {
+            if let Some(v) = c.properties.get(name)
+                && index.get(v) == Some(&c.id)
+            {
+                index.remove(v);
+            }
+        }
+    }
+
+    /// The record that already holds one of the unique values being written.
+    fn conflict_for(&self, values: &BTreeMap<String, String>, except: Option<u64>) -> Option<u64> {
+        let other = |id: &u64| Some(*id) != except;
+        if let Some(email) = values.get("email").filter(|e| !e.is_empty())
+            && let Some(id) = self
+                .by_email
+                .get(&normalise_email(email))
+                .filter(|id| other(id))
+        {
+            return Some(*id);
+        }
+        self.unique.iter().find_map(|(name, index)| {
+            values
+                .get(name)
+                .filter(|v| !v.is_empty())
+                .and_then(|v| index.get(v))
+                .filter(|id| other(id))
+                .copied()
+        })
+    }
+
+    /// 409 when a value exists in another record, or twice in the batch.
+    fn check_batch_conflicts<'a>(
+        &self,
+        writes: impl Iterator<Item = (Option<u64>, &'a BTreeMap<String, String>)>,
+    ) -> Result<(), WriteError> {
+        let unique = self.catalog.unique_names();
+        let mut seen: HashSet<(String, String)> = HashSet::new();
+        for (id, values) in writes {
+            if let Some(existing) = self.conflict_for(values, id) {
+                return Err(WriteError::Conflict(conflict_message(existing)));
+            }
+            for name in std::iter::once("email").chain(unique.iter().map(String::as_str)) {
+                if let Some(v) = values.get(name).filter(|v| !v.is_empty())
+                    && !seen.insert((name.to_owned(), v.clone()))
+                {
+                    return Err(WriteError::Conflict(format!(
+                        "Contact already exists. Duplicate {name} in batch input: {v}"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A record as search sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct SearchRecord<'a> {
+    /// Record id.
+    pub id: u64,
+    /// Indexed values.
+    pub properties: &'a BTreeMap<String, String>,
+    /// Creation time, ms.
+    pub created_ms: i64,
+    /// Last change, ms.
+    pub updated_ms: i64,
+}
+
+fn conflict_message(existing: u64) -> String {
+    format!("Contact already exists. Existing ID: {existing}")
+}
+
+fn normalise_values(values: &mut BTreeMap<String, String>) {
+    if let Some(email) = values.get_mut("email") {
+        *email = normalise_email(email);
+    }
+}
+
+fn split_list(value: Option<&String>) -> Vec<String> {
+    value
+        .map(|v| {
+            v.split(';')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn check_size(n: usize) -> Result<(), WriteError> {
+    if n > MAX_BATCH {
+        Err(WriteError::TooLarge(n))
+    } else {
+        Ok(())
+    }
+}
+
+fn check_duplicates<'a>(ids: impl Iterator<Item = (&'a IdKey, &'a str)>) -> Result<(), WriteError> {
+    let mut seen = HashSet::new();
+    let mut dups = Vec::new();
+    for (key, raw) in ids {
+        let norm = key.normalise(raw);
+        if !seen.insert(norm) && !dups.iter().any(|d: &String| d == raw) {
+            dups.push(raw.to_owned());
+        }
+    }
+    if dups.is_empty() {
+        Ok(())
+    } else {
+        Err(WriteError::DuplicateIds(dups))
+    }
+}
+
+fn validation_item(problems: &[PropertyProblem], trace: Option<&str>) -> ItemError {
+    let mut context = BTreeMap::new();
+    if let Some(t) = trace {
+        context.insert("objectWriteTraceId".to_owned(), vec![t.to_owned()]);
+    }
+    let names: Vec<String> = problems.iter().map(|p| p.name.clone()).collect();
+    context.insert("propertyName".to_owned(), names);
+    ItemError {
+        category: "VALIDATION_ERROR",
+        message: PropertyProblem::summary(problems),
+        context,
+    }
+}
+
+/// HubSpot's message when some ids of a batch matched nothing.
+pub const NOT_FOUND_MESSAGE: &str = "Could not get some CONTACT objects, they may be deleted or not exist. Check that ids are valid.";
+
+/// The 207 error for ids that matched nothing.
+pub fn not_found_item(ids: &[String], trace: Option<&str>) -> ItemError {
+    let mut context = BTreeMap::new();
+    context.insert("ids".to_owned(), ids.to_vec());
+    if let Some(t) = trace {
+        context.insert("objectWriteTraceId".to_owned(), vec![t.to_owned()]);
+    }
+    ItemError {
+        category: "OBJECT_NOT_FOUND",
+        message: NOT_FOUND_MESSAGE.to_owned(),
+        context,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn props(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn create(store: &mut Store, email: &str) -> u64 {
+        let out = store
+            .batch_create(
+                vec![CreateInput {
+                    values: props(&[("email", email)]),
+                    trace: None,
+                }],
+                1,
+            )
+            .expect("created");
+        out.written[0].contact.id
+    }
+
+    #[test]
+    fn batch_create_refuses_the_whole_batch_naming_the_first_existing_id() {
+        let mut store = Store::new(0);
+        let first = create(&mut store, "a@example.com");
+        let _second = create(&mut store, "b@example.com");
+        let inputs = ["new@example.com", "B@example.com", "A@example.com"]
+            .iter()
+            .map(|e| CreateInput {
+                values: props(&[("email", e)]),
+                trace: None,
+            })
+            .collect();
+        let err = store.batch_create(inputs, 2).expect_err("conflict");
+        assert_eq!(
+            err,
+            WriteError::Conflict(format!(
+                "Contact already exists. Existing ID: {}",
+                first + 1
+            ))
+        );
+        assert_eq!(
+            store.counts().live,
+            2,
+            "nothing of the refused batch was persisted"
+        );
+    }
+
+    #[test]
+    fn merged_away_ids_resolve_to_the_survivor_for_reads() {
+        let mut store = Store::new(0);
+        let a = create(&mut store, "a@example.com");
+        let b = create(&mut store, "b@example.com");
+        let (merged, changes) = store
+            .merge(&a.to_string(), &b.to_string(), 5)
+            .expect("merged");
+        assert_eq!(merged.properties["hs_merged_object_ids"], b.to_string());
+        assert_eq!(merged.properties["hs_additional_emails"], "b@example.com");
+        assert!(changes.contains(&Change::Merged {
+            primary: a,
+            merged: b
+        }));
+        let read = store
+            .resolve_for_read(&IdKey::ObjectId, &b.to_string(), false)
+            .expect("resolves");
+        assert_eq!(read.id, a);
+        assert_eq!(store.find(&IdKey::Email, "B@example.com"), Found::Live(a));
+    }
+
+    #[test]
+    fn search_sees_the_previous_version_until_the_delay_passed() {
+        let mut store = Store::new(1000);
+        let id = create(&mut store, "a@example.com");
+        assert_eq!(
+            store.search_view(500).count(),
+            0,
+            "new record not yet indexed"
+        );
+        assert_eq!(store.search_view(1001).count(), 1);
+        store
+            .update_one(
+                &IdKey::ObjectId,
+                &id.to_string(),
+                props(&[("firstname", "Ada")]),
+                2000,
+            )
+            .expect("updated");
+        let stale: Vec<_> = store.search_view(2500).collect();
+        assert_eq!(stale.len(), 1);
+        assert!(!stale[0].properties.contains_key("firstname"));
+        let fresh: Vec<_> = store.search_view(3000).collect();
+        assert_eq!(fresh[0].properties["firstname"], "Ada");
+    }
+}

@@ -1,0 +1,287 @@
+//! Webhook delivery: contact changes become HubSpot v3-signed event batches, POSTed to the
+//! configured URL by a background task so that writes never wait for the receiver.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use base64::Engine;
+use hmac::{KeyInit, Mac};
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use super::clock::now_ms;
+use super::store::Change;
+use crate::secret::Secret;
+
+/// HubSpot sends fewer than 100 events per request.
+pub const MAX_EVENTS_PER_REQUEST: usize = 99;
+
+/// How long the sender waits for more events before sending a partial batch.
+const BATCH_WINDOW: Duration = Duration::from_millis(25);
+
+/// Delivery attempts per batch (HubSpot retries for a day; the sandbox keeps it short).
+const MAX_ATTEMPTS: u32 = 4;
+
+/// The v3 signature: base64(HMAC-SHA256(secret, method + uri + body + timestamp)).
+pub fn sign_v3(secret: &str, method: &str, uri: &str, body: &[u8], timestamp_ms: i64) -> String {
+    type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+    // HMAC takes keys of any length, so this cannot fail; fall back to an empty MAC anyway.
+    let Ok(mut mac) = <HmacSha256 as KeyInit>::new_from_slice(secret.as_bytes()) else {
+        return String::new();
+    };
+    mac.update(method.as_bytes());
+    mac.update(uri.as_bytes());
+    mac.update(body);
+    mac.update(timestamp_ms.to_string().as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
+
+/// One event as HubSpot sends it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Event {
+    /// Event id.
+    pub event_id: u64,
+    /// Subscription id (one per type in the sandbox).
+    pub subscription_id: u64,
+    /// Account.
+    pub portal_id: i64,
+    /// App.
+    pub app_id: i64,
+    /// When, ms.
+    pub occurred_at: i64,
+    /// `contact.creation`, ...
+    pub subscription_type: &'static str,
+    /// Delivery attempt, from 0.
+    pub attempt_number: u32,
+    /// The contact.
+    pub object_id: u64,
+    /// Always `API`.
+    pub change_source: &'static str,
+    /// `NEW`, `DELETED`, `MERGED` or absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub change_flag: Option<&'static str>,
+    /// Property change: the property.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub property_name: Option<String>,
+    /// Property change: its new value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub property_value: Option<String>,
+    /// Merge: the survivor.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub primary_object_id: Option<u64>,
+    /// Merge: the ids merged into it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub merged_object_ids: Option<Vec<u64>>,
+    /// Merge: the resulting id (the survivor's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub new_object_id: Option<u64>,
+    /// Merge: how many values moved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub number_of_properties_moved: Option<u32>,
+}
+
+/// Properties whose changes are not sent (HubSpot does not allow subscribing to them).
+const UNSUBSCRIBABLE: [&str; 3] = [
+    "lastmodifieddate",
+    "hs_lastmodifieddate",
+    "num_unique_conversion_events",
+];
+
+/// Counters of the sender.
+#[derive(Debug, Default)]
+pub struct WebhookStats {
+    /// Events delivered.
+    pub delivered: AtomicU64,
+    /// Requests that failed for good.
+    pub failed: AtomicU64,
+}
+
+/// The sending side handed to request handlers.
+#[derive(Debug, Clone)]
+pub struct Webhooks {
+    tx: mpsc::UnboundedSender<Event>,
+    portal_id: i64,
+    app_id: i64,
+    next_id: Arc<AtomicU64>,
+    /// Delivery counters.
+    pub stats: Arc<WebhookStats>,
+}
+
+impl Webhooks {
+    /// Starts the background sender for `url`, signing with `secret`.
+    pub fn start(url: String, secret: Secret, portal_id: i64, app_id: i64) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let stats = Arc::new(WebhookStats::default());
+        tokio::spawn(run_sender(url, secret, rx, stats.clone()));
+        Self {
+            tx,
+            portal_id,
+            app_id,
+            next_id: Arc::new(AtomicU64::new(1)),
+            stats,
+        }
+    }
+
+    /// Queues the events for these changes.
+    pub fn publish(&self, changes: &[Change]) {
+        let at = now_ms();
+        for change in changes {
+            if let Some(event) = self.event_for(change, at) {
+                // A closed channel means the sandbox is shutting down; nothing to do.
+                let _ = self.tx.send(event);
+            }
+        }
+    }
+
+    fn event_for(&self, change: &Change, at: i64) -> Option<Event> {
+        let mut e = Event {
+            event_id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            subscription_id: 0,
+            portal_id: self.portal_id,
+            app_id: self.app_id,
+            occurred_at: at,
+            subscription_type: "",
+            attempt_number: 0,
+            object_id: 0,
+            change_source: "API",
+            change_flag: None,
+            property_name: None,
+            property_value: None,
+            primary_object_id: None,
+            merged_object_ids: None,
+            new_object_id: None,
+            number_of_properties_moved: None,
+        };
+        match change {
+            Change::Created(id) => {
+                e.subscription_type = "contact.creation";
+                e.subscription_id = 1;
+                e.object_id = *id;
+                e.change_flag = Some("NEW");
+            }
+            Change::PropertyChanged { id, name, value } => {
+                if UNSUBSCRIBABLE.contains(&name.as_str()) {
+                    return None;
+                }
+                e.subscription_type = "contact.propertyChange";
+                e.subscription_id = 2;
+                e.object_id = *id;
+                e.property_name = Some(name.clone());
+                e.property_value = Some(value.clone());
+            }
+            Change::Deleted(id) => {
+                e.subscription_type = "contact.deletion";
+                e.subscription_id = 3;
+                e.object_id = *id;
+                e.change_flag = Some("DELETED");
+            }
+            Change::Merged { primary, merged } => {
+                e.subscription_type = "contact.merge";
+                e.subscription_id = 4;
+                e.object_id = *primary;
+                e.change_flag = Some("MERGED");
+                e.primary_object_id = Some(*primary);
+                e.merged_object_ids = Some(vec![*merged]);
+                e.new_object_id = Some(*primary);
+                e.number_of_properties_moved = Some(0);
+            }
+        }
+        Some(e)
+    }
+}
+
+async fn run_sender(
+    url: String,
+    secret: Secret,
+    mut rx: mpsc::UnboundedReceiver<Event>,
+    stats: Arc<WebhookStats>,
+) {
+    let client = match reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "sandbox webhooks: cannot build an HTTP client; webhooks are off");
+            return;
+        }
+    };
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        let deadline = tokio::time::Instant::now() + BATCH_WINDOW;
+        while batch.len() < MAX_EVENTS_PER_REQUEST {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(e)) => batch.push(e),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        deliver(&client, &url, &secret, batch, &stats).await;
+    }
+}
+
+async fn deliver(
+    client: &reqwest::Client,
+    url: &str,
+    secret: &Secret,
+    mut batch: Vec<Event>,
+    stats: &WebhookStats,
+) {
+    for attempt in 0..MAX_ATTEMPTS {
+        for e in &mut batch {
+            e.attempt_number = attempt;
+        }
+        let Ok(body) = serde_json::to_vec(&batch) else {
+            return;
+        };
+        let timestamp = now_ms();
+        let signature = sign_v3(secret.expose(), "POST", url, &body, timestamp);
+        let sent = client
+            .post(url)
+            .header("Content-Type", "application/json")
+            .header("X-HubSpot-Signature-v3", signature)
+            .header("X-HubSpot-Request-Timestamp", timestamp.to_string())
+            .body(body)
+            .send()
+            .await;
+        match sent {
+            Ok(r) if r.status().is_success() => {
+                stats
+                    .delivered
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                return;
+            }
+            Ok(r) => tracing::warn!(status = %r.status(), attempt, "sandbox webhook refused"),
+            Err(e) => tracing::warn!(error = %e, attempt, "sandbox webhook delivery failed"),
+        }
+        tokio::time::sleep(Duration::from_millis(200 * 2u64.pow(attempt))).await;
+    }
+    stats.failed.fetch_add(1, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "yyyyyyyy-yyyy-yyyy-yyyy-yyyyyyyyyyyy";
+    const URI: &str = "https://www.example.com/webhook_uri";
+
+    #[test]
+    fn signs_hubspots_published_v3_vector() {
+        let body = b"{'example_field':'example_value'}";
+        assert_eq!(
+            sign_v3(SECRET, "POST", URI, body, 1_693_657_560_000),
+            "K36dawei4A+QBNolUOqo7s91KQDWQ5MXZ/QufNYuk/Y="
+        );
+    }
+
+    #[test]
+    fn signs_the_derived_v3_vector() {
+        let body = br#"[{"eventId":1,"subscriptionId":12345,"portalId":62515,"occurredAt":1564113600000,"subscriptionType":"contact.creation","attemptNumber":0,"objectId":123,"changeSource":"CRM","changeFlag":"NEW","appId":54321}]"#;
+        assert_eq!(
+            sign_v3(SECRET, "POST", URI, body, 1_564_113_600_000),
+            "DxmVAjFNa2xfF3YgQjdZP6TNcok9k1oaH7UXombPtvw="
+        );
+    }
+}

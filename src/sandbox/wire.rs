@@ -1,0 +1,364 @@
+//! The sandbox's own JSON shapes for HubSpot's CRM v3 contacts API (kept apart from the
+//! crate's HubSpot client on purpose: two independent readings of the same API).
+
+use std::collections::BTreeMap;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::clock::iso_millis;
+use super::errors::ApiError;
+use super::store::{ALWAYS_RETURNED, Contact, DEFAULT_RETURNED, SearchRecord};
+
+/// Parses a JSON body, answering HubSpot's "Invalid input JSON" 400 when it does not fit.
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::validation(format!(
+            "Invalid input JSON on line {}, column {}: {}",
+            e.line(),
+            e.column(),
+            e
+        ))
+    })
+}
+
+/// A record id sent as a string or a number.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum IdValue {
+    /// `"123"`
+    Text(String),
+    /// `123`
+    Number(serde_json::Number),
+}
+
+impl IdValue {
+    /// The id as text.
+    pub fn text(&self) -> String {
+        match self {
+            Self::Text(s) => s.clone(),
+            Self::Number(n) => n.to_string(),
+        }
+    }
+}
+
+/// Property values as sent: strings, numbers, booleans; `null` clears like `""`.
+pub type RawProperties = BTreeMap<String, Value>;
+
+/// Turns sent values into the strings HubSpot stores; objects and arrays are refused.
+pub fn property_strings(raw: RawProperties) -> Result<BTreeMap<String, String>, ApiError> {
+    raw.into_iter()
+        .map(|(name, value)| {
+            let text = match value {
+                Value::String(s) => s,
+                Value::Null => String::new(),
+                Value::Bool(b) => b.to_string(),
+                Value::Number(n) => n.to_string(),
+                other => {
+                    return Err(ApiError::validation(format!(
+                        "Property \"{name}\" must be a string, number or boolean, got {other}"
+                    )));
+                }
+            };
+            Ok((name, text))
+        })
+        .collect()
+}
+
+/// `{"properties": {...}}` of a single create or update.
+#[derive(Debug, Deserialize)]
+pub struct PropertiesBody {
+    /// The values.
+    #[serde(default)]
+    pub properties: RawProperties,
+}
+
+/// One input of batch create.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateItem {
+    /// The values.
+    #[serde(default)]
+    pub properties: RawProperties,
+    /// Caller's trace id.
+    #[serde(default)]
+    pub object_write_trace_id: Option<String>,
+}
+
+/// One input of batch update or upsert.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyedItem {
+    /// Record id or unique value.
+    pub id: IdValue,
+    /// Which property `id` is.
+    #[serde(default)]
+    pub id_property: Option<String>,
+    /// The values.
+    #[serde(default)]
+    pub properties: RawProperties,
+    /// Caller's trace id.
+    #[serde(default)]
+    pub object_write_trace_id: Option<String>,
+}
+
+/// `{"id": ..}`
+#[derive(Debug, Deserialize)]
+pub struct IdItem {
+    /// The id.
+    pub id: IdValue,
+}
+
+/// `{"inputs": [...]}`
+#[derive(Debug, Deserialize)]
+pub struct Inputs<T> {
+    /// The inputs.
+    pub inputs: Vec<T>,
+}
+
+/// The body of batch read.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchReadBody {
+    /// Ids to read.
+    pub inputs: Vec<IdItem>,
+    /// Properties to return.
+    #[serde(default)]
+    pub properties: Option<Vec<String>>,
+    /// Properties to return with history.
+    #[serde(default)]
+    pub properties_with_history: Option<Vec<String>>,
+    /// Which property the ids are.
+    #[serde(default)]
+    pub id_property: Option<String>,
+}
+
+/// The body of merge.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MergeBody {
+    /// Survivor.
+    pub primary_object_id: IdValue,
+    /// Merged away.
+    pub object_id_to_merge: IdValue,
+}
+
+/// The body of GDPR delete.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GdprBody {
+    /// Id or unique value.
+    pub object_id: IdValue,
+    /// Which property `objectId` is.
+    #[serde(default)]
+    pub id_property: Option<String>,
+}
+
+/// Which properties a read returns.
+#[derive(Debug, Clone)]
+pub enum Projection {
+    /// `email`, `firstname`, `lastname` and the always-present ones.
+    Default,
+    /// The named ones (those with values) and the always-present ones.
+    Named(Vec<String>),
+    /// Every value (write answers).
+    All,
+}
+
+impl Projection {
+    /// From a `properties` list; empty means default.
+    pub fn from_list(list: Option<Vec<String>>) -> Self {
+        match list {
+            Some(l) if l.iter().any(|p| !p.trim().is_empty()) => {
+                Self::Named(l.into_iter().map(|p| p.trim().to_owned()).collect())
+            }
+            _ => Self::Default,
+        }
+    }
+
+    /// The values to show.
+    pub fn pick(&self, values: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+        let keep = |name: &str| values.get(name).map(|v| (name.to_owned(), v.clone()));
+        match self {
+            Self::All => values.clone(),
+            Self::Default => DEFAULT_RETURNED.iter().filter_map(|n| keep(n)).collect(),
+            Self::Named(names) => names
+                .iter()
+                .map(String::as_str)
+                .chain(ALWAYS_RETURNED)
+                .filter_map(keep)
+                .collect(),
+        }
+    }
+}
+
+/// One entry of `propertiesWithHistory` (the sandbox keeps only the current value).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ValueWithTimestamp {
+    /// The value.
+    pub value: String,
+    /// When it was set.
+    pub timestamp: String,
+    /// Where it came from.
+    pub source_type: &'static str,
+}
+
+/// A record in an answer (HubSpot's `SimplePublicObject` and relatives).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectOut {
+    /// Record id.
+    pub id: String,
+    /// Values.
+    pub properties: BTreeMap<String, String>,
+    /// Values with history, when asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub properties_with_history: Option<BTreeMap<String, Vec<ValueWithTimestamp>>>,
+    /// Creation time.
+    pub created_at: String,
+    /// Last change.
+    pub updated_at: String,
+    /// Archived flag.
+    pub archived: bool,
+    /// Archive time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub archived_at: Option<String>,
+    /// Upsert: whether the record was created.
+    #[serde(rename = "new", skip_serializing_if = "Option::is_none")]
+    pub new: Option<bool>,
+    /// The input's trace id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object_write_trace_id: Option<String>,
+}
+
+impl ObjectOut {
+    /// A stored record.
+    pub fn from_contact(c: &Contact, projection: &Projection) -> Self {
+        Self {
+            id: c.id.to_string(),
+            properties: projection.pick(&c.properties),
+            properties_with_history: None,
+            created_at: iso_millis(c.created_ms),
+            updated_at: iso_millis(c.updated_ms),
+            archived: c.archived_ms.is_some(),
+            archived_at: c.archived_ms.map(iso_millis),
+            new: None,
+            object_write_trace_id: None,
+        }
+    }
+
+    /// A search hit.
+    pub fn from_search(r: &SearchRecord<'_>, projection: &Projection) -> Self {
+        Self {
+            id: r.id.to_string(),
+            properties: projection.pick(r.properties),
+            properties_with_history: None,
+            created_at: iso_millis(r.created_ms),
+            updated_at: iso_millis(r.updated_ms),
+            archived: false,
+            archived_at: None,
+            new: None,
+            object_write_trace_id: None,
+        }
+    }
+
+    /// Adds `propertiesWithHistory` for the named properties.
+    pub fn with_history(mut self, c: &Contact, names: Option<&Vec<String>>) -> Self {
+        let Some(names) = names.filter(|n| !n.is_empty()) else {
+            return self;
+        };
+        let history = names
+            .iter()
+            .filter_map(|n| {
+                c.properties.get(n).map(|v| {
+                    (
+                        n.clone(),
+                        vec![ValueWithTimestamp {
+                            value: v.clone(),
+                            timestamp: iso_millis(c.updated_ms),
+                            source_type: "API",
+                        }],
+                    )
+                })
+            })
+            .collect();
+        self.properties_with_history = Some(history);
+        self
+    }
+}
+
+/// A batch answer: `{status, results, startedAt, completedAt, [numErrors, errors]}`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchOut {
+    /// Always `COMPLETE`.
+    pub status: &'static str,
+    /// Records.
+    pub results: Vec<ObjectOut>,
+    /// Error count, when there are errors.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub num_errors: Option<usize>,
+    /// Errors.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<Value>>,
+    /// Start.
+    pub started_at: String,
+    /// End.
+    pub completed_at: String,
+}
+
+impl BatchOut {
+    /// A complete batch; errors (if any) make it a 207.
+    pub fn new(
+        results: Vec<ObjectOut>,
+        errors: Vec<Value>,
+        started_ms: i64,
+        completed_ms: i64,
+    ) -> Self {
+        let has_errors = !errors.is_empty();
+        Self {
+            status: "COMPLETE",
+            results,
+            num_errors: has_errors.then_some(errors.len()),
+            errors: has_errors.then_some(errors),
+            started_at: iso_millis(started_ms),
+            completed_at: iso_millis(completed_ms),
+        }
+    }
+
+    /// Whether the answer is a 207.
+    pub fn is_partial(&self) -> bool {
+        self.num_errors.is_some()
+    }
+}
+
+/// `paging.next` of list and search answers.
+#[derive(Debug, Serialize)]
+pub struct Paging {
+    /// The next page.
+    pub next: NextPage,
+}
+
+/// A next-page cursor.
+#[derive(Debug, Serialize)]
+pub struct NextPage {
+    /// The cursor.
+    pub after: String,
+    /// A relative link to it.
+    pub link: String,
+}
+
+/// A page of records.
+#[derive(Debug, Serialize)]
+pub struct CollectionOut {
+    /// Search: all matches.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total: Option<usize>,
+    /// Records.
+    pub results: Vec<ObjectOut>,
+    /// Absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paging: Option<Paging>,
+}

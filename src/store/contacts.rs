@@ -1,0 +1,191 @@
+//! The local `contacts` table (INTERFACE §3).
+
+use super::{Pools, Store, StoreError, on_pool};
+use crate::ids::{ContactId, HsObjectId};
+use chrono::{DateTime, Utc};
+use sqlx::types::Json;
+
+/// Rows per INSERT statement. Both statements take whole columns as one parameter each (arrays
+/// on PostgreSQL, a JSON document on SQLite), so bind limits never apply; the chunk only bounds
+/// the size of a single statement.
+const INSERT_CHUNK: usize = 5_000;
+
+/// The columns every contact query returns, in [`Contact`] order.
+macro_rules! contact_columns {
+    () => {
+        "id, email, first_name, last_name, hs_object_id, created_at, updated_at"
+    };
+}
+
+/// A contact as stored locally.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+pub struct Contact {
+    /// Local primary key.
+    pub id: ContactId,
+    /// Trimmed, lower-case; `None` when the contact has no email.
+    pub email: Option<String>,
+    /// Given name.
+    pub first_name: Option<String>,
+    /// Family name.
+    pub last_name: Option<String>,
+    /// The HubSpot record id once the contact is linked.
+    pub hs_object_id: Option<HsObjectId>,
+    /// When the row was inserted.
+    pub created_at: DateTime<Utc>,
+    /// When the row last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A contact to insert; the email is normalised on the way in.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+pub struct NewContact {
+    /// Any case, any surrounding whitespace; blank means no email.
+    pub email: Option<String>,
+    /// Given name.
+    pub first_name: Option<String>,
+    /// Family name.
+    pub last_name: Option<String>,
+}
+
+/// Trims and lower-cases an email; a blank one is no email (`None`).
+pub fn normalize_email(raw: &str) -> Option<String> {
+    let trimmed = raw.trim();
+    (!trimmed.is_empty()).then(|| trimmed.to_lowercase())
+}
+
+/// PostgreSQL: one array per column, unnested in input order, so ids follow the input.
+const PG_INSERT: &str = "
+    INSERT INTO contacts (email, first_name, last_name)
+    SELECT email, first_name, last_name
+      FROM UNNEST($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS t(email, first_name, last_name, n)
+     ORDER BY n
+    ON CONFLICT (email) DO NOTHING";
+
+/// SQLite: the rows as one JSON array of `[email, first, last]`, read back in input order.
+/// (`WHERE true` is SQLite's required disambiguation between a SELECT and an upsert clause.)
+const SQLITE_INSERT: &str = "
+    INSERT INTO contacts (email, first_name, last_name)
+    SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]')
+      FROM json_each($1)
+     WHERE true
+     ORDER BY key
+    ON CONFLICT (email) DO NOTHING";
+
+impl Store {
+    /// Inserts in batches inside one transaction, normalising emails; rows whose email already
+    /// exists (in the table or earlier in the batch) are skipped, not an error. Returns rows inserted.
+    pub async fn insert_contacts(&self, batch: &[NewContact]) -> Result<u64, StoreError> {
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        let mut inserted = 0;
+        match &self.pools {
+            Pools::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                for chunk in batch.chunks(INSERT_CHUNK) {
+                    let mut emails = Vec::with_capacity(chunk.len());
+                    let mut firsts = Vec::with_capacity(chunk.len());
+                    let mut lasts = Vec::with_capacity(chunk.len());
+                    for c in chunk {
+                        emails.push(c.email.as_deref().and_then(normalize_email));
+                        firsts.push(c.first_name.as_deref());
+                        lasts.push(c.last_name.as_deref());
+                    }
+                    let done = sqlx::query(PG_INSERT)
+                        .bind(&emails)
+                        .bind(&firsts)
+                        .bind(&lasts)
+                        .execute(&mut *tx)
+                        .await?;
+                    inserted += done.rows_affected();
+                }
+                tx.commit().await?;
+            }
+            Pools::Sqlite(pool) => {
+                // IMMEDIATE takes the write lock up front, so the busy timeout queues this writer
+                // behind others instead of failing halfway with "database is locked".
+                let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+                for chunk in batch.chunks(INSERT_CHUNK) {
+                    let rows: Vec<_> = chunk
+                        .iter()
+                        .map(|c| {
+                            (
+                                c.email.as_deref().and_then(normalize_email),
+                                c.first_name.as_deref(),
+                                c.last_name.as_deref(),
+                            )
+                        })
+                        .collect();
+                    let done = sqlx::query(SQLITE_INSERT)
+                        .bind(Json(rows))
+                        .execute(&mut *tx)
+                        .await?;
+                    inserted += done.rows_affected();
+                }
+                tx.commit().await?;
+            }
+        }
+        Ok(inserted)
+    }
+
+    /// Keyset page ordered by id ascending, ids > after.
+    pub async fn list_contacts(
+        &self,
+        after: Option<ContactId>,
+        limit: u32,
+    ) -> Result<Vec<Contact>, StoreError> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            contact_columns!(),
+            " FROM contacts WHERE id > $1 ORDER BY id LIMIT $2"
+        );
+        let after = after.unwrap_or(ContactId(i64::MIN));
+        let rows = on_pool!(self, pool => {
+            sqlx::query_as::<_, Contact>(SQL)
+                .bind(after)
+                .bind(i64::from(limit))
+                .fetch_all(pool)
+                .await
+        })?;
+        Ok(rows)
+    }
+
+    /// How many contacts there are.
+    pub async fn count_contacts(&self) -> Result<i64, StoreError> {
+        const SQL: &str = "SELECT COUNT(*) FROM contacts";
+        let n = on_pool!(self, pool => sqlx::query_scalar::<_, i64>(SQL).fetch_one(pool).await)?;
+        Ok(n)
+    }
+
+    /// One contact by its local id.
+    pub async fn get_contact(&self, id: ContactId) -> Result<Option<Contact>, StoreError> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            contact_columns!(),
+            " FROM contacts WHERE id = $1"
+        );
+        let row = on_pool!(self, pool => {
+            sqlx::query_as::<_, Contact>(SQL).bind(id).fetch_optional(pool).await
+        })?;
+        Ok(row)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize_email;
+
+    #[test]
+    fn normalize_email_trims_lowercases_and_blanks_to_none() {
+        assert_eq!(
+            normalize_email("  Ada@Example.COM\t"),
+            Some("ada@example.com".into())
+        );
+        assert_eq!(
+            normalize_email("ÉLODIE@example.fr"),
+            Some("élodie@example.fr".into())
+        );
+        assert_eq!(normalize_email(""), None);
+        assert_eq!(normalize_email(" \n "), None);
+    }
+}

@@ -1,0 +1,329 @@
+//! Database access on SQLite (the zero-setup default) and PostgreSQL (production).
+//!
+//! One [`Store`] API over both backends, chosen by the URL scheme. Queries are written once
+//! wherever the dialects agree (`$1` placeholders, `ON CONFLICT`, `RETURNING` work in both) and
+//! run on whichever pool is active through the `on_pool!` macro; where the SQL must differ both
+//! versions sit side by side in the same function, so no query exists for only one backend.
+
+mod contacts;
+mod credentials;
+mod time;
+
+pub use contacts::{Contact, NewContact, normalize_email};
+pub use credentials::{CredentialStatus, NewCredentials, StoredCredentials};
+
+use crate::secret::redact_url;
+use sqlx::migrate::{MigrateError, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, SqlitePool};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long connecting to PostgreSQL may take before the database counts as unreachable.
+const PG_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a SQLite statement waits for another writer before giving up with "database is locked".
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// SQLite has one writer at a time anyway; a few connections are enough for concurrent readers.
+const SQLITE_MAX_CONNECTIONS: u32 = 4;
+/// Enough for the HTTP API, a few workers and the scheduler in one process.
+const PG_MAX_CONNECTIONS: u32 = 10;
+
+/// The application's PostgreSQL migrations, embedded at compile time (append-only, see `migrations/`).
+fn pg_migrator() -> Migrator {
+    sqlx::migrate!("migrations/postgres")
+}
+
+/// The application's SQLite migrations, embedded at compile time.
+fn sqlite_migrator() -> Migrator {
+    sqlx::migrate!("migrations/sqlite")
+}
+
+/// Which database engine a [`Store`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Embedded SQLite file.
+    Sqlite,
+    /// PostgreSQL server.
+    Postgres,
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        })
+    }
+}
+
+/// Errors of the storage layer. Messages name the database by its redacted URL only.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The URL has a scheme or form this service cannot use.
+    #[error("unsupported database URL {url}: {reason}")]
+    UnsupportedUrl {
+        /// The URL, password redacted.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The folder for a SQLite file could not be created.
+    #[error("cannot create the folder {} for the SQLite database: {source}", path.display())]
+    CreateFolder {
+        /// The folder.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The first connection failed (server down, wrong credentials, unknown database, ...).
+    #[error("cannot connect to the database at {url}: {source}")]
+    Unreachable {
+        /// The URL, password redacted.
+        url: String,
+        /// Why.
+        source: sqlx::Error,
+    },
+    /// Applying migrations failed.
+    #[error("migrating the database at {url} failed: {source}")]
+    Migration {
+        /// The URL, password redacted.
+        url: String,
+        /// Why.
+        source: MigrateError,
+    },
+    /// A query failed.
+    #[error("database query failed: {0}")]
+    Query(#[from] sqlx::Error),
+    /// A stored value cannot be read back (e.g. an unknown status written by hand).
+    #[error("invalid data in the database: {0}")]
+    InvalidData(String),
+}
+
+/// The connection pool of whichever backend is active.
+#[derive(Clone)]
+enum Pools {
+    Postgres(PgPool),
+    Sqlite(SqlitePool),
+}
+
+/// Runs the same expression on whichever pool is active: `on_pool!(self, pool => query.fetch_all(pool).await)`.
+/// The expression is compiled once per backend, so a query written this way exists for both.
+macro_rules! on_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match &$store.pools {
+            $crate::store::Pools::Postgres($pool) => $body,
+            $crate::store::Pools::Sqlite($pool) => $body,
+        }
+    };
+}
+pub(crate) use on_pool;
+
+/// Handle to the database; cheap to clone (pools are shared).
+#[derive(Clone)]
+pub struct Store {
+    pools: Pools,
+    redacted_url: Arc<str>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &self.backend())
+            .field("url", &self.redacted_url)
+            .finish()
+    }
+}
+
+impl Store {
+    /// Connects; for sqlite creates the folder and file when missing; does not migrate.
+    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        let redacted = redact_url(url);
+        let pools = match scheme_of(url) {
+            Some("postgres" | "postgresql") => {
+                Pools::Postgres(connect_postgres(url, &redacted).await?)
+            }
+            Some("sqlite") => Pools::Sqlite(connect_sqlite(url, &redacted).await?),
+            _ => {
+                return Err(StoreError::UnsupportedUrl {
+                    url: redacted,
+                    reason: "expected sqlite://PATH or postgres://USER@HOST/DB".into(),
+                });
+            }
+        };
+        Ok(Store {
+            pools,
+            redacted_url: redacted.into(),
+        })
+    }
+
+    /// App migrations plus the apalis storage migrations (apalis-postgres / apalis-sqlite `migrations()`), idempotent.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let failed = |source| StoreError::Migration {
+            url: self.redacted_url.to_string(),
+            source,
+        };
+        match &self.pools {
+            Pools::Postgres(pool) => {
+                // apalis keeps its history in apalis._sqlx_migrations, ours is public._sqlx_migrations.
+                apalis_postgres::PostgresStorage::<()>::migrations()
+                    .run(pool)
+                    .await
+                    .map_err(failed)?;
+                pg_migrator().run(pool).await.map_err(failed)?;
+            }
+            Pools::Sqlite(pool) => {
+                // On SQLite apalis and the app share one _sqlx_migrations table, so each migrator
+                // must tolerate the other's versions. apalis' own `setup` is skipped on purpose:
+                // it would fail on our versions and sets synchronous=OFF; WAL is set at connect.
+                let mut apalis = apalis_sqlite::SqliteStorage::<()>::migrations();
+                apalis.set_ignore_missing(true);
+                apalis.run(pool).await.map_err(failed)?;
+                let mut app = sqlite_migrator();
+                app.set_ignore_missing(true);
+                app.run(pool).await.map_err(failed)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        on_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(drop))?;
+        Ok(())
+    }
+
+    /// Which engine this store talks to.
+    pub fn backend(&self) -> Backend {
+        match self.pools {
+            Pools::Postgres(_) => Backend::Postgres,
+            Pools::Sqlite(_) => Backend::Sqlite,
+        }
+    }
+
+    /// The database URL with its password redacted, for logs and messages.
+    pub fn redacted_url(&self) -> &str {
+        &self.redacted_url
+    }
+
+    /// The PostgreSQL pool, for the apalis storages; `None` on SQLite.
+    pub fn pg_pool(&self) -> Option<&sqlx::PgPool> {
+        match &self.pools {
+            Pools::Postgres(pool) => Some(pool),
+            Pools::Sqlite(_) => None,
+        }
+    }
+
+    /// The SQLite pool, for the apalis storages; `None` on PostgreSQL.
+    pub fn sqlite_pool(&self) -> Option<&sqlx::SqlitePool> {
+        match &self.pools {
+            Pools::Sqlite(pool) => Some(pool),
+            Pools::Postgres(_) => None,
+        }
+    }
+
+    /// Closes every connection, waiting for checked-out ones to come back.
+    pub async fn close(&self) {
+        on_pool!(self, pool => pool.close().await);
+    }
+}
+
+/// The URL scheme, lower-cased, or `None` when there is none.
+fn scheme_of(url: &str) -> Option<&str> {
+    let (scheme, _) = url.split_once(':')?;
+    let valid = !scheme.is_empty()
+        && scheme.chars().all(|c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || c == '+' || c == '-' || c == '.'
+        });
+    valid.then_some(scheme)
+}
+
+async fn connect_postgres(url: &str, redacted: &str) -> Result<PgPool, StoreError> {
+    let unsupported = |reason: String| StoreError::UnsupportedUrl {
+        url: redacted.to_owned(),
+        reason,
+    };
+    // sqlx falls back to a user named "anonymous", which only yields a puzzling auth error.
+    if !names_a_pg_user(url) {
+        return Err(unsupported(
+            "the URL names no user; write postgres://USER@HOST/DB (or set PGUSER)".into(),
+        ));
+    }
+    let options = PgConnectOptions::from_str(url).map_err(|e| unsupported(e.to_string()))?;
+    let unreachable = |source| StoreError::Unreachable {
+        url: redacted.to_owned(),
+        source,
+    };
+    // The first connection is bounded here rather than by acquire_timeout, so that later,
+    // busy moments may still wait the default 30 s for a free connection.
+    let connecting = PgPoolOptions::new()
+        .max_connections(PG_MAX_CONNECTIONS)
+        .connect_with(options);
+    match tokio::time::timeout(PG_CONNECT_TIMEOUT, connecting).await {
+        Ok(connected) => connected.map_err(unreachable),
+        Err(_) => Err(unreachable(sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no answer within {} s", PG_CONNECT_TIMEOUT.as_secs()),
+        )))),
+    }
+}
+
+/// Whether a PostgreSQL URL (or the environment) says which user to connect as.
+fn names_a_pg_user(url: &str) -> bool {
+    let Ok(parsed) = url::Url::parse(url) else {
+        return true; // let sqlx report what is wrong with it
+    };
+    !parsed.username().is_empty()
+        || parsed
+            .query_pairs()
+            .any(|(k, v)| k == "user" && !v.is_empty())
+        || std::env::var_os("PGUSER").is_some_and(|u| !u.is_empty())
+}
+
+async fn connect_sqlite(url: &str, redacted: &str) -> Result<SqlitePool, StoreError> {
+    let unsupported = |reason: &str| StoreError::UnsupportedUrl {
+        url: redacted.to_owned(),
+        reason: reason.to_owned(),
+    };
+    // A pool of in-memory databases would be several unrelated databases; refuse it plainly.
+    if url.contains(":memory:") || url.contains("mode=memory") {
+        return Err(unsupported(
+            "in-memory SQLite is not supported; give a file path such as sqlite://data/crm-sync.db",
+        ));
+    }
+    let options = SqliteConnectOptions::from_str(url).map_err(|e| unsupported(&e.to_string()))?;
+    let file = options.get_filename().to_path_buf();
+    if file.as_os_str().is_empty() {
+        return Err(unsupported("no file path; use sqlite://data/crm-sync.db"));
+    }
+    create_parent_folder(&file)?;
+    let options = options
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .foreign_keys(true)
+        .busy_timeout(SQLITE_BUSY_TIMEOUT)
+        // NORMAL is durable across application crashes in WAL mode, and much faster than FULL.
+        .synchronous(SqliteSynchronous::Normal);
+    SqlitePoolOptions::new()
+        .max_connections(SQLITE_MAX_CONNECTIONS)
+        .connect_with(options)
+        .await
+        .map_err(|source| StoreError::Unreachable {
+            url: redacted.to_owned(),
+            source,
+        })
+}
+
+fn create_parent_folder(file: &Path) -> Result<(), StoreError> {
+    match file.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateFolder {
+                path: dir.to_path_buf(),
+                source,
+            })
+        }
+        _ => Ok(()),
+    }
+}
