@@ -9,6 +9,8 @@ mod contacts;
 mod credentials;
 mod time;
 
+pub mod jobs;
+
 pub use contacts::{Contact, NewContact, normalize_email};
 pub use credentials::{CredentialStatus, NewCredentials, StoredCredentials};
 
