@@ -2,8 +2,16 @@
 //! worker runtime with its retry and resume rules, and cron schedules.
 
 pub mod model;
+pub mod queue;
+pub mod runner;
+pub mod schedule;
+pub mod worker;
 
 pub use model::{
     Counts, Direction, Job, JobProgress, JobSpec, JobStatus, PullCounts, PullMode, PullOutcome,
     PushCounts, PushMode, PushOutcome, RecordError, SpecError, Trigger,
 };
+pub use queue::{EnqueueRequest, Enqueued, QueueError, enqueue};
+pub use runner::{BoxFuture, JobRunner, Page, Progress, RunError};
+pub use schedule::{Schedule, ScheduleError};
+pub use worker::{RetryPolicy, WorkerConfig, run_workers};

@@ -1,0 +1,234 @@
+//! The Apalis side of jobs: enqueueing, and the storage workers fetch from.
+//!
+//! The `sync_jobs` row is the source of truth; an Apalis task only carries a job id to a
+//! worker (a "delivery"). A job's first task has the job's own ULID as its task id; a retry or
+//! a hand-back after shutdown gets a fresh task whose id the job records as its `delivery`.
+//! Every task is pushed in the same database transaction that creates or updates the job row,
+//! so a job can never exist without a task that delivers it, nor a task without its job.
+
+use crate::ids::JobId;
+use crate::jobs::model::{Job, JobSpec, Trigger};
+use crate::store::jobs::{NewJob, Tx, is_transient};
+use crate::store::{Store, StoreError};
+use apalis::prelude::{TaskBuilder, TaskId};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+use ulid::Ulid;
+
+/// The Apalis queue (`job_type`) that carries sync jobs.
+pub const QUEUE: &str = "crm-sync-sync";
+
+/// How many times Apalis itself may hand one task to a handler that errs or whose worker died.
+/// Job-level retries are counted on the job; this only bounds a task that keeps crashing its
+/// worker or keeps meeting a dead database.
+pub const TASK_MAX_ATTEMPTS: usize = 10;
+
+/// The payload of a task: which job, and which delivery of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncTask {
+    /// The job to run.
+    pub job_id: JobId,
+    /// This task's id, which must still be the job's `delivery` for the run to go ahead.
+    pub delivery: String,
+}
+
+/// Queue errors.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    /// The job store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Apalis refused the task.
+    #[error("could not enqueue the task: {0}")]
+    Push(String),
+}
+
+impl From<sqlx::Error> for QueueError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Store(e.into())
+    }
+}
+
+impl QueueError {
+    /// Whether retrying later may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Store(e) => is_transient(e),
+            Self::Push(_) => true,
+        }
+    }
+}
+
+/// A request to run a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EnqueueRequest {
+    /// What to run.
+    pub spec: JobSpec,
+    /// Who asks.
+    pub trigger: Trigger,
+    /// Enqueue even while a job of this direction is queued or running.
+    pub force: bool,
+}
+
+/// The answer to an [`EnqueueRequest`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Enqueued {
+    /// The new job, or the active job of the direction that made this request a no-op.
+    pub job: Job,
+    /// Whether `job` was created by this request.
+    pub created: bool,
+}
+
+/// Enqueues a job, unless one of its direction is active and `force` is off, in which case the
+/// active job is returned instead. Safe against any number of processes racing.
+pub async fn enqueue(store: &Store, req: EnqueueRequest) -> Result<Enqueued, QueueError> {
+    // A lost race whose winner finished before we could read it leaves the slot free again;
+    // a few rounds settle it.
+    for _ in 0..5 {
+        let mut tx = Tx::begin(store).await?;
+        if let Some(found) = enqueue_in(&mut tx, req, None).await? {
+            tx.commit().await?;
+            return Ok(found);
+        }
+        tx.rollback().await?;
+    }
+    Err(QueueError::Push(format!(
+        "the {} slot kept changing hands; try again",
+        req.spec.direction()
+    )))
+}
+
+/// [`enqueue`] inside `tx` (as its first statement). `None`: the direction was taken and freed
+/// again while we looked; roll back and retry.
+pub(crate) async fn enqueue_in(
+    tx: &mut Tx,
+    req: EnqueueRequest,
+    schedule_key: Option<&str>,
+) -> Result<Option<Enqueued>, QueueError> {
+    let new = NewJob {
+        id: JobId::generate(),
+        spec: req.spec,
+        trigger: req.trigger,
+        force: req.force,
+        schedule_key: schedule_key.map(str::to_owned),
+    };
+    if let Some(inserted) = tx.insert_job(&new).await? {
+        push_delivery(tx, new.id, new.id.0, None).await?;
+        return Ok(Some(Enqueued {
+            job: inserted.job,
+            created: true,
+        }));
+    }
+    Ok(tx
+        .active_job(req.spec.direction())
+        .await?
+        .map(|active| Enqueued {
+            job: active.job,
+            created: false,
+        }))
+}
+
+/// Pushes the task `delivery` for `job_id` in `tx`, to run now or after `delay`.
+pub(crate) async fn push_delivery(
+    tx: &mut Tx,
+    job_id: JobId,
+    delivery: Ulid,
+    delay: Option<Duration>,
+) -> Result<(), QueueError> {
+    let payload = SyncTask {
+        job_id,
+        delivery: delivery.to_string(),
+    };
+    let bytes = serde_json::to_vec(&payload).map_err(|e| QueueError::Push(e.to_string()))?;
+    let mut builder = TaskBuilder::new(bytes)
+        .task_id(TaskId::from_ulid(delivery))
+        .max_attempts(TASK_MAX_ATTEMPTS);
+    if let Some(delay) = delay {
+        builder = builder.run_after(delay);
+    }
+    let task = builder.build();
+    match tx {
+        Tx::Postgres(t) => apalis_postgres::queries::push_tasks(&mut **t, QUEUE, vec![task])
+            .await
+            .map_err(|e| QueueError::Push(e.to_string())),
+        Tx::Sqlite(t) => apalis_sqlite::queries::push_tasks(&mut **t, QUEUE, &[task])
+            .await
+            .map_err(|e| QueueError::Push(e.to_string())),
+    }
+}
+
+/// What Apalis knows about a delivery task.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+struct TaskState {
+    status: String,
+    attempts: i32,
+    max_attempts: i32,
+}
+
+impl TaskState {
+    /// Whether Apalis will never hand this task to a handler again.
+    fn is_finished(&self) -> bool {
+        match self.status.as_str() {
+            "Done" | "Killed" => true,
+            "Failed" => self.attempts >= self.max_attempts,
+            _ => false,
+        }
+    }
+}
+
+async fn task_state(store: &Store, id: &str) -> Result<Option<TaskState>, QueueError> {
+    Ok(if let Some(p) = store.pg_pool() {
+        sqlx::query_as(
+            "SELECT status, attempts, max_attempts FROM apalis.jobs WHERE id = $1 AND job_type = $2",
+        )
+        .bind(id)
+        .bind(QUEUE)
+        .fetch_optional(p)
+        .await?
+    } else if let Some(p) = store.sqlite_pool() {
+        sqlx::query_as(
+            "SELECT status, attempts, max_attempts FROM Jobs WHERE id = $1 AND job_type = $2",
+        )
+        .bind(id)
+        .bind(QUEUE)
+        .fetch_optional(p)
+        .await?
+    } else {
+        None
+    })
+}
+
+/// Repairs active jobs whose delivery task can no longer deliver them (missing, or finished
+/// in Apalis without the job having ended — e.g. its attempts ran out while the database was
+/// away): each gets a fresh task. Returns how many were repaired. Safe to run anywhere, any
+/// time: the switch is conditional on the old delivery.
+pub async fn reconcile(store: &Store) -> Result<usize, QueueError> {
+    let mut repaired = 0;
+    for record in store.active_job_records().await? {
+        let Some(old) = record.delivery.as_deref() else {
+            continue;
+        };
+        let finished = match task_state(store, old).await? {
+            None => true,
+            Some(state) => state.is_finished(),
+        };
+        if !finished {
+            continue;
+        }
+        let mut tx = Tx::begin(store).await?;
+        let fresh = Ulid::generate();
+        if tx
+            .redeliver_job(record.job.id, old, &fresh.to_string())
+            .await?
+        {
+            push_delivery(&mut tx, record.job.id, fresh, None).await?;
+            tx.commit().await?;
+            tracing::warn!(job = %record.job.id, old_task = old, new_task = %fresh,
+                "job had no live delivery task; re-enqueued it");
+            repaired += 1;
+        } else {
+            tx.rollback().await?;
+        }
+    }
+    Ok(repaired)
+}

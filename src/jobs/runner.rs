@@ -1,0 +1,267 @@
+//! The seam between the queue and the sync code: a [`JobRunner`] runs one job, reporting
+//! through [`Progress`], and answers how it ended with a [`RunError`].
+//!
+//! A runner works page by page. For each page it opens a transaction ([`Progress::begin`]),
+//! writes its records through it, and commits the page together with the job's counts and a
+//! checkpoint ([`Progress::commit`]). A run that is interrupted — a graceful shutdown, a crash,
+//! `kill -9` — is resumed later by another run that starts from [`Progress::checkpoint`], so no
+//! page is lost and none is applied twice.
+
+use crate::ids::JobId;
+use crate::jobs::model::{Counts, Job, MAX_RECORD_ERRORS, RecordError};
+use crate::store::jobs::{Checkpoint, JobRecord, Tx, is_transient};
+use crate::store::{Store, StoreError};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// A boxed, sendable future (what [`JobRunner::run`] returns).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Runs jobs. The real runner is the sync engine (`crate::sync`); tests bring their own.
+pub trait JobRunner: Send + Sync + 'static {
+    /// Runs `job` to its end, starting from `progress.checkpoint()` when there is one.
+    ///
+    /// Return `Ok(())` when every record was handled (records that failed are counted, not
+    /// errors), or the [`RunError`] that says how the run ended otherwise. Check
+    /// [`Progress::should_stop`] between pages and return [`RunError::Interrupted`] when it says
+    /// so; propagate errors from [`Progress`] with `?`.
+    fn run<'a>(
+        &'a self,
+        job: &'a Job,
+        progress: &'a Progress,
+    ) -> BoxFuture<'a, Result<(), RunError>>;
+}
+
+/// How a run ended, when it did not finish.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RunError {
+    /// Might pass if tried again later (HubSpot 5xx after the client's retries, a database
+    /// blip): the job waits in `retrying` and runs again from its checkpoint, a bounded number
+    /// of times.
+    #[error("{0}")]
+    Transient(String),
+    /// Will not pass by retrying (bad credentials, a bug): the job fails with this reason.
+    #[error("{0}")]
+    Fatal(String),
+    /// The worker is shutting down and the run stopped at a page boundary; the job goes back to
+    /// the queue and continues from its checkpoint.
+    #[error("interrupted by shutdown")]
+    Interrupted,
+    /// The run no longer holds the job (it was cancelled, or taken over after this worker was
+    /// presumed dead); its last page was rolled back and it must stop without touching anything.
+    #[error("the job is no longer held by this run")]
+    Superseded,
+}
+
+impl From<StoreError> for RunError {
+    fn from(e: StoreError) -> Self {
+        if is_transient(&e) {
+            Self::Transient(e.to_string())
+        } else {
+            Self::Fatal(e.to_string())
+        }
+    }
+}
+
+impl From<sqlx::Error> for RunError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::from(e).into()
+    }
+}
+
+/// One page's worth of progress.
+#[derive(Debug, Clone)]
+pub struct Page {
+    /// The job's counts so far, over all pages (start from [`Progress::counts`]).
+    pub counts: Counts,
+    /// Where to continue after this page (opaque to the queue; `Value::Null` for "from the
+    /// start").
+    pub checkpoint: Value,
+    /// This page's failed records (appended to the job's list, up to its cap).
+    pub errors: Vec<RecordError>,
+}
+
+/// What a run knows and reports about its job.
+pub struct Progress {
+    store: Store,
+    job_id: JobId,
+    lease: String,
+    stop: StopCheck,
+    state: Mutex<State>,
+}
+
+/// Says whether the worker wants runs to stop at the next page boundary.
+pub type StopCheck = Arc<dyn Fn() -> bool + Send + Sync>;
+
+struct State {
+    counts: Counts,
+    errors: Vec<RecordError>,
+    checkpoint: Option<Value>,
+    total: Option<u64>,
+}
+
+impl std::fmt::Debug for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Progress")
+            .field("job_id", &self.job_id)
+            .field("lease", &self.lease)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Progress {
+    /// Progress for a run that holds `record` under `lease`.
+    pub(crate) fn new(store: Store, record: &JobRecord, lease: String, stop: StopCheck) -> Self {
+        Self {
+            store,
+            job_id: record.job.id,
+            lease,
+            stop,
+            state: Mutex::new(State {
+                counts: record.job.counts,
+                errors: record.job.errors.clone(),
+                checkpoint: record.checkpoint.clone().filter(|c| !c.is_null()),
+                total: record.job.progress.total,
+            }),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // The state is replaced whole under the lock, so a poisoned lock still holds a
+        // consistent value.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Where to resume: the checkpoint of the last committed page, or `None` to start from the
+    /// beginning.
+    pub fn checkpoint(&self) -> Option<Value> {
+        self.state().checkpoint.clone()
+    }
+
+    /// The checkpoint decoded as `T`; a checkpoint that does not decode fails the job (it was
+    /// written by different code and resuming from it would guess).
+    pub fn checkpoint_as<T: DeserializeOwned>(&self) -> Result<Option<T>, RunError> {
+        self.checkpoint()
+            .map(|v| {
+                serde_json::from_value(v).map_err(|e| {
+                    RunError::Fatal(format!("the job's checkpoint is unreadable: {e}"))
+                })
+            })
+            .transpose()
+    }
+
+    /// The job's counts so far (zero on a first run, the last page's on a resumed one).
+    pub fn counts(&self) -> Counts {
+        self.state().counts
+    }
+
+    /// Whether the run should stop at this page boundary (return [`RunError::Interrupted`]).
+    pub fn should_stop(&self) -> bool {
+        (self.stop)()
+    }
+
+    /// The store, for the runner's reads outside page transactions.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The job being run.
+    pub fn job_id(&self) -> JobId {
+        self.job_id
+    }
+
+    /// Opens a transaction for one page's writes.
+    pub async fn begin(&self) -> Result<Tx, RunError> {
+        Ok(Tx::begin(&self.store).await?)
+    }
+
+    /// Saves `page` in `tx` and commits both. [`RunError::Superseded`] (after rolling back)
+    /// when the run no longer holds the job.
+    pub async fn commit(&self, mut tx: Tx, page: Page) -> Result<(), RunError> {
+        let (errors, total) = {
+            let state = self.state();
+            if page.counts.direction() != state.counts.direction() {
+                return Err(RunError::Fatal(format!(
+                    "the sync code reported {} counts for a {} job",
+                    page.counts.direction(),
+                    state.counts.direction()
+                )));
+            }
+            let mut errors = state.errors.clone();
+            let room = MAX_RECORD_ERRORS.saturating_sub(errors.len());
+            errors.extend(page.errors.into_iter().take(room));
+            (errors, state.total)
+        };
+        if !page.counts.is_consistent() {
+            return Err(RunError::Fatal(format!(
+                "the sync code reported inconsistent counts {:?}",
+                page.counts
+            )));
+        }
+        let checkpoint = Some(&page.checkpoint).filter(|c| !c.is_null());
+        let saved = tx
+            .save_job_progress(
+                self.job_id,
+                &self.lease,
+                &Checkpoint {
+                    counts: &page.counts,
+                    errors: &errors,
+                    checkpoint,
+                    processed: page.counts.total(),
+                    total,
+                },
+            )
+            .await?;
+        if !saved {
+            let _ = tx.rollback().await;
+            return Err(RunError::Superseded);
+        }
+        tx.commit().await?;
+        *self.state() = State {
+            counts: page.counts,
+            errors,
+            checkpoint: checkpoint.cloned(),
+            total,
+        };
+        Ok(())
+    }
+
+    /// Saves `page` on its own (for a page that wrote nothing else).
+    pub async fn save(&self, page: Page) -> Result<(), RunError> {
+        let tx = self.begin().await?;
+        self.commit(tx, page).await
+    }
+
+    /// Records how many records the job will handle in all, as soon as it is known, so that
+    /// clients can show a bar.
+    pub async fn set_total(&self, total: u64) -> Result<(), RunError> {
+        let (counts, errors, checkpoint) = {
+            let state = self.state();
+            (state.counts, state.errors.clone(), state.checkpoint.clone())
+        };
+        let mut tx = self.begin().await?;
+        let saved = tx
+            .save_job_progress(
+                self.job_id,
+                &self.lease,
+                &Checkpoint {
+                    counts: &counts,
+                    errors: &errors,
+                    checkpoint: checkpoint.as_ref(),
+                    processed: counts.total(),
+                    total: Some(total),
+                },
+            )
+            .await?;
+        if !saved {
+            let _ = tx.rollback().await;
+            return Err(RunError::Superseded);
+        }
+        tx.commit().await?;
+        self.state().total = Some(total);
+        Ok(())
+    }
+}
