@@ -1,0 +1,276 @@
+//! The job store and enqueueing, on SQLite and PostgreSQL.
+
+mod common;
+mod jobs_support;
+
+use common::TestDb;
+use crm_sync::ids::JobId;
+use crm_sync::jobs::model::{Counts, Direction, JobSpec, JobStatus, PushCounts, Trigger};
+use crm_sync::jobs::{EnqueueRequest, enqueue};
+use crm_sync::store::jobs::{Checkpoint, Tx};
+use jobs_support::JobsDb;
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let db = super::JobsDb::new(super::TestDb::sqlite().await).await;
+                    super::$name(&db).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(db) = super::TestDb::postgres_if_available().await else {
+                        return;
+                    };
+                    super::$name(&super::JobsDb::new(db).await).await
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    an_enqueued_job_is_queued_with_zeroed_counts,
+    a_second_request_gets_the_active_job_unless_it_forces,
+    racing_requests_create_one_job,
+    jobs_list_newest_first_and_filter_by_status,
+    a_run_holds_its_job_under_a_lease,
+    a_stale_delivery_cannot_claim_a_job,
+    cancelling_frees_the_direction,
+);
+
+fn req(spec: JobSpec, force: bool) -> EnqueueRequest {
+    EnqueueRequest {
+        spec,
+        trigger: Trigger::Api,
+        force,
+    }
+}
+
+async fn an_enqueued_job_is_queued_with_zeroed_counts(db: &JobsDb) {
+    let e = enqueue(&db.store, req(JobSpec::push(), false))
+        .await
+        .unwrap();
+    assert!(e.created);
+    let job = db.store.get_job(e.job.id).await.unwrap().unwrap();
+    assert_eq!(job, e.job);
+    assert_eq!(job.status, JobStatus::Queued);
+    assert_eq!(job.attempts, 0);
+    assert_eq!(job.counts, Counts::Push(PushCounts::default()));
+    assert!(job.started_at.is_none() && job.finished_at.is_none());
+    let json = serde_json::to_value(&job).unwrap();
+    assert_eq!(json["direction"], "push");
+    assert_eq!(json["mode"], "link");
+    assert_eq!(json["trigger"], "api");
+    assert_eq!(json["counts"]["skipped"], 0);
+}
+
+async fn a_second_request_gets_the_active_job_unless_it_forces(db: &JobsDb) {
+    let first = enqueue(&db.store, req(JobSpec::pull(), false))
+        .await
+        .unwrap();
+    let second = enqueue(&db.store, req(JobSpec::pull(), false))
+        .await
+        .unwrap();
+    assert!(!second.created);
+    assert_eq!(second.job.id, first.job.id);
+
+    // The other direction has its own slot.
+    let push = enqueue(&db.store, req(JobSpec::push(), false))
+        .await
+        .unwrap();
+    assert!(push.created);
+
+    let forced = enqueue(&db.store, req(JobSpec::pull(), true))
+        .await
+        .unwrap();
+    assert!(forced.created);
+    assert_ne!(forced.job.id, first.job.id);
+    assert!(forced.job.forced);
+
+    // Still one slot holder: a plain request keeps getting the first job.
+    let again = enqueue(&db.store, req(JobSpec::pull(), false))
+        .await
+        .unwrap();
+    assert_eq!(again.job.id, first.job.id);
+}
+
+async fn racing_requests_create_one_job(db: &JobsDb) {
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let store = db.store.clone();
+            tokio::spawn(async move { enqueue(&store, req(JobSpec::push(), false)).await })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    let mut created = 0;
+    for t in tasks {
+        let e = t.await.unwrap().unwrap();
+        created += usize::from(e.created);
+        ids.push(e.job.id);
+    }
+    ids.dedup();
+    assert_eq!(created, 1, "exactly one request creates the job");
+    assert_eq!(ids.len(), 1, "every request answers with the same job");
+
+    let forced = enqueue(&db.store, req(JobSpec::push(), true))
+        .await
+        .unwrap();
+    assert!(forced.created);
+    let active = db
+        .store
+        .list_jobs(Some(JobStatus::Queued), 10)
+        .await
+        .unwrap();
+    assert_eq!(active.len(), 2, "force adds a second job");
+}
+
+async fn jobs_list_newest_first_and_filter_by_status(db: &JobsDb) {
+    let a = enqueue(&db.store, req(JobSpec::push(), false))
+        .await
+        .unwrap()
+        .job;
+    let b = enqueue(&db.store, req(JobSpec::pull(), false))
+        .await
+        .unwrap()
+        .job;
+    db.store.cancel_job(a.id).await.unwrap().unwrap();
+
+    let all = db.store.list_jobs(None, 10).await.unwrap();
+    assert_eq!(
+        all.iter().map(|j| j.id).collect::<Vec<_>>(),
+        vec![b.id, a.id]
+    );
+    let cancelled = db
+        .store
+        .list_jobs(Some(JobStatus::Cancelled), 10)
+        .await
+        .unwrap();
+    assert_eq!(cancelled.len(), 1);
+    assert_eq!(cancelled[0].id, a.id);
+    assert_eq!(db.store.list_jobs(None, 1).await.unwrap().len(), 1);
+}
+
+async fn a_run_holds_its_job_under_a_lease(db: &JobsDb) {
+    let job = enqueue(&db.store, req(JobSpec::push(), false))
+        .await
+        .unwrap()
+        .job;
+    let delivery = job.id.to_string();
+    let run = db
+        .store
+        .claim_job(job.id, &delivery, "lease-1", "w1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(run.job.status, JobStatus::Running);
+    assert_eq!(run.job.attempts, 1);
+    assert!(run.job.started_at.is_some());
+
+    let mut counts = PushCounts::default();
+    counts.add(crm_sync::jobs::PushOutcome::Created);
+    let counts = Counts::Push(counts);
+    let cursor = serde_json::json!({"after": 1});
+    let cp = Checkpoint {
+        counts: &counts,
+        errors: &[],
+        checkpoint: Some(&cursor),
+        processed: 1,
+        total: Some(10),
+    };
+    let mut tx = Tx::begin(&db.store).await.unwrap();
+    assert!(tx.save_job_progress(job.id, "lease-1", &cp).await.unwrap());
+    assert!(
+        !tx.save_job_progress(job.id, "someone-else", &cp)
+            .await
+            .unwrap(),
+        "another lease writes nothing"
+    );
+    tx.commit().await.unwrap();
+
+    let seen = db.store.get_job(job.id).await.unwrap().unwrap();
+    assert_eq!(seen.counts, counts);
+    assert_eq!(seen.progress.processed, 1);
+    assert_eq!(seen.progress.total, Some(10));
+
+    // A worker presumed dead is taken over: the new run gets a new lease, the old one loses.
+    let taken = db
+        .store
+        .claim_job(job.id, &delivery, "lease-2", "w2")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(taken.job.attempts, 2);
+    assert_eq!(taken.checkpoint, Some(cursor));
+    assert!(
+        db.store
+            .finish_job(job.id, "lease-1", JobStatus::Succeeded, None)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let done = db
+        .store
+        .finish_job(job.id, "lease-2", JobStatus::Succeeded, None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(done.status, JobStatus::Succeeded);
+    assert!(done.finished_at.is_some());
+    assert_eq!(done.counts, counts, "counts survive the end of the run");
+
+    // A finished job cannot be claimed again.
+    assert!(
+        db.store
+            .claim_job(job.id, &delivery, "lease-3", "w3")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+async fn a_stale_delivery_cannot_claim_a_job(db: &JobsDb) {
+    let job = enqueue(&db.store, req(JobSpec::pull(), false))
+        .await
+        .unwrap()
+        .job;
+    let other = JobId::generate().to_string();
+    assert!(
+        db.store
+            .claim_job(job.id, &other, "l", "w")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        db.store.get_job(job.id).await.unwrap().unwrap().status,
+        JobStatus::Queued
+    );
+}
+
+async fn cancelling_frees_the_direction(db: &JobsDb) {
+    let job = enqueue(&db.store, req(JobSpec::push(), false))
+        .await
+        .unwrap()
+        .job;
+    let cancelled = db.store.cancel_job(job.id).await.unwrap().unwrap();
+    assert_eq!(cancelled.status, JobStatus::Cancelled);
+    assert!(db.store.cancel_job(job.id).await.unwrap().is_none());
+    assert!(
+        db.store
+            .active_job(Direction::Push)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let next = enqueue(&db.store, req(JobSpec::push(), false))
+        .await
+        .unwrap();
+    assert!(next.created);
+}
