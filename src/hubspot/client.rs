@@ -462,8 +462,7 @@ fn not_oauth() -> HubSpotError {
     )
 }
 
-/// A reqwest error with its causes, without the URL's query (it may hold ids, never tokens,
-/// but keep logs short).
+/// A reqwest error as its kind and its causes (its own text would repeat the whole URL).
 fn describe(error: &reqwest::Error) -> String {
     use std::error::Error as _;
     let kind = if error.is_timeout() {
@@ -483,4 +482,40 @@ fn describe(error: &reqwest::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hubspot::{
+        Batch, ContactCreate, ListContacts, MemoryTokenStore, OAuthApp, SearchRequest,
+    };
+
+    fn is_send<T: Send>(_: T) {}
+
+    /// Workers spawn these futures: they must be `Send` (a closure in the oauth2 call once
+    /// made them fail rustc's check for every caller).
+    #[test]
+    fn every_call_is_a_send_future() {
+        let base = Url::parse("http://127.0.0.1:9").expect("url");
+        let app = OAuthApp {
+            client_id: "c".into(),
+            client_secret: Secret::new("s"),
+            authorize_url: base.clone(),
+            redirect_uri: base.clone(),
+            scopes: Vec::new(),
+            optional_scopes: Vec::new(),
+        };
+        let auth = Auth::OAuth {
+            app,
+            tokens: Arc::new(MemoryTokenStore::default()),
+        };
+        let client = HubSpotClient::new(ClientConfig::new(base), auth).expect("client");
+        let batch = Batch::new(vec![ContactCreate::default()]).expect("1 input");
+        is_send(client.list_contacts(&ListContacts::default()));
+        is_send(client.batch_create(&batch));
+        is_send(client.search_contacts(&SearchRequest::default()));
+        is_send(client.connect("code"));
+        is_send(client.access_token());
+    }
 }

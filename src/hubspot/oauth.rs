@@ -19,13 +19,15 @@ use oauth2::basic::{
     BasicRevocationErrorResponse, BasicTokenIntrospectionResponse, BasicTokenType,
 };
 use oauth2::{
-    AuthType, AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, EndpointNotSet,
-    EndpointSet, ExtraTokenFields, HttpRequest, HttpResponse, RedirectUrl, RefreshToken,
-    RequestTokenError, Scope, StandardRevocableToken, StandardTokenResponse, TokenResponse,
-    TokenUrl,
+    AsyncHttpClient, AuthType, AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken,
+    EndpointNotSet, EndpointSet, ExtraTokenFields, HttpRequest, HttpResponse, RedirectUrl,
+    RefreshToken, RequestTokenError, Scope, StandardRevocableToken, StandardTokenResponse,
+    TokenResponse, TokenUrl,
 };
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, Ordering};
 use url::Url;
@@ -233,7 +235,10 @@ impl OAuthFlow {
                 .inner
                 .oauth
                 .exchange_code(code.clone())
-                .request_async(&|request| self.send(request, &status))
+                .request_async(&MeteredHttp {
+                    inner: &self.inner,
+                    status: &status,
+                })
                 .await;
             let status = status.load(Ordering::Relaxed);
             match result {
@@ -274,7 +279,10 @@ impl OAuthFlow {
                 .inner
                 .oauth
                 .exchange_refresh_token(&refresh_token)
-                .request_async(&|request| self.send(request, &status))
+                .request_async(&MeteredHttp {
+                    inner: &self.inner,
+                    status: &status,
+                })
                 .await;
             let status = status.load(Ordering::Relaxed);
             let refusal = match result {
@@ -312,53 +320,6 @@ impl OAuthFlow {
         let delay = backoff_delay(&self.inner.backoff, retry);
         tracing::warn!(retry, ?delay, cause, "retrying the HubSpot token call");
         tokio::time::sleep(delay).await;
-    }
-
-    /// Sends one token request over the shared connection pool, counting it in the metrics.
-    async fn send(
-        &self,
-        request: HttpRequest,
-        status: &AtomicU16,
-    ) -> Result<HttpResponse, TransportError> {
-        let request = reqwest::Request::try_from(request).map_err(|e| TransportError {
-            message: format!("cannot build the token request: {e}"),
-            connect: true,
-        })?;
-        let started = tokio::time::Instant::now();
-        let outcome = async {
-            let response = self.inner.http.execute(request).await?;
-            let mut builder = oauth2::http::Response::builder().status(response.status());
-            for (name, value) in response.headers() {
-                builder = builder.header(name, value);
-            }
-            let code = response.status().as_u16();
-            let body = response.bytes().await?;
-            Ok::<_, reqwest::Error>((code, builder.body(body.to_vec())))
-        }
-        .await;
-        match outcome {
-            Ok((code, built)) => {
-                status.store(code, Ordering::Relaxed);
-                self.inner.metrics.record_request(
-                    Operation::OAuthToken,
-                    Some(code),
-                    started.elapsed(),
-                );
-                built.map_err(|e| TransportError {
-                    message: format!("cannot read the token answer: {e}"),
-                    connect: false,
-                })
-            }
-            Err(e) => {
-                self.inner
-                    .metrics
-                    .record_request(Operation::OAuthToken, None, started.elapsed());
-                Err(TransportError {
-                    message: format!("token request failed: {e}"),
-                    connect: e.is_connect(),
-                })
-            }
-        }
     }
 
     fn tokens_from(
@@ -401,6 +362,68 @@ impl OAuthFlow {
                 .or(previous.and_then(|p| p.portal_id)),
             scopes,
         })
+    }
+}
+
+/// The `oauth2` HTTP client: the shared reqwest pool, with metrics and the answer's status
+/// kept for the retry decision. A named type with a boxed `Send` future, because a closure
+/// here makes the caller's future fail rustc's `Send` check (higher-ranked lifetimes).
+struct MeteredHttp<'a> {
+    inner: &'a FlowInner,
+    status: &'a AtomicU16,
+}
+
+impl<'c> AsyncHttpClient<'c> for MeteredHttp<'_> {
+    type Error = TransportError;
+    type Future = Pin<Box<dyn Future<Output = Result<HttpResponse, TransportError>> + Send + 'c>>;
+
+    fn call(&'c self, request: HttpRequest) -> Self::Future {
+        Box::pin(send(self.inner, request, self.status))
+    }
+}
+
+/// Sends one token request over the shared connection pool, counting it in the metrics.
+async fn send(
+    inner: &FlowInner,
+    request: HttpRequest,
+    status: &AtomicU16,
+) -> Result<HttpResponse, TransportError> {
+    let request = reqwest::Request::try_from(request).map_err(|e| TransportError {
+        message: format!("cannot build the token request: {e}"),
+        connect: true,
+    })?;
+    let started = tokio::time::Instant::now();
+    let outcome = async {
+        let response = inner.http.execute(request).await?;
+        let mut builder = oauth2::http::Response::builder().status(response.status());
+        for (name, value) in response.headers() {
+            builder = builder.header(name, value);
+        }
+        let code = response.status().as_u16();
+        let body = response.bytes().await?;
+        Ok::<_, reqwest::Error>((code, builder.body(body.to_vec())))
+    }
+    .await;
+    match outcome {
+        Ok((code, built)) => {
+            status.store(code, Ordering::Relaxed);
+            inner
+                .metrics
+                .record_request(Operation::OAuthToken, Some(code), started.elapsed());
+            built.map_err(|e| TransportError {
+                message: format!("cannot read the token answer: {e}"),
+                connect: false,
+            })
+        }
+        Err(e) => {
+            inner
+                .metrics
+                .record_request(Operation::OAuthToken, None, started.elapsed());
+            Err(TransportError {
+                message: format!("token request failed: {e}"),
+                connect: e.is_connect(),
+            })
+        }
     }
 }
 
