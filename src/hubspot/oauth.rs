@@ -224,8 +224,9 @@ impl OAuthFlow {
         request.url().0
     }
 
-    /// Exchanges an authorization code for tokens. Not retried after the request was sent
-    /// (a code works once).
+    /// Exchanges an authorization code for tokens. A refused code is
+    /// [`HubSpotError::Validation`] with category `BAD_AUTH_CODE` / `invalid_grant`. Not
+    /// repeated when the answer was lost (a code works once).
     pub async fn exchange_code(&self, code: &str) -> Result<OAuthTokens, HubSpotError> {
         let code = AuthorizationCode::new(code.to_owned());
         let mut retries = 0;
@@ -241,28 +242,37 @@ impl OAuthFlow {
                 })
                 .await;
             let status = status.load(Ordering::Relaxed);
-            match result {
-                Ok(response) => return self.tokens_from(response, None),
+            let nothing_sent = matches!(
+                &result,
                 Err(RequestTokenError::Request(TransportError {
                     connect: true,
-                    message,
-                })) if retries < self.inner.max_retries => {
+                    ..
+                }))
+            );
+            let refusal = match result {
+                Ok(response) => return self.tokens_from(response, None),
+                Err(err) => token_error(err, status),
+            };
+            match refusal {
+                // Repeat only when the code cannot have been used: nothing was sent, or
+                // HubSpot answered with a 5xx/429 of its own.
+                Refusal::Retryable(cause, _)
+                    if (nothing_sent || status != 0) && retries < self.inner.max_retries =>
+                {
                     retries += 1;
-                    self.wait_before_retry(retries, RetryReason::Network, &message)
+                    self.wait_before_retry(retries, RetryReason::ServerError, &cause)
                         .await;
                 }
-                Err(err) => {
-                    return Err(match token_error(err, status) {
-                        Refusal::Grant(details) => classify(details),
-                        Refusal::Retryable(cause, details) => HubSpotError::Transient {
-                            operation: Operation::OAuthToken,
-                            attempts: retries + 1,
-                            cause,
-                            details: details.map(Box::new),
-                        },
-                        Refusal::Final(err) => err,
+                Refusal::Grant(details) => return Err(classify(details)),
+                Refusal::Retryable(cause, details) => {
+                    return Err(HubSpotError::Transient {
+                        operation: Operation::OAuthToken,
+                        attempts: retries + 1,
+                        cause,
+                        details: details.map(Box::new),
                     });
                 }
+                Refusal::Final(err) => return Err(err),
             }
         }
     }
