@@ -1,0 +1,47 @@
+//! The HubSpot HTTP client: typed calls for contacts, properties, account info and OAuth,
+//! with client-side rate limits, retries that never duplicate a write, token refresh and
+//! metrics.
+//!
+//! Entry point: [`HubSpotClient::new`] with a [`ClientConfig`] and an [`Auth`]. The client is
+//! cheap to clone; all clones share one connection pool, one rate budget, one token cache
+//! and one set of [`ClientMetrics`].
+//!
+//! Retry rules (see [`Operation::retry_class`]):
+//! - every call is retried after a 429 (as HubSpot's answer says), a 423 or 477, a 5xx that
+//!   HubSpot itself refused with, and a connection that could not be opened;
+//! - reads and idempotent writes (batch update/upsert/archive, property create) are also
+//!   retried after timeouts, dropped connections and gateway errors (502/504);
+//! - creates and merges are not: when the answer is lost after the request may have been
+//!   applied, the call fails with [`HubSpotError::Ambiguous`] so the caller can re-read first.
+
+mod auth;
+mod batch;
+mod client;
+mod config;
+mod contacts;
+mod error;
+mod metrics;
+mod models;
+mod oauth;
+mod ratelimit;
+mod retry;
+
+pub use auth::{
+    AccessTokenInfo, Auth, MemoryTokenStore, OAuthTokens, StoreFuture, TokenStore, TokenStoreError,
+};
+pub use batch::{
+    Batch, BatchItemError, BatchOutcome, BatchReadOutcome, BatchTooLarge, IndexedResult, MAX_BATCH,
+};
+pub use client::HubSpotClient;
+pub use config::{Backoff, ClientConfig, Timeouts};
+pub use error::{ApiErrorDetails, ErrorDetail, HubSpotError, InvalidProperty, RateLimitPolicy};
+pub use metrics::ClientMetrics;
+pub use models::{
+    AccountDetails, ApiUsage, Contact, ContactCreate, ContactUpdate, ContactUpsert, Filter,
+    FilterGroup, FilterOperator, ListContacts, MAX_PAGE_LIMIT, MAX_SEARCH_LIMIT, Page, Property,
+    PropertyCreate, PropertyOption, SearchPage, SearchRequest, Sort, SortDirection,
+    UpsertedContact,
+};
+pub use oauth::{OAuthApp, OAuthFlow, TOKEN_PATH};
+pub use ratelimit::SlidingWindow;
+pub use retry::{Operation, RetryClass};

@@ -1,0 +1,535 @@
+//! Request and answer shapes, spelled as HubSpot spells them (camelCase).
+//!
+//! Answers are parsed leniently where HubSpot is loose (property values may be null or
+//! numbers; timestamps may be absent) and strictly where the sync depends on a field (`id`).
+
+use crate::ids::{HsObjectId, PortalId};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Deserializer, Serialize};
+use std::collections::BTreeMap;
+
+/// HubSpot's maximum (and this client's default) page size for `GET /crm/v3/objects/contacts`.
+pub const MAX_PAGE_LIMIT: u32 = 100;
+/// HubSpot's maximum page size for search.
+pub const MAX_SEARCH_LIMIT: u32 = 200;
+
+/// A HubSpot contact record (`SimplePublicObject`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Contact {
+    /// The record id (`hs_object_id`).
+    pub id: HsObjectId,
+    /// Property values; HubSpot sends strings, and may send null for an empty value.
+    #[serde(default, deserialize_with = "lenient_values")]
+    pub properties: BTreeMap<String, Option<String>>,
+    /// When the record was created.
+    #[serde(default)]
+    pub created_at: Option<DateTime<Utc>>,
+    /// When the record last changed.
+    #[serde(default)]
+    pub updated_at: Option<DateTime<Utc>>,
+    /// Whether the record is in the recycle bin.
+    #[serde(default)]
+    pub archived: bool,
+    /// When it was archived.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archived_at: Option<DateTime<Utc>>,
+    /// The trace id of the batch input that wrote it, when HubSpot echoes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_write_trace_id: Option<String>,
+}
+
+impl Contact {
+    /// A property's value; `None` when absent, null or empty.
+    pub fn property(&self, name: &str) -> Option<&str> {
+        self.properties
+            .get(name)
+            .and_then(|v| v.as_deref())
+            .filter(|v| !v.is_empty())
+    }
+
+    /// The `email` property.
+    pub fn email(&self) -> Option<&str> {
+        self.property("email")
+    }
+}
+
+/// A record from batch upsert: the contact and whether HubSpot created it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct UpsertedContact {
+    /// The record as it is now.
+    #[serde(flatten)]
+    pub contact: Contact,
+    /// True when the upsert created the record. A retried upsert whose first attempt was
+    /// applied reports `false` for a record that attempt created.
+    pub new: bool,
+}
+
+/// One page of results and the cursor of the next page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    /// The records of this page.
+    pub results: Vec<T>,
+    /// `paging.next.after`; `None` on the last page.
+    pub next_after: Option<String>,
+}
+
+/// One page of search results.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchPage {
+    /// How many records match in all (HubSpot serves at most 10,000 of them).
+    pub total: u64,
+    /// The records of this page.
+    pub results: Vec<Contact>,
+    /// `paging.next.after`; `None` on the last page.
+    pub next_after: Option<String>,
+}
+
+/// `GET /crm/v3/objects/contacts` parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListContacts {
+    /// Page size, 1..=100 (clamped); 100 by default (HubSpot's own default is 10).
+    pub limit: u32,
+    /// The cursor from the previous page.
+    pub after: Option<String>,
+    /// Properties to return (HubSpot's default set when empty).
+    pub properties: Vec<String>,
+    /// True lists only archived records.
+    pub archived: bool,
+}
+
+impl Default for ListContacts {
+    fn default() -> Self {
+        Self {
+            limit: MAX_PAGE_LIMIT,
+            after: None,
+            properties: Vec::new(),
+            archived: false,
+        }
+    }
+}
+
+/// One contact to create.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ContactCreate {
+    /// Property values (HubSpot needs at least one of `email`, `firstname`, `lastname`).
+    pub properties: BTreeMap<String, String>,
+}
+
+/// One contact to update by id (or by a unique property).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContactUpdate {
+    /// The record id, or the value of `id_property`.
+    pub id: String,
+    /// A unique property to find the record by; `None` = record id.
+    pub id_property: Option<String>,
+    /// New values; an empty string clears a value.
+    pub properties: BTreeMap<String, String>,
+}
+
+/// One contact to create or update, found by a unique property (usually `email`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContactUpsert {
+    /// The value of `id_property`, e.g. the email.
+    pub id: String,
+    /// `email` or a unique custom property.
+    pub id_property: String,
+    /// Values to write.
+    pub properties: BTreeMap<String, String>,
+}
+
+/// `POST /crm/v3/objects/contacts/search` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SearchRequest {
+    /// Groups are ORed, filters within a group ANDed.
+    pub filter_groups: Vec<FilterGroup>,
+    /// Sort rules (HubSpot honours one).
+    pub sorts: Vec<Sort>,
+    /// Free-text query.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    /// Properties to return.
+    pub properties: Vec<String>,
+    /// Page size, 1..=200 (clamped when sent).
+    pub limit: u32,
+    /// The cursor from the previous page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+}
+
+impl Default for SearchRequest {
+    fn default() -> Self {
+        Self {
+            filter_groups: Vec::new(),
+            sorts: Vec::new(),
+            query: None,
+            properties: Vec::new(),
+            limit: MAX_SEARCH_LIMIT,
+            after: None,
+        }
+    }
+}
+
+/// Filters that must all match.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FilterGroup {
+    /// The filters.
+    pub filters: Vec<Filter>,
+}
+
+/// One search condition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Filter {
+    /// The property, e.g. `lastmodifieddate`.
+    pub property_name: String,
+    /// The comparison.
+    pub operator: FilterOperator,
+    /// The value for single-value operators.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// The values for `IN` / `NOT_IN` (lower-case for strings).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub values: Option<Vec<String>>,
+    /// The upper bound for `BETWEEN`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub high_value: Option<String>,
+}
+
+impl Filter {
+    /// `property <op> value`.
+    pub fn new(
+        property_name: impl Into<String>,
+        operator: FilterOperator,
+        value: impl Into<String>,
+    ) -> Self {
+        Self {
+            property_name: property_name.into(),
+            operator,
+            value: Some(value.into()),
+            values: None,
+            high_value: None,
+        }
+    }
+
+    /// `property IN (values)`.
+    pub fn in_list(property_name: impl Into<String>, values: Vec<String>) -> Self {
+        Self {
+            property_name: property_name.into(),
+            operator: FilterOperator::In,
+            value: None,
+            values: Some(values),
+            high_value: None,
+        }
+    }
+}
+
+/// Search comparison operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[allow(missing_docs)]
+pub enum FilterOperator {
+    Eq,
+    Neq,
+    Lt,
+    Lte,
+    Gt,
+    Gte,
+    Between,
+    In,
+    NotIn,
+    HasProperty,
+    NotHasProperty,
+    ContainsToken,
+    NotContainsToken,
+}
+
+/// One sort rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Sort {
+    /// The property to sort by.
+    pub property_name: String,
+    /// The direction.
+    pub direction: SortDirection,
+}
+
+/// Sort direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SortDirection {
+    /// Smallest first.
+    Ascending,
+    /// Largest first.
+    Descending,
+}
+
+/// `POST /crm/v3/properties/contacts` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PropertyCreate {
+    /// Internal name, e.g. `crm_sync_id`.
+    pub name: String,
+    /// Display label.
+    pub label: String,
+    /// Data type: `string`, `number`, `enumeration`, `bool`, `date`, `datetime`, `phone_number`.
+    #[serde(rename = "type")]
+    pub property_type: String,
+    /// Form control: `text`, `number`, `select`, `booleancheckbox`, ...
+    pub field_type: String,
+    /// Property group, e.g. `contactinformation`.
+    pub group_name: String,
+    /// Description.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Unique values; makes it usable as `idProperty`. Cannot be changed later.
+    pub has_unique_value: bool,
+    /// Options of an enumeration.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<PropertyOption>,
+    /// Whether it shows on forms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub form_field: Option<bool>,
+}
+
+/// A property definition as HubSpot returns it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Property {
+    /// Internal name.
+    pub name: String,
+    /// Display label.
+    #[serde(default)]
+    pub label: String,
+    /// Data type.
+    #[serde(rename = "type", default)]
+    pub property_type: String,
+    /// Form control.
+    #[serde(default)]
+    pub field_type: String,
+    /// Property group.
+    #[serde(default)]
+    pub group_name: String,
+    /// Description.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Whether values are unique.
+    #[serde(default)]
+    pub has_unique_value: bool,
+    /// Whether HubSpot defines it.
+    #[serde(default)]
+    pub hubspot_defined: Option<bool>,
+    /// Enumeration options.
+    #[serde(default)]
+    pub options: Vec<PropertyOption>,
+    /// Whether it is archived.
+    #[serde(default)]
+    pub archived: bool,
+}
+
+/// An option of an enumeration property.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PropertyOption {
+    /// Display label.
+    pub label: String,
+    /// Stored value.
+    pub value: String,
+    /// Hidden on forms.
+    #[serde(default)]
+    pub hidden: bool,
+    /// Position.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_order: Option<i32>,
+    /// Description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// `GET /account-info/v3/details`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountDetails {
+    /// The account id.
+    pub portal_id: PortalId,
+    /// `STANDARD`, `DEVELOPER_TEST`, `SANDBOX`, `APP_DEVELOPER`.
+    #[serde(default)]
+    pub account_type: Option<String>,
+    /// The account's time zone (the daily limit resets at its midnight).
+    #[serde(default)]
+    pub time_zone: Option<String>,
+    /// Main currency.
+    #[serde(default)]
+    pub company_currency: Option<String>,
+    /// Other currencies.
+    #[serde(default)]
+    pub additional_currencies: Vec<String>,
+    /// e.g. `+01:00`.
+    #[serde(default)]
+    pub utc_offset: Option<String>,
+    /// The offset in milliseconds.
+    #[serde(default)]
+    pub utc_offset_milliseconds: Option<i64>,
+    /// e.g. `app.hubspot.com`.
+    #[serde(default)]
+    pub ui_domain: Option<String>,
+    /// e.g. `na1`.
+    #[serde(default)]
+    pub data_hosting_location: Option<String>,
+}
+
+/// One entry of `GET /account-info/v3/api-usage/daily/private-apps`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiUsage {
+    /// The limit's name.
+    pub name: String,
+    /// Calls allowed per day.
+    #[serde(default)]
+    pub usage_limit: Option<i64>,
+    /// Calls made today.
+    #[serde(default)]
+    pub current_usage: Option<i64>,
+    /// When HubSpot last counted.
+    #[serde(default)]
+    pub collected_at: Option<DateTime<Utc>>,
+    /// `SUCCESS`, `CACHED`, ...
+    #[serde(default)]
+    pub fetch_status: Option<String>,
+    /// When the counter resets.
+    #[serde(default)]
+    pub resets_at: Option<DateTime<Utc>>,
+}
+
+/// `{results, paging}` as HubSpot sends lists.
+#[derive(Debug, Deserialize)]
+pub(crate) struct Collection<T> {
+    pub results: Vec<T>,
+    #[serde(default)]
+    pub paging: Option<Paging>,
+    #[serde(default)]
+    pub total: Option<u64>,
+}
+
+impl<T> Collection<T> {
+    pub(crate) fn into_page(self) -> Page<T> {
+        Page {
+            next_after: self.paging.and_then(|p| p.next).map(|n| n.after),
+            results: self.results,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct Paging {
+    #[serde(default)]
+    pub next: Option<NextPage>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct NextPage {
+    #[serde(deserialize_with = "string_or_number")]
+    pub after: String,
+}
+
+/// Property values: strings, with null as no value and numbers/bools as their text.
+fn lenient_values<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, Option<String>>, D::Error> {
+    let raw = Option::<BTreeMap<String, serde_json::Value>>::deserialize(d)?.unwrap_or_default();
+    Ok(raw
+        .into_iter()
+        .map(|(k, v)| {
+            let value = match v {
+                serde_json::Value::Null => None,
+                serde_json::Value::String(s) => Some(s),
+                other => Some(other.to_string()),
+            };
+            (k, value)
+        })
+        .collect())
+}
+
+/// Search cursors are integers in string form; accept a bare number too.
+fn string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    match serde_json::Value::deserialize(d)? {
+        serde_json::Value::String(s) => Ok(s),
+        serde_json::Value::Number(n) => Ok(n.to_string()),
+        other => Err(serde::de::Error::custom(format!(
+            "paging.next.after is {other}, expected a string"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_contact_page_parses_with_null_values_and_the_next_cursor() {
+        let body = r#"{"results":[{"id":"101","properties":{"email":"a@example.com","firstname":null,"hs_object_id":"101","num":3},
+            "createdAt":"2026-01-01T00:00:00.000Z","updatedAt":"2026-01-02T00:00:00Z","archived":false}],
+            "paging":{"next":{"after":"NTI1Cg%3D%3D","link":"https://api.hubapi.com/..."}}}"#;
+        let page = serde_json::from_str::<Collection<Contact>>(body)
+            .expect("valid page")
+            .into_page();
+        assert_eq!(page.next_after.as_deref(), Some("NTI1Cg%3D%3D"));
+        let contact = &page.results[0];
+        assert_eq!(contact.id, HsObjectId::from("101"));
+        assert_eq!(contact.email(), Some("a@example.com"));
+        assert_eq!(contact.property("firstname"), None);
+        assert_eq!(contact.property("num"), Some("3"));
+    }
+
+    #[test]
+    fn the_last_page_has_no_cursor_and_a_record_without_id_is_refused() {
+        let page = serde_json::from_str::<Collection<Contact>>(r#"{"results":[]}"#)
+            .expect("valid")
+            .into_page();
+        assert_eq!(page.next_after, None);
+        assert!(
+            serde_json::from_str::<Collection<Contact>>(r#"{"results":[{"properties":{}}]}"#)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn an_upsert_result_carries_new() {
+        let r: UpsertedContact = serde_json::from_str(
+            r#"{"id":"7","properties":{"email":"x@y.io"},"new":true,"archived":false}"#,
+        )
+        .expect("valid");
+        assert!(r.new);
+        assert_eq!(r.contact.id, HsObjectId::from("7"));
+    }
+
+    #[test]
+    fn a_search_request_is_spelled_as_hubspot_expects() {
+        let request = SearchRequest {
+            filter_groups: vec![FilterGroup {
+                filters: vec![Filter::new(
+                    "lastmodifieddate",
+                    FilterOperator::Gte,
+                    "1700000000000",
+                )],
+            }],
+            sorts: vec![Sort {
+                property_name: "lastmodifieddate".into(),
+                direction: SortDirection::Ascending,
+            }],
+            properties: vec!["email".into()],
+            ..SearchRequest::default()
+        };
+        let json = serde_json::to_value(&request).expect("serializable");
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "filterGroups":[{"filters":[{"propertyName":"lastmodifieddate","operator":"GTE","value":"1700000000000"}]}],
+                "sorts":[{"propertyName":"lastmodifieddate","direction":"ASCENDING"}],
+                "properties":["email"],
+                "limit":200
+            })
+        );
+    }
+}

@@ -1,0 +1,219 @@
+//! Which calls may be repeated after which failures, and how long to wait between attempts.
+
+use super::config::Backoff;
+use std::fmt;
+use std::time::Duration;
+
+/// Every call the client makes; used for retry rules and as the metrics label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Operation {
+    /// `GET /crm/v3/objects/contacts` (one page).
+    ListContacts,
+    /// `GET /crm/v3/objects/contacts/{id}`.
+    GetContact,
+    /// `POST /crm/v3/objects/contacts`.
+    CreateContact,
+    /// `PATCH /crm/v3/objects/contacts/{id}`.
+    UpdateContact,
+    /// `DELETE /crm/v3/objects/contacts/{id}`.
+    ArchiveContact,
+    /// `POST /crm/v3/objects/contacts/merge`.
+    MergeContacts,
+    /// `POST /crm/v3/objects/contacts/batch/read`.
+    BatchRead,
+    /// `POST /crm/v3/objects/contacts/batch/create`.
+    BatchCreate,
+    /// `POST /crm/v3/objects/contacts/batch/update`.
+    BatchUpdate,
+    /// `POST /crm/v3/objects/contacts/batch/upsert`.
+    BatchUpsert,
+    /// `POST /crm/v3/objects/contacts/batch/archive`.
+    BatchArchive,
+    /// `POST /crm/v3/objects/contacts/search`.
+    Search,
+    /// `POST /crm/v3/properties/contacts`.
+    CreateProperty,
+    /// `GET /crm/v3/properties/contacts/{name}`.
+    GetProperty,
+    /// `GET /account-info/v3/details`.
+    AccountDetails,
+    /// `GET /account-info/v3/api-usage/daily/private-apps`.
+    DailyUsage,
+    /// `POST` to the OAuth token endpoint (code exchange or refresh).
+    OAuthToken,
+}
+
+/// Whether a call may be sent again when its answer was lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryClass {
+    /// Repeating it cannot change the outcome: reads, updates, upserts, archives, and
+    /// property creation (a repeat is refused with 409, never a second property).
+    Safe,
+    /// Repeating it may apply it twice (creates, merges): a lost answer is
+    /// [`HubSpotError::Ambiguous`](super::HubSpotError::Ambiguous).
+    NotIdempotent,
+}
+
+impl Operation {
+    /// Every operation, in metrics order.
+    pub const ALL: [Operation; 17] = [
+        Self::ListContacts,
+        Self::GetContact,
+        Self::CreateContact,
+        Self::UpdateContact,
+        Self::ArchiveContact,
+        Self::MergeContacts,
+        Self::BatchRead,
+        Self::BatchCreate,
+        Self::BatchUpdate,
+        Self::BatchUpsert,
+        Self::BatchArchive,
+        Self::Search,
+        Self::CreateProperty,
+        Self::GetProperty,
+        Self::AccountDetails,
+        Self::DailyUsage,
+        Self::OAuthToken,
+    ];
+
+    /// A stable snake_case name (metrics label, logs).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::ListContacts => "list_contacts",
+            Self::GetContact => "get_contact",
+            Self::CreateContact => "create_contact",
+            Self::UpdateContact => "update_contact",
+            Self::ArchiveContact => "archive_contact",
+            Self::MergeContacts => "merge_contacts",
+            Self::BatchRead => "batch_read",
+            Self::BatchCreate => "batch_create",
+            Self::BatchUpdate => "batch_update",
+            Self::BatchUpsert => "batch_upsert",
+            Self::BatchArchive => "batch_archive",
+            Self::Search => "search",
+            Self::CreateProperty => "create_property",
+            Self::GetProperty => "get_property",
+            Self::AccountDetails => "account_details",
+            Self::DailyUsage => "daily_usage",
+            Self::OAuthToken => "oauth_token",
+        }
+    }
+
+    /// The position in [`Operation::ALL`].
+    pub(crate) fn index(self) -> usize {
+        Self::ALL.iter().position(|op| *op == self).unwrap_or(0)
+    }
+
+    /// Whether the call may be repeated after a lost answer.
+    pub fn retry_class(self) -> RetryClass {
+        match self {
+            Self::CreateContact | Self::MergeContacts | Self::BatchCreate => {
+                RetryClass::NotIdempotent
+            }
+            _ => RetryClass::Safe,
+        }
+    }
+
+    /// Search calls count against the search limit only.
+    pub fn is_search(self) -> bool {
+        self == Self::Search
+    }
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The wait before retry number `retry` (1-based): exponential from `base`, capped at `max`,
+/// with jitter so that many callers do not come back in step.
+pub(crate) fn backoff_delay(backoff: &Backoff, retry: u32) -> Duration {
+    let exponent = retry.saturating_sub(1).min(16);
+    let full = backoff
+        .base
+        .saturating_mul(1u32 << exponent)
+        .min(backoff.max);
+    // "Equal jitter": at least half the step, so retries still slow down under failure.
+    full.mul_f64(rand::random_range(0.5..=1.0))
+}
+
+/// `Retry-After` as seconds or as an HTTP date.
+pub(crate) fn parse_retry_after(
+    value: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    Some(
+        (at.with_timezone(&chrono::Utc) - now)
+            .to_std()
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn only_creates_and_merges_are_not_idempotent() {
+        let not_idempotent: Vec<_> = Operation::ALL
+            .iter()
+            .filter(|op| op.retry_class() == RetryClass::NotIdempotent)
+            .copied()
+            .collect();
+        assert_eq!(
+            not_idempotent,
+            vec![
+                Operation::CreateContact,
+                Operation::MergeContacts,
+                Operation::BatchCreate
+            ]
+        );
+    }
+
+    #[test]
+    fn every_operation_has_its_own_index() {
+        for (i, op) in Operation::ALL.iter().enumerate() {
+            assert_eq!(op.index(), i);
+        }
+    }
+
+    #[test]
+    fn backoff_grows_exponentially_within_jitter_and_stays_capped() {
+        let backoff = Backoff {
+            base: Duration::from_millis(200),
+            max: Duration::from_secs(5),
+        };
+        for _ in 0..50 {
+            let first = backoff_delay(&backoff, 1);
+            assert!(first >= Duration::from_millis(100) && first <= Duration::from_millis(200));
+            let third = backoff_delay(&backoff, 3);
+            assert!(third >= Duration::from_millis(400) && third <= Duration::from_millis(800));
+            let late = backoff_delay(&backoff, 30);
+            assert!(late >= Duration::from_millis(2500) && late <= Duration::from_secs(5));
+        }
+    }
+
+    #[test]
+    fn retry_after_accepts_seconds_and_http_dates() {
+        let now = chrono::Utc
+            .with_ymd_and_hms(2026, 11, 28, 10, 0, 0)
+            .unwrap();
+        assert_eq!(parse_retry_after("7", now), Some(Duration::from_secs(7)));
+        assert_eq!(
+            parse_retry_after("Sat, 28 Nov 2026 10:00:30 GMT", now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            parse_retry_after("Sat, 28 Nov 2026 09:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
+}
