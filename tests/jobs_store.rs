@@ -43,6 +43,7 @@ on_both_backends!(
     a_run_holds_its_job_under_a_lease,
     a_stale_delivery_cannot_claim_a_job,
     cancelling_frees_the_direction,
+    the_jobs_command_lists_recent_jobs_and_shows_one,
 );
 
 fn req(spec: JobSpec, force: bool) -> EnqueueRequest {
@@ -273,4 +274,42 @@ async fn cancelling_frees_the_direction(db: &JobsDb) {
         .await
         .unwrap();
     assert!(next.created);
+}
+
+async fn the_jobs_command_lists_recent_jobs_and_shows_one(db: &JobsDb) {
+    use crm_sync::jobs::commands::{self, CommandError, SyncOutcome};
+    let mut out = Vec::new();
+    commands::jobs(&db.store, None, 20, &mut out).await.unwrap();
+    assert!(String::from_utf8_lossy(&out).starts_with("no jobs yet"));
+
+    let mut out = Vec::new();
+    let outcome = commands::sync(&db.store, JobSpec::pull(), false, false, &mut out)
+        .await
+        .unwrap();
+    let SyncOutcome::Enqueued(job) = &outcome else {
+        panic!("not waited for: {outcome:?}");
+    };
+    assert!(outcome.is_success());
+    assert_eq!(job.trigger, Trigger::Cli);
+    assert!(String::from_utf8_lossy(&out).contains(&job.id.to_string()));
+
+    let mut out = Vec::new();
+    commands::jobs(&db.store, None, 20, &mut out).await.unwrap();
+    let table = String::from_utf8(out).unwrap();
+    assert_eq!(table.lines().count(), 2, "{table}");
+    assert!(table.lines().nth(1).unwrap().contains("queued"), "{table}");
+
+    let mut out = Vec::new();
+    commands::jobs(&db.store, Some(&job.id.to_string()), 20, &mut out)
+        .await
+        .unwrap();
+    let shown: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(shown["id"], job.id.to_string());
+
+    for bad in ["nonsense", &JobId::generate().to_string()] {
+        let err = commands::jobs(&db.store, Some(bad), 20, &mut Vec::new())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, CommandError::NotFound(_)), "{err}");
+    }
 }

@@ -49,6 +49,7 @@ macro_rules! on_both_backends {
 
 on_both_backends!(
     an_idle_worker_picks_up_a_job_and_reports_progress,
+    sync_wait_follows_the_job_and_prints_its_counts,
     transient_failures_are_retried_and_the_job_resumes,
     a_job_that_keeps_failing_transiently_fails_after_bounded_attempts,
     a_fatal_error_fails_the_job_at_once,
@@ -144,6 +145,36 @@ async fn an_idle_worker_picks_up_a_job_and_reports_progress(db: &JobsDb) {
     assert_eq!(push_counts(&done).created, 10);
     assert_eq!(done.progress.processed, 10);
     assert_eq!(item_counts(&db.store).await, vec![1; 10]);
+}
+
+async fn sync_wait_follows_the_job_and_prints_its_counts(db: &JobsDb) {
+    use crm_sync::jobs::commands::{self, SyncOutcome};
+    create_items(&db.store, 6).await;
+    let mut runner = PageRunner::new(2, Duration::from_millis(50));
+    runner.fail_every = 3;
+    let rt = Runtime::start(&db.store, runner.arc(), vec![]);
+    let mut out = Vec::new();
+    let outcome = commands::sync(&db.store, JobSpec::push(), false, true, &mut out)
+        .await
+        .unwrap();
+    rt.shut_down().await;
+    let SyncOutcome::Finished(job) = &outcome else {
+        panic!("waited for: {outcome:?}");
+    };
+    assert_eq!(job.status, JobStatus::Succeeded);
+    assert!(outcome.is_success());
+    let printed = String::from_utf8(out).unwrap();
+    assert!(printed.contains("succeeded"), "{printed}");
+    let row = |key: &str, value: &str| {
+        printed
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == [key, value])
+    };
+    assert!(
+        row("total", "6") && row("created", "4") && row("failed", "2"),
+        "{printed}"
+    );
+    assert!(printed.contains("contact 3: item 3 refused"), "{printed}");
 }
 
 async fn transient_failures_are_retried_and_the_job_resumes(db: &JobsDb) {

@@ -1,6 +1,7 @@
 //! Durable sync jobs: the job model, the Apalis queue that delivers jobs to workers, the
 //! worker runtime with its retry and resume rules, and cron schedules.
 
+pub mod commands;
 pub mod model;
 pub mod queue;
 pub mod runner;

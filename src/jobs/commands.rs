@@ -1,0 +1,258 @@
+//! The bodies of `crm-sync sync push|pull`, `crm-sync jobs [ID]` and `crm-sync worker`; the CLI
+//! parses flags and calls these. Output goes to the writer given (stdout in the binary), the
+//! progress bar to stderr (hidden when stderr is not a terminal).
+
+use crate::ids::JobId;
+use crate::jobs::model::{Counts, Job, JobSpec, JobStatus, Trigger};
+use crate::jobs::queue::{EnqueueRequest, QueueError, enqueue};
+use crate::store::{Store, StoreError};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::Write;
+use std::time::Duration;
+
+/// Errors of the job commands, each a one-line message for stderr.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// The job could not be enqueued.
+    #[error("could not enqueue the job: {0}")]
+    Enqueue(#[from] QueueError),
+    /// The database failed.
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    /// No job has this id.
+    #[error("no job with id {0:?} (see `crm-sync jobs` for recent ones)")]
+    NotFound(String),
+    /// Writing the output failed.
+    #[error("cannot write the output: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+/// How the `sync` command ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SyncOutcome {
+    /// Enqueued (or found active) and not waited for.
+    Enqueued(Job),
+    /// Waited for; the job ended like this.
+    Finished(Job),
+}
+
+impl SyncOutcome {
+    /// Whether the command succeeded: enqueued, or waited for and `succeeded`.
+    pub fn is_success(&self) -> bool {
+        match self {
+            Self::Enqueued(_) => true,
+            Self::Finished(job) => job.status == JobStatus::Succeeded,
+        }
+    }
+
+    /// The one-line error for stderr when it did not succeed.
+    pub fn failure_message(&self) -> Option<String> {
+        match self {
+            Self::Finished(job) if job.status != JobStatus::Succeeded => Some(format!(
+                "job {} {}{}",
+                job.id,
+                job.status,
+                job.error
+                    .as_deref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// `crm-sync sync push|pull`: enqueues the job with trigger `cli` (or finds the active one);
+/// with `wait`, follows it with a progress bar and prints its final counts.
+pub async fn sync(
+    store: &Store,
+    spec: JobSpec,
+    force: bool,
+    wait: bool,
+    out: &mut dyn Write,
+) -> Result<SyncOutcome, CommandError> {
+    let enqueued = enqueue(
+        store,
+        EnqueueRequest {
+            spec,
+            trigger: Trigger::Cli,
+            force,
+        },
+    )
+    .await?;
+    let job = enqueued.job;
+    if enqueued.created {
+        writeln!(
+            out,
+            "enqueued {} job {} ({})",
+            job.direction(),
+            job.id,
+            job.spec.mode_str()
+        )?;
+    } else {
+        writeln!(
+            out,
+            "a {} job is already {}: {} (use --force to start another)",
+            job.direction(),
+            job.status,
+            job.id
+        )?;
+    }
+    if !wait {
+        return Ok(SyncOutcome::Enqueued(job));
+    }
+    let done = follow(store, job.id).await?;
+    print_summary(&done, out)?;
+    Ok(SyncOutcome::Finished(done))
+}
+
+/// Polls the job until it ends, drawing its progress.
+async fn follow(store: &Store, id: JobId) -> Result<Job, CommandError> {
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len} ({elapsed})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.enable_steady_tick(Duration::from_millis(120));
+    loop {
+        let job = store
+            .get_job(id)
+            .await?
+            .ok_or_else(|| CommandError::NotFound(id.to_string()))?;
+        bar.set_message(job.status.to_string());
+        bar.set_length(job.progress.total.unwrap_or(job.progress.processed));
+        bar.set_position(job.progress.processed);
+        if job.status.is_terminal() {
+            bar.finish_and_clear();
+            return Ok(job);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The counts of a job as `key value` rows, in §4.3 order.
+pub fn count_rows(counts: &Counts) -> Vec<(&'static str, u64)> {
+    match counts {
+        Counts::Push(c) => vec![
+            ("total", c.total),
+            ("created", c.created),
+            ("linked", c.linked),
+            ("updated", c.updated),
+            ("failed", c.failed),
+            ("skipped", c.skipped),
+        ],
+        Counts::Pull(c) => vec![
+            ("total", c.total),
+            ("created", c.created),
+            ("created_without_email", c.created_without_email),
+            ("linked", c.linked),
+            ("upserted", c.upserted),
+            ("unchanged", c.unchanged),
+            ("failed", c.failed),
+        ],
+    }
+}
+
+/// How many record errors the summary lists.
+const SHOWN_ERRORS: usize = 10;
+
+/// Prints a finished job: status line, a table of counts, the first record errors.
+pub fn print_summary(job: &Job, out: &mut dyn Write) -> std::io::Result<()> {
+    let took = match (job.started_at, job.finished_at) {
+        (Some(s), Some(f)) => format!(", {:.1} s", (f - s).num_milliseconds() as f64 / 1000.0),
+        _ => String::new(),
+    };
+    writeln!(
+        out,
+        "job {} {}/{} {} (attempts {}{took})",
+        job.id,
+        job.direction(),
+        job.spec.mode_str(),
+        job.status,
+        job.attempts
+    )?;
+    if let Some(error) = &job.error {
+        writeln!(out, "  error: {error}")?;
+    }
+    let rows = count_rows(&job.counts);
+    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    for (key, value) in rows {
+        writeln!(out, "  {key:<width$}  {value:>8}")?;
+    }
+    if !job.errors.is_empty() {
+        writeln!(
+            out,
+            "record errors (first {} of {} failed):",
+            job.errors.len().min(SHOWN_ERRORS),
+            job.counts.failed()
+        )?;
+        for e in job.errors.iter().take(SHOWN_ERRORS) {
+            let who = match (&e.contact_id, &e.email, &e.hs_object_id) {
+                (Some(id), Some(email), _) => format!("contact {id} <{email}>"),
+                (Some(id), None, _) => format!("contact {id}"),
+                (None, Some(email), _) => format!("<{email}>"),
+                (None, None, Some(hs)) => format!("HubSpot {hs}"),
+                (None, None, None) => "record".to_owned(),
+            };
+            writeln!(out, "  {who}: {}", e.reason)?;
+        }
+    }
+    Ok(())
+}
+
+/// `crm-sync jobs [ID]`: one job as JSON, or a table of the most recent ones.
+pub async fn jobs(
+    store: &Store,
+    id: Option<&str>,
+    limit: u32,
+    out: &mut dyn Write,
+) -> Result<(), CommandError> {
+    match id {
+        Some(raw) => {
+            let job = match raw.trim().parse::<JobId>() {
+                Ok(id) => store.get_job(id).await?,
+                Err(_) => None,
+            }
+            .ok_or_else(|| CommandError::NotFound(raw.to_owned()))?;
+            let json = serde_json::to_string_pretty(&job).map_err(std::io::Error::other)?;
+            writeln!(out, "{json}")?;
+        }
+        None => {
+            let recent = store.list_jobs(None, limit).await?;
+            print_table(&recent, out)?;
+        }
+    }
+    Ok(())
+}
+
+/// A table of jobs, one line each.
+pub fn print_table(jobs: &[Job], out: &mut dyn Write) -> std::io::Result<()> {
+    if jobs.is_empty() {
+        return writeln!(
+            out,
+            "no jobs yet (start one with `crm-sync sync push` or `pull`)"
+        );
+    }
+    writeln!(
+        out,
+        "{:<26}  {:<4}  {:<7}  {:<8}  {:<9}  {:>3}  {:>9}  {:>7}  {:<20}",
+        "ID", "DIR", "MODE", "TRIGGER", "STATUS", "TRY", "PROCESSED", "FAILED", "CREATED"
+    )?;
+    for j in jobs {
+        writeln!(
+            out,
+            "{:<26}  {:<4}  {:<7}  {:<8}  {:<9}  {:>3}  {:>9}  {:>7}  {:<20}",
+            j.id.to_string(),
+            j.direction().as_str(),
+            j.spec.mode_str(),
+            j.trigger.as_str(),
+            j.status.as_str(),
+            j.attempts,
+            j.progress.processed,
+            j.counts.failed(),
+            j.created_at.format("%Y-%m-%d %H:%M:%S"),
+        )?;
+    }
+    Ok(())
+}
