@@ -6,6 +6,24 @@
 //! checkpoint ([`Progress::commit`]). A run that is interrupted — a graceful shutdown, a crash,
 //! `kill -9` — is resumed later by another run that starts from [`Progress::checkpoint`], so no
 //! page is lost and none is applied twice.
+//!
+//! # Writing a runner
+//!
+//! - Start from `progress.checkpoint_as::<YourCursor>()?` (`None`: from the beginning) and from
+//!   `progress.counts()` (zero on a first run, the last committed page's on a resumed one).
+//! - Call `progress.set_total(n)` as soon as the number of records is known.
+//! - Per page: return `Err(RunError::Interrupted)` if `progress.should_stop()`; read and call
+//!   HubSpot; then `let mut tx = progress.begin().await?`, write the page's rows through
+//!   `tx.postgres()` / `tx.sqlite()`, and `progress.commit(tx, Page { counts, checkpoint,
+//!   errors }).await?` — `counts` cumulative, `errors` only this page's.
+//! - A page interrupted between its HubSpot writes and its commit runs again on resume, so
+//!   those writes must be idempotent (upsert by email or id, search before create).
+//! - Return `RunError::Transient` for what may pass (HubSpot 5xx or 429 after the client's own
+//!   retries, network errors), `RunError::Fatal` for what will not (revoked token, bad
+//!   configuration). Database errors convert with `?` (transient when they may pass).
+//!   Propagate [`RunError::Superseded`] from `commit` as is.
+//!
+//! `tests/jobs_support` has a complete runner written this way (the test runner).
 
 use crate::ids::JobId;
 use crate::jobs::model::{Counts, Job, MAX_RECORD_ERRORS, RecordError};

@@ -308,6 +308,14 @@ struct TickRow {
     job_id: Option<String>,
 }
 
+/// The active job of direction `$1`: the slot holder (exclusive) first, then the oldest.
+fn active_sql() -> String {
+    format!(
+        "SELECT {COLUMNS} FROM sync_jobs WHERE direction = $1 \
+         AND status IN ('queued', 'running', 'retrying') ORDER BY exclusive DESC, id LIMIT 1"
+    )
+}
+
 fn to_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
@@ -354,12 +362,8 @@ impl Tx {
         &mut self,
         direction: Direction,
     ) -> Result<Option<JobRecord>, StoreError> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM sync_jobs WHERE direction = $1 \
-             AND status IN ('queued', 'running', 'retrying') ORDER BY exclusive DESC, id LIMIT 1"
-        );
         let row: Option<JobRow> = on_tx!(self, c => {
-            sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            sqlx::query_as(sqlx::AssertSqlSafe(active_sql()))
                 .bind(direction.as_str())
                 .fetch_optional(c)
                 .await?
@@ -562,10 +566,13 @@ impl Store {
 
     /// The active job of a direction (see [`Tx::active_job`]).
     pub async fn active_job(&self, direction: Direction) -> Result<Option<Job>, StoreError> {
-        let mut tx = Tx::begin(self).await?;
-        let found = tx.active_job(direction).await?;
-        tx.rollback().await?;
-        Ok(found.map(|r| r.job))
+        let row: Option<JobRow> = on_pool!(self, pool => {
+            sqlx::query_as(sqlx::AssertSqlSafe(active_sql()))
+                .bind(direction.as_str())
+                .fetch_optional(pool)
+                .await?
+        });
+        Ok(record_opt(row)?.map(|r| r.job))
     }
 
     /// Active jobs with their bookkeeping, oldest first.
