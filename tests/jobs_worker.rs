@@ -50,6 +50,7 @@ macro_rules! on_both_backends {
 on_both_backends!(
     an_idle_worker_picks_up_a_job_and_reports_progress,
     sync_wait_follows_the_job_and_prints_its_counts,
+    several_workers_run_each_job_exactly_once,
     transient_failures_are_retried_and_the_job_resumes,
     a_job_that_keeps_failing_transiently_fails_after_bounded_attempts,
     a_fatal_error_fails_the_job_at_once,
@@ -175,6 +176,32 @@ async fn sync_wait_follows_the_job_and_prints_its_counts(db: &JobsDb) {
         "{printed}"
     );
     assert!(printed.contains("contact 3: item 3 refused"), "{printed}");
+}
+
+async fn several_workers_run_each_job_exactly_once(db: &JobsDb) {
+    create_items(&db.store, 10).await;
+    let runner = Arc::new(PageRunner::new(2, Duration::from_millis(20)));
+    let workers: Vec<_> = (0..3)
+        .map(|_| Runtime::start(&db.store, Arc::new(Shared(runner.clone())), vec![]))
+        .collect();
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        let forced = EnqueueRequest {
+            force: true,
+            ..push(Trigger::Api)
+        };
+        ids.push(enqueue(&db.store, forced).await.unwrap().job.id);
+    }
+    for id in &ids {
+        let (done, _) = wait_for(&db.store, *id, WAIT, |j| j.status.is_terminal()).await;
+        assert_eq!(done.status, JobStatus::Succeeded);
+        assert_eq!(done.attempts, 1);
+    }
+    for w in workers {
+        w.shut_down().await;
+    }
+    assert_eq!(runner.runs.load(Ordering::SeqCst), 4, "each job ran once");
+    assert_eq!(item_counts(&db.store).await, vec![4; 10]);
 }
 
 async fn transient_failures_are_retried_and_the_job_resumes(db: &JobsDb) {
