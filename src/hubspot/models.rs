@@ -228,20 +228,32 @@ impl Filter {
 /// Search comparison operators.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-#[allow(missing_docs)]
 pub enum FilterOperator {
+    /// Equal (case-insensitive except enumerations).
     Eq,
+    /// Not equal.
     Neq,
+    /// Less than.
     Lt,
+    /// Less than or equal.
     Lte,
+    /// Greater than.
     Gt,
+    /// Greater than or equal.
     Gte,
+    /// Between `value` and `highValue`.
     Between,
+    /// One of `values`.
     In,
+    /// None of `values`.
     NotIn,
+    /// Has any value.
     HasProperty,
+    /// Has no value.
     NotHasProperty,
+    /// Contains the word.
     ContainsToken,
+    /// Does not contain the word.
     NotContainsToken,
 }
 
