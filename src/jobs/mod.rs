@@ -2,6 +2,7 @@
 //! worker runtime with its retry and resume rules, and cron schedules.
 
 pub mod commands;
+pub mod http;
 pub mod model;
 pub mod queue;
 pub mod runner;

@@ -10,8 +10,9 @@ use std::fmt;
 use std::str::FromStr;
 
 /// Which way records flow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, poem_openapi::Enum)]
 #[serde(rename_all = "lowercase")]
+#[oai(rename_all = "lowercase")]
 pub enum Direction {
     /// Local contacts → HubSpot.
     Push,
@@ -220,8 +221,9 @@ impl From<JobSpec> for JobSpecRepr {
 }
 
 /// What started a job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, poem_openapi::Enum)]
 #[serde(rename_all = "lowercase")]
+#[oai(rename_all = "lowercase")]
 pub enum Trigger {
     /// `POST /api/jobs` or the sample's GET routes.
     Api,
@@ -234,8 +236,9 @@ pub enum Trigger {
 }
 
 /// Where a job stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, poem_openapi::Enum)]
 #[serde(rename_all = "lowercase")]
+#[oai(rename_all = "lowercase")]
 pub enum JobStatus {
     /// Waiting for a worker.
     Queued,
@@ -478,10 +481,13 @@ pub struct Job {
     /// Runs started so far (a run stopped by a graceful shutdown does not count).
     pub attempts: u32,
     /// When it was enqueued.
+    #[serde(with = "rfc3339")]
     pub created_at: DateTime<Utc>,
     /// When its first run started.
+    #[serde(with = "rfc3339::option")]
     pub started_at: Option<DateTime<Utc>>,
     /// When it reached a terminal status.
+    #[serde(with = "rfc3339::option")]
     pub finished_at: Option<DateTime<Utc>>,
     /// Exact per-record counts.
     pub counts: Counts,
@@ -492,9 +498,65 @@ pub struct Job {
     /// Why the job failed, or the last transient error while it is retrying.
     pub error: Option<String>,
     /// While retrying: when the next attempt is due.
+    #[serde(with = "rfc3339::option")]
     pub next_attempt_at: Option<DateTime<Utc>>,
     /// Whether it was enqueued with `force` past an active job of its direction.
     pub forced: bool,
+}
+
+/// Times on the wire: RFC 3339 in UTC with milliseconds and `Z` (`2026-11-28T14:03:00.123Z`),
+/// the same in every answer whatever the backend stored.
+pub mod rfc3339 {
+    use chrono::{DateTime, SecondsFormat, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Formats a time.
+    pub fn format(t: &DateTime<Utc>) -> String {
+        t.to_rfc3339_opts(SecondsFormat::Millis, true)
+    }
+
+    /// Serializes a time.
+    pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format(t))
+    }
+
+    /// Deserializes a time in any RFC 3339 form.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        let text = String::deserialize(d)?;
+        DateTime::parse_from_rfc3339(&text)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(serde::de::Error::custom)
+    }
+
+    /// The same for optional times (`null` when absent).
+    pub mod option {
+        use chrono::{DateTime, Utc};
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        /// Serializes an optional time.
+        pub fn serialize<S: Serializer>(
+            t: &Option<DateTime<Utc>>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            match t {
+                Some(t) => s.serialize_str(&super::format(t)),
+                None => s.serialize_none(),
+            }
+        }
+
+        /// Deserializes an optional time.
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<DateTime<Utc>>, D::Error> {
+            Option::<String>::deserialize(d)?
+                .map(|text| {
+                    DateTime::parse_from_rfc3339(&text)
+                        .map(|t| t.with_timezone(&Utc))
+                        .map_err(serde::de::Error::custom)
+                })
+                .transpose()
+        }
+    }
 }
 
 /// At most this many [`RecordError`]s are kept per job.
@@ -611,7 +673,8 @@ mod tests {
             trigger: Trigger::Schedule,
             status: JobStatus::Queued,
             attempts: 0,
-            created_at: Utc::now(),
+            // The wire carries milliseconds.
+            created_at: chrono::SubsecRound::trunc_subsecs(Utc::now(), 3),
             started_at: None,
             finished_at: None,
             counts: JobSpec::pull().empty_counts(),

@@ -191,6 +191,7 @@ pub struct ScheduleView {
     /// Whether its pulls are incremental.
     pub incremental: bool,
     /// The next tick.
+    #[serde(with = "crate::jobs::model::rfc3339::option")]
     pub next_run: Option<DateTime<Utc>>,
     /// The last recorded tick: `queued` (with the job) or `skipped` (with the active job).
     pub last_tick: Option<TickRecord>,

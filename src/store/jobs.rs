@@ -294,6 +294,7 @@ impl TickOutcome {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TickRecord {
     /// The tick's time.
+    #[serde(with = "crate::jobs::model::rfc3339")]
     pub at: DateTime<Utc>,
     /// `queued` or `skipped` (`claimed` while its transaction is open).
     pub outcome: String,
