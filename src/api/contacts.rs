@@ -8,6 +8,7 @@ use poem_openapi::{Object, OpenApi};
 use super::AppState;
 use super::auth::ApiToken;
 use super::error::ApiError;
+use super::params::PageSize;
 use super::tags::ApiTags;
 use crate::ids::ContactId;
 use crate::store::Contact;
@@ -17,9 +18,8 @@ pub const DEFAULT_PAGE_SIZE: u32 = 100;
 /// Largest page a request may ask for.
 pub const MAX_PAGE_SIZE: u32 = 1000;
 
-fn default_limit() -> u32 {
-    DEFAULT_PAGE_SIZE
-}
+/// The `limit` parameter of `GET /contacts`.
+type Limit = PageSize<DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE>;
 
 /// A local contact.
 #[derive(Debug, Clone, Object)]
@@ -128,12 +128,8 @@ impl ContactsApi {
     async fn list_contacts(
         &self,
         _auth: ApiToken,
-        /// Page size, 1 to 1000.
-        #[oai(
-            default = "default_limit",
-            validator(minimum(value = "1"), maximum(value = "1000"))
-        )]
-        limit: Query<u32>,
+        /// Page size, 1 to 1000 (default 100).
+        limit: Query<Option<Limit>>,
         /// The `paging.next.after` value of the previous page; omit it for the first page.
         after: Query<Option<String>>,
     ) -> Result<Json<ContactPage>, ApiError> {
@@ -141,7 +137,7 @@ impl ContactsApi {
             Some(raw) => Cursor::decode(raw)?,
             None => None,
         };
-        let page = self.page(after, limit.0).await?;
+        let page = self.page(after, Limit::or_default(limit.0)).await?;
         Ok(Json(page))
     }
 }
@@ -155,7 +151,7 @@ impl ContactsApi {
             .store
             .list_contacts(after.map(|c| c.0), limit + 1)
             .await
-            .map_err(|e| ApiError::internal("listing contacts failed", &e))?;
+            .map_err(|e| ApiError::from_store("listing contacts failed", &e))?;
         let has_more = rows.len() > limit as usize;
         rows.truncate(limit as usize);
         let paging = match rows.last() {

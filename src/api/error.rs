@@ -7,6 +7,8 @@ use poem::{IntoResponse, Response};
 use poem_openapi::registry::{MetaResponse, MetaResponses, Registry};
 use poem_openapi::{ApiResponse, Enum, Object, ResponseContent, payload::Json};
 
+use crate::store::StoreError;
+
 /// Machine-readable error codes; clients branch on these, never on messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
 #[oai(rename_all = "snake_case")]
@@ -149,6 +151,26 @@ impl ApiError {
         )
     }
 
+    /// 503 when the database cannot be reached, else 500; `what` and the cause go to the log.
+    pub fn from_store(what: &str, err: &StoreError) -> Self {
+        let unreachable = matches!(
+            err,
+            StoreError::Unreachable { .. }
+                | StoreError::Query(
+                    sqlx::Error::PoolTimedOut
+                        | sqlx::Error::PoolClosed
+                        | sqlx::Error::Io(_)
+                        | sqlx::Error::Tls(_)
+                        | sqlx::Error::WorkerCrashed
+                )
+        );
+        if unreachable {
+            Self::database_unavailable(&format_args!("{what}: {err}"))
+        } else {
+            Self::internal(what, err)
+        }
+    }
+
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         self.status
@@ -205,6 +227,7 @@ impl ApiResponse for ApiError {
             (400, "Invalid parameter or request"),
             (401, "Missing or wrong bearer token"),
             (500, "Internal error (details in the server log)"),
+            (503, "The database does not answer"),
         ];
         MetaResponses {
             responses: documented
@@ -315,8 +338,19 @@ fn translate(err: &poem::Error, facts: &RequestFacts) -> ApiError {
     if err.is::<AuthorizationError>() || status == StatusCode::UNAUTHORIZED {
         return ApiError::unauthorized(facts.credentials.unauthorized_message());
     }
-    if err.is::<ParseParamError>() || err.is::<ParsePathError>() {
-        return ApiError::invalid_parameter(err.to_string());
+    if let Some(param) = err.downcast_ref::<ParseParamError>() {
+        return ApiError::invalid_parameter(format!(
+            "invalid `{}`: {}",
+            param.name,
+            without_type_prefix(&param.reason)
+        ));
+    }
+    if let Some(param) = err.downcast_ref::<ParsePathError>() {
+        return ApiError::invalid_parameter(format!(
+            "invalid `{}` in the path: {}",
+            param.name,
+            without_type_prefix(&param.reason)
+        ));
     }
     if err.is::<ParseRequestPayloadError>()
         || err.is::<ParseMultipartError>()
@@ -333,6 +367,18 @@ fn translate(err: &poem::Error, facts: &RequestFacts) -> ApiError {
         return ApiError::new(status, code, INTERNAL_MESSAGE);
     }
     ApiError::new(status, code, client_message(err, status))
+}
+
+/// poem-openapi wraps parse errors in `failed to parse "<type>": ... (occurred while parsing
+/// "<type>")`; the internal type names mean nothing to a client, the middle is the useful part.
+fn without_type_prefix(reason: &str) -> &str {
+    let reason = reason
+        .strip_prefix("failed to parse \"")
+        .and_then(|rest| rest.split_once("\": "))
+        .map_or(reason, |(_, message)| message);
+    reason
+        .split_once(" (occurred while parsing \"")
+        .map_or(reason, |(message, _)| message)
 }
 
 /// A 4xx message from poem's error text, or from the status when the text says nothing.
@@ -432,6 +478,17 @@ mod tests {
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(body["error"]["code"], "internal_error");
         assert!(!body.to_string().contains("relation"));
+    }
+
+    #[test]
+    fn parse_reasons_lose_poem_openapi_type_names() {
+        assert_eq!(
+            without_type_prefix(
+                "failed to parse \"page_size_1000\": must be 1 to 1000 (occurred while parsing \"optional_page_size_1000\")"
+            ),
+            "must be 1 to 1000"
+        );
+        assert_eq!(without_type_prefix("plain reason"), "plain reason");
     }
 
     #[test]
