@@ -32,12 +32,16 @@ struct TestServer {
 
 impl TestServer {
     async fn start(db: &TestDb) -> TestServer {
+        TestServer::start_with_token(db, TOKEN).await
+    }
+
+    async fn start_with_token(db: &TestDb, token: &str) -> TestServer {
         let store = db.store().await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind a free loopback port");
         let addr = listener.local_addr().expect("bound address");
-        let state = AppState::new(store.clone(), Secret::new(TOKEN));
+        let state = AppState::new(store.clone(), Secret::new(token));
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(api::serve(listener, state, async {
             let _ = rx.await;
@@ -406,6 +410,15 @@ async fn a_401_says_whether_the_token_is_missing_or_wrong() {
 }
 
 #[tokio::test]
+async fn an_empty_configured_token_opens_nothing() {
+    let server = TestServer::start_with_token(&TestDb::sqlite().await, "").await;
+    for authorization in [None, Some("Bearer "), Some("Bearer"), Some("Bearer \"\"")] {
+        let resp = call_with_auth(&server, "get", "/contacts", authorization).await;
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{authorization:?}");
+    }
+}
+
+#[tokio::test]
 async fn auth_is_checked_before_parameters() {
     // An anonymous caller learns nothing about the parameters of a protected route.
     let server = TestServer::start(&TestDb::sqlite().await).await;
@@ -675,4 +688,29 @@ async fn serve_returns_once_the_shutdown_future_resolves() {
     let addr = server.addr;
     server.stop().await.expect("serve ends cleanly");
     assert!(TcpStream::connect(addr).await.is_err(), "still accepting");
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn shutdown_signal_resolves_on_sigterm() {
+    use tokio::signal::unix::{SignalKind, signal};
+    // Our own listener installs tokio's handler first, so SIGTERM cannot end the test process.
+    let _keep_handler = signal(SignalKind::terminate()).expect("listen for SIGTERM");
+    let mut stopping = tokio::spawn(api::shutdown_signal());
+    let pid = std::process::id().to_string();
+    // The spawned future registers its own listener when first polled: send until it hears one.
+    for _ in 0..100 {
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("run kill");
+        assert!(sent.success());
+        if let Ok(done) =
+            tokio::time::timeout(std::time::Duration::from_millis(50), &mut stopping).await
+        {
+            done.expect("shutdown_signal task");
+            return;
+        }
+    }
+    panic!("shutdown_signal never resolved on SIGTERM");
 }

@@ -22,5 +22,7 @@ async fn check_api_token(req: &Request, bearer: Bearer) -> Option<()> {
         tracing::error!("AppState missing from the request; refusing a protected route");
         return None;
     };
-    state.api_token.matches(&bearer.token).then_some(())
+    // An empty configured token would let "Bearer " through; treat it as no valid token at all.
+    let configured = !state.api_token.expose().is_empty();
+    (configured && state.api_token.matches(&bearer.token)).then_some(())
 }
