@@ -25,6 +25,8 @@ pub enum ErrorCode {
     InvalidBody,
     /// 400 or 422: anything else wrong with the request.
     InvalidRequest,
+    /// 409: the request conflicts with the resource's state (e.g. cancelling a finished job).
+    Conflict,
     /// 413: the request body is larger than the server accepts.
     PayloadTooLarge,
     /// 415: the request body has a content type the route does not accept.
@@ -47,6 +49,7 @@ impl ErrorCode {
             ErrorCode::InvalidParameter => "invalid_parameter",
             ErrorCode::InvalidBody => "invalid_body",
             ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::Conflict => "conflict",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::DatabaseUnavailable => "database_unavailable",
@@ -61,6 +64,7 @@ impl ErrorCode {
             StatusCode::UNAUTHORIZED => ErrorCode::Unauthorized,
             StatusCode::NOT_FOUND => ErrorCode::NotFound,
             StatusCode::METHOD_NOT_ALLOWED => ErrorCode::MethodNotAllowed,
+            StatusCode::CONFLICT => ErrorCode::Conflict,
             StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::PayloadTooLarge,
             StatusCode::UNSUPPORTED_MEDIA_TYPE => ErrorCode::UnsupportedMediaType,
             StatusCode::SERVICE_UNAVAILABLE => ErrorCode::ServiceUnavailable,
@@ -520,6 +524,7 @@ mod tests {
             ErrorCode::InvalidParameter,
             ErrorCode::InvalidBody,
             ErrorCode::InvalidRequest,
+            ErrorCode::Conflict,
             ErrorCode::PayloadTooLarge,
             ErrorCode::UnsupportedMediaType,
             ErrorCode::DatabaseUnavailable,

@@ -15,6 +15,7 @@ pub mod auth;
 pub mod contacts;
 pub mod error;
 pub mod health;
+pub mod jobs;
 pub mod metrics;
 pub mod middleware;
 pub mod params;
@@ -28,6 +29,7 @@ use poem::listener::TcpAcceptor;
 use poem::{Endpoint, EndpointExt, Response, Route, Server};
 use poem_openapi::OpenApiService;
 
+use crate::jobs::Schedule;
 use crate::secret::Secret;
 use crate::store::Store;
 
@@ -50,6 +52,8 @@ pub struct AppState {
     pub api_token: Secret,
     /// The registry behind `/metrics`; register other modules' counters here.
     pub metrics: Arc<Metrics>,
+    /// The configured schedules, for `GET /api/schedules`.
+    pub schedules: Arc<Vec<Schedule>>,
 }
 
 impl AppState {
@@ -59,7 +63,14 @@ impl AppState {
             store,
             api_token,
             metrics: Arc::new(Metrics::new()),
+            schedules: Arc::new(Vec::new()),
         }
+    }
+
+    /// The same state with the configured schedules (listed by `GET /api/schedules`).
+    pub fn with_schedules(mut self, schedules: Vec<Schedule>) -> Self {
+        self.schedules = Arc::new(schedules);
+        self
     }
 }
 
@@ -68,7 +79,7 @@ type PublicApis = health::HealthApi;
 
 /// The API types whose every operation requires the bearer token (a tuple once there are
 /// several, e.g. `(ContactsApi, JobsApi)`).
-type ProtectedApis = contacts::ContactsApi;
+type ProtectedApis = (contacts::ContactsApi, jobs::JobsApi);
 
 fn public_apis(state: &AppState) -> PublicApis {
     health::HealthApi {
@@ -77,9 +88,14 @@ fn public_apis(state: &AppState) -> PublicApis {
 }
 
 fn protected_apis(state: &AppState) -> ProtectedApis {
-    contacts::ContactsApi {
-        state: state.clone(),
-    }
+    (
+        contacts::ContactsApi {
+            state: state.clone(),
+        },
+        jobs::JobsApi {
+            state: state.clone(),
+        },
+    )
 }
 
 /// The OpenAPI service of every documented route.

@@ -9,4 +9,6 @@ pub enum ApiTags {
     Operations,
     /// Local contacts (bearer token required).
     Contacts,
+    /// Sync jobs and schedules (bearer token required).
+    Jobs,
 }
