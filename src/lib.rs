@@ -5,6 +5,7 @@
 //! writes rows and per-job counts through the [`store`].
 
 pub mod api;
+pub mod crypto;
 pub mod hubspot;
 pub mod ids;
 pub mod sandbox;
