@@ -8,6 +8,7 @@ pub mod api;
 pub mod crypto;
 pub mod hubspot;
 pub mod ids;
+pub mod oauth;
 pub mod sandbox;
 pub mod secret;
 pub mod store;

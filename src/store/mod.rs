@@ -6,10 +6,12 @@
 //! versions sit side by side in the same function, so no query exists for only one backend.
 
 mod contacts;
+mod credential_ciphers;
 mod credentials;
 mod time;
 
 pub use contacts::{Contact, NewContact, normalize_email};
+pub use credential_ciphers::CredentialCiphers;
 pub use credentials::{CredentialStatus, NewCredentials, StoredCredentials};
 
 use crate::secret::redact_url;
