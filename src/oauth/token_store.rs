@@ -324,9 +324,10 @@ impl DbTokenStore {
     }
 
     /// Seals every stored token that is still under a previous key again under the current
-    /// key (the last step of a key rotation, see docs/security.md). Safe to run while the
-    /// service works: a row saved meanwhile is left alone. Broken connections are
-    /// re-encrypted too, so that the old key can be dropped.
+    /// key (the last step of a key rotation, see docs/security.md); meant to run at start-up,
+    /// after migrations. Safe while the service works: a row saved meanwhile is left alone.
+    /// Broken connections are re-encrypted too, so that the old key can be dropped. Logs
+    /// what it did.
     pub async fn reencrypt_stale(&self) -> Result<RekeyReport, StoreError> {
         let mut report = RekeyReport::default();
         for row in self.store.list_credential_ciphers().await? {
@@ -368,6 +369,16 @@ impl DbTokenStore {
             } else {
                 report.raced += 1;
             }
+        }
+        if !report.reencrypted.is_empty() {
+            tracing::info!(
+                rows = report.reencrypted.len(),
+                key_id = %self.cipher.current_key_id(),
+                "re-encrypted stored HubSpot tokens under the current key"
+            );
+        }
+        for (portal_id, error) in &report.unreadable {
+            tracing::warn!(%portal_id, %error, "stored HubSpot tokens cannot be re-encrypted");
         }
         Ok(report)
     }
