@@ -5,9 +5,12 @@
 //! writes rows and per-job counts through the [`store`].
 
 pub mod api;
+pub mod crypto;
 pub mod hubspot;
 pub mod ids;
 pub mod jobs;
+pub mod oauth;
 pub mod sandbox;
 pub mod secret;
 pub mod store;
+pub mod webhooks;
