@@ -8,4 +8,5 @@ pub mod hubspot;
 pub mod ids;
 pub mod sandbox;
 pub mod secret;
+pub mod seed;
 pub mod store;
