@@ -11,5 +11,6 @@ pub mod ids;
 pub mod oauth;
 pub mod sandbox;
 pub mod secret;
+pub mod seed;
 pub mod store;
 pub mod webhooks;
