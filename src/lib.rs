@@ -5,6 +5,7 @@
 //! writes rows and per-job counts through the [`store`].
 
 pub mod hubspot;
+pub mod config;
 pub mod ids;
 pub mod sandbox;
 pub mod secret;
