@@ -4,6 +4,7 @@
 //! a worker runs it ([`sync`]) through the HubSpot client ([`hubspot`]) page by page, and
 //! writes rows and per-job counts through the [`store`].
 
+pub mod api;
 pub mod hubspot;
 pub mod config;
 pub mod ids;
