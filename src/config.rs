@@ -393,10 +393,11 @@ pub fn resolve_api_token(
     }
     let (token, origin) = read_or_create(&data_dir.join("api-token"), || random_token(32))?;
     if origin == SecretOrigin::Generated {
+        // The token itself never goes to the logs (they are often shipped elsewhere); the
+        // file is readable only by its owner.
         tracing::warn!(
-            token = %token.expose(),
             file = %data_dir.join("api-token").display(),
-            "generated an API token; send it as 'Authorization: Bearer <token>'. \
+            "generated an API token into that file; send it as 'Authorization: Bearer <token>'. \
              Set api.token (or CRM_SYNC__API__TOKEN) to choose your own for production"
         );
     }
