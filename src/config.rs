@@ -532,7 +532,10 @@ mod tests {
         ));
         let s = Settings::load(
             dir.path(),
-            &env(&[("DATABASE_URL", "sqlite://compat.db"), ("CLIENT_ID", "compat-id")]),
+            &env(&[
+                ("DATABASE_URL", "sqlite://compat.db"),
+                ("CLIENT_ID", "compat-id"),
+            ]),
         )
         .unwrap();
         assert_eq!(s.database.url, "sqlite://compat.db");
@@ -558,8 +561,11 @@ mod tests {
     #[test]
     fn numeric_client_ids_stay_strings() {
         let dir = dir_with(None);
-        let s = Settings::load(dir.path(), &env(&[("CRM_SYNC__HUBSPOT__CLIENT_ID", "12345")]))
-            .unwrap();
+        let s = Settings::load(
+            dir.path(),
+            &env(&[("CRM_SYNC__HUBSPOT__CLIENT_ID", "12345")]),
+        )
+        .unwrap();
         assert_eq!(s.hubspot.client_id.as_deref(), Some("12345"));
     }
 
@@ -589,7 +595,10 @@ mod tests {
 
     #[test]
     fn postgres_passwords_never_reach_the_message() {
-        let e = error_of(None, &[("DATABASE_URL", "postgres://u:hunter2@h:notaport/db")]);
+        let e = error_of(
+            None,
+            &[("DATABASE_URL", "postgres://u:hunter2@h:notaport/db")],
+        );
         assert!(e.contains("database.url") && !e.contains("hunter2"), "{e}");
     }
 
@@ -605,7 +614,9 @@ mod tests {
         );
         assert!(e.contains("sync.schedules[0].cron"), "{e}");
         let e = error_of(
-            Some("[[sync.schedules]]\ncron = \"0 * * * * *\"\ndirection = \"push\"\nmode = \"verbose\"\n"),
+            Some(
+                "[[sync.schedules]]\ncron = \"0 * * * * *\"\ndirection = \"push\"\nmode = \"verbose\"\n",
+            ),
             &[],
         );
         assert!(e.contains("sync.schedules[0].mode"), "{e}");
@@ -646,7 +657,10 @@ mod tests {
         let dir = dir_with(None);
         let s = Settings::load(dir.path(), &env(&[("CRM_SYNC__API__TOKEN", "my-token")])).unwrap();
         let (token, origin) = resolve_api_token(&s, &dir.path().join("data")).unwrap();
-        assert_eq!((token.expose(), origin), ("my-token", SecretOrigin::Configured));
+        assert_eq!(
+            (token.expose(), origin),
+            ("my-token", SecretOrigin::Configured)
+        );
         assert!(!dir.path().join("data/api-token").exists());
     }
 }

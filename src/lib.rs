@@ -5,8 +5,9 @@
 //! writes rows and per-job counts through the [`store`].
 
 pub mod api;
-pub mod hubspot;
+pub mod cli;
 pub mod config;
+pub mod hubspot;
 pub mod ids;
 pub mod sandbox;
 pub mod secret;
