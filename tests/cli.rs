@@ -567,3 +567,67 @@ async fn the_standalone_sandbox_prints_its_one_line() {
     assert!(line.contains("private-app token"), "{line}");
     assert!(sandbox.terminate().success());
 }
+
+/// Runs `crm-sync seed --count 5` on a pseudo-terminal (util-linux `script`), waits for the
+/// industry prompt, presses ↓ and Enter, and returns everything the terminal showed.
+fn seed_on_a_terminal(dir: &Path) -> Option<(ExitStatus, String)> {
+    use std::io::{Read as _, Write as _};
+    use std::sync::mpsc;
+
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: util-linux `script` is not installed");
+        return None;
+    }
+    let command = format!("{} seed --count 5", env!("CARGO_BIN_EXE_crm-sync"));
+    let mut child = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("TERM", "xterm")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn script");
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = stdout.read(&mut buf) {
+            if tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let mut answered = false;
+    loop {
+        match rx.recv_timeout(STARTUP_LIMIT) {
+            Ok(chunk) => seen.extend(chunk),
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let _ = child.kill();
+                panic!("no progress: {}", String::from_utf8_lossy(&seen));
+            }
+        }
+        if !answered && String::from_utf8_lossy(&seen).contains("Industry to seed") {
+            stdin.write_all(b"\x1b[B\r").expect("press down and enter");
+            stdin.flush().expect("flush keys");
+            answered = true;
+        }
+    }
+    let status = child.wait().expect("wait for script");
+    Some((status, String::from_utf8_lossy(&seen).into_owned()))
+}
+
+#[test]
+fn on_a_terminal_a_missing_industry_is_chosen_from_a_list() {
+    let dir = tempdir();
+    let Some((status, screen)) = seed_on_a_terminal(dir.path()) else {
+        return;
+    };
+    assert!(status.success(), "{screen}");
+    // The list is sorted (education, finance, ...): one step down picks finance.
+    assert!(screen.contains("inserted 5 finance contacts"), "{screen}");
+}
