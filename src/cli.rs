@@ -1,5 +1,5 @@
 //! The `crm-sync` commands (INTERFACE §1): one [`Command`] variant and one match arm in [`run`]
-//! per subcommand. `main.rs` only parses, installs logging, runs and reports the error.
+//! per subcommand. `main.rs` only parses, runs and reports the error.
 //!
 //! Every failure is a [`CliError`] whose message is one actionable line: what went wrong,
 //! naming the configuration key or flag at fault, and what to do about it.
@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 
 use crate::api::AppState;
 use crate::config::{
-    ConfigError, SecretOrigin, Settings, resolve_api_token, resolve_encryption_key,
+    ConfigError, SecretOrigin, Settings, load_dotenv, resolve_api_token, resolve_encryption_key,
 };
 use crate::hubspot::{Auth, ClientConfig, HubSpotClient, HubSpotError};
 use crate::sandbox::{Sandbox, SandboxArgs, SandboxError, SandboxHandle};
@@ -156,9 +156,12 @@ fn database_hint(e: &StoreError) -> &'static str {
     }
 }
 
-/// Runs one command to completion.
+/// Installs logging and runs one command to completion.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     let dir = std::env::current_dir().map_err(CliError::WorkingDir)?;
+    // `.env` first, so that a `RUST_LOG` kept there filters the logs too.
+    load_dotenv(&dir)?;
+    crate::telemetry::init(cli.log_format);
     match cli.command {
         Command::Serve(args) => serve(&dir, &args).await,
         Command::Migrate => migrate(&dir).await,

@@ -165,12 +165,7 @@ const COMPAT_VARS: &[(&str, &str)] = &[
 impl Settings {
     /// Loads from `dir` (the working directory: `config/`, `.env`) and the process environment.
     pub fn load_from_process(dir: &Path) -> Result<Self, ConfigError> {
-        // `.env` never overrides a variable that is already set.
-        match dotenvy::from_path(dir.join(".env")) {
-            Ok(()) => {}
-            Err(e) if e.not_found() => {}
-            Err(e) => return Err(ConfigError::Load(format!(".env: {e}"))),
-        }
+        load_dotenv(dir)?;
         Self::load(dir, &std::env::vars().collect())
     }
 
@@ -298,6 +293,16 @@ impl Settings {
     /// `hubspot.authorize_url` parsed.
     pub fn hubspot_authorize_url(&self) -> Result<Url, ConfigError> {
         parse_url("hubspot.authorize_url", &self.hubspot.authorize_url)
+    }
+}
+
+/// Adds `dir/.env` (when present) to the process environment; a variable that is already set
+/// keeps its value. Idempotent, so the CLI can call it before logging starts (for `RUST_LOG`).
+pub fn load_dotenv(dir: &Path) -> Result<(), ConfigError> {
+    match dotenvy::from_path(dir.join(".env")) {
+        Ok(()) => Ok(()),
+        Err(e) if e.not_found() => Ok(()),
+        Err(e) => Err(ConfigError::Load(format!(".env: {e}"))),
     }
 }
 

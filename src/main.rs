@@ -1,16 +1,14 @@
-//! The `crm-sync` binary: parse, log, run, and report a failure as one line on stderr.
+//! The `crm-sync` binary: parse, run, and report a failure as one line on stderr.
 
 use std::process::ExitCode;
 
 use clap::Parser as _;
 use crm_sync::cli::{self, Cli};
-use crm_sync::telemetry;
 
 #[tokio::main]
 async fn main() -> ExitCode {
     // Usage errors exit here with clap's own message and status 2.
     let cli = Cli::parse();
-    telemetry::init(cli.log_format);
     match cli::run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -445,9 +445,18 @@ fn crm_sync_variables_win_over_database_url() {
 #[test]
 fn dot_env_is_read_but_a_real_variable_wins() {
     let dir = tempdir();
-    write(dir.path().join(".env"), "DATABASE_URL=sqlite://dotenv.db\n");
-    Run::of(crm_sync(dir.path()).arg("migrate")).ok();
+    write(
+        dir.path().join(".env"),
+        "DATABASE_URL=sqlite://dotenv.db\nRUST_LOG=warn\n",
+    );
+    let quiet = Run::of(crm_sync(dir.path()).args(["seed", "--industry", "saas", "--count", "2"]));
+    quiet.ok();
     assert!(dir.path().join("dotenv.db").is_file());
+    assert!(
+        !quiet.stderr.contains("seeding contacts"),
+        "RUST_LOG from .env filters the logs: {}",
+        quiet.stderr
+    );
 
     Run::of(
         crm_sync(dir.path())
