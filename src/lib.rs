@@ -7,9 +7,12 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod crypto;
 pub mod hubspot;
 pub mod ids;
+pub mod oauth;
 pub mod sandbox;
 pub mod secret;
 pub mod store;
 pub mod telemetry;
+pub mod webhooks;
