@@ -16,6 +16,7 @@ use crate::api::AppState;
 use crate::config::{
     ConfigError, SecretOrigin, Settings, load_dotenv, resolve_api_token, resolve_encryption_key,
 };
+use crate::crypto::{EncryptionKey, TokenCipher};
 use crate::hubspot::{Auth, ClientConfig, HubSpotClient, HubSpotError};
 use crate::sandbox::{Sandbox, SandboxArgs, SandboxError, SandboxHandle};
 use crate::secret::Secret;
@@ -297,8 +298,9 @@ pub struct Service {
     pub state: AppState,
     /// The HubSpot client, when the settings give credentials.
     pub hubspot: Option<HubSpotClient>,
-    /// The key for tokens at rest (configured, or generated once into `data/`).
-    pub encryption_key: [u8; 32],
+    /// Seals and opens HubSpot tokens at rest, under `security.encryption_key` (configured,
+    /// or generated once into `data/`).
+    pub token_cipher: Arc<TokenCipher>,
     /// The API's bound listener.
     pub listener: TcpListener,
     /// The in-process sandbox of `--sandbox`; stops when dropped.
@@ -334,7 +336,8 @@ impl Service {
         };
         let data = data_dir(dir);
         let (token, token_origin) = resolve_api_token(&settings, &data)?;
-        let (encryption_key, _) = resolve_encryption_key(&settings, &data)?;
+        let (key, _) = resolve_encryption_key(&settings, &data)?;
+        let token_cipher = Arc::new(TokenCipher::new(&EncryptionKey::from_bytes(key), &[]));
         let store = open_store(&settings).await?;
         let state = AppState::new(store, token);
         let hubspot = hubspot_client_from_settings(&settings)?;
@@ -352,7 +355,7 @@ impl Service {
             settings,
             state,
             hubspot,
-            encryption_key,
+            token_cipher,
             listener,
             sandbox,
             token_origin,
