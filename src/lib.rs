@@ -5,6 +5,8 @@
 //! writes rows and per-job counts through the [`store`].
 
 pub mod api;
+pub mod cli;
+pub mod config;
 pub mod crypto;
 pub mod hubspot;
 pub mod ids;
@@ -12,5 +14,7 @@ pub mod jobs;
 pub mod oauth;
 pub mod sandbox;
 pub mod secret;
+pub mod seed;
 pub mod store;
+pub mod telemetry;
 pub mod webhooks;
