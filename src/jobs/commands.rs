@@ -111,7 +111,7 @@ pub async fn sync(
     spec: JobSpec,
     force: bool,
     wait: bool,
-    out: &mut dyn Write,
+    out: &mut (dyn Write + Send),
 ) -> Result<SyncOutcome, CommandError> {
     let enqueued = enqueue(
         store,
@@ -157,12 +157,29 @@ async fn follow(store: &Store, id: JobId) -> Result<Job, CommandError> {
             .progress_chars("=> "),
     );
     bar.enable_steady_tick(Duration::from_millis(120));
+    let since = std::time::Instant::now();
     loop {
         let job = store
             .get_job(id)
             .await?
             .ok_or_else(|| CommandError::NotFound(id.to_string()))?;
-        bar.set_message(job.status.to_string());
+        let message = match job.status {
+            // Nothing runs jobs unless `serve` or `worker` is up: say so rather than spin.
+            JobStatus::Queued if since.elapsed() > Duration::from_secs(5) => {
+                "queued: waiting for a worker (is `crm-sync serve` or `crm-sync worker` running?)"
+                    .to_owned()
+            }
+            JobStatus::Retrying => match job.next_attempt_at {
+                Some(at) => format!(
+                    "retrying at {} after: {}",
+                    at.format("%H:%M:%S"),
+                    job.error.as_deref().unwrap_or("a transient error")
+                ),
+                None => "retrying".to_owned(),
+            },
+            status => status.to_string(),
+        };
+        bar.set_message(message);
         bar.set_length(job.progress.total.unwrap_or(job.progress.processed));
         bar.set_position(job.progress.processed);
         if job.status.is_terminal() {
@@ -200,7 +217,7 @@ pub fn count_rows(counts: &Counts) -> Vec<(&'static str, u64)> {
 const SHOWN_ERRORS: usize = 10;
 
 /// Prints a finished job: status line, a table of counts, the first record errors.
-pub fn print_summary(job: &Job, out: &mut dyn Write) -> std::io::Result<()> {
+pub fn print_summary(job: &Job, out: &mut (dyn Write + Send)) -> std::io::Result<()> {
     let took = match (job.started_at, job.finished_at) {
         (Some(s), Some(f)) => format!(", {:.1} s", (f - s).num_milliseconds() as f64 / 1000.0),
         _ => String::new(),
@@ -248,7 +265,7 @@ pub async fn jobs(
     store: &Store,
     id: Option<&str>,
     limit: u32,
-    out: &mut dyn Write,
+    out: &mut (dyn Write + Send),
 ) -> Result<(), CommandError> {
     match id {
         Some(raw) => {
@@ -269,7 +286,7 @@ pub async fn jobs(
 }
 
 /// A table of jobs, one line each.
-pub fn print_table(jobs: &[Job], out: &mut dyn Write) -> std::io::Result<()> {
+pub fn print_table(jobs: &[Job], out: &mut (dyn Write + Send)) -> std::io::Result<()> {
     if jobs.is_empty() {
         return writeln!(
             out,
