@@ -14,7 +14,8 @@ use tokio::net::TcpListener;
 
 use crate::api::AppState;
 use crate::config::{
-    ConfigError, SecretOrigin, Settings, load_dotenv, resolve_api_token, resolve_encryption_key,
+    ConfigError, SecretOrigin, Settings, load_dotenv, previous_keys, resolve_api_token,
+    resolve_encryption_key,
 };
 use crate::crypto::{EncryptionKey, TokenCipher};
 use crate::hubspot::{Auth, ClientConfig, HubSpotClient, HubSpotError};
@@ -367,7 +368,11 @@ impl Service {
         let data = data_dir(dir);
         let (token, token_origin) = resolve_api_token(&settings, &data)?;
         let (key, _) = resolve_encryption_key(&settings, &data)?;
-        let token_cipher = Arc::new(TokenCipher::new(&EncryptionKey::from_bytes(key), &[]));
+        let previous: Vec<EncryptionKey> = previous_keys(&settings)?
+            .into_iter()
+            .map(EncryptionKey::from_bytes)
+            .collect();
+        let token_cipher = Arc::new(TokenCipher::new(&EncryptionKey::from_bytes(key), &previous));
         let store = open_store(&settings).await?;
         let state = AppState::new(store, token);
         let hubspot = hubspot_client_from_settings(&settings)?;

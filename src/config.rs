@@ -85,6 +85,9 @@ pub struct HubSpotSettings {
 pub struct SecuritySettings {
     /// Base64 of 32 bytes; generated into `data/encryption-key` when absent.
     pub encryption_key: Option<Secret>,
+    /// Older keys that still open tokens written before a rotation (docs/security.md).
+    #[serde(default)]
+    pub previous_encryption_keys: Vec<Secret>,
 }
 
 /// `sync.*`
@@ -235,6 +238,14 @@ impl Settings {
         if let Some(key) = &self.security.encryption_key {
             decode_key(key)?;
         }
+        for (i, key) in self.security.previous_encryption_keys.iter().enumerate() {
+            decode_key(key).map_err(|_| {
+                invalid(
+                    &format!("security.previous_encryption_keys[{i}]"),
+                    "must be base64 of 32 bytes",
+                )
+            })?;
+        }
         for (i, schedule) in self.sync.schedules.iter().enumerate() {
             schedule.validate(&format!("sync.schedules[{i}]"))?;
         }
@@ -362,6 +373,16 @@ fn parse_url(key: &str, value: &str) -> Result<Url, ConfigError> {
         ));
     }
     Ok(url)
+}
+
+/// The key bytes of every `security.previous_encryption_keys` entry (validated at load).
+pub fn previous_keys(settings: &Settings) -> Result<Vec<[u8; 32]>, ConfigError> {
+    settings
+        .security
+        .previous_encryption_keys
+        .iter()
+        .map(decode_key)
+        .collect()
 }
 
 /// The 32 key bytes of a base64 `security.encryption_key`.
