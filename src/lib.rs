@@ -5,10 +5,17 @@
 //! writes rows and per-job counts through the [`store`].
 
 pub mod api;
+pub mod cli;
+pub mod config;
+pub mod crypto;
 pub mod hubspot;
 pub mod ids;
 pub mod jobs;
+pub mod oauth;
 pub mod sandbox;
 pub mod secret;
+pub mod seed;
 pub mod store;
 pub mod sync;
+pub mod telemetry;
+pub mod webhooks;
