@@ -16,5 +16,6 @@ pub mod sandbox;
 pub mod secret;
 pub mod seed;
 pub mod store;
+pub mod sync;
 pub mod telemetry;
 pub mod webhooks;

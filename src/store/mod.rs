@@ -12,6 +12,7 @@ mod time;
 mod webhooks;
 
 pub mod jobs;
+pub mod pull;
 
 pub use contacts::{Contact, NewContact, normalize_email};
 pub use credential_ciphers::CredentialCiphers;
