@@ -10,6 +10,7 @@ mod credentials;
 mod time;
 
 pub mod jobs;
+pub mod push;
 
 pub use contacts::{Contact, NewContact, normalize_email};
 pub use credentials::{CredentialStatus, NewCredentials, StoredCredentials};
