@@ -10,3 +10,4 @@ pub mod jobs;
 pub mod sandbox;
 pub mod secret;
 pub mod store;
+pub mod sync;

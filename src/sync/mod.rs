@@ -1,0 +1,3 @@
+//! The sync engine: push (local → HubSpot) and pull (HubSpot → local), run as durable jobs.
+
+pub mod push;
