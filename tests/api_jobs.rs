@@ -1,6 +1,7 @@
 //! The job routes over real HTTP on 127.0.0.1, on SQLite and PostgreSQL.
 
 mod common;
+#[macro_use]
 mod jobs_support;
 
 use common::TestDb;
@@ -18,31 +19,6 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 const TOKEN: &str = "jobs-test-token-5e1d";
-
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let db = super::JobsDb::new(super::TestDb::sqlite().await).await;
-                    super::$name(&db).await
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let Some(db) = super::TestDb::postgres_if_available().await else {
-                        return;
-                    };
-                    super::$name(&super::JobsDb::new(db).await).await
-                }
-            )*
-        }
-    };
-}
 
 on_both_backends!(
     posting_a_job_answers_202_with_its_location,
