@@ -5,7 +5,10 @@
 mod common;
 
 use common::TestDb;
-use crm_sync::hubspot::{Auth, Backoff, ClientConfig, HubSpotClient, Operation, PropertyCreate};
+use crm_sync::hubspot::{
+    Auth, Backoff, ClientConfig, HubSpotClient, MemoryTokenStore, OAuthApp, Operation,
+    PropertyCreate,
+};
 use crm_sync::ids::JobId;
 use crm_sync::jobs::model::{Counts, Job, JobSpec, JobStatus, PushCounts, PushMode, Trigger};
 use crm_sync::jobs::queue::SyncTask;
@@ -32,6 +35,24 @@ fn sandbox_args() -> SandboxArgs {
         rng_seed: Some(7),
         ..SandboxArgs::default()
     }
+}
+
+async fn start_sandbox(args: SandboxArgs) -> SandboxHandle {
+    Sandbox::start(args, SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("sandbox starts")
+}
+
+/// A client of the sandbox with quick retries; `budget` requests per 10 s (0 = unlimited).
+fn client_config(hubspot: &SandboxHandle, budget: u32) -> ClientConfig {
+    let mut config = ClientConfig::new(hubspot.base_url().parse().expect("sandbox URL"));
+    config.requests_per_10s = budget;
+    config.search_per_second = 0;
+    config.backoff = Backoff {
+        base: Duration::from_millis(5),
+        max: Duration::from_millis(50),
+    };
+    config
 }
 
 /// A database, a sandbox, and a push engine whose client talks to the sandbox.
@@ -61,24 +82,60 @@ impl Env {
 
     /// `client_budget`: the client's requests per 10 s (0 = no client-side limit).
     async fn with(db: TestDb, args: SandboxArgs, client_budget: u32, config: PushConfig) -> Env {
-        let store = db.store().await;
-        let hubspot = Sandbox::start(args, SocketAddr::from(([127, 0, 0, 1], 0)))
-            .await
-            .expect("sandbox starts");
-        let mut client_config = ClientConfig::new(hubspot.base_url().parse().expect("sandbox URL"));
-        client_config.requests_per_10s = client_budget;
-        client_config.search_per_second = 0;
-        client_config.backoff = Backoff {
-            base: Duration::from_millis(5),
-            max: Duration::from_millis(50),
+        let hubspot = start_sandbox(args).await;
+        let auth = Auth::PrivateApp(Secret::new(hubspot.access_token()));
+        let client =
+            HubSpotClient::new(client_config(&hubspot, client_budget), auth).expect("client");
+        Env::assemble(db, hubspot, client, config).await
+    }
+
+    /// The same with an OAuth connection granted `scopes`, installed through the sandbox's
+    /// authorize page as a browser would.
+    async fn with_oauth(db: TestDb, args: SandboxArgs, scopes: &[&str], config: PushConfig) -> Env {
+        let hubspot = start_sandbox(args).await;
+        let app = OAuthApp {
+            client_id: hubspot.client_id().to_owned(),
+            client_secret: Secret::new(hubspot.client_secret()),
+            authorize_url: hubspot.authorize_url().parse().expect("authorize URL"),
+            redirect_uri: "http://localhost:3001/oauth-callback"
+                .parse()
+                .expect("redirect"),
+            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+            optional_scopes: Vec::new(),
         };
-        let client = HubSpotClient::new(
-            client_config,
-            Auth::PrivateApp(Secret::new(hubspot.access_token())),
-        )
-        .expect("client");
+        let auth = Auth::OAuth {
+            app,
+            tokens: Arc::new(MemoryTokenStore::default()),
+        };
+        let client = HubSpotClient::new(client_config(&hubspot, 0), auth).expect("client");
+        let link = client.authorize_url("state-1").expect("install link");
+        let browser = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("browser");
+        let answer = browser.get(link).send().await.expect("authorize page");
+        let location = answer.headers()["location"]
+            .to_str()
+            .expect("redirect")
+            .to_owned();
+        let back = url::Url::parse(&location).expect("redirect URL");
+        let code = back
+            .query_pairs()
+            .find(|(k, _)| k == "code")
+            .map(|(_, v)| v.into_owned())
+            .expect("a code");
+        client.connect(&code).await.expect("code exchange");
+        Env::assemble(db, hubspot, client, config).await
+    }
+
+    async fn assemble(
+        db: TestDb,
+        hubspot: SandboxHandle,
+        client: HubSpotClient,
+        config: PushConfig,
+    ) -> Env {
         Env {
-            store,
+            store: db.store().await,
             hubspot,
             pusher: Arc::new(Pusher::new(client, config)),
             _db: db,
@@ -681,6 +738,53 @@ backend_tests! {
         assert_eq!(env.sandbox_calls("properties.get"), 1);
         assert_eq!(env.sandbox_calls("properties.create"), 1);
     }
+
+    async fn access_tokens_expiring_during_a_push_are_refreshed_without_losing_a_contact(db: TestDb) {
+        let args = SandboxArgs { latency_ms: 5, ..sandbox_args() };
+        let scopes = [
+            "crm.objects.contacts.read",
+            "crm.objects.contacts.write",
+            "crm.schemas.contacts.read",
+            "crm.schemas.contacts.write",
+        ];
+        let config = PushConfig { page_size: 20, ..PushConfig::default() };
+        let env = Env::with_oauth(db, args, &scopes, config).await;
+        env.insert_people(600, 10).await;
+        let id = env.enqueue(PushMode::Link).await;
+        // Every access token HubSpot issued expires, again and again, while the push runs.
+        let expiring = {
+            let expire = format!("{}/_sandbox/expire-tokens", env.hubspot.base_url());
+            tokio::spawn(async move {
+                let http = reqwest::Client::new();
+                loop {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    let _ = http.post(&expire).send().await;
+                }
+            })
+        };
+
+        let job = env.run_to_end(id).await;
+        expiring.abort();
+
+        assert_all_pushed(&job, 600);
+        assert!(env.pusher.client().metrics().token_refreshes() >= 2, "refreshed mid-push");
+        assert_eq!(env.hubspot.contact_count(), 600);
+        env.assert_one_hubspot_contact_per_row().await;
+    }
+
+    async fn a_connection_without_the_write_scope_fails_the_job_with_the_reason(db: TestDb) {
+        let scopes = ["crm.objects.contacts.read"];
+        let env = Env::with_oauth(db, sandbox_args(), &scopes, PushConfig::default()).await;
+        env.insert_people(3, 0).await;
+
+        let job = env.push(PushMode::Link).await;
+
+        assert_eq!(job.status, JobStatus::Failed);
+        assert_eq!(job.attempts, 1, "not retried: it cannot pass by itself");
+        let reason = job.error.clone().unwrap_or_default();
+        assert!(reason.contains("scope"), "{reason}");
+        assert!(env.rows().await.iter().all(|r| r.hs_object_id.is_none()));
+    }
 }
 
 // ---- upsert mode ---------------------------------------------------------------------
@@ -819,16 +923,17 @@ backend_tests! {
     }
 
     async fn server_errors_and_rate_limits_keep_the_same_guarantees(db: TestDb) {
-        // HubSpot allows 20 requests per 10 s while the client believes it has 100: 429s
-        // follow, and 10 % of requests fail with a 5xx. Small pages make enough requests.
+        // HubSpot allows 30 requests per 10 s and the client keeps no budget of its own, so
+        // bursts meet 429s; a quarter of requests fail with a 5xx. Small pages make enough
+        // requests.
         let args = SandboxArgs {
-            fault_5xx: 0.1,
-            requests_per_10s: 20,
+            fault_5xx: 0.25,
+            requests_per_10s: 30,
             rng_seed: Some(13),
             ..sandbox_args()
         };
         let config = PushConfig { page_size: 10, ..PushConfig::default() };
-        let env = Env::with(db, args, 100, config).await;
+        let env = Env::with(db, args, 0, config).await;
         env.insert_people(200, 10).await;
         env.in_hubspot(&[("person15@acme.io", "Known", "Before")]);
         let limited_before = fill_rate_window(&env.hubspot).await;

@@ -12,14 +12,14 @@
 use super::jobs::Tx;
 use super::{Store, StoreError, on_pool};
 use crate::ids::{ContactId, HsObjectId};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::types::Json;
 use std::collections::HashMap;
 
-/// The filter that makes a contact a push candidate (written once for every query).
+/// What makes a contact a push candidate (written once for every query).
 macro_rules! candidate_filter {
     () => {
-        "id > $1 AND (hs_object_id IS NULL OR local_version > pushed_version)"
+        "(hs_object_id IS NULL OR local_version > pushed_version)"
     };
 }
 
@@ -67,30 +67,82 @@ pub struct LinkClash {
     pub holder: ContactId,
 }
 
+/// The two groups a push goes through one after the other, so that each page holds one kind of
+/// contact (an upsert page then needs one call: by email, or by external key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CandidateGroup {
+    /// Contacts with an email (first).
+    #[default]
+    WithEmail,
+    /// Contacts without one (then).
+    WithoutEmail,
+}
+
+impl CandidateGroup {
+    /// The group after this one, if any.
+    pub fn next(self) -> Option<Self> {
+        match self {
+            Self::WithEmail => Some(Self::WithoutEmail),
+            Self::WithoutEmail => None,
+        }
+    }
+}
+
 impl Store {
-    /// How many contacts after `after` (by id) a push would consider now.
-    pub async fn count_push_candidates(&self, after: ContactId) -> Result<u64, StoreError> {
-        const SQL: &str = concat!("SELECT COUNT(*) FROM contacts WHERE ", candidate_filter!());
+    /// How many contacts a push would consider now, from `after` (by id) in `group` on, the
+    /// later groups included.
+    pub async fn count_push_candidates(
+        &self,
+        group: CandidateGroup,
+        after: ContactId,
+    ) -> Result<u64, StoreError> {
+        // Candidates after `after` in `group`, plus every candidate of the later group.
+        const FROM_WITH_EMAIL: &str = concat!(
+            "SELECT COUNT(*) FROM contacts WHERE ",
+            candidate_filter!(),
+            " AND (email IS NULL OR id > $1)"
+        );
+        const FROM_WITHOUT_EMAIL: &str = concat!(
+            "SELECT COUNT(*) FROM contacts WHERE ",
+            candidate_filter!(),
+            " AND email IS NULL AND id > $1"
+        );
+        let sql = match group {
+            CandidateGroup::WithEmail => FROM_WITH_EMAIL,
+            CandidateGroup::WithoutEmail => FROM_WITHOUT_EMAIL,
+        };
         let n = on_pool!(self, pool => {
-            sqlx::query_scalar::<_, i64>(SQL).bind(after).fetch_one(pool).await
+            sqlx::query_scalar::<_, i64>(sql).bind(after).fetch_one(pool).await
         })?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
-    /// The next `limit` candidates after `after`, in id order (a keyset page).
+    /// The next `limit` candidates of `group` after `after`, in id order (a keyset page).
     pub async fn push_candidates(
         &self,
+        group: CandidateGroup,
         after: ContactId,
         limit: u32,
     ) -> Result<Vec<PushCandidate>, StoreError> {
-        const SQL: &str = concat!(
+        const WITH_EMAIL: &str = concat!(
             "SELECT id, email, first_name, last_name, hs_object_id, local_version FROM contacts \
              WHERE ",
             candidate_filter!(),
-            " ORDER BY id LIMIT $2"
+            " AND email IS NOT NULL AND id > $1 ORDER BY id LIMIT $2"
         );
+        const WITHOUT_EMAIL: &str = concat!(
+            "SELECT id, email, first_name, last_name, hs_object_id, local_version FROM contacts \
+             WHERE ",
+            candidate_filter!(),
+            " AND email IS NULL AND id > $1 ORDER BY id LIMIT $2"
+        );
+        let sql = match group {
+            CandidateGroup::WithEmail => WITH_EMAIL,
+            CandidateGroup::WithoutEmail => WITHOUT_EMAIL,
+        };
         let rows = on_pool!(self, pool => {
-            sqlx::query_as::<_, PushCandidate>(SQL)
+            sqlx::query_as::<_, PushCandidate>(sql)
                 .bind(after)
                 .bind(i64::from(limit))
                 .fetch_all(pool)

@@ -3,12 +3,13 @@
 //!
 //! # A run
 //!
-//! 1. Resume after the checkpoint (the last contact id of the last committed page), count the
-//!    candidates left and report the total.
-//! 2. Read candidates in keyset pages of 100 (`id > cursor`). Each page is resolved against
-//!    HubSpot in a task of its own (see [`resolve`]); up to `pages_in_flight` pages are with
-//!    HubSpot at once, so the database and HubSpot work side by side and a rate-limited client
-//!    always has the next request waiting.
+//! 1. Resume after the checkpoint (the group and last contact id of the last committed page),
+//!    count the candidates left and report the total.
+//! 2. Read candidates in keyset pages of 100 (`id > cursor`): first the contacts with an email,
+//!    then those without, so that each page holds one kind (an upsert page is then one call,
+//!    not two). Each page is resolved against HubSpot in a task of its own (see [`resolve`]);
+//!    up to `pages_in_flight` pages are with HubSpot at once, so the database and HubSpot work
+//!    side by side and a rate-limited client always has the next request waiting.
 //! 3. Pages are committed strictly in order: the page's rows (`hs_object_id`, `pushed_version`),
 //!    its counts, its failed records and the new checkpoint in one transaction. A page that
 //!    never committed is resolved again by the next run; every HubSpot write it made is then
@@ -25,7 +26,7 @@
 //! | linked contacts changed locally | 1 (update) | 1 (update) |
 //! | nothing changed | 0 | 0 |
 //!
-//! Pages that mix kinds add their calls (e.g. upsert mode, some with and some without email: 2).
+//! A page mixing linked-and-changed with unlinked contacts adds their calls.
 //! A job adds one property read (plus one create, the very first time) before its first write.
 //! Refusals and lost answers add reads and smaller batches, never a second contact.
 //!
@@ -43,7 +44,7 @@ use crate::hubspot::{HubSpotClient, MAX_BATCH};
 use crate::ids::{ContactId, HsObjectId};
 use crate::jobs::model::{Counts, Job, JobSpec, PushCounts, PushMode, RecordError};
 use crate::jobs::{BoxFuture, JobRunner, Page, Progress, RunError};
-use crate::store::push::{LinkClash, PushCandidate, PushedRow};
+use crate::store::push::{CandidateGroup, LinkClash, PushCandidate, PushedRow};
 use errors::from_store;
 use outcome::Resolution;
 use resolve::{ResolvedPage, RunContext, resolve_page};
@@ -81,10 +82,19 @@ pub struct Pusher {
     config: PushConfig,
 }
 
-/// Where a push resumes: after this contact id.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+/// Where a push resumes: after this contact id of this group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 struct Checkpoint {
+    group: CandidateGroup,
     after: ContactId,
+}
+
+impl Checkpoint {
+    /// Before the first candidate.
+    const START: Checkpoint = Checkpoint {
+        group: CandidateGroup::WithEmail,
+        after: ContactId(i64::MIN),
+    };
 }
 
 impl Pusher {
@@ -108,12 +118,12 @@ impl Pusher {
         let Counts::Push(counts) = progress.counts() else {
             return Err(RunError::Fatal("a push job holds pull counts".to_owned()));
         };
-        let after = progress
+        let start = progress
             .checkpoint_as::<Checkpoint>()?
-            .map_or(ContactId(0), |c| c.after);
+            .unwrap_or(Checkpoint::START);
         let left = progress
             .store()
-            .count_push_candidates(after)
+            .count_push_candidates(start.group, start.after)
             .await
             .map_err(from_store)?;
         progress.set_total(counts.total + left).await?;
@@ -130,8 +140,7 @@ impl Pusher {
             progress,
             config: self.config,
             counts,
-            cursor: after,
-            exhausted: false,
+            cursor: Some(start),
             in_flight: VecDeque::new(),
         };
         pipeline.run().await?;
@@ -162,13 +171,17 @@ impl JobRunner for Pusher {
     }
 }
 
-/// A page with HubSpot, in its own task; dropping it (the run failed, or was itself dropped
-/// like a killed worker) stops the task, whose work the next run redoes safely.
-struct PageTask(JoinHandle<Result<ResolvedPage, RunError>>);
+/// A page with HubSpot, in its own task, and the checkpoint its commit saves. Dropping it (the
+/// run failed, or was itself dropped like a killed worker) stops the task, whose work the next
+/// run redoes safely.
+struct PageTask {
+    task: JoinHandle<Result<ResolvedPage, RunError>>,
+    checkpoint: Checkpoint,
+}
 
 impl Drop for PageTask {
     fn drop(&mut self) {
-        self.0.abort();
+        self.task.abort();
     }
 }
 
@@ -178,10 +191,8 @@ struct Pipeline<'a> {
     progress: &'a Progress,
     config: PushConfig,
     counts: PushCounts,
-    /// The last candidate id handed to a page.
-    cursor: ContactId,
-    /// No candidates after `cursor` (as of the last read).
-    exhausted: bool,
+    /// Where the next page starts; `None` once every group was read to its end.
+    cursor: Option<Checkpoint>,
     in_flight: VecDeque<PageTask>,
 }
 
@@ -189,7 +200,9 @@ impl Pipeline<'_> {
     async fn run(&mut self) -> Result<(), RunError> {
         let mut stopping = false;
         loop {
-            while !stopping && !self.exhausted && self.in_flight.len() < self.config.pages_in_flight
+            while !stopping
+                && self.cursor.is_some()
+                && self.in_flight.len() < self.config.pages_in_flight
             {
                 if self.progress.should_stop() {
                     stopping = true;
@@ -200,14 +213,14 @@ impl Pipeline<'_> {
             let Some(mut task) = self.in_flight.pop_front() else {
                 break;
             };
-            let page = match (&mut task.0).await {
+            let page = match (&mut task.task).await {
                 Ok(page) => page?,
                 Err(e) if e.is_panic() => {
                     return Err(RunError::Fatal(format!("a push page panicked: {e}")));
                 }
                 Err(_) => return Err(RunError::Interrupted),
             };
-            self.commit(page).await?;
+            self.commit(page, task.checkpoint).await?;
             // Pages already with HubSpot are still committed, so that their work is kept.
             stopping = stopping || self.progress.should_stop();
         }
@@ -218,37 +231,51 @@ impl Pipeline<'_> {
         }
     }
 
-    /// Reads the next page of candidates and hands it to HubSpot.
+    /// Reads the next page of candidates and hands it to HubSpot (or, at the end of a group,
+    /// moves the cursor to the next group).
     async fn start_next_page(&mut self) -> Result<(), RunError> {
+        let Some(cursor) = self.cursor else {
+            return Ok(());
+        };
+        let size = self.config.page_size;
         let page = self
             .progress
             .store()
-            .push_candidates(self.cursor, self.config.page_size)
+            .push_candidates(cursor.group, cursor.after, size)
             .await
             .map_err(from_store)?;
-        let Some(last) = page.last() else {
-            self.exhausted = true;
+        let next_group = cursor.group.next().map(|group| Checkpoint {
+            group,
+            ..Checkpoint::START
+        });
+        let Some(last) = page.last().map(|c| c.id) else {
+            self.cursor = next_group;
             return Ok(());
         };
-        self.cursor = last.id;
-        // A short page was the end when it was read; what appears later is the next job's.
-        self.exhausted = page.len() < self.config.page_size as usize;
+        let checkpoint = Checkpoint {
+            group: cursor.group,
+            after: last,
+        };
+        // A short page was the group's end when it was read; later arrivals are the next job's.
+        self.cursor = if page.len() < size as usize {
+            next_group
+        } else {
+            Some(checkpoint)
+        };
         let ctx = self.ctx.clone();
-        self.in_flight.push_back(PageTask(tokio::spawn(async move {
-            resolve_page(&ctx, page).await
-        })));
+        self.in_flight.push_back(PageTask {
+            task: tokio::spawn(async move { resolve_page(&ctx, page).await }),
+            checkpoint,
+        });
         Ok(())
     }
 
     /// Saves one resolved page with its counts, errors and checkpoint in one transaction.
-    async fn commit(&mut self, page: ResolvedPage) -> Result<(), RunError> {
+    async fn commit(&mut self, page: ResolvedPage, checkpoint: Checkpoint) -> Result<(), RunError> {
         let ResolvedPage {
             contacts,
             mut resolutions,
         } = page;
-        let Some(last) = contacts.last().map(|c| c.id) else {
-            return Ok(());
-        };
         let rows: Vec<PushedRow> = contacts
             .iter()
             .zip(&resolutions)
@@ -270,7 +297,7 @@ impl Pipeline<'_> {
                 });
             }
         }
-        let checkpoint = serde_json::to_value(Checkpoint { after: last })
+        let checkpoint = serde_json::to_value(checkpoint)
             .map_err(|e| RunError::Fatal(format!("cannot encode the push checkpoint: {e}")))?;
         self.progress
             .commit(

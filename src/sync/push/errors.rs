@@ -3,7 +3,8 @@
 //! Transient (the queue retries the job from its checkpoint): HubSpot 5xx and network failures
 //! after the client's own retries, 429s the client could not get past, a write whose answer was
 //! lost and stayed ambiguous after re-reading, answers HubSpot does not document (a proxy's
-//! error page), and database blips. Fatal (the job fails with the reason): refused credentials
+//! error page), an access token still expired after the client's refresh, and database blips.
+//! Fatal (the job fails with the reason): refused credentials
 //! or scopes, a broken OAuth connection, the account's daily limit (it resets at midnight in
 //! the account's time zone, far beyond the queue's retries; the next job pushes the rest), and
 //! whole-request refusals that repeating cannot fix.
@@ -23,7 +24,10 @@ pub(super) fn from_hubspot(error: HubSpotError) -> RunError {
             "HubSpot's daily API limit is reached; the contacts not pushed yet stay candidates \
              for the next push after the limit resets: {error}"
         )),
-        HubSpotError::RateLimited { .. }
+        // An access token that expired again right after its refresh (a refresh is the cure,
+        // and the next run makes one); a token HubSpot does not know at all is fatal below.
+        HubSpotError::Unauthorized { expired: true, .. }
+        | HubSpotError::RateLimited { .. }
         | HubSpotError::Transient { .. }
         | HubSpotError::Ambiguous { .. }
         | HubSpotError::UnexpectedResponse { .. }

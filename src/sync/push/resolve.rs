@@ -349,7 +349,13 @@ impl PageWork<'_> {
             )));
         }
         for (i, record) in self.read_by_key(&set).await? {
-            self.resolve(i, Resolution::Created(record.id.clone()));
+            // Usually the lost create itself. If HubSpot holds other values, the record is an
+            // earlier attempt's and the lost call was refused: link it, the next push updates it.
+            if holds_local_values(&self.contacts[i], &record) {
+                self.resolve(i, Resolution::Created(record.id.clone()));
+            } else {
+                self.link(i, &record, Match::Key);
+            }
         }
         work.push((self.unresolved(&set), lost));
         Ok(())
@@ -391,14 +397,9 @@ impl PageWork<'_> {
             .iter()
             .filter_map(|&i| self.contacts[i].email.clone())
             .collect();
-        let outcome = self
-            .ctx
-            .client
-            .batch_read(&batch(emails)?, Some("email"), &read_properties())
-            .await
-            .map_err(from_hubspot)?;
+        let records = self.read(emails, "email").await?;
         let mut by_email: HashMap<String, &Contact> = HashMap::new();
-        for record in &outcome.results {
+        for record in &records {
             for email in record_emails(record) {
                 by_email.entry(email).or_insert(record);
             }
@@ -422,14 +423,8 @@ impl PageWork<'_> {
             .iter()
             .map(|&i| external_key(&self.contacts[i]))
             .collect();
-        let outcome = self
-            .ctx
-            .client
-            .batch_read(&batch(keys)?, Some(EXTERNAL_KEY), &read_properties())
-            .await
-            .map_err(from_hubspot)?;
-        let by_key: HashMap<&str, &Contact> = outcome
-            .results
+        let records = self.read(keys, EXTERNAL_KEY).await?;
+        let by_key: HashMap<&str, &Contact> = records
             .iter()
             .filter_map(|r| Some((r.property(EXTERNAL_KEY)?, r)))
             .collect();
@@ -440,6 +435,37 @@ impl PageWork<'_> {
                 by_key.get(key.as_str()).map(|r| (i, (*r).clone()))
             })
             .collect())
+    }
+
+    /// Batch read by `id_property`. A read HubSpot refuses whole (a value it finds malformed)
+    /// is split until the refused value is alone, and that one counts as not found: the write
+    /// that follows reports the record's own error.
+    async fn read(&self, ids: Vec<String>, id_property: &str) -> Result<Vec<Contact>, RunError> {
+        let mut records = Vec::new();
+        let mut work = vec![ids];
+        while let Some(ids) = work.pop() {
+            if ids.is_empty() {
+                continue;
+            }
+            let ids = batch(ids)?;
+            match self
+                .ctx
+                .client
+                .batch_read(&ids, Some(id_property), &read_properties())
+                .await
+            {
+                Ok(outcome) => records.extend(outcome.results),
+                Err(HubSpotError::Validation { .. }) if ids.len() == 1 => {}
+                Err(HubSpotError::Validation { .. }) => {
+                    let mut first = ids.into_inner();
+                    let second = first.split_off(first.len() / 2);
+                    work.push(first);
+                    work.push(second);
+                }
+                Err(e) => return Err(from_hubspot(e)),
+            }
+        }
+        Ok(records)
     }
 
     /// Upsert mode for contacts without a (live) link: by email, and by external key for those
