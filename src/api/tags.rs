@@ -11,4 +11,7 @@ pub enum ApiTags {
     Contacts,
     /// Sync jobs and schedules (bearer token required).
     Jobs,
+    /// The HubSpot connection (bearer token required).
+    #[oai(rename = "HubSpot")]
+    HubSpot,
 }
