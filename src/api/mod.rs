@@ -231,7 +231,6 @@ pub fn router(state: AppState) -> impl Endpoint<Output = Response> + 'static {
     Route::new()
         .nest("/api-docs", swagger_ui)
         .at("/api-docs/openapi.json", spec)
-        .at("/", get(status_page::status_page))
         .at(
             "/api/install",
             get(oauth_routes::install).with(limited(&pages, Refusal::Html)),
@@ -249,6 +248,7 @@ pub fn router(state: AppState) -> impl Endpoint<Output = Response> + 'static {
             post(webhook_route::hubspot_webhook).with(limited(&hooks, Refusal::Json)),
         )
         .nest("/", service)
+        .around(status_page::serve_root)
         .data(state)
         .with(middleware::BodyLimit::new(MAX_BODY_BYTES))
         .with(middleware::ErrorEnvelope)

@@ -6,9 +6,10 @@
 
 use std::fmt::Write as _;
 
-use poem::http::StatusCode;
-use poem::web::Data;
-use poem::{IntoResponse, Response, handler};
+use std::sync::Arc;
+
+use poem::http::{Method, StatusCode};
+use poem::{Endpoint, IntoResponse, PathPattern, Request, Response};
 
 use super::AppState;
 use super::html::{Page, escape};
@@ -18,10 +19,29 @@ use crate::oauth::ConnectionStatus;
 /// How many jobs the page lists.
 const RECENT_JOBS: u32 = 10;
 
-/// `GET /`.
-#[handler]
-pub async fn status_page(state: Data<&AppState>) -> Response {
-    let connection = match connection_status(&state).await {
+/// Answers `GET /` with the status page and passes every other request to `next`.
+///
+/// A wrapper rather than a route: the OpenAPI service is nested at `/`, and poem's nest at
+/// `/` takes the root path for itself.
+pub async fn serve_root<E: Endpoint<Output = Response>>(
+    next: Arc<E>,
+    req: Request,
+) -> poem::Result<Response> {
+    let is_root = req.uri().path() == "/" && matches!(*req.method(), Method::GET | Method::HEAD);
+    let state = req.data::<AppState>().cloned();
+    match state {
+        Some(state) if is_root => {
+            let mut resp = status_page(&state).await;
+            resp.set_data(PathPattern(Arc::from("/")));
+            Ok(resp)
+        }
+        _ => next.call(req).await,
+    }
+}
+
+/// The page of `GET /`.
+pub async fn status_page(state: &AppState) -> Response {
+    let connection = match connection_status(state).await {
         Ok(status) => status,
         Err(()) => {
             return Page::new("crm-sync")
@@ -38,7 +58,7 @@ pub async fn status_page(state: Data<&AppState>) -> Response {
         }
     };
     Page::new("crm-sync")
-        .raw(&connection_html(&state, &connection))
+        .raw(&connection_html(state, &connection))
         .raw(&jobs_html(&jobs))
         .into_response()
 }
