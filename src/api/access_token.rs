@@ -12,8 +12,8 @@ use super::tags::ApiTags;
 use crate::hubspot::HubSpotError;
 use crate::oauth::ConnectionProblem;
 
-/// `{"access_token","expires_at","portal_id"}`.
-#[derive(Debug, Object)]
+/// `{"access_token","expires_at","portal_id"}`. Its `Debug` hides the token.
+#[derive(Object)]
 pub struct AccessTokenView {
     /// The bearer token for HubSpot's API.
     pub access_token: String,
@@ -21,6 +21,16 @@ pub struct AccessTokenView {
     pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
     /// The connected HubSpot account, when known.
     pub portal_id: Option<i64>,
+}
+
+impl std::fmt::Debug for AccessTokenView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessTokenView")
+            .field("access_token", &"<redacted>")
+            .field("expires_at", &self.expires_at)
+            .field("portal_id", &self.portal_id)
+            .finish()
+    }
 }
 
 /// The HubSpot connection's token.
