@@ -4,10 +4,18 @@
 //! a worker runs it ([`sync`]) through the HubSpot client ([`hubspot`]) page by page, and
 //! writes rows and per-job counts through the [`store`].
 
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod crypto;
 pub mod hubspot;
 pub mod ids;
 pub mod jobs;
+pub mod oauth;
 pub mod sandbox;
 pub mod secret;
+pub mod seed;
 pub mod store;
 pub mod sync;
+pub mod telemetry;
+pub mod webhooks;

@@ -153,9 +153,17 @@ pub struct SearchRequest {
     pub properties: Vec<String>,
     /// Page size, 1..=200 (clamped when sent).
     pub limit: u32,
-    /// The cursor from the previous page.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The cursor from the previous page; `None` is the first page, sent as `"0"` because
+    /// HubSpot's spec requires `after` (search cursors are offsets in string form).
+    #[serde(serialize_with = "first_page_when_none")]
     pub after: Option<String>,
+}
+
+fn first_page_when_none<S: serde::Serializer>(
+    after: &Option<String>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(after.as_deref().unwrap_or("0"))
 }
 
 impl Default for SearchRequest {
@@ -540,8 +548,15 @@ mod tests {
                 "filterGroups":[{"filters":[{"propertyName":"lastmodifieddate","operator":"GTE","value":"1700000000000"}]}],
                 "sorts":[{"propertyName":"lastmodifieddate","direction":"ASCENDING"}],
                 "properties":["email"],
-                "limit":200
+                "limit":200,
+                "after":"0"
             })
         );
+        let next = SearchRequest {
+            after: Some("200".into()),
+            ..request
+        };
+        let json = serde_json::to_value(&next).expect("serializable");
+        assert_eq!(json["after"], "200");
     }
 }

@@ -21,8 +21,8 @@ pub const MAX_LIST_LIMIT: u32 = 500;
 #[derive(Debug, Clone, PartialEq, Eq, Object)]
 #[oai(rename = "JobRequest")]
 pub struct JobRequestBody {
-    /// `push` or `pull`.
-    pub direction: String,
+    /// `push` or `pull` (required).
+    pub direction: Option<String>,
     /// push: `link` (default) or `upsert`; pull: `upsert` (default) or `verbose`.
     pub mode: Option<String>,
     /// pull only: read only what changed since the last successful pull (default false).
@@ -35,12 +35,30 @@ impl JobRequestBody {
     /// The enqueue request this body asks for; an invalid direction or mode is a
     /// [`SpecError`] whose message names the valid choices (answer 422).
     pub fn to_request(&self, trigger: Trigger) -> Result<EnqueueRequest, SpecError> {
-        let spec = JobSpec::parse(&self.direction, self.mode.as_deref(), self.incremental)?;
+        let direction = self
+            .direction
+            .as_deref()
+            .ok_or(SpecError::MissingDirection)?;
+        let spec = JobSpec::parse(direction, self.mode.as_deref(), self.incremental)?;
         Ok(EnqueueRequest {
             spec,
             trigger,
             force: self.force.unwrap_or(false),
         })
+    }
+}
+
+/// Checks the `status` parameter of `GET /api/jobs`: one of the six statuses, or absent. The
+/// error names the statuses (answer 400).
+pub fn parse_status(status: Option<&str>) -> Result<Option<JobStatus>, String> {
+    match status.map(str::trim).filter(|s| !s.is_empty()) {
+        None => Ok(None),
+        Some(s) => s.parse::<JobStatus>().map(Some).map_err(|_| {
+            format!(
+                "status {s:?} is not a job status: expected one of {}",
+                JobStatus::ALL.map(JobStatus::as_str).join(", ")
+            )
+        }),
     }
 }
 
@@ -50,15 +68,7 @@ pub fn list_params(
     status: Option<&str>,
     limit: Option<&str>,
 ) -> Result<(Option<JobStatus>, u32), String> {
-    let status = match status.map(str::trim).filter(|s| !s.is_empty()) {
-        None => None,
-        Some(s) => Some(s.parse::<JobStatus>().map_err(|_| {
-            format!(
-                "status {s:?} is not a job status: expected one of {}",
-                JobStatus::ALL.map(JobStatus::as_str).join(", ")
-            )
-        })?),
-    };
+    let status = parse_status(status)?;
     let limit = match limit.map(str::trim).filter(|s| !s.is_empty()) {
         None => DEFAULT_LIST_LIMIT,
         Some(raw) => raw
@@ -366,7 +376,7 @@ mod tests {
     #[test]
     fn a_request_body_is_checked_into_a_spec_with_defaults() {
         let body = JobRequestBody {
-            direction: "pull".into(),
+            direction: Some("pull".into()),
             mode: None,
             incremental: Some(true),
             force: None,
@@ -375,7 +385,7 @@ mod tests {
         assert_eq!(req.spec.mode_str(), "upsert");
         assert!(req.spec.incremental() && !req.force);
         let bad = JobRequestBody {
-            direction: "push".into(),
+            direction: Some("push".into()),
             mode: Some("verbose".into()),
             incremental: None,
             force: None,

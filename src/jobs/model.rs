@@ -65,6 +65,9 @@ pub enum JobSpec {
 /// Why a direction/mode combination was refused; the message names the valid choices.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SpecError {
+    /// No direction given.
+    #[error("\"direction\" is required: \"push\" or \"pull\"")]
+    MissingDirection,
     /// Neither `push` nor `pull`.
     #[error("unknown direction {0:?}: expected \"push\" or \"pull\"")]
     UnknownDirection(String),

@@ -6,14 +6,19 @@
 //! versions sit side by side in the same function, so no query exists for only one backend.
 
 mod contacts;
+mod credential_ciphers;
 mod credentials;
 mod time;
+mod webhooks;
 
 pub mod jobs;
+pub mod pull;
 pub mod push;
 
 pub use contacts::{Contact, NewContact, normalize_email};
+pub use credential_ciphers::CredentialCiphers;
 pub use credentials::{CredentialStatus, NewCredentials, StoredCredentials};
+pub use webhooks::{MergeOutcome, WebhookEventKey};
 
 use crate::secret::redact_url;
 use sqlx::migrate::{MigrateError, Migrator};

@@ -1,3 +1,119 @@
-//! The sync engine: push (local → HubSpot) and pull (HubSpot → local), run as durable jobs.
+//! The sync engine: runs push and pull jobs for the queue.
+//!
+//! [`SyncRunner`] is the [`JobRunner`] the workers use. It dispatches a job by direction to
+//! [`push::Pusher::run`] or [`pull::run`]; a pull has the shape
+//!
+//! ```ignore
+//! pub async fn run(ctx: &SyncContext, job: &Job, progress: &Progress) -> Result<(), RunError>
+//! ```
+//!
+//! and both report HubSpot failures through [`hubspot_error`], so that the queue treats them
+//! alike (retry what may pass, fail what will not).
 
+pub mod pull;
 pub mod push;
+
+use crate::hubspot::{HubSpotClient, HubSpotError};
+use crate::jobs::model::{Job, JobSpec};
+use crate::jobs::{BoxFuture, JobRunner, Progress, RunError};
+use std::time::Duration;
+
+/// What every sync run needs besides its job: the HubSpot client and the tunables.
+///
+/// Build it with [`SyncContext::new`] (fields may be added; a struct literal would break).
+#[derive(Debug, Clone)]
+pub struct SyncContext {
+    /// The HubSpot client (cheap to clone; shares its rate budget and metrics).
+    pub hubspot: HubSpotClient,
+    /// Pull settings.
+    pub pull: PullSettings,
+}
+
+impl SyncContext {
+    /// A context with default settings.
+    pub fn new(hubspot: HubSpotClient) -> Self {
+        Self {
+            hubspot,
+            pull: PullSettings::default(),
+        }
+    }
+}
+
+/// Tunables of the pull engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PullSettings {
+    /// How far before its bookmark an incremental pull starts reading (see
+    /// [`pull::DEFAULT_LOOKBACK`]): it covers HubSpot's search-index lag and clock skew
+    /// between this host and HubSpot.
+    pub lookback: Duration,
+}
+
+impl Default for PullSettings {
+    fn default() -> Self {
+        Self {
+            lookback: pull::DEFAULT_LOOKBACK,
+        }
+    }
+}
+
+/// The sync engine as the queue sees it.
+#[derive(Debug, Clone)]
+pub struct SyncRunner {
+    ctx: SyncContext,
+}
+
+impl SyncRunner {
+    /// A runner that syncs through `ctx`.
+    pub fn new(ctx: SyncContext) -> Self {
+        Self { ctx }
+    }
+
+    /// The context it runs with.
+    pub fn context(&self) -> &SyncContext {
+        &self.ctx
+    }
+}
+
+impl JobRunner for SyncRunner {
+    fn run<'a>(
+        &'a self,
+        job: &'a Job,
+        progress: &'a Progress,
+    ) -> BoxFuture<'a, Result<(), RunError>> {
+        Box::pin(async move {
+            match job.spec {
+                JobSpec::Push { mode } => {
+                    push::Pusher::new(self.ctx.hubspot.clone(), push::PushConfig::default())
+                        .run(mode, progress)
+                        .await
+                }
+                JobSpec::Pull { .. } => pull::run(&self.ctx, job, progress).await,
+            }
+        })
+    }
+}
+
+/// How a HubSpot failure ends a run: [`RunError::Transient`] for what may pass by itself
+/// (rate limits, 5xx and network failures after the client's own retries, a write whose
+/// answer was lost, an answer that could not be read, a token store blip),
+/// [`RunError::Fatal`] for what needs a person (credentials refused or missing, scopes,
+/// a request HubSpot rejects as invalid).
+pub fn hubspot_error(context: &str, e: HubSpotError) -> RunError {
+    let message = format!("{context}: {e}");
+    match e {
+        HubSpotError::RateLimited { .. }
+        | HubSpotError::Transient { .. }
+        | HubSpotError::Ambiguous { .. }
+        | HubSpotError::UnexpectedResponse { .. }
+        | HubSpotError::TokenStore(_) => RunError::Transient(message),
+        HubSpotError::Unauthorized { .. }
+        | HubSpotError::Forbidden { .. }
+        | HubSpotError::RefreshRefused { .. }
+        | HubSpotError::NotConnected
+        | HubSpotError::Conflict { .. }
+        | HubSpotError::Validation { .. }
+        | HubSpotError::NotFound { .. }
+        | HubSpotError::InvalidRequest(_)
+        | HubSpotError::Other { .. } => RunError::Fatal(message),
+    }
+}

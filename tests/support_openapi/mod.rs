@@ -212,17 +212,244 @@ impl OpenApiSpecs {
             )
         })?;
         let instance = if base == "application/x-www-form-urlencoded" {
-            let map: Map<String, Value> = url::form_urlencoded::parse(body)
-                .into_owned()
-                .map(|(k, v)| (k, Value::String(v)))
-                .collect();
-            Value::Object(map)
+            form_instance(body).map_err(|e| format!("{method} {path} request: {e}"))?
         } else {
             serde_json::from_slice(body)
                 .map_err(|e| format!("{method} {path}: request body is not JSON ({e})"))?
         };
         self.check(op.doc, &media["schema"], &instance)
             .map_err(|e| format!("{method} {path} request: {e}\n  body: {instance}"))
+    }
+
+    /// Fields of a request body that its schema does not declare (JSON Schema allows them, but
+    /// HubSpot ignores unknown fields silently, so a misspelt field would be a silent bug).
+    /// Objects whose schema declares no `properties`, or allows `additionalProperties`, are
+    /// open; `allOf`/`oneOf`/`anyOf` nodes are not inspected.
+    pub fn undeclared_fields(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> Vec<String> {
+        let Some(op) = self.find(method, path) else {
+            return Vec::new();
+        };
+        let Some(content) = op.op["requestBody"]["content"].as_object() else {
+            return Vec::new();
+        };
+        let base = content_type
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_lowercase();
+        let Some(media) = content.get(&base) else {
+            return Vec::new();
+        };
+        let instance = if base == "application/x-www-form-urlencoded" {
+            form_instance(body).unwrap_or(Value::Null)
+        } else {
+            serde_json::from_slice(body).unwrap_or(Value::Null)
+        };
+        let mut found = Vec::new();
+        self.collect_undeclared(op.doc, &media["schema"], &instance, "", &mut found);
+        found
+            .into_iter()
+            .map(|at| format!("{method} {path} request: '{at}' is not declared by the spec"))
+            .collect()
+    }
+
+    fn collect_undeclared(
+        &self,
+        doc: usize,
+        schema: &Value,
+        instance: &Value,
+        at: &str,
+        found: &mut Vec<String>,
+    ) {
+        let schema = self.deref(doc, schema);
+        if ["allOf", "oneOf", "anyOf"]
+            .iter()
+            .any(|k| schema.get(k).is_some())
+        {
+            return;
+        }
+        match instance {
+            Value::Object(fields) => {
+                let declared = schema["properties"].as_object();
+                let extra = &schema["additionalProperties"];
+                for (name, value) in fields {
+                    let here = format!("{at}/{name}");
+                    match declared.and_then(|d| d.get(name)) {
+                        Some(sub) => self.collect_undeclared(doc, sub, value, &here, found),
+                        None if extra.is_object() => {
+                            self.collect_undeclared(doc, extra, value, &here, found);
+                        }
+                        None if declared.is_some() && !matches!(extra, Value::Bool(true)) => {
+                            found.push(here);
+                        }
+                        None => {}
+                    }
+                }
+            }
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    self.collect_undeclared(
+                        doc,
+                        &schema["items"],
+                        item,
+                        &format!("{at}/{i}"),
+                        found,
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Checks a request's path and query parameters against the operation's `parameters`:
+    /// every query parameter is documented, required ones are present, a scalar is not
+    /// repeated, and every value (read as OpenAPI's `form`/`simple` styles define) validates
+    /// against the parameter's schema.
+    pub fn validate_parameters(&self, method: &str, path: &str, query: &str) -> Vec<String> {
+        let Some(op) = self.find(method, path) else {
+            return vec![format!("{method} {path}: no such operation in the specs")];
+        };
+        let params = self.parameters(op);
+        let mut errors = Vec::new();
+        let mut fail = |what: String| errors.push(format!("{method} {path}?{query}: {what}"));
+
+        let segments = path.trim_end_matches('/').split('/');
+        for (template, raw) in op.template.split('/').zip(segments) {
+            let Some(name) = template.strip_prefix('{').and_then(|t| t.strip_suffix('}')) else {
+                continue;
+            };
+            let Some(param) = params
+                .iter()
+                .find(|p| p["in"] == "path" && p["name"] == name)
+            else {
+                fail(format!("path parameter '{name}' is not documented"));
+                continue;
+            };
+            let value = percent_decode(raw);
+            let instance = self.parameter_instance(op.doc, param, &[value]);
+            if let Err(e) = self.check(op.doc, &param["schema"], &instance) {
+                fail(format!("path parameter '{name}': {e}"));
+            }
+        }
+
+        let mut given: Vec<(String, Vec<String>)> = Vec::new();
+        for (name, value) in url::form_urlencoded::parse(query.as_bytes()).into_owned() {
+            match given.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, values)) => values.push(value),
+                None => given.push((name, vec![value])),
+            }
+        }
+        for (name, values) in &given {
+            let Some(param) = params
+                .iter()
+                .find(|p| p["in"] == "query" && p["name"] == name.as_str())
+            else {
+                fail(format!("query parameter '{name}' is not documented"));
+                continue;
+            };
+            let is_array = self.deref(op.doc, &param["schema"])["type"] == "array";
+            if values.len() > 1 && !is_array {
+                fail(format!(
+                    "query parameter '{name}' is given {} times",
+                    values.len()
+                ));
+                continue;
+            }
+            let instance = self.parameter_instance(op.doc, param, values);
+            if let Err(e) = self.check(op.doc, &param["schema"], &instance) {
+                fail(format!("query parameter '{name}': {e}"));
+            }
+        }
+        for param in params
+            .iter()
+            .filter(|p| p["in"] == "query" && p["required"] == true)
+        {
+            let name = param["name"].as_str().unwrap_or("");
+            if !given.iter().any(|(n, _)| n == name) {
+                fail(format!("required query parameter '{name}' is missing"));
+            }
+        }
+        errors
+    }
+
+    /// The operation's parameters: the path item's, overridden by the operation's own.
+    fn parameters(&self, op: &Operation) -> Vec<Value> {
+        let shared = &self.docs[op.doc]["paths"][&op.template]["parameters"];
+        let mut params: Vec<Value> = Vec::new();
+        for p in [shared, &op.op["parameters"]]
+            .into_iter()
+            .filter_map(Value::as_array)
+            .flatten()
+        {
+            let p = self.deref(op.doc, p).clone();
+            params.retain(|q| !(q["name"] == p["name"] && q["in"] == p["in"]));
+            params.push(p);
+        }
+        params
+    }
+
+    /// A parameter's raw values as the JSON instance its schema describes: arrays from
+    /// repeated (`explode`) or comma-separated values, numbers and booleans parsed (a value
+    /// that does not parse stays a string, so the schema check reports it).
+    fn parameter_instance(&self, doc: usize, param: &Value, values: &[String]) -> Value {
+        let schema = self.deref(doc, &param["schema"]);
+        if schema["type"] == "array" {
+            // OpenAPI: `form` (the query default) explodes unless told otherwise; `simple`
+            // (the path default) never does.
+            let style = param["style"]
+                .as_str()
+                .unwrap_or(if param["in"] == "query" {
+                    "form"
+                } else {
+                    "simple"
+                });
+            let explode = param["explode"].as_bool().unwrap_or(style == "form");
+            let item_type = &self.deref(doc, &schema["items"])["type"];
+            let items = values
+                .iter()
+                .flat_map(|v| {
+                    if explode {
+                        vec![v.as_str()]
+                    } else {
+                        v.split(',').collect()
+                    }
+                })
+                .map(|v| typed_value(item_type, v))
+                .collect();
+            return Value::Array(items);
+        }
+        values
+            .first()
+            .map_or(Value::Null, |v| typed_value(&schema["type"], v))
+    }
+
+    /// Replaces the schema at `pointer` (JSON Pointer) of one spec file: for a documented
+    /// defect of HubSpot's published specs, where HubSpot's own documentation and observed
+    /// behaviour contradict the spec. Callers must say why, with evidence.
+    pub fn correct_known_defect(
+        &mut self,
+        file: &str,
+        pointer: &str,
+        schema: Value,
+    ) -> Result<(), String> {
+        let doc = SPEC_FILES
+            .iter()
+            .position(|f| *f == file)
+            .ok_or_else(|| format!("{file} is not one of the loaded specs"))?;
+        let target = self.docs[doc]
+            .pointer_mut(pointer)
+            .ok_or_else(|| format!("{file}: nothing at {pointer}; has the spec changed?"))?;
+        *target = schema;
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        Ok(())
     }
 
     fn deref<'a>(&'a self, doc: usize, value: &'a Value) -> &'a Value {
@@ -267,6 +494,57 @@ impl OpenApiSpecs {
             Err(errors.join("; "))
         }
     }
+}
+
+/// A form body as the JSON object its schema describes; a repeated field is an error (the
+/// schemas of HubSpot's form endpoints are all single strings).
+fn form_instance(body: &[u8]) -> Result<Value, String> {
+    let mut map = Map::new();
+    for (k, v) in url::form_urlencoded::parse(body).into_owned() {
+        if map.insert(k.clone(), Value::String(v)).is_some() {
+            return Err(format!("form field '{k}' is given more than once"));
+        }
+    }
+    Ok(Value::Object(map))
+}
+
+/// A raw parameter value as JSON of the schema's `type`.
+fn typed_value(schema_type: &Value, raw: &str) -> Value {
+    let parsed = match schema_type.as_str() {
+        Some("integer") => raw.parse::<i64>().ok().map(Value::from),
+        Some("number") => raw.parse::<f64>().ok().map(Value::from),
+        Some("boolean") => match raw {
+            "true" => Some(Value::Bool(true)),
+            "false" => Some(Value::Bool(false)),
+            _ => None,
+        },
+        _ => None,
+    };
+    parsed.unwrap_or_else(|| Value::String(raw.to_owned()))
+}
+
+/// Decodes a percent-encoded path segment (lossily: the check is about the value's shape).
+fn percent_decode(raw: &str) -> String {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// OpenAPI 3.0 `nullable: true` is JSON Schema's `type: [T, "null"]`.

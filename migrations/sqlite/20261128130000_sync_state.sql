@@ -1,0 +1,8 @@
+-- Small named values the sync engine keeps between jobs, e.g. the incremental pull's bookmark
+-- (key 'pull.contacts.bookmark', value an RFC 3339 UTC time). Append-only: add a new
+-- migration to change it.
+CREATE TABLE sync_state (
+    key        TEXT PRIMARY KEY,
+    value      TEXT NOT NULL,
+    updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+);

@@ -1,0 +1,191 @@
+//! `GET /contacts`: the local contacts, page by page (keyset pagination by id).
+
+use chrono::{DateTime, Utc};
+use poem_openapi::param::Query;
+use poem_openapi::payload::Json;
+use poem_openapi::{Object, OpenApi};
+
+use super::AppState;
+use super::auth::ApiToken;
+use super::error::ApiError;
+use super::params::PageSize;
+use super::tags::ApiTags;
+use crate::ids::ContactId;
+use crate::store::Contact;
+
+/// Page size when the request names none.
+pub const DEFAULT_PAGE_SIZE: u32 = 100;
+/// Largest page a request may ask for.
+pub const MAX_PAGE_SIZE: u32 = 1000;
+
+/// The `limit` parameter of `GET /contacts`.
+type Limit = PageSize<DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE>;
+
+/// A local contact.
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "Contact")]
+pub struct ContactView {
+    /// Local id.
+    pub id: i64,
+    /// Trimmed and lower-case; null when the contact has no email.
+    pub email: Option<String>,
+    /// Given name.
+    pub first_name: Option<String>,
+    /// Family name.
+    pub last_name: Option<String>,
+    /// The HubSpot record id, once the contact is linked.
+    pub hs_object_id: Option<String>,
+    /// When the row was inserted.
+    pub created_at: DateTime<Utc>,
+    /// When the row last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<Contact> for ContactView {
+    fn from(c: Contact) -> Self {
+        Self {
+            id: c.id.0,
+            email: c.email,
+            first_name: c.first_name,
+            last_name: c.last_name,
+            hs_object_id: c.hs_object_id.map(|h| h.0),
+            created_at: c.created_at,
+            updated_at: c.updated_at,
+        }
+    }
+}
+
+/// One page of contacts.
+#[derive(Debug, Object)]
+pub struct ContactPage {
+    /// The contacts of this page, by ascending id.
+    pub results: Vec<ContactView>,
+    /// Where the next page starts; absent on the last page.
+    #[oai(skip_serializing_if_is_none)]
+    pub paging: Option<Paging>,
+}
+
+/// Paging information of a page that is not the last.
+#[derive(Debug, Object)]
+pub struct Paging {
+    /// The next page.
+    pub next: NextPage,
+}
+
+/// How to ask for the next page.
+#[derive(Debug, Object)]
+pub struct NextPage {
+    /// Pass as `after` to get the next page. Opaque: its form may change.
+    pub after: String,
+}
+
+/// The `after` cursor: opaque to clients, today the last id of the previous page in decimal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor(ContactId);
+
+impl Cursor {
+    /// The cursor that continues after `id`.
+    pub fn after(id: ContactId) -> Self {
+        Self(id)
+    }
+
+    /// The wire form.
+    pub fn encode(self) -> String {
+        self.0.0.to_string()
+    }
+
+    /// Reads a cursor from the wire; `None` for an empty one (the first page).
+    pub fn decode(raw: &str) -> Result<Option<Cursor>, ApiError> {
+        if raw.is_empty() {
+            return Ok(None);
+        }
+        let malformed = || {
+            ApiError::invalid_parameter(
+                "`after` is not a valid cursor; pass the `paging.next.after` value of the previous page unchanged",
+            )
+        };
+        // Only what `encode` produces: digits, no sign, no spaces.
+        if !raw.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(malformed());
+        }
+        raw.parse::<i64>()
+            .map(|id| Some(Cursor(ContactId(id))))
+            .map_err(|_| malformed())
+    }
+}
+
+/// Routes that read contacts; every operation takes [`ApiToken`] first.
+pub struct ContactsApi {
+    pub(super) state: AppState,
+}
+
+#[OpenApi(tag = "ApiTags::Contacts")]
+impl ContactsApi {
+    /// List local contacts by ascending id, one page at a time.
+    ///
+    /// Follow `paging.next.after` until a page comes without `paging`.
+    #[oai(path = "/contacts", method = "get", operation_id = "listContacts")]
+    async fn list_contacts(
+        &self,
+        _auth: ApiToken,
+        /// Page size, 1 to 1000 (default 100).
+        limit: Query<Option<Limit>>,
+        /// The `paging.next.after` value of the previous page; omit it for the first page.
+        after: Query<Option<String>>,
+    ) -> Result<Json<ContactPage>, ApiError> {
+        let after = match after.0.as_deref() {
+            Some(raw) => Cursor::decode(raw)?,
+            None => None,
+        };
+        let page = self.page(after, Limit::or_default(limit.0)).await?;
+        Ok(Json(page))
+    }
+}
+
+impl ContactsApi {
+    /// Reads one row more than asked, so a full last page gets no `next`.
+    async fn page(&self, after: Option<Cursor>, limit: u32) -> Result<ContactPage, ApiError> {
+        let limit = limit.clamp(1, MAX_PAGE_SIZE);
+        let mut rows = self
+            .state
+            .store
+            .list_contacts(after.map(|c| c.0), limit + 1)
+            .await
+            .map_err(|e| ApiError::from_store("listing contacts failed", &e))?;
+        let has_more = rows.len() > limit as usize;
+        rows.truncate(limit as usize);
+        let paging = match rows.last() {
+            Some(last) if has_more => Some(Paging {
+                next: NextPage {
+                    after: Cursor::after(last.id).encode(),
+                },
+            }),
+            _ => None,
+        };
+        Ok(ContactPage {
+            results: rows.into_iter().map(ContactView::from).collect(),
+            paging,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cursor_reads_back_what_it_wrote() {
+        let c = Cursor::after(ContactId(4711));
+        assert_eq!(Cursor::decode(&c.encode()).unwrap(), Some(c));
+        assert_eq!(Cursor::decode("").unwrap(), None);
+    }
+
+    #[test]
+    fn a_malformed_cursor_is_an_invalid_parameter() {
+        for raw in ["abc", "-1", "+1", " 1", "1.5", "99999999999999999999"] {
+            let err = Cursor::decode(raw).unwrap_err();
+            assert_eq!(err.status(), poem::http::StatusCode::BAD_REQUEST, "{raw}");
+            assert!(err.message().contains("after"), "{raw}");
+        }
+    }
+}

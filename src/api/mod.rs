@@ -1,0 +1,213 @@
+//! The HTTP API (INTERFACE §4): poem + poem-openapi, JSON errors everywhere, bearer auth on
+//! every route that reads contacts, reveals a token or starts a job.
+//!
+//! Layers, outermost first: [`middleware::Observe`] (tracing, metrics) →
+//! [`middleware::ErrorEnvelope`] (every error as `{"error":{...}}`) → [`middleware::BodyLimit`]
+//! → the routes: `/api-docs` (Swagger UI), `/api-docs/openapi.json`, and the OpenAPI service
+//! nested at `/` so that paths are exactly those of INTERFACE §4.2.
+//!
+//! Adding a route: a public one goes into a public API type ([`health::HealthApi`]); a protected
+//! one into a type listed in [`ProtectedApis`], taking [`auth::ApiToken`] as its first argument.
+//! Tests check both that every operation of a protected type declares the token and that every
+//! operation of the served document either is on the public list or answers 401 without it.
+
+pub mod auth;
+pub mod contacts;
+pub mod error;
+pub mod health;
+pub mod jobs;
+pub mod metrics;
+pub mod middleware;
+pub mod params;
+mod tags;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use poem::listener::TcpAcceptor;
+use poem::{Endpoint, EndpointExt, Response, Route, Server};
+use poem_openapi::OpenApiService;
+
+use crate::jobs::Schedule;
+use crate::secret::Secret;
+use crate::store::Store;
+
+pub use error::{ApiError, ErrorCode};
+pub use metrics::{Metrics, MetricsSource};
+
+/// Largest request body accepted (413 above); the API's JSON bodies are tiny.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// How long in-flight requests may take to finish after shutdown begins before their
+/// connections are cut.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// What the handlers share; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// The database.
+    pub store: Store,
+    /// The bearer token of the protected routes (INTERFACE §4.1).
+    pub api_token: Secret,
+    /// The registry behind `/metrics`; register other modules' counters here.
+    pub metrics: Arc<Metrics>,
+    /// The configured schedules, for `GET /api/schedules`.
+    pub schedules: Arc<Vec<Schedule>>,
+}
+
+impl AppState {
+    /// State with an empty metrics registry.
+    pub fn new(store: Store, api_token: Secret) -> Self {
+        Self {
+            store,
+            api_token,
+            metrics: Arc::new(Metrics::new()),
+            schedules: Arc::new(Vec::new()),
+        }
+    }
+
+    /// The same state with the configured schedules (listed by `GET /api/schedules`).
+    pub fn with_schedules(mut self, schedules: Vec<Schedule>) -> Self {
+        self.schedules = Arc::new(schedules);
+        self
+    }
+}
+
+/// The API types whose operations need no token.
+type PublicApis = health::HealthApi;
+
+/// The API types whose every operation requires the bearer token (a tuple once there are
+/// several, e.g. `(ContactsApi, JobsApi)`).
+type ProtectedApis = (contacts::ContactsApi, jobs::JobsApi);
+
+fn public_apis(state: &AppState) -> PublicApis {
+    health::HealthApi {
+        state: state.clone(),
+    }
+}
+
+fn protected_apis(state: &AppState) -> ProtectedApis {
+    (
+        contacts::ContactsApi {
+            state: state.clone(),
+        },
+        jobs::JobsApi {
+            state: state.clone(),
+        },
+    )
+}
+
+/// The OpenAPI service of every documented route.
+fn api_service(state: &AppState) -> OpenApiService<(PublicApis, ProtectedApis), ()> {
+    OpenApiService::new(
+        (public_apis(state), protected_apis(state)),
+        "crm-sync",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .description(
+        "Keeps a product database's contacts in sync with HubSpot. Protected routes take \
+         `Authorization: Bearer <api.token>`; every error is `{\"error\":{\"code\",\"message\"}}`.",
+    )
+    // Relative to wherever the document is served, so "Try it out" works behind any host.
+    .server("/")
+}
+
+/// The whole app: routes, docs, error envelope, body limit, tracing and metrics.
+pub fn router(state: AppState) -> impl Endpoint<Output = Response> + 'static {
+    let service = api_service(&state);
+    // Both must be taken before nesting, which consumes the service.
+    let swagger_ui = service.swagger_ui();
+    let spec = service.spec_endpoint();
+    let metrics = state.metrics.clone();
+    Route::new()
+        .nest("/api-docs", swagger_ui)
+        .at("/api-docs/openapi.json", spec)
+        .nest("/", service)
+        .data(state)
+        .with(middleware::BodyLimit::new(MAX_BODY_BYTES))
+        .with(middleware::ErrorEnvelope)
+        .with(middleware::Observe::new(metrics))
+}
+
+/// Serves the app on `listener` until `shutdown` resolves, then stops accepting and lets
+/// in-flight requests finish (for up to [`SHUTDOWN_GRACE`]).
+///
+/// Takes a bound listener so callers (and tests, with port 0) know the address before serving.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send,
+) -> std::io::Result<()> {
+    let acceptor = TcpAcceptor::from_tokio(listener)?;
+    Server::new_with_acceptor(acceptor)
+        .name("crm-sync")
+        .run_with_graceful_shutdown(router(state), shutdown, Some(SHUTDOWN_GRACE))
+        .await
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut sigterm) => {
+                sigterm.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => tracing::info!("SIGINT received, shutting down"),
+        () = terminate => tracing::info!("SIGTERM received, shutting down"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use poem_openapi::OpenApi;
+
+    #[test]
+    fn every_protected_operation_requires_the_token() {
+        let apis = <ProtectedApis as OpenApi>::meta();
+        let operations: Vec<_> = apis
+            .iter()
+            .flat_map(|api| &api.paths)
+            .flat_map(|path| path.operations.iter().map(move |op| (&path.path, op)))
+            .collect();
+        assert!(!operations.is_empty());
+        for (path, op) in operations {
+            assert!(
+                op.security.iter().any(|s| s.contains_key("ApiToken")),
+                "{} {path} is in a protected API type but takes no ApiToken",
+                op.method
+            );
+        }
+    }
+
+    #[test]
+    fn no_public_operation_asks_for_the_token() {
+        // A token argument on a public type would make the route protected while the code
+        // claims it is public: keep the two lists honest.
+        for api in <PublicApis as OpenApi>::meta() {
+            for path in &api.paths {
+                for op in &path.operations {
+                    assert!(op.security.is_empty(), "{} {}", op.method, path.path);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! Operation groups in the OpenAPI document and Swagger UI.
+
+use poem_openapi::Tags;
+
+/// The groups operations are listed under.
+#[derive(Tags)]
+pub enum ApiTags {
+    /// Health, readiness and metrics (public).
+    Operations,
+    /// Local contacts (bearer token required).
+    Contacts,
+    /// Sync jobs and schedules (bearer token required).
+    Jobs,
+}

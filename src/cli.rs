@@ -1,0 +1,619 @@
+//! The `crm-sync` commands (INTERFACE §1): one [`Command`] variant and one match arm in [`run`]
+//! per subcommand. `main.rs` only parses, runs and reports the error.
+//!
+//! Every failure is a [`CliError`] whose message is one actionable line: what went wrong,
+//! naming the configuration key or flag at fault, and what to do about it.
+
+use std::io::IsTerminal as _;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+use tokio::net::TcpListener;
+
+use crate::api::AppState;
+use crate::config::{
+    ConfigError, SecretOrigin, Settings, load_dotenv, previous_keys, resolve_api_token,
+    resolve_encryption_key,
+};
+use crate::crypto::{EncryptionKey, TokenCipher};
+use crate::hubspot::{Auth, ClientConfig, HubSpotClient, HubSpotError, OAuthApp};
+use crate::jobs::commands::{CommandError, JobsArgs, SyncArgs};
+use crate::jobs::worker::{WorkerConfig, WorkerRuntimeError};
+use crate::jobs::{JobRunner, Schedule, ScheduleError, SpecError};
+use crate::oauth::DbTokenStore;
+use crate::sandbox::{Sandbox, SandboxArgs, SandboxError, SandboxHandle};
+use crate::secret::Secret;
+use crate::seed::{Catalog, SeedError};
+use crate::store::{Backend, Store, StoreError};
+use crate::sync::{SyncContext, SyncRunner};
+use crate::telemetry::LogFormat;
+
+/// Contacts the in-process sandbox of `serve --sandbox` starts with, so a pull has work to do.
+const DEMO_SANDBOX_CONTACTS: usize = 250;
+
+/// `crm-sync`: keeps a product database's contacts in sync with HubSpot.
+#[derive(Debug, Parser)]
+#[command(name = "crm-sync", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Format of the log lines on stderr (filter them with RUST_LOG).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP API (the default way to run the service).
+    Serve(ServeArgs),
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Insert N generated contacts of an industry from seed-data/.
+    Seed(SeedArgs),
+    /// Run the HubSpot sandbox on its own.
+    Sandbox {
+        /// The sandbox's flags (INTERFACE §5).
+        #[command(flatten)]
+        args: SandboxArgs,
+    },
+    /// Enqueue a push or pull job; with --wait, follow it and print its counts.
+    Sync(SyncArgs),
+    /// List recent jobs, or show one.
+    Jobs(JobsArgs),
+    /// Run the job workers and the scheduler, without HTTP (run several to scale out).
+    Worker,
+}
+
+/// Flags of `crm-sync serve`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
+    /// Also run a HubSpot sandbox in-process and point the HubSpot client at it (zero-setup demo).
+    #[arg(long)]
+    pub sandbox: bool,
+}
+
+/// Flags of `crm-sync seed`.
+#[derive(Debug, Clone, Args)]
+pub struct SeedArgs {
+    /// Industry whose vocabulary to use (asked for on a terminal when absent).
+    #[arg(long, value_name = "NAME")]
+    pub industry: Option<String>,
+    /// How many new contacts to insert (at least 1).
+    #[arg(long, value_name = "N")]
+    pub count: u64,
+    /// Makes the generated contacts repeatable (random when absent, and printed).
+    #[arg(long, value_name = "S")]
+    pub rng_seed: Option<u64>,
+}
+
+/// Why a command failed; `Display` is the one line printed after `error: `.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The configuration is invalid (the message names the key).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The database cannot be reached, created or migrated.
+    #[error("{source}{}", database_hint(source))]
+    Database {
+        /// The store's error (URLs redacted).
+        #[from]
+        source: StoreError,
+    },
+    /// Loading the vocabularies or seeding failed (unknown industries list the valid ones).
+    #[error(transparent)]
+    Seed(#[from] SeedError),
+    /// `seed` without `--industry` and no terminal to ask on.
+    #[error("missing --industry NAME; valid industries: {}", valid.join(", "))]
+    MissingIndustry {
+        /// Every industry the catalog has.
+        valid: Vec<String>,
+    },
+    /// `seed --count 0`.
+    #[error("--count must be at least 1")]
+    InvalidCount,
+    /// The interactive industry choice failed or was cancelled.
+    #[error("no industry chosen ({0}); pass --industry NAME")]
+    Prompt(String),
+    /// The API's listen address cannot be bound.
+    #[error(
+        "cannot listen on {addr} (server.bind): {source} — choose another address with server.bind \
+         or CRM_SYNC__SERVER__BIND"
+    )]
+    Bind {
+        /// The address from `server.bind`.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The sandbox could not start or stopped with an error.
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
+    /// The HubSpot client could not be built from the settings.
+    #[error("cannot set up the HubSpot client: {0}")]
+    HubSpot(#[from] HubSpotError),
+    /// The HTTP server stopped with an I/O error.
+    #[error("the HTTP server failed: {0}")]
+    Serve(std::io::Error),
+    /// `sync` flags that make no job (the message names the valid choices).
+    #[error("{0} (see crm-sync sync --help)")]
+    JobSpec(#[from] SpecError),
+    /// A job command failed: enqueueing, reading jobs, an unknown job id.
+    #[error(transparent)]
+    Jobs(#[from] CommandError),
+    /// `sync --wait` followed a job that did not succeed (the line says why).
+    #[error("{0}")]
+    JobFailed(String),
+    /// A `[[sync.schedules]]` entry cannot be scheduled.
+    #[error("sync.schedules: {0}")]
+    Schedule(#[from] ScheduleError),
+    /// The job workers stopped with an error.
+    #[error(transparent)]
+    Workers(#[from] WorkerRuntimeError),
+    /// The working directory (where `config/`, `.env` and `data/` live) is unknown.
+    #[error("cannot determine the working directory: {0}")]
+    WorkingDir(std::io::Error),
+}
+
+impl CliError {
+    /// The message on one line, as `main` prints it (nested causes may contain line breaks).
+    pub fn one_line(&self) -> String {
+        self.to_string()
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// What to do about a database error, appended to its message.
+fn database_hint(e: &StoreError) -> &'static str {
+    match e {
+        StoreError::Unreachable { url, .. } if url.starts_with("postgres") => {
+            " — is PostgreSQL running and does the database exist? set database.url or DATABASE_URL"
+        }
+        StoreError::Unreachable { .. } | StoreError::CreateFolder { .. } => {
+            " — is the folder writable? set database.url or DATABASE_URL"
+        }
+        StoreError::UnsupportedUrl { .. } => " — set database.url or DATABASE_URL",
+        _ => "",
+    }
+}
+
+/// Installs logging and runs one command to completion.
+pub async fn run(cli: Cli) -> Result<(), CliError> {
+    let dir = std::env::current_dir().map_err(CliError::WorkingDir)?;
+    // `.env` first, so that a `RUST_LOG` kept there filters the logs too.
+    load_dotenv(&dir)?;
+    crate::telemetry::init(cli.log_format);
+    match cli.command {
+        Command::Serve(args) => serve(&dir, &args).await,
+        Command::Migrate => migrate(&dir).await,
+        Command::Seed(args) => seed(&dir, args).await,
+        Command::Sandbox { args } => Ok(crate::sandbox::run(args).await?),
+        Command::Sync(args) => sync(&dir, args).await,
+        Command::Jobs(args) => jobs(&dir, args).await,
+        Command::Worker => worker(&dir).await,
+    }
+}
+
+/// The data folder (generated secrets) under the working directory.
+pub fn data_dir(working_dir: &Path) -> PathBuf {
+    working_dir.join("data")
+}
+
+/// Connects to `database.url` and applies the migrations.
+pub async fn open_store(settings: &Settings) -> Result<Store, CliError> {
+    let store = Store::connect(&settings.database.url).await?;
+    store.migrate().await?;
+    Ok(store)
+}
+
+async fn migrate(dir: &Path) -> Result<(), CliError> {
+    let settings = Settings::load_from_process(dir)?;
+    let store = open_store(&settings).await?;
+    println!(
+        "migrated the {} database at {}",
+        store.backend(),
+        store.redacted_url()
+    );
+    store.close().await;
+    Ok(())
+}
+
+async fn seed(dir: &Path, args: SeedArgs) -> Result<(), CliError> {
+    if args.count == 0 {
+        return Err(CliError::InvalidCount);
+    }
+    let settings = Settings::load_from_process(dir)?;
+    let catalog = Catalog::load(dir)?;
+    let name = match args.industry {
+        Some(name) => name,
+        None => choose_industry(&catalog).await?,
+    };
+    let industry = catalog.industry(&name)?;
+    let store = open_store(&settings).await?;
+    let rng_seed = args.rng_seed.unwrap_or_else(rand::random);
+    tracing::info!(
+        industry = %name,
+        count = args.count,
+        rng_seed,
+        database = %store.redacted_url(),
+        "seeding contacts"
+    );
+    let bar = progress_bar(args.count);
+    let report = crate::seed::seed(&store, industry, args.count, rng_seed, |inserted| {
+        bar.set_position(inserted)
+    })
+    .await;
+    bar.finish_and_clear();
+    let report = report?;
+    println!(
+        "inserted {} {name} contacts ({} generated) into the {} database at {} in {:.1}s; \
+         repeat with --rng-seed {rng_seed}",
+        report.inserted,
+        report.generated,
+        store.backend(),
+        store.redacted_url(),
+        report.elapsed.as_secs_f64(),
+    );
+    store.close().await;
+    Ok(())
+}
+
+/// A bar on stderr when it is a terminal, nothing otherwise (logs and pipes stay clean).
+fn progress_bar(count: u64) -> indicatif::ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(count);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} contacts ({per_sec})",
+    ) {
+        bar.set_style(style);
+    }
+    bar
+}
+
+/// Asks for an industry on a terminal, as the original app did; without one, an error that
+/// names `--industry` and lists the choices.
+async fn choose_industry(catalog: &Catalog) -> Result<String, CliError> {
+    let names: Vec<String> = catalog.names().into_iter().map(str::to_owned).collect();
+    if !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal()) {
+        return Err(CliError::MissingIndustry { valid: names });
+    }
+    // dialoguer blocks on the terminal; keep it off the runtime's worker threads.
+    tokio::task::spawn_blocking(move || {
+        let picked = dialoguer::Select::new()
+            .with_prompt("Industry to seed (or pass --industry NAME)")
+            .items(&names)
+            .default(0)
+            .interact_opt()
+            .map_err(|e| CliError::Prompt(e.to_string()))?;
+        picked
+            .and_then(|i| names.get(i).cloned())
+            .ok_or_else(|| CliError::Prompt("cancelled".into()))
+    })
+    .await
+    .map_err(|e| CliError::Prompt(e.to_string()))?
+}
+
+/// The scopes the install link asks for: the original sample app's.
+pub const HUBSPOT_SCOPES: &[&str] = &[
+    "crm.objects.contacts.read",
+    "crm.objects.contacts.write",
+    "crm.objects.companies.read",
+    "crm.objects.companies.write",
+    "crm.schemas.contacts.read",
+    "crm.schemas.contacts.write",
+    "crm.schemas.companies.read",
+    "crm.schemas.companies.write",
+];
+
+/// The HubSpot client the settings describe: a private-app client when
+/// `hubspot.access_token` is set; an OAuth client whose tokens live encrypted in the database
+/// when `hubspot.client_id` and `hubspot.client_secret` are set; `None` otherwise.
+pub fn hubspot_client_from_settings(
+    settings: &Settings,
+    store: &Store,
+    cipher: Arc<TokenCipher>,
+) -> Result<Option<HubSpotClient>, CliError> {
+    let mut config = ClientConfig::new(settings.hubspot_api_base_url()?);
+    config.requests_per_10s = settings.hubspot.requests_per_10s;
+    let auth = if let Some(token) = &settings.hubspot.access_token {
+        Auth::PrivateApp(token.clone())
+    } else if let (Some(client_id), Some(client_secret)) =
+        (&settings.hubspot.client_id, &settings.hubspot.client_secret)
+    {
+        let redirect_uri = settings
+            .public_url()?
+            .join("/oauth-callback")
+            .map_err(|e| ConfigError::Invalid {
+                key: "server.public_url".into(),
+                problem: e.to_string(),
+            })?;
+        Auth::OAuth {
+            app: OAuthApp {
+                client_id: client_id.clone(),
+                client_secret: client_secret.clone(),
+                authorize_url: settings.hubspot_authorize_url()?,
+                redirect_uri,
+                scopes: HUBSPOT_SCOPES.iter().map(|s| (*s).to_owned()).collect(),
+                optional_scopes: Vec::new(),
+            },
+            tokens: Arc::new(DbTokenStore::new(store.clone(), cipher)),
+        }
+    } else {
+        return Ok(None);
+    };
+    Ok(Some(HubSpotClient::new(config, auth)?))
+}
+
+/// Everything `crm-sync serve` runs, connected and bound but not yet serving, so that the
+/// caller can run the API and, next to it, the workers, and stop them together.
+pub struct Service {
+    /// The effective settings (pointing at the sandbox under `--sandbox`).
+    pub settings: Settings,
+    /// The API's shared state: store, API token, metrics registry.
+    pub state: AppState,
+    /// The HubSpot client, when the settings give credentials.
+    pub hubspot: Option<HubSpotClient>,
+    /// Seals and opens HubSpot tokens at rest, under `security.encryption_key` (configured,
+    /// or generated once into `data/`).
+    pub token_cipher: Arc<TokenCipher>,
+    /// The API's bound listener.
+    pub listener: TcpListener,
+    /// The in-process sandbox of `--sandbox`; stops when dropped.
+    pub sandbox: Option<SandboxHandle>,
+    token_origin: SecretOrigin,
+    token_file: PathBuf,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service")
+            .field("store", &self.state.store)
+            .field("listener", &self.listener.local_addr().ok())
+            .field("hubspot", &self.hubspot.is_some())
+            .field(
+                "sandbox",
+                &self.sandbox.as_ref().map(SandboxHandle::base_url),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl Service {
+    /// Loads the settings from `dir`, starts the sandbox under `--sandbox`, resolves the API
+    /// token and encryption key, connects and migrates, builds the HubSpot client and binds
+    /// `server.bind`.
+    pub async fn build(dir: &Path, args: &ServeArgs) -> Result<Service, CliError> {
+        let mut settings = Settings::load_from_process(dir)?;
+        let sandbox = if args.sandbox {
+            Some(start_demo_sandbox(&mut settings).await?)
+        } else {
+            None
+        };
+        let data = data_dir(dir);
+        let (token, token_origin) = resolve_api_token(&settings, &data)?;
+        let (key, _) = resolve_encryption_key(&settings, &data)?;
+        let previous: Vec<EncryptionKey> = previous_keys(&settings)?
+            .into_iter()
+            .map(EncryptionKey::from_bytes)
+            .collect();
+        let token_cipher = Arc::new(TokenCipher::new(&EncryptionKey::from_bytes(key), &previous));
+        let store = open_store(&settings).await?;
+        let state = AppState::new(store, token);
+        let hubspot = hubspot_client_from_settings(&settings, &state.store, token_cipher.clone())?;
+        if let Some(client) = &hubspot {
+            let client = client.clone();
+            state.metrics.register(Arc::new(move |out: &mut String| {
+                client.metrics().render_prometheus(out)
+            }));
+        }
+        let addr = settings.bind_addr()?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| CliError::Bind { addr, source })?;
+        Ok(Service {
+            settings,
+            state,
+            hubspot,
+            token_cipher,
+            listener,
+            sandbox,
+            token_origin,
+            token_file: data.join("api-token"),
+        })
+    }
+
+    /// The line printed at start: where the API listens and how to get its token.
+    pub fn start_line(&self) -> String {
+        let url = match self.listener.local_addr() {
+            Ok(addr) => format!("http://{addr}"),
+            Err(_) => self.settings.server.public_url.clone(),
+        };
+        let token = match self.token_origin {
+            SecretOrigin::Configured => "the configured api.token".to_owned(),
+            SecretOrigin::File | SecretOrigin::Generated => {
+                format!("the token in {}", self.token_file.display())
+            }
+        };
+        let backend = match self.state.store.backend() {
+            Backend::Sqlite => "SQLite",
+            Backend::Postgres => "PostgreSQL",
+        };
+        format!(
+            "crm-sync serving {url} (docs: {url}/api-docs) on {backend} at {}; \
+             send 'Authorization: Bearer <token>' with {token}",
+            self.state.store.redacted_url()
+        )
+    }
+}
+
+/// Starts the demo sandbox on a free loopback port and points the HubSpot settings at it.
+async fn start_demo_sandbox(settings: &mut Settings) -> Result<SandboxHandle, CliError> {
+    let args = SandboxArgs {
+        contacts: DEMO_SANDBOX_CONTACTS,
+        ..SandboxArgs::default()
+    };
+    let sandbox = Sandbox::start(args, SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await?;
+    let hubspot = &mut settings.hubspot;
+    hubspot.api_base_url = sandbox.base_url();
+    hubspot.authorize_url = sandbox.authorize_url();
+    hubspot.access_token = Some(Secret::new(sandbox.access_token()));
+    hubspot.client_id = Some(sandbox.client_id().to_owned());
+    hubspot.client_secret = Some(Secret::new(sandbox.client_secret()));
+    tracing::info!(
+        sandbox = %sandbox.base_url(),
+        contacts = DEMO_SANDBOX_CONTACTS,
+        "started an in-process HubSpot sandbox; the HubSpot client points at it with its \
+         private-app token"
+    );
+    Ok(sandbox)
+}
+
+/// `crm-sync serve`: builds the [`Service`], serves the API and runs the job workers and the
+/// scheduler next to it until SIGINT/SIGTERM, then stops the sandbox and closes the database.
+async fn serve(dir: &Path, args: &ServeArgs) -> Result<(), CliError> {
+    let service = Service::build(dir, args).await?;
+    println!("{}", service.start_line());
+    let schedules = Schedule::all_from(&service.settings)?;
+    let runner = runner_for(service.hubspot.clone());
+    let Service {
+        state,
+        listener,
+        sandbox,
+        ..
+    } = service;
+    let state = state.with_schedules(schedules.clone());
+    state
+        .metrics
+        .register(Arc::new(crate::jobs::metrics::render));
+    let config = WorkerConfig {
+        role: "serve".to_owned(),
+        ..WorkerConfig::default()
+    };
+    // Each side listens for the signal itself, so one SIGTERM stops both.
+    let (api, workers) = tokio::join!(
+        crate::api::serve(listener, state.clone(), crate::api::shutdown_signal()),
+        crate::jobs::run_workers(
+            state.store.clone(),
+            runner,
+            schedules,
+            config,
+            crate::jobs::worker::shutdown_signal(),
+        ),
+    );
+    if let Some(sandbox) = sandbox {
+        sandbox.shutdown().await?;
+    }
+    state.store.close().await;
+    api.map_err(CliError::Serve)?;
+    Ok(workers?)
+}
+
+/// `crm-sync sync push|pull`: enqueues with trigger `cli`; with `--wait`, follows the job and
+/// fails unless it succeeded.
+async fn sync(dir: &Path, args: SyncArgs) -> Result<(), CliError> {
+    let spec = args.spec()?;
+    let settings = Settings::load_from_process(dir)?;
+    let store = open_store(&settings).await?;
+    let mut out = std::io::stdout();
+    let outcome = crate::jobs::commands::sync(&store, spec, args.force, args.wait, &mut out).await;
+    store.close().await;
+    let outcome = outcome?;
+    match outcome.failure_message() {
+        Some(line) => Err(CliError::JobFailed(line)),
+        None => Ok(()),
+    }
+}
+
+/// `crm-sync jobs [ID]`.
+async fn jobs(dir: &Path, args: JobsArgs) -> Result<(), CliError> {
+    let settings = Settings::load_from_process(dir)?;
+    let store = open_store(&settings).await?;
+    let mut out = std::io::stdout();
+    let shown = crate::jobs::commands::jobs(&store, args.id.as_deref(), args.limit, &mut out).await;
+    store.close().await;
+    Ok(shown?)
+}
+
+/// `crm-sync worker`: the job workers and the schedulers until SIGINT/SIGTERM; running jobs
+/// stop at a page boundary and go back to the queue.
+async fn worker(dir: &Path) -> Result<(), CliError> {
+    let settings = Settings::load_from_process(dir)?;
+    let schedules = Schedule::all_from(&settings)?;
+    let store = open_store(&settings).await?;
+    let runner = job_runner(dir, &settings, &store)?;
+    tracing::info!(
+        database = %store.redacted_url(),
+        schedules = schedules.len(),
+        "crm-sync worker started"
+    );
+    let config = WorkerConfig {
+        role: "worker".to_owned(),
+        ..WorkerConfig::default()
+    };
+    let ran = crate::jobs::run_workers(
+        store.clone(),
+        runner,
+        schedules,
+        config,
+        crate::jobs::worker::shutdown_signal(),
+    )
+    .await;
+    store.close().await;
+    Ok(ran?)
+}
+
+/// The runner that workers hand jobs to: the sync engine, built from the settings (the same
+/// runner serves `serve` and `worker`).
+pub fn job_runner(
+    dir: &Path,
+    settings: &Settings,
+    store: &Store,
+) -> Result<Arc<dyn JobRunner>, CliError> {
+    let data = data_dir(dir);
+    let (key, _) = resolve_encryption_key(settings, &data)?;
+    let previous: Vec<EncryptionKey> = previous_keys(settings)?
+        .into_iter()
+        .map(EncryptionKey::from_bytes)
+        .collect();
+    let cipher = Arc::new(TokenCipher::new(&EncryptionKey::from_bytes(key), &previous));
+    Ok(runner_for(hubspot_client_from_settings(
+        settings, store, cipher,
+    )?))
+}
+
+/// The sync engine over `client`, or, with no HubSpot configured, a runner that fails each job
+/// at once saying how to configure it (rather than leaving jobs queued forever).
+fn runner_for(client: Option<HubSpotClient>) -> Arc<dyn JobRunner> {
+    match client {
+        Some(client) => Arc::new(SyncRunner::new(SyncContext::new(client))),
+        None => Arc::new(HubSpotNotConfigured),
+    }
+}
+
+/// Fails every job: no HubSpot account is configured.
+struct HubSpotNotConfigured;
+
+impl JobRunner for HubSpotNotConfigured {
+    fn run<'a>(
+        &'a self,
+        _job: &'a crate::jobs::model::Job,
+        _progress: &'a crate::jobs::runner::Progress,
+    ) -> crate::jobs::runner::BoxFuture<'a, Result<(), crate::jobs::runner::RunError>> {
+        Box::pin(async {
+            Err(crate::jobs::runner::RunError::Fatal(
+                "HubSpot is not configured: set hubspot.access_token (a private-app token), or \
+                 hubspot.client_id and hubspot.client_secret and install the app at /api/install"
+                    .to_owned(),
+            ))
+        })
+    }
+}

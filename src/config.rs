@@ -1,0 +1,746 @@
+//! Settings (INTERFACE §2): built-in defaults, `config/default.toml`, `config/local.toml`,
+//! `.env`, the sample app's `DATABASE_URL` / `CLIENT_ID` / `CLIENT_SECRET`, then
+//! `CRM_SYNC__<SECTION>__<KEY>` variables — later layers win.
+
+use crate::secret::{Secret, redact_url};
+use base64::Engine as _;
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use url::Url;
+
+/// Prefix of the service's own environment variables.
+const ENV_PREFIX: &str = "CRM_SYNC";
+
+/// Everything the service is configured with.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Where the local contacts and the job queue live.
+    pub database: DatabaseSettings,
+    /// The HTTP listener.
+    pub server: ServerSettings,
+    /// Access to the protected API.
+    #[serde(default)]
+    pub api: ApiSettings,
+    /// The HubSpot account and app.
+    pub hubspot: HubSpotSettings,
+    /// Keys for data at rest.
+    #[serde(default)]
+    pub security: SecuritySettings,
+    /// Recurring jobs.
+    #[serde(default)]
+    pub sync: SyncSettings,
+}
+
+/// `database.*`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `sqlite://...` or `postgres://...`; may hold a password, so never log it unredacted.
+    pub url: String,
+}
+
+/// `server.*`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Listen address.
+    pub bind: String,
+    /// Base for the OAuth redirect URI, webhook signatures and links.
+    pub public_url: String,
+}
+
+/// `api.*`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSettings {
+    /// Bearer token of the protected API; generated into `data/api-token` when absent.
+    pub token: Option<Secret>,
+}
+
+/// `hubspot.*`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubSpotSettings {
+    /// Every HubSpot API call, OAuth token calls included, goes here.
+    pub api_base_url: String,
+    /// Where the install link points.
+    pub authorize_url: String,
+    /// OAuth app id.
+    pub client_id: Option<String>,
+    /// OAuth app secret; also verifies webhook signatures.
+    pub client_secret: Option<Secret>,
+    /// A private-app token; when set, OAuth is not needed.
+    pub access_token: Option<Secret>,
+    /// Client-side budget for HubSpot's 10-second rolling limit.
+    pub requests_per_10s: u32,
+}
+
+/// `security.*`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecuritySettings {
+    /// Base64 of 32 bytes; generated into `data/encryption-key` when absent.
+    pub encryption_key: Option<Secret>,
+    /// Older keys that still open tokens written before a rotation (docs/security.md).
+    #[serde(default)]
+    pub previous_encryption_keys: Vec<Secret>,
+}
+
+/// `sync.*`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncSettings {
+    /// Recurring jobs; none by default.
+    #[serde(default)]
+    pub schedules: Vec<ScheduleConfig>,
+}
+
+/// One `[[sync.schedules]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleConfig {
+    /// Cron expression with a seconds field first, e.g. `0 */15 * * * *`.
+    pub cron: String,
+    /// `push` or `pull`.
+    pub direction: String,
+    /// A mode valid for the direction; the direction's default when absent.
+    pub mode: Option<String>,
+    /// Pull only what changed since the last successful pull; true by default for pulls.
+    pub incremental: Option<bool>,
+}
+
+/// A configuration problem, always naming the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A value is present but wrong.
+    #[error("invalid configuration: {key}: {problem}")]
+    Invalid {
+        /// Dotted key, e.g. `server.bind`.
+        key: String,
+        /// What is wrong and what would be right.
+        problem: String,
+    },
+    /// A file or variable could not be read or has an unknown key.
+    #[error("invalid configuration: {0}")]
+    Load(String),
+    /// A generated secret could not be read or written.
+    #[error("cannot {action} {path}: {source}")]
+    SecretFile {
+        /// What was attempted.
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+fn invalid(key: &str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_owned(),
+        problem: problem.into(),
+    }
+}
+
+/// Built-in defaults (INTERFACE §2).
+const DEFAULTS: &[(&str, &str)] = &[
+    ("database.url", "sqlite://data/crm-sync.db"),
+    ("server.bind", "127.0.0.1:3001"),
+    ("server.public_url", "http://localhost:3001"),
+    ("hubspot.api_base_url", "https://api.hubapi.com"),
+    (
+        "hubspot.authorize_url",
+        "https://app.hubspot.com/oauth/authorize",
+    ),
+];
+
+/// The sample app's variables and the keys they set.
+const COMPAT_VARS: &[(&str, &str)] = &[
+    ("DATABASE_URL", "database__url"),
+    ("CLIENT_ID", "hubspot__client_id"),
+    ("CLIENT_SECRET", "hubspot__client_secret"),
+];
+
+impl Settings {
+    /// Loads from `dir` (the working directory: `config/`, `.env`) and the process environment.
+    pub fn load_from_process(dir: &Path) -> Result<Self, ConfigError> {
+        load_dotenv(dir)?;
+        Self::load(dir, &std::env::vars().collect())
+    }
+
+    /// Loads from `dir`'s `config/` files and the given environment (hermetic for tests).
+    pub fn load(dir: &Path, env: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder();
+        for (key, value) in DEFAULTS {
+            builder = builder
+                .set_default(*key, *value)
+                .map_err(|e| ConfigError::Load(e.to_string()))?;
+        }
+        builder = builder
+            .set_default("hubspot.requests_per_10s", 100)
+            .map_err(|e| ConfigError::Load(e.to_string()))?;
+        for name in ["default", "local"] {
+            let path = dir.join("config").join(format!("{name}.toml"));
+            builder = builder.add_source(
+                config::File::from(path)
+                    .format(config::FileFormat::Toml)
+                    .required(false),
+            );
+        }
+        let compat: config::Map<String, String> = COMPAT_VARS
+            .iter()
+            .filter_map(|(var, key)| env.get(*var).map(|v| ((*key).to_owned(), v.clone())))
+            .collect();
+        builder = builder.add_source(
+            config::Environment::default()
+                .separator("__")
+                .source(Some(compat)),
+        );
+        let own: config::Map<String, String> = env
+            .iter()
+            .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(own)),
+        );
+        let raw = builder
+            .build()
+            .map_err(|e| ConfigError::Load(e.to_string()))?;
+        let settings: Settings = raw
+            .try_deserialize()
+            .map_err(|e| ConfigError::Load(e.to_string()))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks every value that can be checked without connecting anywhere.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.database_kind()?;
+        self.bind_addr()?;
+        self.public_url()?;
+        parse_url("hubspot.api_base_url", &self.hubspot.api_base_url)?;
+        parse_url("hubspot.authorize_url", &self.hubspot.authorize_url)?;
+        if self.hubspot.requests_per_10s == 0 {
+            return Err(invalid(
+                "hubspot.requests_per_10s",
+                "must be at least 1 (HubSpot allows 100 to 250 per 10 seconds)",
+            ));
+        }
+        if let Some(key) = &self.security.encryption_key {
+            decode_key(key)?;
+        }
+        for (i, key) in self.security.previous_encryption_keys.iter().enumerate() {
+            decode_key(key).map_err(|_| {
+                invalid(
+                    &format!("security.previous_encryption_keys[{i}]"),
+                    "must be base64 of 32 bytes",
+                )
+            })?;
+        }
+        for (i, schedule) in self.sync.schedules.iter().enumerate() {
+            schedule.validate(&format!("sync.schedules[{i}]"))?;
+        }
+        Ok(())
+    }
+
+    /// The database backend named by `database.url`.
+    pub fn database_kind(&self) -> Result<DatabaseKind, ConfigError> {
+        let url = &self.database.url;
+        let scheme = url.split(':').next().unwrap_or_default();
+        match scheme {
+            "sqlite" => Ok(DatabaseKind::Sqlite),
+            "postgres" | "postgresql" => {
+                Url::parse(url).map_err(|e| {
+                    invalid(
+                        "database.url",
+                        format!("cannot parse {}: {e}", redact_url(url)),
+                    )
+                })?;
+                Ok(DatabaseKind::Postgres)
+            }
+            _ if !url.contains(':') => Err(invalid(
+                "database.url",
+                format!("{url:?} is not a URL; expected sqlite://... or postgres://..."),
+            )),
+            other => Err(invalid(
+                "database.url",
+                format!("unknown scheme {other:?}; expected sqlite://... or postgres://..."),
+            )),
+        }
+    }
+
+    /// `server.bind` as a socket address.
+    pub fn bind_addr(&self) -> Result<SocketAddr, ConfigError> {
+        SocketAddr::from_str(&self.server.bind).map_err(|_| {
+            invalid(
+                "server.bind",
+                format!(
+                    "{:?} is not a socket address like 127.0.0.1:3001",
+                    self.server.bind
+                ),
+            )
+        })
+    }
+
+    /// `server.public_url` parsed.
+    pub fn public_url(&self) -> Result<Url, ConfigError> {
+        parse_url("server.public_url", &self.server.public_url)
+    }
+
+    /// `hubspot.api_base_url` parsed.
+    pub fn hubspot_api_base_url(&self) -> Result<Url, ConfigError> {
+        parse_url("hubspot.api_base_url", &self.hubspot.api_base_url)
+    }
+
+    /// `hubspot.authorize_url` parsed.
+    pub fn hubspot_authorize_url(&self) -> Result<Url, ConfigError> {
+        parse_url("hubspot.authorize_url", &self.hubspot.authorize_url)
+    }
+}
+
+/// Adds `dir/.env` (when present) to the process environment; a variable that is already set
+/// keeps its value. Idempotent, so the CLI can call it before logging starts (for `RUST_LOG`).
+pub fn load_dotenv(dir: &Path) -> Result<(), ConfigError> {
+    match dotenvy::from_path(dir.join(".env")) {
+        Ok(()) => Ok(()),
+        Err(e) if e.not_found() => Ok(()),
+        Err(e) => Err(ConfigError::Load(format!(".env: {e}"))),
+    }
+}
+
+/// The database backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatabaseKind {
+    /// Embedded SQLite file.
+    Sqlite,
+    /// PostgreSQL server.
+    Postgres,
+}
+
+impl ScheduleConfig {
+    fn validate(&self, key: &str) -> Result<(), ConfigError> {
+        cron::Schedule::from_str(&self.cron).map_err(|e| {
+            invalid(
+                &format!("{key}.cron"),
+                format!(
+                    "{:?} is not a cron expression (seconds first, e.g. \"0 */15 * * * *\"): {e}",
+                    self.cron
+                ),
+            )
+        })?;
+        let modes: &[&str] = match self.direction.as_str() {
+            "push" => &["link", "upsert"],
+            "pull" => &["upsert", "verbose"],
+            other => {
+                return Err(invalid(
+                    &format!("{key}.direction"),
+                    format!("{other:?} is neither \"push\" nor \"pull\""),
+                ));
+            }
+        };
+        if let Some(mode) = &self.mode
+            && !modes.contains(&mode.as_str())
+        {
+            return Err(invalid(
+                &format!("{key}.mode"),
+                format!(
+                    "{mode:?} is not a {} mode; use one of {}",
+                    self.direction,
+                    modes.join(", ")
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn parse_url(key: &str, value: &str) -> Result<Url, ConfigError> {
+    let url = Url::parse(value)
+        .map_err(|e| invalid(key, format!("cannot parse {}: {e}", redact_url(value))))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid(
+            key,
+            format!("scheme {:?} is not http or https", url.scheme()),
+        ));
+    }
+    Ok(url)
+}
+
+/// The key bytes of every `security.previous_encryption_keys` entry (validated at load).
+pub fn previous_keys(settings: &Settings) -> Result<Vec<[u8; 32]>, ConfigError> {
+    settings
+        .security
+        .previous_encryption_keys
+        .iter()
+        .map(decode_key)
+        .collect()
+}
+
+/// The 32 key bytes of a base64 `security.encryption_key`.
+pub fn decode_key(key: &Secret) -> Result<[u8; 32], ConfigError> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(key.expose().trim())
+        .map_err(|_| invalid("security.encryption_key", "is not valid base64"))?;
+    bytes.try_into().map_err(|b: Vec<u8>| {
+        invalid(
+            "security.encryption_key",
+            format!("must be 32 bytes of base64, found {} bytes", b.len()),
+        )
+    })
+}
+
+/// Whether a secret was read from its file or made just now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretOrigin {
+    /// From configuration.
+    Configured,
+    /// From the file in the data folder, made by an earlier start.
+    File,
+    /// Generated now and written to the data folder.
+    Generated,
+}
+
+/// The API token: configured, or generated once into `<data_dir>/api-token`.
+pub fn resolve_api_token(
+    settings: &Settings,
+    data_dir: &Path,
+) -> Result<(Secret, SecretOrigin), ConfigError> {
+    if let Some(token) = &settings.api.token {
+        return Ok((token.clone(), SecretOrigin::Configured));
+    }
+    let (token, origin) = read_or_create(&data_dir.join("api-token"), || random_token(32))?;
+    if origin == SecretOrigin::Generated {
+        // The token itself never goes to the logs (they are often shipped elsewhere); the
+        // file is readable only by its owner.
+        tracing::warn!(
+            file = %data_dir.join("api-token").display(),
+            "generated an API token into that file; send it as 'Authorization: Bearer <token>'. \
+             Set api.token (or CRM_SYNC__API__TOKEN) to choose your own for production"
+        );
+    }
+    Ok((token, origin))
+}
+
+/// The encryption key for tokens at rest: configured, or generated once into
+/// `<data_dir>/encryption-key`.
+pub fn resolve_encryption_key(
+    settings: &Settings,
+    data_dir: &Path,
+) -> Result<([u8; 32], SecretOrigin), ConfigError> {
+    if let Some(key) = &settings.security.encryption_key {
+        return Ok((decode_key(key)?, SecretOrigin::Configured));
+    }
+    let path = data_dir.join("encryption-key");
+    let (key, origin) = read_or_create(&path, || {
+        base64::engine::general_purpose::STANDARD.encode(random_bytes::<32>())
+    })?;
+    if origin == SecretOrigin::Generated {
+        tracing::warn!(
+            file = %path.display(),
+            "generated an encryption key for tokens at rest; keep that file, or set \
+             security.encryption_key (base64 of 32 bytes) for production"
+        );
+    }
+    Ok((decode_key(&key)?, origin))
+}
+
+fn read_or_create(
+    path: &Path,
+    make: impl FnOnce() -> String,
+) -> Result<(Secret, SecretOrigin), ConfigError> {
+    let read_err = |source| ConfigError::SecretFile {
+        action: "read",
+        path: path.to_owned(),
+        source,
+    };
+    if let Some(existing) = read_existing(path).map_err(read_err)? {
+        return Ok((existing, SecretOrigin::File));
+    }
+    let value = make();
+    // Written aside, then linked into place: the file appears whole or not at all, and when two
+    // processes start together the loser of the link reads the winner's value.
+    match publish(path, &value) {
+        Ok(()) => Ok((Secret::new(value), SecretOrigin::Generated)),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read_existing(path)
+            .map_err(read_err)?
+            .map(|s| (s, SecretOrigin::File))
+            .ok_or_else(|| {
+                read_err(std::io::Error::other(
+                    "another process created it empty; delete it and start again",
+                ))
+            }),
+        Err(source) => Err(ConfigError::SecretFile {
+            action: "write",
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+fn read_existing(path: &Path) -> std::io::Result<Option<Secret>> {
+    match std::fs::read_to_string(path) {
+        Ok(s) if !s.trim().is_empty() => Ok(Some(Secret::new(s.trim()))),
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn publish(path: &Path, value: &str) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("secret");
+    let aside = dir.join(format!(
+        ".{name}.{}.{}",
+        std::process::id(),
+        random_token(6)
+    ));
+    write_private(&aside, value)?;
+    let linked = std::fs::hard_link(&aside, path);
+    let _ = std::fs::remove_file(&aside);
+    linked
+}
+
+fn write_private(path: &Path, value: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(value.as_bytes())?;
+    file.write_all(b"\n")?;
+    file.sync_all()
+}
+
+fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    rand::fill(&mut bytes[..]);
+    bytes
+}
+
+fn random_token(len: usize) -> String {
+    let mut bytes = vec![0u8; len];
+    rand::fill(&mut bytes[..]);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn dir_with(local: Option<&str>) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        if let Some(text) = local {
+            std::fs::create_dir_all(dir.path().join("config")).expect("mkdir");
+            std::fs::write(dir.path().join("config/local.toml"), text).expect("write");
+        }
+        dir
+    }
+
+    fn error_of(local: Option<&str>, vars: &[(&str, &str)]) -> String {
+        let dir = dir_with(local);
+        Settings::load(dir.path(), &env(vars))
+            .expect_err("must be refused")
+            .to_string()
+    }
+
+    #[test]
+    fn defaults_match_the_interface() {
+        let dir = dir_with(None);
+        let s = Settings::load(dir.path(), &HashMap::new()).expect("defaults load");
+        assert_eq!(s.database.url, "sqlite://data/crm-sync.db");
+        assert_eq!(s.bind_addr().unwrap().to_string(), "127.0.0.1:3001");
+        assert_eq!(s.server.public_url, "http://localhost:3001");
+        assert_eq!(s.hubspot.api_base_url, "https://api.hubapi.com");
+        assert_eq!(
+            s.hubspot.authorize_url,
+            "https://app.hubspot.com/oauth/authorize"
+        );
+        assert_eq!(s.hubspot.requests_per_10s, 100);
+        assert!(s.api.token.is_none() && s.hubspot.access_token.is_none());
+        assert!(s.sync.schedules.is_empty());
+    }
+
+    #[test]
+    fn own_variables_win_over_compat_variables_which_win_over_files() {
+        let dir = dir_with(Some(
+            "[database]\nurl = \"sqlite://from-file.db\"\n[hubspot]\nclient_id = \"file-id\"\n",
+        ));
+        let s = Settings::load(
+            dir.path(),
+            &env(&[
+                ("DATABASE_URL", "sqlite://compat.db"),
+                ("CLIENT_ID", "compat-id"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.database.url, "sqlite://compat.db");
+        assert_eq!(s.hubspot.client_id.as_deref(), Some("compat-id"));
+        let s = Settings::load(
+            dir.path(),
+            &env(&[
+                ("DATABASE_URL", "sqlite://compat.db"),
+                ("CRM_SYNC__DATABASE__URL", "sqlite://own.db"),
+                ("CLIENT_SECRET", "compat-secret"),
+                ("CRM_SYNC__HUBSPOT__REQUESTS_PER_10S", "190"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.database.url, "sqlite://own.db");
+        assert_eq!(
+            s.hubspot.client_secret.as_ref().map(Secret::expose),
+            Some("compat-secret")
+        );
+        assert_eq!(s.hubspot.requests_per_10s, 190);
+    }
+
+    #[test]
+    fn numeric_client_ids_stay_strings() {
+        let dir = dir_with(None);
+        let s = Settings::load(
+            dir.path(),
+            &env(&[("CRM_SYNC__HUBSPOT__CLIENT_ID", "12345")]),
+        )
+        .unwrap();
+        assert_eq!(s.hubspot.client_id.as_deref(), Some("12345"));
+    }
+
+    #[test]
+    fn an_unknown_key_in_a_file_is_named() {
+        let e = error_of(Some("[server]\nbindd = \"1.2.3.4:1\"\n"), &[]);
+        assert!(e.contains("bindd"), "{e}");
+        let e = error_of(Some("[serverr]\nbind = \"1.2.3.4:1\"\n"), &[]);
+        assert!(e.contains("serverr"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let e = error_of(None, &[("CRM_SYNC__DATABASE__URL", "mysql://x@h/db")]);
+        assert!(e.contains("database.url") && e.contains("mysql"), "{e}");
+        let e = error_of(None, &[("DATABASE_URL", "not a url")]);
+        assert!(e.contains("database.url"), "{e}");
+        let e = error_of(None, &[("CRM_SYNC__SERVER__BIND", "localhost")]);
+        assert!(e.contains("server.bind"), "{e}");
+        let e = error_of(None, &[("CRM_SYNC__SERVER__PUBLIC_URL", "::nope")]);
+        assert!(e.contains("server.public_url"), "{e}");
+        let e = error_of(None, &[("CRM_SYNC__HUBSPOT__REQUESTS_PER_10S", "0")]);
+        assert!(e.contains("hubspot.requests_per_10s"), "{e}");
+        let e = error_of(None, &[("CRM_SYNC__SECURITY__ENCRYPTION_KEY", "c2hvcnQ=")]);
+        assert!(e.contains("security.encryption_key"), "{e}");
+    }
+
+    #[test]
+    fn postgres_passwords_never_reach_the_message() {
+        let e = error_of(
+            None,
+            &[("DATABASE_URL", "postgres://u:hunter2@h:notaport/db")],
+        );
+        assert!(e.contains("database.url") && !e.contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn schedules_are_checked() {
+        let ok = "[[sync.schedules]]\ncron = \"0 */15 * * * *\"\ndirection = \"pull\"\nincremental = true\n";
+        let dir = dir_with(Some(ok));
+        let s = Settings::load(dir.path(), &HashMap::new()).unwrap();
+        assert_eq!(s.sync.schedules.len(), 1);
+        let e = error_of(
+            Some("[[sync.schedules]]\ncron = \"every minute\"\ndirection = \"pull\"\n"),
+            &[],
+        );
+        assert!(e.contains("sync.schedules[0].cron"), "{e}");
+        let e = error_of(
+            Some(
+                "[[sync.schedules]]\ncron = \"0 * * * * *\"\ndirection = \"push\"\nmode = \"verbose\"\n",
+            ),
+            &[],
+        );
+        assert!(e.contains("sync.schedules[0].mode"), "{e}");
+        let e = error_of(
+            Some("[[sync.schedules]]\ncron = \"0 * * * * *\"\ndirection = \"sideways\"\n"),
+            &[],
+        );
+        assert!(e.contains("sync.schedules[0].direction"), "{e}");
+    }
+
+    #[test]
+    fn generated_secrets_are_kept_in_the_data_folder() {
+        let dir = dir_with(None);
+        let s = Settings::load(dir.path(), &HashMap::new()).unwrap();
+        let data = dir.path().join("data");
+        let (first, origin) = resolve_api_token(&s, &data).unwrap();
+        assert_eq!(origin, SecretOrigin::Generated);
+        let (again, origin) = resolve_api_token(&s, &data).unwrap();
+        assert_eq!(origin, SecretOrigin::File);
+        assert_eq!(first.expose(), again.expose());
+        assert!(first.expose().len() >= 32);
+        let (key, origin) = resolve_encryption_key(&s, &data).unwrap();
+        assert_eq!(origin, SecretOrigin::Generated);
+        assert_eq!(resolve_encryption_key(&s, &data).unwrap().0, key);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(data.join("api-token"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o077, 0, "only the owner may read the token");
+        }
+    }
+
+    #[test]
+    fn processes_starting_together_agree_on_one_generated_token() {
+        for _ in 0..20 {
+            let dir = dir_with(None);
+            let s = Settings::load(dir.path(), &HashMap::new()).unwrap();
+            let data = dir.path().join("data");
+            let tokens: Vec<String> = std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..8)
+                    .map(|_| scope.spawn(|| resolve_api_token(&s, &data).map(|t| t.0)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap().unwrap().expose().to_owned())
+                    .collect()
+            });
+            assert!(tokens.iter().all(|t| t == &tokens[0]), "{tokens:?}");
+            let leftovers = std::fs::read_dir(&data).unwrap().count();
+            assert_eq!(leftovers, 1, "only the token file remains");
+        }
+    }
+
+    #[test]
+    fn a_configured_token_is_used_as_is() {
+        let dir = dir_with(None);
+        let s = Settings::load(dir.path(), &env(&[("CRM_SYNC__API__TOKEN", "my-token")])).unwrap();
+        let (token, origin) = resolve_api_token(&s, &dir.path().join("data")).unwrap();
+        assert_eq!(
+            (token.expose(), origin),
+            ("my-token", SecretOrigin::Configured)
+        );
+        assert!(!dir.path().join("data/api-token").exists());
+    }
+}

@@ -1,0 +1,775 @@
+//! Pull's writes: one page of HubSpot contacts into `contacts`, set-based, inside the page's
+//! transaction; and the incremental pull's bookmark in `sync_state`.
+//!
+//! # How a page is written
+//!
+//! A handful of statements per page, never one per contact:
+//!
+//! 1. one `SELECT` finds the local rows that hold one of the page's HubSpot ids or emails;
+//! 2. the page is classified in memory ([`classify`]): a contact whose `hs_object_id` a row
+//!    holds is `unchanged` (even when its email changed in HubSpot: the link stays); one whose
+//!    email a row without HubSpot id holds is linked to that row; one whose email a row linked
+//!    to another HubSpot contact holds fails (unless HubSpot merged that contact into this one,
+//!    then the row follows the merge); the rest are created;
+//! 3. the writes, by mode:
+//!    - `upsert`: one `INSERT … ON CONFLICT (email) DO UPDATE SET hs_object_id` for every
+//!      contact with an email, one `INSERT … ON CONFLICT DO NOTHING` for those without;
+//!    - `verbose`: one `INSERT … ON CONFLICT DO NOTHING` for every new contact, one `UPDATE`
+//!      for every link.
+//!
+//! Every write re-checks what the classification assumed (the upsert only links a row that
+//! still has no HubSpot id, the update only a row whose email and id are still as read, the
+//! inserts skip any unique clash). A contact whose write did not take — a concurrent insert of
+//! the same email, a concurrent link — is classified again against the rows as they are now,
+//! a few rounds at most; so a race ends as the right outcome, not as an error or a duplicate.
+//!
+//! Pull never changes a row's own fields (email, names): it only sets `hs_object_id`. Rows it
+//! creates start with `pushed_version = local_version` (they came from HubSpot, so there is
+//! nothing to push), and a row it links from "no HubSpot id" gets `pushed_version =
+//! local_version` too: linking is not a local change, exactly as push's `link` mode leaves the
+//! HubSpot side alone. A row re-linked after a HubSpot merge keeps its `pushed_version`, so a
+//! local change still waiting to be pushed is pushed to the surviving contact.
+
+use super::jobs::Tx;
+use super::time::DbTime;
+use super::{Store, StoreError, on_pool};
+use crate::ids::{ContactId, HsObjectId};
+use crate::jobs::model::{PullCounts, PullMode, PullOutcome, RecordError};
+use chrono::{DateTime, SecondsFormat, Utc};
+use sqlx::types::Json;
+use std::collections::{HashMap, HashSet};
+
+/// How many times a contact whose write raced a concurrent change is classified again before
+/// it is reported as failed.
+const MAX_ROUNDS: usize = 3;
+
+/// The `sync_state` key of the incremental pull's bookmark.
+const BOOKMARK_KEY: &str = "pull.contacts.bookmark";
+
+/// Serialises pull page writes on PostgreSQL (a full pull and targeted pulls of the same
+/// contacts could otherwise clash on the `hs_object_id` unique index). The value is "crmpull".
+const PG_PULL_LOCK: i64 = 0x0063_726d_7075_6c6c;
+
+/// One HubSpot contact, checked and normalised, ready to be written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PulledContact {
+    /// The HubSpot record id.
+    pub hs_object_id: HsObjectId,
+    /// Trimmed and lower-cased; `None` when HubSpot has none.
+    pub email: Option<String>,
+    /// `firstname`.
+    pub first_name: Option<String>,
+    /// `lastname`.
+    pub last_name: Option<String>,
+    /// `hs_merged_object_ids`: contacts HubSpot merged into this one.
+    pub merged_ids: Vec<HsObjectId>,
+}
+
+/// What writing one page did: this page's counts (not cumulative) and failed records.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PageWrite {
+    /// Counts of this page alone.
+    pub counts: PullCounts,
+    /// One entry per failed record.
+    pub errors: Vec<RecordError>,
+}
+
+/// A local row as the classification sees it.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct LocalRow {
+    /// Local id.
+    pub id: ContactId,
+    /// Stored (normalised) email.
+    pub email: Option<String>,
+    /// The HubSpot id it is linked to.
+    pub hs_object_id: Option<HsObjectId>,
+}
+
+/// What to do with one pulled contact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// A row holds its HubSpot id already (or it repeats an earlier contact of the page).
+    Unchanged,
+    /// No row matches: insert one.
+    Create,
+    /// The row with its email gets its HubSpot id.
+    Link {
+        /// The row.
+        row: ContactId,
+        /// The HubSpot id the row holds now: `None`, or the id of a contact HubSpot merged
+        /// into this one.
+        previous: Option<HsObjectId>,
+    },
+    /// Cannot be written.
+    Fail {
+        /// The local row in the way, if any.
+        row: Option<ContactId>,
+        /// Why, for the job's error list.
+        reason: String,
+    },
+}
+
+/// Decides, for each contact of a page, what to write, given the local rows that hold one of
+/// the page's HubSpot ids or emails. Pure: the rules of INTERFACE §4.4 in one place.
+pub fn classify(records: &[&PulledContact], rows: &[LocalRow]) -> Vec<Plan> {
+    let by_hs: HashMap<&str, &LocalRow> = rows
+        .iter()
+        .filter_map(|r| r.hs_object_id.as_ref().map(|h| (h.0.as_str(), r)))
+        .collect();
+    let by_email: HashMap<&str, &LocalRow> = rows
+        .iter()
+        .filter_map(|r| r.email.as_deref().map(|e| (e, r)))
+        .collect();
+    let page_ids: HashSet<&str> = records.iter().map(|r| r.hs_object_id.0.as_str()).collect();
+    let mut seen_ids: HashSet<&str> = HashSet::new();
+    // Emails some earlier contact of this page creates or links, with that contact's id.
+    let mut claimed: HashMap<&str, &HsObjectId> = HashMap::new();
+    records
+        .iter()
+        .map(|record| {
+            let id = record.hs_object_id.0.as_str();
+            if !seen_ids.insert(id) || by_hs.contains_key(id) {
+                return Plan::Unchanged;
+            }
+            let Some(email) = record.email.as_deref() else {
+                return Plan::Create;
+            };
+            if let Some(other) = claimed.get(email) {
+                return Plan::Fail {
+                    row: None,
+                    reason: format!(
+                        "HubSpot contact {other} in the same page has the same email; only one \
+                         HubSpot contact can own a local email"
+                    ),
+                };
+            }
+            let plan = match by_email.get(email) {
+                None => Plan::Create,
+                Some(row) => match &row.hs_object_id {
+                    None => Plan::Link {
+                        row: row.id,
+                        previous: None,
+                    },
+                    Some(linked)
+                        if record.merged_ids.contains(linked)
+                            && !page_ids.contains(linked.0.as_str()) =>
+                    {
+                        Plan::Link {
+                            row: row.id,
+                            previous: Some(linked.clone()),
+                        }
+                    }
+                    Some(linked) => Plan::Fail {
+                        row: Some(row.id),
+                        reason: format!(
+                            "the email is already used by local contact {}, which is linked to \
+                             HubSpot contact {linked}; a link is never moved by pull",
+                            row.id
+                        ),
+                    },
+                },
+            };
+            if !matches!(plan, Plan::Fail { .. }) {
+                claimed.insert(email, &record.hs_object_id);
+            }
+            plan
+        })
+        .collect()
+}
+
+/// The final outcome of one contact of a page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Outcome {
+    Created {
+        with_email: bool,
+    },
+    Linked,
+    Unchanged,
+    Failed {
+        row: Option<ContactId>,
+        reason: String,
+    },
+}
+
+/// A row an insert, upsert or update wrote.
+#[derive(Debug, sqlx::FromRow)]
+struct Written {
+    id: ContactId,
+    hs_object_id: HsObjectId,
+    /// PostgreSQL's upsert says whether it inserted (`xmax = 0`); elsewhere unused.
+    inserted: bool,
+}
+
+impl Tx {
+    /// Writes one page of pulled contacts in this transaction (see the module docs) and says
+    /// what became of each. Contacts that cannot be written are counted as failed with a
+    /// reason; only database failures are errors.
+    pub async fn write_pull_page(
+        &mut self,
+        mode: PullMode,
+        records: &[PulledContact],
+    ) -> Result<PageWrite, StoreError> {
+        if let Some(c) = self.postgres() {
+            // One writer of pulled rows at a time. The page's commit need not wait for the
+            // disk: if the server crashes before it is flushed, the page and its checkpoint
+            // are lost together and the resumed job writes the page again; the job's final
+            // status is a synchronous commit later in the same log, which flushes this one.
+            const SQL: &str = "SELECT set_config('synchronous_commit', 'off', true), \
+                 pg_advisory_xact_lock($1)";
+            sqlx::query(SQL).bind(PG_PULL_LOCK).execute(&mut *c).await?;
+        }
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; records.len()];
+        let mut pending: Vec<usize> = (0..records.len()).collect();
+        for _ in 0..MAX_ROUNDS {
+            if pending.is_empty() {
+                break;
+            }
+            pending = self
+                .write_round(mode, records, &pending, &mut outcomes)
+                .await?;
+        }
+        for i in pending {
+            outcomes[i] = Some(Outcome::Failed {
+                row: None,
+                reason: "the matching local rows kept changing while this contact was written; \
+                         the next pull will retry it"
+                    .to_owned(),
+            });
+        }
+        Ok(tally(mode, records, outcomes))
+    }
+
+    /// One round: classify `pending` against the rows as they are now, write, and return the
+    /// contacts whose write did not take.
+    async fn write_round(
+        &mut self,
+        mode: PullMode,
+        records: &[PulledContact],
+        pending: &[usize],
+        outcomes: &mut [Option<Outcome>],
+    ) -> Result<Vec<usize>, StoreError> {
+        let batch: Vec<&PulledContact> = pending.iter().map(|&i| &records[i]).collect();
+        let rows = self.matching_rows(&batch).await?;
+        let plans = classify(&batch, &rows);
+        let mut creates_with_email = Vec::new();
+        let mut creates_without_email = Vec::new();
+        let mut links: Vec<(usize, ContactId, Option<HsObjectId>)> = Vec::new();
+        for (&i, plan) in pending.iter().zip(plans) {
+            match plan {
+                Plan::Unchanged => outcomes[i] = Some(Outcome::Unchanged),
+                Plan::Fail { row, reason } => outcomes[i] = Some(Outcome::Failed { row, reason }),
+                Plan::Create if records[i].email.is_some() => creates_with_email.push(i),
+                Plan::Create => creates_without_email.push(i),
+                Plan::Link { row, previous } => links.push((i, row, previous)),
+            }
+        }
+        let mut retry = Vec::new();
+        match mode {
+            PullMode::Upsert => {
+                let mut upserts = creates_with_email;
+                upserts.extend(links.iter().map(|(i, _, _)| *i));
+                let relinks: Vec<ContactId> = links
+                    .iter()
+                    .filter(|(_, _, previous)| previous.is_some())
+                    .map(|(_, row, _)| *row)
+                    .collect();
+                // PostgreSQL says which rows its upsert inserted; on SQLite, whose writer holds
+                // the database alone, a row that was not among the matches is a new one.
+                let on_sqlite = self.sqlite().is_some();
+                let existing: HashSet<ContactId> = rows.iter().map(|r| r.id).collect();
+                let written = self.upsert_by_email(records, &upserts, &relinks).await?;
+                for i in upserts {
+                    let Some(w) = written.get(&records[i].hs_object_id) else {
+                        retry.push(i);
+                        continue;
+                    };
+                    let inserted = if on_sqlite {
+                        !existing.contains(&w.id)
+                    } else {
+                        w.inserted
+                    };
+                    outcomes[i] = Some(if inserted {
+                        Outcome::Created { with_email: true }
+                    } else {
+                        Outcome::Linked
+                    });
+                }
+                let written = self.insert_new(records, &creates_without_email).await?;
+                for i in creates_without_email {
+                    if written.contains_key(&records[i].hs_object_id) {
+                        outcomes[i] = Some(Outcome::Created { with_email: false });
+                    } else {
+                        retry.push(i);
+                    }
+                }
+            }
+            PullMode::Verbose => {
+                let mut creates = creates_with_email;
+                creates.extend(creates_without_email);
+                let written = self.insert_new(records, &creates).await?;
+                for i in creates {
+                    if written.contains_key(&records[i].hs_object_id) {
+                        let with_email = records[i].email.is_some();
+                        outcomes[i] = Some(Outcome::Created { with_email });
+                    } else {
+                        // Most likely its email was inserted meanwhile: the next round links it.
+                        retry.push(i);
+                    }
+                }
+                let written = self.link_rows(records, &links).await?;
+                for (i, _, _) in links {
+                    if written.contains_key(&records[i].hs_object_id) {
+                        outcomes[i] = Some(Outcome::Linked);
+                    } else {
+                        retry.push(i);
+                    }
+                }
+            }
+        }
+        Ok(retry)
+    }
+
+    /// The rows that hold one of the contacts' HubSpot ids or emails.
+    async fn matching_rows(
+        &mut self,
+        batch: &[&PulledContact],
+    ) -> Result<Vec<LocalRow>, StoreError> {
+        let ids: Vec<&str> = batch.iter().map(|r| r.hs_object_id.0.as_str()).collect();
+        let emails: Vec<&str> = batch.iter().filter_map(|r| r.email.as_deref()).collect();
+        if let Some(c) = self.postgres() {
+            const SQL: &str = "SELECT id, email, hs_object_id FROM contacts \
+                 WHERE hs_object_id = ANY($1) OR email = ANY($2)";
+            Ok(sqlx::query_as(SQL)
+                .bind(&ids)
+                .bind(&emails)
+                .fetch_all(c)
+                .await?)
+        } else if let Some(c) = self.sqlite() {
+            // Two indexed lookups; SQLite plans an OR of IN-subqueries as a scan.
+            const SQL: &str = "\
+                SELECT id, email, hs_object_id FROM contacts \
+                 WHERE hs_object_id IN (SELECT value FROM json_each($1)) \
+                UNION \
+                SELECT id, email, hs_object_id FROM contacts \
+                 WHERE email IN (SELECT value FROM json_each($2))";
+            Ok(sqlx::query_as(SQL)
+                .bind(Json(&ids))
+                .bind(Json(&emails))
+                .fetch_all(c)
+                .await?)
+        } else {
+            Ok(Vec::new())
+        }
+    }
+
+    /// Upsert by email: inserts the new contacts, and gives the existing row of each email its
+    /// HubSpot id — only a row that has none, or one in `relinks` (after a HubSpot merge).
+    async fn upsert_by_email(
+        &mut self,
+        records: &[PulledContact],
+        which: &[usize],
+        relinks: &[ContactId],
+    ) -> Result<HashMap<HsObjectId, Written>, StoreError> {
+        if which.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let relinks: Vec<i64> = relinks.iter().map(|r| r.0).collect();
+        let rows: Vec<Written> = if let Some(c) = self.postgres() {
+            const SQL: &str = "
+                INSERT INTO contacts AS c
+                       (email, first_name, last_name, hs_object_id, local_version, pushed_version)
+                SELECT t.email, t.first_name, t.last_name, t.hs, 1, 1
+                  FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[])
+                       WITH ORDINALITY AS t(email, first_name, last_name, hs, n)
+                 ORDER BY t.n
+                ON CONFLICT (email) DO UPDATE
+                   SET hs_object_id = excluded.hs_object_id,
+                       pushed_version = CASE WHEN c.hs_object_id IS NULL
+                                             THEN c.local_version ELSE c.pushed_version END
+                 WHERE c.hs_object_id IS NULL OR c.id = ANY($5)
+                RETURNING c.id, c.hs_object_id, (c.xmax = 0) AS inserted";
+            let cols = Columns::of(records, which);
+            sqlx::query_as(SQL)
+                .bind(&cols.emails)
+                .bind(&cols.first_names)
+                .bind(&cols.last_names)
+                .bind(&cols.ids)
+                .bind(&relinks)
+                .fetch_all(c)
+                .await?
+        } else if let Some(c) = self.sqlite() {
+            const SQL: &str = "
+                INSERT INTO contacts
+                       (email, first_name, last_name, hs_object_id, local_version, pushed_version)
+                SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
+                       json_extract(value, '$[2]'), json_extract(value, '$[3]'), 1, 1
+                  FROM json_each($1)
+                 WHERE true
+                 ORDER BY key
+                ON CONFLICT (email) DO UPDATE
+                   SET hs_object_id = excluded.hs_object_id,
+                       pushed_version = CASE WHEN contacts.hs_object_id IS NULL
+                                             THEN contacts.local_version
+                                             ELSE contacts.pushed_version END
+                 WHERE contacts.hs_object_id IS NULL
+                    OR contacts.id IN (SELECT value FROM json_each($2))
+                RETURNING id, hs_object_id, false AS inserted";
+            sqlx::query_as(SQL)
+                .bind(Json(json_rows(records, which)))
+                .bind(Json(&relinks))
+                .fetch_all(c)
+                .await?
+        } else {
+            Vec::new()
+        };
+        Ok(by_hs_id(rows))
+    }
+
+    /// Inserts new rows; any unique clash (email or HubSpot id taken meanwhile) skips the row.
+    async fn insert_new(
+        &mut self,
+        records: &[PulledContact],
+        which: &[usize],
+    ) -> Result<HashMap<HsObjectId, Written>, StoreError> {
+        if which.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let rows: Vec<Written> = if let Some(c) = self.postgres() {
+            const SQL: &str = "
+                INSERT INTO contacts
+                       (email, first_name, last_name, hs_object_id, local_version, pushed_version)
+                SELECT t.email, t.first_name, t.last_name, t.hs, 1, 1
+                  FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[])
+                       WITH ORDINALITY AS t(email, first_name, last_name, hs, n)
+                 ORDER BY t.n
+                ON CONFLICT DO NOTHING
+                RETURNING id, hs_object_id, true AS inserted";
+            let cols = Columns::of(records, which);
+            sqlx::query_as(SQL)
+                .bind(&cols.emails)
+                .bind(&cols.first_names)
+                .bind(&cols.last_names)
+                .bind(&cols.ids)
+                .fetch_all(c)
+                .await?
+        } else if let Some(c) = self.sqlite() {
+            const SQL: &str = "
+                INSERT INTO contacts
+                       (email, first_name, last_name, hs_object_id, local_version, pushed_version)
+                SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),
+                       json_extract(value, '$[2]'), json_extract(value, '$[3]'), 1, 1
+                  FROM json_each($1)
+                 WHERE true
+                 ORDER BY key
+                ON CONFLICT DO NOTHING
+                RETURNING id, hs_object_id, true AS inserted";
+            sqlx::query_as(SQL)
+                .bind(Json(json_rows(records, which)))
+                .fetch_all(c)
+                .await?
+        } else {
+            Vec::new()
+        };
+        Ok(by_hs_id(rows))
+    }
+
+    /// Gives rows their HubSpot id, each only while its email and current HubSpot id are
+    /// still the ones the classification saw.
+    async fn link_rows(
+        &mut self,
+        records: &[PulledContact],
+        links: &[(usize, ContactId, Option<HsObjectId>)],
+    ) -> Result<HashMap<HsObjectId, Written>, StoreError> {
+        if links.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let rows: Vec<Written> = if let Some(c) = self.postgres() {
+            const SQL: &str = "
+                UPDATE contacts AS c
+                   SET hs_object_id = u.hs,
+                       pushed_version = CASE WHEN c.hs_object_id IS NULL
+                                             THEN c.local_version ELSE c.pushed_version END
+                  FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[])
+                       AS u(id, hs, email, previous)
+                 WHERE c.id = u.id
+                   AND c.email = u.email
+                   AND c.hs_object_id IS NOT DISTINCT FROM u.previous
+                RETURNING c.id, c.hs_object_id, false AS inserted";
+            let row_ids: Vec<i64> = links.iter().map(|(_, row, _)| row.0).collect();
+            let hs: Vec<&str> = links
+                .iter()
+                .map(|(i, _, _)| records[*i].hs_object_id.0.as_str())
+                .collect();
+            let emails: Vec<Option<&str>> = links
+                .iter()
+                .map(|(i, _, _)| records[*i].email.as_deref())
+                .collect();
+            let previous: Vec<Option<&str>> = links
+                .iter()
+                .map(|(_, _, p)| p.as_ref().map(|p| p.0.as_str()))
+                .collect();
+            sqlx::query_as(SQL)
+                .bind(&row_ids)
+                .bind(&hs)
+                .bind(&emails)
+                .bind(&previous)
+                .fetch_all(c)
+                .await?
+        } else if let Some(c) = self.sqlite() {
+            const SQL: &str = "
+                UPDATE contacts
+                   SET hs_object_id = json_extract(u.value, '$[1]'),
+                       pushed_version = CASE WHEN contacts.hs_object_id IS NULL
+                                             THEN contacts.local_version
+                                             ELSE contacts.pushed_version END
+                  FROM json_each($1) AS u
+                 WHERE contacts.id = json_extract(u.value, '$[0]')
+                   AND contacts.email = json_extract(u.value, '$[2]')
+                   AND contacts.hs_object_id IS json_extract(u.value, '$[3]')
+                RETURNING id, hs_object_id, false AS inserted";
+            let input: Vec<(i64, &str, Option<&str>, Option<&str>)> = links
+                .iter()
+                .map(|(i, row, previous)| {
+                    (
+                        row.0,
+                        records[*i].hs_object_id.0.as_str(),
+                        records[*i].email.as_deref(),
+                        previous.as_ref().map(|p| p.0.as_str()),
+                    )
+                })
+                .collect();
+            sqlx::query_as(SQL).bind(Json(input)).fetch_all(c).await?
+        } else {
+            Vec::new()
+        };
+        Ok(by_hs_id(rows))
+    }
+
+    /// Records, in this transaction, that every HubSpot change before `at` has been pulled.
+    pub async fn set_pull_bookmark(&mut self, at: DateTime<Utc>) -> Result<(), StoreError> {
+        const SQL: &str = "INSERT INTO sync_state (key, value, updated_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at";
+        let value = at.to_rfc3339_opts(SecondsFormat::Millis, true);
+        if let Some(c) = self.postgres() {
+            sqlx::query(SQL)
+                .bind(BOOKMARK_KEY)
+                .bind(&value)
+                .bind(DbTime(Utc::now()))
+                .execute(c)
+                .await?;
+        } else if let Some(c) = self.sqlite() {
+            sqlx::query(SQL)
+                .bind(BOOKMARK_KEY)
+                .bind(&value)
+                .bind(DbTime(Utc::now()))
+                .execute(c)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+impl Store {
+    /// The incremental pull's bookmark: every HubSpot change before it has been pulled.
+    /// `None` until a pull has succeeded.
+    pub async fn pull_bookmark(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        const SQL: &str = "SELECT value FROM sync_state WHERE key = $1";
+        let value: Option<String> = on_pool!(self, pool => {
+            sqlx::query_scalar(SQL).bind(BOOKMARK_KEY).fetch_optional(pool).await?
+        });
+        value
+            .map(|v| {
+                DateTime::parse_from_rfc3339(&v)
+                    .map(|t| t.with_timezone(&Utc))
+                    .map_err(|e| {
+                        StoreError::InvalidData(format!("sync_state {BOOKMARK_KEY} {v:?}: {e}"))
+                    })
+            })
+            .transpose()
+    }
+
+    /// Forgets the bookmark, so that the next incremental pull reads everything.
+    pub async fn clear_pull_bookmark(&self) -> Result<(), StoreError> {
+        const SQL: &str = "DELETE FROM sync_state WHERE key = $1";
+        on_pool!(self, pool => sqlx::query(SQL).bind(BOOKMARK_KEY).execute(pool).await.map(drop))?;
+        Ok(())
+    }
+}
+
+/// The page's columns for PostgreSQL's `UNNEST`.
+struct Columns<'a> {
+    emails: Vec<Option<&'a str>>,
+    first_names: Vec<Option<&'a str>>,
+    last_names: Vec<Option<&'a str>>,
+    ids: Vec<&'a str>,
+}
+
+impl<'a> Columns<'a> {
+    fn of(records: &'a [PulledContact], which: &[usize]) -> Self {
+        let picked = || which.iter().map(|&i| &records[i]);
+        Self {
+            emails: picked().map(|r| r.email.as_deref()).collect(),
+            first_names: picked().map(|r| r.first_name.as_deref()).collect(),
+            last_names: picked().map(|r| r.last_name.as_deref()).collect(),
+            ids: picked().map(|r| r.hs_object_id.0.as_str()).collect(),
+        }
+    }
+}
+
+/// The page's rows for SQLite's `json_each`: `[email, first, last, hs_object_id]`.
+type JsonRow<'a> = (Option<&'a str>, Option<&'a str>, Option<&'a str>, &'a str);
+
+fn json_rows<'a>(records: &'a [PulledContact], which: &[usize]) -> Vec<JsonRow<'a>> {
+    which
+        .iter()
+        .map(|&i| {
+            let r = &records[i];
+            (
+                r.email.as_deref(),
+                r.first_name.as_deref(),
+                r.last_name.as_deref(),
+                r.hs_object_id.0.as_str(),
+            )
+        })
+        .collect()
+}
+
+fn by_hs_id(rows: Vec<Written>) -> HashMap<HsObjectId, Written> {
+    rows.into_iter()
+        .map(|w| (w.hs_object_id.clone(), w))
+        .collect()
+}
+
+/// Turns outcomes into the page's counts and error entries.
+fn tally(mode: PullMode, records: &[PulledContact], outcomes: Vec<Option<Outcome>>) -> PageWrite {
+    let mut page = PageWrite::default();
+    for (record, outcome) in records.iter().zip(outcomes) {
+        let outcome = outcome.unwrap_or(Outcome::Failed {
+            row: None,
+            reason: "not written (internal error: no outcome)".to_owned(),
+        });
+        let counted = match outcome {
+            Outcome::Created { with_email } => PullOutcome::Created { with_email },
+            Outcome::Linked => PullOutcome::Linked,
+            Outcome::Unchanged => PullOutcome::Unchanged,
+            Outcome::Failed { row, reason } => {
+                page.errors.push(RecordError {
+                    contact_id: row,
+                    email: record.email.clone(),
+                    hs_object_id: Some(record.hs_object_id.clone()),
+                    reason,
+                });
+                PullOutcome::Failed
+            }
+        };
+        if mode == PullMode::Upsert
+            && matches!(
+                counted,
+                PullOutcome::Created { with_email: true } | PullOutcome::Linked
+            )
+        {
+            page.counts.upserted += 1;
+        }
+        page.counts.add(counted);
+    }
+    page
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn contact(id: &str, email: Option<&str>) -> PulledContact {
+        PulledContact {
+            hs_object_id: HsObjectId::from(id),
+            email: email.map(str::to_owned),
+            first_name: None,
+            last_name: None,
+            merged_ids: Vec::new(),
+        }
+    }
+
+    fn row(id: i64, email: Option<&str>, hs: Option<&str>) -> LocalRow {
+        LocalRow {
+            id: ContactId(id),
+            email: email.map(str::to_owned),
+            hs_object_id: hs.map(HsObjectId::from),
+        }
+    }
+
+    fn plans(records: &[PulledContact], rows: &[LocalRow]) -> Vec<Plan> {
+        let refs: Vec<&PulledContact> = records.iter().collect();
+        classify(&refs, rows)
+    }
+
+    #[test]
+    fn a_contact_whose_id_a_row_holds_is_unchanged_whatever_its_email() {
+        let records = [contact("100", Some("new@acme.com"))];
+        let rows = [
+            row(1, Some("old@acme.com"), Some("100")),
+            row(2, Some("new@acme.com"), None),
+        ];
+        assert_eq!(plans(&records, &rows), vec![Plan::Unchanged]);
+    }
+
+    #[test]
+    fn a_contact_whose_email_an_unlinked_row_holds_links_that_row() {
+        let records = [contact("100", Some("ann@acme.com"))];
+        let rows = [row(7, Some("ann@acme.com"), None)];
+        assert_eq!(
+            plans(&records, &rows),
+            vec![Plan::Link {
+                row: ContactId(7),
+                previous: None
+            }]
+        );
+    }
+
+    #[test]
+    fn an_email_held_by_a_row_linked_elsewhere_fails_and_names_the_row() {
+        let records = [contact("200", Some("ann@acme.com"))];
+        let rows = [row(7, Some("ann@acme.com"), Some("100"))];
+        let [Plan::Fail { row, reason }] = &plans(&records, &rows)[..] else {
+            panic!("expected a failure");
+        };
+        assert_eq!(*row, Some(ContactId(7)));
+        assert!(reason.contains("100"), "{reason}");
+    }
+
+    #[test]
+    fn a_row_linked_to_a_contact_merged_into_this_one_follows_the_merge() {
+        let mut survivor = contact("200", Some("ann@acme.com"));
+        survivor.merged_ids = vec![HsObjectId::from("100")];
+        let rows = [row(7, Some("ann@acme.com"), Some("100"))];
+        assert_eq!(
+            plans(&[survivor], &rows),
+            vec![Plan::Link {
+                row: ContactId(7),
+                previous: Some(HsObjectId::from("100"))
+            }]
+        );
+    }
+
+    #[test]
+    fn unknown_contacts_are_created_with_or_without_email() {
+        let records = [contact("1", Some("a@acme.com")), contact("2", None)];
+        assert_eq!(plans(&records, &[]), vec![Plan::Create, Plan::Create]);
+    }
+
+    #[test]
+    fn two_contacts_of_one_page_with_one_email_the_second_fails() {
+        let records = [
+            contact("1", Some("a@acme.com")),
+            contact("2", Some("a@acme.com")),
+        ];
+        let got = plans(&records, &[]);
+        assert_eq!(got[0], Plan::Create);
+        assert!(matches!(&got[1], Plan::Fail { row: None, reason } if reason.contains('1')));
+    }
+
+    #[test]
+    fn a_repeated_id_in_one_page_is_written_once() {
+        let records = [contact("1", None), contact("1", None)];
+        assert_eq!(plans(&records, &[]), vec![Plan::Create, Plan::Unchanged]);
+    }
+}

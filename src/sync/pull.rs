@@ -1,0 +1,724 @@
+//! Pull: HubSpot contacts → local rows, page by page, resumable.
+//!
+//! # Full pull
+//!
+//! Pages through `GET /crm/v3/objects/contacts` (100 per page, `email`, `firstname`,
+//! `lastname`, `hs_merged_object_ids`). Each page is written in one transaction together
+//! with the job's counts and a checkpoint holding the cursor of the next page
+//! ([`crate::store::pull`] has the matching rules and the set-based SQL). While one page is
+//! written, the next is already being fetched, so HubSpot and the database work at the same
+//! time; never more than two pages are in memory.
+//!
+//! # Incremental pull
+//!
+//! Reads only contacts modified since the bookmark (minus [`PullSettings::lookback`]) through
+//! the search API, sorted by `lastmodifieddate` ascending, 200 per call. Search's `after` is an
+//! offset (a contact changed during the run shifts every later offset, losing one contact) and
+//! stops at 10,000 results, so pages are not read by offset: every call is a new query
+//! starting at the last `lastmodifieddate` seen (keyset paging). The contacts of the previous
+//! page that carry exactly that value are skipped, so nothing is read twice; when many
+//! contacts share one value (an import), they are read by `hs_object_id` instead
+//! (`lastmodifieddate = T AND hs_object_id > last`), then the range continues after `T`.
+//! The search limit (5 per second) is the client's to respect.
+//!
+//! A successful pull of either kind stores, in its last page's transaction, the bookmark: the
+//! time its first run started. Every change after it is read by the next incremental pull;
+//! changes made while the job ran are read again (the writes are idempotent). The lookback,
+//! applied when reading, covers HubSpot's search-index lag (a change shows up in search a
+//! few seconds late, with its earlier timestamp) and clock skew between this host and
+//! HubSpot. An incremental pull with no bookmark is a full pull.
+//!
+//! # Costs (HubSpot calls)
+//!
+//! Full pull: one list call per 100 contacts, plus one search call per job (the total, for
+//! the progress bar). Incremental: one search call per 200 changed contacts (plus one for the
+//! end); a re-run with nothing changed costs one call, plus one per 200 contacts changed
+//! within the lookback before the previous run started.
+
+use super::{PullSettings, SyncContext, hubspot_error};
+use crate::hubspot::{
+    Contact, Filter, FilterGroup, FilterOperator, HubSpotClient, ListContacts, MAX_PAGE_LIMIT,
+    MAX_SEARCH_LIMIT, Page as ListPage, SearchPage, SearchRequest, Sort, SortDirection,
+};
+use crate::ids::HsObjectId;
+use crate::jobs::model::{Counts, Job, JobSpec, PullCounts, PullMode, PullOutcome, RecordError};
+use crate::jobs::{Page, Progress, RunError};
+use crate::store::StoreError;
+use crate::store::normalize_email;
+use crate::store::pull::PulledContact;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::time::Duration;
+
+/// How far before its bookmark an incremental pull starts reading, by default: far more than
+/// HubSpot's search index lags behind writes (seconds) plus any sane clock skew.
+pub const DEFAULT_LOOKBACK: Duration = Duration::from_secs(5 * 60);
+
+/// The properties a pull reads.
+const PROPERTIES: [&str; 4] = ["email", "firstname", "lastname", "hs_merged_object_ids"];
+
+/// The property incremental pulls filter and sort on (contacts; other objects use
+/// `hs_lastmodifieddate`).
+const MODIFIED: &str = "lastmodifieddate";
+
+/// When more than this many contacts of a full search page share its last timestamp, they
+/// are read by id rather than by re-querying from that timestamp.
+const TIE_THRESHOLD: usize = MAX_SEARCH_LIMIT as usize / 2;
+
+/// Runs a pull job (full or incremental), from its checkpoint when it has one.
+pub async fn run(ctx: &SyncContext, job: &Job, progress: &Progress) -> Result<(), RunError> {
+    let JobSpec::Pull { mode, incremental } = job.spec else {
+        return Err(RunError::Fatal(format!(
+            "the pull engine was given a {} job",
+            job.direction()
+        )));
+    };
+    let Counts::Pull(counts) = progress.counts() else {
+        return Err(RunError::Fatal("a pull job carries push counts".to_owned()));
+    };
+    let (cursor, fresh) = match progress.checkpoint_as::<Cursor>()? {
+        Some(cursor) => (cursor, false),
+        None => (Cursor::start(&ctx.pull, progress, incremental).await?, true),
+    };
+    tracing::info!(job = %job.id, mode = ?mode, incremental, fresh, "pull starting");
+    let mut run = PullRun {
+        client: &ctx.hubspot,
+        progress,
+        mode,
+        started_at: cursor.started_at,
+        counts,
+    };
+    match cursor.position {
+        Position::List { after } => run.list_from(after, fresh).await,
+        Position::Search { keyset } => run.search_from(keyset, fresh).await,
+        Position::Done => Ok(()),
+    }
+}
+
+/// A pull job's checkpoint: where to go on, and when the job's first run started (the
+/// bookmark it leaves when it succeeds).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Cursor {
+    started_at: DateTime<Utc>,
+    position: Position,
+}
+
+/// Where a pull goes on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "source", rename_all = "snake_case")]
+enum Position {
+    /// Listing every contact; `after` is the next page's cursor (`None`: the first page).
+    List { after: Option<String> },
+    /// Searching for changed contacts.
+    Search { keyset: Keyset },
+    /// Every page is written.
+    Done,
+}
+
+/// The next search query of an incremental pull.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "phase", rename_all = "snake_case")]
+enum Keyset {
+    /// Contacts modified at or after `since_ms` (after it, when `strict`), oldest first;
+    /// `seen` are contacts at exactly `since_ms` already written.
+    Range {
+        since_ms: i64,
+        strict: bool,
+        seen: Vec<HsObjectId>,
+    },
+    /// Contacts modified exactly at `at_ms`, by id, after `after_id`; `seen` are contacts at
+    /// `at_ms` already written.
+    Tie {
+        at_ms: i64,
+        after_id: Option<HsObjectId>,
+        seen: Vec<HsObjectId>,
+    },
+}
+
+impl Cursor {
+    /// Where a job's first run starts: the list for a full pull or when there is no
+    /// bookmark yet, else a search from the bookmark minus the lookback.
+    async fn start(
+        settings: &PullSettings,
+        progress: &Progress,
+        incremental: bool,
+    ) -> Result<Self, RunError> {
+        let started_at = Utc::now();
+        let bookmark = if incremental {
+            progress.store().pull_bookmark().await?
+        } else {
+            None
+        };
+        let position = match bookmark {
+            None => Position::List { after: None },
+            Some(bookmark) => {
+                let lookback = chrono::Duration::from_std(settings.lookback)
+                    .unwrap_or_else(|_| chrono::Duration::days(1));
+                Position::Search {
+                    keyset: Keyset::Range {
+                        since_ms: (bookmark - lookback).timestamp_millis(),
+                        strict: false,
+                        seen: Vec::new(),
+                    },
+                }
+            }
+        };
+        Ok(Self {
+            started_at,
+            position,
+        })
+    }
+}
+
+/// One run of a pull job.
+struct PullRun<'a> {
+    client: &'a HubSpotClient,
+    progress: &'a Progress,
+    mode: PullMode,
+    started_at: DateTime<Utc>,
+    /// Cumulative counts as last committed.
+    counts: PullCounts,
+}
+
+impl PullRun<'_> {
+    /// Lists every contact from `after`, writing page by page while fetching the next.
+    async fn list_from(&mut self, after: Option<String>, fresh: bool) -> Result<(), RunError> {
+        if fresh {
+            self.announce_total().await?;
+        }
+        let mut page = list_page(self.client, after).await?;
+        loop {
+            if self.progress.should_stop() {
+                return Err(RunError::Interrupted);
+            }
+            let ListPage {
+                results,
+                next_after,
+            } = page;
+            let Some(after) = next_after else {
+                return self.write(results, Position::Done).await;
+            };
+            let position = Position::List {
+                after: Some(after.clone()),
+            };
+            let (fetched, written) = tokio::join!(
+                list_page(self.client, Some(after)),
+                self.write(results, position)
+            );
+            written?;
+            page = fetched?;
+        }
+    }
+
+    /// Searches for changed contacts from `keyset`, writing page by page while fetching the
+    /// next.
+    async fn search_from(&mut self, mut keyset: Keyset, fresh: bool) -> Result<(), RunError> {
+        let mut page = search_page(self.client, &keyset).await?;
+        if fresh {
+            self.progress
+                .set_total(self.counts.total + page.total)
+                .await?;
+        }
+        loop {
+            if self.progress.should_stop() {
+                return Err(RunError::Interrupted);
+            }
+            let (records, next) = advance(&keyset, page)?;
+            let Some(next) = next else {
+                return self.write(records, Position::Done).await;
+            };
+            let position = Position::Search {
+                keyset: next.clone(),
+            };
+            let (fetched, written) = tokio::join!(
+                search_page(self.client, &next),
+                self.write(records, position)
+            );
+            written?;
+            page = fetched?;
+            keyset = next;
+        }
+    }
+
+    /// Tells the job how many contacts the account has (one search call), so that clients
+    /// can show a bar. Best effort: a failure only costs the bar.
+    async fn announce_total(&self) -> Result<(), RunError> {
+        let request = SearchRequest {
+            limit: 1,
+            properties: vec!["email".to_owned()],
+            ..SearchRequest::default()
+        };
+        match self.client.search_contacts(&request).await {
+            Ok(page) => self.progress.set_total(page.total).await,
+            Err(e) => {
+                tracing::debug!(error = %e, "could not learn the number of HubSpot contacts");
+                Ok(())
+            }
+        }
+    }
+
+    /// Writes one page and commits it with the counts and the checkpoint `next`; the page
+    /// that ends the job also stores the bookmark.
+    async fn write(&mut self, contacts: Vec<Contact>, next: Position) -> Result<(), RunError> {
+        let mut counts = self.counts;
+        let mut errors = Vec::new();
+        let mut pulled = Vec::with_capacity(contacts.len());
+        for contact in &contacts {
+            match pulled_contact(contact) {
+                Ok(p) => pulled.push(p),
+                Err(e) => {
+                    counts.add(PullOutcome::Failed);
+                    errors.push(e);
+                }
+            }
+        }
+        drop(contacts);
+        let mut tx = self.progress.begin().await?;
+        let written = tx
+            .write_pull_page(self.mode, &pulled)
+            .await
+            .map_err(write_error)?;
+        if next == Position::Done {
+            tx.set_pull_bookmark(self.started_at)
+                .await
+                .map_err(write_error)?;
+        }
+        counts = add_counts(counts, written.counts);
+        errors.extend(written.errors);
+        let checkpoint = Cursor {
+            started_at: self.started_at,
+            position: next,
+        };
+        let checkpoint = serde_json::to_value(&checkpoint)
+            .map_err(|e| RunError::Fatal(format!("cannot encode the pull checkpoint: {e}")))?;
+        self.progress
+            .commit(
+                tx,
+                Page {
+                    counts: Counts::Pull(counts),
+                    checkpoint,
+                    errors,
+                },
+            )
+            .await?;
+        self.counts = counts;
+        Ok(())
+    }
+}
+
+/// One page of the contact list.
+async fn list_page(
+    client: &HubSpotClient,
+    after: Option<String>,
+) -> Result<ListPage<Contact>, RunError> {
+    let params = ListContacts {
+        limit: MAX_PAGE_LIMIT,
+        after,
+        properties: PROPERTIES.iter().map(|p| (*p).to_owned()).collect(),
+        archived: false,
+    };
+    client
+        .list_contacts(&params)
+        .await
+        .map_err(|e| hubspot_error("listing HubSpot contacts", e))
+}
+
+/// One search page for `keyset`.
+async fn search_page(client: &HubSpotClient, keyset: &Keyset) -> Result<SearchPage, RunError> {
+    client
+        .search_contacts(&search_request(keyset))
+        .await
+        .map_err(|e| hubspot_error("searching HubSpot for changed contacts", e))
+}
+
+/// The search query of `keyset`.
+fn search_request(keyset: &Keyset) -> SearchRequest {
+    let (filters, sort_by) = match keyset {
+        Keyset::Range {
+            since_ms, strict, ..
+        } => {
+            let op = if *strict {
+                FilterOperator::Gt
+            } else {
+                FilterOperator::Gte
+            };
+            (
+                vec![Filter::new(MODIFIED, op, since_ms.to_string())],
+                MODIFIED,
+            )
+        }
+        Keyset::Tie {
+            at_ms, after_id, ..
+        } => {
+            let mut filters = vec![Filter::new(MODIFIED, FilterOperator::Eq, at_ms.to_string())];
+            if let Some(after) = after_id {
+                filters.push(Filter::new(
+                    "hs_object_id",
+                    FilterOperator::Gt,
+                    after.0.clone(),
+                ));
+            }
+            (filters, "hs_object_id")
+        }
+    };
+    let mut properties: Vec<String> = PROPERTIES.iter().map(|p| (*p).to_owned()).collect();
+    properties.push(MODIFIED.to_owned());
+    SearchRequest {
+        filter_groups: vec![FilterGroup { filters }],
+        sorts: vec![Sort {
+            property_name: sort_by.to_owned(),
+            direction: SortDirection::Ascending,
+        }],
+        query: None,
+        properties,
+        limit: MAX_SEARCH_LIMIT,
+        after: None,
+    }
+}
+
+/// Splits a search page into the contacts to write (those not written before) and the next
+/// query (`None`: this was the last page).
+fn advance(keyset: &Keyset, page: SearchPage) -> Result<(Vec<Contact>, Option<Keyset>), RunError> {
+    let more = page.next_after.is_some() && !page.results.is_empty();
+    let mut stamped = Vec::with_capacity(page.results.len());
+    for contact in page.results {
+        let ms = modified_ms(&contact).ok_or_else(|| {
+            RunError::Fatal(format!(
+                "HubSpot search returned contact {} without a readable {MODIFIED}",
+                contact.id
+            ))
+        })?;
+        stamped.push((ms, contact));
+    }
+    match keyset {
+        Keyset::Range {
+            since_ms,
+            strict,
+            seen,
+        } => {
+            let seen: HashSet<&HsObjectId> = seen.iter().collect();
+            let last_ms = stamped.iter().map(|(ms, _)| *ms).max();
+            let at_last: Vec<HsObjectId> = stamped
+                .iter()
+                .filter(|(ms, _)| Some(*ms) == last_ms)
+                .map(|(_, c)| c.id.clone())
+                .collect();
+            let next = match last_ms {
+                Some(last) if more => {
+                    let stuck = last == *since_ms && !*strict;
+                    if stuck || at_last.len() > TIE_THRESHOLD {
+                        let mut tie_seen = at_last;
+                        if stuck {
+                            tie_seen.extend(seen.iter().map(|id| (*id).clone()));
+                        }
+                        Some(Keyset::Tie {
+                            at_ms: last,
+                            after_id: None,
+                            seen: tie_seen,
+                        })
+                    } else {
+                        Some(Keyset::Range {
+                            since_ms: last,
+                            strict: false,
+                            seen: at_last,
+                        })
+                    }
+                }
+                _ => None,
+            };
+            let records = stamped
+                .into_iter()
+                .filter(|(ms, c)| !(*ms == *since_ms && seen.contains(&c.id)))
+                .map(|(_, c)| c)
+                .collect();
+            Ok((records, next))
+        }
+        Keyset::Tie { at_ms, seen, .. } => {
+            let last_id = stamped.last().map(|(_, c)| c.id.clone());
+            let next = match last_id {
+                Some(last_id) if more => {
+                    let last_n = numeric(&last_id);
+                    Some(Keyset::Tie {
+                        at_ms: *at_ms,
+                        seen: seen
+                            .iter()
+                            .filter(|id| numeric(id).is_none_or(|n| Some(n) > last_n))
+                            .cloned()
+                            .collect(),
+                        after_id: Some(last_id),
+                    })
+                }
+                // Every contact of this instant is read: go on after it.
+                _ => Some(Keyset::Range {
+                    since_ms: *at_ms,
+                    strict: true,
+                    seen: Vec::new(),
+                }),
+            };
+            let seen: HashSet<&HsObjectId> = seen.iter().collect();
+            let records = stamped
+                .into_iter()
+                .filter(|(_, c)| !seen.contains(&c.id))
+                .map(|(_, c)| c)
+                .collect();
+            Ok((records, next))
+        }
+    }
+}
+
+fn numeric(id: &HsObjectId) -> Option<u64> {
+    id.0.parse().ok()
+}
+
+/// A contact's `lastmodifieddate` in milliseconds (ISO 8601 or epoch milliseconds), else its
+/// `updatedAt`.
+fn modified_ms(contact: &Contact) -> Option<i64> {
+    let from_property = contact.property(MODIFIED).and_then(|v| {
+        v.parse::<i64>().ok().or_else(|| {
+            DateTime::parse_from_rfc3339(v)
+                .ok()
+                .map(|t| t.timestamp_millis())
+        })
+    });
+    from_property.or_else(|| contact.updated_at.map(|t| t.timestamp_millis()))
+}
+
+/// Checks and normalises one HubSpot contact; what the database cannot hold is a failed
+/// record, never a failed page.
+pub fn pulled_contact(contact: &Contact) -> Result<PulledContact, RecordError> {
+    let email = contact.email().and_then(normalize_email);
+    let fail = |reason: String| RecordError {
+        contact_id: None,
+        email: email.clone(),
+        hs_object_id: Some(contact.id.clone()),
+        reason,
+    };
+    let id = contact.id.0.trim();
+    if id.is_empty() {
+        return Err(fail("HubSpot sent a contact with an empty id".to_owned()));
+    }
+    let first_name = contact.property("firstname").map(str::to_owned);
+    let last_name = contact.property("lastname").map(str::to_owned);
+    for (name, value) in [
+        ("id", Some(id)),
+        ("email", email.as_deref()),
+        ("firstname", first_name.as_deref()),
+        ("lastname", last_name.as_deref()),
+    ] {
+        if value.is_some_and(|v| v.contains('\0')) {
+            return Err(fail(format!(
+                "its {name} contains a NUL character, which the database cannot store"
+            )));
+        }
+    }
+    let merged_ids = contact
+        .property("hs_merged_object_ids")
+        .map(|ids| {
+            ids.split(';')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(HsObjectId::from)
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(PulledContact {
+        hs_object_id: HsObjectId::from(id),
+        email,
+        first_name,
+        last_name,
+        merged_ids,
+    })
+}
+
+/// A page write that failed: a unique clash means a concurrent writer got in between (the
+/// job retries the page from its checkpoint); anything else as the store classifies it.
+fn write_error(e: StoreError) -> RunError {
+    if let StoreError::Query(sqlx::Error::Database(db)) = &e
+        && db.is_unique_violation()
+    {
+        return RunError::Transient(format!("a concurrent write clashed with this page: {e}"));
+    }
+    e.into()
+}
+
+/// `a + b`, field by field.
+fn add_counts(a: PullCounts, b: PullCounts) -> PullCounts {
+    PullCounts {
+        total: a.total + b.total,
+        created: a.created + b.created,
+        created_without_email: a.created_without_email + b.created_without_email,
+        linked: a.linked + b.linked,
+        upserted: a.upserted + b.upserted,
+        unchanged: a.unchanged + b.unchanged,
+        failed: a.failed + b.failed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn at(id: &str, ms: i64) -> Contact {
+        let mut properties = BTreeMap::new();
+        properties.insert(
+            MODIFIED.to_owned(),
+            Some(
+                DateTime::from_timestamp_millis(ms)
+                    .unwrap()
+                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            ),
+        );
+        Contact {
+            id: HsObjectId::from(id),
+            properties,
+            created_at: None,
+            updated_at: None,
+            archived: false,
+            archived_at: None,
+            object_write_trace_id: None,
+        }
+    }
+
+    fn page(results: Vec<Contact>, more: bool) -> SearchPage {
+        SearchPage {
+            total: 0,
+            results,
+            next_after: more.then(|| "200".to_owned()),
+        }
+    }
+
+    fn ids(records: &[Contact]) -> Vec<&str> {
+        records.iter().map(|c| c.id.0.as_str()).collect()
+    }
+
+    fn range(since_ms: i64, strict: bool, seen: &[&str]) -> Keyset {
+        Keyset::Range {
+            since_ms,
+            strict,
+            seen: seen.iter().map(|s| HsObjectId::from(*s)).collect(),
+        }
+    }
+
+    #[test]
+    fn the_next_query_starts_at_the_last_timestamp_and_skips_what_was_written_there() {
+        let start = range(10, false, &[]);
+        let (records, next) = advance(
+            &start,
+            page(vec![at("1", 10), at("2", 20), at("3", 20)], true),
+        )
+        .unwrap();
+        assert_eq!(ids(&records), ["1", "2", "3"]);
+        assert_eq!(next, Some(range(20, false, &["2", "3"])));
+
+        let (records, next) = advance(
+            &range(20, false, &["2", "3"]),
+            page(vec![at("3", 20), at("4", 20), at("5", 30)], false),
+        )
+        .unwrap();
+        assert_eq!(
+            ids(&records),
+            ["4", "5"],
+            "3 was written by the previous page"
+        );
+        assert_eq!(next, None, "the last page ends the pull");
+    }
+
+    #[test]
+    fn a_contact_changed_again_after_being_written_is_written_again() {
+        let (records, _) =
+            advance(&range(20, false, &["2"]), page(vec![at("2", 25)], false)).unwrap();
+        assert_eq!(ids(&records), ["2"]);
+    }
+
+    #[test]
+    fn a_full_page_of_one_instant_is_read_by_id_then_the_range_goes_on_after_it() {
+        let same: Vec<Contact> = (1..=3).map(|i| at(&i.to_string(), 50)).collect();
+        let (records, next) = advance(&range(50, false, &[]), page(same, true)).unwrap();
+        assert_eq!(records.len(), 3);
+        let Some(Keyset::Tie {
+            at_ms: 50,
+            after_id: None,
+            seen,
+        }) = &next
+        else {
+            panic!("expected the tie phase, got {next:?}");
+        };
+        assert_eq!(seen.len(), 3);
+
+        let tie = next.unwrap();
+        let (records, next) = advance(&tie, page(vec![at("1", 50), at("4", 50)], true)).unwrap();
+        assert_eq!(ids(&records), ["4"]);
+        assert!(matches!(
+            &next,
+            Some(Keyset::Tie { after_id: Some(id), .. }) if id.0 == "4"
+        ));
+
+        let (records, next) = advance(&next.unwrap(), page(vec![at("9", 50)], false)).unwrap();
+        assert_eq!(ids(&records), ["9"]);
+        assert_eq!(next, Some(range(50, true, &[])));
+    }
+
+    #[test]
+    fn the_search_query_filters_and_sorts_on_the_modification_time_then_on_the_id() {
+        let q = serde_json::to_value(search_request(&range(1_000, true, &[]))).unwrap();
+        assert_eq!(q["filterGroups"][0]["filters"][0]["operator"], "GT");
+        assert_eq!(q["filterGroups"][0]["filters"][0]["value"], "1000");
+        assert_eq!(q["sorts"][0]["propertyName"], MODIFIED);
+        assert_eq!(q["limit"], 200);
+
+        let tie = Keyset::Tie {
+            at_ms: 7,
+            after_id: Some(HsObjectId::from("42")),
+            seen: vec![],
+        };
+        let q = serde_json::to_value(search_request(&tie)).unwrap();
+        assert_eq!(q["filterGroups"][0]["filters"][0]["operator"], "EQ");
+        assert_eq!(
+            q["filterGroups"][0]["filters"][1]["propertyName"],
+            "hs_object_id"
+        );
+        assert_eq!(q["filterGroups"][0]["filters"][1]["value"], "42");
+        assert_eq!(q["sorts"][0]["propertyName"], "hs_object_id");
+    }
+
+    #[test]
+    fn a_nul_character_fails_the_record_with_a_reason() {
+        let mut c = at("5", 1);
+        c.properties
+            .insert("firstname".to_owned(), Some("A\0B".to_owned()));
+        let err = pulled_contact(&c).unwrap_err();
+        assert_eq!(err.hs_object_id, Some(HsObjectId::from("5")));
+        assert!(err.reason.contains("firstname"), "{}", err.reason);
+    }
+
+    #[test]
+    fn emails_are_normalised_and_merged_ids_split() {
+        let mut c = at("5", 1);
+        c.properties
+            .insert("email".to_owned(), Some("  Ann@Acme.COM ".to_owned()));
+        c.properties
+            .insert("hs_merged_object_ids".to_owned(), Some("3;4".to_owned()));
+        let p = pulled_contact(&c).unwrap();
+        assert_eq!(p.email.as_deref(), Some("ann@acme.com"));
+        assert_eq!(
+            p.merged_ids,
+            vec![HsObjectId::from("3"), HsObjectId::from("4")]
+        );
+    }
+
+    #[test]
+    fn the_checkpoint_reads_back_as_written() {
+        let cursor = Cursor {
+            started_at: Utc::now(),
+            position: Position::Search {
+                keyset: range(5, false, &["1"]),
+            },
+        };
+        let json = serde_json::to_value(&cursor).unwrap();
+        assert_eq!(json["position"]["source"], "search");
+        assert_eq!(json["position"]["keyset"]["phase"], "range");
+        assert_eq!(serde_json::from_value::<Cursor>(json).unwrap(), cursor);
+    }
+}

@@ -1,0 +1,327 @@
+//! The events HubSpot posts to a webhook: a JSON array, each element one event.
+//!
+//! Parsing is per event: an event of an unknown type is kept as [`EventKind::Other`], and an
+//! element that is not a usable event is reported in [`ParsedBatch::malformed`]; neither
+//! fails the batch. Ids are accepted as numbers or numeric strings.
+
+use crate::ids::{HsObjectId, PortalId};
+use crate::store::WebhookEventKey;
+use serde::Deserialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// One webhook event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookEvent {
+    /// HubSpot's `eventId` (not guaranteed unique on its own).
+    pub event_id: u64,
+    /// The subscription that fired.
+    pub subscription_id: Option<u64>,
+    /// The account the event is about.
+    pub portal_id: PortalId,
+    /// The app the subscription belongs to.
+    pub app_id: Option<u64>,
+    /// When the change happened, ms since the epoch.
+    pub occurred_at_ms: i64,
+    /// `subscriptionType` as sent, e.g. `contact.creation`.
+    pub subscription_type: String,
+    /// Delivery attempt, from 0; redeliveries of one event differ only here.
+    pub attempt_number: u32,
+    /// The record the event is about.
+    pub object_id: Option<HsObjectId>,
+    /// What made the change (`CRM`, `API`, `IMPORT`...), when sent.
+    pub change_source: Option<String>,
+    /// `NEW`, `DELETED`, `MERGED`..., when sent.
+    pub change_flag: Option<String>,
+    /// What happened, with the fields of that type.
+    pub kind: EventKind,
+}
+
+/// What an event reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventKind {
+    /// `contact.creation`.
+    ContactCreation,
+    /// `contact.deletion` (also sent after a privacy deletion).
+    ContactDeletion,
+    /// `contact.privacyDeletion` (GDPR delete).
+    ContactPrivacyDeletion,
+    /// `contact.restore`: a deleted contact is back.
+    ContactRestore,
+    /// `contact.propertyChange`.
+    ContactPropertyChange {
+        /// The property, e.g. `email`.
+        property_name: String,
+        /// Its new value (`None` when cleared).
+        property_value: Option<String>,
+    },
+    /// `contact.merge`.
+    ContactMerge(Merge),
+    /// `contact.associationChange`.
+    ContactAssociationChange,
+    /// Any other type (other objects, new HubSpot types): kept, not acted on.
+    Other,
+}
+
+/// The fields of a `contact.merge` event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Merge {
+    /// The record that won the merge.
+    pub primary_object_id: HsObjectId,
+    /// The records merged into it.
+    pub merged_object_ids: Vec<HsObjectId>,
+    /// The id of the resulting record, when HubSpot created a new one.
+    pub new_object_id: Option<HsObjectId>,
+}
+
+impl Merge {
+    /// The id that exists after the merge: the new record's, else the primary's.
+    pub fn survivor(&self) -> &HsObjectId {
+        self.new_object_id
+            .as_ref()
+            .unwrap_or(&self.primary_object_id)
+    }
+
+    /// The ids that no longer exist, the primary first (its local row is the one to keep).
+    pub fn merged_away(&self) -> Vec<HsObjectId> {
+        let survivor = self.survivor();
+        let mut ids: Vec<HsObjectId> = Vec::with_capacity(self.merged_object_ids.len() + 1);
+        for id in std::iter::once(&self.primary_object_id).chain(&self.merged_object_ids) {
+            if id != survivor && !ids.contains(id) {
+                ids.push(id.clone());
+            }
+        }
+        ids
+    }
+}
+
+/// An element of the array that is not a usable event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MalformedEvent {
+    /// Its position in the array.
+    pub index: usize,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+/// A parsed request body.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ParsedBatch {
+    /// The usable events, in the order received.
+    pub events: Vec<WebhookEvent>,
+    /// The elements that were skipped.
+    pub malformed: Vec<MalformedEvent>,
+}
+
+/// The body is not a JSON array at all.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    /// Not JSON.
+    #[error("the webhook body is not JSON: {0}")]
+    NotJson(String),
+    /// JSON, but not an array of events.
+    #[error("the webhook body is JSON but not an array of events")]
+    NotAnArray,
+}
+
+/// Parses a webhook request body.
+pub fn parse_batch(body: &[u8]) -> Result<ParsedBatch, BatchError> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| BatchError::NotJson(e.to_string()))?;
+    let Value::Array(items) = value else {
+        return Err(BatchError::NotAnArray);
+    };
+    let mut batch = ParsedBatch::default();
+    for (index, item) in items.into_iter().enumerate() {
+        match WebhookEvent::from_json(item) {
+            Ok(event) => batch.events.push(event),
+            Err(reason) => batch.malformed.push(MalformedEvent { index, reason }),
+        }
+    }
+    Ok(batch)
+}
+
+impl WebhookEvent {
+    /// One event from its JSON object; the error says what is missing or wrong.
+    pub fn from_json(value: Value) -> Result<Self, String> {
+        let raw: RawEvent = serde_json::from_value(value).map_err(|e| e.to_string())?;
+        raw.try_into()
+    }
+
+    /// The key that identifies this event across redeliveries, for `webhook_events`.
+    pub fn key(&self) -> WebhookEventKey {
+        WebhookEventKey {
+            dedupe_key: self.dedupe_key(),
+            portal_id: self.portal_id,
+            event_id: self.event_id.to_string(),
+            subscription_type: self.subscription_type.clone(),
+            object_id: self.object_id.clone(),
+            occurred_at_ms: self.occurred_at_ms,
+        }
+    }
+
+    /// SHA-256 (hex) over everything that identifies the event except `attemptNumber`, so a
+    /// redelivery has the same key and two events sharing an `eventId` do not.
+    fn dedupe_key(&self) -> String {
+        let (property, merge) = match &self.kind {
+            EventKind::ContactPropertyChange {
+                property_name,
+                property_value,
+            } => (
+                serde_json::json!([property_name, property_value]),
+                Value::Null,
+            ),
+            EventKind::ContactMerge(m) => (
+                Value::Null,
+                serde_json::json!([m.primary_object_id, m.merged_object_ids, m.new_object_id]),
+            ),
+            _ => (Value::Null, Value::Null),
+        };
+        let identity = serde_json::json!([
+            self.portal_id,
+            self.event_id,
+            self.subscription_id,
+            self.app_id,
+            self.subscription_type,
+            self.object_id,
+            self.occurred_at_ms,
+            property,
+            merge,
+        ]);
+        let digest = Sha256::digest(identity.to_string().as_bytes());
+        digest.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// An id as HubSpot may send it: a number or a numeric string.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum RawId {
+    Number(u64),
+    Text(String),
+}
+
+impl RawId {
+    fn to_u64(&self, field: &str) -> Result<u64, String> {
+        match self {
+            RawId::Number(n) => Ok(*n),
+            RawId::Text(s) => s
+                .trim()
+                .parse()
+                .map_err(|_| format!("{field} is not a number: {s:?}")),
+        }
+    }
+
+    fn to_object_id(&self, field: &str) -> Result<HsObjectId, String> {
+        self.to_u64(field).map(|n| HsObjectId(n.to_string()))
+    }
+}
+
+/// The wire form, every field optional so that the checks below can say what is missing.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawEvent {
+    event_id: Option<RawId>,
+    subscription_id: Option<RawId>,
+    portal_id: Option<RawId>,
+    app_id: Option<RawId>,
+    occurred_at: Option<i64>,
+    subscription_type: Option<String>,
+    /// The name HubSpot's docs table uses for `subscriptionType`.
+    event_type: Option<String>,
+    attempt_number: Option<u32>,
+    object_id: Option<RawId>,
+    change_source: Option<String>,
+    change_flag: Option<String>,
+    property_name: Option<String>,
+    property_value: Option<Value>,
+    primary_object_id: Option<RawId>,
+    merged_object_ids: Option<Vec<RawId>>,
+    new_object_id: Option<RawId>,
+}
+
+fn required<T>(value: Option<T>, field: &str) -> Result<T, String> {
+    value.ok_or_else(|| format!("{field} is missing"))
+}
+
+impl TryFrom<RawEvent> for WebhookEvent {
+    type Error = String;
+
+    fn try_from(raw: RawEvent) -> Result<Self, String> {
+        let subscription_type = raw
+            .subscription_type
+            .or(raw.event_type)
+            .ok_or("subscriptionType is missing")?;
+        let portal = required(raw.portal_id, "portalId")?.to_u64("portalId")?;
+        let portal_id = i64::try_from(portal)
+            .map(PortalId)
+            .map_err(|_| format!("portalId {portal} is out of range"))?;
+        let object_id = raw
+            .object_id
+            .map(|id| id.to_object_id("objectId"))
+            .transpose()?;
+        let needs_object = || {
+            object_id
+                .clone()
+                .ok_or_else(|| format!("objectId is missing for {subscription_type}"))
+        };
+        let kind = match subscription_type.as_str() {
+            "contact.creation" => needs_object().map(|_| EventKind::ContactCreation)?,
+            "contact.deletion" => needs_object().map(|_| EventKind::ContactDeletion)?,
+            "contact.privacyDeletion" => {
+                needs_object().map(|_| EventKind::ContactPrivacyDeletion)?
+            }
+            "contact.restore" => needs_object().map(|_| EventKind::ContactRestore)?,
+            "contact.associationChange" => EventKind::ContactAssociationChange,
+            "contact.propertyChange" => {
+                needs_object()?;
+                EventKind::ContactPropertyChange {
+                    property_name: required(raw.property_name, "propertyName")?,
+                    property_value: raw.property_value.and_then(|v| match v {
+                        Value::Null => None,
+                        Value::String(s) => Some(s),
+                        other => Some(other.to_string()),
+                    }),
+                }
+            }
+            "contact.merge" => EventKind::ContactMerge(merge_fields(
+                raw.primary_object_id,
+                raw.merged_object_ids,
+                raw.new_object_id,
+            )?),
+            _ => EventKind::Other,
+        };
+        Ok(WebhookEvent {
+            event_id: required(raw.event_id, "eventId")?.to_u64("eventId")?,
+            subscription_id: raw
+                .subscription_id
+                .map(|id| id.to_u64("subscriptionId"))
+                .transpose()?,
+            portal_id,
+            app_id: raw.app_id.map(|id| id.to_u64("appId")).transpose()?,
+            occurred_at_ms: required(raw.occurred_at, "occurredAt")?,
+            subscription_type,
+            attempt_number: raw.attempt_number.unwrap_or(0),
+            object_id,
+            change_source: raw.change_source,
+            change_flag: raw.change_flag,
+            kind,
+        })
+    }
+}
+
+fn merge_fields(
+    primary: Option<RawId>,
+    merged: Option<Vec<RawId>>,
+    new: Option<RawId>,
+) -> Result<Merge, String> {
+    Ok(Merge {
+        primary_object_id: required(primary, "primaryObjectId")?.to_object_id("primaryObjectId")?,
+        merged_object_ids: merged
+            .unwrap_or_default()
+            .iter()
+            .map(|id| id.to_object_id("mergedObjectIds"))
+            .collect::<Result<_, _>>()?,
+        new_object_id: new.map(|id| id.to_object_id("newObjectId")).transpose()?,
+    })
+}

@@ -1,0 +1,642 @@
+//! The `crm-sync` binary as users run it: a temporary working directory, a clean environment
+//! (only PATH and HOME, plus what each test sets), exit statuses and one-line errors.
+
+mod common;
+
+use common::TestDb;
+use crm_sync::store::Store;
+use std::fs::File;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a starting server may take to answer `/healthz` (a loaded 2-core machine).
+const STARTUP_LIMIT: Duration = Duration::from_secs(60);
+
+/// `crm-sync` with `dir` as its working directory and nothing inherited but PATH and HOME.
+fn crm_sync(dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_crm-sync"));
+    cmd.current_dir(dir).env_clear().stdin(Stdio::null());
+    for var in ["PATH", "HOME"] {
+        if let Some(value) = std::env::var_os(var) {
+            cmd.env(var, value);
+        }
+    }
+    cmd
+}
+
+/// What a finished run printed.
+struct Run {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn of(cmd: &mut Command) -> Run {
+        let out = cmd.output().expect("start crm-sync");
+        Run {
+            status: out.status,
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Asserts success and returns stdout.
+    fn ok(&self) -> &str {
+        assert!(
+            self.status.success(),
+            "expected success, got {}\nstdout: {}\nstderr: {}",
+            self.status,
+            self.stdout,
+            self.stderr
+        );
+        &self.stdout
+    }
+
+    /// Asserts exit status 1 with exactly one `error: ` line, last on stderr, and no panic;
+    /// returns that line.
+    fn error_line(&self) -> &str {
+        assert_eq!(self.status.code(), Some(1), "stderr: {}", self.stderr);
+        assert!(!self.stderr.contains("panicked"), "{}", self.stderr);
+        let errors: Vec<&str> = self
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with("error"))
+            .collect();
+        assert_eq!(errors.len(), 1, "one error line expected: {}", self.stderr);
+        assert_eq!(
+            self.stderr.lines().last(),
+            Some(errors[0]),
+            "{}",
+            self.stderr
+        );
+        assert!(errors[0].starts_with("error: "), "{}", errors[0]);
+        errors[0]
+    }
+}
+
+fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("create a temporary working directory")
+}
+
+fn write(path: PathBuf, text: &str) {
+    std::fs::create_dir_all(path.parent().expect("a parent folder")).expect("mkdir");
+    std::fs::write(path, text).expect("write file");
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("find a free port")
+        .port()
+}
+
+async fn count_contacts(url: &str) -> i64 {
+    let store = Store::connect(url).await.expect("connect to count");
+    let n = store.count_contacts().await.expect("count contacts");
+    store.close().await;
+    n
+}
+
+/// A running `crm-sync` process with its output in files; killed if the test fails early.
+struct Running {
+    child: Option<Child>,
+    stdout: PathBuf,
+    stderr: PathBuf,
+}
+
+impl Running {
+    fn start(mut cmd: Command, dir: &Path) -> Running {
+        let (stdout, stderr) = (dir.join("stdout.log"), dir.join("stderr.log"));
+        let child = cmd
+            .stdout(File::create(&stdout).expect("stdout file"))
+            .stderr(File::create(&stderr).expect("stderr file"))
+            .spawn()
+            .expect("spawn crm-sync");
+        Running {
+            child: Some(child),
+            stdout,
+            stderr,
+        }
+    }
+
+    fn output(&self) -> (String, String) {
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+        (read(&self.stdout), read(&self.stderr))
+    }
+
+    fn child(&mut self) -> &mut Child {
+        self.child.as_mut().expect("the process is still owned")
+    }
+
+    /// Waits until `GET base/healthz` answers 200, failing fast when the process exits.
+    async fn wait_healthy(&mut self, base: &str) {
+        let http = reqwest::Client::new();
+        let started = Instant::now();
+        loop {
+            if let Ok(resp) = http.get(format!("{base}/healthz")).send().await
+                && resp.status() == 200
+            {
+                return;
+            }
+            if let Some(status) = self.child().try_wait().expect("poll the process") {
+                panic!(
+                    "crm-sync exited with {status} before answering: {:?}",
+                    self.output()
+                );
+            }
+            assert!(
+                started.elapsed() < STARTUP_LIMIT,
+                "no answer on {base}/healthz: {:?}",
+                self.output()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until stdout has a line, failing fast when the process exits.
+    async fn first_stdout_line(&mut self) -> String {
+        let started = Instant::now();
+        loop {
+            let (out, _) = self.output();
+            if let Some(line) = out.lines().next().filter(|_| out.contains('\n')) {
+                return line.to_owned();
+            }
+            if let Some(status) = self.child().try_wait().expect("poll the process") {
+                panic!("crm-sync exited with {status}: {:?}", self.output());
+            }
+            assert!(started.elapsed() < STARTUP_LIMIT, "{:?}", self.output());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Sends SIGTERM and returns the exit status.
+    fn terminate(mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("the process is still owned");
+        let sent = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -TERM failed");
+        child.wait().expect("wait for crm-sync")
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Follows `paging.next.after` from the first page to the last; returns every contact id.
+async fn page_through_contacts(base: &str, token: &str) -> Vec<i64> {
+    let http = reqwest::Client::new();
+    let mut ids = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let mut url = format!("{base}/contacts?limit=100");
+        if let Some(a) = &after {
+            url.push_str(&format!("&after={a}"));
+        }
+        let resp = http.get(&url).bearer_auth(token).send().await.expect("GET");
+        assert_eq!(resp.status(), 200, "{url}");
+        let page: serde_json::Value = resp.json().await.expect("JSON page");
+        let results = page["results"].as_array().expect("results array");
+        ids.extend(
+            results
+                .iter()
+                .map(|c| c["id"].as_i64().expect("numeric id")),
+        );
+        match page["paging"]["next"]["after"].as_str() {
+            Some(next) => after = Some(next.to_owned()),
+            None => return ids,
+        }
+    }
+}
+
+#[test]
+fn migrate_creates_the_default_sqlite_database_in_the_working_directory() {
+    let dir = tempdir();
+    let out = Run::of(crm_sync(dir.path()).arg("migrate"));
+    assert!(
+        out.ok().contains("sqlite://data/crm-sync.db"),
+        "{}",
+        out.stdout
+    );
+    assert!(dir.path().join("data/crm-sync.db").is_file());
+    // Migrating again is harmless.
+    Run::of(crm_sync(dir.path()).arg("migrate")).ok();
+}
+
+#[test]
+fn the_shipped_default_toml_changes_nothing() {
+    let dir = tempdir();
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/default.toml");
+    let text = std::fs::read_to_string(shipped).expect("read config/default.toml");
+    write(dir.path().join("config/default.toml"), &text);
+    let out = Run::of(crm_sync(dir.path()).arg("migrate"));
+    assert!(
+        out.ok().contains("sqlite://data/crm-sync.db"),
+        "{}",
+        out.stdout
+    );
+}
+
+backend_tests! {
+    async fn migrate_applies_the_migrations_of_the_configured_database(db: TestDb) {
+        let dir = tempdir();
+        let out = Run::of(
+            crm_sync(dir.path())
+                .arg("migrate")
+                .env("CRM_SYNC__DATABASE__URL", db.url()),
+        );
+        assert!(out.ok().contains(&db.backend().to_string()), "{}", out.stdout);
+        assert_eq!(count_contacts(db.url()).await, 0, "{db}");
+    }
+
+    async fn seed_inserts_exactly_the_requested_count_and_a_second_run_adds(db: TestDb) {
+        let dir = tempdir();
+        let seed = |count: &str| {
+            Run::of(
+                crm_sync(dir.path())
+                    .args(["seed", "--industry", "saas", "--count", count])
+                    .env("CRM_SYNC__DATABASE__URL", db.url()),
+            )
+        };
+        let first = seed("1000");
+        assert!(first.ok().contains("inserted 1000 saas contacts"), "{}", first.stdout);
+        assert!(first.stdout.contains("--rng-seed "), "the seed is printed: {}", first.stdout);
+        assert_eq!(count_contacts(db.url()).await, 1000, "{db}");
+        seed("25").ok();
+        assert_eq!(count_contacts(db.url()).await, 1025, "{db}");
+    }
+
+    async fn seeding_with_the_same_rng_seed_into_fresh_databases_gives_the_same_contacts(db: TestDb) {
+        let other = match db.backend() {
+            crm_sync::store::Backend::Sqlite => TestDb::sqlite().await,
+            crm_sync::store::Backend::Postgres => TestDb::postgres().await,
+        };
+        let dir = tempdir();
+        for target in [&db, &other] {
+            Run::of(
+                crm_sync(dir.path())
+                    .args(["seed", "--industry", "retail", "--count", "50", "--rng-seed", "42"])
+                    .env("CRM_SYNC__DATABASE__URL", target.url()),
+            )
+            .ok();
+        }
+        let emails = |store: Store| async move {
+            let page = store.list_contacts(None, 100).await.expect("list");
+            page.into_iter().map(|c| c.email).collect::<Vec<_>>()
+        };
+        assert_eq!(emails(db.store().await).await, emails(other.store().await).await);
+    }
+
+    async fn serve_pages_through_every_seeded_contact_with_the_generated_token(db: TestDb) {
+        let dir = tempdir();
+        // The sample app's variable, as the issue's "done" criterion uses it.
+        Run::of(
+            crm_sync(dir.path())
+                .args(["seed", "--industry", "saas", "--count", "1000"])
+                .env("DATABASE_URL", db.url()),
+        )
+        .ok();
+        let port = free_port();
+        let mut cmd = crm_sync(dir.path());
+        cmd.arg("serve")
+            .env("DATABASE_URL", db.url())
+            .env("CRM_SYNC__SERVER__BIND", format!("127.0.0.1:{port}"));
+        let mut server = Running::start(cmd, dir.path());
+        let base = format!("http://127.0.0.1:{port}");
+        server.wait_healthy(&base).await;
+
+        let token_file = dir.path().join("data/api-token");
+        let token = std::fs::read_to_string(&token_file).expect("data/api-token was generated");
+        let token = token.trim();
+        let (stdout, stderr) = server.output();
+        assert!(stdout.contains(&base) && stdout.contains("data/api-token"), "{stdout}");
+        assert!(!stdout.contains(token) && !stderr.contains(token), "the token is never printed");
+
+        let unauthorized = reqwest::get(format!("{base}/contacts")).await.expect("GET");
+        assert_eq!(unauthorized.status(), 401);
+        let mut ids = page_through_contacts(&base, token).await;
+        assert_eq!(ids.len(), 1000);
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), 1000, "no contact appears twice");
+
+        let status = server.terminate();
+        assert!(status.success(), "SIGTERM ends serve with 0, got {status}");
+    }
+}
+
+#[test]
+fn an_unknown_industry_is_refused_with_the_valid_ones() {
+    let dir = tempdir();
+    let out = Run::of(crm_sync(dir.path()).args(["seed", "--industry", "pottery", "--count", "5"]));
+    let line = out.error_line();
+    assert!(line.contains("pottery"), "{line}");
+    for valid in ["saas", "retail", "healthcare"] {
+        assert!(line.contains(valid), "{line}");
+    }
+}
+
+#[test]
+fn a_missing_industry_without_a_terminal_names_the_flag_and_the_choices() {
+    let dir = tempdir();
+    let out = Run::of(crm_sync(dir.path()).args(["seed", "--count", "5"]));
+    let line = out.error_line();
+    assert!(
+        line.contains("--industry") && line.contains("saas"),
+        "{line}"
+    );
+}
+
+#[test]
+fn a_zero_count_names_the_flag() {
+    let dir = tempdir();
+    let out = Run::of(crm_sync(dir.path()).args(["seed", "--industry", "saas", "--count", "0"]));
+    assert!(out.error_line().contains("--count"));
+}
+
+#[test]
+fn an_unknown_key_in_local_toml_is_named() {
+    let dir = tempdir();
+    write(
+        dir.path().join("config/local.toml"),
+        "[server]\nbindd = \"127.0.0.1:1\"\n",
+    );
+    let out = Run::of(crm_sync(dir.path()).arg("migrate"));
+    assert!(out.error_line().contains("bindd"), "{}", out.stderr);
+}
+
+#[test]
+fn a_database_url_with_an_unknown_scheme_names_database_url() {
+    let dir = tempdir();
+    let out = Run::of(
+        crm_sync(dir.path())
+            .arg("migrate")
+            .env("CRM_SYNC__DATABASE__URL", "mysql://root@127.0.0.1/app"),
+    );
+    let line = out.error_line();
+    assert!(
+        line.contains("database.url") && line.contains("mysql"),
+        "{line}"
+    );
+}
+
+#[test]
+fn a_bad_bind_address_names_server_bind() {
+    let dir = tempdir();
+    let out = Run::of(
+        crm_sync(dir.path())
+            .arg("serve")
+            .env("CRM_SYNC__SERVER__BIND", "localhost"),
+    );
+    assert!(out.error_line().contains("server.bind"));
+
+    let taken = TcpListener::bind("127.0.0.1:0").expect("hold a port");
+    let addr = taken.local_addr().expect("its address");
+    let out = Run::of(
+        crm_sync(dir.path())
+            .arg("serve")
+            .env("CRM_SYNC__SERVER__BIND", addr.to_string()),
+    );
+    let line = out.error_line();
+    assert!(
+        line.contains("server.bind") && line.contains(&addr.to_string()),
+        "{line}"
+    );
+}
+
+#[test]
+fn an_unreachable_postgres_is_one_clear_line_without_its_password() {
+    let dir = tempdir();
+    let out = Run::of(
+        crm_sync(dir.path())
+            .arg("migrate")
+            .env("DATABASE_URL", "postgres://postgres:hunter2@127.0.0.1:1/x"),
+    );
+    let line = out.error_line();
+    assert!(line.contains("cannot connect to the database"), "{line}");
+    assert!(line.contains("is PostgreSQL running"), "{line}");
+    assert!(!out.stderr.contains("hunter2"), "{}", out.stderr);
+}
+
+#[test]
+fn crm_sync_variables_win_over_database_url() {
+    let dir = tempdir();
+    Run::of(
+        crm_sync(dir.path())
+            .arg("migrate")
+            .env("DATABASE_URL", "sqlite://compat.db")
+            .env("CRM_SYNC__DATABASE__URL", "sqlite://own.db"),
+    )
+    .ok();
+    assert!(dir.path().join("own.db").is_file());
+    assert!(!dir.path().join("compat.db").exists());
+}
+
+#[test]
+fn dot_env_is_read_but_a_real_variable_wins() {
+    let dir = tempdir();
+    write(
+        dir.path().join(".env"),
+        "DATABASE_URL=sqlite://dotenv.db\nRUST_LOG=warn\n",
+    );
+    let quiet = Run::of(crm_sync(dir.path()).args(["seed", "--industry", "saas", "--count", "2"]));
+    quiet.ok();
+    assert!(dir.path().join("dotenv.db").is_file());
+    assert!(
+        !quiet.stderr.contains("seeding contacts"),
+        "RUST_LOG from .env filters the logs: {}",
+        quiet.stderr
+    );
+
+    Run::of(
+        crm_sync(dir.path())
+            .arg("migrate")
+            .env("DATABASE_URL", "sqlite://real.db"),
+    )
+    .ok();
+    assert!(dir.path().join("real.db").is_file());
+}
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let dir = tempdir();
+    let out = Run::of(crm_sync(dir.path()).args([
+        "--log-format",
+        "json",
+        "seed",
+        "--industry",
+        "saas",
+        "--count",
+        "3",
+    ]));
+    out.ok();
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert!(!lines.is_empty(), "seed logs what it does");
+    for line in lines {
+        let parsed: serde_json::Value = serde_json::from_str(line).expect("a JSON log line");
+        assert!(parsed["level"].is_string(), "{line}");
+    }
+}
+
+#[tokio::test]
+async fn configured_secrets_never_reach_the_output() {
+    let dir = tempdir();
+    let port = free_port();
+    let secrets = [
+        ("CRM_SYNC__API__TOKEN", "api-token-c0ffee"),
+        ("CRM_SYNC__HUBSPOT__ACCESS_TOKEN", "pat-na1-5ecret"),
+        ("CLIENT_SECRET", "client-secret-b33f"),
+    ];
+    let mut cmd = crm_sync(dir.path());
+    cmd.arg("serve")
+        .env("RUST_LOG", "debug")
+        .env("CRM_SYNC__SERVER__BIND", format!("127.0.0.1:{port}"))
+        .envs(secrets);
+    let mut server = Running::start(cmd, dir.path());
+    let base = format!("http://127.0.0.1:{port}");
+    server.wait_healthy(&base).await;
+    let resp = reqwest::Client::new()
+        .get(format!("{base}/contacts"))
+        .bearer_auth("api-token-c0ffee")
+        .send()
+        .await
+        .expect("GET /contacts");
+    assert_eq!(resp.status(), 200);
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    assert!(
+        metrics.contains("hubspot_"),
+        "the HubSpot client's metrics are registered"
+    );
+    assert!(server.terminate().success());
+    let output = {
+        let (out, err) = (
+            std::fs::read_to_string(dir.path().join("stdout.log")).unwrap_or_default(),
+            std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default(),
+        );
+        out + &err
+    };
+    assert!(output.contains("configured api.token"), "{output}");
+    for (_, secret) in secrets {
+        assert!(!output.contains(secret), "{secret} leaked: {output}");
+    }
+}
+
+#[tokio::test]
+async fn serve_with_the_sandbox_starts_and_answers() {
+    let dir = tempdir();
+    let port = free_port();
+    let mut cmd = crm_sync(dir.path());
+    cmd.args(["serve", "--sandbox"])
+        .env("CRM_SYNC__SERVER__BIND", format!("127.0.0.1:{port}"));
+    let mut server = Running::start(cmd, dir.path());
+    let base = format!("http://127.0.0.1:{port}");
+    server.wait_healthy(&base).await;
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    assert!(
+        metrics.contains("hubspot_"),
+        "the sandbox-backed client is wired"
+    );
+    let (_, stderr) = server.output();
+    assert!(stderr.contains("sandbox"), "{stderr}");
+    assert!(server.terminate().success());
+}
+
+#[tokio::test]
+async fn the_standalone_sandbox_prints_its_one_line() {
+    let dir = tempdir();
+    let port = free_port();
+    let mut cmd = crm_sync(dir.path());
+    cmd.args(["sandbox", "--port", &port.to_string()]);
+    let mut sandbox = Running::start(cmd, dir.path());
+    let line = sandbox.first_stdout_line().await;
+    assert!(
+        line.starts_with(&format!("HubSpot sandbox at http://127.0.0.1:{port}")),
+        "{line}"
+    );
+    assert!(line.contains("private-app token"), "{line}");
+    assert!(sandbox.terminate().success());
+}
+
+/// Runs `crm-sync seed --count 5` on a pseudo-terminal (util-linux `script`), waits for the
+/// industry prompt, presses ↓ and Enter, and returns everything the terminal showed.
+fn seed_on_a_terminal(dir: &Path) -> Option<(ExitStatus, String)> {
+    use std::io::{Read as _, Write as _};
+    use std::sync::mpsc;
+
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: util-linux `script` is not installed");
+        return None;
+    }
+    let command = format!("{} seed --count 5", env!("CARGO_BIN_EXE_crm-sync"));
+    let mut child = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("TERM", "xterm")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn script");
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = stdout.read(&mut buf) {
+            if tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let mut answered = false;
+    loop {
+        match rx.recv_timeout(STARTUP_LIMIT) {
+            Ok(chunk) => seen.extend(chunk),
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let _ = child.kill();
+                panic!("no progress: {}", String::from_utf8_lossy(&seen));
+            }
+        }
+        if !answered && String::from_utf8_lossy(&seen).contains("Industry to seed") {
+            stdin.write_all(b"\x1b[B\r").expect("press down and enter");
+            stdin.flush().expect("flush keys");
+            answered = true;
+        }
+    }
+    let status = child.wait().expect("wait for script");
+    Some((status, String::from_utf8_lossy(&seen).into_owned()))
+}
+
+#[test]
+fn on_a_terminal_a_missing_industry_is_chosen_from_a_list() {
+    let dir = tempdir();
+    let Some((status, screen)) = seed_on_a_terminal(dir.path()) else {
+        return;
+    };
+    assert!(status.success(), "{screen}");
+    // The list is sorted (education, finance, ...): one step down picks finance.
+    assert!(screen.contains("inserted 5 finance contacts"), "{screen}");
+}

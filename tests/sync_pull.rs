@@ -1,0 +1,701 @@
+//! Pull (HubSpot → local) end to end, on SQLite and PostgreSQL: the in-process HubSpot sandbox
+//! over real HTTP on 127.0.0.1, the real HubSpot client, the sync runner, and the jobs
+//! engineer's real queue (`enqueue`, then `process` — what a worker does with a delivery — or
+//! the worker runtime itself), so every page goes through the real `Progress`.
+
+mod common;
+
+use common::TestDb;
+use crm_sync::hubspot::{Auth, Backoff, ClientConfig, HubSpotClient, MemoryTokenStore, OAuthApp};
+use crm_sync::ids::{HsObjectId, JobId};
+use crm_sync::jobs::model::{Counts, Job, JobSpec, JobStatus, PullCounts, PullMode, Trigger};
+use crm_sync::jobs::queue::SyncTask;
+use crm_sync::jobs::runner::StopCheck;
+use crm_sync::jobs::worker::{RetryPolicy, WorkerConfig, process, run_workers};
+use crm_sync::jobs::{EnqueueRequest, JobRunner, enqueue};
+use crm_sync::sandbox::{Sandbox, SandboxArgs, SandboxHandle};
+use crm_sync::secret::Secret;
+use crm_sync::store::{NewContact, Store};
+use crm_sync::sync::{SyncContext, SyncRunner};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use url::Url;
+
+// ---- the world a test runs in ---------------------------------------------------------
+
+/// A sandbox without limits or faults unless a test asks for them.
+fn args() -> SandboxArgs {
+    SandboxArgs {
+        requests_per_10s: 0,
+        search_per_second: 0,
+        rng_seed: Some(7),
+        ..SandboxArgs::default()
+    }
+}
+
+/// HubSpot's client defaults pointed at the sandbox, with short backoff steps.
+fn client_config(sb: &SandboxHandle) -> ClientConfig {
+    let mut config = ClientConfig::new(Url::parse(&sb.base_url()).expect("sandbox url"));
+    config.backoff = Backoff {
+        base: Duration::from_millis(5),
+        max: Duration::from_millis(50),
+    };
+    config.max_retries = 8;
+    config
+}
+
+/// A migrated database, a running sandbox and the sync context pointed at it.
+struct World {
+    store: Store,
+    sandbox: Arc<SandboxHandle>,
+    ctx: SyncContext,
+    _db: TestDb,
+}
+
+impl World {
+    /// With a private-app token.
+    async fn new(db: TestDb, args: SandboxArgs) -> World {
+        let sandbox = start_sandbox(args).await;
+        let client = HubSpotClient::new(
+            client_config(&sandbox),
+            Auth::PrivateApp(Secret::new(sandbox.access_token())),
+        )
+        .expect("client");
+        Self::with_client(db, sandbox, client).await
+    }
+
+    async fn with_client(db: TestDb, sandbox: SandboxHandle, client: HubSpotClient) -> World {
+        World {
+            store: db.store().await,
+            sandbox: Arc::new(sandbox),
+            ctx: SyncContext::new(client),
+            _db: db,
+        }
+    }
+
+    fn runner(&self) -> Arc<dyn JobRunner> {
+        Arc::new(SyncRunner::new(self.ctx.clone()))
+    }
+
+    /// Enqueues a pull and runs it to its end.
+    async fn pull(&self, mode: PullMode, incremental: bool) -> Job {
+        self.pull_with(mode, incremental, never_stop()).await
+    }
+
+    /// Enqueues a pull and runs it to its end; `stop` is asked at every page boundary of the
+    /// first run (tests use it to act "during" a run).
+    async fn pull_with(&self, mode: PullMode, incremental: bool, stop: StopCheck) -> Job {
+        let spec = JobSpec::Pull { mode, incremental };
+        let job = enqueue(
+            &self.store,
+            EnqueueRequest {
+                spec,
+                trigger: Trigger::Cli,
+                force: false,
+            },
+        )
+        .await
+        .expect("enqueue")
+        .job;
+        self.drive(job.id, stop).await
+    }
+
+    /// Hands the job's deliveries to `process`, as a worker would, until it ends.
+    async fn drive(&self, id: JobId, first_stop: StopCheck) -> Job {
+        let runner = self.runner();
+        let retry = RetryPolicy {
+            max_attempts: 20,
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(1),
+        };
+        let mut stop = first_stop;
+        for _ in 0..50 {
+            let record = self
+                .store
+                .get_job_record(id)
+                .await
+                .expect("read job")
+                .expect("job exists");
+            if record.job.status.is_terminal() {
+                return record.job;
+            }
+            let task = SyncTask {
+                job_id: id,
+                delivery: record.delivery.expect("an active job has a delivery"),
+            };
+            process(&self.store, &runner, retry, &task, "test-worker", stop)
+                .await
+                .expect("the delivery is settled");
+            stop = never_stop();
+        }
+        panic!("job {id} did not end after 50 deliveries");
+    }
+
+    async fn rows(&self) -> Vec<Row> {
+        rows(&self.store).await
+    }
+
+    async fn add_local(&self, contacts: &[(&str, &str, &str)]) {
+        let batch: Vec<NewContact> = contacts
+            .iter()
+            .map(|(email, first, last)| NewContact {
+                email: Some((*email).to_owned()),
+                first_name: Some((*first).to_owned()),
+                last_name: Some((*last).to_owned()),
+            })
+            .collect();
+        self.store.insert_contacts(&batch).await.expect("insert");
+    }
+
+    /// Links the local row with `email` to `hs` directly (as an earlier sync would have).
+    async fn link_local(&self, email: &str, hs: &str) {
+        const SQL: &str = "UPDATE contacts SET hs_object_id = $1 WHERE email = $2";
+        if let Some(p) = self.store.pg_pool() {
+            sqlx::query(SQL)
+                .bind(hs)
+                .bind(email)
+                .execute(p)
+                .await
+                .unwrap();
+        } else if let Some(p) = self.store.sqlite_pool() {
+            sqlx::query(SQL)
+                .bind(hs)
+                .bind(email)
+                .execute(p)
+                .await
+                .unwrap();
+        }
+    }
+
+    /// Inserts contacts into HubSpot directly; returns their ids.
+    fn add_hubspot(&self, contacts: &[(Option<&str>, &str, &str)]) -> Vec<String> {
+        self.sandbox.insert_contacts(
+            contacts
+                .iter()
+                .map(|(email, first, last)| {
+                    let mut p = BTreeMap::new();
+                    if let Some(email) = email {
+                        p.insert("email".to_owned(), (*email).to_owned());
+                    }
+                    p.insert("firstname".to_owned(), (*first).to_owned());
+                    p.insert("lastname".to_owned(), (*last).to_owned());
+                    p
+                })
+                .collect(),
+        )
+    }
+
+    fn requests(&self) -> u64 {
+        self.sandbox.stats().requests
+    }
+
+    fn calls(&self, operation: &str) -> u64 {
+        self.sandbox
+            .stats()
+            .by_operation
+            .get(operation)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+async fn start_sandbox(args: SandboxArgs) -> SandboxHandle {
+    Sandbox::start(args, SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("sandbox starts")
+}
+
+fn never_stop() -> StopCheck {
+    Arc::new(|| false)
+}
+
+/// A local row with the columns these tests look at.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, sqlx::FromRow)]
+struct Row {
+    id: i64,
+    email: Option<String>,
+    first_name: Option<String>,
+    last_name: Option<String>,
+    hs_object_id: Option<String>,
+    local_version: i64,
+    pushed_version: i64,
+}
+
+impl Row {
+    /// What push would consider "changed since the last push".
+    fn needs_push(&self) -> bool {
+        self.hs_object_id.is_none() || self.local_version > self.pushed_version
+    }
+}
+
+async fn rows(store: &Store) -> Vec<Row> {
+    const SQL: &str = "SELECT id, email, first_name, last_name, hs_object_id, \
+         CAST(local_version AS BIGINT) AS local_version, \
+         CAST(pushed_version AS BIGINT) AS pushed_version FROM contacts ORDER BY id";
+    if let Some(p) = store.pg_pool() {
+        sqlx::query_as(SQL).fetch_all(p).await.unwrap()
+    } else {
+        let p = store.sqlite_pool().unwrap();
+        sqlx::query_as(SQL).fetch_all(p).await.unwrap()
+    }
+}
+
+fn counts(job: &Job) -> PullCounts {
+    match job.counts {
+        Counts::Pull(c) => c,
+        Counts::Push(_) => panic!("not a pull: {job:?}"),
+    }
+}
+
+fn succeeded(job: &Job) -> PullCounts {
+    assert_eq!(job.status, JobStatus::Succeeded, "{job:#?}");
+    let c = counts(job);
+    assert!(job.counts.is_consistent(), "{c:?}");
+    assert_eq!(
+        job.progress.processed, c.total,
+        "progress follows the counts"
+    );
+    c
+}
+
+fn by_email<'a>(rows: &'a [Row], email: &str) -> &'a Row {
+    rows.iter()
+        .find(|r| r.email.as_deref() == Some(email))
+        .unwrap_or_else(|| panic!("no local row with {email}"))
+}
+
+/// `n` HubSpot contacts with emails `{prefix}{i}@acme-mail.com`.
+fn emails(prefix: &str, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| format!("{prefix}{i}@acme-mail.com"))
+        .collect()
+}
+
+// ---- specifications -------------------------------------------------------------------
+
+backend_tests! {
+    async fn a_pull_into_an_empty_database_creates_a_row_per_hubspot_contact(db: TestDb) {
+        let w = World::new(db, args()).await;
+        w.sandbox.seed_contacts(240);
+        w.add_hubspot(&[(None, "No", "Email"); 10]);
+
+        let job = w.pull(PullMode::Upsert, false).await;
+
+        let c = succeeded(&job);
+        assert_eq!(
+            c,
+            PullCounts {
+                total: 250,
+                created: 250,
+                created_without_email: 10,
+                linked: 0,
+                upserted: 240,
+                unchanged: 0,
+                failed: 0,
+            }
+        );
+        assert_eq!(job.progress.total, Some(250), "the total was announced");
+        let local = w.rows().await;
+        assert_eq!(local.len(), 250);
+        for hs in w.sandbox.contacts() {
+            let row = local
+                .iter()
+                .find(|r| r.hs_object_id.as_deref() == Some(hs.id.as_str()))
+                .unwrap_or_else(|| panic!("HubSpot contact {} has a local row", hs.id));
+            assert_eq!(row.email.as_deref(), hs.email());
+            assert_eq!(row.first_name.as_ref(), hs.properties.get("firstname"));
+            assert_eq!(row.last_name.as_ref(), hs.properties.get("lastname"));
+            assert!(!row.needs_push(), "rows that came from HubSpot have nothing to push: {row:?}");
+        }
+        assert!(w.store.pull_bookmark().await.unwrap().is_some(), "a successful pull leaves a bookmark");
+    }
+
+    async fn a_local_row_with_the_same_email_in_another_case_is_linked_and_keeps_its_names(db: TestDb) {
+        let w = World::new(db, args()).await;
+        w.add_local(&[("ANN.Lee@Acme-Mail.com", "Local Ann", "Local Lee"), ("only-local@acme-mail.com", "Only", "Local")]).await;
+        let ids = w.add_hubspot(&[
+            (Some("ann.lee@ACME-mail.com"), "HubSpot Ann", "HubSpot Lee"),
+            (Some("new@acme-mail.com"), "New", "One"),
+        ]);
+
+        let c = succeeded(&w.pull(PullMode::Upsert, false).await);
+
+        assert_eq!((c.total, c.linked, c.created, c.upserted), (2, 1, 1, 2));
+        let local = w.rows().await;
+        let ann = by_email(&local, "ann.lee@acme-mail.com");
+        assert_eq!(ann.hs_object_id.as_deref(), Some(ids[0].as_str()));
+        assert_eq!(
+            (ann.first_name.as_deref(), ann.last_name.as_deref()),
+            (Some("Local Ann"), Some("Local Lee")),
+            "pull never changes a local contact's own fields"
+        );
+        assert!(!ann.needs_push(), "linking by pull is not a local change to push: {ann:?}");
+        let only = by_email(&local, "only-local@acme-mail.com");
+        assert_eq!(only.hs_object_id, None);
+        assert_eq!(local.len(), 3);
+    }
+
+    async fn a_linked_row_stays_linked_and_unchanged_when_its_email_changes_in_hubspot(db: TestDb) {
+        let w = World::new(db, args()).await;
+        let ids = w.add_hubspot(&[(Some("before@acme-mail.com"), "Bo", "Fore")]);
+        succeeded(&w.pull(PullMode::Upsert, false).await);
+        // In HubSpot the contact now has another email, which a local unlinked row also has.
+        w.add_local(&[("after@acme-mail.com", "Af", "Ter")]).await;
+        let props = BTreeMap::from([("email".to_owned(), "after@acme-mail.com".to_owned())]);
+        w.ctx
+            .hubspot
+            .update_contact(&HsObjectId::from(ids[0].as_str()), &props)
+            .await
+            .expect("update in HubSpot");
+
+        let c = succeeded(&w.pull(PullMode::Upsert, false).await);
+
+        assert_eq!((c.total, c.unchanged, c.linked, c.created), (1, 1, 0, 0));
+        let local = w.rows().await;
+        let linked = by_email(&local, "before@acme-mail.com");
+        assert_eq!(linked.hs_object_id.as_deref(), Some(ids[0].as_str()), "the link stays");
+        assert_eq!(by_email(&local, "after@acme-mail.com").hs_object_id, None);
+    }
+
+    async fn a_rerun_finds_everything_unchanged_and_duplicates_nothing(db: TestDb) {
+        let w = World::new(db, args()).await;
+        w.sandbox.seed_contacts(130);
+        w.add_hubspot(&[(None, "Nameless", "One"), (None, "Nameless", "Two"), (None, "Nameless", "Two")]);
+        let first = succeeded(&w.pull(PullMode::Upsert, false).await);
+        assert_eq!((first.created, first.created_without_email), (133, 3));
+        let before = w.rows().await;
+
+        for mode in [PullMode::Upsert, PullMode::Verbose] {
+            let again = succeeded(&w.pull(mode, false).await);
+            assert_eq!(
+                again,
+                PullCounts { total: 133, unchanged: 133, ..PullCounts::default() },
+                "{mode:?}"
+            );
+        }
+        let after = w.rows().await;
+        assert_eq!(after, before, "not a row added or touched");
+    }
+
+    async fn upsert_and_verbose_reach_the_same_rows_and_count_in_their_own_way(db: TestDb) {
+        let backend = db.backend();
+        let other_db = match backend {
+            crm_sync::store::Backend::Sqlite => TestDb::sqlite().await,
+            crm_sync::store::Backend::Postgres => TestDb::postgres().await,
+        };
+        let upsert = World::new(db, args()).await;
+        let verbose = World::new(other_db, args()).await;
+        for w in [&upsert, &verbose] {
+            let mut hubspot: Vec<(Option<&str>, &str, &str)> = Vec::new();
+            let addresses = emails("person", 120);
+            for e in &addresses {
+                hubspot.push((Some(e.as_str()), "Hub", "Spot"));
+            }
+            hubspot.extend([(None, "No", "Email"); 5]);
+            hubspot.push((Some("taken@acme-mail.com"), "Taken", "Elsewhere"));
+            w.add_hubspot(&hubspot);
+            let locals: Vec<(&str, &str, &str)> =
+                addresses[..10].iter().map(|e| (e.as_str(), "Local", "Name")).collect();
+            w.add_local(&locals).await;
+            w.add_local(&[("taken@acme-mail.com", "Mine", "Already"), ("only-local@acme-mail.com", "Only", "Local")]).await;
+            w.link_local("taken@acme-mail.com", "999999999").await;
+        }
+
+        let u = upsert.pull(PullMode::Upsert, false).await;
+        let v = verbose.pull(PullMode::Verbose, false).await;
+
+        let expected = PullCounts {
+            total: 126,
+            created: 115,
+            created_without_email: 5,
+            linked: 10,
+            upserted: 0,
+            unchanged: 0,
+            failed: 1,
+        };
+        assert_eq!(succeeded(&v), expected, "verbose separates created with and without email and linked");
+        assert_eq!(
+            succeeded(&u),
+            PullCounts { upserted: 120, ..expected },
+            "upsert: 110 created with email + 10 linked went through the upsert"
+        );
+        for job in [&u, &v] {
+            let [error] = &job.errors[..] else { panic!("one error entry: {:?}", job.errors) };
+            assert_eq!(error.email.as_deref(), Some("taken@acme-mail.com"));
+            assert!(error.hs_object_id.is_some());
+            assert!(error.contact_id.is_some(), "names the local row in the way");
+            assert!(error.reason.contains("999999999"), "{}", error.reason);
+        }
+        let shape = |rows: Vec<Row>| -> BTreeSet<_> {
+            rows.into_iter()
+                .map(|r| (r.email.clone(), r.first_name.clone(), r.last_name.clone(), r.hs_object_id.clone(), r.needs_push()))
+                .collect()
+        };
+        assert_eq!(shape(upsert.rows().await), shape(verbose.rows().await));
+        assert_eq!(upsert.rows().await.len(), 127);
+    }
+
+    async fn records_that_cannot_be_stored_fail_one_by_one_and_the_page_goes_through(db: TestDb) {
+        let w = World::new(db, args()).await;
+        w.add_local(&[("taken@acme-mail.com", "Mine", "Already")]).await;
+        w.link_local("taken@acme-mail.com", "999999999").await;
+        w.add_hubspot(&[
+            (Some("taken@acme-mail.com"), "Taken", "Elsewhere"),
+            (Some("fine@acme-mail.com"), "Fine", "One"),
+            (Some("nul@acme-mail.com"), "Nul\0Byte", "Name"),
+            (None, "Fine", "Nameless"),
+        ]);
+
+        let job = w.pull(PullMode::Upsert, false).await;
+
+        let c = succeeded(&job);
+        assert_eq!((c.total, c.created, c.failed), (4, 2, 2));
+        assert_eq!(job.errors.len(), 2, "one error entry per failed record");
+        let reasons: Vec<&str> = job.errors.iter().map(|e| e.reason.as_str()).collect();
+        assert!(reasons.iter().any(|r| r.contains("NUL")), "{reasons:?}");
+        assert!(reasons.iter().any(|r| r.contains("linked to HubSpot contact 999999999")), "{reasons:?}");
+        let again = succeeded(&w.pull(PullMode::Upsert, false).await);
+        assert_eq!((again.failed, again.unchanged), (2, 2), "failures are reported again, never skipped");
+    }
+
+    async fn a_pull_interrupted_between_pages_resumes_from_its_checkpoint(db: TestDb) {
+        let w = World::new(db, args()).await;
+        w.sandbox.seed_contacts(1_000);
+        let boundaries = Arc::new(AtomicUsize::new(0));
+        let seen = boundaries.clone();
+        // The worker is asked to shut down at the fourth page boundary.
+        let stop: StopCheck = Arc::new(move || seen.fetch_add(1, Ordering::SeqCst) >= 3);
+
+        let job = w.pull_with(PullMode::Upsert, false, stop).await;
+
+        let c = succeeded(&job);
+        assert_eq!((c.total, c.created), (1_000, 1_000));
+        assert_eq!(job.attempts, 1, "a shutdown does not count as an attempt");
+        let local = w.rows().await;
+        assert_eq!(local.len(), 1_000);
+        let distinct: BTreeSet<_> = local.iter().map(|r| r.hs_object_id.clone()).collect();
+        assert_eq!(distinct.len(), 1_000, "no contact written twice");
+        assert!(
+            w.calls("contacts.list") <= 10 + 2,
+            "resumed at the checkpoint instead of starting over ({} list calls)",
+            w.calls("contacts.list")
+        );
+    }
+
+    async fn an_incremental_pull_reads_past_the_search_cap_and_a_quiet_rerun_costs_one_call(db: TestDb) {
+        let mut w = World::new(db, args()).await;
+        w.ctx.pull.lookback = Duration::ZERO;
+        // No bookmark yet: the first incremental pull is a full one.
+        let first = succeeded(&w.pull(PullMode::Upsert, true).await);
+        assert_eq!(first.total, 0);
+        let bookmark = w.store.pull_bookmark().await.unwrap().expect("bookmark");
+        // 12,000 changes since: an import at one instant, then some edits one by one.
+        let ids = w.sandbox.seed_contacts(12_000);
+        for id in ids.iter().step_by(1_000) {
+            let props = BTreeMap::from([("lastname".to_owned(), "Edited".to_owned())]);
+            w.ctx.hubspot.update_contact(&HsObjectId::from(id.as_str()), &props).await.unwrap();
+        }
+
+        let searches = w.calls("contacts.search");
+        let second = w.pull(PullMode::Upsert, true).await;
+
+        let c = succeeded(&second);
+        assert_eq!((c.total, c.created), (12_000, 12_000), "every change arrived, each once");
+        assert_eq!(second.progress.total, Some(12_000));
+        let searched = w.calls("contacts.search") - searches;
+        assert!(
+            (60..=70).contains(&searched),
+            "about one search call per 200 contacts ({searched})"
+        );
+        let local = w.rows().await;
+        assert_eq!(local.len(), 12_000);
+        let local_ids: BTreeSet<_> = local.iter().filter_map(|r| r.hs_object_id.clone()).collect();
+        assert_eq!(local_ids, ids.iter().cloned().collect::<BTreeSet<_>>());
+        let moved = w.store.pull_bookmark().await.unwrap().expect("bookmark");
+        assert!(moved > bookmark, "the bookmark advanced");
+
+        let before = w.requests();
+        let quiet = succeeded(&w.pull(PullMode::Upsert, true).await);
+        assert_eq!(quiet.total, 0);
+        assert!(w.requests() - before <= 2, "a no-change re-run makes a handful of calls at most");
+    }
+
+    async fn a_change_hubspot_indexes_during_a_run_is_read_by_the_next_run(db: TestDb) {
+        // Search shows a write a minute late (until flushed), as HubSpot's index lags.
+        let w = World::new(db, SandboxArgs { search_delay_ms: 60_000, ..args() }).await;
+        succeeded(&w.pull(PullMode::Upsert, true).await);
+        w.sandbox.seed_contacts(450);
+        w.sandbox.flush_search_index();
+        let sandbox = w.sandbox.clone();
+        let once = Arc::new(AtomicUsize::new(0));
+        let stop: StopCheck = Arc::new(move || {
+            if once.fetch_add(1, Ordering::SeqCst) == 1 {
+                let late = BTreeMap::from([
+                    ("email".to_owned(), "late@acme-mail.com".to_owned()),
+                    ("firstname".to_owned(), "Late".to_owned()),
+                ]);
+                sandbox.insert_contacts(vec![late]);
+            }
+            false
+        });
+
+        let during = succeeded(&w.pull_with(PullMode::Upsert, true, stop).await);
+        assert_eq!(during.created, 450);
+        assert!(w.rows().await.iter().all(|r| r.email.as_deref() != Some("late@acme-mail.com")),
+            "not yet searchable while that run went on");
+
+        w.sandbox.flush_search_index();
+        let next = succeeded(&w.pull(PullMode::Upsert, true).await);
+        assert_eq!(next.created, 1, "{next:?}");
+        assert_eq!(by_email(&w.rows().await, "late@acme-mail.com").first_name.as_deref(), Some("Late"));
+    }
+
+    async fn a_full_pull_through_5xx_429_and_an_expired_token_ends_as_a_clean_one(db: TestDb) {
+        let sandbox = start_sandbox(SandboxArgs {
+            fault_5xx: 0.15,
+            requests_per_10s: 6,
+            rng_seed: Some(11),
+            ..args()
+        })
+        .await;
+        let tokens = Arc::new(MemoryTokenStore::default());
+        let client = HubSpotClient::new(
+            client_config(&sandbox),
+            Auth::OAuth { app: oauth_app(&sandbox), tokens: tokens.clone() },
+        )
+        .expect("client");
+        let code = approve(&client).await;
+        client.connect(&code).await.expect("install");
+        // Another client of the same app, which will spend the app's budget mid-run.
+        let rival = HubSpotClient::new(
+            client_config(&sandbox),
+            Auth::OAuth { app: oauth_app(&sandbox), tokens },
+        )
+        .expect("rival client");
+        let w = World::with_client(db, sandbox, client).await;
+        let addresses = emails("faulty", 430);
+        let mut hubspot: Vec<(Option<&str>, &str, &str)> =
+            addresses.iter().map(|e| (Some(e.as_str()), "F", "T")).collect();
+        hubspot.extend([(None, "No", "Email"); 20]);
+        w.add_hubspot(&hubspot);
+        let locals: Vec<(&str, &str, &str)> =
+            addresses[..50].iter().map(|e| (e.as_str(), "L", "N")).collect();
+        w.add_local(&locals).await;
+        let sandbox = w.sandbox.clone();
+        let boundaries = Arc::new(AtomicUsize::new(0));
+        let stop: StopCheck = Arc::new(move || {
+            match boundaries.fetch_add(1, Ordering::SeqCst) {
+                // A burst from the rival: the app's 10-second budget is gone at once.
+                1 => {
+                    for _ in 0..8 {
+                        let rival = rival.clone();
+                        tokio::spawn(async move { rival.account_details().await });
+                    }
+                }
+                2 => sandbox.expire_access_tokens(),
+                _ => {}
+            }
+            false
+        });
+
+        let job = w.pull_with(PullMode::Upsert, false, stop).await;
+
+        let c = succeeded(&job);
+        assert_eq!(
+            c,
+            PullCounts {
+                total: 450,
+                created: 400,
+                created_without_email: 20,
+                linked: 50,
+                upserted: 430,
+                unchanged: 0,
+                failed: 0,
+            }
+        );
+        let stats = w.sandbox.stats();
+        assert!(stats.faults_5xx > 0, "5xx were injected: {stats:?}");
+        assert!(stats.rate_limited > 0, "429s were met: {stats:?}");
+        assert!(w.ctx.hubspot.metrics().token_refreshes() >= 1, "the expired token was refreshed");
+        let local = w.rows().await;
+        assert_eq!(local.len(), 450);
+        let distinct: BTreeSet<_> = local.iter().map(|r| r.hs_object_id.clone()).collect();
+        assert_eq!(distinct.len(), 450);
+    }
+
+    async fn a_pull_job_runs_on_the_worker_runtime(db: TestDb) {
+        let w = World::new(db, args()).await;
+        w.sandbox.seed_contacts(300);
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let config = WorkerConfig {
+            role: "test".to_owned(),
+            sqlite_poll_interval: Duration::from_millis(50),
+            postgres_poll_interval: Duration::from_millis(200),
+            ..WorkerConfig::default()
+        };
+        let workers = tokio::spawn(run_workers(w.store.clone(), w.runner(), vec![], config, async move {
+            let _ = stop_rx.await;
+        }));
+        let job = enqueue(&w.store, EnqueueRequest { spec: JobSpec::pull(), trigger: Trigger::Api, force: false })
+            .await
+            .unwrap()
+            .job;
+
+        let started = std::time::Instant::now();
+        let done = loop {
+            let job = w.store.get_job(job.id).await.unwrap().unwrap();
+            if job.status.is_terminal() {
+                break job;
+            }
+            assert!(started.elapsed() < Duration::from_secs(60), "the job ends: {job:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let _ = stop_tx.send(());
+        workers.await.unwrap().unwrap();
+
+        assert_eq!(succeeded(&done).created, 300);
+        assert_eq!(w.rows().await.len(), 300);
+    }
+}
+
+// ---- OAuth, for the token-expiry test ---------------------------------------------------
+
+fn oauth_app(sb: &SandboxHandle) -> OAuthApp {
+    OAuthApp {
+        client_id: sb.client_id().to_owned(),
+        client_secret: Secret::new(sb.client_secret()),
+        authorize_url: Url::parse(&sb.authorize_url()).expect("authorize url"),
+        redirect_uri: Url::parse("http://localhost:3001/oauth-callback").expect("redirect"),
+        scopes: vec![
+            "crm.objects.contacts.read".to_owned(),
+            "crm.objects.contacts.write".to_owned(),
+        ],
+        optional_scopes: Vec::new(),
+    }
+}
+
+/// Follows the install link like a browser and returns the code HubSpot hands back.
+async fn approve(client: &HubSpotClient) -> String {
+    let link = client.authorize_url("pull-test").expect("install link");
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("browser");
+    let answer = browser
+        .get(link)
+        .send()
+        .await
+        .expect("authorize page answers");
+    let location = answer.headers()["location"]
+        .to_str()
+        .expect("location")
+        .to_owned();
+    let back = Url::parse(&location).expect("redirect url");
+    back.query_pairs()
+        .find(|(k, _)| k == "code")
+        .map(|(_, v)| v.into_owned())
+        .expect("a code")
+}
