@@ -225,12 +225,13 @@ async fn rate_limited(admin: &str, n: usize) -> Result<(), BoxError> {
             "empty portal".to_owned()
         };
         println!(
-            "postgres Link first push at 100 requests/10 s, {portal}: {} contacts in {:.1} s = {:.0} contacts/s, {} calls ({:.2} per 100; steady-state ceiling {steady:.0} contacts/s); the limit allows these calls in {fastest:.0} s at best: {:.1} % of that pace",
+            "postgres Link first push at 100 requests/10 s, {portal}: {} contacts in {:.1} s = {:.0} contacts/s, {} calls ({:.2} per 100; steady-state ceiling {steady:.0} contacts/s), {} answered 429; the limit allows these calls in {fastest:.0} s at best: {:.1} % of that pace",
             run.contacts,
             run.seconds,
             run.rate(),
             run.calls,
             run.calls_per_100(),
+            pusher.client().metrics().rate_limited_total(),
             100.0 * fastest / run.seconds
         );
         store.close().await;
