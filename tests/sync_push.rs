@@ -449,8 +449,6 @@ fn counts(total: u64, created: u64, linked: u64, updated: u64, failed: u64) -> P
     }
 }
 
-/// A push into a HubSpot that may or may not have its contacts: everything is linked, nothing
-/// failed, and `created + linked` is everything.
 /// Uses up the sandbox's 10-second window (until one call is refused), so that the next job
 /// meets 429s however slowly this machine runs; returns the 429 count at that point.
 async fn fill_rate_window(sandbox: &SandboxHandle) -> u64 {
@@ -470,6 +468,8 @@ async fn fill_rate_window(sandbox: &SandboxHandle) -> u64 {
     sandbox.stats().rate_limited
 }
 
+/// A push into a HubSpot that may or may not have its contacts: everything is linked, nothing
+/// failed, and `created + linked` is everything.
 fn assert_all_pushed(job: &Job, n: u64) {
     assert_eq!(job.status, JobStatus::Succeeded, "{job:#?}");
     let c = push_counts(job);
@@ -923,17 +923,16 @@ backend_tests! {
     }
 
     async fn server_errors_and_rate_limits_keep_the_same_guarantees(db: TestDb) {
-        // HubSpot allows 30 requests per 10 s and the client keeps no budget of its own, so
-        // bursts meet 429s; a quarter of requests fail with a 5xx. Small pages make enough
-        // requests.
+        // HubSpot allows 20 requests per 10 s, and its window is full when the push starts
+        // (the client cannot know); a quarter of requests fail with a 5xx.
         let args = SandboxArgs {
             fault_5xx: 0.25,
-            requests_per_10s: 30,
+            requests_per_10s: 20,
             rng_seed: Some(13),
             ..sandbox_args()
         };
         let config = PushConfig { page_size: 10, ..PushConfig::default() };
-        let env = Env::with(db, args, 0, config).await;
+        let env = Env::with(db, args, 100, config).await;
         env.insert_people(200, 10).await;
         env.in_hubspot(&[("person15@acme.io", "Known", "Before")]);
         let limited_before = fill_rate_window(&env.hubspot).await;

@@ -1,18 +1,23 @@
 //! How failures that stop a push page map to the queue's [`RunError`].
 //!
-//! Transient (the queue retries the job from its checkpoint): HubSpot 5xx and network failures
-//! after the client's own retries, 429s the client could not get past, a write whose answer was
-//! lost and stayed ambiguous after re-reading, answers HubSpot does not document (a proxy's
-//! error page), an access token still expired after the client's refresh, and database blips.
-//! Fatal (the job fails with the reason): refused credentials
-//! or scopes, a broken OAuth connection, the account's daily limit (it resets at midnight in
-//! the account's time zone, far beyond the queue's retries; the next job pushes the rest), and
-//! whole-request refusals that repeating cannot fix.
+//! HubSpot failures go through the sync engine's shared rule ([`hubspot_error`]: transient for
+//! 429s the client could not get past, 5xx and network failures after its retries, lost write
+//! answers, unreadable answers; fatal for refused credentials or scopes and refused requests),
+//! with two cases the push decides differently:
+//! - the account's daily limit is fatal: it resets at midnight in the account's time zone,
+//!   far beyond the queue's retries, and the contacts not pushed yet stay candidates for the
+//!   next job;
+//! - an access token still expired after the client's own refresh is transient: a refresh is
+//!   the cure and the next run makes one (a token HubSpot does not know stays fatal).
+//!
+//! Database failures: blips are transient, and so is a unique violation while saving a page
+//! (see [`from_store`]); anything else is fatal.
 
 use crate::hubspot::{HubSpotError, RateLimitPolicy};
 use crate::jobs::RunError;
 use crate::store::StoreError;
 use crate::store::jobs::is_transient;
+use crate::sync::hubspot_error;
 
 /// A HubSpot failure that ends the run.
 pub(super) fn from_hubspot(error: HubSpotError) -> RunError {
@@ -24,23 +29,10 @@ pub(super) fn from_hubspot(error: HubSpotError) -> RunError {
             "HubSpot's daily API limit is reached; the contacts not pushed yet stay candidates \
              for the next push after the limit resets: {error}"
         )),
-        // An access token that expired again right after its refresh (a refresh is the cure,
-        // and the next run makes one); a token HubSpot does not know at all is fatal below.
-        HubSpotError::Unauthorized { expired: true, .. }
-        | HubSpotError::RateLimited { .. }
-        | HubSpotError::Transient { .. }
-        | HubSpotError::Ambiguous { .. }
-        | HubSpotError::UnexpectedResponse { .. }
-        | HubSpotError::TokenStore(_) => RunError::Transient(error.to_string()),
-        HubSpotError::Unauthorized { .. }
-        | HubSpotError::Forbidden { .. }
-        | HubSpotError::RefreshRefused { .. }
-        | HubSpotError::NotConnected
-        | HubSpotError::InvalidRequest(_)
-        | HubSpotError::Conflict { .. }
-        | HubSpotError::Validation { .. }
-        | HubSpotError::NotFound { .. }
-        | HubSpotError::Other { .. } => RunError::Fatal(error.to_string()),
+        HubSpotError::Unauthorized { expired: true, .. } => {
+            RunError::Transient(format!("pushing contacts: {error}"))
+        }
+        other => hubspot_error("pushing contacts", other),
     }
 }
 
