@@ -12,7 +12,7 @@ use std::sync::Arc;
 use clap::{Args, Parser, Subcommand};
 use tokio::net::TcpListener;
 
-use crate::api::AppState;
+use crate::api::{AppState, OAuthSettings};
 use crate::config::{
     ConfigError, SecretOrigin, Settings, load_dotenv, previous_keys, resolve_api_token,
     resolve_encryption_key,
@@ -321,9 +321,10 @@ pub fn hubspot_client_from_settings(
     settings: &Settings,
     store: &Store,
     cipher: Arc<TokenCipher>,
-) -> Result<Option<HubSpotClient>, CliError> {
+) -> Result<Option<(HubSpotClient, Option<DbTokenStore>)>, CliError> {
     let mut config = ClientConfig::new(settings.hubspot_api_base_url()?);
     config.requests_per_10s = settings.hubspot.requests_per_10s;
+    let mut tokens = None;
     let auth = if let Some(token) = &settings.hubspot.access_token {
         Auth::PrivateApp(token.clone())
     } else if let (Some(client_id), Some(client_secret)) =
@@ -345,12 +346,18 @@ pub fn hubspot_client_from_settings(
                 scopes: HUBSPOT_SCOPES.iter().map(|s| (*s).to_owned()).collect(),
                 optional_scopes: Vec::new(),
             },
-            tokens: Arc::new(DbTokenStore::new(store.clone(), cipher)),
+            tokens: {
+                // The API and the client share one store, so both know which tokens were last
+                // handed out when HubSpot refuses a refresh.
+                let store = DbTokenStore::new(store.clone(), cipher);
+                tokens = Some(store.clone());
+                Arc::new(store)
+            },
         }
     } else {
         return Ok(None);
     };
-    Ok(Some(HubSpotClient::new(config, auth)?))
+    Ok(Some((HubSpotClient::new(config, auth)?, tokens)))
 }
 
 /// Everything `crm-sync serve` runs, connected and bound but not yet serving, so that the
@@ -408,13 +415,23 @@ impl Service {
         let token_cipher = Arc::new(TokenCipher::new(&EncryptionKey::from_bytes(key), &previous));
         let store = open_store(&settings).await?;
         let state = AppState::new(store, token);
-        let hubspot = hubspot_client_from_settings(&settings, &state.store, token_cipher.clone())?;
-        if let Some(client) = &hubspot {
-            let client = client.clone();
-            state.metrics.register(Arc::new(move |out: &mut String| {
-                client.metrics().render_prometheus(out)
-            }));
-        }
+        let state = state.with_oauth(OAuthSettings {
+            client_id: settings.hubspot.client_id.clone(),
+            client_secret: settings.hubspot.client_secret.clone(),
+            public_url: settings.public_url()?,
+            authorize_url: settings.hubspot_authorize_url()?,
+        });
+        let built = hubspot_client_from_settings(&settings, &state.store, token_cipher.clone())?;
+        let (state, hubspot) = match built {
+            Some((client, tokens)) => {
+                let metrics_client = client.clone();
+                state.metrics.register(Arc::new(move |out: &mut String| {
+                    metrics_client.metrics().render_prometheus(out)
+                }));
+                (state.with_hubspot(client.clone(), tokens), Some(client))
+            }
+            None => (state, None),
+        };
         let addr = settings.bind_addr()?;
         let listener = TcpListener::bind(addr)
             .await
@@ -585,9 +602,9 @@ pub fn job_runner(
         .map(EncryptionKey::from_bytes)
         .collect();
     let cipher = Arc::new(TokenCipher::new(&EncryptionKey::from_bytes(key), &previous));
-    Ok(runner_for(hubspot_client_from_settings(
-        settings, store, cipher,
-    )?))
+    Ok(runner_for(
+        hubspot_client_from_settings(settings, store, cipher)?.map(|(client, _)| client),
+    ))
 }
 
 /// The sync engine over `client`, or, with no HubSpot configured, a runner that fails each job
