@@ -1,9 +1,9 @@
-//! Sync throughput against the HubSpot sandbox running as its own `crm-sync sandbox` process
+//! Pull throughput against the HubSpot sandbox running as its own `crm-sync sandbox` process
 //! (limits off), on PostgreSQL and SQLite: a full pull of N contacts into an empty database, a
 //! no-change full re-run, and a no-change incremental re-run, each with contacts/s, the HubSpot
 //! calls it made and this process's peak RSS so far (the sandbox's memory is not counted).
 //!
-//! `cargo bench --bench sync`. Environment: `SYNC_BENCH_CONTACTS` (default 100000),
+//! `cargo bench --bench pull`. Environment: `SYNC_BENCH_CONTACTS` (default 100000),
 //! `SYNC_BENCH_BACKENDS` (default `postgres,sqlite`), `TEST_DATABASE_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/postgres`; PostgreSQL is skipped when unreachable).
 //! For the memory target: `SYNC_BENCH_CONTACTS=1000000 SYNC_BENCH_BACKENDS=postgres`.
@@ -11,8 +11,6 @@
 //! The incremental pull runs with a lookback of zero: the sandbox's search index has no lag
 //! (`--search-delay-ms 0`), which is what the lookback covers. With the default five minutes, a
 //! re-run within five minutes of the import would read the imported contacts again.
-//!
-//! Push measurements belong in this file too (engineer "push").
 
 use crm_sync::hubspot::{Auth, ClientConfig, HubSpotClient};
 use crm_sync::ids::JobId;
@@ -58,7 +56,7 @@ async fn run() -> Result<(), BoxError> {
         .unwrap_or(100_000);
     let backends =
         std::env::var("SYNC_BENCH_BACKENDS").unwrap_or_else(|_| "postgres,sqlite".to_owned());
-    println!("sync benchmark: {contacts} contacts, sandbox in its own process, limits off");
+    println!("pull benchmark: {contacts} contacts, sandbox in its own process, limits off");
     for backend in backends.split(',').map(str::trim) {
         let Some(db) = BenchDb::create(backend).await? else {
             continue;
