@@ -12,17 +12,22 @@ use std::sync::Arc;
 use clap::{Args, Parser, Subcommand};
 use tokio::net::TcpListener;
 
-use crate::api::AppState;
+use crate::api::{AppState, OAuthSettings};
 use crate::config::{
     ConfigError, SecretOrigin, Settings, load_dotenv, previous_keys, resolve_api_token,
     resolve_encryption_key,
 };
 use crate::crypto::{EncryptionKey, TokenCipher};
-use crate::hubspot::{Auth, ClientConfig, HubSpotClient, HubSpotError};
+use crate::hubspot::{Auth, ClientConfig, HubSpotClient, HubSpotError, OAuthApp};
+use crate::jobs::commands::{CommandError, JobsArgs, SyncArgs};
+use crate::jobs::worker::{WorkerConfig, WorkerRuntimeError};
+use crate::jobs::{JobRunner, Schedule, ScheduleError, SpecError};
+use crate::oauth::DbTokenStore;
 use crate::sandbox::{Sandbox, SandboxArgs, SandboxError, SandboxHandle};
 use crate::secret::Secret;
 use crate::seed::{Catalog, SeedError};
 use crate::store::{Backend, Store, StoreError};
+use crate::sync::{SyncContext, SyncRunner};
 use crate::telemetry::LogFormat;
 
 /// Contacts the in-process sandbox of `serve --sandbox` starts with, so a pull has work to do.
@@ -55,6 +60,12 @@ pub enum Command {
         #[command(flatten)]
         args: SandboxArgs,
     },
+    /// Enqueue a push or pull job; with --wait, follow it and print its counts.
+    Sync(SyncArgs),
+    /// List recent jobs, or show one.
+    Jobs(JobsArgs),
+    /// Run the job workers and the scheduler, without HTTP (run several to scale out).
+    Worker,
 }
 
 /// Flags of `crm-sync serve`.
@@ -127,6 +138,21 @@ pub enum CliError {
     /// The HTTP server stopped with an I/O error.
     #[error("the HTTP server failed: {0}")]
     Serve(std::io::Error),
+    /// `sync` flags that make no job (the message names the valid choices).
+    #[error("{0} (see crm-sync sync --help)")]
+    JobSpec(#[from] SpecError),
+    /// A job command failed: enqueueing, reading jobs, an unknown job id.
+    #[error(transparent)]
+    Jobs(#[from] CommandError),
+    /// `sync --wait` followed a job that did not succeed (the line says why).
+    #[error("{0}")]
+    JobFailed(String),
+    /// A `[[sync.schedules]]` entry cannot be scheduled.
+    #[error("sync.schedules: {0}")]
+    Schedule(#[from] ScheduleError),
+    /// The job workers stopped with an error.
+    #[error(transparent)]
+    Workers(#[from] WorkerRuntimeError),
     /// The working directory (where `config/`, `.env` and `data/` live) is unknown.
     #[error("cannot determine the working directory: {0}")]
     WorkingDir(std::io::Error),
@@ -169,6 +195,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Migrate => migrate(&dir).await,
         Command::Seed(args) => seed(&dir, args).await,
         Command::Sandbox { args } => Ok(crate::sandbox::run(args).await?),
+        Command::Sync(args) => sync(&dir, args).await,
+        Command::Jobs(args) => jobs(&dir, args).await,
+        Command::Worker => worker(&dir).await,
     }
 }
 
@@ -273,21 +302,62 @@ async fn choose_industry(catalog: &Catalog) -> Result<String, CliError> {
     .map_err(|e| CliError::Prompt(e.to_string()))?
 }
 
+/// The scopes the install link asks for: the original sample app's.
+pub const HUBSPOT_SCOPES: &[&str] = &[
+    "crm.objects.contacts.read",
+    "crm.objects.contacts.write",
+    "crm.objects.companies.read",
+    "crm.objects.companies.write",
+    "crm.schemas.contacts.read",
+    "crm.schemas.contacts.write",
+    "crm.schemas.companies.read",
+    "crm.schemas.companies.write",
+];
+
 /// The HubSpot client the settings describe: a private-app client when
-/// `hubspot.access_token` is set, `None` otherwise (OAuth installs keep their tokens in the
-/// database and are built from there).
+/// `hubspot.access_token` is set; an OAuth client whose tokens live encrypted in the database
+/// when `hubspot.client_id` and `hubspot.client_secret` are set; `None` otherwise.
 pub fn hubspot_client_from_settings(
     settings: &Settings,
-) -> Result<Option<HubSpotClient>, CliError> {
-    let Some(token) = &settings.hubspot.access_token else {
-        return Ok(None);
-    };
+    store: &Store,
+    cipher: Arc<TokenCipher>,
+) -> Result<Option<(HubSpotClient, Option<DbTokenStore>)>, CliError> {
     let mut config = ClientConfig::new(settings.hubspot_api_base_url()?);
     config.requests_per_10s = settings.hubspot.requests_per_10s;
-    Ok(Some(HubSpotClient::new(
-        config,
-        Auth::PrivateApp(token.clone()),
-    )?))
+    let mut tokens = None;
+    let auth = if let Some(token) = &settings.hubspot.access_token {
+        Auth::PrivateApp(token.clone())
+    } else if let (Some(client_id), Some(client_secret)) =
+        (&settings.hubspot.client_id, &settings.hubspot.client_secret)
+    {
+        let redirect_uri = settings
+            .public_url()?
+            .join("/oauth-callback")
+            .map_err(|e| ConfigError::Invalid {
+                key: "server.public_url".into(),
+                problem: e.to_string(),
+            })?;
+        Auth::OAuth {
+            app: OAuthApp {
+                client_id: client_id.clone(),
+                client_secret: client_secret.clone(),
+                authorize_url: settings.hubspot_authorize_url()?,
+                redirect_uri,
+                scopes: HUBSPOT_SCOPES.iter().map(|s| (*s).to_owned()).collect(),
+                optional_scopes: Vec::new(),
+            },
+            tokens: {
+                // The API and the client share one store, so both know which tokens were last
+                // handed out when HubSpot refuses a refresh.
+                let store = DbTokenStore::new(store.clone(), cipher);
+                tokens = Some(store.clone());
+                Arc::new(store)
+            },
+        }
+    } else {
+        return Ok(None);
+    };
+    Ok(Some((HubSpotClient::new(config, auth)?, tokens)))
 }
 
 /// Everything `crm-sync serve` runs, connected and bound but not yet serving, so that the
@@ -345,13 +415,23 @@ impl Service {
         let token_cipher = Arc::new(TokenCipher::new(&EncryptionKey::from_bytes(key), &previous));
         let store = open_store(&settings).await?;
         let state = AppState::new(store, token);
-        let hubspot = hubspot_client_from_settings(&settings)?;
-        if let Some(client) = &hubspot {
-            let client = client.clone();
-            state.metrics.register(Arc::new(move |out: &mut String| {
-                client.metrics().render_prometheus(out)
-            }));
-        }
+        let state = state.with_oauth(OAuthSettings {
+            client_id: settings.hubspot.client_id.clone(),
+            client_secret: settings.hubspot.client_secret.clone(),
+            public_url: settings.public_url()?,
+            authorize_url: settings.hubspot_authorize_url()?,
+        });
+        let built = hubspot_client_from_settings(&settings, &state.store, token_cipher.clone())?;
+        let (state, hubspot) = match built {
+            Some((client, tokens)) => {
+                let metrics_client = client.clone();
+                state.metrics.register(Arc::new(move |out: &mut String| {
+                    metrics_client.metrics().render_prometheus(out)
+                }));
+                (state.with_hubspot(client.clone(), tokens), Some(client))
+            }
+            None => (state, None),
+        };
         let addr = settings.bind_addr()?;
         let listener = TcpListener::bind(addr)
             .await
@@ -414,23 +494,143 @@ async fn start_demo_sandbox(settings: &mut Settings) -> Result<SandboxHandle, Cl
     Ok(sandbox)
 }
 
-/// `crm-sync serve`: builds the [`Service`], serves the API until SIGINT/SIGTERM, then stops
-/// the sandbox and closes the database.
+/// `crm-sync serve`: builds the [`Service`], serves the API and runs the job workers and the
+/// scheduler next to it until SIGINT/SIGTERM, then stops the sandbox and closes the database.
 async fn serve(dir: &Path, args: &ServeArgs) -> Result<(), CliError> {
     let service = Service::build(dir, args).await?;
     println!("{}", service.start_line());
+    let schedules = Schedule::all_from(&service.settings)?;
+    let runner = runner_for(service.hubspot.clone());
     let Service {
         state,
         listener,
         sandbox,
         ..
     } = service;
-    crate::api::serve(listener, state.clone(), crate::api::shutdown_signal())
-        .await
-        .map_err(CliError::Serve)?;
+    let state = state.with_schedules(schedules.clone());
+    state
+        .metrics
+        .register(Arc::new(crate::jobs::metrics::render));
+    let config = WorkerConfig {
+        role: "serve".to_owned(),
+        ..WorkerConfig::default()
+    };
+    // Each side listens for the signal itself, so one SIGTERM stops both.
+    let (api, workers) = tokio::join!(
+        crate::api::serve(listener, state.clone(), crate::api::shutdown_signal()),
+        crate::jobs::run_workers(
+            state.store.clone(),
+            runner,
+            schedules,
+            config,
+            crate::jobs::worker::shutdown_signal(),
+        ),
+    );
     if let Some(sandbox) = sandbox {
         sandbox.shutdown().await?;
     }
     state.store.close().await;
-    Ok(())
+    api.map_err(CliError::Serve)?;
+    Ok(workers?)
+}
+
+/// `crm-sync sync push|pull`: enqueues with trigger `cli`; with `--wait`, follows the job and
+/// fails unless it succeeded.
+async fn sync(dir: &Path, args: SyncArgs) -> Result<(), CliError> {
+    let spec = args.spec()?;
+    let settings = Settings::load_from_process(dir)?;
+    let store = open_store(&settings).await?;
+    let mut out = std::io::stdout();
+    let outcome = crate::jobs::commands::sync(&store, spec, args.force, args.wait, &mut out).await;
+    store.close().await;
+    let outcome = outcome?;
+    match outcome.failure_message() {
+        Some(line) => Err(CliError::JobFailed(line)),
+        None => Ok(()),
+    }
+}
+
+/// `crm-sync jobs [ID]`.
+async fn jobs(dir: &Path, args: JobsArgs) -> Result<(), CliError> {
+    let settings = Settings::load_from_process(dir)?;
+    let store = open_store(&settings).await?;
+    let mut out = std::io::stdout();
+    let shown = crate::jobs::commands::jobs(&store, args.id.as_deref(), args.limit, &mut out).await;
+    store.close().await;
+    Ok(shown?)
+}
+
+/// `crm-sync worker`: the job workers and the schedulers until SIGINT/SIGTERM; running jobs
+/// stop at a page boundary and go back to the queue.
+async fn worker(dir: &Path) -> Result<(), CliError> {
+    let settings = Settings::load_from_process(dir)?;
+    let schedules = Schedule::all_from(&settings)?;
+    let store = open_store(&settings).await?;
+    let runner = job_runner(dir, &settings, &store)?;
+    tracing::info!(
+        database = %store.redacted_url(),
+        schedules = schedules.len(),
+        "crm-sync worker started"
+    );
+    let config = WorkerConfig {
+        role: "worker".to_owned(),
+        ..WorkerConfig::default()
+    };
+    let ran = crate::jobs::run_workers(
+        store.clone(),
+        runner,
+        schedules,
+        config,
+        crate::jobs::worker::shutdown_signal(),
+    )
+    .await;
+    store.close().await;
+    Ok(ran?)
+}
+
+/// The runner that workers hand jobs to: the sync engine, built from the settings (the same
+/// runner serves `serve` and `worker`).
+pub fn job_runner(
+    dir: &Path,
+    settings: &Settings,
+    store: &Store,
+) -> Result<Arc<dyn JobRunner>, CliError> {
+    let data = data_dir(dir);
+    let (key, _) = resolve_encryption_key(settings, &data)?;
+    let previous: Vec<EncryptionKey> = previous_keys(settings)?
+        .into_iter()
+        .map(EncryptionKey::from_bytes)
+        .collect();
+    let cipher = Arc::new(TokenCipher::new(&EncryptionKey::from_bytes(key), &previous));
+    Ok(runner_for(
+        hubspot_client_from_settings(settings, store, cipher)?.map(|(client, _)| client),
+    ))
+}
+
+/// The sync engine over `client`, or, with no HubSpot configured, a runner that fails each job
+/// at once saying how to configure it (rather than leaving jobs queued forever).
+fn runner_for(client: Option<HubSpotClient>) -> Arc<dyn JobRunner> {
+    match client {
+        Some(client) => Arc::new(SyncRunner::new(SyncContext::new(client))),
+        None => Arc::new(HubSpotNotConfigured),
+    }
+}
+
+/// Fails every job: no HubSpot account is configured.
+struct HubSpotNotConfigured;
+
+impl JobRunner for HubSpotNotConfigured {
+    fn run<'a>(
+        &'a self,
+        _job: &'a crate::jobs::model::Job,
+        _progress: &'a crate::jobs::runner::Progress,
+    ) -> crate::jobs::runner::BoxFuture<'a, Result<(), crate::jobs::runner::RunError>> {
+        Box::pin(async {
+            Err(crate::jobs::runner::RunError::Fatal(
+                "HubSpot is not configured: set hubspot.access_token (a private-app token), or \
+                 hubspot.client_id and hubspot.client_secret and install the app at /api/install"
+                    .to_owned(),
+            ))
+        })
+    }
 }

@@ -457,32 +457,64 @@ fn read_or_create(
     path: &Path,
     make: impl FnOnce() -> String,
 ) -> Result<(Secret, SecretOrigin), ConfigError> {
-    match std::fs::read_to_string(path) {
-        Ok(s) if !s.trim().is_empty() => return Ok((Secret::new(s.trim()), SecretOrigin::File)),
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(source) => {
-            return Err(ConfigError::SecretFile {
-                action: "read",
-                path: path.to_owned(),
-                source,
-            });
-        }
-    }
-    let value = make();
-    write_private(path, &value).map_err(|source| ConfigError::SecretFile {
-        action: "write",
+    let read_err = |source| ConfigError::SecretFile {
+        action: "read",
         path: path.to_owned(),
         source,
-    })?;
-    Ok((Secret::new(value), SecretOrigin::Generated))
+    };
+    if let Some(existing) = read_existing(path).map_err(read_err)? {
+        return Ok((existing, SecretOrigin::File));
+    }
+    let value = make();
+    // Written aside, then linked into place: the file appears whole or not at all, and when two
+    // processes start together the loser of the link reads the winner's value.
+    match publish(path, &value) {
+        Ok(()) => Ok((Secret::new(value), SecretOrigin::Generated)),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read_existing(path)
+            .map_err(read_err)?
+            .map(|s| (s, SecretOrigin::File))
+            .ok_or_else(|| {
+                read_err(std::io::Error::other(
+                    "another process created it empty; delete it and start again",
+                ))
+            }),
+        Err(source) => Err(ConfigError::SecretFile {
+            action: "write",
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+fn read_existing(path: &Path) -> std::io::Result<Option<Secret>> {
+    match std::fs::read_to_string(path) {
+        Ok(s) if !s.trim().is_empty() => Ok(Some(Secret::new(s.trim()))),
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn publish(path: &Path, value: &str) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("secret");
+    let aside = dir.join(format!(
+        ".{name}.{}.{}",
+        std::process::id(),
+        random_token(6)
+    ));
+    write_private(&aside, value)?;
+    let linked = std::fs::hard_link(&aside, path);
+    let _ = std::fs::remove_file(&aside);
+    linked
 }
 
 fn write_private(path: &Path, value: &str) -> std::io::Result<()> {
     use std::io::Write as _;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -492,7 +524,8 @@ fn write_private(path: &Path, value: &str) -> std::io::Result<()> {
     }
     let mut file = options.open(path)?;
     file.write_all(value.as_bytes())?;
-    file.write_all(b"\n")
+    file.write_all(b"\n")?;
+    file.sync_all()
 }
 
 fn random_bytes<const N: usize>() -> [u8; N] {
@@ -675,6 +708,27 @@ mod tests {
                 .permissions()
                 .mode();
             assert_eq!(mode & 0o077, 0, "only the owner may read the token");
+        }
+    }
+
+    #[test]
+    fn processes_starting_together_agree_on_one_generated_token() {
+        for _ in 0..20 {
+            let dir = dir_with(None);
+            let s = Settings::load(dir.path(), &HashMap::new()).unwrap();
+            let data = dir.path().join("data");
+            let tokens: Vec<String> = std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..8)
+                    .map(|_| scope.spawn(|| resolve_api_token(&s, &data).map(|t| t.0)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap().unwrap().expose().to_owned())
+                    .collect()
+            });
+            assert!(tokens.iter().all(|t| t == &tokens[0]), "{tokens:?}");
+            let leftovers = std::fs::read_dir(&data).unwrap().count();
+            assert_eq!(leftovers, 1, "only the token file remains");
         }
     }
 

@@ -1,6 +1,7 @@
 //! The job store and enqueueing, on SQLite and PostgreSQL.
 
 mod common;
+#[macro_use]
 mod jobs_support;
 
 use common::TestDb;
@@ -9,31 +10,6 @@ use crm_sync::jobs::model::{Counts, Direction, JobSpec, JobStatus, PushCounts, T
 use crm_sync::jobs::{EnqueueRequest, enqueue};
 use crm_sync::store::jobs::{Checkpoint, Tx};
 use jobs_support::JobsDb;
-
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let db = super::JobsDb::new(super::TestDb::sqlite().await).await;
-                    super::$name(&db).await
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let Some(db) = super::TestDb::postgres_if_available().await else {
-                        return;
-                    };
-                    super::$name(&super::JobsDb::new(db).await).await
-                }
-            )*
-        }
-    };
-}
 
 on_both_backends!(
     an_enqueued_job_is_queued_with_zeroed_counts,

@@ -5,6 +5,7 @@
 //! sync engine.
 
 mod common;
+#[macro_use]
 mod jobs_support;
 
 use common::TestDb;
@@ -21,31 +22,6 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let db = super::JobsDb::new(super::TestDb::sqlite().await).await;
-                    super::$name(&db).await
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let Some(db) = super::TestDb::postgres_if_available().await else {
-                        return;
-                    };
-                    super::$name(&super::JobsDb::new(db).await).await
-                }
-            )*
-        }
-    };
-}
 
 on_both_backends!(
     an_idle_worker_picks_up_a_job_and_reports_progress,

@@ -25,6 +25,8 @@ pub enum ErrorCode {
     InvalidBody,
     /// 400 or 422: anything else wrong with the request.
     InvalidRequest,
+    /// 409: the request conflicts with the resource's state (e.g. cancelling a finished job).
+    Conflict,
     /// 413: the request body is larger than the server accepts.
     PayloadTooLarge,
     /// 415: the request body has a content type the route does not accept.
@@ -33,6 +35,18 @@ pub enum ErrorCode {
     DatabaseUnavailable,
     /// 503: the service cannot answer right now.
     ServiceUnavailable,
+    /// 429: the client sent too many requests; `Retry-After` says when to try again.
+    RateLimited,
+    /// 401: a webhook's `X-HubSpot-Signature-v3` is missing, wrong or stale.
+    InvalidSignature,
+    /// 404: no HubSpot account is connected (install the app at `/api/install`).
+    NotConnected,
+    /// 409 or 503: HubSpot refused the refresh token (the app was uninstalled); install again.
+    HubspotConnectionBroken,
+    /// 503: the stored HubSpot tokens do not decrypt with the configured keys.
+    HubspotTokensUnreadable,
+    /// 502: HubSpot did not answer usably.
+    HubspotUnavailable,
     /// 500: a fault on the server's side; details are in the server log only.
     InternalError,
 }
@@ -47,10 +61,17 @@ impl ErrorCode {
             ErrorCode::InvalidParameter => "invalid_parameter",
             ErrorCode::InvalidBody => "invalid_body",
             ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::Conflict => "conflict",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::DatabaseUnavailable => "database_unavailable",
             ErrorCode::ServiceUnavailable => "service_unavailable",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::InvalidSignature => "invalid_signature",
+            ErrorCode::NotConnected => "not_connected",
+            ErrorCode::HubspotConnectionBroken => "hubspot_connection_broken",
+            ErrorCode::HubspotTokensUnreadable => "hubspot_tokens_unreadable",
+            ErrorCode::HubspotUnavailable => "hubspot_unavailable",
             ErrorCode::InternalError => "internal_error",
         }
     }
@@ -61,9 +82,11 @@ impl ErrorCode {
             StatusCode::UNAUTHORIZED => ErrorCode::Unauthorized,
             StatusCode::NOT_FOUND => ErrorCode::NotFound,
             StatusCode::METHOD_NOT_ALLOWED => ErrorCode::MethodNotAllowed,
+            StatusCode::CONFLICT => ErrorCode::Conflict,
             StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::PayloadTooLarge,
             StatusCode::UNSUPPORTED_MEDIA_TYPE => ErrorCode::UnsupportedMediaType,
             StatusCode::SERVICE_UNAVAILABLE => ErrorCode::ServiceUnavailable,
+            StatusCode::TOO_MANY_REQUESTS => ErrorCode::RateLimited,
             s if s.is_client_error() => ErrorCode::InvalidRequest,
             _ => ErrorCode::InternalError,
         }
@@ -406,7 +429,8 @@ pub(crate) fn ensure_json_error(resp: Response, facts: &RequestFacts) -> Respons
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("application/json"));
-    if is_json {
+    // Deliberate HTML pages (a refused OAuth callback explains itself to a person) stay.
+    if is_json || resp.data::<super::html::HtmlPage>().is_some() {
         return resp;
     }
     let pattern = resp.data::<poem::PathPattern>().cloned();
@@ -520,10 +544,17 @@ mod tests {
             ErrorCode::InvalidParameter,
             ErrorCode::InvalidBody,
             ErrorCode::InvalidRequest,
+            ErrorCode::Conflict,
             ErrorCode::PayloadTooLarge,
             ErrorCode::UnsupportedMediaType,
             ErrorCode::DatabaseUnavailable,
             ErrorCode::ServiceUnavailable,
+            ErrorCode::RateLimited,
+            ErrorCode::InvalidSignature,
+            ErrorCode::NotConnected,
+            ErrorCode::HubspotConnectionBroken,
+            ErrorCode::HubspotTokensUnreadable,
+            ErrorCode::HubspotUnavailable,
             ErrorCode::InternalError,
         ] {
             let wire = poem_openapi::types::ToJSON::to_json(&code);

@@ -3,9 +3,12 @@
 use poem_openapi::payload::{Json, PlainText};
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
+use poem::http::StatusCode;
+
 use super::AppState;
-use super::error::{ApiError, ErrorBody};
+use super::error::{ApiError, ErrorBody, ErrorCode};
 use super::tags::ApiTags;
+use crate::store::CredentialStatus;
 
 /// `{"status":"ok"}`.
 #[derive(Debug, Object)]
@@ -28,7 +31,9 @@ pub enum Readiness {
     /// The database answers.
     #[oai(status = 200)]
     Ready(Json<StatusBody>),
-    /// The database does not answer (code `database_unavailable`).
+    /// The database does not answer (code `database_unavailable`), or HubSpot refused the
+    /// connection's refresh token and the app must be installed again (code
+    /// `hubspot_connection_broken`).
     #[oai(status = 503)]
     Unavailable(Json<ErrorBody>),
 }
@@ -57,11 +62,30 @@ impl HealthApi {
         Json(StatusBody::ok())
     }
 
-    /// Readiness: 200 only when the database answers, else 503.
+    /// Readiness: 200 when the database answers and the HubSpot connection (if any) is not
+    /// broken; else 503 saying which. A service with no HubSpot account connected yet is
+    /// ready (it serves the install page).
     #[oai(path = "/readyz", method = "get", operation_id = "readyz")]
     async fn readyz(&self) -> Readiness {
-        match self.state.store.ping().await {
-            Ok(()) => Readiness::Ready(Json(StatusBody::ok())),
+        if let Err(e) = self.state.store.ping().await {
+            return Readiness::Unavailable(Json(ApiError::database_unavailable(&e).body()));
+        }
+        match self.state.store.current_credentials().await {
+            Ok(Some(row)) if row.status == CredentialStatus::Broken => {
+                Readiness::Unavailable(Json(
+                    ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        ErrorCode::HubspotConnectionBroken,
+                        format!(
+                            "HubSpot refused the refresh token of account {} (the app was \
+                             probably uninstalled): install the app again at /api/install",
+                            row.portal_id
+                        ),
+                    )
+                    .body(),
+                ))
+            }
+            Ok(_) => Readiness::Ready(Json(StatusBody::ok())),
             Err(e) => Readiness::Unavailable(Json(ApiError::database_unavailable(&e).body())),
         }
     }

@@ -11,25 +11,38 @@
 //! Tests check both that every operation of a protected type declares the token and that every
 //! operation of the served document either is on the public list or answers 401 without it.
 
+pub mod access_token;
 pub mod auth;
 pub mod contacts;
 pub mod error;
 pub mod health;
+pub mod html;
+pub mod jobs;
 pub mod metrics;
 pub mod middleware;
+pub mod oauth_routes;
+pub mod oauth_state;
 pub mod params;
+pub mod ratelimit;
+pub mod status_page;
 mod tags;
+pub mod webhook_route;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use poem::listener::TcpAcceptor;
-use poem::{Endpoint, EndpointExt, Response, Route, Server};
+use poem::{Endpoint, EndpointExt, Response, Route, Server, get, post};
 use poem_openapi::OpenApiService;
+use url::Url;
 
+use crate::hubspot::HubSpotClient;
+use crate::jobs::Schedule;
+use crate::oauth::DbTokenStore;
 use crate::secret::Secret;
 use crate::store::Store;
+use ratelimit::{KeyedLimiter, RateLimit, RateLimits, Refusal};
 
 pub use error::{ApiError, ErrorCode};
 pub use metrics::{Metrics, MetricsSource};
@@ -50,6 +63,69 @@ pub struct AppState {
     pub api_token: Secret,
     /// The registry behind `/metrics`; register other modules' counters here.
     pub metrics: Arc<Metrics>,
+    /// The configured schedules, for `GET /api/schedules`.
+    pub schedules: Arc<Vec<Schedule>>,
+    /// The OAuth app's settings: the install page, the callbacks and the webhook signature
+    /// check read them.
+    pub oauth: Arc<OAuthSettings>,
+    /// The HubSpot client: an OAuth client completes installs and serves
+    /// `GET /api/access-token`; `None` when HubSpot is not configured.
+    pub hubspot: Option<HubSpotClient>,
+    /// The token store of that client (a clone of the one it was built with), to mark the
+    /// connection broken when HubSpot refuses the refresh token.
+    pub tokens: Option<DbTokenStore>,
+    /// Per-client budgets of the public routes.
+    pub rate_limits: RateLimits,
+}
+
+/// What the OAuth and webhook routes need to know about the HubSpot app (from the settings
+/// `hubspot.client_id`, `hubspot.client_secret`, `server.public_url`, `hubspot.authorize_url`).
+#[derive(Clone, Debug)]
+pub struct OAuthSettings {
+    /// `hubspot.client_id`.
+    pub client_id: Option<String>,
+    /// `hubspot.client_secret` (also the webhook signing key).
+    pub client_secret: Option<Secret>,
+    /// `server.public_url`: where HubSpot reaches this service (redirect URI, webhook URI).
+    pub public_url: Url,
+    /// `hubspot.authorize_url`.
+    pub authorize_url: Url,
+}
+
+impl Default for OAuthSettings {
+    /// INTERFACE §2's defaults, without credentials.
+    fn default() -> Self {
+        Self {
+            client_id: None,
+            client_secret: None,
+            public_url: Url::parse("http://localhost:3001")
+                .unwrap_or_else(|_| unreachable!("a valid literal URL")),
+            authorize_url: Url::parse("https://app.hubspot.com/oauth/authorize")
+                .unwrap_or_else(|_| unreachable!("a valid literal URL")),
+        }
+    }
+}
+
+impl OAuthSettings {
+    /// The setting names of the credentials that are not set (empty values count as unset).
+    pub fn missing_credentials(&self) -> Vec<&'static str> {
+        let mut missing = Vec::new();
+        if self
+            .client_id
+            .as_deref()
+            .is_none_or(|id| id.trim().is_empty())
+        {
+            missing.push("hubspot.client_id");
+        }
+        if self
+            .client_secret
+            .as_ref()
+            .is_none_or(|s| s.expose().trim().is_empty())
+        {
+            missing.push("hubspot.client_secret");
+        }
+        missing
+    }
 }
 
 impl AppState {
@@ -59,7 +135,38 @@ impl AppState {
             store,
             api_token,
             metrics: Arc::new(Metrics::new()),
+            schedules: Arc::new(Vec::new()),
+            oauth: Arc::new(OAuthSettings::default()),
+            hubspot: None,
+            tokens: None,
+            rate_limits: RateLimits::default(),
         }
+    }
+
+    /// The same state with the OAuth app's settings.
+    pub fn with_oauth(mut self, oauth: OAuthSettings) -> Self {
+        self.oauth = Arc::new(oauth);
+        self
+    }
+
+    /// The same state with the HubSpot client and, for an OAuth client, the token store it
+    /// was built with.
+    pub fn with_hubspot(mut self, client: HubSpotClient, tokens: Option<DbTokenStore>) -> Self {
+        self.hubspot = Some(client);
+        self.tokens = tokens;
+        self
+    }
+
+    /// The same state with other rate limits for the public routes.
+    pub fn with_rate_limits(mut self, limits: RateLimits) -> Self {
+        self.rate_limits = limits;
+        self
+    }
+
+    /// The same state with the configured schedules (listed by `GET /api/schedules`).
+    pub fn with_schedules(mut self, schedules: Vec<Schedule>) -> Self {
+        self.schedules = Arc::new(schedules);
+        self
     }
 }
 
@@ -68,7 +175,11 @@ type PublicApis = health::HealthApi;
 
 /// The API types whose every operation requires the bearer token (a tuple once there are
 /// several, e.g. `(ContactsApi, JobsApi)`).
-type ProtectedApis = contacts::ContactsApi;
+type ProtectedApis = (
+    contacts::ContactsApi,
+    jobs::JobsApi,
+    access_token::AccessTokenApi,
+);
 
 fn public_apis(state: &AppState) -> PublicApis {
     health::HealthApi {
@@ -77,9 +188,17 @@ fn public_apis(state: &AppState) -> PublicApis {
 }
 
 fn protected_apis(state: &AppState) -> ProtectedApis {
-    contacts::ContactsApi {
-        state: state.clone(),
-    }
+    (
+        contacts::ContactsApi {
+            state: state.clone(),
+        },
+        jobs::JobsApi {
+            state: state.clone(),
+        },
+        access_token::AccessTokenApi {
+            state: state.clone(),
+        },
+    )
 }
 
 /// The OpenAPI service of every documented route.
@@ -104,10 +223,32 @@ pub fn router(state: AppState) -> impl Endpoint<Output = Response> + 'static {
     let swagger_ui = service.swagger_ui();
     let spec = service.spec_endpoint();
     let metrics = state.metrics.clone();
+    // Public routes that anyone can call are rate-limited per client address; the pages
+    // (install, callbacks) share one budget, webhooks have their own.
+    let pages = Arc::new(KeyedLimiter::new(state.rate_limits.pages));
+    let hooks = Arc::new(KeyedLimiter::new(state.rate_limits.webhooks));
+    let limited = |limiter: &Arc<KeyedLimiter>, refusal| RateLimit::new(limiter.clone(), refusal);
     Route::new()
         .nest("/api-docs", swagger_ui)
         .at("/api-docs/openapi.json", spec)
+        .at(
+            "/api/install",
+            get(oauth_routes::install).with(limited(&pages, Refusal::Html)),
+        )
+        .at(
+            oauth_routes::CALLBACK_PATH,
+            get(oauth_routes::callback).with(limited(&pages, Refusal::Html)),
+        )
+        .at(
+            oauth_routes::INSTALL_CALLBACK_PATH,
+            get(oauth_routes::callback).with(limited(&pages, Refusal::Html)),
+        )
+        .at(
+            webhook_route::WEBHOOK_PATH,
+            post(webhook_route::hubspot_webhook).with(limited(&hooks, Refusal::Json)),
+        )
         .nest("/", service)
+        .around(status_page::serve_root)
         .data(state)
         .with(middleware::BodyLimit::new(MAX_BODY_BYTES))
         .with(middleware::ErrorEnvelope)

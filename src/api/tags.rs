@@ -9,4 +9,9 @@ pub enum ApiTags {
     Operations,
     /// Local contacts (bearer token required).
     Contacts,
+    /// Sync jobs and schedules (bearer token required).
+    Jobs,
+    /// The HubSpot connection (bearer token required).
+    #[oai(rename = "HubSpot")]
+    HubSpot,
 }

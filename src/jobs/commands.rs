@@ -3,12 +3,54 @@
 //! progress bar to stderr (hidden when stderr is not a terminal).
 
 use crate::ids::JobId;
-use crate::jobs::model::{Counts, Job, JobSpec, JobStatus, Trigger};
+use crate::jobs::model::{Counts, Job, JobSpec, JobStatus, SpecError, Trigger};
 use crate::jobs::queue::{EnqueueRequest, QueueError, enqueue};
 use crate::store::{Store, StoreError};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::Write;
 use std::time::Duration;
+
+/// `crm-sync sync push|pull [--mode M] [--incremental] [--force] [--wait]`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SyncArgs {
+    /// Which way: `push` (local → HubSpot) or `pull` (HubSpot → local).
+    #[arg(value_parser = clap::builder::PossibleValuesParser::new(["push", "pull"]))]
+    pub direction: String,
+    /// push: `link` (default) or `upsert`; pull: `upsert` (default) or `verbose`.
+    #[arg(long, value_name = "M")]
+    pub mode: Option<String>,
+    /// pull only: read only what changed since the last successful pull.
+    #[arg(long)]
+    pub incremental: bool,
+    /// Enqueue even while a job of this direction is queued or running.
+    #[arg(long)]
+    pub force: bool,
+    /// Follow the job with a progress bar and print its counts; the exit status says whether
+    /// it succeeded.
+    #[arg(long)]
+    pub wait: bool,
+}
+
+impl SyncArgs {
+    /// The job these flags ask for; the error names the valid choices.
+    pub fn spec(&self) -> Result<JobSpec, SpecError> {
+        JobSpec::parse(
+            &self.direction,
+            self.mode.as_deref(),
+            Some(self.incremental),
+        )
+    }
+}
+
+/// `crm-sync jobs [ID]`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct JobsArgs {
+    /// Show this job (as JSON) instead of the list of recent ones.
+    pub id: Option<String>,
+    /// How many recent jobs to list.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=500))]
+    pub limit: u32,
+}
 
 /// Errors of the job commands, each a one-line message for stderr.
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +111,7 @@ pub async fn sync(
     spec: JobSpec,
     force: bool,
     wait: bool,
-    out: &mut dyn Write,
+    out: &mut (dyn Write + Send),
 ) -> Result<SyncOutcome, CommandError> {
     let enqueued = enqueue(
         store,
@@ -115,12 +157,29 @@ async fn follow(store: &Store, id: JobId) -> Result<Job, CommandError> {
             .progress_chars("=> "),
     );
     bar.enable_steady_tick(Duration::from_millis(120));
+    let since = std::time::Instant::now();
     loop {
         let job = store
             .get_job(id)
             .await?
             .ok_or_else(|| CommandError::NotFound(id.to_string()))?;
-        bar.set_message(job.status.to_string());
+        let message = match job.status {
+            // Nothing runs jobs unless `serve` or `worker` is up: say so rather than spin.
+            JobStatus::Queued if since.elapsed() > Duration::from_secs(5) => {
+                "queued: waiting for a worker (is `crm-sync serve` or `crm-sync worker` running?)"
+                    .to_owned()
+            }
+            JobStatus::Retrying => match job.next_attempt_at {
+                Some(at) => format!(
+                    "retrying at {} after: {}",
+                    at.format("%H:%M:%S"),
+                    job.error.as_deref().unwrap_or("a transient error")
+                ),
+                None => "retrying".to_owned(),
+            },
+            status => status.to_string(),
+        };
+        bar.set_message(message);
         bar.set_length(job.progress.total.unwrap_or(job.progress.processed));
         bar.set_position(job.progress.processed);
         if job.status.is_terminal() {
@@ -158,7 +217,7 @@ pub fn count_rows(counts: &Counts) -> Vec<(&'static str, u64)> {
 const SHOWN_ERRORS: usize = 10;
 
 /// Prints a finished job: status line, a table of counts, the first record errors.
-pub fn print_summary(job: &Job, out: &mut dyn Write) -> std::io::Result<()> {
+pub fn print_summary(job: &Job, out: &mut (dyn Write + Send)) -> std::io::Result<()> {
     let took = match (job.started_at, job.finished_at) {
         (Some(s), Some(f)) => format!(", {:.1} s", (f - s).num_milliseconds() as f64 / 1000.0),
         _ => String::new(),
@@ -206,7 +265,7 @@ pub async fn jobs(
     store: &Store,
     id: Option<&str>,
     limit: u32,
-    out: &mut dyn Write,
+    out: &mut (dyn Write + Send),
 ) -> Result<(), CommandError> {
     match id {
         Some(raw) => {
@@ -227,7 +286,7 @@ pub async fn jobs(
 }
 
 /// A table of jobs, one line each.
-pub fn print_table(jobs: &[Job], out: &mut dyn Write) -> std::io::Result<()> {
+pub fn print_table(jobs: &[Job], out: &mut (dyn Write + Send)) -> std::io::Result<()> {
     if jobs.is_empty() {
         return writeln!(
             out,
@@ -255,4 +314,63 @@ pub fn print_table(jobs: &[Job], out: &mut dyn Write) -> std::io::Result<()> {
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        command: Command,
+    }
+
+    #[derive(Debug, clap::Subcommand)]
+    enum Command {
+        Sync(SyncArgs),
+        Jobs(JobsArgs),
+    }
+
+    fn sync_args(args: &[&str]) -> Result<SyncArgs, clap::Error> {
+        let mut argv = vec!["crm-sync", "sync"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv)?.command {
+            Command::Sync(a) => Ok(a),
+            Command::Jobs(_) => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn sync_flags_become_a_job_spec() {
+        let a = sync_args(&["pull", "--mode", "verbose", "--incremental", "--wait"]).unwrap();
+        let spec = a.spec().unwrap();
+        assert_eq!((spec.mode_str(), spec.incremental()), ("verbose", true));
+        assert!(a.wait && !a.force);
+        assert_eq!(
+            sync_args(&["push"]).unwrap().spec().unwrap(),
+            JobSpec::push()
+        );
+        assert!(sync_args(&["sideways"]).is_err());
+        let err = sync_args(&["push", "--mode", "verbose"])
+            .unwrap()
+            .spec()
+            .unwrap_err();
+        assert!(err.to_string().contains("\"link\" or \"upsert\""), "{err}");
+    }
+
+    #[test]
+    fn jobs_takes_an_optional_id_and_a_bounded_limit() {
+        let parse = |argv: &[&str]| Cli::try_parse_from(argv).map(|c| c.command);
+        let Ok(Command::Jobs(a)) = parse(&["crm-sync", "jobs"]) else {
+            panic!()
+        };
+        assert_eq!((a.id, a.limit), (None, 20));
+        let Ok(Command::Jobs(a)) = parse(&["crm-sync", "jobs", "01ABC", "--limit", "5"]) else {
+            panic!()
+        };
+        assert_eq!(a.id.as_deref(), Some("01ABC"));
+        assert!(parse(&["crm-sync", "jobs", "--limit", "0"]).is_err());
+    }
 }

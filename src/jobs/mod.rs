@@ -3,6 +3,7 @@
 
 pub mod commands;
 pub mod http;
+pub mod metrics;
 pub mod model;
 pub mod queue;
 pub mod runner;

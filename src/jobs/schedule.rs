@@ -94,6 +94,26 @@ impl Schedule {
         })
     }
 
+    /// Builds a schedule from a `[[sync.schedules]]` entry.
+    pub fn from_config(config: &crate::config::ScheduleConfig) -> Result<Self, ScheduleError> {
+        Self::new(
+            &config.cron,
+            &config.direction,
+            config.mode.as_deref(),
+            config.incremental,
+        )
+    }
+
+    /// Every `[[sync.schedules]]` entry of the settings, in order.
+    pub fn all_from(settings: &crate::config::Settings) -> Result<Vec<Self>, ScheduleError> {
+        settings
+            .sync
+            .schedules
+            .iter()
+            .map(Self::from_config)
+            .collect()
+    }
+
     /// The key its ticks are recorded under (same in every process with the same config).
     pub fn key(&self) -> &str {
         &self.key

@@ -17,7 +17,8 @@
 //! `heartbeat_interval × missed_heartbeats` old, any other worker's heartbeat re-enqueues it.
 
 use crate::ids::JobId;
-use crate::jobs::model::JobStatus;
+use crate::jobs::metrics;
+use crate::jobs::model::{Job, JobStatus};
 use crate::jobs::queue::{self, QUEUE, QueueError, SyncTask};
 use crate::jobs::runner::{JobRunner, Progress, RunError, StopCheck};
 use crate::jobs::schedule::{self, Schedule};
@@ -203,12 +204,15 @@ pub async fn process(
             "gave up after {} attempts: the worker running it stopped without finishing",
             retry.max_attempts
         );
-        return finish(store, job.id, &lease, JobStatus::Failed, Some(&reason)).await;
+        let settled = finish(store, job.id, &lease, JobStatus::Failed, Some(&reason)).await?;
+        metrics::settled(job.direction(), settled);
+        return Ok(settled);
     }
     if job.attempts > 1 && record.checkpoint.is_some() {
         tracing::info!(job = %job.id, attempt = job.attempts, "resuming from checkpoint");
     }
 
+    let _running = metrics::running(job.direction());
     let progress = Arc::new(Progress::new(store.clone(), &record, lease.clone(), stop));
     let mut run = {
         let runner = runner.clone();
@@ -218,7 +222,7 @@ pub async fn process(
             async move { runner.run(&job, &progress).await },
         ))
     };
-    let result = match (&mut run.0).await {
+    let outcome = match (&mut run.0).await {
         Ok(result) => result,
         Err(e) if e.is_panic() => Err(RunError::Fatal(format!(
             "the sync code panicked: {}",
@@ -227,21 +231,34 @@ pub async fn process(
         Err(_) => Err(RunError::Interrupted),
     };
 
-    match result {
-        Ok(()) => finish(store, job.id, &lease, JobStatus::Succeeded, None).await,
+    let settled = settle(store, &job, &lease, retry, outcome).await?;
+    metrics::settled(job.direction(), settled);
+    Ok(settled)
+}
+
+/// Records how a run ended.
+async fn settle(
+    store: &Store,
+    job: &Job,
+    lease: &str,
+    retry: RetryPolicy,
+    outcome: Result<(), RunError>,
+) -> Result<Settled, QueueError> {
+    match outcome {
+        Ok(()) => finish(store, job.id, lease, JobStatus::Succeeded, None).await,
         Err(RunError::Fatal(reason)) => {
-            finish(store, job.id, &lease, JobStatus::Failed, Some(&reason)).await
+            finish(store, job.id, lease, JobStatus::Failed, Some(&reason)).await
         }
         Err(RunError::Transient(reason)) if job.attempts >= retry.max_attempts => {
             let reason = format!("{reason} (gave up after {} attempts)", job.attempts);
-            finish(store, job.id, &lease, JobStatus::Failed, Some(&reason)).await
+            finish(store, job.id, lease, JobStatus::Failed, Some(&reason)).await
         }
         Err(RunError::Transient(reason)) => {
             let delay = retry.backoff(job.attempts);
             tracing::warn!(job = %job.id, attempt = job.attempts, ?delay, %reason, "retrying");
-            hand_back(store, job.id, &lease, Some((reason.as_str(), delay))).await
+            hand_back(store, job.id, lease, Some((reason.as_str(), delay))).await
         }
-        Err(RunError::Interrupted) => hand_back(store, job.id, &lease, None).await,
+        Err(RunError::Interrupted) => hand_back(store, job.id, lease, None).await,
         Err(RunError::Superseded) => Ok(Settled::Superseded),
     }
 }

@@ -13,6 +13,7 @@ mod webhooks;
 
 pub mod jobs;
 pub mod pull;
+pub mod push;
 
 pub use contacts::{Contact, NewContact, normalize_email};
 pub use credential_ciphers::CredentialCiphers;

@@ -1,7 +1,7 @@
 //! The sync engine: runs push and pull jobs for the queue.
 //!
 //! [`SyncRunner`] is the [`JobRunner`] the workers use. It dispatches a job by direction to
-//! `push::run` or [`pull::run`]; both have the same shape,
+//! [`push::Pusher::run`] or [`pull::run`]; a pull has the shape
 //!
 //! ```ignore
 //! pub async fn run(ctx: &SyncContext, job: &Job, progress: &Progress) -> Result<(), RunError>
@@ -11,6 +11,7 @@
 //! alike (retry what may pass, fail what will not).
 
 pub mod pull;
+pub mod push;
 
 use crate::hubspot::{HubSpotClient, HubSpotError};
 use crate::jobs::model::{Job, JobSpec};
@@ -81,11 +82,11 @@ impl JobRunner for SyncRunner {
     ) -> BoxFuture<'a, Result<(), RunError>> {
         Box::pin(async move {
             match job.spec {
-                // Engineer "push" replaces this arm with `push::run(&self.ctx, job, progress).await`
-                // when `pub mod push;` lands next to `pub mod pull;`.
-                JobSpec::Push { .. } => Err(RunError::Fatal(
-                    "push is not available in this build".to_owned(),
-                )),
+                JobSpec::Push { mode } => {
+                    push::Pusher::new(self.ctx.hubspot.clone(), push::PushConfig::default())
+                        .run(mode, progress)
+                        .await
+                }
                 JobSpec::Pull { .. } => pull::run(&self.ctx, job, progress).await,
             }
         })

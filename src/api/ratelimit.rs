@@ -1,0 +1,224 @@
+//! Per-client rate limits for the public routes (install page, OAuth callbacks, webhooks):
+//! a token bucket per client address, refused requests answered 429 with `Retry-After`.
+//!
+//! A hand-written bucket rather than a crate: it is a few lines, needs no timer, and keeps
+//! the dependency tree lean. Limits are per process; behind several processes each keeps its
+//! own budget, which only makes the limit proportionally looser.
+//!
+//! The client address is the TCP peer. Behind a reverse proxy every request would share the
+//! proxy's address; such deployments should rate-limit at the proxy.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use poem::http::{HeaderValue, StatusCode, header};
+use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
+
+use super::error::{ApiError, ErrorCode};
+use super::html::Page;
+
+/// How many requests a client may make: `burst` at once, refilled at `per_minute`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    /// Requests allowed back to back.
+    pub burst: u32,
+    /// Requests regained per minute.
+    pub per_minute: u32,
+}
+
+/// The budgets of the public routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimits {
+    /// Install page and OAuth callbacks: a person clicks these a few times.
+    pub pages: Quota,
+    /// Webhooks: HubSpot sends up to 10 concurrent requests per account, retrying failures.
+    pub webhooks: Quota,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        Self {
+            pages: Quota {
+                burst: 20,
+                per_minute: 30,
+            },
+            webhooks: Quota {
+                burst: 200,
+                per_minute: 1200,
+            },
+        }
+    }
+}
+
+/// Above this many tracked clients, buckets that are full again are forgotten.
+const PRUNE_ABOVE: usize = 10_000;
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    updated: Instant,
+}
+
+/// One token bucket per client address.
+#[derive(Debug)]
+pub struct KeyedLimiter {
+    quota: Quota,
+    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+}
+
+impl KeyedLimiter {
+    /// A limiter with `quota` for every client.
+    pub fn new(quota: Quota) -> Self {
+        Self {
+            quota,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn refill_per_sec(&self) -> f64 {
+        f64::from(self.quota.per_minute) / 60.0
+    }
+
+    /// Takes one request from `client`'s budget; `Err` says how long until one is available.
+    pub fn check(&self, client: IpAddr, now: Instant) -> Result<(), Duration> {
+        let burst = f64::from(self.quota.burst.max(1));
+        let rate = self.refill_per_sec();
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if buckets.len() > PRUNE_ABOVE {
+            buckets.retain(|_, b| {
+                b.tokens + rate * now.saturating_duration_since(b.updated).as_secs_f64() < burst
+            });
+        }
+        let bucket = buckets.entry(client).or_insert(Bucket {
+            tokens: burst,
+            updated: now,
+        });
+        let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
+        bucket.tokens = (bucket.tokens + rate * elapsed).min(burst);
+        bucket.updated = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            return Ok(());
+        }
+        if rate <= 0.0 {
+            return Err(Duration::from_secs(60));
+        }
+        Err(Duration::from_secs_f64((1.0 - bucket.tokens) / rate))
+    }
+}
+
+/// The key of a client: its IPv4 address, or the /64 of its IPv6 address (one host usually
+/// owns a whole /64).
+fn client_key(req: &Request) -> IpAddr {
+    match req.remote_addr().as_socket_addr().map(|a| a.ip()) {
+        Some(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+        Some(v4) => v4,
+        // Not a TCP peer (tests, unix sockets): one shared budget.
+        None => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    }
+}
+
+/// How a refusal is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// An HTML page (install page, callbacks).
+    Html,
+    /// The JSON error envelope (webhooks).
+    Json,
+}
+
+/// Middleware: refuses a client over its budget with 429.
+pub struct RateLimit {
+    limiter: Arc<KeyedLimiter>,
+    refusal: Refusal,
+}
+
+impl RateLimit {
+    /// Limits with `limiter` (shared between the routes that share a budget).
+    pub fn new(limiter: Arc<KeyedLimiter>, refusal: Refusal) -> Self {
+        Self { limiter, refusal }
+    }
+}
+
+impl<E: Endpoint> Middleware<E> for RateLimit {
+    type Output = RateLimitEndpoint<E>;
+
+    fn transform(&self, inner: E) -> Self::Output {
+        RateLimitEndpoint {
+            inner,
+            limiter: self.limiter.clone(),
+            refusal: self.refusal,
+        }
+    }
+}
+
+/// The endpoint made by [`RateLimit`].
+pub struct RateLimitEndpoint<E> {
+    inner: E,
+    limiter: Arc<KeyedLimiter>,
+    refusal: Refusal,
+}
+
+impl<E: Endpoint> Endpoint for RateLimitEndpoint<E> {
+    type Output = Response;
+
+    async fn call(&self, req: Request) -> poem::Result<Response> {
+        let client = client_key(&req);
+        if let Err(wait) = self.limiter.check(client, Instant::now()) {
+            tracing::warn!(%client, path = %req.uri().path(), "rate limit exceeded");
+            return Ok(too_many(self.refusal, wait));
+        }
+        Ok(self.inner.call(req).await?.into_response())
+    }
+}
+
+fn too_many(refusal: Refusal, wait: Duration) -> Response {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let secs = secs.max(1);
+    let message = format!("too many requests from your address; try again in {secs} s");
+    let mut resp = match refusal {
+        Refusal::Html => Page::new("Too many requests")
+            .status(StatusCode::TOO_MANY_REQUESTS)
+            .para(&message)
+            .into_response(),
+        Refusal::Json => ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::RateLimited,
+            message,
+        )
+        .into_response(),
+    };
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_gets_its_burst_then_waits_for_the_refill() {
+        let limiter = KeyedLimiter::new(Quota {
+            burst: 2,
+            per_minute: 60,
+        });
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let t0 = Instant::now();
+        assert!(limiter.check(a, t0).is_ok());
+        assert!(limiter.check(a, t0).is_ok());
+        let wait = limiter.check(a, t0).unwrap_err();
+        assert!(wait <= Duration::from_secs(1) && wait > Duration::ZERO);
+        assert!(limiter.check(b, t0).is_ok(), "budgets are per client");
+        assert!(limiter.check(a, t0 + Duration::from_secs(1)).is_ok());
+    }
+}

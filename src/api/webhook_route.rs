@@ -1,0 +1,204 @@
+//! `POST /webhooks/hubspot`: HubSpot's webhook deliveries.
+//!
+//! The v3 signature is checked over `server.public_url` + the request's raw path and query
+//! (INTERFACE §4.2) before anything else: an unsigned, badly signed or stale request is a 401
+//! and changes nothing. A verified batch is deduplicated and its deletions and merges applied
+//! ([`crate::webhooks::process_events`]); the records it names are recorded durably as pending
+//! pulls and a pull job (trigger `webhook`) is enqueued, so the answer is quick and the HubSpot
+//! reads happen in the job. A failure before the answer is a 5xx, and the batch's events are
+//! forgotten again so that HubSpot's redelivery is processed in full.
+
+use chrono::Utc;
+use poem::http::StatusCode;
+use poem::web::{Data, Json};
+use poem::{Body, Request, handler};
+use serde::Serialize;
+
+use super::AppState;
+use super::error::{ApiError, ErrorCode};
+use crate::jobs::queue::{EnqueueRequest, enqueue};
+use crate::jobs::{Job, JobSpec, JobStatus, PullMode, QueueError, Trigger};
+use crate::store::{Store, StoreError};
+use crate::webhooks::{
+    SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookEvent, parse_batch, process_events,
+    record_pending_pulls, verify_v3,
+};
+
+/// The path HubSpot posts to.
+pub const WEBHOOK_PATH: &str = "/webhooks/hubspot";
+
+/// What a delivery did; HubSpot ignores the body, it helps whoever debugs a delivery.
+#[derive(Debug, Serialize)]
+pub struct WebhookAnswer {
+    /// Events in the request.
+    pub received: usize,
+    /// Events seen for the first time.
+    pub new_events: usize,
+    /// Redelivered events, ignored.
+    pub duplicates: usize,
+    /// Elements of the array that were not usable events (skipped).
+    pub malformed: usize,
+    /// Local contacts unlinked because HubSpot deleted their record.
+    pub unlinked: usize,
+    /// Merges applied.
+    pub merges: usize,
+    /// HubSpot records queued for a pull.
+    pub to_pull: usize,
+    /// The pull job that will read them, when one was enqueued (or already waiting).
+    pub job_id: Option<String>,
+}
+
+/// `POST /webhooks/hubspot`.
+#[handler]
+pub async fn hubspot_webhook(
+    req: &Request,
+    state: Data<&AppState>,
+    body: Body,
+) -> Result<Json<WebhookAnswer>, ApiError> {
+    let Some(secret) = &state.oauth.client_secret else {
+        tracing::warn!("a webhook arrived but hubspot.client_secret is not set to verify it");
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::InvalidSignature,
+            "webhook signatures cannot be checked: hubspot.client_secret is not set",
+        ));
+    };
+    let body = body.into_vec().await.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidBody,
+            format!("the request body could not be read: {e}"),
+        )
+    })?;
+    let uri = signed_uri(&state, req);
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    if let Err(e) = verify_v3(
+        req.method().as_str(),
+        &uri,
+        &body,
+        header(TIMESTAMP_HEADER),
+        header(SIGNATURE_HEADER),
+        secret,
+        Utc::now(),
+    ) {
+        tracing::warn!(reason = %e, "webhook refused");
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::InvalidSignature,
+            e.to_string(),
+        ));
+    }
+    let batch = parse_batch(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidBody,
+            e.to_string(),
+        )
+    })?;
+    for skipped in &batch.malformed {
+        tracing::warn!(index = skipped.index, reason = %skipped.reason, "webhook event skipped");
+    }
+    let outcome = process_events(&state.store, &batch.events)
+        .await
+        .map_err(|e| ApiError::from_store("processing webhook events", &e))?;
+    if let Err(e) = record_pending_pulls(&state.store, &outcome.to_pull).await {
+        forget(&state.store, &batch.events).await;
+        return Err(ApiError::from_store("recording webhook pulls", &e));
+    }
+    let job = if outcome.to_pull.is_empty() {
+        None
+    } else {
+        match enqueue_webhook_pull(&state.store).await {
+            Ok(job) => Some(job),
+            Err(e) => {
+                // The ids are recorded; the next pull reads them. HubSpot need not retry.
+                tracing::warn!(error = %e, "cannot enqueue the pull for webhook events");
+                None
+            }
+        }
+    };
+    tracing::info!(
+        received = batch.events.len() + batch.malformed.len(),
+        new = outcome.new_events,
+        duplicates = outcome.duplicates,
+        to_pull = outcome.to_pull.len(),
+        "webhook batch processed"
+    );
+    Ok(Json(WebhookAnswer {
+        received: batch.events.len() + batch.malformed.len(),
+        new_events: outcome.new_events,
+        duplicates: outcome.duplicates,
+        malformed: batch.malformed.len(),
+        unlinked: outcome.unlinked.len(),
+        merges: outcome.merges.len(),
+        to_pull: outcome.to_pull.len(),
+        job_id: job.map(|j| j.id.to_string()),
+    }))
+}
+
+/// The URI HubSpot signed: the configured public URL (where HubSpot was told to send
+/// webhooks) followed by the path and query exactly as received.
+fn signed_uri(state: &AppState, req: &Request) -> String {
+    let base = state.oauth.public_url.as_str().trim_end_matches('/');
+    let original = req.original_uri();
+    let path_and_query = original
+        .path_and_query()
+        .map_or_else(|| original.path(), |pq| pq.as_str());
+    format!("{base}{path_and_query}")
+}
+
+/// Forgets a batch's events after a failure, so that HubSpot's redelivery is processed again
+/// (effects are idempotent, so events that were applied may safely be applied twice).
+async fn forget(store: &Store, events: &[WebhookEvent]) {
+    let keys: Vec<String> = events.iter().map(|e| e.key().dedupe_key).collect();
+    if let Err(e) = store.forget_events(&keys).await {
+        tracing::error!(error = %e, "cannot forget webhook events after a failure");
+    }
+}
+
+/// Why the pull for a batch could not be enqueued.
+#[derive(Debug, thiserror::Error)]
+enum EnqueueFailure {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+/// Makes sure a pull starts after this batch: a pull still queued will read the changes, so
+/// nothing is added; a pull already running may have read past them, so one more is queued
+/// behind it (at most one waits, however many batches arrive meanwhile).
+///
+/// Until the pull engine reads [`crate::webhooks::pending_pulls`] by id, the job is an incremental
+/// pull: it reads everything changed since the last pull, the named records among them.
+async fn enqueue_webhook_pull(store: &Store) -> Result<Job, EnqueueFailure> {
+    let waiting = store
+        .list_jobs(Some(JobStatus::Queued), 50)
+        .await?
+        .into_iter()
+        .find(|job| matches!(job.spec, JobSpec::Pull { .. }));
+    if let Some(job) = waiting {
+        return Ok(job);
+    }
+    let request = EnqueueRequest {
+        spec: JobSpec::Pull {
+            mode: PullMode::Upsert,
+            incremental: true,
+        },
+        trigger: Trigger::Webhook,
+        force: false,
+    };
+    let first = enqueue(store, request).await?;
+    if first.created || first.job.status == JobStatus::Queued {
+        return Ok(first.job);
+    }
+    let behind = enqueue(
+        store,
+        EnqueueRequest {
+            force: true,
+            ..request
+        },
+    )
+    .await?;
+    Ok(behind.job)
+}

@@ -1,0 +1,353 @@
+//! The push engine: local contacts → HubSpot, page by page, each page committed with its
+//! checkpoint in one transaction.
+//!
+//! # A run
+//!
+//! 1. Resume after the checkpoint (the group and last contact id of the last committed page),
+//!    count the candidates left and report the total.
+//! 2. Read candidates in keyset pages of 100 (`id > cursor`): first the contacts with an email,
+//!    then those without, so that each page holds one kind (an upsert page is then one call,
+//!    not two). Each page is resolved against HubSpot in a task of its own (see [`resolve`]);
+//!    up to `pages_in_flight` pages are with HubSpot at once, so the database and HubSpot work
+//!    side by side and a rate-limited client always has the next request waiting.
+//! 3. Pages are committed strictly in order: the page's rows (`hs_object_id`, `pushed_version`),
+//!    its counts, its failed records and the new checkpoint in one transaction. A page that
+//!    never committed is resolved again by the next run; every HubSpot write it made is then
+//!    found again (by email or external key), never made twice.
+//!
+//! # HubSpot calls per 100 contacts
+//!
+//! | page | link mode | upsert mode |
+//! |---|---|---|
+//! | new contacts, no existing one met recently | 1 (create) | 1 (upsert) |
+//! | new contacts after existing ones turned up | 2 (read by email, create) | 1 |
+//! | contacts that all exist in HubSpot | 1 (read by email) | 1 (upsert) |
+//! | contacts without email | 1 (create by external key) | 1 (upsert by external key) |
+//! | linked contacts changed locally | 1 (update) | 1 (update) |
+//! | nothing changed | 0 | 0 |
+//!
+//! A page mixing linked-and-changed with unlinked contacts adds their calls.
+//! A job adds one property read (plus one create, the very first time) before its first write.
+//! Refusals and lost answers add reads and smaller batches, never a second contact.
+//!
+//! Failed records are counted and listed in the job's errors, and are not marked pushed: they
+//! stay candidates for the next job, while the cursor of this one moves past them.
+
+mod errors;
+mod external_key;
+mod outcome;
+mod resolve;
+
+pub use outcome::EXTERNAL_KEY;
+
+use crate::hubspot::{HubSpotClient, MAX_BATCH};
+use crate::ids::{ContactId, HsObjectId};
+use crate::jobs::model::{Counts, Job, JobSpec, PushCounts, PushMode, RecordError};
+use crate::jobs::{BoxFuture, JobRunner, Page, Progress, RunError};
+use crate::store::push::{CandidateGroup, LinkClash, PushCandidate, PushedRow};
+use errors::from_store;
+use outcome::Resolution;
+use resolve::{ResolvedPage, RunContext, resolve_page};
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use tokio::task::JoinHandle;
+
+/// How the push engine works; [`PushConfig::default`] is what the service uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PushConfig {
+    /// Candidates per page and per HubSpot batch (1..=100).
+    pub page_size: u32,
+    /// Pages with HubSpot at once (at least 1). Commits stay in page order.
+    pub pages_in_flight: usize,
+    /// Lost create answers in a row after which a page gives up with a transient error.
+    pub max_lost_answers: u32,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        Self {
+            page_size: 100,
+            pages_in_flight: 4,
+            max_lost_answers: 8,
+        }
+    }
+}
+
+/// Runs push jobs. `crate::sync`'s runner hands it the push jobs; on its own (in tests and
+/// tools) it is a [`JobRunner`] that refuses pulls.
+#[derive(Debug, Clone)]
+pub struct Pusher {
+    client: HubSpotClient,
+    config: PushConfig,
+}
+
+/// Where a push resumes: after this contact id of this group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct Checkpoint {
+    group: CandidateGroup,
+    after: ContactId,
+}
+
+impl Checkpoint {
+    /// Before the first candidate.
+    const START: Checkpoint = Checkpoint {
+        group: CandidateGroup::WithEmail,
+        after: ContactId(i64::MIN),
+    };
+}
+
+impl Pusher {
+    /// A push engine calling HubSpot through `client`.
+    pub fn new(client: HubSpotClient, config: PushConfig) -> Self {
+        let config = PushConfig {
+            page_size: config.page_size.clamp(1, MAX_BATCH as u32),
+            pages_in_flight: config.pages_in_flight.max(1),
+            ..config
+        };
+        Self { client, config }
+    }
+
+    /// The HubSpot client it calls (its metrics count the calls).
+    pub fn client(&self) -> &HubSpotClient {
+        &self.client
+    }
+
+    /// Runs one push job in `mode`, from its checkpoint (see the module docs).
+    pub async fn run(&self, mode: PushMode, progress: &Progress) -> Result<(), RunError> {
+        let Counts::Push(counts) = progress.counts() else {
+            return Err(RunError::Fatal("a push job holds pull counts".to_owned()));
+        };
+        let start = progress
+            .checkpoint_as::<Checkpoint>()?
+            .unwrap_or(Checkpoint::START);
+        let left = progress
+            .store()
+            .count_push_candidates(start.group, start.after)
+            .await
+            .map_err(from_store)?;
+        progress.set_total(counts.total + left).await?;
+        if left == 0 {
+            return Ok(());
+        }
+        let ctx = Arc::new(RunContext::new(
+            self.client.clone(),
+            mode,
+            self.config.max_lost_answers,
+        ));
+        let mut pipeline = Pipeline {
+            ctx,
+            progress,
+            config: self.config,
+            counts,
+            cursor: Some(start),
+            in_flight: VecDeque::new(),
+        };
+        pipeline.run().await?;
+        let total = pipeline.counts.total;
+        if total != counts.total + left {
+            // Contacts added or changed while the job ran: let the progress end at 100 %.
+            progress.set_total(total).await?;
+        }
+        tracing::info!(job = %progress.job_id(), ?mode, counts = ?pipeline.counts, "push finished");
+        Ok(())
+    }
+}
+
+impl JobRunner for Pusher {
+    fn run<'a>(
+        &'a self,
+        job: &'a Job,
+        progress: &'a Progress,
+    ) -> BoxFuture<'a, Result<(), RunError>> {
+        Box::pin(async move {
+            match job.spec {
+                JobSpec::Push { mode } => Pusher::run(self, mode, progress).await,
+                JobSpec::Pull { .. } => Err(RunError::Fatal(
+                    "the push engine was handed a pull job".to_owned(),
+                )),
+            }
+        })
+    }
+}
+
+/// A page with HubSpot, in its own task, and the checkpoint its commit saves. Dropping it (the
+/// run failed, or was itself dropped like a killed worker) stops the task, whose work the next
+/// run redoes safely.
+struct PageTask {
+    task: JoinHandle<Result<ResolvedPage, RunError>>,
+    checkpoint: Checkpoint,
+}
+
+impl Drop for PageTask {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The run's state: the read cursor, the pages in flight (oldest first), the committed counts.
+struct Pipeline<'a> {
+    ctx: Arc<RunContext>,
+    progress: &'a Progress,
+    config: PushConfig,
+    counts: PushCounts,
+    /// Where the next page starts; `None` once every group was read to its end.
+    cursor: Option<Checkpoint>,
+    in_flight: VecDeque<PageTask>,
+}
+
+impl Pipeline<'_> {
+    async fn run(&mut self) -> Result<(), RunError> {
+        let mut stopping = false;
+        loop {
+            while !stopping
+                && self.cursor.is_some()
+                && self.in_flight.len() < self.config.pages_in_flight
+            {
+                if self.progress.should_stop() {
+                    stopping = true;
+                } else {
+                    self.start_next_page().await?;
+                }
+            }
+            let Some(mut task) = self.in_flight.pop_front() else {
+                break;
+            };
+            let page = match (&mut task.task).await {
+                Ok(page) => page?,
+                Err(e) if e.is_panic() => {
+                    return Err(RunError::Fatal(format!("a push page panicked: {e}")));
+                }
+                Err(_) => return Err(RunError::Interrupted),
+            };
+            self.commit(page, task.checkpoint).await?;
+            // Pages already with HubSpot are still committed, so that their work is kept.
+            stopping = stopping || self.progress.should_stop();
+        }
+        if stopping {
+            Err(RunError::Interrupted)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Reads the next page of candidates and hands it to HubSpot (or, at the end of a group,
+    /// moves the cursor to the next group).
+    async fn start_next_page(&mut self) -> Result<(), RunError> {
+        let Some(cursor) = self.cursor else {
+            return Ok(());
+        };
+        let size = self.config.page_size;
+        let page = self
+            .progress
+            .store()
+            .push_candidates(cursor.group, cursor.after, size)
+            .await
+            .map_err(from_store)?;
+        let next_group = cursor.group.next().map(|group| Checkpoint {
+            group,
+            ..Checkpoint::START
+        });
+        let Some(last) = page.last().map(|c| c.id) else {
+            self.cursor = next_group;
+            return Ok(());
+        };
+        let checkpoint = Checkpoint {
+            group: cursor.group,
+            after: last,
+        };
+        // A short page was the group's end when it was read; later arrivals are the next job's.
+        self.cursor = if page.len() < size as usize {
+            next_group
+        } else {
+            Some(checkpoint)
+        };
+        let ctx = self.ctx.clone();
+        self.in_flight.push_back(PageTask {
+            task: tokio::spawn(async move { resolve_page(&ctx, page).await }),
+            checkpoint,
+        });
+        Ok(())
+    }
+
+    /// Saves one resolved page with its counts, errors and checkpoint in one transaction.
+    async fn commit(&mut self, page: ResolvedPage, checkpoint: Checkpoint) -> Result<(), RunError> {
+        let ResolvedPage {
+            contacts,
+            mut resolutions,
+        } = page;
+        let rows: Vec<PushedRow> = contacts
+            .iter()
+            .zip(&resolutions)
+            .filter_map(|(c, r)| pushed_row(c, r))
+            .collect();
+        let mut tx = self.progress.begin().await?;
+        let clashes = tx.save_pushed(&rows).await.map_err(from_store)?;
+        apply_clashes(&contacts, &mut resolutions, clashes);
+        let mut counts = self.counts;
+        let mut errors = Vec::new();
+        for (contact, resolution) in contacts.iter().zip(resolutions) {
+            counts.add(resolution.outcome());
+            if let Resolution::Failed { id, reason } = resolution {
+                errors.push(RecordError {
+                    contact_id: Some(contact.id),
+                    email: contact.email.clone(),
+                    hs_object_id: id.or_else(|| contact.hs_object_id.clone()),
+                    reason,
+                });
+            }
+        }
+        let checkpoint = serde_json::to_value(checkpoint)
+            .map_err(|e| RunError::Fatal(format!("cannot encode the push checkpoint: {e}")))?;
+        self.progress
+            .commit(
+                tx,
+                Page {
+                    counts: Counts::Push(counts),
+                    checkpoint,
+                    errors,
+                },
+            )
+            .await?;
+        self.counts = counts;
+        Ok(())
+    }
+}
+
+/// The row to save for a pushed contact: its link, and its version unless only the link
+/// may be saved. `None` for a failed contact (it stays a candidate).
+fn pushed_row(contact: &PushCandidate, resolution: &Resolution) -> Option<PushedRow> {
+    let (id, pushed): (&HsObjectId, bool) = match resolution {
+        Resolution::Created(id) | Resolution::Updated(id) => (id, true),
+        Resolution::Linked { id, in_sync } => (id, *in_sync),
+        Resolution::Failed { .. } => return None,
+    };
+    Some(PushedRow {
+        id: contact.id,
+        read_hs_object_id: contact.hs_object_id.clone(),
+        hs_object_id: id.clone(),
+        pushed_version: pushed.then_some(contact.local_version),
+    })
+}
+
+/// Contacts whose link the database refused (another local row holds that HubSpot contact)
+/// fail, with the holder named.
+fn apply_clashes(
+    contacts: &[PushCandidate],
+    resolutions: &mut [Resolution],
+    clashes: Vec<LinkClash>,
+) {
+    for clash in clashes {
+        let Some(pos) = contacts.iter().position(|c| c.id == clash.id) else {
+            continue;
+        };
+        resolutions[pos] = Resolution::Failed {
+            reason: format!(
+                "HubSpot contact {} is already linked to local contact {}; two local contacts \
+                 cannot share one HubSpot contact",
+                clash.hs_object_id, clash.holder
+            ),
+            id: Some(clash.hs_object_id),
+        };
+    }
+}

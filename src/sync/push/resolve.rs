@@ -1,0 +1,611 @@
+//! One page of candidates against HubSpot: what becomes of each contact.
+//!
+//! - Linked contacts changed locally are updated by HubSpot id. One that HubSpot no longer
+//!   has (deleted, or merged away and left out of the answer) loses its link and is resolved
+//!   like a new contact in the same page: HubSpot's deletion is the same event that makes the
+//!   `contact.deletion` webhook clear the link, and a merged-away contact is found again by its
+//!   email on the survivor.
+//! - Link mode: contacts found by email are linked; the rest are created with their external
+//!   key. While no existing contact has turned up in this job, pages create at once (HubSpot's
+//!   unique email and external key refuse a contact that exists, nothing is applied, and the
+//!   refused batch is then matched by batch read); once existing contacts turn up, the next
+//!   pages read by email first, so that a page of mostly known contacts costs two calls, not
+//!   four.
+//! - Upsert mode: one batch upsert by email, and one by external key for contacts without one.
+//! - A whole batch refused (HubSpot's 409 names only the first clash, a 400 names nothing) is
+//!   re-read to link what exists, then split in halves until each refusal concerns one contact.
+//! - A create whose answer was lost is re-read by external key: what exists was created by it,
+//!   the rest is created again. HubSpot refuses a second contact with the same external key,
+//!   so no path can create a duplicate.
+
+use super::errors::from_hubspot;
+use super::external_key;
+use super::outcome::{
+    EXTERNAL_KEY, Resolution, external_key, holds_local_values, read_properties, record_emails,
+    update_properties, write_properties,
+};
+use crate::hubspot::{
+    Batch, BatchOutcome, Contact, ContactCreate, ContactUpdate, ContactUpsert, HubSpotClient,
+    HubSpotError, UpsertedContact,
+};
+use crate::jobs::RunError;
+use crate::jobs::model::PushMode;
+use crate::store::push::PushCandidate;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use tokio::sync::OnceCell;
+
+/// Pages that read by email before creating, after a page met contacts that already exist.
+const READ_FIRST_PAGES: u32 = 16;
+
+/// What every page of one run shares.
+pub(super) struct RunContext {
+    /// The HubSpot client.
+    pub client: HubSpotClient,
+    /// The job's mode.
+    pub mode: PushMode,
+    /// Lost create answers in a row after which the page gives up (transient: the job retries).
+    pub max_lost_answers: u32,
+    /// Set once the external key property is known to exist (checked lazily, once per run).
+    key_ready: OnceCell<()>,
+    /// Link mode: how many more pages read by email before creating.
+    read_first_pages: AtomicU32,
+}
+
+impl RunContext {
+    /// A context for one run.
+    pub fn new(client: HubSpotClient, mode: PushMode, max_lost_answers: u32) -> Self {
+        Self {
+            client,
+            mode,
+            max_lost_answers,
+            key_ready: OnceCell::new(),
+            read_first_pages: AtomicU32::new(0),
+        }
+    }
+
+    async fn ensure_key(&self) -> Result<(), RunError> {
+        self.key_ready
+            .get_or_try_init(|| external_key::ensure(&self.client))
+            .await
+            .map(|_| ())
+    }
+
+    /// Whether this page should read by email before creating (and counts the page).
+    fn take_read_first(&self) -> bool {
+        self.read_first_pages
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+    }
+
+    /// Existing contacts turned up: read before creating for a while.
+    fn saw_existing(&self) {
+        self.read_first_pages
+            .fetch_max(READ_FIRST_PAGES, Ordering::Relaxed);
+    }
+}
+
+/// A page with the resolution of each of its contacts, in the same order.
+#[derive(Debug)]
+pub(super) struct ResolvedPage {
+    /// The candidates as read.
+    pub contacts: Vec<PushCandidate>,
+    /// What became of each.
+    pub resolutions: Vec<Resolution>,
+}
+
+/// How a HubSpot record was matched to a contact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Match {
+    Email,
+    Key,
+}
+
+/// Resolves one page (see the module docs).
+pub(super) async fn resolve_page(
+    ctx: &RunContext,
+    contacts: Vec<PushCandidate>,
+) -> Result<ResolvedPage, RunError> {
+    let mut page = PageWork {
+        ctx,
+        out: vec![None; contacts.len()],
+        contacts,
+    };
+    let (linked, unlinked): (Vec<usize>, Vec<usize>) =
+        (0..page.contacts.len()).partition(|&i| page.contacts[i].hs_object_id.is_some());
+    let gone = page.update_linked(linked).await?;
+    let mut unlinked = unlinked;
+    unlinked.extend(gone);
+    unlinked.sort_unstable();
+    match ctx.mode {
+        PushMode::Link => page.link_or_create(unlinked).await?,
+        PushMode::Upsert => page.upsert(unlinked).await?,
+    }
+    let resolutions = page
+        .out
+        .into_iter()
+        .map(|r| {
+            r.unwrap_or_else(|| Resolution::Failed {
+                id: None,
+                reason: "HubSpot did not say what became of this contact".to_owned(),
+            })
+        })
+        .collect();
+    Ok(ResolvedPage {
+        contacts: page.contacts,
+        resolutions,
+    })
+}
+
+/// One page being resolved: contacts are referred to by their index in `contacts`.
+struct PageWork<'a> {
+    ctx: &'a RunContext,
+    contacts: Vec<PushCandidate>,
+    out: Vec<Option<Resolution>>,
+}
+
+/// A whole batch refused for its content (409 or 400): split it to find the culprits.
+fn is_batch_refusal(error: &HubSpotError) -> bool {
+    matches!(
+        error,
+        HubSpotError::Conflict { .. } | HubSpotError::Validation { .. }
+    )
+}
+
+fn batch<T>(items: Vec<T>) -> Result<Batch<T>, RunError> {
+    Batch::new(items).map_err(|e| RunError::Fatal(format!("push page too large: {e}")))
+}
+
+fn halves(mut set: Vec<usize>) -> [Vec<usize>; 2] {
+    let second = set.split_off(set.len() / 2);
+    [set, second]
+}
+
+impl PageWork<'_> {
+    fn unresolved(&self, set: &[usize]) -> Vec<usize> {
+        set.iter()
+            .copied()
+            .filter(|&i| self.out[i].is_none())
+            .collect()
+    }
+
+    fn resolve(&mut self, i: usize, resolution: Resolution) {
+        self.out[i] = Some(resolution);
+    }
+
+    fn link(&mut self, i: usize, record: &Contact, matched: Match) {
+        let contact = &self.contacts[i];
+        // A contact matched by email that was never linked is someone else's record: link mode
+        // leaves its properties alone, so the contact counts as pushed. A match by external key
+        // (a contact an earlier attempt created), or a re-link after HubSpot lost the linked
+        // record, counts as pushed only if HubSpot holds the local values.
+        let in_sync = (matched == Match::Email && contact.hs_object_id.is_none())
+            || holds_local_values(contact, record);
+        self.resolve(
+            i,
+            Resolution::Linked {
+                id: record.id.clone(),
+                in_sync,
+            },
+        );
+    }
+
+    /// Updates linked contacts by HubSpot id; returns those HubSpot no longer has.
+    async fn update_linked(&mut self, linked: Vec<usize>) -> Result<Vec<usize>, RunError> {
+        let mut gone = Vec::new();
+        let mut work = vec![linked];
+        while let Some(set) = work.pop() {
+            if set.is_empty() {
+                continue;
+            }
+            let inputs = set
+                .iter()
+                .map(|&i| {
+                    let c = &self.contacts[i];
+                    ContactUpdate {
+                        id: c
+                            .hs_object_id
+                            .as_ref()
+                            .map(|h| h.0.clone())
+                            .unwrap_or_default(),
+                        id_property: None,
+                        properties: update_properties(c),
+                    }
+                })
+                .collect();
+            match self.ctx.client.batch_update(&batch(inputs)?).await {
+                Ok(outcome) => {
+                    let results = assign(&outcome, &set, |i, r: &Contact| {
+                        self.contacts[i].hs_object_id.as_ref() == Some(&r.id)
+                    });
+                    for (pos, &i) in set.iter().enumerate() {
+                        match (results[pos], outcome.error_for(pos)) {
+                            (Some(record), _) => {
+                                self.resolve(i, Resolution::Updated(record.id.clone()))
+                            }
+                            (None, Some(HubSpotError::NotFound { .. }) | None) => gone.push(i),
+                            (None, Some(error)) => self.resolve(i, Resolution::refused(error)),
+                        }
+                    }
+                }
+                Err(e) if is_batch_refusal(&e) => self.split_or_fail(set, &e, &mut work),
+                Err(e) => return Err(from_hubspot(e)),
+            }
+        }
+        Ok(gone)
+    }
+
+    /// A refused batch: halves go back to the work list; a single contact fails with the reason.
+    fn split_or_fail(&mut self, set: Vec<usize>, error: &HubSpotError, work: &mut Vec<Vec<usize>>) {
+        if let [i] = set[..] {
+            self.resolve(i, Resolution::refused(error));
+        } else {
+            work.extend(halves(set));
+        }
+    }
+
+    /// Link mode for contacts without a (live) link.
+    async fn link_or_create(&mut self, unlinked: Vec<usize>) -> Result<(), RunError> {
+        if unlinked.is_empty() {
+            return Ok(());
+        }
+        if self.ctx.take_read_first() {
+            let with_email: Vec<usize> = unlinked
+                .iter()
+                .copied()
+                .filter(|&i| self.contacts[i].email.is_some())
+                .collect();
+            let found = self.read_by_email(&with_email).await?;
+            if !found.is_empty() {
+                self.ctx.saw_existing();
+            }
+            for (i, record) in found {
+                self.link(i, &record, Match::Email);
+            }
+        }
+        let rest = self.unresolved(&unlinked);
+        self.create(rest).await
+    }
+
+    /// Creates contacts with their external key (see the module docs for refusals and lost
+    /// answers). Work items carry how many answers in a row were lost for them.
+    async fn create(&mut self, set: Vec<usize>) -> Result<(), RunError> {
+        if set.is_empty() {
+            return Ok(());
+        }
+        self.ctx.ensure_key().await?;
+        let mut work: Vec<(Vec<usize>, u32)> = vec![(set, 0)];
+        while let Some((set, lost)) = work.pop() {
+            if set.is_empty() {
+                continue;
+            }
+            let inputs = set
+                .iter()
+                .map(|&i| ContactCreate {
+                    properties: write_properties(&self.contacts[i]),
+                })
+                .collect();
+            match self.ctx.client.batch_create(&batch(inputs)?).await {
+                Ok(outcome) => {
+                    let results = assign(&outcome, &set, |i, r: &Contact| {
+                        r.property(EXTERNAL_KEY) == Some(external_key(&self.contacts[i]).as_str())
+                    });
+                    let mut unaccounted = Vec::new();
+                    for (pos, &i) in set.iter().enumerate() {
+                        match (results[pos], outcome.error_for(pos)) {
+                            (Some(record), _) => {
+                                self.resolve(i, Resolution::Created(record.id.clone()))
+                            }
+                            (None, Some(error)) => self.resolve(i, Resolution::refused(error)),
+                            (None, None) => unaccounted.push(i),
+                        }
+                    }
+                    // An answer that leaves inputs out is as good as lost for them.
+                    if !unaccounted.is_empty() {
+                        self.after_lost_answer(unaccounted, lost + 1, &mut work)
+                            .await?;
+                    }
+                }
+                Err(HubSpotError::Ambiguous { .. }) => {
+                    self.after_lost_answer(set, lost + 1, &mut work).await?;
+                }
+                Err(e @ HubSpotError::Conflict { .. }) => {
+                    self.ctx.saw_existing();
+                    for (i, record, matched) in self.read_matches(&set).await? {
+                        self.link(i, &record, matched);
+                    }
+                    let rest = self.unresolved(&set);
+                    if rest.len() < set.len() {
+                        work.push((rest, lost));
+                    } else {
+                        let mut halves_work = Vec::new();
+                        self.split_or_fail(rest, &e, &mut halves_work);
+                        work.extend(halves_work.into_iter().map(|h| (h, lost)));
+                    }
+                }
+                Err(e @ HubSpotError::Validation { .. }) => {
+                    let mut halves_work = Vec::new();
+                    self.split_or_fail(set, &e, &mut halves_work);
+                    work.extend(halves_work.into_iter().map(|h| (h, lost)));
+                }
+                Err(e) => return Err(from_hubspot(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// After a create whose answer was lost: what exists under the external key was created by
+    /// it; the rest goes back to the work list.
+    async fn after_lost_answer(
+        &mut self,
+        set: Vec<usize>,
+        lost: u32,
+        work: &mut Vec<(Vec<usize>, u32)>,
+    ) -> Result<(), RunError> {
+        if lost > self.ctx.max_lost_answers {
+            return Err(RunError::Transient(format!(
+                "HubSpot's answers to creating contacts were lost {lost} times in a row; the \
+                 job will continue from its checkpoint"
+            )));
+        }
+        for (i, record) in self.read_by_key(&set).await? {
+            // Usually the lost create itself. If HubSpot holds other values, the record is an
+            // earlier attempt's and the lost call was refused: link it, the next push updates it.
+            if holds_local_values(&self.contacts[i], &record) {
+                self.resolve(i, Resolution::Created(record.id.clone()));
+            } else {
+                self.link(i, &record, Match::Key);
+            }
+        }
+        work.push((self.unresolved(&set), lost));
+        Ok(())
+    }
+
+    /// Existing HubSpot records for contacts of a refused batch: by external key first (a record
+    /// an earlier attempt created), then by email.
+    async fn read_matches(
+        &mut self,
+        set: &[usize],
+    ) -> Result<Vec<(usize, Contact, Match)>, RunError> {
+        let mut found: Vec<(usize, Contact, Match)> = self
+            .read_by_key(set)
+            .await?
+            .into_iter()
+            .map(|(i, r)| (i, r, Match::Key))
+            .collect();
+        let by_key: Vec<usize> = found.iter().map(|(i, _, _)| *i).collect();
+        let with_email: Vec<usize> = set
+            .iter()
+            .copied()
+            .filter(|i| !by_key.contains(i) && self.contacts[*i].email.is_some())
+            .collect();
+        found.extend(
+            self.read_by_email(&with_email)
+                .await?
+                .into_iter()
+                .map(|(i, r)| (i, r, Match::Email)),
+        );
+        Ok(found)
+    }
+
+    /// Batch read by email (a secondary email finds its contact too).
+    async fn read_by_email(&self, set: &[usize]) -> Result<Vec<(usize, Contact)>, RunError> {
+        if set.is_empty() {
+            return Ok(Vec::new());
+        }
+        let emails: Vec<String> = set
+            .iter()
+            .filter_map(|&i| self.contacts[i].email.clone())
+            .collect();
+        let records = self.read(emails, "email").await?;
+        let mut by_email: HashMap<String, &Contact> = HashMap::new();
+        for record in &records {
+            for email in record_emails(record) {
+                by_email.entry(email).or_insert(record);
+            }
+        }
+        Ok(set
+            .iter()
+            .filter_map(|&i| {
+                let email = self.contacts[i].email.as_deref()?.trim().to_lowercase();
+                by_email.get(&email).map(|r| (i, (*r).clone()))
+            })
+            .collect())
+    }
+
+    /// Batch read by external key.
+    async fn read_by_key(&self, set: &[usize]) -> Result<Vec<(usize, Contact)>, RunError> {
+        if set.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.ctx.ensure_key().await?;
+        let keys: Vec<String> = set
+            .iter()
+            .map(|&i| external_key(&self.contacts[i]))
+            .collect();
+        let records = self.read(keys, EXTERNAL_KEY).await?;
+        let by_key: HashMap<&str, &Contact> = records
+            .iter()
+            .filter_map(|r| Some((r.property(EXTERNAL_KEY)?, r)))
+            .collect();
+        Ok(set
+            .iter()
+            .filter_map(|&i| {
+                let key = external_key(&self.contacts[i]);
+                by_key.get(key.as_str()).map(|r| (i, (*r).clone()))
+            })
+            .collect())
+    }
+
+    /// Batch read by `id_property`. A read HubSpot refuses whole (a value it finds malformed)
+    /// is split until the refused value is alone, and that one counts as not found: the write
+    /// that follows reports the record's own error.
+    async fn read(&self, ids: Vec<String>, id_property: &str) -> Result<Vec<Contact>, RunError> {
+        let mut records = Vec::new();
+        let mut work = vec![ids];
+        while let Some(ids) = work.pop() {
+            if ids.is_empty() {
+                continue;
+            }
+            let ids = batch(ids)?;
+            match self
+                .ctx
+                .client
+                .batch_read(&ids, Some(id_property), &read_properties())
+                .await
+            {
+                Ok(outcome) => records.extend(outcome.results),
+                Err(HubSpotError::Validation { .. }) if ids.len() == 1 => {}
+                Err(HubSpotError::Validation { .. }) => {
+                    let mut first = ids.into_inner();
+                    let second = first.split_off(first.len() / 2);
+                    work.push(first);
+                    work.push(second);
+                }
+                Err(e) => return Err(from_hubspot(e)),
+            }
+        }
+        Ok(records)
+    }
+
+    /// Upsert mode for contacts without a (live) link: by email, and by external key for those
+    /// without one.
+    async fn upsert(&mut self, unlinked: Vec<usize>) -> Result<(), RunError> {
+        if unlinked.is_empty() {
+            return Ok(());
+        }
+        self.ctx.ensure_key().await?;
+        let (with_email, without): (Vec<usize>, Vec<usize>) = unlinked
+            .into_iter()
+            .partition(|&i| self.contacts[i].email.is_some());
+        self.upsert_by(with_email, UpsertKey::Email).await?;
+        self.upsert_by(without, UpsertKey::External).await
+    }
+
+    /// One kind of upsert, splitting refused batches. `new: false` counts as `updated`: the
+    /// local values were written over HubSpot's.
+    async fn upsert_by(&mut self, set: Vec<usize>, key: UpsertKey) -> Result<(), RunError> {
+        let mut work = vec![set];
+        while let Some(set) = work.pop() {
+            if set.is_empty() {
+                continue;
+            }
+            let inputs = set
+                .iter()
+                .map(|&i| {
+                    let c = &self.contacts[i];
+                    ContactUpsert {
+                        id: key.value(c),
+                        id_property: key.property().to_owned(),
+                        properties: write_properties(c),
+                    }
+                })
+                .collect();
+            match self.ctx.client.batch_upsert(&batch(inputs)?).await {
+                Ok(outcome) => {
+                    let results = assign(&outcome, &set, |i, r: &UpsertedContact| {
+                        key.matches(&self.contacts[i], &r.contact)
+                    });
+                    for (pos, &i) in set.iter().enumerate() {
+                        let resolution = match (results[pos], outcome.error_for(pos)) {
+                            (Some(r), _) if r.new => Resolution::Created(r.contact.id.clone()),
+                            (Some(r), _) => Resolution::Updated(r.contact.id.clone()),
+                            (None, Some(error)) => Resolution::refused(error),
+                            (None, None) => Resolution::Failed {
+                                id: None,
+                                reason: "HubSpot's upsert answer did not mention this contact"
+                                    .to_owned(),
+                            },
+                        };
+                        self.resolve(i, resolution);
+                    }
+                }
+                Err(e) if is_batch_refusal(&e) => self.split_or_fail(set, &e, &mut work),
+                Err(e) => return Err(from_hubspot(e)),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What an upsert finds records by.
+#[derive(Debug, Clone, Copy)]
+enum UpsertKey {
+    Email,
+    External,
+}
+
+impl UpsertKey {
+    fn property(self) -> &'static str {
+        match self {
+            Self::Email => "email",
+            Self::External => EXTERNAL_KEY,
+        }
+    }
+
+    fn value(self, contact: &PushCandidate) -> String {
+        match self {
+            Self::Email => contact.email.clone().unwrap_or_default(),
+            Self::External => external_key(contact),
+        }
+    }
+
+    fn matches(self, contact: &PushCandidate, record: &Contact) -> bool {
+        match self {
+            Self::Email => contact
+                .email
+                .as_deref()
+                .is_some_and(|e| record_emails(record).any(|r| r == e.trim().to_lowercase())),
+            Self::External => record.property(EXTERNAL_KEY) == Some(external_key(contact).as_str()),
+        }
+    }
+}
+
+/// The result for each input of `set` (by position): by the echoed write trace id, else the
+/// first unclaimed record that `belongs` to the input.
+fn assign<'o, R>(
+    outcome: &'o BatchOutcome<R>,
+    set: &[usize],
+    belongs: impl Fn(usize, &R) -> bool,
+) -> Vec<Option<&'o R>> {
+    let mut results: Vec<Option<&R>> = (0..set.len()).map(|pos| outcome.result_for(pos)).collect();
+    for unindexed in outcome.results.iter().filter(|r| r.input_index.is_none()) {
+        let slot = (0..set.len())
+            .find(|&pos| results[pos].is_none() && belongs(set[pos], &unindexed.record));
+        if let Some(pos) = slot {
+            results[pos] = Some(&unindexed.record);
+        }
+    }
+    results
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hubspot::IndexedResult;
+
+    #[test]
+    fn results_map_by_trace_id_then_by_what_they_hold() {
+        let outcome = BatchOutcome {
+            results: vec![
+                IndexedResult {
+                    input_index: Some(1),
+                    record: "b",
+                },
+                IndexedResult {
+                    input_index: None,
+                    record: "c",
+                },
+            ],
+            errors: Vec::new(),
+        };
+        let names = ["a", "b", "c"];
+        let assigned = assign(&outcome, &[0, 1, 2], |i, r: &&str| names[i] == *r);
+        assert_eq!(assigned, vec![None, Some(&"b"), Some(&"c")]);
+    }
+
+    #[test]
+    fn a_refused_batch_splits_in_halves() {
+        assert_eq!(halves(vec![1, 2, 3]), [vec![1], vec![2, 3]]);
+    }
+}

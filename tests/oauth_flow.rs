@@ -1,0 +1,330 @@
+//! The OAuth install flow over real HTTP, on SQLite and PostgreSQL: the install page, the
+//! sandbox's authorize page, the callbacks and every way they refuse, the stored encrypted
+//! tokens, `GET /api/access-token`, the status page and readiness once HubSpot refuses the
+//! refresh token, and the rate limit of the public pages.
+
+mod common;
+mod routes_support;
+
+use chrono::{Duration, Utc};
+use common::TestDb;
+use crm_sync::api::ratelimit::{Quota, RateLimits};
+use crm_sync::cli::HUBSPOT_SCOPES;
+use crm_sync::ids::PortalId;
+use crm_sync::sandbox::SandboxHandle;
+use crm_sync::store::Store;
+use reqwest::StatusCode;
+use routes_support::{
+    Browser, CLIENT_ID, Options, Server, TOKEN, assert_security_headers, bind, install_link_of,
+    oauth_calls, query_of, sandbox_args, start_sandbox, with_param,
+};
+use serde_json::Value;
+use url::Url;
+
+async fn world(db: &TestDb, options: Options) -> (SandboxHandle, Server) {
+    let sandbox = start_sandbox(sandbox_args()).await;
+    let server = Server::start(bind().await, db.store().await, &sandbox, options).await;
+    (sandbox, server)
+}
+
+/// Completes an installation like a user would; returns the callback URL that was used.
+async fn install(browser: &mut Browser, server: &Server) -> Url {
+    let link = browser.install_link(server).await;
+    let callback = browser.authorize(&link).await;
+    let done = browser.get(callback.as_str()).await;
+    assert_eq!(done.status, StatusCode::FOUND, "{}", done.body);
+    assert_eq!(done.header("location"), "/");
+    callback
+}
+
+async fn get_json(server: &Server, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+    let mut req = reqwest::Client::new().get(server.url(path));
+    if let Some(token) = token {
+        req = req.bearer_auth(token);
+    }
+    let resp = req.send().await.expect("request");
+    let status = resp.status();
+    (status, resp.json().await.expect("a JSON body"))
+}
+
+/// Moves every issued state's expiry into the past, as 10 minutes of waiting would.
+async fn expire_states(store: &Store) {
+    if let Some(pool) = store.pg_pool() {
+        sqlx::query("UPDATE oauth_states SET expires_at = now() - interval '1 second'")
+            .execute(pool)
+            .await
+            .expect("expire states");
+    } else if let Some(pool) = store.sqlite_pool() {
+        sqlx::query(
+            "UPDATE oauth_states SET expires_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-1 seconds')",
+        )
+        .execute(pool)
+        .await
+        .expect("expire states");
+    }
+}
+
+/// Asserts a refused callback: a 400 HTML page that says `why` and how to start again, and
+/// no call to HubSpot's token endpoint.
+async fn assert_refused(browser: &mut Browser, sandbox: &SandboxHandle, callback: &Url, why: &str) {
+    let calls = oauth_calls(sandbox);
+    let page = browser.get(callback.as_str()).await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST, "{}", page.body);
+    assert!(page.header("content-type").starts_with("text/html"));
+    assert!(page.body.contains(why), "{why:?} not in {}", page.body);
+    assert!(page.body.contains("href=\"/api/install\""), "{}", page.body);
+    assert_security_headers(&page);
+    assert_eq!(oauth_calls(sandbox), calls, "no token call was made");
+}
+
+backend_tests! {
+    async fn the_install_page_links_to_hubspot_with_the_app_scopes_and_a_browser_bound_state(db: TestDb) {
+        let (sandbox, server) = world(&db, Options::default()).await;
+        let mut browser = Browser::new();
+        let page = browser.get(&server.url("/api/install")).await;
+        assert_eq!(page.status, StatusCode::OK);
+        assert_security_headers(&page);
+
+        let link = install_link_of(&page.body).expect("install link");
+        assert_eq!(link.as_str().split('?').next(), Some(sandbox.authorize_url().as_str()));
+        let q = query_of(&link);
+        assert_eq!(q["client_id"], CLIENT_ID);
+        assert_eq!(q["redirect_uri"], server.url("/oauth-callback"));
+        let scopes: Vec<&str> = q["scope"].split(' ').collect();
+        assert_eq!(scopes, HUBSPOT_SCOPES.to_vec());
+        assert_eq!(q["state"].len(), 43, "256 random bits, base64url");
+
+        let cookie = page.header("set-cookie");
+        assert!(cookie.starts_with("crm_sync_oauth="), "{cookie}");
+        for attribute in ["HttpOnly", "SameSite=Lax", "Path=/", "Max-Age=600"] {
+            assert!(cookie.contains(attribute), "{attribute} missing from {cookie}");
+        }
+        assert!(!cookie.contains("Secure"), "plain http public_url: no Secure flag");
+
+        // Every visit gets a fresh state; the browser keeps its nonce.
+        let first_cookie = browser.cookie.clone();
+        let again = browser.install_link(&server).await;
+        assert_ne!(query_of(&again)["state"], q["state"]);
+        assert_eq!(browser.cookie, first_cookie);
+    }
+
+    async fn installing_stores_encrypted_tokens_and_serves_them_through_the_access_token_route(db: TestDb) {
+        let (sandbox, server) = world(&db, Options::default()).await;
+        let mut browser = Browser::new();
+        let before = get_json(&server, "/api/access-token", Some(TOKEN)).await;
+        assert_eq!(before.0, StatusCode::NOT_FOUND);
+        assert_eq!(before.1["error"]["code"], "not_connected");
+
+        install(&mut browser, &server).await;
+
+        let stored = server.tokens.load_tokens().await.unwrap().expect("tokens stored");
+        assert_eq!(stored.portal_id, Some(PortalId(sandbox.portal_id())));
+        let row = server.store.list_credential_ciphers().await.unwrap().remove(0);
+        for token in [stored.access_token.expose(), stored.refresh_token.expose()] {
+            let leaked = |bytes: &[u8]| bytes.windows(token.len()).any(|w| w == token.as_bytes());
+            assert!(!leaked(&row.access_token_cipher), "access token stored in clear");
+            assert!(!leaked(row.refresh_token_cipher.as_deref().unwrap_or_default()));
+        }
+
+        let (status, body) = get_json(&server, "/api/access-token", Some(TOKEN)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["access_token"], stored.access_token.expose());
+        assert_eq!(body["portal_id"], sandbox.portal_id());
+        assert!(body["expires_at"].as_str().is_some_and(|t| t.parse::<chrono::DateTime<Utc>>().is_ok()));
+
+        // The token works against HubSpot.
+        let contacts = reqwest::Client::new()
+            .get(format!("{}/crm/v3/objects/contacts?limit=1", sandbox.base_url()))
+            .bearer_auth(body["access_token"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(contacts.status(), StatusCode::OK);
+
+        let home = browser.get(&server.url("/")).await;
+        assert_eq!(home.status, StatusCode::OK);
+        assert_security_headers(&home);
+        assert!(home.body.contains(&format!("connected to account <strong>{}</strong>", sandbox.portal_id())), "{}", home.body);
+        assert!(!home.body.contains(stored.access_token.expose()));
+        let (ready, _) = get_json(&server, "/readyz", None).await;
+        assert_eq!(ready, StatusCode::OK);
+    }
+
+    async fn the_install_callback_under_the_install_path_works_too(db: TestDb) {
+        let (_sandbox, server) = world(&db, Options::default()).await;
+        let mut browser = Browser::new();
+        let link = browser.install_link(&server).await;
+        let mut callback = browser.authorize(&link).await;
+        callback.set_path("/api/install/oauth-callback");
+        let done = browser.get(callback.as_str()).await;
+        assert_eq!(done.status, StatusCode::FOUND, "{}", done.body);
+        assert!(server.tokens.load_tokens().await.unwrap().is_some());
+    }
+
+    async fn a_callback_without_a_state_is_refused(db: TestDb) {
+        let (sandbox, server) = world(&db, Options::default()).await;
+        let mut browser = Browser::new();
+        let link = browser.install_link(&server).await;
+        let callback = browser.authorize(&link).await;
+        let without = with_param(&callback, "state", None);
+        assert_refused(&mut browser, &sandbox, &without, "no state parameter").await;
+        assert!(server.tokens.load_tokens().await.unwrap().is_none());
+    }
+
+    async fn a_callback_with_an_unknown_state_is_refused(db: TestDb) {
+        let (sandbox, server) = world(&db, Options::default()).await;
+        let mut browser = Browser::new();
+        let link = browser.install_link(&server).await;
+        let callback = browser.authorize(&link).await;
+        let forged = with_param(&callback, "state", Some(&"A".repeat(43)));
+        assert_refused(&mut browser, &sandbox, &forged, "not issued by this service").await;
+        let garbage = with_param(&callback, "state", Some("<script>"));
+        assert_refused(&mut browser, &sandbox, &garbage, "not issued by this service").await;
+    }
+
+    async fn a_callback_with_an_expired_state_is_refused(db: TestDb) {
+        let (sandbox, server) = world(&db, Options::default()).await;
+        let mut browser = Browser::new();
+        let link = browser.install_link(&server).await;
+        let callback = browser.authorize(&link).await;
+        expire_states(&server.store).await;
+        assert_refused(&mut browser, &sandbox, &callback, "more than 10 minutes old").await;
+    }
+
+    async fn a_state_completes_one_installation_only(db: TestDb) {
+        let (sandbox, server) = world(&db, Options::default()).await;
+        let mut browser = Browser::new();
+        let callback = install(&mut browser, &server).await;
+        assert_refused(&mut browser, &sandbox, &callback, "already used once").await;
+    }
+
+    async fn a_state_only_completes_in_the_browser_that_asked_for_it(db: TestDb) {
+        let (sandbox, server) = world(&db, Options::default()).await;
+        let mut victim = Browser::new();
+        let link = victim.install_link(&server).await;
+        let callback = victim.authorize(&link).await;
+
+        let mut no_cookie = Browser::new();
+        assert_refused(&mut no_cookie, &sandbox, &callback, "started in another browser").await;
+        let mut other = Browser::new();
+        other.install_link(&server).await;
+        assert_refused(&mut other, &sandbox, &callback, "started in another browser").await;
+
+        // The attempts did not burn the state: its own browser still completes.
+        let done = victim.get(callback.as_str()).await;
+        assert_eq!(done.status, StatusCode::FOUND, "{}", done.body);
+    }
+
+    async fn a_declined_consent_says_so_and_offers_to_retry(db: TestDb) {
+        let (sandbox, server) = world(&db, Options::default()).await;
+        let mut browser = Browser::new();
+        let link = browser.install_link(&server).await;
+        let callback = browser.authorize(&link).await;
+        let declined = with_param(&with_param(&callback, "code", None), "error", Some("access_denied"));
+        assert_refused(&mut browser, &sandbox, &declined, "declined").await;
+        assert!(server.tokens.load_tokens().await.unwrap().is_none());
+    }
+
+    async fn a_code_hubspot_refuses_ends_on_a_page_that_says_so(db: TestDb) {
+        let (_sandbox, server) = world(&db, Options::default()).await;
+        let mut browser = Browser::new();
+        let link = browser.install_link(&server).await;
+        let callback = browser.authorize(&link).await;
+        let bad = with_param(&callback, "code", Some("not-a-code"));
+        let page = browser.get(bad.as_str()).await;
+        assert_eq!(page.status, StatusCode::BAD_REQUEST, "{}", page.body);
+        assert!(page.body.contains("refused the authorization code"), "{}", page.body);
+        assert!(page.body.contains("href=\"/api/install\""));
+        assert_security_headers(&page);
+        assert!(server.tokens.load_tokens().await.unwrap().is_none());
+    }
+
+    async fn a_revoked_refresh_token_marks_the_connection_broken_everywhere(db: TestDb) {
+        let sandbox = start_sandbox(sandbox_args()).await;
+        let store = db.store().await;
+        let server = Server::start(bind().await, store.clone(), &sandbox, Options::default()).await;
+        let mut browser = Browser::new();
+        install(&mut browser, &server).await;
+        server.stop().await;
+
+        // The app is uninstalled: HubSpot forgets the refresh token; the access token expires.
+        let mut tokens = routes_support::cipher_store(&store).load_tokens().await.unwrap().unwrap();
+        let revoked = reqwest::Client::new()
+            .delete(format!("{}/oauth/v1/refresh-tokens/{}", sandbox.base_url(), tokens.refresh_token.expose()))
+            .send()
+            .await
+            .unwrap();
+        assert!(revoked.status().is_success(), "{}", revoked.status());
+        tokens.expires_at = Utc::now() - Duration::seconds(1);
+        routes_support::cipher_store(&store).save_tokens(&tokens).await.unwrap();
+
+        let server = Server::start(bind().await, store, &sandbox, Options::default()).await;
+        let (status, body) = get_json(&server, "/api/access-token", Some(TOKEN)).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+        assert_eq!(body["error"]["code"], "hubspot_connection_broken");
+        assert!(body["error"]["message"].as_str().unwrap().contains("/api/install"));
+
+        let (ready, body) = get_json(&server, "/readyz", None).await;
+        assert_eq!(ready, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["error"]["code"], "hubspot_connection_broken");
+
+        let home = browser.get(&server.url("/")).await;
+        assert!(home.body.contains("is broken"), "{}", home.body);
+        assert!(home.body.contains("reinstall the app"), "{}", home.body);
+
+        // Installing again repairs it.
+        install(&mut browser, &server).await;
+        let (ready, _) = get_json(&server, "/readyz", None).await;
+        assert_eq!(ready, StatusCode::OK);
+    }
+
+    async fn the_install_pages_are_rate_limited_per_client(db: TestDb) {
+        let options = Options {
+            rate_limits: RateLimits {
+                pages: Quota { burst: 3, per_minute: 1 },
+                ..Options::default().rate_limits
+            },
+            ..Options::default()
+        };
+        let (_sandbox, server) = world(&db, options).await;
+        let mut browser = Browser::new();
+        for _ in 0..3 {
+            assert_eq!(browser.get(&server.url("/api/install")).await.status, StatusCode::OK);
+        }
+        let refused = browser.get(&server.url("/oauth-callback")).await;
+        assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+        assert!(refused.header("retry-after").parse::<u64>().is_ok_and(|s| s >= 1));
+        assert_security_headers(&refused);
+        // Protected and operational routes are not part of that budget.
+        let (ready, _) = get_json(&server, "/readyz", None).await;
+        assert_eq!(ready, StatusCode::OK);
+    }
+}
+
+#[tokio::test]
+async fn without_client_credentials_the_install_page_says_what_to_set() {
+    let db = TestDb::sqlite().await;
+    let (_sandbox, server) = world(
+        &db,
+        Options {
+            credentials: false,
+            ..Options::default()
+        },
+    )
+    .await;
+    let page = Browser::new().get(&server.url("/api/install")).await;
+    assert_eq!(page.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_security_headers(&page);
+    for needed in [
+        "hubspot.client_id",
+        "hubspot.client_secret",
+        "CRM_SYNC__HUBSPOT__CLIENT_ID",
+        "CLIENT_SECRET",
+    ] {
+        assert!(page.body.contains(needed), "{needed} not in {}", page.body);
+    }
+    assert!(install_link_of(&page.body).is_none(), "no broken link");
+    let home = Browser::new().get(&server.url("/")).await;
+    assert!(home.body.contains("not connected"), "{}", home.body);
+    assert!(home.body.contains("href=\"/api/install\""));
+}

@@ -1,0 +1,312 @@
+//! `POST /webhooks/hubspot` over real HTTP, on SQLite and PostgreSQL: the v3 signature over
+//! `server.public_url` + path and query, redelivery dedupe, deletions and merges applied to the
+//! local rows, the pull enqueued for the named records — and the whole loop with the sandbox
+//! sending real webhooks and a worker pulling the change.
+
+mod common;
+mod routes_support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use common::TestDb;
+use crm_sync::api::ratelimit::{Quota, RateLimits};
+use crm_sync::ids::{ContactId, HsObjectId};
+use crm_sync::jobs::worker::{WorkerConfig, run_workers};
+use crm_sync::jobs::{JobSpec, Trigger};
+use crm_sync::sandbox::SandboxHandle;
+use crm_sync::secret::Secret;
+use crm_sync::store::{NewContact, Store};
+use crm_sync::sync::{SyncContext, SyncRunner};
+use crm_sync::webhooks::{pending_pulls, sign_v3};
+use reqwest::StatusCode;
+use routes_support::{CLIENT_SECRET, Options, Server, bind, sandbox_args, start_sandbox};
+use serde_json::{Value, json};
+
+const PORTAL: u64 = 1_000_001;
+
+async fn world(db: &TestDb, options: Options) -> (SandboxHandle, Server) {
+    let sandbox = start_sandbox(sandbox_args()).await;
+    let server = Server::start(bind().await, db.store().await, &sandbox, options).await;
+    (sandbox, server)
+}
+
+fn event(event_id: u64, kind: &str, object_id: u64, extra: Value) -> Value {
+    let mut value = json!({
+        "eventId": event_id, "subscriptionId": 7, "portalId": PORTAL, "appId": 4_000_001,
+        "occurredAt": 1_700_000_000_000_i64 + event_id as i64, "subscriptionType": kind,
+        "attemptNumber": 0, "objectId": object_id, "changeSource": "CRM"
+    });
+    if let (Some(map), Value::Object(more)) = (value.as_object_mut(), extra) {
+        map.extend(more);
+    }
+    value
+}
+
+/// How the request is signed.
+enum Signing<'a> {
+    /// Correctly, now.
+    Valid,
+    /// With this secret.
+    Secret(&'a str),
+    /// Correctly, but this many ms ago.
+    Aged(i64),
+    /// Over another URI than the one called.
+    Uri(&'a str),
+    /// Not at all.
+    Unsigned,
+}
+
+async fn post(
+    server: &Server,
+    path: &str,
+    body: &Value,
+    signing: Signing<'_>,
+) -> (StatusCode, Value) {
+    let body = serde_json::to_vec(body).unwrap();
+    let url = server.url(path);
+    let mut ts = Utc::now().timestamp_millis();
+    let mut secret = CLIENT_SECRET;
+    let mut signed_uri = url.clone();
+    let mut unsigned = false;
+    match signing {
+        Signing::Valid => {}
+        Signing::Secret(s) => secret = s,
+        Signing::Aged(ms) => ts -= ms,
+        Signing::Uri(u) => signed_uri = u.to_owned(),
+        Signing::Unsigned => unsigned = true,
+    }
+    let mut req = reqwest::Client::new()
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(body.clone());
+    if !unsigned {
+        let signature = sign_v3("POST", &signed_uri, &body, ts, &Secret::new(secret));
+        req = req
+            .header("X-HubSpot-Signature-v3", signature)
+            .header("X-HubSpot-Request-Timestamp", ts.to_string());
+    }
+    let resp = req.send().await.expect("request");
+    let status = resp.status();
+    (status, resp.json().await.expect("a JSON answer"))
+}
+
+/// Inserts contacts linked to HubSpot ids with the user's own SQL; returns their ids.
+async fn linked(store: &Store, rows: &[(&str, &str)]) -> Vec<ContactId> {
+    let new: Vec<NewContact> = rows
+        .iter()
+        .map(|(email, _)| NewContact {
+            email: Some((*email).to_owned()),
+            ..NewContact::default()
+        })
+        .collect();
+    store.insert_contacts(&new).await.unwrap();
+    const SQL: &str = "UPDATE contacts SET hs_object_id = $2 WHERE email = $1";
+    for (email, hs_id) in rows {
+        if let Some(pg) = store.pg_pool() {
+            sqlx::query(SQL)
+                .bind(email)
+                .bind(hs_id)
+                .execute(pg)
+                .await
+                .unwrap();
+        } else if let Some(lite) = store.sqlite_pool() {
+            sqlx::query(SQL)
+                .bind(email)
+                .bind(hs_id)
+                .execute(lite)
+                .await
+                .unwrap();
+        }
+    }
+    let all = store.list_contacts(None, 1000).await.unwrap();
+    rows.iter()
+        .map(|(email, _)| {
+            all.iter()
+                .find(|c| c.email.as_deref() == Some(*email))
+                .unwrap()
+                .id
+        })
+        .collect()
+}
+
+async fn hs_id(store: &Store, id: ContactId) -> Option<String> {
+    store
+        .get_contact(id)
+        .await
+        .unwrap()
+        .unwrap()
+        .hs_object_id
+        .map(|h| h.0)
+}
+
+/// Everything a refused webhook could have changed.
+async fn snapshot(store: &Store) -> (Vec<Option<String>>, usize, usize) {
+    let rows = store.list_contacts(None, 1000).await.unwrap();
+    let jobs = store.list_jobs(None, 100).await.unwrap().len();
+    let pending = pending_pulls(store, 1000).await.unwrap().len();
+    (
+        rows.into_iter()
+            .map(|c| c.hs_object_id.map(|h| h.0))
+            .collect(),
+        jobs,
+        pending,
+    )
+}
+
+backend_tests! {
+    async fn a_signed_batch_applies_deletions_and_merges_and_queues_a_pull_of_the_rest(db: TestDb) {
+        let (_sandbox, server) = world(&db, Options::default()).await;
+        let ids = linked(&server.store, &[("gone@x.io", "101"), ("merged@x.io", "201")]).await;
+        let batch = json!([
+            event(1, "contact.creation", 301, json!({})),
+            event(2, "contact.propertyChange", 302, json!({"propertyName": "email", "propertyValue": "n@x.io"})),
+            event(3, "contact.propertyChange", 301, json!({"propertyName": "firstname", "propertyValue": "N"})),
+            event(4, "contact.deletion", 101, json!({})),
+            event(5, "contact.merge", 202, json!({"primaryObjectId": 202, "mergedObjectIds": [201]})),
+        ]);
+        let (status, body) = post(&server, "/webhooks/hubspot", &batch, Signing::Valid).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["new_events"], 5);
+        assert_eq!(hs_id(&server.store, ids[0]).await, None, "deletion unlinks");
+        assert_eq!(hs_id(&server.store, ids[1]).await.as_deref(), Some("202"), "merge relinks");
+
+        let pending = pending_pulls(&server.store, 100).await.unwrap();
+        let mut pending: Vec<&str> = pending.iter().map(|h| h.0.as_str()).collect();
+        pending.sort_unstable();
+        assert_eq!(pending, ["202", "301", "302"], "each named record once");
+        let jobs = server.store.list_jobs(None, 10).await.unwrap();
+        let [job] = jobs.as_slice() else { panic!("one pull job: {jobs:?}") };
+        assert_eq!(job.trigger, Trigger::Webhook);
+        assert!(matches!(job.spec, JobSpec::Pull { .. }));
+        assert_eq!(body["job_id"], job.id.to_string());
+
+        // A second batch while that pull waits adds no job.
+        let more = json!([event(6, "contact.creation", 303, json!({}))]);
+        let (status, _) = post(&server, "/webhooks/hubspot", &more, Signing::Valid).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(server.store.list_jobs(None, 10).await.unwrap().len(), 1);
+    }
+
+    async fn a_redelivered_batch_is_processed_once(db: TestDb) {
+        let (_sandbox, server) = world(&db, Options::default()).await;
+        let ids = linked(&server.store, &[("a@x.io", "11")]).await;
+        let batch = json!([event(1, "contact.deletion", 11, json!({}))]);
+        let (_, first) = post(&server, "/webhooks/hubspot", &batch, Signing::Valid).await;
+        assert_eq!(first["new_events"], 1);
+        // The user links the contact again; HubSpot redelivers the old deletion.
+        const SQL: &str = "UPDATE contacts SET hs_object_id = '11'";
+        if let Some(pg) = server.store.pg_pool() {
+            sqlx::query(SQL).execute(pg).await.unwrap();
+        } else if let Some(lite) = server.store.sqlite_pool() {
+            sqlx::query(SQL).execute(lite).await.unwrap();
+        }
+        let redelivered = json!([event(1, "contact.deletion", 11, json!({"attemptNumber": 1}))]);
+        let (status, again) = post(&server, "/webhooks/hubspot", &redelivered, Signing::Valid).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(again["duplicates"], 1);
+        assert_eq!(again["new_events"], 0);
+        assert_eq!(hs_id(&server.store, ids[0]).await.as_deref(), Some("11"), "not applied twice");
+    }
+
+    async fn unsigned_badly_signed_or_stale_requests_get_401_and_change_nothing(db: TestDb) {
+        let (_sandbox, server) = world(&db, Options::default()).await;
+        linked(&server.store, &[("a@x.io", "11")]).await;
+        let batch = json!([
+            event(1, "contact.deletion", 11, json!({})),
+            event(2, "contact.creation", 12, json!({})),
+        ]);
+        let before = snapshot(&server.store).await;
+        let other_uri = format!("https://elsewhere.example{}", "/webhooks/hubspot");
+        for (what, signing) in [
+            ("unsigned", Signing::Unsigned),
+            ("wrong secret", Signing::Secret("not-the-secret")),
+            ("stale", Signing::Aged(6 * 60 * 1000)),
+            ("another URI", Signing::Uri(&other_uri)),
+        ] {
+            let (status, body) = post(&server, "/webhooks/hubspot", &batch, signing).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{what}: {body}");
+            assert_eq!(body["error"]["code"], "invalid_signature", "{what}");
+            assert_eq!(snapshot(&server.store).await, before, "{what} changed nothing");
+        }
+        // The query string is part of what is signed.
+        let (status, _) = post(&server, "/webhooks/hubspot?x=1", &batch, Signing::Valid).await;
+        assert_eq!(status, StatusCode::OK, "a signature over path and query verifies");
+    }
+
+    async fn webhooks_are_rate_limited_per_client(db: TestDb) {
+        let options = Options {
+            rate_limits: RateLimits {
+                webhooks: Quota { burst: 2, per_minute: 1 },
+                ..Options::default().rate_limits
+            },
+            ..Options::default()
+        };
+        let (_sandbox, server) = world(&db, options).await;
+        let batch = json!([]);
+        for _ in 0..2 {
+            let (status, _) = post(&server, "/webhooks/hubspot", &batch, Signing::Valid).await;
+            assert_eq!(status, StatusCode::OK);
+        }
+        let resp = reqwest::Client::new()
+            .post(server.url("/webhooks/hubspot"))
+            .body("[]")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(resp.headers().contains_key("retry-after"));
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "rate_limited");
+    }
+
+    async fn a_contact_created_in_hubspot_shows_up_locally_through_a_webhook(db: TestDb) {
+        let listener = bind().await;
+        let addr = listener.local_addr().unwrap();
+        let args = crm_sync::sandbox::SandboxArgs {
+            webhook_url: Some(format!("http://{addr}/webhooks/hubspot")),
+            ..sandbox_args()
+        };
+        let sandbox = start_sandbox(args).await;
+        let options = Options { private_app: true, ..Options::default() };
+        let server = Server::start(listener, db.store().await, &sandbox, options).await;
+        let runner = Arc::new(SyncRunner::new(SyncContext::new(server.client.clone())));
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let config = WorkerConfig {
+            role: "test".to_owned(),
+            sqlite_poll_interval: Duration::from_millis(50),
+            postgres_poll_interval: Duration::from_millis(200),
+            ..WorkerConfig::default()
+        };
+        let workers = tokio::spawn(run_workers(server.store.clone(), runner, vec![], config, async move {
+            let _ = stop_rx.await;
+        }));
+
+        let created = reqwest::Client::new()
+            .post(format!("{}/crm/v3/objects/contacts", sandbox.base_url()))
+            .bearer_auth(sandbox.access_token())
+            .json(&json!({"properties": {"email": "webhooked@example.com", "firstname": "Web"}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), StatusCode::CREATED);
+        let hs: Value = created.json().await.unwrap();
+        let hs_id = HsObjectId(hs["id"].as_str().unwrap().to_owned());
+
+        let started = std::time::Instant::now();
+        let row = loop {
+            let rows = server.store.list_contacts(None, 100).await.unwrap();
+            if let Some(row) = rows.into_iter().find(|c| c.hs_object_id.as_ref() == Some(&hs_id)) {
+                break row;
+            }
+            assert!(started.elapsed() < Duration::from_secs(60), "the contact arrives");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(row.email.as_deref(), Some("webhooked@example.com"));
+        let jobs = server.store.list_jobs(None, 10).await.unwrap();
+        assert!(jobs.iter().any(|j| j.trigger == Trigger::Webhook), "a webhook-triggered pull: {jobs:?}");
+        let _ = stop_tx.send(());
+        workers.await.unwrap().unwrap();
+    }
+}
