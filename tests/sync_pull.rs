@@ -16,6 +16,7 @@ use crm_sync::jobs::{EnqueueRequest, JobRunner, enqueue};
 use crm_sync::sandbox::{Sandbox, SandboxArgs, SandboxHandle};
 use crm_sync::secret::Secret;
 use crm_sync::store::{NewContact, Store};
+use crm_sync::sync::pull::pull_ids;
 use crm_sync::sync::{SyncContext, SyncRunner};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -438,6 +439,35 @@ backend_tests! {
         assert_eq!(upsert.rows().await.len(), 127);
     }
 
+    async fn a_row_linked_to_a_contact_merged_away_follows_the_survivor_in_both_modes(db: TestDb) {
+        let w = World::new(db, args()).await;
+        w.add_hubspot(&[(Some("merged@acme-mail.com"), "Mer", "Ged")]);
+        succeeded(&w.pull(PullMode::Upsert, false).await);
+        let before = by_email(&w.rows().await, "merged@acme-mail.com").clone();
+        for mode in [PullMode::Verbose, PullMode::Upsert] {
+            // A new contact without email absorbs the linked one, and takes its email.
+            let survivor = w.add_hubspot(&[(None, "Sur", "Vivor")]).remove(0);
+            let linked = w.rows().await.into_iter().find(|r| r.id == before.id).unwrap();
+            let absorbed = HsObjectId::from(linked.hs_object_id.as_deref().unwrap());
+            w.ctx
+                .hubspot
+                .merge_contacts(&HsObjectId::from(survivor.as_str()), &absorbed)
+                .await
+                .expect("merge in HubSpot");
+
+            let c = succeeded(&w.pull(mode, false).await);
+
+            assert_eq!((c.total, c.linked, c.created, c.failed), (1, 1, 0, 0), "{mode:?}: {c:?}");
+            let after = by_email(&w.rows().await, "merged@acme-mail.com").clone();
+            assert_eq!(after.hs_object_id.as_deref(), Some(survivor.as_str()), "{mode:?}");
+            assert_eq!(
+                (after.id, &after.first_name, after.pushed_version),
+                (before.id, &before.first_name, before.pushed_version),
+                "{mode:?}: same row, own fields and push state untouched"
+            );
+        }
+    }
+
     async fn records_that_cannot_be_stored_fail_one_by_one_and_the_page_goes_through(db: TestDb) {
         let w = World::new(db, args()).await;
         w.add_local(&[("taken@acme-mail.com", "Mine", "Already")]).await;
@@ -624,6 +654,29 @@ backend_tests! {
         assert_eq!(local.len(), 450);
         let distinct: BTreeSet<_> = local.iter().map(|r| r.hs_object_id.clone()).collect();
         assert_eq!(distinct.len(), 450);
+    }
+
+    async fn a_targeted_pull_writes_just_the_contacts_it_is_given(db: TestDb) {
+        let w = World::new(db, args()).await;
+        w.add_local(&[("known@acme-mail.com", "Known", "Local")]).await;
+        let ids = w.add_hubspot(&[
+            (Some("known@acme-mail.com"), "Known", "HubSpot"),
+            (Some("new@acme-mail.com"), "New", "HubSpot"),
+            (Some("other@acme-mail.com"), "Other", "HubSpot"),
+        ]);
+        let asked: Vec<HsObjectId> =
+            [ids[0].as_str(), ids[1].as_str(), "987654321"].into_iter().map(HsObjectId::from).collect();
+
+        let done = pull_ids(&w.ctx, &w.store, &asked, PullMode::Upsert).await.expect("targeted pull");
+
+        assert_eq!((done.counts.total, done.counts.linked, done.counts.created), (2, 1, 1));
+        assert_eq!(done.missing, vec![HsObjectId::from("987654321")]);
+        let local = w.rows().await;
+        assert_eq!(local.len(), 2, "the contact not asked for stays in HubSpot only");
+        assert_eq!(by_email(&local, "known@acme-mail.com").hs_object_id.as_deref(), Some(ids[0].as_str()));
+        assert_eq!(by_email(&local, "new@acme-mail.com").hs_object_id.as_deref(), Some(ids[1].as_str()));
+        let again = pull_ids(&w.ctx, &w.store, &asked, PullMode::Verbose).await.expect("again");
+        assert_eq!((again.counts.total, again.counts.unchanged), (2, 2));
     }
 
     async fn a_pull_job_runs_on_the_worker_runtime(db: TestDb) {

@@ -214,7 +214,14 @@ impl Tx {
             // disk: if the server crashes before it is flushed, the page and its checkpoint
             // are lost together and the resumed job writes the page again; the job's final
             // status is a synchronous commit later in the same log, which flushes this one.
+            // Custom plans only: a pull starts on an empty table, where a cached generic plan
+            // (a sequential scan) looks as cheap as any, and then keeps scanning a table that
+            // has grown to millions of rows. And index probes priced as on an SSD or in cache:
+            // with the default (spinning-disk) cost, 200 unique-index probes look dearer than
+            // scanning a table of tens of thousands of rows, which takes ten times longer.
             const SQL: &str = "SELECT set_config('synchronous_commit', 'off', true), \
+                 set_config('plan_cache_mode', 'force_custom_plan', true), \
+                 set_config('random_page_cost', '1.1', true), \
                  pg_advisory_xact_lock($1)";
             sqlx::query(SQL).bind(PG_PULL_LOCK).execute(&mut *c).await?;
         }
