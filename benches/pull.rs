@@ -27,25 +27,14 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-type BoxError = Box<dyn std::error::Error>;
+mod support;
+
+use support::{BoxError, peak_rss_mb};
 
 const TOKEN: &str = "pat-na1-bench";
 
 fn main() {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("cannot start a tokio runtime: {e}");
-            std::process::exit(1);
-        }
-    };
-    if let Err(e) = runtime.block_on(run()) {
-        eprintln!("benchmark failed: {e}");
-        std::process::exit(1);
-    }
+    support::run_to_exit(run());
 }
 
 async fn run() -> Result<(), BoxError> {
@@ -154,14 +143,6 @@ async fn drive(store: &Store, runner: &Arc<dyn JobRunner>, id: JobId) -> Result<
         )
         .await?;
     }
-}
-
-/// This process's peak resident set so far (`VmHWM`), in MB.
-fn peak_rss_mb() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024)
 }
 
 /// `crm-sync sandbox` as a child process; killed when dropped.

@@ -28,29 +28,18 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-type BoxError = Box<dyn std::error::Error>;
+mod support;
+
+use support::{BoxError, peak_rss_mb};
 
 /// Set in the child process that runs the sandbox; its value is the sandbox's 10-second limit.
 const SANDBOX_ROLE: &str = "PUSH_BENCH_SANDBOX_LIMIT";
 
 fn main() {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("cannot start a tokio runtime: {e}");
-            std::process::exit(1);
-        }
-    };
-    let result = match std::env::var(SANDBOX_ROLE) {
-        Ok(limit) => runtime.block_on(serve_sandbox(&limit)),
-        Err(_) => runtime.block_on(run()),
-    };
-    if let Err(e) = result {
-        eprintln!("benchmark failed: {e}");
-        std::process::exit(1);
+    // The benchmark re-runs itself as the sandbox's process, told apart by this variable.
+    match std::env::var(SANDBOX_ROLE) {
+        Ok(limit) => support::run_to_exit(async move { serve_sandbox(&limit).await }),
+        Err(_) => support::run_to_exit(run()),
     }
 }
 
@@ -176,7 +165,10 @@ async fn run() -> Result<(), BoxError> {
         let url = format!("sqlite://{}", dir.path().join("bench.db").display());
         unthrottled("sqlite", &url, mode, contacts).await?;
     }
-    println!("peak RSS of the pushing process: {} MB", peak_rss_mb());
+    println!(
+        "peak RSS of the pushing process: {} MB",
+        peak_rss_mb().map_or("?".to_owned(), |m| m.to_string())
+    );
     Ok(())
 }
 
@@ -349,18 +341,4 @@ impl PgDb {
         let _ = conn.close().await;
         Ok(())
     }
-}
-
-/// This process's peak resident set size (Linux `VmHWM`), in MB.
-fn peak_rss_mb() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb / 1024)
 }

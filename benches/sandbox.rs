@@ -8,28 +8,17 @@ use std::time::Instant;
 use crm_sync::sandbox::{Sandbox, SandboxArgs};
 use serde_json::{Value, json};
 
+mod support;
+
 const TOTAL: usize = 100_000;
 const BATCH: usize = 100;
 const CLIENTS: usize = 4;
 
 fn main() {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("cannot start a tokio runtime: {e}");
-            std::process::exit(1);
-        }
-    };
-    if let Err(e) = runtime.block_on(run()) {
-        eprintln!("benchmark failed: {e}");
-        std::process::exit(1);
-    }
+    support::run_to_exit(run());
 }
 
-async fn run() -> Result<(), Box<dyn std::error::Error>> {
+async fn run() -> Result<(), support::BoxError> {
     let args = SandboxArgs {
         requests_per_10s: 0,
         search_per_second: 0,
