@@ -232,7 +232,8 @@ pub enum Trigger {
     Api,
     /// A `[[sync.schedules]]` entry.
     Schedule,
-    /// A HubSpot webhook.
+    /// A HubSpot webhook; such a pull reads only the records webhooks named
+    /// (`crate::sync::webhook_pull`).
     Webhook,
     /// `crm-sync sync ...`.
     Cli,
