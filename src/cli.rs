@@ -457,6 +457,19 @@ impl Service {
         })
     }
 
+    /// Under `--sandbox`, the second line printed at start: where the sandbox is (so that one
+    /// can change contacts in it) and where it sends its webhooks.
+    pub fn sandbox_line(&self) -> Option<String> {
+        let sandbox = self.sandbox.as_ref()?;
+        let public = self.settings.server.public_url.trim_end_matches('/');
+        Some(format!(
+            "HubSpot sandbox at {} (portal {}); it sends its webhooks to {public}{}",
+            sandbox.base_url(),
+            sandbox.portal_id(),
+            crate::api::webhook_route::WEBHOOK_PATH,
+        ))
+    }
+
     /// The line printed at start: where the API listens and how to get its token.
     pub fn start_line(&self) -> String {
         let url = match self.listener.local_addr() {
@@ -486,6 +499,9 @@ impl Service {
 async fn serve(dir: &Path, args: &ServeArgs) -> Result<(), CliError> {
     let service = Service::build(dir, args).await?;
     println!("{}", service.start_line());
+    if let Some(line) = service.sandbox_line() {
+        println!("{line}");
+    }
     let schedules = Schedule::all_from(&service.settings)?;
     let runner = runner_for(service.hubspot.clone());
     let Service {

@@ -475,7 +475,7 @@ backend_tests! {
         assert_eq!(count_pending_pulls(&server.store).await.unwrap(), 0);
     }
 
-    async fn a_webhook_during_another_pull_queues_a_webhook_pull_behind_it(db: TestDb) {
+    async fn a_webhook_during_another_pull_queues_a_webhook_pull_beside_it(db: TestDb) {
         let (sandbox, server) = world(&db, Options { private_app: true, ..Options::default() }).await;
         let hs_id: u64 = sandbox.insert_contacts(vec![
             [("email".to_owned(), "behind@example.com".to_owned())].into(),
@@ -499,7 +499,7 @@ backend_tests! {
         assert_eq!(queued.len(), 2, "{queued:?}");
         let webhook_job = queued.iter().find(|j| j.id != api_pull.id).unwrap();
         assert_eq!(webhook_job.trigger, Trigger::Webhook);
-        assert!(webhook_job.forced, "queued past the waiting pull");
+        assert!(webhook_job.forced, "it does not wait for the pull slot");
         assert_eq!(body["job_id"], webhook_job.id.to_string());
 
         // A second batch reuses the waiting webhook pull.
@@ -513,5 +513,34 @@ backend_tests! {
         assert_eq!(jobs.len(), 2);
         assert!(jobs.iter().all(|j| j.status == JobStatus::Succeeded), "{jobs:?}");
         assert_eq!(count_pending_pulls(&server.store).await.unwrap(), 0, "no id is stranded");
+    }
+
+    async fn a_waiting_webhook_pull_never_keeps_a_requested_pull_from_starting(db: TestDb) {
+        let (_sandbox, server) = world(&db, Options { private_app: true, ..Options::default() }).await;
+        let batch = json!([event(1, "contact.creation", 77, json!({}))]);
+        let (status, body) = post(&server, "/webhooks/hubspot", &batch, Signing::Valid).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+
+        let requested = enqueue(&server.store, EnqueueRequest {
+            spec: JobSpec::Pull { mode: PullMode::Upsert, incremental: false },
+            trigger: Trigger::Cli,
+            force: false,
+        })
+        .await
+        .unwrap();
+        assert!(requested.created, "the full pull is queued, not merged into the webhook pull");
+        assert_eq!(requested.job.trigger, Trigger::Cli);
+        assert!(!requested.job.forced);
+
+        // And a second full pull still finds the first one holding the slot.
+        let again = enqueue(&server.store, EnqueueRequest {
+            spec: JobSpec::pull(),
+            trigger: Trigger::Api,
+            force: false,
+        })
+        .await
+        .unwrap();
+        assert!(!again.created);
+        assert_eq!(again.job.id, requested.job.id);
     }
 }

@@ -173,21 +173,21 @@ enum EnqueueFailure {
 
 /// Makes sure a webhook pull (which drains `webhook_pulls`) starts after this batch was
 /// recorded. A webhook pull still waiting (queued or retrying) will read the new ids, so
-/// nothing is added. Otherwise one is queued — behind any other pull: a full or incremental
-/// pull does not read `webhook_pulls`, and a webhook pull already running may have looked at
-/// the table for the last time. So at most one webhook pull waits, however many batches
-/// arrive meanwhile, and no recorded id is left without a job that will read it.
+/// nothing is added. Otherwise one is queued, whatever else runs: a full or incremental pull
+/// does not read `webhook_pulls`, and a webhook pull already running may have looked at the
+/// table for the last time. So at most one webhook pull waits, however many batches arrive
+/// meanwhile, and no recorded id is left without a job that will read it.
+///
+/// Webhook pulls are enqueued with `force`: they never hold the pull slot, so they neither
+/// wait behind a long full pull nor keep one from being started (see
+/// [`crate::store::jobs::Tx::insert_job`]).
 async fn enqueue_webhook_pull(store: &Store) -> Result<Job, EnqueueFailure> {
     let waiting = store
         .list_jobs(Some(JobStatus::Queued), 50)
         .await?
         .into_iter()
         .chain(store.list_jobs(Some(JobStatus::Retrying), 50).await?)
-        .find(|job| {
-            job.trigger == Trigger::Webhook
-                && matches!(job.status, JobStatus::Queued | JobStatus::Retrying)
-                && matches!(job.spec, JobSpec::Pull { .. })
-        });
+        .find(|job| job.trigger == Trigger::Webhook && matches!(job.spec, JobSpec::Pull { .. }));
     if let Some(job) = waiting {
         return Ok(job);
     }
@@ -197,19 +197,7 @@ async fn enqueue_webhook_pull(store: &Store) -> Result<Job, EnqueueFailure> {
             incremental: false,
         },
         trigger: Trigger::Webhook,
-        force: false,
+        force: true,
     };
-    let first = enqueue(store, request).await?;
-    if first.created {
-        return Ok(first.job);
-    }
-    let behind = enqueue(
-        store,
-        EnqueueRequest {
-            force: true,
-            ..request
-        },
-    )
-    .await?;
-    Ok(behind.job)
+    Ok(enqueue(store, request).await?.job)
 }

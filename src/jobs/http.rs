@@ -118,7 +118,8 @@ pub struct JobView {
     pub error: Option<String>,
     /// While retrying: when the next attempt is due.
     pub next_attempt_at: Option<String>,
-    /// Enqueued with `force` past an active job of its direction.
+    /// Enqueued with `force` past an active job of its direction (always, for a
+    /// webhook pull: it runs beside any other pull).
     pub forced: bool,
 }
 

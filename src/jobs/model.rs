@@ -504,7 +504,8 @@ pub struct Job {
     /// While retrying: when the next attempt is due.
     #[serde(with = "rfc3339::option")]
     pub next_attempt_at: Option<DateTime<Utc>>,
-    /// Whether it was enqueued with `force` past an active job of its direction.
+    /// Whether it was enqueued with `force` past an active job of its direction (always, for a
+    /// webhook pull: it runs beside any other pull).
     pub forced: bool,
 }
 
