@@ -521,19 +521,22 @@ async fn serve(dir: &Path, args: &ServeArgs) -> Result<(), CliError> {
         ..WorkerConfig::default()
     };
     // Each side listens for the signal itself, so one SIGTERM stops both.
-    let (api, workers, ()) = tokio::join!(
+    let (api, workers) = tokio::join!(
         crate::api::serve(listener, state.clone(), crate::api::shutdown_signal()),
-        crate::jobs::run_workers(
-            state.store.clone(),
-            runner,
-            schedules,
-            config,
-            crate::jobs::worker::shutdown_signal(),
-        ),
         async {
+            // The demo connects before any job runs: a job left queued by an earlier run
+            // would otherwise meet the earlier sandbox's tokens (or none) and fail.
             if connect_sandbox {
                 connect_to_sandbox(addr).await;
             }
+            crate::jobs::run_workers(
+                state.store.clone(),
+                runner,
+                schedules,
+                config,
+                crate::jobs::worker::shutdown_signal(),
+            )
+            .await
         },
     );
     if let Some(sandbox) = sandbox {

@@ -331,6 +331,47 @@ backend_tests! {
             .await
             .expect("JSON");
         assert_eq!(jobs["results"][0]["trigger"], "webhook", "{jobs}");
+        assert!(server.terminate().success());
+
+        // A restart is a new sandbox that knows none of the stored tokens: the service
+        // connects again, and a pull works.
+        let mut cmd = crm_sync(dir.path());
+        cmd.args(["serve", "--sandbox"])
+            .env("DATABASE_URL", db.url())
+            .env("CRM_SYNC__SERVER__BIND", format!("127.0.0.1:{port}"))
+            .env("CRM_SYNC__SERVER__PUBLIC_URL", &base);
+        let mut server = Running::start(cmd, dir.path());
+        server.wait_healthy(&base).await;
+        let job: serde_json::Value = http
+            .post(format!("{base}/api/jobs"))
+            .bearer_auth(token)
+            .json(&serde_json::json!({"direction": "pull"}))
+            .send()
+            .await
+            .expect("POST /api/jobs")
+            .json()
+            .await
+            .expect("JSON");
+        let id = job["id"].as_str().expect("a job id").to_owned();
+        let started = Instant::now();
+        let done = loop {
+            let job: serde_json::Value = http
+                .get(format!("{base}/api/jobs/{id}"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("GET the job")
+                .json()
+                .await
+                .expect("JSON");
+            if ["succeeded", "failed", "cancelled"].contains(&job["status"].as_str().unwrap_or_default()) {
+                break job;
+            }
+            assert!(started.elapsed() < STARTUP_LIMIT, "the pull ends: {job}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(done["status"], "succeeded", "{done}");
+        assert_eq!(done["counts"]["total"], 250, "the new sandbox's contacts: {done}");
         store.close().await;
         assert!(server.terminate().success());
     }
