@@ -4,8 +4,10 @@
 //! Every failure is a [`CliError`] whose message is one actionable line: what went wrong,
 //! naming the configuration key or flag at fault, and what to do about it.
 
+mod demo;
+
 use std::io::IsTerminal as _;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -23,8 +25,7 @@ use crate::jobs::commands::{CommandError, JobsArgs, SyncArgs};
 use crate::jobs::worker::{WorkerConfig, WorkerRuntimeError};
 use crate::jobs::{JobRunner, Schedule, ScheduleError, SpecError};
 use crate::oauth::DbTokenStore;
-use crate::sandbox::{Sandbox, SandboxArgs, SandboxError, SandboxHandle};
-use crate::secret::Secret;
+use crate::sandbox::{SandboxArgs, SandboxError, SandboxHandle};
 use crate::seed::{Catalog, SeedError};
 use crate::store::{Backend, Store, StoreError};
 use crate::sync::{SyncContext, SyncRunner};
@@ -376,6 +377,9 @@ pub struct Service {
     pub listener: TcpListener,
     /// The in-process sandbox of `--sandbox`; stops when dropped.
     pub sandbox: Option<SandboxHandle>,
+    /// Whether the service installs itself in the sandbox once it listens (`--sandbox` with
+    /// OAuth, see [`demo`]).
+    connect_sandbox: bool,
     token_origin: SecretOrigin,
     token_file: PathBuf,
 }
@@ -401,7 +405,7 @@ impl Service {
     pub async fn build(dir: &Path, args: &ServeArgs) -> Result<Service, CliError> {
         let mut settings = Settings::load_from_process(dir)?;
         let sandbox = if args.sandbox {
-            Some(start_demo_sandbox(&mut settings).await?)
+            Some(demo::start_sandbox(&mut settings).await?)
         } else {
             None
         };
@@ -414,6 +418,10 @@ impl Service {
             .collect();
         let token_cipher = Arc::new(TokenCipher::new(&EncryptionKey::from_bytes(key), &previous));
         let store = open_store(&settings).await?;
+        let demo_auth = match &sandbox {
+            Some(sandbox) => Some(demo::choose_auth(&mut settings, &store, sandbox).await?),
+            None => None,
+        };
         let state = AppState::new(store, token);
         let state = state.with_oauth(OAuthSettings {
             client_id: settings.hubspot.client_id.clone(),
@@ -443,9 +451,23 @@ impl Service {
             token_cipher,
             listener,
             sandbox,
+            connect_sandbox: demo_auth == Some(demo::DemoAuth::OAuth),
             token_origin,
             token_file: data.join("api-token"),
         })
+    }
+
+    /// Under `--sandbox`, the second line printed at start: where the sandbox is (so that one
+    /// can change contacts in it) and where it sends its webhooks.
+    pub fn sandbox_line(&self) -> Option<String> {
+        let sandbox = self.sandbox.as_ref()?;
+        let public = self.settings.server.public_url.trim_end_matches('/');
+        Some(format!(
+            "HubSpot sandbox at {} (portal {}); it sends its webhooks to {public}{}",
+            sandbox.base_url(),
+            sandbox.portal_id(),
+            crate::api::webhook_route::WEBHOOK_PATH,
+        ))
     }
 
     /// The line printed at start: where the API listens and how to get its token.
@@ -472,41 +494,24 @@ impl Service {
     }
 }
 
-/// Starts the demo sandbox on a free loopback port and points the HubSpot settings at it.
-async fn start_demo_sandbox(settings: &mut Settings) -> Result<SandboxHandle, CliError> {
-    let args = SandboxArgs {
-        contacts: DEMO_SANDBOX_CONTACTS,
-        ..SandboxArgs::default()
-    };
-    let sandbox = Sandbox::start(args, SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await?;
-    let hubspot = &mut settings.hubspot;
-    hubspot.api_base_url = sandbox.base_url();
-    hubspot.authorize_url = sandbox.authorize_url();
-    hubspot.access_token = Some(Secret::new(sandbox.access_token()));
-    hubspot.client_id = Some(sandbox.client_id().to_owned());
-    hubspot.client_secret = Some(Secret::new(sandbox.client_secret()));
-    tracing::info!(
-        sandbox = %sandbox.base_url(),
-        contacts = DEMO_SANDBOX_CONTACTS,
-        "started an in-process HubSpot sandbox; the HubSpot client points at it with its \
-         private-app token"
-    );
-    Ok(sandbox)
-}
-
 /// `crm-sync serve`: builds the [`Service`], serves the API and runs the job workers and the
 /// scheduler next to it until SIGINT/SIGTERM, then stops the sandbox and closes the database.
 async fn serve(dir: &Path, args: &ServeArgs) -> Result<(), CliError> {
     let service = Service::build(dir, args).await?;
     println!("{}", service.start_line());
+    if let Some(line) = service.sandbox_line() {
+        println!("{line}");
+    }
     let schedules = Schedule::all_from(&service.settings)?;
     let runner = runner_for(service.hubspot.clone());
     let Service {
         state,
         listener,
         sandbox,
+        connect_sandbox,
         ..
     } = service;
+    let addr = listener.local_addr().map_err(CliError::Serve)?;
     let state = state.with_schedules(schedules.clone());
     state
         .metrics
@@ -518,13 +523,21 @@ async fn serve(dir: &Path, args: &ServeArgs) -> Result<(), CliError> {
     // Each side listens for the signal itself, so one SIGTERM stops both.
     let (api, workers) = tokio::join!(
         crate::api::serve(listener, state.clone(), crate::api::shutdown_signal()),
-        crate::jobs::run_workers(
-            state.store.clone(),
-            runner,
-            schedules,
-            config,
-            crate::jobs::worker::shutdown_signal(),
-        ),
+        async {
+            // The demo connects before any job runs: a job left queued by an earlier run
+            // would otherwise meet the earlier sandbox's tokens (or none) and fail.
+            if connect_sandbox {
+                connect_to_sandbox(addr).await;
+            }
+            crate::jobs::run_workers(
+                state.store.clone(),
+                runner,
+                schedules,
+                config,
+                crate::jobs::worker::shutdown_signal(),
+            )
+            .await
+        },
     );
     if let Some(sandbox) = sandbox {
         sandbox.shutdown().await?;
@@ -532,6 +545,19 @@ async fn serve(dir: &Path, args: &ServeArgs) -> Result<(), CliError> {
     state.store.close().await;
     api.map_err(CliError::Serve)?;
     Ok(workers?)
+}
+
+/// Installs the service in the demo sandbox; a failure leaves the service running, not
+/// connected, with the install page to connect by hand.
+async fn connect_to_sandbox(addr: SocketAddr) {
+    match demo::connect(addr).await {
+        Ok(()) => tracing::info!("connected to the sandbox through its OAuth install flow"),
+        Err(e) => tracing::warn!(
+            error = %e,
+            "could not connect to the sandbox by itself; open http://{addr}/api/install to \
+             connect"
+        ),
+    }
 }
 
 /// `crm-sync sync push|pull`: enqueues with trigger `cli`; with `--wait`, follows the job and

@@ -248,6 +248,134 @@ fn the_shipped_default_toml_changes_nothing() {
 }
 
 backend_tests! {
+    async fn serve_with_the_sandbox_connects_through_oauth_and_receives_its_webhooks(db: TestDb) {
+        let dir = tempdir();
+        let port = free_port();
+        let base = format!("http://127.0.0.1:{port}");
+        let mut cmd = crm_sync(dir.path());
+        cmd.args(["serve", "--sandbox"])
+            .env("DATABASE_URL", db.url())
+            .env("CRM_SYNC__SERVER__BIND", format!("127.0.0.1:{port}"))
+            .env("CRM_SYNC__SERVER__PUBLIC_URL", &base);
+        let mut server = Running::start(cmd, dir.path());
+        server.wait_healthy(&base).await;
+        let token = std::fs::read_to_string(dir.path().join("data/api-token")).expect("api token");
+        let token = token.trim();
+        let http = reqwest::Client::new();
+
+        // No click: the service installs itself in the sandbox through the OAuth flow.
+        let started = Instant::now();
+        loop {
+            let page = reqwest::get(format!("{base}/")).await.expect("GET /").text().await.unwrap();
+            if page.contains("HubSpot is connected to account <strong>1000001</strong>") {
+                break;
+            }
+            assert!(started.elapsed() < STARTUP_LIMIT, "connected to the sandbox portal: {page}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let access: serde_json::Value = http
+            .get(format!("{base}/api/access-token"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("GET /api/access-token")
+            .json()
+            .await
+            .expect("JSON");
+        assert_eq!(access["portal_id"], 1_000_001, "{access}");
+        let access_token = access["access_token"].as_str().expect("an OAuth token").to_owned();
+        let store = Store::connect(db.url()).await.expect("connect");
+        let stored = store.current_credentials().await.unwrap().expect("stored credentials");
+        assert!(
+            !stored
+                .access_token_cipher
+                .windows(access_token.len())
+                .any(|w| w == access_token.as_bytes()),
+            "the token is stored encrypted"
+        );
+        let install = reqwest::get(format!("{base}/api/install")).await.expect("install page");
+        assert_eq!(install.status(), 200, "the install link still works");
+
+        // Someone adds a contact in HubSpot: its webhook brings it here.
+        let (_, stderr) = server.output();
+        let sandbox = stderr
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("sandbox="))
+            .expect("the sandbox's address is logged")
+            .to_owned();
+        let created = http
+            .post(format!("{sandbox}/crm/v3/objects/contacts"))
+            .bearer_auth(&access_token)
+            .json(&serde_json::json!({"properties": {"email": "ada@example.com"}}))
+            .send()
+            .await
+            .expect("create in the sandbox");
+        assert_eq!(created.status(), 201);
+        let started = Instant::now();
+        loop {
+            let ids = page_through_contacts(&base, token).await;
+            if !ids.is_empty() {
+                assert_eq!(ids.len(), 1, "only the changed contact is pulled");
+                break;
+            }
+            assert!(started.elapsed() < STARTUP_LIMIT, "the contact arrives");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let jobs: serde_json::Value = http
+            .get(format!("{base}/api/jobs"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("GET /api/jobs")
+            .json()
+            .await
+            .expect("JSON");
+        assert_eq!(jobs["results"][0]["trigger"], "webhook", "{jobs}");
+        assert!(server.terminate().success());
+
+        // A restart is a new sandbox that knows none of the stored tokens: the service
+        // connects again, and a pull works.
+        let mut cmd = crm_sync(dir.path());
+        cmd.args(["serve", "--sandbox"])
+            .env("DATABASE_URL", db.url())
+            .env("CRM_SYNC__SERVER__BIND", format!("127.0.0.1:{port}"))
+            .env("CRM_SYNC__SERVER__PUBLIC_URL", &base);
+        let mut server = Running::start(cmd, dir.path());
+        server.wait_healthy(&base).await;
+        let job: serde_json::Value = http
+            .post(format!("{base}/api/jobs"))
+            .bearer_auth(token)
+            .json(&serde_json::json!({"direction": "pull"}))
+            .send()
+            .await
+            .expect("POST /api/jobs")
+            .json()
+            .await
+            .expect("JSON");
+        let id = job["id"].as_str().expect("a job id").to_owned();
+        let started = Instant::now();
+        let done = loop {
+            let job: serde_json::Value = http
+                .get(format!("{base}/api/jobs/{id}"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("GET the job")
+                .json()
+                .await
+                .expect("JSON");
+            if ["succeeded", "failed", "cancelled"].contains(&job["status"].as_str().unwrap_or_default()) {
+                break job;
+            }
+            assert!(started.elapsed() < STARTUP_LIMIT, "the pull ends: {job}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(done["status"], "succeeded", "{done}");
+        assert_eq!(done["counts"]["total"], 250, "the new sandbox's contacts: {done}");
+        store.close().await;
+        assert!(server.terminate().success());
+    }
+
     async fn migrate_applies_the_migrations_of_the_configured_database(db: TestDb) {
         let dir = tempdir();
         let out = Run::of(
@@ -534,31 +662,6 @@ async fn configured_secrets_never_reach_the_output() {
     for (_, secret) in secrets {
         assert!(!output.contains(secret), "{secret} leaked: {output}");
     }
-}
-
-#[tokio::test]
-async fn serve_with_the_sandbox_starts_and_answers() {
-    let dir = tempdir();
-    let port = free_port();
-    let mut cmd = crm_sync(dir.path());
-    cmd.args(["serve", "--sandbox"])
-        .env("CRM_SYNC__SERVER__BIND", format!("127.0.0.1:{port}"));
-    let mut server = Running::start(cmd, dir.path());
-    let base = format!("http://127.0.0.1:{port}");
-    server.wait_healthy(&base).await;
-    let metrics = reqwest::get(format!("{base}/metrics"))
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("metrics text");
-    assert!(
-        metrics.contains("hubspot_"),
-        "the sandbox-backed client is wired"
-    );
-    let (_, stderr) = server.output();
-    assert!(stderr.contains("sandbox"), "{stderr}");
-    assert!(server.terminate().success());
 }
 
 #[tokio::test]

@@ -1,7 +1,8 @@
 //! The OAuth install flow over real HTTP, on SQLite and PostgreSQL: the install page, the
 //! sandbox's authorize page, the callbacks and every way they refuse, the stored encrypted
-//! tokens, `GET /api/access-token`, the status page and readiness once HubSpot refuses the
-//! refresh token, and the rate limit of the public pages.
+//! tokens, `GET /api/access-token`, a push job that syncs with the installed app's token, the
+//! status page and readiness once HubSpot refuses the refresh token, and the rate limit of the
+//! public pages.
 
 mod common;
 mod routes_support;
@@ -11,14 +12,19 @@ use common::TestDb;
 use crm_sync::api::ratelimit::{Quota, RateLimits};
 use crm_sync::cli::HUBSPOT_SCOPES;
 use crm_sync::ids::PortalId;
+use crm_sync::jobs::model::{Counts, JobStatus};
+use crm_sync::jobs::worker::{WorkerConfig, run_workers};
+use crm_sync::jobs::{EnqueueRequest, JobSpec, Trigger, enqueue};
 use crm_sync::sandbox::SandboxHandle;
-use crm_sync::store::Store;
+use crm_sync::store::{NewContact, Store};
+use crm_sync::sync::{SyncContext, SyncRunner};
 use reqwest::StatusCode;
 use routes_support::{
     Browser, CLIENT_ID, Options, Server, TOKEN, assert_security_headers, bind, install_link_of,
     oauth_calls, query_of, sandbox_args, start_sandbox, with_param,
 };
 use serde_json::Value;
+use std::sync::Arc;
 use url::Url;
 
 async fn world(db: &TestDb, options: Options) -> (SandboxHandle, Server) {
@@ -148,6 +154,60 @@ backend_tests! {
         assert!(!home.body.contains(stored.access_token.expose()));
         let (ready, _) = get_json(&server, "/readyz", None).await;
         assert_eq!(ready, StatusCode::OK);
+    }
+
+    async fn a_push_after_installing_syncs_with_the_stored_token(db: TestDb) {
+        let (sandbox, server) = world(&db, Options::default()).await;
+        install(&mut Browser::new(), &server).await;
+        server
+            .store
+            .insert_contacts(&[
+                NewContact { email: Some("ann@acme.io".to_owned()), ..NewContact::default() },
+                NewContact { email: Some("bob@acme.io".to_owned()), ..NewContact::default() },
+            ])
+            .await
+            .unwrap();
+        let job = enqueue(&server.store, EnqueueRequest {
+            spec: JobSpec::push(),
+            trigger: Trigger::Api,
+            force: false,
+        })
+        .await
+        .unwrap()
+        .job;
+
+        // The real workers, with the server's HubSpot client: OAuth only, no private-app token.
+        let runner = Arc::new(SyncRunner::new(SyncContext::new(server.client.clone())));
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let config = WorkerConfig {
+            role: "test".to_owned(),
+            sqlite_poll_interval: std::time::Duration::from_millis(50),
+            postgres_poll_interval: std::time::Duration::from_millis(200),
+            ..WorkerConfig::default()
+        };
+        let workers = tokio::spawn(run_workers(server.store.clone(), runner, vec![], config, async move {
+            let _ = stop_rx.await;
+        }));
+        let started = std::time::Instant::now();
+        let done = loop {
+            let job = server.store.get_job(job.id).await.unwrap().unwrap();
+            if job.status.is_terminal() {
+                break job;
+            }
+            assert!(started.elapsed() < std::time::Duration::from_secs(60), "the push ends: {job:?}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        };
+        let _ = stop.send(());
+        workers.await.unwrap().unwrap();
+
+        assert_eq!(done.status, JobStatus::Succeeded, "{:?}", done.error);
+        let Counts::Push(counts) = done.counts else { panic!("push counts") };
+        assert_eq!((counts.total, counts.created), (2, 2), "{counts:?}");
+        let mut in_hubspot: Vec<String> = sandbox.contacts().iter().filter_map(|c| c.email().map(str::to_owned)).collect();
+        in_hubspot.sort();
+        assert_eq!(in_hubspot, ["ann@acme.io", "bob@acme.io"]);
+        let stored = server.tokens.load_tokens().await.unwrap();
+        assert!(stored.is_some(), "the connection is still stored");
     }
 
     async fn the_install_callback_under_the_install_path_works_too(db: TestDb) {

@@ -1,7 +1,7 @@
 //! `POST /webhooks/hubspot` over real HTTP, on SQLite and PostgreSQL: the v3 signature over
 //! `server.public_url` + path and query, redelivery dedupe, deletions and merges applied to the
 //! local rows, the pull enqueued for the named records — and the whole loop with the sandbox
-//! sending real webhooks and a worker pulling the change.
+//! sending real webhooks and a worker pulling the change (only the named records, by id).
 
 mod common;
 mod routes_support;
@@ -13,13 +13,14 @@ use chrono::Utc;
 use common::TestDb;
 use crm_sync::api::ratelimit::{Quota, RateLimits};
 use crm_sync::ids::{ContactId, HsObjectId};
+use crm_sync::jobs::model::{Counts, Job, JobStatus, PullMode};
 use crm_sync::jobs::worker::{WorkerConfig, run_workers};
-use crm_sync::jobs::{JobSpec, Trigger};
+use crm_sync::jobs::{EnqueueRequest, JobSpec, Trigger, enqueue};
 use crm_sync::sandbox::SandboxHandle;
 use crm_sync::secret::Secret;
 use crm_sync::store::{NewContact, Store};
 use crm_sync::sync::{SyncContext, SyncRunner};
-use crm_sync::webhooks::{pending_pulls, sign_v3};
+use crm_sync::webhooks::{count_pending_pulls, pending_pulls, sign_v3};
 use reqwest::StatusCode;
 use routes_support::{CLIENT_SECRET, Options, Server, bind, sandbox_args, start_sandbox};
 use serde_json::{Value, json};
@@ -153,6 +154,94 @@ async fn snapshot(store: &Store) -> (Vec<Option<String>>, usize, usize) {
         jobs,
         pending,
     )
+}
+
+/// Runs the real workers against the server's store until dropped.
+struct Workers {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), crm_sync::jobs::worker::WorkerRuntimeError>>,
+}
+
+impl Workers {
+    fn start(server: &Server) -> Workers {
+        let runner = Arc::new(SyncRunner::new(SyncContext::new(server.client.clone())));
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let config = WorkerConfig {
+            role: "test".to_owned(),
+            sqlite_poll_interval: Duration::from_millis(50),
+            postgres_poll_interval: Duration::from_millis(200),
+            ..WorkerConfig::default()
+        };
+        let task = tokio::spawn(run_workers(
+            server.store.clone(),
+            runner,
+            vec![],
+            config,
+            async move {
+                let _ = stop_rx.await;
+            },
+        ));
+        Workers {
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.task).await.unwrap().unwrap();
+    }
+}
+
+/// Polls until every job has ended (generous timeout: this is not a speed test).
+async fn all_jobs_ended(store: &Store) -> Vec<Job> {
+    let started = std::time::Instant::now();
+    loop {
+        let jobs = store.list_jobs(None, 100).await.unwrap();
+        if jobs.iter().all(|j| j.status.is_terminal()) {
+            return jobs;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "jobs end: {jobs:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn pull_total(job: &Job) -> u64 {
+    match job.counts {
+        Counts::Pull(c) => c.total,
+        Counts::Push(_) => panic!("a pull has pull counts"),
+    }
+}
+
+fn sandbox_calls(sandbox: &SandboxHandle, operation: &str) -> u64 {
+    sandbox
+        .stats()
+        .by_operation
+        .get(operation)
+        .copied()
+        .unwrap_or(0)
+}
+
+/// A sandbox that sends its webhooks to a server that is about to listen on `listener`.
+async fn webhooked_world(db: &TestDb) -> (SandboxHandle, Server) {
+    let listener = bind().await;
+    let addr = listener.local_addr().unwrap();
+    let args = crm_sync::sandbox::SandboxArgs {
+        webhook_url: Some(format!("http://{addr}/webhooks/hubspot")),
+        ..sandbox_args()
+    };
+    let sandbox = start_sandbox(args).await;
+    let options = Options {
+        private_app: true,
+        ..Options::default()
+    };
+    let server = Server::start(listener, db.store().await, &sandbox, options).await;
+    (sandbox, server)
 }
 
 backend_tests! {
@@ -308,5 +397,150 @@ backend_tests! {
         assert!(jobs.iter().any(|j| j.trigger == Trigger::Webhook), "a webhook-triggered pull: {jobs:?}");
         let _ = stop_tx.send(());
         workers.await.unwrap().unwrap();
+    }
+
+    async fn a_contact_changed_in_hubspot_is_linked_locally_through_a_webhook_read_by_id(db: TestDb) {
+        let (sandbox, server) = webhooked_world(&db).await;
+        // HubSpot has a contact under an old address (inserted directly: no webhook); the
+        // product database knows the person under the new one, not yet linked.
+        let hs_id = sandbox.insert_contacts(vec![
+            [("email".to_owned(), "old-address@example.com".to_owned())].into(),
+        ])[0]
+            .clone();
+        server
+            .store
+            .insert_contacts(&[NewContact {
+                email: Some("new-address@example.com".to_owned()),
+                ..NewContact::default()
+            }])
+            .await
+            .unwrap();
+        let workers = Workers::start(&server);
+
+        // Someone changes the contact's email in HubSpot.
+        let changed = reqwest::Client::new()
+            .patch(format!("{}/crm/v3/objects/contacts/{hs_id}", sandbox.base_url()))
+            .bearer_auth(sandbox.access_token())
+            .json(&json!({"properties": {"email": "new-address@example.com"}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(changed.status(), StatusCode::OK);
+
+        let started = std::time::Instant::now();
+        loop {
+            let rows = server.store.list_contacts(None, 100).await.unwrap();
+            if rows.iter().any(|c| c.hs_object_id.as_ref().map(|h| h.0.as_str()) == Some(hs_id.as_str())) {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(60), "the change arrives: {rows:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let jobs = all_jobs_ended(&server.store).await;
+        workers.stop().await;
+
+        assert!(jobs.iter().all(|j| j.trigger == Trigger::Webhook && j.status == JobStatus::Succeeded), "{jobs:?}");
+        assert_eq!(sandbox_calls(&sandbox, "contacts.list"), 0, "no full scan");
+        assert_eq!(sandbox_calls(&sandbox, "contacts.search"), 0, "no search");
+        assert!(sandbox_calls(&sandbox, "contacts.batch_read") >= 1);
+        assert_eq!(count_pending_pulls(&server.store).await.unwrap(), 0, "webhook_pulls is empty");
+    }
+
+    async fn a_redelivered_creation_is_pulled_once(db: TestDb) {
+        let (sandbox, server) = world(&db, Options { private_app: true, ..Options::default() }).await;
+        let hs_id: u64 = sandbox.insert_contacts(vec![
+            [("email".to_owned(), "once@example.com".to_owned())].into(),
+        ])[0]
+            .parse()
+            .unwrap();
+        let batch = json!([event(1, "contact.creation", hs_id, json!({}))]);
+        let (_, first) = post(&server, "/webhooks/hubspot", &batch, Signing::Valid).await;
+        let redelivered = json!([event(1, "contact.creation", hs_id, json!({"attemptNumber": 1}))]);
+        let (status, again) = post(&server, "/webhooks/hubspot", &redelivered, Signing::Valid).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(again["duplicates"], 1);
+        assert_eq!(again["to_pull"], 0);
+        assert!(first["job_id"].is_string(), "{first}");
+        assert_eq!(count_pending_pulls(&server.store).await.unwrap(), 1);
+
+        let workers = Workers::start(&server);
+        let jobs = all_jobs_ended(&server.store).await;
+        workers.stop().await;
+
+        let [job] = jobs.as_slice() else { panic!("one webhook pull: {jobs:?}") };
+        assert_eq!(job.status, JobStatus::Succeeded, "{:?}", job.error);
+        assert_eq!(pull_total(job), 1, "read once");
+        assert_eq!(sandbox_calls(&sandbox, "contacts.batch_read"), 1);
+        assert_eq!(server.store.list_contacts(None, 10).await.unwrap().len(), 1);
+        assert_eq!(count_pending_pulls(&server.store).await.unwrap(), 0);
+    }
+
+    async fn a_webhook_during_another_pull_queues_a_webhook_pull_beside_it(db: TestDb) {
+        let (sandbox, server) = world(&db, Options { private_app: true, ..Options::default() }).await;
+        let hs_id: u64 = sandbox.insert_contacts(vec![
+            [("email".to_owned(), "behind@example.com".to_owned())].into(),
+        ])[0]
+            .parse()
+            .unwrap();
+        // A full pull from the API is waiting; it does not read webhook_pulls.
+        let api_pull = enqueue(&server.store, EnqueueRequest {
+            spec: JobSpec::Pull { mode: PullMode::Upsert, incremental: false },
+            trigger: Trigger::Api,
+            force: false,
+        })
+        .await
+        .unwrap()
+        .job;
+
+        let batch = json!([event(1, "contact.creation", hs_id, json!({}))]);
+        let (status, body) = post(&server, "/webhooks/hubspot", &batch, Signing::Valid).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let queued = server.store.list_jobs(Some(JobStatus::Queued), 10).await.unwrap();
+        assert_eq!(queued.len(), 2, "{queued:?}");
+        let webhook_job = queued.iter().find(|j| j.id != api_pull.id).unwrap();
+        assert_eq!(webhook_job.trigger, Trigger::Webhook);
+        assert!(webhook_job.forced, "it does not wait for the pull slot");
+        assert_eq!(body["job_id"], webhook_job.id.to_string());
+
+        // A second batch reuses the waiting webhook pull.
+        let more = json!([event(2, "contact.propertyChange", hs_id, json!({"propertyName": "firstname", "propertyValue": "B"}))]);
+        let (_, body) = post(&server, "/webhooks/hubspot", &more, Signing::Valid).await;
+        assert_eq!(body["job_id"], webhook_job.id.to_string());
+
+        let workers = Workers::start(&server);
+        let jobs = all_jobs_ended(&server.store).await;
+        workers.stop().await;
+        assert_eq!(jobs.len(), 2);
+        assert!(jobs.iter().all(|j| j.status == JobStatus::Succeeded), "{jobs:?}");
+        assert_eq!(count_pending_pulls(&server.store).await.unwrap(), 0, "no id is stranded");
+    }
+
+    async fn a_waiting_webhook_pull_never_keeps_a_requested_pull_from_starting(db: TestDb) {
+        let (_sandbox, server) = world(&db, Options { private_app: true, ..Options::default() }).await;
+        let batch = json!([event(1, "contact.creation", 77, json!({}))]);
+        let (status, body) = post(&server, "/webhooks/hubspot", &batch, Signing::Valid).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+
+        let requested = enqueue(&server.store, EnqueueRequest {
+            spec: JobSpec::Pull { mode: PullMode::Upsert, incremental: false },
+            trigger: Trigger::Cli,
+            force: false,
+        })
+        .await
+        .unwrap();
+        assert!(requested.created, "the full pull is queued, not merged into the webhook pull");
+        assert_eq!(requested.job.trigger, Trigger::Cli);
+        assert!(!requested.job.forced);
+
+        // And a second full pull still finds the first one holding the slot.
+        let again = enqueue(&server.store, EnqueueRequest {
+            spec: JobSpec::pull(),
+            trigger: Trigger::Api,
+            force: false,
+        })
+        .await
+        .unwrap();
+        assert!(!again.created);
+        assert_eq!(again.job.id, requested.job.id);
     }
 }

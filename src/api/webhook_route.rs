@@ -4,8 +4,8 @@
 //! (INTERFACE §4.2) before anything else: an unsigned, badly signed or stale request is a 401
 //! and changes nothing. A verified batch is deduplicated and its deletions and merges applied
 //! ([`crate::webhooks::process_events`]); the records it names are recorded durably as pending
-//! pulls and a pull job (trigger `webhook`) is enqueued, so the answer is quick and the HubSpot
-//! reads happen in the job. A failure before the answer is a 5xx, and the batch's events are
+//! pulls and a webhook pull job (trigger `webhook`, [`crate::sync::webhook_pull`]) is enqueued
+//! to read just those records, so the answer is quick and the HubSpot reads happen in the job. A failure before the answer is a 5xx, and the batch's events are
 //! forgotten again so that HubSpot's redelivery is processed in full.
 
 use chrono::Utc;
@@ -111,9 +111,15 @@ pub async fn hubspot_webhook(
         match enqueue_webhook_pull(&state.store).await {
             Ok(job) => Some(job),
             Err(e) => {
-                // The ids are recorded; the next pull reads them. HubSpot need not retry.
+                // The ids are recorded, but no job may read them: have HubSpot redeliver, so
+                // that the redelivery enqueues one (its effects are idempotent).
                 tracing::warn!(error = %e, "cannot enqueue the pull for webhook events");
-                None
+                forget(&state.store, &batch.events).await;
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    ErrorCode::ServiceUnavailable,
+                    format!("the pull for these events could not be queued: {e}"),
+                ));
             }
         }
     };
@@ -165,40 +171,33 @@ enum EnqueueFailure {
     Queue(#[from] QueueError),
 }
 
-/// Makes sure a pull starts after this batch: a pull still queued will read the changes, so
-/// nothing is added; a pull already running may have read past them, so one more is queued
-/// behind it (at most one waits, however many batches arrive meanwhile).
+/// Makes sure a webhook pull (which drains `webhook_pulls`) starts after this batch was
+/// recorded. A webhook pull still waiting (queued or retrying) will read the new ids, so
+/// nothing is added. Otherwise one is queued, whatever else runs: a full or incremental pull
+/// does not read `webhook_pulls`, and a webhook pull already running may have looked at the
+/// table for the last time. So at most one webhook pull waits, however many batches arrive
+/// meanwhile, and no recorded id is left without a job that will read it.
 ///
-/// Until the pull engine reads [`crate::webhooks::pending_pulls`] by id, the job is an incremental
-/// pull: it reads everything changed since the last pull, the named records among them.
+/// Webhook pulls are enqueued with `force`: they never hold the pull slot, so they neither
+/// wait behind a long full pull nor keep one from being started (see
+/// [`crate::store::jobs::Tx::insert_job`]).
 async fn enqueue_webhook_pull(store: &Store) -> Result<Job, EnqueueFailure> {
     let waiting = store
         .list_jobs(Some(JobStatus::Queued), 50)
         .await?
         .into_iter()
-        .find(|job| matches!(job.spec, JobSpec::Pull { .. }));
+        .chain(store.list_jobs(Some(JobStatus::Retrying), 50).await?)
+        .find(|job| job.trigger == Trigger::Webhook && matches!(job.spec, JobSpec::Pull { .. }));
     if let Some(job) = waiting {
         return Ok(job);
     }
     let request = EnqueueRequest {
         spec: JobSpec::Pull {
             mode: PullMode::Upsert,
-            incremental: true,
+            incremental: false,
         },
         trigger: Trigger::Webhook,
-        force: false,
+        force: true,
     };
-    let first = enqueue(store, request).await?;
-    if first.created || first.job.status == JobStatus::Queued {
-        return Ok(first.job);
-    }
-    let behind = enqueue(
-        store,
-        EnqueueRequest {
-            force: true,
-            ..request
-        },
-    )
-    .await?;
-    Ok(behind.job)
+    Ok(enqueue(store, request).await?.job)
 }

@@ -92,9 +92,11 @@ pub struct JobView {
     pub direction: Direction,
     /// push: `link` or `upsert`; pull: `upsert` or `verbose`.
     pub mode: String,
-    /// pull: reads only what changed since the last successful pull.
+    /// pull: reads only what changed since the last successful pull (false for a webhook
+    /// pull, which reads only the records webhooks named).
     pub incremental: bool,
-    /// `api`, `schedule`, `webhook` or `cli`.
+    /// `api`, `schedule`, `webhook` or `cli`. A pull with trigger `webhook` reads the records
+    /// HubSpot's webhooks named, by id (100 per batch read), not a list or a search.
     pub trigger: Trigger,
     /// `queued`, `running`, `retrying`, then `succeeded`, `failed` or `cancelled`.
     pub status: JobStatus,
@@ -116,7 +118,8 @@ pub struct JobView {
     pub error: Option<String>,
     /// While retrying: when the next attempt is due.
     pub next_attempt_at: Option<String>,
-    /// Enqueued with `force` past an active job of its direction.
+    /// Enqueued with `force` past an active job of its direction (always, for a
+    /// webhook pull: it runs beside any other pull).
     pub forced: bool,
 }
 

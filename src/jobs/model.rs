@@ -232,7 +232,8 @@ pub enum Trigger {
     Api,
     /// A `[[sync.schedules]]` entry.
     Schedule,
-    /// A HubSpot webhook.
+    /// A HubSpot webhook; such a pull reads only the records webhooks named
+    /// (`crate::sync::webhook_pull`).
     Webhook,
     /// `crm-sync sync ...`.
     Cli,
@@ -503,7 +504,8 @@ pub struct Job {
     /// While retrying: when the next attempt is due.
     #[serde(with = "rfc3339::option")]
     pub next_attempt_at: Option<DateTime<Utc>>,
-    /// Whether it was enqueued with `force` past an active job of its direction.
+    /// Whether it was enqueued with `force` past an active job of its direction (always, for a
+    /// webhook pull: it runs beside any other pull).
     pub forced: bool,
 }
 

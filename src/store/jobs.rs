@@ -326,13 +326,18 @@ impl Tx {
     /// off). Returns the inserted job, or `None` when the direction was taken (possibly by a
     /// concurrent insert that this one waited for). Run it as the first statement of the
     /// transaction.
+    ///
+    /// Webhook pulls (forced, trigger `webhook`) do not take the direction: they read a few
+    /// records by id and run beside any other pull, so a webhook storm never keeps a
+    /// requested full or incremental pull from starting.
     pub async fn insert_job(&mut self, new: &NewJob) -> Result<Option<JobRecord>, StoreError> {
         const SQL: &str = "INSERT INTO sync_jobs (id, direction, mode, incremental, triggered_by, \
              status, exclusive, attempts, created_at, updated_at, counts, errors, processed, \
              delivery, schedule_key) \
              SELECT $1, $2, $3, $4, $5, 'queued', NOT $9, 0, $6, $6, $7, $8, 0, $1, $10 \
              WHERE $9 OR NOT EXISTS (SELECT 1 FROM sync_jobs WHERE direction = $2 \
-                 AND status IN ('queued', 'running', 'retrying')) \
+                 AND status IN ('queued', 'running', 'retrying') \
+                 AND (exclusive OR triggered_by <> 'webhook')) \
              ON CONFLICT DO NOTHING \
              RETURNING id, direction, mode, incremental, triggered_by, status, exclusive, \
              attempts, created_at, started_at, finished_at, counts, errors, checkpoint, \

@@ -1,6 +1,7 @@
 //! What HubSpot webhooks change in the database: the `webhook_events` dedupe table, and the
 //! local effects of deletions and merges on `contacts.hs_object_id`.
 
+use super::jobs::Tx;
 use super::time::DbTime;
 use super::{Pools, Store, StoreError, on_pool};
 use crate::ids::{ContactId, HsObjectId, PortalId};
@@ -58,6 +59,41 @@ const SQLITE_RECORD_EVENTS: &str = "
      WHERE true
     ON CONFLICT (dedupe_key) DO NOTHING
     RETURNING dedupe_key";
+
+const UNLINK_PG: &str = "UPDATE contacts SET hs_object_id = NULL
+                          WHERE hs_object_id = ANY($1) RETURNING id";
+const UNLINK_SQLITE: &str = "UPDATE contacts SET hs_object_id = NULL
+                              WHERE hs_object_id IN (SELECT value FROM json_each($1)) RETURNING id";
+
+impl Tx {
+    /// [`Store::unlink_hs_objects`] inside this transaction (a targeted pull unlinks the
+    /// records HubSpot no longer has together with the page it writes).
+    pub async fn unlink_hs_objects(
+        &mut self,
+        ids: &[HsObjectId],
+    ) -> Result<Vec<ContactId>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<&str> = ids.iter().map(|id| id.0.as_str()).collect();
+        let mut unlinked: Vec<ContactId> = match self {
+            Tx::Postgres(t) => {
+                sqlx::query_scalar(UNLINK_PG)
+                    .bind(&ids)
+                    .fetch_all(&mut **t)
+                    .await?
+            }
+            Tx::Sqlite(t) => {
+                sqlx::query_scalar(UNLINK_SQLITE)
+                    .bind(Json(&ids))
+                    .fetch_all(&mut **t)
+                    .await?
+            }
+        };
+        unlinked.sort();
+        Ok(unlinked)
+    }
+}
 
 impl Store {
     /// Records received events in one statement and says, for each in input order, whether it
@@ -163,18 +199,19 @@ impl Store {
         &self,
         ids: &[HsObjectId],
     ) -> Result<Vec<ContactId>, StoreError> {
-        const PG: &str = "UPDATE contacts SET hs_object_id = NULL
-                           WHERE hs_object_id = ANY($1) RETURNING id";
-        const SQLITE: &str = "UPDATE contacts SET hs_object_id = NULL
-                               WHERE hs_object_id IN (SELECT value FROM json_each($1)) RETURNING id";
         if ids.is_empty() {
             return Ok(Vec::new());
         }
         let ids: Vec<&str> = ids.iter().map(|id| id.0.as_str()).collect();
         let mut unlinked: Vec<ContactId> = match &self.pools {
-            Pools::Postgres(pool) => sqlx::query_scalar(PG).bind(&ids).fetch_all(pool).await?,
+            Pools::Postgres(pool) => {
+                sqlx::query_scalar(UNLINK_PG)
+                    .bind(&ids)
+                    .fetch_all(pool)
+                    .await?
+            }
             Pools::Sqlite(pool) => {
-                sqlx::query_scalar(SQLITE)
+                sqlx::query_scalar(UNLINK_SQLITE)
                     .bind(Json(&ids))
                     .fetch_all(pool)
                     .await?

@@ -1,7 +1,8 @@
 //! The sync engine: runs push and pull jobs for the queue.
 //!
 //! [`SyncRunner`] is the [`JobRunner`] the workers use. It dispatches a job by direction to
-//! [`push::Pusher::run`] or [`pull::run`]; a pull has the shape
+//! [`push::Pusher::run`] or [`pull::run`] — or, for a pull with trigger `webhook`, to
+//! [`webhook_pull::run`], which reads only the records webhooks named; a pull has the shape
 //!
 //! ```ignore
 //! pub async fn run(ctx: &SyncContext, job: &Job, progress: &Progress) -> Result<(), RunError>
@@ -12,9 +13,10 @@
 
 pub mod pull;
 pub mod push;
+pub mod webhook_pull;
 
 use crate::hubspot::{HubSpotClient, HubSpotError};
-use crate::jobs::model::{Job, JobSpec};
+use crate::jobs::model::{Job, JobSpec, Trigger};
 use crate::jobs::{BoxFuture, JobRunner, Progress, RunError};
 use std::time::Duration;
 
@@ -86,6 +88,10 @@ impl JobRunner for SyncRunner {
                     push::Pusher::new(self.ctx.hubspot.clone(), push::PushConfig::default())
                         .run(mode, progress)
                         .await
+                }
+                // A webhook's pull reads the records webhooks named, by id.
+                JobSpec::Pull { .. } if job.trigger == Trigger::Webhook => {
+                    webhook_pull::run(&self.ctx, job, progress).await
                 }
                 JobSpec::Pull { .. } => pull::run(&self.ctx, job, progress).await,
             }

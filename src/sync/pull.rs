@@ -345,40 +345,71 @@ pub async fn pull_ids(
     ids: &[HsObjectId],
     mode: PullMode,
 ) -> Result<TargetedPull, TargetedPullError> {
-    let properties: Vec<String> = PROPERTIES.iter().map(|p| (*p).to_owned()).collect();
     let mut done = TargetedPull::default();
     for batch in Batch::chunked(ids.iter().map(|id| id.0.clone()).collect()) {
-        let read = ctx.hubspot.batch_read(&batch, None, &properties).await?;
-        done.missing
-            .extend(read.missing.iter().map(|id| HsObjectId::from(id.as_str())));
-        for refused in read.errors {
-            for &i in &refused.input_indices {
-                if let Some(id) = batch.items().get(i) {
-                    done.counts.add(PullOutcome::Failed);
-                    done.errors.push(RecordError {
-                        contact_id: None,
-                        email: None,
-                        hs_object_id: Some(HsObjectId::from(id.as_str())),
-                        reason: format!("HubSpot refused to read it: {}", refused.error),
-                    });
-                }
-            }
-        }
-        let mut pulled = Vec::with_capacity(read.results.len());
-        for contact in &read.results {
-            match pulled_contact(contact) {
-                Ok(p) => pulled.push(p),
-                Err(e) => {
-                    done.counts.add(PullOutcome::Failed);
-                    done.errors.push(e);
-                }
-            }
-        }
+        let read = read_ids(&ctx.hubspot, &batch).await?;
         let mut tx = Tx::begin(store).await?;
-        let written = tx.write_pull_page(mode, &pulled).await?;
+        let written = tx.write_pull_page(mode, &read.pulled).await?;
         tx.commit().await?;
-        done.counts = add_counts(done.counts, written.counts);
+        done.counts = add_counts(add_counts(done.counts, read.counts), written.counts);
+        done.errors.extend(read.errors);
         done.errors.extend(written.errors);
+        done.missing.extend(read.missing);
+    }
+    Ok(done)
+}
+
+/// One batch of contacts read by id, ready to write.
+#[derive(Debug, Default)]
+pub(crate) struct ReadIds {
+    /// The contacts to write.
+    pub pulled: Vec<PulledContact>,
+    /// Counts of the contacts that already failed (HubSpot refused to read them, or the
+    /// database could not hold them).
+    pub counts: PullCounts,
+    /// One entry per such failure.
+    pub errors: Vec<RecordError>,
+    /// Ids HubSpot does not know (deleted, or never existed).
+    pub missing: Vec<HsObjectId>,
+}
+
+/// Reads one batch of contacts by id (one HubSpot call).
+pub(crate) async fn read_ids(
+    client: &HubSpotClient,
+    batch: &Batch<String>,
+) -> Result<ReadIds, HubSpotError> {
+    let properties: Vec<String> = PROPERTIES.iter().map(|p| (*p).to_owned()).collect();
+    let read = client.batch_read(batch, None, &properties).await?;
+    let mut done = ReadIds {
+        missing: read
+            .missing
+            .iter()
+            .map(|id| HsObjectId::from(id.as_str()))
+            .collect(),
+        ..ReadIds::default()
+    };
+    for refused in read.errors {
+        for &i in &refused.input_indices {
+            if let Some(id) = batch.items().get(i) {
+                done.counts.add(PullOutcome::Failed);
+                done.errors.push(RecordError {
+                    contact_id: None,
+                    email: None,
+                    hs_object_id: Some(HsObjectId::from(id.as_str())),
+                    reason: format!("HubSpot refused to read it: {}", refused.error),
+                });
+            }
+        }
+    }
+    done.pulled.reserve(read.results.len());
+    for contact in &read.results {
+        match pulled_contact(contact) {
+            Ok(p) => done.pulled.push(p),
+            Err(e) => {
+                done.counts.add(PullOutcome::Failed);
+                done.errors.push(e);
+            }
+        }
     }
     Ok(done)
 }
@@ -609,7 +640,7 @@ pub fn pulled_contact(contact: &Contact) -> Result<PulledContact, RecordError> {
 
 /// A page write that failed: a unique clash means a concurrent writer got in between (the
 /// job retries the page from its checkpoint); anything else as the store classifies it.
-fn write_error(e: StoreError) -> RunError {
+pub(crate) fn write_error(e: StoreError) -> RunError {
     if let StoreError::Query(sqlx::Error::Database(db)) = &e
         && db.is_unique_violation()
     {
@@ -619,7 +650,7 @@ fn write_error(e: StoreError) -> RunError {
 }
 
 /// `a + b`, field by field.
-fn add_counts(a: PullCounts, b: PullCounts) -> PullCounts {
+pub(crate) fn add_counts(a: PullCounts, b: PullCounts) -> PullCounts {
     PullCounts {
         total: a.total + b.total,
         created: a.created + b.created,

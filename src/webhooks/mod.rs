@@ -5,7 +5,8 @@
 //! `server.public_url` + path and query, call [`verify_v3`] (401 on any error, nothing
 //! recorded), [`parse_batch`] the body, [`process_events`], answer 200, and hand
 //! [`BatchOutcome::to_pull`] to the sync engine as a targeted pull (recorded durably through
-//! [`record_pending_pulls`] until a pull clears them).
+//! [`record_pending_pulls`] until the webhook pull job, `crate::sync::webhook_pull`, reads
+//! and clears them).
 
 mod effects;
 mod events;
@@ -16,7 +17,10 @@ pub use effects::{BatchOutcome, process_events};
 pub use events::{
     BatchError, EventKind, MalformedEvent, Merge, ParsedBatch, WebhookEvent, parse_batch,
 };
-pub use pending::{clear_pending_pulls, pending_pulls, record_pending_pulls};
+pub use pending::{
+    PendingPull, clear_pending_pulls, clear_pulled, count_pending_pulls, pending_pulls,
+    record_pending_pulls, take_pending_pulls,
+};
 pub use signature::{
     MAX_SKEW_MS, SIGNATURE_HEADER, SignatureError, TIMESTAMP_HEADER, canonical_uri, sign_v3,
     verify_v3,

@@ -1,0 +1,280 @@
+//! The webhook pull job (a pull with trigger `webhook`), on SQLite and PostgreSQL: it reads
+//! exactly the records webhooks named (`webhook_pulls`) from the in-process sandbox over real
+//! HTTP — one batch read per 100 ids, never a list or a search — writes them like any pull,
+//! counts them exactly, and leaves nothing pending.
+
+mod common;
+
+use common::TestDb;
+use crm_sync::hubspot::{Auth, Backoff, ClientConfig, HubSpotClient};
+use crm_sync::ids::{HsObjectId, JobId};
+use crm_sync::jobs::model::{Counts, Job, JobSpec, JobStatus, PullMode, Trigger};
+use crm_sync::jobs::queue::SyncTask;
+use crm_sync::jobs::runner::StopCheck;
+use crm_sync::jobs::worker::{RetryPolicy, process};
+use crm_sync::jobs::{EnqueueRequest, JobRunner, enqueue};
+use crm_sync::sandbox::{Sandbox, SandboxArgs, SandboxHandle};
+use crm_sync::secret::Secret;
+use crm_sync::store::jobs::Tx;
+use crm_sync::store::{NewContact, Store};
+use crm_sync::sync::{SyncContext, SyncRunner};
+use crm_sync::webhooks::{
+    clear_pulled, count_pending_pulls, pending_pulls, record_pending_pulls, take_pending_pulls,
+};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use url::Url;
+
+/// A migrated database and a sandbox without limits, with the sync engine pointed at it.
+struct World {
+    store: Store,
+    sandbox: SandboxHandle,
+    ctx: SyncContext,
+    _db: TestDb,
+}
+
+impl World {
+    async fn new(db: TestDb) -> World {
+        let args = SandboxArgs {
+            requests_per_10s: 0,
+            search_per_second: 0,
+            rng_seed: Some(11),
+            ..SandboxArgs::default()
+        };
+        let sandbox = Sandbox::start(args, SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .expect("sandbox starts");
+        let mut config = ClientConfig::new(Url::parse(&sandbox.base_url()).expect("url"));
+        config.backoff = Backoff {
+            base: Duration::from_millis(5),
+            max: Duration::from_millis(50),
+        };
+        let client = HubSpotClient::new(
+            config,
+            Auth::PrivateApp(Secret::new(sandbox.access_token())),
+        )
+        .expect("client");
+        World {
+            store: db.store().await,
+            sandbox,
+            ctx: SyncContext::new(client),
+            _db: db,
+        }
+    }
+
+    /// HubSpot contacts inserted directly (no webhooks); their ids.
+    fn add_hubspot(&self, emails: &[&str]) -> Vec<HsObjectId> {
+        self.sandbox
+            .insert_contacts(
+                emails
+                    .iter()
+                    .map(|email| BTreeMap::from([("email".to_owned(), (*email).to_owned())]))
+                    .collect(),
+            )
+            .into_iter()
+            .map(HsObjectId)
+            .collect()
+    }
+
+    /// What the sandbox has answered, per operation.
+    fn calls(&self, operation: &str) -> u64 {
+        self.sandbox
+            .stats()
+            .by_operation
+            .get(operation)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Enqueues a webhook pull (as the webhook route does) and runs it to its end.
+    async fn webhook_pull(&self) -> Job {
+        let job = enqueue(
+            &self.store,
+            EnqueueRequest {
+                spec: JobSpec::Pull {
+                    mode: PullMode::Upsert,
+                    incremental: false,
+                },
+                trigger: Trigger::Webhook,
+                force: false,
+            },
+        )
+        .await
+        .expect("enqueue")
+        .job;
+        self.drive(job.id).await
+    }
+
+    /// Hands the job's deliveries to `process`, as a worker would, until it ends.
+    async fn drive(&self, id: JobId) -> Job {
+        let runner: Arc<dyn JobRunner> = Arc::new(SyncRunner::new(self.ctx.clone()));
+        let retry = RetryPolicy {
+            max_attempts: 5,
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(1),
+        };
+        for _ in 0..10 {
+            let record = self
+                .store
+                .get_job_record(id)
+                .await
+                .expect("read job")
+                .expect("job exists");
+            if record.job.status.is_terminal() {
+                return record.job;
+            }
+            let task = SyncTask {
+                job_id: id,
+                delivery: record.delivery.expect("an active job has a delivery"),
+            };
+            let never: StopCheck = Arc::new(|| false);
+            process(&self.store, &runner, retry, &task, "test-worker", never)
+                .await
+                .expect("the delivery is settled");
+        }
+        panic!("job {id} did not end");
+    }
+
+    /// Local rows as (email, hs_object_id).
+    async fn rows(&self) -> Vec<(Option<String>, Option<String>)> {
+        self.store
+            .list_contacts(None, 10_000)
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|c| (c.email, c.hs_object_id.map(|h| h.0)))
+            .collect()
+    }
+}
+
+fn counts(job: &Job) -> crm_sync::jobs::model::PullCounts {
+    match job.counts {
+        Counts::Pull(c) => c,
+        Counts::Push(_) => panic!("a pull has pull counts"),
+    }
+}
+
+backend_tests! {
+    async fn a_webhook_pull_reads_only_the_named_records_one_batch_read_per_100(db: TestDb) {
+        let w = World::new(db).await;
+        let emails: Vec<String> = (0..300).map(|i| format!("c{i}@acme.io")).collect();
+        let ids = w.add_hubspot(&emails.iter().map(String::as_str).collect::<Vec<_>>());
+        // Webhooks named 250 of the 300, some of them several times.
+        let named = &ids[..250];
+        record_pending_pulls(&w.store, named).await.unwrap();
+        record_pending_pulls(&w.store, &named[..40]).await.unwrap();
+        assert_eq!(count_pending_pulls(&w.store).await.unwrap(), 250);
+
+        let job = w.webhook_pull().await;
+
+        assert_eq!(job.status, JobStatus::Succeeded, "{:?}", job.error);
+        assert_eq!(job.trigger, Trigger::Webhook);
+        let c = counts(&job);
+        assert_eq!(c.total, 250, "each named record read once: {c:?}");
+        assert_eq!(c.created, 250);
+        assert!(c.is_consistent());
+        assert_eq!(job.progress.processed, 250);
+        assert_eq!(job.progress.total, Some(250));
+        assert_eq!(w.calls("contacts.batch_read"), 3, "250 ids: three batch reads");
+        assert_eq!(w.calls("contacts.list"), 0, "no full scan");
+        assert_eq!(w.calls("contacts.search"), 0, "no search");
+        assert_eq!(w.rows().await.len(), 250, "only the named records arrive");
+        assert_eq!(count_pending_pulls(&w.store).await.unwrap(), 0, "webhook_pulls is empty");
+
+        // Nothing pending: the next webhook pull reads nothing.
+        let again = w.webhook_pull().await;
+        assert_eq!(again.status, JobStatus::Succeeded);
+        assert_eq!(counts(&again).total, 0);
+        assert_eq!(w.calls("contacts.batch_read"), 3);
+    }
+
+    async fn a_webhook_pull_links_a_changed_record_and_leaves_local_fields_alone(db: TestDb) {
+        let w = World::new(db).await;
+        w.store
+            .insert_contacts(&[NewContact {
+                email: Some("ann@acme.io".to_owned()),
+                first_name: Some("Ann".to_owned()),
+                ..NewContact::default()
+            }])
+            .await
+            .unwrap();
+        let ids = w.add_hubspot(&["ann@acme.io"]);
+        record_pending_pulls(&w.store, &ids).await.unwrap();
+
+        let job = w.webhook_pull().await;
+
+        let c = counts(&job);
+        assert_eq!((c.total, c.linked, c.created), (1, 1, 0), "{c:?}");
+        assert_eq!(w.rows().await, [(Some("ann@acme.io".to_owned()), Some(ids[0].0.clone()))]);
+    }
+
+    async fn records_hubspot_no_longer_has_are_unlinked_and_not_counted(db: TestDb) {
+        let w = World::new(db).await;
+        w.store
+            .insert_contacts(&[NewContact {
+                email: Some("gone@acme.io".to_owned()),
+                ..NewContact::default()
+            }])
+            .await
+            .unwrap();
+        const SQL: &str = "UPDATE contacts SET hs_object_id = '987654321'";
+        if let Some(p) = w.store.pg_pool() {
+            sqlx::query(SQL).execute(p).await.unwrap();
+        } else if let Some(p) = w.store.sqlite_pool() {
+            sqlx::query(SQL).execute(p).await.unwrap();
+        }
+        let present = w.add_hubspot(&["here@acme.io"]);
+        record_pending_pulls(&w.store, &[HsObjectId::from("987654321"), present[0].clone()])
+            .await
+            .unwrap();
+
+        let job = w.webhook_pull().await;
+
+        assert_eq!(job.status, JobStatus::Succeeded, "{:?}", job.error);
+        let c = counts(&job);
+        assert_eq!((c.total, c.created, c.failed), (1, 1, 0), "the missing id is not a contact read: {c:?}");
+        let mut rows = w.rows().await;
+        rows.sort();
+        assert_eq!(
+            rows,
+            [
+                (Some("gone@acme.io".to_owned()), None),
+                (Some("here@acme.io".to_owned()), Some(present[0].0.clone())),
+            ],
+            "the row linked to the deleted record is unlinked, as a deletion event would"
+        );
+        assert_eq!(count_pending_pulls(&w.store).await.unwrap(), 0);
+    }
+
+    async fn a_record_named_again_while_it_was_read_stays_pending(db: TestDb) {
+        let store = db.store().await;
+        let ids = [HsObjectId::from("1"), HsObjectId::from("2")];
+        record_pending_pulls(&store, &ids).await.unwrap();
+        let taken = take_pending_pulls(&store, 100).await.unwrap();
+        assert_eq!(taken.len(), 2);
+        // A webhook names "2" again while the pull reads the batch.
+        record_pending_pulls(&store, &ids[1..]).await.unwrap();
+
+        let mut tx = Tx::begin(&store).await.unwrap();
+        assert_eq!(clear_pulled(&mut tx, &taken).await.unwrap(), 1);
+        tx.commit().await.unwrap();
+
+        assert_eq!(
+            pending_pulls(&store, 100).await.unwrap(),
+            [HsObjectId::from("2")],
+            "the change announced during the read is read again"
+        );
+    }
+
+    async fn clearing_rolls_back_with_the_page(db: TestDb) {
+        let store = db.store().await;
+        record_pending_pulls(&store, &[HsObjectId::from("7")]).await.unwrap();
+        let taken = take_pending_pulls(&store, 100).await.unwrap();
+        let mut tx = Tx::begin(&store).await.unwrap();
+        clear_pulled(&mut tx, &taken).await.unwrap();
+        tx.rollback().await.unwrap();
+        assert_eq!(count_pending_pulls(&store).await.unwrap(), 1, "a page that did not commit clears nothing");
+    }
+}
