@@ -286,7 +286,8 @@ async fn connect_postgres(url: &str, redacted: &str) -> Result<PgPool, StoreErro
 /// then returns the connection with the transaction open, and every later autocommit statement
 /// on it (a job claim, say) runs inside a transaction nobody commits, which a later `ROLLBACK`
 /// silently undoes. Here the spawned task always finishes its `begin`; if the caller has gone,
-/// the `Transaction` is dropped there and rolls back properly.
+/// the `Transaction` is dropped there and rolls back properly. (A known sqlx bug, fixed
+/// upstream after 0.9.0; this can go once the fixed release is in.)
 pub(crate) async fn begin_postgres(
     pool: &PgPool,
 ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
