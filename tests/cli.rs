@@ -4,27 +4,11 @@
 mod common;
 
 use common::TestDb;
+use common::process::{Running, STARTUP_LIMIT, crm_sync, free_port};
 use crm_sync::store::Store;
-use std::fs::File;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
-
-/// How long a starting server may take to answer `/healthz` (a loaded 2-core machine).
-const STARTUP_LIMIT: Duration = Duration::from_secs(60);
-
-/// `crm-sync` with `dir` as its working directory and nothing inherited but PATH and HOME.
-fn crm_sync(dir: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_crm-sync"));
-    cmd.current_dir(dir).env_clear().stdin(Stdio::null());
-    for var in ["PATH", "HOME"] {
-        if let Some(value) = std::env::var_os(var) {
-            cmd.env(var, value);
-        }
-    }
-    cmd
-}
+use std::process::{Command, ExitStatus, Stdio};
 
 /// What a finished run printed.
 struct Run {
@@ -86,111 +70,11 @@ fn write(path: PathBuf, text: &str) {
     std::fs::write(path, text).expect("write file");
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("find a free port")
-        .port()
-}
-
 async fn count_contacts(url: &str) -> i64 {
     let store = Store::connect(url).await.expect("connect to count");
     let n = store.count_contacts().await.expect("count contacts");
     store.close().await;
     n
-}
-
-/// A running `crm-sync` process with its output in files; killed if the test fails early.
-struct Running {
-    child: Option<Child>,
-    stdout: PathBuf,
-    stderr: PathBuf,
-}
-
-impl Running {
-    fn start(mut cmd: Command, dir: &Path) -> Running {
-        let (stdout, stderr) = (dir.join("stdout.log"), dir.join("stderr.log"));
-        let child = cmd
-            .stdout(File::create(&stdout).expect("stdout file"))
-            .stderr(File::create(&stderr).expect("stderr file"))
-            .spawn()
-            .expect("spawn crm-sync");
-        Running {
-            child: Some(child),
-            stdout,
-            stderr,
-        }
-    }
-
-    fn output(&self) -> (String, String) {
-        let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
-        (read(&self.stdout), read(&self.stderr))
-    }
-
-    fn child(&mut self) -> &mut Child {
-        self.child.as_mut().expect("the process is still owned")
-    }
-
-    /// Waits until `GET base/healthz` answers 200, failing fast when the process exits.
-    async fn wait_healthy(&mut self, base: &str) {
-        let http = reqwest::Client::new();
-        let started = Instant::now();
-        loop {
-            if let Ok(resp) = http.get(format!("{base}/healthz")).send().await
-                && resp.status() == 200
-            {
-                return;
-            }
-            if let Some(status) = self.child().try_wait().expect("poll the process") {
-                panic!(
-                    "crm-sync exited with {status} before answering: {:?}",
-                    self.output()
-                );
-            }
-            assert!(
-                started.elapsed() < STARTUP_LIMIT,
-                "no answer on {base}/healthz: {:?}",
-                self.output()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// Waits until stdout has a line, failing fast when the process exits.
-    async fn first_stdout_line(&mut self) -> String {
-        let started = Instant::now();
-        loop {
-            let (out, _) = self.output();
-            if let Some(line) = out.lines().next().filter(|_| out.contains('\n')) {
-                return line.to_owned();
-            }
-            if let Some(status) = self.child().try_wait().expect("poll the process") {
-                panic!("crm-sync exited with {status}: {:?}", self.output());
-            }
-            assert!(started.elapsed() < STARTUP_LIMIT, "{:?}", self.output());
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// Sends SIGTERM and returns the exit status.
-    fn terminate(mut self) -> ExitStatus {
-        let mut child = self.child.take().expect("the process is still owned");
-        let sent = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(sent.success(), "kill -TERM failed");
-        child.wait().expect("wait for crm-sync")
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
 }
 
 /// Follows `paging.next.after` from the first page to the last; returns every contact id.

@@ -5,6 +5,10 @@ mod common;
 use chrono::{TimeZone, Utc};
 use crm_sync::ids::{ContactId, HsObjectId, PortalId};
 use crm_sync::store::{Backend, CredentialStatus, NewContact, NewCredentials, Store, StoreError};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn contact(email: Option<&str>, first: &str, last: &str) -> NewContact {
     NewContact {
@@ -407,4 +411,195 @@ async fn a_postgres_url_without_a_user_is_refused_with_a_hint() {
         .expect_err("no user");
     assert!(matches!(err, StoreError::UnsupportedUrl { .. }), "{err:?}");
     assert!(err.to_string().contains("USER@HOST"), "{err}");
+}
+
+// ---- a transaction abandoned while it begins -------------------------------------------
+
+/// A loopback TCP relay to PostgreSQL that can hold back the server's answer to a `BEGIN`, so
+/// that a test can give up on a `BEGIN` while it is on the wire (and only then: the pool's own
+/// checks of the connection pass at full speed).
+struct SlowLink {
+    port: u16,
+    /// Milliseconds to hold the answer to the next `BEGIN` (0: none).
+    hold_begin_ms: Arc<AtomicU64>,
+}
+
+impl SlowLink {
+    async fn to(url: &str) -> SlowLink {
+        let target = url::Url::parse(url).expect("a URL");
+        let server = format!(
+            "{}:{}",
+            target.host_str().expect("a host"),
+            target.port().unwrap_or(5432)
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let hold_begin_ms = Arc::new(AtomicU64::new(0));
+        let armed = hold_begin_ms.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let upstream = tokio::net::TcpStream::connect(&server).await.unwrap();
+                let (from_client, to_client) = client.into_split();
+                let (from_server, to_server) = upstream.into_split();
+                let held = Arc::new(AtomicU64::new(0));
+                tokio::spawn(relay(
+                    from_client,
+                    to_server,
+                    armed.clone(),
+                    held.clone(),
+                    true,
+                ));
+                tokio::spawn(relay(from_server, to_client, armed.clone(), held, false));
+            }
+        });
+        SlowLink {
+            port,
+            hold_begin_ms,
+        }
+    }
+
+    /// `url` with its host and port replaced by this relay's.
+    fn url(&self, url: &str) -> String {
+        let mut parsed = url::Url::parse(url).expect("a URL");
+        parsed.set_host(Some("127.0.0.1")).unwrap();
+        parsed.set_port(Some(self.port)).unwrap();
+        parsed.to_string()
+    }
+
+    /// Holds the answer to the next `BEGIN` for `ms` milliseconds.
+    fn hold_next_begin(&self, ms: u64) {
+        self.hold_begin_ms.store(ms, Ordering::SeqCst);
+    }
+}
+
+/// Copies one direction of a relayed connection. Client to server: a `BEGIN` while armed
+/// moves the hold onto this connection (before the server sees it). Server to client: a held
+/// connection waits before passing the answer on.
+async fn relay(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    armed: Arc<AtomicU64>,
+    held: Arc<AtomicU64>,
+    from_client: bool,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    while let Ok(n) = from.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        let chunk = &buf[..n];
+        if from_client {
+            if chunk.windows(5).any(|w| w == b"BEGIN") {
+                held.store(armed.swap(0, Ordering::SeqCst), Ordering::SeqCst);
+            }
+        } else {
+            let ms = held.swap(0, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        if to.write_all(chunk).await.is_err() {
+            break;
+        }
+    }
+}
+
+/// Waits until the pool holds its connections idle again (the abandoned `BEGIN` was answered
+/// and its connection handed back).
+async fn wait_until_every_connection_is_idle(store: &Store) {
+    let idle = || match (store.pg_pool(), store.sqlite_pool()) {
+        (Some(pg), _) => pg.num_idle() == pg.size() as usize,
+        (_, Some(lite)) => lite.num_idle() == lite.size() as usize,
+        _ => unreachable!("a store has one pool"),
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !idle() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the connection came back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Takes every connection of the store's pool at once and inserts one contact through each
+/// with a plain (autocommit) statement; returns how many it inserted.
+async fn insert_through_every_connection(store: &Store) -> i64 {
+    const SQL: &str = "INSERT INTO contacts (email) VALUES ($1)";
+    let mut n = 0;
+    if let Some(pool) = store.pg_pool() {
+        let mut held = Vec::new();
+        for _ in 0..pool.size() {
+            held.push(pool.acquire().await.expect("a connection"));
+        }
+        for conn in &mut held {
+            n += 1;
+            let email = format!("after{n}@example.com");
+            sqlx::query(SQL)
+                .bind(email)
+                .execute(&mut **conn)
+                .await
+                .expect("insert");
+        }
+    } else if let Some(pool) = store.sqlite_pool() {
+        let mut held = Vec::new();
+        for _ in 0..pool.size() {
+            held.push(pool.acquire().await.expect("a connection"));
+        }
+        for conn in &mut held {
+            n += 1;
+            let email = format!("after{n}@example.com");
+            sqlx::query(SQL)
+                .bind(email)
+                .execute(&mut **conn)
+                .await
+                .expect("insert");
+        }
+    }
+    n
+}
+
+/// What keeps a `BEGIN` from being answered for a while: on PostgreSQL the relay holds back
+/// the server's answers; on SQLite another connection holds the write lock `BEGIN IMMEDIATE`
+/// waits for.
+enum Stall {
+    Postgres(SlowLink),
+    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+}
+
+backend_tests! {
+    async fn a_transaction_abandoned_while_it_begins_leaves_no_transaction_open_behind(db: TestDb) {
+        use crm_sync::store::jobs::Tx;
+        let direct = db.store().await;
+        let (store, stall) = match db.backend() {
+            Backend::Postgres => {
+                let link = SlowLink::to(db.url()).await;
+                let store = Store::connect(&link.url(db.url())).await.expect("connect");
+                (store, Stall::Postgres(link))
+            }
+            Backend::Sqlite => {
+                let store = Store::connect(db.url()).await.expect("connect");
+                let lock = direct.sqlite_pool().unwrap().begin_with("BEGIN IMMEDIATE").await;
+                (store, Stall::Sqlite(lock.expect("hold the write lock")))
+            }
+        };
+        store.ping().await.expect("the pool has its first connection");
+        if let Stall::Postgres(link) = &stall {
+            link.hold_next_begin(1500);
+        }
+
+        // The caller gives up (a dropped handler, an aborted run) while BEGIN is unanswered.
+        let begun = tokio::time::timeout(Duration::from_millis(300), Tx::begin(&store)).await;
+        assert!(begun.is_err(), "BEGIN was still unanswered when the caller gave up");
+        match stall {
+            Stall::Postgres(_) => {} // the relay passes the answer on by itself
+            Stall::Sqlite(lock) => lock.rollback().await.expect("release the write lock"),
+        }
+        wait_until_every_connection_is_idle(&store).await;
+
+        // Every connection the pool hands out afterwards commits what it runs: none is left
+        // inside a transaction the abandoned caller opened.
+        let inserted = insert_through_every_connection(&store).await;
+        let seen = raw_i64(&direct, "SELECT COUNT(*) FROM contacts").await;
+        assert_eq!(seen, inserted, "another connection sees every committed row");
+        store.close().await;
+    }
 }

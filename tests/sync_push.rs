@@ -19,7 +19,7 @@ use crm_sync::sandbox::{Sandbox, SandboxArgs, SandboxContact, SandboxHandle};
 use crm_sync::secret::Secret;
 use crm_sync::store::{NewContact, Store};
 use crm_sync::sync::push::{EXTERNAL_KEY, PushConfig, Pusher};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -361,39 +361,11 @@ impl Env {
             .unwrap_or(0)
     }
 
-    /// Every local row is linked to its own HubSpot contact, which holds the row's email (or,
-    /// without one, its id as external key), and HubSpot holds no contact twice.
+    /// Every local row is linked to its own HubSpot contact, and HubSpot holds no contact
+    /// twice (see `common::pushed`).
     async fn assert_one_hubspot_contact_per_row(&self) {
-        let rows = self.rows().await;
-        let hubspot = self.hubspot_by_id();
-        let mut seen = HashSet::new();
-        for row in &rows {
-            let id = row
-                .hs_object_id
-                .as_deref()
-                .unwrap_or_else(|| panic!("row {} is not linked: {row:?}", row.id));
-            assert!(seen.insert(id), "two rows link to HubSpot contact {id}");
-            let contact = hubspot
-                .get(id)
-                .unwrap_or_else(|| panic!("row {} links to missing contact {id}", row.id));
-            match &row.email {
-                Some(email) => assert_eq!(contact.email(), Some(email.as_str()), "{row:?}"),
-                None => assert_eq!(
-                    contact.properties.get(EXTERNAL_KEY),
-                    Some(&row.id.to_string()),
-                    "{row:?}"
-                ),
-            }
-        }
-        let keys: Vec<&String> = hubspot
-            .values()
-            .filter_map(|c| c.properties.get(EXTERNAL_KEY))
-            .collect();
-        let distinct: HashSet<&&String> = keys.iter().collect();
-        assert_eq!(keys.len(), distinct.len(), "an external key is used twice");
-        let emails: Vec<&str> = hubspot.values().filter_map(|c| c.email()).collect();
-        let distinct: HashSet<&&str> = emails.iter().collect();
-        assert_eq!(emails.len(), distinct.len(), "an email is used twice");
+        let rows = common::pushed::linked_rows(&self.store).await;
+        common::pushed::assert_one_hubspot_contact_per_row(&rows, &self.hubspot.contacts());
     }
 }
 

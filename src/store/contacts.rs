@@ -81,7 +81,7 @@ impl Store {
         let mut inserted = 0;
         match &self.pools {
             Pools::Postgres(pool) => {
-                let mut tx = pool.begin().await?;
+                let mut tx = super::begin_postgres(pool).await?;
                 for chunk in batch.chunks(INSERT_CHUNK) {
                     let mut emails = Vec::with_capacity(chunk.len());
                     let mut firsts = Vec::with_capacity(chunk.len());

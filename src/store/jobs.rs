@@ -100,7 +100,7 @@ impl Tx {
     /// Begins a transaction on the store's backend.
     pub async fn begin(store: &Store) -> Result<Tx, StoreError> {
         Ok(match &store.pools {
-            Pools::Postgres(p) => Tx::Postgres(p.begin().await?),
+            Pools::Postgres(p) => Tx::Postgres(super::begin_postgres(p).await?),
             Pools::Sqlite(p) => Tx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?),
         })
     }

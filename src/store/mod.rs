@@ -278,6 +278,28 @@ async fn connect_postgres(url: &str, redacted: &str) -> Result<PgPool, StoreErro
     }
 }
 
+/// Begins a PostgreSQL transaction in a task of its own, so that a caller cancelled while the
+/// `BEGIN` is in flight (a handler dropped at a shutdown deadline, an aborted run, a client
+/// gone) cannot put a connection still inside that transaction back into the pool.
+///
+/// sqlx queues its rollback only once `BEGIN` was answered: a `begin` future dropped before
+/// then returns the connection with the transaction open, and every later autocommit statement
+/// on it (a job claim, say) runs inside a transaction nobody commits, which a later `ROLLBACK`
+/// silently undoes. Here the spawned task always finishes its `begin`; if the caller has gone,
+/// the `Transaction` is dropped there and rolls back properly. (A known sqlx bug, fixed
+/// upstream after 0.9.0; this can go once the fixed release is in.)
+pub(crate) async fn begin_postgres(
+    pool: &PgPool,
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+    let pool = pool.clone();
+    match tokio::spawn(async move { pool.begin().await }).await {
+        Ok(begun) => begun,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        // Only a runtime shutting down cancels the task; nothing was begun for the caller.
+        Err(_) => Err(sqlx::Error::WorkerCrashed),
+    }
+}
+
 /// Whether a PostgreSQL URL (or the environment) says which user to connect as.
 fn names_a_pg_user(url: &str) -> bool {
     let Ok(parsed) = url::Url::parse(url) else {

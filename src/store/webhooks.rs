@@ -246,7 +246,7 @@ impl Store {
         let plan;
         match &self.pools {
             Pools::Postgres(pool) => {
-                let mut tx = pool.begin().await?;
+                let mut tx = super::begin_postgres(pool).await?;
                 let rows: Vec<(ContactId, HsObjectId)> = sqlx::query_as(PG_LOCK)
                     .bind(&wanted)
                     .fetch_all(&mut *tx)

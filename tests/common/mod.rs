@@ -17,6 +17,9 @@
 //! generates `counts_start_at_zero::sqlite` and `counts_start_at_zero::postgres`.
 #![allow(dead_code)]
 
+pub mod process;
+pub mod pushed;
+
 use crm_sync::store::{Backend, Store};
 use sqlx::Connection;
 use std::fmt;
