@@ -9,6 +9,7 @@ use crm_sync::store::Store;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
 
 /// What a finished run printed.
 struct Run {
