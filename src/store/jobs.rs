@@ -450,17 +450,7 @@ impl Tx {
         const SQL: &str = "UPDATE sync_jobs SET status = 'queued', attempts = attempts - 1, \
              delivery = $3, lease = NULL, updated_at = $4 \
              WHERE id = $1 AND lease = $2 AND status = 'running'";
-        let n = on_tx!(self, c => {
-            sqlx::query(SQL)
-                .bind(id.to_string())
-                .bind(lease)
-                .bind(delivery)
-                .bind(DbTime(Utc::now()))
-                .execute(c)
-                .await?
-                .rows_affected()
-        });
-        Ok(n == 1)
+        self.update_job_guarded(SQL, id, lease, delivery).await
     }
 
     /// Points an active job at a new task `delivery` when its current one can no longer
@@ -474,11 +464,25 @@ impl Tx {
     ) -> Result<bool, StoreError> {
         const SQL: &str = "UPDATE sync_jobs SET delivery = $3, updated_at = $4 \
              WHERE id = $1 AND delivery = $2 AND status IN ('queued', 'running', 'retrying')";
+        self.update_job_guarded(SQL, id, old_delivery, new_delivery)
+            .await
+    }
+
+    /// Runs a guarded single-job `UPDATE` whose parameters are the job id, a guard value (`$2`:
+    /// the lease or delivery the caller holds), a new value (`$3`) and the time (`$4`); `true`
+    /// when the guard still held and the row changed.
+    async fn update_job_guarded(
+        &mut self,
+        sql: &'static str,
+        id: JobId,
+        guard: &str,
+        value: &str,
+    ) -> Result<bool, StoreError> {
         let n = on_tx!(self, c => {
-            sqlx::query(SQL)
+            sqlx::query(sql)
                 .bind(id.to_string())
-                .bind(old_delivery)
-                .bind(new_delivery)
+                .bind(guard)
+                .bind(value)
                 .bind(DbTime(Utc::now()))
                 .execute(c)
                 .await?
