@@ -637,9 +637,31 @@ pub fn job_runner(
 /// at once saying how to configure it (rather than leaving jobs queued forever).
 fn runner_for(client: Option<HubSpotClient>) -> Arc<dyn JobRunner> {
     match client {
-        Some(client) => Arc::new(SyncRunner::new(SyncContext::new(client))),
+        Some(client) => {
+            learn_portal_in_background(&client);
+            Arc::new(SyncRunner::new(SyncContext::new(client)))
+        }
         None => Arc::new(HubSpotNotConfigured),
     }
+}
+
+/// Asks HubSpot once which account a private-app token reaches, so that jobs record their
+/// portal id (OAuth tokens name it themselves). Off the start-up path: HubSpot being slow or
+/// down must not delay the service; a failure is logged and only the job rows miss the id.
+fn learn_portal_in_background(client: &HubSpotClient) {
+    if client.oauth().is_some() {
+        return;
+    }
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let client = client.clone();
+    runtime.spawn(async move {
+        match client.learn_portal_id().await {
+            Ok(portal) => tracing::info!(portal_id = %portal, "the private-app token reaches this HubSpot account"),
+            Err(e) => tracing::warn!(error = %e, "cannot tell which HubSpot account the private-app token reaches; jobs will not record it"),
+        }
+    });
 }
 
 /// Fails every job: no HubSpot account is configured.

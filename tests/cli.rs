@@ -216,6 +216,7 @@ backend_tests! {
             .await
             .expect("JSON");
         assert_eq!(jobs["results"][0]["trigger"], "webhook", "{jobs}");
+        assert_eq!(jobs["results"][0]["portal_id"], 1_000_001, "the job names its account: {jobs}");
         assert!(server.terminate().success());
 
         // A restart is a new sandbox that knows none of the stored tokens: the service

@@ -63,6 +63,11 @@ backend_tests! {
 
         assert_eq!(done["status"], "succeeded", "{done:#}");
         assert_eq!(done["attempts"], 2, "resumed once, by the restarted process: {done:#}");
+        assert_eq!(
+            done["portal_id"],
+            hubspot.portal_id(),
+            "the job names the account the private-app token reaches: {done:#}"
+        );
         let counts = &done["counts"];
         assert_eq!(counts["total"], CONTACTS, "{counts}");
         assert_eq!(counts["failed"], 0, "{done:#}");

@@ -8,6 +8,7 @@ use super::metrics::{ClientMetrics, RetryReason};
 use super::oauth::{OAuthFlow, join_url};
 use super::ratelimit::SlidingWindow;
 use super::retry::{Operation, RetryClass, backoff_delay, parse_retry_after};
+use crate::ids::PortalId;
 use crate::secret::Secret;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap};
 use reqwest::{Method, StatusCode};
@@ -34,6 +35,8 @@ struct Inner {
     /// The search budget (per second).
     search_limiter: SlidingWindow,
     metrics: Arc<ClientMetrics>,
+    /// The account a private-app token reaches, once asked ([`HubSpotClient::learn_portal_id`]).
+    portal: std::sync::OnceLock<PortalId>,
 }
 
 impl fmt::Debug for HubSpotClient {
@@ -106,6 +109,7 @@ impl HubSpotClient {
                 http,
                 credentials,
                 metrics,
+                portal: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -158,7 +162,7 @@ impl HubSpotClient {
             Credentials::Static(token) => Ok(AccessTokenInfo {
                 access_token: token.clone(),
                 expires_at: None,
-                portal_id: None,
+                portal_id: self.inner.portal.get().copied(),
             }),
             Credentials::OAuth(manager) => {
                 let tokens = manager.current(&self.inner.metrics).await?;
@@ -169,6 +173,28 @@ impl HubSpotClient {
                 })
             }
         }
+    }
+
+    /// The account the credentials reach, when known without a call of its own: OAuth tokens
+    /// name it (a refresh may happen first, as for any call); a private-app token only once
+    /// [`HubSpotClient::learn_portal_id`] asked. `None` when it is not known or the tokens
+    /// cannot be had (the caller's own calls will report why).
+    pub async fn known_portal_id(&self) -> Option<PortalId> {
+        match &self.inner.credentials {
+            Credentials::Static(_) => self.inner.portal.get().copied(),
+            Credentials::OAuth(_) => self.access_token().await.ok().and_then(|t| t.portal_id),
+        }
+    }
+
+    /// The account the credentials reach, asking HubSpot's account info once when they do not
+    /// say (a private-app token); the answer is kept for the client's life.
+    pub async fn learn_portal_id(&self) -> Result<PortalId, HubSpotError> {
+        if let Some(portal) = self.known_portal_id().await {
+            return Ok(portal);
+        }
+        let portal = self.account_details().await?.portal_id;
+        let _ = self.inner.portal.set(portal);
+        Ok(portal)
     }
 
     /// `api_base_url` + `path` (+ one percent-encoded segment).

@@ -121,6 +121,9 @@ pub struct JobView {
     /// Enqueued with `force` past an active job of its direction (always, for a
     /// webhook pull: it runs beside any other pull).
     pub forced: bool,
+    /// The HubSpot account (portal id) the job synced with; recorded when a run starts, null
+    /// before then.
+    pub portal_id: Option<i64>,
 }
 
 /// Counts of a push or of a pull.
@@ -269,6 +272,7 @@ impl From<&Job> for JobView {
             error: j.error.clone(),
             next_attempt_at: j.next_attempt_at.as_ref().map(rfc3339::format),
             forced: j.forced,
+            portal_id: j.portal_id.map(|p| p.0),
         }
     }
 }
@@ -334,7 +338,7 @@ impl From<&ScheduleView> for ScheduleItemView {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ids::{ContactId, JobId};
+    use crate::ids::{ContactId, JobId, PortalId};
     use crate::jobs::model::{Counts, JobProgress, PushOutcome};
     use chrono::Utc;
     use poem_openapi::types::ToJSON;
@@ -366,6 +370,7 @@ mod tests {
             error: None,
             next_attempt_at: None,
             forced: false,
+            portal_id: Some(PortalId(1000001)),
         }
     }
 

@@ -3,7 +3,7 @@
 //! The `sync_jobs` row is the source of truth for all of this; the Apalis task only delivers
 //! the job id to a worker.
 
-use crate::ids::{ContactId, HsObjectId, JobId};
+use crate::ids::{ContactId, HsObjectId, JobId, PortalId};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -507,6 +507,11 @@ pub struct Job {
     /// Whether it was enqueued with `force` past an active job of its direction (always, for a
     /// webhook pull: it runs beside any other pull).
     pub forced: bool,
+    /// The HubSpot account it synced with, recorded when a run starts (`None` until then, or
+    /// when the credentials do not say), so that rows need no migration once several accounts
+    /// are served.
+    #[serde(default)]
+    pub portal_id: Option<PortalId>,
 }
 
 /// Times on the wire: RFC 3339 in UTC with milliseconds and `Z` (`2026-11-28T14:03:00.123Z`),
@@ -688,6 +693,7 @@ mod tests {
             error: None,
             next_attempt_at: None,
             forced: false,
+            portal_id: None,
         };
         let v = serde_json::to_value(&job).unwrap();
         assert_eq!(v["direction"], "pull");

@@ -25,7 +25,7 @@
 //!
 //! `tests/jobs_support` has a complete runner written this way (the test runner).
 
-use crate::ids::JobId;
+use crate::ids::{JobId, PortalId};
 use crate::jobs::model::{Counts, Job, MAX_RECORD_ERRORS, RecordError};
 use crate::store::jobs::{Checkpoint, JobRecord, Tx, is_transient};
 use crate::store::{Store, StoreError};
@@ -251,6 +251,19 @@ impl Progress {
     pub async fn save(&self, page: Page) -> Result<(), RunError> {
         let tx = self.begin().await?;
         self.commit(tx, page).await
+    }
+
+    /// Records the HubSpot account the run syncs with.
+    pub async fn set_portal(&self, portal: PortalId) -> Result<(), RunError> {
+        if self
+            .store
+            .set_job_portal(self.job_id, &self.lease, portal)
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(RunError::Superseded)
+        }
     }
 
     /// Records how many records the job will handle in all, as soon as it is known, so that

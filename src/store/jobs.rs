@@ -15,7 +15,7 @@
 
 use super::time::DbTime;
 use super::{Pools, Store, StoreError, on_pool};
-use crate::ids::JobId;
+use crate::ids::{JobId, PortalId};
 use crate::jobs::model::{
     Counts, Direction, Job, JobProgress, JobSpec, JobStatus, RecordError, Trigger,
 };
@@ -164,12 +164,13 @@ struct JobRow {
     delivery: Option<String>,
     lease: Option<String>,
     worker: Option<String>,
+    portal_id: Option<i64>,
 }
 
 /// The columns [`JobRow`] reads (the table has more, for other uses).
 const COLUMNS: &str = "id, direction, mode, incremental, triggered_by, status, exclusive, \
      attempts, created_at, started_at, finished_at, counts, errors, checkpoint, processed, total, \
-     last_error, next_attempt_at, delivery, lease, worker";
+     last_error, next_attempt_at, delivery, lease, worker, portal_id";
 
 /// A job with the bookkeeping only workers need.
 #[derive(Debug, Clone)]
@@ -222,6 +223,7 @@ impl TryFrom<JobRow> for JobRecord {
             error: r.last_error,
             next_attempt_at: r.next_attempt_at,
             forced: !r.exclusive,
+            portal_id: r.portal_id.map(PortalId),
         };
         Ok(JobRecord {
             job,
@@ -331,7 +333,8 @@ impl Tx {
     /// records by id and run beside any other pull, so a webhook storm never keeps a
     /// requested full or incremental pull from starting.
     pub async fn insert_job(&mut self, new: &NewJob) -> Result<Option<JobRecord>, StoreError> {
-        const SQL: &str = "INSERT INTO sync_jobs (id, direction, mode, incremental, triggered_by, \
+        // RETURNING the shared column list, so the row reads like every other.
+        const INSERT: &str = "INSERT INTO sync_jobs (id, direction, mode, incremental, triggered_by, \
              status, exclusive, attempts, created_at, updated_at, counts, errors, processed, \
              delivery, schedule_key) \
              SELECT $1, $2, $3, $4, $5, 'queued', NOT $9, 0, $6, $6, $7, $8, 0, $1, $10 \
@@ -339,13 +342,11 @@ impl Tx {
                  AND status IN ('queued', 'running', 'retrying') \
                  AND (exclusive OR triggered_by <> 'webhook')) \
              ON CONFLICT DO NOTHING \
-             RETURNING id, direction, mode, incremental, triggered_by, status, exclusive, \
-             attempts, created_at, started_at, finished_at, counts, errors, checkpoint, \
-             processed, total, last_error, next_attempt_at, delivery, lease, worker";
+             RETURNING ";
         let counts = serde_json::to_value(new.spec.empty_counts())
             .map_err(|e| StoreError::InvalidData(e.to_string()))?;
         let row: Option<JobRow> = on_tx!(self, c => {
-            sqlx::query_as(SQL)
+            sqlx::query_as(sqlx::AssertSqlSafe(format!("{INSERT}{COLUMNS}")))
                 .bind(new.id.to_string())
                 .bind(new.spec.direction().as_str())
                 .bind(new.spec.mode_str())
@@ -626,6 +627,27 @@ impl Store {
                 .await?
         });
         record_opt(row)
+    }
+
+    /// Records the HubSpot account a run syncs with, under its lease. `false`: the lease is
+    /// gone.
+    pub async fn set_job_portal(
+        &self,
+        id: JobId,
+        lease: &str,
+        portal: PortalId,
+    ) -> Result<bool, StoreError> {
+        const SQL: &str = "UPDATE sync_jobs SET portal_id = $3 WHERE id = $1 AND lease = $2";
+        let n = on_pool!(self, pool => {
+            sqlx::query(SQL)
+                .bind(id.to_string())
+                .bind(lease)
+                .bind(portal.0)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(n == 1)
     }
 
     /// Ends a run with a terminal status (`succeeded` or `failed`, with the job-level reason),

@@ -83,7 +83,11 @@ impl JobRunner for SyncRunner {
         progress: &'a Progress,
     ) -> BoxFuture<'a, Result<(), RunError>> {
         Box::pin(async move {
-            match job.spec {
+            let portal = self.ctx.hubspot.known_portal_id().await;
+            if let Some(portal) = portal {
+                progress.set_portal(portal).await?;
+            }
+            let outcome = match job.spec {
                 JobSpec::Push { mode } => {
                     push::Pusher::new(self.ctx.hubspot.clone(), push::PushConfig::default())
                         .run(mode, progress)
@@ -94,7 +98,14 @@ impl JobRunner for SyncRunner {
                     webhook_pull::run(&self.ctx, job, progress).await
                 }
                 JobSpec::Pull { .. } => pull::run(&self.ctx, job, progress).await,
+            };
+            // A private-app token's account may have been learned meanwhile (see the CLI).
+            if portal.is_none()
+                && let Some(portal) = self.ctx.hubspot.known_portal_id().await
+            {
+                let _ = progress.set_portal(portal).await;
             }
+            outcome
         })
     }
 }
