@@ -51,6 +51,11 @@ pub struct ServerSettings {
     pub bind: String,
     /// Base for the OAuth redirect URI, webhook signatures and links.
     pub public_url: String,
+    /// Browser origins (`scheme://host[:port]`) allowed to call the API from their pages; empty
+    /// (the default): no CORS headers, so browsers keep other sites out. From the environment,
+    /// a comma-separated list.
+    #[serde(default)]
+    pub cors_allowed_origins: Vec<String>,
 }
 
 /// `api.*`
@@ -210,6 +215,8 @@ impl Settings {
                 .prefix_separator("__")
                 .separator("__")
                 .try_parsing(true)
+                .list_separator(",")
+                .with_list_parse_key("server.cors_allowed_origins")
                 .source(Some(own)),
         );
         let raw = builder
@@ -227,6 +234,7 @@ impl Settings {
         self.database_kind()?;
         self.bind_addr()?;
         self.public_url()?;
+        self.cors_allowed_origins()?;
         parse_url("hubspot.api_base_url", &self.hubspot.api_base_url)?;
         parse_url("hubspot.authorize_url", &self.hubspot.authorize_url)?;
         if self.hubspot.requests_per_10s == 0 {
@@ -294,6 +302,33 @@ impl Settings {
     /// `server.public_url` parsed.
     pub fn public_url(&self) -> Result<Url, ConfigError> {
         parse_url("server.public_url", &self.server.public_url)
+    }
+
+    /// `server.cors_allowed_origins`, each checked to be a bare origin as browsers send it in
+    /// `Origin` (no path, query or trailing slash), so that a typo cannot silently match nothing.
+    pub fn cors_allowed_origins(&self) -> Result<Vec<String>, ConfigError> {
+        self.server
+            .cors_allowed_origins
+            .iter()
+            .enumerate()
+            .map(|(i, origin)| {
+                let key = format!("server.cors_allowed_origins[{i}]");
+                let url = parse_url(&key, origin)?;
+                let bare = url.origin().ascii_serialization();
+                if url.host_str().is_none()
+                    || bare != origin.trim_end_matches('/')
+                    || origin.ends_with('/')
+                {
+                    return Err(invalid(
+                        &key,
+                        format!(
+                            "{origin:?} is not an origin: write scheme://host[:port], e.g. {bare:?}"
+                        ),
+                    ));
+                }
+                Ok(bare)
+            })
+            .collect()
     }
 
     /// `hubspot.api_base_url` parsed.
@@ -684,6 +719,46 @@ mod tests {
             &[],
         );
         assert!(e.contains("sync.schedules[0].direction"), "{e}");
+    }
+
+    #[test]
+    fn cors_origins_come_from_files_or_a_comma_separated_variable_and_must_be_bare_origins() {
+        let dir = dir_with(None);
+        let s = Settings::load(dir.path(), &HashMap::new()).unwrap();
+        assert!(
+            s.cors_allowed_origins().unwrap().is_empty(),
+            "no CORS by default"
+        );
+        let dir = dir_with(Some(
+            "[server]\ncors_allowed_origins = [\"https://app.example.com\"]\n",
+        ));
+        let s = Settings::load(dir.path(), &HashMap::new()).unwrap();
+        assert_eq!(
+            s.cors_allowed_origins().unwrap(),
+            ["https://app.example.com"]
+        );
+        let s = Settings::load(
+            dir_with(None).path(),
+            &env(&[(
+                "CRM_SYNC__SERVER__CORS_ALLOWED_ORIGINS",
+                "https://a.example.com,http://localhost:5173",
+            )]),
+        )
+        .unwrap();
+        assert_eq!(
+            s.cors_allowed_origins().unwrap(),
+            ["https://a.example.com", "http://localhost:5173"]
+        );
+        for bad in [
+            "https://app.example.com/",
+            "https://app.example.com/app",
+            "app.example.com",
+        ] {
+            let file =
+                format!("[server]\ncors_allowed_origins = [\"https://ok.example\", {bad:?}]\n");
+            let e = error_of(Some(&file), &[]);
+            assert!(e.contains("server.cors_allowed_origins[1]"), "{bad}: {e}");
+        }
     }
 
     #[test]

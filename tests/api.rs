@@ -36,12 +36,17 @@ impl TestServer {
     }
 
     async fn start_with_token(db: &TestDb, token: &str) -> TestServer {
+        TestServer::start_with(db, token, Vec::new()).await
+    }
+
+    async fn start_with(db: &TestDb, token: &str, cors_origins: Vec<String>) -> TestServer {
         let store = db.store().await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind a free loopback port");
         let addr = listener.local_addr().expect("bound address");
-        let state = AppState::new(store.clone(), Secret::new(token));
+        let state =
+            AppState::new(store.clone(), Secret::new(token)).with_cors_origins(cors_origins);
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(api::serve(listener, state, async {
             let _ = rx.await;
@@ -688,6 +693,88 @@ async fn serve_returns_once_the_shutdown_future_resolves() {
     let addr = server.addr;
     server.stop().await.expect("serve ends cleanly");
     assert!(TcpStream::connect(addr).await.is_err(), "still accepting");
+}
+
+/// A browser's preflight for a token-carrying GET of `/contacts` from `origin`.
+async fn preflight(server: &TestServer, origin: &str) -> reqwest::Response {
+    server
+        .http
+        .request(reqwest::Method::OPTIONS, server.url("/contacts"))
+        .header("Origin", origin)
+        .header("Access-Control-Request-Method", "GET")
+        .header("Access-Control-Request-Headers", "authorization")
+        .send()
+        .await
+        .expect("preflight")
+}
+
+#[tokio::test]
+async fn without_configured_origins_the_api_sends_no_cors_headers() {
+    let server = TestServer::start(&TestDb::sqlite().await).await;
+    let resp = server
+        .http
+        .get(server.url("/contacts"))
+        .header("Origin", "https://app.example.com")
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(
+        resp.headers().get("access-control-allow-origin").is_none(),
+        "a browser keeps other sites' pages out: {:?}",
+        resp.headers()
+    );
+    let resp = preflight(&server, "https://app.example.com").await;
+    assert!(resp.headers().get("access-control-allow-origin").is_none());
+}
+
+#[tokio::test]
+async fn a_configured_origin_may_call_the_api_and_others_are_refused() {
+    let allowed = "https://app.example.com";
+    let server = TestServer::start_with(&TestDb::sqlite().await, TOKEN, vec![allowed.into()]).await;
+
+    let resp = preflight(&server, allowed).await;
+    assert!(resp.status().is_success(), "{}", resp.status());
+    let headers = resp.headers();
+    assert_eq!(headers["access-control-allow-origin"], allowed);
+    let allowed_headers = headers["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_lowercase();
+    assert!(
+        allowed_headers.contains("authorization"),
+        "{allowed_headers}"
+    );
+    assert!(
+        headers.get("access-control-allow-credentials").is_none(),
+        "the token travels in a header, never in cookies"
+    );
+
+    let resp = server
+        .http
+        .get(server.url("/contacts"))
+        .header("Origin", allowed)
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["access-control-allow-origin"], allowed);
+
+    let resp = server
+        .http
+        .get(server.url("/contacts"))
+        .header("Origin", "https://evil.example")
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("GET");
+    assert!(resp.headers().get("access-control-allow-origin").is_none());
+    let (status, body) = json_of(resp).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let message = assert_envelope(&body, "invalid_request");
+    assert!(message.contains("origin"), "{message}");
 }
 
 #[cfg(unix)]

@@ -32,6 +32,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use poem::http::{Method, header};
 use poem::listener::TcpAcceptor;
 use poem::{Endpoint, EndpointExt, Response, Route, Server, get, post};
 use poem_openapi::OpenApiService;
@@ -76,6 +77,8 @@ pub struct AppState {
     pub tokens: Option<DbTokenStore>,
     /// Per-client budgets of the public routes.
     pub rate_limits: RateLimits,
+    /// Browser origins allowed to call the API (`server.cors_allowed_origins`); empty: no CORS.
+    pub cors_origins: Arc<Vec<String>>,
 }
 
 /// What the OAuth and webhook routes need to know about the HubSpot app (from the settings
@@ -140,7 +143,15 @@ impl AppState {
             hubspot: None,
             tokens: None,
             rate_limits: RateLimits::default(),
+            cors_origins: Arc::new(Vec::new()),
         }
+    }
+
+    /// The same state with browser origins allowed to call the API (bare origins, as
+    /// [`crate::config::Settings::cors_allowed_origins`] checks them).
+    pub fn with_cors_origins(mut self, origins: Vec<String>) -> Self {
+        self.cors_origins = Arc::new(origins);
+        self
     }
 
     /// The same state with the OAuth app's settings.
@@ -228,6 +239,7 @@ pub fn router(state: AppState) -> impl Endpoint<Output = Response> + 'static {
     let pages = Arc::new(KeyedLimiter::new(state.rate_limits.pages));
     let hooks = Arc::new(KeyedLimiter::new(state.rate_limits.webhooks));
     let limited = |limiter: &Arc<KeyedLimiter>, refusal| RateLimit::new(limiter.clone(), refusal);
+    let cors = cors(&state.cors_origins);
     Route::new()
         .nest("/api-docs", swagger_ui)
         .at("/api-docs/openapi.json", spec)
@@ -250,9 +262,30 @@ pub fn router(state: AppState) -> impl Endpoint<Output = Response> + 'static {
         .nest("/", service)
         .around(status_page::serve_root)
         .data(state)
+        .with_if(cors.is_some(), cors.unwrap_or_default())
         .with(middleware::BodyLimit::new(MAX_BODY_BYTES))
         .with(middleware::ErrorEnvelope)
         .with(middleware::Observe::new(metrics))
+}
+
+/// CORS for the configured origins, or `None` (no CORS headers at all) when none are.
+///
+/// Only what a browser client of the API needs: the bearer token travels in `Authorization`
+/// (never cookies, so no credentials), JSON bodies, and the methods the API has. A request from
+/// any other origin is refused with the error envelope.
+fn cors(origins: &[String]) -> Option<poem::middleware::Cors> {
+    if origins.is_empty() {
+        return None;
+    }
+    Some(
+        poem::middleware::Cors::new()
+            .allow_origins(origins.iter().map(String::as_str))
+            .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+            .expose_header(header::LOCATION)
+            .allow_credentials(false)
+            .max_age(600),
+    )
 }
 
 /// Serves the app on `listener` until `shutdown` resolves, then stops accepting and lets
