@@ -637,9 +637,12 @@ backend_tests! {
         assert_eq!(by_email(&w.rows().await, "late@acme-mail.com").first_name.as_deref(), Some("Late"));
     }
 
-    async fn a_full_pull_through_5xx_429_and_an_expired_token_ends_as_a_clean_one(db: TestDb) {
+    async fn a_full_pull_through_5xx_dropped_connections_429_and_an_expired_token_ends_as_a_clean_one(db: TestDb) {
+        // Pull only reads, so its dropped connections are dropped reads (a dropped write is
+        // push's fault: tests/sync_push.rs).
         let sandbox = start_sandbox(SandboxArgs {
             fault_5xx: 0.15,
+            fault_drop_read: 0.1,
             requests_per_10s: 6,
             rng_seed: Some(11),
             ..args()
@@ -702,6 +705,7 @@ backend_tests! {
         );
         let stats = w.sandbox.stats();
         assert!(stats.faults_5xx > 0, "5xx were injected: {stats:?}");
+        assert!(stats.dropped_reads > 0, "connections were dropped: {stats:?}");
         assert!(stats.rate_limited > 0, "429s were met: {stats:?}");
         assert!(w.ctx.hubspot.metrics().token_refreshes() >= 1, "the expired token was refreshed");
         let local = w.rows().await;
