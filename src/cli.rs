@@ -503,7 +503,7 @@ async fn serve(dir: &Path, args: &ServeArgs) -> Result<(), CliError> {
         println!("{line}");
     }
     let schedules = Schedule::all_from(&service.settings)?;
-    let runner = runner_for(service.hubspot.clone());
+    let runner = runner_for(&service.settings, service.hubspot.clone())?;
     let Service {
         state,
         listener,
@@ -628,21 +628,32 @@ pub fn job_runner(
         .map(EncryptionKey::from_bytes)
         .collect();
     let cipher = Arc::new(TokenCipher::new(&EncryptionKey::from_bytes(key), &previous));
-    Ok(runner_for(
+    runner_for(
+        settings,
         hubspot_client_from_settings(settings, store, cipher)?.map(|(client, _)| client),
-    ))
+    )
 }
 
 /// The sync engine over `client`, or, with no HubSpot configured, a runner that fails each job
 /// at once saying how to configure it (rather than leaving jobs queued forever).
-fn runner_for(client: Option<HubSpotClient>) -> Arc<dyn JobRunner> {
-    match client {
+fn runner_for(
+    settings: &Settings,
+    client: Option<HubSpotClient>,
+) -> Result<Arc<dyn JobRunner>, CliError> {
+    Ok(match client {
         Some(client) => {
             learn_portal_in_background(&client);
-            Arc::new(SyncRunner::new(SyncContext::new(client)))
+            Arc::new(SyncRunner::new(sync_context(settings, client)?))
         }
         None => Arc::new(HubSpotNotConfigured),
-    }
+    })
+}
+
+/// What the sync engine runs with: `client` and the `sync.*` tunables of `settings`.
+pub fn sync_context(settings: &Settings, client: HubSpotClient) -> Result<SyncContext, CliError> {
+    let mut ctx = SyncContext::new(client);
+    ctx.pull.lookback = settings.pull_lookback()?;
+    Ok(ctx)
 }
 
 /// Asks HubSpot once which account a private-app token reaches, so that jobs record their

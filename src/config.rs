@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::time::Duration;
 use url::Url;
 
 /// Prefix of the service's own environment variables.
@@ -102,7 +103,32 @@ pub struct SyncSettings {
     /// Recurring jobs; none by default.
     #[serde(default)]
     pub schedules: Vec<ScheduleConfig>,
+    /// How far before its bookmark an incremental pull starts reading: whole seconds
+    /// (`300`) or a duration string (`"90s"`, `"5m"`, `"1h30m"`); read through
+    /// [`Settings::pull_lookback`].
+    #[serde(default)]
+    pub pull_lookback: Option<RawDuration>,
 }
+
+/// A duration as written in configuration, checked by [`parse_duration`]: a number of
+/// seconds, or a string. Any scalar is accepted here, so that a wrong one is reported with
+/// its key by [`Settings::validate`] rather than as a bare deserialisation error.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum RawDuration {
+    /// A TOML integer, or an environment variable made only of digits.
+    Seconds(i64),
+    /// Anything else numeric (refused: durations are whole seconds).
+    Fraction(f64),
+    /// A string such as `"5m"`.
+    Text(String),
+    /// `true` / `false` (refused).
+    Flag(bool),
+}
+
+/// The longest `sync.pull_lookback` accepted: beyond a week an incremental pull re-reads so
+/// much that a full pull is the better tool, and a larger value is more likely a typo.
+const MAX_PULL_LOOKBACK: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// One `[[sync.schedules]]` entry.
 #[derive(Debug, Clone, Deserialize)]
@@ -257,7 +283,37 @@ impl Settings {
         for (i, schedule) in self.sync.schedules.iter().enumerate() {
             schedule.validate(&format!("sync.schedules[{i}]"))?;
         }
+        self.pull_lookback()?;
         Ok(())
+    }
+
+    /// `sync.pull_lookback`, or [`crate::sync::pull::DEFAULT_LOOKBACK`] when unset.
+    pub fn pull_lookback(&self) -> Result<Duration, ConfigError> {
+        const KEY: &str = "sync.pull_lookback";
+        let Some(raw) = &self.sync.pull_lookback else {
+            return Ok(crate::sync::pull::DEFAULT_LOOKBACK);
+        };
+        let lookback = match raw {
+            RawDuration::Seconds(s) => u64::try_from(*s)
+                .map(Duration::from_secs)
+                .map_err(|_| format!("{s} is negative; use a number of seconds >= 0")),
+            RawDuration::Text(text) => parse_duration(text),
+            RawDuration::Fraction(f) => Err(format!(
+                "{f} is not a whole number of seconds; write e.g. 90 or \"90s\""
+            )),
+            RawDuration::Flag(b) => Err(format!("{b} is not a duration; write e.g. 300 or \"5m\"")),
+        }
+        .map_err(|problem| invalid(KEY, problem))?;
+        if lookback > MAX_PULL_LOOKBACK {
+            return Err(invalid(
+                KEY,
+                format!(
+                    "{}s is more than a week; run a full pull instead of a longer lookback",
+                    lookback.as_secs()
+                ),
+            ));
+        }
+        Ok(lookback)
     }
 
     /// The database backend named by `database.url`.
@@ -396,6 +452,52 @@ impl ScheduleConfig {
         }
         Ok(())
     }
+}
+
+/// Parses a duration written as whole seconds (`"300"`) or as numbers with units `h`, `m`,
+/// `s`, largest first (`"90s"`, `"5m"`, `"1h30m"`); the error says what is wrong with it.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let trimmed = text.trim();
+    let bad = || {
+        format!(
+            "{text:?} is not a duration; write seconds (300) or e.g. \"90s\", \"5m\", \"1h30m\""
+        )
+    };
+    if trimmed.is_empty() {
+        return Err(bad());
+    }
+    if let Ok(secs) = trimmed.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    let mut total: u64 = 0;
+    let mut rest = trimmed;
+    let mut last_unit = u64::MAX;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+        if digits == 0 {
+            return Err(bad());
+        }
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        let unit_len = rest[digits..]
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len() - digits);
+        let unit = match &rest[digits..digits + unit_len] {
+            "h" => 3600,
+            "m" => 60,
+            "s" => 1,
+            _ => return Err(bad()),
+        };
+        if unit >= last_unit {
+            return Err(bad());
+        }
+        last_unit = unit;
+        total = n
+            .checked_mul(unit)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(bad)?;
+        rest = &rest[digits + unit_len..];
+    }
+    Ok(Duration::from_secs(total))
 }
 
 fn parse_url(key: &str, value: &str) -> Result<Url, ConfigError> {
@@ -759,6 +861,63 @@ mod tests {
             let e = error_of(Some(&file), &[]);
             assert!(e.contains("server.cors_allowed_origins[1]"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn the_pull_lookback_is_seconds_or_a_duration_and_defaults_to_five_minutes() {
+        let dir = dir_with(None);
+        let s = Settings::load(dir.path(), &HashMap::new()).unwrap();
+        assert_eq!(
+            s.pull_lookback().unwrap(),
+            crate::sync::pull::DEFAULT_LOOKBACK
+        );
+        for (text, secs) in [
+            ("pull_lookback = 90", 90),
+            ("pull_lookback = 0", 0),
+            ("pull_lookback = \"45s\"", 45),
+            ("pull_lookback = \"10m\"", 600),
+            ("pull_lookback = \"1h30m\"", 5400),
+            ("pull_lookback = \"120\"", 120),
+        ] {
+            let dir = dir_with(Some(&format!("[sync]\n{text}\n")));
+            let s = Settings::load(dir.path(), &HashMap::new()).unwrap();
+            assert_eq!(
+                s.pull_lookback().unwrap(),
+                Duration::from_secs(secs),
+                "{text}"
+            );
+        }
+        let s =
+            Settings::load(dir.path(), &env(&[("CRM_SYNC__SYNC__PULL_LOOKBACK", "30")])).unwrap();
+        assert_eq!(s.pull_lookback().unwrap(), Duration::from_secs(30));
+        let s =
+            Settings::load(dir.path(), &env(&[("CRM_SYNC__SYNC__PULL_LOOKBACK", "2m")])).unwrap();
+        assert_eq!(s.pull_lookback().unwrap(), Duration::from_secs(120));
+    }
+
+    #[test]
+    fn a_bad_pull_lookback_is_refused_naming_the_key() {
+        for bad in [
+            "pull_lookback = -5",
+            "pull_lookback = 1.5",
+            "pull_lookback = true",
+            "pull_lookback = \"five minutes\"",
+            "pull_lookback = \"5x\"",
+            "pull_lookback = \"m\"",
+            "pull_lookback = \"\"",
+            "pull_lookback = \"30s5m\"",
+            "pull_lookback = \"8d\"",
+            "pull_lookback = \"200h\"",
+        ] {
+            let e = error_of(Some(&format!("[sync]\n{bad}\n")), &[]);
+            assert!(e.contains("sync.pull_lookback"), "{bad}: {e}");
+            assert_eq!(e.lines().count(), 1, "one line: {e}");
+        }
+        let e = error_of(None, &[("CRM_SYNC__SYNC__PULL_LOOKBACK", "soon")]);
+        assert!(
+            e.contains("sync.pull_lookback") && e.contains("soon"),
+            "{e}"
+        );
     }
 
     #[test]

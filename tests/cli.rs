@@ -390,6 +390,40 @@ fn an_unknown_key_in_local_toml_is_named() {
 }
 
 #[test]
+fn a_bad_pull_lookback_stops_the_binary_naming_the_key() {
+    let dir = tempdir();
+    let out = Run::of(
+        crm_sync(dir.path())
+            .arg("worker")
+            .env("CRM_SYNC__SYNC__PULL_LOOKBACK", "a while"),
+    );
+    assert!(!out.status.success());
+    let line = out.error_line();
+    assert!(line.contains("sync.pull_lookback"), "{line}");
+}
+
+#[test]
+fn the_configured_pull_lookback_reaches_the_sync_engine() {
+    use crm_sync::config::Settings;
+    use crm_sync::hubspot::{Auth, ClientConfig, HubSpotClient};
+    use crm_sync::secret::Secret;
+
+    let dir = tempdir();
+    write(
+        dir.path().join("config/local.toml"),
+        "[sync]\npull_lookback = \"90s\"\n",
+    );
+    let settings = Settings::load(dir.path(), &Default::default()).expect("settings");
+    let client = HubSpotClient::new(
+        ClientConfig::new("http://127.0.0.1:9".parse().expect("url")),
+        Auth::PrivateApp(Secret::new("pat")),
+    )
+    .expect("client");
+    let ctx = crm_sync::cli::sync_context(&settings, client).expect("context");
+    assert_eq!(ctx.pull.lookback, Duration::from_secs(90));
+}
+
+#[test]
 fn a_database_url_with_an_unknown_scheme_names_database_url() {
     let dir = tempdir();
     let out = Run::of(

@@ -1,8 +1,8 @@
 //! The OAuth install flow over real HTTP, on SQLite and PostgreSQL: the install page, the
 //! sandbox's authorize page, the callbacks and every way they refuse, the stored encrypted
 //! tokens, `GET /api/access-token`, a push job that syncs with the installed app's token, the
-//! status page and readiness once HubSpot refuses the refresh token, and the rate limit of the
-//! public pages.
+//! status page and readiness once HubSpot refuses the refresh token, jobs once it does, and the
+//! rate limit of the public pages.
 
 mod common;
 mod routes_support;
@@ -12,9 +12,11 @@ use common::TestDb;
 use crm_sync::api::ratelimit::{Quota, RateLimits};
 use crm_sync::cli::HUBSPOT_SCOPES;
 use crm_sync::ids::PortalId;
-use crm_sync::jobs::model::{Counts, JobStatus};
-use crm_sync::jobs::worker::{WorkerConfig, run_workers};
-use crm_sync::jobs::{EnqueueRequest, JobSpec, Trigger, enqueue};
+use crm_sync::jobs::model::{Counts, Job, JobSpec, JobStatus, PushMode, Trigger};
+use crm_sync::jobs::queue::SyncTask;
+use crm_sync::jobs::runner::StopCheck;
+use crm_sync::jobs::worker::{RetryPolicy, WorkerConfig, process, run_workers};
+use crm_sync::jobs::{EnqueueRequest, JobRunner, enqueue};
 use crm_sync::sandbox::SandboxHandle;
 use crm_sync::store::{NewContact, Store};
 use crm_sync::sync::{SyncContext, SyncRunner};
@@ -81,6 +83,36 @@ async fn assert_refused(browser: &mut Browser, sandbox: &SandboxHandle, callback
     assert!(page.body.contains("href=\"/api/install\""), "{}", page.body);
     assert_security_headers(&page);
     assert_eq!(oauth_calls(sandbox), calls, "no token call was made");
+}
+
+/// Enqueues a job and hands its first delivery to the worker's `process`, as a worker would;
+/// the job as it is afterwards.
+async fn run_once(store: &Store, runner: &Arc<dyn JobRunner>, spec: JobSpec) -> Job {
+    let request = EnqueueRequest {
+        spec,
+        trigger: Trigger::Cli,
+        force: false,
+    };
+    let job = enqueue(store, request).await.expect("enqueue").job;
+    let record = store
+        .get_job_record(job.id)
+        .await
+        .expect("read")
+        .expect("job");
+    let task = SyncTask {
+        job_id: job.id,
+        delivery: record.delivery.expect("a delivery"),
+    };
+    let retry = RetryPolicy {
+        max_attempts: 5,
+        base_delay: std::time::Duration::from_millis(1),
+        max_delay: std::time::Duration::from_millis(1),
+    };
+    let never: StopCheck = Arc::new(|| false);
+    process(store, runner, retry, &task, "test-worker", never)
+        .await
+        .expect("settled");
+    store.get_job(job.id).await.expect("read").expect("job")
 }
 
 backend_tests! {
@@ -336,6 +368,59 @@ backend_tests! {
         install(&mut browser, &server).await;
         let (ready, _) = get_json(&server, "/readyz", None).await;
         assert_eq!(ready, StatusCode::OK);
+    }
+
+    async fn a_job_whose_refresh_hubspot_refuses_fails_at_once_and_the_next_one_never_calls_hubspot(db: TestDb) {
+        let sandbox = start_sandbox(sandbox_args()).await;
+        sandbox.seed_contacts(5);
+        let store = db.store().await;
+        let server = Server::start(bind().await, store.clone(), &sandbox, Options::default()).await;
+        let mut browser = Browser::new();
+        install(&mut browser, &server).await;
+        // The service's one client (the API's and the jobs') now holds fresh tokens.
+        let runner: Arc<dyn JobRunner> =
+            Arc::new(SyncRunner::new(SyncContext::new(server.client.clone())));
+
+        // The app is uninstalled: HubSpot forgets the refresh token; the access token expires.
+        let tokens = server.tokens.load_tokens().await.unwrap().unwrap();
+        let revoked = reqwest::Client::new()
+            .delete(format!("{}/oauth/v1/refresh-tokens/{}", sandbox.base_url(), tokens.refresh_token.expose()))
+            .send()
+            .await
+            .unwrap();
+        assert!(revoked.status().is_success(), "{}", revoked.status());
+        sandbox.expire_access_tokens();
+
+        let pull = run_once(&store, &runner, JobSpec::pull()).await;
+        assert_eq!(pull.status, JobStatus::Failed, "{pull:#?}");
+        assert_eq!(pull.attempts, 1, "not retried: {pull:#?}");
+        let reason = pull.error.as_deref().unwrap_or_default();
+        assert!(reason.contains("refused the refresh token") && reason.contains("reinstall the app at /api/install"),
+            "{reason}");
+
+        let (ready, body) = get_json(&server, "/readyz", None).await;
+        assert_eq!(ready, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert_eq!(body["error"]["code"], "hubspot_connection_broken");
+        let home = browser.get(&server.url("/")).await;
+        assert!(home.body.contains("is broken"), "{}", home.body);
+
+        let calls = sandbox.stats().requests;
+        let oauth = oauth_calls(&sandbox);
+        for spec in [JobSpec::Push { mode: PushMode::Link }, JobSpec::pull()] {
+            let job = run_once(&store, &runner, spec).await;
+            assert_eq!(job.status, JobStatus::Failed, "{job:#?}");
+            assert_eq!(job.attempts, 1, "{job:#?}");
+            let reason = job.error.as_deref().unwrap_or_default();
+            assert!(reason.contains("broken") && reason.contains("/api/install"), "{reason}");
+        }
+        assert_eq!(sandbox.stats().requests, calls, "no HubSpot call once the connection is broken");
+        assert_eq!(oauth_calls(&sandbox), oauth, "not even a refresh");
+
+        // Installing again repairs it, and jobs run again.
+        install(&mut browser, &server).await;
+        let pull = run_once(&store, &runner, JobSpec::pull()).await;
+        assert_eq!(pull.status, JobStatus::Succeeded, "{pull:#?}");
+        server.stop().await;
     }
 
     async fn the_install_pages_are_rate_limited_per_client(db: TestDb) {

@@ -8,7 +8,9 @@ mod common;
 use common::TestDb;
 use crm_sync::hubspot::{Auth, Backoff, ClientConfig, HubSpotClient, MemoryTokenStore, OAuthApp};
 use crm_sync::ids::{HsObjectId, JobId};
-use crm_sync::jobs::model::{Counts, Job, JobSpec, JobStatus, PullCounts, PullMode, Trigger};
+use crm_sync::jobs::model::{
+    Counts, Job, JobSpec, JobStatus, PullCounts, PullMode, PushCounts, PushMode, Trigger,
+};
 use crm_sync::jobs::queue::SyncTask;
 use crm_sync::jobs::runner::StopCheck;
 use crm_sync::jobs::worker::{RetryPolicy, WorkerConfig, process, run_workers};
@@ -17,6 +19,7 @@ use crm_sync::sandbox::{Sandbox, SandboxArgs, SandboxHandle};
 use crm_sync::secret::Secret;
 use crm_sync::store::{NewContact, Store};
 use crm_sync::sync::pull::pull_ids;
+use crm_sync::sync::push::EXTERNAL_KEY;
 use crm_sync::sync::{SyncContext, SyncRunner};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -79,6 +82,57 @@ impl World {
 
     fn runner(&self) -> Arc<dyn JobRunner> {
         Arc::new(SyncRunner::new(self.ctx.clone()))
+    }
+
+    /// Enqueues a push and runs it to its end; its counts.
+    async fn push(&self, mode: PushMode) -> PushCounts {
+        let job = enqueue(
+            &self.store,
+            EnqueueRequest {
+                spec: JobSpec::Push { mode },
+                trigger: Trigger::Cli,
+                force: false,
+            },
+        )
+        .await
+        .expect("enqueue")
+        .job;
+        let job = self.drive(job.id, never_stop()).await;
+        assert_eq!(job.status, JobStatus::Succeeded, "{job:#?}");
+        match job.counts {
+            Counts::Push(c) => c,
+            Counts::Pull(_) => panic!("not a push: {job:?}"),
+        }
+    }
+
+    /// Inserts a local contact without email; its id.
+    async fn add_local_without_email(&self, first: &str) -> i64 {
+        let before: BTreeSet<i64> = self.rows().await.iter().map(|r| r.id).collect();
+        let contact = NewContact {
+            email: None,
+            first_name: Some(first.to_owned()),
+            last_name: None,
+        };
+        self.store
+            .insert_contacts(&[contact])
+            .await
+            .expect("insert");
+        let after = self.rows().await;
+        after
+            .iter()
+            .map(|r| r.id)
+            .find(|id| !before.contains(id))
+            .expect("the new row")
+    }
+
+    /// What push leaves in HubSpot when its create was applied but the answer never came back
+    /// (or came back after a pull): a contact stamped with the row's id, not linked locally.
+    fn add_pushed_but_unsaved(&self, row: i64, first: &str) -> String {
+        let record = BTreeMap::from([
+            ("firstname".to_owned(), first.to_owned()),
+            (EXTERNAL_KEY.to_owned(), row.to_string()),
+        ]);
+        self.sandbox.insert_contacts(vec![record]).remove(0)
     }
 
     /// Enqueues a pull and runs it to its end.
@@ -583,9 +637,12 @@ backend_tests! {
         assert_eq!(by_email(&w.rows().await, "late@acme-mail.com").first_name.as_deref(), Some("Late"));
     }
 
-    async fn a_full_pull_through_5xx_429_and_an_expired_token_ends_as_a_clean_one(db: TestDb) {
+    async fn a_full_pull_through_5xx_dropped_connections_429_and_an_expired_token_ends_as_a_clean_one(db: TestDb) {
+        // Pull only reads, so its dropped connections are dropped reads (a dropped write is
+        // push's fault: tests/sync_push.rs).
         let sandbox = start_sandbox(SandboxArgs {
             fault_5xx: 0.15,
+            fault_drop_read: 0.1,
             requests_per_10s: 6,
             rng_seed: Some(11),
             ..args()
@@ -648,12 +705,76 @@ backend_tests! {
         );
         let stats = w.sandbox.stats();
         assert!(stats.faults_5xx > 0, "5xx were injected: {stats:?}");
+        assert!(stats.dropped_reads > 0, "connections were dropped: {stats:?}");
         assert!(stats.rate_limited > 0, "429s were met: {stats:?}");
         assert!(w.ctx.hubspot.metrics().token_refreshes() >= 1, "the expired token was refreshed");
         let local = w.rows().await;
         assert_eq!(local.len(), 450);
         let distinct: BTreeSet<_> = local.iter().map(|r| r.hs_object_id.clone()).collect();
         assert_eq!(distinct.len(), 450);
+    }
+
+    async fn a_contact_push_created_but_never_saved_is_linked_by_its_external_key_not_duplicated(db: TestDb) {
+        let w = World::new(db, args()).await;
+        // A first push makes the external key property exist, as it does in any account
+        // crm-sync has pushed to.
+        w.add_local(&[("ann@acme-mail.com", "Ann", "Lee")]).await;
+        assert_eq!(w.push(PushMode::Link).await.created, 1);
+        let ada = w.add_local_without_email("Ada").await;
+        let eve = w.add_local_without_email("Eve").await;
+        // Push created both in HubSpot, but its answer was lost before the links were saved.
+        let ada_hs = w.add_pushed_but_unsaved(ada, "Ada");
+        let eve_hs = w.add_pushed_but_unsaved(eve, "Eve");
+
+        let upsert = succeeded(&w.pull(PullMode::Upsert, false).await);
+        assert_eq!(
+            upsert,
+            PullCounts { total: 3, linked: 2, upserted: 2, unchanged: 1, ..PullCounts::default() },
+            "linked by external key, nothing created"
+        );
+        let local = w.rows().await;
+        assert_eq!(local.len(), 3, "no duplicate row: {local:#?}");
+        let row = |id: i64| local.iter().find(|r| r.id == id).expect("row").clone();
+        assert_eq!(row(ada).hs_object_id.as_deref(), Some(ada_hs.as_str()));
+        assert_eq!(row(eve).hs_object_id.as_deref(), Some(eve_hs.as_str()));
+        let again = succeeded(&w.pull(PullMode::Verbose, false).await);
+        assert_eq!((again.total, again.unchanged), (3, 3));
+
+        // Push again: the links are there, so it creates nothing; it brings the contacts it
+        // created up to date once, since it cannot know which version its lost create held.
+        let before = w.sandbox.contact_count();
+        let push = w.push(PushMode::Link).await;
+        assert_eq!((push.created, push.linked, push.failed), (0, 0, 0), "{push:?}");
+        assert_eq!(w.sandbox.contact_count(), before, "no duplicate in HubSpot");
+        assert!(w.rows().await.iter().all(|r| !r.needs_push()));
+        assert_eq!(w.push(PushMode::Link).await.total, 0, "then nothing is left to push");
+    }
+
+    async fn an_external_key_is_not_trusted_when_its_row_is_gone_or_linked_elsewhere(db: TestDb) {
+        let w = World::new(db, args()).await;
+        w.add_local(&[("ann@acme-mail.com", "Ann", "Lee")]).await;
+        assert_eq!(w.push(PushMode::Link).await.created, 1);
+        // Bob's row is linked to a HubSpot contact that carries no key (linked by email).
+        w.add_local(&[("bob@acme-mail.com", "Bob", "Ray")]).await;
+        let bob_hs = w.add_hubspot(&[(Some("bob@acme-mail.com"), "Bob", "Ray")]).remove(0);
+        w.link_local("bob@acme-mail.com", &bob_hs).await;
+        let bob = by_email(&w.rows().await, "bob@acme-mail.com").clone();
+        // A contact naming a row that does not exist (deleted here, or stamped by another
+        // database), and one naming Bob's row, which is linked to another contact.
+        w.add_pushed_but_unsaved(bob.id + 1000, "Gone");
+        let stale = w.add_pushed_but_unsaved(bob.id, "Stale");
+
+        for mode in [PullMode::Verbose, PullMode::Upsert] {
+            let c = succeeded(&w.pull(mode, false).await);
+            assert_eq!(c.linked, 0, "{mode:?}: {c:?}");
+        }
+        let local = w.rows().await;
+        assert_eq!(local.len(), 4, "each became a row of its own: {local:#?}");
+        let bob_now = local.iter().find(|r| r.id == bob.id).expect("bob");
+        assert_eq!(bob_now.hs_object_id.as_deref(), Some(bob_hs.as_str()), "a link is never moved");
+        assert!(local.iter().any(|r| r.hs_object_id.as_deref() == Some(stale.as_str())
+            && r.first_name.as_deref() == Some("Stale")));
+        assert!(local.iter().any(|r| r.first_name.as_deref() == Some("Gone")));
     }
 
     async fn a_targeted_pull_writes_just_the_contacts_it_is_given(db: TestDb) {

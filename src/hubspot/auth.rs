@@ -65,6 +65,14 @@ pub trait TokenStore: Send + Sync {
     fn load(&self) -> StoreFuture<'_, Option<OAuthTokens>>;
     /// Replaces the stored tokens.
     fn save<'a>(&'a self, tokens: &'a OAuthTokens) -> StoreFuture<'a, ()>;
+
+    /// HubSpot refused the refresh token of `tokens` (the tokens [`TokenStore::load`] just
+    /// returned): a store that can remember it marks the connection broken, so that later
+    /// calls fail at once without asking HubSpot. Does nothing by default.
+    fn refresh_refused<'a>(&'a self, tokens: &'a OAuthTokens) -> StoreFuture<'a, ()> {
+        let _ = tokens;
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// A token store in memory: for tests and the sandbox demo.
@@ -224,6 +232,15 @@ impl TokenManager {
             .await
     }
 
+    /// Loads the stored tokens (not the cache) to learn whether the connection is usable;
+    /// a store that knows the connection is broken answers with that error.
+    pub(crate) async fn check(&self) -> Result<(), HubSpotError> {
+        match self.load().await? {
+            Some(_) => Ok(()),
+            None => Err(HubSpotError::NotConnected),
+        }
+    }
+
     /// Saves tokens of a new installation and uses them from now on.
     pub(crate) async fn install(&self, tokens: OAuthTokens) -> Result<(), HubSpotError> {
         let mut cache = self.cache.lock().await;
@@ -250,7 +267,20 @@ impl TokenManager {
             cache.tokens = Some(stored.clone());
             return Ok(stored);
         }
-        let fresh = self.flow.refresh(&stored).await?;
+        let fresh = match self.flow.refresh(&stored).await {
+            Ok(fresh) => fresh,
+            Err(refused @ HubSpotError::RefreshRefused { .. }) => {
+                // Only a new installation helps: forget the tokens (the next call loads what
+                // the store says now) and let the store remember the refusal. The refusal is
+                // the error to report even if remembering it failed.
+                cache.tokens = None;
+                if let Err(e) = self.store.refresh_refused(&stored).await {
+                    tracing::warn!(error = %e, "could not mark the HubSpot connection broken");
+                }
+                return Err(refused);
+            }
+            Err(e) => return Err(e),
+        };
         metrics.record_refresh();
         self.store.save(&fresh).await.map_err(store_error)?;
         tracing::info!(expires_at = %fresh.expires_at, "refreshed the HubSpot access token");

@@ -156,6 +156,17 @@ impl HubSpotClient {
         Ok(tokens)
     }
 
+    /// Whether the stored connection is usable, asking only the token store (never HubSpot):
+    /// `NotConnected` when no account is installed, the store's error when it says the
+    /// connection is broken. Always fine with a private-app token. A job calls it first, so
+    /// that once a refresh was refused every job fails at once, in any process.
+    pub async fn check_connection(&self) -> Result<(), HubSpotError> {
+        match &self.inner.credentials {
+            Credentials::Static(_) => Ok(()),
+            Credentials::OAuth(manager) => manager.check().await,
+        }
+    }
+
     /// The current access token, refreshed first when it is about to expire.
     pub async fn access_token(&self) -> Result<AccessTokenInfo, HubSpotError> {
         match &self.inner.credentials {

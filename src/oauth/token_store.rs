@@ -2,7 +2,8 @@
 //! with every token encrypted by a [`TokenCipher`].
 //!
 //! A connection whose refresh token HubSpot refused (the app was uninstalled) is marked
-//! `broken`; from then on [`DbTokenStore::load_tokens`] answers [`CredentialError::Broken`]
+//! `broken` (by the client itself, through [`TokenStore::refresh_refused`], whichever call met
+//! the refusal); from then on [`DbTokenStore::load_tokens`] answers [`CredentialError::Broken`]
 //! without any call to HubSpot, so jobs fail at once with that reason instead of retrying.
 //! Installing the app again replaces the row and makes it `connected`.
 
@@ -442,5 +443,16 @@ impl TokenStore for DbTokenStore {
 
     fn save<'a>(&'a self, tokens: &'a OAuthTokens) -> StoreFuture<'a, ()> {
         Box::pin(async move { self.save_tokens(tokens).await.map_err(TokenStoreError::new) })
+    }
+
+    /// Marks the connection broken: the client calls this at the one place it refreshes, so
+    /// every HubSpot call (a job's, the API's) that meets the refusal marks it.
+    fn refresh_refused<'a>(&'a self, _tokens: &'a OAuthTokens) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            self.mark_refresh_refused()
+                .await
+                .map(drop)
+                .map_err(TokenStoreError::new)
+        })
     }
 }

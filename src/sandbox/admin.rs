@@ -148,6 +148,7 @@ pub fn stats(state: &State) -> Value {
             "rate_limited": state.stats.rate_limited.load(Ordering::Relaxed),
             "faults_5xx": state.stats.faults_5xx.load(Ordering::Relaxed),
             "dropped_after_write": state.stats.dropped.load(Ordering::Relaxed),
+            "dropped_reads": state.stats.dropped_reads.load(Ordering::Relaxed),
             "unauthorized": state.stats.unauthorized.load(Ordering::Relaxed),
             "by_operation": by_op,
             "by_status": by_status,

@@ -1,5 +1,6 @@
 //! Fault injection driven by one seeded RNG, so that a failing run can be replayed: every
-//! request that reaches the fault stage draws the same three numbers in arrival order.
+//! request that reaches the fault stage draws the same three numbers in arrival order (so a
+//! run without read drops draws exactly as before they existed).
 
 use std::sync::Mutex;
 
@@ -16,6 +17,8 @@ pub enum Fault {
     ServerError(StatusCode),
     /// Apply the write, then drop the connection without an answer.
     DropAfterWrite,
+    /// Answer a read by dropping the connection (nothing is sent back).
+    DropRead,
 }
 
 const SERVER_ERRORS: [StatusCode; 4] = [
@@ -30,15 +33,18 @@ const SERVER_ERRORS: [StatusCode; 4] = [
 pub struct Faults {
     p_5xx: f64,
     p_drop: f64,
+    p_drop_read: f64,
     rng: Mutex<ChaCha8Rng>,
 }
 
 impl Faults {
-    /// Faults with these probabilities (0..=1), seeded.
-    pub fn new(p_5xx: f64, p_drop: f64, seed: u64) -> Self {
+    /// Faults with these probabilities (0..=1): a 5xx, a write dropped after it is applied, a
+    /// read dropped; seeded.
+    pub fn new(p_5xx: f64, p_drop: f64, p_drop_read: f64, seed: u64) -> Self {
         Self {
             p_5xx,
             p_drop,
+            p_drop_read,
             // A stream of its own, apart from the one that generates contacts.
             rng: Mutex::new(ChaCha8Rng::seed_from_u64(seed ^ 0xFA17_5EED_0000_0001)),
         }
@@ -46,10 +52,10 @@ impl Faults {
 
     /// Whether any fault can happen at all.
     pub fn enabled(&self) -> bool {
-        self.p_5xx > 0.0 || self.p_drop > 0.0
+        self.p_5xx > 0.0 || self.p_drop > 0.0 || self.p_drop_read > 0.0
     }
 
-    /// Draws the fate of one request; `is_write` says whether dropping applies to it.
+    /// Draws the fate of one request; `is_write` says which kind of drop applies to it.
     pub fn draw(&self, is_write: bool) -> Fault {
         if !self.enabled() {
             return Fault::None;
@@ -66,6 +72,8 @@ impl Faults {
             Fault::ServerError(SERVER_ERRORS[pick])
         } else if is_write && b < self.p_drop {
             Fault::DropAfterWrite
+        } else if !is_write && b < self.p_drop_read {
+            Fault::DropRead
         } else {
             Fault::None
         }
@@ -78,18 +86,33 @@ mod tests {
 
     #[test]
     fn the_same_seed_replays_the_same_faults() {
-        let a = Faults::new(0.3, 0.3, 42);
-        let b = Faults::new(0.3, 0.3, 42);
+        let a = Faults::new(0.3, 0.3, 0.3, 42);
+        let b = Faults::new(0.3, 0.3, 0.3, 42);
         let seq_a: Vec<Fault> = (0..50).map(|i| a.draw(i % 2 == 0)).collect();
         let seq_b: Vec<Fault> = (0..50).map(|i| b.draw(i % 2 == 0)).collect();
         assert_eq!(seq_a, seq_b);
         assert!(seq_a.iter().any(|f| matches!(f, Fault::ServerError(_))));
         assert!(seq_a.contains(&Fault::DropAfterWrite));
+        assert!(seq_a.contains(&Fault::DropRead));
+    }
+
+    #[test]
+    fn read_drops_change_nothing_else_in_the_sequence() {
+        let with = Faults::new(0.3, 0.3, 0.3, 42);
+        let without = Faults::new(0.3, 0.3, 0.0, 42);
+        for i in 0..100 {
+            let (a, b) = (with.draw(i % 2 == 0), without.draw(i % 2 == 0));
+            if a != Fault::DropRead {
+                assert_eq!(a, b, "request {i}");
+            } else {
+                assert_eq!(b, Fault::None, "request {i}");
+            }
+        }
     }
 
     #[test]
     fn no_probability_means_no_fault() {
-        let f = Faults::new(0.0, 0.0, 1);
+        let f = Faults::new(0.0, 0.0, 0.0, 1);
         assert!((0..100).all(|_| f.draw(true) == Fault::None));
     }
 }

@@ -73,6 +73,10 @@ pub struct SandboxArgs {
     /// Probability (0..1) that a write is applied and then the connection is dropped.
     #[arg(long, default_value_t = 0.0, value_parser = parse_probability)]
     pub fault_drop_after_write: f64,
+    /// Probability (0..1) that a read (get, list, batch read, search) is answered by dropping
+    /// the connection.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_probability)]
+    pub fault_drop_read: f64,
     /// Milliseconds added to every answer.
     #[arg(long, default_value_t = 0)]
     pub latency_ms: u64,
@@ -103,6 +107,7 @@ impl Default for SandboxArgs {
             contacts: 0,
             fault_5xx: 0.0,
             fault_drop_after_write: 0.0,
+            fault_drop_read: 0.0,
             latency_ms: 0,
             rng_seed: None,
             webhook_url: None,
@@ -201,6 +206,8 @@ pub struct SandboxStats {
     pub faults_5xx: u64,
     /// Connections dropped after a write.
     pub dropped_after_write: u64,
+    /// Reads answered by dropping the connection.
+    pub dropped_reads: u64,
     /// Requests per operation (`contacts.batch_create`, ...).
     pub by_operation: BTreeMap<String, u64>,
     /// Webhook events delivered.
@@ -216,6 +223,7 @@ impl Sandbox {
         for (name, p) in [
             ("fault-5xx", args.fault_5xx),
             ("fault-drop-after-write", args.fault_drop_after_write),
+            ("fault-drop-read", args.fault_drop_read),
         ] {
             if !(0.0..=1.0).contains(&p) {
                 return Err(SandboxError::InvalidArgs(format!(
@@ -290,7 +298,12 @@ fn build_state(args: &SandboxArgs) -> State {
             SANDBOX_APP_ID,
         ),
         limits: limits::Limits::new(args.requests_per_10s, args.search_per_second),
-        faults: faults::Faults::new(args.fault_5xx, args.fault_drop_after_write, rng_seed),
+        faults: faults::Faults::new(
+            args.fault_5xx,
+            args.fault_drop_after_write,
+            args.fault_drop_read,
+            rng_seed,
+        ),
         webhooks,
         connections: conn::Connections::default(),
         stats: Stats::default(),
@@ -441,6 +454,7 @@ impl SandboxHandle {
             rate_limited: s.rate_limited.load(Relaxed),
             faults_5xx: s.faults_5xx.load(Relaxed),
             dropped_after_write: s.dropped.load(Relaxed),
+            dropped_reads: s.dropped_reads.load(Relaxed),
             by_operation: lock(&s.by_op)
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), *v))

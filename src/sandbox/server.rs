@@ -57,6 +57,8 @@ pub struct Stats {
     pub faults_5xx: AtomicU64,
     /// Connections dropped after a write.
     pub dropped: AtomicU64,
+    /// Reads answered by dropping the connection.
+    pub dropped_reads: AtomicU64,
     /// 401 answers.
     pub unauthorized: AtomicU64,
     /// Requests per operation name.
@@ -314,12 +316,17 @@ async fn api_call(
             Err(e) => e.into_response(correlation),
         }
     };
-    if fault == Fault::DropAfterWrite
+    if matches!(fault, Fault::DropAfterWrite | Fault::DropRead)
         && resp.status().is_success()
         && let Some(peer) = peer
         && state.connections.kill(&peer)
     {
-        state.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        let counter = if fault == Fault::DropRead {
+            &state.stats.dropped_reads
+        } else {
+            &state.stats.dropped
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
     if let Some(b) = budget {
         add_budget_headers(resp.headers_mut(), &b);

@@ -5,10 +5,13 @@
 //!
 //! A handful of statements per page, never one per contact:
 //!
-//! 1. one `SELECT` finds the local rows that hold one of the page's HubSpot ids or emails;
+//! 1. one `SELECT` finds the local rows that hold one of the page's HubSpot ids or emails, or
+//!    whose id a contact carries as push's external key (`crm_sync_contact_id`);
 //! 2. the page is classified in memory ([`classify`]): a contact whose `hs_object_id` a row
 //!    holds is `unchanged` (even when its email changed in HubSpot: the link stays); one whose
-//!    email a row without HubSpot id holds is linked to that row; one whose email a row linked
+//!    external key names a row without HubSpot id is linked to that row (push created it from
+//!    that row and has not saved the link yet); one whose email a row without HubSpot id holds
+//!    is linked to that row; one whose email a row linked
 //!    to another HubSpot contact holds fails (unless HubSpot merged that contact into this one,
 //!    then the row follows the merge); the rest are created;
 //! 3. the writes, by mode:
@@ -16,6 +19,8 @@
 //!      contact with an email, one `INSERT … ON CONFLICT DO NOTHING` for those without;
 //!    - `verbose`: one `INSERT … ON CONFLICT DO NOTHING` for every new contact, one `UPDATE`
 //!      for every link.
+//!
+//!    In both modes links by external key are one `UPDATE` by row id.
 //!
 //! Every write re-checks what the classification assumed (the upsert only links a row that
 //! still has no HubSpot id, the update only a row whose email and id are still as read, the
@@ -63,6 +68,8 @@ pub struct PulledContact {
     pub last_name: Option<String>,
     /// `hs_merged_object_ids`: contacts HubSpot merged into this one.
     pub merged_ids: Vec<HsObjectId>,
+    /// `crm_sync_contact_id`: the local row push created this contact from, when push did.
+    pub external_key: Option<ContactId>,
 }
 
 /// What writing one page did: this page's counts (not cumulative) and failed records.
@@ -92,13 +99,15 @@ pub enum Plan {
     Unchanged,
     /// No row matches: insert one.
     Create,
-    /// The row with its email gets its HubSpot id.
+    /// The row with its external key (or else its email) gets its HubSpot id.
     Link {
         /// The row.
         row: ContactId,
         /// The HubSpot id the row holds now: `None`, or the id of a contact HubSpot merged
         /// into this one.
         previous: Option<HsObjectId>,
+        /// What matched the row.
+        via: LinkVia,
     },
     /// Cannot be written.
     Fail {
@@ -107,6 +116,15 @@ pub enum Plan {
         /// Why, for the job's error list.
         reason: String,
     },
+}
+
+/// What matched a HubSpot contact to the local row it links.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkVia {
+    /// Its `crm_sync_contact_id` is the row's id: push created it from that row.
+    ExternalKey,
+    /// Its email is the row's.
+    Email,
 }
 
 /// Decides, for each contact of a page, what to write, given the local rows that hold one of
@@ -120,8 +138,11 @@ pub fn classify(records: &[&PulledContact], rows: &[LocalRow]) -> Vec<Plan> {
         .iter()
         .filter_map(|r| r.email.as_deref().map(|e| (e, r)))
         .collect();
+    let by_id: HashMap<ContactId, &LocalRow> = rows.iter().map(|r| (r.id, r)).collect();
     let page_ids: HashSet<&str> = records.iter().map(|r| r.hs_object_id.0.as_str()).collect();
     let mut seen_ids: HashSet<&str> = HashSet::new();
+    // Rows some earlier contact of this page links by external key.
+    let mut keyed: HashSet<ContactId> = HashSet::new();
     // Emails some earlier contact of this page creates or links, with that contact's id.
     let mut claimed: HashMap<&str, &HsObjectId> = HashMap::new();
     records
@@ -130,6 +151,12 @@ pub fn classify(records: &[&PulledContact], rows: &[LocalRow]) -> Vec<Plan> {
             let id = record.hs_object_id.0.as_str();
             if !seen_ids.insert(id) || by_hs.contains_key(id) {
                 return Plan::Unchanged;
+            }
+            if let Some(plan) = by_external_key(record, &by_id, &page_ids)
+                && let Plan::Link { row, .. } = &plan
+                && keyed.insert(*row)
+            {
+                return plan;
             }
             let Some(email) = record.email.as_deref() else {
                 return Plan::Create;
@@ -149,16 +176,13 @@ pub fn classify(records: &[&PulledContact], rows: &[LocalRow]) -> Vec<Plan> {
                     None => Plan::Link {
                         row: row.id,
                         previous: None,
+                        via: LinkVia::Email,
                     },
-                    Some(linked)
-                        if record.merged_ids.contains(linked)
-                            && !page_ids.contains(linked.0.as_str()) =>
-                    {
-                        Plan::Link {
-                            row: row.id,
-                            previous: Some(linked.clone()),
-                        }
-                    }
+                    Some(linked) if follows_merge(record, linked, &page_ids) => Plan::Link {
+                        row: row.id,
+                        previous: Some(linked.clone()),
+                        via: LinkVia::Email,
+                    },
                     Some(linked) => Plan::Fail {
                         row: Some(row.id),
                         reason: format!(
@@ -175,6 +199,37 @@ pub fn classify(records: &[&PulledContact], rows: &[LocalRow]) -> Vec<Plan> {
             plan
         })
         .collect()
+}
+
+/// The link a contact's external key asks for: the row with that id, when it has no HubSpot
+/// id or holds one HubSpot merged into this contact. A key naming no row (deleted locally, or
+/// from another database) or a row linked to another contact is not trusted: `None`, and the
+/// email rules decide.
+fn by_external_key(
+    record: &PulledContact,
+    by_id: &HashMap<ContactId, &LocalRow>,
+    page_ids: &HashSet<&str>,
+) -> Option<Plan> {
+    let row = by_id.get(&record.external_key?)?;
+    match &row.hs_object_id {
+        None => Some(Plan::Link {
+            row: row.id,
+            previous: None,
+            via: LinkVia::ExternalKey,
+        }),
+        Some(linked) if follows_merge(record, linked, page_ids) => Some(Plan::Link {
+            row: row.id,
+            previous: Some(linked.clone()),
+            via: LinkVia::ExternalKey,
+        }),
+        Some(_) => None,
+    }
+}
+
+/// Whether a row linked to `linked` follows `record`: HubSpot merged `linked` into it (and
+/// `linked` is not itself in the page, i.e. HubSpot still lists it).
+fn follows_merge(record: &PulledContact, linked: &HsObjectId, page_ids: &HashSet<&str>) -> bool {
+    record.merged_ids.contains(linked) && !page_ids.contains(linked.0.as_str())
 }
 
 /// The final outcome of one contact of a page.
@@ -260,17 +315,39 @@ impl Tx {
         let plans = classify(&batch, &rows);
         let mut creates_with_email = Vec::new();
         let mut creates_without_email = Vec::new();
-        let mut links: Vec<(usize, ContactId, Option<HsObjectId>)> = Vec::new();
+        let mut links: Vec<Link> = Vec::new();
+        let mut key_links: Vec<Link> = Vec::new();
         for (&i, plan) in pending.iter().zip(plans) {
             match plan {
                 Plan::Unchanged => outcomes[i] = Some(Outcome::Unchanged),
                 Plan::Fail { row, reason } => outcomes[i] = Some(Outcome::Failed { row, reason }),
                 Plan::Create if records[i].email.is_some() => creates_with_email.push(i),
                 Plan::Create => creates_without_email.push(i),
-                Plan::Link { row, previous } => links.push((i, row, previous)),
+                Plan::Link {
+                    row,
+                    previous,
+                    via: LinkVia::Email,
+                } => links.push((i, row, previous)),
+                Plan::Link {
+                    row,
+                    previous,
+                    via: LinkVia::ExternalKey,
+                } => key_links.push((i, row, previous)),
             }
         }
+        // Links by external key are updates by row id in both modes (the upsert goes by
+        // email, which such a contact may lack or hold differently).
         let mut retry = Vec::new();
+        let written = self
+            .link_rows(records, &key_links, LinkVia::ExternalKey)
+            .await?;
+        for (i, _, _) in key_links {
+            if written.contains_key(&records[i].hs_object_id) {
+                outcomes[i] = Some(Outcome::Linked);
+            } else {
+                retry.push(i);
+            }
+        }
         match mode {
             PullMode::Upsert => {
                 let mut upserts = creates_with_email;
@@ -323,7 +400,7 @@ impl Tx {
                         retry.push(i);
                     }
                 }
-                let written = self.link_rows(records, &links).await?;
+                let written = self.link_rows(records, &links, LinkVia::Email).await?;
                 for (i, _, _) in links {
                     if written.contains_key(&records[i].hs_object_id) {
                         outcomes[i] = Some(Outcome::Linked);
@@ -336,32 +413,42 @@ impl Tx {
         Ok(retry)
     }
 
-    /// The rows that hold one of the contacts' HubSpot ids or emails.
+    /// The rows that hold one of the contacts' HubSpot ids or emails, or whose id one of them
+    /// carries as external key.
     async fn matching_rows(
         &mut self,
         batch: &[&PulledContact],
     ) -> Result<Vec<LocalRow>, StoreError> {
         let ids: Vec<&str> = batch.iter().map(|r| r.hs_object_id.0.as_str()).collect();
         let emails: Vec<&str> = batch.iter().filter_map(|r| r.email.as_deref()).collect();
+        let keys: Vec<i64> = batch
+            .iter()
+            .filter_map(|r| r.external_key.map(|k| k.0))
+            .collect();
         if let Some(c) = self.postgres() {
             const SQL: &str = "SELECT id, email, hs_object_id FROM contacts \
-                 WHERE hs_object_id = ANY($1) OR email = ANY($2)";
+                 WHERE hs_object_id = ANY($1) OR email = ANY($2) OR id = ANY($3)";
             Ok(sqlx::query_as(SQL)
                 .bind(&ids)
                 .bind(&emails)
+                .bind(&keys)
                 .fetch_all(c)
                 .await?)
         } else if let Some(c) = self.sqlite() {
-            // Two indexed lookups; SQLite plans an OR of IN-subqueries as a scan.
+            // Indexed lookups; SQLite plans an OR of IN-subqueries as a scan.
             const SQL: &str = "\
                 SELECT id, email, hs_object_id FROM contacts \
                  WHERE hs_object_id IN (SELECT value FROM json_each($1)) \
                 UNION \
                 SELECT id, email, hs_object_id FROM contacts \
-                 WHERE email IN (SELECT value FROM json_each($2))";
+                 WHERE email IN (SELECT value FROM json_each($2)) \
+                UNION \
+                SELECT id, email, hs_object_id FROM contacts \
+                 WHERE id IN (SELECT value FROM json_each($3))";
             Ok(sqlx::query_as(SQL)
                 .bind(Json(&ids))
                 .bind(Json(&emails))
+                .bind(Json(&keys))
                 .fetch_all(c)
                 .await?)
         } else {
@@ -480,26 +567,31 @@ impl Tx {
         Ok(by_hs_id(rows))
     }
 
-    /// Gives rows their HubSpot id, each only while its email and current HubSpot id are
-    /// still the ones the classification saw.
+    /// Gives rows their HubSpot id, each only while its current HubSpot id (and, for a link
+    /// by email, its email) is still the one the classification saw. A row linked by email
+    /// from no HubSpot id counts as pushed (linking is not a local change); one linked by
+    /// external key keeps its `pushed_version`, so a local change made after push created the
+    /// contact is pushed to it by the next push.
     async fn link_rows(
         &mut self,
         records: &[PulledContact],
-        links: &[(usize, ContactId, Option<HsObjectId>)],
+        links: &[Link],
+        via: LinkVia,
     ) -> Result<HashMap<HsObjectId, Written>, StoreError> {
         if links.is_empty() {
             return Ok(HashMap::new());
         }
+        let by_key = via == LinkVia::ExternalKey;
         let rows: Vec<Written> = if let Some(c) = self.postgres() {
             const SQL: &str = "
                 UPDATE contacts AS c
                    SET hs_object_id = u.hs,
-                       pushed_version = CASE WHEN c.hs_object_id IS NULL
+                       pushed_version = CASE WHEN c.hs_object_id IS NULL AND NOT $5
                                              THEN c.local_version ELSE c.pushed_version END
                   FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[])
                        AS u(id, hs, email, previous)
                  WHERE c.id = u.id
-                   AND c.email = u.email
+                   AND ($5 OR c.email = u.email)
                    AND c.hs_object_id IS NOT DISTINCT FROM u.previous
                 RETURNING c.id, c.hs_object_id, false AS inserted";
             let row_ids: Vec<i64> = links.iter().map(|(_, row, _)| row.0).collect();
@@ -520,18 +612,19 @@ impl Tx {
                 .bind(&hs)
                 .bind(&emails)
                 .bind(&previous)
+                .bind(by_key)
                 .fetch_all(c)
                 .await?
         } else if let Some(c) = self.sqlite() {
             const SQL: &str = "
                 UPDATE contacts
                    SET hs_object_id = json_extract(u.value, '$[1]'),
-                       pushed_version = CASE WHEN contacts.hs_object_id IS NULL
+                       pushed_version = CASE WHEN contacts.hs_object_id IS NULL AND NOT $2
                                              THEN contacts.local_version
                                              ELSE contacts.pushed_version END
                   FROM json_each($1) AS u
                  WHERE contacts.id = json_extract(u.value, '$[0]')
-                   AND contacts.email = json_extract(u.value, '$[2]')
+                   AND ($2 OR contacts.email = json_extract(u.value, '$[2]'))
                    AND contacts.hs_object_id IS json_extract(u.value, '$[3]')
                 RETURNING id, hs_object_id, false AS inserted";
             let input: Vec<(i64, &str, Option<&str>, Option<&str>)> = links
@@ -545,7 +638,11 @@ impl Tx {
                     )
                 })
                 .collect();
-            sqlx::query_as(SQL).bind(Json(input)).fetch_all(c).await?
+            sqlx::query_as(SQL)
+                .bind(Json(input))
+                .bind(by_key)
+                .fetch_all(c)
+                .await?
         } else {
             Vec::new()
         };
@@ -602,6 +699,9 @@ impl Store {
         Ok(())
     }
 }
+
+/// One link to write: the contact's index in the page, the row, the row's HubSpot id as read.
+type Link = (usize, ContactId, Option<HsObjectId>);
 
 /// The page's columns for PostgreSQL's `UNNEST`.
 struct Columns<'a> {
@@ -693,6 +793,14 @@ mod tests {
             first_name: None,
             last_name: None,
             merged_ids: Vec::new(),
+            external_key: None,
+        }
+    }
+
+    fn keyed(id: &str, email: Option<&str>, key: i64) -> PulledContact {
+        PulledContact {
+            external_key: Some(ContactId(key)),
+            ..contact(id, email)
         }
     }
 
@@ -727,7 +835,8 @@ mod tests {
             plans(&records, &rows),
             vec![Plan::Link {
                 row: ContactId(7),
-                previous: None
+                previous: None,
+                via: LinkVia::Email,
             }]
         );
     }
@@ -752,7 +861,8 @@ mod tests {
             plans(&[survivor], &rows),
             vec![Plan::Link {
                 row: ContactId(7),
-                previous: Some(HsObjectId::from("100"))
+                previous: Some(HsObjectId::from("100")),
+                via: LinkVia::Email,
             }]
         );
     }
@@ -772,6 +882,87 @@ mod tests {
         let got = plans(&records, &[]);
         assert_eq!(got[0], Plan::Create);
         assert!(matches!(&got[1], Plan::Fail { row: None, reason } if reason.contains('1')));
+    }
+
+    #[test]
+    fn a_contact_carrying_an_unlinked_rows_id_as_external_key_links_that_row() {
+        let records = [keyed("100", None, 7), keyed("101", Some("bo@acme.com"), 8)];
+        let rows = [
+            row(7, None, None),
+            row(8, Some("bob@acme.com"), None),
+            row(9, Some("bo@acme.com"), None),
+        ];
+        assert_eq!(
+            plans(&records, &rows),
+            vec![
+                Plan::Link {
+                    row: ContactId(7),
+                    previous: None,
+                    via: LinkVia::ExternalKey,
+                },
+                Plan::Link {
+                    row: ContactId(8),
+                    previous: None,
+                    via: LinkVia::ExternalKey,
+                },
+            ],
+            "the key wins over the email: push created the contact from that row"
+        );
+    }
+
+    #[test]
+    fn an_external_key_naming_no_row_or_a_row_linked_elsewhere_is_not_trusted() {
+        let records = [
+            keyed("100", None, 404),
+            keyed("101", Some("ann@acme.com"), 7),
+            keyed("102", None, 7),
+        ];
+        let rows = [
+            row(7, Some("old@acme.com"), Some("55")),
+            row(8, Some("ann@acme.com"), None),
+        ];
+        assert_eq!(
+            plans(&records, &rows),
+            vec![
+                Plan::Create,
+                Plan::Link {
+                    row: ContactId(8),
+                    previous: None,
+                    via: LinkVia::Email,
+                },
+                Plan::Create,
+            ]
+        );
+    }
+
+    #[test]
+    fn a_keyed_row_linked_to_a_contact_merged_into_this_one_follows_the_merge() {
+        let mut survivor = keyed("200", None, 7);
+        survivor.merged_ids = vec![HsObjectId::from("100")];
+        let rows = [row(7, None, Some("100"))];
+        assert_eq!(
+            plans(&[survivor], &rows),
+            vec![Plan::Link {
+                row: ContactId(7),
+                previous: Some(HsObjectId::from("100")),
+                via: LinkVia::ExternalKey,
+            }]
+        );
+    }
+
+    #[test]
+    fn two_contacts_of_one_page_with_one_external_key_link_it_once() {
+        let records = [keyed("1", None, 7), keyed("2", None, 7)];
+        let rows = [row(7, None, None)];
+        let got = plans(&records, &rows);
+        assert!(matches!(
+            got[0],
+            Plan::Link {
+                row: ContactId(7),
+                ..
+            }
+        ));
+        assert_eq!(got[1], Plan::Create);
     }
 
     #[test]

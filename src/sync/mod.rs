@@ -18,6 +18,7 @@ pub mod webhook_pull;
 use crate::hubspot::{HubSpotClient, HubSpotError};
 use crate::jobs::model::{Job, JobSpec, Trigger};
 use crate::jobs::{BoxFuture, JobRunner, Progress, RunError};
+use crate::oauth::ConnectionProblem;
 use std::time::Duration;
 
 /// What every sync run needs besides its job: the HubSpot client and the tunables.
@@ -83,6 +84,12 @@ impl JobRunner for SyncRunner {
         progress: &'a Progress,
     ) -> BoxFuture<'a, Result<(), RunError>> {
         Box::pin(async move {
+            // A broken or missing connection fails the job before any HubSpot call.
+            self.ctx
+                .hubspot
+                .check_connection()
+                .await
+                .map_err(|e| hubspot_error("checking the HubSpot connection", e))?;
             let portal = self.ctx.hubspot.known_portal_id().await;
             if let Some(portal) = portal {
                 progress.set_portal(portal).await?;
@@ -115,7 +122,22 @@ impl JobRunner for SyncRunner {
 /// answer was lost, an answer that could not be read, a token store blip),
 /// [`RunError::Fatal`] for what needs a person (credentials refused or missing, scopes,
 /// a request HubSpot rejects as invalid).
+///
+/// A broken connection (HubSpot refused the refresh token, now or in an earlier call) is
+/// fatal with the remedy in the message: retrying cannot help until the app is installed
+/// again, and the token store then answers without calling HubSpot, so the next job fails at
+/// once too.
 pub fn hubspot_error(context: &str, e: HubSpotError) -> RunError {
+    match ConnectionProblem::of(&e) {
+        Some(ConnectionProblem::Broken) => {
+            return RunError::Fatal(format!(
+                "{context}: the HubSpot connection is broken; reinstall the app at /api/install \
+                 ({e})"
+            ));
+        }
+        Some(_) => return RunError::Fatal(format!("{context}: {e}")),
+        None => {}
+    }
     let message = format!("{context}: {e}");
     match e {
         HubSpotError::RateLimited { .. }

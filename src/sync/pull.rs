@@ -3,7 +3,7 @@
 //! # Full pull
 //!
 //! Pages through `GET /crm/v3/objects/contacts` (100 per page, `email`, `firstname`,
-//! `lastname`, `hs_merged_object_ids`). Each page is written in one transaction together
+//! `lastname`, `hs_merged_object_ids`, `crm_sync_contact_id`). Each page is written in one transaction together
 //! with the job's counts and a checkpoint holding the cursor of the next page
 //! ([`crate::store::pull`] has the matching rules and the set-based SQL). While one page is
 //! written, the next is already being fetched, so HubSpot and the database work at the same
@@ -40,13 +40,14 @@
 //! end); a re-run with nothing changed costs one call, plus one per 200 contacts changed
 //! within the lookback before the previous run started.
 
+use super::push::EXTERNAL_KEY;
 use super::{PullSettings, SyncContext, hubspot_error};
 use crate::hubspot::{
     Batch, Contact, Filter, FilterGroup, FilterOperator, HubSpotClient, HubSpotError, ListContacts,
     MAX_PAGE_LIMIT, MAX_SEARCH_LIMIT, Page as ListPage, SearchPage, SearchRequest, Sort,
     SortDirection,
 };
-use crate::ids::HsObjectId;
+use crate::ids::{ContactId, HsObjectId};
 use crate::jobs::model::{Counts, Job, JobSpec, PullCounts, PullMode, PullOutcome, RecordError};
 use crate::jobs::{Page, Progress, RunError};
 use crate::store::jobs::Tx;
@@ -62,8 +63,15 @@ use std::time::Duration;
 /// HubSpot's search index lags behind writes (seconds) plus any sane clock skew.
 pub const DEFAULT_LOOKBACK: Duration = Duration::from_secs(5 * 60);
 
-/// The properties a pull reads.
-const PROPERTIES: [&str; 4] = ["email", "firstname", "lastname", "hs_merged_object_ids"];
+/// The properties a pull reads; push's external key lets a contact push created be matched to
+/// its row before push has saved the link (HubSpot ignores it before push first creates it).
+const PROPERTIES: [&str; 5] = [
+    "email",
+    "firstname",
+    "lastname",
+    "hs_merged_object_ids",
+    EXTERNAL_KEY,
+];
 
 /// The property incremental pulls filter and sort on (contacts; other objects use
 /// `hs_lastmodifieddate`).
@@ -629,12 +637,19 @@ pub fn pulled_contact(contact: &Contact) -> Result<PulledContact, RecordError> {
                 .collect()
         })
         .unwrap_or_default();
+    // A value that is not a local id was not written by push (someone set it by hand): it
+    // matches nothing, and the contact is matched by id and email as any other.
+    let external_key = contact
+        .property(EXTERNAL_KEY)
+        .and_then(|k| k.trim().parse::<i64>().ok())
+        .map(ContactId);
     Ok(PulledContact {
         hs_object_id: HsObjectId::from(id),
         email,
         first_name,
         last_name,
         merged_ids,
+        external_key,
     })
 }
 
@@ -813,6 +828,20 @@ mod tests {
             p.merged_ids,
             vec![HsObjectId::from("3"), HsObjectId::from("4")]
         );
+    }
+
+    #[test]
+    fn the_external_key_is_read_when_it_is_a_local_id() {
+        let mut c = at("5", 1);
+        c.properties
+            .insert(EXTERNAL_KEY.to_owned(), Some(" 42 ".to_owned()));
+        assert_eq!(
+            pulled_contact(&c).unwrap().external_key,
+            Some(ContactId(42))
+        );
+        c.properties
+            .insert(EXTERNAL_KEY.to_owned(), Some("vip".to_owned()));
+        assert_eq!(pulled_contact(&c).unwrap().external_key, None);
     }
 
     #[test]
