@@ -37,9 +37,15 @@ fn cipher(current: u8, previous: &[u8]) -> Arc<TokenCipher> {
 }
 
 /// Whole seconds, so that every backend stores the expiry exactly.
+/// Half an hour after the test binary's first call, in whole seconds; one instant for the whole
+/// run, so that tokens built at different moments of a test compare equal (a fresh `now()`
+/// per call made them differ whenever a test crossed a second boundary).
 fn in_half_an_hour() -> DateTime<Utc> {
-    let t = Utc::now() + Duration::minutes(30);
-    Utc.timestamp_opt(t.timestamp(), 0).unwrap()
+    static AT: std::sync::LazyLock<DateTime<Utc>> = std::sync::LazyLock::new(|| {
+        let t = Utc::now() + Duration::minutes(30);
+        Utc.timestamp_opt(t.timestamp(), 0).unwrap()
+    });
+    *AT
 }
 
 fn tokens(portal: PortalId, tag: &str) -> OAuthTokens {
