@@ -132,6 +132,34 @@ fn the_shipped_default_toml_changes_nothing() {
     );
 }
 
+/// Polls `check` every 100 ms until it yields a value; fails naming `what` after
+/// [`STARTUP_LIMIT`] (generous: the machine may be loaded).
+async fn eventually<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(found) = check().await {
+            return found;
+        }
+        assert!(
+            started.elapsed() < STARTUP_LIMIT,
+            "timed out waiting: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// GET `url` with the API token; the answer's JSON.
+async fn get_json(http: &reqwest::Client, url: &str, token: &str) -> serde_json::Value {
+    http.get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("JSON from {url}: {e}"))
+}
+
 backend_tests! {
     async fn serve_with_the_sandbox_connects_through_oauth_and_receives_its_webhooks(db: TestDb) {
         let dir = tempdir();
@@ -149,24 +177,12 @@ backend_tests! {
         let http = reqwest::Client::new();
 
         // No click: the service installs itself in the sandbox through the OAuth flow.
-        let started = Instant::now();
-        loop {
+        eventually("the service connected to the sandbox portal", async || {
             let page = reqwest::get(format!("{base}/")).await.expect("GET /").text().await.unwrap();
-            if page.contains("HubSpot is connected to account <strong>1000001</strong>") {
-                break;
-            }
-            assert!(started.elapsed() < STARTUP_LIMIT, "connected to the sandbox portal: {page}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let access: serde_json::Value = http
-            .get(format!("{base}/api/access-token"))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("GET /api/access-token")
-            .json()
-            .await
-            .expect("JSON");
+            page.contains("HubSpot is connected to account <strong>1000001</strong>").then_some(())
+        })
+        .await;
+        let access = get_json(&http, &format!("{base}/api/access-token"), token).await;
         assert_eq!(access["portal_id"], 1_000_001, "{access}");
         let access_token = access["access_token"].as_str().expect("an OAuth token").to_owned();
         let store = Store::connect(db.url()).await.expect("connect");
@@ -196,25 +212,12 @@ backend_tests! {
             .await
             .expect("create in the sandbox");
         assert_eq!(created.status(), 201);
-        let started = Instant::now();
-        loop {
-            let ids = page_through_contacts(&base, token).await;
-            if !ids.is_empty() {
-                assert_eq!(ids.len(), 1, "only the changed contact is pulled");
-                break;
-            }
-            assert!(started.elapsed() < STARTUP_LIMIT, "the contact arrives");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let jobs: serde_json::Value = http
-            .get(format!("{base}/api/jobs"))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("GET /api/jobs")
-            .json()
-            .await
-            .expect("JSON");
+        let ids = eventually("the contact arrives", async || {
+            Some(page_through_contacts(&base, token).await).filter(|ids| !ids.is_empty())
+        })
+        .await;
+        assert_eq!(ids.len(), 1, "only the changed contact is pulled");
+        let jobs = get_json(&http, &format!("{base}/api/jobs"), token).await;
         assert_eq!(jobs["results"][0]["trigger"], "webhook", "{jobs}");
         assert_eq!(jobs["results"][0]["portal_id"], 1_000_001, "the job names its account: {jobs}");
         assert!(server.terminate().success());
@@ -239,23 +242,12 @@ backend_tests! {
             .await
             .expect("JSON");
         let id = job["id"].as_str().expect("a job id").to_owned();
-        let started = Instant::now();
-        let done = loop {
-            let job: serde_json::Value = http
-                .get(format!("{base}/api/jobs/{id}"))
-                .bearer_auth(token)
-                .send()
-                .await
-                .expect("GET the job")
-                .json()
-                .await
-                .expect("JSON");
-            if ["succeeded", "failed", "cancelled"].contains(&job["status"].as_str().unwrap_or_default()) {
-                break job;
-            }
-            assert!(started.elapsed() < STARTUP_LIMIT, "the pull ends: {job}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
+        let done = eventually("the pull ends", async || {
+            let job = get_json(&http, &format!("{base}/api/jobs/{id}"), token).await;
+            let status = job["status"].as_str().unwrap_or_default();
+            ["succeeded", "failed", "cancelled"].contains(&status).then_some(job)
+        })
+        .await;
         assert_eq!(done["status"], "succeeded", "{done}");
         assert_eq!(done["counts"]["total"], 250, "the new sandbox's contacts: {done}");
         store.close().await;
