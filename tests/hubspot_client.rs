@@ -1,6 +1,9 @@
 //! The HubSpot client against the in-process HubSpot sandbox, over real HTTP on 127.0.0.1:
 //! what the caller sees, and what the sandbox ends up holding.
 
+mod common;
+
+use common::oauth::approve;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -78,33 +81,6 @@ fn oauth_client(
         tokens: store,
     };
     HubSpotClient::new(config, auth).expect("client")
-}
-
-/// Follows the client's install link like a browser and returns the code HubSpot hands back.
-async fn approve(client: &HubSpotClient, state: &str) -> String {
-    let link = client.authorize_url(state).expect("install link");
-    let browser = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("browser");
-    let answer = browser
-        .get(link)
-        .send()
-        .await
-        .expect("authorize page answers");
-    assert!(
-        answer.status().is_redirection(),
-        "authorize approves: {}",
-        answer.status()
-    );
-    let location = answer.headers()["location"]
-        .to_str()
-        .expect("location")
-        .to_owned();
-    let back = Url::parse(&location).expect("redirect url");
-    let query: BTreeMap<String, String> = back.query_pairs().into_owned().collect();
-    assert_eq!(query.get("state").map(String::as_str), Some(state));
-    query["code"].clone()
 }
 
 /// An installed OAuth client: authorize, exchange, store.

@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::oauth::approve;
+
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use crm_sync::crypto::{CryptoError, EncryptionKey, TokenCipher};
 use crm_sync::hubspot::{
@@ -16,7 +18,6 @@ use crm_sync::oauth::{
 use crm_sync::sandbox::{Sandbox, SandboxArgs, SandboxHandle};
 use crm_sync::secret::Secret;
 use crm_sync::store::{CredentialCiphers, Store};
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use url::Url;
@@ -325,34 +326,13 @@ fn client(sb: &SandboxHandle, tokens: DbTokenStore) -> HubSpotClient {
     HubSpotClient::new(config, auth).expect("client")
 }
 
-/// Follows the install link like a browser; returns the code the sandbox hands back.
-async fn approve(client: &HubSpotClient) -> String {
-    let link = client.authorize_url("state-1").expect("install link");
-    let browser = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("browser");
-    let answer = browser
-        .get(link)
-        .send()
-        .await
-        .expect("authorize page answers");
-    let location = answer.headers()["location"]
-        .to_str()
-        .expect("location")
-        .to_owned();
-    let back = Url::parse(&location).expect("redirect url");
-    let query: BTreeMap<String, String> = back.query_pairs().into_owned().collect();
-    query["code"].clone()
-}
-
 backend_tests! {
     async fn many_callers_with_an_expired_token_share_one_refresh_saved_encrypted(db: TestDb) {
         let sb = sandbox().await;
         let store = db.store().await;
         let tokens_store = DbTokenStore::new(store.clone(), cipher(1, &[]));
         let installer = client(&sb, tokens_store.clone());
-        let code = approve(&installer).await;
+        let code = approve(&installer, "state-1").await;
         let installed = installer.connect(&code).await.expect("code exchange");
         assert_eq!(installed.portal_id, Some(PortalId(sb.portal_id())));
         assert_same_tokens(&tokens_store.load_tokens().await.unwrap().expect("stored"), &installed);

@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::oauth::approve;
+
 use common::TestDb;
 use crm_sync::hubspot::{Auth, Backoff, ClientConfig, HubSpotClient, MemoryTokenStore, OAuthApp};
 use crm_sync::ids::{HsObjectId, JobId};
@@ -654,7 +656,7 @@ backend_tests! {
             Auth::OAuth { app: oauth_app(&sandbox), tokens: tokens.clone() },
         )
         .expect("client");
-        let code = approve(&client).await;
+        let code = approve(&client, "pull-test").await;
         client.connect(&code).await.expect("install");
         // Another client of the same app, which will spend the app's budget mid-run.
         let rival = HubSpotClient::new(
@@ -849,27 +851,4 @@ fn oauth_app(sb: &SandboxHandle) -> OAuthApp {
         ],
         optional_scopes: Vec::new(),
     }
-}
-
-/// Follows the install link like a browser and returns the code HubSpot hands back.
-async fn approve(client: &HubSpotClient) -> String {
-    let link = client.authorize_url("pull-test").expect("install link");
-    let browser = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("browser");
-    let answer = browser
-        .get(link)
-        .send()
-        .await
-        .expect("authorize page answers");
-    let location = answer.headers()["location"]
-        .to_str()
-        .expect("location")
-        .to_owned();
-    let back = Url::parse(&location).expect("redirect url");
-    back.query_pairs()
-        .find(|(k, _)| k == "code")
-        .map(|(_, v)| v.into_owned())
-        .expect("a code")
 }
