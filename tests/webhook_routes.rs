@@ -515,32 +515,36 @@ backend_tests! {
         assert_eq!(count_pending_pulls(&server.store).await.unwrap(), 0, "no id is stranded");
     }
 
-    async fn a_waiting_webhook_pull_never_keeps_a_requested_pull_from_starting(db: TestDb) {
+    async fn a_pull_request_while_a_webhook_pull_waits_gets_it_unless_it_forces(db: TestDb) {
         let (_sandbox, server) = world(&db, Options { private_app: true, ..Options::default() }).await;
         let batch = json!([event(1, "contact.creation", 77, json!({}))]);
         let (status, body) = post(&server, "/webhooks/hubspot", &batch, Signing::Valid).await;
         assert_eq!(status, StatusCode::OK, "{body}");
 
-        let requested = enqueue(&server.store, EnqueueRequest {
+        let webhook_job = body["job_id"].as_str().expect("a webhook pull").to_owned();
+
+        // INTERFACE §4.2: while a pull is queued or running, a request gets that job.
+        let answered = enqueue(&server.store, EnqueueRequest {
             spec: JobSpec::Pull { mode: PullMode::Upsert, incremental: false },
             trigger: Trigger::Cli,
             force: false,
         })
         .await
         .unwrap();
-        assert!(requested.created, "the full pull is queued, not merged into the webhook pull");
-        assert_eq!(requested.job.trigger, Trigger::Cli);
-        assert!(!requested.job.forced);
+        assert!(!answered.created, "the active webhook pull answers the request");
+        assert_eq!(answered.job.id.to_string(), webhook_job);
+        assert_eq!(answered.job.trigger, Trigger::Webhook);
 
-        // And a second full pull still finds the first one holding the slot.
-        let again = enqueue(&server.store, EnqueueRequest {
+        // With force, the full pull is queued beside it.
+        let forced = enqueue(&server.store, EnqueueRequest {
             spec: JobSpec::pull(),
             trigger: Trigger::Api,
-            force: false,
+            force: true,
         })
         .await
         .unwrap();
-        assert!(!again.created);
-        assert_eq!(again.job.id, requested.job.id);
+        assert!(forced.created, "force queues the requested pull");
+        assert_eq!(forced.job.trigger, Trigger::Api);
+        assert_ne!(forced.job.id.to_string(), webhook_job);
     }
 }

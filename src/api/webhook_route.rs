@@ -178,9 +178,9 @@ enum EnqueueFailure {
 /// table for the last time. So at most one webhook pull waits, however many batches arrive
 /// meanwhile, and no recorded id is left without a job that will read it.
 ///
-/// Webhook pulls are enqueued with `force`: they never hold the pull slot, so they neither
-/// wait behind a long full pull nor keep one from being started (see
-/// [`crate::store::jobs::Tx::insert_job`]).
+/// Webhook pulls are enqueued with `force`, so they never wait behind a long full pull. Like any
+/// active pull, a running one is what a pull request without `force` gets back (INTERFACE §4.2;
+/// see [`crate::store::jobs::Tx::insert_job`]).
 async fn enqueue_webhook_pull(store: &Store) -> Result<Job, EnqueueFailure> {
     let waiting = store
         .list_jobs(Some(JobStatus::Queued), 50)

@@ -329,9 +329,8 @@ impl Tx {
     /// concurrent insert that this one waited for). Run it as the first statement of the
     /// transaction.
     ///
-    /// Webhook pulls (forced, trigger `webhook`) do not take the direction: they read a few
-    /// records by id and run beside any other pull, so a webhook storm never keeps a
-    /// requested full or incremental pull from starting.
+    /// Any active job of the direction counts, a forced one too (a webhook pull, say): INTERFACE
+    /// §4.2 answers a request with the job that is queued or running, unless it forces.
     pub async fn insert_job(&mut self, new: &NewJob) -> Result<Option<JobRecord>, StoreError> {
         // RETURNING the shared column list, so the row reads like every other.
         const INSERT: &str = "INSERT INTO sync_jobs (id, direction, mode, incremental, triggered_by, \
@@ -339,8 +338,7 @@ impl Tx {
              delivery, schedule_key) \
              SELECT $1, $2, $3, $4, $5, 'queued', NOT $9, 0, $6, $6, $7, $8, 0, $1, $10 \
              WHERE $9 OR NOT EXISTS (SELECT 1 FROM sync_jobs WHERE direction = $2 \
-                 AND status IN ('queued', 'running', 'retrying') \
-                 AND (exclusive OR triggered_by <> 'webhook')) \
+                 AND status IN ('queued', 'running', 'retrying')) \
              ON CONFLICT DO NOTHING \
              RETURNING ";
         let counts = serde_json::to_value(new.spec.empty_counts())
