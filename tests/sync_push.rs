@@ -363,6 +363,18 @@ impl Env {
 
     /// Every local row is linked to its own HubSpot contact, and HubSpot holds no contact
     /// twice (see `common::pushed`).
+    /// Waits up to `patience` for the sandbox to hold at least `count` contacts.
+    async fn hubspot_reaches(&self, count: u64, patience: Duration) -> bool {
+        let until = std::time::Instant::now() + patience;
+        while (self.hubspot.contact_count() as u64) < count {
+            if std::time::Instant::now() >= until {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        true
+    }
+
     async fn assert_one_hubspot_contact_per_row(&self) {
         let rows = common::pushed::linked_rows(&self.store).await;
         common::pushed::assert_one_hubspot_contact_per_row(&rows, &self.hubspot.contacts());
@@ -971,14 +983,21 @@ backend_tests! {
         }
 
         // Block the run's next commit while its pages in flight reach HubSpot, then kill it:
-        // HubSpot holds contacts whose links were never committed.
-        let lock = WriteLock::take(&env.store).await;
-        let committed = env.job(id).await.progress.processed;
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while (env.hubspot.contact_count() as u64) < committed + 20 {
+        // HubSpot holds contacts whose links were never committed. When the lock lands while
+        // no page is in flight (the run was between pages, its next step waiting on the same
+        // lock), let it go on and take the lock again.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let (lock, committed) = loop {
+            let lock = WriteLock::take(&env.store).await;
+            let committed = env.job(id).await.progress.processed;
+            assert!(committed < 400, "the run ended before a page could be caught in flight");
+            if env.hubspot_reaches(committed + 20, Duration::from_secs(2)).await {
+                break (lock, committed);
+            }
+            lock.release().await;
             assert!(std::time::Instant::now() < deadline, "pages in flight reach HubSpot");
             tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        };
         run.abort(); // like kill -9: no page boundary, no hand-back
         let _ = run.await;
         lock.release().await;
