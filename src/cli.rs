@@ -21,7 +21,7 @@ use crate::config::{
 };
 use crate::crypto::{EncryptionKey, TokenCipher};
 use crate::hubspot::{Auth, ClientConfig, HubSpotClient, HubSpotError, OAuthApp};
-use crate::jobs::commands::{CommandError, JobsArgs, SyncArgs};
+use crate::jobs::commands::{CommandError, JobShortfall, JobsArgs, SyncArgs};
 use crate::jobs::worker::{WorkerConfig, WorkerRuntimeError};
 use crate::jobs::{JobRunner, Schedule, ScheduleError, SpecError};
 use crate::oauth::DbTokenStore;
@@ -62,6 +62,7 @@ pub enum Command {
         args: SandboxArgs,
     },
     /// Enqueue a push or pull job; with --wait, follow it and print its counts.
+    #[command(after_help = SYNC_EXIT_STATUS)]
     Sync(SyncArgs),
     /// List recent jobs, or show one.
     Jobs(JobsArgs),
@@ -148,6 +149,9 @@ pub enum CliError {
     /// `sync --wait` followed a job that did not succeed (the line says why).
     #[error("{0}")]
     JobFailed(String),
+    /// `sync --wait` followed a job that succeeded with failed records (the line counts them).
+    #[error("{0}")]
+    RecordsFailed(String),
     /// A `[[sync.schedules]]` entry cannot be scheduled.
     #[error("sync.schedules: {0}")]
     Schedule(#[from] ScheduleError),
@@ -159,7 +163,31 @@ pub enum CliError {
     WorkingDir(std::io::Error),
 }
 
+/// The exit statuses of `crm-sync sync`, shown by its `--help`.
+const SYNC_EXIT_STATUS: &str = "Exit status:
+  0  the job was enqueued; with --wait, it succeeded and every record went through
+  1  crm-sync could not do what was asked (configuration, database, enqueueing)
+  2  the command line is wrong
+  3  with --wait: the job ended failed or cancelled
+  4  with --wait: the job succeeded, but some records failed (`crm-sync jobs ID` lists them)";
+
+/// Exit status of a run that failed for any reason but the two below.
+pub const EXIT_ERROR: u8 = 1;
+/// Exit status of `sync --wait` when the job ended `failed` or `cancelled`.
+pub const EXIT_JOB_FAILED: u8 = 3;
+/// Exit status of `sync --wait` when the job succeeded but some of its records failed.
+pub const EXIT_RECORDS_FAILED: u8 = 4;
+
 impl CliError {
+    /// The process exit status for this error (usage errors exit 2, from clap).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::JobFailed(_) => EXIT_JOB_FAILED,
+            Self::RecordsFailed(_) => EXIT_RECORDS_FAILED,
+            _ => EXIT_ERROR,
+        }
+    }
+
     /// The message on one line, as `main` prints it (nested causes may contain line breaks).
     pub fn one_line(&self) -> String {
         self.to_string()
@@ -570,8 +598,9 @@ async fn sync(dir: &Path, args: SyncArgs) -> Result<(), CliError> {
     let outcome = crate::jobs::commands::sync(&store, spec, args.force, args.wait, &mut out).await;
     store.close().await;
     let outcome = outcome?;
-    match outcome.failure_message() {
-        Some(line) => Err(CliError::JobFailed(line)),
+    match outcome.failure() {
+        Some((JobShortfall::JobFailed, line)) => Err(CliError::JobFailed(line)),
+        Some((JobShortfall::RecordsFailed, line)) => Err(CliError::RecordsFailed(line)),
         None => Ok(()),
     }
 }

@@ -13,7 +13,7 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", e.one_line());
-            ExitCode::FAILURE
+            ExitCode::from(e.exit_code())
         }
     }
 }

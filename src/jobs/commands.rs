@@ -79,18 +79,21 @@ pub enum SyncOutcome {
 }
 
 impl SyncOutcome {
-    /// Whether the command succeeded: enqueued, or waited for and `succeeded`.
+    /// Whether the command succeeded: enqueued, or waited for, `succeeded` and with no failed
+    /// record.
     pub fn is_success(&self) -> bool {
-        match self {
-            Self::Enqueued(_) => true,
-            Self::Finished(job) => job.status == JobStatus::Succeeded,
-        }
+        self.failure().is_none()
     }
 
-    /// The one-line error for stderr when it did not succeed.
-    pub fn failure_message(&self) -> Option<String> {
-        match self {
-            Self::Finished(job) if job.status != JobStatus::Succeeded => Some(format!(
+    /// How a waited-for job fell short, with the line that says so: the job itself did not
+    /// succeed, or it succeeded with records that failed. `None` when every record went through
+    /// (or the job was not waited for).
+    pub fn failure(&self) -> Option<(JobShortfall, String)> {
+        let Self::Finished(job) = self else {
+            return None;
+        };
+        if job.status != JobStatus::Succeeded {
+            let line = format!(
                 "job {} {}{}",
                 job.id,
                 job.status,
@@ -98,10 +101,29 @@ impl SyncOutcome {
                     .as_deref()
                     .map(|e| format!(": {e}"))
                     .unwrap_or_default()
-            )),
-            _ => None,
+            );
+            return Some((JobShortfall::JobFailed, line));
         }
+        let failed = job.counts.failed();
+        (failed > 0).then(|| {
+            let line = format!(
+                "job {} succeeded, but {failed} of {} records failed (`crm-sync jobs {}` lists why)",
+                job.id,
+                job.counts.total(),
+                job.id
+            );
+            (JobShortfall::RecordsFailed, line)
+        })
     }
+}
+
+/// Why a job followed with `--wait` was not a full success (each has its own exit status).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobShortfall {
+    /// The job ended `failed` or `cancelled`.
+    JobFailed,
+    /// The job ended `succeeded`, but some of its records failed.
+    RecordsFailed,
 }
 
 /// `crm-sync sync push|pull`: enqueues the job with trigger `cli` (or finds the active one);
