@@ -14,6 +14,15 @@
 //! - Upsert mode: one batch upsert by email, and one by external key for contacts without one.
 //! - A whole batch refused (HubSpot's 409 names only the first clash, a 400 names nothing) is
 //!   re-read to link what exists, then split in halves until each refusal concerns one contact.
+//! - A conflict is never a failure by itself, whether HubSpot refuses the whole batch or reports
+//!   it per input in a 207: a clash on the external key is an earlier attempt's create, a clash
+//!   on the email is the contact HubSpot already has. The record is found again (by key, by
+//!   email, or by the id the conflict names when it holds the contact's key or email), linked,
+//!   and in upsert mode overwritten with the local values. Only a conflict whose record cannot
+//!   be found again fails, with HubSpot's reason.
+//! - Silence is not deletion: a linked contact HubSpot leaves out of its update answer without
+//!   an error is read again on its own before anything is decided (see
+//!   `settle_omitted_update`).
 //! - A create whose answer was lost is re-read by external key: what exists was created by it,
 //!   the rest is created again. HubSpot refuses a second contact with the same external key,
 //!   so no path can create a duplicate.
@@ -28,6 +37,7 @@ use crate::hubspot::{
     Batch, BatchOutcome, Contact, ContactCreate, ContactUpdate, ContactUpsert, HubSpotClient,
     HubSpotError, UpsertedContact,
 };
+use crate::ids::HsObjectId;
 use crate::jobs::RunError;
 use crate::jobs::model::PushMode;
 use crate::store::push::PushCandidate;
@@ -193,6 +203,7 @@ impl PageWork<'_> {
     /// Updates linked contacts by HubSpot id; returns those HubSpot no longer has.
     async fn update_linked(&mut self, linked: Vec<usize>) -> Result<Vec<usize>, RunError> {
         let mut gone = Vec::new();
+        let mut omitted = Vec::new();
         let mut work = vec![linked];
         while let Some(set) = work.pop() {
             if set.is_empty() {
@@ -223,8 +234,9 @@ impl PageWork<'_> {
                             (Some(record), _) => {
                                 self.resolve(i, Resolution::Updated(record.id.clone()))
                             }
-                            (None, Some(HubSpotError::NotFound { .. }) | None) => gone.push(i),
+                            (None, Some(HubSpotError::NotFound { .. })) => gone.push(i),
                             (None, Some(error)) => self.resolve(i, Resolution::refused(error)),
+                            (None, None) => omitted.push(i),
                         }
                     }
                 }
@@ -232,7 +244,53 @@ impl PageWork<'_> {
                 Err(e) => return Err(from_hubspot(e)),
             }
         }
+        for i in omitted {
+            if self.settle_omitted_update(i).await? {
+                gone.push(i);
+            }
+        }
         Ok(gone)
+    }
+
+    /// A linked contact HubSpot left out of its update answer without saying why. Silence is
+    /// not deletion (HubSpot leaves merged-away ids out, too): the record is read again on its
+    /// own. Gone (404) → `true`, resolved like a contact never pushed. Merged into another
+    /// record (the read answers with the survivor) → re-linked to the survivor without writing
+    /// to it, so that a survivor another local row holds is refused by the database before
+    /// anything is overwritten; the next push updates it. Still there → updated on its own.
+    async fn settle_omitted_update(&mut self, i: usize) -> Result<bool, RunError> {
+        let Some(id) = self.contacts[i].hs_object_id.clone() else {
+            return Ok(true);
+        };
+        let record = match self
+            .ctx
+            .client
+            .get_contact(&id.0, None, &read_properties())
+            .await
+        {
+            Ok(record) => record,
+            Err(HubSpotError::NotFound { .. }) => return Ok(true),
+            Err(e) => return Err(from_hubspot(e)),
+        };
+        if record.id != id {
+            let in_sync = holds_local_values(&self.contacts[i], &record);
+            self.resolve(
+                i,
+                Resolution::Linked {
+                    id: record.id,
+                    in_sync,
+                },
+            );
+            return Ok(false);
+        }
+        let properties = update_properties(&self.contacts[i]);
+        match self.ctx.client.update_contact(&id, &properties).await {
+            Ok(record) => self.resolve(i, Resolution::Updated(record.id)),
+            Err(HubSpotError::NotFound { .. }) => return Ok(true),
+            Err(e) if is_batch_refusal(&e) => self.resolve(i, Resolution::refused(&e)),
+            Err(e) => return Err(from_hubspot(e)),
+        }
+        Ok(false)
     }
 
     /// A refused batch: halves go back to the work list; a single contact fails with the reason.
@@ -291,15 +349,20 @@ impl PageWork<'_> {
                         r.property(EXTERNAL_KEY) == Some(external_key(&self.contacts[i]).as_str())
                     });
                     let mut unaccounted = Vec::new();
+                    let mut conflicts = Vec::new();
                     for (pos, &i) in set.iter().enumerate() {
                         match (results[pos], outcome.error_for(pos)) {
                             (Some(record), _) => {
                                 self.resolve(i, Resolution::Created(record.id.clone()))
                             }
+                            (None, Some(error @ HubSpotError::Conflict { .. })) => {
+                                conflicts.push((i, error.clone()))
+                            }
                             (None, Some(error)) => self.resolve(i, Resolution::refused(error)),
                             (None, None) => unaccounted.push(i),
                         }
                     }
+                    self.settle_conflicts(conflicts).await?;
                     // An answer that leaves inputs out is as good as lost for them.
                     if !unaccounted.is_empty() {
                         self.after_lost_answer(unaccounted, lost + 1, &mut work)
@@ -308,6 +371,9 @@ impl PageWork<'_> {
                 }
                 Err(HubSpotError::Ambiguous { .. }) => {
                     self.after_lost_answer(set, lost + 1, &mut work).await?;
+                }
+                Err(e @ HubSpotError::Conflict { .. }) if set.len() == 1 => {
+                    self.settle_conflicts(vec![(set[0], e)]).await?;
                 }
                 Err(e @ HubSpotError::Conflict { .. }) => {
                     self.ctx.saw_existing();
@@ -332,6 +398,129 @@ impl PageWork<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Inputs HubSpot refused one by one as duplicates (a 207 `CONFLICT`: the email, or the
+    /// external key, is already held). Such a record is no failure: a clash on the external key
+    /// is an earlier attempt's create, a clash on the email the contact HubSpot already has. Both
+    /// are found again (by key, then email, then the id HubSpot names) and linked; in upsert mode
+    /// the local values are then written over them. A conflict whose record cannot be found
+    /// again fails with HubSpot's reason.
+    async fn settle_conflicts(
+        &mut self,
+        conflicts: Vec<(usize, HubSpotError)>,
+    ) -> Result<(), RunError> {
+        if conflicts.is_empty() {
+            return Ok(());
+        }
+        self.ctx.saw_existing();
+        let set: Vec<usize> = conflicts.iter().map(|(i, _)| *i).collect();
+        let mut found = self.read_matches(&set).await?;
+        let named = self.read_named(&conflicts, &found).await?;
+        found.extend(named);
+        let mut stale = Vec::new();
+        for (i, record, matched) in &found {
+            self.link(*i, record, *matched);
+            if self.ctx.mode == PushMode::Upsert && !holds_local_values(&self.contacts[*i], record)
+            {
+                // Not pushed until the local values are written over it.
+                let id = record.id.clone();
+                self.resolve(
+                    *i,
+                    Resolution::Linked {
+                        id: id.clone(),
+                        in_sync: false,
+                    },
+                );
+                stale.push((*i, id));
+            }
+        }
+        self.overwrite(stale).await?;
+        for (i, error) in conflicts {
+            if self.out[i].is_none() {
+                self.resolve(i, Resolution::refused(&error));
+            }
+        }
+        Ok(())
+    }
+
+    /// The records a conflict names (`Existing ID: N`) for inputs not found by key or email,
+    /// when they are the contact's own: the same external key or one of its emails. Anything
+    /// else is another person's record and is never linked.
+    async fn read_named(
+        &self,
+        conflicts: &[(usize, HubSpotError)],
+        found: &[(usize, Contact, Match)],
+    ) -> Result<Vec<(usize, Contact, Match)>, RunError> {
+        let named: Vec<(usize, HsObjectId)> = conflicts
+            .iter()
+            .filter(|(i, _)| !found.iter().any(|(f, _, _)| f == i))
+            .filter_map(|(i, e)| match e {
+                HubSpotError::Conflict {
+                    existing_id: Some(id),
+                    ..
+                } => Some((*i, id.clone())),
+                _ => None,
+            })
+            .collect();
+        if named.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids = named.iter().map(|(_, id)| id.0.clone()).collect();
+        let records = self.read(ids, None).await?;
+        Ok(named
+            .into_iter()
+            .filter_map(|(i, id)| {
+                let record = records.iter().find(|r| r.id == id)?;
+                let contact = &self.contacts[i];
+                let key = external_key(contact);
+                if record.property(EXTERNAL_KEY) == Some(key.as_str()) {
+                    return Some((i, record.clone(), Match::Key));
+                }
+                let email = contact.email.as_deref()?.trim().to_lowercase();
+                record_emails(record)
+                    .any(|e| e == email)
+                    .then(|| (i, record.clone(), Match::Email))
+            })
+            .collect())
+    }
+
+    /// Upsert mode: contacts just linked to a record that does not hold their values get them
+    /// written over it, as an upsert would have.
+    async fn overwrite(&mut self, targets: Vec<(usize, HsObjectId)>) -> Result<(), RunError> {
+        if targets.is_empty() {
+            return Ok(());
+        }
+        let inputs = targets
+            .iter()
+            .map(|(i, id)| ContactUpdate {
+                id: id.0.clone(),
+                id_property: None,
+                properties: write_properties(&self.contacts[*i]),
+            })
+            .collect();
+        match self.ctx.client.batch_update(&batch(inputs)?).await {
+            Ok(outcome) => {
+                let set: Vec<usize> = targets.iter().map(|(i, _)| *i).collect();
+                let results = assign(&outcome, &set, |i, r: &Contact| {
+                    targets.iter().any(|(t, id)| *t == i && *id == r.id)
+                });
+                for (pos, (i, _)) in targets.iter().enumerate() {
+                    match (results[pos], outcome.error_for(pos)) {
+                        (Some(record), _) => {
+                            self.resolve(*i, Resolution::Updated(record.id.clone()))
+                        }
+                        (None, Some(error)) => self.resolve(*i, Resolution::refused(error)),
+                        // Left linked, not pushed: the next push updates it.
+                        (None, None) => {}
+                    }
+                }
+                Ok(())
+            }
+            // Refused whole: the links stay and the next push updates each contact on its own.
+            Err(e) if is_batch_refusal(&e) => Ok(()),
+            Err(e) => Err(from_hubspot(e)),
+        }
     }
 
     /// After a create whose answer was lost: what exists under the external key was created by
@@ -397,7 +586,7 @@ impl PageWork<'_> {
             .iter()
             .filter_map(|&i| self.contacts[i].email.clone())
             .collect();
-        let records = self.read(emails, "email").await?;
+        let records = self.read(emails, Some("email")).await?;
         let mut by_email: HashMap<String, &Contact> = HashMap::new();
         for record in &records {
             for email in record_emails(record) {
@@ -423,7 +612,7 @@ impl PageWork<'_> {
             .iter()
             .map(|&i| external_key(&self.contacts[i]))
             .collect();
-        let records = self.read(keys, EXTERNAL_KEY).await?;
+        let records = self.read(keys, Some(EXTERNAL_KEY)).await?;
         let by_key: HashMap<&str, &Contact> = records
             .iter()
             .filter_map(|r| Some((r.property(EXTERNAL_KEY)?, r)))
@@ -437,10 +626,14 @@ impl PageWork<'_> {
             .collect())
     }
 
-    /// Batch read by `id_property`. A read HubSpot refuses whole (a value it finds malformed)
+    /// Batch read by `id_property` (record ids when `None`). A read HubSpot refuses whole (a value it finds malformed)
     /// is split until the refused value is alone, and that one counts as not found: the write
     /// that follows reports the record's own error.
-    async fn read(&self, ids: Vec<String>, id_property: &str) -> Result<Vec<Contact>, RunError> {
+    async fn read(
+        &self,
+        ids: Vec<String>,
+        id_property: Option<&str>,
+    ) -> Result<Vec<Contact>, RunError> {
         let mut records = Vec::new();
         let mut work = vec![ids];
         while let Some(ids) = work.pop() {
@@ -451,7 +644,7 @@ impl PageWork<'_> {
             match self
                 .ctx
                 .client
-                .batch_read(&ids, Some(id_property), &read_properties())
+                .batch_read(&ids, id_property, &read_properties())
                 .await
             {
                 Ok(outcome) => records.extend(outcome.results),
@@ -506,10 +699,15 @@ impl PageWork<'_> {
                     let results = assign(&outcome, &set, |i, r: &UpsertedContact| {
                         key.matches(&self.contacts[i], &r.contact)
                     });
+                    let mut conflicts = Vec::new();
                     for (pos, &i) in set.iter().enumerate() {
                         let resolution = match (results[pos], outcome.error_for(pos)) {
                             (Some(r), _) if r.new => Resolution::Created(r.contact.id.clone()),
                             (Some(r), _) => Resolution::Updated(r.contact.id.clone()),
+                            (None, Some(error @ HubSpotError::Conflict { .. })) => {
+                                conflicts.push((i, error.clone()));
+                                continue;
+                            }
                             (None, Some(error)) => Resolution::refused(error),
                             (None, None) => Resolution::Failed {
                                 id: None,
@@ -519,6 +717,10 @@ impl PageWork<'_> {
                         };
                         self.resolve(i, resolution);
                     }
+                    self.settle_conflicts(conflicts).await?;
+                }
+                Err(e @ HubSpotError::Conflict { .. }) if set.len() == 1 => {
+                    self.settle_conflicts(vec![(set[0], e)]).await?;
                 }
                 Err(e) if is_batch_refusal(&e) => self.split_or_fail(set, &e, &mut work),
                 Err(e) => return Err(from_hubspot(e)),
