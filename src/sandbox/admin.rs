@@ -16,6 +16,7 @@ use super::clock::now_ms;
 use super::routes::AdminOp;
 use super::server::{State, lock};
 use super::store::Store;
+use super::variants::EmptyValues;
 use super::wire::{ObjectOut, Projection, RawProperties, parse_json, property_strings};
 
 /// Most contacts one seed call generates.
@@ -116,11 +117,11 @@ pub fn seed(state: &State, count: usize) -> Vec<u64> {
 fn dump(store: &Store) -> Value {
     let live: Vec<ObjectOut> = store
         .live()
-        .map(|c| ObjectOut::from_contact(c, &Projection::All))
+        .map(|c| ObjectOut::from_contact(c, &Projection::All, EmptyValues::Omitted))
         .collect();
     let archived: Vec<ObjectOut> = store
         .archived()
-        .map(|c| ObjectOut::from_contact(c, &Projection::All))
+        .map(|c| ObjectOut::from_contact(c, &Projection::All, EmptyValues::Omitted))
         .collect();
     json!({ "contacts": live, "archived": archived })
 }
