@@ -446,7 +446,7 @@ impl SandboxHandle {
         self.state.variants()
     }
 
-    /// Plays these variants from the next request on.
+    /// Plays these variants from the next request on (as `PUT /_sandbox/config`).
     pub fn set_variants(&self, variants: Variants) {
         *lock(&self.state.variants) = variants;
     }

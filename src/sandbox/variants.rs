@@ -1,7 +1,7 @@
 //! Where HubSpot's documentation leaves an answer open, the sandbox can play each way real
 //! HubSpot is documented or reported to answer (INTERFACE §5). Every choice defaults to the
-//! sandbox's original behaviour; `crm-sync sandbox` flags and [`crate::sandbox::SandboxArgs`]
-//! pick the others.
+//! sandbox's original behaviour; `crm-sync sandbox` flags, [`crate::sandbox::SandboxArgs`]
+//! and `PUT /_sandbox/config` pick the others.
 
 use std::sync::Mutex;
 
@@ -137,7 +137,7 @@ impl Variants {
     }
 }
 
-/// Some fields of [`Variants`]; unknown fields are refused.
+/// Some fields of [`Variants`] (the body of `PUT /_sandbox/config`); unknown fields are refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VariantsPatch {
