@@ -3,7 +3,10 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use crm_sync::sandbox::{Sandbox, SandboxArgs, SandboxHandle};
+use crm_sync::sandbox::{
+    ConflictReport, EmptyValues, HubSpotProfile, MissingIds, ResultOrder, Sandbox, SandboxArgs,
+    SandboxHandle, SearchModified, ValidationReport, Variants,
+};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -1476,5 +1479,696 @@ async fn admin_endpoints_seed_dump_and_reset() {
         hubspot_path_needs_auth.status(),
         StatusCode::UNAUTHORIZED,
         "admin never opens HubSpot's paths"
+    );
+}
+
+// ---- variants of HubSpot's answers ---------------------------------------------------------
+
+/// A sandbox playing the given variants.
+async fn start_with(variants: Variants) -> SandboxHandle {
+    start(args().with_variants(variants)).await
+}
+
+/// Batch inputs with trace ids `t0`, `t1`, ... (HubSpot's multi-status mode).
+fn traced(properties: &[Value]) -> Value {
+    let inputs: Vec<Value> = properties
+        .iter()
+        .enumerate()
+        .map(|(i, p)| json!({"properties": p, "objectWriteTraceId": format!("t{i}")}))
+        .collect();
+    json!({ "inputs": inputs })
+}
+
+fn result_ids(body: &Value) -> Vec<String> {
+    body["results"].as_array().map_or_else(Vec::new, |r| {
+        r.iter()
+            .map(|x| x["id"].as_str().unwrap_or("").to_owned())
+            .collect()
+    })
+}
+
+fn read_body(ids: &[&str], properties: Value) -> Value {
+    let inputs: Vec<Value> = ids.iter().map(|i| json!({"id": i})).collect();
+    json!({"inputs": inputs, "properties": properties, "propertiesWithHistory": []})
+}
+
+async fn unique_property(api: &Api, name: &str) {
+    let prop = json!({"name": name, "label": name, "type": "string", "fieldType": "text",
+                      "groupName": "contactinformation", "hasUniqueValue": true});
+    let (status, body) = api.post("/crm/v3/properties/contacts", prop).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+}
+
+/// Merges `ids[1]` into `ids[0]`.
+async fn merge_second_into_first(api: &Api, ids: &[String]) {
+    let (status, body) = api
+        .post(
+            &format!("{CONTACTS}/merge"),
+            json!({"primaryObjectId": ids[0], "objectIdToMerge": ids[1]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+#[tokio::test]
+async fn by_default_a_conflict_refuses_the_whole_batch_even_when_every_input_is_traced() {
+    let sb = start_with(Variants::default()).await;
+    let api = Api::new(&sb);
+    let ids = batch_create(&api, 1, "c").await;
+    let body = traced(&[
+        json!({"email": "fresh@example.com"}),
+        json!({"email": "c0@example.com"}),
+    ]);
+    let (status, err) = api.post(&format!("{CONTACTS}/batch/create"), body).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{err}");
+    assert_eq!(
+        err["message"],
+        format!("Contact already exists. Existing ID: {}", ids[0])
+    );
+    assert_eq!(sb.contact_count(), 1, "nothing of the batch was created");
+}
+
+#[tokio::test]
+async fn per_input_conflicts_fail_alone_in_a_207_and_the_valid_inputs_are_created() {
+    let sb = start_with(Variants {
+        conflicts: ConflictReport::PerInput,
+        ..Variants::default()
+    })
+    .await;
+    let api = Api::new(&sb);
+    let ids = batch_create(&api, 1, "c").await;
+    let body = traced(&[
+        json!({"email": "fresh@example.com"}),
+        json!({"email": "C0@example.com"}),
+        json!({"email": "fresh@example.com", "firstname": "Twin"}),
+    ]);
+    let (status, out) = api.post(&format!("{CONTACTS}/batch/create"), body).await;
+    assert_eq!(status, StatusCode::MULTI_STATUS, "{out}");
+    assert_eq!(out["results"].as_array().map(Vec::len), Some(1));
+    assert_eq!(out["results"][0]["objectWriteTraceId"], "t0");
+    let fresh_id = out["results"][0]["id"].as_str().expect("id").to_owned();
+    assert_eq!(out["numErrors"], 2);
+    let existing = &out["errors"][0];
+    assert_eq!(existing["status"], "error");
+    assert_eq!(existing["category"], "CONFLICT");
+    assert_eq!(
+        existing["message"],
+        format!("Contact already exists. Existing ID: {}", ids[0])
+    );
+    assert_eq!(existing["context"]["objectWriteTraceId"], json!(["t1"]));
+    let twin = &out["errors"][1];
+    assert_eq!(
+        twin["message"],
+        format!("Contact already exists. Existing ID: {fresh_id}"),
+        "the later of two clashing inputs names the earlier one's new id"
+    );
+    assert_eq!(twin["context"]["objectWriteTraceId"], json!(["t2"]));
+    assert_eq!(sb.contact_count(), 2);
+
+    let untraced = json!({"inputs": [{"properties": {"email": "c0@example.com"}}]});
+    let (status, _) = api
+        .post(&format!("{CONTACTS}/batch/create"), untraced)
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "without trace ids the whole batch is still refused"
+    );
+}
+
+#[tokio::test]
+async fn a_per_input_conflict_on_a_unique_property_names_the_property_and_value() {
+    let sb = start_with(Variants {
+        conflicts: ConflictReport::PerInput,
+        ..Variants::default()
+    })
+    .await;
+    let api = Api::new(&sb);
+    unique_property(&api, "crm_sync_contact_id").await;
+    let (status, first) = api
+        .post(
+            CONTACTS,
+            json!({"properties": {"email": "u17@example.com", "crm_sync_contact_id": "17"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    let body = traced(&[
+        json!({"email": "other@example.com", "crm_sync_contact_id": "17"}),
+        json!({"email": "u18@example.com", "crm_sync_contact_id": "18"}),
+    ]);
+    let (status, out) = api.post(&format!("{CONTACTS}/batch/create"), body).await;
+    assert_eq!(status, StatusCode::MULTI_STATUS, "{out}");
+    assert_eq!(
+        out["errors"][0]["message"],
+        format!(
+            "A contact with the value \"17\" for the unique property \"crm_sync_contact_id\" already exists. Existing ID: {}",
+            first["id"].as_str().expect("id")
+        )
+    );
+    assert_eq!(
+        out["errors"][0]["context"]["objectWriteTraceId"],
+        json!(["t0"])
+    );
+    assert_eq!(out["results"][0]["properties"]["crm_sync_contact_id"], "18");
+}
+
+#[tokio::test]
+async fn per_input_conflicts_in_batch_update_and_upsert_leave_the_other_inputs_applied() {
+    let sb = start_with(Variants {
+        conflicts: ConflictReport::PerInput,
+        ..Variants::default()
+    })
+    .await;
+    let api = Api::new(&sb);
+    unique_property(&api, "local_id").await;
+    let ids = batch_create(&api, 3, "p").await;
+    let update = json!({"inputs": [
+        {"id": ids[0], "properties": {"email": "p1@example.com"}, "objectWriteTraceId": "u0"},
+        {"id": ids[1], "properties": {"firstname": "Kept"}, "objectWriteTraceId": "u1"},
+        {"id": ids[2], "properties": {"local_id": "9"}, "objectWriteTraceId": "u2"},
+    ]});
+    let (status, out) = api.post(&format!("{CONTACTS}/batch/update"), update).await;
+    assert_eq!(status, StatusCode::MULTI_STATUS, "{out}");
+    assert_eq!(
+        out["errors"][0]["message"],
+        format!("Contact already exists. Existing ID: {}", ids[1])
+    );
+    assert_eq!(
+        out["errors"][0]["context"]["objectWriteTraceId"],
+        json!(["u0"])
+    );
+    assert_eq!(result_ids(&out), [ids[1].clone(), ids[2].clone()]);
+    assert_eq!(
+        sb.contact(&ids[0]).expect("kept").email(),
+        Some("p0@example.com"),
+        "the clashing input changed nothing"
+    );
+
+    let upsert = json!({"inputs": [
+        {"idProperty": "local_id", "id": "10", "properties": {"email": "p2@example.com"}, "objectWriteTraceId": "s0"},
+        {"idProperty": "local_id", "id": "9", "properties": {"lastname": "Upserted"}, "objectWriteTraceId": "s1"},
+        {"idProperty": "local_id", "id": "11", "properties": {"email": "new@example.com"}, "objectWriteTraceId": "s2"},
+    ]});
+    let (status, out) = api.post(&format!("{CONTACTS}/batch/upsert"), upsert).await;
+    assert_eq!(status, StatusCode::MULTI_STATUS, "{out}");
+    assert_eq!(out["numErrors"], 1);
+    assert_eq!(
+        out["errors"][0]["message"],
+        format!("Contact already exists. Existing ID: {}", ids[2])
+    );
+    assert_eq!(
+        out["errors"][0]["context"]["objectWriteTraceId"],
+        json!(["s0"])
+    );
+    let results = out["results"].as_array().expect("results");
+    assert_eq!(results[0]["id"], ids[2].as_str());
+    assert_eq!(results[0]["new"], false);
+    assert_eq!(results[1]["new"], true);
+    assert_eq!(sb.contact_count(), 4);
+}
+
+#[tokio::test]
+async fn by_default_batch_read_reports_missing_ids_and_reads_merged_ones_as_the_survivor() {
+    let sb = start_with(Variants::default()).await;
+    let api = Api::new(&sb);
+    let ids = batch_create(&api, 3, "d").await;
+    merge_second_into_first(&api, &ids).await;
+    assert_eq!(
+        api.delete(&format!("{CONTACTS}/{}", ids[2])).await,
+        StatusCode::NO_CONTENT
+    );
+    let body = read_body(&[&ids[1], "1", &ids[2]], json!(["email"]));
+    let (status, out) = api.post(&format!("{CONTACTS}/batch/read"), body).await;
+    assert_eq!(status, StatusCode::MULTI_STATUS, "{out}");
+    assert_eq!(
+        result_ids(&out),
+        [ids[0].clone()],
+        "merged-away id reads as the survivor"
+    );
+    assert_eq!(out["errors"][0]["category"], "OBJECT_NOT_FOUND");
+    assert_eq!(out["errors"][0]["context"]["ids"], json!(["1", ids[2]]));
+
+    let update = json!({"inputs": [
+        {"id": ids[1], "properties": {"firstname": "Gone"}, "objectWriteTraceId": "m"},
+    ]});
+    let (status, out) = api.post(&format!("{CONTACTS}/batch/update"), update).await;
+    assert_eq!(status, StatusCode::OK, "{out}");
+    assert_eq!(
+        out["results"],
+        json!([]),
+        "batch update leaves a merged-away id out silently"
+    );
+}
+
+#[tokio::test]
+async fn omitted_missing_ids_leave_unknown_archived_and_merged_ids_out_without_an_error() {
+    let sb = start_with(Variants {
+        missing_ids: MissingIds::Omitted,
+        ..Variants::default()
+    })
+    .await;
+    let api = Api::new(&sb);
+    let ids = batch_create(&api, 4, "o").await;
+    merge_second_into_first(&api, &ids).await;
+    assert_eq!(
+        api.delete(&format!("{CONTACTS}/{}", ids[2])).await,
+        StatusCode::NO_CONTENT
+    );
+    let body = read_body(&[&ids[0], &ids[1], "1", &ids[2], &ids[3]], json!(["email"]));
+    let (status, out) = api.post(&format!("{CONTACTS}/batch/read"), body).await;
+    assert_eq!(status, StatusCode::OK, "{out}");
+    assert_eq!(result_ids(&out), [ids[0].clone(), ids[3].clone()]);
+    assert!(out.get("errors").is_none() && out.get("numErrors").is_none());
+
+    let update = json!({"inputs": [
+        {"id": ids[1], "properties": {"firstname": "X"}, "objectWriteTraceId": "merged"},
+        {"id": "1", "properties": {"firstname": "X"}, "objectWriteTraceId": "unknown"},
+        {"id": ids[2], "properties": {"firstname": "X"}, "objectWriteTraceId": "archived"},
+        {"id": ids[3], "properties": {"firstname": "Changed"}, "objectWriteTraceId": "live"},
+    ]});
+    let (status, out) = api.post(&format!("{CONTACTS}/batch/update"), update).await;
+    assert_eq!(status, StatusCode::OK, "{out}");
+    assert_eq!(result_ids(&out), [ids[3].clone()]);
+    assert!(out.get("errors").is_none());
+
+    let (status, single) = api.get(&format!("{CONTACTS}/{}", ids[1])).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "a single GET still reads the survivor"
+    );
+    assert_eq!(single["id"], ids[0].as_str());
+}
+
+#[tokio::test]
+async fn all_reported_missing_ids_report_a_merged_away_id_in_batch_update() {
+    let sb = start_with(Variants {
+        missing_ids: MissingIds::AllReported,
+        ..Variants::default()
+    })
+    .await;
+    let api = Api::new(&sb);
+    let ids = batch_create(&api, 2, "a").await;
+    merge_second_into_first(&api, &ids).await;
+    let update = json!({"inputs": [
+        {"id": ids[1], "properties": {"firstname": "X"}, "objectWriteTraceId": "merged"},
+    ]});
+    let (status, out) = api.post(&format!("{CONTACTS}/batch/update"), update).await;
+    assert_eq!(status, StatusCode::MULTI_STATUS, "{out}");
+    assert_eq!(out["errors"][0]["category"], "OBJECT_NOT_FOUND");
+    assert_eq!(out["errors"][0]["context"]["ids"], json!([ids[1]]));
+    assert_eq!(
+        out["errors"][0]["context"]["objectWriteTraceId"],
+        json!(["merged"])
+    );
+}
+
+fn problems_named(message: &Value) -> usize {
+    message
+        .as_str()
+        .unwrap_or("")
+        .matches("\"isValid\":false")
+        .count()
+}
+
+#[tokio::test]
+async fn a_validation_error_names_every_bad_value_by_default_or_only_the_first() {
+    for (how, expected) in [(ValidationReport::Every, 2), (ValidationReport::First, 1)] {
+        let sb = start_with(Variants {
+            validation: how,
+            ..Variants::default()
+        })
+        .await;
+        let api = Api::new(&sb);
+        let bad = json!({"properties": {"email": "bad@", "favorite_food": "pizza"}});
+        let (status, err) = api.post(CONTACTS, bad).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(err["category"], "VALIDATION_ERROR");
+        assert_eq!(problems_named(&err["message"]), expected, "{how:?}: {err}");
+        assert!(
+            err["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("INVALID_EMAIL")
+        );
+
+        let batch = json!({"inputs": [
+            {"properties": {"email": "one@"}},
+            {"properties": {"email": "two@"}},
+        ]});
+        let (status, err) = api.post(&format!("{CONTACTS}/batch/create"), batch).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(problems_named(&err["message"]), expected, "{how:?}: {err}");
+        assert!(err["message"].as_str().unwrap_or("").contains("one@"));
+
+        let dup = json!({"inputs": [
+            {"id": "1", "properties": {}}, {"id": "1", "properties": {}},
+            {"id": "2", "properties": {}}, {"id": "2", "properties": {}},
+        ]});
+        let (status, err) = api.post(&format!("{CONTACTS}/batch/update"), dup).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let named = err["context"]["ids"].as_array().map_or(0, Vec::len);
+        assert_eq!(named, expected, "duplicate ids named: {err}");
+    }
+}
+
+#[tokio::test]
+async fn requested_properties_without_a_value_are_omitted_by_default() {
+    let sb = start_with(Variants::default()).await;
+    let api = Api::new(&sb);
+    let ids = batch_create(&api, 1, "e").await;
+    let (_, one) = api
+        .get(&format!("{CONTACTS}/{}?properties=email,phone", ids[0]))
+        .await;
+    assert!(one["properties"].get("phone").is_none(), "{one}");
+    assert_eq!(one["properties"]["email"], "e0@example.com");
+}
+
+#[tokio::test]
+async fn null_empty_values_show_every_requested_property_without_a_value_as_null() {
+    let sb = start_with(Variants {
+        empty_values: EmptyValues::Null,
+        ..Variants::default()
+    })
+    .await;
+    let api = Api::new(&sb);
+    let ids = batch_create(&api, 2, "n").await;
+    let (status, one) = api
+        .get(&format!(
+            "{CONTACTS}/{}?properties=email,phone,no_such_property",
+            ids[0]
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(one["properties"]["phone"], Value::Null);
+    assert!(
+        one["properties"]
+            .as_object()
+            .is_some_and(|p| p.contains_key("phone"))
+    );
+    assert!(
+        one["properties"].get("no_such_property").is_none(),
+        "properties that do not exist are ignored, not null"
+    );
+    assert_eq!(one["properties"]["email"], "n0@example.com");
+
+    let (_, list) = api.get(&format!("{CONTACTS}?limit=1")).await;
+    assert_eq!(list["results"][0]["properties"]["lastname"], Value::Null);
+
+    let (_, read) = api
+        .post(
+            &format!("{CONTACTS}/batch/read"),
+            read_body(&[&ids[0]], json!(["company"])),
+        )
+        .await;
+    assert_eq!(read["results"][0]["properties"]["company"], Value::Null);
+
+    let (_, updated) = api
+        .post(
+            &format!("{CONTACTS}/batch/update"),
+            json!({"inputs": [{"id": ids[0], "properties": {"firstname": ""}}]}),
+        )
+        .await;
+    assert_eq!(
+        updated["results"][0]["properties"]["firstname"],
+        Value::Null,
+        "{updated}"
+    );
+
+    let (_, found) = search(&api, json!({"properties": ["jobtitle"], "limit": 1})).await;
+    assert_eq!(
+        found["results"][0]["properties"]["jobtitle"],
+        Value::Null,
+        "{found}"
+    );
+
+    let (_, merged) = api
+        .post(
+            &format!("{CONTACTS}/merge"),
+            json!({"primaryObjectId": ids[0], "objectIdToMerge": ids[1]}),
+        )
+        .await;
+    assert_eq!(merged["properties"]["lastname"], Value::Null, "{merged}");
+}
+
+#[tokio::test]
+async fn search_results_can_lack_lastmodifieddate_while_still_sorting_on_it() {
+    for (modified, expect_key) in [
+        (SearchModified::Returned, true),
+        (SearchModified::Null, true),
+        (SearchModified::Omitted, false),
+    ] {
+        let sb = start_with(Variants {
+            search_modified: modified,
+            ..Variants::default()
+        })
+        .await;
+        let api = Api::new(&sb);
+        let ids = batch_create(&api, 2, "s").await;
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        api.patch(
+            &format!("{CONTACTS}/{}", ids[0]),
+            json!({"properties": {"lastname": "Later"}}),
+        )
+        .await;
+        let body = json!({
+            "filterGroups": [{"filters": [{"propertyName": "lastmodifieddate", "operator": "GT", "value": "0"}]}],
+            "sorts": [{"propertyName": "lastmodifieddate", "direction": "DESCENDING"}],
+            "properties": ["email", "lastmodifieddate"], "limit": 10,
+        });
+        let (status, out) = search(&api, body).await;
+        assert_eq!(status, StatusCode::OK, "{out}");
+        assert_eq!(
+            result_ids(&out),
+            [ids[0].clone(), ids[1].clone()],
+            "{modified:?}"
+        );
+        let props = out["results"][0]["properties"]
+            .as_object()
+            .expect("properties");
+        assert_eq!(
+            props.contains_key("lastmodifieddate"),
+            expect_key,
+            "{modified:?}"
+        );
+        let value_present = props.get("lastmodifieddate").is_some_and(Value::is_string);
+        assert_eq!(value_present, modified == SearchModified::Returned);
+        let (_, single) = api.get(&format!("{CONTACTS}/{}", ids[0])).await;
+        assert!(
+            single["properties"]["lastmodifieddate"].is_string(),
+            "only search answers lose it"
+        );
+    }
+}
+
+/// Batch-reads 20 records through a sandbox with `order` and 5xx faults; returns the ids in
+/// answer order of every answered call and the status of every call.
+async fn ordered_run(order: ResultOrder, seed: u64) -> (Vec<Vec<String>>, Vec<u16>, Vec<String>) {
+    let sb = start(
+        SandboxArgs {
+            fault_5xx: 0.3,
+            rng_seed: Some(seed),
+            ..args()
+        }
+        .with_variants(Variants {
+            result_order: order,
+            ..Variants::default()
+        }),
+    )
+    .await;
+    let api = Api::new(&sb);
+    let ids = sb.seed_contacts(20);
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let mut orders = Vec::new();
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        let (status, out) = api
+            .post(
+                &format!("{CONTACTS}/batch/read"),
+                read_body(&refs, json!(["email"])),
+            )
+            .await;
+        statuses.push(status.as_u16());
+        if status == StatusCode::OK {
+            orders.push(result_ids(&out));
+        }
+    }
+    (orders, statuses, ids)
+}
+
+#[tokio::test]
+async fn batch_results_come_in_input_order_by_default_or_shuffled_repeatably() {
+    let (in_order, statuses, ids) = ordered_run(ResultOrder::Input, 11).await;
+    assert!(in_order.iter().all(|o| *o == ids), "input order by default");
+    let (shuffled, shuffled_statuses, _) = ordered_run(ResultOrder::Shuffled, 11).await;
+    assert_eq!(
+        statuses, shuffled_statuses,
+        "shuffling draws from its own stream: the same faults hit the same requests"
+    );
+    assert!(shuffled.iter().any(|o| *o != ids), "{shuffled:?}");
+    for o in &shuffled {
+        let mut sorted = o.clone();
+        sorted.sort();
+        assert_eq!(sorted, ids, "a permutation of the found records");
+    }
+    let (again, _, _) = ordered_run(ResultOrder::Shuffled, 11).await;
+    assert_eq!(shuffled, again, "the same seed shuffles the same way");
+}
+
+#[tokio::test]
+async fn shuffled_results_apply_to_batch_writes_too() {
+    let sb = start_with(Variants {
+        result_order: ResultOrder::Shuffled,
+        ..Variants::default()
+    })
+    .await;
+    let api = Api::new(&sb);
+    let (status, out) = api
+        .post(&format!("{CONTACTS}/batch/create"), emails(30, "w"))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let answered = result_ids(&out);
+    let mut stored: Vec<String> = sb.contacts().into_iter().map(|c| c.id).collect();
+    assert_ne!(answered, stored, "not in input (= id) order");
+    let mut sorted = answered.clone();
+    sorted.sort();
+    stored.sort();
+    assert_eq!(sorted, stored);
+}
+
+async fn put_config(sb: &SandboxHandle, body: Value) -> (StatusCode, Value) {
+    let resp = reqwest::Client::new()
+        .put(format!("{}/_sandbox/config", sb.base_url()))
+        .json(&body)
+        .send()
+        .await
+        .expect("answer");
+    let status = resp.status();
+    (status, resp.json().await.expect("json"))
+}
+
+async fn get_config(sb: &SandboxHandle) -> Value {
+    reqwest::get(format!("{}/_sandbox/config", sb.base_url()))
+        .await
+        .expect("answer")
+        .json()
+        .await
+        .expect("json")
+}
+
+#[tokio::test]
+async fn the_admin_config_shows_and_changes_the_variants_at_run_time() {
+    let sb = start(args()).await;
+    assert_eq!(
+        get_config(&sb).await,
+        json!({"conflicts": "whole-batch", "missing_ids": "reported", "validation": "every",
+               "empty_values": "omitted", "search_modified": "returned", "result_order": "input"})
+    );
+    let (status, now) = put_config(&sb, json!({"missing_ids": "omitted"})).await;
+    assert_eq!(status, StatusCode::OK, "{now}");
+    assert_eq!(now["missing_ids"], "omitted");
+    assert_eq!(
+        now["conflicts"], "whole-batch",
+        "a partial update keeps the rest"
+    );
+    assert_eq!(sb.variants().missing_ids, MissingIds::Omitted);
+    let api = Api::new(&sb);
+    let (status, out) = api
+        .post(
+            &format!("{CONTACTS}/batch/read"),
+            read_body(&["1"], json!([])),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "applies from the next request: {out}"
+    );
+
+    let (status, err) = put_config(&sb, json!({"colour": "red"})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let message = err["error"]["message"].as_str().unwrap_or("");
+    assert!(message.contains("unknown field `colour`"), "{message}");
+    let (status, err) = put_config(&sb, json!({"conflicts": "sometimes"})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let message = err["error"]["message"].as_str().unwrap_or("");
+    assert!(
+        message.contains("per-input"),
+        "names the allowed values: {message}"
+    );
+    assert_eq!(
+        sb.variants().conflicts,
+        ConflictReport::WholeBatch,
+        "a refused change changes nothing"
+    );
+
+    sb.set_variants(Variants::alternative());
+    assert_eq!(get_config(&sb).await["result_order"], "shuffled");
+    sb.reset();
+    assert_eq!(
+        sb.variants(),
+        Variants::alternative(),
+        "a reset keeps the variants"
+    );
+}
+
+#[test]
+fn the_sandbox_command_takes_a_flag_per_variant() {
+    use clap::Parser;
+    use crm_sync::cli::{Cli, Command};
+    let parse = |flags: &[&str]| -> Variants {
+        let argv = ["crm-sync", "sandbox"].iter().chain(flags).copied();
+        match Cli::try_parse_from(argv).expect("parses").command {
+            Command::Sandbox { args } => args.variants,
+            other => panic!("not the sandbox command: {other:?}"),
+        }
+    };
+    assert_eq!(parse(&[]), Variants::default());
+    let all = parse(&[
+        "--conflicts",
+        "per-input",
+        "--missing-ids",
+        "omitted",
+        "--validation",
+        "first",
+        "--empty-values",
+        "null",
+        "--search-modified",
+        "null",
+        "--result-order",
+        "shuffled",
+    ]);
+    assert_eq!(all, Variants::alternative());
+    assert_eq!(
+        parse(&["--missing-ids", "all-reported"]).missing_ids,
+        MissingIds::AllReported
+    );
+    assert!(Cli::try_parse_from(["crm-sync", "sandbox", "--conflicts", "never"]).is_err());
+}
+
+#[tokio::test]
+async fn every_profile_creates_and_reads_back_a_batch() {
+    for profile in HubSpotProfile::all() {
+        let sb = start(args().with_variants(profile.variants())).await;
+        assert_eq!(sb.variants(), profile.variants());
+        let api = Api::new(&sb);
+        let mut ids = batch_create(&api, 5, "pr").await;
+        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let (status, out) = api
+            .post(
+                &format!("{CONTACTS}/batch/read"),
+                read_body(&refs, json!(["email"])),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{}: {out}", profile.name());
+        let mut read = result_ids(&out);
+        read.sort();
+        ids.sort();
+        assert_eq!(read, ids, "{}", profile.name());
+    }
+    assert_eq!(HubSpotProfile::Documented.variants(), Variants::default());
+    assert_eq!(
+        HubSpotProfile::Alternative.variants(),
+        Variants::alternative()
     );
 }

@@ -1,5 +1,5 @@
-//! The sandbox's own endpoints under `/_sandbox/`: seed, dump, reset, stats, and test
-//! helpers. They need no HubSpot token but answer only loopback callers.
+//! The sandbox's own endpoints under `/_sandbox/`: seed, dump, reset, stats, the variants in
+//! force (`config`), and test helpers. They need no HubSpot token but answer only loopback callers.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -16,6 +16,7 @@ use super::clock::now_ms;
 use super::routes::AdminOp;
 use super::server::{State, lock};
 use super::store::Store;
+use super::variants::{EmptyValues, VariantsPatch};
 use super::wire::{ObjectOut, Projection, RawProperties, parse_json, property_strings};
 
 /// Most contacts one seed call generates.
@@ -104,7 +105,22 @@ fn run(state: &State, op: AdminOp, body: &[u8]) -> Result<Value, String> {
             lock(&state.store).flush_search_index();
             Ok(json!({ "flushed": true }))
         }
+        AdminOp::GetConfig => config_json(state),
+        AdminOp::SetConfig => {
+            let patch: VariantsPatch = serde_json::from_slice(body)
+                .map_err(|e| format!("body must be a JSON object of variant fields: {e}"))?;
+            {
+                let mut variants = lock(&state.variants);
+                *variants = variants.patched(patch);
+            }
+            config_json(state)
+        }
     }
+}
+
+/// The variants in force, as `GET /_sandbox/config` shows them.
+fn config_json(state: &State) -> Result<Value, String> {
+    serde_json::to_value(state.variants()).map_err(|e| e.to_string())
 }
 
 /// Generates and inserts `count` seeded contacts; returns their ids.
@@ -116,11 +132,11 @@ pub fn seed(state: &State, count: usize) -> Vec<u64> {
 fn dump(store: &Store) -> Value {
     let live: Vec<ObjectOut> = store
         .live()
-        .map(|c| ObjectOut::from_contact(c, &Projection::All))
+        .map(|c| ObjectOut::from_contact(c, &Projection::All, EmptyValues::Omitted))
         .collect();
     let archived: Vec<ObjectOut> = store
         .archived()
-        .map(|c| ObjectOut::from_contact(c, &Projection::All))
+        .map(|c| ObjectOut::from_contact(c, &Projection::All, EmptyValues::Omitted))
         .collect();
     json!({ "contacts": live, "archived": archived })
 }

@@ -17,7 +17,10 @@ use super::properties::{
 use super::routes::ApiOp;
 use super::search::{SearchRequest, search};
 use super::server::{State, lock};
-use super::store::{Change, CreateInput, IdKey, ItemError, KeyedInput, WriteError, not_found_item};
+use super::store::{
+    Change, CreateInput, IdKey, ItemError, KeyedInput, WriteError, Written, not_found_item,
+};
+use super::variants::{EmptyValues, MissingIds};
 use super::wire::{
     BatchOut, BatchReadBody, CollectionOut, CreateItem, GdprBody, IdItem, Inputs, KeyedItem,
     MergeBody, NextPage, ObjectOut, Paging, Projection, PropertiesBody, parse_json,
@@ -197,13 +200,17 @@ fn list(state: &State, q: &Query) -> ApiResult {
             ))
         })?,
     };
-    let projection = Projection::from_list(q.list("properties"));
+    let empty = state.variants().empty_values;
     let history = q.list("propertiesWithHistory");
-    let page = lock(&state.store).list(after, limit, q.flag("archived"));
+    let (page, projection) = {
+        let store = lock(&state.store);
+        let projection = Projection::from_list(q.list("properties")).known(&store.catalog);
+        (store.list(after, limit, q.flag("archived")), projection)
+    };
     let results = page
         .records
         .iter()
-        .map(|c| ObjectOut::from_contact(c, &projection).with_history(c, history.as_ref()))
+        .map(|c| ObjectOut::from_contact(c, &projection, empty).with_history(c, history.as_ref()))
         .collect();
     let paging = page.next.map(|id| {
         let after = encode_after(id);
@@ -232,41 +239,47 @@ fn get(state: &State, id: &str, q: &Query) -> ApiResult {
     let contact = store
         .resolve_for_read(&key, id, q.flag("archived"))
         .ok_or_else(|| ApiError::object_not_found(id))?;
-    let projection = Projection::from_list(q.list("properties"));
-    let out = ObjectOut::from_contact(contact, &projection)
+    // A merged-away id reads as its survivor in every variant (only batch read may leave it
+    // out): a single GET has no way to say "left out".
+    let projection = Projection::from_list(q.list("properties")).known(&store.catalog);
+    let out = ObjectOut::from_contact(contact, &projection, state.variants().empty_values)
         .with_history(contact, q.list("propertiesWithHistory").as_ref());
     Ok(json(StatusCode::OK, &out))
 }
 
 fn create(state: &State, body: &[u8]) -> ApiResult {
+    let v = state.variants();
     let input: PropertiesBody = parse_json(body)?;
     let values = property_strings(input.properties)?;
+    let written = Projection::Written(values.keys().cloned().collect());
     let (contact, changes) = lock(&state.store)
-        .create_one(values, now_ms())
+        .create_one(values, now_ms(), v.validation)
         .map_err(write_error)?;
     publish(state, &changes);
     Ok(json(
         StatusCode::CREATED,
-        &ObjectOut::from_contact(&contact, &Projection::All),
+        &ObjectOut::from_contact(&contact, &written, v.empty_values),
     ))
 }
 
 fn update(state: &State, id: &str, q: &Query, body: &[u8]) -> ApiResult {
+    let v = state.variants();
     let input: PropertiesBody = parse_json(body)?;
     let values = property_strings(input.properties)?;
+    let written = Projection::Written(values.keys().cloned().collect());
     let (contact, changes) = {
         let mut store = lock(&state.store);
         let key = store
             .id_key(q.get("idProperty"), false)
             .map_err(write_error)?;
         store
-            .update_one(&key, id, values, now_ms())
+            .update_one(&key, id, values, now_ms(), v.validation)
             .map_err(write_error)?
     };
     publish(state, &changes);
     Ok(json(
         StatusCode::OK,
-        &ObjectOut::from_contact(&contact, &Projection::All),
+        &ObjectOut::from_contact(&contact, &written, v.empty_values),
     ))
 }
 
@@ -274,31 +287,33 @@ fn update(state: &State, id: &str, q: &Query, body: &[u8]) -> ApiResult {
 
 fn batch_read(state: &State, q: &Query, body: &[u8]) -> ApiResult {
     let started = now_ms();
+    let v = state.variants();
     let input: BatchReadBody = parse_json(body)?;
     let ids: Vec<String> = input.inputs.iter().map(|i| i.id.text()).collect();
-    let projection = Projection::from_list(input.properties);
-    let (results, missing) = {
+    let (mut results, missing) = {
         let store = lock(&state.store);
+        let projection = Projection::from_list(input.properties).known(&store.catalog);
         let key = store
             .id_key(input.id_property.as_deref(), false)
             .map_err(write_error)?;
         let (found, missing) = store
-            .batch_read(&key, &ids, q.flag("archived"))
+            .batch_read(&key, &ids, q.flag("archived"), v.missing_ids)
             .map_err(write_error)?;
         let results: Vec<ObjectOut> = found
             .iter()
             .map(|c| {
-                ObjectOut::from_contact(c, &projection)
+                ObjectOut::from_contact(c, &projection, v.empty_values)
                     .with_history(c, input.properties_with_history.as_ref())
             })
             .collect();
         (results, missing)
     };
-    let errors = if missing.is_empty() {
+    let errors = if missing.is_empty() || v.missing_ids == MissingIds::Omitted {
         Vec::new()
     } else {
         item_errors(&[not_found_item(&missing, None)])
     };
+    state.shuffler.arrange(v.result_order, &mut results);
     batch_answer(
         BatchOut::new(results, errors, started, now_ms()),
         StatusCode::OK,
@@ -327,11 +342,13 @@ fn batch_create(state: &State, body: &[u8]) -> ApiResult {
             })
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
+    let v = state.variants();
     let outcome = lock(&state.store)
-        .batch_create(inputs, started)
+        .batch_create(inputs, started, &v)
         .map_err(write_error)?;
     publish(state, &outcome.changes);
-    let results = written_out(&outcome.written, false);
+    let mut results = written_out(&outcome.written, false, v.empty_values);
+    state.shuffler.arrange(v.result_order, &mut results);
     batch_answer(
         BatchOut::new(results, item_errors(&outcome.errors), started, now_ms()),
         StatusCode::CREATED,
@@ -353,28 +370,31 @@ fn batch_keyed(state: &State, body: &[u8], upsert: bool) -> ApiResult {
             })
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
+    let v = state.variants();
     let outcome = {
         let mut store = lock(&state.store);
         if upsert {
-            store.batch_upsert(inputs, started)
+            store.batch_upsert(inputs, started, &v)
         } else {
-            store.batch_update(inputs, started)
+            store.batch_update(inputs, started, &v)
         }
     }
     .map_err(write_error)?;
     publish(state, &outcome.changes);
-    let results = written_out(&outcome.written, upsert);
+    let mut results = written_out(&outcome.written, upsert, v.empty_values);
+    state.shuffler.arrange(v.result_order, &mut results);
     batch_answer(
         BatchOut::new(results, item_errors(&outcome.errors), started, now_ms()),
         StatusCode::OK,
     )
 }
 
-fn written_out(written: &[super::store::Written], with_new: bool) -> Vec<ObjectOut> {
+fn written_out(written: &[Written], with_new: bool, empty: EmptyValues) -> Vec<ObjectOut> {
     written
         .iter()
         .map(|w| {
-            let mut out = ObjectOut::from_contact(&w.contact, &Projection::All);
+            let projection = Projection::Written(w.names.clone());
+            let mut out = ObjectOut::from_contact(&w.contact, &projection, empty);
             out.object_write_trace_id = w.trace.clone();
             out.new = with_new.then_some(w.new);
             out
@@ -393,14 +413,15 @@ fn batch_archive(state: &State, body: &[u8]) -> ApiResult {
 }
 
 fn run_search(state: &State, body: &[u8]) -> ApiResult {
+    let v = state.variants();
     let req: SearchRequest = parse_json(body)?;
-    let projection = Projection::from_list(req.properties.clone());
     let store = lock(&state.store);
+    let projection = Projection::from_list(req.properties.clone()).known(&store.catalog);
     let page = search(&store, &req, now_ms()).map_err(ApiError::validation)?;
     let results = page
         .records
         .iter()
-        .map(|r| ObjectOut::from_search(r, &projection))
+        .map(|r| ObjectOut::from_search(r, &projection, v.empty_values, v.search_modified))
         .collect();
     let paging = page.next_after.map(|n| Paging {
         next: NextPage {
@@ -429,7 +450,7 @@ fn merge(state: &State, body: &[u8]) -> ApiResult {
     publish(state, &changes);
     Ok(json(
         StatusCode::OK,
-        &ObjectOut::from_contact(&contact, &Projection::All),
+        &ObjectOut::from_contact(&contact, &Projection::All, state.variants().empty_values),
     ))
 }
 

@@ -19,6 +19,7 @@ mod search;
 mod seed;
 mod server;
 mod store;
+mod variants;
 mod webhooks;
 mod wire;
 
@@ -35,6 +36,10 @@ use tokio::task::JoinHandle;
 use crate::secret::Secret;
 use server::{Config, SandboxEndpoint, State, Stats, lock};
 
+pub use variants::{
+    ConflictReport, EmptyValues, HubSpotProfile, MissingIds, ResultOrder, SearchModified,
+    ValidationReport, Variants, VariantsPatch,
+};
 pub use webhooks::sign_v3;
 
 /// The app id the sandbox's OAuth app reports (webhook events, token metadata).
@@ -92,6 +97,9 @@ pub struct SandboxArgs {
     /// The account id it reports.
     #[arg(long, default_value_t = 1_000_001)]
     pub portal_id: i64,
+    /// How it answers where HubSpot's behaviour has documented variants.
+    #[command(flatten)]
+    pub variants: Variants,
 }
 
 impl Default for SandboxArgs {
@@ -113,7 +121,16 @@ impl Default for SandboxArgs {
             webhook_url: None,
             search_delay_ms: 0,
             portal_id: 1_000_001,
+            variants: Variants::default(),
         }
+    }
+}
+
+impl SandboxArgs {
+    /// These flags with the given variants (e.g. `HubSpotProfile::variants()`).
+    pub fn with_variants(mut self, variants: Variants) -> Self {
+        self.variants = variants;
+        self
     }
 }
 
@@ -309,6 +326,8 @@ fn build_state(args: &SandboxArgs) -> State {
         stats: Stats::default(),
         recorder: Mutex::new(None),
         generator: Mutex::new(seed::ContactGenerator::new(rng_seed)),
+        variants: Mutex::new(args.variants),
+        shuffler: variants::Shuffler::new(rng_seed),
         cfg,
     }
 }
@@ -420,6 +439,16 @@ impl SandboxHandle {
     /// Makes pending writes visible to search now.
     pub fn flush_search_index(&self) {
         lock(&self.state.store).flush_search_index();
+    }
+
+    /// The variants it plays now.
+    pub fn variants(&self) -> Variants {
+        self.state.variants()
+    }
+
+    /// Plays these variants from the next request on (as `PUT /_sandbox/config`).
+    pub fn set_variants(&self, variants: Variants) {
+        *lock(&self.state.variants) = variants;
     }
 
     /// Expires every OAuth access token issued so far.

@@ -164,6 +164,10 @@ pub enum AdminOp {
     ExpireTokens,
     /// `POST /_sandbox/flush-search`
     FlushSearch,
+    /// `GET /_sandbox/config`
+    GetConfig,
+    /// `PUT|PATCH /_sandbox/config`
+    SetConfig,
 }
 
 /// Where a request goes.
@@ -306,6 +310,8 @@ fn admin(method: &Method, rest: &str) -> Target {
         ("POST", "/reset") => AdminOp::Reset,
         ("POST", "/expire-tokens") => AdminOp::ExpireTokens,
         ("POST", "/flush-search") => AdminOp::FlushSearch,
+        ("GET", "/config") => AdminOp::GetConfig,
+        ("PUT" | "PATCH", "/config") => AdminOp::SetConfig,
         _ => return Target::NotFound,
     };
     Target::Admin(op)
@@ -366,6 +372,14 @@ mod tests {
         assert_eq!(
             route(&Method::POST, "/_sandbox/reset"),
             Target::Admin(AdminOp::Reset)
+        );
+        assert_eq!(
+            route(&Method::GET, "/_sandbox/config"),
+            Target::Admin(AdminOp::GetConfig)
+        );
+        assert_eq!(
+            route(&Method::PUT, "/_sandbox/config"),
+            Target::Admin(AdminOp::SetConfig)
         );
         assert_eq!(
             route(&Method::GET, "/crm/v3/objects/contactsx"),

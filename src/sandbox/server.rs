@@ -20,6 +20,7 @@ use super::oauth::{Authorize, OAuthApp, TokenCheck, parse_params, refused_page};
 use super::routes::{ApiOp, OAuthOp, OpKind, Target, route};
 use super::seed::ContactGenerator;
 use super::store::Store;
+use super::variants::{Shuffler, Variants};
 use super::webhooks::Webhooks;
 use super::{RecordedRequest, api};
 use crate::secret::Secret;
@@ -120,6 +121,17 @@ pub struct State {
     pub recorder: Mutex<Option<Vec<RecordedRequest>>>,
     /// Generator of seeded contacts.
     pub generator: Mutex<ContactGenerator>,
+    /// How the open choices are answered now (the admin API changes them at run time).
+    pub variants: Mutex<Variants>,
+    /// Shuffles batch results under `--result-order shuffled`.
+    pub shuffler: Shuffler,
+}
+
+impl State {
+    /// The variants in force; a request reads them once, so a change applies from the next.
+    pub fn variants(&self) -> Variants {
+        *lock(&self.variants)
+    }
 }
 
 /// Who is calling.

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::clock::iso_millis;
 use super::properties::{PropertyCatalog, PropertyProblem};
+use super::variants::{ConflictReport, MissingIds, ValidationReport, Variants};
 
 /// The first record id handed out; ids then increase by one, like HubSpot's numeric ids.
 pub const FIRST_ID: u64 = 10_000_000_001;
@@ -178,6 +179,8 @@ pub struct Written {
     pub trace: Option<String>,
     /// Upsert only: the record was created.
     pub new: bool,
+    /// The properties the input wrote (answers may show them as `null` once cleared).
+    pub names: Vec<String>,
 }
 
 /// A per-input failure inside a 207 answer (HubSpot's `StandardError`).
@@ -200,6 +203,37 @@ pub struct BatchOutcome {
     pub errors: Vec<ItemError>,
     /// What changed, for webhooks.
     pub changes: Vec<Change>,
+}
+
+impl BatchOutcome {
+    /// Keeps a written record for the answer.
+    fn record(
+        &mut self,
+        contact: Option<&Contact>,
+        trace: Option<String>,
+        names: Vec<String>,
+        new: bool,
+    ) {
+        if let Some(contact) = contact {
+            self.written.push(Written {
+                contact: contact.clone(),
+                trace,
+                new,
+                names,
+            });
+        }
+    }
+}
+
+/// An email or unique value that another record already holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Clash {
+    /// `email` or the unique property.
+    pub property: String,
+    /// The value written.
+    pub value: String,
+    /// The record that holds it.
+    pub existing: u64,
 }
 
 /// Why a whole request was refused; nothing was applied.
@@ -399,11 +433,12 @@ impl Store {
         &mut self,
         mut values: BTreeMap<String, String>,
         now_ms: i64,
+        validation: ValidationReport,
     ) -> Result<(Contact, Vec<Change>), WriteError> {
         normalise_values(&mut values);
         let problems = self.catalog.check_values(&values);
         if !problems.is_empty() {
-            return Err(WriteError::Invalid(PropertyProblem::summary(&problems)));
+            return Err(invalid(&problems, validation));
         }
         if let Some(existing) = self.conflict_for(&values, None) {
             return Err(WriteError::Conflict(conflict_message(existing)));
@@ -424,6 +459,7 @@ impl Store {
         raw_id: &str,
         mut values: BTreeMap<String, String>,
         now_ms: i64,
+        validation: ValidationReport,
     ) -> Result<(Contact, Vec<Change>), WriteError> {
         let id = match self.find(key, raw_id) {
             Found::Live(id) | Found::Merged(id) => id,
@@ -434,7 +470,7 @@ impl Store {
         normalise_values(&mut values);
         let problems = self.catalog.check_values(&values);
         if !problems.is_empty() {
-            return Err(WriteError::Invalid(PropertyProblem::summary(&problems)));
+            return Err(invalid(&problems, validation));
         }
         if let Some(existing) = self.conflict_for(&values, Some(id)) {
             return Err(WriteError::Conflict(conflict_message(existing)));
@@ -544,11 +580,13 @@ impl Store {
     // ---- batches --------------------------------------------------------------------
 
     /// HubSpot's batch create: all or nothing, except that when every input carries an
-    /// `objectWriteTraceId` invalid inputs fail alone (207) and the rest are created.
+    /// `objectWriteTraceId` invalid inputs fail alone (207) and the rest are created; clashing
+    /// inputs then fail alone too under [`ConflictReport::PerInput`].
     pub fn batch_create(
         &mut self,
         inputs: Vec<CreateInput>,
         now_ms: i64,
+        rules: &Variants,
     ) -> Result<BatchOutcome, WriteError> {
         check_size(inputs.len())?;
         let all_traced = inputs.iter().all(|i| i.trace.is_some());
@@ -561,53 +599,65 @@ impl Store {
             if found.is_empty() {
                 accepted.push(input);
             } else if all_traced {
-                outcome
-                    .errors
-                    .push(validation_item(&found, input.trace.as_deref()));
+                outcome.errors.push(validation_item(
+                    &found,
+                    input.trace.as_deref(),
+                    rules.validation,
+                ));
             } else {
                 problems.extend(found);
             }
         }
         if !problems.is_empty() {
-            return Err(WriteError::Invalid(PropertyProblem::summary(&problems)));
+            return Err(invalid(&problems, rules.validation));
         }
-        self.check_batch_conflicts(accepted.iter().map(|i| (None, &i.values)))?;
+        let per_input = rules.conflicts == ConflictReport::PerInput && all_traced;
+        if !per_input {
+            self.check_batch_conflicts(accepted.iter().map(|i| (None, &i.values)))?;
+        }
         for input in accepted {
+            // Inputs are applied one by one, so a later input clashes with an earlier one.
+            if let Some(clash) = self.clash_for(&input.values, None) {
+                outcome
+                    .errors
+                    .push(conflict_item(&clash, input.trace.as_deref()));
+                continue;
+            }
+            let names = input.values.keys().cloned().collect();
             let id = self.insert_new(input.values, now_ms);
             outcome.changes.push(Change::Created(id));
-            if let Some(contact) = self.contacts.get(&id) {
-                outcome.written.push(Written {
-                    contact: contact.clone(),
-                    trace: input.trace,
-                    new: true,
-                });
-            }
+            outcome.record(self.contacts.get(&id), input.trace, names, true);
         }
         Ok(outcome)
     }
 
-    /// HubSpot's batch update: ids must be distinct; unknown ids fail alone (207); ids that
-    /// were merged away are silently left out (as reported for HubSpot).
+    /// HubSpot's batch update: ids must be distinct; unknown, archived and merged-away ids are
+    /// answered as [`MissingIds`] says; clashes as [`ConflictReport`] says (per input only when
+    /// every input carries an `objectWriteTraceId`).
     pub fn batch_update(
         &mut self,
         inputs: Vec<KeyedInput>,
         now_ms: i64,
+        rules: &Variants,
     ) -> Result<BatchOutcome, WriteError> {
         check_size(inputs.len())?;
         let keys = inputs
             .iter()
             .map(|i| self.id_key(i.id_property.as_deref(), true))
             .collect::<Result<Vec<_>, _>>()?;
-        check_duplicates(inputs.iter().zip(&keys).map(|(i, k)| (k, i.id.as_str())))?;
+        check_duplicates(
+            inputs.iter().zip(&keys).map(|(i, k)| (k, i.id.as_str())),
+            rules.validation,
+        )?;
         let all_traced = inputs.iter().all(|i| i.trace.is_some());
         let mut outcome = BatchOutcome::default();
         let mut accepted = Vec::with_capacity(inputs.len());
         let mut problems = Vec::new();
         for (mut input, key) in inputs.into_iter().zip(keys) {
-            let id = match self.find(&key, &input.id) {
-                Found::Live(id) => id,
-                Found::Merged(_) => continue,
-                Found::Archived(_) | Found::Missing => {
+            let id = match (self.find(&key, &input.id), rules.missing_ids) {
+                (Found::Live(id), _) => id,
+                (_, MissingIds::Omitted) | (Found::Merged(_), MissingIds::Reported) => continue,
+                _ => {
                     outcome
                         .errors
                         .push(not_found_item(&[input.id.clone()], input.trace.as_deref()));
@@ -619,38 +669,46 @@ impl Store {
             if found.is_empty() {
                 accepted.push((id, input));
             } else if all_traced {
-                outcome
-                    .errors
-                    .push(validation_item(&found, input.trace.as_deref()));
+                outcome.errors.push(validation_item(
+                    &found,
+                    input.trace.as_deref(),
+                    rules.validation,
+                ));
             } else {
                 problems.extend(found);
             }
         }
         if !problems.is_empty() {
-            return Err(WriteError::Invalid(PropertyProblem::summary(&problems)));
+            return Err(invalid(&problems, rules.validation));
         }
-        self.check_batch_conflicts(accepted.iter().map(|(id, i)| (Some(*id), &i.values)))?;
+        let per_input = rules.conflicts == ConflictReport::PerInput && all_traced;
+        if !per_input {
+            self.check_batch_conflicts(accepted.iter().map(|(id, i)| (Some(*id), &i.values)))?;
+        }
         for (id, input) in accepted {
+            if let Some(clash) = self.clash_for(&input.values, Some(id)) {
+                outcome
+                    .errors
+                    .push(conflict_item(&clash, input.trace.as_deref()));
+                continue;
+            }
             outcome
                 .changes
                 .extend(self.apply(id, &input.values, now_ms));
-            if let Some(contact) = self.contacts.get(&id) {
-                outcome.written.push(Written {
-                    contact: contact.clone(),
-                    trace: input.trace,
-                    new: false,
-                });
-            }
+            let names = input.values.keys().cloned().collect();
+            outcome.record(self.contacts.get(&id), input.trace, names, false);
         }
         Ok(outcome)
     }
 
     /// HubSpot's batch upsert by email or a unique property: existing records are updated,
-    /// others created (`new: true`); invalid inputs fail alone (207).
+    /// others created (`new: true`); invalid inputs fail alone (207), and so do clashing ones
+    /// under [`ConflictReport::PerInput`].
     pub fn batch_upsert(
         &mut self,
         inputs: Vec<KeyedInput>,
         now_ms: i64,
+        rules: &Variants,
     ) -> Result<BatchOutcome, WriteError> {
         check_size(inputs.len())?;
         let keys = inputs
@@ -662,7 +720,10 @@ impl Store {
                 key => Ok(key),
             })
             .collect::<Result<Vec<_>, _>>()?;
-        check_duplicates(inputs.iter().zip(&keys).map(|(i, k)| (k, i.id.as_str())))?;
+        check_duplicates(
+            inputs.iter().zip(&keys).map(|(i, k)| (k, i.id.as_str())),
+            rules.validation,
+        )?;
         let mut outcome = BatchOutcome::default();
         let mut accepted: Vec<(Option<u64>, KeyedInput)> = Vec::with_capacity(inputs.len());
         for (mut input, key) in inputs.into_iter().zip(keys) {
@@ -686,13 +747,24 @@ impl Store {
             if found.is_empty() {
                 accepted.push((target, input));
             } else {
-                outcome
-                    .errors
-                    .push(validation_item(&found, input.trace.as_deref()));
+                outcome.errors.push(validation_item(
+                    &found,
+                    input.trace.as_deref(),
+                    rules.validation,
+                ));
             }
         }
-        self.check_batch_conflicts(accepted.iter().map(|(id, i)| (*id, &i.values)))?;
+        if rules.conflicts == ConflictReport::WholeBatch {
+            self.check_batch_conflicts(accepted.iter().map(|(id, i)| (*id, &i.values)))?;
+        }
         for (target, input) in accepted {
+            if let Some(clash) = self.clash_for(&input.values, target) {
+                outcome
+                    .errors
+                    .push(conflict_item(&clash, input.trace.as_deref()));
+                continue;
+            }
+            let names = input.values.keys().cloned().collect();
             let (id, new) = match target {
                 Some(id) => {
                     outcome
@@ -706,13 +778,7 @@ impl Store {
                     (id, true)
                 }
             };
-            if let Some(contact) = self.contacts.get(&id) {
-                outcome.written.push(Written {
-                    contact: contact.clone(),
-                    trace: input.trace,
-                    new,
-                });
-            }
+            outcome.record(self.contacts.get(&id), input.trace, names, new);
         }
         Ok(outcome)
     }
@@ -731,18 +797,26 @@ impl Store {
         Ok(changes)
     }
 
-    /// HubSpot's batch read: found records plus the inputs that matched nothing.
+    /// HubSpot's batch read: found records plus the inputs that matched nothing. Merged-away
+    /// ids read as their survivor, except under [`MissingIds::Omitted`] (then they match
+    /// nothing).
     pub fn batch_read(
         &self,
         key: &IdKey,
         ids: &[String],
         archived: bool,
+        missing_ids: MissingIds,
     ) -> Result<(Vec<Contact>, Vec<String>), WriteError> {
         check_size(ids.len())?;
         let mut seen = HashSet::new();
         let mut found = Vec::new();
         let mut missing = Vec::new();
         for raw in ids {
+            let merged_away = matches!(self.find(key, raw), Found::Merged(_));
+            if merged_away && missing_ids == MissingIds::Omitted {
+                missing.push(raw.clone());
+                continue;
+            }
             match self.resolve_for_read(key, raw, archived) {
                 Some(c) if seen.insert(c.id) => found.push(c.clone()),
                 Some(_) => {}
@@ -891,6 +965,12 @@ impl Store {
 
     /// The record that already holds one of the unique values being written.
     fn conflict_for(&self, values: &BTreeMap<String, String>, except: Option<u64>) -> Option<u64> {
+        self.clash_for(values, except).map(|c| c.existing)
+    }
+
+    /// The first unique value being written that a record other than `except` holds
+    /// (email first, then the unique properties).
+    fn clash_for(&self, values: &BTreeMap<String, String>, except: Option<u64>) -> Option<Clash> {
         let other = |id: &u64| Some(*id) != except;
         if let Some(email) = values.get("email").filter(|e| !e.is_empty())
             && let Some(id) = self
@@ -898,15 +978,23 @@ impl Store {
                 .get(&normalise_email(email))
                 .filter(|id| other(id))
         {
-            return Some(*id);
+            return Some(Clash {
+                property: "email".to_owned(),
+                value: email.clone(),
+                existing: *id,
+            });
         }
-        self.unique.iter().find_map(|(name, index)| {
-            values
-                .get(name)
-                .filter(|v| !v.is_empty())
-                .and_then(|v| index.get(v))
-                .filter(|id| other(id))
-                .copied()
+        let mut unique: Vec<_> = self.unique.iter().collect();
+        // HashMap order varies between runs; the first clash named must not.
+        unique.sort_by(|a, b| a.0.cmp(b.0));
+        unique.into_iter().find_map(|(name, index)| {
+            let value = values.get(name).filter(|v| !v.is_empty())?;
+            let id = index.get(value).filter(|id| other(id))?;
+            Some(Clash {
+                property: name.clone(),
+                value: value.clone(),
+                existing: *id,
+            })
         })
     }
 
@@ -977,13 +1065,19 @@ fn check_size(n: usize) -> Result<(), WriteError> {
     }
 }
 
-fn check_duplicates<'a>(ids: impl Iterator<Item = (&'a IdKey, &'a str)>) -> Result<(), WriteError> {
+fn check_duplicates<'a>(
+    ids: impl Iterator<Item = (&'a IdKey, &'a str)>,
+    how: ValidationReport,
+) -> Result<(), WriteError> {
     let mut seen = HashSet::new();
     let mut dups = Vec::new();
     for (key, raw) in ids {
         let norm = key.normalise(raw);
         if !seen.insert(norm) && !dups.iter().any(|d: &String| d == raw) {
             dups.push(raw.to_owned());
+            if how == ValidationReport::First {
+                break;
+            }
         }
     }
     if dups.is_empty() {
@@ -993,11 +1087,26 @@ fn check_duplicates<'a>(ids: impl Iterator<Item = (&'a IdKey, &'a str)>) -> Resu
     }
 }
 
-fn validation_item(problems: &[PropertyProblem], trace: Option<&str>) -> ItemError {
-    let mut context = BTreeMap::new();
-    if let Some(t) = trace {
-        context.insert("objectWriteTraceId".to_owned(), vec![t.to_owned()]);
+/// The problems a validation error names.
+fn reported(problems: &[PropertyProblem], how: ValidationReport) -> &[PropertyProblem] {
+    match how {
+        ValidationReport::Every => problems,
+        ValidationReport::First => &problems[..problems.len().min(1)],
     }
+}
+
+/// The 400 of a refused write.
+fn invalid(problems: &[PropertyProblem], how: ValidationReport) -> WriteError {
+    WriteError::Invalid(PropertyProblem::summary(reported(problems, how)))
+}
+
+fn validation_item(
+    problems: &[PropertyProblem],
+    trace: Option<&str>,
+    how: ValidationReport,
+) -> ItemError {
+    let problems = reported(problems, how);
+    let mut context = trace_context(trace);
     let names: Vec<String> = problems.iter().map(|p| p.name.clone()).collect();
     context.insert("propertyName".to_owned(), names);
     ItemError {
@@ -1007,16 +1116,38 @@ fn validation_item(problems: &[PropertyProblem], trace: Option<&str>) -> ItemErr
     }
 }
 
+fn trace_context(trace: Option<&str>) -> BTreeMap<String, Vec<String>> {
+    let mut context = BTreeMap::new();
+    if let Some(t) = trace {
+        context.insert("objectWriteTraceId".to_owned(), vec![t.to_owned()]);
+    }
+    context
+}
+
+/// The 207 error of one input whose email or unique value exists already.
+fn conflict_item(clash: &Clash, trace: Option<&str>) -> ItemError {
+    let message = if clash.property == "email" {
+        conflict_message(clash.existing)
+    } else {
+        format!(
+            "A contact with the value \"{}\" for the unique property \"{}\" already exists. Existing ID: {}",
+            clash.value, clash.property, clash.existing
+        )
+    };
+    ItemError {
+        category: "CONFLICT",
+        message,
+        context: trace_context(trace),
+    }
+}
+
 /// HubSpot's message when some ids of a batch matched nothing.
 pub const NOT_FOUND_MESSAGE: &str = "Could not get some CONTACT objects, they may be deleted or not exist. Check that ids are valid.";
 
 /// The 207 error for ids that matched nothing.
 pub fn not_found_item(ids: &[String], trace: Option<&str>) -> ItemError {
-    let mut context = BTreeMap::new();
+    let mut context = trace_context(trace);
     context.insert("ids".to_owned(), ids.to_vec());
-    if let Some(t) = trace {
-        context.insert("objectWriteTraceId".to_owned(), vec![t.to_owned()]);
-    }
     ItemError {
         category: "OBJECT_NOT_FOUND",
         message: NOT_FOUND_MESSAGE.to_owned(),
@@ -1043,6 +1174,7 @@ mod tests {
                     trace: None,
                 }],
                 1,
+                &Variants::default(),
             )
             .expect("created");
         out.written[0].contact.id
@@ -1060,7 +1192,9 @@ mod tests {
                 trace: None,
             })
             .collect();
-        let err = store.batch_create(inputs, 2).expect_err("conflict");
+        let err = store
+            .batch_create(inputs, 2, &Variants::default())
+            .expect_err("conflict");
         assert_eq!(
             err,
             WriteError::Conflict(format!(
@@ -1112,6 +1246,7 @@ mod tests {
                 &id.to_string(),
                 props(&[("firstname", "Ada")]),
                 2000,
+                ValidationReport::Every,
             )
             .expect("updated");
         let stale: Vec<_> = store.search_view(2500).collect();

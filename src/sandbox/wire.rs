@@ -9,7 +9,9 @@ use serde_json::Value;
 
 use super::clock::iso_millis;
 use super::errors::ApiError;
+use super::properties::PropertyCatalog;
 use super::store::{ALWAYS_RETURNED, Contact, DEFAULT_RETURNED, SearchRecord};
+use super::variants::{EmptyValues, SearchModified};
 
 /// Parses a JSON body, answering HubSpot's "Invalid input JSON" 400 when it does not fit.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
@@ -155,16 +157,22 @@ pub struct GdprBody {
     pub id_property: Option<String>,
 }
 
-/// Which properties a read returns.
+/// Which properties an answer shows.
 #[derive(Debug, Clone)]
 pub enum Projection {
     /// `email`, `firstname`, `lastname` and the always-present ones.
     Default,
     /// The named ones (those with values) and the always-present ones.
     Named(Vec<String>),
-    /// Every value (write answers).
+    /// Every value (merge answers, the admin dump); counts as asking for the default ones.
     All,
+    /// Every value, and the named properties a write set (write answers).
+    Written(Vec<String>),
 }
+
+/// Property values as an answer shows them: `None` is a requested property without a value
+/// (serialised as `null`).
+pub type ShownProperties = BTreeMap<String, Option<String>>;
 
 impl Projection {
     /// From a `properties` list; empty means default.
@@ -177,19 +185,56 @@ impl Projection {
         }
     }
 
-    /// The values to show.
-    pub fn pick(&self, values: &BTreeMap<String, String>) -> BTreeMap<String, String> {
-        let keep = |name: &str| values.get(name).map(|v| (name.to_owned(), v.clone()));
+    /// Drops named properties that do not exist: HubSpot ignores them, so they never show,
+    /// not even as `null`.
+    pub fn known(self, catalog: &PropertyCatalog) -> Self {
         match self {
-            Self::All => values.clone(),
-            Self::Default => DEFAULT_RETURNED.iter().filter_map(|n| keep(n)).collect(),
+            Self::Named(names) => Self::Named(
+                names
+                    .into_iter()
+                    .filter(|n| catalog.get_any(n).is_some())
+                    .collect(),
+            ),
+            other => other,
+        }
+    }
+
+    /// The properties asked for.
+    fn requested(&self) -> Vec<&str> {
+        match self {
+            Self::Default | Self::All => DEFAULT_RETURNED.to_vec(),
             Self::Named(names) => names
                 .iter()
                 .map(String::as_str)
                 .chain(ALWAYS_RETURNED)
-                .filter_map(keep)
+                .collect(),
+            Self::Written(names) => DEFAULT_RETURNED
+                .iter()
+                .copied()
+                .chain(names.iter().map(String::as_str))
                 .collect(),
         }
+    }
+
+    /// The values to show; requested properties without a value as `empty` says.
+    pub fn pick(&self, values: &BTreeMap<String, String>, empty: EmptyValues) -> ShownProperties {
+        let requested = self.requested();
+        let mut shown: ShownProperties = match self {
+            Self::All | Self::Written(_) => values
+                .iter()
+                .map(|(k, v)| (k.clone(), Some(v.clone())))
+                .collect(),
+            Self::Default | Self::Named(_) => requested
+                .iter()
+                .filter_map(|n| values.get(*n).map(|v| ((*n).to_owned(), Some(v.clone()))))
+                .collect(),
+        };
+        if empty == EmptyValues::Null {
+            for name in requested {
+                shown.entry(name.to_owned()).or_insert(None);
+            }
+        }
+        shown
     }
 }
 
@@ -212,7 +257,7 @@ pub struct ObjectOut {
     /// Record id.
     pub id: String,
     /// Values.
-    pub properties: BTreeMap<String, String>,
+    pub properties: ShownProperties,
     /// Values with history, when asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub properties_with_history: Option<BTreeMap<String, Vec<ValueWithTimestamp>>>,
@@ -235,10 +280,10 @@ pub struct ObjectOut {
 
 impl ObjectOut {
     /// A stored record.
-    pub fn from_contact(c: &Contact, projection: &Projection) -> Self {
+    pub fn from_contact(c: &Contact, projection: &Projection, empty: EmptyValues) -> Self {
         Self {
             id: c.id.to_string(),
-            properties: projection.pick(&c.properties),
+            properties: projection.pick(&c.properties, empty),
             properties_with_history: None,
             created_at: iso_millis(c.created_ms),
             updated_at: iso_millis(c.updated_ms),
@@ -249,11 +294,27 @@ impl ObjectOut {
         }
     }
 
-    /// A search hit.
-    pub fn from_search(r: &SearchRecord<'_>, projection: &Projection) -> Self {
+    /// A search hit; `lastmodifieddate` as `modified` says (search still filters and sorts on
+    /// the indexed value).
+    pub fn from_search(
+        r: &SearchRecord<'_>,
+        projection: &Projection,
+        empty: EmptyValues,
+        modified: SearchModified,
+    ) -> Self {
+        let mut properties = projection.pick(r.properties, empty);
+        match modified {
+            SearchModified::Returned => {}
+            SearchModified::Null => {
+                properties.insert("lastmodifieddate".to_owned(), None);
+            }
+            SearchModified::Omitted => {
+                properties.remove("lastmodifieddate");
+            }
+        }
         Self {
             id: r.id.to_string(),
-            properties: projection.pick(r.properties),
+            properties,
             properties_with_history: None,
             created_at: iso_millis(r.created_ms),
             updated_at: iso_millis(r.updated_ms),
