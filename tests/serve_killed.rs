@@ -4,14 +4,16 @@
 //!
 //! Nothing is shortened for the test: the restarted process gets the job back through the same
 //! orphan recovery production relies on (the dead worker misses its heartbeats, about 15–20 s),
-//! so each backend takes about half a minute.
+//! so each backend takes about half a minute. It runs under every way HubSpot may answer
+//! (`HubSpotProfile`): with conflicts reported per input, the creates a restarted run repeats
+//! come back as 207 conflicts, and must end linked, not failed.
 
 mod common;
 
 use common::TestDb;
 use common::process::{Running, crm_sync, free_port};
 use common::pushed::{assert_one_hubspot_contact_per_row, linked_rows};
-use crm_sync::sandbox::{Sandbox, SandboxArgs, SandboxHandle};
+use crm_sync::sandbox::{HubSpotProfile, Sandbox, SandboxArgs, SandboxHandle};
 use crm_sync::store::{NewContact, Store};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
@@ -30,11 +32,11 @@ const HUBSPOT_LATENCY_MS: u64 = 600;
 const PATIENCE: Duration = Duration::from_secs(180);
 const API_TOKEN: &str = "serve-killed-test-token";
 
-backend_tests! {
-    async fn a_serve_killed_mid_push_finishes_the_job_after_a_restart_without_duplicates_or_losses(db: TestDb) {
+profile_tests! {
+    async fn a_serve_killed_mid_push_finishes_the_job_after_a_restart_without_duplicates_or_losses(db: TestDb, profile: HubSpotProfile) {
         let store = db.store().await;
         insert_people(&store).await;
-        let hubspot = slow_hubspot().await;
+        let hubspot = slow_hubspot(profile).await;
         let dir = tempfile::tempdir().expect("a working directory");
 
         let first = Service::start(dir.path(), &db, &hubspot).await;
@@ -113,10 +115,11 @@ async fn insert_people(store: &Store) {
     assert_eq!(inserted, CONTACTS);
 }
 
-/// A HubSpot sandbox on loopback that answers slowly but never refuses or fails, so that the
-/// only thing interrupting the push is the kill.
-async fn slow_hubspot() -> SandboxHandle {
+/// A HubSpot sandbox on loopback that answers slowly, the way `profile` says, but never refuses
+/// or fails, so that the only thing interrupting the push is the kill.
+async fn slow_hubspot(profile: HubSpotProfile) -> SandboxHandle {
     let args = SandboxArgs {
+        variants: profile.variants(),
         requests_per_10s: 0,
         search_per_second: 0,
         latency_ms: HUBSPOT_LATENCY_MS,

@@ -15,7 +15,7 @@ use crm_sync::jobs::queue::SyncTask;
 use crm_sync::jobs::runner::StopCheck;
 use crm_sync::jobs::worker::{Settled, process};
 use crm_sync::jobs::{EnqueueRequest, JobRunner, RetryPolicy, enqueue};
-use crm_sync::sandbox::{Sandbox, SandboxArgs, SandboxContact, SandboxHandle};
+use crm_sync::sandbox::{HubSpotProfile, Sandbox, SandboxArgs, SandboxContact, SandboxHandle};
 use crm_sync::secret::Secret;
 use crm_sync::store::{NewContact, Store};
 use crm_sync::sync::push::{EXTERNAL_KEY, PushConfig, Pusher};
@@ -34,6 +34,14 @@ fn sandbox_args() -> SandboxArgs {
         search_per_second: 0,
         rng_seed: Some(7),
         ..SandboxArgs::default()
+    }
+}
+
+/// The same, answering the way `profile` says HubSpot does.
+fn sandbox_args_in(profile: HubSpotProfile) -> SandboxArgs {
+    SandboxArgs {
+        variants: profile.variants(),
+        ..sandbox_args()
     }
 }
 
@@ -76,8 +84,8 @@ struct Row {
 }
 
 impl Env {
-    async fn new(db: TestDb) -> Env {
-        Env::with(db, sandbox_args(), 0, PushConfig::default()).await
+    async fn new(db: TestDb, profile: HubSpotProfile) -> Env {
+        Env::with(db, sandbox_args_in(profile), 0, PushConfig::default()).await
     }
 
     /// `client_budget`: the client's requests per 10 s (0 = no client-side limit).
@@ -434,7 +442,8 @@ fn counts(total: u64, created: u64, linked: u64, updated: u64, failed: u64) -> P
 }
 
 /// Uses up the sandbox's 10-second window (until one call is refused), so that the next job
-/// meets 429s however slowly this machine runs; returns the 429 count at that point.
+/// meets 429s however slowly this machine runs; returns the 429 count at that point. Reads
+/// the sandbox drops (an injected fault) count like any other call.
 async fn fill_rate_window(sandbox: &SandboxHandle) -> u64 {
     let http = reqwest::Client::new();
     let url = format!("{}/crm/v3/objects/contacts?limit=1", sandbox.base_url());
@@ -443,13 +452,14 @@ async fn fill_rate_window(sandbox: &SandboxHandle) -> u64 {
             .get(&url)
             .bearer_auth(sandbox.access_token())
             .send()
-            .await
-            .expect("the sandbox answers");
-        if answer.status() == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            .await;
+        if answer.is_ok_and(|a| a.status() == reqwest::StatusCode::TOO_MANY_REQUESTS) {
             break;
         }
     }
-    sandbox.stats().rate_limited
+    let limited = sandbox.stats().rate_limited;
+    assert!(limited > 0, "the window filled up");
+    limited
 }
 
 /// A push into a HubSpot that may or may not have its contacts: everything is linked, nothing
@@ -467,9 +477,9 @@ fn assert_all_pushed(job: &Job, n: u64) {
 
 // ---- link mode -----------------------------------------------------------------------
 
-backend_tests! {
-    async fn link_mode_creates_new_contacts_with_names_and_the_external_key(db: TestDb) {
-        let env = Env::new(db).await;
+profile_tests! {
+    async fn link_mode_creates_new_contacts_with_names_and_the_external_key(db: TestDb, profile: HubSpotProfile) {
+        let env = Env::new(db, profile).await;
         env.insert(&[
             (Some("ada@acme.io"), Some("Ada"), Some("Lovelace")),
             (Some("grace@acme.io"), Some("Grace"), None),
@@ -495,8 +505,8 @@ backend_tests! {
         assert_eq!(env.hubspot.contact_count(), 3);
     }
 
-    async fn contacts_already_in_hubspot_are_linked_and_their_properties_left_alone(db: TestDb) {
-        let env = Env::new(db).await;
+    async fn contacts_already_in_hubspot_are_linked_and_their_properties_left_alone(db: TestDb, profile: HubSpotProfile) {
+        let env = Env::new(db, profile).await;
         let existing = env.in_hubspot(&[
             ("Ada@ACME.io", "Augusta Ada", "King"),
             ("grace@acme.io", "Grace Brewster", "Hopper"),
@@ -521,11 +531,11 @@ backend_tests! {
         assert!(rows.iter().all(|r| r.pushed_version == r.local_version));
     }
 
-    async fn a_batch_mixing_known_and_new_contacts_links_the_known_and_creates_the_rest(db: TestDb) {
+    async fn a_batch_mixing_known_and_new_contacts_links_the_known_and_creates_the_rest(db: TestDb, profile: HubSpotProfile) {
         // One page at a time, so that the first page meets the existing contacts by creating
         // (HubSpot refuses the batch) and the later pages read by email first.
         let config = PushConfig { pages_in_flight: 1, ..PushConfig::default() };
-        let env = Env::with(db, sandbox_args(), 0, config).await;
+        let env = Env::with(db, sandbox_args_in(profile), 0, config).await;
         env.insert_people(250, 0).await;
         let known: Vec<(String, &str, &str)> = (1..=250)
             .filter(|i| i % 3 == 0)
@@ -555,8 +565,8 @@ backend_tests! {
         );
     }
 
-    async fn contacts_without_email_are_pushed_and_never_duplicated(db: TestDb) {
-        let env = Env::new(db).await;
+    async fn contacts_without_email_are_pushed_and_never_duplicated(db: TestDb, profile: HubSpotProfile) {
+        let env = Env::new(db, profile).await;
         env.insert(&[
             (None, Some("Alan"), Some("Turing")),
             (None, Some("Kurt"), None),
@@ -580,8 +590,8 @@ backend_tests! {
         assert_eq!(push_counts(&rerun), counts(0, 0, 0, 0, 0));
     }
 
-    async fn invalid_emails_fail_with_hubspots_reason_while_the_rest_is_pushed(db: TestDb) {
-        let env = Env::new(db).await;
+    async fn invalid_emails_fail_with_hubspots_reason_while_the_rest_is_pushed(db: TestDb, profile: HubSpotProfile) {
+        let env = Env::new(db, profile).await;
         env.insert_people(120, 0).await;
         env.insert(&[
             (Some("ada@acme.test"), Some("Ada"), None),
@@ -614,8 +624,8 @@ backend_tests! {
         assert_eq!(push_counts(&again), counts(2, 0, 0, 0, 2));
     }
 
-    async fn a_rerun_with_nothing_changed_considers_nothing_and_calls_hubspot_not_at_all(db: TestDb) {
-        let env = Env::new(db).await;
+    async fn a_rerun_with_nothing_changed_considers_nothing_and_calls_hubspot_not_at_all(db: TestDb, profile: HubSpotProfile) {
+        let env = Env::new(db, profile).await;
         env.insert_people(150, 7).await;
         let first = env.push(PushMode::Link).await;
         assert_eq!(push_counts(&first).created, 150);
@@ -631,8 +641,8 @@ backend_tests! {
         assert_eq!(env.pusher.client().metrics().requests_total(), calls, "no call at all");
     }
 
-    async fn a_local_edit_of_a_linked_contact_updates_hubspot(db: TestDb) {
-        let env = Env::new(db).await;
+    async fn a_local_edit_of_a_linked_contact_updates_hubspot(db: TestDb, profile: HubSpotProfile) {
+        let env = Env::new(db, profile).await;
         env.insert_people(5, 0).await;
         env.push(PushMode::Link).await;
         let rows = env.rows().await;
@@ -657,8 +667,8 @@ backend_tests! {
         assert_eq!(push_counts(&rerun).total, 0);
     }
 
-    async fn a_linked_contact_deleted_in_hubspot_is_created_again_when_it_changes(db: TestDb) {
-        let env = Env::new(db).await;
+    async fn a_linked_contact_deleted_in_hubspot_is_created_again_when_it_changes(db: TestDb, profile: HubSpotProfile) {
+        let env = Env::new(db, profile).await;
         env.insert_people(3, 0).await;
         env.push(PushMode::Link).await;
         let rows = env.rows().await;
@@ -680,8 +690,8 @@ backend_tests! {
         assert_eq!(row.pushed_version, row.local_version);
     }
 
-    async fn two_local_contacts_cannot_claim_one_hubspot_contact(db: TestDb) {
-        let env = Env::new(db).await;
+    async fn two_local_contacts_cannot_claim_one_hubspot_contact(db: TestDb, profile: HubSpotProfile) {
+        let env = Env::new(db, profile).await;
         let ids = env.in_hubspot(&[("shared@acme.io", "Shared", "Person")]);
         env.insert(&[
             (None, Some("Holder"), None),
@@ -710,8 +720,8 @@ backend_tests! {
         assert!(after[2].hs_object_id.is_some());
     }
 
-    async fn a_first_push_costs_one_call_per_100_new_contacts(db: TestDb) {
-        let env = Env::new(db).await;
+    async fn a_first_push_costs_one_call_per_100_new_contacts(db: TestDb, profile: HubSpotProfile) {
+        let env = Env::new(db, profile).await;
         env.insert_people(300, 0).await;
 
         let job = env.push(PushMode::Link).await;
@@ -723,8 +733,8 @@ backend_tests! {
         assert_eq!(env.sandbox_calls("properties.create"), 1);
     }
 
-    async fn access_tokens_expiring_during_a_push_are_refreshed_without_losing_a_contact(db: TestDb) {
-        let args = SandboxArgs { latency_ms: 5, ..sandbox_args() };
+    async fn access_tokens_expiring_during_a_push_are_refreshed_without_losing_a_contact(db: TestDb, profile: HubSpotProfile) {
+        let args = SandboxArgs { latency_ms: 5, ..sandbox_args_in(profile) };
         let scopes = [
             "crm.objects.contacts.read",
             "crm.objects.contacts.write",
@@ -756,9 +766,9 @@ backend_tests! {
         env.assert_one_hubspot_contact_per_row().await;
     }
 
-    async fn a_connection_without_the_write_scope_fails_the_job_with_the_reason(db: TestDb) {
+    async fn a_connection_without_the_write_scope_fails_the_job_with_the_reason(db: TestDb, profile: HubSpotProfile) {
         let scopes = ["crm.objects.contacts.read"];
-        let env = Env::with_oauth(db, sandbox_args(), &scopes, PushConfig::default()).await;
+        let env = Env::with_oauth(db, sandbox_args_in(profile), &scopes, PushConfig::default()).await;
         env.insert_people(3, 0).await;
 
         let job = env.push(PushMode::Link).await;
@@ -773,9 +783,9 @@ backend_tests! {
 
 // ---- upsert mode ---------------------------------------------------------------------
 
-backend_tests! {
-    async fn upsert_mode_overwrites_hubspots_values_and_creates_the_rest(db: TestDb) {
-        let env = Env::new(db).await;
+profile_tests! {
+    async fn upsert_mode_overwrites_hubspots_values_and_creates_the_rest(db: TestDb, profile: HubSpotProfile) {
+        let env = Env::new(db, profile).await;
         let existing = env.in_hubspot(&[("ada@acme.io", "Augusta Ada", "King")]);
         env.insert(&[
             (Some("ADA@acme.io"), Some("Ada"), Some("Lovelace")),
@@ -811,39 +821,184 @@ backend_tests! {
         assert_eq!(env.rows().await[2].hs_object_id, rows[2].hs_object_id);
     }
 
-    async fn a_batch_hubspot_refuses_whole_is_split_until_the_culprit_is_isolated(db: TestDb) {
-        let env = Env::new(db).await;
+    async fn a_clash_on_the_external_key_links_the_earlier_create_and_upsert_overwrites_it(db: TestDb, profile: HubSpotProfile) {
+        let env = Env::new(db, profile).await;
         env.insert_people(40, 0).await;
         // HubSpot already holds the external key of contact 17 on a contact with another
-        // email, so upserting contact 17 by its email clashes on the key: a 409 for the batch.
-        env.pusher
-            .client()
-            .create_property(&PropertyCreate {
-                name: EXTERNAL_KEY.to_owned(),
-                label: "crm-sync contact id".to_owned(),
-                property_type: "string".to_owned(),
-                field_type: "text".to_owned(),
-                group_name: "contactinformation".to_owned(),
-                description: None,
-                has_unique_value: true,
-                options: Vec::new(),
-                form_field: Some(false),
-            })
-            .await
-            .expect("create the key property");
+        // email (an earlier create, its email since changed in HubSpot): upserting contact 17
+        // by its email clashes on the key, as a 409 for the batch or per input in a 207.
+        create_key_property(&env).await;
         let rows = env.rows().await;
         let culprit = rows[16].id;
-        env.hubspot.insert_contacts(vec![BTreeMap::from([
+        let earlier = env.hubspot.insert_contacts(vec![BTreeMap::from([
             ("email".to_owned(), "elsewhere@acme.io".to_owned()),
             (EXTERNAL_KEY.to_owned(), culprit.to_string()),
         ])]);
 
         let job = env.push(PushMode::Upsert).await;
 
-        assert_eq!(push_counts(&job), counts(40, 39, 0, 0, 1));
-        assert_eq!(job.errors[0].contact_id.map(|c| c.0), Some(culprit));
-        assert!(job.errors[0].reason.contains("duplicate"), "{}", job.errors[0].reason);
-        assert!(env.sandbox_calls("contacts.batch_upsert") > 2, "the batch was split");
+        assert_eq!(push_counts(&job), counts(40, 39, 0, 1, 0), "{:#?}", job.errors);
+        let rows = env.rows().await;
+        assert_eq!(rows[16].hs_object_id.as_ref(), Some(&earlier[0]), "linked to its own create");
+        let record = env.hubspot.contact(&earlier[0]).expect("still there");
+        assert_eq!(record.email(), Some("person17@acme.io"), "local values won");
+        assert_eq!(env.hubspot.contact_count(), 40, "nothing created twice");
+        env.assert_one_hubspot_contact_per_row().await;
+        if profile == HubSpotProfile::Documented {
+            assert!(env.sandbox_calls("contacts.batch_upsert") > 2, "the refused batch was split");
+        }
+        let rerun = env.push(PushMode::Upsert).await;
+        assert_eq!(push_counts(&rerun).total, 0);
+    }
+}
+
+/// Creates the external key property in HubSpot ahead of the push, as an earlier one did.
+async fn create_key_property(env: &Env) {
+    env.pusher
+        .client()
+        .create_property(&PropertyCreate {
+            name: EXTERNAL_KEY.to_owned(),
+            label: "crm-sync contact id".to_owned(),
+            property_type: "string".to_owned(),
+            field_type: "text".to_owned(),
+            group_name: "contactinformation".to_owned(),
+            description: None,
+            has_unique_value: true,
+            options: Vec::new(),
+            form_field: Some(false),
+        })
+        .await
+        .expect("create the key property");
+}
+
+// ---- conflicts and silence, however HubSpot reports them -----------------------------
+
+profile_tests! {
+    async fn two_thousand_contacts_of_which_300_exist_by_email_link_300_and_fail_none(db: TestDb, profile: HubSpotProfile) {
+        let env = Env::new(db, profile).await;
+        env.insert_people(2000, 0).await;
+        let known: Vec<(String, &str, &str)> = (1..=2000)
+            .filter(|i| i % 20 < 3)
+            .map(|i| (format!("PERSON{i}@acme.io"), "Known", "Before"))
+            .collect();
+        assert_eq!(known.len(), 300);
+        let refs: Vec<(&str, &str, &str)> =
+            known.iter().map(|(e, f, l)| (e.as_str(), *f, *l)).collect();
+        env.in_hubspot(&refs);
+
+        let job = env.push(PushMode::Link).await;
+
+        assert_eq!(push_counts(&job), counts(2000, 1700, 300, 0, 0), "{:#?}", job.errors);
+        assert!(job.errors.is_empty());
+        assert_eq!(env.hubspot.contact_count(), 2000);
+        env.assert_one_hubspot_contact_per_row().await;
+        let hubspot = env.hubspot_by_id();
+        for row in env.rows().await.iter().filter(|r| r.id % 20 < 3) {
+            let contact = &hubspot[row.hs_object_id.as_deref().expect("linked")];
+            assert_eq!(contact.properties["firstname"], "Known", "link mode leaves it alone");
+        }
+        let rerun = env.push(PushMode::Link).await;
+        assert_eq!(push_counts(&rerun).total, 0);
+    }
+
+    async fn a_linked_contact_merged_away_in_hubspot_follows_the_survivor_and_is_never_created_again(db: TestDb, profile: HubSpotProfile) {
+        let env = Env::new(db, profile).await;
+        env.insert_people(2, 0).await;
+        let survivor = env.in_hubspot(&[("someone@acme.io", "Some", "One")]).remove(0);
+        env.push(PushMode::Link).await;
+        let rows = env.rows().await;
+        let merged = rows[0].hs_object_id.clone().expect("linked");
+        env.pusher
+            .client()
+            .merge_contacts(
+                &crm_sync::ids::HsObjectId(survivor.clone()),
+                &crm_sync::ids::HsObjectId(merged.clone()),
+            )
+            .await
+            .expect("merge in HubSpot");
+        // A local change makes the row a candidate; its new email is unknown to HubSpot, so a
+        // push that took silence for deletion would create a second contact for the person.
+        env.set_email(rows[0].id, Some("renamed@acme.io")).await;
+        let before = env.hubspot.contact_count();
+
+        let job = env.push(PushMode::Link).await;
+
+        assert_eq!(push_counts(&job), counts(1, 0, 1, 0, 0), "{:#?}", job.errors);
+        assert_eq!(env.hubspot.contact_count(), before, "no contact created");
+        assert_eq!(env.rows().await[0].hs_object_id.as_ref(), Some(&survivor), "re-linked");
+
+        // The next push writes the local values over the survivor, by its id.
+        let next = env.push(PushMode::Link).await;
+        assert_eq!(push_counts(&next), counts(1, 0, 0, 1, 0), "{:#?}", next.errors);
+        let record = env.hubspot.contact(&survivor).expect("the survivor");
+        assert_eq!(record.email(), Some("renamed@acme.io"));
+        assert_eq!(env.hubspot.contact_count(), before);
+    }
+
+    async fn a_survivor_another_row_holds_is_refused_by_name_and_nothing_is_created(db: TestDb, profile: HubSpotProfile) {
+        let env = Env::new(db, profile).await;
+        env.insert_people(2, 0).await;
+        env.push(PushMode::Link).await;
+        let rows = env.rows().await;
+        let (merged, survivor) = (
+            rows[0].hs_object_id.clone().expect("linked"),
+            rows[1].hs_object_id.clone().expect("linked"),
+        );
+        env.pusher
+            .client()
+            .merge_contacts(
+                &crm_sync::ids::HsObjectId(survivor.clone()),
+                &crm_sync::ids::HsObjectId(merged),
+            )
+            .await
+            .expect("merge in HubSpot");
+        env.set_email(rows[0].id, Some("renamed@acme.io")).await;
+
+        let job = env.push(PushMode::Link).await;
+
+        assert_eq!(push_counts(&job), counts(1, 0, 0, 0, 1), "{:#?}", job.errors);
+        let reason = &job.errors[0].reason;
+        assert!(
+            reason.contains(&survivor) && reason.contains(&format!("local contact {}", rows[1].id)),
+            "names the survivor and its holder: {reason}"
+        );
+        assert_eq!(env.hubspot.contact_count(), 1, "no second contact for the person");
+        assert_eq!(env.rows().await[1].hs_object_id.as_ref(), Some(&survivor));
+    }
+
+    async fn five_thousand_contacts_through_5xx_lost_answers_dropped_reads_and_429s_end_exact(db: TestDb, profile: HubSpotProfile) {
+        let args = SandboxArgs {
+            fault_5xx: 0.1,
+            fault_drop_after_write: 0.1,
+            fault_drop_read: 0.1,
+            requests_per_10s: 100,
+            rng_seed: Some(21),
+            ..sandbox_args_in(profile)
+        };
+        // The client believes it may send more than HubSpot allows: HubSpot answers 429s.
+        let env = Env::with(db, args, 1_000, PushConfig::default()).await;
+        env.insert_people(5000, 10).await;
+        let known: Vec<(String, &str, &str)> = (1..=5000)
+            .filter(|i| i % 20 == 1)
+            .map(|i| (format!("person{i}@acme.io"), "Known", "Before"))
+            .collect();
+        assert_eq!(known.len(), 250);
+        let refs: Vec<(&str, &str, &str)> =
+            known.iter().map(|(e, f, l)| (e.as_str(), *f, *l)).collect();
+        env.in_hubspot(&refs);
+        // HubSpot's window is full when the push starts (the client cannot know).
+        let limited_before = fill_rate_window(&env.hubspot).await;
+
+        let job = env.push(PushMode::Link).await;
+
+        assert_all_pushed(&job, 5000);
+        let c = push_counts(&job);
+        assert!(c.linked >= 250, "the contacts that existed are linked: {c:?}");
+        let stats = env.hubspot.stats();
+        assert!(stats.faults_5xx > 0 && stats.dropped_after_write > 0, "{stats:?}");
+        assert!(stats.rate_limited > limited_before, "the push met 429s: {stats:?}");
+        assert_eq!(env.hubspot.contact_count(), 5000, "one HubSpot contact per row");
+        env.assert_one_hubspot_contact_per_row().await;
     }
 }
 
@@ -862,12 +1017,12 @@ async fn thousand_contacts(env: &Env) {
     env.in_hubspot(&refs);
 }
 
-backend_tests! {
-    async fn answers_lost_after_writes_never_duplicate_a_contact_in_link_mode(db: TestDb) {
+profile_tests! {
+    async fn answers_lost_after_writes_never_duplicate_a_contact_in_link_mode(db: TestDb, profile: HubSpotProfile) {
         let args = SandboxArgs {
             fault_drop_after_write: 0.3,
             rng_seed: Some(11),
-            ..sandbox_args()
+            ..sandbox_args_in(profile)
         };
         let env = Env::with(db, args, 0, PushConfig::default()).await;
         thousand_contacts(&env).await;
@@ -884,11 +1039,11 @@ backend_tests! {
         assert_eq!(push_counts(&rerun).total, 0);
     }
 
-    async fn answers_lost_after_writes_never_duplicate_a_contact_in_upsert_mode(db: TestDb) {
+    async fn answers_lost_after_writes_never_duplicate_a_contact_in_upsert_mode(db: TestDb, profile: HubSpotProfile) {
         let args = SandboxArgs {
             fault_drop_after_write: 0.3,
             rng_seed: Some(12),
-            ..sandbox_args()
+            ..sandbox_args_in(profile)
         };
         let env = Env::with(db, args, 0, PushConfig::default()).await;
         thousand_contacts(&env).await;
@@ -906,14 +1061,14 @@ backend_tests! {
         }
     }
 
-    async fn server_errors_and_rate_limits_keep_the_same_guarantees(db: TestDb) {
+    async fn server_errors_and_rate_limits_keep_the_same_guarantees(db: TestDb, profile: HubSpotProfile) {
         // HubSpot allows 20 requests per 10 s, and its window is full when the push starts
         // (the client cannot know); a quarter of requests fail with a 5xx.
         let args = SandboxArgs {
             fault_5xx: 0.25,
             requests_per_10s: 20,
             rng_seed: Some(13),
-            ..sandbox_args()
+            ..sandbox_args_in(profile)
         };
         let config = PushConfig { page_size: 10, ..PushConfig::default() };
         let env = Env::with(db, args, 100, config).await;
@@ -932,9 +1087,9 @@ backend_tests! {
         env.assert_one_hubspot_contact_per_row().await;
     }
 
-    async fn an_interrupted_push_resumes_from_its_checkpoint(db: TestDb) {
+    async fn an_interrupted_push_resumes_from_its_checkpoint(db: TestDb, profile: HubSpotProfile) {
         let config = PushConfig { page_size: 50, ..PushConfig::default() };
-        let env = Env::with(db, sandbox_args(), 0, config).await;
+        let env = Env::with(db, sandbox_args_in(profile), 0, config).await;
         env.insert_people(500, 9).await;
         let id = env.enqueue(PushMode::Link).await;
 
@@ -964,9 +1119,9 @@ backend_tests! {
         env.assert_one_hubspot_contact_per_row().await;
     }
 
-    async fn a_push_killed_between_hubspot_and_its_commit_is_finished_without_duplicates(db: TestDb) {
+    async fn a_push_killed_between_hubspot_and_its_commit_is_finished_without_duplicates(db: TestDb, profile: HubSpotProfile) {
         let config = PushConfig { page_size: 20, ..PushConfig::default() };
-        let env = Env::with(db, sandbox_args(), 0, config).await;
+        let env = Env::with(db, sandbox_args_in(profile), 0, config).await;
         env.insert_people(400, 8).await;
         let id = env.enqueue(PushMode::Link).await;
         let run = {

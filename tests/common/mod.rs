@@ -225,3 +225,55 @@ macro_rules! backend_tests {
         )*
     };
 }
+
+/// Generates one `#[tokio::test]` per backend and per way HubSpot answers for each spec:
+/// `NAME::documented_sqlite`, `NAME::documented_postgres`, `NAME::alternative_sqlite` and
+/// `NAME::alternative_postgres`. Inside, `db` is a fresh [`TestDb`] and `profile` the
+/// [`crm_sync::sandbox::HubSpotProfile`] the test's sandbox must play: HubSpot's documented
+/// answers, or every other answer its docs leave open (207 conflicts, silently omitted ids,
+/// first-only validation errors, `null` values, shuffled results). One spec, every variant: a
+/// guarantee the engine cannot keep under a profile is a failing test, never a skipped one.
+#[macro_export]
+macro_rules! profile_tests {
+    ($( $(#[$meta:meta])* async fn $name:ident($db:ident : TestDb, $profile:ident : HubSpotProfile) $body:block )*) => {
+        $(
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+                use crm_sync::sandbox::HubSpotProfile;
+
+                async fn spec($db: $crate::common::TestDb, $profile: HubSpotProfile) $body
+
+                $(#[$meta])*
+                #[tokio::test]
+                async fn documented_sqlite() {
+                    spec($crate::common::TestDb::sqlite().await, HubSpotProfile::Documented).await
+                }
+
+                $(#[$meta])*
+                #[tokio::test]
+                async fn documented_postgres() {
+                    let Some(db) = $crate::common::TestDb::postgres_if_available().await else {
+                        return;
+                    };
+                    spec(db, HubSpotProfile::Documented).await
+                }
+
+                $(#[$meta])*
+                #[tokio::test]
+                async fn alternative_sqlite() {
+                    spec($crate::common::TestDb::sqlite().await, HubSpotProfile::Alternative).await
+                }
+
+                $(#[$meta])*
+                #[tokio::test]
+                async fn alternative_postgres() {
+                    let Some(db) = $crate::common::TestDb::postgres_if_available().await else {
+                        return;
+                    };
+                    spec(db, HubSpotProfile::Alternative).await
+                }
+            }
+        )*
+    };
+}
