@@ -36,10 +36,12 @@
 //! # Costs (HubSpot calls)
 //!
 //! Full pull: one list call per 100 contacts, plus one search call per job (the total, for
-//! the progress bar). Incremental: one search call per 200 changed contacts (plus one for the
+//! the progress bar). Any page whose contacts clash with stale links: one batch read more
+//! ([`write_page`]). Incremental: one search call per 200 changed contacts (plus one for the
 //! end); a re-run with nothing changed costs one call, plus one per 200 contacts changed
 //! within the lookback before the previous run started.
 
+use super::lookup::{self, Fate};
 use super::push::EXTERNAL_KEY;
 use super::{PullSettings, SyncContext, hubspot_error};
 use crate::hubspot::{
@@ -52,11 +54,11 @@ use crate::jobs::model::{Counts, Job, JobSpec, PullCounts, PullMode, PullOutcome
 use crate::jobs::{Page, Progress, RunError};
 use crate::store::jobs::Tx;
 use crate::store::normalize_email;
-use crate::store::pull::PulledContact;
+use crate::store::pull::{CheckedLinks, Clash, LinkedContact, PageWrite, PulledContact};
 use crate::store::{Store, StoreError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 /// How far before its bookmark an incremental pull starts reading, by default: far more than
@@ -65,7 +67,7 @@ pub const DEFAULT_LOOKBACK: Duration = Duration::from_secs(5 * 60);
 
 /// The properties a pull reads; push's external key lets a contact push created be matched to
 /// its row before push has saved the link (HubSpot ignores it before push first creates it).
-const PROPERTIES: [&str; 5] = [
+pub(crate) const PROPERTIES: [&str; 5] = [
     "email",
     "firstname",
     "lastname",
@@ -289,11 +291,9 @@ impl PullRun<'_> {
             }
         }
         drop(contacts);
-        let mut tx = self.progress.begin().await?;
-        let written = tx
-            .write_pull_page(self.mode, &pulled)
+        let (mut tx, written) = write_page(self.client, self.progress.store(), self.mode, &pulled)
             .await
-            .map_err(write_error)?;
+            .map_err(page_error)?;
         if next == Position::Done {
             tx.set_pull_bookmark(self.started_at)
                 .await
@@ -354,10 +354,9 @@ pub async fn pull_ids(
     mode: PullMode,
 ) -> Result<TargetedPull, TargetedPullError> {
     let mut done = TargetedPull::default();
-    for batch in Batch::chunked(ids.iter().map(|id| id.0.clone()).collect()) {
-        let read = read_ids(&ctx.hubspot, &batch).await?;
-        let mut tx = Tx::begin(store).await?;
-        let written = tx.write_pull_page(mode, &read.pulled).await?;
+    for batch in Batch::chunked(ids.to_vec()) {
+        let read = read_ids(&ctx.hubspot, batch.items()).await?;
+        let (tx, written) = write_page(&ctx.hubspot, store, mode, &read.pulled).await?;
         tx.commit().await?;
         done.counts = add_counts(add_counts(done.counts, read.counts), written.counts);
         done.errors.extend(read.errors);
@@ -381,38 +380,58 @@ pub(crate) struct ReadIds {
     pub missing: Vec<HsObjectId>,
 }
 
-/// Reads one batch of contacts by id (one HubSpot call).
+/// Reads contacts by id (at most 100), as HubSpot really answers ([`lookup`]): one batch
+/// read, plus one `GET` per id it leaves out without a word. An id merged into another
+/// contact brings that contact, which then lists the id among its merged ids (so the row
+/// linked to the id follows the merge); an id refused alone is a failed record.
 pub(crate) async fn read_ids(
     client: &HubSpotClient,
-    batch: &Batch<String>,
+    ids: &[HsObjectId],
 ) -> Result<ReadIds, HubSpotError> {
-    let properties: Vec<String> = PROPERTIES.iter().map(|p| (*p).to_owned()).collect();
-    let read = client.batch_read(batch, None, &properties).await?;
-    let mut done = ReadIds {
-        missing: read
-            .missing
-            .iter()
-            .map(|id| HsObjectId::from(id.as_str()))
-            .collect(),
-        ..ReadIds::default()
-    };
-    for refused in read.errors {
-        for &i in &refused.input_indices {
-            if let Some(id) = batch.items().get(i) {
+    let mut fates = lookup::look_up(client, ids).await?;
+    let mut done = ReadIds::default();
+    let mut contacts: Vec<Contact> = Vec::new();
+    let mut merged: HashMap<HsObjectId, Vec<HsObjectId>> = HashMap::new();
+    let mut taken: HashSet<HsObjectId> = HashSet::new();
+    for id in ids {
+        match fates.remove(id).unwrap_or(Fate::Gone) {
+            Fate::Live(contact) => {
+                if taken.insert(contact.id.clone()) {
+                    contacts.push(contact);
+                }
+            }
+            Fate::MergedInto(survivor) => {
+                merged
+                    .entry(survivor.id.clone())
+                    .or_default()
+                    .push(id.clone());
+                if taken.insert(survivor.id.clone()) {
+                    contacts.push(survivor);
+                }
+            }
+            Fate::Gone => done.missing.push(id.clone()),
+            Fate::Refused(reason) => {
                 done.counts.add(PullOutcome::Failed);
                 done.errors.push(RecordError {
                     contact_id: None,
                     email: None,
-                    hs_object_id: Some(HsObjectId::from(id.as_str())),
-                    reason: format!("HubSpot refused to read it: {}", refused.error),
+                    hs_object_id: Some(id.clone()),
+                    reason,
                 });
             }
         }
     }
-    done.pulled.reserve(read.results.len());
-    for contact in &read.results {
+    done.pulled.reserve(contacts.len());
+    for contact in &contacts {
         match pulled_contact(contact) {
-            Ok(p) => done.pulled.push(p),
+            Ok(mut p) => {
+                for id in merged.remove(&p.hs_object_id).unwrap_or_default() {
+                    if !p.merged_ids.contains(&id) {
+                        p.merged_ids.push(id);
+                    }
+                }
+                done.pulled.push(p);
+            }
             Err(e) => {
                 done.counts.add(PullOutcome::Failed);
                 done.errors.push(e);
@@ -420,6 +439,76 @@ pub(crate) async fn read_ids(
         }
     }
     Ok(done)
+}
+
+/// Writes one page in a transaction of its own and hands it back uncommitted, with what the
+/// page did (the caller adds its own writes and commits).
+///
+/// A contact whose email is held by a row linked to another HubSpot contact, one the page
+/// does not list, is a clash: that contact may be gone (deleted, merged away, another
+/// portal's), and then the row is re-linked; or alive, and then the contact fails. Only a page
+/// with clashes pays for asking: its transaction is rolled back (no lock is held while
+/// HubSpot answers), one batch read asks about every clashing link of the page
+/// ([`lookup::look_up`]), and the page is written again knowing the answers. A clash the
+/// second write still finds (a row re-linked meanwhile) fails, and the next pull retries it.
+pub(crate) async fn write_page(
+    client: &HubSpotClient,
+    store: &Store,
+    mode: PullMode,
+    records: &[PulledContact],
+) -> Result<(Tx, PageWrite), TargetedPullError> {
+    let mut tx = Tx::begin(store).await?;
+    let written = tx
+        .write_pull_page(mode, records, &CheckedLinks::new())
+        .await?;
+    if written.clashes.is_empty() {
+        return Ok((tx, written));
+    }
+    tx.rollback().await?;
+    let checked = check_links(client, &written.clashes).await?;
+    let mut tx = Tx::begin(store).await?;
+    let mut written = tx.write_pull_page(mode, records, &checked).await?;
+    written.fail_clashes(
+        records,
+        "the rows changed while HubSpot was asked about that contact; the next pull retries it",
+    );
+    Ok((tx, written))
+}
+
+/// What HubSpot says about the contacts clashing rows are linked to.
+async fn check_links(
+    client: &HubSpotClient,
+    clashes: &[Clash],
+) -> Result<CheckedLinks, HubSpotError> {
+    let linked: Vec<HsObjectId> = clashes
+        .iter()
+        .map(|c| c.linked.clone())
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let mut checked = CheckedLinks::new();
+    for batch in Batch::chunked(linked) {
+        for (id, fate) in lookup::look_up(client, batch.items()).await? {
+            let said = match fate {
+                Fate::Live(_) => LinkedContact::Alive,
+                Fate::MergedInto(survivor) => LinkedContact::MergedInto(survivor.id),
+                Fate::Gone => LinkedContact::Gone,
+                Fate::Refused(reason) => LinkedContact::Unknown(reason),
+            };
+            checked.insert(id, said);
+        }
+    }
+    Ok(checked)
+}
+
+/// A page write that failed, as a run error.
+pub(crate) fn page_error(e: TargetedPullError) -> RunError {
+    match e {
+        TargetedPullError::Store(e) => write_error(e),
+        TargetedPullError::HubSpot(e) => {
+            hubspot_error("asking HubSpot about contacts local rows are linked to", e)
+        }
+    }
 }
 
 /// One page of the contact list.
