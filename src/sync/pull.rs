@@ -151,6 +151,15 @@ enum Keyset {
         after_id: Option<HsObjectId>,
         seen: Vec<HsObjectId>,
     },
+    /// Every contact modified at or after `since_ms` (after it, when `strict`), by id, after
+    /// `after_id`; `seen` were written already. Used when a whole page had no readable
+    /// modification time, so the range could not go on by time.
+    Scan {
+        since_ms: i64,
+        strict: bool,
+        after_id: Option<HsObjectId>,
+        seen: Vec<HsObjectId>,
+    },
 }
 
 impl Cursor {
@@ -538,31 +547,38 @@ async fn search_page(client: &HubSpotClient, keyset: &Keyset) -> Result<SearchPa
 
 /// The search query of `keyset`.
 fn search_request(keyset: &Keyset) -> SearchRequest {
+    let since = |since_ms: &i64, strict: bool| {
+        let op = if strict {
+            FilterOperator::Gt
+        } else {
+            FilterOperator::Gte
+        };
+        Filter::new(MODIFIED, op, since_ms.to_string())
+    };
+    let after = |after_id: &Option<HsObjectId>| {
+        after_id
+            .as_ref()
+            .map(|id| Filter::new("hs_object_id", FilterOperator::Gt, id.0.clone()))
+    };
     let (filters, sort_by) = match keyset {
         Keyset::Range {
             since_ms, strict, ..
+        } => (vec![since(since_ms, *strict)], MODIFIED),
+        Keyset::Scan {
+            since_ms,
+            strict,
+            after_id,
+            ..
         } => {
-            let op = if *strict {
-                FilterOperator::Gt
-            } else {
-                FilterOperator::Gte
-            };
-            (
-                vec![Filter::new(MODIFIED, op, since_ms.to_string())],
-                MODIFIED,
-            )
+            let mut filters = vec![since(since_ms, *strict)];
+            filters.extend(after(after_id));
+            (filters, "hs_object_id")
         }
         Keyset::Tie {
             at_ms, after_id, ..
         } => {
             let mut filters = vec![Filter::new(MODIFIED, FilterOperator::Eq, at_ms.to_string())];
-            if let Some(after) = after_id {
-                filters.push(Filter::new(
-                    "hs_object_id",
-                    FilterOperator::Gt,
-                    after.0.clone(),
-                ));
-            }
+            filters.extend(after(after_id));
             (filters, "hs_object_id")
         }
     };
@@ -583,38 +599,53 @@ fn search_request(keyset: &Keyset) -> SearchRequest {
 
 /// Splits a search page into the contacts to write (those not written before) and the next
 /// query (`None`: this was the last page).
+///
+/// A contact whose modification time is missing or null (HubSpot may send a requested
+/// property as `null`) is taken as changed now: it is written, and it never moves the cursor.
+/// That is safe because the page is sorted by that time: every contact not read yet sorts
+/// after the page's last one, so the largest time the page does show is still a lower bound
+/// of all of them, and the range goes on from it as from any page. A page that shows no time
+/// at all gives no bound; the rest of the range is then read in id order ([`Keyset::Scan`]),
+/// which ends because each query starts after the last id read. So the cursor never passes
+/// an unread contact and never stands still: every query starts strictly later (in time or
+/// in id) than the one before, except the one that turns a stuck range into a tie or a scan.
 fn advance(keyset: &Keyset, page: SearchPage) -> Result<(Vec<Contact>, Option<Keyset>), RunError> {
     let more = page.next_after.is_some() && !page.results.is_empty();
-    let mut stamped = Vec::with_capacity(page.results.len());
-    for contact in page.results {
-        let ms = modified_ms(&contact).ok_or_else(|| {
-            RunError::Fatal(format!(
-                "HubSpot search returned contact {} without a readable {MODIFIED}",
-                contact.id
-            ))
-        })?;
-        stamped.push((ms, contact));
-    }
+    let stamped: Vec<(Option<i64>, Contact)> = page
+        .results
+        .into_iter()
+        .map(|contact| (modified_ms(&contact), contact))
+        .collect();
     match keyset {
         Keyset::Range {
             since_ms,
             strict,
             seen,
         } => {
-            let seen: HashSet<&HsObjectId> = seen.iter().collect();
-            let last_ms = stamped.iter().map(|(ms, _)| *ms).max();
+            let seen_set: HashSet<&HsObjectId> = seen.iter().collect();
+            let last_ms = stamped.iter().filter_map(|(ms, _)| *ms).max();
             let at_last: Vec<HsObjectId> = stamped
                 .iter()
-                .filter(|(ms, _)| Some(*ms) == last_ms)
+                .filter(|(ms, _)| ms.is_some() && *ms == last_ms)
                 .map(|(_, c)| c.id.clone())
                 .collect();
             let next = match last_ms {
+                None if more => Some(Keyset::Scan {
+                    since_ms: *since_ms,
+                    strict: *strict,
+                    after_id: None,
+                    seen: seen
+                        .iter()
+                        .cloned()
+                        .chain(stamped.iter().map(|(_, c)| c.id.clone()))
+                        .collect(),
+                }),
                 Some(last) if more => {
                     let stuck = last == *since_ms && !*strict;
                     if stuck || at_last.len() > TIE_THRESHOLD {
                         let mut tie_seen = at_last;
                         if stuck {
-                            tie_seen.extend(seen.iter().map(|id| (*id).clone()));
+                            tie_seen.extend(seen.iter().cloned());
                         }
                         Some(Keyset::Tie {
                             at_ms: last,
@@ -633,7 +664,31 @@ fn advance(keyset: &Keyset, page: SearchPage) -> Result<(Vec<Contact>, Option<Ke
             };
             let records = stamped
                 .into_iter()
-                .filter(|(ms, c)| !(*ms == *since_ms && seen.contains(&c.id)))
+                .filter(|(ms, c)| !(*ms == Some(*since_ms) && seen_set.contains(&c.id)))
+                .map(|(_, c)| c)
+                .collect();
+            Ok((records, next))
+        }
+        Keyset::Scan {
+            since_ms,
+            strict,
+            seen,
+            ..
+        } => {
+            let next = match stamped.last() {
+                Some((_, last)) if more => Some(Keyset::Scan {
+                    since_ms: *since_ms,
+                    strict: *strict,
+                    after_id: Some(last.id.clone()),
+                    seen: seen.clone(),
+                }),
+                // Every contact of the range is read.
+                _ => None,
+            };
+            let seen: HashSet<&HsObjectId> = seen.iter().collect();
+            let records = stamped
+                .into_iter()
+                .filter(|(_, c)| !seen.contains(&c.id))
                 .map(|(_, c)| c)
                 .collect();
             Ok((records, next))
@@ -869,6 +924,114 @@ mod tests {
         let (records, next) = advance(&next.unwrap(), page(vec![at("9", 50)], false)).unwrap();
         assert_eq!(ids(&records), ["9"]);
         assert_eq!(next, Some(range(50, true, &[])));
+    }
+
+    /// A search result as HubSpot may send it: the modification time requested, but `null`
+    /// (or left out, when `with_property` is false), and no `updatedAt`.
+    fn untimed(id: &str, with_property: bool) -> Contact {
+        let properties = if with_property {
+            serde_json::json!({ "email": null, MODIFIED: null })
+        } else {
+            serde_json::json!({})
+        };
+        serde_json::from_value(serde_json::json!({ "id": id, "properties": properties }))
+            .expect("HubSpot's shape")
+    }
+
+    #[test]
+    fn a_contact_without_a_modification_time_is_written_and_the_range_goes_on_from_the_others() {
+        let (records, next) = advance(
+            &range(10, false, &[]),
+            page(
+                vec![
+                    at("1", 10),
+                    untimed("2", true),
+                    at("3", 20),
+                    untimed("4", false),
+                ],
+                true,
+            ),
+        )
+        .expect("a missing time does not fail the pull");
+        assert_eq!(ids(&records), ["1", "2", "3", "4"], "all four are written");
+        assert_eq!(
+            next,
+            Some(range(20, false, &["3"])),
+            "the cursor stays at the largest time shown, a lower bound of every unread contact"
+        );
+
+        let (records, next) = advance(
+            &range(20, false, &["3"]),
+            page(vec![at("3", 20), untimed("4", true), at("5", 30)], false),
+        )
+        .unwrap();
+        assert_eq!(
+            ids(&records),
+            ["4", "5"],
+            "an untimed contact is never skipped as seen"
+        );
+        assert_eq!(next, None);
+    }
+
+    #[test]
+    fn a_page_without_any_modification_time_goes_on_in_id_order_until_the_range_ends() {
+        let (records, next) = advance(
+            &range(10, true, &[]),
+            page(vec![untimed("5", true), untimed("6", false)], true),
+        )
+        .unwrap();
+        assert_eq!(ids(&records), ["5", "6"]);
+        let scan = Keyset::Scan {
+            since_ms: 10,
+            strict: true,
+            after_id: None,
+            seen: vec![HsObjectId::from("5"), HsObjectId::from("6")],
+        };
+        assert_eq!(next.as_ref(), Some(&scan), "no time to go on from: by id");
+        let q = serde_json::to_value(search_request(&scan)).unwrap();
+        assert_eq!(q["filterGroups"][0]["filters"][0]["operator"], "GT");
+        assert_eq!(q["sorts"][0]["propertyName"], "hs_object_id");
+
+        let (records, next) =
+            advance(&scan, page(vec![untimed("5", true), at("7", 30)], true)).unwrap();
+        assert_eq!(ids(&records), ["7"], "5 was written by the previous page");
+        let Some(Keyset::Scan {
+            after_id: Some(after),
+            ..
+        }) = &next
+        else {
+            panic!("the scan goes on after the last id: {next:?}");
+        };
+        assert_eq!(after.0, "7");
+        let q = serde_json::to_value(search_request(next.as_ref().unwrap())).unwrap();
+        assert_eq!(
+            q["filterGroups"][0]["filters"][1],
+            serde_json::json!({"propertyName": "hs_object_id", "operator": "GT", "value": "7"})
+        );
+
+        let (records, next) = advance(&next.unwrap(), page(vec![at("9", 40)], false)).unwrap();
+        assert_eq!(ids(&records), ["9"]);
+        assert_eq!(next, None, "the scan read the whole range: the pull ends");
+    }
+
+    #[test]
+    fn a_null_property_is_read_exactly_as_an_absent_one() {
+        let mut absent = untimed("8", false);
+        absent.updated_at = None;
+        let with_nulls: Contact = serde_json::from_value(serde_json::json!({
+            "id": "8",
+            "properties": {
+                "email": null, "firstname": null, "lastname": null,
+                "hs_merged_object_ids": null, EXTERNAL_KEY: null, MODIFIED: null
+            },
+            "updatedAt": null, "createdAt": null, "archivedAt": null
+        }))
+        .expect("null is accepted for any property value");
+        for name in PROPERTIES.iter().chain(&[MODIFIED]) {
+            assert_eq!(with_nulls.property(name), None, "{name}");
+        }
+        assert_eq!(pulled_contact(&with_nulls), pulled_contact(&absent));
+        assert_eq!(modified_ms(&with_nulls), modified_ms(&absent));
     }
 
     #[test]
