@@ -573,9 +573,23 @@ backend_tests! {
             );
         }
 
-        let again = succeeded(&w.pull(PullMode::Verbose, false).await);
+        let again = succeeded(&w.pull(PullMode::Upsert, false).await);
         assert_eq!((again.total, again.unchanged), (3, 3));
         assert_eq!(w.calls("contacts.batch_read"), 1, "a page without clashes asks HubSpot nothing more");
+
+        // The same in verbose mode, which links by UPDATE rather than by upsert.
+        w.add_local(&[("restored@acme-mail.com", "Res", "Tored")]).await;
+        w.link_local("restored@acme-mail.com", "888888888").await;
+        let restored = w.add_hubspot(&[(Some("restored@acme-mail.com"), "Res", "Tored")]).remove(0);
+        let verbose = succeeded(&w.pull(PullMode::Verbose, false).await);
+        assert_eq!(
+            verbose,
+            PullCounts { total: 4, linked: 1, unchanged: 3, ..PullCounts::default() },
+            "verbose re-links the same way"
+        );
+        let after = w.rows().await;
+        assert_eq!(by_email(&after, "restored@acme-mail.com").hs_object_id.as_deref(), Some(restored.as_str()));
+        assert_eq!(after.len(), 4);
     }
 
     async fn an_email_held_by_a_row_linked_to_a_contact_hubspot_still_has_fails_naming_the_row_and_both_contacts(db: TestDb) {
