@@ -172,6 +172,49 @@ backend_tests! {
         assert_eq!(emails(&store).await, vec![Some("grace@example.com".to_owned())]);
     }
 
+    async fn emails_written_by_hand_are_lower_cased_in_unicode_as_in_rust_whatever_the_locale(db: TestDb) {
+        let store = db.store().await;
+        if db.backend() == Backend::Postgres {
+            // What a database created with the C locale gives the column: under it lower()
+            // folds ASCII only.
+            raw_exec(&store, r#"ALTER TABLE contacts ALTER COLUMN email TYPE text COLLATE "C""#)
+                .await
+                .expect("the email column takes the C collation");
+        }
+        raw_exec(
+            &store,
+            "INSERT INTO contacts (email) VALUES ('ÉLODIE@example.com'), ('ÅSA@Example.com'), \
+             ('STRASSE@example.com'), ('straße@example.com')",
+        )
+        .await
+        .expect("hand-written rows are accepted");
+        raw_exec(&store, "INSERT INTO contacts (email) VALUES ('\u{a0}ÖLA@Example.com\u{3000}')")
+            .await
+            .expect("Unicode whitespace around an email is trimmed, as Rust trims it");
+
+        let mut stored: Vec<String> = emails(&store).await.into_iter().flatten().collect();
+        stored.sort();
+        let mut expected: Vec<String> = [
+            "ÉLODIE@example.com",
+            "ÅSA@Example.com",
+            "STRASSE@example.com",
+            "straße@example.com",
+            "\u{a0}ÖLA@Example.com\u{3000}",
+        ]
+        .iter()
+        .filter_map(|e| crm_sync::store::normalize_email(e))
+        .collect();
+        expected.sort();
+        assert_eq!(stored, expected, "stored exactly as the service normalises in Rust");
+        assert!(stored.contains(&"élodie@example.com".to_owned()), "{stored:?}");
+        assert!(
+            stored.contains(&"strasse@example.com".to_owned()) && stored.contains(&"straße@example.com".to_owned()),
+            "lower-cased, not case-folded: STRASSE and straße stay two emails: {stored:?}"
+        );
+        let again = raw_exec(&store, "INSERT INTO contacts (email) VALUES ('Élodie@EXAMPLE.com')").await;
+        assert!(again.is_err(), "the same email in other (non-ASCII) case is a second identity: {again:?}");
+    }
+
     async fn hs_object_id_is_unique_but_many_rows_may_lack_one(db: TestDb) {
         let store = db.store().await;
         store.insert_contacts(&people(3, "h")).await.unwrap();

@@ -248,6 +248,68 @@ backend_tests! {
         assert_eq!(count_pending_pulls(&w.store).await.unwrap(), 0);
     }
 
+    async fn a_batch_hubspot_refuses_whole_is_halved_and_the_records_in_it_still_arrive(db: TestDb) {
+        let w = World::new(db).await;
+        let present = w.add_hubspot(&["here@acme.io"]);
+        // Ids so long that one batch read of them all is over HubSpot's request size: the
+        // sandbox refuses the whole batch with a 400 (it answers a non-numeric id with a 207
+        // "not found", so that is not the way to reach a 400 there).
+        let long: Vec<HsObjectId> = (0..99)
+            .map(|i| HsObjectId(format!("{i:02}{}", "9".repeat(172_000))))
+            .collect();
+        record_pending_pulls(&w.store, &long).await.unwrap();
+        record_pending_pulls(&w.store, &present).await.unwrap();
+
+        let job = w.webhook_pull().await;
+
+        assert_eq!(job.status, JobStatus::Succeeded, "{:?}", job.error);
+        let c = counts(&job);
+        assert_eq!((c.total, c.created, c.failed), (1, 1, 0), "{c:?}");
+        // The refused request fails before the sandbox knows its operation: it is counted
+        // among requests only.
+        assert_eq!(
+            (w.sandbox.stats().requests, w.calls("contacts.batch_read")),
+            (3, 2),
+            "refused whole, then read in two halves"
+        );
+        assert_eq!(w.rows().await, [(Some("here@acme.io".to_owned()), Some(present[0].0.clone()))]);
+        assert_eq!(count_pending_pulls(&w.store).await.unwrap(), 0, "nothing is left pending");
+    }
+
+    async fn a_record_merged_into_another_follows_its_survivor_and_is_never_taken_for_deleted(db: TestDb) {
+        let w = World::new(db).await;
+        w.store
+            .insert_contacts(&[NewContact {
+                email: Some("ann@acme.io".to_owned()),
+                first_name: Some("Ann".to_owned()),
+                ..NewContact::default()
+            }])
+            .await
+            .unwrap();
+        let ann = w.add_hubspot(&["ann@acme.io"]);
+        record_pending_pulls(&w.store, &ann).await.unwrap();
+        assert_eq!(counts(&w.webhook_pull().await).linked, 1);
+        // HubSpot merges Ann's contact into one that keeps its own email. Its batch read leaves
+        // Ann's id out of its results without an error (it answers with the survivor).
+        let survivor = w.add_hubspot(&["annie@acme.io"]);
+        w.ctx.hubspot.merge_contacts(&survivor[0], &ann[0]).await.expect("merge");
+        record_pending_pulls(&w.store, &ann).await.unwrap();
+        let gets = w.calls("contacts.get");
+
+        let job = w.webhook_pull().await;
+
+        assert_eq!(job.status, JobStatus::Succeeded, "{:?}", job.error);
+        let c = counts(&job);
+        assert_eq!((c.total, c.linked, c.created, c.failed), (1, 1, 0, 0), "{c:?}");
+        assert_eq!(w.calls("contacts.get"), gets + 1, "the id left out is read once on its own");
+        assert_eq!(
+            w.rows().await,
+            [(Some("ann@acme.io".to_owned()), Some(survivor[0].0.clone()))],
+            "the row follows the survivor, as after a merge event; no second row for it"
+        );
+        assert_eq!(count_pending_pulls(&w.store).await.unwrap(), 0);
+    }
+
     async fn a_record_named_again_while_it_was_read_stays_pending(db: TestDb) {
         let store = db.store().await;
         let ids = [HsObjectId::from("1"), HsObjectId::from("2")];

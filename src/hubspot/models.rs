@@ -503,6 +503,30 @@ mod tests {
     }
 
     #[test]
+    fn a_null_property_value_reads_exactly_like_an_absent_one() {
+        let with_nulls: Contact = serde_json::from_str(
+            r#"{"id":"7","properties":{"email":null,"firstname":null,"lastmodifieddate":null,
+                "hs_merged_object_ids":null},"createdAt":null,"updatedAt":null}"#,
+        )
+        .expect("null is accepted for any property value and timestamp");
+        let without: Contact =
+            serde_json::from_str(r#"{"id":"7","properties":{}}"#).expect("valid");
+        for name in [
+            "email",
+            "firstname",
+            "lastmodifieddate",
+            "hs_merged_object_ids",
+        ] {
+            assert_eq!(with_nulls.property(name), without.property(name), "{name}");
+        }
+        assert_eq!(with_nulls.email(), None);
+        assert_eq!((with_nulls.created_at, with_nulls.updated_at), (None, None));
+        let no_map: Contact =
+            serde_json::from_str(r#"{"id":"7","properties":null}"#).expect("null properties");
+        assert!(no_map.properties.is_empty());
+    }
+
+    #[test]
     fn the_last_page_has_no_cursor_and_a_record_without_id_is_refused() {
         let page = serde_json::from_str::<Collection<Contact>>(r#"{"results":[]}"#)
             .expect("valid")

@@ -9,6 +9,7 @@ mod contacts;
 mod credential_ciphers;
 mod credentials;
 mod time;
+mod unicode_lower;
 mod webhooks;
 
 pub mod jobs;
@@ -338,6 +339,9 @@ async fn connect_sqlite(url: &str, redacted: &str) -> Result<SqlitePool, StoreEr
         .synchronous(SqliteSynchronous::Normal);
     SqlitePoolOptions::new()
         .max_connections(SQLITE_MAX_CONNECTIONS)
+        // Before any statement (migrations and their triggers included) runs on it: emails
+        // are lower-cased in Unicode, as in Rust and on PostgreSQL.
+        .after_connect(|conn, _| Box::pin(unicode_lower::register(conn)))
         .connect_with(options)
         .await
         .map_err(|source| StoreError::Unreachable {

@@ -5,15 +5,17 @@
 //!
 //! A handful of statements per page, never one per contact:
 //!
-//! 1. one `SELECT` finds the local rows that hold one of the page's HubSpot ids or emails, or
-//!    whose id a contact carries as push's external key (`crm_sync_contact_id`);
+//! 1. one `SELECT` finds the local rows that hold one of the page's HubSpot ids (or ids merged
+//!    into its contacts) or emails, or whose id a contact carries as push's external key
+//!    (`crm_sync_contact_id`);
 //! 2. the page is classified in memory ([`classify`]): a contact whose `hs_object_id` a row
 //!    holds is `unchanged` (even when its email changed in HubSpot: the link stays); one whose
 //!    external key names a row without HubSpot id is linked to that row (push created it from
 //!    that row and has not saved the link yet); one whose email a row without HubSpot id holds
-//!    is linked to that row; one whose email a row linked
-//!    to another HubSpot contact holds fails (unless HubSpot merged that contact into this one,
-//!    then the row follows the merge); the rest are created;
+//!    is linked to that row; a row linked to a contact HubSpot merged into this one follows
+//!    it; one whose email a row linked to another HubSpot contact holds is re-linked when
+//!    HubSpot no longer has that contact and fails when it does (the caller asks HubSpot,
+//!    [`PageWrite::clashes`], only for pages that have such clashes); the rest are created;
 //! 3. the writes, by mode:
 //!    - `upsert`: one `INSERT … ON CONFLICT (email) DO UPDATE SET hs_object_id` for every
 //!      contact with an email, one `INSERT … ON CONFLICT DO NOTHING` for those without;
@@ -75,11 +77,61 @@ pub struct PulledContact {
 /// What writing one page did: this page's counts (not cumulative) and failed records.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PageWrite {
-    /// Counts of this page alone.
+    /// Counts of this page alone (contacts in `clashes` are not counted yet).
     pub counts: PullCounts,
     /// One entry per failed record.
     pub errors: Vec<RecordError>,
+    /// Contacts not written, nor counted, because their email is held by a row linked to
+    /// another HubSpot contact that the page does not list and `checked` says nothing of:
+    /// ask HubSpot about those contacts and write the page again (see [`classify`]).
+    pub clashes: Vec<Clash>,
 }
+
+impl PageWrite {
+    /// Counts the clashes as failed records with `reason` (when they cannot be settled).
+    pub fn fail_clashes(&mut self, records: &[PulledContact], reason: &str) {
+        for clash in std::mem::take(&mut self.clashes) {
+            let record = &records[clash.index];
+            self.counts.add(PullOutcome::Failed);
+            self.errors.push(RecordError {
+                contact_id: Some(clash.row),
+                email: record.email.clone(),
+                hs_object_id: Some(record.hs_object_id.clone()),
+                reason: format!(
+                    "its email is used by local contact {}, linked to HubSpot contact {}: {reason}",
+                    clash.row, clash.linked
+                ),
+            });
+        }
+    }
+}
+
+/// A pulled contact whose email is held by a row linked to another HubSpot contact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Clash {
+    /// The contact's index in the page.
+    pub index: usize,
+    /// The row holding its email.
+    pub row: ContactId,
+    /// The HubSpot id the row is linked to.
+    pub linked: HsObjectId,
+}
+
+/// What HubSpot said about the contact a clashing row is linked to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkedContact {
+    /// HubSpot no longer has it (deleted, archived, never existed in this portal).
+    Gone,
+    /// HubSpot merged it into this contact.
+    MergedInto(HsObjectId),
+    /// HubSpot still has it.
+    Alive,
+    /// HubSpot would not say (it refused to read the id): why.
+    Unknown(String),
+}
+
+/// What HubSpot said about the contacts clashing rows are linked to, by their id.
+pub type CheckedLinks = HashMap<HsObjectId, LinkedContact>;
 
 /// A local row as the classification sees it.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -116,6 +168,14 @@ pub enum Plan {
         /// Why, for the job's error list.
         reason: String,
     },
+    /// Its email is held by a row linked to another HubSpot contact that this page does not
+    /// list: re-linked if HubSpot no longer has that contact, failed if it does.
+    Clash {
+        /// The row.
+        row: ContactId,
+        /// The HubSpot id the row holds.
+        linked: HsObjectId,
+    },
 }
 
 /// What matched a HubSpot contact to the local row it links.
@@ -123,13 +183,28 @@ pub enum Plan {
 pub enum LinkVia {
     /// Its `crm_sync_contact_id` is the row's id: push created it from that row.
     ExternalKey,
+    /// The row holds the id of a contact HubSpot merged into it (`hs_merged_object_ids`).
+    MergedId,
     /// Its email is the row's.
     Email,
 }
 
+impl LinkVia {
+    /// Whether the link is written by row id alone (the row's email may differ from the
+    /// contact's), rather than by email.
+    fn by_row_id(self) -> bool {
+        self != LinkVia::Email
+    }
+}
+
 /// Decides, for each contact of a page, what to write, given the local rows that hold one of
-/// the page's HubSpot ids or emails. Pure: the rules of INTERFACE §4.4 in one place.
-pub fn classify(records: &[&PulledContact], rows: &[LocalRow]) -> Vec<Plan> {
+/// the page's HubSpot ids or emails, and what HubSpot said of the contacts some of those rows
+/// are linked to (`checked`). Pure: the rules of INTERFACE §4.4 in one place.
+pub fn classify(
+    records: &[&PulledContact],
+    rows: &[LocalRow],
+    checked: &CheckedLinks,
+) -> Vec<Plan> {
     let by_hs: HashMap<&str, &LocalRow> = rows
         .iter()
         .filter_map(|r| r.hs_object_id.as_ref().map(|h| (h.0.as_str(), r)))
@@ -153,6 +228,12 @@ pub fn classify(records: &[&PulledContact], rows: &[LocalRow]) -> Vec<Plan> {
                 return Plan::Unchanged;
             }
             if let Some(plan) = by_external_key(record, &by_id, &page_ids)
+                && let Plan::Link { row, .. } = &plan
+                && keyed.insert(*row)
+            {
+                return plan;
+            }
+            if let Some(plan) = by_merged_id(record, &by_hs, &page_ids)
                 && let Plan::Link { row, .. } = &plan
                 && keyed.insert(*row)
             {
@@ -183,14 +264,12 @@ pub fn classify(records: &[&PulledContact], rows: &[LocalRow]) -> Vec<Plan> {
                         previous: Some(linked.clone()),
                         via: LinkVia::Email,
                     },
-                    Some(linked) => Plan::Fail {
+                    // HubSpot lists the other contact in this very page: it is alive.
+                    Some(linked) if page_ids.contains(linked.0.as_str()) => Plan::Fail {
                         row: Some(row.id),
-                        reason: format!(
-                            "the email is already used by local contact {}, which is linked to \
-                             HubSpot contact {linked}; a link is never moved by pull",
-                            row.id
-                        ),
+                        reason: live_link_reason(row.id, linked, &record.hs_object_id),
                     },
+                    Some(linked) => by_checked_link(record, row.id, linked, checked),
                 },
             };
             if !matches!(plan, Plan::Fail { .. }) {
@@ -226,6 +305,78 @@ fn by_external_key(
     }
 }
 
+/// The link a contact's merged ids ask for: the row holding the id of a contact HubSpot merged
+/// into this one (whatever its email), unless HubSpot still lists that id in the page.
+fn by_merged_id(
+    record: &PulledContact,
+    by_hs: &HashMap<&str, &LocalRow>,
+    page_ids: &HashSet<&str>,
+) -> Option<Plan> {
+    record
+        .merged_ids
+        .iter()
+        .filter(|merged| !page_ids.contains(merged.0.as_str()))
+        .find_map(|merged| by_hs.get(merged.0.as_str()))
+        .map(|row| Plan::Link {
+            row: row.id,
+            previous: row.hs_object_id.clone(),
+            via: LinkVia::MergedId,
+        })
+}
+
+/// The plan for a contact whose email `row` holds while linked to `linked`, a contact the
+/// page does not list: re-link the row when HubSpot no longer has `linked` (deleted, merged
+/// into this very contact, another portal's), fail when it still has it, and leave it to the
+/// caller to ask HubSpot ([`Plan::Clash`]) when `checked` does not say.
+fn by_checked_link(
+    record: &PulledContact,
+    row: ContactId,
+    linked: &HsObjectId,
+    checked: &CheckedLinks,
+) -> Plan {
+    let contact = &record.hs_object_id;
+    let fail = |reason: String| Plan::Fail {
+        row: Some(row),
+        reason,
+    };
+    match checked.get(linked) {
+        None => Plan::Clash {
+            row,
+            linked: linked.clone(),
+        },
+        Some(LinkedContact::Gone) => Plan::Link {
+            row,
+            previous: Some(linked.clone()),
+            via: LinkVia::Email,
+        },
+        Some(LinkedContact::MergedInto(survivor)) if survivor == contact => Plan::Link {
+            row,
+            previous: Some(linked.clone()),
+            via: LinkVia::Email,
+        },
+        Some(LinkedContact::MergedInto(survivor)) => fail(format!(
+            "the email of HubSpot contact {contact} is already used by local contact {row}, \
+             which is linked to HubSpot contact {linked}; HubSpot merged that contact into \
+             {survivor}, not into {contact}, so the link is not moved"
+        )),
+        Some(LinkedContact::Alive) => fail(live_link_reason(row, linked, contact)),
+        Some(LinkedContact::Unknown(why)) => fail(format!(
+            "the email of HubSpot contact {contact} is already used by local contact {row}, \
+             which is linked to HubSpot contact {linked}; whether HubSpot still has that \
+             contact could not be checked ({why})"
+        )),
+    }
+}
+
+/// Why a contact fails when its email is held by a row linked to a contact HubSpot still has.
+pub fn live_link_reason(row: ContactId, linked: &HsObjectId, contact: &HsObjectId) -> String {
+    format!(
+        "the email of HubSpot contact {contact} is already used by local contact {row}, which is \
+         linked to HubSpot contact {linked}, and HubSpot still has that contact (with another \
+         email); a link to a live contact is never moved by pull"
+    )
+}
+
 /// Whether a row linked to `linked` follows `record`: HubSpot merged `linked` into it (and
 /// `linked` is not itself in the page, i.e. HubSpot still lists it).
 fn follows_merge(record: &PulledContact, linked: &HsObjectId, page_ids: &HashSet<&str>) -> bool {
@@ -243,6 +394,11 @@ enum Outcome {
     Failed {
         row: Option<ContactId>,
         reason: String,
+    },
+    /// Left to the caller: see [`PageWrite::clashes`].
+    Clash {
+        row: ContactId,
+        linked: HsObjectId,
     },
 }
 
@@ -263,6 +419,7 @@ impl Tx {
         &mut self,
         mode: PullMode,
         records: &[PulledContact],
+        checked: &CheckedLinks,
     ) -> Result<PageWrite, StoreError> {
         if let Some(c) = self.postgres() {
             // One writer of pulled rows at a time. The page's commit need not wait for the
@@ -287,7 +444,7 @@ impl Tx {
                 break;
             }
             pending = self
-                .write_round(mode, records, &pending, &mut outcomes)
+                .write_round(mode, records, &pending, checked, &mut outcomes)
                 .await?;
         }
         for i in pending {
@@ -298,6 +455,13 @@ impl Tx {
                     .to_owned(),
             });
         }
+        let outcomes = outcomes.into_iter().enumerate().map(|(i, outcome)| {
+            let outcome = outcome.unwrap_or(Outcome::Failed {
+                row: None,
+                reason: "not written (internal error: no outcome)".to_owned(),
+            });
+            (i, outcome)
+        });
         Ok(tally(mode, records, outcomes))
     }
 
@@ -308,11 +472,12 @@ impl Tx {
         mode: PullMode,
         records: &[PulledContact],
         pending: &[usize],
+        checked: &CheckedLinks,
         outcomes: &mut [Option<Outcome>],
     ) -> Result<Vec<usize>, StoreError> {
         let batch: Vec<&PulledContact> = pending.iter().map(|&i| &records[i]).collect();
         let rows = self.matching_rows(&batch).await?;
-        let plans = classify(&batch, &rows);
+        let plans = classify(&batch, &rows, checked);
         let mut creates_with_email = Vec::new();
         let mut creates_without_email = Vec::new();
         let mut links: Vec<Link> = Vec::new();
@@ -321,6 +486,7 @@ impl Tx {
             match plan {
                 Plan::Unchanged => outcomes[i] = Some(Outcome::Unchanged),
                 Plan::Fail { row, reason } => outcomes[i] = Some(Outcome::Failed { row, reason }),
+                Plan::Clash { row, linked } => outcomes[i] = Some(Outcome::Clash { row, linked }),
                 Plan::Create if records[i].email.is_some() => creates_with_email.push(i),
                 Plan::Create => creates_without_email.push(i),
                 Plan::Link {
@@ -331,12 +497,12 @@ impl Tx {
                 Plan::Link {
                     row,
                     previous,
-                    via: LinkVia::ExternalKey,
+                    via: LinkVia::ExternalKey | LinkVia::MergedId,
                 } => key_links.push((i, row, previous)),
             }
         }
-        // Links by external key are updates by row id in both modes (the upsert goes by
-        // email, which such a contact may lack or hold differently).
+        // Links by external key or merged id are updates by row id in both modes (the upsert
+        // goes by email, which such a contact may lack or hold differently).
         let mut retry = Vec::new();
         let written = self
             .link_rows(records, &key_links, LinkVia::ExternalKey)
@@ -419,7 +585,12 @@ impl Tx {
         &mut self,
         batch: &[&PulledContact],
     ) -> Result<Vec<LocalRow>, StoreError> {
-        let ids: Vec<&str> = batch.iter().map(|r| r.hs_object_id.0.as_str()).collect();
+        // Merged ids too: a row linked to a contact HubSpot merged into one of these follows it.
+        let ids: Vec<&str> = batch
+            .iter()
+            .flat_map(|r| std::iter::once(&r.hs_object_id).chain(&r.merged_ids))
+            .map(|id| id.0.as_str())
+            .collect();
         let emails: Vec<&str> = batch.iter().filter_map(|r| r.email.as_deref()).collect();
         let keys: Vec<i64> = batch
             .iter()
@@ -581,7 +752,7 @@ impl Tx {
         if links.is_empty() {
             return Ok(HashMap::new());
         }
-        let by_key = via == LinkVia::ExternalKey;
+        let by_key = via.by_row_id();
         let rows: Vec<Written> = if let Some(c) = self.postgres() {
             const SQL: &str = "
                 UPDATE contacts AS c
@@ -747,14 +918,16 @@ fn by_hs_id(rows: Vec<Written>) -> HashMap<HsObjectId, Written> {
         .collect()
 }
 
-/// Turns outcomes into the page's counts and error entries.
-fn tally(mode: PullMode, records: &[PulledContact], outcomes: Vec<Option<Outcome>>) -> PageWrite {
+/// Turns outcomes (by the contact's index in `records`) into counts and error entries; clashes
+/// are listed, not counted.
+fn tally(
+    mode: PullMode,
+    records: &[PulledContact],
+    outcomes: impl Iterator<Item = (usize, Outcome)>,
+) -> PageWrite {
     let mut page = PageWrite::default();
-    for (record, outcome) in records.iter().zip(outcomes) {
-        let outcome = outcome.unwrap_or(Outcome::Failed {
-            row: None,
-            reason: "not written (internal error: no outcome)".to_owned(),
-        });
+    for (index, outcome) in outcomes {
+        let record = &records[index];
         let counted = match outcome {
             Outcome::Created { with_email } => PullOutcome::Created { with_email },
             Outcome::Linked => PullOutcome::Linked,
@@ -767,6 +940,10 @@ fn tally(mode: PullMode, records: &[PulledContact], outcomes: Vec<Option<Outcome
                     reason,
                 });
                 PullOutcome::Failed
+            }
+            Outcome::Clash { row, linked } => {
+                page.clashes.push(Clash { index, row, linked });
+                continue;
             }
         };
         if mode == PullMode::Upsert
@@ -813,8 +990,16 @@ mod tests {
     }
 
     fn plans(records: &[PulledContact], rows: &[LocalRow]) -> Vec<Plan> {
+        checked_plans(records, rows, &CheckedLinks::new())
+    }
+
+    fn checked_plans(
+        records: &[PulledContact],
+        rows: &[LocalRow],
+        checked: &CheckedLinks,
+    ) -> Vec<Plan> {
         let refs: Vec<&PulledContact> = records.iter().collect();
-        classify(&refs, rows)
+        classify(&refs, rows, checked)
     }
 
     #[test]
@@ -842,29 +1027,87 @@ mod tests {
     }
 
     #[test]
-    fn an_email_held_by_a_row_linked_elsewhere_fails_and_names_the_row() {
+    fn an_email_held_by_a_row_linked_to_a_contact_not_in_the_page_asks_whether_it_lives() {
         let records = [contact("200", Some("ann@acme.com"))];
         let rows = [row(7, Some("ann@acme.com"), Some("100"))];
-        let [Plan::Fail { row, reason }] = &plans(&records, &rows)[..] else {
-            panic!("expected a failure");
-        };
-        assert_eq!(*row, Some(ContactId(7)));
-        assert!(reason.contains("100"), "{reason}");
+        assert_eq!(
+            plans(&records, &rows),
+            vec![Plan::Clash {
+                row: ContactId(7),
+                linked: HsObjectId::from("100"),
+            }]
+        );
     }
 
     #[test]
-    fn a_row_linked_to_a_contact_merged_into_this_one_follows_the_merge() {
+    fn a_row_linked_to_a_contact_hubspot_no_longer_has_is_relinked_by_email() {
+        let records = [contact("200", Some("ann@acme.com"))];
+        let rows = [row(7, Some("ann@acme.com"), Some("100"))];
+        let relink = vec![Plan::Link {
+            row: ContactId(7),
+            previous: Some(HsObjectId::from("100")),
+            via: LinkVia::Email,
+        }];
+        for gone in [
+            LinkedContact::Gone,
+            LinkedContact::MergedInto(HsObjectId::from("200")),
+        ] {
+            let checked = CheckedLinks::from([(HsObjectId::from("100"), gone.clone())]);
+            assert_eq!(checked_plans(&records, &rows, &checked), relink, "{gone:?}");
+        }
+    }
+
+    #[test]
+    fn an_email_held_by_a_row_linked_to_a_live_contact_fails_naming_the_row_and_both_contacts() {
+        let records = [contact("200", Some("ann@acme.com"))];
+        let rows = [row(7, Some("ann@acme.com"), Some("100"))];
+        for alive in [
+            LinkedContact::Alive,
+            LinkedContact::MergedInto(HsObjectId::from("300")),
+            LinkedContact::Unknown("refused".to_owned()),
+        ] {
+            let checked = CheckedLinks::from([(HsObjectId::from("100"), alive.clone())]);
+            let [Plan::Fail { row, reason }] = &checked_plans(&records, &rows, &checked)[..] else {
+                panic!("expected a failure for {alive:?}");
+            };
+            assert_eq!(*row, Some(ContactId(7)));
+            for named in ["7", "100", "200"] {
+                assert!(reason.contains(named), "{alive:?}: {reason}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_row_linked_to_a_contact_the_page_lists_too_fails_without_asking() {
+        let records = [
+            contact("100", Some("bob@acme.com")),
+            contact("200", Some("ann@acme.com")),
+        ];
+        let rows = [row(7, Some("ann@acme.com"), Some("100"))];
+        let got = plans(&records, &rows);
+        assert_eq!(got[0], Plan::Unchanged);
+        assert!(
+            matches!(&got[1], Plan::Fail { row: Some(ContactId(7)), reason } if reason.contains("100")),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn a_row_linked_to_a_contact_merged_into_this_one_follows_the_merge_whatever_its_email() {
         let mut survivor = contact("200", Some("ann@acme.com"));
         survivor.merged_ids = vec![HsObjectId::from("100")];
-        let rows = [row(7, Some("ann@acme.com"), Some("100"))];
-        assert_eq!(
-            plans(&[survivor], &rows),
-            vec![Plan::Link {
-                row: ContactId(7),
-                previous: Some(HsObjectId::from("100")),
-                via: LinkVia::Email,
-            }]
-        );
+        for email in ["ann@acme.com", "old-ann@acme.com"] {
+            let rows = [row(7, Some(email), Some("100"))];
+            assert_eq!(
+                plans(std::slice::from_ref(&survivor), &rows),
+                vec![Plan::Link {
+                    row: ContactId(7),
+                    previous: Some(HsObjectId::from("100")),
+                    via: LinkVia::MergedId,
+                }],
+                "{email}"
+            );
+        }
     }
 
     #[test]

@@ -36,10 +36,12 @@
 //! # Costs (HubSpot calls)
 //!
 //! Full pull: one list call per 100 contacts, plus one search call per job (the total, for
-//! the progress bar). Incremental: one search call per 200 changed contacts (plus one for the
+//! the progress bar). Any page whose contacts clash with stale links: one batch read more
+//! ([`write_page`]). Incremental: one search call per 200 changed contacts (plus one for the
 //! end); a re-run with nothing changed costs one call, plus one per 200 contacts changed
 //! within the lookback before the previous run started.
 
+use super::lookup::{self, Fate};
 use super::push::EXTERNAL_KEY;
 use super::{PullSettings, SyncContext, hubspot_error};
 use crate::hubspot::{
@@ -52,11 +54,11 @@ use crate::jobs::model::{Counts, Job, JobSpec, PullCounts, PullMode, PullOutcome
 use crate::jobs::{Page, Progress, RunError};
 use crate::store::jobs::Tx;
 use crate::store::normalize_email;
-use crate::store::pull::PulledContact;
+use crate::store::pull::{CheckedLinks, Clash, LinkedContact, PageWrite, PulledContact};
 use crate::store::{Store, StoreError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 /// How far before its bookmark an incremental pull starts reading, by default: far more than
@@ -65,7 +67,7 @@ pub const DEFAULT_LOOKBACK: Duration = Duration::from_secs(5 * 60);
 
 /// The properties a pull reads; push's external key lets a contact push created be matched to
 /// its row before push has saved the link (HubSpot ignores it before push first creates it).
-const PROPERTIES: [&str; 5] = [
+pub(crate) const PROPERTIES: [&str; 5] = [
     "email",
     "firstname",
     "lastname",
@@ -146,6 +148,15 @@ enum Keyset {
     /// `at_ms` already written.
     Tie {
         at_ms: i64,
+        after_id: Option<HsObjectId>,
+        seen: Vec<HsObjectId>,
+    },
+    /// Every contact modified at or after `since_ms` (after it, when `strict`), by id, after
+    /// `after_id`; `seen` were written already. Used when a whole page had no readable
+    /// modification time, so the range could not go on by time.
+    Scan {
+        since_ms: i64,
+        strict: bool,
         after_id: Option<HsObjectId>,
         seen: Vec<HsObjectId>,
     },
@@ -289,11 +300,9 @@ impl PullRun<'_> {
             }
         }
         drop(contacts);
-        let mut tx = self.progress.begin().await?;
-        let written = tx
-            .write_pull_page(self.mode, &pulled)
+        let (mut tx, written) = write_page(self.client, self.progress.store(), self.mode, &pulled)
             .await
-            .map_err(write_error)?;
+            .map_err(page_error)?;
         if next == Position::Done {
             tx.set_pull_bookmark(self.started_at)
                 .await
@@ -354,10 +363,9 @@ pub async fn pull_ids(
     mode: PullMode,
 ) -> Result<TargetedPull, TargetedPullError> {
     let mut done = TargetedPull::default();
-    for batch in Batch::chunked(ids.iter().map(|id| id.0.clone()).collect()) {
-        let read = read_ids(&ctx.hubspot, &batch).await?;
-        let mut tx = Tx::begin(store).await?;
-        let written = tx.write_pull_page(mode, &read.pulled).await?;
+    for batch in Batch::chunked(ids.to_vec()) {
+        let read = read_ids(&ctx.hubspot, batch.items()).await?;
+        let (tx, written) = write_page(&ctx.hubspot, store, mode, &read.pulled).await?;
         tx.commit().await?;
         done.counts = add_counts(add_counts(done.counts, read.counts), written.counts);
         done.errors.extend(read.errors);
@@ -381,38 +389,58 @@ pub(crate) struct ReadIds {
     pub missing: Vec<HsObjectId>,
 }
 
-/// Reads one batch of contacts by id (one HubSpot call).
+/// Reads contacts by id (at most 100), as HubSpot really answers ([`lookup`]): one batch
+/// read, plus one `GET` per id it leaves out without a word. An id merged into another
+/// contact brings that contact, which then lists the id among its merged ids (so the row
+/// linked to the id follows the merge); an id refused alone is a failed record.
 pub(crate) async fn read_ids(
     client: &HubSpotClient,
-    batch: &Batch<String>,
+    ids: &[HsObjectId],
 ) -> Result<ReadIds, HubSpotError> {
-    let properties: Vec<String> = PROPERTIES.iter().map(|p| (*p).to_owned()).collect();
-    let read = client.batch_read(batch, None, &properties).await?;
-    let mut done = ReadIds {
-        missing: read
-            .missing
-            .iter()
-            .map(|id| HsObjectId::from(id.as_str()))
-            .collect(),
-        ..ReadIds::default()
-    };
-    for refused in read.errors {
-        for &i in &refused.input_indices {
-            if let Some(id) = batch.items().get(i) {
+    let mut fates = lookup::look_up(client, ids).await?;
+    let mut done = ReadIds::default();
+    let mut contacts: Vec<Contact> = Vec::new();
+    let mut merged: HashMap<HsObjectId, Vec<HsObjectId>> = HashMap::new();
+    let mut taken: HashSet<HsObjectId> = HashSet::new();
+    for id in ids {
+        match fates.remove(id).unwrap_or(Fate::Gone) {
+            Fate::Live(contact) => {
+                if taken.insert(contact.id.clone()) {
+                    contacts.push(contact);
+                }
+            }
+            Fate::MergedInto(survivor) => {
+                merged
+                    .entry(survivor.id.clone())
+                    .or_default()
+                    .push(id.clone());
+                if taken.insert(survivor.id.clone()) {
+                    contacts.push(survivor);
+                }
+            }
+            Fate::Gone => done.missing.push(id.clone()),
+            Fate::Refused(reason) => {
                 done.counts.add(PullOutcome::Failed);
                 done.errors.push(RecordError {
                     contact_id: None,
                     email: None,
-                    hs_object_id: Some(HsObjectId::from(id.as_str())),
-                    reason: format!("HubSpot refused to read it: {}", refused.error),
+                    hs_object_id: Some(id.clone()),
+                    reason,
                 });
             }
         }
     }
-    done.pulled.reserve(read.results.len());
-    for contact in &read.results {
+    done.pulled.reserve(contacts.len());
+    for contact in &contacts {
         match pulled_contact(contact) {
-            Ok(p) => done.pulled.push(p),
+            Ok(mut p) => {
+                for id in merged.remove(&p.hs_object_id).unwrap_or_default() {
+                    if !p.merged_ids.contains(&id) {
+                        p.merged_ids.push(id);
+                    }
+                }
+                done.pulled.push(p);
+            }
             Err(e) => {
                 done.counts.add(PullOutcome::Failed);
                 done.errors.push(e);
@@ -420,6 +448,76 @@ pub(crate) async fn read_ids(
         }
     }
     Ok(done)
+}
+
+/// Writes one page in a transaction of its own and hands it back uncommitted, with what the
+/// page did (the caller adds its own writes and commits).
+///
+/// A contact whose email is held by a row linked to another HubSpot contact, one the page
+/// does not list, is a clash: that contact may be gone (deleted, merged away, another
+/// portal's), and then the row is re-linked; or alive, and then the contact fails. Only a page
+/// with clashes pays for asking: its transaction is rolled back (no lock is held while
+/// HubSpot answers), one batch read asks about every clashing link of the page
+/// ([`lookup::look_up`]), and the page is written again knowing the answers. A clash the
+/// second write still finds (a row re-linked meanwhile) fails, and the next pull retries it.
+pub(crate) async fn write_page(
+    client: &HubSpotClient,
+    store: &Store,
+    mode: PullMode,
+    records: &[PulledContact],
+) -> Result<(Tx, PageWrite), TargetedPullError> {
+    let mut tx = Tx::begin(store).await?;
+    let written = tx
+        .write_pull_page(mode, records, &CheckedLinks::new())
+        .await?;
+    if written.clashes.is_empty() {
+        return Ok((tx, written));
+    }
+    tx.rollback().await?;
+    let checked = check_links(client, &written.clashes).await?;
+    let mut tx = Tx::begin(store).await?;
+    let mut written = tx.write_pull_page(mode, records, &checked).await?;
+    written.fail_clashes(
+        records,
+        "the rows changed while HubSpot was asked about that contact; the next pull retries it",
+    );
+    Ok((tx, written))
+}
+
+/// What HubSpot says about the contacts clashing rows are linked to.
+async fn check_links(
+    client: &HubSpotClient,
+    clashes: &[Clash],
+) -> Result<CheckedLinks, HubSpotError> {
+    let linked: Vec<HsObjectId> = clashes
+        .iter()
+        .map(|c| c.linked.clone())
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let mut checked = CheckedLinks::new();
+    for batch in Batch::chunked(linked) {
+        for (id, fate) in lookup::look_up(client, batch.items()).await? {
+            let said = match fate {
+                Fate::Live(_) => LinkedContact::Alive,
+                Fate::MergedInto(survivor) => LinkedContact::MergedInto(survivor.id),
+                Fate::Gone => LinkedContact::Gone,
+                Fate::Refused(reason) => LinkedContact::Unknown(reason),
+            };
+            checked.insert(id, said);
+        }
+    }
+    Ok(checked)
+}
+
+/// A page write that failed, as a run error.
+pub(crate) fn page_error(e: TargetedPullError) -> RunError {
+    match e {
+        TargetedPullError::Store(e) => write_error(e),
+        TargetedPullError::HubSpot(e) => {
+            hubspot_error("asking HubSpot about contacts local rows are linked to", e)
+        }
+    }
 }
 
 /// One page of the contact list.
@@ -449,31 +547,38 @@ async fn search_page(client: &HubSpotClient, keyset: &Keyset) -> Result<SearchPa
 
 /// The search query of `keyset`.
 fn search_request(keyset: &Keyset) -> SearchRequest {
+    let since = |since_ms: &i64, strict: bool| {
+        let op = if strict {
+            FilterOperator::Gt
+        } else {
+            FilterOperator::Gte
+        };
+        Filter::new(MODIFIED, op, since_ms.to_string())
+    };
+    let after = |after_id: &Option<HsObjectId>| {
+        after_id
+            .as_ref()
+            .map(|id| Filter::new("hs_object_id", FilterOperator::Gt, id.0.clone()))
+    };
     let (filters, sort_by) = match keyset {
         Keyset::Range {
             since_ms, strict, ..
+        } => (vec![since(since_ms, *strict)], MODIFIED),
+        Keyset::Scan {
+            since_ms,
+            strict,
+            after_id,
+            ..
         } => {
-            let op = if *strict {
-                FilterOperator::Gt
-            } else {
-                FilterOperator::Gte
-            };
-            (
-                vec![Filter::new(MODIFIED, op, since_ms.to_string())],
-                MODIFIED,
-            )
+            let mut filters = vec![since(since_ms, *strict)];
+            filters.extend(after(after_id));
+            (filters, "hs_object_id")
         }
         Keyset::Tie {
             at_ms, after_id, ..
         } => {
             let mut filters = vec![Filter::new(MODIFIED, FilterOperator::Eq, at_ms.to_string())];
-            if let Some(after) = after_id {
-                filters.push(Filter::new(
-                    "hs_object_id",
-                    FilterOperator::Gt,
-                    after.0.clone(),
-                ));
-            }
+            filters.extend(after(after_id));
             (filters, "hs_object_id")
         }
     };
@@ -494,38 +599,53 @@ fn search_request(keyset: &Keyset) -> SearchRequest {
 
 /// Splits a search page into the contacts to write (those not written before) and the next
 /// query (`None`: this was the last page).
+///
+/// A contact whose modification time is missing or null (HubSpot may send a requested
+/// property as `null`) is taken as changed now: it is written, and it never moves the cursor.
+/// That is safe because the page is sorted by that time: every contact not read yet sorts
+/// after the page's last one, so the largest time the page does show is still a lower bound
+/// of all of them, and the range goes on from it as from any page. A page that shows no time
+/// at all gives no bound; the rest of the range is then read in id order ([`Keyset::Scan`]),
+/// which ends because each query starts after the last id read. So the cursor never passes
+/// an unread contact and never stands still: every query starts strictly later (in time or
+/// in id) than the one before, except the one that turns a stuck range into a tie or a scan.
 fn advance(keyset: &Keyset, page: SearchPage) -> Result<(Vec<Contact>, Option<Keyset>), RunError> {
     let more = page.next_after.is_some() && !page.results.is_empty();
-    let mut stamped = Vec::with_capacity(page.results.len());
-    for contact in page.results {
-        let ms = modified_ms(&contact).ok_or_else(|| {
-            RunError::Fatal(format!(
-                "HubSpot search returned contact {} without a readable {MODIFIED}",
-                contact.id
-            ))
-        })?;
-        stamped.push((ms, contact));
-    }
+    let stamped: Vec<(Option<i64>, Contact)> = page
+        .results
+        .into_iter()
+        .map(|contact| (modified_ms(&contact), contact))
+        .collect();
     match keyset {
         Keyset::Range {
             since_ms,
             strict,
             seen,
         } => {
-            let seen: HashSet<&HsObjectId> = seen.iter().collect();
-            let last_ms = stamped.iter().map(|(ms, _)| *ms).max();
+            let seen_set: HashSet<&HsObjectId> = seen.iter().collect();
+            let last_ms = stamped.iter().filter_map(|(ms, _)| *ms).max();
             let at_last: Vec<HsObjectId> = stamped
                 .iter()
-                .filter(|(ms, _)| Some(*ms) == last_ms)
+                .filter(|(ms, _)| ms.is_some() && *ms == last_ms)
                 .map(|(_, c)| c.id.clone())
                 .collect();
             let next = match last_ms {
+                None if more => Some(Keyset::Scan {
+                    since_ms: *since_ms,
+                    strict: *strict,
+                    after_id: None,
+                    seen: seen
+                        .iter()
+                        .cloned()
+                        .chain(stamped.iter().map(|(_, c)| c.id.clone()))
+                        .collect(),
+                }),
                 Some(last) if more => {
                     let stuck = last == *since_ms && !*strict;
                     if stuck || at_last.len() > TIE_THRESHOLD {
                         let mut tie_seen = at_last;
                         if stuck {
-                            tie_seen.extend(seen.iter().map(|id| (*id).clone()));
+                            tie_seen.extend(seen.iter().cloned());
                         }
                         Some(Keyset::Tie {
                             at_ms: last,
@@ -544,7 +664,31 @@ fn advance(keyset: &Keyset, page: SearchPage) -> Result<(Vec<Contact>, Option<Ke
             };
             let records = stamped
                 .into_iter()
-                .filter(|(ms, c)| !(*ms == *since_ms && seen.contains(&c.id)))
+                .filter(|(ms, c)| !(*ms == Some(*since_ms) && seen_set.contains(&c.id)))
+                .map(|(_, c)| c)
+                .collect();
+            Ok((records, next))
+        }
+        Keyset::Scan {
+            since_ms,
+            strict,
+            seen,
+            ..
+        } => {
+            let next = match stamped.last() {
+                Some((_, last)) if more => Some(Keyset::Scan {
+                    since_ms: *since_ms,
+                    strict: *strict,
+                    after_id: Some(last.id.clone()),
+                    seen: seen.clone(),
+                }),
+                // Every contact of the range is read.
+                _ => None,
+            };
+            let seen: HashSet<&HsObjectId> = seen.iter().collect();
+            let records = stamped
+                .into_iter()
+                .filter(|(_, c)| !seen.contains(&c.id))
                 .map(|(_, c)| c)
                 .collect();
             Ok((records, next))
@@ -780,6 +924,114 @@ mod tests {
         let (records, next) = advance(&next.unwrap(), page(vec![at("9", 50)], false)).unwrap();
         assert_eq!(ids(&records), ["9"]);
         assert_eq!(next, Some(range(50, true, &[])));
+    }
+
+    /// A search result as HubSpot may send it: the modification time requested, but `null`
+    /// (or left out, when `with_property` is false), and no `updatedAt`.
+    fn untimed(id: &str, with_property: bool) -> Contact {
+        let properties = if with_property {
+            serde_json::json!({ "email": null, MODIFIED: null })
+        } else {
+            serde_json::json!({})
+        };
+        serde_json::from_value(serde_json::json!({ "id": id, "properties": properties }))
+            .expect("HubSpot's shape")
+    }
+
+    #[test]
+    fn a_contact_without_a_modification_time_is_written_and_the_range_goes_on_from_the_others() {
+        let (records, next) = advance(
+            &range(10, false, &[]),
+            page(
+                vec![
+                    at("1", 10),
+                    untimed("2", true),
+                    at("3", 20),
+                    untimed("4", false),
+                ],
+                true,
+            ),
+        )
+        .expect("a missing time does not fail the pull");
+        assert_eq!(ids(&records), ["1", "2", "3", "4"], "all four are written");
+        assert_eq!(
+            next,
+            Some(range(20, false, &["3"])),
+            "the cursor stays at the largest time shown, a lower bound of every unread contact"
+        );
+
+        let (records, next) = advance(
+            &range(20, false, &["3"]),
+            page(vec![at("3", 20), untimed("4", true), at("5", 30)], false),
+        )
+        .unwrap();
+        assert_eq!(
+            ids(&records),
+            ["4", "5"],
+            "an untimed contact is never skipped as seen"
+        );
+        assert_eq!(next, None);
+    }
+
+    #[test]
+    fn a_page_without_any_modification_time_goes_on_in_id_order_until_the_range_ends() {
+        let (records, next) = advance(
+            &range(10, true, &[]),
+            page(vec![untimed("5", true), untimed("6", false)], true),
+        )
+        .unwrap();
+        assert_eq!(ids(&records), ["5", "6"]);
+        let scan = Keyset::Scan {
+            since_ms: 10,
+            strict: true,
+            after_id: None,
+            seen: vec![HsObjectId::from("5"), HsObjectId::from("6")],
+        };
+        assert_eq!(next.as_ref(), Some(&scan), "no time to go on from: by id");
+        let q = serde_json::to_value(search_request(&scan)).unwrap();
+        assert_eq!(q["filterGroups"][0]["filters"][0]["operator"], "GT");
+        assert_eq!(q["sorts"][0]["propertyName"], "hs_object_id");
+
+        let (records, next) =
+            advance(&scan, page(vec![untimed("5", true), at("7", 30)], true)).unwrap();
+        assert_eq!(ids(&records), ["7"], "5 was written by the previous page");
+        let Some(Keyset::Scan {
+            after_id: Some(after),
+            ..
+        }) = &next
+        else {
+            panic!("the scan goes on after the last id: {next:?}");
+        };
+        assert_eq!(after.0, "7");
+        let q = serde_json::to_value(search_request(next.as_ref().unwrap())).unwrap();
+        assert_eq!(
+            q["filterGroups"][0]["filters"][1],
+            serde_json::json!({"propertyName": "hs_object_id", "operator": "GT", "value": "7"})
+        );
+
+        let (records, next) = advance(&next.unwrap(), page(vec![at("9", 40)], false)).unwrap();
+        assert_eq!(ids(&records), ["9"]);
+        assert_eq!(next, None, "the scan read the whole range: the pull ends");
+    }
+
+    #[test]
+    fn a_null_property_is_read_exactly_as_an_absent_one() {
+        let mut absent = untimed("8", false);
+        absent.updated_at = None;
+        let with_nulls: Contact = serde_json::from_value(serde_json::json!({
+            "id": "8",
+            "properties": {
+                "email": null, "firstname": null, "lastname": null,
+                "hs_merged_object_ids": null, EXTERNAL_KEY: null, MODIFIED: null
+            },
+            "updatedAt": null, "createdAt": null, "archivedAt": null
+        }))
+        .expect("null is accepted for any property value");
+        for name in PROPERTIES.iter().chain(&[MODIFIED]) {
+            assert_eq!(with_nulls.property(name), None, "{name}");
+        }
+        assert_eq!(pulled_contact(&with_nulls), pulled_contact(&absent));
+        assert_eq!(modified_ms(&with_nulls), modified_ms(&absent));
     }
 
     #[test]

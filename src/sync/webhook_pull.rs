@@ -9,18 +9,24 @@
 //! page that read them commits). It goes on until nothing is pending, so ids recorded while it
 //! runs are read by it too.
 //!
-//! Ids HubSpot reports missing were deleted since the webhook (or merged away without a
-//! survivor in the answer): like a `contact.deletion`, the local row linked to one is
-//! unlinked; they are not HubSpot contacts read, so they are not in `counts` (a log line at
-//! info names them). Ids HubSpot refuses to read are failed records with a reason, and are
-//! cleared too (reading them again would fail again).
+//! HubSpot's answers are taken as it really gives them (see `sync::lookup`): an id it reports
+//! not found (or finds archived) was deleted since the webhook: like a `contact.deletion`, the
+//! local row linked to it is unlinked; such ids are not HubSpot contacts read, so they are not
+//! in `counts` (a log line at info names them). An id merely left out of the batch read's
+//! results, with no error naming it, is not taken for deleted: it is read once more on its own,
+//! and a 404 unlinks, a record under another id is the survivor of a merge (written, with the
+//! row linked to the id following it, as after a `contact.merge`), the same id is written as
+//! any. A batch HubSpot refuses whole (one malformed id) is halved until the refused id is
+//! alone; that id, and any id HubSpot refuses to read, is a failed record with a reason,
+//! cleared too (reading it again would fail again), and never holds up the others.
 //!
 //! The job has no checkpoint: the table is its cursor.
 
 use super::SyncContext;
 use super::hubspot_error;
-use super::pull::{add_counts, read_ids, write_error};
-use crate::hubspot::{Batch, MAX_BATCH};
+use super::pull::{add_counts, page_error, read_ids, write_page};
+use crate::hubspot::MAX_BATCH;
+use crate::ids::HsObjectId;
 use crate::jobs::model::{Counts, Job, JobSpec};
 use crate::jobs::{Page, Progress, RunError};
 use crate::webhooks::{clear_pulled, count_pending_pulls, take_pending_pulls};
@@ -53,16 +59,13 @@ pub async fn run(ctx: &SyncContext, job: &Job, progress: &Progress) -> Result<()
             tracing::info!(job = %job.id, ?counts, "webhook pull done: nothing left pending");
             return Ok(());
         }
-        let batch = Batch::new(taken.iter().map(|p| p.hs_object_id.0.clone()).collect())
-            .map_err(|e| RunError::Fatal(e.to_string()))?;
-        let read = read_ids(&ctx.hubspot, &batch)
+        let ids: Vec<HsObjectId> = taken.iter().map(|p| p.hs_object_id.clone()).collect();
+        let read = read_ids(&ctx.hubspot, &ids)
             .await
             .map_err(|e| hubspot_error("reading the contacts webhooks named", e))?;
-        let mut tx = progress.begin().await?;
-        let written = tx
-            .write_pull_page(mode, &read.pulled)
+        let (mut tx, written) = write_page(&ctx.hubspot, store, mode, &read.pulled)
             .await
-            .map_err(write_error)?;
+            .map_err(page_error)?;
         let unlinked = tx.unlink_hs_objects(&read.missing).await?;
         if !read.missing.is_empty() {
             tracing::info!(
