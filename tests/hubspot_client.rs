@@ -187,6 +187,23 @@ async fn account_details_search_and_single_reads() {
     assert_eq!(page.next_after, None);
 }
 
+#[tokio::test]
+async fn a_request_that_cannot_be_built_fails_at_once_and_is_never_retried() {
+    let sb = start(args()).await;
+    let client = private_client(&sb, config(&sb));
+    // An id far too long for a URI: the HTTP stack refuses the request before sending it.
+    let id = "9".repeat(200_000);
+
+    let err = client
+        .get_contact(&id, None, &[])
+        .await
+        .expect_err("cannot be sent");
+
+    assert!(matches!(err, HubSpotError::InvalidRequest(_)), "{err:?}");
+    assert_eq!(client.metrics().requests_total(), 1, "one try, no retries");
+    assert_eq!(sb.stats().requests, 0, "nothing reached HubSpot");
+}
+
 // ---- batches -----------------------------------------------------------------------------
 
 #[tokio::test]

@@ -17,7 +17,7 @@ use crm_sync::jobs::queue::SyncTask;
 use crm_sync::jobs::runner::StopCheck;
 use crm_sync::jobs::worker::{RetryPolicy, WorkerConfig, process, run_workers};
 use crm_sync::jobs::{EnqueueRequest, JobRunner, enqueue};
-use crm_sync::sandbox::{Sandbox, SandboxArgs, SandboxHandle};
+use crm_sync::sandbox::{HubSpotProfile, Sandbox, SandboxArgs, SandboxHandle};
 use crm_sync::secret::Secret;
 use crm_sync::store::{NewContact, Store};
 use crm_sync::sync::pull::pull_ids;
@@ -32,12 +32,14 @@ use url::Url;
 
 // ---- the world a test runs in ---------------------------------------------------------
 
-/// A sandbox without limits or faults unless a test asks for them.
-fn args() -> SandboxArgs {
+/// A sandbox without limits or faults unless a test asks for them, answering the way
+/// `profile` says HubSpot does.
+fn args_in(profile: HubSpotProfile) -> SandboxArgs {
     SandboxArgs {
         requests_per_10s: 0,
         search_per_second: 0,
         rng_seed: Some(7),
+        variants: profile.variants(),
         ..SandboxArgs::default()
     }
 }
@@ -333,9 +335,9 @@ fn emails(prefix: &str, n: usize) -> Vec<String> {
 
 // ---- specifications -------------------------------------------------------------------
 
-backend_tests! {
-    async fn a_pull_into_an_empty_database_creates_a_row_per_hubspot_contact(db: TestDb) {
-        let w = World::new(db, args()).await;
+profile_tests! {
+    async fn a_pull_into_an_empty_database_creates_a_row_per_hubspot_contact(db: TestDb, profile: HubSpotProfile) {
+        let w = World::new(db, args_in(profile)).await;
         w.sandbox.seed_contacts(240);
         w.add_hubspot(&[(None, "No", "Email"); 10]);
 
@@ -370,8 +372,8 @@ backend_tests! {
         assert!(w.store.pull_bookmark().await.unwrap().is_some(), "a successful pull leaves a bookmark");
     }
 
-    async fn a_local_row_with_the_same_email_in_another_case_is_linked_and_keeps_its_names(db: TestDb) {
-        let w = World::new(db, args()).await;
+    async fn a_local_row_with_the_same_email_in_another_case_is_linked_and_keeps_its_names(db: TestDb, profile: HubSpotProfile) {
+        let w = World::new(db, args_in(profile)).await;
         w.add_local(&[("ANN.Lee@Acme-Mail.com", "Local Ann", "Local Lee"), ("only-local@acme-mail.com", "Only", "Local")]).await;
         let ids = w.add_hubspot(&[
             (Some("ann.lee@ACME-mail.com"), "HubSpot Ann", "HubSpot Lee"),
@@ -395,8 +397,8 @@ backend_tests! {
         assert_eq!(local.len(), 3);
     }
 
-    async fn a_linked_row_stays_linked_and_unchanged_when_its_email_changes_in_hubspot(db: TestDb) {
-        let w = World::new(db, args()).await;
+    async fn a_linked_row_stays_linked_and_unchanged_when_its_email_changes_in_hubspot(db: TestDb, profile: HubSpotProfile) {
+        let w = World::new(db, args_in(profile)).await;
         let ids = w.add_hubspot(&[(Some("before@acme-mail.com"), "Bo", "Fore")]);
         succeeded(&w.pull(PullMode::Upsert, false).await);
         // In HubSpot the contact now has another email, which a local unlinked row also has.
@@ -417,8 +419,8 @@ backend_tests! {
         assert_eq!(by_email(&local, "after@acme-mail.com").hs_object_id, None);
     }
 
-    async fn a_rerun_finds_everything_unchanged_and_duplicates_nothing(db: TestDb) {
-        let w = World::new(db, args()).await;
+    async fn a_rerun_finds_everything_unchanged_and_duplicates_nothing(db: TestDb, profile: HubSpotProfile) {
+        let w = World::new(db, args_in(profile)).await;
         w.sandbox.seed_contacts(130);
         w.add_hubspot(&[(None, "Nameless", "One"), (None, "Nameless", "Two"), (None, "Nameless", "Two")]);
         let first = succeeded(&w.pull(PullMode::Upsert, false).await);
@@ -437,14 +439,14 @@ backend_tests! {
         assert_eq!(after, before, "not a row added or touched");
     }
 
-    async fn upsert_and_verbose_reach_the_same_rows_and_count_in_their_own_way(db: TestDb) {
+    async fn upsert_and_verbose_reach_the_same_rows_and_count_in_their_own_way(db: TestDb, profile: HubSpotProfile) {
         let backend = db.backend();
         let other_db = match backend {
             crm_sync::store::Backend::Sqlite => TestDb::sqlite().await,
             crm_sync::store::Backend::Postgres => TestDb::postgres().await,
         };
-        let upsert = World::new(db, args()).await;
-        let verbose = World::new(other_db, args()).await;
+        let upsert = World::new(db, args_in(profile)).await;
+        let verbose = World::new(other_db, args_in(profile)).await;
         for w in [&upsert, &verbose] {
             let mut hubspot: Vec<(Option<&str>, &str, &str)> = Vec::new();
             let addresses = emails("person", 120);
@@ -497,8 +499,8 @@ backend_tests! {
         assert_eq!(upsert.rows().await.len(), 127);
     }
 
-    async fn a_row_linked_to_a_contact_merged_away_follows_the_survivor_in_both_modes(db: TestDb) {
-        let w = World::new(db, args()).await;
+    async fn a_row_linked_to_a_contact_merged_away_follows_the_survivor_in_both_modes(db: TestDb, profile: HubSpotProfile) {
+        let w = World::new(db, args_in(profile)).await;
         w.add_hubspot(&[(Some("merged@acme-mail.com"), "Mer", "Ged")]);
         succeeded(&w.pull(PullMode::Upsert, false).await);
         let before = by_email(&w.rows().await, "merged@acme-mail.com").clone();
@@ -526,8 +528,8 @@ backend_tests! {
         }
     }
 
-    async fn a_row_linked_to_a_contact_hubspot_no_longer_has_is_relinked_to_the_live_contact_with_its_email(db: TestDb) {
-        let w = World::new(db, args()).await;
+    async fn a_row_linked_to_a_contact_hubspot_no_longer_has_is_relinked_to_the_live_contact_with_its_email(db: TestDb, profile: HubSpotProfile) {
+        let w = World::new(db, args_in(profile)).await;
         w.add_local(&[
             ("old-portal@acme-mail.com", "Old", "Portal"),
             ("deleted@acme-mail.com", "Del", "Eted"),
@@ -592,8 +594,8 @@ backend_tests! {
         assert_eq!(after.len(), 4);
     }
 
-    async fn an_email_held_by_a_row_linked_to_a_contact_hubspot_still_has_fails_naming_the_row_and_both_contacts(db: TestDb) {
-        let w = World::new(db, args()).await;
+    async fn an_email_held_by_a_row_linked_to_a_contact_hubspot_still_has_fails_naming_the_row_and_both_contacts(db: TestDb, profile: HubSpotProfile) {
+        let w = World::new(db, args_in(profile)).await;
         w.add_local(&[("taken@acme-mail.com", "Mine", "Already"), ("merged@acme-mail.com", "Mer", "Ged")]).await;
         // The first row is linked to a live contact that has another email now; the second to
         // a contact HubSpot merged into a third one (which keeps its own email).
@@ -636,8 +638,8 @@ backend_tests! {
         }
     }
 
-    async fn a_row_written_by_hand_with_a_non_ascii_upper_case_email_is_linked_not_duplicated(db: TestDb) {
-        let w = World::new(db, args()).await;
+    async fn a_row_written_by_hand_with_a_non_ascii_upper_case_email_is_linked_not_duplicated(db: TestDb, profile: HubSpotProfile) {
+        let w = World::new(db, args_in(profile)).await;
         const SQL: &str = "INSERT INTO contacts (email, first_name) VALUES \
              ('ÉLODIE@example.com', 'Élodie'), ('ÅSA@Example.com', 'Åsa'), ('STRASSE@example.com', 'Upper')";
         if let Some(p) = w.store.pg_pool() {
@@ -671,8 +673,8 @@ backend_tests! {
         assert_eq!(by_email(&local, "straße@example.com").hs_object_id.as_deref(), Some(ids[2].as_str()));
     }
 
-    async fn an_id_hubspot_refuses_to_read_fails_alone_and_the_others_arrive(db: TestDb) {
-        let w = World::new(db, args()).await;
+    async fn an_id_hubspot_refuses_to_read_fails_alone_and_the_others_arrive(db: TestDb, profile: HubSpotProfile) {
+        let w = World::new(db, args_in(profile)).await;
         let ids = w.add_hubspot(&[
             (Some("one@acme-mail.com"), "One", "A"),
             (Some("two@acme-mail.com"), "Two", "B"),
@@ -692,8 +694,8 @@ backend_tests! {
         assert_eq!(w.rows().await.len(), 2);
     }
 
-    async fn records_that_cannot_be_stored_fail_one_by_one_and_the_page_goes_through(db: TestDb) {
-        let w = World::new(db, args()).await;
+    async fn records_that_cannot_be_stored_fail_one_by_one_and_the_page_goes_through(db: TestDb, profile: HubSpotProfile) {
+        let w = World::new(db, args_in(profile)).await;
         w.add_local(&[("taken@acme-mail.com", "Mine", "Already")]).await;
         let moved = w.add_hubspot(&[(Some("moved@acme-mail.com"), "Moved", "Away")]).remove(0);
         w.link_local("taken@acme-mail.com", &moved).await;
@@ -717,8 +719,8 @@ backend_tests! {
         assert_eq!((again.failed, again.unchanged), (2, 3), "failures are reported again, never skipped");
     }
 
-    async fn a_pull_interrupted_between_pages_resumes_from_its_checkpoint(db: TestDb) {
-        let w = World::new(db, args()).await;
+    async fn a_pull_interrupted_between_pages_resumes_from_its_checkpoint(db: TestDb, profile: HubSpotProfile) {
+        let w = World::new(db, args_in(profile)).await;
         w.sandbox.seed_contacts(1_000);
         let boundaries = Arc::new(AtomicUsize::new(0));
         let seen = boundaries.clone();
@@ -741,8 +743,8 @@ backend_tests! {
         );
     }
 
-    async fn an_incremental_pull_reads_past_the_search_cap_and_a_quiet_rerun_costs_one_call(db: TestDb) {
-        let mut w = World::new(db, args()).await;
+    async fn an_incremental_pull_reads_past_the_search_cap_and_a_quiet_rerun_costs_one_call(db: TestDb, profile: HubSpotProfile) {
+        let mut w = World::new(db, args_in(profile)).await;
         w.ctx.pull.lookback = Duration::ZERO;
         // No bookmark yet: the first incremental pull is a full one.
         let first = succeeded(&w.pull(PullMode::Upsert, true).await);
@@ -779,9 +781,9 @@ backend_tests! {
         assert!(w.requests() - before <= 2, "a no-change re-run makes a handful of calls at most");
     }
 
-    async fn a_change_hubspot_indexes_during_a_run_is_read_by_the_next_run(db: TestDb) {
+    async fn a_change_hubspot_indexes_during_a_run_is_read_by_the_next_run(db: TestDb, profile: HubSpotProfile) {
         // Search shows a write a minute late (until flushed), as HubSpot's index lags.
-        let w = World::new(db, SandboxArgs { search_delay_ms: 60_000, ..args() }).await;
+        let w = World::new(db, SandboxArgs { search_delay_ms: 60_000, ..args_in(profile) }).await;
         succeeded(&w.pull(PullMode::Upsert, true).await);
         w.sandbox.seed_contacts(450);
         w.sandbox.flush_search_index();
@@ -809,7 +811,7 @@ backend_tests! {
         assert_eq!(by_email(&w.rows().await, "late@acme-mail.com").first_name.as_deref(), Some("Late"));
     }
 
-    async fn a_full_pull_through_5xx_dropped_connections_429_and_an_expired_token_ends_as_a_clean_one(db: TestDb) {
+    async fn a_full_pull_through_5xx_dropped_connections_429_and_an_expired_token_ends_as_a_clean_one(db: TestDb, profile: HubSpotProfile) {
         // Pull only reads, so its dropped connections are dropped reads (a dropped write is
         // push's fault: tests/sync_push.rs).
         let sandbox = start_sandbox(SandboxArgs {
@@ -817,7 +819,7 @@ backend_tests! {
             fault_drop_read: 0.1,
             requests_per_10s: 6,
             rng_seed: Some(11),
-            ..args()
+            ..args_in(profile)
         })
         .await;
         let tokens = Arc::new(MemoryTokenStore::default());
@@ -886,8 +888,8 @@ backend_tests! {
         assert_eq!(distinct.len(), 450);
     }
 
-    async fn a_contact_push_created_but_never_saved_is_linked_by_its_external_key_not_duplicated(db: TestDb) {
-        let w = World::new(db, args()).await;
+    async fn a_contact_push_created_but_never_saved_is_linked_by_its_external_key_not_duplicated(db: TestDb, profile: HubSpotProfile) {
+        let w = World::new(db, args_in(profile)).await;
         // A first push makes the external key property exist, as it does in any account
         // crm-sync has pushed to.
         w.add_local(&[("ann@acme-mail.com", "Ann", "Lee")]).await;
@@ -922,8 +924,8 @@ backend_tests! {
         assert_eq!(w.push(PushMode::Link).await.total, 0, "then nothing is left to push");
     }
 
-    async fn an_external_key_is_not_trusted_when_its_row_is_gone_or_linked_elsewhere(db: TestDb) {
-        let w = World::new(db, args()).await;
+    async fn an_external_key_is_not_trusted_when_its_row_is_gone_or_linked_elsewhere(db: TestDb, profile: HubSpotProfile) {
+        let w = World::new(db, args_in(profile)).await;
         w.add_local(&[("ann@acme-mail.com", "Ann", "Lee")]).await;
         assert_eq!(w.push(PushMode::Link).await.created, 1);
         // Bob's row is linked to a HubSpot contact that carries no key (linked by email).
@@ -949,8 +951,8 @@ backend_tests! {
         assert!(local.iter().any(|r| r.first_name.as_deref() == Some("Gone")));
     }
 
-    async fn a_targeted_pull_writes_just_the_contacts_it_is_given(db: TestDb) {
-        let w = World::new(db, args()).await;
+    async fn a_targeted_pull_writes_just_the_contacts_it_is_given(db: TestDb, profile: HubSpotProfile) {
+        let w = World::new(db, args_in(profile)).await;
         w.add_local(&[("known@acme-mail.com", "Known", "Local")]).await;
         let ids = w.add_hubspot(&[
             (Some("known@acme-mail.com"), "Known", "HubSpot"),
@@ -972,8 +974,8 @@ backend_tests! {
         assert_eq!((again.counts.total, again.counts.unchanged), (2, 2));
     }
 
-    async fn a_pull_job_runs_on_the_worker_runtime(db: TestDb) {
-        let w = World::new(db, args()).await;
+    async fn a_pull_job_runs_on_the_worker_runtime(db: TestDb, profile: HubSpotProfile) {
+        let w = World::new(db, args_in(profile)).await;
         w.sandbox.seed_contacts(300);
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let config = WorkerConfig {

@@ -13,7 +13,7 @@ use crm_sync::jobs::queue::SyncTask;
 use crm_sync::jobs::runner::StopCheck;
 use crm_sync::jobs::worker::{RetryPolicy, process};
 use crm_sync::jobs::{EnqueueRequest, JobRunner, enqueue};
-use crm_sync::sandbox::{Sandbox, SandboxArgs, SandboxHandle};
+use crm_sync::sandbox::{HubSpotProfile, Sandbox, SandboxArgs, SandboxHandle};
 use crm_sync::secret::Secret;
 use crm_sync::store::jobs::Tx;
 use crm_sync::store::{NewContact, Store};
@@ -36,8 +36,9 @@ struct World {
 }
 
 impl World {
-    async fn new(db: TestDb) -> World {
+    async fn new(db: TestDb, profile: HubSpotProfile) -> World {
         let args = SandboxArgs {
+            variants: profile.variants(),
             requests_per_10s: 0,
             search_per_second: 0,
             rng_seed: Some(11),
@@ -156,9 +157,9 @@ fn counts(job: &Job) -> crm_sync::jobs::model::PullCounts {
     }
 }
 
-backend_tests! {
-    async fn a_webhook_pull_reads_only_the_named_records_one_batch_read_per_100(db: TestDb) {
-        let w = World::new(db).await;
+profile_tests! {
+    async fn a_webhook_pull_reads_only_the_named_records_one_batch_read_per_100(db: TestDb, profile: HubSpotProfile) {
+        let w = World::new(db, profile).await;
         let emails: Vec<String> = (0..300).map(|i| format!("c{i}@acme.io")).collect();
         let ids = w.add_hubspot(&emails.iter().map(String::as_str).collect::<Vec<_>>());
         // Webhooks named 250 of the 300, some of them several times.
@@ -190,8 +191,8 @@ backend_tests! {
         assert_eq!(w.calls("contacts.batch_read"), 3);
     }
 
-    async fn a_webhook_pull_links_a_changed_record_and_leaves_local_fields_alone(db: TestDb) {
-        let w = World::new(db).await;
+    async fn a_webhook_pull_links_a_changed_record_and_leaves_local_fields_alone(db: TestDb, profile: HubSpotProfile) {
+        let w = World::new(db, profile).await;
         w.store
             .insert_contacts(&[NewContact {
                 email: Some("ann@acme.io".to_owned()),
@@ -210,8 +211,8 @@ backend_tests! {
         assert_eq!(w.rows().await, [(Some("ann@acme.io".to_owned()), Some(ids[0].0.clone()))]);
     }
 
-    async fn records_hubspot_no_longer_has_are_unlinked_and_not_counted(db: TestDb) {
-        let w = World::new(db).await;
+    async fn records_hubspot_no_longer_has_are_unlinked_and_not_counted(db: TestDb, profile: HubSpotProfile) {
+        let w = World::new(db, profile).await;
         w.store
             .insert_contacts(&[NewContact {
                 email: Some("gone@acme.io".to_owned()),
@@ -248,8 +249,8 @@ backend_tests! {
         assert_eq!(count_pending_pulls(&w.store).await.unwrap(), 0);
     }
 
-    async fn a_batch_hubspot_refuses_whole_is_halved_and_the_records_in_it_still_arrive(db: TestDb) {
-        let w = World::new(db).await;
+    async fn a_batch_hubspot_refuses_whole_is_halved_and_the_records_in_it_still_arrive(db: TestDb, profile: HubSpotProfile) {
+        let w = World::new(db, profile).await;
         let present = w.add_hubspot(&["here@acme.io"]);
         // Ids so long that one batch read of them all is over HubSpot's request size: the
         // sandbox refuses the whole batch with a 400 (it answers a non-numeric id with a 207
@@ -276,8 +277,8 @@ backend_tests! {
         assert_eq!(count_pending_pulls(&w.store).await.unwrap(), 0, "nothing is left pending");
     }
 
-    async fn a_record_merged_into_another_follows_its_survivor_and_is_never_taken_for_deleted(db: TestDb) {
-        let w = World::new(db).await;
+    async fn a_record_merged_into_another_follows_its_survivor_and_is_never_taken_for_deleted(db: TestDb, profile: HubSpotProfile) {
+        let w = World::new(db, profile).await;
         w.store
             .insert_contacts(&[NewContact {
                 email: Some("ann@acme.io".to_owned()),
@@ -310,7 +311,7 @@ backend_tests! {
         assert_eq!(count_pending_pulls(&w.store).await.unwrap(), 0);
     }
 
-    async fn a_record_named_again_while_it_was_read_stays_pending(db: TestDb) {
+    async fn a_record_named_again_while_it_was_read_stays_pending(db: TestDb, profile: HubSpotProfile) {
         let store = db.store().await;
         let ids = [HsObjectId::from("1"), HsObjectId::from("2")];
         record_pending_pulls(&store, &ids).await.unwrap();
@@ -330,7 +331,7 @@ backend_tests! {
         );
     }
 
-    async fn clearing_rolls_back_with_the_page(db: TestDb) {
+    async fn clearing_rolls_back_with_the_page(db: TestDb, profile: HubSpotProfile) {
         let store = db.store().await;
         record_pending_pulls(&store, &[HsObjectId::from("7")]).await.unwrap();
         let taken = take_pending_pulls(&store, 100).await.unwrap();

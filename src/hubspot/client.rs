@@ -343,6 +343,14 @@ impl HubSpotClient {
     /// A request without answer: repeat it if nothing was sent or it is safe to repeat.
     fn after_network_error(&self, call: &Call, error: &reqwest::Error) -> Next {
         let problem = describe(error);
+        // The request could not be built (a URL the HTTP stack refuses, such as an id too long
+        // for a URI): nothing was sent, and sending it again would fail the same way.
+        if error.is_builder() {
+            return Next::Fail(HubSpotError::InvalidRequest(format!(
+                "{} cannot be sent: {problem}",
+                call.op
+            )));
+        }
         // A connect error means nothing reached HubSpot.
         if !error.is_connect() && call.op.retry_class() == RetryClass::NotIdempotent {
             self.inner.metrics.record_ambiguous(call.op);

@@ -118,6 +118,12 @@ async fn read_one(client: &HubSpotClient, id: &HsObjectId) -> Result<Fate, HubSp
         Ok(contact) if contact.id == *id => Ok(Fate::Live(contact)),
         Ok(survivor) => Ok(Fate::MergedInto(survivor)),
         Err(HubSpotError::NotFound { .. }) => Ok(Fate::Gone),
+        // An id that cannot even be put into a URL names no record HubSpot has: gone, as a
+        // batch read reports such an id when it is short enough to be sent.
+        Err(e @ HubSpotError::InvalidRequest(_)) => {
+            tracing::warn!(%id, error = %e, "this id cannot be read on its own; taken as gone");
+            Ok(Fate::Gone)
+        }
         Err(e @ HubSpotError::Validation { .. }) => {
             tracing::warn!(%id, error = %e, "HubSpot refuses to read this id; it is dropped");
             Ok(Fate::Refused(format!("HubSpot refused to read it: {e}")))
