@@ -310,8 +310,12 @@ profile_tests! {
         );
         assert_eq!(count_pending_pulls(&w.store).await.unwrap(), 0);
     }
+}
 
-    async fn a_record_named_again_while_it_was_read_stays_pending(db: TestDb, profile: HubSpotProfile) {
+// ---- the pending table alone (no HubSpot) --------------------------------------------
+
+backend_tests! {
+    async fn a_record_named_again_while_it_was_read_stays_pending(db: TestDb) {
         let store = db.store().await;
         let ids = [HsObjectId::from("1"), HsObjectId::from("2")];
         record_pending_pulls(&store, &ids).await.unwrap();
@@ -331,7 +335,7 @@ profile_tests! {
         );
     }
 
-    async fn clearing_rolls_back_with_the_page(db: TestDb, profile: HubSpotProfile) {
+    async fn clearing_rolls_back_with_the_page(db: TestDb) {
         let store = db.store().await;
         record_pending_pulls(&store, &[HsObjectId::from("7")]).await.unwrap();
         let taken = take_pending_pulls(&store, 100).await.unwrap();
