@@ -125,7 +125,7 @@ async fn an_idle_worker_picks_up_a_job_and_reports_progress(db: &JobsDb) {
 }
 
 async fn sync_wait_follows_the_job_and_prints_its_counts(db: &JobsDb) {
-    use crm_sync::jobs::commands::{self, SyncOutcome};
+    use crm_sync::jobs::commands::{self, JobShortfall, SyncOutcome};
     create_items(&db.store, 6).await;
     let mut runner = PageRunner::new(2, Duration::from_millis(50));
     runner.fail_every = 3;
@@ -139,7 +139,14 @@ async fn sync_wait_follows_the_job_and_prints_its_counts(db: &JobsDb) {
         panic!("waited for: {outcome:?}");
     };
     assert_eq!(job.status, JobStatus::Succeeded);
-    assert!(outcome.is_success());
+    assert!(
+        !outcome.is_success(),
+        "every third record failed, so --wait does not report a full success"
+    );
+    assert_eq!(
+        outcome.failure().map(|(why, _)| why),
+        Some(JobShortfall::RecordsFailed)
+    );
     let printed = String::from_utf8(out).unwrap();
     assert!(printed.contains("succeeded"), "{printed}");
     let row = |key: &str, value: &str| {
