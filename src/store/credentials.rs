@@ -193,4 +193,14 @@ impl Store {
         })?;
         Ok(changed > 0)
     }
+
+    /// Removes every stored connection (tokens included) and returns the accounts removed:
+    /// after a disconnect no account is connected, and any account may be installed.
+    pub async fn delete_credentials(&self) -> Result<Vec<PortalId>, StoreError> {
+        const SQL: &str = "DELETE FROM hubspot_credentials RETURNING portal_id";
+        let removed = on_pool!(self, pool => {
+            sqlx::query_scalar::<_, PortalId>(SQL).fetch_all(pool).await
+        })?;
+        Ok(removed)
+    }
 }
