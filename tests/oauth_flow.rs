@@ -7,7 +7,8 @@
 //! And who may connect: only the operator (bearer token, or a session from `POST /login`)
 //! gets an install link; once connected the account is pinned (another account's callback is
 //! refused, nothing stored) until the operator disconnects; `hubspot.portal_id` pins it from
-//! configuration.
+//! configuration; and a sync against another account than the local links were made with
+//! refuses to run.
 
 mod common;
 mod routes_support;
@@ -679,6 +680,45 @@ backend_tests! {
         assert!(page.body.contains(&sandbox.portal_id().to_string()), "{}", page.body);
         assert!(server.tokens.load_tokens().await.unwrap().is_none(), "nothing stored");
         assert_eq!(count_rows(&server.store, "hubspot_credentials").await, 0);
+    }
+
+    async fn a_sync_against_another_account_than_the_links_refuses_before_writing(db: TestDb) {
+        let store = db.store().await;
+        let (first, server) = world(&db, Options::default()).await;
+        install(&mut Browser::operator(), &server).await;
+        store
+            .insert_contacts(&[NewContact { email: Some("ann@acme.io".to_owned()), ..NewContact::default() }])
+            .await
+            .unwrap();
+        let runner: Arc<dyn JobRunner> = Arc::new(SyncRunner::new(SyncContext::new(server.client.clone())));
+        let push = run_once(&store, &runner, JobSpec::push()).await;
+        assert_eq!(push.status, JobStatus::Succeeded, "{push:#?}");
+        assert_eq!(push.portal_id, Some(PortalId(first.portal_id())));
+        let (status, _) = post_json(&server, "/api/connection/disconnect", Some(TOKEN)).await;
+        assert_eq!(status, StatusCode::OK);
+        server.stop().await;
+
+        // The operator connects another account; the local row still holds the first one's id.
+        let (second, server) = other_account(&store, 4_242_424).await;
+        install(&mut Browser::operator(), &server).await;
+        store
+            .insert_contacts(&[NewContact { email: Some("bob@acme.io".to_owned()), ..NewContact::default() }])
+            .await
+            .unwrap();
+        let links_before: Vec<_> = store.list_contacts(None, 10).await.unwrap().into_iter().map(|c| c.hs_object_id).collect();
+        let runner: Arc<dyn JobRunner> = Arc::new(SyncRunner::new(SyncContext::new(server.client.clone())));
+        for spec in [JobSpec::push(), JobSpec::pull()] {
+            let job = run_once(&store, &runner, spec).await;
+            assert_eq!(job.status, JobStatus::Failed, "{job:#?}");
+            assert_eq!(job.attempts, 1, "not retried: {job:#?}");
+            let reason = job.error.as_deref().unwrap_or_default();
+            assert!(reason.contains("4242424") && reason.contains(&first.portal_id().to_string()),
+                "names both accounts: {reason}");
+            assert!(reason.contains("crm-sync connect"), "says what to do: {reason}");
+        }
+        assert!(second.contacts().is_empty(), "nothing was written to the other account");
+        let links_after: Vec<_> = store.list_contacts(None, 10).await.unwrap().into_iter().map(|c| c.hs_object_id).collect();
+        assert_eq!(links_after, links_before, "no local row was linked to the other account");
     }
 }
 
