@@ -623,6 +623,12 @@ backend_tests! {
 
         let (_other, server) = other_account(&store, 4_242_424).await;
         let mut browser = Browser::operator();
+        let page = browser.get(&server.url("/api/install")).await;
+        assert!(
+            page.body.contains(&format!("tied to the connected HubSpot account {connected}")),
+            "the operator is told before approving: {}",
+            page.body
+        );
         let link = browser.install_link(&server).await;
         let callback = browser.authorize(&link).await;
         let page = browser.get(callback.as_str()).await;

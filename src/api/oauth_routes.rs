@@ -87,8 +87,27 @@ pub async fn install(req: &Request, state: Data<&AppState>) -> Response {
         .raw(&format!(
             "<p>The app asks for these scopes:</p><ul>{scopes}</ul>"
         ))
+        .raw(&pinned_note(&state).await)
         .header(header::SET_COOKIE, browser_cookie(&state, &browser))
         .into_response()
+}
+
+/// Tells the operator, before they approve, which account an installation must be for.
+async fn pinned_note(state: &AppState) -> String {
+    match account::pinned_account(&state.store, state.oauth.portal_id).await {
+        Ok(Some(pinned)) => format!(
+            "<p id=\"pinned\">This service is tied to {}: an installation for another account \
+             is refused; to connect one, {}.</p>",
+            escape(&pinned.to_string()),
+            escape(pinned.remedy())
+        ),
+        Ok(None) => String::new(),
+        Err(e) => {
+            // The callback checks again; the note is only a courtesy.
+            tracing::warn!(error = %e, "cannot read the HubSpot connection for the install page");
+            String::new()
+        }
+    }
 }
 
 /// What HubSpot appends to the redirect URI.
