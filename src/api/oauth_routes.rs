@@ -21,7 +21,7 @@ use super::AppState;
 use super::html::{Page, escape, redirect};
 use super::oauth_state::{self, BROWSER_COOKIE, OneTimeValue, STATE_LIFETIME, StateRejection};
 use super::operator::{cookie_value, operator_of};
-use crate::hubspot::{HubSpotClient, HubSpotError};
+use crate::hubspot::{HubSpotClient, HubSpotError, OAuthTokens};
 use crate::oauth::account;
 
 /// The path HubSpot redirects to (`server.public_url` + this is the `redirect_uri`).
@@ -183,13 +183,58 @@ pub async fn callback(
             return server_error_page().into_response();
         }
     }
-    match client.install(tokens).await {
+    match store_tokens(&state, client, tokens).await {
         Ok(()) => {
             tracing::info!(%portal_id, "HubSpot connected through OAuth");
             redirect("/")
         }
-        Err(e) => exchange_failed_page(&e).into_response(),
+        Err(refusal) => refusal,
     }
+}
+
+/// Stores the tokens of a checked installation and has the client use them. Through the
+/// server's token store the write is conditional and atomic (no other account's connection
+/// may have been stored since the check); the error is the page to answer with.
+async fn store_tokens(
+    state: &AppState,
+    client: &HubSpotClient,
+    tokens: OAuthTokens,
+) -> Result<(), Response> {
+    let Some(store) = &state.tokens else {
+        return client
+            .install(tokens)
+            .await
+            .map_err(|e| exchange_failed_page(&e).into_response());
+    };
+    let offered = tokens.portal_id;
+    match store.install_tokens(&tokens).await {
+        Ok(Ok(())) => {}
+        Ok(Err(Some(holder))) => {
+            let refused = account::OtherAccount {
+                pinned: account::Pin::Connected(holder),
+                offered: offered.unwrap_or(holder),
+            };
+            tracing::warn!(%holder, "OAuth callback refused: another account was connected meanwhile");
+            return Err(other_account_page(&refused).into_response());
+        }
+        Ok(Err(None)) => {
+            return Err(retry_page(
+                "The connection changed",
+                StatusCode::CONFLICT,
+                "The HubSpot connection changed while this installation completed; nothing was \
+                 stored.",
+            )
+            .into_response());
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot store the HubSpot tokens");
+            return Err(server_error_page().into_response());
+        }
+    }
+    client
+        .adopt(tokens)
+        .await
+        .map_err(|e| exchange_failed_page(&e).into_response())
 }
 
 /// What an anonymous visitor of the install page reads: how the operator connects, and no

@@ -271,6 +271,13 @@ impl TokenManager {
         Ok(())
     }
 
+    /// Uses tokens someone else already saved to the store (a checked installation).
+    pub(crate) async fn adopt(&self, tokens: OAuthTokens) {
+        let mut cache = self.cache.lock().await;
+        cache.lifetime = remaining(&tokens);
+        cache.tokens = Some(tokens);
+    }
+
     async fn refresh_locked(
         &self,
         cache: &mut Cache,

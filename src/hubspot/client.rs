@@ -172,6 +172,16 @@ impl HubSpotClient {
         manager.install(tokens).await
     }
 
+    /// Uses tokens of a new installation that the caller already stored in the client's
+    /// token store (after checking which account they are for).
+    pub async fn adopt(&self, tokens: OAuthTokens) -> Result<(), HubSpotError> {
+        let Credentials::OAuth(manager) = &self.inner.credentials else {
+            return Err(not_oauth());
+        };
+        manager.adopt(tokens).await;
+        Ok(())
+    }
+
     /// Drops the tokens this client holds in memory (after a disconnect), so that the next
     /// call asks the token store, which no longer has them. Nothing for a private-app token.
     pub async fn forget_tokens(&self) {
