@@ -13,13 +13,13 @@ use std::time::Duration;
 use chrono::Utc;
 use common::TestDb;
 use crm_sync::api::ratelimit::{Quota, RateLimits};
-use crm_sync::ids::{ContactId, HsObjectId};
+use crm_sync::ids::{ContactId, HsObjectId, PortalId};
 use crm_sync::jobs::model::{Counts, Job, JobStatus, PullMode};
 use crm_sync::jobs::worker::{WorkerConfig, run_workers};
 use crm_sync::jobs::{EnqueueRequest, JobSpec, Trigger, enqueue};
 use crm_sync::sandbox::SandboxHandle;
 use crm_sync::secret::Secret;
-use crm_sync::store::{NewContact, Store};
+use crm_sync::store::{NewContact, NewCredentials, Store};
 use crm_sync::sync::{SyncContext, SyncRunner};
 use crm_sync::webhooks::{count_pending_pulls, pending_pulls, sign_v3};
 use reqwest::StatusCode;
@@ -592,5 +592,32 @@ backend_tests! {
         assert_eq!(body["ignored"], 1);
         let metrics = reqwest::get(server.url("/metrics")).await.unwrap().text().await.unwrap();
         assert!(metrics.contains("crm_sync_webhook_events_ignored_total{reason=\"not_connected\"} 1"), "{metrics}");
+    }
+
+    async fn a_private_app_service_takes_its_token_accounts_events_whatever_oauth_tokens_linger(db: TestDb) {
+        let sandbox = start_sandbox(sandbox_args()).await;
+        let options = Options { private_app: true, ..Options::default() };
+        let server = Server::start(bind().await, db.store().await, &sandbox, options).await;
+        // Tokens of an earlier OAuth setup, for another account, are still in the database.
+        server
+            .store
+            .upsert_credentials(&NewCredentials {
+                portal_id: PortalId(999_999),
+                access_token_cipher: vec![1],
+                refresh_token_cipher: Some(vec![2]),
+                expires_at: Utc::now(),
+                scopes: vec![],
+            })
+            .await
+            .unwrap();
+        let ids = linked(&server.store, &[("ours@x.io", "11"), ("theirs@x.io", "12")]).await;
+        let mut theirs = event(2, "contact.deletion", 12, json!({}));
+        theirs["portalId"] = json!(999_999);
+        let batch = json!([event(1, "contact.deletion", 11, json!({})), theirs]);
+        let (status, body) = post(&server, "/webhooks/hubspot", &batch, Signing::Valid).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(hs_id(&server.store, ids[0]).await, None, "the token's account ({PORTAL}) is the connected one");
+        assert_eq!(hs_id(&server.store, ids[1]).await.as_deref(), Some("12"), "the lingering tokens' account is not");
+        assert_eq!(body["ignored"], 1);
     }
 }

@@ -111,18 +111,20 @@ pub enum AccountError {
     HubSpot(#[from] HubSpotError),
 }
 
-/// The account the service syncs with: the pinned one, else the account a private-app token
-/// reaches (asked once per process), else none.
+/// The account the service syncs with: `hubspot.portal_id` when configured; else the account
+/// the client's own credentials reach — a private-app token's (asked once per process), or
+/// the stored OAuth connection's; else none. A private-app client ignores stored OAuth
+/// tokens (left from an earlier setup), so they do not name its account.
 pub async fn connected_account(
     store: &Store,
     configured: Option<PortalId>,
     client: Option<&HubSpotClient>,
 ) -> Result<Option<PortalId>, AccountError> {
-    if let Some(pin) = pinned_account(store, configured).await? {
-        return Ok(Some(pin.portal_id()));
+    if configured.is_some() {
+        return Ok(configured);
     }
     match client {
         Some(client) if client.oauth().is_none() => Ok(Some(client.learn_portal_id().await?)),
-        _ => Ok(None),
+        _ => Ok(store.current_credentials().await?.map(|row| row.portal_id)),
     }
 }
