@@ -20,12 +20,14 @@ use crate::config::{
     resolve_encryption_key,
 };
 use crate::crypto::{EncryptionKey, TokenCipher};
-use crate::hubspot::{Auth, ClientConfig, HubSpotClient, HubSpotError, OAuthApp};
+use crate::hubspot::{Auth, ClientConfig, HubSpotClient, HubSpotError, MemoryTokenStore, OAuthApp};
+use crate::ids::PortalId;
 use crate::jobs::commands::{CommandError, JobShortfall, JobsArgs, SyncArgs};
 use crate::jobs::worker::{WorkerConfig, WorkerRuntimeError};
 use crate::jobs::{JobRunner, Schedule, ScheduleError, SpecError};
 use crate::oauth::DbTokenStore;
 use crate::sandbox::{SandboxArgs, SandboxError, SandboxHandle};
+use crate::secret::Secret;
 use crate::seed::{Catalog, SeedError};
 use crate::store::{Backend, Store, StoreError};
 use crate::sync::{SyncContext, SyncRunner};
@@ -68,6 +70,11 @@ pub enum Command {
     Jobs(JobsArgs),
     /// Run the job workers and the scheduler, without HTTP (run several to scale out).
     Worker,
+    /// Print a one-time link that connects a HubSpot account (the operator's alternative to
+    /// signing in on the status page).
+    Connect,
+    /// Disconnect HubSpot: remove the stored tokens, so that another account may be connected.
+    Disconnect,
 }
 
 /// Flags of `crm-sync serve`.
@@ -158,6 +165,32 @@ pub enum CliError {
     /// The job workers stopped with an error.
     #[error(transparent)]
     Workers(#[from] WorkerRuntimeError),
+    /// `hubspot.access_token` reaches another account than `hubspot.portal_id`.
+    #[error(
+        "hubspot.access_token is a private-app token of HubSpot account {reached}, but \
+         hubspot.portal_id is {pinned}: use a private-app token of account {pinned}, or change \
+         hubspot.portal_id"
+    )]
+    PortalMismatch {
+        /// `hubspot.portal_id`.
+        pinned: PortalId,
+        /// The account the token reaches.
+        reached: PortalId,
+    },
+    /// `hubspot.portal_id` is set but the private-app token's account could not be learnt.
+    #[error(
+        "cannot check that hubspot.access_token belongs to HubSpot account {pinned} \
+         (hubspot.portal_id): {source}"
+    )]
+    PortalUnverified {
+        /// `hubspot.portal_id`.
+        pinned: PortalId,
+        /// Why.
+        source: HubSpotError,
+    },
+    /// `connect` without an OAuth app to install.
+    #[error("{0}")]
+    NoOAuthApp(String),
     /// The working directory (where `config/`, `.env` and `data/` live) is unknown.
     #[error("cannot determine the working directory: {0}")]
     WorkingDir(std::io::Error),
@@ -227,6 +260,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Sync(args) => sync(&dir, args).await,
         Command::Jobs(args) => jobs(&dir, args).await,
         Command::Worker => worker(&dir).await,
+        Command::Connect => connect(&dir).await,
+        Command::Disconnect => disconnect(&dir).await,
     }
 }
 
@@ -356,37 +391,66 @@ pub fn hubspot_client_from_settings(
     let mut tokens = None;
     let auth = if let Some(token) = &settings.hubspot.access_token {
         Auth::PrivateApp(token.clone())
-    } else if let (Some(client_id), Some(client_secret)) =
-        (&settings.hubspot.client_id, &settings.hubspot.client_secret)
-    {
-        let redirect_uri = settings
-            .public_url()?
-            .join("/oauth-callback")
-            .map_err(|e| ConfigError::Invalid {
-                key: "server.public_url".into(),
-                problem: e.to_string(),
-            })?;
+    } else if let Some(app) = oauth_app_from_settings(settings)? {
+        // The API and the client share one store, so both know which tokens were last
+        // handed out when HubSpot refuses a refresh.
+        let store = DbTokenStore::new(store.clone(), cipher);
+        tokens = Some(store.clone());
         Auth::OAuth {
-            app: OAuthApp {
-                client_id: client_id.clone(),
-                client_secret: client_secret.clone(),
-                authorize_url: settings.hubspot_authorize_url()?,
-                redirect_uri,
-                scopes: HUBSPOT_SCOPES.iter().map(|s| (*s).to_owned()).collect(),
-                optional_scopes: Vec::new(),
-            },
-            tokens: {
-                // The API and the client share one store, so both know which tokens were last
-                // handed out when HubSpot refuses a refresh.
-                let store = DbTokenStore::new(store.clone(), cipher);
-                tokens = Some(store.clone());
-                Arc::new(store)
-            },
+            app,
+            tokens: Arc::new(store),
         }
     } else {
         return Ok(None);
     };
     Ok(Some((HubSpotClient::new(config, auth)?, tokens)))
+}
+
+/// The OAuth app of `hubspot.client_id` and `hubspot.client_secret`, when both are set.
+fn oauth_app_from_settings(settings: &Settings) -> Result<Option<OAuthApp>, CliError> {
+    let (Some(client_id), Some(client_secret)) =
+        (&settings.hubspot.client_id, &settings.hubspot.client_secret)
+    else {
+        return Ok(None);
+    };
+    let redirect_uri = settings
+        .public_url()?
+        .join("/oauth-callback")
+        .map_err(|e| ConfigError::Invalid {
+            key: "server.public_url".into(),
+            problem: e.to_string(),
+        })?;
+    Ok(Some(OAuthApp {
+        client_id: client_id.clone(),
+        client_secret: client_secret.clone(),
+        authorize_url: settings.hubspot_authorize_url()?,
+        redirect_uri,
+        scopes: HUBSPOT_SCOPES.iter().map(|s| (*s).to_owned()).collect(),
+        optional_scopes: Vec::new(),
+    }))
+}
+
+/// With `hubspot.portal_id` set, checks that a private-app token reaches that account (asking
+/// HubSpot's account info once), so that `serve` and `worker` never start syncing with
+/// another account. OAuth clients are checked at each installation instead.
+pub async fn check_pinned_account(
+    settings: &Settings,
+    client: &HubSpotClient,
+) -> Result<(), CliError> {
+    let Some(pinned) = settings.pinned_portal() else {
+        return Ok(());
+    };
+    if client.oauth().is_some() {
+        return Ok(());
+    }
+    let reached = client
+        .learn_portal_id()
+        .await
+        .map_err(|source| CliError::PortalUnverified { pinned, source })?;
+    if reached != pinned {
+        return Err(CliError::PortalMismatch { pinned, reached });
+    }
+    Ok(())
 }
 
 /// Everything `crm-sync serve` runs, connected and bound but not yet serving, so that the
@@ -456,10 +520,12 @@ impl Service {
             client_secret: settings.hubspot.client_secret.clone(),
             public_url: settings.public_url()?,
             authorize_url: settings.hubspot_authorize_url()?,
+            portal_id: settings.pinned_portal(),
         });
         let built = hubspot_client_from_settings(&settings, &state.store, token_cipher.clone())?;
         let (state, hubspot) = match built {
             Some((client, tokens)) => {
+                check_pinned_account(&settings, &client).await?;
                 let metrics_client = client.clone();
                 state.metrics.register(Arc::new(move |out: &mut String| {
                     metrics_client.metrics().render_prometheus(out)
@@ -555,7 +621,7 @@ async fn serve(dir: &Path, args: &ServeArgs) -> Result<(), CliError> {
             // The demo connects before any job runs: a job left queued by an earlier run
             // would otherwise meet the earlier sandbox's tokens (or none) and fail.
             if connect_sandbox {
-                connect_to_sandbox(addr).await;
+                connect_to_sandbox(addr, &state.api_token).await;
             }
             crate::jobs::run_workers(
                 state.store.clone(),
@@ -577,8 +643,8 @@ async fn serve(dir: &Path, args: &ServeArgs) -> Result<(), CliError> {
 
 /// Installs the service in the demo sandbox; a failure leaves the service running, not
 /// connected, with the install page to connect by hand.
-async fn connect_to_sandbox(addr: SocketAddr) {
-    match demo::connect(addr).await {
+async fn connect_to_sandbox(addr: SocketAddr, api_token: &Secret) {
+    match demo::connect(addr, api_token).await {
         Ok(()) => tracing::info!("connected to the sandbox through its OAuth install flow"),
         Err(e) => tracing::warn!(
             error = %e,
@@ -586,6 +652,82 @@ async fn connect_to_sandbox(addr: SocketAddr) {
              connect"
         ),
     }
+}
+
+/// `crm-sync connect`: prints a one-time install link. Its state is not bound to a browser
+/// (the operator may open the link anywhere) but is single-use and expires like the install
+/// page's; only someone who can write to the database can issue one.
+async fn connect(dir: &Path) -> Result<(), CliError> {
+    let settings = Settings::load_from_process(dir)?;
+    if settings.hubspot.access_token.is_some() {
+        return Err(CliError::NoOAuthApp(
+            "hubspot.access_token is set, so there is no app to install: the private-app \
+             token already connects the service (remove it to connect through OAuth)"
+                .to_owned(),
+        ));
+    }
+    let Some(app) = oauth_app_from_settings(&settings)? else {
+        return Err(CliError::NoOAuthApp(
+            "set hubspot.client_id and hubspot.client_secret (CRM_SYNC__HUBSPOT__CLIENT_ID, \
+             CRM_SYNC__HUBSPOT__CLIENT_SECRET) to the OAuth app's credentials first"
+                .to_owned(),
+        ));
+    };
+    let store = open_store(&settings).await?;
+    let outcome = print_install_link(&settings, &store, app).await;
+    store.close().await;
+    outcome
+}
+
+async fn print_install_link(
+    settings: &Settings,
+    store: &Store,
+    app: OAuthApp,
+) -> Result<(), CliError> {
+    // Only the link is needed: no tokens are read or written here.
+    let client = HubSpotClient::new(
+        ClientConfig::new(settings.hubspot_api_base_url()?),
+        Auth::OAuth {
+            app,
+            tokens: Arc::new(MemoryTokenStore::default()),
+        },
+    )?;
+    let pinned = crate::oauth::account::pinned_account(store, settings.pinned_portal()).await?;
+    let state = crate::api::oauth_state::issue_unbound(store).await?;
+    let link = client.authorize_url(state.expose())?;
+    if let Some(pinned) = pinned {
+        println!(
+            "This service is tied to {pinned}; installing in another account is refused \
+             ({}).",
+            pinned.remedy()
+        );
+    }
+    println!(
+        "Open this link to connect HubSpot; it works once, within {} minutes:",
+        crate::api::oauth_state::STATE_LIFETIME.as_secs() / 60
+    );
+    println!("{link}");
+    Ok(())
+}
+
+/// `crm-sync disconnect`: removes the stored HubSpot connection.
+async fn disconnect(dir: &Path) -> Result<(), CliError> {
+    let settings = Settings::load_from_process(dir)?;
+    let store = open_store(&settings).await?;
+    let removed = crate::oauth::disconnect(&store).await;
+    store.close().await;
+    let removed = removed?;
+    if removed.is_empty() {
+        println!("no HubSpot account was connected");
+    } else {
+        let ids: Vec<String> = removed.iter().map(ToString::to_string).collect();
+        println!(
+            "disconnected HubSpot account {}: its stored tokens were removed; run crm-sync \
+             connect to connect an account",
+            ids.join(", ")
+        );
+    }
+    Ok(())
 }
 
 /// `crm-sync sync push|pull`: enqueues with trigger `cli`; with `--wait`, follows the job and
@@ -621,7 +763,7 @@ async fn worker(dir: &Path) -> Result<(), CliError> {
     let settings = Settings::load_from_process(dir)?;
     let schedules = Schedule::all_from(&settings)?;
     let store = open_store(&settings).await?;
-    let runner = job_runner(dir, &settings, &store)?;
+    let runner = job_runner(dir, &settings, &store).await?;
     tracing::info!(
         database = %store.redacted_url(),
         schedules = schedules.len(),
@@ -645,7 +787,7 @@ async fn worker(dir: &Path) -> Result<(), CliError> {
 
 /// The runner that workers hand jobs to: the sync engine, built from the settings (the same
 /// runner serves `serve` and `worker`).
-pub fn job_runner(
+pub async fn job_runner(
     dir: &Path,
     settings: &Settings,
     store: &Store,
@@ -657,10 +799,11 @@ pub fn job_runner(
         .map(EncryptionKey::from_bytes)
         .collect();
     let cipher = Arc::new(TokenCipher::new(&EncryptionKey::from_bytes(key), &previous));
-    runner_for(
-        settings,
-        hubspot_client_from_settings(settings, store, cipher)?.map(|(client, _)| client),
-    )
+    let client = hubspot_client_from_settings(settings, store, cipher)?.map(|(client, _)| client);
+    if let Some(client) = &client {
+        check_pinned_account(settings, client).await?;
+    }
+    runner_for(settings, client)
 }
 
 /// The sync engine over `client`, or, with no HubSpot configured, a runner that fails each job

@@ -2,6 +2,7 @@
 //! `.env`, the sample app's `DATABASE_URL` / `CLIENT_ID` / `CLIENT_SECRET`, then
 //! `CRM_SYNC__<SECTION>__<KEY>` variables — later layers win.
 
+use crate::ids::PortalId;
 use crate::secret::{Secret, redact_url};
 use base64::Engine as _;
 use serde::Deserialize;
@@ -83,6 +84,11 @@ pub struct HubSpotSettings {
     pub access_token: Option<Secret>,
     /// Client-side budget for HubSpot's 10-second rolling limit.
     pub requests_per_10s: u32,
+    /// The only HubSpot account the service may connect to (installs for another account are
+    /// refused, a private-app token of another account stops start-up); unset: the first
+    /// account connected pins itself until the operator disconnects it.
+    #[serde(default)]
+    pub portal_id: Option<i64>,
 }
 
 /// `security.*`
@@ -269,6 +275,12 @@ impl Settings {
                 "must be at least 1 (HubSpot allows 100 to 250 per 10 seconds)",
             ));
         }
+        if self.hubspot.portal_id.is_some_and(|p| p <= 0) {
+            return Err(invalid(
+                "hubspot.portal_id",
+                "must be a HubSpot account id (a positive number), or unset",
+            ));
+        }
         if let Some(key) = &self.security.encryption_key {
             decode_key(key)?;
         }
@@ -390,6 +402,11 @@ impl Settings {
     /// `hubspot.api_base_url` parsed.
     pub fn hubspot_api_base_url(&self) -> Result<Url, ConfigError> {
         parse_url("hubspot.api_base_url", &self.hubspot.api_base_url)
+    }
+
+    /// `hubspot.portal_id`: the account the service is pinned to by configuration.
+    pub fn pinned_portal(&self) -> Option<PortalId> {
+        self.hubspot.portal_id.map(PortalId)
     }
 
     /// `hubspot.authorize_url` parsed.

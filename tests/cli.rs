@@ -5,6 +5,7 @@ mod common;
 
 use common::TestDb;
 use common::process::{Running, STARTUP_LIMIT, crm_sync, free_port};
+use crm_sync::sandbox::{Sandbox, SandboxArgs, SandboxHandle};
 use crm_sync::store::Store;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -194,8 +195,10 @@ backend_tests! {
                 .any(|w| w == access_token.as_bytes()),
             "the token is stored encrypted"
         );
-        let install = reqwest::get(format!("{base}/api/install")).await.expect("install page");
-        assert_eq!(install.status(), 200, "the install link still works");
+        let install = http.get(format!("{base}/api/install")).bearer_auth(token).send().await.expect("install page");
+        assert_eq!(install.status(), 200, "the install link still works for the operator");
+        let anonymous = reqwest::get(format!("{base}/api/install")).await.expect("install page");
+        assert_eq!(anonymous.status(), 401, "and for no one else");
 
         // Someone adds a contact in HubSpot: its webhook brings it here.
         let (_, stderr) = server.output();
@@ -339,6 +342,123 @@ backend_tests! {
         let status = server.terminate();
         assert!(status.success(), "SIGTERM ends serve with 0, got {status}");
     }
+
+    async fn connect_prints_a_one_time_link_and_disconnect_removes_the_connection(db: TestDb) {
+        let sandbox = start_sandbox(SandboxArgs::default()).await;
+        let dir = tempdir();
+        let port = free_port();
+        let base = format!("http://127.0.0.1:{port}");
+        let oauth_env = |cmd: &mut Command| {
+            cmd.env("DATABASE_URL", db.url())
+                .env("CRM_SYNC__API__TOKEN", OPERATOR_TOKEN)
+                // PostgreSQL refuses to start without a configured key.
+                .env("CRM_SYNC__SECURITY__ENCRYPTION_KEY", "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=")
+                .env("CRM_SYNC__SERVER__BIND", format!("127.0.0.1:{port}"))
+                .env("CRM_SYNC__SERVER__PUBLIC_URL", &base)
+                .env("CRM_SYNC__HUBSPOT__API_BASE_URL", sandbox.base_url())
+                .env("CRM_SYNC__HUBSPOT__AUTHORIZE_URL", sandbox.authorize_url())
+                .env("CLIENT_ID", sandbox.client_id())
+                .env("CLIENT_SECRET", sandbox.client_secret());
+        };
+        let mut cmd = crm_sync(dir.path());
+        cmd.arg("serve");
+        oauth_env(&mut cmd);
+        let mut server = Running::start(cmd, dir.path());
+        server.wait_healthy(&base).await;
+
+        let mut cmd = crm_sync(dir.path());
+        cmd.arg("connect");
+        oauth_env(&mut cmd);
+        let printed = Run::of(&mut cmd);
+        let link = printed
+            .ok()
+            .split_whitespace()
+            .find(|w| w.starts_with(&sandbox.authorize_url()))
+            .unwrap_or_else(|| panic!("an install link: {}", printed.stdout))
+            .to_owned();
+
+        // Any browser completes it, no cookie needed; but only once.
+        let browser = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        let approved = browser.get(&link).send().await.expect("authorize");
+        let callback = approved.headers()["location"].to_str().unwrap().to_owned();
+        assert!(callback.starts_with(&format!("{base}/oauth-callback?")), "{callback}");
+        let done = browser.get(&callback).send().await.expect("callback");
+        assert_eq!(done.status(), 302, "{}", done.text().await.unwrap_or_default());
+        let access = get_json(&browser, &format!("{base}/api/access-token"), OPERATOR_TOKEN).await;
+        assert_eq!(access["portal_id"], sandbox.portal_id(), "{access}");
+        let replayed = browser.get(&callback).send().await.expect("callback again");
+        assert_eq!(replayed.status(), 400, "a printed link works once");
+
+        let mut cmd = crm_sync(dir.path());
+        cmd.arg("disconnect");
+        oauth_env(&mut cmd);
+        let out = Run::of(&mut cmd);
+        assert!(out.ok().contains(&format!("disconnected HubSpot account {}", sandbox.portal_id())), "{}", out.stdout);
+        let access = get_json(&browser, &format!("{base}/api/access-token"), OPERATOR_TOKEN).await;
+        assert_eq!(access["error"]["code"], "not_connected", "the running server sees it: {access}");
+        let store = Store::connect(db.url()).await.expect("connect");
+        assert!(store.current_credentials().await.unwrap().is_none(), "tokens removed");
+        store.close().await;
+        assert!(server.terminate().success());
+    }
+}
+
+/// The API token of the tests that run the operator's commands.
+const OPERATOR_TOKEN: &str = "operator-token-7f3a";
+
+async fn start_sandbox(args: SandboxArgs) -> SandboxHandle {
+    Sandbox::start(args, std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("sandbox starts")
+}
+
+// Several threads: the binary asks the in-process sandbox while this test waits for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_app_token_of_another_account_than_the_configured_one_stops_serve_and_worker() {
+    let sandbox = start_sandbox(SandboxArgs::default()).await;
+    for command in ["serve", "worker"] {
+        let dir = tempdir();
+        let mut cmd = crm_sync(dir.path());
+        cmd.arg(command)
+            .env(
+                "CRM_SYNC__SERVER__BIND",
+                format!("127.0.0.1:{}", free_port()),
+            )
+            .env("CRM_SYNC__HUBSPOT__API_BASE_URL", sandbox.base_url())
+            .env("CRM_SYNC__HUBSPOT__ACCESS_TOKEN", sandbox.access_token())
+            .env("CRM_SYNC__HUBSPOT__PORTAL_ID", "42");
+        let out = Run::of(&mut cmd);
+        let line = out.error_line();
+        assert!(
+            line.contains("hubspot.portal_id is 42"),
+            "{command}: {line}"
+        );
+        assert!(
+            line.contains(&format!("HubSpot account {}", sandbox.portal_id())),
+            "{command}: {line}"
+        );
+        assert!(
+            !line.contains(sandbox.access_token()),
+            "{command}: the token is not shown"
+        );
+    }
+    // The right account starts.
+    let dir = tempdir();
+    let port = free_port();
+    let mut cmd = crm_sync(dir.path());
+    cmd.arg("serve")
+        .env("CRM_SYNC__SERVER__BIND", format!("127.0.0.1:{port}"))
+        .env("CRM_SYNC__HUBSPOT__API_BASE_URL", sandbox.base_url())
+        .env("CRM_SYNC__HUBSPOT__ACCESS_TOKEN", sandbox.access_token())
+        .env(
+            "CRM_SYNC__HUBSPOT__PORTAL_ID",
+            sandbox.portal_id().to_string(),
+        );
+    let mut server = Running::start(cmd, dir.path());
+    server
+        .wait_healthy(&format!("http://127.0.0.1:{port}"))
+        .await;
+    assert!(server.terminate().success());
 }
 
 #[test]

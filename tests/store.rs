@@ -328,6 +328,35 @@ backend_tests! {
         assert!(current.scopes.is_empty());
     }
 
+    async fn an_installation_is_stored_only_while_no_other_account_is(db: TestDb) {
+        let store = db.store().await;
+        let install = |portal: i64| NewCredentials {
+            portal_id: PortalId(portal),
+            access_token_cipher: vec![portal as u8],
+            refresh_token_cipher: Some(vec![1]),
+            expires_at: Utc::now(),
+            scopes: vec![],
+        };
+        let first = store.install_credentials(&install(1)).await.unwrap();
+        assert_eq!(first.map(|c| c.portal_id), Some(PortalId(1)), "an empty table takes any account");
+        let again = store.install_credentials(&NewCredentials { access_token_cipher: vec![42], ..install(1) }).await.unwrap();
+        assert_eq!(again.map(|c| c.access_token_cipher), Some(vec![42]), "the same account is replaced");
+        assert_eq!(store.install_credentials(&install(2)).await.unwrap(), None, "another account is not");
+        assert_eq!(store.get_credentials(PortalId(2)).await.unwrap(), None, "nothing was written");
+
+        // Two installations racing for different accounts on an empty table: exactly one wins,
+        // every time.
+        for round in 0..20 {
+            store.delete_credentials().await.unwrap();
+            let (ten, twenty) = (install(10), install(20));
+            let (a, b) = tokio::join!(store.install_credentials(&ten), store.install_credentials(&twenty));
+            let stored = [a, b].into_iter().filter(|r| matches!(r, Ok(Some(_)))).count();
+            let rows = store.delete_credentials().await.unwrap();
+            assert_eq!(rows.len(), 1, "round {round}: one account stored, not {rows:?}");
+            assert!(stored <= 1, "round {round}: {stored} installs reported success");
+        }
+    }
+
     async fn at_most_one_unforced_job_per_direction_is_active(db: TestDb) {
         let store = db.store().await;
         raw_exec(&store, "INSERT INTO sync_jobs (id, direction, mode, triggered_by) VALUES ('01A', 'push', 'link', 'api')")

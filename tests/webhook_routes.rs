@@ -2,6 +2,7 @@
 //! `server.public_url` + path and query, redelivery dedupe, deletions and merges applied to the
 //! local rows, the pull enqueued for the named records — and the whole loop with the sandbox
 //! sending real webhooks and a worker pulling the change (only the named records, by id).
+//! Events about another HubSpot account than the connected one are acknowledged and ignored.
 
 mod common;
 mod routes_support;
@@ -12,13 +13,13 @@ use std::time::Duration;
 use chrono::Utc;
 use common::TestDb;
 use crm_sync::api::ratelimit::{Quota, RateLimits};
-use crm_sync::ids::{ContactId, HsObjectId};
+use crm_sync::ids::{ContactId, HsObjectId, PortalId};
 use crm_sync::jobs::model::{Counts, Job, JobStatus, PullMode};
 use crm_sync::jobs::worker::{WorkerConfig, run_workers};
 use crm_sync::jobs::{EnqueueRequest, JobSpec, Trigger, enqueue};
 use crm_sync::sandbox::SandboxHandle;
 use crm_sync::secret::Secret;
-use crm_sync::store::{NewContact, Store};
+use crm_sync::store::{NewContact, NewCredentials, Store};
 use crm_sync::sync::{SyncContext, SyncRunner};
 use crm_sync::webhooks::{count_pending_pulls, pending_pulls, sign_v3};
 use reqwest::StatusCode;
@@ -27,7 +28,12 @@ use serde_json::{Value, json};
 
 const PORTAL: u64 = 1_000_001;
 
+/// A server tied to [`PORTAL`] (`hubspot.portal_id`), the account the events are about.
 async fn world(db: &TestDb, options: Options) -> (SandboxHandle, Server) {
+    let options = Options {
+        portal_id: Some(PORTAL as i64),
+        ..options
+    };
     let sandbox = start_sandbox(sandbox_args()).await;
     let server = Server::start(bind().await, db.store().await, &sandbox, options).await;
     (sandbox, server)
@@ -546,5 +552,72 @@ backend_tests! {
         assert!(forced.created, "force queues the requested pull");
         assert_eq!(forced.job.trigger, Trigger::Api);
         assert_ne!(forced.job.id.to_string(), webhook_job);
+    }
+
+    async fn events_about_another_account_are_acknowledged_and_ignored(db: TestDb) {
+        let (_sandbox, server) = world(&db, Options::default()).await;
+        let ids = linked(&server.store, &[("ours@x.io", "11"), ("gone@x.io", "21")]).await;
+        let stranger = |mut e: Value| {
+            e["portalId"] = json!(999_999);
+            e
+        };
+        let batch = json!([
+            stranger(event(1, "contact.deletion", 11, json!({}))),
+            stranger(event(2, "contact.merge", 31, json!({"primaryObjectId": 31, "mergedObjectIds": [11]}))),
+            stranger(event(3, "contact.creation", 41, json!({}))),
+            event(4, "contact.deletion", 21, json!({})),
+        ]);
+        let (status, body) = post(&server, "/webhooks/hubspot", &batch, Signing::Valid).await;
+        assert_eq!(status, StatusCode::OK, "acknowledged, so HubSpot does not redeliver: {body}");
+        assert_eq!(hs_id(&server.store, ids[0]).await.as_deref(), Some("11"), "neither unlinked nor relinked");
+        assert_eq!(hs_id(&server.store, ids[1]).await, None, "the connected account's deletion applies");
+        assert_eq!(count_pending_pulls(&server.store).await.unwrap(), 0, "nothing to pull from a stranger");
+        assert!(server.store.list_jobs(None, 10).await.unwrap().is_empty(), "no job");
+        assert_eq!(body["received"], 4);
+        assert_eq!(body["ignored"], 3);
+        assert_eq!(body["new_events"], 1);
+
+        let metrics = reqwest::get(server.url("/metrics")).await.unwrap().text().await.unwrap();
+        assert!(metrics.contains("crm_sync_webhook_events_ignored_total{reason=\"other_portal\"} 3"), "{metrics}");
+    }
+
+    async fn with_no_account_connected_events_are_ignored(db: TestDb) {
+        let sandbox = start_sandbox(sandbox_args()).await;
+        let server = Server::start(bind().await, db.store().await, &sandbox, Options::default()).await;
+        let ids = linked(&server.store, &[("ours@x.io", "11")]).await;
+        let batch = json!([event(1, "contact.deletion", 11, json!({}))]);
+        let (status, body) = post(&server, "/webhooks/hubspot", &batch, Signing::Valid).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(hs_id(&server.store, ids[0]).await.as_deref(), Some("11"), "not known to be ours");
+        assert_eq!(body["ignored"], 1);
+        let metrics = reqwest::get(server.url("/metrics")).await.unwrap().text().await.unwrap();
+        assert!(metrics.contains("crm_sync_webhook_events_ignored_total{reason=\"not_connected\"} 1"), "{metrics}");
+    }
+
+    async fn a_private_app_service_takes_its_token_accounts_events_whatever_oauth_tokens_linger(db: TestDb) {
+        let sandbox = start_sandbox(sandbox_args()).await;
+        let options = Options { private_app: true, ..Options::default() };
+        let server = Server::start(bind().await, db.store().await, &sandbox, options).await;
+        // Tokens of an earlier OAuth setup, for another account, are still in the database.
+        server
+            .store
+            .upsert_credentials(&NewCredentials {
+                portal_id: PortalId(999_999),
+                access_token_cipher: vec![1],
+                refresh_token_cipher: Some(vec![2]),
+                expires_at: Utc::now(),
+                scopes: vec![],
+            })
+            .await
+            .unwrap();
+        let ids = linked(&server.store, &[("ours@x.io", "11"), ("theirs@x.io", "12")]).await;
+        let mut theirs = event(2, "contact.deletion", 12, json!({}));
+        theirs["portalId"] = json!(999_999);
+        let batch = json!([event(1, "contact.deletion", 11, json!({})), theirs]);
+        let (status, body) = post(&server, "/webhooks/hubspot", &batch, Signing::Valid).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(hs_id(&server.store, ids[0]).await, None, "the token's account ({PORTAL}) is the connected one");
+        assert_eq!(hs_id(&server.store, ids[1]).await.as_deref(), Some("12"), "the lingering tokens' account is not");
+        assert_eq!(body["ignored"], 1);
     }
 }

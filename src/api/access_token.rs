@@ -57,6 +57,11 @@ impl AccessTokenApi {
                  and install the app at /api/install (or set hubspot.access_token)",
             ));
         };
+        // The store, not this process's cache, says whether an account is still connected
+        // (`crm-sync disconnect` may have run in another process).
+        if let Err(e) = client.check_connection().await {
+            return Err(self.failure(&e).await);
+        }
         match client.access_token().await {
             Ok(info) => Ok(Json(AccessTokenView {
                 access_token: info.access_token.expose().to_owned(),

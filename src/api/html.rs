@@ -144,6 +144,17 @@ pub fn redirect(location: &'static str) -> Response {
     )
 }
 
+/// A `303 See Other` to a path of this service (the answer to a form post), with the security
+/// headers.
+pub fn see_other(location: &'static str) -> Response {
+    with_security_headers(
+        Response::builder()
+            .status(StatusCode::SEE_OTHER)
+            .header(header::LOCATION, location)
+            .finish(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

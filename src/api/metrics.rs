@@ -34,6 +34,7 @@ impl<F: Fn(&mut String) + Send + Sync> MetricsSource for F {
 #[derive(Default)]
 pub struct Metrics {
     http: HttpMetrics,
+    webhooks: WebhookMetrics,
     sources: RwLock<Vec<Arc<dyn MetricsSource>>>,
 }
 
@@ -65,10 +66,16 @@ impl Metrics {
         &self.http
     }
 
+    /// The webhook route's counters.
+    pub fn webhooks(&self) -> &WebhookMetrics {
+        &self.webhooks
+    }
+
     /// The whole page.
     pub fn render(&self) -> String {
         let mut out = String::new();
         self.http.render_prometheus(&mut out);
+        self.webhooks.render_prometheus(&mut out);
         let sources = self
             .sources
             .read()
@@ -77,6 +84,68 @@ impl Metrics {
             source.render_prometheus(&mut out);
         }
         out
+    }
+}
+
+/// Why a verified webhook event was acknowledged but not applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IgnoredReason {
+    /// It is about another HubSpot account than the connected one.
+    OtherPortal,
+    /// No HubSpot account is connected, so no event can be about it.
+    NotConnected,
+}
+
+impl IgnoredReason {
+    /// The `reason` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::OtherPortal => "other_portal",
+            Self::NotConnected => "not_connected",
+        }
+    }
+}
+
+/// Counters of the webhook route.
+#[derive(Debug, Default)]
+pub struct WebhookMetrics {
+    other_portal: std::sync::atomic::AtomicU64,
+    not_connected: std::sync::atomic::AtomicU64,
+}
+
+impl WebhookMetrics {
+    fn counter(&self, reason: IgnoredReason) -> &std::sync::atomic::AtomicU64 {
+        match reason {
+            IgnoredReason::OtherPortal => &self.other_portal,
+            IgnoredReason::NotConnected => &self.not_connected,
+        }
+    }
+
+    /// Counts `n` events ignored for `reason`.
+    pub fn record_ignored(&self, reason: IgnoredReason, n: u64) {
+        self.counter(reason).fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Events ignored for `reason` so far.
+    pub fn ignored(&self, reason: IgnoredReason) -> u64 {
+        self.counter(reason).load(Ordering::Relaxed)
+    }
+
+    /// Appends `crm_sync_webhook_events_ignored_total` to `out`.
+    pub fn render_prometheus(&self, out: &mut String) {
+        out.push_str(
+            "# HELP crm_sync_webhook_events_ignored_total Verified webhook events acknowledged \
+             but not applied, by reason.\n\
+             # TYPE crm_sync_webhook_events_ignored_total counter\n",
+        );
+        for reason in [IgnoredReason::OtherPortal, IgnoredReason::NotConnected] {
+            let _ = writeln!(
+                out,
+                "crm_sync_webhook_events_ignored_total{{reason=\"{}\"}} {}",
+                reason.as_str(),
+                self.ignored(reason)
+            );
+        }
     }
 }
 

@@ -13,6 +13,7 @@
 
 pub mod access_token;
 pub mod auth;
+pub mod connection;
 pub mod contacts;
 pub mod error;
 pub mod health;
@@ -22,6 +23,7 @@ pub mod metrics;
 pub mod middleware;
 pub mod oauth_routes;
 pub mod oauth_state;
+pub mod operator;
 pub mod params;
 pub mod ratelimit;
 pub mod status_page;
@@ -39,6 +41,7 @@ use poem_openapi::OpenApiService;
 use url::Url;
 
 use crate::hubspot::HubSpotClient;
+use crate::ids::PortalId;
 use crate::jobs::Schedule;
 use crate::oauth::DbTokenStore;
 use crate::secret::Secret;
@@ -93,6 +96,8 @@ pub struct OAuthSettings {
     pub public_url: Url,
     /// `hubspot.authorize_url`.
     pub authorize_url: Url,
+    /// `hubspot.portal_id`: the only account that may be connected, when configured.
+    pub portal_id: Option<PortalId>,
 }
 
 impl Default for OAuthSettings {
@@ -105,6 +110,7 @@ impl Default for OAuthSettings {
                 .unwrap_or_else(|_| unreachable!("a valid literal URL")),
             authorize_url: Url::parse("https://app.hubspot.com/oauth/authorize")
                 .unwrap_or_else(|_| unreachable!("a valid literal URL")),
+            portal_id: None,
         }
     }
 }
@@ -190,6 +196,7 @@ type ProtectedApis = (
     contacts::ContactsApi,
     jobs::JobsApi,
     access_token::AccessTokenApi,
+    connection::ConnectionApi,
 );
 
 fn public_apis(state: &AppState) -> PublicApis {
@@ -207,6 +214,9 @@ fn protected_apis(state: &AppState) -> ProtectedApis {
             state: state.clone(),
         },
         access_token::AccessTokenApi {
+            state: state.clone(),
+        },
+        connection::ConnectionApi {
             state: state.clone(),
         },
     )
@@ -235,7 +245,7 @@ pub fn router(state: AppState) -> impl Endpoint<Output = Response> + 'static {
     let spec = service.spec_endpoint();
     let metrics = state.metrics.clone();
     // Public routes that anyone can call are rate-limited per client address; the pages
-    // (install, callbacks) share one budget, webhooks have their own.
+    // (install, login, logout, callbacks) share one budget, webhooks have their own.
     let pages = Arc::new(KeyedLimiter::new(state.rate_limits.pages));
     let hooks = Arc::new(KeyedLimiter::new(state.rate_limits.webhooks));
     let limited = |limiter: &Arc<KeyedLimiter>, refusal| RateLimit::new(limiter.clone(), refusal);
@@ -246,6 +256,14 @@ pub fn router(state: AppState) -> impl Endpoint<Output = Response> + 'static {
         .at(
             "/api/install",
             get(oauth_routes::install).with(limited(&pages, Refusal::Html)),
+        )
+        .at(
+            "/login",
+            post(operator::login).with(limited(&pages, Refusal::Html)),
+        )
+        .at(
+            "/logout",
+            post(operator::logout).with(limited(&pages, Refusal::Html)),
         )
         .at(
             oauth_routes::CALLBACK_PATH,

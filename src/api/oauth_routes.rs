@@ -1,10 +1,13 @@
 //! The OAuth install flow over HTTP: `GET /api/install` (the page with the install link) and
 //! the callbacks `GET /oauth-callback` and `GET /api/install/oauth-callback`.
 //!
-//! The install page issues a `state` bound to the browser by the [`BROWSER_COOKIE`]; a
+//! The install page shows its link only to the operator (bearer token or session, see
+//! [`super::operator`]) and issues a `state` bound to the browser by the [`BROWSER_COOKIE`]; a
 //! callback consumes it before anything else — a refused state ends on a 400 page and no
-//! call reaches HubSpot. Then the code is exchanged, the tokens stored encrypted (through the
-//! client's token store), and the browser sent to `/`.
+//! call reaches HubSpot. Then the code is exchanged, the account it names checked against the
+//! one the service is tied to ([`crate::oauth::account`]) — another account ends on a 400
+//! page with nothing stored — and only then are the tokens stored encrypted (through the
+//! client's token store) and the browser sent to `/`.
 //!
 //! These are public HTML routes: they are not in the OpenAPI document (which describes the
 //! JSON API), and they never show a token.
@@ -17,14 +20,17 @@ use serde::Deserialize;
 use super::AppState;
 use super::html::{Page, escape, redirect};
 use super::oauth_state::{self, BROWSER_COOKIE, OneTimeValue, STATE_LIFETIME, StateRejection};
-use crate::hubspot::{HubSpotClient, HubSpotError};
+use super::operator::{cookie_value, operator_of};
+use crate::hubspot::{HubSpotClient, HubSpotError, OAuthTokens};
+use crate::oauth::account;
 
 /// The path HubSpot redirects to (`server.public_url` + this is the `redirect_uri`).
 pub const CALLBACK_PATH: &str = "/oauth-callback";
 /// The same callback under the install page's path, as the original sample app had it.
 pub const INSTALL_CALLBACK_PATH: &str = "/api/install/oauth-callback";
 
-/// `GET /api/install`: the install link, or what configuration is missing.
+/// `GET /api/install`: for the operator the install link; for anyone else how to connect;
+/// what configuration is missing when the app is not configured.
 #[handler]
 pub async fn install(req: &Request, state: Data<&AppState>) -> Response {
     let missing = state.oauth.missing_credentials();
@@ -41,6 +47,10 @@ pub async fn install(req: &Request, state: Data<&AppState>) -> Response {
             )
             .into_response();
     };
+    if operator_of(req, &state).await.is_none() {
+        // The state is the key to connecting an account: only the operator gets one.
+        return sign_in_page().into_response();
+    }
     let browser = browser_nonce(req).unwrap_or_else(OneTimeValue::generate);
     let issued = match oauth_state::issue(&state.store, &browser).await {
         Ok(issued) => issued,
@@ -77,8 +87,27 @@ pub async fn install(req: &Request, state: Data<&AppState>) -> Response {
         .raw(&format!(
             "<p>The app asks for these scopes:</p><ul>{scopes}</ul>"
         ))
+        .raw(&pinned_note(&state).await)
         .header(header::SET_COOKIE, browser_cookie(&state, &browser))
         .into_response()
+}
+
+/// Tells the operator, before they approve, which account an installation must be for.
+async fn pinned_note(state: &AppState) -> String {
+    match account::pinned_account(&state.store, state.oauth.portal_id).await {
+        Ok(Some(pinned)) => format!(
+            "<p id=\"pinned\">This service is tied to {}: an installation for another account \
+             is refused; to connect one, {}.</p>",
+            escape(&pinned.to_string()),
+            escape(pinned.remedy())
+        ),
+        Ok(None) => String::new(),
+        Err(e) => {
+            // The callback checks again; the note is only a courtesy.
+            tracing::warn!(error = %e, "cannot read the HubSpot connection for the install page");
+            String::new()
+        }
+    }
 }
 
 /// What HubSpot appends to the redirect URI.
@@ -129,16 +158,109 @@ pub async fn callback(
     let Some(client) = oauth_client(&state) else {
         return not_configured_page(&state.oauth.missing_credentials()).into_response();
     };
-    match client.connect(code).await {
-        Ok(tokens) => {
-            tracing::info!(
-                portal_id = ?tokens.portal_id.map(|p| p.0),
-                "HubSpot connected through OAuth"
+    let tokens = match client.exchange_code(code).await {
+        Ok(tokens) => tokens,
+        Err(e) => return exchange_failed_page(&e).into_response(),
+    };
+    // The account is checked before anything is stored: tokens of an account the service is
+    // not tied to are dropped here, unused.
+    let Some(portal_id) = tokens.portal_id else {
+        tracing::error!("the code exchange named no HubSpot account");
+        return server_error_page().into_response();
+    };
+    match account::check_install(&state.store, state.oauth.portal_id, portal_id).await {
+        Ok(Ok(())) => {}
+        Ok(Err(refused)) => {
+            tracing::warn!(
+                pinned = %refused.pinned.portal_id(),
+                offered = %refused.offered,
+                "OAuth callback refused: another HubSpot account than the one the service is tied to"
             );
+            return other_account_page(&refused).into_response();
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the HubSpot connection");
+            return server_error_page().into_response();
+        }
+    }
+    match store_tokens(&state, client, tokens).await {
+        Ok(()) => {
+            tracing::info!(%portal_id, "HubSpot connected through OAuth");
             redirect("/")
         }
-        Err(e) => exchange_failed_page(&e).into_response(),
+        Err(refusal) => refusal,
     }
+}
+
+/// Stores the tokens of a checked installation and has the client use them. Through the
+/// server's token store the write is conditional and atomic (no other account's connection
+/// may have been stored since the check); the error is the page to answer with.
+async fn store_tokens(
+    state: &AppState,
+    client: &HubSpotClient,
+    tokens: OAuthTokens,
+) -> Result<(), Response> {
+    let Some(store) = &state.tokens else {
+        return client
+            .install(tokens)
+            .await
+            .map_err(|e| exchange_failed_page(&e).into_response());
+    };
+    let offered = tokens.portal_id;
+    match store.install_tokens(&tokens).await {
+        Ok(Ok(())) => {}
+        Ok(Err(Some(holder))) => {
+            let refused = account::OtherAccount {
+                pinned: account::Pin::Connected(holder),
+                offered: offered.unwrap_or(holder),
+            };
+            tracing::warn!(%holder, "OAuth callback refused: another account was connected meanwhile");
+            return Err(other_account_page(&refused).into_response());
+        }
+        Ok(Err(None)) => {
+            return Err(retry_page(
+                "The connection changed",
+                StatusCode::CONFLICT,
+                "The HubSpot connection changed while this installation completed; nothing was \
+                 stored.",
+            )
+            .into_response());
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot store the HubSpot tokens");
+            return Err(server_error_page().into_response());
+        }
+    }
+    client
+        .adopt(tokens)
+        .await
+        .map_err(|e| exchange_failed_page(&e).into_response())
+}
+
+/// What an anonymous visitor of the install page reads: how the operator connects, and no
+/// link (no state is issued to them).
+fn sign_in_page() -> Page {
+    Page::new("Connect HubSpot")
+        .status(StatusCode::UNAUTHORIZED)
+        .para(
+            "Connecting a HubSpot account is the operator's act. Sign in with the API token on \
+             the status page, then come back here; or run crm-sync connect where the service \
+             is installed, which prints a one-time install link.",
+        )
+        .raw("<p><a href=\"/\">Sign in on the status page</a>.</p>")
+}
+
+fn other_account_page(refused: &account::OtherAccount) -> Page {
+    Page::new("Another HubSpot account")
+        .status(StatusCode::BAD_REQUEST)
+        .para(&format!(
+            "This installation was for HubSpot account {offered}, but this service is tied to \
+             {pinned}. Nothing was stored; the service still syncs with account {kept}.",
+            offered = refused.offered,
+            pinned = refused.pinned,
+            kept = refused.pinned.portal_id(),
+        ))
+        .para(&format!("To connect: {}.", refused.pinned.remedy()))
 }
 
 /// The OAuth client, when the service has one (the credentials are set and no private-app
@@ -149,14 +271,7 @@ fn oauth_client(state: &AppState) -> Option<&HubSpotClient> {
 
 /// The browser nonce from the request's cookie, when it is one this service could have set.
 fn browser_nonce(req: &Request) -> Option<OneTimeValue> {
-    req.headers()
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .filter(|(name, _)| *name == BROWSER_COOKIE)
-        .find_map(|(_, value)| OneTimeValue::parse(value.trim()))
+    cookie_value(req, BROWSER_COOKIE)
 }
 
 /// The cookie binding states to this browser: sent back on HubSpot's top-level redirect

@@ -8,7 +8,11 @@
 //! both win; the reason a state is refused is looked up only after it was.
 //!
 //! Every time comparison is made with the database's clock, so that processes with skewed
-//! clocks agree.
+//! clocks agree (the SQL is in `crate::store`).
+//!
+//! A state is only ever issued to the operator: the install page issues one only to a request
+//! carrying the API token or an operator session, and `crm-sync connect` issues one, not bound
+//! to a browser, to whoever can write to the database.
 
 use std::fmt;
 use std::time::Duration;
@@ -16,7 +20,7 @@ use std::time::Duration;
 use base64::Engine;
 use sha2::{Digest, Sha256};
 
-use crate::store::{Store, StoreError};
+use crate::store::{StateBinding, Store, StoreError};
 
 /// How long an install link stays usable.
 pub const STATE_LIFETIME: Duration = Duration::from_secs(10 * 60);
@@ -57,8 +61,8 @@ impl OneTimeValue {
         &self.0
     }
 
-    /// What the database keeps instead of the value.
-    fn hash(&self) -> String {
+    /// What the database keeps instead of the value (SHA-256, hex).
+    pub fn hash(&self) -> String {
         Sha256::digest(self.0.as_bytes())
             .iter()
             .map(|b| format!("{b:02x}"))
@@ -124,56 +128,33 @@ impl StateRejection {
 /// Stores a new state bound to `browser`, valid for [`STATE_LIFETIME`], and prunes states that
 /// expired long ago.
 pub async fn issue(store: &Store, browser: &OneTimeValue) -> Result<OneTimeValue, StoreError> {
+    issue_with(store, StateBinding::Browser(&browser.hash())).await
+}
+
+/// Stores a new state bound to no browser, valid for [`STATE_LIFETIME`] and one callback:
+/// `crm-sync connect` prints its link on the operator's terminal. Only whoever can write to
+/// the database (the operator) can issue one.
+pub async fn issue_unbound(store: &Store) -> Result<OneTimeValue, StoreError> {
+    issue_with(store, StateBinding::Unbound).await
+}
+
+async fn issue_with(store: &Store, binding: StateBinding<'_>) -> Result<OneTimeValue, StoreError> {
     let state = OneTimeValue::generate();
-    let lifetime = STATE_LIFETIME.as_secs() as i64;
-    if let Some(pool) = store.pg_pool() {
-        sqlx::query(
-            "INSERT INTO oauth_states (state_hash, browser_hash, expires_at)
-             VALUES ($1, $2, now() + make_interval(secs => $3))",
+    store
+        .insert_oauth_state(
+            &state.hash(),
+            binding,
+            STATE_LIFETIME.as_secs() as i64,
+            PRUNE_AFTER_SECS,
         )
-        .bind(state.hash())
-        .bind(browser.hash())
-        .bind(lifetime as f64)
-        .execute(pool)
         .await?;
-        sqlx::query(
-            "DELETE FROM oauth_states WHERE expires_at < now() - make_interval(secs => $1)",
-        )
-        .bind(PRUNE_AFTER_SECS as f64)
-        .execute(pool)
-        .await?;
-    } else if let Some(pool) = store.sqlite_pool() {
-        sqlx::query(
-            "INSERT INTO oauth_states (state_hash, browser_hash, expires_at)
-             VALUES ($1, $2, strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '+' || $3 || ' seconds'))",
-        )
-        .bind(state.hash())
-        .bind(browser.hash())
-        .bind(lifetime)
-        .execute(pool)
-        .await?;
-        sqlx::query(
-            "DELETE FROM oauth_states
-              WHERE expires_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-' || $1 || ' seconds')",
-        )
-        .bind(PRUNE_AFTER_SECS)
-        .execute(pool)
-        .await?;
-    }
     Ok(state)
 }
 
-/// What the database says about a state that could not be consumed.
-#[derive(sqlx::FromRow)]
-struct StateFacts {
-    browser_matches: bool,
-    expired: bool,
-    used: bool,
-}
-
 /// Consumes `state` for `browser` (the nonce from the cookie, `None` when the browser sent
-/// none): `Ok` exactly once per state, and only for the browser it was issued to, before it
-/// expires. A state refused for another browser stays usable by its own.
+/// none): `Ok` exactly once per state, and only for the browser it was issued to (any browser
+/// for a state issued on the command line), before it expires. A state refused for another
+/// browser stays usable by its own.
 pub async fn consume(
     store: &Store,
     state: Option<&str>,
@@ -185,38 +166,17 @@ pub async fn consume(
     let Some(state) = OneTimeValue::parse(raw) else {
         return Ok(Err(StateRejection::Unknown));
     };
-    // Without a cookie nothing can match; an impossible hash keeps one code path.
+    // Without a cookie no browser-bound state can match; an impossible hash keeps one path.
     let browser_hash = browser.map_or_else(String::new, OneTimeValue::hash);
-    let consumed: Option<String> = if let Some(pool) = store.pg_pool() {
-        sqlx::query_scalar(
-            "UPDATE oauth_states SET used_at = now()
-              WHERE state_hash = $1 AND browser_hash = $2
-                AND used_at IS NULL AND expires_at > now()
-             RETURNING state_hash",
-        )
-        .bind(state.hash())
-        .bind(&browser_hash)
-        .fetch_optional(pool)
+    if store
+        .consume_oauth_state(&state.hash(), &browser_hash)
         .await?
-    } else if let Some(pool) = store.sqlite_pool() {
-        sqlx::query_scalar(
-            "UPDATE oauth_states SET used_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
-              WHERE state_hash = $1 AND browser_hash = $2
-                AND used_at IS NULL
-                AND expires_at > strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
-             RETURNING state_hash",
-        )
-        .bind(state.hash())
-        .bind(&browser_hash)
-        .fetch_optional(pool)
-        .await?
-    } else {
-        None
-    };
-    if consumed.is_some() {
+    {
         return Ok(Ok(()));
     }
-    let facts = state_facts(store, &state, &browser_hash).await?;
+    let facts = store
+        .oauth_state_facts(&state.hash(), &browser_hash)
+        .await?;
     Ok(Err(match facts {
         None => StateRejection::Unknown,
         Some(f) if f.used => StateRejection::Reused,
@@ -225,38 +185,6 @@ pub async fn consume(
         // It became valid between the two queries: impossible unless clocks jump; refuse.
         Some(_) => StateRejection::Unknown,
     }))
-}
-
-async fn state_facts(
-    store: &Store,
-    state: &OneTimeValue,
-    browser_hash: &str,
-) -> Result<Option<StateFacts>, StoreError> {
-    let facts = if let Some(pool) = store.pg_pool() {
-        sqlx::query_as(
-            "SELECT browser_hash = $2 AS browser_matches, expires_at <= now() AS expired,
-                    used_at IS NOT NULL AS used
-               FROM oauth_states WHERE state_hash = $1",
-        )
-        .bind(state.hash())
-        .bind(browser_hash)
-        .fetch_optional(pool)
-        .await?
-    } else if let Some(pool) = store.sqlite_pool() {
-        sqlx::query_as(
-            "SELECT browser_hash = $2 AS browser_matches,
-                    expires_at <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now') AS expired,
-                    used_at IS NOT NULL AS used
-               FROM oauth_states WHERE state_hash = $1",
-        )
-        .bind(state.hash())
-        .bind(browser_hash)
-        .fetch_optional(pool)
-        .await?
-    } else {
-        None
-    };
-    Ok(facts)
 }
 
 #[cfg(test)]

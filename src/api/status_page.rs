@@ -2,7 +2,7 @@
 //! account), the install link when it is not, and the recent jobs with their counts.
 //!
 //! Public like the install page: it shows no token, no contact and no job errors (those name
-//! contacts), only states and counts.
+//! contacts), only states and counts; and the operator's sign-in form (`POST /login`).
 
 use std::fmt::Write as _;
 
@@ -13,6 +13,7 @@ use poem::{Endpoint, IntoResponse, PathPattern, Request, Response};
 
 use super::AppState;
 use super::html::{Page, escape};
+use super::operator::{Operator, operator_of};
 use crate::jobs::{Counts, Job};
 use crate::oauth::ConnectionStatus;
 
@@ -31,7 +32,8 @@ pub async fn serve_root<E: Endpoint<Output = Response>>(
     let state = req.data::<AppState>().cloned();
     match state {
         Some(state) if is_root => {
-            let mut resp = status_page(&state).await;
+            let operator = operator_of(&req, &state).await;
+            let mut resp = status_page(&state, operator).await;
             resp.set_data(PathPattern(Arc::from("/")));
             Ok(resp)
         }
@@ -39,8 +41,9 @@ pub async fn serve_root<E: Endpoint<Output = Response>>(
     }
 }
 
-/// The page of `GET /`.
-pub async fn status_page(state: &AppState) -> Response {
+/// The page of `GET /`; `operator` says whether the visitor is signed in (a sign-in form for
+/// anyone else).
+pub async fn status_page(state: &AppState, operator: Option<Operator>) -> Response {
     let connection = match connection_status(state).await {
         Ok(status) => status,
         Err(()) => {
@@ -60,6 +63,7 @@ pub async fn status_page(state: &AppState) -> Response {
     Page::new("crm-sync")
         .raw(&connection_html(state, &connection))
         .raw(&jobs_html(&jobs))
+        .raw(operator_html(operator))
         .into_response()
 }
 
@@ -97,6 +101,23 @@ fn connection_html(state: &AppState, connection: &ConnectionStatus) -> String {
         ConnectionStatus::NotConnected => "<p class=\"bad\" id=\"connection\">HubSpot is not \
              connected. <a class=\"button\" href=\"/api/install\">Connect HubSpot</a></p>"
             .to_owned(),
+    }
+}
+
+/// The operator's sign-in form (the API token, posted to `/login`), or the sign-out button.
+fn operator_html(operator: Option<Operator>) -> &'static str {
+    match operator {
+        Some(_) => {
+            "<h2>Operator</h2><form method=\"post\" action=\"/logout\" id=\"logout\">\
+             <p>You are signed in as the operator. <button type=\"submit\">Sign out</button></p>\
+             </form>"
+        }
+        None => {
+            "<h2>Operator</h2><form method=\"post\" action=\"/login\" id=\"login\">\
+             <p><label>API token <input type=\"password\" name=\"token\" \
+             autocomplete=\"current-password\" required></label> \
+             <button type=\"submit\">Sign in</button></p></form>"
+        }
     }
 }
 

@@ -2,7 +2,8 @@
 //!
 //! The v3 signature is checked over `server.public_url` + the request's raw path and query
 //! (INTERFACE §4.2) before anything else: an unsigned, badly signed or stale request is a 401
-//! and changes nothing. A verified batch is deduplicated and its deletions and merges applied
+//! and changes nothing. Events about another HubSpot account than the connected one are
+//! acknowledged and ignored (counted in `crm_sync_webhook_events_ignored_total`). A verified batch is deduplicated and its deletions and merges applied
 //! ([`crate::webhooks::process_events`]); the records it names are recorded durably as pending
 //! pulls and a webhook pull job (trigger `webhook`, [`crate::sync::webhook_pull`]) is enqueued
 //! to read just those records, so the answer is quick and the HubSpot reads happen in the job. A failure before the answer is a 5xx, and the batch's events are
@@ -16,8 +17,10 @@ use serde::Serialize;
 
 use super::AppState;
 use super::error::{ApiError, ErrorCode};
+use super::metrics::IgnoredReason;
 use crate::jobs::queue::{EnqueueRequest, enqueue};
 use crate::jobs::{Job, JobSpec, JobStatus, PullMode, QueueError, Trigger};
+use crate::oauth::account::{AccountError, connected_account};
 use crate::store::{Store, StoreError};
 use crate::webhooks::{
     SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookEvent, parse_batch, process_events,
@@ -32,6 +35,9 @@ pub const WEBHOOK_PATH: &str = "/webhooks/hubspot";
 pub struct WebhookAnswer {
     /// Events in the request.
     pub received: usize,
+    /// Events about another HubSpot account than the connected one (or arriving while none
+    /// is connected): acknowledged, never applied.
+    pub ignored: usize,
     /// Events seen for the first time.
     pub new_events: usize,
     /// Redelivered events, ignored.
@@ -98,11 +104,13 @@ pub async fn hubspot_webhook(
     for skipped in &batch.malformed {
         tracing::warn!(index = skipped.index, reason = %skipped.reason, "webhook event skipped");
     }
-    let outcome = process_events(&state.store, &batch.events)
+    let received = batch.events.len() + batch.malformed.len();
+    let (events, ignored) = of_connected_account(&state, batch.events).await?;
+    let outcome = process_events(&state.store, &events)
         .await
         .map_err(|e| ApiError::from_store("processing webhook events", &e))?;
     if let Err(e) = record_pending_pulls(&state.store, &outcome.to_pull).await {
-        forget(&state.store, &batch.events).await;
+        forget(&state.store, &events).await;
         return Err(ApiError::from_store("recording webhook pulls", &e));
     }
     let job = if outcome.to_pull.is_empty() {
@@ -114,7 +122,7 @@ pub async fn hubspot_webhook(
                 // The ids are recorded, but no job may read them: have HubSpot redeliver, so
                 // that the redelivery enqueues one (its effects are idempotent).
                 tracing::warn!(error = %e, "cannot enqueue the pull for webhook events");
-                forget(&state.store, &batch.events).await;
+                forget(&state.store, &events).await;
                 return Err(ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     ErrorCode::ServiceUnavailable,
@@ -124,14 +132,16 @@ pub async fn hubspot_webhook(
         }
     };
     tracing::info!(
-        received = batch.events.len() + batch.malformed.len(),
+        received,
+        ignored,
         new = outcome.new_events,
         duplicates = outcome.duplicates,
         to_pull = outcome.to_pull.len(),
         "webhook batch processed"
     );
     Ok(Json(WebhookAnswer {
-        received: batch.events.len() + batch.malformed.len(),
+        received,
+        ignored,
         new_events: outcome.new_events,
         duplicates: outcome.duplicates,
         malformed: batch.malformed.len(),
@@ -140,6 +150,56 @@ pub async fn hubspot_webhook(
         to_pull: outcome.to_pull.len(),
         job_id: job.map(|j| j.id.to_string()),
     }))
+}
+
+/// The events about the connected account, and how many others were dropped (counted in
+/// `crm_sync_webhook_events_ignored_total`). The app's signature proves an event comes from
+/// HubSpot, not that it is about this service's account: anyone can install a public app in
+/// their own account, and its events would otherwise unlink or relink local contacts whose
+/// HubSpot ids happen to match.
+async fn of_connected_account(
+    state: &AppState,
+    events: Vec<WebhookEvent>,
+) -> Result<(Vec<WebhookEvent>, usize), ApiError> {
+    let connected = connected_account(&state.store, state.oauth.portal_id, state.hubspot.as_ref())
+        .await
+        .map_err(|e| match e {
+            AccountError::Store(e) => ApiError::from_store("reading the HubSpot connection", &e),
+            // HubSpot redelivers after a 5xx: better late than applied to the wrong account.
+            AccountError::HubSpot(_) => {
+                tracing::warn!(error = %e, "webhook batch postponed");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    ErrorCode::ServiceUnavailable,
+                    "the connected HubSpot account cannot be determined right now",
+                )
+            }
+        })?;
+    let total = events.len();
+    let (kept, reason): (Vec<WebhookEvent>, IgnoredReason) = match connected {
+        Some(portal) => (
+            events
+                .into_iter()
+                .filter(|e| e.portal_id == portal)
+                .collect(),
+            IgnoredReason::OtherPortal,
+        ),
+        None => (Vec::new(), IgnoredReason::NotConnected),
+    };
+    let ignored = total - kept.len();
+    if ignored > 0 {
+        state
+            .metrics
+            .webhooks()
+            .record_ignored(reason, ignored as u64);
+        tracing::warn!(
+            ignored,
+            reason = reason.as_str(),
+            connected = ?connected.map(|p| p.0),
+            "webhook events ignored: not about the connected HubSpot account"
+        );
+    }
+    Ok((kept, ignored))
 }
 
 /// The URI HubSpot signed: the configured public URL (where HubSpot was told to send

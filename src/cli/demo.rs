@@ -5,8 +5,8 @@
 //!   so it talks to the sandbox through OAuth, with its tokens encrypted in the database.
 //! - The sandbox sends its webhooks to `server.public_url` + `/webhooks/hubspot`, signed with
 //!   that client secret, which is what the service verifies them with.
-//! - Once the API listens, the service installs itself ([`connect`]): it opens its own install
-//!   page, follows the install link through the sandbox's authorize page (which approves at
+//! - Once the API listens, the service installs itself ([`connect`]) as the operator: it opens
+//!   its own install page with the API token, follows the install link through the sandbox's authorize page (which approves at
 //!   once) and back to its own OAuth callback, which exchanges the code and stores the tokens
 //!   — the same requests a person's browser makes, so the quick start needs no click.
 //!
@@ -111,9 +111,11 @@ pub enum ConnectError {
     },
 }
 
-/// Installs the service in the sandbox through its own install page and callback, as a
-/// browser would, talking to the service at `addr`. Waits (briefly) for the API to listen.
-pub async fn connect(addr: SocketAddr) -> Result<(), ConnectError> {
+/// Installs the service in the sandbox through its own install page and callback, as the
+/// operator's browser would (the install page shows its link only to the operator, so the
+/// page is opened with the API token), talking to the service at `addr`. Waits (briefly) for
+/// the API to listen.
+pub async fn connect(addr: SocketAddr, api_token: &Secret) -> Result<(), ConnectError> {
     let base = format!("http://{addr}");
     let browser = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -123,7 +125,7 @@ pub async fn connect(addr: SocketAddr) -> Result<(), ConnectError> {
             step: "building an HTTP client",
             source,
         })?;
-    let page = open_install_page(&browser, &base).await?;
+    let page = open_install_page(&browser, &base, api_token).await?;
     let cookie = page
         .headers()
         .get(reqwest::header::SET_COOKIE)
@@ -173,10 +175,14 @@ pub async fn connect(addr: SocketAddr) -> Result<(), ConnectError> {
 async fn open_install_page(
     browser: &reqwest::Client,
     base: &str,
+    api_token: &Secret,
 ) -> Result<reqwest::Response, ConnectError> {
     let started = Instant::now();
     loop {
-        match browser.get(format!("{base}/api/install")).send().await {
+        let request = browser
+            .get(format!("{base}/api/install"))
+            .bearer_auth(api_token.expose());
+        match request.send().await {
             Ok(page) if page.status().is_success() => return Ok(page),
             Ok(page) => {
                 let status = page.status();

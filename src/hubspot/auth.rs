@@ -234,11 +234,32 @@ impl TokenManager {
 
     /// Loads the stored tokens (not the cache) to learn whether the connection is usable;
     /// a store that knows the connection is broken answers with that error.
+    ///
+    /// The cache follows what the store says: tokens of another account (the operator
+    /// disconnected and installed another one, maybe from another process) or none at all
+    /// replace what this process held, so a job never runs on a connection that was removed.
     pub(crate) async fn check(&self) -> Result<(), HubSpotError> {
-        match self.load().await? {
+        let stored = self.load().await?;
+        let mut cache = self.cache.lock().await;
+        let same_account = matches!(
+            (&cache.tokens, &stored),
+            (Some(held), Some(now)) if held.portal_id == now.portal_id
+        );
+        if !same_account {
+            cache.tokens.clone_from(&stored);
+            cache.lifetime = None;
+        }
+        match stored {
             Some(_) => Ok(()),
             None => Err(HubSpotError::NotConnected),
         }
+    }
+
+    /// Forgets the cached tokens; the next call loads them from the store.
+    pub(crate) async fn forget(&self) {
+        let mut cache = self.cache.lock().await;
+        cache.tokens = None;
+        cache.lifetime = None;
     }
 
     /// Saves tokens of a new installation and uses them from now on.
@@ -248,6 +269,13 @@ impl TokenManager {
         cache.lifetime = remaining(&tokens);
         cache.tokens = Some(tokens);
         Ok(())
+    }
+
+    /// Uses tokens someone else already saved to the store (a checked installation).
+    pub(crate) async fn adopt(&self, tokens: OAuthTokens) {
+        let mut cache = self.cache.lock().await;
+        cache.lifetime = remaining(&tokens);
+        cache.tokens = Some(tokens);
     }
 
     async fn refresh_locked(

@@ -139,9 +139,18 @@ impl HubSpotClient {
             .ok_or_else(not_oauth)
     }
 
-    /// Completes an installation: exchanges `code`, learns the portal id (from `hub_id`, else
-    /// from account info), saves the tokens to the store and uses them from now on.
+    /// Completes an installation: [`HubSpotClient::exchange_code`], then
+    /// [`HubSpotClient::install`].
     pub async fn connect(&self, code: &str) -> Result<OAuthTokens, HubSpotError> {
+        let tokens = self.exchange_code(code).await?;
+        self.install(tokens.clone()).await?;
+        Ok(tokens)
+    }
+
+    /// Exchanges an authorization code for tokens and learns their portal id (from `hub_id`,
+    /// else from account info), without storing or using them: the caller decides first
+    /// whether that account may be connected.
+    pub async fn exchange_code(&self, code: &str) -> Result<OAuthTokens, HubSpotError> {
         let Credentials::OAuth(manager) = &self.inner.credentials else {
             return Err(not_oauth());
         };
@@ -152,8 +161,33 @@ impl HubSpotClient {
                 .await?;
             tokens.portal_id = Some(details.portal_id);
         }
-        manager.install(tokens.clone()).await?;
         Ok(tokens)
+    }
+
+    /// Saves the tokens of a new installation to the store and uses them from now on.
+    pub async fn install(&self, tokens: OAuthTokens) -> Result<(), HubSpotError> {
+        let Credentials::OAuth(manager) = &self.inner.credentials else {
+            return Err(not_oauth());
+        };
+        manager.install(tokens).await
+    }
+
+    /// Uses tokens of a new installation that the caller already stored in the client's
+    /// token store (after checking which account they are for).
+    pub async fn adopt(&self, tokens: OAuthTokens) -> Result<(), HubSpotError> {
+        let Credentials::OAuth(manager) = &self.inner.credentials else {
+            return Err(not_oauth());
+        };
+        manager.adopt(tokens).await;
+        Ok(())
+    }
+
+    /// Drops the tokens this client holds in memory (after a disconnect), so that the next
+    /// call asks the token store, which no longer has them. Nothing for a private-app token.
+    pub async fn forget_tokens(&self) {
+        if let Credentials::OAuth(manager) = &self.inner.credentials {
+            manager.forget().await;
+        }
     }
 
     /// Whether the stored connection is usable, asking only the token store (never HubSpot):

@@ -5,6 +5,8 @@
 //! The HTTP side of OAuth (install page, callbacks) lives in the API; the token calls
 //! themselves in [`crate::hubspot`].
 
+pub mod account;
+pub use account::disconnect;
 mod token_store;
 
 pub use token_store::{

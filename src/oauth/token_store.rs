@@ -284,6 +284,32 @@ impl DbTokenStore {
         Ok(())
     }
 
+    /// Encrypts and stores the tokens of a new installation, unless another account's
+    /// connection is stored: then nothing is written and that account is returned (`None`
+    /// when it was removed again meanwhile: the operator retries). The check and the write are
+    /// atomic ([`Store::install_credentials`]), so of two installations racing for different
+    /// accounts only one is stored.
+    pub async fn install_tokens(
+        &self,
+        tokens: &OAuthTokens,
+    ) -> Result<Result<(), Option<PortalId>>, CredentialError> {
+        let portal_id = tokens.portal_id.ok_or(CredentialError::NoPortalId)?;
+        let access = self.seal(&tokens.access_token, portal_id, TokenField::AccessToken)?;
+        let refresh = self.seal(&tokens.refresh_token, portal_id, TokenField::RefreshToken)?;
+        let new = NewCredentials {
+            portal_id,
+            access_token_cipher: access,
+            refresh_token_cipher: Some(refresh),
+            expires_at: tokens.expires_at,
+            scopes: tokens.scopes.clone(),
+        };
+        if self.store.install_credentials(&new).await?.is_some() {
+            return Ok(Ok(()));
+        }
+        let holder = self.store.current_credentials().await?;
+        Ok(Err(holder.map(|row| row.portal_id)))
+    }
+
     /// The state of the current connection, without decrypting anything.
     pub async fn status(&self) -> Result<ConnectionStatus, StoreError> {
         Ok(self

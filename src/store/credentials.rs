@@ -144,6 +144,66 @@ impl Store {
         row.try_into()
     }
 
+    /// Stores a portal's credentials like [`Store::upsert_credentials`], but only while no
+    /// other portal's credentials are stored; `None`, with nothing written, otherwise.
+    ///
+    /// The check and the write are one statement, and on PostgreSQL the table is locked
+    /// against other writers first (under READ COMMITTED two concurrent inserts for different
+    /// portals would both see an empty table); on SQLite the single writer serialises them. So
+    /// two installations racing for different accounts cannot both be stored.
+    pub async fn install_credentials(
+        &self,
+        new: &NewCredentials,
+    ) -> Result<Option<StoredCredentials>, StoreError> {
+        const SQL: &str = concat!(
+            "INSERT INTO hubspot_credentials
+                 (portal_id, access_token_cipher, refresh_token_cipher, expires_at, scopes, status, updated_at)
+             SELECT $1, $2, $3, $4, $5, 'connected', $6
+              WHERE NOT EXISTS (SELECT 1 FROM hubspot_credentials WHERE portal_id <> $1)
+             ON CONFLICT (portal_id) DO UPDATE SET
+                 access_token_cipher = excluded.access_token_cipher,
+                 refresh_token_cipher = COALESCE(excluded.refresh_token_cipher,
+                                                 hubspot_credentials.refresh_token_cipher),
+                 expires_at = excluded.expires_at,
+                 scopes = excluded.scopes,
+                 status = 'connected',
+                 updated_at = excluded.updated_at
+             RETURNING ",
+            credential_columns!()
+        );
+        let scopes = new.scopes.join(" ");
+        let row = if let Some(pool) = self.pg_pool() {
+            let mut tx = pool.begin().await?;
+            sqlx::query("LOCK TABLE hubspot_credentials IN SHARE ROW EXCLUSIVE MODE")
+                .execute(&mut *tx)
+                .await?;
+            let row = sqlx::query_as::<_, CredentialsRow>(SQL)
+                .bind(new.portal_id)
+                .bind(&new.access_token_cipher)
+                .bind(&new.refresh_token_cipher)
+                .bind(DbTime(new.expires_at))
+                .bind(&scopes)
+                .bind(DbTime(Utc::now()))
+                .fetch_optional(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            row
+        } else if let Some(pool) = self.sqlite_pool() {
+            sqlx::query_as::<_, CredentialsRow>(SQL)
+                .bind(new.portal_id)
+                .bind(&new.access_token_cipher)
+                .bind(&new.refresh_token_cipher)
+                .bind(DbTime(new.expires_at))
+                .bind(&scopes)
+                .bind(DbTime(Utc::now()))
+                .fetch_optional(pool)
+                .await?
+        } else {
+            None
+        };
+        row.map(TryInto::try_into).transpose()
+    }
+
     /// The credentials of one portal.
     pub async fn get_credentials(
         &self,
@@ -192,5 +252,15 @@ impl Store {
                 .map(|done| done.rows_affected())
         })?;
         Ok(changed > 0)
+    }
+
+    /// Removes every stored connection (tokens included) and returns the accounts removed:
+    /// after a disconnect no account is connected, and any account may be installed.
+    pub async fn delete_credentials(&self) -> Result<Vec<PortalId>, StoreError> {
+        const SQL: &str = "DELETE FROM hubspot_credentials RETURNING portal_id";
+        let removed = on_pool!(self, pool => {
+            sqlx::query_scalar::<_, PortalId>(SQL).fetch_all(pool).await
+        })?;
+        Ok(removed)
     }
 }

@@ -8,6 +8,9 @@
 mod contacts;
 mod credential_ciphers;
 mod credentials;
+mod link_portal;
+mod oauth_states;
+mod sessions;
 mod time;
 mod unicode_lower;
 mod webhooks;
@@ -19,6 +22,8 @@ pub mod push;
 pub use contacts::{Contact, NewContact, normalize_email};
 pub use credential_ciphers::CredentialCiphers;
 pub use credentials::{CredentialStatus, NewCredentials, StoredCredentials};
+pub use link_portal::LinkPortal;
+pub use oauth_states::{StateBinding, StateFacts};
 pub use webhooks::{MergeOutcome, WebhookEventKey};
 
 use crate::secret::redact_url;

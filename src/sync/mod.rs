@@ -17,9 +17,11 @@ pub mod push;
 pub mod webhook_pull;
 
 use crate::hubspot::{HubSpotClient, HubSpotError};
+use crate::ids::PortalId;
 use crate::jobs::model::{Job, JobSpec, Trigger};
 use crate::jobs::{BoxFuture, JobRunner, Progress, RunError};
 use crate::oauth::ConnectionProblem;
+use crate::store::LinkPortal;
 use std::time::Duration;
 
 /// What every sync run needs besides its job: the HubSpot client and the tunables.
@@ -91,11 +93,14 @@ impl JobRunner for SyncRunner {
                 .check_connection()
                 .await
                 .map_err(|e| hubspot_error("checking the HubSpot connection", e))?;
-            let portal = self.ctx.hubspot.known_portal_id().await;
-            if let Some(portal) = portal {
-                progress.set_portal(portal).await?;
-            }
-            let outcome = match job.spec {
+            // Before any HubSpot write: the account this run would write to must be the one
+            // the local links were made with.
+            let portal = self.ctx.hubspot.learn_portal_id().await.map_err(|e| {
+                hubspot_error("learning which HubSpot account the job syncs with", e)
+            })?;
+            progress.set_portal(portal).await?;
+            check_link_portal(progress, portal).await?;
+            match job.spec {
                 JobSpec::Push { mode } => {
                     push::Pusher::new(self.ctx.hubspot.clone(), push::PushConfig::default())
                         .run(mode, progress)
@@ -106,15 +111,30 @@ impl JobRunner for SyncRunner {
                     webhook_pull::run(&self.ctx, job, progress).await
                 }
                 JobSpec::Pull { .. } => pull::run(&self.ctx, job, progress).await,
-            };
-            // A private-app token's account may have been learned meanwhile (see the CLI).
-            if portal.is_none()
-                && let Some(portal) = self.ctx.hubspot.known_portal_id().await
-            {
-                let _ = progress.set_portal(portal).await;
             }
-            outcome
         })
+    }
+}
+
+/// Refuses the run (fatal: retrying cannot help) when the local links were made with another
+/// HubSpot account than `portal`; the first run that knows its account records it. A
+/// contact's `hs_object_id` is a record id of one account: used against another account it
+/// would update or link that account's unrelated records.
+async fn check_link_portal(progress: &Progress, portal: PortalId) -> Result<(), RunError> {
+    match progress.store().claim_link_portal(portal).await? {
+        LinkPortal::Claimed => {
+            tracing::info!(portal_id = %portal, "local links now belong to this HubSpot account");
+            Ok(())
+        }
+        LinkPortal::Same => Ok(()),
+        LinkPortal::Other(linked) => Err(RunError::Fatal(format!(
+            "this job would sync with HubSpot account {portal}, but the local contacts were \
+             linked with HubSpot account {linked} (their hs_object_id values are that \
+             account's record ids); nothing was sent to HubSpot. Connect account {linked} \
+             again (crm-sync disconnect, then crm-sync connect and install in account \
+             {linked}), or use a database whose contacts were never linked to sync with \
+             account {portal}"
+        ))),
     }
 }
 

@@ -13,6 +13,7 @@ use crm_sync::api::{self, AppState, OAuthSettings};
 use crm_sync::cli::HUBSPOT_SCOPES;
 use crm_sync::crypto::{EncryptionKey, TokenCipher};
 use crm_sync::hubspot::{Auth, Backoff, ClientConfig, HubSpotClient, OAuthApp};
+use crm_sync::ids::PortalId;
 use crm_sync::oauth::DbTokenStore;
 use crm_sync::sandbox::{Sandbox, SandboxArgs, SandboxHandle};
 use crm_sync::secret::Secret;
@@ -40,6 +41,10 @@ pub struct Options {
     pub rate_limits: RateLimits,
     /// The HubSpot client is a private-app client instead of an OAuth one.
     pub private_app: bool,
+    /// `hubspot.portal_id`: the only account the server may connect to.
+    pub portal_id: Option<i64>,
+    /// `server.public_url` (default: `http://` + the bound address).
+    pub public_url: Option<String>,
 }
 
 impl Default for Options {
@@ -58,6 +63,8 @@ impl Default for Options {
                 },
             },
             private_app: false,
+            portal_id: None,
+            public_url: None,
         }
     }
 }
@@ -122,7 +129,11 @@ impl Server {
         options: Options,
     ) -> Server {
         let addr = listener.local_addr().expect("bound address");
-        let public_url = Url::parse(&format!("http://{addr}")).expect("public url");
+        let public_url = options
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{addr}"));
+        let public_url = Url::parse(&public_url).expect("public url");
         let tokens = DbTokenStore::new(store.clone(), cipher());
         let mut config = ClientConfig::new(Url::parse(&sandbox.base_url()).expect("sandbox"));
         config.backoff = Backoff {
@@ -150,6 +161,7 @@ impl Server {
             client_secret: options.credentials.then(|| Secret::new(CLIENT_SECRET)),
             public_url,
             authorize_url: Url::parse(&sandbox.authorize_url()).expect("authorize url"),
+            portal_id: options.portal_id.map(PortalId),
         };
         let mut state = AppState::new(store.clone(), Secret::new(TOKEN))
             .with_oauth(oauth)
@@ -208,11 +220,16 @@ impl Answer {
     }
 }
 
-/// A browser that does not follow redirects and keeps the one cookie that matters by hand.
+/// A browser that does not follow redirects and keeps the two cookies that matter by hand:
+/// the OAuth browser nonce and the operator session.
 pub struct Browser {
     http: reqwest::Client,
     /// The `crm_sync_oauth` cookie value, once set.
     pub cookie: Option<String>,
+    /// The `crm_sync_session` cookie value, once set (and until cleared).
+    pub session: Option<String>,
+    /// Sent as `Authorization: Bearer` on every request, for an operator's script.
+    pub bearer: Option<String>,
 }
 
 impl Default for Browser {
@@ -222,7 +239,7 @@ impl Default for Browser {
 }
 
 impl Browser {
-    /// A browser with no cookies.
+    /// An anonymous browser with no cookies.
     pub fn new() -> Self {
         Self {
             http: reqwest::Client::builder()
@@ -231,24 +248,69 @@ impl Browser {
                 .build()
                 .expect("HTTP client"),
             cookie: None,
+            session: None,
+            bearer: None,
         }
     }
 
-    /// GET `url`, sending the cookie; a `Set-Cookie` for it is kept.
+    /// The operator, sending the API token as a bearer token with every request.
+    pub fn operator() -> Self {
+        Self {
+            bearer: Some(TOKEN.to_owned()),
+            ..Self::new()
+        }
+    }
+
+    /// GET `url`, sending the cookies; a `Set-Cookie` for either is kept.
     pub async fn get(&mut self, url: &str) -> Answer {
-        let mut req = self.http.get(url);
-        if let Some(cookie) = &self.cookie {
-            req = req.header("cookie", format!("crm_sync_oauth={cookie}"));
+        let req = self.http.get(url);
+        self.send(req).await
+    }
+
+    /// POST `fields` as a form to `url`, sending the cookies.
+    pub async fn post_form(&mut self, url: &str, fields: &[(&str, &str)]) -> Answer {
+        let req = self.http.post(url).form(fields);
+        self.send(req).await
+    }
+
+    /// Signs in on `server` with `token` through `POST /login`; the answer to the post.
+    pub async fn sign_in(&mut self, server: &Server, token: &str) -> Answer {
+        self.post_form(&server.url("/login"), &[("token", token)])
+            .await
+    }
+
+    async fn send(&mut self, mut req: reqwest::RequestBuilder) -> Answer {
+        let cookies: Vec<String> = [
+            ("crm_sync_oauth", &self.cookie),
+            ("crm_sync_session", &self.session),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| value.as_ref().map(|v| format!("{name}={v}")))
+        .collect();
+        if !cookies.is_empty() {
+            req = req.header("cookie", cookies.join("; "));
+        }
+        if let Some(token) = &self.bearer {
+            req = req.bearer_auth(token);
         }
         let resp = req.send().await.expect("request");
         let status = resp.status();
         let headers = resp.headers().clone();
-        if let Some(set) = headers.get("set-cookie").and_then(|v| v.to_str().ok())
-            && let Some(value) = set
-                .strip_prefix("crm_sync_oauth=")
-                .and_then(|rest| rest.split(';').next())
+        for set in headers
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
         {
-            self.cookie = Some(value.to_owned());
+            let Some((name, rest)) = set.split_once('=') else {
+                continue;
+            };
+            let value = rest.split(';').next().unwrap_or_default().to_owned();
+            let value = (!value.is_empty()).then_some(value);
+            match name {
+                "crm_sync_oauth" => self.cookie = value,
+                "crm_sync_session" => self.session = value,
+                _ => {}
+            }
         }
         let body = resp.text().await.expect("body");
         Answer {
