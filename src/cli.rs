@@ -31,7 +31,8 @@ use crate::store::{Backend, Store, StoreError};
 use crate::sync::{SyncContext, SyncRunner};
 use crate::telemetry::LogFormat;
 
-/// Contacts the in-process sandbox of `serve --sandbox` starts with, so a pull has work to do.
+/// Contacts a new sandbox account of `serve --sandbox` starts with, so a pull has work to do
+/// (a resumed one has its own).
 const DEMO_SANDBOX_CONTACTS: usize = 250;
 
 /// `crm-sync`: keeps a product database's contacts in sync with HubSpot.

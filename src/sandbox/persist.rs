@@ -10,8 +10,8 @@
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -197,6 +197,8 @@ pub struct Persist {
     /// The value of `changes` that the file holds.
     saved: AtomicU64,
     wake: Notify,
+    /// One save at a time: two would share the temporary file.
+    saving: Mutex<()>,
 }
 
 impl Persist {
@@ -207,6 +209,7 @@ impl Persist {
             changes: AtomicU64::new(1),
             saved: AtomicU64::new(0),
             wake: Notify::new(),
+            saving: Mutex::new(()),
         }
     }
 
@@ -234,6 +237,7 @@ pub fn save_now(state: &State) -> Result<(), SandboxError> {
     let Some(persist) = state.persist.as_ref() else {
         return Ok(());
     };
+    let _one_at_a_time = lock(&persist.saving);
     let changes = persist.changes.load(Ordering::Acquire);
     if changes == persist.saved.load(Ordering::Acquire) {
         return Ok(());
