@@ -72,7 +72,7 @@ pub struct SandboxArgs {
     /// Search requests per second per token; 0 turns the limit off.
     #[arg(long, default_value_t = 5)]
     pub search_per_second: u32,
-    /// Generated contacts it starts with.
+    /// Generated contacts a new account starts with (a resumed one has its own).
     #[arg(long, default_value_t = 0)]
     pub contacts: usize,
     /// Probability (0..1) that a request fails with a 5xx before anything is applied.

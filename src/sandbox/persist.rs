@@ -225,7 +225,8 @@ impl Persist {
         &self.path
     }
 
-    /// Notes a change: it is saved within [`DEBOUNCE`] (plus the time a save takes).
+    /// Notes a change: it is saved within [`DEBOUNCE`] plus at most two saves' time (one may
+    /// be under way).
     pub fn changed(&self) {
         self.changes.fetch_add(1, Ordering::AcqRel);
         self.wake.notify_one();
