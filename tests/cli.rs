@@ -766,7 +766,7 @@ async fn sandbox_contacts(sandbox: &str) -> BTreeMap<String, serde_json::Value> 
 }
 
 /// The local contacts as the API lists them: (email, hs_object_id).
-async fn local_links(base: &str, token: &str) -> Vec<(String, Option<String>)> {
+async fn local_links(base: &str, token: &str) -> Vec<(Option<String>, Option<String>)> {
     let http = reqwest::Client::new();
     let page = get_json(&http, &format!("{base}/contacts?limit=100"), token).await;
     page["results"]
@@ -775,7 +775,7 @@ async fn local_links(base: &str, token: &str) -> Vec<(String, Option<String>)> {
         .iter()
         .map(|c| {
             (
-                c["email"].as_str().expect("email").to_owned(),
+                c["email"].as_str().map(str::to_owned),
                 c["hs_object_id"].as_str().map(str::to_owned),
             )
         })
@@ -799,6 +799,12 @@ async fn a_restarted_serve_sandbox_keeps_its_contacts_and_links() {
     let links = local_links(&base, token).await;
     let before = sandbox_contacts(&sandbox).await;
     assert_eq!(before.len(), 255, "250 demo contacts and the 5 pushed");
+    let http = reqwest::Client::new();
+    let access = get_json(&http, &format!("{base}/api/access-token"), token).await;
+    let stored_token = access["access_token"]
+        .as_str()
+        .expect("an OAuth token")
+        .to_owned();
     assert!(server.terminate().success());
 
     let mut server = Running::start(serve_sandbox(dir.path(), port, &[]), dir.path());
@@ -807,15 +813,31 @@ async fn a_restarted_serve_sandbox_keeps_its_contacts_and_links() {
     let after = sandbox_contacts(&sandbox).await;
     for (email, link) in &links {
         let id = link.as_deref().expect("every local contact is linked");
+        let now = after.get(id);
+        assert!(now.is_some(), "{id} still names a contact");
         assert_eq!(
-            after.get(id).map(|p| p["email"].clone()),
-            Some(serde_json::json!(email)),
-            "{id} still names {email}, not a stranger"
+            now,
+            before.get(id),
+            "{id} names the same person, not a stranger"
         );
+        if let (Some(email), Some(now)) = (email, now) {
+            assert_eq!(now["email"], serde_json::json!(email), "{id}");
+        }
     }
     assert_eq!(
         after, before,
         "the same contacts, ids and values; none seeded again"
+    );
+    let with_stored_token = http
+        .get(format!("{sandbox}/crm/v3/objects/contacts?limit=1"))
+        .bearer_auth(&stored_token)
+        .send()
+        .await
+        .expect("GET with the token stored before the restart");
+    assert_eq!(
+        with_stored_token.status(),
+        200,
+        "the stored token is still valid"
     );
     let again = run_job(&base, token, "push").await;
     assert_eq!(again["status"], "succeeded", "{again}");
