@@ -300,6 +300,12 @@ impl Sandbox {
             url::Url::parse(url)
                 .map_err(|e| SandboxError::InvalidArgs(format!("--webhook-url {url}: {e}")))?;
         }
+        // Bound before the state file is touched: a fresh start moves the old file aside,
+        // which must not happen for a start that then fails.
+        let listener = TcpListener::bind(bind)
+            .await
+            .map_err(|source| SandboxError::Bind { addr: bind, source })?;
+        let addr = listener.local_addr()?;
         let origin = match &args.state_file {
             Some(path) => persist::open(path, args.start_mode(), args.portal_id, args.fresh_flag)?,
             None => Origin::New {
@@ -307,10 +313,6 @@ impl Sandbox {
             },
         };
         let resumed = matches!(origin, Origin::Resumed(_));
-        let listener = TcpListener::bind(bind)
-            .await
-            .map_err(|source| SandboxError::Bind { addr: bind, source })?;
-        let addr = listener.local_addr()?;
         let state = Arc::new(build_state(&args, origin));
         // A resumed account has its contacts; seeding again would add strangers.
         if args.contacts > 0 && !resumed {
