@@ -33,7 +33,8 @@ use crate::store::{Backend, Store, StoreError};
 use crate::sync::{SyncContext, SyncRunner};
 use crate::telemetry::LogFormat;
 
-/// Contacts the in-process sandbox of `serve --sandbox` starts with, so a pull has work to do.
+/// Contacts a new sandbox account of `serve --sandbox` starts with, so a pull has work to do
+/// (a resumed one has its own).
 const DEMO_SANDBOX_CONTACTS: usize = 250;
 
 /// `crm-sync`: keeps a product database's contacts in sync with HubSpot.
@@ -80,9 +81,17 @@ pub enum Command {
 /// Flags of `crm-sync serve`.
 #[derive(Debug, Clone, Default, Args)]
 pub struct ServeArgs {
-    /// Also run a HubSpot sandbox in-process and point the HubSpot client at it (zero-setup demo).
+    /// Also run a HubSpot sandbox in-process and point the HubSpot client at it (zero-setup demo);
+    /// it keeps its account in data/sandbox-state.json and resumes it at the next start.
     #[arg(long)]
     pub sandbox: bool,
+    /// With --sandbox: start a new sandbox account (another portal id, 250 new contacts)
+    /// instead of resuming the saved one, which is kept as data/sandbox-state.json.previous.
+    #[arg(long, requires = "sandbox")]
+    pub sandbox_fresh: bool,
+    /// With --sandbox: the sandbox's port on 127.0.0.1 (default: any free port).
+    #[arg(long, requires = "sandbox", value_name = "P")]
+    pub sandbox_port: Option<u16>,
 }
 
 /// Flags of `crm-sync seed`.
@@ -496,12 +505,12 @@ impl Service {
     /// `server.bind`.
     pub async fn build(dir: &Path, args: &ServeArgs) -> Result<Service, CliError> {
         let mut settings = Settings::load_from_process(dir)?;
+        let data = data_dir(dir);
         let sandbox = if args.sandbox {
-            Some(demo::start_sandbox(&mut settings).await?)
+            Some(demo::start_sandbox(&mut settings, &data, args).await?)
         } else {
             None
         };
-        let data = data_dir(dir);
         let (token, token_origin) = resolve_api_token(&settings, &data)?;
         let (key, _) = resolve_encryption_key(&settings, &data)?;
         let previous: Vec<EncryptionKey> = previous_keys(&settings)?

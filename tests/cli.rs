@@ -7,6 +7,7 @@ use common::TestDb;
 use common::process::{Running, STARTUP_LIMIT, crm_sync, free_port};
 use crm_sync::sandbox::{Sandbox, SandboxArgs, SandboxHandle};
 use crm_sync::store::Store;
+use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
@@ -225,8 +226,8 @@ backend_tests! {
         assert_eq!(jobs["results"][0]["portal_id"], 1_000_001, "the job names its account: {jobs}");
         assert!(server.terminate().success());
 
-        // A restart is a new sandbox that knows none of the stored tokens: the service
-        // connects again, and a pull works.
+        // A restart resumes the same sandbox account (kept in data/): a pull finds its 250
+        // demo contacts and, unchanged, the one the webhook brought.
         let mut cmd = crm_sync(dir.path());
         cmd.args(["serve", "--sandbox"])
             .env("DATABASE_URL", db.url())
@@ -252,7 +253,8 @@ backend_tests! {
         })
         .await;
         assert_eq!(done["status"], "succeeded", "{done}");
-        assert_eq!(done["counts"]["total"], 250, "the new sandbox's contacts: {done}");
+        assert_eq!(done["counts"]["total"], 251, "the same sandbox's contacts: {done}");
+        assert_eq!(done["counts"]["unchanged"], 1, "{done}");
         store.close().await;
         assert!(server.terminate().success());
     }
@@ -774,4 +776,441 @@ fn on_a_terminal_a_missing_industry_is_chosen_from_a_list() {
     assert!(status.success(), "{screen}");
     // The list is sorted (education, finance, ...): one step down picks finance.
     assert!(screen.contains("inserted 5 finance contacts"), "{screen}");
+}
+
+// ---- the sandbox keeps its HubSpot ------------------------------------------------------
+
+/// The sandbox's state file under `serve --sandbox`, relative to the working directory.
+const SANDBOX_STATE: &str = "data/sandbox-state.json";
+
+/// `crm-sync serve --sandbox` in `dir` on its default SQLite database, the API on `port`,
+/// plus `extra` flags.
+fn serve_sandbox(dir: &Path, port: u16, extra: &[&str]) -> Command {
+    let mut cmd = crm_sync(dir);
+    cmd.args(["serve", "--sandbox"])
+        .args(extra)
+        .env("CRM_SYNC__SERVER__BIND", format!("127.0.0.1:{port}"))
+        .env(
+            "CRM_SYNC__SERVER__PUBLIC_URL",
+            format!("http://127.0.0.1:{port}"),
+        );
+    cmd
+}
+
+/// Runs `cmd` to its end, failing (rather than hanging) when it still runs after `limit`.
+fn run_within(mut cmd: Command, limit: Duration) -> Run {
+    let dir = tempdir();
+    let (out, err) = (dir.path().join("out"), dir.path().join("err"));
+    let mut child = cmd
+        .stdout(std::fs::File::create(&out).expect("stdout file"))
+        .stderr(std::fs::File::create(&err).expect("stderr file"))
+        .spawn()
+        .expect("start crm-sync");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("poll crm-sync") {
+            break status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "crm-sync still ran after {limit:?}: {}",
+                std::fs::read_to_string(&err).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    Run {
+        status,
+        stdout: std::fs::read_to_string(out).unwrap_or_default(),
+        stderr: std::fs::read_to_string(err).unwrap_or_default(),
+    }
+}
+
+/// Enqueues a job through the API and returns it once it ended.
+async fn run_job(base: &str, token: &str, direction: &str) -> serde_json::Value {
+    let http = reqwest::Client::new();
+    let job: serde_json::Value = http
+        .post(format!("{base}/api/jobs"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({ "direction": direction }))
+        .send()
+        .await
+        .expect("POST /api/jobs")
+        .json()
+        .await
+        .expect("JSON");
+    let id = job["id"].as_str().expect("a job id").to_owned();
+    eventually("the job ends", async || {
+        let job = get_json(&http, &format!("{base}/api/jobs/{id}"), token).await;
+        let status = job["status"].as_str().unwrap_or_default();
+        ["succeeded", "failed", "cancelled"]
+            .contains(&status)
+            .then_some(job)
+    })
+    .await
+}
+
+/// The sandbox's address, from `serve`'s second line.
+async fn sandbox_url(server: &mut Running) -> String {
+    eventually("serve prints where the sandbox is", async || {
+        let (stdout, _) = server.output();
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with("HubSpot sandbox at "))?;
+        line.split_whitespace().nth(3).map(str::to_owned)
+    })
+    .await
+}
+
+/// Every live contact of the sandbox at `sandbox` (its admin dump): id → properties.
+async fn sandbox_contacts(sandbox: &str) -> BTreeMap<String, serde_json::Value> {
+    let dump: serde_json::Value = reqwest::get(format!("{sandbox}/_sandbox/contacts"))
+        .await
+        .expect("GET /_sandbox/contacts")
+        .json()
+        .await
+        .expect("JSON dump");
+    dump["contacts"]
+        .as_array()
+        .expect("contacts")
+        .iter()
+        .map(|c| {
+            (
+                c["id"].as_str().expect("id").to_owned(),
+                c["properties"].clone(),
+            )
+        })
+        .collect()
+}
+
+/// The local contacts as the API lists them: (email, hs_object_id).
+async fn local_links(base: &str, token: &str) -> Vec<(Option<String>, Option<String>)> {
+    let http = reqwest::Client::new();
+    let page = get_json(&http, &format!("{base}/contacts?limit=100"), token).await;
+    page["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|c| {
+            (
+                c["email"].as_str().map(str::to_owned),
+                c["hs_object_id"].as_str().map(str::to_owned),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_restarted_serve_sandbox_keeps_its_contacts_and_links() {
+    let dir = tempdir();
+    Run::of(crm_sync(dir.path()).args(["seed", "--industry", "saas", "--count", "5"])).ok();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut server = Running::start(serve_sandbox(dir.path(), port, &[]), dir.path());
+    server.wait_healthy(&base).await;
+    let sandbox = sandbox_url(&mut server).await;
+    let token = std::fs::read_to_string(dir.path().join("data/api-token")).expect("api token");
+    let token = token.trim();
+    let pushed = run_job(&base, token, "push").await;
+    assert_eq!(pushed["status"], "succeeded", "{pushed}");
+    assert_eq!(pushed["counts"]["created"], 5, "{pushed}");
+    let links = local_links(&base, token).await;
+    let before = sandbox_contacts(&sandbox).await;
+    assert_eq!(before.len(), 255, "250 demo contacts and the 5 pushed");
+    let http = reqwest::Client::new();
+    let access = get_json(&http, &format!("{base}/api/access-token"), token).await;
+    let stored_token = access["access_token"]
+        .as_str()
+        .expect("an OAuth token")
+        .to_owned();
+    assert!(server.terminate().success());
+
+    let mut server = Running::start(serve_sandbox(dir.path(), port, &[]), dir.path());
+    server.wait_healthy(&base).await;
+    let sandbox = sandbox_url(&mut server).await;
+    let after = sandbox_contacts(&sandbox).await;
+    for (email, link) in &links {
+        let id = link.as_deref().expect("every local contact is linked");
+        let now = after.get(id);
+        assert!(now.is_some(), "{id} still names a contact");
+        assert_eq!(
+            now,
+            before.get(id),
+            "{id} names the same person, not a stranger"
+        );
+        if let (Some(email), Some(now)) = (email, now) {
+            assert_eq!(now["email"], serde_json::json!(email), "{id}");
+        }
+    }
+    assert_eq!(
+        after, before,
+        "the same contacts, ids and values; none seeded again"
+    );
+    let with_stored_token = http
+        .get(format!("{sandbox}/crm/v3/objects/contacts?limit=1"))
+        .bearer_auth(&stored_token)
+        .send()
+        .await
+        .expect("GET with the token stored before the restart");
+    assert_eq!(
+        with_stored_token.status(),
+        200,
+        "the stored token is still valid"
+    );
+    let again = run_job(&base, token, "push").await;
+    assert_eq!(again["status"], "succeeded", "{again}");
+    assert_eq!(again["counts"]["total"], 0, "nothing to push: {again}");
+    assert_eq!(again["counts"]["created"], 0, "{again}");
+    assert_eq!(sandbox_contacts(&sandbox).await.len(), 255);
+    assert!(server.terminate().success());
+}
+
+#[tokio::test]
+async fn serve_sandbox_fresh_starts_another_account_with_new_contacts() {
+    let dir = tempdir();
+    let (port, sandbox_port) = (free_port(), free_port());
+    let base = format!("http://127.0.0.1:{port}");
+    let sandbox = format!("http://127.0.0.1:{sandbox_port}");
+    let sandbox_port = sandbox_port.to_string();
+    let sandbox_flag = ["--sandbox-port", sandbox_port.as_str()];
+    let mut server = Running::start(serve_sandbox(dir.path(), port, &sandbox_flag), dir.path());
+    server.wait_healthy(&base).await;
+    eventually("the service connected to the sandbox portal", async || {
+        let page = reqwest::get(format!("{base}/"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        page.contains("HubSpot is connected to account <strong>1000001</strong>")
+            .then_some(())
+    })
+    .await;
+    let inserted = reqwest::Client::new()
+        .post(format!("{sandbox}/_sandbox/contacts"))
+        .json(&serde_json::json!({"contacts": [{"properties": {"email": "kept@example.com"}}]}))
+        .send()
+        .await
+        .expect("insert into the sandbox");
+    assert_eq!(inserted.status(), 200);
+    assert!(server.terminate().success());
+
+    let fresh_flags = [sandbox_flag[0], sandbox_flag[1], "--sandbox-fresh"];
+    let fresh = serve_sandbox(dir.path(), port, &fresh_flags);
+    let mut server = Running::start(fresh, dir.path());
+    server.wait_healthy(&base).await;
+    let (stdout, stderr) = server.output();
+    assert!(
+        stdout.contains("(portal 1000002)"),
+        "another account: {stdout}"
+    );
+    let contacts = sandbox_contacts(&sandbox).await;
+    assert_eq!(contacts.len(), 250, "a new account gets the demo contacts");
+    assert!(
+        !contacts.values().any(|p| p["email"] == "kept@example.com"),
+        "nothing of the previous account"
+    );
+    assert!(
+        stderr.contains("connected to another HubSpot account"),
+        "the stored connection names the previous portal and is left alone: {stderr}"
+    );
+    assert!(
+        dir.path()
+            .join(format!("{SANDBOX_STATE}.previous"))
+            .is_file()
+    );
+    assert!(server.terminate().success());
+
+    // The next plain start resumes the fresh account, not the previous one.
+    let mut server = Running::start(serve_sandbox(dir.path(), port, &sandbox_flag), dir.path());
+    server.wait_healthy(&base).await;
+    let (stdout, _) = server.output();
+    assert!(stdout.contains("(portal 1000002)"), "{stdout}");
+    assert_eq!(sandbox_contacts(&sandbox).await, contacts);
+    assert!(server.terminate().success());
+}
+
+#[test]
+fn an_unreadable_sandbox_state_stops_start_up_naming_the_file_and_the_fresh_flag() {
+    let dir = tempdir();
+    let state = dir.path().join(SANDBOX_STATE);
+    write(state.clone(), "{\"format\": 1, \"account\": ");
+    let out = run_within(serve_sandbox(dir.path(), free_port(), &[]), STARTUP_LIMIT);
+    let line = out.error_line();
+    assert!(line.contains(SANDBOX_STATE), "{line}");
+    assert!(line.contains("--sandbox-fresh"), "{line}");
+    assert_eq!(
+        std::fs::read_to_string(&state).expect("still there"),
+        "{\"format\": 1, \"account\": ",
+        "the file is left as it was"
+    );
+
+    let mut standalone = crm_sync(dir.path());
+    standalone.args(["sandbox", "--port", "0", "--state-file", "elsewhere.json"]);
+    write(dir.path().join("elsewhere.json"), "not json");
+    let out = run_within(standalone, STARTUP_LIMIT);
+    let line = out.error_line();
+    assert!(
+        line.contains("elsewhere.json") && line.contains("--fresh"),
+        "{line}"
+    );
+}
+
+/// The standalone sandbox's line: (portal, private-app token, client id, client secret).
+fn sandbox_identity(line: &str) -> (String, String, String, String) {
+    let after = |mark: &str| {
+        line.split(mark)
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("{mark} in {line}"))
+            .to_owned()
+    };
+    (
+        after(" portal "),
+        after("private-app token: "),
+        after("client_id: "),
+        after("client_secret: "),
+    )
+}
+
+#[tokio::test]
+async fn a_standalone_sandbox_with_a_state_file_resumes_contacts_properties_and_tokens() {
+    let dir = tempdir();
+    let port = free_port();
+    let sandbox = format!("http://127.0.0.1:{port}");
+    let start = || {
+        let mut cmd = crm_sync(dir.path());
+        cmd.args(["sandbox", "--port", &port.to_string(), "--contacts", "3"])
+            .args(["--state-file", "state/sandbox.json"]);
+        Running::start(cmd, dir.path())
+    };
+    let mut first = start();
+    let identity = sandbox_identity(&first.first_stdout_line().await);
+    let (_, _, client_id, client_secret) = identity.clone();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let redirect = "http://localhost/cb";
+    let approved = http
+        .get(format!("{sandbox}/oauth/authorize"))
+        .query(&[
+            ("client_id", client_id.as_str()),
+            ("redirect_uri", redirect),
+            (
+                "scope",
+                "crm.objects.contacts.read crm.objects.contacts.write crm.schemas.contacts.write",
+            ),
+        ])
+        .send()
+        .await
+        .expect("authorize");
+    let location = url::Url::parse(approved.headers()["location"].to_str().unwrap()).unwrap();
+    let code = location
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .expect("a code")
+        .1
+        .into_owned();
+    let form = |grant: &[(&str, &str)]| -> Vec<(String, String)> {
+        let mut f = vec![
+            ("client_id".to_owned(), client_id.clone()),
+            ("client_secret".to_owned(), client_secret.clone()),
+        ];
+        f.extend(
+            grant
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
+        f
+    };
+    let tokens: serde_json::Value = http
+        .post(format!("{sandbox}/oauth/v1/token"))
+        .form(&form(&[
+            ("grant_type", "authorization_code"),
+            ("redirect_uri", redirect),
+            ("code", &code),
+        ]))
+        .send()
+        .await
+        .expect("token")
+        .json()
+        .await
+        .expect("token JSON");
+    let access = tokens["access_token"].as_str().expect("access").to_owned();
+    let refresh = tokens["refresh_token"]
+        .as_str()
+        .expect("refresh")
+        .to_owned();
+    let post = async |path: &str, body: serde_json::Value| {
+        let resp = http
+            .post(format!("{sandbox}{path}"))
+            .bearer_auth(&access)
+            .json(&body)
+            .send()
+            .await
+            .expect("POST");
+        let status = resp.status().as_u16();
+        (
+            status,
+            resp.json::<serde_json::Value>().await.expect("JSON"),
+        )
+    };
+    let (status, _) = post(
+        "/crm/v3/properties/contacts",
+        serde_json::json!({"name": "local_id", "label": "Local id", "type": "string",
+            "fieldType": "text", "groupName": "contactinformation", "hasUniqueValue": true}),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let with_local_id =
+        serde_json::json!({"properties": {"email": "ada@example.com", "local_id": "L-1"}});
+    let (status, ada) = post("/crm/v3/objects/contacts", with_local_id).await;
+    assert_eq!(status, 201, "{ada}");
+    let ada_id: u64 = ada["id"].as_str().expect("id").parse().expect("numeric");
+    let before = sandbox_contacts(&sandbox).await;
+    assert_eq!(before.len(), 4);
+    assert!(first.terminate().success());
+
+    let mut second = start();
+    let line = second.first_stdout_line().await;
+    assert_eq!(
+        sandbox_identity(&line),
+        identity,
+        "same portal and credentials"
+    );
+    assert_eq!(
+        sandbox_contacts(&sandbox).await,
+        before,
+        "no contact seeded again"
+    );
+    // The token issued before the restart still works, and so does its refresh token.
+    let clash =
+        serde_json::json!({"properties": {"email": "other@example.com", "local_id": "L-1"}});
+    let (status, body) = post("/crm/v3/objects/contacts", clash).await;
+    assert_eq!(status, 409, "the unique index survived: {body}");
+    let (status, grace) = post(
+        "/crm/v3/objects/contacts",
+        serde_json::json!({"properties": {"email": "grace@example.com"}}),
+    )
+    .await;
+    assert_eq!(status, 201, "{grace}");
+    assert_eq!(
+        grace["id"],
+        (ada_id + 1).to_string(),
+        "ids go on after the old ones"
+    );
+    let refreshed = http
+        .post(format!("{sandbox}/oauth/v1/token"))
+        .form(&form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &refresh),
+        ]))
+        .send()
+        .await
+        .expect("refresh");
+    assert_eq!(refreshed.status(), 200, "the refresh token survived");
+    assert!(second.terminate().success());
 }

@@ -2172,3 +2172,84 @@ async fn every_profile_creates_and_reads_back_a_batch() {
         Variants::alternative()
     );
 }
+
+// ---- state across restarts ---------------------------------------------------------------
+
+#[tokio::test]
+async fn a_resumed_sandbox_keeps_merges_archives_and_the_variants_in_force() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let with_state = || SandboxArgs {
+        state_file: Some(dir.path().join("state.json")),
+        ..args()
+    };
+    let sb = start(with_state()).await;
+    let api = Api::new(&sb);
+    let ids = batch_create(&api, 3, "kept").await;
+    let (status, _) = api
+        .post(
+            &format!("{CONTACTS}/merge"),
+            json!({"primaryObjectId": ids[0], "objectIdToMerge": ids[1]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        api.delete(&format!("{CONTACTS}/{}", ids[2])).await,
+        StatusCode::NO_CONTENT
+    );
+    let (status, _) = put_config(&sb, json!({"missing_ids": "omitted"})).await;
+    assert_eq!(status, StatusCode::OK);
+    let token = sb.access_token().to_owned();
+    sb.shutdown().await.expect("stops and saves");
+
+    let sb = start(with_state()).await;
+    assert!(sb.resumed());
+    assert_eq!(sb.access_token(), token);
+    let api = Api::new(&sb);
+    let (status, read) = api.get(&format!("{CONTACTS}/{}", ids[1])).await;
+    assert_eq!(status, StatusCode::OK, "{read}");
+    assert_eq!(
+        read["id"],
+        ids[0].as_str(),
+        "the merged-away id resolves to the survivor"
+    );
+    let archived: Vec<String> = sb.archived_contacts().into_iter().map(|c| c.id).collect();
+    assert_eq!(archived, vec![ids[2].clone()]);
+    let (status, found) = api
+        .get(&format!("{CONTACTS}/kept1@example.com?idProperty=email"))
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the merged email still finds the survivor"
+    );
+    assert_eq!(found["id"], ids[0].as_str());
+    assert_eq!(get_config(&sb).await["missing_ids"], "omitted");
+    sb.shutdown().await.expect("stops");
+}
+
+#[tokio::test]
+async fn a_sandbox_saves_a_change_within_the_debounce_without_stopping() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("state.json");
+    let sb = start(SandboxArgs {
+        state_file: Some(path.clone()),
+        ..args()
+    })
+    .await;
+    let before = std::fs::read_to_string(&path).expect("a new account is saved at start");
+    batch_create(&Api::new(&sb), 1, "soon").await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let after = std::fs::read_to_string(&path).expect("state file");
+    assert!(
+        !before.contains("soon0@example.com") && after.contains("soon0@example.com"),
+        "saved while running (as a kill -9 would find it)"
+    );
+    // Kept from view: it holds the app's secret.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    drop(sb);
+}

@@ -10,15 +10,19 @@
 //!   once) and back to its own OAuth callback, which exchanges the code and stores the tokens
 //!   — the same requests a person's browser makes, so the quick start needs no click.
 //!
-//! Every start is a fresh sandbox that knows no earlier tokens, so the demo installs itself at
-//! every start. It never replaces another account's connection: when the database holds tokens
-//! for a portal other than the sandbox's, the demo uses the sandbox's private-app token instead
-//! and leaves those tokens alone.
+//! The sandbox keeps its account in `data/sandbox-state.json` (see [`SANDBOX_STATE_FILE`]), so
+//! a restart resumes the same portal, contacts and tokens, as a real HubSpot account would;
+//! `--sandbox-fresh` starts a new account with another portal id. The demo installs itself at
+//! every start all the same (harmless on a resumed account, needed on a new one). It never
+//! replaces another account's connection: when the database holds tokens for a portal other
+//! than the sandbox's, the demo uses the sandbox's private-app token instead and leaves those
+//! tokens alone.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::{CliError, DEMO_SANDBOX_CONTACTS};
+use super::{CliError, DEMO_SANDBOX_CONTACTS, ServeArgs};
 use crate::api::webhook_route::WEBHOOK_PATH;
 use crate::config::{ConfigError, Settings};
 use crate::sandbox::{Sandbox, SandboxArgs, SandboxHandle};
@@ -34,9 +38,17 @@ pub enum DemoAuth {
     PrivateApp,
 }
 
-/// Starts the sandbox on a free loopback port, sending webhooks to this service, and points
-/// the HubSpot settings at it with its OAuth app's credentials.
-pub async fn start_sandbox(settings: &mut Settings) -> Result<SandboxHandle, CliError> {
+/// The sandbox's state file in the data folder.
+pub const SANDBOX_STATE_FILE: &str = "sandbox-state.json";
+
+/// Starts the sandbox on `--sandbox-port` (or a free loopback port), resuming its account from
+/// the data folder unless `--sandbox-fresh`, sending webhooks to this service, and points the
+/// HubSpot settings at it with its OAuth app's credentials.
+pub async fn start_sandbox(
+    settings: &mut Settings,
+    data: &Path,
+    serve: &ServeArgs,
+) -> Result<SandboxHandle, CliError> {
     let webhook_url =
         settings
             .public_url()?
@@ -48,9 +60,13 @@ pub async fn start_sandbox(settings: &mut Settings) -> Result<SandboxHandle, Cli
     let args = SandboxArgs {
         contacts: DEMO_SANDBOX_CONTACTS,
         webhook_url: Some(webhook_url.to_string()),
+        state_file: Some(data.join(SANDBOX_STATE_FILE)),
+        fresh: serve.sandbox_fresh,
+        fresh_flag: "--sandbox-fresh",
         ..SandboxArgs::default()
     };
-    let sandbox = Sandbox::start(args, SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await?;
+    let port = serve.sandbox_port.unwrap_or(0);
+    let sandbox = Sandbox::start(args, SocketAddr::from((Ipv4Addr::LOCALHOST, port))).await?;
     let hubspot = &mut settings.hubspot;
     hubspot.api_base_url = sandbox.base_url();
     hubspot.authorize_url = sandbox.authorize_url();
@@ -59,7 +75,9 @@ pub async fn start_sandbox(settings: &mut Settings) -> Result<SandboxHandle, Cli
     hubspot.client_secret = Some(Secret::new(sandbox.client_secret()));
     tracing::info!(
         sandbox = %sandbox.base_url(),
-        contacts = DEMO_SANDBOX_CONTACTS,
+        portal_id = sandbox.portal_id(),
+        resumed = sandbox.resumed(),
+        contacts = sandbox.contact_count(),
         webhooks = %webhook_url,
         "started an in-process HubSpot sandbox; the service connects to it through OAuth and \
          receives its webhooks"

@@ -13,6 +13,7 @@ mod errors;
 mod faults;
 mod limits;
 mod oauth;
+mod persist;
 mod properties;
 mod routes;
 mod search;
@@ -25,6 +26,7 @@ mod wire;
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -34,6 +36,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::secret::Secret;
+use persist::{Origin, Persist, StartMode};
 use server::{Config, SandboxEndpoint, State, Stats, lock};
 
 pub use variants::{
@@ -69,7 +72,7 @@ pub struct SandboxArgs {
     /// Search requests per second per token; 0 turns the limit off.
     #[arg(long, default_value_t = 5)]
     pub search_per_second: u32,
-    /// Generated contacts it starts with.
+    /// Generated contacts a new account starts with (a resumed one has its own).
     #[arg(long, default_value_t = 0)]
     pub contacts: usize,
     /// Probability (0..1) that a request fails with a 5xx before anything is applied.
@@ -97,6 +100,18 @@ pub struct SandboxArgs {
     /// The account id it reports.
     #[arg(long, default_value_t = 1_000_001)]
     pub portal_id: i64,
+    /// Keep the account (contacts, properties, OAuth app, tokens, portal id) in this file and
+    /// resume it at the next start; without it, everything is forgotten at exit.
+    #[arg(long, value_name = "PATH")]
+    pub state_file: Option<PathBuf>,
+    /// With --state-file: start a new account with another portal id instead of resuming
+    /// (the old file is kept as PATH.previous).
+    #[arg(long, requires = "state_file")]
+    pub fresh: bool,
+    /// The flag that starts a new account, named when the state file is unreadable
+    /// (`serve --sandbox` calls it `--sandbox-fresh`).
+    #[arg(skip = "--fresh")]
+    pub fresh_flag: &'static str,
     /// How it answers where HubSpot's behaviour has documented variants.
     #[command(flatten)]
     pub variants: Variants,
@@ -121,6 +136,9 @@ impl Default for SandboxArgs {
             webhook_url: None,
             search_delay_ms: 0,
             portal_id: 1_000_001,
+            state_file: None,
+            fresh: false,
+            fresh_flag: "--fresh",
             variants: Variants::default(),
         }
     }
@@ -131,6 +149,14 @@ impl SandboxArgs {
     pub fn with_variants(mut self, variants: Variants) -> Self {
         self.variants = variants;
         self
+    }
+
+    fn start_mode(&self) -> StartMode {
+        if self.fresh {
+            StartMode::Fresh
+        } else {
+            StartMode::Resume
+        }
     }
 }
 
@@ -162,6 +188,28 @@ pub enum SandboxError {
     /// The server stopped with an I/O error.
     #[error("sandbox server failed: {0}")]
     Server(#[from] std::io::Error),
+    /// The state file exists but cannot be resumed (never silently replaced by an empty one).
+    #[error(
+        "cannot resume the sandbox from its state file {}: {problem} — repair or move the file, \
+         or start a new sandbox account with {fresh_flag}",
+        path.display()
+    )]
+    State {
+        /// The state file.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+        /// The flag that starts a new account.
+        fresh_flag: &'static str,
+    },
+    /// The state file cannot be written.
+    #[error("cannot write the sandbox's state file {}: {source}", path.display())]
+    StateWrite {
+        /// The state file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
 }
 
 /// A contact as the sandbox holds it (for tests and demos).
@@ -252,14 +300,32 @@ impl Sandbox {
             url::Url::parse(url)
                 .map_err(|e| SandboxError::InvalidArgs(format!("--webhook-url {url}: {e}")))?;
         }
+        // Bound before the state file is touched: a fresh start moves the old file aside,
+        // which must not happen for a start that then fails.
         let listener = TcpListener::bind(bind)
             .await
             .map_err(|source| SandboxError::Bind { addr: bind, source })?;
         let addr = listener.local_addr()?;
-        let state = Arc::new(build_state(&args));
-        if args.contacts > 0 {
+        let origin = match &args.state_file {
+            Some(path) => persist::open(path, args.start_mode(), args.portal_id, args.fresh_flag)?,
+            None => Origin::New {
+                portal_id: args.portal_id,
+            },
+        };
+        let resumed = matches!(origin, Origin::Resumed(_));
+        let state = Arc::new(build_state(&args, origin));
+        // A resumed account has its contacts; seeding again would add strangers.
+        if args.contacts > 0 && !resumed {
             admin::seed(&state, args.contacts);
         }
+        // A new account is on disk before the first answer, so that even a crash right
+        // after start resumes the same portal and credentials.
+        let first = state.clone();
+        tokio::task::spawn_blocking(move || persist::save_now(&first))
+            .await
+            .map_err(std::io::Error::other)??;
+        let (saver_stop, saver_rx) = oneshot::channel::<()>();
+        let saver = tokio::spawn(persist::keep_saved(state.clone(), saver_rx));
         let acceptor = conn::KillableAcceptor::new(listener, state.connections.clone())?;
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let endpoint = SandboxEndpoint {
@@ -279,23 +345,80 @@ impl Sandbox {
         Ok(SandboxHandle {
             state,
             addr,
+            resumed,
             stop: Some(stop_tx),
             task: Some(task),
+            saver_stop: Some(saver_stop),
+            saver: Some(saver),
         })
     }
 }
 
-fn build_state(args: &SandboxArgs) -> State {
-    let rng_seed = args.rng_seed.unwrap_or_else(rand::random);
-    let access_token = args
-        .access_token
-        .clone()
-        .unwrap_or_else(|| format!("pat-na1-{}", errors::uuid_v4()));
-    let client_id = args.client_id.clone().unwrap_or_else(errors::uuid_v4);
-    let client_secret = Secret::new(args.client_secret.clone().unwrap_or_else(errors::uuid_v4));
+/// The account of a new sandbox: from the flags, generated where they are absent.
+fn new_account(args: &SandboxArgs, portal_id: i64) -> persist::Account {
+    persist::Account {
+        portal_id,
+        access_token: args
+            .access_token
+            .clone()
+            .unwrap_or_else(|| format!("pat-na1-{}", errors::uuid_v4())),
+        client_id: args.client_id.clone().unwrap_or_else(errors::uuid_v4),
+        client_secret: args.client_secret.clone().unwrap_or_else(errors::uuid_v4),
+        rng_seed: args.rng_seed.unwrap_or_else(rand::random),
+        generated: 0,
+    }
+}
+
+/// The parts of a sandbox that outlive a restart, new or read back.
+struct Kept {
+    account: persist::Account,
+    store: store::Store,
+    tokens: oauth::Tokens,
+    variants: Variants,
+}
+
+impl Kept {
+    /// A resumed account keeps its identity and variants; the flags for those apply to new
+    /// accounts only (changing them under a client would not be a restart but another account).
+    fn from_origin(args: &SandboxArgs, origin: Origin) -> Self {
+        match origin {
+            Origin::New { portal_id } => Self {
+                account: new_account(args, portal_id),
+                store: store::Store::new(args.search_delay_ms),
+                tokens: oauth::Tokens::default(),
+                variants: args.variants,
+            },
+            Origin::Resumed(snapshot) => {
+                let snapshot = *snapshot;
+                Self {
+                    account: snapshot.account,
+                    store: snapshot.store.with_search_delay(args.search_delay_ms),
+                    tokens: snapshot.oauth,
+                    variants: snapshot.variants,
+                }
+            }
+        }
+    }
+}
+
+fn build_state(args: &SandboxArgs, origin: Origin) -> State {
+    let persist = args.state_file.clone().map(|path| match origin {
+        // The file holds exactly this state: nothing to write until it changes.
+        Origin::Resumed(_) => Persist::saved(path),
+        Origin::New { .. } => Persist::new(path),
+    });
+    let Kept {
+        account,
+        store,
+        tokens,
+        variants,
+    } = Kept::from_origin(args, origin);
+    let rng_seed = account.rng_seed;
+    let client_id = account.client_id;
+    let client_secret = Secret::new(account.client_secret);
     let cfg = Config {
-        portal_id: args.portal_id,
-        access_token: Secret::new(access_token),
+        portal_id: account.portal_id,
+        access_token: Secret::new(account.access_token),
         client_id: client_id.clone(),
         client_secret: client_secret.clone(),
         latency: Duration::from_millis(args.latency_ms),
@@ -303,17 +426,18 @@ fn build_state(args: &SandboxArgs) -> State {
         search_delay_ms: args.search_delay_ms,
     };
     let webhooks = args.webhook_url.clone().map(|url| {
-        webhooks::Webhooks::start(url, client_secret.clone(), args.portal_id, SANDBOX_APP_ID)
+        webhooks::Webhooks::start(url, client_secret.clone(), cfg.portal_id, SANDBOX_APP_ID)
     });
     State {
-        store: Mutex::new(store::Store::new(args.search_delay_ms)),
+        store: Mutex::new(store),
         oauth: oauth::OAuthApp::new(
             client_id,
             client_secret,
             args.token_lifetime_secs,
-            args.portal_id,
+            cfg.portal_id,
             SANDBOX_APP_ID,
-        ),
+        )
+        .with_tokens(tokens),
         limits: limits::Limits::new(args.requests_per_10s, args.search_per_second),
         faults: faults::Faults::new(
             args.fault_5xx,
@@ -325,9 +449,10 @@ fn build_state(args: &SandboxArgs) -> State {
         connections: conn::Connections::default(),
         stats: Stats::default(),
         recorder: Mutex::new(None),
-        generator: Mutex::new(seed::ContactGenerator::new(rng_seed)),
-        variants: Mutex::new(args.variants),
+        generator: Mutex::new(seed::ContactGenerator::resumed(rng_seed, account.generated)),
+        variants: Mutex::new(variants),
         shuffler: variants::Shuffler::new(rng_seed),
+        persist,
         cfg,
     }
 }
@@ -336,8 +461,11 @@ fn build_state(args: &SandboxArgs) -> State {
 pub struct SandboxHandle {
     state: Arc<State>,
     addr: SocketAddr,
+    resumed: bool,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
+    saver_stop: Option<oneshot::Sender<()>>,
+    saver: Option<JoinHandle<()>>,
 }
 
 impl SandboxHandle {
@@ -381,6 +509,24 @@ impl SandboxHandle {
         self.state.cfg.rng_seed
     }
 
+    /// Whether it resumed an account from its state file (rather than starting a new one).
+    pub fn resumed(&self) -> bool {
+        self.resumed
+    }
+
+    /// The file it keeps its state in, when it has one.
+    pub fn state_file(&self) -> Option<&Path> {
+        self.state.persist.as_ref().map(Persist::path)
+    }
+
+    /// Writes the state file now (when anything changed since the last save).
+    pub async fn save(&self) -> Result<(), SandboxError> {
+        let state = self.state.clone();
+        tokio::task::spawn_blocking(move || persist::save_now(&state))
+            .await
+            .map_err(std::io::Error::other)?
+    }
+
     /// Live contacts.
     pub fn contact_count(&self) -> usize {
         lock(&self.state.store).counts().live
@@ -414,19 +560,16 @@ impl SandboxHandle {
     /// Inserts contacts directly (no HTTP, no webhooks); records whose unique values exist
     /// already are skipped. Returns the new ids.
     pub fn insert_contacts(&self, records: Vec<BTreeMap<String, String>>) -> Vec<String> {
-        lock(&self.state.store)
-            .insert_unchecked(records, clock::now_ms())
-            .into_iter()
-            .map(|id| id.to_string())
-            .collect()
+        let ids = lock(&self.state.store).insert_unchecked(records, clock::now_ms());
+        self.state.changed();
+        ids.into_iter().map(|id| id.to_string()).collect()
     }
 
     /// Inserts `n` generated contacts (repeatable for the seed).
     pub fn seed_contacts(&self, n: usize) -> Vec<String> {
-        admin::seed(&self.state, n)
-            .into_iter()
-            .map(|id| id.to_string())
-            .collect()
+        let ids = admin::seed(&self.state, n);
+        self.state.changed();
+        ids.into_iter().map(|id| id.to_string()).collect()
     }
 
     /// Forgets all contacts, custom properties and counters (tokens stay valid).
@@ -434,6 +577,7 @@ impl SandboxHandle {
         *lock(&self.state.store) = store::Store::new(self.state.cfg.search_delay_ms);
         self.state.limits.reset();
         self.state.stats.reset();
+        self.state.changed();
     }
 
     /// Makes pending writes visible to search now.
@@ -449,11 +593,13 @@ impl SandboxHandle {
     /// Plays these variants from the next request on (as `PUT /_sandbox/config`).
     pub fn set_variants(&self, variants: Variants) {
         *lock(&self.state.variants) = variants;
+        self.state.changed();
     }
 
     /// Expires every OAuth access token issued so far.
     pub fn expire_access_tokens(&self) {
         self.state.oauth.expire_all(clock::now_ms());
+        self.state.changed();
     }
 
     /// Starts or stops keeping the requests it receives (HubSpot paths only).
@@ -498,8 +644,13 @@ impl SandboxHandle {
 
     /// The one line `crm-sync sandbox` prints at start.
     pub fn start_line(&self) -> String {
+        let state = match self.state_file() {
+            Some(path) if self.resumed => format!(" | state resumed from {}", path.display()),
+            Some(path) => format!(" | new state in {}", path.display()),
+            None => String::new(),
+        };
         format!(
-            "HubSpot sandbox at {} (authorize: {}) portal {} | private-app token: {} | OAuth client_id: {} client_secret: {} | rng seed {}",
+            "HubSpot sandbox at {} (authorize: {}) portal {} | private-app token: {} | OAuth client_id: {} client_secret: {} | rng seed {}{state}",
             self.base_url(),
             self.authorize_url(),
             self.portal_id(),
@@ -510,16 +661,11 @@ impl SandboxHandle {
         )
     }
 
-    /// Stops accepting, lets running requests finish (at most 2 s), and waits.
+    /// Stops accepting, lets running requests finish (at most 2 s), saves the state file
+    /// (when it has one) and waits.
     pub async fn shutdown(mut self) -> Result<(), SandboxError> {
         self.stop_now();
-        if let Some(task) = self.task.take() {
-            match task.await {
-                Ok(result) => result?,
-                Err(e) => return Err(SandboxError::Server(std::io::Error::other(e))),
-            }
-        }
-        Ok(())
+        self.wait().await
     }
 
     fn stop_now(&mut self) {
@@ -528,20 +674,36 @@ impl SandboxHandle {
         }
     }
 
+    /// Waits for the server to stop, then has the saver write what is left.
     async fn wait(mut self) -> Result<(), SandboxError> {
-        if let Some(task) = self.task.take() {
-            match task.await {
-                Ok(result) => result?,
-                Err(e) => return Err(SandboxError::Server(std::io::Error::other(e))),
-            }
+        let served = match self.task.take() {
+            Some(task) => match task.await {
+                Ok(result) => result.map_err(SandboxError::from),
+                Err(e) => Err(SandboxError::Server(std::io::Error::other(e))),
+            },
+            None => Ok(()),
+        };
+        self.stop_saver();
+        if let Some(saver) = self.saver.take() {
+            let _ = saver.await;
         }
-        Ok(())
+        served?;
+        // The saver logs a failed save; the caller hears of it too.
+        self.save().await
+    }
+
+    fn stop_saver(&mut self) {
+        if let Some(stop) = self.saver_stop.take() {
+            let _ = stop.send(());
+        }
     }
 }
 
 impl Drop for SandboxHandle {
     fn drop(&mut self) {
         self.stop_now();
+        // The saver still writes the last changes once told to stop.
+        self.stop_saver();
     }
 }
 

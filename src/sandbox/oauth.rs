@@ -7,6 +7,7 @@ use std::sync::Mutex;
 
 use base64::Engine;
 use poem::http::StatusCode;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::clock::iso_millis;
@@ -30,26 +31,28 @@ pub enum TokenCheck {
     Unknown,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Code {
     redirect_uri: String,
     scopes: Vec<String>,
     expires_ms: i64,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Access {
     scopes: Vec<String>,
     expires_ms: i64,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Refresh {
     scopes: Vec<String>,
 }
 
-#[derive(Debug, Default)]
-struct Tokens {
+/// The codes and tokens the app issued (saved with the sandbox's state, so that a client's
+/// tokens outlive a restart as they outlive nothing at HubSpot).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Tokens {
     codes: HashMap<String, Code>,
     access: HashMap<String, Access>,
     refresh: HashMap<String, Refresh>,
@@ -102,6 +105,17 @@ impl OAuthApp {
             user_id: 7_000_001,
             tokens: Mutex::new(Tokens::default()),
         }
+    }
+
+    /// This app, knowing the codes and tokens issued before a restart.
+    pub fn with_tokens(self, tokens: Tokens) -> Self {
+        *self.tokens() = tokens;
+        self
+    }
+
+    /// The codes and tokens issued so far (locked while `f` runs).
+    pub fn with_issued<R>(&self, f: impl FnOnce(&Tokens) -> R) -> R {
+        f(&self.tokens())
     }
 
     fn tokens(&self) -> std::sync::MutexGuard<'_, Tokens> {

@@ -57,7 +57,7 @@ pub struct PropertyOption {
 }
 
 /// A property definition as the properties API shows it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PropertyDef {
     /// Internal name.
     pub name: String,
@@ -199,7 +199,7 @@ impl PropertyProblem {
 }
 
 /// All property definitions of the contact object.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PropertyCatalog {
     defs: BTreeMap<String, PropertyDef>,
 }

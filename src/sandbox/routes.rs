@@ -185,6 +185,40 @@ pub enum Target {
     NotFound,
 }
 
+impl Target {
+    /// Whether serving it may change what the state file keeps: contacts, properties, issued
+    /// codes and tokens, the variants. Reads, searches and stats never do.
+    pub fn may_change_state(&self) -> bool {
+        match self {
+            Self::Api(op) => {
+                op.kind() == OpKind::Write
+                    || matches!(
+                        op,
+                        ApiOp::CreateProperty
+                            | ApiOp::UpdateProperty(_)
+                            | ApiOp::ArchiveProperty(_)
+                    )
+            }
+            Self::OAuth(op) => matches!(
+                op,
+                OAuthOp::Authorize
+                    | OAuthOp::Token
+                    | OAuthOp::Revoke
+                    | OAuthOp::DeleteRefreshToken(_)
+            ),
+            Self::Admin(op) => matches!(
+                op,
+                AdminOp::Insert
+                    | AdminOp::Seed
+                    | AdminOp::Reset
+                    | AdminOp::ExpireTokens
+                    | AdminOp::SetConfig
+            ),
+            Self::MethodNotAllowed | Self::NotFound => false,
+        }
+    }
+}
+
 /// Routes a request.
 pub fn route(method: &Method, path: &str) -> Target {
     let path = path

@@ -91,6 +91,21 @@ impl ContactGenerator {
         }
     }
 
+    /// The generator for `seed` after it made `made` contacts (a resumed sandbox goes on
+    /// where it stopped, so that seeding again never repeats an email).
+    pub fn resumed(seed: u64, made: u64) -> Self {
+        let mut generator = Self::new(seed);
+        for _ in 0..made {
+            generator.one();
+        }
+        generator
+    }
+
+    /// How many contacts it made.
+    pub fn made(&self) -> u64 {
+        self.serial
+    }
+
     /// The next `n` contacts' property values.
     pub fn take(&mut self, n: usize) -> Vec<BTreeMap<String, String>> {
         (0..n).map(|_| self.one()).collect()

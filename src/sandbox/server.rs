@@ -17,6 +17,7 @@ use super::errors::{ApiError, uuid_v4};
 use super::faults::{Fault, Faults};
 use super::limits::{AppKey, Budget, Limits, Refusal};
 use super::oauth::{Authorize, OAuthApp, TokenCheck, parse_params, refused_page};
+use super::persist::Persist;
 use super::routes::{ApiOp, OAuthOp, OpKind, Target, route};
 use super::seed::ContactGenerator;
 use super::store::Store;
@@ -125,12 +126,21 @@ pub struct State {
     pub variants: Mutex<Variants>,
     /// Shuffles batch results under `--result-order shuffled`.
     pub shuffler: Shuffler,
+    /// The state file kept up to date, under `--state-file`.
+    pub persist: Option<Persist>,
 }
 
 impl State {
     /// The variants in force; a request reads them once, so a change applies from the next.
     pub fn variants(&self) -> Variants {
         *lock(&self.variants)
+    }
+
+    /// Notes that the account may have changed, so that the state file is saved again.
+    pub fn changed(&self) {
+        if let Some(persist) = &self.persist {
+            persist.changed();
+        }
     }
 }
 
@@ -163,6 +173,8 @@ async fn handle(state: &Arc<State>, mut req: Request) -> Response {
     let query = req.uri().query().unwrap_or("").to_owned();
     let peer = req.remote_addr().as_socket_addr().copied();
     let target = route(&method, &path);
+    // Refused writes count too: a save that finds nothing new costs little.
+    let changes_state = target.may_change_state();
     let body = match req.take_body().into_bytes_limit(MAX_BODY).await {
         Ok(b) => b,
         Err(e) => {
@@ -173,6 +185,9 @@ async fn handle(state: &Arc<State>, mut req: Request) -> Response {
     };
     if let Target::Admin(op) = target {
         let resp = super::admin::handle(state, op, peer, &body).await;
+        if changes_state {
+            state.changed();
+        }
         return finish(state, Some("admin"), resp, &correlation);
     }
     record(state, &req, &path, &query, &body);
@@ -207,6 +222,9 @@ async fn handle(state: &Arc<State>, mut req: Request) -> Response {
             .into_response(&correlation),
         ),
     };
+    if changes_state {
+        state.changed();
+    }
     finish(state, op_name, resp, &correlation)
 }
 

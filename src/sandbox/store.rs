@@ -4,6 +4,8 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use serde::{Deserialize, Serialize};
+
 use super::clock::iso_millis;
 use super::properties::{PropertyCatalog, PropertyProblem};
 use super::variants::{ConflictReport, MissingIds, ValidationReport, Variants};
@@ -28,7 +30,7 @@ pub const DEFAULT_RETURNED: [&str; 6] = [
 ];
 
 /// A contact record.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Contact {
     /// Record id.
     pub id: u64,
@@ -40,6 +42,8 @@ pub struct Contact {
     pub updated_ms: i64,
     /// Archive time, ms, when archived.
     pub archived_ms: Option<i64>,
+    // Not saved: a resumed sandbox has indexed every record (the lag is seconds at most).
+    #[serde(skip)]
     search: SearchView,
 }
 
@@ -273,8 +277,9 @@ pub struct StoreCounts {
     pub merged: usize,
 }
 
-/// All CRM data of the sandbox.
-#[derive(Debug, Clone)]
+/// All CRM data of the sandbox; it serialises whole, indexes included, so that a resumed
+/// sandbox answers exactly as before (see `persist`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Store {
     contacts: BTreeMap<u64, Contact>,
     archived: BTreeMap<u64, Contact>,
@@ -284,6 +289,8 @@ pub struct Store {
     /// Property definitions.
     pub catalog: PropertyCatalog,
     next_id: u64,
+    // A setting of this run, not data: restored stores take the current flag's.
+    #[serde(skip)]
     search_delay_ms: i64,
 }
 
@@ -305,6 +312,12 @@ impl Store {
             next_id: FIRST_ID,
             search_delay_ms: i64::try_from(search_delay_ms).unwrap_or(i64::MAX / 4),
         }
+    }
+
+    /// This store (read back from a saved state) with the index lag of this run.
+    pub fn with_search_delay(mut self, search_delay_ms: u64) -> Self {
+        self.search_delay_ms = i64::try_from(search_delay_ms).unwrap_or(i64::MAX / 4);
+        self
     }
 
     /// Counts of live, archived and merged records.
