@@ -17,7 +17,9 @@ use crm_sync::jobs::queue::SyncTask;
 use crm_sync::jobs::runner::StopCheck;
 use crm_sync::jobs::worker::{RetryPolicy, WorkerConfig, process, run_workers};
 use crm_sync::jobs::{EnqueueRequest, JobRunner, enqueue};
-use crm_sync::sandbox::{HubSpotProfile, Sandbox, SandboxArgs, SandboxHandle};
+use crm_sync::sandbox::{
+    HubSpotProfile, Sandbox, SandboxArgs, SandboxHandle, SearchModified, Variants,
+};
 use crm_sync::secret::Secret;
 use crm_sync::store::{NewContact, Store};
 use crm_sync::sync::pull::pull_ids;
@@ -779,6 +781,22 @@ profile_tests! {
         let quiet = succeeded(&w.pull(PullMode::Upsert, true).await);
         assert_eq!(quiet.total, 0);
         assert!(w.requests() - before <= 2, "a no-change re-run makes a handful of calls at most");
+    }
+
+    async fn search_results_without_lastmodifieddate_are_read_as_changed_now_and_the_pull_ends(db: TestDb, profile: HubSpotProfile) {
+        // HubSpot may leave `lastmodifieddate` out of search results altogether (the profile's
+        // own variant sends it as `null`); either way the incremental pull reads every change
+        // once and ends.
+        let variants = Variants { search_modified: SearchModified::Omitted, ..profile.variants() };
+        let w = World::new(db, SandboxArgs { variants, ..args_in(profile) }).await;
+        succeeded(&w.pull(PullMode::Upsert, true).await);
+        let ids = w.sandbox.seed_contacts(450);
+
+        let c = succeeded(&w.pull(PullMode::Upsert, true).await);
+
+        assert_eq!((c.total, c.created, c.failed), (450, 450, 0), "{c:?}");
+        let local: BTreeSet<_> = w.rows().await.iter().filter_map(|r| r.hs_object_id.clone()).collect();
+        assert_eq!(local, ids.iter().cloned().collect::<BTreeSet<_>>());
     }
 
     async fn a_change_hubspot_indexes_during_a_run_is_read_by_the_next_run(db: TestDb, profile: HubSpotProfile) {
