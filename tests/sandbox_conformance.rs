@@ -22,7 +22,28 @@ struct Checker<'a> {
     covered: BTreeSet<(String, String)>,
 }
 
-impl Checker<'_> {
+impl<'a> Checker<'a> {
+    /// A checker of `sb`'s answers against `specs`, with nothing checked yet.
+    fn new(specs: &'a OpenApiSpecs, sb: &'a SandboxHandle) -> Self {
+        Self {
+            specs,
+            sb,
+            http: reqwest::Client::new(),
+            failures: Vec::new(),
+            covered: BTreeSet::new(),
+        }
+    }
+
+    /// Fails the test with every conformance failure found, if any.
+    fn assert_no_failures(&self) {
+        assert!(
+            self.failures.is_empty(),
+            "{} conformance failures:\n{}",
+            self.failures.len(),
+            self.failures.join("\n")
+        );
+    }
+
     /// Sends a request and validates the answer; returns status and JSON body.
     async fn call(
         &mut self,
@@ -105,13 +126,7 @@ async fn sandbox_answers_and_requests_validate_against_hubspots_specs() {
         .await
         .expect("starts");
     sb.set_recording(true);
-    let mut ck = Checker {
-        specs: &specs,
-        sb: &sb,
-        http: reqwest::Client::new(),
-        failures: Vec::new(),
-        covered: BTreeSet::new(),
-    };
+    let mut ck = Checker::new(&specs, &sb);
     exercise_contacts(&mut ck).await;
     exercise_properties(&mut ck).await;
     exercise_oauth_and_account(&mut ck).await;
@@ -170,12 +185,7 @@ async fn sandbox_answers_and_requests_validate_against_hubspots_specs() {
             ));
         }
     }
-    assert!(
-        ck.failures.is_empty(),
-        "{} conformance failures:\n{}",
-        ck.failures.len(),
-        ck.failures.join("\n")
-    );
+    ck.assert_no_failures();
 }
 
 async fn exercise_contacts(ck: &mut Checker<'_>) {
@@ -613,20 +623,9 @@ async fn the_alternative_answers_validate_against_hubspots_specs() {
     let sb = Sandbox::start(args, SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
         .expect("starts");
-    let mut ck = Checker {
-        specs: &specs,
-        sb: &sb,
-        http: reqwest::Client::new(),
-        failures: Vec::new(),
-        covered: BTreeSet::new(),
-    };
+    let mut ck = Checker::new(&specs, &sb);
     exercise_variants(&mut ck).await;
-    assert!(
-        ck.failures.is_empty(),
-        "{} conformance failures:\n{}",
-        ck.failures.len(),
-        ck.failures.join("\n")
-    );
+    ck.assert_no_failures();
 }
 
 async fn exercise_variants(ck: &mut Checker<'_>) {

@@ -42,6 +42,25 @@ impl CredentialStatus {
     }
 }
 
+/// The end of an insert of a portal's credentials: a portal already stored gets the new tokens
+/// (keeping its refresh token when none came), is marked connected, and the row is returned.
+macro_rules! replace_credentials {
+    () => {
+        concat!(
+            " ON CONFLICT (portal_id) DO UPDATE SET
+                 access_token_cipher = excluded.access_token_cipher,
+                 refresh_token_cipher = COALESCE(excluded.refresh_token_cipher,
+                                                 hubspot_credentials.refresh_token_cipher),
+                 expires_at = excluded.expires_at,
+                 scopes = excluded.scopes,
+                 status = 'connected',
+                 updated_at = excluded.updated_at
+             RETURNING ",
+            credential_columns!()
+        )
+    };
+}
+
 /// Credentials to store for a portal, tokens already encrypted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewCredentials {
@@ -118,16 +137,8 @@ impl Store {
             "INSERT INTO hubspot_credentials
                  (portal_id, access_token_cipher, refresh_token_cipher, expires_at, scopes, status, updated_at)
              VALUES ($1, $2, $3, $4, $5, 'connected', $6)
-             ON CONFLICT (portal_id) DO UPDATE SET
-                 access_token_cipher = excluded.access_token_cipher,
-                 refresh_token_cipher = COALESCE(excluded.refresh_token_cipher,
-                                                 hubspot_credentials.refresh_token_cipher),
-                 expires_at = excluded.expires_at,
-                 scopes = excluded.scopes,
-                 status = 'connected',
-                 updated_at = excluded.updated_at
-             RETURNING ",
-            credential_columns!()
+",
+            replace_credentials!()
         );
         let scopes = new.scopes.join(" ");
         let row = on_pool!(self, pool => {
@@ -160,16 +171,8 @@ impl Store {
                  (portal_id, access_token_cipher, refresh_token_cipher, expires_at, scopes, status, updated_at)
              SELECT $1, $2, $3, $4, $5, 'connected', $6
               WHERE NOT EXISTS (SELECT 1 FROM hubspot_credentials WHERE portal_id <> $1)
-             ON CONFLICT (portal_id) DO UPDATE SET
-                 access_token_cipher = excluded.access_token_cipher,
-                 refresh_token_cipher = COALESCE(excluded.refresh_token_cipher,
-                                                 hubspot_credentials.refresh_token_cipher),
-                 expires_at = excluded.expires_at,
-                 scopes = excluded.scopes,
-                 status = 'connected',
-                 updated_at = excluded.updated_at
-             RETURNING ",
-            credential_columns!()
+",
+            replace_credentials!()
         );
         let scopes = new.scopes.join(" ");
         let row = if let Some(pool) = self.pg_pool() {
