@@ -10,6 +10,7 @@ mod credential_ciphers;
 mod credentials;
 mod time;
 mod unicode_lower;
+mod webhook_pulls;
 mod webhooks;
 
 pub mod jobs;
@@ -19,6 +20,7 @@ pub mod push;
 pub use contacts::{Contact, NewContact, normalize_email};
 pub use credential_ciphers::CredentialCiphers;
 pub use credentials::{CredentialStatus, NewCredentials, StoredCredentials};
+pub use webhook_pulls::PendingPull;
 pub use webhooks::{MergeOutcome, WebhookEventKey};
 
 use crate::secret::redact_url;
