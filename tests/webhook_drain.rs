@@ -16,10 +16,10 @@ use common::TestDb;
 use crm_sync::jobs::model::{Counts, Job, JobStatus};
 use crm_sync::jobs::schedule::{Fired, Schedule, fire};
 use crm_sync::jobs::worker::{WorkerConfig, run_workers};
-use crm_sync::jobs::{Trigger, queue};
+use crm_sync::jobs::{EnqueueRequest, JobSpec, Trigger, enqueue, queue};
 use crm_sync::sandbox::{SandboxArgs, SandboxHandle};
 use crm_sync::secret::Secret;
-use crm_sync::store::Store;
+use crm_sync::store::{NewContact, Store};
 use crm_sync::sync::webhook_pull::MAX_BATCHES;
 use crm_sync::sync::{SyncContext, SyncRunner};
 use crm_sync::webhooks::{count_pending_pulls, record_pending_pulls, sign_v3};
@@ -36,7 +36,7 @@ async fn world(db: &TestDb, n: usize, args: SandboxArgs) -> (SandboxHandle, Serv
     let ids = sandbox
         .insert_contacts(
             (0..n)
-                .map(|i| BTreeMap::from([("email".to_owned(), format!("c{i}@drain.example"))]))
+                .map(|i| BTreeMap::from([("email".to_owned(), format!("c{i}@drain-example.com"))]))
                 .collect(),
         )
         .into_iter()
@@ -181,7 +181,107 @@ fn reads_per_id(sandbox: &SandboxHandle) -> BTreeMap<String, usize> {
     reads
 }
 
+/// A sandbox sending its webhooks to a server on the test database (private-app token, no
+/// contacts).
+async fn webhooked_world(db: &TestDb) -> (SandboxHandle, Server) {
+    let listener = bind().await;
+    let addr = listener.local_addr().unwrap();
+    let args = SandboxArgs {
+        webhook_url: Some(format!("http://{addr}/webhooks/hubspot")),
+        ..sandbox_args()
+    };
+    let sandbox = start_sandbox(args).await;
+    let options = Options {
+        private_app: true,
+        ..Options::default()
+    };
+    let server = Server::start(listener, db.store().await, &sandbox, options).await;
+    (sandbox, server)
+}
+
+/// Waits until the sandbox has sent every webhook (its count stops moving) and every job ended.
+async fn webhooks_settled(sandbox: &SandboxHandle, store: &Store) -> Vec<Job> {
+    let mut last = u64::MAX;
+    loop {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let delivered = sandbox.stats().webhook_events_delivered;
+        let jobs = all_jobs_ended(store).await;
+        if delivered == last {
+            return jobs;
+        }
+        last = delivered;
+    }
+}
+
+/// A person changes a property of a HubSpot contact (the sandbox reports it as `CRM_UI`).
+async fn user_changes(sandbox: &SandboxHandle, hs_id: &str, property: &str, value: &str) {
+    let resp = reqwest::Client::new()
+        .patch(format!(
+            "{}/crm/v3/objects/contacts/{hs_id}",
+            sandbox.base_url()
+        ))
+        .bearer_auth(sandbox.access_token())
+        .header(crm_sync::sandbox::USER_HEADER, "42")
+        .json(&json!({"properties": {property: value}}))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+}
+
+fn batch_reads(sandbox: &SandboxHandle) -> u64 {
+    sandbox
+        .stats()
+        .by_operation
+        .get("contacts.batch_read")
+        .copied()
+        .unwrap_or(0)
+}
+
 backend_tests! {
+    async fn echoes_of_a_push_make_no_hubspot_call_and_a_persons_change_is_read(db: TestDb) {
+        let (sandbox, server) = webhooked_world(&db).await;
+        let contacts: Vec<NewContact> = (0..250)
+            .map(|i| NewContact {
+                email: Some(format!("p{i}@echo-example.com")),
+                first_name: Some(format!("P{i}")),
+                last_name: Some("Echo".to_owned()),
+            })
+            .collect();
+        server.store.insert_contacts(&contacts).await.unwrap();
+        let workers = Workers::start(&server);
+        let push = enqueue(&server.store, EnqueueRequest {
+            spec: JobSpec::push(),
+            trigger: Trigger::Cli,
+            force: false,
+        })
+        .await
+        .unwrap()
+        .job;
+        let jobs = webhooks_settled(&sandbox, &server.store).await;
+        let push = jobs.iter().find(|j| j.id == push.id).unwrap();
+        assert_eq!(push.status, JobStatus::Succeeded, "{:?}", push.error);
+        assert!(
+            sandbox.stats().webhook_events_delivered >= 250,
+            "HubSpot told us about every contact the push created: {:?}", sandbox.stats()
+        );
+        assert_eq!(batch_reads(&sandbox), 0, "no echo of the push is read back");
+        assert!(webhook_pulls(&jobs).is_empty(), "no webhook pull for echoes: {jobs:?}");
+
+        // A person's changes: a property no pull reads needs no read; a new name does.
+        let linked = server.store.list_contacts(None, 1).await.unwrap().remove(0);
+        let hs_id = linked.hs_object_id.unwrap().0;
+        user_changes(&sandbox, &hs_id, "phone", "+1 555 0100").await;
+        webhooks_settled(&sandbox, &server.store).await;
+        assert_eq!(batch_reads(&sandbox), 0, "an unread property needs no read");
+        user_changes(&sandbox, &hs_id, "firstname", "Renamed").await;
+        let jobs = webhooks_settled(&sandbox, &server.store).await;
+        workers.stop().await;
+        assert_eq!(batch_reads(&sandbox), 1, "a person's change of a name we read is read");
+        assert_eq!(webhook_pulls(&jobs).len(), 1);
+        assert_eq!(count_pending_pulls(&server.store).await.unwrap(), 0);
+    }
+
     async fn concurrent_deliveries_of_the_same_and_overlapping_ids_make_one_drain_that_reads_each_id_once(db: TestDb) {
         let (sandbox, server, ids) = world(&db, 300, sandbox_args()).await;
         // Twelve deliveries on twelve connections at once: windows of 60 ids overlapping by

@@ -375,6 +375,8 @@ backend_tests! {
         let created = reqwest::Client::new()
             .post(format!("{}/crm/v3/objects/contacts", sandbox.base_url()))
             .bearer_auth(sandbox.access_token())
+            // A person's change in HubSpot, not this app's own write (which needs no read).
+            .header("x-sandbox-user-id", "42")
             .json(&json!({"properties": {"email": "webhooked@example.com", "firstname": "Web"}}))
             .send()
             .await
@@ -421,6 +423,8 @@ backend_tests! {
         let changed = reqwest::Client::new()
             .patch(format!("{}/crm/v3/objects/contacts/{hs_id}", sandbox.base_url()))
             .bearer_auth(sandbox.access_token())
+            // A person's change in HubSpot, not this app's own write (which needs no read).
+            .header("x-sandbox-user-id", "42")
             .json(&json!({"properties": {"email": "new-address@example.com"}}))
             .send()
             .await

@@ -44,6 +44,9 @@ pub struct WebhookAnswer {
     pub merges: usize,
     /// HubSpot records queued for a pull.
     pub to_pull: usize,
+    /// Creations and property changes that need no read: echoes of this app's own writes, or
+    /// changes the local rows already hold (docs/webhooks.md).
+    pub echoes: usize,
     /// The pull job that will read them, when one was enqueued (or already waiting).
     pub job_id: Option<String>,
 }
@@ -128,6 +131,7 @@ pub async fn hubspot_webhook(
         new = outcome.new_events,
         duplicates = outcome.duplicates,
         to_pull = outcome.to_pull.len(),
+        echoes = outcome.echoes,
         "webhook batch processed"
     );
     Ok(Json(WebhookAnswer {
@@ -138,6 +142,7 @@ pub async fn hubspot_webhook(
         unlinked: outcome.unlinked.len(),
         merges: outcome.merges.len(),
         to_pull: outcome.to_pull.len(),
+        echoes: outcome.echoes,
         job_id: job.map(|j| j.id.to_string()),
     }))
 }

@@ -21,7 +21,7 @@ pub use contacts::{Contact, NewContact, normalize_email};
 pub use credential_ciphers::CredentialCiphers;
 pub use credentials::{CredentialStatus, NewCredentials, StoredCredentials};
 pub use webhook_pulls::PendingPull;
-pub use webhooks::{MergeOutcome, WebhookEventKey};
+pub use webhooks::{LinkedRow, MergeOutcome, WebhookEventKey};
 
 use crate::secret::redact_url;
 use sqlx::migrate::{MigrateError, Migrator};

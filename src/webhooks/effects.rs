@@ -2,9 +2,12 @@
 //! dropped, deletions and merges are applied to `contacts.hs_object_id`, and the records
 //! that need a targeted pull are listed for the sync engine.
 
+use std::collections::HashMap;
+
+use super::echoes::echo_of;
 use super::events::{EventKind, WebhookEvent};
 use crate::ids::{ContactId, HsObjectId};
-use crate::store::{MergeOutcome, Store, StoreError};
+use crate::store::{LinkedRow, MergeOutcome, Store, StoreError};
 
 /// What [`process_events`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -20,6 +23,8 @@ pub struct BatchOutcome {
     /// Records to pull from HubSpot (created, changed, restored, merge survivors), each once,
     /// in the order first seen, without those the batch deleted afterwards.
     pub to_pull: Vec<HsObjectId>,
+    /// Creations and property changes that need no read (see [`super::echoes`]).
+    pub echoes: usize,
 }
 
 /// Records the events, then applies those not seen before, oldest first: deletions clear the
@@ -58,6 +63,7 @@ async fn apply(
     events: &[&WebhookEvent],
     outcome: &mut BatchOutcome,
 ) -> Result<(), StoreError> {
+    let linked = linked_rows(store, events).await?;
     for event in events {
         match (&event.kind, &event.object_id) {
             (EventKind::ContactDeletion | EventKind::ContactPrivacyDeletion, Some(id)) => {
@@ -82,18 +88,45 @@ async fn apply(
                     .retain(|pending| !merged_away.contains(pending));
                 push_once(&mut outcome.to_pull, merge.survivor());
             }
-            (
-                EventKind::ContactCreation
-                | EventKind::ContactRestore
-                | EventKind::ContactPropertyChange { .. },
-                Some(id),
-            ) => push_once(&mut outcome.to_pull, id),
+            (EventKind::ContactCreation | EventKind::ContactPropertyChange { .. }, Some(id)) => {
+                match echo_of(event, linked.get(id)) {
+                    Some(echo) => {
+                        tracing::debug!(object = %id, ?echo, "webhook event needs no read");
+                        outcome.echoes += 1;
+                    }
+                    None => push_once(&mut outcome.to_pull, id),
+                }
+            }
+            (EventKind::ContactRestore, Some(id)) => push_once(&mut outcome.to_pull, id),
             _ => {}
         }
     }
     outcome.unlinked.sort();
     outcome.unlinked.dedup();
     Ok(())
+}
+
+/// The local rows linked to the records the batch's creations and property changes name, as
+/// they stand before the batch (one query; own writes need none).
+async fn linked_rows(
+    store: &Store,
+    events: &[&WebhookEvent],
+) -> Result<HashMap<HsObjectId, LinkedRow>, StoreError> {
+    let mut ids: Vec<HsObjectId> = Vec::new();
+    for event in events {
+        let readable = matches!(
+            event.kind,
+            EventKind::ContactCreation | EventKind::ContactPropertyChange { .. }
+        );
+        if let (true, false, Some(id)) = (readable, event.is_own_write(), &event.object_id) {
+            push_once(&mut ids, id);
+        }
+    }
+    let rows = store.linked_rows(&ids).await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| (row.hs_object_id.clone(), row))
+        .collect())
 }
 
 fn push_once(list: &mut Vec<HsObjectId>, id: &HsObjectId) {
