@@ -30,14 +30,21 @@ pub struct BatchOutcome {
 /// Records the events, then applies those not seen before, oldest first: deletions clear the
 /// local `hs_object_id`, merges re-link to the surviving id. When applying fails, the events
 /// are forgotten again, so that HubSpot's redelivery (after a 5xx answer) gets another try.
+///
+/// Echoes of this app's own writes are counted and go no further: they need no read, and no
+/// row either, since a redelivery is dropped again the same way. During a push that is nearly
+/// every event, so the route writes nothing for them (on SQLite, the push keeps the writer).
 pub async fn process_events(
     store: &Store,
     events: &[WebhookEvent],
 ) -> Result<BatchOutcome, StoreError> {
-    let keys: Vec<_> = events.iter().map(WebhookEvent::key).collect();
+    let (own, events): (Vec<&WebhookEvent>, Vec<&WebhookEvent>) =
+        events.iter().partition(|event| is_own_echo(event));
+    let keys: Vec<_> = events.iter().map(|event| event.key()).collect();
     let new_flags = store.record_new_events(&keys).await?;
     let mut fresh: Vec<&WebhookEvent> = events
         .iter()
+        .copied()
         .zip(&new_flags)
         .filter_map(|(event, new)| new.then_some(event))
         .collect();
@@ -46,6 +53,7 @@ pub async fn process_events(
     let mut outcome = BatchOutcome {
         new_events: fresh.len(),
         duplicates: events.len() - fresh.len(),
+        echoes: own.len(),
         ..BatchOutcome::default()
     };
     if let Err(e) = apply(store, &fresh, &mut outcome).await {
@@ -104,6 +112,11 @@ async fn apply(
     outcome.unlinked.sort();
     outcome.unlinked.dedup();
     Ok(())
+}
+
+/// Whether `event` is an echo of this app's own write whatever the local rows say.
+fn is_own_echo(event: &WebhookEvent) -> bool {
+    echo_of(event, None) == Some(super::echoes::Echo::OwnWrite)
 }
 
 /// The local rows linked to the records the batch's creations and property changes name, as
