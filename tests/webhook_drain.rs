@@ -389,7 +389,9 @@ backend_tests! {
     }
 
     async fn a_scheduled_pull_runs_during_a_steady_webhook_stream(db: TestDb) {
-        let (_sandbox, server, ids) = world(&db, 40, sandbox_args()).await;
+        // Slow answers keep each webhook pull running for a while.
+        let args = SandboxArgs { latency_ms: 300, ..sandbox_args() };
+        let (_sandbox, server, ids) = world(&db, 40, args).await;
         let workers = Workers::start(&server);
         // A delivery every 50 ms for the whole test.
         let stream = {
@@ -402,7 +404,7 @@ backend_tests! {
                 }
             })
         };
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        wait_for_a_running_webhook_pull(&server.store).await;
         let schedule = Schedule::new("0 */15 * * * *", "pull", None, None).unwrap();
         let fired = fire(&server.store, &schedule, Utc::now().timestamp()).await.unwrap();
         let Fired::Queued(job_id) = fired else {
@@ -435,6 +437,22 @@ async fn wait_until_running(store: &Store, id: &str) {
             return;
         }
         assert!(started.elapsed() < Duration::from_secs(30), "{job:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Polls until a webhook pull is running.
+async fn wait_for_a_running_webhook_pull(store: &Store) {
+    let started = std::time::Instant::now();
+    loop {
+        let running = store.list_jobs(Some(JobStatus::Running), 50).await.unwrap();
+        if running.iter().any(|j| j.trigger == Trigger::Webhook) {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "a webhook pull runs"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
