@@ -428,17 +428,17 @@ async fn one_run(
     );
     if webhooks {
         println!(
-            "    webhook events delivered {}, deliveries failed for good {}; webhook pulls {} ({} not succeeded), most running at once {most_running}, most active at once {}; most ids pending at once (sampled) {most_pending}, ids read {ids_read} ({} read per id pending, an upper bound); no id pending and no webhook pull active {:.1} s after the push (and since), last webhook delivered by {settled_secs:.1} s after it; \"database is locked\" {}",
+            "    webhook events delivered {}, deliveries failed for good {}; webhook pulls {} ({} not succeeded), most running at once {most_running}, most active at once {}; most ids pending at once (sampled) {most_pending}, ids read {ids_read} ({}); no id pending and no webhook pull active {:.1} s after the push (and since), last webhook delivered by {settled_secs:.1} s after it; \"database is locked\" {}",
             stats["webhooks"]["delivered"],
             stats["webhooks"]["failed_requests"],
             pulls.len(),
             failed_pulls,
             most_overlapping(&pulls),
             if ids_read == 0 {
-                "none".to_owned()
+                "no id read".to_owned()
             } else {
                 format!(
-                    "{:.2} per id pending",
+                    "at most {:.2} reads per id pending",
                     ids_read as f64 / most_pending.max(1) as f64
                 )
             },
