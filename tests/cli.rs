@@ -211,6 +211,8 @@ backend_tests! {
         let created = http
             .post(format!("{sandbox}/crm/v3/objects/contacts"))
             .bearer_auth(&access_token)
+            // A person's change in HubSpot, not this app's own write (an echo, never read).
+            .header("x-sandbox-user-id", "7")
             .json(&serde_json::json!({"properties": {"email": "ada@example.com"}}))
             .send()
             .await

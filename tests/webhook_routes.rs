@@ -381,6 +381,8 @@ backend_tests! {
         let created = reqwest::Client::new()
             .post(format!("{}/crm/v3/objects/contacts", sandbox.base_url()))
             .bearer_auth(sandbox.access_token())
+            // A person's change in HubSpot, not this app's own write (which needs no read).
+            .header("x-sandbox-user-id", "42")
             .json(&json!({"properties": {"email": "webhooked@example.com", "firstname": "Web"}}))
             .send()
             .await
@@ -427,6 +429,8 @@ backend_tests! {
         let changed = reqwest::Client::new()
             .patch(format!("{}/crm/v3/objects/contacts/{hs_id}", sandbox.base_url()))
             .bearer_auth(sandbox.access_token())
+            // A person's change in HubSpot, not this app's own write (which needs no read).
+            .header("x-sandbox-user-id", "42")
             .json(&json!({"properties": {"email": "new-address@example.com"}}))
             .send()
             .await
@@ -521,37 +525,28 @@ backend_tests! {
         assert_eq!(count_pending_pulls(&server.store).await.unwrap(), 0, "no id is stranded");
     }
 
-    async fn a_pull_request_while_a_webhook_pull_waits_gets_it_unless_it_forces(db: TestDb) {
+    async fn a_pull_request_while_a_webhook_pull_is_active_is_queued_beside_it(db: TestDb) {
         let (_sandbox, server) = world(&db, Options { private_app: true, ..Options::default() }).await;
         let batch = json!([event(1, "contact.creation", 77, json!({}))]);
         let (status, body) = post(&server, "/webhooks/hubspot", &batch, Signing::Valid).await;
         assert_eq!(status, StatusCode::OK, "{body}");
-
         let webhook_job = body["job_id"].as_str().expect("a webhook pull").to_owned();
 
-        // INTERFACE §4.2: while a pull is queued or running, a request gets that job.
-        let answered = enqueue(&server.store, EnqueueRequest {
+        // A webhook pull never stands in for the user's pull: the request is queued.
+        let request = EnqueueRequest {
             spec: JobSpec::Pull { mode: PullMode::Upsert, incremental: false },
             trigger: Trigger::Cli,
             force: false,
-        })
-        .await
-        .unwrap();
-        assert!(!answered.created, "the active webhook pull answers the request");
-        assert_eq!(answered.job.id.to_string(), webhook_job);
-        assert_eq!(answered.job.trigger, Trigger::Webhook);
+        };
+        let answered = enqueue(&server.store, request).await.unwrap();
+        assert!(answered.created, "the requested pull is queued beside the webhook pull");
+        assert_eq!(answered.job.trigger, Trigger::Cli);
+        assert_ne!(answered.job.id.to_string(), webhook_job);
 
-        // With force, the full pull is queued beside it.
-        let forced = enqueue(&server.store, EnqueueRequest {
-            spec: JobSpec::pull(),
-            trigger: Trigger::Api,
-            force: true,
-        })
-        .await
-        .unwrap();
-        assert!(forced.created, "force queues the requested pull");
-        assert_eq!(forced.job.trigger, Trigger::Api);
-        assert_ne!(forced.job.id.to_string(), webhook_job);
+        // INTERFACE §4.2 still holds between requested pulls: the next request gets that one.
+        let again = enqueue(&server.store, request).await.unwrap();
+        assert!(!again.created);
+        assert_eq!(again.job.id, answered.job.id);
     }
 
     async fn events_about_another_account_are_acknowledged_and_ignored(db: TestDb) {

@@ -14,11 +14,14 @@ use poem::{Endpoint, IntoResponse, PathPattern, Request, Response};
 use super::AppState;
 use super::html::{Page, escape};
 use super::operator::{Operator, operator_of};
-use crate::jobs::{Counts, Job};
+use crate::jobs::{Counts, Job, Trigger};
 use crate::oauth::ConnectionStatus;
 
-/// How many jobs the page lists.
-const RECENT_JOBS: u32 = 10;
+/// How many rows the page lists.
+const RECENT_ROWS: usize = 10;
+
+/// How many jobs it reads to fill them (consecutive webhook pulls share one row).
+const RECENT_JOBS: u32 = 200;
 
 /// Answers `GET /` with the status page and passes every other request to `next`.
 ///
@@ -126,7 +129,26 @@ fn jobs_html(jobs: &[Job]) -> String {
         return "<h2>Recent jobs</h2><p>No sync job has run yet.</p>".to_owned();
     }
     let mut rows = String::new();
-    for job in jobs {
+    for row in fold_webhook_pulls(jobs).into_iter().take(RECENT_ROWS) {
+        let job = match row {
+            Row::Job(job) => job,
+            Row::WebhookPulls { newest, runs, read } => {
+                let _ = write!(
+                    rows,
+                    "<tr class=\"folded\"><td><code>{id}</code></td><td>{runs} webhook pulls</td>\
+                     <td>webhook</td><td>{status}</td><td>{created}</td><td>{read} read</td></tr>",
+                    id = escape(&newest.id.to_string()),
+                    status = escape(&newest.status.to_string()),
+                    created = escape(
+                        &newest
+                            .created_at
+                            .format("%Y-%m-%d %H:%M:%S UTC")
+                            .to_string()
+                    ),
+                );
+                continue;
+            }
+        };
         let _ = write!(
             rows,
             "<tr><td><code>{id}</code></td><td>{direction} ({mode})</td><td>{trigger}</td>\
@@ -147,6 +169,57 @@ fn jobs_html(jobs: &[Job]) -> String {
     )
 }
 
+/// A row of the recent-jobs table.
+#[derive(Debug, PartialEq)]
+enum Row<'a> {
+    /// One job.
+    Job(&'a Job),
+    /// Several webhook pulls in a row (newest first), folded so that a stream of webhooks does
+    /// not push the user's own jobs off the page.
+    WebhookPulls {
+        /// The newest of them (its id, status and time are shown).
+        newest: &'a Job,
+        /// How many.
+        runs: usize,
+        /// HubSpot contacts they read in all.
+        read: u64,
+    },
+}
+
+/// Folds each run of consecutive webhook pulls (two or more) into one row.
+fn fold_webhook_pulls(jobs: &[Job]) -> Vec<Row<'_>> {
+    let mut rows: Vec<Row<'_>> = Vec::new();
+    for job in jobs {
+        let read = match job.counts {
+            Counts::Pull(c) => c.total,
+            Counts::Push(_) => 0,
+        };
+        let webhook = job.trigger == Trigger::Webhook;
+        match rows.last_mut() {
+            Some(Row::WebhookPulls {
+                runs, read: sum, ..
+            }) if webhook => {
+                *runs += 1;
+                *sum += read;
+            }
+            Some(Row::Job(previous)) if webhook && previous.trigger == Trigger::Webhook => {
+                let newest = *previous;
+                let first = match newest.counts {
+                    Counts::Pull(c) => c.total,
+                    Counts::Push(_) => 0,
+                };
+                *rows.last_mut().expect("a last row") = Row::WebhookPulls {
+                    newest,
+                    runs: 2,
+                    read: first + read,
+                };
+            }
+            _ => rows.push(Row::Job(job)),
+        }
+    }
+    rows
+}
+
 fn counts_text(counts: &Counts) -> String {
     match counts {
         Counts::Push(c) => format!(
@@ -157,5 +230,59 @@ fn counts_text(counts: &Counts) -> String {
             "total {}, created {}, linked {}, unchanged {}, failed {}",
             c.total, c.created, c.linked, c.unchanged, c.failed
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::JobId;
+    use crate::jobs::model::JobProgress;
+    use crate::jobs::{JobSpec, JobStatus};
+
+    fn job(trigger: Trigger) -> Job {
+        let spec = JobSpec::pull();
+        Job {
+            id: JobId::generate(),
+            spec,
+            trigger,
+            status: JobStatus::Queued,
+            attempts: 0,
+            created_at: chrono::Utc::now(),
+            started_at: None,
+            finished_at: None,
+            counts: spec.empty_counts(),
+            errors: Vec::new(),
+            progress: JobProgress::default(),
+            error: None,
+            next_attempt_at: None,
+            forced: trigger == Trigger::Webhook,
+            portal_id: None,
+        }
+    }
+
+    #[test]
+    fn consecutive_webhook_pulls_share_a_row_and_the_users_jobs_keep_theirs() {
+        let jobs = vec![
+            job(Trigger::Webhook),
+            job(Trigger::Webhook),
+            job(Trigger::Webhook),
+            job(Trigger::Cli),
+            job(Trigger::Webhook),
+            job(Trigger::Schedule),
+        ];
+        let rows = fold_webhook_pulls(&jobs);
+        assert_eq!(rows.len(), 4, "{rows:?}");
+        assert!(
+            matches!(rows[0], Row::WebhookPulls { runs: 3, newest, .. } if newest.id == jobs[0].id)
+        );
+        assert_eq!(rows[1], Row::Job(&jobs[3]));
+        assert_eq!(
+            rows[2],
+            Row::Job(&jobs[4]),
+            "a lone webhook pull is shown as it is"
+        );
+        assert_eq!(rows[3], Row::Job(&jobs[5]));
+        assert_eq!(jobs[0].status, JobStatus::Queued);
     }
 }

@@ -18,10 +18,10 @@ use serde::Serialize;
 use super::AppState;
 use super::error::{ApiError, ErrorCode};
 use super::metrics::IgnoredReason;
-use crate::jobs::queue::{EnqueueRequest, enqueue};
-use crate::jobs::{Job, JobSpec, JobStatus, PullMode, QueueError, Trigger};
+use crate::jobs::queue;
+use crate::jobs::{Job, QueueError};
 use crate::oauth::account::{AccountError, connected_account};
-use crate::store::{Store, StoreError};
+use crate::store::Store;
 use crate::webhooks::{
     SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookEvent, parse_batch, process_events,
     record_pending_pulls, verify_v3,
@@ -50,6 +50,9 @@ pub struct WebhookAnswer {
     pub merges: usize,
     /// HubSpot records queued for a pull.
     pub to_pull: usize,
+    /// Creations and property changes that need no read: echoes of this app's own writes, or
+    /// changes the local rows already hold (docs/webhooks.md).
+    pub echoes: usize,
     /// The pull job that will read them, when one was enqueued (or already waiting).
     pub job_id: Option<String>,
 }
@@ -137,6 +140,7 @@ pub async fn hubspot_webhook(
         new = outcome.new_events,
         duplicates = outcome.duplicates,
         to_pull = outcome.to_pull.len(),
+        echoes = outcome.echoes,
         "webhook batch processed"
     );
     Ok(Json(WebhookAnswer {
@@ -148,6 +152,7 @@ pub async fn hubspot_webhook(
         unlinked: outcome.unlinked.len(),
         merges: outcome.merges.len(),
         to_pull: outcome.to_pull.len(),
+        echoes: outcome.echoes,
         job_id: job.map(|j| j.id.to_string()),
     }))
 }
@@ -222,42 +227,12 @@ async fn forget(store: &Store, events: &[WebhookEvent]) {
     }
 }
 
-/// Why the pull for a batch could not be enqueued.
-#[derive(Debug, thiserror::Error)]
-enum EnqueueFailure {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Queue(#[from] QueueError),
-}
-
-/// Makes sure a webhook pull (which drains `webhook_pulls`) starts after this batch was
-/// recorded. A webhook pull still waiting (queued or retrying) will read the new ids, so
-/// nothing is added. Otherwise one is queued, whatever else runs: a full or incremental pull
-/// does not read `webhook_pulls`, and a webhook pull already running may have looked at the
-/// table for the last time. So at most one webhook pull waits, however many batches arrive
-/// meanwhile, and no recorded id is left without a job that will read it.
-///
-/// Webhook pulls are enqueued with `force`, so they never wait behind a long full pull. Like any
-/// active pull, a running one is what a pull request without `force` gets back (INTERFACE §4.2;
-/// see [`crate::store::jobs::Tx::insert_job`]).
-async fn enqueue_webhook_pull(store: &Store) -> Result<Job, EnqueueFailure> {
-    let waiting = store
-        .list_jobs(Some(JobStatus::Queued), 50)
-        .await?
-        .into_iter()
-        .chain(store.list_jobs(Some(JobStatus::Retrying), 50).await?)
-        .find(|job| job.trigger == Trigger::Webhook && matches!(job.spec, JobSpec::Pull { .. }));
-    if let Some(job) = waiting {
-        return Ok(job);
-    }
-    let request = EnqueueRequest {
-        spec: JobSpec::Pull {
-            mode: PullMode::Upsert,
-            incremental: false,
-        },
-        trigger: Trigger::Webhook,
-        force: true,
-    };
-    Ok(enqueue(store, request).await?.job)
+/// Makes sure a webhook pull (which drains `webhook_pulls`) runs after this batch was
+/// recorded: inserts one unless one is active, as one insert-if-absent the database settles
+/// (index `sync_jobs_one_active_webhook_pull`), however many deliveries and processes race.
+/// An active drain reads the new ids, or, if it has already looked for the last time, queues
+/// its successor in the transaction that ends it (see docs/webhooks.md for why no id is left
+/// behind on either backend).
+async fn enqueue_webhook_pull(store: &Store) -> Result<Job, QueueError> {
+    Ok(queue::enqueue_webhook_pull(store).await?.job)
 }

@@ -492,6 +492,13 @@ impl HubSpotClient {
         }
     }
 
+    /// Whether at least half of the 10-second budget is free now (always when unthrottled).
+    /// Background reads (the webhook drain) wait for it, so that a push or pull running beside
+    /// them keeps the pace the limit allows for its own calls.
+    pub fn has_spare_budget(&self) -> bool {
+        self.inner.limiter.half_free()
+    }
+
     fn limiter_for(&self, op: Operation) -> &SlidingWindow {
         if op.is_search() {
             &self.inner.search_limiter

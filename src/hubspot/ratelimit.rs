@@ -127,6 +127,19 @@ impl SlidingWindow {
         state.paused_until = Some(state.paused_until.map_or(until, |u| u.max(until)));
     }
 
+    /// Whether at least half of the window's budget is free now (always, when unlimited): what
+    /// background work waits for, so that the user's jobs get the calls they can use.
+    pub fn half_free(&self) -> bool {
+        if self.configured == 0 {
+            return true;
+        }
+        let mut state = self.lock_state();
+        let now = Instant::now();
+        state.purge(now, self.window);
+        let paused = state.paused_until.is_some_and(|until| until > now);
+        !paused && state.free() * 2 >= state.capacity
+    }
+
     /// How many requests could be sent now without waiting (`u32::MAX` when unlimited).
     pub fn available(&self) -> u32 {
         if self.configured == 0 {

@@ -81,7 +81,12 @@ pub struct Enqueued {
 
 /// Enqueues a job, unless one of its direction is active and `force` is off, in which case the
 /// active job is returned instead. Safe against any number of processes racing.
+///
+/// A request with trigger `webhook` is [`enqueue_webhook_pull`] whatever its other fields.
 pub async fn enqueue(store: &Store, req: EnqueueRequest) -> Result<Enqueued, QueueError> {
+    if req.trigger == Trigger::Webhook {
+        return enqueue_webhook_pull(store).await;
+    }
     // A lost race whose winner finished before we could read it leaves the slot free again;
     // a few rounds settle it.
     for _ in 0..5 {
@@ -126,6 +131,57 @@ pub(crate) async fn enqueue_in(
             job: active.job,
             created: false,
         }))
+}
+
+/// The webhook pull's request: a pull of the records webhooks named (forced: it runs beside
+/// any other pull).
+pub const WEBHOOK_PULL: EnqueueRequest = EnqueueRequest {
+    spec: JobSpec::Pull {
+        mode: crate::jobs::model::PullMode::Upsert,
+        incremental: false,
+    },
+    trigger: Trigger::Webhook,
+    force: true,
+};
+
+/// Makes sure a webhook pull is active: inserts one unless one is queued, running or retrying
+/// (then that one is returned, `created: false`). The database settles races between any
+/// number of deliveries and processes (index `sync_jobs_one_active_webhook_pull`).
+pub async fn enqueue_webhook_pull(store: &Store) -> Result<Enqueued, QueueError> {
+    for _ in 0..5 {
+        let mut tx = Tx::begin(store).await?;
+        if let Some(found) = enqueue_webhook_pull_in(&mut tx).await? {
+            tx.commit().await?;
+            return Ok(found);
+        }
+        tx.rollback().await?;
+    }
+    Err(QueueError::Push(
+        "the webhook pull slot kept changing hands; try again".to_owned(),
+    ))
+}
+
+/// [`enqueue_webhook_pull`] inside `tx`. `None`: the active webhook pull ended while we
+/// looked; roll back and retry.
+pub(crate) async fn enqueue_webhook_pull_in(tx: &mut Tx) -> Result<Option<Enqueued>, QueueError> {
+    let new = NewJob {
+        id: JobId::generate(),
+        spec: WEBHOOK_PULL.spec,
+        trigger: Trigger::Webhook,
+        force: true,
+        schedule_key: None,
+    };
+    if let Some(inserted) = tx.insert_job(&new).await? {
+        push_delivery(tx, new.id, new.id.0, None).await?;
+        return Ok(Some(Enqueued {
+            job: inserted.job,
+            created: true,
+        }));
+    }
+    Ok(tx.active_webhook_pull().await?.map(|active| Enqueued {
+        job: active.job,
+        created: false,
+    }))
 }
 
 /// Pushes the task `delivery` for `job_id` in `tx`, to run now or after `delay`.

@@ -191,6 +191,11 @@ impl Progress {
         self.job_id
     }
 
+    /// The lease this run holds the job under (what its claims on shared work are made with).
+    pub fn lease(&self) -> &str {
+        &self.lease
+    }
+
     /// Opens a transaction for one page's writes.
     pub async fn begin(&self) -> Result<Tx, RunError> {
         Ok(Tx::begin(&self.store).await?)

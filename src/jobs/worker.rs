@@ -18,7 +18,7 @@
 
 use crate::ids::JobId;
 use crate::jobs::metrics;
-use crate::jobs::model::{Job, JobStatus};
+use crate::jobs::model::{Job, JobStatus, Trigger};
 use crate::jobs::queue::{self, QUEUE, QueueError, SyncTask};
 use crate::jobs::runner::{JobRunner, Progress, RunError, StopCheck};
 use crate::jobs::schedule::{self, Schedule};
@@ -245,6 +245,7 @@ async fn settle(
     outcome: Result<(), RunError>,
 ) -> Result<Settled, QueueError> {
     match outcome {
+        Ok(()) if job.trigger == Trigger::Webhook => finish_drain(store, job.id, lease).await,
         Ok(()) => finish(store, job.id, lease, JobStatus::Succeeded, None).await,
         Err(RunError::Fatal(reason)) => {
             finish(store, job.id, lease, JobStatus::Failed, Some(&reason)).await
@@ -276,6 +277,33 @@ async fn finish(
         Some(_) => Settled::Finished(status),
         None => Settled::Superseded,
     })
+}
+
+/// Ends a webhook pull that succeeded and, in the same transaction, queues its successor when
+/// ids are still pending (a bounded drain stopped early, or ids arrived after its last look).
+/// A delivery that records ids after this commits finds no active webhook pull and queues one;
+/// one that recorded them before is seen here. So no pending id is left without a drain.
+async fn finish_drain(store: &Store, id: JobId, lease: &str) -> Result<Settled, QueueError> {
+    with_db_retry(|| async {
+        let mut tx = Tx::begin(store).await?;
+        if tx
+            .finish_job(id, lease, JobStatus::Succeeded, None)
+            .await?
+            .is_none()
+        {
+            tx.rollback().await?;
+            return Ok(Settled::Superseded);
+        }
+        if tx.has_pending_pulls().await? {
+            let next = queue::enqueue_webhook_pull_in(&mut tx).await?;
+            if let Some(next) = next.filter(|n| n.created) {
+                tracing::debug!(job = %id, next = %next.job.id, "webhook pull hands over to its successor");
+            }
+        }
+        tx.commit().await?;
+        Ok(Settled::Finished(JobStatus::Succeeded))
+    })
+    .await
 }
 
 /// Gives the job back to the queue with a new delivery task: `retrying` after a delay

@@ -43,7 +43,7 @@ pub use variants::{
     ConflictReport, EmptyValues, HubSpotProfile, MissingIds, ResultOrder, SearchModified,
     ValidationReport, Variants, VariantsPatch,
 };
-pub use webhooks::sign_v3;
+pub use webhooks::{USER_HEADER, sign_v3};
 
 /// The app id the sandbox's OAuth app reports (webhook events, token metadata).
 pub const SANDBOX_APP_ID: i64 = 4_000_001;

@@ -341,7 +341,11 @@ async fn api_call(
         )
         .into_response(correlation)
     } else {
-        match api::dispatch(state, op, query, body).await {
+        let actor = super::webhooks::Actor::of(headers);
+        match super::webhooks::ACTOR
+            .scope(actor, api::dispatch(state, op, query, body))
+            .await
+        {
             Ok(r) => r,
             Err(e) => e.into_response(correlation),
         }

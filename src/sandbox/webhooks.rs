@@ -23,6 +23,37 @@ const BATCH_WINDOW: Duration = Duration::from_millis(25);
 /// Delivery attempts per batch (HubSpot retries for a day; the sandbox keeps it short).
 const MAX_ATTEMPTS: u32 = 4;
 
+/// A request header that makes the sandbox report a call's writes as a person's changes in
+/// HubSpot's UI (`CRM_UI`, `userId:<value>`) instead of the app's own (`INTEGRATION`): how
+/// tests and demos stand in for a user editing a contact.
+pub const USER_HEADER: &str = "x-sandbox-user-id";
+
+/// Who made the changes of the API call being served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Actor {
+    /// The app, through its token (private-app or OAuth): `INTEGRATION` with the app id.
+    App,
+    /// A person in HubSpot's UI: `CRM_UI` with `userId:<id>`.
+    User(String),
+}
+
+impl Actor {
+    /// The actor a request's headers name ([`USER_HEADER`]), the app by default.
+    pub fn of(headers: &poem::http::HeaderMap) -> Self {
+        headers
+            .get(USER_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map_or(Self::App, |user| Self::User(user.to_owned()))
+    }
+}
+
+tokio::task_local! {
+    /// The actor of the API call being served; events published outside one are the app's.
+    pub static ACTOR: Actor;
+}
+
 /// The v3 signature: base64(HMAC-SHA256(secret, method + uri + body + timestamp)).
 pub fn sign_v3(secret: &str, method: &str, uri: &str, body: &[u8], timestamp_ms: i64) -> String {
     type HmacSha256 = hmac::Hmac<sha2::Sha256>;
@@ -57,8 +88,10 @@ pub struct Event {
     pub attempt_number: u32,
     /// The contact.
     pub object_id: u64,
-    /// Always `API`.
+    /// `INTEGRATION` (the app's API calls) or `CRM_UI` (a person, see [`USER_HEADER`]).
     pub change_source: &'static str,
+    /// The app id for `INTEGRATION`, `userId:<id>` for `CRM_UI` (as HubSpot sends them).
+    pub source_id: String,
     /// `NEW`, `DELETED`, `MERGED` or absent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub change_flag: Option<&'static str>,
@@ -136,6 +169,11 @@ impl Webhooks {
     }
 
     fn event_for(&self, change: &Change, at: i64) -> Option<Event> {
+        let actor = ACTOR.try_with(Actor::clone).unwrap_or(Actor::App);
+        let (change_source, source_id) = match actor {
+            Actor::App => ("INTEGRATION", self.app_id.to_string()),
+            Actor::User(user) => ("CRM_UI", format!("userId:{user}")),
+        };
         let mut e = Event {
             event_id: self.next_id.fetch_add(1, Ordering::Relaxed),
             subscription_id: 0,
@@ -145,7 +183,8 @@ impl Webhooks {
             subscription_type: "",
             attempt_number: 0,
             object_id: 0,
-            change_source: "API",
+            change_source,
+            source_id,
             change_flag: None,
             property_name: None,
             property_value: None,

@@ -312,10 +312,29 @@ struct TickRow {
 }
 
 /// The active job of direction `$1`: the slot holder (exclusive) first, then the oldest.
+/// Webhook pulls are not among them: they drain `webhook_pulls` beside the user's jobs and
+/// never stand in for a requested or scheduled one.
 fn active_sql() -> String {
     format!(
-        "SELECT {COLUMNS} FROM sync_jobs WHERE direction = $1 \
+        "SELECT {COLUMNS} FROM sync_jobs WHERE direction = $1 AND triggered_by <> 'webhook' \
          AND status IN ('queued', 'running', 'retrying') ORDER BY exclusive DESC, id LIMIT 1"
+    )
+}
+
+/// The active webhook pull (at most one: index `sync_jobs_one_active_webhook_pull`).
+fn active_webhook_pull_sql() -> String {
+    format!(
+        "SELECT {COLUMNS} FROM sync_jobs WHERE triggered_by = 'webhook' \
+         AND status IN ('queued', 'running', 'retrying') LIMIT 1"
+    )
+}
+
+/// Ends a run under its lease (`$1` id, `$2` lease, `$3` status, `$4` reason, `$5` now).
+fn finish_sql() -> String {
+    format!(
+        "UPDATE sync_jobs SET status = $3, last_error = $4, finished_at = $5, updated_at = $5, \
+         lease = NULL, next_attempt_at = NULL \
+         WHERE id = $1 AND lease = $2 AND status = 'running' RETURNING {COLUMNS}"
     )
 }
 
@@ -329,8 +348,9 @@ impl Tx {
     /// concurrent insert that this one waited for). Run it as the first statement of the
     /// transaction.
     ///
-    /// Any active job of the direction counts, a forced one too (a webhook pull, say): INTERFACE
-    /// §4.2 answers a request with the job that is queued or running, unless it forces.
+    /// Any active job of the direction counts, a forced one too, except webhook pulls: they
+    /// never make a requested or scheduled job wait. A webhook pull is inserted only when no
+    /// other is active (index `sync_jobs_one_active_webhook_pull`; `None` otherwise).
     pub async fn insert_job(&mut self, new: &NewJob) -> Result<Option<JobRecord>, StoreError> {
         // RETURNING the shared column list, so the row reads like every other.
         const INSERT: &str = "INSERT INTO sync_jobs (id, direction, mode, incremental, triggered_by, \
@@ -338,7 +358,7 @@ impl Tx {
              delivery, schedule_key) \
              SELECT $1, $2, $3, $4, $5, 'queued', NOT $9, 0, $6, $6, $7, $8, 0, $1, $10 \
              WHERE $9 OR NOT EXISTS (SELECT 1 FROM sync_jobs WHERE direction = $2 \
-                 AND status IN ('queued', 'running', 'retrying')) \
+                 AND triggered_by <> 'webhook' AND status IN ('queued', 'running', 'retrying')) \
              ON CONFLICT DO NOTHING \
              RETURNING ";
         let counts = serde_json::to_value(new.spec.empty_counts())
@@ -374,6 +394,38 @@ impl Tx {
                 .await?
         });
         record_opt(row)
+    }
+
+    /// The active webhook pull, if any.
+    pub async fn active_webhook_pull(&mut self) -> Result<Option<JobRecord>, StoreError> {
+        let row: Option<JobRow> = on_tx!(self, c => {
+            sqlx::query_as(sqlx::AssertSqlSafe(active_webhook_pull_sql()))
+                .fetch_optional(c)
+                .await?
+        });
+        record_opt(row)
+    }
+
+    /// [`Store::finish_job`] inside this transaction (a finishing webhook pull queues its
+    /// successor in the same transaction).
+    pub async fn finish_job(
+        &mut self,
+        id: JobId,
+        lease: &str,
+        status: JobStatus,
+        error: Option<&str>,
+    ) -> Result<Option<Job>, StoreError> {
+        let row: Option<JobRow> = on_tx!(self, c => {
+            sqlx::query_as(sqlx::AssertSqlSafe(finish_sql()))
+                .bind(id.to_string())
+                .bind(lease)
+                .bind(status.as_str())
+                .bind(error)
+                .bind(DbTime(Utc::now()))
+                .fetch_optional(c)
+                .await?
+        });
+        Ok(record_opt(row)?.map(|r| r.job))
     }
 
     /// Saves progress under the run's lease. `false`: the lease is gone (the job was taken
@@ -657,13 +709,8 @@ impl Store {
         status: JobStatus,
         error: Option<&str>,
     ) -> Result<Option<Job>, StoreError> {
-        let sql = format!(
-            "UPDATE sync_jobs SET status = $3, last_error = $4, finished_at = $5, updated_at = $5, \
-             lease = NULL, next_attempt_at = NULL \
-             WHERE id = $1 AND lease = $2 AND status = 'running' RETURNING {COLUMNS}"
-        );
         let row: Option<JobRow> = on_pool!(self, pool => {
-            sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            sqlx::query_as(sqlx::AssertSqlSafe(finish_sql()))
                 .bind(id.to_string())
                 .bind(lease)
                 .bind(status.as_str())

@@ -13,6 +13,7 @@ mod oauth_states;
 mod sessions;
 mod time;
 mod unicode_lower;
+mod webhook_pulls;
 mod webhooks;
 
 pub mod jobs;
@@ -24,7 +25,8 @@ pub use credential_ciphers::CredentialCiphers;
 pub use credentials::{CredentialStatus, NewCredentials, StoredCredentials};
 pub use link_portal::LinkPortal;
 pub use oauth_states::{StateBinding, StateFacts};
-pub use webhooks::{MergeOutcome, WebhookEventKey};
+pub use webhook_pulls::PendingPull;
+pub use webhooks::{LinkedRow, MergeOutcome, WebhookEventKey};
 
 use crate::secret::redact_url;
 use sqlx::migrate::{MigrateError, Migrator};

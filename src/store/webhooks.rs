@@ -95,7 +95,43 @@ impl Tx {
     }
 }
 
+/// A local row linked to a HubSpot record, with the fields a webhook may report a change of.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct LinkedRow {
+    /// The HubSpot record.
+    pub hs_object_id: HsObjectId,
+    /// The local contact linked to it.
+    pub id: ContactId,
+    /// Its email (stored lower-case).
+    pub email: Option<String>,
+    /// Its first name.
+    pub first_name: Option<String>,
+    /// Its last name.
+    pub last_name: Option<String>,
+}
+
 impl Store {
+    /// The local rows linked to any of `ids` (one query; ids linked to no row are absent).
+    pub async fn linked_rows(&self, ids: &[HsObjectId]) -> Result<Vec<LinkedRow>, StoreError> {
+        const PG: &str = "SELECT hs_object_id, id, email, first_name, last_name FROM contacts
+                           WHERE hs_object_id = ANY($1)";
+        const SQLITE: &str = "SELECT hs_object_id, id, email, first_name, last_name FROM contacts
+                               WHERE hs_object_id IN (SELECT value FROM json_each($1))";
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<&str> = ids.iter().map(|id| id.0.as_str()).collect();
+        Ok(match &self.pools {
+            Pools::Postgres(pool) => sqlx::query_as(PG).bind(&ids).fetch_all(pool).await?,
+            Pools::Sqlite(pool) => {
+                sqlx::query_as(SQLITE)
+                    .bind(Json(&ids))
+                    .fetch_all(pool)
+                    .await?
+            }
+        })
+    }
+
     /// Records received events in one statement and says, for each in input order, whether it
     /// is new (`true`) or was seen before, in an earlier request or earlier in this slice.
     pub async fn record_new_events(

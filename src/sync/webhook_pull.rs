@@ -2,12 +2,15 @@
 //! webhooks named (table `webhook_pulls`, see [`crate::webhooks::take_pending_pulls`]) by id,
 //! never a list or a search.
 //!
-//! It drains the table: it takes up to 100 pending ids (oldest request first), reads them
-//! with one batch read, and writes them like a page of any pull (same matching, same counts);
-//! the same transaction clears the ids it read and commits the job's counts, so a crash loses
-//! nothing and counts nothing twice (the ids are still pending, and read again, until the
-//! page that read them commits). It goes on until nothing is pending, so ids recorded while it
-//! runs are read by it too.
+//! It drains the table: it claims up to 100 pending ids (oldest request first; one atomic
+//! claim, so no id is read by two runs), reads them with one batch read, and writes them like a
+//! page of any pull (same matching, same counts); the same transaction clears the ids it read
+//! and commits the job's counts, so a crash loses nothing and counts nothing twice (the ids are
+//! still pending, and read again, until the page that read them commits). It stops when
+//! nothing is pending or after [`MAX_BATCHES`] batch reads: a steady stream of webhooks never
+//! holds the drain forever, and the worker queues the next drain in the transaction that ends
+//! this one when ids are still pending (`jobs::worker`). One webhook pull is active at a time
+//! (the database enforces it).
 //!
 //! HubSpot's answers are taken as it really gives them (see `sync::lookup`): an id it reports
 //! not found (or finds archived) was deleted since the webhook: like a `contact.deletion`, the
@@ -29,9 +32,12 @@ use crate::hubspot::MAX_BATCH;
 use crate::ids::HsObjectId;
 use crate::jobs::model::{Counts, Job, JobSpec};
 use crate::jobs::{Page, Progress, RunError};
-use crate::webhooks::{clear_pulled, count_pending_pulls, take_pending_pulls};
+use crate::webhooks::count_pending_pulls;
 
-/// Runs a webhook pull job until no record is pending.
+/// The most batch reads one webhook pull makes before it hands over to its successor.
+pub const MAX_BATCHES: usize = 20;
+
+/// Runs a webhook pull job until no record is pending, or [`MAX_BATCHES`] batch reads.
 pub async fn run(ctx: &SyncContext, job: &Job, progress: &Progress) -> Result<(), RunError> {
     let JobSpec::Pull { mode, .. } = job.spec else {
         return Err(RunError::Fatal(format!(
@@ -44,7 +50,7 @@ pub async fn run(ctx: &SyncContext, job: &Job, progress: &Progress) -> Result<()
     };
     let store = progress.store();
     let mut announced = None;
-    loop {
+    for _ in 0..MAX_BATCHES {
         if progress.should_stop() {
             return Err(RunError::Interrupted);
         }
@@ -54,7 +60,10 @@ pub async fn run(ctx: &SyncContext, job: &Job, progress: &Progress) -> Result<()
             progress.set_total(total).await?;
             announced = Some(total);
         }
-        let taken = take_pending_pulls(store, MAX_BATCH as u32).await?;
+        leave_budget_to_others(ctx, progress).await?;
+        let taken = store
+            .claim_pending_pulls(job.id, progress.lease(), MAX_BATCH as u32)
+            .await?;
         if taken.is_empty() {
             tracing::info!(job = %job.id, ?counts, "webhook pull done: nothing left pending");
             return Ok(());
@@ -75,7 +84,7 @@ pub async fn run(ctx: &SyncContext, job: &Job, progress: &Progress) -> Result<()
                 "HubSpot no longer has records a webhook named; local rows linked to them are unlinked"
             );
         }
-        clear_pulled(&mut tx, &taken).await?;
+        tx.clear_pulled(&taken).await?;
         counts = add_counts(add_counts(counts, read.counts), written.counts);
         let mut errors = read.errors;
         errors.extend(written.errors);
@@ -90,4 +99,23 @@ pub async fn run(ctx: &SyncContext, job: &Job, progress: &Progress) -> Result<()
             )
             .await?;
     }
+    tracing::info!(job = %job.id, ?counts, batches = MAX_BATCHES, "webhook pull done: the next one reads the rest");
+    Ok(())
+}
+
+/// How often a webhook pull looks again whether the rate budget has room.
+const BUDGET_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Waits until at least half of the 10-second budget is free: a push or pull running beside
+/// the drain (in this process, or in another one, which HubSpot's rate-limit headers reveal)
+/// keeps the pace the limit allows for its own calls, and the drain reads with what is left.
+/// The ids wait in the table meanwhile; nothing is claimed yet.
+async fn leave_budget_to_others(ctx: &SyncContext, progress: &Progress) -> Result<(), RunError> {
+    while !ctx.hubspot.has_spare_budget() {
+        if progress.should_stop() {
+            return Err(RunError::Interrupted);
+        }
+        tokio::time::sleep(BUDGET_POLL).await;
+    }
+    Ok(())
 }

@@ -2,9 +2,12 @@
 //! dropped, deletions and merges are applied to `contacts.hs_object_id`, and the records
 //! that need a targeted pull are listed for the sync engine.
 
+use std::collections::HashMap;
+
+use super::echoes::echo_of;
 use super::events::{EventKind, WebhookEvent};
 use crate::ids::{ContactId, HsObjectId};
-use crate::store::{MergeOutcome, Store, StoreError};
+use crate::store::{LinkedRow, MergeOutcome, Store, StoreError};
 
 /// What [`process_events`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -20,19 +23,28 @@ pub struct BatchOutcome {
     /// Records to pull from HubSpot (created, changed, restored, merge survivors), each once,
     /// in the order first seen, without those the batch deleted afterwards.
     pub to_pull: Vec<HsObjectId>,
+    /// Creations and property changes that need no read (see [`super::echoes`]).
+    pub echoes: usize,
 }
 
 /// Records the events, then applies those not seen before, oldest first: deletions clear the
 /// local `hs_object_id`, merges re-link to the surviving id. When applying fails, the events
 /// are forgotten again, so that HubSpot's redelivery (after a 5xx answer) gets another try.
+///
+/// Echoes of this app's own writes are counted and go no further: they need no read, and no
+/// row either, since a redelivery is dropped again the same way. During a push that is nearly
+/// every event, so the route writes nothing for them (on SQLite, the push keeps the writer).
 pub async fn process_events(
     store: &Store,
     events: &[WebhookEvent],
 ) -> Result<BatchOutcome, StoreError> {
-    let keys: Vec<_> = events.iter().map(WebhookEvent::key).collect();
+    let (own, events): (Vec<&WebhookEvent>, Vec<&WebhookEvent>) =
+        events.iter().partition(|event| is_own_echo(event));
+    let keys: Vec<_> = events.iter().map(|event| event.key()).collect();
     let new_flags = store.record_new_events(&keys).await?;
     let mut fresh: Vec<&WebhookEvent> = events
         .iter()
+        .copied()
         .zip(&new_flags)
         .filter_map(|(event, new)| new.then_some(event))
         .collect();
@@ -41,6 +53,7 @@ pub async fn process_events(
     let mut outcome = BatchOutcome {
         new_events: fresh.len(),
         duplicates: events.len() - fresh.len(),
+        echoes: own.len(),
         ..BatchOutcome::default()
     };
     if let Err(e) = apply(store, &fresh, &mut outcome).await {
@@ -58,6 +71,7 @@ async fn apply(
     events: &[&WebhookEvent],
     outcome: &mut BatchOutcome,
 ) -> Result<(), StoreError> {
+    let linked = linked_rows(store, events).await?;
     for event in events {
         match (&event.kind, &event.object_id) {
             (EventKind::ContactDeletion | EventKind::ContactPrivacyDeletion, Some(id)) => {
@@ -82,18 +96,50 @@ async fn apply(
                     .retain(|pending| !merged_away.contains(pending));
                 push_once(&mut outcome.to_pull, merge.survivor());
             }
-            (
-                EventKind::ContactCreation
-                | EventKind::ContactRestore
-                | EventKind::ContactPropertyChange { .. },
-                Some(id),
-            ) => push_once(&mut outcome.to_pull, id),
+            (EventKind::ContactCreation | EventKind::ContactPropertyChange { .. }, Some(id)) => {
+                match echo_of(event, linked.get(id)) {
+                    Some(echo) => {
+                        tracing::debug!(object = %id, ?echo, "webhook event needs no read");
+                        outcome.echoes += 1;
+                    }
+                    None => push_once(&mut outcome.to_pull, id),
+                }
+            }
+            (EventKind::ContactRestore, Some(id)) => push_once(&mut outcome.to_pull, id),
             _ => {}
         }
     }
     outcome.unlinked.sort();
     outcome.unlinked.dedup();
     Ok(())
+}
+
+/// Whether `event` is an echo of this app's own write whatever the local rows say.
+fn is_own_echo(event: &WebhookEvent) -> bool {
+    echo_of(event, None) == Some(super::echoes::Echo::OwnWrite)
+}
+
+/// The local rows linked to the records the batch's creations and property changes name, as
+/// they stand before the batch (one query; own writes need none).
+async fn linked_rows(
+    store: &Store,
+    events: &[&WebhookEvent],
+) -> Result<HashMap<HsObjectId, LinkedRow>, StoreError> {
+    let mut ids: Vec<HsObjectId> = Vec::new();
+    for event in events {
+        let readable = matches!(
+            event.kind,
+            EventKind::ContactCreation | EventKind::ContactPropertyChange { .. }
+        );
+        if let (true, false, Some(id)) = (readable, event.is_own_write(), &event.object_id) {
+            push_once(&mut ids, id);
+        }
+    }
+    let rows = store.linked_rows(&ids).await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| (row.hs_object_id.clone(), row))
+        .collect())
 }
 
 fn push_once(list: &mut Vec<HsObjectId>, id: &HsObjectId) {

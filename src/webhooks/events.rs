@@ -29,12 +29,35 @@ pub struct WebhookEvent {
     pub attempt_number: u32,
     /// The record the event is about.
     pub object_id: Option<HsObjectId>,
-    /// What made the change (`CRM`, `API`, `IMPORT`...), when sent.
-    pub change_source: Option<String>,
+    /// What made the change, when sent.
+    pub change_source: Option<ChangeSource>,
+    /// Who made it, when sent: the app id for `INTEGRATION`, `userId:<id>` for `CRM_UI`.
+    pub source_id: Option<String>,
     /// `NEW`, `DELETED`, `MERGED`..., when sent.
     pub change_flag: Option<String>,
     /// What happened, with the fields of that type.
     pub kind: EventKind,
+}
+
+/// HubSpot's `changeSource`: what made a change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChangeSource {
+    /// `INTEGRATION`: an app's API call (`sourceId` is the app's id).
+    Integration,
+    /// `CRM_UI`: a person in HubSpot (`sourceId` is `userId:<id>`).
+    CrmUi,
+    /// Any other value (`IMPORT`, `FORM`, `API`, ...), as sent.
+    Other(String),
+}
+
+impl From<String> for ChangeSource {
+    fn from(value: String) -> Self {
+        match value.as_str() {
+            "INTEGRATION" => Self::Integration,
+            "CRM_UI" => Self::CrmUi,
+            _ => Self::Other(value),
+        }
+    }
 }
 
 /// What an event reports.
@@ -148,6 +171,17 @@ impl WebhookEvent {
         raw.try_into()
     }
 
+    /// Whether this event reports a write this app made itself (API-NOTES §13): `changeSource`
+    /// `INTEGRATION` with `sourceId` equal to the event's own `appId`, the app the subscription
+    /// belongs to. `INTEGRATION` alone is another app's write.
+    pub fn is_own_write(&self) -> bool {
+        self.change_source == Some(ChangeSource::Integration)
+            && self
+                .app_id
+                .zip(self.source_id.as_deref())
+                .is_some_and(|(app, source)| source.trim() == app.to_string())
+    }
+
     /// The key that identifies this event across redeliveries, for `webhook_events`.
     pub fn key(&self) -> WebhookEventKey {
         WebhookEventKey {
@@ -232,6 +266,7 @@ struct RawEvent {
     attempt_number: Option<u32>,
     object_id: Option<RawId>,
     change_source: Option<String>,
+    source_id: Option<Value>,
     change_flag: Option<String>,
     property_name: Option<String>,
     property_value: Option<Value>,
@@ -303,7 +338,12 @@ impl TryFrom<RawEvent> for WebhookEvent {
             subscription_type,
             attempt_number: raw.attempt_number.unwrap_or(0),
             object_id,
-            change_source: raw.change_source,
+            change_source: raw.change_source.map(ChangeSource::from),
+            source_id: raw.source_id.and_then(|v| match v {
+                Value::Null => None,
+                Value::String(s) => Some(s),
+                other => Some(other.to_string()),
+            }),
             change_flag: raw.change_flag,
             kind,
         })

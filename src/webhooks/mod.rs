@@ -8,14 +8,17 @@
 //! [`record_pending_pulls`] until the webhook pull job, `crate::sync::webhook_pull`, reads
 //! and clears them).
 
+mod echoes;
 mod effects;
 mod events;
 mod pending;
 mod signature;
 
+pub use echoes::{Echo, echo_of};
 pub use effects::{BatchOutcome, process_events};
 pub use events::{
-    BatchError, EventKind, MalformedEvent, Merge, ParsedBatch, WebhookEvent, parse_batch,
+    BatchError, ChangeSource, EventKind, MalformedEvent, Merge, ParsedBatch, WebhookEvent,
+    parse_batch,
 };
 pub use pending::{
     PendingPull, clear_pending_pulls, clear_pulled, count_pending_pulls, pending_pulls,

@@ -1,0 +1,221 @@
+//! The durable list of HubSpot records that webhooks named and that still need a targeted
+//! pull (table `webhook_pulls`), and its claims.
+//!
+//! The webhook route records the ids before it answers HubSpot, so that nothing is lost
+//! between the answer and the pull. The webhook pull claims them oldest first
+//! ([`Store::claim_pending_pulls`]: one statement, `FOR UPDATE SKIP LOCKED` on PostgreSQL, the
+//! single writer on SQLite), so no id is read by two runs, and clears them in the transaction
+//! that writes what it read ([`Tx::clear_pulled`]). A record named again while pending keeps
+//! its first request time (oldest first is the fair order) and counts one more request; the
+//! pull clears a row only when that count is still the one it claimed, so a change announced
+//! while the record was being read is released and read again instead of being cleared unread.
+
+use sqlx::types::Json;
+
+use super::jobs::Tx;
+use super::{Pools, Store, StoreError, on_pool};
+use crate::ids::{HsObjectId, JobId};
+
+/// A pending record as a pull took it.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct PendingPull {
+    /// The HubSpot record.
+    pub hs_object_id: HsObjectId,
+    /// How many times webhooks had named it when it was taken.
+    pub requests: i64,
+}
+
+/// Up to `$1` unclaimed (or stale-claimed) rows, oldest request first. A claim is stale when
+/// its lease no longer holds a running job: the run that made it died or was superseded.
+const CLAIMABLE: &str = "SELECT hs_object_id FROM webhook_pulls w
+     WHERE w.claimed_by IS NULL
+        OR NOT EXISTS (SELECT 1 FROM sync_jobs j WHERE j.lease = w.claimed_by AND j.status = 'running')
+     ORDER BY w.requested_at, w.hs_object_id LIMIT $1";
+
+/// Claims under lease `$2` of job `$3`, only while that lease still holds the running job, so a
+/// run presumed dead cannot take ids from its successor.
+const CLAIM: &str = "UPDATE webhook_pulls SET claimed_by = $2
+     WHERE hs_object_id IN (CLAIMABLE)
+       AND EXISTS (SELECT 1 FROM sync_jobs WHERE id = $3 AND lease = $2 AND status = 'running')
+     RETURNING hs_object_id, requests";
+
+impl Store {
+    /// Records `ids` as needing a pull; an id already pending keeps its place in line and
+    /// counts one more request. Returns how many ids were recorded.
+    pub async fn record_pending_pulls(&self, ids: &[HsObjectId]) -> Result<u64, StoreError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        // One order for every delivery: concurrent upserts of overlapping ids then lock their
+        // rows in the same order and wait for each other instead of deadlocking.
+        let mut ids: Vec<&str> = ids.iter().map(|id| id.0.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let done = match &self.pools {
+            Pools::Postgres(pool) => sqlx::query(
+                "INSERT INTO webhook_pulls (hs_object_id) SELECT * FROM UNNEST($1::text[])
+                 ON CONFLICT (hs_object_id) DO UPDATE SET requests = webhook_pulls.requests + 1",
+            )
+            .bind(&ids)
+            .execute(pool)
+            .await?
+            .rows_affected(),
+            Pools::Sqlite(pool) => sqlx::query(
+                "INSERT INTO webhook_pulls (hs_object_id) SELECT value FROM json_each($1) WHERE true
+                 ON CONFLICT (hs_object_id) DO UPDATE SET requests = webhook_pulls.requests + 1",
+            )
+            .bind(Json(&ids))
+            .execute(pool)
+            .await?
+            .rows_affected(),
+        };
+        Ok(done)
+    }
+
+    /// Up to `limit` pending records with their request counts, oldest request first, claimed
+    /// or not (a look, not a claim).
+    pub async fn peek_pending_pulls(&self, limit: u32) -> Result<Vec<PendingPull>, StoreError> {
+        const SQL: &str = "SELECT hs_object_id, requests FROM webhook_pulls
+                            ORDER BY requested_at, hs_object_id LIMIT $1";
+        let rows = on_pool!(self, pool => {
+            sqlx::query_as(SQL).bind(i64::from(limit)).fetch_all(pool).await?
+        });
+        Ok(rows)
+    }
+
+    /// Claims up to `limit` pending records, oldest request first, for the run of `job` holding
+    /// `lease`, in one statement: rows another live run claimed are skipped, so no record is
+    /// read by two runs. Empty when nothing is claimable or the lease no longer holds the job.
+    pub async fn claim_pending_pulls(
+        &self,
+        job: JobId,
+        lease: &str,
+        limit: u32,
+    ) -> Result<Vec<PendingPull>, StoreError> {
+        let rows: Vec<PendingPull> = match &self.pools {
+            Pools::Postgres(pool) => {
+                // SKIP LOCKED: a row another transaction is clearing or claiming right now is
+                // left to it instead of waited for.
+                let claimable = format!("{CLAIMABLE} FOR UPDATE SKIP LOCKED");
+                let sql = CLAIM.replace("CLAIMABLE", &claimable);
+                sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                    .bind(i64::from(limit))
+                    .bind(lease)
+                    .bind(job.to_string())
+                    .fetch_all(pool)
+                    .await?
+            }
+            Pools::Sqlite(pool) => {
+                // One statement is one write transaction: SQLite's single writer makes it atomic.
+                let sql = CLAIM.replace("CLAIMABLE", CLAIMABLE);
+                sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                    .bind(i64::from(limit))
+                    .bind(lease)
+                    .bind(job.to_string())
+                    .fetch_all(pool)
+                    .await?
+            }
+        };
+        // The oldest requests were chosen; the order within one batch read does not matter.
+        Ok(rows)
+    }
+
+    /// How many records are pending (claimed or not).
+    pub async fn count_pending_pulls(&self) -> Result<u64, StoreError> {
+        const SQL: &str = "SELECT COUNT(*) FROM webhook_pulls";
+        let n: i64 = on_pool!(self, pool => sqlx::query_scalar(SQL).fetch_one(pool).await?);
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    /// Clears ids whatever their request count (e.g. an operator dropping a backlog). Returns
+    /// how many were pending.
+    pub async fn clear_pending_pulls(&self, ids: &[HsObjectId]) -> Result<u64, StoreError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<&str> = ids.iter().map(|id| id.0.as_str()).collect();
+        let done = match &self.pools {
+            Pools::Postgres(pool) => {
+                sqlx::query("DELETE FROM webhook_pulls WHERE hs_object_id = ANY($1)")
+                    .bind(&ids)
+                    .execute(pool)
+                    .await?
+                    .rows_affected()
+            }
+            Pools::Sqlite(pool) => sqlx::query(
+                "DELETE FROM webhook_pulls WHERE hs_object_id IN (SELECT value FROM json_each($1))",
+            )
+            .bind(Json(&ids))
+            .execute(pool)
+            .await?
+            .rows_affected(),
+        };
+        Ok(done)
+    }
+}
+
+impl Tx {
+    /// Clears the records a pull read — each only if no webhook named it again since it was
+    /// taken — and releases the claim on those that were named again, so they are read once
+    /// more. Returns how many rows were cleared.
+    pub async fn clear_pulled(&mut self, pulled: &[PendingPull]) -> Result<u64, StoreError> {
+        if pulled.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<&str> = pulled.iter().map(|p| p.hs_object_id.0.as_str()).collect();
+        let requests: Vec<i64> = pulled.iter().map(|p| p.requests).collect();
+        let cleared = match self {
+            Tx::Postgres(t) => {
+                let cleared = sqlx::query(
+                    "DELETE FROM webhook_pulls w USING UNNEST($1::text[], $2::bigint[]) AS t(id, n)
+                      WHERE w.hs_object_id = t.id AND w.requests = t.n",
+                )
+                .bind(&ids)
+                .bind(&requests)
+                .execute(&mut **t)
+                .await?
+                .rows_affected();
+                sqlx::query(
+                    "UPDATE webhook_pulls SET claimed_by = NULL WHERE hs_object_id = ANY($1)",
+                )
+                .bind(&ids)
+                .execute(&mut **t)
+                .await?;
+                cleared
+            }
+            Tx::Sqlite(t) => {
+                let pairs: Vec<(&str, i64)> = ids.iter().copied().zip(requests).collect();
+                let cleared = sqlx::query(
+                    "DELETE FROM webhook_pulls WHERE EXISTS (
+                        SELECT 1 FROM json_each($1) AS t
+                         WHERE json_extract(t.value, '$[0]') = webhook_pulls.hs_object_id
+                           AND json_extract(t.value, '$[1]') = webhook_pulls.requests)",
+                )
+                .bind(Json(&pairs))
+                .execute(&mut **t)
+                .await?
+                .rows_affected();
+                sqlx::query(
+                    "UPDATE webhook_pulls SET claimed_by = NULL
+                      WHERE hs_object_id IN (SELECT value FROM json_each($1))",
+                )
+                .bind(Json(&ids))
+                .execute(&mut **t)
+                .await?;
+                cleared
+            }
+        };
+        Ok(cleared)
+    }
+
+    /// Whether any record is pending, as this transaction sees it (a finishing drain asks, to
+    /// queue its successor in the same transaction).
+    pub async fn has_pending_pulls(&mut self) -> Result<bool, StoreError> {
+        const SQL: &str = "SELECT EXISTS (SELECT 1 FROM webhook_pulls)";
+        let any: bool = match self {
+            Tx::Postgres(t) => sqlx::query_scalar(SQL).fetch_one(&mut **t).await?,
+            Tx::Sqlite(t) => sqlx::query_scalar(SQL).fetch_one(&mut **t).await?,
+        };
+        Ok(any)
+    }
+}
