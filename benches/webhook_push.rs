@@ -313,6 +313,7 @@ async fn one_run(
         client_secret: Some(Secret::new(CLIENT_SECRET)),
         public_url,
         authorize_url: Url::parse(&format!("{}/oauth/authorize", sandbox.base_url))?,
+        portal_id: None,
     };
     // `serve`'s wiring: the API with its default limits, and the workers, in one process.
     let state = AppState::new(store.clone(), Secret::new("bench-api-token"))
