@@ -4,9 +4,11 @@
 //! (INTERFACE §4.2) before anything else: an unsigned, badly signed or stale request is a 401
 //! and changes nothing. A verified batch is deduplicated and its deletions and merges applied
 //! ([`crate::webhooks::process_events`]); the records it names are recorded durably as pending
-//! pulls and a webhook pull job (trigger `webhook`, [`crate::sync::webhook_pull`]) is enqueued
-//! to read just those records, so the answer is quick and the HubSpot reads happen in the job. A failure before the answer is a 5xx, and the batch's events are
-//! forgotten again so that HubSpot's redelivery is processed in full.
+//! pulls, and a webhook pull job (trigger `webhook`, [`crate::sync::webhook_pull`]) is made
+//! sure to be active (one insert-if-absent) to read just those records, so the answer is quick
+//! and the HubSpot reads happen in the job. Echoes need no read ([`crate::webhooks::echo_of`]).
+//! A failure before the answer is a 5xx, and the batch's events are forgotten again so that
+//! HubSpot's redelivery is processed in full.
 
 use chrono::Utc;
 use poem::http::StatusCode;
@@ -47,7 +49,8 @@ pub struct WebhookAnswer {
     /// Creations and property changes that need no read: echoes of this app's own writes, or
     /// changes the local rows already hold (docs/webhooks.md).
     pub echoes: usize,
-    /// The pull job that will read them, when one was enqueued (or already waiting).
+    /// The webhook pull that will read them: queued now, or the one already active (at most
+    /// one is). `None` when there is nothing to read.
     pub job_id: Option<String>,
 }
 
