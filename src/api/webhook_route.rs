@@ -5,9 +5,11 @@
 //! and changes nothing. Events about another HubSpot account than the connected one are
 //! acknowledged and ignored (counted in `crm_sync_webhook_events_ignored_total`). A verified batch is deduplicated and its deletions and merges applied
 //! ([`crate::webhooks::process_events`]); the records it names are recorded durably as pending
-//! pulls and a webhook pull job (trigger `webhook`, [`crate::sync::webhook_pull`]) is enqueued
-//! to read just those records, so the answer is quick and the HubSpot reads happen in the job. A failure before the answer is a 5xx, and the batch's events are
-//! forgotten again so that HubSpot's redelivery is processed in full.
+//! pulls, and a webhook pull job (trigger `webhook`, [`crate::sync::webhook_pull`]) is made
+//! sure to be active (one insert-if-absent) to read just those records, so the answer is quick
+//! and the HubSpot reads happen in the job. Echoes need no read ([`crate::webhooks::echo_of`]).
+//! A failure before the answer is a 5xx, and the batch's events are forgotten again so that
+//! HubSpot's redelivery is processed in full.
 
 use chrono::Utc;
 use poem::http::StatusCode;
@@ -53,7 +55,8 @@ pub struct WebhookAnswer {
     /// Creations and property changes that need no read: echoes of this app's own writes, or
     /// changes the local rows already hold (docs/webhooks.md).
     pub echoes: usize,
-    /// The pull job that will read them, when one was enqueued (or already waiting).
+    /// The webhook pull that will read them: queued now, or the one already active (at most
+    /// one is). `None` when there is nothing to read.
     pub job_id: Option<String>,
 }
 
