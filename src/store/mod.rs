@@ -12,6 +12,7 @@ mod link_portal;
 mod oauth_states;
 mod sessions;
 mod time;
+mod tombstones;
 mod unicode_lower;
 mod webhooks;
 
@@ -19,11 +20,12 @@ pub mod jobs;
 pub mod pull;
 pub mod push;
 
-pub use contacts::{Contact, NewContact, normalize_email};
+pub use contacts::{Contact, DeletedFilter, NewContact, normalize_email};
 pub use credential_ciphers::CredentialCiphers;
 pub use credentials::{CredentialStatus, NewCredentials, StoredCredentials};
 pub use link_portal::LinkPortal;
 pub use oauth_states::{StateBinding, StateFacts};
+pub use tombstones::{Restore, Tombstone, TombstoneReason};
 pub use webhooks::{MergeOutcome, WebhookEventKey};
 
 use crate::secret::redact_url;

@@ -29,6 +29,7 @@ use crate::hubspot::MAX_BATCH;
 use crate::ids::HsObjectId;
 use crate::jobs::model::{Counts, Job, JobSpec};
 use crate::jobs::{Page, Progress, RunError};
+use crate::store::TombstoneReason;
 use crate::webhooks::{clear_pulled, count_pending_pulls, take_pending_pulls};
 
 /// Runs a webhook pull job until no record is pending.
@@ -66,13 +67,15 @@ pub async fn run(ctx: &SyncContext, job: &Job, progress: &Progress) -> Result<()
         let (mut tx, written) = write_page(&ctx.hubspot, store, mode, &read.pulled)
             .await
             .map_err(page_error)?;
-        let unlinked = tx.unlink_hs_objects(&read.missing).await?;
+        let unlinked = tx
+            .tombstone_hs_objects(&read.missing, TombstoneReason::Deleted)
+            .await?;
         if !read.missing.is_empty() {
             tracing::info!(
                 job = %job.id,
                 missing = ?read.missing,
                 unlinked = ?unlinked,
-                "HubSpot no longer has records a webhook named; local rows linked to them are unlinked"
+                "HubSpot no longer has records a webhook named; local rows linked to them are tombstoned"
             );
         }
         clear_pulled(&mut tx, &taken).await?;

@@ -1,10 +1,11 @@
 //! What a verified batch of events does locally, before any call to HubSpot: redeliveries are
-//! dropped, deletions and merges are applied to `contacts.hs_object_id`, and the records
-//! that need a targeted pull are listed for the sync engine.
+//! dropped, deletions tombstone the linked row (its `hs_object_id` is cleared and push never
+//! creates the contact again, INTERFACE §4.4), merges re-link `contacts.hs_object_id`, and the
+//! records that need a targeted pull are listed for the sync engine.
 
 use super::events::{EventKind, WebhookEvent};
 use crate::ids::{ContactId, HsObjectId};
-use crate::store::{MergeOutcome, Store, StoreError};
+use crate::store::{MergeOutcome, Store, StoreError, TombstoneReason};
 
 /// What [`process_events`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -13,7 +14,7 @@ pub struct BatchOutcome {
     pub new_events: usize,
     /// Redeliveries (or repeats within the batch), ignored.
     pub duplicates: usize,
-    /// Local rows unlinked because HubSpot deleted their record.
+    /// Local rows unlinked and tombstoned because HubSpot deleted their record.
     pub unlinked: Vec<ContactId>,
     /// One entry per merge event applied.
     pub merges: Vec<MergeOutcome>,
@@ -22,8 +23,8 @@ pub struct BatchOutcome {
     pub to_pull: Vec<HsObjectId>,
 }
 
-/// Records the events, then applies those not seen before, oldest first: deletions clear the
-/// local `hs_object_id`, merges re-link to the surviving id. When applying fails, the events
+/// Records the events, then applies those not seen before, oldest first: deletions tombstone
+/// the linked row (clearing its `hs_object_id`), merges re-link to the surviving id. When applying fails, the events
 /// are forgotten again, so that HubSpot's redelivery (after a 5xx answer) gets another try.
 pub async fn process_events(
     store: &Store,
@@ -61,7 +62,10 @@ async fn apply(
     for event in events {
         match (&event.kind, &event.object_id) {
             (EventKind::ContactDeletion | EventKind::ContactPrivacyDeletion, Some(id)) => {
-                let unlinked = store.unlink_hs_objects(std::slice::from_ref(id)).await?;
+                let reason = deletion_reason(&event.kind);
+                let unlinked = store
+                    .tombstone_hs_objects(std::slice::from_ref(id), reason)
+                    .await?;
                 outcome.unlinked.extend(unlinked);
                 outcome.to_pull.retain(|pending| pending != id);
             }
@@ -94,6 +98,15 @@ async fn apply(
     outcome.unlinked.sort();
     outcome.unlinked.dedup();
     Ok(())
+}
+
+/// Why a deletion event's contact is gone: a privacy deletion is remembered as such, because
+/// it is never undone automatically.
+fn deletion_reason(kind: &EventKind) -> TombstoneReason {
+    match kind {
+        EventKind::ContactPrivacyDeletion => TombstoneReason::PrivacyDeletion,
+        _ => TombstoneReason::Deleted,
+    }
 }
 
 fn push_once(list: &mut Vec<HsObjectId>, id: &HsObjectId) {
