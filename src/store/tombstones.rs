@@ -124,12 +124,23 @@ const SQLITE_MAKE_PRIVATE: &str = "
        AND hubspot_deleted_id IN (SELECT value FROM json_each($1))
  RETURNING id";
 
-/// Rows linked again to the very record they were tombstoned for: HubSpot restored it. Reads
-/// the small partial index of tombstoned rows only.
-const CLEAR_RESTORED: &str = "
+/// PostgreSQL: rows of `$1` linked again to the very record they were tombstoned for (HubSpot
+/// restored it). Probes the unique `hs_object_id` index once per id; no scan, whatever the
+/// planner knows of the table.
+const PG_CLEAR_RESTORED: &str = "
     UPDATE contacts
        SET hubspot_deleted_at = NULL, hubspot_deleted_reason = NULL, hubspot_deleted_id = NULL
-     WHERE hubspot_deleted_at IS NOT NULL
+     WHERE hs_object_id = ANY($1::text[])
+       AND hubspot_deleted_at IS NOT NULL
+       AND hubspot_deleted_reason <> 'privacy_deletion'
+       AND hs_object_id = hubspot_deleted_id";
+
+/// SQLite: the same, `$1` a JSON array of ids.
+const SQLITE_CLEAR_RESTORED: &str = "
+    UPDATE contacts
+       SET hubspot_deleted_at = NULL, hubspot_deleted_reason = NULL, hubspot_deleted_id = NULL
+     WHERE hs_object_id IN (SELECT value FROM json_each($1))
+       AND hubspot_deleted_at IS NOT NULL
        AND hubspot_deleted_reason <> 'privacy_deletion'
        AND hs_object_id = hubspot_deleted_id";
 
@@ -188,15 +199,21 @@ impl Tx {
         Ok(rows)
     }
 
-    /// Clears the tombstones of rows linked again to their deleted record (a HubSpot restore
-    /// of the same id, read by a pull); never those of a privacy deletion. Returns how many.
-    pub async fn clear_restored_tombstones(&mut self) -> Result<u64, StoreError> {
+    /// Clears the tombstones of the rows linked to any of `ids` whose link is again the
+    /// record they were tombstoned for (a HubSpot restore of the same id, read by a pull);
+    /// never those of a privacy deletion. Returns how many.
+    pub async fn clear_restored_tombstones(&mut self, ids: &[&str]) -> Result<u64, StoreError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
         let done = match self {
-            Tx::Postgres(t) => sqlx::query(CLEAR_RESTORED)
+            Tx::Postgres(t) => sqlx::query(PG_CLEAR_RESTORED)
+                .bind(ids)
                 .execute(&mut **t)
                 .await?
                 .rows_affected(),
-            Tx::Sqlite(t) => sqlx::query(CLEAR_RESTORED)
+            Tx::Sqlite(t) => sqlx::query(SQLITE_CLEAR_RESTORED)
+                .bind(Json(ids))
                 .execute(&mut **t)
                 .await?
                 .rows_affected(),

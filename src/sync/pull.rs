@@ -562,7 +562,7 @@ pub(crate) async fn write_page(
         .write_pull_page(mode, records, &CheckedLinks::new())
         .await?;
     if written.clashes.is_empty() {
-        tx.clear_restored_tombstones().await?;
+        clear_restored(&mut tx, records, &written).await?;
         return Ok((tx, written));
     }
     tx.rollback().await?;
@@ -573,8 +573,24 @@ pub(crate) async fn write_page(
         records,
         "the rows changed while HubSpot was asked about that contact; the next pull retries it",
     );
-    tx.clear_restored_tombstones().await?;
+    clear_restored(&mut tx, records, &written).await?;
     Ok((tx, written))
+}
+
+/// A row the page linked again to the record it was tombstoned for (HubSpot restored it)
+/// loses its mark, unless it was a privacy deletion. Only a page that linked rows can have
+/// one (a tombstoned row has no `hs_object_id`), so other pages pay nothing.
+async fn clear_restored(
+    tx: &mut Tx,
+    records: &[PulledContact],
+    written: &PageWrite,
+) -> Result<(), StoreError> {
+    if written.counts.linked == 0 {
+        return Ok(());
+    }
+    let ids: Vec<&str> = records.iter().map(|r| r.hs_object_id.0.as_str()).collect();
+    tx.clear_restored_tombstones(&ids).await?;
+    Ok(())
 }
 
 /// What HubSpot says about the contacts clashing rows are linked to.
