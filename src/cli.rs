@@ -21,7 +21,7 @@ use crate::config::{
 };
 use crate::crypto::{EncryptionKey, TokenCipher};
 use crate::hubspot::{Auth, ClientConfig, HubSpotClient, HubSpotError, MemoryTokenStore, OAuthApp};
-use crate::ids::PortalId;
+use crate::ids::{ContactId, PortalId};
 use crate::jobs::commands::{CommandError, JobShortfall, JobsArgs, SyncArgs};
 use crate::jobs::worker::{WorkerConfig, WorkerRuntimeError};
 use crate::jobs::{JobRunner, Schedule, ScheduleError, SpecError};
@@ -29,7 +29,7 @@ use crate::oauth::DbTokenStore;
 use crate::sandbox::{SandboxArgs, SandboxError, SandboxHandle};
 use crate::secret::Secret;
 use crate::seed::{Catalog, SeedError};
-use crate::store::{Backend, Store, StoreError};
+use crate::store::{Backend, Restore, Store, StoreError};
 use crate::sync::{SyncContext, SyncRunner};
 use crate::telemetry::LogFormat;
 
@@ -76,6 +76,12 @@ pub enum Command {
     Connect,
     /// Disconnect HubSpot: remove the stored tokens, so that another account may be connected.
     Disconnect,
+    /// Restore a contact HubSpot deleted: remove its mark, so that the next push may create it
+    /// in HubSpot again.
+    Restore {
+        /// The local contact id.
+        id: i64,
+    },
 }
 
 /// Flags of `crm-sync serve`.
@@ -162,6 +168,9 @@ pub enum CliError {
     /// A job command failed: enqueueing, reading jobs, an unknown job id.
     #[error(transparent)]
     Jobs(#[from] CommandError),
+    /// `restore` of an unknown contact, or of one HubSpot did not delete.
+    #[error("{0}")]
+    Restore(String),
     /// `sync --wait` followed a job that did not succeed (the line says why).
     #[error("{0}")]
     JobFailed(String),
@@ -271,6 +280,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Worker => worker(&dir).await,
         Command::Connect => connect(&dir).await,
         Command::Disconnect => disconnect(&dir).await,
+        Command::Restore { id } => restore(&dir, ContactId(id)).await,
     }
 }
 
@@ -753,6 +763,28 @@ async fn sync(dir: &Path, args: SyncArgs) -> Result<(), CliError> {
         Some((JobShortfall::JobFailed, line)) => Err(CliError::JobFailed(line)),
         Some((JobShortfall::RecordsFailed, line)) => Err(CliError::RecordsFailed(line)),
         None => Ok(()),
+    }
+}
+
+/// `crm-sync restore ID`: the user's restore of a contact HubSpot deleted.
+async fn restore(dir: &Path, id: ContactId) -> Result<(), CliError> {
+    let settings = Settings::load_from_process(dir)?;
+    let store = open_store(&settings).await?;
+    let restored = store.restore_contact(id).await;
+    store.close().await;
+    match restored? {
+        Restore::Restored(contact) => {
+            println!(
+                "restored contact {} ({}); the next push creates it in HubSpot again",
+                contact.id,
+                contact.email.as_deref().unwrap_or("no email")
+            );
+            Ok(())
+        }
+        Restore::NotTombstoned(_) => Err(CliError::Restore(format!(
+            "contact {id} is not marked deleted in HubSpot; nothing to restore"
+        ))),
+        Restore::Unknown => Err(CliError::Restore(format!("no contact with id {id}"))),
     }
 }
 

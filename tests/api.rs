@@ -8,6 +8,7 @@ use common::TestDb;
 use crm_sync::api::{self, AppState};
 use crm_sync::secret::Secret;
 use crm_sync::store::{NewContact, Store};
+use crm_sync::webhooks::{WebhookEvent, process_events};
 use reqwest::StatusCode;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -215,6 +216,120 @@ backend_tests! {
     }
 }
 
+// ---------------------------------------------------------------- contacts deleted in HubSpot
+
+impl TestServer {
+    /// POST with the right token.
+    async fn post(&self, path: &str) -> (StatusCode, Value) {
+        let resp = self
+            .http
+            .post(self.url(path))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("request");
+        json_of(resp).await
+    }
+
+    /// The page at `path` as text, with the right token.
+    async fn text(&self, path: &str) -> String {
+        let resp = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("request");
+        resp.text().await.expect("body")
+    }
+
+    /// Links the row with `email` to `hs` with the user's own SQL (as a sync would have).
+    async fn link(&self, email: &str, hs: &str) {
+        const SQL: &str = "UPDATE contacts SET hs_object_id = $1 WHERE email = $2";
+        if let Some(pool) = self.store.pg_pool() {
+            sqlx::query(SQL)
+                .bind(hs)
+                .bind(email)
+                .execute(pool)
+                .await
+                .expect("link");
+        } else {
+            let pool = self.store.sqlite_pool().expect("a pool");
+            sqlx::query(SQL)
+                .bind(hs)
+                .bind(email)
+                .execute(pool)
+                .await
+                .expect("link");
+        }
+    }
+}
+
+/// A HubSpot webhook event deleting `object_id` (`kind`: `contact.deletion` or
+/// `contact.privacyDeletion`).
+fn deletion(event_id: u64, kind: &str, object_id: u64) -> WebhookEvent {
+    WebhookEvent::from_json(serde_json::json!({
+        "eventId": event_id, "subscriptionId": 1, "portalId": 1, "occurredAt": 1_700_000_000_000_i64,
+        "subscriptionType": kind, "attemptNumber": 0, "objectId": object_id, "appId": 1,
+    }))
+    .expect("an event")
+}
+
+backend_tests! {
+    async fn contacts_deleted_in_hubspot_are_marked_listed_counted_and_restored_only_on_request(db: TestDb) {
+        let server = TestServer::start(&db).await;
+        server.seed(3).await;
+        server.link("person0@example.com", "101").await;
+        server.link("person1@example.com", "102").await;
+        process_events(
+            &server.store,
+            &[deletion(1, "contact.deletion", 101), deletion(2, "contact.privacyDeletion", 102)],
+        )
+        .await
+        .expect("the deletion webhooks");
+
+        let (_, all) = server.get("/contacts").await;
+        let gone = &all["results"][0];
+        assert_eq!(gone["hs_object_id"], Value::Null, "the link is cleared");
+        assert_eq!(gone["email"], "person0@example.com", "the row's own data stays");
+        assert_eq!(gone["hubspot_deleted"]["reason"], "deleted");
+        assert_eq!(gone["hubspot_deleted"]["hs_object_id"], "101");
+        let at = gone["hubspot_deleted"]["at"].as_str().expect("a time");
+        assert!(chrono::DateTime::parse_from_rfc3339(at).is_ok(), "{at}");
+        assert_eq!(all["results"][1]["hubspot_deleted"]["reason"], "privacy_deletion");
+        assert_eq!(all["results"][2]["hubspot_deleted"], Value::Null);
+        let ids = ids_of(&all);
+        let (_, deleted) = server.get("/contacts?hubspot_deleted=true").await;
+        assert_eq!(ids_of(&deleted), ids[..2]);
+        let (_, live) = server.get("/contacts?hubspot_deleted=false").await;
+        assert_eq!(ids_of(&live), ids[2..]);
+
+        let metrics = server.text("/metrics").await;
+        assert!(metrics.contains("# TYPE crm_sync_contacts_hubspot_deleted gauge"), "{metrics}");
+        assert!(metrics.contains("crm_sync_contacts_hubspot_deleted{reason=\"deleted\"} 1\n"), "{metrics}");
+        assert!(metrics.contains("crm_sync_contacts_hubspot_deleted{reason=\"privacy_deletion\"} 1\n"), "{metrics}");
+        let status = server.text("/").await;
+        assert!(status.contains("until restored: 2 (privacy deletions: 1)"), "{status}");
+
+        let (status, restored) = server.post(&format!("/api/contacts/{}/restore", ids[0])).await;
+        assert_eq!(status, StatusCode::OK, "{restored}");
+        assert_eq!(restored["id"], ids[0]);
+        assert_eq!(restored["hubspot_deleted"], Value::Null);
+        let (_, deleted) = server.get("/contacts?hubspot_deleted=true").await;
+        assert_eq!(ids_of(&deleted), ids[1..2], "only the other stays marked");
+
+        let (status, again) = server.post(&format!("/api/contacts/{}/restore", ids[0])).await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert_envelope(&again, "conflict");
+        let (status, unknown) = server.post("/api/contacts/999999/restore").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_envelope(&unknown, "not_found");
+        assert_refused(&server, "post", &format!("/api/contacts/{}/restore", ids[1])).await;
+        let (_, deleted) = server.get("/contacts?hubspot_deleted=true").await;
+        assert_eq!(ids_of(&deleted), ids[1..2], "a refused request restores nothing");
+    }
+}
+
 // ---------------------------------------------------------------- contacts paging
 
 backend_tests! {
@@ -294,8 +409,9 @@ backend_tests! {
         keys.sort_unstable();
         assert_eq!(
             keys,
-            ["created_at", "email", "first_name", "hs_object_id", "id", "last_name", "updated_at"]
+            ["created_at", "email", "first_name", "hs_object_id", "hubspot_deleted", "id", "last_name", "updated_at"]
         );
+        assert_eq!(contact["hubspot_deleted"], Value::Null, "not deleted in HubSpot");
         assert_eq!(contact["email"], "person0@example.com");
         assert_eq!(contact["first_name"], "First0");
         assert_eq!(contact["hs_object_id"], Value::Null);
@@ -560,7 +676,9 @@ async fn the_openapi_document_lists_contacts_with_bearer_auth() {
         .iter()
         .map(|p| p["name"].as_str().unwrap())
         .collect();
-    assert_eq!(params, ["limit", "after"]);
+    assert_eq!(params, ["limit", "after", "hubspot_deleted"]);
+    let restore = &doc["paths"]["/api/contacts/{id}/restore"]["post"];
+    assert_eq!(restore["security"][0]["ApiToken"], serde_json::json!([]));
     assert_eq!(doc["servers"][0]["url"], "/");
 }
 

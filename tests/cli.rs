@@ -5,8 +5,9 @@ mod common;
 
 use common::TestDb;
 use common::process::{Running, STARTUP_LIMIT, crm_sync, free_port};
+use crm_sync::ids::{ContactId, HsObjectId};
 use crm_sync::sandbox::{Sandbox, SandboxArgs, SandboxHandle};
-use crm_sync::store::Store;
+use crm_sync::store::{NewContact, Store, TombstoneReason};
 use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -61,6 +62,27 @@ impl Run {
         );
         assert!(errors[0].starts_with("error: "), "{}", errors[0]);
         errors[0]
+    }
+}
+
+/// Links a row to a HubSpot id with the user's own SQL.
+async fn link_by_hand(store: &Store, id: ContactId, hs: &str) {
+    const SQL: &str = "UPDATE contacts SET hs_object_id = $1 WHERE id = $2";
+    if let Some(pool) = store.pg_pool() {
+        sqlx::query(SQL)
+            .bind(hs)
+            .bind(id.0)
+            .execute(pool)
+            .await
+            .expect("link");
+    } else {
+        let pool = store.sqlite_pool().expect("a pool");
+        sqlx::query(SQL)
+            .bind(hs)
+            .bind(id.0)
+            .execute(pool)
+            .await
+            .expect("link");
     }
 }
 
@@ -270,6 +292,38 @@ backend_tests! {
         );
         assert!(out.ok().contains(&db.backend().to_string()), "{}", out.stdout);
         assert_eq!(count_contacts(db.url()).await, 0, "{db}");
+    }
+
+    async fn restore_removes_the_mark_of_a_contact_hubspot_deleted_and_refuses_anything_else(db: TestDb) {
+        let dir = tempdir();
+        let store = db.store().await;
+        store
+            .insert_contacts(&[NewContact { email: Some("gone@acme.io".into()), ..NewContact::default() }])
+            .await
+            .expect("insert");
+        let id = store.list_contacts(None, 1).await.expect("list")[0].id;
+        // As the deletion webhook leaves it.
+        link_by_hand(&store, id, "101").await;
+        store.tombstone_hs_objects(&[HsObjectId::from("101")], TombstoneReason::Deleted).await.expect("tombstone");
+        let restore = |id: i64| {
+            Run::of(
+                crm_sync(dir.path())
+                    .args(["restore", &id.to_string()])
+                    .env("CRM_SYNC__DATABASE__URL", db.url()),
+            )
+        };
+
+        let done = restore(id.0);
+
+        assert!(done.ok().contains(&format!("restored contact {id}")), "{}", done.stdout);
+        let contact = store.get_contact(id).await.expect("read").expect("row");
+        assert_eq!(contact.hubspot_deleted, None);
+        assert_eq!(contact.email.as_deref(), Some("gone@acme.io"), "the row itself is untouched");
+        let again = restore(id.0);
+        assert!(again.error_line().contains("not marked deleted"), "{}", again.stderr);
+        let unknown = restore(id.0 + 1000);
+        assert!(unknown.error_line().contains("no contact with id"), "{}", unknown.stderr);
+        store.close().await;
     }
 
     async fn seed_inserts_exactly_the_requested_count_and_a_second_run_adds(db: TestDb) {

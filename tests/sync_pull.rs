@@ -9,7 +9,7 @@ use common::oauth::approve;
 
 use common::TestDb;
 use crm_sync::hubspot::{Auth, Backoff, ClientConfig, HubSpotClient, MemoryTokenStore, OAuthApp};
-use crm_sync::ids::{HsObjectId, JobId};
+use crm_sync::ids::{ContactId, HsObjectId, JobId};
 use crm_sync::jobs::model::{
     Counts, Job, JobSpec, JobStatus, PullCounts, PullMode, PushCounts, PushMode, Trigger,
 };
@@ -21,7 +21,7 @@ use crm_sync::sandbox::{
     HubSpotProfile, Sandbox, SandboxArgs, SandboxHandle, SearchModified, Variants,
 };
 use crm_sync::secret::Secret;
-use crm_sync::store::{NewContact, Store};
+use crm_sync::store::{NewContact, Store, Tombstone, TombstoneReason};
 use crm_sync::sync::pull::pull_ids;
 use crm_sync::sync::push::EXTERNAL_KEY;
 use crm_sync::sync::{SyncContext, SyncRunner};
@@ -249,6 +249,27 @@ impl World {
         )
     }
 
+    /// The row's tombstone, if HubSpot deleted its contact.
+    async fn tombstone(&self, id: i64) -> Option<Tombstone> {
+        self.store
+            .get_contact(ContactId(id))
+            .await
+            .expect("read contact")
+            .expect("row exists")
+            .hubspot_deleted
+    }
+
+    /// Rows left in `pull_seen`.
+    async fn pull_seen(&self) -> i64 {
+        const SQL: &str = "SELECT COUNT(*) FROM pull_seen";
+        if let Some(p) = self.store.pg_pool() {
+            sqlx::query_scalar(SQL).fetch_one(p).await.unwrap()
+        } else {
+            let p = self.store.sqlite_pool().unwrap();
+            sqlx::query_scalar(SQL).fetch_one(p).await.unwrap()
+        }
+    }
+
     fn requests(&self) -> u64 {
         self.sandbox.stats().requests
     }
@@ -356,6 +377,7 @@ profile_tests! {
                 upserted: 240,
                 unchanged: 0,
                 failed: 0,
+                unlinked: 0,
             }
         );
         assert_eq!(job.progress.total, Some(250), "the total was announced");
@@ -478,6 +500,7 @@ profile_tests! {
             upserted: 0,
             unchanged: 1,
             failed: 1,
+            unlinked: 0,
         };
         assert_eq!(succeeded(&v), expected, "verbose separates created with and without email and linked");
         assert_eq!(
@@ -893,6 +916,7 @@ profile_tests! {
                 upserted: 430,
                 unchanged: 0,
                 failed: 0,
+                unlinked: 0,
             }
         );
         let stats = w.sandbox.stats();
@@ -990,6 +1014,70 @@ profile_tests! {
         assert_eq!(by_email(&local, "new@acme-mail.com").hs_object_id.as_deref(), Some(ids[1].as_str()));
         let again = pull_ids(&w.ctx, &w.store, &asked, PullMode::Verbose).await.expect("again");
         assert_eq!((again.counts.total, again.counts.unchanged), (2, 2));
+    }
+
+    async fn a_full_pull_tombstones_rows_whose_contact_hubspot_deleted_without_a_webhook(db: TestDb, profile: HubSpotProfile) {
+        let w = World::new(db, args_in(profile)).await;
+        let ids = w.add_hubspot(&[
+            (Some("stays@acme-mail.com"), "Stays", "Here"),
+            (Some("gone@acme-mail.com"), "Gone", "Quietly"),
+            (None, "No", "Email"),
+        ]);
+        succeeded(&w.pull(PullMode::Upsert, false).await);
+        for id in [&ids[1], &ids[2]] {
+            w.ctx.hubspot.archive_contact(&HsObjectId::from(id.as_str())).await.expect("delete in HubSpot");
+        }
+        let reads = w.calls("contacts.batch_read");
+
+        let incremental = succeeded(&w.pull(PullMode::Upsert, true).await);
+        assert_eq!(incremental.unlinked, 0, "an incremental pull reads only changes: it finds no deletion");
+        assert!(w.rows().await.iter().all(|r| r.hs_object_id.is_some()));
+
+        let c = succeeded(&w.pull(PullMode::Verbose, false).await);
+
+        assert_eq!(c, PullCounts { total: 1, unchanged: 1, unlinked: 2, ..PullCounts::default() });
+        assert_eq!(w.calls("contacts.batch_read"), reads + 1, "one batch read confirms the unseen links");
+        let rows = w.rows().await;
+        assert_eq!(rows.len(), 3, "every row stays");
+        assert_eq!(by_email(&rows, "stays@acme-mail.com").hs_object_id.as_deref(), Some(ids[0].as_str()));
+        for (i, row) in rows.iter().enumerate().skip(1) {
+            assert_eq!(row.hs_object_id, None, "row {i} is unlinked");
+            let tombstone = w.tombstone(row.id).await.expect("tombstoned");
+            assert_eq!(tombstone.reason, TombstoneReason::Deleted);
+        }
+        assert_eq!(w.pull_seen().await, 0, "the job forgets what it saw");
+
+        assert_eq!(w.push(PushMode::Link).await.total, 0, "push never creates them again");
+        let again = succeeded(&w.pull(PullMode::Upsert, false).await);
+        assert_eq!((again.total, again.unlinked), (1, 0));
+        assert_eq!(w.calls("contacts.batch_read"), reads + 1, "nothing left to confirm");
+    }
+
+    async fn a_record_back_in_hubspot_under_its_id_clears_the_tombstone_but_a_privacy_deletion_stays(db: TestDb, profile: HubSpotProfile) {
+        let w = World::new(db, args_in(profile)).await;
+        let ids = w.add_hubspot(&[
+            (Some("restored@acme-mail.com"), "Res", "Tored"),
+            (Some("private@acme-mail.com"), "Pri", "Vate"),
+        ]);
+        succeeded(&w.pull(PullMode::Upsert, false).await);
+        // HubSpot deleted both, and restored the records since (the same ids are back).
+        w.store.tombstone_hs_objects(&[HsObjectId::from(ids[0].as_str())], TombstoneReason::Deleted).await.expect("deleted");
+        w.store.tombstone_hs_objects(&[HsObjectId::from(ids[1].as_str())], TombstoneReason::PrivacyDeletion).await.expect("deleted");
+
+        let c = succeeded(&w.pull(PullMode::Upsert, false).await);
+
+        assert_eq!((c.total, c.linked, c.unlinked), (2, 2, 0));
+        let rows = w.rows().await;
+        let restored = by_email(&rows, "restored@acme-mail.com");
+        assert_eq!(restored.hs_object_id.as_deref(), Some(ids[0].as_str()), "re-linked to its record");
+        assert_eq!(w.tombstone(restored.id).await, None, "the record is back: nothing to keep");
+        let private = by_email(&rows, "private@acme-mail.com");
+        assert_eq!(
+            w.tombstone(private.id).await.map(|t| t.reason),
+            Some(TombstoneReason::PrivacyDeletion),
+            "a privacy deletion is never undone automatically"
+        );
+        assert_eq!(w.push(PushMode::Upsert).await.total, 0);
     }
 
     async fn a_pull_job_runs_on_the_worker_runtime(db: TestDb, profile: HubSpotProfile) {

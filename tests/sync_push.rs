@@ -9,7 +9,7 @@ use crm_sync::hubspot::{
     Auth, Backoff, ClientConfig, HubSpotClient, MemoryTokenStore, OAuthApp, Operation,
     PropertyCreate,
 };
-use crm_sync::ids::JobId;
+use crm_sync::ids::{ContactId, JobId};
 use crm_sync::jobs::model::{Counts, Job, JobSpec, JobStatus, PushCounts, PushMode, Trigger};
 use crm_sync::jobs::queue::SyncTask;
 use crm_sync::jobs::runner::StopCheck;
@@ -17,8 +17,9 @@ use crm_sync::jobs::worker::{Settled, process};
 use crm_sync::jobs::{EnqueueRequest, JobRunner, RetryPolicy, enqueue};
 use crm_sync::sandbox::{HubSpotProfile, Sandbox, SandboxArgs, SandboxContact, SandboxHandle};
 use crm_sync::secret::Secret;
-use crm_sync::store::{NewContact, Store};
+use crm_sync::store::{NewContact, Store, Tombstone, TombstoneReason};
 use crm_sync::sync::push::{EXTERNAL_KEY, PushConfig, Pusher};
+use crm_sync::webhooks::{WebhookEvent, process_events};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -299,6 +300,16 @@ impl Env {
         .expect("execute");
     }
 
+    /// The row's tombstone, if HubSpot deleted its contact.
+    async fn tombstone(&self, id: i64) -> Option<Tombstone> {
+        self.store
+            .get_contact(ContactId(id))
+            .await
+            .expect("read contact")
+            .expect("row exists")
+            .hubspot_deleted
+    }
+
     async fn set_first_name(&self, id: i64, name: &str) {
         self.execute(
             "UPDATE contacts SET first_name = $1 WHERE id = $2",
@@ -428,6 +439,17 @@ fn push_counts(job: &Job) -> PushCounts {
         Counts::Push(c) => c,
         Counts::Pull(_) => panic!("not a push: {job:?}"),
     }
+}
+
+/// A HubSpot deletion webhook event (`kind`: `contact.deletion` or `contact.privacyDeletion`).
+fn deletion_event(event_id: u64, kind: &str, hs_object_id: &str) -> WebhookEvent {
+    let value = serde_json::json!({
+        "eventId": event_id, "subscriptionId": 1, "portalId": 1000001,
+        "occurredAt": 1_700_000_000_000_i64 + event_id as i64, "subscriptionType": kind,
+        "attemptNumber": 0, "objectId": hs_object_id.parse::<u64>().expect("numeric id"),
+        "changeSource": "CRM", "appId": 1,
+    });
+    WebhookEvent::from_json(value).expect("a webhook event")
 }
 
 fn counts(total: u64, created: u64, linked: u64, updated: u64, failed: u64) -> PushCounts {
@@ -667,7 +689,7 @@ profile_tests! {
         assert_eq!(push_counts(&rerun).total, 0);
     }
 
-    async fn a_linked_contact_deleted_in_hubspot_is_created_again_when_it_changes(db: TestDb, profile: HubSpotProfile) {
+    async fn a_linked_contact_deleted_in_hubspot_is_tombstoned_skipped_and_never_created_again(db: TestDb, profile: HubSpotProfile) {
         let env = Env::new(db, profile).await;
         env.insert_people(3, 0).await;
         env.push(PushMode::Link).await;
@@ -677,17 +699,64 @@ profile_tests! {
             .client()
             .archive_contact(&crm_sync::ids::HsObjectId(old.clone()))
             .await
-            .expect("archive in HubSpot");
+            .expect("delete in HubSpot");
         env.set_first_name(rows[0].id, "Back").await;
 
         let job = env.push(PushMode::Link).await;
 
-        assert_eq!(push_counts(&job), counts(1, 1, 0, 0, 0));
+        assert_eq!(push_counts(&job), PushCounts { skipped: 1, ..counts(1, 0, 0, 0, 0) });
+        assert_eq!(env.hubspot.contacts().len(), 2, "nothing created in HubSpot");
+        let row = &env.rows().await[0];
+        assert_eq!(row.hs_object_id, None, "the link is cleared");
+        assert_eq!(row.first_name.as_deref(), Some("Back"), "the row's own data stays");
+        let tombstone = env.tombstone(rows[0].id).await.expect("tombstoned");
+        assert_eq!(tombstone.reason, TombstoneReason::Deleted);
+        assert_eq!(tombstone.hs_object_id.map(|h| h.0), Some(old));
+
+        let rerun = env.push(PushMode::Upsert).await;
+        assert_eq!(push_counts(&rerun).total, 0, "a tombstoned contact is no candidate, in any mode");
+        assert_eq!(env.hubspot.contacts().len(), 2);
+
+        // Only a user's restore lets push create it again.
+        env.store.restore_contact(ContactId(rows[0].id)).await.expect("restore");
+        let restored = env.push(PushMode::Link).await;
+        assert_eq!(push_counts(&restored), counts(1, 1, 0, 0, 0));
         let row = &env.rows().await[0];
         let new = row.hs_object_id.clone().expect("linked again");
-        assert_ne!(new, old);
         assert_eq!(env.hubspot.contact(&new).expect("created").properties["firstname"], "Back");
-        assert_eq!(row.pushed_version, row.local_version);
+        assert_eq!(env.tombstone(rows[0].id).await, None);
+    }
+
+    async fn contacts_deleted_by_webhook_are_never_pushed_again_and_a_privacy_deletion_stays(db: TestDb, profile: HubSpotProfile) {
+        let env = Env::new(db, profile).await;
+        env.insert_people(3, 0).await;
+        env.push(PushMode::Link).await;
+        let rows = env.rows().await;
+        let hs = |i: usize| rows[i].hs_object_id.clone().expect("linked");
+        for i in [0, 1] {
+            env.pusher.client().archive_contact(&crm_sync::ids::HsObjectId(hs(i))).await.expect("delete");
+        }
+        let events = [
+            deletion_event(1, "contact.deletion", &hs(0)),
+            deletion_event(2, "contact.privacyDeletion", &hs(1)),
+        ];
+        let outcome = process_events(&env.store, &events).await.expect("apply the webhooks");
+        assert_eq!(outcome.unlinked, vec![ContactId(rows[0].id), ContactId(rows[1].id)]);
+        env.set_first_name(rows[0].id, "Changed").await;
+        env.set_first_name(rows[1].id, "Changed").await;
+        let creates = env.sandbox_calls("contacts.batch_create");
+
+        let job = env.push(PushMode::Link).await;
+
+        assert_eq!(push_counts(&job).total, 0, "neither is a candidate");
+        assert_eq!(env.sandbox_calls("contacts.batch_create"), creates, "nothing created");
+        assert_eq!(env.tombstone(rows[0].id).await.map(|t| t.reason), Some(TombstoneReason::Deleted));
+        let private = env.tombstone(rows[1].id).await.expect("tombstoned");
+        assert_eq!(private.reason, TombstoneReason::PrivacyDeletion);
+        assert_eq!(private.hs_object_id.map(|h| h.0), Some(hs(1)), "the deleted id is kept for reference");
+        // A deletion HubSpot sends after the privacy deletion never makes it a lesser one.
+        process_events(&env.store, &[deletion_event(3, "contact.deletion", &hs(1))]).await.expect("apply");
+        assert_eq!(env.tombstone(rows[1].id).await.map(|t| t.reason), Some(TombstoneReason::PrivacyDeletion));
     }
 
     async fn two_local_contacts_cannot_claim_one_hubspot_contact(db: TestDb, profile: HubSpotProfile) {

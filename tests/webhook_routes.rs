@@ -14,12 +14,12 @@ use chrono::Utc;
 use common::TestDb;
 use crm_sync::api::ratelimit::{Quota, RateLimits};
 use crm_sync::ids::{ContactId, HsObjectId, PortalId};
-use crm_sync::jobs::model::{Counts, Job, JobStatus, PullMode};
+use crm_sync::jobs::model::{Counts, Job, JobStatus, PullMode, PushMode};
 use crm_sync::jobs::worker::{WorkerConfig, run_workers};
 use crm_sync::jobs::{EnqueueRequest, JobSpec, Trigger, enqueue};
 use crm_sync::sandbox::SandboxHandle;
 use crm_sync::secret::Secret;
-use crm_sync::store::{NewContact, NewCredentials, Store};
+use crm_sync::store::{NewContact, NewCredentials, Store, TombstoneReason};
 use crm_sync::sync::{SyncContext, SyncRunner};
 use crm_sync::webhooks::{count_pending_pulls, pending_pulls, sign_v3};
 use reqwest::StatusCode;
@@ -454,6 +454,54 @@ backend_tests! {
         assert_eq!(sandbox_calls(&sandbox, "contacts.search"), 0, "no search");
         assert!(sandbox_calls(&sandbox, "contacts.batch_read") >= 1);
         assert_eq!(count_pending_pulls(&server.store).await.unwrap(), 0, "webhook_pulls is empty");
+    }
+
+    async fn a_contact_deleted_in_hubspot_is_tombstoned_through_the_real_webhook_and_never_pushed_again(db: TestDb) {
+        let (sandbox, server) = webhooked_world(&db).await;
+        let hs_id = sandbox.insert_contacts(vec![
+            [("email".to_owned(), "leaving@example.com".to_owned())].into(),
+        ])[0]
+            .clone();
+        let ids = linked(&server.store, &[("leaving@example.com", hs_id.as_str())]).await;
+        let workers = Workers::start(&server);
+
+        // Someone deletes the contact in HubSpot; HubSpot sends `contact.deletion`.
+        let deleted = reqwest::Client::new()
+            .delete(format!("{}/crm/v3/objects/contacts/{hs_id}", sandbox.base_url()))
+            .bearer_auth(sandbox.access_token())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+        let started = std::time::Instant::now();
+        let tombstone = loop {
+            let row = server.store.get_contact(ids[0]).await.unwrap().expect("the row stays");
+            if let Some(tombstone) = row.hubspot_deleted {
+                assert_eq!(row.hs_object_id, None, "the link is cleared");
+                assert_eq!(row.email.as_deref(), Some("leaving@example.com"), "its data stays");
+                break tombstone;
+            }
+            assert!(started.elapsed() < Duration::from_secs(60), "the deletion arrives");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(tombstone.reason, TombstoneReason::Deleted);
+        assert_eq!(tombstone.hs_object_id.map(|h| h.0), Some(hs_id.clone()));
+
+        let push = enqueue(
+            &server.store,
+            EnqueueRequest { spec: JobSpec::Push { mode: PushMode::Link }, trigger: Trigger::Api, force: false },
+        )
+        .await
+        .unwrap()
+        .job;
+        all_jobs_ended(&server.store).await;
+        workers.stop().await;
+
+        let push = server.store.get_job(push.id).await.unwrap().unwrap();
+        assert_eq!(push.status, JobStatus::Succeeded, "{push:?}");
+        assert!(matches!(push.counts, Counts::Push(c) if c.total == 0), "no candidate: {:?}", push.counts);
+        assert_eq!(sandbox_calls(&sandbox, "contacts.batch_create"), 0, "nothing created again");
+        assert!(sandbox.contacts().is_empty(), "HubSpot has no live contact");
     }
 
     async fn a_redelivered_creation_is_pulled_once(db: TestDb) {

@@ -9,7 +9,7 @@ use crm_sync::hubspot::{Auth, ClientConfig, ContactCreate, HubSpotClient};
 use crm_sync::ids::{ContactId, HsObjectId, PortalId};
 use crm_sync::sandbox::{self, Sandbox, SandboxArgs};
 use crm_sync::secret::Secret;
-use crm_sync::store::{MergeOutcome, NewContact, Store};
+use crm_sync::store::{MergeOutcome, NewContact, Store, Tombstone, TombstoneReason};
 use crm_sync::webhooks::{
     BatchError, EventKind, SignatureError, WebhookEvent, parse_batch, process_events, sign_v3,
     verify_v3,
@@ -680,6 +680,15 @@ async fn hs_id_of(store: &Store, id: ContactId) -> Option<String> {
         .map(|h| h.0)
 }
 
+async fn tombstone_of(store: &Store, id: ContactId) -> Option<Tombstone> {
+    store
+        .get_contact(id)
+        .await
+        .expect("get")
+        .expect("row exists")
+        .hubspot_deleted
+}
+
 fn merge_event(
     event_id: u64,
     primary: u64,
@@ -719,15 +728,36 @@ backend_tests! {
         assert_eq!(store.record_new_events(&keys(&[&b])).await.unwrap(), vec![true]);
     }
 
-    async fn a_deletion_unlinks_the_local_row_and_keeps_the_contact(db: TestDb) {
+    async fn a_deletion_unlinks_and_tombstones_the_local_row_and_keeps_the_contact(db: TestDb) {
         let store = db.store().await;
         let ids = linked_contacts(&store, &[("a@example.com", "101"), ("b@example.com", "102")]).await;
 
         let outcome = process_events(&store, &[event(base(1, "contact.deletion", 101, 1))]).await.unwrap();
         assert_eq!(outcome.unlinked, vec![ids[0]]);
         assert_eq!(hs_id_of(&store, ids[0]).await, None);
+        let tombstone = tombstone_of(&store, ids[0]).await.expect("marked deleted in HubSpot");
+        assert_eq!((tombstone.reason, tombstone.hs_object_id), (TombstoneReason::Deleted, Some(HsObjectId::from("101"))));
         assert_eq!(hs_id_of(&store, ids[1]).await.as_deref(), Some("102"), "others untouched");
+        assert_eq!(tombstone_of(&store, ids[1]).await, None);
         assert_eq!(store.count_contacts().await.unwrap(), 2, "the contact itself stays");
+    }
+
+    async fn a_privacy_deletion_is_remembered_as_one_even_after_a_plain_deletion(db: TestDb) {
+        let store = db.store().await;
+        let ids = linked_contacts(&store, &[("a@example.com", "101"), ("b@example.com", "102")]).await;
+        // HubSpot may send both for one GDPR deletion, in either order.
+        let events = [
+            event(base(1, "contact.deletion", 101, 1)),
+            event(base(2, "contact.privacyDeletion", 101, 2)),
+            event(base(3, "contact.privacyDeletion", 102, 3)),
+            event(base(4, "contact.deletion", 102, 4)),
+        ];
+        let outcome = process_events(&store, &events).await.unwrap();
+        assert_eq!(outcome.unlinked, ids);
+        for id in &ids {
+            let tombstone = tombstone_of(&store, *id).await.expect("marked");
+            assert_eq!(tombstone.reason, TombstoneReason::PrivacyDeletion, "{id}");
+        }
     }
 
     async fn a_redelivered_deletion_is_processed_once(db: TestDb) {

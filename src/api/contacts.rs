@@ -1,17 +1,19 @@
-//! `GET /contacts`: the local contacts, page by page (keyset pagination by id).
+//! `GET /contacts`: the local contacts, page by page (keyset pagination by id); and
+//! `POST /api/contacts/{id}/restore`: a user's restore of a contact HubSpot deleted.
 
 use chrono::{DateTime, Utc};
-use poem_openapi::param::Query;
+use poem::http::StatusCode;
+use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 
 use super::AppState;
 use super::auth::ApiToken;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use super::params::PageSize;
 use super::tags::ApiTags;
 use crate::ids::ContactId;
-use crate::store::Contact;
+use crate::store::{Contact, DeletedFilter, Restore, Tombstone};
 
 /// Page size when the request names none.
 pub const DEFAULT_PAGE_SIZE: u32 = 100;
@@ -39,6 +41,31 @@ pub struct ContactView {
     pub created_at: DateTime<Utc>,
     /// When the row last changed.
     pub updated_at: DateTime<Utc>,
+    /// Set when HubSpot deleted the contact: push never creates it again until a user restores
+    /// it (`POST /api/contacts/{id}/restore`); null otherwise.
+    pub hubspot_deleted: Option<HubSpotDeletedView>,
+}
+
+/// The mark of a contact HubSpot deleted.
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "HubSpotDeleted")]
+pub struct HubSpotDeletedView {
+    /// When crm-sync learnt of the deletion.
+    pub at: DateTime<Utc>,
+    /// `deleted`, `privacy_deletion`, `merged_away_without_survivor` or `archived`.
+    pub reason: String,
+    /// The HubSpot record that was deleted.
+    pub hs_object_id: Option<String>,
+}
+
+impl From<Tombstone> for HubSpotDeletedView {
+    fn from(t: Tombstone) -> Self {
+        Self {
+            at: t.at,
+            reason: t.reason.as_str().to_owned(),
+            hs_object_id: t.hs_object_id.map(|h| h.0),
+        }
+    }
 }
 
 impl From<Contact> for ContactView {
@@ -51,6 +78,7 @@ impl From<Contact> for ContactView {
             hs_object_id: c.hs_object_id.map(|h| h.0),
             created_at: c.created_at,
             updated_at: c.updated_at,
+            hubspot_deleted: c.hubspot_deleted.map(HubSpotDeletedView::from),
         }
     }
 }
@@ -132,24 +160,82 @@ impl ContactsApi {
         limit: Query<Option<Limit>>,
         /// The `paging.next.after` value of the previous page; omit it for the first page.
         after: Query<Option<String>>,
+        /// `true`: only contacts HubSpot deleted; `false`: only the others; omitted: all.
+        hubspot_deleted: Query<Option<bool>>,
     ) -> Result<Json<ContactPage>, ApiError> {
         let after = match after.0.as_deref() {
             Some(raw) => Cursor::decode(raw)?,
             None => None,
         };
-        let page = self.page(after, Limit::or_default(limit.0)).await?;
+        let filter = match hubspot_deleted.0 {
+            None => DeletedFilter::Any,
+            Some(true) => DeletedFilter::OnlyDeleted,
+            Some(false) => DeletedFilter::NotDeleted,
+        };
+        let page = self.page(after, Limit::or_default(limit.0), filter).await?;
         Ok(Json(page))
     }
+
+    /// Restore a contact HubSpot deleted: its mark is removed, so the next push may create it
+    /// in HubSpot again.
+    ///
+    /// 404 when no contact has this id; 409 when the contact is not marked deleted.
+    #[oai(
+        path = "/api/contacts/:id/restore",
+        method = "post",
+        operation_id = "restoreContact"
+    )]
+    async fn restore_contact(
+        &self,
+        _auth: ApiToken,
+        /// The local contact id.
+        id: Path<String>,
+    ) -> Result<Json<ContactView>, ApiError> {
+        let Ok(contact_id) = id.0.trim().parse::<i64>() else {
+            return Err(no_such_contact(&id.0));
+        };
+        let restored = self
+            .state
+            .store
+            .restore_contact(ContactId(contact_id))
+            .await
+            .map_err(|e| ApiError::from_store("restoring a contact failed", &e))?;
+        match restored {
+            Restore::Restored(contact) => Ok(Json(ContactView::from(contact))),
+            Restore::NotTombstoned(_) => Err(ApiError::new(
+                StatusCode::CONFLICT,
+                ErrorCode::Conflict,
+                format!(
+                    "contact {contact_id} is not marked deleted in HubSpot; nothing to restore"
+                ),
+            )),
+            Restore::Unknown => Err(no_such_contact(&id.0)),
+        }
+    }
+}
+
+/// The 404 of an unknown contact id.
+fn no_such_contact(raw: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        ErrorCode::NotFound,
+        format!("no contact with id {raw:?}"),
+    )
 }
 
 impl ContactsApi {
     /// Reads one row more than asked, so a full last page gets no `next`.
-    async fn page(&self, after: Option<Cursor>, limit: u32) -> Result<ContactPage, ApiError> {
+    async fn page(
+        &self,
+        after: Option<Cursor>,
+        limit: u32,
+        filter: DeletedFilter,
+    ) -> Result<ContactPage, ApiError> {
         let limit = limit.clamp(1, MAX_PAGE_SIZE);
         let mut rows = self
             .state
             .store
-            .list_contacts(after.map(|c| c.0), limit + 1)
+            .list_contacts_where(after.map(|c| c.0), limit + 1, filter)
             .await
             .map_err(|e| ApiError::from_store("listing contacts failed", &e))?;
         let has_more = rows.len() > limit as usize;

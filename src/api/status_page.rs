@@ -16,6 +16,7 @@ use super::html::{Page, escape};
 use super::operator::{Operator, operator_of};
 use crate::jobs::{Counts, Job, Trigger};
 use crate::oauth::ConnectionStatus;
+use crate::store::TombstoneReason;
 
 /// How many rows the page lists.
 const RECENT_ROWS: usize = 10;
@@ -63,11 +64,33 @@ pub async fn status_page(state: &AppState, operator: Option<Operator>) -> Respon
             Vec::new()
         }
     };
+    let deleted = match state.store.count_tombstones().await {
+        Ok(counts) => counts,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot count contacts deleted in HubSpot for the status page");
+            Vec::new()
+        }
+    };
     Page::new("crm-sync")
         .raw(&connection_html(state, &connection))
+        .raw(&deleted_html(&deleted))
         .raw(&jobs_html(&jobs))
         .raw(operator_html(operator))
         .into_response()
+}
+
+/// How many local contacts carry a tombstone (HubSpot deleted them), privacy deletions apart.
+fn deleted_html(counts: &[(TombstoneReason, i64)]) -> String {
+    let total: i64 = counts.iter().map(|(_, n)| n).sum();
+    let private: i64 = counts
+        .iter()
+        .filter(|(r, _)| *r == TombstoneReason::PrivacyDeletion)
+        .map(|(_, n)| n)
+        .sum();
+    format!(
+        "<p id=\"hubspot-deleted\">Contacts deleted in HubSpot, kept here and never pushed again \
+         until restored: {total} (privacy deletions: {private}).</p>"
+    )
 }
 
 /// The connection as the page shows it; `Err` when the database does not answer.

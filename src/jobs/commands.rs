@@ -231,6 +231,7 @@ pub fn count_rows(counts: &Counts) -> Vec<(&'static str, u64)> {
             ("upserted", c.upserted),
             ("unchanged", c.unchanged),
             ("failed", c.failed),
+            ("unlinked", c.unlinked),
         ],
     }
 }

@@ -172,6 +172,8 @@ pub struct PullCountsView {
     pub unchanged: u64,
     /// Records that could not be written.
     pub failed: u64,
+    /// Local rows whose HubSpot contact a full pull found deleted (not part of `total`).
+    pub unlinked: u64,
 }
 
 /// One failed record.
@@ -232,6 +234,7 @@ impl From<&PullCounts> for PullCountsView {
             upserted: c.upserted,
             unchanged: c.unchanged,
             failed: c.failed,
+            unlinked: c.unlinked,
         }
     }
 }

@@ -332,7 +332,7 @@ impl PushCounts {
 }
 
 /// Pull counts. `total = created + linked + unchanged + failed`;
-/// `created_without_email <= created`.
+/// `created_without_email <= created`; `unlinked` stands apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct PullCounts {
     /// HubSpot contacts read.
@@ -349,6 +349,10 @@ pub struct PullCounts {
     pub unchanged: u64,
     /// Records that could not be written.
     pub failed: u64,
+    /// Local rows whose HubSpot contact a full pull found deleted (tombstoned); not part of
+    /// `total`, since these are not contacts read. Absent in jobs stored before it existed.
+    #[serde(default)]
+    pub unlinked: u64,
 }
 
 /// What happened to one pulled record.

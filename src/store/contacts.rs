@@ -1,5 +1,6 @@
 //! The local `contacts` table (INTERFACE §3).
 
+use super::tombstones::{Tombstone, TombstoneReason};
 use super::{Pools, Store, StoreError, on_pool};
 use crate::ids::{ContactId, HsObjectId};
 use chrono::{DateTime, Utc};
@@ -13,12 +14,13 @@ const INSERT_CHUNK: usize = 5_000;
 /// The columns every contact query returns, in [`Contact`] order.
 macro_rules! contact_columns {
     () => {
-        "id, email, first_name, last_name, hs_object_id, created_at, updated_at"
+        "id, email, first_name, last_name, hs_object_id, created_at, updated_at, \
+         hubspot_deleted_at, hubspot_deleted_reason, hubspot_deleted_id"
     };
 }
 
 /// A contact as stored locally.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Contact {
     /// Local primary key.
     pub id: ContactId,
@@ -34,6 +36,60 @@ pub struct Contact {
     pub created_at: DateTime<Utc>,
     /// When the row last changed.
     pub updated_at: DateTime<Utc>,
+    /// Set when HubSpot deleted the contact: push leaves it alone until a user restores it.
+    pub hubspot_deleted: Option<Tombstone>,
+}
+
+/// A `contacts` row as the columns of [`contact_columns!`] hold it.
+#[derive(sqlx::FromRow)]
+struct ContactRow {
+    id: ContactId,
+    email: Option<String>,
+    first_name: Option<String>,
+    last_name: Option<String>,
+    hs_object_id: Option<HsObjectId>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    hubspot_deleted_at: Option<DateTime<Utc>>,
+    hubspot_deleted_reason: Option<String>,
+    hubspot_deleted_id: Option<HsObjectId>,
+}
+
+impl TryFrom<ContactRow> for Contact {
+    type Error = StoreError;
+
+    fn try_from(row: ContactRow) -> Result<Self, StoreError> {
+        let hubspot_deleted = match (row.hubspot_deleted_at, row.hubspot_deleted_reason) {
+            (Some(at), Some(reason)) => Some(Tombstone {
+                at,
+                reason: TombstoneReason::parse(&reason)?,
+                hs_object_id: row.hubspot_deleted_id,
+            }),
+            _ => None,
+        };
+        Ok(Contact {
+            id: row.id,
+            email: row.email,
+            first_name: row.first_name,
+            last_name: row.last_name,
+            hs_object_id: row.hs_object_id,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+            hubspot_deleted,
+        })
+    }
+}
+
+/// Which contacts a listing shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeletedFilter {
+    /// Every contact.
+    #[default]
+    Any,
+    /// Only contacts HubSpot deleted (tombstoned).
+    OnlyDeleted,
+    /// Only contacts without a tombstone.
+    NotDeleted,
 }
 
 /// A contact to insert; the email is normalised on the way in.
@@ -134,20 +190,46 @@ impl Store {
         after: Option<ContactId>,
         limit: u32,
     ) -> Result<Vec<Contact>, StoreError> {
-        const SQL: &str = concat!(
+        self.list_contacts_where(after, limit, DeletedFilter::Any)
+            .await
+    }
+
+    /// Keyset page ordered by id ascending, ids > after, of the contacts `filter` shows.
+    pub async fn list_contacts_where(
+        &self,
+        after: Option<ContactId>,
+        limit: u32,
+        filter: DeletedFilter,
+    ) -> Result<Vec<Contact>, StoreError> {
+        const ANY: &str = concat!(
             "SELECT ",
             contact_columns!(),
             " FROM contacts WHERE id > $1 ORDER BY id LIMIT $2"
         );
+        const DELETED: &str = concat!(
+            "SELECT ",
+            contact_columns!(),
+            " FROM contacts WHERE hubspot_deleted_at IS NOT NULL AND id > $1 ORDER BY id LIMIT $2"
+        );
+        const NOT_DELETED: &str = concat!(
+            "SELECT ",
+            contact_columns!(),
+            " FROM contacts WHERE hubspot_deleted_at IS NULL AND id > $1 ORDER BY id LIMIT $2"
+        );
+        let sql = match filter {
+            DeletedFilter::Any => ANY,
+            DeletedFilter::OnlyDeleted => DELETED,
+            DeletedFilter::NotDeleted => NOT_DELETED,
+        };
         let after = after.unwrap_or(ContactId(i64::MIN));
         let rows = on_pool!(self, pool => {
-            sqlx::query_as::<_, Contact>(SQL)
+            sqlx::query_as::<_, ContactRow>(sql)
                 .bind(after)
                 .bind(i64::from(limit))
                 .fetch_all(pool)
                 .await
         })?;
-        Ok(rows)
+        rows.into_iter().map(Contact::try_from).collect()
     }
 
     /// How many contacts there are.
@@ -165,9 +247,9 @@ impl Store {
             " FROM contacts WHERE id = $1"
         );
         let row = on_pool!(self, pool => {
-            sqlx::query_as::<_, Contact>(SQL).bind(id).fetch_optional(pool).await
+            sqlx::query_as::<_, ContactRow>(SQL).bind(id).fetch_optional(pool).await
         })?;
-        Ok(row)
+        row.map(Contact::try_from).transpose()
     }
 }
 

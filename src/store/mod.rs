@@ -12,6 +12,7 @@ mod link_portal;
 mod oauth_states;
 mod sessions;
 mod time;
+mod tombstones;
 mod unicode_lower;
 mod webhook_pulls;
 mod webhooks;
@@ -20,11 +21,12 @@ pub mod jobs;
 pub mod pull;
 pub mod push;
 
-pub use contacts::{Contact, NewContact, normalize_email};
+pub use contacts::{Contact, DeletedFilter, NewContact, normalize_email};
 pub use credential_ciphers::CredentialCiphers;
 pub use credentials::{CredentialStatus, NewCredentials, StoredCredentials};
 pub use link_portal::LinkPortal;
 pub use oauth_states::{StateBinding, StateFacts};
+pub use tombstones::{Restore, Tombstone, TombstoneReason};
 pub use webhook_pulls::PendingPull;
 pub use webhooks::{LinkedRow, MergeOutcome, WebhookEventKey};
 

@@ -2,7 +2,8 @@
 //! the saving of a page's results in the job's page transaction.
 //!
 //! A candidate is a contact with no `hs_object_id`, or a linked one changed locally since its
-//! last successful push (`local_version > pushed_version`). Saving a page sets `hs_object_id`
+//! last successful push (`local_version > pushed_version`), never one HubSpot deleted (a
+//! tombstoned row, see [`super::Tombstone`]). Saving a page sets `hs_object_id`
 //! on created and linked rows and `pushed_version` to the version that was *read* (not the
 //! current one), so a local edit made while the page was in flight is pushed by the next job.
 //!
@@ -16,10 +17,12 @@ use serde::{Deserialize, Serialize};
 use sqlx::types::Json;
 use std::collections::HashMap;
 
-/// What makes a contact a push candidate (written once for every query).
+/// What makes a contact a push candidate (written once for every query). A contact HubSpot
+/// deleted (tombstoned) never is, until a user restores it.
 macro_rules! candidate_filter {
     () => {
-        "(hs_object_id IS NULL OR local_version > pushed_version)"
+        "(hs_object_id IS NULL OR local_version > pushed_version) \
+         AND hubspot_deleted_at IS NULL"
     };
 }
 

@@ -46,7 +46,7 @@ use super::push::EXTERNAL_KEY;
 use super::{PullSettings, SyncContext, hubspot_error};
 use crate::hubspot::{
     Batch, Contact, Filter, FilterGroup, FilterOperator, HubSpotClient, HubSpotError, ListContacts,
-    MAX_PAGE_LIMIT, MAX_SEARCH_LIMIT, Page as ListPage, SearchPage, SearchRequest, Sort,
+    MAX_BATCH, MAX_PAGE_LIMIT, MAX_SEARCH_LIMIT, Page as ListPage, SearchPage, SearchRequest, Sort,
     SortDirection,
 };
 use crate::ids::{ContactId, HsObjectId};
@@ -55,7 +55,7 @@ use crate::jobs::{Page, Progress, RunError};
 use crate::store::jobs::Tx;
 use crate::store::normalize_email;
 use crate::store::pull::{CheckedLinks, Clash, LinkedContact, PageWrite, PulledContact};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, TombstoneReason};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
@@ -109,6 +109,7 @@ pub async fn run(ctx: &SyncContext, job: &Job, progress: &Progress) -> Result<()
     match cursor.position {
         Position::List { after } => run.list_from(after, fresh).await,
         Position::Search { keyset } => run.search_from(keyset, fresh).await,
+        Position::Sweep { after } => run.sweep_from(after).await,
         Position::Done => Ok(()),
     }
 }
@@ -129,6 +130,9 @@ enum Position {
     List { after: Option<String> },
     /// Searching for changed contacts.
     Search { keyset: Keyset },
+    /// A full list was read to its end: checking, by row id after `after`, the linked rows
+    /// whose HubSpot id it did not see (contacts deleted without a webhook).
+    Sweep { after: ContactId },
     /// Every page is written.
     Done,
 }
@@ -212,6 +216,11 @@ impl PullRun<'_> {
     async fn list_from(&mut self, after: Option<String>, fresh: bool) -> Result<(), RunError> {
         if fresh {
             self.announce_total().await?;
+            self.progress
+                .store()
+                .forget_stale_pull_seen()
+                .await
+                .map_err(write_error)?;
         }
         let mut page = list_page(self.client, after).await?;
         loop {
@@ -223,7 +232,9 @@ impl PullRun<'_> {
                 next_after,
             } = page;
             let Some(after) = next_after else {
-                return self.write(results, Position::Done).await;
+                self.write(results, Position::Sweep { after: SWEEP_START })
+                    .await?;
+                return self.sweep_from(SWEEP_START).await;
             };
             let position = Position::List {
                 after: Some(after.clone()),
@@ -299,17 +310,34 @@ impl PullRun<'_> {
                 }
             }
         }
-        drop(contacts);
         let (mut tx, written) = write_page(self.client, self.progress.store(), self.mode, &pulled)
             .await
             .map_err(page_error)?;
-        if next == Position::Done {
+        if matches!(next, Position::List { .. } | Position::Sweep { .. }) {
+            let seen: Vec<&str> = contacts.iter().map(|c| c.id.0.as_str()).collect();
+            tx.mark_pull_seen(&self.job_key(), &seen)
+                .await
+                .map_err(write_error)?;
+        }
+        drop(contacts);
+        if matches!(next, Position::Done | Position::Sweep { .. }) {
             tx.set_pull_bookmark(self.started_at)
                 .await
                 .map_err(write_error)?;
         }
         counts = add_counts(counts, written.counts);
         errors.extend(written.errors);
+        self.commit(tx, counts, next, errors).await
+    }
+
+    /// Commits a page's transaction with the job's counts, errors and checkpoint `next`.
+    async fn commit(
+        &mut self,
+        tx: Tx,
+        counts: PullCounts,
+        next: Position,
+        errors: Vec<RecordError>,
+    ) -> Result<(), RunError> {
         let checkpoint = Cursor {
             started_at: self.started_at,
             position: next,
@@ -329,7 +357,70 @@ impl PullRun<'_> {
         self.counts = counts;
         Ok(())
     }
+
+    /// The job's key in `pull_seen`.
+    fn job_key(&self) -> String {
+        self.progress.job_id().to_string()
+    }
+
+    /// After a full list: the linked rows whose HubSpot id the list did not show, 100 at a
+    /// time by row id, are confirmed with one batch read each ([`lookup::look_up`]); those
+    /// HubSpot no longer has are tombstoned and counted `unlinked`. Each batch commits with its
+    /// checkpoint; the last one forgets what the job saw. Silence is not deletion: only an
+    /// id the read reports gone is tombstoned (one merged into another record, or that HubSpot
+    /// refuses to read, is left alone).
+    async fn sweep_from(&mut self, mut after: ContactId) -> Result<(), RunError> {
+        let job = self.job_key();
+        loop {
+            if self.progress.should_stop() {
+                return Err(RunError::Interrupted);
+            }
+            let rows = self
+                .progress
+                .store()
+                .linked_unseen(&job, after, MAX_BATCH as u32)
+                .await
+                .map_err(write_error)?;
+            let Some(last) = rows.last().map(|(id, _)| *id) else {
+                let mut tx = self.progress.begin().await?;
+                tx.forget_pull_seen(&job).await.map_err(write_error)?;
+                return self
+                    .commit(tx, self.counts, Position::Done, Vec::new())
+                    .await;
+            };
+            let ids: Vec<HsObjectId> = rows.into_iter().map(|(_, hs)| hs).collect();
+            let gone = self.gone_of(&ids).await?;
+            let mut tx = self.progress.begin().await?;
+            let tombstoned = tx
+                .tombstone_hs_objects(&gone, TombstoneReason::Deleted)
+                .await
+                .map_err(write_error)?;
+            if !tombstoned.is_empty() {
+                tracing::info!(job = %job, rows = ?tombstoned, "HubSpot no longer has the contacts of these rows; they are tombstoned");
+            }
+            let mut counts = self.counts;
+            counts.unlinked += tombstoned.len() as u64;
+            self.commit(tx, counts, Position::Sweep { after: last }, Vec::new())
+                .await?;
+            after = last;
+        }
+    }
+
+    /// The ids (at most 100) HubSpot reports gone.
+    async fn gone_of(&self, ids: &[HsObjectId]) -> Result<Vec<HsObjectId>, RunError> {
+        let fates = lookup::look_up(self.client, ids)
+            .await
+            .map_err(|e| hubspot_error("checking contacts a full pull did not see", e))?;
+        Ok(ids
+            .iter()
+            .filter(|id| matches!(fates.get(*id), Some(Fate::Gone)))
+            .cloned()
+            .collect())
+    }
 }
+
+/// Where a sweep starts: before the first row.
+const SWEEP_START: ContactId = ContactId(i64::MIN);
 
 /// What a targeted pull did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -471,6 +562,7 @@ pub(crate) async fn write_page(
         .write_pull_page(mode, records, &CheckedLinks::new())
         .await?;
     if written.clashes.is_empty() {
+        clear_restored(&mut tx, records, &written).await?;
         return Ok((tx, written));
     }
     tx.rollback().await?;
@@ -481,7 +573,24 @@ pub(crate) async fn write_page(
         records,
         "the rows changed while HubSpot was asked about that contact; the next pull retries it",
     );
+    clear_restored(&mut tx, records, &written).await?;
     Ok((tx, written))
+}
+
+/// A row the page linked again to the record it was tombstoned for (HubSpot restored it)
+/// loses its mark, unless it was a privacy deletion. Only a page that linked rows can have
+/// one (a tombstoned row has no `hs_object_id`), so other pages pay nothing.
+async fn clear_restored(
+    tx: &mut Tx,
+    records: &[PulledContact],
+    written: &PageWrite,
+) -> Result<(), StoreError> {
+    if written.counts.linked == 0 {
+        return Ok(());
+    }
+    let ids: Vec<&str> = records.iter().map(|r| r.hs_object_id.0.as_str()).collect();
+    tx.clear_restored_tombstones(&ids).await?;
+    Ok(())
 }
 
 /// What HubSpot says about the contacts clashing rows are linked to.
@@ -818,6 +927,7 @@ pub(crate) fn add_counts(a: PullCounts, b: PullCounts) -> PullCounts {
         upserted: a.upserted + b.upserted,
         unchanged: a.unchanged + b.unchanged,
         failed: a.failed + b.failed,
+        unlinked: a.unlinked + b.unlinked,
     }
 }
 

@@ -44,6 +44,8 @@ use crate::hubspot::{HubSpotClient, MAX_BATCH};
 use crate::ids::{ContactId, HsObjectId};
 use crate::jobs::model::{Counts, Job, JobSpec, PushCounts, PushMode, RecordError};
 use crate::jobs::{BoxFuture, JobRunner, Page, Progress, RunError};
+use crate::store::TombstoneReason;
+use crate::store::jobs::Tx;
 use crate::store::push::{CandidateGroup, LinkClash, PushCandidate, PushedRow};
 use errors::from_store;
 use outcome::Resolution;
@@ -282,6 +284,7 @@ impl Pipeline<'_> {
             .filter_map(|(c, r)| pushed_row(c, r))
             .collect();
         let mut tx = self.progress.begin().await?;
+        tombstone_gone(&mut tx, &contacts, &resolutions).await?;
         let clashes = tx.save_pushed(&rows).await.map_err(from_store)?;
         apply_clashes(&contacts, &mut resolutions, clashes);
         let mut counts = self.counts;
@@ -320,7 +323,7 @@ fn pushed_row(contact: &PushCandidate, resolution: &Resolution) -> Option<Pushed
     let (id, pushed): (&HsObjectId, bool) = match resolution {
         Resolution::Created(id) | Resolution::Updated(id) => (id, true),
         Resolution::Linked { id, in_sync } => (id, *in_sync),
-        Resolution::Failed { .. } => return None,
+        Resolution::Failed { .. } | Resolution::Gone(_) => return None,
     };
     Some(PushedRow {
         id: contact.id,
@@ -328,6 +331,29 @@ fn pushed_row(contact: &PushCandidate, resolution: &Resolution) -> Option<Pushed
         hs_object_id: id.clone(),
         pushed_version: pushed.then_some(contact.local_version),
     })
+}
+
+/// Tombstones, in the page's transaction, the rows of the contacts HubSpot no longer has (one
+/// statement per reason met), so that no later push creates them again.
+async fn tombstone_gone(
+    tx: &mut Tx,
+    contacts: &[PushCandidate],
+    resolutions: &[Resolution],
+) -> Result<(), RunError> {
+    for reason in TombstoneReason::ALL {
+        let ids: Vec<HsObjectId> = contacts
+            .iter()
+            .zip(resolutions)
+            .filter(|(_, r)| **r == Resolution::Gone(reason))
+            .filter_map(|(c, _)| c.hs_object_id.clone())
+            .collect();
+        if !ids.is_empty() {
+            tx.tombstone_hs_objects(&ids, reason)
+                .await
+                .map_err(from_store)?;
+        }
+    }
+    Ok(())
 }
 
 /// Contacts whose link the database refused (another local row holds that HubSpot contact)

@@ -32,6 +32,7 @@ use crate::hubspot::MAX_BATCH;
 use crate::ids::HsObjectId;
 use crate::jobs::model::{Counts, Job, JobSpec};
 use crate::jobs::{Page, Progress, RunError};
+use crate::store::TombstoneReason;
 use crate::webhooks::count_pending_pulls;
 
 /// The most batch reads one webhook pull makes before it hands over to its successor.
@@ -75,13 +76,15 @@ pub async fn run(ctx: &SyncContext, job: &Job, progress: &Progress) -> Result<()
         let (mut tx, written) = write_page(&ctx.hubspot, store, mode, &read.pulled)
             .await
             .map_err(page_error)?;
-        let unlinked = tx.unlink_hs_objects(&read.missing).await?;
+        let unlinked = tx
+            .tombstone_hs_objects(&read.missing, TombstoneReason::Deleted)
+            .await?;
         if !read.missing.is_empty() {
             tracing::info!(
                 job = %job.id,
                 missing = ?read.missing,
                 unlinked = ?unlinked,
-                "HubSpot no longer has records a webhook named; local rows linked to them are unlinked"
+                "HubSpot no longer has records a webhook named; local rows linked to them are tombstoned"
             );
         }
         tx.clear_pulled(&taken).await?;

@@ -1,13 +1,14 @@
 //! What a verified batch of events does locally, before any call to HubSpot: redeliveries are
-//! dropped, deletions and merges are applied to `contacts.hs_object_id`, and the records
-//! that need a targeted pull are listed for the sync engine.
+//! dropped, deletions tombstone the linked row (its `hs_object_id` is cleared and push never
+//! creates the contact again, INTERFACE §4.4), merges re-link `contacts.hs_object_id`, and the
+//! records that need a targeted pull are listed for the sync engine.
 
 use std::collections::HashMap;
 
 use super::echoes::echo_of;
 use super::events::{EventKind, WebhookEvent};
 use crate::ids::{ContactId, HsObjectId};
-use crate::store::{LinkedRow, MergeOutcome, Store, StoreError};
+use crate::store::{LinkedRow, MergeOutcome, Store, StoreError, TombstoneReason};
 
 /// What [`process_events`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -16,7 +17,7 @@ pub struct BatchOutcome {
     pub new_events: usize,
     /// Redeliveries (or repeats within the batch), ignored.
     pub duplicates: usize,
-    /// Local rows unlinked because HubSpot deleted their record.
+    /// Local rows unlinked and tombstoned because HubSpot deleted their record.
     pub unlinked: Vec<ContactId>,
     /// One entry per merge event applied.
     pub merges: Vec<MergeOutcome>,
@@ -27,8 +28,8 @@ pub struct BatchOutcome {
     pub echoes: usize,
 }
 
-/// Records the events, then applies those not seen before, oldest first: deletions clear the
-/// local `hs_object_id`, merges re-link to the surviving id. When applying fails, the events
+/// Records the events, then applies those not seen before, oldest first: deletions tombstone
+/// the linked row (clearing its `hs_object_id`), merges re-link to the surviving id. When applying fails, the events
 /// are forgotten again, so that HubSpot's redelivery (after a 5xx answer) gets another try.
 ///
 /// Echoes of this app's own writes are counted and go no further: they need no read, and no
@@ -75,7 +76,10 @@ async fn apply(
     for event in events {
         match (&event.kind, &event.object_id) {
             (EventKind::ContactDeletion | EventKind::ContactPrivacyDeletion, Some(id)) => {
-                let unlinked = store.unlink_hs_objects(std::slice::from_ref(id)).await?;
+                let reason = deletion_reason(&event.kind);
+                let unlinked = store
+                    .tombstone_hs_objects(std::slice::from_ref(id), reason)
+                    .await?;
                 outcome.unlinked.extend(unlinked);
                 outcome.to_pull.retain(|pending| pending != id);
             }
@@ -140,6 +144,15 @@ async fn linked_rows(
         .into_iter()
         .map(|row| (row.hs_object_id.clone(), row))
         .collect())
+}
+
+/// Why a deletion event's contact is gone: a privacy deletion is remembered as such, because
+/// it is never undone automatically.
+fn deletion_reason(kind: &EventKind) -> TombstoneReason {
+    match kind {
+        EventKind::ContactPrivacyDeletion => TombstoneReason::PrivacyDeletion,
+        _ => TombstoneReason::Deleted,
+    }
 }
 
 fn push_once(list: &mut Vec<HsObjectId>, id: &HsObjectId) {

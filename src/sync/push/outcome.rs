@@ -4,6 +4,7 @@
 use crate::hubspot::{Contact, HubSpotError};
 use crate::ids::HsObjectId;
 use crate::jobs::model::PushOutcome;
+use crate::store::TombstoneReason;
 use crate::store::push::PushCandidate;
 use std::collections::BTreeMap;
 
@@ -37,6 +38,9 @@ pub(super) enum Resolution {
     Linked { id: HsObjectId, in_sync: bool },
     /// An existing HubSpot contact now holds the local values.
     Updated(HsObjectId),
+    /// HubSpot no longer has the linked record: the contact is not pushed (never created
+    /// again) and its row is tombstoned for this reason.
+    Gone(TombstoneReason),
     /// HubSpot (or the local database) refused the record.
     Failed {
         /// The HubSpot record concerned, when there is one.
@@ -54,6 +58,7 @@ impl Resolution {
             Self::Linked { .. } => PushOutcome::Linked,
             Self::Updated(_) => PushOutcome::Updated,
             Self::Failed { .. } => PushOutcome::Failed,
+            Self::Gone(_) => PushOutcome::Skipped,
         }
     }
 

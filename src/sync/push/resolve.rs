@@ -1,10 +1,9 @@
 //! One page of candidates against HubSpot: what becomes of each contact.
 //!
 //! - Linked contacts changed locally are updated by HubSpot id. One that HubSpot no longer
-//!   has (deleted, or merged away and left out of the answer) loses its link and is resolved
-//!   like a new contact in the same page: HubSpot's deletion is the same event that makes the
-//!   `contact.deletion` webhook clear the link, and a merged-away contact is found again by its
-//!   email on the survivor.
+//!   has (not found, or archived on re-read) is gone: it is never created again (INTERFACE
+//!   §4.4), counts as `skipped`, and its row is tombstoned when the page commits, as the
+//!   `contact.deletion` webhook does. A merged-away contact follows its survivor.
 //! - Link mode: contacts found by email are linked; the rest are created with their external
 //!   key. While no existing contact has turned up in this job, pages create at once (HubSpot's
 //!   unique email and external key refuse a contact that exists, nothing is applied, and the
@@ -40,6 +39,7 @@ use crate::hubspot::{
 use crate::ids::HsObjectId;
 use crate::jobs::RunError;
 use crate::jobs::model::PushMode;
+use crate::store::TombstoneReason;
 use crate::store::push::PushCandidate;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -123,10 +123,7 @@ pub(super) async fn resolve_page(
     };
     let (linked, unlinked): (Vec<usize>, Vec<usize>) =
         (0..page.contacts.len()).partition(|&i| page.contacts[i].hs_object_id.is_some());
-    let gone = page.update_linked(linked).await?;
-    let mut unlinked = unlinked;
-    unlinked.extend(gone);
-    unlinked.sort_unstable();
+    page.update_linked(linked).await?;
     match ctx.mode {
         PushMode::Link => page.link_or_create(unlinked).await?,
         PushMode::Upsert => page.upsert(unlinked).await?,
@@ -152,6 +149,16 @@ struct PageWork<'a> {
     ctx: &'a RunContext,
     contacts: Vec<PushCandidate>,
     out: Vec<Option<Resolution>>,
+}
+
+/// Why a linked record re-read on its own is gone, if it is: archived under its own id, or
+/// merged into a survivor that is itself archived (nothing left to link to).
+fn gone_on_reread(id: &HsObjectId, record: &Contact) -> Option<TombstoneReason> {
+    match (record.archived, record.id == *id) {
+        (false, _) => None,
+        (true, true) => Some(TombstoneReason::Archived),
+        (true, false) => Some(TombstoneReason::MergedAwayWithoutSurvivor),
+    }
 }
 
 /// A whole batch refused for its content (409 or 400): split it to find the culprits.
@@ -200,9 +207,9 @@ impl PageWork<'_> {
         );
     }
 
-    /// Updates linked contacts by HubSpot id; returns those HubSpot no longer has.
-    async fn update_linked(&mut self, linked: Vec<usize>) -> Result<Vec<usize>, RunError> {
-        let mut gone = Vec::new();
+    /// Updates linked contacts by HubSpot id. Those HubSpot no longer has are gone: never
+    /// created again (INTERFACE §4.4), their rows are tombstoned when the page commits.
+    async fn update_linked(&mut self, linked: Vec<usize>) -> Result<(), RunError> {
         let mut omitted = Vec::new();
         let mut work = vec![linked];
         while let Some(set) = work.pop() {
@@ -234,7 +241,9 @@ impl PageWork<'_> {
                             (Some(record), _) => {
                                 self.resolve(i, Resolution::Updated(record.id.clone()))
                             }
-                            (None, Some(HubSpotError::NotFound { .. })) => gone.push(i),
+                            (None, Some(HubSpotError::NotFound { .. })) => {
+                                self.resolve(i, Resolution::Gone(TombstoneReason::Deleted))
+                            }
                             (None, Some(error)) => self.resolve(i, Resolution::refused(error)),
                             (None, None) => omitted.push(i),
                         }
@@ -245,22 +254,21 @@ impl PageWork<'_> {
             }
         }
         for i in omitted {
-            if self.settle_omitted_update(i).await? {
-                gone.push(i);
-            }
+            self.settle_omitted_update(i).await?;
         }
-        Ok(gone)
+        Ok(())
     }
 
     /// A linked contact HubSpot left out of its update answer without saying why. Silence is
     /// not deletion (HubSpot leaves merged-away ids out, too): the record is read again on its
-    /// own. Gone (404) → `true`, resolved like a contact never pushed. Merged into another
+    /// own. Gone (404, or archived) → tombstoned, never created again. Merged into another
     /// record (the read answers with the survivor) → re-linked to the survivor without writing
     /// to it, so that a survivor another local row holds is refused by the database before
-    /// anything is overwritten; the next push updates it. Still there → updated on its own.
-    async fn settle_omitted_update(&mut self, i: usize) -> Result<bool, RunError> {
+    /// anything is overwritten; the next push updates it. A survivor that is itself archived
+    /// cannot take the contact: `merged_away_without_survivor`. Still there → updated on its own.
+    async fn settle_omitted_update(&mut self, i: usize) -> Result<(), RunError> {
         let Some(id) = self.contacts[i].hs_object_id.clone() else {
-            return Ok(true);
+            return Ok(());
         };
         let record = match self
             .ctx
@@ -269,9 +277,16 @@ impl PageWork<'_> {
             .await
         {
             Ok(record) => record,
-            Err(HubSpotError::NotFound { .. }) => return Ok(true),
+            Err(HubSpotError::NotFound { .. }) => {
+                self.resolve(i, Resolution::Gone(TombstoneReason::Deleted));
+                return Ok(());
+            }
             Err(e) => return Err(from_hubspot(e)),
         };
+        if let Some(reason) = gone_on_reread(&id, &record) {
+            self.resolve(i, Resolution::Gone(reason));
+            return Ok(());
+        }
         if record.id != id {
             let in_sync = holds_local_values(&self.contacts[i], &record);
             self.resolve(
@@ -281,16 +296,18 @@ impl PageWork<'_> {
                     in_sync,
                 },
             );
-            return Ok(false);
+            return Ok(());
         }
         let properties = update_properties(&self.contacts[i]);
         match self.ctx.client.update_contact(&id, &properties).await {
             Ok(record) => self.resolve(i, Resolution::Updated(record.id)),
-            Err(HubSpotError::NotFound { .. }) => return Ok(true),
+            Err(HubSpotError::NotFound { .. }) => {
+                self.resolve(i, Resolution::Gone(TombstoneReason::Deleted))
+            }
             Err(e) if is_batch_refusal(&e) => self.resolve(i, Resolution::refused(&e)),
             Err(e) => return Err(from_hubspot(e)),
         }
-        Ok(false)
+        Ok(())
     }
 
     /// A refused batch: halves go back to the work list; a single contact fails with the reason.
