@@ -375,16 +375,18 @@ async fn choose_industry(catalog: &Catalog) -> Result<String, CliError> {
     .map_err(|e| CliError::Prompt(e.to_string()))?
 }
 
-/// The scopes the install link asks for: the original sample app's.
+/// The scopes the install link asks for: only those the service uses. A feature that needs
+/// another scope adds it here with that feature (an unused scope is access an attacker with the
+/// tokens would get for nothing).
 pub const HUBSPOT_SCOPES: &[&str] = &[
+    // account-info (which portal a token reaches) and the token calls themselves
+    "oauth",
+    // pull, webhook effects (read) and push (write)
     "crm.objects.contacts.read",
     "crm.objects.contacts.write",
-    "crm.objects.companies.read",
-    "crm.objects.companies.write",
+    // the crm_sync_contact_id property push creates and checks
     "crm.schemas.contacts.read",
     "crm.schemas.contacts.write",
-    "crm.schemas.companies.read",
-    "crm.schemas.companies.write",
 ];
 
 /// The HubSpot client the settings describe: a private-app client when
@@ -872,5 +874,43 @@ impl JobRunner for HubSpotNotConfigured {
                     .to_owned(),
             ))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn the_install_link_asks_only_for_the_scopes_the_service_uses() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let env: HashMap<String, String> = [
+            ("CRM_SYNC__HUBSPOT__CLIENT_ID", "client-1"),
+            ("CRM_SYNC__HUBSPOT__CLIENT_SECRET", "secret-1"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let settings = Settings::load(dir.path(), &env).expect("settings");
+        let app = oauth_app_from_settings(&settings)
+            .expect("valid")
+            .expect("an OAuth app");
+        let client = HubSpotClient::new(
+            ClientConfig::new(settings.hubspot_api_base_url().expect("url")),
+            Auth::OAuth {
+                app,
+                tokens: Arc::new(MemoryTokenStore::default()),
+            },
+        )
+        .expect("client");
+        let link = client.authorize_url("st").expect("link");
+        let query: HashMap<_, _> = link.query_pairs().into_owned().collect();
+        assert_eq!(
+            query["scope"],
+            "oauth crm.objects.contacts.read crm.objects.contacts.write \
+             crm.schemas.contacts.read crm.schemas.contacts.write"
+        );
+        assert!(!query.contains_key("optional_scope"));
     }
 }
