@@ -76,6 +76,9 @@ pub enum Command {
     Connect,
     /// Disconnect HubSpot: remove the stored tokens, so that another account may be connected.
     Disconnect,
+    /// Print a fresh encryption key (base64 of 32 random bytes) for security.encryption_key;
+    /// required with PostgreSQL, where every host must share one key.
+    Keygen,
 }
 
 /// Flags of `crm-sync serve`.
@@ -257,6 +260,11 @@ fn database_hint(e: &StoreError) -> &'static str {
 
 /// Installs logging and runs one command to completion.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
+    if let Command::Keygen = cli.command {
+        // Needs no configuration: it is how one makes the key a configuration lacks.
+        println!("{}", crate::config::generate_encryption_key());
+        return Ok(());
+    }
     let dir = std::env::current_dir().map_err(CliError::WorkingDir)?;
     // `.env` first, so that a `RUST_LOG` kept there filters the logs too.
     load_dotenv(&dir)?;
@@ -271,6 +279,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Worker => worker(&dir).await,
         Command::Connect => connect(&dir).await,
         Command::Disconnect => disconnect(&dir).await,
+        Command::Keygen => Ok(()),
     }
 }
 
@@ -514,12 +523,7 @@ impl Service {
             None
         };
         let (token, token_origin) = resolve_api_token(&settings, &data)?;
-        let (key, _) = resolve_encryption_key(&settings, &data)?;
-        let previous: Vec<EncryptionKey> = previous_keys(&settings)?
-            .into_iter()
-            .map(EncryptionKey::from_bytes)
-            .collect();
-        let token_cipher = Arc::new(TokenCipher::new(&EncryptionKey::from_bytes(key), &previous));
+        let token_cipher = token_cipher(&settings, &data)?;
         let store = open_store(&settings).await?;
         let demo_auth = match &sandbox {
             Some(sandbox) => Some(demo::choose_auth(&mut settings, &store, sandbox).await?),
@@ -773,8 +777,10 @@ async fn jobs(dir: &Path, args: JobsArgs) -> Result<(), CliError> {
 async fn worker(dir: &Path) -> Result<(), CliError> {
     let settings = Settings::load_from_process(dir)?;
     let schedules = Schedule::all_from(&settings)?;
+    // Before connecting: a missing key is a configuration error, whatever the database says.
+    let cipher = token_cipher(&settings, &data_dir(dir))?;
     let store = open_store(&settings).await?;
-    let runner = job_runner(dir, &settings, &store).await?;
+    let runner = job_runner(&settings, &store, cipher).await?;
     tracing::info!(
         database = %store.redacted_url(),
         schedules = schedules.len(),
@@ -799,22 +805,29 @@ async fn worker(dir: &Path) -> Result<(), CliError> {
 /// The runner that workers hand jobs to: the sync engine, built from the settings (the same
 /// runner serves `serve` and `worker`).
 pub async fn job_runner(
-    dir: &Path,
     settings: &Settings,
     store: &Store,
+    cipher: Arc<TokenCipher>,
 ) -> Result<Arc<dyn JobRunner>, CliError> {
-    let data = data_dir(dir);
-    let (key, _) = resolve_encryption_key(settings, &data)?;
-    let previous: Vec<EncryptionKey> = previous_keys(settings)?
-        .into_iter()
-        .map(EncryptionKey::from_bytes)
-        .collect();
-    let cipher = Arc::new(TokenCipher::new(&EncryptionKey::from_bytes(key), &previous));
     let client = hubspot_client_from_settings(settings, store, cipher)?.map(|(client, _)| client);
     if let Some(client) = &client {
         check_pinned_account(settings, client).await?;
     }
     runner_for(settings, client)
+}
+
+/// The cipher for HubSpot tokens at rest: `security.encryption_key` (or on SQLite the key
+/// generated into `data_dir`) plus the previous keys still accepted for opening.
+pub fn token_cipher(settings: &Settings, data_dir: &Path) -> Result<Arc<TokenCipher>, CliError> {
+    let (key, _) = resolve_encryption_key(settings, data_dir)?;
+    let previous: Vec<EncryptionKey> = previous_keys(settings)?
+        .into_iter()
+        .map(EncryptionKey::from_bytes)
+        .collect();
+    Ok(Arc::new(TokenCipher::new(
+        &EncryptionKey::from_bytes(key),
+        &previous,
+    )))
 }
 
 /// The sync engine over `client`, or, with no HubSpot configured, a runner that fails each job

@@ -164,6 +164,14 @@ pub enum ConfigError {
     /// A file or variable could not be read or has an unknown key.
     #[error("invalid configuration: {0}")]
     Load(String),
+    /// PostgreSQL without `security.encryption_key`: a key generated on one host would leave
+    /// the tokens it seals unreadable on every other host sharing the database.
+    #[error(
+        "security.encryption_key is required with PostgreSQL (every host sharing the database \
+         must use the same key): run `crm-sync keygen` and set what it prints as \
+         security.encryption_key or CRM_SYNC__SECURITY__ENCRYPTION_KEY on every host"
+    )]
+    EncryptionKeyRequired,
     /// A generated secret could not be read or written.
     #[error("cannot {action} {path}: {source}")]
     SecretFile {
@@ -584,8 +592,9 @@ pub fn resolve_api_token(
     Ok((token, origin))
 }
 
-/// The encryption key for tokens at rest: configured, or generated once into
-/// `<data_dir>/encryption-key`.
+/// The encryption key for tokens at rest: configured, or (SQLite only) generated once into
+/// `<data_dir>/encryption-key`. PostgreSQL without a configured key is refused: the database
+/// is shared by hosts that do not share `data/`.
 pub fn resolve_encryption_key(
     settings: &Settings,
     data_dir: &Path,
@@ -593,10 +602,11 @@ pub fn resolve_encryption_key(
     if let Some(key) = &settings.security.encryption_key {
         return Ok((decode_key(key)?, SecretOrigin::Configured));
     }
+    if settings.database_kind()? == DatabaseKind::Postgres {
+        return Err(ConfigError::EncryptionKeyRequired);
+    }
     let path = data_dir.join("encryption-key");
-    let (key, origin) = read_or_create(&path, || {
-        base64::engine::general_purpose::STANDARD.encode(random_bytes::<32>())
-    })?;
+    let (key, origin) = read_or_create(&path, generate_encryption_key)?;
     if origin == SecretOrigin::Generated {
         tracing::warn!(
             file = %path.display(),
@@ -605,6 +615,11 @@ pub fn resolve_encryption_key(
         );
     }
     Ok((decode_key(&key)?, origin))
+}
+
+/// A fresh `security.encryption_key`: base64 of 32 random bytes (what `crm-sync keygen` prints).
+pub fn generate_encryption_key() -> String {
+    base64::engine::general_purpose::STANDARD.encode(random_bytes::<32>())
 }
 
 fn read_or_create(
@@ -981,6 +996,30 @@ mod tests {
             let leftovers = std::fs::read_dir(&data).unwrap().count();
             assert_eq!(leftovers, 1, "only the token file remains");
         }
+    }
+
+    #[test]
+    fn postgres_needs_a_configured_encryption_key_and_sqlite_generates_one() {
+        let dir = dir_with(None);
+        let data = dir.path().join("data");
+        let pg = [("DATABASE_URL", "postgres://u@db.local/crm")];
+        let s = Settings::load(dir.path(), &env(&pg)).unwrap();
+        let e = resolve_encryption_key(&s, &data).expect_err("refused");
+        assert!(matches!(e, ConfigError::EncryptionKeyRequired), "{e}");
+        assert!(e.to_string().contains("crm-sync keygen"), "{e}");
+        assert!(!data.join("encryption-key").exists(), "nothing generated");
+        let key = generate_encryption_key();
+        let s = Settings::load(
+            dir.path(),
+            &env(&[pg[0], ("CRM_SYNC__SECURITY__ENCRYPTION_KEY", &key)]),
+        )
+        .unwrap();
+        let (_, origin) = resolve_encryption_key(&s, &data).unwrap();
+        assert_eq!(origin, SecretOrigin::Configured);
+        assert_ne!(generate_encryption_key(), key, "fresh each time");
+        let s = Settings::load(dir.path(), &HashMap::new()).unwrap();
+        let (_, origin) = resolve_encryption_key(&s, &data).unwrap();
+        assert_eq!(origin, SecretOrigin::Generated);
     }
 
     #[test]
