@@ -529,7 +529,9 @@ impl Service {
             Some(sandbox) => Some(demo::choose_auth(&mut settings, &store, sandbox).await?),
             None => None,
         };
-        let state = AppState::new(store, token).with_cors_origins(settings.cors_allowed_origins()?);
+        let state = AppState::new(store, token)
+            .with_cors_origins(settings.cors_allowed_origins()?)
+            .with_trusted_proxies(settings.trusted_proxies()?);
         let state = state.with_oauth(OAuthSettings {
             client_id: settings.hubspot.client_id.clone(),
             client_secret: settings.hubspot.client_secret.clone(),

@@ -2,6 +2,7 @@
 //! `.env`, the sample app's `DATABASE_URL` / `CLIENT_ID` / `CLIENT_SECRET`, then
 //! `CRM_SYNC__<SECTION>__<KEY>` variables — later layers win.
 
+use crate::api::client_ip::{CidrError, TrustedProxies};
 use crate::ids::PortalId;
 use crate::secret::{Secret, redact_url};
 use base64::Engine as _;
@@ -58,6 +59,11 @@ pub struct ServerSettings {
     /// a comma-separated list.
     #[serde(default)]
     pub cors_allowed_origins: Vec<String>,
+    /// Reverse proxies (IP addresses or CIDR blocks) whose `Forwarded` / `X-Forwarded-For`
+    /// name the client, for the per-client rate limits; empty (the default): the TCP peer is
+    /// the client. From the environment, a comma-separated list.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
 }
 
 /// `api.*`
@@ -257,6 +263,7 @@ impl Settings {
                 .try_parsing(true)
                 .list_separator(",")
                 .with_list_parse_key("server.cors_allowed_origins")
+                .with_list_parse_key("server.trusted_proxies")
                 .source(Some(own)),
         );
         let raw = builder
@@ -275,6 +282,7 @@ impl Settings {
         self.bind_addr()?;
         self.public_url()?;
         self.cors_allowed_origins()?;
+        self.trusted_proxies()?;
         parse_url("hubspot.api_base_url", &self.hubspot.api_base_url)?;
         parse_url("hubspot.authorize_url", &self.hubspot.authorize_url)?;
         if self.hubspot.requests_per_10s == 0 {
@@ -405,6 +413,22 @@ impl Settings {
                 Ok(bare)
             })
             .collect()
+    }
+
+    /// `server.trusted_proxies` parsed; an entry that is not an address or block is refused,
+    /// naming it.
+    pub fn trusted_proxies(&self) -> Result<TrustedProxies, ConfigError> {
+        self.server
+            .trusted_proxies
+            .iter()
+            .enumerate()
+            .map(|(i, entry)| {
+                entry.parse().map_err(|e: CidrError| {
+                    invalid(&format!("server.trusted_proxies[{i}]"), e.to_string())
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(TrustedProxies::new)
     }
 
     /// `hubspot.api_base_url` parsed.
@@ -893,6 +917,27 @@ mod tests {
             let e = error_of(Some(&file), &[]);
             assert!(e.contains("server.cors_allowed_origins[1]"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn trusted_proxies_come_from_a_comma_separated_variable_and_bad_ones_are_named() {
+        let dir = dir_with(None);
+        let s = Settings::load(dir.path(), &HashMap::new()).unwrap();
+        assert_eq!(s.trusted_proxies().unwrap(), TrustedProxies::default());
+        let s = Settings::load(
+            dir.path(),
+            &env(&[("CRM_SYNC__SERVER__TRUSTED_PROXIES", "10.0.0.0/8,192.0.2.7")]),
+        )
+        .unwrap();
+        let proxies = s.trusted_proxies().unwrap();
+        assert!(proxies.trusts("10.9.8.7".parse().unwrap()));
+        assert!(proxies.trusts("192.0.2.7".parse().unwrap()));
+        assert!(!proxies.trusts("192.0.2.8".parse().unwrap()));
+        let e = error_of(
+            Some("[server]\ntrusted_proxies = [\"10.0.0.1\", \"proxy.local\"]\n"),
+            &[],
+        );
+        assert!(e.contains("server.trusted_proxies[1]"), "{e}");
     }
 
     #[test]
