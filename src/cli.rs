@@ -616,6 +616,7 @@ async fn serve(dir: &Path, args: &ServeArgs) -> Result<(), CliError> {
     let schedules = Schedule::all_from(&service.settings)?;
     let runner = runner_for(&service.settings, service.hubspot.clone())?;
     let Service {
+        settings,
         state,
         listener,
         sandbox,
@@ -631,6 +632,7 @@ async fn serve(dir: &Path, args: &ServeArgs) -> Result<(), CliError> {
         role: "serve".to_owned(),
         ..WorkerConfig::default()
     };
+    let pruner = crate::jobs::retention::spawn(state.store.clone(), settings.retention.clone());
     // Each side listens for the signal itself, so one SIGTERM stops both.
     let (api, workers) = tokio::join!(
         crate::api::serve(listener, state.clone(), crate::api::shutdown_signal()),
@@ -650,6 +652,7 @@ async fn serve(dir: &Path, args: &ServeArgs) -> Result<(), CliError> {
             .await
         },
     );
+    pruner.abort();
     if let Some(sandbox) = sandbox {
         sandbox.shutdown().await?;
     }
@@ -792,6 +795,7 @@ async fn worker(dir: &Path) -> Result<(), CliError> {
         role: "worker".to_owned(),
         ..WorkerConfig::default()
     };
+    let pruner = crate::jobs::retention::spawn(store.clone(), settings.retention.clone());
     let ran = crate::jobs::run_workers(
         store.clone(),
         runner,
@@ -800,6 +804,7 @@ async fn worker(dir: &Path) -> Result<(), CliError> {
         crate::jobs::worker::shutdown_signal(),
     )
     .await;
+    pruner.abort();
     store.close().await;
     Ok(ran?)
 }

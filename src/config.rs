@@ -36,6 +36,85 @@ pub struct Settings {
     /// Recurring jobs.
     #[serde(default)]
     pub sync: SyncSettings,
+    /// How long finished rows are kept.
+    #[serde(default)]
+    pub retention: RetentionSettings,
+}
+
+/// `retention.*`: how many days finished rows are kept before `serve` and `worker` prune them,
+/// and how often they look. Unfinished jobs and queue tasks are never pruned, and webhook event
+/// ids are kept at least for HubSpot's 24-hour redelivery window.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionSettings {
+    /// Finished jobs (`sync_jobs`), counted from when they finished.
+    pub jobs_days: u32,
+    /// Webhook event ids (the dedupe table), counted from receipt.
+    pub webhook_events_days: u32,
+    /// Schedule ticks; the newest tick of each schedule is always kept.
+    pub schedule_ticks_days: u32,
+    /// Finished tasks in the job queue's own tables.
+    pub queue_tasks_days: u32,
+    /// OAuth states, counted from when they expired.
+    pub oauth_states_days: u32,
+    /// Operator sessions, counted from when they expired or ended.
+    pub operator_sessions_days: u32,
+    /// Minutes between two pruning rounds of one process.
+    pub interval_minutes: u32,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        Self {
+            jobs_days: 30,
+            webhook_events_days: 7,
+            schedule_ticks_days: 30,
+            queue_tasks_days: 7,
+            oauth_states_days: 1,
+            operator_sessions_days: 1,
+            interval_minutes: 60,
+        }
+    }
+}
+
+impl RetentionSettings {
+    /// The points in time before which rows are pruned, as of `now`.
+    pub fn cutoffs(&self, now: chrono::DateTime<chrono::Utc>) -> crate::store::RetentionCutoffs {
+        let before = |days: u32| now - chrono::Duration::days(i64::from(days));
+        crate::store::RetentionCutoffs {
+            jobs: before(self.jobs_days),
+            webhook_events: before(self.webhook_events_days),
+            schedule_ticks: before(self.schedule_ticks_days),
+            queue_tasks: before(self.queue_tasks_days),
+            oauth_states: before(self.oauth_states_days),
+            operator_sessions: before(self.operator_sessions_days),
+        }
+    }
+
+    /// Time between two pruning rounds.
+    pub fn interval(&self) -> Duration {
+        Duration::from_secs(u64::from(self.interval_minutes) * 60)
+    }
+
+    /// Every value at least 1: a zero would prune a job the moment it finished, or spin.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let values = [
+            ("retention.jobs_days", self.jobs_days),
+            ("retention.webhook_events_days", self.webhook_events_days),
+            ("retention.schedule_ticks_days", self.schedule_ticks_days),
+            ("retention.queue_tasks_days", self.queue_tasks_days),
+            ("retention.oauth_states_days", self.oauth_states_days),
+            (
+                "retention.operator_sessions_days",
+                self.operator_sessions_days,
+            ),
+            ("retention.interval_minutes", self.interval_minutes),
+        ];
+        match values.iter().find(|(_, value)| *value == 0) {
+            Some((key, _)) => Err(invalid(key, "must be at least 1")),
+            None => Ok(()),
+        }
+    }
 }
 
 /// `database.*`
@@ -312,6 +391,7 @@ impl Settings {
             schedule.validate(&format!("sync.schedules[{i}]"))?;
         }
         self.pull_lookback()?;
+        self.retention.validate()?;
         Ok(())
     }
 
@@ -938,6 +1018,27 @@ mod tests {
             &[],
         );
         assert!(e.contains("server.trusted_proxies[1]"), "{e}");
+    }
+
+    #[test]
+    fn retention_has_defaults_takes_variables_and_refuses_zero() {
+        let dir = dir_with(None);
+        let s = Settings::load(dir.path(), &HashMap::new()).unwrap();
+        assert_eq!(
+            (s.retention.jobs_days, s.retention.webhook_events_days),
+            (30, 7)
+        );
+        assert_eq!(s.retention.interval(), Duration::from_secs(3600));
+        let s = Settings::load(
+            dir.path(),
+            &env(&[("CRM_SYNC__RETENTION__JOBS_DAYS", "90")]),
+        )
+        .unwrap();
+        assert_eq!(s.retention.jobs_days, 90);
+        let e = error_of(Some("[retention]\nwebhook_events_days = 0\n"), &[]);
+        assert!(e.contains("retention.webhook_events_days"), "{e}");
+        let e = error_of(Some("[retention]\njob_days = 3\n"), &[]);
+        assert!(e.contains("job_days"), "{e}");
     }
 
     #[test]

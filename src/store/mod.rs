@@ -10,6 +10,7 @@ mod credential_ciphers;
 mod credentials;
 mod link_portal;
 mod oauth_states;
+mod retention;
 mod sessions;
 mod time;
 mod unicode_lower;
@@ -24,6 +25,7 @@ pub use credential_ciphers::CredentialCiphers;
 pub use credentials::{CredentialStatus, NewCredentials, StoredCredentials};
 pub use link_portal::LinkPortal;
 pub use oauth_states::{StateBinding, StateFacts};
+pub use retention::{PruneOutcome, Pruned, RetentionCutoffs, WEBHOOK_DEDUPE_WINDOW};
 pub use webhooks::{MergeOutcome, WebhookEventKey};
 
 use crate::secret::redact_url;
