@@ -82,6 +82,9 @@ pub enum Command {
         /// The local contact id.
         id: i64,
     },
+    /// Print a fresh encryption key (base64 of 32 random bytes) for security.encryption_key;
+    /// required with PostgreSQL, where every host must share one key.
+    Keygen,
 }
 
 /// Flags of `crm-sync serve`.
@@ -266,6 +269,11 @@ fn database_hint(e: &StoreError) -> &'static str {
 
 /// Installs logging and runs one command to completion.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
+    if let Command::Keygen = cli.command {
+        // Needs no configuration: it is how one makes the key a configuration lacks.
+        println!("{}", crate::config::generate_encryption_key());
+        return Ok(());
+    }
     let dir = std::env::current_dir().map_err(CliError::WorkingDir)?;
     // `.env` first, so that a `RUST_LOG` kept there filters the logs too.
     load_dotenv(&dir)?;
@@ -281,6 +289,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Connect => connect(&dir).await,
         Command::Disconnect => disconnect(&dir).await,
         Command::Restore { id } => restore(&dir, ContactId(id)).await,
+        Command::Keygen => Ok(()),
     }
 }
 
@@ -385,16 +394,18 @@ async fn choose_industry(catalog: &Catalog) -> Result<String, CliError> {
     .map_err(|e| CliError::Prompt(e.to_string()))?
 }
 
-/// The scopes the install link asks for: the original sample app's.
+/// The scopes the install link asks for: only those the service uses. A feature that needs
+/// another scope adds it here with that feature (an unused scope is access an attacker with the
+/// tokens would get for nothing).
 pub const HUBSPOT_SCOPES: &[&str] = &[
+    // account-info (which portal a token reaches) and the token calls themselves
+    "oauth",
+    // pull, webhook effects (read) and push (write)
     "crm.objects.contacts.read",
     "crm.objects.contacts.write",
-    "crm.objects.companies.read",
-    "crm.objects.companies.write",
+    // the crm_sync_contact_id property push creates and checks
     "crm.schemas.contacts.read",
     "crm.schemas.contacts.write",
-    "crm.schemas.companies.read",
-    "crm.schemas.companies.write",
 ];
 
 /// The HubSpot client the settings describe: a private-app client when
@@ -522,18 +533,15 @@ impl Service {
             None
         };
         let (token, token_origin) = resolve_api_token(&settings, &data)?;
-        let (key, _) = resolve_encryption_key(&settings, &data)?;
-        let previous: Vec<EncryptionKey> = previous_keys(&settings)?
-            .into_iter()
-            .map(EncryptionKey::from_bytes)
-            .collect();
-        let token_cipher = Arc::new(TokenCipher::new(&EncryptionKey::from_bytes(key), &previous));
+        let token_cipher = token_cipher(&settings, &data)?;
         let store = open_store(&settings).await?;
         let demo_auth = match &sandbox {
             Some(sandbox) => Some(demo::choose_auth(&mut settings, &store, sandbox).await?),
             None => None,
         };
-        let state = AppState::new(store, token).with_cors_origins(settings.cors_allowed_origins()?);
+        let state = AppState::new(store, token)
+            .with_cors_origins(settings.cors_allowed_origins()?)
+            .with_trusted_proxies(settings.trusted_proxies()?);
         let state = state.with_oauth(OAuthSettings {
             client_id: settings.hubspot.client_id.clone(),
             client_secret: settings.hubspot.client_secret.clone(),
@@ -618,6 +626,7 @@ async fn serve(dir: &Path, args: &ServeArgs) -> Result<(), CliError> {
     let schedules = Schedule::all_from(&service.settings)?;
     let runner = runner_for(&service.settings, service.hubspot.clone())?;
     let Service {
+        settings,
         state,
         listener,
         sandbox,
@@ -633,6 +642,7 @@ async fn serve(dir: &Path, args: &ServeArgs) -> Result<(), CliError> {
         role: "serve".to_owned(),
         ..WorkerConfig::default()
     };
+    let pruner = crate::jobs::retention::spawn(state.store.clone(), settings.retention.clone());
     // Each side listens for the signal itself, so one SIGTERM stops both.
     let (api, workers) = tokio::join!(
         crate::api::serve(listener, state.clone(), crate::api::shutdown_signal()),
@@ -652,6 +662,7 @@ async fn serve(dir: &Path, args: &ServeArgs) -> Result<(), CliError> {
             .await
         },
     );
+    pruner.abort();
     if let Some(sandbox) = sandbox {
         sandbox.shutdown().await?;
     }
@@ -803,8 +814,10 @@ async fn jobs(dir: &Path, args: JobsArgs) -> Result<(), CliError> {
 async fn worker(dir: &Path) -> Result<(), CliError> {
     let settings = Settings::load_from_process(dir)?;
     let schedules = Schedule::all_from(&settings)?;
+    // Before connecting: a missing key is a configuration error, whatever the database says.
+    let cipher = token_cipher(&settings, &data_dir(dir))?;
     let store = open_store(&settings).await?;
-    let runner = job_runner(dir, &settings, &store).await?;
+    let runner = job_runner(&settings, &store, cipher).await?;
     tracing::info!(
         database = %store.redacted_url(),
         schedules = schedules.len(),
@@ -814,6 +827,7 @@ async fn worker(dir: &Path) -> Result<(), CliError> {
         role: "worker".to_owned(),
         ..WorkerConfig::default()
     };
+    let pruner = crate::jobs::retention::spawn(store.clone(), settings.retention.clone());
     let ran = crate::jobs::run_workers(
         store.clone(),
         runner,
@@ -822,6 +836,7 @@ async fn worker(dir: &Path) -> Result<(), CliError> {
         crate::jobs::worker::shutdown_signal(),
     )
     .await;
+    pruner.abort();
     store.close().await;
     Ok(ran?)
 }
@@ -829,22 +844,29 @@ async fn worker(dir: &Path) -> Result<(), CliError> {
 /// The runner that workers hand jobs to: the sync engine, built from the settings (the same
 /// runner serves `serve` and `worker`).
 pub async fn job_runner(
-    dir: &Path,
     settings: &Settings,
     store: &Store,
+    cipher: Arc<TokenCipher>,
 ) -> Result<Arc<dyn JobRunner>, CliError> {
-    let data = data_dir(dir);
-    let (key, _) = resolve_encryption_key(settings, &data)?;
-    let previous: Vec<EncryptionKey> = previous_keys(settings)?
-        .into_iter()
-        .map(EncryptionKey::from_bytes)
-        .collect();
-    let cipher = Arc::new(TokenCipher::new(&EncryptionKey::from_bytes(key), &previous));
     let client = hubspot_client_from_settings(settings, store, cipher)?.map(|(client, _)| client);
     if let Some(client) = &client {
         check_pinned_account(settings, client).await?;
     }
     runner_for(settings, client)
+}
+
+/// The cipher for HubSpot tokens at rest: `security.encryption_key` (or on SQLite the key
+/// generated into `data_dir`) plus the previous keys still accepted for opening.
+pub fn token_cipher(settings: &Settings, data_dir: &Path) -> Result<Arc<TokenCipher>, CliError> {
+    let (key, _) = resolve_encryption_key(settings, data_dir)?;
+    let previous: Vec<EncryptionKey> = previous_keys(settings)?
+        .into_iter()
+        .map(EncryptionKey::from_bytes)
+        .collect();
+    Ok(Arc::new(TokenCipher::new(
+        &EncryptionKey::from_bytes(key),
+        &previous,
+    )))
 }
 
 /// The sync engine over `client`, or, with no HubSpot configured, a runner that fails each job
@@ -904,5 +926,43 @@ impl JobRunner for HubSpotNotConfigured {
                     .to_owned(),
             ))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn the_install_link_asks_only_for_the_scopes_the_service_uses() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let env: HashMap<String, String> = [
+            ("CRM_SYNC__HUBSPOT__CLIENT_ID", "client-1"),
+            ("CRM_SYNC__HUBSPOT__CLIENT_SECRET", "secret-1"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let settings = Settings::load(dir.path(), &env).expect("settings");
+        let app = oauth_app_from_settings(&settings)
+            .expect("valid")
+            .expect("an OAuth app");
+        let client = HubSpotClient::new(
+            ClientConfig::new(settings.hubspot_api_base_url().expect("url")),
+            Auth::OAuth {
+                app,
+                tokens: Arc::new(MemoryTokenStore::default()),
+            },
+        )
+        .expect("client");
+        let link = client.authorize_url("st").expect("link");
+        let query: HashMap<_, _> = link.query_pairs().into_owned().collect();
+        assert_eq!(
+            query["scope"],
+            "oauth crm.objects.contacts.read crm.objects.contacts.write \
+             crm.schemas.contacts.read crm.schemas.contacts.write"
+        );
+        assert!(!query.contains_key("optional_scope"));
     }
 }

@@ -2,6 +2,7 @@
 //! `.env`, the sample app's `DATABASE_URL` / `CLIENT_ID` / `CLIENT_SECRET`, then
 //! `CRM_SYNC__<SECTION>__<KEY>` variables — later layers win.
 
+use crate::api::client_ip::{CidrError, TrustedProxies};
 use crate::ids::PortalId;
 use crate::secret::{Secret, redact_url};
 use base64::Engine as _;
@@ -35,6 +36,85 @@ pub struct Settings {
     /// Recurring jobs.
     #[serde(default)]
     pub sync: SyncSettings,
+    /// How long finished rows are kept.
+    #[serde(default)]
+    pub retention: RetentionSettings,
+}
+
+/// `retention.*`: how many days finished rows are kept before `serve` and `worker` prune them,
+/// and how often they look. Unfinished jobs and queue tasks are never pruned, and webhook event
+/// ids are kept at least for HubSpot's 24-hour redelivery window.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionSettings {
+    /// Finished jobs (`sync_jobs`), counted from when they finished.
+    pub jobs_days: u32,
+    /// Webhook event ids (the dedupe table), counted from receipt.
+    pub webhook_events_days: u32,
+    /// Schedule ticks; the newest tick of each schedule is always kept.
+    pub schedule_ticks_days: u32,
+    /// Finished tasks in the job queue's own tables.
+    pub queue_tasks_days: u32,
+    /// OAuth states, counted from when they expired.
+    pub oauth_states_days: u32,
+    /// Operator sessions, counted from when they expired or ended.
+    pub operator_sessions_days: u32,
+    /// Minutes between two pruning rounds of one process.
+    pub interval_minutes: u32,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        Self {
+            jobs_days: 30,
+            webhook_events_days: 7,
+            schedule_ticks_days: 30,
+            queue_tasks_days: 7,
+            oauth_states_days: 1,
+            operator_sessions_days: 1,
+            interval_minutes: 60,
+        }
+    }
+}
+
+impl RetentionSettings {
+    /// The points in time before which rows are pruned, as of `now`.
+    pub fn cutoffs(&self, now: chrono::DateTime<chrono::Utc>) -> crate::store::RetentionCutoffs {
+        let before = |days: u32| now - chrono::Duration::days(i64::from(days));
+        crate::store::RetentionCutoffs {
+            jobs: before(self.jobs_days),
+            webhook_events: before(self.webhook_events_days),
+            schedule_ticks: before(self.schedule_ticks_days),
+            queue_tasks: before(self.queue_tasks_days),
+            oauth_states: before(self.oauth_states_days),
+            operator_sessions: before(self.operator_sessions_days),
+        }
+    }
+
+    /// Time between two pruning rounds.
+    pub fn interval(&self) -> Duration {
+        Duration::from_secs(u64::from(self.interval_minutes) * 60)
+    }
+
+    /// Every value at least 1: a zero would prune a job the moment it finished, or spin.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let values = [
+            ("retention.jobs_days", self.jobs_days),
+            ("retention.webhook_events_days", self.webhook_events_days),
+            ("retention.schedule_ticks_days", self.schedule_ticks_days),
+            ("retention.queue_tasks_days", self.queue_tasks_days),
+            ("retention.oauth_states_days", self.oauth_states_days),
+            (
+                "retention.operator_sessions_days",
+                self.operator_sessions_days,
+            ),
+            ("retention.interval_minutes", self.interval_minutes),
+        ];
+        match values.iter().find(|(_, value)| *value == 0) {
+            Some((key, _)) => Err(invalid(key, "must be at least 1")),
+            None => Ok(()),
+        }
+    }
 }
 
 /// `database.*`
@@ -58,6 +138,11 @@ pub struct ServerSettings {
     /// a comma-separated list.
     #[serde(default)]
     pub cors_allowed_origins: Vec<String>,
+    /// Reverse proxies (IP addresses or CIDR blocks) whose `Forwarded` / `X-Forwarded-For`
+    /// name the client, for the per-client rate limits; empty (the default): the TCP peer is
+    /// the client. From the environment, a comma-separated list.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
 }
 
 /// `api.*`
@@ -164,6 +249,14 @@ pub enum ConfigError {
     /// A file or variable could not be read or has an unknown key.
     #[error("invalid configuration: {0}")]
     Load(String),
+    /// PostgreSQL without `security.encryption_key`: a key generated on one host would leave
+    /// the tokens it seals unreadable on every other host sharing the database.
+    #[error(
+        "security.encryption_key is required with PostgreSQL (every host sharing the database \
+         must use the same key): run `crm-sync keygen` and set what it prints as \
+         security.encryption_key or CRM_SYNC__SECURITY__ENCRYPTION_KEY on every host"
+    )]
+    EncryptionKeyRequired,
     /// A generated secret could not be read or written.
     #[error("cannot {action} {path}: {source}")]
     SecretFile {
@@ -249,6 +342,7 @@ impl Settings {
                 .try_parsing(true)
                 .list_separator(",")
                 .with_list_parse_key("server.cors_allowed_origins")
+                .with_list_parse_key("server.trusted_proxies")
                 .source(Some(own)),
         );
         let raw = builder
@@ -267,6 +361,7 @@ impl Settings {
         self.bind_addr()?;
         self.public_url()?;
         self.cors_allowed_origins()?;
+        self.trusted_proxies()?;
         parse_url("hubspot.api_base_url", &self.hubspot.api_base_url)?;
         parse_url("hubspot.authorize_url", &self.hubspot.authorize_url)?;
         if self.hubspot.requests_per_10s == 0 {
@@ -296,6 +391,7 @@ impl Settings {
             schedule.validate(&format!("sync.schedules[{i}]"))?;
         }
         self.pull_lookback()?;
+        self.retention.validate()?;
         Ok(())
     }
 
@@ -397,6 +493,22 @@ impl Settings {
                 Ok(bare)
             })
             .collect()
+    }
+
+    /// `server.trusted_proxies` parsed; an entry that is not an address or block is refused,
+    /// naming it.
+    pub fn trusted_proxies(&self) -> Result<TrustedProxies, ConfigError> {
+        self.server
+            .trusted_proxies
+            .iter()
+            .enumerate()
+            .map(|(i, entry)| {
+                entry.parse().map_err(|e: CidrError| {
+                    invalid(&format!("server.trusted_proxies[{i}]"), e.to_string())
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(TrustedProxies::new)
     }
 
     /// `hubspot.api_base_url` parsed.
@@ -584,8 +696,9 @@ pub fn resolve_api_token(
     Ok((token, origin))
 }
 
-/// The encryption key for tokens at rest: configured, or generated once into
-/// `<data_dir>/encryption-key`.
+/// The encryption key for tokens at rest: configured, or (SQLite only) generated once into
+/// `<data_dir>/encryption-key`. PostgreSQL without a configured key is refused: the database
+/// is shared by hosts that do not share `data/`.
 pub fn resolve_encryption_key(
     settings: &Settings,
     data_dir: &Path,
@@ -593,10 +706,11 @@ pub fn resolve_encryption_key(
     if let Some(key) = &settings.security.encryption_key {
         return Ok((decode_key(key)?, SecretOrigin::Configured));
     }
+    if settings.database_kind()? == DatabaseKind::Postgres {
+        return Err(ConfigError::EncryptionKeyRequired);
+    }
     let path = data_dir.join("encryption-key");
-    let (key, origin) = read_or_create(&path, || {
-        base64::engine::general_purpose::STANDARD.encode(random_bytes::<32>())
-    })?;
+    let (key, origin) = read_or_create(&path, generate_encryption_key)?;
     if origin == SecretOrigin::Generated {
         tracing::warn!(
             file = %path.display(),
@@ -605,6 +719,11 @@ pub fn resolve_encryption_key(
         );
     }
     Ok((decode_key(&key)?, origin))
+}
+
+/// A fresh `security.encryption_key`: base64 of 32 random bytes (what `crm-sync keygen` prints).
+pub fn generate_encryption_key() -> String {
+    base64::engine::general_purpose::STANDARD.encode(random_bytes::<32>())
 }
 
 fn read_or_create(
@@ -881,6 +1000,48 @@ mod tests {
     }
 
     #[test]
+    fn trusted_proxies_come_from_a_comma_separated_variable_and_bad_ones_are_named() {
+        let dir = dir_with(None);
+        let s = Settings::load(dir.path(), &HashMap::new()).unwrap();
+        assert_eq!(s.trusted_proxies().unwrap(), TrustedProxies::default());
+        let s = Settings::load(
+            dir.path(),
+            &env(&[("CRM_SYNC__SERVER__TRUSTED_PROXIES", "10.0.0.0/8,192.0.2.7")]),
+        )
+        .unwrap();
+        let proxies = s.trusted_proxies().unwrap();
+        assert!(proxies.trusts("10.9.8.7".parse().unwrap()));
+        assert!(proxies.trusts("192.0.2.7".parse().unwrap()));
+        assert!(!proxies.trusts("192.0.2.8".parse().unwrap()));
+        let e = error_of(
+            Some("[server]\ntrusted_proxies = [\"10.0.0.1\", \"proxy.local\"]\n"),
+            &[],
+        );
+        assert!(e.contains("server.trusted_proxies[1]"), "{e}");
+    }
+
+    #[test]
+    fn retention_has_defaults_takes_variables_and_refuses_zero() {
+        let dir = dir_with(None);
+        let s = Settings::load(dir.path(), &HashMap::new()).unwrap();
+        assert_eq!(
+            (s.retention.jobs_days, s.retention.webhook_events_days),
+            (30, 7)
+        );
+        assert_eq!(s.retention.interval(), Duration::from_secs(3600));
+        let s = Settings::load(
+            dir.path(),
+            &env(&[("CRM_SYNC__RETENTION__JOBS_DAYS", "90")]),
+        )
+        .unwrap();
+        assert_eq!(s.retention.jobs_days, 90);
+        let e = error_of(Some("[retention]\nwebhook_events_days = 0\n"), &[]);
+        assert!(e.contains("retention.webhook_events_days"), "{e}");
+        let e = error_of(Some("[retention]\njob_days = 3\n"), &[]);
+        assert!(e.contains("job_days"), "{e}");
+    }
+
+    #[test]
     fn the_pull_lookback_is_seconds_or_a_duration_and_defaults_to_five_minutes() {
         let dir = dir_with(None);
         let s = Settings::load(dir.path(), &HashMap::new()).unwrap();
@@ -981,6 +1142,30 @@ mod tests {
             let leftovers = std::fs::read_dir(&data).unwrap().count();
             assert_eq!(leftovers, 1, "only the token file remains");
         }
+    }
+
+    #[test]
+    fn postgres_needs_a_configured_encryption_key_and_sqlite_generates_one() {
+        let dir = dir_with(None);
+        let data = dir.path().join("data");
+        let pg = [("DATABASE_URL", "postgres://u@db.local/crm")];
+        let s = Settings::load(dir.path(), &env(&pg)).unwrap();
+        let e = resolve_encryption_key(&s, &data).expect_err("refused");
+        assert!(matches!(e, ConfigError::EncryptionKeyRequired), "{e}");
+        assert!(e.to_string().contains("crm-sync keygen"), "{e}");
+        assert!(!data.join("encryption-key").exists(), "nothing generated");
+        let key = generate_encryption_key();
+        let s = Settings::load(
+            dir.path(),
+            &env(&[pg[0], ("CRM_SYNC__SECURITY__ENCRYPTION_KEY", &key)]),
+        )
+        .unwrap();
+        let (_, origin) = resolve_encryption_key(&s, &data).unwrap();
+        assert_eq!(origin, SecretOrigin::Configured);
+        assert_ne!(generate_encryption_key(), key, "fresh each time");
+        let s = Settings::load(dir.path(), &HashMap::new()).unwrap();
+        let (_, origin) = resolve_encryption_key(&s, &data).unwrap();
+        assert_eq!(origin, SecretOrigin::Generated);
     }
 
     #[test]

@@ -647,6 +647,71 @@ fn an_unreachable_postgres_is_one_clear_line_without_its_password() {
 }
 
 #[test]
+fn postgres_without_an_encryption_key_stops_serve_and_worker_saying_how_to_make_one() {
+    for command in ["serve", "worker"] {
+        let dir = tempdir();
+        // Refused before connecting: nothing needs to answer at this address.
+        let out = Run::of(
+            crm_sync(dir.path())
+                .arg(command)
+                .env_remove("CRM_SYNC__SECURITY__ENCRYPTION_KEY")
+                .env("DATABASE_URL", "postgres://postgres:hunter2@127.0.0.1:1/x"),
+        );
+        let line = out.error_line();
+        assert!(
+            line.contains("security.encryption_key"),
+            "{command}: {line}"
+        );
+        assert!(line.contains("crm-sync keygen"), "{command}: {line}");
+        assert!(!out.stderr.contains("hunter2"), "{}", out.stderr);
+        assert!(
+            !dir.path().join("data/encryption-key").exists(),
+            "{command}: no per-host key generated"
+        );
+    }
+}
+
+#[test]
+fn keygen_prints_a_fresh_base64_key_of_32_bytes_without_any_configuration() {
+    use base64::Engine as _;
+    let dir = tempdir();
+    let keys: Vec<String> = (0..2)
+        .map(|_| {
+            let out = Run::of(
+                crm_sync(dir.path())
+                    .arg("keygen")
+                    .env_remove("CRM_SYNC__SECURITY__ENCRYPTION_KEY")
+                    .env("DATABASE_URL", "postgres://u@127.0.0.1:1/x"),
+            );
+            out.ok().trim().to_owned()
+        })
+        .collect();
+    for key in &keys {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(key)
+            .expect("base64");
+        assert_eq!(bytes.len(), 32, "{key}");
+    }
+    assert_ne!(keys[0], keys[1]);
+    assert!(!dir.path().join("data").exists(), "keygen writes nothing");
+}
+
+#[tokio::test]
+async fn sqlite_without_an_encryption_key_generates_one_and_serves() {
+    let dir = tempdir();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut cmd = crm_sync(dir.path());
+    cmd.arg("serve")
+        .env_remove("CRM_SYNC__SECURITY__ENCRYPTION_KEY")
+        .env("CRM_SYNC__SERVER__BIND", format!("127.0.0.1:{port}"));
+    let mut server = Running::start(cmd, dir.path());
+    server.wait_healthy(&base).await;
+    let key = std::fs::read_to_string(dir.path().join("data/encryption-key")).expect("key file");
+    assert_eq!(key.trim().len(), 44, "base64 of 32 bytes");
+}
+
+#[test]
 fn crm_sync_variables_win_over_database_url() {
     let dir = tempdir();
     Run::of(

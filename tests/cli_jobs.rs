@@ -55,6 +55,11 @@ fn crm_sync_command(dir: &Path, db: &TestDb, args: &[&str]) -> Command {
         .env_clear()
         .stdin(Stdio::null())
         .env("CRM_SYNC__DATABASE__URL", db.url())
+        // PostgreSQL needs a configured key; one for every backend keeps the runs alike.
+        .env(
+            "CRM_SYNC__SECURITY__ENCRYPTION_KEY",
+            "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=",
+        )
         .args(args);
     for var in ["PATH", "HOME"] {
         if let Some(value) = std::env::var_os(var) {

@@ -13,6 +13,7 @@
 
 pub mod access_token;
 pub mod auth;
+pub mod client_ip;
 pub mod connection;
 pub mod contacts;
 pub mod error;
@@ -46,6 +47,7 @@ use crate::jobs::Schedule;
 use crate::oauth::DbTokenStore;
 use crate::secret::Secret;
 use crate::store::Store;
+use client_ip::TrustedProxies;
 use ratelimit::{KeyedLimiter, RateLimit, RateLimits, Refusal};
 
 pub use error::{ApiError, ErrorCode};
@@ -82,6 +84,8 @@ pub struct AppState {
     pub rate_limits: RateLimits,
     /// Browser origins allowed to call the API (`server.cors_allowed_origins`); empty: no CORS.
     pub cors_origins: Arc<Vec<String>>,
+    /// `server.trusted_proxies`: whose forwarding headers name the client (rate limits).
+    pub trusted_proxies: Arc<TrustedProxies>,
 }
 
 /// What the OAuth and webhook routes need to know about the HubSpot app (from the settings
@@ -150,7 +154,14 @@ impl AppState {
             tokens: None,
             rate_limits: RateLimits::default(),
             cors_origins: Arc::new(Vec::new()),
+            trusted_proxies: Arc::new(TrustedProxies::default()),
         }
+    }
+
+    /// The same state believing the forwarding headers of `proxies` (`server.trusted_proxies`).
+    pub fn with_trusted_proxies(mut self, proxies: TrustedProxies) -> Self {
+        self.trusted_proxies = Arc::new(proxies);
+        self
     }
 
     /// The same state with browser origins allowed to call the API (bare origins, as
@@ -248,7 +259,10 @@ pub fn router(state: AppState) -> impl Endpoint<Output = Response> + 'static {
     // (install, login, logout, callbacks) share one budget, webhooks have their own.
     let pages = Arc::new(KeyedLimiter::new(state.rate_limits.pages));
     let hooks = Arc::new(KeyedLimiter::new(state.rate_limits.webhooks));
-    let limited = |limiter: &Arc<KeyedLimiter>, refusal| RateLimit::new(limiter.clone(), refusal);
+    let proxies = state.trusted_proxies.clone();
+    let limited = |limiter: &Arc<KeyedLimiter>, refusal| {
+        RateLimit::new(limiter.clone(), refusal, proxies.clone())
+    };
     let cors = cors(&state.cors_origins);
     Route::new()
         .nest("/api-docs", swagger_ui)

@@ -5,8 +5,9 @@
 //! the dependency tree lean. Limits are per process; behind several processes each keeps its
 //! own budget, which only makes the limit proportionally looser.
 //!
-//! The client address is the TCP peer. Behind a reverse proxy every request would share the
-//! proxy's address; such deployments should rate-limit at the proxy.
+//! The client address is the TCP peer, or behind one of `server.trusted_proxies` the address
+//! those proxies forwarded ([`super::client_ip`]); without that setting every request through a
+//! reverse proxy would share the proxy's bucket.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
@@ -16,6 +17,7 @@ use std::time::{Duration, Instant};
 use poem::http::{HeaderValue, StatusCode, header};
 use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
 
+use super::client_ip::TrustedProxies;
 use super::error::{ApiError, ErrorCode};
 use super::html::Page;
 
@@ -111,8 +113,8 @@ impl KeyedLimiter {
 
 /// The key of a client: its IPv4 address, or the /64 of its IPv6 address (one host usually
 /// owns a whole /64).
-fn client_key(req: &Request) -> IpAddr {
-    match req.remote_addr().as_socket_addr().map(|a| a.ip()) {
+fn client_key(client: Option<IpAddr>) -> IpAddr {
+    match client {
         Some(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
             Some(v4) => IpAddr::V4(v4),
             None => {
@@ -139,12 +141,18 @@ pub enum Refusal {
 pub struct RateLimit {
     limiter: Arc<KeyedLimiter>,
     refusal: Refusal,
+    proxies: Arc<TrustedProxies>,
 }
 
 impl RateLimit {
-    /// Limits with `limiter` (shared between the routes that share a budget).
-    pub fn new(limiter: Arc<KeyedLimiter>, refusal: Refusal) -> Self {
-        Self { limiter, refusal }
+    /// Limits with `limiter` (shared between the routes that share a budget), telling clients
+    /// apart through `proxies`.
+    pub fn new(limiter: Arc<KeyedLimiter>, refusal: Refusal, proxies: Arc<TrustedProxies>) -> Self {
+        Self {
+            limiter,
+            refusal,
+            proxies,
+        }
     }
 }
 
@@ -156,6 +164,7 @@ impl<E: Endpoint> Middleware<E> for RateLimit {
             inner,
             limiter: self.limiter.clone(),
             refusal: self.refusal,
+            proxies: self.proxies.clone(),
         }
     }
 }
@@ -165,13 +174,14 @@ pub struct RateLimitEndpoint<E> {
     inner: E,
     limiter: Arc<KeyedLimiter>,
     refusal: Refusal,
+    proxies: Arc<TrustedProxies>,
 }
 
 impl<E: Endpoint> Endpoint for RateLimitEndpoint<E> {
     type Output = Response;
 
     async fn call(&self, req: Request) -> poem::Result<Response> {
-        let client = client_key(&req);
+        let client = client_key(self.proxies.client_of(&req));
         if let Err(wait) = self.limiter.check(client, Instant::now()) {
             tracing::warn!(%client, path = %req.uri().path(), "rate limit exceeded");
             return Ok(too_many(self.refusal, wait));
@@ -220,5 +230,69 @@ mod tests {
         assert!(wait <= Duration::from_secs(1) && wait > Duration::ZERO);
         assert!(limiter.check(b, t0).is_ok(), "budgets are per client");
         assert!(limiter.check(a, t0 + Duration::from_secs(1)).is_ok());
+    }
+
+    /// Serves one rate-limited route (burst 2, no refill) on a real socket; its base URL.
+    async fn serve_limited(proxies: TrustedProxies) -> String {
+        use poem::EndpointExt as _;
+        let limiter = Arc::new(KeyedLimiter::new(Quota {
+            burst: 2,
+            per_minute: 0,
+        }));
+        let app = poem::Route::new().at(
+            "/",
+            poem::endpoint::make_sync(|_| "ok").with(RateLimit::new(
+                limiter,
+                Refusal::Json,
+                Arc::new(proxies),
+            )),
+        );
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+        let acceptor = poem::listener::TcpAcceptor::from_tokio(listener).expect("acceptor");
+        tokio::spawn(poem::Server::new_with_acceptor(acceptor).run(app));
+        format!("http://{addr}/")
+    }
+
+    /// The statuses of `n` requests to `url`, each with `forwarded_for` as X-Forwarded-For.
+    async fn statuses(url: &str, forwarded_for: &[&str]) -> Vec<u16> {
+        let http = reqwest::Client::new();
+        let mut out = Vec::new();
+        for value in forwarded_for {
+            let resp = http
+                .get(url)
+                .header("x-forwarded-for", *value)
+                .send()
+                .await
+                .expect("request");
+            out.push(resp.status().as_u16());
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn clients_behind_a_trusted_proxy_get_buckets_of_their_own() {
+        let trusted = TrustedProxies::new(vec!["127.0.0.1".parse().expect("cidr")]);
+        let url = serve_limited(trusted).await;
+        // The left entry is whatever the client claimed; the proxy appended the right one.
+        let a = "203.0.113.99, 198.51.100.1";
+        assert_eq!(statuses(&url, &[a, a, a]).await, [200, 200, 429]);
+        let b = "203.0.113.99, 198.51.100.2";
+        assert_eq!(statuses(&url, &[b, b]).await, [200, 200], "another client");
+        let forged = "198.51.100.3, 198.51.100.1";
+        assert_eq!(
+            statuses(&url, &[forged]).await,
+            [429],
+            "a forged left entry does not escape the bucket"
+        );
+    }
+
+    #[tokio::test]
+    async fn forwarding_headers_from_an_untrusted_peer_are_ignored() {
+        let url = serve_limited(TrustedProxies::default()).await;
+        let spoofed = ["198.51.100.1", "198.51.100.2", "198.51.100.3"];
+        assert_eq!(statuses(&url, &spoofed).await, [200, 200, 429]);
     }
 }

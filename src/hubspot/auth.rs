@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// An OAuth connection to one HubSpot account.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct OAuthTokens {
     /// The bearer token (30 minutes at HubSpot; up to 512 characters).
     pub access_token: Secret,
@@ -34,7 +34,7 @@ pub struct OAuthTokens {
 }
 
 /// What `GET /api/access-token` shows: the current token and, for OAuth, its expiry.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct AccessTokenInfo {
     /// The bearer token.
     pub access_token: Secret,

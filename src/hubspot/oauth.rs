@@ -9,7 +9,7 @@
 
 use super::auth::OAuthTokens;
 use super::config::{Backoff, ClientConfig};
-use super::error::{ApiErrorDetails, HubSpotError, classify, snippet};
+use super::error::{ApiErrorDetails, HubSpotError, classify};
 use super::metrics::{ClientMetrics, RetryReason};
 use super::retry::{Operation, backoff_delay};
 use crate::ids::PortalId;
@@ -70,55 +70,128 @@ type HubSpotTokenResponse = StandardTokenResponse<HubSpotTokenFields, BasicToken
 
 /// A token-endpoint error in either of HubSpot's shapes: RFC 6749 (`error`,
 /// `error_description`) and HubSpot's own (`status: BAD_REFRESH_TOKEN`, `message`, ...).
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+///
+/// Only the error code is ever read, and only when it is one of [`OAuthErrorCode`]: the
+/// free-text fields can echo what was sent (a code, a refresh token) and the body may come
+/// from a proxy, so no other part of it may reach an error message or a log line.
+#[derive(Clone, Default, Deserialize, Serialize)]
 pub(crate) struct OAuthErrorBody {
     #[serde(default)]
     error: Option<serde_json::Value>,
     #[serde(default)]
-    error_description: Option<serde_json::Value>,
-    #[serde(default)]
     status: Option<serde_json::Value>,
-    #[serde(default)]
-    message: Option<serde_json::Value>,
-    #[serde(default)]
-    category: Option<serde_json::Value>,
-    #[serde(default, rename = "correlationId")]
-    correlation_id: Option<serde_json::Value>,
 }
 
-fn as_text(value: &Option<serde_json::Value>) -> Option<String> {
-    match value.as_ref()? {
-        serde_json::Value::String(s) => Some(s.clone()),
-        serde_json::Value::Null => None,
-        other => Some(other.to_string()),
+/// The token-endpoint error codes the service recognises (RFC 6749 §5.2 and HubSpot's own).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OAuthErrorCode {
+    /// RFC 6749 `invalid_request`.
+    InvalidRequest,
+    /// RFC 6749 `invalid_client`.
+    InvalidClient,
+    /// RFC 6749 `invalid_grant`: the code or refresh token was refused.
+    InvalidGrant,
+    /// RFC 6749 `unauthorized_client`.
+    UnauthorizedClient,
+    /// RFC 6749 `unsupported_grant_type`.
+    UnsupportedGrantType,
+    /// RFC 6749 `invalid_scope`.
+    InvalidScope,
+    /// HubSpot `BAD_REFRESH_TOKEN`.
+    BadRefreshToken,
+    /// HubSpot `BAD_AUTH_CODE`.
+    BadAuthCode,
+    /// HubSpot `BAD_CLIENT_ID`.
+    BadClientId,
+    /// HubSpot `BAD_CLIENT_SECRET`.
+    BadClientSecret,
+    /// HubSpot `BAD_REDIRECT_URI`.
+    BadRedirectUri,
+}
+
+impl OAuthErrorCode {
+    const ALL: [Self; 11] = [
+        Self::InvalidRequest,
+        Self::InvalidClient,
+        Self::InvalidGrant,
+        Self::UnauthorizedClient,
+        Self::UnsupportedGrantType,
+        Self::InvalidScope,
+        Self::BadRefreshToken,
+        Self::BadAuthCode,
+        Self::BadClientId,
+        Self::BadClientSecret,
+        Self::BadRedirectUri,
+    ];
+
+    /// The code as HubSpot writes it.
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidRequest => "invalid_request",
+            Self::InvalidClient => "invalid_client",
+            Self::InvalidGrant => "invalid_grant",
+            Self::UnauthorizedClient => "unauthorized_client",
+            Self::UnsupportedGrantType => "unsupported_grant_type",
+            Self::InvalidScope => "invalid_scope",
+            Self::BadRefreshToken => "BAD_REFRESH_TOKEN",
+            Self::BadAuthCode => "BAD_AUTH_CODE",
+            Self::BadClientId => "BAD_CLIENT_ID",
+            Self::BadClientSecret => "BAD_CLIENT_SECRET",
+            Self::BadRedirectUri => "BAD_REDIRECT_URI",
+        }
+    }
+
+    /// The known code `value` is, if any; anything else is dropped unread.
+    fn recognise(value: &Option<serde_json::Value>) -> Option<Self> {
+        let text = value.as_ref()?.as_str()?;
+        Self::ALL.into_iter().find(|code| code.as_str() == text)
     }
 }
 
 impl OAuthErrorBody {
+    /// HubSpot's `status` when it is a known code, else RFC 6749's `error`.
+    fn code(&self) -> Option<OAuthErrorCode> {
+        OAuthErrorCode::recognise(&self.status).or_else(|| OAuthErrorCode::recognise(&self.error))
+    }
+
     fn details(&self, http_status: Option<u16>) -> ApiErrorDetails {
-        let code = as_text(&self.status)
-            .filter(|s| s != "error")
-            .or_else(|| as_text(&self.error));
-        ApiErrorDetails {
-            http_status,
-            category: as_text(&self.category).or(code),
-            message: as_text(&self.message)
-                .or_else(|| as_text(&self.error_description))
-                .unwrap_or_default(),
-            correlation_id: as_text(&self.correlation_id),
-            ..ApiErrorDetails::default()
-        }
+        token_refusal_details(http_status, self.code())
     }
 
     /// `invalid_grant`, `BAD_REFRESH_TOKEN` or `BAD_AUTH_CODE`: the grant itself was refused.
     fn refuses_grant(&self) -> bool {
-        let error = as_text(&self.error);
-        let status = as_text(&self.status);
-        error.as_deref() == Some("invalid_grant")
-            || matches!(
-                status.as_deref(),
-                Some("BAD_REFRESH_TOKEN" | "BAD_AUTH_CODE")
+        matches!(
+            self.code(),
+            Some(
+                OAuthErrorCode::InvalidGrant
+                    | OAuthErrorCode::BadRefreshToken
+                    | OAuthErrorCode::BadAuthCode
             )
+        )
+    }
+}
+
+/// What an error may say about a token-endpoint answer: its status and a recognised code,
+/// never the body's text.
+fn token_refusal_details(
+    http_status: Option<u16>,
+    code: Option<OAuthErrorCode>,
+) -> ApiErrorDetails {
+    ApiErrorDetails {
+        http_status,
+        category: code.map(|c| c.as_str().to_owned()),
+        message: "the HubSpot token endpoint refused the request (its answer is not logged)"
+            .to_owned(),
+        ..ApiErrorDetails::default()
+    }
+}
+
+// Written by hand so that even `{:?}` of the raw body prints only the recognised code.
+impl fmt::Debug for OAuthErrorBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OAuthErrorBody")
+            .field("code", &self.code())
+            .finish_non_exhaustive()
     }
 }
 
@@ -462,20 +535,20 @@ fn token_error(err: TokenError, status: u16) -> Refusal {
             }
         }
         RequestTokenError::Request(transport) => Refusal::Retryable(transport.message, None),
-        RequestTokenError::Parse(error, body) if retryable_status || status == 200 => {
-            let problem = format!("{error}: {}", snippet(&body));
-            if status == 200 {
-                Refusal::Final(HubSpotError::UnexpectedResponse {
-                    operation: Operation::OAuthToken,
-                    status,
-                    problem,
-                })
-            } else {
-                Refusal::Retryable(format!("HTTP {status}: {problem}"), None)
-            }
+        // Neither the body nor the parser's message (which quotes values) may be shown.
+        RequestTokenError::Parse(_, _) if status == 200 => {
+            Refusal::Final(HubSpotError::UnexpectedResponse {
+                operation: Operation::OAuthToken,
+                status,
+                problem: "the token answer is not a valid token response".to_owned(),
+            })
         }
-        RequestTokenError::Parse(_, body) => {
-            Refusal::Final(classify(ApiErrorDetails::parse(http_status, None, &body)))
+        RequestTokenError::Parse(_, _) if retryable_status => Refusal::Retryable(
+            format!("HTTP {status} with an unreadable body"),
+            Some(token_refusal_details(http_status, None)),
+        ),
+        RequestTokenError::Parse(_, _) => {
+            Refusal::Final(classify(token_refusal_details(http_status, None)))
         }
         RequestTokenError::Other(message) if retryable_status => {
             Refusal::Retryable(format!("HTTP {status}: {message}"), None)
@@ -579,6 +652,116 @@ mod tests {
             flow().tokens_from(response, Some(&previous)),
             Err(HubSpotError::UnexpectedResponse { .. })
         ));
+    }
+
+    /// A token endpoint that answers every request with `status` and `body`.
+    async fn token_endpoint(status: u16, body: &'static str) -> Url {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut request = vec![0u8; 8192];
+                let _ = socket.read(&mut request).await;
+                let answer = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n\
+                     content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(answer.as_bytes()).await;
+            }
+        });
+        Url::parse(&format!("http://{addr}/")).expect("url")
+    }
+
+    /// A log writer whose lines the test can read back.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("lock").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn no_part_of_a_token_error_body_reaches_the_error_or_the_logs() {
+        const LEAK: &str = "tok-LEAKED-1f2e3d";
+        let bodies: [(u16, &'static str); 4] = [
+            (
+                400,
+                r#"{"status":"BAD_AUTH_CODE","message":"code tok-LEAKED-1f2e3d unknown","correlationId":"tok-LEAKED-1f2e3d"}"#,
+            ),
+            (
+                401,
+                r#"{"error":"tok-LEAKED-1f2e3d","error_description":"tok-LEAKED-1f2e3d"}"#,
+            ),
+            (
+                503,
+                r#"{"status":"error","message":"echo refresh_token=tok-LEAKED-1f2e3d"}"#,
+            ),
+            (
+                502,
+                "<html>proxy saw refresh_token=tok-LEAKED-1f2e3d</html>",
+            ),
+        ];
+        let logs = Captured::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(move || writer.clone())
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        for (status, body) in bodies {
+            let mut config = ClientConfig::new(token_endpoint(status, body).await);
+            config.max_retries = 1;
+            config.backoff = Backoff {
+                base: std::time::Duration::from_millis(1),
+                max: std::time::Duration::from_millis(1),
+            };
+            let mut app = flow().inner.app.clone();
+            app.client_secret = Secret::new("s3cret");
+            let flow =
+                OAuthFlow::new(&config, app, reqwest::Client::new(), Arc::default()).expect("flow");
+            let err = flow.exchange_code("a-code").await.expect_err("refused");
+            tracing::error!(error = %err, "as the callback logs it");
+            for shown in [err.to_string(), format!("{err:?}")] {
+                assert!(!shown.contains(LEAK), "HTTP {status}: {shown}");
+            }
+            let previous = OAuthTokens {
+                access_token: Secret::new("a-0"),
+                refresh_token: Secret::new("r-0"),
+                expires_at: Utc::now(),
+                portal_id: None,
+                scopes: Vec::new(),
+            };
+            let err = flow.refresh(&previous).await.expect_err("refused");
+            tracing::error!(error = %err, "as the token store logs it");
+            for shown in [err.to_string(), format!("{err:?}")] {
+                assert!(!shown.contains(LEAK), "HTTP {status}: {shown}");
+            }
+        }
+        let logged = String::from_utf8(logs.0.lock().expect("lock").clone()).expect("utf-8");
+        assert!(
+            logged.contains("retrying the HubSpot token call"),
+            "{logged}"
+        );
+        assert!(!logged.contains(LEAK), "{logged}");
+    }
+
+    #[test]
+    fn a_refused_code_keeps_its_recognised_category() {
+        let body: OAuthErrorBody =
+            serde_json::from_str(r#"{"status":"BAD_AUTH_CODE","message":"x"}"#).expect("valid");
+        assert!(
+            matches!(token_error(RequestTokenError::ServerResponse(body), 400), Refusal::Grant(d) if d.category.as_deref() == Some("BAD_AUTH_CODE"))
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod http;
 pub mod metrics;
 pub mod model;
 pub mod queue;
+pub mod retention;
 pub mod runner;
 pub mod schedule;
 pub mod worker;

@@ -10,10 +10,18 @@ use std::time::{Duration, Instant};
 /// How long a starting server may take to answer `/healthz` (a loaded 2-core machine).
 pub const STARTUP_LIMIT: Duration = Duration::from_secs(60);
 
-/// `crm-sync` with `dir` as its working directory and nothing inherited but PATH and HOME.
+/// The `security.encryption_key` every test run of the binary gets, as PostgreSQL requires
+/// one (tests of the generated SQLite key remove it).
+pub const TEST_ENCRYPTION_KEY: &str = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
+
+/// `crm-sync` with `dir` as its working directory, nothing inherited but PATH and HOME, and
+/// [`TEST_ENCRYPTION_KEY`].
 pub fn crm_sync(dir: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_crm-sync"));
-    cmd.current_dir(dir).env_clear().stdin(Stdio::null());
+    cmd.current_dir(dir)
+        .env_clear()
+        .stdin(Stdio::null())
+        .env("CRM_SYNC__SECURITY__ENCRYPTION_KEY", TEST_ENCRYPTION_KEY);
     for var in ["PATH", "HOME"] {
         if let Some(value) = std::env::var_os(var) {
             cmd.env(var, value);
