@@ -8,23 +8,22 @@ mod common;
 mod routes_support;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use common::TestDb;
 use crm_sync::jobs::model::{Counts, Job, JobStatus};
 use crm_sync::jobs::schedule::{Fired, Schedule, fire};
-use crm_sync::jobs::worker::{WorkerConfig, run_workers};
 use crm_sync::jobs::{EnqueueRequest, JobSpec, Trigger, enqueue, queue};
 use crm_sync::sandbox::{SandboxArgs, SandboxHandle};
 use crm_sync::secret::Secret;
 use crm_sync::store::{NewContact, Store};
 use crm_sync::sync::webhook_pull::MAX_BATCHES;
-use crm_sync::sync::{SyncContext, SyncRunner};
 use crm_sync::webhooks::{count_pending_pulls, record_pending_pulls, sign_v3};
 use reqwest::StatusCode;
-use routes_support::{CLIENT_SECRET, Options, Server, bind, sandbox_args, start_sandbox};
+use routes_support::{
+    CLIENT_SECRET, Options, Server, Workers, all_jobs_ended, bind, sandbox_args, start_sandbox,
+};
 use serde_json::{Value, json};
 
 const PORTAL: u64 = 1_000_001;
@@ -81,61 +80,6 @@ async fn deliver_to(url: String, events: Vec<Value>) -> (StatusCode, Value) {
         .expect("request");
     let status = resp.status();
     (status, resp.json().await.expect("a JSON answer"))
-}
-
-/// The real workers against the server's store, until stopped.
-struct Workers {
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), crm_sync::jobs::worker::WorkerRuntimeError>>,
-}
-
-impl Workers {
-    fn start(server: &Server) -> Workers {
-        let runner = Arc::new(SyncRunner::new(SyncContext::new(server.client.clone())));
-        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let config = WorkerConfig {
-            role: "test".to_owned(),
-            sqlite_poll_interval: Duration::from_millis(50),
-            postgres_poll_interval: Duration::from_millis(200),
-            ..WorkerConfig::default()
-        };
-        let task = tokio::spawn(run_workers(
-            server.store.clone(),
-            runner,
-            vec![],
-            config,
-            async move {
-                let _ = stop_rx.await;
-            },
-        ));
-        Workers {
-            stop: Some(stop),
-            task,
-        }
-    }
-
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        (&mut self.task).await.unwrap().unwrap();
-    }
-}
-
-/// Polls until every job has ended.
-async fn all_jobs_ended(store: &Store) -> Vec<Job> {
-    let started = std::time::Instant::now();
-    loop {
-        let jobs = store.list_jobs(None, 200).await.unwrap();
-        if jobs.iter().all(|j| j.status.is_terminal()) {
-            return jobs;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(90),
-            "jobs end: {jobs:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 fn webhook_pulls(jobs: &[Job]) -> Vec<&Job> {

@@ -23,7 +23,9 @@ use crm_sync::store::{NewContact, NewCredentials, Store, TombstoneReason};
 use crm_sync::sync::{SyncContext, SyncRunner};
 use crm_sync::webhooks::{count_pending_pulls, pending_pulls, sign_v3};
 use reqwest::StatusCode;
-use routes_support::{CLIENT_SECRET, Options, Server, bind, sandbox_args, start_sandbox};
+use routes_support::{
+    CLIENT_SECRET, Options, Server, Workers, all_jobs_ended, bind, sandbox_args, start_sandbox,
+};
 use serde_json::{Value, json};
 
 const PORTAL: u64 = 1_000_001;
@@ -160,61 +162,6 @@ async fn snapshot(store: &Store) -> (Vec<Option<String>>, usize, usize) {
         jobs,
         pending,
     )
-}
-
-/// Runs the real workers against the server's store until dropped.
-struct Workers {
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), crm_sync::jobs::worker::WorkerRuntimeError>>,
-}
-
-impl Workers {
-    fn start(server: &Server) -> Workers {
-        let runner = Arc::new(SyncRunner::new(SyncContext::new(server.client.clone())));
-        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let config = WorkerConfig {
-            role: "test".to_owned(),
-            sqlite_poll_interval: Duration::from_millis(50),
-            postgres_poll_interval: Duration::from_millis(200),
-            ..WorkerConfig::default()
-        };
-        let task = tokio::spawn(run_workers(
-            server.store.clone(),
-            runner,
-            vec![],
-            config,
-            async move {
-                let _ = stop_rx.await;
-            },
-        ));
-        Workers {
-            stop: Some(stop),
-            task,
-        }
-    }
-
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        (&mut self.task).await.unwrap().unwrap();
-    }
-}
-
-/// Polls until every job has ended (generous timeout: this is not a speed test).
-async fn all_jobs_ended(store: &Store) -> Vec<Job> {
-    let started = std::time::Instant::now();
-    loop {
-        let jobs = store.list_jobs(None, 100).await.unwrap();
-        if jobs.iter().all(|j| j.status.is_terminal()) {
-            return jobs;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "jobs end: {jobs:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 fn pull_total(job: &Job) -> u64 {

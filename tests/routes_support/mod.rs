@@ -394,3 +394,62 @@ pub fn oauth_calls(sandbox: &SandboxHandle) -> u64 {
         .copied()
         .unwrap_or(0)
 }
+
+/// The real job workers against the server's store, until stopped.
+pub struct Workers {
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), crm_sync::jobs::worker::WorkerRuntimeError>>,
+}
+
+impl Workers {
+    /// Starts the workers with the server's HubSpot client, polling often (tests wait on them).
+    pub fn start(server: &Server) -> Workers {
+        use crm_sync::jobs::worker::{WorkerConfig, run_workers};
+        use crm_sync::sync::{SyncContext, SyncRunner};
+        let runner = Arc::new(SyncRunner::new(SyncContext::new(server.client.clone())));
+        let (stop, stop_rx) = oneshot::channel::<()>();
+        let config = WorkerConfig {
+            role: "test".to_owned(),
+            sqlite_poll_interval: std::time::Duration::from_millis(50),
+            postgres_poll_interval: std::time::Duration::from_millis(200),
+            ..WorkerConfig::default()
+        };
+        let task = tokio::spawn(run_workers(
+            server.store.clone(),
+            runner,
+            vec![],
+            config,
+            async move {
+                let _ = stop_rx.await;
+            },
+        ));
+        Workers {
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    /// Stops the workers and waits until they have.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.task).await.unwrap().unwrap();
+    }
+}
+
+/// Polls until every job has ended (a generous limit: this is not a speed test).
+pub async fn all_jobs_ended(store: &Store) -> Vec<crm_sync::jobs::model::Job> {
+    let started = std::time::Instant::now();
+    loop {
+        let jobs = store.list_jobs(None, 200).await.unwrap();
+        if jobs.iter().all(|j| j.status.is_terminal()) {
+            return jobs;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(90),
+            "jobs end: {jobs:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
