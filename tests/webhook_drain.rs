@@ -31,6 +31,17 @@ const PORTAL: u64 = 1_000_001;
 /// A sandbox holding `n` contacts (inserted directly: they send no webhooks) and a server on
 /// the test database; the contacts' HubSpot ids.
 async fn world(db: &TestDb, n: usize, args: SandboxArgs) -> (SandboxHandle, Server, Vec<u64>) {
+    world_with(db, n, args, Options::default()).await
+}
+
+/// [`world`] with the server's `options` (its client is a private-app client whatever they
+/// say).
+async fn world_with(
+    db: &TestDb,
+    n: usize,
+    args: SandboxArgs,
+    options: Options,
+) -> (SandboxHandle, Server, Vec<u64>) {
     let sandbox = start_sandbox(args).await;
     let ids = sandbox
         .insert_contacts(
@@ -43,7 +54,7 @@ async fn world(db: &TestDb, n: usize, args: SandboxArgs) -> (SandboxHandle, Serv
         .collect();
     let options = Options {
         private_app: true,
-        ..Options::default()
+        ..options
     };
     let server = Server::start(bind().await, db.store().await, &sandbox, options).await;
     (sandbox, server, ids)
@@ -332,6 +343,71 @@ backend_tests! {
         assert_eq!(count_pending_pulls(&server.store).await.unwrap(), 0);
     }
 
+    async fn a_push_keeps_the_whole_rate_budget_while_the_webhook_drain_waits(db: TestDb) {
+        // A budget of 60 calls per 10 s, and slow answers: the drain is still reading when the
+        // push starts, with more than half of the budget free.
+        let options = Options { requests_per_10s: 60, ..Options::default() };
+        let args = SandboxArgs { latency_ms: 150, ..sandbox_args() };
+        let (sandbox, server, ids) = world_with(&db, 1_500, args, options).await;
+        let contacts: Vec<NewContact> = (0..1_500)
+            .map(|i| NewContact {
+                email: Some(format!("u{i}@budget-example.com")),
+                first_name: Some(format!("U{i}")),
+                last_name: None,
+            })
+            .collect();
+        server.store.insert_contacts(&contacts).await.unwrap();
+        let workers = Workers::start(&server);
+        sandbox.set_recording(true);
+        for (k, chunk) in ids.chunks(100).enumerate() {
+            let events = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, id)| created((k * 100 + i) as u64, *id))
+                .collect();
+            assert_eq!(deliver(&server, events).await.0, StatusCode::OK);
+        }
+        wait_for_a_running_webhook_pull(&server.store).await;
+        let push = enqueue(&server.store, EnqueueRequest {
+            spec: JobSpec::push(),
+            trigger: Trigger::Cli,
+            force: false,
+        })
+        .await
+        .unwrap()
+        .job;
+        let jobs = all_jobs_ended(&server.store).await;
+        let push = jobs.iter().find(|j| j.id == push.id).unwrap();
+        assert_eq!(push.status, JobStatus::Succeeded, "{:?}", push.error);
+        wait_until_nothing_pending(&server.store).await;
+        workers.stop().await;
+
+        // In the order the sandbox received them: the drain's reads (of the webhooks' ids) that
+        // fell between the push's first and last write.
+        let webhooked: std::collections::BTreeSet<String> =
+            ids.iter().map(u64::to_string).collect();
+        let calls: Vec<&'static str> = sandbox
+            .take_recorded_requests()
+            .iter()
+            .filter_map(|r| {
+                if r.path.ends_with("/batch/create") {
+                    return Some("push");
+                }
+                let body: Value = serde_json::from_slice(&r.body).ok()?;
+                let first = body["inputs"][0]["id"].as_str()?;
+                (r.path.ends_with("/batch/read") && webhooked.contains(first)).then_some("drain")
+            })
+            .collect();
+        let first = calls.iter().position(|c| *c == "push").expect("the push wrote");
+        let last = calls.iter().rposition(|c| *c == "push").unwrap();
+        assert_eq!(calls[first..=last].iter().filter(|c| **c == "push").count(), 15);
+        let during = calls[first..=last].iter().filter(|c| **c == "drain").count();
+        // One read may have been under way when the push began; no other.
+        assert!(during <= 1, "the drain read {during} times during the push: {calls:?}");
+        let drained = calls.iter().filter(|c| **c == "drain").count();
+        assert_eq!(drained, 15, "every webhook's id is read once, the rest after the push");
+    }
+
     async fn a_scheduled_pull_runs_during_a_steady_webhook_stream(db: TestDb) {
         // Slow answers keep each webhook pull running for a while.
         let args = SandboxArgs { latency_ms: 300, ..sandbox_args() };
@@ -399,4 +475,17 @@ async fn wait_for_a_running_webhook_pull(store: &Store) {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// Polls until no webhook id is pending and every job ended.
+async fn wait_until_nothing_pending(store: &Store) {
+    let started = std::time::Instant::now();
+    while count_pending_pulls(store).await.unwrap() > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the drain reads every pending id"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    all_jobs_ended(store).await;
 }

@@ -15,6 +15,7 @@ use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
 use url::Url;
@@ -37,6 +38,27 @@ struct Inner {
     metrics: Arc<ClientMetrics>,
     /// The account a private-app token reaches, once asked ([`HubSpotClient::learn_portal_id`]).
     portal: std::sync::OnceLock<PortalId>,
+    /// How many [`ForegroundWork`] guards are alive: pushes and pulls of this process running.
+    foreground: AtomicUsize,
+}
+
+/// A push or pull of this process is running while this guard lives (see
+/// [`HubSpotClient::foreground`]).
+#[must_use = "the work counts as running only while the guard lives"]
+pub struct ForegroundWork {
+    inner: Arc<Inner>,
+}
+
+impl Drop for ForegroundWork {
+    fn drop(&mut self) {
+        self.inner.foreground.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl fmt::Debug for ForegroundWork {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ForegroundWork").finish_non_exhaustive()
+    }
 }
 
 impl fmt::Debug for HubSpotClient {
@@ -110,6 +132,7 @@ impl HubSpotClient {
                 credentials,
                 metrics,
                 portal: std::sync::OnceLock::new(),
+                foreground: AtomicUsize::new(0),
             }),
         })
     }
@@ -492,11 +515,27 @@ impl HubSpotClient {
         }
     }
 
-    /// Whether at least half of the 10-second budget is free now (always when unthrottled).
-    /// Background reads (the webhook drain) wait for it, so that a push or pull running beside
-    /// them keeps the pace the limit allows for its own calls.
+    /// Marks a push or pull as running in this process until the guard drops: while one runs
+    /// under a rate limit, background reads ([`HubSpotClient::has_spare_budget`]) wait.
+    pub fn foreground(&self) -> ForegroundWork {
+        self.inner.foreground.fetch_add(1, Ordering::AcqRel);
+        ForegroundWork {
+            inner: self.inner.clone(),
+        }
+    }
+
+    /// Whether background reads (the webhook drain) may spend the 10-second budget now.
+    ///
+    /// Unthrottled, always. Under a limit, never while a push or pull of this process runs
+    /// ([`HubSpotClient::foreground`]): the user's job keeps the whole pace the limit allows
+    /// for its own calls, and the drain reads right after it. Otherwise only when at least
+    /// half of the budget is free, which also leaves room to jobs of other processes sharing
+    /// the app's budget (HubSpot's rate-limit headers show their calls).
     pub fn has_spare_budget(&self) -> bool {
-        self.inner.limiter.half_free()
+        if self.inner.config.requests_per_10s == 0 {
+            return true;
+        }
+        self.inner.foreground.load(Ordering::Acquire) == 0 && self.inner.limiter.half_free()
     }
 
     fn limiter_for(&self, op: Operation) -> &SlidingWindow {

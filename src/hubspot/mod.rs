@@ -32,7 +32,7 @@ pub use auth::{
 pub use batch::{
     Batch, BatchItemError, BatchOutcome, BatchReadOutcome, BatchTooLarge, IndexedResult, MAX_BATCH,
 };
-pub use client::HubSpotClient;
+pub use client::{ForegroundWork, HubSpotClient};
 pub use config::{Backoff, ClientConfig, Timeouts};
 pub use error::{ApiErrorDetails, ErrorDetail, HubSpotError, InvalidProperty, RateLimitPolicy};
 pub use metrics::ClientMetrics;

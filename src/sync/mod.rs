@@ -100,6 +100,10 @@ impl JobRunner for SyncRunner {
             })?;
             progress.set_portal(portal).await?;
             check_link_portal(progress, portal).await?;
+            // A push or a pull the user (or a schedule) asked for keeps the whole rate budget;
+            // the webhook drain waits for it (`HubSpotClient::has_spare_budget`).
+            let _foreground =
+                (job.trigger != Trigger::Webhook).then(|| self.ctx.hubspot.foreground());
             match job.spec {
                 JobSpec::Push { mode } => {
                     push::Pusher::new(self.ctx.hubspot.clone(), push::PushConfig::default())

@@ -41,6 +41,9 @@ pub struct Options {
     pub rate_limits: RateLimits,
     /// The HubSpot client is a private-app client instead of an OAuth one.
     pub private_app: bool,
+    /// The HubSpot client's 10-second budget (`hubspot.requests_per_10s`: HubSpot's 100 by
+    /// default; 0 is unthrottled).
+    pub requests_per_10s: u32,
     /// `hubspot.portal_id`: the only account the server may connect to.
     pub portal_id: Option<i64>,
     /// `server.public_url` (default: `http://` + the bound address).
@@ -63,6 +66,7 @@ impl Default for Options {
                 },
             },
             private_app: false,
+            requests_per_10s: 100,
             portal_id: None,
             public_url: None,
         }
@@ -136,6 +140,7 @@ impl Server {
         let public_url = Url::parse(&public_url).expect("public url");
         let tokens = DbTokenStore::new(store.clone(), cipher());
         let mut config = ClientConfig::new(Url::parse(&sandbox.base_url()).expect("sandbox"));
+        config.requests_per_10s = options.requests_per_10s;
         config.backoff = Backoff {
             base: std::time::Duration::from_millis(5),
             max: std::time::Duration::from_millis(50),
