@@ -48,7 +48,7 @@ use crate::oauth::DbTokenStore;
 use crate::secret::Secret;
 use crate::store::Store;
 use client_ip::TrustedProxies;
-use ratelimit::{KeyedLimiter, RateLimit, RateLimits, Refusal};
+use ratelimit::{Charge, KeyedLimiter, RateLimit, RateLimits, Refusal};
 
 pub use error::{ApiError, ErrorCode};
 pub use metrics::{Metrics, MetricsSource};
@@ -256,7 +256,8 @@ pub fn router(state: AppState) -> impl Endpoint<Output = Response> + 'static {
     let spec = service.spec_endpoint();
     let metrics = state.metrics.clone();
     // Public routes that anyone can call are rate-limited per client address; the pages
-    // (install, login, logout, callbacks) share one budget, webhooks have their own.
+    // (install, login, logout, callbacks) share one budget; on the webhook route only requests
+    // failing the signature check spend theirs, so HubSpot's deliveries are never held back.
     let pages = Arc::new(KeyedLimiter::new(state.rate_limits.pages));
     let hooks = Arc::new(KeyedLimiter::new(state.rate_limits.webhooks));
     let proxies = state.trusted_proxies.clone();
@@ -289,7 +290,8 @@ pub fn router(state: AppState) -> impl Endpoint<Output = Response> + 'static {
         )
         .at(
             webhook_route::WEBHOOK_PATH,
-            post(webhook_route::hubspot_webhook).with(limited(&hooks, Refusal::Json)),
+            post(webhook_route::hubspot_webhook)
+                .with(limited(&hooks, Refusal::Json).charging(Charge::Unauthorized)),
         )
         .nest("/", service)
         .around(status_page::serve_root)

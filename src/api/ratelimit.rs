@@ -35,7 +35,8 @@ pub struct Quota {
 pub struct RateLimits {
     /// Install page and OAuth callbacks: a person clicks these a few times.
     pub pages: Quota,
-    /// Webhooks: HubSpot sends up to 10 concurrent requests per account, retrying failures.
+    /// Webhooks: spent only by requests that fail the signature check ([`Charge::Unauthorized`]);
+    /// HubSpot's own deliveries (up to 10 concurrent requests per account) are never limited.
     pub webhooks: Quota,
 }
 
@@ -85,6 +86,16 @@ impl KeyedLimiter {
 
     /// Takes one request from `client`'s budget; `Err` says how long until one is available.
     pub fn check(&self, client: IpAddr, now: Instant) -> Result<(), Duration> {
+        self.spend(client, now, true)
+    }
+
+    /// Whether `client` has a request left in its budget, without taking it; `Err` says how
+    /// long until it has.
+    pub fn peek(&self, client: IpAddr, now: Instant) -> Result<(), Duration> {
+        self.spend(client, now, false)
+    }
+
+    fn spend(&self, client: IpAddr, now: Instant, take: bool) -> Result<(), Duration> {
         let burst = f64::from(self.quota.burst.max(1));
         let rate = self.refill_per_sec();
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
@@ -101,7 +112,9 @@ impl KeyedLimiter {
         bucket.tokens = (bucket.tokens + rate * elapsed).min(burst);
         bucket.updated = now;
         if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
+            if take {
+                bucket.tokens -= 1.0;
+            }
             return Ok(());
         }
         if rate <= 0.0 {
@@ -137,22 +150,42 @@ pub enum Refusal {
     Json,
 }
 
+/// Which requests spend a client's budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Charge {
+    /// Every request (pages a person clicks).
+    Every,
+    /// Only requests answered 401 (webhooks): HubSpot's correctly signed deliveries are never
+    /// limited, however fast a push makes it send them (up to 10 requests at once, 100 events
+    /// each); a client whose requests keep failing the signature check is refused up front,
+    /// before its body is read, once its budget is spent.
+    Unauthorized,
+}
+
 /// Middleware: refuses a client over its budget with 429.
 pub struct RateLimit {
     limiter: Arc<KeyedLimiter>,
     refusal: Refusal,
+    charge: Charge,
     proxies: Arc<TrustedProxies>,
 }
 
 impl RateLimit {
-    /// Limits with `limiter` (shared between the routes that share a budget), telling clients
-    /// apart through `proxies`.
+    /// Limits every request with `limiter` (shared between the routes that share a budget),
+    /// telling clients apart through `proxies`.
     pub fn new(limiter: Arc<KeyedLimiter>, refusal: Refusal, proxies: Arc<TrustedProxies>) -> Self {
         Self {
             limiter,
             refusal,
+            charge: Charge::Every,
             proxies,
         }
+    }
+
+    /// Spends the budget only on the requests `charge` names.
+    pub fn charging(mut self, charge: Charge) -> Self {
+        self.charge = charge;
+        self
     }
 }
 
@@ -164,6 +197,7 @@ impl<E: Endpoint> Middleware<E> for RateLimit {
             inner,
             limiter: self.limiter.clone(),
             refusal: self.refusal,
+            charge: self.charge,
             proxies: self.proxies.clone(),
         }
     }
@@ -174,6 +208,7 @@ pub struct RateLimitEndpoint<E> {
     inner: E,
     limiter: Arc<KeyedLimiter>,
     refusal: Refusal,
+    charge: Charge,
     proxies: Arc<TrustedProxies>,
 }
 
@@ -182,11 +217,27 @@ impl<E: Endpoint> Endpoint for RateLimitEndpoint<E> {
 
     async fn call(&self, req: Request) -> poem::Result<Response> {
         let client = client_key(self.proxies.client_of(&req));
-        if let Err(wait) = self.limiter.check(client, Instant::now()) {
+        let now = Instant::now();
+        let allowed = match self.charge {
+            Charge::Every => self.limiter.check(client, now),
+            Charge::Unauthorized => self.limiter.peek(client, now),
+        };
+        if let Err(wait) = allowed {
             tracing::warn!(%client, path = %req.uri().path(), "rate limit exceeded");
             return Ok(too_many(self.refusal, wait));
         }
-        Ok(self.inner.call(req).await?.into_response())
+        let answer = self.inner.call(req).await.map(IntoResponse::into_response);
+        if self.charge == Charge::Unauthorized {
+            let status = match &answer {
+                Ok(resp) => resp.status(),
+                Err(error) => error.status(),
+            };
+            if status == StatusCode::UNAUTHORIZED {
+                // Spent now; a request over the budget was already refused above.
+                let _ = self.limiter.check(client, Instant::now());
+            }
+        }
+        answer
     }
 }
 
