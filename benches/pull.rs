@@ -21,17 +21,12 @@ use crm_sync::jobs::{EnqueueRequest, JobRunner, enqueue};
 use crm_sync::secret::Secret;
 use crm_sync::store::Store;
 use crm_sync::sync::{SyncContext, SyncRunner};
-use sqlx::Connection;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod support;
 
-use support::{BoxError, peak_rss_mb};
-
-const TOKEN: &str = "pat-na1-bench";
+use support::{BenchDb, BoxError, SANDBOX_TOKEN, SandboxProcess, peak_rss_mb};
 
 fn main() {
     support::run_to_exit(run());
@@ -50,7 +45,12 @@ async fn run() -> Result<(), BoxError> {
         let Some(db) = BenchDb::create(backend).await? else {
             continue;
         };
-        let sandbox = SandboxProcess::start(contacts)?;
+        let sandbox = SandboxProcess::start(&[
+            "--contacts".to_owned(),
+            contacts.to_string(),
+            "--requests-per-10s".to_owned(),
+            "0".to_owned(),
+        ])?;
         let result = pull_suite(&db.url, &sandbox.base_url, backend).await;
         drop(sandbox);
         db.drop_it().await;
@@ -65,7 +65,7 @@ async fn pull_suite(db_url: &str, base_url: &str, backend: &str) -> Result<(), B
     let mut config = ClientConfig::new(url::Url::parse(base_url)?);
     config.requests_per_10s = 0;
     config.search_per_second = 0;
-    let client = HubSpotClient::new(config, Auth::PrivateApp(Secret::new(TOKEN)))?;
+    let client = HubSpotClient::new(config, Auth::PrivateApp(Secret::new(SANDBOX_TOKEN)))?;
     let mut ctx = SyncContext::new(client.clone());
     ctx.pull.lookback = Duration::ZERO;
     let runner: Arc<dyn JobRunner> = Arc::new(SyncRunner::new(ctx));
@@ -142,106 +142,5 @@ async fn drive(store: &Store, runner: &Arc<dyn JobRunner>, id: JobId) -> Result<
             Arc::new(|| false),
         )
         .await?;
-    }
-}
-
-/// `crm-sync sandbox` as a child process; killed when dropped.
-struct SandboxProcess {
-    child: Child,
-    base_url: String,
-}
-
-impl SandboxProcess {
-    fn start(contacts: usize) -> Result<Self, BoxError> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_crm-sync"))
-            .args(["sandbox", "--port", &port.to_string()])
-            .args(["--contacts", &contacts.to_string()])
-            .args(["--requests-per-10s", "0", "--search-per-second", "0"])
-            .args(["--rng-seed", "1", "--access-token", TOKEN])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()?;
-        let stdout = child.stdout.take().ok_or("no sandbox stdout")?;
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line)?;
-        if !line.starts_with("HubSpot sandbox at ") {
-            let _ = child.kill();
-            return Err(format!("the sandbox did not start: {line:?}").into());
-        }
-        Ok(Self {
-            child,
-            base_url: format!("http://127.0.0.1:{port}"),
-        })
-    }
-}
-
-impl Drop for SandboxProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A database of its own for one backend's run.
-struct BenchDb {
-    url: String,
-    pg: Option<(String, String)>,
-    _dir: Option<tempfile::TempDir>,
-}
-
-impl BenchDb {
-    async fn create(backend: &str) -> Result<Option<Self>, BoxError> {
-        match backend {
-            "sqlite" => {
-                let dir = tempfile::tempdir()?;
-                let url = format!("sqlite://{}", dir.path().join("bench.db").display());
-                Ok(Some(Self {
-                    url,
-                    pg: None,
-                    _dir: Some(dir),
-                }))
-            }
-            "postgres" => {
-                let admin = std::env::var("TEST_DATABASE_URL")
-                    .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-                let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await else {
-                    println!("postgres: skipped (cannot connect to {admin})");
-                    return Ok(None);
-                };
-                let name = format!(
-                    "crm_sync_bench_{}",
-                    ulid::Ulid::generate().to_string().to_lowercase()
-                );
-                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-                    .execute(&mut conn)
-                    .await?;
-                let _ = conn.close().await;
-                let mut url = url::Url::parse(&admin)?;
-                url.set_path(&format!("/{name}"));
-                Ok(Some(Self {
-                    url: url.to_string(),
-                    pg: Some((admin, name)),
-                    _dir: None,
-                }))
-            }
-            other => Err(format!("unknown backend {other:?}: expected postgres or sqlite").into()),
-        }
-    }
-
-    async fn drop_it(self) {
-        let Some((admin, name)) = &self.pg else {
-            return;
-        };
-        if let Ok(mut conn) = sqlx::PgConnection::connect(admin).await {
-            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-            )))
-            .execute(&mut conn)
-            .await;
-            let _ = conn.close().await;
-        }
     }
 }

@@ -17,121 +17,46 @@ use crm_sync::hubspot::{Auth, ClientConfig, HubSpotClient};
 use crm_sync::jobs::model::{Counts, JobSpec, PushMode, Trigger};
 use crm_sync::jobs::worker::{Settled, run_job_here};
 use crm_sync::jobs::{EnqueueRequest, JobRunner, RetryPolicy, enqueue};
-use crm_sync::sandbox::{Sandbox, SandboxArgs};
 use crm_sync::secret::Secret;
 use crm_sync::store::{NewContact, Store};
 use crm_sync::sync::push::{PushConfig, Pusher};
-use sqlx::Connection;
-use std::io::{BufRead, BufReader, Write};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod support;
 
-use support::{BoxError, peak_rss_mb};
-
-/// Set in the child process that runs the sandbox; its value is the sandbox's 10-second limit.
-const SANDBOX_ROLE: &str = "PUSH_BENCH_SANDBOX_LIMIT";
+use support::{BenchDb, BoxError, SANDBOX_TOKEN, SandboxProcess, peak_rss_mb};
 
 fn main() {
-    // The benchmark re-runs itself as the sandbox's process, told apart by this variable.
-    match std::env::var(SANDBOX_ROLE) {
-        Ok(limit) => support::run_to_exit(async move { serve_sandbox(&limit).await }),
-        Err(_) => support::run_to_exit(run()),
-    }
+    support::run_to_exit(run());
 }
 
-/// The child: a sandbox on a free port; prints `READY <base url> <token>`, stops when stdin
-/// closes (the parent ended).
-async fn serve_sandbox(limit: &str) -> Result<(), BoxError> {
-    let args = SandboxArgs {
-        requests_per_10s: limit.parse()?,
-        search_per_second: 0,
-        rng_seed: Some(1),
-        ..SandboxArgs::default()
-    };
-    let sandbox = Sandbox::start(args, SocketAddr::from(([127, 0, 0, 1], 0))).await?;
-    println!("READY {} {}", sandbox.base_url(), sandbox.access_token());
-    std::io::stdout().flush()?;
-    tokio::task::spawn_blocking(|| {
-        let mut sink = String::new();
-        while std::io::stdin()
-            .read_line(&mut sink)
-            .map(|n| n > 0)
-            .unwrap_or(false)
-        {}
-    })
-    .await?;
+/// A sandbox allowing `limit` requests per 10 s (0: unthrottled).
+fn sandbox(limit: u32) -> Result<SandboxProcess, BoxError> {
+    SandboxProcess::start(&["--requests-per-10s".to_owned(), limit.to_string()])
+}
+
+/// Puts every `every`-th benchmark contact with an email into HubSpot beforehand (through the
+/// sandbox's admin route, which counts against no limit).
+async fn insert_known(sandbox: &SandboxProcess, n: usize, every: usize) -> Result<(), BoxError> {
+    let contacts: Vec<serde_json::Value> = (0..n)
+        .filter(|i| i % every == 0 && i % 10 != 9)
+        .map(|i| {
+            serde_json::json!({"properties": {
+                "email": format!("bench{i}@acme.io"), "firstname": "Known", "lastname": "Before"
+            }})
+        })
+        .collect();
+    sandbox.insert(&contacts).await?;
     Ok(())
 }
 
-/// A sandbox child process.
-struct SandboxProcess {
-    child: Child,
-    base_url: String,
-    token: String,
-}
-
-impl SandboxProcess {
-    fn start(limit: u32) -> Result<Self, BoxError> {
-        let mut child = Command::new(std::env::current_exe()?)
-            .env(SANDBOX_ROLE, limit.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()?;
-        let stdout = child.stdout.take().ok_or("no stdout")?;
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line)?;
-        let mut parts = line.split_whitespace();
-        let (Some("READY"), Some(base_url), Some(token)) =
-            (parts.next(), parts.next(), parts.next())
-        else {
-            return Err(format!("the sandbox said {line:?}").into());
-        };
-        Ok(Self {
-            base_url: base_url.to_owned(),
-            token: token.to_owned(),
-            child,
-        })
-    }
-
-    /// Puts every `every`-th benchmark contact with an email into HubSpot beforehand (through
-    /// the sandbox's admin route, which counts against no limit).
-    async fn insert_known(&self, n: usize, every: usize) -> Result<(), BoxError> {
-        let contacts: Vec<serde_json::Value> = (0..n)
-            .filter(|i| i % every == 0 && i % 10 != 9)
-            .map(|i| {
-                serde_json::json!({"properties": {
-                    "email": format!("bench{i}@acme.io"), "firstname": "Known", "lastname": "Before"
-                }})
-            })
-            .collect();
-        for chunk in contacts.chunks(1_000) {
-            reqwest::Client::new()
-                .post(format!("{}/_sandbox/contacts", self.base_url))
-                .json(&serde_json::json!({ "contacts": chunk }))
-                .send()
-                .await?
-                .error_for_status()?;
-        }
-        Ok(())
-    }
-
-    fn pusher(&self, budget: u32) -> Result<Pusher, BoxError> {
-        let mut config = ClientConfig::new(self.base_url.parse()?);
-        config.requests_per_10s = budget;
-        let client = HubSpotClient::new(config, Auth::PrivateApp(Secret::new(self.token.clone())))?;
-        Ok(Pusher::new(client, PushConfig::default()))
-    }
-}
-
-impl Drop for SandboxProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A pusher whose client allows itself `budget` requests per 10 s (0: unthrottled).
+fn pusher(sandbox: &SandboxProcess, budget: u32) -> Result<Pusher, BoxError> {
+    let mut config = ClientConfig::new(sandbox.base_url.parse()?);
+    config.requests_per_10s = budget;
+    let client = HubSpotClient::new(config, Auth::PrivateApp(Secret::new(SANDBOX_TOKEN)))?;
+    Ok(Pusher::new(client, PushConfig::default()))
 }
 
 fn env_count(name: &str, default: usize) -> usize {
@@ -146,25 +71,17 @@ async fn run() -> Result<(), BoxError> {
     let limited = env_count("PUSH_BENCH_LIMITED_CONTACTS", 20_000);
     println!("push benchmark: {contacts} contacts (rate-limited run: {limited})");
 
-    let admin = std::env::var("TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-    match sqlx::PgConnection::connect(&admin).await {
-        Ok(conn) => {
-            let _ = conn.close().await;
-            for mode in [PushMode::Link, PushMode::Upsert] {
-                let db = PgDb::create(&admin).await?;
-                unthrottled("postgres", &db.url, mode, contacts).await?;
-                db.drop_it().await?;
-            }
-            rate_limited(&admin, limited).await?;
+    for backend in ["postgres", "sqlite"] {
+        for mode in [PushMode::Link, PushMode::Upsert] {
+            let Some(db) = BenchDb::create(backend).await? else {
+                break;
+            };
+            let result = unthrottled(backend, &db.url, mode, contacts).await;
+            db.drop_it().await;
+            result?;
         }
-        Err(_) => println!("postgres: skipped (cannot connect to {admin})"),
     }
-    for mode in [PushMode::Link, PushMode::Upsert] {
-        let dir = tempfile::tempdir()?;
-        let url = format!("sqlite://{}", dir.path().join("bench.db").display());
-        unthrottled("sqlite", &url, mode, contacts).await?;
-    }
+    rate_limited(limited).await?;
     println!(
         "peak RSS of the pushing process: {} MB",
         peak_rss_mb().map_or("?".to_owned(), |m| m.to_string())
@@ -174,8 +91,8 @@ async fn run() -> Result<(), BoxError> {
 
 async fn unthrottled(backend: &str, url: &str, mode: PushMode, n: usize) -> Result<(), BoxError> {
     let store = prepared_store(url, n).await?;
-    let sandbox = SandboxProcess::start(0)?;
-    let pusher = Arc::new(sandbox.pusher(0)?);
+    let sandbox = sandbox(0)?;
+    let pusher = Arc::new(pusher(&sandbox, 0)?);
     let first = push(&store, &pusher, mode).await?;
     println!(
         "{backend} {mode:?} first push: {} contacts in {:.2} s = {:.0} contacts/s, {} HubSpot calls ({:.2} per 100)",
@@ -196,15 +113,17 @@ async fn unthrottled(backend: &str, url: &str, mode: PushMode, n: usize) -> Resu
 
 /// Rate-limited first pushes in link mode: into an empty portal (1 call per 100), and into one
 /// that has every 5th contact already (read by email, then create: 2 calls per 100).
-async fn rate_limited(admin: &str, n: usize) -> Result<(), BoxError> {
+async fn rate_limited(n: usize) -> Result<(), BoxError> {
     for known_every in [0, 5] {
-        let db = PgDb::create(admin).await?;
+        let Some(db) = BenchDb::create("postgres").await? else {
+            return Ok(());
+        };
         let store = prepared_store(&db.url, n).await?;
-        let sandbox = SandboxProcess::start(100)?;
+        let sandbox = sandbox(100)?;
         if known_every > 0 {
-            sandbox.insert_known(n, known_every).await?;
+            insert_known(&sandbox, n, known_every).await?;
         }
-        let pusher = Arc::new(sandbox.pusher(100)?);
+        let pusher = Arc::new(pusher(&sandbox, 100)?);
         let run = push(&store, &pusher, PushMode::Link).await?;
         // The fastest schedule 100 requests per rolling 10 s allows for these calls: 100 at
         // once, the next 100 when the first leave the window, and so on. The steady-state
@@ -227,7 +146,7 @@ async fn rate_limited(admin: &str, n: usize) -> Result<(), BoxError> {
             100.0 * fastest / run.seconds
         );
         store.close().await;
-        db.drop_it().await?;
+        db.drop_it().await;
     }
     Ok(())
 }
@@ -301,44 +220,4 @@ async fn push(store: &Store, pusher: &Arc<Pusher>, mode: PushMode) -> Result<Run
         seconds: seconds.max(Duration::from_micros(1).as_secs_f64()),
         calls: pusher.client().metrics().requests_total() - calls_before,
     })
-}
-
-/// A PostgreSQL database of its own.
-struct PgDb {
-    admin: String,
-    name: String,
-    url: String,
-}
-
-impl PgDb {
-    async fn create(admin: &str) -> Result<Self, BoxError> {
-        let name = format!(
-            "crm_sync_bench_{}",
-            ulid::Ulid::generate().to_string().to_lowercase()
-        );
-        let mut conn = sqlx::PgConnection::connect(admin).await?;
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-            .execute(&mut conn)
-            .await?;
-        let _ = conn.close().await;
-        let mut url = url::Url::parse(admin)?;
-        url.set_path(&format!("/{name}"));
-        Ok(Self {
-            admin: admin.to_owned(),
-            name,
-            url: url.to_string(),
-        })
-    }
-
-    async fn drop_it(self) -> Result<(), BoxError> {
-        let mut conn = sqlx::PgConnection::connect(&self.admin).await?;
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
-            self.name
-        )))
-        .execute(&mut conn)
-        .await?;
-        let _ = conn.close().await;
-        Ok(())
-    }
 }

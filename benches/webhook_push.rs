@@ -2,16 +2,20 @@
 //!
 //! `WEBHOOK_BENCH_CONTACTS` (default 100,000) new contacts are pushed through the wiring of
 //! `crm-sync serve` in this process — the HTTP API with its webhook route, and the job workers —
-//! against the sandbox in a process of its own, which sends a v3-signed webhook for every change
-//! it makes (a `contact.creation` and a `contact.propertyChange` per property set). For each
-//! backend (PostgreSQL from `TEST_DATABASE_URL`, skipped when unreachable; SQLite in a temporary
-//! folder), at HubSpot's 100 requests / 10 s and unthrottled, the same push runs with webhooks
-//! off and on. `WEBHOOK_BENCH_LIMITS` picks the limits (default `100,0`).
+//! against `crm-sync sandbox` in a process of its own, which sends a v3-signed webhook for every
+//! change it makes (a `contact.creation` and a `contact.propertyChange` per property set).
+//! Meanwhile people change `WEBHOOK_BENCH_EDITS` (default 2,000) other HubSpot contacts in
+//! HubSpot's UI (the sandbox's `x-sandbox-user-id`, 100 per request, spending none of the app's
+//! budget): those webhooks are no echoes, and the webhook pulls must read each of those ids
+//! once. For each backend (PostgreSQL from `TEST_DATABASE_URL`, skipped when unreachable;
+//! SQLite in a temporary folder), at HubSpot's 100 requests / 10 s and unthrottled, the same push
+//! runs with webhooks off and on. `WEBHOOK_BENCH_LIMITS` picks the limits (default `100,0`).
 //!
 //! Reported per run: push duration, HubSpot calls by kind, webhook events delivered (and
 //! deliveries that failed for good), webhook pulls run and the most running at once, the most
-//! ids pending at once (sampled every 20 ms) and the ids webhook pulls read, time from the push's end until no id is pending and no
-//! webhook pull is active, and "database is locked" seen in any log line or answer.
+//! ids pending at once (sampled every 20 ms), ids read per id a person changed, time from the
+//! push's end until no id is pending and no webhook pull is active, and "database is locked"
+//! seen in any log line or answer.
 //!
 //! Targets: with webhooks, push duration within 10 % and HubSpot calls ≤ 1.05 × the run without;
 //! at most one webhook pull running at any moment; nothing pending 10 s after the push; no
@@ -22,17 +26,14 @@ use crm_sync::hubspot::{Auth, ClientConfig, HubSpotClient};
 use crm_sync::jobs::model::{Counts, Job, JobSpec, JobStatus, Trigger};
 use crm_sync::jobs::worker::{WorkerConfig, run_workers};
 use crm_sync::jobs::{EnqueueRequest, enqueue};
-use crm_sync::sandbox::{Sandbox, SandboxArgs};
+use crm_sync::sandbox::USER_HEADER;
 use crm_sync::secret::Secret;
 use crm_sync::store::{NewContact, Store};
 use crm_sync::sync::{SyncContext, SyncRunner};
 use crm_sync::webhooks::count_pending_pulls;
-use serde_json::Value;
-use sqlx::Connection;
+use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -40,94 +41,10 @@ use url::Url;
 
 mod support;
 
-use support::BoxError;
-
-/// Set in the child process that runs the sandbox: `<limit> <webhook url or ->`.
-const SANDBOX_ROLE: &str = "WEBHOOK_BENCH_SANDBOX";
-const CLIENT_ID: &str = "bench-client";
-const CLIENT_SECRET: &str = "bench-client-secret";
+use support::{BenchDb, BoxError, CLIENT_ID, CLIENT_SECRET, SANDBOX_TOKEN, SandboxProcess};
 
 fn main() {
-    match std::env::var(SANDBOX_ROLE) {
-        Ok(role) => support::run_to_exit(async move { serve_sandbox(&role).await }),
-        Err(_) => support::run_to_exit(run()),
-    }
-}
-
-/// The child: a sandbox on a free port; prints `READY <base url> <token>`, stops when stdin
-/// closes.
-async fn serve_sandbox(role: &str) -> Result<(), BoxError> {
-    let (limit, webhook) = role.split_once(' ').ok_or("bad sandbox role")?;
-    let args = SandboxArgs {
-        requests_per_10s: limit.parse()?,
-        search_per_second: 0,
-        rng_seed: Some(1),
-        client_id: Some(CLIENT_ID.to_owned()),
-        client_secret: Some(CLIENT_SECRET.to_owned()),
-        webhook_url: (webhook != "-").then(|| webhook.to_owned()),
-        ..SandboxArgs::default()
-    };
-    let sandbox = Sandbox::start(args, SocketAddr::from(([127, 0, 0, 1], 0))).await?;
-    println!("READY {} {}", sandbox.base_url(), sandbox.access_token());
-    std::io::stdout().flush()?;
-    tokio::task::spawn_blocking(|| {
-        let mut sink = String::new();
-        while std::io::stdin()
-            .read_line(&mut sink)
-            .map(|n| n > 0)
-            .unwrap_or(false)
-        {}
-    })
-    .await?;
-    Ok(())
-}
-
-struct SandboxProcess {
-    child: Child,
-    base_url: String,
-    token: String,
-}
-
-impl SandboxProcess {
-    fn start(limit: u32, webhook_url: Option<&str>) -> Result<Self, BoxError> {
-        let mut child = Command::new(std::env::current_exe()?)
-            .env(
-                SANDBOX_ROLE,
-                format!("{limit} {}", webhook_url.unwrap_or("-")),
-            )
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()?;
-        let stdout = child.stdout.take().ok_or("no stdout")?;
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line)?;
-        let mut parts = line.split_whitespace();
-        let (Some("READY"), Some(base_url), Some(token)) =
-            (parts.next(), parts.next(), parts.next())
-        else {
-            return Err(format!("the sandbox said {line:?}").into());
-        };
-        Ok(Self {
-            base_url: base_url.to_owned(),
-            token: token.to_owned(),
-            child,
-        })
-    }
-
-    async fn stats(&self) -> Result<Value, BoxError> {
-        Ok(reqwest::get(format!("{}/_sandbox/stats", self.base_url))
-            .await?
-            .error_for_status()?
-            .json()
-            .await?)
-    }
-}
-
-impl Drop for SandboxProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    support::run_to_exit(run());
 }
 
 /// Counts log lines that say "database is locked" (at any level), and ERROR lines.
@@ -173,31 +90,29 @@ async fn run() -> Result<(), BoxError> {
         .with_writer(move || CountingWriter(writer_logs.clone()))
         .init();
     let n = env_usize("WEBHOOK_BENCH_CONTACTS", 100_000);
+    let edits = env_usize("WEBHOOK_BENCH_EDITS", 2_000);
     let limits: Vec<u32> = std::env::var("WEBHOOK_BENCH_LIMITS")
         .unwrap_or_else(|_| "100,0".to_owned())
         .split(',')
         .filter_map(|l| l.trim().parse().ok())
         .collect();
-    println!("webhook push benchmark: {n} new contacts, limits {limits:?} (0 = unthrottled)");
-    let admin = std::env::var("TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-    let pg = match sqlx::PgConnection::connect(&admin).await {
-        Ok(conn) => {
-            let _ = conn.close().await;
-            true
-        }
-        Err(_) => {
-            println!("postgres: skipped (cannot connect to {admin})");
-            false
-        }
-    };
-    for backend in ["postgres", "sqlite"] {
-        if backend == "postgres" && !pg {
-            continue;
-        }
+    println!(
+        "webhook push benchmark: {n} new contacts, {edits} contacts changed by people meanwhile, limits {limits:?} (0 = unthrottled)"
+    );
+    'backends: for backend in ["postgres", "sqlite"] {
         for &limit in &limits {
-            let off = one_run(backend, &admin, n, limit, false, &logs).await?;
-            let on = one_run(backend, &admin, n, limit, true, &logs).await?;
+            let world = World {
+                backend,
+                n,
+                edits,
+                limit,
+            };
+            let Some(off) = world.run(false, &logs).await? else {
+                continue 'backends;
+            };
+            let Some(on) = world.run(true, &logs).await? else {
+                continue 'backends;
+            };
             println!(
                 "{backend} limit {}: push {:.1} s with webhooks vs {:.1} s without ({:+.1} %); HubSpot calls {} vs {} ({:.3}×)",
                 limit_name(limit),
@@ -226,68 +141,72 @@ struct Outcome {
     calls: u64,
 }
 
-/// A database of its own for one run; dropped afterwards.
-enum Db {
-    Postgres {
-        admin: String,
-        name: String,
-    },
-    /// The folder is deleted when this is dropped.
-    Sqlite(#[allow(dead_code)] tempfile::TempDir),
+/// One benchmark setting.
+#[derive(Clone, Copy)]
+struct World<'a> {
+    backend: &'a str,
+    /// Contacts pushed.
+    n: usize,
+    /// HubSpot contacts people change during the push.
+    edits: usize,
+    /// The 10-second limit of the sandbox and the client (0: none).
+    limit: u32,
 }
 
-impl Db {
-    async fn create(backend: &str, admin: &str) -> Result<(Self, String), BoxError> {
-        if backend == "sqlite" {
-            let dir = tempfile::tempdir()?;
-            let url = format!("sqlite://{}", dir.path().join("bench.db").display());
-            return Ok((Db::Sqlite(dir), url));
-        }
-        let name = format!(
-            "crm_sync_bench_{}",
-            ulid::Ulid::generate().to_string().to_lowercase()
-        );
-        let mut conn = sqlx::PgConnection::connect(admin).await?;
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-            .execute(&mut conn)
-            .await?;
-        let _ = conn.close().await;
-        let mut url = Url::parse(admin)?;
-        url.set_path(&format!("/{name}"));
-        Ok((
-            Db::Postgres {
-                admin: admin.to_owned(),
-                name,
-            },
-            url.to_string(),
-        ))
+impl World<'_> {
+    /// One push, with webhooks delivered or not; `None` when the backend is unavailable.
+    async fn run(self, webhooks: bool, logs: &LogCounter) -> Result<Option<Outcome>, BoxError> {
+        let Some(db) = BenchDb::create(self.backend).await? else {
+            return Ok(None);
+        };
+        let outcome = one_run(self, &db.url, webhooks, logs).await;
+        db.drop_it().await;
+        outcome.map(Some)
     }
+}
 
-    async fn drop_it(self) -> Result<(), BoxError> {
-        if let Db::Postgres { admin, name } = self {
-            let mut conn = sqlx::PgConnection::connect(&admin).await?;
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-            )))
-            .execute(&mut conn)
-            .await?;
-            let _ = conn.close().await;
-        }
-        Ok(())
+/// The HubSpot contacts people will change: in HubSpot only, put there beforehand (no webhook).
+async fn people_contacts(sandbox: &SandboxProcess, edits: usize) -> Result<Vec<String>, BoxError> {
+    let contacts: Vec<Value> = (0..edits)
+        .map(|i| json!({"properties": {"email": format!("lead{i}@people.example"), "firstname": "Lead"}}))
+        .collect();
+    sandbox.insert(&contacts).await
+}
+
+/// People rename `ids` in HubSpot's UI, 100 per request, a request every 100 ms.
+async fn people_edit(base_url: String, ids: Vec<String>) -> Result<(), reqwest::Error> {
+    let http = reqwest::Client::new();
+    for chunk in ids.chunks(100) {
+        let inputs: Vec<Value> = chunk
+            .iter()
+            .map(|id| json!({"id": id, "properties": {"firstname": "Renamed"}}))
+            .collect();
+        http.post(format!("{base_url}/crm/v3/objects/contacts/batch/update"))
+            .bearer_auth(SANDBOX_TOKEN)
+            .header(USER_HEADER, "7")
+            .json(&json!({ "inputs": inputs }))
+            .send()
+            .await?
+            .error_for_status()?;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    Ok(())
 }
 
 async fn one_run(
-    backend: &str,
-    admin: &str,
-    n: usize,
-    limit: u32,
+    world: World<'_>,
+    url: &str,
     webhooks: bool,
     logs: &LogCounter,
 ) -> Result<Outcome, BoxError> {
+    let World {
+        backend,
+        n,
+        edits,
+        limit,
+    } = world;
     let locked_before = logs.locked.load(Ordering::Relaxed);
-    let (db, url) = Db::create(backend, admin).await?;
-    let store = Store::connect(&url).await?;
+    let store = Store::connect(url).await?;
     store.migrate().await?;
     let contacts: Vec<NewContact> = (0..n)
         .map(|i| NewContact {
@@ -304,10 +223,15 @@ async fn one_run(
     let addr = listener.local_addr()?;
     let public_url = Url::parse(&format!("http://{addr}"))?;
     let hook = format!("{public_url}webhooks/hubspot");
-    let sandbox = SandboxProcess::start(limit, webhooks.then_some(hook.as_str()))?;
+    let mut flags = vec!["--requests-per-10s".to_owned(), limit.to_string()];
+    if webhooks {
+        flags.extend(["--webhook-url".to_owned(), hook]);
+    }
+    let sandbox = SandboxProcess::start(&flags)?;
+    let people = people_contacts(&sandbox, edits).await?;
     let mut config = ClientConfig::new(Url::parse(&sandbox.base_url)?);
     config.requests_per_10s = limit;
-    let client = HubSpotClient::new(config, Auth::PrivateApp(Secret::new(sandbox.token.clone())))?;
+    let client = HubSpotClient::new(config, Auth::PrivateApp(Secret::new(SANDBOX_TOKEN)))?;
     let oauth = OAuthSettings {
         client_id: Some(CLIENT_ID.to_owned()),
         client_secret: Some(Secret::new(CLIENT_SECRET)),
@@ -348,6 +272,7 @@ async fn one_run(
     )
     .await?
     .job;
+    let editing = tokio::spawn(people_edit(sandbox.base_url.clone(), people));
     let started = Instant::now();
     let mut most_running = 0;
     let mut most_pending = 0;
@@ -365,6 +290,7 @@ async fn one_run(
         return Err(format!("the push ended {}: {:?}", push_done.status, push_done.error).into());
     }
     let pushed_at = Instant::now();
+    editing.await??;
     // Settled: the sandbox has sent everything, nothing is pending, no webhook pull is active.
     let mut last_delivered = u64::MAX;
     let mut drained_secs = None;
@@ -412,8 +338,10 @@ async fn one_run(
         .count();
     let mut by_op: BTreeMap<String, u64> =
         serde_json::from_value(stats["requests"]["by_operation"].clone())?;
-    // The benchmark's own look at the sandbox's counters is no HubSpot call.
+    // The benchmark's own look at the sandbox's counters, and what people did in HubSpot's UI,
+    // are no calls of the app.
     by_op.remove("admin");
+    by_op.remove("person");
     let calls: u64 = by_op.values().sum();
     let Counts::Push(counts) = push_done.counts else {
         return Err("not a push".into());
@@ -428,21 +356,15 @@ async fn one_run(
         stats["requests"]["rate_limited"],
     );
     if webhooks {
+        let local = store.count_contacts().await?;
         println!(
-            "    webhook events delivered {}, deliveries failed for good {}; webhook pulls {} ({} not succeeded), most running at once {most_running}, most active at once {}; most ids pending at once (sampled) {most_pending}, ids read {ids_read} ({}); no id pending and no webhook pull active {:.1} s after the push (and since), last webhook delivered by {settled_secs:.1} s after it; \"database is locked\" {}",
+            "    webhook events delivered {}, deliveries failed for good {}; webhook pulls {} ({} not succeeded), most running at once {most_running}, most active at once {}; most ids pending at once (sampled) {most_pending}, ids read {ids_read} of the {edits} people changed ({:.2} reads per id); local contacts {local}; no id pending and no webhook pull active {:.1} s after the push (and since), last webhook delivered by {settled_secs:.1} s after it; \"database is locked\" {}",
             stats["webhooks"]["delivered"],
             stats["webhooks"]["failed_requests"],
             pulls.len(),
             failed_pulls,
             most_overlapping(&pulls),
-            if ids_read == 0 {
-                "no id read".to_owned()
-            } else {
-                format!(
-                    "at most {:.2} reads per id pending",
-                    ids_read as f64 / most_pending.max(1) as f64
-                )
-            },
+            ids_read as f64 / edits.max(1) as f64,
             drained_secs.unwrap_or(settled_secs),
             logs.locked.load(Ordering::Relaxed) - locked_before,
         );
@@ -453,7 +375,6 @@ async fn one_run(
     let _ = api.await;
     store.close().await;
     drop(sandbox);
-    db.drop_it().await?;
     Ok(Outcome { push_secs, calls })
 }
 

@@ -94,6 +94,10 @@ impl Stats {
     }
 }
 
+/// The operation name under which the stats count a person's requests ([`super::USER_HEADER`]):
+/// they stand for actions in HubSpot's UI, not the app's calls.
+pub const PERSON_OP: &str = "person";
+
 /// Locks a mutex, surviving a poisoned one (a panicked handler must not stop the sandbox).
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -197,7 +201,11 @@ async fn handle(state: &Arc<State>, mut req: Request) -> Response {
     let (op_name, resp) = match target {
         Target::OAuth(op) => (Some("oauth"), oauth(state, op, &query, &body, &correlation)),
         Target::Api(op) => {
-            let name = op.name();
+            // A person's action in HubSpot's UI is no call of the app's: counted apart.
+            let name = match super::webhooks::Actor::of(req.headers()) {
+                super::webhooks::Actor::App => op.name(),
+                super::webhooks::Actor::User(_) => PERSON_OP,
+            };
             (
                 Some(name),
                 api_call(state, op, req.headers(), peer, &query, &body, &correlation).await,
@@ -320,7 +328,11 @@ async fn api_call(
     }
     let kind = op.kind();
     let now = Instant::now();
-    let budget = if kind == OpKind::Search {
+    let actor = super::webhooks::Actor::of(headers);
+    let budget = if actor != super::webhooks::Actor::App {
+        // HubSpot's limits are the app's: what a person does in the UI spends none of them.
+        None
+    } else if kind == OpKind::Search {
         if let Err(refusal) = state.limits.admit_search(&principal.token, now) {
             return too_many(state, refusal, correlation);
         }
@@ -341,7 +353,6 @@ async fn api_call(
         )
         .into_response(correlation)
     } else {
-        let actor = super::webhooks::Actor::of(headers);
         match super::webhooks::ACTOR
             .scope(actor, api::dispatch(state, op, query, body))
             .await
