@@ -10,16 +10,11 @@
 
 mod common;
 
-use common::TestDb;
-use common::process::{Running, crm_sync, free_port};
+use common::process::Serve;
 use common::pushed::{assert_one_hubspot_contact_per_row, linked_rows};
 use crm_sync::sandbox::{HubSpotProfile, Sandbox, SandboxArgs, SandboxHandle};
 use crm_sync::store::{NewContact, Store};
-use serde_json::{Value, json};
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::Command;
-use std::time::{Duration, Instant};
 
 /// Local contacts to push: enough pages that a kill lands in the middle.
 const CONTACTS: u64 = 3000;
@@ -27,10 +22,6 @@ const CONTACTS: u64 = 3000;
 const WITHOUT_EMAIL_EVERY: u64 = 10;
 /// Each HubSpot answer takes this long, so that the push lasts several seconds.
 const HUBSPOT_LATENCY_MS: u64 = 600;
-/// How long a job may take to get somewhere on a loaded 2-core machine, orphan recovery
-/// included.
-const PATIENCE: Duration = Duration::from_secs(180);
-const API_TOKEN: &str = "serve-killed-test-token";
 
 profile_tests! {
     async fn a_serve_killed_mid_push_finishes_the_job_after_a_restart_without_duplicates_or_losses(db: TestDb, profile: HubSpotProfile) {
@@ -39,7 +30,7 @@ profile_tests! {
         let hubspot = slow_hubspot(profile).await;
         let dir = tempfile::tempdir().expect("a working directory");
 
-        let first = Service::start(dir.path(), &db, &hubspot).await;
+        let first = Serve::start(dir.path(), db.url(), &hubspot.base_url(), hubspot.access_token()).await;
         let id = first.enqueue_push().await["id"].as_str().expect("a job id").to_owned();
         let seen = first
             .wait_for(&id, "a quarter of the contacts committed", |job| {
@@ -56,7 +47,7 @@ profile_tests! {
         let linked = linked_rows(&store).await.iter().filter(|r| r.hs_object_id.is_some()).count();
         assert_eq!(linked as u64, committed, "committed pages and links agree");
 
-        let second = Service::start(dir.path(), &db, &hubspot).await;
+        let second = Serve::start(dir.path(), db.url(), &hubspot.base_url(), hubspot.access_token()).await;
         let done = second
             .wait_for(&id, "the job to end", |job| {
                 !matches!(job["status"].as_str(), Some("queued" | "running" | "retrying"))
@@ -144,85 +135,4 @@ fn hubspot_writes(hubspot: &SandboxHandle) -> u64 {
     .iter()
     .filter_map(|op| stats.by_operation.get(*op))
     .sum()
-}
-
-/// One `crm-sync serve` process of the test, configured through the environment only, and
-/// its API.
-struct Service {
-    process: Running,
-    base: String,
-    http: reqwest::Client,
-}
-
-impl Service {
-    /// Starts `crm-sync serve` in `dir` on `db`, pointed at `hubspot` with its private-app
-    /// token, and waits until it answers.
-    async fn start(dir: &Path, db: &TestDb, hubspot: &SandboxHandle) -> Service {
-        let port = free_port();
-        let mut cmd: Command = crm_sync(dir);
-        cmd.arg("serve")
-            .env("CRM_SYNC__DATABASE__URL", db.url())
-            .env("CRM_SYNC__SERVER__BIND", format!("127.0.0.1:{port}"))
-            .env("CRM_SYNC__API__TOKEN", API_TOKEN)
-            .env("CRM_SYNC__HUBSPOT__API_BASE_URL", hubspot.base_url())
-            .env("CRM_SYNC__HUBSPOT__ACCESS_TOKEN", hubspot.access_token());
-        let mut process = Running::start(cmd, dir);
-        let base = format!("http://127.0.0.1:{port}");
-        process.wait_healthy(&base).await;
-        Service {
-            process,
-            base,
-            http: reqwest::Client::new(),
-        }
-    }
-
-    /// `POST /api/jobs {"direction":"push"}`; the job it answers with.
-    async fn enqueue_push(&self) -> Value {
-        let answer = self
-            .http
-            .post(format!("{}/api/jobs", self.base))
-            .bearer_auth(API_TOKEN)
-            .json(&json!({"direction": "push"}))
-            .send()
-            .await
-            .expect("POST /api/jobs");
-        assert_eq!(answer.status(), 202, "{:?}", self.process.output());
-        answer.json().await.expect("a job")
-    }
-
-    /// `GET /api/jobs/{id}`.
-    async fn job(&self, id: &str) -> Value {
-        let answer = self
-            .http
-            .get(format!("{}/api/jobs/{id}", self.base))
-            .bearer_auth(API_TOKEN)
-            .send()
-            .await
-            .expect("GET /api/jobs/{id}");
-        assert_eq!(answer.status(), 200, "{:?}", self.process.output());
-        answer.json().await.expect("a job")
-    }
-
-    /// Polls the job until `done` holds; fails after [`PATIENCE`], naming `what` it waited
-    /// for and showing the job and the process's output.
-    async fn wait_for(&self, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-        let started = Instant::now();
-        loop {
-            let job = self.job(id).await;
-            if done(&job) {
-                return job;
-            }
-            assert!(
-                started.elapsed() < PATIENCE,
-                "waited {PATIENCE:?} for {what}: {job:#}\n{:?}",
-                self.process.output()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// SIGKILL: no signal handler runs, no page boundary is reached, nothing is handed back.
-    fn kill(self) {
-        self.process.kill();
-    }
 }

@@ -1,14 +1,14 @@
 //! Durability of the webhook drain in the real service: `crm-sync serve` killed with SIGKILL
 //! while a webhook pull reads, then started again, reads every pending id — none lost, and none
-//! whose page had committed read again — on SQLite and PostgreSQL.
+//! whose page had committed read again (only the page in flight at the kill is read twice) — on
+//! SQLite and PostgreSQL.
 //!
 //! As in `serve_killed.rs`, nothing is shortened: the restarted process gets the drain back
 //! through the orphan recovery production relies on (about 15–20 s).
 
 mod common;
 
-use common::TestDb;
-use common::process::{Running, crm_sync, free_port};
+use common::process::Serve;
 use crm_sync::ids::HsObjectId;
 use crm_sync::jobs::model::JobStatus;
 use crm_sync::jobs::queue;
@@ -18,8 +18,6 @@ use crm_sync::webhooks::{count_pending_pulls, record_pending_pulls};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Ids webhooks named: 15 batch reads, fewer than one drain's bound.
@@ -27,7 +25,6 @@ const NAMED: usize = 1500;
 /// Each HubSpot answer takes this long, so that the drain lasts several seconds.
 const HUBSPOT_LATENCY_MS: u64 = 500;
 const PATIENCE: Duration = Duration::from_secs(180);
-const API_TOKEN: &str = "drain-killed-test-token";
 
 backend_tests! {
     async fn a_serve_killed_mid_drain_reads_the_rest_after_a_restart_and_nothing_twice(db: TestDb) {
@@ -48,21 +45,20 @@ backend_tests! {
         hubspot.set_recording(true);
         let dir = tempfile::tempdir().expect("a working directory");
 
-        let first = Service::start(dir.path(), &db, &hubspot).await;
+        let first = Serve::start(dir.path(), db.url(), &hubspot.base_url(), hubspot.access_token()).await;
         wait_until(&store, "a few pages committed", async |store: &Store| {
             let job = store.get_job(drain).await.unwrap().unwrap();
             job.progress.processed >= 300
         })
         .await;
         first.kill();
-        let before = reads_per_id(&hubspot);
         let job = store.get_job(drain).await.unwrap().unwrap();
         assert_eq!(job.status, JobStatus::Running, "killed mid-drain: {job:#?}");
         let pending_at_kill = count_pending_pulls(&store).await.unwrap();
-        let committed_at_kill = store.count_contacts().await.unwrap() as u64;
-        assert_eq!(committed_at_kill + pending_at_kill, NAMED as u64, "committed pages cleared their ids, the rest wait");
+        let committed: BTreeSet<String> = linked_ids(&store).await;
+        assert_eq!(committed.len() as u64 + pending_at_kill, NAMED as u64, "committed pages cleared their ids, the rest wait");
 
-        let second = Service::start(dir.path(), &db, &hubspot).await;
+        let second = Serve::start(dir.path(), db.url(), &hubspot.base_url(), hubspot.access_token()).await;
         wait_until(&store, "every id read", async |store: &Store| {
             let active = store.active_job_records().await.unwrap();
             count_pending_pulls(store).await.unwrap() == 0 && active.is_empty()
@@ -73,26 +69,22 @@ backend_tests! {
         assert_eq!(done.attempts, 2, "resumed once, by the restarted process");
         assert_eq!(store.count_contacts().await.unwrap() as usize, NAMED, "none lost");
 
-        let after = reads_per_id(&hubspot);
-        let read_before_and_committed: BTreeSet<&String> = before
-            .keys()
-            .filter(|id| !after.contains_key(*id))
-            .collect();
-        assert_eq!(
-            read_before_and_committed.len() as u64,
-            committed_at_kill,
-            "ids whose page committed before the kill are not read again after it"
-        );
-        let everything: BTreeSet<&String> = before.keys().chain(after.keys()).collect();
-        assert_eq!(everything.len(), NAMED, "every id was read");
-        // Two drains reading the same ids would show as many pages read twice. One page may be
-        // read again when its commit failed for a moment (a busy SQLite under a loaded CI): the
-        // page is retried whole, which loses nothing.
-        let twice = after.values().filter(|n| **n > 1).count();
-        assert!(twice <= 100, "no id is read twice after the restart but a retried page: {twice}");
+        // Reads over both processes, wherever the sandbox got to recording the page the killed
+        // process had in flight (a busy machine may record it after the kill returned).
+        let reads = reads_per_id(&hubspot);
+        assert_eq!(reads.len(), NAMED, "every id was read");
+        let committed_read_again: Vec<&String> =
+            committed.iter().filter(|id| reads[*id] > 1).collect();
         assert!(
-            before.keys().filter(|id| after.contains_key(*id)).count() <= 100,
-            "only the page in flight at the kill is read again"
+            committed_read_again.is_empty(),
+            "ids whose page committed before the kill are not read again: {committed_read_again:?}"
+        );
+        // The page in flight at the kill is read again; two drains reading the same ids would
+        // show as more.
+        let twice: Vec<(&String, &usize)> = reads.iter().filter(|(_, n)| **n > 1).collect();
+        assert!(
+            twice.len() <= 100 && twice.iter().all(|(_, n)| **n == 2),
+            "only the page in flight at the kill is read twice: {twice:?}"
         );
         drop(second);
     }
@@ -110,6 +102,17 @@ async fn slow_hubspot() -> SandboxHandle {
     Sandbox::start(args, SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
         .expect("the sandbox starts")
+}
+
+/// The HubSpot ids of the local contacts (linked by the pages that committed).
+async fn linked_ids(store: &Store) -> BTreeSet<String> {
+    store
+        .list_contacts(None, 10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|c| c.hs_object_id.map(|id| id.0))
+        .collect()
 }
 
 /// How many times each id was asked for in batch reads since the last call.
@@ -137,33 +140,5 @@ async fn wait_until(store: &Store, what: &str, done: impl AsyncFn(&Store) -> boo
             "waited {PATIENCE:?} for {what}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// One `crm-sync serve` process, configured through the environment only.
-struct Service {
-    process: Running,
-}
-
-impl Service {
-    async fn start(dir: &Path, db: &TestDb, hubspot: &SandboxHandle) -> Service {
-        let port = free_port();
-        let mut cmd: Command = crm_sync(dir);
-        cmd.arg("serve")
-            .env("CRM_SYNC__DATABASE__URL", db.url())
-            .env("CRM_SYNC__SERVER__BIND", format!("127.0.0.1:{port}"))
-            .env("CRM_SYNC__API__TOKEN", API_TOKEN)
-            .env("CRM_SYNC__HUBSPOT__API_BASE_URL", hubspot.base_url())
-            .env("CRM_SYNC__HUBSPOT__ACCESS_TOKEN", hubspot.access_token());
-        let mut process = Running::start(cmd, dir);
-        process
-            .wait_healthy(&format!("http://127.0.0.1:{port}"))
-            .await;
-        Service { process }
-    }
-
-    /// SIGKILL: no signal handler runs, no page boundary is reached, nothing is handed back.
-    fn kill(self) {
-        self.process.kill();
     }
 }

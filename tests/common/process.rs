@@ -141,3 +141,103 @@ impl Drop for Running {
         }
     }
 }
+
+/// The API token of the [`Serve`] processes.
+pub const SERVE_API_TOKEN: &str = "serve-process-test-token";
+
+/// How long a job may take to get somewhere in a [`Serve`] on a loaded 2-core machine,
+/// orphan recovery (about 15–20 s) included.
+pub const JOB_PATIENCE: Duration = Duration::from_secs(180);
+
+/// `crm-sync serve` as a child process, configured through the environment only: the test
+/// database, a free loopback port, [`SERVE_API_TOKEN`], and a HubSpot (the sandbox) reached
+/// with its private-app token.
+pub struct Serve {
+    /// The process.
+    pub process: Running,
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Serve {
+    /// Starts it in `dir` on the database at `db_url`, pointed at the sandbox at
+    /// `hubspot_base_url`, and waits until it answers.
+    pub async fn start(
+        dir: &Path,
+        db_url: &str,
+        hubspot_base_url: &str,
+        hubspot_token: &str,
+    ) -> Serve {
+        let port = free_port();
+        let mut cmd: Command = crm_sync(dir);
+        cmd.arg("serve")
+            .env("CRM_SYNC__DATABASE__URL", db_url)
+            .env("CRM_SYNC__SERVER__BIND", format!("127.0.0.1:{port}"))
+            .env("CRM_SYNC__API__TOKEN", SERVE_API_TOKEN)
+            .env("CRM_SYNC__HUBSPOT__API_BASE_URL", hubspot_base_url)
+            .env("CRM_SYNC__HUBSPOT__ACCESS_TOKEN", hubspot_token);
+        let mut process = Running::start(cmd, dir);
+        let base = format!("http://127.0.0.1:{port}");
+        process.wait_healthy(&base).await;
+        Serve {
+            process,
+            base,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// `POST /api/jobs {"direction":"push"}`; the job it answers with.
+    pub async fn enqueue_push(&self) -> serde_json::Value {
+        let answer = self
+            .http
+            .post(format!("{}/api/jobs", self.base))
+            .bearer_auth(SERVE_API_TOKEN)
+            .json(&serde_json::json!({"direction": "push"}))
+            .send()
+            .await
+            .expect("POST /api/jobs");
+        assert_eq!(answer.status(), 202, "{:?}", self.process.output());
+        answer.json().await.expect("a job")
+    }
+
+    /// `GET /api/jobs/{id}`.
+    pub async fn job(&self, id: &str) -> serde_json::Value {
+        let answer = self
+            .http
+            .get(format!("{}/api/jobs/{id}", self.base))
+            .bearer_auth(SERVE_API_TOKEN)
+            .send()
+            .await
+            .expect("GET /api/jobs/{id}");
+        assert_eq!(answer.status(), 200, "{:?}", self.process.output());
+        answer.json().await.expect("a job")
+    }
+
+    /// Polls the job until `done` holds; fails after [`JOB_PATIENCE`], naming `what` it waited
+    /// for and showing the job and the process's output.
+    pub async fn wait_for(
+        &self,
+        id: &str,
+        what: &str,
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let started = Instant::now();
+        loop {
+            let job = self.job(id).await;
+            if done(&job) {
+                return job;
+            }
+            assert!(
+                started.elapsed() < JOB_PATIENCE,
+                "waited {JOB_PATIENCE:?} for {what}: {job:#}\n{:?}",
+                self.process.output()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGKILL: no signal handler runs, no page boundary is reached, nothing is handed back.
+    pub fn kill(self) {
+        self.process.kill();
+    }
+}
