@@ -12,7 +12,8 @@
 //! runs with webhooks off and on. `WEBHOOK_BENCH_LIMITS` picks the limits (default `100,0`).
 //!
 //! Reported per run: push duration, HubSpot calls by kind, webhook events delivered (and
-//! deliveries that failed for good), webhook pulls run and the most running at once, the most
+//! deliveries that failed for good, attempts retried, the slowest answer to a delivery: HubSpot
+//! gives up after 5 s), webhook pulls run and the most running at once, the most
 //! ids pending at once (sampled every 20 ms), ids read per id a person changed, time from the
 //! push's end until no id is pending and no webhook pull is active, and "database is locked"
 //! seen in any log line or answer.
@@ -358,9 +359,11 @@ async fn one_run(
     if webhooks {
         let local = store.count_contacts().await?;
         println!(
-            "    webhook events delivered {}, deliveries failed for good {}; webhook pulls {} ({} not succeeded), most running at once {most_running}, most active at once {}; most ids pending at once (sampled) {most_pending}, ids read {ids_read} of the {edits} people changed ({:.2} reads per id); local contacts {local}; no id pending and no webhook pull active {:.1} s after the push (and since), last webhook delivered by {settled_secs:.1} s after it; \"database is locked\" {}",
+            "    webhook events delivered {}, deliveries failed for good {}, attempts retried {}, slowest answer {} ms; webhook pulls {} ({} not succeeded), most running at once {most_running}, most active at once {}; most ids pending at once (sampled) {most_pending}, ids read {ids_read} of the {edits} people changed ({:.2} reads per id); local contacts {local}; no id pending and no webhook pull active {:.1} s after the push (and since), last webhook delivered by {settled_secs:.1} s after it; \"database is locked\" {}",
             stats["webhooks"]["delivered"],
             stats["webhooks"]["failed_requests"],
+            stats["webhooks"]["retried_requests"],
+            stats["webhooks"]["slowest_answer_ms"],
             pulls.len(),
             failed_pulls,
             most_overlapping(&pulls),

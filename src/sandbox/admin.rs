@@ -153,6 +153,8 @@ pub fn stats(state: &State) -> Value {
         json!({
             "delivered": w.stats.delivered.load(Ordering::Relaxed),
             "failed_requests": w.stats.failed.load(Ordering::Relaxed),
+            "retried_requests": w.stats.retried.load(Ordering::Relaxed),
+            "slowest_answer_ms": w.stats.slowest_ms.load(Ordering::Relaxed),
         })
     });
     json!({

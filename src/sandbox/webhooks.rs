@@ -129,6 +129,10 @@ pub struct WebhookStats {
     pub delivered: AtomicU64,
     /// Requests that failed for good.
     pub failed: AtomicU64,
+    /// Attempts that failed and were retried: refused, or not answered within HubSpot's 5 s.
+    pub retried: AtomicU64,
+    /// The slowest answer to a delivered request, in milliseconds (HubSpot gives up at 5 s).
+    pub slowest_ms: AtomicU64,
 }
 
 /// The sending side handed to request handlers.
@@ -276,6 +280,7 @@ async fn deliver(
         };
         let timestamp = now_ms();
         let signature = sign_v3(secret.expose(), "POST", url, &body, timestamp);
+        let started = std::time::Instant::now();
         let sent = client
             .post(url)
             .header("Content-Type", "application/json")
@@ -286,6 +291,8 @@ async fn deliver(
             .await;
         match sent {
             Ok(r) if r.status().is_success() => {
+                let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                stats.slowest_ms.fetch_max(ms, Ordering::Relaxed);
                 stats
                     .delivered
                     .fetch_add(batch.len() as u64, Ordering::Relaxed);
@@ -294,6 +301,7 @@ async fn deliver(
             Ok(r) => tracing::warn!(status = %r.status(), attempt, "sandbox webhook refused"),
             Err(e) => tracing::warn!(error = %e, attempt, "sandbox webhook delivery failed"),
         }
+        stats.retried.fetch_add(1, Ordering::Relaxed);
         tokio::time::sleep(Duration::from_millis(200 * 2u64.pow(attempt))).await;
     }
     stats.failed.fetch_add(1, Ordering::Relaxed);

@@ -127,6 +127,20 @@ impl TryFrom<CredentialsRow> for StoredCredentials {
     }
 }
 
+/// Binds `$1`–`$6` of a credentials insert: the portal, both token ciphers, the expiry, the
+/// scopes and now (one place for both statements and both dialects).
+macro_rules! bind_new_credentials {
+    ($query:expr, $new:expr, $scopes:expr) => {
+        $query
+            .bind($new.portal_id)
+            .bind(&$new.access_token_cipher)
+            .bind(&$new.refresh_token_cipher)
+            .bind(DbTime($new.expires_at))
+            .bind($scopes)
+            .bind(DbTime(Utc::now()))
+    };
+}
+
 impl Store {
     /// Stores the credentials of a portal, replacing earlier ones, and marks them connected.
     pub async fn upsert_credentials(
@@ -142,13 +156,7 @@ impl Store {
         );
         let scopes = new.scopes.join(" ");
         let row = on_pool!(self, pool => {
-            sqlx::query_as::<_, CredentialsRow>(SQL)
-                .bind(new.portal_id)
-                .bind(&new.access_token_cipher)
-                .bind(&new.refresh_token_cipher)
-                .bind(DbTime(new.expires_at))
-                .bind(&scopes)
-                .bind(DbTime(Utc::now()))
+            bind_new_credentials!(sqlx::query_as::<_, CredentialsRow>(SQL), new, &scopes)
                 .fetch_one(pool)
                 .await
         })?;
@@ -180,25 +188,13 @@ impl Store {
             sqlx::query("LOCK TABLE hubspot_credentials IN SHARE ROW EXCLUSIVE MODE")
                 .execute(&mut *tx)
                 .await?;
-            let row = sqlx::query_as::<_, CredentialsRow>(SQL)
-                .bind(new.portal_id)
-                .bind(&new.access_token_cipher)
-                .bind(&new.refresh_token_cipher)
-                .bind(DbTime(new.expires_at))
-                .bind(&scopes)
-                .bind(DbTime(Utc::now()))
+            let row = bind_new_credentials!(sqlx::query_as::<_, CredentialsRow>(SQL), new, &scopes)
                 .fetch_optional(&mut *tx)
                 .await?;
             tx.commit().await?;
             row
         } else if let Some(pool) = self.sqlite_pool() {
-            sqlx::query_as::<_, CredentialsRow>(SQL)
-                .bind(new.portal_id)
-                .bind(&new.access_token_cipher)
-                .bind(&new.refresh_token_cipher)
-                .bind(DbTime(new.expires_at))
-                .bind(&scopes)
-                .bind(DbTime(Utc::now()))
+            bind_new_credentials!(sqlx::query_as::<_, CredentialsRow>(SQL), new, &scopes)
                 .fetch_optional(pool)
                 .await?
         } else {
