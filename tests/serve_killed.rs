@@ -15,6 +15,7 @@ use common::process::{Running, crm_sync, free_port};
 use common::pushed::{assert_one_hubspot_contact_per_row, linked_rows};
 use crm_sync::sandbox::{HubSpotProfile, Sandbox, SandboxArgs, SandboxHandle};
 use crm_sync::store::{NewContact, Store};
+use crm_sync::sync::keys::ExternalKeys;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -87,7 +88,8 @@ profile_tests! {
         let rows = linked_rows(&store).await;
         assert_eq!(rows.len() as u64, CONTACTS);
         assert_eq!(hubspot.contact_count() as u64, CONTACTS, "one HubSpot contact per row");
-        assert_one_hubspot_contact_per_row(&rows, &hubspot.contacts());
+        let keys = ExternalKeys::new(&store.installation().await.expect("installation"));
+        assert_one_hubspot_contact_per_row(&rows, &hubspot.contacts(), &keys);
 
         // Nothing is left to push, and a second push writes nothing to HubSpot.
         let writes = hubspot_writes(&hubspot);

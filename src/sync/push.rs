@@ -47,6 +47,7 @@ use crate::jobs::{BoxFuture, JobRunner, Page, Progress, RunError};
 use crate::store::TombstoneReason;
 use crate::store::jobs::Tx;
 use crate::store::push::{CandidateGroup, LinkClash, PushCandidate, PushedRow};
+use crate::sync::keys::ExternalKeys;
 use errors::from_store;
 use outcome::Resolution;
 use resolve::{ResolvedPage, RunContext, resolve_page};
@@ -132,10 +133,12 @@ impl Pusher {
         if left == 0 {
             return Ok(());
         }
+        let installation = progress.store().installation().await.map_err(from_store)?;
         let ctx = Arc::new(RunContext::new(
             self.client.clone(),
             mode,
             self.config.max_lost_answers,
+            ExternalKeys::new(&installation),
         ));
         let mut pipeline = Pipeline {
             ctx,
