@@ -28,6 +28,8 @@
 //!
 //! A page mixing linked-and-changed with unlinked contacts adds their calls.
 //! A job adds one property read (plus one create, the very first time) before its first write.
+//! A page with unlinked rows old enough to have been pushed with a bare key by an earlier
+//! version adds one read by those keys ([`crate::sync::keys`]).
 //! Refusals and lost answers add reads and smaller batches, never a second contact.
 //!
 //! Failed records are counted and listed in the job's errors, and are not marked pushed: they
