@@ -308,10 +308,14 @@ pub async fn open_store(settings: &Settings) -> Result<Store, CliError> {
 async fn migrate(dir: &Path) -> Result<(), CliError> {
     let settings = Settings::load_from_process(dir)?;
     let store = open_store(&settings).await?;
+    // The installation id namespaces the external key push writes to HubSpot
+    // (docs/security.md); shown so that an operator can tell two databases apart.
+    let installation = store.installation().await?;
     println!(
-        "migrated the {} database at {}",
+        "migrated the {} database at {} (installation {})",
         store.backend(),
-        store.redacted_url()
+        store.redacted_url(),
+        installation.id
     );
     store.close().await;
     Ok(())

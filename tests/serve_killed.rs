@@ -14,6 +14,7 @@ use common::process::Serve;
 use common::pushed::{assert_one_hubspot_contact_per_row, linked_rows};
 use crm_sync::sandbox::{HubSpotProfile, Sandbox, SandboxArgs, SandboxHandle};
 use crm_sync::store::{NewContact, Store};
+use crm_sync::sync::keys::ExternalKeys;
 use std::net::SocketAddr;
 
 /// Local contacts to push: enough pages that a kill lands in the middle.
@@ -78,7 +79,8 @@ profile_tests! {
         let rows = linked_rows(&store).await;
         assert_eq!(rows.len() as u64, CONTACTS);
         assert_eq!(hubspot.contact_count() as u64, CONTACTS, "one HubSpot contact per row");
-        assert_one_hubspot_contact_per_row(&rows, &hubspot.contacts());
+        let keys = ExternalKeys::new(&store.installation().await.expect("installation"));
+        assert_one_hubspot_contact_per_row(&rows, &hubspot.contacts(), &keys);
 
         // Nothing is left to push, and a second push writes nothing to HubSpot.
         let writes = hubspot_writes(&hubspot);

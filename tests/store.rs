@@ -61,6 +61,30 @@ async fn emails(store: &Store) -> Vec<Option<String>> {
 }
 
 backend_tests! {
+    async fn each_database_has_one_installation_id_kept_across_restarts(db: TestDb) {
+        let store = db.store().await;
+        let first = store.installation().await.expect("installation");
+        assert_eq!(first.id.len(), 16, "{first:?}");
+        assert!(first.id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)), "{first:?}");
+        assert_eq!(first.legacy_keys_through, None, "a fresh database claims no bare key");
+        store.close().await;
+        // Another process, migrating again: the same id.
+        let again = db.store().await;
+        assert_eq!(again.installation().await.expect("installation"), first);
+        // Another database: another id.
+        let other = common::TestDb::sqlite().await;
+        let other_store = other.store().await;
+        assert_ne!(other_store.installation().await.expect("installation").id, first.id);
+        // The row deleted by hand: readers racing to recreate it all get the one that won.
+        raw_exec(&again, "DELETE FROM installation").await.expect("delete");
+        let (a, b) = tokio::join!(again.installation(), again.installation());
+        let (a, b) = (a.expect("recreated"), b.expect("recreated"));
+        assert_eq!(a, b);
+        assert_ne!(a.id, first.id);
+        assert_eq!(a.legacy_keys_through, None);
+        assert_eq!(again.installation().await.expect("installation"), a);
+    }
+
     async fn migrating_twice_and_after_a_restart_changes_nothing(db: TestDb) {
         let store = db.store().await;
         store.migrate().await.expect("second migrate on the same store");

@@ -8,7 +8,9 @@ mod common;
 use common::oauth::approve;
 
 use common::TestDb;
-use crm_sync::hubspot::{Auth, Backoff, ClientConfig, HubSpotClient, MemoryTokenStore, OAuthApp};
+use crm_sync::hubspot::{
+    Auth, Backoff, ClientConfig, HubSpotClient, MemoryTokenStore, OAuthApp, PropertyCreate,
+};
 use crm_sync::ids::{ContactId, HsObjectId, JobId};
 use crm_sync::jobs::model::{
     Counts, Job, JobSpec, JobStatus, PullCounts, PullMode, PushCounts, PushMode, Trigger,
@@ -21,7 +23,8 @@ use crm_sync::sandbox::{
     HubSpotProfile, Sandbox, SandboxArgs, SandboxHandle, SearchModified, Variants,
 };
 use crm_sync::secret::Secret;
-use crm_sync::store::{NewContact, Store, Tombstone, TombstoneReason};
+use crm_sync::store::{Backend, NewContact, Store, Tombstone, TombstoneReason};
+use crm_sync::sync::keys::ExternalKeys;
 use crm_sync::sync::pull::pull_ids;
 use crm_sync::sync::push::EXTERNAL_KEY;
 use crm_sync::sync::{SyncContext, SyncRunner};
@@ -132,13 +135,50 @@ impl World {
     }
 
     /// What push leaves in HubSpot when its create was applied but the answer never came back
-    /// (or came back after a pull): a contact stamped with the row's id, not linked locally.
-    fn add_pushed_but_unsaved(&self, row: i64, first: &str) -> String {
+    /// (or came back after a pull): a contact stamped with the row's key, not linked locally.
+    async fn add_pushed_but_unsaved(&self, row: i64, first: &str) -> String {
+        let key = self.keys().await.key(ContactId(row));
+        self.add_keyed(&key, first)
+    }
+
+    /// A HubSpot contact without email whose external key holds `key` as it is.
+    fn add_keyed(&self, key: &str, first: &str) -> String {
         let record = BTreeMap::from([
             ("firstname".to_owned(), first.to_owned()),
-            (EXTERNAL_KEY.to_owned(), row.to_string()),
+            (EXTERNAL_KEY.to_owned(), key.to_owned()),
         ]);
         self.sandbox.insert_contacts(vec![record]).remove(0)
+    }
+
+    /// This database's external keys.
+    async fn keys(&self) -> ExternalKeys {
+        ExternalKeys::new(&self.store.installation().await.expect("installation"))
+    }
+
+    /// Another database (on the same backend) whose sync talks to the same HubSpot account:
+    /// a second installation, or staging beside production.
+    async fn beside(&self, db: TestDb) -> World {
+        let client = HubSpotClient::new(
+            client_config(&self.sandbox),
+            Auth::PrivateApp(Secret::new(self.sandbox.access_token())),
+        )
+        .expect("client");
+        World {
+            store: db.store().await,
+            sandbox: self.sandbox.clone(),
+            ctx: SyncContext::new(client),
+            _db: db,
+        }
+    }
+
+    /// Forgets the row's link (as a lost commit or a restored backup leaves it).
+    async fn unlink(&self, id: i64) {
+        const SQL: &str = "UPDATE contacts SET hs_object_id = NULL WHERE id = $1";
+        if let Some(p) = self.store.pg_pool() {
+            sqlx::query(SQL).bind(id).execute(p).await.unwrap();
+        } else if let Some(p) = self.store.sqlite_pool() {
+            sqlx::query(SQL).bind(id).execute(p).await.unwrap();
+        }
     }
 
     /// Enqueues a pull and runs it to its end.
@@ -939,8 +979,8 @@ profile_tests! {
         let ada = w.add_local_without_email("Ada").await;
         let eve = w.add_local_without_email("Eve").await;
         // Push created both in HubSpot, but its answer was lost before the links were saved.
-        let ada_hs = w.add_pushed_but_unsaved(ada, "Ada");
-        let eve_hs = w.add_pushed_but_unsaved(eve, "Eve");
+        let ada_hs = w.add_pushed_but_unsaved(ada, "Ada").await;
+        let eve_hs = w.add_pushed_but_unsaved(eve, "Eve").await;
 
         let upsert = succeeded(&w.pull(PullMode::Upsert, false).await);
         assert_eq!(
@@ -977,8 +1017,8 @@ profile_tests! {
         let bob = by_email(&w.rows().await, "bob@acme-mail.com").clone();
         // A contact naming a row that does not exist (deleted here, or stamped by another
         // database), and one naming Bob's row, which is linked to another contact.
-        w.add_pushed_but_unsaved(bob.id + 1000, "Gone");
-        let stale = w.add_pushed_but_unsaved(bob.id, "Stale");
+        w.add_pushed_but_unsaved(bob.id + 1000, "Gone").await;
+        let stale = w.add_pushed_but_unsaved(bob.id, "Stale").await;
 
         for mode in [PullMode::Verbose, PullMode::Upsert] {
             let c = succeeded(&w.pull(mode, false).await);
@@ -1112,6 +1152,224 @@ profile_tests! {
 
         assert_eq!(succeeded(&done).created, 300);
         assert_eq!(w.rows().await.len(), 300);
+    }
+}
+
+// ---- two installations, one portal; keys written by earlier versions ------------------
+
+/// A second, empty database on `db`'s backend.
+async fn another(db: &TestDb) -> TestDb {
+    match db.backend() {
+        Backend::Sqlite => TestDb::sqlite().await,
+        Backend::Postgres => TestDb::postgres().await,
+    }
+}
+
+/// The first names of the HubSpot contacts `rows` are linked to, by row id.
+fn linked_names(w: &World, rows: &[Row]) -> BTreeMap<i64, Option<String>> {
+    rows.iter()
+        .filter_map(|r| {
+            let contact = w.sandbox.contact(r.hs_object_id.as_deref()?)?;
+            Some((r.id, contact.properties.get("firstname").cloned()))
+        })
+        .collect()
+}
+
+/// Every row is linked, to a contact holding the row's first name.
+fn assert_each_row_holds_its_own_contact(w: &World, rows: &[Row], who: &str) {
+    let names = linked_names(w, rows);
+    for row in rows {
+        assert_eq!(
+            names.get(&row.id),
+            Some(&row.first_name),
+            "{who}: row {} is linked to a contact of its own: {rows:#?}",
+            row.id
+        );
+    }
+}
+
+/// Migrates `store` as a version from before the installation id left its databases: every
+/// migration older than it.
+async fn migrate_as_before_installation_ids(store: &Store) {
+    const FIRST_WITH_INSTALLATION: i64 = 20261206160000;
+    let mut migrator = match store.backend() {
+        Backend::Postgres => sqlx::migrate!("migrations/postgres"),
+        Backend::Sqlite => sqlx::migrate!("migrations/sqlite"),
+    };
+    migrator.migrations = migrator
+        .migrations
+        .iter()
+        .filter(|m| m.version < FIRST_WITH_INSTALLATION)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    migrator.set_ignore_missing(true);
+    if let Some(p) = store.pg_pool() {
+        migrator.run(p).await.expect("old migrations");
+    } else {
+        migrator
+            .run(store.sqlite_pool().unwrap())
+            .await
+            .expect("old migrations");
+    }
+}
+
+profile_tests! {
+    async fn two_databases_pushing_to_one_portal_never_take_each_others_contacts(db: TestDb, profile: HubSpotProfile) {
+        // Production and staging, say: their local ids overlap (1, 2, 3, ...).
+        let b_db = another(&db).await;
+        let a = World::new(db, args_in(profile)).await;
+        let b = a.beside(b_db).await;
+        a.add_local(&[("ann@a-mail.com", "Ann", "A")]).await;
+        a.add_local_without_email("Ada").await;
+        b.add_local(&[("bob@b-mail.com", "Bob", "B")]).await;
+        b.add_local_without_email("Bea").await;
+        b.add_local_without_email("Cy").await;
+        b.add_local_without_email("Dan").await;
+        let a_key = a.keys().await;
+        let b_key = b.keys().await;
+        assert_ne!(a_key.installation(), b_key.installation(), "each database has its own id");
+        assert_eq!(
+            a.store.installation().await.unwrap().legacy_keys_through,
+            None,
+            "a fresh database claims no bare key"
+        );
+
+        let pushed = a.push(PushMode::Link).await;
+        assert_eq!((pushed.created, pushed.failed), (2, 0), "{pushed:?}");
+        // Upsert mode: a contact found by its key is written over. B's rows 1 and 2 must not
+        // find A's contacts 1 and 2.
+        let pushed = b.push(PushMode::Upsert).await;
+        assert_eq!((pushed.created, pushed.updated, pushed.linked, pushed.failed), (4, 0, 0, 0), "{pushed:?}");
+        // Link mode: A's new row 3 must not find B's contact 3.
+        let dee = a.add_local_without_email("Dee").await;
+        let pushed = a.push(PushMode::Link).await;
+        assert_eq!((pushed.created, pushed.linked, pushed.failed), (1, 0, 0), "{pushed:?}");
+
+        assert_eq!(a.sandbox.contact_count(), 7, "one contact per row of either database");
+        let a_rows = a.rows().await;
+        let b_rows = b.rows().await;
+        assert_each_row_holds_its_own_contact(&a, &a_rows, "A");
+        assert_each_row_holds_its_own_contact(&b, &b_rows, "B");
+        let a_links: BTreeSet<_> = a_rows.iter().map(|r| r.hs_object_id.clone()).collect();
+        assert!(b_rows.iter().all(|r| !a_links.contains(&r.hs_object_id)), "no contact shared");
+        let dee_hs = a_rows.iter().find(|r| r.id == dee).unwrap().hs_object_id.clone().unwrap();
+        assert_eq!(
+            a.sandbox.contact(&dee_hs).unwrap().properties.get(EXTERNAL_KEY),
+            Some(&a_key.key(ContactId(dee)))
+        );
+
+        // A's row 4 was never pushed; B's contact 4 (Dan) carries B's key for its row 4.
+        let eve = a.add_local_without_email("Eve").await;
+        let pulled = succeeded(&a.pull(PullMode::Upsert, false).await);
+        assert_eq!((pulled.linked, pulled.created, pulled.failed), (0, 4, 0), "{pulled:?}");
+        let a_after = a.rows().await;
+        let eve_row = a_after.iter().find(|r| r.id == eve).unwrap();
+        assert_eq!((eve_row.first_name.as_deref(), eve_row.hs_object_id.as_deref()), (Some("Eve"), None));
+        for before in &a_rows {
+            assert_eq!(a_after.iter().find(|r| r.id == before.id), Some(before), "A's rows untouched");
+        }
+        let pulled = succeeded(&b.pull(PullMode::Upsert, false).await);
+        assert_eq!((pulled.linked, pulled.created, pulled.failed), (0, 3, 0), "{pulled:?}");
+        let b_after = b.rows().await;
+        for before in &b_rows {
+            assert_eq!(b_after.iter().find(|r| r.id == before.id), Some(before), "B's rows untouched");
+        }
+        assert_eq!(a.sandbox.contact_count(), 7, "pulls write nothing to HubSpot");
+    }
+
+    async fn bare_keys_an_earlier_version_wrote_are_still_this_databases_own(db: TestDb, profile: HubSpotProfile) {
+        // The database as an earlier version left it: rows 1-3 pushed with the bare local id as
+        // key; the links of rows 2 and 3 were never saved (the answer lost).
+        let old = Store::connect(db.url()).await.expect("connect");
+        migrate_as_before_installation_ids(&old).await;
+        old.insert_contacts(&[
+            NewContact { email: Some("ann@old-mail.com".to_owned()), first_name: Some("Ann".to_owned()), last_name: None },
+            NewContact { email: None, first_name: Some("Bo".to_owned()), last_name: None },
+            NewContact { email: None, first_name: Some("Cy".to_owned()), last_name: None },
+        ])
+        .await
+        .expect("insert");
+        // Row 1's push was saved (the rest of its link is set below, once HubSpot has it).
+        const PUSHED: &str = "UPDATE contacts SET pushed_version = local_version WHERE id = 1";
+        if let Some(p) = old.pg_pool() {
+            sqlx::query(PUSHED).execute(p).await.unwrap();
+        } else {
+            sqlx::query(PUSHED).execute(old.sqlite_pool().unwrap()).await.unwrap();
+        }
+        old.close().await;
+        let w = World::new(db, args_in(profile)).await;
+        w.ctx.hubspot.create_property(&PropertyCreate {
+            name: EXTERNAL_KEY.to_owned(),
+            label: "crm-sync contact id".to_owned(),
+            property_type: "string".to_owned(),
+            field_type: "text".to_owned(),
+            group_name: "contactinformation".to_owned(),
+            description: None,
+            has_unique_value: true,
+            options: Vec::new(),
+            form_field: Some(false),
+        })
+        .await
+        .expect("the key property an earlier push created");
+        let ann_hs = w.sandbox.insert_contacts(vec![BTreeMap::from([
+            ("email".to_owned(), "ann@old-mail.com".to_owned()),
+            ("firstname".to_owned(), "Ann".to_owned()),
+            (EXTERNAL_KEY.to_owned(), "1".to_owned()),
+        ])]).remove(0);
+        w.link_local("ann@old-mail.com", &ann_hs).await;
+        let bo_hs = w.add_keyed("2", "Bo");
+        let cy_hs = w.add_keyed("3", "Cy");
+        assert_eq!(
+            w.store.installation().await.unwrap().legacy_keys_through,
+            Some(ContactId(3)),
+            "the migration found a database that had pushed, with rows up to 3"
+        );
+
+        // Row 4 is new since: a bare "4" is another (old) installation's; so is a foreign
+        // namespaced key for row 2.
+        let dee = w.add_local_without_email("Dee").await;
+        assert_eq!(dee, 4);
+        let other_hs = w.add_keyed("4", "Other");
+        let foreign_hs = w.add_keyed("fedcba9876543210:2", "Foreign");
+
+        let pulled = succeeded(&w.pull(PullMode::Upsert, false).await);
+        assert_eq!((pulled.linked, pulled.created, pulled.failed), (2, 2, 0), "{pulled:?}");
+        let link_of = |rows: &[Row], id: i64| rows.iter().find(|r| r.id == id).unwrap().hs_object_id.clone();
+        let rows = w.rows().await;
+        assert_eq!(rows.len(), 6, "{rows:#?}");
+        assert_eq!(link_of(&rows, 2), Some(bo_hs.clone()), "linked by its bare key");
+        assert_eq!(link_of(&rows, 3), Some(cy_hs.clone()), "linked by its bare key");
+        assert_eq!(link_of(&rows, 4), None, "a bare key of a row created since is not ours");
+        for (hs, name) in [(&other_hs, "Other"), (&foreign_hs, "Foreign")] {
+            let row = rows.iter().find(|r| r.hs_object_id.as_ref() == Some(hs)).expect("a row of its own");
+            assert_eq!(row.first_name.as_deref(), Some(name));
+            assert!(row.id > 4);
+        }
+
+        // The links are lost again: push finds its own contacts by their bare keys.
+        w.unlink(2).await;
+        w.unlink(3).await;
+        let before = w.sandbox.contact_count();
+        let pushed = w.push(PushMode::Link).await;
+        assert_eq!((pushed.created, pushed.linked, pushed.failed), (1, 2, 0), "{pushed:?}");
+        assert_eq!(w.sandbox.contact_count(), before + 1, "only row 4 was created");
+        let rows = w.rows().await;
+        assert_eq!(link_of(&rows, 2), Some(bo_hs.clone()));
+        assert_eq!(link_of(&rows, 3), Some(cy_hs.clone()));
+        let dee_hs = link_of(&rows, 4).expect("row 4 pushed");
+        assert!(dee_hs != other_hs && dee_hs != foreign_hs);
+        let keys = w.keys().await;
+        assert_eq!(w.sandbox.contact(&dee_hs).unwrap().properties.get(EXTERNAL_KEY), Some(&keys.key(ContactId(4))));
+        assert_eq!(w.sandbox.contact(&other_hs).unwrap().properties["firstname"], "Other", "untouched");
+
+        // Upsert mode writes over what it finds by a bare key, giving it the new key.
+        w.unlink(2).await;
+        let pushed = w.push(PushMode::Upsert).await;
+        assert_eq!((pushed.created, pushed.failed), (0, 0), "{pushed:?}");
+        assert_eq!(w.sandbox.contact_count(), before + 1);
+        assert_eq!(link_of(&w.rows().await, 2), Some(bo_hs.clone()));
+        assert_eq!(w.sandbox.contact(&bo_hs).unwrap().properties.get(EXTERNAL_KEY), Some(&keys.key(ContactId(2))));
     }
 }
 

@@ -18,6 +18,7 @@ use crm_sync::jobs::{EnqueueRequest, JobRunner, RetryPolicy, enqueue};
 use crm_sync::sandbox::{HubSpotProfile, Sandbox, SandboxArgs, SandboxContact, SandboxHandle};
 use crm_sync::secret::Secret;
 use crm_sync::store::{NewContact, Store, Tombstone, TombstoneReason};
+use crm_sync::sync::keys::ExternalKeys;
 use crm_sync::sync::push::{EXTERNAL_KEY, PushConfig, Pusher};
 use crm_sync::webhooks::{WebhookEvent, process_events};
 use std::collections::{BTreeMap, HashMap};
@@ -396,7 +397,16 @@ impl Env {
 
     async fn assert_one_hubspot_contact_per_row(&self) {
         let rows = common::pushed::linked_rows(&self.store).await;
-        common::pushed::assert_one_hubspot_contact_per_row(&rows, &self.hubspot.contacts());
+        common::pushed::assert_one_hubspot_contact_per_row(
+            &rows,
+            &self.hubspot.contacts(),
+            &self.keys().await,
+        );
+    }
+
+    /// This database's external keys.
+    async fn keys(&self) -> ExternalKeys {
+        ExternalKeys::new(&self.store.installation().await.expect("installation"))
     }
 }
 
@@ -515,13 +525,14 @@ profile_tests! {
         assert_eq!(push_counts(&job), counts(3, 3, 0, 0, 0));
         assert!(job.errors.is_empty());
         let hubspot = env.hubspot_by_id();
+        let keys = env.keys().await;
         for row in env.rows().await {
             let id = row.hs_object_id.clone().expect("linked");
             let contact = &hubspot[&id];
             assert_eq!(contact.email(), row.email.as_deref());
             assert_eq!(contact.properties.get("firstname"), row.first_name.as_ref());
             assert_eq!(contact.properties.get("lastname"), row.last_name.as_ref());
-            assert_eq!(contact.properties.get(EXTERNAL_KEY), Some(&row.id.to_string()));
+            assert_eq!(contact.properties.get(EXTERNAL_KEY), Some(&keys.key(ContactId(row.id))));
             assert_eq!(row.pushed_version, row.local_version, "marked pushed: {row:?}");
         }
         assert_eq!(env.hubspot.contact_count(), 3);
@@ -876,7 +887,7 @@ profile_tests! {
         assert_eq!(rows[0].hs_object_id.as_ref(), Some(&existing[0]));
         assert_eq!(
             ada.properties.get(EXTERNAL_KEY),
-            Some(&rows[0].id.to_string()),
+            Some(&env.keys().await.key(ContactId(rows[0].id))),
             "the external key is written too"
         );
         assert_eq!(env.hubspot.contact_count(), 3);
@@ -901,7 +912,7 @@ profile_tests! {
         let culprit = rows[16].id;
         let earlier = env.hubspot.insert_contacts(vec![BTreeMap::from([
             ("email".to_owned(), "elsewhere@acme.io".to_owned()),
-            (EXTERNAL_KEY.to_owned(), culprit.to_string()),
+            (EXTERNAL_KEY.to_owned(), env.keys().await.key(ContactId(culprit))),
         ])]);
 
         let job = env.push(PushMode::Upsert).await;

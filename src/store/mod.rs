@@ -8,6 +8,7 @@
 mod contacts;
 mod credential_ciphers;
 mod credentials;
+mod installation;
 mod link_portal;
 mod oauth_states;
 mod retention;
@@ -25,6 +26,7 @@ pub mod push;
 pub use contacts::{Contact, DeletedFilter, NewContact, normalize_email};
 pub use credential_ciphers::CredentialCiphers;
 pub use credentials::{CredentialStatus, NewCredentials, StoredCredentials};
+pub use installation::Installation;
 pub use link_portal::LinkPortal;
 pub use oauth_states::{StateBinding, StateFacts};
 pub use retention::{PruneOutcome, Pruned, RetentionCutoffs, WEBHOOK_DEDUPE_WINDOW};

@@ -6,8 +6,8 @@
 //! A handful of statements per page, never one per contact:
 //!
 //! 1. one `SELECT` finds the local rows that hold one of the page's HubSpot ids (or ids merged
-//!    into its contacts) or emails, or whose id a contact carries as push's external key
-//!    (`crm_sync_contact_id`);
+//!    into its contacts) or emails, or whose id a contact carries in push's external key
+//!    (`crm_sync_contact_id`, when it is this installation's: see [`crate::sync::keys`]);
 //! 2. the page is classified in memory ([`classify`]): a contact whose `hs_object_id` a row
 //!    holds is `unchanged` (even when its email changed in HubSpot: the link stays); one whose
 //!    external key names a row without HubSpot id is linked to that row (push created it from
@@ -70,7 +70,9 @@ pub struct PulledContact {
     pub last_name: Option<String>,
     /// `hs_merged_object_ids`: contacts HubSpot merged into this one.
     pub merged_ids: Vec<HsObjectId>,
-    /// `crm_sync_contact_id`: the local row push created this contact from, when push did.
+    /// `crm_sync_contact_id`: the local row push created this contact from, when this
+    /// installation's push did (another installation's key is `None`, see
+    /// [`crate::sync::keys`]).
     pub external_key: Option<ContactId>,
 }
 
@@ -181,7 +183,8 @@ pub enum Plan {
 /// What matched a HubSpot contact to the local row it links.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LinkVia {
-    /// Its `crm_sync_contact_id` is the row's id: push created it from that row.
+    /// Its `crm_sync_contact_id` is this installation's key of the row: push created it from
+    /// that row.
     ExternalKey,
     /// The row holds the id of a contact HubSpot merged into it (`hs_merged_object_ids`).
     MergedId,

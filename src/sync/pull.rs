@@ -41,6 +41,7 @@
 //! end); a re-run with nothing changed costs one call, plus one per 200 contacts changed
 //! within the lookback before the previous run started.
 
+use super::keys::ExternalKeys;
 use super::lookup::{self, Fate};
 use super::push::EXTERNAL_KEY;
 use super::{PullSettings, SyncContext, hubspot_error};
@@ -99,8 +100,10 @@ pub async fn run(ctx: &SyncContext, job: &Job, progress: &Progress) -> Result<()
         None => (Cursor::start(&ctx.pull, progress, incremental).await?, true),
     };
     tracing::info!(job = %job.id, mode = ?mode, incremental, fresh, "pull starting");
+    let keys = ExternalKeys::new(&progress.store().installation().await?);
     let mut run = PullRun {
         client: &ctx.hubspot,
+        keys,
         progress,
         mode,
         started_at: cursor.started_at,
@@ -204,6 +207,8 @@ impl Cursor {
 /// One run of a pull job.
 struct PullRun<'a> {
     client: &'a HubSpotClient,
+    /// This database's external keys.
+    keys: ExternalKeys,
     progress: &'a Progress,
     mode: PullMode,
     started_at: DateTime<Utc>,
@@ -302,7 +307,7 @@ impl PullRun<'_> {
         let mut errors = Vec::new();
         let mut pulled = Vec::with_capacity(contacts.len());
         for contact in &contacts {
-            match pulled_contact(contact) {
+            match pulled_contact(contact, &self.keys) {
                 Ok(p) => pulled.push(p),
                 Err(e) => {
                     counts.add(PullOutcome::Failed);
@@ -454,8 +459,9 @@ pub async fn pull_ids(
     mode: PullMode,
 ) -> Result<TargetedPull, TargetedPullError> {
     let mut done = TargetedPull::default();
+    let keys = ExternalKeys::new(&store.installation().await?);
     for batch in Batch::chunked(ids.to_vec()) {
-        let read = read_ids(&ctx.hubspot, batch.items()).await?;
+        let read = read_ids(&ctx.hubspot, batch.items(), &keys).await?;
         let (tx, written) = write_page(&ctx.hubspot, store, mode, &read.pulled).await?;
         tx.commit().await?;
         done.counts = add_counts(add_counts(done.counts, read.counts), written.counts);
@@ -487,6 +493,7 @@ pub(crate) struct ReadIds {
 pub(crate) async fn read_ids(
     client: &HubSpotClient,
     ids: &[HsObjectId],
+    keys: &ExternalKeys,
 ) -> Result<ReadIds, HubSpotError> {
     let mut fates = lookup::look_up(client, ids).await?;
     let mut done = ReadIds::default();
@@ -523,7 +530,7 @@ pub(crate) async fn read_ids(
     }
     done.pulled.reserve(contacts.len());
     for contact in &contacts {
-        match pulled_contact(contact) {
+        match pulled_contact(contact, keys) {
             Ok(mut p) => {
                 for id in merged.remove(&p.hs_object_id).unwrap_or_default() {
                     if !p.merged_ids.contains(&id) {
@@ -854,7 +861,10 @@ fn modified_ms(contact: &Contact) -> Option<i64> {
 
 /// Checks and normalises one HubSpot contact; what the database cannot hold is a failed
 /// record, never a failed page.
-pub fn pulled_contact(contact: &Contact) -> Result<PulledContact, RecordError> {
+pub fn pulled_contact(
+    contact: &Contact,
+    keys: &ExternalKeys,
+) -> Result<PulledContact, RecordError> {
     let email = contact.email().and_then(normalize_email);
     let fail = |reason: String| RecordError {
         contact_id: None,
@@ -890,12 +900,10 @@ pub fn pulled_contact(contact: &Contact) -> Result<PulledContact, RecordError> {
                 .collect()
         })
         .unwrap_or_default();
-    // A value that is not a local id was not written by push (someone set it by hand): it
-    // matches nothing, and the contact is matched by id and email as any other.
-    let external_key = contact
-        .property(EXTERNAL_KEY)
-        .and_then(|k| k.trim().parse::<i64>().ok())
-        .map(ContactId);
+    // A value that is not this installation's key (another database pushed the contact, or
+    // someone set it by hand) matches nothing here: the contact is matched by id and email as
+    // any other.
+    let external_key = contact.property(EXTERNAL_KEY).and_then(|k| keys.parse(k));
     Ok(PulledContact {
         hs_object_id: HsObjectId::from(id),
         email,
@@ -934,7 +942,16 @@ pub(crate) fn add_counts(a: PullCounts, b: PullCounts) -> PullCounts {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Installation;
     use std::collections::BTreeMap;
+
+    /// Keys of an installation that wrote bare keys up to row 100.
+    fn keys() -> ExternalKeys {
+        ExternalKeys::new(&Installation {
+            id: "0123456789abcdef".to_owned(),
+            legacy_keys_through: Some(ContactId(100)),
+        })
+    }
 
     fn at(id: &str, ms: i64) -> Contact {
         let mut properties = BTreeMap::new();
@@ -1140,7 +1157,10 @@ mod tests {
         for name in PROPERTIES.iter().chain(&[MODIFIED]) {
             assert_eq!(with_nulls.property(name), None, "{name}");
         }
-        assert_eq!(pulled_contact(&with_nulls), pulled_contact(&absent));
+        assert_eq!(
+            pulled_contact(&with_nulls, &keys()),
+            pulled_contact(&absent, &keys())
+        );
         assert_eq!(modified_ms(&with_nulls), modified_ms(&absent));
     }
 
@@ -1172,7 +1192,7 @@ mod tests {
         let mut c = at("5", 1);
         c.properties
             .insert("firstname".to_owned(), Some("A\0B".to_owned()));
-        let err = pulled_contact(&c).unwrap_err();
+        let err = pulled_contact(&c, &keys()).unwrap_err();
         assert_eq!(err.hs_object_id, Some(HsObjectId::from("5")));
         assert!(err.reason.contains("firstname"), "{}", err.reason);
     }
@@ -1184,7 +1204,7 @@ mod tests {
             .insert("email".to_owned(), Some("  Ann@Acme.COM ".to_owned()));
         c.properties
             .insert("hs_merged_object_ids".to_owned(), Some("3;4".to_owned()));
-        let p = pulled_contact(&c).unwrap();
+        let p = pulled_contact(&c, &keys()).unwrap();
         assert_eq!(p.email.as_deref(), Some("ann@acme.com"));
         assert_eq!(
             p.merged_ids,
@@ -1193,17 +1213,23 @@ mod tests {
     }
 
     #[test]
-    fn the_external_key_is_read_when_it_is_a_local_id() {
+    fn the_external_key_is_read_when_it_is_this_installations() {
         let mut c = at("5", 1);
-        c.properties
-            .insert(EXTERNAL_KEY.to_owned(), Some(" 42 ".to_owned()));
+        let mut key = |value: &str| {
+            c.properties
+                .insert(EXTERNAL_KEY.to_owned(), Some(value.to_owned()));
+            pulled_contact(&c, &keys()).unwrap().external_key
+        };
+        assert_eq!(key(" 0123456789abcdef:42 "), Some(ContactId(42)));
+        assert_eq!(key("0123456789abcdef:420"), Some(ContactId(420)));
         assert_eq!(
-            pulled_contact(&c).unwrap().external_key,
-            Some(ContactId(42))
+            key("42"),
+            Some(ContactId(42)),
+            "a bare key it wrote earlier"
         );
-        c.properties
-            .insert(EXTERNAL_KEY.to_owned(), Some("vip".to_owned()));
-        assert_eq!(pulled_contact(&c).unwrap().external_key, None);
+        assert_eq!(key("420"), None, "a bare key of a row created since");
+        assert_eq!(key("fedcba9876543210:42"), None, "another installation's");
+        assert_eq!(key("vip"), None);
     }
 
     #[test]

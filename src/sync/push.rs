@@ -28,6 +28,8 @@
 //!
 //! A page mixing linked-and-changed with unlinked contacts adds their calls.
 //! A job adds one property read (plus one create, the very first time) before its first write.
+//! A page with unlinked rows old enough to have been pushed with a bare key by an earlier
+//! version adds one read by those keys ([`crate::sync::keys`]).
 //! Refusals and lost answers add reads and smaller batches, never a second contact.
 //!
 //! Failed records are counted and listed in the job's errors, and are not marked pushed: they
@@ -47,6 +49,7 @@ use crate::jobs::{BoxFuture, JobRunner, Page, Progress, RunError};
 use crate::store::TombstoneReason;
 use crate::store::jobs::Tx;
 use crate::store::push::{CandidateGroup, LinkClash, PushCandidate, PushedRow};
+use crate::sync::keys::ExternalKeys;
 use errors::from_store;
 use outcome::Resolution;
 use resolve::{ResolvedPage, RunContext, resolve_page};
@@ -132,10 +135,12 @@ impl Pusher {
         if left == 0 {
             return Ok(());
         }
+        let installation = progress.store().installation().await.map_err(from_store)?;
         let ctx = Arc::new(RunContext::new(
             self.client.clone(),
             mode,
             self.config.max_lost_answers,
+            ExternalKeys::new(&installation),
         ));
         let mut pipeline = Pipeline {
             ctx,

@@ -27,6 +27,7 @@
 
 use super::SyncContext;
 use super::hubspot_error;
+use super::keys::ExternalKeys;
 use super::pull::{add_counts, page_error, read_ids, write_page};
 use crate::hubspot::MAX_BATCH;
 use crate::ids::HsObjectId;
@@ -50,6 +51,7 @@ pub async fn run(ctx: &SyncContext, job: &Job, progress: &Progress) -> Result<()
         return Err(RunError::Fatal("a pull job carries push counts".to_owned()));
     };
     let store = progress.store();
+    let keys = ExternalKeys::new(&store.installation().await?);
     let mut announced = None;
     for _ in 0..MAX_BATCHES {
         if progress.should_stop() {
@@ -70,7 +72,7 @@ pub async fn run(ctx: &SyncContext, job: &Job, progress: &Progress) -> Result<()
             return Ok(());
         }
         let ids: Vec<HsObjectId> = taken.iter().map(|p| p.hs_object_id.clone()).collect();
-        let read = read_ids(&ctx.hubspot, &ids)
+        let read = read_ids(&ctx.hubspot, &ids, &keys)
             .await
             .map_err(|e| hubspot_error("reading the contacts webhooks named", e))?;
         let (mut tx, written) = write_page(&ctx.hubspot, store, mode, &read.pulled)

@@ -16,6 +16,7 @@
 
 use super::events::{EventKind, WebhookEvent};
 use crate::store::{LinkedRow, normalize_email};
+use crate::sync::keys::ExternalKeys;
 use crate::sync::pull::PROPERTIES;
 
 /// Why an event needs no read.
@@ -31,9 +32,14 @@ pub enum Echo {
     ValueHeld,
 }
 
-/// Why `event` needs no read, given the local row linked to its record; `None` when it does.
-/// Only creations and property changes can be echoes: a restore or a merge is always read.
-pub fn echo_of(event: &WebhookEvent, linked: Option<&LinkedRow>) -> Option<Echo> {
+/// Why `event` needs no read, given the local row linked to its record and this database's
+/// external keys; `None` when it does. Only creations and property changes can be echoes: a
+/// restore or a merge is always read.
+pub fn echo_of(
+    event: &WebhookEvent,
+    linked: Option<&LinkedRow>,
+    keys: &ExternalKeys,
+) -> Option<Echo> {
     let readable = matches!(
         event.kind,
         EventKind::ContactCreation | EventKind::ContactPropertyChange { .. }
@@ -52,12 +58,17 @@ pub fn echo_of(event: &WebhookEvent, linked: Option<&LinkedRow>) -> Option<Echo>
                 property_value,
             },
             linked,
-        ) => property_echo(property_name, property_value.as_deref(), linked),
+        ) => property_echo(property_name, property_value.as_deref(), linked, keys),
         _ => None,
     }
 }
 
-fn property_echo(name: &str, value: Option<&str>, linked: Option<&LinkedRow>) -> Option<Echo> {
+fn property_echo(
+    name: &str,
+    value: Option<&str>,
+    linked: Option<&LinkedRow>,
+    keys: &ExternalKeys,
+) -> Option<Echo> {
     if !PROPERTIES.contains(&name) {
         return Some(Echo::UnreadProperty);
     }
@@ -66,7 +77,9 @@ fn property_echo(name: &str, value: Option<&str>, linked: Option<&LinkedRow>) ->
         "email" => Some(row.email.as_deref() == value.and_then(normalize_email).as_deref()),
         "firstname" => Some(same(row.first_name.as_deref(), value)),
         "lastname" => Some(same(row.last_name.as_deref(), value)),
-        crate::sync::push::EXTERNAL_KEY => Some(value == Some(row.id.0.to_string().as_str())),
+        // The row's own key (namespaced, or bare as an earlier version wrote it); another
+        // installation's key is read, like any value set by someone else.
+        crate::sync::push::EXTERNAL_KEY => Some(keys.names(value, row.id)),
         _ => None,
     };
     held.filter(|h| *h).map(|_| Echo::ValueHeld)
@@ -81,6 +94,7 @@ fn same(local: Option<&str>, sent: Option<&str>) -> bool {
 mod tests {
     use super::*;
     use crate::ids::{ContactId, HsObjectId, PortalId};
+    use crate::store::Installation;
     use crate::webhooks::ChangeSource;
 
     fn event(
@@ -111,6 +125,14 @@ mod tests {
         }
     }
 
+    /// Keys of an installation that wrote bare keys up to row 100.
+    fn keys() -> ExternalKeys {
+        ExternalKeys::new(&Installation {
+            id: "0123456789abcdef".to_owned(),
+            legacy_keys_through: Some(ContactId(100)),
+        })
+    }
+
     fn row() -> LinkedRow {
         LinkedRow {
             hs_object_id: HsObjectId::from("5"),
@@ -128,26 +150,29 @@ mod tests {
             Some(ChangeSource::Integration),
             Some("77"),
         );
-        assert_eq!(echo_of(&own, None), Some(Echo::OwnWrite));
+        assert_eq!(echo_of(&own, None, &keys()), Some(Echo::OwnWrite));
         let other = event(
             EventKind::ContactCreation,
             Some(ChangeSource::Integration),
             Some("78"),
         );
-        assert_eq!(echo_of(&other, None), None);
+        assert_eq!(echo_of(&other, None, &keys()), None);
         let user = event(
             EventKind::ContactCreation,
             Some(ChangeSource::CrmUi),
             Some("userId:77"),
         );
-        assert_eq!(echo_of(&user, None), None);
+        assert_eq!(echo_of(&user, None, &keys()), None);
     }
 
     #[test]
     fn a_creation_of_a_linked_record_is_an_echo() {
         let e = event(EventKind::ContactCreation, None, None);
-        assert_eq!(echo_of(&e, Some(&row())), Some(Echo::AlreadyLinked));
-        assert_eq!(echo_of(&e, None), None);
+        assert_eq!(
+            echo_of(&e, Some(&row()), &keys()),
+            Some(Echo::AlreadyLinked)
+        );
+        assert_eq!(echo_of(&e, None, &keys()), None);
     }
 
     #[test]
@@ -155,31 +180,49 @@ mod tests {
         let user = |kind| event(kind, Some(ChangeSource::CrmUi), Some("userId:1"));
         let r = row();
         assert_eq!(
-            echo_of(&user(change("phone", "1")), Some(&r)),
+            echo_of(&user(change("phone", "1")), Some(&r), &keys()),
             Some(Echo::UnreadProperty)
         );
         assert_eq!(
-            echo_of(&user(change("email", " ADA@x.io")), Some(&r)),
+            echo_of(&user(change("email", " ADA@x.io")), Some(&r), &keys()),
             Some(Echo::ValueHeld)
         );
         assert_eq!(
-            echo_of(&user(change("firstname", "Ada")), Some(&r)),
+            echo_of(&user(change("firstname", "Ada")), Some(&r), &keys()),
             Some(Echo::ValueHeld)
         );
         assert_eq!(
-            echo_of(&user(change("lastname", "")), Some(&r)),
+            echo_of(&user(change("lastname", "")), Some(&r), &keys()),
             Some(Echo::ValueHeld)
         );
+        for own in ["0123456789abcdef:9", "9"] {
+            assert_eq!(
+                echo_of(&user(change("crm_sync_contact_id", own)), Some(&r), &keys()),
+                Some(Echo::ValueHeld),
+                "{own}"
+            );
+        }
         assert_eq!(
-            echo_of(&user(change("crm_sync_contact_id", "9")), Some(&r)),
-            Some(Echo::ValueHeld)
+            echo_of(
+                &user(change("crm_sync_contact_id", "fedcba9876543210:9")),
+                Some(&r),
+                &keys()
+            ),
+            None,
+            "another installation's key on a linked record is read"
         );
-        assert_eq!(echo_of(&user(change("email", "new@x.io")), Some(&r)), None);
         assert_eq!(
-            echo_of(&user(change("email", "ada@x.io")), None),
+            echo_of(&user(change("email", "new@x.io")), Some(&r), &keys()),
+            None
+        );
+        assert_eq!(
+            echo_of(&user(change("email", "ada@x.io")), None, &keys()),
             None,
             "not linked: read"
         );
-        assert_eq!(echo_of(&user(EventKind::ContactRestore), Some(&r)), None);
+        assert_eq!(
+            echo_of(&user(EventKind::ContactRestore), Some(&r), &keys()),
+            None
+        );
     }
 }

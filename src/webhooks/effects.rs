@@ -9,6 +9,7 @@ use super::echoes::echo_of;
 use super::events::{EventKind, WebhookEvent};
 use crate::ids::{ContactId, HsObjectId};
 use crate::store::{LinkedRow, MergeOutcome, Store, StoreError, TombstoneReason};
+use crate::sync::keys::ExternalKeys;
 
 /// What [`process_events`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -73,6 +74,7 @@ async fn apply(
     outcome: &mut BatchOutcome,
 ) -> Result<(), StoreError> {
     let linked = linked_rows(store, events).await?;
+    let keys = ExternalKeys::new(&store.installation().await?);
     for event in events {
         match (&event.kind, &event.object_id) {
             (EventKind::ContactDeletion | EventKind::ContactPrivacyDeletion, Some(id)) => {
@@ -101,7 +103,7 @@ async fn apply(
                 push_once(&mut outcome.to_pull, merge.survivor());
             }
             (EventKind::ContactCreation | EventKind::ContactPropertyChange { .. }, Some(id)) => {
-                match echo_of(event, linked.get(id)) {
+                match echo_of(event, linked.get(id), &keys) {
                     Some(echo) => {
                         tracing::debug!(object = %id, ?echo, "webhook event needs no read");
                         outcome.echoes += 1;
@@ -120,7 +122,11 @@ async fn apply(
 
 /// Whether `event` is an echo of this app's own write whatever the local rows say.
 fn is_own_echo(event: &WebhookEvent) -> bool {
-    echo_of(event, None) == Some(super::echoes::Echo::OwnWrite)
+    let readable = matches!(
+        event.kind,
+        EventKind::ContactCreation | EventKind::ContactPropertyChange { .. }
+    );
+    readable && event.is_own_write()
 }
 
 /// The local rows linked to the records the batch's creations and property changes name, as

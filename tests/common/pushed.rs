@@ -1,9 +1,11 @@
 //! What every push must leave behind, whatever happened on the way: each local row linked to a
-//! HubSpot contact of its own, found by the row's email or (without one) by its id as external
-//! key, and no contact in HubSpot twice.
+//! HubSpot contact of its own, found by the row's email or (without one) by its external key
+//! (`<installation>:<id>`), and no contact in HubSpot twice.
 
+use crm_sync::ids::ContactId;
 use crm_sync::sandbox::SandboxContact;
 use crm_sync::store::Store;
+use crm_sync::sync::keys::ExternalKeys;
 use crm_sync::sync::push::EXTERNAL_KEY;
 use std::collections::{HashMap, HashSet};
 
@@ -27,8 +29,12 @@ pub async fn linked_rows(store: &Store) -> Vec<LinkedRow> {
 }
 
 /// Every row is linked to its own HubSpot contact, which holds the row's email (or, without
-/// one, its id as external key), and HubSpot holds no email and no external key twice.
-pub fn assert_one_hubspot_contact_per_row(rows: &[LinkedRow], hubspot: &[SandboxContact]) {
+/// one, the row's external key), and HubSpot holds no email and no external key twice.
+pub fn assert_one_hubspot_contact_per_row(
+    rows: &[LinkedRow],
+    hubspot: &[SandboxContact],
+    keys: &ExternalKeys,
+) {
     let by_id: HashMap<&str, &SandboxContact> =
         hubspot.iter().map(|c| (c.id.as_str(), c)).collect();
     let mut seen = HashSet::new();
@@ -45,7 +51,7 @@ pub fn assert_one_hubspot_contact_per_row(rows: &[LinkedRow], hubspot: &[Sandbox
             Some(email) => assert_eq!(contact.email(), Some(email.as_str()), "{row:?}"),
             None => assert_eq!(
                 contact.properties.get(EXTERNAL_KEY),
-                Some(&row.id.to_string()),
+                Some(&keys.key(ContactId(row.id))),
                 "{row:?}"
             ),
         }

@@ -6,11 +6,13 @@ use crate::ids::HsObjectId;
 use crate::jobs::model::PushOutcome;
 use crate::store::TombstoneReason;
 use crate::store::push::PushCandidate;
+use crate::sync::keys::ExternalKeys;
 use std::collections::BTreeMap;
 
-/// The unique custom contact property that holds the local contact id in HubSpot: the external
-/// key that makes creating a contact idempotent (HubSpot refuses a second record with the same
-/// value) and lets a contact without email be found again.
+/// The unique custom contact property that holds the external key in HubSpot,
+/// `<installation>:<local id>` ([`crate::sync::keys`]): it makes creating a contact idempotent
+/// (HubSpot refuses a second record with the same value) and lets a contact without email be
+/// found again, by the database that pushed it and no other.
 pub const EXTERNAL_KEY: &str = "crm_sync_contact_id";
 
 /// The properties every read asks for: enough to match a record to a local contact (by email,
@@ -71,17 +73,16 @@ impl Resolution {
     }
 }
 
-/// The value the external key holds for a contact.
-pub(super) fn external_key(contact: &PushCandidate) -> String {
-    contact.id.0.to_string()
-}
-
-/// Properties of a create or an upsert: the values the contact has, and its external key. An
-/// absent local value is left out, so that the first push of a contact never erases a value
-/// HubSpot has.
-pub(super) fn write_properties(contact: &PushCandidate) -> BTreeMap<String, String> {
+/// Properties of a create or an upsert: the values the contact has, and its external key
+/// (always this installation's namespaced one: a record found by a bare key an earlier version
+/// wrote gets the new form when it is written over). An absent local value is left out, so
+/// that the first push of a contact never erases a value HubSpot has.
+pub(super) fn write_properties(
+    contact: &PushCandidate,
+    keys: &ExternalKeys,
+) -> BTreeMap<String, String> {
     let mut properties = present_values(contact);
-    properties.insert(EXTERNAL_KEY.to_owned(), external_key(contact));
+    properties.insert(EXTERNAL_KEY.to_owned(), keys.key(contact.id));
     properties
 }
 
@@ -188,6 +189,7 @@ mod tests {
     use super::*;
     use crate::hubspot::{ApiErrorDetails, InvalidProperty};
     use crate::ids::ContactId;
+    use crate::store::Installation;
 
     fn contact(email: Option<&str>, first: Option<&str>, last: Option<&str>) -> PushCandidate {
         PushCandidate {
@@ -217,12 +219,16 @@ mod tests {
 
     #[test]
     fn a_new_contact_carries_its_names_and_external_key_but_no_empty_values() {
-        let props = write_properties(&contact(None, Some("Ada"), Some(" ")));
+        let keys = ExternalKeys::new(&Installation {
+            id: "0123456789abcdef".to_owned(),
+            legacy_keys_through: Some(ContactId(100)),
+        });
+        let props = write_properties(&contact(None, Some("Ada"), Some(" ")), &keys);
         assert_eq!(
             props,
             BTreeMap::from([
                 ("firstname".to_owned(), "Ada".to_owned()),
-                (EXTERNAL_KEY.to_owned(), "42".to_owned()),
+                (EXTERNAL_KEY.to_owned(), "0123456789abcdef:42".to_owned()),
             ])
         );
     }

@@ -25,11 +25,15 @@
 //! - A create whose answer was lost is re-read by external key: what exists was created by it,
 //!   the rest is created again. HubSpot refuses a second contact with the same external key,
 //!   so no path can create a duplicate.
+//! - Keys are this installation's (`<installation>:<local id>`, [`crate::sync::keys`]): a record
+//!   holding another installation's key is never found by key, only by email like any other.
+//!   Unlinked contacts of rows old enough to have been pushed with a bare key by an earlier
+//!   version are first looked for by that key (`link_legacy`).
 
 use super::errors::from_hubspot;
 use super::external_key;
 use super::outcome::{
-    EXTERNAL_KEY, Resolution, external_key, holds_local_values, read_properties, record_emails,
+    EXTERNAL_KEY, Resolution, holds_local_values, read_properties, record_emails,
     update_properties, write_properties,
 };
 use crate::hubspot::{
@@ -41,6 +45,7 @@ use crate::jobs::RunError;
 use crate::jobs::model::PushMode;
 use crate::store::TombstoneReason;
 use crate::store::push::PushCandidate;
+use crate::sync::keys::ExternalKeys;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use tokio::sync::OnceCell;
@@ -56,6 +61,8 @@ pub(super) struct RunContext {
     pub mode: PushMode,
     /// Lost create answers in a row after which the page gives up (transient: the job retries).
     pub max_lost_answers: u32,
+    /// This database's external keys.
+    pub keys: ExternalKeys,
     /// Set once the external key property is known to exist (checked lazily, once per run).
     key_ready: OnceCell<()>,
     /// Link mode: how many more pages read by email before creating.
@@ -64,11 +71,17 @@ pub(super) struct RunContext {
 
 impl RunContext {
     /// A context for one run.
-    pub fn new(client: HubSpotClient, mode: PushMode, max_lost_answers: u32) -> Self {
+    pub fn new(
+        client: HubSpotClient,
+        mode: PushMode,
+        max_lost_answers: u32,
+        keys: ExternalKeys,
+    ) -> Self {
         Self {
             client,
             mode,
             max_lost_answers,
+            keys,
             key_ready: OnceCell::new(),
             read_first_pages: AtomicU32::new(0),
         }
@@ -124,6 +137,8 @@ pub(super) async fn resolve_page(
     let (linked, unlinked): (Vec<usize>, Vec<usize>) =
         (0..page.contacts.len()).partition(|&i| page.contacts[i].hs_object_id.is_some());
     page.update_linked(linked).await?;
+    page.link_legacy(&unlinked).await?;
+    let unlinked = page.unresolved(&unlinked);
     match ctx.mode {
         PushMode::Link => page.link_or_create(unlinked).await?,
         PushMode::Upsert => page.upsert(unlinked).await?,
@@ -357,13 +372,15 @@ impl PageWork<'_> {
             let inputs = set
                 .iter()
                 .map(|&i| ContactCreate {
-                    properties: write_properties(&self.contacts[i]),
+                    properties: write_properties(&self.contacts[i], &self.ctx.keys),
                 })
                 .collect();
             match self.ctx.client.batch_create(&batch(inputs)?).await {
                 Ok(outcome) => {
                     let results = assign(&outcome, &set, |i, r: &Contact| {
-                        r.property(EXTERNAL_KEY) == Some(external_key(&self.contacts[i]).as_str())
+                        self.ctx
+                            .keys
+                            .names(r.property(EXTERNAL_KEY), self.contacts[i].id)
                     });
                     let mut unaccounted = Vec::new();
                     let mut conflicts = Vec::new();
@@ -490,8 +507,11 @@ impl PageWork<'_> {
             .filter_map(|(i, id)| {
                 let record = records.iter().find(|r| r.id == id)?;
                 let contact = &self.contacts[i];
-                let key = external_key(contact);
-                if record.property(EXTERNAL_KEY) == Some(key.as_str()) {
+                if self
+                    .ctx
+                    .keys
+                    .names(record.property(EXTERNAL_KEY), contact.id)
+                {
                     return Some((i, record.clone(), Match::Key));
                 }
                 let email = contact.email.as_deref()?.trim().to_lowercase();
@@ -513,7 +533,7 @@ impl PageWork<'_> {
             .map(|(i, id)| ContactUpdate {
                 id: id.0.clone(),
                 id_property: None,
-                properties: write_properties(&self.contacts[*i]),
+                properties: write_properties(&self.contacts[*i], &self.ctx.keys),
             })
             .collect();
         match self.ctx.client.batch_update(&batch(inputs)?).await {
@@ -619,28 +639,62 @@ impl PageWork<'_> {
             .collect())
     }
 
-    /// Batch read by external key.
+    /// Batch read by external key (this installation's).
     async fn read_by_key(&self, set: &[usize]) -> Result<Vec<(usize, Contact)>, RunError> {
-        if set.is_empty() {
+        self.read_keyed(set, |keys, contact| Some(keys.key(contact.id)))
+            .await
+    }
+
+    /// Batch read by the bare key an earlier version wrote, for the contacts whose rows may
+    /// have one ([`ExternalKeys::legacy_key`]).
+    async fn read_by_legacy_key(&self, set: &[usize]) -> Result<Vec<(usize, Contact)>, RunError> {
+        self.read_keyed(set, |keys, contact| keys.legacy_key(contact.id))
+            .await
+    }
+
+    /// Batch read by the external key values `key_of` gives (contacts without one are left
+    /// out); a record is found for the contact whose value it holds.
+    async fn read_keyed(
+        &self,
+        set: &[usize],
+        key_of: impl Fn(&ExternalKeys, &PushCandidate) -> Option<String>,
+    ) -> Result<Vec<(usize, Contact)>, RunError> {
+        let keyed: Vec<(usize, String)> = set
+            .iter()
+            .filter_map(|&i| Some((i, key_of(&self.ctx.keys, &self.contacts[i])?)))
+            .collect();
+        if keyed.is_empty() {
             return Ok(Vec::new());
         }
         self.ctx.ensure_key().await?;
-        let keys: Vec<String> = set
-            .iter()
-            .map(|&i| external_key(&self.contacts[i]))
-            .collect();
-        let records = self.read(keys, Some(EXTERNAL_KEY)).await?;
+        let values = keyed.iter().map(|(_, key)| key.clone()).collect();
+        let records = self.read(values, Some(EXTERNAL_KEY)).await?;
         let by_key: HashMap<&str, &Contact> = records
             .iter()
-            .filter_map(|r| Some((r.property(EXTERNAL_KEY)?, r)))
+            .filter_map(|r| Some((r.property(EXTERNAL_KEY)?.trim(), r)))
             .collect();
-        Ok(set
+        Ok(keyed
             .iter()
-            .filter_map(|&i| {
-                let key = external_key(&self.contacts[i]);
-                by_key.get(key.as_str()).map(|r| (i, (*r).clone()))
-            })
+            .filter_map(|(i, key)| by_key.get(key.as_str()).map(|r| (*i, (*r).clone())))
             .collect())
+    }
+
+    /// Unlinked contacts of rows that existed when this database stopped writing bare keys
+    /// may have a HubSpot record an earlier version created under the bare local id (its
+    /// commit lost, or the database restored from before it). Without this read a contact
+    /// without email would be created a second time under its new key. One batch read per
+    /// page that has such contacts; a record found is linked as one found by key, and in
+    /// upsert mode written over (which also gives it the namespaced key).
+    async fn link_legacy(&mut self, unlinked: &[usize]) -> Result<(), RunError> {
+        let found = self.read_by_legacy_key(unlinked).await?;
+        let mut stale = Vec::new();
+        for (i, record) in found {
+            self.link(i, &record, Match::Key);
+            if self.ctx.mode == PushMode::Upsert {
+                stale.push((i, record.id.clone()));
+            }
+        }
+        self.overwrite(stale).await
     }
 
     /// Batch read by `id_property` (record ids when `None`). A read HubSpot refuses whole (a value it finds malformed)
@@ -705,16 +759,16 @@ impl PageWork<'_> {
                 .map(|&i| {
                     let c = &self.contacts[i];
                     ContactUpsert {
-                        id: key.value(c),
+                        id: key.value(c, &self.ctx.keys),
                         id_property: key.property().to_owned(),
-                        properties: write_properties(c),
+                        properties: write_properties(c, &self.ctx.keys),
                     }
                 })
                 .collect();
             match self.ctx.client.batch_upsert(&batch(inputs)?).await {
                 Ok(outcome) => {
                     let results = assign(&outcome, &set, |i, r: &UpsertedContact| {
-                        key.matches(&self.contacts[i], &r.contact)
+                        key.matches(&self.contacts[i], &r.contact, &self.ctx.keys)
                     });
                     let mut conflicts = Vec::new();
                     for (pos, &i) in set.iter().enumerate() {
@@ -762,20 +816,20 @@ impl UpsertKey {
         }
     }
 
-    fn value(self, contact: &PushCandidate) -> String {
+    fn value(self, contact: &PushCandidate, keys: &ExternalKeys) -> String {
         match self {
             Self::Email => contact.email.clone().unwrap_or_default(),
-            Self::External => external_key(contact),
+            Self::External => keys.key(contact.id),
         }
     }
 
-    fn matches(self, contact: &PushCandidate, record: &Contact) -> bool {
+    fn matches(self, contact: &PushCandidate, record: &Contact, keys: &ExternalKeys) -> bool {
         match self {
             Self::Email => contact
                 .email
                 .as_deref()
                 .is_some_and(|e| record_emails(record).any(|r| r == e.trim().to_lowercase())),
-            Self::External => record.property(EXTERNAL_KEY) == Some(external_key(contact).as_str()),
+            Self::External => keys.names(record.property(EXTERNAL_KEY), contact.id),
         }
     }
 }

@@ -1,0 +1,65 @@
+//! The `installation` table: this database's installation id, which namespaces the external
+//! key push writes to HubSpot, and how far bare keys written by earlier versions are this
+//! database's own (see `crate::sync::keys` and docs/security.md).
+
+use super::{Store, StoreError};
+use crate::ids::ContactId;
+
+/// This database's installation, as its migration recorded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Installation {
+    /// Random, generated once per database: 16 lowercase hex characters.
+    pub id: String,
+    /// Bare external keys (a local id alone, as versions before the installation id wrote
+    /// them) are this database's own for rows up to this id; `None`: no bare key is.
+    pub legacy_keys_through: Option<ContactId>,
+}
+
+impl Store {
+    /// This database's installation. The migration creates it; should the row be gone (deleted
+    /// by hand), a new id is generated, race-free (insert if absent, then read back), and bare
+    /// keys are no longer recognised.
+    pub async fn installation(&self) -> Result<Installation, StoreError> {
+        const READ: &str = "SELECT id, legacy_keys_through FROM installation";
+        let row: Option<(String, Option<i64>)> = if let Some(pool) = self.pg_pool() {
+            match sqlx::query_as(READ).fetch_optional(pool).await? {
+                Some(row) => Some(row),
+                None => {
+                    sqlx::query(
+                        "INSERT INTO installation (singleton, id)
+                         VALUES (TRUE, substr(md5(gen_random_uuid()::text), 1, 16))
+                         ON CONFLICT DO NOTHING",
+                    )
+                    .execute(pool)
+                    .await?;
+                    sqlx::query_as(READ).fetch_optional(pool).await?
+                }
+            }
+        } else if let Some(pool) = self.sqlite_pool() {
+            match sqlx::query_as(READ).fetch_optional(pool).await? {
+                Some(row) => Some(row),
+                None => {
+                    sqlx::query(
+                        // singleton aliases the rowid: without it each insert would
+                        // get a new one (and fail the CHECK) instead of conflicting.
+                        "INSERT INTO installation (singleton, id)
+                         VALUES (1, lower(hex(randomblob(8))))
+                         ON CONFLICT DO NOTHING",
+                    )
+                    .execute(pool)
+                    .await?;
+                    sqlx::query_as(READ).fetch_optional(pool).await?
+                }
+            }
+        } else {
+            None
+        };
+        let (id, legacy) = row.ok_or_else(|| {
+            StoreError::InvalidData("the installation row cannot be created".to_owned())
+        })?;
+        Ok(Installation {
+            id,
+            legacy_keys_through: legacy.map(ContactId),
+        })
+    }
+}
