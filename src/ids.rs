@@ -1,4 +1,7 @@
 //! Identifier newtypes, so that a local id, a HubSpot id and a job id can never be swapped.
+//! The HubSpot ones belong to the HubSpot client crate and are re-exported here.
+
+pub use crate::hubspot::ids::{HsObjectId, PortalId};
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -12,40 +15,6 @@ use std::fmt;
 pub struct ContactId(pub i64);
 
 impl fmt::Display for ContactId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-/// A HubSpot record id (`hs_object_id`); HubSpot sends it as a string of digits.
-#[derive(
-    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, sqlx::Type,
-)]
-#[serde(transparent)]
-#[sqlx(transparent)]
-pub struct HsObjectId(pub String);
-
-impl fmt::Display for HsObjectId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl From<&str> for HsObjectId {
-    fn from(s: &str) -> Self {
-        Self(s.to_owned())
-    }
-}
-
-/// A HubSpot account (portal / hub) id.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, sqlx::Type,
-)]
-#[serde(transparent)]
-#[sqlx(transparent)]
-pub struct PortalId(pub i64);
-
-impl fmt::Display for PortalId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
     }

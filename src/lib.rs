@@ -8,14 +8,18 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod crypto;
-pub mod hubspot;
 pub mod ids;
 pub mod jobs;
 pub mod oauth;
-pub mod sandbox;
-pub mod secret;
 pub mod seed;
 pub mod store;
 pub mod sync;
 pub mod telemetry;
 pub mod webhooks;
+
+/// The HubSpot client (crate `crm-sync-hubspot`).
+pub use crm_sync_hubspot as hubspot;
+/// Secrets that never reach a log line (from the HubSpot client crate).
+pub use crm_sync_hubspot::secret;
+/// The offline HubSpot (crate `crm-sync-sandbox`).
+pub use crm_sync_sandbox as sandbox;

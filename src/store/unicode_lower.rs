@@ -11,6 +11,9 @@
 //!
 //! sqlx 0.9 has no safe API for application-defined functions, hence the one FFI call below.
 
+// The workspace denies `unsafe_code`; this module is its one exception (see above).
+#![allow(unsafe_code)]
+
 use libsqlite3_sys as ffi;
 use sqlx::SqliteConnection;
 use std::ffi::c_int;

@@ -13,6 +13,28 @@
 //!   retried after timeouts, dropped connections and gateway errors (502/504);
 //! - creates and merges are not: when the answer is lost after the request may have been
 //!   applied, the call fails with [`HubSpotError::Ambiguous`] so the caller can re-read first.
+//!
+//! The crate depends on nothing else of crm-sync; the service, its tests and its benchmarks
+//! use it as `crm_sync::hubspot`. With the `sqlx` feature, [`ids::HsObjectId`] and
+//! [`ids::PortalId`] are SQL values.
+//!
+//! ```no_run
+//! use crm_sync_hubspot::secret::Secret;
+//! use crm_sync_hubspot::{Auth, Batch, ClientConfig, HubSpotClient};
+//!
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut config = ClientConfig::new("https://api.hubapi.com".parse()?);
+//! config.requests_per_10s = 100; // the app's budget, shared by every clone
+//! let client = HubSpotClient::new(config, Auth::PrivateApp(Secret::new("pat-na1-…")))?;
+//! let account = client.account_details().await?;
+//! println!("connected to portal {}", account.portal_id);
+//! let ids = Batch::new(vec!["101".to_owned(), "102".to_owned()])?;
+//! let wanted = ["email".to_owned(), "firstname".to_owned()];
+//! let read = client.batch_read(&ids, None, &wanted).await?;
+//! println!("{} contacts read, {} not found", read.results.len(), read.missing.len());
+//! # Ok(())
+//! # }
+//! ```
 
 mod auth;
 mod batch;
@@ -20,11 +42,13 @@ mod client;
 mod config;
 mod contacts;
 mod error;
+pub mod ids;
 mod metrics;
 mod models;
 mod oauth;
 mod ratelimit;
 mod retry;
+pub mod secret;
 
 pub use auth::{
     AccessTokenInfo, Auth, MemoryTokenStore, OAuthTokens, StoreFuture, TokenStore, TokenStoreError,

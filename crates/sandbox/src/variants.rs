@@ -1,6 +1,6 @@
 //! Where HubSpot's documentation leaves an answer open, the sandbox can play each way real
 //! HubSpot is documented or reported to answer (INTERFACE §5). Every choice defaults to the
-//! sandbox's original behaviour; `crm-sync sandbox` flags, [`crate::sandbox::SandboxArgs`]
+//! sandbox's original behaviour; `crm-sync sandbox` flags, [`crate::SandboxArgs`]
 //! and `PUT /_sandbox/config` pick the others.
 
 use std::sync::Mutex;

@@ -24,7 +24,7 @@ use super::store::Store;
 use super::variants::{Shuffler, Variants};
 use super::webhooks::Webhooks;
 use super::{RecordedRequest, api};
-use crate::secret::Secret;
+use crate::credential::Credential;
 
 /// Largest request body read (HubSpot's batch bodies are far smaller).
 const MAX_BODY: usize = 16 * 1024 * 1024;
@@ -35,11 +35,11 @@ pub struct Config {
     /// Account id.
     pub portal_id: i64,
     /// The private-app token.
-    pub access_token: Secret,
+    pub access_token: Credential,
     /// The OAuth client id.
     pub client_id: String,
     /// The OAuth client secret.
-    pub client_secret: Secret,
+    pub client_secret: Credential,
     /// Added to every HubSpot answer.
     pub latency: Duration,
     /// Seed of contacts and faults.

@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 
 use super::clock::now_ms;
 use super::store::Change;
-use crate::secret::Secret;
+use crate::credential::Credential;
 
 /// HubSpot sends fewer than 100 events per request.
 pub const MAX_EVENTS_PER_REQUEST: usize = 99;
@@ -148,7 +148,7 @@ pub struct Webhooks {
 
 impl Webhooks {
     /// Starts the background sender for `url`, signing with `secret`.
-    pub fn start(url: String, secret: Secret, portal_id: i64, app_id: i64) -> Self {
+    pub fn start(url: String, secret: Credential, portal_id: i64, app_id: i64) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let stats = Arc::new(WebhookStats::default());
         tokio::spawn(run_sender(url, secret, rx, stats.clone()));
@@ -237,7 +237,7 @@ impl Webhooks {
 
 async fn run_sender(
     url: String,
-    secret: Secret,
+    secret: Credential,
     mut rx: mpsc::UnboundedReceiver<Event>,
     stats: Arc<WebhookStats>,
 ) {
@@ -267,7 +267,7 @@ async fn run_sender(
 async fn deliver(
     client: &reqwest::Client,
     url: &str,
-    secret: &Secret,
+    secret: &Credential,
     mut batch: Vec<Event>,
     stats: &WebhookStats,
 ) {

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::clock::iso_millis;
 use super::errors::{ApiError, uuid_v4};
-use crate::secret::Secret;
+use crate::credential::Credential;
 
 /// How long an authorization code can be exchanged.
 const CODE_LIFETIME_MS: i64 = 10 * 60 * 1000;
@@ -62,7 +62,7 @@ pub struct Tokens {
 #[derive(Debug)]
 pub struct OAuthApp {
     client_id: String,
-    client_secret: Secret,
+    client_secret: Credential,
     lifetime_secs: u64,
     portal_id: i64,
     app_id: i64,
@@ -91,7 +91,7 @@ impl OAuthApp {
     /// The app with these credentials.
     pub fn new(
         client_id: String,
-        client_secret: Secret,
+        client_secret: Credential,
         lifetime_secs: u64,
         portal_id: i64,
         app_id: i64,
@@ -464,7 +464,7 @@ mod tests {
     use super::*;
 
     fn app() -> OAuthApp {
-        OAuthApp::new("cid".into(), Secret::new("secret"), 1800, 1000001, 42)
+        OAuthApp::new("cid".into(), Credential::new("secret"), 1800, 1000001, 42)
     }
 
     fn params(pairs: &[(&str, &str)]) -> Params {

@@ -612,9 +612,7 @@ fn describe(error: &reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hubspot::{
-        Batch, ContactCreate, ListContacts, MemoryTokenStore, OAuthApp, SearchRequest,
-    };
+    use crate::{Batch, ContactCreate, ListContacts, MemoryTokenStore, OAuthApp, SearchRequest};
 
     fn is_send<T: Send>(_: T) {}
 

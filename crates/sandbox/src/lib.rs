@@ -4,11 +4,39 @@
 //!
 //! `crm-sync sandbox` runs it alone ([`run`]); `crm-sync serve --sandbox` and the tests run
 //! it in-process ([`Sandbox::start`]).
+//!
+//! It shares no code with crm-sync's HubSpot client (it is what that client is tested
+//! against, so it must not share the client's assumptions) and depends on nothing else of
+//! crm-sync. Where HubSpot's documentation leaves a behaviour open, [`Variants`] plays each
+//! documented answer.
+//!
+//! ```
+//! use crm_sync_sandbox::{Sandbox, SandboxArgs};
+//! use std::collections::BTreeMap;
+//!
+//! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let sandbox = Sandbox::start(SandboxArgs::default(), "127.0.0.1:0".parse()?).await?;
+//! let email = BTreeMap::from([("email".to_owned(), "ada@example.com".to_owned())]);
+//! let ids = sandbox.insert_contacts(vec![email]);
+//! // Any HTTP client reaches it as it would reach HubSpot.
+//! let url = format!("{}/crm/v3/objects/contacts/{}", sandbox.base_url(), ids[0]);
+//! let contact: serde_json::Value = reqwest::Client::new()
+//!     .get(url)
+//!     .bearer_auth(sandbox.access_token())
+//!     .send()
+//!     .await?
+//!     .json()
+//!     .await?;
+//! assert_eq!(contact["properties"]["email"], "ada@example.com");
+//! # Ok(())
+//! # }
+//! ```
 
 mod admin;
 mod api;
 mod clock;
 mod conn;
+mod credential;
 mod errors;
 mod faults;
 mod limits;
@@ -35,7 +63,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::secret::Secret;
+use crate::credential::Credential;
 use persist::{Origin, Persist, StartMode};
 use server::{Config, SandboxEndpoint, State, Stats, lock};
 
@@ -415,10 +443,10 @@ fn build_state(args: &SandboxArgs, origin: Origin) -> State {
     } = Kept::from_origin(args, origin);
     let rng_seed = account.rng_seed;
     let client_id = account.client_id;
-    let client_secret = Secret::new(account.client_secret);
+    let client_secret = Credential::new(account.client_secret);
     let cfg = Config {
         portal_id: account.portal_id,
-        access_token: Secret::new(account.access_token),
+        access_token: Credential::new(account.access_token),
         client_id: client_id.clone(),
         client_secret: client_secret.clone(),
         latency: Duration::from_millis(args.latency_ms),

@@ -10,7 +10,7 @@ use zeroize::Zeroize as _;
 /// [`Secret::matches`], whose time does not depend on where they differ:
 ///
 /// ```compile_fail
-/// use crm_sync::secret::Secret;
+/// use crm_sync_hubspot::secret::Secret;
 /// let _ = Secret::new("a") == Secret::new("a");
 /// ```
 #[derive(Clone)]
