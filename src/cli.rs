@@ -557,10 +557,7 @@ impl Service {
         let (state, hubspot) = match built {
             Some((client, tokens)) => {
                 check_pinned_account(&settings, &client).await?;
-                let metrics_client = client.clone();
-                state.metrics.register(Arc::new(move |out: &mut String| {
-                    metrics_client.metrics().render_prometheus(out)
-                }));
+                state.metrics.register_client(client.metrics());
                 (state.with_hubspot(client.clone(), tokens), Some(client))
             }
             None => (state, None),
@@ -639,9 +636,6 @@ async fn serve(dir: &Path, args: &ServeArgs) -> Result<(), CliError> {
     } = service;
     let addr = listener.local_addr().map_err(CliError::Serve)?;
     let state = state.with_schedules(schedules.clone());
-    state
-        .metrics
-        .register(Arc::new(crate::jobs::metrics::render));
     let config = WorkerConfig {
         role: "serve".to_owned(),
         ..WorkerConfig::default()

@@ -906,8 +906,10 @@ async fn metrics_render_what_happened() {
     let client = private_client(&sb, config(&sb));
     client.account_details().await.expect("details");
     let _ = client.get_contact("424242", None, &[]).await;
+    let mut registry = prometheus_client::registry::Registry::default();
+    client.metrics().register(&mut registry);
     let mut text = String::new();
-    client.metrics().render_prometheus(&mut text);
+    prometheus_client::encoding::prometheus_text::encode(&mut text, &registry).unwrap();
     assert!(
         text.contains("hubspot_requests_total{operation=\"account_details\",status=\"2xx\"} 1")
     );

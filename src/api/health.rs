@@ -8,7 +8,7 @@ use poem::http::StatusCode;
 use super::AppState;
 use super::error::{ApiError, ErrorBody, ErrorCode};
 use super::tags::ApiTags;
-use crate::store::{CredentialStatus, TombstoneReason};
+use crate::store::CredentialStatus;
 
 /// `{"status":"ok"}`.
 #[derive(Debug, Object)]
@@ -94,37 +94,19 @@ impl HealthApi {
     /// client calls, contacts deleted in HubSpot by reason, ...).
     #[oai(path = "/metrics", method = "get", operation_id = "metrics")]
     async fn metrics(&self) -> MetricsPage {
-        let mut page = self.state.metrics.render();
-        self.render_tombstones(&mut page).await;
-        MetricsPage::Ok(PlainText(page))
+        self.refresh_tombstones().await;
+        MetricsPage::Ok(PlainText(self.state.metrics.render()))
     }
 }
 
 impl HealthApi {
-    /// Appends the gauge of tombstoned contacts by reason, read from the database now (so
-    /// every process of a deployment reports the same); left out when the database does not
-    /// answer, which `/readyz` reports.
-    async fn render_tombstones(&self, out: &mut String) {
+    /// Sets the gauge of tombstoned contacts by reason from the database now (so every process
+    /// of a deployment reports the same); left as it was when the database does not answer,
+    /// which `/readyz` reports.
+    async fn refresh_tombstones(&self) {
         match self.state.store.count_tombstones().await {
-            Ok(counts) => render_tombstone_gauge(&counts, out),
+            Ok(counts) => self.state.metrics.set_tombstones(&counts),
             Err(e) => tracing::warn!(error = %e, "cannot count tombstoned contacts for /metrics"),
         }
-    }
-}
-
-/// `crm_sync_contacts_hubspot_deleted{reason}`: local contacts whose HubSpot contact was
-/// deleted, which push leaves alone until a user restores them.
-fn render_tombstone_gauge(counts: &[(TombstoneReason, i64)], out: &mut String) {
-    use std::fmt::Write as _;
-    out.push_str(
-        "# HELP crm_sync_contacts_hubspot_deleted Local contacts deleted in HubSpot \
-         (tombstoned; never pushed again until restored), by reason.\n\
-         # TYPE crm_sync_contacts_hubspot_deleted gauge\n",
-    );
-    for (reason, n) in counts {
-        let _ = writeln!(
-            out,
-            "crm_sync_contacts_hubspot_deleted{{reason=\"{reason}\"}} {n}"
-        );
     }
 }

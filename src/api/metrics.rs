@@ -1,64 +1,84 @@
-//! `/metrics` in the Prometheus text format: the HTTP API's own counters plus whatever other
-//! modules register (the HubSpot client, later the workers). Hand-written because a handful of
-//! counters does not justify a metrics crate.
+//! `/metrics` in the Prometheus text format: one `prometheus-client` registry per process
+//! holding the HTTP API's families, the webhook route's, the job workers'
+//! ([`crate::jobs::metrics`]), the HubSpot client's ([`Metrics::register_client`]) and the
+//! tombstone gauge, read from the database at each scrape.
 //!
 //! Labels are the matched route pattern, the method and the status, never raw paths, queries
 //! or headers: the page is public (for scrapers) and must reveal nothing sensitive.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::RwLock;
 use std::time::Duration;
 
 use poem::http::Method;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::hubspot::ClientMetrics;
+use crate::store::TombstoneReason;
 
 /// The route label of requests that matched no route (their paths are not labels: unbounded).
 pub const UNMATCHED_ROUTE: &str = "unmatched";
 
-/// Something that appends its own metrics, in Prometheus text format, to the `/metrics` page.
-pub trait MetricsSource: Send + Sync {
-    /// Appends `# HELP`/`# TYPE` headers and samples to `out`.
-    fn render_prometheus(&self, out: &mut String);
-}
-
-/// Any `Fn(&mut String)` is a source, e.g.
-/// `move |out: &mut String| client.metrics().render_prometheus(out)`.
-impl<F: Fn(&mut String) + Send + Sync> MetricsSource for F {
-    fn render_prometheus(&self, out: &mut String) {
-        self(out)
-    }
-}
+/// Upper bounds of the HTTP latency histogram, in seconds.
+const HTTP_BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
 
 /// The process-wide registry behind `/metrics`; shared through [`super::AppState`].
-#[derive(Default)]
 pub struct Metrics {
+    registry: RwLock<Registry>,
     http: HttpMetrics,
     webhooks: WebhookMetrics,
-    sources: RwLock<Vec<Arc<dyn MetricsSource>>>,
+    tombstones: Family<ReasonLabels, Gauge>,
 }
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Metrics")
-            .field("in_flight", &self.http.in_flight.load(Ordering::Relaxed))
+            .field("in_flight", &self.http.in_flight())
             .finish_non_exhaustive()
     }
 }
 
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Metrics {
-    /// An empty registry.
+    /// A registry with the HTTP, webhook, job and tombstone families.
     pub fn new() -> Self {
-        Self::default()
+        let http = HttpMetrics::default();
+        let webhooks = WebhookMetrics::default();
+        let tombstones = Family::<ReasonLabels, Gauge>::default();
+        let mut registry = Registry::default();
+        http.register(&mut registry);
+        webhooks.register(&mut registry);
+        crate::jobs::metrics::register(&mut registry);
+        registry.register(
+            "crm_sync_contacts_hubspot_deleted",
+            "Local contacts deleted in HubSpot (tombstoned; never pushed again until restored), by reason",
+            tombstones.clone(),
+        );
+        Self {
+            registry: RwLock::new(registry),
+            http,
+            webhooks,
+            tombstones,
+        }
     }
 
-    /// Adds another module's metrics to the page (rendered after the HTTP metrics, in
-    /// registration order).
-    pub fn register(&self, source: Arc<dyn MetricsSource>) {
-        self.sources
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .push(source);
+    /// Adds the HubSpot client's families to the page.
+    pub fn register_client(&self, client: &ClientMetrics) {
+        client.register(
+            &mut self
+                .registry
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
     }
 
     /// The HTTP counters.
@@ -71,33 +91,48 @@ impl Metrics {
         &self.webhooks
     }
 
+    /// Sets the tombstone gauge to `counts` (read from the database just before a scrape, so
+    /// that every process of a deployment reports the same).
+    pub fn set_tombstones(&self, counts: &[(TombstoneReason, i64)]) {
+        self.tombstones.clear();
+        for (reason, n) in counts {
+            self.tombstones
+                .get_or_create(&ReasonLabels {
+                    reason: reason.to_string(),
+                })
+                .set(*n);
+        }
+    }
+
     /// The whole page.
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        self.http.render_prometheus(&mut out);
-        self.webhooks.render_prometheus(&mut out);
-        let sources = self
-            .sources
+        let registry = self
+            .registry
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        for source in sources.iter() {
-            source.render_prometheus(&mut out);
-        }
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &registry);
         out
     }
 }
 
-/// Why a verified webhook event was acknowledged but not applied.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+/// Why verified webhook events were acknowledged without being applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IgnoredReason {
-    /// It is about another HubSpot account than the connected one.
+    /// About another HubSpot account than the connected one.
     OtherPortal,
-    /// No HubSpot account is connected, so no event can be about it.
+    /// No account is connected.
     NotConnected,
 }
 
 impl IgnoredReason {
-    /// The `reason` label.
+    /// The metric label.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::OtherPortal => "other_portal",
@@ -106,194 +141,170 @@ impl IgnoredReason {
     }
 }
 
-/// Counters of the webhook route.
+/// The webhook route's counters.
 #[derive(Debug, Default)]
 pub struct WebhookMetrics {
-    other_portal: std::sync::atomic::AtomicU64,
-    not_connected: std::sync::atomic::AtomicU64,
+    ignored: Family<ReasonLabels, Counter>,
 }
 
 impl WebhookMetrics {
-    fn counter(&self, reason: IgnoredReason) -> &std::sync::atomic::AtomicU64 {
-        match reason {
-            IgnoredReason::OtherPortal => &self.other_portal,
-            IgnoredReason::NotConnected => &self.not_connected,
+    fn register(&self, registry: &mut Registry) {
+        for reason in [IgnoredReason::OtherPortal, IgnoredReason::NotConnected] {
+            self.counter(reason);
         }
+        registry.register(
+            "crm_sync_webhook_events_ignored",
+            "Verified webhook events acknowledged but not applied, by reason",
+            self.ignored.clone(),
+        );
+    }
+
+    fn counter(&self, reason: IgnoredReason) -> Counter {
+        self.ignored.get_or_create_owned(&ReasonLabels {
+            reason: reason.as_str().to_owned(),
+        })
     }
 
     /// Counts `n` events ignored for `reason`.
     pub fn record_ignored(&self, reason: IgnoredReason, n: u64) {
-        self.counter(reason).fetch_add(n, Ordering::Relaxed);
+        self.counter(reason).inc_by(n);
     }
 
     /// Events ignored for `reason` so far.
     pub fn ignored(&self, reason: IgnoredReason) -> u64 {
-        self.counter(reason).load(Ordering::Relaxed)
+        self.counter(reason).get()
     }
+}
 
-    /// Appends `crm_sync_webhook_events_ignored_total` to `out`.
-    pub fn render_prometheus(&self, out: &mut String) {
-        out.push_str(
-            "# HELP crm_sync_webhook_events_ignored_total Verified webhook events acknowledged \
-             but not applied, by reason.\n\
-             # TYPE crm_sync_webhook_events_ignored_total counter\n",
-        );
-        for reason in [IgnoredReason::OtherPortal, IgnoredReason::NotConnected] {
-            let _ = writeln!(
-                out,
-                "crm_sync_webhook_events_ignored_total{{reason=\"{}\"}} {}",
-                reason.as_str(),
-                self.ignored(reason)
-            );
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RequestLabels {
+    route: String,
+    method: &'static str,
+    status: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+    method: &'static str,
+}
+
+fn http_histogram() -> Histogram {
+    Histogram::new(HTTP_BUCKETS)
+}
+
+/// The HTTP API's counters: requests by route pattern, method and status; latency by route
+/// and method; requests in flight.
+#[derive(Debug)]
+pub struct HttpMetrics {
+    requests: Family<RequestLabels, Counter>,
+    durations: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    in_flight: Gauge,
+}
+
+impl Default for HttpMetrics {
+    fn default() -> Self {
+        Self {
+            requests: Family::default(),
+            durations: Family::new_with_constructor(http_histogram),
+            in_flight: Gauge::default(),
         }
     }
 }
 
-/// Series key: route pattern, method, status.
-type RequestKey = (String, &'static str, u16);
-
-#[derive(Debug, Default, Clone, Copy)]
-struct RequestStats {
-    count: u64,
-    duration_sum: Duration,
-}
-
-/// Counters of the HTTP API.
-#[derive(Debug, Default)]
-pub struct HttpMetrics {
-    requests: Mutex<BTreeMap<RequestKey, RequestStats>>,
-    in_flight: AtomicI64,
-}
-
-/// Marks one request in flight until dropped (also when its future is dropped mid-way).
+/// A request being served; counted in flight until dropped.
 #[derive(Debug)]
-pub struct InFlight<'a>(&'a AtomicI64);
+pub struct InFlight(Gauge);
 
-impl Drop for InFlight<'_> {
+impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.dec();
     }
 }
 
 impl HttpMetrics {
-    /// Counts a request as started; it stays in flight until the guard is dropped.
-    pub fn start(&self) -> InFlight<'_> {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(&self.in_flight)
-    }
-
-    /// Counts a finished request. `route` is the matched pattern or [`UNMATCHED_ROUTE`].
-    pub fn record(&self, route: &str, method: &Method, status: u16, elapsed: Duration) {
-        let key = (route.to_owned(), method_label(method), status);
-        let mut requests = self.lock();
-        let stats = requests.entry(key).or_default();
-        stats.count += 1;
-        stats.duration_sum += elapsed;
-    }
-
-    /// Requests now being served.
-    pub fn in_flight(&self) -> i64 {
-        self.in_flight.load(Ordering::Relaxed)
-    }
-
-    /// Finished requests of `route` (any method) answered with `status`.
-    pub fn requests(&self, route: &str, status: u16) -> u64 {
-        self.lock()
-            .iter()
-            .filter(|((r, _, s), _)| r == route && *s == status)
-            .map(|(_, stats)| stats.count)
-            .sum()
-    }
-
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<RequestKey, RequestStats>> {
-        // A counter map is still valid after a panic elsewhere; keep counting.
-        self.requests
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Appends the HTTP metrics to `out`.
-    pub fn render_prometheus(&self, out: &mut String) {
-        let requests = self.lock().clone();
-        header(
-            out,
-            "http_requests_total",
-            "counter",
-            "HTTP requests answered, by route pattern, method and status.",
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by route pattern, method and status",
+            self.requests.clone(),
         );
-        for ((route, method, status), stats) in &requests {
-            let _ = writeln!(
-                out,
-                "http_requests_total{{route=\"{}\",method=\"{method}\",status=\"{status}\"}} {}",
-                escape_label(route),
-                stats.count
-            );
-        }
-        header(
-            out,
+        registry.register(
             "http_request_duration_seconds",
-            "summary",
-            "Time to answer HTTP requests, by route pattern and method.",
+            "Time to answer HTTP requests, by route pattern and method",
+            self.durations.clone(),
         );
-        let mut durations: BTreeMap<(&str, &str), RequestStats> = BTreeMap::new();
-        for ((route, method, _), stats) in &requests {
-            let total = durations.entry((route, method)).or_default();
-            total.count += stats.count;
-            total.duration_sum += stats.duration_sum;
-        }
-        for ((route, method), stats) in &durations {
-            let labels = format!("route=\"{}\",method=\"{method}\"", escape_label(route));
-            let _ = writeln!(
-                out,
-                "http_request_duration_seconds_sum{{{labels}}} {}",
-                stats.duration_sum.as_secs_f64()
-            );
-            let _ = writeln!(
-                out,
-                "http_request_duration_seconds_count{{{labels}}} {}",
-                stats.count
-            );
-        }
-        header(
-            out,
+        registry.register(
             "http_requests_in_flight",
-            "gauge",
-            "HTTP requests being served now.",
+            "HTTP requests being served now",
+            self.in_flight.clone(),
         );
-        let _ = writeln!(out, "http_requests_in_flight {}", self.in_flight());
+    }
+
+    /// Counts a request in flight until the guard drops.
+    pub fn start(&self) -> InFlight {
+        self.in_flight.inc();
+        InFlight(self.in_flight.clone())
+    }
+
+    /// Records an answered request.
+    pub fn record(&self, route: &str, method: &Method, status: u16, elapsed: Duration) {
+        let method = method_label(method);
+        self.requests
+            .get_or_create(&RequestLabels {
+                route: route.to_owned(),
+                method,
+                status,
+            })
+            .inc();
+        self.durations
+            .get_or_create(&RouteLabels {
+                route: route.to_owned(),
+                method,
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Requests being served now.
+    pub fn in_flight(&self) -> i64 {
+        self.in_flight.get()
+    }
+
+    /// Requests to `route` answered with `status`, over all methods.
+    pub fn requests(&self, route: &str, status: u16) -> u64 {
+        KNOWN_METHODS
+            .iter()
+            .map(|(_, method)| *method)
+            .chain(["OTHER"])
+            .filter_map(|method| {
+                self.requests.get(&RequestLabels {
+                    route: route.to_owned(),
+                    method,
+                    status,
+                })
+            })
+            .map(|c| c.get())
+            .sum()
     }
 }
 
-/// A bounded label for the method: clients may send any token as a method.
+const KNOWN_METHODS: [(Method, &str); 9] = [
+    (Method::GET, "GET"),
+    (Method::HEAD, "HEAD"),
+    (Method::POST, "POST"),
+    (Method::PUT, "PUT"),
+    (Method::PATCH, "PATCH"),
+    (Method::DELETE, "DELETE"),
+    (Method::OPTIONS, "OPTIONS"),
+    (Method::TRACE, "TRACE"),
+    (Method::CONNECT, "CONNECT"),
+];
+
 fn method_label(method: &Method) -> &'static str {
-    const KNOWN: [(Method, &str); 9] = [
-        (Method::GET, "GET"),
-        (Method::HEAD, "HEAD"),
-        (Method::POST, "POST"),
-        (Method::PUT, "PUT"),
-        (Method::PATCH, "PATCH"),
-        (Method::DELETE, "DELETE"),
-        (Method::OPTIONS, "OPTIONS"),
-        (Method::TRACE, "TRACE"),
-        (Method::CONNECT, "CONNECT"),
-    ];
-    KNOWN
+    KNOWN_METHODS
         .iter()
         .find(|(m, _)| m == method)
         .map_or("OTHER", |(_, label)| label)
-}
-
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-}
-
-/// Escapes a label value as the text format requires (backslash, double quote, newline).
-fn escape_label(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -340,19 +351,37 @@ mod tests {
     }
 
     #[test]
-    fn registered_sources_are_appended() {
+    fn the_hubspot_clients_families_join_the_page() {
         let m = Metrics::new();
-        m.register(Arc::new(|out: &mut String| {
-            out.push_str("hubspot_requests_total 7\n")
-        }));
+        let client = ClientMetrics::default();
+        m.register_client(&client);
         let page = m.render();
-        let http = page.find("http_requests_in_flight").unwrap();
-        let other = page.find("hubspot_requests_total 7").unwrap();
-        assert!(http < other);
+        assert!(page.contains("hubspot_token_refreshes_total 0\n"), "{page}");
+        assert!(
+            page.contains("# TYPE crm_sync_job_runs_total counter"),
+            "{page}"
+        );
     }
 
     #[test]
     fn label_values_are_escaped() {
-        assert_eq!(escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+        let m = Metrics::new();
+        m.http()
+            .record("/a\"b\\c\nd", &Method::GET, 200, Duration::ZERO);
+        assert!(
+            m.render().contains("route=\"/a\\\"b\\\\c\\nd\""),
+            "{}",
+            m.render()
+        );
+    }
+
+    #[test]
+    fn the_tombstone_gauge_shows_the_counts_it_was_given() {
+        let m = Metrics::new();
+        m.set_tombstones(&[(TombstoneReason::PrivacyDeletion, 3)]);
+        assert!(
+            m.render()
+                .contains("crm_sync_contacts_hubspot_deleted{reason=\"privacy_deletion\"} 3\n")
+        );
     }
 }

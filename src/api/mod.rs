@@ -51,7 +51,7 @@ use client_ip::TrustedProxies;
 use ratelimit::{Charge, KeyedLimiter, RateLimit, RateLimits, Refusal};
 
 pub use error::{ApiError, ErrorCode};
-pub use metrics::{Metrics, MetricsSource};
+pub use metrics::Metrics;
 
 /// Largest request body accepted (413 above); the API's JSON bodies are tiny.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;

@@ -1,49 +1,96 @@
-//! Counters of the jobs this process ran, in the Prometheus text format, for `/metrics`:
-//! register with `state.metrics.register(Arc::new(crm_sync::jobs::metrics::render))`.
+//! Counters of the jobs this process ran, for `/metrics` (registered by
+//! [`crate::api::Metrics::new`] on the page's registry).
 //!
 //! Per process (a scrape of each `serve` / `worker` process adds up to the whole); the job
 //! table itself is the place for totals over all processes.
 
 use crate::jobs::model::Direction;
 use crate::jobs::worker::Settled;
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use std::sync::LazyLock;
 
 /// How a run ended, as a label.
 const OUTCOMES: [&str; 5] = ["succeeded", "failed", "retrying", "requeued", "superseded"];
 
-struct Counters {
-    settled: [[AtomicU64; OUTCOMES.len()]; 2],
-    running: [AtomicI64; 2],
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RunLabels {
+    direction: &'static str,
+    outcome: &'static str,
 }
 
-static COUNTERS: Counters = Counters {
-    settled: [
-        [const { AtomicU64::new(0) }; OUTCOMES.len()],
-        [const { AtomicU64::new(0) }; OUTCOMES.len()],
-    ],
-    running: [const { AtomicI64::new(0) }; 2],
-};
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct DirectionLabels {
+    direction: &'static str,
+}
 
-fn direction_index(d: Direction) -> usize {
-    match d {
-        Direction::Push => 0,
-        Direction::Pull => 1,
+struct JobMetrics {
+    settled: Family<RunLabels, Counter>,
+    running: Family<DirectionLabels, Gauge>,
+}
+
+/// One set per process: the workers count into it wherever they run.
+static METRICS: LazyLock<JobMetrics> = LazyLock::new(|| {
+    let metrics = JobMetrics {
+        settled: Family::default(),
+        running: Family::default(),
+    };
+    // Every series from the start, so that a scrape shows zeros rather than nothing.
+    for direction in [Direction::Push, Direction::Pull] {
+        let direction = direction.as_str();
+        for outcome in OUTCOMES {
+            let _ = metrics
+                .settled
+                .get_or_create(&RunLabels { direction, outcome });
+        }
+        let _ = metrics
+            .running
+            .get_or_create(&DirectionLabels { direction });
     }
+    metrics
+});
+
+/// Registers the job families on `registry`.
+pub fn register(registry: &mut Registry) {
+    registry.register(
+        "crm_sync_job_runs",
+        "Job deliveries settled by this process, by direction and outcome",
+        METRICS.settled.clone(),
+    );
+    registry.register(
+        "crm_sync_jobs_running",
+        "Jobs running in this process, by direction",
+        METRICS.running.clone(),
+    );
 }
 
 /// Counts a settled delivery.
 pub(crate) fn settled(direction: Direction, how: Settled) {
     let label = how.to_string();
-    if let Some(i) = OUTCOMES.iter().position(|o| *o == label) {
-        COUNTERS.settled[direction_index(direction)][i].fetch_add(1, Ordering::Relaxed);
+    if let Some(outcome) = OUTCOMES.iter().find(|o| **o == label) {
+        METRICS
+            .settled
+            .get_or_create(&RunLabels {
+                direction: direction.as_str(),
+                outcome,
+            })
+            .inc();
     }
 }
 
 /// Marks a run of `direction` as started in this process until the guard drops.
 pub(crate) fn running(direction: Direction) -> RunningGuard {
-    COUNTERS.running[direction_index(direction)].fetch_add(1, Ordering::Relaxed);
+    running_gauge(direction).inc();
     RunningGuard(direction)
+}
+
+fn running_gauge(direction: Direction) -> Gauge {
+    METRICS.running.get_or_create_owned(&DirectionLabels {
+        direction: direction.as_str(),
+    })
 }
 
 /// Decrements the running gauge when dropped.
@@ -51,34 +98,7 @@ pub(crate) struct RunningGuard(Direction);
 
 impl Drop for RunningGuard {
     fn drop(&mut self) {
-        COUNTERS.running[direction_index(self.0)].fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// Appends the job metrics to a `/metrics` page.
-pub fn render(out: &mut String) {
-    let _ = writeln!(
-        out,
-        "# HELP crm_sync_job_runs_total Job deliveries settled by this process, by direction and outcome."
-    );
-    let _ = writeln!(out, "# TYPE crm_sync_job_runs_total counter");
-    for d in [Direction::Push, Direction::Pull] {
-        for (i, outcome) in OUTCOMES.iter().enumerate() {
-            let n = COUNTERS.settled[direction_index(d)][i].load(Ordering::Relaxed);
-            let _ = writeln!(
-                out,
-                "crm_sync_job_runs_total{{direction=\"{d}\",outcome=\"{outcome}\"}} {n}"
-            );
-        }
-    }
-    let _ = writeln!(
-        out,
-        "# HELP crm_sync_jobs_running Jobs running in this process, by direction."
-    );
-    let _ = writeln!(out, "# TYPE crm_sync_jobs_running gauge");
-    for d in [Direction::Push, Direction::Pull] {
-        let n = COUNTERS.running[direction_index(d)].load(Ordering::Relaxed);
-        let _ = writeln!(out, "crm_sync_jobs_running{{direction=\"{d}\"}} {n}");
+        running_gauge(self.0).dec();
     }
 }
 
@@ -91,8 +111,10 @@ mod tests {
     fn settled_runs_show_up_by_direction_and_outcome() {
         settled(Direction::Pull, Settled::Finished(JobStatus::Failed));
         let guard = running(Direction::Push);
+        let mut registry = Registry::default();
+        register(&mut registry);
         let mut page = String::new();
-        render(&mut page);
+        prometheus_client::encoding::prometheus_text::encode(&mut page, &registry).unwrap();
         drop(guard);
         let failed = page
             .lines()

@@ -137,7 +137,7 @@ impl HubSpotClient {
         })
     }
 
-    /// The client's counters (render them with [`ClientMetrics::render_prometheus`]).
+    /// The client's counters (put them on a page with [`ClientMetrics::register`]).
     pub fn metrics(&self) -> &ClientMetrics {
         &self.inner.metrics
     }
