@@ -4,7 +4,6 @@ mod common;
 #[macro_use]
 mod jobs_support;
 
-use common::TestDb;
 use crm_sync::api::{self, AppState};
 use crm_sync::jobs::schedule::{self, Schedule};
 use crm_sync::jobs::worker::{RetryPolicy, WorkerConfig, run_workers};
@@ -20,7 +19,8 @@ use tokio::task::JoinHandle;
 
 const TOKEN: &str = "jobs-test-token-5e1d";
 
-on_both_backends!(
+backend_tests!(
+    fixture = JobsDb::new;
     posting_a_job_answers_202_with_its_location,
     a_second_post_gets_the_active_job_unless_it_forces,
     bad_requests_get_the_error_envelope,

@@ -11,31 +11,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    super::$name(&super::TestDb::sqlite().await).await
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    let Some(db) = super::TestDb::postgres_if_available().await else {
-                        return;
-                    };
-                    super::$name(&db).await
-                }
-            )*
-        }
-    };
-}
-
-on_both_backends!(
+backend_tests!(
+    fixture = common::same_db;
     sync_enqueues_once_and_jobs_lists_and_shows_it,
     invalid_sync_flags_fail_with_one_line_naming_the_choices,
     sync_wait_exits_0_only_when_every_record_went_through,

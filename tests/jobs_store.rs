@@ -4,14 +4,14 @@ mod common;
 #[macro_use]
 mod jobs_support;
 
-use common::TestDb;
 use crm_sync::ids::JobId;
 use crm_sync::jobs::model::{Counts, Direction, JobSpec, JobStatus, PushCounts, Trigger};
 use crm_sync::jobs::{EnqueueRequest, enqueue};
 use crm_sync::store::jobs::{Checkpoint, Tx};
 use jobs_support::JobsDb;
 
-on_both_backends!(
+backend_tests!(
+    fixture = JobsDb::new;
     an_enqueued_job_is_queued_with_zeroed_counts,
     a_second_request_gets_the_active_job_unless_it_forces,
     racing_requests_create_one_job,

@@ -8,7 +8,6 @@ mod common;
 #[macro_use]
 mod jobs_support;
 
-use common::TestDb;
 use crm_sync::jobs::model::{JobSpec, JobStatus, Trigger};
 use crm_sync::jobs::queue::{QUEUE, SyncTask};
 use crm_sync::jobs::schedule::{self, Fired, Schedule};
@@ -23,7 +22,8 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-on_both_backends!(
+backend_tests!(
+    fixture = JobsDb::new;
     an_idle_worker_picks_up_a_job_and_reports_progress,
     sync_wait_follows_the_job_and_prints_its_counts,
     several_workers_run_each_job_exactly_once,

@@ -195,11 +195,45 @@ async fn local_postgres_answers() -> bool {
     )
 }
 
-/// Generates one `#[tokio::test]` per backend for each spec: `NAME::sqlite` and `NAME::postgres`.
-/// Inside, `db` is a fresh [`TestDb`]; the Postgres variant passes with a note when PostgreSQL is
-/// not available (and fails when `TEST_DATABASE_URL` is set but the server is unreachable).
+/// The one "run on both backends" macro. Two forms:
+///
+/// - Specs written inside it, `async fn NAME(db: TestDb) { .. }`: one `#[tokio::test]` per
+///   backend, `NAME::sqlite` and `NAME::postgres`, each with a fresh [`TestDb`].
+/// - `backend_tests!(fixture = BUILD; NAME, ..)`: the named `async fn NAME(db: &F)` of the
+///   invoking file, each run as `sqlite::NAME` and `postgres::NAME` on a multi-threaded runtime
+///   (for workers and child processes), with `F` built from a fresh [`TestDb`] by the async fn
+///   `BUILD` ([`same_db`] when the spec takes the `TestDb` itself).
+///
+/// The Postgres variant passes with a note when PostgreSQL is not available (and fails when
+/// `TEST_DATABASE_URL` is set but the server is unreachable).
 #[macro_export]
 macro_rules! backend_tests {
+    (fixture = $fixture:path; $($name:ident),* $(,)?) => {
+        mod sqlite {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let db = $fixture($crate::common::TestDb::sqlite().await).await;
+                    super::$name(&db).await
+                }
+            )*
+        }
+        mod postgres {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(db) = $crate::common::TestDb::postgres_if_available().await else {
+                        return;
+                    };
+                    super::$name(&$fixture(db).await).await
+                }
+            )*
+        }
+    };
     ($( $(#[$meta:meta])* async fn $name:ident($db:ident : TestDb) $body:block )*) => {
         $(
             mod $name {
@@ -224,6 +258,11 @@ macro_rules! backend_tests {
             }
         )*
     };
+}
+
+/// The fixture of `backend_tests!(fixture = ..)` specs that take the [`TestDb`] itself.
+pub async fn same_db(db: TestDb) -> TestDb {
+    db
 }
 
 /// Generates one `#[tokio::test]` per backend and per way HubSpot answers for each spec:

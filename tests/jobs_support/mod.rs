@@ -256,30 +256,3 @@ pub fn push_counts(job: &Job) -> PushCounts {
         Counts::Pull(_) => panic!("not a push"),
     }
 }
-
-/// Turns each listed `async fn NAME(db: &JobsDb)` of the invoking file into `sqlite::NAME` and
-/// `postgres::NAME` tests (Postgres as `TestDb::postgres_if_available` decides).
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let db = super::JobsDb::new(super::TestDb::sqlite().await).await;
-                    super::$name(&db).await
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let Some(db) = super::TestDb::postgres_if_available().await else {
-                        return;
-                    };
-                    super::$name(&super::JobsDb::new(db).await).await
-                }
-            )*
-        }
-    };
-}
