@@ -12,6 +12,9 @@
 //! (`--search-delay-ms 0`), which is what the lookback covers. With the default five minutes, a
 //! re-run within five minutes of the import would read the imported contacts again.
 
+// A failed expectation panics, and fixtures are shared between test files as `pub` items.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
 use crm_sync::hubspot::{Auth, ClientConfig, HubSpotClient};
 use crm_sync::ids::JobId;
 use crm_sync::jobs::model::{Counts, Job, JobSpec, PullMode, Trigger};

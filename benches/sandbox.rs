@@ -2,6 +2,9 @@
 //! 127.0.0.1: `cargo bench --bench sandbox` (release). Prints contacts per second for batch
 //! create, batch read and list. Target: at least 20,000 contacts/s.
 
+// A failed expectation panics, and fixtures are shared between test files as `pub` items.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
 use std::net::SocketAddr;
 use std::time::Instant;
 

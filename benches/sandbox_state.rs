@@ -3,6 +3,9 @@
 //! (100 per batch) into a sandbox without and with a state file, then times one full save of
 //! the 100,000-contact state and the start that resumes it.
 
+// A failed expectation panics, and fixtures are shared between test files as `pub` items.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Instant;

@@ -22,6 +22,9 @@
 //! at most one webhook pull running at any moment; nothing pending 10 s after the push; no
 //! "database is locked".
 
+// A failed expectation panics, and fixtures are shared between test files as `pub` items.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
 use crm_sync::api::{self, AppState, OAuthSettings};
 use crm_sync::hubspot::{Auth, ClientConfig, HubSpotClient};
 use crm_sync::jobs::model::{Counts, Job, JobSpec, JobStatus, Trigger};

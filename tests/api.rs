@@ -1,5 +1,8 @@
 //! The HTTP API, specified through a real server on 127.0.0.1 and a real HTTP client.
 
+// A failed expectation panics, and fixtures are shared between test files as `pub` items.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
 mod common;
 
 use std::net::SocketAddr;

@@ -1,5 +1,8 @@
 //! The job routes over real HTTP on 127.0.0.1, on SQLite and PostgreSQL.
 
+// A failed expectation panics, and fixtures are shared between test files as `pub` items.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
 mod common;
 #[macro_use]
 mod jobs_support;

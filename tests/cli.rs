@@ -1,6 +1,9 @@
 //! The `crm-sync` binary as users run it: a temporary working directory, a clean environment
 //! (only PATH and HOME, plus what each test sets), exit statuses and one-line errors.
 
+// A failed expectation panics, and fixtures are shared between test files as `pub` items.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
 mod common;
 
 use common::TestDb;

@@ -1,6 +1,9 @@
 //! `crm-sync sync` and `crm-sync jobs` as users run them: the built binary in a temporary
 //! working directory, on SQLite and PostgreSQL.
 
+// A failed expectation panics, and fixtures are shared between test files as `pub` items.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
 mod common;
 
 use common::TestDb;

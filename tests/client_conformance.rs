@@ -7,6 +7,9 @@
 //! each exchange as it was on the wire; the sandbox records the requests it received too,
 //! and both records must agree.
 
+// A failed expectation panics, and fixtures are shared between test files as `pub` items.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
 mod support_openapi;
 
 use std::collections::{BTreeMap, BTreeSet};

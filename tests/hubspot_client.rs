@@ -1,6 +1,9 @@
 //! The HubSpot client against the in-process HubSpot sandbox, over real HTTP on 127.0.0.1:
 //! what the caller sees, and what the sandbox ends up holding.
 
+// A failed expectation panics, and fixtures are shared between test files as `pub` items.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
 mod common;
 
 use common::oauth::approve;

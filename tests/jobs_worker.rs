@@ -4,6 +4,9 @@
 //! The runner is THE TEST RUNNER from `jobs_support` (page-by-page over `test_items`), not the
 //! sync engine.
 
+// A failed expectation panics, and fixtures are shared between test files as `pub` items.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
 mod common;
 #[macro_use]
 mod jobs_support;

@@ -10,6 +10,9 @@
 //! configuration; and a sync against another account than the local links were made with
 //! refuses to run.
 
+// A failed expectation panics, and fixtures are shared between test files as `pub` items.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
 mod common;
 mod routes_support;
 

@@ -2,6 +2,9 @@
 //! under a wrong key or after tampering, rotated between keys, and marked broken when HubSpot
 //! refuses the refresh token, after which jobs fail at once.
 
+// A failed expectation panics, and fixtures are shared between test files as `pub` items.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
 mod common;
 
 use common::oauth::approve;

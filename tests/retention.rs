@@ -1,5 +1,8 @@
 //! Retention on both backends: old finished rows go, everything young or unfinished stays.
 
+// A failed expectation panics, and fixtures are shared between test files as `pub` items.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
 mod common;
 
 use chrono::{Duration, Utc};

@@ -1,5 +1,8 @@
 //! The HubSpot sandbox, spoken to over real HTTP on 127.0.0.1 the way a HubSpot client would.
 
+// A failed expectation panics, and fixtures are shared between test files as `pub` items.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 

@@ -2,6 +2,9 @@
 //! answers (successes and documented errors) validate against the response schemas, and
 //! the requests sent to it validate against the request schemas.
 
+// A failed expectation panics, and fixtures are shared between test files as `pub` items.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
 mod support_openapi;
 
 use std::collections::BTreeSet;

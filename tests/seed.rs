@@ -1,5 +1,8 @@
 //! Seeding test data, specified against every available backend (see `tests/common`).
 
+// A failed expectation panics, and fixtures are shared between test files as `pub` items.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
 mod common;
 
 use common::TestDb;

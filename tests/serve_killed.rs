@@ -8,6 +8,9 @@
 //! (`HubSpotProfile`): with conflicts reported per input, the creates a restarted run repeats
 //! come back as 207 conflicts, and must end linked, not failed.
 
+// A failed expectation panics, and fixtures are shared between test files as `pub` items.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
 mod common;
 
 use common::process::Serve;

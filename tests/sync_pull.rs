@@ -3,6 +3,9 @@
 //! engineer's real queue (`enqueue`, then `process` — what a worker does with a delivery — or
 //! the worker runtime itself), so every page goes through the real `Progress`.
 
+// A failed expectation panics, and fixtures are shared between test files as `pub` items.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
 mod common;
 
 use common::oauth::approve;

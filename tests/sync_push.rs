@@ -2,6 +2,9 @@
 //! in-process HubSpot sandbox over real HTTP, and jobs run through the real queue (`enqueue`,
 //! then the worker's `process`, which builds the real `Progress`).
 
+// A failed expectation panics, and fixtures are shared between test files as `pub` items.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
 mod common;
 
 use common::TestDb;

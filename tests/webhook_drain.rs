@@ -4,6 +4,9 @@
 //! behind; a drain ends after a bounded amount of work and the next one picks up the rest; and a
 //! scheduled pull is never skipped because webhook pulls keep coming.
 
+// A failed expectation panics, and fixtures are shared between test files as `pub` items.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
 mod common;
 mod routes_support;
 

@@ -6,6 +6,9 @@
 //! As in `serve_killed.rs`, nothing is shortened: the restarted process gets the drain back
 //! through the orphan recovery production relies on (about 15–20 s).
 
+// A failed expectation panics, and fixtures are shared between test files as `pub` items.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
 mod common;
 
 use common::process::Serve;

@@ -3,6 +3,9 @@
 //! HTTP — one batch read per 100 ids, never a list or a search — writes them like any pull,
 //! counts them exactly, and leaves nothing pending.
 
+// A failed expectation panics, and fixtures are shared between test files as `pub` items.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
 mod common;
 
 use common::TestDb;

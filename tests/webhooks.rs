@@ -2,6 +2,9 @@
 //! request must fail, and the sandbox's real deliveries), the event model, redelivery dedupe
 //! and the local effects of deletions and merges on every backend.
 
+// A failed expectation panics, and fixtures are shared between test files as `pub` items.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
 mod common;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};

@@ -32,7 +32,7 @@ pub const INSTALL_CALLBACK_PATH: &str = "/api/install/oauth-callback";
 /// `GET /api/install`: for the operator the install link; for anyone else how to connect;
 /// what configuration is missing when the app is not configured.
 #[handler]
-pub async fn install(req: &Request, state: Data<&AppState>) -> Response {
+pub(crate) async fn install(req: &Request, state: Data<&AppState>) -> Response {
     let missing = state.oauth.missing_credentials();
     if !missing.is_empty() {
         return not_configured_page(&missing).into_response();
@@ -121,7 +121,7 @@ pub struct CallbackParams {
 
 /// `GET /oauth-callback` and `GET /api/install/oauth-callback`.
 #[handler]
-pub async fn callback(
+pub(crate) async fn callback(
     req: &Request,
     state: Data<&AppState>,
     Query(params): Query<CallbackParams>,

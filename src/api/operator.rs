@@ -90,7 +90,7 @@ pub struct LoginForm {
 /// `POST /login`: a right token opens a session and sends the browser to `/`; a wrong one
 /// gets a 401 page and sets nothing.
 #[handler]
-pub async fn login(state: Data<&AppState>, Form(form): Form<LoginForm>) -> Response {
+pub(crate) async fn login(state: Data<&AppState>, Form(form): Form<LoginForm>) -> Response {
     if !token_matches(&state, form.token.trim()) {
         tracing::warn!("operator login refused: wrong API token");
         return Page::new("Sign-in refused")
@@ -120,7 +120,7 @@ pub async fn login(state: Data<&AppState>, Form(form): Form<LoginForm>) -> Respo
 /// `POST /logout`: ends the session in the database (a replayed cookie is refused from now
 /// on) and clears the cookie.
 #[handler]
-pub async fn logout(req: &Request, state: Data<&AppState>) -> Response {
+pub(crate) async fn logout(req: &Request, state: Data<&AppState>) -> Response {
     if let Some(session) = cookie_value(req, SESSION_COOKIE) {
         match state.store.end_operator_session(&session.hash()).await {
             Ok(true) => tracing::info!("operator signed out"),

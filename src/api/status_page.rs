@@ -225,17 +225,20 @@ fn fold_webhook_pulls(jobs: &[Job]) -> Vec<Row<'_>> {
                 *runs += 1;
                 *sum += read;
             }
-            Some(Row::Job(previous)) if webhook && previous.trigger == Trigger::Webhook => {
-                let newest = *previous;
-                let first = match newest.counts {
-                    Counts::Pull(c) => c.total,
-                    Counts::Push(_) => 0,
-                };
-                *rows.last_mut().expect("a last row") = Row::WebhookPulls {
-                    newest,
-                    runs: 2,
-                    read: first + read,
-                };
+            Some(last)
+                if webhook && matches!(&*last, Row::Job(p) if p.trigger == Trigger::Webhook) =>
+            {
+                if let Row::Job(newest) = *last {
+                    let first = match newest.counts {
+                        Counts::Pull(c) => c.total,
+                        Counts::Push(_) => 0,
+                    };
+                    *last = Row::WebhookPulls {
+                        newest,
+                        runs: 2,
+                        read: first + read,
+                    };
+                }
             }
             _ => rows.push(Row::Job(job)),
         }

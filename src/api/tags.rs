@@ -4,7 +4,7 @@ use poem_openapi::Tags;
 
 /// The groups operations are listed under.
 #[derive(Tags)]
-pub enum ApiTags {
+pub(super) enum ApiTags {
     /// Health, readiness and metrics (public).
     Operations,
     /// Local contacts (bearer token required).

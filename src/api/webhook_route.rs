@@ -62,7 +62,7 @@ pub struct WebhookAnswer {
 
 /// `POST /webhooks/hubspot`.
 #[handler]
-pub async fn hubspot_webhook(
+pub(crate) async fn hubspot_webhook(
     req: &Request,
     state: Data<&AppState>,
     body: Body,

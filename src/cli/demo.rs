@@ -31,7 +31,7 @@ use crate::store::Store;
 
 /// How the demo's HubSpot client authenticates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DemoAuth {
+pub(super) enum DemoAuth {
     /// OAuth with the sandbox app; the service installs itself once it listens.
     OAuth,
     /// The sandbox's private-app token (the database holds another account's connection).
@@ -39,12 +39,12 @@ pub enum DemoAuth {
 }
 
 /// The sandbox's state file in the data folder.
-pub const SANDBOX_STATE_FILE: &str = "sandbox-state.json";
+pub(super) const SANDBOX_STATE_FILE: &str = "sandbox-state.json";
 
 /// Starts the sandbox on `--sandbox-port` (or a free loopback port), resuming its account from
 /// the data folder unless `--sandbox-fresh`, sending webhooks to this service, and points the
 /// HubSpot settings at it with its OAuth app's credentials.
-pub async fn start_sandbox(
+pub(super) async fn start_sandbox(
     settings: &mut Settings,
     data: &Path,
     serve: &ServeArgs,
@@ -88,7 +88,7 @@ pub async fn start_sandbox(
 /// OAuth, unless the database holds another account's connection (then the sandbox's
 /// private-app token, set in `settings`, so that those tokens are neither used against the
 /// sandbox nor replaced).
-pub async fn choose_auth(
+pub(super) async fn choose_auth(
     settings: &mut Settings,
     store: &Store,
     sandbox: &SandboxHandle,
@@ -110,7 +110,7 @@ pub async fn choose_auth(
 
 /// Why the service could not install itself in the sandbox.
 #[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
+pub(super) enum ConnectError {
     /// A request failed outright.
     #[error("{step}: {source}")]
     Http {
@@ -133,7 +133,7 @@ pub enum ConnectError {
 /// operator's browser would (the install page shows its link only to the operator, so the
 /// page is opened with the API token), talking to the service at `addr`. Waits (briefly) for
 /// the API to listen.
-pub async fn connect(addr: SocketAddr, api_token: &Secret) -> Result<(), ConnectError> {
+pub(super) async fn connect(addr: SocketAddr, api_token: &Secret) -> Result<(), ConnectError> {
     let base = format!("http://{addr}");
     let browser = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())

@@ -39,7 +39,7 @@ struct InsertBody {
 }
 
 /// Serves one admin request.
-pub async fn handle(
+pub(crate) async fn handle(
     state: &Arc<State>,
     op: AdminOp,
     peer: Option<SocketAddr>,
@@ -124,7 +124,7 @@ fn config_json(state: &State) -> Result<Value, String> {
 }
 
 /// Generates and inserts `count` seeded contacts; returns their ids.
-pub fn seed(state: &State, count: usize) -> Vec<u64> {
+pub(crate) fn seed(state: &State, count: usize) -> Vec<u64> {
     let records = lock(&state.generator).take(count);
     lock(&state.store).insert_unchecked(records, now_ms())
 }
@@ -142,7 +142,7 @@ fn dump(store: &Store) -> Value {
 }
 
 /// The admin stats document.
-pub fn stats(state: &State) -> Value {
+pub(crate) fn stats(state: &State) -> Value {
     let counts = lock(&state.store).counts();
     let by_op: BTreeMap<&str, u64> = lock(&state.stats.by_op).clone();
     let by_status: BTreeMap<String, u64> = lock(&state.stats.by_status)

@@ -33,7 +33,7 @@ const MAX_LIST_LIMIT: usize = 100;
 type ApiResult = Result<Response, ApiError>;
 
 /// A JSON answer.
-pub fn json<T: Serialize>(status: StatusCode, body: &T) -> Response {
+pub(crate) fn json<T: Serialize>(status: StatusCode, body: &T) -> Response {
     Response::builder()
         .status(status)
         .content_type("application/json;charset=utf-8")
@@ -45,7 +45,7 @@ fn no_content() -> Response {
 }
 
 /// Runs one operation.
-pub async fn dispatch(state: &Arc<State>, op: ApiOp, query: &str, body: &[u8]) -> ApiResult {
+pub(crate) async fn dispatch(state: &Arc<State>, op: ApiOp, query: &str, body: &[u8]) -> ApiResult {
     let q = Query::parse(query);
     match op {
         ApiOp::List => list(state, &q),

@@ -3,12 +3,12 @@
 use chrono::{SecondsFormat, TimeZone, Utc};
 
 /// Now, in milliseconds since the epoch.
-pub fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     Utc::now().timestamp_millis()
 }
 
 /// `2024-05-01T12:00:00.000Z` for a millisecond instant.
-pub fn iso_millis(ms: i64) -> String {
+pub(crate) fn iso_millis(ms: i64) -> String {
     Utc.timestamp_millis_opt(ms)
         .single()
         .unwrap_or_default()

@@ -18,13 +18,13 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// Live connections by peer address, each with its kill switch.
 #[derive(Debug, Clone, Default)]
-pub struct Connections {
+pub(crate) struct Connections {
     inner: Arc<Mutex<HashMap<SocketAddr, Arc<AtomicBool>>>>,
 }
 
 impl Connections {
     /// Marks the connection from `peer` to be aborted before it sends anything more.
-    pub fn kill(&self, peer: &SocketAddr) -> bool {
+    pub(crate) fn kill(&self, peer: &SocketAddr) -> bool {
         let map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         match map.get(peer) {
             Some(flag) => {
@@ -49,7 +49,7 @@ impl Connections {
 }
 
 /// Accepts TCP connections and wraps them in [`KillableStream`].
-pub struct KillableAcceptor {
+pub(crate) struct KillableAcceptor {
     listener: TcpListener,
     local: SocketAddr,
     connections: Connections,
@@ -57,7 +57,7 @@ pub struct KillableAcceptor {
 
 impl KillableAcceptor {
     /// Wraps a bound listener.
-    pub fn new(listener: TcpListener, connections: Connections) -> io::Result<Self> {
+    pub(crate) fn new(listener: TcpListener, connections: Connections) -> io::Result<Self> {
         let local = listener.local_addr()?;
         Ok(Self {
             listener,
@@ -94,7 +94,7 @@ impl Acceptor for KillableAcceptor {
 }
 
 /// A TCP stream that fails every operation, after resetting the connection, once killed.
-pub struct KillableStream {
+pub(crate) struct KillableStream {
     stream: TcpStream,
     peer: SocketAddr,
     killed: Arc<AtomicBool>,

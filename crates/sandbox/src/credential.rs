@@ -7,21 +7,21 @@ use subtle::ConstantTimeEq;
 
 /// A credential the sandbox issued or was given.
 #[derive(Clone)]
-pub struct Credential(String);
+pub(crate) struct Credential(String);
 
 impl Credential {
     /// Wraps a value.
-    pub fn new(value: impl Into<String>) -> Self {
+    pub(crate) fn new(value: impl Into<String>) -> Self {
         Self(value.into())
     }
 
     /// The value, to hand to whoever configures a client (tests, the start line).
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 
     /// Whether a request presented this credential; time independent of where they differ.
-    pub fn matches(&self, presented: &str) -> bool {
+    pub(crate) fn matches(&self, presented: &str) -> bool {
         self.0.as_bytes().ct_eq(presented.as_bytes()).into()
     }
 }

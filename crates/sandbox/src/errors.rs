@@ -8,11 +8,11 @@ use poem::http::StatusCode;
 use serde_json::{Map, Value, json};
 
 /// The message HubSpot sends with a missing or unknown token.
-pub const INVALID_AUTH_MESSAGE: &str = "Authentication credentials not found. This API supports OAuth 2.0 authentication and you can find more details at https://developers.hubspot.com/docs/methods/auth/oauth-overview";
+pub(crate) const INVALID_AUTH_MESSAGE: &str = "Authentication credentials not found. This API supports OAuth 2.0 authentication and you can find more details at https://developers.hubspot.com/docs/methods/auth/oauth-overview";
 
 /// An error answer under construction.
 #[derive(Debug, Clone)]
-pub struct ApiError {
+pub(crate) struct ApiError {
     status: StatusCode,
     body: Map<String, Value>,
     headers: Vec<(&'static str, String)>,
@@ -20,7 +20,7 @@ pub struct ApiError {
 
 impl ApiError {
     /// `{"status":"error","message":..,"category":..}` with the given HTTP status.
-    pub fn new(status: StatusCode, category: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, category: &str, message: impl Into<String>) -> Self {
         let mut body = Map::new();
         body.insert("status".into(), "error".into());
         body.insert("message".into(), message.into().into());
@@ -33,12 +33,12 @@ impl ApiError {
     }
 
     /// 400 `VALIDATION_ERROR`.
-    pub fn validation(message: impl Into<String>) -> Self {
+    pub(crate) fn validation(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", message)
     }
 
     /// 404 `OBJECT_NOT_FOUND` for a record id.
-    pub fn object_not_found(id: &str) -> Self {
+    pub(crate) fn object_not_found(id: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
             "OBJECT_NOT_FOUND",
@@ -48,7 +48,7 @@ impl ApiError {
     }
 
     /// 401 `INVALID_AUTHENTICATION`.
-    pub fn invalid_authentication() -> Self {
+    pub(crate) fn invalid_authentication() -> Self {
         Self::new(
             StatusCode::UNAUTHORIZED,
             "INVALID_AUTHENTICATION",
@@ -58,7 +58,7 @@ impl ApiError {
     }
 
     /// 401 `EXPIRED_AUTHENTICATION` for an OAuth token that expired `ago_secs` ago.
-    pub fn expired_authentication(ago_secs: i64, expired_at_iso: String) -> Self {
+    pub(crate) fn expired_authentication(ago_secs: i64, expired_at_iso: String) -> Self {
         let (n, unit) = humanise(ago_secs.max(0));
         Self::new(
             StatusCode::UNAUTHORIZED,
@@ -70,7 +70,7 @@ impl ApiError {
     }
 
     /// 403 `MISSING_SCOPES`.
-    pub fn missing_scopes(required: &[&str]) -> Self {
+    pub(crate) fn missing_scopes(required: &[&str]) -> Self {
         let mut e = Self::new(
             StatusCode::FORBIDDEN,
             "MISSING_SCOPES",
@@ -89,7 +89,7 @@ impl ApiError {
     }
 
     /// Adds a `context` entry.
-    pub fn context(mut self, key: &str, values: Vec<String>) -> Self {
+    pub(crate) fn context(mut self, key: &str, values: Vec<String>) -> Self {
         let ctx = self
             .body
             .entry("context")
@@ -101,19 +101,19 @@ impl ApiError {
     }
 
     /// Sets any top-level body field.
-    pub fn field(mut self, key: &str, value: impl Into<Value>) -> Self {
+    pub(crate) fn field(mut self, key: &str, value: impl Into<Value>) -> Self {
         self.body.insert(key.to_owned(), value.into());
         self
     }
 
     /// Adds a response header.
-    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+    pub(crate) fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
         self.headers.push((name, value.into()));
         self
     }
 
     /// The answer, stamped with the request's correlation id.
-    pub fn into_response(mut self, correlation_id: &str) -> Response {
+    pub(crate) fn into_response(mut self, correlation_id: &str) -> Response {
         self.body
             .insert("correlationId".into(), correlation_id.into());
         let mut builder = Response::builder()
@@ -137,7 +137,7 @@ fn humanise(secs: i64) -> (i64, &'static str) {
 }
 
 /// A `StandardError` inside a batch 207 body.
-pub fn standard_error(
+pub(crate) fn standard_error(
     category: &str,
     message: &str,
     context: &BTreeMap<String, Vec<String>>,
@@ -153,7 +153,7 @@ pub fn standard_error(
 }
 
 /// A fresh random UUID v4 string.
-pub fn uuid_v4() -> String {
+pub(crate) fn uuid_v4() -> String {
     let mut b: [u8; 16] = rand::random();
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;

@@ -10,7 +10,7 @@ use rand::{RngExt, SeedableRng};
 
 /// What the dice decided for one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fault {
+pub(crate) enum Fault {
     /// Answer normally.
     None,
     /// Fail with this 5xx before applying anything.
@@ -30,7 +30,7 @@ const SERVER_ERRORS: [StatusCode; 4] = [
 
 /// The fault knobs and their RNG.
 #[derive(Debug)]
-pub struct Faults {
+pub(crate) struct Faults {
     p_5xx: f64,
     p_drop: f64,
     p_drop_read: f64,
@@ -40,7 +40,7 @@ pub struct Faults {
 impl Faults {
     /// Faults with these probabilities (0..=1): a 5xx, a write dropped after it is applied, a
     /// read dropped; seeded.
-    pub fn new(p_5xx: f64, p_drop: f64, p_drop_read: f64, seed: u64) -> Self {
+    pub(crate) fn new(p_5xx: f64, p_drop: f64, p_drop_read: f64, seed: u64) -> Self {
         Self {
             p_5xx,
             p_drop,
@@ -51,12 +51,12 @@ impl Faults {
     }
 
     /// Whether any fault can happen at all.
-    pub fn enabled(&self) -> bool {
+    pub(crate) fn enabled(&self) -> bool {
         self.p_5xx > 0.0 || self.p_drop > 0.0 || self.p_drop_read > 0.0
     }
 
     /// Draws the fate of one request; `is_write` says which kind of drop applies to it.
-    pub fn draw(&self, is_write: bool) -> Fault {
+    pub(crate) fn draw(&self, is_write: bool) -> Fault {
         if !self.enabled() {
             return Fault::None;
         }

@@ -7,14 +7,14 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// The daily allowance of a Free/Starter private app.
-pub const DAILY_LIMIT: u64 = 250_000;
+pub(crate) const DAILY_LIMIT: u64 = 250_000;
 
 const TEN_SECONDS: Duration = Duration::from_secs(10);
 const ONE_SECOND: Duration = Duration::from_secs(1);
 
 /// Who a request counts against.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum AppKey {
+pub(crate) enum AppKey {
     /// The private app behind the static token.
     PrivateApp,
     /// An OAuth app, by client id.
@@ -23,7 +23,7 @@ pub enum AppKey {
 
 /// The numbers behind the `X-HubSpot-RateLimit-*` headers of an allowed request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Budget {
+pub(crate) struct Budget {
     /// Requests per 10 s (0 when the limit is off).
     pub max: u32,
     /// Left in the current window.
@@ -38,7 +38,7 @@ pub struct Budget {
 
 /// Which limit refused a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// The rolling 10-second budget.
     TenSecondly,
     /// The search budget.
@@ -49,7 +49,7 @@ pub enum Refusal {
 
 /// Rolling-window counters.
 #[derive(Debug)]
-pub struct Limits {
+pub(crate) struct Limits {
     per_10s: u32,
     search_per_s: u32,
     windows: Mutex<HashMap<AppKey, VecDeque<Instant>>>,
@@ -59,7 +59,7 @@ pub struct Limits {
 
 impl Limits {
     /// Limits with these budgets; 0 turns one off.
-    pub fn new(per_10s: u32, search_per_s: u32) -> Self {
+    pub(crate) fn new(per_10s: u32, search_per_s: u32) -> Self {
         Self {
             per_10s,
             search_per_s,
@@ -70,12 +70,12 @@ impl Limits {
     }
 
     /// The 10-second budget (0 = off).
-    pub fn per_10s(&self) -> u32 {
+    pub(crate) fn per_10s(&self) -> u32 {
         self.per_10s
     }
 
     /// Counts a non-search request, or says which limit it hit.
-    pub fn admit(&self, app: &AppKey, now: Instant) -> Result<Budget, Refusal> {
+    pub(crate) fn admit(&self, app: &AppKey, now: Instant) -> Result<Budget, Refusal> {
         let daily_used = self.count_daily(app)?;
         let daily_used = matches!(app, AppKey::PrivateApp).then_some(daily_used);
         if self.per_10s == 0 {
@@ -112,7 +112,7 @@ impl Limits {
     }
 
     /// Counts a search request against the token's per-second budget.
-    pub fn admit_search(&self, token: &str, now: Instant) -> Result<(), Refusal> {
+    pub(crate) fn admit_search(&self, token: &str, now: Instant) -> Result<(), Refusal> {
         if self.search_per_s == 0 {
             return Ok(());
         }
@@ -127,13 +127,13 @@ impl Limits {
     }
 
     /// Requests counted today for the private app.
-    pub fn daily_used(&self) -> u64 {
+    pub(crate) fn daily_used(&self) -> u64 {
         let daily = self.daily.lock().unwrap_or_else(|p| p.into_inner());
         daily.get(&AppKey::PrivateApp).copied().unwrap_or(0)
     }
 
     /// Forgets all counts.
-    pub fn reset(&self) {
+    pub(crate) fn reset(&self) {
         self.windows
             .lock()
             .unwrap_or_else(|p| p.into_inner())

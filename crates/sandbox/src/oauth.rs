@@ -22,7 +22,7 @@ const BASE_SCOPE: &str = "oauth";
 
 /// What a bearer token turned out to be.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TokenCheck {
+pub(crate) enum TokenCheck {
     /// A live OAuth access token with these scopes.
     Valid(Vec<String>),
     /// An OAuth access token that expired at this instant (ms).
@@ -52,7 +52,7 @@ struct Refresh {
 /// The codes and tokens the app issued (saved with the sandbox's state, so that a client's
 /// tokens outlive a restart as they outlive nothing at HubSpot).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Tokens {
+pub(crate) struct Tokens {
     codes: HashMap<String, Code>,
     access: HashMap<String, Access>,
     refresh: HashMap<String, Refresh>,
@@ -60,7 +60,7 @@ pub struct Tokens {
 
 /// The sandbox's OAuth app and the tokens it issued.
 #[derive(Debug)]
-pub struct OAuthApp {
+pub(crate) struct OAuthApp {
     client_id: String,
     client_secret: Credential,
     lifetime_secs: u64,
@@ -72,7 +72,7 @@ pub struct OAuthApp {
 
 /// An answer of the authorize page.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Authorize {
+pub(crate) enum Authorize {
     /// 302 to this URL.
     Redirect(String),
     /// 400 page with this explanation.
@@ -80,16 +80,16 @@ pub enum Authorize {
 }
 
 /// Form or query parameters.
-pub type Params = HashMap<String, String>;
+pub(crate) type Params = HashMap<String, String>;
 
 /// Parses `a=1&b=2`.
-pub fn parse_params(raw: &[u8]) -> Params {
+pub(crate) fn parse_params(raw: &[u8]) -> Params {
     url::form_urlencoded::parse(raw).into_owned().collect()
 }
 
 impl OAuthApp {
     /// The app with these credentials.
-    pub fn new(
+    pub(crate) fn new(
         client_id: String,
         client_secret: Credential,
         lifetime_secs: u64,
@@ -108,13 +108,13 @@ impl OAuthApp {
     }
 
     /// This app, knowing the codes and tokens issued before a restart.
-    pub fn with_tokens(self, tokens: Tokens) -> Self {
+    pub(crate) fn with_tokens(self, tokens: Tokens) -> Self {
         *self.tokens() = tokens;
         self
     }
 
     /// The codes and tokens issued so far (locked while `f` runs).
-    pub fn with_issued<R>(&self, f: impl FnOnce(&Tokens) -> R) -> R {
+    pub(crate) fn with_issued<R>(&self, f: impl FnOnce(&Tokens) -> R) -> R {
         f(&self.tokens())
     }
 
@@ -124,7 +124,7 @@ impl OAuthApp {
 
     /// The authorize page: approves at once for the known client and a loopback-http or
     /// https redirect URI, granting the requested (and optional) scopes plus `oauth`.
-    pub fn authorize(&self, q: &Params, now_ms: i64) -> Authorize {
+    pub(crate) fn authorize(&self, q: &Params, now_ms: i64) -> Authorize {
         let client_ok = q.get("client_id").is_some_and(|c| *c == self.client_id);
         if !client_ok {
             return Authorize::Refused(
@@ -171,7 +171,7 @@ impl OAuthApp {
     }
 
     /// `POST /oauth/{v1,v3,2026-03}/token`.
-    pub fn token(&self, p: &Params, now_ms: i64) -> Result<Value, ApiError> {
+    pub(crate) fn token(&self, p: &Params, now_ms: i64) -> Result<Value, ApiError> {
         let grant = p.get("grant_type").map(String::as_str).unwrap_or("");
         if !matches!(grant, "authorization_code" | "refresh_token") {
             return Err(oauth_error(
@@ -281,7 +281,7 @@ impl OAuthApp {
     }
 
     /// Looks up a bearer token.
-    pub fn check(&self, token: &str, now_ms: i64) -> TokenCheck {
+    pub(crate) fn check(&self, token: &str, now_ms: i64) -> TokenCheck {
         match self.tokens().access.get(token) {
             Some(a) if a.expires_ms > now_ms => TokenCheck::Valid(a.scopes.clone()),
             Some(a) => TokenCheck::Expired(a.expires_ms),
@@ -290,7 +290,7 @@ impl OAuthApp {
     }
 
     /// `GET /oauth/v1/access-tokens/{token}`.
-    pub fn access_token_info(&self, token: &str, now_ms: i64) -> Result<Value, ApiError> {
+    pub(crate) fn access_token_info(&self, token: &str, now_ms: i64) -> Result<Value, ApiError> {
         let access = self.tokens().access.get(token).cloned();
         match access {
             Some(a) if a.expires_ms > now_ms => Ok(self.access_json(token, &a, now_ms)),
@@ -304,7 +304,7 @@ impl OAuthApp {
     }
 
     /// `GET /oauth/v1/refresh-tokens/{token}`.
-    pub fn refresh_token_info(&self, token: &str) -> Result<Value, ApiError> {
+    pub(crate) fn refresh_token_info(&self, token: &str) -> Result<Value, ApiError> {
         let refresh = self.tokens().refresh.get(token).cloned();
         match refresh {
             Some(r) => Ok(self.refresh_json(token, &r)),
@@ -318,12 +318,12 @@ impl OAuthApp {
     }
 
     /// `DELETE /oauth/v1/refresh-tokens/{token}`; true when it existed.
-    pub fn delete_refresh(&self, token: &str) -> bool {
+    pub(crate) fn delete_refresh(&self, token: &str) -> bool {
         self.tokens().refresh.remove(token).is_some()
     }
 
     /// `POST /oauth/{v3,2026-03}/token/introspect`.
-    pub fn introspect(&self, p: &Params, now_ms: i64) -> Result<Value, ApiError> {
+    pub(crate) fn introspect(&self, p: &Params, now_ms: i64) -> Result<Value, ApiError> {
         self.check_client(p)?;
         let token = p.get("token").map(String::as_str).unwrap_or("");
         let tokens = self.tokens();
@@ -342,7 +342,7 @@ impl OAuthApp {
 
     /// `POST /oauth/{v3,2026-03}/token/revoke`: forgets the token (and, for a refresh token,
     /// what it grants).
-    pub fn revoke(&self, p: &Params) -> Result<(), ApiError> {
+    pub(crate) fn revoke(&self, p: &Params) -> Result<(), ApiError> {
         self.check_client(p)?;
         let token = p.get("token").map(String::as_str).unwrap_or("");
         let mut tokens = self.tokens();
@@ -352,7 +352,7 @@ impl OAuthApp {
     }
 
     /// Ends the life of every access token now (tests of refresh and expiry).
-    pub fn expire_all(&self, now_ms: i64) {
+    pub(crate) fn expire_all(&self, now_ms: i64) {
         for a in self.tokens().access.values_mut() {
             a.expires_ms = a.expires_ms.min(now_ms - 1000);
         }
@@ -423,7 +423,7 @@ fn oauth_error(status: &str, error: &str, message: &str) -> ApiError {
 }
 
 /// https anywhere, http only on localhost or a loopback address.
-pub fn redirect_allowed(uri: &str) -> bool {
+pub(crate) fn redirect_allowed(uri: &str) -> bool {
     let Ok(url) = url::Url::parse(uri) else {
         return false;
     };
@@ -448,7 +448,7 @@ fn random_token() -> String {
 }
 
 /// The 400 page for a refused authorization.
-pub fn refused_page(reason: &str) -> String {
+pub(crate) fn refused_page(reason: &str) -> String {
     let escaped = reason
         .replace('&', "&amp;")
         .replace('<', "&lt;")

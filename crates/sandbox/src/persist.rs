@@ -24,7 +24,7 @@ use super::store::Store;
 use super::variants::Variants;
 
 /// How long after a change the snapshot is written (changes meanwhile join it).
-pub const DEBOUNCE: Duration = Duration::from_millis(200);
+pub(crate) const DEBOUNCE: Duration = Duration::from_millis(200);
 
 /// The snapshot format this build writes and reads.
 const FORMAT: u32 = 1;
@@ -34,7 +34,7 @@ const FRESH_PORTAL_RANGE: std::ops::Range<i64> = 2_000_001..9_000_000;
 
 /// Whether a start resumes the state file or replaces it with a new account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum StartMode {
+pub(crate) enum StartMode {
     /// Resume the file's account; a missing file starts a new one.
     #[default]
     Resume,
@@ -44,7 +44,7 @@ pub enum StartMode {
 
 /// The account's identity: what a client stores and expects to find again.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Account {
+pub(crate) struct Account {
     /// The portal (account) id.
     pub portal_id: i64,
     /// The private-app token.
@@ -61,7 +61,7 @@ pub struct Account {
 
 /// A saved sandbox, as read back.
 #[derive(Debug, Deserialize)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     format: u32,
     /// Who the account is.
     pub account: Account,
@@ -96,7 +96,7 @@ struct PortalOnly {
 
 /// What a start begins with.
 #[derive(Debug)]
-pub enum Origin {
+pub(crate) enum Origin {
     /// A new account with this portal id.
     New {
         /// The portal id.
@@ -108,7 +108,7 @@ pub enum Origin {
 
 /// Reads the state file as `mode` says. `default_portal` is a new account's portal id when
 /// there is no previous one to differ from; `fresh_flag` is named in errors.
-pub fn open(
+pub(crate) fn open(
     path: &Path,
     mode: StartMode,
     default_portal: i64,
@@ -175,7 +175,7 @@ fn fresh_portal(path: &Path, default_portal: i64) -> Result<i64, SandboxError> {
 }
 
 /// Where a fresh start keeps the replaced state file.
-pub fn previous_path(path: &Path) -> PathBuf {
+pub(crate) fn previous_path(path: &Path) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_owned();
     name.push(".previous");
     path.with_file_name(name)
@@ -190,7 +190,7 @@ fn write_error(path: &Path, source: std::io::Error) -> SandboxError {
 
 /// Keeps a running sandbox's state file up to date.
 #[derive(Debug)]
-pub struct Persist {
+pub(crate) struct Persist {
     path: PathBuf,
     /// Bumped by every change.
     changes: AtomicU64,
@@ -203,7 +203,7 @@ pub struct Persist {
 
 impl Persist {
     /// Saves into `path`, which does not hold this state yet.
-    pub fn new(path: PathBuf) -> Self {
+    pub(crate) fn new(path: PathBuf) -> Self {
         Self {
             path,
             changes: AtomicU64::new(1),
@@ -214,27 +214,27 @@ impl Persist {
     }
 
     /// Saves into `path`, which holds this state already (it was just read from there).
-    pub fn saved(path: PathBuf) -> Self {
+    pub(crate) fn saved(path: PathBuf) -> Self {
         let persist = Self::new(path);
         persist.saved.store(1, Ordering::Release);
         persist
     }
 
     /// The state file.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// Notes a change: it is saved within [`DEBOUNCE`] plus at most two saves' time (one may
     /// be under way).
-    pub fn changed(&self) {
+    pub(crate) fn changed(&self) {
         self.changes.fetch_add(1, Ordering::AcqRel);
         self.wake.notify_one();
     }
 }
 
 /// Writes the state now if it changed since the last save (blocking: serialises and syncs).
-pub fn save_now(state: &State) -> Result<(), SandboxError> {
+pub(crate) fn save_now(state: &State) -> Result<(), SandboxError> {
     let Some(persist) = state.persist.as_ref() else {
         return Ok(());
     };
@@ -310,7 +310,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 /// Saves after changes (debounced) until `stop`, then once more; runs beside the server.
-pub async fn keep_saved(state: Arc<State>, mut stop: oneshot::Receiver<()>) {
+pub(crate) async fn keep_saved(state: Arc<State>, mut stop: oneshot::Receiver<()>) {
     let Some(persist) = state.persist.as_ref() else {
         return;
     };

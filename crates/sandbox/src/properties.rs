@@ -8,12 +8,12 @@ use serde::{Deserialize, Serialize};
 use super::clock::iso_millis;
 
 /// The most custom properties with `hasUniqueValue` HubSpot allows per object.
-pub const MAX_UNIQUE_PROPERTIES: usize = 10;
+pub(crate) const MAX_UNIQUE_PROPERTIES: usize = 10;
 
 /// A property's data type (HubSpot's `type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum PropertyType {
+pub(crate) enum PropertyType {
     /// `bool`
     Bool,
     /// `date` (midnight UTC, milliseconds)
@@ -32,7 +32,7 @@ pub enum PropertyType {
 
 impl PropertyType {
     /// Whether values compare as instants (search filters and sorts).
-    pub fn is_temporal(self) -> bool {
+    pub(crate) fn is_temporal(self) -> bool {
         matches!(self, Self::Date | Self::Datetime)
     }
 }
@@ -40,7 +40,7 @@ impl PropertyType {
 /// One option of an enumeration property.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct PropertyOption {
+pub(crate) struct PropertyOption {
     /// Shown in HubSpot.
     pub label: String,
     /// What the API reads and writes.
@@ -58,7 +58,7 @@ pub struct PropertyOption {
 
 /// A property definition as the properties API shows it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PropertyDef {
+pub(crate) struct PropertyDef {
     /// Internal name.
     pub name: String,
     /// UI label.
@@ -122,7 +122,7 @@ impl PropertyDef {
     }
 
     /// The JSON the properties API answers with (schema `Property`).
-    pub fn to_json(&self) -> serde_json::Value {
+    pub(crate) fn to_json(&self) -> serde_json::Value {
         let mut v = serde_json::json!({
             "name": self.name,
             "label": self.label,
@@ -158,7 +158,7 @@ impl PropertyDef {
 /// `Property values were not valid: [...]` message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct PropertyProblem {
+pub(crate) struct PropertyProblem {
     /// Always false.
     pub is_valid: bool,
     /// English explanation.
@@ -183,7 +183,7 @@ impl PropertyProblem {
     }
 
     /// The problem of an invalid email.
-    pub fn invalid_email(value: &str) -> Self {
+    pub(crate) fn invalid_email(value: &str) -> Self {
         Self::new(
             "email",
             "INVALID_EMAIL",
@@ -192,7 +192,7 @@ impl PropertyProblem {
     }
 
     /// HubSpot's message for a list of problems.
-    pub fn summary(problems: &[PropertyProblem]) -> String {
+    pub(crate) fn summary(problems: &[PropertyProblem]) -> String {
         let list = serde_json::to_string(problems).unwrap_or_else(|_| "[]".to_owned());
         format!("Property values were not valid: {list}")
     }
@@ -200,7 +200,7 @@ impl PropertyProblem {
 
 /// All property definitions of the contact object.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PropertyCatalog {
+pub(crate) struct PropertyCatalog {
     defs: BTreeMap<String, PropertyDef>,
 }
 
@@ -283,7 +283,7 @@ impl Default for PropertyCatalog {
 
 /// Why a property definition could not be created or changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PropertyDefError {
+pub(crate) enum PropertyDefError {
     /// A live property of that name exists.
     AlreadyExists(String),
     /// No such property.
@@ -294,24 +294,24 @@ pub enum PropertyDefError {
 
 impl PropertyCatalog {
     /// A live (not archived) property.
-    pub fn get(&self, name: &str) -> Option<&PropertyDef> {
+    pub(crate) fn get(&self, name: &str) -> Option<&PropertyDef> {
         self.defs.get(name).filter(|d| d.archived_ms.is_none())
     }
 
     /// Any property, archived ones included.
-    pub fn get_any(&self, name: &str) -> Option<&PropertyDef> {
+    pub(crate) fn get_any(&self, name: &str) -> Option<&PropertyDef> {
         self.defs.get(name)
     }
 
     /// Live or archived properties, by name.
-    pub fn list(&self, archived: bool) -> impl Iterator<Item = &PropertyDef> {
+    pub(crate) fn list(&self, archived: bool) -> impl Iterator<Item = &PropertyDef> {
         self.defs
             .values()
             .filter(move |d| d.archived_ms.is_some() == archived)
     }
 
     /// Names of the live custom properties whose values must be unique.
-    pub fn unique_names(&self) -> Vec<String> {
+    pub(crate) fn unique_names(&self) -> Vec<String> {
         self.list(false)
             .filter(|d| d.has_unique_value)
             .map(|d| d.name.clone())
@@ -319,7 +319,7 @@ impl PropertyCatalog {
     }
 
     /// Adds a custom property.
-    pub fn create(
+    pub(crate) fn create(
         &mut self,
         mut def: PropertyDef,
         now_ms: i64,
@@ -360,7 +360,7 @@ impl PropertyCatalog {
     }
 
     /// Changes a custom property's label, description, options, group, field type or visibility.
-    pub fn update(
+    pub(crate) fn update(
         &mut self,
         name: &str,
         patch: PropertyPatch,
@@ -408,7 +408,7 @@ impl PropertyCatalog {
     }
 
     /// Archives a custom property (HubSpot's DELETE).
-    pub fn archive(&mut self, name: &str, now_ms: i64) -> Result<(), PropertyDefError> {
+    pub(crate) fn archive(&mut self, name: &str, now_ms: i64) -> Result<(), PropertyDefError> {
         let def = self
             .defs
             .get_mut(name)
@@ -424,7 +424,7 @@ impl PropertyCatalog {
     }
 
     /// Checks one write's property values; the first problem per property.
-    pub fn check_values(&self, values: &BTreeMap<String, String>) -> Vec<PropertyProblem> {
+    pub(crate) fn check_values(&self, values: &BTreeMap<String, String>) -> Vec<PropertyProblem> {
         values
             .iter()
             .filter_map(|(name, value)| self.check_value(name, value))
@@ -498,7 +498,7 @@ impl PropertyCatalog {
 
 /// The fields of a property PATCH.
 #[derive(Debug, Clone, Default)]
-pub struct PropertyPatch {
+pub(crate) struct PropertyPatch {
     /// New label.
     pub label: Option<String>,
     /// New description.
@@ -538,7 +538,7 @@ const RESERVED_TLDS: &[&str] = &[
 
 /// HubSpot's email rule as far as it is known: one `@`, no quotes or spaces, a dotted domain
 /// ending in a letters-only top-level domain that IANA delegates.
-pub fn is_valid_email(value: &str) -> bool {
+pub(crate) fn is_valid_email(value: &str) -> bool {
     let Some((local, domain)) = value.rsplit_once('@') else {
         return false;
     };
@@ -569,7 +569,7 @@ pub fn is_valid_email(value: &str) -> bool {
 }
 
 /// Milliseconds since the epoch from either a millisecond count or an ISO 8601 date/datetime.
-pub fn parse_instant_ms(value: &str) -> Option<i64> {
+pub(crate) fn parse_instant_ms(value: &str) -> Option<i64> {
     let v = value.trim();
     if let Ok(ms) = v.parse::<i64>() {
         return Some(ms);

@@ -4,7 +4,7 @@
 use poem::http::Method;
 
 /// The prefix of the admin endpoints.
-pub const ADMIN_PREFIX: &str = "/_sandbox";
+pub(crate) const ADMIN_PREFIX: &str = "/_sandbox";
 
 /// Contacts paths: v3 and the date-versioned successor, by name or by object type id.
 const CONTACT_PREFIXES: [&str; 4] = [
@@ -16,7 +16,7 @@ const CONTACT_PREFIXES: [&str; 4] = [
 
 /// A CRM operation.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ApiOp {
+pub(crate) enum ApiOp {
     /// `GET /contacts`
     List,
     /// `POST /contacts`
@@ -61,7 +61,7 @@ pub enum ApiOp {
 
 /// How an operation counts for limits and faults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OpKind {
+pub(crate) enum OpKind {
     /// Reads.
     Read,
     /// Create, update, upsert, archive, merge, delete: may be dropped after applying.
@@ -72,7 +72,7 @@ pub enum OpKind {
 
 impl ApiOp {
     /// Its kind.
-    pub fn kind(&self) -> OpKind {
+    pub(crate) fn kind(&self) -> OpKind {
         match self {
             Self::Search => OpKind::Search,
             Self::Create
@@ -89,7 +89,7 @@ impl ApiOp {
     }
 
     /// The scope an OAuth token needs (private-app tokens have all).
-    pub fn required_scope(&self) -> &'static str {
+    pub(crate) fn required_scope(&self) -> &'static str {
         match self {
             Self::ListProperties | Self::GetProperty(_) => "crm.schemas.contacts.read",
             Self::CreateProperty | Self::UpdateProperty(_) | Self::ArchiveProperty(_) => {
@@ -102,7 +102,7 @@ impl ApiOp {
     }
 
     /// A short stable name for counters.
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             Self::List => "contacts.list",
             Self::Create => "contacts.create",
@@ -130,7 +130,7 @@ impl ApiOp {
 
 /// An OAuth operation (exempt from limits and faults).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum OAuthOp {
+pub(crate) enum OAuthOp {
     /// The authorize page.
     Authorize,
     /// Token exchange and refresh.
@@ -149,7 +149,7 @@ pub enum OAuthOp {
 
 /// An admin operation.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AdminOp {
+pub(crate) enum AdminOp {
     /// `GET /_sandbox/stats`
     Stats,
     /// `GET /_sandbox/contacts`
@@ -172,7 +172,7 @@ pub enum AdminOp {
 
 /// Where a request goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
+pub(crate) enum Target {
     /// HubSpot's CRM and account APIs.
     Api(ApiOp),
     /// HubSpot's OAuth.
@@ -188,7 +188,7 @@ pub enum Target {
 impl Target {
     /// Whether serving it may change what the state file keeps: contacts, properties, issued
     /// codes and tokens, the variants. Reads, searches and stats never do.
-    pub fn may_change_state(&self) -> bool {
+    pub(crate) fn may_change_state(&self) -> bool {
         match self {
             Self::Api(op) => {
                 op.kind() == OpKind::Write
@@ -220,7 +220,7 @@ impl Target {
 }
 
 /// Routes a request.
-pub fn route(method: &Method, path: &str) -> Target {
+pub(crate) fn route(method: &Method, path: &str) -> Target {
     let path = path
         .strip_suffix('/')
         .filter(|p| !p.is_empty())

@@ -9,19 +9,19 @@ use super::properties::{PropertyCatalog, PropertyType, parse_instant_ms};
 use super::store::{SearchRecord, Store};
 
 /// Default page size.
-pub const DEFAULT_LIMIT: usize = 10;
+pub(crate) const DEFAULT_LIMIT: usize = 10;
 /// Largest page.
-pub const MAX_LIMIT: usize = 200;
+pub(crate) const MAX_LIMIT: usize = 200;
 /// No query reaches past this many results.
-pub const RESULT_CAP: usize = 10_000;
+pub(crate) const RESULT_CAP: usize = 10_000;
 /// Most filter groups per request.
-pub const MAX_GROUPS: usize = 5;
+pub(crate) const MAX_GROUPS: usize = 5;
 /// Most filters per group.
-pub const MAX_FILTERS_PER_GROUP: usize = 6;
+pub(crate) const MAX_FILTERS_PER_GROUP: usize = 6;
 /// Most filters per request.
-pub const MAX_FILTERS: usize = 18;
+pub(crate) const MAX_FILTERS: usize = 18;
 /// Longest `query`.
-pub const MAX_QUERY_CHARS: usize = 3000;
+pub(crate) const MAX_QUERY_CHARS: usize = 3000;
 
 /// Properties that a free-text `query` looks in.
 const QUERY_PROPERTIES: [&str; 6] = [
@@ -36,7 +36,7 @@ const QUERY_PROPERTIES: [&str; 6] = [
 /// A string, number or boolean in a request, kept as its text.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
-pub enum Scalar {
+pub(crate) enum Scalar {
     /// A JSON string.
     Text(String),
     /// A JSON number.
@@ -47,7 +47,7 @@ pub enum Scalar {
 
 impl Scalar {
     /// The value as HubSpot reads it.
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         match self {
             Self::Text(s) => s.clone(),
             Self::Number(n) => n.to_string(),
@@ -59,7 +59,7 @@ impl Scalar {
 /// A filter operator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum Operator {
+pub(crate) enum Operator {
     /// Equal.
     Eq,
     /// Not equal (also matches records without the property).
@@ -91,7 +91,7 @@ pub enum Operator {
 /// One filter.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Filter {
+pub(crate) struct Filter {
     /// The property.
     pub property_name: String,
     /// The operator.
@@ -109,7 +109,7 @@ pub struct Filter {
 
 /// Filters that must all match.
 #[derive(Debug, Clone, Deserialize)]
-pub struct FilterGroup {
+pub(crate) struct FilterGroup {
     /// The filters.
     #[serde(default)]
     pub filters: Vec<Filter>,
@@ -118,7 +118,7 @@ pub struct FilterGroup {
 /// Sort direction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum Direction {
+pub(crate) enum Direction {
     /// Smallest first.
     #[default]
     Ascending,
@@ -129,7 +129,7 @@ pub enum Direction {
 /// A sort: the documented object, or the string form the spec types (`"-createdate"`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
-pub enum Sort {
+pub(crate) enum Sort {
     /// `"createdate"` or `"-createdate"`.
     Text(String),
     /// `{"propertyName": .., "direction": ..}`.
@@ -161,7 +161,7 @@ impl Sort {
 /// The body of `POST /crm/v3/objects/contacts/search`.
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
-pub struct SearchRequest {
+pub(crate) struct SearchRequest {
     /// OR of AND groups.
     #[serde(default)]
     pub filter_groups: Vec<FilterGroup>,
@@ -184,7 +184,7 @@ pub struct SearchRequest {
 
 /// A page of results (records are borrowed from the store).
 #[derive(Debug)]
-pub struct SearchPage<'a> {
+pub(crate) struct SearchPage<'a> {
     /// All matches (capped only in what can be paged).
     pub total: usize,
     /// This page.
@@ -194,7 +194,7 @@ pub struct SearchPage<'a> {
 }
 
 /// Runs a search; `Err` carries the 400 message.
-pub fn search<'a>(
+pub(crate) fn search<'a>(
     store: &'a Store,
     req: &SearchRequest,
     now_ms: i64,

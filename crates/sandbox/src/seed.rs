@@ -77,14 +77,14 @@ const DOMAINS: [&str; 4] = [
 
 /// A repeatable source of contacts.
 #[derive(Debug)]
-pub struct ContactGenerator {
+pub(crate) struct ContactGenerator {
     rng: ChaCha8Rng,
     serial: u64,
 }
 
 impl ContactGenerator {
     /// Generator for a seed.
-    pub fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         Self {
             rng: ChaCha8Rng::seed_from_u64(seed),
             serial: 0,
@@ -93,7 +93,7 @@ impl ContactGenerator {
 
     /// The generator for `seed` after it made `made` contacts (a resumed sandbox goes on
     /// where it stopped, so that seeding again never repeats an email).
-    pub fn resumed(seed: u64, made: u64) -> Self {
+    pub(crate) fn resumed(seed: u64, made: u64) -> Self {
         let mut generator = Self::new(seed);
         for _ in 0..made {
             generator.one();
@@ -102,12 +102,12 @@ impl ContactGenerator {
     }
 
     /// How many contacts it made.
-    pub fn made(&self) -> u64 {
+    pub(crate) fn made(&self) -> u64 {
         self.serial
     }
 
     /// The next `n` contacts' property values.
-    pub fn take(&mut self, n: usize) -> Vec<BTreeMap<String, String>> {
+    pub(crate) fn take(&mut self, n: usize) -> Vec<BTreeMap<String, String>> {
         (0..n).map(|_| self.one()).collect()
     }
 

@@ -31,7 +31,7 @@ const MAX_BODY: usize = 16 * 1024 * 1024;
 
 /// Settings fixed at start.
 #[derive(Debug, Clone)]
-pub struct Config {
+pub(crate) struct Config {
     /// Account id.
     pub portal_id: i64,
     /// The private-app token.
@@ -50,7 +50,7 @@ pub struct Config {
 
 /// Request counters.
 #[derive(Debug, Default)]
-pub struct Stats {
+pub(crate) struct Stats {
     /// All requests.
     pub requests: AtomicU64,
     /// 429 answers.
@@ -79,7 +79,7 @@ impl Stats {
     }
 
     /// Zeroes every counter.
-    pub fn reset(&self) {
+    pub(crate) fn reset(&self) {
         for c in [
             &self.requests,
             &self.rate_limited,
@@ -96,16 +96,16 @@ impl Stats {
 
 /// The operation name under which the stats count a person's requests ([`super::USER_HEADER`]):
 /// they stand for actions in HubSpot's UI, not the app's calls.
-pub const PERSON_OP: &str = "person";
+pub(crate) const PERSON_OP: &str = "person";
 
 /// Locks a mutex, surviving a poisoned one (a panicked handler must not stop the sandbox).
-pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Everything the handlers share.
 #[derive(Debug)]
-pub struct State {
+pub(crate) struct State {
     /// Fixed settings.
     pub cfg: Config,
     /// CRM data.
@@ -136,12 +136,12 @@ pub struct State {
 
 impl State {
     /// The variants in force; a request reads them once, so a change applies from the next.
-    pub fn variants(&self) -> Variants {
+    pub(crate) fn variants(&self) -> Variants {
         *lock(&self.variants)
     }
 
     /// Notes that the account may have changed, so that the state file is saved again.
-    pub fn changed(&self) {
+    pub(crate) fn changed(&self) {
         if let Some(persist) = &self.persist {
             persist.changed();
         }
@@ -157,7 +157,7 @@ struct Principal {
 }
 
 /// The poem endpoint that serves everything.
-pub struct SandboxEndpoint {
+pub(crate) struct SandboxEndpoint {
     /// Shared state.
     pub state: Arc<State>,
 }

@@ -11,16 +11,16 @@ use super::properties::{PropertyCatalog, PropertyProblem};
 use super::variants::{ConflictReport, MissingIds, ValidationReport, Variants};
 
 /// The first record id handed out; ids then increase by one, like HubSpot's numeric ids.
-pub const FIRST_ID: u64 = 10_000_000_001;
+pub(crate) const FIRST_ID: u64 = 10_000_000_001;
 
 /// The most inputs one batch call accepts.
-pub const MAX_BATCH: usize = 100;
+pub(crate) const MAX_BATCH: usize = 100;
 
 /// Properties a record always carries, whatever was asked for.
-pub const ALWAYS_RETURNED: [&str; 3] = ["hs_object_id", "createdate", "lastmodifieddate"];
+pub(crate) const ALWAYS_RETURNED: [&str; 3] = ["hs_object_id", "createdate", "lastmodifieddate"];
 
 /// Properties returned when a read names none.
-pub const DEFAULT_RETURNED: [&str; 6] = [
+pub(crate) const DEFAULT_RETURNED: [&str; 6] = [
     "email",
     "firstname",
     "lastname",
@@ -31,7 +31,7 @@ pub const DEFAULT_RETURNED: [&str; 6] = [
 
 /// A contact record.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Contact {
+pub(crate) struct Contact {
     /// Record id.
     pub id: u64,
     /// Property values (never empty strings: clearing removes the value).
@@ -57,7 +57,7 @@ struct SearchView {
 
 /// A record as the search index sees it.
 #[derive(Debug, Clone)]
-pub struct Indexed {
+pub(crate) struct Indexed {
     /// Record id.
     pub id: u64,
     /// Indexed property values.
@@ -79,14 +79,14 @@ impl Contact {
     }
 
     /// The email, when set.
-    pub fn email(&self) -> Option<&str> {
+    pub(crate) fn email(&self) -> Option<&str> {
         self.properties.get("email").map(String::as_str)
     }
 }
 
 /// Something that happened to a contact, for webhooks.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Change {
+pub(crate) enum Change {
     /// A contact was created.
     Created(u64),
     /// A property got a new value (empty = cleared).
@@ -111,7 +111,7 @@ pub enum Change {
 
 /// How a batch or single call names records.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum IdKey {
+pub(crate) enum IdKey {
     /// The record id.
     ObjectId,
     /// The email (case-insensitive).
@@ -122,7 +122,7 @@ pub enum IdKey {
 
 impl IdKey {
     /// The property name the key reads.
-    pub fn property(&self) -> &str {
+    pub(crate) fn property(&self) -> &str {
         match self {
             Self::ObjectId => "hs_object_id",
             Self::Email => "email",
@@ -141,7 +141,7 @@ impl IdKey {
 
 /// What a lookup found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Found {
+pub(crate) enum Found {
     /// A live record.
     Live(u64),
     /// A record merged away into the given survivor.
@@ -154,7 +154,7 @@ pub enum Found {
 
 /// One input of a batch create.
 #[derive(Debug, Clone)]
-pub struct CreateInput {
+pub(crate) struct CreateInput {
     /// Property values.
     pub values: BTreeMap<String, String>,
     /// The caller's `objectWriteTraceId`.
@@ -163,7 +163,7 @@ pub struct CreateInput {
 
 /// One input of a batch update or upsert.
 #[derive(Debug, Clone)]
-pub struct KeyedInput {
+pub(crate) struct KeyedInput {
     /// The id or unique value.
     pub id: String,
     /// The caller's `idProperty`.
@@ -176,7 +176,7 @@ pub struct KeyedInput {
 
 /// A record written by a batch.
 #[derive(Debug, Clone)]
-pub struct Written {
+pub(crate) struct Written {
     /// The record after the write.
     pub contact: Contact,
     /// The input's `objectWriteTraceId`.
@@ -189,7 +189,7 @@ pub struct Written {
 
 /// A per-input failure inside a 207 answer (HubSpot's `StandardError`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ItemError {
+pub(crate) struct ItemError {
     /// `VALIDATION_ERROR`, `OBJECT_NOT_FOUND`, ...
     pub category: &'static str,
     /// English explanation.
@@ -200,7 +200,7 @@ pub struct ItemError {
 
 /// The result of a batch write that was (at least partly) applied.
 #[derive(Debug, Clone, Default)]
-pub struct BatchOutcome {
+pub(crate) struct BatchOutcome {
     /// Records written, in input order.
     pub written: Vec<Written>,
     /// Inputs that failed alone.
@@ -231,7 +231,7 @@ impl BatchOutcome {
 
 /// An email or unique value that another record already holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Clash {
+pub(crate) struct Clash {
     /// `email` or the unique property.
     pub property: String,
     /// The value written.
@@ -242,7 +242,7 @@ pub struct Clash {
 
 /// Why a whole request was refused; nothing was applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WriteError {
+pub(crate) enum WriteError {
     /// 400 `VALIDATION_ERROR` with HubSpot's property message.
     Invalid(String),
     /// 409 `CONFLICT`.
@@ -259,7 +259,7 @@ pub enum WriteError {
 
 /// A page of the list endpoint.
 #[derive(Debug, Clone)]
-pub struct Page {
+pub(crate) struct Page {
     /// Records on this page.
     pub records: Vec<Contact>,
     /// Id to start the next page from, when there is one.
@@ -268,7 +268,7 @@ pub struct Page {
 
 /// Counts for the admin stats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StoreCounts {
+pub(crate) struct StoreCounts {
     /// Live contacts.
     pub live: usize,
     /// Archived contacts.
@@ -280,7 +280,7 @@ pub struct StoreCounts {
 /// All CRM data of the sandbox; it serialises whole, indexes included, so that a resumed
 /// sandbox answers exactly as before (see `persist`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Store {
+pub(crate) struct Store {
     contacts: BTreeMap<u64, Contact>,
     archived: BTreeMap<u64, Contact>,
     merged_into: HashMap<u64, u64>,
@@ -295,13 +295,13 @@ pub struct Store {
 }
 
 /// Emails compare trimmed and lower-cased.
-pub fn normalise_email(value: &str) -> String {
+pub(crate) fn normalise_email(value: &str) -> String {
     value.trim().to_lowercase()
 }
 
 impl Store {
     /// An empty store whose writes reach search after `search_delay_ms`.
-    pub fn new(search_delay_ms: u64) -> Self {
+    pub(crate) fn new(search_delay_ms: u64) -> Self {
         Self {
             contacts: BTreeMap::new(),
             archived: BTreeMap::new(),
@@ -315,13 +315,13 @@ impl Store {
     }
 
     /// This store (read back from a saved state) with the index lag of this run.
-    pub fn with_search_delay(mut self, search_delay_ms: u64) -> Self {
+    pub(crate) fn with_search_delay(mut self, search_delay_ms: u64) -> Self {
         self.search_delay_ms = i64::try_from(search_delay_ms).unwrap_or(i64::MAX / 4);
         self
     }
 
     /// Counts of live, archived and merged records.
-    pub fn counts(&self) -> StoreCounts {
+    pub(crate) fn counts(&self) -> StoreCounts {
         StoreCounts {
             live: self.contacts.len(),
             archived: self.archived.len(),
@@ -330,22 +330,26 @@ impl Store {
     }
 
     /// Live records in id order.
-    pub fn live(&self) -> impl Iterator<Item = &Contact> {
+    pub(crate) fn live(&self) -> impl Iterator<Item = &Contact> {
         self.contacts.values()
     }
 
     /// Archived records in id order.
-    pub fn archived(&self) -> impl Iterator<Item = &Contact> {
+    pub(crate) fn archived(&self) -> impl Iterator<Item = &Contact> {
         self.archived.values()
     }
 
     /// A live record.
-    pub fn get(&self, id: u64) -> Option<&Contact> {
+    pub(crate) fn get(&self, id: u64) -> Option<&Contact> {
         self.contacts.get(&id)
     }
 
     /// Maps an `idProperty` to a key; `for_update` refuses email like HubSpot's batch update.
-    pub fn id_key(&self, id_property: Option<&str>, for_update: bool) -> Result<IdKey, WriteError> {
+    pub(crate) fn id_key(
+        &self,
+        id_property: Option<&str>,
+        for_update: bool,
+    ) -> Result<IdKey, WriteError> {
         match id_property.map(str::trim) {
             None | Some("") | Some("hs_object_id") => Ok(IdKey::ObjectId),
             Some("email") if for_update => Err(WriteError::BadIdProperty(
@@ -365,7 +369,7 @@ impl Store {
     }
 
     /// Finds a record by id or unique value.
-    pub fn find(&self, key: &IdKey, value: &str) -> Found {
+    pub(crate) fn find(&self, key: &IdKey, value: &str) -> Found {
         match key {
             IdKey::ObjectId => match value.trim().parse::<u64>() {
                 Ok(id) => self.find_id(id),
@@ -396,7 +400,12 @@ impl Store {
     }
 
     /// Records to read for an id: merged-away ids resolve to their survivor.
-    pub fn resolve_for_read(&self, key: &IdKey, value: &str, archived: bool) -> Option<&Contact> {
+    pub(crate) fn resolve_for_read(
+        &self,
+        key: &IdKey,
+        value: &str,
+        archived: bool,
+    ) -> Option<&Contact> {
         match (self.find(key, value), archived) {
             (Found::Live(id) | Found::Merged(id), false) => self.contacts.get(&id),
             (Found::Archived(id), true) => self.archived.get(&id),
@@ -405,7 +414,7 @@ impl Store {
     }
 
     /// One page of live (or archived) records in id order, from `after` on.
-    pub fn list(&self, after: u64, limit: usize, archived: bool) -> Page {
+    pub(crate) fn list(&self, after: u64, limit: usize, archived: bool) -> Page {
         let source = if archived {
             &self.archived
         } else {
@@ -419,7 +428,7 @@ impl Store {
 
     /// What search sees now: records whose latest write has been indexed, and the older
     /// indexed version of those written since.
-    pub fn search_view(&self, now_ms: i64) -> impl Iterator<Item = SearchRecord<'_>> {
+    pub(crate) fn search_view(&self, now_ms: i64) -> impl Iterator<Item = SearchRecord<'_>> {
         self.contacts.values().filter_map(move |c| {
             if now_ms >= c.search.visible_from_ms {
                 Some(SearchRecord {
@@ -442,7 +451,7 @@ impl Store {
     // ---- single-record writes -------------------------------------------------------
 
     /// Creates one contact (HubSpot's `POST /contacts`).
-    pub fn create_one(
+    pub(crate) fn create_one(
         &mut self,
         mut values: BTreeMap<String, String>,
         now_ms: i64,
@@ -466,7 +475,7 @@ impl Store {
     }
 
     /// Updates one contact (HubSpot's `PATCH /contacts/{id}`).
-    pub fn update_one(
+    pub(crate) fn update_one(
         &mut self,
         key: &IdKey,
         raw_id: &str,
@@ -498,7 +507,7 @@ impl Store {
     }
 
     /// Archives one contact; unknown ids are not an error (HubSpot answers 204 too).
-    pub fn archive_one(&mut self, key: &IdKey, raw_id: &str, now_ms: i64) -> Vec<Change> {
+    pub(crate) fn archive_one(&mut self, key: &IdKey, raw_id: &str, now_ms: i64) -> Vec<Change> {
         match self.find(key, raw_id) {
             Found::Live(id) => self.archive_id(id, now_ms),
             _ => Vec::new(),
@@ -506,7 +515,7 @@ impl Store {
     }
 
     /// Deletes a contact for good, also from the archive (GDPR delete).
-    pub fn purge(&mut self, key: &IdKey, raw_id: &str) -> Result<Vec<Change>, WriteError> {
+    pub(crate) fn purge(&mut self, key: &IdKey, raw_id: &str) -> Result<Vec<Change>, WriteError> {
         let id = match self.find(key, raw_id) {
             Found::Live(id) | Found::Archived(id) => id,
             Found::Merged(_) | Found::Missing => {
@@ -524,7 +533,7 @@ impl Store {
     /// Merges `secondary` into `primary`: the primary keeps its values, takes the
     /// secondary's where it has none, lists the secondary in `hs_merged_object_ids` and its
     /// email in `hs_additional_emails`. The secondary's id then resolves to the primary.
-    pub fn merge(
+    pub(crate) fn merge(
         &mut self,
         primary_raw: &str,
         secondary_raw: &str,
@@ -595,7 +604,7 @@ impl Store {
     /// HubSpot's batch create: all or nothing, except that when every input carries an
     /// `objectWriteTraceId` invalid inputs fail alone (207) and the rest are created; clashing
     /// inputs then fail alone too under [`ConflictReport::PerInput`].
-    pub fn batch_create(
+    pub(crate) fn batch_create(
         &mut self,
         inputs: Vec<CreateInput>,
         now_ms: i64,
@@ -647,7 +656,7 @@ impl Store {
     /// HubSpot's batch update: ids must be distinct; unknown, archived and merged-away ids are
     /// answered as [`MissingIds`] says; clashes as [`ConflictReport`] says (per input only when
     /// every input carries an `objectWriteTraceId`).
-    pub fn batch_update(
+    pub(crate) fn batch_update(
         &mut self,
         inputs: Vec<KeyedInput>,
         now_ms: i64,
@@ -717,7 +726,7 @@ impl Store {
     /// HubSpot's batch upsert by email or a unique property: existing records are updated,
     /// others created (`new: true`); invalid inputs fail alone (207), and so do clashing ones
     /// under [`ConflictReport::PerInput`].
-    pub fn batch_upsert(
+    pub(crate) fn batch_upsert(
         &mut self,
         inputs: Vec<KeyedInput>,
         now_ms: i64,
@@ -797,7 +806,7 @@ impl Store {
     }
 
     /// HubSpot's batch archive: unknown ids are ignored.
-    pub fn batch_archive(
+    pub(crate) fn batch_archive(
         &mut self,
         ids: &[String],
         now_ms: i64,
@@ -813,7 +822,7 @@ impl Store {
     /// HubSpot's batch read: found records plus the inputs that matched nothing. Merged-away
     /// ids read as their survivor, except under [`MissingIds::Omitted`] (then they match
     /// nothing).
-    pub fn batch_read(
+    pub(crate) fn batch_read(
         &self,
         key: &IdKey,
         ids: &[String],
@@ -843,7 +852,7 @@ impl Store {
 
     /// Inserts records as given, skipping values that break a rule (admin seeding).
     /// Returns the new ids.
-    pub fn insert_unchecked(
+    pub(crate) fn insert_unchecked(
         &mut self,
         records: Vec<BTreeMap<String, String>>,
         now_ms: i64,
@@ -861,7 +870,7 @@ impl Store {
     }
 
     /// Makes every pending write visible to search at once.
-    pub fn flush_search_index(&mut self) {
+    pub(crate) fn flush_search_index(&mut self) {
         for c in self.contacts.values_mut() {
             c.search = SearchView::default();
         }
@@ -1038,7 +1047,7 @@ impl Store {
 
 /// A record as search sees it.
 #[derive(Debug, Clone, Copy)]
-pub struct SearchRecord<'a> {
+pub(crate) struct SearchRecord<'a> {
     /// Record id.
     pub id: u64,
     /// Indexed values.
@@ -1155,10 +1164,10 @@ fn conflict_item(clash: &Clash, trace: Option<&str>) -> ItemError {
 }
 
 /// HubSpot's message when some ids of a batch matched nothing.
-pub const NOT_FOUND_MESSAGE: &str = "Could not get some CONTACT objects, they may be deleted or not exist. Check that ids are valid.";
+pub(crate) const NOT_FOUND_MESSAGE: &str = "Could not get some CONTACT objects, they may be deleted or not exist. Check that ids are valid.";
 
 /// The 207 error for ids that matched nothing.
-pub fn not_found_item(ids: &[String], trace: Option<&str>) -> ItemError {
+pub(crate) fn not_found_item(ids: &[String], trace: Option<&str>) -> ItemError {
     let mut context = trace_context(trace);
     context.insert("ids".to_owned(), ids.to_vec());
     ItemError {

@@ -196,18 +196,18 @@ impl HubSpotProfile {
 /// The random stream that shuffles batch results under [`ResultOrder::Shuffled`]: a stream of
 /// its own, so that shuffling never moves the fault dice or the generated contacts.
 #[derive(Debug)]
-pub struct Shuffler(Mutex<ChaCha8Rng>);
+pub(crate) struct Shuffler(Mutex<ChaCha8Rng>);
 
 impl Shuffler {
     /// A stream derived from the sandbox's seed.
-    pub fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         Self(Mutex::new(ChaCha8Rng::seed_from_u64(
             seed ^ 0x5AFF_1E00_0000_0002,
         )))
     }
 
     /// Puts `items` in the order `order` asks for.
-    pub fn arrange<T>(&self, order: ResultOrder, items: &mut [T]) {
+    pub(crate) fn arrange<T>(&self, order: ResultOrder, items: &mut [T]) {
         if order == ResultOrder::Shuffled {
             let mut rng = self.0.lock().unwrap_or_else(|p| p.into_inner());
             items.shuffle(&mut *rng);

@@ -15,7 +15,7 @@ use super::store::Change;
 use crate::credential::Credential;
 
 /// HubSpot sends fewer than 100 events per request.
-pub const MAX_EVENTS_PER_REQUEST: usize = 99;
+pub(crate) const MAX_EVENTS_PER_REQUEST: usize = 99;
 
 /// How long the sender waits for more events before sending a partial batch.
 const BATCH_WINDOW: Duration = Duration::from_millis(25);
@@ -30,7 +30,7 @@ pub const USER_HEADER: &str = "x-sandbox-user-id";
 
 /// Who made the changes of the API call being served.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Actor {
+pub(crate) enum Actor {
     /// The app, through its token (private-app or OAuth): `INTEGRATION` with the app id.
     App,
     /// A person in HubSpot's UI: `CRM_UI` with `userId:<id>`.
@@ -39,7 +39,7 @@ pub enum Actor {
 
 impl Actor {
     /// The actor a request's headers name ([`USER_HEADER`]), the app by default.
-    pub fn of(headers: &poem::http::HeaderMap) -> Self {
+    pub(crate) fn of(headers: &poem::http::HeaderMap) -> Self {
         headers
             .get(USER_HEADER)
             .and_then(|v| v.to_str().ok())
@@ -71,7 +71,7 @@ pub fn sign_v3(secret: &str, method: &str, uri: &str, body: &[u8], timestamp_ms:
 /// One event as HubSpot sends it.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Event {
+pub(crate) struct Event {
     /// Event id.
     pub event_id: u64,
     /// Subscription id (one per type in the sandbox).
@@ -124,7 +124,7 @@ const UNSUBSCRIBABLE: [&str; 3] = [
 
 /// Counters of the sender.
 #[derive(Debug, Default)]
-pub struct WebhookStats {
+pub(crate) struct WebhookStats {
     /// Events delivered.
     pub delivered: AtomicU64,
     /// Requests that failed for good.
@@ -137,7 +137,7 @@ pub struct WebhookStats {
 
 /// The sending side handed to request handlers.
 #[derive(Debug, Clone)]
-pub struct Webhooks {
+pub(crate) struct Webhooks {
     tx: mpsc::UnboundedSender<Event>,
     portal_id: i64,
     app_id: i64,
@@ -148,7 +148,7 @@ pub struct Webhooks {
 
 impl Webhooks {
     /// Starts the background sender for `url`, signing with `secret`.
-    pub fn start(url: String, secret: Credential, portal_id: i64, app_id: i64) -> Self {
+    pub(crate) fn start(url: String, secret: Credential, portal_id: i64, app_id: i64) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let stats = Arc::new(WebhookStats::default());
         tokio::spawn(run_sender(url, secret, rx, stats.clone()));
@@ -162,7 +162,7 @@ impl Webhooks {
     }
 
     /// Queues the events for these changes.
-    pub fn publish(&self, changes: &[Change]) {
+    pub(crate) fn publish(&self, changes: &[Change]) {
         let at = now_ms();
         for change in changes {
             if let Some(event) = self.event_for(change, at) {

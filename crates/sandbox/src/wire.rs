@@ -14,7 +14,7 @@ use super::store::{ALWAYS_RETURNED, Contact, DEFAULT_RETURNED, SearchRecord};
 use super::variants::{EmptyValues, SearchModified};
 
 /// Parses a JSON body, answering HubSpot's "Invalid input JSON" 400 when it does not fit.
-pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| {
         ApiError::validation(format!(
             "Invalid input JSON on line {}, column {}: {}",
@@ -28,7 +28,7 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
 /// A record id sent as a string or a number.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
-pub enum IdValue {
+pub(crate) enum IdValue {
     /// `"123"`
     Text(String),
     /// `123`
@@ -37,7 +37,7 @@ pub enum IdValue {
 
 impl IdValue {
     /// The id as text.
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         match self {
             Self::Text(s) => s.clone(),
             Self::Number(n) => n.to_string(),
@@ -46,10 +46,10 @@ impl IdValue {
 }
 
 /// Property values as sent: strings, numbers, booleans; `null` clears like `""`.
-pub type RawProperties = BTreeMap<String, Value>;
+pub(crate) type RawProperties = BTreeMap<String, Value>;
 
 /// Turns sent values into the strings HubSpot stores; objects and arrays are refused.
-pub fn property_strings(raw: RawProperties) -> Result<BTreeMap<String, String>, ApiError> {
+pub(crate) fn property_strings(raw: RawProperties) -> Result<BTreeMap<String, String>, ApiError> {
     raw.into_iter()
         .map(|(name, value)| {
             let text = match value {
@@ -70,7 +70,7 @@ pub fn property_strings(raw: RawProperties) -> Result<BTreeMap<String, String>, 
 
 /// `{"properties": {...}}` of a single create or update.
 #[derive(Debug, Deserialize)]
-pub struct PropertiesBody {
+pub(crate) struct PropertiesBody {
     /// The values.
     #[serde(default)]
     pub properties: RawProperties,
@@ -79,7 +79,7 @@ pub struct PropertiesBody {
 /// One input of batch create.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct CreateItem {
+pub(crate) struct CreateItem {
     /// The values.
     #[serde(default)]
     pub properties: RawProperties,
@@ -91,7 +91,7 @@ pub struct CreateItem {
 /// One input of batch update or upsert.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct KeyedItem {
+pub(crate) struct KeyedItem {
     /// Record id or unique value.
     pub id: IdValue,
     /// Which property `id` is.
@@ -107,14 +107,14 @@ pub struct KeyedItem {
 
 /// `{"id": ..}`
 #[derive(Debug, Deserialize)]
-pub struct IdItem {
+pub(crate) struct IdItem {
     /// The id.
     pub id: IdValue,
 }
 
 /// `{"inputs": [...]}`
 #[derive(Debug, Deserialize)]
-pub struct Inputs<T> {
+pub(crate) struct Inputs<T> {
     /// The inputs.
     pub inputs: Vec<T>,
 }
@@ -122,7 +122,7 @@ pub struct Inputs<T> {
 /// The body of batch read.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct BatchReadBody {
+pub(crate) struct BatchReadBody {
     /// Ids to read.
     pub inputs: Vec<IdItem>,
     /// Properties to return.
@@ -139,7 +139,7 @@ pub struct BatchReadBody {
 /// The body of merge.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct MergeBody {
+pub(crate) struct MergeBody {
     /// Survivor.
     pub primary_object_id: IdValue,
     /// Merged away.
@@ -149,7 +149,7 @@ pub struct MergeBody {
 /// The body of GDPR delete.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct GdprBody {
+pub(crate) struct GdprBody {
     /// Id or unique value.
     pub object_id: IdValue,
     /// Which property `objectId` is.
@@ -159,7 +159,7 @@ pub struct GdprBody {
 
 /// Which properties an answer shows.
 #[derive(Debug, Clone)]
-pub enum Projection {
+pub(crate) enum Projection {
     /// `email`, `firstname`, `lastname` and the always-present ones.
     Default,
     /// The named ones (those with values) and the always-present ones.
@@ -172,11 +172,11 @@ pub enum Projection {
 
 /// Property values as an answer shows them: `None` is a requested property without a value
 /// (serialised as `null`).
-pub type ShownProperties = BTreeMap<String, Option<String>>;
+pub(crate) type ShownProperties = BTreeMap<String, Option<String>>;
 
 impl Projection {
     /// From a `properties` list; empty means default.
-    pub fn from_list(list: Option<Vec<String>>) -> Self {
+    pub(crate) fn from_list(list: Option<Vec<String>>) -> Self {
         match list {
             Some(l) if l.iter().any(|p| !p.trim().is_empty()) => {
                 Self::Named(l.into_iter().map(|p| p.trim().to_owned()).collect())
@@ -187,7 +187,7 @@ impl Projection {
 
     /// Drops named properties that do not exist: HubSpot ignores them, so they never show,
     /// not even as `null`.
-    pub fn known(self, catalog: &PropertyCatalog) -> Self {
+    pub(crate) fn known(self, catalog: &PropertyCatalog) -> Self {
         match self {
             Self::Named(names) => Self::Named(
                 names
@@ -217,7 +217,11 @@ impl Projection {
     }
 
     /// The values to show; requested properties without a value as `empty` says.
-    pub fn pick(&self, values: &BTreeMap<String, String>, empty: EmptyValues) -> ShownProperties {
+    pub(crate) fn pick(
+        &self,
+        values: &BTreeMap<String, String>,
+        empty: EmptyValues,
+    ) -> ShownProperties {
         let requested = self.requested();
         let mut shown: ShownProperties = match self {
             Self::All | Self::Written(_) => values
@@ -241,7 +245,7 @@ impl Projection {
 /// One entry of `propertiesWithHistory` (the sandbox keeps only the current value).
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ValueWithTimestamp {
+pub(crate) struct ValueWithTimestamp {
     /// The value.
     pub value: String,
     /// When it was set.
@@ -253,7 +257,7 @@ pub struct ValueWithTimestamp {
 /// A record in an answer (HubSpot's `SimplePublicObject` and relatives).
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ObjectOut {
+pub(crate) struct ObjectOut {
     /// Record id.
     pub id: String,
     /// Values.
@@ -280,7 +284,7 @@ pub struct ObjectOut {
 
 impl ObjectOut {
     /// A stored record.
-    pub fn from_contact(c: &Contact, projection: &Projection, empty: EmptyValues) -> Self {
+    pub(crate) fn from_contact(c: &Contact, projection: &Projection, empty: EmptyValues) -> Self {
         Self {
             id: c.id.to_string(),
             properties: projection.pick(&c.properties, empty),
@@ -296,7 +300,7 @@ impl ObjectOut {
 
     /// A search hit; `lastmodifieddate` as `modified` says (search still filters and sorts on
     /// the indexed value).
-    pub fn from_search(
+    pub(crate) fn from_search(
         r: &SearchRecord<'_>,
         projection: &Projection,
         empty: EmptyValues,
@@ -326,7 +330,7 @@ impl ObjectOut {
     }
 
     /// Adds `propertiesWithHistory` for the named properties.
-    pub fn with_history(mut self, c: &Contact, names: Option<&Vec<String>>) -> Self {
+    pub(crate) fn with_history(mut self, c: &Contact, names: Option<&Vec<String>>) -> Self {
         let Some(names) = names.filter(|n| !n.is_empty()) else {
             return self;
         };
@@ -353,7 +357,7 @@ impl ObjectOut {
 /// A batch answer: `{status, results, startedAt, completedAt, [numErrors, errors]}`.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct BatchOut {
+pub(crate) struct BatchOut {
     /// Always `COMPLETE`.
     pub status: &'static str,
     /// Records.
@@ -372,7 +376,7 @@ pub struct BatchOut {
 
 impl BatchOut {
     /// A complete batch; errors (if any) make it a 207.
-    pub fn new(
+    pub(crate) fn new(
         results: Vec<ObjectOut>,
         errors: Vec<Value>,
         started_ms: i64,
@@ -390,21 +394,21 @@ impl BatchOut {
     }
 
     /// Whether the answer is a 207.
-    pub fn is_partial(&self) -> bool {
+    pub(crate) fn is_partial(&self) -> bool {
         self.num_errors.is_some()
     }
 }
 
 /// `paging.next` of list and search answers.
 #[derive(Debug, Serialize)]
-pub struct Paging {
+pub(crate) struct Paging {
     /// The next page.
     pub next: NextPage,
 }
 
 /// A next-page cursor.
 #[derive(Debug, Serialize)]
-pub struct NextPage {
+pub(crate) struct NextPage {
     /// The cursor.
     pub after: String,
     /// A relative link to it.
@@ -413,7 +417,7 @@ pub struct NextPage {
 
 /// A page of records.
 #[derive(Debug, Serialize)]
-pub struct CollectionOut {
+pub(crate) struct CollectionOut {
     /// Search: all matches.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub total: Option<usize>,

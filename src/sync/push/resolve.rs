@@ -71,7 +71,7 @@ pub(super) struct RunContext {
 
 impl RunContext {
     /// A context for one run.
-    pub fn new(
+    pub(super) fn new(
         client: HubSpotClient,
         mode: PushMode,
         max_lost_answers: u32,
