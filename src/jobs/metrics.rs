@@ -5,7 +5,6 @@
 //! table itself is the place for totals over all processes.
 
 use crate::jobs::model::Direction;
-use crate::jobs::worker::Settled;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -67,8 +66,8 @@ pub fn register(registry: &mut Registry) {
     );
 }
 
-/// Counts a settled delivery.
-pub(crate) fn settled(direction: Direction, how: Settled) {
+/// Counts a settled delivery; `how` is the worker's outcome (its `Display` is the label).
+pub(crate) fn settled(direction: Direction, how: impl std::fmt::Display) {
     let label = how.to_string();
     if let Some(outcome) = OUTCOMES.iter().find(|o| **o == label) {
         METRICS
@@ -106,6 +105,7 @@ impl Drop for RunningGuard {
 mod tests {
     use super::*;
     use crate::jobs::model::JobStatus;
+    use crate::jobs::worker::Settled;
 
     #[test]
     fn settled_runs_show_up_by_direction_and_outcome() {

@@ -12,7 +12,7 @@
 //!
 //! An archived record (in the recycle bin) counts as gone.
 
-use super::pull::PROPERTIES;
+use super::PROPERTIES;
 use crate::hubspot::{Batch, Contact, HubSpotClient, HubSpotError};
 use crate::ids::HsObjectId;
 use std::collections::{HashMap, HashSet};

@@ -25,6 +25,16 @@ use crate::oauth::ConnectionProblem;
 use crate::store::LinkPortal;
 use std::time::Duration;
 
+/// The properties a pull reads; push's external key lets a contact push created be matched to
+/// its row before push has saved the link (HubSpot ignores it before push first creates it).
+pub(crate) const PROPERTIES: [&str; 5] = [
+    "email",
+    "firstname",
+    "lastname",
+    "hs_merged_object_ids",
+    push::EXTERNAL_KEY,
+];
+
 /// What every sync run needs besides its job: the HubSpot client and the tunables.
 ///
 /// Build it with [`SyncContext::new`] (fields may be added; a struct literal would break).

@@ -41,6 +41,7 @@
 //! end); a re-run with nothing changed costs one call, plus one per 200 contacts changed
 //! within the lookback before the previous run started.
 
+use super::PROPERTIES;
 use super::keys::ExternalKeys;
 use super::lookup::{self, Fate};
 use super::push::EXTERNAL_KEY;
@@ -65,16 +66,6 @@ use std::time::Duration;
 /// How far before its bookmark an incremental pull starts reading, by default: far more than
 /// HubSpot's search index lags behind writes (seconds) plus any sane clock skew.
 pub const DEFAULT_LOOKBACK: Duration = Duration::from_secs(5 * 60);
-
-/// The properties a pull reads; push's external key lets a contact push created be matched to
-/// its row before push has saved the link (HubSpot ignores it before push first creates it).
-pub(crate) const PROPERTIES: [&str; 5] = [
-    "email",
-    "firstname",
-    "lastname",
-    "hs_merged_object_ids",
-    EXTERNAL_KEY,
-];
 
 /// The property incremental pulls filter and sort on (contacts; other objects use
 /// `hs_lastmodifieddate`).

@@ -16,8 +16,8 @@
 
 use super::events::{EventKind, WebhookEvent};
 use crate::store::{LinkedRow, normalize_email};
+use crate::sync::PROPERTIES;
 use crate::sync::keys::ExternalKeys;
-use crate::sync::pull::PROPERTIES;
 
 /// Why an event needs no read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,12 +11,12 @@ use poem::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::api::json;
 use super::clock::now_ms;
 use super::routes::AdminOp;
-use super::server::{State, lock};
+use super::state::{State, lock};
 use super::store::Store;
 use super::variants::{EmptyValues, VariantsPatch};
+use super::wire::json;
 use super::wire::{ObjectOut, Projection, RawProperties, parse_json, property_strings};
 
 /// Most contacts one seed call generates.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use base64::Engine;
 use poem::Response;
 use poem::http::StatusCode;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::clock::{iso_millis, now_ms};
@@ -16,14 +16,14 @@ use super::properties::{
 };
 use super::routes::ApiOp;
 use super::search::{SearchRequest, search};
-use super::server::{State, lock};
+use super::state::{State, lock};
 use super::store::{
     Change, CreateInput, IdKey, ItemError, KeyedInput, WriteError, Written, not_found_item,
 };
 use super::variants::{EmptyValues, MissingIds};
 use super::wire::{
     BatchOut, BatchReadBody, CollectionOut, CreateItem, GdprBody, IdItem, Inputs, KeyedItem,
-    MergeBody, NextPage, ObjectOut, Paging, Projection, PropertiesBody, parse_json,
+    MergeBody, NextPage, ObjectOut, Paging, Projection, PropertiesBody, json, parse_json,
     property_strings,
 };
 
@@ -31,14 +31,6 @@ use super::wire::{
 const MAX_LIST_LIMIT: usize = 100;
 
 type ApiResult = Result<Response, ApiError>;
-
-/// A JSON answer.
-pub(crate) fn json<T: Serialize>(status: StatusCode, body: &T) -> Response {
-    Response::builder()
-        .status(status)
-        .content_type("application/json;charset=utf-8")
-        .body(serde_json::to_vec(body).unwrap_or_default())
-}
 
 fn no_content() -> Response {
     Response::builder().status(StatusCode::NO_CONTENT).finish()

@@ -47,6 +47,7 @@ mod routes;
 mod search;
 mod seed;
 mod server;
+mod state;
 mod store;
 mod variants;
 mod webhooks;
@@ -64,8 +65,10 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::credential::Credential;
-use persist::{Origin, Persist, StartMode};
-use server::{Config, SandboxEndpoint, State, Stats, lock};
+use persist::{Origin, StartMode};
+use server::SandboxEndpoint;
+use state::Persist;
+use state::{Config, State, Stats, lock};
 
 pub use variants::{
     ConflictReport, EmptyValues, HubSpotProfile, MissingIds, ResultOrder, SearchModified,

@@ -10,16 +10,16 @@
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::oneshot;
 
 use super::SandboxError;
 use super::oauth::Tokens;
-use super::server::{State, lock};
+use super::state::{State, lock};
 use super::store::Store;
 use super::variants::Variants;
 
@@ -185,51 +185,6 @@ fn write_error(path: &Path, source: std::io::Error) -> SandboxError {
     SandboxError::StateWrite {
         path: path.to_owned(),
         source,
-    }
-}
-
-/// Keeps a running sandbox's state file up to date.
-#[derive(Debug)]
-pub(crate) struct Persist {
-    path: PathBuf,
-    /// Bumped by every change.
-    changes: AtomicU64,
-    /// The value of `changes` that the file holds.
-    saved: AtomicU64,
-    wake: Notify,
-    /// One save at a time: two would share the temporary file.
-    saving: Mutex<()>,
-}
-
-impl Persist {
-    /// Saves into `path`, which does not hold this state yet.
-    pub(crate) fn new(path: PathBuf) -> Self {
-        Self {
-            path,
-            changes: AtomicU64::new(1),
-            saved: AtomicU64::new(0),
-            wake: Notify::new(),
-            saving: Mutex::new(()),
-        }
-    }
-
-    /// Saves into `path`, which holds this state already (it was just read from there).
-    pub(crate) fn saved(path: PathBuf) -> Self {
-        let persist = Self::new(path);
-        persist.saved.store(1, Ordering::Release);
-        persist
-    }
-
-    /// The state file.
-    pub(crate) fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Notes a change: it is saved within [`DEBOUNCE`] plus at most two saves' time (one may
-    /// be under way).
-    pub(crate) fn changed(&self) {
-        self.changes.fetch_add(1, Ordering::AcqRel);
-        self.wake.notify_one();
     }
 }
 

@@ -2,151 +2,27 @@
 //! scope, count against the limits, draw faults, run the operation, maybe drop the
 //! connection; stamp correlation ids and rate-limit headers.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use poem::http::{HeaderMap, HeaderValue, StatusCode};
 use poem::{Endpoint, Request, Response};
 
+use super::RecordedRequest;
+use super::api;
 use super::clock::{iso_millis, now_ms};
-use super::conn::Connections;
 use super::errors::{ApiError, uuid_v4};
-use super::faults::{Fault, Faults};
-use super::limits::{AppKey, Budget, Limits, Refusal};
-use super::oauth::{Authorize, OAuthApp, TokenCheck, parse_params, refused_page};
-use super::persist::Persist;
+use super::faults::Fault;
+use super::limits::{AppKey, Budget, Refusal};
+use super::oauth::{Authorize, TokenCheck, parse_params, refused_page};
 use super::routes::{ApiOp, OAuthOp, OpKind, Target, route};
-use super::seed::ContactGenerator;
-use super::store::Store;
-use super::variants::{Shuffler, Variants};
-use super::webhooks::Webhooks;
-use super::{RecordedRequest, api};
-use crate::credential::Credential;
+use super::state::{PERSON_OP, State, lock};
+use super::wire::json;
 
 /// Largest request body read (HubSpot's batch bodies are far smaller).
 const MAX_BODY: usize = 16 * 1024 * 1024;
-
-/// Settings fixed at start.
-#[derive(Debug, Clone)]
-pub(crate) struct Config {
-    /// Account id.
-    pub portal_id: i64,
-    /// The private-app token.
-    pub access_token: Credential,
-    /// The OAuth client id.
-    pub client_id: String,
-    /// The OAuth client secret.
-    pub client_secret: Credential,
-    /// Added to every HubSpot answer.
-    pub latency: Duration,
-    /// Seed of contacts and faults.
-    pub rng_seed: u64,
-    /// Index lag of search.
-    pub search_delay_ms: u64,
-}
-
-/// Request counters.
-#[derive(Debug, Default)]
-pub(crate) struct Stats {
-    /// All requests.
-    pub requests: AtomicU64,
-    /// 429 answers.
-    pub rate_limited: AtomicU64,
-    /// Injected 5xx answers.
-    pub faults_5xx: AtomicU64,
-    /// Connections dropped after a write.
-    pub dropped: AtomicU64,
-    /// Reads answered by dropping the connection.
-    pub dropped_reads: AtomicU64,
-    /// 401 answers.
-    pub unauthorized: AtomicU64,
-    /// Requests per operation name.
-    pub by_op: Mutex<BTreeMap<&'static str, u64>>,
-    /// Answers per status code.
-    pub by_status: Mutex<BTreeMap<u16, u64>>,
-}
-
-impl Stats {
-    fn count(&self, op: Option<&'static str>, status: StatusCode) {
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        if let Some(op) = op {
-            *lock(&self.by_op).entry(op).or_default() += 1;
-        }
-        *lock(&self.by_status).entry(status.as_u16()).or_default() += 1;
-    }
-
-    /// Zeroes every counter.
-    pub(crate) fn reset(&self) {
-        for c in [
-            &self.requests,
-            &self.rate_limited,
-            &self.faults_5xx,
-            &self.dropped,
-            &self.unauthorized,
-        ] {
-            c.store(0, Ordering::Relaxed);
-        }
-        lock(&self.by_op).clear();
-        lock(&self.by_status).clear();
-    }
-}
-
-/// The operation name under which the stats count a person's requests ([`super::USER_HEADER`]):
-/// they stand for actions in HubSpot's UI, not the app's calls.
-pub(crate) const PERSON_OP: &str = "person";
-
-/// Locks a mutex, surviving a poisoned one (a panicked handler must not stop the sandbox).
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Everything the handlers share.
-#[derive(Debug)]
-pub(crate) struct State {
-    /// Fixed settings.
-    pub cfg: Config,
-    /// CRM data.
-    pub store: Mutex<Store>,
-    /// The OAuth app.
-    pub oauth: OAuthApp,
-    /// Rate limits.
-    pub limits: Limits,
-    /// Fault dice.
-    pub faults: Faults,
-    /// Webhook sender, when a URL is configured.
-    pub webhooks: Option<Webhooks>,
-    /// Killable connections.
-    pub connections: Connections,
-    /// Counters.
-    pub stats: Stats,
-    /// Requests kept for conformance tests, when recording.
-    pub recorder: Mutex<Option<Vec<RecordedRequest>>>,
-    /// Generator of seeded contacts.
-    pub generator: Mutex<ContactGenerator>,
-    /// How the open choices are answered now (the admin API changes them at run time).
-    pub variants: Mutex<Variants>,
-    /// Shuffles batch results under `--result-order shuffled`.
-    pub shuffler: Shuffler,
-    /// The state file kept up to date, under `--state-file`.
-    pub persist: Option<Persist>,
-}
-
-impl State {
-    /// The variants in force; a request reads them once, so a change applies from the next.
-    pub(crate) fn variants(&self) -> Variants {
-        *lock(&self.variants)
-    }
-
-    /// Notes that the account may have changed, so that the state file is saved again.
-    pub(crate) fn changed(&self) {
-        if let Some(persist) = &self.persist {
-            persist.changed();
-        }
-    }
-}
 
 /// Who is calling.
 struct Principal {
@@ -297,7 +173,7 @@ fn oauth(state: &State, op: OAuthOp, query: &str, body: &[u8], correlation: &str
     };
     match result {
         Ok(serde_json::Value::Null) => Response::builder().status(StatusCode::OK).finish(),
-        Ok(v) => api::json(StatusCode::OK, &v),
+        Ok(v) => json(StatusCode::OK, &v),
         Err(e) => e.into_response(correlation),
     }
 }

@@ -1,6 +1,8 @@
 //! The sandbox's own JSON shapes for HubSpot's CRM v3 contacts API (kept apart from the
 //! crate's HubSpot client on purpose: two independent readings of the same API).
 
+use poem::Response;
+use poem::http::StatusCode;
 use std::collections::BTreeMap;
 
 use serde::de::DeserializeOwned;
@@ -426,4 +428,12 @@ pub(crate) struct CollectionOut {
     /// Absent on the last page.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub paging: Option<Paging>,
+}
+
+/// A JSON answer.
+pub(crate) fn json<T: Serialize>(status: StatusCode, body: &T) -> Response {
+    Response::builder()
+        .status(status)
+        .content_type("application/json;charset=utf-8")
+        .body(serde_json::to_vec(body).unwrap_or_default())
 }
