@@ -90,7 +90,7 @@ impl Store {
             sqlite: CLAIM.replace("CLAIMABLE", CLAIMABLE),
         );
         let rows: Vec<PendingPull> = on_pool!(self, pool => {
-            sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()))
+            sqlx::query_as(sqlx::AssertSqlSafe(sql))
                 .bind(i64::from(limit))
                 .bind(lease)
                 .bind(job.to_string())
