@@ -7,9 +7,12 @@ mod common;
 #[macro_use]
 mod jobs_support;
 
-use crm_sync::ids::JobId;
+use crm_sync::ids::{DeliveryId, JobId, LeaseId};
 use crm_sync::jobs::model::{Counts, Direction, JobSpec, JobStatus, PushCounts, Trigger};
+use crm_sync::jobs::queue::{QUEUE, TASK_MAX_ATTEMPTS};
 use crm_sync::jobs::{EnqueueRequest, enqueue};
+use crm_sync::store::RetentionCutoffs;
+use crm_sync::store::apalis::{STATUS_DONE, STATUS_FAILED, STATUS_KILLED};
 use crm_sync::store::jobs::{Checkpoint, Tx};
 use jobs_support::JobsDb;
 
@@ -23,6 +26,7 @@ backend_tests!(
     a_stale_delivery_cannot_claim_a_job,
     cancelling_frees_the_direction,
     the_jobs_command_lists_recent_jobs_and_shows_one,
+    apalis_tables_are_what_the_store_reads,
 );
 
 fn req(spec: JobSpec, force: bool) -> EnqueueRequest {
@@ -142,10 +146,10 @@ async fn a_run_holds_its_job_under_a_lease(db: &JobsDb) {
         .await
         .unwrap()
         .job;
-    let delivery = job.id.to_string();
+    let delivery = DeliveryId(job.id.to_string());
     let run = db
         .store
-        .claim_job(job.id, &delivery, "lease-1", "w1")
+        .claim_job(job.id, &delivery, &LeaseId("lease-1".into()), "w1")
         .await
         .unwrap()
         .unwrap();
@@ -165,9 +169,13 @@ async fn a_run_holds_its_job_under_a_lease(db: &JobsDb) {
         total: Some(10),
     };
     let mut tx = Tx::begin(&db.store).await.unwrap();
-    assert!(tx.save_job_progress(job.id, "lease-1", &cp).await.unwrap());
     assert!(
-        !tx.save_job_progress(job.id, "someone-else", &cp)
+        tx.save_job_progress(job.id, &LeaseId("lease-1".into()), &cp)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !tx.save_job_progress(job.id, &LeaseId("someone-else".into()), &cp)
             .await
             .unwrap(),
         "another lease writes nothing"
@@ -182,7 +190,7 @@ async fn a_run_holds_its_job_under_a_lease(db: &JobsDb) {
     // A worker presumed dead is taken over: the new run gets a new lease, the old one loses.
     let taken = db
         .store
-        .claim_job(job.id, &delivery, "lease-2", "w2")
+        .claim_job(job.id, &delivery, &LeaseId("lease-2".into()), "w2")
         .await
         .unwrap()
         .unwrap();
@@ -190,14 +198,24 @@ async fn a_run_holds_its_job_under_a_lease(db: &JobsDb) {
     assert_eq!(taken.checkpoint, Some(cursor));
     assert!(
         db.store
-            .finish_job(job.id, "lease-1", JobStatus::Succeeded, None)
+            .finish_job(
+                job.id,
+                &LeaseId("lease-1".into()),
+                JobStatus::Succeeded,
+                None
+            )
             .await
             .unwrap()
             .is_none()
     );
     let done = db
         .store
-        .finish_job(job.id, "lease-2", JobStatus::Succeeded, None)
+        .finish_job(
+            job.id,
+            &LeaseId("lease-2".into()),
+            JobStatus::Succeeded,
+            None,
+        )
         .await
         .unwrap()
         .unwrap();
@@ -208,7 +226,7 @@ async fn a_run_holds_its_job_under_a_lease(db: &JobsDb) {
     // A finished job cannot be claimed again.
     assert!(
         db.store
-            .claim_job(job.id, &delivery, "lease-3", "w3")
+            .claim_job(job.id, &delivery, &LeaseId("lease-3".into()), "w3")
             .await
             .unwrap()
             .is_none()
@@ -220,10 +238,10 @@ async fn a_stale_delivery_cannot_claim_a_job(db: &JobsDb) {
         .await
         .unwrap()
         .job;
-    let other = JobId::generate().to_string();
+    let other = DeliveryId(JobId::generate().to_string());
     assert!(
         db.store
-            .claim_job(job.id, &other, "l", "w")
+            .claim_job(job.id, &other, &LeaseId("l".into()), "w")
             .await
             .unwrap()
             .is_none()
@@ -291,4 +309,84 @@ async fn the_jobs_command_lists_recent_jobs_and_shows_one(db: &JobsDb) {
             .unwrap_err();
         assert!(matches!(err, CommandError::NotFound(_)), "{err}");
     }
+}
+
+/// `store::apalis` reads Apalis' own tables; an Apalis upgrade that renames them, their columns
+/// or its status strings must fail here, loudly, rather than leave reconciliation blind.
+async fn apalis_tables_are_what_the_store_reads(db: &JobsDb) {
+    use apalis::prelude::Status;
+    const UPDATE: &str = "Apalis changed its storage: update src/store/apalis.rs";
+    for (ours, theirs) in [
+        (STATUS_DONE, Status::Done),
+        (STATUS_KILLED, Status::Killed),
+        (STATUS_FAILED, Status::Failed),
+    ] {
+        assert_eq!(
+            ours,
+            theirs.to_string(),
+            "{UPDATE}: status {theirs:?} is spelled differently"
+        );
+    }
+
+    let job = enqueue(&db.store, req(JobSpec::push(), false))
+        .await
+        .unwrap()
+        .job;
+    let delivery = DeliveryId(job.id.to_string());
+    let task = db
+        .store
+        .apalis_task(QUEUE, &delivery)
+        .await
+        .unwrap_or_else(|e| panic!("{UPDATE}: its task table or columns are gone ({e})"))
+        .unwrap_or_else(|| {
+            panic!("{UPDATE}: a task it was just given is not found by id and queue ({QUEUE})")
+        });
+    assert_eq!(
+        task.status.parse::<Status>().ok(),
+        Some(Status::Pending),
+        "{UPDATE}: a new task's status reads {:?}",
+        task.status
+    );
+    assert_eq!(
+        task.attempts, 0,
+        "{UPDATE}: `attempts` no longer counts from 0"
+    );
+    assert_eq!(
+        i64::from(task.max_attempts),
+        TASK_MAX_ATTEMPTS as i64,
+        "{UPDATE}: `max_attempts` no longer holds the task's limit"
+    );
+    assert!(!task.is_finished(), "a pending task is not finished");
+    let missing = DeliveryId(JobId::generate().to_string());
+    assert!(
+        db.store
+            .apalis_task(QUEUE, &missing)
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // Retention prunes the task table by `done_at`, `status` and the attempt columns; a pending
+    // task survives whatever the cutoff.
+    let later = chrono::Utc::now() + chrono::Duration::days(1);
+    let cutoffs = RetentionCutoffs {
+        jobs: later,
+        webhook_events: later,
+        schedule_ticks: later,
+        queue_tasks: later,
+        oauth_states: later,
+        operator_sessions: later,
+    };
+    db.store
+        .prune_retained(&cutoffs)
+        .await
+        .unwrap_or_else(|e| panic!("{UPDATE}: pruning finished tasks failed ({e})"));
+    assert!(
+        db.store
+            .apalis_task(QUEUE, &delivery)
+            .await
+            .unwrap()
+            .is_some(),
+        "pruning must keep a task Apalis may still run"
+    );
 }

@@ -6,7 +6,7 @@
 //! Every task is pushed in the same database transaction that creates or updates the job row,
 //! so a job can never exist without a task that delivers it, nor a task without its job.
 
-use crate::ids::JobId;
+use crate::ids::{DeliveryId, JobId};
 use crate::jobs::model::{Job, JobSpec, Trigger};
 use crate::store::jobs::{NewJob, Tx, is_transient};
 use crate::store::{Store, StoreError};
@@ -29,7 +29,7 @@ pub struct SyncTask {
     /// The job to run.
     pub job_id: JobId,
     /// This task's id, which must still be the job's `delivery` for the run to go ahead.
-    pub delivery: String,
+    pub delivery: DeliveryId,
 }
 
 /// Queue errors.
@@ -193,7 +193,7 @@ pub(crate) async fn push_delivery(
 ) -> Result<(), QueueError> {
     let payload = SyncTask {
         job_id,
-        delivery: delivery.to_string(),
+        delivery: DeliveryId::from(delivery),
     };
     let bytes = serde_json::to_vec(&payload).map_err(|e| QueueError::Push(e.to_string()))?;
     let mut builder = TaskBuilder::new(bytes)
@@ -203,55 +203,9 @@ pub(crate) async fn push_delivery(
         builder = builder.run_after(delay);
     }
     let task = builder.build();
-    match tx {
-        Tx::Postgres(t) => apalis_postgres::queries::push_tasks(&mut **t, QUEUE, vec![task])
-            .await
-            .map_err(|e| QueueError::Push(e.to_string())),
-        Tx::Sqlite(t) => apalis_sqlite::queries::push_tasks(&mut **t, QUEUE, &[task])
-            .await
-            .map_err(|e| QueueError::Push(e.to_string())),
-    }
-}
-
-/// What Apalis knows about a delivery task.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-struct TaskState {
-    status: String,
-    attempts: i32,
-    max_attempts: i32,
-}
-
-impl TaskState {
-    /// Whether Apalis will never hand this task to a handler again.
-    fn is_finished(&self) -> bool {
-        match self.status.as_str() {
-            "Done" | "Killed" => true,
-            "Failed" => self.attempts >= self.max_attempts,
-            _ => false,
-        }
-    }
-}
-
-async fn task_state(store: &Store, id: &str) -> Result<Option<TaskState>, QueueError> {
-    Ok(if let Some(p) = store.pg_pool() {
-        sqlx::query_as(
-            "SELECT status, attempts, max_attempts FROM apalis.jobs WHERE id = $1 AND job_type = $2",
-        )
-        .bind(id)
-        .bind(QUEUE)
-        .fetch_optional(p)
-        .await?
-    } else if let Some(p) = store.sqlite_pool() {
-        sqlx::query_as(
-            "SELECT status, attempts, max_attempts FROM Jobs WHERE id = $1 AND job_type = $2",
-        )
-        .bind(id)
-        .bind(QUEUE)
-        .fetch_optional(p)
-        .await?
-    } else {
-        None
-    })
+    tx.push_apalis_task(QUEUE, task)
+        .await
+        .map_err(QueueError::Push)
 }
 
 /// Repairs active jobs whose delivery task can no longer deliver them (missing, or finished
@@ -261,10 +215,10 @@ async fn task_state(store: &Store, id: &str) -> Result<Option<TaskState>, QueueE
 pub async fn reconcile(store: &Store) -> Result<usize, QueueError> {
     let mut repaired = 0;
     for record in store.active_job_records().await? {
-        let Some(old) = record.delivery.as_deref() else {
+        let Some(old) = record.delivery.as_ref() else {
             continue;
         };
-        let finished = match task_state(store, old).await? {
+        let finished = match store.apalis_task(QUEUE, old).await? {
             None => true,
             Some(state) => state.is_finished(),
         };
@@ -274,12 +228,12 @@ pub async fn reconcile(store: &Store) -> Result<usize, QueueError> {
         let mut tx = Tx::begin(store).await?;
         let fresh = Ulid::generate();
         if tx
-            .redeliver_job(record.job.id, old, &fresh.to_string())
+            .redeliver_job(record.job.id, old, &DeliveryId::from(fresh))
             .await?
         {
             push_delivery(&mut tx, record.job.id, fresh, None).await?;
             tx.commit().await?;
-            tracing::warn!(job = %record.job.id, old_task = old, new_task = %fresh,
+            tracing::warn!(job = %record.job.id, old_task = %old, new_task = %fresh,
                 "job had no live delivery task; re-enqueued it");
             repaired += 1;
         } else {

@@ -13,8 +13,8 @@
 //!   `progress.counts()` (zero on a first run, the last committed page's on a resumed one).
 //! - Call `progress.set_total(n)` as soon as the number of records is known.
 //! - Per page: return `Err(RunError::Interrupted)` if `progress.should_stop()`; read and call
-//!   HubSpot; then `let mut tx = progress.begin().await?`, write the page's rows through
-//!   `tx.postgres()` / `tx.sqlite()`, and `progress.commit(tx, Page { counts, checkpoint,
+//!   HubSpot; then `let mut tx = progress.begin().await?`, write the page's rows through the
+//!   store's `Tx` methods, and `progress.commit(tx, Page { counts, checkpoint,
 //!   errors }).await?` — `counts` cumulative, `errors` only this page's.
 //! - A page interrupted between its HubSpot writes and its commit runs again on resume, so
 //!   those writes must be idempotent (upsert by email or id, search before create).
@@ -25,7 +25,7 @@
 //!
 //! `tests/jobs_support` has a complete runner written this way (the test runner).
 
-use crate::ids::{JobId, PortalId};
+use crate::ids::{JobId, LeaseId, PortalId};
 use crate::jobs::model::{Counts, Job, MAX_RECORD_ERRORS, RecordError};
 use crate::store::jobs::{Checkpoint, JobRecord, Tx, is_transient};
 use crate::store::{Store, StoreError};
@@ -106,7 +106,7 @@ pub struct Page {
 pub struct Progress {
     store: Store,
     job_id: JobId,
-    lease: String,
+    lease: LeaseId,
     stop: StopCheck,
     state: Mutex<State>,
 }
@@ -132,7 +132,7 @@ impl std::fmt::Debug for Progress {
 
 impl Progress {
     /// Progress for a run that holds `record` under `lease`.
-    pub(crate) fn new(store: Store, record: &JobRecord, lease: String, stop: StopCheck) -> Self {
+    pub(crate) fn new(store: Store, record: &JobRecord, lease: LeaseId, stop: StopCheck) -> Self {
         Self {
             store,
             job_id: record.job.id,
@@ -192,7 +192,7 @@ impl Progress {
     }
 
     /// The lease this run holds the job under (what its claims on shared work are made with).
-    pub fn lease(&self) -> &str {
+    pub fn lease(&self) -> &LeaseId {
         &self.lease
     }
 

@@ -16,14 +16,14 @@
 //! A worker killed with SIGKILL leaves its task `Running` in Apalis; once its heartbeat is
 //! `heartbeat_interval × missed_heartbeats` old, any other worker's heartbeat re-enqueues it.
 
-use crate::ids::JobId;
+use crate::ids::{DeliveryId, JobId, LeaseId};
 use crate::jobs::metrics;
 use crate::jobs::model::{Job, JobStatus, Trigger};
 use crate::jobs::queue::{self, QUEUE, QueueError, SyncTask};
 use crate::jobs::runner::{JobRunner, Progress, RunError, StopCheck};
 use crate::jobs::schedule::{self, Schedule};
 use crate::store::jobs::{Tx, is_transient};
-use crate::store::{Store, StoreError};
+use crate::store::{Pool, Store, StoreError};
 use apalis::prelude::{
     BackendExt, BoxDynError, Data, Event, Monitor, WorkerBuilder, WorkerContext,
 };
@@ -191,7 +191,7 @@ pub async fn process(
     worker_name: &str,
     stop: StopCheck,
 ) -> Result<Settled, QueueError> {
-    let lease = Ulid::generate().to_string();
+    let lease = LeaseId::generate();
     let claimed =
         with_db_retry(|| store.claim_job(task.job_id, &task.delivery, &lease, worker_name)).await?;
     let Some(record) = claimed else {
@@ -240,7 +240,7 @@ pub async fn process(
 async fn settle(
     store: &Store,
     job: &Job,
-    lease: &str,
+    lease: &LeaseId,
     retry: RetryPolicy,
     outcome: Result<(), RunError>,
 ) -> Result<Settled, QueueError> {
@@ -268,7 +268,7 @@ async fn settle(
 async fn finish(
     store: &Store,
     id: JobId,
-    lease: &str,
+    lease: &LeaseId,
     status: JobStatus,
     reason: Option<&str>,
 ) -> Result<Settled, QueueError> {
@@ -283,7 +283,7 @@ async fn finish(
 /// ids are still pending (a bounded drain stopped early, or ids arrived after its last look).
 /// A delivery that records ids after this commits finds no active webhook pull and queues one;
 /// one that recorded them before is seen here. So no pending id is left without a drain.
-async fn finish_drain(store: &Store, id: JobId, lease: &str) -> Result<Settled, QueueError> {
+async fn finish_drain(store: &Store, id: JobId, lease: &LeaseId) -> Result<Settled, QueueError> {
     with_db_retry(|| async {
         let mut tx = Tx::begin(store).await?;
         if tx
@@ -311,25 +311,26 @@ async fn finish_drain(store: &Store, id: JobId, lease: &str) -> Result<Settled, 
 async fn hand_back(
     store: &Store,
     id: JobId,
-    lease: &str,
+    lease: &LeaseId,
     retry: Option<(&str, Duration)>,
 ) -> Result<Settled, QueueError> {
     with_db_retry(|| async {
         let mut tx = Tx::begin(store).await?;
-        let delivery = Ulid::generate();
+        let task = Ulid::generate();
+        let delivery = DeliveryId::from(task);
         let held = match retry {
             Some((reason, delay)) => {
                 let at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
-                tx.mark_job_retrying(id, lease, reason, at, &delivery.to_string())
+                tx.mark_job_retrying(id, lease, reason, at, &delivery)
                     .await?
             }
-            None => tx.requeue_job(id, lease, &delivery.to_string()).await?,
+            None => tx.requeue_job(id, lease, &delivery).await?,
         };
         if !held {
             tx.rollback().await?;
             return Ok(Settled::Superseded);
         }
-        queue::push_delivery(&mut tx, id, delivery, retry.map(|(_, d)| d)).await?;
+        queue::push_delivery(&mut tx, id, task, retry.map(|(_, d)| d)).await?;
         tx.commit().await?;
         Ok(match retry {
             Some(_) => Settled::Retrying,
@@ -510,42 +511,44 @@ where
         })
         .shutdown_timeout(config.shutdown_timeout);
 
-    if let Some(pool) = store.pg_pool() {
-        let storage = PostgresStorage::<SyncTask>::new(pool).with_config(pg_config(&config));
-        let (ctx, base, poll) = (ctx.clone(), base.clone(), config.postgres_poll_interval);
-        monitor = monitor.register(move |restarts| {
-            let delay = restart_delay(restarts);
-            let backend = storage
-                .clone()
-                .with_pubsub()
-                .poll_with_interval(poll)
-                .before_start(move |_| async move {
-                    tokio::time::sleep(delay).await;
-                    Ok(())
-                });
-            WorkerBuilder::new(format!("{base}-r{restarts}"))
-                .backend(backend)
-                .data(ctx.clone())
-                .build(handle)
-        });
-    } else if let Some(pool) = store.sqlite_pool() {
-        let storage = SqliteStorage::<SyncTask>::new(pool).with_config(sqlite_config(&config));
-        let (ctx, base, poll) = (ctx.clone(), base.clone(), config.sqlite_poll_interval);
-        monitor = monitor.register(move |restarts| {
-            let delay = restart_delay(restarts);
-            let backend =
-                storage
+    match store.pool() {
+        Pool::Postgres(pool) => {
+            let storage = PostgresStorage::<SyncTask>::new(pool).with_config(pg_config(&config));
+            let (ctx, base, poll) = (ctx.clone(), base.clone(), config.postgres_poll_interval);
+            monitor = monitor.register(move |restarts| {
+                let delay = restart_delay(restarts);
+                let backend = storage
                     .clone()
+                    .with_pubsub()
                     .poll_with_interval(poll)
                     .before_start(move |_| async move {
                         tokio::time::sleep(delay).await;
                         Ok(())
                     });
-            WorkerBuilder::new(format!("{base}-r{restarts}"))
-                .backend(backend)
-                .data(ctx.clone())
-                .build(handle)
-        });
+                WorkerBuilder::new(format!("{base}-r{restarts}"))
+                    .backend(backend)
+                    .data(ctx.clone())
+                    .build(handle)
+            });
+        }
+        Pool::Sqlite(pool) => {
+            let storage = SqliteStorage::<SyncTask>::new(pool).with_config(sqlite_config(&config));
+            let (ctx, base, poll) = (ctx.clone(), base.clone(), config.sqlite_poll_interval);
+            monitor =
+                monitor.register(move |restarts| {
+                    let delay = restart_delay(restarts);
+                    let backend = storage.clone().poll_with_interval(poll).before_start(
+                        move |_| async move {
+                            tokio::time::sleep(delay).await;
+                            Ok(())
+                        },
+                    );
+                    WorkerBuilder::new(format!("{base}-r{restarts}"))
+                        .backend(backend)
+                        .data(ctx.clone())
+                        .build(handle)
+                });
+        }
     }
 
     for (i, sched) in schedules.into_iter().enumerate() {

@@ -1,7 +1,7 @@
 //! The local `contacts` table (INTERFACE §3).
 
 use super::tombstones::{Tombstone, TombstoneReason};
-use super::{Pools, Store, StoreError, on_pool};
+use super::{Store, StoreError, Tx, on_pool, on_tx};
 use crate::ids::{ContactId, HsObjectId};
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
@@ -135,52 +135,47 @@ impl Store {
             return Ok(0);
         }
         let mut inserted = 0;
-        match &self.pools {
-            Pools::Postgres(pool) => {
-                let mut tx = super::begin_postgres(pool).await?;
-                for chunk in batch.chunks(INSERT_CHUNK) {
+        let mut tx = Tx::begin(self).await?;
+        for chunk in batch.chunks(INSERT_CHUNK) {
+            let done = on_tx!(&mut tx, c =>
+                postgres: {
                     let mut emails = Vec::with_capacity(chunk.len());
                     let mut firsts = Vec::with_capacity(chunk.len());
                     let mut lasts = Vec::with_capacity(chunk.len());
-                    for c in chunk {
-                        emails.push(c.email.as_deref().and_then(normalize_email));
-                        firsts.push(c.first_name.as_deref());
-                        lasts.push(c.last_name.as_deref());
+                    for contact in chunk {
+                        emails.push(contact.email.as_deref().and_then(normalize_email));
+                        firsts.push(contact.first_name.as_deref());
+                        lasts.push(contact.last_name.as_deref());
                     }
-                    let done = sqlx::query(PG_INSERT)
+                    sqlx::query(PG_INSERT)
                         .bind(&emails)
                         .bind(&firsts)
                         .bind(&lasts)
-                        .execute(&mut *tx)
-                        .await?;
-                    inserted += done.rows_affected();
-                }
-                tx.commit().await?;
-            }
-            Pools::Sqlite(pool) => {
-                // IMMEDIATE takes the write lock up front, so the busy timeout queues this writer
-                // behind others instead of failing halfway with "database is locked".
-                let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-                for chunk in batch.chunks(INSERT_CHUNK) {
+                        .execute(c)
+                        .await?
+                        .rows_affected()
+                },
+                sqlite: {
                     let rows: Vec<_> = chunk
                         .iter()
-                        .map(|c| {
+                        .map(|contact| {
                             (
-                                c.email.as_deref().and_then(normalize_email),
-                                c.first_name.as_deref(),
-                                c.last_name.as_deref(),
+                                contact.email.as_deref().and_then(normalize_email),
+                                contact.first_name.as_deref(),
+                                contact.last_name.as_deref(),
                             )
                         })
                         .collect();
-                    let done = sqlx::query(SQLITE_INSERT)
+                    sqlx::query(SQLITE_INSERT)
                         .bind(Json(rows))
-                        .execute(&mut *tx)
-                        .await?;
-                    inserted += done.rows_affected();
-                }
-                tx.commit().await?;
-            }
+                        .execute(c)
+                        .await?
+                        .rows_affected()
+                },
+            );
+            inserted += done;
         }
+        tx.commit().await?;
         Ok(inserted)
     }
 

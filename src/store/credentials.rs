@@ -2,7 +2,7 @@
 //! encryption module owns the key, this table only keeps opaque bytes.
 
 use super::time::DbTime;
-use super::{Store, StoreError, on_pool};
+use super::{Store, StoreError, Tx, on_pool, on_tx};
 use crate::ids::PortalId;
 use chrono::{DateTime, Utc};
 
@@ -183,23 +183,24 @@ impl Store {
             replace_credentials!()
         );
         let scopes = new.scopes.join(" ");
-        let row = if let Some(pool) = self.pg_pool() {
-            let mut tx = pool.begin().await?;
-            sqlx::query("LOCK TABLE hubspot_credentials IN SHARE ROW EXCLUSIVE MODE")
-                .execute(&mut *tx)
-                .await?;
-            let row = bind_new_credentials!(sqlx::query_as::<_, CredentialsRow>(SQL), new, &scopes)
-                .fetch_optional(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            row
-        } else if let Some(pool) = self.sqlite_pool() {
+        let mut tx = Tx::begin(self).await?;
+        on_tx!(&mut tx, c =>
+            // The `NOT EXISTS` check and the insert must see the same table: no other portal's
+            // row may arrive in between. (SQLite's `IMMEDIATE` transaction already holds the
+            // one write lock.)
+            postgres: {
+                sqlx::query("LOCK TABLE hubspot_credentials IN SHARE ROW EXCLUSIVE MODE")
+                    .execute(c)
+                    .await?;
+            },
+            sqlite: (),
+        );
+        let row = on_tx!(&mut tx, c => {
             bind_new_credentials!(sqlx::query_as::<_, CredentialsRow>(SQL), new, &scopes)
-                .fetch_optional(pool)
+                .fetch_optional(c)
                 .await?
-        } else {
-            None
-        };
+        });
+        tx.commit().await?;
         row.map(TryInto::try_into).transpose()
     }
 

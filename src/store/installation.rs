@@ -2,7 +2,7 @@
 //! key push writes to HubSpot, and how far bare keys written by earlier versions are this
 //! database's own (see `crate::sync::keys` and docs/security.md).
 
-use super::{Store, StoreError};
+use super::{Store, StoreError, on_pool};
 use crate::ids::ContactId;
 
 /// This database's installation, as its migration recorded it.
@@ -21,38 +21,25 @@ impl Store {
     /// keys are no longer recognised.
     pub async fn installation(&self) -> Result<Installation, StoreError> {
         const READ: &str = "SELECT id, legacy_keys_through FROM installation";
-        let row: Option<(String, Option<i64>)> = if let Some(pool) = self.pg_pool() {
-            match sqlx::query_as(READ).fetch_optional(pool).await? {
-                Some(row) => Some(row),
-                None => {
-                    sqlx::query(
-                        "INSERT INTO installation (singleton, id)
-                         VALUES (TRUE, substr(md5(gen_random_uuid()::text), 1, 16))
-                         ON CONFLICT DO NOTHING",
-                    )
-                    .execute(pool)
-                    .await?;
+        const PG_CREATE: &str = "INSERT INTO installation (singleton, id)
+             VALUES (TRUE, substr(md5(gen_random_uuid()::text), 1, 16))
+             ON CONFLICT DO NOTHING";
+        // singleton aliases the rowid: without it each insert would get a new one (and fail
+        // the CHECK) instead of conflicting.
+        const SQLITE_CREATE: &str = "INSERT INTO installation (singleton, id)
+             VALUES (1, lower(hex(randomblob(8))))
+             ON CONFLICT DO NOTHING";
+        let row: Option<(String, Option<i64>)> =
+            on_pool!(self, pool => sqlx::query_as(READ).fetch_optional(pool).await?);
+        let row = match row {
+            Some(row) => Some(row),
+            None => {
+                let create = on_pool!(self, _pool => postgres: PG_CREATE, sqlite: SQLITE_CREATE);
+                on_pool!(self, pool => {
+                    sqlx::query(create).execute(pool).await?;
                     sqlx::query_as(READ).fetch_optional(pool).await?
-                }
+                })
             }
-        } else if let Some(pool) = self.sqlite_pool() {
-            match sqlx::query_as(READ).fetch_optional(pool).await? {
-                Some(row) => Some(row),
-                None => {
-                    sqlx::query(
-                        // singleton aliases the rowid: without it each insert would
-                        // get a new one (and fail the CHECK) instead of conflicting.
-                        "INSERT INTO installation (singleton, id)
-                         VALUES (1, lower(hex(randomblob(8))))
-                         ON CONFLICT DO NOTHING",
-                    )
-                    .execute(pool)
-                    .await?;
-                    sqlx::query_as(READ).fetch_optional(pool).await?
-                }
-            }
-        } else {
-            None
         };
         let (id, legacy) = row.ok_or_else(|| {
             StoreError::InvalidData("the installation row cannot be created".to_owned())

@@ -2,7 +2,7 @@
 //!
 //! The SQL is written once: both backends accept `$N` parameters, `RETURNING` and
 //! `ON CONFLICT DO NOTHING`, and every time is bound from Rust (`DbTime`), so one text serves
-//! PostgreSQL and SQLite; `on_pool!` / `on_tx!` only pick the connection.
+//! PostgreSQL and SQLite (see the rule in `store`).
 //!
 //! Rules the queue relies on:
 //! - [`Tx::insert_job`] enforces "one active job per direction" in the database: it inserts
@@ -13,16 +13,17 @@
 //! - A job is carried by exactly one Apalis task at a time, named in `delivery`; a task whose id
 //!   is not the job's `delivery` is stale.
 
+/// Kept at the path its callers have always used.
+pub use super::Tx;
 use super::time::DbTime;
-use super::{Pools, Store, StoreError, on_pool};
-use crate::ids::{JobId, PortalId};
+use super::{Store, StoreError, on_pool, on_tx};
+use crate::ids::{DeliveryId, JobId, LeaseId, PortalId};
 use crate::jobs::model::{
     Counts, Direction, Job, JobProgress, JobSpec, JobStatus, RecordError, Trigger,
 };
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::types::Json;
-use sqlx::{Postgres, Sqlite};
 
 /// Whether a store error may pass by itself (connection lost, pool timeout, lock contention),
 /// as opposed to one that will happen again on retry.
@@ -60,86 +61,6 @@ pub fn is_transient_db_error(e: &sqlx::Error) -> bool {
     }
 }
 
-/// An open transaction on either backend: the job store writes through it, and the sync code
-/// writes its own rows through [`Tx::postgres`] / [`Tx::sqlite`], so that a page of records and
-/// its checkpoint commit together or not at all.
-pub enum Tx {
-    /// A PostgreSQL transaction.
-    Postgres(sqlx::Transaction<'static, Postgres>),
-    /// A SQLite transaction, begun `IMMEDIATE`: it holds the write lock from the start, so it
-    /// waits for other writers up front instead of failing half-way on a lock upgrade.
-    Sqlite(sqlx::Transaction<'static, Sqlite>),
-}
-
-impl std::fmt::Debug for Tx {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Postgres(_) => "Tx::Postgres",
-            Self::Sqlite(_) => "Tx::Sqlite",
-        })
-    }
-}
-
-/// Runs `$body` with `$c` bound to the transaction's connection, compiled once per backend.
-macro_rules! on_tx {
-    ($tx:expr, $c:ident => $body:expr) => {
-        match $tx {
-            Tx::Postgres(t) => {
-                let $c = &mut **t;
-                $body
-            }
-            Tx::Sqlite(t) => {
-                let $c = &mut **t;
-                $body
-            }
-        }
-    };
-}
-
-impl Tx {
-    /// Begins a transaction on the store's backend.
-    pub async fn begin(store: &Store) -> Result<Tx, StoreError> {
-        Ok(match &store.pools {
-            Pools::Postgres(p) => Tx::Postgres(super::begin_postgres(p).await?),
-            Pools::Sqlite(p) => Tx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?),
-        })
-    }
-
-    /// Commits.
-    pub async fn commit(self) -> Result<(), StoreError> {
-        match self {
-            Tx::Postgres(t) => t.commit().await?,
-            Tx::Sqlite(t) => t.commit().await?,
-        }
-        Ok(())
-    }
-
-    /// Rolls back (dropping a `Tx` does too).
-    pub async fn rollback(self) -> Result<(), StoreError> {
-        match self {
-            Tx::Postgres(t) => t.rollback().await?,
-            Tx::Sqlite(t) => t.rollback().await?,
-        }
-        Ok(())
-    }
-
-    /// The PostgreSQL connection, when this is a PostgreSQL transaction.
-    pub fn postgres(&mut self) -> Option<&mut sqlx::PgConnection> {
-        match self {
-            Tx::Postgres(t) => Some(&mut **t),
-            Tx::Sqlite(_) => None,
-        }
-    }
-
-    /// The SQLite connection, when this is a SQLite transaction.
-    pub fn sqlite(&mut self) -> Option<&mut sqlx::SqliteConnection> {
-        match self {
-            Tx::Sqlite(t) => Some(&mut **t),
-            Tx::Postgres(_) => None,
-        }
-    }
-}
-
 /// A `sync_jobs` row as stored, before it is checked into a [`Job`].
 #[derive(sqlx::FromRow)]
 struct JobRow {
@@ -161,8 +82,8 @@ struct JobRow {
     total: Option<i64>,
     last_error: Option<String>,
     next_attempt_at: Option<DateTime<Utc>>,
-    delivery: Option<String>,
-    lease: Option<String>,
+    delivery: Option<DeliveryId>,
+    lease: Option<LeaseId>,
     worker: Option<String>,
     portal_id: Option<i64>,
 }
@@ -180,9 +101,9 @@ pub struct JobRecord {
     /// Where a resumed run continues (`None`: from the start).
     pub checkpoint: Option<Value>,
     /// The Apalis task that currently carries the job.
-    pub delivery: Option<String>,
+    pub delivery: Option<DeliveryId>,
     /// The run holding the job, while one does.
-    pub lease: Option<String>,
+    pub lease: Option<LeaseId>,
     /// The worker that ran it last.
     pub worker: Option<String>,
 }
@@ -329,13 +250,12 @@ fn active_webhook_pull_sql() -> String {
     )
 }
 
-/// Ends a run under its lease (`$1` id, `$2` lease, `$3` status, `$4` reason, `$5` now).
-fn finish_sql() -> String {
-    format!(
-        "UPDATE sync_jobs SET status = $3, last_error = $4, finished_at = $5, updated_at = $5, \
-         lease = NULL, next_attempt_at = NULL \
-         WHERE id = $1 AND lease = $2 AND status = 'running' RETURNING {COLUMNS}"
-    )
+/// What a guarded `UPDATE` checks the row still holds.
+enum Guard<'a> {
+    /// The run's lease.
+    Lease(&'a LeaseId),
+    /// The task that carries the job.
+    Delivery(&'a DeliveryId),
 }
 
 fn to_i64(n: u64) -> i64 {
@@ -406,17 +326,22 @@ impl Tx {
         record_opt(row)
     }
 
-    /// [`Store::finish_job`] inside this transaction (a finishing webhook pull queues its
-    /// successor in the same transaction).
+    /// Ends a run with a terminal status (see [`Store::finish_job`]); in a transaction of the
+    /// caller's when a finishing webhook pull queues its successor with it.
     pub async fn finish_job(
         &mut self,
         id: JobId,
-        lease: &str,
+        lease: &LeaseId,
         status: JobStatus,
         error: Option<&str>,
     ) -> Result<Option<Job>, StoreError> {
+        let sql = format!(
+            "UPDATE sync_jobs SET status = $3, last_error = $4, finished_at = $5, updated_at = $5, \
+             lease = NULL, next_attempt_at = NULL \
+             WHERE id = $1 AND lease = $2 AND status = 'running' RETURNING {COLUMNS}"
+        );
         let row: Option<JobRow> = on_tx!(self, c => {
-            sqlx::query_as(sqlx::AssertSqlSafe(finish_sql()))
+            sqlx::query_as(sqlx::AssertSqlSafe(sql))
                 .bind(id.to_string())
                 .bind(lease)
                 .bind(status.as_str())
@@ -433,7 +358,7 @@ impl Tx {
     pub async fn save_job_progress(
         &mut self,
         id: JobId,
-        lease: &str,
+        lease: &LeaseId,
         cp: &Checkpoint<'_>,
     ) -> Result<bool, StoreError> {
         const SQL: &str = "UPDATE sync_jobs SET counts = $3, errors = $4, checkpoint = $5, \
@@ -466,10 +391,10 @@ impl Tx {
     pub async fn mark_job_retrying(
         &mut self,
         id: JobId,
-        lease: &str,
+        lease: &LeaseId,
         reason: &str,
         next_attempt_at: DateTime<Utc>,
-        delivery: &str,
+        delivery: &DeliveryId,
     ) -> Result<bool, StoreError> {
         const SQL: &str = "UPDATE sync_jobs SET status = 'retrying', last_error = $3, \
              next_attempt_at = $4, delivery = $5, lease = NULL, updated_at = $6 \
@@ -495,13 +420,14 @@ impl Tx {
     pub async fn requeue_job(
         &mut self,
         id: JobId,
-        lease: &str,
-        delivery: &str,
+        lease: &LeaseId,
+        delivery: &DeliveryId,
     ) -> Result<bool, StoreError> {
         const SQL: &str = "UPDATE sync_jobs SET status = 'queued', attempts = attempts - 1, \
              delivery = $3, lease = NULL, updated_at = $4 \
              WHERE id = $1 AND lease = $2 AND status = 'running'";
-        self.update_job_guarded(SQL, id, lease, delivery).await
+        self.update_job_guarded(SQL, id, Guard::Lease(lease), delivery)
+            .await
     }
 
     /// Points an active job at a new task `delivery` when its current one can no longer
@@ -510,30 +436,34 @@ impl Tx {
     pub async fn redeliver_job(
         &mut self,
         id: JobId,
-        old_delivery: &str,
-        new_delivery: &str,
+        old_delivery: &DeliveryId,
+        new_delivery: &DeliveryId,
     ) -> Result<bool, StoreError> {
         const SQL: &str = "UPDATE sync_jobs SET delivery = $3, updated_at = $4 \
              WHERE id = $1 AND delivery = $2 AND status IN ('queued', 'running', 'retrying')";
-        self.update_job_guarded(SQL, id, old_delivery, new_delivery)
+        self.update_job_guarded(SQL, id, Guard::Delivery(old_delivery), new_delivery)
             .await
     }
 
-    /// Runs a guarded single-job `UPDATE` whose parameters are the job id, a guard value (`$2`:
-    /// the lease or delivery the caller holds), a new value (`$3`) and the time (`$4`); `true`
+    /// Runs a guarded single-job `UPDATE` whose parameters are the job id, a guard (`$2`: the
+    /// lease or delivery the caller holds), the new delivery (`$3`) and the time (`$4`); `true`
     /// when the guard still held and the row changed.
     async fn update_job_guarded(
         &mut self,
         sql: &'static str,
         id: JobId,
-        guard: &str,
-        value: &str,
+        guard: Guard<'_>,
+        delivery: &DeliveryId,
     ) -> Result<bool, StoreError> {
+        let guard = match guard {
+            Guard::Lease(lease) => lease.0.as_str(),
+            Guard::Delivery(delivery) => delivery.0.as_str(),
+        };
         let n = on_tx!(self, c => {
             sqlx::query(sql)
                 .bind(id.to_string())
                 .bind(guard)
-                .bind(value)
+                .bind(delivery)
                 .bind(DbTime(Utc::now()))
                 .execute(c)
                 .await?
@@ -655,8 +585,8 @@ impl Store {
     pub async fn claim_job(
         &self,
         id: JobId,
-        delivery: &str,
-        lease: &str,
+        delivery: &DeliveryId,
+        lease: &LeaseId,
         worker: &str,
     ) -> Result<Option<JobRecord>, StoreError> {
         let sql = format!(
@@ -684,7 +614,7 @@ impl Store {
     pub async fn set_job_portal(
         &self,
         id: JobId,
-        lease: &str,
+        lease: &LeaseId,
         portal: PortalId,
     ) -> Result<bool, StoreError> {
         const SQL: &str = "UPDATE sync_jobs SET portal_id = $3 WHERE id = $1 AND lease = $2";
@@ -705,21 +635,14 @@ impl Store {
     pub async fn finish_job(
         &self,
         id: JobId,
-        lease: &str,
+        lease: &LeaseId,
         status: JobStatus,
         error: Option<&str>,
     ) -> Result<Option<Job>, StoreError> {
-        let row: Option<JobRow> = on_pool!(self, pool => {
-            sqlx::query_as(sqlx::AssertSqlSafe(finish_sql()))
-                .bind(id.to_string())
-                .bind(lease)
-                .bind(status.as_str())
-                .bind(error)
-                .bind(DbTime(Utc::now()))
-                .fetch_optional(pool)
-                .await?
-        });
-        Ok(record_opt(row)?.map(|r| r.job))
+        let mut tx = Tx::begin(self).await?;
+        let job = tx.finish_job(id, lease, status, error).await?;
+        tx.commit().await?;
+        Ok(job)
     }
 
     /// Cancels an active job. A running job stops at its next checkpoint (its lease no longer

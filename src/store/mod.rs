@@ -1,9 +1,38 @@
 //! Database access on SQLite (the zero-setup default) and PostgreSQL (production).
 //!
-//! One [`Store`] API over both backends, chosen by the URL scheme. Queries are written once
-//! wherever the dialects agree (`$1` placeholders, `ON CONFLICT`, `RETURNING` work in both) and
-//! run on whichever pool is active through the `on_pool!` macro; where the SQL must differ both
-//! versions sit side by side in the same function, so no query exists for only one backend.
+//! One [`Store`] API over both backends, chosen by the URL scheme. This module and its children
+//! hold every SQL statement of the application, the reads of Apalis' own tables included
+//! (those only in `apalis.rs`); code outside `store` calls methods, never `sqlx::query`.
+//!
+//! # One way to speak two dialects
+//!
+//! The active backend is a two-variant enum: the store's pool ([`Store`]) or an open
+//! transaction ([`Tx`]). A query reaches a connection through exactly one of two macros, each
+//! an exhaustive `match` over those two variants, so no query exists for one backend only and
+//! no "neither" arm is ever written:
+//!
+//! - `on_pool!(store, pool => body)` / `on_tx!(tx, conn => body)`: the same SQL text on both.
+//!   Prefer this: both dialects accept `$N` parameters, `ON CONFLICT`, `RETURNING`, and every
+//!   time is bound from Rust (`time::DbTime`).
+//! - `on_pool!(store, pool => postgres: pg_body, sqlite: sqlite_body)`, and the same for
+//!   `on_tx!`: where the SQL must differ (arrays vs. `json_each`, clock functions, locks). Keep
+//!   the two texts side by side in the same function, as `PG_…` / `SQLITE_…` constants.
+//!
+//! When adding a query:
+//! - When only the text differs, pick it with the two-armed form
+//!   (`let sql = on_pool!(self, _pool => postgres: PG, sqlite: SQLITE)`) and run it once with
+//!   the one-body form, so the binds are not written twice.
+//! - A write that callers run both on their own and inside a larger transaction is written
+//!   once, as a method on [`Tx`]; the [`Store`] method of the same name begins a short
+//!   transaction ([`Tx::begin`]) and calls it. Never write a pool twin of a `Tx` write. (A read
+//!   needed both ways shares one SQL text between its two methods instead: a short transaction
+//!   would take SQLite's write lock for a read.)
+//! - Several statements that must hold together run in a [`Tx`], never on a bare pool.
+//! - Never match on `Pools` or `Tx` variants by hand outside this file and `tx.rs`, nor use
+//!   [`Store::pg_pool`] / [`Store::sqlite_pool`] (tests' fixtures) in the application; the
+//!   Apalis storages take [`Store::pool`].
+//! - Transactions begin through [`Tx::begin`] only (PostgreSQL's in a task of its own, see
+//!   `begin_postgres`; SQLite's `IMMEDIATE`).
 
 mod contacts;
 mod credential_ciphers;
@@ -15,10 +44,12 @@ mod retention;
 mod sessions;
 mod time;
 mod tombstones;
+mod tx;
 mod unicode_lower;
 mod webhook_pulls;
 mod webhooks;
 
+pub mod apalis;
 pub mod jobs;
 pub mod pull;
 pub mod push;
@@ -31,6 +62,7 @@ pub use link_portal::LinkPortal;
 pub use oauth_states::{StateBinding, StateFacts};
 pub use retention::{PruneOutcome, Pruned, RetentionCutoffs, WEBHOOK_DEDUPE_WINDOW};
 pub use tombstones::{Restore, Tombstone, TombstoneReason};
+pub use tx::{Connection, Tx};
 pub use webhook_pulls::PendingPull;
 pub use webhooks::{LinkedRow, MergeOutcome, WebhookEventKey};
 
@@ -131,9 +163,19 @@ enum Pools {
     Sqlite(SqlitePool),
 }
 
-/// Runs the same expression on whichever pool is active: `on_pool!(self, pool => query.fetch_all(pool).await)`.
-/// The expression is compiled once per backend, so a query written this way exists for both.
+/// Runs an expression on whichever pool is active (see the module docs): either one body for
+/// both, `on_pool!(self, pool => query.fetch_all(pool).await)`, compiled once per backend, or
+/// one per dialect, `on_pool!(self, pool => postgres: pg_body, sqlite: sqlite_body)`.
 macro_rules! on_pool {
+    ($store:expr, $pool:ident => postgres: $pg:expr, sqlite: $lite:expr $(,)?) => {
+        match &$store.pools {
+            // One dialect may only pick a text (`_pool`) or have nothing to do.
+            #[allow(unused_variables)]
+            $crate::store::Pools::Postgres($pool) => $pg,
+            #[allow(unused_variables)]
+            $crate::store::Pools::Sqlite($pool) => $lite,
+        }
+    };
     ($store:expr, $pool:ident => $body:expr) => {
         match &$store.pools {
             $crate::store::Pools::Postgres($pool) => $body,
@@ -142,6 +184,48 @@ macro_rules! on_pool {
     };
 }
 pub(crate) use on_pool;
+
+/// Runs an expression with `$c` bound to a transaction's connection, in the two forms of
+/// [`on_pool!`]: `on_tx!(tx, c => body)` or `on_tx!(tx, c => postgres: pg, sqlite: lite)`.
+macro_rules! on_tx {
+    ($tx:expr, $c:ident => postgres: $pg:expr, sqlite: $lite:expr $(,)?) => {
+        match $tx {
+            $crate::store::Tx::Postgres(t) => {
+                // One dialect may have nothing to do (`sqlite: ()`), leaving its binding unused.
+                #[allow(unused_variables)]
+                let $c: &mut sqlx::PgConnection = &mut **t;
+                $pg
+            }
+            $crate::store::Tx::Sqlite(t) => {
+                #[allow(unused_variables)]
+                let $c: &mut sqlx::SqliteConnection = &mut **t;
+                $lite
+            }
+        }
+    };
+    ($tx:expr, $c:ident => $body:expr) => {
+        match $tx {
+            $crate::store::Tx::Postgres(t) => {
+                let $c: &mut sqlx::PgConnection = &mut **t;
+                $body
+            }
+            $crate::store::Tx::Sqlite(t) => {
+                let $c: &mut sqlx::SqliteConnection = &mut **t;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use on_tx;
+
+/// The active pool, for what needs the backend's own types (the Apalis storages).
+#[derive(Debug, Clone, Copy)]
+pub enum Pool<'a> {
+    /// The PostgreSQL pool.
+    Postgres(&'a PgPool),
+    /// The SQLite pool.
+    Sqlite(&'a SqlitePool),
+}
 
 /// Handle to the database; cheap to clone (pools are shared).
 #[derive(Clone)]
@@ -230,7 +314,15 @@ impl Store {
         &self.redacted_url
     }
 
-    /// The PostgreSQL pool, for the apalis storages; `None` on SQLite.
+    /// The active pool, for the Apalis storages (one exhaustive `match` for both backends).
+    pub fn pool(&self) -> Pool<'_> {
+        match &self.pools {
+            Pools::Postgres(pool) => Pool::Postgres(pool),
+            Pools::Sqlite(pool) => Pool::Sqlite(pool),
+        }
+    }
+
+    /// The PostgreSQL pool, for tests' fixtures; `None` on SQLite.
     pub fn pg_pool(&self) -> Option<&sqlx::PgPool> {
         match &self.pools {
             Pools::Postgres(pool) => Some(pool),
@@ -238,7 +330,7 @@ impl Store {
         }
     }
 
-    /// The SQLite pool, for the apalis storages; `None` on PostgreSQL.
+    /// The SQLite pool, for tests' fixtures; `None` on PostgreSQL.
     pub fn sqlite_pool(&self) -> Option<&sqlx::SqlitePool> {
         match &self.pools {
             Pools::Sqlite(pool) => Some(pool),
@@ -302,7 +394,7 @@ async fn connect_postgres(url: &str, redacted: &str) -> Result<PgPool, StoreErro
 /// silently undoes. Here the spawned task always finishes its `begin`; if the caller has gone,
 /// the `Transaction` is dropped there and rolls back properly. (A known sqlx bug, fixed
 /// upstream after 0.9.0; this can go once the fixed release is in.)
-pub(crate) async fn begin_postgres(
+async fn begin_postgres(
     pool: &PgPool,
 ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
     let pool = pool.clone();

@@ -2,7 +2,7 @@
 //! `crate::api::oauth_state` for what they mean). Every time comparison uses the database's
 //! clock, so that processes with skewed clocks agree.
 
-use super::{Store, StoreError};
+use super::{Store, StoreError, on_pool};
 
 /// What `browser_hash` holds for a state issued on the command line: not a SHA-256 hex digest,
 /// so no cookie can ever match it (such a state is not bound to a browser at all).
@@ -42,43 +42,44 @@ impl Store {
             StateBinding::Browser(hash) => (hash, true),
             StateBinding::Unbound => (UNBOUND, false),
         };
-        if let Some(pool) = self.pg_pool() {
-            sqlx::query(
-                "INSERT INTO oauth_states (state_hash, browser_hash, browser_bound, expires_at)
-                 VALUES ($1, $2, $3, now() + make_interval(secs => $4))",
-            )
-            .bind(state_hash)
-            .bind(browser_hash)
-            .bind(bound)
-            .bind(lifetime_secs as f64)
-            .execute(pool)
-            .await?;
-            sqlx::query(
-                "DELETE FROM oauth_states WHERE expires_at < now() - make_interval(secs => $1)",
-            )
-            .bind(prune_after_secs as f64)
-            .execute(pool)
-            .await?;
-        } else if let Some(pool) = self.sqlite_pool() {
-            sqlx::query(
-                "INSERT INTO oauth_states (state_hash, browser_hash, browser_bound, expires_at)
-                 VALUES ($1, $2, $3,
-                         strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '+' || $4 || ' seconds'))",
-            )
-            .bind(state_hash)
-            .bind(browser_hash)
-            .bind(bound)
-            .bind(lifetime_secs)
-            .execute(pool)
-            .await?;
-            sqlx::query(
-                "DELETE FROM oauth_states
-                  WHERE expires_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-' || $1 || ' seconds')",
-            )
-            .bind(prune_after_secs)
-            .execute(pool)
-            .await?;
-        }
+        const PG_INSERT: &str =
+            "INSERT INTO oauth_states (state_hash, browser_hash, browser_bound, expires_at)
+             VALUES ($1, $2, $3, now() + make_interval(secs => $4))";
+        const PG_PRUNE: &str =
+            "DELETE FROM oauth_states WHERE expires_at < now() - make_interval(secs => $1)";
+        const SQLITE_INSERT: &str =
+            "INSERT INTO oauth_states (state_hash, browser_hash, browser_bound, expires_at)
+             VALUES ($1, $2, $3, strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '+' || $4 || ' seconds'))";
+        const SQLITE_PRUNE: &str = "DELETE FROM oauth_states
+              WHERE expires_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-' || $1 || ' seconds')";
+        on_pool!(self, pool =>
+            postgres: {
+                sqlx::query(PG_INSERT)
+                    .bind(state_hash)
+                    .bind(browser_hash)
+                    .bind(bound)
+                    .bind(lifetime_secs as f64)
+                    .execute(pool)
+                    .await?;
+                sqlx::query(PG_PRUNE)
+                    .bind(prune_after_secs as f64)
+                    .execute(pool)
+                    .await?;
+            },
+            sqlite: {
+                sqlx::query(SQLITE_INSERT)
+                    .bind(state_hash)
+                    .bind(browser_hash)
+                    .bind(bound)
+                    .bind(lifetime_secs)
+                    .execute(pool)
+                    .await?;
+                sqlx::query(SQLITE_PRUNE)
+                    .bind(prune_after_secs)
+                    .execute(pool)
+                    .await?;
+            },
+        );
         Ok(())
     }
 
@@ -90,32 +91,24 @@ impl Store {
         state_hash: &str,
         browser_hash: &str,
     ) -> Result<bool, StoreError> {
-        let consumed: Option<String> = if let Some(pool) = self.pg_pool() {
-            sqlx::query_scalar(
-                "UPDATE oauth_states SET used_at = now()
-                  WHERE state_hash = $1 AND (browser_hash = $2 OR NOT browser_bound)
-                    AND used_at IS NULL AND expires_at > now()
-                 RETURNING state_hash",
-            )
-            .bind(state_hash)
-            .bind(browser_hash)
-            .fetch_optional(pool)
-            .await?
-        } else if let Some(pool) = self.sqlite_pool() {
-            sqlx::query_scalar(
-                "UPDATE oauth_states SET used_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
-                  WHERE state_hash = $1 AND (browser_hash = $2 OR NOT browser_bound)
-                    AND used_at IS NULL
-                    AND expires_at > strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
-                 RETURNING state_hash",
-            )
-            .bind(state_hash)
-            .bind(browser_hash)
-            .fetch_optional(pool)
-            .await?
-        } else {
-            None
-        };
+        const PG: &str = "UPDATE oauth_states SET used_at = now()
+              WHERE state_hash = $1 AND (browser_hash = $2 OR NOT browser_bound)
+                AND used_at IS NULL AND expires_at > now()
+             RETURNING state_hash";
+        const SQLITE: &str =
+            "UPDATE oauth_states SET used_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+              WHERE state_hash = $1 AND (browser_hash = $2 OR NOT browser_bound)
+                AND used_at IS NULL
+                AND expires_at > strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+             RETURNING state_hash";
+        let sql = on_pool!(self, _pool => postgres: PG, sqlite: SQLITE);
+        let consumed: Option<String> = on_pool!(self, pool => {
+            sqlx::query_scalar(sql)
+                .bind(state_hash)
+                .bind(browser_hash)
+                .fetch_optional(pool)
+                .await?
+        });
         Ok(consumed.is_some())
     }
 
@@ -125,30 +118,21 @@ impl Store {
         state_hash: &str,
         browser_hash: &str,
     ) -> Result<Option<StateFacts>, StoreError> {
-        let facts = if let Some(pool) = self.pg_pool() {
-            sqlx::query_as(
-                "SELECT (browser_hash = $2 OR NOT browser_bound) AS browser_matches,
-                        expires_at <= now() AS expired, used_at IS NOT NULL AS used
-                   FROM oauth_states WHERE state_hash = $1",
-            )
-            .bind(state_hash)
-            .bind(browser_hash)
-            .fetch_optional(pool)
-            .await?
-        } else if let Some(pool) = self.sqlite_pool() {
-            sqlx::query_as(
-                "SELECT (browser_hash = $2 OR NOT browser_bound) AS browser_matches,
-                        expires_at <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now') AS expired,
-                        used_at IS NOT NULL AS used
-                   FROM oauth_states WHERE state_hash = $1",
-            )
-            .bind(state_hash)
-            .bind(browser_hash)
-            .fetch_optional(pool)
-            .await?
-        } else {
-            None
-        };
+        const PG: &str = "SELECT (browser_hash = $2 OR NOT browser_bound) AS browser_matches,
+                    expires_at <= now() AS expired, used_at IS NOT NULL AS used
+               FROM oauth_states WHERE state_hash = $1";
+        const SQLITE: &str = "SELECT (browser_hash = $2 OR NOT browser_bound) AS browser_matches,
+                    expires_at <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now') AS expired,
+                    used_at IS NOT NULL AS used
+               FROM oauth_states WHERE state_hash = $1";
+        let sql = on_pool!(self, _pool => postgres: PG, sqlite: SQLITE);
+        let facts = on_pool!(self, pool => {
+            sqlx::query_as(sql)
+                .bind(state_hash)
+                .bind(browser_hash)
+                .fetch_optional(pool)
+                .await?
+        });
         Ok(facts)
     }
 }

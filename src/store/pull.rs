@@ -37,9 +37,8 @@
 //! HubSpot side alone. A row re-linked after a HubSpot merge keeps its `pushed_version`, so a
 //! local change still waiting to be pushed is pushed to the surviving contact.
 
-use super::jobs::Tx;
 use super::time::DbTime;
-use super::{Store, StoreError, on_pool};
+use super::{Backend, Store, StoreError, Tx, on_pool, on_tx};
 use crate::ids::{ContactId, HsObjectId};
 use crate::jobs::model::{PullCounts, PullMode, PullOutcome, RecordError};
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -424,7 +423,8 @@ impl Tx {
         records: &[PulledContact],
         checked: &CheckedLinks,
     ) -> Result<PageWrite, StoreError> {
-        if let Some(c) = self.postgres() {
+        on_tx!(&mut *self, c =>
+            postgres: {
             // One writer of pulled rows at a time. The page's commit need not wait for the
             // disk: if the server crashes before it is flushed, the page and its checkpoint
             // are lost together and the resumed job writes the page again; the job's final
@@ -438,8 +438,11 @@ impl Tx {
                  set_config('plan_cache_mode', 'force_custom_plan', true), \
                  set_config('random_page_cost', '1.1', true), \
                  pg_advisory_xact_lock($1)";
-            sqlx::query(SQL).bind(PG_PULL_LOCK).execute(&mut *c).await?;
-        }
+            sqlx::query(SQL).bind(PG_PULL_LOCK).execute(c).await?;
+        },
+            // SQLite has one writer at a time anyway.
+            sqlite: (),
+        );
         let mut outcomes: Vec<Option<Outcome>> = vec![None; records.len()];
         let mut pending: Vec<usize> = (0..records.len()).collect();
         for _ in 0..MAX_ROUNDS {
@@ -528,7 +531,7 @@ impl Tx {
                     .collect();
                 // PostgreSQL says which rows its upsert inserted; on SQLite, whose writer holds
                 // the database alone, a row that was not among the matches is a new one.
-                let on_sqlite = self.sqlite().is_some();
+                let on_sqlite = self.backend() == Backend::Sqlite;
                 let existing: HashSet<ContactId> = rows.iter().map(|r| r.id).collect();
                 let written = self.upsert_by_email(records, &upserts, &relinks).await?;
                 for i in upserts {
@@ -599,7 +602,8 @@ impl Tx {
             .iter()
             .filter_map(|r| r.external_key.map(|k| k.0))
             .collect();
-        if let Some(c) = self.postgres() {
+        on_tx!(&mut *self, c =>
+            postgres: {
             const SQL: &str = "SELECT id, email, hs_object_id FROM contacts \
                  WHERE hs_object_id = ANY($1) OR email = ANY($2) OR id = ANY($3)";
             Ok(sqlx::query_as(SQL)
@@ -608,7 +612,8 @@ impl Tx {
                 .bind(&keys)
                 .fetch_all(c)
                 .await?)
-        } else if let Some(c) = self.sqlite() {
+        },
+            sqlite: {
             // Indexed lookups; SQLite plans an OR of IN-subqueries as a scan.
             const SQL: &str = "\
                 SELECT id, email, hs_object_id FROM contacts \
@@ -625,9 +630,8 @@ impl Tx {
                 .bind(Json(&keys))
                 .fetch_all(c)
                 .await?)
-        } else {
-            Ok(Vec::new())
-        }
+        },
+        )
     }
 
     /// Upsert by email: inserts the new contacts, and gives the existing row of each email its
@@ -642,7 +646,8 @@ impl Tx {
             return Ok(HashMap::new());
         }
         let relinks: Vec<i64> = relinks.iter().map(|r| r.0).collect();
-        let rows: Vec<Written> = if let Some(c) = self.postgres() {
+        let rows: Vec<Written> = on_tx!(&mut *self, c =>
+            postgres: {
             const SQL: &str = "
                 INSERT INTO contacts AS c
                        (email, first_name, last_name, hs_object_id, local_version, pushed_version)
@@ -665,7 +670,8 @@ impl Tx {
                 .bind(&relinks)
                 .fetch_all(c)
                 .await?
-        } else if let Some(c) = self.sqlite() {
+        },
+            sqlite: {
             const SQL: &str = "
                 INSERT INTO contacts
                        (email, first_name, last_name, hs_object_id, local_version, pushed_version)
@@ -687,9 +693,8 @@ impl Tx {
                 .bind(Json(&relinks))
                 .fetch_all(c)
                 .await?
-        } else {
-            Vec::new()
-        };
+        },
+        );
         Ok(by_hs_id(rows))
     }
 
@@ -702,7 +707,8 @@ impl Tx {
         if which.is_empty() {
             return Ok(HashMap::new());
         }
-        let rows: Vec<Written> = if let Some(c) = self.postgres() {
+        let rows: Vec<Written> = on_tx!(&mut *self, c =>
+            postgres: {
             const SQL: &str = "
                 INSERT INTO contacts
                        (email, first_name, last_name, hs_object_id, local_version, pushed_version)
@@ -720,7 +726,8 @@ impl Tx {
                 .bind(&cols.ids)
                 .fetch_all(c)
                 .await?
-        } else if let Some(c) = self.sqlite() {
+        },
+            sqlite: {
             const SQL: &str = "
                 INSERT INTO contacts
                        (email, first_name, last_name, hs_object_id, local_version, pushed_version)
@@ -735,9 +742,8 @@ impl Tx {
                 .bind(Json(json_rows(records, which)))
                 .fetch_all(c)
                 .await?
-        } else {
-            Vec::new()
-        };
+        },
+        );
         Ok(by_hs_id(rows))
     }
 
@@ -756,7 +762,8 @@ impl Tx {
             return Ok(HashMap::new());
         }
         let by_key = via.by_row_id();
-        let rows: Vec<Written> = if let Some(c) = self.postgres() {
+        let rows: Vec<Written> = on_tx!(&mut *self, c =>
+            postgres: {
             const SQL: &str = "
                 UPDATE contacts AS c
                    SET hs_object_id = u.hs,
@@ -789,7 +796,8 @@ impl Tx {
                 .bind(by_key)
                 .fetch_all(c)
                 .await?
-        } else if let Some(c) = self.sqlite() {
+        },
+            sqlite: {
             const SQL: &str = "
                 UPDATE contacts
                    SET hs_object_id = json_extract(u.value, '$[1]'),
@@ -817,9 +825,8 @@ impl Tx {
                 .bind(by_key)
                 .fetch_all(c)
                 .await?
-        } else {
-            Vec::new()
-        };
+        },
+        );
         Ok(by_hs_id(rows))
     }
 
@@ -828,21 +835,15 @@ impl Tx {
         const SQL: &str = "INSERT INTO sync_state (key, value, updated_at) VALUES ($1, $2, $3) \
              ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at";
         let value = at.to_rfc3339_opts(SecondsFormat::Millis, true);
-        if let Some(c) = self.postgres() {
+        on_tx!(self, c => {
             sqlx::query(SQL)
                 .bind(BOOKMARK_KEY)
                 .bind(&value)
                 .bind(DbTime(Utc::now()))
                 .execute(c)
-                .await?;
-        } else if let Some(c) = self.sqlite() {
-            sqlx::query(SQL)
-                .bind(BOOKMARK_KEY)
-                .bind(&value)
-                .bind(DbTime(Utc::now()))
-                .execute(c)
-                .await?;
-        }
+                .await
+                .map(drop)?
+        });
         Ok(())
     }
 }

@@ -10,8 +10,7 @@
 //! Both statements of a page are set-based: the page travels as arrays (PostgreSQL `UNNEST`) or
 //! as one JSON document (SQLite `json_each`), never one statement per contact.
 
-use super::jobs::Tx;
-use super::{Store, StoreError, on_pool};
+use super::{Store, StoreError, Tx, on_pool, on_tx};
 use crate::ids::{ContactId, HsObjectId};
 use serde::{Deserialize, Serialize};
 use sqlx::types::Json;
@@ -218,8 +217,8 @@ impl Tx {
         if keep.is_empty() {
             return Ok(clashes);
         }
-        match self {
-            Tx::Postgres(tx) => {
+        on_tx!(self, c =>
+            postgres: {
                 let mut ids = Vec::with_capacity(keep.len());
                 let mut read = Vec::with_capacity(keep.len());
                 let mut linked = Vec::with_capacity(keep.len());
@@ -235,10 +234,10 @@ impl Tx {
                     .bind(&read)
                     .bind(&linked)
                     .bind(&versions)
-                    .execute(&mut **tx)
+                    .execute(c)
                     .await?;
-            }
-            Tx::Sqlite(tx) => {
+            },
+            sqlite: {
                 let json: Vec<SqliteRow<'_>> = keep
                     .iter()
                     .map(|r| {
@@ -252,10 +251,10 @@ impl Tx {
                     .collect();
                 sqlx::query(SQLITE_SAVE)
                     .bind(Json(json))
-                    .execute(&mut **tx)
+                    .execute(c)
                     .await?;
-            }
-        }
+            },
+        );
         Ok(clashes)
     }
 
@@ -264,20 +263,10 @@ impl Tx {
         &mut self,
         ids: &[&str],
     ) -> Result<Vec<(ContactId, HsObjectId)>, StoreError> {
-        let rows = match self {
-            Tx::Postgres(tx) => {
-                sqlx::query_as::<_, (ContactId, HsObjectId)>(PG_HOLDERS)
-                    .bind(ids)
-                    .fetch_all(&mut **tx)
-                    .await?
-            }
-            Tx::Sqlite(tx) => {
-                sqlx::query_as::<_, (ContactId, HsObjectId)>(SQLITE_HOLDERS)
-                    .bind(Json(ids))
-                    .fetch_all(&mut **tx)
-                    .await?
-            }
-        };
+        let rows = on_tx!(self, c =>
+            postgres: sqlx::query_as(PG_HOLDERS).bind(ids).fetch_all(c).await?,
+            sqlite: sqlx::query_as(SQLITE_HOLDERS).bind(Json(ids)).fetch_all(c).await?,
+        );
         Ok(rows)
     }
 }

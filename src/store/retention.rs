@@ -14,8 +14,9 @@
 
 use chrono::{DateTime, Duration, Utc};
 
+use super::apalis::{PG_PRUNE_FINISHED_TASKS, SQLITE_PRUNE_FINISHED_TASKS};
 use super::time::DbTime;
-use super::{Store, StoreError, begin_postgres};
+use super::{Store, StoreError, Tx, on_pool, on_tx};
 
 /// HubSpot redelivers a webhook event for up to 24 hours: an event id younger than this must be
 /// kept so that a redelivery is recognised, whatever `retention.webhook_events_days` says.
@@ -90,15 +91,6 @@ const SCHEDULE_TICKS: &str = "DELETE FROM schedule_ticks
 const OAUTH_STATES: &str = "DELETE FROM oauth_states WHERE expires_at < $1";
 const OPERATOR_SESSIONS: &str =
     "DELETE FROM operator_sessions WHERE COALESCE(ended_at, expires_at) < $1";
-/// apalis' own notion of finished (its `vacuum` query): done, killed, or failed with no attempt
-/// left; anything else it may still run. `done_at` is a timestamp on PostgreSQL...
-const PG_QUEUE_TASKS: &str = "DELETE FROM apalis.jobs
-     WHERE (status IN ('Done', 'Killed') OR (status = 'Failed' AND attempts >= max_attempts))
-       AND done_at IS NOT NULL AND done_at < $1";
-/// ...and seconds since the epoch on SQLite.
-const SQLITE_QUEUE_TASKS: &str = "DELETE FROM Jobs
-     WHERE (status IN ('Done', 'Killed') OR (status = 'Failed' AND attempts >= max_attempts))
-       AND done_at IS NOT NULL AND done_at < $1";
 
 impl RetentionCutoffs {
     /// The webhook cutoff, moved back so that no event inside the dedupe window goes.
@@ -116,40 +108,39 @@ impl Store {
     ) -> Result<PruneOutcome, StoreError> {
         let mut cutoffs = *cutoffs;
         cutoffs.webhook_events = cutoffs.webhook_events_cutoff(Utc::now());
-        if let Some(pool) = self.pg_pool() {
-            prune_postgres(pool, &cutoffs).await
-        } else if let Some(pool) = self.sqlite_pool() {
-            prune_sqlite(pool, &cutoffs).await.map(PruneOutcome::Pruned)
-        } else {
-            Ok(PruneOutcome::Pruned(Pruned::default()))
-        }
+        on_pool!(self, pool =>
+            postgres: prune_postgres(self, &cutoffs).await,
+            sqlite: prune_sqlite(pool, &cutoffs).await.map(PruneOutcome::Pruned),
+        )
     }
 }
 
+/// One round in one transaction under the pruning lock (see the module docs).
 async fn prune_postgres(
-    pool: &sqlx::PgPool,
+    store: &Store,
     cutoffs: &RetentionCutoffs,
 ) -> Result<PruneOutcome, StoreError> {
-    let mut tx = begin_postgres(pool).await?;
-    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
-        .bind(PG_PRUNE_LOCK)
-        .fetch_one(&mut *tx)
-        .await?;
+    const LOCK: &str = "SELECT pg_try_advisory_xact_lock($1)";
+    let mut tx = Tx::begin(store).await?;
+    let locked: bool =
+        on_tx!(&mut tx, c => sqlx::query_scalar(LOCK).bind(PG_PRUNE_LOCK).fetch_one(c).await?);
     if !locked {
         return Ok(PruneOutcome::Busy);
     }
     let mut run = async |sql: &'static str, before: DateTime<Utc>| {
-        sqlx::query(sql)
-            .bind(DbTime(before))
-            .execute(&mut *tx)
-            .await
-            .map(|done| done.rows_affected())
+        on_tx!(&mut tx, c => {
+            sqlx::query(sql)
+                .bind(DbTime(before))
+                .execute(c)
+                .await
+                .map(|done| done.rows_affected())
+        })
     };
     let pruned = Pruned {
         jobs: run(JOBS, cutoffs.jobs).await?,
         webhook_events: run(WEBHOOK_EVENTS, cutoffs.webhook_events).await?,
         schedule_ticks: run(SCHEDULE_TICKS, cutoffs.schedule_ticks).await?,
-        queue_tasks: run(PG_QUEUE_TASKS, cutoffs.queue_tasks).await?,
+        queue_tasks: run(PG_PRUNE_FINISHED_TASKS, cutoffs.queue_tasks).await?,
         oauth_states: run(OAUTH_STATES, cutoffs.oauth_states).await?,
         operator_sessions: run(OPERATOR_SESSIONS, cutoffs.operator_sessions).await?,
     };
@@ -157,6 +148,7 @@ async fn prune_postgres(
     Ok(PruneOutcome::Pruned(pruned))
 }
 
+/// One round of autocommit `DELETE`s (see the module docs).
 async fn prune_sqlite(
     pool: &sqlx::SqlitePool,
     cutoffs: &RetentionCutoffs,
@@ -168,7 +160,7 @@ async fn prune_sqlite(
             .await
             .map(|done| done.rows_affected())
     };
-    let queue_tasks = sqlx::query(SQLITE_QUEUE_TASKS)
+    let queue_tasks = sqlx::query(SQLITE_PRUNE_FINISHED_TASKS)
         .bind(cutoffs.queue_tasks.timestamp())
         .execute(pool)
         .await?

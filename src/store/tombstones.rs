@@ -9,9 +9,8 @@
 //! Also here: the HubSpot ids a full pull has seen (`pull_seen`), so that after its last page
 //! it can find the linked rows whose record it did not read, set-based.
 
-use super::jobs::Tx;
 use super::time::DbTime;
-use super::{Store, StoreError, on_pool};
+use super::{Store, StoreError, Tx, on_pool, on_tx};
 use crate::ids::{ContactId, HsObjectId};
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
@@ -158,42 +157,30 @@ impl Tx {
         let ids: Vec<&str> = ids.iter().map(|id| id.0.as_str()).collect();
         let now = DbTime(Utc::now());
         let private = reason == TombstoneReason::PrivacyDeletion;
-        let mut rows: Vec<ContactId> = match self {
-            Tx::Postgres(t) => {
-                let mut rows: Vec<ContactId> = sqlx::query_scalar(PG_TOMBSTONE)
-                    .bind(&ids)
-                    .bind(now)
-                    .bind(reason.as_str())
-                    .fetch_all(&mut **t)
-                    .await?;
-                if private {
-                    rows.extend(
-                        sqlx::query_scalar::<_, ContactId>(PG_MAKE_PRIVATE)
-                            .bind(&ids)
-                            .fetch_all(&mut **t)
-                            .await?,
-                    );
-                }
-                rows
-            }
-            Tx::Sqlite(t) => {
-                let mut rows: Vec<ContactId> = sqlx::query_scalar(SQLITE_TOMBSTONE)
+        let mut rows: Vec<ContactId> = on_tx!(&mut *self, c =>
+            postgres: sqlx::query_scalar(PG_TOMBSTONE)
+                .bind(&ids)
+                .bind(now)
+                .bind(reason.as_str())
+                .fetch_all(c)
+                .await?,
+            sqlite: sqlx::query_scalar(SQLITE_TOMBSTONE)
+                .bind(Json(&ids))
+                .bind(now)
+                .bind(reason.as_str())
+                .fetch_all(c)
+                .await?,
+        );
+        if private {
+            let made_private: Vec<ContactId> = on_tx!(self, c =>
+                postgres: sqlx::query_scalar(PG_MAKE_PRIVATE).bind(&ids).fetch_all(c).await?,
+                sqlite: sqlx::query_scalar(SQLITE_MAKE_PRIVATE)
                     .bind(Json(&ids))
-                    .bind(now)
-                    .bind(reason.as_str())
-                    .fetch_all(&mut **t)
-                    .await?;
-                if private {
-                    rows.extend(
-                        sqlx::query_scalar::<_, ContactId>(SQLITE_MAKE_PRIVATE)
-                            .bind(Json(&ids))
-                            .fetch_all(&mut **t)
-                            .await?,
-                    );
-                }
-                rows
-            }
-        };
+                    .fetch_all(c)
+                    .await?,
+            );
+            rows.extend(made_private);
+        }
         rows.sort();
         rows.dedup();
         Ok(rows)
@@ -206,18 +193,14 @@ impl Tx {
         if ids.is_empty() {
             return Ok(0);
         }
-        let done = match self {
-            Tx::Postgres(t) => sqlx::query(PG_CLEAR_RESTORED)
-                .bind(ids)
-                .execute(&mut **t)
-                .await?
-                .rows_affected(),
-            Tx::Sqlite(t) => sqlx::query(SQLITE_CLEAR_RESTORED)
+        let done = on_tx!(self, c =>
+            postgres: sqlx::query(PG_CLEAR_RESTORED).bind(ids).execute(c).await?.rows_affected(),
+            sqlite: sqlx::query(SQLITE_CLEAR_RESTORED)
                 .bind(Json(ids))
-                .execute(&mut **t)
+                .execute(c)
                 .await?
                 .rows_affected(),
-        };
+        );
         Ok(done)
     }
 
@@ -233,40 +216,17 @@ impl Tx {
         if ids.is_empty() {
             return Ok(());
         }
-        match self {
-            Tx::Postgres(t) => {
-                sqlx::query(PG)
-                    .bind(job)
-                    .bind(ids)
-                    .execute(&mut **t)
-                    .await?;
-            }
-            Tx::Sqlite(t) => {
-                sqlx::query(SQLITE)
-                    .bind(job)
-                    .bind(Json(ids))
-                    .execute(&mut **t)
-                    .await?;
-            }
-        }
+        on_tx!(self, c =>
+            postgres: sqlx::query(PG).bind(job).bind(ids).execute(c).await.map(drop)?,
+            sqlite: sqlx::query(SQLITE).bind(job).bind(Json(ids)).execute(c).await.map(drop)?,
+        );
         Ok(())
     }
 
     /// Forgets what the full pull `job` has seen (its sweep is over).
     pub async fn forget_pull_seen(&mut self, job: &str) -> Result<(), StoreError> {
         const SQL: &str = "DELETE FROM pull_seen WHERE job_id = $1";
-        match self {
-            Tx::Postgres(t) => sqlx::query(SQL)
-                .bind(job)
-                .execute(&mut **t)
-                .await
-                .map(drop)?,
-            Tx::Sqlite(t) => sqlx::query(SQL)
-                .bind(job)
-                .execute(&mut **t)
-                .await
-                .map(drop)?,
-        }
+        on_tx!(self, c => sqlx::query(SQL).bind(job).execute(c).await.map(drop)?);
         Ok(())
     }
 }

@@ -12,9 +12,8 @@
 
 use sqlx::types::Json;
 
-use super::jobs::Tx;
-use super::{Pools, Store, StoreError, on_pool};
-use crate::ids::{HsObjectId, JobId};
+use super::{Store, StoreError, Tx, on_pool, on_tx};
+use crate::ids::{HsObjectId, JobId, LeaseId};
 
 /// A pending record as a pull took it.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -51,24 +50,15 @@ impl Store {
         let mut ids: Vec<&str> = ids.iter().map(|id| id.0.as_str()).collect();
         ids.sort_unstable();
         ids.dedup();
-        let done = match &self.pools {
-            Pools::Postgres(pool) => sqlx::query(
-                "INSERT INTO webhook_pulls (hs_object_id) SELECT * FROM UNNEST($1::text[])
-                 ON CONFLICT (hs_object_id) DO UPDATE SET requests = webhook_pulls.requests + 1",
-            )
-            .bind(&ids)
-            .execute(pool)
-            .await?
-            .rows_affected(),
-            Pools::Sqlite(pool) => sqlx::query(
-                "INSERT INTO webhook_pulls (hs_object_id) SELECT value FROM json_each($1) WHERE true
-                 ON CONFLICT (hs_object_id) DO UPDATE SET requests = webhook_pulls.requests + 1",
-            )
-            .bind(Json(&ids))
-            .execute(pool)
-            .await?
-            .rows_affected(),
-        };
+        const PG: &str = "INSERT INTO webhook_pulls (hs_object_id) SELECT * FROM UNNEST($1::text[])
+             ON CONFLICT (hs_object_id) DO UPDATE SET requests = webhook_pulls.requests + 1";
+        const SQLITE: &str = "INSERT INTO webhook_pulls (hs_object_id)
+             SELECT value FROM json_each($1) WHERE true
+             ON CONFLICT (hs_object_id) DO UPDATE SET requests = webhook_pulls.requests + 1";
+        let done = on_pool!(self, pool =>
+            postgres: sqlx::query(PG).bind(&ids).execute(pool).await?.rows_affected(),
+            sqlite: sqlx::query(SQLITE).bind(Json(&ids)).execute(pool).await?.rows_affected(),
+        );
         Ok(done)
     }
 
@@ -89,33 +79,24 @@ impl Store {
     pub async fn claim_pending_pulls(
         &self,
         job: JobId,
-        lease: &str,
+        lease: &LeaseId,
         limit: u32,
     ) -> Result<Vec<PendingPull>, StoreError> {
-        let rows: Vec<PendingPull> = match &self.pools {
-            Pools::Postgres(pool) => {
-                // SKIP LOCKED: a row another transaction is clearing or claiming right now is
-                // left to it instead of waited for.
-                let claimable = format!("{CLAIMABLE} FOR UPDATE SKIP LOCKED");
-                let sql = CLAIM.replace("CLAIMABLE", &claimable);
-                sqlx::query_as(sqlx::AssertSqlSafe(sql))
-                    .bind(i64::from(limit))
-                    .bind(lease)
-                    .bind(job.to_string())
-                    .fetch_all(pool)
-                    .await?
-            }
-            Pools::Sqlite(pool) => {
-                // One statement is one write transaction: SQLite's single writer makes it atomic.
-                let sql = CLAIM.replace("CLAIMABLE", CLAIMABLE);
-                sqlx::query_as(sqlx::AssertSqlSafe(sql))
-                    .bind(i64::from(limit))
-                    .bind(lease)
-                    .bind(job.to_string())
-                    .fetch_all(pool)
-                    .await?
-            }
-        };
+        let sql = on_pool!(self, _pool =>
+            // SKIP LOCKED: a row another transaction is clearing or claiming right now is left
+            // to it instead of waited for.
+            postgres: CLAIM.replace("CLAIMABLE", &format!("{CLAIMABLE} FOR UPDATE SKIP LOCKED")),
+            // One statement is one write transaction: SQLite's single writer makes it atomic.
+            sqlite: CLAIM.replace("CLAIMABLE", CLAIMABLE),
+        );
+        let rows: Vec<PendingPull> = on_pool!(self, pool => {
+            sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(i64::from(limit))
+                .bind(lease)
+                .bind(job.to_string())
+                .fetch_all(pool)
+                .await?
+        });
         // The oldest requests were chosen; the order within one batch read does not matter.
         Ok(rows)
     }
@@ -134,22 +115,13 @@ impl Store {
             return Ok(0);
         }
         let ids: Vec<&str> = ids.iter().map(|id| id.0.as_str()).collect();
-        let done = match &self.pools {
-            Pools::Postgres(pool) => {
-                sqlx::query("DELETE FROM webhook_pulls WHERE hs_object_id = ANY($1)")
-                    .bind(&ids)
-                    .execute(pool)
-                    .await?
-                    .rows_affected()
-            }
-            Pools::Sqlite(pool) => sqlx::query(
-                "DELETE FROM webhook_pulls WHERE hs_object_id IN (SELECT value FROM json_each($1))",
-            )
-            .bind(Json(&ids))
-            .execute(pool)
-            .await?
-            .rows_affected(),
-        };
+        const PG: &str = "DELETE FROM webhook_pulls WHERE hs_object_id = ANY($1)";
+        const SQLITE: &str =
+            "DELETE FROM webhook_pulls WHERE hs_object_id IN (SELECT value FROM json_each($1))";
+        let done = on_pool!(self, pool =>
+            postgres: sqlx::query(PG).bind(&ids).execute(pool).await?.rows_affected(),
+            sqlite: sqlx::query(SQLITE).bind(Json(&ids)).execute(pool).await?.rows_affected(),
+        );
         Ok(done)
     }
 }
@@ -164,26 +136,26 @@ impl Tx {
         }
         let ids: Vec<&str> = pulled.iter().map(|p| p.hs_object_id.0.as_str()).collect();
         let requests: Vec<i64> = pulled.iter().map(|p| p.requests).collect();
-        let cleared = match self {
-            Tx::Postgres(t) => {
+        let cleared = on_tx!(self, c =>
+            postgres: {
                 let cleared = sqlx::query(
                     "DELETE FROM webhook_pulls w USING UNNEST($1::text[], $2::bigint[]) AS t(id, n)
                       WHERE w.hs_object_id = t.id AND w.requests = t.n",
                 )
                 .bind(&ids)
                 .bind(&requests)
-                .execute(&mut **t)
+                .execute(&mut *c)
                 .await?
                 .rows_affected();
                 sqlx::query(
                     "UPDATE webhook_pulls SET claimed_by = NULL WHERE hs_object_id = ANY($1)",
                 )
                 .bind(&ids)
-                .execute(&mut **t)
+                .execute(c)
                 .await?;
                 cleared
-            }
-            Tx::Sqlite(t) => {
+            },
+            sqlite: {
                 let pairs: Vec<(&str, i64)> = ids.iter().copied().zip(requests).collect();
                 let cleared = sqlx::query(
                     "DELETE FROM webhook_pulls WHERE EXISTS (
@@ -192,7 +164,7 @@ impl Tx {
                            AND json_extract(t.value, '$[1]') = webhook_pulls.requests)",
                 )
                 .bind(Json(&pairs))
-                .execute(&mut **t)
+                .execute(&mut *c)
                 .await?
                 .rows_affected();
                 sqlx::query(
@@ -200,11 +172,11 @@ impl Tx {
                       WHERE hs_object_id IN (SELECT value FROM json_each($1))",
                 )
                 .bind(Json(&ids))
-                .execute(&mut **t)
+                .execute(c)
                 .await?;
                 cleared
-            }
-        };
+            },
+        );
         Ok(cleared)
     }
 
@@ -212,10 +184,7 @@ impl Tx {
     /// queue its successor in the same transaction).
     pub async fn has_pending_pulls(&mut self) -> Result<bool, StoreError> {
         const SQL: &str = "SELECT EXISTS (SELECT 1 FROM webhook_pulls)";
-        let any: bool = match self {
-            Tx::Postgres(t) => sqlx::query_scalar(SQL).fetch_one(&mut **t).await?,
-            Tx::Sqlite(t) => sqlx::query_scalar(SQL).fetch_one(&mut **t).await?,
-        };
+        let any: bool = on_tx!(self, c => sqlx::query_scalar(SQL).fetch_one(c).await?);
         Ok(any)
     }
 }

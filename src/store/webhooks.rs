@@ -1,9 +1,8 @@
 //! What HubSpot webhooks change in the database: the `webhook_events` dedupe table, and the
 //! local effects of deletions and merges on `contacts.hs_object_id`.
 
-use super::jobs::Tx;
 use super::time::DbTime;
-use super::{Pools, Store, StoreError, on_pool};
+use super::{Store, StoreError, Tx, on_pool, on_tx};
 use crate::ids::{ContactId, HsObjectId, PortalId};
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
@@ -66,8 +65,9 @@ const UNLINK_SQLITE: &str = "UPDATE contacts SET hs_object_id = NULL
                               WHERE hs_object_id IN (SELECT value FROM json_each($1)) RETURNING id";
 
 impl Tx {
-    /// [`Store::unlink_hs_objects`] inside this transaction (a targeted pull unlinks the
-    /// records HubSpot no longer has together with the page it writes).
+    /// Clears `hs_object_id` on the rows linked to any of `ids` (HubSpot deleted those
+    /// records). The contacts themselves stay. Returns the rows unlinked. A targeted pull
+    /// unlinks the records HubSpot no longer has in the transaction of the page it writes.
     pub async fn unlink_hs_objects(
         &mut self,
         ids: &[HsObjectId],
@@ -76,20 +76,10 @@ impl Tx {
             return Ok(Vec::new());
         }
         let ids: Vec<&str> = ids.iter().map(|id| id.0.as_str()).collect();
-        let mut unlinked: Vec<ContactId> = match self {
-            Tx::Postgres(t) => {
-                sqlx::query_scalar(UNLINK_PG)
-                    .bind(&ids)
-                    .fetch_all(&mut **t)
-                    .await?
-            }
-            Tx::Sqlite(t) => {
-                sqlx::query_scalar(UNLINK_SQLITE)
-                    .bind(Json(&ids))
-                    .fetch_all(&mut **t)
-                    .await?
-            }
-        };
+        let mut unlinked: Vec<ContactId> = on_tx!(self, c =>
+            postgres: sqlx::query_scalar(UNLINK_PG).bind(&ids).fetch_all(c).await?,
+            sqlite: sqlx::query_scalar(UNLINK_SQLITE).bind(Json(&ids)).fetch_all(c).await?,
+        );
         unlinked.sort();
         Ok(unlinked)
     }
@@ -121,15 +111,10 @@ impl Store {
             return Ok(Vec::new());
         }
         let ids: Vec<&str> = ids.iter().map(|id| id.0.as_str()).collect();
-        Ok(match &self.pools {
-            Pools::Postgres(pool) => sqlx::query_as(PG).bind(&ids).fetch_all(pool).await?,
-            Pools::Sqlite(pool) => {
-                sqlx::query_as(SQLITE)
-                    .bind(Json(&ids))
-                    .fetch_all(pool)
-                    .await?
-            }
-        })
+        Ok(on_pool!(self, pool =>
+            postgres: sqlx::query_as(PG).bind(&ids).fetch_all(pool).await?,
+            sqlite: sqlx::query_as(SQLITE).bind(Json(&ids)).fetch_all(pool).await?,
+        ))
     }
 
     /// Records received events in one statement and says, for each in input order, whether it
@@ -141,8 +126,8 @@ impl Store {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let inserted: Vec<String> = match &self.pools {
-            Pools::Postgres(pool) => {
+        let inserted: Vec<String> = on_pool!(self, pool =>
+            postgres: {
                 let keys: Vec<&str> = events.iter().map(|e| e.dedupe_key.as_str()).collect();
                 let portals: Vec<i64> = events.iter().map(|e| e.portal_id.0).collect();
                 let ids: Vec<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
@@ -164,8 +149,8 @@ impl Store {
                     .bind(&times)
                     .fetch_all(pool)
                     .await?
-            }
-            Pools::Sqlite(pool) => {
+            },
+            sqlite: {
                 let rows: Vec<_> = events
                     .iter()
                     .map(|e| {
@@ -183,8 +168,8 @@ impl Store {
                     .bind(Json(rows))
                     .fetch_all(pool)
                     .await?
-            }
-        };
+            },
+        );
         // A key inserted now is new at its first occurrence in the slice only.
         let mut fresh: HashSet<String> = inserted.into_iter().collect();
         Ok(events.iter().map(|e| fresh.remove(&e.dedupe_key)).collect())
@@ -199,19 +184,14 @@ impl Store {
         if dedupe_keys.is_empty() {
             return Ok(0);
         }
-        let done = match &self.pools {
-            Pools::Postgres(pool) => {
-                let done = sqlx::query(PG).bind(dedupe_keys).execute(pool).await?;
-                done.rows_affected()
-            }
-            Pools::Sqlite(pool) => {
-                let done = sqlx::query(SQLITE)
-                    .bind(Json(dedupe_keys))
-                    .execute(pool)
-                    .await?;
-                done.rows_affected()
-            }
-        };
+        let done = on_pool!(self, pool =>
+            postgres: sqlx::query(PG).bind(dedupe_keys).execute(pool).await?.rows_affected(),
+            sqlite: sqlx::query(SQLITE)
+                .bind(Json(dedupe_keys))
+                .execute(pool)
+                .await?
+                .rows_affected(),
+        );
         Ok(done)
     }
 
@@ -229,8 +209,7 @@ impl Store {
         Ok(done)
     }
 
-    /// Clears `hs_object_id` on the rows linked to any of `ids` (HubSpot deleted those
-    /// records). The contacts themselves stay. Returns the rows unlinked.
+    /// [`Tx::unlink_hs_objects`] in a transaction of its own.
     pub async fn unlink_hs_objects(
         &self,
         ids: &[HsObjectId],
@@ -238,22 +217,9 @@ impl Store {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let ids: Vec<&str> = ids.iter().map(|id| id.0.as_str()).collect();
-        let mut unlinked: Vec<ContactId> = match &self.pools {
-            Pools::Postgres(pool) => {
-                sqlx::query_scalar(UNLINK_PG)
-                    .bind(&ids)
-                    .fetch_all(pool)
-                    .await?
-            }
-            Pools::Sqlite(pool) => {
-                sqlx::query_scalar(UNLINK_SQLITE)
-                    .bind(Json(&ids))
-                    .fetch_all(pool)
-                    .await?
-            }
-        };
-        unlinked.sort();
+        let mut tx = Tx::begin(self).await?;
+        let unlinked = tx.unlink_hs_objects(ids).await?;
+        tx.commit().await?;
         Ok(unlinked)
     }
 
@@ -279,54 +245,27 @@ impl Store {
 
         let mut wanted: Vec<&str> = vec![survivor.0.as_str()];
         wanted.extend(merged.iter().map(|id| id.0.as_str()));
-        let plan;
-        match &self.pools {
-            Pools::Postgres(pool) => {
-                let mut tx = super::begin_postgres(pool).await?;
-                let rows: Vec<(ContactId, HsObjectId)> = sqlx::query_as(PG_LOCK)
-                    .bind(&wanted)
-                    .fetch_all(&mut *tx)
-                    .await?;
-                plan = MergePlan::new(survivor, merged, rows);
-                if !plan.unlink.is_empty() {
-                    let ids: Vec<i64> = plan.unlink.iter().map(|id| id.0).collect();
-                    sqlx::query(PG_UNLINK).bind(&ids).execute(&mut *tx).await?;
-                }
-                if let Some(row) = plan.relink {
-                    sqlx::query(LINK)
-                        .bind(row)
-                        .bind(survivor)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                tx.commit().await?;
-            }
-            Pools::Sqlite(pool) => {
-                // IMMEDIATE takes the write lock before reading, so the rows cannot change
-                // between the decision and the writes.
-                let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-                let rows: Vec<(ContactId, HsObjectId)> = sqlx::query_as(SQLITE_LOCK)
-                    .bind(Json(&wanted))
-                    .fetch_all(&mut *tx)
-                    .await?;
-                plan = MergePlan::new(survivor, merged, rows);
-                if !plan.unlink.is_empty() {
-                    let ids: Vec<i64> = plan.unlink.iter().map(|id| id.0).collect();
-                    sqlx::query(SQLITE_UNLINK)
-                        .bind(Json(&ids))
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                if let Some(row) = plan.relink {
-                    sqlx::query(LINK)
-                        .bind(row)
-                        .bind(survivor)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                tx.commit().await?;
-            }
+        // The lock read and the writes share one transaction (SQLite's is IMMEDIATE: it holds
+        // the write lock before reading), so the rows cannot change between decision and writes.
+        let mut tx = Tx::begin(self).await?;
+        let rows: Vec<(ContactId, HsObjectId)> = on_tx!(&mut tx, c =>
+            postgres: sqlx::query_as(PG_LOCK).bind(&wanted).fetch_all(c).await?,
+            sqlite: sqlx::query_as(SQLITE_LOCK).bind(Json(&wanted)).fetch_all(c).await?,
+        );
+        let plan = MergePlan::new(survivor, merged, rows);
+        if !plan.unlink.is_empty() {
+            let ids: Vec<i64> = plan.unlink.iter().map(|id| id.0).collect();
+            on_tx!(&mut tx, c =>
+                postgres: sqlx::query(PG_UNLINK).bind(&ids).execute(c).await.map(drop)?,
+                sqlite: sqlx::query(SQLITE_UNLINK).bind(Json(&ids)).execute(c).await.map(drop)?,
+            );
         }
+        if let Some(row) = plan.relink {
+            on_tx!(&mut tx, c => {
+                sqlx::query(LINK).bind(row).bind(survivor).execute(c).await.map(drop)?
+            });
+        }
+        tx.commit().await?;
         Ok(MergeOutcome {
             survivor: survivor.clone(),
             linked: plan.keeper,

@@ -7,7 +7,7 @@
 use crm_sync::ids::JobId;
 use crm_sync::jobs::model::{Counts, Job, JobStatus, PushCounts, PushOutcome, RecordError};
 use crm_sync::jobs::{BoxFuture, JobRunner, Page, Progress, RunError};
-use crm_sync::store::Store;
+use crm_sync::store::{Connection, Store};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
@@ -150,10 +150,13 @@ impl PageRunner {
             tokio::time::sleep(self.page_delay).await;
             let mut tx = progress.begin().await?;
             const MARK: &str = "UPDATE test_items SET done = done + 1 WHERE id > $1 AND id <= $2";
-            if let Some(c) = tx.postgres() {
-                sqlx::query(MARK).bind(after).bind(upto).execute(c).await?;
-            } else if let Some(c) = tx.sqlite() {
-                sqlx::query(MARK).bind(after).bind(upto).execute(c).await?;
+            match tx.connection() {
+                Connection::Postgres(c) => {
+                    sqlx::query(MARK).bind(after).bind(upto).execute(c).await?;
+                }
+                Connection::Sqlite(c) => {
+                    sqlx::query(MARK).bind(after).bind(upto).execute(c).await?;
+                }
             }
             let mut errors = Vec::new();
             for id in after + 1..=upto {
