@@ -918,10 +918,9 @@ impl JobRunner for HubSpotNotConfigured {
         _progress: &'a crate::jobs::runner::Progress,
     ) -> crate::jobs::runner::BoxFuture<'a, Result<(), crate::jobs::runner::RunError>> {
         Box::pin(async {
-            Err(crate::jobs::runner::RunError::Fatal(
+            Err(crate::jobs::runner::RunError::fatal(
                 "HubSpot is not configured: set hubspot.access_token (a private-app token), or \
-                 hubspot.client_id and hubspot.client_secret and install the app at /api/install"
-                    .to_owned(),
+                 hubspot.client_id and hubspot.client_secret and install the app at /api/install",
             ))
         })
     }

@@ -16,6 +16,6 @@ pub use model::{
     PushCounts, PushMode, PushOutcome, RecordError, SpecError, Trigger,
 };
 pub use queue::{EnqueueRequest, Enqueued, QueueError, enqueue};
-pub use runner::{BoxFuture, JobRunner, Page, Progress, RunError};
+pub use runner::{BoxFuture, JobRunner, Page, Progress, RunError, RunFailure};
 pub use schedule::{Schedule, ScheduleError};
 pub use worker::{RetryPolicy, WorkerConfig, run_workers};

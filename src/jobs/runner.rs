@@ -53,17 +53,95 @@ pub trait JobRunner: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<(), RunError>>;
 }
 
+/// Why a run failed: the sentence the job's `error` shows, and the error that caused it,
+/// when there is one, kept as the [`std::error::Error::source`] for logs.
+#[derive(Debug, Clone)]
+pub struct RunFailure {
+    message: String,
+    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+}
+
+impl std::fmt::Display for RunFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for RunFailure {
+    /// The cause itself, not the `Arc` around it, so that callers can downcast it.
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl RunFailure {
+    /// A failure told by `message` alone.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// A failure caused by `source`: the message is `context: source`.
+    pub fn caused_by(
+        context: impl std::fmt::Display,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            message: format!("{context}: {source}"),
+            source: Some(Arc::new(source)),
+        }
+    }
+
+    /// A failure that is `source` itself (its message is the error's).
+    pub fn from_error(source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self {
+            message: source.to_string(),
+            source: Some(Arc::new(source)),
+        }
+    }
+
+    /// What the job's `error` says.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+/// Failures compare by what they say (the cause is for logs).
+impl PartialEq for RunFailure {
+    fn eq(&self, other: &Self) -> bool {
+        self.message == other.message
+    }
+}
+
+impl Eq for RunFailure {}
+
+impl From<String> for RunFailure {
+    fn from(message: String) -> Self {
+        Self::new(message)
+    }
+}
+
+impl From<&str> for RunFailure {
+    fn from(message: &str) -> Self {
+        Self::new(message)
+    }
+}
+
 /// How a run ended, when it did not finish.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RunError {
     /// Might pass if tried again later (HubSpot 5xx after the client's retries, a database
     /// blip): the job waits in `retrying` and runs again from its checkpoint, a bounded number
     /// of times.
-    #[error("{0}")]
-    Transient(String),
+    #[error(transparent)]
+    Transient(RunFailure),
     /// Will not pass by retrying (bad credentials, a bug): the job fails with this reason.
-    #[error("{0}")]
-    Fatal(String),
+    #[error(transparent)]
+    Fatal(RunFailure),
     /// The worker is shutting down and the run stopped at a page boundary; the job goes back to
     /// the queue and continues from its checkpoint.
     #[error("interrupted by shutdown")]
@@ -74,12 +152,24 @@ pub enum RunError {
     Superseded,
 }
 
+impl RunError {
+    /// A transient failure told by `message`.
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self::Transient(RunFailure::new(message))
+    }
+
+    /// A fatal failure told by `message`.
+    pub fn fatal(message: impl Into<String>) -> Self {
+        Self::Fatal(RunFailure::new(message))
+    }
+}
+
 impl From<StoreError> for RunError {
     fn from(e: StoreError) -> Self {
         if is_transient(&e) {
-            Self::Transient(e.to_string())
+            Self::Transient(RunFailure::from_error(e))
         } else {
-            Self::Fatal(e.to_string())
+            Self::Fatal(RunFailure::from_error(e))
         }
     }
 }
@@ -165,7 +255,10 @@ impl Progress {
         self.checkpoint()
             .map(|v| {
                 serde_json::from_value(v).map_err(|e| {
-                    RunError::Fatal(format!("the job's checkpoint is unreadable: {e}"))
+                    RunError::Fatal(RunFailure::caused_by(
+                        "the job's checkpoint is unreadable",
+                        e,
+                    ))
                 })
             })
             .transpose()
@@ -207,7 +300,7 @@ impl Progress {
         let (errors, total) = {
             let state = self.state();
             if page.counts.direction() != state.counts.direction() {
-                return Err(RunError::Fatal(format!(
+                return Err(RunError::fatal(format!(
                     "the sync code reported {} counts for a {} job",
                     page.counts.direction(),
                     state.counts.direction()
@@ -219,7 +312,7 @@ impl Progress {
             (errors, state.total)
         };
         if !page.counts.is_consistent() {
-            return Err(RunError::Fatal(format!(
+            return Err(RunError::fatal(format!(
                 "the sync code reported inconsistent counts {:?}",
                 page.counts
             )));
@@ -299,5 +392,28 @@ impl Progress {
         tx.commit().await?;
         self.state().total = Some(total);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_says_its_cause_and_keeps_it_as_the_source() {
+        let cause = std::io::Error::other("disk full");
+        let e = RunError::Fatal(RunFailure::caused_by("saving the page", cause));
+        assert_eq!(e.to_string(), "saving the page: disk full");
+        let source = std::error::Error::source(&e).expect("the cause");
+        assert_eq!(source.to_string(), "disk full");
+        assert_eq!(e, RunError::fatal("saving the page: disk full"), "compared by message");
+    }
+
+    #[test]
+    fn a_database_failure_keeps_the_store_error() {
+        let e = RunError::from(StoreError::from(sqlx::Error::PoolTimedOut));
+        assert!(matches!(e, RunError::Transient(_)), "{e:?}");
+        let source = std::error::Error::source(&e).expect("the store error");
+        assert!(source.downcast_ref::<StoreError>().is_some());
     }
 }

@@ -224,7 +224,7 @@ pub async fn process(
     };
     let outcome = match (&mut run.0).await {
         Ok(result) => result,
-        Err(e) if e.is_panic() => Err(RunError::Fatal(format!(
+        Err(e) if e.is_panic() => Err(RunError::fatal(format!(
             "the sync code panicked: {}",
             panic_message(e.into_panic())
         ))),
@@ -248,7 +248,14 @@ async fn settle(
         Ok(()) if job.trigger == Trigger::Webhook => finish_drain(store, job.id, lease).await,
         Ok(()) => finish(store, job.id, lease, JobStatus::Succeeded, None).await,
         Err(RunError::Fatal(reason)) => {
-            finish(store, job.id, lease, JobStatus::Failed, Some(&reason)).await
+            finish(
+                store,
+                job.id,
+                lease,
+                JobStatus::Failed,
+                Some(reason.message()),
+            )
+            .await
         }
         Err(RunError::Transient(reason)) if job.attempts >= retry.max_attempts => {
             let reason = format!("{reason} (gave up after {} attempts)", job.attempts);
@@ -257,7 +264,7 @@ async fn settle(
         Err(RunError::Transient(reason)) => {
             let delay = retry.backoff(job.attempts);
             tracing::warn!(job = %job.id, attempt = job.attempts, ?delay, %reason, "retrying");
-            hand_back(store, job.id, lease, Some((reason.as_str(), delay))).await
+            hand_back(store, job.id, lease, Some((reason.message(), delay))).await
         }
         Err(RunError::Interrupted) => hand_back(store, job.id, lease, None).await,
         Err(RunError::Superseded) => Ok(Settled::Superseded),

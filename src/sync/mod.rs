@@ -20,7 +20,7 @@ pub mod webhook_pull;
 use crate::hubspot::{HubSpotClient, HubSpotError};
 use crate::ids::PortalId;
 use crate::jobs::model::{Job, JobSpec, Trigger};
-use crate::jobs::{BoxFuture, JobRunner, Progress, RunError};
+use crate::jobs::{BoxFuture, JobRunner, Progress, RunError, RunFailure};
 use crate::oauth::ConnectionProblem;
 use crate::store::LinkPortal;
 use std::time::Duration;
@@ -142,7 +142,7 @@ async fn check_link_portal(progress: &Progress, portal: PortalId) -> Result<(), 
             Ok(())
         }
         LinkPortal::Same => Ok(()),
-        LinkPortal::Other(linked) => Err(RunError::Fatal(format!(
+        LinkPortal::Other(linked) => Err(RunError::fatal(format!(
             "this job would sync with HubSpot account {portal}, but the local contacts were \
              linked with HubSpot account {linked} (their hs_object_id values are that \
              account's record ids); nothing was sent to HubSpot. Connect account {linked} \
@@ -166,29 +166,28 @@ async fn check_link_portal(progress: &Progress, portal: PortalId) -> Result<(), 
 pub fn hubspot_error(context: &str, e: HubSpotError) -> RunError {
     match ConnectionProblem::of(&e) {
         Some(ConnectionProblem::Broken) => {
-            return RunError::Fatal(format!(
-                "{context}: the HubSpot connection is broken; reinstall the app at /api/install \
-                 ({e})"
+            return RunError::Fatal(RunFailure::caused_by(
+                format!(
+                    "{context}: the HubSpot connection is broken; reinstall the app at /api/install"
+                ),
+                e,
             ));
         }
-        Some(_) => return RunError::Fatal(format!("{context}: {e}")),
+        Some(_) => return RunError::Fatal(RunFailure::caused_by(context, e)),
         None => {}
     }
-    let message = format!("{context}: {e}");
-    match e {
+    let transient = matches!(
+        e,
         HubSpotError::RateLimited { .. }
-        | HubSpotError::Transient { .. }
-        | HubSpotError::Ambiguous { .. }
-        | HubSpotError::UnexpectedResponse { .. }
-        | HubSpotError::TokenStore(_) => RunError::Transient(message),
-        HubSpotError::Unauthorized { .. }
-        | HubSpotError::Forbidden { .. }
-        | HubSpotError::RefreshRefused { .. }
-        | HubSpotError::NotConnected
-        | HubSpotError::Conflict { .. }
-        | HubSpotError::Validation { .. }
-        | HubSpotError::NotFound { .. }
-        | HubSpotError::InvalidRequest(_)
-        | HubSpotError::Other { .. } => RunError::Fatal(message),
+            | HubSpotError::Transient { .. }
+            | HubSpotError::Ambiguous { .. }
+            | HubSpotError::UnexpectedResponse { .. }
+            | HubSpotError::TokenStore(_)
+    );
+    let failure = RunFailure::caused_by(context, e);
+    if transient {
+        RunError::Transient(failure)
+    } else {
+        RunError::Fatal(failure)
     }
 }

@@ -53,7 +53,7 @@ use crate::hubspot::{
 };
 use crate::ids::{ContactId, HsObjectId};
 use crate::jobs::model::{Counts, Job, JobSpec, PullCounts, PullMode, PullOutcome, RecordError};
-use crate::jobs::{Page, Progress, RunError};
+use crate::jobs::{Page, Progress, RunError, RunFailure};
 use crate::store::jobs::Tx;
 use crate::store::normalize_email;
 use crate::store::pull::{CheckedLinks, Clash, LinkedContact, PageWrite, PulledContact};
@@ -78,13 +78,13 @@ const TIE_THRESHOLD: usize = MAX_SEARCH_LIMIT as usize / 2;
 /// Runs a pull job (full or incremental), from its checkpoint when it has one.
 pub async fn run(ctx: &SyncContext, job: &Job, progress: &Progress) -> Result<(), RunError> {
     let JobSpec::Pull { mode, incremental } = job.spec else {
-        return Err(RunError::Fatal(format!(
+        return Err(RunError::fatal(format!(
             "the pull engine was given a {} job",
             job.direction()
         )));
     };
     let Counts::Pull(counts) = progress.counts() else {
-        return Err(RunError::Fatal("a pull job carries push counts".to_owned()));
+        return Err(RunError::fatal("a pull job carries push counts"));
     };
     let (cursor, fresh) = match progress.checkpoint_as::<Cursor>()? {
         Some(cursor) => (cursor, false),
@@ -338,8 +338,12 @@ impl PullRun<'_> {
             started_at: self.started_at,
             position: next,
         };
-        let checkpoint = serde_json::to_value(&checkpoint)
-            .map_err(|e| RunError::Fatal(format!("cannot encode the pull checkpoint: {e}")))?;
+        let checkpoint = serde_json::to_value(&checkpoint).map_err(|e| {
+            RunError::Fatal(RunFailure::caused_by(
+                "cannot encode the pull checkpoint",
+                e,
+            ))
+        })?;
         self.progress
             .commit(
                 tx,
@@ -911,7 +915,10 @@ pub(crate) fn write_error(e: StoreError) -> RunError {
     if let StoreError::Query(sqlx::Error::Database(db)) = &e
         && db.is_unique_violation()
     {
-        return RunError::Transient(format!("a concurrent write clashed with this page: {e}"));
+        return RunError::Transient(RunFailure::caused_by(
+            "a concurrent write clashed with this page",
+            e,
+        ));
     }
     e.into()
 }

@@ -45,7 +45,7 @@ pub use outcome::EXTERNAL_KEY;
 use crate::hubspot::{HubSpotClient, MAX_BATCH};
 use crate::ids::{ContactId, HsObjectId};
 use crate::jobs::model::{Counts, Job, JobSpec, PushCounts, PushMode, RecordError};
-use crate::jobs::{BoxFuture, JobRunner, Page, Progress, RunError};
+use crate::jobs::{BoxFuture, JobRunner, Page, Progress, RunError, RunFailure};
 use crate::store::TombstoneReason;
 use crate::store::jobs::Tx;
 use crate::store::push::{CandidateGroup, LinkClash, PushCandidate, PushedRow};
@@ -121,7 +121,7 @@ impl Pusher {
     /// Runs one push job in `mode`, from its checkpoint (see the module docs).
     pub async fn run(&self, mode: PushMode, progress: &Progress) -> Result<(), RunError> {
         let Counts::Push(counts) = progress.counts() else {
-            return Err(RunError::Fatal("a push job holds pull counts".to_owned()));
+            return Err(RunError::fatal("a push job holds pull counts"));
         };
         let start = progress
             .checkpoint_as::<Checkpoint>()?
@@ -170,9 +170,9 @@ impl JobRunner for Pusher {
         Box::pin(async move {
             match job.spec {
                 JobSpec::Push { mode } => Pusher::run(self, mode, progress).await,
-                JobSpec::Pull { .. } => Err(RunError::Fatal(
-                    "the push engine was handed a pull job".to_owned(),
-                )),
+                JobSpec::Pull { .. } => {
+                    Err(RunError::fatal("the push engine was handed a pull job"))
+                }
             }
         })
     }
@@ -223,7 +223,7 @@ impl Pipeline<'_> {
             let page = match (&mut task.task).await {
                 Ok(page) => page?,
                 Err(e) if e.is_panic() => {
-                    return Err(RunError::Fatal(format!("a push page panicked: {e}")));
+                    return Err(RunError::fatal(format!("a push page panicked: {e}")));
                 }
                 Err(_) => return Err(RunError::Interrupted),
             };
@@ -305,8 +305,12 @@ impl Pipeline<'_> {
                 });
             }
         }
-        let checkpoint = serde_json::to_value(checkpoint)
-            .map_err(|e| RunError::Fatal(format!("cannot encode the push checkpoint: {e}")))?;
+        let checkpoint = serde_json::to_value(checkpoint).map_err(|e| {
+            RunError::Fatal(RunFailure::caused_by(
+                "cannot encode the push checkpoint",
+                e,
+            ))
+        })?;
         self.progress
             .commit(
                 tx,

@@ -42,13 +42,13 @@ pub const MAX_BATCHES: usize = 20;
 /// Runs a webhook pull job until no record is pending, or [`MAX_BATCHES`] batch reads.
 pub async fn run(ctx: &SyncContext, job: &Job, progress: &Progress) -> Result<(), RunError> {
     let JobSpec::Pull { mode, .. } = job.spec else {
-        return Err(RunError::Fatal(format!(
+        return Err(RunError::fatal(format!(
             "the webhook pull was given a {} job",
             job.direction()
         )));
     };
     let Counts::Pull(mut counts) = progress.counts() else {
-        return Err(RunError::Fatal("a pull job carries push counts".to_owned()));
+        return Err(RunError::fatal("a pull job carries push counts"));
     };
     let store = progress.store();
     let keys = ExternalKeys::new(&store.installation().await?);

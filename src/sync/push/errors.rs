@@ -14,9 +14,8 @@
 //! (see [`from_store`]); anything else is fatal.
 
 use crate::hubspot::{HubSpotError, RateLimitPolicy};
-use crate::jobs::RunError;
+use crate::jobs::{RunError, RunFailure};
 use crate::store::StoreError;
-use crate::store::jobs::is_transient;
 use crate::sync::hubspot_error;
 
 /// A HubSpot failure that ends the run.
@@ -25,12 +24,13 @@ pub(super) fn from_hubspot(error: HubSpotError) -> RunError {
         HubSpotError::RateLimited {
             policy: RateLimitPolicy::Daily,
             ..
-        } => RunError::Fatal(format!(
+        } => RunError::Fatal(RunFailure::caused_by(
             "HubSpot's daily API limit is reached; the contacts not pushed yet stay candidates \
-             for the next push after the limit resets: {error}"
+             for the next push after the limit resets",
+            error,
         )),
         HubSpotError::Unauthorized { expired: true, .. } => {
-            RunError::Transient(format!("pushing contacts: {error}"))
+            RunError::Transient(RunFailure::caused_by("pushing contacts", error))
         }
         other => hubspot_error("pushing contacts", other),
     }
@@ -41,15 +41,12 @@ pub(super) fn from_hubspot(error: HubSpotError) -> RunError {
 /// rolled back and the job retried, when the check sees that writer's row.
 pub(super) fn from_store(error: StoreError) -> RunError {
     if is_unique_violation(&error) {
-        return RunError::Transient(format!(
-            "another writer linked a contact concurrently; the page will be saved again: {error}"
+        return RunError::Transient(RunFailure::caused_by(
+            "another writer linked a contact concurrently; the page will be saved again",
+            error,
         ));
     }
-    if is_transient(&error) {
-        RunError::Transient(error.to_string())
-    } else {
-        RunError::Fatal(error.to_string())
-    }
+    error.into()
 }
 
 fn is_unique_violation(error: &StoreError) -> bool {

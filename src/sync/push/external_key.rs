@@ -35,7 +35,7 @@ async fn create(client: &HubSpotClient) -> Result<(), RunError> {
     };
     match client.create_property(&definition).await {
         Ok(_) | Err(HubSpotError::Conflict { .. }) => Ok(()),
-        Err(e @ HubSpotError::Validation { .. }) => Err(RunError::Fatal(format!(
+        Err(e @ HubSpotError::Validation { .. }) => Err(RunError::fatal(format!(
             "HubSpot refused to create the contact property {EXTERNAL_KEY} that crm-sync needs as \
              its external key (an account has at most 10 unique properties per object): {e}"
         ))),
@@ -44,7 +44,7 @@ async fn create(client: &HubSpotClient) -> Result<(), RunError> {
 }
 
 fn not_unique() -> RunError {
-    RunError::Fatal(format!(
+    RunError::fatal(format!(
         "the HubSpot contact property {EXTERNAL_KEY} exists but does not require unique values, \
          so crm-sync cannot use it as its external key; delete it in HubSpot (Settings > \
          Properties) and run the push again"

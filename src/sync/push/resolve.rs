@@ -41,8 +41,8 @@ use crate::hubspot::{
     HubSpotError, UpsertedContact,
 };
 use crate::ids::HsObjectId;
-use crate::jobs::RunError;
 use crate::jobs::model::PushMode;
+use crate::jobs::{RunError, RunFailure};
 use crate::store::TombstoneReason;
 use crate::store::push::PushCandidate;
 use crate::sync::keys::ExternalKeys;
@@ -185,7 +185,7 @@ fn is_batch_refusal(error: &HubSpotError) -> bool {
 }
 
 fn batch<T>(items: Vec<T>) -> Result<Batch<T>, RunError> {
-    Batch::new(items).map_err(|e| RunError::Fatal(format!("push page too large: {e}")))
+    Batch::new(items).map_err(|e| RunError::Fatal(RunFailure::caused_by("push page too large", e)))
 }
 
 fn halves(mut set: Vec<usize>) -> [Vec<usize>; 2] {
@@ -569,7 +569,7 @@ impl PageWork<'_> {
         work: &mut Vec<(Vec<usize>, u32)>,
     ) -> Result<(), RunError> {
         if lost > self.ctx.max_lost_answers {
-            return Err(RunError::Transient(format!(
+            return Err(RunError::transient(format!(
                 "HubSpot's answers to creating contacts were lost {lost} times in a row; the \
                  job will continue from its checkpoint"
             )));
