@@ -106,3 +106,50 @@ impl fmt::Display for DeliveryId {
         self.0.fmt(f)
     }
 }
+
+/// An email as both sides compare it: trimmed and lower-cased (all of Unicode, as the
+/// databases' `lower()` does on every connection). The key that matches a local contact to a
+/// HubSpot one; a blank email is no email, so there is no empty `Email`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, sqlx::Type)]
+#[serde(transparent)]
+#[sqlx(transparent)]
+pub struct Email(String);
+
+impl Email {
+    /// The normalised email of `raw`; `None` when it is blank.
+    pub fn parse(raw: &str) -> Option<Self> {
+        let trimmed = raw.trim();
+        (!trimmed.is_empty()).then(|| Self(trimmed.to_lowercase()))
+    }
+
+    /// The normalised text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The normalised text, owned.
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+impl fmt::Display for Email {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Email;
+
+    #[test]
+    fn an_email_is_trimmed_and_lower_cased_and_a_blank_one_is_none() {
+        let ada = Email::parse("  Ada@Example.COM\t").map(Email::into_string);
+        assert_eq!(ada.as_deref(), Some("ada@example.com"));
+        let elodie = Email::parse("ÉLODIE@example.fr").map(Email::into_string);
+        assert_eq!(elodie.as_deref(), Some("élodie@example.fr"));
+        assert_eq!(Email::parse(""), None);
+        assert_eq!(Email::parse(" \n "), None);
+    }
+}

@@ -229,7 +229,7 @@ backend_tests! {
             "\u{a0}ÖLA@Example.com\u{3000}",
         ]
         .iter()
-        .filter_map(|e| crm_sync::store::normalize_email(e))
+        .filter_map(|e| crm_sync::ids::Email::parse(e).map(crm_sync::ids::Email::into_string))
         .collect();
         expected.sort();
         assert_eq!(stored, expected, "stored exactly as the service normalises in Rust");

@@ -406,7 +406,11 @@ mod tests {
         assert_eq!(e.to_string(), "saving the page: disk full");
         let source = std::error::Error::source(&e).expect("the cause");
         assert_eq!(source.to_string(), "disk full");
-        assert_eq!(e, RunError::fatal("saving the page: disk full"), "compared by message");
+        assert_eq!(
+            e,
+            RunError::fatal("saving the page: disk full"),
+            "compared by message"
+        );
     }
 
     #[test]

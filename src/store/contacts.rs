@@ -2,7 +2,7 @@
 
 use super::tombstones::{Tombstone, TombstoneReason};
 use super::{Store, StoreError, Tx, on_pool, on_tx};
-use crate::ids::{ContactId, HsObjectId};
+use crate::ids::{ContactId, Email, HsObjectId};
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 
@@ -103,12 +103,6 @@ pub struct NewContact {
     pub last_name: Option<String>,
 }
 
-/// Trims and lower-cases an email; a blank one is no email (`None`).
-pub fn normalize_email(raw: &str) -> Option<String> {
-    let trimmed = raw.trim();
-    (!trimmed.is_empty()).then(|| trimmed.to_lowercase())
-}
-
 /// PostgreSQL: one array per column, unnested in input order, so ids follow the input.
 const PG_INSERT: &str = "
     INSERT INTO contacts (email, first_name, last_name)
@@ -143,7 +137,7 @@ impl Store {
                     let mut firsts = Vec::with_capacity(chunk.len());
                     let mut lasts = Vec::with_capacity(chunk.len());
                     for contact in chunk {
-                        emails.push(contact.email.as_deref().and_then(normalize_email));
+                        emails.push(contact.email.as_deref().and_then(Email::parse).map(Email::into_string));
                         firsts.push(contact.first_name.as_deref());
                         lasts.push(contact.last_name.as_deref());
                     }
@@ -160,7 +154,7 @@ impl Store {
                         .iter()
                         .map(|contact| {
                             (
-                                contact.email.as_deref().and_then(normalize_email),
+                                contact.email.as_deref().and_then(Email::parse).map(Email::into_string),
                                 contact.first_name.as_deref(),
                                 contact.last_name.as_deref(),
                             )
@@ -245,24 +239,5 @@ impl Store {
             sqlx::query_as::<_, ContactRow>(SQL).bind(id).fetch_optional(pool).await
         })?;
         row.map(Contact::try_from).transpose()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::normalize_email;
-
-    #[test]
-    fn normalize_email_trims_lowercases_and_blanks_to_none() {
-        assert_eq!(
-            normalize_email("  Ada@Example.COM\t"),
-            Some("ada@example.com".into())
-        );
-        assert_eq!(
-            normalize_email("ÉLODIE@example.fr"),
-            Some("élodie@example.fr".into())
-        );
-        assert_eq!(normalize_email(""), None);
-        assert_eq!(normalize_email(" \n "), None);
     }
 }

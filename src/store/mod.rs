@@ -54,7 +54,7 @@ pub mod jobs;
 pub mod pull;
 pub mod push;
 
-pub use contacts::{Contact, DeletedFilter, NewContact, normalize_email};
+pub use contacts::{Contact, DeletedFilter, NewContact};
 pub use credential_ciphers::CredentialCiphers;
 pub use credentials::{CredentialStatus, NewCredentials, StoredCredentials};
 pub use installation::Installation;

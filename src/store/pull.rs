@@ -39,7 +39,7 @@
 
 use super::time::DbTime;
 use super::{Backend, Store, StoreError, Tx, on_pool, on_tx};
-use crate::ids::{ContactId, HsObjectId};
+use crate::ids::{ContactId, Email, HsObjectId};
 use crate::jobs::model::{PullCounts, PullMode, PullOutcome, RecordError};
 use chrono::{DateTime, SecondsFormat, Utc};
 use sqlx::types::Json;
@@ -62,7 +62,7 @@ pub struct PulledContact {
     /// The HubSpot record id.
     pub hs_object_id: HsObjectId,
     /// Trimmed and lower-cased; `None` when HubSpot has none.
-    pub email: Option<String>,
+    pub email: Option<Email>,
     /// `firstname`.
     pub first_name: Option<String>,
     /// `lastname`.
@@ -96,7 +96,7 @@ impl PageWrite {
             self.counts.add(PullOutcome::Failed);
             self.errors.push(RecordError {
                 contact_id: Some(clash.row),
-                email: record.email.clone(),
+                email: record.email.clone().map(Email::into_string),
                 hs_object_id: Some(record.hs_object_id.clone()),
                 reason: format!(
                     "its email is used by local contact {}, linked to HubSpot contact {}: {reason}",
@@ -241,7 +241,7 @@ pub fn classify(
             {
                 return plan;
             }
-            let Some(email) = record.email.as_deref() else {
+            let Some(email) = record.email.as_ref().map(Email::as_str) else {
                 return Plan::Create;
             };
             if let Some(other) = claimed.get(email) {
@@ -597,7 +597,10 @@ impl Tx {
             .flat_map(|r| std::iter::once(&r.hs_object_id).chain(&r.merged_ids))
             .map(|id| id.0.as_str())
             .collect();
-        let emails: Vec<&str> = batch.iter().filter_map(|r| r.email.as_deref()).collect();
+        let emails: Vec<&str> = batch
+            .iter()
+            .filter_map(|r| r.email.as_ref().map(Email::as_str))
+            .collect();
         let keys: Vec<i64> = batch
             .iter()
             .filter_map(|r| r.external_key.map(|k| k.0))
@@ -782,7 +785,7 @@ impl Tx {
                 .collect();
             let emails: Vec<Option<&str>> = links
                 .iter()
-                .map(|(i, _, _)| records[*i].email.as_deref())
+                .map(|(i, _, _)| records[*i].email.as_ref().map(Email::as_str))
                 .collect();
             let previous: Vec<Option<&str>> = links
                 .iter()
@@ -815,7 +818,7 @@ impl Tx {
                     (
                         row.0,
                         records[*i].hs_object_id.0.as_str(),
-                        records[*i].email.as_deref(),
+                        records[*i].email.as_ref().map(Email::as_str),
                         previous.as_ref().map(|p| p.0.as_str()),
                     )
                 })
@@ -890,7 +893,9 @@ impl<'a> Columns<'a> {
     fn of(records: &'a [PulledContact], which: &[usize]) -> Self {
         let picked = || which.iter().map(|&i| &records[i]);
         Self {
-            emails: picked().map(|r| r.email.as_deref()).collect(),
+            emails: picked()
+                .map(|r| r.email.as_ref().map(Email::as_str))
+                .collect(),
             first_names: picked().map(|r| r.first_name.as_deref()).collect(),
             last_names: picked().map(|r| r.last_name.as_deref()).collect(),
             ids: picked().map(|r| r.hs_object_id.0.as_str()).collect(),
@@ -907,7 +912,7 @@ fn json_rows<'a>(records: &'a [PulledContact], which: &[usize]) -> Vec<JsonRow<'
         .map(|&i| {
             let r = &records[i];
             (
-                r.email.as_deref(),
+                r.email.as_ref().map(Email::as_str),
                 r.first_name.as_deref(),
                 r.last_name.as_deref(),
                 r.hs_object_id.0.as_str(),
@@ -939,7 +944,7 @@ fn tally(
             Outcome::Failed { row, reason } => {
                 page.errors.push(RecordError {
                     contact_id: row,
-                    email: record.email.clone(),
+                    email: record.email.clone().map(Email::into_string),
                     hs_object_id: Some(record.hs_object_id.clone()),
                     reason,
                 });
@@ -970,7 +975,7 @@ mod tests {
     fn contact(id: &str, email: Option<&str>) -> PulledContact {
         PulledContact {
             hs_object_id: HsObjectId::from(id),
-            email: email.map(str::to_owned),
+            email: email.and_then(Email::parse),
             first_name: None,
             last_name: None,
             merged_ids: Vec::new(),

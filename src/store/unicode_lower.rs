@@ -3,7 +3,7 @@
 //! SQLite's built-in `lower()` folds ASCII letters only, so the triggers that normalise
 //! emails stored `ÉLODIE@example.com` as `Élodie@example.com`, which never matches HubSpot's
 //! `élodie@example.com`. Emails must compare alike on both backends and in Rust
-//! ([`super::normalize_email`]: `trim().to_lowercase()`), so each connection of the pool
+//! ([`crate::ids::Email`]: `trim().to_lowercase()`), so each connection of the pool
 //! overrides `lower(X)` with Rust's `str::to_lowercase` before anything else runs on it
 //! (migrations and triggers included). Overriding the built-in rather than adding a function
 //! under a new name keeps the database usable by other tools (the `sqlite3` shell, a user's

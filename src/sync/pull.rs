@@ -51,11 +51,10 @@ use crate::hubspot::{
     MAX_BATCH, MAX_PAGE_LIMIT, MAX_SEARCH_LIMIT, Page as ListPage, SearchPage, SearchRequest, Sort,
     SortDirection,
 };
-use crate::ids::{ContactId, HsObjectId};
+use crate::ids::{ContactId, Email, HsObjectId};
 use crate::jobs::model::{Counts, Job, JobSpec, PullCounts, PullMode, PullOutcome, RecordError};
 use crate::jobs::{Page, Progress, RunError, RunFailure};
 use crate::store::jobs::Tx;
-use crate::store::normalize_email;
 use crate::store::pull::{CheckedLinks, Clash, LinkedContact, PageWrite, PulledContact};
 use crate::store::{Store, StoreError, TombstoneReason};
 use chrono::{DateTime, Utc};
@@ -860,10 +859,10 @@ pub fn pulled_contact(
     contact: &Contact,
     keys: &ExternalKeys,
 ) -> Result<PulledContact, RecordError> {
-    let email = contact.email().and_then(normalize_email);
+    let email = contact.email().and_then(Email::parse);
     let fail = |reason: String| RecordError {
         contact_id: None,
-        email: email.clone(),
+        email: email.clone().map(Email::into_string),
         hs_object_id: Some(contact.id.clone()),
         reason,
     };
@@ -875,7 +874,7 @@ pub fn pulled_contact(
     let last_name = contact.property("lastname").map(str::to_owned);
     for (name, value) in [
         ("id", Some(id)),
-        ("email", email.as_deref()),
+        ("email", email.as_ref().map(Email::as_str)),
         ("firstname", first_name.as_deref()),
         ("lastname", last_name.as_deref()),
     ] {
@@ -1203,7 +1202,7 @@ mod tests {
         c.properties
             .insert("hs_merged_object_ids".to_owned(), Some("3;4".to_owned()));
         let p = pulled_contact(&c, &keys()).unwrap();
-        assert_eq!(p.email.as_deref(), Some("ann@acme.com"));
+        assert_eq!(p.email.as_ref().map(Email::as_str), Some("ann@acme.com"));
         assert_eq!(
             p.merged_ids,
             vec![HsObjectId::from("3"), HsObjectId::from("4")]

@@ -15,7 +15,8 @@
 //! - a `contact.propertyChange` whose value the linked row already holds.
 
 use super::events::{EventKind, WebhookEvent};
-use crate::store::{LinkedRow, normalize_email};
+use crate::ids::Email;
+use crate::store::LinkedRow;
 use crate::sync::PROPERTIES;
 use crate::sync::keys::ExternalKeys;
 
@@ -74,7 +75,9 @@ fn property_echo(
     }
     let row = linked?;
     let held = match name {
-        "email" => Some(row.email.as_deref() == value.and_then(normalize_email).as_deref()),
+        "email" => {
+            Some(row.email.as_deref() == value.and_then(Email::parse).as_ref().map(Email::as_str))
+        }
         "firstname" => Some(same(row.first_name.as_deref(), value)),
         "lastname" => Some(same(row.last_name.as_deref(), value)),
         // The row's own key (namespaced, or bare as an earlier version wrote it); another
