@@ -26,6 +26,7 @@ use crate::jobs::commands::{CommandError, JobShortfall, JobsArgs, SyncArgs};
 use crate::jobs::worker::{WorkerConfig, WorkerRuntimeError};
 use crate::jobs::{JobRunner, Schedule, ScheduleError, SpecError};
 use crate::oauth::DbTokenStore;
+use crate::oauth::install::{LinkError, LinkFor, install_link};
 use crate::sandbox::{SandboxArgs, SandboxError, SandboxHandle};
 use crate::secret::Secret;
 use crate::seed::{Catalog, SeedError};
@@ -727,8 +728,12 @@ async fn print_install_link(
         },
     )?;
     let pinned = crate::oauth::account::pinned_account(store, settings.pinned_portal()).await?;
-    let state = crate::api::oauth_state::issue_unbound(store).await?;
-    let link = client.authorize_url(state.expose())?;
+    let link = install_link(store, &client, LinkFor::Anyone)
+        .await
+        .map_err(|e| match e {
+            LinkError::Store(e) => CliError::from(e),
+            LinkError::HubSpot(e) => CliError::from(e),
+        })?;
     if let Some(pinned) = pinned {
         println!(
             "This service is tied to {pinned}; installing in another account is refused \
@@ -738,7 +743,7 @@ async fn print_install_link(
     }
     println!(
         "Open this link to connect HubSpot; it works once, within {} minutes:",
-        crate::api::oauth_state::STATE_LIFETIME.as_secs() / 60
+        crate::oauth::state::STATE_LIFETIME.as_secs() / 60
     );
     println!("{link}");
     Ok(())

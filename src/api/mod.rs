@@ -23,7 +23,6 @@ pub mod jobs;
 pub mod metrics;
 pub mod middleware;
 pub mod oauth_routes;
-pub mod oauth_state;
 pub mod operator;
 pub mod params;
 pub mod ratelimit;
