@@ -19,6 +19,7 @@ pub mod contacts;
 pub mod error;
 pub mod health;
 pub mod html;
+pub mod job_views;
 pub mod jobs;
 pub mod metrics;
 pub mod middleware;
