@@ -12,6 +12,7 @@ pub mod ids;
 pub mod jobs;
 pub mod oauth;
 pub mod seed;
+pub mod startup;
 pub mod store;
 pub mod sync;
 pub mod telemetry;

@@ -22,7 +22,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::{CliError, DEMO_SANDBOX_CONTACTS, ServeArgs};
+use super::{DemoSandbox, StartupError};
 use crate::api::webhook_route::WEBHOOK_PATH;
 use crate::config::{ConfigError, Settings};
 use crate::sandbox::{Sandbox, SandboxArgs, SandboxHandle};
@@ -38,6 +38,10 @@ pub enum DemoAuth {
     PrivateApp,
 }
 
+/// Contacts a new sandbox account of `serve --sandbox` starts with, so a pull has work to do
+/// (a resumed one has its own).
+const DEMO_SANDBOX_CONTACTS: usize = 250;
+
 /// The sandbox's state file in the data folder.
 pub const SANDBOX_STATE_FILE: &str = "sandbox-state.json";
 
@@ -47,8 +51,8 @@ pub const SANDBOX_STATE_FILE: &str = "sandbox-state.json";
 pub async fn start_sandbox(
     settings: &mut Settings,
     data: &Path,
-    serve: &ServeArgs,
-) -> Result<SandboxHandle, CliError> {
+    options: DemoSandbox,
+) -> Result<SandboxHandle, StartupError> {
     let webhook_url =
         settings
             .public_url()?
@@ -61,11 +65,11 @@ pub async fn start_sandbox(
         contacts: DEMO_SANDBOX_CONTACTS,
         webhook_url: Some(webhook_url.to_string()),
         state_file: Some(data.join(SANDBOX_STATE_FILE)),
-        fresh: serve.sandbox_fresh,
+        fresh: options.fresh,
         fresh_flag: "--sandbox-fresh",
         ..SandboxArgs::default()
     };
-    let port = serve.sandbox_port.unwrap_or(0);
+    let port = options.port.unwrap_or(0);
     let sandbox = Sandbox::start(args, SocketAddr::from((Ipv4Addr::LOCALHOST, port))).await?;
     let hubspot = &mut settings.hubspot;
     hubspot.api_base_url = sandbox.base_url();
@@ -92,7 +96,7 @@ pub async fn choose_auth(
     settings: &mut Settings,
     store: &Store,
     sandbox: &SandboxHandle,
-) -> Result<DemoAuth, CliError> {
+) -> Result<DemoAuth, StartupError> {
     let current = store.current_credentials().await?;
     match current {
         Some(row) if row.portal_id.0 != sandbox.portal_id() => {
