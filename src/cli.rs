@@ -204,7 +204,7 @@ impl CliError {
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     if let Command::Keygen = cli.command {
         // Needs no configuration: it is how one makes the key a configuration lacks.
-        println!("{}", crate::config::generate_encryption_key());
+        println!("{}", crate::secret_files::generate_encryption_key());
         return Ok(());
     }
     let dir = std::env::current_dir().map_err(CliError::WorkingDir)?;

@@ -11,9 +11,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 use crate::api::{AppState, OAuthSettings};
-use crate::config::{
-    ConfigError, SecretOrigin, Settings, previous_keys, resolve_api_token, resolve_encryption_key,
-};
+use crate::config::{ConfigError, Settings, previous_keys};
 use crate::crypto::{EncryptionKey, TokenCipher};
 use crate::hubspot::{Auth, ClientConfig, HubSpotClient, HubSpotError, OAuthApp};
 use crate::ids::PortalId;
@@ -22,6 +20,7 @@ use crate::jobs::{JobRunner, Schedule, ScheduleError};
 use crate::oauth::DbTokenStore;
 use crate::sandbox::{SandboxError, SandboxHandle};
 use crate::secret::Secret;
+use crate::secret_files::{SecretOrigin, resolve_api_token, resolve_encryption_key};
 use crate::store::{Backend, Store, StoreError};
 use crate::sync::{SyncContext, SyncRunner};
 
