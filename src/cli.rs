@@ -366,7 +366,7 @@ async fn print_install_link(
 ) -> Result<(), CliError> {
     // Only the link is needed: no tokens are read or written here.
     let client = HubSpotClient::new(
-        ClientConfig::new(settings.hubspot_api_base_url()?),
+        ClientConfig::new(settings.hubspot.api_base_url.clone()),
         Auth::OAuth {
             app,
             tokens: Arc::new(MemoryTokenStore::default()),

@@ -51,7 +51,7 @@ pub fn resolve_encryption_key(
     if let Some(key) = &settings.security.encryption_key {
         return Ok((decode_key(key)?, SecretOrigin::Configured));
     }
-    if settings.database_kind()? == DatabaseKind::Postgres {
+    if settings.database.kind == DatabaseKind::Postgres {
         return Err(ConfigError::EncryptionKeyRequired);
     }
     let path = data_dir.join("encryption-key");

@@ -146,7 +146,7 @@ pub fn hubspot_client_from_settings(
     store: &Store,
     cipher: Arc<TokenCipher>,
 ) -> Result<Option<(HubSpotClient, Option<DbTokenStore>)>, StartupError> {
-    let mut config = ClientConfig::new(settings.hubspot_api_base_url()?);
+    let mut config = ClientConfig::new(settings.hubspot.api_base_url.clone());
     config.requests_per_10s = settings.hubspot.requests_per_10s;
     let mut tokens = None;
     let auth = if let Some(token) = &settings.hubspot.access_token {
@@ -176,7 +176,8 @@ pub(crate) fn oauth_app_from_settings(
         return Ok(None);
     };
     let redirect_uri = settings
-        .public_url()?
+        .server
+        .public_url
         .join("/oauth-callback")
         .map_err(|e| ConfigError::Invalid {
             key: "server.public_url".into(),
@@ -185,7 +186,7 @@ pub(crate) fn oauth_app_from_settings(
     Ok(Some(OAuthApp {
         client_id: client_id.clone(),
         client_secret: client_secret.clone(),
-        authorize_url: settings.hubspot_authorize_url()?,
+        authorize_url: settings.hubspot.authorize_url.clone(),
         redirect_uri,
         scopes: HUBSPOT_SCOPES.iter().map(|s| (*s).to_owned()).collect(),
         optional_scopes: Vec::new(),
@@ -272,13 +273,13 @@ impl Service {
             None => None,
         };
         let state = AppState::new(store, token)
-            .with_cors_origins(settings.cors_allowed_origins()?)
-            .with_trusted_proxies(settings.trusted_proxies()?);
+            .with_cors_origins(settings.server.cors_allowed_origins.clone())
+            .with_trusted_proxies(settings.server.trusted_proxies.clone());
         let state = state.with_oauth(OAuthSettings {
             client_id: settings.hubspot.client_id.clone(),
             client_secret: settings.hubspot.client_secret.clone(),
-            public_url: settings.public_url()?,
-            authorize_url: settings.hubspot_authorize_url()?,
+            public_url: settings.server.public_url.clone(),
+            authorize_url: settings.hubspot.authorize_url.clone(),
             portal_id: settings.pinned_portal(),
         });
         let built = hubspot_client_from_settings(&settings, &state.store, token_cipher.clone())?;
@@ -293,7 +294,7 @@ impl Service {
             }
             None => (state, None),
         };
-        let addr = settings.bind_addr()?;
+        let addr = settings.server.bind;
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| StartupError::Bind { addr, source })?;
@@ -314,7 +315,12 @@ impl Service {
     /// can change contacts in it) and where it sends its webhooks.
     pub fn sandbox_line(&self) -> Option<String> {
         let sandbox = self.sandbox.as_ref()?;
-        let public = self.settings.server.public_url.trim_end_matches('/');
+        let public = self
+            .settings
+            .server
+            .public_url
+            .as_str()
+            .trim_end_matches('/');
         Some(format!(
             "HubSpot sandbox at {} (portal {}); it sends its webhooks to {public}{}",
             sandbox.base_url(),
@@ -327,7 +333,13 @@ impl Service {
     pub fn start_line(&self) -> String {
         let url = match self.listener.local_addr() {
             Ok(addr) => format!("http://{addr}"),
-            Err(_) => self.settings.server.public_url.clone(),
+            Err(_) => self
+                .settings
+                .server
+                .public_url
+                .as_str()
+                .trim_end_matches('/')
+                .to_owned(),
         };
         let token = match self.token_origin {
             SecretOrigin::Configured => "the configured api.token".to_owned(),
@@ -490,7 +502,7 @@ pub fn sync_context(
     client: HubSpotClient,
 ) -> Result<SyncContext, StartupError> {
     let mut ctx = SyncContext::new(client);
-    ctx.pull.lookback = settings.pull_lookback()?;
+    ctx.pull.lookback = settings.sync.pull_lookback;
     Ok(ctx)
 }
 
@@ -600,7 +612,7 @@ mod tests {
             .expect("valid")
             .expect("an OAuth app");
         let client = HubSpotClient::new(
-            ClientConfig::new(settings.hubspot_api_base_url().expect("url")),
+            ClientConfig::new(settings.hubspot.api_base_url.clone()),
             Auth::OAuth {
                 app,
                 tokens: Arc::new(MemoryTokenStore::default()),

@@ -55,7 +55,8 @@ pub async fn start_sandbox(
 ) -> Result<SandboxHandle, StartupError> {
     let webhook_url =
         settings
-            .public_url()?
+            .server
+            .public_url
             .join(WEBHOOK_PATH)
             .map_err(|e| ConfigError::Invalid {
                 key: "server.public_url".into(),
@@ -71,12 +72,12 @@ pub async fn start_sandbox(
     };
     let port = options.port.unwrap_or(0);
     let sandbox = Sandbox::start(args, SocketAddr::from((Ipv4Addr::LOCALHOST, port))).await?;
-    let hubspot = &mut settings.hubspot;
-    hubspot.api_base_url = sandbox.base_url();
-    hubspot.authorize_url = sandbox.authorize_url();
-    hubspot.access_token = None;
-    hubspot.client_id = Some(sandbox.client_id().to_owned());
-    hubspot.client_secret = Some(Secret::new(sandbox.client_secret()));
+    settings.use_hubspot_app(
+        &sandbox.base_url(),
+        &sandbox.authorize_url(),
+        sandbox.client_id().to_owned(),
+        Secret::new(sandbox.client_secret()),
+    )?;
     tracing::info!(
         sandbox = %sandbox.base_url(),
         portal_id = sandbox.portal_id(),
