@@ -1,6 +1,10 @@
 //! Settings (INTERFACE §2): built-in defaults, `config/default.toml`, `config/local.toml`,
 //! `.env`, the sample app's `DATABASE_URL` / `CLIENT_ID` / `CLIENT_SECRET`, then
 //! `CRM_SYNC__<SECTION>__<KEY>` variables — later layers win.
+//!
+//! [`Settings::load`] checks every value and parses it once into the type it is used as
+//! (addresses, URLs, durations, the database backend); a bad value is an error naming its key,
+//! and nothing after loading can meet an unparsed string.
 
 use crate::api::client_ip::{CidrError, TrustedProxies};
 use crate::ids::PortalId;
@@ -17,28 +21,41 @@ use url::Url;
 /// Prefix of the service's own environment variables.
 const ENV_PREFIX: &str = "CRM_SYNC";
 
-/// Everything the service is configured with.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Everything the service is configured with, checked and parsed once when loaded.
+#[derive(Debug, Clone)]
 pub struct Settings {
     /// Where the local contacts and the job queue live.
     pub database: DatabaseSettings,
     /// The HTTP listener.
     pub server: ServerSettings,
     /// Access to the protected API.
-    #[serde(default)]
     pub api: ApiSettings,
     /// The HubSpot account and app.
     pub hubspot: HubSpotSettings,
     /// Keys for data at rest.
-    #[serde(default)]
     pub security: SecuritySettings,
     /// Recurring jobs.
-    #[serde(default)]
     pub sync: SyncSettings,
     /// How long finished rows are kept.
-    #[serde(default)]
     pub retention: RetentionSettings,
+}
+
+/// The settings as the layers give them: strings where [`Settings`] holds parsed values, so
+/// that a bad value is reported naming its key rather than as a bare deserialisation error.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSettings {
+    database: RawDatabase,
+    server: RawServer,
+    #[serde(default)]
+    api: ApiSettings,
+    hubspot: RawHubSpot,
+    #[serde(default)]
+    security: SecuritySettings,
+    #[serde(default)]
+    sync: RawSync,
+    #[serde(default)]
+    retention: RetentionSettings,
 }
 
 /// `retention.*`: how many days finished rows are kept before `serve` and `worker` prune them,
@@ -118,31 +135,50 @@ impl RetentionSettings {
 }
 
 /// `database.*`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct DatabaseSettings {
     /// `sqlite://...` or `postgres://...`; may hold a password, so never log it unredacted.
     pub url: String,
+    /// The backend the URL names.
+    pub kind: DatabaseKind,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDatabase {
+    url: String,
 }
 
 /// `server.*`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct ServerSettings {
     /// Listen address.
-    pub bind: String,
+    pub bind: SocketAddr,
     /// Base for the OAuth redirect URI, webhook signatures and links.
-    pub public_url: String,
+    pub public_url: Url,
+    /// Browser origins (`scheme://host[:port]`) allowed to call the API from their pages,
+    /// each a bare origin as browsers send it in `Origin`; empty: no CORS headers.
+    pub cors_allowed_origins: Vec<String>,
+    /// Reverse proxies whose `Forwarded` / `X-Forwarded-For` name the client; empty: the TCP
+    /// peer is the client.
+    pub trusted_proxies: TrustedProxies,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    bind: String,
+    public_url: String,
     /// Browser origins (`scheme://host[:port]`) allowed to call the API from their pages; empty
     /// (the default): no CORS headers, so browsers keep other sites out. From the environment,
     /// a comma-separated list.
     #[serde(default)]
-    pub cors_allowed_origins: Vec<String>,
+    cors_allowed_origins: Vec<String>,
     /// Reverse proxies (IP addresses or CIDR blocks) whose `Forwarded` / `X-Forwarded-For`
     /// name the client, for the per-client rate limits; empty (the default): the TCP peer is
     /// the client. From the environment, a comma-separated list.
     #[serde(default)]
-    pub trusted_proxies: Vec<String>,
+    trusted_proxies: Vec<String>,
 }
 
 /// `api.*`
@@ -154,13 +190,12 @@ pub struct ApiSettings {
 }
 
 /// `hubspot.*`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct HubSpotSettings {
     /// Every HubSpot API call, OAuth token calls included, goes here.
-    pub api_base_url: String,
+    pub api_base_url: Url,
     /// Where the install link points.
-    pub authorize_url: String,
+    pub authorize_url: Url,
     /// OAuth app id.
     pub client_id: Option<String>,
     /// OAuth app secret; also verifies webhook signatures.
@@ -172,8 +207,20 @@ pub struct HubSpotSettings {
     /// The only HubSpot account the service may connect to (installs for another account are
     /// refused, a private-app token of another account stops start-up); unset: the first
     /// account connected pins itself until the operator disconnects it.
+    pub portal_id: Option<PortalId>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHubSpot {
+    api_base_url: String,
+    authorize_url: String,
+    client_id: Option<String>,
+    client_secret: Option<Secret>,
+    access_token: Option<Secret>,
+    requests_per_10s: u32,
     #[serde(default)]
-    pub portal_id: Option<i64>,
+    portal_id: Option<i64>,
 }
 
 /// `security.*`
@@ -188,25 +235,30 @@ pub struct SecuritySettings {
 }
 
 /// `sync.*`
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct SyncSettings {
     /// Recurring jobs; none by default.
-    #[serde(default)]
     pub schedules: Vec<ScheduleConfig>,
-    /// How far before its bookmark an incremental pull starts reading: whole seconds
-    /// (`300`) or a duration string (`"90s"`, `"5m"`, `"1h30m"`); read through
-    /// [`Settings::pull_lookback`].
+    /// How far before its bookmark an incremental pull starts reading (`sync.pull_lookback`:
+    /// whole seconds or a duration string; [`crate::defaults::PULL_LOOKBACK`] when unset).
+    pub pull_lookback: Duration,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSync {
     #[serde(default)]
-    pub pull_lookback: Option<RawDuration>,
+    schedules: Vec<ScheduleConfig>,
+    #[serde(default)]
+    pull_lookback: Option<RawDuration>,
 }
 
 /// A duration as written in configuration, checked by [`parse_duration`]: a number of
 /// seconds, or a string. Any scalar is accepted here, so that a wrong one is reported with
-/// its key by [`Settings::validate`] rather than as a bare deserialisation error.
+/// its key rather than as a bare deserialisation error.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(untagged)]
-pub enum RawDuration {
+enum RawDuration {
     /// A TOML integer, or an environment variable made only of digits.
     Seconds(i64),
     /// Anything else numeric (refused: durations are whole seconds).
@@ -348,22 +400,46 @@ impl Settings {
         let raw = builder
             .build()
             .map_err(|e| ConfigError::Load(e.to_string()))?;
-        let settings: Settings = raw
-            .try_deserialize()
-            .map_err(|e| ConfigError::Load(e.to_string()))?;
-        settings.validate()?;
-        Ok(settings)
+        raw.try_deserialize::<RawSettings>()
+            .map_err(|e| ConfigError::Load(e.to_string()))?
+            .parse()
     }
 
-    /// Checks every value that can be checked without connecting anywhere.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        self.database_kind()?;
-        self.bind_addr()?;
-        self.public_url()?;
-        self.cors_allowed_origins()?;
-        self.trusted_proxies()?;
-        parse_url("hubspot.api_base_url", &self.hubspot.api_base_url)?;
-        parse_url("hubspot.authorize_url", &self.hubspot.authorize_url)?;
+    /// The account the service is pinned to by configuration (`hubspot.portal_id`).
+    pub fn pinned_portal(&self) -> Option<PortalId> {
+        self.hubspot.portal_id
+    }
+
+    /// Points the HubSpot client at another HubSpot (the demo's sandbox): its API, its
+    /// authorize page and its app's credentials, instead of any private-app token.
+    pub fn use_hubspot_app(
+        &mut self,
+        api_base_url: &str,
+        authorize_url: &str,
+        client_id: String,
+        client_secret: Secret,
+    ) -> Result<(), ConfigError> {
+        let hubspot = &mut self.hubspot;
+        hubspot.api_base_url = parse_url("hubspot.api_base_url", api_base_url)?;
+        hubspot.authorize_url = parse_url("hubspot.authorize_url", authorize_url)?;
+        hubspot.access_token = None;
+        hubspot.client_id = Some(client_id);
+        hubspot.client_secret = Some(client_secret);
+        Ok(())
+    }
+}
+
+impl RawSettings {
+    /// Checks every value that can be checked without connecting anywhere and parses it; the
+    /// first problem found is the error, naming its key.
+    fn parse(self) -> Result<Settings, ConfigError> {
+        let database_kind = self.database_kind()?;
+        let bind = self.bind_addr()?;
+        let public_url = parse_url("server.public_url", &self.server.public_url)?;
+        let cors_allowed_origins = self.cors_allowed_origins()?;
+        let trusted_proxies = self.trusted_proxies()?;
+        let api_base_url = parse_url("hubspot.api_base_url", &self.hubspot.api_base_url)?;
+        let authorize_url = parse_url("hubspot.authorize_url", &self.hubspot.authorize_url)?;
         if self.hubspot.requests_per_10s == 0 {
             return Err(invalid(
                 "hubspot.requests_per_10s",
@@ -390,16 +466,44 @@ impl Settings {
         for (i, schedule) in self.sync.schedules.iter().enumerate() {
             schedule.validate(&format!("sync.schedules[{i}]"))?;
         }
-        self.pull_lookback()?;
+        let pull_lookback = self.pull_lookback()?;
         self.retention.validate()?;
-        Ok(())
+        let hubspot = self.hubspot;
+        Ok(Settings {
+            database: DatabaseSettings {
+                url: self.database.url,
+                kind: database_kind,
+            },
+            server: ServerSettings {
+                bind,
+                public_url,
+                cors_allowed_origins,
+                trusted_proxies,
+            },
+            api: self.api,
+            hubspot: HubSpotSettings {
+                api_base_url,
+                authorize_url,
+                client_id: hubspot.client_id,
+                client_secret: hubspot.client_secret,
+                access_token: hubspot.access_token,
+                requests_per_10s: hubspot.requests_per_10s,
+                portal_id: hubspot.portal_id.map(PortalId),
+            },
+            security: self.security,
+            sync: SyncSettings {
+                schedules: self.sync.schedules,
+                pull_lookback,
+            },
+            retention: self.retention,
+        })
     }
 
-    /// `sync.pull_lookback`, or [`crate::sync::pull::DEFAULT_LOOKBACK`] when unset.
-    pub fn pull_lookback(&self) -> Result<Duration, ConfigError> {
+    /// `sync.pull_lookback`, or [`crate::defaults::PULL_LOOKBACK`] when unset.
+    fn pull_lookback(&self) -> Result<Duration, ConfigError> {
         const KEY: &str = "sync.pull_lookback";
         let Some(raw) = &self.sync.pull_lookback else {
-            return Ok(crate::sync::pull::DEFAULT_LOOKBACK);
+            return Ok(crate::defaults::PULL_LOOKBACK);
         };
         let lookback = match raw {
             RawDuration::Seconds(s) => u64::try_from(*s)
@@ -425,7 +529,7 @@ impl Settings {
     }
 
     /// The database backend named by `database.url`.
-    pub fn database_kind(&self) -> Result<DatabaseKind, ConfigError> {
+    fn database_kind(&self) -> Result<DatabaseKind, ConfigError> {
         let url = &self.database.url;
         let scheme = url.split(':').next().unwrap_or_default();
         match scheme {
@@ -451,7 +555,7 @@ impl Settings {
     }
 
     /// `server.bind` as a socket address.
-    pub fn bind_addr(&self) -> Result<SocketAddr, ConfigError> {
+    fn bind_addr(&self) -> Result<SocketAddr, ConfigError> {
         SocketAddr::from_str(&self.server.bind).map_err(|_| {
             invalid(
                 "server.bind",
@@ -463,14 +567,9 @@ impl Settings {
         })
     }
 
-    /// `server.public_url` parsed.
-    pub fn public_url(&self) -> Result<Url, ConfigError> {
-        parse_url("server.public_url", &self.server.public_url)
-    }
-
     /// `server.cors_allowed_origins`, each checked to be a bare origin as browsers send it in
     /// `Origin` (no path, query or trailing slash), so that a typo cannot silently match nothing.
-    pub fn cors_allowed_origins(&self) -> Result<Vec<String>, ConfigError> {
+    fn cors_allowed_origins(&self) -> Result<Vec<String>, ConfigError> {
         self.server
             .cors_allowed_origins
             .iter()
@@ -497,7 +596,7 @@ impl Settings {
 
     /// `server.trusted_proxies` parsed; an entry that is not an address or block is refused,
     /// naming it.
-    pub fn trusted_proxies(&self) -> Result<TrustedProxies, ConfigError> {
+    fn trusted_proxies(&self) -> Result<TrustedProxies, ConfigError> {
         self.server
             .trusted_proxies
             .iter()
@@ -509,21 +608,6 @@ impl Settings {
             })
             .collect::<Result<Vec<_>, _>>()
             .map(TrustedProxies::new)
-    }
-
-    /// `hubspot.api_base_url` parsed.
-    pub fn hubspot_api_base_url(&self) -> Result<Url, ConfigError> {
-        parse_url("hubspot.api_base_url", &self.hubspot.api_base_url)
-    }
-
-    /// `hubspot.portal_id`: the account the service is pinned to by configuration.
-    pub fn pinned_portal(&self) -> Option<PortalId> {
-        self.hubspot.portal_id.map(PortalId)
-    }
-
-    /// `hubspot.authorize_url` parsed.
-    pub fn hubspot_authorize_url(&self) -> Result<Url, ConfigError> {
-        parse_url("hubspot.authorize_url", &self.hubspot.authorize_url)
     }
 }
 
@@ -664,155 +748,6 @@ pub fn decode_key(key: &Secret) -> Result<[u8; 32], ConfigError> {
     })
 }
 
-/// Whether a secret was read from its file or made just now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SecretOrigin {
-    /// From configuration.
-    Configured,
-    /// From the file in the data folder, made by an earlier start.
-    File,
-    /// Generated now and written to the data folder.
-    Generated,
-}
-
-/// The API token: configured, or generated once into `<data_dir>/api-token`.
-pub fn resolve_api_token(
-    settings: &Settings,
-    data_dir: &Path,
-) -> Result<(Secret, SecretOrigin), ConfigError> {
-    if let Some(token) = &settings.api.token {
-        return Ok((token.clone(), SecretOrigin::Configured));
-    }
-    let (token, origin) = read_or_create(&data_dir.join("api-token"), || random_token(32))?;
-    if origin == SecretOrigin::Generated {
-        // The token itself never goes to the logs (they are often shipped elsewhere); the
-        // file is readable only by its owner.
-        tracing::warn!(
-            file = %data_dir.join("api-token").display(),
-            "generated an API token into that file; send it as 'Authorization: Bearer <token>'. \
-             Set api.token (or CRM_SYNC__API__TOKEN) to choose your own for production"
-        );
-    }
-    Ok((token, origin))
-}
-
-/// The encryption key for tokens at rest: configured, or (SQLite only) generated once into
-/// `<data_dir>/encryption-key`. PostgreSQL without a configured key is refused: the database
-/// is shared by hosts that do not share `data/`.
-pub fn resolve_encryption_key(
-    settings: &Settings,
-    data_dir: &Path,
-) -> Result<([u8; 32], SecretOrigin), ConfigError> {
-    if let Some(key) = &settings.security.encryption_key {
-        return Ok((decode_key(key)?, SecretOrigin::Configured));
-    }
-    if settings.database_kind()? == DatabaseKind::Postgres {
-        return Err(ConfigError::EncryptionKeyRequired);
-    }
-    let path = data_dir.join("encryption-key");
-    let (key, origin) = read_or_create(&path, generate_encryption_key)?;
-    if origin == SecretOrigin::Generated {
-        tracing::warn!(
-            file = %path.display(),
-            "generated an encryption key for tokens at rest; keep that file, or set \
-             security.encryption_key (base64 of 32 bytes) for production"
-        );
-    }
-    Ok((decode_key(&key)?, origin))
-}
-
-/// A fresh `security.encryption_key`: base64 of 32 random bytes (what `crm-sync keygen` prints).
-pub fn generate_encryption_key() -> String {
-    base64::engine::general_purpose::STANDARD.encode(random_bytes::<32>())
-}
-
-fn read_or_create(
-    path: &Path,
-    make: impl FnOnce() -> String,
-) -> Result<(Secret, SecretOrigin), ConfigError> {
-    let read_err = |source| ConfigError::SecretFile {
-        action: "read",
-        path: path.to_owned(),
-        source,
-    };
-    if let Some(existing) = read_existing(path).map_err(read_err)? {
-        return Ok((existing, SecretOrigin::File));
-    }
-    let value = make();
-    // Written aside, then linked into place: the file appears whole or not at all, and when two
-    // processes start together the loser of the link reads the winner's value.
-    match publish(path, &value) {
-        Ok(()) => Ok((Secret::new(value), SecretOrigin::Generated)),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read_existing(path)
-            .map_err(read_err)?
-            .map(|s| (s, SecretOrigin::File))
-            .ok_or_else(|| {
-                read_err(std::io::Error::other(
-                    "another process created it empty; delete it and start again",
-                ))
-            }),
-        Err(source) => Err(ConfigError::SecretFile {
-            action: "write",
-            path: path.to_owned(),
-            source,
-        }),
-    }
-}
-
-fn read_existing(path: &Path) -> std::io::Result<Option<Secret>> {
-    match std::fs::read_to_string(path) {
-        Ok(s) if !s.trim().is_empty() => Ok(Some(Secret::new(s.trim()))),
-        Ok(_) => Ok(None),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
-fn publish(path: &Path, value: &str) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("secret");
-    let aside = dir.join(format!(
-        ".{name}.{}.{}",
-        std::process::id(),
-        random_token(6)
-    ));
-    write_private(&aside, value)?;
-    let linked = std::fs::hard_link(&aside, path);
-    let _ = std::fs::remove_file(&aside);
-    linked
-}
-
-fn write_private(path: &Path, value: &str) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path)?;
-    file.write_all(value.as_bytes())?;
-    file.write_all(b"\n")?;
-    file.sync_all()
-}
-
-fn random_bytes<const N: usize>() -> [u8; N] {
-    let mut bytes = [0u8; N];
-    rand::fill(&mut bytes[..]);
-    bytes
-}
-
-fn random_token(len: usize) -> String {
-    let mut bytes = vec![0u8; len];
-    rand::fill(&mut bytes[..]);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -845,11 +780,12 @@ mod tests {
         let dir = dir_with(None);
         let s = Settings::load(dir.path(), &HashMap::new()).expect("defaults load");
         assert_eq!(s.database.url, "sqlite://data/crm-sync.db");
-        assert_eq!(s.bind_addr().unwrap().to_string(), "127.0.0.1:3001");
-        assert_eq!(s.server.public_url, "http://localhost:3001");
-        assert_eq!(s.hubspot.api_base_url, "https://api.hubapi.com");
+        assert_eq!(s.database.kind, DatabaseKind::Sqlite);
+        assert_eq!(s.server.bind.to_string(), "127.0.0.1:3001");
+        assert_eq!(s.server.public_url.as_str(), "http://localhost:3001/");
+        assert_eq!(s.hubspot.api_base_url.as_str(), "https://api.hubapi.com/");
         assert_eq!(
-            s.hubspot.authorize_url,
+            s.hubspot.authorize_url.as_str(),
             "https://app.hubspot.com/oauth/authorize"
         );
         assert_eq!(s.hubspot.requests_per_10s, 100);
@@ -964,17 +900,14 @@ mod tests {
         let dir = dir_with(None);
         let s = Settings::load(dir.path(), &HashMap::new()).unwrap();
         assert!(
-            s.cors_allowed_origins().unwrap().is_empty(),
+            s.server.cors_allowed_origins.is_empty(),
             "no CORS by default"
         );
         let dir = dir_with(Some(
             "[server]\ncors_allowed_origins = [\"https://app.example.com\"]\n",
         ));
         let s = Settings::load(dir.path(), &HashMap::new()).unwrap();
-        assert_eq!(
-            s.cors_allowed_origins().unwrap(),
-            ["https://app.example.com"]
-        );
+        assert_eq!(s.server.cors_allowed_origins, ["https://app.example.com"]);
         let s = Settings::load(
             dir_with(None).path(),
             &env(&[(
@@ -984,7 +917,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            s.cors_allowed_origins().unwrap(),
+            s.server.cors_allowed_origins,
             ["https://a.example.com", "http://localhost:5173"]
         );
         for bad in [
@@ -1003,13 +936,13 @@ mod tests {
     fn trusted_proxies_come_from_a_comma_separated_variable_and_bad_ones_are_named() {
         let dir = dir_with(None);
         let s = Settings::load(dir.path(), &HashMap::new()).unwrap();
-        assert_eq!(s.trusted_proxies().unwrap(), TrustedProxies::default());
+        assert_eq!(s.server.trusted_proxies.clone(), TrustedProxies::default());
         let s = Settings::load(
             dir.path(),
             &env(&[("CRM_SYNC__SERVER__TRUSTED_PROXIES", "10.0.0.0/8,192.0.2.7")]),
         )
         .unwrap();
-        let proxies = s.trusted_proxies().unwrap();
+        let proxies = s.server.trusted_proxies.clone();
         assert!(proxies.trusts("10.9.8.7".parse().unwrap()));
         assert!(proxies.trusts("192.0.2.7".parse().unwrap()));
         assert!(!proxies.trusts("192.0.2.8".parse().unwrap()));
@@ -1045,10 +978,7 @@ mod tests {
     fn the_pull_lookback_is_seconds_or_a_duration_and_defaults_to_five_minutes() {
         let dir = dir_with(None);
         let s = Settings::load(dir.path(), &HashMap::new()).unwrap();
-        assert_eq!(
-            s.pull_lookback().unwrap(),
-            crate::sync::pull::DEFAULT_LOOKBACK
-        );
+        assert_eq!(s.sync.pull_lookback, crate::defaults::PULL_LOOKBACK);
         for (text, secs) in [
             ("pull_lookback = 90", 90),
             ("pull_lookback = 0", 0),
@@ -1059,18 +989,14 @@ mod tests {
         ] {
             let dir = dir_with(Some(&format!("[sync]\n{text}\n")));
             let s = Settings::load(dir.path(), &HashMap::new()).unwrap();
-            assert_eq!(
-                s.pull_lookback().unwrap(),
-                Duration::from_secs(secs),
-                "{text}"
-            );
+            assert_eq!(s.sync.pull_lookback, Duration::from_secs(secs), "{text}");
         }
         let s =
             Settings::load(dir.path(), &env(&[("CRM_SYNC__SYNC__PULL_LOOKBACK", "30")])).unwrap();
-        assert_eq!(s.pull_lookback().unwrap(), Duration::from_secs(30));
+        assert_eq!(s.sync.pull_lookback, Duration::from_secs(30));
         let s =
             Settings::load(dir.path(), &env(&[("CRM_SYNC__SYNC__PULL_LOOKBACK", "2m")])).unwrap();
-        assert_eq!(s.pull_lookback().unwrap(), Duration::from_secs(120));
+        assert_eq!(s.sync.pull_lookback, Duration::from_secs(120));
     }
 
     #[test]
@@ -1096,87 +1022,5 @@ mod tests {
             e.contains("sync.pull_lookback") && e.contains("soon"),
             "{e}"
         );
-    }
-
-    #[test]
-    fn generated_secrets_are_kept_in_the_data_folder() {
-        let dir = dir_with(None);
-        let s = Settings::load(dir.path(), &HashMap::new()).unwrap();
-        let data = dir.path().join("data");
-        let (first, origin) = resolve_api_token(&s, &data).unwrap();
-        assert_eq!(origin, SecretOrigin::Generated);
-        let (again, origin) = resolve_api_token(&s, &data).unwrap();
-        assert_eq!(origin, SecretOrigin::File);
-        assert_eq!(first.expose(), again.expose());
-        assert!(first.expose().len() >= 32);
-        let (key, origin) = resolve_encryption_key(&s, &data).unwrap();
-        assert_eq!(origin, SecretOrigin::Generated);
-        assert_eq!(resolve_encryption_key(&s, &data).unwrap().0, key);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt as _;
-            let mode = std::fs::metadata(data.join("api-token"))
-                .unwrap()
-                .permissions()
-                .mode();
-            assert_eq!(mode & 0o077, 0, "only the owner may read the token");
-        }
-    }
-
-    #[test]
-    fn processes_starting_together_agree_on_one_generated_token() {
-        for _ in 0..20 {
-            let dir = dir_with(None);
-            let s = Settings::load(dir.path(), &HashMap::new()).unwrap();
-            let data = dir.path().join("data");
-            let tokens: Vec<String> = std::thread::scope(|scope| {
-                let handles: Vec<_> = (0..8)
-                    .map(|_| scope.spawn(|| resolve_api_token(&s, &data).map(|t| t.0)))
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| h.join().unwrap().unwrap().expose().to_owned())
-                    .collect()
-            });
-            assert!(tokens.iter().all(|t| t == &tokens[0]), "{tokens:?}");
-            let leftovers = std::fs::read_dir(&data).unwrap().count();
-            assert_eq!(leftovers, 1, "only the token file remains");
-        }
-    }
-
-    #[test]
-    fn postgres_needs_a_configured_encryption_key_and_sqlite_generates_one() {
-        let dir = dir_with(None);
-        let data = dir.path().join("data");
-        let pg = [("DATABASE_URL", "postgres://u@db.local/crm")];
-        let s = Settings::load(dir.path(), &env(&pg)).unwrap();
-        let e = resolve_encryption_key(&s, &data).expect_err("refused");
-        assert!(matches!(e, ConfigError::EncryptionKeyRequired), "{e}");
-        assert!(e.to_string().contains("crm-sync keygen"), "{e}");
-        assert!(!data.join("encryption-key").exists(), "nothing generated");
-        let key = generate_encryption_key();
-        let s = Settings::load(
-            dir.path(),
-            &env(&[pg[0], ("CRM_SYNC__SECURITY__ENCRYPTION_KEY", &key)]),
-        )
-        .unwrap();
-        let (_, origin) = resolve_encryption_key(&s, &data).unwrap();
-        assert_eq!(origin, SecretOrigin::Configured);
-        assert_ne!(generate_encryption_key(), key, "fresh each time");
-        let s = Settings::load(dir.path(), &HashMap::new()).unwrap();
-        let (_, origin) = resolve_encryption_key(&s, &data).unwrap();
-        assert_eq!(origin, SecretOrigin::Generated);
-    }
-
-    #[test]
-    fn a_configured_token_is_used_as_is() {
-        let dir = dir_with(None);
-        let s = Settings::load(dir.path(), &env(&[("CRM_SYNC__API__TOKEN", "my-token")])).unwrap();
-        let (token, origin) = resolve_api_token(&s, &dir.path().join("data")).unwrap();
-        assert_eq!(
-            (token.expose(), origin),
-            ("my-token", SecretOrigin::Configured)
-        );
-        assert!(!dir.path().join("data/api-token").exists());
     }
 }

@@ -904,7 +904,7 @@ async fn shutdown_signal_resolves_on_sigterm() {
     use tokio::signal::unix::{SignalKind, signal};
     // Our own listener installs tokio's handler first, so SIGTERM cannot end the test process.
     let _keep_handler = signal(SignalKind::terminate()).expect("listen for SIGTERM");
-    let mut stopping = tokio::spawn(api::shutdown_signal());
+    let mut stopping = tokio::spawn(crm_sync::startup::shutdown_signal());
     let pid = std::process::id().to_string();
     // The spawned future registers its own listener when first polled: send until it hears one.
     for _ in 0..100 {

@@ -592,7 +592,7 @@ fn the_configured_pull_lookback_reaches_the_sync_engine() {
         Auth::PrivateApp(Secret::new("pat")),
     )
     .expect("client");
-    let ctx = crm_sync::cli::sync_context(&settings, client).expect("context");
+    let ctx = crm_sync::startup::sync_context(&settings, client).expect("context");
     assert_eq!(ctx.pull.lookback, Duration::from_secs(90));
 }
 

@@ -193,7 +193,7 @@ backend_tests! {
         assert!(message.contains("security.encryption_key"), "says what to set: {message}");
 
         // The client sees the same message, and a job can tell it will not pass by retrying.
-        let through_client = HubSpotError::TokenStore(wrong.load().await.unwrap_err().0);
+        let through_client = HubSpotError::TokenStore(wrong.load().await.unwrap_err());
         assert_eq!(ConnectionProblem::of(&through_client), Some(ConnectionProblem::Unreadable));
     }
 
@@ -241,7 +241,7 @@ backend_tests! {
         let err = tokens_store.load_tokens().await.unwrap_err();
         assert!(matches!(err, CredentialError::Broken { portal_id } if portal_id == PORTAL), "{err:?}");
         assert!(err.to_string().contains("/api/install"), "says how to fix it: {err}");
-        let through_client = HubSpotError::TokenStore(tokens_store.load().await.unwrap_err().0);
+        let through_client = HubSpotError::TokenStore(tokens_store.load().await.unwrap_err());
         assert_eq!(ConnectionProblem::of(&through_client), Some(ConnectionProblem::Broken));
         assert!(matches!(
             tokens_store.status().await.unwrap(),

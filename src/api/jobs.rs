@@ -14,13 +14,13 @@ use poem_openapi::{ApiResponse, OpenApi};
 use super::AppState;
 use super::auth::ApiToken;
 use super::error::{ApiError, ErrorBody, ErrorCode, ErrorDetail};
-use super::params::PageSize;
-use super::tags::ApiTags;
-use crate::ids::JobId;
-use crate::jobs::http::{
+use super::job_views::{
     DEFAULT_LIST_LIMIT, JobListView, JobRequestBody, JobView, MAX_LIST_LIMIT, ScheduleItemView,
     ScheduleListView, parse_status,
 };
+use super::params::PageSize;
+use super::tags::ApiTags;
+use crate::ids::JobId;
 use crate::jobs::model::{Job, JobSpec, Trigger};
 use crate::jobs::queue::{EnqueueRequest, QueueError, enqueue};
 use crate::jobs::schedule;

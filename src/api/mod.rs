@@ -19,11 +19,11 @@ pub mod contacts;
 pub mod error;
 pub mod health;
 pub mod html;
+pub mod job_views;
 pub mod jobs;
 pub mod metrics;
 pub mod middleware;
 pub mod oauth_routes;
-pub mod oauth_state;
 pub mod operator;
 pub mod params;
 pub mod ratelimit;
@@ -336,35 +336,6 @@ pub async fn serve(
         .name("crm-sync")
         .run_with_graceful_shutdown(router(state), shutdown, Some(SHUTDOWN_GRACE))
         .await
-}
-
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-pub async fn shutdown_signal() {
-    let interrupt = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::warn!(error = %e, "cannot listen for SIGINT");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut sigterm) => {
-                sigterm.recv().await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = interrupt => tracing::info!("SIGINT received, shutting down"),
-        () = terminate => tracing::info!("SIGTERM received, shutting down"),
-    }
 }
 
 #[cfg(test)]

@@ -2,12 +2,9 @@
 //! the callbacks `GET /oauth-callback` and `GET /api/install/oauth-callback`.
 //!
 //! The install page shows its link only to the operator (bearer token or session, see
-//! [`super::operator`]) and issues a `state` bound to the browser by the [`BROWSER_COOKIE`]; a
-//! callback consumes it before anything else — a refused state ends on a 400 page and no
-//! call reaches HubSpot. Then the code is exchanged, the account it names checked against the
-//! one the service is tied to ([`crate::oauth::account`]) — another account ends on a 400
-//! page with nothing stored — and only then are the tokens stored encrypted (through the
-//! client's token store) and the browser sent to `/`.
+//! [`super::operator`]) and binds its `state` to the browser by the [`BROWSER_COOKIE`]. What a
+//! callback does is [`crate::oauth::install`]'s; these handlers only answer with its outcome
+//! as a page (a refusal is a 400 page with nothing stored, success a redirect to `/`).
 //!
 //! These are public HTML routes: they are not in the OpenAPI document (which describes the
 //! JSON API), and they never show a token.
@@ -15,14 +12,16 @@
 use poem::http::{HeaderValue, StatusCode, header};
 use poem::web::{Data, Query};
 use poem::{IntoResponse, Request, Response, handler};
-use serde::Deserialize;
 
 use super::AppState;
 use super::html::{Page, escape, redirect};
-use super::oauth_state::{self, BROWSER_COOKIE, OneTimeValue, STATE_LIFETIME, StateRejection};
 use super::operator::{cookie_value, operator_of};
-use crate::hubspot::{HubSpotClient, HubSpotError, OAuthTokens};
+use crate::hubspot::{HubSpotClient, HubSpotError};
 use crate::oauth::account;
+use crate::oauth::install::{
+    CallbackError, CallbackParams, Installer, LinkError, LinkFor, install_link,
+};
+use crate::oauth::state::{BROWSER_COOKIE, OneTimeValue, STATE_LIFETIME, StateRejection};
 
 /// The path HubSpot redirects to (`server.public_url` + this is the `redirect_uri`).
 pub const CALLBACK_PATH: &str = "/oauth-callback";
@@ -52,16 +51,13 @@ pub(crate) async fn install(req: &Request, state: Data<&AppState>) -> Response {
         return sign_in_page().into_response();
     }
     let browser = browser_nonce(req).unwrap_or_else(OneTimeValue::generate);
-    let issued = match oauth_state::issue(&state.store, &browser).await {
-        Ok(issued) => issued,
-        Err(e) => {
+    let link = match install_link(&state.store, client, LinkFor::Browser(&browser)).await {
+        Ok(link) => link,
+        Err(LinkError::Store(e)) => {
             tracing::error!(error = %e, "cannot store an OAuth state");
             return server_error_page().into_response();
         }
-    };
-    let link = match client.authorize_url(issued.expose()) {
-        Ok(link) => link,
-        Err(e) => {
+        Err(LinkError::HubSpot(e)) => {
             tracing::error!(error = %e, "cannot build the HubSpot install link");
             return server_error_page().into_response();
         }
@@ -110,15 +106,6 @@ async fn pinned_note(state: &AppState) -> String {
     }
 }
 
-/// What HubSpot appends to the redirect URI.
-#[derive(Debug, Default, Deserialize)]
-pub struct CallbackParams {
-    code: Option<String>,
-    state: Option<String>,
-    error: Option<String>,
-    error_description: Option<String>,
-}
-
 /// `GET /oauth-callback` and `GET /api/install/oauth-callback`.
 #[handler]
 pub(crate) async fn callback(
@@ -126,115 +113,41 @@ pub(crate) async fn callback(
     state: Data<&AppState>,
     Query(params): Query<CallbackParams>,
 ) -> Response {
-    let browser = browser_nonce(req);
-    let checked =
-        match oauth_state::consume(&state.store, params.state.as_deref(), browser.as_ref()).await {
-            Ok(checked) => checked,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot check an OAuth state");
-                return server_error_page().into_response();
-            }
-        };
-    if let Err(rejection) = checked {
-        tracing::warn!(
-            reason = rejection.as_str(),
-            "OAuth callback refused: bad state"
-        );
-        return state_refused_page(rejection).into_response();
-    }
-    if let Some(error) = params.error.as_deref() {
-        tracing::info!(error, "HubSpot did not authorize the install");
-        return authorization_refused_page(error, params.error_description.as_deref())
-            .into_response();
-    }
-    let Some(code) = params.code.as_deref().filter(|c| !c.is_empty()) else {
-        return retry_page(
+    let installer = Installer {
+        store: &state.store,
+        tokens: state.tokens.as_ref(),
+        client: oauth_client(&state),
+        configured: state.oauth.portal_id,
+    };
+    let refusal = match installer
+        .complete(&params, browser_nonce(req).as_ref())
+        .await
+    {
+        Ok(_) => return redirect("/"),
+        Err(refusal) => refusal,
+    };
+    match refusal {
+        CallbackError::State(rejection) => state_refused_page(rejection),
+        CallbackError::NotAuthorized { error, description } => {
+            authorization_refused_page(&error, description.as_deref())
+        }
+        CallbackError::NoCode => retry_page(
             "No authorization code",
             StatusCode::BAD_REQUEST,
             "HubSpot sent the browser back without an authorization code.",
-        )
-        .into_response();
-    };
-    let Some(client) = oauth_client(&state) else {
-        return not_configured_page(&state.oauth.missing_credentials()).into_response();
-    };
-    let tokens = match client.exchange_code(code).await {
-        Ok(tokens) => tokens,
-        Err(e) => return exchange_failed_page(&e).into_response(),
-    };
-    // The account is checked before anything is stored: tokens of an account the service is
-    // not tied to are dropped here, unused.
-    let Some(portal_id) = tokens.portal_id else {
-        tracing::error!("the code exchange named no HubSpot account");
-        return server_error_page().into_response();
-    };
-    match account::check_install(&state.store, state.oauth.portal_id, portal_id).await {
-        Ok(Ok(())) => {}
-        Ok(Err(refused)) => {
-            tracing::warn!(
-                pinned = %refused.pinned.portal_id(),
-                offered = %refused.offered,
-                "OAuth callback refused: another HubSpot account than the one the service is tied to"
-            );
-            return other_account_page(&refused).into_response();
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "cannot read the HubSpot connection");
-            return server_error_page().into_response();
-        }
+        ),
+        CallbackError::NotConfigured => not_configured_page(&state.oauth.missing_credentials()),
+        CallbackError::HubSpot(e) => exchange_failed_page(&e),
+        CallbackError::OtherAccount(refused) => other_account_page(&refused),
+        CallbackError::ConnectionChanged => retry_page(
+            "The connection changed",
+            StatusCode::CONFLICT,
+            "The HubSpot connection changed while this installation completed; nothing was \
+             stored.",
+        ),
+        CallbackError::Internal => server_error_page(),
     }
-    match store_tokens(&state, client, tokens).await {
-        Ok(()) => {
-            tracing::info!(%portal_id, "HubSpot connected through OAuth");
-            redirect("/")
-        }
-        Err(refusal) => refusal,
-    }
-}
-
-/// Stores the tokens of a checked installation and has the client use them. Through the
-/// server's token store the write is conditional and atomic (no other account's connection
-/// may have been stored since the check); the error is the page to answer with.
-async fn store_tokens(
-    state: &AppState,
-    client: &HubSpotClient,
-    tokens: OAuthTokens,
-) -> Result<(), Response> {
-    let Some(store) = &state.tokens else {
-        return client
-            .install(tokens)
-            .await
-            .map_err(|e| exchange_failed_page(&e).into_response());
-    };
-    let offered = tokens.portal_id;
-    match store.install_tokens(&tokens).await {
-        Ok(Ok(())) => {}
-        Ok(Err(Some(holder))) => {
-            let refused = account::OtherAccount {
-                pinned: account::Pin::Connected(holder),
-                offered: offered.unwrap_or(holder),
-            };
-            tracing::warn!(%holder, "OAuth callback refused: another account was connected meanwhile");
-            return Err(other_account_page(&refused).into_response());
-        }
-        Ok(Err(None)) => {
-            return Err(retry_page(
-                "The connection changed",
-                StatusCode::CONFLICT,
-                "The HubSpot connection changed while this installation completed; nothing was \
-                 stored.",
-            )
-            .into_response());
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "cannot store the HubSpot tokens");
-            return Err(server_error_page().into_response());
-        }
-    }
-    client
-        .adopt(tokens)
-        .await
-        .map_err(|e| exchange_failed_page(&e).into_response())
+    .into_response()
 }
 
 /// What an anonymous visitor of the install page reads: how the operator connects, and no

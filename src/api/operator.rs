@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::html::{Page, see_other};
-use super::oauth_state::OneTimeValue;
+use crate::oauth::state::OneTimeValue;
 
 /// The cookie that carries an operator session.
 pub const SESSION_COOKIE: &str = "crm_sync_session";

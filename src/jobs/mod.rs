@@ -2,7 +2,6 @@
 //! worker runtime with its retry and resume rules, and cron schedules.
 
 pub mod commands;
-pub mod http;
 pub mod metrics;
 pub mod model;
 pub mod queue;

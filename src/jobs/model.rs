@@ -10,9 +10,8 @@ use std::fmt;
 use std::str::FromStr;
 
 /// Which way records flow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, poem_openapi::Enum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-#[oai(rename_all = "lowercase")]
 pub enum Direction {
     /// Local contacts → HubSpot.
     Push,
@@ -224,9 +223,8 @@ impl From<JobSpec> for JobSpecRepr {
 }
 
 /// What started a job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, poem_openapi::Enum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-#[oai(rename_all = "lowercase")]
 pub enum Trigger {
     /// `POST /api/jobs` or the sample's GET routes.
     Api,
@@ -240,9 +238,8 @@ pub enum Trigger {
 }
 
 /// Where a job stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, poem_openapi::Enum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-#[oai(rename_all = "lowercase")]
 pub enum JobStatus {
     /// Waiting for a worker.
     Queued,

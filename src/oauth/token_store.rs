@@ -16,10 +16,9 @@ use chrono::{DateTime, Utc};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-/// How every [`CredentialError::Broken`] message starts; the client passes token-store errors
-/// on as text, so [`ConnectionProblem::of`] recognises them by it.
+/// How the message of a broken connection starts, so that a log reader sees the cause first.
 const BROKEN_PREFIX: &str = "HubSpot connection broken:";
-/// How every [`CredentialError::Undecryptable`] message starts.
+/// How the message of undecryptable tokens starts.
 const UNREADABLE_PREFIX: &str = "stored HubSpot tokens unreadable:";
 
 /// Which token of a connection.
@@ -109,6 +108,23 @@ pub enum CredentialError {
     Store(#[from] StoreError),
 }
 
+impl From<CredentialError> for TokenStoreError {
+    /// Keeps the kind of failure across the client, which hands token-store errors back in
+    /// [`HubSpotError::TokenStore`] for [`ConnectionProblem::of`] to sort.
+    fn from(error: CredentialError) -> Self {
+        let message = error.to_string();
+        match error {
+            CredentialError::Broken { .. } | CredentialError::NoRefreshToken { .. } => {
+                Self::Broken(message)
+            }
+            CredentialError::Undecryptable { .. } => Self::Unreadable(message),
+            CredentialError::NoPortalId
+            | CredentialError::Encryption { .. }
+            | CredentialError::Store(_) => Self::Failed(message),
+        }
+    }
+}
+
 /// A HubSpot call failed because of the connection itself: retrying will not help, only
 /// (re)installing the app or fixing the key configuration will.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,12 +144,8 @@ impl ConnectionProblem {
         match error {
             HubSpotError::NotConnected => Some(Self::NotConnected),
             HubSpotError::RefreshRefused { .. } => Some(Self::Broken),
-            HubSpotError::TokenStore(message) if message.starts_with(BROKEN_PREFIX) => {
-                Some(Self::Broken)
-            }
-            HubSpotError::TokenStore(message) if message.starts_with(UNREADABLE_PREFIX) => {
-                Some(Self::Unreadable)
-            }
+            HubSpotError::TokenStore(TokenStoreError::Broken(_)) => Some(Self::Broken),
+            HubSpotError::TokenStore(TokenStoreError::Unreadable(_)) => Some(Self::Unreadable),
             _ => None,
         }
     }
@@ -464,11 +476,15 @@ impl DbTokenStore {
 
 impl TokenStore for DbTokenStore {
     fn load(&self) -> StoreFuture<'_, Option<OAuthTokens>> {
-        Box::pin(async move { self.load_tokens().await.map_err(TokenStoreError::new) })
+        Box::pin(async move { self.load_tokens().await.map_err(TokenStoreError::from) })
     }
 
     fn save<'a>(&'a self, tokens: &'a OAuthTokens) -> StoreFuture<'a, ()> {
-        Box::pin(async move { self.save_tokens(tokens).await.map_err(TokenStoreError::new) })
+        Box::pin(async move {
+            self.save_tokens(tokens)
+                .await
+                .map_err(TokenStoreError::from)
+        })
     }
 
     /// Marks the connection broken: the client calls this at the one place it refreshes, so
@@ -478,7 +494,7 @@ impl TokenStore for DbTokenStore {
             self.mark_refresh_refused()
                 .await
                 .map(drop)
-                .map_err(TokenStoreError::new)
+                .map_err(TokenStoreError::failed)
         })
     }
 }

@@ -1,5 +1,5 @@
 //! The `oauth_states` table: hashes of the OAuth `state` values the operator was issued (see
-//! `crate::api::oauth_state` for what they mean). Every time comparison uses the database's
+//! `crate::oauth::state` for what they mean). Every time comparison uses the database's
 //! clock, so that processes with skewed clocks agree.
 
 use super::{Store, StoreError, on_pool};

@@ -60,7 +60,7 @@ impl SyncContext {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PullSettings {
     /// How far before its bookmark an incremental pull starts reading (see
-    /// [`pull::DEFAULT_LOOKBACK`]): it covers HubSpot's search-index lag and clock skew
+    /// [`crate::defaults::PULL_LOOKBACK`]): it covers HubSpot's search-index lag and clock skew
     /// between this host and HubSpot.
     pub lookback: Duration,
 }
@@ -68,7 +68,7 @@ pub struct PullSettings {
 impl Default for PullSettings {
     fn default() -> Self {
         Self {
-            lookback: pull::DEFAULT_LOOKBACK,
+            lookback: crate::defaults::PULL_LOOKBACK,
         }
     }
 }

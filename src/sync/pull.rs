@@ -60,11 +60,6 @@ use crate::store::{Store, StoreError, TombstoneReason};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
-use std::time::Duration;
-
-/// How far before its bookmark an incremental pull starts reading, by default: far more than
-/// HubSpot's search index lags behind writes (seconds) plus any sane clock skew.
-pub const DEFAULT_LOOKBACK: Duration = Duration::from_secs(5 * 60);
 
 /// The property incremental pulls filter and sort on (contacts; other objects use
 /// `hs_lastmodifieddate`).

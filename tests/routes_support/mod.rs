@@ -10,13 +10,13 @@ use std::sync::Arc;
 
 use crm_sync::api::ratelimit::RateLimits;
 use crm_sync::api::{self, AppState, OAuthSettings};
-use crm_sync::cli::HUBSPOT_SCOPES;
 use crm_sync::crypto::{EncryptionKey, TokenCipher};
 use crm_sync::hubspot::{Auth, Backoff, ClientConfig, HubSpotClient, OAuthApp};
 use crm_sync::ids::PortalId;
 use crm_sync::oauth::DbTokenStore;
 use crm_sync::sandbox::{Sandbox, SandboxArgs, SandboxHandle};
 use crm_sync::secret::Secret;
+use crm_sync::startup::HUBSPOT_SCOPES;
 use crm_sync::store::Store;
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;

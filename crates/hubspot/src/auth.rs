@@ -6,9 +6,9 @@
 //! One mutex guards the cached tokens, so concurrent callers share one refresh; a refreshed
 //! token is saved to the store before anyone uses it.
 
-use super::error::HubSpotError;
+use super::error::{HubSpotError, TokenStoreError};
 use super::metrics::ClientMetrics;
-use super::oauth::{OAuthApp, OAuthFlow};
+use super::oauth::{OAuthApp, OAuthFlow, OAuthTokens};
 use crate::ids::PortalId;
 use crate::secret::Secret;
 use chrono::{DateTime, Utc};
@@ -17,21 +17,6 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// An OAuth connection to one HubSpot account.
-#[derive(Debug, Clone)]
-pub struct OAuthTokens {
-    /// The bearer token (30 minutes at HubSpot; up to 512 characters).
-    pub access_token: Secret,
-    /// The long-lived token that gets new access tokens.
-    pub refresh_token: Secret,
-    /// When the access token expires (from `expires_in` at receipt).
-    pub expires_at: DateTime<Utc>,
-    /// The account (`hub_id`), when known.
-    pub portal_id: Option<PortalId>,
-    /// Granted scopes.
-    pub scopes: Vec<String>,
-}
 
 /// What `GET /api/access-token` shows: the current token and, for OAuth, its expiry.
 #[derive(Debug, Clone)]
@@ -46,18 +31,6 @@ pub struct AccessTokenInfo {
 
 /// A boxed future of a token store (object-safe async).
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, TokenStoreError>> + Send + 'a>>;
-
-/// A token store failed (database down, decryption failed...).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct TokenStoreError(pub String);
-
-impl TokenStoreError {
-    /// Wraps any error's message.
-    pub fn new(error: impl fmt::Display) -> Self {
-        Self(error.to_string())
-    }
-}
 
 /// Where OAuth tokens live between runs (the database, in the app).
 pub trait TokenStore: Send + Sync {
@@ -335,5 +308,5 @@ fn remaining(tokens: &OAuthTokens) -> Option<Duration> {
 }
 
 fn store_error(e: TokenStoreError) -> HubSpotError {
-    HubSpotError::TokenStore(e.0)
+    HubSpotError::TokenStore(e)
 }

@@ -1,11 +1,11 @@
 //! The client itself: one connection pool, the rate budgets, the credentials, and the loop
 //! that sends a request until it succeeds, fails for good, or may not be repeated.
 
-use super::auth::{AccessTokenInfo, Auth, Credentials, OAuthTokens, TokenManager};
+use super::auth::{AccessTokenInfo, Auth, Credentials, TokenManager};
 use super::config::ClientConfig;
 use super::error::{ApiErrorDetails, HubSpotError, RateLimitPolicy, classify, snippet};
 use super::metrics::{ClientMetrics, RetryReason};
-use super::oauth::{OAuthFlow, join_url};
+use super::oauth::{OAuthFlow, OAuthTokens, join_url};
 use super::ratelimit::SlidingWindow;
 use super::retry::{Operation, RetryClass, backoff_delay, parse_retry_after};
 use crate::ids::PortalId;

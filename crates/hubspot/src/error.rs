@@ -10,6 +10,29 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
+/// A token store failed. The kind tells a caller whether waiting can help: a broken or
+/// unreadable connection stays so until the operator acts, a failed store may recover.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenStoreError {
+    /// The stored connection cannot be used (HubSpot refused its refresh token earlier, or
+    /// it has none): only installing the app again helps. The message says so.
+    #[error("{0}")]
+    Broken(String),
+    /// The stored tokens do not decrypt with the configured keys.
+    #[error("{0}")]
+    Unreadable(String),
+    /// The store itself failed (database down, a token that cannot be sealed...).
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl TokenStoreError {
+    /// A failure of the store itself, with `error`'s message.
+    pub fn failed(error: impl fmt::Display) -> Self {
+        Self::Failed(error.to_string())
+    }
+}
+
 /// What HubSpot said about an error: its category, message, context and correlation id.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ApiErrorDetails {
@@ -208,7 +231,7 @@ pub enum HubSpotError {
     NotConnected,
     /// The token store failed to load or save tokens.
     #[error("token store failed: {0}")]
-    TokenStore(String),
+    TokenStore(TokenStoreError),
     /// HubSpot answered something it does not document (bad JSON, a missing field).
     #[error("HubSpot {operation} answered {status} with an unexpected body: {problem}")]
     UnexpectedResponse {

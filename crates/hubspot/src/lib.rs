@@ -50,15 +50,15 @@ mod ratelimit;
 mod retry;
 pub mod secret;
 
-pub use auth::{
-    AccessTokenInfo, Auth, MemoryTokenStore, OAuthTokens, StoreFuture, TokenStore, TokenStoreError,
-};
+pub use auth::{AccessTokenInfo, Auth, MemoryTokenStore, StoreFuture, TokenStore};
 pub use batch::{
     Batch, BatchItemError, BatchOutcome, BatchReadOutcome, BatchTooLarge, IndexedResult, MAX_BATCH,
 };
 pub use client::{ForegroundWork, HubSpotClient};
 pub use config::{Backoff, ClientConfig, Timeouts};
-pub use error::{ApiErrorDetails, ErrorDetail, HubSpotError, InvalidProperty, RateLimitPolicy};
+pub use error::{
+    ApiErrorDetails, ErrorDetail, HubSpotError, InvalidProperty, RateLimitPolicy, TokenStoreError,
+};
 pub use metrics::ClientMetrics;
 pub use models::{
     AccountDetails, ApiUsage, Contact, ContactCreate, ContactUpdate, ContactUpsert, Filter,
@@ -66,6 +66,6 @@ pub use models::{
     PropertyCreate, PropertyOption, SearchPage, SearchRequest, Sort, SortDirection,
     UpsertedContact,
 };
-pub use oauth::{OAuthApp, OAuthFlow, TOKEN_PATH};
+pub use oauth::{OAuthApp, OAuthFlow, OAuthTokens, TOKEN_PATH};
 pub use ratelimit::SlidingWindow;
 pub use retry::{Operation, RetryClass};

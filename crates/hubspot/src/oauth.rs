@@ -7,14 +7,13 @@
 //! date-versioned path is where HubSpot publishes API versions from now on, so it is the one
 //! that will stay. Parameters go in the form body (`AuthType::RequestBody`), as HubSpot asks.
 
-use super::auth::OAuthTokens;
 use super::config::{Backoff, ClientConfig};
 use super::error::{ApiErrorDetails, HubSpotError, classify};
 use super::metrics::{ClientMetrics, RetryReason};
 use super::retry::{Operation, backoff_delay};
 use crate::ids::PortalId;
 use crate::secret::Secret;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use oauth2::basic::{
     BasicRevocationErrorResponse, BasicTokenIntrospectionResponse, BasicTokenType,
 };
@@ -31,6 +30,21 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, Ordering};
 use url::Url;
+
+/// An OAuth connection to one HubSpot account.
+#[derive(Debug, Clone)]
+pub struct OAuthTokens {
+    /// The bearer token (30 minutes at HubSpot; up to 512 characters).
+    pub access_token: Secret,
+    /// The long-lived token that gets new access tokens.
+    pub refresh_token: Secret,
+    /// When the access token expires (from `expires_in` at receipt).
+    pub expires_at: DateTime<Utc>,
+    /// The account (`hub_id`), when known.
+    pub portal_id: Option<PortalId>,
+    /// Granted scopes.
+    pub scopes: Vec<String>,
+}
 
 /// The token endpoint, relative to `hubspot.api_base_url`.
 pub const TOKEN_PATH: &str = "/oauth/2026-03/token";

@@ -1,8 +1,9 @@
 //! The job routes' request and response types for poem-openapi (so that the OpenAPI document
 //! describes them), and the checks of their input. The routes themselves live in `api::jobs`.
 //!
-//! [`JobView`] renders exactly the serde JSON of [`Job`] (INTERFACE §4.3); a test keeps the two
-//! in step.
+//! The jobs layer knows nothing of HTTP: these types mirror its model under the schema names
+//! the document has always used. [`JobView`] renders exactly the serde JSON of [`Job`]
+//! (INTERFACE §4.3); a test keeps the two in step.
 
 use crate::jobs::model::{
     Direction, Job, JobSpec, JobStatus, PullCounts, PushCounts, RecordError, SpecError, Trigger,
@@ -10,12 +11,88 @@ use crate::jobs::model::{
 };
 use crate::jobs::queue::EnqueueRequest;
 use crate::jobs::schedule::ScheduleView;
-use poem_openapi::{Object, Union};
+use poem_openapi::{Enum, Object, Union};
 
 /// Jobs `GET /api/jobs` lists when no `limit` is given.
 pub const DEFAULT_LIST_LIMIT: u32 = 20;
 /// The largest `limit` `GET /api/jobs` accepts.
 pub const MAX_LIST_LIMIT: u32 = 500;
+
+/// Which way records flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Enum)]
+#[oai(rename = "Direction", rename_all = "lowercase")]
+pub enum DirectionView {
+    /// Local contacts → HubSpot.
+    Push,
+    /// HubSpot contacts → local database.
+    Pull,
+}
+
+impl From<Direction> for DirectionView {
+    fn from(direction: Direction) -> Self {
+        match direction {
+            Direction::Push => Self::Push,
+            Direction::Pull => Self::Pull,
+        }
+    }
+}
+
+/// What started a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Enum)]
+#[oai(rename = "Trigger", rename_all = "lowercase")]
+pub enum TriggerView {
+    /// `POST /api/jobs` or the sample's GET routes.
+    Api,
+    /// A `[[sync.schedules]]` entry.
+    Schedule,
+    /// A HubSpot webhook; such a pull reads only the records webhooks named
+    /// (`crate::sync::webhook_pull`).
+    Webhook,
+    /// `crm-sync sync ...`.
+    Cli,
+}
+
+impl From<Trigger> for TriggerView {
+    fn from(trigger: Trigger) -> Self {
+        match trigger {
+            Trigger::Api => Self::Api,
+            Trigger::Schedule => Self::Schedule,
+            Trigger::Webhook => Self::Webhook,
+            Trigger::Cli => Self::Cli,
+        }
+    }
+}
+
+/// Where a job stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Enum)]
+#[oai(rename = "JobStatus", rename_all = "lowercase")]
+pub enum JobStatusView {
+    /// Waiting for a worker.
+    Queued,
+    /// A worker is on it.
+    Running,
+    /// Waiting to retry after a transient failure.
+    Retrying,
+    /// Finished (some records may have failed: see `counts.failed`).
+    Succeeded,
+    /// The job itself could not finish; `error` says why.
+    Failed,
+    /// Stopped on request.
+    Cancelled,
+}
+
+impl From<JobStatus> for JobStatusView {
+    fn from(status: JobStatus) -> Self {
+        match status {
+            JobStatus::Queued => Self::Queued,
+            JobStatus::Running => Self::Running,
+            JobStatus::Retrying => Self::Retrying,
+            JobStatus::Succeeded => Self::Succeeded,
+            JobStatus::Failed => Self::Failed,
+            JobStatus::Cancelled => Self::Cancelled,
+        }
+    }
+}
 
 /// The body of `POST /api/jobs`.
 #[derive(Debug, Clone, PartialEq, Eq, Object)]
@@ -89,7 +166,7 @@ pub struct JobView {
     /// Opaque id (a ULID).
     pub id: String,
     /// `push` or `pull`.
-    pub direction: Direction,
+    pub direction: DirectionView,
     /// push: `link` or `upsert`; pull: `upsert` or `verbose`.
     pub mode: String,
     /// pull: reads only what changed since the last successful pull (false for a webhook
@@ -97,9 +174,9 @@ pub struct JobView {
     pub incremental: bool,
     /// `api`, `schedule`, `webhook` or `cli`. A pull with trigger `webhook` reads the records
     /// HubSpot's webhooks named, by id (100 per batch read), not a list or a search.
-    pub trigger: Trigger,
+    pub trigger: TriggerView,
     /// `queued`, `running`, `retrying`, then `succeeded`, `failed` or `cancelled`.
-    pub status: JobStatus,
+    pub status: JobStatusView,
     /// Runs started so far.
     pub attempts: u32,
     /// When it was enqueued (RFC 3339, UTC).
@@ -254,11 +331,11 @@ impl From<&Job> for JobView {
     fn from(j: &Job) -> Self {
         Self {
             id: j.id.to_string(),
-            direction: j.direction(),
+            direction: j.direction().into(),
             mode: j.spec.mode_str().to_owned(),
             incremental: j.spec.incremental(),
-            trigger: j.trigger,
-            status: j.status,
+            trigger: j.trigger.into(),
+            status: j.status.into(),
             attempts: j.attempts,
             created_at: rfc3339::format(&j.created_at),
             started_at: j.started_at.as_ref().map(rfc3339::format),
@@ -301,7 +378,7 @@ pub struct ScheduleItemView {
     /// The cron expression (UTC; 5 fields minute-first, or 6–7 second-first).
     pub cron: String,
     /// `push` or `pull`.
-    pub direction: Direction,
+    pub direction: DirectionView,
     /// The jobs' mode.
     pub mode: String,
     /// Whether its pulls are incremental.
@@ -325,7 +402,7 @@ impl From<&ScheduleView> for ScheduleItemView {
         Self {
             key: s.key.clone(),
             cron: s.cron.clone(),
-            direction: s.direction,
+            direction: s.direction.into(),
             mode: s.mode.to_owned(),
             incremental: s.incremental,
             next_run: s.next_run.as_ref().map(rfc3339::format),

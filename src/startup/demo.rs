@@ -22,7 +22,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::{CliError, DEMO_SANDBOX_CONTACTS, ServeArgs};
+use super::{DemoSandbox, StartupError};
 use crate::api::webhook_route::WEBHOOK_PATH;
 use crate::config::{ConfigError, Settings};
 use crate::sandbox::{Sandbox, SandboxArgs, SandboxHandle};
@@ -38,6 +38,10 @@ pub(super) enum DemoAuth {
     PrivateApp,
 }
 
+/// Contacts a new sandbox account of `serve --sandbox` starts with, so a pull has work to do
+/// (a resumed one has its own).
+const DEMO_SANDBOX_CONTACTS: usize = 250;
+
 /// The sandbox's state file in the data folder.
 pub(super) const SANDBOX_STATE_FILE: &str = "sandbox-state.json";
 
@@ -47,11 +51,12 @@ pub(super) const SANDBOX_STATE_FILE: &str = "sandbox-state.json";
 pub(super) async fn start_sandbox(
     settings: &mut Settings,
     data: &Path,
-    serve: &ServeArgs,
-) -> Result<SandboxHandle, CliError> {
+    options: DemoSandbox,
+) -> Result<SandboxHandle, StartupError> {
     let webhook_url =
         settings
-            .public_url()?
+            .server
+            .public_url
             .join(WEBHOOK_PATH)
             .map_err(|e| ConfigError::Invalid {
                 key: "server.public_url".into(),
@@ -61,18 +66,18 @@ pub(super) async fn start_sandbox(
         contacts: DEMO_SANDBOX_CONTACTS,
         webhook_url: Some(webhook_url.to_string()),
         state_file: Some(data.join(SANDBOX_STATE_FILE)),
-        fresh: serve.sandbox_fresh,
+        fresh: options.fresh,
         fresh_flag: "--sandbox-fresh",
         ..SandboxArgs::default()
     };
-    let port = serve.sandbox_port.unwrap_or(0);
+    let port = options.port.unwrap_or(0);
     let sandbox = Sandbox::start(args, SocketAddr::from((Ipv4Addr::LOCALHOST, port))).await?;
-    let hubspot = &mut settings.hubspot;
-    hubspot.api_base_url = sandbox.base_url();
-    hubspot.authorize_url = sandbox.authorize_url();
-    hubspot.access_token = None;
-    hubspot.client_id = Some(sandbox.client_id().to_owned());
-    hubspot.client_secret = Some(Secret::new(sandbox.client_secret()));
+    settings.use_hubspot_app(
+        &sandbox.base_url(),
+        &sandbox.authorize_url(),
+        sandbox.client_id().to_owned(),
+        Secret::new(sandbox.client_secret()),
+    )?;
     tracing::info!(
         sandbox = %sandbox.base_url(),
         portal_id = sandbox.portal_id(),
@@ -92,7 +97,7 @@ pub(super) async fn choose_auth(
     settings: &mut Settings,
     store: &Store,
     sandbox: &SandboxHandle,
-) -> Result<DemoAuth, CliError> {
+) -> Result<DemoAuth, StartupError> {
     let current = store.current_credentials().await?;
     match current {
         Some(row) if row.portal_id.0 != sandbox.portal_id() => {
