@@ -11,6 +11,7 @@ pub mod crypto;
 pub mod defaults;
 pub mod ids;
 pub mod jobs;
+pub mod model;
 pub mod oauth;
 pub mod secret_files;
 pub mod seed;

@@ -3,7 +3,9 @@
 
 pub mod commands;
 pub mod metrics;
-pub mod model;
+/// The job model lives at the crate root ([`crate::model`]) so that the store, which the
+/// queue uses, can depend on it without depending on the queue.
+pub use crate::model;
 pub mod queue;
 pub mod retention;
 pub mod runner;

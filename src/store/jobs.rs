@@ -18,9 +18,7 @@ pub use super::Tx;
 use super::time::DbTime;
 use super::{Store, StoreError, on_pool, on_tx};
 use crate::ids::{DeliveryId, JobId, LeaseId, PortalId};
-use crate::jobs::model::{
-    Counts, Direction, Job, JobProgress, JobSpec, JobStatus, RecordError, Trigger,
-};
+use crate::model::{Counts, Direction, Job, JobProgress, JobSpec, JobStatus, RecordError, Trigger};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::types::Json;
@@ -217,7 +215,7 @@ impl TickOutcome {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TickRecord {
     /// The tick's time.
-    #[serde(with = "crate::jobs::model::rfc3339")]
+    #[serde(with = "crate::model::rfc3339")]
     pub at: DateTime<Utc>,
     /// `queued` or `skipped` (`claimed` while its transaction is open).
     pub outcome: String,

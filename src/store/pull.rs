@@ -40,7 +40,7 @@
 use super::time::DbTime;
 use super::{Backend, Store, StoreError, Tx, on_pool, on_tx};
 use crate::ids::{ContactId, Email, HsObjectId};
-use crate::jobs::model::{PullCounts, PullMode, PullOutcome, RecordError};
+use crate::model::{PullCounts, PullMode, PullOutcome, RecordError};
 use chrono::{DateTime, SecondsFormat, Utc};
 use sqlx::types::Json;
 use std::collections::{HashMap, HashSet};

@@ -34,7 +34,6 @@ use crate::ids::HsObjectId;
 use crate::jobs::model::{Counts, Job, JobSpec};
 use crate::jobs::{Page, Progress, RunError};
 use crate::store::TombstoneReason;
-use crate::webhooks::count_pending_pulls;
 
 /// The most batch reads one webhook pull makes before it hands over to its successor.
 pub const MAX_BATCHES: usize = 20;
@@ -58,7 +57,7 @@ pub async fn run(ctx: &SyncContext, job: &Job, progress: &Progress) -> Result<()
             return Err(RunError::Interrupted);
         }
         // The bar: what was read plus what is still pending (webhooks may add to it).
-        let total = counts.total + count_pending_pulls(store).await?;
+        let total = counts.total + store.count_pending_pulls().await?;
         if announced != Some(total) {
             progress.set_total(total).await?;
             announced = Some(total);
