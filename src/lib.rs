@@ -2,7 +2,34 @@
 //!
 //! The path of the data: an API request or schedule ([`api`], [`jobs`]) enqueues a job,
 //! a worker runs it ([`sync`]) through the HubSpot client ([`hubspot`]) page by page, and
-//! writes rows and per-job counts through the [`store`].
+//! writes rows and per-job counts through the [`store`]. `docs/architecture.md` draws the
+//! crates and modules.
+//!
+//! The binary wires these together (`crm-sync serve`); the library is what it and the tests
+//! use. Queueing a push by hand, on an SQLite file:
+//!
+//! ```
+//! use crm_sync::jobs::model::{JobSpec, JobStatus, Trigger};
+//! use crm_sync::jobs::queue::{EnqueueRequest, enqueue};
+//! use crm_sync::store::{NewContact, Store};
+//!
+//! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let store = Store::connect(&format!("sqlite://{}", dir.path().join("crm.db").display())).await?;
+//! store.migrate().await?;
+//! let ada = NewContact {
+//!     email: Some("ada@example.com".to_owned()),
+//!     first_name: Some("Ada".to_owned()),
+//!     last_name: Some("Lovelace".to_owned()),
+//! };
+//! store.insert_contacts(&[ada]).await?;
+//! let request = EnqueueRequest { spec: JobSpec::push(), trigger: Trigger::Cli, force: false };
+//! let job = enqueue(&store, request).await?.job;
+//! // A worker (`crm-sync serve` or `crm-sync worker`) picks it up from here.
+//! assert_eq!(job.status, JobStatus::Queued);
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod api;
 pub mod cli;
