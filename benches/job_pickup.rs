@@ -11,7 +11,6 @@ use crm_sync::jobs::{
     BoxFuture, EnqueueRequest, JobRunner, Progress, RunError, WorkerConfig, enqueue, run_workers,
 };
 use crm_sync::store::Store;
-use sqlx::Connection;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
@@ -35,32 +34,15 @@ fn main() {
 }
 
 async fn run() -> Result<(), support::BoxError> {
-    let dir = tempfile::tempdir()?;
-    let sqlite_url = format!("sqlite://{}", dir.path().join("bench.db").display());
-    measure("sqlite", &sqlite_url).await?;
-
-    let admin = std::env::var("TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-    let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await else {
-        println!("postgres: skipped (cannot connect to {admin})");
-        return Ok(());
-    };
-    let name = format!(
-        "crm_sync_bench_{}",
-        ulid::Ulid::generate().to_string().to_lowercase()
-    );
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-        .execute(&mut conn)
-        .await?;
-    let mut url = url::Url::parse(&admin)?;
-    url.set_path(&format!("/{name}"));
-    let result = measure("postgres", url.as_str()).await;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-    )))
-    .execute(&mut conn)
-    .await?;
-    result
+    for backend in ["sqlite", "postgres"] {
+        let Some(db) = support::BenchDb::create(backend).await? else {
+            continue;
+        };
+        let result = measure(backend, &db.url).await;
+        db.drop_it().await;
+        result?;
+    }
+    Ok(())
 }
 
 async fn measure(backend: &str, url: &str) -> Result<(), Box<dyn std::error::Error>> {

@@ -749,17 +749,19 @@ pub fn decode_key(key: &Secret) -> Result<[u8; 32], ConfigError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    /// An environment of `pairs` (also the secret files' tests).
+    pub(crate) fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect()
     }
 
-    fn dir_with(local: Option<&str>) -> tempfile::TempDir {
+    /// A working directory, with `config/local.toml` holding `local` when given.
+    pub(crate) fn dir_with(local: Option<&str>) -> tempfile::TempDir {
         let dir = tempfile::tempdir().expect("tempdir");
         if let Some(text) = local {
             std::fs::create_dir_all(dir.path().join("config")).expect("mkdir");

@@ -161,23 +161,8 @@ fn random_token(len: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::tests::{dir_with, env};
     use std::collections::HashMap;
-
-    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
-
-    fn dir_with(local: Option<&str>) -> tempfile::TempDir {
-        let dir = tempfile::tempdir().expect("tempdir");
-        if let Some(text) = local {
-            std::fs::create_dir_all(dir.path().join("config")).expect("mkdir");
-            std::fs::write(dir.path().join("config/local.toml"), text).expect("write");
-        }
-        dir
-    }
 
     #[test]
     fn generated_secrets_are_kept_in_the_data_folder() {

@@ -208,14 +208,7 @@ backend_tests! {
             .collect();
         server.store.insert_contacts(&contacts).await.unwrap();
         let workers = Workers::start(&server);
-        let push = enqueue(&server.store, EnqueueRequest {
-            spec: JobSpec::push(),
-            trigger: Trigger::Cli,
-            force: false,
-        })
-        .await
-        .unwrap()
-        .job;
+        let push = enqueue_push(&server.store).await;
         let jobs = webhooks_settled(&sandbox, &server.store).await;
         let push = jobs.iter().find(|j| j.id == push.id).unwrap();
         assert_eq!(push.status, JobStatus::Succeeded, "{:?}", push.error);
@@ -371,14 +364,7 @@ backend_tests! {
             assert_eq!(deliver(&server, events).await.0, StatusCode::OK);
         }
         wait_for_a_running_webhook_pull(&server.store).await;
-        let push = enqueue(&server.store, EnqueueRequest {
-            spec: JobSpec::push(),
-            trigger: Trigger::Cli,
-            force: false,
-        })
-        .await
-        .unwrap()
-        .job;
+        let push = enqueue_push(&server.store).await;
         let jobs = all_jobs_ended(&server.store).await;
         let push = jobs.iter().find(|j| j.id == push.id).unwrap();
         assert_eq!(push.status, JobStatus::Succeeded, "{:?}", push.error);
@@ -491,4 +477,14 @@ async fn wait_until_nothing_pending(store: &Store) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     all_jobs_ended(store).await;
+}
+
+/// Queues a push as the CLI does; the job.
+async fn enqueue_push(store: &Store) -> Job {
+    let request = EnqueueRequest {
+        spec: JobSpec::push(),
+        trigger: Trigger::Cli,
+        force: false,
+    };
+    enqueue(store, request).await.unwrap().job
 }
