@@ -27,7 +27,7 @@ const WITHOUT_EMAIL_EVERY: u64 = 10;
 /// Each HubSpot answer takes this long, so that the push lasts several seconds.
 const HUBSPOT_LATENCY_MS: u64 = 600;
 
-profile_tests! {
+backend_tests! {
     async fn a_serve_killed_mid_push_finishes_the_job_after_a_restart_without_duplicates_or_losses(db: TestDb, profile: HubSpotProfile) {
         let store = db.store().await;
         insert_people(&store).await;

@@ -401,7 +401,7 @@ fn emails(prefix: &str, n: usize) -> Vec<String> {
 
 // ---- specifications -------------------------------------------------------------------
 
-profile_tests! {
+backend_tests! {
     async fn a_pull_into_an_empty_database_creates_a_row_per_hubspot_contact(db: TestDb, profile: HubSpotProfile) {
         let w = World::new(db, args_in(profile)).await;
         w.sandbox.seed_contacts(240);
@@ -1217,7 +1217,7 @@ async fn migrate_as_before_installation_ids(store: &Store) {
     }
 }
 
-profile_tests! {
+backend_tests! {
     async fn two_databases_pushing_to_one_portal_never_take_each_others_contacts(db: TestDb, profile: HubSpotProfile) {
         // Production and staging, say: their local ids overlap (1, 2, 3, ...).
         let b_db = another(&db).await;

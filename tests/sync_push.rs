@@ -512,7 +512,7 @@ fn assert_all_pushed(job: &Job, n: u64) {
 
 // ---- link mode -----------------------------------------------------------------------
 
-profile_tests! {
+backend_tests! {
     async fn link_mode_creates_new_contacts_with_names_and_the_external_key(db: TestDb, profile: HubSpotProfile) {
         let env = Env::new(db, profile).await;
         env.insert(&[
@@ -866,7 +866,7 @@ profile_tests! {
 
 // ---- upsert mode ---------------------------------------------------------------------
 
-profile_tests! {
+backend_tests! {
     async fn upsert_mode_overwrites_hubspots_values_and_creates_the_rest(db: TestDb, profile: HubSpotProfile) {
         let env = Env::new(db, profile).await;
         let existing = env.in_hubspot(&[("ada@acme.io", "Augusta Ada", "King")]);
@@ -956,7 +956,7 @@ async fn create_key_property(env: &Env) {
 
 // ---- conflicts and silence, however HubSpot reports them -----------------------------
 
-profile_tests! {
+backend_tests! {
     async fn two_thousand_contacts_of_which_300_exist_by_email_link_300_and_fail_none(db: TestDb, profile: HubSpotProfile) {
         let env = Env::new(db, profile).await;
         env.insert_people(2000, 0).await;
@@ -1100,7 +1100,7 @@ async fn thousand_contacts(env: &Env) {
     env.in_hubspot(&refs);
 }
 
-profile_tests! {
+backend_tests! {
     async fn answers_lost_after_writes_never_duplicate_a_contact_in_link_mode(db: TestDb, profile: HubSpotProfile) {
         let args = SandboxArgs {
             fault_drop_after_write: 0.3,

@@ -160,7 +160,7 @@ fn counts(job: &Job) -> crm_sync::jobs::model::PullCounts {
     }
 }
 
-profile_tests! {
+backend_tests! {
     async fn a_webhook_pull_reads_only_the_named_records_one_batch_read_per_100(db: TestDb, profile: HubSpotProfile) {
         let w = World::new(db, profile).await;
         let emails: Vec<String> = (0..300).map(|i| format!("c{i}@acme.io")).collect();

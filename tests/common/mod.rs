@@ -199,6 +199,14 @@ async fn local_postgres_answers() -> bool {
 ///
 /// - Specs written inside it, `async fn NAME(db: TestDb) { .. }`: one `#[tokio::test]` per
 ///   backend, `NAME::sqlite` and `NAME::postgres`, each with a fresh [`TestDb`].
+/// - Specs written inside it, `async fn NAME(db: TestDb, profile: HubSpotProfile) { .. }`: one
+///   test per backend and per way HubSpot answers, `NAME::documented_sqlite`,
+///   `NAME::documented_postgres`, `NAME::alternative_sqlite` and `NAME::alternative_postgres`;
+///   `profile` is the [`crm_sync::sandbox::HubSpotProfile`] the test's sandbox must play:
+///   HubSpot's documented answers, or every other answer its docs leave open (207 conflicts,
+///   silently omitted ids, first-only validation errors, `null` values, shuffled results). One
+///   spec, every variant: a guarantee the engine cannot keep under a profile is a failing test,
+///   never a skipped one.
 /// - `backend_tests!(fixture = BUILD; NAME, ..)`: the named `async fn NAME(db: &F)` of the
 ///   invoking file, each run as `sqlite::NAME` and `postgres::NAME` on a multi-threaded runtime
 ///   (for workers and child processes), with `F` built from a fresh [`TestDb`] by the async fn
@@ -234,46 +242,6 @@ macro_rules! backend_tests {
             )*
         }
     };
-    ($( $(#[$meta:meta])* async fn $name:ident($db:ident : TestDb) $body:block )*) => {
-        $(
-            mod $name {
-                #[allow(unused_imports)]
-                use super::*;
-
-                $(#[$meta])*
-                #[tokio::test]
-                async fn sqlite() {
-                    let $db = $crate::common::TestDb::sqlite().await;
-                    $body
-                }
-
-                $(#[$meta])*
-                #[tokio::test]
-                async fn postgres() {
-                    let Some($db) = $crate::common::TestDb::postgres_if_available().await else {
-                        return;
-                    };
-                    $body
-                }
-            }
-        )*
-    };
-}
-
-/// The fixture of `backend_tests!(fixture = ..)` specs that take the [`TestDb`] itself.
-pub async fn same_db(db: TestDb) -> TestDb {
-    db
-}
-
-/// Generates one `#[tokio::test]` per backend and per way HubSpot answers for each spec:
-/// `NAME::documented_sqlite`, `NAME::documented_postgres`, `NAME::alternative_sqlite` and
-/// `NAME::alternative_postgres`. Inside, `db` is a fresh [`TestDb`] and `profile` the
-/// [`crm_sync::sandbox::HubSpotProfile`] the test's sandbox must play: HubSpot's documented
-/// answers, or every other answer its docs leave open (207 conflicts, silently omitted ids,
-/// first-only validation errors, `null` values, shuffled results). One spec, every variant: a
-/// guarantee the engine cannot keep under a profile is a failing test, never a skipped one.
-#[macro_export]
-macro_rules! profile_tests {
     ($( $(#[$meta:meta])* async fn $name:ident($db:ident : TestDb, $profile:ident : HubSpotProfile) $body:block )*) => {
         $(
             mod $name {
@@ -315,4 +283,33 @@ macro_rules! profile_tests {
             }
         )*
     };
+    ($( $(#[$meta:meta])* async fn $name:ident($db:ident : TestDb) $body:block )*) => {
+        $(
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+
+                $(#[$meta])*
+                #[tokio::test]
+                async fn sqlite() {
+                    let $db = $crate::common::TestDb::sqlite().await;
+                    $body
+                }
+
+                $(#[$meta])*
+                #[tokio::test]
+                async fn postgres() {
+                    let Some($db) = $crate::common::TestDb::postgres_if_available().await else {
+                        return;
+                    };
+                    $body
+                }
+            }
+        )*
+    };
+}
+
+/// The fixture of `backend_tests!(fixture = ..)` specs that take the [`TestDb`] itself.
+pub async fn same_db(db: TestDb) -> TestDb {
+    db
 }
