@@ -462,6 +462,27 @@ fn sqlite_config(config: &WorkerConfig) -> apalis_sqlite::Config {
         .missed_heartbeats(config.missed_heartbeats)
 }
 
+/// Registers the job worker on `$monitor` over the backend `$backend` makes (anew at each
+/// restart, which first waits [`restart_delay`]). A macro rather than a function: the two
+/// storages' backend types differ, and Apalis' `Monitor::register` bounds would have to be
+/// spelled out for each.
+macro_rules! register_job_worker {
+    ($monitor:expr, $ctx:expr, $base:expr, $backend:expr) => {{
+        let (ctx, base, backend) = ($ctx.clone(), $base.clone(), $backend);
+        $monitor.register(move |restarts| {
+            let delay = restart_delay(restarts);
+            let backend = backend().before_start(move |_| async move {
+                tokio::time::sleep(delay).await;
+                Ok(())
+            });
+            WorkerBuilder::new(format!("{base}-r{restarts}"))
+                .backend(backend)
+                .data(ctx.clone())
+                .build(handle)
+        })
+    }};
+}
+
 /// Runs the job workers and the schedulers of this process until `shutdown` resolves, then
 /// lets running jobs stop at a page boundary (at most `shutdown_timeout`).
 ///
@@ -497,40 +518,18 @@ where
     match store.pool() {
         Pool::Postgres(pool) => {
             let storage = PostgresStorage::<SyncTask>::new(pool).with_config(pg_config(&config));
-            let (ctx, base, poll) = (ctx.clone(), base.clone(), config.postgres_poll_interval);
-            monitor = monitor.register(move |restarts| {
-                let delay = restart_delay(restarts);
-                let backend = storage
-                    .clone()
-                    .with_pubsub()
-                    .poll_with_interval(poll)
-                    .before_start(move |_| async move {
-                        tokio::time::sleep(delay).await;
-                        Ok(())
-                    });
-                WorkerBuilder::new(format!("{base}-r{restarts}"))
-                    .backend(backend)
-                    .data(ctx.clone())
-                    .build(handle)
-            });
+            let poll = config.postgres_poll_interval;
+            monitor = register_job_worker!(monitor, ctx, base, move || storage
+                .clone()
+                .with_pubsub()
+                .poll_with_interval(poll));
         }
         Pool::Sqlite(pool) => {
             let storage = SqliteStorage::<SyncTask>::new(pool).with_config(sqlite_config(&config));
-            let (ctx, base, poll) = (ctx.clone(), base.clone(), config.sqlite_poll_interval);
-            monitor =
-                monitor.register(move |restarts| {
-                    let delay = restart_delay(restarts);
-                    let backend = storage.clone().poll_with_interval(poll).before_start(
-                        move |_| async move {
-                            tokio::time::sleep(delay).await;
-                            Ok(())
-                        },
-                    );
-                    WorkerBuilder::new(format!("{base}-r{restarts}"))
-                        .backend(backend)
-                        .data(ctx.clone())
-                        .build(handle)
-                });
+            let poll = config.sqlite_poll_interval;
+            monitor = register_job_worker!(monitor, ctx, base, move || storage
+                .clone()
+                .poll_with_interval(poll));
         }
     }
 
