@@ -110,10 +110,10 @@ pub async fn run(ctx: &SyncContext, job: &Job, progress: &Progress) -> Result<()
 /// How often a webhook pull looks again whether the rate budget has room.
 const BUDGET_POLL: std::time::Duration = std::time::Duration::from_millis(200);
 
-/// Waits until the rate budget has room for background reads: under a limit, not while a push
-/// or pull of this process runs, and only with half of the 10-second budget free (a job of
-/// another process shows in HubSpot's rate-limit headers). The user's job keeps the pace the
-/// limit allows for its own calls; the drain reads right after it. The ids wait in the table
+/// Waits until the rate budget has room for background reads: not while a push or pull of
+/// this process runs, and only with half of the 10-second budget free (a job of another
+/// process shows in HubSpot's rate-limit headers). The user's job keeps the pace the limit
+/// allows for its own calls; the drain reads right after it. The ids wait in the table
 /// meanwhile; nothing is claimed yet.
 async fn leave_budget_to_others(ctx: &SyncContext, progress: &Progress) -> Result<(), RunError> {
     while !ctx.hubspot.has_spare_budget() {

@@ -515,8 +515,8 @@ impl HubSpotClient {
         }
     }
 
-    /// Marks a push or pull as running in this process until the guard drops: while one runs
-    /// under a rate limit, background reads ([`HubSpotClient::has_spare_budget`]) wait.
+    /// Marks a push or pull as running in this process until the guard drops: while one runs,
+    /// background reads ([`HubSpotClient::has_spare_budget`]) wait.
     pub fn foreground(&self) -> ForegroundWork {
         self.inner.foreground.fetch_add(1, Ordering::AcqRel);
         ForegroundWork {
@@ -524,17 +524,13 @@ impl HubSpotClient {
         }
     }
 
-    /// Whether background reads (the webhook drain) may spend the 10-second budget now.
-    ///
-    /// Unthrottled, always. Under a limit, never while a push or pull of this process runs
-    /// ([`HubSpotClient::foreground`]): the user's job keeps the whole pace the limit allows
-    /// for its own calls, and the drain reads right after it. Otherwise only when at least
-    /// half of the budget is free, which also leaves room to jobs of other processes sharing
-    /// the app's budget (HubSpot's rate-limit headers show their calls).
+    /// Whether background reads (the webhook drain) may spend the budget now: never while a
+    /// push or pull of this process runs ([`HubSpotClient::foreground`]), which keeps the whole
+    /// pace the limit allows for its own calls (and, unthrottled, the CPU and the database);
+    /// otherwise when at least half of the 10-second budget is free, which also leaves room to
+    /// jobs of other processes sharing the app's budget (HubSpot's rate-limit headers show
+    /// their calls). Unthrottled, the budget is always free.
     pub fn has_spare_budget(&self) -> bool {
-        if self.inner.config.requests_per_10s == 0 {
-            return true;
-        }
         self.inner.foreground.load(Ordering::Acquire) == 0 && self.inner.limiter.half_free()
     }
 
