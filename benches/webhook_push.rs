@@ -296,6 +296,7 @@ async fn one_run(
     .job;
     let editing = tokio::spawn(people_edit(sandbox.base_url.clone(), people));
     let started = Instant::now();
+    let cpu_before = (support::cpu_seconds("self"), sandbox.cpu_seconds());
     let mut most_running = 0;
     let mut most_pending = 0;
     let push_done = loop {
@@ -308,6 +309,9 @@ async fn one_run(
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let push_secs = started.elapsed().as_secs_f64();
+    let cpu_delta = |before: Option<f64>, now: Option<f64>| Some(now? - before?);
+    let service_cpu = cpu_delta(cpu_before.0, support::cpu_seconds("self"));
+    let sandbox_cpu = cpu_delta(cpu_before.1, sandbox.cpu_seconds());
     if push_done.status != JobStatus::Succeeded {
         return Err(format!("the push ended {}: {:?}", push_done.status, push_done.error).into());
     }
@@ -369,12 +373,14 @@ async fn one_run(
         return Err("not a push".into());
     };
     println!(
-        "{backend} limit {} webhooks {}: push of {} ({} created, {} failed) in {push_secs:.1} s; HubSpot calls {calls} {by_op:?}, {} answered 429",
+        "{backend} limit {} webhooks {}: push of {} ({} created, {} failed) in {push_secs:.1} s (CPU during the push: this process {:.2} s, the sandbox {:.2} s); HubSpot calls {calls} {by_op:?}, {} answered 429",
         limit_name(limit),
         if webhooks { "on" } else { "off" },
         counts.total,
         counts.created,
         counts.failed,
+        service_cpu.unwrap_or(f64::NAN),
+        sandbox_cpu.unwrap_or(f64::NAN),
         stats["requests"]["rate_limited"],
     );
     if webhooks {

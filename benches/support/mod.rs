@@ -43,6 +43,18 @@ pub fn peak_rss_mb() -> Option<u64> {
     Some(kb / 1024)
 }
 
+/// CPU seconds (user + system) a process has used so far, from Linux `/proc/<pid>/stat`
+/// (`self` for this one); `None` where the kernel does not say.
+pub fn cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i)?.parse::<f64>().ok();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name; the kernel
+    // counts them in clock ticks of 1/100 s on Linux.
+    Some((ticks(11)? + ticks(12)?) / 100.0)
+}
+
 /// The private-app token the benchmarks' sandboxes accept.
 pub const SANDBOX_TOKEN: &str = "pat-na1-bench";
 /// The OAuth app of the benchmarks' sandboxes (its secret signs the webhooks).
@@ -90,6 +102,11 @@ impl SandboxProcess {
             child,
             base_url: format!("http://127.0.0.1:{port}"),
         })
+    }
+
+    /// CPU seconds the sandbox process has used so far.
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        cpu_seconds(&self.child.id().to_string())
     }
 
     /// Its admin stats (`GET /_sandbox/stats`).

@@ -58,6 +58,10 @@ pub async fn process_events(
         echoes: own.len(),
         ..BatchOutcome::default()
     };
+    // A batch of echoes only (most of a push's) has nothing to apply: no database call at all.
+    if fresh.is_empty() {
+        return Ok(outcome);
+    }
     if let Err(e) = apply(store, &fresh, &mut outcome).await {
         let fresh_keys: Vec<String> = fresh.iter().map(|event| event.key().dedupe_key).collect();
         if let Err(forget) = store.forget_events(&fresh_keys).await {
