@@ -11,9 +11,7 @@ mod common;
 use common::oauth::approve;
 
 use common::TestDb;
-use crm_sync::hubspot::{
-    Auth, Backoff, ClientConfig, HubSpotClient, MemoryTokenStore, OAuthApp, PropertyCreate,
-};
+use crm_sync::hubspot::{Auth, Backoff, ClientConfig, HubSpotClient, MemoryTokenStore, OAuthApp};
 use crm_sync::ids::{ContactId, HsObjectId, JobId};
 use crm_sync::jobs::model::{
     Counts, Job, JobSpec, JobStatus, PullCounts, PullMode, PushCounts, PushMode, Trigger,
@@ -1302,19 +1300,7 @@ backend_tests! {
         }
         old.close().await;
         let w = World::new(db, args_in(profile)).await;
-        w.ctx.hubspot.create_property(&PropertyCreate {
-            name: EXTERNAL_KEY.to_owned(),
-            label: "crm-sync contact id".to_owned(),
-            property_type: "string".to_owned(),
-            field_type: "text".to_owned(),
-            group_name: "contactinformation".to_owned(),
-            description: None,
-            has_unique_value: true,
-            options: Vec::new(),
-            form_field: Some(false),
-        })
-        .await
-        .expect("the key property an earlier push created");
+common::pushed::create_key_property(&w.ctx.hubspot).await;
         let ann_hs = w.sandbox.insert_contacts(vec![BTreeMap::from([
             ("email".to_owned(), "ann@old-mail.com".to_owned()),
             ("firstname".to_owned(), "Ann".to_owned()),

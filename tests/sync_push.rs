@@ -10,7 +10,6 @@ mod common;
 use common::TestDb;
 use crm_sync::hubspot::{
     Auth, Backoff, ClientConfig, HubSpotClient, MemoryTokenStore, OAuthApp, Operation,
-    PropertyCreate,
 };
 use crm_sync::ids::{ContactId, JobId};
 use crm_sync::jobs::model::{Counts, Job, JobSpec, JobStatus, PushCounts, PushMode, Trigger};
@@ -910,7 +909,7 @@ backend_tests! {
         // HubSpot already holds the external key of contact 17 on a contact with another
         // email (an earlier create, its email since changed in HubSpot): upserting contact 17
         // by its email clashes on the key, as a 409 for the batch or per input in a 207.
-        create_key_property(&env).await;
+        common::pushed::create_key_property(env.pusher.client()).await;
         let rows = env.rows().await;
         let culprit = rows[16].id;
         let earlier = env.hubspot.insert_contacts(vec![BTreeMap::from([
@@ -933,25 +932,6 @@ backend_tests! {
         let rerun = env.push(PushMode::Upsert).await;
         assert_eq!(push_counts(&rerun).total, 0);
     }
-}
-
-/// Creates the external key property in HubSpot ahead of the push, as an earlier one did.
-async fn create_key_property(env: &Env) {
-    env.pusher
-        .client()
-        .create_property(&PropertyCreate {
-            name: EXTERNAL_KEY.to_owned(),
-            label: "crm-sync contact id".to_owned(),
-            property_type: "string".to_owned(),
-            field_type: "text".to_owned(),
-            group_name: "contactinformation".to_owned(),
-            description: None,
-            has_unique_value: true,
-            options: Vec::new(),
-            form_field: Some(false),
-        })
-        .await
-        .expect("create the key property");
 }
 
 // ---- conflicts and silence, however HubSpot reports them -----------------------------

@@ -2,6 +2,7 @@
 //! HubSpot contact of its own, found by the row's email or (without one) by its external key
 //! (`<installation>:<id>`), and no contact in HubSpot twice.
 
+use crm_sync::hubspot::{HubSpotClient, PropertyCreate};
 use crm_sync::ids::ContactId;
 use crm_sync::sandbox::SandboxContact;
 use crm_sync::store::Store;
@@ -65,4 +66,22 @@ pub fn assert_one_hubspot_contact_per_row(
     let emails: Vec<&str> = hubspot.iter().filter_map(|c| c.email()).collect();
     let distinct: HashSet<&&str> = emails.iter().collect();
     assert_eq!(emails.len(), distinct.len(), "an email is used twice");
+}
+
+/// Creates the external key property in HubSpot, as an earlier push did.
+pub async fn create_key_property(client: &HubSpotClient) {
+    client
+        .create_property(&PropertyCreate {
+            name: EXTERNAL_KEY.to_owned(),
+            label: "crm-sync contact id".to_owned(),
+            property_type: "string".to_owned(),
+            field_type: "text".to_owned(),
+            group_name: "contactinformation".to_owned(),
+            description: None,
+            has_unique_value: true,
+            options: Vec::new(),
+            form_field: Some(false),
+        })
+        .await
+        .expect("the key property an earlier push created");
 }
