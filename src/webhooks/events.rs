@@ -8,6 +8,7 @@ use crate::ids::{HsObjectId, PortalId};
 use crate::store::WebhookEventKey;
 use serde::Deserialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
 /// One webhook event.
@@ -149,14 +150,24 @@ pub enum BatchError {
 
 /// Parses a webhook request body.
 pub fn parse_batch(body: &[u8]) -> Result<ParsedBatch, BatchError> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| BatchError::NotJson(e.to_string()))?;
-    let Value::Array(items) = value else {
-        return Err(BatchError::NotAnArray);
+    // The elements as slices of the body, then each straight into its event: one pass over
+    // the text instead of a `Value` tree and a second conversion (a 100,000-contact push sends
+    // 1,000 such batches while it runs).
+    let items: Vec<&RawValue> = match serde_json::from_slice(body) {
+        Ok(items) => items,
+        Err(e) => {
+            return Err(match serde_json::from_slice::<&RawValue>(body) {
+                Ok(_) => BatchError::NotAnArray,
+                Err(_) => BatchError::NotJson(e.to_string()),
+            });
+        }
     };
     let mut batch = ParsedBatch::default();
     for (index, item) in items.into_iter().enumerate() {
-        match WebhookEvent::from_json(item) {
+        let parsed = serde_json::from_str::<RawEvent>(item.get())
+            .map_err(|e| e.to_string())
+            .and_then(WebhookEvent::try_from);
+        match parsed {
             Ok(event) => batch.events.push(event),
             Err(reason) => batch.malformed.push(MalformedEvent { index, reason }),
         }
