@@ -26,6 +26,7 @@ use crm_sync::webhooks::{count_pending_pulls, record_pending_pulls, sign_v3};
 use reqwest::StatusCode;
 use routes_support::{
     CLIENT_SECRET, Options, Server, Workers, all_jobs_ended, bind, sandbox_args, start_sandbox,
+    webhooked_world,
 };
 use serde_json::{Value, json};
 
@@ -139,24 +140,6 @@ fn reads_per_id(sandbox: &SandboxHandle) -> BTreeMap<String, usize> {
     reads
 }
 
-/// A sandbox sending its webhooks to a server on the test database (private-app token, no
-/// contacts).
-async fn webhooked_world(db: &TestDb) -> (SandboxHandle, Server) {
-    let listener = bind().await;
-    let addr = listener.local_addr().unwrap();
-    let args = SandboxArgs {
-        webhook_url: Some(format!("http://{addr}/webhooks/hubspot")),
-        ..sandbox_args()
-    };
-    let sandbox = start_sandbox(args).await;
-    let options = Options {
-        private_app: true,
-        ..Options::default()
-    };
-    let server = Server::start(listener, db.store().await, &sandbox, options).await;
-    (sandbox, server)
-}
-
 /// Waits until the sandbox has sent every webhook (its count stops moving) and every job ended.
 async fn webhooks_settled(sandbox: &SandboxHandle, store: &Store) -> Vec<Job> {
     let mut last = u64::MAX;
@@ -198,7 +181,7 @@ fn batch_reads(sandbox: &SandboxHandle) -> u64 {
 
 backend_tests! {
     async fn echoes_of_a_push_make_no_hubspot_call_and_a_persons_change_is_read(db: TestDb) {
-        let (sandbox, server) = webhooked_world(&db).await;
+        let (sandbox, server) = webhooked_world(db.store().await).await;
         let contacts: Vec<NewContact> = (0..250)
             .map(|i| NewContact {
                 email: Some(format!("p{i}@echo-example.com")),

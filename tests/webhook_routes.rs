@@ -28,6 +28,7 @@ use crm_sync::webhooks::{count_pending_pulls, pending_pulls, sign_v3};
 use reqwest::StatusCode;
 use routes_support::{
     CLIENT_SECRET, Options, Server, Workers, all_jobs_ended, bind, sandbox_args, start_sandbox,
+    webhooked_world,
 };
 use serde_json::{Value, json};
 
@@ -181,23 +182,6 @@ fn sandbox_calls(sandbox: &SandboxHandle, operation: &str) -> u64 {
         .get(operation)
         .copied()
         .unwrap_or(0)
-}
-
-/// A sandbox that sends its webhooks to a server that is about to listen on `listener`.
-async fn webhooked_world(db: &TestDb) -> (SandboxHandle, Server) {
-    let listener = bind().await;
-    let addr = listener.local_addr().unwrap();
-    let args = crm_sync::sandbox::SandboxArgs {
-        webhook_url: Some(format!("http://{addr}/webhooks/hubspot")),
-        ..sandbox_args()
-    };
-    let sandbox = start_sandbox(args).await;
-    let options = Options {
-        private_app: true,
-        ..Options::default()
-    };
-    let server = Server::start(listener, db.store().await, &sandbox, options).await;
-    (sandbox, server)
 }
 
 backend_tests! {
@@ -366,7 +350,7 @@ backend_tests! {
     }
 
     async fn a_contact_changed_in_hubspot_is_linked_locally_through_a_webhook_read_by_id(db: TestDb) {
-        let (sandbox, server) = webhooked_world(&db).await;
+        let (sandbox, server) = webhooked_world(db.store().await).await;
         // HubSpot has a contact under an old address (inserted directly: no webhook); the
         // product database knows the person under the new one, not yet linked.
         let hs_id = sandbox.insert_contacts(vec![
@@ -415,7 +399,7 @@ backend_tests! {
     }
 
     async fn a_contact_deleted_in_hubspot_is_tombstoned_through_the_real_webhook_and_never_pushed_again(db: TestDb) {
-        let (sandbox, server) = webhooked_world(&db).await;
+        let (sandbox, server) = webhooked_world(db.store().await).await;
         let hs_id = sandbox.insert_contacts(vec![
             [("email".to_owned(), "leaving@example.com".to_owned())].into(),
         ])[0]

@@ -458,3 +458,21 @@ pub async fn all_jobs_ended(store: &Store) -> Vec<crm_sync::jobs::model::Job> {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// A sandbox sending a signed webhook for every change to a server on `store` (private-app
+/// token, no contacts).
+pub async fn webhooked_world(store: Store) -> (SandboxHandle, Server) {
+    let listener = bind().await;
+    let addr = listener.local_addr().expect("bound address");
+    let args = SandboxArgs {
+        webhook_url: Some(format!("http://{addr}/webhooks/hubspot")),
+        ..sandbox_args()
+    };
+    let sandbox = start_sandbox(args).await;
+    let options = Options {
+        private_app: true,
+        ..Options::default()
+    };
+    let server = Server::start(listener, store, &sandbox, options).await;
+    (sandbox, server)
+}
