@@ -16,7 +16,7 @@ use chrono::Utc;
 use crm_sync::hubspot::{
     Auth, Backoff, Batch, ClientConfig, ContactCreate, ContactUpdate, ContactUpsert, Filter,
     FilterGroup, FilterOperator, HubSpotClient, HubSpotError, ListContacts, MemoryTokenStore,
-    OAuthApp, OAuthTokens, Operation, PropertyCreate, SearchRequest, TokenStore,
+    OAuthApp, OAuthTokens, Operation, PropertyCreate, RetryReason, SearchRequest, TokenStore,
 };
 use crm_sync::ids::{HsObjectId, PortalId};
 use crm_sync::sandbox::{Sandbox, SandboxArgs, SandboxHandle};
@@ -687,6 +687,77 @@ async fn a_429_storm_is_waited_out_and_every_call_succeeds() {
     assert!(
         storm <= 12,
         "after a 429 the client waits instead of hammering ({storm} 429s)"
+    );
+}
+
+/// Log lines written while a test runs on this thread.
+#[derive(Clone, Default)]
+struct CapturedLog(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedLog {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl CapturedLog {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+#[tokio::test]
+async fn a_429_retry_logs_and_counts_the_wait_the_budget_imposes() {
+    // The sandbox allows 2 calls per 10 s and sends no Retry-After (as HubSpot's 10-second
+    // limit); the client believes it has 100, so of three calls sent together one meets a 429,
+    // and its retry waits until the first calls leave the window. That wait used to be logged as `wait=0ns`
+    // (the limiter did the waiting) and was counted nowhere.
+    let sb = start(SandboxArgs {
+        requests_per_10s: 2,
+        contacts: 3,
+        ..args()
+    })
+    .await;
+    let client = private_client(&sb, config(&sb));
+    let log = CapturedLog::default();
+    let writer = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let started = std::time::Instant::now();
+    let everyone = ListContacts::default();
+    let call = || client.list_contacts(&everyone);
+    let (a, b, c) = tokio::join!(call(), call(), call());
+    for page in [a, b, c] {
+        page.expect("every call gets through");
+    }
+    let elapsed = started.elapsed();
+    assert_eq!(sb.stats().rate_limited, 1, "one call met the limit, once");
+    let waited = client
+        .metrics()
+        .retry_wait_seconds(RetryReason::RateLimited);
+    assert!(
+        (5.0..=10.5).contains(&waited),
+        "the retry waited for the oldest call to leave the 10-second window: {waited} s"
+    );
+    assert!(
+        elapsed.as_secs_f64() >= waited - 0.1,
+        "the recorded wait is the wait that happened ({elapsed:?} in all)"
+    );
+    let text = log.text();
+    let line = text
+        .lines()
+        .find(|l| l.contains("retrying a HubSpot call"))
+        .unwrap_or_else(|| panic!("a retry is logged: {text}"));
+    assert!(
+        line.contains("wait=") && !line.contains("wait=0ns"),
+        "{line}"
     );
 }
 

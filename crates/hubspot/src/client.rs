@@ -90,11 +90,23 @@ pub(crate) struct Answer {
 enum Next {
     Retry {
         reason: RetryReason,
-        wait: Option<Duration>,
+        wait: RetryWait,
         problem: String,
         details: Option<ApiErrorDetails>,
     },
     Fail(HubSpotError),
+}
+
+/// How long the next attempt waits, and who does the waiting.
+#[derive(Debug, Clone, Copy)]
+enum RetryWait {
+    /// The client's exponential backoff (with jitter).
+    Backoff,
+    /// Exactly this long (`Retry-After`, or at once after a token refresh).
+    Sleep(Duration),
+    /// The rate limiter holds every caller of the budget back this long after a 429: the
+    /// attempt waits there, not in a sleep of its own, but this is still its wait.
+    HeldBack(Duration),
 }
 
 impl HubSpotClient {
@@ -363,12 +375,17 @@ impl HubSpotClient {
                         }
                         failures += 1;
                     }
-                    metrics.record_retry(call.op, reason);
-                    let wait = wait.unwrap_or_else(|| {
-                        backoff_delay(&self.inner.config.backoff, failures.max(1))
-                    });
+                    let (wait, sleep) = match wait {
+                        RetryWait::Backoff => {
+                            let d = backoff_delay(&self.inner.config.backoff, failures.max(1));
+                            (d, d)
+                        }
+                        RetryWait::Sleep(d) => (d, d),
+                        RetryWait::HeldBack(d) => (d, Duration::ZERO),
+                    };
+                    metrics.record_retry(call.op, reason, wait);
                     tracing::warn!(operation = %call.op, attempt = attempts, ?wait, problem, "retrying a HubSpot call");
-                    tokio::time::sleep(wait).await;
+                    tokio::time::sleep(sleep).await;
                 }
             }
         }
@@ -419,7 +436,7 @@ impl HubSpotClient {
         }
         Next::Retry {
             reason: RetryReason::Network,
-            wait: None,
+            wait: RetryWait::Backoff,
             problem,
             details: None,
         }
@@ -453,11 +470,11 @@ impl HubSpotClient {
                     }));
                 }
                 *rate_limited += 1;
-                self.hold_back(call.op, policy, retry_after);
                 // The limiter does the waiting, so every caller waits, not just this one.
+                let held = self.hold_back(call.op, policy, retry_after);
                 Next::Retry {
                     reason: RetryReason::RateLimited,
-                    wait: Some(Duration::ZERO),
+                    wait: RetryWait::HeldBack(held),
                     problem,
                     details: Some(details),
                 }
@@ -473,7 +490,7 @@ impl HubSpotClient {
                 manager.after_expired(token, &self.inner.metrics).await?;
                 Next::Retry {
                     reason: RetryReason::ExpiredToken,
-                    wait: Some(Duration::ZERO),
+                    wait: RetryWait::Sleep(Duration::ZERO),
                     problem,
                     details: Some(details),
                 }
@@ -481,7 +498,7 @@ impl HubSpotClient {
             // Locked (burst writes to the same record) and data migration: refused, so safe.
             423 | 477 => Next::Retry {
                 reason: RetryReason::ServerError,
-                wait: Some(retry_after.unwrap_or(Duration::from_secs(2))),
+                wait: RetryWait::Sleep(retry_after.unwrap_or(Duration::from_secs(2))),
                 problem,
                 details: Some(details),
             },
@@ -495,7 +512,7 @@ impl HubSpotClient {
             }
             s if s >= 500 => Next::Retry {
                 reason: RetryReason::ServerError,
-                wait: retry_after,
+                wait: retry_after.map_or(RetryWait::Backoff, RetryWait::Sleep),
                 problem,
                 details: Some(details),
             },
@@ -504,8 +521,14 @@ impl HubSpotClient {
         Ok(next)
     }
 
-    /// After a 429: make every caller of the same budget wait as HubSpot asks.
-    fn hold_back(&self, op: Operation, policy: RateLimitPolicy, retry_after: Option<Duration>) {
+    /// After a 429: make every caller of the same budget wait as HubSpot asks. Returns how long
+    /// the budget now holds the next request back (what the retry waits).
+    fn hold_back(
+        &self,
+        op: Operation,
+        policy: RateLimitPolicy,
+        retry_after: Option<Duration>,
+    ) -> Duration {
         let limiter = self.limiter_for(op);
         match (retry_after, policy) {
             (Some(wait), _) => limiter.pause_for(wait),
@@ -513,6 +536,7 @@ impl HubSpotClient {
             (None, _) if op.is_search() => limiter.pause_for(Duration::from_secs(1)),
             (None, _) => limiter.saturate(),
         }
+        limiter.wait_ahead()
     }
 
     /// Marks a push or pull as running in this process until the guard drops: while one runs,

@@ -59,7 +59,7 @@ pub use config::{Backoff, ClientConfig, Timeouts};
 pub use error::{
     ApiErrorDetails, ErrorDetail, HubSpotError, InvalidProperty, RateLimitPolicy, TokenStoreError,
 };
-pub use metrics::ClientMetrics;
+pub use metrics::{ClientMetrics, RetryReason};
 pub use models::{
     AccountDetails, ApiUsage, Contact, ContactCreate, ContactUpdate, ContactUpsert, Filter,
     FilterGroup, FilterOperator, ListContacts, MAX_PAGE_LIMIT, MAX_SEARCH_LIMIT, Page, Property,

@@ -9,6 +9,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 const STATUS_CLASSES: [&str; 6] = ["2xx", "3xx", "4xx", "429", "5xx", "network"];
@@ -16,10 +17,14 @@ const BUCKETS: [f64; 9] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
 /// Why a request was sent again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum RetryReason {
+pub enum RetryReason {
+    /// A 5xx (or 423/477) answer.
     ServerError,
+    /// No answer.
     Network,
+    /// A 429.
     RateLimited,
+    /// An expired OAuth access token (refreshed, then sent again).
     ExpiredToken,
 }
 
@@ -60,6 +65,11 @@ fn latency_histogram() -> Histogram {
     Histogram::new(BUCKETS)
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
 /// The client's counters, shared by every clone of a client. Cheap to clone: clones count
 /// into the same series.
 #[derive(Debug, Clone)]
@@ -70,6 +80,7 @@ pub struct ClientMetrics {
     ambiguous: Family<OperationLabels, Counter>,
     token_refreshes: Counter,
     latency: Family<OperationLabels, Histogram, fn() -> Histogram>,
+    retry_waits: Family<ReasonLabels, Counter<f64, AtomicU64>>,
 }
 
 impl Default for ClientMetrics {
@@ -81,6 +92,7 @@ impl Default for ClientMetrics {
             ambiguous: Family::default(),
             token_refreshes: Counter::default(),
             latency: Family::new_with_constructor(latency_histogram),
+            retry_waits: Family::default(),
         }
     }
 }
@@ -138,6 +150,12 @@ impl ClientMetrics {
             "Time from sending a HubSpot request to its full answer",
             self.latency.clone(),
         );
+        registry.register(
+            "hubspot_retry_wait_seconds",
+            "Seconds HubSpot retries waited before they were sent, by reason (after a 429: how \
+             long the rate budget held every caller back)",
+            self.retry_waits.clone(),
+        );
     }
 
     pub(crate) fn record_request(&self, op: Operation, status: Option<u16>, elapsed: Duration) {
@@ -153,13 +171,27 @@ impl ClientMetrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    pub(crate) fn record_retry(&self, op: Operation, reason: RetryReason) {
+    pub(crate) fn record_retry(&self, op: Operation, reason: RetryReason, wait: Duration) {
         self.retries
             .get_or_create(&RetryLabels {
                 operation: op.name(),
                 reason: reason.label(),
             })
             .inc();
+        self.retry_waits
+            .get_or_create(&ReasonLabels {
+                reason: reason.label(),
+            })
+            .inc_by(wait.as_secs_f64());
+    }
+
+    /// Seconds the retries for `reason` waited so far, in all.
+    pub fn retry_wait_seconds(&self, reason: RetryReason) -> f64 {
+        self.retry_waits
+            .get(&ReasonLabels {
+                reason: reason.label(),
+            })
+            .map_or(0.0, |c| c.get())
     }
 
     pub(crate) fn record_429(&self, policy: RateLimitPolicy) {
@@ -267,7 +299,11 @@ mod tests {
             Duration::from_millis(20),
         );
         m.record_request(Operation::BatchCreate, None, Duration::from_secs(31));
-        m.record_retry(Operation::ListContacts, RetryReason::RateLimited);
+        m.record_retry(
+            Operation::ListContacts,
+            RetryReason::RateLimited,
+            Duration::from_secs(3),
+        );
         m.record_429(RateLimitPolicy::TenSecondlyRolling);
         let mut registry = Registry::default();
         m.register(&mut registry);
@@ -301,6 +337,11 @@ mod tests {
         assert!(
             out.contains("hubspot_request_duration_seconds_count{operation=\"list_contacts\"} 2")
         );
+        assert!(
+            out.contains("hubspot_retry_wait_seconds_total{reason=\"rate_limited\"} 3.0"),
+            "{out}"
+        );
+        assert_eq!(m.retry_wait_seconds(RetryReason::RateLimited), 3.0);
         assert_eq!(m.requests_total(), 3);
         assert_eq!(m.requests(Operation::ListContacts, "429"), 1);
     }

@@ -411,10 +411,10 @@ impl OAuthFlow {
     }
 
     async fn wait_before_retry(&self, retry: u32, reason: RetryReason, cause: &str) {
+        let delay = backoff_delay(&self.inner.backoff, retry);
         self.inner
             .metrics
-            .record_retry(Operation::OAuthToken, reason);
-        let delay = backoff_delay(&self.inner.backoff, retry);
+            .record_retry(Operation::OAuthToken, reason, delay);
         tracing::warn!(retry, ?delay, cause, "retrying the HubSpot token call");
         tokio::time::sleep(delay).await;
     }

@@ -127,6 +127,27 @@ impl SlidingWindow {
         state.paused_until = Some(state.paused_until.map_or(until, |u| u.max(until)));
     }
 
+    /// How long a request arriving now would wait for its grant (not counting callers already
+    /// queued ahead of it): until a pause ends, or until the oldest grant leaves a full window.
+    pub fn wait_ahead(&self) -> Duration {
+        let mut state = self.lock_state();
+        let now = Instant::now();
+        state.purge(now, self.window);
+        let paused = state
+            .paused_until
+            .filter(|until| *until > now)
+            .map_or(Duration::ZERO, |until| until - now);
+        let full = if self.configured != 0 && state.free() == 0 {
+            state
+                .grants
+                .front()
+                .map_or(Duration::ZERO, |oldest| (*oldest + self.window) - now)
+        } else {
+            Duration::ZERO
+        };
+        paused.max(full)
+    }
+
     /// Whether at least half of the window's budget is free now (always, when unlimited): what
     /// background work waits for, so that the user's jobs get the calls they can use.
     pub fn half_free(&self) -> bool {
@@ -255,6 +276,29 @@ mod tests {
         search.pause_for(Duration::from_secs(3));
         search.acquire().await;
         assert_eq!(Instant::now() - start, Duration::from_secs(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn wait_ahead_says_how_long_the_next_request_waits() {
+        let limiter = SlidingWindow::new(2, TEN_S);
+        assert_eq!(limiter.wait_ahead(), Duration::ZERO);
+        limiter.acquire().await;
+        tokio::time::advance(Duration::from_secs(3)).await;
+        limiter.saturate();
+        assert_eq!(
+            limiter.wait_ahead(),
+            Duration::from_secs(7),
+            "the oldest leaves at 10 s"
+        );
+        limiter.pause_for(Duration::from_secs(9));
+        assert_eq!(
+            limiter.wait_ahead(),
+            Duration::from_secs(9),
+            "the longer of the two"
+        );
+        let start = Instant::now();
+        limiter.acquire().await;
+        assert_eq!(Instant::now() - start, Duration::from_secs(9));
     }
 
     #[tokio::test(start_paused = true)]
