@@ -336,7 +336,9 @@ impl Progress {
             return Err(RunError::Superseded);
         }
         tx.commit().await?;
-        *self.state() = State {
+        let mut state = self.state();
+        crate::jobs::metrics::contacts_committed(&state.counts, &page.counts);
+        *state = State {
             counts: page.counts,
             errors,
             checkpoint: checkpoint.cloned(),

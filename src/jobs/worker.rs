@@ -199,13 +199,15 @@ pub async fn process(
         return Ok(Settled::Ignored);
     };
     let job = record.job.clone();
+    // Counted from the claim, which is what raises `attempts`: every attempt is a run started.
+    let tracker = metrics::RunTracker::start(job.direction());
     if job.attempts > retry.max_attempts {
         let reason = format!(
             "gave up after {} attempts: the worker running it stopped without finishing",
             retry.max_attempts
         );
         let settled = finish(store, job.id, &lease, JobStatus::Failed, Some(&reason)).await?;
-        metrics::settled(job.direction(), settled);
+        tracker.settled(settled);
         return Ok(settled);
     }
     if job.attempts > 1 && record.checkpoint.is_some() {
@@ -232,7 +234,7 @@ pub async fn process(
     };
 
     let settled = settle(store, &job, &lease, retry, outcome).await?;
-    metrics::settled(job.direction(), settled);
+    tracker.settled(settled);
     Ok(settled)
 }
 
