@@ -8,7 +8,7 @@ use poem::http::StatusCode;
 use super::AppState;
 use super::error::{ApiError, ErrorBody, ErrorCode};
 use super::tags::ApiTags;
-use crate::store::CredentialStatus;
+use crate::store::{CredentialStatus, Store};
 
 /// `{"status":"ok"}`.
 #[derive(Debug, Object)]
@@ -18,7 +18,7 @@ pub struct StatusBody {
 }
 
 impl StatusBody {
-    fn ok() -> Self {
+    pub(crate) fn ok() -> Self {
         Self {
             status: "ok".into(),
         }
@@ -67,46 +67,39 @@ impl HealthApi {
     /// ready (it serves the install page).
     #[oai(path = "/readyz", method = "get", operation_id = "readyz")]
     async fn readyz(&self) -> Readiness {
-        if let Err(e) = self.state.store.ping().await {
-            return Readiness::Unavailable(Json(ApiError::database_unavailable(&e).body()));
-        }
-        match self.state.store.current_credentials().await {
-            Ok(Some(row)) if row.status == CredentialStatus::Broken => {
-                Readiness::Unavailable(Json(
-                    ApiError::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        ErrorCode::HubspotConnectionBroken,
-                        format!(
-                            "HubSpot refused the refresh token of account {} (the app was \
-                             probably uninstalled): install the app again at /api/install",
-                            row.portal_id
-                        ),
-                    )
-                    .body(),
-                ))
-            }
-            Ok(_) => Readiness::Ready(Json(StatusBody::ok())),
-            Err(e) => Readiness::Unavailable(Json(ApiError::database_unavailable(&e).body())),
-        }
+        readiness(&self.state.store).await
     }
 
     /// Counters in the Prometheus text format (HTTP requests by route and status, HubSpot
     /// client calls, contacts deleted in HubSpot by reason, ...).
     #[oai(path = "/metrics", method = "get", operation_id = "metrics")]
     async fn metrics(&self) -> MetricsPage {
-        self.refresh_tombstones().await;
-        MetricsPage::Ok(PlainText(self.state.metrics.render()))
+        MetricsPage::Ok(PlainText(
+            self.state.metrics.scrape(&self.state.store).await,
+        ))
     }
 }
 
-impl HealthApi {
-    /// Sets the gauge of tombstoned contacts by reason from the database now (so every process
-    /// of a deployment reports the same); left as it was when the database does not answer,
-    /// which `/readyz` reports.
-    async fn refresh_tombstones(&self) {
-        match self.state.store.count_tombstones().await {
-            Ok(counts) => self.state.metrics.set_tombstones(&counts),
-            Err(e) => tracing::warn!(error = %e, "cannot count tombstoned contacts for /metrics"),
-        }
+/// Whether a process on `store` is ready: the database answers and the HubSpot connection (if
+/// any) is not broken. `/readyz` of the API and of the worker's listener.
+pub(crate) async fn readiness(store: &Store) -> Readiness {
+    if let Err(e) = store.ping().await {
+        return Readiness::Unavailable(Json(ApiError::database_unavailable(&e).body()));
+    }
+    match store.current_credentials().await {
+        Ok(Some(row)) if row.status == CredentialStatus::Broken => Readiness::Unavailable(Json(
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::HubspotConnectionBroken,
+                format!(
+                    "HubSpot refused the refresh token of account {} (the app was probably \
+                     uninstalled): install the app again at /api/install",
+                    row.portal_id
+                ),
+            )
+            .body(),
+        )),
+        Ok(_) => Readiness::Ready(Json(StatusBody::ok())),
+        Err(e) => Readiness::Unavailable(Json(ApiError::database_unavailable(&e).body())),
     }
 }

@@ -1,13 +1,22 @@
 //! `/metrics` in the Prometheus text format: one `prometheus-client` registry per process
 //! holding the HTTP API's families, the webhook route's, the job workers'
-//! ([`crate::jobs::metrics`]), the HubSpot client's ([`Metrics::register_client`]) and the
-//! tombstone gauge, read from the database at each scrape.
+//! ([`crate::jobs::metrics`]), the HubSpot client's ([`Metrics::register_client`]), the build
+//! info, and gauges read from the database at each scrape ([`Metrics::scrape`]): the queue by
+//! status, the last successful sync per direction, the webhook backlog, tombstones and the
+//! pool's connections. `serve` serves it on its API; `crm-sync worker` on `worker.bind`.
+//!
+//! The database gauges are what every process of a deployment reports alike; a scrape that
+//! cannot read them says so in `crm_sync_database_up 0` and leaves them out, never failing the
+//! page (the process's own counters are still worth having).
 //!
 //! Labels are the matched route pattern, the method and the status, never raw paths, queries
 //! or headers: the page is public (for scrapers) and must reveal nothing sensitive.
 
 use std::sync::RwLock;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
+
+use chrono::Utc;
 
 use poem::http::Method;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -15,10 +24,11 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
 use crate::hubspot::ClientMetrics;
-use crate::store::TombstoneReason;
+use crate::store::{PoolUsage, QueueGauges, Store, StoreError, TombstoneReason};
 
 /// The route label of requests that matched no route (their paths are not labels: unbounded).
 pub const UNMATCHED_ROUTE: &str = "unmatched";
@@ -32,6 +42,7 @@ pub struct Metrics {
     http: HttpMetrics,
     webhooks: WebhookMetrics,
     tombstones: Family<ReasonLabels, Gauge>,
+    database: DatabaseGauges,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -49,12 +60,18 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// A registry with the HTTP, webhook, job and tombstone families.
+    /// A registry with the HTTP, webhook, job, build and database families.
     pub fn new() -> Self {
         let http = HttpMetrics::default();
         let webhooks = WebhookMetrics::default();
         let tombstones = Family::<ReasonLabels, Gauge>::default();
+        let database = DatabaseGauges::default();
         let mut registry = Registry::default();
+        registry.register(
+            "crm_sync_build",
+            "The running build: its version (always 1)",
+            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        );
         http.register(&mut registry);
         webhooks.register(&mut registry);
         crate::jobs::metrics::register(&mut registry);
@@ -63,11 +80,13 @@ impl Metrics {
             "Local contacts deleted in HubSpot (tombstoned; never pushed again until restored), by reason",
             tombstones.clone(),
         );
+        database.register(&mut registry);
         Self {
             registry: RwLock::new(registry),
             http,
             webhooks,
             tombstones,
+            database,
         }
     }
 
@@ -104,6 +123,30 @@ impl Metrics {
         }
     }
 
+    /// Reads the database gauges from `store`, then renders the page. A database error is
+    /// logged and shown as `crm_sync_database_up 0`, with the gauges it would have set left
+    /// out; the page itself never fails.
+    pub async fn scrape(&self, store: &Store) -> String {
+        self.database.set_pool(store.pool_usage());
+        let read = async {
+            let queue = store.queue_gauges().await?;
+            let tombstones = store.count_tombstones().await?;
+            Ok::<_, StoreError>((queue, tombstones))
+        };
+        match read.await {
+            Ok((queue, tombstones)) => {
+                self.database.set_queue(&queue);
+                self.set_tombstones(&tombstones);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the database gauges for /metrics");
+                self.database.set_down();
+                self.tombstones.clear();
+            }
+        }
+        self.render()
+    }
+
     /// The whole page.
     pub fn render(&self) -> String {
         let registry = self
@@ -120,6 +163,117 @@ impl Metrics {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ReasonLabels {
     reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct StatusLabels {
+    status: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct DirectionLabels {
+    direction: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct StateLabels {
+    state: &'static str,
+}
+
+/// The gauges set from the database at each scrape.
+#[derive(Debug, Default)]
+struct DatabaseGauges {
+    up: Gauge,
+    queue: Family<StatusLabels, Gauge>,
+    last_success: Family<DirectionLabels, Gauge<f64, AtomicU64>>,
+    pending_pulls: Gauge,
+    oldest_pending_pull_age: Gauge<f64, AtomicU64>,
+    connections: Family<StateLabels, Gauge>,
+}
+
+impl DatabaseGauges {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "crm_sync_database_up",
+            "1 when this scrape could read the database gauges, else 0",
+            self.up.clone(),
+        );
+        registry.register(
+            "crm_sync_queue_jobs",
+            "Jobs not finished, by status (queued, running, retrying), from the database",
+            self.queue.clone(),
+        );
+        registry.register(
+            "crm_sync_last_success_timestamp_seconds",
+            "When the newest successful push or pull finished (webhook pulls aside), by \
+             direction; absent until one succeeds",
+            self.last_success.clone(),
+        );
+        registry.register(
+            "crm_sync_webhook_pending_pulls",
+            "HubSpot records webhooks named that still wait for their pull",
+            self.pending_pulls.clone(),
+        );
+        registry.register(
+            "crm_sync_webhook_oldest_pending_pull_age_seconds",
+            "How long the oldest record still waiting for its webhook pull has waited (0: none \
+             waits)",
+            self.oldest_pending_pull_age.clone(),
+        );
+        registry.register(
+            "crm_sync_db_connections",
+            "This process's database pool connections, by state (in_use, idle)",
+            self.connections.clone(),
+        );
+    }
+
+    fn set_queue(&self, gauges: &QueueGauges) {
+        self.up.set(1);
+        for (status, n) in &gauges.jobs {
+            self.queue
+                .get_or_create(&StatusLabels {
+                    status: status.as_str(),
+                })
+                .set(i64::try_from(*n).unwrap_or(i64::MAX));
+        }
+        self.last_success.clear();
+        for (direction, at) in &gauges.last_success {
+            self.last_success
+                .get_or_create(&DirectionLabels {
+                    direction: direction.as_str(),
+                })
+                .set(epoch_seconds(*at));
+        }
+        self.pending_pulls
+            .set(i64::try_from(gauges.pending_webhook_pulls).unwrap_or(i64::MAX));
+        let age = gauges
+            .oldest_pending_webhook_pull
+            .map_or(0.0, |at| (Utc::now() - at).as_seconds_f64().max(0.0));
+        self.oldest_pending_pull_age.set(age);
+    }
+
+    /// What a failed read leaves: no series that could be stale, zeros where a gauge has no
+    /// labels to drop (`crm_sync_database_up 0` says they are unknown).
+    fn set_down(&self) {
+        self.up.set(0);
+        self.queue.clear();
+        self.last_success.clear();
+        self.pending_pulls.set(0);
+        self.oldest_pending_pull_age.set(0.0);
+    }
+
+    fn set_pool(&self, usage: PoolUsage) {
+        for (state, n) in [("in_use", usage.in_use), ("idle", usage.idle)] {
+            self.connections
+                .get_or_create(&StateLabels { state })
+                .set(i64::from(n));
+        }
+    }
+}
+
+/// Seconds since the Unix epoch, with milliseconds.
+fn epoch_seconds(at: chrono::DateTime<Utc>) -> f64 {
+    at.timestamp_millis() as f64 / 1000.0
 }
 
 /// Why verified webhook events were acknowledged without being applied.
@@ -141,10 +295,33 @@ impl IgnoredReason {
     }
 }
 
-/// The webhook route's counters.
+/// Why webhook requests were refused before any of their events was read (401).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectedReason {
+    /// Unsigned, badly signed or stale.
+    BadSignature,
+    /// `hubspot.client_secret` is not set, so no signature can be checked.
+    NoSecret,
+}
+
+impl RejectedReason {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BadSignature => "bad_signature",
+            Self::NoSecret => "no_secret",
+        }
+    }
+}
+
+/// The webhook route's counters: events of verified requests (received, duplicates, ignored
+/// by reason) and requests refused by reason.
 #[derive(Debug, Default)]
 pub struct WebhookMetrics {
+    received: Counter,
+    duplicates: Counter,
     ignored: Family<ReasonLabels, Counter>,
+    rejected: Family<ReasonLabels, Counter>,
 }
 
 impl WebhookMetrics {
@@ -152,10 +329,29 @@ impl WebhookMetrics {
         for reason in [IgnoredReason::OtherPortal, IgnoredReason::NotConnected] {
             self.counter(reason);
         }
+        for reason in [RejectedReason::BadSignature, RejectedReason::NoSecret] {
+            self.rejected_counter(reason);
+        }
+        registry.register(
+            "crm_sync_webhook_events_received",
+            "Events in webhook requests whose signature checked out (malformed elements included)",
+            self.received.clone(),
+        );
+        registry.register(
+            "crm_sync_webhook_events_duplicate",
+            "Webhook events already seen (HubSpot redeliveries), skipped",
+            self.duplicates.clone(),
+        );
         registry.register(
             "crm_sync_webhook_events_ignored",
-            "Verified webhook events acknowledged but not applied, by reason",
+            "Verified webhook events acknowledged but not applied, by reason (other_portal: \
+             about another HubSpot account)",
             self.ignored.clone(),
+        );
+        registry.register(
+            "crm_sync_webhook_requests_rejected",
+            "Webhook requests refused with 401 before any event was read, by reason",
+            self.rejected.clone(),
         );
     }
 
@@ -163,6 +359,24 @@ impl WebhookMetrics {
         self.ignored.get_or_create_owned(&ReasonLabels {
             reason: reason.as_str().to_owned(),
         })
+    }
+
+    fn rejected_counter(&self, reason: RejectedReason) -> Counter {
+        self.rejected.get_or_create_owned(&ReasonLabels {
+            reason: reason.as_str().to_owned(),
+        })
+    }
+
+    /// Counts the events of a verified request: `received` in all, `duplicates` of them seen
+    /// before.
+    pub fn record_batch(&self, received: usize, duplicates: usize) {
+        self.received.inc_by(received as u64);
+        self.duplicates.inc_by(duplicates as u64);
+    }
+
+    /// Counts a request refused for `reason`.
+    pub fn record_rejected(&self, reason: RejectedReason) {
+        self.rejected_counter(reason).inc();
     }
 
     /// Counts `n` events ignored for `reason`.
@@ -173,6 +387,16 @@ impl WebhookMetrics {
     /// Events ignored for `reason` so far.
     pub fn ignored(&self, reason: IgnoredReason) -> u64 {
         self.counter(reason).get()
+    }
+
+    /// Requests refused for `reason` so far.
+    pub fn rejected(&self, reason: RejectedReason) -> u64 {
+        self.rejected_counter(reason).get()
+    }
+
+    /// Events received in verified requests so far, and how many of them were duplicates.
+    pub fn events(&self) -> (u64, u64) {
+        (self.received.get(), self.duplicates.get())
     }
 }
 

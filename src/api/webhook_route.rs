@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use super::AppState;
 use super::error::{ApiError, ErrorCode};
-use super::metrics::IgnoredReason;
+use super::metrics::{IgnoredReason, RejectedReason};
 use crate::jobs::queue;
 use crate::jobs::{Job, QueueError};
 use crate::oauth::account::{AccountError, connected_account};
@@ -68,6 +68,10 @@ pub(crate) async fn hubspot_webhook(
     body: Body,
 ) -> Result<Json<WebhookAnswer>, ApiError> {
     let Some(secret) = &state.oauth.client_secret else {
+        state
+            .metrics
+            .webhooks()
+            .record_rejected(RejectedReason::NoSecret);
         tracing::warn!("a webhook arrived but hubspot.client_secret is not set to verify it");
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -93,6 +97,10 @@ pub(crate) async fn hubspot_webhook(
         secret,
         Utc::now(),
     ) {
+        state
+            .metrics
+            .webhooks()
+            .record_rejected(RejectedReason::BadSignature);
         tracing::warn!(reason = %e, "webhook refused");
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -137,6 +145,10 @@ pub(crate) async fn hubspot_webhook(
             }
         }
     };
+    state
+        .metrics
+        .webhooks()
+        .record_batch(received, outcome.duplicates);
     tracing::info!(
         received,
         ignored,

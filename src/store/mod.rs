@@ -37,6 +37,7 @@
 mod contacts;
 mod credential_ciphers;
 mod credentials;
+mod gauges;
 mod installation;
 mod link_portal;
 mod oauth_states;
@@ -57,6 +58,7 @@ pub mod push;
 pub use contacts::{Contact, DeletedFilter, NewContact};
 pub use credential_ciphers::CredentialCiphers;
 pub use credentials::{CredentialStatus, NewCredentials, StoredCredentials};
+pub use gauges::{ACTIVE_STATUSES, PoolUsage, QueueGauges};
 pub use installation::Installation;
 pub use link_portal::LinkPortal;
 pub use oauth_states::{StateBinding, StateFacts};
