@@ -38,6 +38,8 @@ pub struct Settings {
     pub sync: SyncSettings,
     /// How long finished rows are kept.
     pub retention: RetentionSettings,
+    /// The `crm-sync worker` process.
+    pub worker: WorkerSettings,
 }
 
 /// The settings as the layers give them: strings where [`Settings`] holds parsed values, so
@@ -56,6 +58,23 @@ struct RawSettings {
     sync: RawSync,
     #[serde(default)]
     retention: RetentionSettings,
+    #[serde(default)]
+    worker: RawWorker,
+}
+
+/// `worker.*`: the `crm-sync worker` process.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerSettings {
+    /// Where it serves `/healthz`, `/readyz` and `/metrics`; `None` (the default): no listener.
+    pub bind: Option<SocketAddr>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWorker {
+    /// A socket address, or empty / absent for none.
+    #[serde(default)]
+    bind: Option<String>,
 }
 
 /// `retention.*`: how many days finished rows are kept before `serve` and `worker` prune them,
@@ -468,6 +487,9 @@ impl RawSettings {
         }
         let pull_lookback = self.pull_lookback()?;
         self.retention.validate()?;
+        let worker = WorkerSettings {
+            bind: self.worker_bind()?,
+        };
         let hubspot = self.hubspot;
         Ok(Settings {
             database: DatabaseSettings {
@@ -496,6 +518,26 @@ impl RawSettings {
                 pull_lookback,
             },
             retention: self.retention,
+            worker,
+        })
+    }
+
+    /// `worker.bind` as a socket address; empty or absent: no listener.
+    fn worker_bind(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        let Some(bind) = self.worker.bind.as_deref().map(str::trim) else {
+            return Ok(None);
+        };
+        if bind.is_empty() {
+            return Ok(None);
+        }
+        SocketAddr::from_str(bind).map(Some).map_err(|_| {
+            invalid(
+                "worker.bind",
+                format!(
+                    "{bind:?} is not a socket address like 127.0.0.1:9464 (leave it unset for no \
+                     listener)"
+                ),
+            )
         })
     }
 
@@ -775,6 +817,27 @@ pub(crate) mod tests {
         Settings::load(dir.path(), &env(vars))
             .expect_err("must be refused")
             .to_string()
+    }
+
+    #[test]
+    fn the_worker_listener_is_off_unless_worker_bind_names_an_address() {
+        let dir = dir_with(None);
+        let off = Settings::load(dir.path(), &HashMap::new()).expect("defaults load");
+        assert_eq!(off.worker.bind, None);
+        let empty = Settings::load(dir.path(), &env(&[("CRM_SYNC__WORKER__BIND", "")]))
+            .expect("empty is off");
+        assert_eq!(empty.worker.bind, None);
+        let on = Settings::load(
+            dir.path(),
+            &env(&[("CRM_SYNC__WORKER__BIND", "127.0.0.1:9464")]),
+        )
+        .expect("an address");
+        assert_eq!(
+            on.worker.bind.map(|a| a.to_string()).as_deref(),
+            Some("127.0.0.1:9464")
+        );
+        let e = error_of(Some("[worker]\nbind = \"localhost\"\n"), &[]);
+        assert!(e.contains("worker.bind") && e.contains("localhost"), "{e}");
     }
 
     #[test]

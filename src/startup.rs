@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
-use crate::api::{AppState, OAuthSettings};
+use crate::api::{AppState, Metrics, OAuthSettings};
 use crate::config::{ConfigError, Settings, previous_keys};
 use crate::crypto::{EncryptionKey, TokenCipher};
 use crate::hubspot::{Auth, ClientConfig, HubSpotClient, HubSpotError, OAuthApp};
@@ -45,6 +45,17 @@ pub enum StartupError {
     )]
     Bind {
         /// The address from `server.bind`.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The worker's probe listener address cannot be bound.
+    #[error(
+        "cannot listen on {addr} (worker.bind): {source} — choose another address with \
+         worker.bind or CRM_SYNC__WORKER__BIND, or unset it for no listener"
+    )]
+    WorkerBind {
+        /// The address from `worker.bind`.
         addr: SocketAddr,
         /// Why.
         source: std::io::Error,
@@ -418,18 +429,36 @@ async fn connect_to_sandbox(addr: SocketAddr, api_token: &Secret) {
     }
 }
 
-/// The job workers and the schedulers without HTTP (`crm-sync worker`), until SIGINT/SIGTERM;
-/// running jobs stop at a page boundary and go back to the queue.
+/// The job workers and the schedulers (`crm-sync worker`), until SIGINT/SIGTERM; running jobs
+/// stop at a page boundary and go back to the queue. With `worker.bind` set it also serves
+/// `/healthz`, `/readyz` and `/metrics` there (no API).
 pub async fn run_worker(dir: &Path) -> Result<(), StartupError> {
     let settings = Settings::load_from_process(dir)?;
     let schedules = Schedule::all_from(&settings)?;
     // Before connecting: a missing key is a configuration error, whatever the database says.
     let cipher = token_cipher(&settings, &data_dir(dir))?;
     let store = open_store(&settings).await?;
-    let runner = job_runner(&settings, &store, cipher).await?;
+    let probes = match settings.worker.bind {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartupError::WorkerBind { addr, source })?,
+        ),
+        None => None,
+    };
+    let client = hubspot_client_from_settings(&settings, &store, cipher)?.map(|(c, _)| c);
+    if let Some(client) = &client {
+        check_pinned_account(&settings, client).await?;
+    }
+    let metrics = Arc::new(Metrics::new());
+    if let Some(client) = &client {
+        metrics.register_client(client.metrics());
+    }
+    let runner = runner_for(&settings, client)?;
     tracing::info!(
         database = %store.redacted_url(),
         schedules = schedules.len(),
+        probes = ?probes.as_ref().and_then(|l| l.local_addr().ok()),
         "crm-sync worker started"
     );
     let config = WorkerConfig {
@@ -437,10 +466,32 @@ pub async fn run_worker(dir: &Path) -> Result<(), StartupError> {
         ..WorkerConfig::default()
     };
     let pruner = crate::jobs::retention::spawn(store.clone(), settings.retention.clone());
-    let ran =
-        crate::jobs::run_workers(store.clone(), runner, schedules, config, shutdown_signal()).await;
+    let (stop_probes, stop_workers) = shared_shutdown();
+    // The listener also stops when the workers end by themselves (an error), so that the
+    // process exits rather than answering probes with nothing behind them.
+    let (workers_done, mut workers_ended) = tokio::sync::watch::channel(false);
+    let serving = async {
+        let Some(listener) = probes else {
+            return Ok(());
+        };
+        let stop = async move {
+            tokio::select! {
+                () = stop_probes => {}
+                _ = workers_ended.wait_for(|done| *done) => {}
+            }
+        };
+        crate::api::probes::serve_probes(listener, store.clone(), metrics, stop).await
+    };
+    let working = async {
+        let ran =
+            crate::jobs::run_workers(store.clone(), runner, schedules, config, stop_workers).await;
+        let _ = workers_done.send(true);
+        ran
+    };
+    let (served, ran) = tokio::join!(serving, working);
     pruner.abort();
     store.close().await;
+    served.map_err(StartupError::Serve)?;
     Ok(ran?)
 }
 

@@ -26,6 +26,7 @@ pub mod middleware;
 pub mod oauth_routes;
 pub mod operator;
 pub mod params;
+pub mod probes;
 pub mod ratelimit;
 pub mod status_page;
 mod tags;
