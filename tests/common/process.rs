@@ -241,3 +241,57 @@ impl Serve {
         self.process.kill();
     }
 }
+
+/// `crm-sync worker` as a child process with its probe listener (`worker.bind`) on a free
+/// loopback port, configured like [`Serve`]: the test database and the sandbox's private-app
+/// token.
+pub struct Worker {
+    /// The process.
+    pub process: Running,
+    /// `http://127.0.0.1:<worker.bind port>`.
+    pub base: String,
+}
+
+impl Worker {
+    /// Starts it in `dir` on the database at `db_url`, pointed at the HubSpot at
+    /// `hubspot_base_url`, and waits until its `/healthz` answers.
+    pub async fn start(
+        dir: &Path,
+        db_url: &str,
+        hubspot_base_url: &str,
+        hubspot_token: &str,
+    ) -> Worker {
+        let port = free_port();
+        let mut cmd: Command = crm_sync(dir);
+        cmd.arg("worker")
+            .env("CRM_SYNC__DATABASE__URL", db_url)
+            .env("CRM_SYNC__WORKER__BIND", format!("127.0.0.1:{port}"))
+            .env("CRM_SYNC__HUBSPOT__API_BASE_URL", hubspot_base_url)
+            .env("CRM_SYNC__HUBSPOT__ACCESS_TOKEN", hubspot_token);
+        let mut process = Running::start(cmd, dir);
+        let base = format!("http://127.0.0.1:{port}");
+        process.wait_healthy(&base).await;
+        Worker { process, base }
+    }
+}
+
+/// `GET base/metrics`: the page, after checking it is a 200 in the Prometheus text format.
+pub async fn scrape(base: &str) -> String {
+    let answer = reqwest::get(format!("{base}/metrics"))
+        .await
+        .expect("GET /metrics");
+    assert_eq!(answer.status(), 200);
+    let kind = answer.headers()["content-type"]
+        .to_str()
+        .expect("a content type")
+        .to_owned();
+    assert!(kind.starts_with("text/plain; version=0.0.4"), "{kind}");
+    answer.text().await.expect("the page")
+}
+
+impl Serve {
+    /// `http://127.0.0.1:<port>`.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+}

@@ -83,9 +83,23 @@ pub struct ClientMetrics {
     retry_waits: Family<ReasonLabels, Counter<f64, AtomicU64>>,
 }
 
+const RETRY_REASONS: [RetryReason; 4] = [
+    RetryReason::ServerError,
+    RetryReason::Network,
+    RetryReason::RateLimited,
+    RetryReason::ExpiredToken,
+];
+
+const POLICIES: [RateLimitPolicy; 4] = [
+    RateLimitPolicy::TenSecondlyRolling,
+    RateLimitPolicy::Secondly,
+    RateLimitPolicy::Daily,
+    RateLimitPolicy::Unspecified,
+];
+
 impl Default for ClientMetrics {
     fn default() -> Self {
-        Self {
+        let metrics = Self {
             requests: Family::default(),
             retries: Family::default(),
             rate_limited: Family::default(),
@@ -93,7 +107,20 @@ impl Default for ClientMetrics {
             token_refreshes: Counter::default(),
             latency: Family::new_with_constructor(latency_histogram),
             retry_waits: Family::default(),
+        };
+        // Zeros from the start, so that rates and alerts over them have a series to work on
+        // before the first 429 or retry.
+        for policy in POLICIES {
+            let _ = metrics.rate_limited.get_or_create(&PolicyLabels {
+                policy: policy_label(policy),
+            });
         }
+        for reason in RETRY_REASONS {
+            let _ = metrics.retry_waits.get_or_create(&ReasonLabels {
+                reason: reason.label(),
+            });
+        }
+        metrics
     }
 }
 
@@ -160,6 +187,17 @@ impl ClientMetrics {
 
     pub(crate) fn record_request(&self, op: Operation, status: Option<u16>, elapsed: Duration) {
         let operation = op.name();
+        // The retry series of an operation start at zero with its first request (creating
+        // every operation's up front would fill the page with series never used).
+        for reason in RETRY_REASONS {
+            let labels = RetryLabels {
+                operation,
+                reason: reason.label(),
+            };
+            if self.retries.get(&labels).is_none() {
+                let _ = self.retries.get_or_create(&labels);
+            }
+        }
         self.requests
             .get_or_create(&RequestLabels {
                 operation,
@@ -238,15 +276,9 @@ impl ClientMetrics {
 
     /// Requests sent again, for any reason.
     pub fn retries_total(&self) -> u64 {
-        let reasons = [
-            RetryReason::ServerError,
-            RetryReason::Network,
-            RetryReason::RateLimited,
-            RetryReason::ExpiredToken,
-        ];
         Operation::ALL
             .iter()
-            .flat_map(|op| reasons.iter().map(move |r| (op, r)))
+            .flat_map(|op| RETRY_REASONS.iter().map(move |r| (op, r)))
             .filter_map(|(op, reason)| {
                 self.retries.get(&RetryLabels {
                     operation: op.name(),
@@ -259,20 +291,15 @@ impl ClientMetrics {
 
     /// 429 answers, of every policy.
     pub fn rate_limited_total(&self) -> u64 {
-        [
-            RateLimitPolicy::TenSecondlyRolling,
-            RateLimitPolicy::Secondly,
-            RateLimitPolicy::Daily,
-            RateLimitPolicy::Unspecified,
-        ]
-        .into_iter()
-        .filter_map(|p| {
-            self.rate_limited.get(&PolicyLabels {
-                policy: policy_label(p),
+        POLICIES
+            .into_iter()
+            .filter_map(|p| {
+                self.rate_limited.get(&PolicyLabels {
+                    policy: policy_label(p),
+                })
             })
-        })
-        .map(|c| c.get())
-        .sum()
+            .map(|c| c.get())
+            .sum()
     }
 
     /// OAuth access-token refreshes.
