@@ -26,6 +26,7 @@ backend_tests!(
     every_metric_the_dashboard_and_the_alerts_name_is_exported_by_serve,
     a_worker_serves_probes_and_counts_each_retry_of_its_jobs,
     a_database_that_fails_at_scrape_time_leaves_a_page_saying_so,
+    a_job_that_meets_a_429_shows_the_wait_it_imposed,
 );
 
 /// Prometheus' own series about a target, which alerts may use beside the service's.
@@ -232,6 +233,81 @@ async fn a_database_that_fails_at_scrape_time_leaves_a_page_saying_so(db: &TestD
         page.contains("# TYPE crm_sync_job_runs_total counter"),
         "the process's own counters stay"
     );
+}
+
+async fn a_job_that_meets_a_429_shows_the_wait_it_imposed(db: &TestDb) {
+    // Another app spends the account's 10-second budget just before the push starts (the
+    // service cannot know), so the push's first call meets a 429 with no Retry-After: its retry
+    // waits until the window frees. That wait used to be logged as 0 and counted nowhere.
+    let store = db.store().await;
+    insert_people(&store, 2).await;
+    let hubspot = Sandbox::start(
+        SandboxArgs {
+            access_token: Some(PRIVATE_APP_TOKEN.to_owned()),
+            requests_per_10s: 3,
+            search_per_second: 0,
+            rng_seed: Some(12),
+            ..SandboxArgs::default()
+        },
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(dir.path(), db.url(), &hubspot.base_url(), PRIVATE_APP_TOKEN).await;
+    let other_app = reqwest::Client::new();
+    loop {
+        let answer = other_app
+            .get(format!(
+                "{}/crm/v3/objects/contacts?limit=1",
+                hubspot.base_url()
+            ))
+            .bearer_auth(PRIVATE_APP_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        if answer.status() == 429 {
+            break;
+        }
+    }
+    let spent_by_others = hubspot.stats().rate_limited;
+    let id = serve.enqueue_push().await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let done = serve
+        .wait_for(&id, "the push to end", |job| {
+            job["status"] != "queued" && job["status"] != "running"
+        })
+        .await;
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    assert_eq!(
+        done["attempts"], 1,
+        "the client waited; the job did not fail: {done:#}"
+    );
+
+    let page = scrape(serve.base()).await;
+    let limited = sample(
+        &page,
+        r#"hubspot_rate_limited_total{policy="TEN_SECONDLY_ROLLING"}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        limited as u64,
+        hubspot.stats().rate_limited - spent_by_others,
+        "{page}"
+    );
+    assert!(limited >= 1.0, "the push met the limit: {page}");
+    let waited = sample(
+        &page,
+        r#"hubspot_retry_wait_seconds_total{reason="rate_limited"}"#,
+    )
+    .unwrap();
+    assert!(
+        waited >= 1.0,
+        "the wait the budget imposed is counted: {waited} s\n{page}"
+    );
+    assert!(serve.process.terminate().success());
 }
 
 #[test]

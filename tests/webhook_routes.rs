@@ -237,6 +237,9 @@ backend_tests! {
         assert_eq!(again["duplicates"], 1);
         assert_eq!(again["new_events"], 0);
         assert_eq!(hs_id(&server.store, ids[0]).await.as_deref(), Some("11"), "not applied twice");
+        let metrics = reqwest::get(server.url("/metrics")).await.unwrap().text().await.unwrap();
+        assert!(metrics.contains("crm_sync_webhook_events_received_total 2\n"), "{metrics}");
+        assert!(metrics.contains("crm_sync_webhook_events_duplicate_total 1\n"), "{metrics}");
     }
 
     async fn unsigned_badly_signed_or_stale_requests_get_401_and_change_nothing(db: TestDb) {
@@ -262,6 +265,12 @@ backend_tests! {
         // The query string is part of what is signed.
         let (status, _) = post(&server, "/webhooks/hubspot?x=1", &batch, Signing::Valid).await;
         assert_eq!(status, StatusCode::OK, "a signature over path and query verifies");
+        let metrics = reqwest::get(server.url("/metrics")).await.unwrap().text().await.unwrap();
+        assert!(
+            metrics.contains("crm_sync_webhook_requests_rejected_total{reason=\"bad_signature\"} 4\n"),
+            "each refused request is counted: {metrics}"
+        );
+        assert!(metrics.contains("crm_sync_webhook_events_received_total 2\n"), "only the verified batch's events: {metrics}");
     }
 
     async fn only_requests_failing_the_signature_check_spend_a_clients_webhook_budget(db: TestDb) {
