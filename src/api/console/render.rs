@@ -200,7 +200,7 @@ fn contacts_card(s: &Snapshot) -> String {
         if c.tombstoned > 0 {
             format!(
                 "<p class=\"muted\" id=\"hubspot-deleted\">Contacts deleted in HubSpot stay \
-                 here and are never pushed again until restored ({} privacy deletions).</p>",
+                 here and are never pushed again until restored (privacy deletions: {}).</p>",
                 count(privacy)
             )
         } else {
