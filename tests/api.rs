@@ -22,8 +22,12 @@ use tokio::task::JoinHandle;
 const TOKEN: &str = "test-api-token-3f9c2b7e";
 
 /// Operations that are public on purpose (INTERFACE §4.1); every other one must require the token.
-const PUBLIC_OPERATIONS: [(&str, &str); 3] =
-    [("get", "/healthz"), ("get", "/readyz"), ("get", "/metrics")];
+const PUBLIC_OPERATIONS: [(&str, &str); 4] = [
+    ("get", "/healthz"),
+    ("get", "/readyz"),
+    ("get", "/metrics"),
+    ("get", "/"),
+];
 
 /// A running API server on a free loopback port.
 struct TestServer {
@@ -312,7 +316,8 @@ backend_tests! {
         assert!(metrics.contains("crm_sync_contacts_hubspot_deleted{reason=\"deleted\"} 1\n"), "{metrics}");
         assert!(metrics.contains("crm_sync_contacts_hubspot_deleted{reason=\"privacy_deletion\"} 1\n"), "{metrics}");
         let status = server.text("/").await;
-        assert!(status.contains("until restored: 2 (privacy deletions: 1)"), "{status}");
+        assert!(status.contains("id=\"contacts-tombstoned\">2<"), "{status}");
+        assert!(status.contains("never pushed again until restored (privacy deletions: 1)"), "{status}");
 
         let (status, restored) = server.post(&format!("/api/contacts/{}/restore", ids[0])).await;
         assert_eq!(status, StatusCode::OK, "{restored}");

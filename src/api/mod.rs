@@ -15,6 +15,7 @@ pub mod access_token;
 pub mod auth;
 pub mod client_ip;
 pub mod connection;
+pub mod console;
 pub mod contacts;
 pub mod error;
 pub mod health;
@@ -28,7 +29,6 @@ pub mod operator;
 pub mod params;
 pub mod probes;
 pub mod ratelimit;
-pub mod status_page;
 mod tags;
 pub mod webhook_route;
 
@@ -200,7 +200,7 @@ impl AppState {
 }
 
 /// The API types whose operations need no token.
-type PublicApis = health::HealthApi;
+type PublicApis = (health::HealthApi, console::ConsoleApi);
 
 /// The API types whose every operation requires the bearer token (a tuple once there are
 /// several, e.g. `(ContactsApi, JobsApi)`).
@@ -212,9 +212,14 @@ type ProtectedApis = (
 );
 
 fn public_apis(state: &AppState) -> PublicApis {
-    health::HealthApi {
-        state: state.clone(),
-    }
+    (
+        health::HealthApi {
+            state: state.clone(),
+        },
+        console::ConsoleApi {
+            state: state.clone(),
+        },
+    )
 }
 
 fn protected_apis(state: &AppState) -> ProtectedApis {
@@ -282,6 +287,10 @@ pub fn router(state: AppState) -> impl Endpoint<Output = Response> + 'static {
             post(operator::logout).with(limited(&pages, Refusal::Html)),
         )
         .at(
+            "/disconnect",
+            post(console::disconnect).with(limited(&pages, Refusal::Html)),
+        )
+        .at(
             oauth_routes::CALLBACK_PATH,
             get(oauth_routes::callback).with(limited(&pages, Refusal::Html)),
         )
@@ -295,7 +304,6 @@ pub fn router(state: AppState) -> impl Endpoint<Output = Response> + 'static {
                 .with(limited(&hooks, Refusal::Json).charging(Charge::Unauthorized)),
         )
         .nest("/", service)
-        .around(status_page::serve_root)
         .data(state)
         .with_if(cors.is_some(), cors.unwrap_or_default())
         .with(middleware::BodyLimit::new(MAX_BODY_BYTES))

@@ -7,6 +7,8 @@ use poem_openapi::Tags;
 pub(super) enum ApiTags {
     /// Health, readiness and metrics (public).
     Operations,
+    /// The operator's console, an HTML page (public; more for the signed-in operator).
+    Console,
     /// Local contacts (bearer token required).
     Contacts,
     /// Sync jobs and schedules (bearer token required).

@@ -61,7 +61,7 @@ pub fn is_transient_db_error(e: &sqlx::Error) -> bool {
 
 /// A `sync_jobs` row as stored, before it is checked into a [`Job`].
 #[derive(sqlx::FromRow)]
-struct JobRow {
+pub(super) struct JobRow {
     id: String,
     direction: String,
     mode: String,
@@ -87,7 +87,7 @@ struct JobRow {
 }
 
 /// The columns [`JobRow`] reads (the table has more, for other uses).
-const COLUMNS: &str = "id, direction, mode, incremental, triggered_by, status, exclusive, \
+pub(super) const COLUMNS: &str = "id, direction, mode, incremental, triggered_by, status, exclusive, \
      attempts, created_at, started_at, finished_at, counts, errors, checkpoint, processed, total, \
      last_error, next_attempt_at, delivery, lease, worker, portal_id";
 
@@ -154,7 +154,7 @@ impl TryFrom<JobRow> for JobRecord {
     }
 }
 
-fn record(row: JobRow) -> Result<JobRecord, StoreError> {
+pub(super) fn record(row: JobRow) -> Result<JobRecord, StoreError> {
     JobRecord::try_from(row)
 }
 

@@ -186,6 +186,11 @@ impl Serve {
         }
     }
 
+    /// The address of `path_and_query` on this server.
+    pub fn url(&self, path_and_query: &str) -> String {
+        format!("{}{path_and_query}", self.base)
+    }
+
     /// `POST /api/jobs {"direction":"push"}`; the job it answers with.
     pub async fn enqueue_push(&self) -> serde_json::Value {
         let answer = self
