@@ -14,9 +14,8 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::{ConfigError, Settings, load_dotenv};
 use crate::hubspot::{Auth, ClientConfig, HubSpotClient, HubSpotError, MemoryTokenStore, OAuthApp};
 use crate::ids::ContactId;
-use crate::jobs::commands::{
-    CommandError, JobShortfall, JobsArgs, SyncArgs, SyncArgsError, SyncRequest,
-};
+use crate::jobs::SpecError;
+use crate::jobs::commands::{CommandError, JobShortfall, JobsArgs, SyncArgs, SyncRequest};
 use crate::oauth::install::{LinkError, LinkFor, install_link};
 use crate::sandbox::{SandboxArgs, SandboxError};
 use crate::seed::{Catalog, SeedError};
@@ -154,7 +153,7 @@ pub enum CliError {
     HubSpot(#[from] HubSpotError),
     /// `sync` flags that make no job (the message names the valid choices).
     #[error("{0} (see crm-sync sync --help)")]
-    SyncArgs(#[from] SyncArgsError),
+    JobSpec(#[from] SpecError),
     /// A job command failed: enqueueing, reading jobs, an unknown job id.
     #[error(transparent)]
     Jobs(#[from] CommandError),

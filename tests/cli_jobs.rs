@@ -310,12 +310,16 @@ async fn a_wait_timeout_leaves_the_job_going_and_names_it(db: &TestDb) {
         &["sync", "push", "--wait", "--timeout", "soon"],
     );
     assert_eq!(usage.status.code(), Some(2), "{usage:?}");
-    let without_wait = error_line(&crm_sync(
-        dir.path(),
-        db,
-        &["sync", "push", "--timeout", "1s"],
-    ));
-    assert!(without_wait.contains("--wait"), "{without_wait}");
+    let without_wait = crm_sync(dir.path(), db, &["sync", "push", "--timeout", "1s"]);
+    assert_eq!(
+        without_wait.status.code(),
+        Some(2),
+        "a usage error: {without_wait:?}"
+    );
+    assert!(
+        String::from_utf8_lossy(&without_wait.stderr).contains("--wait"),
+        "{without_wait:?}"
+    );
 }
 
 async fn sync_job_follows_an_existing_job_without_enqueueing(db: &TestDb) {

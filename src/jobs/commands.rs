@@ -13,6 +13,7 @@ use std::time::Duration;
 /// `crm-sync sync push|pull [--mode M] [--incremental] [--force] [--wait] [--timeout D]`, or
 /// `crm-sync sync --job ID [--timeout D]`.
 #[derive(Debug, Clone, clap::Args)]
+#[command(group = clap::ArgGroup::new("follow").args(["wait", "job"]).multiple(true))]
 pub struct SyncArgs {
     /// Which way: `push` (local → HubSpot) or `pull` (HubSpot → local).
     #[arg(
@@ -40,7 +41,12 @@ pub struct SyncArgs {
     pub job: Option<String>,
     /// With --wait or --job: stop waiting after this long (e.g. 90, 90s, 5m, 1h30m); the job
     /// itself keeps going.
-    #[arg(long, value_name = "DURATION", value_parser = crate::args::timeout)]
+    #[arg(
+        long,
+        value_name = "DURATION",
+        value_parser = crate::args::timeout,
+        requires = "follow"
+    )]
     pub timeout: Option<Duration>,
 }
 
@@ -62,12 +68,9 @@ pub enum SyncRequest {
 
 impl SyncArgs {
     /// The request these flags make; the error names the valid choices.
-    pub fn request(&self) -> Result<SyncRequest, SyncArgsError> {
+    pub fn request(&self) -> Result<SyncRequest, SpecError> {
         if let Some(id) = &self.job {
             return Ok(SyncRequest::Follow(id.clone()));
-        }
-        if self.timeout.is_some() && !self.wait {
-            return Err(SyncArgsError::TimeoutWithoutWait);
         }
         // clap requires a direction unless --job is given.
         let direction = self.direction.as_deref().unwrap_or_default();
@@ -78,17 +81,6 @@ impl SyncArgs {
             wait: self.wait,
         })
     }
-}
-
-/// `sync` flags that make no request.
-#[derive(Debug, thiserror::Error)]
-pub enum SyncArgsError {
-    /// A direction, mode or flag that makes no job.
-    #[error(transparent)]
-    Spec(#[from] SpecError),
-    /// `--timeout` without anything to wait for.
-    #[error("--timeout limits --wait or --job: add --wait")]
-    TimeoutWithoutWait,
 }
 
 /// `crm-sync jobs [ID]`.
@@ -633,10 +625,7 @@ mod tests {
 
     #[test]
     fn a_timeout_needs_something_to_wait_for() {
-        let err = sync_args(&["push", "--timeout", "30s"])
-            .unwrap()
-            .request()
-            .unwrap_err();
+        let err = sync_args(&["push", "--timeout", "30s"]).unwrap_err();
         assert!(err.to_string().contains("--wait"), "{err}");
         let a = sync_args(&["push", "--wait", "--timeout", "30s"]).unwrap();
         assert!(matches!(
