@@ -55,7 +55,8 @@ pub enum Command {
         #[command(flatten)]
         args: SandboxArgs,
     },
-    /// Enqueue a push or pull job; with --wait, follow it and print its counts.
+    /// Enqueue a push or pull job; with --wait, follow it and print its counts (--job ID
+    /// follows a job already enqueued).
     #[command(after_help = SYNC_EXIT_STATUS)]
     Sync(SyncArgs),
     /// List recent jobs, or show one.
@@ -182,11 +183,12 @@ pub enum CliError {
 
 /// The exit statuses of `crm-sync sync`, shown by its `--help`.
 const SYNC_EXIT_STATUS: &str = "Exit status:
-  0  the job was enqueued; with --wait, it succeeded and every record went through
+  0  the job was enqueued; with --wait or --job, it succeeded and every record went through
   1  crm-sync could not do what was asked (configuration, database, enqueueing)
   2  the command line is wrong
-  3  with --wait: the job ended failed or cancelled
-  4  with --wait: the job succeeded, but some records failed (`crm-sync jobs ID` lists them)
+  3  with --wait or --job: the job ended failed or cancelled
+  4  with --wait or --job: the job succeeded, but some records failed (`crm-sync jobs ID` lists
+     them)
   5  with --timeout: the time was up while the job was still queued, running or retrying
      (it keeps going; nothing was cancelled)";
 
@@ -197,7 +199,7 @@ const CANCEL_EXIT_STATUS: &str = "Exit status:
   2  the command line is wrong
   6  the job had already ended (succeeded, failed or cancelled); nothing was changed";
 
-/// Exit status of a run that failed for any reason but the two below.
+/// Exit status of a run that failed for any reason but those below (usage errors exit 2).
 pub const EXIT_ERROR: u8 = 1;
 /// Exit status of `sync --wait` when the job ended `failed` or `cancelled`.
 pub const EXIT_JOB_FAILED: u8 = 3;
