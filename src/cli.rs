@@ -5,6 +5,7 @@
 //! naming the configuration key or flag at fault, and what to do about it.
 
 use std::io::IsTerminal as _;
+use std::num::NonZeroU64;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -14,12 +15,13 @@ use crate::config::{ConfigError, Settings, load_dotenv};
 use crate::hubspot::{Auth, ClientConfig, HubSpotClient, HubSpotError, MemoryTokenStore, OAuthApp};
 use crate::ids::ContactId;
 use crate::jobs::SpecError;
-use crate::jobs::commands::{CommandError, JobShortfall, JobsArgs, SyncArgs};
+use crate::jobs::commands::{CommandError, JobShortfall, JobsArgs, SyncArgs, SyncRequest};
 use crate::oauth::install::{LinkError, LinkFor, install_link};
 use crate::sandbox::{SandboxArgs, SandboxError};
 use crate::seed::{Catalog, SeedError};
 use crate::startup::{
-    DemoSandbox, Service, StartupError, database_hint, oauth_app_from_settings, open_store,
+    DemoSandbox, Service, StartupError, database_hint, oauth_app_from_settings,
+    open_existing_store, open_store,
 };
 use crate::store::{Restore, Store, StoreError};
 use crate::telemetry::LogFormat;
@@ -28,8 +30,10 @@ use crate::telemetry::LogFormat;
 #[derive(Debug, Parser)]
 #[command(name = "crm-sync", version, about, propagate_version = true)]
 pub struct Cli {
-    /// Format of the log lines on stderr (filter them with RUST_LOG).
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    /// Format of the log lines on stderr (filter them with RUST_LOG); give it before the
+    /// command, e.g. `crm-sync --log-format json serve`.
+    // Not `global`: a global flag is repeated in every subcommand's help.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
@@ -51,11 +55,18 @@ pub enum Command {
         #[command(flatten)]
         args: SandboxArgs,
     },
-    /// Enqueue a push or pull job; with --wait, follow it and print its counts.
+    /// Enqueue a push or pull job; with --wait, follow it and print its counts (--job ID
+    /// follows a job already enqueued).
     #[command(after_help = SYNC_EXIT_STATUS)]
     Sync(SyncArgs),
     /// List recent jobs, or show one.
     Jobs(JobsArgs),
+    /// Cancel a queued, running or retrying job (a running one stops at its next page).
+    #[command(after_help = CANCEL_EXIT_STATUS)]
+    Cancel {
+        /// The job's id (see `crm-sync jobs`).
+        id: String,
+    },
     /// Run the job workers and the scheduler, without HTTP (run several to scale out).
     Worker,
     /// Print a one-time link that connects a HubSpot account (the operator's alternative to
@@ -67,6 +78,7 @@ pub enum Command {
     /// in HubSpot again.
     Restore {
         /// The local contact id.
+        #[arg(allow_negative_numbers = true, value_parser = crate::args::positive_id)]
         id: i64,
     },
     /// Print a fresh encryption key (base64 of 32 random bytes) for security.encryption_key;
@@ -97,8 +109,13 @@ pub struct SeedArgs {
     #[arg(long, value_name = "NAME")]
     pub industry: Option<String>,
     /// How many new contacts to insert (at least 1).
-    #[arg(long, value_name = "N")]
-    pub count: u64,
+    #[arg(
+        long,
+        value_name = "N",
+        allow_negative_numbers = true,
+        value_parser = crate::args::positive_number
+    )]
+    pub count: NonZeroU64,
     /// Makes the generated contacts repeatable (random when absent, and printed).
     #[arg(long, value_name = "S")]
     pub rng_seed: Option<u64>,
@@ -126,9 +143,6 @@ pub enum CliError {
         /// Every industry the catalog has.
         valid: Vec<String>,
     },
-    /// `seed --count 0`.
-    #[error("--count must be at least 1")]
-    InvalidCount,
     /// The interactive industry choice failed or was cancelled.
     #[error("no industry chosen ({0}); pass --industry NAME")]
     Prompt(String),
@@ -153,6 +167,9 @@ pub enum CliError {
     /// `sync --wait` followed a job that succeeded with failed records (the line counts them).
     #[error("{0}")]
     RecordsFailed(String),
+    /// `sync --wait --timeout` gave up waiting; the job keeps going (the line names it).
+    #[error("{0}")]
+    TimedOut(String),
     /// `connect` without an OAuth app to install.
     #[error("{0}")]
     NoOAuthApp(String),
@@ -166,18 +183,32 @@ pub enum CliError {
 
 /// The exit statuses of `crm-sync sync`, shown by its `--help`.
 const SYNC_EXIT_STATUS: &str = "Exit status:
-  0  the job was enqueued; with --wait, it succeeded and every record went through
+  0  the job was enqueued; with --wait or --job, it succeeded and every record went through
   1  crm-sync could not do what was asked (configuration, database, enqueueing)
   2  the command line is wrong
-  3  with --wait: the job ended failed or cancelled
-  4  with --wait: the job succeeded, but some records failed (`crm-sync jobs ID` lists them)";
+  3  with --wait or --job: the job ended failed or cancelled
+  4  with --wait or --job: the job succeeded, but some records failed (`crm-sync jobs ID` lists
+     them)
+  5  with --timeout: the time was up while the job was still queued, running or retrying
+     (it keeps going; nothing was cancelled)";
 
-/// Exit status of a run that failed for any reason but the two below.
+/// The exit statuses of `crm-sync cancel`, shown by its `--help`.
+const CANCEL_EXIT_STATUS: &str = "Exit status:
+  0  the job was cancelled
+  1  crm-sync could not do what was asked (no such job, configuration, database)
+  2  the command line is wrong
+  6  the job had already ended (succeeded, failed or cancelled); nothing was changed";
+
+/// Exit status of a run that failed for any reason but those below (usage errors exit 2).
 pub const EXIT_ERROR: u8 = 1;
 /// Exit status of `sync --wait` when the job ended `failed` or `cancelled`.
 pub const EXIT_JOB_FAILED: u8 = 3;
 /// Exit status of `sync --wait` when the job succeeded but some of its records failed.
 pub const EXIT_RECORDS_FAILED: u8 = 4;
+/// Exit status of `sync --wait --timeout` when the time was up before the job ended.
+pub const EXIT_TIMED_OUT: u8 = 5;
+/// Exit status of `cancel` when the job had already ended.
+pub const EXIT_ALREADY_FINISHED: u8 = 6;
 
 impl CliError {
     /// The process exit status for this error (usage errors exit 2, from clap).
@@ -185,6 +216,8 @@ impl CliError {
         match self {
             Self::JobFailed(_) => EXIT_JOB_FAILED,
             Self::RecordsFailed(_) => EXIT_RECORDS_FAILED,
+            Self::TimedOut(_) => EXIT_TIMED_OUT,
+            Self::Jobs(CommandError::AlreadyFinished(_)) => EXIT_ALREADY_FINISHED,
             _ => EXIT_ERROR,
         }
     }
@@ -218,6 +251,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Sandbox { args } => Ok(crate::sandbox::run(args).await?),
         Command::Sync(args) => sync(&dir, args).await,
         Command::Jobs(args) => jobs(&dir, args).await,
+        Command::Cancel { id } => cancel(&dir, &id).await,
         Command::Worker => Ok(crate::startup::run_worker(&dir).await?),
         Command::Connect => connect(&dir).await,
         Command::Disconnect => disconnect(&dir).await,
@@ -243,9 +277,7 @@ async fn migrate(dir: &Path) -> Result<(), CliError> {
 }
 
 async fn seed(dir: &Path, args: SeedArgs) -> Result<(), CliError> {
-    if args.count == 0 {
-        return Err(CliError::InvalidCount);
-    }
+    let count = args.count.get();
     let settings = Settings::load_from_process(dir)?;
     let catalog = Catalog::load(dir)?;
     let name = match args.industry {
@@ -257,13 +289,13 @@ async fn seed(dir: &Path, args: SeedArgs) -> Result<(), CliError> {
     let rng_seed = args.rng_seed.unwrap_or_else(rand::random);
     tracing::info!(
         industry = %name,
-        count = args.count,
+        count,
         rng_seed,
         database = %store.redacted_url(),
         "seeding contacts"
     );
-    let bar = progress_bar(args.count);
-    let report = crate::seed::seed(&store, industry, args.count, rng_seed, |inserted| {
+    let bar = progress_bar(count);
+    let report = crate::seed::seed(&store, industry, count, rng_seed, |inserted| {
         bar.set_position(inserted)
     })
     .await;
@@ -353,7 +385,8 @@ async fn connect(dir: &Path) -> Result<(), CliError> {
                 .to_owned(),
         ));
     };
-    let store = open_store(&settings).await?;
+    // The link's state must land in the database `serve` uses, never in a new one.
+    let store = open_existing_store(&settings).await?;
     let outcome = print_install_link(&settings, &store, app).await;
     store.close().await;
     outcome
@@ -397,7 +430,7 @@ async fn print_install_link(
 /// `crm-sync disconnect`: removes the stored HubSpot connection.
 async fn disconnect(dir: &Path) -> Result<(), CliError> {
     let settings = Settings::load_from_process(dir)?;
-    let store = open_store(&settings).await?;
+    let store = open_existing_store(&settings).await?;
     let removed = crate::oauth::disconnect(&store).await;
     store.close().await;
     let removed = removed?;
@@ -415,26 +448,52 @@ async fn disconnect(dir: &Path) -> Result<(), CliError> {
 }
 
 /// `crm-sync sync push|pull`: enqueues with trigger `cli`; with `--wait`, follows the job and
-/// fails unless it succeeded.
+/// fails unless it succeeded. `sync --job ID` follows an existing job and, like every command
+/// that only reads, never creates or migrates a database.
 async fn sync(dir: &Path, args: SyncArgs) -> Result<(), CliError> {
-    let spec = args.spec()?;
+    let request = args.request()?;
     let settings = Settings::load_from_process(dir)?;
-    let store = open_store(&settings).await?;
     let mut out = std::io::stdout();
-    let outcome = crate::jobs::commands::sync(&store, spec, args.force, args.wait, &mut out).await;
-    store.close().await;
-    let outcome = outcome?;
+    let outcome = match request {
+        SyncRequest::Enqueue { spec, force, wait } => {
+            let store = open_store(&settings).await?;
+            let outcome =
+                crate::jobs::commands::sync(&store, spec, force, wait, args.timeout, &mut out)
+                    .await;
+            store.close().await;
+            outcome
+        }
+        SyncRequest::Follow(id) => {
+            let store = open_existing_store(&settings).await?;
+            let outcome =
+                crate::jobs::commands::follow_existing(&store, &id, args.timeout, &mut out).await;
+            store.close().await;
+            outcome
+        }
+    }?;
     match outcome.failure() {
         Some((JobShortfall::JobFailed, line)) => Err(CliError::JobFailed(line)),
         Some((JobShortfall::RecordsFailed, line)) => Err(CliError::RecordsFailed(line)),
+        Some((JobShortfall::TimedOut, line)) => Err(CliError::TimedOut(line)),
         None => Ok(()),
     }
+}
+
+/// `crm-sync cancel ID`: the CLI's `POST /api/jobs/{id}/cancel`.
+async fn cancel(dir: &Path, id: &str) -> Result<(), CliError> {
+    let settings = Settings::load_from_process(dir)?;
+    let store = open_existing_store(&settings).await?;
+    let mut out = std::io::stdout();
+    let cancelled = crate::jobs::commands::cancel(&store, id, &mut out).await;
+    store.close().await;
+    cancelled?;
+    Ok(())
 }
 
 /// `crm-sync restore ID`: the user's restore of a contact HubSpot deleted.
 async fn restore(dir: &Path, id: ContactId) -> Result<(), CliError> {
     let settings = Settings::load_from_process(dir)?;
-    let store = open_store(&settings).await?;
+    let store = open_existing_store(&settings).await?;
     let restored = store.restore_contact(id).await;
     store.close().await;
     match restored? {
@@ -456,7 +515,7 @@ async fn restore(dir: &Path, id: ContactId) -> Result<(), CliError> {
 /// `crm-sync jobs [ID]`.
 async fn jobs(dir: &Path, args: JobsArgs) -> Result<(), CliError> {
     let settings = Settings::load_from_process(dir)?;
-    let store = open_store(&settings).await?;
+    let store = open_existing_store(&settings).await?;
     let mut out = std::io::stdout();
     let shown = crate::jobs::commands::jobs(&store, args.id.as_deref(), args.limit, &mut out).await;
     store.close().await;

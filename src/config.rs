@@ -320,6 +320,18 @@ pub enum ConfigError {
     /// A file or variable could not be read or has an unknown key.
     #[error("invalid configuration: {0}")]
     Load(String),
+    /// A value of the wrong kind for its key, such as a word where a number belongs.
+    #[error("invalid configuration: {key}{origin} must be {expected}, got {got}")]
+    WrongType {
+        /// Dotted key, e.g. `hubspot.requests_per_10s`.
+        key: String,
+        /// Where the value was written.
+        origin: ValueOrigin,
+        /// The form a value of this key takes, e.g. "a whole number".
+        expected: String,
+        /// The value found, as written.
+        got: String,
+    },
     /// PostgreSQL without `security.encryption_key`: a key generated on one host would leave
     /// the tokens it seals unreadable on every other host sharing the database.
     #[error(
@@ -338,6 +350,122 @@ pub enum ConfigError {
         /// The cause.
         source: std::io::Error,
     },
+}
+
+/// Where a configuration value was written, as an error message names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ValueOrigin {
+    /// An environment variable (or `.env` line) of this name.
+    Variable(String),
+    /// A file, relative to the working directory when it is under it.
+    File(PathBuf),
+    /// Unknown (the built-in defaults never are of the wrong kind).
+    Unknown,
+}
+
+impl std::fmt::Display for ValueOrigin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Variable(name) => write!(f, " (environment variable {name})"),
+            Self::File(path) => write!(f, " (in {})", path.display()),
+            Self::Unknown => Ok(()),
+        }
+    }
+}
+
+/// Turns the `config` crate's error into one that names the key, where its value was written
+/// and the form it takes, in place of serde's words ("invalid type: string, expected an
+/// integer for key ...").
+fn explain_load_error(
+    e: config::ConfigError,
+    dir: &Path,
+    env: &HashMap<String, String>,
+) -> ConfigError {
+    let (key, file, expected, got) = match e {
+        config::ConfigError::Type {
+            origin,
+            unexpected,
+            expected,
+            key: Some(key),
+        } => (key, origin, expected.to_owned(), unexpected.to_string()),
+        // serde's own type errors (a number where a list belongs) arrive as its message.
+        config::ConfigError::At {
+            error,
+            origin,
+            key: Some(key),
+        } => match error.to_string().strip_prefix("invalid type: ") {
+            Some(rest) => match rest.split_once(", expected ") {
+                Some((got, expected)) => (key, origin, expected.to_owned(), got.to_owned()),
+                None => return ConfigError::Load(format!("{key}: {error}")),
+            },
+            None => return ConfigError::Load(format!("{key}: {error}")),
+        },
+        other => return ConfigError::Load(other.to_string()),
+    };
+    let key = dotted(&key);
+    let variable = env_variable_of(&key).filter(|name| env.contains_key(name));
+    let (origin, got) = match (variable, file) {
+        // The variable's own text says more than the parsed value ("lots", not `string "lots"`).
+        (Some(name), _) => {
+            let got = format!(
+                "{:?}",
+                env.get(&name).map(String::as_str).unwrap_or_default()
+            );
+            (ValueOrigin::Variable(name), got)
+        }
+        (None, Some(file)) => {
+            let path = Path::new(&file);
+            let shown = path.strip_prefix(dir).unwrap_or(path).to_path_buf();
+            (ValueOrigin::File(shown), got)
+        }
+        (None, None) => (ValueOrigin::Unknown, got),
+    };
+    ConfigError::WrongType {
+        key,
+        origin,
+        expected: form_of(&expected),
+        got,
+    }
+}
+
+/// The key as written in files: the `config` crate leaves out the dot after a list index
+/// (`sync.schedules[0]incremental`).
+fn dotted(key: &str) -> String {
+    let mut out = String::with_capacity(key.len() + 2);
+    let mut after_index = false;
+    for c in key.chars() {
+        if after_index && c != '.' && c != '[' {
+            out.push('.');
+        }
+        after_index = c == ']';
+        out.push(c);
+    }
+    out
+}
+
+/// `CRM_SYNC__SECTION__KEY` for a dotted key (list entries name their list's variable).
+fn env_variable_of(key: &str) -> Option<String> {
+    let path = key.split('[').next()?;
+    let parts: Vec<String> = path.split('.').map(str::to_uppercase).collect();
+    Some(format!("{ENV_PREFIX}__{}", parts.join("__")))
+}
+
+/// The form of a value as users write it, for what the `config` crate or serde expected.
+fn form_of(expected: &str) -> String {
+    match expected {
+        e if e.starts_with("an unsigned") || e.starts_with('u') && e[1..].parse::<u8>().is_ok() => {
+            "a whole number, 0 or more"
+        }
+        e if e.contains("integer") || e.starts_with('i') && e[1..].parse::<u8>().is_ok() => {
+            "a whole number"
+        }
+        "a boolean" => "true or false",
+        e if e.contains("float") => "a number",
+        e if e.contains("map") || e.starts_with("struct") => "a table of keys",
+        e if e.contains("array") || e.contains("sequence") => "a list",
+        other => other,
+    }
+    .to_owned()
 }
 
 fn invalid(key: &str, problem: impl Into<String>) -> ConfigError {
@@ -418,9 +546,9 @@ impl Settings {
         );
         let raw = builder
             .build()
-            .map_err(|e| ConfigError::Load(e.to_string()))?;
+            .map_err(|e| explain_load_error(e, dir, env))?;
         raw.try_deserialize::<RawSettings>()
-            .map_err(|e| ConfigError::Load(e.to_string()))?
+            .map_err(|e| explain_load_error(e, dir, env))?
             .parse()
     }
 

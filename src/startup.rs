@@ -103,9 +103,6 @@ pub enum StartupError {
 /// What to do about a database error, appended to its message.
 pub(crate) fn database_hint(e: &StoreError) -> &'static str {
     match e {
-        StoreError::Unreachable { url, .. } if url.starts_with("postgres") => {
-            " — is PostgreSQL running and does the database exist? set database.url or DATABASE_URL"
-        }
         StoreError::Unreachable { .. } | StoreError::CreateFolder { .. } => {
             " — is the folder writable? set database.url or DATABASE_URL"
         }
@@ -132,6 +129,17 @@ pub fn data_dir(working_dir: &Path) -> PathBuf {
 pub async fn open_store(settings: &Settings) -> Result<Store, StartupError> {
     let store = Store::connect(&settings.database.url).await?;
     store.migrate().await?;
+    Ok(store)
+}
+
+/// Opens `database.url` for a command that only reads or changes existing rows: it never
+/// creates a database nor migrates one, and says so when there is none set up at that URL.
+pub async fn open_existing_store(settings: &Settings) -> Result<Store, StartupError> {
+    let store = Store::open_existing(&settings.database.url).await?;
+    if let Err(e) = store.check_migrated().await {
+        store.close().await;
+        return Err(e.into());
+    }
     Ok(store)
 }
 

@@ -545,10 +545,11 @@ fn a_missing_industry_without_a_terminal_names_the_flag_and_the_choices() {
 }
 
 #[test]
-fn a_zero_count_names_the_flag() {
+fn a_zero_count_is_a_usage_error_naming_the_flag() {
     let dir = tempdir();
     let out = Run::of(crm_sync(dir.path()).args(["seed", "--industry", "saas", "--count", "0"]));
-    assert!(out.error_line().contains("--count"));
+    assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
+    assert!(out.stderr.contains("--count"), "{}", out.stderr);
 }
 
 #[test]
@@ -644,7 +645,7 @@ fn an_unreachable_postgres_is_one_clear_line_without_its_password() {
             .env("DATABASE_URL", "postgres://postgres:hunter2@127.0.0.1:1/x"),
     );
     let line = out.error_line();
-    assert!(line.contains("cannot connect to the database"), "{line}");
+    assert!(line.contains("cannot connect to PostgreSQL"), "{line}");
     assert!(line.contains("is PostgreSQL running"), "{line}");
     assert!(!out.stderr.contains("hunter2"), "{}", out.stderr);
 }
@@ -1337,4 +1338,265 @@ async fn a_standalone_sandbox_with_a_state_file_resumes_contacts_properties_and_
         .expect("refresh");
     assert_eq!(refreshed.status(), 200, "the refresh token survived");
     assert!(second.terminate().success());
+}
+
+// ---- the CLI has no surprises (issue #13) -----------------------------------------------
+
+/// A loopback port where nothing listens (bound, then released).
+fn closed_port() -> u16 {
+    free_port()
+}
+
+#[test]
+fn a_refused_postgres_connection_is_reported_as_refused() {
+    let dir = tempdir();
+    let url = format!("postgres://postgres@127.0.0.1:{}/crm", closed_port());
+    let out = Run::of(
+        crm_sync(dir.path())
+            .arg("migrate")
+            .env("DATABASE_URL", &url),
+    );
+    let line = out.error_line();
+    assert!(line.contains("connection refused"), "{line}");
+    assert!(line.contains("database.url"), "says what to change: {line}");
+    // The old message, after a 5 s wait, only said that nothing answered.
+    assert!(!line.contains("no answer"), "{line}");
+}
+
+#[tokio::test]
+async fn what_answers_on_the_port_but_is_not_postgres_is_named_as_such() {
+    // An HTTP server's answer to PostgreSQL's start-up message.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut buf = [0u8; 256];
+            let _ = socket.read(&mut buf).await;
+            let _ = socket
+                .write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                .await;
+        }
+    });
+    let dir = tempdir();
+    let mut cmd = tokio::process::Command::from({
+        let mut cmd = crm_sync(dir.path());
+        cmd.args(["jobs"]).env(
+            "DATABASE_URL",
+            format!("postgres://postgres@127.0.0.1:{port}/crm"),
+        );
+        cmd
+    });
+    let out = cmd.output().await.unwrap();
+    server.abort();
+    let run = Run {
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    let line = run.error_line();
+    assert!(
+        line.contains(&format!("127.0.0.1:{port} is not PostgreSQL")),
+        "{line}"
+    );
+    assert!(
+        !line.contains("expected to read"),
+        "no driver internals: {line}"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_postgres_database_or_role_each_get_their_own_line() {
+    let Some(db) = TestDb::postgres_if_available().await else {
+        return;
+    };
+    let mut missing_db = url::Url::parse(db.url()).unwrap();
+    missing_db.set_path("/crm_sync_no_such_database");
+    let mut missing_role = url::Url::parse(db.url()).unwrap();
+    missing_role.set_username("crm_sync_no_such_role").unwrap();
+    for (url, expected) in [
+        (
+            missing_db.to_string(),
+            "database \"crm_sync_no_such_database\" does not exist",
+        ),
+        (
+            missing_role.to_string(),
+            "role \"crm_sync_no_such_role\" does not exist",
+        ),
+    ] {
+        let dir = tempdir();
+        let out = Run::of(
+            crm_sync(dir.path())
+                .arg("migrate")
+                .env("DATABASE_URL", &url),
+        );
+        let line = out.error_line();
+        assert!(line.contains(expected), "{line}");
+        assert!(line.contains("database.url"), "says what to change: {line}");
+        assert!(!line.contains("at line"), "no driver internals: {line}");
+    }
+}
+
+/// Every command that only reads or changes existing rows, with arguments.
+const EXISTING_DATABASE_COMMANDS: &[&[&str]] = &[
+    &["jobs"],
+    &["jobs", "01JF0000000000000000000000"],
+    &["sync", "--job", "01JF0000000000000000000000"],
+    &["cancel", "01JF0000000000000000000000"],
+    &["restore", "1"],
+    &["disconnect"],
+    &["connect"],
+];
+
+#[test]
+fn read_only_commands_in_the_wrong_folder_create_no_database() {
+    let dir = tempdir();
+    for args in EXISTING_DATABASE_COMMANDS {
+        let out = Run::of(
+            crm_sync(dir.path())
+                .args(*args)
+                .env("CRM_SYNC__HUBSPOT__CLIENT_ID", "app")
+                .env("CRM_SYNC__HUBSPOT__CLIENT_SECRET", "secret"),
+        );
+        let line = out.error_line();
+        assert!(
+            line.contains("no database at sqlite://data/crm-sync.db"),
+            "{args:?}: {line}"
+        );
+        assert!(line.contains("crm-sync migrate"), "{args:?}: {line}");
+        assert!(
+            !dir.path().join("data").exists(),
+            "{args:?} created the data folder"
+        );
+    }
+}
+
+#[tokio::test]
+async fn read_only_commands_on_an_empty_postgres_database_neither_migrate_nor_write() {
+    let Some(db) = TestDb::postgres_if_available().await else {
+        return;
+    };
+    for args in EXISTING_DATABASE_COMMANDS {
+        let dir = tempdir();
+        let out = Run::of(
+            crm_sync(dir.path())
+                .args(*args)
+                .env("DATABASE_URL", db.url())
+                .env("CRM_SYNC__HUBSPOT__CLIENT_ID", "app")
+                .env("CRM_SYNC__HUBSPOT__CLIENT_SECRET", "secret"),
+        );
+        let line = out.error_line();
+        assert!(line.contains("has no crm-sync tables"), "{args:?}: {line}");
+    }
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(db.url())
+        .await
+        .unwrap();
+    let tables: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM information_schema.tables \
+         WHERE table_schema NOT IN ('pg_catalog', 'information_schema')",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(tables, 0, "nothing was migrated");
+}
+
+#[test]
+fn a_negative_number_is_refused_as_a_number_in_a_short_usage_error() {
+    let dir = tempdir();
+    for (args, expected) in [
+        (
+            &["seed", "--industry", "saas", "--count", "-5"][..],
+            "must be a positive number",
+        ),
+        (
+            &["seed", "--industry", "saas", "--count", "0"][..],
+            "must be a positive number",
+        ),
+        (
+            &["jobs", "--limit", "-1"][..],
+            "must be a number from 1 to 500",
+        ),
+        (&["restore", "-5"][..], "must be a positive number"),
+    ] {
+        let out = Run::of(crm_sync(dir.path()).args(args));
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "a usage error: {args:?} {}",
+            out.stderr
+        );
+        assert!(out.stderr.contains(expected), "{args:?}: {}", out.stderr);
+        assert!(
+            !out.stderr.contains("unexpected argument"),
+            "{args:?}: {}",
+            out.stderr
+        );
+        assert!(
+            out.stderr.lines().count() <= 5,
+            "short: {args:?}: {}",
+            out.stderr
+        );
+    }
+    assert!(!dir.path().join("data").exists(), "nothing ran");
+}
+
+#[test]
+fn a_variable_of_the_wrong_kind_names_its_key_and_the_expected_form() {
+    let dir = tempdir();
+    let out = Run::of(
+        crm_sync(dir.path())
+            .arg("migrate")
+            .env("CRM_SYNC__HUBSPOT__REQUESTS_PER_10S", "lots"),
+    );
+    let line = out.error_line();
+    assert_eq!(
+        line,
+        "error: invalid configuration: hubspot.requests_per_10s (environment variable \
+         CRM_SYNC__HUBSPOT__REQUESTS_PER_10S) must be a whole number, got \"lots\""
+    );
+
+    write(
+        dir.path().join("config/local.toml"),
+        "[[sync.schedules]]\ncron = \"0 * * * * *\"\ndirection = \"pull\"\nincremental = \"maybe\"\n",
+    );
+    let out = Run::of(crm_sync(dir.path()).arg("migrate"));
+    let line = out.error_line();
+    assert!(
+        line.contains("sync.schedules[0].incremental (in config/local.toml) must be true or false"),
+        "{line}"
+    );
+    assert!(!line.contains("invalid type"), "not serde's words: {line}");
+}
+
+#[test]
+fn log_format_is_described_once_in_the_top_level_help_only() {
+    use clap::CommandFactory as _;
+    let dir = tempdir();
+    let top = Run::of(crm_sync(dir.path()).arg("--help"));
+    assert_eq!(
+        top.ok()
+            .lines()
+            .filter(|l| l.trim_start().starts_with("--log-format"))
+            .count(),
+        1,
+        "{}",
+        top.stdout
+    );
+    let cli = crm_sync::cli::Cli::command();
+    let names: Vec<&str> = cli.get_subcommands().map(|c| c.get_name()).collect();
+    assert!(
+        names.contains(&"serve") && names.contains(&"cancel"),
+        "{names:?}"
+    );
+    for name in names {
+        let help = Run::of(crm_sync(dir.path()).args([name, "--help"]));
+        assert!(
+            !help.ok().contains("--log-format"),
+            "{name} --help: {}",
+            help.stdout
+        );
+    }
+    // Given before the command, it still works.
+    Run::of(crm_sync(dir.path()).args(["--log-format", "json", "migrate"])).ok();
 }

@@ -19,6 +19,10 @@ backend_tests!(
     sync_enqueues_once_and_jobs_lists_and_shows_it,
     invalid_sync_flags_fail_with_one_line_naming_the_choices,
     sync_wait_exits_0_only_when_every_record_went_through,
+    cancel_stops_an_active_job_and_refuses_unknown_and_ended_ones,
+    a_wait_timeout_leaves_the_job_going_and_names_it,
+    sync_job_follows_an_existing_job_without_enqueueing,
+    the_wait_bar_is_never_drawn_full_before_anything_is_counted,
 );
 
 /// Runs `crm-sync ARGS` against `db` with nothing inherited but PATH and HOME.
@@ -228,4 +232,165 @@ async fn sync_wait_exits_0_only_when_every_record_went_through(db: &TestDb) {
             "--help documents the exit status: {help}"
         );
     }
+}
+
+/// The id in `enqueued push job ID (mode)`.
+fn enqueued_id(dir: &Path, db: &TestDb) -> String {
+    let line = stdout(&crm_sync(dir, db, &["sync", "push"]));
+    assert!(line.starts_with("enqueued push job "), "{line}");
+    line.split_whitespace().nth(3).unwrap().to_owned()
+}
+
+/// The job's `status` as `crm-sync jobs ID` shows it.
+fn status_of(dir: &Path, db: &TestDb, id: &str) -> String {
+    let shown = stdout(&crm_sync(dir, db, &["jobs", id]));
+    let job: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    job["status"].as_str().unwrap().to_owned()
+}
+
+async fn cancel_stops_an_active_job_and_refuses_unknown_and_ended_ones(db: &TestDb) {
+    let dir = tempfile::tempdir().unwrap();
+    let id = enqueued_id(dir.path(), db);
+
+    let out = stdout(&crm_sync(dir.path(), db, &["cancel", &id]));
+    assert_eq!(
+        out.trim(),
+        format!("cancelled push job {id} (it was queued)")
+    );
+    assert_eq!(status_of(dir.path(), db, &id), "cancelled");
+
+    let again = crm_sync(dir.path(), db, &["cancel", &id]);
+    let (code, error) = exit_and_error(&again);
+    assert_eq!(code, Some(6), "{again:?}");
+    assert_eq!(
+        error,
+        format!("error: job {id} has already ended (cancelled); there is nothing to cancel")
+    );
+
+    let unknown = error_line(&crm_sync(
+        dir.path(),
+        db,
+        &["cancel", "01JF0000000000000000000000"],
+    ));
+    assert!(
+        unknown.contains("no job with id \"01JF0000000000000000000000\""),
+        "{unknown}"
+    );
+    let help = String::from_utf8_lossy(&crm_sync(dir.path(), db, &["cancel", "--help"]).stdout)
+        .into_owned();
+    assert!(help.contains("6  the job had already ended"), "{help}");
+}
+
+async fn a_wait_timeout_leaves_the_job_going_and_names_it(db: &TestDb) {
+    let dir = tempfile::tempdir().unwrap();
+    // No worker runs: the job stays queued.
+    let out = crm_sync(
+        dir.path(),
+        db,
+        &["sync", "push", "--wait", "--timeout", "1s"],
+    );
+    let (code, error) = exit_and_error(&out);
+    assert_eq!(code, Some(5), "{out:?}");
+    let id = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .nth(3)
+        .unwrap()
+        .to_owned();
+    assert!(
+        error.contains(&format!("job {id} is still queued")),
+        "{error}"
+    );
+    assert!(error.contains("nothing was cancelled"), "{error}");
+    assert!(error.contains(&format!("crm-sync cancel {id}")), "{error}");
+    assert_eq!(status_of(dir.path(), db, &id), "queued", "not cancelled");
+
+    let usage = crm_sync(
+        dir.path(),
+        db,
+        &["sync", "push", "--wait", "--timeout", "soon"],
+    );
+    assert_eq!(usage.status.code(), Some(2), "{usage:?}");
+    let without_wait = crm_sync(dir.path(), db, &["sync", "push", "--timeout", "1s"]);
+    assert_eq!(
+        without_wait.status.code(),
+        Some(2),
+        "a usage error: {without_wait:?}"
+    );
+    assert!(
+        String::from_utf8_lossy(&without_wait.stderr).contains("--wait"),
+        "{without_wait:?}"
+    );
+}
+
+async fn sync_job_follows_an_existing_job_without_enqueueing(db: &TestDb) {
+    let dir = tempfile::tempdir().unwrap();
+    let id = enqueued_id(dir.path(), db);
+    let out = crm_sync(dir.path(), db, &["sync", "--job", &id, "--timeout", "1s"]);
+    let (code, error) = exit_and_error(&out);
+    assert_eq!(code, Some(5), "{out:?}");
+    assert!(
+        error.contains(&format!("job {id} is still queued")),
+        "{error}"
+    );
+    let table = stdout(&crm_sync(dir.path(), db, &["jobs"]));
+    assert_eq!(
+        table.lines().count(),
+        2,
+        "a header and the one job, nothing enqueued: {table}"
+    );
+
+    stdout(&crm_sync(dir.path(), db, &["cancel", &id]));
+    let out = crm_sync(dir.path(), db, &["sync", "--job", &id]);
+    let (code, error) = exit_and_error(&out);
+    assert_eq!(code, Some(3), "an ended job is reported at once: {out:?}");
+    assert!(error.contains(&format!("job {id} cancelled")), "{error}");
+    let unknown = error_line(&crm_sync(dir.path(), db, &["sync", "--job", "nope"]));
+    assert!(unknown.contains("no job with id \"nope\""), "{unknown}");
+}
+
+/// Runs `crm-sync ARGS` on a pseudo-terminal (util-linux `script`), so that the progress line
+/// is drawn; returns the exit status and everything the terminal showed.
+fn on_a_terminal(dir: &Path, db: &TestDb, args: &[&str]) -> Option<(Option<i32>, String)> {
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: util-linux `script` is not installed");
+        return None;
+    }
+    let command = std::iter::once(env!("CARGO_BIN_EXE_crm-sync"))
+        .chain(args.iter().copied())
+        .collect::<Vec<_>>()
+        .join(" ");
+    // `script` runs the command line itself, in crm_sync_command's environment.
+    let env = crm_sync_command(dir, db, &[]);
+    let mut script = Command::new("script");
+    script
+        .args(["-qec", &command, "/dev/null"])
+        .current_dir(dir)
+        .env_clear()
+        .envs(env.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .env("TERM", "xterm")
+        .stdin(Stdio::null());
+    let out = script.output().expect("run script");
+    Some((
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    ))
+}
+
+async fn the_wait_bar_is_never_drawn_full_before_anything_is_counted(db: &TestDb) {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((code, screen)) = on_a_terminal(
+        dir.path(),
+        db,
+        &["sync", "push", "--wait", "--timeout", "2s"],
+    ) else {
+        return;
+    };
+    assert_eq!(code, Some(5), "{screen}");
+    // "queued (0s)": the spinner's status and time waited, with no count and no bar.
+    assert!(
+        screen.contains("queued (0s)"),
+        "the progress line was drawn: {screen}"
+    );
+    assert!(!screen.contains("0/0"), "{screen}");
+    assert!(!screen.contains("[="), "no bar without a total: {screen}");
 }

@@ -280,7 +280,7 @@ async fn the_jobs_command_lists_recent_jobs_and_shows_one(db: &JobsDb) {
     assert!(String::from_utf8_lossy(&out).starts_with("no jobs yet"));
 
     let mut out = Vec::new();
-    let outcome = commands::sync(&db.store, JobSpec::pull(), false, false, &mut out)
+    let outcome = commands::sync(&db.store, JobSpec::pull(), false, false, None, &mut out)
         .await
         .unwrap();
     let SyncOutcome::Enqueued(job) = &outcome else {

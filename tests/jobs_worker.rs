@@ -134,7 +134,7 @@ async fn sync_wait_follows_the_job_and_prints_its_counts(db: &JobsDb) {
     runner.fail_every = 3;
     let rt = Runtime::start(&db.store, runner.arc(), vec![]);
     let mut out = Vec::new();
-    let outcome = commands::sync(&db.store, JobSpec::push(), false, true, &mut out)
+    let outcome = commands::sync(&db.store, JobSpec::push(), false, true, None, &mut out)
         .await
         .unwrap();
     rt.shut_down().await;

@@ -466,7 +466,16 @@ async fn an_unreachable_postgres_fails_with_a_clear_password_free_error() {
     let err = Store::connect("postgres://app:hunter2@127.0.0.1:1/crm")
         .await
         .expect_err("nothing listens on port 1");
-    assert!(matches!(err, StoreError::Unreachable { .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            StoreError::PostgresConnect {
+                failure: crm_sync::store::PgConnectFailure::Refused { .. },
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     let message = err.to_string();
     assert!(
         message.contains("127.0.0.1:1/crm"),

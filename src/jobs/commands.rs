@@ -3,42 +3,83 @@
 //! progress bar to stderr (hidden when stderr is not a terminal).
 
 use crate::ids::JobId;
-use crate::jobs::model::{Counts, Job, JobSpec, JobStatus, SpecError, Trigger};
+use crate::jobs::model::{Counts, Job, JobProgress, JobSpec, JobStatus, SpecError, Trigger};
 use crate::jobs::queue::{EnqueueRequest, QueueError, enqueue};
 use crate::store::{Store, StoreError};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::Write;
 use std::time::Duration;
 
-/// `crm-sync sync push|pull [--mode M] [--incremental] [--force] [--wait]`.
+/// `crm-sync sync push|pull [--mode M] [--incremental] [--force] [--wait] [--timeout D]`, or
+/// `crm-sync sync --job ID [--timeout D]`.
 #[derive(Debug, Clone, clap::Args)]
+#[command(group = clap::ArgGroup::new("follow").args(["wait", "job"]).multiple(true))]
 pub struct SyncArgs {
     /// Which way: `push` (local → HubSpot) or `pull` (HubSpot → local).
-    #[arg(value_parser = clap::builder::PossibleValuesParser::new(["push", "pull"]))]
-    pub direction: String,
+    #[arg(
+        value_parser = clap::builder::PossibleValuesParser::new(["push", "pull"]),
+        required_unless_present = "job",
+        conflicts_with = "job"
+    )]
+    pub direction: Option<String>,
     /// push: `link` (default) or `upsert`; pull: `upsert` (default) or `verbose`.
-    #[arg(long, value_name = "M")]
+    #[arg(long, value_name = "M", conflicts_with = "job")]
     pub mode: Option<String>,
     /// pull only: read only what changed since the last successful pull.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "job")]
     pub incremental: bool,
     /// Enqueue even while a job of this direction is queued or running.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "job")]
     pub force: bool,
     /// Follow the job with a progress bar and print its counts; the exit status says whether
     /// it succeeded.
     #[arg(long)]
     pub wait: bool,
+    /// Follow this existing job as --wait does, instead of enqueueing one (never creates a
+    /// database).
+    #[arg(long, value_name = "ID")]
+    pub job: Option<String>,
+    /// With --wait or --job: stop waiting after this long (e.g. 90, 90s, 5m, 1h30m); the job
+    /// itself keeps going.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        value_parser = crate::args::timeout,
+        requires = "follow"
+    )]
+    pub timeout: Option<Duration>,
+}
+
+/// What a `sync` command line asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SyncRequest {
+    /// Enqueue a job (or find the active one), and follow it when `wait` is set.
+    Enqueue {
+        /// The job.
+        spec: JobSpec,
+        /// Enqueue even while a job of this direction is active.
+        force: bool,
+        /// Follow it to its end.
+        wait: bool,
+    },
+    /// Follow an existing job (`--job ID`), as the user wrote its id.
+    Follow(String),
 }
 
 impl SyncArgs {
-    /// The job these flags ask for; the error names the valid choices.
-    pub fn spec(&self) -> Result<JobSpec, SpecError> {
-        JobSpec::parse(
-            &self.direction,
-            self.mode.as_deref(),
-            Some(self.incremental),
-        )
+    /// The request these flags make; the error names the valid choices.
+    pub fn request(&self) -> Result<SyncRequest, SpecError> {
+        if let Some(id) = &self.job {
+            return Ok(SyncRequest::Follow(id.clone()));
+        }
+        // clap requires a direction unless --job is given.
+        let direction = self.direction.as_deref().unwrap_or_default();
+        let spec = JobSpec::parse(direction, self.mode.as_deref(), Some(self.incremental))?;
+        Ok(SyncRequest::Enqueue {
+            spec,
+            force: self.force,
+            wait: self.wait,
+        })
     }
 }
 
@@ -47,8 +88,13 @@ impl SyncArgs {
 pub struct JobsArgs {
     /// Show this job (as JSON) instead of the list of recent ones.
     pub id: Option<String>,
-    /// How many recent jobs to list.
-    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=500))]
+    /// How many recent jobs to list (1 to 500).
+    #[arg(
+        long,
+        default_value_t = 20,
+        allow_negative_numbers = true,
+        value_parser = crate::args::number_up_to(500)
+    )]
     pub limit: u32,
 }
 
@@ -64,6 +110,9 @@ pub enum CommandError {
     /// No job has this id.
     #[error("no job with id {0:?} (see `crm-sync jobs` for recent ones)")]
     NotFound(String),
+    /// The job to cancel had already ended (its status says how).
+    #[error("job {} has already ended ({}); there is nothing to cancel", .0.id, .0.status)]
+    AlreadyFinished(Box<Job>),
     /// Writing the output failed.
     #[error("cannot write the output: {0}")]
     Output(#[from] std::io::Error),
@@ -76,6 +125,13 @@ pub enum SyncOutcome {
     Enqueued(Job),
     /// Waited for; the job ended like this.
     Finished(Job),
+    /// Waited for until `--timeout`; the job was still active, as shown, and keeps going.
+    StillActive {
+        /// The job as last seen.
+        job: Job,
+        /// How long the command waited.
+        waited: Duration,
+    },
 }
 
 impl SyncOutcome {
@@ -89,8 +145,20 @@ impl SyncOutcome {
     /// succeed, or it succeeded with records that failed. `None` when every record went through
     /// (or the job was not waited for).
     pub fn failure(&self) -> Option<(JobShortfall, String)> {
-        let Self::Finished(job) = self else {
-            return None;
+        let job = match self {
+            Self::Enqueued(_) => return None,
+            Self::Finished(job) => job,
+            Self::StillActive { job, waited } => {
+                let line = format!(
+                    "job {id} is still {status} after {secs} s, and keeps going: nothing was \
+                     cancelled (follow it with `crm-sync sync --job {id}`, or stop it with \
+                     `crm-sync cancel {id}`)",
+                    id = job.id,
+                    status = job.status,
+                    secs = waited.as_secs()
+                );
+                return Some((JobShortfall::TimedOut, line));
+            }
         };
         if job.status != JobStatus::Succeeded {
             let line = format!(
@@ -124,15 +192,19 @@ pub enum JobShortfall {
     JobFailed,
     /// The job ended `succeeded`, but some of its records failed.
     RecordsFailed,
+    /// `--timeout` passed while the job was still queued, running or retrying.
+    TimedOut,
 }
 
 /// `crm-sync sync push|pull`: enqueues the job with trigger `cli` (or finds the active one);
-/// with `wait`, follows it with a progress bar and prints its final counts.
+/// with `wait`, follows it with a progress bar (for at most `timeout`) and prints its final
+/// counts.
 pub async fn sync(
     store: &Store,
     spec: JobSpec,
     force: bool,
     wait: bool,
+    timeout: Option<Duration>,
     out: &mut (dyn Write + Send),
 ) -> Result<SyncOutcome, CommandError> {
     let enqueued = enqueue(
@@ -165,50 +237,208 @@ pub async fn sync(
     if !wait {
         return Ok(SyncOutcome::Enqueued(job));
     }
-    let done = follow(store, job.id).await?;
-    print_summary(&done, out)?;
-    Ok(SyncOutcome::Finished(done))
+    follow_and_summarise(store, job.id, timeout, out).await
 }
 
-/// Polls the job until it ends, drawing its progress.
-async fn follow(store: &Store, id: JobId) -> Result<Job, CommandError> {
-    let bar = ProgressBar::new_spinner();
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len} ({elapsed})")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    bar.enable_steady_tick(Duration::from_millis(120));
+/// `crm-sync sync --job ID`: follows an existing job as `--wait` does, changing nothing.
+pub async fn follow_existing(
+    store: &Store,
+    raw_id: &str,
+    timeout: Option<Duration>,
+    out: &mut (dyn Write + Send),
+) -> Result<SyncOutcome, CommandError> {
+    let job = find_job(store, raw_id).await?;
+    writeln!(
+        out,
+        "following {} job {} ({}, {})",
+        job.direction(),
+        job.id,
+        job.spec.mode_str(),
+        job.status
+    )?;
+    follow_and_summarise(store, job.id, timeout, out).await
+}
+
+async fn follow_and_summarise(
+    store: &Store,
+    id: JobId,
+    timeout: Option<Duration>,
+    out: &mut (dyn Write + Send),
+) -> Result<SyncOutcome, CommandError> {
+    let started = std::time::Instant::now();
+    let job = follow(store, id, timeout).await?;
+    if !job.status.is_terminal() {
+        return Ok(SyncOutcome::StillActive {
+            job,
+            waited: started.elapsed(),
+        });
+    }
+    print_summary(&job, out)?;
+    Ok(SyncOutcome::Finished(job))
+}
+
+/// The job `raw` names; [`CommandError::NotFound`] when it is not an id or no job has it.
+async fn find_job(store: &Store, raw: &str) -> Result<Job, CommandError> {
+    match raw.trim().parse::<JobId>() {
+        Ok(id) => store.get_job(id).await?,
+        Err(_) => None,
+    }
+    .ok_or_else(|| CommandError::NotFound(raw.to_owned()))
+}
+
+/// `crm-sync cancel ID`: cancels a queued, running or retrying job, as
+/// `POST /api/jobs/{id}/cancel` does (a running one stops at its next page); a job that had
+/// already ended is [`CommandError::AlreadyFinished`].
+pub async fn cancel(
+    store: &Store,
+    raw_id: &str,
+    out: &mut (dyn Write + Send),
+) -> Result<Job, CommandError> {
+    let job = find_job(store, raw_id).await?;
+    let Some(cancelled) = store.cancel_job(job.id).await? else {
+        // It ended between the two reads: report how, as read now.
+        let ended = find_job(store, raw_id).await?;
+        return Err(CommandError::AlreadyFinished(Box::new(ended)));
+    };
+    let stops = match job.status {
+        JobStatus::Running => "; it stops at its next page",
+        _ => "",
+    };
+    writeln!(
+        out,
+        "cancelled {} job {} (it was {}){stops}",
+        cancelled.direction(),
+        cancelled.id,
+        job.status
+    )?;
+    Ok(cancelled)
+}
+
+/// Polls the job until it ends or `timeout` passes, drawing its progress; returns it as last
+/// read.
+async fn follow(store: &Store, id: JobId, timeout: Option<Duration>) -> Result<Job, CommandError> {
+    let mut line = ProgressLine::new();
     let since = std::time::Instant::now();
     loop {
         let job = store
             .get_job(id)
             .await?
             .ok_or_else(|| CommandError::NotFound(id.to_string()))?;
-        let message = match job.status {
-            // Nothing runs jobs unless `serve` or `worker` is up: say so rather than spin.
-            JobStatus::Queued if since.elapsed() > Duration::from_secs(5) => {
-                "queued: waiting for a worker (is `crm-sync serve` or `crm-sync worker` running?)"
-                    .to_owned()
-            }
-            JobStatus::Retrying => match job.next_attempt_at {
-                Some(at) => format!(
-                    "retrying at {} after: {}",
-                    at.format("%H:%M:%S"),
-                    job.error.as_deref().unwrap_or("a transient error")
-                ),
-                None => "retrying".to_owned(),
-            },
-            status => status.to_string(),
-        };
-        bar.set_message(message);
-        bar.set_length(job.progress.total.unwrap_or(job.progress.processed));
-        bar.set_position(job.progress.processed);
-        if job.status.is_terminal() {
-            bar.finish_and_clear();
+        line.show(&job, since.elapsed());
+        let timed_out = timeout.is_some_and(|limit| since.elapsed() >= limit);
+        if job.status.is_terminal() || timed_out {
+            line.clear();
             return Ok(job);
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// What the progress line draws for a job's progress. A bar needs a known, non-zero total:
+/// a bar drawn at `0/0` would look full before anything happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProgressView {
+    /// Nothing counted yet: a spinner and the status.
+    Waiting,
+    /// Records counted, total unknown: the count without a bar.
+    Counting {
+        /// Records handled so far.
+        processed: u64,
+    },
+    /// A bar of `processed` out of `total` (never more than `total`).
+    Bar {
+        /// Records handled so far.
+        processed: u64,
+        /// Records the job will handle (at least 1).
+        total: u64,
+    },
+}
+
+impl ProgressView {
+    /// The view of `progress`.
+    pub fn of(progress: &JobProgress) -> ProgressView {
+        match (progress.processed, progress.total) {
+            (processed, Some(total)) if total > 0 => ProgressView::Bar {
+                processed: processed.min(total),
+                total,
+            },
+            (0, _) => ProgressView::Waiting,
+            (processed, _) => ProgressView::Counting { processed },
+        }
+    }
+}
+
+/// The spinner line on stderr that `--wait` draws (hidden when stderr is not a terminal).
+struct ProgressLine {
+    bar: ProgressBar,
+    /// The kind of view drawn, so that the style changes only when the kind does.
+    kind: Option<std::mem::Discriminant<ProgressView>>,
+}
+
+impl ProgressLine {
+    fn new() -> Self {
+        let bar = ProgressBar::new_spinner();
+        let waiting = ProgressView::Waiting;
+        bar.set_style(style_for(waiting));
+        bar.enable_steady_tick(Duration::from_millis(120));
+        Self {
+            bar,
+            kind: Some(std::mem::discriminant(&waiting)),
+        }
+    }
+
+    fn show(&mut self, job: &Job, waited: Duration) {
+        let view = ProgressView::of(&job.progress);
+        let kind = std::mem::discriminant(&view);
+        if self.kind != Some(kind) {
+            self.bar.set_style(style_for(view));
+            self.kind = Some(kind);
+        }
+        match view {
+            ProgressView::Waiting => {}
+            ProgressView::Counting { processed } => self.bar.set_position(processed),
+            ProgressView::Bar { processed, total } => {
+                self.bar.set_length(total);
+                self.bar.set_position(processed);
+            }
+        }
+        self.bar.set_message(status_message(job, waited));
+    }
+
+    fn clear(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+/// The indicatif template of each view.
+fn style_for(view: ProgressView) -> ProgressStyle {
+    let template = match view {
+        ProgressView::Waiting => "{spinner} {msg} ({elapsed})",
+        ProgressView::Counting { .. } => "{spinner} {msg} {pos} processed ({elapsed})",
+        ProgressView::Bar { .. } => "{spinner} {msg} [{bar:30}] {pos}/{len} ({elapsed})",
+    };
+    ProgressStyle::with_template(template)
+        .unwrap_or_else(|_| ProgressStyle::default_spinner())
+        .progress_chars("=> ")
+}
+
+/// The words next to the spinner: the status, and why a job is not moving when that is known.
+fn status_message(job: &Job, waited: Duration) -> String {
+    match job.status {
+        // Nothing runs jobs unless `serve` or `worker` is up: say so rather than spin.
+        JobStatus::Queued if waited > Duration::from_secs(5) => {
+            "queued: waiting for a worker (is `crm-sync serve` or `crm-sync worker` running?)"
+                .to_owned()
+        }
+        JobStatus::Retrying => match job.next_attempt_at {
+            Some(at) => format!(
+                "retrying at {} after: {}",
+                at.format("%H:%M:%S"),
+                job.error.as_deref().unwrap_or("a transient error")
+            ),
+            None => "retrying".to_owned(),
+        },
+        status => status.to_string(),
     }
 }
 
@@ -292,11 +522,7 @@ pub async fn jobs(
 ) -> Result<(), CommandError> {
     match id {
         Some(raw) => {
-            let job = match raw.trim().parse::<JobId>() {
-                Ok(id) => store.get_job(id).await?,
-                Err(_) => None,
-            }
-            .ok_or_else(|| CommandError::NotFound(raw.to_owned()))?;
+            let job = find_job(store, raw).await?;
             let json = serde_json::to_string_pretty(&job).map_err(std::io::Error::other)?;
             writeln!(out, "{json}")?;
         }
@@ -365,22 +591,71 @@ mod tests {
         }
     }
 
+    fn spec_of(args: &[&str]) -> JobSpec {
+        match sync_args(args).unwrap().request().unwrap() {
+            SyncRequest::Enqueue { spec, .. } => spec,
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn sync_flags_become_a_job_spec() {
         let a = sync_args(&["pull", "--mode", "verbose", "--incremental", "--wait"]).unwrap();
-        let spec = a.spec().unwrap();
-        assert_eq!((spec.mode_str(), spec.incremental()), ("verbose", true));
         assert!(a.wait && !a.force);
-        assert_eq!(
-            sync_args(&["push"]).unwrap().spec().unwrap(),
-            JobSpec::push()
-        );
+        let spec = spec_of(&["pull", "--mode", "verbose", "--incremental", "--wait"]);
+        assert_eq!((spec.mode_str(), spec.incremental()), ("verbose", true));
+        assert_eq!(spec_of(&["push"]), JobSpec::push());
         assert!(sync_args(&["sideways"]).is_err());
         let err = sync_args(&["push", "--mode", "verbose"])
             .unwrap()
-            .spec()
+            .request()
             .unwrap_err();
         assert!(err.to_string().contains("\"link\" or \"upsert\""), "{err}");
+    }
+
+    #[test]
+    fn job_follows_an_existing_job_and_takes_no_job_flags() {
+        let a = sync_args(&["--job", "01JOB", "--timeout", "5m"]).unwrap();
+        assert_eq!(a.request().unwrap(), SyncRequest::Follow("01JOB".into()));
+        assert_eq!(a.timeout, Some(Duration::from_secs(300)));
+        assert!(sync_args(&["push", "--job", "01JOB"]).is_err());
+        assert!(sync_args(&["--job", "01JOB", "--force"]).is_err());
+        assert!(sync_args(&[]).is_err(), "a direction or --job is required");
+    }
+
+    #[test]
+    fn a_timeout_needs_something_to_wait_for() {
+        let err = sync_args(&["push", "--timeout", "30s"]).unwrap_err();
+        assert!(err.to_string().contains("--wait"), "{err}");
+        let a = sync_args(&["push", "--wait", "--timeout", "30s"]).unwrap();
+        assert!(matches!(
+            a.request(),
+            Ok(SyncRequest::Enqueue { wait: true, .. })
+        ));
+        assert!(sync_args(&["push", "--wait", "--timeout", "soon"]).is_err());
+    }
+
+    #[test]
+    fn the_progress_bar_is_drawn_only_against_a_known_nonzero_total() {
+        let view = |processed, total| ProgressView::of(&JobProgress { processed, total });
+        assert_eq!(view(0, Some(0)), ProgressView::Waiting, "0/0 is no bar");
+        assert_eq!(view(0, None), ProgressView::Waiting);
+        assert_eq!(view(7, None), ProgressView::Counting { processed: 7 });
+        assert_eq!(view(7, Some(0)), ProgressView::Counting { processed: 7 });
+        assert_eq!(
+            view(0, Some(10)),
+            ProgressView::Bar {
+                processed: 0,
+                total: 10
+            }
+        );
+        assert_eq!(
+            view(12, Some(10)),
+            ProgressView::Bar {
+                processed: 10,
+                total: 10
+            }
+        );
     }
 
     #[test]
@@ -394,6 +669,12 @@ mod tests {
             panic!()
         };
         assert_eq!(a.id.as_deref(), Some("01ABC"));
-        assert!(parse(&["crm-sync", "jobs", "--limit", "0"]).is_err());
+        for bad in ["0", "-5", "501"] {
+            let err = parse(&["crm-sync", "jobs", "--limit", bad]).unwrap_err();
+            assert!(
+                err.to_string().contains("must be a number from 1 to 500"),
+                "{bad}: {err}"
+            );
+        }
     }
 }

@@ -42,7 +42,9 @@ mod installation;
 mod link_portal;
 mod oauth_states;
 mod overview;
+mod pg_connect;
 mod retention;
+mod schema;
 mod sessions;
 mod time;
 mod tombstones;
@@ -64,6 +66,7 @@ pub use installation::Installation;
 pub use link_portal::LinkPortal;
 pub use oauth_states::{StateBinding, StateFacts};
 pub use overview::{ContactOverview, WebhookPullSummary};
+pub use pg_connect::PgConnectFailure;
 pub use retention::{PruneOutcome, Pruned, RetentionCutoffs, WEBHOOK_DEDUPE_WINDOW};
 pub use tombstones::{Restore, Tombstone, TombstoneReason};
 pub use tx::{Connection, Tx};
@@ -136,7 +139,50 @@ pub enum StoreError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// The first connection failed (server down, wrong credentials, unknown database, ...).
+    /// PostgreSQL could not be connected to; the failure says why and what to do.
+    #[error("cannot connect to PostgreSQL at {url}: {failure}")]
+    PostgresConnect {
+        /// The URL, password redacted.
+        url: String,
+        /// Why, in the operator's words.
+        failure: PgConnectFailure,
+    },
+    /// A command that must not create a database found no SQLite file at the URL.
+    #[error(
+        "no database at {url}: there is no file {} (run `crm-sync migrate` or `crm-sync serve` \
+         to create it, or point database.url at the existing one)",
+        path.display()
+    )]
+    NoDatabase {
+        /// The URL, password redacted.
+        url: String,
+        /// The file the URL names, made absolute so that a wrong working directory shows.
+        path: PathBuf,
+    },
+    /// The database exists but `migrate` or `serve` never set it up.
+    #[error(
+        "the database at {url} has no crm-sync tables (run `crm-sync migrate` or `crm-sync \
+         serve` first, or point database.url at the service's database)"
+    )]
+    NotSetUp {
+        /// The URL, password redacted.
+        url: String,
+    },
+    /// The database was set up by an older version: some of this version's migrations are
+    /// missing.
+    #[error(
+        "the database at {url} lacks {missing} of this version's {total} migrations (run \
+         `crm-sync migrate` first)"
+    )]
+    Outdated {
+        /// The URL, password redacted.
+        url: String,
+        /// How many migrations were not applied.
+        missing: usize,
+        /// How many this version has.
+        total: usize,
+    },
+    /// The first SQLite connection failed (unreadable file, not a database, ...).
     #[error("cannot connect to the database at {url}: {source}")]
     Unreachable {
         /// The URL, password redacted.
@@ -247,15 +293,35 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// Whether connecting may create a SQLite database that does not exist yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Creation {
+    /// Create the folder and file when missing (`migrate`, `serve`, ...).
+    IfMissing,
+    /// Only open an existing file ([`StoreError::NoDatabase`] otherwise).
+    Never,
+}
+
 impl Store {
     /// Connects; for sqlite creates the folder and file when missing; does not migrate.
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        Self::connect_with(url, Creation::IfMissing).await
+    }
+
+    /// Connects to a database that must already exist: a missing SQLite file is
+    /// [`StoreError::NoDatabase`] and nothing is created. Does not migrate; see
+    /// [`Store::check_migrated`].
+    pub async fn open_existing(url: &str) -> Result<Store, StoreError> {
+        Self::connect_with(url, Creation::Never).await
+    }
+
+    async fn connect_with(url: &str, creation: Creation) -> Result<Store, StoreError> {
         let redacted = redact_url(url);
         let pools = match scheme_of(url) {
             Some("postgres" | "postgresql") => {
                 Pools::Postgres(connect_postgres(url, &redacted).await?)
             }
-            Some("sqlite") => Pools::Sqlite(connect_sqlite(url, &redacted).await?),
+            Some("sqlite") => Pools::Sqlite(connect_sqlite(url, &redacted, creation).await?),
             _ => {
                 return Err(StoreError::UnsupportedUrl {
                     url: redacted,
@@ -370,22 +436,17 @@ async fn connect_postgres(url: &str, redacted: &str) -> Result<PgPool, StoreErro
         ));
     }
     let options = PgConnectOptions::from_str(url).map_err(|e| unsupported(e.to_string()))?;
-    let unreachable = |source| StoreError::Unreachable {
-        url: redacted.to_owned(),
-        source,
-    };
     // The first connection is bounded here rather than by acquire_timeout, so that later,
     // busy moments may still wait the default 30 s for a free connection.
-    let connecting = PgPoolOptions::new()
+    pg_connect::probe(&options, PG_CONNECT_TIMEOUT)
+        .await
+        .map_err(|failure| StoreError::PostgresConnect {
+            url: redacted.to_owned(),
+            failure,
+        })?;
+    Ok(PgPoolOptions::new()
         .max_connections(PG_MAX_CONNECTIONS)
-        .connect_with(options);
-    match tokio::time::timeout(PG_CONNECT_TIMEOUT, connecting).await {
-        Ok(connected) => connected.map_err(unreachable),
-        Err(_) => Err(unreachable(sqlx::Error::Io(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            format!("no answer within {} s", PG_CONNECT_TIMEOUT.as_secs()),
-        )))),
-    }
+        .connect_lazy_with(options))
 }
 
 /// Begins a PostgreSQL transaction in a task of its own, so that a caller cancelled while the
@@ -422,7 +483,11 @@ fn names_a_pg_user(url: &str) -> bool {
         || std::env::var_os("PGUSER").is_some_and(|u| !u.is_empty())
 }
 
-async fn connect_sqlite(url: &str, redacted: &str) -> Result<SqlitePool, StoreError> {
+async fn connect_sqlite(
+    url: &str,
+    redacted: &str,
+    creation: Creation,
+) -> Result<SqlitePool, StoreError> {
     let unsupported = |reason: &str| StoreError::UnsupportedUrl {
         url: redacted.to_owned(),
         reason: reason.to_owned(),
@@ -438,9 +503,18 @@ async fn connect_sqlite(url: &str, redacted: &str) -> Result<SqlitePool, StoreEr
     if file.as_os_str().is_empty() {
         return Err(unsupported("no file path; use sqlite://data/crm-sync.db"));
     }
-    create_parent_folder(&file)?;
+    match creation {
+        Creation::IfMissing => create_parent_folder(&file)?,
+        Creation::Never if !file.exists() => {
+            return Err(StoreError::NoDatabase {
+                url: redacted.to_owned(),
+                path: std::path::absolute(&file).unwrap_or(file),
+            });
+        }
+        Creation::Never => {}
+    }
     let options = options
-        .create_if_missing(true)
+        .create_if_missing(creation == Creation::IfMissing)
         .journal_mode(SqliteJournalMode::Wal)
         .foreign_keys(true)
         .busy_timeout(SQLITE_BUSY_TIMEOUT)
