@@ -28,17 +28,29 @@ use crate::telemetry::LogFormat;
 
 /// `crm-sync`: keeps a product database's contacts in sync with HubSpot.
 #[derive(Debug, Parser)]
-#[command(name = "crm-sync", version, about, propagate_version = true)]
+#[command(
+    name = "crm-sync",
+    version,
+    about,
+    propagate_version = true,
+    after_help = LOG_FORMAT_HELP
+)]
 pub struct Cli {
-    /// Format of the log lines on stderr (filter them with RUST_LOG); give it before the
-    /// command, e.g. `crm-sync --log-format json serve`.
-    // Not `global`: a global flag is repeated in every subcommand's help.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    /// Format of the log lines on stderr (see the help's last lines).
+    // Global, so that `crm-sync serve --log-format json` works as well as
+    // `crm-sync --log-format json serve`; hidden, because clap would repeat a global flag in
+    // every subcommand's help: the top-level help describes it once instead.
+    #[arg(long, global = true, hide = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
 }
+
+/// The top-level help's description of `--log-format`, the one flag every command takes.
+const LOG_FORMAT_HELP: &str = "Every command also takes:
+      --log-format <text|json>  Format of the log lines on stderr, before or after the command
+                                (filter them with RUST_LOG) [default: text]";
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]

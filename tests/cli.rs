@@ -1597,6 +1597,7 @@ fn log_format_is_described_once_in_the_top_level_help_only() {
             help.stdout
         );
     }
-    // Given before the command, it still works.
+    // Given before or after the command, it works.
     Run::of(crm_sync(dir.path()).args(["--log-format", "json", "migrate"])).ok();
+    Run::of(crm_sync(dir.path()).args(["migrate", "--log-format", "json"])).ok();
 }
