@@ -18,6 +18,10 @@ pub type BoxError = Box<dyn std::error::Error>;
 /// Runs `bench` on a multi-threaded runtime; prints its error and exits 1 when it fails, so a
 /// broken benchmark is never mistaken for a finished one.
 pub fn run_to_exit(bench: impl Future<Output = Result<(), BoxError>>) {
+    if let Err(e) = pin_from_env("BENCH_SERVICE_CPUS", std::process::id()) {
+        eprintln!("cannot pin the benchmark: {e}");
+        std::process::exit(1);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -78,6 +82,9 @@ impl SandboxProcess {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
+        // `BENCH_SANDBOX_CPUS` (e.g. `1`, with `BENCH_SERVICE_CPUS=0`) gives HubSpot's side
+        // its own core: on a small machine its work (building, signing and sending webhooks)
+        // would otherwise be charged to the service it serves, which real HubSpot's is not.
         let mut child = Command::new(env!("CARGO_BIN_EXE_crm-sync"))
             .args(["sandbox", "--port", &port.to_string(), "--rng-seed", "1"])
             .args(["--access-token", SANDBOX_TOKEN, "--search-per-second", "0"])
@@ -91,6 +98,10 @@ impl SandboxProcess {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()?;
+        if let Err(e) = pin_from_env("BENCH_SANDBOX_CPUS", child.id()) {
+            let _ = child.kill();
+            return Err(e);
+        }
         let stdout = child.stdout.take().ok_or("no sandbox stdout")?;
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line)?;
@@ -220,4 +231,26 @@ impl BenchDb {
             let _ = conn.close().await;
         }
     }
+}
+
+/// Pins every thread of process `pid` to the CPUs the variable `var` lists (`taskset` syntax,
+/// e.g. `0` or `0,1`); nothing when it is unset.
+pub fn pin_from_env(var: &str, pid: u32) -> Result<(), BoxError> {
+    let Ok(cpus) = std::env::var(var) else {
+        return Ok(());
+    };
+    let status = Command::new("taskset")
+        .args([
+            "--all-tasks",
+            "--pid",
+            "--cpu-list",
+            &cpus,
+            &pid.to_string(),
+        ])
+        .stdout(Stdio::null())
+        .status()?;
+    if !status.success() {
+        return Err(format!("taskset {cpus} for {var} failed: {status}").into());
+    }
+    Ok(())
 }

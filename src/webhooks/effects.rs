@@ -41,7 +41,7 @@ pub async fn process_events(
     events: &[WebhookEvent],
 ) -> Result<BatchOutcome, StoreError> {
     let (own, events): (Vec<&WebhookEvent>, Vec<&WebhookEvent>) =
-        events.iter().partition(|event| is_own_echo(event));
+        events.iter().partition(|event| event.is_own_echo());
     let keys: Vec<_> = events.iter().map(|event| event.key()).collect();
     let new_flags = store.record_new_events(&keys).await?;
     let mut fresh: Vec<&WebhookEvent> = events
@@ -122,15 +122,6 @@ async fn apply(
     outcome.unlinked.sort();
     outcome.unlinked.dedup();
     Ok(())
-}
-
-/// Whether `event` is an echo of this app's own write whatever the local rows say.
-fn is_own_echo(event: &WebhookEvent) -> bool {
-    let readable = matches!(
-        event.kind,
-        EventKind::ContactCreation | EventKind::ContactPropertyChange { .. }
-    );
-    readable && event.is_own_write()
 }
 
 /// The local rows linked to the records the batch's creations and property changes name, as

@@ -193,6 +193,15 @@ impl WebhookEvent {
                 .is_some_and(|(app, source)| source.trim() == app.to_string())
     }
 
+    /// Whether this is a creation or property change that this app made itself: such an event
+    /// needs no read and changes nothing here (see [`Self::is_own_write`]).
+    pub fn is_own_echo(&self) -> bool {
+        matches!(
+            self.kind,
+            EventKind::ContactCreation | EventKind::ContactPropertyChange { .. }
+        ) && self.is_own_write()
+    }
+
     /// The key that identifies this event across redeliveries, for `webhook_events`.
     pub fn key(&self) -> WebhookEventKey {
         WebhookEventKey {
