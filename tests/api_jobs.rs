@@ -331,6 +331,9 @@ async fn jobs_are_listed_newest_first_and_filtered_by_status(db: &JobsDb) {
     assert_eq!(none["results"], json!([]));
     let (_, queued) = server.get("/api/jobs?status=queued").await;
     assert_eq!(queued["results"].as_array().unwrap().len(), 2);
+    let (status, all) = server.get("/api/jobs?status=").await;
+    assert_eq!(status, StatusCode::OK, "an empty status filters nothing");
+    assert_eq!(all["results"].as_array().unwrap().len(), 2);
 
     let (status, err) = server.get("/api/jobs?status=done").await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);

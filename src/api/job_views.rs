@@ -10,7 +10,7 @@ use crate::jobs::model::{
     SyncObject, Trigger, rfc3339,
 };
 use crate::jobs::schedule::ScheduleView;
-use poem_openapi::registry::{MetaSchemaRef, Registry};
+use poem_openapi::registry::{MetaSchema, MetaSchemaRef};
 use poem_openapi::types::{ParseError, ParseFromParameter, ParseResult, Type};
 use poem_openapi::{Enum, Object, Union};
 use std::borrow::Cow;
@@ -83,11 +83,11 @@ pub enum JobStatusView {
     Cancelled,
 }
 
-/// The `status` parameter of `GET /api/jobs`: documented as the [`JobStatusView`] enum, parsed
-/// with a message that lists the statuses (poem-openapi's own says only "a valid enumeration
-/// value").
+/// The `status` parameter of `GET /api/jobs`: one of the job statuses, or empty for every
+/// status (as an HTML form sends an unset field). Parsed with a message that lists the
+/// statuses (poem-openapi's own says only "a valid enumeration value").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StatusParam(pub JobStatus);
+pub struct StatusParam(pub Option<JobStatus>);
 
 impl Type for StatusParam {
     const IS_REQUIRED: bool = true;
@@ -95,15 +95,16 @@ impl Type for StatusParam {
     type RawElementValueType = Self;
 
     fn name() -> Cow<'static, str> {
-        JobStatusView::name()
+        "status_filter".into()
     }
 
     fn schema_ref() -> MetaSchemaRef {
-        JobStatusView::schema_ref()
-    }
-
-    fn register(registry: &mut Registry) {
-        JobStatusView::register(registry);
+        let mut schema = MetaSchema::new("string");
+        schema.enum_items = std::iter::once("")
+            .chain(JobStatus::ALL.map(JobStatus::as_str))
+            .map(serde_json::Value::from)
+            .collect();
+        MetaSchemaRef::Inline(Box::new(schema))
     }
 
     fn as_raw_value(&self) -> Option<&Self::RawValueType> {
@@ -119,12 +120,18 @@ impl Type for StatusParam {
 
 impl ParseFromParameter for StatusParam {
     fn parse_from_parameter(value: &str) -> ParseResult<Self> {
-        value.parse::<JobStatus>().map(Self).map_err(|_| {
-            ParseError::custom(format!(
-                "{value:?} is not a job status: expected one of {}",
-                JobStatus::ALL.map(JobStatus::as_str).join(", ")
-            ))
-        })
+        if value.is_empty() {
+            return Ok(Self(None));
+        }
+        value
+            .parse::<JobStatus>()
+            .map(|s| Self(Some(s)))
+            .map_err(|_| {
+                ParseError::custom(format!(
+                    "{value:?} is not a job status: expected one of {} (or empty for all)",
+                    JobStatus::ALL.map(JobStatus::as_str).join(", ")
+                ))
+            })
     }
 }
 

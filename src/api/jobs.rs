@@ -136,12 +136,12 @@ impl JobsApi {
     async fn list_jobs(
         &self,
         _auth: ApiToken,
-        /// Only jobs with this status.
+        /// Only jobs with this status (absent or empty: every status).
         status: Query<Option<StatusParam>>,
         /// How many, 1 to 500 (default 20).
         limit: Query<Option<Limit>>,
     ) -> Result<Json<JobListView>, Failure<ParamInput>> {
-        let status = status.0.map(|s| s.0);
+        let status = status.0.and_then(|s| s.0);
         let jobs = self
             .state
             .store
