@@ -896,6 +896,31 @@ async fn metrics_count_requests_by_route_and_status_and_reveal_no_secrets() {
     }
 }
 
+#[tokio::test]
+async fn a_rate_limited_page_is_counted_under_its_own_route() {
+    let server = TestServer::start(&TestDb::sqlite().await).await;
+    let install = server.http.get(server.url("/api/install")).send().await;
+    let status = install.expect("request").status();
+    assert_eq!(
+        status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "no OAuth app configured"
+    );
+    let page = server
+        .http
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .expect("request")
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains(r#"http_requests_total{route="/api/install",method="GET","#),
+        "{page}"
+    );
+}
+
 // ---------------------------------------------------------------- shutdown
 
 /// Polls `/metrics` until `n` requests are in flight (the poll itself included).

@@ -293,7 +293,15 @@ pub fn router(state: AppState) -> impl Endpoint<Output = Response> + 'static {
     // One service answers every documented path; the rate-limited ones reach it through their
     // limiter (mounted with `at`, which keeps the path for the service's own router).
     let api = Arc::new(service.into_endpoint());
-    let page = |path| (path, api.clone().with(limited(&pages, Refusal::Html)));
+    // Reached through `at`, the service would append its own route pattern to the outer one
+    // (`/login/login`); forgetting the outer one keeps the metrics' route label the path's.
+    let behind_limiter = || {
+        api.clone().before(|mut req: poem::Request| async move {
+            req.extensions_mut().remove::<poem::PathPattern>();
+            Ok(req)
+        })
+    };
+    let page = |path| (path, behind_limiter().with(limited(&pages, Refusal::Html)));
     let mut routes = Route::new()
         .nest("/api-docs", get(swagger_ui))
         .at("/api-docs/openapi.json", get(spec));
@@ -309,8 +317,7 @@ pub fn router(state: AppState) -> impl Endpoint<Output = Response> + 'static {
     routes
         .at(
             webhook_route::WEBHOOK_PATH,
-            api.clone()
-                .with(limited(&hooks, Refusal::Json).charging(Charge::Unauthorized)),
+            behind_limiter().with(limited(&hooks, Refusal::Json).charging(Charge::Unauthorized)),
         )
         .nest("/", api)
         .around(status_page::serve_root)
