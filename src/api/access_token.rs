@@ -17,9 +17,11 @@ use crate::oauth::ConnectionProblem;
 pub struct AccessTokenView {
     /// The bearer token for HubSpot's API.
     pub access_token: String,
-    /// When it expires (RFC 3339); absent for a private-app token, which does not expire.
+    /// When it expires (RFC 3339); null for a private-app token, which does not expire.
+    #[oai(nullable)]
     pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
-    /// The connected HubSpot account, when known.
+    /// The connected HubSpot account; null when not known.
+    #[oai(nullable)]
     pub portal_id: Option<i64>,
 }
 
