@@ -41,6 +41,16 @@ pub enum PullMode {
     Verbose,
 }
 
+/// Which HubSpot object a job syncs. Only contacts today; the wire field exists so that a
+/// client can name it now and keep working when more objects come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncObject {
+    /// HubSpot contacts and the local `contacts` table.
+    #[default]
+    Contacts,
+}
+
 /// What a job does: its direction with a mode valid for that direction.
 ///
 /// Invalid combinations (a pull in `link` mode, an incremental push) cannot be built.
@@ -85,6 +95,11 @@ pub enum SpecError {
         "\"incremental\" applies to pull only: a push always considers only new and changed contacts"
     )]
     IncrementalPush,
+    /// A dry run asked for: this version cannot run one, and must never run a real job instead.
+    #[error(
+        "dry runs are not available in this version: nothing was enqueued; send \"dry_run\": false or leave it out"
+    )]
+    DryRunUnavailable,
 }
 
 impl JobSpec {
@@ -187,6 +202,11 @@ impl JobSpec {
         )
     }
 
+    /// The HubSpot object it syncs (contacts, until companies come).
+    pub fn object(&self) -> SyncObject {
+        SyncObject::Contacts
+    }
+
     /// Zeroed counts of this direction's shape.
     pub fn empty_counts(&self) -> Counts {
         match self.direction() {
@@ -196,18 +216,27 @@ impl JobSpec {
     }
 }
 
-/// The flat wire form of [`JobSpec`]: `direction`, `mode`, `incremental` side by side.
+/// The flat wire form of [`JobSpec`]: `direction`, `object`, `mode`, `incremental` and
+/// `dry_run` side by side (INTERFACE §4.3). `object` is always contacts and `dry_run` always
+/// false until those exist; rows written before they were added read as exactly that.
 #[derive(Serialize, Deserialize)]
 struct JobSpecRepr {
     direction: Direction,
+    #[serde(default)]
+    object: SyncObject,
     mode: Option<String>,
     #[serde(default)]
     incremental: bool,
+    #[serde(default)]
+    dry_run: bool,
 }
 
 impl TryFrom<JobSpecRepr> for JobSpec {
     type Error = SpecError;
     fn try_from(r: JobSpecRepr) -> Result<Self, SpecError> {
+        if r.dry_run {
+            return Err(SpecError::DryRunUnavailable);
+        }
         Self::new(r.direction, r.mode.as_deref(), r.incremental)
     }
 }
@@ -216,8 +245,10 @@ impl From<JobSpec> for JobSpecRepr {
     fn from(s: JobSpec) -> Self {
         Self {
             direction: s.direction(),
+            object: s.object(),
             mode: Some(s.mode_str().to_owned()),
             incremental: s.incremental(),
+            dry_run: false,
         }
     }
 }
@@ -700,6 +731,8 @@ mod tests {
         assert_eq!(v["direction"], "pull");
         assert_eq!(v["mode"], "verbose");
         assert_eq!(v["incremental"], true);
+        assert_eq!(v["object"], "contacts");
+        assert_eq!(v["dry_run"], false);
         assert_eq!(v["trigger"], "schedule");
         assert_eq!(v["status"], "queued");
         let counts = v["counts"].as_object().unwrap();

@@ -22,11 +22,20 @@ use tokio::task::JoinHandle;
 const TOKEN: &str = "test-api-token-3f9c2b7e";
 
 /// Operations that are public on purpose (INTERFACE §4.1); every other one must require the token.
-const PUBLIC_OPERATIONS: [(&str, &str); 4] = [
+/// The install page and sign-in check the operator themselves, the callbacks the OAuth `state`,
+/// the webhook route HubSpot's signature.
+const PUBLIC_OPERATIONS: [(&str, &str); 11] = [
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
+    ("get", "/api/install"),
+    ("post", "/login"),
+    ("post", "/logout"),
+    ("get", "/oauth-callback"),
+    ("get", "/api/install/oauth-callback"),
+    ("post", "/webhooks/hubspot"),
     ("get", "/"),
+    ("post", "/disconnect"),
 ];
 
 /// A running API server on a free loopback port.
@@ -429,11 +438,15 @@ backend_tests! {
 }
 
 #[tokio::test]
-async fn a_limit_outside_1_to_1000_or_not_a_number_is_a_400_that_says_so() {
+async fn a_limit_outside_1_to_1000_or_not_a_number_is_a_422_that_says_so() {
     let server = TestServer::start(&TestDb::sqlite().await).await;
     for bad in ["0", "1001", "abc", "-1", "", "1.5", "99999999999"] {
         let (status, body) = server.get(&format!("/contacts?limit={bad}")).await;
-        assert_eq!(status, StatusCode::BAD_REQUEST, "limit={bad}: {body}");
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "limit={bad}: {body}"
+        );
         let message = assert_envelope(&body, "invalid_parameter");
         assert!(message.contains("`limit`"), "limit={bad}: {message}");
         assert!(message.contains("from 1 to 1000"), "limit={bad}: {message}");
@@ -441,19 +454,27 @@ async fn a_limit_outside_1_to_1000_or_not_a_number_is_a_400_that_says_so() {
 }
 
 #[tokio::test]
-async fn a_malformed_after_cursor_is_a_400_that_says_so() {
+async fn a_malformed_after_cursor_is_a_422_that_says_so() {
     let server = TestServer::start(&TestDb::sqlite().await).await;
     server.seed(3).await;
-    for bad in ["abc", "-5", "1e3", "%20", "99999999999999999999999"] {
+    for bad in ["abc", "-5", "1e3", "%20"] {
         let (status, body) = server.get(&format!("/contacts?after={bad}")).await;
-        assert_eq!(status, StatusCode::BAD_REQUEST, "after={bad}: {body}");
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "after={bad}: {body}"
+        );
         let message = assert_envelope(&body, "invalid_parameter");
         assert!(message.contains("after"), "after={bad}: {message}");
     }
-    // An empty cursor is the first page.
+    // An empty cursor is the first page; digits beyond every id are past the last one.
     let (status, page) = server.get("/contacts?after=").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(ids_of(&page).len(), 3);
+    let (status, page) = server.get("/contacts?after=99999999999999999999999").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(ids_of(&page), Vec::<i64>::new());
+    assert!(page.get("paging").is_none(), "{page}");
 }
 
 // ---------------------------------------------------------------- auth
@@ -624,8 +645,35 @@ async fn a_wrong_method_is_a_405_envelope() {
     }
 }
 
-// A JSON-body route does not exist yet (POST /api/jobs comes with the jobs module), so
-// "bad JSON" is specified at the unit level in `api::error` for now.
+#[tokio::test]
+async fn a_405_lists_the_methods_of_the_path_in_allow() {
+    let server = TestServer::start(&TestDb::sqlite().await).await;
+    for (method, path, allow) in [
+        ("delete", "/contacts", "GET, HEAD"),
+        ("trace", "/readyz", "GET, HEAD"),
+        ("put", "/api/jobs", "GET, HEAD, POST"),
+        ("get", "/api/jobs/01ARZ3NDEKTSV4RRFFQ69G5FAV/cancel", "POST"),
+        ("patch", "/api/install", "GET, HEAD"),
+        ("get", "/login", "POST"),
+        ("get", "/webhooks/hubspot", "POST"),
+        ("post", "/api-docs/openapi.json", "GET, HEAD"),
+    ] {
+        let resp = call_with_auth(&server, method, path, Some(&format!("Bearer {TOKEN}"))).await;
+        assert_eq!(
+            resp.status(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path}"
+        );
+        let header = resp
+            .headers()
+            .get("allow")
+            .map(|v| v.to_str().unwrap().to_owned());
+        assert_eq!(header.as_deref(), Some(allow), "{method} {path}");
+    }
+}
+
+// Bad JSON bodies (400, 415, 422) are specified on `POST /api/jobs`, the API's JSON-body
+// route, in tests/api_jobs.rs.
 
 #[tokio::test]
 async fn a_body_declared_larger_than_1_mib_is_refused_with_413_before_it_is_sent() {
@@ -691,6 +739,113 @@ async fn the_openapi_document_lists_contacts_with_bearer_auth() {
 }
 
 #[tokio::test]
+async fn the_openapi_document_says_what_the_server_does() {
+    let server = TestServer::start(&TestDb::sqlite().await).await;
+    let (_, doc) = server.get_anonymous("/api-docs/openapi.json").await;
+    let schemas = &doc["components"]["schemas"];
+    let job = &schemas["Job"];
+    for field in [
+        "error",
+        "next_attempt_at",
+        "started_at",
+        "finished_at",
+        "portal_id",
+    ] {
+        assert_eq!(job["properties"][field]["nullable"], true, "Job.{field}");
+    }
+    assert_eq!(
+        schemas["JobProgress"]["properties"]["total"]["nullable"],
+        true
+    );
+    assert_eq!(schemas["Contact"]["properties"]["email"]["nullable"], true);
+    for field in ["object", "dry_run", "mode", "status", "direction"] {
+        assert!(
+            job["required"]
+                .as_array()
+                .unwrap()
+                .contains(&Value::from(field)),
+            "Job.{field} is always sent"
+        );
+    }
+    // A described reference is written `allOf: [{$ref}, {description}]`.
+    let mode = &job["properties"]["mode"];
+    let mode_ref = mode.get("$ref").unwrap_or(&mode["allOf"][0]["$ref"]);
+    assert_eq!(mode_ref, "#/components/schemas/JobMode");
+    assert_eq!(
+        schemas["JobMode"]["enum"],
+        serde_json::json!(["link", "upsert", "verbose"])
+    );
+
+    // The request: one closed schema per direction, `direction` required in each.
+    let request = &schemas["JobRequest"];
+    assert_eq!(request["discriminator"]["propertyName"], "direction");
+    for (name, direction) in [("PushJobRequest", "push"), ("PullJobRequest", "pull")] {
+        let variant = &schemas[name];
+        assert_eq!(variant["required"][0], "direction", "{name}");
+        assert_eq!(
+            variant["properties"]["direction"]["enum"],
+            serde_json::json!([direction])
+        );
+        assert_eq!(
+            variant["properties"]["dry_run"]["enum"],
+            serde_json::json!([false, null]),
+            "{name}: dry runs are not available yet"
+        );
+        assert!(
+            variant["additionalProperties"].is_object(),
+            "{name} is closed"
+        );
+    }
+
+    let statuses = |method: &str, path: &str| -> Vec<String> {
+        let op = &doc["paths"][path][method];
+        assert!(op.is_object(), "{method} {path} is documented");
+        op["responses"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect()
+    };
+    for status in ["202", "400", "401", "415", "422"] {
+        assert!(
+            statuses("post", "/api/jobs").contains(&status.to_owned()),
+            "{status}"
+        );
+    }
+    for (method, path) in [("get", "/api/jobs"), ("get", "/contacts")] {
+        assert!(
+            statuses(method, path).contains(&"422".to_owned()),
+            "{method} {path}"
+        );
+        assert!(
+            !statuses(method, path).contains(&"400".to_owned()),
+            "{method} {path}"
+        );
+    }
+    assert!(!statuses("get", "/api/schedules").contains(&"422".to_owned()));
+
+    // The public pages, as they really answer: HTML, redirects, and the webhook's JSON.
+    let install = &doc["paths"]["/api/install"]["get"]["responses"];
+    assert!(install["200"]["content"]["text/html; charset=utf-8"].is_object());
+    assert!(install["401"]["content"]["text/html; charset=utf-8"].is_object());
+    let login = &doc["paths"]["/login"]["post"];
+    assert!(login["requestBody"]["content"]["application/x-www-form-urlencoded"].is_object());
+    assert!(login["responses"]["303"]["headers"]["Location"].is_object());
+    for path in ["/oauth-callback", "/api/install/oauth-callback"] {
+        let callback = &doc["paths"][path]["get"];
+        assert!(
+            callback["responses"]["302"]["headers"]["Location"].is_object(),
+            "{path}"
+        );
+        assert!(callback["responses"]["400"].is_object(), "{path}");
+    }
+    let webhook = &doc["paths"]["/webhooks/hubspot"]["post"]["responses"];
+    assert!(webhook["200"]["content"]["application/json; charset=utf-8"].is_object());
+    assert!(webhook["401"].is_object());
+}
+
+#[tokio::test]
 async fn swagger_ui_is_served_as_html() {
     let server = TestServer::start(&TestDb::sqlite().await).await;
     for path in ["/api-docs", "/api-docs/"] {
@@ -742,6 +897,31 @@ async fn metrics_count_requests_by_route_and_status_and_reveal_no_secrets() {
     for secret in [TOKEN, "secret-looking-path", "limit=7"] {
         assert!(!page.contains(secret), "{secret} leaked into /metrics");
     }
+}
+
+#[tokio::test]
+async fn a_rate_limited_page_is_counted_under_its_own_route() {
+    let server = TestServer::start(&TestDb::sqlite().await).await;
+    let install = server.http.get(server.url("/api/install")).send().await;
+    let status = install.expect("request").status();
+    assert_eq!(
+        status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "no OAuth app configured"
+    );
+    let page = server
+        .http
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .expect("request")
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains(r#"http_requests_total{route="/api/install",method="GET","#),
+        "{page}"
+    );
 }
 
 // ---------------------------------------------------------------- shutdown

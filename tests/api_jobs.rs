@@ -27,6 +27,8 @@ backend_tests!(
     posting_a_job_answers_202_with_its_location,
     a_second_post_gets_the_active_job_unless_it_forces,
     bad_requests_get_the_error_envelope,
+    unknown_fields_and_dry_runs_are_refused_and_nothing_is_enqueued,
+    a_body_is_json_or_refused_with_400_or_415,
     an_unknown_or_malformed_job_id_is_a_404,
     jobs_are_listed_newest_first_and_filtered_by_status,
     the_sample_routes_enqueue_a_push_and_a_pull,
@@ -168,6 +170,16 @@ async fn bad_requests_get_the_error_envelope(db: &JobsDb) {
             "pull only",
         ),
         (json!({"mode": "link"}), "\"direction\" is required"),
+        (json!({}), "\"direction\" is required"),
+        (
+            json!({"direction": "push", "force": "yes"}),
+            "\"force\" must be true or false",
+        ),
+        (
+            json!({"direction": "pull", "object": "companies"}),
+            "expected \"contacts\"",
+        ),
+        (json!(["push"]), "must be a JSON object"),
     ] {
         let (status, _, err) = server.post("/api/jobs", body.clone()).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
@@ -194,6 +206,96 @@ async fn bad_requests_get_the_error_envelope(db: &JobsDb) {
         0,
         "nothing enqueued"
     );
+    server.stop().await;
+}
+
+async fn unknown_fields_and_dry_runs_are_refused_and_nothing_is_enqueued(db: &JobsDb) {
+    let server = Server::start(&db.store, vec![]).await;
+    // A client written for a newer server must never start a real job it did not mean.
+    for (body, needles) in [
+        (
+            json!({"direction": "push", "dry_run": true}),
+            vec!["dry runs are not available in this version"],
+        ),
+        (
+            json!({"direction": "push", "dryRun": true, "limit": 10}),
+            vec!["\"dryRun\"", "\"limit\""],
+        ),
+        (
+            json!({"direction": "pull", "objects": ["companies"]}),
+            vec!["\"objects\""],
+        ),
+    ] {
+        let (status, _, err) = server.post("/api/jobs", body.clone()).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(err["error"]["code"], "invalid_request", "{body}");
+        let message = err["error"]["message"].as_str().unwrap();
+        for needle in needles {
+            assert!(message.contains(needle), "{body}: {message}");
+        }
+    }
+    assert_eq!(
+        db.store.list_jobs(None, 10).await.unwrap().len(),
+        0,
+        "nothing enqueued"
+    );
+
+    // The fields of this version, at their only values, are accepted and echoed.
+    let (status, _, job) = server
+        .post(
+            "/api/jobs",
+            json!({"direction": "push", "object": "contacts", "dry_run": false}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    assert_eq!(job["object"], "contacts");
+    assert_eq!(job["dry_run"], false);
+    server.stop().await;
+}
+
+async fn a_body_is_json_or_refused_with_400_or_415(db: &JobsDb) {
+    let server = Server::start(&db.store, vec![]).await;
+    let post = || server.http.post(server.url("/api/jobs")).bearer_auth(TOKEN);
+    let (status, _, err) = server.send(post().body(r#"{"direction":"push"}"#)).await;
+    assert_eq!(
+        status,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "no Content-Type"
+    );
+    assert_eq!(err["error"]["code"], "unsupported_media_type");
+    let (status, _, err) = server
+        .send(
+            post()
+                .header("content-type", "text/plain")
+                .body(r#"{"direction":"push"}"#),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("text/plain")
+    );
+    for not_json in ["", "{\"direction\":", "push"] {
+        let (status, _, err) = server
+            .send(
+                post()
+                    .header("content-type", "application/json")
+                    .body(not_json),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{not_json:?}");
+        assert_eq!(err["error"]["code"], "invalid_body");
+    }
+    let (status, _, _) = server
+        .send(
+            post()
+                .header("content-type", "application/json; charset=utf-8")
+                .body(r#"{"direction":"pull"}"#),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
     server.stop().await;
 }
 
@@ -229,9 +331,13 @@ async fn jobs_are_listed_newest_first_and_filtered_by_status(db: &JobsDb) {
     assert_eq!(none["results"], json!([]));
     let (_, queued) = server.get("/api/jobs?status=queued").await;
     assert_eq!(queued["results"].as_array().unwrap().len(), 2);
+    let (status, all) = server.get("/api/jobs?status=").await;
+    assert_eq!(status, StatusCode::OK, "an empty status filters nothing");
+    assert_eq!(all["results"].as_array().unwrap().len(), 2);
 
     let (status, err) = server.get("/api/jobs?status=done").await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(err["error"]["code"], "invalid_parameter");
     assert!(
         err["error"]["message"]
             .as_str()
@@ -240,7 +346,7 @@ async fn jobs_are_listed_newest_first_and_filtered_by_status(db: &JobsDb) {
         "{err}"
     );
     let (status, _) = server.get("/api/jobs?limit=0").await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     server.stop().await;
 }
 

@@ -242,6 +242,17 @@ backend_tests! {
         assert!(metrics.contains("crm_sync_webhook_events_duplicate_total 1\n"), "{metrics}");
     }
 
+    async fn a_signed_body_that_is_json_but_not_a_batch_is_a_422(db: TestDb) {
+        let (_sandbox, server) = world(&db, Options::default()).await;
+        let before = snapshot(&server.store).await;
+        for body in [json!({"events": []}), json!("contact.creation")] {
+            let (status, answer) = post(&server, "/webhooks/hubspot", &body, Signing::Valid).await;
+            assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {answer}");
+            assert_eq!(answer["error"]["code"], "invalid_request", "{body}");
+        }
+        assert_eq!(snapshot(&server.store).await, before, "nothing changed");
+    }
+
     async fn unsigned_badly_signed_or_stale_requests_get_401_and_change_nothing(db: TestDb) {
         let (_sandbox, server) = world(&db, Options::default()).await;
         linked(&server.store, &[("a@x.io", "11")]).await;

@@ -7,7 +7,7 @@ use poem_openapi::{Object, OpenApi};
 
 use super::AppState;
 use super::auth::ApiToken;
-use super::error::{ApiError, ErrorCode};
+use super::error::{ApiError, ErrorCode, ErrorStatuses, Failure};
 use super::tags::ApiTags;
 use crate::hubspot::HubSpotError;
 use crate::oauth::ConnectionProblem;
@@ -17,9 +17,11 @@ use crate::oauth::ConnectionProblem;
 pub struct AccessTokenView {
     /// The bearer token for HubSpot's API.
     pub access_token: String,
-    /// When it expires (RFC 3339); absent for a private-app token, which does not expire.
+    /// When it expires (RFC 3339); null for a private-app token, which does not expire.
+    #[oai(nullable)]
     pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
-    /// The connected HubSpot account, when known.
+    /// The connected HubSpot account; null when not known.
+    #[oai(nullable)]
     pub portal_id: Option<i64>,
 }
 
@@ -31,6 +33,34 @@ impl std::fmt::Debug for AccessTokenView {
             .field("portal_id", &self.portal_id)
             .finish()
     }
+}
+
+/// What `GET /api/access-token` can answer besides the token.
+pub struct TokenErrors;
+
+impl ErrorStatuses for TokenErrors {
+    const STATUSES: &'static [(u16, &'static str)] = &[
+        (401, "Missing or wrong bearer token (code `unauthorized`)"),
+        (
+            404,
+            "No HubSpot account is connected (code `not_connected`)",
+        ),
+        (
+            409,
+            "HubSpot refused the refresh token: install the app again (code \
+             `hubspot_connection_broken`)",
+        ),
+        (500, "Internal error (details in the server log)"),
+        (
+            502,
+            "HubSpot did not answer the token refresh (code `hubspot_unavailable`)",
+        ),
+        (
+            503,
+            "The database does not answer, or the stored tokens do not decrypt (codes \
+             `database_unavailable`, `hubspot_tokens_unreadable`)",
+        ),
+    ];
 }
 
 /// The HubSpot connection's token.
@@ -50,17 +80,21 @@ impl AccessTokenApi {
         method = "get",
         operation_id = "getAccessToken"
     )]
-    async fn access_token(&self, _token: ApiToken) -> Result<Json<AccessTokenView>, ApiError> {
+    async fn access_token(
+        &self,
+        _token: ApiToken,
+    ) -> Result<Json<AccessTokenView>, Failure<TokenErrors>> {
         let Some(client) = &self.state.hubspot else {
             return Err(not_connected(
                 "HubSpot is not configured: set hubspot.client_id and hubspot.client_secret \
                  and install the app at /api/install (or set hubspot.access_token)",
-            ));
+            )
+            .into());
         };
         // The store, not this process's cache, says whether an account is still connected
         // (`crm-sync disconnect` may have run in another process).
         if let Err(e) = client.check_connection().await {
-            return Err(self.failure(&e).await);
+            return Err(self.failure(&e).await.into());
         }
         match client.access_token().await {
             Ok(info) => Ok(Json(AccessTokenView {
@@ -68,7 +102,7 @@ impl AccessTokenApi {
                 expires_at: info.expires_at,
                 portal_id: info.portal_id.map(|p| p.0),
             })),
-            Err(e) => Err(self.failure(&e).await),
+            Err(e) => Err(self.failure(&e).await.into()),
         }
     }
 }

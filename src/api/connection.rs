@@ -7,7 +7,7 @@ use poem_openapi::{Object, OpenApi};
 
 use super::AppState;
 use super::auth::ApiToken;
-use super::error::ApiError;
+use super::error::{ApiError, Failure, NoInput};
 use super::tags::ApiTags;
 use crate::oauth::disconnect;
 
@@ -37,7 +37,10 @@ impl ConnectionApi {
         method = "post",
         operation_id = "disconnectHubSpot"
     )]
-    async fn disconnect(&self, _token: ApiToken) -> Result<Json<DisconnectedView>, ApiError> {
+    async fn disconnect(
+        &self,
+        _token: ApiToken,
+    ) -> Result<Json<DisconnectedView>, Failure<NoInput>> {
         let removed = disconnect(&self.state.store)
             .await
             .map_err(|e| ApiError::from_store("removing the HubSpot connection", &e))?;

@@ -1,15 +1,18 @@
 //! `GET /contacts`: the local contacts, page by page (keyset pagination by id); and
 //! `POST /api/contacts/{id}/restore`: a user's restore of a contact HubSpot deleted.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Utc};
-use poem::http::StatusCode;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
-use poem_openapi::{Object, OpenApi};
+use poem_openapi::registry::{MetaSchema, MetaSchemaRef};
+use poem_openapi::types::{ParseError, ParseFromParameter, ParseResult, Type};
+use poem_openapi::{ApiResponse, Object, OpenApi};
 
 use super::AppState;
 use super::auth::ApiToken;
-use super::error::{ApiError, ErrorCode};
+use super::error::{ApiError, ErrorBody, ErrorCode, ErrorDetail, Failure, NoInput, ParamInput};
 use super::params::PageSize;
 use super::tags::ApiTags;
 use crate::ids::ContactId;
@@ -30,12 +33,16 @@ pub struct ContactView {
     /// Local id.
     pub id: i64,
     /// Trimmed and lower-case; null when the contact has no email.
+    #[oai(nullable)]
     pub email: Option<String>,
-    /// Given name.
+    /// Given name; null when unknown.
+    #[oai(nullable)]
     pub first_name: Option<String>,
-    /// Family name.
+    /// Family name; null when unknown.
+    #[oai(nullable)]
     pub last_name: Option<String>,
-    /// The HubSpot record id, once the contact is linked.
+    /// The HubSpot record id, once the contact is linked; null before.
+    #[oai(nullable)]
     pub hs_object_id: Option<String>,
     /// When the row was inserted.
     pub created_at: DateTime<Utc>,
@@ -43,6 +50,7 @@ pub struct ContactView {
     pub updated_at: DateTime<Utc>,
     /// Set when HubSpot deleted the contact: push never creates it again until a user restores
     /// it (`POST /api/contacts/{id}/restore`); null otherwise.
+    #[oai(nullable)]
     pub hubspot_deleted: Option<HubSpotDeletedView>,
 }
 
@@ -54,7 +62,8 @@ pub struct HubSpotDeletedView {
     pub at: DateTime<Utc>,
     /// `deleted`, `privacy_deletion`, `merged_away_without_survivor` or `archived`.
     pub reason: String,
-    /// The HubSpot record that was deleted.
+    /// The HubSpot record that was deleted; null when unknown.
+    #[oai(nullable)]
     pub hs_object_id: Option<String>,
 }
 
@@ -122,24 +131,71 @@ impl Cursor {
         self.0.0.to_string()
     }
 
-    /// Reads a cursor from the wire; `None` for an empty one (the first page).
-    pub fn decode(raw: &str) -> Result<Option<Cursor>, ApiError> {
+    /// Reads a cursor from the wire; `None` for an empty one (the first page). Only what
+    /// `encode` produces is accepted: digits, no sign, no spaces. A number beyond every
+    /// possible id continues after the last contact (an empty page).
+    pub fn decode(raw: &str) -> Result<Option<Cursor>, &'static str> {
         if raw.is_empty() {
             return Ok(None);
         }
-        let malformed = || {
-            ApiError::invalid_parameter(
-                "`after` is not a valid cursor; pass the `paging.next.after` value of the previous page unchanged",
-            )
-        };
-        // Only what `encode` produces: digits, no sign, no spaces.
         if !raw.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(malformed());
+            return Err(
+                "not a valid cursor; pass the `paging.next.after` value of the previous page unchanged",
+            );
         }
-        raw.parse::<i64>()
-            .map(|id| Some(Cursor(ContactId(id))))
-            .map_err(|_| malformed())
+        let id = raw.parse::<i64>().unwrap_or(i64::MAX);
+        Ok(Some(Cursor(ContactId(id))))
     }
+}
+
+/// The `after` parameter: where a page starts (empty: the first page).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct After(Option<Cursor>);
+
+impl Type for After {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = Self;
+    type RawElementValueType = Self;
+
+    fn name() -> Cow<'static, str> {
+        "cursor".into()
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        let mut schema = MetaSchema::new("string");
+        schema.pattern = Some("^[0-9]*$".to_owned());
+        MetaSchemaRef::Inline(Box::new(schema))
+    }
+
+    fn as_raw_value(&self) -> Option<&Self::RawValueType> {
+        Some(self)
+    }
+
+    fn raw_element_iter<'a>(
+        &'a self,
+    ) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
+        Box::new(self.as_raw_value().into_iter())
+    }
+}
+
+impl ParseFromParameter for After {
+    fn parse_from_parameter(value: &str) -> ParseResult<Self> {
+        Cursor::decode(value).map(After).map_err(ParseError::custom)
+    }
+}
+
+/// The answer to `POST /api/contacts/{id}/restore`.
+#[derive(ApiResponse)]
+pub enum RestoreAnswer {
+    /// The contact, no longer marked deleted.
+    #[oai(status = 200)]
+    Restored(Json<Box<ContactView>>),
+    /// No contact has this id (code `not_found`).
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+    /// The contact is not marked deleted (code `conflict`).
+    #[oai(status = 409)]
+    NotDeleted(Json<ErrorBody>),
 }
 
 /// Routes that read contacts; every operation takes [`ApiToken`] first.
@@ -159,14 +215,11 @@ impl ContactsApi {
         /// Page size, 1 to 1000 (default 100).
         limit: Query<Option<Limit>>,
         /// The `paging.next.after` value of the previous page; omit it for the first page.
-        after: Query<Option<String>>,
+        after: Query<Option<After>>,
         /// `true`: only contacts HubSpot deleted; `false`: only the others; omitted: all.
         hubspot_deleted: Query<Option<bool>>,
-    ) -> Result<Json<ContactPage>, ApiError> {
-        let after = match after.0.as_deref() {
-            Some(raw) => Cursor::decode(raw)?,
-            None => None,
-        };
+    ) -> Result<Json<ContactPage>, Failure<ParamInput>> {
+        let after = after.0.and_then(|a| a.0);
         let filter = match hubspot_deleted.0 {
             None => DeletedFilter::Any,
             Some(true) => DeletedFilter::OnlyDeleted,
@@ -190,9 +243,9 @@ impl ContactsApi {
         _auth: ApiToken,
         /// The local contact id.
         id: Path<String>,
-    ) -> Result<Json<ContactView>, ApiError> {
+    ) -> Result<RestoreAnswer, Failure<NoInput>> {
         let Ok(contact_id) = id.0.trim().parse::<i64>() else {
-            return Err(no_such_contact(&id.0));
+            return Ok(RestoreAnswer::NotFound(no_such_contact(&id.0)));
         };
         let restored = self
             .state
@@ -200,27 +253,30 @@ impl ContactsApi {
             .restore_contact(ContactId(contact_id))
             .await
             .map_err(|e| ApiError::from_store("restoring a contact failed", &e))?;
-        match restored {
-            Restore::Restored(contact) => Ok(Json(ContactView::from(contact))),
-            Restore::NotTombstoned(_) => Err(ApiError::new(
-                StatusCode::CONFLICT,
+        Ok(match restored {
+            Restore::Restored(contact) => {
+                RestoreAnswer::Restored(Json(Box::new(ContactView::from(contact))))
+            }
+            Restore::NotTombstoned(_) => RestoreAnswer::NotDeleted(error_body(
                 ErrorCode::Conflict,
                 format!(
                     "contact {contact_id} is not marked deleted in HubSpot; nothing to restore"
                 ),
             )),
-            Restore::Unknown => Err(no_such_contact(&id.0)),
-        }
+            Restore::Unknown => RestoreAnswer::NotFound(no_such_contact(&id.0)),
+        })
     }
 }
 
+fn error_body(code: ErrorCode, message: String) -> Json<ErrorBody> {
+    Json(ErrorBody {
+        error: ErrorDetail { code, message },
+    })
+}
+
 /// The 404 of an unknown contact id.
-fn no_such_contact(raw: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        ErrorCode::NotFound,
-        format!("no contact with id {raw:?}"),
-    )
+fn no_such_contact(raw: &str) -> Json<ErrorBody> {
+    error_body(ErrorCode::NotFound, format!("no contact with id {raw:?}"))
 }
 
 impl ContactsApi {
@@ -267,11 +323,18 @@ mod tests {
     }
 
     #[test]
-    fn a_malformed_cursor_is_an_invalid_parameter() {
-        for raw in ["abc", "-1", "+1", " 1", "1.5", "99999999999999999999"] {
+    fn a_malformed_cursor_says_where_a_valid_one_comes_from() {
+        for raw in ["abc", "-1", "+1", " 1", "1.5"] {
             let err = Cursor::decode(raw).unwrap_err();
-            assert_eq!(err.status(), poem::http::StatusCode::BAD_REQUEST, "{raw}");
-            assert!(err.message().contains("after"), "{raw}");
+            assert!(err.contains("paging.next.after"), "{raw}");
         }
+    }
+
+    #[test]
+    fn a_cursor_beyond_every_id_continues_after_the_last_contact() {
+        assert_eq!(
+            Cursor::decode("99999999999999999999").unwrap(),
+            Some(Cursor::after(ContactId(i64::MAX)))
+        );
     }
 }

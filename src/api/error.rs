@@ -19,11 +19,13 @@ pub enum ErrorCode {
     NotFound,
     /// 405: the route exists, but not for this method.
     MethodNotAllowed,
-    /// 400: a query or path parameter is malformed or out of range.
+    /// 422: a query or path parameter is not of its type, out of range or not one of its
+    /// choices.
     InvalidParameter,
-    /// 400: the request body could not be parsed.
+    /// 400: the request body could not be read as JSON at all.
     InvalidBody,
-    /// 400 or 422: anything else wrong with the request.
+    /// 422: the JSON body does not fit its schema (unknown, missing or wrongly typed field, a
+    /// value that is not one of its choices), or asks for something this version cannot do.
     InvalidRequest,
     /// 409: the request conflicts with the resource's state (e.g. cancelling a finished job).
     Conflict,
@@ -140,11 +142,20 @@ impl ApiError {
         }
     }
 
-    /// 400 `invalid_parameter`: `message` should name the parameter and what is accepted.
+    /// 422 `invalid_parameter`: `message` should name the parameter and what is accepted.
     pub fn invalid_parameter(message: impl Into<String>) -> Self {
         Self::new(
-            StatusCode::BAD_REQUEST,
+            StatusCode::UNPROCESSABLE_ENTITY,
             ErrorCode::InvalidParameter,
+            message,
+        )
+    }
+
+    /// 422 `invalid_request`: `message` should name the body field(s) and what is accepted.
+    pub fn invalid_request(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::InvalidRequest,
             message,
         )
     }
@@ -243,19 +254,98 @@ impl ResponseError for ApiError {
     }
 }
 
-/// Documents the error statuses of protected operations in the OpenAPI document.
-impl ApiResponse for ApiError {
+/// The error statuses an operation documents besides those its success type documents (a
+/// 404 or 409 it answers with a body of its own).
+pub trait ErrorStatuses: Send + Sync + 'static {
+    /// Status and description of each error answer.
+    const STATUSES: &'static [(u16, &'static str)];
+}
+
+const UNAUTHORIZED: (u16, &str) = (401, "Missing or wrong bearer token (code `unauthorized`)");
+const INTERNAL: (u16, &str) = (500, "Internal error (details in the server log)");
+const UNAVAILABLE: (u16, &str) = (
+    503,
+    "The database does not answer (code `database_unavailable`)",
+);
+const INVALID_PARAMETER: (u16, &str) = (
+    422,
+    "A query or path parameter is not of its type, out of range or not one of its choices \
+     (code `invalid_parameter`)",
+);
+
+/// A protected operation that takes no input that could be malformed.
+pub struct NoInput;
+
+impl ErrorStatuses for NoInput {
+    const STATUSES: &'static [(u16, &'static str)] = &[UNAUTHORIZED, INTERNAL, UNAVAILABLE];
+}
+
+/// A protected operation with query or path parameters that may not parse.
+pub struct ParamInput;
+
+impl ErrorStatuses for ParamInput {
+    const STATUSES: &'static [(u16, &'static str)] =
+        &[UNAUTHORIZED, INVALID_PARAMETER, INTERNAL, UNAVAILABLE];
+}
+
+/// A protected operation with a JSON body ([`super::json_body::JsonBody`]).
+pub struct JsonInput;
+
+impl ErrorStatuses for JsonInput {
+    const STATUSES: &'static [(u16, &'static str)] = &[
+        (400, "The body is not JSON at all (code `invalid_body`)"),
+        UNAUTHORIZED,
+        (
+            415,
+            "No `Content-Type: application/json` (code `unsupported_media_type`)",
+        ),
+        (
+            422,
+            "The JSON does not fit: unknown, missing or wrongly typed field, or a value that is \
+             not one of its choices; the message names the field(s) (code `invalid_request`)",
+        ),
+        INTERNAL,
+        UNAVAILABLE,
+    ];
+}
+
+/// An [`ApiError`] answered by an operation that documents the statuses of `D`.
+///
+/// The statuses are documented per kind of operation so that the OpenAPI document lists what
+/// each one can really answer (and nothing it cannot).
+pub struct Failure<D>(ApiError, std::marker::PhantomData<fn() -> D>);
+
+impl<D> Failure<D> {
+    /// The error answered.
+    pub fn error(&self) -> &ApiError {
+        &self.0
+    }
+}
+
+impl<D> std::fmt::Debug for Failure<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl<D> From<ApiError> for Failure<D> {
+    fn from(error: ApiError) -> Self {
+        Self(error, std::marker::PhantomData)
+    }
+}
+
+impl<D> From<Failure<D>> for poem::Error {
+    fn from(failure: Failure<D>) -> Self {
+        poem::Error::from(failure.0)
+    }
+}
+
+impl<D: ErrorStatuses> ApiResponse for Failure<D> {
     fn meta() -> MetaResponses {
-        let documented = [
-            (400, "Invalid parameter or request"),
-            (401, "Missing or wrong bearer token"),
-            (500, "Internal error (details in the server log)"),
-            (503, "The database does not answer"),
-        ];
         MetaResponses {
-            responses: documented
-                .into_iter()
-                .map(|(status, description)| MetaResponse {
+            responses: D::STATUSES
+                .iter()
+                .map(|&(status, description)| MetaResponse {
                     description,
                     status: Some(status),
                     status_range: None,
@@ -361,6 +451,8 @@ fn translate(err: &poem::Error, facts: &RequestFacts) -> ApiError {
     if err.is::<AuthorizationError>() || status == StatusCode::UNAUTHORIZED {
         return ApiError::unauthorized(facts.credentials.unauthorized_message());
     }
+    // The one rule for bad input (docs/api.md): a parameter that was read but does not fit is
+    // a 422, like a JSON body that does not fit; 400 is only for a body that is not JSON.
     if let Some(param) = err.downcast_ref::<ParseParamError>() {
         return ApiError::invalid_parameter(format!(
             "invalid `{}`: {}",

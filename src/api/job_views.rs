@@ -6,12 +6,14 @@
 //! (INTERFACE §4.3); a test keeps the two in step.
 
 use crate::jobs::model::{
-    Direction, Job, JobSpec, JobStatus, PullCounts, PushCounts, RecordError, SpecError, Trigger,
-    rfc3339,
+    Direction, Job, JobSpec, JobStatus, PullCounts, PullMode, PushCounts, PushMode, RecordError,
+    SyncObject, Trigger, rfc3339,
 };
-use crate::jobs::queue::EnqueueRequest;
 use crate::jobs::schedule::ScheduleView;
+use poem_openapi::registry::{MetaSchema, MetaSchemaRef};
+use poem_openapi::types::{ParseError, ParseFromParameter, ParseResult, Type};
 use poem_openapi::{Enum, Object, Union};
+use std::borrow::Cow;
 
 /// Jobs `GET /api/jobs` lists when no `limit` is given.
 pub const DEFAULT_LIST_LIMIT: u32 = 20;
@@ -81,6 +83,71 @@ pub enum JobStatusView {
     Cancelled,
 }
 
+/// The `status` parameter of `GET /api/jobs`: one of the job statuses, or empty for every
+/// status (as an HTML form sends an unset field). Parsed with a message that lists the
+/// statuses (poem-openapi's own says only "a valid enumeration value").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusParam(pub Option<JobStatus>);
+
+impl Type for StatusParam {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = Self;
+    type RawElementValueType = Self;
+
+    fn name() -> Cow<'static, str> {
+        "status_filter".into()
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        let mut schema = MetaSchema::new("string");
+        schema.enum_items = std::iter::once("")
+            .chain(JobStatus::ALL.map(JobStatus::as_str))
+            .map(serde_json::Value::from)
+            .collect();
+        MetaSchemaRef::Inline(Box::new(schema))
+    }
+
+    fn as_raw_value(&self) -> Option<&Self::RawValueType> {
+        Some(self)
+    }
+
+    fn raw_element_iter<'a>(
+        &'a self,
+    ) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
+        Box::new(self.as_raw_value().into_iter())
+    }
+}
+
+impl ParseFromParameter for StatusParam {
+    fn parse_from_parameter(value: &str) -> ParseResult<Self> {
+        if value.is_empty() {
+            return Ok(Self(None));
+        }
+        value
+            .parse::<JobStatus>()
+            .map(|s| Self(Some(s)))
+            .map_err(|_| {
+                ParseError::custom(format!(
+                    "{value:?} is not a job status: expected one of {} (or empty for all)",
+                    JobStatus::ALL.map(JobStatus::as_str).join(", ")
+                ))
+            })
+    }
+}
+
+impl From<JobStatusView> for JobStatus {
+    fn from(status: JobStatusView) -> Self {
+        match status {
+            JobStatusView::Queued => Self::Queued,
+            JobStatusView::Running => Self::Running,
+            JobStatusView::Retrying => Self::Retrying,
+            JobStatusView::Succeeded => Self::Succeeded,
+            JobStatusView::Failed => Self::Failed,
+            JobStatusView::Cancelled => Self::Cancelled,
+        }
+    }
+}
+
 impl From<JobStatus> for JobStatusView {
     fn from(status: JobStatus) -> Self {
         match status {
@@ -94,69 +161,53 @@ impl From<JobStatus> for JobStatusView {
     }
 }
 
-/// The body of `POST /api/jobs`.
-#[derive(Debug, Clone, PartialEq, Eq, Object)]
-#[oai(rename = "JobRequest")]
-pub struct JobRequestBody {
-    /// `push` or `pull` (required).
-    pub direction: Option<String>,
-    /// push: `link` (default) or `upsert`; pull: `upsert` (default) or `verbose`.
-    pub mode: Option<String>,
-    /// pull only: read only what changed since the last successful pull (default false).
-    pub incremental: Option<bool>,
-    /// Enqueue even while a job of this direction is queued or running (default false).
-    pub force: Option<bool>,
+/// Which HubSpot object a job syncs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Enum)]
+#[oai(rename = "SyncObject", rename_all = "lowercase")]
+pub enum SyncObjectView {
+    /// HubSpot contacts and the local `contacts` table (the only object in this version).
+    Contacts,
 }
 
-impl JobRequestBody {
-    /// The enqueue request this body asks for; an invalid direction or mode is a
-    /// [`SpecError`] whose message names the valid choices (answer 422).
-    pub fn to_request(&self, trigger: Trigger) -> Result<EnqueueRequest, SpecError> {
-        let direction = self
-            .direction
-            .as_deref()
-            .ok_or(SpecError::MissingDirection)?;
-        let spec = JobSpec::parse(direction, self.mode.as_deref(), self.incremental)?;
-        Ok(EnqueueRequest {
-            spec,
-            trigger,
-            force: self.force.unwrap_or(false),
-        })
+impl From<SyncObject> for SyncObjectView {
+    fn from(object: SyncObject) -> Self {
+        match object {
+            SyncObject::Contacts => Self::Contacts,
+        }
     }
 }
 
-/// Checks the `status` parameter of `GET /api/jobs`: one of the six statuses, or absent. The
-/// error names the statuses (answer 400).
-pub fn parse_status(status: Option<&str>) -> Result<Option<JobStatus>, String> {
-    match status.map(str::trim).filter(|s| !s.is_empty()) {
-        None => Ok(None),
-        Some(s) => s.parse::<JobStatus>().map(Some).map_err(|_| {
-            format!(
-                "status {s:?} is not a job status: expected one of {}",
-                JobStatus::ALL.map(JobStatus::as_str).join(", ")
-            )
-        }),
-    }
+/// A job's mode: push `link` or `upsert`, pull `upsert` or `verbose`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Enum)]
+#[oai(rename = "JobMode", rename_all = "lowercase")]
+pub enum JobModeView {
+    /// Push: link to existing HubSpot contacts, leave their properties alone.
+    Link,
+    /// Push: overwrite HubSpot's properties; pull: one upsert per page.
+    Upsert,
+    /// Pull: contact by contact, explaining every decision.
+    Verbose,
 }
 
-/// Checks `GET /api/jobs` parameters: `status` one of the six statuses, `limit` 1 to
-/// [`MAX_LIST_LIMIT`]. The error names the parameter and what it accepts (answer 400).
-pub fn list_params(
-    status: Option<&str>,
-    limit: Option<&str>,
-) -> Result<(Option<JobStatus>, u32), String> {
-    let status = parse_status(status)?;
-    let limit = match limit.map(str::trim).filter(|s| !s.is_empty()) {
-        None => DEFAULT_LIST_LIMIT,
-        Some(raw) => raw
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=MAX_LIST_LIMIT).contains(n))
-            .ok_or_else(|| {
-                format!("limit {raw:?} must be a whole number from 1 to {MAX_LIST_LIMIT}")
-            })?,
-    };
-    Ok((status, limit))
+impl From<&JobSpec> for JobModeView {
+    fn from(spec: &JobSpec) -> Self {
+        match spec {
+            JobSpec::Push {
+                mode: PushMode::Link,
+            } => Self::Link,
+            JobSpec::Push {
+                mode: PushMode::Upsert,
+            }
+            | JobSpec::Pull {
+                mode: PullMode::Upsert,
+                ..
+            } => Self::Upsert,
+            JobSpec::Pull {
+                mode: PullMode::Verbose,
+                ..
+            } => Self::Verbose,
+        }
+    }
 }
 
 /// A sync job (INTERFACE §4.3).
@@ -167,11 +218,15 @@ pub struct JobView {
     pub id: String,
     /// `push` or `pull`.
     pub direction: DirectionView,
+    /// What it syncs: `contacts`.
+    pub object: SyncObjectView,
     /// push: `link` or `upsert`; pull: `upsert` or `verbose`.
-    pub mode: String,
+    pub mode: JobModeView,
     /// pull: reads only what changed since the last successful pull (false for a webhook
     /// pull, which reads only the records webhooks named).
     pub incremental: bool,
+    /// Whether it only reports what it would do; always false in this version.
+    pub dry_run: bool,
     /// `api`, `schedule`, `webhook` or `cli`. A pull with trigger `webhook` reads the records
     /// HubSpot's webhooks named, by id (100 per batch read), not a list or a search.
     pub trigger: TriggerView,
@@ -181,9 +236,11 @@ pub struct JobView {
     pub attempts: u32,
     /// When it was enqueued (RFC 3339, UTC).
     pub created_at: String,
-    /// When its first run started.
+    /// When its first run started; null before then.
+    #[oai(nullable)]
     pub started_at: Option<String>,
-    /// When it ended.
+    /// When it ended; null while it has not.
+    #[oai(nullable)]
     pub finished_at: Option<String>,
     /// Exact per-record counts; every key of the direction is present.
     pub counts: CountsView,
@@ -191,15 +248,18 @@ pub struct JobView {
     pub errors: Vec<RecordErrorView>,
     /// Records handled so far, and in all when known.
     pub progress: ProgressView,
-    /// Why the job failed, or the last transient error while it is retrying.
+    /// Why the job failed, or the last transient error while it is retrying; null otherwise.
+    #[oai(nullable)]
     pub error: Option<String>,
-    /// While retrying: when the next attempt is due.
+    /// While retrying: when the next attempt is due; null otherwise.
+    #[oai(nullable)]
     pub next_attempt_at: Option<String>,
     /// Enqueued with `force` past an active job of its direction (always, for a
     /// webhook pull: it runs beside any other pull).
     pub forced: bool,
     /// The HubSpot account (portal id) the job synced with; recorded when a run starts, null
     /// before then.
+    #[oai(nullable)]
     pub portal_id: Option<i64>,
 }
 
@@ -276,7 +336,8 @@ pub struct RecordErrorView {
 pub struct ProgressView {
     /// Records handled so far.
     pub processed: u64,
-    /// Records in all, when known.
+    /// Records in all, when known; null until then.
+    #[oai(nullable)]
     pub total: Option<u64>,
 }
 
@@ -332,8 +393,10 @@ impl From<&Job> for JobView {
         Self {
             id: j.id.to_string(),
             direction: j.direction().into(),
-            mode: j.spec.mode_str().to_owned(),
+            object: j.spec.object().into(),
+            mode: JobModeView::from(&j.spec),
             incremental: j.spec.incremental(),
+            dry_run: false,
             trigger: j.trigger.into(),
             status: j.status.into(),
             attempts: j.attempts,
@@ -365,7 +428,8 @@ pub struct TickView {
     pub at: String,
     /// `queued`, or `skipped` because a job of the direction was still active.
     pub outcome: String,
-    /// The job it enqueued, or the active job it found.
+    /// The job it enqueued, or the active job it found; null when there is none.
+    #[oai(nullable)]
     pub job_id: Option<String>,
 }
 
@@ -380,12 +444,14 @@ pub struct ScheduleItemView {
     /// `push` or `pull`.
     pub direction: DirectionView,
     /// The jobs' mode.
-    pub mode: String,
+    pub mode: JobModeView,
     /// Whether its pulls are incremental.
     pub incremental: bool,
-    /// The next tick (RFC 3339, UTC).
+    /// The next tick (RFC 3339, UTC); null when the expression has no future tick.
+    #[oai(nullable)]
     pub next_run: Option<String>,
-    /// The last tick and what it did.
+    /// The last tick and what it did; null before the first.
+    #[oai(nullable)]
     pub last_tick: Option<TickView>,
 }
 
@@ -402,9 +468,9 @@ impl From<&ScheduleView> for ScheduleItemView {
         Self {
             key: s.key.clone(),
             cron: s.cron.clone(),
-            direction: s.direction.into(),
-            mode: s.mode.to_owned(),
-            incremental: s.incremental,
+            direction: s.spec.direction().into(),
+            mode: JobModeView::from(&s.spec),
+            incremental: s.spec.incremental(),
             next_run: s.next_run.as_ref().map(rfc3339::format),
             last_tick: s.last_tick.as_ref().map(|t| TickView {
                 at: rfc3339::format(&t.at),
@@ -459,41 +525,5 @@ mod tests {
         let job = sample_job();
         let view = JobView::from(&job).to_json().unwrap();
         assert_eq!(view, serde_json::to_value(&job).unwrap());
-    }
-
-    #[test]
-    fn a_request_body_is_checked_into_a_spec_with_defaults() {
-        let body = JobRequestBody {
-            direction: Some("pull".into()),
-            mode: None,
-            incremental: Some(true),
-            force: None,
-        };
-        let req = body.to_request(Trigger::Api).unwrap();
-        assert_eq!(req.spec.mode_str(), "upsert");
-        assert!(req.spec.incremental() && !req.force);
-        let bad = JobRequestBody {
-            direction: Some("push".into()),
-            mode: Some("verbose".into()),
-            incremental: None,
-            force: None,
-        };
-        assert!(bad.to_request(Trigger::Api).is_err());
-    }
-
-    #[test]
-    fn list_parameters_are_checked_with_messages_that_say_what_is_accepted() {
-        assert_eq!(list_params(None, None), Ok((None, DEFAULT_LIST_LIMIT)));
-        assert_eq!(
-            list_params(Some("failed"), Some("5")),
-            Ok((Some(JobStatus::Failed), 5))
-        );
-        assert!(
-            list_params(Some("done"), None)
-                .unwrap_err()
-                .contains("queued")
-        );
-        assert!(list_params(None, Some("0")).unwrap_err().contains("limit"));
-        assert!(list_params(None, Some("lots")).is_err());
     }
 }

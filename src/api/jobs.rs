@@ -6,18 +6,21 @@
 //! direction is queued, running or retrying, it answers 202 with that job instead, unless the
 //! request says `"force": true`.
 
-use poem::http::StatusCode;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, OpenApi};
 
 use super::AppState;
 use super::auth::ApiToken;
-use super::error::{ApiError, ErrorBody, ErrorCode, ErrorDetail};
-use super::job_views::{
-    DEFAULT_LIST_LIMIT, JobListView, JobRequestBody, JobView, MAX_LIST_LIMIT, ScheduleItemView,
-    ScheduleListView, parse_status,
+use super::error::{
+    ApiError, ErrorBody, ErrorCode, ErrorDetail, Failure, JsonInput, NoInput, ParamInput,
 };
+use super::job_request::JobRequestBody;
+use super::job_views::{
+    DEFAULT_LIST_LIMIT, JobListView, JobView, MAX_LIST_LIMIT, ScheduleItemView, ScheduleListView,
+    StatusParam,
+};
+use super::json_body::JsonBody;
 use super::params::PageSize;
 use super::tags::ApiTags;
 use crate::ids::JobId;
@@ -92,28 +95,27 @@ pub struct JobsApi {
 impl JobsApi {
     /// Enqueue a push or pull job.
     ///
-    /// Body: `direction` (`push` or `pull`), `mode` (push: `link` default or `upsert`; pull:
-    /// `upsert` default or `verbose`), `incremental` (pull only), `force`. A direction or mode
-    /// that does not exist is a 422 naming the valid choices.
+    /// Body: `direction` (`push` or `pull`, required), `object` (`contacts`), `mode` (push:
+    /// `link` default or `upsert`; pull: `upsert` default or `verbose`), `incremental` (pull
+    /// only), `force`, `dry_run` (only `false` in this version). Any other field, a value that
+    /// is not one of its choices, or `"dry_run": true` is a 422 naming the field and nothing is
+    /// enqueued.
     #[oai(path = "/api/jobs", method = "post", operation_id = "createJob")]
     async fn create_job(
         &self,
         _auth: ApiToken,
-        body: Json<JobRequestBody>,
-    ) -> Result<Accepted, ApiError> {
-        let request = body.0.to_request(Trigger::Api).map_err(|e| {
-            ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                ErrorCode::InvalidRequest,
-                e.to_string(),
-            )
-        })?;
-        self.enqueue(request).await
+        body: JsonBody<JobRequestBody>,
+    ) -> Result<Accepted, Failure<JsonInput>> {
+        self.enqueue(body.0.to_request(Trigger::Api)).await
     }
 
     /// One job: status, counts, errors and progress.
     #[oai(path = "/api/jobs/:id", method = "get", operation_id = "getJob")]
-    async fn get_job(&self, _auth: ApiToken, id: Path<String>) -> Result<JobAnswer, ApiError> {
+    async fn get_job(
+        &self,
+        _auth: ApiToken,
+        id: Path<String>,
+    ) -> Result<JobAnswer, Failure<NoInput>> {
         let Ok(job_id) = id.0.trim().parse::<JobId>() else {
             return Ok(JobAnswer::NotFound(no_such_job(&id.0)));
         };
@@ -134,13 +136,12 @@ impl JobsApi {
     async fn list_jobs(
         &self,
         _auth: ApiToken,
-        /// Only jobs with this status: `queued`, `running`, `retrying`, `succeeded`, `failed`
-        /// or `cancelled`.
-        status: Query<Option<String>>,
+        /// Only jobs with this status (absent or empty: every status).
+        status: Query<Option<StatusParam>>,
         /// How many, 1 to 500 (default 20).
         limit: Query<Option<Limit>>,
-    ) -> Result<Json<JobListView>, ApiError> {
-        let status = parse_status(status.0.as_deref()).map_err(ApiError::invalid_parameter)?;
+    ) -> Result<Json<JobListView>, Failure<ParamInput>> {
+        let status = status.0.and_then(|s| s.0);
         let jobs = self
             .state
             .store
@@ -162,7 +163,7 @@ impl JobsApi {
         &self,
         _auth: ApiToken,
         id: Path<String>,
-    ) -> Result<CancelAnswer, ApiError> {
+    ) -> Result<CancelAnswer, Failure<NoInput>> {
         let Ok(job_id) = id.0.trim().parse::<JobId>() else {
             return Ok(CancelAnswer::NotFound(no_such_job(&id.0)));
         };
@@ -186,7 +187,10 @@ impl JobsApi {
         method = "get",
         operation_id = "listSchedules"
     )]
-    async fn list_schedules(&self, _auth: ApiToken) -> Result<Json<ScheduleListView>, ApiError> {
+    async fn list_schedules(
+        &self,
+        _auth: ApiToken,
+    ) -> Result<Json<ScheduleListView>, Failure<NoInput>> {
         let views = schedule::describe(&self.state.store, &self.state.schedules)
             .await
             .map_err(|e| ApiError::from_store("reading schedule ticks failed", &e))?;
@@ -197,7 +201,7 @@ impl JobsApi {
 
     /// The original app's push route: enqueues a push (mode `link`).
     #[oai(path = "/sync-contacts", method = "get", operation_id = "syncContacts")]
-    async fn sync_contacts(&self, _auth: ApiToken) -> Result<Accepted, ApiError> {
+    async fn sync_contacts(&self, _auth: ApiToken) -> Result<Accepted, Failure<NoInput>> {
         self.enqueue(EnqueueRequest {
             spec: JobSpec::push(),
             trigger: Trigger::Api,
@@ -212,7 +216,7 @@ impl JobsApi {
         method = "get",
         operation_id = "initialContactsSync"
     )]
-    async fn initial_contacts_sync(&self, _auth: ApiToken) -> Result<Accepted, ApiError> {
+    async fn initial_contacts_sync(&self, _auth: ApiToken) -> Result<Accepted, Failure<NoInput>> {
         self.enqueue(EnqueueRequest {
             spec: JobSpec::pull(),
             trigger: Trigger::Api,
@@ -223,7 +227,7 @@ impl JobsApi {
 }
 
 impl JobsApi {
-    async fn enqueue(&self, request: EnqueueRequest) -> Result<Accepted, ApiError> {
+    async fn enqueue<D>(&self, request: EnqueueRequest) -> Result<Accepted, Failure<D>> {
         let enqueued = enqueue(&self.state.store, request)
             .await
             .map_err(|e| match e {

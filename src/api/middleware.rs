@@ -4,10 +4,11 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use poem::http::{StatusCode, header};
+use poem::http::{HeaderValue, StatusCode, header};
 use poem::{Endpoint, IntoResponse, Middleware, PathPattern, Request, Response};
 use tracing::Instrument;
 
+use super::allow::AllowedMethods;
 use super::error::{
     ApiError, ErrorCode, PresentedCredentials, RequestFacts, ensure_json_error, error_to_response,
 };
@@ -96,20 +97,36 @@ impl<E: Endpoint> Endpoint for BodyLimitEndpoint<E> {
     }
 }
 
-/// Answers every error, and every non-JSON error response, with the JSON envelope.
-pub struct ErrorEnvelope;
+/// Answers every error, and every non-JSON error response, with the JSON envelope; a 405
+/// with the `Allow` header listing the path's methods.
+pub struct ErrorEnvelope {
+    allowed: Arc<AllowedMethods>,
+}
+
+impl ErrorEnvelope {
+    /// Envelopes errors; 405s name the methods `allowed` lists for their path.
+    pub fn new(allowed: AllowedMethods) -> Self {
+        Self {
+            allowed: Arc::new(allowed),
+        }
+    }
+}
 
 impl<E: Endpoint> Middleware<E> for ErrorEnvelope {
     type Output = ErrorEnvelopeEndpoint<E>;
 
     fn transform(&self, inner: E) -> Self::Output {
-        ErrorEnvelopeEndpoint { inner }
+        ErrorEnvelopeEndpoint {
+            inner,
+            allowed: self.allowed.clone(),
+        }
     }
 }
 
 /// The endpoint made by [`ErrorEnvelope`].
 pub struct ErrorEnvelopeEndpoint<E> {
     inner: E,
+    allowed: Arc<AllowedMethods>,
 }
 
 impl<E: Endpoint> Endpoint for ErrorEnvelopeEndpoint<E> {
@@ -121,10 +138,18 @@ impl<E: Endpoint> Endpoint for ErrorEnvelopeEndpoint<E> {
             path: req.uri().path().to_owned(),
             credentials: PresentedCredentials::of(&req),
         };
-        Ok(match self.inner.call(req).await {
+        let mut resp = match self.inner.call(req).await {
             Ok(out) => ensure_json_error(out.into_response(), &facts),
             Err(err) => error_to_response(err, &facts),
-        })
+        };
+        if resp.status() == StatusCode::METHOD_NOT_ALLOWED
+            && !resp.headers().contains_key(header::ALLOW)
+            && let Some(allow) = self.allowed.for_path(&facts.path)
+            && let Ok(value) = HeaderValue::from_str(&allow)
+        {
+            resp.headers_mut().insert(header::ALLOW, value);
+        }
+        Ok(resp)
     }
 }
 

@@ -2,16 +2,22 @@
 //! every route that reads contacts, reveals a token or starts a job.
 //!
 //! Layers, outermost first: [`middleware::Observe`] (tracing, metrics) →
-//! [`middleware::ErrorEnvelope`] (every error as `{"error":{...}}`) → [`middleware::BodyLimit`]
-//! → the routes: `/api-docs` (Swagger UI), `/api-docs/openapi.json`, and the OpenAPI service
-//! nested at `/` so that paths are exactly those of INTERFACE §4.2.
+//! [`middleware::ErrorEnvelope`] (every error as `{"error":{...}}`, a 405 with `Allow`) →
+//! [`middleware::BodyLimit`] → the routes: `/api-docs` (Swagger UI), `/api-docs/openapi.json`,
+//! and the OpenAPI service nested at `/` so that paths are exactly those of INTERFACE §4.2; the
+//! rate-limited public paths reach the same service through their limiter. Bad input follows
+//! one rule (docs/api.md): 415, 400 for a body that is not JSON, 422 for anything parsed but
+//! wrong ([`json_body::JsonBody`]).
 //!
-//! Adding a route: a public one goes into a public API type ([`health::HealthApi`]); a protected
-//! one into a type listed in [`ProtectedApis`], taking [`auth::ApiToken`] as its first argument.
+//! Adding a route: a public one goes into a public API type ([`health::HealthApi`],
+//! [`pages::PagesApi`]); a protected one into a type listed in [`ProtectedApis`], taking
+//! [`auth::ApiToken`] as its first argument. Every route is an operation of the document (only
+//! `GET /`, the status page, is served around it).
 //! Tests check both that every operation of a protected type declares the token and that every
 //! operation of the served document either is on the public list or answers 401 without it.
 
 pub mod access_token;
+pub mod allow;
 pub mod auth;
 pub mod client_ip;
 pub mod connection;
@@ -20,12 +26,15 @@ pub mod contacts;
 pub mod error;
 pub mod health;
 pub mod html;
+pub mod job_request;
 pub mod job_views;
 pub mod jobs;
+pub mod json_body;
 pub mod metrics;
 pub mod middleware;
 pub mod oauth_routes;
 pub mod operator;
+pub mod pages;
 pub mod params;
 pub mod probes;
 pub mod ratelimit;
@@ -38,8 +47,8 @@ use std::time::Duration;
 
 use poem::http::{Method, header};
 use poem::listener::TcpAcceptor;
-use poem::{Endpoint, EndpointExt, Response, Route, Server, get, post};
-use poem_openapi::OpenApiService;
+use poem::{Endpoint, EndpointExt, IntoEndpoint, Response, Route, Server, get};
+use poem_openapi::{OpenApi, OpenApiService};
 use url::Url;
 
 use crate::hubspot::HubSpotClient;
@@ -200,7 +209,7 @@ impl AppState {
 }
 
 /// The API types whose operations need no token.
-type PublicApis = (health::HealthApi, console::ConsoleApi);
+type PublicApis = (health::HealthApi, pages::PagesApi, console::ConsoleApi);
 
 /// The API types whose every operation requires the bearer token (a tuple once there are
 /// several, e.g. `(ContactsApi, JobsApi)`).
@@ -214,6 +223,9 @@ type ProtectedApis = (
 fn public_apis(state: &AppState) -> PublicApis {
     (
         health::HealthApi {
+            state: state.clone(),
+        },
+        pages::PagesApi {
             state: state.clone(),
         },
         console::ConsoleApi {
@@ -248,7 +260,17 @@ fn api_service(state: &AppState) -> OpenApiService<(PublicApis, ProtectedApis), 
     )
     .description(
         "Keeps a product database's contacts in sync with HubSpot. Protected routes take \
-         `Authorization: Bearer <api.token>`; every error is `{\"error\":{\"code\",\"message\"}}`.",
+         `Authorization: Bearer <api.token>`; every JSON error is \
+         `{\"error\":{\"code\",\"message\"}}`.\n\n\
+         Bad input, one rule everywhere: **415** when a JSON body comes without \
+         `Content-Type: application/json`; **400** (`invalid_body`) only when the body cannot be \
+         read as JSON at all; **422** when what was read does not fit: a body with an unknown, \
+         missing or wrongly typed field or a value that is not one of its choices \
+         (`invalid_request`, naming the field), or a query or path parameter of the wrong type, \
+         out of range or not one of its choices (`invalid_parameter`). Unknown body fields are \
+         refused, never ignored. A method a path does not have is a **405** whose `Allow` \
+         header lists the ones it has. The OAuth callbacks answer a refused `state` or code \
+         with a 400 HTML page.",
     )
     // Relative to wherever the document is served, so "Try it out" works behind any host.
     .server("/")
@@ -271,44 +293,54 @@ pub fn router(state: AppState) -> impl Endpoint<Output = Response> + 'static {
         RateLimit::new(limiter.clone(), refusal, proxies.clone())
     };
     let cors = cors(&state.cors_origins);
-    Route::new()
-        .nest("/api-docs", swagger_ui)
-        .at("/api-docs/openapi.json", spec)
-        .at(
-            "/api/install",
-            get(oauth_routes::install).with(limited(&pages, Refusal::Html)),
-        )
-        .at(
-            "/login",
-            post(operator::login).with(limited(&pages, Refusal::Html)),
-        )
-        .at(
-            "/logout",
-            post(operator::logout).with(limited(&pages, Refusal::Html)),
-        )
-        .at(
-            "/disconnect",
-            post(console::disconnect).with(limited(&pages, Refusal::Html)),
-        )
-        .at(
-            oauth_routes::CALLBACK_PATH,
-            get(oauth_routes::callback).with(limited(&pages, Refusal::Html)),
-        )
-        .at(
-            oauth_routes::INSTALL_CALLBACK_PATH,
-            get(oauth_routes::callback).with(limited(&pages, Refusal::Html)),
-        )
+    let allowed = allowed_methods();
+    // One service answers every documented path; the rate-limited ones reach it through their
+    // limiter (mounted with `at`, which keeps the path for the service's own router).
+    let api = Arc::new(service.into_endpoint());
+    // Reached through `at`, the service would append its own route pattern to the outer one
+    // (`/login/login`); forgetting the outer one keeps the metrics' route label the path's.
+    let behind_limiter = || {
+        api.clone().before(|mut req: poem::Request| async move {
+            req.extensions_mut().remove::<poem::PathPattern>();
+            Ok(req)
+        })
+    };
+    let page = |path| (path, behind_limiter().with(limited(&pages, Refusal::Html)));
+    let mut routes = Route::new()
+        .nest("/api-docs", get(swagger_ui))
+        .at("/api-docs/openapi.json", get(spec));
+    for (path, limited_page) in [
+        page("/api/install"),
+        page("/login"),
+        page("/logout"),
+        page("/disconnect"),
+        page(oauth_routes::CALLBACK_PATH),
+        page(oauth_routes::INSTALL_CALLBACK_PATH),
+    ] {
+        routes = routes.at(path, limited_page);
+    }
+    routes
         .at(
             webhook_route::WEBHOOK_PATH,
-            post(webhook_route::hubspot_webhook)
-                .with(limited(&hooks, Refusal::Json).charging(Charge::Unauthorized)),
+            behind_limiter().with(limited(&hooks, Refusal::Json).charging(Charge::Unauthorized)),
         )
-        .nest("/", service)
+        .nest("/", api)
         .data(state)
         .with_if(cors.is_some(), cors.unwrap_or_default())
         .with(middleware::BodyLimit::new(MAX_BODY_BYTES))
-        .with(middleware::ErrorEnvelope)
+        .with(middleware::ErrorEnvelope::new(allowed))
         .with(middleware::Observe::new(metrics))
+}
+
+/// The methods of every path: the documented operations and the docs routes.
+fn allowed_methods() -> allow::AllowedMethods {
+    let mut meta = <PublicApis as OpenApi>::meta();
+    meta.extend(<ProtectedApis as OpenApi>::meta());
+    let mut allowed = allow::AllowedMethods::of(&meta);
+    for path in ["/api-docs", "/api-docs/openapi.json"] {
+        allowed.add(path, Method::GET);
+    }
+    allowed
 }
 
 /// CORS for the configured origins, or `None` (no CORS headers at all) when none are.
@@ -350,7 +382,6 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use poem_openapi::OpenApi;
 
     #[test]
     fn every_protected_operation_requires_the_token() {

@@ -6,12 +6,11 @@
 //! callback does is [`crate::oauth::install`]'s; these handlers only answer with its outcome
 //! as a page (a refusal is a 400 page with nothing stored, success a redirect to `/`).
 //!
-//! These are public HTML routes: they are not in the OpenAPI document (which describes the
-//! JSON API), and they never show a token.
+//! These are public HTML routes (documented as operations of [`super::pages::PagesApi`]); they
+//! never show a token.
 
 use poem::http::{HeaderValue, StatusCode, header};
-use poem::web::{Data, Query};
-use poem::{IntoResponse, Request, Response, handler};
+use poem::{IntoResponse, Request, Response};
 
 use super::AppState;
 use super::html::{Page, escape, redirect};
@@ -30,13 +29,12 @@ pub const INSTALL_CALLBACK_PATH: &str = "/api/install/oauth-callback";
 
 /// `GET /api/install`: for the operator the install link; for anyone else how to connect;
 /// what configuration is missing when the app is not configured.
-#[handler]
-pub(crate) async fn install(req: &Request, state: Data<&AppState>) -> Response {
+pub(crate) async fn install(req: &Request, state: &AppState) -> Response {
     let missing = state.oauth.missing_credentials();
     if !missing.is_empty() {
         return not_configured_page(&missing).into_response();
     }
-    let Some(client) = oauth_client(&state) else {
+    let Some(client) = oauth_client(state) else {
         return Page::new("Install unavailable")
             .status(StatusCode::SERVICE_UNAVAILABLE)
             .para(
@@ -46,7 +44,7 @@ pub(crate) async fn install(req: &Request, state: Data<&AppState>) -> Response {
             )
             .into_response();
     };
-    if operator_of(req, &state).await.is_none() {
+    if operator_of(req, state).await.is_none() {
         // The state is the key to connecting an account: only the operator gets one.
         return sign_in_page().into_response();
     }
@@ -83,8 +81,8 @@ pub(crate) async fn install(req: &Request, state: Data<&AppState>) -> Response {
         .raw(&format!(
             "<p>The app asks for these scopes:</p><ul>{scopes}</ul>"
         ))
-        .raw(&pinned_note(&state).await)
-        .header(header::SET_COOKIE, browser_cookie(&state, &browser))
+        .raw(&pinned_note(state).await)
+        .header(header::SET_COOKIE, browser_cookie(state, &browser))
         .into_response()
 }
 
@@ -107,16 +105,11 @@ async fn pinned_note(state: &AppState) -> String {
 }
 
 /// `GET /oauth-callback` and `GET /api/install/oauth-callback`.
-#[handler]
-pub(crate) async fn callback(
-    req: &Request,
-    state: Data<&AppState>,
-    Query(params): Query<CallbackParams>,
-) -> Response {
+pub(crate) async fn callback(req: &Request, state: &AppState, params: CallbackParams) -> Response {
     let installer = Installer {
         store: &state.store,
         tokens: state.tokens.as_ref(),
-        client: oauth_client(&state),
+        client: oauth_client(state),
         configured: state.oauth.portal_id,
     };
     let refusal = match installer

@@ -10,9 +10,7 @@
 use std::time::Duration;
 
 use poem::http::{HeaderValue, StatusCode, header};
-use poem::web::{Data, Form};
-use poem::{IntoResponse, Request, Response, handler};
-use serde::Deserialize;
+use poem::{IntoResponse, Request, Response};
 
 use super::AppState;
 use super::html::{Page, see_other};
@@ -80,18 +78,11 @@ pub(crate) fn cookie_value(req: &Request, name: &str) -> Option<OneTimeValue> {
         .find_map(|(_, value)| OneTimeValue::parse(value.trim()))
 }
 
-/// The form of `POST /login`.
-#[derive(Deserialize)]
-pub struct LoginForm {
-    /// The API token.
-    token: String,
-}
-
-/// `POST /login`: a right token opens a session and sends the browser to `/`; a wrong one
-/// gets a 401 page and sets nothing.
-#[handler]
-pub(crate) async fn login(state: Data<&AppState>, Form(form): Form<LoginForm>) -> Response {
-    if !token_matches(&state, form.token.trim()) {
+/// `POST /login` with the form's `token` (`None` when the form has none): a right token opens
+/// a session and sends the browser to `/`; a wrong or missing one gets a 401 page and sets
+/// nothing.
+pub(crate) async fn login(state: &AppState, token: Option<&str>) -> Response {
+    if !token.is_some_and(|token| token_matches(state, token.trim())) {
         tracing::warn!("operator login refused: wrong API token");
         return Page::new("Sign-in refused")
             .status(StatusCode::UNAUTHORIZED)
@@ -113,14 +104,13 @@ pub(crate) async fn login(state: Data<&AppState>, Form(form): Form<LoginForm>) -
             .into_response();
     }
     tracing::info!("operator signed in");
-    let cookie = session_cookie(&state, session.expose(), SESSION_LIFETIME.as_secs());
+    let cookie = session_cookie(state, session.expose(), SESSION_LIFETIME.as_secs());
     with_cookie(see_other("/"), cookie)
 }
 
 /// `POST /logout`: ends the session in the database (a replayed cookie is refused from now
 /// on) and clears the cookie.
-#[handler]
-pub(crate) async fn logout(req: &Request, state: Data<&AppState>) -> Response {
+pub(crate) async fn logout(req: &Request, state: &AppState) -> Response {
     if let Some(session) = cookie_value(req, SESSION_COOKIE) {
         match state.store.end_operator_session(&session.hash()).await {
             Ok(true) => tracing::info!("operator signed out"),
@@ -134,7 +124,7 @@ pub(crate) async fn logout(req: &Request, state: Data<&AppState>) -> Response {
             }
         }
     }
-    with_cookie(see_other("/"), session_cookie(&state, "", 0))
+    with_cookie(see_other("/"), session_cookie(state, "", 0))
 }
 
 /// The session cookie (`max_age` 0 with an empty value clears it).

@@ -11,6 +11,7 @@ use poem::web::Data;
 use poem::{Endpoint, EndpointExt, IntoResponse, Response, Route, Server, get, handler};
 use poem_openapi::payload::{Json, PlainText};
 
+use super::allow::AllowedMethods;
 use super::health::{MetricsPage, StatusBody, readiness};
 use super::{Metrics, SHUTDOWN_GRACE, middleware};
 use crate::store::Store;
@@ -48,8 +49,17 @@ pub fn probe_router(store: Store, metrics: Arc<Metrics>) -> impl Endpoint<Output
         .at("/readyz", get(readyz))
         .at("/metrics", get(scrape))
         .data(state)
-        .with(middleware::ErrorEnvelope)
+        .with(middleware::ErrorEnvelope::new(probe_methods()))
         .with(middleware::Observe::new(metrics))
+}
+
+/// The probe listener's paths, each answering GET only (named in a 405's `Allow`).
+fn probe_methods() -> AllowedMethods {
+    let mut allowed = AllowedMethods::default();
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        allowed.add(path, poem::http::Method::GET);
+    }
+    allowed
 }
 
 /// Serves the probe routes on `listener` until `shutdown` resolves.

@@ -16,4 +16,9 @@ pub(super) enum ApiTags {
     /// The HubSpot connection (bearer token required).
     #[oai(rename = "HubSpot")]
     HubSpot,
+    /// The install page, operator sign-in and the OAuth callbacks: HTML pages and redirects
+    /// (public; each checks the operator or the OAuth `state` itself).
+    Pages,
+    /// HubSpot's webhook deliveries (public; checked by their v3 signature).
+    Webhooks,
 }

@@ -12,10 +12,9 @@
 //! HubSpot's redelivery is processed in full.
 
 use chrono::Utc;
+use poem::Request;
 use poem::http::StatusCode;
-use poem::web::{Data, Json};
-use poem::{Body, Request, handler};
-use serde::Serialize;
+use poem_openapi::Object;
 
 use super::AppState;
 use super::error::{ApiError, ErrorCode};
@@ -25,7 +24,7 @@ use crate::jobs::{Job, QueueError};
 use crate::oauth::account::{AccountError, connected_account};
 use crate::store::Store;
 use crate::webhooks::{
-    SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookEvent, parse_batch, process_events,
+    BatchError, SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookEvent, parse_batch, process_events,
     record_pending_pulls, verify_v3,
 };
 
@@ -33,7 +32,7 @@ use crate::webhooks::{
 pub const WEBHOOK_PATH: &str = "/webhooks/hubspot";
 
 /// What a delivery did; HubSpot ignores the body, it helps whoever debugs a delivery.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Object)]
 pub struct WebhookAnswer {
     /// Events in the request.
     pub received: usize,
@@ -56,17 +55,17 @@ pub struct WebhookAnswer {
     /// changes the local rows already hold (docs/webhooks.md).
     pub echoes: usize,
     /// The webhook pull that will read them: queued now, or the one already active (at most
-    /// one is). `None` when there is nothing to read.
+    /// one is). Null when there is nothing to read.
+    #[oai(nullable)]
     pub job_id: Option<String>,
 }
 
 /// `POST /webhooks/hubspot`.
-#[handler]
 pub(crate) async fn hubspot_webhook(
     req: &Request,
-    state: Data<&AppState>,
-    body: Body,
-) -> Result<Json<WebhookAnswer>, ApiError> {
+    state: &AppState,
+    body: Vec<u8>,
+) -> Result<WebhookAnswer, ApiError> {
     let Some(secret) = &state.oauth.client_secret else {
         state
             .metrics
@@ -79,14 +78,7 @@ pub(crate) async fn hubspot_webhook(
             "webhook signatures cannot be checked: hubspot.client_secret is not set",
         ));
     };
-    let body = body.into_vec().await.map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::InvalidBody,
-            format!("the request body could not be read: {e}"),
-        )
-    })?;
-    let uri = signed_uri(&state, req);
+    let uri = signed_uri(state, req);
     let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
     if let Err(e) = verify_v3(
         req.method().as_str(),
@@ -108,18 +100,20 @@ pub(crate) async fn hubspot_webhook(
             e.to_string(),
         ));
     }
-    let batch = parse_batch(&body).map_err(|e| {
-        ApiError::new(
+    // The API's rule for bad input: not JSON is a 400, JSON of the wrong shape a 422.
+    let batch = parse_batch(&body).map_err(|e| match e {
+        BatchError::NotJson(_) => ApiError::new(
             StatusCode::BAD_REQUEST,
             ErrorCode::InvalidBody,
             e.to_string(),
-        )
+        ),
+        BatchError::NotAnArray => ApiError::invalid_request(e.to_string()),
     })?;
     for skipped in &batch.malformed {
         tracing::warn!(index = skipped.index, reason = %skipped.reason, "webhook event skipped");
     }
     let received = batch.events.len() + batch.malformed.len();
-    let (events, ignored) = of_connected_account(&state, batch.events).await?;
+    let (events, ignored) = of_connected_account(state, batch.events).await?;
     let outcome = process_events(&state.store, &events)
         .await
         .map_err(|e| ApiError::from_store("processing webhook events", &e))?;
@@ -158,7 +152,7 @@ pub(crate) async fn hubspot_webhook(
         echoes = outcome.echoes,
         "webhook batch processed"
     );
-    Ok(Json(WebhookAnswer {
+    Ok(WebhookAnswer {
         received,
         ignored,
         new_events: outcome.new_events,
@@ -169,7 +163,7 @@ pub(crate) async fn hubspot_webhook(
         to_pull: outcome.to_pull.len(),
         echoes: outcome.echoes,
         job_id: job.map(|j| j.id.to_string()),
-    }))
+    })
 }
 
 /// The events about the connected account, and how many others were dropped (counted in

@@ -204,12 +204,9 @@ pub struct ScheduleView {
     pub key: String,
     /// The cron expression (UTC).
     pub cron: String,
-    /// Job direction.
-    pub direction: Direction,
-    /// Job mode.
-    pub mode: &'static str,
-    /// Whether its pulls are incremental.
-    pub incremental: bool,
+    /// What its jobs do: direction, mode and whether pulls are incremental.
+    #[serde(flatten)]
+    pub spec: JobSpec,
     /// The next tick.
     #[serde(with = "crate::jobs::model::rfc3339::option")]
     pub next_run: Option<DateTime<Utc>>,
@@ -228,9 +225,7 @@ pub async fn describe(
         views.push(ScheduleView {
             key: s.key.clone(),
             cron: s.expr.clone(),
-            direction: s.spec.direction(),
-            mode: s.spec.mode_str(),
-            incremental: s.spec.incremental(),
+            spec: s.spec,
             next_run: s.next_run(),
             last_tick,
         });

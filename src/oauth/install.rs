@@ -60,6 +60,23 @@ pub struct CallbackParams {
     error_description: Option<String>,
 }
 
+impl CallbackParams {
+    /// The parameters as HubSpot sent them (each absent when not sent).
+    pub fn new(
+        code: Option<String>,
+        state: Option<String>,
+        error: Option<String>,
+        error_description: Option<String>,
+    ) -> Self {
+        Self {
+            code,
+            state,
+            error,
+            error_description,
+        }
+    }
+}
+
 /// What a callback completes an installation with.
 #[derive(Debug, Clone, Copy)]
 pub struct Installer<'a> {

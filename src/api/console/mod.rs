@@ -19,15 +19,14 @@ use std::sync::LazyLock;
 
 use base64::Engine as _;
 use poem::http::{HeaderValue, StatusCode, header};
-use poem::web::{Data, Form};
-use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, handler};
+use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response};
 use poem_openapi::param::Query;
-use poem_openapi::payload::Html;
+use poem_openapi::payload::{Html, Json};
 use poem_openapi::{ApiResponse, Enum, OpenApi};
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::AppState;
+use super::error::ErrorBody;
 use super::html::{Page, see_other, with_security_headers};
 use super::operator::operator_of;
 use super::tags::ApiTags;
@@ -58,6 +57,10 @@ pub enum ConsoleAnswer {
     /// The console, or its live part with `fragment=live`.
     #[oai(status = 200)]
     Page(Html<String>),
+    /// `fragment` is not one of its choices (code `invalid_parameter`; answered by the
+    /// parameter check before this operation runs).
+    #[oai(status = 422)]
+    InvalidParameter(Json<ErrorBody>),
     /// The database does not answer; the page says so (details in the server log).
     #[oai(status = 503)]
     Unavailable(Html<String>),
@@ -126,30 +129,18 @@ pub(crate) async fn connection_status(state: &AppState) -> Result<ConnectionStat
     }
 }
 
-/// The form of `POST /disconnect`.
-#[derive(Debug, Deserialize)]
-pub struct DisconnectForm {
-    /// `yes` when the operator ticked the confirmation box.
-    #[serde(default)]
-    confirm: Option<String>,
-}
-
 /// `POST /disconnect`: the console's disconnect button. Only the operator (session or bearer
 /// token) may use it; the session cookie is `SameSite=Strict`, so another site cannot post it.
-#[handler]
-pub(crate) async fn disconnect(
-    req: &Request,
-    state: Data<&AppState>,
-    Form(form): Form<DisconnectForm>,
-) -> Response {
-    if operator_of(req, &state).await.is_none() {
+/// `confirmed`: the form's confirmation box was ticked.
+pub(crate) async fn disconnect(req: &Request, state: &AppState, confirmed: bool) -> Response {
+    if operator_of(req, state).await.is_none() {
         return Page::new("Not signed in")
             .status(StatusCode::UNAUTHORIZED)
             .para("Only the operator may disconnect HubSpot: sign in on the console first.")
             .raw("<p><a href=\"/\">Back to the console</a>.</p>")
             .into_response();
     }
-    if form.confirm.as_deref() != Some("yes") {
+    if !confirmed {
         return Page::new("Not disconnected")
             .status(StatusCode::UNPROCESSABLE_ENTITY)
             .para("Tick the confirmation box to disconnect HubSpot.")
