@@ -428,7 +428,9 @@ backend_tests! {
 
         let home = browser.get(&server.url("/")).await;
         assert!(home.body.contains("is broken"), "{}", home.body);
-        assert!(home.body.contains("reinstall the app"), "{}", home.body);
+        assert!(home.body.contains("until the app is installed again"), "{}", home.body);
+        let operator = operator_home(&server).await;
+        assert!(operator.contains("href=\"/api/install\">Reconnect HubSpot<"), "{operator}");
 
         // Installing again repairs it.
         install(&mut browser, &server).await;
@@ -756,5 +758,26 @@ async fn without_client_credentials_the_install_page_says_what_to_set() {
     assert!(install_link_of(&page.body).is_none(), "no broken link");
     let home = Browser::new().get(&server.url("/")).await;
     assert!(home.body.contains("not connected"), "{}", home.body);
-    assert!(home.body.contains("href=\"/api/install\""));
+    assert!(
+        !home.body.contains("href=\"/api/install\""),
+        "connecting is the operator's act"
+    );
+    assert!(home.body.contains("sign in below"), "{}", home.body);
+    let operator = operator_home(&server).await;
+    assert!(
+        operator.contains("href=\"/api/install\">Connect HubSpot<"),
+        "{operator}"
+    );
+}
+
+/// The console as the operator sees it (bearer token).
+async fn operator_home(server: &Server) -> String {
+    let resp = reqwest::Client::new()
+        .get(server.url("/"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("GET /");
+    assert_eq!(resp.status(), StatusCode::OK);
+    resp.text().await.expect("a page")
 }
