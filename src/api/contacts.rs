@@ -1,19 +1,18 @@
 //! `GET /contacts`: the local contacts, page by page (keyset pagination by id); and
 //! `POST /api/contacts/{id}/restore`: a user's restore of a contact HubSpot deleted.
 
-use std::borrow::Cow;
-
 use chrono::{DateTime, Utc};
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
-use poem_openapi::registry::{MetaSchema, MetaSchemaRef};
-use poem_openapi::types::{ParseError, ParseFromParameter, ParseResult, Type};
+use poem_openapi::registry::MetaSchema;
+use poem_openapi::types::{ParseError, ParseFromParameter, ParseResult};
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
 use super::AppState;
 use super::auth::ApiToken;
 use super::error::{ApiError, ErrorBody, ErrorCode, ErrorDetail, Failure, NoInput, ParamInput};
 use super::params::PageSize;
+use super::params::inline_type;
 use super::tags::ApiTags;
 use crate::ids::ContactId;
 use crate::store::{Contact, DeletedFilter, Restore, Tombstone};
@@ -152,31 +151,11 @@ impl Cursor {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct After(Option<Cursor>);
 
-impl Type for After {
-    const IS_REQUIRED: bool = true;
-    type RawValueType = Self;
-    type RawElementValueType = Self;
-
-    fn name() -> Cow<'static, str> {
-        "cursor".into()
-    }
-
-    fn schema_ref() -> MetaSchemaRef {
-        let mut schema = MetaSchema::new("string");
-        schema.pattern = Some("^[0-9]*$".to_owned());
-        MetaSchemaRef::Inline(Box::new(schema))
-    }
-
-    fn as_raw_value(&self) -> Option<&Self::RawValueType> {
-        Some(self)
-    }
-
-    fn raw_element_iter<'a>(
-        &'a self,
-    ) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
-        Box::new(self.as_raw_value().into_iter())
-    }
-}
+inline_type!(After, "cursor", || {
+    let mut schema = MetaSchema::new("string");
+    schema.pattern = Some("^[0-9]*$".to_owned());
+    schema
+});
 
 impl ParseFromParameter for After {
     fn parse_from_parameter(value: &str) -> ParseResult<Self> {

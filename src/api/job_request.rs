@@ -14,6 +14,7 @@ use std::borrow::Cow;
 
 use super::job_views::SyncObjectView;
 use super::json_body::FromJsonBody;
+use super::params::inline_type;
 use crate::jobs::model::{Direction, JobSpec, PullMode, PushMode, SpecError, Trigger};
 use crate::jobs::queue::EnqueueRequest;
 
@@ -53,32 +54,12 @@ pub enum PullModeView {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OnlyFalse;
 
-impl Type for OnlyFalse {
-    const IS_REQUIRED: bool = true;
-    type RawValueType = Self;
-    type RawElementValueType = Self;
-
-    fn name() -> Cow<'static, str> {
-        "only_false".into()
-    }
-
-    fn schema_ref() -> MetaSchemaRef {
-        let mut schema = MetaSchema::new("boolean");
-        // OpenAPI 3.0 checks `enum` after `nullable`, so the null the field accepts is listed.
-        schema.enum_items = vec![Value::Bool(false), Value::Null];
-        MetaSchemaRef::Inline(Box::new(schema))
-    }
-
-    fn as_raw_value(&self) -> Option<&Self::RawValueType> {
-        Some(self)
-    }
-
-    fn raw_element_iter<'a>(
-        &'a self,
-    ) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
-        Box::new(self.as_raw_value().into_iter())
-    }
-}
+inline_type!(OnlyFalse, "only_false", || {
+    let mut schema = MetaSchema::new("boolean");
+    // OpenAPI 3.0 checks `enum` after `nullable`, so the null the field accepts is listed.
+    schema.enum_items = vec![Value::Bool(false), Value::Null];
+    schema
+});
 
 impl ParseFromJSON for OnlyFalse {
     fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {

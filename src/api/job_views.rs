@@ -5,15 +5,15 @@
 //! the document has always used. [`JobView`] renders exactly the serde JSON of [`Job`]
 //! (INTERFACE §4.3); a test keeps the two in step.
 
+use super::params::inline_type;
 use crate::jobs::model::{
     Direction, Job, JobSpec, JobStatus, PullCounts, PullMode, PushCounts, PushMode, RecordError,
     SyncObject, Trigger, rfc3339,
 };
 use crate::jobs::schedule::ScheduleView;
-use poem_openapi::registry::{MetaSchema, MetaSchemaRef};
-use poem_openapi::types::{ParseError, ParseFromParameter, ParseResult, Type};
+use poem_openapi::registry::MetaSchema;
+use poem_openapi::types::{ParseError, ParseFromParameter, ParseResult};
 use poem_openapi::{Enum, Object, Union};
-use std::borrow::Cow;
 
 /// Jobs `GET /api/jobs` lists when no `limit` is given.
 pub const DEFAULT_LIST_LIMIT: u32 = 20;
@@ -89,34 +89,14 @@ pub enum JobStatusView {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StatusParam(pub Option<JobStatus>);
 
-impl Type for StatusParam {
-    const IS_REQUIRED: bool = true;
-    type RawValueType = Self;
-    type RawElementValueType = Self;
-
-    fn name() -> Cow<'static, str> {
-        "status_filter".into()
-    }
-
-    fn schema_ref() -> MetaSchemaRef {
-        let mut schema = MetaSchema::new("string");
-        schema.enum_items = std::iter::once("")
-            .chain(JobStatus::ALL.map(JobStatus::as_str))
-            .map(serde_json::Value::from)
-            .collect();
-        MetaSchemaRef::Inline(Box::new(schema))
-    }
-
-    fn as_raw_value(&self) -> Option<&Self::RawValueType> {
-        Some(self)
-    }
-
-    fn raw_element_iter<'a>(
-        &'a self,
-    ) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
-        Box::new(self.as_raw_value().into_iter())
-    }
-}
+inline_type!(StatusParam, "status_filter", || {
+    let mut schema = MetaSchema::new("string");
+    schema.enum_items = std::iter::once("")
+        .chain(JobStatus::ALL.map(JobStatus::as_str))
+        .map(serde_json::Value::from)
+        .collect();
+    schema
+});
 
 impl ParseFromParameter for StatusParam {
     fn parse_from_parameter(value: &str) -> ParseResult<Self> {

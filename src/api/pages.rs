@@ -24,6 +24,7 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::error::{ErrorBody, ErrorStatuses, Failure};
+use super::params::inline_type;
 use super::tags::ApiTags;
 use super::{console, oauth_routes, operator, webhook_route};
 use crate::oauth::install::CallbackParams;
@@ -220,35 +221,15 @@ impl DisconnectForm {
     }
 }
 
-impl Type for DisconnectForm {
-    const IS_REQUIRED: bool = true;
-    type RawValueType = Self;
-    type RawElementValueType = Self;
-
-    fn name() -> std::borrow::Cow<'static, str> {
-        "DisconnectForm".into()
-    }
-
-    fn schema_ref() -> MetaSchemaRef {
-        let mut confirm = MetaSchema::new("string");
-        confirm.enum_items = vec![serde_json::Value::from("yes")];
-        confirm.description = Some("The confirmation box, ticked");
-        let mut form = MetaSchema::new("object");
-        form.properties = vec![("confirm", MetaSchemaRef::Inline(Box::new(confirm)))];
-        form.required = vec!["confirm"];
-        MetaSchemaRef::Inline(Box::new(form))
-    }
-
-    fn as_raw_value(&self) -> Option<&Self::RawValueType> {
-        Some(self)
-    }
-
-    fn raw_element_iter<'a>(
-        &'a self,
-    ) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
-        Box::new(std::iter::once(self))
-    }
-}
+inline_type!(DisconnectForm, "DisconnectForm", || {
+    let mut confirm = MetaSchema::new("string");
+    confirm.enum_items = vec![serde_json::Value::from("yes")];
+    confirm.description = Some("The confirmation box, ticked");
+    let mut form = MetaSchema::new("object");
+    form.properties = vec![("confirm", MetaSchemaRef::Inline(Box::new(confirm)))];
+    form.required = vec!["confirm"];
+    form
+});
 
 /// The OAuth callbacks.
 pub struct CallbackAnswers;

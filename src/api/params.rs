@@ -5,6 +5,37 @@ use std::borrow::Cow;
 use poem_openapi::registry::{MetaSchema, MetaSchemaRef};
 use poem_openapi::types::{ParseError, ParseFromParameter, ParseResult, Type};
 
+/// Implements poem-openapi's `Type` for `$ty`: a required value documented inline by the
+/// `MetaSchema` that `$schema` (a `fn() -> MetaSchema`) builds, for the parameters and forms
+/// whose parsing is their own (so that a wrong value is a 422 naming it, not poem's 400).
+macro_rules! inline_type {
+    ($ty:ty, $name:literal, $schema:expr) => {
+        impl poem_openapi::types::Type for $ty {
+            const IS_REQUIRED: bool = true;
+            type RawValueType = Self;
+            type RawElementValueType = Self;
+
+            fn name() -> std::borrow::Cow<'static, str> {
+                $name.into()
+            }
+
+            fn schema_ref() -> poem_openapi::registry::MetaSchemaRef {
+                let schema: fn() -> poem_openapi::registry::MetaSchema = $schema;
+                poem_openapi::registry::MetaSchemaRef::Inline(Box::new(schema()))
+            }
+
+            fn as_raw_value(&self) -> Option<&Self> {
+                Some(self)
+            }
+
+            fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Self> + 'a> {
+                Box::new(std::iter::once(self))
+            }
+        }
+    };
+}
+pub(crate) use inline_type;
+
 /// A page size (`limit`) from 1 to `MAX`, `DEFAULT` when absent.
 ///
 /// Hand-implemented rather than `u32` with validators: their errors read
