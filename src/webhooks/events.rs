@@ -175,6 +175,63 @@ pub fn parse_batch(body: &[u8]) -> Result<ParsedBatch, BatchError> {
     Ok(batch)
 }
 
+/// What tells an echo of this app's own write, borrowed from the body (no allocation): a
+/// string with escapes, an id sent as text or any other surprise fails the probe, and the
+/// batch then takes the full path of [`parse_batch`].
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EchoProbe<'a> {
+    #[serde(borrow)]
+    subscription_type: Option<&'a str>,
+    #[serde(borrow)]
+    event_type: Option<&'a str>,
+    event_id: Option<u64>,
+    portal_id: Option<u64>,
+    app_id: Option<u64>,
+    object_id: Option<u64>,
+    occurred_at: Option<i64>,
+    #[serde(borrow)]
+    change_source: Option<&'a str>,
+    #[serde(borrow)]
+    source_id: Option<&'a str>,
+    #[serde(borrow)]
+    property_name: Option<&'a str>,
+}
+
+impl EchoProbe<'_> {
+    /// Whether [`parse_batch`] would make of it a valid event for which
+    /// [`WebhookEvent::is_own_echo`] holds.
+    fn is_own_echo(&self) -> bool {
+        let readable = match self.subscription_type.or(self.event_type) {
+            Some("contact.creation") => true,
+            Some("contact.propertyChange") => self.property_name.is_some(),
+            _ => false,
+        };
+        let valid = self.event_id.is_some()
+            && self.object_id.is_some()
+            && self.occurred_at.is_some()
+            && self.portal_id.is_some_and(|p| i64::try_from(p).is_ok());
+        readable
+            && valid
+            && self.change_source == Some("INTEGRATION")
+            && self
+                .app_id
+                .zip(self.source_id)
+                .is_some_and(|(app, source)| source.trim() == app.to_string())
+    }
+}
+
+/// How many events the body holds when every one of them is an echo of this app's own write
+/// (creations and property changes it made, [`WebhookEvent::is_own_echo`]); `None` otherwise.
+///
+/// While a push runs, nearly every delivery is such a batch, and it changes nothing: this
+/// answers it in one pass over the body without building its events. Any other body — or a
+/// surprise in this one — goes through [`parse_batch`], which decides exactly as before.
+pub fn count_own_echoes(body: &[u8]) -> Option<usize> {
+    let probes: Vec<EchoProbe<'_>> = serde_json::from_slice(body).ok()?;
+    (!probes.is_empty() && probes.iter().all(EchoProbe::is_own_echo)).then_some(probes.len())
+}
+
 impl WebhookEvent {
     /// One event from its JSON object; the error says what is missing or wrong.
     pub fn from_json(value: Value) -> Result<Self, String> {
@@ -384,4 +441,88 @@ fn merge_fields(
             .collect::<Result<_, _>>()?,
         new_object_id: new.map(|id| id.to_object_id("newObjectId")).transpose()?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the full parse says of a body: the number of events when all are own echoes.
+    fn by_full_parse(body: &str) -> Option<usize> {
+        let batch = parse_batch(body.as_bytes()).ok()?;
+        let all = batch.malformed.is_empty()
+            && !batch.events.is_empty()
+            && batch.events.iter().all(WebhookEvent::is_own_echo);
+        all.then_some(batch.events.len())
+    }
+
+    fn event(fields: &str) -> String {
+        format!(
+            r#"{{"eventId":1,"subscriptionId":2,"portalId":3,"appId":77,"occurredAt":1700000000000,"attemptNumber":0,"objectId":123,{fields}}}"#
+        )
+    }
+
+    #[test]
+    fn the_one_pass_echo_count_agrees_with_the_full_parse() {
+        let own_creation = event(
+            r#""subscriptionType":"contact.creation","changeSource":"INTEGRATION","sourceId":"77""#,
+        );
+        let own_change = event(
+            r#""subscriptionType":"contact.propertyChange","propertyName":"email","propertyValue":"a@b.co","changeSource":"INTEGRATION","sourceId":" 77 ""#,
+        );
+        let bodies = [
+            format!("[{own_creation},{own_change}]"),
+            // another app's write, a person's, a deletion, a change without its property
+            format!(
+                "[{own_creation},{}]",
+                event(r#""subscriptionType":"contact.creation","changeSource":"INTEGRATION","sourceId":"78""#)
+            ),
+            format!(
+                "[{}]",
+                event(r#""subscriptionType":"contact.creation","changeSource":"CRM_UI","sourceId":"userId:5""#)
+            ),
+            format!(
+                "[{}]",
+                event(r#""subscriptionType":"contact.deletion","changeSource":"INTEGRATION","sourceId":"77""#)
+            ),
+            format!(
+                "[{}]",
+                event(r#""subscriptionType":"contact.propertyChange","changeSource":"INTEGRATION","sourceId":"77""#)
+            ),
+            // an escaped string and an id as text: the probe gives way to the full parse
+            format!(
+                "[{}]",
+                event(r#""subscriptionType":"contact.propertyChange","propertyName":"firstname","propertyValue":"A\"da","changeSource":"INTEGRATION","sourceId":"77""#)
+            ),
+            r#"[{"eventId":"1","portalId":3,"appId":77,"occurredAt":1,"objectId":"9","subscriptionType":"contact.creation","changeSource":"INTEGRATION","sourceId":"77"}]"#.to_owned(),
+            // an own write missing its eventId is malformed, not an echo
+            r#"[{"portalId":3,"appId":77,"occurredAt":1,"objectId":9,"subscriptionType":"contact.creation","changeSource":"INTEGRATION","sourceId":"77"}]"#.to_owned(),
+            "[]".to_owned(),
+            "{}".to_owned(),
+            "not json".to_owned(),
+        ];
+        for body in &bodies {
+            let fast = count_own_echoes(body.as_bytes());
+            if let Some(n) = fast {
+                assert_eq!(Some(n), by_full_parse(body), "{body}");
+            }
+            assert!(
+                fast.is_some()
+                    || by_full_parse(body).is_none()
+                    || body.contains("\\\"")
+                    || body.contains("\"eventId\":\"1\""),
+                "the one pass missed a batch of own echoes: {body}"
+            );
+        }
+        assert_eq!(
+            count_own_echoes(bodies[0].as_bytes()),
+            Some(2),
+            "the push's echoes take the one pass"
+        );
+        assert_eq!(
+            by_full_parse(&bodies[6]),
+            Some(1),
+            "text ids are echoes too, by the full parse"
+        );
+    }
 }

@@ -18,7 +18,7 @@ pub use echoes::{Echo, echo_of};
 pub use effects::{BatchOutcome, process_events};
 pub use events::{
     BatchError, ChangeSource, EventKind, MalformedEvent, Merge, ParsedBatch, WebhookEvent,
-    parse_batch,
+    count_own_echoes, parse_batch,
 };
 pub use pending::{
     PendingPull, clear_pending_pulls, clear_pulled, count_pending_pulls, pending_pulls,
