@@ -12,6 +12,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::clock::now_ms;
+use super::crm::Crm;
 use super::routes::AdminOp;
 use super::state::{State, lock};
 use super::store::Store;
@@ -67,7 +68,7 @@ fn admin_error(status: StatusCode, message: &str) -> Response {
 fn run(state: &State, op: AdminOp, body: &[u8]) -> Result<Value, String> {
     match op {
         AdminOp::Stats => Ok(stats(state)),
-        AdminOp::Dump => Ok(dump(&lock(&state.store))),
+        AdminOp::Dump => Ok(dump(&lock(&state.store).contacts)),
         AdminOp::Insert => {
             let input: InsertBody = parse_json(body)
                 .map_err(|_| "body must be {\"contacts\":[{\"properties\":{..}}]}".to_owned())?;
@@ -79,7 +80,9 @@ fn run(state: &State, op: AdminOp, body: &[u8]) -> Result<Value, String> {
                         .map_err(|_| "property values must be strings".to_owned())
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            let ids = lock(&state.store).insert_unchecked(records, now_ms());
+            let ids = lock(&state.store)
+                .contacts
+                .insert_unchecked(records, now_ms());
             Ok(json!({ "ids": ids.iter().map(u64::to_string).collect::<Vec<_>>() }))
         }
         AdminOp::Seed => {
@@ -92,7 +95,7 @@ fn run(state: &State, op: AdminOp, body: &[u8]) -> Result<Value, String> {
             Ok(json!({ "created": ids.len() }))
         }
         AdminOp::Reset => {
-            *lock(&state.store) = Store::new(state.cfg.search_delay_ms);
+            *lock(&state.store) = Crm::new(state.cfg.search_delay_ms);
             state.limits.reset();
             state.stats.reset();
             Ok(json!({ "reset": true }))
@@ -126,24 +129,26 @@ fn config_json(state: &State) -> Result<Value, String> {
 /// Generates and inserts `count` seeded contacts; returns their ids.
 pub(crate) fn seed(state: &State, count: usize) -> Vec<u64> {
     let records = lock(&state.generator).take(count);
-    lock(&state.store).insert_unchecked(records, now_ms())
+    lock(&state.store)
+        .contacts
+        .insert_unchecked(records, now_ms())
 }
 
 fn dump(store: &Store) -> Value {
     let live: Vec<ObjectOut> = store
         .live()
-        .map(|c| ObjectOut::from_contact(c, &Projection::All, EmptyValues::Omitted))
+        .map(|c| ObjectOut::from_record(store.kind(), c, &Projection::All, EmptyValues::Omitted))
         .collect();
     let archived: Vec<ObjectOut> = store
         .archived()
-        .map(|c| ObjectOut::from_contact(c, &Projection::All, EmptyValues::Omitted))
+        .map(|c| ObjectOut::from_record(store.kind(), c, &Projection::All, EmptyValues::Omitted))
         .collect();
     json!({ "contacts": live, "archived": archived })
 }
 
 /// The admin stats document.
 pub(crate) fn stats(state: &State) -> Value {
-    let counts = lock(&state.store).counts();
+    let counts = lock(&state.store).contacts.counts();
     let by_op: BTreeMap<&str, u64> = lock(&state.stats.by_op).clone();
     let by_status: BTreeMap<String, u64> = lock(&state.stats.by_status)
         .iter()

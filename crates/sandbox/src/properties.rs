@@ -1,11 +1,12 @@
-//! Contact property definitions: HubSpot's defaults plus the custom ones a user creates,
-//! and the value checks HubSpot applies on every write.
+//! Property definitions and groups of contacts and companies: HubSpot's defaults plus the
+//! custom ones a user creates, and the value checks HubSpot applies on every write.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use super::clock::iso_millis;
+use super::objects::CrmObject;
 
 /// The most custom properties with `hasUniqueValue` HubSpot allows per object.
 pub(crate) const MAX_UNIQUE_PROPERTIES: usize = 10;
@@ -115,6 +116,11 @@ impl PropertyDef {
         }
     }
 
+    fn in_group(mut self, group: &str) -> Self {
+        group.clone_into(&mut self.group_name);
+        self
+    }
+
     fn read_only(mut self) -> Self {
         self.read_only_value = true;
         self.form_field = false;
@@ -198,87 +204,239 @@ impl PropertyProblem {
     }
 }
 
-/// All property definitions of the contact object.
+/// A property group (HubSpot's `PropertyGroup`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct PropertyGroup {
+    /// Internal name.
+    pub name: String,
+    /// UI label.
+    pub label: String,
+    /// UI order.
+    pub display_order: i32,
+    /// Archived flag.
+    #[serde(default)]
+    pub archived: bool,
+}
+
+impl PropertyGroup {
+    /// The JSON the properties API answers with (schema `PropertyGroup`).
+    pub(crate) fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "name": self.name,
+            "label": self.label,
+            "displayOrder": self.display_order,
+            "archived": self.archived,
+        })
+    }
+}
+
+/// All property definitions and groups of one object type.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct PropertyCatalog {
     defs: BTreeMap<String, PropertyDef>,
+    /// Groups by name, the built-in one included (older state files have none saved).
+    #[serde(default)]
+    groups: BTreeMap<String, PropertyGroup>,
 }
 
-impl Default for PropertyCatalog {
-    fn default() -> Self {
-        use PropertyType as T;
-        let lifecycle = [
-            "subscriber",
-            "lead",
-            "marketingqualifiedlead",
-            "salesqualifiedlead",
-            "opportunity",
-            "customer",
-            "evangelist",
-            "other",
-        ];
-        let mut stage =
-            PropertyDef::builtin("lifecyclestage", "Lifecycle Stage", T::Enumeration, "radio");
-        stage.options = lifecycle
-            .iter()
-            .enumerate()
-            .map(|(i, v)| PropertyOption {
-                label: v.to_owned().to_owned(),
-                value: (*v).to_owned(),
-                display_order: i as i32,
-                hidden: false,
-                description: None,
-            })
-            .collect();
-        let defs = [
-            PropertyDef::builtin("email", "Email", T::String, "text"),
-            PropertyDef::builtin("firstname", "First Name", T::String, "text"),
-            PropertyDef::builtin("lastname", "Last Name", T::String, "text"),
-            PropertyDef::builtin("phone", "Phone Number", T::String, "phonenumber"),
-            PropertyDef::builtin(
-                "mobilephone",
-                "Mobile Phone Number",
-                T::String,
-                "phonenumber",
-            ),
-            PropertyDef::builtin("company", "Company Name", T::String, "text"),
-            PropertyDef::builtin("website", "Website URL", T::String, "text"),
-            PropertyDef::builtin("jobtitle", "Job Title", T::String, "text"),
-            PropertyDef::builtin("address", "Street Address", T::String, "text"),
-            PropertyDef::builtin("city", "City", T::String, "text"),
-            PropertyDef::builtin("state", "State/Region", T::String, "text"),
-            PropertyDef::builtin("zip", "Postal Code", T::String, "text"),
-            PropertyDef::builtin("country", "Country/Region", T::String, "text"),
-            PropertyDef::builtin("industry", "Industry", T::String, "text"),
-            stage,
-            PropertyDef::builtin("hs_object_id", "Record ID", T::Number, "number").read_only(),
-            PropertyDef::builtin("createdate", "Create Date", T::Datetime, "date").read_only(),
-            PropertyDef::builtin(
-                "lastmodifieddate",
-                "Last Modified Date",
-                T::Datetime,
-                "date",
-            )
-            .read_only(),
-            PropertyDef::builtin(
-                "hs_merged_object_ids",
-                "Merged Contact IDs",
-                T::Enumeration,
-                "checkbox",
-            )
-            .read_only(),
-            PropertyDef::builtin(
-                "hs_additional_emails",
-                "Additional email addresses",
-                T::Enumeration,
-                "checkbox",
-            )
-            .read_only(),
-        ];
-        Self {
+impl PropertyCatalog {
+    /// HubSpot's default properties and group of `object`.
+    pub(crate) fn for_object(object: CrmObject) -> Self {
+        let defs = match object {
+            CrmObject::Contacts => contact_properties(),
+            CrmObject::Companies => company_properties(),
+        };
+        let mut catalog = Self {
             defs: defs.into_iter().map(|d| (d.name.clone(), d)).collect(),
-        }
+            groups: BTreeMap::new(),
+        };
+        catalog.add_builtin_group(object);
+        catalog
     }
+
+    /// Adds the built-in group of `object` when it is missing (state files of before groups).
+    pub(crate) fn add_builtin_group(&mut self, object: CrmObject) {
+        let (name, label) = builtin_group(object);
+        self.groups
+            .entry(name.to_owned())
+            .or_insert_with(|| PropertyGroup {
+                name: name.to_owned(),
+                label: label.to_owned(),
+                display_order: -1,
+                archived: false,
+            });
+    }
+
+    /// Live groups by name.
+    pub(crate) fn groups(&self) -> impl Iterator<Item = &PropertyGroup> {
+        self.groups.values().filter(|g| !g.archived)
+    }
+
+    /// A live group.
+    pub(crate) fn group(&self, name: &str) -> Option<&PropertyGroup> {
+        self.groups.get(name).filter(|g| !g.archived)
+    }
+
+    /// Adds a group; a live group of that name is a conflict.
+    pub(crate) fn create_group(
+        &mut self,
+        group: PropertyGroup,
+    ) -> Result<&PropertyGroup, PropertyDefError> {
+        if self.group(&group.name).is_some() {
+            return Err(PropertyDefError::AlreadyExists(group.name));
+        }
+        if !valid_property_name(&group.name) {
+            return Err(PropertyDefError::Invalid(format!(
+                "Property group name '{}' is invalid: use lower-case letters, digits and underscores, starting with a letter.",
+                group.name
+            )));
+        }
+        let name = group.name.clone();
+        self.groups.insert(name.clone(), group);
+        self.groups
+            .get(&name)
+            .ok_or(PropertyDefError::NotFound(name))
+    }
+}
+
+/// The group HubSpot's own properties of `object` are in.
+fn builtin_group(object: CrmObject) -> (&'static str, &'static str) {
+    match object {
+        CrmObject::Contacts => ("contactinformation", "Contact information"),
+        CrmObject::Companies => ("companyinformation", "Company information"),
+    }
+}
+
+fn lifecycle_stage(group: &str) -> PropertyDef {
+    let lifecycle = [
+        "subscriber",
+        "lead",
+        "marketingqualifiedlead",
+        "salesqualifiedlead",
+        "opportunity",
+        "customer",
+        "evangelist",
+        "other",
+    ];
+    let mut stage = PropertyDef::builtin(
+        "lifecyclestage",
+        "Lifecycle Stage",
+        PropertyType::Enumeration,
+        "radio",
+    )
+    .in_group(group);
+    stage.options = lifecycle
+        .iter()
+        .enumerate()
+        .map(|(i, v)| PropertyOption {
+            label: (*v).to_owned(),
+            value: (*v).to_owned(),
+            display_order: i32::try_from(i).unwrap_or(i32::MAX),
+            hidden: false,
+            description: None,
+        })
+        .collect();
+    stage
+}
+
+fn contact_properties() -> Vec<PropertyDef> {
+    use PropertyType as T;
+    vec![
+        PropertyDef::builtin("email", "Email", T::String, "text"),
+        PropertyDef::builtin("firstname", "First Name", T::String, "text"),
+        PropertyDef::builtin("lastname", "Last Name", T::String, "text"),
+        PropertyDef::builtin("phone", "Phone Number", T::String, "phonenumber"),
+        PropertyDef::builtin(
+            "mobilephone",
+            "Mobile Phone Number",
+            T::String,
+            "phonenumber",
+        ),
+        PropertyDef::builtin("company", "Company Name", T::String, "text"),
+        PropertyDef::builtin("website", "Website URL", T::String, "text"),
+        PropertyDef::builtin("jobtitle", "Job Title", T::String, "text"),
+        PropertyDef::builtin("address", "Street Address", T::String, "text"),
+        PropertyDef::builtin("city", "City", T::String, "text"),
+        PropertyDef::builtin("state", "State/Region", T::String, "text"),
+        PropertyDef::builtin("zip", "Postal Code", T::String, "text"),
+        PropertyDef::builtin("country", "Country/Region", T::String, "text"),
+        PropertyDef::builtin("industry", "Industry", T::String, "text"),
+        lifecycle_stage("contactinformation"),
+        PropertyDef::builtin("hs_object_id", "Record ID", T::Number, "number").read_only(),
+        PropertyDef::builtin("createdate", "Create Date", T::Datetime, "date").read_only(),
+        PropertyDef::builtin(
+            "lastmodifieddate",
+            "Last Modified Date",
+            T::Datetime,
+            "date",
+        )
+        .read_only(),
+        PropertyDef::builtin(
+            "hs_merged_object_ids",
+            "Merged Contact IDs",
+            T::Enumeration,
+            "checkbox",
+        )
+        .read_only(),
+        PropertyDef::builtin(
+            "hs_additional_emails",
+            "Additional email addresses",
+            T::Enumeration,
+            "checkbox",
+        )
+        .read_only(),
+    ]
+}
+
+fn company_properties() -> Vec<PropertyDef> {
+    use PropertyType as T;
+    let group = "companyinformation";
+    let def =
+        |name, label, kind, field| PropertyDef::builtin(name, label, kind, field).in_group(group);
+    vec![
+        def("name", "Company name", T::String, "text"),
+        def("domain", "Company Domain Name", T::String, "text"),
+        // `;`-separated; domain matching (auto-association) also looks here.
+        def(
+            "hs_additional_domains",
+            "Additional Domains",
+            T::String,
+            "text",
+        ),
+        def("website", "Website URL", T::String, "text"),
+        def("phone", "Phone Number", T::String, "phonenumber"),
+        def("industry", "Industry", T::String, "text"),
+        def("description", "Description", T::String, "textarea"),
+        def("city", "City", T::String, "text"),
+        def("state", "State/Region", T::String, "text"),
+        def("zip", "Postal Code", T::String, "text"),
+        def("country", "Country/Region", T::String, "text"),
+        def(
+            "numberofemployees",
+            "Number of Employees",
+            T::Number,
+            "number",
+        ),
+        def("annualrevenue", "Annual Revenue", T::Number, "number"),
+        def("founded_year", "Year Founded", T::String, "text"),
+        lifecycle_stage(group),
+        def("hs_object_id", "Record ID", T::Number, "number").read_only(),
+        def("createdate", "Create Date", T::Datetime, "date").read_only(),
+        def(
+            "hs_lastmodifieddate",
+            "Last Modified Date",
+            T::Datetime,
+            "date",
+        )
+        .read_only(),
+        def(
+            "hs_merged_object_ids",
+            "Merged Company IDs",
+            T::Enumeration,
+            "checkbox",
+        )
+        .read_only(),
+    ]
 }
 
 /// Why a property definition could not be created or changed.
@@ -602,7 +760,7 @@ mod tests {
 
     #[test]
     fn unknown_and_read_only_properties_are_refused() {
-        let catalog = PropertyCatalog::default();
+        let catalog = PropertyCatalog::for_object(CrmObject::Contacts);
         let mut values = BTreeMap::new();
         values.insert("favorite_food".to_owned(), "pizza".to_owned());
         values.insert("hs_object_id".to_owned(), "5".to_owned());
