@@ -109,7 +109,7 @@ pub struct SandboxArgs {
     /// Search requests per second per token; 0 turns the limit off.
     #[arg(long, default_value_t = 5)]
     pub search_per_second: u32,
-    /// Associations API requests per rolling 10 seconds per app (a budget of their own);
+    /// Batch associations requests per rolling 10 seconds per app (a budget of their own);
     /// 0 turns the limit off.
     #[arg(long, default_value_t = 100)]
     pub associations_per_10s: u32,

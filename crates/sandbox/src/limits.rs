@@ -1,7 +1,7 @@
 //! HubSpot's rate limits: a rolling 10-second budget per app (the private-app token, or all
 //! OAuth tokens of one client), a per-second budget per token for search, a rolling 10-second
-//! budget per app of its own for the associations API (the spec exempts those calls from the
-//! general one), and the daily counter reported in headers.
+//! budget per app of its own for the associations API's batch calls (the spec exempts those
+//! from the general one), and the daily counter reported in headers.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;

@@ -121,7 +121,8 @@ pub(crate) enum Bucket {
     General,
     /// The per-second search budget of the token.
     Search,
-    /// The associations API's own 10-second budget.
+    /// The associations API's own 10-second budget (its batch calls: the spec exempts those
+    /// from the general one, and not the calls on one record).
     Associations,
 }
 
@@ -162,7 +163,7 @@ impl ApiOp {
     pub(crate) fn bucket(&self) -> Bucket {
         match self {
             Self::Records(_, RecordOp::Search) => Bucket::Search,
-            Self::Associations { .. } => Bucket::Associations,
+            Self::Associations { op, .. } if op.is_batch() => Bucket::Associations,
             _ => Bucket::General,
         }
     }
@@ -219,6 +220,13 @@ impl ApiOp {
 }
 
 impl AssocOp {
+    fn is_batch(&self) -> bool {
+        !matches!(
+            self,
+            Self::PutDefault(..) | Self::PutLabels(..) | Self::DeletePair(..) | Self::List(_)
+        )
+    }
+
     fn is_write(&self) -> bool {
         !matches!(self, Self::BatchRead | Self::List(_))
     }
@@ -681,6 +689,14 @@ mod tests {
         };
         assert_eq!(op.bucket(), Bucket::Associations);
         assert_eq!(op.kind(), OpKind::Write);
+        let single = route(
+            &Method::DELETE,
+            "/crm/v4/objects/contacts/1/associations/companies/2",
+        );
+        let Target::Api(op) = single else {
+            panic!("routed: {single:?}")
+        };
+        assert_eq!(op.bucket(), Bucket::General, "no exemption in the spec");
         assert_eq!(
             route(
                 &Method::PUT,
