@@ -3,7 +3,7 @@
 //! Answers are parsed leniently where HubSpot is loose (property values may be null or
 //! numbers; timestamps may be absent) and strictly where the sync depends on a field (`id`).
 
-use crate::ids::{HsObjectId, PortalId};
+use crate::ids::{CompanyId, HsObjectId, PortalId};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
 use std::collections::BTreeMap;
@@ -74,15 +74,137 @@ pub struct Page<T> {
     pub next_after: Option<String>,
 }
 
-/// One page of search results.
+/// One page of search results (contacts unless said otherwise).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SearchPage {
+pub struct SearchPage<R = Contact> {
     /// How many records match in all (HubSpot serves at most 10,000 of them).
     pub total: u64,
     /// The records of this page.
-    pub results: Vec<Contact>,
+    pub results: Vec<R>,
     /// `paging.next.after`; `None` on the last page.
     pub next_after: Option<String>,
+}
+
+/// A HubSpot company record (`SimplePublicObject` of object type `0-2`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Company {
+    /// The record id.
+    pub id: CompanyId,
+    /// Property values; HubSpot sends strings, and may send null for an empty value.
+    #[serde(default, deserialize_with = "lenient_values")]
+    pub properties: BTreeMap<String, Option<String>>,
+    /// When the record was created.
+    #[serde(default)]
+    pub created_at: Option<DateTime<Utc>>,
+    /// When the record last changed.
+    #[serde(default)]
+    pub updated_at: Option<DateTime<Utc>>,
+    /// Whether the record is in the recycle bin.
+    #[serde(default)]
+    pub archived: bool,
+    /// When it was archived.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archived_at: Option<DateTime<Utc>>,
+    /// The trace id of the batch input that wrote it, when HubSpot echoes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_write_trace_id: Option<String>,
+}
+
+impl Company {
+    /// A property's value; `None` when absent, null or empty.
+    pub fn property(&self, name: &str) -> Option<&str> {
+        self.properties
+            .get(name)
+            .and_then(|v| v.as_deref())
+            .filter(|v| !v.is_empty())
+    }
+
+    /// The `domain` property (not unique in HubSpot: several companies may share one).
+    pub fn domain(&self) -> Option<&str> {
+        self.property("domain")
+    }
+
+    /// The `name` property.
+    pub fn name(&self) -> Option<&str> {
+        self.property("name")
+    }
+
+    /// The ids merged into this company (`hs_merged_object_ids`, `;`-separated).
+    pub fn merged_ids(&self) -> Vec<CompanyId> {
+        self.property("hs_merged_object_ids")
+            .into_iter()
+            .flat_map(|v| v.split(';'))
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(CompanyId::from)
+            .collect()
+    }
+}
+
+/// A record from a company batch upsert: the company and whether HubSpot created it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct UpsertedCompany {
+    /// The record as it is now.
+    #[serde(flatten)]
+    pub company: Company,
+    /// True when the upsert created the record.
+    pub new: bool,
+}
+
+/// `GET /crm/v3/objects/companies` parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListCompanies {
+    /// Page size, 1..=100 (clamped); 100 by default (HubSpot's own default is 10).
+    pub limit: u32,
+    /// The cursor from the previous page.
+    pub after: Option<String>,
+    /// Properties to return (HubSpot's default set, `name` and `domain`, when empty).
+    pub properties: Vec<String>,
+    /// True lists only archived records.
+    pub archived: bool,
+}
+
+impl Default for ListCompanies {
+    fn default() -> Self {
+        Self {
+            limit: MAX_PAGE_LIMIT,
+            after: None,
+            properties: Vec::new(),
+            archived: false,
+        }
+    }
+}
+
+/// One company to create (HubSpot wants at least `name` or `domain`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CompanyCreate {
+    /// Property values.
+    pub properties: BTreeMap<String, String>,
+}
+
+/// One company to update by id (or by a unique custom property; never by `domain`, which
+/// HubSpot refuses as not unique).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompanyUpdate {
+    /// The record id, or the value of `id_property`.
+    pub id: String,
+    /// A unique custom property to find the record by; `None` = record id.
+    pub id_property: Option<String>,
+    /// New values; an empty string clears a value.
+    pub properties: BTreeMap<String, String>,
+}
+
+/// One company to create or update, found by a unique custom property (HubSpot refuses
+/// `domain`: "Unable to perform update/upsert by non-unique 0-2 property domain").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompanyUpsert {
+    /// The value of `id_property`.
+    pub id: String,
+    /// A custom property with `hasUniqueValue`.
+    pub id_property: String,
+    /// Values to write.
+    pub properties: BTreeMap<String, String>,
 }
 
 /// `GET /crm/v3/objects/contacts` parameters.
@@ -164,6 +286,99 @@ fn first_page_when_none<S: serde::Serializer>(
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(after.as_deref().unwrap_or("0"))
+}
+
+impl SearchRequest {
+    /// Companies whose `domain` is one of `domains` (`EQ` for one, `IN` for several, in
+    /// lower case as HubSpot wants `IN` values), oldest first. Several companies may share a
+    /// domain, and search lags writes by seconds: the caller decides what 0, 1 or many
+    /// matches mean.
+    pub fn companies_with_domains(domains: &[String], properties: Vec<String>) -> Self {
+        let lower: Vec<String> = domains.iter().map(|d| d.trim().to_lowercase()).collect();
+        let filter = match lower.as_slice() {
+            [one] => Filter::new("domain", FilterOperator::Eq, one.clone()),
+            _ => Filter::in_list("domain", lower),
+        };
+        Self {
+            filter_groups: vec![FilterGroup {
+                filters: vec![filter],
+            }],
+            sorts: vec![Sort {
+                property_name: "createdate".to_owned(),
+                direction: SortDirection::Ascending,
+            }],
+            properties,
+            ..Self::default()
+        }
+    }
+
+    /// Records of `object` changed at or after `since`, oldest change first: the query of
+    /// an incremental pull (contacts keep their change in `lastmodifieddate`, other objects
+    /// in `hs_lastmodifieddate`).
+    pub fn modified_since(
+        object: ObjectType,
+        since: DateTime<Utc>,
+        properties: Vec<String>,
+    ) -> Self {
+        let name = object.modified_property();
+        Self {
+            filter_groups: vec![FilterGroup {
+                filters: vec![Filter::new(
+                    name,
+                    FilterOperator::Gte,
+                    since.timestamp_millis().to_string(),
+                )],
+            }],
+            sorts: vec![Sort {
+                property_name: name.to_owned(),
+                direction: SortDirection::Ascending,
+            }],
+            properties,
+            ..Self::default()
+        }
+    }
+}
+
+/// A CRM object type this client knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ObjectType {
+    /// Contacts, `0-1`.
+    Contacts,
+    /// Companies, `0-2`.
+    Companies,
+}
+
+impl ObjectType {
+    /// The name in paths (`contacts`, `companies`).
+    pub fn path_name(self) -> &'static str {
+        match self {
+            Self::Contacts => "contacts",
+            Self::Companies => "companies",
+        }
+    }
+
+    /// HubSpot's object type id (`0-1`, `0-2`).
+    pub fn type_id(self) -> &'static str {
+        match self {
+            Self::Contacts => "0-1",
+            Self::Companies => "0-2",
+        }
+    }
+
+    /// The type an object type id or path name names.
+    pub fn from_type_id(id: &str) -> Option<Self> {
+        [Self::Contacts, Self::Companies]
+            .into_iter()
+            .find(|o| o.type_id() == id || o.path_name() == id)
+    }
+
+    /// The property that holds a record's last change.
+    pub fn modified_property(self) -> &'static str {
+        match self {
+            Self::Contacts => "lastmodifieddate",
+            Self::Companies => "hs_lastmodifieddate",
+        }
+    }
 }
 
 impl Default for SearchRequest {
@@ -420,6 +635,36 @@ pub struct ApiUsage {
     /// When the counter resets.
     #[serde(default)]
     pub resets_at: Option<DateTime<Utc>>,
+}
+
+/// `POST /crm/v3/properties/{object}/groups` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PropertyGroupCreate {
+    /// Internal name, e.g. `crm_sync`.
+    pub name: String,
+    /// Display label.
+    pub label: String,
+    /// Position among the groups.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub display_order: Option<i32>,
+}
+
+/// A property group as HubSpot returns it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PropertyGroup {
+    /// Internal name.
+    pub name: String,
+    /// Display label.
+    #[serde(default)]
+    pub label: String,
+    /// Position among the groups.
+    #[serde(default)]
+    pub display_order: Option<i32>,
+    /// Whether it is archived.
+    #[serde(default)]
+    pub archived: bool,
 }
 
 /// `{results, paging}` as HubSpot sends lists.
