@@ -441,7 +441,7 @@ async fn the_auto_association_setting_links_contacts_to_their_email_domains_comp
         .await;
     let automatic = of_type(events, "company.creation")
         .into_iter()
-        .find(|e| e["objectId"].to_string() == acme.id)
+        .find(|e| e["objectId"].as_u64() == acme.id.parse().ok())
         .expect("the created company's event");
     assert_ne!(
         automatic["changeSource"], "INTEGRATION",
