@@ -500,6 +500,7 @@ impl PropertyCatalog {
                 "Cannot create more than {MAX_UNIQUE_PROPERTIES} unique value properties for this object."
             )));
         }
+        check_field_type(def.kind, &def.field_type)?;
         if def.kind == PropertyType::Enumeration
             && def.options.is_empty()
             && def.field_type != "checkbox"
@@ -534,6 +535,8 @@ impl PropertyCatalog {
                 "The property '{name}' is a HubSpot default property; its definition cannot be changed."
             )));
         }
+        // A refused change leaves the definition as it was.
+        let before = def.clone();
         if let Some(v) = patch.label {
             def.label = v;
         }
@@ -560,6 +563,10 @@ impl PropertyCatalog {
         }
         if let Some(v) = patch.kind {
             def.kind = v;
+        }
+        if let Err(e) = check_field_type(def.kind, &def.field_type) {
+            *def = before;
+            return Err(e);
         }
         def.updated_ms = now_ms;
         Ok(def)
@@ -632,6 +639,7 @@ impl PropertyCatalog {
                     ),
                 ))
             }
+            PropertyType::Date => not_midnight(name, value),
             PropertyType::Enumeration => self.check_options(def, value),
             _ => None,
         }
@@ -675,6 +683,68 @@ pub(crate) struct PropertyPatch {
     pub display_order: Option<i32>,
     /// New type.
     pub kind: Option<PropertyType>,
+}
+
+/// The `fieldType`s each `type` allows (HubSpot's docs, Jan 2025); `phone_number`'s pairing is
+/// unconfirmed, so it takes the phone and text controls.
+fn allowed_field_types(kind: PropertyType) -> &'static [&'static str] {
+    match kind {
+        PropertyType::String => &[
+            "text",
+            "textarea",
+            "html",
+            "phonenumber",
+            "file",
+            "calculation_equation",
+        ],
+        PropertyType::Number => &["number", "calculation_equation"],
+        PropertyType::Bool => &["booleancheckbox", "calculation_equation"],
+        PropertyType::Enumeration => &[
+            "select",
+            "radio",
+            "checkbox",
+            "booleancheckbox",
+            "calculation_equation",
+        ],
+        PropertyType::Date | PropertyType::Datetime => &["date"],
+        PropertyType::PhoneNumber => &["phonenumber", "text"],
+    }
+}
+
+fn check_field_type(kind: PropertyType, field_type: &str) -> Result<(), PropertyDefError> {
+    let allowed = allowed_field_types(kind);
+    if allowed.contains(&field_type) {
+        Ok(())
+    } else {
+        let kind = serde_json::to_value(kind)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        Err(PropertyDefError::Invalid(format!(
+            "fieldType '{field_type}' is not valid for a property of type '{kind}': use one of {}.",
+            allowed.join(", ")
+        )))
+    }
+}
+
+/// HubSpot's refusal of a `date` value that is not at midnight UTC (reported text).
+fn not_midnight(name: &str, value: &str) -> Option<PropertyProblem> {
+    let ms = parse_instant_ms(value)?;
+    let day = 86_400_000;
+    let into_day = ms.rem_euclid(day);
+    (into_day != 0).then(|| {
+        let secs = into_day / 1000;
+        PropertyProblem::new(
+            name,
+            "INVALID_DATE",
+            format!(
+                "{value} is at {:02}:{:02}:{:02} UTC, not midnight!",
+                secs / 3600,
+                secs / 60 % 60,
+                secs % 60
+            ),
+        )
+    })
 }
 
 fn valid_property_name(name: &str) -> bool {
@@ -773,6 +843,40 @@ mod tests {
         assert_eq!(
             errors,
             ["INVALID_EMAIL", "PROPERTY_DOESNT_EXIST", "READ_ONLY_VALUE"]
+        );
+    }
+
+    #[test]
+    fn dates_must_be_at_midnight_utc_and_field_types_fit_their_type() {
+        let mut catalog = PropertyCatalog::for_object(CrmObject::Companies);
+        let def = |name: &str, kind, field: &str| PropertyDef {
+            field_type: field.to_owned(),
+            hubspot_defined: false,
+            ..PropertyDef::builtin(name, name, kind, field)
+        };
+        assert!(matches!(
+            catalog.create(def("founded", PropertyType::Date, "text"), 1),
+            Err(PropertyDefError::Invalid(_))
+        ));
+        catalog
+            .create(def("founded", PropertyType::Date, "date"), 1)
+            .expect("a date with the date control");
+        let check = |value: &str| {
+            let values = BTreeMap::from([("founded".to_owned(), value.to_owned())]);
+            catalog.check_values(&values)
+        };
+        assert!(check("1430438400000").is_empty(), "2015-05-01, midnight");
+        assert!(check("2015-05-01").is_empty());
+        let late = check("1430438400001");
+        assert_eq!(late[0].error, "INVALID_DATE");
+        assert_eq!(
+            late[0].message,
+            "1430438400001 is at 00:00:00 UTC, not midnight!"
+        );
+        assert!(
+            check("2015-05-01T13:30:00Z")[0]
+                .message
+                .contains("13:30:00 UTC")
         );
     }
 
