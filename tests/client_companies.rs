@@ -467,3 +467,43 @@ async fn association_batches_spend_their_own_budget_not_the_general_one() {
         "all three reached HubSpot"
     );
 }
+
+#[tokio::test]
+async fn a_value_hubspot_refuses_fails_its_record_not_the_batch() {
+    use crm_sync::hubspot::values::convert;
+    use crm_sync::hubspot::{FieldType, PropertyKind};
+    let sb = start(args()).await;
+    let hs = client(&sb);
+    let renewal = PropertyCreate::typed(
+        "renewal",
+        "Renewal",
+        PropertyKind::Date,
+        FieldType::Date,
+        "companyinformation",
+    )
+    .unwrap();
+    hs.create_object_property(ObjectType::Companies, &renewal)
+        .await
+        .unwrap();
+    let on_time = convert(PropertyKind::Date, "2027-01-31").unwrap();
+    let outcome = hs
+        .batch_create_companies(
+            &Batch::new(vec![
+                company(&[("name", "Converted"), ("renewal", &on_time)]),
+                // Raw milliseconds at 10:00 UTC: HubSpot wants midnight.
+                company(&[("name", "Raw"), ("renewal", "1485856800000")]),
+            ])
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome.results[0].record.property("renewal"),
+        Some(on_time.as_str())
+    );
+    let Some(HubSpotError::Validation { invalid, .. }) = outcome.error_for(1) else {
+        panic!("the raw value fails alone: {:?}", outcome.errors);
+    };
+    assert_eq!(invalid[0].name, "renewal");
+    assert_eq!(sb.companies().len(), 1);
+}

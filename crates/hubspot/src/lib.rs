@@ -72,10 +72,11 @@ pub use error::{
 pub use metrics::{ClientMetrics, RetryReason};
 pub use models::{
     AccountDetails, ApiUsage, Company, CompanyCreate, CompanyUpdate, CompanyUpsert, Contact,
-    ContactCreate, ContactUpdate, ContactUpsert, Filter, FilterGroup, FilterOperator,
-    ListCompanies, ListContacts, MAX_PAGE_LIMIT, MAX_SEARCH_LIMIT, ObjectType, Page, Property,
-    PropertyCreate, PropertyGroup, PropertyGroupCreate, PropertyOption, SearchPage, SearchRequest,
-    Sort, SortDirection, UpsertedCompany, UpsertedContact,
+    ContactCreate, ContactUpdate, ContactUpsert, FieldType, Filter, FilterGroup, FilterOperator,
+    InvalidFieldType, ListCompanies, ListContacts, MAX_PAGE_LIMIT, MAX_SEARCH_LIMIT, ObjectType,
+    Page, Property, PropertyCreate, PropertyGroup, PropertyGroupCreate, PropertyKind,
+    PropertyOption, SearchPage, SearchRequest, Sort, SortDirection, UpsertedCompany,
+    UpsertedContact,
 };
 pub use oauth::{OAuthApp, OAuthFlow, OAuthTokens, TOKEN_PATH};
 pub use ratelimit::SlidingWindow;

@@ -528,6 +528,157 @@ pub struct PropertyCreate {
     pub form_field: Option<bool>,
 }
 
+/// A property's data type (`type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PropertyKind {
+    /// `string`
+    String,
+    /// `number`
+    Number,
+    /// `bool`
+    Bool,
+    /// `enumeration` (options required, except for multi-select `checkbox`)
+    Enumeration,
+    /// `date`: a day, written as epoch ms at midnight UTC
+    Date,
+    /// `datetime`: an instant
+    Datetime,
+    /// `phone_number`
+    PhoneNumber,
+}
+
+impl PropertyKind {
+    /// HubSpot's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::String => "string",
+            Self::Number => "number",
+            Self::Bool => "bool",
+            Self::Enumeration => "enumeration",
+            Self::Date => "date",
+            Self::Datetime => "datetime",
+            Self::PhoneNumber => "phone_number",
+        }
+    }
+
+    /// The form controls HubSpot allows for this type (its docs' table, Jan 2025; the
+    /// `phone_number` pairing is unconfirmed). The first is the plain choice.
+    pub fn field_types(self) -> &'static [FieldType] {
+        use FieldType as F;
+        match self {
+            Self::String => &[
+                F::Text,
+                F::Textarea,
+                F::Html,
+                F::PhoneNumber,
+                F::File,
+                F::CalculationEquation,
+            ],
+            Self::Number => &[F::Number, F::CalculationEquation],
+            Self::Bool => &[F::BooleanCheckbox, F::CalculationEquation],
+            Self::Enumeration => &[
+                F::Select,
+                F::Radio,
+                F::Checkbox,
+                F::BooleanCheckbox,
+                F::CalculationEquation,
+            ],
+            Self::Date | Self::Datetime => &[F::Date],
+            Self::PhoneNumber => &[F::PhoneNumber, F::Text],
+        }
+    }
+}
+
+/// A property's form control (`fieldType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FieldType {
+    /// `text`
+    Text,
+    /// `textarea`
+    Textarea,
+    /// `html`
+    Html,
+    /// `phonenumber`
+    #[serde(rename = "phonenumber")]
+    PhoneNumber,
+    /// `file`
+    File,
+    /// `number`
+    Number,
+    /// `booleancheckbox`
+    #[serde(rename = "booleancheckbox")]
+    BooleanCheckbox,
+    /// `select`
+    Select,
+    /// `radio`
+    Radio,
+    /// `checkbox` (multi-select)
+    Checkbox,
+    /// `date`
+    Date,
+    /// `calculation_equation`
+    CalculationEquation,
+}
+
+impl FieldType {
+    /// HubSpot's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Text => "text",
+            Self::Textarea => "textarea",
+            Self::Html => "html",
+            Self::PhoneNumber => "phonenumber",
+            Self::File => "file",
+            Self::Number => "number",
+            Self::BooleanCheckbox => "booleancheckbox",
+            Self::Select => "select",
+            Self::Radio => "radio",
+            Self::Checkbox => "checkbox",
+            Self::Date => "date",
+            Self::CalculationEquation => "calculation_equation",
+        }
+    }
+}
+
+/// A `type` / `fieldType` pair HubSpot refuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a {} property cannot use the {} field type", kind.as_str(), field.as_str())]
+pub struct InvalidFieldType {
+    /// The type.
+    pub kind: PropertyKind,
+    /// The field type.
+    pub field: FieldType,
+}
+
+impl PropertyCreate {
+    /// A property of `kind` shown as `field` in `group`, refused when HubSpot does not allow
+    /// the pair.
+    pub fn typed(
+        name: impl Into<String>,
+        label: impl Into<String>,
+        kind: PropertyKind,
+        field: FieldType,
+        group: impl Into<String>,
+    ) -> Result<Self, InvalidFieldType> {
+        if !kind.field_types().contains(&field) {
+            return Err(InvalidFieldType { kind, field });
+        }
+        Ok(Self {
+            name: name.into(),
+            label: label.into(),
+            property_type: kind.as_str().to_owned(),
+            field_type: field.as_str().to_owned(),
+            group_name: group.into(),
+            description: None,
+            has_unique_value: false,
+            options: Vec::new(),
+            form_field: None,
+        })
+    }
+}
+
 /// A property definition as HubSpot returns it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -781,6 +932,48 @@ mod tests {
             serde_json::from_str::<Collection<Contact>>(r#"{"results":[{"properties":{}}]}"#)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn a_typed_property_keeps_to_the_pairs_hubspot_allows() {
+        let date = PropertyCreate::typed(
+            "renewal",
+            "Renewal",
+            PropertyKind::Date,
+            FieldType::Date,
+            "crm_sync",
+        )
+        .expect("date/date");
+        assert_eq!(
+            (date.property_type.as_str(), date.field_type.as_str()),
+            ("date", "date")
+        );
+        assert_eq!(
+            PropertyCreate::typed("x", "X", PropertyKind::Number, FieldType::Text, "g"),
+            Err(InvalidFieldType {
+                kind: PropertyKind::Number,
+                field: FieldType::Text
+            })
+        );
+        for kind in [
+            PropertyKind::String,
+            PropertyKind::Number,
+            PropertyKind::Bool,
+            PropertyKind::Enumeration,
+            PropertyKind::Date,
+            PropertyKind::Datetime,
+            PropertyKind::PhoneNumber,
+        ] {
+            let field = kind.field_types()[0];
+            assert_eq!(
+                serde_json::to_value(field).expect("serialises"),
+                serde_json::json!(field.as_str())
+            );
+            assert_eq!(
+                serde_json::to_value(kind).expect("serialises"),
+                serde_json::json!(kind.as_str())
+            );
+        }
     }
 
     #[test]

@@ -12,6 +12,8 @@
 
 use chrono::{DateTime, NaiveDate, NaiveTime, SecondsFormat, TimeZone, Utc};
 
+use super::models::PropertyKind;
+
 /// A value that cannot be written in the format its property's type needs.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ValueError {
@@ -68,6 +70,33 @@ impl PropertyValue {
             Self::Enumeration(values) => enumeration_to_hubspot(values),
             Self::Clear => Ok(String::new()),
         }
+    }
+}
+
+/// A value given as text (as a database column reads) in the form a property of `kind` takes:
+/// dates from `YYYY-MM-DD` or a midnight instant, date-times from ISO 8601 or epoch ms,
+/// booleans also from `1`/`0`, `t`/`f`, `yes`/`no`, enumerations from `;`-separated values.
+/// An empty text clears the value.
+pub fn convert(kind: PropertyKind, raw: &str) -> Result<String, ValueError> {
+    if raw.trim().is_empty() {
+        return Ok(String::new());
+    }
+    match kind {
+        PropertyKind::String | PropertyKind::PhoneNumber => Ok(raw.to_owned()),
+        PropertyKind::Number => number_to_hubspot(raw),
+        PropertyKind::Bool => bool_from_text(raw).map(|b| b.to_string()),
+        PropertyKind::Date => date_from_hubspot(raw).map(date_to_hubspot),
+        PropertyKind::Datetime => datetime_from_hubspot(raw).map(datetime_to_hubspot),
+        PropertyKind::Enumeration => enumeration_to_hubspot(&enumeration_from_hubspot(raw)),
+    }
+}
+
+/// A boolean from the texts databases and people use for one.
+fn bool_from_text(raw: &str) -> Result<bool, ValueError> {
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "1" | "t" | "yes" | "y" | "on" => Ok(true),
+        "0" | "f" | "no" | "n" | "off" => Ok(false),
+        _ => bool_from_hubspot(raw),
     }
 }
 
@@ -242,6 +271,41 @@ mod tests {
             "a leading ';' would append"
         );
         assert_eq!(enumeration_from_hubspot("red;green;"), ["red", "green"]);
+    }
+
+    #[test]
+    fn text_converts_by_the_propertys_type() {
+        assert_eq!(
+            convert(PropertyKind::Date, "2015-05-01"),
+            Ok("1430438400000".to_owned())
+        );
+        assert_eq!(
+            convert(PropertyKind::Date, "2015-05-01T10:00:00Z"),
+            Err(ValueError::DateNotMidnight(
+                "2015-05-01T10:00:00Z".to_owned()
+            ))
+        );
+        assert_eq!(
+            convert(PropertyKind::Datetime, "0"),
+            Ok("1970-01-01T00:00:00.000Z".to_owned())
+        );
+        assert_eq!(convert(PropertyKind::Bool, "t"), Ok("true".to_owned()));
+        assert_eq!(convert(PropertyKind::Bool, "0"), Ok("false".to_owned()));
+        assert!(convert(PropertyKind::Bool, "maybe").is_err());
+        assert_eq!(
+            convert(PropertyKind::Enumeration, "a; b"),
+            Ok("a;b".to_owned())
+        );
+        assert!(convert(PropertyKind::Number, "1,5").is_err());
+        assert_eq!(
+            convert(PropertyKind::Number, " "),
+            Ok(String::new()),
+            "clears"
+        );
+        assert_eq!(
+            convert(PropertyKind::String, "as is "),
+            Ok("as is ".to_owned())
+        );
     }
 
     #[test]
