@@ -579,3 +579,71 @@ fn the_sandbox_command_takes_the_company_and_association_flags() {
     assert!(!args.auto_associate_companies, "off by default");
     assert_eq!(args.company_variants, CompanyVariants::default());
 }
+
+#[tokio::test]
+async fn admin_endpoints_insert_and_dump_companies_and_switch_their_settings() {
+    let sb = start(args()).await;
+    let http = reqwest::Client::new();
+    let admin = |p: &str| format!("{}/_sandbox/{p}", sb.base_url());
+    let inserted: Value = http
+        .post(admin("companies"))
+        .json(
+            &json!({"companies": [{"properties": {"name": "Acme", "domain": "acme.io"}},
+                                    {"properties": {"name": "Acme too", "domain": "acme.io"}}]}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(inserted["ids"].as_array().unwrap().len(), 2, "{inserted}");
+
+    let config: Value = http
+        .put(admin("config/companies"))
+        .json(&json!({"auto_associate_companies": true, "merge_ids": "new-id"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        config,
+        json!({"domain_lookup": "oldest", "merge_ids": "new-id", "primary_label": "primary",
+               "auto_associate_companies": true})
+    );
+    assert_eq!(sb.company_variants().merge_ids, MergeIds::NewId);
+    let refused = http
+        .put(admin("config/companies"))
+        .json(&json!({"colour": "red"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+
+    let contact = Api::new(&sb).create_contacts(&["ada@acme.io"]).await;
+    let pairs: Value = http
+        .get(admin("associations"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        pairs["associations"],
+        json!([{"contact": contact[0], "company": inserted["ids"][0], "primary": true}]),
+        "linked to the oldest company of its domain"
+    );
+    let dump: Value = http
+        .get(admin("companies"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(dump["companies"].as_array().unwrap().len(), 2);
+    assert_eq!(dump["archived"], json!([]));
+}

@@ -11,12 +11,14 @@ use poem::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::associations::Direction;
 use super::clock::now_ms;
 use super::crm::Crm;
+use super::objects::CrmObject;
 use super::routes::AdminOp;
 use super::state::{State, lock};
 use super::store::Store;
-use super::variants::{EmptyValues, VariantsPatch};
+use super::variants::{DomainLookup, EmptyValues, MergeIds, PrimaryLabel, VariantsPatch};
 use super::wire::json;
 use super::wire::{ObjectOut, Projection, RawProperties, parse_json, property_strings};
 
@@ -37,6 +39,26 @@ struct InsertItem {
 #[derive(Debug, Deserialize)]
 struct InsertBody {
     contacts: Vec<InsertItem>,
+}
+
+#[derive(Debug, Deserialize)]
+struct InsertCompaniesBody {
+    companies: Vec<InsertItem>,
+}
+
+/// The body of `PUT /_sandbox/config/companies`: the company variants to change and the
+/// auto-association setting; unknown fields are refused.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CompanyConfigPatch {
+    #[serde(default)]
+    domain_lookup: Option<DomainLookup>,
+    #[serde(default)]
+    merge_ids: Option<MergeIds>,
+    #[serde(default)]
+    primary_label: Option<PrimaryLabel>,
+    #[serde(default)]
+    auto_associate_companies: Option<bool>,
 }
 
 /// Serves one admin request.
@@ -109,6 +131,41 @@ fn run(state: &State, op: AdminOp, body: &[u8]) -> Result<Value, String> {
             Ok(json!({ "flushed": true }))
         }
         AdminOp::GetConfig => config_json(state),
+        AdminOp::DumpCompanies => Ok(dump_companies(&lock(&state.store).companies)),
+        AdminOp::InsertCompanies => {
+            let input: InsertCompaniesBody = parse_json(body)
+                .map_err(|_| "body must be {\"companies\":[{\"properties\":{..}}]}".to_owned())?;
+            let records = input
+                .companies
+                .into_iter()
+                .map(|c| {
+                    property_strings(c.properties)
+                        .map_err(|_| "property values must be strings".to_owned())
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let ids = lock(&state.store)
+                .companies
+                .insert_unchecked(records, now_ms());
+            Ok(json!({ "ids": ids.iter().map(u64::to_string).collect::<Vec<_>>() }))
+        }
+        AdminOp::DumpAssociations => Ok(dump_associations(&lock(&state.store))),
+        AdminOp::GetCompanyConfig => company_config_json(state),
+        AdminOp::SetCompanyConfig => {
+            let patch: CompanyConfigPatch = serde_json::from_slice(body)
+                .map_err(|e| format!("body must be a JSON object of company config fields: {e}"))?;
+            {
+                let mut v = lock(&state.company_variants);
+                v.domain_lookup = patch.domain_lookup.unwrap_or(v.domain_lookup);
+                v.merge_ids = patch.merge_ids.unwrap_or(v.merge_ids);
+                v.primary_label = patch.primary_label.unwrap_or(v.primary_label);
+            }
+            if let Some(on) = patch.auto_associate_companies {
+                state
+                    .auto_associate
+                    .store(on, std::sync::atomic::Ordering::Relaxed);
+            }
+            company_config_json(state)
+        }
         AdminOp::SetConfig => {
             let patch: VariantsPatch = serde_json::from_slice(body)
                 .map_err(|e| format!("body must be a JSON object of variant fields: {e}"))?;
@@ -124,6 +181,47 @@ fn run(state: &State, op: AdminOp, body: &[u8]) -> Result<Value, String> {
 /// The variants in force, as `GET /_sandbox/config` shows them.
 fn config_json(state: &State) -> Result<Value, String> {
     serde_json::to_value(state.variants()).map_err(|e| e.to_string())
+}
+
+/// The company variants and the auto-association setting, as `GET /_sandbox/config/companies`
+/// shows them.
+fn company_config_json(state: &State) -> Result<Value, String> {
+    let mut v = serde_json::to_value(state.company_variants()).map_err(|e| e.to_string())?;
+    if let Some(map) = v.as_object_mut() {
+        map.insert(
+            "auto_associate_companies".to_owned(),
+            Value::Bool(state.auto_associates()),
+        );
+    }
+    Ok(v)
+}
+
+fn dump_companies(store: &Store) -> Value {
+    let out = |c| ObjectOut::from_record(store.kind(), c, &Projection::All, EmptyValues::Omitted);
+    let live: Vec<ObjectOut> = store.live().map(out).collect();
+    let archived: Vec<ObjectOut> = store.archived().map(out).collect();
+    json!({ "companies": live, "archived": archived })
+}
+
+/// Every pair whose records are both live, by contact.
+fn dump_associations(crm: &Crm) -> Value {
+    let to_companies = Direction {
+        from: CrmObject::Contacts,
+        to: CrmObject::Companies,
+    };
+    let pairs: Vec<Value> = crm
+        .contacts
+        .live()
+        .flat_map(|c| {
+            crm.associated(to_companies, c.id)
+                .unwrap_or_default()
+                .into_iter()
+                .map(move |(company, primary)| {
+                    json!({ "contact": c.id.to_string(), "company": company.to_string(), "primary": primary })
+                })
+        })
+        .collect();
+    json!({ "associations": pairs })
 }
 
 /// Generates and inserts `count` seeded contacts; returns their ids.

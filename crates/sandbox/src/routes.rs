@@ -348,6 +348,16 @@ pub(crate) enum AdminOp {
     GetConfig,
     /// `PUT|PATCH /_sandbox/config`
     SetConfig,
+    /// `GET /_sandbox/companies`
+    DumpCompanies,
+    /// `POST /_sandbox/companies`
+    InsertCompanies,
+    /// `GET /_sandbox/associations`
+    DumpAssociations,
+    /// `GET /_sandbox/config/companies`
+    GetCompanyConfig,
+    /// `PUT|PATCH /_sandbox/config/companies`
+    SetCompanyConfig,
 }
 
 /// Where a request goes.
@@ -385,6 +395,8 @@ impl Target {
                     | AdminOp::Reset
                     | AdminOp::ExpireTokens
                     | AdminOp::SetConfig
+                    | AdminOp::InsertCompanies
+                    | AdminOp::SetCompanyConfig
             ),
             Self::MethodNotAllowed | Self::NotFound => false,
         }
@@ -609,6 +621,11 @@ fn admin(method: &Method, rest: &str) -> Target {
         ("POST", "/flush-search") => AdminOp::FlushSearch,
         ("GET", "/config") => AdminOp::GetConfig,
         ("PUT" | "PATCH", "/config") => AdminOp::SetConfig,
+        ("GET", "/companies") => AdminOp::DumpCompanies,
+        ("POST", "/companies") => AdminOp::InsertCompanies,
+        ("GET", "/associations") => AdminOp::DumpAssociations,
+        ("GET", "/config/companies") => AdminOp::GetCompanyConfig,
+        ("PUT" | "PATCH", "/config/companies") => AdminOp::SetCompanyConfig,
         _ => return Target::NotFound,
     };
     Target::Admin(op)
