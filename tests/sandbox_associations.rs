@@ -572,3 +572,51 @@ async fn the_alternative_profile_renames_the_primary_label_but_keeps_the_numbers
         "the unlabelled type's label is null under --empty-values null: {types}"
     );
 }
+
+#[tokio::test]
+async fn a_create_may_carry_its_associations() {
+    let (sb, companies, contacts) = world(args()).await;
+    let api = Api::new(&sb);
+    let (status, body) = api
+        .post(
+            COMPANIES,
+            json!({"properties": {"name": "With people"},
+                   "associations": [{"to": {"id": contacts[0]}, "types": [spec(280)]}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let company = body["id"].as_str().unwrap().to_owned();
+    assert_eq!(sb.contacts_of_company(&company)[0].id, contacts[0]);
+
+    let (status, body) = api
+        .post(
+            &format!("{CONTACTS}/batch/create"),
+            json!({"inputs": [
+                {"properties": {"email": "cy@a.io"},
+                 "associations": [{"to": {"id": companies[0]}, "types": [spec(279), spec(1)]}]},
+                {"properties": {"email": "dee@a.io"}}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let cy = body["results"][0]["id"].as_str().unwrap();
+    let linked = sb.companies_of_contact(cy);
+    assert_eq!(linked.len(), 1);
+    assert!(linked[0].primary);
+
+    let before = sb.contact_count();
+    let (status, err) = api
+        .post(
+            &format!("{CONTACTS}/batch/create"),
+            json!({"inputs": [
+                {"properties": {"email": "eve@a.io"}},
+                {"properties": {"email": "fay@a.io"},
+                 "associations": [{"to": {"id": "424242"}, "types": [spec(279)]}]}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
+    assert_eq!(
+        sb.contact_count(),
+        before,
+        "a bad association refuses the whole batch"
+    );
+}

@@ -429,6 +429,16 @@ async fn exercise(ck: &mut Checker<'_>, missing: u16) {
 
     ck.expect(
         M::POST,
+        CO,
+        Some(
+            json!({"properties": {"name": "With Ada"}, "associations": [{"to": {"id": ada},
+            "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 280}]}]}),
+        ),
+        201,
+    )
+    .await;
+    ck.expect(
+        M::POST,
         &format!("{CO}/batch/archive"),
         Some(json!({"inputs": [{"id": company}]})),
         204,

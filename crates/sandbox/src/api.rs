@@ -10,6 +10,7 @@ use poem::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::assoc_api::{link_created, planned_links};
 use super::associations::AssocChange;
 use super::clock::{iso_millis, now_ms};
 use super::crm::{Automatic, Crm};
@@ -362,11 +363,14 @@ fn create(state: &State, object: CrmObject, body: &[u8]) -> ApiResult {
     let written = Projection::Written(values.keys().cloned().collect());
     let now = now_ms();
     let mut crm = lock(&state.store);
+    let links = planned_links(&crm, object, &input.associations)?;
     let (record, changes) = crm
         .object_mut(object)
         .create_one(values, now, v.validation)
         .map_err(write_error)?;
-    let effects = settle(state, &mut crm, object, changes, now);
+    let linked = link_created(&mut crm, object, record.id, &links);
+    let mut effects = settle(state, &mut crm, object, changes, now);
+    effects.associations.extend(linked);
     drop(crm);
     effects.publish(state);
     Ok(json(
@@ -448,29 +452,42 @@ fn batch_answer(out: BatchOut, ok: StatusCode) -> ApiResult {
 fn batch_create(state: &State, object: CrmObject, body: &[u8]) -> ApiResult {
     let started = now_ms();
     let input: Inputs<CreateItem> = parse_json(body)?;
-    let inputs = input
-        .inputs
-        .into_iter()
-        .map(|i| {
-            Ok(CreateInput {
-                values: property_strings(i.properties)?,
-                trace: i.object_write_trace_id,
-            })
-        })
-        .collect::<Result<Vec<_>, ApiError>>()?;
+    let mut links = Vec::with_capacity(input.inputs.len());
+    let mut inputs = Vec::with_capacity(input.inputs.len());
+    for i in input.inputs {
+        links.push(i.associations);
+        inputs.push(CreateInput {
+            values: property_strings(i.properties)?,
+            trace: i.object_write_trace_id,
+        });
+    }
     let v = state.variants();
     let mut crm = lock(&state.store);
+    // Checked before anything is created: a bad association refuses the whole batch.
+    let links = links
+        .iter()
+        .map(|l| planned_links(&crm, object, l))
+        .collect::<Result<Vec<_>, ApiError>>()?;
     let mut outcome = crm
         .object_mut(object)
         .batch_create(inputs, started, &v)
         .map_err(write_error)?;
-    let effects = settle(
+    let linked: Vec<AssocChange> = outcome
+        .written
+        .iter()
+        .flat_map(|w| {
+            let planned = links.get(w.input).map_or(&[][..], Vec::as_slice);
+            link_created(&mut crm, object, w.contact.id, planned)
+        })
+        .collect();
+    let mut effects = settle(
         state,
         &mut crm,
         object,
         std::mem::take(&mut outcome.changes),
         started,
     );
+    effects.associations.extend(linked);
     drop(crm);
     effects.publish(state);
     let mut results = written_out(object, &outcome.written, false, v.empty_values);

@@ -25,7 +25,7 @@ use super::routes::AssocOp;
 use super::state::{State, lock};
 use super::store::ItemError;
 use super::variants::{EmptyValues, PrimaryLabel};
-use super::wire::{IdValue, Inputs, json, parse_json};
+use super::wire::{CreateAssociation, IdValue, Inputs, json, parse_json};
 
 /// Most inputs of one batch read (HubSpot refuses more since 2025-02-10).
 pub(crate) const MAX_READ_INPUTS: usize = 1_000;
@@ -323,6 +323,64 @@ fn default_out(direction: Direction, from: &str, to: &str) -> DefaultOut {
             association_type_id: direction.type_id(AssocType::Unlabelled),
         },
     }
+}
+
+/// The associations a create carries, checked before anything is written: the other side
+/// must be a live record of the other object type and the types HubSpot's for the direction.
+/// The error is the create's 400.
+pub(crate) fn planned_links(
+    crm: &Crm,
+    object: CrmObject,
+    links: &[CreateAssociation],
+) -> Result<Vec<(u64, Vec<AssocType>)>, ApiError> {
+    let other = match object {
+        CrmObject::Contacts => CrmObject::Companies,
+        CrmObject::Companies => CrmObject::Contacts,
+    };
+    let direction = Direction::new(object, other).ok_or_else(|| {
+        ApiError::validation("The sandbox associates contacts and companies only.")
+    })?;
+    links
+        .iter()
+        .map(|link| {
+            let raw = link.to.id.text();
+            let to = crm.live_id(other, &raw).ok_or_else(|| {
+                ApiError::validation(format!(
+                    "Cannot associate with {} {raw}: no such live record.",
+                    other.singular()
+                ))
+            })?;
+            let specs: Vec<AssociationSpec> = link
+                .types
+                .iter()
+                .map(|t| AssociationSpec {
+                    association_category: t.association_category.clone(),
+                    association_type_id: t.association_type_id,
+                })
+                .collect();
+            let types = types_of(direction, &specs).map_err(ApiError::validation)?;
+            Ok((to, types))
+        })
+        .collect()
+}
+
+/// Writes the associations a create carried for the new record `id` of `object`.
+pub(crate) fn link_created(
+    crm: &mut Crm,
+    object: CrmObject,
+    id: u64,
+    links: &[(u64, Vec<AssocType>)],
+) -> Vec<AssocChange> {
+    links
+        .iter()
+        .flat_map(|(to, types)| {
+            let pair = match object {
+                CrmObject::Contacts => (id, *to),
+                CrmObject::Companies => (*to, id),
+            };
+            write_types(crm, pair, types)
+        })
+        .collect()
 }
 
 /// Writes `types` to a pair: the pair's types become exactly these (the unlabelled one

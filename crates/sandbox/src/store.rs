@@ -196,6 +196,8 @@ pub(crate) struct Written {
     pub new: bool,
     /// The properties the input wrote (answers may show them as `null` once cleared).
     pub names: Vec<String>,
+    /// The position of the input that wrote it.
+    pub input: usize,
 }
 
 /// A per-input failure inside a 207 answer (HubSpot's `StandardError`).
@@ -224,6 +226,7 @@ impl BatchOutcome {
     /// Keeps a written record for the answer.
     fn record(
         &mut self,
+        input: usize,
         contact: Option<&Record>,
         trace: Option<String>,
         names: Vec<String>,
@@ -235,6 +238,7 @@ impl BatchOutcome {
                 trace,
                 new,
                 names,
+                input,
             });
         }
     }
@@ -739,11 +743,11 @@ impl Store {
         let mut outcome = BatchOutcome::default();
         let mut accepted = Vec::with_capacity(inputs.len());
         let mut problems = Vec::new();
-        for mut input in inputs {
+        for (index, mut input) in inputs.into_iter().enumerate() {
             self.normalise_values(&mut input.values);
             let found = self.catalog.check_values(&input.values);
             if found.is_empty() {
-                accepted.push(input);
+                accepted.push((index, input));
             } else if all_traced {
                 outcome.errors.push(validation_item(
                     &found,
@@ -759,9 +763,9 @@ impl Store {
         }
         let per_input = rules.conflicts == ConflictReport::PerInput && all_traced;
         if !per_input {
-            self.check_batch_conflicts(accepted.iter().map(|i| (None, &i.values)))?;
+            self.check_batch_conflicts(accepted.iter().map(|(_, i)| (None, &i.values)))?;
         }
-        for input in accepted {
+        for (index, input) in accepted {
             // Inputs are applied one by one, so a later input clashes with an earlier one.
             if let Some(clash) = self.clash_for(&input.values, None) {
                 outcome
@@ -772,7 +776,7 @@ impl Store {
             let names = input.values.keys().cloned().collect();
             let id = self.insert_new(input.values, now_ms);
             outcome.changes.push(Change::Created(id));
-            outcome.record(self.records.get(&id), input.trace, names, true);
+            outcome.record(index, self.records.get(&id), input.trace, names, true);
         }
         Ok(outcome)
     }
@@ -799,7 +803,7 @@ impl Store {
         let mut outcome = BatchOutcome::default();
         let mut accepted = Vec::with_capacity(inputs.len());
         let mut problems = Vec::new();
-        for (mut input, key) in inputs.into_iter().zip(keys) {
+        for (index, (mut input, key)) in inputs.into_iter().zip(keys).enumerate() {
             let id = match (self.find(&key, &input.id), rules.missing_ids) {
                 (Found::Live(id), _) => id,
                 (_, MissingIds::Omitted) | (Found::Merged(_), MissingIds::Reported) => continue,
@@ -815,7 +819,7 @@ impl Store {
             self.normalise_values(&mut input.values);
             let found = self.catalog.check_values(&input.values);
             if found.is_empty() {
-                accepted.push((id, input));
+                accepted.push((id, index, input));
             } else if all_traced {
                 outcome.errors.push(validation_item(
                     &found,
@@ -831,9 +835,9 @@ impl Store {
         }
         let per_input = rules.conflicts == ConflictReport::PerInput && all_traced;
         if !per_input {
-            self.check_batch_conflicts(accepted.iter().map(|(id, i)| (Some(*id), &i.values)))?;
+            self.check_batch_conflicts(accepted.iter().map(|(id, _, i)| (Some(*id), &i.values)))?;
         }
-        for (id, input) in accepted {
+        for (id, index, input) in accepted {
             if let Some(clash) = self.clash_for(&input.values, Some(id)) {
                 outcome
                     .errors
@@ -844,7 +848,7 @@ impl Store {
                 .changes
                 .extend(self.apply(id, &input.values, now_ms));
             let names = input.values.keys().cloned().collect();
-            outcome.record(self.records.get(&id), input.trace, names, false);
+            outcome.record(index, self.records.get(&id), input.trace, names, false);
         }
         Ok(outcome)
     }
@@ -883,8 +887,8 @@ impl Store {
             rules.validation,
         )?;
         let mut outcome = BatchOutcome::default();
-        let mut accepted: Vec<(Option<u64>, KeyedInput)> = Vec::with_capacity(inputs.len());
-        for (mut input, key) in inputs.into_iter().zip(keys) {
+        let mut accepted: Vec<(Option<u64>, usize, KeyedInput)> = Vec::with_capacity(inputs.len());
+        for (index, (mut input, key)) in inputs.into_iter().zip(keys).enumerate() {
             let target = match self.find(&key, &input.id) {
                 Found::Live(id) | Found::Merged(id) => Some(id),
                 Found::Archived(_) | Found::Missing => None,
@@ -903,7 +907,7 @@ impl Store {
                 found.push(PropertyProblem::invalid_email(&input.id));
             }
             if found.is_empty() {
-                accepted.push((target, input));
+                accepted.push((target, index, input));
             } else {
                 outcome.errors.push(validation_item(
                     &found,
@@ -913,9 +917,9 @@ impl Store {
             }
         }
         if rules.conflicts == ConflictReport::WholeBatch {
-            self.check_batch_conflicts(accepted.iter().map(|(id, i)| (*id, &i.values)))?;
+            self.check_batch_conflicts(accepted.iter().map(|(id, _, i)| (*id, &i.values)))?;
         }
-        for (target, input) in accepted {
+        for (target, index, input) in accepted {
             if let Some(clash) = self.clash_for(&input.values, target) {
                 outcome
                     .errors
@@ -936,7 +940,7 @@ impl Store {
                     (id, true)
                 }
             };
-            outcome.record(self.records.get(&id), input.trace, names, new);
+            outcome.record(index, self.records.get(&id), input.trace, names, new);
         }
         Ok(outcome)
     }

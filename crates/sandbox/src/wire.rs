@@ -77,6 +77,29 @@ pub(crate) struct PropertiesBody {
     /// The values.
     #[serde(default)]
     pub properties: RawProperties,
+    /// Creates only: records to associate the new one with.
+    #[serde(default)]
+    pub associations: Vec<CreateAssociation>,
+}
+
+/// One association a create carries: `{"to": {"id": ..}, "types": [..]}`.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct CreateAssociation {
+    /// The other record.
+    pub to: IdItem,
+    /// The types, `{associationCategory, associationTypeId}`.
+    #[serde(default)]
+    pub types: Vec<TypeItem>,
+}
+
+/// `{"associationCategory": .., "associationTypeId": ..}` as sent.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct TypeItem {
+    /// The category.
+    pub association_category: String,
+    /// The type id.
+    pub association_type_id: i64,
 }
 
 /// One input of batch create.
@@ -86,6 +109,9 @@ pub(crate) struct CreateItem {
     /// The values.
     #[serde(default)]
     pub properties: RawProperties,
+    /// Records to associate the new one with.
+    #[serde(default)]
+    pub associations: Vec<CreateAssociation>,
     /// Caller's trace id.
     #[serde(default)]
     pub object_write_trace_id: Option<String>,
@@ -109,7 +135,7 @@ pub(crate) struct KeyedItem {
 }
 
 /// `{"id": ..}`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 pub(crate) struct IdItem {
     /// The id.
     pub id: IdValue,
