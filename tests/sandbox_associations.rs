@@ -620,3 +620,21 @@ async fn a_create_may_carry_its_associations() {
         "a bad association refuses the whole batch"
     );
 }
+
+#[tokio::test]
+async fn a_contact_id_sent_as_a_company_id_names_nothing() {
+    let (sb, companies, contacts) = world(args()).await;
+    let api = Api::new(&sb);
+    assert!(
+        contacts.iter().all(|c| !companies.contains(c)),
+        "ids of the two types never coincide"
+    );
+    let (status, body) = api
+        .post(
+            &format!("{CONTACT_TO_COMPANY}/batch/create"),
+            json!({"inputs": [typed(&companies[0], &contacts[0], &[279])]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::MULTI_STATUS, "swapped ids fail: {body}");
+    assert!(sb.companies_of_contact(&contacts[0]).is_empty());
+}

@@ -647,3 +647,45 @@ async fn admin_endpoints_insert_and_dump_companies_and_switch_their_settings() {
     assert_eq!(dump["companies"].as_array().unwrap().len(), 2);
     assert_eq!(dump["archived"], json!([]));
 }
+
+#[tokio::test]
+async fn a_state_file_from_before_companies_resumes_with_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let state_file = dir.path().join("sandbox.json");
+    let with_file = || SandboxArgs {
+        state_file: Some(state_file.clone()),
+        ..args()
+    };
+    let sb = start(with_file()).await;
+    let contact = Api::new(&sb).create_contacts(&["ada@acme.io"]).await;
+    sb.shutdown().await.unwrap();
+    // Take the file back to what a sandbox without companies wrote.
+    let mut saved: Value = serde_json::from_slice(&std::fs::read(&state_file).unwrap()).unwrap();
+    let top = saved.as_object_mut().unwrap();
+    for key in ["companies", "associations", "company_variants"] {
+        assert!(top.remove(key).is_some(), "{key} is saved now");
+    }
+    let store = top["store"].as_object_mut().unwrap();
+    store.remove("kind");
+    store["catalog"].as_object_mut().unwrap().remove("groups");
+    std::fs::write(&state_file, serde_json::to_vec(&saved).unwrap()).unwrap();
+
+    let again = start(with_file()).await;
+    assert!(again.resumed());
+    assert!(again.contact(&contact[0]).is_some());
+    assert!(again.companies().is_empty());
+    let api = Api::new(&again);
+    let (status, group) = api
+        .get("/crm/v3/properties/contacts/groups/contactinformation")
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the built-in group is back: {group}"
+    );
+    let company = api.create_companies(&[json!({"domain": "acme.io"})]).await;
+    assert_eq!(
+        again.company(&company[0]).unwrap().domain(),
+        Some("acme.io")
+    );
+}

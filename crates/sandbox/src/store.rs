@@ -14,8 +14,12 @@ use super::variants::{
     ConflictReport, DomainLookup, MergeIds, MissingIds, ValidationReport, Variants,
 };
 
-/// The first record id handed out; ids then increase by one, like HubSpot's numeric ids.
+/// The first contact id handed out; ids then increase by one, like HubSpot's numeric ids.
 pub(crate) const FIRST_ID: u64 = 10_000_000_001;
+
+/// The first company id: far from the contacts', so that a contact id sent where a company id
+/// belongs (or the other way round) names nothing instead of another record.
+pub(crate) const FIRST_COMPANY_ID: u64 = 20_000_000_001;
 
 /// The most inputs one batch call accepts.
 pub(crate) const MAX_BATCH: usize = 100;
@@ -330,7 +334,10 @@ impl Store {
             by_email: HashMap::new(),
             unique: HashMap::new(),
             catalog: PropertyCatalog::for_object(kind),
-            next_id: FIRST_ID,
+            next_id: match kind {
+                CrmObject::Contacts => FIRST_ID,
+                CrmObject::Companies => FIRST_COMPANY_ID,
+            },
             search_delay_ms: i64::try_from(search_delay_ms).unwrap_or(i64::MAX / 4),
         }
     }
