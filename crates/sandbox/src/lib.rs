@@ -798,7 +798,8 @@ impl SandboxHandle {
         ids.into_iter().map(|id| id.to_string()).collect()
     }
 
-    /// Forgets all contacts, custom properties and counters (tokens stay valid).
+    /// Forgets all contacts, companies, associations, custom properties and counters (tokens
+    /// stay valid).
     pub fn reset(&self) {
         *lock(&self.state.store) = crm::Crm::new(self.state.cfg.search_delay_ms);
         self.state.limits.reset();
