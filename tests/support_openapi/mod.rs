@@ -45,6 +45,8 @@ pub struct Operation {
 
 /// The loaded specs.
 pub struct OpenApiSpecs {
+    /// The file each of `docs` was read from.
+    files: Vec<String>,
     docs: Vec<Value>,
     ops: Vec<Operation>,
     cache: Mutex<HashMap<String, std::sync::Arc<jsonschema::Validator>>>,
@@ -53,8 +55,14 @@ pub struct OpenApiSpecs {
 impl OpenApiSpecs {
     /// Loads the specs, or prints one line saying the check did not run and returns None.
     pub fn load_or_skip(test: &str) -> Option<Self> {
+        Self::load_files_or_skip(test, &SPEC_FILES)
+    }
+
+    /// Loads these spec files (under `spec-collection-2026/`), or prints one line saying the
+    /// check did not run and returns None.
+    pub fn load_files_or_skip(test: &str, files: &[&str]) -> Option<Self> {
         let dir = spec_dir().join("spec-collection-2026");
-        match Self::load_from(&dir) {
+        match Self::load_from(&dir, files) {
             Ok(specs) => Some(specs),
             Err(why) => {
                 // Written to stderr directly so that the test harness does not swallow it.
@@ -68,10 +76,10 @@ impl OpenApiSpecs {
         }
     }
 
-    fn load_from(dir: &std::path::Path) -> Result<Self, String> {
+    fn load_from(dir: &std::path::Path, files: &[&str]) -> Result<Self, String> {
         let mut docs = Vec::new();
         let mut ops = Vec::new();
-        for file in SPEC_FILES {
+        for file in files.iter().copied() {
             let path = dir.join(file);
             let text =
                 std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -96,6 +104,7 @@ impl OpenApiSpecs {
             docs.push(doc);
         }
         Ok(Self {
+            files: files.iter().map(|f| (*f).to_owned()).collect(),
             docs,
             ops,
             cache: Mutex::new(HashMap::new()),
@@ -440,9 +449,10 @@ impl OpenApiSpecs {
         pointer: &str,
         schema: Value,
     ) -> Result<(), String> {
-        let doc = SPEC_FILES
+        let doc = self
+            .files
             .iter()
-            .position(|f| *f == file)
+            .position(|f| f == file)
             .ok_or_else(|| format!("{file} is not one of the loaded specs"))?;
         let target = self.docs[doc]
             .pointer_mut(pointer)

@@ -118,11 +118,11 @@ impl<R> BatchOutcome<R> {
     }
 }
 
-/// The answer to a batch read.
+/// The answer to a batch read (of contacts unless said otherwise).
 #[derive(Debug, Clone)]
-pub struct BatchReadOutcome {
+pub struct BatchReadOutcome<R = Contact> {
     /// Records found.
-    pub results: Vec<Contact>,
+    pub results: Vec<R>,
     /// Ids (or `idProperty` values) HubSpot reports as not found.
     pub missing: Vec<String>,
     /// Any other per-input errors.

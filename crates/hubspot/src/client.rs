@@ -7,7 +7,7 @@ use super::error::{ApiErrorDetails, HubSpotError, RateLimitPolicy, classify, sni
 use super::metrics::{ClientMetrics, RetryReason};
 use super::oauth::{OAuthFlow, OAuthTokens, join_url};
 use super::ratelimit::SlidingWindow;
-use super::retry::{Operation, RetryClass, backoff_delay, parse_retry_after};
+use super::retry::{Budget, Operation, RetryClass, backoff_delay, parse_retry_after};
 use crate::ids::PortalId;
 use crate::secret::Secret;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap};
@@ -35,6 +35,8 @@ struct Inner {
     limiter: SlidingWindow,
     /// The search budget (per second).
     search_limiter: SlidingWindow,
+    /// The budget of the associations API's batch calls (10 seconds).
+    associations_limiter: SlidingWindow,
     metrics: Arc<ClientMetrics>,
     /// The account a private-app token reaches, once asked ([`HubSpotClient::learn_portal_id`]).
     portal: std::sync::OnceLock<PortalId>,
@@ -138,6 +140,10 @@ impl HubSpotClient {
                 search_limiter: SlidingWindow::new(
                     config.search_per_second,
                     Duration::from_secs(1),
+                ),
+                associations_limiter: SlidingWindow::new(
+                    config.associations_per_10s,
+                    Duration::from_secs(10),
                 ),
                 config,
                 http,
@@ -334,7 +340,7 @@ impl HubSpotClient {
                 Ok((status, headers, body)) => {
                     metrics.record_request(call.op, Some(status.as_u16()), started.elapsed());
                     if !call.op.is_search() {
-                        self.observe_budget(&headers);
+                        self.observe_budget(call.op, &headers);
                     }
                     if status.is_success() {
                         return Ok(Answer {
@@ -558,16 +564,17 @@ impl HubSpotClient {
         self.inner.foreground.load(Ordering::Acquire) == 0 && self.inner.limiter.half_free()
     }
 
+    /// The budget `op` spends: searches and association batches have their own.
     fn limiter_for(&self, op: Operation) -> &SlidingWindow {
-        if op.is_search() {
-            &self.inner.search_limiter
-        } else {
-            &self.inner.limiter
+        match op.budget() {
+            Budget::TenSecondly => &self.inner.limiter,
+            Budget::Search => &self.inner.search_limiter,
+            Budget::Associations => &self.inner.associations_limiter,
         }
     }
 
-    /// Takes HubSpot's count of the 10-second window from the rate-limit headers.
-    fn observe_budget(&self, headers: &HeaderMap) {
+    /// Takes HubSpot's count of `op`'s 10-second window from the rate-limit headers.
+    fn observe_budget(&self, op: Operation, headers: &HeaderMap) {
         let number =
             |name: &str| header_str(headers, name).and_then(|v| v.trim().parse::<u32>().ok());
         let interval = number("x-hubspot-ratelimit-interval-milliseconds");
@@ -575,8 +582,7 @@ impl HubSpotClient {
             return;
         }
         if let Some(remaining) = number("x-hubspot-ratelimit-remaining") {
-            self.inner
-                .limiter
+            self.limiter_for(op)
                 .observe(remaining, number("x-hubspot-ratelimit-max"));
         }
     }

@@ -13,6 +13,10 @@ pub struct ClientConfig {
     pub requests_per_10s: u32,
     /// Searches per second (HubSpot allows 5 per token; 0 turns the limit off).
     pub search_per_second: u32,
+    /// Batch association calls per 10 seconds: a budget of their own, apart from
+    /// `requests_per_10s` (HubSpot: 100 Free/Starter, 150 Professional/Enterprise; 0 turns the
+    /// limit off).
+    pub associations_per_10s: u32,
     /// Connect and total timeouts.
     pub timeouts: Timeouts,
     /// Retries after 5xx answers, timeouts and dropped connections (not counting the first try).
@@ -47,13 +51,15 @@ pub struct Backoff {
 }
 
 impl ClientConfig {
-    /// HubSpot's defaults: 100 requests per 10 s, 5 searches per second, 10 s connect and
-    /// 30 s total timeouts, 4 retries for failures and 6 for 429s.
+    /// HubSpot's defaults: 100 requests per 10 s, 5 searches per second, 100 batch association
+    /// calls per 10 s, 10 s connect and 30 s total timeouts, 4 retries for failures and 6 for
+    /// 429s.
     pub fn new(api_base_url: Url) -> Self {
         Self {
             api_base_url,
             requests_per_10s: 100,
             search_per_second: 5,
+            associations_per_10s: 100,
             timeouts: Timeouts {
                 connect: Duration::from_secs(10),
                 request: Duration::from_secs(30),

@@ -7,8 +7,8 @@ use super::client::{Call, HubSpotClient};
 use super::error::HubSpotError;
 use super::models::{
     AccountDetails, ApiUsage, Collection, Contact, ContactCreate, ContactUpdate, ContactUpsert,
-    ListContacts, MAX_PAGE_LIMIT, MAX_SEARCH_LIMIT, Page, Property, PropertyCreate, SearchPage,
-    SearchRequest, UpsertedContact,
+    ListContacts, MAX_PAGE_LIMIT, MAX_SEARCH_LIMIT, ObjectType, Page, Property, PropertyCreate,
+    SearchPage, SearchRequest, UpsertedContact,
 };
 use super::retry::Operation;
 use crate::ids::HsObjectId;
@@ -306,18 +306,13 @@ impl HubSpotClient {
         &self,
         property: &PropertyCreate,
     ) -> Result<Property, HubSpotError> {
-        let call = self.post(
-            Operation::CreateProperty,
-            self.endpoint("/crm/v3/properties/contacts", None)?,
-            property,
-        )?;
-        self.call_json(call).await
+        self.create_object_property(ObjectType::Contacts, property)
+            .await
     }
 
     /// Reads a contact property's definition; [`HubSpotError::NotFound`] when it does not exist.
     pub async fn get_property(&self, name: &str) -> Result<Property, HubSpotError> {
-        let url = self.endpoint("/crm/v3/properties/contacts", Some(name))?;
-        self.call_json(self.get(Operation::GetProperty, url)).await
+        self.get_object_property(ObjectType::Contacts, name).await
     }
 
     /// The account's details (`GET /account-info/v3/details`): its portal id, time zone...
@@ -354,7 +349,7 @@ impl HubSpotClient {
         }))
     }
 
-    fn get(&self, op: Operation, url: url::Url) -> Call {
+    pub(crate) fn get(&self, op: Operation, url: url::Url) -> Call {
         Call {
             op,
             method: Method::GET,
@@ -364,7 +359,7 @@ impl HubSpotClient {
         }
     }
 
-    fn post(
+    pub(crate) fn post(
         &self,
         op: Operation,
         url: url::Url,
@@ -383,7 +378,7 @@ impl HubSpotClient {
     }
 }
 
-fn empty_outcome<R>() -> BatchOutcome<R> {
+pub(crate) fn empty_outcome<R>() -> BatchOutcome<R> {
     BatchOutcome {
         results: Vec::new(),
         errors: Vec::new(),
@@ -392,7 +387,7 @@ fn empty_outcome<R>() -> BatchOutcome<R> {
 
 /// Fills the refused value of a validation error from the input it concerns, when HubSpot's
 /// message names only the property.
-fn with_values<'a, R>(
+pub(crate) fn with_values<'a, R>(
     mut outcome: BatchOutcome<R>,
     properties_of: impl Fn(usize) -> Option<&'a BTreeMap<String, String>>,
 ) -> BatchOutcome<R> {

@@ -1,5 +1,5 @@
-//! HubSpot's identifiers as newtypes, so that a record id and an account id can never be
-//! swapped with each other or with a local id. With the `sqlx` feature they are stored as their
+//! HubSpot's identifiers as newtypes, so that a contact id, a company id and an account id can
+//! never be swapped with each other or with a local id. With the `sqlx` feature they are stored as their
 //! inner value.
 
 use serde::{Deserialize, Serialize};
@@ -32,5 +32,24 @@ pub struct PortalId(pub i64);
 impl fmt::Display for PortalId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
+    }
+}
+
+/// A HubSpot company's record id (`hs_object_id` of object type `0-2`): kept apart from
+/// [`HsObjectId`], which names contacts, so that a company id can never be sent as a contact.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "sqlx", derive(sqlx::Type), sqlx(transparent))]
+#[serde(transparent)]
+pub struct CompanyId(pub String);
+
+impl fmt::Display for CompanyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for CompanyId {
+    fn from(s: &str) -> Self {
+        Self(s.to_owned())
     }
 }

@@ -1,4 +1,5 @@
-//! The HubSpot HTTP client: typed calls for contacts, properties, account info and OAuth,
+//! The HubSpot HTTP client: typed calls for contacts, companies, associations (v4),
+//! properties and property groups, account info and OAuth,
 //! with client-side rate limits, retries that never duplicate a write, token refresh and
 //! metrics.
 //!
@@ -36,9 +37,11 @@
 //! # }
 //! ```
 
+mod associations;
 mod auth;
 mod batch;
 mod client;
+mod companies;
 mod config;
 mod contacts;
 mod error;
@@ -46,10 +49,17 @@ pub mod ids;
 mod metrics;
 mod models;
 mod oauth;
+mod properties;
 mod ratelimit;
 mod retry;
 pub mod secret;
+pub mod values;
 
+pub use associations::{
+    AssociatedRecord, AssociationArchive, AssociationCategory, AssociationInput, AssociationLabel,
+    AssociationLabels, AssociationReadInput, AssociationReadOutcome, AssociationSpec,
+    AssociationTypeId, CompanyLink, ContactCompanyLink, MAX_ASSOCIATION_READ, RecordAssociations,
+};
 pub use auth::{AccessTokenInfo, Auth, MemoryTokenStore, StoreFuture, TokenStore};
 pub use batch::{
     Batch, BatchItemError, BatchOutcome, BatchReadOutcome, BatchTooLarge, IndexedResult, MAX_BATCH,
@@ -61,11 +71,13 @@ pub use error::{
 };
 pub use metrics::{ClientMetrics, RetryReason};
 pub use models::{
-    AccountDetails, ApiUsage, Contact, ContactCreate, ContactUpdate, ContactUpsert, Filter,
-    FilterGroup, FilterOperator, ListContacts, MAX_PAGE_LIMIT, MAX_SEARCH_LIMIT, Page, Property,
-    PropertyCreate, PropertyOption, SearchPage, SearchRequest, Sort, SortDirection,
+    AccountDetails, ApiUsage, Company, CompanyCreate, CompanyUpdate, CompanyUpsert, Contact,
+    ContactCreate, ContactUpdate, ContactUpsert, FieldType, Filter, FilterGroup, FilterOperator,
+    InvalidFieldType, ListCompanies, ListContacts, MAX_PAGE_LIMIT, MAX_SEARCH_LIMIT, ObjectType,
+    Page, Property, PropertyCreate, PropertyGroup, PropertyGroupCreate, PropertyKind,
+    PropertyOption, SearchPage, SearchRequest, Sort, SortDirection, UpsertedCompany,
     UpsertedContact,
 };
 pub use oauth::{OAuthApp, OAuthFlow, OAuthTokens, TOKEN_PATH};
 pub use ratelimit::SlidingWindow;
-pub use retry::{Operation, RetryClass};
+pub use retry::{Budget, Operation, RetryClass};

@@ -268,16 +268,14 @@ impl ClientMetrics {
 
     /// Requests sent, of every operation and answer.
     pub fn requests_total(&self) -> u64 {
-        Operation::ALL
-            .iter()
-            .flat_map(|op| STATUS_CLASSES.iter().map(|c| self.requests(*op, c)))
+        Operation::every()
+            .flat_map(|op| STATUS_CLASSES.iter().map(move |c| self.requests(op, c)))
             .sum()
     }
 
     /// Requests sent again, for any reason.
     pub fn retries_total(&self) -> u64 {
-        Operation::ALL
-            .iter()
+        Operation::every()
             .flat_map(|op| RETRY_REASONS.iter().map(move |r| (op, r)))
             .filter_map(|(op, reason)| {
                 self.retries.get(&RetryLabels {

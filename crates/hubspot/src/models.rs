@@ -3,7 +3,7 @@
 //! Answers are parsed leniently where HubSpot is loose (property values may be null or
 //! numbers; timestamps may be absent) and strictly where the sync depends on a field (`id`).
 
-use crate::ids::{HsObjectId, PortalId};
+use crate::ids::{CompanyId, HsObjectId, PortalId};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
 use std::collections::BTreeMap;
@@ -74,15 +74,137 @@ pub struct Page<T> {
     pub next_after: Option<String>,
 }
 
-/// One page of search results.
+/// One page of search results (contacts unless said otherwise).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SearchPage {
+pub struct SearchPage<R = Contact> {
     /// How many records match in all (HubSpot serves at most 10,000 of them).
     pub total: u64,
     /// The records of this page.
-    pub results: Vec<Contact>,
+    pub results: Vec<R>,
     /// `paging.next.after`; `None` on the last page.
     pub next_after: Option<String>,
+}
+
+/// A HubSpot company record (`SimplePublicObject` of object type `0-2`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Company {
+    /// The record id.
+    pub id: CompanyId,
+    /// Property values; HubSpot sends strings, and may send null for an empty value.
+    #[serde(default, deserialize_with = "lenient_values")]
+    pub properties: BTreeMap<String, Option<String>>,
+    /// When the record was created.
+    #[serde(default)]
+    pub created_at: Option<DateTime<Utc>>,
+    /// When the record last changed.
+    #[serde(default)]
+    pub updated_at: Option<DateTime<Utc>>,
+    /// Whether the record is in the recycle bin.
+    #[serde(default)]
+    pub archived: bool,
+    /// When it was archived.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archived_at: Option<DateTime<Utc>>,
+    /// The trace id of the batch input that wrote it, when HubSpot echoes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_write_trace_id: Option<String>,
+}
+
+impl Company {
+    /// A property's value; `None` when absent, null or empty.
+    pub fn property(&self, name: &str) -> Option<&str> {
+        self.properties
+            .get(name)
+            .and_then(|v| v.as_deref())
+            .filter(|v| !v.is_empty())
+    }
+
+    /// The `domain` property (not unique in HubSpot: several companies may share one).
+    pub fn domain(&self) -> Option<&str> {
+        self.property("domain")
+    }
+
+    /// The `name` property.
+    pub fn name(&self) -> Option<&str> {
+        self.property("name")
+    }
+
+    /// The ids merged into this company (`hs_merged_object_ids`, `;`-separated).
+    pub fn merged_ids(&self) -> Vec<CompanyId> {
+        self.property("hs_merged_object_ids")
+            .into_iter()
+            .flat_map(|v| v.split(';'))
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(CompanyId::from)
+            .collect()
+    }
+}
+
+/// A record from a company batch upsert: the company and whether HubSpot created it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct UpsertedCompany {
+    /// The record as it is now.
+    #[serde(flatten)]
+    pub company: Company,
+    /// True when the upsert created the record.
+    pub new: bool,
+}
+
+/// `GET /crm/v3/objects/companies` parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListCompanies {
+    /// Page size, 1..=100 (clamped); 100 by default (HubSpot's own default is 10).
+    pub limit: u32,
+    /// The cursor from the previous page.
+    pub after: Option<String>,
+    /// Properties to return (HubSpot's default set, `name` and `domain`, when empty).
+    pub properties: Vec<String>,
+    /// True lists only archived records.
+    pub archived: bool,
+}
+
+impl Default for ListCompanies {
+    fn default() -> Self {
+        Self {
+            limit: MAX_PAGE_LIMIT,
+            after: None,
+            properties: Vec::new(),
+            archived: false,
+        }
+    }
+}
+
+/// One company to create (HubSpot wants at least `name` or `domain`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CompanyCreate {
+    /// Property values.
+    pub properties: BTreeMap<String, String>,
+}
+
+/// One company to update by id (or by a unique custom property; never by `domain`, which
+/// HubSpot refuses as not unique).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompanyUpdate {
+    /// The record id, or the value of `id_property`.
+    pub id: String,
+    /// A unique custom property to find the record by; `None` = record id.
+    pub id_property: Option<String>,
+    /// New values; an empty string clears a value.
+    pub properties: BTreeMap<String, String>,
+}
+
+/// One company to create or update, found by a unique custom property (HubSpot refuses
+/// `domain`: "Unable to perform update/upsert by non-unique 0-2 property domain").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompanyUpsert {
+    /// The value of `id_property`.
+    pub id: String,
+    /// A custom property with `hasUniqueValue`.
+    pub id_property: String,
+    /// Values to write.
+    pub properties: BTreeMap<String, String>,
 }
 
 /// `GET /crm/v3/objects/contacts` parameters.
@@ -164,6 +286,99 @@ fn first_page_when_none<S: serde::Serializer>(
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(after.as_deref().unwrap_or("0"))
+}
+
+impl SearchRequest {
+    /// Companies whose `domain` is one of `domains` (`EQ` for one, `IN` for several, in
+    /// lower case as HubSpot wants `IN` values), oldest first. Several companies may share a
+    /// domain, and search lags writes by seconds: the caller decides what 0, 1 or many
+    /// matches mean.
+    pub fn companies_with_domains(domains: &[String], properties: Vec<String>) -> Self {
+        let lower: Vec<String> = domains.iter().map(|d| d.trim().to_lowercase()).collect();
+        let filter = match lower.as_slice() {
+            [one] => Filter::new("domain", FilterOperator::Eq, one.clone()),
+            _ => Filter::in_list("domain", lower),
+        };
+        Self {
+            filter_groups: vec![FilterGroup {
+                filters: vec![filter],
+            }],
+            sorts: vec![Sort {
+                property_name: "createdate".to_owned(),
+                direction: SortDirection::Ascending,
+            }],
+            properties,
+            ..Self::default()
+        }
+    }
+
+    /// Records of `object` changed at or after `since`, oldest change first: the query of
+    /// an incremental pull (contacts keep their change in `lastmodifieddate`, other objects
+    /// in `hs_lastmodifieddate`).
+    pub fn modified_since(
+        object: ObjectType,
+        since: DateTime<Utc>,
+        properties: Vec<String>,
+    ) -> Self {
+        let name = object.modified_property();
+        Self {
+            filter_groups: vec![FilterGroup {
+                filters: vec![Filter::new(
+                    name,
+                    FilterOperator::Gte,
+                    since.timestamp_millis().to_string(),
+                )],
+            }],
+            sorts: vec![Sort {
+                property_name: name.to_owned(),
+                direction: SortDirection::Ascending,
+            }],
+            properties,
+            ..Self::default()
+        }
+    }
+}
+
+/// A CRM object type this client knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ObjectType {
+    /// Contacts, `0-1`.
+    Contacts,
+    /// Companies, `0-2`.
+    Companies,
+}
+
+impl ObjectType {
+    /// The name in paths (`contacts`, `companies`).
+    pub fn path_name(self) -> &'static str {
+        match self {
+            Self::Contacts => "contacts",
+            Self::Companies => "companies",
+        }
+    }
+
+    /// HubSpot's object type id (`0-1`, `0-2`).
+    pub fn type_id(self) -> &'static str {
+        match self {
+            Self::Contacts => "0-1",
+            Self::Companies => "0-2",
+        }
+    }
+
+    /// The type an object type id or path name names.
+    pub fn from_type_id(id: &str) -> Option<Self> {
+        [Self::Contacts, Self::Companies]
+            .into_iter()
+            .find(|o| o.type_id() == id || o.path_name() == id)
+    }
+
+    /// The property that holds a record's last change.
+    pub fn modified_property(self) -> &'static str {
+        match self {
+            Self::Contacts => "lastmodifieddate",
+            Self::Companies => "hs_lastmodifieddate",
+        }
+    }
 }
 
 impl Default for SearchRequest {
@@ -313,6 +528,157 @@ pub struct PropertyCreate {
     pub form_field: Option<bool>,
 }
 
+/// A property's data type (`type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PropertyKind {
+    /// `string`
+    String,
+    /// `number`
+    Number,
+    /// `bool`
+    Bool,
+    /// `enumeration` (options required, except for multi-select `checkbox`)
+    Enumeration,
+    /// `date`: a day, written as epoch ms at midnight UTC
+    Date,
+    /// `datetime`: an instant
+    Datetime,
+    /// `phone_number`
+    PhoneNumber,
+}
+
+impl PropertyKind {
+    /// HubSpot's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::String => "string",
+            Self::Number => "number",
+            Self::Bool => "bool",
+            Self::Enumeration => "enumeration",
+            Self::Date => "date",
+            Self::Datetime => "datetime",
+            Self::PhoneNumber => "phone_number",
+        }
+    }
+
+    /// The form controls HubSpot allows for this type (its docs' table, Jan 2025; the
+    /// `phone_number` pairing is unconfirmed). The first is the plain choice.
+    pub fn field_types(self) -> &'static [FieldType] {
+        use FieldType as F;
+        match self {
+            Self::String => &[
+                F::Text,
+                F::Textarea,
+                F::Html,
+                F::PhoneNumber,
+                F::File,
+                F::CalculationEquation,
+            ],
+            Self::Number => &[F::Number, F::CalculationEquation],
+            Self::Bool => &[F::BooleanCheckbox, F::CalculationEquation],
+            Self::Enumeration => &[
+                F::Select,
+                F::Radio,
+                F::Checkbox,
+                F::BooleanCheckbox,
+                F::CalculationEquation,
+            ],
+            Self::Date | Self::Datetime => &[F::Date],
+            Self::PhoneNumber => &[F::PhoneNumber, F::Text],
+        }
+    }
+}
+
+/// A property's form control (`fieldType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FieldType {
+    /// `text`
+    Text,
+    /// `textarea`
+    Textarea,
+    /// `html`
+    Html,
+    /// `phonenumber`
+    #[serde(rename = "phonenumber")]
+    PhoneNumber,
+    /// `file`
+    File,
+    /// `number`
+    Number,
+    /// `booleancheckbox`
+    #[serde(rename = "booleancheckbox")]
+    BooleanCheckbox,
+    /// `select`
+    Select,
+    /// `radio`
+    Radio,
+    /// `checkbox` (multi-select)
+    Checkbox,
+    /// `date`
+    Date,
+    /// `calculation_equation`
+    CalculationEquation,
+}
+
+impl FieldType {
+    /// HubSpot's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Text => "text",
+            Self::Textarea => "textarea",
+            Self::Html => "html",
+            Self::PhoneNumber => "phonenumber",
+            Self::File => "file",
+            Self::Number => "number",
+            Self::BooleanCheckbox => "booleancheckbox",
+            Self::Select => "select",
+            Self::Radio => "radio",
+            Self::Checkbox => "checkbox",
+            Self::Date => "date",
+            Self::CalculationEquation => "calculation_equation",
+        }
+    }
+}
+
+/// A `type` / `fieldType` pair HubSpot refuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a {} property cannot use the {} field type", kind.as_str(), field.as_str())]
+pub struct InvalidFieldType {
+    /// The type.
+    pub kind: PropertyKind,
+    /// The field type.
+    pub field: FieldType,
+}
+
+impl PropertyCreate {
+    /// A property of `kind` shown as `field` in `group`, refused when HubSpot does not allow
+    /// the pair.
+    pub fn typed(
+        name: impl Into<String>,
+        label: impl Into<String>,
+        kind: PropertyKind,
+        field: FieldType,
+        group: impl Into<String>,
+    ) -> Result<Self, InvalidFieldType> {
+        if !kind.field_types().contains(&field) {
+            return Err(InvalidFieldType { kind, field });
+        }
+        Ok(Self {
+            name: name.into(),
+            label: label.into(),
+            property_type: kind.as_str().to_owned(),
+            field_type: field.as_str().to_owned(),
+            group_name: group.into(),
+            description: None,
+            has_unique_value: false,
+            options: Vec::new(),
+            form_field: None,
+        })
+    }
+}
+
 /// A property definition as HubSpot returns it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -420,6 +786,36 @@ pub struct ApiUsage {
     /// When the counter resets.
     #[serde(default)]
     pub resets_at: Option<DateTime<Utc>>,
+}
+
+/// `POST /crm/v3/properties/{object}/groups` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PropertyGroupCreate {
+    /// Internal name, e.g. `crm_sync`.
+    pub name: String,
+    /// Display label.
+    pub label: String,
+    /// Position among the groups.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub display_order: Option<i32>,
+}
+
+/// A property group as HubSpot returns it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PropertyGroup {
+    /// Internal name.
+    pub name: String,
+    /// Display label.
+    #[serde(default)]
+    pub label: String,
+    /// Position among the groups.
+    #[serde(default)]
+    pub display_order: Option<i32>,
+    /// Whether it is archived.
+    #[serde(default)]
+    pub archived: bool,
 }
 
 /// `{results, paging}` as HubSpot sends lists.
@@ -536,6 +932,48 @@ mod tests {
             serde_json::from_str::<Collection<Contact>>(r#"{"results":[{"properties":{}}]}"#)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn a_typed_property_keeps_to_the_pairs_hubspot_allows() {
+        let date = PropertyCreate::typed(
+            "renewal",
+            "Renewal",
+            PropertyKind::Date,
+            FieldType::Date,
+            "crm_sync",
+        )
+        .expect("date/date");
+        assert_eq!(
+            (date.property_type.as_str(), date.field_type.as_str()),
+            ("date", "date")
+        );
+        assert_eq!(
+            PropertyCreate::typed("x", "X", PropertyKind::Number, FieldType::Text, "g"),
+            Err(InvalidFieldType {
+                kind: PropertyKind::Number,
+                field: FieldType::Text
+            })
+        );
+        for kind in [
+            PropertyKind::String,
+            PropertyKind::Number,
+            PropertyKind::Bool,
+            PropertyKind::Enumeration,
+            PropertyKind::Date,
+            PropertyKind::Datetime,
+            PropertyKind::PhoneNumber,
+        ] {
+            let field = kind.field_types()[0];
+            assert_eq!(
+                serde_json::to_value(field).expect("serialises"),
+                serde_json::json!(field.as_str())
+            );
+            assert_eq!(
+                serde_json::to_value(kind).expect("serialises"),
+                serde_json::json!(kind.as_str())
+            );
+        }
     }
 
     #[test]

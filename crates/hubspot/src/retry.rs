@@ -41,6 +41,54 @@ pub enum Operation {
     DailyUsage,
     /// `POST` to the OAuth token endpoint (code exchange or refresh).
     OAuthToken,
+    /// `GET /crm/v3/objects/companies` (one page).
+    ListCompanies,
+    /// `GET /crm/v3/objects/companies/{id}`.
+    GetCompany,
+    /// `POST /crm/v3/objects/companies`.
+    CreateCompany,
+    /// `PATCH /crm/v3/objects/companies/{id}`.
+    UpdateCompany,
+    /// `DELETE /crm/v3/objects/companies/{id}`.
+    ArchiveCompany,
+    /// `POST /crm/v3/objects/companies/merge`.
+    MergeCompanies,
+    /// `POST /crm/v3/objects/companies/batch/read`.
+    BatchReadCompanies,
+    /// `POST /crm/v3/objects/companies/batch/create`.
+    BatchCreateCompanies,
+    /// `POST /crm/v3/objects/companies/batch/update`.
+    BatchUpdateCompanies,
+    /// `POST /crm/v3/objects/companies/batch/upsert`.
+    BatchUpsertCompanies,
+    /// `POST /crm/v3/objects/companies/batch/archive`.
+    BatchArchiveCompanies,
+    /// `POST /crm/v3/objects/companies/search`.
+    SearchCompanies,
+    /// `POST /crm/v3/properties/{object}/groups`.
+    CreatePropertyGroup,
+    /// `GET /crm/v3/properties/{object}/groups/{name}`.
+    GetPropertyGroup,
+    /// `POST /crm/v4/associations/{from}/{to}/batch/read`.
+    ReadAssociations,
+    /// `POST /crm/v4/associations/{from}/{to}/batch/create`.
+    CreateAssociations,
+    /// `POST /crm/v4/associations/{from}/{to}/batch/archive`.
+    ArchiveAssociations,
+    /// `POST /crm/v4/associations/{from}/{to}/batch/labels/archive`.
+    ArchiveAssociationLabels,
+}
+
+/// Which of HubSpot's rate budgets a call spends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Budget {
+    /// The app's rolling 10-second budget.
+    TenSecondly,
+    /// The token's per-second search budget (searches are exempt from the 10-second one).
+    Search,
+    /// The associations API's own 10-second budget (its batch calls are exempt from the
+    /// general one).
+    Associations,
 }
 
 /// Whether a call may be sent again when its answer was lost.
@@ -55,7 +103,9 @@ pub enum RetryClass {
 }
 
 impl Operation {
-    /// Every operation, in metrics order.
+    /// The operations of contacts, properties, account info and OAuth, in metrics order;
+    /// [`Operation::COMPANIES`] lists those of companies, property groups and associations,
+    /// and [`Operation::every`] both.
     pub const ALL: [Operation; 17] = [
         Self::ListContacts,
         Self::GetContact,
@@ -75,6 +125,33 @@ impl Operation {
         Self::DailyUsage,
         Self::OAuthToken,
     ];
+
+    /// The operations of companies, property groups and associations, in metrics order.
+    pub const COMPANIES: [Operation; 18] = [
+        Self::ListCompanies,
+        Self::GetCompany,
+        Self::CreateCompany,
+        Self::UpdateCompany,
+        Self::ArchiveCompany,
+        Self::MergeCompanies,
+        Self::BatchReadCompanies,
+        Self::BatchCreateCompanies,
+        Self::BatchUpdateCompanies,
+        Self::BatchUpsertCompanies,
+        Self::BatchArchiveCompanies,
+        Self::SearchCompanies,
+        Self::CreatePropertyGroup,
+        Self::GetPropertyGroup,
+        Self::ReadAssociations,
+        Self::CreateAssociations,
+        Self::ArchiveAssociations,
+        Self::ArchiveAssociationLabels,
+    ];
+
+    /// Every operation, in metrics order.
+    pub fn every() -> impl Iterator<Item = Operation> {
+        Self::ALL.into_iter().chain(Self::COMPANIES)
+    }
 
     /// A stable snake_case name (metrics label, logs).
     pub fn name(self) -> &'static str {
@@ -96,22 +173,57 @@ impl Operation {
             Self::AccountDetails => "account_details",
             Self::DailyUsage => "daily_usage",
             Self::OAuthToken => "oauth_token",
+            Self::ListCompanies => "list_companies",
+            Self::GetCompany => "get_company",
+            Self::CreateCompany => "create_company",
+            Self::UpdateCompany => "update_company",
+            Self::ArchiveCompany => "archive_company",
+            Self::MergeCompanies => "merge_companies",
+            Self::BatchReadCompanies => "batch_read_companies",
+            Self::BatchCreateCompanies => "batch_create_companies",
+            Self::BatchUpdateCompanies => "batch_update_companies",
+            Self::BatchUpsertCompanies => "batch_upsert_companies",
+            Self::BatchArchiveCompanies => "batch_archive_companies",
+            Self::SearchCompanies => "search_companies",
+            Self::CreatePropertyGroup => "create_property_group",
+            Self::GetPropertyGroup => "get_property_group",
+            Self::ReadAssociations => "read_associations",
+            Self::CreateAssociations => "create_associations",
+            Self::ArchiveAssociations => "archive_associations",
+            Self::ArchiveAssociationLabels => "archive_association_labels",
         }
     }
 
     /// Whether the call may be repeated after a lost answer.
     pub fn retry_class(self) -> RetryClass {
         match self {
-            Self::CreateContact | Self::MergeContacts | Self::BatchCreate => {
-                RetryClass::NotIdempotent
-            }
+            Self::CreateContact
+            | Self::MergeContacts
+            | Self::BatchCreate
+            | Self::CreateCompany
+            | Self::MergeCompanies
+            | Self::BatchCreateCompanies => RetryClass::NotIdempotent,
+            // Writing association types sets the pair's labels to the same list again, and
+            // a repeated group create is refused with 409: repeats change nothing.
             _ => RetryClass::Safe,
         }
     }
 
     /// Search calls count against the search limit only.
     pub fn is_search(self) -> bool {
-        self == Self::Search
+        self.budget() == Budget::Search
+    }
+
+    /// The budget the call spends.
+    pub fn budget(self) -> Budget {
+        match self {
+            Self::Search | Self::SearchCompanies => Budget::Search,
+            Self::ReadAssociations
+            | Self::CreateAssociations
+            | Self::ArchiveAssociations
+            | Self::ArchiveAssociationLabels => Budget::Associations,
+            _ => Budget::TenSecondly,
+        }
     }
 }
 
@@ -157,17 +269,18 @@ mod tests {
 
     #[test]
     fn only_creates_and_merges_are_not_idempotent() {
-        let not_idempotent: Vec<_> = Operation::ALL
-            .iter()
+        let not_idempotent: Vec<_> = Operation::every()
             .filter(|op| op.retry_class() == RetryClass::NotIdempotent)
-            .copied()
             .collect();
         assert_eq!(
             not_idempotent,
             vec![
                 Operation::CreateContact,
                 Operation::MergeContacts,
-                Operation::BatchCreate
+                Operation::BatchCreate,
+                Operation::CreateCompany,
+                Operation::MergeCompanies,
+                Operation::BatchCreateCompanies,
             ]
         );
     }
@@ -175,11 +288,22 @@ mod tests {
     #[test]
     fn every_operation_has_a_name_of_its_own() {
         let names: std::collections::BTreeSet<&str> =
-            Operation::ALL.iter().map(|op| op.name()).collect();
+            Operation::every().map(|op| op.name()).collect();
         assert_eq!(
             names.len(),
-            Operation::ALL.len(),
+            Operation::every().count(),
             "metric labels never collide"
+        );
+    }
+
+    #[test]
+    fn searches_and_association_batches_spend_budgets_of_their_own() {
+        assert_eq!(Operation::SearchCompanies.budget(), Budget::Search);
+        assert!(Operation::Search.is_search());
+        assert_eq!(Operation::ReadAssociations.budget(), Budget::Associations);
+        assert_eq!(
+            Operation::BatchCreateCompanies.budget(),
+            Budget::TenSecondly
         );
     }
 

@@ -1,4 +1,5 @@
-//! Handlers of HubSpot's CRM contacts, properties and account-info operations.
+//! Handlers of HubSpot's CRM v3 records (contacts and companies), properties and
+//! account-info operations; the v4 associations are in `assoc_api`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,18 +10,23 @@ use poem::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::assoc_api::{link_created, planned_links};
+use super::associations::AssocChange;
 use super::clock::{iso_millis, now_ms};
+use super::crm::{Automatic, Crm};
 use super::errors::{ApiError, standard_error};
+use super::objects::CrmObject;
 use super::properties::{
-    PropertyDef, PropertyDefError, PropertyOption, PropertyPatch, PropertyType,
+    PropertyDef, PropertyDefError, PropertyGroup, PropertyOption, PropertyPatch, PropertyType,
 };
-use super::routes::ApiOp;
+use super::routes::{ApiOp, PropertyOp, RecordOp};
 use super::search::{SearchRequest, search};
 use super::state::{State, lock};
 use super::store::{
-    Change, CreateInput, IdKey, ItemError, KeyedInput, WriteError, Written, not_found_item,
+    Change, CreateInput, IdKey, ItemError, KeyUse, KeyedInput, WriteError, Written, not_found_item,
 };
 use super::variants::{EmptyValues, MissingIds};
+use super::webhooks::Actor;
 use super::wire::{
     BatchOut, BatchReadBody, CollectionOut, CreateItem, GdprBody, IdItem, Inputs, KeyedItem,
     MergeBody, NextPage, ObjectOut, Paging, Projection, PropertiesBody, json, parse_json,
@@ -30,9 +36,9 @@ use super::wire::{
 /// Most records per list page.
 const MAX_LIST_LIMIT: usize = 100;
 
-type ApiResult = Result<Response, ApiError>;
+pub(crate) type ApiResult = Result<Response, ApiError>;
 
-fn no_content() -> Response {
+pub(crate) fn no_content() -> Response {
     Response::builder().status(StatusCode::NO_CONTENT).finish()
 }
 
@@ -40,68 +46,170 @@ fn no_content() -> Response {
 pub(crate) async fn dispatch(state: &Arc<State>, op: ApiOp, query: &str, body: &[u8]) -> ApiResult {
     let q = Query::parse(query);
     match op {
-        ApiOp::List => list(state, &q),
-        ApiOp::Create => create(state, body),
-        ApiOp::Get(id) => get(state, &id, &q),
-        ApiOp::Update(id) => update(state, &id, &q, body),
-        ApiOp::Archive(id) => {
-            let changes = lock(&state.store).archive_one(&IdKey::ObjectId, &id, now_ms());
-            publish(state, &changes);
-            Ok(no_content())
-        }
-        ApiOp::BatchRead => batch_read(state, &q, body),
-        ApiOp::BatchCreate => batch_create(state, body),
-        ApiOp::BatchUpdate => batch_keyed(state, body, false),
-        ApiOp::BatchUpsert => batch_keyed(state, body, true),
-        ApiOp::BatchArchive => batch_archive(state, body),
-        ApiOp::Search => run_search(state, body),
-        ApiOp::Merge => merge(state, body),
-        ApiOp::GdprDelete => gdpr_delete(state, body),
-        ApiOp::ListProperties => {
-            let store = lock(&state.store);
-            let results: Vec<Value> = store
-                .catalog
-                .list(q.flag("archived"))
-                .map(PropertyDef::to_json)
-                .collect();
-            Ok(json(StatusCode::OK, &json!({ "results": results })))
-        }
-        ApiOp::CreateProperty => create_property(state, body),
-        ApiOp::GetProperty(name) => {
-            let store = lock(&state.store);
-            let def = store
-                .catalog
-                .get_any(&name)
-                .filter(|d| d.archived_ms.is_some() == q.flag("archived"))
-                .ok_or_else(|| property_not_found(&name))?;
-            Ok(json(StatusCode::OK, &def.to_json()))
-        }
-        ApiOp::UpdateProperty(name) => update_property(state, &name, body),
-        ApiOp::ArchiveProperty(name) => {
-            lock(&state.store)
-                .catalog
-                .archive(&name, now_ms())
-                .map_err(property_error)?;
-            Ok(no_content())
+        ApiOp::Records(object, op) => records(state, object, op, &q, body),
+        ApiOp::Properties(object, op) => properties(state, object, op, &q, body),
+        ApiOp::Associations { from, to, op } => {
+            super::assoc_api::dispatch(state, from, to, op, &q, body)
         }
         ApiOp::AccountDetails => Ok(json(StatusCode::OK, &account_details(state))),
         ApiOp::DailyUsage => Ok(json(StatusCode::OK, &daily_usage(state))),
     }
 }
 
-fn publish(state: &State, changes: &[Change]) {
-    if let Some(w) = &state.webhooks
-        && !changes.is_empty()
-    {
-        w.publish(changes);
+fn records(state: &State, object: CrmObject, op: RecordOp, q: &Query, body: &[u8]) -> ApiResult {
+    match op {
+        RecordOp::List => list(state, object, q),
+        RecordOp::Create => create(state, object, body),
+        RecordOp::Get(id) => get(state, object, &id, q),
+        RecordOp::Update(id) => update(state, object, &id, q, body),
+        RecordOp::Archive(id) => {
+            let now = now_ms();
+            let mut crm = lock(&state.store);
+            let changes = crm
+                .object_mut(object)
+                .archive_one(&IdKey::ObjectId, &id, now);
+            let effects = settle(state, &mut crm, object, changes, now);
+            drop(crm);
+            effects.publish(state);
+            Ok(no_content())
+        }
+        RecordOp::BatchRead => batch_read(state, object, q, body),
+        RecordOp::BatchCreate => batch_create(state, object, body),
+        RecordOp::BatchUpdate => batch_keyed(state, object, body, false),
+        RecordOp::BatchUpsert => batch_keyed(state, object, body, true),
+        RecordOp::BatchArchive => batch_archive(state, object, body),
+        RecordOp::Search => run_search(state, object, body),
+        RecordOp::Merge => merge(state, object, body),
+        RecordOp::GdprDelete => gdpr_delete(state, object, body),
+    }
+}
+
+fn properties(
+    state: &State,
+    object: CrmObject,
+    op: PropertyOp,
+    q: &Query,
+    body: &[u8],
+) -> ApiResult {
+    match op {
+        PropertyOp::List => {
+            let crm = lock(&state.store);
+            let results: Vec<Value> = crm
+                .object(object)
+                .catalog
+                .list(q.flag("archived"))
+                .map(PropertyDef::to_json)
+                .collect();
+            Ok(json(StatusCode::OK, &json!({ "results": results })))
+        }
+        PropertyOp::Create => create_property(state, object, body),
+        PropertyOp::Get(name) => {
+            let crm = lock(&state.store);
+            let def = crm
+                .object(object)
+                .catalog
+                .get_any(&name)
+                .filter(|d| d.archived_ms.is_some() == q.flag("archived"))
+                .ok_or_else(|| property_not_found(object, &name))?;
+            Ok(json(StatusCode::OK, &def.to_json()))
+        }
+        PropertyOp::Update(name) => update_property(state, object, &name, body),
+        PropertyOp::Archive(name) => {
+            lock(&state.store)
+                .object_mut(object)
+                .catalog
+                .archive(&name, now_ms())
+                .map_err(|e| property_error(object, e))?;
+            Ok(no_content())
+        }
+        PropertyOp::ListGroups => {
+            let crm = lock(&state.store);
+            let results: Vec<Value> = crm
+                .object(object)
+                .catalog
+                .groups()
+                .map(PropertyGroup::to_json)
+                .collect();
+            Ok(json(StatusCode::OK, &json!({ "results": results })))
+        }
+        PropertyOp::CreateGroup => create_group(state, object, body),
+        PropertyOp::GetGroup(name) => {
+            let crm = lock(&state.store);
+            let group = crm
+                .object(object)
+                .catalog
+                .group(&name)
+                .ok_or_else(|| group_not_found(object, &name))?;
+            Ok(json(StatusCode::OK, &group.to_json()))
+        }
+    }
+}
+
+/// What a write changed, published once the store's lock is released.
+#[derive(Debug, Default)]
+pub(crate) struct Effects {
+    object: Option<CrmObject>,
+    records: Vec<Change>,
+    associations: Vec<AssocChange>,
+    automatic: Automatic,
+}
+
+impl Effects {
+    /// Association changes alone (the v4 calls).
+    pub(crate) fn associations(associations: Vec<AssocChange>) -> Self {
+        Self {
+            associations,
+            ..Self::default()
+        }
+    }
+
+    /// Sends the webhooks: the caller's changes, then HubSpot's own automation.
+    pub(crate) fn publish(&self, state: &State) {
+        let Some(w) = &state.webhooks else {
+            return;
+        };
+        if let Some(object) = self.object {
+            w.publish(object, &self.records);
+        }
+        w.publish_associations(None, &self.associations);
+        w.publish_as(
+            &Actor::HubSpot,
+            CrmObject::Companies,
+            &self.automatic.companies,
+        );
+        w.publish_associations(Some(&Actor::HubSpot), &self.automatic.associations);
+    }
+}
+
+/// The consequences of record changes of `object` beyond the records themselves: merged
+/// records' associations move to the survivor, and contacts may be associated with their
+/// email domain's company when the account says so.
+fn settle(
+    state: &State,
+    crm: &mut Crm,
+    object: CrmObject,
+    records: Vec<Change>,
+    now: i64,
+) -> Effects {
+    let associations = crm.follow(object, &records);
+    let automatic = if object == CrmObject::Contacts && state.auto_associates() {
+        crm.auto_associate(&records, now)
+    } else {
+        Automatic::default()
+    };
+    Effects {
+        object: Some(object),
+        records,
+        associations,
+        automatic,
     }
 }
 
 /// Query parameters, with HubSpot's comma-separated and repeated lists.
-struct Query(Vec<(String, String)>);
+pub(crate) struct Query(Vec<(String, String)>);
 
 impl Query {
-    fn parse(raw: &str) -> Self {
+    pub(crate) fn parse(raw: &str) -> Self {
         Self(
             url::form_urlencoded::parse(raw.as_bytes())
                 .into_owned()
@@ -109,7 +217,7 @@ impl Query {
         )
     }
 
-    fn get(&self, key: &str) -> Option<&str> {
+    pub(crate) fn get(&self, key: &str) -> Option<&str> {
         self.0
             .iter()
             .find(|(k, _)| k == key)
@@ -133,7 +241,7 @@ impl Query {
     }
 }
 
-fn write_error(e: WriteError) -> ApiError {
+pub(crate) fn write_error(e: WriteError) -> ApiError {
     match e {
         WriteError::Invalid(message) => ApiError::validation(message),
         WriteError::Conflict(message) => ApiError::new(StatusCode::CONFLICT, "CONFLICT", message),
@@ -151,7 +259,7 @@ fn write_error(e: WriteError) -> ApiError {
     }
 }
 
-fn item_errors(errors: &[ItemError]) -> Vec<Value> {
+pub(crate) fn item_errors(errors: &[ItemError]) -> Vec<Value> {
     errors
         .iter()
         .map(|e| standard_error(e.category, &e.message, &e.context))
@@ -160,18 +268,18 @@ fn item_errors(errors: &[ItemError]) -> Vec<Value> {
 
 // ---- list / single record ------------------------------------------------------------
 
-fn encode_after(id: u64) -> String {
+pub(crate) fn encode_after(id: u64) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id.to_string())
 }
 
-fn decode_after(raw: &str) -> Option<u64> {
+pub(crate) fn decode_after(raw: &str) -> Option<u64> {
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(raw.trim_end_matches('='))
         .ok()?;
     String::from_utf8(bytes).ok()?.trim().parse().ok()
 }
 
-fn list(state: &State, q: &Query) -> ApiResult {
+fn list(state: &State, object: CrmObject, q: &Query) -> ApiResult {
     let limit = match q.get("limit") {
         None => 10,
         Some(raw) => match raw.parse::<usize>() {
@@ -195,14 +303,17 @@ fn list(state: &State, q: &Query) -> ApiResult {
     let empty = state.variants().empty_values;
     let history = q.list("propertiesWithHistory");
     let (page, projection) = {
-        let store = lock(&state.store);
+        let crm = lock(&state.store);
+        let store = crm.object(object);
         let projection = Projection::from_list(q.list("properties")).known(&store.catalog);
         (store.list(after, limit, q.flag("archived")), projection)
     };
     let results = page
         .records
         .iter()
-        .map(|c| ObjectOut::from_contact(c, &projection, empty).with_history(c, history.as_ref()))
+        .map(|c| {
+            ObjectOut::from_record(object, c, &projection, empty).with_history(c, history.as_ref())
+        })
         .collect();
     let paging = page.next.map(|id| {
         let after = encode_after(id);
@@ -223,10 +334,16 @@ fn list(state: &State, q: &Query) -> ApiResult {
     ))
 }
 
-fn get(state: &State, id: &str, q: &Query) -> ApiResult {
-    let store = lock(&state.store);
+/// How reads may name records by `idProperty`.
+fn read_key(state: &State) -> KeyUse {
+    KeyUse::Read(state.company_variants().domain_lookup)
+}
+
+fn get(state: &State, object: CrmObject, id: &str, q: &Query) -> ApiResult {
+    let crm = lock(&state.store);
+    let store = crm.object(object);
     let key = store
-        .id_key(q.get("idProperty"), false)
+        .id_key(q.get("idProperty"), read_key(state))
         .map_err(write_error)?;
     let contact = store
         .resolve_for_read(&key, id, q.flag("archived"))
@@ -234,59 +351,70 @@ fn get(state: &State, id: &str, q: &Query) -> ApiResult {
     // A merged-away id reads as its survivor in every variant (only batch read may leave it
     // out): a single GET has no way to say "left out".
     let projection = Projection::from_list(q.list("properties")).known(&store.catalog);
-    let out = ObjectOut::from_contact(contact, &projection, state.variants().empty_values)
+    let out = ObjectOut::from_record(object, contact, &projection, state.variants().empty_values)
         .with_history(contact, q.list("propertiesWithHistory").as_ref());
     Ok(json(StatusCode::OK, &out))
 }
 
-fn create(state: &State, body: &[u8]) -> ApiResult {
+fn create(state: &State, object: CrmObject, body: &[u8]) -> ApiResult {
     let v = state.variants();
     let input: PropertiesBody = parse_json(body)?;
     let values = property_strings(input.properties)?;
     let written = Projection::Written(values.keys().cloned().collect());
-    let (contact, changes) = lock(&state.store)
-        .create_one(values, now_ms(), v.validation)
+    let now = now_ms();
+    let mut crm = lock(&state.store);
+    let links = planned_links(&crm, object, &input.associations)?;
+    let (record, changes) = crm
+        .object_mut(object)
+        .create_one(values, now, v.validation)
         .map_err(write_error)?;
-    publish(state, &changes);
+    let linked = link_created(&mut crm, object, record.id, &links);
+    let mut effects = settle(state, &mut crm, object, changes, now);
+    effects.associations.extend(linked);
+    drop(crm);
+    effects.publish(state);
     Ok(json(
         StatusCode::CREATED,
-        &ObjectOut::from_contact(&contact, &written, v.empty_values),
+        &ObjectOut::from_record(object, &record, &written, v.empty_values),
     ))
 }
 
-fn update(state: &State, id: &str, q: &Query, body: &[u8]) -> ApiResult {
+fn update(state: &State, object: CrmObject, id: &str, q: &Query, body: &[u8]) -> ApiResult {
     let v = state.variants();
     let input: PropertiesBody = parse_json(body)?;
     let values = property_strings(input.properties)?;
     let written = Projection::Written(values.keys().cloned().collect());
-    let (contact, changes) = {
-        let mut store = lock(&state.store);
-        let key = store
-            .id_key(q.get("idProperty"), false)
-            .map_err(write_error)?;
-        store
-            .update_one(&key, id, values, now_ms(), v.validation)
-            .map_err(write_error)?
-    };
-    publish(state, &changes);
+    let now = now_ms();
+    let mut crm = lock(&state.store);
+    let store = crm.object_mut(object);
+    let key = store
+        .id_key(q.get("idProperty"), read_key(state))
+        .map_err(write_error)?;
+    let (record, changes) = store
+        .update_one(&key, id, values, now, v.validation)
+        .map_err(write_error)?;
+    let effects = settle(state, &mut crm, object, changes, now);
+    drop(crm);
+    effects.publish(state);
     Ok(json(
         StatusCode::OK,
-        &ObjectOut::from_contact(&contact, &written, v.empty_values),
+        &ObjectOut::from_record(object, &record, &written, v.empty_values),
     ))
 }
 
 // ---- batches -------------------------------------------------------------------------
 
-fn batch_read(state: &State, q: &Query, body: &[u8]) -> ApiResult {
+fn batch_read(state: &State, object: CrmObject, q: &Query, body: &[u8]) -> ApiResult {
     let started = now_ms();
     let v = state.variants();
     let input: BatchReadBody = parse_json(body)?;
     let ids: Vec<String> = input.inputs.iter().map(|i| i.id.text()).collect();
     let (mut results, missing) = {
-        let store = lock(&state.store);
+        let crm = lock(&state.store);
+        let store = crm.object(object);
         let projection = Projection::from_list(input.properties).known(&store.catalog);
         let key = store
-            .id_key(input.id_property.as_deref(), false)
+            .id_key(input.id_property.as_deref(), read_key(state))
             .map_err(write_error)?;
         let (found, missing) = store
             .batch_read(&key, &ids, q.flag("archived"), v.missing_ids)
@@ -294,7 +422,7 @@ fn batch_read(state: &State, q: &Query, body: &[u8]) -> ApiResult {
         let results: Vec<ObjectOut> = found
             .iter()
             .map(|c| {
-                ObjectOut::from_contact(c, &projection, v.empty_values)
+                ObjectOut::from_record(object, c, &projection, v.empty_values)
                     .with_history(c, input.properties_with_history.as_ref())
             })
             .collect();
@@ -303,7 +431,7 @@ fn batch_read(state: &State, q: &Query, body: &[u8]) -> ApiResult {
     let errors = if missing.is_empty() || v.missing_ids == MissingIds::Omitted {
         Vec::new()
     } else {
-        item_errors(&[not_found_item(&missing, None)])
+        item_errors(&[not_found_item(object, &missing, None)])
     };
     state.shuffler.arrange(v.result_order, &mut results);
     batch_answer(
@@ -321,25 +449,48 @@ fn batch_answer(out: BatchOut, ok: StatusCode) -> ApiResult {
     Ok(json(status, &out))
 }
 
-fn batch_create(state: &State, body: &[u8]) -> ApiResult {
+fn batch_create(state: &State, object: CrmObject, body: &[u8]) -> ApiResult {
     let started = now_ms();
     let input: Inputs<CreateItem> = parse_json(body)?;
-    let inputs = input
-        .inputs
-        .into_iter()
-        .map(|i| {
-            Ok(CreateInput {
-                values: property_strings(i.properties)?,
-                trace: i.object_write_trace_id,
-            })
-        })
-        .collect::<Result<Vec<_>, ApiError>>()?;
+    let mut links = Vec::with_capacity(input.inputs.len());
+    let mut inputs = Vec::with_capacity(input.inputs.len());
+    for i in input.inputs {
+        links.push(i.associations);
+        inputs.push(CreateInput {
+            values: property_strings(i.properties)?,
+            trace: i.object_write_trace_id,
+        });
+    }
     let v = state.variants();
-    let outcome = lock(&state.store)
+    let mut crm = lock(&state.store);
+    // Checked before anything is created: a bad association refuses the whole batch.
+    let links = links
+        .iter()
+        .map(|l| planned_links(&crm, object, l))
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    let mut outcome = crm
+        .object_mut(object)
         .batch_create(inputs, started, &v)
         .map_err(write_error)?;
-    publish(state, &outcome.changes);
-    let mut results = written_out(&outcome.written, false, v.empty_values);
+    let linked: Vec<AssocChange> = outcome
+        .written
+        .iter()
+        .flat_map(|w| {
+            let planned = links.get(w.input).map_or(&[][..], Vec::as_slice);
+            link_created(&mut crm, object, w.contact.id, planned)
+        })
+        .collect();
+    let mut effects = settle(
+        state,
+        &mut crm,
+        object,
+        std::mem::take(&mut outcome.changes),
+        started,
+    );
+    effects.associations.extend(linked);
+    drop(crm);
+    effects.publish(state);
+    let mut results = written_out(object, &outcome.written, false, v.empty_values);
     state.shuffler.arrange(v.result_order, &mut results);
     batch_answer(
         BatchOut::new(results, item_errors(&outcome.errors), started, now_ms()),
@@ -347,7 +498,7 @@ fn batch_create(state: &State, body: &[u8]) -> ApiResult {
     )
 }
 
-fn batch_keyed(state: &State, body: &[u8], upsert: bool) -> ApiResult {
+fn batch_keyed(state: &State, object: CrmObject, body: &[u8], upsert: bool) -> ApiResult {
     let started = now_ms();
     let input: Inputs<KeyedItem> = parse_json(body)?;
     let inputs = input
@@ -363,17 +514,24 @@ fn batch_keyed(state: &State, body: &[u8], upsert: bool) -> ApiResult {
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
     let v = state.variants();
-    let outcome = {
-        let mut store = lock(&state.store);
-        if upsert {
-            store.batch_upsert(inputs, started, &v)
-        } else {
-            store.batch_update(inputs, started, &v)
-        }
+    let mut crm = lock(&state.store);
+    let store = crm.object_mut(object);
+    let mut outcome = if upsert {
+        store.batch_upsert(inputs, started, &v)
+    } else {
+        store.batch_update(inputs, started, &v)
     }
     .map_err(write_error)?;
-    publish(state, &outcome.changes);
-    let mut results = written_out(&outcome.written, upsert, v.empty_values);
+    let effects = settle(
+        state,
+        &mut crm,
+        object,
+        std::mem::take(&mut outcome.changes),
+        started,
+    );
+    drop(crm);
+    effects.publish(state);
+    let mut results = written_out(object, &outcome.written, upsert, v.empty_values);
     state.shuffler.arrange(v.result_order, &mut results);
     batch_answer(
         BatchOut::new(results, item_errors(&outcome.errors), started, now_ms()),
@@ -381,12 +539,17 @@ fn batch_keyed(state: &State, body: &[u8], upsert: bool) -> ApiResult {
     )
 }
 
-fn written_out(written: &[Written], with_new: bool, empty: EmptyValues) -> Vec<ObjectOut> {
+fn written_out(
+    object: CrmObject,
+    written: &[Written],
+    with_new: bool,
+    empty: EmptyValues,
+) -> Vec<ObjectOut> {
     written
         .iter()
         .map(|w| {
             let projection = Projection::Written(w.names.clone());
-            let mut out = ObjectOut::from_contact(&w.contact, &projection, empty);
+            let mut out = ObjectOut::from_record(object, &w.contact, &projection, empty);
             out.object_write_trace_id = w.trace.clone();
             out.new = with_new.then_some(w.new);
             out
@@ -394,26 +557,32 @@ fn written_out(written: &[Written], with_new: bool, empty: EmptyValues) -> Vec<O
         .collect()
 }
 
-fn batch_archive(state: &State, body: &[u8]) -> ApiResult {
+fn batch_archive(state: &State, object: CrmObject, body: &[u8]) -> ApiResult {
     let input: Inputs<IdItem> = parse_json(body)?;
     let ids: Vec<String> = input.inputs.iter().map(|i| i.id.text()).collect();
-    let changes = lock(&state.store)
-        .batch_archive(&ids, now_ms())
+    let now = now_ms();
+    let mut crm = lock(&state.store);
+    let changes = crm
+        .object_mut(object)
+        .batch_archive(&ids, now)
         .map_err(write_error)?;
-    publish(state, &changes);
+    let effects = settle(state, &mut crm, object, changes, now);
+    drop(crm);
+    effects.publish(state);
     Ok(no_content())
 }
 
-fn run_search(state: &State, body: &[u8]) -> ApiResult {
+fn run_search(state: &State, object: CrmObject, body: &[u8]) -> ApiResult {
     let v = state.variants();
     let req: SearchRequest = parse_json(body)?;
-    let store = lock(&state.store);
+    let crm = lock(&state.store);
+    let store = crm.object(object);
     let projection = Projection::from_list(req.properties.clone()).known(&store.catalog);
-    let page = search(&store, &req, now_ms()).map_err(ApiError::validation)?;
+    let page = search(store, &req, now_ms()).map_err(ApiError::validation)?;
     let results = page
         .records
         .iter()
-        .map(|r| ObjectOut::from_search(r, &projection, v.empty_values, v.search_modified))
+        .map(|r| ObjectOut::from_search(object, r, &projection, v.empty_values, v.search_modified))
         .collect();
     let paging = page.next_after.map(|n| Paging {
         next: NextPage {
@@ -426,38 +595,61 @@ fn run_search(state: &State, body: &[u8]) -> ApiResult {
         results,
         paging,
     };
-    drop(store);
+    drop(crm);
     Ok(json(StatusCode::OK, &out))
 }
 
-fn merge(state: &State, body: &[u8]) -> ApiResult {
+fn merge(state: &State, object: CrmObject, body: &[u8]) -> ApiResult {
     let input: MergeBody = parse_json(body)?;
-    let (contact, changes) = lock(&state.store)
+    let now = now_ms();
+    let mut crm = lock(&state.store);
+    let (record, changes) = crm
+        .object_mut(object)
         .merge(
             &input.primary_object_id.text(),
             &input.object_id_to_merge.text(),
-            now_ms(),
+            now,
+            state.company_variants().merge_ids,
         )
         .map_err(write_error)?;
-    publish(state, &changes);
+    let effects = settle(state, &mut crm, object, changes, now);
+    drop(crm);
+    effects.publish(state);
     Ok(json(
         StatusCode::OK,
-        &ObjectOut::from_contact(&contact, &Projection::All, state.variants().empty_values),
+        &ObjectOut::from_record(
+            object,
+            &record,
+            &Projection::All,
+            state.variants().empty_values,
+        ),
     ))
 }
 
-fn gdpr_delete(state: &State, body: &[u8]) -> ApiResult {
+fn gdpr_delete(state: &State, object: CrmObject, body: &[u8]) -> ApiResult {
     let input: GdprBody = parse_json(body)?;
-    let changes = {
-        let mut store = lock(&state.store);
-        let key = store
-            .id_key(input.id_property.as_deref(), false)
-            .map_err(write_error)?;
-        store
-            .purge(&key, &input.object_id.text())
-            .map_err(write_error)?
-    };
-    publish(state, &changes);
+    let now = now_ms();
+    let mut crm = lock(&state.store);
+    let store = crm.object_mut(object);
+    let key = store
+        .id_key(input.id_property.as_deref(), read_key(state))
+        .map_err(write_error)?;
+    let changes = store
+        .purge(&key, &input.object_id.text())
+        .map_err(write_error)?;
+    // Deleted for good: its associations go too, not only out of reads.
+    let forgotten: Vec<AssocChange> = changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::Deleted(id) => Some(*id),
+            _ => None,
+        })
+        .flat_map(|id| crm.associations.forget(object, id))
+        .collect();
+    let mut effects = settle(state, &mut crm, object, changes, now);
+    effects.associations.extend(forgotten);
+    drop(crm);
+    effects.publish(state);
     Ok(no_content())
 }
 
@@ -502,7 +694,7 @@ struct PropertyUpdateBody {
     has_unique_value: Option<bool>,
 }
 
-fn create_property(state: &State, body: &[u8]) -> ApiResult {
+fn create_property(state: &State, object: CrmObject, body: &[u8]) -> ApiResult {
     let b: PropertyCreateBody = parse_json(body)?;
     let def = PropertyDef {
         name: b.name,
@@ -522,12 +714,13 @@ fn create_property(state: &State, body: &[u8]) -> ApiResult {
         updated_ms: 0,
         archived_ms: None,
     };
-    let mut store = lock(&state.store);
-    let created = store
+    let mut crm = lock(&state.store);
+    let created = crm
+        .object_mut(object)
         .catalog
         .create(def, now_ms())
-        .map_err(property_error)?;
-    let location = format!("/crm/v3/properties/contacts/{}", created.name);
+        .map_err(|e| property_error(object, e))?;
+    let location = format!("/crm/v3/properties/{}/{}", object.plural(), created.name);
     let mut resp = json(StatusCode::CREATED, &created.to_json());
     if let Ok(v) = poem::http::HeaderValue::from_str(&location) {
         resp.headers_mut().insert("Location", v);
@@ -535,7 +728,7 @@ fn create_property(state: &State, body: &[u8]) -> ApiResult {
     Ok(resp)
 }
 
-fn update_property(state: &State, name: &str, body: &[u8]) -> ApiResult {
+fn update_property(state: &State, object: CrmObject, name: &str, body: &[u8]) -> ApiResult {
     let b: PropertyUpdateBody = parse_json(body)?;
     if b.has_unique_value.is_some() {
         return Err(ApiError::validation(
@@ -553,23 +746,72 @@ fn update_property(state: &State, name: &str, body: &[u8]) -> ApiResult {
         display_order: b.display_order,
         kind: b.kind,
     };
-    let mut store = lock(&state.store);
-    let def = store
+    let mut crm = lock(&state.store);
+    let def = crm
+        .object_mut(object)
         .catalog
         .update(name, patch, now_ms())
-        .map_err(property_error)?;
+        .map_err(|e| property_error(object, e))?;
     Ok(json(StatusCode::OK, &def.to_json()))
 }
 
-fn property_not_found(name: &str) -> ApiError {
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GroupCreateBody {
+    name: String,
+    label: String,
+    #[serde(default)]
+    display_order: Option<i32>,
+}
+
+fn create_group(state: &State, object: CrmObject, body: &[u8]) -> ApiResult {
+    let b: GroupCreateBody = parse_json(body)?;
+    let group = PropertyGroup {
+        name: b.name,
+        label: b.label,
+        display_order: b.display_order.unwrap_or(-1),
+        archived: false,
+    };
+    let mut crm = lock(&state.store);
+    let created = crm
+        .object_mut(object)
+        .catalog
+        .create_group(group)
+        .map_err(|e| match e {
+            PropertyDefError::AlreadyExists(name) => ApiError::new(
+                StatusCode::CONFLICT,
+                "OBJECT_ALREADY_EXISTS",
+                format!("A property group named '{name}' already exists."),
+            ),
+            PropertyDefError::NotFound(name) => group_not_found(object, &name),
+            PropertyDefError::Invalid(message) => ApiError::validation(message),
+        })?;
+    Ok(json(StatusCode::CREATED, &created.to_json()))
+}
+
+fn group_not_found(object: CrmObject, name: &str) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "OBJECT_NOT_FOUND",
-        format!("Unable to find property {name} for object type contacts"),
+        format!(
+            "Unable to find property group {name} for object type {}",
+            object.plural()
+        ),
     )
 }
 
-fn property_error(e: PropertyDefError) -> ApiError {
+fn property_not_found(object: CrmObject, name: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "OBJECT_NOT_FOUND",
+        format!(
+            "Unable to find property {name} for object type {}",
+            object.plural()
+        ),
+    )
+}
+
+fn property_error(object: CrmObject, e: PropertyDefError) -> ApiError {
     match e {
         PropertyDefError::AlreadyExists(name) => ApiError::new(
             StatusCode::CONFLICT,
@@ -577,7 +819,7 @@ fn property_error(e: PropertyDefError) -> ApiError {
             format!("A property named '{name}' already exists."),
         )
         .field("subCategory", "Properties.PROPERTY_WITH_NAME_EXISTS"),
-        PropertyDefError::NotFound(name) => property_not_found(&name),
+        PropertyDefError::NotFound(name) => property_not_found(object, &name),
         PropertyDefError::Invalid(message) => ApiError::validation(message),
     }
 }

@@ -1,5 +1,6 @@
-//! A faithful offline HubSpot: OAuth, CRM v3 contacts (list, single, batch, search,
-//! merge), contact properties, account info, HubSpot's rate limits and error bodies,
+//! A faithful offline HubSpot: OAuth, CRM v3 contacts and companies (list, single, batch,
+//! search, merge), v4 associations between them, their properties and property groups,
+//! account info, HubSpot's rate limits and error bodies,
 //! seeded fault injection, v3-signed webhooks, and admin endpoints under `/_sandbox/`.
 //!
 //! `crm-sync sandbox` runs it alone ([`run`]); `crm-sync serve --sandbox` and the tests run
@@ -34,13 +35,17 @@
 
 mod admin;
 mod api;
+mod assoc_api;
+mod associations;
 mod clock;
 mod conn;
 mod credential;
+mod crm;
 mod errors;
 mod faults;
 mod limits;
 mod oauth;
+mod objects;
 mod persist;
 mod properties;
 mod routes;
@@ -71,8 +76,9 @@ use state::Persist;
 use state::{Config, State, Stats, lock};
 
 pub use variants::{
-    ConflictReport, EmptyValues, HubSpotProfile, MissingIds, ResultOrder, SearchModified,
-    ValidationReport, Variants, VariantsPatch,
+    CompanyVariants, ConflictReport, DomainLookup, EmptyValues, HubSpotProfile, MergeIds,
+    MissingIds, PrimaryLabel, ResultOrder, SearchModified, ValidationReport, Variants,
+    VariantsPatch,
 };
 pub use webhooks::{USER_HEADER, sign_v3};
 
@@ -103,6 +109,15 @@ pub struct SandboxArgs {
     /// Search requests per second per token; 0 turns the limit off.
     #[arg(long, default_value_t = 5)]
     pub search_per_second: u32,
+    /// Batch associations requests per rolling 10 seconds per app (a budget of their own);
+    /// 0 turns the limit off.
+    #[arg(long, default_value_t = 100)]
+    pub associations_per_10s: u32,
+    /// HubSpot's account setting "Create and associate companies with contacts": a contact
+    /// created or changed with an email domain is associated with the company of that domain
+    /// (created when none exists), unless it has a company already.
+    #[arg(long)]
+    pub auto_associate_companies: bool,
     /// Generated contacts a new account starts with (a resumed one has its own).
     #[arg(long, default_value_t = 0)]
     pub contacts: usize,
@@ -146,6 +161,10 @@ pub struct SandboxArgs {
     /// How it answers where HubSpot's behaviour has documented variants.
     #[command(flatten)]
     pub variants: Variants,
+    /// How it answers where HubSpot's behaviour about companies and associations has
+    /// documented variants.
+    #[command(flatten)]
+    pub company_variants: CompanyVariants,
 }
 
 impl Default for SandboxArgs {
@@ -158,6 +177,8 @@ impl Default for SandboxArgs {
             token_lifetime_secs: 1800,
             requests_per_10s: 100,
             search_per_second: 5,
+            associations_per_10s: 100,
+            auto_associate_companies: false,
             contacts: 0,
             fault_5xx: 0.0,
             fault_drop_after_write: 0.0,
@@ -171,6 +192,7 @@ impl Default for SandboxArgs {
             fresh: false,
             fresh_flag: "--fresh",
             variants: Variants::default(),
+            company_variants: CompanyVariants::default(),
         }
     }
 }
@@ -179,6 +201,14 @@ impl SandboxArgs {
     /// These flags with the given variants (e.g. `HubSpotProfile::variants()`).
     pub fn with_variants(mut self, variants: Variants) -> Self {
         self.variants = variants;
+        self
+    }
+
+    /// These flags with every variant of `profile`, those about companies and associations
+    /// included.
+    pub fn with_profile(mut self, profile: HubSpotProfile) -> Self {
+        self.variants = profile.variants();
+        self.company_variants = profile.company_variants();
         self
     }
 
@@ -259,7 +289,7 @@ pub struct SandboxContact {
 }
 
 impl SandboxContact {
-    fn from_store(c: &store::Contact) -> Self {
+    fn from_store(c: &store::Record) -> Self {
         let at = |ms: i64| Utc.timestamp_millis_opt(ms).single().unwrap_or_default();
         Self {
             id: c.id.to_string(),
@@ -274,6 +304,50 @@ impl SandboxContact {
     pub fn email(&self) -> Option<&str> {
         self.properties.get("email").map(String::as_str)
     }
+}
+
+/// A company as the sandbox holds it (for tests and demos).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxCompany {
+    /// Record id.
+    pub id: String,
+    /// Property values.
+    pub properties: BTreeMap<String, String>,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl SandboxCompany {
+    fn from_store(c: &store::Record) -> Self {
+        let at = |ms: i64| Utc.timestamp_millis_opt(ms).single().unwrap_or_default();
+        Self {
+            id: c.id.to_string(),
+            properties: c.properties.clone(),
+            created_at: at(c.created_ms),
+            updated_at: at(c.updated_ms),
+        }
+    }
+
+    /// The `domain`, when set.
+    pub fn domain(&self) -> Option<&str> {
+        self.properties.get("domain").map(String::as_str)
+    }
+
+    /// The `name`, when set.
+    pub fn name(&self) -> Option<&str> {
+        self.properties.get("name").map(String::as_str)
+    }
+}
+
+/// A record on the other side of an association.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxAssociation {
+    /// The associated record's id.
+    pub id: String,
+    /// Whether it is the contact's primary company (types 1 / 2).
+    pub primary: bool,
 }
 
 /// A request the sandbox received while recording (conformance tests validate these).
@@ -403,9 +477,10 @@ fn new_account(args: &SandboxArgs, portal_id: i64) -> persist::Account {
 /// The parts of a sandbox that outlive a restart, new or read back.
 struct Kept {
     account: persist::Account,
-    store: store::Store,
+    store: crm::Crm,
     tokens: oauth::Tokens,
     variants: Variants,
+    company_variants: CompanyVariants,
 }
 
 impl Kept {
@@ -415,17 +490,24 @@ impl Kept {
         match origin {
             Origin::New { portal_id } => Self {
                 account: new_account(args, portal_id),
-                store: store::Store::new(args.search_delay_ms),
+                store: crm::Crm::new(args.search_delay_ms),
                 tokens: oauth::Tokens::default(),
                 variants: args.variants,
+                company_variants: args.company_variants,
             },
             Origin::Resumed(snapshot) => {
                 let snapshot = *snapshot;
                 Self {
                     account: snapshot.account,
-                    store: snapshot.store.with_search_delay(args.search_delay_ms),
+                    store: persist::Snapshot::crm(
+                        snapshot.store,
+                        snapshot.companies,
+                        snapshot.associations,
+                        args.search_delay_ms,
+                    ),
                     tokens: snapshot.oauth,
                     variants: snapshot.variants,
+                    company_variants: snapshot.company_variants,
                 }
             }
         }
@@ -443,6 +525,7 @@ fn build_state(args: &SandboxArgs, origin: Origin) -> State {
         store,
         tokens,
         variants,
+        company_variants,
     } = Kept::from_origin(args, origin);
     let rng_seed = account.rng_seed;
     let client_id = account.client_id;
@@ -461,6 +544,7 @@ fn build_state(args: &SandboxArgs, origin: Origin) -> State {
     });
     State {
         store: Mutex::new(store),
+        auto_associate: std::sync::atomic::AtomicBool::new(args.auto_associate_companies),
         oauth: oauth::OAuthApp::new(
             client_id,
             client_secret,
@@ -469,7 +553,11 @@ fn build_state(args: &SandboxArgs, origin: Origin) -> State {
             SANDBOX_APP_ID,
         )
         .with_tokens(tokens),
-        limits: limits::Limits::new(args.requests_per_10s, args.search_per_second),
+        limits: limits::Limits::new(
+            args.requests_per_10s,
+            args.search_per_second,
+            args.associations_per_10s,
+        ),
         faults: faults::Faults::new(
             args.fault_5xx,
             args.fault_drop_after_write,
@@ -482,6 +570,7 @@ fn build_state(args: &SandboxArgs, origin: Origin) -> State {
         recorder: Mutex::new(None),
         generator: Mutex::new(seed::ContactGenerator::resumed(rng_seed, account.generated)),
         variants: Mutex::new(variants),
+        company_variants: Mutex::new(company_variants),
         shuffler: variants::Shuffler::new(rng_seed),
         persist,
         cfg,
@@ -560,12 +649,13 @@ impl SandboxHandle {
 
     /// Live contacts.
     pub fn contact_count(&self) -> usize {
-        lock(&self.state.store).counts().live
+        lock(&self.state.store).contacts.counts().live
     }
 
     /// All live contacts in id order.
     pub fn contacts(&self) -> Vec<SandboxContact> {
         lock(&self.state.store)
+            .contacts
             .live()
             .map(SandboxContact::from_store)
             .collect()
@@ -574,6 +664,7 @@ impl SandboxHandle {
     /// All archived contacts in id order.
     pub fn archived_contacts(&self) -> Vec<SandboxContact> {
         lock(&self.state.store)
+            .contacts
             .archived()
             .map(SandboxContact::from_store)
             .collect()
@@ -581,19 +672,123 @@ impl SandboxHandle {
 
     /// One live contact by id.
     pub fn contact(&self, id: &str) -> Option<SandboxContact> {
-        let store = lock(&self.state.store);
+        let crm = lock(&self.state.store);
         id.parse()
             .ok()
-            .and_then(|id| store.get(id))
+            .and_then(|id| crm.contacts.get(id))
             .map(SandboxContact::from_store)
     }
 
     /// Inserts contacts directly (no HTTP, no webhooks); records whose unique values exist
     /// already are skipped. Returns the new ids.
     pub fn insert_contacts(&self, records: Vec<BTreeMap<String, String>>) -> Vec<String> {
-        let ids = lock(&self.state.store).insert_unchecked(records, clock::now_ms());
+        let ids = lock(&self.state.store)
+            .contacts
+            .insert_unchecked(records, clock::now_ms());
         self.state.changed();
         ids.into_iter().map(|id| id.to_string()).collect()
+    }
+
+    /// All live companies in id order.
+    pub fn companies(&self) -> Vec<SandboxCompany> {
+        lock(&self.state.store)
+            .companies
+            .live()
+            .map(SandboxCompany::from_store)
+            .collect()
+    }
+
+    /// One live company by id.
+    pub fn company(&self, id: &str) -> Option<SandboxCompany> {
+        let crm = lock(&self.state.store);
+        id.parse()
+            .ok()
+            .and_then(|id| crm.companies.get(id))
+            .map(SandboxCompany::from_store)
+    }
+
+    /// Inserts companies directly (no HTTP, no webhooks); records whose unique values exist
+    /// already are skipped (a shared `domain` is no reason). Returns the new ids.
+    pub fn insert_companies(&self, records: Vec<BTreeMap<String, String>>) -> Vec<String> {
+        let ids = lock(&self.state.store)
+            .companies
+            .insert_unchecked(records, clock::now_ms());
+        self.state.changed();
+        ids.into_iter().map(|id| id.to_string()).collect()
+    }
+
+    /// The live companies a live contact is associated with, in id order (empty for an
+    /// unknown contact).
+    pub fn companies_of_contact(&self, contact_id: &str) -> Vec<SandboxAssociation> {
+        self.associated(
+            associations::Direction {
+                from: objects::CrmObject::Contacts,
+                to: objects::CrmObject::Companies,
+            },
+            contact_id,
+        )
+    }
+
+    /// The live contacts a live company is associated with, in id order.
+    pub fn contacts_of_company(&self, company_id: &str) -> Vec<SandboxAssociation> {
+        self.associated(
+            associations::Direction {
+                from: objects::CrmObject::Companies,
+                to: objects::CrmObject::Contacts,
+            },
+            company_id,
+        )
+    }
+
+    fn associated(&self, direction: associations::Direction, id: &str) -> Vec<SandboxAssociation> {
+        let crm = lock(&self.state.store);
+        id.parse()
+            .ok()
+            .and_then(|id| crm.associated(direction, id))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(id, primary)| SandboxAssociation {
+                id: id.to_string(),
+                primary,
+            })
+            .collect()
+    }
+
+    /// Brings an archived company back from the recycle bin as a person in HubSpot's UI
+    /// would (`company.restore` with `changeSource` `CRM_UI`); its associations show again.
+    pub fn restore_company(&self, id: &str, user_id: &str) -> Result<(), SandboxError> {
+        let object = objects::CrmObject::Companies;
+        let id: u64 = id
+            .parse()
+            .map_err(|_| SandboxError::InvalidArgs(format!("{id} is not a record id")))?;
+        let changes = lock(&self.state.store)
+            .object_mut(object)
+            .restore(id, clock::now_ms())
+            .map_err(|e| SandboxError::InvalidArgs(format!("cannot restore {id}: {e:?}")))?;
+        self.state.changed();
+        if let Some(w) = &self.state.webhooks {
+            w.publish_as(&webhooks::Actor::User(user_id.to_owned()), object, &changes);
+        }
+        Ok(())
+    }
+
+    /// Turns HubSpot's account setting "Create and associate companies with contacts" on or
+    /// off, from the next request on.
+    pub fn set_auto_associate_companies(&self, on: bool) {
+        self.state
+            .auto_associate
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The company and association variants it plays now.
+    pub fn company_variants(&self) -> CompanyVariants {
+        self.state.company_variants()
+    }
+
+    /// Plays these company and association variants from the next request on.
+    pub fn set_company_variants(&self, variants: CompanyVariants) {
+        *lock(&self.state.company_variants) = variants;
+        self.state.changed();
     }
 
     /// Inserts `n` generated contacts (repeatable for the seed).
@@ -603,9 +798,10 @@ impl SandboxHandle {
         ids.into_iter().map(|id| id.to_string()).collect()
     }
 
-    /// Forgets all contacts, custom properties and counters (tokens stay valid).
+    /// Forgets all contacts, companies, associations, custom properties and counters (tokens
+    /// stay valid).
     pub fn reset(&self) {
-        *lock(&self.state.store) = store::Store::new(self.state.cfg.search_delay_ms);
+        *lock(&self.state.store) = crm::Crm::new(self.state.cfg.search_delay_ms);
         self.state.limits.reset();
         self.state.stats.reset();
         self.state.changed();

@@ -1,5 +1,5 @@
 //! The sandbox's memory across restarts: like a HubSpot account, a sandbox with a state file
-//! keeps its contacts, properties, OAuth app, issued tokens, id counter and portal id.
+//! keeps its contacts, companies, associations, properties, OAuth app, issued tokens, id counter and portal id.
 //!
 //! The whole state is one JSON snapshot, replaced atomically (written to a temporary file in
 //! the same folder, synced, renamed over the old one, folder synced), so that a crash leaves
@@ -18,10 +18,13 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use super::SandboxError;
+use super::associations::Associations;
+use super::crm::Crm;
 use super::oauth::Tokens;
+use super::objects::CrmObject;
 use super::state::{State, lock};
 use super::store::Store;
-use super::variants::Variants;
+use super::variants::{CompanyVariants, Variants};
 
 /// How long after a change the snapshot is written (changes meanwhile join it).
 pub(crate) const DEBOUNCE: Duration = Duration::from_millis(200);
@@ -71,6 +74,38 @@ pub(crate) struct Snapshot {
     pub oauth: Tokens,
     /// Contacts, properties, indexes, the id counter.
     pub store: Store,
+    /// Companies (absent in files written before the sandbox had them).
+    #[serde(default)]
+    pub companies: Option<Store>,
+    /// Contact–company pairs (absent in older files).
+    #[serde(default)]
+    pub associations: Associations,
+    /// The company and association variants in force when it was saved.
+    #[serde(default)]
+    pub company_variants: CompanyVariants,
+}
+
+impl Snapshot {
+    /// The CRM this snapshot holds, with the index lag of this run.
+    pub(crate) fn crm(
+        store: Store,
+        companies: Option<Store>,
+        associations: Associations,
+        search_delay_ms: u64,
+    ) -> Crm {
+        let companies = match companies {
+            Some(c) => c.with_search_delay(search_delay_ms),
+            None => Store::new(CrmObject::Companies, search_delay_ms),
+        };
+        let mut contacts = store.with_search_delay(search_delay_ms);
+        // Files of before property groups hold none; the built-in one always exists.
+        contacts.catalog.add_builtin_group(CrmObject::Contacts);
+        Crm {
+            contacts,
+            companies,
+            associations,
+        }
+    }
 }
 
 /// A saved sandbox, as written (borrowing the live state under its locks).
@@ -81,6 +116,9 @@ struct SnapshotRef<'a> {
     variants: Variants,
     oauth: &'a Tokens,
     store: &'a Store,
+    companies: &'a Store,
+    associations: &'a Associations,
+    company_variants: CompanyVariants,
 }
 
 /// Just the account of a snapshot (to pick a different portal id for a fresh start).
@@ -215,14 +253,18 @@ fn serialise(state: &State) -> std::io::Result<Vec<u8>> {
         generated: lock(&state.generator).made(),
     };
     let variants = state.variants();
-    let store = lock(&state.store);
+    let company_variants = state.company_variants();
+    let crm = lock(&state.store);
     state.oauth.with_issued(|oauth| {
         serde_json::to_vec(&SnapshotRef {
             format: FORMAT,
             account: &account,
             variants,
             oauth,
-            store: &store,
+            store: &crm.contacts,
+            companies: &crm.companies,
+            associations: &crm.associations,
+            company_variants,
         })
         .map_err(std::io::Error::other)
     })

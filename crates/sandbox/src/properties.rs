@@ -1,11 +1,12 @@
-//! Contact property definitions: HubSpot's defaults plus the custom ones a user creates,
-//! and the value checks HubSpot applies on every write.
+//! Property definitions and groups of contacts and companies: HubSpot's defaults plus the
+//! custom ones a user creates, and the value checks HubSpot applies on every write.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use super::clock::iso_millis;
+use super::objects::CrmObject;
 
 /// The most custom properties with `hasUniqueValue` HubSpot allows per object.
 pub(crate) const MAX_UNIQUE_PROPERTIES: usize = 10;
@@ -115,6 +116,11 @@ impl PropertyDef {
         }
     }
 
+    fn in_group(mut self, group: &str) -> Self {
+        group.clone_into(&mut self.group_name);
+        self
+    }
+
     fn read_only(mut self) -> Self {
         self.read_only_value = true;
         self.form_field = false;
@@ -198,87 +204,239 @@ impl PropertyProblem {
     }
 }
 
-/// All property definitions of the contact object.
+/// A property group (HubSpot's `PropertyGroup`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct PropertyGroup {
+    /// Internal name.
+    pub name: String,
+    /// UI label.
+    pub label: String,
+    /// UI order.
+    pub display_order: i32,
+    /// Archived flag.
+    #[serde(default)]
+    pub archived: bool,
+}
+
+impl PropertyGroup {
+    /// The JSON the properties API answers with (schema `PropertyGroup`).
+    pub(crate) fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "name": self.name,
+            "label": self.label,
+            "displayOrder": self.display_order,
+            "archived": self.archived,
+        })
+    }
+}
+
+/// All property definitions and groups of one object type.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct PropertyCatalog {
     defs: BTreeMap<String, PropertyDef>,
+    /// Groups by name, the built-in one included (older state files have none saved).
+    #[serde(default)]
+    groups: BTreeMap<String, PropertyGroup>,
 }
 
-impl Default for PropertyCatalog {
-    fn default() -> Self {
-        use PropertyType as T;
-        let lifecycle = [
-            "subscriber",
-            "lead",
-            "marketingqualifiedlead",
-            "salesqualifiedlead",
-            "opportunity",
-            "customer",
-            "evangelist",
-            "other",
-        ];
-        let mut stage =
-            PropertyDef::builtin("lifecyclestage", "Lifecycle Stage", T::Enumeration, "radio");
-        stage.options = lifecycle
-            .iter()
-            .enumerate()
-            .map(|(i, v)| PropertyOption {
-                label: v.to_owned().to_owned(),
-                value: (*v).to_owned(),
-                display_order: i as i32,
-                hidden: false,
-                description: None,
-            })
-            .collect();
-        let defs = [
-            PropertyDef::builtin("email", "Email", T::String, "text"),
-            PropertyDef::builtin("firstname", "First Name", T::String, "text"),
-            PropertyDef::builtin("lastname", "Last Name", T::String, "text"),
-            PropertyDef::builtin("phone", "Phone Number", T::String, "phonenumber"),
-            PropertyDef::builtin(
-                "mobilephone",
-                "Mobile Phone Number",
-                T::String,
-                "phonenumber",
-            ),
-            PropertyDef::builtin("company", "Company Name", T::String, "text"),
-            PropertyDef::builtin("website", "Website URL", T::String, "text"),
-            PropertyDef::builtin("jobtitle", "Job Title", T::String, "text"),
-            PropertyDef::builtin("address", "Street Address", T::String, "text"),
-            PropertyDef::builtin("city", "City", T::String, "text"),
-            PropertyDef::builtin("state", "State/Region", T::String, "text"),
-            PropertyDef::builtin("zip", "Postal Code", T::String, "text"),
-            PropertyDef::builtin("country", "Country/Region", T::String, "text"),
-            PropertyDef::builtin("industry", "Industry", T::String, "text"),
-            stage,
-            PropertyDef::builtin("hs_object_id", "Record ID", T::Number, "number").read_only(),
-            PropertyDef::builtin("createdate", "Create Date", T::Datetime, "date").read_only(),
-            PropertyDef::builtin(
-                "lastmodifieddate",
-                "Last Modified Date",
-                T::Datetime,
-                "date",
-            )
-            .read_only(),
-            PropertyDef::builtin(
-                "hs_merged_object_ids",
-                "Merged Contact IDs",
-                T::Enumeration,
-                "checkbox",
-            )
-            .read_only(),
-            PropertyDef::builtin(
-                "hs_additional_emails",
-                "Additional email addresses",
-                T::Enumeration,
-                "checkbox",
-            )
-            .read_only(),
-        ];
-        Self {
+impl PropertyCatalog {
+    /// HubSpot's default properties and group of `object`.
+    pub(crate) fn for_object(object: CrmObject) -> Self {
+        let defs = match object {
+            CrmObject::Contacts => contact_properties(),
+            CrmObject::Companies => company_properties(),
+        };
+        let mut catalog = Self {
             defs: defs.into_iter().map(|d| (d.name.clone(), d)).collect(),
-        }
+            groups: BTreeMap::new(),
+        };
+        catalog.add_builtin_group(object);
+        catalog
     }
+
+    /// Adds the built-in group of `object` when it is missing (state files of before groups).
+    pub(crate) fn add_builtin_group(&mut self, object: CrmObject) {
+        let (name, label) = builtin_group(object);
+        self.groups
+            .entry(name.to_owned())
+            .or_insert_with(|| PropertyGroup {
+                name: name.to_owned(),
+                label: label.to_owned(),
+                display_order: -1,
+                archived: false,
+            });
+    }
+
+    /// Live groups by name.
+    pub(crate) fn groups(&self) -> impl Iterator<Item = &PropertyGroup> {
+        self.groups.values().filter(|g| !g.archived)
+    }
+
+    /// A live group.
+    pub(crate) fn group(&self, name: &str) -> Option<&PropertyGroup> {
+        self.groups.get(name).filter(|g| !g.archived)
+    }
+
+    /// Adds a group; a live group of that name is a conflict.
+    pub(crate) fn create_group(
+        &mut self,
+        group: PropertyGroup,
+    ) -> Result<&PropertyGroup, PropertyDefError> {
+        if self.group(&group.name).is_some() {
+            return Err(PropertyDefError::AlreadyExists(group.name));
+        }
+        if !valid_property_name(&group.name) {
+            return Err(PropertyDefError::Invalid(format!(
+                "Property group name '{}' is invalid: use lower-case letters, digits and underscores, starting with a letter.",
+                group.name
+            )));
+        }
+        let name = group.name.clone();
+        self.groups.insert(name.clone(), group);
+        self.groups
+            .get(&name)
+            .ok_or(PropertyDefError::NotFound(name))
+    }
+}
+
+/// The group HubSpot's own properties of `object` are in.
+fn builtin_group(object: CrmObject) -> (&'static str, &'static str) {
+    match object {
+        CrmObject::Contacts => ("contactinformation", "Contact information"),
+        CrmObject::Companies => ("companyinformation", "Company information"),
+    }
+}
+
+fn lifecycle_stage(group: &str) -> PropertyDef {
+    let lifecycle = [
+        "subscriber",
+        "lead",
+        "marketingqualifiedlead",
+        "salesqualifiedlead",
+        "opportunity",
+        "customer",
+        "evangelist",
+        "other",
+    ];
+    let mut stage = PropertyDef::builtin(
+        "lifecyclestage",
+        "Lifecycle Stage",
+        PropertyType::Enumeration,
+        "radio",
+    )
+    .in_group(group);
+    stage.options = lifecycle
+        .iter()
+        .enumerate()
+        .map(|(i, v)| PropertyOption {
+            label: (*v).to_owned(),
+            value: (*v).to_owned(),
+            display_order: i32::try_from(i).unwrap_or(i32::MAX),
+            hidden: false,
+            description: None,
+        })
+        .collect();
+    stage
+}
+
+fn contact_properties() -> Vec<PropertyDef> {
+    use PropertyType as T;
+    vec![
+        PropertyDef::builtin("email", "Email", T::String, "text"),
+        PropertyDef::builtin("firstname", "First Name", T::String, "text"),
+        PropertyDef::builtin("lastname", "Last Name", T::String, "text"),
+        PropertyDef::builtin("phone", "Phone Number", T::String, "phonenumber"),
+        PropertyDef::builtin(
+            "mobilephone",
+            "Mobile Phone Number",
+            T::String,
+            "phonenumber",
+        ),
+        PropertyDef::builtin("company", "Company Name", T::String, "text"),
+        PropertyDef::builtin("website", "Website URL", T::String, "text"),
+        PropertyDef::builtin("jobtitle", "Job Title", T::String, "text"),
+        PropertyDef::builtin("address", "Street Address", T::String, "text"),
+        PropertyDef::builtin("city", "City", T::String, "text"),
+        PropertyDef::builtin("state", "State/Region", T::String, "text"),
+        PropertyDef::builtin("zip", "Postal Code", T::String, "text"),
+        PropertyDef::builtin("country", "Country/Region", T::String, "text"),
+        PropertyDef::builtin("industry", "Industry", T::String, "text"),
+        lifecycle_stage("contactinformation"),
+        PropertyDef::builtin("hs_object_id", "Record ID", T::Number, "number").read_only(),
+        PropertyDef::builtin("createdate", "Create Date", T::Datetime, "date").read_only(),
+        PropertyDef::builtin(
+            "lastmodifieddate",
+            "Last Modified Date",
+            T::Datetime,
+            "date",
+        )
+        .read_only(),
+        PropertyDef::builtin(
+            "hs_merged_object_ids",
+            "Merged Contact IDs",
+            T::Enumeration,
+            "checkbox",
+        )
+        .read_only(),
+        PropertyDef::builtin(
+            "hs_additional_emails",
+            "Additional email addresses",
+            T::Enumeration,
+            "checkbox",
+        )
+        .read_only(),
+    ]
+}
+
+fn company_properties() -> Vec<PropertyDef> {
+    use PropertyType as T;
+    let group = "companyinformation";
+    let def =
+        |name, label, kind, field| PropertyDef::builtin(name, label, kind, field).in_group(group);
+    vec![
+        def("name", "Company name", T::String, "text"),
+        def("domain", "Company Domain Name", T::String, "text"),
+        // `;`-separated; domain matching (auto-association) also looks here.
+        def(
+            "hs_additional_domains",
+            "Additional Domains",
+            T::String,
+            "text",
+        ),
+        def("website", "Website URL", T::String, "text"),
+        def("phone", "Phone Number", T::String, "phonenumber"),
+        def("industry", "Industry", T::String, "text"),
+        def("description", "Description", T::String, "textarea"),
+        def("city", "City", T::String, "text"),
+        def("state", "State/Region", T::String, "text"),
+        def("zip", "Postal Code", T::String, "text"),
+        def("country", "Country/Region", T::String, "text"),
+        def(
+            "numberofemployees",
+            "Number of Employees",
+            T::Number,
+            "number",
+        ),
+        def("annualrevenue", "Annual Revenue", T::Number, "number"),
+        def("founded_year", "Year Founded", T::String, "text"),
+        lifecycle_stage(group),
+        def("hs_object_id", "Record ID", T::Number, "number").read_only(),
+        def("createdate", "Create Date", T::Datetime, "date").read_only(),
+        def(
+            "hs_lastmodifieddate",
+            "Last Modified Date",
+            T::Datetime,
+            "date",
+        )
+        .read_only(),
+        def(
+            "hs_merged_object_ids",
+            "Merged Company IDs",
+            T::Enumeration,
+            "checkbox",
+        )
+        .read_only(),
+    ]
 }
 
 /// Why a property definition could not be created or changed.
@@ -342,6 +500,7 @@ impl PropertyCatalog {
                 "Cannot create more than {MAX_UNIQUE_PROPERTIES} unique value properties for this object."
             )));
         }
+        check_field_type(def.kind, &def.field_type)?;
         if def.kind == PropertyType::Enumeration
             && def.options.is_empty()
             && def.field_type != "checkbox"
@@ -376,6 +535,8 @@ impl PropertyCatalog {
                 "The property '{name}' is a HubSpot default property; its definition cannot be changed."
             )));
         }
+        // A refused change leaves the definition as it was.
+        let before = def.clone();
         if let Some(v) = patch.label {
             def.label = v;
         }
@@ -402,6 +563,10 @@ impl PropertyCatalog {
         }
         if let Some(v) = patch.kind {
             def.kind = v;
+        }
+        if let Err(e) = check_field_type(def.kind, &def.field_type) {
+            *def = before;
+            return Err(e);
         }
         def.updated_ms = now_ms;
         Ok(def)
@@ -474,6 +639,7 @@ impl PropertyCatalog {
                     ),
                 ))
             }
+            PropertyType::Date => not_midnight(name, value),
             PropertyType::Enumeration => self.check_options(def, value),
             _ => None,
         }
@@ -517,6 +683,68 @@ pub(crate) struct PropertyPatch {
     pub display_order: Option<i32>,
     /// New type.
     pub kind: Option<PropertyType>,
+}
+
+/// The `fieldType`s each `type` allows (HubSpot's docs, Jan 2025); `phone_number`'s pairing is
+/// unconfirmed, so it takes the phone and text controls.
+fn allowed_field_types(kind: PropertyType) -> &'static [&'static str] {
+    match kind {
+        PropertyType::String => &[
+            "text",
+            "textarea",
+            "html",
+            "phonenumber",
+            "file",
+            "calculation_equation",
+        ],
+        PropertyType::Number => &["number", "calculation_equation"],
+        PropertyType::Bool => &["booleancheckbox", "calculation_equation"],
+        PropertyType::Enumeration => &[
+            "select",
+            "radio",
+            "checkbox",
+            "booleancheckbox",
+            "calculation_equation",
+        ],
+        PropertyType::Date | PropertyType::Datetime => &["date"],
+        PropertyType::PhoneNumber => &["phonenumber", "text"],
+    }
+}
+
+fn check_field_type(kind: PropertyType, field_type: &str) -> Result<(), PropertyDefError> {
+    let allowed = allowed_field_types(kind);
+    if allowed.contains(&field_type) {
+        Ok(())
+    } else {
+        let kind = serde_json::to_value(kind)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        Err(PropertyDefError::Invalid(format!(
+            "fieldType '{field_type}' is not valid for a property of type '{kind}': use one of {}.",
+            allowed.join(", ")
+        )))
+    }
+}
+
+/// HubSpot's refusal of a `date` value that is not at midnight UTC (reported text).
+fn not_midnight(name: &str, value: &str) -> Option<PropertyProblem> {
+    let ms = parse_instant_ms(value)?;
+    let day = 86_400_000;
+    let into_day = ms.rem_euclid(day);
+    (into_day != 0).then(|| {
+        let secs = into_day / 1000;
+        PropertyProblem::new(
+            name,
+            "INVALID_DATE",
+            format!(
+                "{value} is at {:02}:{:02}:{:02} UTC, not midnight!",
+                secs / 3600,
+                secs / 60 % 60,
+                secs % 60
+            ),
+        )
+    })
 }
 
 fn valid_property_name(name: &str) -> bool {
@@ -602,7 +830,7 @@ mod tests {
 
     #[test]
     fn unknown_and_read_only_properties_are_refused() {
-        let catalog = PropertyCatalog::default();
+        let catalog = PropertyCatalog::for_object(CrmObject::Contacts);
         let mut values = BTreeMap::new();
         values.insert("favorite_food".to_owned(), "pizza".to_owned());
         values.insert("hs_object_id".to_owned(), "5".to_owned());
@@ -615,6 +843,40 @@ mod tests {
         assert_eq!(
             errors,
             ["INVALID_EMAIL", "PROPERTY_DOESNT_EXIST", "READ_ONLY_VALUE"]
+        );
+    }
+
+    #[test]
+    fn dates_must_be_at_midnight_utc_and_field_types_fit_their_type() {
+        let mut catalog = PropertyCatalog::for_object(CrmObject::Companies);
+        let def = |name: &str, kind, field: &str| PropertyDef {
+            field_type: field.to_owned(),
+            hubspot_defined: false,
+            ..PropertyDef::builtin(name, name, kind, field)
+        };
+        assert!(matches!(
+            catalog.create(def("founded", PropertyType::Date, "text"), 1),
+            Err(PropertyDefError::Invalid(_))
+        ));
+        catalog
+            .create(def("founded", PropertyType::Date, "date"), 1)
+            .expect("a date with the date control");
+        let check = |value: &str| {
+            let values = BTreeMap::from([("founded".to_owned(), value.to_owned())]);
+            catalog.check_values(&values)
+        };
+        assert!(check("1430438400000").is_empty(), "2015-05-01, midnight");
+        assert!(check("2015-05-01").is_empty());
+        let late = check("1430438400001");
+        assert_eq!(late[0].error, "INVALID_DATE");
+        assert_eq!(
+            late[0].message,
+            "1430438400001 is at 00:00:00 UTC, not midnight!"
+        );
+        assert!(
+            check("2015-05-01T13:30:00Z")[0]
+                .message
+                .contains("13:30:00 UTC")
         );
     }
 

@@ -5,6 +5,7 @@ use std::cmp::Ordering;
 
 use serde::Deserialize;
 
+use super::objects::CrmObject;
 use super::properties::{PropertyCatalog, PropertyType, parse_instant_ms};
 use super::store::{SearchRecord, Store};
 
@@ -22,16 +23,6 @@ pub(crate) const MAX_FILTERS_PER_GROUP: usize = 6;
 pub(crate) const MAX_FILTERS: usize = 18;
 /// Longest `query`.
 pub(crate) const MAX_QUERY_CHARS: usize = 3000;
-
-/// Properties that a free-text `query` looks in.
-const QUERY_PROPERTIES: [&str; 6] = [
-    "firstname",
-    "lastname",
-    "email",
-    "phone",
-    "company",
-    "website",
-];
 
 /// A string, number or boolean in a request, kept as its text.
 #[derive(Debug, Clone, Deserialize)]
@@ -158,7 +149,7 @@ impl Sort {
     }
 }
 
-/// The body of `POST /crm/v3/objects/contacts/search`.
+/// The body of `POST /crm/v3/objects/{contacts,companies}/search`.
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct SearchRequest {
@@ -220,7 +211,11 @@ pub(crate) fn search<'a>(
     let mut hits: Vec<SearchRecord<'a>> = store
         .search_view(now_ms)
         .filter(|r| groups.is_empty() || groups.iter().any(|g| g.iter().all(|f| f.matches(r))))
-        .filter(|r| query.as_deref().is_none_or(|q| matches_query(r, q)))
+        .filter(|r| {
+            query
+                .as_deref()
+                .is_none_or(|q| matches_query(store.kind(), r, q))
+        })
         .collect();
     if let Some((name, kind, dir)) = &sort {
         hits.sort_by(|a, b| compare_for_sort(a, b, name, *kind, *dir));
@@ -497,8 +492,8 @@ fn glob(pattern: &str, text: &str) -> bool {
     true
 }
 
-fn matches_query(r: &SearchRecord<'_>, query: &str) -> bool {
-    QUERY_PROPERTIES.iter().any(|name| {
+fn matches_query(object: CrmObject, r: &SearchRecord<'_>, query: &str) -> bool {
+    object.query_properties().iter().any(|name| {
         r.properties.get(*name).is_some_and(|v| {
             let lower = v.to_lowercase();
             lower.starts_with(query)

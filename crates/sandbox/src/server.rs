@@ -17,7 +17,7 @@ use super::errors::{ApiError, uuid_v4};
 use super::faults::Fault;
 use super::limits::{AppKey, Budget, Refusal};
 use super::oauth::{Authorize, TokenCheck, parse_params, refused_page};
-use super::routes::{ApiOp, OAuthOp, OpKind, Target, route};
+use super::routes::{ApiOp, Bucket, OAuthOp, OpKind, Target, route};
 use super::state::{PERSON_OP, State, lock};
 use super::wire::json;
 
@@ -80,7 +80,7 @@ async fn handle(state: &Arc<State>, mut req: Request) -> Response {
             // A person's action in HubSpot's UI is no call of the app's: counted apart.
             let name = match super::webhooks::Actor::of(req.headers()) {
                 super::webhooks::Actor::App => op.name(),
-                super::webhooks::Actor::User(_) => PERSON_OP,
+                super::webhooks::Actor::User(_) | super::webhooks::Actor::HubSpot => PERSON_OP,
             };
             (
                 Some(name),
@@ -194,29 +194,36 @@ async fn api_call(
             return e.into_response(correlation);
         }
     };
-    let scope = op.required_scope();
+    let scopes = op.required_scopes();
     if principal
         .scopes
         .as_ref()
-        .is_some_and(|s| !s.iter().any(|x| x == scope))
+        .is_some_and(|s| !s.iter().any(|x| scopes.contains(&x.as_str())))
     {
-        return ApiError::missing_scopes(&[scope]).into_response(correlation);
+        return ApiError::missing_scopes(&scopes).into_response(correlation);
     }
     let kind = op.kind();
     let now = Instant::now();
     let actor = super::webhooks::Actor::of(headers);
+    let bucket = op.bucket();
     let budget = if actor != super::webhooks::Actor::App {
         // HubSpot's limits are the app's: what a person does in the UI spends none of them.
         None
-    } else if kind == OpKind::Search {
-        if let Err(refusal) = state.limits.admit_search(&principal.token, now) {
-            return too_many(state, refusal, correlation);
-        }
-        None
     } else {
-        match state.limits.admit(&principal.app, now) {
-            Ok(b) => Some(b),
-            Err(refusal) => return too_many(state, refusal, correlation),
+        let admitted = match bucket {
+            Bucket::Search => state
+                .limits
+                .admit_search(&principal.token, now)
+                .map(|()| None),
+            Bucket::General => state.limits.admit(&principal.app, now).map(Some),
+            Bucket::Associations => state
+                .limits
+                .admit_associations(&principal.app, now)
+                .map(Some),
+        };
+        match admitted {
+            Ok(b) => b,
+            Err(refusal) => return too_many(state, refusal, bucket, correlation),
         }
     };
     let fault = state.faults.draw(kind == OpKind::Write);
@@ -289,7 +296,7 @@ fn authenticate(state: &State, headers: &HeaderMap) -> Result<Principal, ApiErro
     }
 }
 
-fn too_many(state: &State, refusal: Refusal, correlation: &str) -> Response {
+fn too_many(state: &State, refusal: Refusal, bucket: Bucket, correlation: &str) -> Response {
     state.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
     let (message, policy) = match refusal {
         Refusal::TenSecondly => (
@@ -305,10 +312,14 @@ fn too_many(state: &State, refusal: Refusal, correlation: &str) -> Response {
         .field("requestId", uuid_v4())
         .into_response(correlation);
     if refusal == Refusal::TenSecondly {
+        let max = match bucket {
+            Bucket::Associations => state.limits.associations_per_10s(),
+            Bucket::General | Bucket::Search => state.limits.per_10s(),
+        };
         let b = Budget {
-            max: state.limits.per_10s(),
+            max,
             remaining: 0,
-            secondly: state.limits.per_10s().div_ceil(10),
+            secondly: max.div_ceil(10),
             secondly_remaining: 0,
             daily_used: None,
         };

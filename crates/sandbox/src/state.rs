@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -14,12 +14,12 @@ use tokio::sync::Notify;
 
 use super::RecordedRequest;
 use super::conn::Connections;
+use super::crm::Crm;
 use super::faults::Faults;
 use super::limits::Limits;
 use super::oauth::OAuthApp;
 use super::seed::ContactGenerator;
-use super::store::Store;
-use super::variants::{Shuffler, Variants};
+use super::variants::{CompanyVariants, Shuffler, Variants};
 use super::webhooks::Webhooks;
 use crate::credential::Credential;
 
@@ -102,8 +102,10 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub(crate) struct State {
     /// Fixed settings.
     pub cfg: Config,
-    /// CRM data.
-    pub store: Mutex<Store>,
+    /// CRM data: contacts, companies, associations.
+    pub store: Mutex<Crm>,
+    /// HubSpot's account setting "Create and associate companies with contacts".
+    pub auto_associate: AtomicBool,
     /// The OAuth app.
     pub oauth: OAuthApp,
     /// Rate limits.
@@ -122,6 +124,8 @@ pub(crate) struct State {
     pub generator: Mutex<ContactGenerator>,
     /// How the open choices are answered now (the admin API changes them at run time).
     pub variants: Mutex<Variants>,
+    /// How the open choices about companies and associations are answered now.
+    pub company_variants: Mutex<CompanyVariants>,
     /// Shuffles batch results under `--result-order shuffled`.
     pub shuffler: Shuffler,
     /// The state file kept up to date, under `--state-file`.
@@ -132,6 +136,16 @@ impl State {
     /// The variants in force; a request reads them once, so a change applies from the next.
     pub(crate) fn variants(&self) -> Variants {
         *lock(&self.variants)
+    }
+
+    /// The company and association variants in force.
+    pub(crate) fn company_variants(&self) -> CompanyVariants {
+        *lock(&self.company_variants)
+    }
+
+    /// Whether HubSpot associates contacts with the company of their email domain.
+    pub(crate) fn auto_associates(&self) -> bool {
+        self.auto_associate.load(Ordering::Relaxed)
     }
 
     /// Notes that the account may have changed, so that the state file is saved again.

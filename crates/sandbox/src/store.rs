@@ -1,37 +1,32 @@
-//! The sandbox's CRM data: contacts in memory with their unique indexes, and every write
-//! rule HubSpot applies (all-or-nothing batches, 409 on existing emails, 207 on partial
-//! failures, merges, and a search index that lags behind writes).
+//! The records of one CRM object type (contacts or companies) in memory with their unique
+//! indexes, and every write rule HubSpot applies (all-or-nothing batches, 409 on existing
+//! emails and unique values, 207 on partial failures, merges, and a search index that lags
+//! behind writes). Contacts are unique by email; companies are not unique by `domain`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
 use super::clock::iso_millis;
+use super::objects::CrmObject;
 use super::properties::{PropertyCatalog, PropertyProblem};
-use super::variants::{ConflictReport, MissingIds, ValidationReport, Variants};
+use super::variants::{
+    ConflictReport, DomainLookup, MergeIds, MissingIds, ValidationReport, Variants,
+};
 
-/// The first record id handed out; ids then increase by one, like HubSpot's numeric ids.
+/// The first contact id handed out; ids then increase by one, like HubSpot's numeric ids.
 pub(crate) const FIRST_ID: u64 = 10_000_000_001;
+
+/// The first company id: far from the contacts', so that a contact id sent where a company id
+/// belongs (or the other way round) names nothing instead of another record.
+pub(crate) const FIRST_COMPANY_ID: u64 = 20_000_000_001;
 
 /// The most inputs one batch call accepts.
 pub(crate) const MAX_BATCH: usize = 100;
 
-/// Properties a record always carries, whatever was asked for.
-pub(crate) const ALWAYS_RETURNED: [&str; 3] = ["hs_object_id", "createdate", "lastmodifieddate"];
-
-/// Properties returned when a read names none.
-pub(crate) const DEFAULT_RETURNED: [&str; 6] = [
-    "email",
-    "firstname",
-    "lastname",
-    "hs_object_id",
-    "createdate",
-    "lastmodifieddate",
-];
-
-/// A contact record.
+/// A contact or company record.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct Contact {
+pub(crate) struct Record {
     /// Record id.
     pub id: u64,
     /// Property values (never empty strings: clearing removes the value).
@@ -68,7 +63,7 @@ pub(crate) struct Indexed {
     pub updated_ms: i64,
 }
 
-impl Contact {
+impl Record {
     fn snapshot(&self) -> Indexed {
         Indexed {
             id: self.id,
@@ -100,13 +95,18 @@ pub(crate) enum Change {
     },
     /// A contact was archived or deleted.
     Deleted(u64),
-    /// `merged` were merged into `primary`.
+    /// `merged` were merged into `primary`; the result is `survivor` (the primary's id, or a
+    /// new one: see [`MergeIds`]).
     Merged {
-        /// The surviving record.
+        /// The record merged into.
         primary: u64,
         /// The record merged into it.
         merged: u64,
+        /// The id of the merged record.
+        survivor: u64,
     },
+    /// An archived record came back from the recycle bin.
+    Restored(u64),
 }
 
 /// How a batch or single call names records.
@@ -118,6 +118,9 @@ pub(crate) enum IdKey {
     Email,
     /// A custom property with `hasUniqueValue`.
     Unique(String),
+    /// A company's `domain`, which is not unique: the oldest live company with it
+    /// ([`DomainLookup::Oldest`]).
+    Domain,
 }
 
 impl IdKey {
@@ -127,16 +130,28 @@ impl IdKey {
             Self::ObjectId => "hs_object_id",
             Self::Email => "email",
             Self::Unique(name) => name,
+            Self::Domain => "domain",
         }
     }
 
     /// The value as the index stores it.
     fn normalise(&self, value: &str) -> String {
         match self {
-            Self::Email => normalise_email(value),
+            Self::Email | Self::Domain => normalise_email(value),
             _ => value.trim().to_owned(),
         }
     }
+}
+
+/// What an `idProperty` is used for: the rules differ (see [`Store::id_key`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeyUse {
+    /// Single and batch reads, single PATCH, GDPR delete.
+    Read(DomainLookup),
+    /// Batch update.
+    Update,
+    /// Batch upsert.
+    Upsert,
 }
 
 /// What a lookup found.
@@ -178,13 +193,15 @@ pub(crate) struct KeyedInput {
 #[derive(Debug, Clone)]
 pub(crate) struct Written {
     /// The record after the write.
-    pub contact: Contact,
+    pub contact: Record,
     /// The input's `objectWriteTraceId`.
     pub trace: Option<String>,
     /// Upsert only: the record was created.
     pub new: bool,
     /// The properties the input wrote (answers may show them as `null` once cleared).
     pub names: Vec<String>,
+    /// The position of the input that wrote it.
+    pub input: usize,
 }
 
 /// A per-input failure inside a 207 answer (HubSpot's `StandardError`).
@@ -213,7 +230,8 @@ impl BatchOutcome {
     /// Keeps a written record for the answer.
     fn record(
         &mut self,
-        contact: Option<&Contact>,
+        input: usize,
+        contact: Option<&Record>,
         trace: Option<String>,
         names: Vec<String>,
         new: bool,
@@ -224,6 +242,7 @@ impl BatchOutcome {
                 trace,
                 new,
                 names,
+                input,
             });
         }
     }
@@ -261,7 +280,7 @@ pub(crate) enum WriteError {
 #[derive(Debug, Clone)]
 pub(crate) struct Page {
     /// Records on this page.
-    pub records: Vec<Contact>,
+    pub records: Vec<Record>,
     /// Id to start the next page from, when there is one.
     pub next: Option<u64>,
 }
@@ -281,8 +300,13 @@ pub(crate) struct StoreCounts {
 /// sandbox answers exactly as before (see `persist`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Store {
-    contacts: BTreeMap<u64, Contact>,
-    archived: BTreeMap<u64, Contact>,
+    /// What kind of records these are (older state files hold contacts only).
+    #[serde(default)]
+    kind: CrmObject,
+    /// Live records (named for the contacts-only state files of before).
+    #[serde(rename = "contacts")]
+    records: BTreeMap<u64, Record>,
+    archived: BTreeMap<u64, Record>,
     merged_into: HashMap<u64, u64>,
     by_email: HashMap<String, u64>,
     unique: HashMap<String, HashMap<String, u64>>,
@@ -300,16 +324,20 @@ pub(crate) fn normalise_email(value: &str) -> String {
 }
 
 impl Store {
-    /// An empty store whose writes reach search after `search_delay_ms`.
-    pub(crate) fn new(search_delay_ms: u64) -> Self {
+    /// An empty store of `kind` records whose writes reach search after `search_delay_ms`.
+    pub(crate) fn new(kind: CrmObject, search_delay_ms: u64) -> Self {
         Self {
-            contacts: BTreeMap::new(),
+            kind,
+            records: BTreeMap::new(),
             archived: BTreeMap::new(),
             merged_into: HashMap::new(),
             by_email: HashMap::new(),
             unique: HashMap::new(),
-            catalog: PropertyCatalog::default(),
-            next_id: FIRST_ID,
+            catalog: PropertyCatalog::for_object(kind),
+            next_id: match kind {
+                CrmObject::Contacts => FIRST_ID,
+                CrmObject::Companies => FIRST_COMPANY_ID,
+            },
             search_delay_ms: i64::try_from(search_delay_ms).unwrap_or(i64::MAX / 4),
         }
     }
@@ -323,49 +351,64 @@ impl Store {
     /// Counts of live, archived and merged records.
     pub(crate) fn counts(&self) -> StoreCounts {
         StoreCounts {
-            live: self.contacts.len(),
+            live: self.records.len(),
             archived: self.archived.len(),
             merged: self.merged_into.len(),
         }
     }
 
     /// Live records in id order.
-    pub(crate) fn live(&self) -> impl Iterator<Item = &Contact> {
-        self.contacts.values()
+    pub(crate) fn live(&self) -> impl Iterator<Item = &Record> {
+        self.records.values()
     }
 
     /// Archived records in id order.
-    pub(crate) fn archived(&self) -> impl Iterator<Item = &Contact> {
+    pub(crate) fn archived(&self) -> impl Iterator<Item = &Record> {
         self.archived.values()
     }
 
     /// A live record.
-    pub(crate) fn get(&self, id: u64) -> Option<&Contact> {
-        self.contacts.get(&id)
+    pub(crate) fn get(&self, id: u64) -> Option<&Record> {
+        self.records.get(&id)
     }
 
-    /// Maps an `idProperty` to a key; `for_update` refuses email like HubSpot's batch update.
+    /// Maps an `idProperty` to a key for `usage`: batch update refuses a contact's email,
+    /// update and upsert refuse a company's `domain` (not unique), and reads by `domain` go as
+    /// [`DomainLookup`] says.
     pub(crate) fn id_key(
         &self,
         id_property: Option<&str>,
-        for_update: bool,
+        usage: KeyUse,
     ) -> Result<IdKey, WriteError> {
-        match id_property.map(str::trim) {
-            None | Some("") | Some("hs_object_id") => Ok(IdKey::ObjectId),
-            Some("email") if for_update => Err(WriteError::BadIdProperty(
-                "Unable to perform update/upsert by non-unique 0-1 property email".to_owned(),
-            )),
-            Some("email") => Ok(IdKey::Email),
-            Some(name) if self.catalog.get(name).is_some_and(|d| d.has_unique_value) => {
+        let non_unique = |name: &str| {
+            WriteError::BadIdProperty(format!(
+                "Unable to perform update/upsert by non-unique {} property {name}",
+                self.kind.type_id()
+            ))
+        };
+        match (self.kind, id_property.map(str::trim)) {
+            (_, None | Some("") | Some("hs_object_id")) => Ok(IdKey::ObjectId),
+            (CrmObject::Contacts, Some("email")) if usage == KeyUse::Update => {
+                Err(non_unique("email"))
+            }
+            (CrmObject::Contacts, Some("email")) => Ok(IdKey::Email),
+            (CrmObject::Companies, Some("domain")) => match usage {
+                KeyUse::Read(DomainLookup::Oldest) => Ok(IdKey::Domain),
+                _ => Err(non_unique("domain")),
+            },
+            (_, Some(name)) if self.catalog.get(name).is_some_and(|d| d.has_unique_value) => {
                 Ok(IdKey::Unique(name.to_owned()))
             }
-            Some(name) if self.catalog.get(name).is_some() => Err(WriteError::BadIdProperty(
-                format!("Unable to perform update/upsert by non-unique 0-1 property {name}"),
-            )),
-            Some(name) => Err(WriteError::BadIdProperty(format!(
+            (_, Some(name)) if self.catalog.get(name).is_some() => Err(non_unique(name)),
+            (_, Some(name)) => Err(WriteError::BadIdProperty(format!(
                 "Property \"{name}\" does not exist"
             ))),
         }
+    }
+
+    /// The object type these records are.
+    pub(crate) fn kind(&self) -> CrmObject {
+        self.kind
     }
 
     /// Finds a record by id or unique value.
@@ -384,11 +427,24 @@ impl Store {
                 .get(name)
                 .and_then(|index| index.get(value.trim()))
                 .map_or(Found::Missing, |id| Found::Live(*id)),
+            IdKey::Domain => {
+                let wanted = normalise_email(value);
+                // Several companies may share a domain; ids grow with age, so the first is
+                // the oldest.
+                self.records
+                    .values()
+                    .find(|c| {
+                        c.properties
+                            .get("domain")
+                            .is_some_and(|d| normalise_email(d) == wanted)
+                    })
+                    .map_or(Found::Missing, |c| Found::Live(c.id))
+            }
         }
     }
 
     fn find_id(&self, id: u64) -> Found {
-        if self.contacts.contains_key(&id) {
+        if self.records.contains_key(&id) {
             Found::Live(id)
         } else if let Some(survivor) = self.merged_into.get(&id) {
             Found::Merged(*survivor)
@@ -405,9 +461,9 @@ impl Store {
         key: &IdKey,
         value: &str,
         archived: bool,
-    ) -> Option<&Contact> {
+    ) -> Option<&Record> {
         match (self.find(key, value), archived) {
-            (Found::Live(id) | Found::Merged(id), false) => self.contacts.get(&id),
+            (Found::Live(id) | Found::Merged(id), false) => self.records.get(&id),
             (Found::Archived(id), true) => self.archived.get(&id),
             _ => None,
         }
@@ -418,10 +474,10 @@ impl Store {
         let source = if archived {
             &self.archived
         } else {
-            &self.contacts
+            &self.records
         };
         let mut iter = source.range(after..);
-        let records: Vec<Contact> = iter.by_ref().take(limit).map(|(_, c)| c.clone()).collect();
+        let records: Vec<Record> = iter.by_ref().take(limit).map(|(_, c)| c.clone()).collect();
         let next = iter.next().map(|(id, _)| *id);
         Page { records, next }
     }
@@ -429,7 +485,7 @@ impl Store {
     /// What search sees now: records whose latest write has been indexed, and the older
     /// indexed version of those written since.
     pub(crate) fn search_view(&self, now_ms: i64) -> impl Iterator<Item = SearchRecord<'_>> {
-        self.contacts.values().filter_map(move |c| {
+        self.records.values().filter_map(move |c| {
             if now_ms >= c.search.visible_from_ms {
                 Some(SearchRecord {
                     id: c.id,
@@ -456,18 +512,18 @@ impl Store {
         mut values: BTreeMap<String, String>,
         now_ms: i64,
         validation: ValidationReport,
-    ) -> Result<(Contact, Vec<Change>), WriteError> {
-        normalise_values(&mut values);
+    ) -> Result<(Record, Vec<Change>), WriteError> {
+        self.normalise_values(&mut values);
         let problems = self.catalog.check_values(&values);
         if !problems.is_empty() {
             return Err(invalid(&problems, validation));
         }
         if let Some(existing) = self.conflict_for(&values, None) {
-            return Err(WriteError::Conflict(conflict_message(existing)));
+            return Err(WriteError::Conflict(self.conflict_message(existing)));
         }
         let id = self.insert_new(values, now_ms);
         let contact = self
-            .contacts
+            .records
             .get(&id)
             .cloned()
             .ok_or_else(|| WriteError::NotFound(id.to_string()))?;
@@ -482,24 +538,24 @@ impl Store {
         mut values: BTreeMap<String, String>,
         now_ms: i64,
         validation: ValidationReport,
-    ) -> Result<(Contact, Vec<Change>), WriteError> {
+    ) -> Result<(Record, Vec<Change>), WriteError> {
         let id = match self.find(key, raw_id) {
             Found::Live(id) | Found::Merged(id) => id,
             Found::Archived(_) | Found::Missing => {
                 return Err(WriteError::NotFound(raw_id.to_owned()));
             }
         };
-        normalise_values(&mut values);
+        self.normalise_values(&mut values);
         let problems = self.catalog.check_values(&values);
         if !problems.is_empty() {
             return Err(invalid(&problems, validation));
         }
         if let Some(existing) = self.conflict_for(&values, Some(id)) {
-            return Err(WriteError::Conflict(conflict_message(existing)));
+            return Err(WriteError::Conflict(self.conflict_message(existing)));
         }
         let changes = self.apply(id, &values, now_ms);
         let contact = self
-            .contacts
+            .records
             .get(&id)
             .cloned()
             .ok_or_else(|| WriteError::NotFound(raw_id.to_owned()))?;
@@ -514,6 +570,31 @@ impl Store {
         }
     }
 
+    /// Brings an archived record back from the recycle bin (as a person does in HubSpot's
+    /// UI; there is no public endpoint). Refused while a live record holds one of its unique
+    /// values, as HubSpot refuses to restore a contact whose email another contact has.
+    pub(crate) fn restore(&mut self, id: u64, now_ms: i64) -> Result<Vec<Change>, WriteError> {
+        let record = self
+            .archived
+            .get(&id)
+            .ok_or_else(|| WriteError::NotFound(id.to_string()))?;
+        if let Some(existing) = self.conflict_for(&record.properties, Some(id)) {
+            return Err(WriteError::Conflict(self.conflict_message(existing)));
+        }
+        let Some(mut record) = self.archived.remove(&id) else {
+            return Err(WriteError::NotFound(id.to_string()));
+        };
+        record.archived_ms = None;
+        record.updated_ms = now_ms;
+        record.search = SearchView {
+            visible_from_ms: now_ms.saturating_add(self.search_delay_ms),
+            previous: None,
+        };
+        self.index(&record);
+        self.records.insert(id, record);
+        Ok(vec![Change::Restored(id)])
+    }
+
     /// Deletes a contact for good, also from the archive (GDPR delete).
     pub(crate) fn purge(&mut self, key: &IdKey, raw_id: &str) -> Result<Vec<Change>, WriteError> {
         let id = match self.find(key, raw_id) {
@@ -522,7 +603,7 @@ impl Store {
                 return Err(WriteError::NotFound(raw_id.to_owned()));
             }
         };
-        if let Some(c) = self.contacts.remove(&id) {
+        if let Some(c) = self.records.remove(&id) {
             self.unindex(&c);
         }
         self.archived.remove(&id);
@@ -530,15 +611,19 @@ impl Store {
         Ok(vec![Change::Deleted(id)])
     }
 
-    /// Merges `secondary` into `primary`: the primary keeps its values, takes the
-    /// secondary's where it has none, lists the secondary in `hs_merged_object_ids` and its
-    /// email in `hs_additional_emails`. The secondary's id then resolves to the primary.
+    /// Merges `secondary` into `primary`. Contacts: the primary keeps its values, takes the
+    /// secondary's where it has none and lists the secondary's email in
+    /// `hs_additional_emails`. Companies: the primary keeps its `domain`, every other value
+    /// comes from the record changed last (HubSpot's KB). Either way the secondary's id goes to
+    /// `hs_merged_object_ids` and then resolves to the result, which keeps the primary's id or,
+    /// for companies under [`MergeIds::NewId`], gets a new one that both old ids resolve to.
     pub(crate) fn merge(
         &mut self,
         primary_raw: &str,
         secondary_raw: &str,
         now_ms: i64,
-    ) -> Result<(Contact, Vec<Change>), WriteError> {
+        merge_ids: MergeIds,
+    ) -> Result<(Record, Vec<Change>), WriteError> {
         let live = |found: Found, raw: &str| match found {
             Found::Live(id) => Ok(id),
             _ => Err(WriteError::NotFound(raw.to_owned())),
@@ -551,52 +636,102 @@ impl Store {
             ));
         }
         let gone = self
-            .contacts
+            .records
             .remove(&secondary)
             .ok_or_else(|| WriteError::NotFound(secondary_raw.to_owned()))?;
         self.unindex(&gone);
         let p = self
-            .contacts
+            .records
             .get(&primary)
             .ok_or_else(|| WriteError::NotFound(primary_raw.to_owned()))?;
-        let mut values = BTreeMap::new();
-        for (name, value) in &gone.properties {
-            if !p.properties.contains_key(name)
-                && self.catalog.get(name).is_some_and(|d| !d.read_only_value)
-            {
-                values.insert(name.clone(), value.clone());
-            }
-        }
+        let mut values = self.merged_values(p, &gone);
         let mut merged_ids: Vec<String> = split_list(p.properties.get("hs_merged_object_ids"));
         merged_ids.push(gone.id.to_string());
         merged_ids.extend(split_list(gone.properties.get("hs_merged_object_ids")));
         values.insert("hs_merged_object_ids".to_owned(), merged_ids.join(";"));
-        let mut extra_emails = split_list(p.properties.get("hs_additional_emails"));
-        if let Some(email) = gone.email().filter(|e| Some(*e) != p.email()) {
-            extra_emails.push(email.to_owned());
-        }
-        extra_emails.extend(split_list(gone.properties.get("hs_additional_emails")));
-        if !extra_emails.is_empty() {
-            values.insert("hs_additional_emails".to_owned(), extra_emails.join(";"));
-        }
-        let mut changes = self.apply(primary, &values, now_ms);
-        // Records once merged into the secondary now resolve to the primary too.
-        for survivor in self.merged_into.values_mut() {
-            if *survivor == secondary {
-                *survivor = primary;
+        let new_id = self.kind == CrmObject::Companies && merge_ids == MergeIds::NewId;
+        let (survivor, mut changes) = if new_id {
+            self.merge_into_new(primary, values, now_ms)?
+        } else {
+            (primary, self.apply(primary, &values, now_ms))
+        };
+        // Records once merged into either now resolve to the survivor too.
+        for target in self.merged_into.values_mut() {
+            if *target == secondary || *target == primary {
+                *target = survivor;
             }
         }
-        self.merged_into.insert(secondary, primary);
+        self.merged_into.insert(secondary, survivor);
+        if survivor != primary {
+            self.merged_into.insert(primary, survivor);
+        }
         changes.push(Change::Merged {
             primary,
             merged: secondary,
+            survivor,
         });
-        let contact = self
-            .contacts
-            .get(&primary)
+        let record = self
+            .records
+            .get(&survivor)
             .cloned()
             .ok_or_else(|| WriteError::NotFound(primary_raw.to_owned()))?;
-        Ok((contact, changes))
+        Ok((record, changes))
+    }
+
+    /// The values the primary takes from the record merged into it.
+    fn merged_values(&self, primary: &Record, gone: &Record) -> BTreeMap<String, String> {
+        let writable = |name: &str| self.catalog.get(name).is_some_and(|d| !d.read_only_value);
+        let mut values = BTreeMap::new();
+        // Companies: the record changed last wins, except that the primary keeps its domain.
+        let secondary_newer =
+            self.kind == CrmObject::Companies && gone.updated_ms > primary.updated_ms;
+        for (name, value) in &gone.properties {
+            let take =
+                !primary.properties.contains_key(name) || (secondary_newer && name != "domain");
+            if take && writable(name) {
+                values.insert(name.clone(), value.clone());
+            }
+        }
+        if self.kind == CrmObject::Contacts {
+            let mut extra_emails = split_list(primary.properties.get("hs_additional_emails"));
+            if let Some(email) = gone.email().filter(|e| Some(*e) != primary.email()) {
+                extra_emails.push(email.to_owned());
+            }
+            extra_emails.extend(split_list(gone.properties.get("hs_additional_emails")));
+            if !extra_emails.is_empty() {
+                values.insert("hs_additional_emails".to_owned(), extra_emails.join(";"));
+            }
+        }
+        values
+    }
+
+    /// Replaces `primary` by a new record holding its values changed by `values`; the
+    /// primary's id then resolves to the new one.
+    fn merge_into_new(
+        &mut self,
+        primary: u64,
+        values: BTreeMap<String, String>,
+        now_ms: i64,
+    ) -> Result<(u64, Vec<Change>), WriteError> {
+        let old = self
+            .records
+            .remove(&primary)
+            .ok_or_else(|| WriteError::NotFound(primary.to_string()))?;
+        self.unindex(&old);
+        let mut merged: BTreeMap<String, String> = old
+            .properties
+            .iter()
+            .filter(|(name, _)| self.catalog.get(name).is_some_and(|d| !d.read_only_value))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut ids = vec![old.id.to_string()];
+        ids.extend(split_list(values.get("hs_merged_object_ids")));
+        for (name, value) in values {
+            merged.insert(name, value);
+        }
+        merged.insert("hs_merged_object_ids".to_owned(), ids.join(";"));
+        let id = self.insert_new(merged, now_ms);
+        Ok((id, vec![Change::Created(id)]))
     }
 
     // ---- batches --------------------------------------------------------------------
@@ -615,11 +750,11 @@ impl Store {
         let mut outcome = BatchOutcome::default();
         let mut accepted = Vec::with_capacity(inputs.len());
         let mut problems = Vec::new();
-        for mut input in inputs {
-            normalise_values(&mut input.values);
+        for (index, mut input) in inputs.into_iter().enumerate() {
+            self.normalise_values(&mut input.values);
             let found = self.catalog.check_values(&input.values);
             if found.is_empty() {
-                accepted.push(input);
+                accepted.push((index, input));
             } else if all_traced {
                 outcome.errors.push(validation_item(
                     &found,
@@ -635,20 +770,20 @@ impl Store {
         }
         let per_input = rules.conflicts == ConflictReport::PerInput && all_traced;
         if !per_input {
-            self.check_batch_conflicts(accepted.iter().map(|i| (None, &i.values)))?;
+            self.check_batch_conflicts(accepted.iter().map(|(_, i)| (None, &i.values)))?;
         }
-        for input in accepted {
+        for (index, input) in accepted {
             // Inputs are applied one by one, so a later input clashes with an earlier one.
             if let Some(clash) = self.clash_for(&input.values, None) {
                 outcome
                     .errors
-                    .push(conflict_item(&clash, input.trace.as_deref()));
+                    .push(self.conflict_item(&clash, input.trace.as_deref()));
                 continue;
             }
             let names = input.values.keys().cloned().collect();
             let id = self.insert_new(input.values, now_ms);
             outcome.changes.push(Change::Created(id));
-            outcome.record(self.contacts.get(&id), input.trace, names, true);
+            outcome.record(index, self.records.get(&id), input.trace, names, true);
         }
         Ok(outcome)
     }
@@ -665,7 +800,7 @@ impl Store {
         check_size(inputs.len())?;
         let keys = inputs
             .iter()
-            .map(|i| self.id_key(i.id_property.as_deref(), true))
+            .map(|i| self.id_key(i.id_property.as_deref(), KeyUse::Update))
             .collect::<Result<Vec<_>, _>>()?;
         check_duplicates(
             inputs.iter().zip(&keys).map(|(i, k)| (k, i.id.as_str())),
@@ -675,21 +810,23 @@ impl Store {
         let mut outcome = BatchOutcome::default();
         let mut accepted = Vec::with_capacity(inputs.len());
         let mut problems = Vec::new();
-        for (mut input, key) in inputs.into_iter().zip(keys) {
+        for (index, (mut input, key)) in inputs.into_iter().zip(keys).enumerate() {
             let id = match (self.find(&key, &input.id), rules.missing_ids) {
                 (Found::Live(id), _) => id,
                 (_, MissingIds::Omitted) | (Found::Merged(_), MissingIds::Reported) => continue,
                 _ => {
-                    outcome
-                        .errors
-                        .push(not_found_item(&[input.id.clone()], input.trace.as_deref()));
+                    outcome.errors.push(not_found_item(
+                        self.kind,
+                        &[input.id.clone()],
+                        input.trace.as_deref(),
+                    ));
                     continue;
                 }
             };
-            normalise_values(&mut input.values);
+            self.normalise_values(&mut input.values);
             let found = self.catalog.check_values(&input.values);
             if found.is_empty() {
-                accepted.push((id, input));
+                accepted.push((id, index, input));
             } else if all_traced {
                 outcome.errors.push(validation_item(
                     &found,
@@ -705,20 +842,20 @@ impl Store {
         }
         let per_input = rules.conflicts == ConflictReport::PerInput && all_traced;
         if !per_input {
-            self.check_batch_conflicts(accepted.iter().map(|(id, i)| (Some(*id), &i.values)))?;
+            self.check_batch_conflicts(accepted.iter().map(|(id, _, i)| (Some(*id), &i.values)))?;
         }
-        for (id, input) in accepted {
+        for (id, index, input) in accepted {
             if let Some(clash) = self.clash_for(&input.values, Some(id)) {
                 outcome
                     .errors
-                    .push(conflict_item(&clash, input.trace.as_deref()));
+                    .push(self.conflict_item(&clash, input.trace.as_deref()));
                 continue;
             }
             outcome
                 .changes
                 .extend(self.apply(id, &input.values, now_ms));
             let names = input.values.keys().cloned().collect();
-            outcome.record(self.contacts.get(&id), input.trace, names, false);
+            outcome.record(index, self.records.get(&id), input.trace, names, false);
         }
         Ok(outcome)
     }
@@ -735,20 +872,30 @@ impl Store {
         check_size(inputs.len())?;
         let keys = inputs
             .iter()
-            .map(|i| match self.id_key(i.id_property.as_deref(), false)? {
-                IdKey::ObjectId => Err(WriteError::BadIdProperty(
-                    "Upsert requires idProperty: email or a property with unique values".to_owned(),
-                )),
-                key => Ok(key),
-            })
+            .map(
+                |i| match self.id_key(i.id_property.as_deref(), KeyUse::Upsert)? {
+                    IdKey::ObjectId => Err(WriteError::BadIdProperty(
+                        match self.kind {
+                            CrmObject::Contacts => {
+                                "Upsert requires idProperty: email or a property with unique values"
+                            }
+                            CrmObject::Companies => {
+                                "Upsert requires idProperty: a property with unique values"
+                            }
+                        }
+                        .to_owned(),
+                    )),
+                    key => Ok(key),
+                },
+            )
             .collect::<Result<Vec<_>, _>>()?;
         check_duplicates(
             inputs.iter().zip(&keys).map(|(i, k)| (k, i.id.as_str())),
             rules.validation,
         )?;
         let mut outcome = BatchOutcome::default();
-        let mut accepted: Vec<(Option<u64>, KeyedInput)> = Vec::with_capacity(inputs.len());
-        for (mut input, key) in inputs.into_iter().zip(keys) {
+        let mut accepted: Vec<(Option<u64>, usize, KeyedInput)> = Vec::with_capacity(inputs.len());
+        for (index, (mut input, key)) in inputs.into_iter().zip(keys).enumerate() {
             let target = match self.find(&key, &input.id) {
                 Found::Live(id) | Found::Merged(id) => Some(id),
                 Found::Archived(_) | Found::Missing => None,
@@ -759,7 +906,7 @@ impl Store {
                     .entry(key.property().to_owned())
                     .or_insert_with(|| input.id.clone());
             }
-            normalise_values(&mut input.values);
+            self.normalise_values(&mut input.values);
             let mut found = self.catalog.check_values(&input.values);
             if key == IdKey::Email
                 && !super::properties::is_valid_email(&normalise_email(&input.id))
@@ -767,7 +914,7 @@ impl Store {
                 found.push(PropertyProblem::invalid_email(&input.id));
             }
             if found.is_empty() {
-                accepted.push((target, input));
+                accepted.push((target, index, input));
             } else {
                 outcome.errors.push(validation_item(
                     &found,
@@ -777,13 +924,13 @@ impl Store {
             }
         }
         if rules.conflicts == ConflictReport::WholeBatch {
-            self.check_batch_conflicts(accepted.iter().map(|(id, i)| (*id, &i.values)))?;
+            self.check_batch_conflicts(accepted.iter().map(|(id, _, i)| (*id, &i.values)))?;
         }
-        for (target, input) in accepted {
+        for (target, index, input) in accepted {
             if let Some(clash) = self.clash_for(&input.values, target) {
                 outcome
                     .errors
-                    .push(conflict_item(&clash, input.trace.as_deref()));
+                    .push(self.conflict_item(&clash, input.trace.as_deref()));
                 continue;
             }
             let names = input.values.keys().cloned().collect();
@@ -800,7 +947,7 @@ impl Store {
                     (id, true)
                 }
             };
-            outcome.record(self.contacts.get(&id), input.trace, names, new);
+            outcome.record(index, self.records.get(&id), input.trace, names, new);
         }
         Ok(outcome)
     }
@@ -828,7 +975,7 @@ impl Store {
         ids: &[String],
         archived: bool,
         missing_ids: MissingIds,
-    ) -> Result<(Vec<Contact>, Vec<String>), WriteError> {
+    ) -> Result<(Vec<Record>, Vec<String>), WriteError> {
         check_size(ids.len())?;
         let mut seen = HashSet::new();
         let mut found = Vec::new();
@@ -859,7 +1006,7 @@ impl Store {
     ) -> Vec<u64> {
         let mut ids = Vec::with_capacity(records.len());
         for mut values in records {
-            normalise_values(&mut values);
+            self.normalise_values(&mut values);
             values.retain(|name, _| self.catalog.get(name).is_some_and(|d| !d.read_only_value));
             if self.conflict_for(&values, None).is_some() {
                 continue;
@@ -869,9 +1016,18 @@ impl Store {
         ids
     }
 
+    /// Creates a record HubSpot's own automation makes (no checks: the values are its own).
+    pub(crate) fn insert_automatic(
+        &mut self,
+        values: BTreeMap<String, String>,
+        now_ms: i64,
+    ) -> u64 {
+        self.insert_new(values, now_ms)
+    }
+
     /// Makes every pending write visible to search at once.
     pub(crate) fn flush_search_index(&mut self) {
-        for c in self.contacts.values_mut() {
+        for c in self.records.values_mut() {
             c.search = SearchView::default();
         }
     }
@@ -884,8 +1040,8 @@ impl Store {
         values.retain(|_, v| !v.is_empty());
         values.insert("hs_object_id".to_owned(), id.to_string());
         values.insert("createdate".to_owned(), iso_millis(now_ms));
-        values.insert("lastmodifieddate".to_owned(), iso_millis(now_ms));
-        let contact = Contact {
+        values.insert(self.kind.modified_property().to_owned(), iso_millis(now_ms));
+        let contact = Record {
             id,
             properties: values,
             created_ms: now_ms,
@@ -897,14 +1053,14 @@ impl Store {
             },
         };
         self.index(&contact);
-        self.contacts.insert(id, contact);
+        self.records.insert(id, contact);
         id
     }
 
     /// Applies property values to a live record; returns what changed.
     fn apply(&mut self, id: u64, values: &BTreeMap<String, String>, now_ms: i64) -> Vec<Change> {
         let delay = self.search_delay_ms;
-        let Some(mut contact) = self.contacts.remove(&id) else {
+        let Some(mut contact) = self.records.remove(&id) else {
             return Vec::new();
         };
         self.unindex(&contact);
@@ -931,19 +1087,19 @@ impl Store {
             contact.updated_ms = now_ms;
             contact
                 .properties
-                .insert("lastmodifieddate".to_owned(), iso_millis(now_ms));
+                .insert(self.kind.modified_property().to_owned(), iso_millis(now_ms));
             if let Some(snapshot) = before {
                 contact.search.previous = Some(Box::new(snapshot));
             }
             contact.search.visible_from_ms = now_ms.saturating_add(delay);
         }
         self.index(&contact);
-        self.contacts.insert(id, contact);
+        self.records.insert(id, contact);
         changes
     }
 
     fn archive_id(&mut self, id: u64, now_ms: i64) -> Vec<Change> {
-        let Some(mut contact) = self.contacts.remove(&id) else {
+        let Some(mut contact) = self.records.remove(&id) else {
             return Vec::new();
         };
         self.unindex(&contact);
@@ -953,7 +1109,7 @@ impl Store {
         vec![Change::Deleted(id)]
     }
 
-    fn index(&mut self, c: &Contact) {
+    fn index(&mut self, c: &Record) {
         if let Some(email) = c.email() {
             self.by_email.insert(normalise_email(email), c.id);
         }
@@ -967,7 +1123,7 @@ impl Store {
         }
     }
 
-    fn unindex(&mut self, c: &Contact) {
+    fn unindex(&mut self, c: &Record) {
         let mut emails: Vec<String> = split_list(c.properties.get("hs_additional_emails"));
         emails.extend(c.email().map(str::to_owned));
         for email in emails {
@@ -1029,14 +1185,15 @@ impl Store {
         let mut seen: HashSet<(String, String)> = HashSet::new();
         for (id, values) in writes {
             if let Some(existing) = self.conflict_for(values, id) {
-                return Err(WriteError::Conflict(conflict_message(existing)));
+                return Err(WriteError::Conflict(self.conflict_message(existing)));
             }
             for name in std::iter::once("email").chain(unique.iter().map(String::as_str)) {
                 if let Some(v) = values.get(name).filter(|v| !v.is_empty())
                     && !seen.insert((name.to_owned(), v.clone()))
                 {
                     return Err(WriteError::Conflict(format!(
-                        "Contact already exists. Duplicate {name} in batch input: {v}"
+                        "{} already exists. Duplicate {name} in batch input: {v}",
+                        self.kind.title()
                     )));
                 }
             }
@@ -1058,13 +1215,41 @@ pub(crate) struct SearchRecord<'a> {
     pub updated_ms: i64,
 }
 
-fn conflict_message(existing: u64) -> String {
-    format!("Contact already exists. Existing ID: {existing}")
-}
+impl Store {
+    fn conflict_message(&self, existing: u64) -> String {
+        format!(
+            "{} already exists. Existing ID: {existing}",
+            self.kind.title()
+        )
+    }
 
-fn normalise_values(values: &mut BTreeMap<String, String>) {
-    if let Some(email) = values.get_mut("email") {
-        *email = normalise_email(email);
+    /// Contacts' emails are stored trimmed and lower-cased (companies have no email).
+    fn normalise_values(&self, values: &mut BTreeMap<String, String>) {
+        if self.kind == CrmObject::Contacts
+            && let Some(email) = values.get_mut("email")
+        {
+            *email = normalise_email(email);
+        }
+    }
+
+    /// The 207 error of one input whose email or unique value exists already.
+    fn conflict_item(&self, clash: &Clash, trace: Option<&str>) -> ItemError {
+        let message = if clash.property == "email" {
+            self.conflict_message(clash.existing)
+        } else {
+            format!(
+                "A {} with the value \"{}\" for the unique property \"{}\" already exists. Existing ID: {}",
+                self.kind.singular(),
+                clash.value,
+                clash.property,
+                clash.existing
+            )
+        };
+        ItemError {
+            category: "CONFLICT",
+            message,
+            context: trace_context(trace),
+        }
     }
 }
 
@@ -1146,33 +1331,21 @@ fn trace_context(trace: Option<&str>) -> BTreeMap<String, Vec<String>> {
     context
 }
 
-/// The 207 error of one input whose email or unique value exists already.
-fn conflict_item(clash: &Clash, trace: Option<&str>) -> ItemError {
-    let message = if clash.property == "email" {
-        conflict_message(clash.existing)
-    } else {
-        format!(
-            "A contact with the value \"{}\" for the unique property \"{}\" already exists. Existing ID: {}",
-            clash.value, clash.property, clash.existing
-        )
-    };
-    ItemError {
-        category: "CONFLICT",
-        message,
-        context: trace_context(trace),
-    }
+/// HubSpot's message when some ids of a batch matched nothing.
+pub(crate) fn not_found_message(kind: CrmObject) -> String {
+    format!(
+        "Could not get some {} objects, they may be deleted or not exist. Check that ids are valid.",
+        kind.upper()
+    )
 }
 
-/// HubSpot's message when some ids of a batch matched nothing.
-pub(crate) const NOT_FOUND_MESSAGE: &str = "Could not get some CONTACT objects, they may be deleted or not exist. Check that ids are valid.";
-
 /// The 207 error for ids that matched nothing.
-pub(crate) fn not_found_item(ids: &[String], trace: Option<&str>) -> ItemError {
+pub(crate) fn not_found_item(kind: CrmObject, ids: &[String], trace: Option<&str>) -> ItemError {
     let mut context = trace_context(trace);
     context.insert("ids".to_owned(), ids.to_vec());
     ItemError {
         category: "OBJECT_NOT_FOUND",
-        message: NOT_FOUND_MESSAGE.to_owned(),
+        message: not_found_message(kind),
         context,
     }
 }
@@ -1204,7 +1377,7 @@ mod tests {
 
     #[test]
     fn batch_create_refuses_the_whole_batch_naming_the_first_existing_id() {
-        let mut store = Store::new(0);
+        let mut store = Store::new(CrmObject::Contacts, 0);
         let first = create(&mut store, "a@example.com");
         let _second = create(&mut store, "b@example.com");
         let inputs = ["new@example.com", "B@example.com", "A@example.com"]
@@ -1233,17 +1406,18 @@ mod tests {
 
     #[test]
     fn merged_away_ids_resolve_to_the_survivor_for_reads() {
-        let mut store = Store::new(0);
+        let mut store = Store::new(CrmObject::Contacts, 0);
         let a = create(&mut store, "a@example.com");
         let b = create(&mut store, "b@example.com");
         let (merged, changes) = store
-            .merge(&a.to_string(), &b.to_string(), 5)
+            .merge(&a.to_string(), &b.to_string(), 5, MergeIds::KeepPrimary)
             .expect("merged");
         assert_eq!(merged.properties["hs_merged_object_ids"], b.to_string());
         assert_eq!(merged.properties["hs_additional_emails"], "b@example.com");
         assert!(changes.contains(&Change::Merged {
             primary: a,
-            merged: b
+            merged: b,
+            survivor: a,
         }));
         let read = store
             .resolve_for_read(&IdKey::ObjectId, &b.to_string(), false)
@@ -1254,7 +1428,7 @@ mod tests {
 
     #[test]
     fn search_sees_the_previous_version_until_the_delay_passed() {
-        let mut store = Store::new(1000);
+        let mut store = Store::new(CrmObject::Contacts, 1000);
         let id = create(&mut store, "a@example.com");
         assert_eq!(
             store.search_view(500).count(),

@@ -161,12 +161,92 @@ pub struct VariantsPatch {
     pub result_order: Option<ResultOrder>,
 }
 
+/// How reads name a company by `domain` (`?idProperty=domain`, batch read): HubSpot's guide
+/// implies they work, integrators report them unreliable, and since `domain` is not unique the
+/// same rejection as for upserts is expected too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum DomainLookup {
+    /// The oldest live company with that domain (case-insensitive).
+    #[default]
+    Oldest,
+    /// 400 "Unable to perform update/upsert by non-unique 0-2 property domain".
+    Refused,
+}
+
+/// Which id a company merge leaves: HubSpot's merge webhook has a `newObjectId` because the
+/// result can get a new id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum MergeIds {
+    /// The result keeps the primary's id (`newObjectId` = `primaryObjectId`).
+    #[default]
+    KeepPrimary,
+    /// The result is a new record with a new id; both old ids resolve to it.
+    NewId,
+}
+
+/// The label association reads show for the primary type (1 contact→company, 2
+/// company→contact): the docs' example says "Primary", HubSpot renamed it on 2024-02-19.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum PrimaryLabel {
+    /// "Primary".
+    #[default]
+    Primary,
+    /// "Contact with Primary Company" (contact→company) and "Primary Company"
+    /// (company→contact).
+    Renamed,
+}
+
+impl PrimaryLabel {
+    /// The label text from the contact's side (`true`) or the company's.
+    pub(crate) fn text(self, from_contact: bool) -> &'static str {
+        match (self, from_contact) {
+            (Self::Primary, _) => "Primary",
+            (Self::Renamed, true) => "Contact with Primary Company",
+            (Self::Renamed, false) => "Primary Company",
+        }
+    }
+}
+
+/// One answer for each open choice about companies and associations (kept apart from
+/// [`Variants`], whose set and admin document stay as they were); the default is what HubSpot's
+/// docs say or imply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+#[command(next_help_heading = "Variants of HubSpot's answers about companies and associations")]
+pub struct CompanyVariants {
+    /// Reads of a company by `idProperty=domain`: the oldest match or refused.
+    #[arg(long, value_enum, default_value_t = DomainLookup::Oldest)]
+    pub domain_lookup: DomainLookup,
+    /// Company merges: the result keeps the primary's id or gets a new one.
+    #[arg(long, value_enum, default_value_t = MergeIds::KeepPrimary)]
+    pub merge_ids: MergeIds,
+    /// The label text of the primary association type.
+    #[arg(long, value_enum, default_value_t = PrimaryLabel::Primary)]
+    pub primary_label: PrimaryLabel,
+}
+
+impl CompanyVariants {
+    /// Every non-default answer at once.
+    pub fn alternative() -> Self {
+        Self {
+            domain_lookup: DomainLookup::Refused,
+            merge_ids: MergeIds::NewId,
+            primary_label: PrimaryLabel::Renamed,
+        }
+    }
+}
+
 /// A named set of variants, so that a test can run once per way HubSpot may answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum HubSpotProfile {
-    /// The documented (and the sandbox's original) answers: [`Variants::default`].
+    /// The documented (and the sandbox's original) answers: [`Variants::default`] and
+    /// [`CompanyVariants::default`].
     Documented,
-    /// Every other documented or reported answer at once: [`Variants::alternative`].
+    /// Every other documented or reported answer at once: [`Variants::alternative`] and
+    /// [`CompanyVariants::alternative`].
     Alternative,
 }
 
@@ -181,6 +261,14 @@ impl HubSpotProfile {
         match self {
             Self::Documented => Variants::default(),
             Self::Alternative => Variants::alternative(),
+        }
+    }
+
+    /// The company and association variants the sandbox plays under this profile.
+    pub fn company_variants(self) -> CompanyVariants {
+        match self {
+            Self::Documented => CompanyVariants::default(),
+            Self::Alternative => CompanyVariants::alternative(),
         }
     }
 
@@ -228,6 +316,14 @@ mod tests {
         assert_ne!(d.empty_values, a.empty_values);
         assert_ne!(d.search_modified, a.search_modified);
         assert_ne!(d.result_order, a.result_order);
+    }
+
+    #[test]
+    fn the_company_alternative_differs_from_the_default_in_every_field() {
+        let (d, a) = (CompanyVariants::default(), CompanyVariants::alternative());
+        assert_ne!(d.domain_lookup, a.domain_lookup);
+        assert_ne!(d.merge_ids, a.merge_ids);
+        assert_ne!(d.primary_label, a.primary_label);
     }
 
     #[test]

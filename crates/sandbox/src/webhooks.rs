@@ -1,5 +1,6 @@
-//! Webhook delivery: contact changes become HubSpot v3-signed event batches, POSTed to the
-//! configured URL by a background task so that writes never wait for the receiver.
+//! Webhook delivery: contact, company and association changes become HubSpot v3-signed event
+//! batches, POSTed to the configured URL by a background task so that writes never wait for
+//! the receiver.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,7 +11,9 @@ use hmac::{KeyInit, Mac};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+use super::associations::{AssocChange, AssocType};
 use super::clock::now_ms;
+use super::objects::CrmObject;
 use super::store::Change;
 use crate::credential::Credential;
 
@@ -35,6 +38,20 @@ pub(crate) enum Actor {
     App,
     /// A person in HubSpot's UI: `CRM_UI` with `userId:<id>`.
     User(String),
+    /// HubSpot's own automation (companies it creates and associates from email domains):
+    /// `COMPANY_INSIGHTS` without a `sourceId` (HubSpot's exact values are unconfirmed).
+    HubSpot,
+}
+
+impl Actor {
+    /// `changeSource` and `sourceId` of this actor's changes, for an app `app_id`.
+    fn source(&self, app_id: i64) -> (&'static str, Option<String>) {
+        match self {
+            Self::App => ("INTEGRATION", Some(app_id.to_string())),
+            Self::User(user) => ("CRM_UI", Some(format!("userId:{user}"))),
+            Self::HubSpot => ("COMPANY_INSIGHTS", None),
+        }
+    }
 }
 
 impl Actor {
@@ -82,16 +99,18 @@ pub(crate) struct Event {
     pub app_id: i64,
     /// When, ms.
     pub occurred_at: i64,
-    /// `contact.creation`, ...
+    /// `contact.creation`, `company.associationChange`, ...
     pub subscription_type: &'static str,
     /// Delivery attempt, from 0.
     pub attempt_number: u32,
-    /// The contact.
+    /// The contact or company.
     pub object_id: u64,
-    /// `INTEGRATION` (the app's API calls) or `CRM_UI` (a person, see [`USER_HEADER`]).
+    /// `INTEGRATION` (the app's API calls), `CRM_UI` (a person, see [`USER_HEADER`]) or
+    /// `COMPANY_INSIGHTS` (HubSpot's automation).
     pub change_source: &'static str,
     /// The app id for `INTEGRATION`, `userId:<id>` for `CRM_UI` (as HubSpot sends them).
-    pub source_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_id: Option<String>,
     /// `NEW`, `DELETED`, `MERGED` or absent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub change_flag: Option<&'static str>,
@@ -113,6 +132,21 @@ pub(crate) struct Event {
     /// Merge: how many values moved.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub number_of_properties_moved: Option<u32>,
+    /// Association change: `CONTACT_TO_COMPANY` or `COMPANY_TO_CONTACT`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub association_type: Option<&'static str>,
+    /// Association change: the side the event is about.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from_object_id: Option<u64>,
+    /// Association change: the other side.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to_object_id: Option<u64>,
+    /// Association change: removed rather than added.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub association_removed: Option<bool>,
+    /// Association change: the primary type changed (rather than the unlabelled one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub is_primary_association: Option<bool>,
 }
 
 /// Properties whose changes are not sent (HubSpot does not allow subscribing to them).
@@ -161,24 +195,42 @@ impl Webhooks {
         }
     }
 
-    /// Queues the events for these changes.
-    pub(crate) fn publish(&self, changes: &[Change]) {
+    /// Queues the events for these changes of `object` records, made by the actor of the
+    /// call being served.
+    pub(crate) fn publish(&self, object: CrmObject, changes: &[Change]) {
+        self.publish_as(&current_actor(), object, changes);
+    }
+
+    /// Queues the events for these record changes, made by `actor`.
+    pub(crate) fn publish_as(&self, actor: &Actor, object: CrmObject, changes: &[Change]) {
         let at = now_ms();
         for change in changes {
-            if let Some(event) = self.event_for(change, at) {
-                // A closed channel means the sandbox is shutting down; nothing to do.
-                let _ = self.tx.send(event);
+            if let Some(event) = self.event_for(actor, object, change, at) {
+                self.send(event);
             }
         }
     }
 
-    fn event_for(&self, change: &Change, at: i64) -> Option<Event> {
-        let actor = ACTOR.try_with(Actor::clone).unwrap_or(Actor::App);
-        let (change_source, source_id) = match actor {
-            Actor::App => ("INTEGRATION", self.app_id.to_string()),
-            Actor::User(user) => ("CRM_UI", format!("userId:{user}")),
-        };
-        let mut e = Event {
+    /// Queues the events for these association changes, one per side, made by `actor` (the
+    /// actor of the call being served when `None`).
+    pub(crate) fn publish_associations(&self, actor: Option<&Actor>, changes: &[AssocChange]) {
+        let actor = actor.cloned().unwrap_or_else(current_actor);
+        let at = now_ms();
+        for change in changes {
+            for from_contact in [true, false] {
+                self.send(self.association_event(&actor, change, from_contact, at));
+            }
+        }
+    }
+
+    fn send(&self, event: Event) {
+        // A closed channel means the sandbox is shutting down; nothing to do.
+        let _ = self.tx.send(event);
+    }
+
+    fn blank(&self, actor: &Actor, at: i64) -> Event {
+        let (change_source, source_id) = actor.source(self.app_id);
+        Event {
             event_id: self.next_id.fetch_add(1, Ordering::Relaxed),
             subscription_id: 0,
             portal_id: self.portal_id,
@@ -196,11 +248,26 @@ impl Webhooks {
             merged_object_ids: None,
             new_object_id: None,
             number_of_properties_moved: None,
-        };
+            association_type: None,
+            from_object_id: None,
+            to_object_id: None,
+            association_removed: None,
+            is_primary_association: None,
+        }
+    }
+
+    fn event_for(
+        &self,
+        actor: &Actor,
+        object: CrmObject,
+        change: &Change,
+        at: i64,
+    ) -> Option<Event> {
+        let mut e = self.blank(actor, at);
+        let types = SubscriptionTypes::of(object);
         match change {
             Change::Created(id) => {
-                e.subscription_type = "contact.creation";
-                e.subscription_id = 1;
+                (e.subscription_type, e.subscription_id) = types.creation;
                 e.object_id = *id;
                 e.change_flag = Some("NEW");
             }
@@ -208,30 +275,109 @@ impl Webhooks {
                 if UNSUBSCRIBABLE.contains(&name.as_str()) {
                     return None;
                 }
-                e.subscription_type = "contact.propertyChange";
-                e.subscription_id = 2;
+                (e.subscription_type, e.subscription_id) = types.property_change;
                 e.object_id = *id;
                 e.property_name = Some(name.clone());
                 e.property_value = Some(value.clone());
             }
             Change::Deleted(id) => {
-                e.subscription_type = "contact.deletion";
-                e.subscription_id = 3;
+                (e.subscription_type, e.subscription_id) = types.deletion;
                 e.object_id = *id;
                 e.change_flag = Some("DELETED");
             }
-            Change::Merged { primary, merged } => {
-                e.subscription_type = "contact.merge";
-                e.subscription_id = 4;
-                e.object_id = *primary;
+            Change::Merged {
+                primary,
+                merged,
+                survivor,
+            } => {
+                (e.subscription_type, e.subscription_id) = types.merge;
+                e.object_id = *survivor;
                 e.change_flag = Some("MERGED");
                 e.primary_object_id = Some(*primary);
                 e.merged_object_ids = Some(vec![*merged]);
-                e.new_object_id = Some(*primary);
+                e.new_object_id = Some(*survivor);
                 e.number_of_properties_moved = Some(0);
+            }
+            Change::Restored(id) => {
+                (e.subscription_type, e.subscription_id) = types.restore;
+                e.object_id = *id;
+                e.change_flag = Some("RESTORED");
             }
         }
         Some(e)
+    }
+
+    /// The event of an association change on the contact's side (`from_contact`) or the
+    /// company's.
+    fn association_event(
+        &self,
+        actor: &Actor,
+        change: &AssocChange,
+        from_contact: bool,
+        at: i64,
+    ) -> Event {
+        let mut e = self.blank(actor, at);
+        let (from, to, object, association_type) = if from_contact {
+            (
+                change.contact,
+                change.company,
+                CrmObject::Contacts,
+                "CONTACT_TO_COMPANY",
+            )
+        } else {
+            (
+                change.company,
+                change.contact,
+                CrmObject::Companies,
+                "COMPANY_TO_CONTACT",
+            )
+        };
+        (e.subscription_type, e.subscription_id) = SubscriptionTypes::of(object).association_change;
+        e.object_id = from;
+        e.association_type = Some(association_type);
+        e.from_object_id = Some(from);
+        e.to_object_id = Some(to);
+        e.association_removed = Some(change.removed);
+        e.is_primary_association = Some(change.kind == AssocType::Primary);
+        e
+    }
+}
+
+/// The actor of the API call being served (the app outside one).
+fn current_actor() -> Actor {
+    ACTOR.try_with(Actor::clone).unwrap_or(Actor::App)
+}
+
+/// The subscription types (and the sandbox's subscription ids) of one object type.
+struct SubscriptionTypes {
+    creation: (&'static str, u64),
+    property_change: (&'static str, u64),
+    deletion: (&'static str, u64),
+    merge: (&'static str, u64),
+    restore: (&'static str, u64),
+    association_change: (&'static str, u64),
+}
+
+impl SubscriptionTypes {
+    fn of(object: CrmObject) -> Self {
+        match object {
+            CrmObject::Contacts => Self {
+                creation: ("contact.creation", 1),
+                property_change: ("contact.propertyChange", 2),
+                deletion: ("contact.deletion", 3),
+                merge: ("contact.merge", 4),
+                restore: ("contact.restore", 5),
+                association_change: ("contact.associationChange", 6),
+            },
+            CrmObject::Companies => Self {
+                creation: ("company.creation", 11),
+                property_change: ("company.propertyChange", 12),
+                deletion: ("company.deletion", 13),
+                merge: ("company.merge", 14),
+                restore: ("company.restore", 15),
+                association_change: ("company.associationChange", 16),
+            },
+        }
     }
 }
 

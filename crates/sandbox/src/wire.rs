@@ -1,4 +1,4 @@
-//! The sandbox's own JSON shapes for HubSpot's CRM v3 contacts API (kept apart from the
+//! The sandbox's own JSON shapes for HubSpot's CRM v3 objects API (kept apart from the
 //! crate's HubSpot client on purpose: two independent readings of the same API).
 
 use poem::Response;
@@ -11,8 +11,9 @@ use serde_json::Value;
 
 use super::clock::iso_millis;
 use super::errors::ApiError;
+use super::objects::CrmObject;
 use super::properties::PropertyCatalog;
-use super::store::{ALWAYS_RETURNED, Contact, DEFAULT_RETURNED, SearchRecord};
+use super::store::{Record, SearchRecord};
 use super::variants::{EmptyValues, SearchModified};
 
 /// Parses a JSON body, answering HubSpot's "Invalid input JSON" 400 when it does not fit.
@@ -76,6 +77,29 @@ pub(crate) struct PropertiesBody {
     /// The values.
     #[serde(default)]
     pub properties: RawProperties,
+    /// Creates only: records to associate the new one with.
+    #[serde(default)]
+    pub associations: Vec<CreateAssociation>,
+}
+
+/// One association a create carries: `{"to": {"id": ..}, "types": [..]}`.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct CreateAssociation {
+    /// The other record.
+    pub to: IdItem,
+    /// The types, `{associationCategory, associationTypeId}`.
+    #[serde(default)]
+    pub types: Vec<TypeItem>,
+}
+
+/// `{"associationCategory": .., "associationTypeId": ..}` as sent.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct TypeItem {
+    /// The category.
+    pub association_category: String,
+    /// The type id.
+    pub association_type_id: i64,
 }
 
 /// One input of batch create.
@@ -85,6 +109,9 @@ pub(crate) struct CreateItem {
     /// The values.
     #[serde(default)]
     pub properties: RawProperties,
+    /// Records to associate the new one with.
+    #[serde(default)]
+    pub associations: Vec<CreateAssociation>,
     /// Caller's trace id.
     #[serde(default)]
     pub object_write_trace_id: Option<String>,
@@ -108,7 +135,7 @@ pub(crate) struct KeyedItem {
 }
 
 /// `{"id": ..}`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 pub(crate) struct IdItem {
     /// The id.
     pub id: IdValue,
@@ -201,16 +228,17 @@ impl Projection {
         }
     }
 
-    /// The properties asked for.
-    fn requested(&self) -> Vec<&str> {
+    /// The properties asked for of an `object` record.
+    fn requested(&self, object: CrmObject) -> Vec<&str> {
         match self {
-            Self::Default | Self::All => DEFAULT_RETURNED.to_vec(),
+            Self::Default | Self::All => object.default_returned().to_vec(),
             Self::Named(names) => names
                 .iter()
                 .map(String::as_str)
-                .chain(ALWAYS_RETURNED)
+                .chain(object.always_returned())
                 .collect(),
-            Self::Written(names) => DEFAULT_RETURNED
+            Self::Written(names) => object
+                .default_returned()
                 .iter()
                 .copied()
                 .chain(names.iter().map(String::as_str))
@@ -218,13 +246,15 @@ impl Projection {
         }
     }
 
-    /// The values to show; requested properties without a value as `empty` says.
+    /// The values of an `object` record to show; requested properties without a value as
+    /// `empty` says.
     pub(crate) fn pick(
         &self,
+        object: CrmObject,
         values: &BTreeMap<String, String>,
         empty: EmptyValues,
     ) -> ShownProperties {
-        let requested = self.requested();
+        let requested = self.requested(object);
         let mut shown: ShownProperties = match self {
             Self::All | Self::Written(_) => values
                 .iter()
@@ -285,11 +315,16 @@ pub(crate) struct ObjectOut {
 }
 
 impl ObjectOut {
-    /// A stored record.
-    pub(crate) fn from_contact(c: &Contact, projection: &Projection, empty: EmptyValues) -> Self {
+    /// A stored `object` record.
+    pub(crate) fn from_record(
+        object: CrmObject,
+        c: &Record,
+        projection: &Projection,
+        empty: EmptyValues,
+    ) -> Self {
         Self {
             id: c.id.to_string(),
-            properties: projection.pick(&c.properties, empty),
+            properties: projection.pick(object, &c.properties, empty),
             properties_with_history: None,
             created_at: iso_millis(c.created_ms),
             updated_at: iso_millis(c.updated_ms),
@@ -300,22 +335,24 @@ impl ObjectOut {
         }
     }
 
-    /// A search hit; `lastmodifieddate` as `modified` says (search still filters and sorts on
-    /// the indexed value).
+    /// A search hit; the last-modified property as `modified` says (search still filters and
+    /// sorts on the indexed value).
     pub(crate) fn from_search(
+        object: CrmObject,
         r: &SearchRecord<'_>,
         projection: &Projection,
         empty: EmptyValues,
         modified: SearchModified,
     ) -> Self {
-        let mut properties = projection.pick(r.properties, empty);
+        let mut properties = projection.pick(object, r.properties, empty);
+        let name = object.modified_property();
         match modified {
             SearchModified::Returned => {}
             SearchModified::Null => {
-                properties.insert("lastmodifieddate".to_owned(), None);
+                properties.insert(name.to_owned(), None);
             }
             SearchModified::Omitted => {
-                properties.remove("lastmodifieddate");
+                properties.remove(name);
             }
         }
         Self {
@@ -332,7 +369,7 @@ impl ObjectOut {
     }
 
     /// Adds `propertiesWithHistory` for the named properties.
-    pub(crate) fn with_history(mut self, c: &Contact, names: Option<&Vec<String>>) -> Self {
+    pub(crate) fn with_history(mut self, c: &Record, names: Option<&Vec<String>>) -> Self {
         let Some(names) = names.filter(|n| !n.is_empty()) else {
             return self;
         };
