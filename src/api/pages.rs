@@ -411,10 +411,8 @@ impl PagesApi {
         /// HubSpot's explanation of `error`.
         error_description: Query<Option<String>>,
     ) -> Answer<CallbackAnswers> {
-        let params = CallbackParams::new(code.0, state.0, error.0, error_description.0);
-        oauth_routes::callback(req, &self.state, params)
+        self.callback_answer(req, code, state, error, error_description)
             .await
-            .into()
     }
 
     /// The same callback under the install page's path, as the original sample app had it.
@@ -436,10 +434,8 @@ impl PagesApi {
         /// HubSpot's explanation of `error`.
         error_description: Query<Option<String>>,
     ) -> Answer<CallbackAnswers> {
-        let params = CallbackParams::new(code.0, state.0, error.0, error_description.0);
-        oauth_routes::callback(req, &self.state, params)
+        self.callback_answer(req, code, state, error, error_description)
             .await
-            .into()
     }
 
     /// HubSpot's webhook deliveries, checked with the v3 signature before anything else;
@@ -458,5 +454,22 @@ impl PagesApi {
         Ok(Json(
             webhook_route::hubspot_webhook(req, &self.state, body.0).await?,
         ))
+    }
+}
+
+impl PagesApi {
+    /// Both callback paths: the same exchange of the same parameters.
+    async fn callback_answer(
+        &self,
+        req: &Request,
+        code: Query<Option<String>>,
+        state: Query<Option<String>>,
+        error: Query<Option<String>>,
+        error_description: Query<Option<String>>,
+    ) -> Answer<CallbackAnswers> {
+        let params = CallbackParams::new(code.0, state.0, error.0, error_description.0);
+        oauth_routes::callback(req, &self.state, params)
+            .await
+            .into()
     }
 }

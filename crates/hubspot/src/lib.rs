@@ -73,10 +73,10 @@ pub use metrics::{ClientMetrics, RetryReason};
 pub use models::{
     AccountDetails, ApiUsage, Company, CompanyCreate, CompanyUpdate, CompanyUpsert, Contact,
     ContactCreate, ContactUpdate, ContactUpsert, FieldType, Filter, FilterGroup, FilterOperator,
-    InvalidFieldType, ListCompanies, ListContacts, MAX_PAGE_LIMIT, MAX_SEARCH_LIMIT, ObjectType,
-    Page, Property, PropertyCreate, PropertyGroup, PropertyGroupCreate, PropertyKind,
-    PropertyOption, SearchPage, SearchRequest, Sort, SortDirection, UpsertedCompany,
-    UpsertedContact,
+    InvalidFieldType, ListCompanies, ListContacts, ListObjects, MAX_PAGE_LIMIT, MAX_SEARCH_LIMIT,
+    ObjectCreate, ObjectType, ObjectUpdate, ObjectUpsert, Page, Property, PropertyCreate,
+    PropertyGroup, PropertyGroupCreate, PropertyKind, PropertyOption, SearchPage, SearchRequest,
+    Sort, SortDirection, UpsertedCompany, UpsertedContact,
 };
 pub use oauth::{OAuthApp, OAuthFlow, OAuthTokens, TOKEN_PATH};
 pub use ratelimit::SlidingWindow;

@@ -152,20 +152,21 @@ pub struct UpsertedCompany {
     pub new: bool,
 }
 
-/// `GET /crm/v3/objects/companies` parameters.
+/// `GET /crm/v3/objects/{contacts|companies}` parameters.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListCompanies {
+pub struct ListObjects {
     /// Page size, 1..=100 (clamped); 100 by default (HubSpot's own default is 10).
     pub limit: u32,
     /// The cursor from the previous page.
     pub after: Option<String>,
-    /// Properties to return (HubSpot's default set, `name` and `domain`, when empty).
+    /// Properties to return (HubSpot's default set when empty: for companies `name` and
+    /// `domain`).
     pub properties: Vec<String>,
     /// True lists only archived records.
     pub archived: bool,
 }
 
-impl Default for ListCompanies {
+impl Default for ListObjects {
     fn default() -> Self {
         Self {
             limit: MAX_PAGE_LIMIT,
@@ -176,71 +177,18 @@ impl Default for ListCompanies {
     }
 }
 
-/// One company to create (HubSpot wants at least `name` or `domain`).
+/// One record to create: contacts need at least one of `email`, `firstname`, `lastname`;
+/// companies at least `name` or `domain`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct CompanyCreate {
+pub struct ObjectCreate {
     /// Property values.
     pub properties: BTreeMap<String, String>,
 }
 
-/// One company to update by id (or by a unique custom property; never by `domain`, which
+/// One record to update by id, or by a unique property (never a company's `domain`, which
 /// HubSpot refuses as not unique).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CompanyUpdate {
-    /// The record id, or the value of `id_property`.
-    pub id: String,
-    /// A unique custom property to find the record by; `None` = record id.
-    pub id_property: Option<String>,
-    /// New values; an empty string clears a value.
-    pub properties: BTreeMap<String, String>,
-}
-
-/// One company to create or update, found by a unique custom property (HubSpot refuses
-/// `domain`: "Unable to perform update/upsert by non-unique 0-2 property domain").
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CompanyUpsert {
-    /// The value of `id_property`.
-    pub id: String,
-    /// A custom property with `hasUniqueValue`.
-    pub id_property: String,
-    /// Values to write.
-    pub properties: BTreeMap<String, String>,
-}
-
-/// `GET /crm/v3/objects/contacts` parameters.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListContacts {
-    /// Page size, 1..=100 (clamped); 100 by default (HubSpot's own default is 10).
-    pub limit: u32,
-    /// The cursor from the previous page.
-    pub after: Option<String>,
-    /// Properties to return (HubSpot's default set when empty).
-    pub properties: Vec<String>,
-    /// True lists only archived records.
-    pub archived: bool,
-}
-
-impl Default for ListContacts {
-    fn default() -> Self {
-        Self {
-            limit: MAX_PAGE_LIMIT,
-            after: None,
-            properties: Vec::new(),
-            archived: false,
-        }
-    }
-}
-
-/// One contact to create.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ContactCreate {
-    /// Property values (HubSpot needs at least one of `email`, `firstname`, `lastname`).
-    pub properties: BTreeMap<String, String>,
-}
-
-/// One contact to update by id (or by a unique property).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ContactUpdate {
+pub struct ObjectUpdate {
     /// The record id, or the value of `id_property`.
     pub id: String,
     /// A unique property to find the record by; `None` = record id.
@@ -249,16 +197,35 @@ pub struct ContactUpdate {
     pub properties: BTreeMap<String, String>,
 }
 
-/// One contact to create or update, found by a unique property (usually `email`).
+/// One record to create or update, found by a unique property: a contact's `email`, or a
+/// custom property with `hasUniqueValue` (HubSpot refuses a company's `domain`: "Unable to
+/// perform update/upsert by non-unique 0-2 property domain").
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ContactUpsert {
+pub struct ObjectUpsert {
     /// The value of `id_property`, e.g. the email.
     pub id: String,
-    /// `email` or a unique custom property.
+    /// The unique property.
     pub id_property: String,
     /// Values to write.
     pub properties: BTreeMap<String, String>,
 }
+
+/// Contacts' list parameters.
+pub type ListContacts = ListObjects;
+/// Companies' list parameters.
+pub type ListCompanies = ListObjects;
+/// A contact to create.
+pub type ContactCreate = ObjectCreate;
+/// A company to create.
+pub type CompanyCreate = ObjectCreate;
+/// A contact to update.
+pub type ContactUpdate = ObjectUpdate;
+/// A company to update.
+pub type CompanyUpdate = ObjectUpdate;
+/// A contact to upsert.
+pub type ContactUpsert = ObjectUpsert;
+/// A company to upsert.
+pub type CompanyUpsert = ObjectUpsert;
 
 /// `POST /crm/v3/objects/contacts/search` body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
