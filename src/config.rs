@@ -8,6 +8,8 @@
 
 use crate::api::client_ip::{CidrError, TrustedProxies};
 use crate::ids::PortalId;
+use crate::mapping::ObjectMapping;
+use crate::mapping::parse::RawObjectMapping;
 use crate::secret::{Secret, redact_url};
 use base64::Engine as _;
 use serde::Deserialize;
@@ -261,6 +263,10 @@ pub struct SyncSettings {
     /// How far before its bookmark an incremental pull starts reading (`sync.pull_lookback`:
     /// whole seconds or a duration string; [`crate::defaults::PULL_LOOKBACK`] when unset).
     pub pull_lookback: Duration,
+    /// The object mappings in effect (`[[sync.objects]]`, plus the built-in contacts mapping
+    /// when no entry maps contacts); checked against the database by
+    /// [`crate::mapping::check_mappings`] at start-up.
+    pub objects: Vec<ObjectMapping>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -270,6 +276,8 @@ struct RawSync {
     schedules: Vec<ScheduleConfig>,
     #[serde(default)]
     pull_lookback: Option<RawDuration>,
+    #[serde(default)]
+    objects: Vec<RawObjectMapping>,
 }
 
 /// A duration as written in configuration, checked by [`parse_duration`]: a number of
@@ -468,7 +476,8 @@ fn form_of(expected: &str) -> String {
     .to_owned()
 }
 
-fn invalid(key: &str, problem: impl Into<String>) -> ConfigError {
+/// A [`ConfigError::Invalid`] naming `key`.
+pub(crate) fn invalid(key: &str, problem: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.to_owned(),
         problem: problem.into(),
@@ -614,6 +623,7 @@ impl RawSettings {
             schedule.validate(&format!("sync.schedules[{i}]"))?;
         }
         let pull_lookback = self.pull_lookback()?;
+        let objects = crate::mapping::parse::parse_all(&self.sync.objects, database_kind)?;
         self.retention.validate()?;
         let worker = WorkerSettings {
             bind: self.worker_bind()?,
@@ -644,6 +654,7 @@ impl RawSettings {
             sync: SyncSettings {
                 schedules: self.sync.schedules,
                 pull_lookback,
+                objects,
             },
             retention: self.retention,
             worker,

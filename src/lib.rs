@@ -39,6 +39,7 @@ pub mod crypto;
 pub mod defaults;
 pub mod ids;
 pub mod jobs;
+pub mod mapping;
 pub mod model;
 pub mod oauth;
 pub mod secret_files;
