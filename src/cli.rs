@@ -469,6 +469,8 @@ async fn sync(dir: &Path, args: SyncArgs) -> Result<(), CliError> {
     let outcome = match request {
         SyncRequest::Enqueue { spec, force, wait } => {
             let store = open_store(&settings).await?;
+            // A job the workers would refuse to start is not worth enqueueing.
+            crate::startup::checked_mappings(&settings, &store).await?;
             let outcome =
                 crate::jobs::commands::sync(&store, spec, force, wait, args.timeout, &mut out)
                     .await;

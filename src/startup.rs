@@ -17,6 +17,7 @@ use crate::hubspot::{Auth, ClientConfig, HubSpotClient, HubSpotError, OAuthApp};
 use crate::ids::PortalId;
 use crate::jobs::worker::{WorkerConfig, WorkerRuntimeError};
 use crate::jobs::{JobRunner, Schedule, ScheduleError};
+use crate::mapping::{CheckedMapping, MappingError, check_mappings};
 use crate::oauth::DbTokenStore;
 use crate::sandbox::{SandboxError, SandboxHandle};
 use crate::secret::Secret;
@@ -75,6 +76,9 @@ pub enum StartupError {
     /// The job workers stopped with an error.
     #[error(transparent)]
     Workers(#[from] WorkerRuntimeError),
+    /// A `[[sync.objects]]` mapping does not fit the database (the message names the key).
+    #[error(transparent)]
+    Mapping(#[from] MappingError),
     /// `hubspot.access_token` reaches another account than `hubspot.portal_id`.
     #[error(
         "hubspot.access_token is a private-app token of HubSpot account {reached}, but \
@@ -130,6 +134,17 @@ pub async fn open_store(settings: &Settings) -> Result<Store, StartupError> {
     let store = Store::connect(&settings.database.url).await?;
     store.migrate().await?;
     Ok(store)
+}
+
+/// Checks the object mappings in effect (`sync.objects`) against the database, so that a
+/// process that runs or enqueues syncs refuses to start with one line naming the key at fault.
+pub async fn checked_mappings(
+    settings: &Settings,
+    store: &Store,
+) -> Result<Arc<Vec<CheckedMapping>>, StartupError> {
+    Ok(Arc::new(
+        check_mappings(store, &settings.sync.objects).await?,
+    ))
 }
 
 /// Opens `database.url` for a command that only reads or changes existing rows: it never
@@ -287,11 +302,13 @@ impl Service {
         let (token, token_origin) = resolve_api_token(&settings, &data)?;
         let token_cipher = token_cipher(&settings, &data)?;
         let store = open_store(&settings).await?;
+        let objects = checked_mappings(&settings, &store).await?;
         let demo_auth = match &sandbox {
             Some(sandbox) => Some(demo::choose_auth(&mut settings, &store, sandbox).await?),
             None => None,
         };
         let state = AppState::new(store, token)
+            .with_objects(objects)
             .with_cors_origins(settings.server.cors_allowed_origins.clone())
             .with_trusted_proxies(settings.server.trusted_proxies.clone());
         let state = state.with_oauth(OAuthSettings {
@@ -378,7 +395,11 @@ impl Service {
     /// SIGINT/SIGTERM, then stops the sandbox and closes the database.
     pub async fn run(self) -> Result<(), StartupError> {
         let schedules = Schedule::all_from(&self.settings)?;
-        let runner = runner_for(&self.settings, self.hubspot.clone())?;
+        let runner = runner_for(
+            &self.settings,
+            self.hubspot.clone(),
+            self.state.objects.clone(),
+        )?;
         let Service {
             settings,
             state,
@@ -446,6 +467,7 @@ pub async fn run_worker(dir: &Path) -> Result<(), StartupError> {
     // Before connecting: a missing key is a configuration error, whatever the database says.
     let cipher = token_cipher(&settings, &data_dir(dir))?;
     let store = open_store(&settings).await?;
+    let objects = checked_mappings(&settings, &store).await?;
     let probes = match settings.worker.bind {
         Some(addr) => Some(
             TcpListener::bind(addr)
@@ -462,7 +484,7 @@ pub async fn run_worker(dir: &Path) -> Result<(), StartupError> {
     if let Some(client) = &client {
         metrics.register_client(client.metrics());
     }
-    let runner = runner_for(&settings, client)?;
+    let runner = runner_for(&settings, client, objects)?;
     tracing::info!(
         database = %store.redacted_url(),
         schedules = schedules.len(),
@@ -510,11 +532,12 @@ pub async fn job_runner(
     store: &Store,
     cipher: Arc<TokenCipher>,
 ) -> Result<Arc<dyn JobRunner>, StartupError> {
+    let objects = checked_mappings(settings, store).await?;
     let client = hubspot_client_from_settings(settings, store, cipher)?.map(|(client, _)| client);
     if let Some(client) = &client {
         check_pinned_account(settings, client).await?;
     }
-    runner_for(settings, client)
+    runner_for(settings, client, objects)
 }
 
 /// The cipher for HubSpot tokens at rest: `security.encryption_key` (or on SQLite the key
@@ -539,11 +562,14 @@ pub fn token_cipher(
 fn runner_for(
     settings: &Settings,
     client: Option<HubSpotClient>,
+    objects: Arc<Vec<CheckedMapping>>,
 ) -> Result<Arc<dyn JobRunner>, StartupError> {
     Ok(match client {
         Some(client) => {
             learn_portal_in_background(&client);
-            Arc::new(SyncRunner::new(sync_context(settings, client)?))
+            let mut ctx = sync_context(settings, client)?;
+            ctx.objects = objects;
+            Arc::new(SyncRunner::new(ctx))
         }
         None => Arc::new(HubSpotNotConfigured),
     })

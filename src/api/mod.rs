@@ -33,6 +33,7 @@ pub mod json_body;
 pub mod metrics;
 pub mod middleware;
 pub mod oauth_routes;
+pub mod objects;
 pub mod operator;
 pub mod pages;
 pub mod params;
@@ -54,6 +55,7 @@ use url::Url;
 use crate::hubspot::HubSpotClient;
 use crate::ids::PortalId;
 use crate::jobs::Schedule;
+use crate::mapping::CheckedMapping;
 use crate::oauth::DbTokenStore;
 use crate::secret::Secret;
 use crate::store::Store;
@@ -81,6 +83,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The configured schedules, for `GET /api/schedules`.
     pub schedules: Arc<Vec<Schedule>>,
+    /// The object mappings in effect, checked against the database, for `GET /api/objects`.
+    pub objects: Arc<Vec<CheckedMapping>>,
     /// The OAuth app's settings: the install page, the callbacks and the webhook signature
     /// check read them.
     pub oauth: Arc<OAuthSettings>,
@@ -159,6 +163,7 @@ impl AppState {
             api_token,
             metrics: Arc::new(Metrics::new()),
             schedules: Arc::new(Vec::new()),
+            objects: Arc::new(Vec::new()),
             oauth: Arc::new(OAuthSettings::default()),
             hubspot: None,
             tokens: None,
@@ -201,6 +206,12 @@ impl AppState {
         self
     }
 
+    /// The same state with the object mappings in effect (listed by `GET /api/objects`).
+    pub fn with_objects(mut self, objects: Arc<Vec<CheckedMapping>>) -> Self {
+        self.objects = objects;
+        self
+    }
+
     /// The same state with the configured schedules (listed by `GET /api/schedules`).
     pub fn with_schedules(mut self, schedules: Vec<Schedule>) -> Self {
         self.schedules = Arc::new(schedules);
@@ -218,6 +229,7 @@ type ProtectedApis = (
     jobs::JobsApi,
     access_token::AccessTokenApi,
     connection::ConnectionApi,
+    objects::ObjectsApi,
 );
 
 fn public_apis(state: &AppState) -> PublicApis {
@@ -246,6 +258,9 @@ fn protected_apis(state: &AppState) -> ProtectedApis {
             state: state.clone(),
         },
         connection::ConnectionApi {
+            state: state.clone(),
+        },
+        objects::ObjectsApi {
             state: state.clone(),
         },
     )

@@ -13,6 +13,8 @@ pub(super) enum ApiTags {
     Contacts,
     /// Sync jobs and schedules (bearer token required).
     Jobs,
+    /// The object mappings in effect (bearer token required).
+    Objects,
     /// The HubSpot connection (bearer token required).
     #[oai(rename = "HubSpot")]
     HubSpot,

@@ -416,3 +416,381 @@ pub fn record_from_hubspot(
         Err(RecordError(failures))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mapping::{ColumnName, Flow, Owner, PropertyName};
+    use chrono::TimeZone;
+
+    fn day(y: i32, m: u32, d: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(y, m, d).expect("a valid date")
+    }
+
+    fn at(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(y, mo, d, h, mi, s)
+            .single()
+            .expect("valid")
+    }
+
+    #[test]
+    fn dates_go_as_midnight_milliseconds_and_other_times_are_refused() {
+        let date = |v: LocalValue, c: ColumnKind| to_hubspot(&v, &c, PropertyKind::Date);
+        assert_eq!(
+            date(LocalValue::Date(day(2015, 5, 1)), ColumnKind::Date),
+            Ok("1430438400000".to_owned())
+        );
+        assert_eq!(
+            date(
+                LocalValue::Timestamp(at(2015, 5, 1, 0, 0, 0)),
+                ColumnKind::Timestamp
+            ),
+            Ok("1430438400000".to_owned())
+        );
+        assert!(matches!(
+            date(
+                LocalValue::Timestamp(at(2015, 5, 1, 10, 0, 0)),
+                ColumnKind::Timestamp
+            ),
+            Err(ConversionProblem::Value(ValueError::DateNotMidnight(_)))
+        ));
+        // PostgreSQL's text of a timestamptz, and SQLite's CURRENT_TIMESTAMP (UTC).
+        assert_eq!(
+            date(
+                LocalValue::Text("2015-05-01 00:00:00+00".into()),
+                ColumnKind::Text
+            ),
+            Ok("1430438400000".to_owned())
+        );
+        assert!(matches!(
+            date(
+                LocalValue::Text("2015-05-01 09:30:00".into()),
+                ColumnKind::Text
+            ),
+            Err(ConversionProblem::Value(ValueError::DateNotMidnight(_)))
+        ));
+        assert!(date(LocalValue::Text("May 1st".into()), ColumnKind::Text).is_err());
+    }
+
+    #[test]
+    fn datetimes_go_as_iso_utc_from_any_local_form() {
+        let dt = |v: LocalValue, c: ColumnKind| to_hubspot(&v, &c, PropertyKind::Datetime);
+        let expected = Ok("2026-12-06T15:04:05.000Z".to_owned());
+        assert_eq!(
+            dt(
+                LocalValue::Timestamp(at(2026, 12, 6, 15, 4, 5)),
+                ColumnKind::Timestamp
+            ),
+            expected
+        );
+        assert_eq!(
+            dt(
+                LocalValue::Text("2026-12-06 16:04:05+01".into()),
+                ColumnKind::Text
+            ),
+            expected
+        );
+        assert_eq!(
+            dt(
+                LocalValue::Text("2026-12-06 15:04:05".into()),
+                ColumnKind::Timestamp
+            ),
+            expected
+        );
+        assert_eq!(
+            dt(LocalValue::Date(day(2026, 12, 6)), ColumnKind::Date),
+            Ok("2026-12-06T00:00:00.000Z".to_owned())
+        );
+    }
+
+    #[test]
+    fn numbers_are_plain_decimals_and_nan_or_infinity_are_refused() {
+        let num = |v: LocalValue, c: ColumnKind| to_hubspot(&v, &c, PropertyKind::Number);
+        assert_eq!(
+            num(LocalValue::Integer(-42), ColumnKind::Integer),
+            Ok("-42".into())
+        );
+        assert_eq!(
+            num(LocalValue::Float(2.5), ColumnKind::Float),
+            Ok("2.5".into())
+        );
+        assert_eq!(
+            num(LocalValue::Float(1e21), ColumnKind::Float),
+            Ok("1000000000000000000000".into()),
+            "never an exponent"
+        );
+        assert_eq!(
+            num(LocalValue::Decimal("12.50".into()), ColumnKind::Decimal),
+            Ok("12.50".into())
+        );
+        for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            assert!(matches!(
+                num(LocalValue::Float(bad), ColumnKind::Float),
+                Err(ConversionProblem::NotFinite(_))
+            ));
+        }
+        assert!(num(LocalValue::Text("1,000".into()), ColumnKind::Text).is_err());
+        assert_eq!(
+            num(LocalValue::Bool(true), ColumnKind::Integer),
+            Ok("1".into())
+        );
+    }
+
+    #[test]
+    fn empty_values_clear_on_both_sides() {
+        for kind in [
+            PropertyKind::Number,
+            PropertyKind::Date,
+            PropertyKind::String,
+        ] {
+            assert_eq!(
+                to_hubspot(&LocalValue::Null, &ColumnKind::Text, kind),
+                Ok(String::new())
+            );
+            assert_eq!(
+                to_hubspot(&LocalValue::Text("  ".into()), &ColumnKind::Text, kind),
+                Ok(String::new())
+            );
+            assert_eq!(
+                from_hubspot(None, kind, &ColumnKind::Text),
+                Ok(LocalValue::Null)
+            );
+            assert_eq!(
+                from_hubspot(Some(""), kind, &ColumnKind::Text),
+                Ok(LocalValue::Null)
+            );
+        }
+    }
+
+    #[test]
+    fn booleans_and_enumerations_keep_hubspots_words() {
+        assert_eq!(
+            to_hubspot(
+                &LocalValue::Bool(false),
+                &ColumnKind::Boolean,
+                PropertyKind::Bool
+            ),
+            Ok("false".into())
+        );
+        assert_eq!(
+            to_hubspot(
+                &LocalValue::Integer(1),
+                &ColumnKind::Integer,
+                PropertyKind::Bool
+            ),
+            Ok("true".into())
+        );
+        assert!(
+            to_hubspot(
+                &LocalValue::Integer(2),
+                &ColumnKind::Integer,
+                PropertyKind::Bool
+            )
+            .is_err()
+        );
+        assert_eq!(
+            to_hubspot(
+                &LocalValue::Text("gold; silver".into()),
+                &ColumnKind::Text,
+                PropertyKind::Enumeration
+            ),
+            Ok("gold;silver".into())
+        );
+        assert_eq!(
+            from_hubspot(
+                Some("gold;silver;"),
+                PropertyKind::Enumeration,
+                &ColumnKind::Text
+            ),
+            Ok(LocalValue::Text("gold;silver".into()))
+        );
+        assert_eq!(
+            from_hubspot(Some("true"), PropertyKind::Bool, &ColumnKind::Integer),
+            Ok(LocalValue::Integer(1))
+        );
+        assert!(from_hubspot(Some("yes"), PropertyKind::Bool, &ColumnKind::Boolean).is_err());
+    }
+
+    #[test]
+    fn hubspot_values_read_into_the_columns_type_or_fail_out_of_range() {
+        let read = |raw: &str, kind: PropertyKind, column: ColumnKind| {
+            from_hubspot(Some(raw), kind, &column)
+        };
+        assert_eq!(
+            read("42", PropertyKind::Number, ColumnKind::Integer),
+            Ok(LocalValue::Integer(42))
+        );
+        assert_eq!(
+            read("3.000", PropertyKind::Number, ColumnKind::Integer),
+            Ok(LocalValue::Integer(3))
+        );
+        assert!(matches!(
+            read("3.5", PropertyKind::Number, ColumnKind::Integer),
+            Err(ConversionProblem::NotWhole(_))
+        ));
+        assert!(matches!(
+            read(
+                "99999999999999999999",
+                PropertyKind::Number,
+                ColumnKind::Integer
+            ),
+            Err(ConversionProblem::OutOfRange { .. })
+        ));
+        assert!(matches!(
+            read(
+                &format!("1{}", "0".repeat(400)),
+                PropertyKind::Number,
+                ColumnKind::Float
+            ),
+            Err(ConversionProblem::OutOfRange { .. })
+        ));
+        assert_eq!(
+            read("12.50", PropertyKind::Number, ColumnKind::Decimal),
+            Ok(LocalValue::Decimal("12.50".into()))
+        );
+        assert_eq!(
+            read("2015-05-01T00:00:00Z", PropertyKind::Date, ColumnKind::Date),
+            Ok(LocalValue::Date(day(2015, 5, 1)))
+        );
+        assert_eq!(
+            read("1430438400000", PropertyKind::Date, ColumnKind::Text),
+            Ok(LocalValue::Text("2015-05-01".into()))
+        );
+        assert!(matches!(
+            read(
+                "2015-05-01T10:00:00Z",
+                PropertyKind::Datetime,
+                ColumnKind::Date
+            ),
+            Err(ConversionProblem::Value(ValueError::DateNotMidnight(_)))
+        ));
+        assert!(matches!(
+            read(
+                "99999999999999999",
+                PropertyKind::Datetime,
+                ColumnKind::Timestamp
+            ),
+            Err(ConversionProblem::Value(ValueError::InvalidDatetime(_)))
+        ));
+        assert_eq!(
+            read(
+                "2026-12-06T16:04:05+01:00",
+                PropertyKind::Datetime,
+                ColumnKind::Timestamp
+            ),
+            Ok(LocalValue::Timestamp(at(2026, 12, 6, 15, 4, 5)))
+        );
+        assert_eq!(
+            read(" keep  spaces ", PropertyKind::String, ColumnKind::Text),
+            Ok(LocalValue::Text(" keep  spaces ".into()))
+        );
+    }
+
+    #[test]
+    fn a_column_and_property_that_cannot_hold_each_other_are_refused() {
+        assert!(matches!(
+            to_hubspot(
+                &LocalValue::Bool(true),
+                &ColumnKind::Boolean,
+                PropertyKind::Date
+            ),
+            Err(ConversionProblem::Unsupported { .. })
+        ));
+        assert!(matches!(
+            from_hubspot(Some("2020-01-01"), PropertyKind::Date, &ColumnKind::Integer),
+            Err(ConversionProblem::Unsupported { .. })
+        ));
+    }
+
+    fn typed(
+        column: &str,
+        property: &str,
+        flow: Flow,
+        kind: ColumnKind,
+        prop: PropertyKind,
+    ) -> TypedField {
+        TypedField {
+            field: FieldMapping {
+                column: ColumnName::parse(column).unwrap(),
+                property: PropertyName::parse(property).unwrap(),
+                flow,
+                declared: None,
+            },
+            column: kind,
+            property: prop,
+        }
+    }
+
+    #[test]
+    fn a_record_fails_alone_naming_every_field_that_cannot_convert() {
+        let fields = [
+            typed(
+                "email",
+                "email",
+                Flow::Both(Owner::Local),
+                ColumnKind::Text,
+                PropertyKind::String,
+            ),
+            typed(
+                "seats",
+                "seats",
+                Flow::Push,
+                ColumnKind::Float,
+                PropertyKind::Number,
+            ),
+            typed(
+                "signup",
+                "signup_date",
+                Flow::Push,
+                ColumnKind::Timestamp,
+                PropertyKind::Date,
+            ),
+            typed(
+                "score",
+                "score",
+                Flow::Pull,
+                ColumnKind::Integer,
+                PropertyKind::Number,
+            ),
+        ];
+        let good: HashMap<String, LocalValue> = [
+            ("email", LocalValue::Text("ada@example.com".into())),
+            ("seats", LocalValue::Float(3.0)),
+            ("signup", LocalValue::Timestamp(at(2026, 1, 2, 0, 0, 0))),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        let sent = record_to_hubspot(&fields, &good).expect("converts");
+        assert_eq!(sent.len(), 3, "the pull-only field is not sent: {sent:?}");
+        assert_eq!(sent["seats"], "3");
+        assert_eq!(sent["signup_date"], "1767312000000");
+        let mut bad = good.clone();
+        bad.insert("seats".into(), LocalValue::Float(f64::NAN));
+        bad.insert(
+            "signup".into(),
+            LocalValue::Timestamp(at(2026, 1, 2, 8, 0, 0)),
+        );
+        let error = record_to_hubspot(&fields, &bad).expect_err("fails");
+        assert_eq!(error.0.len(), 2, "{error}");
+        let text = error.to_string();
+        assert!(
+            text.contains("seats → seats") && text.contains("signup → signup_date"),
+            "{text}"
+        );
+
+        let read: BTreeMap<String, Option<String>> = [
+            ("score".to_owned(), Some("7".to_owned())),
+            ("email".to_owned(), None),
+        ]
+        .into_iter()
+        .collect();
+        let row = record_from_hubspot(&fields, &read).expect("reads");
+        assert_eq!(row["score"], LocalValue::Integer(7));
+        assert_eq!(row["email"], LocalValue::Null, "an absent property clears");
+        assert!(
+            !row.contains_key("seats"),
+            "push-only columns are never written"
+        );
+    }
+}

@@ -374,3 +374,300 @@ fn parse_match_key(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Settings;
+    use crate::config::tests::{dir_with, env};
+    use crate::mapping::{
+        DEFAULT_CONTACTS_KEY, Direction, FieldType, Flow, HubSpotIdStore, MatchKey, ObjectMapping,
+        ObjectType, Owner, PropertyKind,
+    };
+
+    fn objects_of(toml: Option<&str>) -> Vec<ObjectMapping> {
+        let dir = dir_with(toml);
+        Settings::load(dir.path(), &env(&[]))
+            .expect("settings load")
+            .sync
+            .objects
+    }
+
+    fn error_of(toml: &str) -> String {
+        let dir = dir_with(Some(toml));
+        let e = Settings::load(dir.path(), &env(&[]))
+            .expect_err("must be refused")
+            .to_string();
+        assert_eq!(e.lines().count(), 1, "one line: {e}");
+        e
+    }
+
+    const USERS: &str = r#"
+[[sync.objects]]
+object = "contacts"
+table = "users"
+key_column = "id"
+create_properties = true
+
+[sync.objects.fields]
+email = { property = "email", direction = "both", owner = "local" }
+full_name = { property = "firstname", direction = "push" }
+plan = { property = "plan_tier", direction = "both", owner = "hubspot", type = "enumeration", field_type = "checkbox" }
+score = { property = "score", direction = "pull", type = "number" }
+"#;
+
+    #[test]
+    fn without_entries_contacts_map_to_todays_table_exactly() {
+        let objects = objects_of(None);
+        assert_eq!(objects, [ObjectMapping::default_contacts()]);
+        let contacts = &objects[0];
+        assert_eq!(contacts.table.to_string(), "contacts");
+        assert_eq!(contacts.key_column.as_str(), "id");
+        assert_eq!(
+            contacts.hubspot_id,
+            HubSpotIdStore::Column(crate::mapping::ColumnName::parse("hs_object_id").unwrap())
+        );
+        let pairs: Vec<(&str, &str, Flow)> = contacts
+            .fields
+            .iter()
+            .map(|f| (f.column.as_str(), f.property.as_str(), f.flow))
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                ("email", "email", Flow::Both(Owner::Local)),
+                ("first_name", "firstname", Flow::Both(Owner::Local)),
+                ("last_name", "lastname", Flow::Both(Owner::Local)),
+            ]
+        );
+        assert_eq!(contacts.key, DEFAULT_CONTACTS_KEY);
+    }
+
+    #[test]
+    fn the_shipped_default_file_changes_nothing() {
+        let dir = dir_with(None);
+        let shipped = include_str!("../../config/default.toml");
+        std::fs::write(dir.path().join("config/default.toml"), shipped)
+            .or_else(|_| {
+                std::fs::create_dir_all(dir.path().join("config"))?;
+                std::fs::write(dir.path().join("config/default.toml"), shipped)
+            })
+            .expect("write");
+        let objects = Settings::load(dir.path(), &env(&[])).unwrap().sync.objects;
+        assert_eq!(objects, [ObjectMapping::default_contacts()]);
+    }
+
+    #[test]
+    fn an_entry_maps_a_users_own_table_with_typed_fields() {
+        let objects = objects_of(Some(USERS));
+        assert_eq!(
+            objects.len(),
+            1,
+            "contacts are mapped, so no default is added"
+        );
+        let users = &objects[0];
+        assert_eq!(users.object, ObjectType::Contacts);
+        assert_eq!(users.key, "sync.objects[0]");
+        assert_eq!(users.hubspot_id, HubSpotIdStore::LinkTable);
+        assert_eq!(
+            users.match_key,
+            MatchKey::Property(crate::mapping::PropertyName::parse("email").unwrap())
+        );
+        assert!(users.create_properties);
+        let plan = users.field_for("plan_tier").expect("plan");
+        assert_eq!(plan.flow, Flow::Both(Owner::HubSpot));
+        let declared = plan.declared.expect("declared");
+        assert_eq!(
+            (declared.kind, declared.field),
+            (PropertyKind::Enumeration, FieldType::Checkbox)
+        );
+        let score = users.field_for("score").expect("score");
+        assert_eq!(score.flow.direction(), Direction::Pull);
+        assert_eq!(
+            score.declared.map(|d| d.field),
+            Some(FieldType::Number),
+            "the plain field type of the declared type"
+        );
+    }
+
+    #[test]
+    fn companies_match_by_the_external_key_and_contacts_keep_their_default() {
+        let objects = objects_of(Some(
+            r#"
+[[sync.objects]]
+object = "companies"
+table = "accounts"
+key_column = "id"
+fields.name = { property = "name", direction = "both", owner = "local" }
+fields.domain = { property = "domain", direction = "push" }
+"#,
+        ));
+        assert_eq!(objects.len(), 2);
+        assert_eq!(objects[0], ObjectMapping::default_contacts());
+        assert_eq!(objects[1].match_key, MatchKey::ExternalKey);
+    }
+
+    #[test]
+    fn each_bad_entry_is_refused_naming_its_key() {
+        let entry = |object: &str, extra: &str, fields: &str| {
+            format!(
+                "[[sync.objects]]\nobject = \"{object}\"\ntable = \"users\"\nkey_column = \"id\"\n{extra}\n[sync.objects.fields]\n{fields}\n"
+            )
+        };
+        let email = "email = { property = \"email\", direction = \"both\", owner = \"local\" }\n";
+        for (toml, key, words) in [
+            (
+                entry("deals", "", email),
+                "sync.objects[0].object",
+                "\"deals\"",
+            ),
+            (
+                entry(
+                    "contacts",
+                    "",
+                    &format!("{email}plan = {{ property = \"plan\", direction = \"both\" }}"),
+                ),
+                "sync.objects[0].fields.plan.owner",
+                "is required with direction \"both\"",
+            ),
+            (
+                entry(
+                    "contacts",
+                    "",
+                    &format!(
+                        "{email}plan = {{ property = \"plan\", direction = \"push\", owner = \"local\" }}"
+                    ),
+                ),
+                "sync.objects[0].fields.plan.owner",
+                "only a field with direction \"both\" has an owner",
+            ),
+            (
+                entry(
+                    "contacts",
+                    "",
+                    &format!("{email}plan = {{ property = \"plan\", direction = \"sideways\" }}"),
+                ),
+                "sync.objects[0].fields.plan.direction",
+                "\"sideways\"",
+            ),
+            (
+                entry(
+                    "contacts",
+                    "",
+                    &format!(
+                        "{email}name = {{ property = \"firstname\", direction = \"push\" }}\nfirst = {{ property = \"firstname\", direction = \"push\" }}"
+                    ),
+                ),
+                "sync.objects[0].fields.name.property",
+                "already mapped from column \"first\"",
+            ),
+            (
+                entry(
+                    "contacts",
+                    "",
+                    &format!("{email}plan = {{ property = \"Plan Tier\", direction = \"push\" }}"),
+                ),
+                "sync.objects[0].fields.plan.property",
+                "internal name",
+            ),
+            (
+                entry(
+                    "contacts",
+                    "",
+                    &format!(
+                        "{email}plan = {{ property = \"plan\", direction = \"push\", type = \"number\", field_type = \"text\" }}"
+                    ),
+                ),
+                "sync.objects[0].fields.plan.field_type",
+                "a number property cannot use the text field type",
+            ),
+            (
+                entry(
+                    "contacts",
+                    "",
+                    &format!(
+                        "{email}plan = {{ property = \"plan\", direction = \"push\", type = \"money\" }}"
+                    ),
+                ),
+                "sync.objects[0].fields.plan.type",
+                "\"money\"",
+            ),
+            (
+                entry(
+                    "contacts",
+                    "",
+                    &format!(
+                        "{email}plan = {{ property = \"plan\", direction = \"push\", field_type = \"text\" }}"
+                    ),
+                ),
+                "sync.objects[0].fields.plan.field_type",
+                "needs a type",
+            ),
+            (
+                entry(
+                    "contacts",
+                    "",
+                    "name = { property = \"firstname\", direction = \"push\" }",
+                ),
+                "sync.objects[0].match_key",
+                "\"email\"",
+            ),
+            (
+                entry(
+                    "companies",
+                    "match_key = \"domain\"",
+                    "domain = { property = \"domain\", direction = \"push\" }",
+                ),
+                "sync.objects[0].match_key",
+                "not unique in HubSpot",
+            ),
+            (
+                entry(
+                    "companies",
+                    "match_key = \"account_id\"",
+                    "domain = { property = \"domain\", direction = \"push\" }",
+                ),
+                "sync.objects[0].match_key",
+                "not the property of any field",
+            ),
+            (
+                entry("contacts", "hubspot_id_column = \"email\"", email),
+                "sync.objects[0].hubspot_id_column",
+                "also mapped",
+            ),
+            (
+                entry("contacts", "", ""),
+                "sync.objects[0].fields",
+                "maps no column",
+            ),
+            (
+                entry(
+                    "contacts",
+                    "",
+                    &format!(
+                        "{email}\"full name\" = {{ property = \"firstname\", direction = \"push\" }}"
+                    ),
+                ),
+                "sync.objects[0].fields.full name",
+                "not a plain SQL name",
+            ),
+            (
+                format!(
+                    "{}{}",
+                    entry("contacts", "", email),
+                    entry("contacts", "", email)
+                ),
+                "sync.objects[1].object",
+                "contacts is already mapped by sync.objects[0]",
+            ),
+            (
+                entry("contacts", "", email).replace("\"users\"", "\"crm.users\""),
+                "sync.objects[0].table",
+                "only PostgreSQL",
+            ),
+        ] {
+            let e = error_of(&toml);
+            assert!(e.contains(&format!("{key}: ")), "{key} in: {e}");
+            assert!(e.contains(words), "{words:?} in: {e}");
+        }
+    }
+}

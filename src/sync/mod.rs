@@ -21,8 +21,10 @@ use crate::hubspot::{HubSpotClient, HubSpotError};
 use crate::ids::PortalId;
 use crate::jobs::model::{Job, JobSpec, Trigger};
 use crate::jobs::{BoxFuture, JobRunner, Progress, RunError, RunFailure};
+use crate::mapping::CheckedMapping;
 use crate::oauth::ConnectionProblem;
 use crate::store::LinkPortal;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The properties a pull reads; push's external key lets a contact push created be matched to
@@ -44,6 +46,9 @@ pub struct SyncContext {
     pub hubspot: HubSpotClient,
     /// Pull settings.
     pub pull: PullSettings,
+    /// The object mappings in effect, checked against the database at start-up; a run calls
+    /// [`crate::mapping::properties::ensure_properties`] on its object's before writing.
+    pub objects: Arc<Vec<CheckedMapping>>,
 }
 
 impl SyncContext {
@@ -52,6 +57,7 @@ impl SyncContext {
         Self {
             hubspot,
             pull: PullSettings::default(),
+            objects: Arc::new(Vec::new()),
         }
     }
 }
