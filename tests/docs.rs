@@ -69,8 +69,8 @@ fn default_toml_documents_every_key_the_settings_accept() {
     for section in &sections {
         for key in accepted_keys(Some(section)) {
             let dotted = format!("{section}.{key}");
-            if dotted == "sync.schedules" {
-                // A list of tables, documented by its entries' keys below.
+            if dotted == "sync.schedules" || dotted == "sync.objects" {
+                // Lists of tables, documented by their entries' keys below.
                 continue;
             }
             if !documented.contains(&dotted) {
@@ -78,10 +78,14 @@ fn default_toml_documents_every_key_the_settings_accept() {
             }
         }
     }
-    for key in accepted_keys(Some("[[sync.schedules]]")) {
-        let dotted = format!("sync.schedules.{key}");
-        if !documented.contains(&dotted) {
-            missing.push(dotted);
+    for list in ["schedules", "objects"] {
+        for key in accepted_keys(Some(&format!("[[sync.{list}]]"))) {
+            let dotted = format!("sync.{list}.{key}");
+            // An entry's fields are a table of its own, documented by its header.
+            let header = format!("sync.{list}.{key}.");
+            if !documented.contains(&dotted) && !documented.iter().any(|d| d.starts_with(&header)) {
+                missing.push(dotted);
+            }
         }
     }
     assert!(
