@@ -226,6 +226,12 @@ pub struct HubSpotSettings {
     pub access_token: Option<Secret>,
     /// Client-side budget for HubSpot's 10-second rolling limit.
     pub requests_per_10s: u32,
+    /// Client-side budget for HubSpot's search limit (per second, per token), apart from
+    /// `requests_per_10s`.
+    pub search_per_second: u32,
+    /// Client-side budget for HubSpot's association calls (per 10 seconds), apart from
+    /// `requests_per_10s`.
+    pub associations_per_10s: u32,
     /// The only HubSpot account the service may connect to (installs for another account are
     /// refused, a private-app token of another account stops start-up); unset: the first
     /// account connected pins itself until the operator disconnects it.
@@ -241,6 +247,8 @@ struct RawHubSpot {
     client_secret: Option<Secret>,
     access_token: Option<Secret>,
     requests_per_10s: u32,
+    search_per_second: u32,
+    associations_per_10s: u32,
     #[serde(default)]
     portal_id: Option<i64>,
 }
@@ -525,6 +533,8 @@ impl Settings {
         }
         builder = builder
             .set_default("hubspot.requests_per_10s", 100)
+            .and_then(|b| b.set_default("hubspot.search_per_second", 5))
+            .and_then(|b| b.set_default("hubspot.associations_per_10s", 100))
             .map_err(|e| ConfigError::Load(e.to_string()))?;
         for name in ["default", "local"] {
             let path = dir.join("config").join(format!("{name}.toml"));
@@ -607,6 +617,18 @@ impl RawSettings {
                 "must be at least 1 (HubSpot allows 100 to 250 per 10 seconds)",
             ));
         }
+        if self.hubspot.search_per_second == 0 {
+            return Err(invalid(
+                "hubspot.search_per_second",
+                "must be at least 1 (HubSpot allows 5 searches per second)",
+            ));
+        }
+        if self.hubspot.associations_per_10s == 0 {
+            return Err(invalid(
+                "hubspot.associations_per_10s",
+                "must be at least 1 (HubSpot allows 100 to 150 association calls per 10 seconds)",
+            ));
+        }
         if self.hubspot.portal_id.is_some_and(|p| p <= 0) {
             return Err(invalid(
                 "hubspot.portal_id",
@@ -653,6 +675,8 @@ impl RawSettings {
                 client_secret: hubspot.client_secret,
                 access_token: hubspot.access_token,
                 requests_per_10s: hubspot.requests_per_10s,
+                search_per_second: hubspot.search_per_second,
+                associations_per_10s: hubspot.associations_per_10s,
                 portal_id: hubspot.portal_id.map(PortalId),
             },
             security: self.security,
@@ -1019,6 +1043,8 @@ pub(crate) mod tests {
             "https://app.hubspot.com/oauth/authorize"
         );
         assert_eq!(s.hubspot.requests_per_10s, 100);
+        assert_eq!(s.hubspot.search_per_second, 5);
+        assert_eq!(s.hubspot.associations_per_10s, 100);
         assert!(s.api.token.is_none() && s.hubspot.access_token.is_none());
         assert!(s.sync.schedules.is_empty());
     }
@@ -1054,6 +1080,24 @@ pub(crate) mod tests {
             Some("compat-secret")
         );
         assert_eq!(s.hubspot.requests_per_10s, 190);
+    }
+
+    #[test]
+    fn search_and_association_budgets_are_set_apart_and_never_zero() {
+        let dir = dir_with(Some(
+            "[hubspot]\nsearch_per_second = 4\nassociations_per_10s = 150\n",
+        ));
+        let s = Settings::load(dir.path(), &env(&[])).unwrap();
+        assert_eq!(s.hubspot.search_per_second, 4);
+        assert_eq!(s.hubspot.associations_per_10s, 150);
+        assert_eq!(s.hubspot.requests_per_10s, 100);
+        for key in ["SEARCH_PER_SECOND", "ASSOCIATIONS_PER_10S"] {
+            let e = error_of(None, &[(&format!("CRM_SYNC__HUBSPOT__{key}"), "0")]);
+            assert!(
+                e.contains(&format!("hubspot.{}", key.to_lowercase())),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -182,6 +182,8 @@ pub fn hubspot_client_from_settings(
 ) -> Result<Option<(HubSpotClient, Option<DbTokenStore>)>, StartupError> {
     let mut config = ClientConfig::new(settings.hubspot.api_base_url.clone());
     config.requests_per_10s = settings.hubspot.requests_per_10s;
+    config.search_per_second = settings.hubspot.search_per_second;
+    config.associations_per_10s = settings.hubspot.associations_per_10s;
     let mut tokens = None;
     let auth = if let Some(token) = &settings.hubspot.access_token {
         Auth::PrivateApp(token.clone())
