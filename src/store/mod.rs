@@ -34,6 +34,7 @@
 //! - Transactions begin through [`Tx::begin`] only (PostgreSQL's in a task of its own, see
 //!   `begin_postgres`; SQLite's `IMMEDIATE`).
 
+mod companies;
 mod contacts;
 mod credential_ciphers;
 mod credentials;
@@ -58,6 +59,10 @@ pub mod jobs;
 pub mod pull;
 pub mod push;
 
+pub use companies::{
+    CompanyCandidate, CompanyLink, CompanyLinkClash, CompanyMatch, LocalCompany, NewCompany,
+    PulledCompany,
+};
 pub use contacts::{Contact, DeletedFilter, NewContact};
 pub use credential_ciphers::CredentialCiphers;
 pub use credentials::{CredentialStatus, NewCredentials, StoredCredentials};
