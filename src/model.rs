@@ -3,7 +3,7 @@
 //! The `sync_jobs` row is the source of truth for all of this; the Apalis task only delivers
 //! the job id to a worker.
 
-use crate::ids::{ContactId, HsObjectId, JobId, PortalId};
+use crate::ids::{ContactId, HsObjectId, JobId, LocalCompanyId, PortalId};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -482,6 +482,9 @@ pub struct RecordError {
     /// The local row, when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub contact_id: Option<ContactId>,
+    /// The local company, for a company job's record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub company_id: Option<LocalCompanyId>,
     /// The record's email, when it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
