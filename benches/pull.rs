@@ -17,7 +17,7 @@
 
 use crm_sync::hubspot::{Auth, ClientConfig, HubSpotClient};
 use crm_sync::ids::JobId;
-use crm_sync::jobs::model::{Counts, Job, JobSpec, PullMode, Trigger};
+use crm_sync::jobs::model::{Counts, Job, JobAction, JobSpec, PullMode, Trigger};
 use crm_sync::jobs::queue::SyncTask;
 use crm_sync::jobs::worker::{RetryPolicy, process};
 use crm_sync::jobs::{EnqueueRequest, JobRunner, enqueue};
@@ -72,14 +72,14 @@ async fn pull_suite(db_url: &str, base_url: &str, backend: &str) -> Result<(), B
     let mut ctx = SyncContext::new(client.clone());
     ctx.pull.lookback = Duration::ZERO;
     let runner: Arc<dyn JobRunner> = Arc::new(SyncRunner::new(ctx));
-    let full = JobSpec::Pull {
+    let full = JobSpec::from(JobAction::Pull {
         mode: PullMode::Upsert,
         incremental: false,
-    };
-    let incremental = JobSpec::Pull {
+    });
+    let incremental = JobSpec::from(JobAction::Pull {
         mode: PullMode::Upsert,
         incremental: true,
-    };
+    });
     for (label, spec) in [
         ("pull, empty database", full),
         ("pull, no-change re-run", full),

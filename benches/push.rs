@@ -17,7 +17,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 use crm_sync::hubspot::{Auth, ClientConfig, HubSpotClient};
-use crm_sync::jobs::model::{Counts, JobSpec, PushMode, Trigger};
+use crm_sync::jobs::model::{Counts, JobAction, JobSpec, PushMode, Trigger};
 use crm_sync::jobs::worker::{Settled, run_job_here};
 use crm_sync::jobs::{EnqueueRequest, JobRunner, RetryPolicy, enqueue};
 use crm_sync::secret::Secret;
@@ -189,7 +189,7 @@ async fn push(store: &Store, pusher: &Arc<Pusher>, mode: PushMode) -> Result<Run
     let enqueued = enqueue(
         store,
         EnqueueRequest {
-            spec: JobSpec::Push { mode },
+            spec: JobSpec::from(JobAction::Push { mode }),
             trigger: Trigger::Cli,
             force: false,
         },

@@ -14,8 +14,9 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::{ConfigError, Settings, load_dotenv};
 use crate::hubspot::{Auth, ClientConfig, HubSpotClient, HubSpotError, MemoryTokenStore, OAuthApp};
 use crate::ids::ContactId;
-use crate::jobs::SpecError;
-use crate::jobs::commands::{CommandError, JobShortfall, JobsArgs, SyncArgs, SyncRequest};
+use crate::jobs::commands::{
+    CommandError, JobShortfall, JobsArgs, SyncArgs, SyncFlagsError, SyncRequest,
+};
 use crate::oauth::install::{LinkError, LinkFor, install_link};
 use crate::sandbox::{SandboxArgs, SandboxError};
 use crate::seed::{Catalog, SeedError};
@@ -166,7 +167,7 @@ pub enum CliError {
     HubSpot(#[from] HubSpotError),
     /// `sync` flags that make no job (the message names the valid choices).
     #[error("{0} (see crm-sync sync --help)")]
-    JobSpec(#[from] SpecError),
+    JobSpec(#[from] SyncFlagsError),
     /// A job command failed: enqueueing, reading jobs, an unknown job id.
     #[error(transparent)]
     Jobs(#[from] CommandError),

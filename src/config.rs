@@ -8,6 +8,7 @@
 
 use crate::api::client_ip::{CidrError, TrustedProxies};
 use crate::ids::PortalId;
+use crate::model::SyncObject;
 use crate::secret::{Secret, redact_url};
 use base64::Engine as _;
 use serde::Deserialize;
@@ -304,6 +305,10 @@ pub struct ScheduleConfig {
     pub mode: Option<String>,
     /// Pull only what changed since the last successful pull; true by default for pulls.
     pub incremental: Option<bool>,
+    /// `contacts` (the default) or `companies`.
+    pub object: Option<String>,
+    /// Only report what the job would do (default false).
+    pub dry_run: Option<bool>,
 }
 
 /// A configuration problem, always naming the key at fault.
@@ -833,6 +838,27 @@ impl ScheduleConfig {
                 ),
             ));
         }
+        let object = match self.object.as_deref() {
+            None => SyncObject::Contacts,
+            Some(name) => name.parse().map_err(|_| {
+                invalid(
+                    &format!("{key}.object"),
+                    format!("{name:?} is neither \"contacts\" nor \"companies\""),
+                )
+            })?,
+        };
+        if !object.is_available() {
+            return Err(invalid(
+                &format!("{key}.object"),
+                format!("{object} sync is not available in this version"),
+            ));
+        }
+        if self.dry_run == Some(true) && !object.has_dry_run() {
+            return Err(invalid(
+                &format!("{key}.dry_run"),
+                format!("dry runs of {object} are not available in this version"),
+            ));
+        }
         Ok(())
     }
 }
@@ -1086,6 +1112,18 @@ pub(crate) mod tests {
             &[],
         );
         assert!(e.contains("sync.schedules[0].direction"), "{e}");
+        for (line, key) in [
+            ("object = \"deals\"", "sync.schedules[0].object"),
+            ("object = \"companies\"", "sync.schedules[0].object"),
+        ] {
+            let e = error_of(
+                Some(&format!(
+                    "[[sync.schedules]]\ncron = \"0 * * * * *\"\ndirection = \"push\"\n{line}\n"
+                )),
+                &[],
+            );
+            assert!(e.contains(key), "{line}: {e}");
+        }
     }
 
     #[test]

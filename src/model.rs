@@ -41,22 +41,39 @@ pub enum PullMode {
     Verbose,
 }
 
-/// Which HubSpot object a job syncs. Only contacts today; the wire field exists so that a
-/// client can name it now and keep working when more objects come.
+/// Which HubSpot object a job syncs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SyncObject {
     /// HubSpot contacts and the local `contacts` table.
     #[default]
     Contacts,
+    /// HubSpot companies and the local `companies` table.
+    Companies,
 }
 
-/// What a job does: its direction with a mode valid for that direction.
+impl SyncObject {
+    /// Every object, in the order messages list them.
+    pub const ALL: [SyncObject; 2] = [Self::Contacts, Self::Companies];
+
+    /// Whether this version has an engine that syncs the object. Jobs of an object without
+    /// one are refused before they are enqueued, never run as another object's job.
+    pub fn is_available(self) -> bool {
+        matches!(self, Self::Contacts)
+    }
+
+    /// Whether its engine can run a dry run. A dry run it cannot run is refused, never run
+    /// for real.
+    pub fn has_dry_run(self) -> bool {
+        false
+    }
+}
+
+/// Which way a job goes and how: its direction with a mode valid for that direction.
 ///
 /// Invalid combinations (a pull in `link` mode, an incremental push) cannot be built.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "JobSpecRepr", into = "JobSpecRepr")]
-pub enum JobSpec {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JobAction {
     /// A push.
     Push {
         /// Its mode.
@@ -71,6 +88,22 @@ pub enum JobSpec {
     },
 }
 
+/// What a job does: the object it syncs, its [`JobAction`], and whether it is a dry run (reads,
+/// and reports what it would write, writing nothing but the job row).
+///
+/// The three together are a job's slot: at most one unforced job per (object, direction,
+/// dry run) is active, so that a dry run never stands in for, nor blocks, a real job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "JobSpecRepr", into = "JobSpecRepr")]
+pub struct JobSpec {
+    /// The object it syncs.
+    pub object: SyncObject,
+    /// Direction and mode.
+    pub action: JobAction,
+    /// Only report what the job would do.
+    pub dry_run: bool,
+}
+
 /// Why a direction/mode combination was refused; the message names the valid choices.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SpecError {
@@ -80,6 +113,9 @@ pub enum SpecError {
     /// Neither `push` nor `pull`.
     #[error("unknown direction {0:?}: expected \"push\" or \"pull\"")]
     UnknownDirection(String),
+    /// Neither `contacts` nor `companies`.
+    #[error("unknown object {0:?}: expected \"contacts\" or \"companies\"")]
+    UnknownObject(String),
     /// A mode the direction does not have.
     #[error("mode {mode:?} is not valid for {direction}: expected {expected}")]
     InvalidMode {
@@ -95,26 +131,22 @@ pub enum SpecError {
         "\"incremental\" applies to pull only: a push always considers only new and changed contacts"
     )]
     IncrementalPush,
-    /// A dry run asked for: this version cannot run one, and must never run a real job instead.
+    /// An object this version has no sync engine for: refused rather than run as another.
     #[error(
-        "dry runs are not available in this version: nothing was enqueued; send \"dry_run\": false or leave it out"
+        "{0} sync is not available yet: nothing was enqueued; \"object\" \"contacts\" is what this version syncs"
     )]
-    DryRunUnavailable,
+    ObjectUnavailable(SyncObject),
+    /// A dry run asked of an object whose engine cannot run one yet: refused rather than run
+    /// for real.
+    #[error(
+        "dry runs of {0} are not available in this version: nothing was enqueued; send \"dry_run\": false or leave it out"
+    )]
+    DryRunUnavailable(SyncObject),
 }
 
-impl JobSpec {
-    /// Builds a spec from loosely typed input (API body, CLI flags, config), with defaults:
-    /// mode `link` for push, `upsert` for pull; `incremental` false.
-    pub fn parse(
-        direction: &str,
-        mode: Option<&str>,
-        incremental: Option<bool>,
-    ) -> Result<Self, SpecError> {
-        let direction: Direction = direction.parse()?;
-        Self::new(direction, mode, incremental.unwrap_or(false))
-    }
-
-    /// Builds a spec for a known direction; `mode` `None` means the direction's default.
+impl JobAction {
+    /// Builds an action for a known direction; `mode` `None` means the direction's default
+    /// (`link` for push, `upsert` for pull).
     pub fn new(
         direction: Direction,
         mode: Option<&str>,
@@ -145,21 +177,6 @@ impl JobSpec {
                 };
                 Ok(Self::Pull { mode, incremental })
             }
-        }
-    }
-
-    /// The default push (`link`).
-    pub fn push() -> Self {
-        Self::Push {
-            mode: PushMode::Link,
-        }
-    }
-
-    /// The default pull (`upsert`, full).
-    pub fn pull() -> Self {
-        Self::Pull {
-            mode: PullMode::Upsert,
-            incremental: false,
         }
     }
 
@@ -201,10 +218,107 @@ impl JobSpec {
             }
         )
     }
+}
 
-    /// The HubSpot object it syncs (contacts, until companies come).
+/// A real contacts job of `action`.
+impl From<JobAction> for JobSpec {
+    fn from(action: JobAction) -> Self {
+        Self {
+            object: SyncObject::Contacts,
+            action,
+            dry_run: false,
+        }
+    }
+}
+
+impl JobSpec {
+    /// Builds a real contacts job from loosely typed input (API body, CLI flags, config), with
+    /// defaults: mode `link` for push, `upsert` for pull; `incremental` false.
+    pub fn parse(
+        direction: &str,
+        mode: Option<&str>,
+        incremental: Option<bool>,
+    ) -> Result<Self, SpecError> {
+        let direction: Direction = direction.parse()?;
+        Self::new(direction, mode, incremental.unwrap_or(false))
+    }
+
+    /// Builds a real contacts job for a known direction; `mode` `None` means the direction's
+    /// default.
+    pub fn new(
+        direction: Direction,
+        mode: Option<&str>,
+        incremental: bool,
+    ) -> Result<Self, SpecError> {
+        JobAction::new(direction, mode, incremental).map(Self::from)
+    }
+
+    /// The same job for `object`, refused when this version cannot sync it.
+    pub fn for_object(self, object: SyncObject) -> Result<Self, SpecError> {
+        if !object.is_available() {
+            return Err(SpecError::ObjectUnavailable(object));
+        }
+        Ok(Self { object, ..self })
+    }
+
+    /// The same job as a dry run (`true`) or a real one; a dry run is refused when the
+    /// object's engine cannot run one.
+    pub fn with_dry_run(self, dry_run: bool) -> Result<Self, SpecError> {
+        if dry_run && !self.object.has_dry_run() {
+            return Err(SpecError::DryRunUnavailable(self.object));
+        }
+        Ok(Self { dry_run, ..self })
+    }
+
+    /// The default push (`link`) of contacts.
+    pub fn push() -> Self {
+        JobAction::Push {
+            mode: PushMode::Link,
+        }
+        .into()
+    }
+
+    /// The default pull (`upsert`, full) of contacts.
+    pub fn pull() -> Self {
+        JobAction::Pull {
+            mode: PullMode::Upsert,
+            incremental: false,
+        }
+        .into()
+    }
+
+    /// The direction.
+    pub fn direction(&self) -> Direction {
+        self.action.direction()
+    }
+
+    /// The mode's wire name (`link`, `upsert`, `verbose`).
+    pub fn mode_str(&self) -> &'static str {
+        self.action.mode_str()
+    }
+
+    /// Whether the job reads only what changed since the last successful pull.
+    pub fn incremental(&self) -> bool {
+        self.action.incremental()
+    }
+
+    /// The HubSpot object it syncs.
     pub fn object(&self) -> SyncObject {
-        SyncObject::Contacts
+        self.object
+    }
+
+    /// What kind of job this is, in words for messages: `push`, `companies pull`,
+    /// `dry-run push`; contacts go unnamed, as they did before jobs named their object.
+    pub fn kind(&self) -> String {
+        let mut words = Vec::with_capacity(3);
+        if self.dry_run {
+            words.push("dry-run");
+        }
+        if self.object != SyncObject::Contacts {
+            words.push(self.object.as_str());
+        }
+        words.push(self.direction().as_str());
+        words.join(" ")
     }
 
     /// Zeroed counts of this direction's shape.
@@ -217,8 +331,8 @@ impl JobSpec {
 }
 
 /// The flat wire form of [`JobSpec`]: `direction`, `object`, `mode`, `incremental` and
-/// `dry_run` side by side (INTERFACE §4.3). `object` is always contacts and `dry_run` always
-/// false until those exist; rows written before they were added read as exactly that.
+/// `dry_run` side by side (INTERFACE §4.3); rows and documents written before `object` and
+/// `dry_run` existed read as contacts, not a dry run.
 #[derive(Serialize, Deserialize)]
 struct JobSpecRepr {
     direction: Direction,
@@ -234,10 +348,11 @@ struct JobSpecRepr {
 impl TryFrom<JobSpecRepr> for JobSpec {
     type Error = SpecError;
     fn try_from(r: JobSpecRepr) -> Result<Self, SpecError> {
-        if r.dry_run {
-            return Err(SpecError::DryRunUnavailable);
-        }
-        Self::new(r.direction, r.mode.as_deref(), r.incremental)
+        Ok(Self {
+            object: r.object,
+            action: JobAction::new(r.direction, r.mode.as_deref(), r.incremental)?,
+            dry_run: r.dry_run,
+        })
     }
 }
 
@@ -245,10 +360,10 @@ impl From<JobSpec> for JobSpecRepr {
     fn from(s: JobSpec) -> Self {
         Self {
             direction: s.direction(),
-            object: s.object(),
+            object: s.object,
             mode: Some(s.mode_str().to_owned()),
             incremental: s.incremental(),
-            dry_run: false,
+            dry_run: s.dry_run,
         }
     }
 }
@@ -676,6 +791,7 @@ macro_rules! wire_names {
     };
 }
 
+wire_names!(SyncObject, "object", { Contacts => "contacts", Companies => "companies" });
 wire_names!(Trigger, "trigger", { Api => "api", Schedule => "schedule", Webhook => "webhook", Cli => "cli" });
 wire_names!(JobStatus, "status", {
     Queued => "queued", Running => "running", Retrying => "retrying",
@@ -711,10 +827,11 @@ mod tests {
     fn a_job_serializes_with_flat_spec_and_every_count_key() {
         let job = Job {
             id: JobId::generate(),
-            spec: JobSpec::Pull {
+            spec: JobAction::Pull {
                 mode: PullMode::Verbose,
                 incremental: true,
-            },
+            }
+            .into(),
             trigger: Trigger::Schedule,
             status: JobStatus::Queued,
             attempts: 0,

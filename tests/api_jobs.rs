@@ -176,8 +176,12 @@ async fn bad_requests_get_the_error_envelope(db: &JobsDb) {
             "\"force\" must be true or false",
         ),
         (
-            json!({"direction": "pull", "object": "companies"}),
-            "expected \"contacts\"",
+            json!({"direction": "pull", "object": "deals"}),
+            "expected \"contacts\" or \"companies\"",
+        ),
+        (
+            json!({"direction": "push", "dry_run": "yes"}),
+            "\"dry_run\" must be true or false",
         ),
         (json!(["push"]), "must be a JSON object"),
     ] {
@@ -215,7 +219,14 @@ async fn unknown_fields_and_dry_runs_are_refused_and_nothing_is_enqueued(db: &Jo
     for (body, needles) in [
         (
             json!({"direction": "push", "dry_run": true}),
-            vec!["dry runs are not available in this version"],
+            vec!["dry runs of contacts are not available in this version"],
+        ),
+        (
+            json!({"direction": "push", "object": "companies"}),
+            vec![
+                "companies sync is not available yet",
+                "nothing was enqueued",
+            ],
         ),
         (
             json!({"direction": "push", "dryRun": true, "limit": 10}),

@@ -8,7 +8,7 @@ mod common;
 mod jobs_support;
 
 use crm_sync::ids::{DeliveryId, JobId, LeaseId};
-use crm_sync::jobs::model::{Counts, Direction, JobSpec, JobStatus, PushCounts, Trigger};
+use crm_sync::jobs::model::{Counts, JobSpec, JobStatus, PushCounts, SyncObject, Trigger};
 use crm_sync::jobs::queue::{QUEUE, TASK_MAX_ATTEMPTS};
 use crm_sync::jobs::{EnqueueRequest, enqueue};
 use crm_sync::store::RetentionCutoffs;
@@ -25,6 +25,7 @@ backend_tests!(
     a_run_holds_its_job_under_a_lease,
     a_stale_delivery_cannot_claim_a_job,
     cancelling_frees_the_direction,
+    object_direction_and_dry_run_each_have_their_own_slot,
     the_jobs_command_lists_recent_jobs_and_shows_one,
     apalis_tables_are_what_the_store_reads,
 );
@@ -83,6 +84,76 @@ async fn a_second_request_gets_the_active_job_unless_it_forces(db: &JobsDb) {
         .await
         .unwrap();
     assert_eq!(again.job.id, first.job.id);
+}
+
+async fn object_direction_and_dry_run_each_have_their_own_slot(db: &JobsDb) {
+    // Built as a stored row would be: the request checks (which refuse what this version
+    // cannot run) are not the store's.
+    let dry = JobSpec {
+        dry_run: true,
+        ..JobSpec::push()
+    };
+    let companies = JobSpec {
+        object: SyncObject::Companies,
+        ..JobSpec::push()
+    };
+    let real = enqueue(&db.store, req(JobSpec::push(), false))
+        .await
+        .unwrap();
+    assert!(real.created);
+
+    // A dry run while a real push is active is its own job, and says what it is.
+    let dry_run = enqueue(&db.store, req(dry, false)).await.unwrap();
+    assert!(
+        dry_run.created,
+        "a dry run is never answered with the real job"
+    );
+    assert_ne!(dry_run.job.id, real.job.id);
+    let json = serde_json::to_value(&dry_run.job).unwrap();
+    assert_eq!(
+        (&json["dry_run"], &json["object"]),
+        (&true.into(), &"contacts".into())
+    );
+    let stored = db.store.get_job(dry_run.job.id).await.unwrap().unwrap();
+    assert_eq!(stored.spec, dry);
+
+    // Each slot keeps its own holder.
+    let again = enqueue(&db.store, req(dry, false)).await.unwrap();
+    assert_eq!((again.created, again.job.id), (false, dry_run.job.id));
+    let real_again = enqueue(&db.store, req(JobSpec::push(), false))
+        .await
+        .unwrap();
+    assert_eq!(
+        (real_again.created, real_again.job.id),
+        (false, real.job.id)
+    );
+    assert_eq!(
+        db.store.active_job(&dry).await.unwrap().unwrap().id,
+        dry_run.job.id
+    );
+
+    // Another object has its own slot too.
+    let company_push = enqueue(&db.store, req(companies, false)).await.unwrap();
+    assert!(company_push.created);
+    assert_eq!(
+        db.store
+            .get_job(company_push.job.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .spec
+            .object,
+        SyncObject::Companies
+    );
+
+    // A dry run does not block a real job either: with only the dry run left active, a real
+    // push request makes a new job.
+    db.store.cancel_job(real.job.id).await.unwrap().unwrap();
+    let fresh = enqueue(&db.store, req(JobSpec::push(), false))
+        .await
+        .unwrap();
+    assert!(fresh.created);
+    assert!(!fresh.job.spec.dry_run);
 }
 
 async fn racing_requests_create_one_job(db: &JobsDb) {
@@ -262,7 +333,7 @@ async fn cancelling_frees_the_direction(db: &JobsDb) {
     assert!(db.store.cancel_job(job.id).await.unwrap().is_none());
     assert!(
         db.store
-            .active_job(Direction::Push)
+            .active_job(&JobSpec::push())
             .await
             .unwrap()
             .is_none()

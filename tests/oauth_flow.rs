@@ -20,7 +20,7 @@ use chrono::{Duration, Utc};
 use common::TestDb;
 use crm_sync::api::ratelimit::{Quota, RateLimits};
 use crm_sync::ids::PortalId;
-use crm_sync::jobs::model::{Counts, Job, JobSpec, JobStatus, PushMode, Trigger};
+use crm_sync::jobs::model::{Counts, Job, JobAction, JobSpec, JobStatus, PushMode, Trigger};
 use crm_sync::jobs::queue::SyncTask;
 use crm_sync::jobs::runner::StopCheck;
 use crm_sync::jobs::worker::{RetryPolicy, WorkerConfig, process, run_workers};
@@ -474,7 +474,7 @@ backend_tests! {
 
         let calls = sandbox.stats().requests;
         let oauth = oauth_calls(&sandbox);
-        for spec in [JobSpec::Push { mode: PushMode::Link }, JobSpec::pull()] {
+        for spec in [JobSpec::from(JobAction::Push { mode: PushMode::Link }), JobSpec::pull()] {
             let job = run_once(&store, &runner, spec).await;
             assert_eq!(job.status, JobStatus::Failed, "{job:#?}");
             assert_eq!(job.attempts, 1, "{job:#?}");

@@ -14,7 +14,7 @@ use common::TestDb;
 use crm_sync::hubspot::{Auth, Backoff, ClientConfig, HubSpotClient, MemoryTokenStore, OAuthApp};
 use crm_sync::ids::{ContactId, HsObjectId, JobId};
 use crm_sync::jobs::model::{
-    Counts, Job, JobSpec, JobStatus, PullCounts, PullMode, PushCounts, PushMode, Trigger,
+    Counts, Job, JobAction, JobSpec, JobStatus, PullCounts, PullMode, PushCounts, PushMode, Trigger,
 };
 use crm_sync::jobs::queue::SyncTask;
 use crm_sync::jobs::runner::StopCheck;
@@ -99,7 +99,7 @@ impl World {
         let job = enqueue(
             &self.store,
             EnqueueRequest {
-                spec: JobSpec::Push { mode },
+                spec: JobSpec::from(JobAction::Push { mode }),
                 trigger: Trigger::Cli,
                 force: false,
             },
@@ -190,7 +190,7 @@ impl World {
     /// Enqueues a pull and runs it to its end; `stop` is asked at every page boundary of the
     /// first run (tests use it to act "during" a run).
     async fn pull_with(&self, mode: PullMode, incremental: bool, stop: StopCheck) -> Job {
-        let spec = JobSpec::Pull { mode, incremental };
+        let spec = JobSpec::from(JobAction::Pull { mode, incremental });
         let job = enqueue(
             &self.store,
             EnqueueRequest {

@@ -12,7 +12,9 @@ use crm_sync::hubspot::{
     Auth, Backoff, ClientConfig, HubSpotClient, MemoryTokenStore, OAuthApp, Operation,
 };
 use crm_sync::ids::{ContactId, JobId};
-use crm_sync::jobs::model::{Counts, Job, JobSpec, JobStatus, PushCounts, PushMode, Trigger};
+use crm_sync::jobs::model::{
+    Counts, Job, JobAction, JobSpec, JobStatus, PushCounts, PushMode, Trigger,
+};
 use crm_sync::jobs::queue::SyncTask;
 use crm_sync::jobs::runner::StopCheck;
 use crm_sync::jobs::worker::{Settled, process};
@@ -211,7 +213,7 @@ impl Env {
         let enqueued = enqueue(
             &self.store,
             EnqueueRequest {
-                spec: JobSpec::Push { mode },
+                spec: JobSpec::from(JobAction::Push { mode }),
                 trigger: Trigger::Cli,
                 force: false,
             },

@@ -11,7 +11,7 @@ mod common;
 use common::TestDb;
 use crm_sync::hubspot::{Auth, Backoff, ClientConfig, HubSpotClient};
 use crm_sync::ids::{HsObjectId, JobId};
-use crm_sync::jobs::model::{Counts, Job, JobSpec, JobStatus, PullMode, Trigger};
+use crm_sync::jobs::model::{Counts, Job, JobAction, JobSpec, JobStatus, PullMode, Trigger};
 use crm_sync::jobs::queue::SyncTask;
 use crm_sync::jobs::runner::StopCheck;
 use crm_sync::jobs::worker::{RetryPolicy, process};
@@ -97,10 +97,10 @@ impl World {
         let job = enqueue(
             &self.store,
             EnqueueRequest {
-                spec: JobSpec::Pull {
+                spec: JobSpec::from(JobAction::Pull {
                     mode: PullMode::Upsert,
                     incremental: false,
-                },
+                }),
                 trigger: Trigger::Webhook,
                 force: false,
             },

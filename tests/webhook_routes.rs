@@ -17,7 +17,7 @@ use chrono::Utc;
 use common::TestDb;
 use crm_sync::api::ratelimit::{Quota, RateLimits};
 use crm_sync::ids::{ContactId, HsObjectId, PortalId};
-use crm_sync::jobs::model::{Counts, Job, JobStatus, PullMode, PushMode};
+use crm_sync::jobs::model::{Counts, Job, JobAction, JobStatus, PullMode, PushMode};
 use crm_sync::jobs::worker::{WorkerConfig, run_workers};
 use crm_sync::jobs::{EnqueueRequest, JobSpec, Trigger, enqueue};
 use crm_sync::sandbox::SandboxHandle;
@@ -208,7 +208,7 @@ backend_tests! {
         let jobs = server.store.list_jobs(None, 10).await.unwrap();
         let [job] = jobs.as_slice() else { panic!("one pull job: {jobs:?}") };
         assert_eq!(job.trigger, Trigger::Webhook);
-        assert!(matches!(job.spec, JobSpec::Pull { .. }));
+        assert!(matches!(job.spec.action, JobAction::Pull { .. }));
         assert_eq!(body["job_id"], job.id.to_string());
 
         // A second batch while that pull waits adds no job.
@@ -451,7 +451,7 @@ backend_tests! {
 
         let push = enqueue(
             &server.store,
-            EnqueueRequest { spec: JobSpec::Push { mode: PushMode::Link }, trigger: Trigger::Api, force: false },
+            EnqueueRequest { spec: JobSpec::from(JobAction::Push { mode: PushMode::Link }), trigger: Trigger::Api, force: false },
         )
         .await
         .unwrap()
@@ -504,7 +504,7 @@ backend_tests! {
             .unwrap();
         // A full pull from the API is waiting; it does not read webhook_pulls.
         let api_pull = enqueue(&server.store, EnqueueRequest {
-            spec: JobSpec::Pull { mode: PullMode::Upsert, incremental: false },
+            spec: JobSpec::from(JobAction::Pull { mode: PullMode::Upsert, incremental: false }),
             trigger: Trigger::Api,
             force: false,
         })
@@ -544,7 +544,7 @@ backend_tests! {
 
         // A webhook pull never stands in for the user's pull: the request is queued.
         let request = EnqueueRequest {
-            spec: JobSpec::Pull { mode: PullMode::Upsert, incremental: false },
+            spec: JobSpec::from(JobAction::Pull { mode: PullMode::Upsert, incremental: false }),
             trigger: Trigger::Cli,
             force: false,
         };

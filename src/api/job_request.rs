@@ -4,7 +4,9 @@
 //! The body is checked by hand ([`FromJsonBody`]) rather than by poem-openapi's parser, whose
 //! errors do not name the field: every refusal here is a 422 naming the field(s) and what they
 //! accept. Unknown fields are refused, never ignored: a client written for a newer server
-//! (say, one that sends `"dry_run": true`) must never start a real job it did not mean.
+//! (say, one that sends a field this one does not know) must never start a job it did not
+//! mean. For the same reason an object or a dry run this version cannot run is refused, never
+//! run as something else.
 
 use poem_openapi::registry::{MetaDiscriminatorObject, MetaSchema, MetaSchemaRef, Registry};
 use poem_openapi::types::{ParseError, ParseFromJSON, ParseResult, ToJSON, Type};
@@ -15,7 +17,9 @@ use std::borrow::Cow;
 use super::job_views::SyncObjectView;
 use super::json_body::FromJsonBody;
 use super::params::inline_type;
-use crate::jobs::model::{Direction, JobSpec, PullMode, PushMode, SpecError, Trigger};
+use crate::jobs::model::{
+    Direction, JobAction, JobSpec, PullMode, PushMode, SpecError, SyncObject, Trigger,
+};
 use crate::jobs::queue::EnqueueRequest;
 
 /// Every field the body may have, in the order messages list them.
@@ -80,7 +84,8 @@ impl ToJSON for OnlyFalse {
 #[derive(Debug, Clone, PartialEq, Eq, Object)]
 #[oai(rename = "PushJobRequest")]
 pub struct PushJobRequest {
-    /// What to sync: `contacts` (the default and, in this version, the only choice).
+    /// What to sync: `contacts` (the default) or `companies` (refused with 422 while this
+    /// version has no companies sync).
     #[oai(nullable)]
     pub object: Option<SyncObjectView>,
     /// `link` (default) or `upsert`.
@@ -89,20 +94,23 @@ pub struct PushJobRequest {
     /// Only `false`: a push always considers only new and changed contacts.
     #[oai(nullable)]
     pub incremental: Option<OnlyFalse>,
-    /// Enqueue even while a push is queued, running or retrying (default false).
+    /// Enqueue even while a push of the same object (a dry run: another dry run) is queued,
+    /// running or retrying (default false).
     #[oai(nullable)]
     pub force: Option<bool>,
-    /// Only `false`: dry runs are not available in this version, and `true` is refused (422)
-    /// so that it can never run a real push.
+    /// Only report what the push would do: it reads, and writes nothing to HubSpot or to the
+    /// local tables but the job row (default false). Refused (422), never run for real, where
+    /// the object's sync cannot run one.
     #[oai(nullable)]
-    pub dry_run: Option<OnlyFalse>,
+    pub dry_run: Option<bool>,
 }
 
 /// A pull request.
 #[derive(Debug, Clone, PartialEq, Eq, Object)]
 #[oai(rename = "PullJobRequest")]
 pub struct PullJobRequest {
-    /// What to sync: `contacts` (the default and, in this version, the only choice).
+    /// What to sync: `contacts` (the default) or `companies` (refused with 422 while this
+    /// version has no companies sync).
     #[oai(nullable)]
     pub object: Option<SyncObjectView>,
     /// `upsert` (default) or `verbose`.
@@ -111,13 +119,15 @@ pub struct PullJobRequest {
     /// Read only what changed since the last successful pull (default false).
     #[oai(nullable)]
     pub incremental: Option<bool>,
-    /// Enqueue even while a pull is queued, running or retrying (default false).
+    /// Enqueue even while a pull of the same object (a dry run: another dry run) is queued,
+    /// running or retrying (default false).
     #[oai(nullable)]
     pub force: Option<bool>,
-    /// Only `false`: dry runs are not available in this version, and `true` is refused (422)
-    /// so that it can never run a real pull.
+    /// Only report what the pull would do: it reads, and writes nothing to the local tables
+    /// but the job row (default false). Refused (422), never run for real, where the object's
+    /// sync cannot run one.
     #[oai(nullable)]
-    pub dry_run: Option<OnlyFalse>,
+    pub dry_run: Option<bool>,
 }
 
 /// The body of `POST /api/jobs`: `direction` (required) picks the schema. Fields not listed
@@ -217,29 +227,37 @@ impl Type for JobRequestBody {
 impl JobRequestBody {
     /// The enqueue request this body asks for (every check was made while parsing).
     pub fn to_request(&self, trigger: Trigger) -> EnqueueRequest {
-        let (spec, force) = match self {
+        let (action, object, dry_run, force) = match self {
             Self::Push(push) => (
-                JobSpec::Push {
+                JobAction::Push {
                     mode: match push.mode {
                         None | Some(PushModeView::Link) => PushMode::Link,
                         Some(PushModeView::Upsert) => PushMode::Upsert,
                     },
                 },
+                push.object,
+                push.dry_run,
                 push.force,
             ),
             Self::Pull(pull) => (
-                JobSpec::Pull {
+                JobAction::Pull {
                     mode: match pull.mode {
                         None | Some(PullModeView::Upsert) => PullMode::Upsert,
                         Some(PullModeView::Verbose) => PullMode::Verbose,
                     },
                     incremental: pull.incremental.unwrap_or(false),
                 },
+                pull.object,
+                pull.dry_run,
                 pull.force,
             ),
         };
         EnqueueRequest {
-            spec,
+            spec: JobSpec {
+                object: object.map_or(SyncObject::Contacts, SyncObject::from),
+                action,
+                dry_run: dry_run.unwrap_or(false),
+            },
             trigger,
             force: force.unwrap_or(false),
         }
@@ -263,21 +281,23 @@ impl FromJsonBody for JobRequestBody {
                 ));
             }
         };
-        let object = optional(&fields, "object", |v| match v.as_str() {
-            Some("contacts") => Ok(SyncObjectView::Contacts),
-            _ => Err(format!(
-                "unknown object {v}: expected \"contacts\" (the only object this version syncs)"
-            )),
+        let object = optional(&fields, "object", |v| {
+            v.as_str()
+                .and_then(|name| name.parse::<SyncObject>().ok())
+                .ok_or_else(|| {
+                    format!("unknown object {v}: expected \"contacts\" or \"companies\"")
+                })
         })?;
         let force = optional(&fields, "force", boolean("force"))?;
         let incremental = optional(&fields, "incremental", boolean("incremental"))?;
-        if optional(&fields, "dry_run", boolean("dry_run"))? == Some(true) {
-            return Err(SpecError::DryRunUnavailable.to_string());
-        }
-        let dry_run = fields
-            .get("dry_run")
-            .filter(|v| !v.is_null())
-            .map(|_| OnlyFalse);
+        let dry_run = optional(&fields, "dry_run", boolean("dry_run"))?;
+        // The same checks as every other way in (CLI, schedules): an object or a dry run this
+        // version cannot run is refused here, never run as another job.
+        JobSpec::push()
+            .for_object(object.unwrap_or_default())
+            .and_then(|spec| spec.with_dry_run(dry_run.unwrap_or(false)))
+            .map_err(|e| e.to_string())?;
+        let object = object.map(SyncObjectView::from);
         let mode = optional(&fields, "mode", |v| {
             v.as_str()
                 .ok_or_else(|| format!("\"mode\" must be a string, not {v}"))
@@ -384,9 +404,9 @@ mod tests {
         .unwrap();
         assert_eq!(
             req.spec,
-            JobSpec::Push {
+            JobSpec::from(JobAction::Push {
                 mode: PushMode::Upsert
-            }
+            })
         );
         assert!(req.force);
         let nulls = parse(json!({"direction": "push", "mode": null, "force": null})).unwrap();
@@ -401,9 +421,17 @@ mod tests {
     }
 
     #[test]
-    fn a_dry_run_is_refused_as_not_available() {
-        let err = parse(json!({"direction": "push", "dry_run": true})).unwrap_err();
-        assert!(err.contains("dry runs are not available"), "{err}");
+    fn companies_are_refused_until_their_sync_exists() {
+        let err = parse(json!({"direction": "pull", "object": "companies"})).unwrap_err();
+        assert!(err.contains("companies sync is not available yet"), "{err}");
+    }
+
+    #[test]
+    fn object_and_dry_run_are_carried_into_the_spec() {
+        let req =
+            parse(json!({"direction": "pull", "object": "contacts", "dry_run": false})).unwrap();
+        assert_eq!(req.spec.object, SyncObject::Contacts);
+        assert!(!req.spec.dry_run);
     }
 
     #[test]
@@ -433,8 +461,12 @@ mod tests {
                 "\"force\" must be true or false",
             ),
             (
-                json!({"direction": "pull", "object": "companies"}),
-                "expected \"contacts\"",
+                json!({"direction": "pull", "object": "deals"}),
+                "expected \"contacts\" or \"companies\"",
+            ),
+            (
+                json!({"direction": "push", "dry_run": "yes"}),
+                "\"dry_run\" must be true or false",
             ),
         ] {
             let err = parse(body.clone()).unwrap_err();

@@ -7,8 +7,8 @@
 
 use super::params::inline_type;
 use crate::jobs::model::{
-    Direction, Job, JobSpec, JobStatus, PullCounts, PullMode, PushCounts, PushMode, RecordError,
-    SyncObject, Trigger, rfc3339,
+    Direction, Job, JobAction, JobSpec, JobStatus, PullCounts, PullMode, PushCounts, PushMode,
+    RecordError, SyncObject, Trigger, rfc3339,
 };
 use crate::jobs::schedule::ScheduleView;
 use poem_openapi::registry::MetaSchema;
@@ -145,14 +145,26 @@ impl From<JobStatus> for JobStatusView {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Enum)]
 #[oai(rename = "SyncObject", rename_all = "lowercase")]
 pub enum SyncObjectView {
-    /// HubSpot contacts and the local `contacts` table (the only object in this version).
+    /// HubSpot contacts and the local `contacts` table.
     Contacts,
+    /// HubSpot companies and the local `companies` table.
+    Companies,
 }
 
 impl From<SyncObject> for SyncObjectView {
     fn from(object: SyncObject) -> Self {
         match object {
             SyncObject::Contacts => Self::Contacts,
+            SyncObject::Companies => Self::Companies,
+        }
+    }
+}
+
+impl From<SyncObjectView> for SyncObject {
+    fn from(object: SyncObjectView) -> Self {
+        match object {
+            SyncObjectView::Contacts => Self::Contacts,
+            SyncObjectView::Companies => Self::Companies,
         }
     }
 }
@@ -171,18 +183,18 @@ pub enum JobModeView {
 
 impl From<&JobSpec> for JobModeView {
     fn from(spec: &JobSpec) -> Self {
-        match spec {
-            JobSpec::Push {
+        match spec.action {
+            JobAction::Push {
                 mode: PushMode::Link,
             } => Self::Link,
-            JobSpec::Push {
+            JobAction::Push {
                 mode: PushMode::Upsert,
             }
-            | JobSpec::Pull {
+            | JobAction::Pull {
                 mode: PullMode::Upsert,
                 ..
             } => Self::Upsert,
-            JobSpec::Pull {
+            JobAction::Pull {
                 mode: PullMode::Verbose,
                 ..
             } => Self::Verbose,
@@ -198,14 +210,14 @@ pub struct JobView {
     pub id: String,
     /// `push` or `pull`.
     pub direction: DirectionView,
-    /// What it syncs: `contacts`.
+    /// What it syncs: `contacts` or `companies`.
     pub object: SyncObjectView,
     /// push: `link` or `upsert`; pull: `upsert` or `verbose`.
     pub mode: JobModeView,
     /// pull: reads only what changed since the last successful pull (false for a webhook
     /// pull, which reads only the records webhooks named).
     pub incremental: bool,
-    /// Whether it only reports what it would do; always false in this version.
+    /// Whether it only reports what it would do, writing nothing but the job row.
     pub dry_run: bool,
     /// `api`, `schedule`, `webhook` or `cli`. A pull with trigger `webhook` reads the records
     /// HubSpot's webhooks named, by id (100 per batch read), not a list or a search.
@@ -380,7 +392,7 @@ impl From<&Job> for JobView {
             object: j.spec.object().into(),
             mode: JobModeView::from(&j.spec),
             incremental: j.spec.incremental(),
-            dry_run: false,
+            dry_run: j.spec.dry_run,
             trigger: j.trigger.into(),
             status: j.status.into(),
             attempts: j.attempts,
@@ -427,10 +439,14 @@ pub struct ScheduleItemView {
     pub cron: String,
     /// `push` or `pull`.
     pub direction: DirectionView,
+    /// What its jobs sync.
+    pub object: SyncObjectView,
     /// The jobs' mode.
     pub mode: JobModeView,
     /// Whether its pulls are incremental.
     pub incremental: bool,
+    /// Whether its jobs are dry runs.
+    pub dry_run: bool,
     /// The next tick (RFC 3339, UTC); null when the expression has no future tick.
     #[oai(nullable)]
     pub next_run: Option<String>,
@@ -453,8 +469,10 @@ impl From<&ScheduleView> for ScheduleItemView {
             key: s.key.clone(),
             cron: s.cron.clone(),
             direction: s.spec.direction().into(),
+            object: s.spec.object.into(),
             mode: JobModeView::from(&s.spec),
             incremental: s.spec.incremental(),
+            dry_run: s.spec.dry_run,
             next_run: s.next_run.as_ref().map(rfc3339::format),
             last_tick: s.last_tick.as_ref().map(|t| TickView {
                 at: rfc3339::format(&t.at),

@@ -3,8 +3,8 @@
 //! `GET /sync-contacts` (push) and `GET /initial-contacts-sync` (pull). All take the token.
 //!
 //! Enqueueing answers 202 with the job and `Location: /api/jobs/{id}`; while a job of the
-//! direction is queued, running or retrying, it answers 202 with that job instead, unless the
-//! request says `"force": true`.
+//! same slot (object, direction, dry run) is queued, running or retrying, it answers 202 with
+//! that job instead, unless the request says `"force": true`.
 
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
@@ -34,8 +34,8 @@ type Limit = PageSize<DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT>;
 /// The answer to a request that enqueues a job.
 #[derive(ApiResponse)]
 pub enum Accepted {
-    /// The job enqueued — or, while a job of the same direction is queued, running or
-    /// retrying, that job (send `"force": true` to enqueue another anyway).
+    /// The job enqueued — or, while a job of the same object, direction and dry run is
+    /// queued, running or retrying, that job (send `"force": true` to enqueue another anyway).
     #[oai(status = 202)]
     Job(
         Json<JobView>,
@@ -95,11 +95,11 @@ pub struct JobsApi {
 impl JobsApi {
     /// Enqueue a push or pull job.
     ///
-    /// Body: `direction` (`push` or `pull`, required), `object` (`contacts`), `mode` (push:
-    /// `link` default or `upsert`; pull: `upsert` default or `verbose`), `incremental` (pull
-    /// only), `force`, `dry_run` (only `false` in this version). Any other field, a value that
-    /// is not one of its choices, or `"dry_run": true` is a 422 naming the field and nothing is
-    /// enqueued.
+    /// Body: `direction` (`push` or `pull`, required), `object` (`contacts` default, or
+    /// `companies`), `mode` (push: `link` default or `upsert`; pull: `upsert` default or
+    /// `verbose`), `incremental` (pull only), `force`, `dry_run` (default false). Any other
+    /// field, a value that is not one of its choices, or an object or dry run this version
+    /// cannot run is a 422 naming the field, and nothing is enqueued.
     #[oai(path = "/api/jobs", method = "post", operation_id = "createJob")]
     async fn create_job(
         &self,

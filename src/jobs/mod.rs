@@ -13,8 +13,8 @@ pub mod schedule;
 pub mod worker;
 
 pub use model::{
-    Counts, Direction, Job, JobProgress, JobSpec, JobStatus, PullCounts, PullMode, PullOutcome,
-    PushCounts, PushMode, PushOutcome, RecordError, SpecError, Trigger,
+    Counts, Direction, Job, JobAction, JobProgress, JobSpec, JobStatus, PullCounts, PullMode,
+    PullOutcome, PushCounts, PushMode, PushOutcome, RecordError, SpecError, SyncObject, Trigger,
 };
 pub use queue::{EnqueueRequest, Enqueued, QueueError, enqueue};
 pub use runner::{BoxFuture, JobRunner, Page, Progress, RunError, RunFailure};

@@ -7,7 +7,7 @@
 //! so a job can never exist without a task that delivers it, nor a task without its job.
 
 use crate::ids::{DeliveryId, JobId};
-use crate::jobs::model::{Job, JobSpec, Trigger};
+use crate::jobs::model::{Job, JobAction, JobSpec, SyncObject, Trigger};
 use crate::store::jobs::{NewJob, Tx, is_transient};
 use crate::store::{Store, StoreError};
 use apalis::prelude::{TaskBuilder, TaskId};
@@ -66,21 +66,23 @@ pub struct EnqueueRequest {
     pub spec: JobSpec,
     /// Who asks.
     pub trigger: Trigger,
-    /// Enqueue even while a job of this direction is queued or running.
+    /// Enqueue even while a job of this slot (object, direction, dry run) is queued or running.
     pub force: bool,
 }
 
 /// The answer to an [`EnqueueRequest`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Enqueued {
-    /// The new job, or the active job of the direction that made this request a no-op.
+    /// The new job, or the active job of the slot (object, direction, dry run) that made this
+    /// request a no-op.
     pub job: Job,
     /// Whether `job` was created by this request.
     pub created: bool,
 }
 
-/// Enqueues a job, unless one of its direction is active and `force` is off, in which case the
-/// active job is returned instead. Safe against any number of processes racing.
+/// Enqueues a job, unless one of its slot is active and `force` is off, in which case the
+/// active job is returned instead. A slot is an object, a direction and whether the job is a
+/// dry run: a dry run is never answered with a real job, nor a real request with a dry run. Safe against any number of processes racing.
 ///
 /// A request with trigger `webhook` is [`enqueue_webhook_pull`] whatever its other fields.
 pub async fn enqueue(store: &Store, req: EnqueueRequest) -> Result<Enqueued, QueueError> {
@@ -98,12 +100,13 @@ pub async fn enqueue(store: &Store, req: EnqueueRequest) -> Result<Enqueued, Que
         tx.rollback().await?;
     }
     Err(QueueError::Push(format!(
-        "the {} slot kept changing hands; try again",
+        "the {} {} slot kept changing hands; try again",
+        req.spec.object,
         req.spec.direction()
     )))
 }
 
-/// [`enqueue`] inside `tx` (as its first statement). `None`: the direction was taken and freed
+/// [`enqueue`] inside `tx` (as its first statement). `None`: the slot was taken and freed
 /// again while we looked; roll back and retry.
 pub(crate) async fn enqueue_in(
     tx: &mut Tx,
@@ -124,21 +127,22 @@ pub(crate) async fn enqueue_in(
             created: true,
         }));
     }
-    Ok(tx
-        .active_job(req.spec.direction())
-        .await?
-        .map(|active| Enqueued {
-            job: active.job,
-            created: false,
-        }))
+    Ok(tx.active_job(&req.spec).await?.map(|active| Enqueued {
+        job: active.job,
+        created: false,
+    }))
 }
 
 /// The webhook pull's request: a pull of the records webhooks named (forced: it runs beside
 /// any other pull).
 pub const WEBHOOK_PULL: EnqueueRequest = EnqueueRequest {
-    spec: JobSpec::Pull {
-        mode: crate::jobs::model::PullMode::Upsert,
-        incremental: false,
+    spec: JobSpec {
+        object: SyncObject::Contacts,
+        action: JobAction::Pull {
+            mode: crate::jobs::model::PullMode::Upsert,
+            incremental: false,
+        },
+        dry_run: false,
     },
     trigger: Trigger::Webhook,
     force: true,

@@ -7,7 +7,7 @@
 //! job of that direction is still queued or running.
 
 use crate::ids::JobId;
-use crate::jobs::model::{Direction, JobSpec, SpecError, Trigger};
+use crate::jobs::model::{Direction, JobSpec, SpecError, SyncObject, Trigger};
 use crate::jobs::queue::{self, EnqueueRequest, QueueError};
 use crate::store::jobs::{TickOutcome, TickRecord, Tx};
 use crate::store::{Store, StoreError};
@@ -57,14 +57,19 @@ impl Schedule {
         mode: Option<&str>,
         incremental: Option<bool>,
     ) -> Result<Self, ScheduleError> {
-        let expr = cron_expr.trim().to_owned();
         let spec_err = |source| ScheduleError::Spec {
-            expr: expr.clone(),
+            expr: cron_expr.trim().to_owned(),
             source,
         };
         let direction: Direction = direction.parse().map_err(spec_err)?;
         let incremental = incremental.unwrap_or(direction == Direction::Pull);
         let spec = JobSpec::new(direction, mode, incremental).map_err(spec_err)?;
+        Self::of(cron_expr, spec)
+    }
+
+    /// A schedule that enqueues `spec` at every tick of `cron_expr` (as in [`Schedule::new`]).
+    pub fn of(cron_expr: &str, spec: JobSpec) -> Result<Self, ScheduleError> {
+        let expr = cron_expr.trim().to_owned();
         // The cron crate wants seconds first; a classic 5-field line means second 0.
         let full = if expr.split_whitespace().count() == 5 {
             format!("0 {expr}")
@@ -75,8 +80,14 @@ impl Schedule {
             expr: expr.clone(),
             reason: e.to_string(),
         })?;
+        // Contacts keep the keys they had before jobs named their object, so that their
+        // recorded ticks still count.
+        let object = match spec.object {
+            SyncObject::Contacts => String::new(),
+            other => format!("{other}:"),
+        };
         let key = format!(
-            "{}:{}:{}@{}",
+            "{object}{}:{}:{}{}@{}",
             spec.direction(),
             spec.mode_str(),
             if spec.incremental() {
@@ -84,6 +95,7 @@ impl Schedule {
             } else {
                 "full"
             },
+            if spec.dry_run { ":dry-run" } else { "" },
             expr
         );
         Ok(Self {
@@ -96,12 +108,28 @@ impl Schedule {
 
     /// Builds a schedule from a `[[sync.schedules]]` entry.
     pub fn from_config(config: &crate::config::ScheduleConfig) -> Result<Self, ScheduleError> {
-        Self::new(
+        let contacts = Self::new(
             &config.cron,
             &config.direction,
             config.mode.as_deref(),
             config.incremental,
-        )
+        )?;
+        let spec_err = |source| ScheduleError::Spec {
+            expr: contacts.expr.clone(),
+            source,
+        };
+        let object = match config.object.as_deref() {
+            None => SyncObject::Contacts,
+            Some(name) => name
+                .parse()
+                .map_err(|_| spec_err(SpecError::UnknownObject(name.to_owned())))?,
+        };
+        let spec = contacts
+            .spec
+            .for_object(object)
+            .and_then(|s| s.with_dry_run(config.dry_run.unwrap_or(false)))
+            .map_err(spec_err)?;
+        Self::of(&config.cron, spec)
     }
 
     /// Every `[[sync.schedules]]` entry of the settings, in order.
@@ -145,7 +173,7 @@ impl Schedule {
 pub enum Fired {
     /// This process won the tick and enqueued the job.
     Queued(JobId),
-    /// This process won the tick; the direction's active job made it skip.
+    /// This process won the tick; the active job of its slot made it skip.
     Skipped(JobId),
     /// Another process had already claimed the tick.
     ClaimedElsewhere,
@@ -185,14 +213,15 @@ pub async fn fire(store: &Store, schedule: &Schedule, tick_at: i64) -> Result<Fi
         tx.commit().await?;
         match fired {
             Fired::Skipped(active) => tracing::info!(schedule = schedule.key(), %active,
-                "tick skipped: a job of this direction is still active"),
+                "tick skipped: a job of this slot is still active"),
             _ => tracing::info!(schedule = schedule.key(), "tick enqueued a job"),
         }
         return Ok(fired);
     }
     Err(QueueError::Push(format!(
-        "schedule {}: the {} slot kept changing hands",
+        "schedule {}: the {} {} slot kept changing hands",
         schedule.key(),
+        schedule.spec().object,
         schedule.spec().direction()
     )))
 }
@@ -204,7 +233,7 @@ pub struct ScheduleView {
     pub key: String,
     /// The cron expression (UTC).
     pub cron: String,
-    /// What its jobs do: direction, mode and whether pulls are incremental.
+    /// What its jobs do: object, direction, mode, whether pulls are incremental, dry run.
     #[serde(flatten)]
     pub spec: JobSpec,
     /// The next tick.
@@ -244,6 +273,28 @@ mod tests {
         assert_eq!(s.key(), "pull:upsert:incremental@*/15 * * * *");
         let next = s.next_run().unwrap();
         assert_eq!(next.timestamp() % (15 * 60), 0);
+    }
+
+    #[test]
+    fn contacts_keep_their_keys_and_other_slots_get_their_own() {
+        let contacts = Schedule::new("0 * * * *", "push", None, None).unwrap();
+        assert_eq!(contacts.key(), "push:link:full@0 * * * *");
+        let dry = JobSpec {
+            dry_run: true,
+            ..JobSpec::push()
+        };
+        let companies = JobSpec {
+            object: SyncObject::Companies,
+            ..JobSpec::push()
+        };
+        assert_eq!(
+            Schedule::of("0 * * * *", dry).unwrap().key(),
+            "push:link:full:dry-run@0 * * * *"
+        );
+        assert_eq!(
+            Schedule::of("0 * * * *", companies).unwrap().key(),
+            "companies:push:link:full@0 * * * *"
+        );
     }
 
     #[test]

@@ -39,17 +39,19 @@ type GaugeRow = (String, String, i64, Option<DateTime<Utc>>);
 
 impl Store {
     /// Reads the queue gauges in one statement. The last-success parts are `MAX` over one
-    /// direction each, which PostgreSQL answers from the `finished_at` index without a scan.
+    /// direction each (real jobs only: a dry run syncs nothing), which PostgreSQL answers from the `finished_at` index without a scan.
     pub async fn queue_gauges(&self) -> Result<QueueGauges, StoreError> {
         const SQL: &str = "\
             SELECT 'active', status, COUNT(*), NULL FROM sync_jobs \
              WHERE status IN ('queued', 'running', 'retrying') GROUP BY status \
             UNION ALL \
             SELECT 'succeeded', 'push', 0, (SELECT MAX(finished_at) FROM sync_jobs \
-             WHERE direction = 'push' AND status = 'succeeded' AND triggered_by <> 'webhook') \
+             WHERE direction = 'push' AND status = 'succeeded' AND triggered_by <> 'webhook' \
+               AND NOT dry_run) \
             UNION ALL \
             SELECT 'succeeded', 'pull', 0, (SELECT MAX(finished_at) FROM sync_jobs \
-             WHERE direction = 'pull' AND status = 'succeeded' AND triggered_by <> 'webhook') \
+             WHERE direction = 'pull' AND status = 'succeeded' AND triggered_by <> 'webhook' \
+               AND NOT dry_run) \
             UNION ALL \
             SELECT 'webhook_pulls', '', COUNT(*), MIN(requested_at) FROM webhook_pulls";
         let rows: Vec<GaugeRow> =

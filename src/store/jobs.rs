@@ -5,9 +5,10 @@
 //! PostgreSQL and SQLite (see the rule in `store`).
 //!
 //! Rules the queue relies on:
-//! - [`Tx::insert_job`] enforces "one active job per direction" in the database: it inserts
-//!   only when no job of that direction is active, and the partial unique index
-//!   `sync_jobs_one_active_per_direction` turns a concurrent second insert into a no-op.
+//! - [`Tx::insert_job`] enforces "one active job per slot" in the database, a slot being an
+//!   object, a direction and whether the job is a dry run: it inserts only when no job of that
+//!   slot is active, and the partial unique index `sync_jobs_one_active_per_slot` turns a
+//!   concurrent second insert into a no-op.
 //! - A run holds the job under a `lease` ([`Store::claim_job`]); progress and final statuses are written
 //!   only while the lease matches, so a run that was presumed dead cannot overwrite its successor.
 //! - A job is carried by exactly one Apalis task at a time, named in `delivery`; a task whose id
@@ -18,7 +19,10 @@ pub use super::Tx;
 use super::time::DbTime;
 use super::{Store, StoreError, on_pool, on_tx};
 use crate::ids::{DeliveryId, JobId, LeaseId, PortalId};
-use crate::model::{Counts, Direction, Job, JobProgress, JobSpec, JobStatus, RecordError, Trigger};
+use crate::model::{
+    Counts, Direction, Job, JobAction, JobProgress, JobSpec, JobStatus, RecordError, SyncObject,
+    Trigger,
+};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::types::Json;
@@ -63,9 +67,11 @@ pub fn is_transient_db_error(e: &sqlx::Error) -> bool {
 #[derive(sqlx::FromRow)]
 pub(super) struct JobRow {
     id: String,
+    object: String,
     direction: String,
     mode: String,
     incremental: bool,
+    dry_run: bool,
     triggered_by: String,
     status: String,
     exclusive: bool,
@@ -87,7 +93,8 @@ pub(super) struct JobRow {
 }
 
 /// The columns [`JobRow`] reads (the table has more, for other uses).
-pub(super) const COLUMNS: &str = "id, direction, mode, incremental, triggered_by, status, exclusive, \
+pub(super) const COLUMNS: &str = "id, object, direction, mode, incremental, dry_run, triggered_by, \
+     status, exclusive, \
      attempts, created_at, started_at, finished_at, counts, errors, checkpoint, processed, total, \
      last_error, next_attempt_at, delivery, lease, worker, portal_id";
 
@@ -113,8 +120,14 @@ impl TryFrom<JobRow> for JobRecord {
         let corrupt = |what: String| StoreError::InvalidData(format!("sync job {id}: {what}"));
         let job_id: JobId = r.id.parse().map_err(|e| corrupt(format!("id: {e}")))?;
         let direction: Direction = r.direction.parse().map_err(|e| corrupt(format!("{e}")))?;
-        let spec = JobSpec::new(direction, Some(&r.mode), r.incremental)
-            .map_err(|e| corrupt(e.to_string()))?;
+        let object: SyncObject = r.object.parse().map_err(|e| corrupt(format!("{e}")))?;
+        // Built as stored, without the checks of a request: a stored job is what it is.
+        let spec = JobSpec {
+            object,
+            action: JobAction::new(direction, Some(&r.mode), r.incremental)
+                .map_err(|e| corrupt(e.to_string()))?,
+            dry_run: r.dry_run,
+        };
         let counts = Counts::from_json(direction, r.counts.0)
             .map_err(|e| corrupt(format!("counts: {e}")))?;
         let errors: Vec<RecordError> =
@@ -171,7 +184,7 @@ pub struct NewJob {
     pub spec: JobSpec,
     /// What started it.
     pub trigger: Trigger,
-    /// Insert even while a job of this direction is active.
+    /// Insert even while a job of this slot is active.
     pub force: bool,
     /// The schedule that fired it, for trigger `schedule`.
     pub schedule_key: Option<String>,
@@ -230,13 +243,14 @@ struct TickRow {
     job_id: Option<String>,
 }
 
-/// The active job of direction `$1`: the slot holder (exclusive) first, then the oldest.
-/// Webhook pulls are not among them: they drain `webhook_pulls` beside the user's jobs and
-/// never stand in for a requested or scheduled one.
+/// The active job of the slot object `$1`, direction `$2`, dry run `$3`: the slot holder
+/// (exclusive) first, then the oldest. Webhook pulls are not among them: they drain
+/// `webhook_pulls` beside the user's jobs and never stand in for a requested or scheduled one.
 fn active_sql() -> String {
     format!(
-        "SELECT {COLUMNS} FROM sync_jobs WHERE direction = $1 AND triggered_by <> 'webhook' \
-         AND status IN ('queued', 'running', 'retrying') ORDER BY exclusive DESC, id LIMIT 1"
+        "SELECT {COLUMNS} FROM sync_jobs WHERE object = $1 AND direction = $2 AND dry_run = $3 \
+         AND triggered_by <> 'webhook' AND status IN ('queued', 'running', 'retrying') \
+         ORDER BY exclusive DESC, id LIMIT 1"
     )
 }
 
@@ -261,21 +275,22 @@ fn to_i64(n: u64) -> i64 {
 }
 
 impl Tx {
-    /// Inserts the job as `queued` unless a job of its direction is active (and `force` is
-    /// off). Returns the inserted job, or `None` when the direction was taken (possibly by a
-    /// concurrent insert that this one waited for). Run it as the first statement of the
-    /// transaction.
+    /// Inserts the job as `queued` unless a job of its slot (object, direction, dry run) is
+    /// active (and `force` is off). Returns the inserted job, or `None` when the slot was taken
+    /// (possibly by a concurrent insert that this one waited for). Run it as the first
+    /// statement of the transaction.
     ///
-    /// Any active job of the direction counts, a forced one too, except webhook pulls: they
+    /// Any active job of the slot counts, a forced one too, except webhook pulls: they
     /// never make a requested or scheduled job wait. A webhook pull is inserted only when no
     /// other is active (index `sync_jobs_one_active_webhook_pull`; `None` otherwise).
     pub async fn insert_job(&mut self, new: &NewJob) -> Result<Option<JobRecord>, StoreError> {
         // RETURNING the shared column list, so the row reads like every other.
         const INSERT: &str = "INSERT INTO sync_jobs (id, direction, mode, incremental, triggered_by, \
              status, exclusive, attempts, created_at, updated_at, counts, errors, processed, \
-             delivery, schedule_key) \
-             SELECT $1, $2, $3, $4, $5, 'queued', NOT $9, 0, $6, $6, $7, $8, 0, $1, $10 \
-             WHERE $9 OR NOT EXISTS (SELECT 1 FROM sync_jobs WHERE direction = $2 \
+             delivery, schedule_key, object, dry_run) \
+             SELECT $1, $2, $3, $4, $5, 'queued', NOT $9, 0, $6, $6, $7, $8, 0, $1, $10, $11, $12 \
+             WHERE $9 OR NOT EXISTS (SELECT 1 FROM sync_jobs WHERE object = $11 \
+                 AND direction = $2 AND dry_run = $12 \
                  AND triggered_by <> 'webhook' AND status IN ('queued', 'running', 'retrying')) \
              ON CONFLICT DO NOTHING \
              RETURNING ";
@@ -293,21 +308,22 @@ impl Tx {
                 .bind(Json(Value::Array(vec![])))
                 .bind(new.force)
                 .bind(new.schedule_key.as_deref())
+                .bind(new.spec.object.as_str())
+                .bind(new.spec.dry_run)
                 .fetch_optional(c)
                 .await?
         });
         record_opt(row)
     }
 
-    /// The active job of a direction: the one holding the direction's slot first, then the
-    /// oldest.
-    pub async fn active_job(
-        &mut self,
-        direction: Direction,
-    ) -> Result<Option<JobRecord>, StoreError> {
+    /// The active job of the slot `spec` belongs to (its object, direction and dry run; mode
+    /// and `incremental` do not matter): the slot holder first, then the oldest.
+    pub async fn active_job(&mut self, spec: &JobSpec) -> Result<Option<JobRecord>, StoreError> {
         let row: Option<JobRow> = on_tx!(self, c => {
             sqlx::query_as(sqlx::AssertSqlSafe(active_sql()))
-                .bind(direction.as_str())
+                .bind(spec.object.as_str())
+                .bind(spec.direction().as_str())
+                .bind(spec.dry_run)
                 .fetch_optional(c)
                 .await?
         });
@@ -553,11 +569,13 @@ impl Store {
         rows.into_iter().map(|r| record(r).map(|r| r.job)).collect()
     }
 
-    /// The active job of a direction (see [`Tx::active_job`]).
-    pub async fn active_job(&self, direction: Direction) -> Result<Option<Job>, StoreError> {
+    /// The active job of the slot `spec` belongs to (see [`Tx::active_job`]).
+    pub async fn active_job(&self, spec: &JobSpec) -> Result<Option<Job>, StoreError> {
         let row: Option<JobRow> = on_pool!(self, pool => {
             sqlx::query_as(sqlx::AssertSqlSafe(active_sql()))
-                .bind(direction.as_str())
+                .bind(spec.object.as_str())
+                .bind(spec.direction().as_str())
+                .bind(spec.dry_run)
                 .fetch_optional(pool)
                 .await?
         });

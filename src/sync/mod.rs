@@ -20,7 +20,7 @@ pub mod webhook_pull;
 
 use crate::hubspot::{HubSpotClient, HubSpotError};
 use crate::ids::PortalId;
-use crate::jobs::model::{Job, JobSpec, Trigger};
+use crate::jobs::model::{Job, JobAction, JobSpec, SpecError, Trigger};
 use crate::jobs::{BoxFuture, JobRunner, Progress, RunError, RunFailure};
 use crate::oauth::ConnectionProblem;
 use crate::store::LinkPortal;
@@ -99,6 +99,9 @@ impl JobRunner for SyncRunner {
         progress: &'a Progress,
     ) -> BoxFuture<'a, Result<(), RunError>> {
         Box::pin(async move {
+            // A job this engine cannot run as asked (a row written by another version, or by
+            // hand) fails before any HubSpot call rather than running as a different job.
+            refuse_unrunnable(&job.spec)?;
             // A broken or missing connection fails the job before any HubSpot call.
             self.ctx
                 .hubspot
@@ -116,20 +119,35 @@ impl JobRunner for SyncRunner {
             // the webhook drain waits for it (`HubSpotClient::has_spare_budget`).
             let _foreground =
                 (job.trigger != Trigger::Webhook).then(|| self.ctx.hubspot.foreground());
-            match job.spec {
-                JobSpec::Push { mode } => {
+            match job.spec.action {
+                JobAction::Push { mode } => {
                     push::Pusher::new(self.ctx.hubspot.clone(), push::PushConfig::default())
                         .run(mode, progress)
                         .await
                 }
                 // A webhook's pull reads the records webhooks named, by id.
-                JobSpec::Pull { .. } if job.trigger == Trigger::Webhook => {
+                JobAction::Pull { .. } if job.trigger == Trigger::Webhook => {
                     webhook_pull::run(&self.ctx, job, progress).await
                 }
-                JobSpec::Pull { .. } => pull::run(&self.ctx, job, progress).await,
+                JobAction::Pull { .. } => pull::run(&self.ctx, job, progress).await,
             }
         })
     }
+}
+
+/// Fails a job whose object or dry run this engine cannot run (fatal: retrying cannot help).
+fn refuse_unrunnable(spec: &JobSpec) -> Result<(), RunError> {
+    if !spec.object.is_available() {
+        return Err(RunError::Fatal(RunFailure::from_error(
+            SpecError::ObjectUnavailable(spec.object),
+        )));
+    }
+    if spec.dry_run && !spec.object.has_dry_run() {
+        return Err(RunError::Fatal(RunFailure::from_error(
+            SpecError::DryRunUnavailable(spec.object),
+        )));
+    }
+    Ok(())
 }
 
 /// Refuses the run (fatal: retrying cannot help) when the local links were made with another

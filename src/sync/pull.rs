@@ -52,7 +52,7 @@ use crate::hubspot::{
     SortDirection,
 };
 use crate::ids::{ContactId, Email, HsObjectId};
-use crate::jobs::model::{Counts, Job, JobSpec, PullCounts, PullMode, PullOutcome, RecordError};
+use crate::jobs::model::{Counts, Job, JobAction, PullCounts, PullMode, PullOutcome, RecordError};
 use crate::jobs::{Page, Progress, RunError, RunFailure};
 use crate::store::jobs::Tx;
 use crate::store::pull::{CheckedLinks, Clash, LinkedContact, PageWrite, PulledContact};
@@ -71,7 +71,7 @@ const TIE_THRESHOLD: usize = MAX_SEARCH_LIMIT as usize / 2;
 
 /// Runs a pull job (full or incremental), from its checkpoint when it has one.
 pub async fn run(ctx: &SyncContext, job: &Job, progress: &Progress) -> Result<(), RunError> {
-    let JobSpec::Pull { mode, incremental } = job.spec else {
+    let JobAction::Pull { mode, incremental } = job.spec.action else {
         return Err(RunError::fatal(format!(
             "the pull engine was given a {} job",
             job.direction()

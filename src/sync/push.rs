@@ -44,7 +44,7 @@ pub use outcome::EXTERNAL_KEY;
 
 use crate::hubspot::{HubSpotClient, MAX_BATCH};
 use crate::ids::{ContactId, HsObjectId};
-use crate::jobs::model::{Counts, Job, JobSpec, PushCounts, PushMode, RecordError};
+use crate::jobs::model::{Counts, Job, JobAction, PushCounts, PushMode, RecordError};
 use crate::jobs::{BoxFuture, JobRunner, Page, Progress, RunError, RunFailure};
 use crate::store::TombstoneReason;
 use crate::store::jobs::Tx;
@@ -168,9 +168,9 @@ impl JobRunner for Pusher {
         progress: &'a Progress,
     ) -> BoxFuture<'a, Result<(), RunError>> {
         Box::pin(async move {
-            match job.spec {
-                JobSpec::Push { mode } => Pusher::run(self, mode, progress).await,
-                JobSpec::Pull { .. } => {
+            match job.spec.action {
+                JobAction::Push { mode } => Pusher::run(self, mode, progress).await,
+                JobAction::Pull { .. } => {
                     Err(RunError::fatal("the push engine was handed a pull job"))
                 }
             }

@@ -31,7 +31,7 @@ use super::keys::ExternalKeys;
 use super::pull::{add_counts, page_error, read_ids, write_page};
 use crate::hubspot::MAX_BATCH;
 use crate::ids::HsObjectId;
-use crate::jobs::model::{Counts, Job, JobSpec};
+use crate::jobs::model::{Counts, Job, JobAction};
 use crate::jobs::{Page, Progress, RunError};
 use crate::store::TombstoneReason;
 
@@ -40,7 +40,7 @@ pub const MAX_BATCHES: usize = 20;
 
 /// Runs a webhook pull job until no record is pending, or [`MAX_BATCHES`] batch reads.
 pub async fn run(ctx: &SyncContext, job: &Job, progress: &Progress) -> Result<(), RunError> {
-    let JobSpec::Pull { mode, .. } = job.spec else {
+    let JobAction::Pull { mode, .. } = job.spec.action else {
         return Err(RunError::fatal(format!(
             "the webhook pull was given a {} job",
             job.direction()
