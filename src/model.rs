@@ -59,7 +59,7 @@ impl SyncObject {
     /// Whether this version has an engine that syncs the object. Jobs of an object without
     /// one are refused before they are enqueued, never run as another object's job.
     pub fn is_available(self) -> bool {
-        matches!(self, Self::Contacts)
+        matches!(self, Self::Contacts | Self::Companies)
     }
 
     /// Whether its engine can run a dry run. A dry run it cannot run is refused, never run
@@ -257,6 +257,21 @@ impl JobSpec {
     pub fn for_object(self, object: SyncObject) -> Result<Self, SpecError> {
         if !object.is_available() {
             return Err(SpecError::ObjectUnavailable(object));
+        }
+        // The company pull has one way of writing: verbose is the contact pull's alone.
+        if let (
+            SyncObject::Companies,
+            JobAction::Pull {
+                mode: PullMode::Verbose,
+                ..
+            },
+        ) = (object, self.action)
+        {
+            return Err(SpecError::InvalidMode {
+                direction: Direction::Pull,
+                mode: "verbose".to_owned(),
+                expected: "\"upsert\" (a companies pull has no verbose mode)",
+            });
         }
         Ok(Self { object, ..self })
     }

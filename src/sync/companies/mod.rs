@@ -120,14 +120,21 @@ impl CompanyRunner {
         job: &crate::jobs::model::Job,
         progress: &crate::jobs::Progress,
     ) -> Result<(), RunError> {
-        use crate::jobs::model::JobSpec;
-        match job.spec {
-            JobSpec::Push { mode } => {
+        use crate::jobs::model::JobAction;
+        match job.spec.action {
+            JobAction::Push { mode } => {
                 push::CompanyPusher::new(self.client.clone())
                     .run(mode, progress)
                     .await
             }
-            JobSpec::Pull { incremental, .. } => {
+            JobAction::Pull {
+                mode: crate::jobs::model::PullMode::Verbose,
+                ..
+            } => Err(RunError::fatal(
+                "a companies pull has no verbose mode (a job row written by hand or by another \
+                 version); nothing was read",
+            )),
+            JobAction::Pull { incremental, .. } => {
                 pull::run(&self.client, &self.pull, incremental, progress).await
             }
         }

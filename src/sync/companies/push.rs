@@ -36,7 +36,7 @@ use crate::hubspot::{
     MAX_BATCH, SearchRequest,
 };
 use crate::ids::{CompanyId, LocalCompanyId};
-use crate::jobs::model::{Counts, Job, JobSpec, PushCounts, PushMode, PushOutcome, RecordError};
+use crate::jobs::model::{Counts, Job, JobAction, PushCounts, PushMode, PushOutcome, RecordError};
 use crate::jobs::{BoxFuture, JobRunner, Page, Progress, RunError, RunFailure};
 use crate::store::{CompanyCandidate, CompanyLink, TombstoneReason};
 use crate::sync::hubspot_error;
@@ -170,9 +170,9 @@ impl JobRunner for CompanyPusher {
         progress: &'a Progress,
     ) -> BoxFuture<'a, Result<(), RunError>> {
         Box::pin(async move {
-            match job.spec {
-                JobSpec::Push { mode } => CompanyPusher::run(self, mode, progress).await,
-                JobSpec::Pull { .. } => Err(RunError::fatal(
+            match job.spec.action {
+                JobAction::Push { mode } => CompanyPusher::run(self, mode, progress).await,
+                JobAction::Pull { .. } => Err(RunError::fatal(
                     "the company push engine was handed a pull job",
                 )),
             }
