@@ -15,6 +15,7 @@ use crm_sync::jobs::model::{
     Trigger,
 };
 use crm_sync::jobs::queue::SyncTask;
+use crm_sync::jobs::runner::StopCheck;
 use crm_sync::jobs::worker::{Settled, process};
 use crm_sync::jobs::{EnqueueRequest, JobRunner, RetryPolicy, enqueue};
 use crm_sync::sandbox::{Sandbox, SandboxArgs, SandboxCompany, SandboxHandle};
@@ -135,6 +136,11 @@ impl Env {
     /// Enqueues a job and runs it to its end through the worker's code, as often as the
     /// queue would (a transient failure hands the job back; the next run resumes it).
     async fn run(&self, spec: JobSpec) -> Job {
+        let id = self.enqueue(spec).await;
+        self.run_to_end(id).await
+    }
+
+    async fn enqueue(&self, spec: JobSpec) -> JobId {
         let enqueued = enqueue(
             &self.store,
             EnqueueRequest {
@@ -146,9 +152,12 @@ impl Env {
         .await
         .expect("enqueue");
         assert!(enqueued.created, "no other job of that direction is active");
-        let id = enqueued.job.id;
+        enqueued.job.id
+    }
+
+    async fn run_to_end(&self, id: JobId) -> Job {
         for _ in 0..30 {
-            match self.run_once(id).await {
+            match self.run_once(id, Arc::new(|| false)).await {
                 Settled::Finished(_) => break,
                 Settled::Retrying | Settled::Requeued => continue,
                 other => panic!("unexpected settlement {other}"),
@@ -159,7 +168,7 @@ impl Env {
         job
     }
 
-    async fn run_once(&self, id: JobId) -> Settled {
+    async fn run_once(&self, id: JobId, stop: StopCheck) -> Settled {
         let record = self.store.get_job_record(id).await.unwrap().unwrap();
         let task = SyncTask {
             job_id: id,
@@ -171,16 +180,9 @@ impl Env {
             max_delay: Duration::ZERO,
         };
         let runner: Arc<dyn JobRunner> = self.runner.clone();
-        process(
-            &self.store,
-            &runner,
-            retry,
-            &task,
-            "test-worker",
-            Arc::new(|| false),
-        )
-        .await
-        .expect("settle the run")
+        process(&self.store, &runner, retry, &task, "test-worker", stop)
+            .await
+            .expect("settle the run")
     }
 
     async fn company(&self, id: LocalCompanyId) -> LocalCompany {
@@ -459,5 +461,71 @@ backend_tests! {
         assert_eq!(env.companies().await.len(), 1);
         let (_, counts) = env.push(PushMode::Link).await;
         assert_eq!(counts.total, 0, "nothing changed locally since push created it");
+    }
+
+    async fn companies_hubspot_creates_on_its_own_are_pulled_and_linked_never_duplicated(db: TestDb) {
+        // HubSpot's "create and associate companies with contacts": pushing contacts makes a
+        // company per email domain that crm-sync never wrote.
+        let args = SandboxArgs {
+            auto_associate_companies: true,
+            ..sandbox_args()
+        };
+        let env = Env::with(db, args).await;
+        env.store
+            .insert_contacts(&[
+                crm_sync::store::NewContact {
+                    email: Some("ada@acme.io".to_owned()),
+                    ..Default::default()
+                },
+                crm_sync::store::NewContact {
+                    email: Some("bob@bolt.dev".to_owned()),
+                    ..Default::default()
+                },
+            ])
+            .await
+            .unwrap();
+        let ours = env.insert(&[(Some("Acme (ours)"), Some("acme.io"))]).await;
+        let job = env.run(JobSpec::push()).await;
+        assert_eq!(job.counts.total(), 2, "the contacts push: {job:#?}");
+        assert_eq!(env.hubspot.companies().len(), 2, "HubSpot made acme.io and bolt.dev");
+
+        // Push does not fight them: our acme.io links to HubSpot's own, no second company.
+        let (_, counts) = env.push(PushMode::Link).await;
+        assert_eq!((counts.total, counts.linked, counts.created), (1, 1, 0));
+        assert_eq!(env.hubspot.companies().len(), 2);
+        assert_eq!(
+            env.company(ours[0]).await.name.as_deref(),
+            Some("Acme (ours)"),
+            "the local name stays"
+        );
+
+        // Pull accepts the one HubSpot made alone.
+        let (_, counts) = env.pull(false).await;
+        assert_eq!((counts.total, counts.unchanged, counts.created), (2, 1, 1));
+        let local = env.companies().await;
+        assert_eq!(local.len(), 2);
+        assert!(local.iter().any(|c| c.domain.as_deref() == Some("bolt.dev") && c.hs_object_id.is_some()));
+    }
+
+    async fn a_push_stopped_after_a_page_resumes_from_its_checkpoint_and_creates_nothing_twice(db: TestDb) {
+        let env = Env::new(db).await;
+        let rows: Vec<(Option<&str>, Option<&str>)> = vec![(Some("Many"), None); 150];
+        env.insert(&rows).await;
+        let id = env.enqueue(companies(JobAction::Push { mode: PushMode::Link })).await;
+        // The worker is asked to stop once the first page of 100 is committed.
+        let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let stop: StopCheck = {
+            let asked = asked.clone();
+            Arc::new(move || asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= 1)
+        };
+        let settled = env.run_once(id, stop).await;
+        assert!(matches!(settled, Settled::Requeued), "{settled}");
+        assert_eq!(env.hubspot.companies().len(), 100, "one page went through");
+
+        let job = env.run_to_end(id).await;
+        let Counts::Push(counts) = job.counts else { panic!() };
+        assert_eq!((counts.total, counts.created), (150, 150), "{job:#?}");
+        assert_eq!(env.hubspot.companies().len(), 150, "none twice");
+        assert!(env.companies().await.iter().all(|c| c.hs_object_id.is_some()));
     }
 }
