@@ -387,9 +387,18 @@ backend_tests! {
         assert_eq!(counts.total, 0, "never created again");
         assert!(env.hubspot.companies().is_empty());
 
+        // HubSpot restores it from its recycle bin: pull leaves the marked row alone.
+        env.hubspot.restore_company(&hs.0, "7").unwrap();
+        let (_, counts) = env.pull(false).await;
+        assert_eq!((counts.created, counts.linked, counts.unchanged), (0, 0, 1));
+        assert_eq!(env.companies().await.len(), 1, "no second row");
+
+        // A user's restore lets push go on: it finds the company by its key, never a second.
         assert!(env.store.restore_company(ids[0]).await.unwrap());
         let (_, counts) = env.push(PushMode::Link).await;
-        assert_eq!(counts.created, 1, "a user's restore lets push create it again");
+        assert_eq!((counts.total, counts.failed), (1, 0));
+        assert_eq!(linked(&env.company(ids[0]).await), hs);
+        assert_eq!(env.hubspot.companies().len(), 1);
     }
 }
 

@@ -11,7 +11,8 @@
 //!   rest are created locally: companies HubSpot made on its own (the auto-association
 //!   setting) are accepted like any other.
 //! - Pull never changes a local company's own fields (name, domain): it only sets
-//!   `hs_object_id`. A row whose link names a company HubSpot no longer has (deleted, merged
+//!   `hs_object_id`. A company carrying the key of a tombstoned row is left alone (no second
+//!   row): restoring the row is a user's decision. A row whose link names a company HubSpot no longer has (deleted, merged
 //!   away) is re-linked to the company that carries its key, counted `linked`.
 //! - After a full list, the linked rows whose company the list did not show are read by id;
 //!   those HubSpot no longer has are tombstoned (`unlinked`), so no push creates them again.
@@ -348,7 +349,12 @@ impl PullRun<'_> {
                 .property(COMPANY_KEY)
                 .and_then(|k| self.keys.parse_company(k))
                 .and_then(|id| rows.get(&id));
-            if let Some(row) = by_key.filter(|r| !r.tombstoned) {
+            if by_key.is_some_and(|r| r.tombstoned) {
+                // Its row is marked deleted: a user's restore decides, not a second row.
+                decisions.push(Decision::Unchanged);
+                continue;
+            }
+            if let Some(row) = by_key {
                 let decision = match &row.hs_object_id {
                     Some(current) if !gone.contains(current) => Decision::Failed(format!(
                         "it carries the key of local company {}, which is linked to HubSpot \
