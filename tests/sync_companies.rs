@@ -443,8 +443,9 @@ backend_tests! {
     async fn an_incremental_pull_reads_what_changed_and_a_second_pull_changes_nothing(db: TestDb) {
         let env = Env::new(db).await;
         env.in_hubspot(&[("First", "first.io")]);
-        let (_, counts) = env.pull(true).await;
+        let (job, counts) = env.pull(true).await;
         assert_eq!(counts.created, 1, "no bookmark yet: a full pull");
+        assert_eq!(job.progress.total, Some(1), "the bar knew the total");
 
         tokio::time::sleep(Duration::from_millis(20)).await;
         env.in_hubspot(&[("Second", "second.io")]);

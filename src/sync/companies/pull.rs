@@ -17,6 +17,10 @@
 //! - After a full list, the linked rows whose company the list did not show are read by id;
 //!   those HubSpot no longer has are tombstoned (`unlinked`), so no push creates them again.
 //!
+//! Costs: one list call per 100 companies (full) or one search call per 200 changed ones
+//! (incremental), one search call per job for the progress bar's total, and one batch read per
+//! 100 linked rows a full list did not show (and per page with stale links).
+//!
 //! Counts have the pull shape: `created_without_email` is always 0 (a company has no email),
 //! `upserted` counts the rows written (created or linked).
 
@@ -75,7 +79,11 @@ pub async fn run(
     };
     let cursor = match progress.checkpoint_as::<Cursor>()? {
         Some(cursor) => cursor,
-        None => start(settings, progress, incremental).await?,
+        None => {
+            let cursor = start(settings, progress, incremental).await?;
+            announce_total(client, progress, &cursor.position).await?;
+            cursor
+        }
     };
     let keys = ExternalKeys::new(&progress.store().installation().await?);
     let mut run = PullRun {
@@ -100,6 +108,35 @@ pub async fn run(
             Position::Sweep { after } => run.sweep_page(after).await?,
             Position::Done => return Ok(()),
         };
+    }
+}
+
+/// Tells the job how many companies it will read (one search call: the account's companies
+/// for a full pull, the changed ones for an incremental one), so that clients can show a bar.
+/// Best effort: a failure only costs the bar.
+async fn announce_total(
+    client: &HubSpotClient,
+    progress: &Progress,
+    position: &Position,
+) -> Result<(), RunError> {
+    let mut request = match position {
+        Position::Search { since_ms, .. } => SearchRequest::modified_since(
+            ObjectType::Companies,
+            DateTime::from_timestamp_millis(*since_ms).unwrap_or(DateTime::UNIX_EPOCH),
+            vec!["name".to_owned()],
+        ),
+        _ => SearchRequest {
+            properties: vec!["name".to_owned()],
+            ..SearchRequest::default()
+        },
+    };
+    request.limit = 1;
+    match client.search_companies(&request).await {
+        Ok(page) => progress.set_total(page.total).await,
+        Err(e) => {
+            tracing::debug!(error = %e, "could not learn how many companies the pull reads");
+            Ok(())
+        }
     }
 }
 
