@@ -8,7 +8,9 @@
 mod common;
 
 use common::TestDb;
-use crm_sync::hubspot::{Auth, Backoff, ClientConfig, HubSpotClient, Operation};
+use crm_sync::hubspot::{
+    Auth, Backoff, ClientConfig, HubSpotClient, MemoryTokenStore, OAuthApp, Operation,
+};
 use crm_sync::ids::{CompanyId, JobId, LocalCompanyId};
 use crm_sync::jobs::model::{
     Counts, Job, JobAction, JobSpec, PullCounts, PullMode, PushCounts, PushMode, SyncObject,
@@ -58,6 +60,52 @@ impl Env {
         let hubspot = Sandbox::start(args, SocketAddr::from(([127, 0, 0, 1], 0)))
             .await
             .expect("sandbox starts");
+        let auth = Auth::PrivateApp(Secret::new(hubspot.access_token()));
+        Env::assemble(db, hubspot, auth).await
+    }
+
+    /// The same with an OAuth connection granted `scopes`, installed through the sandbox's
+    /// authorize page as a browser would.
+    async fn with_oauth(db: TestDb, scopes: &[&str]) -> Env {
+        let hubspot = Sandbox::start(sandbox_args(), SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .expect("sandbox starts");
+        let app = OAuthApp {
+            client_id: hubspot.client_id().to_owned(),
+            client_secret: Secret::new(hubspot.client_secret()),
+            authorize_url: hubspot.authorize_url().parse().expect("authorize URL"),
+            redirect_uri: "http://localhost:3001/oauth-callback"
+                .parse()
+                .expect("redirect"),
+            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+            optional_scopes: Vec::new(),
+        };
+        let auth = Auth::OAuth {
+            app,
+            tokens: Arc::new(MemoryTokenStore::default()),
+        };
+        let env = Env::assemble(db, hubspot, auth).await;
+        let link = env.client().authorize_url("state-1").expect("install link");
+        let browser = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("browser");
+        let answer = browser.get(link).send().await.expect("authorize page");
+        let location = answer.headers()["location"]
+            .to_str()
+            .expect("redirect")
+            .to_owned();
+        let code = url::Url::parse(&location)
+            .expect("redirect URL")
+            .query_pairs()
+            .find(|(k, _)| k == "code")
+            .map(|(_, v)| v.into_owned())
+            .expect("a code");
+        env.client().connect(&code).await.expect("code exchange");
+        env
+    }
+
+    async fn assemble(db: TestDb, hubspot: SandboxHandle, auth: Auth) -> Env {
         let mut config = ClientConfig::new(hubspot.base_url().parse().expect("sandbox URL"));
         config.requests_per_10s = 0;
         config.search_per_second = 0;
@@ -65,7 +113,6 @@ impl Env {
             base: Duration::from_millis(5),
             max: Duration::from_millis(50),
         };
-        let auth = Auth::PrivateApp(Secret::new(hubspot.access_token()));
         let client = HubSpotClient::new(config, auth).expect("client");
         // No lookback: an incremental pull reads exactly what changed since the last one.
         let settings = PullSettings {
@@ -537,5 +584,22 @@ backend_tests! {
         assert_eq!((counts.total, counts.created), (150, 150), "{job:#?}");
         assert_eq!(env.hubspot.companies().len(), 150, "none twice");
         assert!(env.companies().await.iter().all(|c| c.hs_object_id.is_some()));
+    }
+
+    async fn a_connection_without_company_scopes_fails_the_job_at_once_saying_to_connect_again(db: TestDb) {
+        // Installed before companies were synced: contact scopes only.
+        let env = Env::with_oauth(
+            db,
+            &["crm.objects.contacts.read", "crm.objects.contacts.write", "crm.schemas.contacts.read", "crm.schemas.contacts.write"],
+        )
+        .await;
+        env.insert(&[(Some("Scoped"), Some("scoped.io"))]).await;
+        let (job, counts) = env.push(PushMode::Link).await;
+        assert_eq!(job.status, crm_sync::jobs::model::JobStatus::Failed, "{job:#?}");
+        assert_eq!(job.attempts, 1, "retrying cannot help");
+        let error = job.error.unwrap_or_default();
+        assert!(error.contains("connect again"), "{error}");
+        assert_eq!(counts.total, 0);
+        assert!(env.hubspot.companies().is_empty());
     }
 }

@@ -14,7 +14,7 @@ pub mod push;
 
 use super::hubspot_error;
 use crate::hubspot::{HubSpotClient, HubSpotError, ObjectType, PropertyCreate};
-use crate::jobs::RunError;
+use crate::jobs::{RunError, RunFailure};
 
 /// The unique custom company property that holds the external key in HubSpot. It makes a
 /// retried create find the company an earlier attempt made (by key, not by search, which lags
@@ -42,7 +42,7 @@ pub(crate) async fn ensure_key_property(client: &HubSpotClient) -> Result<(), Ru
              (Settings > Properties) and run the push again"
         ))),
         Err(HubSpotError::NotFound { .. }) => create_key_property(client).await,
-        Err(e) => Err(hubspot_error(
+        Err(e) => Err(company_error(
             "reading the company external key property",
             e,
         )),
@@ -74,11 +74,28 @@ async fn create_key_property(client: &HubSpotClient) -> Result<(), RunError> {
             "HubSpot refused to create the company property {COMPANY_KEY} that crm-sync needs as \
              its external key (an account has at most 10 unique properties per object): {e}"
         ))),
-        Err(e) => Err(hubspot_error(
+        Err(e) => Err(company_error(
             "creating the company external key property",
             e,
         )),
     }
+}
+
+/// How a HubSpot failure ends a company run: as [`hubspot_error`] does, with the remedy named
+/// when the connection lacks a company scope (an app installed before companies were synced
+/// was granted contact scopes only): connect again to grant them.
+pub(crate) fn company_error(context: &str, e: HubSpotError) -> RunError {
+    if matches!(e, HubSpotError::Forbidden { .. }) {
+        return RunError::Fatal(RunFailure::caused_by(
+            format!(
+                "{context}: the HubSpot connection lacks a company scope \
+                 (crm.objects.companies.read/write, crm.schemas.companies.read/write); connect \
+                 again (crm-sync connect, or /api/install) to grant them"
+            ),
+            e,
+        ));
+    }
+    hubspot_error(context, e)
 }
 
 /// HubSpot's refusal of one company, as a person would want to read it.

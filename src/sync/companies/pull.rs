@@ -24,7 +24,7 @@
 //! Counts have the pull shape: `created_without_email` is always 0 (a company has no email),
 //! `upserted` counts the rows written (created or linked).
 
-use super::{COMPANY_KEY, read_properties};
+use super::{COMPANY_KEY, company_error, read_properties};
 use crate::hubspot::{
     Batch, Company, HubSpotClient, ListCompanies, MAX_BATCH, MAX_SEARCH_LIMIT, ObjectType,
     SearchRequest,
@@ -34,7 +34,6 @@ use crate::jobs::model::{Counts, PullCounts, PullOutcome, RecordError};
 use crate::jobs::{Page, Progress, RunError, RunFailure};
 use crate::store::{CompanyLink, PulledCompany, TombstoneReason, Tx};
 use crate::sync::PullSettings;
-use crate::sync::hubspot_error;
 use crate::sync::keys::ExternalKeys;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -201,7 +200,7 @@ impl PullRun<'_> {
             .client
             .list_companies(&params)
             .await
-            .map_err(|e| hubspot_error("listing HubSpot companies", e))?;
+            .map_err(|e| company_error("listing HubSpot companies", e))?;
         let next = match page.next_after {
             Some(after) => Position::List { after: Some(after) },
             None => Position::Sweep {
@@ -230,7 +229,7 @@ impl PullRun<'_> {
             .client
             .search_companies(&request)
             .await
-            .map_err(|e| hubspot_error("searching changed HubSpot companies", e))?;
+            .map_err(|e| company_error("searching changed HubSpot companies", e))?;
         let latest = page
             .results
             .iter()
@@ -482,7 +481,7 @@ impl PullRun<'_> {
             .client
             .batch_read_companies(&batch, None, &read_properties())
             .await
-            .map_err(|e| hubspot_error("checking linked companies", e))?;
+            .map_err(|e| company_error("checking linked companies", e))?;
         let mut gone: HashSet<CompanyId> = read.missing.into_iter().map(CompanyId).collect();
         gone.extend(
             read.results

@@ -30,7 +30,7 @@
 //! A job adds one property read (plus one create, the very first time) before its first
 //! write. A search page holds 200 companies; a domain many companies share adds pages.
 
-use super::{COMPANY_KEY, ensure_key_property, read_properties, refusal_reason};
+use super::{COMPANY_KEY, company_error, ensure_key_property, read_properties, refusal_reason};
 use crate::hubspot::{
     Batch, Company, CompanyCreate, CompanyUpdate, CompanyUpsert, HubSpotClient, HubSpotError,
     MAX_BATCH, SearchRequest,
@@ -39,7 +39,6 @@ use crate::ids::{CompanyId, LocalCompanyId};
 use crate::jobs::model::{Counts, Job, JobAction, PushCounts, PushMode, PushOutcome, RecordError};
 use crate::jobs::{BoxFuture, JobRunner, Page, Progress, RunError, RunFailure};
 use crate::store::{CompanyCandidate, CompanyLink, TombstoneReason};
-use crate::sync::hubspot_error;
 use crate::sync::keys::ExternalKeys;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -317,7 +316,7 @@ impl PageRun<'_> {
             .client
             .batch_update_companies(&batch(inputs)?)
             .await
-            .map_err(|e| hubspot_error("updating linked companies", e))?;
+            .map_err(|e| company_error("updating linked companies", e))?;
         let by_id: HashMap<&str, usize> = which
             .iter()
             .filter_map(|&i| Some((page[i].hs_object_id.as_ref()?.0.as_str(), i)))
@@ -421,7 +420,7 @@ impl PageRun<'_> {
             .client
             .batch_read_companies(&batch(keys)?, Some(COMPANY_KEY), &read_properties())
             .await
-            .map_err(|e| hubspot_error("reading companies by their external key", e))?;
+            .map_err(|e| company_error("reading companies by their external key", e))?;
         for record in found.results.iter().filter(|r| !r.archived) {
             let Some(&i) = record.property(COMPANY_KEY).and_then(|k| by_key.get(k)) else {
                 continue;
@@ -461,7 +460,7 @@ impl PageRun<'_> {
                 .client
                 .search_companies(&request)
                 .await
-                .map_err(|e| hubspot_error("searching companies by domain", e))?;
+                .map_err(|e| company_error("searching companies by domain", e))?;
             for company in result.results {
                 if let Some(domain) = company.domain().map(|d| d.trim().to_lowercase()) {
                     found.entry(domain).or_default().push(company);
@@ -553,7 +552,7 @@ impl PageRun<'_> {
                     }
                     return Ok(());
                 }
-                Err(e) => return Err(hubspot_error("creating companies", e)),
+                Err(e) => return Err(company_error("creating companies", e)),
             }
         }
         Ok(())
@@ -581,7 +580,7 @@ impl PageRun<'_> {
             .client
             .batch_upsert_companies(&batch(inputs)?)
             .await
-            .map_err(|e| hubspot_error("upserting companies by their external key", e))?;
+            .map_err(|e| company_error("upserting companies by their external key", e))?;
         let by_key: HashMap<String, usize> = which
             .iter()
             .map(|&i| (self.keys.company_key(page[i].id), i))
