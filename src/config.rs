@@ -888,6 +888,14 @@ impl ScheduleConfig {
                 format!("{object} sync is not available in this version"),
             ));
         }
+        if object == SyncObject::Companies && self.mode.as_deref().map(str::trim) == Some("verbose")
+        {
+            return Err(invalid(
+                &format!("{key}.mode"),
+                "\"verbose\" is the contacts pull's alone; a companies pull is \"upsert\""
+                    .to_owned(),
+            ));
+        }
         if self.dry_run == Some(true) && !object.has_dry_run() {
             return Err(invalid(
                 &format!("{key}.dry_run"),
@@ -1168,12 +1176,18 @@ pub(crate) mod tests {
         );
         assert!(e.contains("sync.schedules[0].direction"), "{e}");
         for (line, key) in [
-            ("object = \"deals\"", "sync.schedules[0].object"),
-            ("object = \"companies\"", "sync.schedules[0].object"),
+            (
+                "object = \"deals\"\ndirection = \"push\"",
+                "sync.schedules[0].object",
+            ),
+            (
+                "object = \"companies\"\ndirection = \"pull\"\nmode = \"verbose\"",
+                "sync.schedules[0].mode",
+            ),
         ] {
             let e = error_of(
                 Some(&format!(
-                    "[[sync.schedules]]\ncron = \"0 * * * * *\"\ndirection = \"push\"\n{line}\n"
+                    "[[sync.schedules]]\ncron = \"0 * * * * *\"\n{line}\n"
                 )),
                 &[],
             );

@@ -2,7 +2,7 @@
 //! be swapped.
 //! The HubSpot ones belong to the HubSpot client crate and are re-exported here.
 
-pub use crate::hubspot::ids::{HsObjectId, PortalId};
+pub use crate::hubspot::ids::{CompanyId, HsObjectId, PortalId};
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -16,6 +16,21 @@ use std::fmt;
 pub struct ContactId(pub i64);
 
 impl fmt::Display for ContactId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// The primary key of a row in the local `companies` table (HubSpot's own company id is
+/// [`CompanyId`]).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, sqlx::Type,
+)]
+#[serde(transparent)]
+#[sqlx(transparent)]
+pub struct LocalCompanyId(pub i64);
+
+impl fmt::Display for LocalCompanyId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
     }

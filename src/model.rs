@@ -3,7 +3,7 @@
 //! The `sync_jobs` row is the source of truth for all of this; the Apalis task only delivers
 //! the job id to a worker.
 
-use crate::ids::{ContactId, HsObjectId, JobId, PortalId};
+use crate::ids::{ContactId, HsObjectId, JobId, LocalCompanyId, PortalId};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -59,7 +59,7 @@ impl SyncObject {
     /// Whether this version has an engine that syncs the object. Jobs of an object without
     /// one are refused before they are enqueued, never run as another object's job.
     pub fn is_available(self) -> bool {
-        matches!(self, Self::Contacts)
+        matches!(self, Self::Contacts | Self::Companies)
     }
 
     /// Whether its engine can run a dry run. A dry run it cannot run is refused, never run
@@ -257,6 +257,21 @@ impl JobSpec {
     pub fn for_object(self, object: SyncObject) -> Result<Self, SpecError> {
         if !object.is_available() {
             return Err(SpecError::ObjectUnavailable(object));
+        }
+        // The company pull has one way of writing: verbose is the contact pull's alone.
+        if let (
+            SyncObject::Companies,
+            JobAction::Pull {
+                mode: PullMode::Verbose,
+                ..
+            },
+        ) = (object, self.action)
+        {
+            return Err(SpecError::InvalidMode {
+                direction: Direction::Pull,
+                mode: "verbose".to_owned(),
+                expected: "\"upsert\" (a companies pull has no verbose mode)",
+            });
         }
         Ok(Self { object, ..self })
     }
@@ -597,6 +612,9 @@ pub struct RecordError {
     /// The local row, when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub contact_id: Option<ContactId>,
+    /// The local company, for a company job's record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub company_id: Option<LocalCompanyId>,
     /// The record's email, when it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,

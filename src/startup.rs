@@ -170,6 +170,12 @@ pub const HUBSPOT_SCOPES: &[&str] = &[
     // the crm_sync_contact_id property push creates and checks
     "crm.schemas.contacts.read",
     "crm.schemas.contacts.write",
+    // company pull (read) and push (write)
+    "crm.objects.companies.read",
+    "crm.objects.companies.write",
+    // the crm_sync_company_id property company push creates and checks
+    "crm.schemas.companies.read",
+    "crm.schemas.companies.write",
 ];
 
 /// The HubSpot client the settings describe: a private-app client when
@@ -704,7 +710,9 @@ mod tests {
         assert_eq!(
             query["scope"],
             "oauth crm.objects.contacts.read crm.objects.contacts.write \
-             crm.schemas.contacts.read crm.schemas.contacts.write"
+             crm.schemas.contacts.read crm.schemas.contacts.write \
+             crm.objects.companies.read crm.objects.companies.write \
+             crm.schemas.companies.read crm.schemas.companies.write"
         );
         assert!(!query.contains_key("optional_scope"));
     }

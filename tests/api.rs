@@ -532,6 +532,41 @@ async fn assert_refused(server: &TestServer, method: &str, path: &str) {
     }
 }
 
+backend_tests! {
+    async fn companies_page_by_id_like_contacts_and_show_their_link(db: TestDb) {
+        let server = TestServer::start(&db).await;
+        let batch: Vec<crm_sync::store::NewCompany> = (1..=3)
+            .map(|i| crm_sync::store::NewCompany {
+                name: Some(format!("Company {i}")),
+                domain: Some(format!(" Company{i}.IO ")),
+            })
+            .collect();
+        server.store.insert_companies(&batch).await.unwrap();
+        let (status, first) = server.get("/companies?limit=2").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(ids_of(&first).len(), 2);
+        assert_eq!(first["results"][0]["name"], "Company 1");
+        assert_eq!(first["results"][0]["domain"], "company1.io");
+        assert_eq!(first["results"][0]["hs_object_id"], Value::Null);
+        assert_eq!(first["results"][0]["hubspot_deleted"], Value::Null);
+        let after = next_after(&first).expect("a next page");
+        let (_, second) = server.get(&format!("/companies?limit=2&after={after}")).await;
+        assert_eq!(ids_of(&second).len(), 1);
+        assert_eq!(next_after(&second), None, "the last page has no paging: {second}");
+        let (status, body) = server.get("/companies?limit=0").await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_envelope(&body, "invalid_parameter");
+        let (status, body) = server.get("/companies?after=abc").await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    }
+}
+
+#[tokio::test]
+async fn companies_require_the_bearer_token() {
+    let server = TestServer::start(&TestDb::sqlite().await).await;
+    assert_refused(&server, "get", "/companies").await;
+}
+
 #[tokio::test]
 async fn contacts_require_the_bearer_token() {
     let server = TestServer::start(&TestDb::sqlite().await).await;

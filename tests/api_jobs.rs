@@ -222,11 +222,8 @@ async fn unknown_fields_and_dry_runs_are_refused_and_nothing_is_enqueued(db: &Jo
             vec!["dry runs of contacts are not available in this version"],
         ),
         (
-            json!({"direction": "push", "object": "companies"}),
-            vec![
-                "companies sync is not available yet",
-                "nothing was enqueued",
-            ],
+            json!({"direction": "pull", "object": "companies", "mode": "verbose"}),
+            vec!["no verbose mode"],
         ),
         (
             json!({"direction": "push", "dryRun": true, "limit": 10}),

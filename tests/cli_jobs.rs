@@ -127,16 +127,13 @@ async fn invalid_sync_flags_fail_with_one_line_naming_the_choices(db: &TestDb) {
         &["sync", "push", "--incremental"],
     ));
     assert!(line.contains("pull only"), "{line}");
-    // An object this version cannot sync is refused by its flag, never run as contacts.
+    // A mode the object's sync does not have is refused by its flag, never run otherwise.
     let line = error_line(&crm_sync(
         dir.path(),
         db,
-        &["sync", "push", "--object", "companies"],
+        &["sync", "pull", "--object", "companies", "--mode", "verbose"],
     ));
-    assert!(
-        line.contains("--object: companies sync is not available yet"),
-        "{line}"
-    );
+    assert!(line.contains("no verbose mode"), "{line}");
     let usage = crm_sync(dir.path(), db, &["sync", "sideways"]);
     assert_eq!(usage.status.code(), Some(2), "a usage error: {usage:?}");
 }

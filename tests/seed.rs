@@ -140,3 +140,29 @@ async fn benchmark_seeding_100k_contacts() {
         );
     }
 }
+
+backend_tests! {
+    async fn seeding_fills_the_industrys_companies_and_links_contacts_by_email_domain(db: TestDb) {
+        let store = db.store().await;
+        let catalog = catalog();
+        let saas = catalog.industry("saas").unwrap();
+        let report = seed(&store, saas, 200, 3, |_| {}).await.unwrap();
+        assert_eq!(report.companies_inserted, saas.companies.len() as u64, "{db}");
+        // Every seeded email is on an industry domain; the few contacts without email have none.
+        assert!(report.contacts_linked > 100 && report.contacts_linked <= 200, "{report:?} {db}");
+        let companies = store.list_companies(None, 1000).await.unwrap();
+        let keystone = companies.iter().find(|c| c.name.as_deref() == Some("Keystone CRM")).unwrap();
+        assert_eq!(keystone.domain.as_deref(), Some("keystonecrm.com"), "{db}");
+
+        let contacts = store.list_contacts(None, 1).await.unwrap();
+        let company = store.company_of_contact(contacts[0].id).await.unwrap().expect("linked");
+        let company = store.get_company(company).await.unwrap().unwrap();
+        let email = contacts[0].email.clone().unwrap();
+        assert!(email.ends_with(&format!("@{}", company.domain.unwrap())), "{db}");
+
+        let again = seed(&store, saas, 10, 4, |_| {}).await.unwrap();
+        assert_eq!(again.companies_inserted, 0, "the same companies are not seeded twice: {db}");
+        assert!(again.contacts_linked <= 10, "only the new contacts are linked: {db}");
+        assert_eq!(store.count_companies().await.unwrap(), saas.companies.len() as i64, "{db}");
+    }
+}

@@ -117,7 +117,7 @@ pub struct NextPage {
 
 /// The `after` cursor: opaque to clients, today the last id of the previous page in decimal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cursor(ContactId);
+pub struct Cursor(pub(super) ContactId);
 
 impl Cursor {
     /// The cursor that continues after `id`.
@@ -149,7 +149,7 @@ impl Cursor {
 
 /// The `after` parameter: where a page starts (empty: the first page).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct After(Option<Cursor>);
+pub struct After(pub(super) Option<Cursor>);
 
 inline_type!(After, "cursor", || {
     let mut schema = MetaSchema::new("string");

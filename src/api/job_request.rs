@@ -84,8 +84,7 @@ impl ToJSON for OnlyFalse {
 #[derive(Debug, Clone, PartialEq, Eq, Object)]
 #[oai(rename = "PushJobRequest")]
 pub struct PushJobRequest {
-    /// What to sync: `contacts` (the default) or `companies` (refused with 422 while this
-    /// version has no companies sync).
+    /// What to sync: `contacts` (the default) or `companies`.
     #[oai(nullable)]
     pub object: Option<SyncObjectView>,
     /// `link` (default) or `upsert`.
@@ -109,11 +108,10 @@ pub struct PushJobRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Object)]
 #[oai(rename = "PullJobRequest")]
 pub struct PullJobRequest {
-    /// What to sync: `contacts` (the default) or `companies` (refused with 422 while this
-    /// version has no companies sync).
+    /// What to sync: `contacts` (the default) or `companies`.
     #[oai(nullable)]
     pub object: Option<SyncObjectView>,
-    /// `upsert` (default) or `verbose`.
+    /// `upsert` (default) or `verbose` (contacts only).
     #[oai(nullable)]
     pub mode: Option<PullModeView>,
     /// Read only what changed since the last successful pull (default false).
@@ -297,6 +295,7 @@ impl FromJsonBody for JobRequestBody {
             .for_object(object.unwrap_or_default())
             .and_then(|spec| spec.with_dry_run(dry_run.unwrap_or(false)))
             .map_err(|e| e.to_string())?;
+        let companies = object == Some(SyncObject::Companies);
         let object = object.map(SyncObjectView::from);
         let mode = optional(&fields, "mode", |v| {
             v.as_str()
@@ -330,6 +329,12 @@ impl FromJsonBody for JobRequestBody {
                 mode: match mode {
                     None => None,
                     Some("upsert") => Some(PullModeView::Upsert),
+                    Some("verbose") if companies => {
+                        return Err(invalid_mode(
+                            "\"upsert\" (a companies pull has no verbose mode)",
+                        )
+                        .to_string());
+                    }
                     Some("verbose") => Some(PullModeView::Verbose),
                     Some(_) => return Err(invalid_mode("\"upsert\" or \"verbose\"").to_string()),
                 },
@@ -421,9 +426,12 @@ mod tests {
     }
 
     #[test]
-    fn companies_are_refused_until_their_sync_exists() {
-        let err = parse(json!({"direction": "pull", "object": "companies"})).unwrap_err();
-        assert!(err.contains("companies sync is not available yet"), "{err}");
+    fn companies_are_carried_but_not_in_verbose_mode() {
+        let req = parse(json!({"direction": "pull", "object": "companies"})).unwrap();
+        assert_eq!(req.spec.object, SyncObject::Companies);
+        let err = parse(json!({"direction": "pull", "object": "companies", "mode": "verbose"}))
+            .unwrap_err();
+        assert!(err.contains("no verbose mode"), "{err}");
     }
 
     #[test]

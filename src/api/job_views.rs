@@ -312,6 +312,9 @@ pub struct RecordErrorView {
     /// The local contact, when there is one.
     #[oai(skip_serializing_if_is_none)]
     pub contact_id: Option<i64>,
+    /// The local company, for a company job's record.
+    #[oai(skip_serializing_if_is_none)]
+    pub company_id: Option<i64>,
     /// Its email, when it has one.
     #[oai(skip_serializing_if_is_none)]
     pub email: Option<String>,
@@ -373,6 +376,7 @@ impl From<&RecordError> for RecordErrorView {
     fn from(e: &RecordError) -> Self {
         Self {
             contact_id: e.contact_id.map(|c| c.0),
+            company_id: e.company_id.map(|c| c.0),
             email: e.email.clone(),
             hs_object_id: e.hs_object_id.as_ref().map(|h| h.0.clone()),
             reason: e.reason.clone(),
@@ -503,6 +507,7 @@ mod tests {
             counts: Counts::Push(counts),
             errors: vec![RecordError {
                 contact_id: Some(ContactId(17)),
+                company_id: None,
                 email: Some("bad@".into()),
                 hs_object_id: None,
                 reason: "HubSpot rejected the email as invalid".into(),

@@ -20,6 +20,7 @@ pub mod access_token;
 pub mod allow;
 pub mod auth;
 pub mod client_ip;
+pub mod companies;
 pub mod connection;
 pub mod console;
 pub mod contacts;
@@ -226,6 +227,7 @@ type PublicApis = (health::HealthApi, pages::PagesApi, console::ConsoleApi);
 /// several, e.g. `(ContactsApi, JobsApi)`).
 type ProtectedApis = (
     contacts::ContactsApi,
+    companies::CompaniesApi,
     jobs::JobsApi,
     access_token::AccessTokenApi,
     connection::ConnectionApi,
@@ -249,6 +251,9 @@ fn public_apis(state: &AppState) -> PublicApis {
 fn protected_apis(state: &AppState) -> ProtectedApis {
     (
         contacts::ContactsApi {
+            state: state.clone(),
+        },
+        companies::CompaniesApi {
             state: state.clone(),
         },
         jobs::JobsApi {

@@ -11,6 +11,8 @@ pub(super) enum ApiTags {
     Console,
     /// Local contacts (bearer token required).
     Contacts,
+    /// Local companies (bearer token required).
+    Companies,
     /// Sync jobs and schedules (bearer token required).
     Jobs,
     /// The object mappings in effect (bearer token required).

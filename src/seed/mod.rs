@@ -2,7 +2,9 @@
 //!
 //! [`Catalog`] loads the vocabularies (`seed-data/*.toml`, embedded, overridable per working
 //! directory), [`Generator`] draws contacts from one industry, and [`seed`] inserts exactly the
-//! requested number of new ones in batches.
+//! requested number of new ones in batches, then fills the industry's companies (each with its
+//! domain, [`industry_companies`]) and gives every contact without a company the one its email's
+//! domain names.
 
 mod ascii;
 mod catalog;
@@ -11,7 +13,7 @@ mod generator;
 pub use catalog::{Catalog, Industry};
 pub use generator::Generator;
 
-use crate::store::{NewContact, Store, StoreError};
+use crate::store::{NewCompany, NewContact, Store, StoreError};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -76,6 +78,10 @@ pub struct SeedReport {
     pub inserted: u64,
     /// Contacts generated, including those skipped because their email already existed.
     pub generated: u64,
+    /// New rows in `companies` (the industry's companies not seeded before).
+    pub companies_inserted: u64,
+    /// Contacts given a company by their email's domain.
+    pub contacts_linked: u64,
     /// Wall time of generating and inserting.
     pub elapsed: Duration,
 }
@@ -114,9 +120,56 @@ pub async fn seed(
         inserted += store.insert_contacts(&batch).await?;
         on_progress(inserted);
     }
+    let companies_inserted = store
+        .insert_missing_companies(&industry_companies(industry))
+        .await?;
+    let contacts_linked = store.link_contacts_to_companies_by_email_domain().await?;
     Ok(SeedReport {
         inserted,
         generated,
+        companies_inserted,
+        contacts_linked,
         elapsed: started.elapsed(),
     })
+}
+
+/// The industry's companies, each with the email domain that is its own: the domain whose
+/// name (before the first dot) is the start of the company's name with spaces and punctuation
+/// removed ("Keystone CRM" → `keystonecrm.com`, "Driftwell Software" → `driftwell.io`), or
+/// the other way round. Domains no name claims go, in catalog order, to the companies still
+/// without one; companies left over have no domain. Deterministic, so seeding again finds the
+/// same companies (and inserts none twice).
+pub fn industry_companies(industry: &Industry) -> Vec<NewCompany> {
+    let squash = |s: &str| -> String {
+        s.chars()
+            .filter(char::is_ascii_alphanumeric)
+            .map(|c| c.to_ascii_lowercase())
+            .collect()
+    };
+    let mut free: Vec<&str> = industry.domains.iter().map(String::as_str).collect();
+    let mut domains: Vec<Option<String>> = industry
+        .companies
+        .iter()
+        .map(|name| {
+            let name = squash(name);
+            let pos = free.iter().position(|domain| {
+                let label = squash(domain.split('.').next().unwrap_or(domain));
+                !label.is_empty() && (name.starts_with(&label) || label.starts_with(&name))
+            })?;
+            Some(free.remove(pos).to_owned())
+        })
+        .collect();
+    let mut leftovers = free.into_iter();
+    for slot in domains.iter_mut().filter(|d| d.is_none()) {
+        *slot = leftovers.next().map(str::to_owned);
+    }
+    industry
+        .companies
+        .iter()
+        .zip(domains)
+        .map(|(name, domain)| NewCompany {
+            name: Some(name.clone()),
+            domain,
+        })
+        .collect()
 }

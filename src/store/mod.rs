@@ -35,6 +35,7 @@
 //!   `begin_postgres`; SQLite's `IMMEDIATE`).
 
 mod catalog;
+mod companies;
 mod contacts;
 mod credential_ciphers;
 mod credentials;
@@ -60,6 +61,10 @@ pub mod pull;
 pub mod push;
 
 pub use catalog::{ColumnInfo, ColumnKind, Relation, TableInfo};
+pub use companies::{
+    CompanyCandidate, CompanyLink, CompanyLinkClash, CompanyMatch, LocalCompany, NewCompany,
+    PulledCompany,
+};
 pub use contacts::{Contact, DeletedFilter, NewContact};
 pub use credential_ciphers::CredentialCiphers;
 pub use credentials::{CredentialStatus, NewCredentials, StoredCredentials};

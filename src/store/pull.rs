@@ -96,6 +96,7 @@ impl PageWrite {
             self.counts.add(PullOutcome::Failed);
             self.errors.push(RecordError {
                 contact_id: Some(clash.row),
+                company_id: None,
                 email: record.email.clone().map(Email::into_string),
                 hs_object_id: Some(record.hs_object_id.clone()),
                 reason: format!(
@@ -944,6 +945,7 @@ fn tally(
             Outcome::Failed { row, reason } => {
                 page.errors.push(RecordError {
                     contact_id: row,
+                    company_id: None,
                     email: record.email.clone().map(Email::into_string),
                     hs_object_id: Some(record.hs_object_id.clone()),
                     reason,

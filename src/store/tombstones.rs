@@ -314,3 +314,82 @@ impl Store {
         Ok(rows)
     }
 }
+
+/// The tombstone statements of the `companies` table: the same marks as on contacts, keyed by
+/// the company's own HubSpot id (a company id and a contact id may be the same number).
+mod companies {
+    /// PostgreSQL: tombstones the companies linked to any of `$1` (see [`super::PG_TOMBSTONE`]).
+    pub(super) const PG_TOMBSTONE: &str = "
+        UPDATE companies
+           SET hubspot_deleted_at = $2,
+               hubspot_deleted_reason = CASE WHEN hubspot_deleted_reason = 'privacy_deletion'
+                                             THEN hubspot_deleted_reason ELSE $3 END,
+               hubspot_deleted_id = hs_object_id,
+               hs_object_id = NULL
+         WHERE hs_object_id = ANY($1::text[])
+     RETURNING id";
+
+    /// SQLite: the same, `$1` a JSON array of ids.
+    pub(super) const SQLITE_TOMBSTONE: &str = "
+        UPDATE companies
+           SET hubspot_deleted_at = $2,
+               hubspot_deleted_reason = CASE WHEN hubspot_deleted_reason = 'privacy_deletion'
+                                             THEN hubspot_deleted_reason ELSE $3 END,
+               hubspot_deleted_id = hs_object_id,
+               hs_object_id = NULL
+         WHERE hs_object_id IN (SELECT value FROM json_each($1))
+     RETURNING id";
+
+    /// A user's restore of a company: the mark goes, the next push may create it again.
+    pub(super) const RESTORE: &str = "
+        UPDATE companies SET hubspot_deleted_at = NULL, hubspot_deleted_reason = NULL,
+                             hubspot_deleted_id = NULL
+         WHERE id = $1 AND hubspot_deleted_at IS NOT NULL";
+}
+
+impl Tx {
+    /// Tombstones the companies linked to any of `ids` for `reason`, clearing their link (the
+    /// tombstone keeps it): push never creates them again until a user restores them.
+    /// Returns the rows, by id.
+    pub async fn tombstone_companies(
+        &mut self,
+        ids: &[crate::ids::CompanyId],
+        reason: TombstoneReason,
+    ) -> Result<Vec<crate::ids::LocalCompanyId>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<&str> = ids.iter().map(|id| id.0.as_str()).collect();
+        let now = DbTime(Utc::now());
+        let mut rows: Vec<crate::ids::LocalCompanyId> = on_tx!(self, c =>
+            postgres: sqlx::query_scalar(companies::PG_TOMBSTONE)
+                .bind(&ids)
+                .bind(now)
+                .bind(reason.as_str())
+                .fetch_all(c)
+                .await?,
+            sqlite: sqlx::query_scalar(companies::SQLITE_TOMBSTONE)
+                .bind(Json(&ids))
+                .bind(now)
+                .bind(reason.as_str())
+                .fetch_all(c)
+                .await?,
+        );
+        rows.sort();
+        Ok(rows)
+    }
+}
+
+impl Store {
+    /// Removes a company's tombstone, so that push may create it again (a user's act).
+    /// `Ok(false)` when the row carries none (or does not exist).
+    pub async fn restore_company(
+        &self,
+        id: crate::ids::LocalCompanyId,
+    ) -> Result<bool, StoreError> {
+        let done = on_pool!(self, pool => {
+            sqlx::query(companies::RESTORE).bind(id).execute(pool).await.map(|d| d.rows_affected())
+        })?;
+        Ok(done == 1)
+    }
+}

@@ -12,7 +12,7 @@
 //! existed then ([`Installation::legacy_keys_through`]); a fresh database never claims a bare
 //! key. Anything else (another installation's key, a value set by hand) names no row here.
 
-use crate::ids::ContactId;
+use crate::ids::{ContactId, LocalCompanyId};
 use crate::store::Installation;
 
 /// This database's reading and writing of external keys.
@@ -64,6 +64,23 @@ impl ExternalKeys {
         value.and_then(|v| self.parse(v)) == Some(id)
     }
 
+    /// The value company push writes for the company row `id`: `<installation>:<id>`, in its
+    /// own property (`crm_sync_company_id`), so it never meets a contact's key.
+    pub fn company_key(&self, id: LocalCompanyId) -> String {
+        format!("{}:{}", self.installation, id.0)
+    }
+
+    /// The local company a company key names, when it is this database's. Companies were
+    /// never pushed with bare keys, so a bare value names no company here.
+    pub fn parse_company(&self, value: &str) -> Option<LocalCompanyId> {
+        match value.trim().split_once(':') {
+            Some((installation, id)) if installation == self.installation => {
+                local_id(id).map(|id| LocalCompanyId(id.0))
+            }
+            _ => None,
+        }
+    }
+
     fn is_legacy(&self, id: ContactId) -> bool {
         self.legacy_through.is_some_and(|last| id <= last)
     }
@@ -97,6 +114,19 @@ mod tests {
         assert!(keys.names(Some("0123456789abcdef:42"), ContactId(42)));
         assert!(!keys.names(Some("0123456789abcdef:42"), ContactId(43)));
         assert!(!keys.names(None, ContactId(42)));
+    }
+
+    #[test]
+    fn a_company_key_is_namespaced_and_never_bare() {
+        let keys = keys(Some(100));
+        assert_eq!(keys.company_key(LocalCompanyId(7)), "0123456789abcdef:7");
+        assert_eq!(
+            keys.parse_company(" 0123456789abcdef:7 "),
+            Some(LocalCompanyId(7))
+        );
+        assert_eq!(keys.parse_company("7"), None, "no company had a bare key");
+        assert_eq!(keys.parse_company("fedcba9876543210:7"), None);
+        assert_eq!(keys.parse_company("0123456789abcdef:x"), None);
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! and both report HubSpot failures through [`hubspot_error`], so that the queue treats them
 //! alike (retry what may pass, fail what will not).
 
+pub mod companies;
 pub mod keys;
 mod lookup;
 pub mod pull;
@@ -19,7 +20,7 @@ pub mod webhook_pull;
 
 use crate::hubspot::{HubSpotClient, HubSpotError};
 use crate::ids::PortalId;
-use crate::jobs::model::{Job, JobAction, JobSpec, SpecError, Trigger};
+use crate::jobs::model::{Job, JobAction, JobSpec, SpecError, SyncObject, Trigger};
 use crate::jobs::{BoxFuture, JobRunner, Progress, RunError, RunFailure};
 use crate::mapping::CheckedMapping;
 use crate::oauth::ConnectionProblem;
@@ -124,6 +125,11 @@ impl JobRunner for SyncRunner {
             // the webhook drain waits for it (`HubSpotClient::has_spare_budget`).
             let _foreground =
                 (job.trigger != Trigger::Webhook).then(|| self.ctx.hubspot.foreground());
+            if job.spec.object == SyncObject::Companies {
+                return companies::CompanyRunner::new(self.ctx.hubspot.clone(), self.ctx.pull)
+                    .run_job(job, progress)
+                    .await;
+            }
             match job.spec.action {
                 JobAction::Push { mode } => {
                     push::Pusher::new(self.ctx.hubspot.clone(), push::PushConfig::default())

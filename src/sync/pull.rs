@@ -510,6 +510,7 @@ pub(crate) async fn read_ids(
                 done.counts.add(PullOutcome::Failed);
                 done.errors.push(RecordError {
                     contact_id: None,
+                    company_id: None,
                     email: None,
                     hs_object_id: Some(id.clone()),
                     reason,
@@ -857,6 +858,7 @@ pub fn pulled_contact(
     let email = contact.email().and_then(Email::parse);
     let fail = |reason: String| RecordError {
         contact_id: None,
+        company_id: None,
         email: email.clone().map(Email::into_string),
         hs_object_id: Some(contact.id.clone()),
         reason,

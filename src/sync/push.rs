@@ -299,6 +299,7 @@ impl Pipeline<'_> {
             if let Resolution::Failed { id, reason } = resolution {
                 errors.push(RecordError {
                     contact_id: Some(contact.id),
+                    company_id: None,
                     email: contact.email.clone(),
                     hs_object_id: id.or_else(|| contact.hs_object_id.clone()),
                     reason,

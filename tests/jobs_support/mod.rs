@@ -164,6 +164,7 @@ impl PageRunner {
                     counts.add(PushOutcome::Failed);
                     errors.push(RecordError {
                         contact_id: Some(crm_sync::ids::ContactId(id)),
+                        company_id: None,
                         email: None,
                         hs_object_id: None,
                         reason: format!("item {id} refused"),

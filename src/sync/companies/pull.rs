@@ -1,0 +1,539 @@
+//! Company pull: HubSpot companies → crm-sync's `companies` table, page by page, each page
+//! committed with its checkpoint in one transaction.
+//!
+//! - A full pull lists every company (100 per call); an incremental one searches those whose
+//!   `hs_lastmodifieddate` is at or after the bookmark minus the lookback (200 per call),
+//!   oldest first, going on from the last modification time seen rather than by offset, so
+//!   that a company changed during the run shifts nothing. With no bookmark it is a full pull.
+//! - A HubSpot company matches a local row by `hs_object_id`, then by this database's
+//!   external key ([`super::COMPANY_KEY`]), then by domain — only when exactly one unlinked
+//!   local row has that domain (several: a failed record naming them, never a guess). The
+//!   rest are created locally: companies HubSpot made on its own (the auto-association
+//!   setting) are accepted like any other.
+//! - Pull never changes a local company's own fields (name, domain): it only sets
+//!   `hs_object_id`. A company carrying the key of a tombstoned row is left alone (no second
+//!   row): restoring the row is a user's decision. A row whose link names a company HubSpot no longer has (deleted, merged
+//!   away) is re-linked to the company that carries its key, counted `linked`.
+//! - After a full list, the linked rows whose company the list did not show are read by id;
+//!   those HubSpot no longer has are tombstoned (`unlinked`), so no push creates them again.
+//!
+//! Costs: one list call per 100 companies (full) or one search call per 200 changed ones
+//! (incremental), one search call per job for the progress bar's total, and one batch read per
+//! 100 linked rows a full list did not show (and per page with stale links).
+//!
+//! Counts have the pull shape: `created_without_email` is always 0 (a company has no email),
+//! `upserted` counts the rows written (created or linked).
+
+use super::{COMPANY_KEY, company_error, read_properties};
+use crate::hubspot::{
+    Batch, Company, HubSpotClient, ListCompanies, MAX_BATCH, MAX_SEARCH_LIMIT, ObjectType,
+    SearchRequest,
+};
+use crate::ids::{CompanyId, LocalCompanyId};
+use crate::jobs::model::{Counts, PullCounts, PullOutcome, RecordError};
+use crate::jobs::{Page, Progress, RunError, RunFailure};
+use crate::store::{CompanyLink, PulledCompany, TombstoneReason, Tx};
+use crate::sync::PullSettings;
+use crate::sync::keys::ExternalKeys;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
+
+/// A company pull's checkpoint: where to go on, and when its first run started (the bookmark
+/// it leaves when it succeeds).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Cursor {
+    started_at: DateTime<Utc>,
+    position: Position,
+}
+
+/// Where a company pull goes on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "source", rename_all = "snake_case")]
+enum Position {
+    /// Listing every company; `after` is the next page's cursor.
+    List { after: Option<String> },
+    /// Searching companies modified at or after `since_ms`; `seen` were written already (at
+    /// exactly `since_ms`); `offset` pages through more than a page of ties.
+    Search {
+        since_ms: i64,
+        seen: Vec<CompanyId>,
+        offset: Option<String>,
+    },
+    /// Checking, by row id after `after`, the linked rows the full list did not show.
+    Sweep { after: LocalCompanyId },
+    /// Every page is written.
+    Done,
+}
+
+/// Runs a company pull (full, or incremental from the bookmark), from its checkpoint.
+pub async fn run(
+    client: &HubSpotClient,
+    settings: &PullSettings,
+    incremental: bool,
+    progress: &Progress,
+) -> Result<(), RunError> {
+    let Counts::Pull(counts) = progress.counts() else {
+        return Err(RunError::fatal("a pull job carries push counts"));
+    };
+    let cursor = match progress.checkpoint_as::<Cursor>()? {
+        Some(cursor) => cursor,
+        None => {
+            let cursor = start(settings, progress, incremental).await?;
+            announce_total(client, progress, &cursor.position).await?;
+            cursor
+        }
+    };
+    let keys = ExternalKeys::new(&progress.store().installation().await?);
+    let mut run = PullRun {
+        client,
+        keys,
+        progress,
+        started_at: cursor.started_at,
+        counts,
+    };
+    let mut position = cursor.position;
+    loop {
+        if progress.should_stop() {
+            return Err(RunError::Interrupted);
+        }
+        position = match position {
+            Position::List { after } => run.list_page(after).await?,
+            Position::Search {
+                since_ms,
+                seen,
+                offset,
+            } => run.search_page(since_ms, seen, offset).await?,
+            Position::Sweep { after } => run.sweep_page(after).await?,
+            Position::Done => return Ok(()),
+        };
+    }
+}
+
+/// Tells the job how many companies it will read (one search call: the account's companies
+/// for a full pull, the changed ones for an incremental one), so that clients can show a bar.
+/// Best effort: a failure only costs the bar.
+async fn announce_total(
+    client: &HubSpotClient,
+    progress: &Progress,
+    position: &Position,
+) -> Result<(), RunError> {
+    let mut request = match position {
+        Position::Search { since_ms, .. } => SearchRequest::modified_since(
+            ObjectType::Companies,
+            DateTime::from_timestamp_millis(*since_ms).unwrap_or(DateTime::UNIX_EPOCH),
+            vec!["name".to_owned()],
+        ),
+        _ => SearchRequest {
+            properties: vec!["name".to_owned()],
+            ..SearchRequest::default()
+        },
+    };
+    request.limit = 1;
+    match client.search_companies(&request).await {
+        Ok(page) => progress.set_total(page.total).await,
+        Err(e) => {
+            tracing::debug!(error = %e, "could not learn how many companies the pull reads");
+            Ok(())
+        }
+    }
+}
+
+/// Where a job's first run starts: the list, or a search from the bookmark minus the
+/// lookback when incremental and a company pull has succeeded before.
+async fn start(
+    settings: &PullSettings,
+    progress: &Progress,
+    incremental: bool,
+) -> Result<Cursor, RunError> {
+    let started_at = Utc::now();
+    let bookmark = if incremental {
+        progress.store().company_pull_bookmark().await?
+    } else {
+        None
+    };
+    let position = match bookmark {
+        None => {
+            progress.store().forget_stale_pull_seen().await?;
+            Position::List { after: None }
+        }
+        Some(bookmark) => {
+            let lookback = chrono::Duration::from_std(settings.lookback)
+                .unwrap_or_else(|_| chrono::Duration::days(1));
+            Position::Search {
+                since_ms: (bookmark - lookback).timestamp_millis(),
+                seen: Vec::new(),
+                offset: None,
+            }
+        }
+    };
+    Ok(Cursor {
+        started_at,
+        position,
+    })
+}
+
+struct PullRun<'a> {
+    client: &'a HubSpotClient,
+    keys: ExternalKeys,
+    progress: &'a Progress,
+    started_at: DateTime<Utc>,
+    counts: PullCounts,
+}
+
+/// What a page's matching decided for one company.
+enum Decision {
+    Unchanged,
+    Link(CompanyLink),
+    Create(PulledCompany),
+    Failed(String),
+}
+
+impl PullRun<'_> {
+    async fn list_page(&mut self, after: Option<String>) -> Result<Position, RunError> {
+        let params = ListCompanies {
+            after,
+            properties: read_properties(),
+            ..ListCompanies::default()
+        };
+        let page = self
+            .client
+            .list_companies(&params)
+            .await
+            .map_err(|e| company_error("listing HubSpot companies", e))?;
+        let next = match page.next_after {
+            Some(after) => Position::List { after: Some(after) },
+            None => Position::Sweep {
+                after: LocalCompanyId(i64::MIN),
+            },
+        };
+        let seen: Vec<String> = page.results.iter().map(|c| c.id.0.clone()).collect();
+        let mut tx = self.progress.begin().await?;
+        let seen: Vec<&str> = seen.iter().map(String::as_str).collect();
+        tx.mark_pull_seen(&self.job_key(), &seen).await?;
+        self.write(tx, page.results, next).await
+    }
+
+    async fn search_page(
+        &mut self,
+        since_ms: i64,
+        mut seen: Vec<CompanyId>,
+        offset: Option<String>,
+    ) -> Result<Position, RunError> {
+        let since = DateTime::from_timestamp_millis(since_ms).unwrap_or(DateTime::UNIX_EPOCH);
+        let mut request =
+            SearchRequest::modified_since(ObjectType::Companies, since, read_properties());
+        request.limit = MAX_SEARCH_LIMIT;
+        request.after = offset;
+        let page = self
+            .client
+            .search_companies(&request)
+            .await
+            .map_err(|e| company_error("searching changed HubSpot companies", e))?;
+        let latest = page
+            .results
+            .iter()
+            .filter_map(|c| c.updated_at.map(|t| t.timestamp_millis()))
+            .max();
+        let fresh: Vec<Company> = page
+            .results
+            .iter()
+            .filter(|c| !seen.contains(&c.id))
+            .cloned()
+            .collect();
+        let next = match (page.next_after, latest) {
+            (None, _) => Position::Done,
+            (Some(_), Some(latest)) if latest > since_ms => Position::Search {
+                since_ms: latest,
+                seen: page
+                    .results
+                    .iter()
+                    .filter(|c| c.updated_at.map(|t| t.timestamp_millis()) == Some(latest))
+                    .map(|c| c.id.clone())
+                    .collect(),
+                offset: None,
+            },
+            // A whole page at one time: go on by offset within it.
+            (Some(after), _) => {
+                seen.extend(page.results.iter().map(|c| c.id.clone()));
+                Position::Search {
+                    since_ms,
+                    seen,
+                    offset: Some(after),
+                }
+            }
+        };
+        let tx = self.progress.begin().await?;
+        self.write(tx, fresh, next).await
+    }
+
+    /// Matches a page against the local rows, writes it and commits it with the counts and
+    /// the checkpoint `next`; the page that ends the reading stores the bookmark.
+    async fn write(
+        &mut self,
+        mut tx: Tx,
+        companies: Vec<Company>,
+        next: Position,
+    ) -> Result<Position, RunError> {
+        let companies: Vec<Company> = companies.into_iter().filter(|c| !c.archived).collect();
+        let decisions = self.decide(&mut tx, &companies).await?;
+        let mut counts = self.counts;
+        let mut errors = Vec::new();
+        let mut links = Vec::new();
+        let mut creates = Vec::new();
+        for (company, decision) in companies.iter().zip(decisions) {
+            match decision {
+                Decision::Unchanged => counts.add(PullOutcome::Unchanged),
+                Decision::Link(link) => links.push((company, link)),
+                Decision::Create(row) => creates.push(row),
+                Decision::Failed(reason) => {
+                    counts.add(PullOutcome::Failed);
+                    errors.push(failure(company, None, reason));
+                }
+            }
+        }
+        let rows: Vec<CompanyLink> = links.iter().map(|(_, l)| l.clone()).collect();
+        let clashes = tx.link_companies(&rows).await?;
+        for (company, link) in &links {
+            match clashes.iter().find(|c| c.id == link.id) {
+                Some(clash) => {
+                    counts.add(PullOutcome::Failed);
+                    errors.push(failure(
+                        company,
+                        Some(link.id),
+                        format!(
+                            "HubSpot company {} is already linked to local company {}",
+                            clash.hs_object_id, clash.holder
+                        ),
+                    ));
+                }
+                None => {
+                    counts.add(PullOutcome::Linked);
+                    counts.upserted += 1;
+                }
+            }
+        }
+        let created = tx.insert_pulled_companies(&creates).await?;
+        for row in &creates {
+            if created.contains(&row.hs_object_id) {
+                counts.add(PullOutcome::Created { with_email: true });
+                counts.upserted += 1;
+            } else {
+                // Linked meanwhile by a concurrent writer: nothing left to do here.
+                counts.add(PullOutcome::Unchanged);
+            }
+        }
+        if matches!(next, Position::Done | Position::Sweep { .. }) {
+            tx.set_company_pull_bookmark(self.started_at).await?;
+        }
+        self.commit(tx, counts, next.clone(), errors).await?;
+        Ok(next)
+    }
+
+    /// Decides, for each company of the page, what the pull does (see the module docs).
+    async fn decide(&self, tx: &mut Tx, companies: &[Company]) -> Result<Vec<Decision>, RunError> {
+        let ids: Vec<&str> = companies.iter().map(|c| c.id.0.as_str()).collect();
+        let held: HashSet<CompanyId> = tx
+            .company_holders(&ids)
+            .await?
+            .into_iter()
+            .map(|(_, hs)| hs)
+            .collect();
+        let keyed: Vec<LocalCompanyId> = companies
+            .iter()
+            .filter_map(|c| {
+                c.property(COMPANY_KEY)
+                    .and_then(|k| self.keys.parse_company(k))
+            })
+            .collect();
+        let rows: HashMap<LocalCompanyId, _> = tx
+            .companies_by_ids(&keyed)
+            .await?
+            .into_iter()
+            .map(|r| (r.id, r))
+            .collect();
+        let domains: Vec<String> = companies
+            .iter()
+            .filter_map(|c| c.domain().map(|d| d.trim().to_lowercase()))
+            .collect();
+        let domain_refs: Vec<&str> = domains.iter().map(String::as_str).collect();
+        let mut by_domain: HashMap<String, Vec<_>> = HashMap::new();
+        for row in tx.unlinked_companies_with_domains(&domain_refs).await? {
+            if let Some(domain) = row.domain.clone() {
+                by_domain.entry(domain).or_default().push(row);
+            }
+        }
+        // Rows whose link a key names as stale: checked with HubSpot before re-linking.
+        let stale_links: Vec<CompanyId> = companies
+            .iter()
+            .filter_map(|c| {
+                let row = rows.get(&self.keys.parse_company(c.property(COMPANY_KEY)?)?)?;
+                row.hs_object_id
+                    .clone()
+                    .filter(|hs| *hs != c.id && !held.contains(&c.id))
+            })
+            .collect();
+        let gone = self.gone_of(&stale_links).await?;
+        let mut claimed: HashSet<LocalCompanyId> = HashSet::new();
+        let mut decisions = Vec::with_capacity(companies.len());
+        for company in companies {
+            if held.contains(&company.id) {
+                decisions.push(Decision::Unchanged);
+                continue;
+            }
+            let by_key = company
+                .property(COMPANY_KEY)
+                .and_then(|k| self.keys.parse_company(k))
+                .and_then(|id| rows.get(&id));
+            if by_key.is_some_and(|r| r.tombstoned) {
+                // Its row is marked deleted: a user's restore decides, not a second row.
+                decisions.push(Decision::Unchanged);
+                continue;
+            }
+            if let Some(row) = by_key {
+                let decision = match &row.hs_object_id {
+                    Some(current) if !gone.contains(current) => Decision::Failed(format!(
+                        "it carries the key of local company {}, which is linked to HubSpot \
+                         company {current}, still in HubSpot",
+                        row.id
+                    )),
+                    _ if !claimed.insert(row.id) => Decision::Unchanged,
+                    current => Decision::Link(CompanyLink {
+                        id: row.id,
+                        read_hs_object_id: current.clone(),
+                        hs_object_id: company.id.clone(),
+                        pushed_version: None,
+                    }),
+                };
+                decisions.push(decision);
+                continue;
+            }
+            let domain = company.domain().map(|d| d.trim().to_lowercase());
+            let local = domain.as_ref().and_then(|d| by_domain.get(d));
+            let decision = match local.map(Vec::as_slice) {
+                Some([one]) if claimed.insert(one.id) => Decision::Link(CompanyLink {
+                    id: one.id,
+                    read_hs_object_id: None,
+                    hs_object_id: company.id.clone(),
+                    // Linking is not a local change: the row counts as pushed as it is.
+                    pushed_version: Some(one.local_version),
+                }),
+                Some(several) if several.len() > 1 => {
+                    let ids: Vec<String> = several.iter().map(|r| r.id.to_string()).collect();
+                    Decision::Failed(format!(
+                        "{} local companies have its domain {:?} ({}); crm-sync links only when \
+                         exactly one does",
+                        ids.len(),
+                        domain.unwrap_or_default(),
+                        ids.join(", ")
+                    ))
+                }
+                _ => Decision::Create(PulledCompany {
+                    hs_object_id: company.id.clone(),
+                    name: company.name().map(str::to_owned),
+                    domain: company.domain().map(str::to_owned),
+                }),
+            };
+            decisions.push(decision);
+        }
+        Ok(decisions)
+    }
+
+    /// After a full list: the linked rows whose company the list did not show, 100 at a time
+    /// by row id, are read by id; those HubSpot no longer has are tombstoned.
+    async fn sweep_page(&mut self, after: LocalCompanyId) -> Result<Position, RunError> {
+        let job = self.job_key();
+        let rows = self
+            .progress
+            .store()
+            .companies_linked_unseen(&job, after, MAX_BATCH as u32)
+            .await?;
+        let Some(last) = rows.last().map(|(id, _)| *id) else {
+            let mut tx = self.progress.begin().await?;
+            tx.forget_pull_seen(&job).await?;
+            self.commit(tx, self.counts, Position::Done, Vec::new())
+                .await?;
+            return Ok(Position::Done);
+        };
+        let ids: Vec<CompanyId> = rows.into_iter().map(|(_, hs)| hs).collect();
+        let gone: Vec<CompanyId> = self.gone_of(&ids).await?.into_iter().collect();
+        let mut tx = self.progress.begin().await?;
+        let tombstoned = tx
+            .tombstone_companies(&gone, TombstoneReason::Deleted)
+            .await?;
+        let mut counts = self.counts;
+        counts.unlinked += tombstoned.len() as u64;
+        let next = Position::Sweep { after: last };
+        self.commit(tx, counts, next.clone(), Vec::new()).await?;
+        Ok(next)
+    }
+
+    /// Which of `ids` (at most 100) HubSpot no longer has: missing or archived. A company
+    /// merged into another answers under the survivor's id and is not gone.
+    async fn gone_of(&self, ids: &[CompanyId]) -> Result<HashSet<CompanyId>, RunError> {
+        if ids.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let raw: Vec<String> = ids.iter().map(|id| id.0.clone()).collect();
+        let batch = Batch::new(raw)
+            .map_err(|e| RunError::Fatal(RunFailure::caused_by("company page too large", e)))?;
+        let read = self
+            .client
+            .batch_read_companies(&batch, None, &read_properties())
+            .await
+            .map_err(|e| company_error("checking linked companies", e))?;
+        let mut gone: HashSet<CompanyId> = read.missing.into_iter().map(CompanyId).collect();
+        gone.extend(
+            read.results
+                .into_iter()
+                .filter(|c| c.archived)
+                .map(|c| c.id),
+        );
+        Ok(gone)
+    }
+
+    async fn commit(
+        &mut self,
+        tx: Tx,
+        counts: PullCounts,
+        next: Position,
+        errors: Vec<RecordError>,
+    ) -> Result<(), RunError> {
+        let checkpoint = serde_json::to_value(Cursor {
+            started_at: self.started_at,
+            position: next,
+        })
+        .map_err(|e| {
+            RunError::Fatal(RunFailure::caused_by(
+                "cannot encode the company pull checkpoint",
+                e,
+            ))
+        })?;
+        self.progress
+            .commit(
+                tx,
+                Page {
+                    counts: Counts::Pull(counts),
+                    checkpoint,
+                    errors,
+                },
+            )
+            .await?;
+        self.counts = counts;
+        Ok(())
+    }
+
+    fn job_key(&self) -> String {
+        self.progress.job_id().to_string()
+    }
+}
+
+fn failure(company: &Company, local: Option<LocalCompanyId>, reason: String) -> RecordError {
+    RecordError {
+        contact_id: None,
+        company_id: local,
+        email: None,
+        hs_object_id: Some(crate::ids::HsObjectId(company.id.0.clone())),
+        reason,
+    }
+}

@@ -1,0 +1,86 @@
+//! crm-sync's own `companies` table, specified against every available backend.
+
+// A failed expectation panics, and fixtures are shared between test files as `pub` items.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
+mod common;
+
+use crm_sync::ids::LocalCompanyId;
+use crm_sync::store::{NewCompany, NewContact, Store};
+
+async fn execute(store: &Store, sql: &'static str, id: i64) {
+    if let Some(pool) = store.pg_pool() {
+        sqlx::query(sql).bind(id).execute(pool).await.map(drop)
+    } else {
+        sqlx::query(sql)
+            .bind(id)
+            .execute(store.sqlite_pool().unwrap())
+            .await
+            .map(drop)
+    }
+    .expect("execute");
+}
+
+fn company(name: &str, domain: &str) -> NewCompany {
+    NewCompany {
+        name: Some(name.to_owned()),
+        domain: Some(domain.to_owned()),
+    }
+}
+
+backend_tests! {
+    async fn domains_are_stored_trimmed_and_lower_case_and_may_repeat(db: TestDb) {
+        let store = db.store().await;
+        let ids = store
+            .insert_companies(&[company("A", "  Shared.IO "), company("B", "shared.io"), company("C", " ")])
+            .await
+            .unwrap();
+        let rows = store.list_companies(None, 10).await.unwrap();
+        let domains: Vec<Option<&str>> = rows.iter().map(|c| c.domain.as_deref()).collect();
+        assert_eq!(domains, [Some("shared.io"), Some("shared.io"), None], "{db}");
+        assert_eq!(rows.iter().map(|c| c.id).collect::<Vec<_>>(), ids, "{db}");
+        let page = store.list_companies(Some(ids[0]), 1).await.unwrap();
+        assert_eq!(page[0].id, ids[1], "keyset pages by id: {db}");
+    }
+
+    async fn a_local_change_makes_a_pushed_company_a_candidate_again(db: TestDb) {
+        let store = db.store().await;
+        let ids = store.insert_companies(&[company("A", "a.io")]).await.unwrap();
+        execute(&store, "UPDATE companies SET hs_object_id = '5', pushed_version = local_version WHERE id = $1", ids[0].0).await;
+        assert_eq!(store.count_company_push_candidates(LocalCompanyId(0)).await.unwrap(), 0, "{db}");
+        execute(&store, "UPDATE companies SET domain = 'A.IO' WHERE id = $1", ids[0].0).await;
+        assert_eq!(
+            store.count_company_push_candidates(LocalCompanyId(0)).await.unwrap(), 0,
+            "rewriting the domain in another case is no change: {db}"
+        );
+        execute(&store, "UPDATE companies SET name = 'A2' WHERE id = $1", ids[0].0).await;
+        let candidates = store.company_push_candidates(LocalCompanyId(0), 10).await.unwrap();
+        assert_eq!(candidates.len(), 1, "{db}");
+        assert_eq!(candidates[0].name.as_deref(), Some("A2"), "{db}");
+    }
+
+    async fn deleting_a_company_leaves_its_contacts_without_one(db: TestDb) {
+        let store = db.store().await;
+        let ids = store.insert_companies(&[company("A", "a.io")]).await.unwrap();
+        store
+            .insert_contacts(&[NewContact {
+                email: Some("ada@a.io".to_owned()),
+                first_name: None,
+                last_name: None,
+            }])
+            .await
+            .unwrap();
+        assert_eq!(store.link_contacts_to_companies_by_email_domain().await.unwrap(), 1, "{db}");
+        let contact = store.list_contacts(None, 1).await.unwrap().remove(0);
+        assert_eq!(store.company_of_contact(contact.id).await.unwrap(), Some(ids[0]), "{db}");
+        execute(&store, "DELETE FROM companies WHERE id = $1", ids[0].0).await;
+        assert_eq!(store.company_of_contact(contact.id).await.unwrap(), None, "{db}");
+        assert_eq!(store.count_contacts().await.unwrap(), 1, "{db}");
+    }
+
+    async fn a_contact_inserted_with_only_its_own_fields_is_still_valid(db: TestDb) {
+        let store = db.store().await;
+        execute(&store, "INSERT INTO contacts (email, first_name, last_name) VALUES ('x@y.io', 'X', CAST($1 AS TEXT))", 0).await;
+        assert_eq!(store.count_contacts().await.unwrap(), 1, "{db}");
+    }
+}
