@@ -65,7 +65,7 @@ impl SyncObject {
     /// Whether its engine can run a dry run. A dry run it cannot run is refused, never run
     /// for real.
     pub fn has_dry_run(self) -> bool {
-        false
+        matches!(self, Self::Contacts)
     }
 }
 
