@@ -65,7 +65,7 @@ impl SyncObject {
     /// Whether its engine can run a dry run. A dry run it cannot run is refused, never run
     /// for real.
     pub fn has_dry_run(self) -> bool {
-        false
+        matches!(self, Self::Contacts)
     }
 }
 
@@ -625,6 +625,72 @@ pub struct RecordError {
     pub reason: String,
 }
 
+/// What a dry run would do to one record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PlannedKind {
+    /// A new record would be made (in HubSpot by a push, locally by a pull).
+    Create,
+    /// An existing record would be linked (its id saved).
+    Link,
+    /// An existing record would be overwritten with the other side's values.
+    Update,
+    /// Nothing to change.
+    Unchanged,
+    /// Left alone (push: HubSpot no longer has the linked contact).
+    Skip,
+    /// The record would fail; `reason` says why.
+    Fail,
+}
+
+/// One record of a dry run's plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedAction {
+    /// What would be done.
+    pub action: PlannedKind,
+    /// The local row, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact_id: Option<ContactId>,
+    /// The record's email, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// The HubSpot record, when one is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hs_object_id: Option<HsObjectId>,
+    /// Why, in words a person can act on.
+    pub reason: String,
+}
+
+/// What a dry run found: the HubSpot calls the real run would make, by operation (reads the
+/// dry run itself made are among them), and what it would do to each record (capped like
+/// `errors`; the job's `counts` stay exact).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Plan {
+    /// Calls by operation (`batch_read`, `batch_create`, `batch_update`, `batch_upsert`,
+    /// `list`, `search`, `property_read`, `property_create`).
+    pub calls: std::collections::BTreeMap<String, u64>,
+    /// One entry per record, in the order they were met, up to [`MAX_RECORD_ERRORS`].
+    pub actions: Vec<PlannedAction>,
+}
+
+impl Plan {
+    /// Counts `n` calls of `operation`.
+    pub fn call(&mut self, operation: &str, n: u64) {
+        if n > 0 {
+            *self.calls.entry(operation.to_owned()).or_default() += n;
+        }
+    }
+
+    /// Adds what `more` found (its actions as far as the cap allows).
+    pub fn merge(&mut self, more: Plan) {
+        for (operation, n) in more.calls {
+            self.call(&operation, n);
+        }
+        let room = MAX_RECORD_ERRORS.saturating_sub(self.actions.len());
+        self.actions.extend(more.actions.into_iter().take(room));
+    }
+}
+
 /// How far a running job has got: `processed` records so far, `total` once known.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct JobProgress {
@@ -677,6 +743,9 @@ pub struct Job {
     /// are served.
     #[serde(default)]
     pub portal_id: Option<PortalId>,
+    /// A dry run's plan (absent for real jobs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<Plan>,
 }
 
 /// Times on the wire: RFC 3339 in UTC with milliseconds and `Z` (`2026-11-28T14:03:00.123Z`),
@@ -861,6 +930,7 @@ mod tests {
             next_attempt_at: None,
             forced: false,
             portal_id: None,
+            plan: None,
         };
         let v = serde_json::to_value(&job).unwrap();
         assert_eq!(v["direction"], "pull");

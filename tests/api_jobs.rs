@@ -27,7 +27,8 @@ backend_tests!(
     posting_a_job_answers_202_with_its_location,
     a_second_post_gets_the_active_job_unless_it_forces,
     bad_requests_get_the_error_envelope,
-    unknown_fields_and_dry_runs_are_refused_and_nothing_is_enqueued,
+    unknown_fields_and_unavailable_objects_are_refused_and_nothing_is_enqueued,
+    a_dry_run_is_a_job_of_its_own_beside_the_real_one,
     a_body_is_json_or_refused_with_400_or_415,
     an_unknown_or_malformed_job_id_is_a_404,
     jobs_are_listed_newest_first_and_filtered_by_status,
@@ -213,13 +214,13 @@ async fn bad_requests_get_the_error_envelope(db: &JobsDb) {
     server.stop().await;
 }
 
-async fn unknown_fields_and_dry_runs_are_refused_and_nothing_is_enqueued(db: &JobsDb) {
+async fn unknown_fields_and_unavailable_objects_are_refused_and_nothing_is_enqueued(db: &JobsDb) {
     let server = Server::start(&db.store, vec![]).await;
     // A client written for a newer server must never start a real job it did not mean.
     for (body, needles) in [
         (
-            json!({"direction": "push", "dry_run": true}),
-            vec!["dry runs of contacts are not available in this version"],
+            json!({"direction": "push", "object": "companies", "dry_run": true}),
+            vec!["dry runs of companies are not available in this version"],
         ),
         (
             json!({"direction": "pull", "object": "companies", "mode": "verbose"}),
@@ -258,6 +259,30 @@ async fn unknown_fields_and_dry_runs_are_refused_and_nothing_is_enqueued(db: &Jo
     assert_eq!(status, StatusCode::ACCEPTED, "{job}");
     assert_eq!(job["object"], "contacts");
     assert_eq!(job["dry_run"], false);
+    server.stop().await;
+}
+
+async fn a_dry_run_is_a_job_of_its_own_beside_the_real_one(db: &JobsDb) {
+    let server = Server::start(&db.store, vec![]).await;
+    let (_, _, real) = server.post("/api/jobs", json!({"direction": "push"})).await;
+    assert_eq!(real["dry_run"], false);
+    let (status, _, dry) = server
+        .post("/api/jobs", json!({"direction": "push", "dry_run": true}))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{dry}");
+    assert_eq!(dry["dry_run"], true);
+    assert_ne!(dry["id"], real["id"], "never answered with the real push");
+    // Each keeps its slot: asking again answers with the job of the same kind.
+    let (_, _, again) = server
+        .post("/api/jobs", json!({"direction": "push", "dry_run": true}))
+        .await;
+    assert_eq!(again["id"], dry["id"]);
+    let (_, _, real_again) = server.post("/api/jobs", json!({"direction": "push"})).await;
+    assert_eq!(real_again["id"], real["id"]);
+    let (_, shown) = server
+        .get(&format!("/api/jobs/{}", dry["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(shown["dry_run"], true);
     server.stop().await;
 }
 

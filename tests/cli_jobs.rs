@@ -23,6 +23,7 @@ backend_tests!(
     a_wait_timeout_leaves_the_job_going_and_names_it,
     sync_job_follows_an_existing_job_without_enqueueing,
     the_wait_bar_is_never_drawn_full_before_anything_is_counted,
+    a_dry_run_is_its_own_job_and_reports_without_writing,
 );
 
 /// Runs `crm-sync ARGS` against `db` with nothing inherited but PATH and HOME.
@@ -400,4 +401,57 @@ async fn the_wait_bar_is_never_drawn_full_before_anything_is_counted(db: &TestDb
     );
     assert!(!screen.contains("0/0"), "{screen}");
     assert!(!screen.contains("[="), "no bar without a total: {screen}");
+}
+
+async fn a_dry_run_is_its_own_job_and_reports_without_writing(db: &TestDb) {
+    let store = db.store().await;
+    store
+        .insert_contacts(&people(&["ada@acme.io", "grace@acme.io"]))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // No worker yet: the real push waits, and a dry run asked meanwhile is a job of its own.
+    let real = stdout(&crm_sync(dir.path(), db, &["sync", "push"]));
+    let real_id = real.split_whitespace().nth(3).unwrap().to_owned();
+    let planned = stdout(&crm_sync(dir.path(), db, &["sync", "push", "--dry-run"]));
+    assert!(
+        planned.starts_with("enqueued dry-run push job "),
+        "{planned}"
+    );
+    let dry_id = planned.split_whitespace().nth(4).unwrap().to_owned();
+    assert_ne!(dry_id, real_id);
+    crm_sync(dir.path(), db, &["cancel", &real_id]);
+
+    let args = SandboxArgs {
+        requests_per_10s: 0,
+        search_per_second: 0,
+        rng_seed: Some(3),
+        ..SandboxArgs::default()
+    };
+    let hubspot = Sandbox::start(args, SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("the sandbox starts");
+    let _worker = worker(dir.path(), db, &hubspot, hubspot.access_token());
+    let mut follow = tokio::process::Command::from(crm_sync_command(
+        dir.path(),
+        db,
+        &["sync", "--job", &dry_id],
+    ));
+    let out = follow.output().await.expect("run crm-sync sync --job");
+    assert_eq!(exit_and_error(&out), (Some(0), String::new()), "{out:?}");
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(summary.contains("push/link dry run succeeded"), "{summary}");
+    assert!(
+        summary
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["created", "2"]),
+        "{summary}"
+    );
+    assert_eq!(hubspot.contact_count(), 0, "a dry run creates nothing");
+
+    let shown = stdout(&crm_sync(dir.path(), db, &["jobs", &dry_id]));
+    let job: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(job["dry_run"], true);
+    assert_eq!(job["plan"]["calls"]["batch_create"], 1, "{job}");
+    assert_eq!(job["plan"]["actions"][0]["action"], "create", "{job}");
 }

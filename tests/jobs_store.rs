@@ -238,6 +238,7 @@ async fn a_run_holds_its_job_under_a_lease(db: &JobsDb) {
         checkpoint: Some(&cursor),
         processed: 1,
         total: Some(10),
+        plan: None,
     };
     let mut tx = Tx::begin(&db.store).await.unwrap();
     assert!(

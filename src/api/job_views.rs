@@ -7,8 +7,8 @@
 
 use super::params::inline_type;
 use crate::jobs::model::{
-    Direction, Job, JobAction, JobSpec, JobStatus, PullCounts, PullMode, PushCounts, PushMode,
-    RecordError, SyncObject, Trigger, rfc3339,
+    Direction, Job, JobAction, JobSpec, JobStatus, Plan, PlannedKind, PullCounts, PullMode,
+    PushCounts, PushMode, RecordError, SyncObject, Trigger, rfc3339,
 };
 use crate::jobs::schedule::ScheduleView;
 use poem_openapi::registry::MetaSchema;
@@ -253,6 +253,84 @@ pub struct JobView {
     /// before then.
     #[oai(nullable)]
     pub portal_id: Option<i64>,
+    /// A dry run's plan: the HubSpot calls the real run would make and what it would do to
+    /// each record. Absent for real jobs.
+    #[oai(skip_serializing_if_is_none)]
+    pub plan: Option<PlanView>,
+}
+
+/// What a dry run would do to one record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Enum)]
+#[oai(rename = "PlannedKind", rename_all = "lowercase")]
+pub enum PlannedKindView {
+    /// A new record would be made.
+    Create,
+    /// An existing record would be linked.
+    Link,
+    /// An existing record would be overwritten.
+    Update,
+    /// Nothing to change.
+    Unchanged,
+    /// Left alone.
+    Skip,
+    /// The record would fail.
+    Fail,
+}
+
+/// One record of a dry run's plan.
+#[derive(Debug, Clone, PartialEq, Object)]
+#[oai(rename = "PlannedAction")]
+pub struct PlannedActionView {
+    /// What would be done.
+    pub action: PlannedKindView,
+    /// The local contact, when there is one.
+    #[oai(skip_serializing_if_is_none)]
+    pub contact_id: Option<i64>,
+    /// Its email, when it has one.
+    #[oai(skip_serializing_if_is_none)]
+    pub email: Option<String>,
+    /// The HubSpot record, when one is known.
+    #[oai(skip_serializing_if_is_none)]
+    pub hs_object_id: Option<String>,
+    /// Why.
+    pub reason: String,
+}
+
+/// A dry run's plan.
+#[derive(Debug, Clone, PartialEq, Object)]
+#[oai(rename = "Plan")]
+pub struct PlanView {
+    /// HubSpot calls the real run would make, by operation (`batch_read`, `batch_create`,
+    /// `batch_update`, `batch_upsert`, `list`, `search`, `property_read`, `property_create`).
+    pub calls: std::collections::BTreeMap<String, u64>,
+    /// What would be done to each record, in order (capped; `counts` stay exact).
+    pub actions: Vec<PlannedActionView>,
+}
+
+impl From<&Plan> for PlanView {
+    fn from(plan: &Plan) -> Self {
+        Self {
+            calls: plan.calls.clone(),
+            actions: plan
+                .actions
+                .iter()
+                .map(|a| PlannedActionView {
+                    action: match a.action {
+                        PlannedKind::Create => PlannedKindView::Create,
+                        PlannedKind::Link => PlannedKindView::Link,
+                        PlannedKind::Update => PlannedKindView::Update,
+                        PlannedKind::Unchanged => PlannedKindView::Unchanged,
+                        PlannedKind::Skip => PlannedKindView::Skip,
+                        PlannedKind::Fail => PlannedKindView::Fail,
+                    },
+                    contact_id: a.contact_id.map(|c| c.0),
+                    email: a.email.clone(),
+                    hs_object_id: a.hs_object_id.as_ref().map(|h| h.0.clone()),
+                    reason: a.reason.clone(),
+                })
+                .collect(),
+        }
+    }
 }
 
 /// Counts of a push or of a pull.
@@ -412,6 +490,7 @@ impl From<&Job> for JobView {
             next_attempt_at: j.next_attempt_at.as_ref().map(rfc3339::format),
             forced: j.forced,
             portal_id: j.portal_id.map(|p| p.0),
+            plan: j.plan.as_ref().map(PlanView::from),
         }
     }
 }
@@ -520,6 +599,7 @@ mod tests {
             next_attempt_at: None,
             forced: false,
             portal_id: Some(PortalId(1000001)),
+            plan: None,
         }
     }
 

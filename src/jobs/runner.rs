@@ -26,7 +26,7 @@
 //! `tests/jobs_support` has a complete runner written this way (the test runner).
 
 use crate::ids::{JobId, LeaseId, PortalId};
-use crate::jobs::model::{Counts, Job, MAX_RECORD_ERRORS, RecordError};
+use crate::jobs::model::{Counts, Job, MAX_RECORD_ERRORS, Plan, RecordError};
 use crate::store::jobs::{Checkpoint, JobRecord, Tx, is_transient};
 use crate::store::{Store, StoreError};
 use serde::de::DeserializeOwned;
@@ -209,6 +209,8 @@ struct State {
     errors: Vec<RecordError>,
     checkpoint: Option<Value>,
     total: Option<u64>,
+    /// A dry run's plan so far; `None` for a real job.
+    plan: Option<Plan>,
 }
 
 impl std::fmt::Debug for Progress {
@@ -233,6 +235,11 @@ impl Progress {
                 errors: record.job.errors.clone(),
                 checkpoint: record.checkpoint.clone().filter(|c| !c.is_null()),
                 total: record.job.progress.total,
+                plan: record
+                    .job
+                    .spec
+                    .dry_run
+                    .then(|| record.job.plan.clone().unwrap_or_default()),
             }),
         }
     }
@@ -296,8 +303,19 @@ impl Progress {
 
     /// Saves `page` in `tx` and commits both. [`RunError::Superseded`] (after rolling back)
     /// when the run no longer holds the job.
-    pub async fn commit(&self, mut tx: Tx, page: Page) -> Result<(), RunError> {
-        let (errors, total) = {
+    pub async fn commit(&self, tx: Tx, page: Page) -> Result<(), RunError> {
+        self.commit_planned(tx, page, None).await
+    }
+
+    /// [`Progress::commit`] for a dry run's page: `plan` (this page's calls and planned
+    /// actions) is added to the job's plan in the same transaction.
+    pub async fn commit_planned(
+        &self,
+        mut tx: Tx,
+        page: Page,
+        plan: Option<Plan>,
+    ) -> Result<(), RunError> {
+        let (errors, total, plan) = {
             let state = self.state();
             if page.counts.direction() != state.counts.direction() {
                 return Err(RunError::fatal(format!(
@@ -309,7 +327,12 @@ impl Progress {
             let mut errors = state.errors.clone();
             let room = MAX_RECORD_ERRORS.saturating_sub(errors.len());
             errors.extend(page.errors.into_iter().take(room));
-            (errors, state.total)
+            // Only a dry run keeps a plan; a real job's page never carries one.
+            let plan = state.plan.clone().map(|mut whole| {
+                whole.merge(plan.unwrap_or_default());
+                whole
+            });
+            (errors, state.total, plan)
         };
         if !page.counts.is_consistent() {
             return Err(RunError::fatal(format!(
@@ -328,6 +351,7 @@ impl Progress {
                     checkpoint,
                     processed: page.counts.total(),
                     total,
+                    plan: plan.as_ref(),
                 },
             )
             .await?;
@@ -337,12 +361,16 @@ impl Progress {
         }
         tx.commit().await?;
         let mut state = self.state();
-        crate::jobs::metrics::contacts_committed(&state.counts, &page.counts);
+        // A dry run's counts are what would have been done: the metrics count what was.
+        if state.plan.is_none() {
+            crate::jobs::metrics::contacts_committed(&state.counts, &page.counts);
+        }
         *state = State {
             counts: page.counts,
             errors,
             checkpoint: checkpoint.cloned(),
             total,
+            plan,
         };
         Ok(())
     }
@@ -384,6 +412,7 @@ impl Progress {
                     checkpoint: checkpoint.as_ref(),
                     processed: counts.total(),
                     total: Some(total),
+                    plan: None,
                 },
             )
             .await?;

@@ -20,8 +20,8 @@ use super::time::DbTime;
 use super::{Store, StoreError, on_pool, on_tx};
 use crate::ids::{DeliveryId, JobId, LeaseId, PortalId};
 use crate::model::{
-    Counts, Direction, Job, JobAction, JobProgress, JobSpec, JobStatus, RecordError, SyncObject,
-    Trigger,
+    Counts, Direction, Job, JobAction, JobProgress, JobSpec, JobStatus, Plan, RecordError,
+    SyncObject, Trigger,
 };
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -90,13 +90,14 @@ pub(super) struct JobRow {
     lease: Option<LeaseId>,
     worker: Option<String>,
     portal_id: Option<i64>,
+    plan: Option<Json<Value>>,
 }
 
 /// The columns [`JobRow`] reads (the table has more, for other uses).
 pub(super) const COLUMNS: &str = "id, object, direction, mode, incremental, dry_run, triggered_by, \
      status, exclusive, \
      attempts, created_at, started_at, finished_at, counts, errors, checkpoint, processed, total, \
-     last_error, next_attempt_at, delivery, lease, worker, portal_id";
+     last_error, next_attempt_at, delivery, lease, worker, portal_id, plan";
 
 /// A job with the bookkeeping only workers need.
 #[derive(Debug, Clone)]
@@ -137,6 +138,11 @@ impl TryFrom<JobRow> for JobRecord {
             .parse()
             .map_err(|e| corrupt(format!("{e}")))?;
         let status: JobStatus = r.status.parse().map_err(|e| corrupt(format!("{e}")))?;
+        let plan = r
+            .plan
+            .map(|p| serde_json::from_value(p.0))
+            .transpose()
+            .map_err(|e| corrupt(format!("plan: {e}")))?;
         let job = Job {
             id: job_id,
             spec,
@@ -156,6 +162,7 @@ impl TryFrom<JobRow> for JobRecord {
             next_attempt_at: r.next_attempt_at,
             forced: !r.exclusive,
             portal_id: r.portal_id.map(PortalId),
+            plan,
         };
         Ok(JobRecord {
             job,
@@ -203,6 +210,8 @@ pub struct Checkpoint<'a> {
     pub processed: u64,
     /// Records in all, when known.
     pub total: Option<u64>,
+    /// A dry run's plan so far (`None`: a real job, whose plan stays empty).
+    pub plan: Option<&'a Plan>,
 }
 
 /// The outcome of a schedule tick.
@@ -376,12 +385,17 @@ impl Tx {
         cp: &Checkpoint<'_>,
     ) -> Result<bool, StoreError> {
         const SQL: &str = "UPDATE sync_jobs SET counts = $3, errors = $4, checkpoint = $5, \
-             processed = $6, total = $7, updated_at = $8 \
+             processed = $6, total = $7, updated_at = $8, plan = COALESCE($9, plan) \
              WHERE id = $1 AND lease = $2 AND status = 'running'";
         let counts =
             serde_json::to_value(cp.counts).map_err(|e| StoreError::InvalidData(e.to_string()))?;
         let errors =
             serde_json::to_value(cp.errors).map_err(|e| StoreError::InvalidData(e.to_string()))?;
+        let plan = cp
+            .plan
+            .map(serde_json::to_value)
+            .transpose()
+            .map_err(|e| StoreError::InvalidData(e.to_string()))?;
         let n = on_tx!(self, c => {
             sqlx::query(SQL)
                 .bind(id.to_string())
@@ -392,6 +406,7 @@ impl Tx {
                 .bind(to_i64(cp.processed))
                 .bind(cp.total.map(to_i64))
                 .bind(DbTime(Utc::now()))
+                .bind(plan.as_ref().map(Json))
                 .execute(c)
                 .await?
                 .rows_affected()

@@ -82,6 +82,8 @@ pub struct PageWrite {
     pub counts: PullCounts,
     /// One entry per failed record.
     pub errors: Vec<RecordError>,
+    /// What became of each counted record, by its index in the page (a dry run reports them).
+    pub outcomes: Vec<(usize, PullOutcome)>,
     /// Contacts not written, nor counted, because their email is held by a row linked to
     /// another HubSpot contact that the page does not list and `checked` says nothing of:
     /// ask HubSpot about those contacts and write the page again (see [`classify`]).
@@ -94,6 +96,7 @@ impl PageWrite {
         for clash in std::mem::take(&mut self.clashes) {
             let record = &records[clash.index];
             self.counts.add(PullOutcome::Failed);
+            self.outcomes.push((clash.index, PullOutcome::Failed));
             self.errors.push(RecordError {
                 contact_id: Some(clash.row),
                 company_id: None,
@@ -966,6 +969,7 @@ fn tally(
             page.counts.upserted += 1;
         }
         page.counts.add(counted);
+        page.outcomes.push((index, counted));
     }
     page
 }

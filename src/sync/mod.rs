@@ -120,7 +120,7 @@ impl JobRunner for SyncRunner {
                 hubspot_error("learning which HubSpot account the job syncs with", e)
             })?;
             progress.set_portal(portal).await?;
-            check_link_portal(progress, portal).await?;
+            check_link_portal(progress, portal, job.spec.dry_run).await?;
             // A push or a pull the user (or a schedule) asked for keeps the whole rate budget;
             // the webhook drain waits for it (`HubSpotClient::has_spare_budget`).
             let _foreground =
@@ -132,9 +132,13 @@ impl JobRunner for SyncRunner {
             }
             match job.spec.action {
                 JobAction::Push { mode } => {
-                    push::Pusher::new(self.ctx.hubspot.clone(), push::PushConfig::default())
-                        .run(mode, progress)
-                        .await
+                    let pusher =
+                        push::Pusher::new(self.ctx.hubspot.clone(), push::PushConfig::default());
+                    if job.spec.dry_run {
+                        pusher.run_dry(mode, progress).await
+                    } else {
+                        pusher.run(mode, progress).await
+                    }
                 }
                 // A webhook's pull reads the records webhooks named, by id.
                 JobAction::Pull { .. } if job.trigger == Trigger::Webhook => {
@@ -165,8 +169,22 @@ fn refuse_unrunnable(spec: &JobSpec) -> Result<(), RunError> {
 /// HubSpot account than `portal`; the first run that knows its account records it. A
 /// contact's `hs_object_id` is a record id of one account: used against another account it
 /// would update or link that account's unrelated records.
-async fn check_link_portal(progress: &Progress, portal: PortalId) -> Result<(), RunError> {
-    match progress.store().claim_link_portal(portal).await? {
+///
+/// A dry run only reads: it refuses an account the links were not made with, and claims none.
+async fn check_link_portal(
+    progress: &Progress,
+    portal: PortalId,
+    dry_run: bool,
+) -> Result<(), RunError> {
+    let found = if dry_run {
+        match progress.store().link_portal().await? {
+            Some(linked) if linked != portal => LinkPortal::Other(linked),
+            _ => LinkPortal::Same,
+        }
+    } else {
+        progress.store().claim_link_portal(portal).await?
+    };
+    match found {
         LinkPortal::Claimed => {
             tracing::info!(portal_id = %portal, "local links now belong to this HubSpot account");
             Ok(())

@@ -52,7 +52,10 @@ use crate::hubspot::{
     SortDirection,
 };
 use crate::ids::{ContactId, Email, HsObjectId};
-use crate::jobs::model::{Counts, Job, JobAction, PullCounts, PullMode, PullOutcome, RecordError};
+use crate::jobs::model::{
+    Counts, Job, JobAction, Plan, PlannedAction, PlannedKind, PullCounts, PullMode, PullOutcome,
+    RecordError,
+};
 use crate::jobs::{Page, Progress, RunError, RunFailure};
 use crate::store::jobs::Tx;
 use crate::store::pull::{CheckedLinks, Clash, LinkedContact, PageWrite, PulledContact};
@@ -93,6 +96,7 @@ pub async fn run(ctx: &SyncContext, job: &Job, progress: &Progress) -> Result<()
         mode,
         started_at: cursor.started_at,
         counts,
+        dry_run: job.spec.dry_run,
     };
     match cursor.position {
         Position::List { after } => run.list_from(after, fresh).await,
@@ -199,6 +203,8 @@ struct PullRun<'a> {
     started_at: DateTime<Utc>,
     /// Cumulative counts as last committed.
     counts: PullCounts,
+    /// A dry run: every page's writes are rolled back, and only the job row is saved.
+    dry_run: bool,
 }
 
 impl PullRun<'_> {
@@ -287,15 +293,36 @@ impl PullRun<'_> {
 
     /// Writes one page and commits it with the counts and the checkpoint `next`; the page
     /// that ends the job also stores the bookmark.
+    ///
+    /// A dry run writes the page through the very same code, so that its counts are the real
+    /// ones, and rolls it back; it then commits only what the job's own bookkeeping needs
+    /// (which ids the list showed, for the sweep) with its counts and plan — never the
+    /// bookmark.
     async fn write(&mut self, contacts: Vec<Contact>, next: Position) -> Result<(), RunError> {
         let mut counts = self.counts;
         let mut errors = Vec::new();
         let mut pulled = Vec::with_capacity(contacts.len());
+        let mut plan = Plan::default();
+        plan.call(
+            if matches!(next, Position::Search { .. } | Position::Done) {
+                "search"
+            } else {
+                "list"
+            },
+            1,
+        );
         for contact in &contacts {
             match pulled_contact(contact, &self.keys) {
                 Ok(p) => pulled.push(p),
                 Err(e) => {
                     counts.add(PullOutcome::Failed);
+                    plan.actions.push(PlannedAction {
+                        action: PlannedKind::Fail,
+                        contact_id: None,
+                        email: e.email.clone(),
+                        hs_object_id: e.hs_object_id.clone(),
+                        reason: e.reason.clone(),
+                    });
                     errors.push(e);
                 }
             }
@@ -303,6 +330,11 @@ impl PullRun<'_> {
         let (mut tx, written) = write_page(self.client, self.progress.store(), self.mode, &pulled)
             .await
             .map_err(page_error)?;
+        if self.dry_run {
+            tx.rollback().await?;
+            tx = self.progress.begin().await?;
+            plan.actions.extend(planned_actions(&pulled, &written));
+        }
         if matches!(next, Position::List { .. } | Position::Sweep { .. }) {
             let seen: Vec<&str> = contacts.iter().map(|c| c.id.0.as_str()).collect();
             tx.mark_pull_seen(&self.job_key(), &seen)
@@ -310,14 +342,14 @@ impl PullRun<'_> {
                 .map_err(write_error)?;
         }
         drop(contacts);
-        if matches!(next, Position::Done | Position::Sweep { .. }) {
+        if !self.dry_run && matches!(next, Position::Done | Position::Sweep { .. }) {
             tx.set_pull_bookmark(self.started_at)
                 .await
                 .map_err(write_error)?;
         }
         counts = add_counts(counts, written.counts);
         errors.extend(written.errors);
-        self.commit(tx, counts, next, errors).await
+        self.commit_with(tx, counts, next, errors, Some(plan)).await
     }
 
     /// Commits a page's transaction with the job's counts, errors and checkpoint `next`.
@@ -327,6 +359,18 @@ impl PullRun<'_> {
         counts: PullCounts,
         next: Position,
         errors: Vec<RecordError>,
+    ) -> Result<(), RunError> {
+        self.commit_with(tx, counts, next, errors, None).await
+    }
+
+    /// [`PullRun::commit`] with a dry run's plan of the page (ignored for a real job).
+    async fn commit_with(
+        &mut self,
+        tx: Tx,
+        counts: PullCounts,
+        next: Position,
+        errors: Vec<RecordError>,
+        plan: Option<Plan>,
     ) -> Result<(), RunError> {
         let checkpoint = Cursor {
             started_at: self.started_at,
@@ -338,16 +382,16 @@ impl PullRun<'_> {
                 e,
             ))
         })?;
-        self.progress
-            .commit(
-                tx,
-                Page {
-                    counts: Counts::Pull(counts),
-                    checkpoint,
-                    errors,
-                },
-            )
-            .await?;
+        let page = Page {
+            counts: Counts::Pull(counts),
+            checkpoint,
+            errors,
+        };
+        if self.dry_run {
+            self.progress.commit_planned(tx, page, plan).await?;
+        } else {
+            self.progress.commit(tx, page).await?;
+        }
         self.counts = counts;
         Ok(())
     }
@@ -385,17 +429,42 @@ impl PullRun<'_> {
             let ids: Vec<HsObjectId> = rows.into_iter().map(|(_, hs)| hs).collect();
             let gone = self.gone_of(&ids).await?;
             let mut tx = self.progress.begin().await?;
-            let tombstoned = tx
-                .tombstone_hs_objects(&gone, TombstoneReason::Deleted)
-                .await
-                .map_err(write_error)?;
-            if !tombstoned.is_empty() {
-                tracing::info!(job = %job, rows = ?tombstoned, "HubSpot no longer has the contacts of these rows; they are tombstoned");
-            }
+            let mut plan = Plan::default();
+            plan.call("batch_read", 1);
+            let unlinked = if self.dry_run {
+                // The rows the real run would tombstone: one per id (links are unique).
+                plan.actions.extend(gone.iter().map(|id| {
+                    PlannedAction {
+                        action: PlannedKind::Skip,
+                        contact_id: None,
+                        email: None,
+                        hs_object_id: Some(id.clone()),
+                        reason: "HubSpot no longer has this contact: its local row would be \
+                             unlinked and marked deleted"
+                            .to_owned(),
+                    }
+                }));
+                gone.len()
+            } else {
+                let tombstoned = tx
+                    .tombstone_hs_objects(&gone, TombstoneReason::Deleted)
+                    .await
+                    .map_err(write_error)?;
+                if !tombstoned.is_empty() {
+                    tracing::info!(job = %job, rows = ?tombstoned, "HubSpot no longer has the contacts of these rows; they are tombstoned");
+                }
+                tombstoned.len()
+            };
             let mut counts = self.counts;
-            counts.unlinked += tombstoned.len() as u64;
-            self.commit(tx, counts, Position::Sweep { after: last }, Vec::new())
-                .await?;
+            counts.unlinked += unlinked as u64;
+            self.commit_with(
+                tx,
+                counts,
+                Position::Sweep { after: last },
+                Vec::new(),
+                Some(plan),
+            )
+            .await?;
             after = last;
         }
     }
@@ -411,6 +480,42 @@ impl PullRun<'_> {
             .cloned()
             .collect())
     }
+}
+
+/// A dry run's plan of a page the real write path wrote (and the dry run rolled back).
+fn planned_actions<'a>(
+    pulled: &'a [PulledContact],
+    written: &'a PageWrite,
+) -> impl Iterator<Item = PlannedAction> + 'a {
+    written.outcomes.iter().map(move |(index, outcome)| {
+        let record = &pulled[*index];
+        let (action, reason) = match outcome {
+            PullOutcome::Created { .. } => (
+                PlannedKind::Create,
+                "only in HubSpot: a local row would be created".to_owned(),
+            ),
+            PullOutcome::Linked => (
+                PlannedKind::Link,
+                "a local row with its email would be linked to it".to_owned(),
+            ),
+            PullOutcome::Unchanged => (PlannedKind::Unchanged, "already up to date".to_owned()),
+            PullOutcome::Failed => (
+                PlannedKind::Fail,
+                written
+                    .errors
+                    .iter()
+                    .find(|e| e.hs_object_id.as_ref() == Some(&record.hs_object_id))
+                    .map_or_else(|| "would fail".to_owned(), |e| e.reason.clone()),
+            ),
+        };
+        PlannedAction {
+            action,
+            contact_id: None,
+            email: record.email.clone().map(|e| e.into_string()),
+            hs_object_id: Some(record.hs_object_id.clone()),
+            reason,
+        }
+    })
 }
 
 /// Where a sweep starts: before the first row.

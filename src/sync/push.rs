@@ -44,7 +44,9 @@ pub use outcome::EXTERNAL_KEY;
 
 use crate::hubspot::{HubSpotClient, MAX_BATCH};
 use crate::ids::{ContactId, HsObjectId};
-use crate::jobs::model::{Counts, Job, JobAction, PushCounts, PushMode, RecordError};
+use crate::jobs::model::{
+    Counts, Job, JobAction, PlannedKind, PushCounts, PushMode, PushOutcome, RecordError,
+};
 use crate::jobs::{BoxFuture, JobRunner, Page, Progress, RunError, RunFailure};
 use crate::store::TombstoneReason;
 use crate::store::jobs::Tx;
@@ -52,7 +54,7 @@ use crate::store::push::{CandidateGroup, LinkClash, PushCandidate, PushedRow};
 use crate::sync::keys::ExternalKeys;
 use errors::from_store;
 use outcome::Resolution;
-use resolve::{ResolvedPage, RunContext, resolve_page};
+use resolve::{PlannedPage, ResolvedPage, RunContext, plan_page, resolve_page};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -120,6 +122,22 @@ impl Pusher {
 
     /// Runs one push job in `mode`, from its checkpoint (see the module docs).
     pub async fn run(&self, mode: PushMode, progress: &Progress) -> Result<(), RunError> {
+        self.run_as(mode, false, progress).await
+    }
+
+    /// Runs one dry-run push job in `mode`: the same candidates and the same reads as
+    /// [`Pusher::run`], and no write — neither to HubSpot (the external key property included)
+    /// nor to the local rows; each page commits only the job's counts and plan.
+    pub async fn run_dry(&self, mode: PushMode, progress: &Progress) -> Result<(), RunError> {
+        self.run_as(mode, true, progress).await
+    }
+
+    async fn run_as(
+        &self,
+        mode: PushMode,
+        dry_run: bool,
+        progress: &Progress,
+    ) -> Result<(), RunError> {
         let Counts::Push(counts) = progress.counts() else {
             return Err(RunError::fatal("a push job holds pull counts"));
         };
@@ -141,6 +159,7 @@ impl Pusher {
             mode,
             self.config.max_lost_answers,
             ExternalKeys::new(&installation),
+            dry_run,
         ));
         let mut pipeline = Pipeline {
             ctx,
@@ -169,6 +188,9 @@ impl JobRunner for Pusher {
     ) -> BoxFuture<'a, Result<(), RunError>> {
         Box::pin(async move {
             match job.spec.action {
+                JobAction::Push { mode } if job.spec.dry_run => {
+                    Pusher::run_dry(self, mode, progress).await
+                }
                 JobAction::Push { mode } => Pusher::run(self, mode, progress).await,
                 JobAction::Pull { .. } => {
                     Err(RunError::fatal("the push engine was handed a pull job"))
@@ -182,8 +204,14 @@ impl JobRunner for Pusher {
 /// run failed, or was itself dropped like a killed worker) stops the task, whose work the next
 /// run redoes safely.
 struct PageTask {
-    task: JoinHandle<Result<ResolvedPage, RunError>>,
+    task: JoinHandle<Result<PageWork, RunError>>,
     checkpoint: Checkpoint,
+}
+
+/// What a page task hands back: a page resolved against HubSpot, or a dry run's plan of it.
+enum PageWork {
+    Resolved(ResolvedPage),
+    Planned(PlannedPage),
 }
 
 impl Drop for PageTask {
@@ -227,7 +255,10 @@ impl Pipeline<'_> {
                 }
                 Err(_) => return Err(RunError::Interrupted),
             };
-            self.commit(page, task.checkpoint).await?;
+            match page {
+                PageWork::Resolved(page) => self.commit(page, task.checkpoint).await?,
+                PageWork::Planned(page) => self.commit_planned(page, task.checkpoint).await?,
+            }
             // Pages already with HubSpot are still committed, so that their work is kept.
             stopping = stopping || self.progress.should_stop();
         }
@@ -271,9 +302,54 @@ impl Pipeline<'_> {
         };
         let ctx = self.ctx.clone();
         self.in_flight.push_back(PageTask {
-            task: tokio::spawn(async move { resolve_page(&ctx, page).await }),
+            task: tokio::spawn(async move {
+                if ctx.dry_run {
+                    plan_page(&ctx, page).await.map(PageWork::Planned)
+                } else {
+                    resolve_page(&ctx, page).await.map(PageWork::Resolved)
+                }
+            }),
             checkpoint,
         });
+        Ok(())
+    }
+
+    /// Saves a dry run's page: its counts, the failures it foresees and its plan, with the
+    /// checkpoint — and nothing else.
+    async fn commit_planned(
+        &mut self,
+        page: PlannedPage,
+        checkpoint: Checkpoint,
+    ) -> Result<(), RunError> {
+        let mut counts = self.counts;
+        let mut errors = Vec::new();
+        for action in &page.actions {
+            counts.add(planned_outcome(action.action));
+            if action.action == PlannedKind::Fail {
+                errors.push(RecordError {
+                    contact_id: action.contact_id,
+                    company_id: None,
+                    email: action.email.clone(),
+                    hs_object_id: action.hs_object_id.clone(),
+                    reason: action.reason.clone(),
+                });
+            }
+        }
+        let mut plan = page.calls;
+        plan.actions = page.actions;
+        let tx = self.progress.begin().await?;
+        self.progress
+            .commit_planned(
+                tx,
+                Page {
+                    counts: Counts::Push(counts),
+                    checkpoint: encode(checkpoint)?,
+                    errors,
+                },
+                Some(plan),
+            )
+            .await?;
+        self.counts = counts;
         Ok(())
     }
 
@@ -306,12 +382,7 @@ impl Pipeline<'_> {
                 });
             }
         }
-        let checkpoint = serde_json::to_value(checkpoint).map_err(|e| {
-            RunError::Fatal(RunFailure::caused_by(
-                "cannot encode the push checkpoint",
-                e,
-            ))
-        })?;
+        let checkpoint = encode(checkpoint)?;
         self.progress
             .commit(
                 tx,
@@ -324,6 +395,26 @@ impl Pipeline<'_> {
             .await?;
         self.counts = counts;
         Ok(())
+    }
+}
+
+fn encode(checkpoint: Checkpoint) -> Result<serde_json::Value, RunError> {
+    serde_json::to_value(checkpoint).map_err(|e| {
+        RunError::Fatal(RunFailure::caused_by(
+            "cannot encode the push checkpoint",
+            e,
+        ))
+    })
+}
+
+/// The count a planned action adds to, as the real run would count it.
+fn planned_outcome(kind: PlannedKind) -> PushOutcome {
+    match kind {
+        PlannedKind::Create => PushOutcome::Created,
+        PlannedKind::Link => PushOutcome::Linked,
+        PlannedKind::Update => PushOutcome::Updated,
+        PlannedKind::Unchanged | PlannedKind::Skip => PushOutcome::Skipped,
+        PlannedKind::Fail => PushOutcome::Failed,
     }
 }
 

@@ -17,6 +17,17 @@ pub(super) async fn ensure(client: &HubSpotClient) -> Result<(), RunError> {
     }
 }
 
+/// Whether the property exists, without creating it (a dry run's view: a missing property is
+/// what the real run would create, so nothing can be found by it yet).
+pub(super) async fn exists(client: &HubSpotClient) -> Result<bool, RunError> {
+    match client.get_property(EXTERNAL_KEY).await {
+        Ok(property) if property.has_unique_value => Ok(true),
+        Ok(_) => Err(not_unique()),
+        Err(HubSpotError::NotFound { .. }) => Ok(false),
+        Err(e) => Err(from_hubspot(e)),
+    }
+}
+
 async fn create(client: &HubSpotClient) -> Result<(), RunError> {
     let definition = PropertyCreate {
         name: EXTERNAL_KEY.to_owned(),

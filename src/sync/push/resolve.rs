@@ -41,7 +41,7 @@ use crate::hubspot::{
     HubSpotError, UpsertedContact,
 };
 use crate::ids::HsObjectId;
-use crate::jobs::model::PushMode;
+use crate::jobs::model::{Plan, PlannedAction, PlannedKind, PushMode};
 use crate::jobs::{RunError, RunFailure};
 use crate::store::TombstoneReason;
 use crate::store::push::PushCandidate;
@@ -65,6 +65,12 @@ pub(super) struct RunContext {
     pub keys: ExternalKeys,
     /// Set once the external key property is known to exist (checked lazily, once per run).
     key_ready: OnceCell<()>,
+    /// A dry run: nothing is written, the external key property included.
+    pub dry_run: bool,
+    /// Dry run: whether the external key property exists (read once, never created).
+    key_present: OnceCell<bool>,
+    /// Dry run: whether the property calls were already put in the plan.
+    key_calls_planned: std::sync::atomic::AtomicBool,
     /// Link mode: how many more pages read by email before creating.
     read_first_pages: AtomicU32,
 }
@@ -76,6 +82,7 @@ impl RunContext {
         mode: PushMode,
         max_lost_answers: u32,
         keys: ExternalKeys,
+        dry_run: bool,
     ) -> Self {
         Self {
             client,
@@ -83,8 +90,31 @@ impl RunContext {
             max_lost_answers,
             keys,
             key_ready: OnceCell::new(),
+            dry_run,
+            key_present: OnceCell::new(),
+            key_calls_planned: std::sync::atomic::AtomicBool::new(false),
             read_first_pages: AtomicU32::new(0),
         }
+    }
+
+    /// Dry run: whether the external key property exists (never creates it).
+    async fn key_present(&self) -> Result<bool, RunError> {
+        self.key_present
+            .get_or_try_init(|| external_key::exists(&self.client))
+            .await
+            .copied()
+    }
+
+    /// Dry run: the property calls the real run makes before its first write, once per job.
+    async fn plan_key_calls(&self, plan: &mut Plan) -> Result<(), RunError> {
+        if self.key_calls_planned.swap(true, Ordering::Relaxed) {
+            return Ok(());
+        }
+        plan.call("property_read", 1);
+        if !self.key_present().await? {
+            plan.call("property_create", 1);
+        }
+        Ok(())
     }
 
     async fn ensure_key(&self) -> Result<(), RunError> {
@@ -666,7 +696,14 @@ impl PageWork<'_> {
         if keyed.is_empty() {
             return Ok(Vec::new());
         }
-        self.ctx.ensure_key().await?;
+        if self.ctx.dry_run {
+            // A dry run never creates the property; without it, nothing holds a key yet.
+            if !self.ctx.key_present().await? {
+                return Ok(Vec::new());
+            }
+        } else {
+            self.ctx.ensure_key().await?;
+        }
         let values = keyed.iter().map(|(_, key)| key.clone()).collect();
         let records = self.read(values, Some(EXTERNAL_KEY)).await?;
         let by_key: HashMap<&str, &Contact> = records
@@ -797,6 +834,289 @@ impl PageWork<'_> {
                 Err(e) => return Err(from_hubspot(e)),
             }
         }
+        Ok(())
+    }
+}
+
+/// A dry run's page: what would become of each contact, and the HubSpot calls the real run
+/// would make for it when no batch is refused.
+#[derive(Debug)]
+pub(super) struct PlannedPage {
+    /// What would be done to each, in the same order.
+    pub actions: Vec<PlannedAction>,
+    /// The page's calls (its planned actions are in `actions`).
+    pub calls: Plan,
+}
+
+/// Plans one page of a dry run: the same reads the real run makes to decide (by id for
+/// linked contacts, by email, by external key when the property exists), and no write. What
+/// the real run would learn only from a write is predicted where HubSpot's rule is documented
+/// (an invalid email); a record the real run would find by its write alone (one created
+/// between this read and that write) cannot be foreseen.
+pub(super) async fn plan_page(
+    ctx: &RunContext,
+    contacts: Vec<PushCandidate>,
+) -> Result<PlannedPage, RunError> {
+    let page = PageWork {
+        ctx,
+        out: vec![None; contacts.len()],
+        contacts,
+    };
+    let mut calls = Plan::default();
+    let (linked, unlinked): (Vec<usize>, Vec<usize>) =
+        (0..page.contacts.len()).partition(|&i| page.contacts[i].hs_object_id.is_some());
+    let mut planned: Vec<Option<(PlannedKind, Option<HsObjectId>, String)>> =
+        vec![None; page.contacts.len()];
+    page.plan_linked(&linked, &mut planned, &mut calls).await?;
+    // The same legacy-key read the real run makes first.
+    if unlinked
+        .iter()
+        .any(|&i| ctx.keys.legacy_key(page.contacts[i].id).is_some())
+        && (!ctx.dry_run || ctx.key_present().await?)
+    {
+        calls.call("batch_read", 1);
+    }
+    for (i, record) in page.read_by_legacy_key(&unlinked).await? {
+        planned[i] = Some(match ctx.mode {
+            PushMode::Link => (
+                PlannedKind::Link,
+                Some(record.id),
+                "found in HubSpot by the key an earlier version wrote".to_owned(),
+            ),
+            PushMode::Upsert => {
+                calls.call("batch_update", 1);
+                (
+                    PlannedKind::Update,
+                    Some(record.id),
+                    "found by the key an earlier version wrote; the local values would be \
+                     written over it"
+                        .to_owned(),
+                )
+            }
+        });
+    }
+    let rest: Vec<usize> = unlinked
+        .into_iter()
+        .filter(|&i| planned[i].is_none())
+        .collect();
+    page.plan_unlinked(&rest, &mut planned, &mut calls).await?;
+    let actions = page
+        .contacts
+        .iter()
+        .zip(planned)
+        .map(|(contact, plan)| {
+            let (action, id, reason) = plan.unwrap_or((
+                PlannedKind::Fail,
+                None,
+                "no plan was made for this contact".to_owned(),
+            ));
+            PlannedAction {
+                action,
+                contact_id: Some(contact.id),
+                email: contact.email.clone(),
+                hs_object_id: id.or_else(|| contact.hs_object_id.clone()),
+                reason,
+            }
+        })
+        .collect();
+    Ok(PlannedPage { actions, calls })
+}
+
+/// A plan entry while a page is planned: what, the HubSpot record when known, why.
+type Planned = Option<(PlannedKind, Option<HsObjectId>, String)>;
+
+/// HubSpot's documented email rule (one `@`, no quotes or spaces, a dotted domain ending in a
+/// delegated letters-only top-level domain): `Some(reason)` when HubSpot would refuse it.
+fn invalid_email(email: &str) -> Option<String> {
+    const RESERVED: [&str; 6] = [
+        "test",
+        "invalid",
+        "localhost",
+        "local",
+        "example",
+        "internal",
+    ];
+    let refused = || {
+        Some(format!(
+            "HubSpot would refuse the email {email:?} as invalid"
+        ))
+    };
+    let Some((local, domain)) = email.rsplit_once('@') else {
+        return refused();
+    };
+    let bad_local = local.is_empty()
+        || local.len() > 64
+        || local.starts_with('.')
+        || local.ends_with('.')
+        || local.contains("..")
+        || !local
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c));
+    let labels: Vec<&str> = domain.split('.').collect();
+    let bad_domain = labels.len() < 2
+        || labels.iter().any(|l| {
+            l.is_empty()
+                || l.len() > 63
+                || l.starts_with('-')
+                || l.ends_with('-')
+                || !l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    let bad_tld = labels.last().is_none_or(|tld| {
+        tld.len() < 2
+            || !tld.chars().all(|c| c.is_ascii_alphabetic())
+            || RESERVED.contains(&tld.to_ascii_lowercase().as_str())
+    });
+    if bad_local || bad_domain || bad_tld {
+        refused()
+    } else {
+        None
+    }
+}
+
+impl PageWork<'_> {
+    /// The email HubSpot would refuse, for a contact whose write would send it.
+    fn refused_email(&self, i: usize) -> Option<String> {
+        self.contacts[i].email.as_deref().and_then(invalid_email)
+    }
+
+    /// Dry run, linked contacts: read by id; alive → would be updated, merged → would be
+    /// re-linked to the survivor, gone → left alone (and tombstoned).
+    async fn plan_linked(
+        &self,
+        linked: &[usize],
+        planned: &mut [Planned],
+        calls: &mut Plan,
+    ) -> Result<(), RunError> {
+        if linked.is_empty() {
+            return Ok(());
+        }
+        calls.call("batch_update", 1);
+        let ids: Vec<HsObjectId> = linked
+            .iter()
+            .filter_map(|&i| self.contacts[i].hs_object_id.clone())
+            .collect();
+        let fates = super::super::lookup::look_up(&self.ctx.client, &ids)
+            .await
+            .map_err(from_hubspot)?;
+        for &i in linked {
+            let Some(id) = self.contacts[i].hs_object_id.clone() else {
+                continue;
+            };
+            use super::super::lookup::Fate;
+            planned[i] = Some(match fates.get(&id) {
+                Some(Fate::Live(record)) => match self.refused_email(i) {
+                    Some(reason) => (PlannedKind::Fail, Some(record.id.clone()), reason),
+                    None => (
+                        PlannedKind::Update,
+                        Some(record.id.clone()),
+                        "changed locally since its last push; HubSpot's values would be \
+                         overwritten"
+                            .to_owned(),
+                    ),
+                },
+                Some(Fate::MergedInto(survivor)) => (
+                    PlannedKind::Link,
+                    Some(survivor.id.clone()),
+                    format!(
+                        "HubSpot merged {id} into {}: it would be linked to it",
+                        survivor.id
+                    ),
+                ),
+                Some(Fate::Gone) | None => (
+                    PlannedKind::Skip,
+                    Some(id.clone()),
+                    "HubSpot no longer has the linked contact: it would be marked deleted and \
+                     never created again"
+                        .to_owned(),
+                ),
+                Some(Fate::Refused(reason)) => {
+                    (PlannedKind::Fail, Some(id.clone()), reason.clone())
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// Dry run, contacts without a link: found by email or by this installation's key →
+    /// linked (link mode) or overwritten (upsert mode); else created.
+    async fn plan_unlinked(
+        &self,
+        set: &[usize],
+        planned: &mut [Planned],
+        calls: &mut Plan,
+    ) -> Result<(), RunError> {
+        if set.is_empty() {
+            return Ok(());
+        }
+        self.ctx.plan_key_calls(calls).await?;
+        let with_email: Vec<usize> = set
+            .iter()
+            .copied()
+            .filter(|&i| self.contacts[i].email.is_some())
+            .collect();
+        let mut found: HashMap<usize, (Contact, Match)> = HashMap::new();
+        for (i, record) in self.read_by_key(set).await? {
+            found.insert(i, (record, Match::Key));
+        }
+        let by_email: Vec<usize> = with_email
+            .iter()
+            .copied()
+            .filter(|i| !found.contains_key(i))
+            .collect();
+        for (i, record) in self.read_by_email(&by_email).await? {
+            found.insert(i, (record, Match::Email));
+        }
+        let (mut creates, mut upserts) = (false, [false, false]);
+        let mut existing = false;
+        for &i in set {
+            let group = usize::from(self.contacts[i].email.is_none());
+            planned[i] = Some(match (found.remove(&i), self.ctx.mode) {
+                (Some((record, matched)), PushMode::Link) => {
+                    existing = true;
+                    let how = match matched {
+                        Match::Email => "by email",
+                        Match::Key => "by its external key (an earlier attempt created it)",
+                    };
+                    (
+                        PlannedKind::Link,
+                        Some(record.id),
+                        format!("exists in HubSpot, found {how}: it would be linked"),
+                    )
+                }
+                (Some((record, _)), PushMode::Upsert) => match self.refused_email(i) {
+                    Some(reason) => (PlannedKind::Fail, Some(record.id), reason),
+                    None => {
+                        upserts[group] = true;
+                        (
+                            PlannedKind::Update,
+                            Some(record.id),
+                            "exists in HubSpot: the upsert would write the local values over it"
+                                .to_owned(),
+                        )
+                    }
+                },
+                (None, mode) => match self.refused_email(i) {
+                    Some(reason) => (PlannedKind::Fail, None, reason),
+                    None => {
+                        match mode {
+                            PushMode::Link => creates = true,
+                            PushMode::Upsert => upserts[group] = true,
+                        }
+                        (
+                            PlannedKind::Create,
+                            None,
+                            "not in HubSpot: it would be created".to_owned(),
+                        )
+                    }
+                },
+            });
+        }
+        calls.call("batch_read", u64::from(existing));
+        calls.call("batch_create", u64::from(creates));
+        calls.call(
+            "batch_upsert",
+            upserts.iter().filter(|u| **u).count() as u64,
+        );
         Ok(())
     }
 }

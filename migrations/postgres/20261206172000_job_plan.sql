@@ -1,0 +1,3 @@
+-- A dry run's plan: the HubSpot calls the real run would make and what it would do to each
+-- record (capped). NULL for real jobs.
+ALTER TABLE public.sync_jobs ADD COLUMN plan JSONB;
