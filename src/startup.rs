@@ -142,9 +142,9 @@ pub async fn checked_mappings(
     settings: &Settings,
     store: &Store,
 ) -> Result<Arc<Vec<CheckedMapping>>, StartupError> {
-    Ok(Arc::new(
-        check_mappings(store, &settings.sync.objects).await?,
-    ))
+    let checked = check_mappings(store, &settings.sync.objects).await?;
+    crate::sync::mapped::check_runnable(store, &checked).await?;
+    Ok(Arc::new(checked))
 }
 
 /// Opens `database.url` for a command that only reads or changes existing rows: it never

@@ -43,6 +43,7 @@ mod gauges;
 mod installation;
 mod link_portal;
 mod oauth_states;
+mod object_links;
 mod overview;
 mod pg_connect;
 mod retention;
@@ -72,6 +73,9 @@ pub use gauges::{ACTIVE_STATUSES, PoolUsage, QueueGauges};
 pub use installation::Installation;
 pub use link_portal::LinkPortal;
 pub use oauth_states::{StateBinding, StateFacts};
+pub use object_links::{
+    ColumnValue, KeyKind, LinkHeld, LinkWrite, LocalRecord, LocalTable, ObjectLink,
+};
 pub use overview::{ContactOverview, WebhookPullSummary};
 pub use pg_connect::PgConnectFailure;
 pub use retention::{PruneOutcome, Pruned, RetentionCutoffs, WEBHOOK_DEDUPE_WINDOW};

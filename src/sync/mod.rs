@@ -14,6 +14,7 @@
 pub mod companies;
 pub mod keys;
 mod lookup;
+pub mod mapped;
 pub mod pull;
 pub mod push;
 pub mod webhook_pull;
@@ -125,6 +126,11 @@ impl JobRunner for SyncRunner {
             // the webhook drain waits for it (`HubSpotClient::has_spare_budget`).
             let _foreground =
                 (job.trigger != Trigger::Webhook).then(|| self.ctx.hubspot.foreground());
+            // A mapping to the user's own table has its own engine; the built-in contacts
+            // mapping keeps the engines below.
+            if let Some(checked) = mapped::user_mapping(&self.ctx, job.spec.object) {
+                return mapped::run(&self.ctx, checked, job, progress).await;
+            }
             if job.spec.object == SyncObject::Companies {
                 return companies::CompanyRunner::new(self.ctx.hubspot.clone(), self.ctx.pull)
                     .run_job(job, progress)

@@ -1,0 +1,501 @@
+//! Records of a table crm-sync does not own (a `[[sync.objects]]` mapping to a user's table),
+//! and their sync state in crm-sync's own `object_links` table: the linked HubSpot id, the hash
+//! of the mapped values last pushed, the values both sides last agreed on, and whether HubSpot
+//! deleted the record. The user's table is only read, and written only by an `UPDATE` of its
+//! mapped columns (pull): never a trigger, a column or an insert.
+//!
+//! Identifiers are built into the SQL text: they come from a checked mapping, whose names are
+//! plain SQL names ([`ColumnName`], [`TableRef`]), and are always quoted. Values are always
+//! bound.
+//!
+//! A page of the user's table is read in key order (keyset: `key > cursor`) joined with its link
+//! rows in the same statement, so change detection costs one read per page and no write for an
+//! unchanged row.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use sqlx::{AssertSqlSafe, Row};
+
+use super::time::DbTime;
+use super::{Store, StoreError, Tx, on_pool, on_tx};
+use crate::ids::HsObjectId;
+use crate::mapping::{ColumnName, TableRef};
+
+/// A user's table as the sync engine reads it: which object it maps, its key column and the
+/// mapped columns to read (in this order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalTable {
+    /// The HubSpot object (`contacts`), the link rows' namespace.
+    pub object: &'static str,
+    /// The table or view.
+    pub table: TableRef,
+    /// Its unique key column.
+    pub key: ColumnName,
+    /// How its keys compare: as whole numbers or as text.
+    pub key_kind: KeyKind,
+    /// The mapped columns read with each record.
+    pub columns: Vec<ColumnName>,
+}
+
+/// How a key column's values order and bind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    /// A whole-number key (its text form is parsed back to bind it).
+    Integer,
+    /// A text key.
+    Text,
+}
+
+/// A key value bound as its column's type, so that comparisons use the column's index.
+#[derive(Debug, Clone)]
+enum KeyBind {
+    Integer(i64),
+    Text(String),
+}
+
+impl LocalTable {
+    fn bind_key(&self, key: &str) -> Result<KeyBind, StoreError> {
+        match self.key_kind {
+            KeyKind::Text => Ok(KeyBind::Text(key.to_owned())),
+            KeyKind::Integer => key.parse().map(KeyBind::Integer).map_err(|_| {
+                StoreError::InvalidData(format!(
+                    "key {key:?} of table {} is not a whole number",
+                    self.table
+                ))
+            }),
+        }
+    }
+
+    /// `SELECT` list: the key and each mapped column as text, then the link's columns.
+    fn select_list(&self) -> String {
+        let mut list = format!("CAST(u.{} AS TEXT)", self.key.quoted());
+        for column in &self.columns {
+            list.push_str(&format!(", CAST(u.{} AS TEXT)", column.quoted()));
+        }
+        list.push_str(
+            ", l.hs_object_id, l.pushed_hash, l.synced_values, \
+             (l.hubspot_deleted_at IS NOT NULL) AS deleted, (l.local_key IS NOT NULL) AS linked",
+        );
+        list
+    }
+
+    fn joined_links(&self) -> String {
+        format!(
+            "{table} u LEFT JOIN object_links l ON l.object = $1 AND l.local_key = CAST(u.{key} AS TEXT)",
+            table = self.table.quoted(),
+            key = self.key.quoted(),
+        )
+    }
+}
+
+/// crm-sync's sync state of one local record.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ObjectLink {
+    /// The linked HubSpot record (kept here when the mapping has no id column).
+    pub hs_object_id: Option<HsObjectId>,
+    /// The hash of the mapped values last pushed.
+    pub pushed_hash: Option<String>,
+    /// Property → the value both sides last agreed on, in HubSpot's format.
+    pub synced: BTreeMap<String, String>,
+    /// HubSpot deleted the record: push never creates it again.
+    pub deleted: bool,
+}
+
+/// One row of a user's table with its sync state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalRecord {
+    /// The key, as text.
+    pub key: String,
+    /// The mapped columns' values as text (NULL: `None`), in [`LocalTable::columns`] order.
+    pub values: Vec<Option<String>>,
+    /// Its link row, when it has one.
+    pub link: Option<ObjectLink>,
+}
+
+/// A link row to write: `pushed_hash` `None` keeps the stored one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkWrite {
+    /// The local key.
+    pub key: String,
+    /// The HubSpot record it is linked to.
+    pub hs_object_id: Option<HsObjectId>,
+    /// The new hash of the pushed values, or `None` to keep the stored one.
+    pub pushed_hash: Option<String>,
+    /// The values both sides now agree on (replaces the stored ones).
+    pub synced: BTreeMap<String, String>,
+}
+
+/// A local link the database refused because another local key holds that HubSpot record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkHeld {
+    /// The key that asked for the link.
+    pub key: String,
+    /// The HubSpot record.
+    pub hs_object_id: HsObjectId,
+    /// The local key that holds it.
+    pub holder: String,
+}
+
+/// A value written into a user's column, typed as the column takes it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ColumnValue {
+    /// NULL.
+    Null,
+    /// Text.
+    Text(String),
+    /// A whole number.
+    Integer(i64),
+    /// An exact decimal, as text (cast to `NUMERIC` by the statement).
+    Decimal(String),
+    /// A floating-point number.
+    Float(f64),
+    /// A boolean (SQLite stores 1 / 0).
+    Bool(bool),
+    /// A day.
+    Date(NaiveDate),
+    /// An instant.
+    Timestamp(DateTime<Utc>),
+}
+
+fn decode_record<R>(row: &R, columns: usize) -> Result<LocalRecord, sqlx::Error>
+where
+    R: Row,
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> bool: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let key: Option<String> = row.try_get(0)?;
+    let mut values = Vec::with_capacity(columns);
+    for i in 0..columns {
+        values.push(row.try_get::<Option<String>, _>(i + 1)?);
+    }
+    let at = columns + 1;
+    let linked: bool = row.try_get(at + 4)?;
+    let link = if linked {
+        let synced: Option<String> = row.try_get(at + 2)?;
+        Some(ObjectLink {
+            hs_object_id: row.try_get::<Option<String>, _>(at)?.map(HsObjectId),
+            pushed_hash: row.try_get(at + 1)?,
+            synced: synced
+                .and_then(|s| serde_json::from_str(&s).ok())
+                .unwrap_or_default(),
+            deleted: row.try_get(at + 3)?,
+        })
+    } else {
+        None
+    };
+    Ok(LocalRecord {
+        key: key.unwrap_or_default(),
+        values,
+        link,
+    })
+}
+
+impl Store {
+    /// Up to `limit` rows of `table` after the key `after` (from the start when `None`), in key
+    /// order, each with its link row: one statement.
+    pub async fn local_page(
+        &self,
+        table: &LocalTable,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<LocalRecord>, StoreError> {
+        let cursor = after.map(|k| table.bind_key(k)).transpose()?;
+        let key = table.key.quoted();
+        let sql = format!(
+            "SELECT {list} FROM {from} WHERE u.{key} IS NOT NULL{after} ORDER BY u.{key} LIMIT $2",
+            list = table.select_list(),
+            from = table.joined_links(),
+            after = if cursor.is_some() {
+                format!(" AND u.{key} > $3")
+            } else {
+                String::new()
+            },
+        );
+        let n = table.columns.len();
+        let records = on_pool!(self, pool => {
+            let query = sqlx::query(AssertSqlSafe(sql.clone()))
+                .bind(table.object)
+                .bind(i64::from(limit));
+            let query = match &cursor {
+                Some(KeyBind::Integer(i)) => query.bind(*i),
+                Some(KeyBind::Text(t)) => query.bind(t.clone()),
+                None => query,
+            };
+            let rows = query.fetch_all(pool).await?;
+            rows.iter().map(|r| decode_record(r, n)).collect::<Result<Vec<_>, _>>()?
+        });
+        Ok(records)
+    }
+
+    /// The rows of `table` with these keys, each with its link row.
+    pub async fn local_records(
+        &self,
+        table: &LocalTable,
+        keys: &[String],
+    ) -> Result<Vec<LocalRecord>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let key = table.key.quoted();
+        let (pg_in, array) = match table.key_kind {
+            KeyKind::Integer => ("ANY($2::bigint[])", keys_json(table, keys)?),
+            KeyKind::Text => ("ANY($2::text[])", serde_json::json!(keys)),
+        };
+        let pg = format!(
+            "SELECT {} FROM {} WHERE u.{key} = {pg_in}",
+            table.select_list(),
+            table.joined_links()
+        );
+        let sqlite = format!(
+            "SELECT {} FROM {} WHERE u.{key} IN (SELECT value FROM json_each($2))",
+            table.select_list(),
+            table.joined_links()
+        );
+        let n = table.columns.len();
+        let records = on_pool!(self, pool => postgres: {
+            let query = sqlx::query(AssertSqlSafe(pg)).bind(table.object);
+            let query = match table.key_kind {
+                KeyKind::Integer => query.bind(integers(&array)),
+                KeyKind::Text => query.bind(keys.to_vec()),
+            };
+            let rows = query.fetch_all(pool).await?;
+            rows.iter().map(|r| decode_record(r, n)).collect::<Result<Vec<_>, _>>()?
+        }, sqlite: {
+            let rows = sqlx::query(AssertSqlSafe(sqlite))
+                .bind(table.object)
+                .bind(array.to_string())
+                .fetch_all(pool)
+                .await?;
+            rows.iter().map(|r| decode_record(r, n)).collect::<Result<Vec<_>, _>>()?
+        });
+        Ok(records)
+    }
+
+    /// The keys of the rows of `table` whose `email` column is one of `emails` (compared
+    /// without case), as (lower-case email, key).
+    pub async fn local_keys_by_email(
+        &self,
+        table: &LocalTable,
+        email: &ColumnName,
+        emails: &[String],
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        if emails.is_empty() {
+            return Ok(Vec::new());
+        }
+        let lowered: Vec<String> = emails.iter().map(|e| e.trim().to_lowercase()).collect();
+        let select = format!(
+            "SELECT lower({email}), CAST({key} AS TEXT) FROM {table} WHERE lower({email})",
+            email = email.quoted(),
+            key = table.key.quoted(),
+            table = table.table.quoted(),
+        );
+        let pairs: Vec<(String, String)> = on_pool!(self, pool => postgres: {
+            sqlx::query_as(AssertSqlSafe(format!("{select} = ANY($1::text[])")))
+                .bind(lowered.clone())
+                .fetch_all(pool)
+                .await?
+        }, sqlite: {
+            sqlx::query_as(AssertSqlSafe(format!(
+                "{select} IN (SELECT value FROM json_each($1))"
+            )))
+            .bind(serde_json::json!(lowered).to_string())
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(pairs)
+    }
+
+    /// The local keys linked to any of these HubSpot records of `object`, as (key, id).
+    pub async fn links_by_hubspot_ids(
+        &self,
+        object: &str,
+        ids: &[HsObjectId],
+    ) -> Result<Vec<(String, HsObjectId)>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let texts: Vec<String> = ids.iter().map(|i| i.0.clone()).collect();
+        let pairs: Vec<(String, String)> = on_pool!(self, pool => postgres: {
+            sqlx::query_as(
+                "SELECT local_key, hs_object_id FROM object_links \
+                 WHERE object = $1 AND hs_object_id = ANY($2::text[])",
+            )
+            .bind(object)
+            .bind(texts.clone())
+            .fetch_all(pool)
+            .await?
+        }, sqlite: {
+            sqlx::query_as(
+                "SELECT local_key, hs_object_id FROM object_links \
+                 WHERE object = $1 AND hs_object_id IN (SELECT value FROM json_each($2))",
+            )
+            .bind(object)
+            .bind(serde_json::json!(texts).to_string())
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(pairs
+            .into_iter()
+            .map(|(k, id)| (k, HsObjectId(id)))
+            .collect())
+    }
+}
+
+fn keys_json(table: &LocalTable, keys: &[String]) -> Result<serde_json::Value, StoreError> {
+    let mut numbers = Vec::with_capacity(keys.len());
+    for key in keys {
+        match table.bind_key(key)? {
+            KeyBind::Integer(i) => numbers.push(i),
+            KeyBind::Text(_) => {}
+        }
+    }
+    Ok(serde_json::json!(numbers))
+}
+
+fn integers(array: &serde_json::Value) -> Vec<i64> {
+    array
+        .as_array()
+        .map(|a| a.iter().filter_map(serde_json::Value::as_i64).collect())
+        .unwrap_or_default()
+}
+
+impl Tx {
+    /// Writes link rows of `object` (insert or replace; see [`LinkWrite`]). A link whose HubSpot
+    /// record another local key holds is not written and is returned instead: a failure of
+    /// that record, never of the page.
+    pub async fn save_object_links(
+        &mut self,
+        object: &str,
+        links: &[LinkWrite],
+    ) -> Result<Vec<LinkHeld>, StoreError> {
+        let mut held = Vec::new();
+        for link in links {
+            if let Some(id) = &link.hs_object_id {
+                let holder: Option<String> = on_tx!(self, c => sqlx::query_scalar(
+                    "SELECT local_key FROM object_links \
+                     WHERE object = $1 AND hs_object_id = $2 AND local_key <> $3",
+                )
+                .bind(object)
+                .bind(&id.0)
+                .bind(&link.key)
+                .fetch_optional(&mut *c)
+                .await?);
+                if let Some(holder) = holder {
+                    held.push(LinkHeld {
+                        key: link.key.clone(),
+                        hs_object_id: id.clone(),
+                        holder,
+                    });
+                    continue;
+                }
+            }
+            let synced = serde_json::to_string(&link.synced).map_err(|e| {
+                StoreError::InvalidData(format!("cannot encode synced values: {e}"))
+            })?;
+            let now = DbTime(Utc::now());
+            on_tx!(self, c => sqlx::query(
+                "INSERT INTO object_links \
+                     (object, local_key, hs_object_id, pushed_hash, synced_values, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT (object, local_key) DO UPDATE SET \
+                     hs_object_id = excluded.hs_object_id, \
+                     pushed_hash = COALESCE(excluded.pushed_hash, object_links.pushed_hash), \
+                     synced_values = excluded.synced_values, \
+                     updated_at = excluded.updated_at",
+            )
+            .bind(object)
+            .bind(&link.key)
+            .bind(link.hs_object_id.as_ref().map(|i| i.0.clone()))
+            .bind(link.pushed_hash.clone())
+            .bind(synced)
+            .bind(now)
+            .execute(&mut *c)
+            .await
+            .map(drop)?);
+        }
+        Ok(held)
+    }
+
+    /// Marks the records of `object` with these local keys deleted in HubSpot: push never
+    /// creates them again. Their link to the deleted id is dropped.
+    pub async fn mark_deleted_in_hubspot(
+        &mut self,
+        object: &str,
+        keys: &[String],
+    ) -> Result<(), StoreError> {
+        let now = DbTime(Utc::now());
+        for key in keys {
+            on_tx!(self, c => sqlx::query(
+                "INSERT INTO object_links (object, local_key, hubspot_deleted_at, updated_at) \
+                 VALUES ($1, $2, $3, $3) \
+                 ON CONFLICT (object, local_key) DO UPDATE SET \
+                     hs_object_id = NULL, \
+                     hubspot_deleted_at = excluded.hubspot_deleted_at, \
+                     updated_at = excluded.updated_at",
+            )
+            .bind(object)
+            .bind(key)
+            .bind(now)
+            .execute(&mut *c)
+            .await
+            .map(drop)?);
+        }
+        Ok(())
+    }
+
+    /// Writes mapped columns of one row of `table` (an `UPDATE` of those columns only).
+    pub async fn update_local_row(
+        &mut self,
+        table: &LocalTable,
+        key: &str,
+        values: &[(ColumnName, ColumnValue)],
+    ) -> Result<(), StoreError> {
+        if values.is_empty() {
+            return Ok(());
+        }
+        let key_bind = table.bind_key(key)?;
+        let mut sets = Vec::with_capacity(values.len());
+        let mut binds = Vec::new();
+        for (column, value) in values {
+            let placeholder = format!("${}", binds.len() + 2);
+            let expression = match value {
+                ColumnValue::Null => "NULL".to_owned(),
+                ColumnValue::Decimal(_) => format!("CAST({placeholder} AS NUMERIC)"),
+                _ => placeholder,
+            };
+            if !matches!(value, ColumnValue::Null) {
+                binds.push(value.clone());
+            }
+            sets.push(format!("{} = {expression}", column.quoted()));
+        }
+        let sql = format!(
+            "UPDATE {} SET {} WHERE {} = $1",
+            table.table.quoted(),
+            sets.join(", "),
+            table.key.quoted()
+        );
+        on_tx!(self, c => {
+            let query = sqlx::query(AssertSqlSafe(sql.clone()));
+            let mut query = match &key_bind {
+                KeyBind::Integer(i) => query.bind(*i),
+                KeyBind::Text(t) => query.bind(t.clone()),
+            };
+            for value in &binds {
+                query = match value {
+                    ColumnValue::Null => query,
+                    ColumnValue::Text(t) | ColumnValue::Decimal(t) => query.bind(t.clone()),
+                    ColumnValue::Integer(i) => query.bind(*i),
+                    ColumnValue::Float(f) => query.bind(*f),
+                    ColumnValue::Bool(b) => query.bind(*b),
+                    ColumnValue::Date(d) => query.bind(*d),
+                    ColumnValue::Timestamp(at) => query.bind(DbTime(*at)),
+                };
+            }
+            query.execute(&mut *c).await?;
+        });
+        Ok(())
+    }
+}

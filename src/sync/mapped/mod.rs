@@ -1,0 +1,236 @@
+//! The engine of a mapping to a table crm-sync does not own (`[[sync.objects]]` naming the
+//! user's own table): contacts pushed from and pulled into that table through the mapped
+//! fields, with the sync state in crm-sync's `object_links` table (see
+//! [`crate::store::LocalTable`]) — the user's table gets no trigger and no column.
+//!
+//! - [`push`]: keyset pages of the table joined with their links; a row is a candidate when
+//!   unlinked or when the hash of its mapped push/both values differs from the one last pushed.
+//! - [`pull`]: HubSpot's records written into the mapped pull/both columns of matched rows.
+//!
+//! For a field syncing both ways, the value both sides last agreed on (kept per property in
+//! the link) says which side changed since: only the side that changed wins, and when both
+//! did, the field's owner.
+//!
+//! The built-in contacts mapping keeps its own engine ([`crate::sync::push`],
+//! [`crate::sync::pull`]); [`user_mapping`] tells them apart.
+
+pub mod pull;
+pub mod push;
+mod values;
+
+use crate::hubspot::ObjectType;
+use crate::jobs::model::{Job, JobAction, SyncObject, Trigger};
+use crate::jobs::{Progress, RunError};
+use crate::mapping::convert::TypedField;
+use crate::mapping::properties::ensure_properties;
+use crate::mapping::{
+    CheckedMapping, ColumnName, HubSpotIdStore, MappingError, ObjectMapping, PropertyName,
+};
+use crate::store::{ColumnKind, KeyKind, LocalTable, Store};
+use crate::sync::SyncContext;
+
+/// The mapping of `object` when it is one this engine runs (not the built-in contacts one).
+pub fn user_mapping(ctx: &SyncContext, object: SyncObject) -> Option<&CheckedMapping> {
+    let object = match object {
+        SyncObject::Contacts => ObjectType::Contacts,
+        _ => return None,
+    };
+    ctx.objects
+        .iter()
+        .find(|m| m.mapping.object == object && !is_built_in(&m.mapping))
+}
+
+/// Whether `mapping` is the built-in contacts mapping (whatever its configuration key says).
+pub fn is_built_in(mapping: &ObjectMapping) -> bool {
+    let built_in = ObjectMapping::default_contacts();
+    mapping.object == built_in.object
+        && mapping.table == built_in.table
+        && mapping.key_column == built_in.key_column
+        && mapping.match_key == built_in.match_key
+        && mapping.hubspot_id == built_in.hubspot_id
+        && mapping.fields == built_in.fields
+}
+
+/// Refuses at start-up, with one line naming the key, every mapping crm-sync cannot run yet,
+/// so that none is silently ignored.
+pub async fn check_runnable(
+    store: &Store,
+    mappings: &[CheckedMapping],
+) -> Result<(), MappingError> {
+    for checked in mappings {
+        let mapping = &checked.mapping;
+        if mapping.object == ObjectType::Companies {
+            // The company engine syncs crm-sync's own `companies` table (name, domain) only.
+            return Err(MappingError::Mismatch {
+                key: format!("{}.object", mapping.key),
+                problem: "mapping companies is not supported yet: crm-sync syncs its own \
+                          `companies` table (name and domain) with HubSpot's companies; remove \
+                          this entry"
+                    .to_owned(),
+            });
+        }
+        if mapping.object != ObjectType::Contacts || is_built_in(mapping) {
+            continue;
+        }
+        if let HubSpotIdStore::Column(column) = &mapping.hubspot_id {
+            return Err(MappingError::Mismatch {
+                key: format!("{}.hubspot_id_column", mapping.key),
+                problem: format!(
+                    "keeping the HubSpot id in a column of the table (\"{column}\") is not \
+                     supported yet for your own table; remove hubspot_id_column to keep it in \
+                     crm-sync's own link table"
+                ),
+            });
+        }
+        key_kind(store, mapping).await?;
+    }
+    Ok(())
+}
+
+/// How the key column of `mapping`'s table compares, or why it cannot be a key here.
+async fn key_kind(store: &Store, mapping: &ObjectMapping) -> Result<KeyKind, MappingError> {
+    let key = format!("{}.key_column", mapping.key);
+    let info = store
+        .table_info(&mapping.table)
+        .await
+        .map_err(|source| MappingError::Store {
+            key: mapping.key.clone(),
+            source,
+        })?;
+    let kind = info
+        .as_ref()
+        .and_then(|i| i.column(&mapping.key_column))
+        .map(|c| c.kind.clone());
+    match kind {
+        Some(ColumnKind::Integer) => Ok(KeyKind::Integer),
+        Some(ColumnKind::Text) => Ok(KeyKind::Text),
+        other => Err(MappingError::Mismatch {
+            key,
+            problem: format!(
+                "the key column \"{}\" is {}; crm-sync syncs tables keyed by a whole number or \
+                 text (cast it in a view)",
+                mapping.key_column,
+                other.map_or("missing".to_owned(), |k| format!(
+                    "of type {}",
+                    k.describe()
+                ))
+            ),
+        }),
+    }
+}
+
+/// A user mapping ready for a job: its properties exist in HubSpot and each field knows both
+/// its types.
+#[derive(Debug, Clone)]
+pub(crate) struct Mapped {
+    /// The mapping.
+    pub checked: CheckedMapping,
+    /// The fields, in the mapping's order (= [`LocalTable::columns`] order).
+    pub fields: Vec<TypedField>,
+    /// The table as the store reads it.
+    pub table: LocalTable,
+    /// The position of the field mapped to `email` in [`Mapped::fields`].
+    pub email: usize,
+}
+
+impl Mapped {
+    /// Checks the properties (creating them when allowed) and the key column.
+    async fn prepare(
+        ctx: &SyncContext,
+        store: &Store,
+        checked: &CheckedMapping,
+    ) -> Result<Self, RunError> {
+        let ready = ensure_properties(&ctx.hubspot, checked)
+            .await
+            .map_err(|e| e.into_run_error())?;
+        for created in &ready.created {
+            tracing::info!(property = %created, key = %checked.mapping.key, "created a HubSpot property");
+        }
+        let key_kind = key_kind(store, &checked.mapping)
+            .await
+            .map_err(|e| RunError::fatal(e.to_string()))?;
+        let email = ready
+            .fields
+            .iter()
+            .position(|f| f.field.property.as_str() == "email")
+            .ok_or_else(|| {
+                RunError::fatal(format!(
+                    "{}.fields: a contacts mapping must map the property \"email\"",
+                    checked.mapping.key
+                ))
+            })?;
+        let columns: Vec<ColumnName> = ready
+            .fields
+            .iter()
+            .map(|f| f.field.column.clone())
+            .collect();
+        Ok(Self {
+            table: LocalTable {
+                object: ObjectType::Contacts.path_name(),
+                table: checked.mapping.table.clone(),
+                key: checked.mapping.key_column.clone(),
+                key_kind,
+                columns,
+            },
+            checked: checked.clone(),
+            fields: ready.fields,
+            email,
+        })
+    }
+
+    /// The properties of the fields that travel in `direction`'s sense.
+    fn properties(&self, sent: bool) -> Vec<String> {
+        self.fields
+            .iter()
+            .filter(|f| {
+                let d = f.field.flow.direction();
+                if sent {
+                    d.writes_to_hubspot()
+                } else {
+                    d.writes_locally()
+                }
+            })
+            .map(|f| f.field.property.as_str().to_owned())
+            .collect()
+    }
+
+    /// The `email` column.
+    fn email_column(&self) -> &ColumnName {
+        &self.fields[self.email].field.column
+    }
+
+    /// The `email` property.
+    fn email_property(&self) -> &PropertyName {
+        &self.fields[self.email].field.property
+    }
+
+    /// The record's label in errors: `users.id=7`.
+    fn label(&self, key: &str) -> String {
+        format!("{}.{}={key}", self.table.table, self.table.key)
+    }
+}
+
+/// Runs `job` on the user mapping `checked`.
+pub async fn run(
+    ctx: &SyncContext,
+    checked: &CheckedMapping,
+    job: &Job,
+    progress: &Progress,
+) -> Result<(), RunError> {
+    if job.spec.dry_run {
+        return Err(RunError::fatal(format!(
+            "a dry run of {} (a mapping to your own table \"{}\") is not supported yet; run it \
+             without dry_run",
+            checked.mapping.key, checked.mapping.table
+        )));
+    }
+    let mapped = Mapped::prepare(ctx, progress.store(), checked).await?;
+    match job.spec.action {
+        JobAction::Push { mode } => push::run(ctx, &mapped, mode, progress).await,
+        // A webhook's pull reads the records webhooks named, as for the built-in table.
+        JobAction::Pull { .. } if job.trigger == Trigger::Webhook => {
+            pull::run_webhook(ctx, &mapped, progress).await
+        }
+        JobAction::Pull { incremental, .. } => pull::run(ctx, &mapped, incremental, progress).await,
+    }
+}

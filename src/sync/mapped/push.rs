@@ -1,0 +1,633 @@
+//! Push of a user's table: keyset pages of 100 rows in key order, each joined with its link
+//! rows; the hash of a row's mapped push/both values (in HubSpot's format) is compared with the
+//! hash last pushed, and only new or changed rows are candidates. A page with candidates is
+//! resolved against HubSpot and committed with its links, counts, errors and checkpoint in one
+//! transaction; a page without any costs its read and nothing else.
+//!
+//! Per candidate page: unlinked rows are read by email (one batch read), then linked (mode
+//! `link`: HubSpot's values are left alone; `upsert`: the local values are written, except a
+//! field HubSpot owns) or created (one batch create); linked rows changed locally are updated
+//! (one batch update, plus one batch read when a field HubSpot owns changed locally: it is sent
+//! only when HubSpot's value has not changed since the last sync). A killed run's creates are
+//! found again by email by the next run, never made twice.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use super::Mapped;
+use super::values::{hash, outgoing, remote_value};
+use crate::hubspot::{Batch, ContactCreate, ContactUpdate, HubSpotError};
+use crate::ids::{ContactId, HsObjectId};
+use crate::jobs::model::{Counts, PushCounts, PushMode, PushOutcome, RecordError};
+use crate::jobs::{Page, Progress, RunError};
+use crate::mapping::Owner;
+use crate::store::{LinkWrite, LocalRecord, ObjectLink};
+use crate::sync::{SyncContext, hubspot_error};
+
+/// Rows per page (and per HubSpot batch).
+const PAGE_SIZE: u32 = 100;
+
+/// Where a push resumes: after this key (as text) of the user's table.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Checkpoint {
+    after: String,
+}
+
+/// A row to push: its values, its link, and what push would send.
+#[derive(Debug)]
+struct Candidate {
+    key: String,
+    link: ObjectLink,
+    /// The push/both properties in HubSpot's format, or the fields that cannot convert.
+    outgoing: Result<BTreeMap<String, String>, String>,
+}
+
+impl Candidate {
+    fn email(&self, mapped: &Mapped) -> Option<String> {
+        let sent = self.outgoing.as_ref().ok()?;
+        sent.get(mapped.email_property().as_str())
+            .map(|e| e.trim().to_lowercase())
+            .filter(|e| !e.is_empty())
+    }
+}
+
+/// What happened to a candidate.
+#[derive(Debug)]
+enum Decision {
+    /// Written, linked or left alone; the link to save.
+    Done {
+        outcome: PushOutcome,
+        id: HsObjectId,
+        synced: BTreeMap<String, String>,
+    },
+    /// HubSpot no longer has the linked record: marked, never created again.
+    Gone(HsObjectId),
+    /// The record failed; the rest of its page goes on.
+    Failed {
+        reason: String,
+        id: Option<HsObjectId>,
+    },
+}
+
+fn failed(reason: impl Into<String>, id: Option<HsObjectId>) -> Decision {
+    Decision::Failed {
+        reason: reason.into(),
+        id,
+    }
+}
+
+/// Runs one push of `mapped` from the job's checkpoint.
+pub(crate) async fn run(
+    ctx: &SyncContext,
+    mapped: &Mapped,
+    mode: PushMode,
+    progress: &Progress,
+) -> Result<(), RunError> {
+    let Counts::Push(mut counts) = progress.counts() else {
+        return Err(RunError::fatal("a push job holds pull counts"));
+    };
+    let mut cursor = progress.checkpoint_as::<Checkpoint>()?.map(|c| c.after);
+    loop {
+        if progress.should_stop() {
+            return Err(RunError::Interrupted);
+        }
+        let page = progress
+            .store()
+            .local_page(&mapped.table, cursor.as_deref(), PAGE_SIZE)
+            .await?;
+        let Some(last) = page.last().map(|r| r.key.clone()) else {
+            break;
+        };
+        let full = page.len() == PAGE_SIZE as usize;
+        let candidates = candidates(mapped, page);
+        if !candidates.is_empty() {
+            let decisions = resolve(ctx, mapped, mode, &candidates).await?;
+            counts = commit(progress, mapped, counts, &candidates, decisions, &last).await?;
+        }
+        cursor = Some(last);
+        if !full {
+            break;
+        }
+    }
+    progress.set_total(counts.total).await?;
+    tracing::info!(job = %progress.job_id(), key = %mapped.checked.mapping.key, ?counts, "push of a mapped table finished");
+    Ok(())
+}
+
+/// The rows of a page that are new or changed since their last push; rows HubSpot deleted are
+/// never candidates.
+fn candidates(mapped: &Mapped, page: Vec<LocalRecord>) -> Vec<Candidate> {
+    page.into_iter()
+        .filter_map(|record| {
+            let link = record.link.unwrap_or_default();
+            if link.deleted {
+                return None;
+            }
+            let outgoing = outgoing(&mapped.fields, &record.values).map_err(|e| e.to_string());
+            if let Ok(values) = &outgoing
+                && link.hs_object_id.is_some()
+                && link.pushed_hash.as_deref() == Some(hash(values).as_str())
+            {
+                return None;
+            }
+            Some(Candidate {
+                key: record.key,
+                link,
+                outgoing,
+            })
+        })
+        .collect()
+}
+
+/// Resolves a page's candidates against HubSpot.
+async fn resolve(
+    ctx: &SyncContext,
+    mapped: &Mapped,
+    mode: PushMode,
+    candidates: &[Candidate],
+) -> Result<Vec<Option<Decision>>, RunError> {
+    let mut decisions: Vec<Option<Decision>> = candidates.iter().map(|_| None).collect();
+    let mut linked = Vec::new();
+    let mut unlinked = Vec::new();
+    for (i, c) in candidates.iter().enumerate() {
+        match (&c.outgoing, &c.link.hs_object_id) {
+            (Err(reason), id) => decisions[i] = Some(failed(reason.clone(), id.clone())),
+            (Ok(_), Some(_)) => linked.push(i),
+            (Ok(_), None) => unlinked.push(i),
+        }
+    }
+    update_linked(ctx, mapped, candidates, &linked, &mut decisions).await?;
+    push_unlinked(ctx, mapped, mode, candidates, &unlinked, &mut decisions).await?;
+    Ok(decisions)
+}
+
+/// The properties to send for a linked row changed locally: those whose local value differs
+/// from the one last agreed on, except a field HubSpot owns whose HubSpot value changed too.
+fn changed_properties(
+    mapped: &Mapped,
+    candidate: &Candidate,
+    remote: Option<&BTreeMap<String, String>>,
+) -> BTreeMap<String, String> {
+    let Ok(values) = &candidate.outgoing else {
+        return BTreeMap::new();
+    };
+    values
+        .iter()
+        .filter(|(property, value)| candidate.link.synced.get(*property) != Some(*value))
+        .filter(|(property, _)| {
+            if !hubspot_owned(mapped, property) {
+                return true;
+            }
+            let last = candidate.link.synced.get(*property);
+            // Sent only when HubSpot still holds the value last agreed on.
+            remote.and_then(|r| r.get(*property)) == last && last.is_some()
+        })
+        .map(|(p, v)| (p.clone(), v.clone()))
+        .collect()
+}
+
+fn hubspot_owned(mapped: &Mapped, property: &str) -> bool {
+    mapped.fields.iter().any(|f| {
+        f.field.property.as_str() == property && f.field.flow.owner() == Some(Owner::HubSpot)
+    })
+}
+
+/// HubSpot's values, in HubSpot's format, of the record's mapped properties.
+fn remote_values(
+    mapped: &Mapped,
+    properties: &BTreeMap<String, Option<String>>,
+) -> BTreeMap<String, String> {
+    mapped
+        .fields
+        .iter()
+        .filter(|f| f.field.flow.direction().writes_to_hubspot())
+        .filter_map(|f| {
+            let raw = properties
+                .get(f.field.property.as_str())
+                .and_then(Option::as_deref);
+            remote_value(f, raw)
+                .ok()
+                .map(|(_, canonical)| (f.field.property.as_str().to_owned(), canonical))
+        })
+        .collect()
+}
+
+/// Linked rows changed locally: read HubSpot's values of the fields it owns when needed, then
+/// one batch update of what changed.
+async fn update_linked(
+    ctx: &SyncContext,
+    mapped: &Mapped,
+    candidates: &[Candidate],
+    linked: &[usize],
+    decisions: &mut [Option<Decision>],
+) -> Result<(), RunError> {
+    if linked.is_empty() {
+        return Ok(());
+    }
+    let owned: Vec<String> = mapped
+        .fields
+        .iter()
+        .filter(|f| f.field.flow.owner() == Some(Owner::HubSpot))
+        .map(|f| f.field.property.as_str().to_owned())
+        .collect();
+    let needs_remote: Vec<usize> = linked
+        .iter()
+        .copied()
+        .filter(|&i| {
+            let c = &candidates[i];
+            c.outgoing.as_ref().is_ok_and(|values| {
+                owned
+                    .iter()
+                    .any(|p| values.get(p).is_some() && values.get(p) != c.link.synced.get(p))
+            })
+        })
+        .collect();
+    let mut remote: HashMap<String, BTreeMap<String, String>> = HashMap::new();
+    if !needs_remote.is_empty() {
+        let ids: Vec<String> = needs_remote
+            .iter()
+            .filter_map(|&i| {
+                candidates[i]
+                    .link
+                    .hs_object_id
+                    .as_ref()
+                    .map(|id| id.0.clone())
+            })
+            .collect();
+        let batch = Batch::new(ids).map_err(|e| RunError::fatal(e.to_string()))?;
+        let read = ctx
+            .hubspot
+            .batch_read(&batch, None, &owned)
+            .await
+            .map_err(|e| hubspot_error("reading linked HubSpot contacts", e))?;
+        for record in read.results {
+            remote.insert(
+                record.id.0.clone(),
+                remote_values(mapped, &record.properties),
+            );
+        }
+        for &i in &needs_remote {
+            let id = candidates[i].link.hs_object_id.clone();
+            if let Some(id) = id.filter(|id| read.missing.contains(&id.0)) {
+                decisions[i] = Some(Decision::Gone(id));
+            }
+        }
+    }
+    let mut updates = Vec::new();
+    let mut positions = Vec::new();
+    for &i in linked {
+        if decisions[i].is_some() {
+            continue;
+        }
+        let c = &candidates[i];
+        let Some(id) = c.link.hs_object_id.clone() else {
+            continue;
+        };
+        let send = changed_properties(mapped, c, remote.get(&id.0));
+        if send.is_empty() {
+            decisions[i] = Some(Decision::Done {
+                outcome: PushOutcome::Skipped,
+                id,
+                synced: c.link.synced.clone(),
+            });
+            continue;
+        }
+        updates.push(ContactUpdate {
+            id: id.0.clone(),
+            id_property: None,
+            properties: send,
+        });
+        positions.push(i);
+    }
+    if updates.is_empty() {
+        return Ok(());
+    }
+    let sent: Vec<BTreeMap<String, String>> =
+        updates.iter().map(|u| u.properties.clone()).collect();
+    let batch = Batch::new(updates).map_err(|e| RunError::fatal(e.to_string()))?;
+    let outcome = ctx
+        .hubspot
+        .batch_update(&batch)
+        .await
+        .map_err(|e| hubspot_error("updating HubSpot contacts", e))?;
+    for error in &outcome.errors {
+        for &at in &error.input_indices {
+            let Some(&i) = positions.get(at) else {
+                continue;
+            };
+            let id = candidates[i].link.hs_object_id.clone();
+            decisions[i] = Some(match (&error.error, id) {
+                (HubSpotError::NotFound { .. }, Some(id)) => Decision::Gone(id),
+                (e, id) => failed(format!("HubSpot refused the update: {e}"), id),
+            });
+        }
+    }
+    for (at, &i) in positions.iter().enumerate() {
+        if decisions[i].is_some() {
+            continue;
+        }
+        let c = &candidates[i];
+        let mut synced = c.link.synced.clone();
+        synced.extend(sent[at].clone());
+        decisions[i] = Some(Decision::Done {
+            outcome: PushOutcome::Updated,
+            id: c
+                .link
+                .hs_object_id
+                .clone()
+                .unwrap_or(HsObjectId(String::new())),
+            synced,
+        });
+    }
+    Ok(())
+}
+
+/// Unlinked rows: read by email, then linked (and in `upsert` mode written) or created.
+async fn push_unlinked(
+    ctx: &SyncContext,
+    mapped: &Mapped,
+    mode: PushMode,
+    candidates: &[Candidate],
+    unlinked: &[usize],
+    decisions: &mut [Option<Decision>],
+) -> Result<(), RunError> {
+    let mut with_email = Vec::new();
+    for &i in unlinked {
+        match candidates[i].email(mapped) {
+            Some(email) => with_email.push((i, email)),
+            None => {
+                decisions[i] = Some(failed(
+                    format!(
+                        "{} has no {}: a contact without email cannot be found again, so it is \
+                         not pushed",
+                        mapped.label(&candidates[i].key),
+                        mapped.email_column()
+                    ),
+                    None,
+                ));
+            }
+        }
+    }
+    if with_email.is_empty() {
+        return Ok(());
+    }
+    let properties = mapped.properties(true);
+    let emails: Vec<String> = with_email.iter().map(|(_, e)| e.clone()).collect();
+    let batch = Batch::new(emails).map_err(|e| RunError::fatal(e.to_string()))?;
+    let read = ctx
+        .hubspot
+        .batch_read(&batch, Some("email"), &properties)
+        .await
+        .map_err(|e| hubspot_error("reading HubSpot contacts by email", e))?;
+    let mut found: HashMap<String, (HsObjectId, BTreeMap<String, String>)> = HashMap::new();
+    for record in read.results {
+        let email = record
+            .properties
+            .get("email")
+            .and_then(Option::as_deref)
+            .map(|e| e.trim().to_lowercase());
+        if let Some(email) = email {
+            found.insert(
+                email,
+                (record.id.clone(), remote_values(mapped, &record.properties)),
+            );
+        }
+    }
+    let mut creates = Vec::new();
+    let mut create_positions = Vec::new();
+    let mut upserts = Vec::new();
+    let mut upsert_positions = Vec::new();
+    for (i, email) in &with_email {
+        let c = &candidates[*i];
+        let Ok(values) = &c.outgoing else { continue };
+        match found.get(email) {
+            None => {
+                creates.push(ContactCreate {
+                    properties: values.clone(),
+                });
+                create_positions.push(*i);
+            }
+            Some((id, remote)) => {
+                let send: BTreeMap<String, String> = match mode {
+                    // Linking leaves HubSpot's values alone.
+                    PushMode::Link => BTreeMap::new(),
+                    // Never synced: a field HubSpot owns keeps HubSpot's value.
+                    PushMode::Upsert => values
+                        .iter()
+                        .filter(|(p, v)| !hubspot_owned(mapped, p) && remote.get(*p) != Some(*v))
+                        .map(|(p, v)| (p.clone(), v.clone()))
+                        .collect(),
+                };
+                let mut synced = remote.clone();
+                synced.extend(send.clone());
+                decisions[*i] = Some(Decision::Done {
+                    outcome: PushOutcome::Linked,
+                    id: id.clone(),
+                    synced,
+                });
+                if !send.is_empty() {
+                    upserts.push(ContactUpdate {
+                        id: id.0.clone(),
+                        id_property: None,
+                        properties: send,
+                    });
+                    upsert_positions.push(*i);
+                }
+            }
+        }
+    }
+    write_found(ctx, candidates, upserts, &upsert_positions, decisions).await?;
+    create(ctx, candidates, creates, &create_positions, decisions).await
+}
+
+/// `upsert` mode: the local values of rows just linked, in one batch update.
+async fn write_found(
+    ctx: &SyncContext,
+    candidates: &[Candidate],
+    updates: Vec<ContactUpdate>,
+    positions: &[usize],
+    decisions: &mut [Option<Decision>],
+) -> Result<(), RunError> {
+    if updates.is_empty() {
+        return Ok(());
+    }
+    let batch = Batch::new(updates).map_err(|e| RunError::fatal(e.to_string()))?;
+    let outcome = ctx
+        .hubspot
+        .batch_update(&batch)
+        .await
+        .map_err(|e| hubspot_error("writing local values to HubSpot contacts", e))?;
+    for error in &outcome.errors {
+        for &at in &error.input_indices {
+            let Some(&i) = positions.get(at) else {
+                continue;
+            };
+            let id = match &decisions[i] {
+                Some(Decision::Done { id, .. }) => Some(id.clone()),
+                _ => None,
+            };
+            let _ = &candidates[i];
+            decisions[i] = Some(failed(
+                format!("HubSpot refused the update: {}", error.error),
+                id,
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Rows HubSpot does not have, in one batch create.
+async fn create(
+    ctx: &SyncContext,
+    candidates: &[Candidate],
+    creates: Vec<ContactCreate>,
+    positions: &[usize],
+    decisions: &mut [Option<Decision>],
+) -> Result<(), RunError> {
+    if creates.is_empty() {
+        return Ok(());
+    }
+    let sent: Vec<BTreeMap<String, String>> =
+        creates.iter().map(|c| c.properties.clone()).collect();
+    let batch = Batch::new(creates).map_err(|e| RunError::fatal(e.to_string()))?;
+    let outcome = match ctx.hubspot.batch_create(&batch).await {
+        Ok(outcome) => outcome,
+        // A contact with one of these emails appeared since the read: read the page again.
+        Err(HubSpotError::Conflict { .. }) => {
+            return Err(RunError::transient(
+                "a HubSpot contact with one of the page's emails appeared while it was pushed; \
+                 the page is read again",
+            ));
+        }
+        Err(e) => return Err(hubspot_error("creating HubSpot contacts", e)),
+    };
+    for error in &outcome.errors {
+        for &at in &error.input_indices {
+            if let Some(&i) = positions.get(at) {
+                decisions[i] = Some(failed(
+                    format!("HubSpot refused the contact: {}", error.error),
+                    None,
+                ));
+            }
+        }
+    }
+    for result in outcome.results {
+        let Some(at) = result.input_index else {
+            continue;
+        };
+        let Some(&i) = positions.get(at) else {
+            continue;
+        };
+        if decisions[i].is_none() {
+            decisions[i] = Some(Decision::Done {
+                outcome: PushOutcome::Created,
+                id: result.record.id.clone(),
+                synced: sent[at].clone(),
+            });
+        }
+    }
+    for &i in positions {
+        if decisions[i].is_none() {
+            decisions[i] = Some(failed(
+                format!(
+                    "HubSpot's answer did not mention the contact of key {}",
+                    candidates[i].key
+                ),
+                None,
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Saves a page's links, marks and counts with its checkpoint in one transaction.
+async fn commit(
+    progress: &Progress,
+    mapped: &Mapped,
+    mut counts: PushCounts,
+    candidates: &[Candidate],
+    decisions: Vec<Option<Decision>>,
+    last: &str,
+) -> Result<PushCounts, RunError> {
+    let object = mapped.table.object;
+    let mut links = Vec::new();
+    let mut gone = Vec::new();
+    for (c, d) in candidates.iter().zip(&decisions) {
+        match d {
+            Some(Decision::Done { id, synced, .. }) => links.push(LinkWrite {
+                key: c.key.clone(),
+                hs_object_id: Some(id.clone()),
+                pushed_hash: c.outgoing.as_ref().ok().map(hash),
+                synced: synced.clone(),
+            }),
+            Some(Decision::Gone(_)) => gone.push(c.key.clone()),
+            _ => {}
+        }
+    }
+    let mut tx = progress.begin().await?;
+    let held = tx.save_object_links(object, &links).await?;
+    tx.mark_deleted_in_hubspot(object, &gone).await?;
+    let mut errors = Vec::new();
+    for (c, d) in candidates.iter().zip(decisions) {
+        let d = match held.iter().find(|h| h.key == c.key) {
+            Some(h) => failed(
+                format!(
+                    "HubSpot contact {} is already linked to {}; two local rows cannot share \
+                     one HubSpot contact",
+                    h.hs_object_id,
+                    mapped.label(&h.holder)
+                ),
+                Some(h.hs_object_id.clone()),
+            ),
+            None => d.unwrap_or_else(|| failed("the push left this record undecided", None)),
+        };
+        let (outcome, failure) = match d {
+            Decision::Done { outcome, .. } => (outcome, None),
+            Decision::Gone(id) => (
+                PushOutcome::Failed,
+                Some((
+                    "the linked HubSpot contact was deleted; the row is marked and never created \
+                     again"
+                        .to_owned(),
+                    Some(id),
+                )),
+            ),
+            Decision::Failed { reason, id } => (PushOutcome::Failed, Some((reason, id))),
+        };
+        counts.add(outcome);
+        if let Some((reason, id)) = failure {
+            errors.push(record_error(mapped, c, reason, id));
+        }
+    }
+    let checkpoint = serde_json::to_value(Checkpoint {
+        after: last.to_owned(),
+    })
+    .map_err(|e| RunError::fatal(format!("cannot encode the push checkpoint: {e}")))?;
+    progress
+        .commit(
+            tx,
+            Page {
+                counts: Counts::Push(counts),
+                checkpoint,
+                errors,
+            },
+        )
+        .await?;
+    Ok(counts)
+}
+
+fn record_error(
+    mapped: &Mapped,
+    c: &Candidate,
+    reason: String,
+    id: Option<HsObjectId>,
+) -> RecordError {
+    RecordError {
+        contact_id: c.key.parse().ok().map(ContactId),
+        company_id: None,
+        email: c.email(mapped),
+        hs_object_id: id,
+        reason: format!("{}: {reason}", mapped.label(&c.key)),
+    }
+}

@@ -1,0 +1,440 @@
+//! A contacts mapping to the user's own table, synced both ways against the sandbox on both
+//! backends: `users(id, email, full_name, plan, seats, signup_date, active)` with text,
+//! enumeration, number, date and boolean fields. The sync state lives in crm-sync's own
+//! tables: the user's table keeps its schema.
+
+// A failed expectation panics, and fixtures are shared between test files as `pub` items.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::TestDb;
+use crm_sync::config::Settings;
+use crm_sync::hubspot::{
+    Auth, Backoff, ClientConfig, HubSpotClient, ObjectType, PropertyCreate, PropertyOption,
+};
+use crm_sync::ids::JobId;
+use crm_sync::jobs::model::{
+    Counts, Job, JobAction, JobSpec, PullCounts, PullMode, PushCounts, PushMode, Trigger,
+};
+use crm_sync::jobs::queue::SyncTask;
+use crm_sync::jobs::worker::{Settled, process};
+use crm_sync::jobs::{EnqueueRequest, JobRunner, RetryPolicy, enqueue};
+use crm_sync::mapping::check_mappings;
+use crm_sync::sandbox::{Sandbox, SandboxArgs, SandboxHandle};
+use crm_sync::secret::Secret;
+use crm_sync::store::{Backend, Store};
+use crm_sync::sync::{SyncContext, SyncRunner};
+
+const USERS: &str = r#"
+[[sync.objects]]
+object = "contacts"
+table = "users"
+key_column = "id"
+create_properties = true
+
+[sync.objects.fields]
+email = { property = "email", direction = "both", owner = "local" }
+full_name = { property = "firstname", direction = "both", owner = "hubspot" }
+plan = { property = "plan_tier", direction = "both", owner = "local" }
+seats = { property = "seats", direction = "both", owner = "local" }
+signup_date = { property = "signup_date", direction = "push" }
+active = { property = "is_active", direction = "pull" }
+"#;
+
+struct Env {
+    store: Store,
+    hubspot: SandboxHandle,
+    client: HubSpotClient,
+    runner: Arc<dyn JobRunner>,
+    _db: TestDb,
+}
+
+async fn exec(store: &Store, text: &str) {
+    let sql = sqlx::AssertSqlSafe(text.to_owned());
+    match (store.pg_pool(), store.sqlite_pool()) {
+        (Some(pool), _) => sqlx::raw_sql(sql).execute(pool).await.map(drop),
+        (_, Some(pool)) => sqlx::raw_sql(sql).execute(pool).await.map(drop),
+        _ => unreachable!("a store has one pool"),
+    }
+    .unwrap_or_else(|e| panic!("{text}: {e}"));
+}
+
+async fn texts(store: &Store, sql: &str) -> Vec<Vec<Option<String>>> {
+    use sqlx::Row;
+    let sql = sqlx::AssertSqlSafe(sql.to_owned());
+    let rows: Vec<Vec<Option<String>>> = match (store.pg_pool(), store.sqlite_pool()) {
+        (Some(pool), _) => sqlx::query(sql)
+            .fetch_all(pool)
+            .await
+            .expect("query")
+            .iter()
+            .map(|r| (0..r.len()).map(|i| r.get(i)).collect())
+            .collect(),
+        (_, Some(pool)) => sqlx::query(sql)
+            .fetch_all(pool)
+            .await
+            .expect("query")
+            .iter()
+            .map(|r| (0..r.len()).map(|i| r.get(i)).collect())
+            .collect(),
+        _ => unreachable!("a store has one pool"),
+    };
+    rows
+}
+
+/// The user's table as the test reads it: `(id, full_name, plan, seats, active)` as text.
+async fn users(store: &Store) -> Vec<Vec<Option<String>>> {
+    texts(
+        store,
+        "SELECT CAST(id AS TEXT), full_name, plan, CAST(seats AS TEXT), \
+         CASE WHEN active THEN 'yes' WHEN NOT active THEN 'no' END FROM users ORDER BY id",
+    )
+    .await
+}
+
+/// The user's table's columns and the database's triggers, to show the schema is untouched.
+async fn schema(store: &Store) -> Vec<Vec<Option<String>>> {
+    let sql = match store.backend() {
+        Backend::Postgres => {
+            "SELECT column_name::text, data_type::text FROM information_schema.columns \
+             WHERE table_name = 'users' UNION ALL \
+             SELECT trigger_name::text, event_object_table::text FROM information_schema.triggers \
+             ORDER BY 1"
+        }
+        Backend::Sqlite => {
+            "SELECT name, type FROM pragma_table_info('users') UNION ALL \
+             SELECT name, tbl_name FROM sqlite_master WHERE type = 'trigger' ORDER BY 1"
+        }
+    };
+    texts(store, sql).await
+}
+
+fn settings(db: &TestDb) -> Settings {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("config")).expect("mkdir");
+    std::fs::write(dir.path().join("config/local.toml"), USERS).expect("write");
+    let env = [("CRM_SYNC__DATABASE__URL".to_owned(), db.url().to_owned())]
+        .into_iter()
+        .collect();
+    Settings::load(dir.path(), &env).expect("settings load")
+}
+
+impl Env {
+    /// A sandbox with the `plan_tier` enumeration (HubSpot needs its options, so the user
+    /// creates it), and the user's table with `rows` (`id, email, full_name, plan, seats,
+    /// signup_date` as SQL values).
+    async fn new(db: TestDb, rows: &[&str]) -> Env {
+        let store = db.store().await;
+        exec(
+            &store,
+            "CREATE TABLE users (id BIGINT PRIMARY KEY, email TEXT UNIQUE, full_name TEXT, \
+             plan TEXT, seats INTEGER, signup_date DATE, active BOOLEAN)",
+        )
+        .await;
+        for row in rows {
+            exec(
+                &store,
+                &format!(
+                    "INSERT INTO users (id, email, full_name, plan, seats, signup_date) VALUES ({row})"
+                ),
+            )
+            .await;
+        }
+        let hubspot = Sandbox::start(
+            SandboxArgs {
+                requests_per_10s: 0,
+                search_per_second: 0,
+                associations_per_10s: 0,
+                rng_seed: Some(5),
+                ..SandboxArgs::default()
+            },
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+        )
+        .await
+        .expect("sandbox starts");
+        let mut config = ClientConfig::new(hubspot.base_url().parse().expect("sandbox url"));
+        config.requests_per_10s = 0;
+        config.search_per_second = 0;
+        config.associations_per_10s = 0;
+        config.backoff = Backoff {
+            base: Duration::from_millis(5),
+            max: Duration::from_millis(50),
+        };
+        let client = HubSpotClient::new(
+            config,
+            Auth::PrivateApp(Secret::new(hubspot.access_token())),
+        )
+        .expect("client");
+        let option = |v: &str| PropertyOption {
+            label: v.to_owned(),
+            value: v.to_owned(),
+            hidden: false,
+            display_order: None,
+            description: None,
+        };
+        client
+            .create_object_property(
+                ObjectType::Contacts,
+                &PropertyCreate {
+                    name: "plan_tier".to_owned(),
+                    label: "Plan".to_owned(),
+                    property_type: "enumeration".to_owned(),
+                    field_type: "select".to_owned(),
+                    group_name: "contactinformation".to_owned(),
+                    description: None,
+                    has_unique_value: false,
+                    options: vec![option("free"), option("pro"), option("team")],
+                    form_field: None,
+                },
+            )
+            .await
+            .expect("plan_tier created");
+        let objects = check_mappings(&store, &settings(&db).sync.objects)
+            .await
+            .expect("the mapping fits");
+        let mut ctx = SyncContext::new(client.clone());
+        ctx.objects = Arc::new(objects);
+        Env {
+            store,
+            hubspot,
+            client,
+            runner: Arc::new(SyncRunner::new(ctx)),
+            _db: db,
+        }
+    }
+
+    async fn run(&self, action: JobAction) -> Job {
+        let id = enqueue(
+            &self.store,
+            EnqueueRequest {
+                spec: JobSpec::from(action),
+                trigger: Trigger::Cli,
+                force: false,
+            },
+        )
+        .await
+        .expect("enqueue")
+        .job
+        .id;
+        self.run_to_end(id).await
+    }
+
+    async fn run_to_end(&self, id: JobId) -> Job {
+        for _ in 0..10 {
+            let record = self
+                .store
+                .get_job_record(id)
+                .await
+                .expect("read job")
+                .expect("job exists");
+            let task = SyncTask {
+                job_id: id,
+                delivery: record.delivery.expect("a delivery"),
+            };
+            let retry = RetryPolicy {
+                max_attempts: 10,
+                base_delay: Duration::ZERO,
+                max_delay: Duration::ZERO,
+            };
+            match process(
+                &self.store,
+                &self.runner,
+                retry,
+                &task,
+                "test",
+                Arc::new(|| false),
+            )
+            .await
+            .expect("settle")
+            {
+                Settled::Finished(_) => break,
+                Settled::Retrying | Settled::Requeued => continue,
+                other => panic!("unexpected settlement {other}"),
+            }
+        }
+        let job = self.store.get_job(id).await.expect("job").expect("exists");
+        assert!(job.status.is_terminal(), "{job:#?}");
+        job
+    }
+
+    async fn push(&self, mode: PushMode) -> (PushCounts, Job) {
+        let job = self.run(JobAction::Push { mode }).await;
+        let Counts::Push(counts) = job.counts else {
+            panic!("push counts")
+        };
+        (counts, job)
+    }
+
+    async fn pull(&self) -> (PullCounts, Job) {
+        let job = self
+            .run(JobAction::Pull {
+                mode: PullMode::Upsert,
+                incremental: false,
+            })
+            .await;
+        let Counts::Pull(counts) = job.counts else {
+            panic!("pull counts")
+        };
+        (counts, job)
+    }
+
+    /// HubSpot's properties of the contact with `email`.
+    fn contact(&self, email: &str) -> BTreeMap<String, String> {
+        self.hubspot
+            .contacts()
+            .into_iter()
+            .find(|c| c.properties.get("email").map(String::as_str) == Some(email))
+            .unwrap_or_else(|| panic!("{email} in HubSpot"))
+            .properties
+    }
+
+    async fn change_in_hubspot(&self, email: &str, properties: &[(&str, &str)]) {
+        let id = self
+            .hubspot
+            .contacts()
+            .into_iter()
+            .find(|c| c.properties.get("email").map(String::as_str) == Some(email))
+            .expect("in HubSpot")
+            .id;
+        let properties = properties
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        self.client
+            .update_contact(&id.as_str().into(), &properties)
+            .await
+            .expect("changed in HubSpot");
+    }
+}
+
+fn push(created: u64, linked: u64, updated: u64, failed: u64, skipped: u64) -> PushCounts {
+    PushCounts {
+        total: created + linked + updated + failed + skipped,
+        created,
+        linked,
+        updated,
+        failed,
+        skipped,
+    }
+}
+
+const ADA: &str = "1, 'ada@example.com', 'Ada', 'pro', 3, '2026-01-05'";
+const BOB: &str = "2, 'bob@example.com', 'Bob', 'free', 1, '2026-02-01'";
+
+fn row(values: &[Option<&str>]) -> Vec<Option<String>> {
+    values.iter().map(|v| v.map(str::to_owned)).collect()
+}
+
+backend_tests! {
+    async fn push_creates_and_links_and_a_rerun_writes_nothing(db: TestDb) {
+        let env = Env::new(db, &[ADA, BOB]).await;
+        let before = schema(&env.store).await;
+        env.hubspot.insert_contacts(vec![
+            [("email".to_owned(), "bob@example.com".to_owned()), ("firstname".to_owned(), "Robert".to_owned())]
+                .into_iter().collect(),
+        ]);
+
+        let (counts, job) = env.push(PushMode::Link).await;
+        assert_eq!(counts, push(1, 1, 0, 0, 0), "{job:#?}");
+        let ada = env.contact("ada@example.com");
+        assert_eq!(ada.get("firstname").map(String::as_str), Some("Ada"));
+        assert_eq!(ada.get("plan_tier").map(String::as_str), Some("pro"));
+        assert_eq!(ada.get("seats").map(String::as_str), Some("3"));
+        assert_eq!(ada.get("signup_date").map(String::as_str), Some("1767571200000"));
+        // Linking leaves HubSpot's values alone.
+        assert_eq!(env.contact("bob@example.com").get("firstname").map(String::as_str), Some("Robert"));
+        // The properties were created on first use, in crm-sync's group.
+        for name in ["seats", "signup_date", "is_active"] {
+            env.client.get_property(name).await.unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+
+        env.hubspot.set_recording(true);
+        let (again, _) = env.push(PushMode::Link).await;
+        assert_eq!(again, push(0, 0, 0, 0, 0));
+        let writes: Vec<String> = env.hubspot.take_recorded_requests().into_iter()
+            .filter(|r| r.method == "PATCH" || r.path.ends_with("/batch/create")
+                || r.path.ends_with("/batch/update") || r.path.ends_with("/batch/upsert"))
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect();
+        assert!(writes.is_empty(), "no write call: {writes:?}");
+        assert_eq!(env.hubspot.contacts().len(), 2, "no duplicate");
+        assert_eq!(schema(&env.store).await, before, "the user's table keeps its schema");
+    }
+
+    async fn a_local_change_is_pushed_and_a_hubspot_change_is_pulled(db: TestDb) {
+        let env = Env::new(db, &[ADA, BOB]).await;
+        env.push(PushMode::Link).await;
+
+        exec(&env.store, "UPDATE users SET seats = 5, plan = 'team' WHERE id = 1").await;
+        let (counts, job) = env.push(PushMode::Link).await;
+        assert_eq!(counts, push(0, 0, 1, 0, 0), "{job:#?}");
+        let ada = env.contact("ada@example.com");
+        assert_eq!(ada.get("seats").map(String::as_str), Some("5"));
+        assert_eq!(ada.get("plan_tier").map(String::as_str), Some("team"));
+
+        env.change_in_hubspot("bob@example.com", &[("seats", "7"), ("is_active", "true")]).await;
+        let (pulled, job) = env.pull().await;
+        assert_eq!((pulled.total, pulled.linked, pulled.unchanged, pulled.failed), (2, 0, 2, 0), "{job:#?}");
+        assert_eq!(pulled.upserted, 1, "only bob's row changed in HubSpot");
+        assert_eq!(users(&env.store).await, vec![
+            row(&[Some("1"), Some("Ada"), Some("team"), Some("5"), None]),
+            row(&[Some("2"), Some("Bob"), Some("free"), Some("7"), Some("yes")]),
+        ]);
+        // What the pull wrote is in sync: the next push has nothing to do.
+        let (after, _) = env.push(PushMode::Link).await;
+        assert_eq!(after, push(0, 0, 0, 0, 0));
+    }
+
+    async fn a_conflict_on_a_locally_owned_field_keeps_the_local_value(db: TestDb) {
+        let env = Env::new(db, &[ADA]).await;
+        env.push(PushMode::Link).await;
+        exec(&env.store, "UPDATE users SET plan = 'team' WHERE id = 1").await;
+        env.change_in_hubspot("ada@example.com", &[("plan_tier", "free")]).await;
+
+        let (pulled, _) = env.pull().await;
+        assert_eq!(pulled.upserted, 0, "nothing to write: the owner's value stays");
+        assert_eq!(users(&env.store).await[0][2].as_deref(), Some("team"), "the owner's value stays");
+        let (counts, job) = env.push(PushMode::Link).await;
+        assert_eq!(counts, push(0, 0, 1, 0, 0), "{job:#?}");
+        assert_eq!(env.contact("ada@example.com").get("plan_tier").map(String::as_str), Some("team"));
+    }
+
+    async fn a_conflict_on_a_hubspot_owned_field_takes_hubspots_value(db: TestDb) {
+        let env = Env::new(db, &[ADA]).await;
+        env.push(PushMode::Link).await;
+        exec(&env.store, "UPDATE users SET full_name = 'Local Ada' WHERE id = 1").await;
+        env.change_in_hubspot("ada@example.com", &[("firstname", "HubSpot Ada")]).await;
+
+        // Push does not overwrite the owner's changed value...
+        let (counts, job) = env.push(PushMode::Link).await;
+        assert_eq!(counts, push(0, 0, 0, 0, 1), "{job:#?}");
+        assert_eq!(env.contact("ada@example.com").get("firstname").map(String::as_str), Some("HubSpot Ada"));
+        // ...and pull brings it into the table.
+        env.pull().await;
+        assert_eq!(users(&env.store).await[0][1].as_deref(), Some("HubSpot Ada"));
+    }
+
+    async fn a_value_refused_fails_only_its_record(db: TestDb) {
+        let env = Env::new(db, &[ADA, BOB, "3, 'cy@example.com', 'Cy', 'platinum', 2, '2026-03-01'"]).await;
+        let (counts, job) = env.push(PushMode::Link).await;
+        assert_eq!(counts, push(2, 0, 0, 1, 0), "{job:#?}");
+        assert!(job.errors[0].reason.contains("users.id=3"), "{:?}", job.errors);
+        assert!(job.errors[0].reason.contains("platinum"), "{:?}", job.errors);
+
+        // HubSpot's 2.5 seats cannot fill an integer column: that record fails, not the pull.
+        env.change_in_hubspot("bob@example.com", &[("seats", "2.5")]).await;
+        let (pulled, job) = env.pull().await;
+        assert_eq!((pulled.total, pulled.unchanged, pulled.failed), (2, 1, 1), "{job:#?}");
+        assert!(job.errors[0].reason.contains("seats"), "{:?}", job.errors);
+        env.change_in_hubspot("ada@example.com", &[("is_active", "false")]).await;
+        let (pulled, job) = env.pull().await;
+        assert_eq!((pulled.upserted, pulled.failed), (1, 1), "{job:#?}");
+        assert_eq!(users(&env.store).await[0][4].as_deref(), Some("no"), "ada's row was written");
+    }
+}
