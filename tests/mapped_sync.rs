@@ -391,6 +391,33 @@ backend_tests! {
         assert_eq!(after, push(0, 0, 0, 0, 0));
     }
 
+    async fn a_webhook_pull_reads_only_the_named_contacts_and_drains_them(db: TestDb) {
+        let env = Env::new(db, &[ADA, BOB]).await;
+        env.push(PushMode::Link).await;
+        env.change_in_hubspot("bob@example.com", &[("seats", "9")]).await;
+        let bob = env
+            .hubspot
+            .contacts()
+            .into_iter()
+            .find(|c| c.properties.get("email").map(String::as_str) == Some("bob@example.com"))
+            .expect("bob in HubSpot")
+            .id;
+        env.store
+            .record_pending_pulls(&[bob.as_str().into()])
+            .await
+            .expect("pending");
+        let id = crm_sync::jobs::queue::enqueue_webhook_pull(&env.store)
+            .await
+            .expect("enqueued")
+            .job
+            .id;
+        let job = env.run_to_end(id).await;
+        let Counts::Pull(counts) = job.counts else { panic!("pull counts") };
+        assert_eq!((counts.total, counts.unchanged, counts.upserted, counts.failed), (1, 1, 1, 0), "{job:#?}");
+        assert_eq!(env.store.count_pending_pulls().await.expect("count"), 0, "drained, so no endless re-run");
+        assert_eq!(users(&env.store).await[1][3].as_deref(), Some("9"), "bob's seats pulled");
+    }
+
     async fn a_conflict_on_a_locally_owned_field_keeps_the_local_value(db: TestDb) {
         let env = Env::new(db, &[ADA]).await;
         env.push(PushMode::Link).await;
