@@ -34,6 +34,7 @@
 //! - Transactions begin through [`Tx::begin`] only (PostgreSQL's in a task of its own, see
 //!   `begin_postgres`; SQLite's `IMMEDIATE`).
 
+mod associations;
 mod companies;
 mod contacts;
 mod credential_ciphers;
@@ -59,6 +60,7 @@ pub mod jobs;
 pub mod pull;
 pub mod push;
 
+pub use associations::{AssociationRow, ContactCompanyChange};
 pub use companies::{
     CompanyCandidate, CompanyLink, CompanyLinkClash, CompanyMatch, LocalCompany, NewCompany,
     PulledCompany,
