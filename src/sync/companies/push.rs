@@ -652,49 +652,6 @@ fn holds_local_values(company: &CompanyCandidate, record: &Company) -> bool {
         && norm(company.domain.as_deref()) == norm(record.domain())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::Installation;
-
-    fn keys() -> ExternalKeys {
-        ExternalKeys::new(&Installation {
-            id: "0123456789abcdef".to_owned(),
-            legacy_keys_through: None,
-        })
-    }
-
-    fn company(name: Option<&str>, domain: Option<&str>) -> CompanyCandidate {
-        CompanyCandidate {
-            id: LocalCompanyId(5),
-            name: name.map(str::to_owned),
-            domain: domain.map(str::to_owned),
-            hs_object_id: None,
-            local_version: 2,
-        }
-    }
-
-    #[test]
-    fn a_new_company_carries_its_key_and_no_empty_values() {
-        let props = write_properties(&company(Some("Acme"), None), &keys());
-        assert_eq!(
-            props,
-            BTreeMap::from([
-                ("name".to_owned(), "Acme".to_owned()),
-                (COMPANY_KEY.to_owned(), "0123456789abcdef:5".to_owned()),
-            ])
-        );
-    }
-
-    #[test]
-    fn an_update_clears_what_the_local_row_no_longer_has_and_never_sends_the_key() {
-        let props = update_properties(&company(None, Some("acme.io")));
-        assert_eq!(props["name"], "");
-        assert_eq!(props["domain"], "acme.io");
-        assert!(!props.contains_key(COMPANY_KEY));
-    }
-}
-
 /// Links unlinked companies before associations that need their HubSpot ids (a contact
 /// push's first phase): resolved exactly as a company push page (found by key, by a single
 /// domain match, or created with the key), their links saved in a transaction of their own,
@@ -758,4 +715,47 @@ pub(crate) async fn link_for_associations(
     }
     tx.commit().await?;
     Ok(reasons)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Installation;
+
+    fn keys() -> ExternalKeys {
+        ExternalKeys::new(&Installation {
+            id: "0123456789abcdef".to_owned(),
+            legacy_keys_through: None,
+        })
+    }
+
+    fn company(name: Option<&str>, domain: Option<&str>) -> CompanyCandidate {
+        CompanyCandidate {
+            id: LocalCompanyId(5),
+            name: name.map(str::to_owned),
+            domain: domain.map(str::to_owned),
+            hs_object_id: None,
+            local_version: 2,
+        }
+    }
+
+    #[test]
+    fn a_new_company_carries_its_key_and_no_empty_values() {
+        let props = write_properties(&company(Some("Acme"), None), &keys());
+        assert_eq!(
+            props,
+            BTreeMap::from([
+                ("name".to_owned(), "Acme".to_owned()),
+                (COMPANY_KEY.to_owned(), "0123456789abcdef:5".to_owned()),
+            ])
+        );
+    }
+
+    #[test]
+    fn an_update_clears_what_the_local_row_no_longer_has_and_never_sends_the_key() {
+        let props = update_properties(&company(None, Some("acme.io")));
+        assert_eq!(props["name"], "");
+        assert_eq!(props["domain"], "acme.io");
+        assert!(!props.contains_key(COMPANY_KEY));
+    }
 }
