@@ -13,7 +13,7 @@
 //! transaction. A pair already as wanted (a write whose commit a kill lost) is not written
 //! again, and still counted: the count is what this job changed.
 //!
-//! Pull, per page of 1,000 linked contacts: one batch read (plus one per further page of 500
+//! A full pull, per page of 1,000 linked contacts: one batch read (plus one per further page of 500
 //! companies of a contact), then the local company set from HubSpot's primary where HubSpot
 //! changed it and the local side did not (see `docs/associations.md`).
 
@@ -453,10 +453,8 @@ fn pull_plan(row: &AssociationRow, primary: Option<CompanyId>) -> PullPlan {
     }
 }
 
-/// The association phase of a contact pull: every linked contact's primary company, 1,000
-/// contacts a page (association changes do not reliably move a contact's modification time,
-/// so an incremental pull reads them all too: one call per 1,000 contacts on their own
-/// budget).
+/// The association phase of a full contact pull: every linked contact's primary company,
+/// 1,000 contacts a page (one call per page, on the associations' own budget).
 pub(crate) async fn pull(
     client: &HubSpotClient,
     keys: &ExternalKeys,
