@@ -453,6 +453,16 @@ pub struct PushCounts {
     pub failed: u64,
     /// Records considered and deliberately left alone.
     pub skipped: u64,
+    /// Contact→company associations written (a contact's primary company set or moved);
+    /// not part of `total`. Absent in jobs stored before it existed.
+    #[serde(default)]
+    pub associations_created: u64,
+    /// Contact→company associations removed (the local company changed or was cleared).
+    #[serde(default)]
+    pub associations_removed: u64,
+    /// Contacts whose company association could not be synced (listed in the errors).
+    #[serde(default)]
+    pub associations_failed: u64,
 }
 
 /// What happened to one pushed record.
@@ -511,6 +521,16 @@ pub struct PullCounts {
     /// `total`, since these are not contacts read. Absent in jobs stored before it existed.
     #[serde(default)]
     pub unlinked: u64,
+    /// Contact→company associations written (a local contact's company set from HubSpot's primary);
+    /// not part of `total`. Absent in jobs stored before it existed.
+    #[serde(default)]
+    pub associations_created: u64,
+    /// Contact→company associations removed (HubSpot no longer has a primary company).
+    #[serde(default)]
+    pub associations_removed: u64,
+    /// Contacts whose company association could not be synced (listed in the errors).
+    #[serde(default)]
+    pub associations_failed: u64,
 }
 
 /// What happened to one pulled record.

@@ -130,7 +130,8 @@ async fn posting_a_job_answers_202_with_its_location(db: &JobsDb) {
     assert_eq!(
         job["counts"],
         json!({"total": 0, "created": 0, "created_without_email": 0, "linked": 0,
-               "upserted": 0, "unchanged": 0, "failed": 0, "unlinked": 0})
+               "upserted": 0, "unchanged": 0, "failed": 0, "unlinked": 0,
+               "associations_created": 0, "associations_removed": 0, "associations_failed": 0})
     );
     assert_eq!(job["errors"], json!([]));
 

@@ -321,6 +321,7 @@ fn push(created: u64, linked: u64, updated: u64, failed: u64, skipped: u64) -> P
         updated,
         failed,
         skipped,
+        ..PushCounts::default()
     }
 }
 

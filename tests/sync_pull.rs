@@ -419,6 +419,7 @@ backend_tests! {
                 unchanged: 0,
                 failed: 0,
                 unlinked: 0,
+                ..PullCounts::default()
             }
         );
         assert_eq!(job.progress.total, Some(250), "the total was announced");
@@ -542,6 +543,7 @@ backend_tests! {
             unchanged: 1,
             failed: 1,
             unlinked: 0,
+            ..PullCounts::default()
         };
         assert_eq!(succeeded(&v), expected, "verbose separates created with and without email and linked");
         assert_eq!(
@@ -958,6 +960,7 @@ backend_tests! {
                 unchanged: 0,
                 failed: 0,
                 unlinked: 0,
+                ..PullCounts::default()
             }
         );
         let stats = w.sandbox.stats();

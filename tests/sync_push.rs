@@ -474,6 +474,7 @@ fn counts(total: u64, created: u64, linked: u64, updated: u64, failed: u64) -> P
         updated,
         failed,
         skipped: 0,
+        ..PushCounts::default()
     }
 }
 

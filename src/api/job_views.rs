@@ -359,6 +359,12 @@ pub struct PushCountsView {
     pub failed: u64,
     /// Records left alone.
     pub skipped: u64,
+    /// Contact→company associations written (not part of `total`).
+    pub associations_created: u64,
+    /// Contact→company associations removed (not part of `total`).
+    pub associations_removed: u64,
+    /// Contacts whose company association could not be synced (not part of `total`).
+    pub associations_failed: u64,
 }
 
 /// Pull counts: `total = created + linked + unchanged + failed`.
@@ -381,6 +387,12 @@ pub struct PullCountsView {
     pub failed: u64,
     /// Local rows whose HubSpot contact a full pull found deleted (not part of `total`).
     pub unlinked: u64,
+    /// Contact→company associations written (not part of `total`).
+    pub associations_created: u64,
+    /// Contact→company associations removed (not part of `total`).
+    pub associations_removed: u64,
+    /// Contacts whose company association could not be synced (not part of `total`).
+    pub associations_failed: u64,
 }
 
 /// One failed record.
@@ -431,6 +443,9 @@ impl From<&PushCounts> for PushCountsView {
             updated: c.updated,
             failed: c.failed,
             skipped: c.skipped,
+            associations_created: c.associations_created,
+            associations_removed: c.associations_removed,
+            associations_failed: c.associations_failed,
         }
     }
 }
@@ -446,6 +461,9 @@ impl From<&PullCounts> for PullCountsView {
             unchanged: c.unchanged,
             failed: c.failed,
             unlinked: c.unlinked,
+            associations_created: c.associations_created,
+            associations_removed: c.associations_removed,
+            associations_failed: c.associations_failed,
         }
     }
 }

@@ -34,6 +34,7 @@
 //! - Transactions begin through [`Tx::begin`] only (PostgreSQL's in a task of its own, see
 //!   `begin_postgres`; SQLite's `IMMEDIATE`).
 
+mod associations;
 mod catalog;
 mod companies;
 mod contacts;
@@ -61,6 +62,7 @@ pub mod jobs;
 pub mod pull;
 pub mod push;
 
+pub use associations::{AssociationRow, ContactCompanyChange};
 pub use catalog::{ColumnInfo, ColumnKind, Relation, TableInfo};
 pub use companies::{
     CompanyCandidate, CompanyLink, CompanyLinkClash, CompanyMatch, LocalCompany, NewCompany,

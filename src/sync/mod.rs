@@ -11,6 +11,7 @@
 //! and both report HubSpot failures through [`hubspot_error`], so that the queue treats them
 //! alike (retry what may pass, fail what will not).
 
+mod associations;
 pub mod companies;
 pub mod keys;
 mod lookup;

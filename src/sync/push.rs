@@ -51,6 +51,7 @@ use crate::jobs::{BoxFuture, JobRunner, Page, Progress, RunError, RunFailure};
 use crate::store::TombstoneReason;
 use crate::store::jobs::Tx;
 use crate::store::push::{CandidateGroup, LinkClash, PushCandidate, PushedRow};
+use crate::sync::associations::{AssociationPush, resume_after};
 use crate::sync::keys::ExternalKeys;
 use errors::from_store;
 use outcome::Resolution;
@@ -144,6 +145,46 @@ impl Pusher {
         let start = progress
             .checkpoint_as::<Checkpoint>()?
             .unwrap_or(Checkpoint::START);
+        if dry_run {
+            // A dry run plans the contacts only: linking companies and writing associations
+            // are writes, and their plan is not built yet (docs/dry-run.md).
+            let counts = self
+                .push_contacts(mode, dry_run, progress, counts, start)
+                .await?;
+            tracing::info!(job = %progress.job_id(), ?mode, ?counts, "dry-run push finished");
+            return Ok(());
+        }
+        // Companies first: an association needs its company's HubSpot id.
+        let associations = AssociationPush {
+            client: &self.client,
+            progress,
+            mode,
+        };
+        let company_reasons = associations.link_companies().await?;
+        let counts = if resume_after(progress).is_some() {
+            // The contacts were pushed before the run that wrote associations stopped.
+            counts
+        } else {
+            self.push_contacts(mode, dry_run, progress, counts, start)
+                .await?
+        };
+        let base = progress
+            .checkpoint()
+            .or_else(|| serde_json::to_value(Checkpoint::START).ok());
+        let counts = associations.run(counts, &company_reasons, base).await?;
+        tracing::info!(job = %progress.job_id(), ?mode, ?counts, "push finished");
+        Ok(())
+    }
+
+    /// The contact phase: every candidate after `start`, page by page.
+    async fn push_contacts(
+        &self,
+        mode: PushMode,
+        dry_run: bool,
+        progress: &Progress,
+        counts: PushCounts,
+        start: Checkpoint,
+    ) -> Result<PushCounts, RunError> {
         let left = progress
             .store()
             .count_push_candidates(start.group, start.after)
@@ -151,7 +192,7 @@ impl Pusher {
             .map_err(from_store)?;
         progress.set_total(counts.total + left).await?;
         if left == 0 {
-            return Ok(());
+            return Ok(counts);
         }
         let installation = progress.store().installation().await.map_err(from_store)?;
         let ctx = Arc::new(RunContext::new(
@@ -175,8 +216,7 @@ impl Pusher {
             // Contacts added or changed while the job ran: let the progress end at 100 %.
             progress.set_total(total).await?;
         }
-        tracing::info!(job = %progress.job_id(), ?mode, counts = ?pipeline.counts, "push finished");
-        Ok(())
+        Ok(pipeline.counts)
     }
 }
 

@@ -182,7 +182,7 @@ struct PullRun<'a> {
 }
 
 /// What a page's matching decided for one company.
-enum Decision {
+pub(crate) enum Decision {
     Unchanged,
     Link(CompanyLink),
     Create(PulledCompany),
@@ -332,111 +332,7 @@ impl PullRun<'_> {
 
     /// Decides, for each company of the page, what the pull does (see the module docs).
     async fn decide(&self, tx: &mut Tx, companies: &[Company]) -> Result<Vec<Decision>, RunError> {
-        let ids: Vec<&str> = companies.iter().map(|c| c.id.0.as_str()).collect();
-        let held: HashSet<CompanyId> = tx
-            .company_holders(&ids)
-            .await?
-            .into_iter()
-            .map(|(_, hs)| hs)
-            .collect();
-        let keyed: Vec<LocalCompanyId> = companies
-            .iter()
-            .filter_map(|c| {
-                c.property(COMPANY_KEY)
-                    .and_then(|k| self.keys.parse_company(k))
-            })
-            .collect();
-        let rows: HashMap<LocalCompanyId, _> = tx
-            .companies_by_ids(&keyed)
-            .await?
-            .into_iter()
-            .map(|r| (r.id, r))
-            .collect();
-        let domains: Vec<String> = companies
-            .iter()
-            .filter_map(|c| c.domain().map(|d| d.trim().to_lowercase()))
-            .collect();
-        let domain_refs: Vec<&str> = domains.iter().map(String::as_str).collect();
-        let mut by_domain: HashMap<String, Vec<_>> = HashMap::new();
-        for row in tx.unlinked_companies_with_domains(&domain_refs).await? {
-            if let Some(domain) = row.domain.clone() {
-                by_domain.entry(domain).or_default().push(row);
-            }
-        }
-        // Rows whose link a key names as stale: checked with HubSpot before re-linking.
-        let stale_links: Vec<CompanyId> = companies
-            .iter()
-            .filter_map(|c| {
-                let row = rows.get(&self.keys.parse_company(c.property(COMPANY_KEY)?)?)?;
-                row.hs_object_id
-                    .clone()
-                    .filter(|hs| *hs != c.id && !held.contains(&c.id))
-            })
-            .collect();
-        let gone = self.gone_of(&stale_links).await?;
-        let mut claimed: HashSet<LocalCompanyId> = HashSet::new();
-        let mut decisions = Vec::with_capacity(companies.len());
-        for company in companies {
-            if held.contains(&company.id) {
-                decisions.push(Decision::Unchanged);
-                continue;
-            }
-            let by_key = company
-                .property(COMPANY_KEY)
-                .and_then(|k| self.keys.parse_company(k))
-                .and_then(|id| rows.get(&id));
-            if by_key.is_some_and(|r| r.tombstoned) {
-                // Its row is marked deleted: a user's restore decides, not a second row.
-                decisions.push(Decision::Unchanged);
-                continue;
-            }
-            if let Some(row) = by_key {
-                let decision = match &row.hs_object_id {
-                    Some(current) if !gone.contains(current) => Decision::Failed(format!(
-                        "it carries the key of local company {}, which is linked to HubSpot \
-                         company {current}, still in HubSpot",
-                        row.id
-                    )),
-                    _ if !claimed.insert(row.id) => Decision::Unchanged,
-                    current => Decision::Link(CompanyLink {
-                        id: row.id,
-                        read_hs_object_id: current.clone(),
-                        hs_object_id: company.id.clone(),
-                        pushed_version: None,
-                    }),
-                };
-                decisions.push(decision);
-                continue;
-            }
-            let domain = company.domain().map(|d| d.trim().to_lowercase());
-            let local = domain.as_ref().and_then(|d| by_domain.get(d));
-            let decision = match local.map(Vec::as_slice) {
-                Some([one]) if claimed.insert(one.id) => Decision::Link(CompanyLink {
-                    id: one.id,
-                    read_hs_object_id: None,
-                    hs_object_id: company.id.clone(),
-                    // Linking is not a local change: the row counts as pushed as it is.
-                    pushed_version: Some(one.local_version),
-                }),
-                Some(several) if several.len() > 1 => {
-                    let ids: Vec<String> = several.iter().map(|r| r.id.to_string()).collect();
-                    Decision::Failed(format!(
-                        "{} local companies have its domain {:?} ({}); crm-sync links only when \
-                         exactly one does",
-                        ids.len(),
-                        domain.unwrap_or_default(),
-                        ids.join(", ")
-                    ))
-                }
-                _ => Decision::Create(PulledCompany {
-                    hs_object_id: company.id.clone(),
-                    name: company.name().map(str::to_owned),
-                    domain: company.domain().map(str::to_owned),
-                }),
-            };
-            decisions.push(decision);
-        }
-        Ok(decisions)
+        decide(self.client, &self.keys, tx, companies).await
     }
 
     /// After a full list: the linked rows whose company the list did not show, 100 at a time
@@ -468,28 +364,9 @@ impl PullRun<'_> {
         Ok(next)
     }
 
-    /// Which of `ids` (at most 100) HubSpot no longer has: missing or archived. A company
-    /// merged into another answers under the survivor's id and is not gone.
+    /// Which of `ids` (at most 100) HubSpot no longer has.
     async fn gone_of(&self, ids: &[CompanyId]) -> Result<HashSet<CompanyId>, RunError> {
-        if ids.is_empty() {
-            return Ok(HashSet::new());
-        }
-        let raw: Vec<String> = ids.iter().map(|id| id.0.clone()).collect();
-        let batch = Batch::new(raw)
-            .map_err(|e| RunError::Fatal(RunFailure::caused_by("company page too large", e)))?;
-        let read = self
-            .client
-            .batch_read_companies(&batch, None, &read_properties())
-            .await
-            .map_err(|e| company_error("checking linked companies", e))?;
-        let mut gone: HashSet<CompanyId> = read.missing.into_iter().map(CompanyId).collect();
-        gone.extend(
-            read.results
-                .into_iter()
-                .filter(|c| c.archived)
-                .map(|c| c.id),
-        );
-        Ok(gone)
+        gone_of(self.client, ids).await
     }
 
     async fn commit(
@@ -528,6 +405,143 @@ impl PullRun<'_> {
     }
 }
 
+/// Decides, for each company of the page, what the pull does (see the module docs).
+pub(crate) async fn decide(
+    client: &HubSpotClient,
+    keys: &ExternalKeys,
+    tx: &mut Tx,
+    companies: &[Company],
+) -> Result<Vec<Decision>, RunError> {
+    let ids: Vec<&str> = companies.iter().map(|c| c.id.0.as_str()).collect();
+    let held: HashSet<CompanyId> = tx
+        .company_holders(&ids)
+        .await?
+        .into_iter()
+        .map(|(_, hs)| hs)
+        .collect();
+    let keyed: Vec<LocalCompanyId> = companies
+        .iter()
+        .filter_map(|c| c.property(COMPANY_KEY).and_then(|k| keys.parse_company(k)))
+        .collect();
+    let rows: HashMap<LocalCompanyId, _> = tx
+        .companies_by_ids(&keyed)
+        .await?
+        .into_iter()
+        .map(|r| (r.id, r))
+        .collect();
+    let domains: Vec<String> = companies
+        .iter()
+        .filter_map(|c| c.domain().map(|d| d.trim().to_lowercase()))
+        .collect();
+    let domain_refs: Vec<&str> = domains.iter().map(String::as_str).collect();
+    let mut by_domain: HashMap<String, Vec<_>> = HashMap::new();
+    for row in tx.unlinked_companies_with_domains(&domain_refs).await? {
+        if let Some(domain) = row.domain.clone() {
+            by_domain.entry(domain).or_default().push(row);
+        }
+    }
+    // Rows whose link a key names as stale: checked with HubSpot before re-linking.
+    let stale_links: Vec<CompanyId> = companies
+        .iter()
+        .filter_map(|c| {
+            let row = rows.get(&keys.parse_company(c.property(COMPANY_KEY)?)?)?;
+            row.hs_object_id
+                .clone()
+                .filter(|hs| *hs != c.id && !held.contains(&c.id))
+        })
+        .collect();
+    let gone = gone_of(client, &stale_links).await?;
+    let mut claimed: HashSet<LocalCompanyId> = HashSet::new();
+    let mut decisions = Vec::with_capacity(companies.len());
+    for company in companies {
+        if held.contains(&company.id) {
+            decisions.push(Decision::Unchanged);
+            continue;
+        }
+        let by_key = company
+            .property(COMPANY_KEY)
+            .and_then(|k| keys.parse_company(k))
+            .and_then(|id| rows.get(&id));
+        if by_key.is_some_and(|r| r.tombstoned) {
+            // Its row is marked deleted: a user's restore decides, not a second row.
+            decisions.push(Decision::Unchanged);
+            continue;
+        }
+        if let Some(row) = by_key {
+            let decision = match &row.hs_object_id {
+                Some(current) if !gone.contains(current) => Decision::Failed(format!(
+                    "it carries the key of local company {}, which is linked to HubSpot \
+                     company {current}, still in HubSpot",
+                    row.id
+                )),
+                _ if !claimed.insert(row.id) => Decision::Unchanged,
+                current => Decision::Link(CompanyLink {
+                    id: row.id,
+                    read_hs_object_id: current.clone(),
+                    hs_object_id: company.id.clone(),
+                    pushed_version: None,
+                }),
+            };
+            decisions.push(decision);
+            continue;
+        }
+        let domain = company.domain().map(|d| d.trim().to_lowercase());
+        let local = domain.as_ref().and_then(|d| by_domain.get(d));
+        let decision = match local.map(Vec::as_slice) {
+            Some([one]) if claimed.insert(one.id) => Decision::Link(CompanyLink {
+                id: one.id,
+                read_hs_object_id: None,
+                hs_object_id: company.id.clone(),
+                // Linking is not a local change: the row counts as pushed as it is.
+                pushed_version: Some(one.local_version),
+            }),
+            Some(several) if several.len() > 1 => {
+                let ids: Vec<String> = several.iter().map(|r| r.id.to_string()).collect();
+                Decision::Failed(format!(
+                    "{} local companies have its domain {:?} ({}); crm-sync links only when \
+                     exactly one does",
+                    ids.len(),
+                    domain.unwrap_or_default(),
+                    ids.join(", ")
+                ))
+            }
+            _ => Decision::Create(PulledCompany {
+                hs_object_id: company.id.clone(),
+                name: company.name().map(str::to_owned),
+                domain: company.domain().map(str::to_owned),
+            }),
+        };
+        decisions.push(decision);
+    }
+    Ok(decisions)
+}
+
+/// Which of `ids` (at most 100) HubSpot no longer has: missing or archived. A company
+/// merged into another answers under the survivor's id and is not gone.
+async fn gone_of(
+    client: &HubSpotClient,
+    ids: &[CompanyId],
+) -> Result<HashSet<CompanyId>, RunError> {
+    if ids.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let raw: Vec<String> = ids.iter().map(|id| id.0.clone()).collect();
+    let batch = Batch::new(raw)
+        .map_err(|e| RunError::Fatal(RunFailure::caused_by("company page too large", e)))?;
+    let read = client
+        .batch_read_companies(&batch, None, &read_properties())
+        .await
+        .map_err(|e| company_error("checking linked companies", e))?;
+    let mut gone: HashSet<CompanyId> = read.missing.into_iter().map(CompanyId).collect();
+    gone.extend(
+        read.results
+            .into_iter()
+            .filter(|c| c.archived)
+            .map(|c| c.id),
+    );
+    Ok(gone)
+}
+
 fn failure(company: &Company, local: Option<LocalCompanyId>, reason: String) -> RecordError {
     RecordError {
         contact_id: None,
@@ -536,4 +550,70 @@ fn failure(company: &Company, local: Option<LocalCompanyId>, reason: String) -> 
         hs_object_id: Some(crate::ids::HsObjectId(company.id.0.clone())),
         reason,
     }
+}
+
+/// The local companies of these HubSpot companies, in `tx`: the rows already linked to them,
+/// and for the others a row found or made by the company pull's own matching (external key,
+/// a single unlinked row with the domain, else a new row) — so a company HubSpot created and
+/// associated on its own is accepted once, never duplicated. Returns the local id of each
+/// company, or why it has none (HubSpot no longer has it, or the matching refused it).
+pub(crate) async fn adopt(
+    client: &HubSpotClient,
+    keys: &ExternalKeys,
+    tx: &mut Tx,
+    ids: &[CompanyId],
+) -> Result<HashMap<CompanyId, Result<LocalCompanyId, String>>, RunError> {
+    let mut out: HashMap<CompanyId, Result<LocalCompanyId, String>> = HashMap::new();
+    for chunk in ids.chunks(MAX_BATCH) {
+        let refs: Vec<&str> = chunk.iter().map(|c| c.0.as_str()).collect();
+        for (local, hs) in tx.company_holders(&refs).await? {
+            out.insert(hs, Ok(local));
+        }
+        let unknown: Vec<String> = chunk
+            .iter()
+            .filter(|c| !out.contains_key(*c))
+            .map(|c| c.0.clone())
+            .collect();
+        if unknown.is_empty() {
+            continue;
+        }
+        let batch = Batch::new(unknown)
+            .map_err(|e| RunError::Fatal(RunFailure::caused_by("company page too large", e)))?;
+        let read = client
+            .batch_read_companies(&batch, None, &read_properties())
+            .await
+            .map_err(|e| company_error("reading associated HubSpot companies", e))?;
+        for id in read.missing {
+            out.insert(
+                CompanyId(id),
+                Err("HubSpot no longer has the company".to_owned()),
+            );
+        }
+        let companies: Vec<Company> = read.results.into_iter().filter(|c| !c.archived).collect();
+        let decisions = decide(client, keys, tx, &companies).await?;
+        let mut links = Vec::new();
+        let mut creates = Vec::new();
+        for (company, decision) in companies.iter().zip(decisions) {
+            match decision {
+                Decision::Unchanged => {}
+                Decision::Link(link) => links.push(link),
+                Decision::Create(row) => creates.push(row),
+                Decision::Failed(reason) => {
+                    out.insert(company.id.clone(), Err(reason));
+                }
+            }
+        }
+        tx.link_companies(&links).await?;
+        tx.insert_pulled_companies(&creates).await?;
+        let refs: Vec<&str> = companies.iter().map(|c| c.id.0.as_str()).collect();
+        for (local, hs) in tx.company_holders(&refs).await? {
+            out.insert(hs, Ok(local));
+        }
+    }
+    for id in ids {
+        out.entry(id.clone()).or_insert_with(|| {
+            Err("crm-sync could not match the company to a local one".to_owned())
+        });
+    }
+    Ok(out)
 }

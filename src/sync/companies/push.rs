@@ -651,6 +651,71 @@ fn holds_local_values(company: &CompanyCandidate, record: &Company) -> bool {
         && norm(company.domain.as_deref()) == norm(record.domain())
 }
 
+/// Links unlinked companies before associations that need their HubSpot ids (a contact
+/// push's first phase): resolved exactly as a company push page (found by key, by a single
+/// domain match, or created with the key), their links saved in a transaction of their own,
+/// without job counts (the contact job counts contacts). Safe to repeat: a company created by
+/// an attempt whose commit was lost is found again by its key. Returns, per company that
+/// could not be linked, why.
+pub(crate) async fn link_for_associations(
+    client: &HubSpotClient,
+    store: &crate::store::Store,
+    mode: PushMode,
+    candidates: &[CompanyCandidate],
+) -> Result<HashMap<LocalCompanyId, String>, RunError> {
+    let mut reasons = HashMap::new();
+    if candidates.is_empty() {
+        return Ok(reasons);
+    }
+    ensure_key_property(client).await?;
+    let keys = ExternalKeys::new(&store.installation().await?);
+    let page = PageRun {
+        client,
+        keys: &keys,
+        mode,
+    };
+    let resolutions = page.resolve(candidates).await?;
+    let mut links = Vec::new();
+    for (company, resolution) in candidates.iter().zip(resolutions) {
+        match resolution {
+            Resolution::Created(id) | Resolution::Linked { id, in_sync: true } => {
+                links.push(CompanyLink {
+                    id: company.id,
+                    read_hs_object_id: None,
+                    hs_object_id: id,
+                    pushed_version: Some(company.local_version),
+                });
+            }
+            Resolution::Linked { id, in_sync: false } | Resolution::Updated(id) => {
+                links.push(CompanyLink {
+                    id: company.id,
+                    read_hs_object_id: None,
+                    hs_object_id: id,
+                    pushed_version: None,
+                });
+            }
+            Resolution::Gone => {
+                reasons.insert(company.id, "HubSpot no longer has the company".to_owned());
+            }
+            Resolution::Failed { reason, .. } => {
+                reasons.insert(company.id, reason);
+            }
+        }
+    }
+    let mut tx = crate::store::Tx::begin(store).await?;
+    for clash in tx.link_companies(&links).await? {
+        reasons.insert(
+            clash.id,
+            format!(
+                "HubSpot company {} is already linked to local company {}",
+                clash.hs_object_id, clash.holder
+            ),
+        );
+    }
+    tx.commit().await?;
+    Ok(reasons)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

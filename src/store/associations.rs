@@ -1,0 +1,209 @@
+//! The contact→company association state: `contact_company_links` (per contact, the HubSpot
+//! company crm-sync last synced as its primary company) and the reads and writes of the
+//! association phases of the contact push and pull.
+//!
+//! A contact's association is "in sync" when the HubSpot id of its local company
+//! (`contacts.company_id` → `companies.hs_object_id`) equals its link row's `hs_company_id`
+//! (both absent counts as equal). Push considers the contacts where they differ; pull compares
+//! HubSpot's primary company with the same row to tell a HubSpot-side change from a local one.
+
+use super::{Store, StoreError, Tx, on_pool, on_tx};
+use crate::ids::{CompanyId, ContactId, HsObjectId, LocalCompanyId};
+
+/// A linked contact with its local company and the association last synced, as the
+/// association phases read it.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct AssociationRow {
+    /// The local contact.
+    pub contact_id: ContactId,
+    /// Its HubSpot contact.
+    pub hs_object_id: HsObjectId,
+    /// Its email, for failed records.
+    pub email: Option<String>,
+    /// Its local company (`contacts.company_id`).
+    pub company_id: Option<LocalCompanyId>,
+    /// That company's HubSpot id, once the company is linked.
+    pub company_hs_id: Option<CompanyId>,
+    /// The HubSpot company crm-sync last synced as the contact's primary (`None`: none).
+    pub synced_hs_id: Option<CompanyId>,
+}
+
+impl AssociationRow {
+    /// Whether the local company differs from what was last synced (push's candidates).
+    pub fn changed_locally(&self) -> bool {
+        self.company_hs_id != self.synced_hs_id || self.unlinked_company()
+    }
+
+    /// Whether the contact names a local company that has no HubSpot id (yet).
+    pub fn unlinked_company(&self) -> bool {
+        self.company_id.is_some() && self.company_hs_id.is_none()
+    }
+}
+
+/// The columns and joins every association read uses, in [`AssociationRow`] order.
+macro_rules! association_select {
+    () => {
+        "SELECT ct.id AS contact_id, ct.hs_object_id, ct.email, ct.company_id,
+                co.hs_object_id AS company_hs_id, l.hs_company_id AS synced_hs_id
+           FROM contacts ct
+           LEFT JOIN companies co ON co.id = ct.company_id
+           LEFT JOIN contact_company_links l ON l.contact_id = ct.id
+          WHERE ct.hs_object_id IS NOT NULL AND ct.hubspot_deleted_at IS NULL AND ct.id > $1"
+    };
+}
+
+/// A push candidate: the local company's HubSpot id differs from the one last synced, or the
+/// local company is not linked. (`IS DISTINCT FROM` is spelled `IS NOT` in SQLite.)
+const PG_PUSH_CANDIDATES: &str = concat!(
+    association_select!(),
+    " AND (co.hs_object_id IS DISTINCT FROM l.hs_company_id
+           OR (ct.company_id IS NOT NULL AND co.hs_object_id IS NULL))
+      ORDER BY ct.id LIMIT $2"
+);
+const SQLITE_PUSH_CANDIDATES: &str = concat!(
+    association_select!(),
+    " AND (co.hs_object_id IS NOT l.hs_company_id
+           OR (ct.company_id IS NOT NULL AND co.hs_object_id IS NULL))
+      ORDER BY ct.id LIMIT $2"
+);
+const ALL_LINKED: &str = concat!(association_select!(), " ORDER BY ct.id LIMIT $2");
+
+impl Store {
+    /// The next `limit` linked contacts after `after` whose company association differs from
+    /// what was last synced, in id order.
+    pub async fn association_push_candidates(
+        &self,
+        after: ContactId,
+        limit: u32,
+    ) -> Result<Vec<AssociationRow>, StoreError> {
+        let sql =
+            on_pool!(self, _pool => postgres: PG_PUSH_CANDIDATES, sqlite: SQLITE_PUSH_CANDIDATES);
+        let rows = on_pool!(self, pool => {
+            sqlx::query_as::<_, AssociationRow>(sql)
+                .bind(after)
+                .bind(i64::from(limit))
+                .fetch_all(pool)
+                .await
+        })?;
+        Ok(rows)
+    }
+
+    /// The next `limit` linked contacts after `after`, in id order, with their association
+    /// state (pull reads their associations).
+    pub async fn association_rows(
+        &self,
+        after: ContactId,
+        limit: u32,
+    ) -> Result<Vec<AssociationRow>, StoreError> {
+        let rows = on_pool!(self, pool => {
+            sqlx::query_as::<_, AssociationRow>(ALL_LINKED)
+                .bind(after)
+                .bind(i64::from(limit))
+                .fetch_all(pool)
+                .await
+        })?;
+        Ok(rows)
+    }
+
+    /// The next `limit` unlinked, untombstoned companies after `after` that a linked or
+    /// still-to-push contact names: those a contact push links before its associations.
+    pub async fn companies_named_by_contacts(
+        &self,
+        after: LocalCompanyId,
+        limit: u32,
+    ) -> Result<Vec<super::CompanyCandidate>, StoreError> {
+        const SQL: &str = "
+            SELECT co.id, co.name, co.domain, co.hs_object_id, co.local_version
+              FROM companies co
+             WHERE co.hs_object_id IS NULL AND co.hubspot_deleted_at IS NULL AND co.id > $1
+               AND EXISTS (SELECT 1 FROM contacts ct
+                            WHERE ct.company_id = co.id AND ct.hubspot_deleted_at IS NULL)
+             ORDER BY co.id LIMIT $2";
+        let rows = on_pool!(self, pool => {
+            sqlx::query_as::<_, super::CompanyCandidate>(SQL)
+                .bind(after)
+                .bind(i64::from(limit))
+                .fetch_all(pool)
+                .await
+        })?;
+        Ok(rows)
+    }
+
+    /// The HubSpot company last synced as `contact`'s primary, if any.
+    pub async fn synced_company_of_contact(
+        &self,
+        contact: ContactId,
+    ) -> Result<Option<CompanyId>, StoreError> {
+        const SQL: &str = "SELECT hs_company_id FROM contact_company_links WHERE contact_id = $1";
+        let id: Option<String> = on_pool!(self, pool => {
+            sqlx::query_scalar(SQL).bind(contact).fetch_optional(pool).await
+        })?;
+        Ok(id.map(CompanyId))
+    }
+}
+
+impl Tx {
+    /// Records, per contact, the HubSpot company now synced as its primary (`None`: the
+    /// contact has no synced association any more).
+    pub async fn save_synced_companies(
+        &mut self,
+        rows: &[(ContactId, Option<CompanyId>)],
+    ) -> Result<(), StoreError> {
+        const UPSERT: &str = "
+            INSERT INTO contact_company_links (contact_id, hs_company_id) VALUES ($1, $2)
+            ON CONFLICT (contact_id) DO UPDATE
+               SET hs_company_id = excluded.hs_company_id, synced_at = excluded.synced_at";
+        const DELETE: &str = "DELETE FROM contact_company_links WHERE contact_id = $1";
+        for (contact, company) in rows {
+            match company {
+                Some(company) => on_tx!(&mut *self, c => {
+                    sqlx::query(UPSERT).bind(*contact).bind(&company.0).execute(c).await?.rows_affected()
+                }),
+                None => on_tx!(&mut *self, c => {
+                    sqlx::query(DELETE).bind(*contact).execute(c).await?.rows_affected()
+                }),
+            };
+        }
+        Ok(())
+    }
+
+    /// Sets contacts' local company, only where it is still `expected` (as read): a local
+    /// change made meanwhile wins. Returns the contacts changed.
+    pub async fn set_contact_companies(
+        &mut self,
+        rows: &[ContactCompanyChange],
+    ) -> Result<Vec<ContactId>, StoreError> {
+        const PG: &str = "UPDATE contacts SET company_id = $2
+                           WHERE id = $1 AND company_id IS NOT DISTINCT FROM $3";
+        const SQLITE: &str = "UPDATE contacts SET company_id = $2
+                               WHERE id = $1 AND company_id IS $3";
+        let sql = on_tx!(&mut *self, _c => postgres: PG, sqlite: SQLITE);
+        let mut changed = Vec::new();
+        for row in rows {
+            let done = on_tx!(&mut *self, c => {
+                sqlx::query(sql)
+                    .bind(row.contact)
+                    .bind(row.company)
+                    .bind(row.expected)
+                    .execute(c)
+                    .await?
+                    .rows_affected()
+            });
+            if done > 0 {
+                changed.push(row.contact);
+            }
+        }
+        Ok(changed)
+    }
+}
+
+/// A contact's local company as a pull sets it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContactCompanyChange {
+    /// The contact.
+    pub contact: ContactId,
+    /// Its company from now on (`None`: none).
+    pub company: Option<LocalCompanyId>,
+    /// Its company as read; the row is left alone if it changed meanwhile.
+    pub expected: Option<LocalCompanyId>,
+}

@@ -1,0 +1,560 @@
+//! Contact→company associations: `contacts.company_id` ↔ HubSpot's v4 associations, as the
+//! last phase of a contact push and of a contact pull.
+//!
+//! The state is `contact_company_links` ([`crate::store::AssociationRow`]): per contact, the
+//! HubSpot company last synced as its primary company. Types are written and matched by
+//! number (279 unlabelled + 1 primary), never by label text; a write resends every type the
+//! pair already has (a write replaces the pair's label list). Every call spends the
+//! associations API's own 10-second budget.
+//!
+//! Push, per page of 100 candidates (contacts whose company's HubSpot id differs from the
+//! one last synced): one batch read of their associations, one batch create (new primary
+//! pairs), one batch archive (old pairs), then the state rows, counts and checkpoint in one
+//! transaction. A pair already as wanted (a write whose commit a kill lost) is not written
+//! again, and still counted: the count is what this job changed.
+//!
+//! A full pull, per page of 1,000 linked contacts: one batch read (plus one per further page of 500
+//! companies of a contact), then the local company set from HubSpot's primary where HubSpot
+//! changed it and the local side did not (see `docs/associations.md`).
+
+use super::companies::pull::adopt;
+use super::hubspot_error;
+use super::keys::ExternalKeys;
+use crate::hubspot::{
+    AssociatedRecord, AssociationArchive, AssociationInput, AssociationReadInput, AssociationSpec,
+    AssociationTypeId, Batch, HubSpotClient, HubSpotError, MAX_ASSOCIATION_READ, MAX_BATCH,
+    ObjectType,
+};
+use crate::ids::{CompanyId, ContactId, HsObjectId, LocalCompanyId};
+use crate::jobs::model::{Counts, PullCounts, PushCounts, PushMode, RecordError};
+use crate::jobs::{Page, Progress, RunError, RunFailure};
+use crate::store::{AssociationRow, ContactCompanyChange};
+use serde_json::Value;
+use std::collections::{BTreeSet, HashMap};
+
+/// The checkpoint key that says where an association phase goes on (a contact id); it is
+/// added to the contact engine's own checkpoint, which ignores it.
+const AFTER_KEY: &str = "associations_after";
+
+/// Contacts per association push page (one batch create and one archive at most).
+const PUSH_PAGE: u32 = MAX_BATCH as u32;
+
+/// Where an association phase resumes, from the job's checkpoint (`None`: from the start).
+pub(crate) fn resume_after(progress: &Progress) -> Option<ContactId> {
+    progress
+        .checkpoint()
+        .and_then(|c| c.get(AFTER_KEY).and_then(Value::as_i64))
+        .map(ContactId)
+}
+
+/// `base` (the contact engine's checkpoint) with the association phase's position.
+fn with_after(base: &Option<Value>, after: ContactId) -> Value {
+    let mut value = base
+        .clone()
+        .unwrap_or_else(|| Value::Object(Default::default()));
+    if let Value::Object(map) = &mut value {
+        map.insert(AFTER_KEY.to_owned(), Value::from(after.0));
+    }
+    value
+}
+
+fn encode_error(e: crate::hubspot::BatchTooLarge) -> RunError {
+    RunError::Fatal(RunFailure::caused_by("association page too large", e))
+}
+
+/// Every company of each contact with the types between them, following HubSpot's pages.
+async fn read_companies(
+    client: &HubSpotClient,
+    contacts: &[HsObjectId],
+) -> Result<HashMap<String, Vec<AssociatedRecord>>, RunError> {
+    let mut found: HashMap<String, Vec<AssociatedRecord>> = HashMap::new();
+    let mut pending: Vec<AssociationReadInput> = contacts
+        .iter()
+        .map(|c| AssociationReadInput::first(c.0.clone()))
+        .collect();
+    while !pending.is_empty() {
+        let rest = pending.split_off(pending.len().min(MAX_ASSOCIATION_READ));
+        let page = client
+            .read_associations(ObjectType::Contacts, ObjectType::Companies, &pending)
+            .await
+            .map_err(|e| hubspot_error("reading contacts' company associations", e))?;
+        if let Some(error) = page.errors.into_iter().next() {
+            return Err(hubspot_error(
+                "reading contacts' company associations",
+                error.error,
+            ));
+        }
+        pending = rest;
+        for record in page.results {
+            found
+                .entry(record.from.clone())
+                .or_default()
+                .extend(record.to);
+            if let Some(after) = record.next_after {
+                pending.push(AssociationReadInput {
+                    id: record.from,
+                    after: Some(after),
+                });
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// The primary company among a contact's companies (by type number).
+fn primary_of(records: Option<&Vec<AssociatedRecord>>) -> Option<CompanyId> {
+    records?
+        .iter()
+        .find(|r| r.is_primary())
+        .map(|r| CompanyId(r.id.clone()))
+}
+
+/// What a push page does for one candidate.
+enum PushPlan {
+    /// Make the pair primary (`types`: those it must have afterwards; `None`: it is already,
+    /// nothing to write), then remove the old pair if any.
+    Write {
+        company: CompanyId,
+        types: Option<Vec<AssociationSpec>>,
+        remove: Option<Stale>,
+    },
+    /// Remove the old pair only (the local company was cleared).
+    Remove(Stale),
+    /// The contact's company has no HubSpot id.
+    Failed(String),
+    /// Nothing differs.
+    Nothing,
+}
+
+/// The company last synced, which the contact no longer has locally.
+struct Stale {
+    company: CompanyId,
+    /// Whether HubSpot still has the pair (a run a kill cut short may have removed it; it
+    /// is counted removed all the same, as this job's change).
+    in_hubspot: bool,
+}
+
+/// The association phase of a contact push: links the unlinked companies contacts name
+/// (before any association needs their ids), then writes the associations page by page.
+pub(crate) struct AssociationPush<'a> {
+    /// The client.
+    pub client: &'a HubSpotClient,
+    /// The job's progress.
+    pub progress: &'a Progress,
+    /// The push mode (how unlinked companies are linked).
+    pub mode: PushMode,
+}
+
+impl AssociationPush<'_> {
+    /// Links (finds or creates in HubSpot) every unlinked company a contact names; returns
+    /// why each one that could not be linked was not.
+    pub(crate) async fn link_companies(&self) -> Result<HashMap<LocalCompanyId, String>, RunError> {
+        let mut reasons = HashMap::new();
+        let mut after = LocalCompanyId(i64::MIN);
+        loop {
+            let page = self
+                .progress
+                .store()
+                .companies_named_by_contacts(after, MAX_BATCH as u32)
+                .await?;
+            let Some(last) = page.last().map(|c| c.id) else {
+                return Ok(reasons);
+            };
+            reasons.extend(
+                super::companies::push::link_for_associations(
+                    self.client,
+                    self.progress.store(),
+                    self.mode,
+                    &page,
+                )
+                .await?,
+            );
+            after = last;
+        }
+    }
+
+    /// Writes every changed association after the checkpoint, page by page; `company_reasons`
+    /// says why companies could not be linked.
+    /// `base` is the contact phase's checkpoint, which the pages keep.
+    pub(crate) async fn run(
+        &self,
+        mut counts: PushCounts,
+        company_reasons: &HashMap<LocalCompanyId, String>,
+        base: Option<Value>,
+    ) -> Result<PushCounts, RunError> {
+        let mut after = resume_after(self.progress).unwrap_or(ContactId(i64::MIN));
+        loop {
+            if self.progress.should_stop() {
+                return Err(RunError::Interrupted);
+            }
+            let rows = self
+                .progress
+                .store()
+                .association_push_candidates(after, PUSH_PAGE)
+                .await?;
+            let Some(last) = rows.last().map(|r| r.contact_id) else {
+                return Ok(counts);
+            };
+            counts = self.page(&rows, counts, company_reasons, &base).await?;
+            after = last;
+        }
+    }
+
+    async fn page(
+        &self,
+        rows: &[AssociationRow],
+        mut counts: PushCounts,
+        company_reasons: &HashMap<LocalCompanyId, String>,
+        base: &Option<Value>,
+    ) -> Result<PushCounts, RunError> {
+        let ids: Vec<HsObjectId> = rows.iter().map(|r| r.hs_object_id.clone()).collect();
+        let current = read_companies(self.client, &ids).await?;
+        let plans: Vec<PushPlan> = rows
+            .iter()
+            .map(|row| plan(row, current.get(&row.hs_object_id.0), company_reasons))
+            .collect();
+        let refused = self.write(rows, &plans).await?;
+        self.archive(rows, &plans).await?;
+        let mut synced = Vec::new();
+        let mut errors = Vec::new();
+        for (i, (row, plan)) in rows.iter().zip(&plans).enumerate() {
+            let reason = match plan {
+                PushPlan::Failed(reason) => Some(reason.clone()),
+                _ => refused.get(&i).cloned(),
+            };
+            if let Some(reason) = reason {
+                counts.associations_failed += 1;
+                errors.push(RecordError {
+                    contact_id: Some(row.contact_id),
+                    company_id: row.company_id,
+                    email: row.email.clone(),
+                    hs_object_id: Some(row.hs_object_id.clone()),
+                    reason,
+                });
+                continue;
+            }
+            match plan {
+                PushPlan::Write {
+                    company, remove, ..
+                } => {
+                    counts.associations_created += 1;
+                    counts.associations_removed += u64::from(remove.is_some());
+                    synced.push((row.contact_id, Some(company.clone())));
+                }
+                PushPlan::Remove(_) => {
+                    counts.associations_removed += 1;
+                    synced.push((row.contact_id, None));
+                }
+                PushPlan::Failed(_) | PushPlan::Nothing => {}
+            }
+        }
+        let mut tx = self.progress.begin().await?;
+        tx.save_synced_companies(&synced).await?;
+        let last = rows.last().map_or(ContactId(i64::MIN), |r| r.contact_id);
+        self.progress
+            .commit(
+                tx,
+                Page {
+                    counts: Counts::Push(counts),
+                    checkpoint: with_after(base, last),
+                    errors,
+                },
+            )
+            .await?;
+        Ok(counts)
+    }
+
+    /// Writes the pairs that are not already primary; returns the refused ones (by row).
+    async fn write(
+        &self,
+        rows: &[AssociationRow],
+        plans: &[PushPlan],
+    ) -> Result<HashMap<usize, String>, RunError> {
+        let mut which = Vec::new();
+        let mut inputs = Vec::new();
+        for (i, (row, plan)) in rows.iter().zip(plans).enumerate() {
+            if let PushPlan::Write {
+                company,
+                types: Some(types),
+                ..
+            } = plan
+            {
+                which.push(i);
+                inputs.push(AssociationInput {
+                    from: row.hs_object_id.0.clone(),
+                    to: company.0.clone(),
+                    types: types.clone(),
+                });
+            }
+        }
+        let mut refused = HashMap::new();
+        if inputs.is_empty() {
+            return Ok(refused);
+        }
+        let batch = Batch::new(inputs).map_err(encode_error)?;
+        let outcome = self
+            .client
+            .create_associations(ObjectType::Contacts, ObjectType::Companies, &batch)
+            .await
+            .map_err(|e| hubspot_error("writing contact→company associations", e))?;
+        for error in &outcome.errors {
+            let indices = if error.input_indices.is_empty() {
+                // HubSpot did not say which pair: none of the unconfirmed ones counts.
+                (0..which.len())
+                    .filter(|n| !outcome.results.iter().any(|r| r.input_index == Some(*n)))
+                    .collect()
+            } else {
+                error.input_indices.clone()
+            };
+            for n in indices {
+                if let Some(&i) = which.get(n) {
+                    refused.insert(i, refusal(&error.error));
+                }
+            }
+        }
+        Ok(refused)
+    }
+
+    /// Removes the old pairs of contacts whose company changed or was cleared.
+    async fn archive(&self, rows: &[AssociationRow], plans: &[PushPlan]) -> Result<(), RunError> {
+        let inputs: Vec<AssociationArchive> = rows
+            .iter()
+            .zip(plans)
+            .filter_map(|(row, plan)| {
+                let old = match plan {
+                    PushPlan::Write {
+                        remove: Some(old), ..
+                    }
+                    | PushPlan::Remove(old) => old,
+                    _ => return None,
+                };
+                old.in_hubspot.then(|| AssociationArchive {
+                    from: row.hs_object_id.0.clone(),
+                    to: vec![old.company.0.clone()],
+                })
+            })
+            .collect();
+        if inputs.is_empty() {
+            return Ok(());
+        }
+        let batch = Batch::new(inputs).map_err(encode_error)?;
+        self.client
+            .archive_associations(ObjectType::Contacts, ObjectType::Companies, &batch)
+            .await
+            .map_err(|e| hubspot_error("removing old contact→company associations", e))
+    }
+}
+
+/// What to do for one candidate, given the contact's associations in HubSpot now.
+fn plan(
+    row: &AssociationRow,
+    current: Option<&Vec<AssociatedRecord>>,
+    company_reasons: &HashMap<LocalCompanyId, String>,
+) -> PushPlan {
+    let existing_pair = |company: &CompanyId| {
+        current.and_then(|records| records.iter().find(|r| r.id == company.0))
+    };
+    // The old pair is removed only when HubSpot still has it (a kill may have removed it).
+    let stale = row
+        .synced_hs_id
+        .clone()
+        .filter(|old| Some(old) != row.company_hs_id.as_ref())
+        .map(|company| Stale {
+            in_hubspot: existing_pair(&company).is_some(),
+            company,
+        });
+    match (&row.company_id, &row.company_hs_id) {
+        (Some(local), None) => PushPlan::Failed(match company_reasons.get(local) {
+            Some(reason) => format!(
+                "its company (local company {local}) could not be linked to HubSpot: {reason}"
+            ),
+            None => format!(
+                "its company (local company {local}) is not linked to a HubSpot company (deleted in HubSpot, or not pushed)"
+            ),
+        }),
+        (_, Some(company)) => {
+            let pair = existing_pair(company);
+            let types = match pair {
+                Some(pair) if pair.is_primary() => None,
+                // Resend the pair's other types: a write replaces its label list.
+                _ => {
+                    let mut ids: BTreeSet<i32> = pair
+                        .map(|p| p.types.iter().map(|t| t.type_id.id()).collect())
+                        .unwrap_or_default();
+                    let mut types: Vec<AssociationSpec> = pair
+                        .map(|p| {
+                            p.types
+                                .iter()
+                                .map(|t| AssociationSpec {
+                                    category: t.category,
+                                    type_id: t.type_id,
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    for wanted in [
+                        AssociationTypeId::ContactToCompany,
+                        AssociationTypeId::ContactToCompanyPrimary,
+                    ] {
+                        if ids.insert(wanted.id()) {
+                            types.push(AssociationSpec::hubspot(wanted));
+                        }
+                    }
+                    Some(types)
+                }
+            };
+            PushPlan::Write {
+                company: company.clone(),
+                types,
+                remove: stale,
+            }
+        }
+        (None, None) => match stale {
+            Some(old) => PushPlan::Remove(old),
+            None => PushPlan::Nothing,
+        },
+    }
+}
+
+/// HubSpot's refusal of one pair, as a person would want to read it.
+fn refusal(error: &HubSpotError) -> String {
+    match error.details() {
+        Some(details) => format!("HubSpot refused the association: {details}"),
+        None => format!("HubSpot refused the association: {error}"),
+    }
+}
+
+/// What pull decides for one linked contact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PullPlan {
+    /// Nothing changed in HubSpot (or the local side changed too: local wins).
+    Keep,
+    /// Both sides agree on a new state: only the state row follows.
+    Record(Option<CompanyId>),
+    /// HubSpot's primary becomes the local company.
+    Set(CompanyId),
+    /// HubSpot has no primary company any more: the local company is cleared.
+    Clear,
+}
+
+/// Who wins for a contact's primary company (see `docs/associations.md`).
+fn pull_plan(row: &AssociationRow, primary: Option<CompanyId>) -> PullPlan {
+    if primary == row.synced_hs_id {
+        return PullPlan::Keep;
+    }
+    if primary == row.company_hs_id && !row.unlinked_company() {
+        return PullPlan::Record(primary);
+    }
+    let local_as_synced = !row.unlinked_company() && row.company_hs_id == row.synced_hs_id;
+    match primary {
+        Some(p) if local_as_synced => PullPlan::Set(p),
+        None if local_as_synced => PullPlan::Clear,
+        _ => PullPlan::Keep,
+    }
+}
+
+/// The association phase of a full contact pull: every linked contact's primary company,
+/// 1,000 contacts a page (one call per page, on the associations' own budget).
+pub(crate) async fn pull(
+    client: &HubSpotClient,
+    keys: &ExternalKeys,
+    progress: &Progress,
+    mut counts: PullCounts,
+) -> Result<PullCounts, RunError> {
+    let base = progress.checkpoint();
+    let mut after = resume_after(progress).unwrap_or(ContactId(i64::MIN));
+    loop {
+        if progress.should_stop() {
+            return Err(RunError::Interrupted);
+        }
+        let rows = progress
+            .store()
+            .association_rows(after, MAX_ASSOCIATION_READ as u32)
+            .await?;
+        let Some(last) = rows.last().map(|r| r.contact_id) else {
+            return Ok(counts);
+        };
+        let ids: Vec<HsObjectId> = rows.iter().map(|r| r.hs_object_id.clone()).collect();
+        let current = read_companies(client, &ids).await?;
+        let plans: Vec<PullPlan> = rows
+            .iter()
+            .map(|r| pull_plan(r, primary_of(current.get(&r.hs_object_id.0))))
+            .collect();
+        let mut wanted: Vec<CompanyId> = plans
+            .iter()
+            .filter_map(|p| match p {
+                PullPlan::Set(c) => Some(c.clone()),
+                _ => None,
+            })
+            .collect();
+        wanted.sort();
+        wanted.dedup();
+        let mut tx = progress.begin().await?;
+        let locals = adopt(client, keys, &mut tx, &wanted).await?;
+        let mut changes = Vec::new();
+        let mut synced = Vec::new();
+        let mut errors = Vec::new();
+        for (row, plan) in rows.iter().zip(plans) {
+            match plan {
+                PullPlan::Keep => {}
+                PullPlan::Record(state) => synced.push((row.contact_id, state)),
+                PullPlan::Clear => {
+                    changes.push(ContactCompanyChange {
+                        contact: row.contact_id,
+                        company: None,
+                        expected: row.company_id,
+                    });
+                    synced.push((row.contact_id, None));
+                }
+                PullPlan::Set(company) => match locals.get(&company) {
+                    Some(Ok(local)) => {
+                        changes.push(ContactCompanyChange {
+                            contact: row.contact_id,
+                            company: Some(*local),
+                            expected: row.company_id,
+                        });
+                        synced.push((row.contact_id, Some(company)));
+                    }
+                    Some(Err(reason)) => {
+                        counts.associations_failed += 1;
+                        errors.push(RecordError {
+                            contact_id: Some(row.contact_id),
+                            company_id: None,
+                            email: row.email.clone(),
+                            hs_object_id: Some(row.hs_object_id.clone()),
+                            reason: format!(
+                                "its primary HubSpot company {company} has no local company: {reason}"
+                            ),
+                        });
+                    }
+                    None => {}
+                },
+            }
+        }
+        let changed = tx.set_contact_companies(&changes).await?;
+        for change in &changes {
+            if changed.contains(&change.contact) {
+                match change.company {
+                    Some(_) => counts.associations_created += 1,
+                    None => counts.associations_removed += 1,
+                }
+            }
+        }
+        // A contact changed locally meanwhile keeps its state row: push writes its company.
+        synced.retain(|(contact, _)| {
+            changed.contains(contact) || !changes.iter().any(|c| c.contact == *contact)
+        });
+        tx.save_synced_companies(&synced).await?;
+        progress
+            .commit(
+                tx,
+                Page {
+                    counts: Counts::Pull(counts),
+                    checkpoint: with_after(&base, last),
+                    errors,
+                },
+            )
+            .await?;
+        after = last;
+    }
+}

@@ -1,0 +1,417 @@
+//! Contact→company associations end to end: `contacts.company_id` in a real database (SQLite
+//! and PostgreSQL) pushed to and pulled from the in-process HubSpot sandbox over real HTTP,
+//! through contact push and pull jobs run by the real queue.
+
+// A failed expectation panics, and fixtures are shared between test files as `pub` items.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
+mod common;
+
+use common::TestDb;
+use crm_sync::hubspot::{
+    Auth, Backoff, ClientConfig, ContactCompanyLink, HubSpotClient, Operation,
+};
+use crm_sync::ids::{CompanyId, ContactId, HsObjectId, JobId, LocalCompanyId};
+use crm_sync::jobs::model::{
+    Counts, Job, JobAction, JobSpec, PullCounts, PullMode, PushCounts, PushMode, Trigger,
+};
+use crm_sync::jobs::queue::SyncTask;
+use crm_sync::jobs::worker::{Settled, process};
+use crm_sync::jobs::{EnqueueRequest, JobRunner, RetryPolicy, enqueue};
+use crm_sync::sandbox::{Sandbox, SandboxArgs, SandboxHandle};
+use crm_sync::secret::Secret;
+use crm_sync::store::{NewCompany, NewContact, Store};
+use crm_sync::sync::{PullSettings, SyncContext, SyncRunner};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A database, a sandbox without limits, and the service's runner talking to it.
+struct Env {
+    store: Store,
+    hubspot: Arc<SandboxHandle>,
+    runner: Arc<SyncRunner>,
+    _db: TestDb,
+}
+
+impl Env {
+    async fn new(db: TestDb) -> Env {
+        let args = SandboxArgs {
+            requests_per_10s: 0,
+            search_per_second: 0,
+            associations_per_10s: 0,
+            rng_seed: Some(7),
+            ..SandboxArgs::default()
+        };
+        let hubspot = Sandbox::start(args, SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .expect("sandbox starts");
+        let mut config = ClientConfig::new(hubspot.base_url().parse().expect("sandbox URL"));
+        config.requests_per_10s = 0;
+        config.search_per_second = 0;
+        config.backoff = Backoff {
+            base: Duration::from_millis(5),
+            max: Duration::from_millis(50),
+        };
+        let auth = Auth::PrivateApp(Secret::new(hubspot.access_token()));
+        let client = HubSpotClient::new(config, auth).expect("client");
+        Env {
+            store: db.store().await,
+            hubspot: Arc::new(hubspot),
+            runner: Arc::new(SyncRunner::new(SyncContext {
+                pull: PullSettings {
+                    lookback: Duration::ZERO,
+                },
+                ..SyncContext::new(client)
+            })),
+            _db: db,
+        }
+    }
+
+    /// Seed-like data: companies, and contacts linked to them by their email's domain.
+    async fn seed(&self) -> (Vec<LocalCompanyId>, Vec<ContactId>) {
+        let companies = self
+            .store
+            .insert_companies(&[
+                NewCompany {
+                    name: Some("Acme".into()),
+                    domain: Some("acme.io".into()),
+                },
+                NewCompany {
+                    name: Some("Bolt".into()),
+                    domain: Some("bolt.dev".into()),
+                },
+            ])
+            .await
+            .unwrap();
+        let emails = ["ann@acme.io", "bob@acme.io", "cy@bolt.dev", "di@gmail.com"];
+        let contacts: Vec<NewContact> = emails
+            .iter()
+            .map(|e| NewContact {
+                email: Some((*e).to_owned()),
+                ..NewContact::default()
+            })
+            .collect();
+        self.store.insert_contacts(&contacts).await.unwrap();
+        self.store
+            .link_contacts_to_companies_by_email_domain()
+            .await
+            .unwrap();
+        let ids = self
+            .store
+            .list_contacts(None, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        (companies, ids)
+    }
+
+    async fn push(&self) -> (Job, PushCounts) {
+        self.push_stopping(Arc::new(|| false)).await
+    }
+
+    async fn push_stopping(&self, stop: Arc<dyn Fn() -> bool + Send + Sync>) -> (Job, PushCounts) {
+        let job = self
+            .run(
+                JobAction::Push {
+                    mode: PushMode::Link,
+                },
+                stop,
+            )
+            .await;
+        let Counts::Push(counts) = job.counts else {
+            panic!("push counts: {job:#?}")
+        };
+        (job, counts)
+    }
+
+    async fn pull(&self) -> (Job, PullCounts) {
+        let action = JobAction::Pull {
+            mode: PullMode::Upsert,
+            incremental: false,
+        };
+        let job = self.run(action, Arc::new(|| false)).await;
+        let Counts::Pull(counts) = job.counts else {
+            panic!("pull counts: {job:#?}")
+        };
+        (job, counts)
+    }
+
+    /// Enqueues a contacts job and runs it to its end as the worker would (an interrupted or
+    /// retried run is resumed from its checkpoint by the next).
+    async fn run(&self, action: JobAction, stop: Arc<dyn Fn() -> bool + Send + Sync>) -> Job {
+        let enqueued = enqueue(
+            &self.store,
+            EnqueueRequest {
+                spec: JobSpec::from(action),
+                trigger: Trigger::Cli,
+                force: false,
+            },
+        )
+        .await
+        .expect("enqueue");
+        let id = enqueued.job.id;
+        for _ in 0..30 {
+            match self.run_once(id, stop.clone()).await {
+                Settled::Finished(_) => break,
+                _ => continue,
+            }
+        }
+        let job = self.store.get_job(id).await.unwrap().unwrap();
+        assert!(job.status.is_terminal(), "the job ended: {job:#?}");
+        assert!(job.counts.is_consistent(), "{job:#?}");
+        job
+    }
+
+    async fn run_once(&self, id: JobId, stop: Arc<dyn Fn() -> bool + Send + Sync>) -> Settled {
+        let record = self.store.get_job_record(id).await.unwrap().unwrap();
+        let task = SyncTask {
+            job_id: id,
+            delivery: record.delivery.expect("the job has a delivery"),
+        };
+        let retry = RetryPolicy {
+            max_attempts: 30,
+            base_delay: Duration::ZERO,
+            max_delay: Duration::ZERO,
+        };
+        let runner: Arc<dyn JobRunner> = self.runner.clone();
+        process(&self.store, &runner, retry, &task, "test-worker", stop)
+            .await
+            .expect("settle the run")
+    }
+
+    async fn hs_contact(&self, id: ContactId) -> String {
+        let contact = self.store.get_contact(id).await.unwrap().unwrap();
+        contact.hs_object_id.expect("the contact is linked").0
+    }
+
+    async fn hs_company(&self, id: LocalCompanyId) -> String {
+        let company = self.store.get_company(id).await.unwrap().unwrap();
+        company.hs_object_id.expect("the company is linked").0
+    }
+
+    /// `(company, primary)` of a contact in HubSpot.
+    async fn hubspot_companies(&self, contact: ContactId) -> Vec<(String, bool)> {
+        self.hubspot
+            .companies_of_contact(&self.hs_contact(contact).await)
+            .into_iter()
+            .map(|a| (a.id, a.primary))
+            .collect()
+    }
+
+    async fn set_company(&self, contact: ContactId, company: Option<LocalCompanyId>) {
+        const SQL: &str = "UPDATE contacts SET company_id = $1 WHERE id = $2";
+        let company = company.map(|c| c.0);
+        if let Some(pool) = self.store.pg_pool() {
+            sqlx::query(SQL)
+                .bind(company)
+                .bind(contact.0)
+                .execute(pool)
+                .await
+                .map(drop)
+        } else {
+            let pool = self.store.sqlite_pool().expect("a pool");
+            sqlx::query(SQL)
+                .bind(company)
+                .bind(contact.0)
+                .execute(pool)
+                .await
+                .map(drop)
+        }
+        .expect("update");
+    }
+
+    fn association_writes(&self) -> u64 {
+        let metrics = self.runner.context().hubspot.metrics();
+        [
+            Operation::CreateAssociations,
+            Operation::ArchiveAssociations,
+        ]
+        .into_iter()
+        .flat_map(|op| ["2xx", "4xx", "5xx"].map(|class| metrics.requests(op, class)))
+        .sum()
+    }
+}
+
+fn assoc(created: u64, removed: u64, failed: u64) -> (u64, u64, u64) {
+    (created, removed, failed)
+}
+
+fn of_push(c: &PushCounts) -> (u64, u64, u64) {
+    (
+        c.associations_created,
+        c.associations_removed,
+        c.associations_failed,
+    )
+}
+
+fn of_pull(c: &PullCounts) -> (u64, u64, u64) {
+    (
+        c.associations_created,
+        c.associations_removed,
+        c.associations_failed,
+    )
+}
+
+backend_tests! {
+    async fn a_push_links_companies_then_contacts_then_writes_each_primary_company(db: TestDb) {
+        let env = Env::new(db).await;
+        let (companies, contacts) = env.seed().await;
+
+        let (job, counts) = env.push().await;
+        assert_eq!((counts.total, counts.created), (4, 4), "{job:#?}");
+        assert_eq!(of_push(&counts), assoc(3, 0, 0), "{job:#?}");
+        let acme = env.hs_company(companies[0]).await;
+        let bolt = env.hs_company(companies[1]).await;
+        assert_eq!(env.hubspot_companies(contacts[0]).await, vec![(acme.clone(), true)]);
+        assert_eq!(env.hubspot_companies(contacts[1]).await, vec![(acme.clone(), true)]);
+        assert_eq!(env.hubspot_companies(contacts[2]).await, vec![(bolt.clone(), true)]);
+        assert!(env.hubspot_companies(contacts[3]).await.is_empty(), "no company, no association");
+        assert_eq!(env.hubspot.companies().len(), 2, "each company made once");
+
+        let writes = env.association_writes();
+        let (_, counts) = env.push().await;
+        assert_eq!((counts.total, of_push(&counts)), (0, assoc(0, 0, 0)));
+        assert_eq!(env.association_writes(), writes, "a re-run with nothing changed writes nothing");
+    }
+
+    async fn a_changed_company_moves_the_primary_and_a_cleared_one_removes_the_pair(db: TestDb) {
+        let env = Env::new(db).await;
+        let (companies, contacts) = env.seed().await;
+        env.push().await;
+        let acme = env.hs_company(companies[0]).await;
+        let bolt = env.hs_company(companies[1]).await;
+
+        env.set_company(contacts[0], Some(companies[1])).await;
+        let (job, counts) = env.push().await;
+        assert_eq!(of_push(&counts), assoc(1, 1, 0), "{job:#?}");
+        assert_eq!(env.hubspot_companies(contacts[0]).await, vec![(bolt.clone(), true)], "old pair removed, new one primary");
+
+        env.set_company(contacts[1], None).await;
+        let (job, counts) = env.push().await;
+        assert_eq!(of_push(&counts), assoc(0, 1, 0), "{job:#?}");
+        assert!(env.hubspot_companies(contacts[1]).await.is_empty());
+        assert_eq!(env.hubspot.contacts_of_company(&acme).len(), 0);
+    }
+
+    async fn a_contact_whose_company_cannot_be_linked_is_an_association_failure(db: TestDb) {
+        let env = Env::new(db).await;
+        env.hubspot.insert_companies(vec![
+            BTreeMap::from([("name".to_owned(), "Acme A".to_owned()), ("domain".to_owned(), "acme.io".to_owned())]),
+            BTreeMap::from([("name".to_owned(), "Acme B".to_owned()), ("domain".to_owned(), "acme.io".to_owned())]),
+        ]);
+        let (_, contacts) = env.seed().await;
+
+        let (job, counts) = env.push().await;
+        assert_eq!(counts.created, 4, "the contacts are pushed all the same");
+        assert_eq!(of_push(&counts), assoc(1, 0, 2), "{job:#?}");
+        let failed: Vec<_> = job.errors.iter().filter_map(|e| e.contact_id).collect();
+        assert_eq!(failed, vec![contacts[0], contacts[1]]);
+        assert!(job.errors[0].reason.contains("acme.io"), "{:?}", job.errors[0]);
+    }
+
+    async fn a_push_stopped_after_companies_and_contacts_resumes_with_exact_counts(db: TestDb) {
+        let env = Env::new(db).await;
+        let (companies, contacts) = env.seed().await;
+        // Stop at the first page boundary after the contacts reached HubSpot: the companies
+        // and contacts are pushed, no association page has committed.
+        let hubspot = env.hubspot.clone();
+        let stop = Arc::new(move || hubspot.contact_count() >= 4);
+        let (first, _) = {
+            let enqueued = enqueue(&env.store, EnqueueRequest {
+                spec: JobSpec::from(JobAction::Push { mode: PushMode::Link }),
+                trigger: Trigger::Cli,
+                force: false,
+            }).await.unwrap();
+            let settled = env.run_once(enqueued.job.id, stop).await;
+            (enqueued.job.id, settled)
+        };
+        let stopped = env.store.get_job(first).await.unwrap().unwrap();
+        assert!(!stopped.status.is_terminal(), "{stopped:#?}");
+        assert_eq!(env.hubspot.companies().len(), 2);
+        // A write the stopped run made whose commit was lost (as a kill -9 would lose it).
+        let acme = env.hs_company(companies[0]).await;
+        env.runner.context().hubspot.link_contacts_to_companies(
+            &crm_sync::hubspot::Batch::new(vec![ContactCompanyLink {
+                contact: HsObjectId(env.hs_contact(contacts[0]).await),
+                company: CompanyId(acme.clone()),
+                primary: true,
+            }]).unwrap(),
+        ).await.unwrap();
+
+        for _ in 0..10 {
+            if let Settled::Finished(_) = env.run_once(first, Arc::new(|| false)).await {
+                break;
+            }
+        }
+        let job = env.store.get_job(first).await.unwrap().unwrap();
+        let Counts::Push(counts) = job.counts else { panic!("push counts") };
+        assert_eq!((counts.total, counts.created), (4, 4), "{job:#?}");
+        assert_eq!(of_push(&counts), assoc(3, 0, 0), "{job:#?}");
+        assert_eq!(env.hubspot.companies().len(), 2, "no company made twice");
+        assert_eq!(env.hubspot.contact_count(), 4, "no contact made twice");
+        assert_eq!(env.hubspot_companies(contacts[0]).await, vec![(acme, true)]);
+    }
+
+    async fn a_pull_sets_the_local_company_from_hubspots_primary_without_duplicates(db: TestDb) {
+        let env = Env::new(db).await;
+        let (companies, contacts) = env.seed().await;
+        env.push().await;
+        let bolt = env.hs_company(companies[1]).await;
+        // In HubSpot: di@gmail.com gets a company made there, Ann moves to Bolt.
+        let made = env.hubspot.insert_companies(vec![BTreeMap::from([
+            ("name".to_owned(), "Gmail fans".to_owned()),
+            ("domain".to_owned(), "fans.example".to_owned()),
+        ])]);
+        let client = &env.runner.context().hubspot;
+        let links = vec![
+            ContactCompanyLink {
+                contact: HsObjectId(env.hs_contact(contacts[3]).await),
+                company: CompanyId(made[0].clone()),
+                primary: true,
+            },
+            ContactCompanyLink {
+                contact: HsObjectId(env.hs_contact(contacts[0]).await),
+                company: CompanyId(bolt.clone()),
+                primary: true,
+            },
+        ];
+        client.link_contacts_to_companies(&crm_sync::hubspot::Batch::new(links).unwrap()).await.unwrap();
+
+        let (job, counts) = env.pull().await;
+        assert_eq!(of_pull(&counts), assoc(2, 0, 0), "{job:#?}");
+        let fans = env.store.company_of_contact(contacts[3]).await.unwrap().expect("a company");
+        assert_eq!(env.hs_company(fans).await, made[0]);
+        assert_eq!(env.store.company_of_contact(contacts[0]).await.unwrap(), Some(companies[1]));
+        assert_eq!(env.store.count_companies().await.unwrap(), 3, "one new local company, no duplicate");
+
+        let (_, counts) = env.pull().await;
+        assert_eq!(of_pull(&counts), assoc(0, 0, 0), "a second pull changes nothing");
+        let writes = env.association_writes();
+        let (_, counts) = env.push().await;
+        assert_eq!(of_push(&counts), assoc(0, 0, 0), "push does not fight what pull accepted");
+        assert_eq!(env.association_writes(), writes);
+    }
+
+    async fn a_local_change_wins_over_hubspots_when_both_changed(db: TestDb) {
+        let env = Env::new(db).await;
+        let (companies, contacts) = env.seed().await;
+        env.push().await;
+        let bolt = env.hs_company(companies[1]).await;
+        env.runner.context().hubspot.link_contacts_to_companies(
+            &crm_sync::hubspot::Batch::new(vec![ContactCompanyLink {
+                contact: HsObjectId(env.hs_contact(contacts[1]).await),
+                company: CompanyId(bolt),
+                primary: true,
+            }]).unwrap(),
+        ).await.unwrap();
+        env.set_company(contacts[1], None).await;
+
+        let (_, counts) = env.pull().await;
+        assert_eq!(of_pull(&counts), assoc(0, 0, 0));
+        assert_eq!(env.store.company_of_contact(contacts[1]).await.unwrap(), None, "the local change stays");
+    }
+}
