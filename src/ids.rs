@@ -15,6 +15,12 @@ use std::fmt;
 #[sqlx(transparent)]
 pub struct ContactId(pub i64);
 
+impl From<ContactId> for i64 {
+    fn from(id: ContactId) -> i64 {
+        id.0
+    }
+}
+
 impl fmt::Display for ContactId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
@@ -29,6 +35,12 @@ impl fmt::Display for ContactId {
 #[serde(transparent)]
 #[sqlx(transparent)]
 pub struct LocalCompanyId(pub i64);
+
+impl From<LocalCompanyId> for i64 {
+    fn from(id: LocalCompanyId) -> i64 {
+        id.0
+    }
+}
 
 impl fmt::Display for LocalCompanyId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

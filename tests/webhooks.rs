@@ -9,10 +9,10 @@ mod common;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use crm_sync::hubspot::{Auth, ClientConfig, ContactCreate, HubSpotClient};
-use crm_sync::ids::{ContactId, HsObjectId, PortalId};
+use crm_sync::ids::{ContactId, HsObjectId, LocalCompanyId, PortalId};
 use crm_sync::sandbox::{self, Sandbox, SandboxArgs};
 use crm_sync::secret::Secret;
-use crm_sync::store::{MergeOutcome, NewContact, Store, Tombstone, TombstoneReason};
+use crm_sync::store::{MergeOutcome, NewCompany, NewContact, Store, Tombstone, TombstoneReason};
 use crm_sync::webhooks::{
     BatchError, EventKind, SignatureError, WebhookEvent, parse_batch, process_events, sign_v3,
     verify_v3,
@@ -406,7 +406,7 @@ fn hubspots_example_body_parses() {
 }
 
 #[test]
-fn every_contact_type_parses_and_unknown_types_are_kept() {
+fn every_contact_and_company_type_parses_and_unknown_types_are_kept() {
     let body = json!([
         with(
             base(1, "contact.propertyChange", 10, 1),
@@ -454,7 +454,7 @@ fn every_contact_type_parses_and_unknown_types_are_kept() {
         ]
     );
     assert_eq!(kinds[5], EventKind::ContactAssociationChange);
-    assert_eq!(kinds[6], EventKind::Other);
+    assert_eq!(kinds[6], EventKind::CompanyCreation);
     assert_eq!(batch.events[6].subscription_type, "company.creation");
     assert_eq!(kinds[7], EventKind::Other);
     assert_eq!(kinds[8], EventKind::ContactCreation);
@@ -706,6 +706,56 @@ fn merge_event(
     event(with(base(event_id, "contact.merge", primary, at), extra))
 }
 
+/// Inserts companies, each linked to the given HubSpot id; returns their local ids.
+async fn linked_companies(store: &Store, hs_ids: &[&str]) -> Vec<LocalCompanyId> {
+    const SQL: &str = "UPDATE companies SET hs_object_id = $2 WHERE id = $1";
+    let new: Vec<NewCompany> = hs_ids
+        .iter()
+        .map(|hs| NewCompany {
+            name: Some(format!("Company {hs}")),
+            domain: Some(format!("c{hs}.example.com")),
+        })
+        .collect();
+    let ids = store
+        .insert_companies(&new)
+        .await
+        .expect("insert companies");
+    for (id, hs) in ids.iter().zip(hs_ids) {
+        let changed = match (store.pg_pool(), store.sqlite_pool()) {
+            (Some(pg), _) => sqlx::query(SQL)
+                .bind(id.0)
+                .bind(*hs)
+                .execute(pg)
+                .await
+                .map(|r| r.rows_affected()),
+            (_, Some(lite)) => sqlx::query(SQL)
+                .bind(id.0)
+                .bind(*hs)
+                .execute(lite)
+                .await
+                .map(|r| r.rows_affected()),
+            _ => unreachable!("a store has one pool"),
+        };
+        assert_eq!(changed.expect("link"), 1);
+    }
+    ids
+}
+
+async fn company_link(
+    store: &Store,
+    id: LocalCompanyId,
+) -> (Option<String>, Option<TombstoneReason>) {
+    let company = store
+        .get_company(id)
+        .await
+        .expect("get")
+        .expect("row exists");
+    (
+        company.hs_object_id.map(|h| h.0),
+        company.hubspot_deleted.map(|t| t.reason),
+    )
+}
+
 backend_tests! {
     async fn events_are_recorded_once_and_redeliveries_are_recognised(db: TestDb) {
         let store = db.store().await;
@@ -776,6 +826,48 @@ backend_tests! {
         assert_eq!((outcome.new_events, outcome.duplicates), (0, 1));
         assert!(outcome.unlinked.is_empty());
         assert_eq!(hs_id_of(&store, ids[0]).await.as_deref(), Some("101"));
+    }
+
+    async fn a_company_deletion_tombstones_the_linked_company_and_nothing_else(db: TestDb) {
+        let store = db.store().await;
+        let ids = linked_companies(&store, &["20000000001", "20000000002"]).await;
+        let contacts = linked_contacts(&store, &[("a@example.com", "20000000001")]).await;
+        let outcome = process_events(&store, &[event(base(1, "company.deletion", 20_000_000_001, 1))]).await.unwrap();
+        assert_eq!(outcome.companies_unlinked, vec![ids[0]]);
+        assert!(outcome.unlinked.is_empty(), "a contact with the same number is another record");
+        assert_eq!(company_link(&store, ids[0]).await, (None, Some(TombstoneReason::Deleted)));
+        assert_eq!(company_link(&store, ids[1]).await, (Some("20000000002".to_owned()), None));
+        assert_eq!(hs_id_of(&store, contacts[0]).await.as_deref(), Some("20000000001"));
+    }
+
+    async fn a_company_merge_relinks_the_merged_away_company(db: TestDb) {
+        let store = db.store().await;
+        let ids = linked_companies(&store, &["20000000005"]).await;
+        let merge = with(
+            base(1, "company.merge", 20_000_000_004, 1),
+            json!({"primaryObjectId": 20_000_000_004_u64, "mergedObjectIds": [20_000_000_005_u64]}),
+        );
+        let outcome = process_events(&store, &[event(merge)]).await.unwrap();
+        assert_eq!(outcome.company_merges.len(), 1);
+        assert_eq!(outcome.company_merges[0].linked, Some(ids[0]));
+        assert_eq!(company_link(&store, ids[0]).await, (Some("20000000004".to_owned()), None));
+        assert!(outcome.merges.is_empty() && outcome.to_pull.is_empty(), "no contact touched");
+    }
+
+    async fn company_echoes_are_answered_without_a_record_and_others_changes_are_noted(db: TestDb) {
+        let store = db.store().await;
+        let mut own = base(1, "company.creation", 20_000_000_007, 1);
+        own["changeSource"] = json!("INTEGRATION");
+        own["sourceId"] = json!("54321");
+        let body = serde_json::to_vec(&json!([own.clone()])).unwrap();
+        assert_eq!(crm_sync::webhooks::count_own_echoes(&body), Some(1), "the one-pass answer knows company echoes");
+        let mut other = base(2, "company.propertyChange", 20_000_000_008, 2);
+        other["propertyName"] = json!("name");
+        other["propertyValue"] = json!("Renamed");
+        let outcome = process_events(&store, &[event(own), event(other)]).await.unwrap();
+        assert_eq!((outcome.echoes, outcome.new_events), (1, 1));
+        assert_eq!(outcome.companies_changed, vec![HsObjectId::from("20000000008")]);
+        assert!(outcome.to_pull.is_empty(), "a company is not a contact to pull");
     }
 
     async fn a_merge_relinks_the_row_of_a_merged_away_record(db: TestDb) {

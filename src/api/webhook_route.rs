@@ -167,6 +167,9 @@ pub(crate) async fn hubspot_webhook(
         duplicates = outcome.duplicates,
         to_pull = outcome.to_pull.len(),
         echoes = outcome.echoes,
+        companies_unlinked = outcome.companies_unlinked.len(),
+        company_merges = outcome.company_merges.len(),
+        companies_changed = outcome.companies_changed.len(),
         "webhook batch processed"
     );
     Ok(WebhookAnswer {

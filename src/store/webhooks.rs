@@ -3,7 +3,7 @@
 
 use super::time::DbTime;
 use super::{Store, StoreError, Tx, on_pool, on_tx};
-use crate::ids::{ContactId, HsObjectId, PortalId};
+use crate::ids::{ContactId, HsObjectId, LocalCompanyId, PortalId};
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 use std::collections::HashSet;
@@ -27,17 +27,17 @@ pub struct WebhookEventKey {
 
 /// What a merge did to the local rows.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MergeOutcome {
+pub struct MergeOutcome<R = ContactId> {
     /// The HubSpot id that survived the merge.
     pub survivor: HsObjectId,
     /// The local row linked to the survivor after the merge, if any.
-    pub linked: Option<ContactId>,
+    pub linked: Option<R>,
     /// True when that row held a merged-away id and was re-linked by this merge; false when it
     /// already held the survivor (or no row is linked).
     pub relinked: bool,
     /// Rows that held a merged-away id and were unlinked, because another row already holds
     /// (or now holds) the survivor and a HubSpot id links at most one row.
-    pub unlinked: Vec<ContactId>,
+    pub unlinked: Vec<R>,
 }
 
 /// PostgreSQL: the events as one array per column; `RETURNING` names the keys that were new.
@@ -233,36 +233,52 @@ impl Store {
         survivor: &HsObjectId,
         merged: &[HsObjectId],
     ) -> Result<MergeOutcome, StoreError> {
-        const PG_LOCK: &str = "SELECT id, hs_object_id FROM contacts
-                                WHERE hs_object_id = ANY($1) ORDER BY id FOR UPDATE";
-        const PG_UNLINK: &str = "UPDATE contacts SET hs_object_id = NULL WHERE id = ANY($1)";
-        const SQLITE_LOCK: &str = "SELECT id, hs_object_id FROM contacts
-                                    WHERE hs_object_id IN (SELECT value FROM json_each($1))
-                                    ORDER BY id";
-        const SQLITE_UNLINK: &str = "UPDATE contacts SET hs_object_id = NULL
-                                      WHERE id IN (SELECT value FROM json_each($1))";
-        const LINK: &str = "UPDATE contacts SET hs_object_id = $2 WHERE id = $1";
+        self.relink_merged_in(&CONTACT_MERGE, survivor, merged)
+            .await
+    }
 
+    /// [`Self::relink_merged`] for crm-sync's `companies` (a `company.merge` event).
+    pub async fn relink_merged_companies(
+        &self,
+        survivor: &HsObjectId,
+        merged: &[HsObjectId],
+    ) -> Result<MergeOutcome<LocalCompanyId>, StoreError> {
+        self.relink_merged_in(&COMPANY_MERGE, survivor, merged)
+            .await
+    }
+
+    async fn relink_merged_in<R>(
+        &self,
+        sql: &MergeSql,
+        survivor: &HsObjectId,
+        merged: &[HsObjectId],
+    ) -> Result<MergeOutcome<R>, StoreError>
+    where
+        R: Copy + Ord + Into<i64> + Send + Unpin,
+        R: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+        R: for<'r> sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
+    {
         let mut wanted: Vec<&str> = vec![survivor.0.as_str()];
         wanted.extend(merged.iter().map(|id| id.0.as_str()));
         // The lock read and the writes share one transaction (SQLite's is IMMEDIATE: it holds
         // the write lock before reading), so the rows cannot change between decision and writes.
         let mut tx = Tx::begin(self).await?;
-        let rows: Vec<(ContactId, HsObjectId)> = on_tx!(&mut tx, c =>
-            postgres: sqlx::query_as(PG_LOCK).bind(&wanted).fetch_all(c).await?,
-            sqlite: sqlx::query_as(SQLITE_LOCK).bind(Json(&wanted)).fetch_all(c).await?,
+        let rows: Vec<(R, HsObjectId)> = on_tx!(&mut tx, c =>
+            postgres: sqlx::query_as(sql.pg_lock).bind(&wanted).fetch_all(c).await?,
+            sqlite: sqlx::query_as(sql.sqlite_lock).bind(Json(&wanted)).fetch_all(c).await?,
         );
         let plan = MergePlan::new(survivor, merged, rows);
         if !plan.unlink.is_empty() {
-            let ids: Vec<i64> = plan.unlink.iter().map(|id| id.0).collect();
+            let ids: Vec<i64> = plan.unlink.iter().map(|id| (*id).into()).collect();
             on_tx!(&mut tx, c =>
-                postgres: sqlx::query(PG_UNLINK).bind(&ids).execute(c).await.map(drop)?,
-                sqlite: sqlx::query(SQLITE_UNLINK).bind(Json(&ids)).execute(c).await.map(drop)?,
+                postgres: sqlx::query(sql.pg_unlink).bind(&ids).execute(c).await.map(drop)?,
+                sqlite: sqlx::query(sql.sqlite_unlink).bind(Json(&ids)).execute(c).await.map(drop)?,
             );
         }
         if let Some(row) = plan.relink {
+            let row: i64 = row.into();
             on_tx!(&mut tx, c => {
-                sqlx::query(LINK).bind(row).bind(survivor).execute(c).await.map(drop)?
+                sqlx::query(sql.link).bind(row).bind(survivor).execute(c).await.map(drop)?
             });
         }
         tx.commit().await?;
@@ -275,23 +291,52 @@ impl Store {
     }
 }
 
-/// Which rows a merge keeps, re-links and unlinks.
-#[derive(Debug, PartialEq, Eq)]
-struct MergePlan {
-    /// The row linked to the survivor afterwards.
-    keeper: Option<ContactId>,
-    /// The keeper, when it must be re-linked (it held a merged-away id).
-    relink: Option<ContactId>,
-    /// Rows that lose their merged-away id.
-    unlink: Vec<ContactId>,
+/// The statements of a merge, per table (the tables' names are fixed, never input).
+struct MergeSql {
+    pg_lock: &'static str,
+    pg_unlink: &'static str,
+    sqlite_lock: &'static str,
+    sqlite_unlink: &'static str,
+    link: &'static str,
 }
 
-impl MergePlan {
-    fn new(
-        survivor: &HsObjectId,
-        merged: &[HsObjectId],
-        rows: Vec<(ContactId, HsObjectId)>,
-    ) -> Self {
+const CONTACT_MERGE: MergeSql = MergeSql {
+    pg_lock: "SELECT id, hs_object_id FROM contacts
+               WHERE hs_object_id = ANY($1) ORDER BY id FOR UPDATE",
+    pg_unlink: "UPDATE contacts SET hs_object_id = NULL WHERE id = ANY($1)",
+    sqlite_lock: "SELECT id, hs_object_id FROM contacts
+                   WHERE hs_object_id IN (SELECT value FROM json_each($1)) ORDER BY id",
+    sqlite_unlink: "UPDATE contacts SET hs_object_id = NULL
+                     WHERE id IN (SELECT value FROM json_each($1))",
+    link: "UPDATE contacts SET hs_object_id = $2 WHERE id = $1",
+};
+
+/// A company unlinked by a merge keeps its external key: the next push finds the survivor by
+/// that key or by its domain, never a second company.
+const COMPANY_MERGE: MergeSql = MergeSql {
+    pg_lock: "SELECT id, hs_object_id FROM companies
+               WHERE hs_object_id = ANY($1) ORDER BY id FOR UPDATE",
+    pg_unlink: "UPDATE companies SET hs_object_id = NULL WHERE id = ANY($1)",
+    sqlite_lock: "SELECT id, hs_object_id FROM companies
+                   WHERE hs_object_id IN (SELECT value FROM json_each($1)) ORDER BY id",
+    sqlite_unlink: "UPDATE companies SET hs_object_id = NULL
+                     WHERE id IN (SELECT value FROM json_each($1))",
+    link: "UPDATE companies SET hs_object_id = $2 WHERE id = $1",
+};
+
+/// Which rows a merge keeps, re-links and unlinks.
+#[derive(Debug, PartialEq, Eq)]
+struct MergePlan<R> {
+    /// The row linked to the survivor afterwards.
+    keeper: Option<R>,
+    /// The keeper, when it must be re-linked (it held a merged-away id).
+    relink: Option<R>,
+    /// Rows that lose their merged-away id.
+    unlink: Vec<R>,
+}
+
+impl<R: Copy + Ord> MergePlan<R> {
+    fn new(survivor: &HsObjectId, merged: &[HsObjectId], rows: Vec<(R, HsObjectId)>) -> Self {
         let holder = rows
             .iter()
             .find(|(_, id)| id == survivor)
@@ -354,7 +399,7 @@ mod tests {
 
     #[test]
     fn no_linked_row_means_nothing_to_do() {
-        let plan = MergePlan::new(&id("10"), &[id("20")], Vec::new());
+        let plan = MergePlan::<ContactId>::new(&id("10"), &[id("20")], Vec::new());
         assert_eq!(
             plan,
             MergePlan {

@@ -7,8 +7,8 @@ use std::collections::HashMap;
 
 use super::echoes::echo_of;
 use super::events::{EventKind, WebhookEvent};
-use crate::ids::{ContactId, HsObjectId};
-use crate::store::{LinkedRow, MergeOutcome, Store, StoreError, TombstoneReason};
+use crate::ids::{CompanyId, ContactId, HsObjectId, LocalCompanyId};
+use crate::store::{LinkedRow, MergeOutcome, Store, StoreError, TombstoneReason, Tx};
 use crate::sync::keys::ExternalKeys;
 
 /// What [`process_events`] did.
@@ -27,10 +27,18 @@ pub struct BatchOutcome {
     pub to_pull: Vec<HsObjectId>,
     /// Creations and property changes that need no read (see [`super::echoes`]).
     pub echoes: usize,
+    /// Local companies unlinked and tombstoned because HubSpot deleted their company.
+    pub companies_unlinked: Vec<LocalCompanyId>,
+    /// One entry per `company.merge` applied.
+    pub company_merges: Vec<MergeOutcome<LocalCompanyId>>,
+    /// Company creations, changes and restores by others: not read by a webhook pull yet; the
+    /// next companies pull (scheduled or asked for) brings them.
+    pub companies_changed: Vec<HsObjectId>,
 }
 
 /// Records the events, then applies those not seen before, oldest first: deletions tombstone
-/// the linked row (clearing its `hs_object_id`), merges re-link to the surviving id. When applying fails, the events
+/// the linked row (clearing its `hs_object_id`), merges re-link to the surviving id — for
+/// contacts and for crm-sync's companies alike. When applying fails, the events
 /// are forgotten again, so that HubSpot's redelivery (after a 5xx answer) gets another try.
 ///
 /// Echoes of this app's own writes are counted and go no further: they need no read, and no
@@ -116,11 +124,38 @@ async fn apply(
                 }
             }
             (EventKind::ContactRestore, Some(id)) => push_once(&mut outcome.to_pull, id),
+            (EventKind::CompanyDeletion, Some(id)) => {
+                let mut tx = Tx::begin(store).await?;
+                let unlinked = tx
+                    .tombstone_companies(&[CompanyId(id.0.clone())], TombstoneReason::Deleted)
+                    .await?;
+                tx.commit().await?;
+                outcome.companies_unlinked.extend(unlinked);
+                outcome.companies_changed.retain(|pending| pending != id);
+            }
+            (EventKind::CompanyMerge(merge), _) => {
+                let merged_away = merge.merged_away();
+                let applied = store
+                    .relink_merged_companies(merge.survivor(), &merged_away)
+                    .await?;
+                outcome.company_merges.push(applied);
+                outcome
+                    .companies_changed
+                    .retain(|pending| !merged_away.contains(pending));
+            }
+            (
+                EventKind::CompanyCreation
+                | EventKind::CompanyPropertyChange { .. }
+                | EventKind::CompanyRestore,
+                Some(id),
+            ) if !event.is_own_write() => push_once(&mut outcome.companies_changed, id),
             _ => {}
         }
     }
     outcome.unlinked.sort();
     outcome.unlinked.dedup();
+    outcome.companies_unlinked.sort();
+    outcome.companies_unlinked.dedup();
     Ok(())
 }
 

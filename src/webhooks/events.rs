@@ -83,11 +83,42 @@ pub enum EventKind {
     ContactMerge(Merge),
     /// `contact.associationChange`.
     ContactAssociationChange,
+    /// `company.creation`.
+    CompanyCreation,
+    /// `company.deletion`.
+    CompanyDeletion,
+    /// `company.restore`: a deleted company is back.
+    CompanyRestore,
+    /// `company.propertyChange`.
+    CompanyPropertyChange {
+        /// The property, e.g. `domain`.
+        property_name: String,
+        /// Its new value (`None` when cleared).
+        property_value: Option<String>,
+    },
+    /// `company.merge` (the same fields as `contact.merge`, API-NOTES §13).
+    CompanyMerge(Merge),
+    /// `company.associationChange`.
+    CompanyAssociationChange,
     /// Any other type (other objects, new HubSpot types): kept, not acted on.
     Other,
 }
 
-/// The fields of a `contact.merge` event.
+impl EventKind {
+    /// Whether it reports a record created or changed: the record must be read (unless the
+    /// change is this app's own echo).
+    pub fn needs_read(&self) -> bool {
+        matches!(
+            self,
+            Self::ContactCreation
+                | Self::ContactPropertyChange { .. }
+                | Self::CompanyCreation
+                | Self::CompanyPropertyChange { .. }
+        )
+    }
+}
+
+/// The fields of a `contact.merge` or `company.merge` event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Merge {
     /// The record that won the merge.
@@ -203,8 +234,10 @@ impl EchoProbe<'_> {
     /// [`WebhookEvent::is_own_echo`] holds.
     fn is_own_echo(&self) -> bool {
         let readable = match self.subscription_type.or(self.event_type) {
-            Some("contact.creation") => true,
-            Some("contact.propertyChange") => self.property_name.is_some(),
+            Some("contact.creation" | "company.creation") => true,
+            Some("contact.propertyChange" | "company.propertyChange") => {
+                self.property_name.is_some()
+            }
             _ => false,
         };
         let valid = self.event_id.is_some()
@@ -253,10 +286,7 @@ impl WebhookEvent {
     /// Whether this is a creation or property change that this app made itself: such an event
     /// needs no read and changes nothing here (see [`Self::is_own_write`]).
     pub fn is_own_echo(&self) -> bool {
-        matches!(
-            self.kind,
-            EventKind::ContactCreation | EventKind::ContactPropertyChange { .. }
-        ) && self.is_own_write()
+        self.kind.needs_read() && self.is_own_write()
     }
 
     /// The key that identifies this event across redeliveries, for `webhook_events`.
@@ -278,11 +308,15 @@ impl WebhookEvent {
             EventKind::ContactPropertyChange {
                 property_name,
                 property_value,
+            }
+            | EventKind::CompanyPropertyChange {
+                property_name,
+                property_value,
             } => (
                 serde_json::json!([property_name, property_value]),
                 Value::Null,
             ),
-            EventKind::ContactMerge(m) => (
+            EventKind::ContactMerge(m) | EventKind::CompanyMerge(m) => (
                 Value::Null,
                 serde_json::json!([m.primary_object_id, m.merged_object_ids, m.new_object_id]),
             ),
@@ -352,6 +386,15 @@ struct RawEvent {
     new_object_id: Option<RawId>,
 }
 
+/// `propertyValue` as text: HubSpot sends strings, but a number or boolean is kept as written.
+fn property_value(value: Option<Value>) -> Option<String> {
+    value.and_then(|v| match v {
+        Value::Null => None,
+        Value::String(s) => Some(s),
+        other => Some(other.to_string()),
+    })
+}
+
 fn required<T>(value: Option<T>, field: &str) -> Result<T, String> {
     value.ok_or_else(|| format!("{field} is missing"))
 }
@@ -389,14 +432,26 @@ impl TryFrom<RawEvent> for WebhookEvent {
                 needs_object()?;
                 EventKind::ContactPropertyChange {
                     property_name: required(raw.property_name, "propertyName")?,
-                    property_value: raw.property_value.and_then(|v| match v {
-                        Value::Null => None,
-                        Value::String(s) => Some(s),
-                        other => Some(other.to_string()),
-                    }),
+                    property_value: property_value(raw.property_value),
                 }
             }
             "contact.merge" => EventKind::ContactMerge(merge_fields(
+                raw.primary_object_id,
+                raw.merged_object_ids,
+                raw.new_object_id,
+            )?),
+            "company.creation" => needs_object().map(|_| EventKind::CompanyCreation)?,
+            "company.deletion" => needs_object().map(|_| EventKind::CompanyDeletion)?,
+            "company.restore" => needs_object().map(|_| EventKind::CompanyRestore)?,
+            "company.associationChange" => EventKind::CompanyAssociationChange,
+            "company.propertyChange" => {
+                needs_object()?;
+                EventKind::CompanyPropertyChange {
+                    property_name: required(raw.property_name, "propertyName")?,
+                    property_value: property_value(raw.property_value),
+                }
+            }
+            "company.merge" => EventKind::CompanyMerge(merge_fields(
                 raw.primary_object_id,
                 raw.merged_object_ids,
                 raw.new_object_id,
