@@ -65,7 +65,7 @@ impl SyncObject {
     /// Whether its engine can run a dry run. A dry run it cannot run is refused, never run
     /// for real.
     pub fn has_dry_run(self) -> bool {
-        matches!(self, Self::Contacts)
+        matches!(self, Self::Contacts | Self::Companies)
     }
 }
 

@@ -344,6 +344,52 @@ backend_tests! {
         assert_eq!(env.writes(), before, "a re-run with nothing changed makes no write call");
     }
 
+    async fn a_dry_run_writes_nothing_and_counts_what_the_real_run_then_does(db: TestDb) {
+        let env = Env::new(db).await;
+        env.in_hubspot(&[("Acme in HubSpot", "acme.io"), ("Twin One", "twin.io"), ("Twin Two", "twin.io")]);
+        let ids = env
+            .insert(&[(Some("Acme"), Some("acme.io")), (Some("Bolt"), Some("bolt.dev")), (Some("Twin"), Some("twin.io")), (Some("Nodomain"), None)])
+            .await;
+        let dry = |action| companies(action).with_dry_run(true).expect("companies have dry runs");
+        let push = JobAction::Push { mode: PushMode::Link };
+        let pull = JobAction::Pull { mode: PullMode::Upsert, incremental: false };
+
+        // Push: the external key property does not exist yet, and must not be created.
+        let writes = env.writes();
+        let planned = env.run(dry(push)).await;
+        assert_eq!(env.writes(), writes, "a dry run makes no write call: {planned:#?}");
+        assert_eq!(env.hubspot.companies().len(), 3, "nothing created");
+        assert!(env.companies().await.iter().all(|c| c.hs_object_id.is_none()), "nothing linked");
+        let (real, counts) = env.push(PushMode::Link).await;
+        assert_eq!(planned.counts, Counts::Push(counts), "{planned:#?}\n{real:#?}");
+        assert_eq!((counts.linked, counts.created, counts.failed), (1, 2, 1));
+        let plan = planned.plan.as_ref().expect("a dry run keeps its plan");
+        assert_eq!(plan.calls.get("batch_create"), Some(&1), "{plan:?}");
+        assert_eq!(plan.actions.len(), 4, "one action per company: {plan:?}");
+
+        // A local change, a company deleted in HubSpot: update and skip, planned as done.
+        env.execute("UPDATE companies SET name = $1 WHERE id = $2", "Bolt Labs", ids[1].0).await;
+        let acme = linked(&env.company(ids[0]).await);
+        env.client().archive_company(&acme).await.expect("deleted in HubSpot");
+        env.execute("UPDATE companies SET name = $1 WHERE id = $2", "Acme Corp", ids[0].0).await;
+        let planned = env.run(dry(push)).await;
+        assert_eq!(env.company(ids[0]).await.hubspot_deleted, None, "no tombstone in a dry run");
+        let (_, counts) = env.push(PushMode::Link).await;
+        assert_eq!(planned.counts, Counts::Push(counts));
+        assert_eq!((counts.updated, counts.skipped, counts.failed), (1, 1, 1));
+
+        // Pull: a company only HubSpot has, and the sweep finding nothing more.
+        env.in_hubspot(&[("Only in HubSpot", "only.io")]);
+        let rows = env.companies().await;
+        let planned = env.run(dry(pull)).await;
+        assert_eq!(env.companies().await, rows, "the local rows are as they were");
+        let (_, counts) = env.pull(false).await;
+        assert_eq!(planned.counts, Counts::Pull(counts), "{planned:#?}");
+        assert!(counts.created >= 1, "{counts:?}");
+        let (_, again) = env.pull(true).await;
+        assert_eq!(again.created, 0, "the dry run moved no bookmark that hid a change");
+    }
+
     async fn several_companies_with_the_domain_fail_the_record_naming_every_candidate(db: TestDb) {
         let env = Env::new(db).await;
         let dupes = env.in_hubspot(&[("Twin One", "twin.io"), ("Twin Two", "twin.io")]);

@@ -139,6 +139,11 @@ impl CompanyRunner {
     ) -> Result<(), RunError> {
         use crate::jobs::model::JobAction;
         match job.spec.action {
+            JobAction::Push { mode } if job.spec.dry_run => {
+                push::CompanyPusher::new(self.client.clone())
+                    .run_dry(mode, progress)
+                    .await
+            }
             JobAction::Push { mode } => {
                 push::CompanyPusher::new(self.client.clone())
                     .run(mode, progress)
@@ -152,7 +157,14 @@ impl CompanyRunner {
                  version); nothing was read",
             )),
             JobAction::Pull { incremental, .. } => {
-                pull::run(&self.client, &self.pull, incremental, progress).await
+                pull::run(
+                    &self.client,
+                    &self.pull,
+                    incremental,
+                    job.spec.dry_run,
+                    progress,
+                )
+                .await
             }
         }
     }

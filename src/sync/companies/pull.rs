@@ -30,7 +30,9 @@ use crate::hubspot::{
     SearchRequest,
 };
 use crate::ids::{CompanyId, LocalCompanyId};
-use crate::jobs::model::{Counts, PullCounts, PullOutcome, RecordError};
+use crate::jobs::model::{
+    Counts, Plan, PlannedAction, PlannedKind, PullCounts, PullOutcome, RecordError,
+};
 use crate::jobs::{Page, Progress, RunError, RunFailure};
 use crate::store::{CompanyLink, PulledCompany, TombstoneReason, Tx};
 use crate::sync::PullSettings;
@@ -67,10 +69,15 @@ enum Position {
 }
 
 /// Runs a company pull (full, or incremental from the bookmark), from its checkpoint.
+///
+/// A dry run (`dry_run`) reads the same pages and matches them with the same code, in a
+/// transaction that is rolled back: it counts what the real pull would do, and leaves the
+/// local rows, tombstones and bookmark as they were.
 pub async fn run(
     client: &HubSpotClient,
     settings: &PullSettings,
     incremental: bool,
+    dry_run: bool,
     progress: &Progress,
 ) -> Result<(), RunError> {
     let Counts::Pull(counts) = progress.counts() else {
@@ -91,6 +98,8 @@ pub async fn run(
         progress,
         started_at: cursor.started_at,
         counts,
+        dry_run,
+        plan: Plan::default(),
     };
     let mut position = cursor.position;
     loop {
@@ -179,6 +188,10 @@ struct PullRun<'a> {
     progress: &'a Progress,
     started_at: DateTime<Utc>,
     counts: PullCounts,
+    /// Roll each page back, and keep a plan instead.
+    dry_run: bool,
+    /// A dry run's plan of the page being read (calls and actions), committed with it.
+    plan: Plan,
 }
 
 /// What a page's matching decided for one company.
@@ -207,11 +220,10 @@ impl PullRun<'_> {
                 after: LocalCompanyId(i64::MIN),
             },
         };
+        self.plan.call("list", 1);
         let seen: Vec<String> = page.results.iter().map(|c| c.id.0.clone()).collect();
-        let mut tx = self.progress.begin().await?;
-        let seen: Vec<&str> = seen.iter().map(String::as_str).collect();
-        tx.mark_pull_seen(&self.job_key(), &seen).await?;
-        self.write(tx, page.results, next).await
+        let tx = self.progress.begin().await?;
+        self.write(tx, page.results, &seen, next).await
     }
 
     async fn search_page(
@@ -263,8 +275,9 @@ impl PullRun<'_> {
                 }
             }
         };
+        self.plan.call("search", 1);
         let tx = self.progress.begin().await?;
-        self.write(tx, fresh, next).await
+        self.write(tx, fresh, &[], next).await
     }
 
     /// Matches a page against the local rows, writes it and commits it with the counts and
@@ -273,6 +286,7 @@ impl PullRun<'_> {
         &mut self,
         mut tx: Tx,
         companies: Vec<Company>,
+        seen: &[String],
         next: Position,
     ) -> Result<Position, RunError> {
         let companies: Vec<Company> = companies.into_iter().filter(|c| !c.archived).collect();
@@ -323,7 +337,18 @@ impl PullRun<'_> {
                 counts.add(PullOutcome::Unchanged);
             }
         }
-        if matches!(next, Position::Done | Position::Sweep { .. }) {
+        if self.dry_run {
+            self.plan_page(&links, &creates, &created, &errors);
+            // The real code decided; the dry run keeps its counts, never its writes.
+            tx.rollback().await?;
+            tx = self.progress.begin().await?;
+        }
+        // What a full list saw, for its sweep for deletions (a dry run's too: its sweep counts).
+        if !seen.is_empty() {
+            let seen: Vec<&str> = seen.iter().map(String::as_str).collect();
+            tx.mark_pull_seen(&self.job_key(), &seen).await?;
+        }
+        if !self.dry_run && matches!(next, Position::Done | Position::Sweep { .. }) {
             tx.set_company_pull_bookmark(self.started_at).await?;
         }
         self.commit(tx, counts, next.clone(), errors).await?;
@@ -352,13 +377,30 @@ impl PullRun<'_> {
             return Ok(Position::Done);
         };
         let ids: Vec<CompanyId> = rows.into_iter().map(|(_, hs)| hs).collect();
+        self.plan.call("batch_read", 1);
         let gone: Vec<CompanyId> = self.gone_of(&ids).await?.into_iter().collect();
         let mut tx = self.progress.begin().await?;
-        let tombstoned = tx
-            .tombstone_companies(&gone, TombstoneReason::Deleted)
-            .await?;
+        let unlinked = if self.dry_run {
+            // Each id is one linked row's (the sweep read them from the rows).
+            for id in &gone {
+                self.plan.actions.push(PlannedAction {
+                    action: PlannedKind::Skip,
+                    contact_id: None,
+                    email: None,
+                    hs_object_id: Some(crate::ids::HsObjectId(id.0.clone())),
+                    reason: "HubSpot no longer has this company: its local row would be marked \
+                             deleted"
+                        .to_owned(),
+                });
+            }
+            gone.len()
+        } else {
+            tx.tombstone_companies(&gone, TombstoneReason::Deleted)
+                .await?
+                .len()
+        };
         let mut counts = self.counts;
-        counts.unlinked += tombstoned.len() as u64;
+        counts.unlinked += unlinked as u64;
         let next = Position::Sweep { after: last };
         self.commit(tx, counts, next.clone(), Vec::new()).await?;
         Ok(next)
@@ -386,18 +428,59 @@ impl PullRun<'_> {
                 e,
             ))
         })?;
-        self.progress
-            .commit(
-                tx,
-                Page {
-                    counts: Counts::Pull(counts),
-                    checkpoint,
-                    errors,
-                },
-            )
-            .await?;
+        let page = Page {
+            counts: Counts::Pull(counts),
+            checkpoint,
+            errors,
+        };
+        if self.dry_run {
+            let plan = std::mem::take(&mut self.plan);
+            self.progress.commit_planned(tx, page, Some(plan)).await?;
+        } else {
+            self.progress.commit(tx, page).await?;
+        }
         self.counts = counts;
         Ok(())
+    }
+
+    /// A dry run's actions for a page: what it would link, create and fail.
+    fn plan_page(
+        &mut self,
+        links: &[(&Company, CompanyLink)],
+        creates: &[PulledCompany],
+        created: &[CompanyId],
+        errors: &[RecordError],
+    ) {
+        let action = |kind, id: &CompanyId, reason: String| PlannedAction {
+            action: kind,
+            contact_id: None,
+            email: None,
+            hs_object_id: Some(crate::ids::HsObjectId(id.0.clone())),
+            reason,
+        };
+        for (company, link) in links {
+            self.plan.actions.push(action(
+                PlannedKind::Link,
+                &company.id,
+                format!("local company {} would be linked to it", link.id),
+            ));
+        }
+        for row in creates.iter().filter(|r| created.contains(&r.hs_object_id)) {
+            self.plan.actions.push(action(
+                PlannedKind::Create,
+                &row.hs_object_id,
+                "a local company would be created for it".to_owned(),
+            ));
+        }
+        for error in errors {
+            self.plan.actions.push(PlannedAction {
+                action: PlannedKind::Fail,
+                contact_id: None,
+                email: None,
+                hs_object_id: error.hs_object_id.clone(),
+                reason: error.reason.clone(),
+            });
+        }
     }
 
     fn job_key(&self) -> String {

@@ -33,15 +33,19 @@
 use super::{COMPANY_KEY, company_error, ensure_key_property, read_properties, refusal_reason};
 use crate::hubspot::{
     Batch, Company, CompanyCreate, CompanyUpdate, CompanyUpsert, HubSpotClient, HubSpotError,
-    MAX_BATCH, SearchRequest,
+    MAX_BATCH, ObjectType, SearchRequest,
 };
 use crate::ids::{CompanyId, LocalCompanyId};
-use crate::jobs::model::{Counts, Job, JobAction, PushCounts, PushMode, PushOutcome, RecordError};
+use crate::jobs::model::{
+    Counts, Job, JobAction, Plan, PlannedAction, PlannedKind, PushCounts, PushMode, PushOutcome,
+    RecordError,
+};
 use crate::jobs::{BoxFuture, JobRunner, Page, Progress, RunError, RunFailure};
 use crate::store::{CompanyCandidate, CompanyLink, TombstoneReason};
 use crate::sync::keys::ExternalKeys;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Mutex;
 
 /// Lost create answers in a row after which a page gives up (transient: the job retries, and
 /// its read by key finds what the lost creates made).
@@ -116,6 +120,22 @@ impl CompanyPusher {
 
     /// Runs one company push in `mode`, from its checkpoint (see the module docs).
     pub async fn run(&self, mode: PushMode, progress: &Progress) -> Result<(), RunError> {
+        self.run_as(mode, false, progress).await
+    }
+
+    /// Runs one dry-run company push: the same candidates and reads as [`Self::run`] (linked
+    /// companies are read by id instead of updated), no write to HubSpot — the external key
+    /// property included — nor to the local rows; each page commits the job's counts and plan.
+    pub async fn run_dry(&self, mode: PushMode, progress: &Progress) -> Result<(), RunError> {
+        self.run_as(mode, true, progress).await
+    }
+
+    async fn run_as(
+        &self,
+        mode: PushMode,
+        dry_run: bool,
+        progress: &Progress,
+    ) -> Result<(), RunError> {
         let Counts::Push(mut counts) = progress.counts() else {
             return Err(RunError::fatal("a push job holds pull counts"));
         };
@@ -130,12 +150,27 @@ impl CompanyPusher {
         if left == 0 {
             return Ok(());
         }
-        ensure_key_property(&self.client).await?;
+        let mut setup = Plan::default();
+        let key_exists = if dry_run {
+            setup.call("property_read", 1);
+            let exists = key_property_exists(&self.client).await?;
+            if !exists {
+                setup.call("property_create", 1);
+            }
+            exists
+        } else {
+            ensure_key_property(&self.client).await?;
+            true
+        };
         let keys = ExternalKeys::new(&progress.store().installation().await?);
         let page = PageRun {
             client: &self.client,
             keys: &keys,
             mode,
+            dry_run: dry_run.then(|| DryRun {
+                key_exists,
+                plan: Mutex::new(setup),
+            }),
         };
         loop {
             if progress.should_stop() {
@@ -150,7 +185,13 @@ impl CompanyPusher {
             };
             let short = candidates.len() < self.page_size as usize;
             let resolutions = page.resolve(&candidates).await?;
-            counts = commit(progress, counts, &candidates, resolutions, last).await?;
+            counts = match &page.dry_run {
+                Some(dry) => {
+                    let plan = dry.take_plan(&candidates, &resolutions);
+                    commit_planned(progress, counts, &candidates, resolutions, last, plan).await?
+                }
+                None => commit(progress, counts, &candidates, resolutions, last).await?,
+            };
             after = last;
             if short {
                 break;
@@ -170,6 +211,9 @@ impl JobRunner for CompanyPusher {
     ) -> BoxFuture<'a, Result<(), RunError>> {
         Box::pin(async move {
             match job.spec.action {
+                JobAction::Push { mode } if job.spec.dry_run => {
+                    CompanyPusher::run_dry(self, mode, progress).await
+                }
                 JobAction::Push { mode } => CompanyPusher::run(self, mode, progress).await,
                 JobAction::Pull { .. } => Err(RunError::fatal(
                     "the company push engine was handed a pull job",
@@ -230,15 +274,7 @@ async fn commit(
     for (company, resolution) in candidates.iter().zip(resolutions) {
         counts.add(resolution.outcome());
         if let Resolution::Failed { id, reason } = resolution {
-            errors.push(RecordError {
-                contact_id: None,
-                company_id: Some(company.id),
-                email: None,
-                hs_object_id: id
-                    .or_else(|| company.hs_object_id.clone())
-                    .map(|id| crate::ids::HsObjectId(id.0)),
-                reason,
-            });
+            errors.push(failed_record(company, id, reason));
         }
     }
     let checkpoint = serde_json::to_value(Checkpoint { after: last }).map_err(|e| {
@@ -260,11 +296,150 @@ async fn commit(
     Ok(counts)
 }
 
+/// Saves a dry run's page: only the job's counts, failed records, plan and checkpoint.
+async fn commit_planned(
+    progress: &Progress,
+    mut counts: PushCounts,
+    candidates: &[CompanyCandidate],
+    resolutions: Vec<Resolution>,
+    last: LocalCompanyId,
+    plan: Plan,
+) -> Result<PushCounts, RunError> {
+    let mut errors = Vec::new();
+    for (company, resolution) in candidates.iter().zip(resolutions) {
+        counts.add(resolution.outcome());
+        if let Resolution::Failed { id, reason } = resolution {
+            errors.push(failed_record(company, id, reason));
+        }
+    }
+    let checkpoint = serde_json::to_value(Checkpoint { after: last }).map_err(|e| {
+        RunError::Fatal(RunFailure::caused_by(
+            "cannot encode the company push checkpoint",
+            e,
+        ))
+    })?;
+    let tx = progress.begin().await?;
+    progress
+        .commit_planned(
+            tx,
+            Page {
+                counts: Counts::Push(counts),
+                checkpoint,
+                errors,
+            },
+            Some(plan),
+        )
+        .await?;
+    Ok(counts)
+}
+
+/// The failed record of `company`.
+fn failed_record(company: &CompanyCandidate, id: Option<CompanyId>, reason: String) -> RecordError {
+    RecordError {
+        contact_id: None,
+        company_id: Some(company.id),
+        email: None,
+        hs_object_id: id
+            .or_else(|| company.hs_object_id.clone())
+            .map(|id| crate::ids::HsObjectId(id.0)),
+        reason,
+    }
+}
+
+/// Whether the company property [`COMPANY_KEY`] exists, read without creating it (a dry run);
+/// one without unique values fails the job as the real run would.
+async fn key_property_exists(client: &HubSpotClient) -> Result<bool, RunError> {
+    match client
+        .get_object_property(ObjectType::Companies, COMPANY_KEY)
+        .await
+    {
+        Ok(property) if property.has_unique_value => Ok(true),
+        Ok(_) => Err(RunError::fatal(format!(
+            "the HubSpot company property {COMPANY_KEY} exists but does not require unique \
+             values, so crm-sync cannot use it as its external key; delete it in HubSpot \
+             (Settings > Properties) and run the push again"
+        ))),
+        Err(HubSpotError::NotFound { .. }) => Ok(false),
+        Err(e) => Err(company_error(
+            "reading the company external key property",
+            e,
+        )),
+    }
+}
+
+/// What a dry run keeps beside the page: whether the key property exists (without it no
+/// company carries a key yet), and the calls the real run would make.
+struct DryRun {
+    key_exists: bool,
+    plan: Mutex<Plan>,
+}
+
+impl DryRun {
+    fn call(&self, operation: &str, n: u64) {
+        if let Ok(mut plan) = self.plan.lock() {
+            plan.call(operation, n);
+        }
+    }
+
+    /// The page's plan: the calls counted so far and one action per company.
+    fn take_plan(&self, page: &[CompanyCandidate], resolutions: &[Resolution]) -> Plan {
+        let mut plan = self
+            .plan
+            .lock()
+            .map(|mut p| std::mem::take(&mut *p))
+            .unwrap_or_default();
+        for (company, resolution) in page.iter().zip(resolutions) {
+            let (action, id, reason) = match resolution {
+                Resolution::Created(_) => (
+                    PlannedKind::Create,
+                    None,
+                    format!("local company {} would be created in HubSpot", company.id),
+                ),
+                Resolution::Linked { id, .. } => (
+                    PlannedKind::Link,
+                    Some(id),
+                    format!(
+                        "local company {} would be linked to HubSpot company {id}",
+                        company.id
+                    ),
+                ),
+                Resolution::Updated(id) => (
+                    PlannedKind::Update,
+                    Some(id),
+                    format!(
+                        "HubSpot company {id} would get local company {}'s values",
+                        company.id
+                    ),
+                ),
+                Resolution::Gone => (
+                    PlannedKind::Skip,
+                    company.hs_object_id.as_ref(),
+                    "HubSpot no longer has the linked company: it would be marked deleted"
+                        .to_owned(),
+                ),
+                Resolution::Failed { id, reason } => {
+                    (PlannedKind::Fail, id.as_ref(), reason.clone())
+                }
+            };
+            plan.actions.push(PlannedAction {
+                action,
+                contact_id: None,
+                email: None,
+                hs_object_id: id.map(|id| crate::ids::HsObjectId(id.0.clone())),
+                reason,
+            });
+        }
+        plan
+    }
+}
+
 /// What every page of one run shares.
 struct PageRun<'a> {
     client: &'a HubSpotClient,
     keys: &'a ExternalKeys,
     mode: PushMode,
+    /// Set for a dry run: reads only, and the plan of the calls.
+    dry_run: Option<DryRun>,
 }
 
 impl PageRun<'_> {
@@ -301,6 +476,10 @@ impl PageRun<'_> {
         if which.is_empty() {
             return Ok(());
         }
+        if let Some(dry) = &self.dry_run {
+            dry.call("batch_update", 1);
+            return self.read_linked(page, which, out).await;
+        }
         let inputs: Vec<CompanyUpdate> = which
             .iter()
             .filter_map(|&i| {
@@ -336,6 +515,41 @@ impl PageRun<'_> {
                 out[i] = Some(match error.error {
                     HubSpotError::NotFound { .. } => Resolution::Gone,
                     ref other => Resolution::refused(other),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// A dry run's stand-in for the update: the linked companies read by id; those HubSpot
+    /// still has would be updated, the others are gone.
+    async fn read_linked(
+        &self,
+        page: &[CompanyCandidate],
+        which: &[usize],
+        out: &mut [Option<Resolution>],
+    ) -> Result<(), RunError> {
+        let ids: Vec<String> = which
+            .iter()
+            .filter_map(|&i| Some(page[i].hs_object_id.as_ref()?.0.clone()))
+            .collect();
+        let read = self
+            .client
+            .batch_read_companies(&batch(ids)?, None, &read_properties())
+            .await
+            .map_err(|e| company_error("reading linked companies", e))?;
+        let live: HashSet<&CompanyId> = read
+            .results
+            .iter()
+            .filter(|c| !c.archived)
+            .map(|c| &c.id)
+            .collect();
+        for &i in which {
+            if let Some(id) = &page[i].hs_object_id {
+                out[i] = Some(if live.contains(id) {
+                    Resolution::Updated(id.clone())
+                } else {
+                    Resolution::Gone
                 });
             }
         }
@@ -408,6 +622,13 @@ impl PageRun<'_> {
         which: &[usize],
         out: &mut [Option<Resolution>],
     ) -> Result<(), RunError> {
+        if let Some(dry) = &self.dry_run {
+            if !dry.key_exists {
+                // Without the property no company carries a key: nothing to find.
+                return Ok(());
+            }
+            dry.call("batch_read", 1);
+        }
         let by_key: HashMap<String, usize> = which
             .iter()
             .map(|&i| (self.keys.company_key(page[i].id), i))
@@ -456,6 +677,9 @@ impl PageRun<'_> {
         }
         let mut request = SearchRequest::companies_with_domains(&domains, read_properties());
         loop {
+            if let Some(dry) = &self.dry_run {
+                dry.call("search", 1);
+            }
             let result = self
                 .client
                 .search_companies(&request)
@@ -481,6 +705,15 @@ impl PageRun<'_> {
         which: &[usize],
         out: &mut [Option<Resolution>],
     ) -> Result<(), RunError> {
+        if let Some(dry) = &self.dry_run {
+            if !which.is_empty() {
+                dry.call("batch_create", 1);
+            }
+            for &i in which {
+                out[i] = Some(Resolution::Created(CompanyId(String::new())));
+            }
+            return Ok(());
+        }
         let mut left: Vec<usize> = which.to_vec();
         let mut lost = 0;
         while !left.is_empty() {
@@ -558,6 +791,40 @@ impl PageRun<'_> {
         Ok(())
     }
 
+    /// A dry run's stand-in for the upsert: the companies read by their key; those found would
+    /// be updated, the others created.
+    async fn plan_upsert(
+        &self,
+        page: &[CompanyCandidate],
+        which: &[usize],
+        out: &mut [Option<Resolution>],
+    ) -> Result<(), RunError> {
+        let mut found: HashMap<String, CompanyId> = HashMap::new();
+        if self.dry_run.as_ref().is_some_and(|d| d.key_exists) {
+            let keys: Vec<String> = which
+                .iter()
+                .map(|&i| self.keys.company_key(page[i].id))
+                .collect();
+            let read = self
+                .client
+                .batch_read_companies(&batch(keys)?, Some(COMPANY_KEY), &read_properties())
+                .await
+                .map_err(|e| company_error("reading companies by their external key", e))?;
+            for record in read.results.iter().filter(|r| !r.archived) {
+                if let Some(key) = record.property(COMPANY_KEY) {
+                    found.insert(key.to_owned(), record.id.clone());
+                }
+            }
+        }
+        for &i in which {
+            out[i] = Some(match found.get(&self.keys.company_key(page[i].id)) {
+                Some(id) => Resolution::Updated(id.clone()),
+                None => Resolution::Created(CompanyId(String::new())),
+            });
+        }
+        Ok(())
+    }
+
     /// Upsert mode for unlinked companies: one batch upsert by external key.
     async fn upsert(
         &self,
@@ -567,6 +834,10 @@ impl PageRun<'_> {
     ) -> Result<(), RunError> {
         if which.is_empty() {
             return Ok(());
+        }
+        if let Some(dry) = &self.dry_run {
+            dry.call("batch_upsert", 1);
+            return self.plan_upsert(page, which, out).await;
         }
         let inputs: Vec<CompanyUpsert> = which
             .iter()
@@ -673,6 +944,7 @@ pub(crate) async fn link_for_associations(
         client,
         keys: &keys,
         mode,
+        dry_run: None,
     };
     let resolutions = page.resolve(candidates).await?;
     let mut links = Vec::new();
