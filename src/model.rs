@@ -601,6 +601,14 @@ impl Counts {
         }
     }
 
+    /// Contact→company associations that failed so far (apart from [`Self::failed`]).
+    pub fn associations_failed(&self) -> u64 {
+        match self {
+            Self::Push(c) => c.associations_failed,
+            Self::Pull(c) => c.associations_failed,
+        }
+    }
+
     /// Whether the direction's invariants hold.
     pub fn is_consistent(&self) -> bool {
         match self {

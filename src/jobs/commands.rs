@@ -222,15 +222,29 @@ impl SyncOutcome {
             return Some((JobShortfall::JobFailed, line));
         }
         let failed = job.counts.failed();
-        (failed > 0).then(|| {
-            let line = format!(
+        let associations = job.counts.associations_failed();
+        let line = match (failed, associations) {
+            (0, 0) => return None,
+            (_, 0) => format!(
                 "job {} succeeded, but {failed} of {} records failed (`crm-sync jobs {}` lists why)",
                 job.id,
                 job.counts.total(),
                 job.id
-            );
-            (JobShortfall::RecordsFailed, line)
-        })
+            ),
+            (0, _) => format!(
+                "job {} succeeded, but {associations} contact→company associations failed \
+                 (`crm-sync jobs {}` lists why)",
+                job.id, job.id
+            ),
+            _ => format!(
+                "job {} succeeded, but {failed} of {} records and {associations} contact→company \
+                 associations failed (`crm-sync jobs {}` lists why)",
+                job.id,
+                job.counts.total(),
+                job.id
+            ),
+        };
+        Some((JobShortfall::RecordsFailed, line))
     }
 }
 
@@ -551,6 +565,7 @@ pub fn print_summary(job: &Job, out: &mut (dyn Write + Send)) -> std::io::Result
         )?;
         for e in job.errors.iter().take(SHOWN_ERRORS) {
             let who = match (&e.contact_id, &e.email, &e.hs_object_id) {
+                (None, _, _) if let Some(company) = e.company_id => format!("company {company}"),
                 (Some(id), Some(email), _) => format!("contact {id} <{email}>"),
                 (Some(id), None, _) => format!("contact {id}"),
                 (None, Some(email), _) => format!("<{email}>"),
@@ -618,6 +633,7 @@ pub fn print_table(jobs: &[Job], out: &mut (dyn Write + Send)) -> std::io::Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::jobs::model::{JobProgress, PushCounts};
     use clap::Parser;
 
     #[derive(Debug, Parser)]
@@ -646,6 +662,52 @@ mod tests {
             SyncRequest::Enqueue { spec, .. } => spec,
             other => panic!("{other:?}"),
         }
+    }
+
+    fn finished_push(counts: PushCounts) -> SyncOutcome {
+        SyncOutcome::Finished(Job {
+            id: JobId::generate(),
+            spec: JobSpec::push(),
+            trigger: Trigger::Cli,
+            status: JobStatus::Succeeded,
+            attempts: 1,
+            created_at: chrono::Utc::now(),
+            started_at: None,
+            finished_at: None,
+            counts: Counts::Push(counts),
+            errors: Vec::new(),
+            progress: JobProgress::default(),
+            error: None,
+            next_attempt_at: None,
+            forced: false,
+            portal_id: None,
+            plan: None,
+        })
+    }
+
+    #[test]
+    fn failed_associations_alone_are_a_shortfall_of_a_waited_job() {
+        let clean = finished_push(PushCounts {
+            total: 3,
+            created: 3,
+            associations_created: 3,
+            ..PushCounts::default()
+        });
+        assert_eq!(clean.failure(), None);
+        let (why, line) = finished_push(PushCounts {
+            total: 3,
+            created: 3,
+            associations_created: 1,
+            associations_failed: 2,
+            ..PushCounts::default()
+        })
+        .failure()
+        .expect("a shortfall");
+        assert_eq!(why, JobShortfall::RecordsFailed);
+        assert!(
+            line.contains("2 contact→company associations failed"),
+            "{line}"
+        );
     }
 
     #[test]
