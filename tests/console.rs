@@ -16,7 +16,7 @@ use common::process::{SERVE_API_TOKEN, Serve};
 use crm_sync::jobs::model::{JobSpec, Trigger};
 use crm_sync::jobs::queue::{EnqueueRequest, enqueue};
 use crm_sync::sandbox::{Sandbox, SandboxArgs, SandboxHandle};
-use crm_sync::store::{ContactOverview, NewContact, Store};
+use crm_sync::store::{ContactOverview, NewCompany, NewContact, Store};
 use sha2::{Digest, Sha256};
 
 /// An email HubSpot refuses, written so that an unescaped page would render it as markup.
@@ -54,6 +54,24 @@ backend_tests! {
         assert!(!operator.contains(MARKUP_EMAIL), "never as markup");
         assert!(operator.contains(&format!("href=\"#job-{push}\"")), "linked to its job");
         assert!(operator.contains("You are signed in as the operator"), "{operator}");
+
+        // A dry run and a companies push are listed, and change neither contacts panel.
+        let dry = serve.enqueue(serde_json::json!({"direction": "push", "dry_run": true})).await;
+        let dry = dry["id"].as_str().unwrap().to_owned();
+        serve.wait_for(&dry, "the dry run to end", |j| j["status"] == "succeeded").await;
+        let companies = serve.enqueue(serde_json::json!({"direction": "push", "object": "companies"})).await;
+        let companies = companies["id"].as_str().unwrap().to_owned();
+        serve.wait_for(&companies, "the companies push to end", |j| j["status"] == "succeeded").await;
+        let live = page(&serve, "/?fragment=live", None).await;
+        assert!(live.contains("contacts · push · link · dry run"), "{live}");
+        assert!(live.contains("companies · push · link"), "{live}");
+        let card = live.split("id=\"push-card\"").nth(1).expect("a push card");
+        let card = card.split("</article>").next().unwrap();
+        assert!(card.contains("41 total · 40 created · 1 failed"), "the real contacts push: {card}");
+        let card = live.split("id=\"companies\"").nth(1).expect("a companies card");
+        let card = card.split("</article>").next().unwrap();
+        assert!(card.contains("id=\"companies-total\">0<"), "{card}");
+        assert!(card.contains("Last companies push succeeded"), "{card}");
     }
 
     async fn a_running_push_shows_its_progress_and_the_live_part_refreshes_alone(db: TestDb) {
@@ -143,6 +161,17 @@ backend_tests! {
         assert_eq!(
             overview,
             ContactOverview { total: 5, linked: 2, not_pushed: 2, changed: 1, tombstoned: 1 }
+        );
+
+        // The companies' figures are read the same way from their own table.
+        store
+            .insert_companies(&[NewCompany { name: Some("A".into()), domain: None }, NewCompany::default()])
+            .await
+            .unwrap();
+        execute(&store, "UPDATE companies SET hs_object_id = '201', local_version = 2, pushed_version = 1 WHERE name = 'A'").await;
+        assert_eq!(
+            store.company_overview().await.unwrap(),
+            ContactOverview { total: 2, linked: 1, not_pushed: 1, changed: 1, tombstoned: 0 }
         );
     }
 

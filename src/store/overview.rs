@@ -40,9 +40,10 @@ pub struct WebhookPullSummary {
     pub newest_at: Option<DateTime<Utc>>,
 }
 
-/// One pass over `contacts`; `CAST` keeps the sums `BIGINT` on PostgreSQL (SQLite's are
-/// integers already).
-const OVERVIEW: &str = "SELECT CAST(COUNT(*) AS BIGINT) AS total,
+/// The sums both overviews share (the two tables track links, changes and tombstones alike).
+macro_rules! overview_sums {
+    () => {
+        "SELECT CAST(COUNT(*) AS BIGINT) AS total,
        CAST(COALESCE(SUM(CASE WHEN hubspot_deleted_at IS NULL AND hs_object_id IS NOT NULL
                               THEN 1 ELSE 0 END), 0) AS BIGINT) AS linked,
        CAST(COALESCE(SUM(CASE WHEN hubspot_deleted_at IS NULL AND hs_object_id IS NULL
@@ -51,8 +52,16 @@ const OVERVIEW: &str = "SELECT CAST(COUNT(*) AS BIGINT) AS total,
                                AND local_version > pushed_version
                               THEN 1 ELSE 0 END), 0) AS BIGINT) AS changed,
        CAST(COALESCE(SUM(CASE WHEN hubspot_deleted_at IS NOT NULL
-                              THEN 1 ELSE 0 END), 0) AS BIGINT) AS tombstoned
-  FROM contacts";
+                              THEN 1 ELSE 0 END), 0) AS BIGINT) AS tombstoned"
+    };
+}
+
+/// One pass over `contacts`; `CAST` keeps the sums `BIGINT` on PostgreSQL (SQLite's are
+/// integers already). `companies` has the same tracking columns ([`COMPANY_OVERVIEW`]).
+const OVERVIEW: &str = concat!(overview_sums!(), " FROM contacts");
+
+/// The same figures over crm-sync's own `companies`.
+const COMPANY_OVERVIEW: &str = concat!(overview_sums!(), " FROM companies");
 
 /// The most webhook pulls a summary reads; a window with more is summed over its newest ones.
 const WEBHOOK_SUMMARY_CAP: i64 = 10_000;
@@ -62,6 +71,14 @@ impl Store {
     pub async fn contact_overview(&self) -> Result<ContactOverview, StoreError> {
         let overview = on_pool!(self, pool => {
             sqlx::query_as::<_, ContactOverview>(OVERVIEW).fetch_one(pool).await?
+        });
+        Ok(overview)
+    }
+
+    /// crm-sync's own companies at a glance (the same figures as [`Self::contact_overview`]).
+    pub async fn company_overview(&self) -> Result<ContactOverview, StoreError> {
+        let overview = on_pool!(self, pool => {
+            sqlx::query_as::<_, ContactOverview>(COMPANY_OVERVIEW).fetch_one(pool).await?
         });
         Ok(overview)
     }

@@ -193,11 +193,16 @@ impl Serve {
 
     /// `POST /api/jobs {"direction":"push"}`; the job it answers with.
     pub async fn enqueue_push(&self) -> serde_json::Value {
+        self.enqueue(serde_json::json!({"direction": "push"})).await
+    }
+
+    /// `POST /api/jobs` with `body`; the job it answers with (202 expected).
+    pub async fn enqueue(&self, body: serde_json::Value) -> serde_json::Value {
         let answer = self
             .http
             .post(format!("{}/api/jobs", self.base))
             .bearer_auth(SERVE_API_TOKEN)
-            .json(&serde_json::json!({"direction": "push"}))
+            .json(&body)
             .send()
             .await
             .expect("POST /api/jobs");

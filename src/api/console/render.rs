@@ -86,13 +86,14 @@ pub(super) fn document(snapshot: &Snapshot) -> String {
 pub(super) fn live(s: &Snapshot) -> String {
     format!(
         "<p class=\"stamp muted\" id=\"stamp\">Updated {at} UTC; refreshes every \
-         {REFRESH_SECONDS} s.</p><div class=\"cards\">{connection}{contacts}{push}{pull}</div>\
-         {jobs}{failures}",
+         {REFRESH_SECONDS} s.</p><div class=\"cards\">{connection}{contacts}{push}{pull}{companies}\
+         </div>{jobs}{failures}",
         at = s.now.format("%H:%M:%S"),
         connection = connection_card(s),
         contacts = contacts_card(s),
         push = direction_card(s, Direction::Push, &s.push),
         pull = direction_card(s, Direction::Pull, &s.pull),
+        companies = companies_card(s),
         jobs = recent_jobs(s),
         failures = failures_block(s),
     )
@@ -158,6 +159,58 @@ const DISCONNECT_FORM: &str = "<form method=\"post\" action=\"/disconnect\" id=\
      <p><label><input type=\"checkbox\" name=\"confirm\" value=\"yes\" required> \
      Stop syncing with this account</label> <button class=\"quiet\" type=\"submit\">\
      Disconnect</button></p></form>";
+
+/// crm-sync's companies: their figures, and how their last push and pull ended.
+fn companies_card(s: &Snapshot) -> String {
+    let Some(c) = s.companies else {
+        return "<article class=\"card\" id=\"companies\"><h2>Companies</h2>\
+                <p class=\"bad\">The companies cannot be counted now; see the server log.</p>\
+                </article>"
+            .to_owned();
+    };
+    let figure = |label: &str, id: &str, value: String| {
+        format!("<dt>{label}</dt><dd id=\"{id}\">{value}</dd>")
+    };
+    let last = |direction: Direction, panel: &DirectionPanel| match (
+        &panel.active,
+        &panel.last_finished,
+    ) {
+        (Some(job), _) => format!(
+            "<p>A companies {direction} is {}.</p>",
+            escape(&job.status.to_string())
+        ),
+        (None, Some(job)) => format!(
+            "<p>Last companies {direction} {} {}: {}</p>",
+            escape(&job.status.to_string()),
+            time(s.now, job.finished_at.unwrap_or(job.created_at)),
+            escape(&counts_text(&job.counts)),
+        ),
+        (None, None) => format!("<p class=\"muted\">No companies {direction} yet.</p>"),
+    };
+    format!(
+        "<article class=\"card\" id=\"companies\"><h2>Companies</h2><dl class=\"figures\">\
+         {}{}{}{}{}</dl>{}{}</article>",
+        figure("Total", "companies-total", count(c.total)),
+        figure("Linked to HubSpot", "companies-linked", count(c.linked)),
+        figure(
+            "Not yet pushed",
+            "companies-not-pushed",
+            count(c.not_pushed)
+        ),
+        figure(
+            "Changed since last push",
+            "companies-changed",
+            count(c.changed)
+        ),
+        figure(
+            "Deleted in HubSpot",
+            "companies-tombstoned",
+            count(c.tombstoned)
+        ),
+        last(Direction::Push, &s.company_push),
+        last(Direction::Pull, &s.company_pull),
+    )
+}
 
 fn contacts_card(s: &Snapshot) -> String {
     let Some(c) = s.contacts else {
@@ -373,9 +426,17 @@ fn recent_jobs(s: &Snapshot) -> String {
 fn job_row(now: DateTime<Utc>, job: &Job) -> String {
     let id = escape(&job.id.to_string());
     let status = escape(&job.status.to_string());
-    let mut what = format!("{} · {}", job.direction(), job.spec.mode_str());
+    let mut what = format!(
+        "{} · {} · {}",
+        job.spec.object,
+        job.direction(),
+        job.spec.mode_str()
+    );
     if job.spec.incremental() {
         what.push_str(" · incremental");
+    }
+    if job.spec.dry_run {
+        what.push_str(" · dry run");
     }
     let took = match (duration_of(job), job.status) {
         (Some(d), _) => span(d),

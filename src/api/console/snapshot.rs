@@ -9,7 +9,7 @@ use chrono::{DateTime, Duration, Utc};
 use crate::api::AppState;
 use crate::api::operator::Operator;
 use crate::ids::JobId;
-use crate::jobs::model::{Direction, Job, JobStatus, RecordError, Trigger};
+use crate::jobs::model::{Direction, Job, JobStatus, RecordError, SyncObject, Trigger};
 use crate::oauth::ConnectionStatus;
 use crate::store::{ContactOverview, TombstoneReason, WebhookPullSummary};
 
@@ -37,10 +37,16 @@ pub(super) struct Snapshot {
     pub contacts: Option<ContactOverview>,
     /// Tombstones by reason (privacy deletions are told apart).
     pub tombstones: Vec<(TombstoneReason, i64)>,
-    /// The push side.
+    /// The contacts' push side (real jobs: dry runs and companies apart).
     pub push: DirectionPanel,
-    /// The pull side.
+    /// The contacts' pull side (real jobs: dry runs and companies apart).
     pub pull: DirectionPanel,
+    /// crm-sync's companies at a glance (`None`: could not be read).
+    pub companies: Option<ContactOverview>,
+    /// The companies' push side.
+    pub company_push: DirectionPanel,
+    /// The companies' pull side.
+    pub company_pull: DirectionPanel,
     /// The user's, schedules' and CLI's recent jobs, newest first (`None`: could not be read).
     pub recent: Option<Vec<Job>>,
     /// Webhook pulls of the last [`WEBHOOK_WINDOW`].
@@ -84,6 +90,7 @@ impl Snapshot {
         let connection = super::connection_status(state).await?;
         let store = &state.store;
         let contacts = logged(store.contact_overview().await, "count the contacts");
+        let companies = logged(store.company_overview().await, "count the companies");
         let tombstones =
             logged(store.count_tombstones().await, "count tombstoned contacts").unwrap_or_default();
         let recent = logged(
@@ -107,8 +114,11 @@ impl Snapshot {
             connection,
             contacts,
             tombstones,
-            push: DirectionPanel::of(Direction::Push, jobs, state),
-            pull: DirectionPanel::of(Direction::Pull, jobs, state),
+            push: DirectionPanel::of(SyncObject::Contacts, Direction::Push, jobs, state),
+            pull: DirectionPanel::of(SyncObject::Contacts, Direction::Pull, jobs, state),
+            companies,
+            company_push: DirectionPanel::of(SyncObject::Companies, Direction::Push, jobs, state),
+            company_pull: DirectionPanel::of(SyncObject::Companies, Direction::Pull, jobs, state),
             webhooks,
             webhook_active,
             failures,
@@ -118,13 +128,22 @@ impl Snapshot {
 }
 
 impl DirectionPanel {
-    /// The panel of `direction` from the recent jobs (newest first) and the schedules.
-    fn of(direction: Direction, jobs: &[Job], state: &AppState) -> Self {
-        let of_direction = || jobs.iter().filter(move |j| j.direction() == direction);
+    /// The panel of `object`'s real jobs of `direction` (dry runs change nothing, so they
+    /// are listed with the recent jobs only) from the recent jobs (newest first) and the
+    /// schedules.
+    fn of(object: SyncObject, direction: Direction, jobs: &[Job], state: &AppState) -> Self {
+        let of_direction = || {
+            jobs.iter().filter(move |j| {
+                j.direction() == direction && j.spec.object == object && !j.spec.dry_run
+            })
+        };
         let next_run = state
             .schedules
             .iter()
-            .filter(|s| s.spec().direction() == direction)
+            .filter(|s| {
+                let spec = s.spec();
+                spec.direction() == direction && spec.object == object && !spec.dry_run
+            })
             .filter_map(|s| s.next_run().map(|at| (at, s.expr().to_owned())))
             .min_by_key(|(at, _)| *at);
         Self {
