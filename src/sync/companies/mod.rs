@@ -31,17 +31,27 @@ pub(crate) fn read_properties() -> Vec<String> {
 /// Makes sure the company property [`COMPANY_KEY`] exists with unique values: reads it,
 /// creates it when HubSpot has none (a 409 means another worker created it meanwhile).
 pub(crate) async fn ensure_key_property(client: &HubSpotClient) -> Result<(), RunError> {
+    if key_property_exists(client).await? {
+        Ok(())
+    } else {
+        create_key_property(client).await
+    }
+}
+
+/// Whether the company property [`COMPANY_KEY`] exists, read without creating it; one without
+/// unique values fails the job, since crm-sync cannot use it as its external key.
+pub(crate) async fn key_property_exists(client: &HubSpotClient) -> Result<bool, RunError> {
     match client
         .get_object_property(ObjectType::Companies, COMPANY_KEY)
         .await
     {
-        Ok(property) if property.has_unique_value => Ok(()),
+        Ok(property) if property.has_unique_value => Ok(true),
         Ok(_) => Err(RunError::fatal(format!(
             "the HubSpot company property {COMPANY_KEY} exists but does not require unique \
              values, so crm-sync cannot use it as its external key; delete it in HubSpot \
              (Settings > Properties) and run the push again"
         ))),
-        Err(HubSpotError::NotFound { .. }) => create_key_property(client).await,
+        Err(HubSpotError::NotFound { .. }) => Ok(false),
         Err(e) => Err(company_error(
             "reading the company external key property",
             e,

@@ -30,10 +30,13 @@
 //! A job adds one property read (plus one create, the very first time) before its first
 //! write. A search page holds 200 companies; a domain many companies share adds pages.
 
-use super::{COMPANY_KEY, company_error, ensure_key_property, read_properties, refusal_reason};
+use super::{
+    COMPANY_KEY, company_error, ensure_key_property, key_property_exists, read_properties,
+    refusal_reason,
+};
 use crate::hubspot::{
     Batch, Company, CompanyCreate, CompanyUpdate, CompanyUpsert, HubSpotClient, HubSpotError,
-    MAX_BATCH, ObjectType, SearchRequest,
+    MAX_BATCH, SearchRequest,
 };
 use crate::ids::{CompanyId, LocalCompanyId};
 use crate::jobs::model::{
@@ -277,12 +280,7 @@ async fn commit(
             errors.push(failed_record(company, id, reason));
         }
     }
-    let checkpoint = serde_json::to_value(Checkpoint { after: last }).map_err(|e| {
-        RunError::Fatal(RunFailure::caused_by(
-            "cannot encode the company push checkpoint",
-            e,
-        ))
-    })?;
+    let checkpoint = checkpoint_after(last)?;
     progress
         .commit(
             tx,
@@ -312,12 +310,7 @@ async fn commit_planned(
             errors.push(failed_record(company, id, reason));
         }
     }
-    let checkpoint = serde_json::to_value(Checkpoint { after: last }).map_err(|e| {
-        RunError::Fatal(RunFailure::caused_by(
-            "cannot encode the company push checkpoint",
-            e,
-        ))
-    })?;
+    let checkpoint = checkpoint_after(last)?;
     let tx = progress.begin().await?;
     progress
         .commit_planned(
@@ -333,6 +326,16 @@ async fn commit_planned(
     Ok(counts)
 }
 
+/// The checkpoint a page commits: the push resumes after `last`.
+fn checkpoint_after(last: LocalCompanyId) -> Result<serde_json::Value, RunError> {
+    serde_json::to_value(Checkpoint { after: last }).map_err(|e| {
+        RunError::Fatal(RunFailure::caused_by(
+            "cannot encode the company push checkpoint",
+            e,
+        ))
+    })
+}
+
 /// The failed record of `company`.
 fn failed_record(company: &CompanyCandidate, id: Option<CompanyId>, reason: String) -> RecordError {
     RecordError {
@@ -343,27 +346,6 @@ fn failed_record(company: &CompanyCandidate, id: Option<CompanyId>, reason: Stri
             .or_else(|| company.hs_object_id.clone())
             .map(|id| crate::ids::HsObjectId(id.0)),
         reason,
-    }
-}
-
-/// Whether the company property [`COMPANY_KEY`] exists, read without creating it (a dry run);
-/// one without unique values fails the job as the real run would.
-async fn key_property_exists(client: &HubSpotClient) -> Result<bool, RunError> {
-    match client
-        .get_object_property(ObjectType::Companies, COMPANY_KEY)
-        .await
-    {
-        Ok(property) if property.has_unique_value => Ok(true),
-        Ok(_) => Err(RunError::fatal(format!(
-            "the HubSpot company property {COMPANY_KEY} exists but does not require unique \
-             values, so crm-sync cannot use it as its external key; delete it in HubSpot \
-             (Settings > Properties) and run the push again"
-        ))),
-        Err(HubSpotError::NotFound { .. }) => Ok(false),
-        Err(e) => Err(company_error(
-            "reading the company external key property",
-            e,
-        )),
     }
 }
 
@@ -629,6 +611,27 @@ impl PageRun<'_> {
             }
             dry.call("batch_read", 1);
         }
+        for (i, record) in self.read_by_key(page, which).await? {
+            out[i] = Some(if holds_local_values(&page[i], &record) {
+                Resolution::Created(record.id.clone())
+            } else {
+                // Only the link: the next push updates it with the local values.
+                Resolution::Linked {
+                    id: record.id.clone(),
+                    in_sync: false,
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// The live HubSpot companies carrying the external key of one of `which`, with the
+    /// position of that company in `page` (one batch read).
+    async fn read_by_key(
+        &self,
+        page: &[CompanyCandidate],
+        which: &[usize],
+    ) -> Result<Vec<(usize, Company)>, RunError> {
         let by_key: HashMap<String, usize> = which
             .iter()
             .map(|&i| (self.keys.company_key(page[i].id), i))
@@ -642,21 +645,12 @@ impl PageRun<'_> {
             .batch_read_companies(&batch(keys)?, Some(COMPANY_KEY), &read_properties())
             .await
             .map_err(|e| company_error("reading companies by their external key", e))?;
-        for record in found.results.iter().filter(|r| !r.archived) {
-            let Some(&i) = record.property(COMPANY_KEY).and_then(|k| by_key.get(k)) else {
-                continue;
-            };
-            out[i] = Some(if holds_local_values(&page[i], record) {
-                Resolution::Created(record.id.clone())
-            } else {
-                // Only the link: the next push updates it with the local values.
-                Resolution::Linked {
-                    id: record.id.clone(),
-                    in_sync: false,
-                }
-            });
-        }
-        Ok(())
+        Ok(found
+            .results
+            .into_iter()
+            .filter(|r| !r.archived)
+            .filter_map(|r| Some((*by_key.get(r.property(COMPANY_KEY)?)?, r)))
+            .collect())
     }
 
     /// The live HubSpot companies of each domain (lower-case), every search page read.
@@ -799,28 +793,13 @@ impl PageRun<'_> {
         which: &[usize],
         out: &mut [Option<Resolution>],
     ) -> Result<(), RunError> {
-        let mut found: HashMap<String, CompanyId> = HashMap::new();
-        if self.dry_run.as_ref().is_some_and(|d| d.key_exists) {
-            let keys: Vec<String> = which
-                .iter()
-                .map(|&i| self.keys.company_key(page[i].id))
-                .collect();
-            let read = self
-                .client
-                .batch_read_companies(&batch(keys)?, Some(COMPANY_KEY), &read_properties())
-                .await
-                .map_err(|e| company_error("reading companies by their external key", e))?;
-            for record in read.results.iter().filter(|r| !r.archived) {
-                if let Some(key) = record.property(COMPANY_KEY) {
-                    found.insert(key.to_owned(), record.id.clone());
-                }
-            }
-        }
         for &i in which {
-            out[i] = Some(match found.get(&self.keys.company_key(page[i].id)) {
-                Some(id) => Resolution::Updated(id.clone()),
-                None => Resolution::Created(CompanyId(String::new())),
-            });
+            out[i] = Some(Resolution::Created(CompanyId(String::new())));
+        }
+        if self.dry_run.as_ref().is_some_and(|d| d.key_exists) {
+            for (i, record) in self.read_by_key(page, which).await? {
+                out[i] = Some(Resolution::Updated(record.id));
+            }
         }
         Ok(())
     }
