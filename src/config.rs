@@ -888,14 +888,6 @@ impl ScheduleConfig {
                 format!("{object} sync is not available in this version"),
             ));
         }
-        if object == SyncObject::Companies && self.mode.as_deref().map(str::trim) == Some("verbose")
-        {
-            return Err(invalid(
-                &format!("{key}.mode"),
-                "\"verbose\" is the contacts pull's alone; a companies pull is \"upsert\""
-                    .to_owned(),
-            ));
-        }
         if self.dry_run == Some(true) && !object.has_dry_run() {
             return Err(invalid(
                 &format!("{key}.dry_run"),
@@ -1181,7 +1173,7 @@ pub(crate) mod tests {
                 "sync.schedules[0].object",
             ),
             (
-                "object = \"companies\"\ndirection = \"pull\"\nmode = \"verbose\"",
+                "object = \"companies\"\ndirection = \"pull\"\nmode = \"sideways\"",
                 "sync.schedules[0].mode",
             ),
         ] {

@@ -258,21 +258,6 @@ impl JobSpec {
         if !object.is_available() {
             return Err(SpecError::ObjectUnavailable(object));
         }
-        // The company pull has one way of writing: verbose is the contact pull's alone.
-        if let (
-            SyncObject::Companies,
-            JobAction::Pull {
-                mode: PullMode::Verbose,
-                ..
-            },
-        ) = (object, self.action)
-        {
-            return Err(SpecError::InvalidMode {
-                direction: Direction::Pull,
-                mode: "verbose".to_owned(),
-                expected: "\"upsert\" (a companies pull has no verbose mode)",
-            });
-        }
         Ok(Self { object, ..self })
     }
 

@@ -220,10 +220,6 @@ async fn unknown_fields_and_unavailable_objects_are_refused_and_nothing_is_enque
     // A client written for a newer server must never start a real job it did not mean.
     for (body, needles) in [
         (
-            json!({"direction": "pull", "object": "companies", "mode": "verbose"}),
-            vec!["no verbose mode"],
-        ),
-        (
             json!({"direction": "push", "dryRun": true, "limit": 10}),
             vec!["\"dryRun\"", "\"limit\""],
         ),

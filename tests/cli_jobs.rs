@@ -128,13 +128,6 @@ async fn invalid_sync_flags_fail_with_one_line_naming_the_choices(db: &TestDb) {
         &["sync", "push", "--incremental"],
     ));
     assert!(line.contains("pull only"), "{line}");
-    // A mode the object's sync does not have is refused by its flag, never run otherwise.
-    let line = error_line(&crm_sync(
-        dir.path(),
-        db,
-        &["sync", "pull", "--object", "companies", "--mode", "verbose"],
-    ));
-    assert!(line.contains("no verbose mode"), "{line}");
     let usage = crm_sync(dir.path(), db, &["sync", "sideways"]);
     assert_eq!(usage.status.code(), Some(2), "a usage error: {usage:?}");
 }

@@ -649,3 +649,39 @@ backend_tests! {
         assert!(env.hubspot.companies().is_empty());
     }
 }
+
+// ---- pull modes ------------------------------------------------------------------------
+
+backend_tests! {
+    async fn a_verbose_pull_writes_what_an_upsert_pull_writes_and_counts_only_the_breakdown(db: TestDb) {
+        let env = Env::new(db).await;
+        let ids = env.insert(&[(Some("Local Name"), Some("match.io"))]).await;
+        let hs = env.in_hubspot(&[("HubSpot Name", "match.io"), ("Only In HubSpot", "new.io")]);
+
+        let job = env
+            .run(companies(JobAction::Pull {
+                mode: PullMode::Verbose,
+                incremental: false,
+            }))
+            .await;
+        assert_eq!(job.status, crm_sync::jobs::model::JobStatus::Succeeded, "{job:#?}");
+        let Counts::Pull(counts) = job.counts else {
+            panic!("pull counts: {job:#?}")
+        };
+        assert!(counts.is_consistent(), "{counts:?}");
+        assert_eq!(
+            (counts.total, counts.linked, counts.created, counts.upserted),
+            (2, 1, 1, 0),
+            "the breakdown says it all: {counts:?}"
+        );
+        assert_eq!(linked(&env.company(ids[0]).await).0, hs[0]);
+        let hs_ids: Vec<Option<String>> =
+            env.companies().await.into_iter().map(|c| c.hs_object_id.map(|h| h.0)).collect();
+        assert!(hs_ids.contains(&Some(hs[1].clone())), "{hs_ids:?}");
+        assert_eq!(hs_ids.len(), 2, "one row per company: {hs_ids:?}");
+
+        // The same pull again in the default mode finds nothing to do.
+        let (_, again) = env.pull(false).await;
+        assert_eq!((again.unchanged, again.upserted), (2, 0), "{again:?}");
+    }
+}

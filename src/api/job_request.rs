@@ -111,7 +111,8 @@ pub struct PullJobRequest {
     /// What to sync: `contacts` (the default) or `companies`.
     #[oai(nullable)]
     pub object: Option<SyncObjectView>,
-    /// `upsert` (default) or `verbose` (contacts only).
+    /// `upsert` (default) or `verbose` (the same writes; `upserted` stays 0 and the breakdown is
+    /// in `created` and `linked`).
     #[oai(nullable)]
     pub mode: Option<PullModeView>,
     /// Read only what changed since the last successful pull (default false).
@@ -295,7 +296,6 @@ impl FromJsonBody for JobRequestBody {
             .for_object(object.unwrap_or_default())
             .and_then(|spec| spec.with_dry_run(dry_run.unwrap_or(false)))
             .map_err(|e| e.to_string())?;
-        let companies = object == Some(SyncObject::Companies);
         let object = object.map(SyncObjectView::from);
         let mode = optional(&fields, "mode", |v| {
             v.as_str()
@@ -329,12 +329,6 @@ impl FromJsonBody for JobRequestBody {
                 mode: match mode {
                     None => None,
                     Some("upsert") => Some(PullModeView::Upsert),
-                    Some("verbose") if companies => {
-                        return Err(invalid_mode(
-                            "\"upsert\" (a companies pull has no verbose mode)",
-                        )
-                        .to_string());
-                    }
                     Some("verbose") => Some(PullModeView::Verbose),
                     Some(_) => return Err(invalid_mode("\"upsert\" or \"verbose\"").to_string()),
                 },
@@ -426,12 +420,19 @@ mod tests {
     }
 
     #[test]
-    fn companies_are_carried_but_not_in_verbose_mode() {
+    fn companies_are_carried_in_either_pull_mode() {
         let req = parse(json!({"direction": "pull", "object": "companies"})).unwrap();
         assert_eq!(req.spec.object, SyncObject::Companies);
-        let err = parse(json!({"direction": "pull", "object": "companies", "mode": "verbose"}))
-            .unwrap_err();
-        assert!(err.contains("no verbose mode"), "{err}");
+        let req =
+            parse(json!({"direction": "pull", "object": "companies", "mode": "verbose"})).unwrap();
+        assert_eq!(req.spec.object, SyncObject::Companies);
+        assert!(matches!(
+            req.spec.action,
+            JobAction::Pull {
+                mode: PullMode::Verbose,
+                ..
+            }
+        ));
     }
 
     #[test]

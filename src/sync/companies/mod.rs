@@ -159,17 +159,11 @@ impl CompanyRunner {
                     .run(mode, progress)
                     .await
             }
-            JobAction::Pull {
-                mode: crate::jobs::model::PullMode::Verbose,
-                ..
-            } => Err(RunError::fatal(
-                "a companies pull has no verbose mode (a job row written by hand or by another \
-                 version); nothing was read",
-            )),
-            JobAction::Pull { incremental, .. } => {
+            JobAction::Pull { mode, incremental } => {
                 pull::run(
                     &self.client,
                     &self.pull,
+                    mode,
                     incremental,
                     job.spec.dry_run,
                     progress,

@@ -22,7 +22,10 @@
 //! 100 linked rows a full list did not show (and per page with stale links).
 //!
 //! Counts have the pull shape: `created_without_email` is always 0 (a company has no email),
-//! `upserted` counts the rows written (created or linked).
+//! `upserted` counts the rows written (created or linked) in mode `upsert`, and stays 0 in mode
+//! `verbose`, whose breakdown is in `created` and `linked` alone (as in the contacts pull). A
+//! company pull writes the same way in both modes: it has one matching, and only the counts
+//! differ.
 
 use super::{COMPANY_KEY, company_error, read_properties};
 use crate::hubspot::{
@@ -31,7 +34,7 @@ use crate::hubspot::{
 };
 use crate::ids::{CompanyId, LocalCompanyId};
 use crate::jobs::model::{
-    Counts, Plan, PlannedAction, PlannedKind, PullCounts, PullOutcome, RecordError,
+    Counts, Plan, PlannedAction, PlannedKind, PullCounts, PullMode, PullOutcome, RecordError,
 };
 use crate::jobs::{Page, Progress, RunError, RunFailure};
 use crate::store::{CompanyLink, PulledCompany, TombstoneReason, Tx};
@@ -76,6 +79,7 @@ enum Position {
 pub async fn run(
     client: &HubSpotClient,
     settings: &PullSettings,
+    mode: PullMode,
     incremental: bool,
     dry_run: bool,
     progress: &Progress,
@@ -98,6 +102,7 @@ pub async fn run(
         progress,
         started_at: cursor.started_at,
         counts,
+        verbose: mode == PullMode::Verbose,
         dry_run,
         plan: Plan::default(),
     };
@@ -188,6 +193,8 @@ struct PullRun<'a> {
     progress: &'a Progress,
     started_at: DateTime<Utc>,
     counts: PullCounts,
+    /// Mode `verbose`: `upserted` stays 0, the breakdown says it all.
+    verbose: bool,
     /// Roll each page back, and keep a plan instead.
     dry_run: bool,
     /// A dry run's plan of the page being read (calls and actions), committed with it.
@@ -323,7 +330,9 @@ impl PullRun<'_> {
                 }
                 None => {
                     counts.add(PullOutcome::Linked);
-                    counts.upserted += 1;
+                    if !self.verbose {
+                        counts.upserted += 1;
+                    }
                 }
             }
         }
@@ -331,7 +340,9 @@ impl PullRun<'_> {
         for row in &creates {
             if created.contains(&row.hs_object_id) {
                 counts.add(PullOutcome::Created { with_email: true });
-                counts.upserted += 1;
+                if !self.verbose {
+                    counts.upserted += 1;
+                }
             } else {
                 // Linked meanwhile by a concurrent writer: nothing left to do here.
                 counts.add(PullOutcome::Unchanged);
