@@ -17,6 +17,7 @@
 //! generates `counts_start_at_zero::sqlite` and `counts_start_at_zero::postgres`.
 #![allow(dead_code)]
 
+pub mod associated;
 pub mod oauth;
 pub mod process;
 pub mod pushed;
