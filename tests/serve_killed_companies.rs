@@ -6,6 +6,10 @@
 //!
 //! A contacts push runs three phases: link the companies its contacts name (found by external
 //! key, by a single domain match, or created), push the contacts, write the associations.
+//! Each spec kills at the worst moment of its phase: the test holds the page's local commit
+//! back (`WriteHold`: a table lock on PostgreSQL, the write lock on SQLite) until HubSpot has
+//! applied the page's writes, then kills — so the restarted run always meets writes it made
+//! but did not record, and must find them again rather than make them twice.
 //! Nothing is shortened for the test: the restarted process gets the job back through the
 //! orphan recovery production relies on (the dead worker misses its heartbeats, about
 //! 15–20 s), so each run takes about half a minute.
@@ -16,21 +20,24 @@
 mod common;
 
 use common::associated::{
-    assert_each_contact_has_only_its_company_as_primary,
+    ContactWithCompany, assert_each_contact_has_only_its_company_as_primary,
     assert_one_hubspot_company_per_local_company, contacts_with_companies, linked_companies,
 };
 use common::process::Serve;
 use common::pushed::{assert_one_hubspot_contact_per_row, linked_rows};
+use common::write_hold::WriteHold;
 use crm_sync::hubspot::{Auth, ClientConfig, HubSpotClient};
 use crm_sync::jobs::model::Counts;
 use crm_sync::sandbox::{HubSpotProfile, Sandbox, SandboxArgs, SandboxHandle};
 use crm_sync::secret::Secret;
 use crm_sync::store::{NewCompany, NewContact, Store};
+use crm_sync::sync::companies::COMPANY_KEY;
 use crm_sync::sync::keys::ExternalKeys;
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 /// Local companies: three pages of the company phase, so that a kill lands in the middle.
 const COMPANIES: u64 = 300;
@@ -54,18 +61,27 @@ backend_tests! {
 
         let first = Serve::start(dir.path(), db.url(), &hubspot.base_url(), hubspot.access_token()).await;
         let id = job_id(&first.enqueue_push().await);
-        // The first page of companies is in HubSpot; the other two are not.
-        let seen = first
-            .wait_for(&id, "the first page of companies in HubSpot", |_| {
-                hubspot.companies().len() as u64 >= known + 100
-            })
-            .await;
-        assert_eq!(seen["status"], "running", "{seen:#}");
+        // The first page of companies was read by key and searched by domain: its create is
+        // on its way. Its links cannot commit from now on, so the kill lands after HubSpot
+        // applied the create and before the links were saved.
+        until("the first domain search of the company phase", || {
+            operations(&hubspot, "companies.search") > 0
+        })
+        .await;
+        let hold = WriteHold::take(&db, "companies").await;
+        until("companies created in HubSpot", || hubspot.companies().len() as u64 > known).await;
         first.kill();
+        hold.release().await;
 
-        // What the dead process left: in the company phase, no contact pushed yet.
-        let in_hubspot = hubspot.companies().len() as u64;
-        assert!(in_hubspot < COMPANIES, "killed before the last company: {in_hubspot}");
+        // What the dead process left: companies HubSpot holds with our key whose local rows
+        // are not linked; no contact pushed yet.
+        let keys = ExternalKeys::new(&store.installation().await.expect("installation"));
+        let unlinked = created_but_not_linked(&store, &hubspot, &keys).await;
+        assert!(unlinked > 0, "HubSpot applied a page whose links the kill lost");
+        assert!(
+            (hubspot.companies().len() as u64) < COMPANIES,
+            "killed before the last company"
+        );
         assert_eq!(hubspot.contact_count(), 0, "killed before the contact phase");
         let left = store.get_job(id.parse().expect("a job id")).await.unwrap().unwrap();
         assert_eq!(left.progress.processed, 0, "{left:#?}");
@@ -83,26 +99,109 @@ backend_tests! {
 
         let first = Serve::start(dir.path(), db.url(), &hubspot.base_url(), hubspot.access_token()).await;
         let id = job_id(&first.enqueue_push().await);
-        let seen = first
+        first
             .wait_for(&id, "the first page of associations committed", |job| {
                 job["counts"]["associations_created"].as_u64() >= Some(100)
             })
             .await;
-        assert_eq!(seen["status"], "running", "{seen:#}");
+        // No association page commits from now on: the kill lands after HubSpot applied the
+        // next page's pairs and before their state rows and counts were saved.
+        let hold = WriteHold::take(&db, "contact_company_links").await;
+        let committed = associations_created(&store, &id).await;
+        assert!(committed < CONTACTS, "the phase is not over yet: {committed}");
+        let contacts = contacts_with_companies(&store).await;
+        until("HubSpot holding pairs beyond the committed ones", || {
+            contacts_with_a_company(&hubspot, &contacts) > committed
+        })
+        .await;
         first.kill();
+        hold.release().await;
 
-        // What the dead process left: companies and contacts pushed, part of the pairs.
+        // What the dead process left: companies and contacts pushed, more pairs in HubSpot
+        // than the job counted.
         assert_eq!(hubspot.companies().len() as u64, COMPANIES);
         assert_eq!(hubspot.contact_count() as u64, CONTACTS);
-        let left = store.get_job(id.parse().expect("a job id")).await.unwrap().unwrap();
-        let Counts::Push(counts) = left.counts else { panic!("push counts: {left:#?}") };
-        let committed = counts.associations_created;
-        assert!(committed > 0 && committed < CONTACTS, "killed mid-phase: {left:#?}");
+        assert_eq!(associations_created(&store, &id).await, committed, "nothing committed since");
+        let in_hubspot = contacts_with_a_company(&hubspot, &contacts);
+        assert!(
+            committed > 0 && committed < in_hubspot && in_hubspot < CONTACTS,
+            "killed mid-phase with a page applied but not committed: {committed} committed, \
+             {in_hubspot} in HubSpot"
+        );
 
         let second = restart_and_finish(dir.path(), &db, &hubspot, &id).await;
         assert_pushed_once_each(&store, &hubspot).await;
         assert_a_second_push_writes_nothing(&second, &hubspot).await;
     }
+}
+
+/// How long a test waits for the sandbox to reach a state.
+const SANDBOX_PATIENCE: Duration = Duration::from_secs(120);
+
+/// Polls `done` every 10 ms (the sandbox is in this process: no HTTP); fails after
+/// [`SANDBOX_PATIENCE`], naming `what` it waited for.
+async fn until(what: &str, done: impl Fn() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(
+            started.elapsed() < SANDBOX_PATIENCE,
+            "waited {SANDBOX_PATIENCE:?} for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Calls of `operation` (e.g. `companies.search`) HubSpot has answered so far.
+fn operations(hubspot: &SandboxHandle, operation: &str) -> u64 {
+    hubspot
+        .stats()
+        .by_operation
+        .get(operation)
+        .copied()
+        .unwrap_or(0)
+}
+
+/// The job's committed `associations_created`, read from the database.
+async fn associations_created(store: &Store, id: &str) -> u64 {
+    let job = store
+        .get_job(id.parse().expect("a job id"))
+        .await
+        .unwrap()
+        .unwrap();
+    let Counts::Push(counts) = job.counts else {
+        panic!("push counts: {job:#?}")
+    };
+    counts.associations_created
+}
+
+/// How many of `contacts` HubSpot associates with a company.
+fn contacts_with_a_company(hubspot: &SandboxHandle, contacts: &[ContactWithCompany]) -> u64 {
+    contacts
+        .iter()
+        .filter_map(|c| c.hs_object_id.as_deref())
+        .filter(|id| !hubspot.companies_of_contact(id).is_empty())
+        .count() as u64
+}
+
+/// How many HubSpot companies carry the external key of a local company that is not linked.
+async fn created_but_not_linked(
+    store: &Store,
+    hubspot: &SandboxHandle,
+    keys: &ExternalKeys,
+) -> usize {
+    let unlinked: HashSet<i64> = linked_companies(store)
+        .await
+        .into_iter()
+        .filter(|c| c.hs_object_id.is_none())
+        .map(|c| c.id)
+        .collect();
+    hubspot
+        .companies()
+        .iter()
+        .filter_map(|c| c.properties.get(COMPANY_KEY))
+        .filter_map(|key| keys.parse_company(key))
+        .filter(|id| unlinked.contains(&id.0))
+        .count()
 }
 
 /// `COMPANIES` local companies `Company {i}` at `co{i}.io`, each with
