@@ -17,13 +17,20 @@
 //! Rate regimes (`OBJECTS_BENCH_LIMITS`, default `off,hubspot`): `off` — no limit on either
 //! side; `hubspot` — HubSpot's documented limits for a private app on Free/Starter, on the
 //! sandbox and on the client alike: 100 requests per 10 s (general), 5 searches per second,
-//! 100 association batch calls per 10 s (API-NOTES §12).
+//! 100 association batch calls per 10 s (API-NOTES §12). The steps of a data set run back to
+//! back against one sandbox, so each starts with whatever its predecessor left of the rolling
+//! windows; a step whose calls fit in one window's burst (the association reads of a full pull:
+//! one call per 1,000 contacts) runs at nearly unthrottled speed.
 //!
 //! For each step: records, duration, records/s, HubSpot calls per 100 records by bucket
 //! (general, search, associations; from the sandbox's own stats, 429 answers included and
 //! counted apart) and this process's peak RSS so far (the sandbox's memory is its own). The
 //! association phase of a contacts push or pull is timed from the commit of the job's last
 //! contact page to the job's end (the job's progress, polled every 20 ms).
+//!
+//! At full size the `hubspot` regime is bound by the limits: about 13 minutes per backend
+//! (some 7,400 calls, most of them at 10 per second); the `off` regime takes a few minutes per
+//! backend in a release build, most of it the mapped push on PostgreSQL and the data set-up.
 //!
 //! Environment: `OBJECTS_BENCH_CONTACTS`, `OBJECTS_BENCH_COMPANIES`, `OBJECTS_BENCH_BACKENDS`
 //! (default `postgres,sqlite`), `OBJECTS_BENCH_LIMITS`, `TEST_DATABASE_URL` (default
