@@ -29,7 +29,7 @@
 //! contact page to the job's end (the job's progress, polled every 20 ms).
 //!
 //! At full size the `hubspot` regime is bound by the limits: about 13 minutes per backend
-//! (some 7,400 calls, most of them at 10 per second); the `off` regime takes a few minutes per
+//! (some 7,700 calls, nearly all at 10 per second); the `off` regime takes a few minutes per
 //! backend in a release build, most of it the mapped push on PostgreSQL and the data set-up.
 //!
 //! Environment: `OBJECTS_BENCH_CONTACTS`, `OBJECTS_BENCH_COMPANIES`, `OBJECTS_BENCH_BACKENDS`
