@@ -9,8 +9,15 @@ use std::future::Future;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
+use crm_sync::ids::JobId;
+use crm_sync::jobs::JobRunner;
+use crm_sync::jobs::model::Job;
+use crm_sync::jobs::queue::SyncTask;
+use crm_sync::jobs::worker::{RetryPolicy, process};
+use crm_sync::store::Store;
 use serde_json::Value;
 use sqlx::Connection;
+use std::sync::Arc;
 
 /// Any benchmark failure; printed as one line.
 pub type BoxError = Box<dyn std::error::Error>;
@@ -68,7 +75,7 @@ pub const CLIENT_SECRET: &str = "bench-client-secret";
 
 /// `crm-sync sandbox` in a process of its own (so that its work does not share this process's
 /// runtime), on a free loopback port, with a fixed seed, token and OAuth app and no search
-/// limit; killed when dropped.
+/// limit (unless `--search-per-second` is among the flags); killed when dropped.
 pub struct SandboxProcess {
     child: Child,
     /// `http://127.0.0.1:<port>`.
@@ -76,7 +83,8 @@ pub struct SandboxProcess {
 }
 
 impl SandboxProcess {
-    /// Starts it with `flags` added (`--requests-per-10s`, `--contacts`, `--webhook-url`, ...);
+    /// Starts it with `flags` added (`--requests-per-10s`, `--search-per-second`, `--contacts`,
+    /// `--webhook-url`, ...);
     /// returns once it listens.
     pub fn start(flags: &[String]) -> Result<Self, BoxError> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
@@ -85,9 +93,16 @@ impl SandboxProcess {
         // `BENCH_SANDBOX_CPUS` (e.g. `1`, with `BENCH_SERVICE_CPUS=0`) gives HubSpot's side
         // its own core: on a small machine its work (building, signing and sending webhooks)
         // would otherwise be charged to the service it serves, which real HubSpot's is not.
+        // No search limit unless the flags set one (the sandbox takes each flag once).
+        let search_limit = if flags.iter().any(|f| f == "--search-per-second") {
+            &[][..]
+        } else {
+            &["--search-per-second", "0"][..]
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_crm-sync"))
             .args(["sandbox", "--port", &port.to_string(), "--rng-seed", "1"])
-            .args(["--access-token", SANDBOX_TOKEN, "--search-per-second", "0"])
+            .args(["--access-token", SANDBOX_TOKEN])
+            .args(search_limit)
             .args(["--client-id", CLIENT_ID, "--client-secret", CLIENT_SECRET])
             .args(flags)
             // Its log lines would drown the figures; warnings and errors still show.
@@ -253,4 +268,32 @@ pub fn pin_from_env(var: &str, pid: u32) -> Result<(), BoxError> {
         return Err(format!("taskset {cpus} for {var} failed: {status}").into());
     }
     Ok(())
+}
+
+/// Hands job `id`'s deliveries to the worker's `process`, as a worker would, until the job
+/// ends (a transient failure is retried by the next delivery); the job as it ended.
+pub async fn run_job(
+    store: &Store,
+    runner: &Arc<dyn JobRunner>,
+    id: JobId,
+) -> Result<Job, BoxError> {
+    loop {
+        let record = store.get_job_record(id).await?.ok_or("the job vanished")?;
+        if record.job.status.is_terminal() {
+            return Ok(record.job);
+        }
+        let task = SyncTask {
+            job_id: id,
+            delivery: record.delivery.ok_or("an active job without a delivery")?,
+        };
+        process(
+            store,
+            runner,
+            RetryPolicy::default(),
+            &task,
+            "bench",
+            Arc::new(|| false),
+        )
+        .await?;
+    }
 }

@@ -17,9 +17,11 @@
 //! generates `counts_start_at_zero::sqlite` and `counts_start_at_zero::postgres`.
 #![allow(dead_code)]
 
+pub mod associated;
 pub mod oauth;
 pub mod process;
 pub mod pushed;
+pub mod write_hold;
 
 use crm_sync::store::{Backend, Store};
 use sqlx::Connection;
