@@ -20,6 +20,7 @@
 pub mod oauth;
 pub mod process;
 pub mod pushed;
+pub mod world;
 
 use crm_sync::store::{Backend, Store};
 use sqlx::Connection;
