@@ -461,6 +461,36 @@ backend_tests! {
         }
     }
 
+    async fn a_linked_company_merged_away_in_hubspot_follows_its_survivor_and_is_never_created_again(db: TestDb, profile: HubSpotProfile) {
+        let env = Env::new(db, profile).await;
+        let ids = env.insert(&[(Some("Merged"), Some("merged.io"))]).await;
+        env.push(PushMode::Link).await;
+        let ours = linked(&env.company(ids[0]).await);
+        let theirs = env.in_hubspot(&[("Survivor", "survivor.io")]);
+        // Under some profiles the merge's result gets a new id: read it, never assume.
+        let survivor = env
+            .client()
+            .merge_companies(&CompanyId(theirs[0].clone()), &ours)
+            .await
+            .expect("merge")
+            .id;
+        env.execute("UPDATE companies SET name = $1 WHERE id = $2", "Merged Renamed", ids[0].0).await;
+
+        let dry = companies(JobAction::Push { mode: PushMode::Link }).with_dry_run(true).expect("dry run");
+        let planned = env.run(dry).await;
+        let (job, counts) = env.push(PushMode::Link).await;
+        assert_eq!(planned.counts, Counts::Push(counts), "the dry run foresaw it: {planned:#?}");
+        assert_eq!((counts.total, counts.linked, counts.skipped, counts.failed), (1, 1, 0, 0), "{job:#?}");
+        assert_eq!(linked(&env.company(ids[0]).await), survivor, "re-linked to the survivor");
+        assert_eq!(env.company(ids[0]).await.hubspot_deleted, None, "a merge is not a deletion");
+        assert_eq!(env.hubspot.companies().len(), 1, "nothing created again");
+
+        let (_, counts) = env.push(PushMode::Link).await;
+        assert_eq!((counts.total, counts.updated), (1, 1), "the next push gives the survivor the local values");
+        assert_eq!(env.hubspot_company(&survivor).properties["name"], "Merged Renamed");
+        assert_eq!(env.hubspot.companies().len(), 1);
+    }
+
     async fn a_company_hubspot_deleted_is_tombstoned_by_pull_and_never_created_again(db: TestDb, profile: HubSpotProfile) {
         let env = Env::new(db, profile).await;
         let ids = env.insert(&[(Some("Gone Soon"), Some("gone.io"))]).await;
