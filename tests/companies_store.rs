@@ -5,8 +5,8 @@
 
 mod common;
 
-use crm_sync::ids::LocalCompanyId;
-use crm_sync::store::{NewCompany, NewContact, Store};
+use crm_sync::ids::{CompanyId, ContactId, LocalCompanyId};
+use crm_sync::store::{ContactCompanyChange, NewCompany, NewContact, Store, Tx};
 
 async fn execute(store: &Store, sql: &'static str, id: i64) {
     if let Some(pool) = store.pg_pool() {
@@ -19,6 +19,24 @@ async fn execute(store: &Store, sql: &'static str, id: i64) {
             .map(drop)
     }
     .expect("execute");
+}
+
+/// `n` contacts with emails and nothing else; their ids.
+async fn contacts(store: &Store, n: usize) -> Vec<ContactId> {
+    let rows: Vec<NewContact> = (0..n)
+        .map(|i| NewContact {
+            email: Some(format!("c{i}@a.io")),
+            ..NewContact::default()
+        })
+        .collect();
+    store.insert_contacts(&rows).await.unwrap();
+    store
+        .list_contacts(None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id)
+        .collect()
 }
 
 fn company(name: &str, domain: &str) -> NewCompany {
@@ -82,5 +100,66 @@ backend_tests! {
         let store = db.store().await;
         execute(&store, "INSERT INTO contacts (email, first_name, last_name) VALUES ('x@y.io', 'X', CAST($1 AS TEXT))", 0).await;
         assert_eq!(store.count_contacts().await.unwrap(), 1, "{db}");
+    }
+
+    async fn a_pull_page_sets_local_companies_only_where_each_is_still_as_read(db: TestDb) {
+        let store = db.store().await;
+        let [a, b] = store.insert_companies(&[company("A", "a.io"), company("B", "b.io")]).await.unwrap()[..] else {
+            panic!("two companies")
+        };
+        let ids = contacts(&store, 4).await;
+        let set = |contact, company: Option<LocalCompanyId>, expected| ContactCompanyChange { contact, company, expected };
+        let mut tx = Tx::begin(&store).await.unwrap();
+        let first = tx.set_contact_companies(&[set(ids[1], Some(a), None), set(ids[2], Some(b), None)]).await.unwrap();
+        assert_eq!(first, [ids[1], ids[2]], "{db}");
+        tx.commit().await.unwrap();
+
+        let mut tx = Tx::begin(&store).await.unwrap();
+        let changed = tx
+            .set_contact_companies(&[
+                set(ids[0], Some(b), None),    // none → B, as read
+                set(ids[1], Some(b), Some(a)), // A → B, as read
+                set(ids[2], None, Some(a)),    // read as A, but it is B: a local change wins
+                set(ids[3], None, None),       // nothing to change, and still as read
+            ])
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+
+        assert_eq!(changed, [ids[0], ids[1], ids[3]], "the contacts still as read, in the order given: {db}");
+        let now = [
+            store.company_of_contact(ids[0]).await.unwrap(),
+            store.company_of_contact(ids[1]).await.unwrap(),
+            store.company_of_contact(ids[2]).await.unwrap(),
+            store.company_of_contact(ids[3]).await.unwrap(),
+        ];
+        assert_eq!(now, [Some(b), Some(b), Some(b), None], "{db}");
+    }
+
+    async fn a_page_of_synced_companies_is_recorded_replaced_and_cleared_at_once(db: TestDb) {
+        let store = db.store().await;
+        let ids = contacts(&store, 3).await;
+        let hs = |id: &str| Some(CompanyId(id.to_owned()));
+        let mut tx = Tx::begin(&store).await.unwrap();
+        tx.save_synced_companies(&[(ids[0], hs("100")), (ids[1], hs("200")), (ids[2], hs("300"))]).await.unwrap();
+        tx.commit().await.unwrap();
+
+        let mut tx = Tx::begin(&store).await.unwrap();
+        tx.save_synced_companies(&[(ids[0], hs("101")), (ids[1], None), (ids[2], hs("301")), (ids[2], None)])
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+
+        let synced = [
+            store.synced_company_of_contact(ids[0]).await.unwrap(),
+            store.synced_company_of_contact(ids[1]).await.unwrap(),
+            store.synced_company_of_contact(ids[2]).await.unwrap(),
+        ];
+        assert_eq!(synced, [hs("101"), None, None], "replaced, cleared, and the last mention wins: {db}");
+
+        let mut tx = Tx::begin(&store).await.unwrap();
+        tx.save_synced_companies(&[(ids[1], hs("201"))]).await.unwrap();
+        tx.rollback().await.unwrap();
+        assert_eq!(store.synced_company_of_contact(ids[1]).await.unwrap(), None, "a page that did not commit records nothing: {db}");
     }
 }

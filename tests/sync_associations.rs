@@ -8,6 +8,7 @@
 mod common;
 
 use common::TestDb;
+use common::world::unlimited_sandbox;
 use crm_sync::hubspot::{
     Auth, Backoff, ClientConfig, ContactCompanyLink, HubSpotClient, Operation,
 };
@@ -18,7 +19,7 @@ use crm_sync::jobs::model::{
 use crm_sync::jobs::queue::SyncTask;
 use crm_sync::jobs::worker::{Settled, process};
 use crm_sync::jobs::{EnqueueRequest, JobRunner, RetryPolicy, enqueue};
-use crm_sync::sandbox::{Sandbox, SandboxArgs, SandboxHandle};
+use crm_sync::sandbox::{HubSpotProfile, Sandbox, SandboxHandle};
 use crm_sync::secret::Secret;
 use crm_sync::store::{NewCompany, NewContact, Store};
 use crm_sync::sync::{PullSettings, SyncContext, SyncRunner};
@@ -27,7 +28,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// A database, a sandbox without limits, and the service's runner talking to it.
+/// A database, a sandbox without limits answering as a profile says HubSpot does, and the
+/// service's runner talking to it.
 struct Env {
     store: Store,
     hubspot: Arc<SandboxHandle>,
@@ -36,17 +38,13 @@ struct Env {
 }
 
 impl Env {
-    async fn new(db: TestDb) -> Env {
-        let args = SandboxArgs {
-            requests_per_10s: 0,
-            search_per_second: 0,
-            associations_per_10s: 0,
-            rng_seed: Some(7),
-            ..SandboxArgs::default()
-        };
-        let hubspot = Sandbox::start(args, SocketAddr::from(([127, 0, 0, 1], 0)))
-            .await
-            .expect("sandbox starts");
+    async fn new(db: TestDb, profile: HubSpotProfile) -> Env {
+        let hubspot = Sandbox::start(
+            unlimited_sandbox(profile, 7),
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+        )
+        .await
+        .expect("sandbox starts");
         let mut config = ClientConfig::new(hubspot.base_url().parse().expect("sandbox URL"));
         config.requests_per_10s = 0;
         config.search_per_second = 0;
@@ -257,8 +255,8 @@ fn of_pull(c: &PullCounts) -> (u64, u64, u64) {
 }
 
 backend_tests! {
-    async fn a_push_links_companies_then_contacts_then_writes_each_primary_company(db: TestDb) {
-        let env = Env::new(db).await;
+    async fn a_push_links_companies_then_contacts_then_writes_each_primary_company(db: TestDb, profile: HubSpotProfile) {
+        let env = Env::new(db, profile).await;
         let (companies, contacts) = env.seed().await;
 
         let (job, counts) = env.push().await;
@@ -278,8 +276,8 @@ backend_tests! {
         assert_eq!(env.association_writes(), writes, "a re-run with nothing changed writes nothing");
     }
 
-    async fn a_changed_company_moves_the_primary_and_a_cleared_one_removes_the_pair(db: TestDb) {
-        let env = Env::new(db).await;
+    async fn a_changed_company_moves_the_primary_and_a_cleared_one_removes_the_pair(db: TestDb, profile: HubSpotProfile) {
+        let env = Env::new(db, profile).await;
         let (companies, contacts) = env.seed().await;
         env.push().await;
         let acme = env.hs_company(companies[0]).await;
@@ -297,8 +295,8 @@ backend_tests! {
         assert_eq!(env.hubspot.contacts_of_company(&acme).len(), 0);
     }
 
-    async fn a_contact_whose_company_cannot_be_linked_is_an_association_failure(db: TestDb) {
-        let env = Env::new(db).await;
+    async fn a_contact_whose_company_cannot_be_linked_is_an_association_failure(db: TestDb, profile: HubSpotProfile) {
+        let env = Env::new(db, profile).await;
         env.hubspot.insert_companies(vec![
             BTreeMap::from([("name".to_owned(), "Acme A".to_owned()), ("domain".to_owned(), "acme.io".to_owned())]),
             BTreeMap::from([("name".to_owned(), "Acme B".to_owned()), ("domain".to_owned(), "acme.io".to_owned())]),
@@ -313,8 +311,8 @@ backend_tests! {
         assert!(job.errors[0].reason.contains("acme.io"), "{:?}", job.errors[0]);
     }
 
-    async fn a_push_stopped_after_companies_and_contacts_resumes_with_exact_counts(db: TestDb) {
-        let env = Env::new(db).await;
+    async fn a_push_stopped_after_companies_and_contacts_resumes_with_exact_counts(db: TestDb, profile: HubSpotProfile) {
+        let env = Env::new(db, profile).await;
         let (companies, contacts) = env.seed().await;
         // Stop at the first page boundary after the contacts reached HubSpot: the companies
         // and contacts are pushed, no association page has committed.
@@ -356,8 +354,8 @@ backend_tests! {
         assert_eq!(env.hubspot_companies(contacts[0]).await, vec![(acme, true)]);
     }
 
-    async fn a_pull_sets_the_local_company_from_hubspots_primary_without_duplicates(db: TestDb) {
-        let env = Env::new(db).await;
+    async fn a_pull_sets_the_local_company_from_hubspots_primary_without_duplicates(db: TestDb, profile: HubSpotProfile) {
+        let env = Env::new(db, profile).await;
         let (companies, contacts) = env.seed().await;
         env.push().await;
         let bolt = env.hs_company(companies[1]).await;
@@ -396,8 +394,8 @@ backend_tests! {
         assert_eq!(env.association_writes(), writes);
     }
 
-    async fn a_local_change_wins_over_hubspots_when_both_changed(db: TestDb) {
-        let env = Env::new(db).await;
+    async fn a_local_change_wins_over_hubspots_when_both_changed(db: TestDb, profile: HubSpotProfile) {
+        let env = Env::new(db, profile).await;
         let (companies, contacts) = env.seed().await;
         env.push().await;
         let bolt = env.hs_company(companies[1]).await;

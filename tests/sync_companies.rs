@@ -8,6 +8,7 @@
 mod common;
 
 use common::TestDb;
+use common::world::unlimited_sandbox;
 use crm_sync::hubspot::{
     Auth, Backoff, ClientConfig, HubSpotClient, MemoryTokenStore, OAuthApp, Operation,
 };
@@ -20,7 +21,7 @@ use crm_sync::jobs::queue::SyncTask;
 use crm_sync::jobs::runner::StopCheck;
 use crm_sync::jobs::worker::{Settled, process};
 use crm_sync::jobs::{EnqueueRequest, JobRunner, RetryPolicy, enqueue};
-use crm_sync::sandbox::{Sandbox, SandboxArgs, SandboxCompany, SandboxHandle};
+use crm_sync::sandbox::{HubSpotProfile, Sandbox, SandboxArgs, SandboxCompany, SandboxHandle};
 use crm_sync::secret::Secret;
 use crm_sync::store::{LocalCompany, NewCompany, Store, TombstoneReason};
 use crm_sync::sync::companies::COMPANY_KEY;
@@ -32,15 +33,10 @@ use std::time::Duration;
 
 // ---- the test environment ------------------------------------------------------------
 
-/// A sandbox without limits or faults unless a test asks for them.
-fn sandbox_args() -> SandboxArgs {
-    SandboxArgs {
-        requests_per_10s: 0,
-        search_per_second: 0,
-        associations_per_10s: 0,
-        rng_seed: Some(7),
-        ..SandboxArgs::default()
-    }
+/// A sandbox without limits or faults unless a test asks for them, answering the way
+/// `profile` says HubSpot does.
+fn sandbox_args_in(profile: HubSpotProfile) -> SandboxArgs {
+    unlimited_sandbox(profile, 7)
 }
 
 /// A database, a sandbox, and a company runner whose client talks to the sandbox.
@@ -52,8 +48,8 @@ struct Env {
 }
 
 impl Env {
-    async fn new(db: TestDb) -> Env {
-        Env::with(db, sandbox_args()).await
+    async fn new(db: TestDb, profile: HubSpotProfile) -> Env {
+        Env::with(db, sandbox_args_in(profile)).await
     }
 
     async fn with(db: TestDb, args: SandboxArgs) -> Env {
@@ -66,10 +62,13 @@ impl Env {
 
     /// The same with an OAuth connection granted `scopes`, installed through the sandbox's
     /// authorize page as a browser would.
-    async fn with_oauth(db: TestDb, scopes: &[&str]) -> Env {
-        let hubspot = Sandbox::start(sandbox_args(), SocketAddr::from(([127, 0, 0, 1], 0)))
-            .await
-            .expect("sandbox starts");
+    async fn with_oauth(db: TestDb, profile: HubSpotProfile, scopes: &[&str]) -> Env {
+        let hubspot = Sandbox::start(
+            sandbox_args_in(profile),
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+        )
+        .await
+        .expect("sandbox starts");
         let app = OAuthApp {
             client_id: hubspot.client_id().to_owned(),
             client_secret: Secret::new(hubspot.client_secret()),
@@ -310,8 +309,8 @@ fn linked(company: &LocalCompany) -> CompanyId {
 // ---- push ------------------------------------------------------------------------------
 
 backend_tests! {
-    async fn link_mode_links_a_single_domain_match_creates_the_rest_and_updates_local_changes(db: TestDb) {
-        let env = Env::new(db).await;
+    async fn link_mode_links_a_single_domain_match_creates_the_rest_and_updates_local_changes(db: TestDb, profile: HubSpotProfile) {
+        let env = Env::new(db, profile).await;
         let existing = env.in_hubspot(&[("Acme in HubSpot", "acme.io")]);
         let ids = env
             .insert(&[(Some("Acme"), Some(" ACME.io ")), (Some("Bolt"), Some("bolt.dev")), (Some("Nodomain"), None)])
@@ -344,8 +343,8 @@ backend_tests! {
         assert_eq!(env.writes(), before, "a re-run with nothing changed makes no write call");
     }
 
-    async fn a_dry_run_writes_nothing_and_counts_what_the_real_run_then_does(db: TestDb) {
-        let env = Env::new(db).await;
+    async fn a_dry_run_writes_nothing_and_counts_what_the_real_run_then_does(db: TestDb, profile: HubSpotProfile) {
+        let env = Env::new(db, profile).await;
         env.in_hubspot(&[("Acme in HubSpot", "acme.io"), ("Twin One", "twin.io"), ("Twin Two", "twin.io")]);
         let ids = env
             .insert(&[(Some("Acme"), Some("acme.io")), (Some("Bolt"), Some("bolt.dev")), (Some("Twin"), Some("twin.io")), (Some("Nodomain"), None)])
@@ -390,8 +389,8 @@ backend_tests! {
         assert_eq!(again.created, 0, "the dry run moved no bookmark that hid a change");
     }
 
-    async fn several_companies_with_the_domain_fail_the_record_naming_every_candidate(db: TestDb) {
-        let env = Env::new(db).await;
+    async fn several_companies_with_the_domain_fail_the_record_naming_every_candidate(db: TestDb, profile: HubSpotProfile) {
+        let env = Env::new(db, profile).await;
         let dupes = env.in_hubspot(&[("Twin One", "twin.io"), ("Twin Two", "twin.io")]);
         let ids = env.insert(&[(Some("Twin"), Some("twin.io"))]).await;
 
@@ -406,8 +405,8 @@ backend_tests! {
         assert_eq!(env.hubspot.companies().len(), 2, "nothing created");
     }
 
-    async fn upsert_mode_goes_by_the_external_key_never_by_domain(db: TestDb) {
-        let env = Env::new(db).await;
+    async fn upsert_mode_goes_by_the_external_key_never_by_domain(db: TestDb, profile: HubSpotProfile) {
+        let env = Env::new(db, profile).await;
         let theirs = env.in_hubspot(&[("Someone else's", "shared.io")]);
         let ids = env.insert(&[(Some("Ours"), Some("shared.io"))]).await;
 
@@ -428,13 +427,13 @@ backend_tests! {
         assert_eq!(env.hubspot.companies().len(), 2);
     }
 
-    async fn creates_whose_answers_were_lost_are_found_by_key_and_never_made_twice(db: TestDb) {
+    async fn creates_whose_answers_were_lost_are_found_by_key_and_never_made_twice(db: TestDb, profile: HubSpotProfile) {
         // Every write is applied, then its connection dropped (its answer lost); search lags a minute, so only
         // the external key can find what the lost creates made.
         let args = SandboxArgs {
             fault_drop_after_write: 1.0,
             search_delay_ms: 60_000,
-            ..sandbox_args()
+            ..sandbox_args_in(profile)
         };
         let env = Env::with(db, args).await;
         let rows: Vec<(Option<&str>, Option<&str>)> = vec![(Some("Dropped"), Some("dropped.io")); 30];
@@ -462,8 +461,38 @@ backend_tests! {
         }
     }
 
-    async fn a_company_hubspot_deleted_is_tombstoned_by_pull_and_never_created_again(db: TestDb) {
-        let env = Env::new(db).await;
+    async fn a_linked_company_merged_away_in_hubspot_follows_its_survivor_and_is_never_created_again(db: TestDb, profile: HubSpotProfile) {
+        let env = Env::new(db, profile).await;
+        let ids = env.insert(&[(Some("Merged"), Some("merged.io"))]).await;
+        env.push(PushMode::Link).await;
+        let ours = linked(&env.company(ids[0]).await);
+        let theirs = env.in_hubspot(&[("Survivor", "survivor.io")]);
+        // Under some profiles the merge's result gets a new id: read it, never assume.
+        let survivor = env
+            .client()
+            .merge_companies(&CompanyId(theirs[0].clone()), &ours)
+            .await
+            .expect("merge")
+            .id;
+        env.execute("UPDATE companies SET name = $1 WHERE id = $2", "Merged Renamed", ids[0].0).await;
+
+        let dry = companies(JobAction::Push { mode: PushMode::Link }).with_dry_run(true).expect("dry run");
+        let planned = env.run(dry).await;
+        let (job, counts) = env.push(PushMode::Link).await;
+        assert_eq!(planned.counts, Counts::Push(counts), "the dry run foresaw it: {planned:#?}");
+        assert_eq!((counts.total, counts.linked, counts.skipped, counts.failed), (1, 1, 0, 0), "{job:#?}");
+        assert_eq!(linked(&env.company(ids[0]).await), survivor, "re-linked to the survivor");
+        assert_eq!(env.company(ids[0]).await.hubspot_deleted, None, "a merge is not a deletion");
+        assert_eq!(env.hubspot.companies().len(), 1, "nothing created again");
+
+        let (_, counts) = env.push(PushMode::Link).await;
+        assert_eq!((counts.total, counts.updated), (1, 1), "the next push gives the survivor the local values");
+        assert_eq!(env.hubspot_company(&survivor).properties["name"], "Merged Renamed");
+        assert_eq!(env.hubspot.companies().len(), 1);
+    }
+
+    async fn a_company_hubspot_deleted_is_tombstoned_by_pull_and_never_created_again(db: TestDb, profile: HubSpotProfile) {
+        let env = Env::new(db, profile).await;
         let ids = env.insert(&[(Some("Gone Soon"), Some("gone.io"))]).await;
         env.push(PushMode::Link).await;
         let hs = linked(&env.company(ids[0]).await);
@@ -498,8 +527,8 @@ backend_tests! {
 // ---- pull ------------------------------------------------------------------------------
 
 backend_tests! {
-    async fn pull_links_by_domain_creates_the_rest_and_never_changes_local_names(db: TestDb) {
-        let env = Env::new(db).await;
+    async fn pull_links_by_domain_creates_the_rest_and_never_changes_local_names(db: TestDb, profile: HubSpotProfile) {
+        let env = Env::new(db, profile).await;
         let ids = env
             .insert(&[(Some("Local Name"), Some("match.io")), (Some("Twin A"), Some("twin.io")), (Some("Twin B"), Some("twin.io"))])
             .await;
@@ -533,8 +562,8 @@ backend_tests! {
 
     }
 
-    async fn an_incremental_pull_reads_what_changed_and_a_second_pull_changes_nothing(db: TestDb) {
-        let env = Env::new(db).await;
+    async fn an_incremental_pull_reads_what_changed_and_a_second_pull_changes_nothing(db: TestDb, profile: HubSpotProfile) {
+        let env = Env::new(db, profile).await;
         env.in_hubspot(&[("First", "first.io")]);
         let (job, counts) = env.pull(true).await;
         assert_eq!(counts.created, 1, "no bookmark yet: a full pull");
@@ -550,8 +579,8 @@ backend_tests! {
         assert_eq!((counts.total, counts.unchanged, counts.created), (2, 2, 0));
     }
 
-    async fn pull_finds_a_pushed_company_by_its_key_and_push_then_has_nothing_to_do(db: TestDb) {
-        let env = Env::new(db).await;
+    async fn pull_finds_a_pushed_company_by_its_key_and_push_then_has_nothing_to_do(db: TestDb, profile: HubSpotProfile) {
+        let env = Env::new(db, profile).await;
         let ids = env.insert(&[(Some("Keyed"), Some("keyed.io"))]).await;
         env.push(PushMode::Upsert).await;
         let hs = linked(&env.company(ids[0]).await);
@@ -566,12 +595,12 @@ backend_tests! {
         assert_eq!(counts.total, 0, "nothing changed locally since push created it");
     }
 
-    async fn companies_hubspot_creates_on_its_own_are_pulled_and_linked_never_duplicated(db: TestDb) {
+    async fn companies_hubspot_creates_on_its_own_are_pulled_and_linked_never_duplicated(db: TestDb, profile: HubSpotProfile) {
         // HubSpot's "create and associate companies with contacts": pushing contacts makes a
         // company per email domain that crm-sync never wrote.
         let args = SandboxArgs {
             auto_associate_companies: true,
-            ..sandbox_args()
+            ..sandbox_args_in(profile)
         };
         let env = Env::with(db, args).await;
         env.store
@@ -610,8 +639,8 @@ backend_tests! {
         assert!(local.iter().any(|c| c.domain.as_deref() == Some("bolt.dev") && c.hs_object_id.is_some()));
     }
 
-    async fn a_push_stopped_after_a_page_resumes_from_its_checkpoint_and_creates_nothing_twice(db: TestDb) {
-        let env = Env::new(db).await;
+    async fn a_push_stopped_after_a_page_resumes_from_its_checkpoint_and_creates_nothing_twice(db: TestDb, profile: HubSpotProfile) {
+        let env = Env::new(db, profile).await;
         let rows: Vec<(Option<&str>, Option<&str>)> = vec![(Some("Many"), None); 150];
         env.insert(&rows).await;
         let id = env.enqueue(companies(JobAction::Push { mode: PushMode::Link })).await;
@@ -632,10 +661,11 @@ backend_tests! {
         assert!(env.companies().await.iter().all(|c| c.hs_object_id.is_some()));
     }
 
-    async fn a_connection_without_company_scopes_fails_the_job_at_once_saying_to_connect_again(db: TestDb) {
+    async fn a_connection_without_company_scopes_fails_the_job_at_once_saying_to_connect_again(db: TestDb, profile: HubSpotProfile) {
         // Installed before companies were synced: contact scopes only.
         let env = Env::with_oauth(
             db,
+            profile,
             &["crm.objects.contacts.read", "crm.objects.contacts.write", "crm.schemas.contacts.read", "crm.schemas.contacts.write"],
         )
         .await;
@@ -653,8 +683,8 @@ backend_tests! {
 // ---- pull modes ------------------------------------------------------------------------
 
 backend_tests! {
-    async fn a_verbose_pull_writes_what_an_upsert_pull_writes_and_counts_only_the_breakdown(db: TestDb) {
-        let env = Env::new(db).await;
+    async fn a_verbose_pull_writes_what_an_upsert_pull_writes_and_counts_only_the_breakdown(db: TestDb, profile: HubSpotProfile) {
+        let env = Env::new(db, profile).await;
         let ids = env.insert(&[(Some("Local Name"), Some("match.io"))]).await;
         let hs = env.in_hubspot(&[("HubSpot Name", "match.io"), ("Only In HubSpot", "new.io")]);
 

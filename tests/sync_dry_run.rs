@@ -9,34 +9,18 @@
 mod common;
 
 use common::TestDb;
-use crm_sync::hubspot::{Auth, Backoff, ClientConfig, HubSpotClient, HubSpotError};
-use crm_sync::ids::JobId;
+use common::world::{World, unlimited_sandbox};
+use crm_sync::hubspot::HubSpotError;
 use crm_sync::jobs::model::{
     Job, JobAction, JobSpec, JobStatus, PlannedKind, PullMode, PushMode, Trigger,
 };
-use crm_sync::jobs::queue::SyncTask;
-use crm_sync::jobs::worker::{RetryPolicy, process};
-use crm_sync::jobs::{EnqueueRequest, JobRunner, enqueue};
-use crm_sync::sandbox::{Sandbox, SandboxArgs, SandboxContact, SandboxHandle};
-use crm_sync::secret::Secret;
-use crm_sync::store::{NewContact, Store};
+use crm_sync::jobs::{EnqueueRequest, enqueue};
+use crm_sync::sandbox::{HubSpotProfile, SandboxContact};
+use crm_sync::store::NewContact;
 use crm_sync::sync::push::EXTERNAL_KEY;
-use crm_sync::sync::{SyncContext, SyncRunner};
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
-use url::Url;
 
 // ---- the world a test runs in ---------------------------------------------------------
-
-/// A database, a sandbox without limits or faults, and the real sync runner pointed at it.
-struct World {
-    store: Store,
-    sandbox: SandboxHandle,
-    ctx: SyncContext,
-    _db: TestDb,
-}
 
 /// One local row as stored, with its sync bookkeeping.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -60,82 +44,35 @@ struct Snapshot {
     bookmark: Option<chrono::DateTime<chrono::Utc>>,
 }
 
-impl World {
-    async fn new(db: TestDb) -> World {
-        let args = SandboxArgs {
-            requests_per_10s: 0,
-            search_per_second: 0,
-            rng_seed: Some(7),
-            ..SandboxArgs::default()
-        };
-        let sandbox = Sandbox::start(args, SocketAddr::from(([127, 0, 0, 1], 0)))
-            .await
-            .expect("sandbox starts");
-        let mut config = ClientConfig::new(Url::parse(&sandbox.base_url()).expect("url"));
-        config.backoff = Backoff {
-            base: Duration::from_millis(5),
-            max: Duration::from_millis(50),
-        };
-        let client = HubSpotClient::new(
-            config,
-            Auth::PrivateApp(Secret::new(sandbox.access_token())),
-        )
-        .expect("client");
-        World {
-            store: db.store().await,
-            sandbox,
-            ctx: SyncContext::new(client),
-            _db: db,
-        }
-    }
+/// What a dry-run spec needs of the shared [`World`] beyond it.
+trait DryRunWorld {
+    async fn run(&self, spec: JobSpec) -> Job;
+    async fn add_local(&self, contacts: &[(Option<&str>, &str)]);
+    fn add_hubspot(&self, contacts: &[(&str, &str)]);
+    async fn execute(&self, sql: &'static str, text: &str);
+    async fn rows(&self) -> Vec<Row>;
+    async fn snapshot(&self) -> Snapshot;
+    async fn key_property_exists(&self) -> bool;
+}
 
+/// A world answering as `profile` says HubSpot does.
+async fn world(db: TestDb, profile: HubSpotProfile) -> World {
+    World::start(db, unlimited_sandbox(profile, 7)).await
+}
+
+impl DryRunWorld for World {
     /// Enqueues the job and runs it to its end through the worker's code.
     async fn run(&self, spec: JobSpec) -> Job {
-        let job = enqueue(
-            &self.store,
-            EnqueueRequest {
+        let job = self
+            .enqueue_and_drive(EnqueueRequest {
                 spec,
                 trigger: Trigger::Cli,
                 force: false,
-            },
-        )
-        .await
-        .expect("enqueue")
-        .job;
-        let job = self.drive(job.id).await;
+            })
+            .await;
         assert_eq!(job.status, JobStatus::Succeeded, "{job:#?}");
         assert_eq!(job.spec, spec);
         job
-    }
-
-    async fn drive(&self, id: JobId) -> Job {
-        let runner: Arc<dyn JobRunner> = Arc::new(SyncRunner::new(self.ctx.clone()));
-        let retry = RetryPolicy {
-            max_attempts: 20,
-            base_delay: Duration::from_millis(1),
-            max_delay: Duration::from_millis(1),
-        };
-        for _ in 0..50 {
-            let record = self.store.get_job_record(id).await.unwrap().unwrap();
-            if record.job.status.is_terminal() {
-                return record.job;
-            }
-            let task = SyncTask {
-                job_id: id,
-                delivery: record.delivery.expect("an active job has a delivery"),
-            };
-            process(
-                &self.store,
-                &runner,
-                retry,
-                &task,
-                "test-worker",
-                Arc::new(|| false),
-            )
-            .await
-            .expect("the delivery is settled");
-        }
-        panic!("job {id} did not end");
     }
 
     async fn add_local(&self, contacts: &[(Option<&str>, &str)]) {
@@ -247,9 +184,9 @@ fn pull_unlinked(job: &Job) -> u64 {
 // ---- specifications -------------------------------------------------------------------
 
 backend_tests! {
-    async fn a_dry_push_writes_nothing_and_counts_what_the_push_then_does(db: TestDb) {
+    async fn a_dry_push_writes_nothing_and_counts_what_the_push_then_does(db: TestDb, profile: HubSpotProfile) {
         for mode in [PushMode::Link, PushMode::Upsert] {
-            let w = World::new(db_for(&db).await).await;
+            let w = world(db_for(&db).await, profile).await;
             // A first push before anything exists: not even the external key property is made.
             w.add_local(&[(Some("first@acme.io"), "First")]).await;
             let first = w.run(dry(push(mode))).await;
@@ -293,9 +230,9 @@ backend_tests! {
         }
     }
 
-    async fn a_dry_pull_writes_nothing_and_counts_what_the_pull_then_does(db: TestDb) {
+    async fn a_dry_pull_writes_nothing_and_counts_what_the_pull_then_does(db: TestDb, profile: HubSpotProfile) {
         for mode in [PullMode::Upsert, PullMode::Verbose] {
-            let w = World::new(db_for(&db).await).await;
+            let w = world(db_for(&db).await, profile).await;
             // One contact already linked and unchanged.
             w.add_local(&[(Some("same@acme.io"), "Same")]).await;
             w.add_hubspot(&[("same@acme.io", "Same")]);
@@ -318,8 +255,8 @@ backend_tests! {
         }
     }
 
-    async fn a_dry_incremental_pull_leaves_the_bookmark_where_it_was(db: TestDb) {
-        let w = World::new(db).await;
+    async fn a_dry_incremental_pull_leaves_the_bookmark_where_it_was(db: TestDb, profile: HubSpotProfile) {
+        let w = world(db, profile).await;
         w.add_hubspot(&[("old@acme.io", "Old")]);
         w.run(pull(PullMode::Upsert, false)).await;
         let bookmark = w.store.pull_bookmark().await.unwrap();
@@ -331,15 +268,22 @@ backend_tests! {
         assert_ne!(w.store.pull_bookmark().await.unwrap(), bookmark, "the real run moves it");
     }
 
+}
+
+// ---- the job slots alone (no HubSpot) --------------------------------------------------
+
+// Only the queue's one-active-job slot is at stake: no job runs and the sandbox is never
+// asked anything, so there is no HubSpot answer to vary.
+backend_tests! {
     async fn a_dry_run_while_a_real_push_is_active_is_a_job_of_its_own(db: TestDb) {
-        let w = World::new(db).await;
+        let store = db.store().await;
         let request = |spec| EnqueueRequest {
             spec,
             trigger: Trigger::Api,
             force: false,
         };
-        let real = enqueue(&w.store, request(push(PushMode::Link))).await.unwrap();
-        let dry_run = enqueue(&w.store, request(dry(push(PushMode::Link)))).await.unwrap();
+        let real = enqueue(&store, request(push(PushMode::Link))).await.unwrap();
+        let dry_run = enqueue(&store, request(dry(push(PushMode::Link)))).await.unwrap();
         assert!(real.created && dry_run.created);
         assert_ne!(real.job.id, dry_run.job.id);
         assert!(dry_run.job.spec.dry_run && !real.job.spec.dry_run);

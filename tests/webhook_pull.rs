@@ -9,65 +9,32 @@
 mod common;
 
 use common::TestDb;
-use crm_sync::hubspot::{Auth, Backoff, ClientConfig, HubSpotClient};
-use crm_sync::ids::{HsObjectId, JobId};
+use common::world::{World, unlimited_sandbox};
+use crm_sync::ids::HsObjectId;
+use crm_sync::jobs::EnqueueRequest;
 use crm_sync::jobs::model::{Counts, Job, JobAction, JobSpec, JobStatus, PullMode, Trigger};
-use crm_sync::jobs::queue::SyncTask;
-use crm_sync::jobs::runner::StopCheck;
-use crm_sync::jobs::worker::{RetryPolicy, process};
-use crm_sync::jobs::{EnqueueRequest, JobRunner, enqueue};
-use crm_sync::sandbox::{HubSpotProfile, Sandbox, SandboxArgs, SandboxHandle};
-use crm_sync::secret::Secret;
+use crm_sync::sandbox::HubSpotProfile;
+use crm_sync::store::NewContact;
 use crm_sync::store::jobs::Tx;
-use crm_sync::store::{NewContact, Store};
-use crm_sync::sync::{SyncContext, SyncRunner};
 use crm_sync::webhooks::{
     clear_pulled, count_pending_pulls, pending_pulls, record_pending_pulls, take_pending_pulls,
 };
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
-use url::Url;
 
-/// A migrated database and a sandbox without limits, with the sync engine pointed at it.
-struct World {
-    store: Store,
-    sandbox: SandboxHandle,
-    ctx: SyncContext,
-    _db: TestDb,
+/// A world answering as `profile` says HubSpot does.
+async fn world(db: TestDb, profile: HubSpotProfile) -> World {
+    World::start(db, unlimited_sandbox(profile, 11)).await
 }
 
-impl World {
-    async fn new(db: TestDb, profile: HubSpotProfile) -> World {
-        let args = SandboxArgs {
-            variants: profile.variants(),
-            requests_per_10s: 0,
-            search_per_second: 0,
-            rng_seed: Some(11),
-            ..SandboxArgs::default()
-        };
-        let sandbox = Sandbox::start(args, SocketAddr::from(([127, 0, 0, 1], 0)))
-            .await
-            .expect("sandbox starts");
-        let mut config = ClientConfig::new(Url::parse(&sandbox.base_url()).expect("url"));
-        config.backoff = Backoff {
-            base: Duration::from_millis(5),
-            max: Duration::from_millis(50),
-        };
-        let client = HubSpotClient::new(
-            config,
-            Auth::PrivateApp(Secret::new(sandbox.access_token())),
-        )
-        .expect("client");
-        World {
-            store: db.store().await,
-            sandbox,
-            ctx: SyncContext::new(client),
-            _db: db,
-        }
-    }
+/// What a webhook-pull spec needs of the shared [`World`] beyond it.
+trait WebhookPullWorld {
+    fn add_hubspot(&self, emails: &[&str]) -> Vec<HsObjectId>;
+    fn calls(&self, operation: &str) -> u64;
+    async fn webhook_pull(&self) -> Job;
+    async fn rows(&self) -> Vec<(Option<String>, Option<String>)>;
+}
 
+impl WebhookPullWorld for World {
     /// HubSpot contacts inserted directly (no webhooks); their ids.
     fn add_hubspot(&self, emails: &[&str]) -> Vec<HsObjectId> {
         self.sandbox
@@ -94,51 +61,15 @@ impl World {
 
     /// Enqueues a webhook pull (as the webhook route does) and runs it to its end.
     async fn webhook_pull(&self) -> Job {
-        let job = enqueue(
-            &self.store,
-            EnqueueRequest {
-                spec: JobSpec::from(JobAction::Pull {
-                    mode: PullMode::Upsert,
-                    incremental: false,
-                }),
-                trigger: Trigger::Webhook,
-                force: false,
-            },
-        )
+        self.enqueue_and_drive(EnqueueRequest {
+            spec: JobSpec::from(JobAction::Pull {
+                mode: PullMode::Upsert,
+                incremental: false,
+            }),
+            trigger: Trigger::Webhook,
+            force: false,
+        })
         .await
-        .expect("enqueue")
-        .job;
-        self.drive(job.id).await
-    }
-
-    /// Hands the job's deliveries to `process`, as a worker would, until it ends.
-    async fn drive(&self, id: JobId) -> Job {
-        let runner: Arc<dyn JobRunner> = Arc::new(SyncRunner::new(self.ctx.clone()));
-        let retry = RetryPolicy {
-            max_attempts: 5,
-            base_delay: Duration::from_millis(1),
-            max_delay: Duration::from_millis(1),
-        };
-        for _ in 0..10 {
-            let record = self
-                .store
-                .get_job_record(id)
-                .await
-                .expect("read job")
-                .expect("job exists");
-            if record.job.status.is_terminal() {
-                return record.job;
-            }
-            let task = SyncTask {
-                job_id: id,
-                delivery: record.delivery.expect("an active job has a delivery"),
-            };
-            let never: StopCheck = Arc::new(|| false);
-            process(&self.store, &runner, retry, &task, "test-worker", never)
-                .await
-                .expect("the delivery is settled");
-        }
-        panic!("job {id} did not end");
     }
 
     /// Local rows as (email, hs_object_id).
@@ -162,7 +93,7 @@ fn counts(job: &Job) -> crm_sync::jobs::model::PullCounts {
 
 backend_tests! {
     async fn a_webhook_pull_reads_only_the_named_records_one_batch_read_per_100(db: TestDb, profile: HubSpotProfile) {
-        let w = World::new(db, profile).await;
+        let w = world(db, profile).await;
         let emails: Vec<String> = (0..300).map(|i| format!("c{i}@acme.io")).collect();
         let ids = w.add_hubspot(&emails.iter().map(String::as_str).collect::<Vec<_>>());
         // Webhooks named 250 of the 300, some of them several times.
@@ -195,7 +126,7 @@ backend_tests! {
     }
 
     async fn a_webhook_pull_links_a_changed_record_and_leaves_local_fields_alone(db: TestDb, profile: HubSpotProfile) {
-        let w = World::new(db, profile).await;
+        let w = world(db, profile).await;
         w.store
             .insert_contacts(&[NewContact {
                 email: Some("ann@acme.io".to_owned()),
@@ -215,7 +146,7 @@ backend_tests! {
     }
 
     async fn records_hubspot_no_longer_has_are_unlinked_and_not_counted(db: TestDb, profile: HubSpotProfile) {
-        let w = World::new(db, profile).await;
+        let w = world(db, profile).await;
         w.store
             .insert_contacts(&[NewContact {
                 email: Some("gone@acme.io".to_owned()),
@@ -253,7 +184,7 @@ backend_tests! {
     }
 
     async fn a_batch_hubspot_refuses_whole_is_halved_and_the_records_in_it_still_arrive(db: TestDb, profile: HubSpotProfile) {
-        let w = World::new(db, profile).await;
+        let w = world(db, profile).await;
         let present = w.add_hubspot(&["here@acme.io"]);
         // Ids so long that one batch read of them all is over HubSpot's request size: the
         // sandbox refuses the whole batch with a 400 (it answers a non-numeric id with a 207
@@ -283,7 +214,7 @@ backend_tests! {
     }
 
     async fn a_record_merged_into_another_follows_its_survivor_and_is_never_taken_for_deleted(db: TestDb, profile: HubSpotProfile) {
-        let w = World::new(db, profile).await;
+        let w = world(db, profile).await;
         w.store
             .insert_contacts(&[NewContact {
                 email: Some("ann@acme.io".to_owned()),

@@ -6,9 +6,14 @@
 //! (`contacts.company_id` → `companies.hs_object_id`) equals its link row's `hs_company_id`
 //! (both absent counts as equal). Push considers the contacts where they differ; pull compares
 //! HubSpot's primary company with the same row to tell a HubSpot-side change from a local one.
+//!
+//! The page writes are set-based, as push's are: the page travels as arrays (PostgreSQL
+//! `UNNEST`) or as one JSON document (SQLite `json_each`), never one statement per contact.
 
 use super::{Store, StoreError, Tx, on_pool, on_tx};
 use crate::ids::{CompanyId, ContactId, HsObjectId, LocalCompanyId};
+use sqlx::types::Json;
+use std::collections::HashSet;
 
 /// A linked contact with its local company and the association last synced, as the
 /// association phases read it.
@@ -142,59 +147,150 @@ impl Store {
     }
 }
 
+/// PostgreSQL: records the page's synced companies (`$1` contacts, `$2` HubSpot companies).
+const PG_SAVE_SYNCED: &str = "
+    INSERT INTO contact_company_links (contact_id, hs_company_id)
+    SELECT contact_id, hs_company_id FROM UNNEST($1::bigint[], $2::text[])
+        AS v(contact_id, hs_company_id)
+    ON CONFLICT (contact_id) DO UPDATE
+       SET hs_company_id = excluded.hs_company_id, synced_at = excluded.synced_at";
+/// SQLite: the same from one JSON array of `[contact, hs_company_id]` (`WHERE true` lets
+/// SQLite parse the upsert after a SELECT).
+const SQLITE_SAVE_SYNCED: &str = "
+    INSERT INTO contact_company_links (contact_id, hs_company_id)
+    SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each($1) WHERE true
+    ON CONFLICT (contact_id) DO UPDATE
+       SET hs_company_id = excluded.hs_company_id, synced_at = excluded.synced_at";
+/// PostgreSQL: forgets the page's contacts that have no synced association any more.
+const PG_FORGET_SYNCED: &str =
+    "DELETE FROM contact_company_links WHERE contact_id = ANY($1::bigint[])";
+/// SQLite: the same from a JSON array of contact ids.
+const SQLITE_FORGET_SYNCED: &str =
+    "DELETE FROM contact_company_links WHERE contact_id IN (SELECT value FROM json_each($1))";
+
+/// PostgreSQL: sets the page's local companies where each is still the one read
+/// (`$1` contacts, `$2` new companies, `$3` companies as read); returns the contacts changed.
+const PG_SET_COMPANIES: &str = "
+    UPDATE contacts c SET company_id = v.company_id
+      FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[]) AS v(id, company_id, expected)
+     WHERE c.id = v.id AND c.company_id IS NOT DISTINCT FROM v.expected
+    RETURNING c.id";
+/// SQLite: the same from one JSON array of `[contact, company, expected]` (`IS` is SQLite's
+/// `IS NOT DISTINCT FROM`).
+const SQLITE_SET_COMPANIES: &str = "
+    UPDATE contacts SET company_id = v.company_id
+      FROM (SELECT json_extract(value, '$[0]') AS id,
+                   json_extract(value, '$[1]') AS company_id,
+                   json_extract(value, '$[2]') AS expected
+              FROM json_each($1)) AS v
+     WHERE contacts.id = v.id AND contacts.company_id IS v.expected
+    RETURNING contacts.id";
+
 impl Tx {
     /// Records, per contact, the HubSpot company now synced as its primary (`None`: the
-    /// contact has no synced association any more).
+    /// contact has no synced association any more). Set-based: at most one upsert and one
+    /// deletion for the whole page. A contact named twice ends as its last mention says.
     pub async fn save_synced_companies(
         &mut self,
         rows: &[(ContactId, Option<CompanyId>)],
     ) -> Result<(), StoreError> {
-        const UPSERT: &str = "
-            INSERT INTO contact_company_links (contact_id, hs_company_id) VALUES ($1, $2)
-            ON CONFLICT (contact_id) DO UPDATE
-               SET hs_company_id = excluded.hs_company_id, synced_at = excluded.synced_at";
-        const DELETE: &str = "DELETE FROM contact_company_links WHERE contact_id = $1";
-        for (contact, company) in rows {
-            match company {
-                Some(company) => on_tx!(&mut *self, c => {
-                    sqlx::query(UPSERT).bind(*contact).bind(&company.0).execute(c).await?.rows_affected()
-                }),
-                None => on_tx!(&mut *self, c => {
-                    sqlx::query(DELETE).bind(*contact).execute(c).await?.rows_affected()
-                }),
-            };
+        let last = last_mention_each(rows);
+        let (kept, forgotten): (Vec<_>, Vec<_>) =
+            last.into_iter().partition(|(_, company)| company.is_some());
+        if !kept.is_empty() {
+            let contacts: Vec<i64> = kept.iter().map(|(contact, _)| contact.0).collect();
+            let companies: Vec<&str> = kept
+                .iter()
+                .filter_map(|(_, company)| company.map(|c| c.0.as_str()))
+                .collect();
+            on_tx!(&mut *self, c =>
+                postgres: {
+                    sqlx::query(PG_SAVE_SYNCED)
+                        .bind(&contacts)
+                        .bind(&companies)
+                        .execute(c)
+                        .await?;
+                },
+                sqlite: {
+                    let pairs: Vec<(i64, &str)> =
+                        contacts.iter().copied().zip(companies.iter().copied()).collect();
+                    sqlx::query(SQLITE_SAVE_SYNCED).bind(Json(&pairs)).execute(c).await?;
+                },
+            );
+        }
+        if !forgotten.is_empty() {
+            let contacts: Vec<i64> = forgotten.iter().map(|(contact, _)| contact.0).collect();
+            on_tx!(&mut *self, c =>
+                postgres: {
+                    sqlx::query(PG_FORGET_SYNCED).bind(&contacts).execute(c).await?;
+                },
+                sqlite: {
+                    sqlx::query(SQLITE_FORGET_SYNCED).bind(Json(&contacts)).execute(c).await?;
+                },
+            );
         }
         Ok(())
     }
 
     /// Sets contacts' local company, only where it is still `expected` (as read): a local
-    /// change made meanwhile wins. Returns the contacts changed.
+    /// change made meanwhile wins. One statement for the whole page; a contact named twice is
+    /// taken at its first mention. Returns the contacts changed, in the order given.
     pub async fn set_contact_companies(
         &mut self,
         rows: &[ContactCompanyChange],
     ) -> Result<Vec<ContactId>, StoreError> {
-        const PG: &str = "UPDATE contacts SET company_id = $2
-                           WHERE id = $1 AND company_id IS NOT DISTINCT FROM $3";
-        const SQLITE: &str = "UPDATE contacts SET company_id = $2
-                               WHERE id = $1 AND company_id IS $3";
-        let sql = on_tx!(&mut *self, _c => postgres: PG, sqlite: SQLITE);
-        let mut changed = Vec::new();
-        for row in rows {
-            let done = on_tx!(&mut *self, c => {
-                sqlx::query(sql)
-                    .bind(row.contact)
-                    .bind(row.company)
-                    .bind(row.expected)
-                    .execute(c)
-                    .await?
-                    .rows_affected()
-            });
-            if done > 0 {
-                changed.push(row.contact);
-            }
+        let mut seen = HashSet::with_capacity(rows.len());
+        let rows: Vec<&ContactCompanyChange> =
+            rows.iter().filter(|r| seen.insert(r.contact)).collect();
+        if rows.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(changed)
+        let id = |c: Option<LocalCompanyId>| c.map(|c| c.0);
+        let changed: Vec<i64> = on_tx!(&mut *self, c =>
+            postgres: {
+                let contacts: Vec<i64> = rows.iter().map(|r| r.contact.0).collect();
+                let companies: Vec<Option<i64>> = rows.iter().map(|r| id(r.company)).collect();
+                let expected: Vec<Option<i64>> = rows.iter().map(|r| id(r.expected)).collect();
+                sqlx::query_scalar(PG_SET_COMPANIES)
+                    .bind(&contacts)
+                    .bind(&companies)
+                    .bind(&expected)
+                    .fetch_all(c)
+                    .await?
+            },
+            sqlite: {
+                let json: Vec<(i64, Option<i64>, Option<i64>)> = rows
+                    .iter()
+                    .map(|r| (r.contact.0, id(r.company), id(r.expected)))
+                    .collect();
+                sqlx::query_scalar(SQLITE_SET_COMPANIES)
+                    .bind(Json(&json))
+                    .fetch_all(c)
+                    .await?
+            },
+        );
+        let changed: HashSet<i64> = changed.into_iter().collect();
+        Ok(rows
+            .iter()
+            .map(|r| r.contact)
+            .filter(|contact| changed.contains(&contact.0))
+            .collect())
     }
+}
+
+/// Each contact once, as its last mention in `rows` says, in the order of those mentions.
+fn last_mention_each(
+    rows: &[(ContactId, Option<CompanyId>)],
+) -> Vec<(ContactId, Option<&CompanyId>)> {
+    let mut seen = HashSet::with_capacity(rows.len());
+    let mut last: Vec<(ContactId, Option<&CompanyId>)> = rows
+        .iter()
+        .rev()
+        .filter(|(contact, _)| seen.insert(*contact))
+        .map(|(contact, company)| (*contact, company.as_ref()))
+        .collect();
+    last.reverse();
+    last
 }
 
 /// A contact's local company as a pull sets it.

@@ -21,6 +21,7 @@ pub mod associated;
 pub mod oauth;
 pub mod process;
 pub mod pushed;
+pub mod world;
 pub mod write_hold;
 
 use crm_sync::store::{Backend, Store};

@@ -1,8 +1,14 @@
 //! Fault injection driven by one seeded RNG, so that a failing run can be replayed: every
 //! request that reaches the fault stage draws the same three numbers in arrival order (so a
 //! run without read drops draws exactly as before they existed).
+//!
+//! Arrival order is only repeatable for a client that sends one request at a time: when
+//! requests run concurrently, which of them draws a drop depends on timing, and a run may see
+//! none. `--fault-drop-first-writes` adds a schedule that depends on no order: the first N
+//! applied writes lose their answer, whichever they are.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use poem::http::StatusCode;
 use rand::rngs::ChaCha8Rng;
@@ -35,6 +41,10 @@ pub(crate) struct Faults {
     p_drop: f64,
     p_drop_read: f64,
     rng: Mutex<ChaCha8Rng>,
+    /// How many of the first applied writes lose their answer whatever the dice say.
+    drop_first_writes: u64,
+    /// Applied writes so far (counted only while a schedule is set).
+    applied_writes: AtomicU64,
 }
 
 impl Faults {
@@ -47,7 +57,22 @@ impl Faults {
             p_drop_read,
             // A stream of its own, apart from the one that generates contacts.
             rng: Mutex::new(ChaCha8Rng::seed_from_u64(seed ^ 0xFA17_5EED_0000_0001)),
+            drop_first_writes: 0,
+            applied_writes: AtomicU64::new(0),
         }
+    }
+
+    /// The same faults, with the answers of the first `n` applied writes dropped as well.
+    pub(crate) fn dropping_first_writes(mut self, n: u64) -> Self {
+        self.drop_first_writes = n;
+        self
+    }
+
+    /// Called once for each write that was applied (answered with a 2xx): whether the
+    /// schedule of `--fault-drop-first-writes` drops its answer. Draws no dice.
+    pub(crate) fn scheduled_drop(&self) -> bool {
+        self.drop_first_writes > 0
+            && self.applied_writes.fetch_add(1, Ordering::Relaxed) < self.drop_first_writes
     }
 
     /// Whether any fault can happen at all.
@@ -108,6 +133,26 @@ mod tests {
                 assert_eq!(b, Fault::None, "request {i}");
             }
         }
+    }
+
+    #[test]
+    fn the_first_writes_applied_lose_their_answer_without_moving_the_dice() {
+        let scheduled = Faults::new(0.3, 0.3, 0.0, 42).dropping_first_writes(2);
+        let plain = Faults::new(0.3, 0.3, 0.0, 42);
+        assert_eq!(
+            (0..3)
+                .map(|_| scheduled.scheduled_drop())
+                .collect::<Vec<_>>(),
+            [true, true, false]
+        );
+        for i in 0..50 {
+            assert_eq!(
+                scheduled.draw(i % 2 == 0),
+                plain.draw(i % 2 == 0),
+                "request {i}"
+            );
+        }
+        assert!(!plain.scheduled_drop(), "no schedule, no drop");
     }
 
     #[test]

@@ -131,6 +131,11 @@ pub struct SandboxArgs {
     /// the connection.
     #[arg(long, default_value_t = 0.0, value_parser = parse_probability)]
     pub fault_drop_read: f64,
+    /// The first N writes that are applied lose their answer (the connection is reset), on top
+    /// of what the dice decide: a floor of lost answers that does not depend on the order in
+    /// which concurrent requests arrive. Draws no dice, so the seeded sequence is unchanged.
+    #[arg(long, default_value_t = 0)]
+    pub fault_drop_first_writes: u64,
     /// Milliseconds added to every answer.
     #[arg(long, default_value_t = 0)]
     pub latency_ms: u64,
@@ -183,6 +188,7 @@ impl Default for SandboxArgs {
             fault_5xx: 0.0,
             fault_drop_after_write: 0.0,
             fault_drop_read: 0.0,
+            fault_drop_first_writes: 0,
             latency_ms: 0,
             rng_seed: None,
             webhook_url: None,
@@ -563,7 +569,8 @@ fn build_state(args: &SandboxArgs, origin: Origin) -> State {
             args.fault_drop_after_write,
             args.fault_drop_read,
             rng_seed,
-        ),
+        )
+        .dropping_first_writes(args.fault_drop_first_writes),
         webhooks,
         connections: conn::Connections::default(),
         stats: Stats::default(),

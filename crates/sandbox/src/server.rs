@@ -244,6 +244,13 @@ async fn api_call(
             Err(e) => e.into_response(correlation),
         }
     };
+    // An applied write the dice spared may still lose its answer to the schedule.
+    let fault =
+        if kind == OpKind::Write && resp.status().is_success() && state.faults.scheduled_drop() {
+            Fault::DropAfterWrite
+        } else {
+            fault
+        };
     if matches!(fault, Fault::DropAfterWrite | Fault::DropRead)
         && resp.status().is_success()
         && let Some(peer) = peer

@@ -9,6 +9,7 @@
 //! links ([`push`]); pull matches by HubSpot id, then key, then a unique local domain
 //! ([`pull`]).
 
+mod lookup;
 pub mod pull;
 pub mod push;
 

@@ -16,6 +16,8 @@
 //!   away) is re-linked to the company that carries its key, counted `linked`.
 //! - After a full list, the linked rows whose company the list did not show are read by id;
 //!   those HubSpot no longer has are tombstoned (`unlinked`), so no push creates them again.
+//!   An id the batch read leaves out without a word is read on its own before it counts as
+//!   gone (the `lookup` module).
 //!
 //! Costs: one list call per 100 companies (full) or one search call per 200 changed ones
 //! (incremental), one search call per job for the progress bar's total, and one batch read per
@@ -27,10 +29,10 @@
 //! company pull writes the same way in both modes: it has one matching, and only the counts
 //! differ.
 
+use super::lookup::{CompanyFate, look_up_companies};
 use super::{COMPANY_KEY, company_error, read_properties};
 use crate::hubspot::{
-    Batch, Company, HubSpotClient, ListCompanies, MAX_BATCH, MAX_SEARCH_LIMIT, ObjectType,
-    SearchRequest,
+    Company, HubSpotClient, ListCompanies, MAX_BATCH, MAX_SEARCH_LIMIT, ObjectType, SearchRequest,
 };
 use crate::ids::{CompanyId, LocalCompanyId};
 use crate::jobs::model::{
@@ -611,29 +613,18 @@ pub(crate) async fn decide(
 }
 
 /// Which of `ids` (at most 100) HubSpot no longer has: missing or archived. A company
-/// merged into another answers under the survivor's id and is not gone.
+/// merged into another stands as the survivor and is not gone; an id HubSpot leaves out of its
+/// answer without a word is read on its own before it counts as gone.
 async fn gone_of(
     client: &HubSpotClient,
     ids: &[CompanyId],
 ) -> Result<HashSet<CompanyId>, RunError> {
-    if ids.is_empty() {
-        return Ok(HashSet::new());
-    }
-    let raw: Vec<String> = ids.iter().map(|id| id.0.clone()).collect();
-    let batch = Batch::new(raw)
-        .map_err(|e| RunError::Fatal(RunFailure::caused_by("company page too large", e)))?;
-    let read = client
-        .batch_read_companies(&batch, None, &read_properties())
-        .await
-        .map_err(|e| company_error("checking linked companies", e))?;
-    let mut gone: HashSet<CompanyId> = read.missing.into_iter().map(CompanyId).collect();
-    gone.extend(
-        read.results
-            .into_iter()
-            .filter(|c| c.archived)
-            .map(|c| c.id),
-    );
-    Ok(gone)
+    Ok(look_up_companies(client, ids, "checking linked companies")
+        .await?
+        .into_iter()
+        .filter(|(_, fate)| matches!(fate, CompanyFate::Gone))
+        .map(|(id, _)| id)
+        .collect())
 }
 
 fn failure(company: &Company, local: Option<LocalCompanyId>, reason: String) -> RecordError {
@@ -663,27 +654,32 @@ pub(crate) async fn adopt(
         for (local, hs) in tx.company_holders(&refs).await? {
             out.insert(hs, Ok(local));
         }
-        let unknown: Vec<String> = chunk
+        let unknown: Vec<CompanyId> = chunk
             .iter()
             .filter(|c| !out.contains_key(*c))
-            .map(|c| c.0.clone())
+            .cloned()
             .collect();
         if unknown.is_empty() {
             continue;
         }
-        let batch = Batch::new(unknown)
-            .map_err(|e| RunError::Fatal(RunFailure::caused_by("company page too large", e)))?;
-        let read = client
-            .batch_read_companies(&batch, None, &read_properties())
-            .await
-            .map_err(|e| company_error("reading associated HubSpot companies", e))?;
-        for id in read.missing {
-            out.insert(
-                CompanyId(id),
-                Err("HubSpot no longer has the company".to_owned()),
-            );
+        let fates =
+            look_up_companies(client, &unknown, "reading associated HubSpot companies").await?;
+        // The records standing for the ids (a merged-away id stands as its survivor), once each.
+        let mut companies: Vec<Company> = Vec::new();
+        for id in &unknown {
+            match fates.get(id).and_then(CompanyFate::record) {
+                None => {
+                    out.insert(
+                        id.clone(),
+                        Err("HubSpot no longer has the company".to_owned()),
+                    );
+                }
+                Some(record) if companies.iter().all(|c| c.id != record.id) => {
+                    companies.push(record.clone());
+                }
+                Some(_) => {}
+            }
         }
-        let companies: Vec<Company> = read.results.into_iter().filter(|c| !c.archived).collect();
         let decisions = decide(client, keys, tx, &companies).await?;
         let mut links = Vec::new();
         let mut creates = Vec::new();
@@ -702,6 +698,17 @@ pub(crate) async fn adopt(
         let refs: Vec<&str> = companies.iter().map(|c| c.id.0.as_str()).collect();
         for (local, hs) in tx.company_holders(&refs).await? {
             out.insert(hs, Ok(local));
+        }
+        // A merged-away id ends where its survivor did.
+        for id in &unknown {
+            let Some(survivor) = fates.get(id).and_then(CompanyFate::record) else {
+                continue;
+            };
+            if survivor.id != *id
+                && let Some(end) = out.get(&survivor.id).cloned()
+            {
+                out.insert(id.clone(), end);
+            }
         }
     }
     for id in ids {

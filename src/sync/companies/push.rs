@@ -6,7 +6,9 @@
 //!
 //! 1. Linked companies are updated by HubSpot id (name and domain; the local database owns
 //!    them). One HubSpot no longer has is `skipped` and its row tombstoned: it is never
-//!    created again.
+//!    created again. One the answer leaves out without a word is read on its own first
+//!    (`settle_omitted_update`): silence is not deletion, and a merged-away company follows
+//!    its survivor.
 //! 2. `link` mode: the unlinked ones are first read by their external key (one batch read):
 //!    a company found so was created by an earlier attempt whose commit was lost (a kill -9,
 //!    a lost answer), and is linked to it, never created twice. The key, not the domain
@@ -30,6 +32,7 @@
 //! A job adds one property read (plus one create, the very first time) before its first
 //! write. A search page holds 200 companies; a domain many companies share adds pages.
 
+use super::lookup::{CompanyFate, look_up_companies, read_one};
 use super::{
     COMPANY_KEY, company_error, ensure_key_property, key_property_exists, read_properties,
     refusal_reason,
@@ -47,7 +50,7 @@ use crate::jobs::{BoxFuture, JobRunner, Page, Progress, RunError, RunFailure};
 use crate::store::{CompanyCandidate, CompanyLink, TombstoneReason};
 use crate::sync::keys::ExternalKeys;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 /// Lost create answers in a row after which a page gives up (transient: the job retries, and
@@ -500,40 +503,81 @@ impl PageRun<'_> {
                 });
             }
         }
+        for &i in which {
+            if out[i].is_none() {
+                out[i] = Some(self.settle_omitted_update(&page[i]).await?);
+            }
+        }
         Ok(())
     }
 
-    /// A dry run's stand-in for the update: the linked companies read by id; those HubSpot
-    /// still has would be updated, the others are gone.
+    /// A linked company HubSpot left out of its update answer without saying why. Silence is
+    /// not deletion (HubSpot leaves merged-away ids out, too): the company is read again on
+    /// its own. Gone → tombstoned, never created again. Merged into another (the read answers
+    /// with the survivor, whose id may be new) → re-linked to the survivor without writing to
+    /// it, so that a survivor another local row holds is refused before anything is
+    /// overwritten; the next push updates it. Still there → updated on its own.
+    async fn settle_omitted_update(
+        &self,
+        company: &CompanyCandidate,
+    ) -> Result<Resolution, RunError> {
+        let Some(id) = &company.hs_object_id else {
+            return Ok(Resolution::Failed {
+                id: None,
+                reason: "the company has no HubSpot id to update".to_owned(),
+            });
+        };
+        Ok(
+            match read_one(self.client, id, "re-reading a linked company").await? {
+                CompanyFate::Gone => Resolution::Gone,
+                CompanyFate::MergedInto(survivor) => Resolution::Linked {
+                    in_sync: holds_local_values(company, &survivor),
+                    id: survivor.id,
+                },
+                CompanyFate::Live(_) => {
+                    match self
+                        .client
+                        .update_company(id, &update_properties(company))
+                        .await
+                    {
+                        Ok(record) => Resolution::Updated(record.id),
+                        Err(HubSpotError::NotFound { .. }) => Resolution::Gone,
+                        Err(
+                            e @ (HubSpotError::Conflict { .. } | HubSpotError::Validation { .. }),
+                        ) => Resolution::refused(&e),
+                        Err(e) => return Err(company_error("updating a linked company", e)),
+                    }
+                }
+            },
+        )
+    }
+
+    /// A dry run's stand-in for the update: the linked companies read by id (an id left out
+    /// read again on its own, as the real run's update does); those HubSpot still has would
+    /// be updated, those merged away re-linked to their survivor, the others are gone.
     async fn read_linked(
         &self,
         page: &[CompanyCandidate],
         which: &[usize],
         out: &mut [Option<Resolution>],
     ) -> Result<(), RunError> {
-        let ids: Vec<String> = which
+        let ids: Vec<CompanyId> = which
             .iter()
-            .filter_map(|&i| Some(page[i].hs_object_id.as_ref()?.0.clone()))
+            .filter_map(|&i| page[i].hs_object_id.clone())
             .collect();
-        let read = self
-            .client
-            .batch_read_companies(&batch(ids)?, None, &read_properties())
-            .await
-            .map_err(|e| company_error("reading linked companies", e))?;
-        let live: HashSet<&CompanyId> = read
-            .results
-            .iter()
-            .filter(|c| !c.archived)
-            .map(|c| &c.id)
-            .collect();
+        let fates = look_up_companies(self.client, &ids, "reading linked companies").await?;
         for &i in which {
-            if let Some(id) = &page[i].hs_object_id {
-                out[i] = Some(if live.contains(id) {
-                    Resolution::Updated(id.clone())
-                } else {
-                    Resolution::Gone
-                });
-            }
+            let Some(id) = &page[i].hs_object_id else {
+                continue;
+            };
+            out[i] = Some(match fates.get(id) {
+                Some(CompanyFate::Live(_)) => Resolution::Updated(id.clone()),
+                Some(CompanyFate::MergedInto(survivor)) => Resolution::Linked {
+                    id: survivor.id.clone(),
+                    in_sync: holds_local_values(&page[i], survivor),
+                },
+                Some(CompanyFate::Gone) | None => Resolution::Gone,
+            });
         }
         Ok(())
     }
