@@ -33,7 +33,7 @@ use crate::jobs::model::{Counts, PullCounts, PushCounts, PushMode, RecordError};
 use crate::jobs::{Page, Progress, RunError, RunFailure};
 use crate::store::{AssociationRow, ContactCompanyChange, Tx};
 use serde_json::Value;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 /// The checkpoint key that says where an association phase goes on (a contact id); it is
 /// added to the contact engine's own checkpoint, which ignores it.
@@ -65,12 +65,14 @@ fn encode_error(e: crate::hubspot::BatchTooLarge) -> RunError {
     RunError::Fatal(RunFailure::caused_by("association page too large", e))
 }
 
-/// Every company of each contact with the types between them, following HubSpot's pages.
+/// Every company of each contact with the types between them, following HubSpot's pages, and
+/// the contacts HubSpot reports not found (deleted or merged away since they were named).
 async fn read_companies(
     client: &HubSpotClient,
     contacts: &[HsObjectId],
-) -> Result<HashMap<String, Vec<AssociatedRecord>>, RunError> {
+) -> Result<(HashMap<String, Vec<AssociatedRecord>>, HashSet<String>), RunError> {
     let mut found: HashMap<String, Vec<AssociatedRecord>> = HashMap::new();
+    let mut missing = HashSet::new();
     let mut pending: Vec<AssociationReadInput> = contacts
         .iter()
         .map(|c| AssociationReadInput::first(c.0.clone()))
@@ -88,6 +90,7 @@ async fn read_companies(
             ));
         }
         pending = rest;
+        missing.extend(page.missing);
         for record in page.results {
             found
                 .entry(record.from.clone())
@@ -101,7 +104,7 @@ async fn read_companies(
             }
         }
     }
-    Ok(found)
+    Ok((found, missing))
 }
 
 /// The primary company among a contact's companies (by type number).
@@ -211,7 +214,7 @@ impl AssociationPush<'_> {
         base: &Option<Value>,
     ) -> Result<PushCounts, RunError> {
         let ids: Vec<HsObjectId> = rows.iter().map(|r| r.hs_object_id.clone()).collect();
-        let current = read_companies(self.client, &ids).await?;
+        let (current, _) = read_companies(self.client, &ids).await?;
         let plans: Vec<PushPlan> = rows
             .iter()
             .map(|row| plan(row, current.get(&row.hs_object_id.0), company_reasons))
@@ -478,9 +481,9 @@ pub(crate) async fn pull(
             return Ok(counts);
         };
         let ids: Vec<HsObjectId> = rows.iter().map(|r| r.hs_object_id.clone()).collect();
-        let current = read_companies(client, &ids).await?;
+        let read = read_for(client, ids).await?;
         let mut tx = progress.begin().await?;
-        let errors = apply_primaries(client, keys, &mut tx, &rows, &current, &mut counts).await?;
+        let errors = apply_primaries(client, keys, &mut tx, &rows, &read, &mut counts).await?;
         progress
             .commit(
                 tx,
@@ -504,6 +507,9 @@ pub(crate) struct ReadAssociations {
     contacts: Vec<HsObjectId>,
     /// Their companies with the types between them, by contact.
     current: HashMap<String, Vec<AssociatedRecord>>,
+    /// Those HubSpot reports not found: nothing is applied to them (the contact's deletion or
+    /// merge is its own event, and losing a contact is no reason to clear its company).
+    missing: HashSet<String>,
 }
 
 /// Reads the company associations of `contacts` (1,000 a call, on the associations' own
@@ -512,12 +518,16 @@ pub(crate) async fn read_for(
     client: &HubSpotClient,
     contacts: Vec<HsObjectId>,
 ) -> Result<ReadAssociations, RunError> {
-    let current = if contacts.is_empty() {
-        HashMap::new()
+    let (current, missing) = if contacts.is_empty() {
+        Default::default()
     } else {
         read_companies(client, &contacts).await?
     };
-    Ok(ReadAssociations { contacts, current })
+    Ok(ReadAssociations {
+        contacts,
+        current,
+        missing,
+    })
 }
 
 /// Applies what [`read_for`] read, in `tx`, with the full pull's rules, to the contacts linked
@@ -533,10 +543,10 @@ pub(crate) async fn apply_read(
         return Ok(Vec::new());
     }
     let rows = tx.association_rows_of(&read.contacts).await?;
-    apply_primaries(client, keys, tx, &rows, &read.current, counts).await
+    apply_primaries(client, keys, tx, &rows, read, counts).await
 }
 
-/// Sets, in `tx`, the local company of each row from HubSpot's primary company (`current`) by
+/// Sets, in `tx`, the local company of each row from HubSpot's primary company (as `read`) by
 /// [`pull_plan`]'s rules, adopting HubSpot companies not known locally, and records the state
 /// rows; counts into `counts` and returns the failed associations.
 async fn apply_primaries(
@@ -544,12 +554,16 @@ async fn apply_primaries(
     keys: &ExternalKeys,
     tx: &mut Tx,
     rows: &[AssociationRow],
-    current: &HashMap<String, Vec<AssociatedRecord>>,
+    read: &ReadAssociations,
     counts: &mut PullCounts,
 ) -> Result<Vec<RecordError>, RunError> {
+    let rows: Vec<&AssociationRow> = rows
+        .iter()
+        .filter(|r| !read.missing.contains(&r.hs_object_id.0))
+        .collect();
     let plans: Vec<PullPlan> = rows
         .iter()
-        .map(|r| pull_plan(r, primary_of(current.get(&r.hs_object_id.0))))
+        .map(|r| pull_plan(r, primary_of(read.current.get(&r.hs_object_id.0))))
         .collect();
     let mut wanted: Vec<CompanyId> = plans
         .iter()

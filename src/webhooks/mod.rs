@@ -21,8 +21,8 @@ pub use events::{
     count_own_echoes, parse_batch,
 };
 pub use pending::{
-    PendingPull, clear_pending_pulls, clear_pulled, count_pending_pulls, pending_pulls,
-    record_pending_pulls, take_pending_pulls,
+    PendingObject, PendingPull, clear_pending_pulls, clear_pulled, count_pending_pulls,
+    pending_pulls, record_pending, record_pending_pulls, take_pending_pulls,
 };
 pub use signature::{
     MAX_SKEW_MS, SIGNATURE_HEADER, SignatureError, TIMESTAMP_HEADER, canonical_uri, sign_v3,
