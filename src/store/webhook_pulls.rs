@@ -202,6 +202,28 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Which of these HubSpot companies a local company is linked to: a webhook about one of
+    /// them needs no read (a pull never changes a linked company's own fields).
+    pub async fn companies_linked_among(
+        &self,
+        ids: &[HsObjectId],
+    ) -> Result<Vec<HsObjectId>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<&str> = ids.iter().map(|id| id.0.as_str()).collect();
+        const PG: &str = "SELECT hs_object_id FROM companies WHERE hs_object_id = ANY($1)";
+        const SQLITE: &str = "SELECT hs_object_id FROM companies
+                               WHERE hs_object_id IN (SELECT value FROM json_each($1))";
+        let linked: Vec<String> = on_pool!(self, pool =>
+            postgres: sqlx::query_scalar(PG).bind(&ids).fetch_all(pool).await?,
+            sqlite: sqlx::query_scalar(SQLITE).bind(Json(&ids)).fetch_all(pool).await?,
+        );
+        Ok(linked.into_iter().map(HsObjectId).collect())
+    }
+}
+
 impl Tx {
     /// Clears the contacts a pull read (see [`Tx::clear_read`]).
     pub async fn clear_pulled(&mut self, pulled: &[PendingPull]) -> Result<u64, StoreError> {

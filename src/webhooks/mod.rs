@@ -17,7 +17,7 @@ mod signature;
 pub use echoes::{Echo, echo_of};
 pub use effects::{BatchOutcome, process_events};
 pub use events::{
-    BatchError, ChangeSource, EventKind, MalformedEvent, Merge, ParsedBatch, WebhookEvent,
+    AssociationChange, BatchError, ChangeSource, EventKind, MalformedEvent, Merge, ParsedBatch, WebhookEvent,
     count_own_echoes, parse_batch,
 };
 pub use pending::{
