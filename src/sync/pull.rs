@@ -39,7 +39,10 @@
 //! the progress bar). Any page whose contacts clash with stale links: one batch read more
 //! ([`write_page`]). Incremental: one search call per 200 changed contacts (plus one for the
 //! end); a re-run with nothing changed costs one call, plus one per 200 contacts changed
-//! within the lookback before the previous run started.
+//! within the lookback before the previous run started. Associations: a full pull reads every
+//! linked contact's, one call per 1,000, once its pages are written; an incremental pull reads
+//! those of each page's contacts (one call per page, none for an empty page) and applies them in
+//! the page's transaction (`sync::associations`), on the associations' own budget.
 
 use super::PROPERTIES;
 use super::keys::ExternalKeys;

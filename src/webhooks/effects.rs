@@ -170,8 +170,10 @@ async fn apply(
                     push_once(&mut outcome.associations_to_read, contact);
                 }
             }
-            // The company's side of a change the contact's side also reports (HubSpot fires
-            // both, API-NOTES §10.4): reading it again would read the same pair twice.
+            // Nothing else needs anything here: `company.associationChange` is the company's
+            // side of a change the contact's side reports too (HubSpot fires both, API-NOTES
+            // §10.4), so reading it would read the same pair twice; other pairs and objects
+            // are not synced.
             _ => {}
         }
     }
