@@ -14,8 +14,8 @@ use crm_sync::sandbox::{self, Sandbox, SandboxArgs};
 use crm_sync::secret::Secret;
 use crm_sync::store::{MergeOutcome, NewCompany, NewContact, Store, Tombstone, TombstoneReason};
 use crm_sync::webhooks::{
-    AssociationChange, BatchError, EventKind, SignatureError, WebhookEvent, parse_batch, process_events, sign_v3,
-    verify_v3,
+    AssociationChange, BatchError, EventKind, SignatureError, WebhookEvent, parse_batch,
+    process_events, sign_v3, verify_v3,
 };
 use serde_json::json;
 use std::collections::BTreeMap;

@@ -24,8 +24,8 @@ use crate::jobs::{Job, QueueError};
 use crate::oauth::account::{AccountError, connected_account};
 use crate::store::Store;
 use crate::webhooks::{
-    BatchError, SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookEvent, count_own_echoes, parse_batch,
-    BatchOutcome, PendingObject, process_events, record_pending, verify_v3,
+    BatchError, BatchOutcome, PendingObject, SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookEvent,
+    count_own_echoes, parse_batch, process_events, record_pending, verify_v3,
 };
 
 /// The path HubSpot posts to.
@@ -274,7 +274,10 @@ async fn record_reads(
     for (object, ids) in [
         (PendingObject::Company, &outcome.companies_changed),
         (PendingObject::Contact, &outcome.to_pull),
-        (PendingObject::ContactAssociations, &outcome.associations_to_read),
+        (
+            PendingObject::ContactAssociations,
+            &outcome.associations_to_read,
+        ),
     ] {
         record_pending(store, object, ids).await?;
     }

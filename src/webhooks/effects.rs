@@ -165,8 +165,7 @@ async fn apply(
                 if change.may_be_contact_to_company() && !event.is_own_write() =>
             {
                 // `fromObjectId` is the contact on its own side; `objectId` says the same.
-                if let Some(contact) = change.from_object_id.as_ref().or(event.object_id.as_ref())
-                {
+                if let Some(contact) = change.from_object_id.as_ref().or(event.object_id.as_ref()) {
                     push_once(&mut outcome.associations_to_read, contact);
                 }
             }
@@ -178,9 +177,14 @@ async fn apply(
         }
     }
     // Events about companies linked here need no read: counted as echoes, per event.
-    let linked = store.companies_linked_among(&outcome.companies_changed).await?;
+    let linked = store
+        .companies_linked_among(&outcome.companies_changed)
+        .await?;
     if !linked.is_empty() {
-        outcome.echoes += company_events.iter().filter(|id| linked.contains(id)).count();
+        outcome.echoes += company_events
+            .iter()
+            .filter(|id| linked.contains(id))
+            .count();
         outcome.companies_changed.retain(|id| !linked.contains(id));
     }
     outcome.unlinked.sort();

@@ -17,8 +17,8 @@ mod signature;
 pub use echoes::{Echo, echo_of};
 pub use effects::{BatchOutcome, process_events};
 pub use events::{
-    AssociationChange, BatchError, ChangeSource, EventKind, MalformedEvent, Merge, ParsedBatch, WebhookEvent,
-    count_own_echoes, parse_batch,
+    AssociationChange, BatchError, ChangeSource, EventKind, MalformedEvent, Merge, ParsedBatch,
+    WebhookEvent, count_own_echoes, parse_batch,
 };
 pub use pending::{
     PendingObject, PendingPull, clear_pending_pulls, clear_pulled, count_pending_pulls,
