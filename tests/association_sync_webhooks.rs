@@ -2,7 +2,8 @@
 //! contact→company associations through an incremental pull and through association webhooks,
 //! companies through company webhooks and a targeted read; the echoes of crm-sync's own writes
 //! cause no read. Real SQLite and PostgreSQL, the service's webhook route and job workers over
-//! real HTTP, the sandbox sending signed webhooks, under both of HubSpot's answer profiles.
+//! real HTTP, the sandbox sending signed webhooks, under both of HubSpot's answer profiles; and
+//! the pending list keeping contacts, companies and association reads apart.
 
 // A failed expectation panics, and fixtures are shared between test files as `pub` items.
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
@@ -19,9 +20,9 @@ use crm_sync::jobs::model::{Counts, Job, JobAction, PullCounts, PullMode, PushMo
 use crm_sync::jobs::worker::{WorkerConfig, run_workers};
 use crm_sync::jobs::{EnqueueRequest, JobSpec, Trigger, enqueue};
 use crm_sync::sandbox::{HubSpotProfile, SandboxArgs, SandboxHandle, USER_HEADER};
-use crm_sync::store::{NewCompany, NewContact, Store};
+use crm_sync::store::{NewCompany, NewContact, PendingObject, Store, Tx};
 use crm_sync::sync::{PullSettings, SyncContext, SyncRunner};
-use crm_sync::webhooks::count_pending_pulls;
+use crm_sync::webhooks::{count_pending_pulls, record_pending};
 use routes_support::{Options, Server, all_jobs_ended, bind, sandbox_args, start_sandbox};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
@@ -473,5 +474,37 @@ backend_tests! {
         assert_eq!(w.store().count_companies().await.unwrap(), 2);
         assert_eq!(count_pending_pulls(w.store()).await.unwrap(), 0);
         w.stop().await;
+    }
+}
+
+// ---- the pending list alone (no HubSpot) ------------------------------------------------
+
+backend_tests! {
+    async fn one_id_pending_as_a_contact_a_company_and_a_contacts_associations_is_three_reads(db: TestDb) {
+        let store = db.store().await;
+        let id = [crm_sync::ids::HsObjectId::from("501")];
+        for object in [PendingObject::Contact, PendingObject::Company, PendingObject::ContactAssociations] {
+            record_pending(&store, object, &id).await.unwrap();
+        }
+        record_pending(&store, PendingObject::Company, &id).await.unwrap();
+        assert_eq!(count_pending_pulls(&store).await.unwrap(), 3, "three reads, not one");
+        for object in [PendingObject::Contact, PendingObject::ContactAssociations] {
+            assert_eq!(store.count_pending(object).await.unwrap(), 1);
+        }
+        let companies = store.peek_pending(PendingObject::Company, 10).await.unwrap();
+        assert_eq!((companies.len(), companies[0].requests), (1, 2), "named twice, read once");
+
+        // Clearing the company read leaves the contact and its associations pending.
+        let mut tx = Tx::begin(&store).await.unwrap();
+        assert_eq!(tx.clear_read(PendingObject::Company, &companies).await.unwrap(), 1);
+        tx.commit().await.unwrap();
+        assert_eq!(store.count_pending(PendingObject::Company).await.unwrap(), 0);
+        assert_eq!(store.count_pending(PendingObject::Contact).await.unwrap(), 1);
+        assert_eq!(store.count_pending(PendingObject::ContactAssociations).await.unwrap(), 1);
+        assert_eq!(
+            store.peek_pending_pulls(10).await.unwrap().len(),
+            1,
+            "the contacts' own functions see contacts only"
+        );
     }
 }
