@@ -3,10 +3,12 @@
 //!
 //! The route (`POST /webhooks/hubspot`) is expected to: rebuild the URI from
 //! `server.public_url` + path and query, call [`verify_v3`] (401 on any error, nothing
-//! recorded), [`parse_batch`] the body, [`process_events`], answer 200, and hand
-//! [`BatchOutcome::to_pull`] to the sync engine as a targeted pull (recorded durably through
-//! [`record_pending_pulls`] until the webhook pull job, `crate::sync::webhook_pull`, reads
-//! and clears them).
+//! recorded), [`parse_batch`] the body, [`process_events`], answer 200, and hand what the
+//! outcome names — [`BatchOutcome::to_pull`] (contacts), `companies_changed` (companies) and
+//! `associations_to_read` (contacts whose associations changed) — to the sync engine as
+//! targeted reads (recorded durably through [`record_pending`], each with its
+//! [`PendingObject`], until the webhook pull job, `crate::sync::webhook_pull`, reads and
+//! clears them).
 
 mod echoes;
 mod effects;
