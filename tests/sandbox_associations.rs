@@ -638,3 +638,57 @@ async fn a_contact_id_sent_as_a_company_id_names_nothing() {
     assert_eq!(status, StatusCode::MULTI_STATUS, "swapped ids fail: {body}");
     assert!(sb.companies_of_contact(&contacts[0]).is_empty());
 }
+
+#[tokio::test]
+async fn a_persons_batch_writes_fire_association_webhooks_on_each_side_as_the_person() {
+    let mut hooks = Hooks::start().await;
+    let (sb, companies, contacts) = world(SandboxArgs {
+        webhook_url: Some(hooks.url.clone()),
+        ..args()
+    })
+    .await;
+    let person = Api::as_person(&sb, "42");
+    let (status, body) = person
+        .post(
+            &format!("{CONTACT_TO_COMPANY}/batch/create"),
+            json!({"inputs": [typed(&contacts[1], &companies[0], &[279, 1])]}),
+        )
+        .await;
+    assert!(status.is_success(), "{body}");
+    let (status, body) = person
+        .post(
+            &format!("{CONTACT_TO_COMPANY}/batch/archive"),
+            json!({"inputs": [{"from": {"id": contacts[1]}, "to": [{"id": companies[0]}]}]}),
+        )
+        .await;
+    assert!(status.is_success(), "{body}");
+    let events = hooks
+        .until(|e| of_type(e, "company.associationChange").len() >= 4)
+        .await;
+    let on_contact = of_type(events, "contact.associationChange");
+    assert_eq!(
+        on_contact.len(),
+        4,
+        "added and removed, unlabelled and primary"
+    );
+    for e in on_contact {
+        assert_eq!(
+            e["objectId"].to_string(),
+            contacts[1],
+            "the contact's own side"
+        );
+        assert_eq!(e["associationType"], "CONTACT_TO_COMPANY");
+        assert_eq!(e["fromObjectId"].to_string(), contacts[1]);
+        assert_eq!(e["toObjectId"].to_string(), companies[0]);
+        assert_eq!(
+            e["changeSource"], "CRM_UI",
+            "a person's change, not the app's"
+        );
+        assert_eq!(e["sourceId"], "userId:42");
+    }
+    for e in of_type(events, "company.associationChange") {
+        assert_eq!(e["associationType"], "COMPANY_TO_CONTACT");
+        assert_eq!(e["fromObjectId"].to_string(), companies[0]);
+        assert_eq!(e["changeSource"], "CRM_UI");
+    }
+}

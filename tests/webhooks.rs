@@ -14,8 +14,8 @@ use crm_sync::sandbox::{self, Sandbox, SandboxArgs};
 use crm_sync::secret::Secret;
 use crm_sync::store::{MergeOutcome, NewCompany, NewContact, Store, Tombstone, TombstoneReason};
 use crm_sync::webhooks::{
-    BatchError, EventKind, SignatureError, WebhookEvent, parse_batch, process_events, sign_v3,
-    verify_v3,
+    AssociationChange, BatchError, EventKind, SignatureError, WebhookEvent, parse_batch,
+    process_events, sign_v3, verify_v3,
 };
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -453,7 +453,16 @@ fn every_contact_and_company_type_parses_and_unknown_types_are_kept() {
             HsObjectId::from("22")
         ]
     );
-    assert_eq!(kinds[5], EventKind::ContactAssociationChange);
+    assert_eq!(
+        kinds[5],
+        EventKind::ContactAssociationChange(AssociationChange {
+            association_type: Some("CONTACT_TO_COMPANY".into()),
+            from_object_id: Some(HsObjectId::from("14")),
+            to_object_id: Some(HsObjectId::from("99")),
+            removed: None,
+            primary: None,
+        })
+    );
     assert_eq!(kinds[6], EventKind::CompanyCreation);
     assert_eq!(batch.events[6].subscription_type, "company.creation");
     assert_eq!(kinds[7], EventKind::Other);
@@ -932,5 +941,52 @@ backend_tests! {
             "the deleted survivor is not pulled; other object types are ignored"
         );
         assert_eq!((outcome.new_events, outcome.duplicates), (5, 0));
+    }
+    async fn a_contacts_association_change_by_someone_else_names_the_contact_once_and_echoes_nothing(db: TestDb) {
+        let store = db.store().await;
+        let association = |id: u64, kind: &str, from: u64, to: u64, assoc: &str| {
+            event(with(
+                base(id, kind, from, id as i64),
+                json!({"associationType": assoc, "fromObjectId": from, "toObjectId": to,
+                       "associationRemoved": false, "isPrimaryAssociation": true}),
+            ))
+        };
+        let mut own = association(5, "contact.associationChange", 803, 900, "CONTACT_TO_COMPANY");
+        own.change_source = Some(crm_sync::webhooks::ChangeSource::Integration);
+        own.source_id = Some("54321".to_owned());
+        assert!(own.is_own_echo(), "this app's own association write is an echo");
+        let events = [
+            association(1, "contact.associationChange", 801, 900, "CONTACT_TO_COMPANY"),
+            // The same change seen from the company: not read a second time.
+            association(2, "company.associationChange", 900, 801, "COMPANY_TO_CONTACT"),
+            // Another unlabelled type of the same pair, at the same time.
+            association(3, "contact.associationChange", 801, 900, "CONTACT_TO_COMPANY"),
+            // Not a contact→company pair.
+            association(4, "contact.associationChange", 802, 700, "CONTACT_TO_DEAL"),
+            own,
+        ];
+        let outcome = process_events(&store, &events).await.unwrap();
+        assert_eq!(outcome.associations_to_read, vec![HsObjectId::from("801")]);
+        assert!(outcome.to_pull.is_empty() && outcome.companies_changed.is_empty());
+        assert_eq!((outcome.new_events, outcome.echoes), (4, 1));
+
+        let own_body = serde_json::to_vec(&json!([with(
+            base(6, "company.associationChange", 900, 6),
+            json!({"changeSource": "INTEGRATION", "sourceId": "54321", "associationType": "COMPANY_TO_CONTACT",
+                   "fromObjectId": 900, "toObjectId": 801}),
+        )])).unwrap();
+        assert_eq!(crm_sync::webhooks::count_own_echoes(&own_body), Some(1), "the one-pass answer knows association echoes");
+    }
+
+    async fn a_change_to_a_company_linked_here_needs_no_read(db: TestDb) {
+        let store = db.store().await;
+        linked_companies(&store, &["20000000009"]).await;
+        let mut change = base(1, "company.propertyChange", 20_000_000_009, 1);
+        change["propertyName"] = json!("name");
+        change["propertyValue"] = json!("Renamed");
+        let creation = base(2, "company.creation", 20_000_000_010, 2);
+        let outcome = process_events(&store, &[event(change), event(creation)]).await.unwrap();
+        assert_eq!(outcome.companies_changed, vec![HsObjectId::from("20000000010")], "only the unlinked company is read");
+        assert_eq!(outcome.echoes, 1);
     }
 }

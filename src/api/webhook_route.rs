@@ -24,8 +24,8 @@ use crate::jobs::{Job, QueueError};
 use crate::oauth::account::{AccountError, connected_account};
 use crate::store::Store;
 use crate::webhooks::{
-    BatchError, SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookEvent, count_own_echoes, parse_batch,
-    process_events, record_pending_pulls, verify_v3,
+    BatchError, BatchOutcome, PendingObject, SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookEvent,
+    count_own_echoes, parse_batch, process_events, record_pending, verify_v3,
 };
 
 /// The path HubSpot posts to.
@@ -49,8 +49,13 @@ pub struct WebhookAnswer {
     pub unlinked: usize,
     /// Merges applied.
     pub merges: usize,
-    /// HubSpot records queued for a pull.
+    /// HubSpot contacts queued for a pull.
     pub to_pull: usize,
+    /// HubSpot companies queued for a pull (created, changed or restored by others, not
+    /// linked locally).
+    pub companies_to_pull: usize,
+    /// HubSpot contacts whose company associations are queued for a read.
+    pub associations_to_read: usize,
     /// Creations and property changes that need no read: echoes of this app's own writes, or
     /// changes the local rows already hold (docs/webhooks.md).
     pub echoes: usize,
@@ -114,6 +119,8 @@ pub(crate) async fn hubspot_webhook(
             unlinked: 0,
             merges: 0,
             to_pull: 0,
+            companies_to_pull: 0,
+            associations_to_read: 0,
             echoes,
             job_id: None,
         });
@@ -134,11 +141,14 @@ pub(crate) async fn hubspot_webhook(
     let outcome = process_events(&state.store, &events)
         .await
         .map_err(|e| ApiError::from_store("processing webhook events", &e))?;
-    if let Err(e) = record_pending_pulls(&state.store, &outcome.to_pull).await {
+    if let Err(e) = record_reads(&state.store, &outcome).await {
         forget(&state.store, &events).await;
         return Err(ApiError::from_store("recording webhook pulls", &e));
     }
-    let job = if outcome.to_pull.is_empty() {
+    let job = if outcome.to_pull.is_empty()
+        && outcome.companies_changed.is_empty()
+        && outcome.associations_to_read.is_empty()
+    {
         None
     } else {
         match enqueue_webhook_pull(&state.store).await {
@@ -169,7 +179,8 @@ pub(crate) async fn hubspot_webhook(
         echoes = outcome.echoes,
         companies_unlinked = outcome.companies_unlinked.len(),
         company_merges = outcome.company_merges.len(),
-        companies_changed = outcome.companies_changed.len(),
+        companies_to_pull = outcome.companies_changed.len(),
+        associations_to_read = outcome.associations_to_read.len(),
         "webhook batch processed"
     );
     Ok(WebhookAnswer {
@@ -181,6 +192,8 @@ pub(crate) async fn hubspot_webhook(
         unlinked: outcome.unlinked.len(),
         merges: outcome.merges.len(),
         to_pull: outcome.to_pull.len(),
+        companies_to_pull: outcome.companies_changed.len(),
+        associations_to_read: outcome.associations_to_read.len(),
         echoes: outcome.echoes,
         job_id: job.map(|j| j.id.to_string()),
     })
@@ -250,6 +263,25 @@ fn signed_uri(state: &AppState, req: &Request) -> String {
         .path_and_query()
         .map_or_else(|| original.path(), |pq| pq.as_str());
     format!("{base}{path_and_query}")
+}
+
+/// Records what the webhook pull must read — contacts, companies, contacts' associations —
+/// durably, before the answer (a failure forgets the batch, and HubSpot redelivers it).
+async fn record_reads(
+    store: &Store,
+    outcome: &BatchOutcome,
+) -> Result<(), crate::store::StoreError> {
+    for (object, ids) in [
+        (PendingObject::Company, &outcome.companies_changed),
+        (PendingObject::Contact, &outcome.to_pull),
+        (
+            PendingObject::ContactAssociations,
+            &outcome.associations_to_read,
+        ),
+    ] {
+        record_pending(store, object, ids).await?;
+    }
+    Ok(())
 }
 
 /// Forgets a batch's events after a failure, so that HubSpot's redelivery is processed again

@@ -72,6 +72,15 @@ const SQLITE_PUSH_CANDIDATES: &str = concat!(
       ORDER BY ct.id LIMIT $2"
 );
 const ALL_LINKED: &str = concat!(association_select!(), " ORDER BY ct.id LIMIT $2");
+/// The linked contacts among given HubSpot ids (`$2`), as [`AssociationRow`]s.
+const PG_OF_IDS: &str = concat!(
+    association_select!(),
+    " AND ct.hs_object_id = ANY($2) ORDER BY ct.id"
+);
+const SQLITE_OF_IDS: &str = concat!(
+    association_select!(),
+    " AND ct.hs_object_id IN (SELECT value FROM json_each($2)) ORDER BY ct.id"
+);
 
 impl Store {
     /// The next `limit` linked contacts after `after` whose company association differs from
@@ -187,6 +196,32 @@ const SQLITE_SET_COMPANIES: &str = "
     RETURNING contacts.id";
 
 impl Tx {
+    /// The linked, untombstoned contacts among these HubSpot contacts, in id order, with their
+    /// association state as this transaction sees it (an incremental or webhook pull applies
+    /// the associations of the contacts it read, some of them linked in this transaction).
+    pub async fn association_rows_of(
+        &mut self,
+        hs_ids: &[HsObjectId],
+    ) -> Result<Vec<AssociationRow>, StoreError> {
+        if hs_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<&str> = hs_ids.iter().map(|id| id.0.as_str()).collect();
+        let rows = on_tx!(self, c =>
+            postgres: sqlx::query_as::<_, AssociationRow>(PG_OF_IDS)
+                .bind(ContactId(i64::MIN))
+                .bind(&ids)
+                .fetch_all(c)
+                .await?,
+            sqlite: sqlx::query_as::<_, AssociationRow>(SQLITE_OF_IDS)
+                .bind(ContactId(i64::MIN))
+                .bind(sqlx::types::Json(&ids))
+                .fetch_all(c)
+                .await?,
+        );
+        Ok(rows)
+    }
+
     /// Records, per contact, the HubSpot company now synced as its primary (`None`: the
     /// contact has no synced association any more). Set-based: at most one upsert and one
     /// deletion for the whole page. A contact named twice ends as its last mention says.

@@ -83,7 +83,7 @@ pub use pg_connect::PgConnectFailure;
 pub use retention::{PruneOutcome, Pruned, RetentionCutoffs, WEBHOOK_DEDUPE_WINDOW};
 pub use tombstones::{Restore, Tombstone, TombstoneReason};
 pub use tx::{Connection, Tx};
-pub use webhook_pulls::PendingPull;
+pub use webhook_pulls::{PendingObject, PendingPull};
 pub use webhooks::{LinkedRow, MergeOutcome, WebhookEventKey};
 
 use crate::secret::redact_url;

@@ -15,7 +15,10 @@
 //!
 //! A full pull, per page of 1,000 linked contacts: one batch read (plus one per further page of 500
 //! companies of a contact), then the local company set from HubSpot's primary where HubSpot
-//! changed it and the local side did not (see `docs/associations.md`).
+//! changed it and the local side did not (see `docs/associations.md`). An incremental pull
+//! applies the same rules to the contacts each of its pages read, and a webhook pull to the
+//! contacts association webhooks named ([`read_for`], then [`apply_read`] in the page's
+//! transaction).
 
 use super::companies::pull::adopt;
 use super::hubspot_error;
@@ -28,9 +31,9 @@ use crate::hubspot::{
 use crate::ids::{CompanyId, ContactId, HsObjectId, LocalCompanyId};
 use crate::jobs::model::{Counts, PullCounts, PushCounts, PushMode, RecordError};
 use crate::jobs::{Page, Progress, RunError, RunFailure};
-use crate::store::{AssociationRow, ContactCompanyChange};
+use crate::store::{AssociationRow, ContactCompanyChange, Tx};
 use serde_json::Value;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 /// The checkpoint key that says where an association phase goes on (a contact id); it is
 /// added to the contact engine's own checkpoint, which ignores it.
@@ -62,12 +65,14 @@ fn encode_error(e: crate::hubspot::BatchTooLarge) -> RunError {
     RunError::Fatal(RunFailure::caused_by("association page too large", e))
 }
 
-/// Every company of each contact with the types between them, following HubSpot's pages.
+/// Every company of each contact with the types between them, following HubSpot's pages, and
+/// the contacts HubSpot reports not found (deleted or merged away since they were named).
 async fn read_companies(
     client: &HubSpotClient,
     contacts: &[HsObjectId],
-) -> Result<HashMap<String, Vec<AssociatedRecord>>, RunError> {
+) -> Result<(HashMap<String, Vec<AssociatedRecord>>, HashSet<String>), RunError> {
     let mut found: HashMap<String, Vec<AssociatedRecord>> = HashMap::new();
+    let mut missing = HashSet::new();
     let mut pending: Vec<AssociationReadInput> = contacts
         .iter()
         .map(|c| AssociationReadInput::first(c.0.clone()))
@@ -85,6 +90,7 @@ async fn read_companies(
             ));
         }
         pending = rest;
+        missing.extend(page.missing);
         for record in page.results {
             found
                 .entry(record.from.clone())
@@ -98,7 +104,7 @@ async fn read_companies(
             }
         }
     }
-    Ok(found)
+    Ok((found, missing))
 }
 
 /// The primary company among a contact's companies (by type number).
@@ -208,7 +214,7 @@ impl AssociationPush<'_> {
         base: &Option<Value>,
     ) -> Result<PushCounts, RunError> {
         let ids: Vec<HsObjectId> = rows.iter().map(|r| r.hs_object_id.clone()).collect();
-        let current = read_companies(self.client, &ids).await?;
+        let (current, _) = read_companies(self.client, &ids).await?;
         let plans: Vec<PushPlan> = rows
             .iter()
             .map(|row| plan(row, current.get(&row.hs_object_id.0), company_reasons))
@@ -475,76 +481,9 @@ pub(crate) async fn pull(
             return Ok(counts);
         };
         let ids: Vec<HsObjectId> = rows.iter().map(|r| r.hs_object_id.clone()).collect();
-        let current = read_companies(client, &ids).await?;
-        let plans: Vec<PullPlan> = rows
-            .iter()
-            .map(|r| pull_plan(r, primary_of(current.get(&r.hs_object_id.0))))
-            .collect();
-        let mut wanted: Vec<CompanyId> = plans
-            .iter()
-            .filter_map(|p| match p {
-                PullPlan::Set(c) => Some(c.clone()),
-                _ => None,
-            })
-            .collect();
-        wanted.sort();
-        wanted.dedup();
+        let read = read_for(client, ids).await?;
         let mut tx = progress.begin().await?;
-        let locals = adopt(client, keys, &mut tx, &wanted).await?;
-        let mut changes = Vec::new();
-        let mut synced = Vec::new();
-        let mut errors = Vec::new();
-        for (row, plan) in rows.iter().zip(plans) {
-            match plan {
-                PullPlan::Keep => {}
-                PullPlan::Record(state) => synced.push((row.contact_id, state)),
-                PullPlan::Clear => {
-                    changes.push(ContactCompanyChange {
-                        contact: row.contact_id,
-                        company: None,
-                        expected: row.company_id,
-                    });
-                    synced.push((row.contact_id, None));
-                }
-                PullPlan::Set(company) => match locals.get(&company) {
-                    Some(Ok(local)) => {
-                        changes.push(ContactCompanyChange {
-                            contact: row.contact_id,
-                            company: Some(*local),
-                            expected: row.company_id,
-                        });
-                        synced.push((row.contact_id, Some(company)));
-                    }
-                    Some(Err(reason)) => {
-                        counts.associations_failed += 1;
-                        errors.push(RecordError {
-                            contact_id: Some(row.contact_id),
-                            company_id: None,
-                            email: row.email.clone(),
-                            hs_object_id: Some(row.hs_object_id.clone()),
-                            reason: format!(
-                                "its primary HubSpot company {company} has no local company: {reason}"
-                            ),
-                        });
-                    }
-                    None => {}
-                },
-            }
-        }
-        let changed = tx.set_contact_companies(&changes).await?;
-        for change in &changes {
-            if changed.contains(&change.contact) {
-                match change.company {
-                    Some(_) => counts.associations_created += 1,
-                    None => counts.associations_removed += 1,
-                }
-            }
-        }
-        // A contact changed locally meanwhile keeps its state row: push writes its company.
-        synced.retain(|(contact, _)| {
-            changed.contains(contact) || !changes.iter().any(|c| c.contact == *contact)
-        });
-        tx.save_synced_companies(&synced).await?;
+        let errors = apply_primaries(client, keys, &mut tx, &rows, &read, &mut counts).await?;
         progress
             .commit(
                 tx,
@@ -557,4 +496,138 @@ pub(crate) async fn pull(
             .await?;
         after = last;
     }
+}
+
+/// HubSpot's company associations of some contacts, read before the transaction that applies
+/// them ([`apply_read`]): an incremental pull reads those of each page of contacts, a webhook
+/// pull those of the contacts association webhooks named.
+#[derive(Debug, Default)]
+pub(crate) struct ReadAssociations {
+    /// The contacts whose associations were read.
+    contacts: Vec<HsObjectId>,
+    /// Their companies with the types between them, by contact.
+    current: HashMap<String, Vec<AssociatedRecord>>,
+    /// Those HubSpot reports not found: nothing is applied to them (the contact's deletion or
+    /// merge is its own event, and losing a contact is no reason to clear its company).
+    missing: HashSet<String>,
+}
+
+/// Reads the company associations of `contacts` (1,000 a call, on the associations' own
+/// budget; none for no contact).
+pub(crate) async fn read_for(
+    client: &HubSpotClient,
+    contacts: Vec<HsObjectId>,
+) -> Result<ReadAssociations, RunError> {
+    let (current, missing) = if contacts.is_empty() {
+        Default::default()
+    } else {
+        read_companies(client, &contacts).await?
+    };
+    Ok(ReadAssociations {
+        contacts,
+        current,
+        missing,
+    })
+}
+
+/// Applies what [`read_for`] read, in `tx`, with the full pull's rules, to the contacts linked
+/// locally (a contact not linked here has nothing to apply); returns the failed associations.
+pub(crate) async fn apply_read(
+    client: &HubSpotClient,
+    keys: &ExternalKeys,
+    tx: &mut Tx,
+    read: &ReadAssociations,
+    counts: &mut PullCounts,
+) -> Result<Vec<RecordError>, RunError> {
+    if read.contacts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = tx.association_rows_of(&read.contacts).await?;
+    apply_primaries(client, keys, tx, &rows, read, counts).await
+}
+
+/// Sets, in `tx`, the local company of each row from HubSpot's primary company (as `read`) by
+/// [`pull_plan`]'s rules, adopting HubSpot companies not known locally, and records the state
+/// rows; counts into `counts` and returns the failed associations.
+async fn apply_primaries(
+    client: &HubSpotClient,
+    keys: &ExternalKeys,
+    tx: &mut Tx,
+    rows: &[AssociationRow],
+    read: &ReadAssociations,
+    counts: &mut PullCounts,
+) -> Result<Vec<RecordError>, RunError> {
+    let rows: Vec<&AssociationRow> = rows
+        .iter()
+        .filter(|r| !read.missing.contains(&r.hs_object_id.0))
+        .collect();
+    let plans: Vec<PullPlan> = rows
+        .iter()
+        .map(|r| pull_plan(r, primary_of(read.current.get(&r.hs_object_id.0))))
+        .collect();
+    let mut wanted: Vec<CompanyId> = plans
+        .iter()
+        .filter_map(|p| match p {
+            PullPlan::Set(c) => Some(c.clone()),
+            _ => None,
+        })
+        .collect();
+    wanted.sort();
+    wanted.dedup();
+    let locals = adopt(client, keys, tx, &wanted).await?;
+    let mut changes = Vec::new();
+    let mut synced = Vec::new();
+    let mut errors = Vec::new();
+    for (row, plan) in rows.iter().zip(plans) {
+        match plan {
+            PullPlan::Keep => {}
+            PullPlan::Record(state) => synced.push((row.contact_id, state)),
+            PullPlan::Clear => {
+                changes.push(ContactCompanyChange {
+                    contact: row.contact_id,
+                    company: None,
+                    expected: row.company_id,
+                });
+                synced.push((row.contact_id, None));
+            }
+            PullPlan::Set(company) => match locals.get(&company) {
+                Some(Ok(local)) => {
+                    changes.push(ContactCompanyChange {
+                        contact: row.contact_id,
+                        company: Some(*local),
+                        expected: row.company_id,
+                    });
+                    synced.push((row.contact_id, Some(company)));
+                }
+                Some(Err(reason)) => {
+                    counts.associations_failed += 1;
+                    errors.push(RecordError {
+                        contact_id: Some(row.contact_id),
+                        company_id: None,
+                        email: row.email.clone(),
+                        hs_object_id: Some(row.hs_object_id.clone()),
+                        reason: format!(
+                            "its primary HubSpot company {company} has no local company: {reason}"
+                        ),
+                    });
+                }
+                None => {}
+            },
+        }
+    }
+    let changed = tx.set_contact_companies(&changes).await?;
+    for change in &changes {
+        if changed.contains(&change.contact) {
+            match change.company {
+                Some(_) => counts.associations_created += 1,
+                None => counts.associations_removed += 1,
+            }
+        }
+    }
+    // A contact changed locally meanwhile keeps its state row: push writes its company.
+    synced.retain(|(contact, _)| {
+        changed.contains(contact) || !changes.iter().any(|c| c.contact == *contact)
+    });
+    tx.save_synced_companies(&synced).await?;
+    Ok(errors)
 }

@@ -39,7 +39,10 @@
 //! the progress bar). Any page whose contacts clash with stale links: one batch read more
 //! ([`write_page`]). Incremental: one search call per 200 changed contacts (plus one for the
 //! end); a re-run with nothing changed costs one call, plus one per 200 contacts changed
-//! within the lookback before the previous run started.
+//! within the lookback before the previous run started. Associations: a full pull reads every
+//! linked contact's, one call per 1,000, once its pages are written; an incremental pull reads
+//! those of each page's contacts (one call per page, none for an empty page) and applies them in
+//! the page's transaction (`sync::associations`), on the associations' own budget.
 
 use super::PROPERTIES;
 use super::keys::ExternalKeys;
@@ -97,6 +100,7 @@ pub async fn run(ctx: &SyncContext, job: &Job, progress: &Progress) -> Result<()
         started_at: cursor.started_at,
         counts,
         dry_run: job.spec.dry_run,
+        incremental,
     };
     match cursor.position {
         Position::List { after } => run.list_from(after, fresh).await?,
@@ -104,11 +108,11 @@ pub async fn run(ctx: &SyncContext, job: &Job, progress: &Progress) -> Result<()
         Position::Sweep { after } => run.sweep_from(after).await?,
         Position::Done => {}
     }
-    // Then the contacts' companies, once every contact page is written. Only a full pull
-    // reads them: an association change does not reliably move a contact's modification
-    // time, so an incremental pull would have to read every contact's (one call per 1,000),
-    // and a quiet incremental pull costs one call today. A dry run does not plan them yet
-    // (adopting a company and setting `company_id` are writes; docs/dry-run.md).
+    // Then the contacts' companies, once every contact page is written. A full pull reads
+    // every linked contact's; an incremental one has read those of the contacts it read, page
+    // by page (an association change does not reliably move a contact's modification time:
+    // the association webhooks cover the rest, docs/associations.md). A dry run does not plan
+    // them yet (adopting a company and setting `company_id` are writes; docs/dry-run.md).
     if !incremental && !job.spec.dry_run {
         let counts =
             super::associations::pull(&ctx.hubspot, &run.keys, progress, run.counts).await?;
@@ -216,6 +220,9 @@ struct PullRun<'a> {
     counts: PullCounts,
     /// A dry run: every page's writes are rolled back, and only the job row is saved.
     dry_run: bool,
+    /// An incremental job: each page also reads its contacts' company associations (a full
+    /// pull reads every linked contact's once its pages are written).
+    incremental: bool,
 }
 
 impl PullRun<'_> {
@@ -338,9 +345,26 @@ impl PullRun<'_> {
                 }
             }
         }
+        // Read before the page's transaction opens; applied in it, so a kill loses neither.
+        let associations = if self.incremental && !self.dry_run {
+            let ids = pulled.iter().map(|p| p.hs_object_id.clone()).collect();
+            super::associations::read_for(self.client, ids).await?
+        } else {
+            super::associations::ReadAssociations::default()
+        };
         let (mut tx, written) = write_page(self.client, self.progress.store(), self.mode, &pulled)
             .await
             .map_err(page_error)?;
+        errors.extend(
+            super::associations::apply_read(
+                self.client,
+                &self.keys,
+                &mut tx,
+                &associations,
+                &mut counts,
+            )
+            .await?,
+        );
         if self.dry_run {
             tx.rollback().await?;
             tx = self.progress.begin().await?;

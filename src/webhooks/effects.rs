@@ -31,9 +31,13 @@ pub struct BatchOutcome {
     pub companies_unlinked: Vec<LocalCompanyId>,
     /// One entry per `company.merge` applied.
     pub company_merges: Vec<MergeOutcome<LocalCompanyId>>,
-    /// Company creations, changes and restores by others: not read by a webhook pull yet; the
-    /// next companies pull (scheduled or asked for) brings them.
+    /// Companies created, changed or restored by others and not linked locally: each is read
+    /// by the webhook pull, once, in the order first seen (a linked company needs no read: a
+    /// pull never changes a linked company's own fields).
     pub companies_changed: Vec<HsObjectId>,
+    /// Contacts whose company associations changed (the contact's side of a contact→company
+    /// change, not this app's own write): the webhook pull reads their associations, once.
+    pub associations_to_read: Vec<HsObjectId>,
 }
 
 /// Records the events, then applies those not seen before, oldest first: deletions tombstone
@@ -87,6 +91,7 @@ async fn apply(
 ) -> Result<(), StoreError> {
     let linked = linked_rows(store, events).await?;
     let keys = ExternalKeys::new(&store.installation().await?);
+    let mut company_events: Vec<HsObjectId> = Vec::new();
     for event in events {
         match (&event.kind, &event.object_id) {
             (EventKind::ContactDeletion | EventKind::ContactPrivacyDeletion, Some(id)) => {
@@ -96,6 +101,7 @@ async fn apply(
                     .await?;
                 outcome.unlinked.extend(unlinked);
                 outcome.to_pull.retain(|pending| pending != id);
+                outcome.associations_to_read.retain(|pending| pending != id);
             }
             (EventKind::ContactMerge(merge), _) => {
                 let merged_away = merge.merged_away();
@@ -111,6 +117,9 @@ async fn apply(
                 outcome.merges.push(applied);
                 outcome
                     .to_pull
+                    .retain(|pending| !merged_away.contains(pending));
+                outcome
+                    .associations_to_read
                     .retain(|pending| !merged_away.contains(pending));
                 push_once(&mut outcome.to_pull, merge.survivor());
             }
@@ -148,9 +157,35 @@ async fn apply(
                 | EventKind::CompanyPropertyChange { .. }
                 | EventKind::CompanyRestore,
                 Some(id),
-            ) if !event.is_own_write() => push_once(&mut outcome.companies_changed, id),
+            ) if !event.is_own_write() => {
+                company_events.push(id.clone());
+                push_once(&mut outcome.companies_changed, id);
+            }
+            (EventKind::ContactAssociationChange(change), _)
+                if change.may_be_contact_to_company() && !event.is_own_write() =>
+            {
+                // `fromObjectId` is the contact on its own side; `objectId` says the same.
+                if let Some(contact) = change.from_object_id.as_ref().or(event.object_id.as_ref()) {
+                    push_once(&mut outcome.associations_to_read, contact);
+                }
+            }
+            // Nothing else needs anything here: `company.associationChange` is the company's
+            // side of a change the contact's side reports too (HubSpot fires both, API-NOTES
+            // §10.4), so reading it would read the same pair twice; other pairs and objects
+            // are not synced.
             _ => {}
         }
+    }
+    // Events about companies linked here need no read: counted as echoes, per event.
+    let linked = store
+        .companies_linked_among(&outcome.companies_changed)
+        .await?;
+    if !linked.is_empty() {
+        outcome.echoes += company_events
+            .iter()
+            .filter(|id| linked.contains(id))
+            .count();
+        outcome.companies_changed.retain(|id| !linked.contains(id));
     }
     outcome.unlinked.sort();
     outcome.unlinked.dedup();

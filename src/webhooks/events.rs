@@ -81,8 +81,8 @@ pub enum EventKind {
     },
     /// `contact.merge`.
     ContactMerge(Merge),
-    /// `contact.associationChange`.
-    ContactAssociationChange,
+    /// `contact.associationChange`: an association of the contact was added or removed.
+    ContactAssociationChange(AssociationChange),
     /// `company.creation`.
     CompanyCreation,
     /// `company.deletion`.
@@ -98,8 +98,9 @@ pub enum EventKind {
     },
     /// `company.merge` (the same fields as `contact.merge`, API-NOTES §13).
     CompanyMerge(Merge),
-    /// `company.associationChange`.
-    CompanyAssociationChange,
+    /// `company.associationChange`: the company's side of an association change (HubSpot
+    /// fires the contact's side too, API-NOTES §10.4).
+    CompanyAssociationChange(AssociationChange),
     /// Any other type (other objects, new HubSpot types): kept, not acted on.
     Other,
 }
@@ -115,6 +116,45 @@ impl EventKind {
                 | Self::CompanyCreation
                 | Self::CompanyPropertyChange { .. }
         )
+    }
+}
+
+impl EventKind {
+    /// Whether it reports an association added or removed (either side).
+    pub fn is_association_change(&self) -> bool {
+        matches!(
+            self,
+            Self::ContactAssociationChange(_) | Self::CompanyAssociationChange(_)
+        )
+    }
+}
+
+/// The fields of a `contact.associationChange` or `company.associationChange` event
+/// (API-NOTES §10.4); each is optional on the wire and kept as sent.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AssociationChange {
+    /// `associationType`, e.g. `CONTACT_TO_COMPANY`.
+    pub association_type: Option<String>,
+    /// `fromObjectId`: the record on the event's own side.
+    pub from_object_id: Option<HsObjectId>,
+    /// `toObjectId`: the record on the other side.
+    pub to_object_id: Option<HsObjectId>,
+    /// `associationRemoved`: removed rather than added.
+    pub removed: Option<bool>,
+    /// `isPrimaryAssociation`: the primary type changed rather than the unlabelled one.
+    pub primary: Option<bool>,
+}
+
+impl AssociationChange {
+    /// `associationType` of a contact→company change.
+    pub const CONTACT_TO_COMPANY: &'static str = "CONTACT_TO_COMPANY";
+
+    /// Whether it may be a contact→company change: the type says so, or is not sent (a read
+    /// too many costs one call; a change missed would stay wrong until a full pull).
+    pub fn may_be_contact_to_company(&self) -> bool {
+        self.association_type
+            .as_deref()
+            .is_none_or(|t| t.trim().eq_ignore_ascii_case(Self::CONTACT_TO_COMPANY))
     }
 }
 
@@ -238,6 +278,7 @@ impl EchoProbe<'_> {
             Some("contact.propertyChange" | "company.propertyChange") => {
                 self.property_name.is_some()
             }
+            Some("contact.associationChange" | "company.associationChange") => true,
             _ => false,
         };
         let valid = self.event_id.is_some()
@@ -255,7 +296,8 @@ impl EchoProbe<'_> {
 }
 
 /// How many events the body holds when every one of them is an echo of this app's own write
-/// (creations and property changes it made, [`WebhookEvent::is_own_echo`]); `None` otherwise.
+/// (creations, property changes and association changes it made,
+/// [`WebhookEvent::is_own_echo`]); `None` otherwise.
 ///
 /// While a push runs, nearly every delivery is such a batch, and it changes nothing: this
 /// answers it in one pass over the body without building its events. Any other body — or a
@@ -283,10 +325,11 @@ impl WebhookEvent {
                 .is_some_and(|(app, source)| source.trim() == app.to_string())
     }
 
-    /// Whether this is a creation or property change that this app made itself: such an event
-    /// needs no read and changes nothing here (see [`Self::is_own_write`]).
+    /// Whether this is a creation, property change or association change that this app made
+    /// itself: such an event needs no read and changes nothing here (see
+    /// [`Self::is_own_write`]).
     pub fn is_own_echo(&self) -> bool {
-        self.kind.needs_read() && self.is_own_write()
+        (self.kind.needs_read() || self.kind.is_association_change()) && self.is_own_write()
     }
 
     /// The key that identifies this event across redeliveries, for `webhook_events`.
@@ -319,6 +362,16 @@ impl WebhookEvent {
             EventKind::ContactMerge(m) | EventKind::CompanyMerge(m) => (
                 Value::Null,
                 serde_json::json!([m.primary_object_id, m.merged_object_ids, m.new_object_id]),
+            ),
+            EventKind::ContactAssociationChange(a) | EventKind::CompanyAssociationChange(a) => (
+                Value::Null,
+                serde_json::json!([
+                    a.association_type,
+                    a.from_object_id,
+                    a.to_object_id,
+                    a.removed,
+                    a.primary
+                ]),
             ),
             _ => (Value::Null, Value::Null),
         };
@@ -384,6 +437,20 @@ struct RawEvent {
     primary_object_id: Option<RawId>,
     merged_object_ids: Option<Vec<RawId>>,
     new_object_id: Option<RawId>,
+    association_type: Option<String>,
+    from_object_id: Option<RawId>,
+    to_object_id: Option<RawId>,
+    association_removed: Option<bool>,
+    is_primary_association: Option<bool>,
+}
+
+/// The association fields of the wire form.
+struct RawAssociation {
+    association_type: Option<String>,
+    from_object_id: Option<RawId>,
+    to_object_id: Option<RawId>,
+    association_removed: Option<bool>,
+    is_primary_association: Option<bool>,
 }
 
 /// `propertyValue` as text: HubSpot sends strings, but a number or boolean is kept as written.
@@ -420,6 +487,13 @@ impl TryFrom<RawEvent> for WebhookEvent {
                 .clone()
                 .ok_or_else(|| format!("objectId is missing for {subscription_type}"))
         };
+        let association = RawAssociation {
+            association_type: raw.association_type,
+            from_object_id: raw.from_object_id,
+            to_object_id: raw.to_object_id,
+            association_removed: raw.association_removed,
+            is_primary_association: raw.is_primary_association,
+        };
         let kind = match subscription_type.as_str() {
             "contact.creation" => needs_object().map(|_| EventKind::ContactCreation)?,
             "contact.deletion" => needs_object().map(|_| EventKind::ContactDeletion)?,
@@ -427,7 +501,9 @@ impl TryFrom<RawEvent> for WebhookEvent {
                 needs_object().map(|_| EventKind::ContactPrivacyDeletion)?
             }
             "contact.restore" => needs_object().map(|_| EventKind::ContactRestore)?,
-            "contact.associationChange" => EventKind::ContactAssociationChange,
+            "contact.associationChange" => {
+                EventKind::ContactAssociationChange(association_fields(association)?)
+            }
             "contact.propertyChange" => {
                 needs_object()?;
                 EventKind::ContactPropertyChange {
@@ -443,7 +519,9 @@ impl TryFrom<RawEvent> for WebhookEvent {
             "company.creation" => needs_object().map(|_| EventKind::CompanyCreation)?,
             "company.deletion" => needs_object().map(|_| EventKind::CompanyDeletion)?,
             "company.restore" => needs_object().map(|_| EventKind::CompanyRestore)?,
-            "company.associationChange" => EventKind::CompanyAssociationChange,
+            "company.associationChange" => {
+                EventKind::CompanyAssociationChange(association_fields(association)?)
+            }
             "company.propertyChange" => {
                 needs_object()?;
                 EventKind::CompanyPropertyChange {
@@ -480,6 +558,22 @@ impl TryFrom<RawEvent> for WebhookEvent {
             kind,
         })
     }
+}
+
+fn association_fields(raw: RawAssociation) -> Result<AssociationChange, String> {
+    Ok(AssociationChange {
+        association_type: raw.association_type,
+        from_object_id: raw
+            .from_object_id
+            .map(|id| id.to_object_id("fromObjectId"))
+            .transpose()?,
+        to_object_id: raw
+            .to_object_id
+            .map(|id| id.to_object_id("toObjectId"))
+            .transpose()?,
+        removed: raw.association_removed,
+        primary: raw.is_primary_association,
+    })
 }
 
 fn merge_fields(

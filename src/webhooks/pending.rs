@@ -7,11 +7,20 @@ use crate::ids::HsObjectId;
 use crate::store::jobs::Tx;
 use crate::store::{Store, StoreError};
 
-pub use crate::store::PendingPull;
+pub use crate::store::{PendingObject, PendingPull};
 
 /// Records `ids` as needing a pull (see [`Store::record_pending_pulls`]).
 pub async fn record_pending_pulls(store: &Store, ids: &[HsObjectId]) -> Result<u64, StoreError> {
     store.record_pending_pulls(ids).await
+}
+
+/// Records `ids` as needing a read of `object` (see [`Store::record_pending`]).
+pub async fn record_pending(
+    store: &Store,
+    object: PendingObject,
+    ids: &[HsObjectId],
+) -> Result<u64, StoreError> {
+    store.record_pending(object, ids).await
 }
 
 /// Up to `limit` pending ids, oldest request first.

@@ -299,56 +299,16 @@ impl PullRun<'_> {
         next: Position,
     ) -> Result<Position, RunError> {
         let companies: Vec<Company> = companies.into_iter().filter(|c| !c.archived).collect();
-        let decisions = self.decide(&mut tx, &companies).await?;
-        let mut counts = self.counts;
-        let mut errors = Vec::new();
-        let mut links = Vec::new();
-        let mut creates = Vec::new();
-        for (company, decision) in companies.iter().zip(decisions) {
-            match decision {
-                Decision::Unchanged => counts.add(PullOutcome::Unchanged),
-                Decision::Link(link) => links.push((company, link)),
-                Decision::Create(row) => creates.push(row),
-                Decision::Failed(reason) => {
-                    counts.add(PullOutcome::Failed);
-                    errors.push(failure(company, None, reason));
-                }
-            }
-        }
-        let rows: Vec<CompanyLink> = links.iter().map(|(_, l)| l.clone()).collect();
-        let clashes = tx.link_companies(&rows).await?;
-        for (company, link) in &links {
-            match clashes.iter().find(|c| c.id == link.id) {
-                Some(clash) => {
-                    counts.add(PullOutcome::Failed);
-                    errors.push(failure(
-                        company,
-                        Some(link.id),
-                        format!(
-                            "HubSpot company {} is already linked to local company {}",
-                            clash.hs_object_id, clash.holder
-                        ),
-                    ));
-                }
-                None => {
-                    counts.add(PullOutcome::Linked);
-                    if !self.verbose {
-                        counts.upserted += 1;
-                    }
-                }
-            }
-        }
-        let created = tx.insert_pulled_companies(&creates).await?;
-        for row in &creates {
-            if created.contains(&row.hs_object_id) {
-                counts.add(PullOutcome::Created { with_email: true });
-                if !self.verbose {
-                    counts.upserted += 1;
-                }
-            } else {
-                // Linked meanwhile by a concurrent writer: nothing left to do here.
-                counts.add(PullOutcome::Unchanged);
-            }
+        let Applied {
+            mut counts,
+            errors,
+            links,
+            creates,
+            created,
+        } = apply(self.client, &self.keys, &mut tx, &companies, self.counts).await?;
+        if self.verbose {
+            // Verbose counts the breakdown alone: `upserted` keeps its value from before the page.
+            counts.upserted = self.counts.upserted;
         }
         if self.dry_run {
             self.plan_page(&links, &creates, &created, &errors);
@@ -366,11 +326,6 @@ impl PullRun<'_> {
         }
         self.commit(tx, counts, next.clone(), errors).await?;
         Ok(next)
-    }
-
-    /// Decides, for each company of the page, what the pull does (see the module docs).
-    async fn decide(&self, tx: &mut Tx, companies: &[Company]) -> Result<Vec<Decision>, RunError> {
-        decide(self.client, &self.keys, tx, companies).await
     }
 
     /// After a full list: the linked rows whose company the list did not show, 100 at a time
@@ -499,6 +454,85 @@ impl PullRun<'_> {
     fn job_key(&self) -> String {
         self.progress.job_id().to_string()
     }
+}
+
+/// What [`apply`] did with a page of companies.
+pub(crate) struct Applied<'a> {
+    /// The counts, the page's outcomes added.
+    pub counts: PullCounts,
+    /// The page's failed companies.
+    pub errors: Vec<RecordError>,
+    /// The links it made (or tried: a clash is a failed record).
+    pub links: Vec<(&'a Company, CompanyLink)>,
+    /// The local companies it meant to create.
+    pub creates: Vec<PulledCompany>,
+    /// The HubSpot companies of those it created.
+    pub created: Vec<CompanyId>,
+}
+
+/// Matches a page of live HubSpot companies against the local rows in `tx` and writes the
+/// links and new rows (see the module docs), adding the outcomes to `counts`: a company pull's
+/// page, and a webhook pull's batch of the companies webhooks named.
+pub(crate) async fn apply<'a>(
+    client: &HubSpotClient,
+    keys: &ExternalKeys,
+    tx: &mut Tx,
+    companies: &'a [Company],
+    mut counts: PullCounts,
+) -> Result<Applied<'a>, RunError> {
+    let decisions = decide(client, keys, tx, companies).await?;
+    let mut errors = Vec::new();
+    let mut links = Vec::new();
+    let mut creates = Vec::new();
+    for (company, decision) in companies.iter().zip(decisions) {
+        match decision {
+            Decision::Unchanged => counts.add(PullOutcome::Unchanged),
+            Decision::Link(link) => links.push((company, link)),
+            Decision::Create(row) => creates.push(row),
+            Decision::Failed(reason) => {
+                counts.add(PullOutcome::Failed);
+                errors.push(failure(company, None, reason));
+            }
+        }
+    }
+    let rows: Vec<CompanyLink> = links.iter().map(|(_, l)| l.clone()).collect();
+    let clashes = tx.link_companies(&rows).await?;
+    for (company, link) in &links {
+        match clashes.iter().find(|c| c.id == link.id) {
+            Some(clash) => {
+                counts.add(PullOutcome::Failed);
+                errors.push(failure(
+                    company,
+                    Some(link.id),
+                    format!(
+                        "HubSpot company {} is already linked to local company {}",
+                        clash.hs_object_id, clash.holder
+                    ),
+                ));
+            }
+            None => {
+                counts.add(PullOutcome::Linked);
+                counts.upserted += 1;
+            }
+        }
+    }
+    let created = tx.insert_pulled_companies(&creates).await?;
+    for row in &creates {
+        if created.contains(&row.hs_object_id) {
+            counts.add(PullOutcome::Created { with_email: true });
+            counts.upserted += 1;
+        } else {
+            // Linked meanwhile by a concurrent writer: nothing left to do here.
+            counts.add(PullOutcome::Unchanged);
+        }
+    }
+    Ok(Applied {
+        counts,
+        errors,
+        links,
+        creates,
+        created,
+    })
 }
 
 /// Decides, for each company of the page, what the pull does (see the module docs).
