@@ -19,10 +19,10 @@ pub mod push;
 mod values;
 
 use crate::hubspot::ObjectType;
-use crate::jobs::model::{Job, JobAction, SyncObject, Trigger};
+use crate::jobs::model::{Job, JobAction, Plan, SyncObject, Trigger};
 use crate::jobs::{Progress, RunError};
 use crate::mapping::convert::TypedField;
-use crate::mapping::properties::ensure_properties;
+use crate::mapping::properties::{check_properties, ensure_properties};
 use crate::mapping::{
     CheckedMapping, ColumnName, HubSpotIdStore, MappingError, ObjectMapping, PropertyName,
 };
@@ -131,20 +131,28 @@ pub(crate) struct Mapped {
     pub table: LocalTable,
     /// The position of the field mapped to `email` in [`Mapped::fields`].
     pub email: usize,
+    /// The property calls preparing it made (and, in a dry run, the creates it would make),
+    /// for a dry run's plan.
+    pub property_plan: Plan,
 }
 
 impl Mapped {
-    /// Checks the properties (creating them when allowed) and the key column.
+    /// Checks the properties (creating them when allowed; a dry run only says it would) and
+    /// the key column.
     async fn prepare(
         ctx: &SyncContext,
         store: &Store,
         checked: &CheckedMapping,
+        dry_run: bool,
     ) -> Result<Self, RunError> {
-        let ready = ensure_properties(&ctx.hubspot, checked)
-            .await
-            .map_err(|e| e.into_run_error())?;
+        let ready = if dry_run {
+            check_properties(&ctx.hubspot, checked).await
+        } else {
+            ensure_properties(&ctx.hubspot, checked).await
+        }
+        .map_err(|e| e.into_run_error())?;
         for created in &ready.created {
-            tracing::info!(property = %created, key = %checked.mapping.key, "created a HubSpot property");
+            tracing::info!(property = %created, key = %checked.mapping.key, dry_run, "created a HubSpot property");
         }
         let key_kind = key_kind(store, &checked.mapping)
             .await
@@ -173,6 +181,7 @@ impl Mapped {
                 columns,
             },
             checked: checked.clone(),
+            property_plan: property_plan(checked, &ready.created),
             fields: ready.fields,
             email,
         })
@@ -210,27 +219,32 @@ impl Mapped {
     }
 }
 
-/// Runs `job` on the user mapping `checked`.
+/// The property calls of preparing `checked`: one read per field, one create per property
+/// made (or, in a dry run, that would be).
+fn property_plan(checked: &CheckedMapping, created: &[PropertyName]) -> Plan {
+    let mut plan = Plan::default();
+    plan.call("property_read", checked.fields.len() as u64);
+    plan.call("property_create", created.len() as u64);
+    plan
+}
+
+/// Runs `job` on the user mapping `checked`; a dry run makes the same reads and writes
+/// nothing but the job row.
 pub async fn run(
     ctx: &SyncContext,
     checked: &CheckedMapping,
     job: &Job,
     progress: &Progress,
 ) -> Result<(), RunError> {
-    if job.spec.dry_run {
-        return Err(RunError::fatal(format!(
-            "a dry run of {} (a mapping to your own table \"{}\") is not supported yet; run it \
-             without dry_run",
-            checked.mapping.key, checked.mapping.table
-        )));
-    }
-    let mapped = Mapped::prepare(ctx, progress.store(), checked).await?;
+    let mapped = Mapped::prepare(ctx, progress.store(), checked, job.spec.dry_run).await?;
     match job.spec.action {
-        JobAction::Push { mode } => push::run(ctx, &mapped, mode, progress).await,
+        JobAction::Push { mode } => push::run(ctx, &mapped, mode, job.spec.dry_run, progress).await,
         // A webhook's pull reads the records webhooks named, as for the built-in table.
         JobAction::Pull { .. } if job.trigger == Trigger::Webhook => {
             pull::run_webhook(ctx, &mapped, progress).await
         }
-        JobAction::Pull { incremental, .. } => pull::run(ctx, &mapped, incremental, progress).await,
+        JobAction::Pull { incremental, .. } => {
+            pull::run(ctx, &mapped, incremental, job.spec.dry_run, progress).await
+        }
     }
 }
