@@ -117,10 +117,18 @@ async fn schema(store: &Store) -> Vec<Vec<Option<String>>> {
     texts(store, sql).await
 }
 
-fn settings(db: &TestDb) -> Settings {
+/// [`USERS`] with the HubSpot id also written into the table's `hs_id` column.
+fn users_with_id_column() -> String {
+    USERS.replace(
+        "key_column = \"id\"",
+        "key_column = \"id\"\nhubspot_id_column = \"hs_id\"",
+    )
+}
+
+fn settings(db: &TestDb, mapping: &str) -> Settings {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::create_dir_all(dir.path().join("config")).expect("mkdir");
-    std::fs::write(dir.path().join("config/local.toml"), USERS).expect("write");
+    std::fs::write(dir.path().join("config/local.toml"), mapping).expect("write");
     let env = [("CRM_SYNC__DATABASE__URL".to_owned(), db.url().to_owned())]
         .into_iter()
         .collect();
@@ -133,11 +141,27 @@ impl Env {
     /// full_name, plan, seats, signup_date` as SQL values). Incremental pulls read from the
     /// bookmark itself (no lookback), so that what they read is exactly what changed.
     async fn new(db: TestDb, profile: HubSpotProfile, rows: &[&str]) -> Env {
+        Env::with(db, profile, rows, USERS).await
+    }
+
+    /// [`Env::new`] with [`users_with_id_column`]: the table has an `hs_id` text column.
+    async fn with_id_column(db: TestDb, profile: HubSpotProfile, rows: &[&str]) -> Env {
+        Env::with(db, profile, rows, &users_with_id_column()).await
+    }
+
+    async fn with(db: TestDb, profile: HubSpotProfile, rows: &[&str], mapping: &str) -> Env {
         let store = db.store().await;
+        let id_column = if mapping.contains("hubspot_id_column") {
+            ", hs_id TEXT"
+        } else {
+            ""
+        };
         exec(
             &store,
-            "CREATE TABLE users (id BIGINT PRIMARY KEY, email TEXT UNIQUE, full_name TEXT, \
-             plan TEXT, seats INTEGER, signup_date DATE, active BOOLEAN)",
+            &format!(
+                "CREATE TABLE users (id BIGINT PRIMARY KEY, email TEXT UNIQUE, full_name TEXT, \
+                 plan TEXT, seats INTEGER, signup_date DATE, active BOOLEAN{id_column})"
+            ),
         )
         .await;
         for row in rows {
@@ -199,7 +223,7 @@ impl Env {
             )
             .await
             .expect("plan_tier created");
-        let objects = check_mappings(&store, &settings(&db).sync.objects)
+        let objects = check_mappings(&store, &settings(&db, mapping).sync.objects)
             .await
             .expect("the mapping fits");
         let mut ctx = SyncContext::new(client.clone());
@@ -709,5 +733,43 @@ backend_tests! {
             Err(HubSpotError::NotFound { .. }) => panic!("the real push creates seats"),
             Err(e) => panic!("{e}"),
         }
+    }
+
+    async fn a_hubspot_id_column_receives_each_rows_hubspot_id_when_the_mapping_asks(db: TestDb, profile: HubSpotProfile) {
+        let env = Env::with_id_column(db, profile, &[ADA, BOB]).await;
+        env.hubspot.insert_contacts(vec![
+            [("email".to_owned(), "bob@example.com".to_owned())].into_iter().collect(),
+        ]);
+        let hs_ids = || async {
+            texts(&env.store, "SELECT hs_id FROM users ORDER BY id").await.into_iter().map(|r| r[0].clone()).collect::<Vec<_>>()
+        };
+
+        let (counts, job) = env.push(PushMode::Link).await;
+        assert_eq!(counts, push(1, 1, 0, 0, 0), "{job:#?}");
+        let ada = env.id_of("ada@example.com");
+        let bob = env.id_of("bob@example.com");
+        assert_eq!(hs_ids().await, vec![Some(ada.0.clone()), Some(bob.0.clone())], "created and linked rows get their id");
+
+        // Someone clears a row's id: the next push puts it back, with no HubSpot write.
+        exec(&env.store, "UPDATE users SET hs_id = NULL WHERE id = 2").await;
+        env.hubspot.set_recording(true);
+        let (again, job) = env.push(PushMode::Link).await;
+        assert_eq!(again, push(0, 0, 0, 0, 0), "the id is not a mapped value: {job:#?}");
+        let writes = env.hubspot.take_recorded_requests().into_iter()
+            .filter(|r| r.method != "GET" && !r.path.ends_with("/batch/read") && !r.path.ends_with("/search"))
+            .count();
+        assert_eq!(writes, 0, "no HubSpot write");
+        assert_eq!(hs_ids().await[1].as_deref(), Some(bob.0.as_str()));
+
+        // A pull that links a row writes its id; one HubSpot deleted is cleared.
+        exec(&env.store, "INSERT INTO users (id, email, full_name, plan, seats) VALUES (3, 'cy@example.com', 'Cy', 'free', 1)").await;
+        let cy = env.hubspot.insert_contacts(vec![
+            [("email".to_owned(), "cy@example.com".to_owned())].into_iter().collect(),
+        ]);
+        env.client.archive_contact(&ada).await.expect("deleted in HubSpot");
+        let (pulled, job) = env.pull().await;
+        assert_eq!((pulled.linked, pulled.unlinked), (1, 1), "{job:#?}");
+        assert_eq!(hs_ids().await, vec![None, Some(bob.0.clone()), Some(cy[0].clone())]);
+        assert_eq!(users(&env.store).await.len(), 3, "the rows stay");
     }
 }

@@ -19,6 +19,7 @@ pub mod push;
 mod values;
 
 use crate::hubspot::ObjectType;
+use crate::ids::HsObjectId;
 use crate::jobs::model::{Job, JobAction, Plan, SyncObject, Trigger};
 use crate::jobs::{Progress, RunError};
 use crate::mapping::convert::TypedField;
@@ -26,7 +27,9 @@ use crate::mapping::properties::{check_properties, ensure_properties};
 use crate::mapping::{
     CheckedMapping, ColumnName, HubSpotIdStore, MappingError, ObjectMapping, PropertyName,
 };
-use crate::store::{ColumnKind, KeyKind, LocalTable, Store};
+use crate::store::{
+    ColumnKind, ColumnValue, KeyKind, LocalRecord, LocalTable, Store, StoreError, Tx,
+};
 use crate::sync::SyncContext;
 
 /// The mapping of `object` when it is one this engine runs (not the built-in contacts one).
@@ -72,16 +75,6 @@ pub async fn check_runnable(
         if mapping.object != ObjectType::Contacts || is_built_in(mapping) {
             continue;
         }
-        if let HubSpotIdStore::Column(column) = &mapping.hubspot_id {
-            return Err(MappingError::Mismatch {
-                key: format!("{}.hubspot_id_column", mapping.key),
-                problem: format!(
-                    "keeping the HubSpot id in a column of the table (\"{column}\") is not \
-                     supported yet for your own table; remove hubspot_id_column to keep it in \
-                     crm-sync's own link table"
-                ),
-            });
-        }
         key_kind(store, mapping).await?;
     }
     Ok(())
@@ -119,18 +112,48 @@ async fn key_kind(store: &Store, mapping: &ObjectMapping) -> Result<KeyKind, Map
     }
 }
 
+/// The column of `mapping`'s table that also receives the HubSpot id, with how it takes one
+/// (start-up checked that it exists on a table, holds text or whole numbers, and is no
+/// mapped field's).
+async fn id_column(
+    store: &Store,
+    mapping: &ObjectMapping,
+) -> Result<Option<(ColumnName, KeyKind)>, RunError> {
+    let HubSpotIdStore::Column(column) = &mapping.hubspot_id else {
+        return Ok(None);
+    };
+    let info = store.table_info(&mapping.table).await?;
+    let kind = info
+        .as_ref()
+        .and_then(|i| i.column(column))
+        .map(|c| c.kind.clone());
+    match kind {
+        Some(ColumnKind::Integer) => Ok(Some((column.clone(), KeyKind::Integer))),
+        Some(ColumnKind::Text) => Ok(Some((column.clone(), KeyKind::Text))),
+        _ => Err(RunError::fatal(format!(
+            "{}.hubspot_id_column: column \"{column}\" of {} is missing or holds neither text nor \
+             whole numbers",
+            mapping.key, mapping.table
+        ))),
+    }
+}
+
 /// A user mapping ready for a job: its properties exist in HubSpot and each field knows both
 /// its types.
 #[derive(Debug, Clone)]
 pub(crate) struct Mapped {
     /// The mapping.
     pub checked: CheckedMapping,
-    /// The fields, in the mapping's order (= [`LocalTable::columns`] order).
+    /// The fields, in the mapping's order (= [`LocalTable::columns`] order; the id column,
+    /// when there is one, comes after them).
     pub fields: Vec<TypedField>,
     /// The table as the store reads it.
     pub table: LocalTable,
     /// The position of the field mapped to `email` in [`Mapped::fields`].
     pub email: usize,
+    /// The column that also receives each row's HubSpot id (`hubspot_id_column`), and how it
+    /// takes one; `None`: the id is kept in `object_links` only.
+    pub id_column: Option<(ColumnName, KeyKind)>,
     /// The property calls preparing it made (and, in a dry run, the creates it would make),
     /// for a dry run's plan.
     pub property_plan: Plan,
@@ -157,6 +180,7 @@ impl Mapped {
         let key_kind = key_kind(store, &checked.mapping)
             .await
             .map_err(|e| RunError::fatal(e.to_string()))?;
+        let id_column = id_column(store, &checked.mapping).await?;
         let email = ready
             .fields
             .iter()
@@ -167,10 +191,12 @@ impl Mapped {
                     checked.mapping.key
                 ))
             })?;
+        // The id column is read last, after the fields (whose values keep their positions).
         let columns: Vec<ColumnName> = ready
             .fields
             .iter()
             .map(|f| f.field.column.clone())
+            .chain(id_column.iter().map(|(c, _)| c.clone()))
             .collect();
         Ok(Self {
             table: LocalTable {
@@ -182,6 +208,7 @@ impl Mapped {
             },
             checked: checked.clone(),
             property_plan: property_plan(checked, &ready.created),
+            id_column,
             fields: ready.fields,
             email,
         })
@@ -211,6 +238,54 @@ impl Mapped {
     /// The `email` property.
     fn email_property(&self) -> &PropertyName {
         &self.fields[self.email].field.property
+    }
+
+    /// The `hubspot_id_column` value for `id` (`None`: cleared), when the mapping has one.
+    fn id_value(&self, id: Option<&HsObjectId>) -> Option<(ColumnName, ColumnValue)> {
+        let (column, kind) = self.id_column.as_ref()?;
+        let value = match (id, kind) {
+            (None, _) => ColumnValue::Null,
+            (Some(id), KeyKind::Text) => ColumnValue::Text(id.0.clone()),
+            (Some(id), KeyKind::Integer) => match id.0.parse() {
+                Ok(n) => ColumnValue::Integer(n),
+                Err(_) => {
+                    // HubSpot's ids are numbers; one that is not cannot fill the column.
+                    tracing::warn!(%id, %column, "a HubSpot id that is not a number leaves the id column empty");
+                    ColumnValue::Null
+                }
+            },
+        };
+        Some((column.clone(), value))
+    }
+
+    /// The id `record`'s `hubspot_id_column` should hold when it holds another: its link's
+    /// HubSpot id, or none once HubSpot deleted the record. Rows without a link are left as
+    /// they are; `None` also when the mapping has no id column or the column is right.
+    fn id_drift(&self, record: &LocalRecord) -> Option<Option<HsObjectId>> {
+        self.id_column.as_ref()?;
+        let link = record.link.as_ref()?;
+        let held = record.values.get(self.fields.len()).cloned().flatten();
+        let expected = if link.deleted {
+            None
+        } else {
+            link.hs_object_id.clone()
+        };
+        (held.as_deref() != expected.as_ref().map(|id| id.0.as_str())).then_some(expected)
+    }
+
+    /// Writes each row's new HubSpot id (`None`: cleared) into `hubspot_id_column`, in `tx`;
+    /// nothing when the mapping has none.
+    async fn write_ids(
+        &self,
+        tx: &mut Tx,
+        ids: &[(String, Option<HsObjectId>)],
+    ) -> Result<(), StoreError> {
+        for (key, id) in ids {
+            if let Some(value) = self.id_value(id.as_ref()) {
+                tx.update_local_row(&self.table, key, &[value]).await?;
+            }
+        }
+        Ok(())
     }
 
     /// The record's label in errors: `users.id=7`.

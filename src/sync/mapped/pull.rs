@@ -300,6 +300,15 @@ impl PullRun<'_> {
         } else {
             tx.mark_deleted_in_hubspot(object, &gone).await?;
             let held = tx.relink_objects(object, &moves).await?;
+            let mut ids: Vec<(String, Option<HsObjectId>)> =
+                gone.iter().map(|key| (key.clone(), None)).collect();
+            ids.extend(
+                moves
+                    .iter()
+                    .filter(|(key, _)| !held.iter().any(|h| h.key == *key))
+                    .map(|(key, survivor)| (key.clone(), Some(survivor.clone()))),
+            );
+            self.mapped.write_ids(&mut tx, &ids).await?;
             if !gone.is_empty() || !moves.is_empty() {
                 tracing::info!(job = %job, deleted = ?gone, merged = ?moves, "full pull of a mapped table: links checked with HubSpot");
             }
@@ -370,6 +379,8 @@ fn read_properties(mapped: &Mapped) -> Vec<String> {
 struct RowWrite {
     key: String,
     contact: HsObjectId,
+    /// The id `hubspot_id_column` takes (when the mapping has one and it changes).
+    id: Option<Option<HsObjectId>>,
     columns: Vec<(ColumnName, ColumnValue)>,
     link: Option<LinkWrite>,
     outcome: PullOutcome,
@@ -625,7 +636,11 @@ async fn pull_page(
             });
             continue;
         }
-        tx.update_local_row(&mapped.table, &write.key, &write.columns)
+        let mut columns = write.columns.clone();
+        if let Some(id) = &write.id {
+            columns.extend(mapped.id_value(id.as_ref()));
+        }
+        tx.update_local_row(&mapped.table, &write.key, &columns)
             .await?;
         if !write.columns.is_empty() {
             counts.upserted += 1;
@@ -800,9 +815,15 @@ fn decide(
         pushed_hash,
         synced,
     });
+    let id = if newly {
+        mapped.id_column.is_some().then(|| Some(contact.id.clone()))
+    } else {
+        mapped.id_drift(row)
+    };
     Ok(RowWrite {
         key: row.key.clone(),
         contact: contact.id.clone(),
+        id,
         columns,
         link,
         outcome: if newly {
@@ -811,4 +832,49 @@ fn decide(
             PullOutcome::Unchanged
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_checkpoint_written_before_pulls_had_positions_resumes_the_list() {
+        let old: Stored = serde_json::from_value(serde_json::json!({ "after": "abc" })).unwrap();
+        assert!(matches!(old, Stored::Legacy { after: Some(ref a) } if a == "abc"));
+        let first: Stored = serde_json::from_value(serde_json::json!({ "after": null })).unwrap();
+        assert!(matches!(first, Stored::Legacy { after: None }));
+    }
+
+    #[test]
+    fn the_checkpoint_reads_back_as_written() {
+        let cursor = Cursor {
+            started_at: Utc::now(),
+            position: Position::Sweep {
+                after: Some("7".to_owned()),
+            },
+        };
+        let json = serde_json::to_value(&cursor).unwrap();
+        assert_eq!(json["position"]["source"], "sweep");
+        let back: Stored = serde_json::from_value(json).unwrap();
+        assert!(matches!(back, Stored::Cursor(c) if c == cursor));
+    }
+
+    #[test]
+    fn merged_ids_are_split_and_trimmed() {
+        let contact: Contact = serde_json::from_value(serde_json::json!({
+            "id": "9",
+            "properties": { MERGED_IDS: " 3;4 ;;" }
+        }))
+        .unwrap();
+        assert_eq!(
+            merged_ids(&contact),
+            vec![HsObjectId::from("3"), HsObjectId::from("4")]
+        );
+        let none: Contact = serde_json::from_value(
+            serde_json::json!({ "id": "9", "properties": { MERGED_IDS: null } }),
+        )
+        .unwrap();
+        assert!(merged_ids(&none).is_empty());
+    }
 }

@@ -141,11 +141,17 @@ pub(crate) async fn run(
             break;
         };
         let full = page.len() == PAGE_SIZE as usize;
+        // Linked rows whose `hubspot_id_column` does not hold their link's id (the column was
+        // just configured, or someone changed it): corrected with the page, no HubSpot call.
+        let drifted: Vec<(String, Option<HsObjectId>)> = page
+            .iter()
+            .filter_map(|r| mapped.id_drift(r).map(|id| (r.key.clone(), id)))
+            .collect();
         let candidates = candidates(mapped, page);
-        if !candidates.is_empty() {
+        if !candidates.is_empty() || !drifted.is_empty() {
             let decisions = run.resolve(&candidates).await?;
             counts = run
-                .commit(progress, counts, &candidates, decisions, &last)
+                .commit(progress, counts, &candidates, decisions, &drifted, &last)
                 .await?;
             committed = true;
         }
@@ -161,6 +167,7 @@ pub(crate) async fn run(
             counts,
             &[],
             Vec::new(),
+            &[],
             cursor.as_deref().unwrap_or(""),
         )
         .await?;
@@ -677,6 +684,7 @@ impl PushRun<'_> {
         mut counts: PushCounts,
         candidates: &[Candidate],
         decisions: Vec<Option<Decision>>,
+        drifted: &[(String, Option<HsObjectId>)],
         last: &str,
     ) -> Result<PushCounts, RunError> {
         let mapped = self.mapped;
@@ -703,9 +711,32 @@ impl PushRun<'_> {
         let held = tx.save_object_links(object, &links).await?;
         tx.mark_deleted_in_hubspot(object, &gone).await?;
         let moved_held = tx.relink_objects(object, &moves).await?;
-        for h in moved_held {
+        for h in &moved_held {
             tracing::warn!(key = %h.key, survivor = %h.hs_object_id, holder = %h.holder, "the survivor of a merge is linked to another row; the link is left as it was");
         }
+        // `hubspot_id_column`: the drifted rows corrected, then the rows whose HubSpot id is
+        // new, moved or gone (written last, so theirs wins).
+        let mut ids: Vec<(String, Option<HsObjectId>)> = drifted.to_vec();
+        ids.extend(
+            links
+                .iter()
+                .filter(|l| l.hs_object_id.is_some() && !held.iter().any(|h| h.key == l.key))
+                .filter(|l| {
+                    candidates
+                        .iter()
+                        .find(|c| c.key == l.key)
+                        .is_none_or(|c| c.link.hs_object_id != l.hs_object_id)
+                })
+                .map(|l| (l.key.clone(), l.hs_object_id.clone())),
+        );
+        ids.extend(gone.iter().map(|key| (key.clone(), None)));
+        ids.extend(
+            moves
+                .iter()
+                .filter(|(key, _)| !moved_held.iter().any(|h| h.key == *key))
+                .map(|(key, survivor)| (key.clone(), Some(survivor.clone()))),
+        );
+        mapped.write_ids(&mut tx, &ids).await?;
         let mut errors = Vec::new();
         for (c, d) in candidates.iter().zip(decisions) {
             let d = match held.iter().find(|h| h.key == c.key) {
