@@ -457,15 +457,15 @@ pub(crate) async fn run_webhook(
     Ok(())
 }
 
-/// How a contact of a page found its row.
+/// What a contact of a page found its row by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Match {
     /// The row's link names the contact.
-    ById,
+    Id,
     /// The row's link names a record HubSpot merged into the contact.
-    ByMergedId,
+    MergedId,
     /// The row has the contact's email.
-    ByEmail,
+    Email,
 }
 
 /// The ids HubSpot merged into `contact`.
@@ -506,12 +506,12 @@ async fn pull_page(
         .collect();
     let matched = |contact: &Contact| -> Option<(String, Match)> {
         if let Some(key) = by_id.get(&contact.id) {
-            return Some((key.clone(), Match::ById));
+            return Some((key.clone(), Match::Id));
         }
         merged_ids(contact)
             .iter()
             .find_map(|id| by_id.get(id))
-            .map(|key| (key.clone(), Match::ByMergedId))
+            .map(|key| (key.clone(), Match::MergedId))
     };
     let emails: Vec<String> = contacts
         .iter()
@@ -540,7 +540,7 @@ async fn pull_page(
         let found = matched(contact).or_else(|| {
             contact_email(mapped, contact)
                 .and_then(|e| by_email.get(&e))
-                .map(|key| (key.clone(), Match::ByEmail))
+                .map(|key| (key.clone(), Match::Email))
         });
         let Some((row, how)) = found.and_then(|(k, how)| rows.get(&k).map(|r| (r, how))) else {
             // Only in HubSpot: pull does not insert rows into a table it does not own.
@@ -555,7 +555,7 @@ async fn pull_page(
             );
             continue;
         };
-        if how == Match::ByEmail {
+        if how == Match::Email {
             let link = row.link.as_ref();
             let reason = if link.is_some_and(|l| l.deleted) {
                 // HubSpot deleted the row's contact: a new contact with its email does not
@@ -583,7 +583,7 @@ async fn pull_page(
                 continue;
             }
         }
-        match decide(mapped, row, contact, how != Match::ById) {
+        match decide(mapped, row, contact, how != Match::Id) {
             Ok(write) => writes.push(write),
             Err(problem) => {
                 counts.add(PullOutcome::Failed);
