@@ -12,6 +12,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::TestDb;
@@ -255,6 +256,51 @@ impl Env {
         .expect("enqueue")
         .job
         .id;
+        self.run_to_end(id).await
+    }
+
+    /// Enqueues `action` and runs it until it has checked for a stop `checks` times; the
+    /// `checks`-th check stops it (as a shutdown does, after the last committed page), then
+    /// runs it to its end.
+    async fn run_stopped(&self, action: JobAction, checks: usize) -> Job {
+        let id = enqueue(
+            &self.store,
+            EnqueueRequest {
+                spec: JobSpec::from(action),
+                trigger: Trigger::Cli,
+                force: false,
+            },
+        )
+        .await
+        .expect("enqueue")
+        .job
+        .id;
+        let record = self
+            .store
+            .get_job_record(id)
+            .await
+            .expect("read job")
+            .expect("job exists");
+        let task = SyncTask {
+            job_id: id,
+            delivery: record.delivery.expect("a delivery"),
+        };
+        let seen = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(move || seen.fetch_add(1, Ordering::SeqCst) + 1 >= checks);
+        let settled = process(
+            &self.store,
+            &self.runner,
+            RetryPolicy::default(),
+            &task,
+            "test",
+            stop,
+        )
+        .await
+        .expect("settle");
+        assert!(
+            matches!(settled, Settled::Requeued),
+            "stopped, not {settled}"
+        );
         self.run_to_end(id).await
     }
 
@@ -771,5 +817,29 @@ backend_tests! {
         assert_eq!((pulled.linked, pulled.unlinked), (1, 1), "{job:#?}");
         assert_eq!(hs_ids().await, vec![None, Some(bob.0.clone()), Some(cy[0].clone())]);
         assert_eq!(users(&env.store).await.len(), 3, "the rows stay");
+    }
+
+    async fn a_push_and_a_pull_stopped_between_pages_resume_and_count_each_record_once(db: TestDb, profile: HubSpotProfile) {
+        let rows: Vec<String> = (1..=250)
+            .map(|i| format!("{i}, 'u{i}@example.com', 'U{i}', 'free', 1, '2026-01-01'"))
+            .collect();
+        let rows: Vec<&str> = rows.iter().map(String::as_str).collect();
+        let env = Env::new(db, profile, &rows).await;
+
+        let job = env.run_stopped(JobAction::Push { mode: PushMode::Link }, 2).await;
+        let Counts::Push(counts) = job.counts else { panic!("push counts") };
+        assert_eq!(counts, push(250, 0, 0, 0, 0), "{job:#?}");
+        assert_eq!(env.hubspot.contacts().len(), 250, "no contact created twice");
+
+        env.client.archive_contact(&env.id_of("u7@example.com")).await.expect("deleted");
+        // Stopped within the sweep for deletions (3 list pages, then its first batch), then
+        // after the first list page.
+        for checks in [5, 2] {
+            let job = env.run_stopped(pull_action(false), checks).await;
+            let Counts::Pull(c) = job.counts else { panic!("pull counts") };
+            let unlinked = u64::from(checks == 5);
+            assert_eq!((c.total, c.unchanged, c.failed, c.unlinked), (249, 249, 0, unlinked), "stopped at check {checks}: {job:#?}");
+        }
+        assert_eq!(env.links().await.iter().filter(|l| l[2].as_deref() == Some("deleted")).count(), 1);
     }
 }

@@ -115,7 +115,7 @@ pub(crate) async fn run(
         plan,
     };
     let mut position = cursor.position;
-    loop {
+    while position != Position::Done {
         if progress.should_stop() {
             return Err(RunError::Interrupted);
         }
@@ -123,7 +123,7 @@ pub(crate) async fn run(
             Position::List { after } => run.list_page(after).await?,
             Position::Search { keyset } => run.search_page(keyset).await?,
             Position::Sweep { after } => run.sweep_page(after).await?,
-            Position::Done => break,
+            Position::Done => Position::Done,
         };
     }
     progress.set_total(run.counts.total).await?;
