@@ -5,7 +5,12 @@
 //!
 //! - [`push`]: keyset pages of the table joined with their links; a row is a candidate when
 //!   unlinked or when the hash of its mapped push/both values differs from the one last pushed.
-//! - [`pull`]: HubSpot's records written into the mapped pull/both columns of matched rows.
+//! - [`pull`]: HubSpot's records written into the mapped pull/both columns of matched rows;
+//!   full (then links whose record HubSpot deleted are marked, merged ones follow the
+//!   survivor), incremental from the mapping's own bookmark, or the ids webhooks named.
+//!
+//! Both have dry runs (the same reads, no write but the job row), and both keep an opt-in
+//! `hubspot_id_column` of the user's table in step with the links.
 //!
 //! For a field syncing both ways, the value both sides last agreed on (kept per property in
 //! the link) says which side changed since: only the side that changed wins, and when both
@@ -175,7 +180,11 @@ impl Mapped {
         }
         .map_err(|e| e.into_run_error())?;
         for created in &ready.created {
-            tracing::info!(property = %created, key = %checked.mapping.key, dry_run, "created a HubSpot property");
+            if dry_run {
+                tracing::info!(property = %created, key = %checked.mapping.key, "a dry run: the real run creates this HubSpot property");
+            } else {
+                tracing::info!(property = %created, key = %checked.mapping.key, "created a HubSpot property");
+            }
         }
         let key_kind = key_kind(store, &checked.mapping)
             .await
