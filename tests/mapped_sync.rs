@@ -33,6 +33,7 @@ use crm_sync::sandbox::{HubSpotProfile, Sandbox, SandboxArgs, SandboxHandle};
 use crm_sync::secret::Secret;
 use crm_sync::store::{Backend, Store};
 use crm_sync::sync::{SyncContext, SyncRunner};
+use crm_sync::webhooks::{WebhookEvent, process_events};
 
 const USERS: &str = r#"
 [[sync.objects]]
@@ -841,5 +842,46 @@ backend_tests! {
             assert_eq!((c.total, c.unchanged, c.failed, c.unlinked), (249, 249, 0, unlinked), "stopped at check {checks}: {job:#?}");
         }
         assert_eq!(env.links().await.iter().filter(|l| l[2].as_deref() == Some("deleted")).count(), 1);
+    }
+
+    async fn deletion_and_merge_webhooks_move_the_links_of_a_mapped_table(db: TestDb, profile: HubSpotProfile) {
+        let env = Env::new(db, profile, &[ADA, BOB]).await;
+        env.push(PushMode::Link).await;
+        let ada = env.id_of("ada@example.com");
+        let bob = env.id_of("bob@example.com");
+        let work = env.hubspot.insert_contacts(vec![
+            [("email".to_owned(), "ada.work@example.com".to_owned())].into_iter().collect(),
+        ]);
+        let survivor = env
+            .client
+            .merge_contacts(&HsObjectId::from(work[0].as_str()), &ada)
+            .await
+            .expect("merged")
+            .id;
+        env.client.archive_contact(&bob).await.expect("deleted");
+        let number = |id: &HsObjectId| id.0.parse::<u64>().expect("a numeric id");
+        let event = |value: serde_json::Value| WebhookEvent::from_json(value).expect("an event");
+        let base = |event_id: u64, kind: &str, object: u64| serde_json::json!({
+            "eventId": event_id, "subscriptionId": 7, "portalId": 62515, "appId": 54321,
+            "occurredAt": 1, "subscriptionType": kind, "attemptNumber": 0,
+            "objectId": object, "changeSource": "CRM"
+        });
+        let mut merge = base(1, "contact.merge", number(&survivor));
+        merge["primaryObjectId"] = serde_json::json!(number(&survivor));
+        merge["mergedObjectIds"] = serde_json::json!([number(&ada)]);
+        process_events(&env.store, &[event(base(2, "contact.deletion", number(&bob))), event(merge)])
+            .await
+            .expect("applied");
+
+        let links = env.links().await;
+        assert_eq!((links[0][1].as_deref(), links[0][2].as_deref()), (Some(survivor.0.as_str()), Some("live")), "ada follows the merge");
+        assert_eq!((links[1][1].as_deref(), links[1][2].as_deref()), (None, Some("deleted")), "bob is marked");
+
+        exec(&env.store, "UPDATE users SET seats = 8").await;
+        let (counts, job) = env.push(PushMode::Link).await;
+        assert_eq!(counts, push(0, 0, 1, 0, 0), "ada's change goes to the survivor, bob's nowhere: {job:#?}");
+        let seats = env.hubspot.contact(&survivor.0).expect("survivor").properties.get("seats").cloned();
+        assert_eq!(seats.as_deref(), Some("8"));
+        assert_eq!(env.hubspot.contacts().len(), 1, "bob is not created again");
     }
 }

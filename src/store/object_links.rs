@@ -390,6 +390,56 @@ impl Store {
             .collect())
     }
 
+    /// Marks deleted in HubSpot the links of `object` to these records (a deletion webhook),
+    /// in one transaction; returns the local keys marked.
+    pub async fn mark_links_deleted(
+        &self,
+        object: &str,
+        ids: &[HsObjectId],
+    ) -> Result<Vec<String>, StoreError> {
+        let keys: Vec<String> = self
+            .links_by_hubspot_ids(object, ids)
+            .await?
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect();
+        if keys.is_empty() {
+            return Ok(keys);
+        }
+        let mut tx = Tx::begin(self).await?;
+        tx.mark_deleted_in_hubspot(object, &keys).await?;
+        tx.commit().await?;
+        Ok(keys)
+    }
+
+    /// Moves the links of `object` to records merged away onto `survivor` (a merge webhook),
+    /// in one transaction; returns the local keys moved. A survivor another key holds already
+    /// is not taken (that link stays as it was, and push reports the merge when it writes).
+    pub async fn relink_links_merged(
+        &self,
+        object: &str,
+        survivor: &HsObjectId,
+        merged: &[HsObjectId],
+    ) -> Result<Vec<String>, StoreError> {
+        let moves: Vec<(String, HsObjectId)> = self
+            .links_by_hubspot_ids(object, merged)
+            .await?
+            .into_iter()
+            .map(|(key, _)| (key, survivor.clone()))
+            .collect();
+        if moves.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = Tx::begin(self).await?;
+        let held = tx.relink_objects(object, &moves).await?;
+        tx.commit().await?;
+        Ok(moves
+            .into_iter()
+            .map(|(key, _)| key)
+            .filter(|key| !held.iter().any(|h| h.key == *key))
+            .collect())
+    }
+
     /// The incremental pull bookmark of `table`'s mapping: every HubSpot change before it has
     /// been pulled into that table. `None` until a pull of it has succeeded.
     pub async fn mapped_pull_bookmark(
