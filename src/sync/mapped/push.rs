@@ -831,7 +831,7 @@ fn planned(
         ),
         _ => (
             PlannedKind::Unchanged,
-            format!("{label}: nothing to send (HubSpot owns what changed, and changed it too)"),
+            format!("{label}: nothing to send: what changed is HubSpot's to keep"),
         ),
     };
     PlannedAction {
