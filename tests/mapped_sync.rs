@@ -1,7 +1,8 @@
 //! A contacts mapping to the user's own table, synced both ways against the sandbox on both
 //! backends: `users(id, email, full_name, plan, seats, signup_date, active)` with text,
 //! enumeration, number, date and boolean fields. The sync state lives in crm-sync's own
-//! tables: the user's table keeps its schema.
+//! tables: the user's table keeps its schema. Every spec runs under both sandbox profiles
+//! (HubSpot's documented answers and the alternative ones).
 
 // A failed expectation panics, and fixtures are shared between test files as `pub` items.
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
@@ -11,14 +12,16 @@ mod common;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::TestDb;
 use crm_sync::config::Settings;
 use crm_sync::hubspot::{
-    Auth, Backoff, ClientConfig, HubSpotClient, ObjectType, PropertyCreate, PropertyOption,
+    Auth, Backoff, ClientConfig, HubSpotClient, HubSpotError, ObjectType, PropertyCreate,
+    PropertyOption,
 };
-use crm_sync::ids::JobId;
+use crm_sync::ids::{HsObjectId, JobId};
 use crm_sync::jobs::model::{
     Counts, Job, JobAction, JobSpec, PullCounts, PullMode, PushCounts, PushMode, Trigger,
 };
@@ -26,10 +29,11 @@ use crm_sync::jobs::queue::SyncTask;
 use crm_sync::jobs::worker::{Settled, process};
 use crm_sync::jobs::{EnqueueRequest, JobRunner, RetryPolicy, enqueue};
 use crm_sync::mapping::check_mappings;
-use crm_sync::sandbox::{Sandbox, SandboxArgs, SandboxHandle};
+use crm_sync::sandbox::{HubSpotProfile, Sandbox, SandboxArgs, SandboxHandle};
 use crm_sync::secret::Secret;
 use crm_sync::store::{Backend, Store};
 use crm_sync::sync::{SyncContext, SyncRunner};
+use crm_sync::webhooks::{WebhookEvent, process_events};
 
 const USERS: &str = r#"
 [[sync.objects]]
@@ -115,10 +119,18 @@ async fn schema(store: &Store) -> Vec<Vec<Option<String>>> {
     texts(store, sql).await
 }
 
-fn settings(db: &TestDb) -> Settings {
+/// [`USERS`] with the HubSpot id also written into the table's `hs_id` column.
+fn users_with_id_column() -> String {
+    USERS.replace(
+        "key_column = \"id\"",
+        "key_column = \"id\"\nhubspot_id_column = \"hs_id\"",
+    )
+}
+
+fn settings(db: &TestDb, mapping: &str) -> Settings {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::create_dir_all(dir.path().join("config")).expect("mkdir");
-    std::fs::write(dir.path().join("config/local.toml"), USERS).expect("write");
+    std::fs::write(dir.path().join("config/local.toml"), mapping).expect("write");
     let env = [("CRM_SYNC__DATABASE__URL".to_owned(), db.url().to_owned())]
         .into_iter()
         .collect();
@@ -126,15 +138,32 @@ fn settings(db: &TestDb) -> Settings {
 }
 
 impl Env {
-    /// A sandbox with the `plan_tier` enumeration (HubSpot needs its options, so the user
-    /// creates it), and the user's table with `rows` (`id, email, full_name, plan, seats,
-    /// signup_date` as SQL values).
-    async fn new(db: TestDb, rows: &[&str]) -> Env {
+    /// A sandbox playing `profile` with the `plan_tier` enumeration (HubSpot needs its
+    /// options, so the user creates it), and the user's table with `rows` (`id, email,
+    /// full_name, plan, seats, signup_date` as SQL values). Incremental pulls read from the
+    /// bookmark itself (no lookback), so that what they read is exactly what changed.
+    async fn new(db: TestDb, profile: HubSpotProfile, rows: &[&str]) -> Env {
+        Env::with(db, profile, rows, USERS).await
+    }
+
+    /// [`Env::new`] with [`users_with_id_column`]: the table has an `hs_id` text column.
+    async fn with_id_column(db: TestDb, profile: HubSpotProfile, rows: &[&str]) -> Env {
+        Env::with(db, profile, rows, &users_with_id_column()).await
+    }
+
+    async fn with(db: TestDb, profile: HubSpotProfile, rows: &[&str], mapping: &str) -> Env {
         let store = db.store().await;
+        let id_column = if mapping.contains("hubspot_id_column") {
+            ", hs_id TEXT"
+        } else {
+            ""
+        };
         exec(
             &store,
-            "CREATE TABLE users (id BIGINT PRIMARY KEY, email TEXT UNIQUE, full_name TEXT, \
-             plan TEXT, seats INTEGER, signup_date DATE, active BOOLEAN)",
+            &format!(
+                "CREATE TABLE users (id BIGINT PRIMARY KEY, email TEXT UNIQUE, full_name TEXT, \
+                 plan TEXT, seats INTEGER, signup_date DATE, active BOOLEAN{id_column})"
+            ),
         )
         .await;
         for row in rows {
@@ -153,7 +182,8 @@ impl Env {
                 associations_per_10s: 0,
                 rng_seed: Some(5),
                 ..SandboxArgs::default()
-            },
+            }
+            .with_profile(profile),
             SocketAddr::from(([127, 0, 0, 1], 0)),
         )
         .await
@@ -195,11 +225,12 @@ impl Env {
             )
             .await
             .expect("plan_tier created");
-        let objects = check_mappings(&store, &settings(&db).sync.objects)
+        let objects = check_mappings(&store, &settings(&db, mapping).sync.objects)
             .await
             .expect("the mapping fits");
         let mut ctx = SyncContext::new(client.clone());
         ctx.objects = Arc::new(objects);
+        ctx.pull.lookback = Duration::ZERO;
         Env {
             store,
             hubspot,
@@ -210,6 +241,29 @@ impl Env {
     }
 
     async fn run(&self, action: JobAction) -> Job {
+        self.run_spec(JobSpec::from(action)).await
+    }
+
+    async fn run_spec(&self, spec: JobSpec) -> Job {
+        let id = enqueue(
+            &self.store,
+            EnqueueRequest {
+                spec,
+                trigger: Trigger::Cli,
+                force: false,
+            },
+        )
+        .await
+        .expect("enqueue")
+        .job
+        .id;
+        self.run_to_end(id).await
+    }
+
+    /// Enqueues `action` and runs it until it has checked for a stop `checks` times; the
+    /// `checks`-th check stops it (as a shutdown does, after the last committed page), then
+    /// runs it to its end.
+    async fn run_stopped(&self, action: JobAction, checks: usize) -> Job {
         let id = enqueue(
             &self.store,
             EnqueueRequest {
@@ -222,6 +276,32 @@ impl Env {
         .expect("enqueue")
         .job
         .id;
+        let record = self
+            .store
+            .get_job_record(id)
+            .await
+            .expect("read job")
+            .expect("job exists");
+        let task = SyncTask {
+            job_id: id,
+            delivery: record.delivery.expect("a delivery"),
+        };
+        let seen = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(move || seen.fetch_add(1, Ordering::SeqCst) + 1 >= checks);
+        let settled = process(
+            &self.store,
+            &self.runner,
+            RetryPolicy::default(),
+            &task,
+            "test",
+            stop,
+        )
+        .await
+        .expect("settle");
+        assert!(
+            matches!(settled, Settled::Requeued),
+            "stopped, not {settled}"
+        );
         self.run_to_end(id).await
     }
 
@@ -272,16 +352,97 @@ impl Env {
     }
 
     async fn pull(&self) -> (PullCounts, Job) {
-        let job = self
-            .run(JobAction::Pull {
-                mode: PullMode::Upsert,
-                incremental: false,
-            })
-            .await;
+        self.pull_in(false).await
+    }
+
+    async fn pull_incremental(&self) -> (PullCounts, Job) {
+        self.pull_in(true).await
+    }
+
+    async fn pull_in(&self, incremental: bool) -> (PullCounts, Job) {
+        let job = self.run(pull_action(incremental)).await;
         let Counts::Pull(counts) = job.counts else {
             panic!("pull counts")
         };
         (counts, job)
+    }
+
+    /// The HubSpot id of the contact with `email`.
+    fn id_of(&self, email: &str) -> HsObjectId {
+        let id = self
+            .hubspot
+            .contacts()
+            .into_iter()
+            .find(|c| c.email() == Some(email))
+            .unwrap_or_else(|| panic!("{email} in HubSpot"))
+            .id;
+        HsObjectId::from(id.as_str())
+    }
+
+    /// crm-sync's link rows: `(local_key, hs_object_id, deleted, updated_at)`.
+    async fn links(&self) -> Vec<Vec<Option<String>>> {
+        texts(
+            &self.store,
+            "SELECT local_key, hs_object_id, \
+             CASE WHEN hubspot_deleted_at IS NULL THEN 'live' ELSE 'deleted' END, \
+             CAST(updated_at AS TEXT) FROM object_links ORDER BY local_key",
+        )
+        .await
+    }
+
+    /// Everything a dry run must leave as it was: the user's table, crm-sync's link rows, its
+    /// bookmarks and scratch rows, and HubSpot's live contacts.
+    async fn snapshot(&self) -> String {
+        let state = texts(
+            &self.store,
+            "SELECT key, value FROM sync_state UNION ALL \
+             SELECT job_id, hs_object_id FROM pull_seen ORDER BY 1, 2",
+        )
+        .await;
+        let contacts: BTreeMap<String, BTreeMap<String, String>> = self
+            .hubspot
+            .contacts()
+            .into_iter()
+            .map(|c| (c.id, c.properties))
+            .collect();
+        format!(
+            "{:?}\n{:?}\n{state:?}\n{contacts:?}",
+            users(&self.store).await,
+            self.links().await
+        )
+    }
+
+    /// Runs `action` as a dry run, checks it changed nothing, runs it for real and checks the
+    /// counts agree; returns the dry run.
+    async fn dry_then_real(&self, action: JobAction) -> Job {
+        let before = self.snapshot().await;
+        let spec = JobSpec::from(action)
+            .with_dry_run(true)
+            .expect("contacts have dry runs");
+        let planned = self.run_spec(spec).await;
+        assert_eq!(
+            self.snapshot().await,
+            before,
+            "a dry run writes nothing: {planned:#?}"
+        );
+        let real = self.run(action).await;
+        assert_eq!(
+            planned.counts, real.counts,
+            "the dry run's counts are the real run's: {planned:#?}"
+        );
+        let plan = planned.plan.clone().expect("a dry run has a plan");
+        let unlinked = match planned.counts {
+            Counts::Pull(c) => c.unlinked,
+            Counts::Push(_) => 0,
+        };
+        assert_eq!(
+            plan.actions.len() as u64,
+            planned.counts.total() + unlinked,
+            "one planned action per record: {plan:#?}"
+        );
+        assert_eq!(planned.errors.len() as u64, planned.counts.failed());
+        assert!(real.plan.is_none(), "a real job has no plan");
+        planned
     }
 
     /// HubSpot's properties of the contact with `email`.
@@ -313,6 +474,13 @@ impl Env {
     }
 }
 
+fn pull_action(incremental: bool) -> JobAction {
+    JobAction::Pull {
+        mode: PullMode::Upsert,
+        incremental,
+    }
+}
+
 fn push(created: u64, linked: u64, updated: u64, failed: u64, skipped: u64) -> PushCounts {
     PushCounts {
         total: created + linked + updated + failed + skipped,
@@ -333,8 +501,8 @@ fn row(values: &[Option<&str>]) -> Vec<Option<String>> {
 }
 
 backend_tests! {
-    async fn push_creates_and_links_and_a_rerun_writes_nothing(db: TestDb) {
-        let env = Env::new(db, &[ADA, BOB]).await;
+    async fn push_creates_and_links_and_a_rerun_writes_nothing(db: TestDb, profile: HubSpotProfile) {
+        let env = Env::new(db, profile, &[ADA, BOB]).await;
         let before = schema(&env.store).await;
         env.hubspot.insert_contacts(vec![
             [("email".to_owned(), "bob@example.com".to_owned()), ("firstname".to_owned(), "Robert".to_owned())]
@@ -368,8 +536,8 @@ backend_tests! {
         assert_eq!(schema(&env.store).await, before, "the user's table keeps its schema");
     }
 
-    async fn a_local_change_is_pushed_and_a_hubspot_change_is_pulled(db: TestDb) {
-        let env = Env::new(db, &[ADA, BOB]).await;
+    async fn a_local_change_is_pushed_and_a_hubspot_change_is_pulled(db: TestDb, profile: HubSpotProfile) {
+        let env = Env::new(db, profile, &[ADA, BOB]).await;
         env.push(PushMode::Link).await;
 
         exec(&env.store, "UPDATE users SET seats = 5, plan = 'team' WHERE id = 1").await;
@@ -392,8 +560,8 @@ backend_tests! {
         assert_eq!(after, push(0, 0, 0, 0, 0));
     }
 
-    async fn a_webhook_pull_reads_only_the_named_contacts_and_drains_them(db: TestDb) {
-        let env = Env::new(db, &[ADA, BOB]).await;
+    async fn a_webhook_pull_reads_only_the_named_contacts_and_drains_them(db: TestDb, profile: HubSpotProfile) {
+        let env = Env::new(db, profile, &[ADA, BOB]).await;
         env.push(PushMode::Link).await;
         env.change_in_hubspot("bob@example.com", &[("seats", "9")]).await;
         let bob = env
@@ -419,8 +587,8 @@ backend_tests! {
         assert_eq!(users(&env.store).await[1][3].as_deref(), Some("9"), "bob's seats pulled");
     }
 
-    async fn a_conflict_on_a_locally_owned_field_keeps_the_local_value(db: TestDb) {
-        let env = Env::new(db, &[ADA]).await;
+    async fn a_conflict_on_a_locally_owned_field_keeps_the_local_value(db: TestDb, profile: HubSpotProfile) {
+        let env = Env::new(db, profile, &[ADA]).await;
         env.push(PushMode::Link).await;
         exec(&env.store, "UPDATE users SET plan = 'team' WHERE id = 1").await;
         env.change_in_hubspot("ada@example.com", &[("plan_tier", "free")]).await;
@@ -433,8 +601,8 @@ backend_tests! {
         assert_eq!(env.contact("ada@example.com").get("plan_tier").map(String::as_str), Some("team"));
     }
 
-    async fn a_conflict_on_a_hubspot_owned_field_takes_hubspots_value(db: TestDb) {
-        let env = Env::new(db, &[ADA]).await;
+    async fn a_conflict_on_a_hubspot_owned_field_takes_hubspots_value(db: TestDb, profile: HubSpotProfile) {
+        let env = Env::new(db, profile, &[ADA]).await;
         env.push(PushMode::Link).await;
         exec(&env.store, "UPDATE users SET full_name = 'Local Ada' WHERE id = 1").await;
         env.change_in_hubspot("ada@example.com", &[("firstname", "HubSpot Ada")]).await;
@@ -448,8 +616,8 @@ backend_tests! {
         assert_eq!(users(&env.store).await[0][1].as_deref(), Some("HubSpot Ada"));
     }
 
-    async fn a_value_refused_fails_only_its_record(db: TestDb) {
-        let env = Env::new(db, &[ADA, BOB, "3, 'cy@example.com', 'Cy', 'platinum', 2, '2026-03-01'"]).await;
+    async fn a_value_refused_fails_only_its_record(db: TestDb, profile: HubSpotProfile) {
+        let env = Env::new(db, profile, &[ADA, BOB, "3, 'cy@example.com', 'Cy', 'platinum', 2, '2026-03-01'"]).await;
         let (counts, job) = env.push(PushMode::Link).await;
         assert_eq!(counts, push(2, 0, 0, 1, 0), "{job:#?}");
         assert!(job.errors[0].reason.contains("users.id=3"), "{:?}", job.errors);
@@ -464,5 +632,256 @@ backend_tests! {
         let (pulled, job) = env.pull().await;
         assert_eq!((pulled.upserted, pulled.failed), (1, 1), "{job:#?}");
         assert_eq!(users(&env.store).await[0][4].as_deref(), Some("no"), "ada's row was written");
+    }
+
+    async fn a_full_pull_marks_rows_whose_contact_hubspot_deleted_and_no_push_creates_them_again(db: TestDb, profile: HubSpotProfile) {
+        let env = Env::new(db, profile, &[ADA, BOB]).await;
+        env.push(PushMode::Link).await;
+        env.client.archive_contact(&env.id_of("ada@example.com")).await.expect("deleted in HubSpot");
+
+        let (pulled, job) = env.pull().await;
+        assert_eq!((pulled.total, pulled.unchanged, pulled.failed), (1, 1, 0), "{job:#?}");
+        assert_eq!(pulled.unlinked, 1, "ada's row is marked: {job:#?}");
+        let links = env.links().await;
+        assert_eq!((links[0][0].as_deref(), links[0][1].as_deref(), links[0][2].as_deref()), (Some("1"), None, Some("deleted")));
+        assert_eq!(links[1][2].as_deref(), Some("live"));
+
+        // A local change to the row is not pushed: HubSpot deleted it, crm-sync does not bring it back.
+        exec(&env.store, "UPDATE users SET seats = 9 WHERE id = 1").await;
+        let (counts, job) = env.push(PushMode::Link).await;
+        assert_eq!(counts, push(0, 0, 0, 0, 0), "{job:#?}");
+        assert_eq!(env.hubspot.contacts().len(), 1, "not created again");
+
+        // Marked once; and a new HubSpot contact with its email does not take the row either.
+        env.hubspot.insert_contacts(vec![
+            [("email".to_owned(), "ada@example.com".to_owned())].into_iter().collect(),
+        ]);
+        let (again, job) = env.pull().await;
+        assert_eq!((again.total, again.linked, again.unchanged, again.unlinked), (2, 0, 2, 0), "{job:#?}");
+        assert_eq!(env.links().await[0][2].as_deref(), Some("deleted"));
+        let (counts, _) = env.push(PushMode::Upsert).await;
+        assert_eq!(counts, push(0, 0, 0, 0, 0));
+        assert_eq!(users(&env.store).await[0][3].as_deref(), Some("9"), "the row's own data stays");
+    }
+
+    async fn a_row_whose_contact_hubspot_merged_away_follows_the_survivor(db: TestDb, profile: HubSpotProfile) {
+        let env = Env::new(db, profile, &[ADA]).await;
+        env.push(PushMode::Link).await;
+        let ada = env.id_of("ada@example.com");
+        let work = env.hubspot.insert_contacts(vec![
+            [("email".to_owned(), "ada.work@example.com".to_owned())].into_iter().collect(),
+        ]);
+        let survivor = env
+            .client
+            .merge_contacts(&HsObjectId::from(work[0].as_str()), &ada)
+            .await
+            .expect("merged")
+            .id;
+
+        let (pulled, job) = env.pull().await;
+        assert_eq!((pulled.total, pulled.linked, pulled.unlinked, pulled.failed), (1, 1, 0, 0), "{job:#?}");
+        assert_eq!(env.links().await[0][1].as_deref(), Some(survivor.0.as_str()), "linked to the survivor");
+
+        exec(&env.store, "UPDATE users SET seats = 4 WHERE id = 1").await;
+        let (counts, job) = env.push(PushMode::Link).await;
+        assert_eq!(counts, push(0, 0, 1, 0, 0), "{job:#?}");
+        let seats = env.hubspot.contact(&survivor.0).expect("survivor").properties.get("seats").cloned();
+        assert_eq!(seats.as_deref(), Some("4"), "the change went to the survivor");
+        assert_eq!(env.hubspot.contacts().len(), 1, "nothing created");
+    }
+
+    async fn a_push_to_a_contact_merged_away_since_moves_the_row_and_sends_the_change_next_time(db: TestDb, profile: HubSpotProfile) {
+        let env = Env::new(db, profile, &[ADA]).await;
+        env.push(PushMode::Link).await;
+        let ada = env.id_of("ada@example.com");
+        let work = env.hubspot.insert_contacts(vec![
+            [("email".to_owned(), "ada.work@example.com".to_owned())].into_iter().collect(),
+        ]);
+        let survivor = env
+            .client
+            .merge_contacts(&HsObjectId::from(work[0].as_str()), &ada)
+            .await
+            .expect("merged")
+            .id;
+
+        exec(&env.store, "UPDATE users SET seats = 6 WHERE id = 1").await;
+        let (counts, job) = env.push(PushMode::Link).await;
+        assert_eq!(counts, push(0, 0, 0, 1, 0), "HubSpot did not take the update: {job:#?}");
+        assert!(job.errors[0].reason.contains("merged"), "{:?}", job.errors);
+        assert_eq!(env.links().await[0][1].as_deref(), Some(survivor.0.as_str()));
+
+        let (counts, job) = env.push(PushMode::Link).await;
+        assert_eq!(counts, push(0, 0, 1, 0, 0), "{job:#?}");
+        let seats = env.hubspot.contact(&survivor.0).expect("survivor").properties.get("seats").cloned();
+        assert_eq!(seats.as_deref(), Some("6"));
+    }
+
+    async fn an_incremental_pull_reads_only_what_changed_since_the_mappings_last_pull(db: TestDb, profile: HubSpotProfile) {
+        let env = Env::new(db, profile, &[ADA, BOB]).await;
+        env.push(PushMode::Link).await;
+        // No bookmark yet: the first incremental pull reads everything.
+        let (first, job) = env.pull_incremental().await;
+        assert_eq!((first.total, first.unchanged, first.upserted), (2, 2, 0), "{job:#?}");
+        assert_eq!(env.store.pull_bookmark().await.expect("bookmark read"), None,
+            "the mapping keeps its own bookmark, not the built-in contacts table's");
+
+        let (quiet, job) = env.pull_incremental().await;
+        assert_eq!((quiet.total, quiet.upserted), (0, 0), "nothing changed: {job:#?}");
+
+        env.change_in_hubspot("bob@example.com", &[("seats", "7")]).await;
+        // A change to a property the mapping does not read: the record is read, nothing written.
+        env.change_in_hubspot("ada@example.com", &[("lastname", "Lovelace")]).await;
+        let before = env.links().await;
+        let (changed, job) = env.pull_incremental().await;
+        assert_eq!((changed.total, changed.unchanged, changed.upserted, changed.failed), (2, 2, 1, 0), "{job:#?}");
+        assert_eq!(users(&env.store).await[1][3].as_deref(), Some("7"), "bob's change arrived");
+        let after = env.links().await;
+        assert_eq!(after[0], before[0], "an unchanged record costs no write, not even of its link");
+        assert_ne!(after[1], before[1], "bob's link holds the value both sides now agree on");
+
+        let (quiet, _) = env.pull_incremental().await;
+        assert_eq!(quiet.total, 0, "the bookmark moved past what was read");
+        let (counts, _) = env.push(PushMode::Link).await;
+        assert_eq!(counts, push(0, 0, 0, 0, 0), "what the pull wrote is in sync");
+    }
+
+    async fn a_dry_run_writes_nothing_and_counts_what_the_real_run_then_does(db: TestDb, profile: HubSpotProfile) {
+        let env = Env::new(db, profile, &[ADA, BOB, "3, 'cy@example.com', 'Cy', 'team', 2, '2026-03-01'"]).await;
+        let first = env.dry_then_real(JobAction::Push { mode: PushMode::Link }).await;
+        assert_eq!(first.counts, Counts::Push(push(3, 0, 0, 0, 0)));
+        let plan = first.plan.expect("a plan");
+        assert_eq!(plan.calls.get("property_create"), Some(&3), "seats, signup_date, is_active: {plan:#?}");
+        assert_eq!(plan.calls.get("batch_create"), Some(&1), "{plan:#?}");
+
+        exec(&env.store, "UPDATE users SET seats = 5 WHERE id = 1").await;
+        exec(&env.store, "INSERT INTO users (id, email, full_name, plan, seats) VALUES (4, 'dan@example.com', 'Dan', 'free', 1)").await;
+        env.hubspot.insert_contacts(vec![
+            [("email".to_owned(), "dan@example.com".to_owned())].into_iter().collect(),
+            [("email".to_owned(), "eve@example.com".to_owned())].into_iter().collect(),
+        ]);
+        let push_both = env.dry_then_real(JobAction::Push { mode: PushMode::Upsert }).await;
+        assert_eq!(push_both.counts, Counts::Push(push(0, 1, 1, 0, 0)), "dan linked, ada updated");
+
+        env.change_in_hubspot("bob@example.com", &[("seats", "7")]).await;
+        env.client.archive_contact(&env.id_of("cy@example.com")).await.expect("deleted");
+        let pulled = env.dry_then_real(pull_action(false)).await;
+        let Counts::Pull(c) = pulled.counts else { panic!("pull counts") };
+        assert_eq!((c.total, c.unchanged, c.upserted, c.unlinked), (4, 4, 1, 1), "{pulled:#?}");
+
+        env.change_in_hubspot("ada@example.com", &[("is_active", "true")]).await;
+        let incremental = env.dry_then_real(pull_action(true)).await;
+        let Counts::Pull(c) = incremental.counts else { panic!("pull counts") };
+        assert_eq!((c.total, c.upserted), (1, 1), "{incremental:#?}");
+        assert!(incremental.plan.expect("a plan").calls.contains_key("search"));
+
+        // The property the dry run did not create was created by the real run.
+        match env.client.get_property("seats").await {
+            Ok(_) => {}
+            Err(HubSpotError::NotFound { .. }) => panic!("the real push creates seats"),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    async fn a_hubspot_id_column_receives_each_rows_hubspot_id_when_the_mapping_asks(db: TestDb, profile: HubSpotProfile) {
+        let env = Env::with_id_column(db, profile, &[ADA, BOB]).await;
+        env.hubspot.insert_contacts(vec![
+            [("email".to_owned(), "bob@example.com".to_owned())].into_iter().collect(),
+        ]);
+        let hs_ids = || async {
+            texts(&env.store, "SELECT hs_id FROM users ORDER BY id").await.into_iter().map(|r| r[0].clone()).collect::<Vec<_>>()
+        };
+
+        let (counts, job) = env.push(PushMode::Link).await;
+        assert_eq!(counts, push(1, 1, 0, 0, 0), "{job:#?}");
+        let ada = env.id_of("ada@example.com");
+        let bob = env.id_of("bob@example.com");
+        assert_eq!(hs_ids().await, vec![Some(ada.0.clone()), Some(bob.0.clone())], "created and linked rows get their id");
+
+        // Someone clears a row's id: the next push puts it back, with no HubSpot write.
+        exec(&env.store, "UPDATE users SET hs_id = NULL WHERE id = 2").await;
+        env.hubspot.set_recording(true);
+        let (again, job) = env.push(PushMode::Link).await;
+        assert_eq!(again, push(0, 0, 0, 0, 0), "the id is not a mapped value: {job:#?}");
+        let writes = env.hubspot.take_recorded_requests().into_iter()
+            .filter(|r| r.method != "GET" && !r.path.ends_with("/batch/read") && !r.path.ends_with("/search"))
+            .count();
+        assert_eq!(writes, 0, "no HubSpot write");
+        assert_eq!(hs_ids().await[1].as_deref(), Some(bob.0.as_str()));
+
+        // A pull that links a row writes its id; one HubSpot deleted is cleared.
+        exec(&env.store, "INSERT INTO users (id, email, full_name, plan, seats) VALUES (3, 'cy@example.com', 'Cy', 'free', 1)").await;
+        let cy = env.hubspot.insert_contacts(vec![
+            [("email".to_owned(), "cy@example.com".to_owned())].into_iter().collect(),
+        ]);
+        env.client.archive_contact(&ada).await.expect("deleted in HubSpot");
+        let (pulled, job) = env.pull().await;
+        assert_eq!((pulled.linked, pulled.unlinked), (1, 1), "{job:#?}");
+        assert_eq!(hs_ids().await, vec![None, Some(bob.0.clone()), Some(cy[0].clone())]);
+        assert_eq!(users(&env.store).await.len(), 3, "the rows stay");
+    }
+
+    async fn a_push_and_a_pull_stopped_between_pages_resume_and_count_each_record_once(db: TestDb, profile: HubSpotProfile) {
+        let rows: Vec<String> = (1..=250)
+            .map(|i| format!("{i}, 'u{i}@example.com', 'U{i}', 'free', 1, '2026-01-01'"))
+            .collect();
+        let rows: Vec<&str> = rows.iter().map(String::as_str).collect();
+        let env = Env::new(db, profile, &rows).await;
+
+        let job = env.run_stopped(JobAction::Push { mode: PushMode::Link }, 2).await;
+        let Counts::Push(counts) = job.counts else { panic!("push counts") };
+        assert_eq!(counts, push(250, 0, 0, 0, 0), "{job:#?}");
+        assert_eq!(env.hubspot.contacts().len(), 250, "no contact created twice");
+
+        env.client.archive_contact(&env.id_of("u7@example.com")).await.expect("deleted");
+        // Stopped within the sweep for deletions (3 list pages, then its first batch), then
+        // after the first list page.
+        for checks in [5, 2] {
+            let job = env.run_stopped(pull_action(false), checks).await;
+            let Counts::Pull(c) = job.counts else { panic!("pull counts") };
+            let unlinked = u64::from(checks == 5);
+            assert_eq!((c.total, c.unchanged, c.failed, c.unlinked), (249, 249, 0, unlinked), "stopped at check {checks}: {job:#?}");
+        }
+        assert_eq!(env.links().await.iter().filter(|l| l[2].as_deref() == Some("deleted")).count(), 1);
+    }
+
+    async fn deletion_and_merge_webhooks_move_the_links_of_a_mapped_table(db: TestDb, profile: HubSpotProfile) {
+        let env = Env::new(db, profile, &[ADA, BOB]).await;
+        env.push(PushMode::Link).await;
+        let ada = env.id_of("ada@example.com");
+        let bob = env.id_of("bob@example.com");
+        let work = env.hubspot.insert_contacts(vec![
+            [("email".to_owned(), "ada.work@example.com".to_owned())].into_iter().collect(),
+        ]);
+        let survivor = env
+            .client
+            .merge_contacts(&HsObjectId::from(work[0].as_str()), &ada)
+            .await
+            .expect("merged")
+            .id;
+        env.client.archive_contact(&bob).await.expect("deleted");
+        let number = |id: &HsObjectId| id.0.parse::<u64>().expect("a numeric id");
+        let event = |value: serde_json::Value| WebhookEvent::from_json(value).expect("an event");
+        let base = |event_id: u64, kind: &str, object: u64| serde_json::json!({
+            "eventId": event_id, "subscriptionId": 7, "portalId": 62515, "appId": 54321,
+            "occurredAt": 1, "subscriptionType": kind, "attemptNumber": 0,
+            "objectId": object, "changeSource": "CRM"
+        });
+        let mut merge = base(1, "contact.merge", number(&survivor));
+        merge["primaryObjectId"] = serde_json::json!(number(&survivor));
+        merge["mergedObjectIds"] = serde_json::json!([number(&ada)]);
+        process_events(&env.store, &[event(base(2, "contact.deletion", number(&bob))), event(merge)])
+            .await
+            .expect("applied");
+
+        let links = env.links().await;
+        assert_eq!((links[0][1].as_deref(), links[0][2].as_deref()), (Some(survivor.0.as_str()), Some("live")), "ada follows the merge");
+        assert_eq!((links[1][1].as_deref(), links[1][2].as_deref()), (None, Some("deleted")), "bob is marked");
+
+        exec(&env.store, "UPDATE users SET seats = 8").await;
+        let (counts, job) = env.push(PushMode::Link).await;
+        assert_eq!(counts, push(0, 0, 1, 0, 0), "ada's change goes to the survivor, bob's nowhere: {job:#?}");
+        let seats = env.hubspot.contact(&survivor.0).expect("survivor").properties.get("seats").cloned();
+        assert_eq!(seats.as_deref(), Some("8"));
+        assert_eq!(env.hubspot.contacts().len(), 1, "bob is not created again");
     }
 }

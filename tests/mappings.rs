@@ -207,6 +207,14 @@ backend_tests! {
             "key_column = \"id\"", "key_column = \"id\"\nhubspot_id_column = \"full_name\"",
         ).replace("full_name = { property = \"firstname\", direction = \"push\" }\n", ""),
             "sync.objects[0].hubspot_id_column", "is a view").await;
+        // The HubSpot id column (crm-sync writes it) must exist and hold text or whole
+        // numbers; one a field maps is refused when the settings load (src/mapping/parse.rs).
+        let with_id = |column: &str| USERS.replace(
+            "key_column = \"id\"", &format!("key_column = \"id\"\nhubspot_id_column = \"{column}\""));
+        refused(&db, &store, &with_id("hs_id"),
+            "sync.objects[0].hubspot_id_column", "column \"hs_id\" does not exist in table \"users\"").await;
+        refused(&db, &store, &with_id("notes"),
+            "sync.objects[0].hubspot_id_column", "a HubSpot id needs a text or integer column").await;
         refused(&db, &store, &ACTIVE_VIEW.replace("active_users", "doubled")
             .replace("full_name = { property = \"firstname\", direction = \"push\" }\n", ""),
             "sync.objects[0].key_column", "several rows with the same \"id\"").await;

@@ -6,7 +6,9 @@
 
 use super::convert::{TypedField, compatible, derived_type};
 use super::parse::PROPERTY_KINDS;
-use super::{CheckedField, CheckedMapping, MatchKey, ObjectType, PropertyKind, PropertyName};
+use super::{
+    CheckedField, CheckedMapping, DeclaredType, MatchKey, ObjectType, PropertyKind, PropertyName,
+};
 use crate::hubspot::{HubSpotClient, HubSpotError, Property, PropertyCreate, PropertyGroupCreate};
 use crate::jobs::RunError;
 
@@ -109,7 +111,7 @@ impl PropertyError {
 pub struct ReadyMapping {
     /// Its fields with both types known, in the mapping's order.
     pub fields: Vec<TypedField>,
-    /// The properties this call created.
+    /// The properties this call created (a dry run: would have created).
     pub created: Vec<PropertyName>,
 }
 
@@ -121,11 +123,30 @@ pub async fn ensure_properties(
     client: &HubSpotClient,
     checked: &CheckedMapping,
 ) -> Result<ReadyMapping, PropertyError> {
+    ready_mapping(client, checked, false).await
+}
+
+/// [`ensure_properties`] for a dry run: the same reads, and a missing property the mapping
+/// may create is taken with the type it would be created with, never created (it is listed
+/// in [`ReadyMapping::created`]).
+pub async fn check_properties(
+    client: &HubSpotClient,
+    checked: &CheckedMapping,
+) -> Result<ReadyMapping, PropertyError> {
+    ready_mapping(client, checked, true).await
+}
+
+async fn ready_mapping(
+    client: &HubSpotClient,
+    checked: &CheckedMapping,
+    dry_run: bool,
+) -> Result<ReadyMapping, PropertyError> {
     let mut ensurer = Ensurer {
         client,
         checked,
         group_ready: false,
         created: Vec::new(),
+        dry_run,
     };
     let mut fields = Vec::with_capacity(checked.fields.len());
     for field in &checked.fields {
@@ -147,6 +168,8 @@ struct Ensurer<'a> {
     checked: &'a CheckedMapping,
     group_ready: bool,
     created: Vec<PropertyName>,
+    /// Only say what would be created.
+    dry_run: bool,
 }
 
 impl Ensurer<'_> {
@@ -170,6 +193,13 @@ impl Ensurer<'_> {
         let name = field.field.property.as_str();
         let found = match self.client.get_object_property(self.object(), name).await {
             Ok(property) => property,
+            Err(HubSpotError::NotFound { .. })
+                if self.checked.mapping.create_properties && self.dry_run =>
+            {
+                let declared = self.declared(field)?;
+                self.created.push(field.field.property.clone());
+                return Ok(declared.kind);
+            }
             Err(HubSpotError::NotFound { .. }) if self.checked.mapping.create_properties => {
                 self.create(field).await?
             }
@@ -223,17 +253,7 @@ impl Ensurer<'_> {
     async fn create(&mut self, field: &CheckedField) -> Result<Property, PropertyError> {
         self.ensure_group(&field.key).await?;
         let name = field.field.property.as_str();
-        let declared = field
-            .field
-            .declared
-            .or_else(|| derived_type(&field.column))
-            .ok_or_else(|| PropertyError::Incompatible {
-                object: self.object_word(),
-                property: field.field.property.clone(),
-                key: field.key.clone(),
-                found: "none".to_owned(),
-                column: field.column.describe().to_owned(),
-            })?;
+        let declared = self.declared(field)?;
         let refused = |source| PropertyError::CreateRefused {
             object: self.object_word(),
             what: format!("property \"{name}\""),
@@ -281,6 +301,22 @@ impl Ensurer<'_> {
                 }),
             Err(e) => Err(refused(e)),
         }
+    }
+
+    /// The type `field`'s property is created with: declared in the mapping, or derived from
+    /// its column.
+    fn declared(&self, field: &CheckedField) -> Result<DeclaredType, PropertyError> {
+        field
+            .field
+            .declared
+            .or_else(|| derived_type(&field.column))
+            .ok_or_else(|| PropertyError::Incompatible {
+                object: self.object_word(),
+                property: field.field.property.clone(),
+                key: field.key.clone(),
+                found: "none".to_owned(),
+                column: field.column.describe().to_owned(),
+            })
     }
 
     /// Creates the `crm_sync` group once per run when HubSpot has none.

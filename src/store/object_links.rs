@@ -67,6 +67,12 @@ impl LocalTable {
         }
     }
 
+    /// The `sync_state` key of this table's incremental pull bookmark: one per object and
+    /// table, so that each mapping (and the built-in contacts table) keeps its own.
+    fn bookmark_key(&self) -> String {
+        format!("pull.{}.table.{}.bookmark", self.object, self.table)
+    }
+
     /// `SELECT` list: the key and each mapped column as text, then the link's columns.
     fn select_list(&self) -> String {
         let mut list = format!("CAST(u.{} AS TEXT)", self.key.quoted());
@@ -344,6 +350,117 @@ impl Store {
     }
 }
 
+impl Store {
+    /// The next `limit` link rows of `object`, by local key after `after` (from the first when
+    /// `None`), linked to a HubSpot id the full pull `job` did not read: one keyset anti-join
+    /// over `object_links` and `pull_seen`, as (local key, HubSpot id).
+    pub async fn object_links_unseen(
+        &self,
+        object: &str,
+        job: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<(String, HsObjectId)>, StoreError> {
+        let sql = format!(
+            "SELECT l.local_key, l.hs_object_id FROM object_links l \
+             WHERE l.object = $1 AND l.hs_object_id IS NOT NULL{after} \
+               AND NOT EXISTS (SELECT 1 FROM pull_seen s \
+                                WHERE s.job_id = $2 AND s.hs_object_id = l.hs_object_id) \
+             ORDER BY l.local_key LIMIT $3",
+            after = if after.is_some() {
+                " AND l.local_key > $4"
+            } else {
+                ""
+            },
+        );
+        let rows: Vec<(String, String)> = on_pool!(self, pool => {
+            let query = sqlx::query_as(AssertSqlSafe(sql.clone()))
+                .bind(object)
+                .bind(job)
+                .bind(i64::from(limit));
+            let query = match after {
+                Some(key) => query.bind(key.to_owned()),
+                None => query,
+            };
+            query.fetch_all(pool).await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(key, id)| (key, HsObjectId(id)))
+            .collect())
+    }
+
+    /// Marks deleted in HubSpot the links of `object` to these records (a deletion webhook),
+    /// in one transaction; returns the local keys marked.
+    pub async fn mark_links_deleted(
+        &self,
+        object: &str,
+        ids: &[HsObjectId],
+    ) -> Result<Vec<String>, StoreError> {
+        let keys: Vec<String> = self
+            .links_by_hubspot_ids(object, ids)
+            .await?
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect();
+        if keys.is_empty() {
+            return Ok(keys);
+        }
+        let mut tx = Tx::begin(self).await?;
+        tx.mark_deleted_in_hubspot(object, &keys).await?;
+        tx.commit().await?;
+        Ok(keys)
+    }
+
+    /// Moves the links of `object` to records merged away onto `survivor` (a merge webhook),
+    /// in one transaction; returns the local keys moved. A survivor another key holds already
+    /// is not taken (that link stays as it was, and push reports the merge when it writes).
+    pub async fn relink_links_merged(
+        &self,
+        object: &str,
+        survivor: &HsObjectId,
+        merged: &[HsObjectId],
+    ) -> Result<Vec<String>, StoreError> {
+        let moves: Vec<(String, HsObjectId)> = self
+            .links_by_hubspot_ids(object, merged)
+            .await?
+            .into_iter()
+            .map(|(key, _)| (key, survivor.clone()))
+            .collect();
+        if moves.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = Tx::begin(self).await?;
+        let held = tx.relink_objects(object, &moves).await?;
+        tx.commit().await?;
+        Ok(moves
+            .into_iter()
+            .map(|(key, _)| key)
+            .filter(|key| !held.iter().any(|h| h.key == *key))
+            .collect())
+    }
+
+    /// The incremental pull bookmark of `table`'s mapping: every HubSpot change before it has
+    /// been pulled into that table. `None` until a pull of it has succeeded.
+    pub async fn mapped_pull_bookmark(
+        &self,
+        table: &LocalTable,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        const SQL: &str = "SELECT value FROM sync_state WHERE key = $1";
+        let key = table.bookmark_key();
+        let value: Option<String> = on_pool!(self, pool => {
+            sqlx::query_scalar(SQL).bind(&key).fetch_optional(pool).await?
+        });
+        value
+            .map(|v| {
+                DateTime::parse_from_rfc3339(&v)
+                    .map(|t| t.with_timezone(&Utc))
+                    .map_err(|e| StoreError::InvalidData(format!("sync_state {key} {v:?}: {e}")))
+            })
+            .transpose()
+    }
+}
+
 fn keys_json(table: &LocalTable, keys: &[String]) -> Result<serde_json::Value, StoreError> {
     let mut numbers = Vec::with_capacity(keys.len());
     for key in keys {
@@ -443,6 +560,69 @@ impl Tx {
             .await
             .map(drop)?);
         }
+        Ok(())
+    }
+
+    /// Moves the links of these local keys of `object` to a surviving HubSpot record (their
+    /// record was merged into it), keeping what was last synced. A survivor another local key
+    /// already holds is not taken and is returned instead.
+    pub async fn relink_objects(
+        &mut self,
+        object: &str,
+        moves: &[(String, HsObjectId)],
+    ) -> Result<Vec<LinkHeld>, StoreError> {
+        let mut held = Vec::new();
+        let now = DbTime(Utc::now());
+        for (key, survivor) in moves {
+            let holder: Option<String> = on_tx!(self, c => sqlx::query_scalar(
+                "SELECT local_key FROM object_links \
+                 WHERE object = $1 AND hs_object_id = $2 AND local_key <> $3",
+            )
+            .bind(object)
+            .bind(&survivor.0)
+            .bind(key)
+            .fetch_optional(&mut *c)
+            .await?);
+            if let Some(holder) = holder {
+                held.push(LinkHeld {
+                    key: key.clone(),
+                    hs_object_id: survivor.clone(),
+                    holder,
+                });
+                continue;
+            }
+            on_tx!(self, c => sqlx::query(
+                "UPDATE object_links SET hs_object_id = $3, updated_at = $4 \
+                 WHERE object = $1 AND local_key = $2",
+            )
+            .bind(object)
+            .bind(key)
+            .bind(&survivor.0)
+            .bind(now)
+            .execute(&mut *c)
+            .await
+            .map(drop)?);
+        }
+        Ok(held)
+    }
+
+    /// Stores, in this transaction, the incremental pull bookmark of `table`'s mapping.
+    pub async fn set_mapped_pull_bookmark(
+        &mut self,
+        table: &LocalTable,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        const SQL: &str = "INSERT INTO sync_state (key, value, updated_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at";
+        let value = at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let key = table.bookmark_key();
+        on_tx!(self, c => sqlx::query(SQL)
+            .bind(&key)
+            .bind(&value)
+            .bind(DbTime(Utc::now()))
+            .execute(&mut *c)
+            .await
+            .map(drop)?);
         Ok(())
     }
 

@@ -69,7 +69,7 @@ use std::collections::{HashMap, HashSet};
 
 /// The property incremental pulls filter and sort on (contacts; other objects use
 /// `hs_lastmodifieddate`).
-const MODIFIED: &str = "lastmodifieddate";
+pub(crate) const MODIFIED: &str = "lastmodifieddate";
 
 /// When more than this many contacts of a full search page share its last timestamp, they
 /// are read by id rather than by re-querying from that timestamp.
@@ -147,7 +147,7 @@ enum Position {
 /// The next search query of an incremental pull.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "phase", rename_all = "snake_case")]
-enum Keyset {
+pub(crate) enum Keyset {
     /// Contacts modified at or after `since_ms` (after it, when `strict`), oldest first;
     /// `seen` are contacts at exactly `since_ms` already written.
     Range {
@@ -791,8 +791,14 @@ async fn search_page(client: &HubSpotClient, keyset: &Keyset) -> Result<SearchPa
         .map_err(|e| hubspot_error("searching HubSpot for changed contacts", e))
 }
 
-/// The search query of `keyset`.
+/// The search query of `keyset`, with the built-in contacts' properties.
 fn search_request(keyset: &Keyset) -> SearchRequest {
+    search_request_for(keyset, PROPERTIES.iter().map(|p| (*p).to_owned()).collect())
+}
+
+/// The search query of `keyset`, reading `properties` (and the modification time, which the
+/// keyset goes on from): the one query shape every incremental contacts pull uses.
+pub(crate) fn search_request_for(keyset: &Keyset, mut properties: Vec<String>) -> SearchRequest {
     let since = |since_ms: &i64, strict: bool| {
         let op = if strict {
             FilterOperator::Gt
@@ -828,8 +834,9 @@ fn search_request(keyset: &Keyset) -> SearchRequest {
             (filters, "hs_object_id")
         }
     };
-    let mut properties: Vec<String> = PROPERTIES.iter().map(|p| (*p).to_owned()).collect();
-    properties.push(MODIFIED.to_owned());
+    if !properties.iter().any(|p| p == MODIFIED) {
+        properties.push(MODIFIED.to_owned());
+    }
     SearchRequest {
         filter_groups: vec![FilterGroup { filters }],
         sorts: vec![Sort {
@@ -855,7 +862,10 @@ fn search_request(keyset: &Keyset) -> SearchRequest {
 /// which ends because each query starts after the last id read. So the cursor never passes
 /// an unread contact and never stands still: every query starts strictly later (in time or
 /// in id) than the one before, except the one that turns a stuck range into a tie or a scan.
-fn advance(keyset: &Keyset, page: SearchPage) -> Result<(Vec<Contact>, Option<Keyset>), RunError> {
+pub(crate) fn advance(
+    keyset: &Keyset,
+    page: SearchPage,
+) -> Result<(Vec<Contact>, Option<Keyset>), RunError> {
     let more = page.next_after.is_some() && !page.results.is_empty();
     let stamped: Vec<(Option<i64>, Contact)> = page
         .results

@@ -1,12 +1,14 @@
 //! What a verified batch of events does locally, before any call to HubSpot: redeliveries are
 //! dropped, deletions tombstone the linked row (its `hs_object_id` is cleared and push never
-//! creates the contact again, INTERFACE §4.4), merges re-link `contacts.hs_object_id`, and the
-//! records that need a targeted pull are listed for the sync engine.
+//! creates the contact again, INTERFACE §4.4), merges re-link `contacts.hs_object_id` — and
+//! the links of a mapping to the user's own table in `object_links` alike — and the records
+//! that need a targeted pull are listed for the sync engine.
 
 use std::collections::HashMap;
 
 use super::echoes::echo_of;
 use super::events::{EventKind, WebhookEvent};
+use crate::hubspot::ObjectType;
 use crate::ids::{CompanyId, ContactId, HsObjectId, LocalCompanyId};
 use crate::store::{LinkedRow, MergeOutcome, Store, StoreError, TombstoneReason, Tx};
 use crate::sync::keys::ExternalKeys;
@@ -100,6 +102,13 @@ async fn apply(
                     .tombstone_hs_objects(std::slice::from_ref(id), reason)
                     .await?;
                 outcome.unlinked.extend(unlinked);
+                // A row of a mapping to the user's own table is marked in `object_links`.
+                let marked = store
+                    .mark_links_deleted(ObjectType::Contacts.path_name(), std::slice::from_ref(id))
+                    .await?;
+                if !marked.is_empty() {
+                    tracing::info!(%id, keys = ?marked, "HubSpot deleted the contact of these rows of a mapped table; they are marked");
+                }
                 outcome.to_pull.retain(|pending| pending != id);
                 outcome.associations_to_read.retain(|pending| pending != id);
             }
@@ -115,6 +124,16 @@ async fn apply(
                     );
                 }
                 outcome.merges.push(applied);
+                let moved = store
+                    .relink_links_merged(
+                        ObjectType::Contacts.path_name(),
+                        merge.survivor(),
+                        &merged_away,
+                    )
+                    .await?;
+                if !moved.is_empty() {
+                    tracing::info!(survivor = %merge.survivor(), keys = ?moved, "rows of a mapped table follow a merge");
+                }
                 outcome
                     .to_pull
                     .retain(|pending| !merged_away.contains(pending));

@@ -5,7 +5,12 @@
 //!
 //! - [`push`]: keyset pages of the table joined with their links; a row is a candidate when
 //!   unlinked or when the hash of its mapped push/both values differs from the one last pushed.
-//! - [`pull`]: HubSpot's records written into the mapped pull/both columns of matched rows.
+//! - [`pull`]: HubSpot's records written into the mapped pull/both columns of matched rows;
+//!   full (then links whose record HubSpot deleted are marked, merged ones follow the
+//!   survivor), incremental from the mapping's own bookmark, or the ids webhooks named.
+//!
+//! Both have dry runs (the same reads, no write but the job row), and both keep an opt-in
+//! `hubspot_id_column` of the user's table in step with the links.
 //!
 //! For a field syncing both ways, the value both sides last agreed on (kept per property in
 //! the link) says which side changed since: only the side that changed wins, and when both
@@ -19,14 +24,17 @@ pub mod push;
 mod values;
 
 use crate::hubspot::ObjectType;
-use crate::jobs::model::{Job, JobAction, SyncObject, Trigger};
+use crate::ids::HsObjectId;
+use crate::jobs::model::{Job, JobAction, Plan, SyncObject, Trigger};
 use crate::jobs::{Progress, RunError};
 use crate::mapping::convert::TypedField;
-use crate::mapping::properties::ensure_properties;
+use crate::mapping::properties::{check_properties, ensure_properties};
 use crate::mapping::{
     CheckedMapping, ColumnName, HubSpotIdStore, MappingError, ObjectMapping, PropertyName,
 };
-use crate::store::{ColumnKind, KeyKind, LocalTable, Store};
+use crate::store::{
+    ColumnKind, ColumnValue, KeyKind, LocalRecord, LocalTable, Store, StoreError, Tx,
+};
 use crate::sync::SyncContext;
 
 /// The mapping of `object` when it is one this engine runs (not the built-in contacts one).
@@ -72,16 +80,6 @@ pub async fn check_runnable(
         if mapping.object != ObjectType::Contacts || is_built_in(mapping) {
             continue;
         }
-        if let HubSpotIdStore::Column(column) = &mapping.hubspot_id {
-            return Err(MappingError::Mismatch {
-                key: format!("{}.hubspot_id_column", mapping.key),
-                problem: format!(
-                    "keeping the HubSpot id in a column of the table (\"{column}\") is not \
-                     supported yet for your own table; remove hubspot_id_column to keep it in \
-                     crm-sync's own link table"
-                ),
-            });
-        }
         key_kind(store, mapping).await?;
     }
     Ok(())
@@ -119,36 +117,79 @@ async fn key_kind(store: &Store, mapping: &ObjectMapping) -> Result<KeyKind, Map
     }
 }
 
+/// The column of `mapping`'s table that also receives the HubSpot id, with how it takes one
+/// (start-up checked that it exists on a table, holds text or whole numbers, and is no
+/// mapped field's).
+async fn id_column(
+    store: &Store,
+    mapping: &ObjectMapping,
+) -> Result<Option<(ColumnName, KeyKind)>, RunError> {
+    let HubSpotIdStore::Column(column) = &mapping.hubspot_id else {
+        return Ok(None);
+    };
+    let info = store.table_info(&mapping.table).await?;
+    let kind = info
+        .as_ref()
+        .and_then(|i| i.column(column))
+        .map(|c| c.kind.clone());
+    match kind {
+        Some(ColumnKind::Integer) => Ok(Some((column.clone(), KeyKind::Integer))),
+        Some(ColumnKind::Text) => Ok(Some((column.clone(), KeyKind::Text))),
+        _ => Err(RunError::fatal(format!(
+            "{}.hubspot_id_column: column \"{column}\" of {} is missing or holds neither text nor \
+             whole numbers",
+            mapping.key, mapping.table
+        ))),
+    }
+}
+
 /// A user mapping ready for a job: its properties exist in HubSpot and each field knows both
 /// its types.
 #[derive(Debug, Clone)]
 pub(crate) struct Mapped {
     /// The mapping.
     pub checked: CheckedMapping,
-    /// The fields, in the mapping's order (= [`LocalTable::columns`] order).
+    /// The fields, in the mapping's order (= [`LocalTable::columns`] order; the id column,
+    /// when there is one, comes after them).
     pub fields: Vec<TypedField>,
     /// The table as the store reads it.
     pub table: LocalTable,
     /// The position of the field mapped to `email` in [`Mapped::fields`].
     pub email: usize,
+    /// The column that also receives each row's HubSpot id (`hubspot_id_column`), and how it
+    /// takes one; `None`: the id is kept in `object_links` only.
+    pub id_column: Option<(ColumnName, KeyKind)>,
+    /// The property calls preparing it made (and, in a dry run, the creates it would make),
+    /// for a dry run's plan.
+    pub property_plan: Plan,
 }
 
 impl Mapped {
-    /// Checks the properties (creating them when allowed) and the key column.
+    /// Checks the properties (creating them when allowed; a dry run only says it would) and
+    /// the key column.
     async fn prepare(
         ctx: &SyncContext,
         store: &Store,
         checked: &CheckedMapping,
+        dry_run: bool,
     ) -> Result<Self, RunError> {
-        let ready = ensure_properties(&ctx.hubspot, checked)
-            .await
-            .map_err(|e| e.into_run_error())?;
+        let ready = if dry_run {
+            check_properties(&ctx.hubspot, checked).await
+        } else {
+            ensure_properties(&ctx.hubspot, checked).await
+        }
+        .map_err(|e| e.into_run_error())?;
         for created in &ready.created {
-            tracing::info!(property = %created, key = %checked.mapping.key, "created a HubSpot property");
+            if dry_run {
+                tracing::info!(property = %created, key = %checked.mapping.key, "a dry run: the real run creates this HubSpot property");
+            } else {
+                tracing::info!(property = %created, key = %checked.mapping.key, "created a HubSpot property");
+            }
         }
         let key_kind = key_kind(store, &checked.mapping)
             .await
             .map_err(|e| RunError::fatal(e.to_string()))?;
+        let id_column = id_column(store, &checked.mapping).await?;
         let email = ready
             .fields
             .iter()
@@ -159,10 +200,12 @@ impl Mapped {
                     checked.mapping.key
                 ))
             })?;
+        // The id column is read last, after the fields (whose values keep their positions).
         let columns: Vec<ColumnName> = ready
             .fields
             .iter()
             .map(|f| f.field.column.clone())
+            .chain(id_column.iter().map(|(c, _)| c.clone()))
             .collect();
         Ok(Self {
             table: LocalTable {
@@ -173,6 +216,8 @@ impl Mapped {
                 columns,
             },
             checked: checked.clone(),
+            property_plan: property_plan(checked, &ready.created),
+            id_column,
             fields: ready.fields,
             email,
         })
@@ -204,33 +249,86 @@ impl Mapped {
         &self.fields[self.email].field.property
     }
 
+    /// The `hubspot_id_column` value for `id` (`None`: cleared), when the mapping has one.
+    fn id_value(&self, id: Option<&HsObjectId>) -> Option<(ColumnName, ColumnValue)> {
+        let (column, kind) = self.id_column.as_ref()?;
+        let value = match (id, kind) {
+            (None, _) => ColumnValue::Null,
+            (Some(id), KeyKind::Text) => ColumnValue::Text(id.0.clone()),
+            (Some(id), KeyKind::Integer) => match id.0.parse() {
+                Ok(n) => ColumnValue::Integer(n),
+                Err(_) => {
+                    // HubSpot's ids are numbers; one that is not cannot fill the column.
+                    tracing::warn!(%id, %column, "a HubSpot id that is not a number leaves the id column empty");
+                    ColumnValue::Null
+                }
+            },
+        };
+        Some((column.clone(), value))
+    }
+
+    /// The id `record`'s `hubspot_id_column` should hold when it holds another: its link's
+    /// HubSpot id, or none once HubSpot deleted the record. Rows without a link are left as
+    /// they are; `None` also when the mapping has no id column or the column is right.
+    fn id_drift(&self, record: &LocalRecord) -> Option<Option<HsObjectId>> {
+        self.id_column.as_ref()?;
+        let link = record.link.as_ref()?;
+        let held = record.values.get(self.fields.len()).cloned().flatten();
+        let expected = if link.deleted {
+            None
+        } else {
+            link.hs_object_id.clone()
+        };
+        (held.as_deref() != expected.as_ref().map(|id| id.0.as_str())).then_some(expected)
+    }
+
+    /// Writes each row's new HubSpot id (`None`: cleared) into `hubspot_id_column`, in `tx`;
+    /// nothing when the mapping has none.
+    async fn write_ids(
+        &self,
+        tx: &mut Tx,
+        ids: &[(String, Option<HsObjectId>)],
+    ) -> Result<(), StoreError> {
+        for (key, id) in ids {
+            if let Some(value) = self.id_value(id.as_ref()) {
+                tx.update_local_row(&self.table, key, &[value]).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// The record's label in errors: `users.id=7`.
     fn label(&self, key: &str) -> String {
         format!("{}.{}={key}", self.table.table, self.table.key)
     }
 }
 
-/// Runs `job` on the user mapping `checked`.
+/// The property calls of preparing `checked`: one read per field, one create per property
+/// made (or, in a dry run, that would be).
+fn property_plan(checked: &CheckedMapping, created: &[PropertyName]) -> Plan {
+    let mut plan = Plan::default();
+    plan.call("property_read", checked.fields.len() as u64);
+    plan.call("property_create", created.len() as u64);
+    plan
+}
+
+/// Runs `job` on the user mapping `checked`; a dry run makes the same reads and writes
+/// nothing but the job row.
 pub async fn run(
     ctx: &SyncContext,
     checked: &CheckedMapping,
     job: &Job,
     progress: &Progress,
 ) -> Result<(), RunError> {
-    if job.spec.dry_run {
-        return Err(RunError::fatal(format!(
-            "a dry run of {} (a mapping to your own table \"{}\") is not supported yet; run it \
-             without dry_run",
-            checked.mapping.key, checked.mapping.table
-        )));
-    }
-    let mapped = Mapped::prepare(ctx, progress.store(), checked).await?;
+    let mapped = Mapped::prepare(ctx, progress.store(), checked, job.spec.dry_run).await?;
     match job.spec.action {
-        JobAction::Push { mode } => push::run(ctx, &mapped, mode, progress).await,
+        JobAction::Push { mode } => push::run(ctx, &mapped, mode, job.spec.dry_run, progress).await,
         // A webhook's pull reads the records webhooks named, as for the built-in table.
         JobAction::Pull { .. } if job.trigger == Trigger::Webhook => {
             pull::run_webhook(ctx, &mapped, progress).await
         }
-        JobAction::Pull { incremental, .. } => pull::run(ctx, &mapped, incremental, progress).await,
+        JobAction::Pull { incremental, .. } => {
+            pull::run(ctx, &mapped, incremental, job.spec.dry_run, progress).await
+        }
     }
 }

@@ -1,103 +1,410 @@
-//! Pull into a user's table: HubSpot's contacts, listed 100 at a time with the mapped
-//! properties, matched to rows by the HubSpot id of their link, then by email; the mapped
-//! `pull` and `both` columns of a matched row are written by one `UPDATE` of those columns.
+//! Pull into a user's table: HubSpot's contacts with the mapped properties, matched to rows by
+//! the HubSpot id of their link, then by a merged-away id a link names (HubSpot merged that
+//! record into this one: the link moves to the survivor), then by email; the mapped `pull` and
+//! `both` columns of a matched row are written by one `UPDATE` of those columns.
+//!
+//! - A **full** pull lists every contact (100 per call). After the list, the links whose
+//!   HubSpot record it did not show are read by id, 100 per batch ([`lookup::look_up`]):
+//!   records HubSpot no longer has are marked deleted in `object_links` (counted `unlinked`,
+//!   never created again by a push); records merged into another move their link to the
+//!   survivor. Silence is not deletion: only a record the read reports gone is marked.
+//! - An **incremental** pull searches the contacts modified since the mapping's own bookmark
+//!   (minus the lookback), with the same keyset paging as the built-in contacts pull
+//!   ([`crate::sync::pull`]); with no bookmark it is a full pull. A successful pull of either
+//!   kind stores the bookmark (when its first run started) in its last page's transaction.
+//! - A **dry run** writes each page through the same code in a transaction it rolls back,
+//!   then commits only the job row (counts and plan) and, for a full list, which ids it saw.
 //!
 //! A `both` field is written only when HubSpot's value changed since the last sync and the
 //! local one did not, or both changed and HubSpot owns the field. A pull never inserts a row
-//! (it cannot know the table's other columns): a HubSpot-only contact is counted `unchanged`.
+//! (it cannot know the table's other columns): a HubSpot-only contact is counted `unchanged`,
+//! and so is a contact whose email a row marked deleted has (a restore is the user's act).
 //! Counts: `total` contacts read = `linked` (rows linked by this pull) + `unchanged` (rows
 //! already linked, and HubSpot-only contacts) + `failed`; `upserted` counts the rows whose
-//! columns this pull wrote (linked or not).
+//! columns this pull wrote (linked or not); `unlinked` the rows marked deleted (not in `total`).
 
 use std::collections::{BTreeMap, HashMap};
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::Mapped;
 use super::values::{column_value, hash, local_canonical, remote_value};
 use crate::hubspot::{Batch, Contact, ListContacts, MAX_BATCH, MAX_PAGE_LIMIT};
 use crate::ids::{ContactId, HsObjectId};
-use crate::jobs::model::{Counts, PullCounts, PullOutcome, RecordError};
-use crate::jobs::{Page, Progress, RunError};
+use crate::jobs::model::{
+    Counts, Plan, PlannedAction, PlannedKind, PullCounts, PullOutcome, RecordError,
+};
+use crate::jobs::{Page, Progress, RunError, RunFailure};
 use crate::mapping::ColumnName;
 use crate::mapping::convert::RecordError as ConversionErrors;
 use crate::mapping::{Flow, Owner};
-use crate::store::{ColumnValue, LinkWrite, LocalRecord, PendingPull};
+use crate::store::{ColumnValue, LinkWrite, LocalRecord, PendingPull, Tx};
+use crate::sync::lookup::{self, Fate};
+use crate::sync::pull::{Keyset, MODIFIED, advance, search_request_for};
 use crate::sync::{SyncContext, hubspot_error};
 
-/// Where a pull resumes: HubSpot's list cursor after the last committed page.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Checkpoint {
-    after: Option<String>,
+/// The property listing the ids HubSpot merged into a contact (`;`-separated).
+const MERGED_IDS: &str = "hs_merged_object_ids";
+
+/// A pull's checkpoint: where it goes on, and when its first run started (the bookmark it
+/// leaves when it succeeds).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Cursor {
+    started_at: DateTime<Utc>,
+    position: Position,
 }
 
-/// Runs one pull of `mapped` from the job's checkpoint. An incremental pull is refused: this
-/// engine reads the whole list.
+/// Where a pull goes on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "source", rename_all = "snake_case")]
+enum Position {
+    /// Listing every contact; `after` is the next page's cursor (`None`: the first page).
+    List { after: Option<String> },
+    /// Searching for contacts changed since the bookmark.
+    Search { keyset: Keyset },
+    /// The full list was read: checking, by local key after `after`, the links whose record
+    /// it did not show.
+    Sweep { after: Option<String> },
+    /// Every page is written.
+    Done,
+}
+
+/// A checkpoint as stored: today's, or one a full pull wrote before pulls had positions (the
+/// list's cursor alone).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Stored {
+    Cursor(Cursor),
+    Legacy { after: Option<String> },
+}
+
+/// Runs one pull of `mapped` (full, or incremental from the mapping's bookmark) from the job's
+/// checkpoint; a dry run writes nothing but the job row.
 pub(crate) async fn run(
     ctx: &SyncContext,
     mapped: &Mapped,
     incremental: bool,
+    dry_run: bool,
     progress: &Progress,
 ) -> Result<(), RunError> {
-    if incremental {
-        return Err(RunError::fatal(format!(
-            "an incremental pull of {} (a mapping to your own table \"{}\") is not supported \
-             yet; run a full pull",
-            mapped.checked.mapping.key, mapped.checked.mapping.table
-        )));
-    }
-    let Counts::Pull(mut counts) = progress.counts() else {
+    let Counts::Pull(counts) = progress.counts() else {
         return Err(RunError::fatal("a pull job holds push counts"));
     };
-    let mut properties = mapped.properties(false);
-    let email = mapped.email_property().as_str().to_owned();
-    if !properties.contains(&email) {
-        properties.push(email);
-    }
-    let mut after = progress
-        .checkpoint_as::<Checkpoint>()?
-        .and_then(|c| c.after);
-    loop {
+    let cursor = match progress.checkpoint_as::<Stored>()? {
+        Some(Stored::Cursor(cursor)) => cursor,
+        Some(Stored::Legacy { after }) => Cursor {
+            started_at: Utc::now(),
+            position: Position::List { after },
+        },
+        None => start(ctx, mapped, progress, incremental).await?,
+    };
+    // A fresh dry run's plan starts with the property calls.
+    let plan = if progress.checkpoint().is_none() {
+        mapped.property_plan.clone()
+    } else {
+        Plan::default()
+    };
+    let mut run = PullRun {
+        ctx,
+        mapped,
+        progress,
+        started_at: cursor.started_at,
+        counts,
+        dry_run,
+        plan,
+    };
+    let mut position = cursor.position;
+    while position != Position::Done {
         if progress.should_stop() {
             return Err(RunError::Interrupted);
         }
-        let page = ctx
+        position = match position {
+            Position::List { after } => run.list_page(after).await?,
+            Position::Search { keyset } => run.search_page(keyset).await?,
+            Position::Sweep { after } => run.sweep_page(after).await?,
+            Position::Done => Position::Done,
+        };
+    }
+    progress.set_total(run.counts.total).await?;
+    tracing::info!(job = %progress.job_id(), key = %mapped.checked.mapping.key, counts = ?run.counts, incremental, dry_run, "pull into a mapped table finished");
+    Ok(())
+}
+
+/// Where a job's first run starts: the list for a full pull or when the mapping has no
+/// bookmark yet, else a search from the bookmark minus the lookback.
+async fn start(
+    ctx: &SyncContext,
+    mapped: &Mapped,
+    progress: &Progress,
+    incremental: bool,
+) -> Result<Cursor, RunError> {
+    let started_at = Utc::now();
+    let bookmark = if incremental {
+        progress.store().mapped_pull_bookmark(&mapped.table).await?
+    } else {
+        None
+    };
+    let position = match bookmark {
+        None => {
+            progress.store().forget_stale_pull_seen().await?;
+            Position::List { after: None }
+        }
+        Some(bookmark) => {
+            let lookback = chrono::Duration::from_std(ctx.pull.lookback)
+                .unwrap_or_else(|_| chrono::Duration::days(1));
+            Position::Search {
+                keyset: Keyset::Range {
+                    since_ms: (bookmark - lookback).timestamp_millis(),
+                    strict: false,
+                    seen: Vec::new(),
+                },
+            }
+        }
+    };
+    Ok(Cursor {
+        started_at,
+        position,
+    })
+}
+
+/// One run of a pull job of a mapped table.
+struct PullRun<'a> {
+    ctx: &'a SyncContext,
+    mapped: &'a Mapped,
+    progress: &'a Progress,
+    started_at: DateTime<Utc>,
+    /// Cumulative counts as last committed.
+    counts: PullCounts,
+    /// Roll each page back and keep a plan instead.
+    dry_run: bool,
+    /// A dry run's plan not committed yet.
+    plan: Plan,
+}
+
+impl PullRun<'_> {
+    /// Reads and writes one page of the full list.
+    async fn list_page(&mut self, after: Option<String>) -> Result<Position, RunError> {
+        let page = self
+            .ctx
             .hubspot
             .list_contacts(&ListContacts {
                 limit: MAX_PAGE_LIMIT,
-                after: after.clone(),
-                properties: properties.clone(),
+                after,
+                properties: read_properties(self.mapped),
                 archived: false,
             })
             .await
             .map_err(|e| hubspot_error("listing HubSpot contacts", e))?;
-        let next = page.next_after.clone();
-        let checkpoint = Some(Checkpoint {
-            after: next.clone(),
-        });
-        counts = pull_page(progress, mapped, counts, page.results, checkpoint, &[]).await?;
-        match next {
-            Some(cursor) => after = Some(cursor),
-            None => break,
+        let next = match page.next_after {
+            Some(after) => Position::List { after: Some(after) },
+            None => Position::Sweep { after: None },
+        };
+        self.write(page.results, "list", true, next).await
+    }
+
+    /// Reads and writes one page of the contacts changed since the bookmark.
+    async fn search_page(&mut self, keyset: Keyset) -> Result<Position, RunError> {
+        let request = search_request_for(&keyset, read_properties(self.mapped));
+        let page = self
+            .ctx
+            .hubspot
+            .search_contacts(&request)
+            .await
+            .map_err(|e| hubspot_error("searching HubSpot for changed contacts", e))?;
+        let (records, next) = advance(&keyset, page)?;
+        let next = next.map_or(Position::Done, |keyset| Position::Search { keyset });
+        self.write(records, "search", false, next).await
+    }
+
+    /// Writes one page read by `call`, committed with the checkpoint `next`; a list page
+    /// records which ids it saw (for the sweep), and the page that ends the reading stores
+    /// the bookmark (never in a dry run).
+    async fn write(
+        &mut self,
+        contacts: Vec<Contact>,
+        call: &str,
+        list: bool,
+        next: Position,
+    ) -> Result<Position, RunError> {
+        let seen: Vec<String> = if list {
+            contacts.iter().map(|c| c.id.0.clone()).collect()
+        } else {
+            Vec::new()
+        };
+        let ends = matches!(next, Position::Done | Position::Sweep { .. });
+        let end = PageEnd {
+            checkpoint: self.checkpoint(&next)?,
+            answered: &[],
+            seen_by: list.then(|| self.job_key()),
+            seen,
+            bookmark: (ends && !self.dry_run).then_some(self.started_at),
+            dry_run: self.dry_run,
+            call,
+            plan: std::mem::take(&mut self.plan),
+        };
+        self.counts = pull_page(self.progress, self.mapped, self.counts, contacts, end).await?;
+        Ok(next)
+    }
+
+    /// After a full list: the links whose record the list did not show, 100 at a time by
+    /// local key, read by id. Records HubSpot no longer has are marked deleted (`unlinked`);
+    /// records merged into another move their link to the survivor. The last batch forgets
+    /// what the job saw.
+    async fn sweep_page(&mut self, after: Option<String>) -> Result<Position, RunError> {
+        let job = self.job_key();
+        let object = self.mapped.table.object;
+        let rows = self
+            .progress
+            .store()
+            .object_links_unseen(object, &job, after.as_deref(), MAX_BATCH as u32)
+            .await?;
+        let mut plan = std::mem::take(&mut self.plan);
+        let Some(last) = rows.last().map(|(key, _)| key.clone()) else {
+            let mut tx = self.progress.begin().await?;
+            tx.forget_pull_seen(&job).await?;
+            self.commit(tx, self.counts, &Position::Done, plan).await?;
+            return Ok(Position::Done);
+        };
+        let ids: Vec<HsObjectId> = rows.iter().map(|(_, id)| id.clone()).collect();
+        plan.call("batch_read", 1);
+        let mut fates = lookup::look_up(&self.ctx.hubspot, &ids)
+            .await
+            .map_err(|e| hubspot_error("checking contacts a full pull did not see", e))?;
+        let mut gone = Vec::new();
+        let mut moves = Vec::new();
+        for (key, id) in &rows {
+            match fates.remove(id) {
+                Some(Fate::Gone) | None => gone.push(key.clone()),
+                Some(Fate::MergedInto(survivor)) => moves.push((key.clone(), survivor.id)),
+                // Alive (created or changed after the list passed it), or unreadable: left
+                // alone, the next full pull asks again.
+                Some(Fate::Live(_) | Fate::Refused(_)) => {}
+            }
+        }
+        let mut tx = self.progress.begin().await?;
+        if self.dry_run {
+            for key in &gone {
+                plan.actions.push(PlannedAction {
+                    action: PlannedKind::Skip,
+                    contact_id: key.parse().ok().map(ContactId),
+                    email: None,
+                    hs_object_id: None,
+                    reason: format!(
+                        "{}: HubSpot no longer has its contact: the row would be marked deleted \
+                         and never created again",
+                        self.mapped.label(key)
+                    ),
+                });
+            }
+        } else {
+            tx.mark_deleted_in_hubspot(object, &gone).await?;
+            let held = tx.relink_objects(object, &moves).await?;
+            let mut ids: Vec<(String, Option<HsObjectId>)> =
+                gone.iter().map(|key| (key.clone(), None)).collect();
+            ids.extend(
+                moves
+                    .iter()
+                    .filter(|(key, _)| !held.iter().any(|h| h.key == *key))
+                    .map(|(key, survivor)| (key.clone(), Some(survivor.clone()))),
+            );
+            self.mapped.write_ids(&mut tx, &ids).await?;
+            if !gone.is_empty() || !moves.is_empty() {
+                tracing::info!(job = %job, deleted = ?gone, merged = ?moves, "full pull of a mapped table: links checked with HubSpot");
+            }
+            for h in held {
+                tracing::warn!(key = %h.key, survivor = %h.hs_object_id, holder = %h.holder, "the survivor of a merge is linked to another row; the link is left as it was");
+            }
+        }
+        let mut counts = self.counts;
+        counts.unlinked += gone.len() as u64;
+        let next = Position::Sweep { after: Some(last) };
+        self.commit(tx, counts, &next, plan).await?;
+        Ok(next)
+    }
+
+    /// Commits `tx` with the job's counts and checkpoint `next` (and a dry run's plan).
+    async fn commit(
+        &mut self,
+        tx: Tx,
+        counts: PullCounts,
+        next: &Position,
+        plan: Plan,
+    ) -> Result<(), RunError> {
+        let page = Page {
+            counts: Counts::Pull(counts),
+            checkpoint: self.checkpoint(next)?,
+            errors: Vec::new(),
+        };
+        if self.dry_run {
+            self.progress.commit_planned(tx, page, Some(plan)).await?;
+        } else {
+            self.progress.commit(tx, page).await?;
+        }
+        self.counts = counts;
+        Ok(())
+    }
+
+    fn checkpoint(&self, next: &Position) -> Result<serde_json::Value, RunError> {
+        serde_json::to_value(Cursor {
+            started_at: self.started_at,
+            position: next.clone(),
+        })
+        .map_err(|e| {
+            RunError::Fatal(RunFailure::caused_by(
+                "cannot encode the pull checkpoint",
+                e,
+            ))
+        })
+    }
+
+    /// The job's key in `pull_seen`.
+    fn job_key(&self) -> String {
+        self.progress.job_id().to_string()
+    }
+}
+
+/// The properties a pull reads: the mapped pull/both ones, the email, and the merged ids.
+fn read_properties(mapped: &Mapped) -> Vec<String> {
+    let mut properties = mapped.properties(false);
+    for extra in [mapped.email_property().as_str(), MERGED_IDS, MODIFIED] {
+        if !properties.iter().any(|p| p == extra) {
+            properties.push(extra.to_owned());
         }
     }
-    progress.set_total(counts.total).await?;
-    tracing::info!(job = %progress.job_id(), key = %mapped.checked.mapping.key, ?counts, "pull into a mapped table finished");
-    Ok(())
+    properties
 }
 
 /// What a page does to one matched row.
 struct RowWrite {
     key: String,
+    contact: HsObjectId,
+    /// The id `hubspot_id_column` takes (when the mapping has one and it changes).
+    id: Option<Option<HsObjectId>>,
     columns: Vec<(ColumnName, ColumnValue)>,
     link: Option<LinkWrite>,
     outcome: PullOutcome,
 }
 
+/// How a page ends: its checkpoint, the pending webhook ids it answers (cleared with it),
+/// the ids a full list saw (recorded for the sweep), the bookmark to store, and whether it is
+/// a dry run's (rolled back, with a plan).
+struct PageEnd<'a> {
+    checkpoint: serde_json::Value,
+    answered: &'a [PendingPull],
+    seen_by: Option<String>,
+    seen: Vec<String>,
+    bookmark: Option<DateTime<Utc>>,
+    dry_run: bool,
+    call: &'a str,
+    /// A dry run's plan so far, which this page's entries join.
+    plan: Plan,
+}
+
 /// Runs a webhook pull of `mapped`: it drains the ids webhooks named (see
 /// [`crate::sync::webhook_pull`]) by batch reads with the mapped properties, each page written
 /// like a page of the full pull, and clears the ids it read in the page's transaction. Ids
-/// HubSpot no longer has are cleared and logged (a full pull does not mark them either).
+/// HubSpot no longer has are cleared and logged (the next full pull marks their rows).
 pub(crate) async fn run_webhook(
     ctx: &SyncContext,
     mapped: &Mapped,
@@ -106,11 +413,7 @@ pub(crate) async fn run_webhook(
     let Counts::Pull(mut counts) = progress.counts() else {
         return Err(RunError::fatal("a pull job holds push counts"));
     };
-    let mut properties = mapped.properties(false);
-    let email = mapped.email_property().as_str().to_owned();
-    if !properties.contains(&email) {
-        properties.push(email);
-    }
+    let properties = read_properties(mapped);
     let store = progress.store();
     for _ in 0..crate::sync::webhook_pull::MAX_BATCHES {
         if progress.should_stop() {
@@ -138,34 +441,81 @@ pub(crate) async fn run_webhook(
                 "webhook pull of a mapped table: HubSpot did not return every contact named"
             );
         }
-        counts = pull_page(progress, mapped, counts, read.results, None, &taken).await?;
+        let end = PageEnd {
+            checkpoint: serde_json::Value::Null,
+            answered: &taken,
+            seen_by: None,
+            seen: Vec::new(),
+            bookmark: None,
+            dry_run: false,
+            call: "batch_read",
+            plan: Plan::default(),
+        };
+        counts = pull_page(progress, mapped, counts, read.results, end).await?;
     }
     progress.set_total(counts.total).await?;
     Ok(())
 }
 
-/// Matches, decides and commits one page of HubSpot contacts, with the checkpoint to resume
-/// after it (`None` keeps none) and the pending webhook ids it answers (cleared with it).
+/// What a contact of a page found its row by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Match {
+    /// The row's link names the contact.
+    Id,
+    /// The row's link names a record HubSpot merged into the contact.
+    MergedId,
+    /// The row has the contact's email.
+    Email,
+}
+
+/// The ids HubSpot merged into `contact`.
+fn merged_ids(contact: &Contact) -> Vec<HsObjectId> {
+    contact
+        .properties
+        .get(MERGED_IDS)
+        .and_then(Option::as_deref)
+        .map(|ids| {
+            ids.split(';')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(HsObjectId::from)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Matches, decides and commits one page of HubSpot contacts (see [`PageEnd`]).
 async fn pull_page(
     progress: &Progress,
     mapped: &Mapped,
     mut counts: PullCounts,
     contacts: Vec<Contact>,
-    checkpoint: Option<Checkpoint>,
-    answered: &[PendingPull],
+    end: PageEnd<'_>,
 ) -> Result<PullCounts, RunError> {
     let store = progress.store();
     let object = mapped.table.object;
-    let ids: Vec<HsObjectId> = contacts.iter().map(|c| c.id.clone()).collect();
+    let mut plan = end.plan;
+    plan.call(end.call, 1);
+    let mut ids: Vec<HsObjectId> = contacts.iter().map(|c| c.id.clone()).collect();
+    ids.extend(contacts.iter().flat_map(merged_ids));
     let by_id: HashMap<HsObjectId, String> = store
         .links_by_hubspot_ids(object, &ids)
         .await?
         .into_iter()
         .map(|(key, id)| (id, key))
         .collect();
+    let matched = |contact: &Contact| -> Option<(String, Match)> {
+        if let Some(key) = by_id.get(&contact.id) {
+            return Some((key.clone(), Match::Id));
+        }
+        merged_ids(contact)
+            .iter()
+            .find_map(|id| by_id.get(id))
+            .map(|key| (key.clone(), Match::MergedId))
+    };
     let emails: Vec<String> = contacts
         .iter()
-        .filter(|c| !by_id.contains_key(&c.id))
+        .filter(|c| matched(c).is_none())
         .filter_map(|c| contact_email(mapped, c))
         .collect();
     let by_email: HashMap<String, String> = store
@@ -173,7 +523,10 @@ async fn pull_page(
         .await?
         .into_iter()
         .collect();
-    let mut keys: Vec<String> = by_id.values().cloned().collect();
+    let mut keys: Vec<String> = contacts
+        .iter()
+        .filter_map(|c| matched(c).map(|m| m.0))
+        .collect();
     keys.extend(by_email.values().cloned());
     let rows: HashMap<String, LocalRecord> = store
         .local_records(&mapped.table, &keys)
@@ -184,37 +537,74 @@ async fn pull_page(
     let mut writes = Vec::new();
     let mut errors = Vec::new();
     for contact in &contacts {
-        let (key, newly) = match by_id.get(&contact.id) {
-            Some(key) => (Some(key), false),
-            None => (
-                contact_email(mapped, contact).and_then(|e| by_email.get(&e)),
-                true,
-            ),
-        };
-        let Some(row) = key.and_then(|k| rows.get(k)) else {
+        let found = matched(contact).or_else(|| {
+            contact_email(mapped, contact)
+                .and_then(|e| by_email.get(&e))
+                .map(|key| (key.clone(), Match::Email))
+        });
+        let Some((row, how)) = found.and_then(|(k, how)| rows.get(&k).map(|r| (r, how))) else {
             // Only in HubSpot: pull does not insert rows into a table it does not own.
             counts.add(PullOutcome::Unchanged);
+            plan_action(
+                &mut plan,
+                mapped,
+                contact,
+                None,
+                PlannedKind::Unchanged,
+                "only in HubSpot: a pull does not insert rows into your table".to_owned(),
+            );
             continue;
         };
-        let link_id = row.link.as_ref().and_then(|l| l.hs_object_id.as_ref());
-        if newly && link_id.is_some_and(|id| *id != contact.id) {
-            // The row is linked to another HubSpot contact: this one is not its record.
-            counts.add(PullOutcome::Unchanged);
-            continue;
+        if how == Match::Email {
+            let link = row.link.as_ref();
+            let reason = if link.is_some_and(|l| l.deleted) {
+                // HubSpot deleted the row's contact: a new contact with its email does not
+                // bring it back.
+                Some("its row is marked deleted in HubSpot; it is not linked again")
+            } else if link
+                .and_then(|l| l.hs_object_id.as_ref())
+                .is_some_and(|id| *id != contact.id)
+            {
+                // The row is linked to another HubSpot contact: this one is not its record.
+                Some("its email's row is linked to another HubSpot contact")
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                counts.add(PullOutcome::Unchanged);
+                plan_action(
+                    &mut plan,
+                    mapped,
+                    contact,
+                    Some(&row.key),
+                    PlannedKind::Unchanged,
+                    reason.to_owned(),
+                );
+                continue;
+            }
         }
-        match decide(mapped, row, contact, newly) {
+        match decide(mapped, row, contact, how != Match::Id) {
             Ok(write) => writes.push(write),
             Err(problem) => {
                 counts.add(PullOutcome::Failed);
+                let reason = format!(
+                    "{}: HubSpot's values do not fit the table: {problem}",
+                    mapped.label(&row.key)
+                );
+                plan_action(
+                    &mut plan,
+                    mapped,
+                    contact,
+                    Some(&row.key),
+                    PlannedKind::Fail,
+                    reason.clone(),
+                );
                 errors.push(RecordError {
                     contact_id: row.key.parse().ok().map(ContactId),
                     company_id: None,
                     email: contact_email(mapped, contact),
                     hs_object_id: Some(contact.id.clone()),
-                    reason: format!(
-                        "{}: HubSpot's values do not fit the table: {problem}",
-                        mapped.label(&row.key)
-                    ),
+                    reason,
                 });
             }
         }
@@ -225,44 +615,115 @@ async fn pull_page(
     for write in &writes {
         if let Some(h) = held.iter().find(|h| h.key == write.key) {
             counts.add(PullOutcome::Failed);
+            let reason = format!(
+                "{}: HubSpot contact {} is already linked to {}",
+                mapped.label(&write.key),
+                h.hs_object_id,
+                mapped.label(&h.holder)
+            );
+            plan.actions.push(planned(
+                PlannedKind::Fail,
+                &write.key,
+                &write.contact,
+                reason.clone(),
+            ));
             errors.push(RecordError {
                 contact_id: write.key.parse().ok().map(ContactId),
                 company_id: None,
                 email: None,
                 hs_object_id: Some(h.hs_object_id.clone()),
-                reason: format!(
-                    "{}: HubSpot contact {} is already linked to {}",
-                    mapped.label(&write.key),
-                    h.hs_object_id,
-                    mapped.label(&h.holder)
-                ),
+                reason,
             });
             continue;
         }
-        tx.update_local_row(&mapped.table, &write.key, &write.columns)
+        let mut columns = write.columns.clone();
+        if let Some(id) = &write.id {
+            columns.extend(mapped.id_value(id.as_ref()));
+        }
+        tx.update_local_row(&mapped.table, &write.key, &columns)
             .await?;
         if !write.columns.is_empty() {
             counts.upserted += 1;
         }
         counts.add(write.outcome);
+        plan.actions.push(planned_write(mapped, write));
     }
-    tx.clear_pulled(answered).await?;
-    let checkpoint = match checkpoint {
-        Some(c) => serde_json::to_value(c)
-            .map_err(|e| RunError::fatal(format!("cannot encode the pull checkpoint: {e}")))?,
-        None => serde_json::Value::Null,
+    if end.dry_run {
+        // The real code decided and wrote; a dry run keeps its counts, never its writes.
+        tx.rollback().await?;
+        tx = progress.begin().await?;
+    }
+    tx.clear_pulled(end.answered).await?;
+    if let Some(job) = &end.seen_by {
+        let seen: Vec<&str> = end.seen.iter().map(String::as_str).collect();
+        tx.mark_pull_seen(job, &seen).await?;
+    }
+    if let Some(at) = end.bookmark {
+        tx.set_mapped_pull_bookmark(&mapped.table, at).await?;
+    }
+    let page = Page {
+        counts: Counts::Pull(counts),
+        checkpoint: end.checkpoint,
+        errors,
     };
-    progress
-        .commit(
-            tx,
-            Page {
-                counts: Counts::Pull(counts),
-                checkpoint,
-                errors,
-            },
-        )
-        .await?;
+    if end.dry_run {
+        progress.commit_planned(tx, page, Some(plan)).await?;
+    } else {
+        progress.commit(tx, page).await?;
+    }
     Ok(counts)
+}
+
+/// A dry run's entry for a contact that did not reach the write step.
+fn plan_action(
+    plan: &mut Plan,
+    mapped: &Mapped,
+    contact: &Contact,
+    key: Option<&str>,
+    action: PlannedKind,
+    reason: String,
+) {
+    plan.actions.push(PlannedAction {
+        action,
+        contact_id: key.and_then(|k| k.parse().ok()).map(ContactId),
+        email: contact_email(mapped, contact),
+        hs_object_id: Some(contact.id.clone()),
+        reason,
+    });
+}
+
+fn planned(action: PlannedKind, key: &str, contact: &HsObjectId, reason: String) -> PlannedAction {
+    PlannedAction {
+        action,
+        contact_id: key.parse().ok().map(ContactId),
+        email: None,
+        hs_object_id: Some(contact.clone()),
+        reason,
+    }
+}
+
+/// A dry run's entry for a row the page wrote (and rolled back).
+fn planned_write(mapped: &Mapped, write: &RowWrite) -> PlannedAction {
+    let label = mapped.label(&write.key);
+    let columns: Vec<&str> = write.columns.iter().map(|(c, _)| c.as_str()).collect();
+    let (action, reason) = match (write.outcome, columns.is_empty()) {
+        (PullOutcome::Linked, true) => {
+            (PlannedKind::Link, format!("{label} would be linked to it"))
+        }
+        (PullOutcome::Linked, false) => (
+            PlannedKind::Link,
+            format!(
+                "{label} would be linked to it and take HubSpot's {}",
+                columns.join(", ")
+            ),
+        ),
+        (_, false) => (
+            PlannedKind::Update,
+            format!("{label} would take HubSpot's {}", columns.join(", ")),
+        ),
+        (_, true) => (PlannedKind::Unchanged, format!("{label} is up to date")),
+    };
+    planned(action, &write.key, &write.contact, reason)
 }
 
 /// The contact's email, trimmed and lower-case.
@@ -354,8 +815,15 @@ fn decide(
         pushed_hash,
         synced,
     });
+    let id = if newly {
+        mapped.id_column.is_some().then(|| Some(contact.id.clone()))
+    } else {
+        mapped.id_drift(row)
+    };
     Ok(RowWrite {
         key: row.key.clone(),
+        contact: contact.id.clone(),
+        id,
         columns,
         link,
         outcome: if newly {
@@ -364,4 +832,49 @@ fn decide(
             PullOutcome::Unchanged
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_checkpoint_written_before_pulls_had_positions_resumes_the_list() {
+        let old: Stored = serde_json::from_value(serde_json::json!({ "after": "abc" })).unwrap();
+        assert!(matches!(old, Stored::Legacy { after: Some(ref a) } if a == "abc"));
+        let first: Stored = serde_json::from_value(serde_json::json!({ "after": null })).unwrap();
+        assert!(matches!(first, Stored::Legacy { after: None }));
+    }
+
+    #[test]
+    fn the_checkpoint_reads_back_as_written() {
+        let cursor = Cursor {
+            started_at: Utc::now(),
+            position: Position::Sweep {
+                after: Some("7".to_owned()),
+            },
+        };
+        let json = serde_json::to_value(&cursor).unwrap();
+        assert_eq!(json["position"]["source"], "sweep");
+        let back: Stored = serde_json::from_value(json).unwrap();
+        assert!(matches!(back, Stored::Cursor(c) if c == cursor));
+    }
+
+    #[test]
+    fn merged_ids_are_split_and_trimmed() {
+        let contact: Contact = serde_json::from_value(serde_json::json!({
+            "id": "9",
+            "properties": { MERGED_IDS: " 3;4 ;;" }
+        }))
+        .unwrap();
+        assert_eq!(
+            merged_ids(&contact),
+            vec![HsObjectId::from("3"), HsObjectId::from("4")]
+        );
+        let none: Contact = serde_json::from_value(
+            serde_json::json!({ "id": "9", "properties": { MERGED_IDS: null } }),
+        )
+        .unwrap();
+        assert!(merged_ids(&none).is_empty());
+    }
 }

@@ -10,6 +10,15 @@
 //! (one batch update, plus one batch read when a field HubSpot owns changed locally: it is sent
 //! only when HubSpot's value has not changed since the last sync). A killed run's creates are
 //! found again by email by the next run, never made twice.
+//!
+//! An update HubSpot answers without a word for a record (an id merged away or deleted, which
+//! it may leave out silently) is not taken as written: those ids are read once
+//! ([`lookup::look_up`]); a deleted record marks its row, a merged one fails the record and
+//! moves its link to the survivor, so the next push sends the change there.
+//!
+//! A **dry run** makes the same reads, sends no write (creates and updates are counted, linked
+//! records are read by id instead of updated), and rolls back every page's link writes; it
+//! commits only the job row with its counts and plan.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -19,10 +28,13 @@ use super::Mapped;
 use super::values::{hash, outgoing, remote_value};
 use crate::hubspot::{Batch, ContactCreate, ContactUpdate, HubSpotError};
 use crate::ids::{ContactId, HsObjectId};
-use crate::jobs::model::{Counts, PushCounts, PushMode, PushOutcome, RecordError};
+use crate::jobs::model::{
+    Counts, Plan, PlannedAction, PlannedKind, PushCounts, PushMode, PushOutcome, RecordError,
+};
 use crate::jobs::{Page, Progress, RunError};
 use crate::mapping::Owner;
 use crate::store::{LinkWrite, LocalRecord, ObjectLink};
+use crate::sync::lookup::{self, Fate};
 use crate::sync::{SyncContext, hubspot_error};
 
 /// Rows per page (and per HubSpot batch).
@@ -55,14 +67,20 @@ impl Candidate {
 /// What happened to a candidate.
 #[derive(Debug)]
 enum Decision {
-    /// Written, linked or left alone; the link to save.
+    /// Written, linked or left alone; the link to save (no id: a dry run's create).
     Done {
         outcome: PushOutcome,
-        id: HsObjectId,
+        id: Option<HsObjectId>,
         synced: BTreeMap<String, String>,
     },
     /// HubSpot no longer has the linked record: marked, never created again.
     Gone(HsObjectId),
+    /// HubSpot merged the linked record into `survivor`: the change was not written; the
+    /// link moves to the survivor (the row stays a candidate).
+    Merged {
+        from: HsObjectId,
+        survivor: HsObjectId,
+    },
     /// The record failed; the rest of its page goes on.
     Failed {
         reason: String,
@@ -77,17 +95,40 @@ fn failed(reason: impl Into<String>, id: Option<HsObjectId>) -> Decision {
     }
 }
 
-/// Runs one push of `mapped` from the job's checkpoint.
+/// One push: its engine's context, and a dry run's plan not committed yet.
+struct PushRun<'a> {
+    ctx: &'a SyncContext,
+    mapped: &'a Mapped,
+    mode: PushMode,
+    dry_run: bool,
+    plan: Plan,
+}
+
+/// Runs one push of `mapped` from the job's checkpoint; a dry run writes nothing but the job
+/// row.
 pub(crate) async fn run(
     ctx: &SyncContext,
     mapped: &Mapped,
     mode: PushMode,
+    dry_run: bool,
     progress: &Progress,
 ) -> Result<(), RunError> {
     let Counts::Push(mut counts) = progress.counts() else {
         return Err(RunError::fatal("a push job holds pull counts"));
     };
     let mut cursor = progress.checkpoint_as::<Checkpoint>()?.map(|c| c.after);
+    let mut run = PushRun {
+        ctx,
+        mapped,
+        mode,
+        dry_run,
+        plan: if cursor.is_none() {
+            mapped.property_plan.clone()
+        } else {
+            Plan::default()
+        },
+    };
+    let mut committed = false;
     loop {
         if progress.should_stop() {
             return Err(RunError::Interrupted);
@@ -100,15 +141,36 @@ pub(crate) async fn run(
             break;
         };
         let full = page.len() == PAGE_SIZE as usize;
+        // Linked rows whose `hubspot_id_column` does not hold their link's id (the column was
+        // just configured, or someone changed it): corrected with the page, no HubSpot call.
+        let drifted: Vec<(String, Option<HsObjectId>)> = page
+            .iter()
+            .filter_map(|r| mapped.id_drift(r).map(|id| (r.key.clone(), id)))
+            .collect();
         let candidates = candidates(mapped, page);
-        if !candidates.is_empty() {
-            let decisions = resolve(ctx, mapped, mode, &candidates).await?;
-            counts = commit(progress, mapped, counts, &candidates, decisions, &last).await?;
+        if !candidates.is_empty() || !drifted.is_empty() {
+            let decisions = run.resolve(&candidates).await?;
+            counts = run
+                .commit(progress, counts, &candidates, decisions, &drifted, &last)
+                .await?;
+            committed = true;
         }
         cursor = Some(last);
         if !full {
             break;
         }
+    }
+    if dry_run && !committed {
+        // A dry run always leaves a plan, even with nothing to push.
+        run.commit(
+            progress,
+            counts,
+            &[],
+            Vec::new(),
+            &[],
+            cursor.as_deref().unwrap_or(""),
+        )
+        .await?;
     }
     progress.set_total(counts.total).await?;
     tracing::info!(job = %progress.job_id(), key = %mapped.checked.mapping.key, ?counts, "push of a mapped table finished");
@@ -140,26 +202,29 @@ fn candidates(mapped: &Mapped, page: Vec<LocalRecord>) -> Vec<Candidate> {
         .collect()
 }
 
-/// Resolves a page's candidates against HubSpot.
-async fn resolve(
-    ctx: &SyncContext,
-    mapped: &Mapped,
-    mode: PushMode,
-    candidates: &[Candidate],
-) -> Result<Vec<Option<Decision>>, RunError> {
-    let mut decisions: Vec<Option<Decision>> = candidates.iter().map(|_| None).collect();
-    let mut linked = Vec::new();
-    let mut unlinked = Vec::new();
-    for (i, c) in candidates.iter().enumerate() {
-        match (&c.outgoing, &c.link.hs_object_id) {
-            (Err(reason), id) => decisions[i] = Some(failed(reason.clone(), id.clone())),
-            (Ok(_), Some(_)) => linked.push(i),
-            (Ok(_), None) => unlinked.push(i),
+impl PushRun<'_> {
+    /// Resolves a page's candidates against HubSpot.
+    async fn resolve(
+        &mut self,
+        candidates: &[Candidate],
+    ) -> Result<Vec<Option<Decision>>, RunError> {
+        let mode = self.mode;
+        let mut decisions: Vec<Option<Decision>> = candidates.iter().map(|_| None).collect();
+        let mut linked = Vec::new();
+        let mut unlinked = Vec::new();
+        for (i, c) in candidates.iter().enumerate() {
+            match (&c.outgoing, &c.link.hs_object_id) {
+                (Err(reason), id) => decisions[i] = Some(failed(reason.clone(), id.clone())),
+                (Ok(_), Some(_)) => linked.push(i),
+                (Ok(_), None) => unlinked.push(i),
+            }
         }
+        self.update_linked(candidates, &linked, &mut decisions)
+            .await?;
+        self.push_unlinked(mode, candidates, &unlinked, &mut decisions)
+            .await?;
+        Ok(decisions)
     }
-    update_linked(ctx, mapped, candidates, &linked, &mut decisions).await?;
-    push_unlinked(ctx, mapped, mode, candidates, &unlinked, &mut decisions).await?;
-    Ok(decisions)
 }
 
 /// The properties to send for a linked row changed locally: those whose local value differs
@@ -213,376 +278,480 @@ fn remote_values(
         .collect()
 }
 
-/// Linked rows changed locally: read HubSpot's values of the fields it owns when needed, then
-/// one batch update of what changed.
-async fn update_linked(
-    ctx: &SyncContext,
-    mapped: &Mapped,
-    candidates: &[Candidate],
-    linked: &[usize],
-    decisions: &mut [Option<Decision>],
-) -> Result<(), RunError> {
-    if linked.is_empty() {
-        return Ok(());
-    }
-    let owned: Vec<String> = mapped
-        .fields
-        .iter()
-        .filter(|f| f.field.flow.owner() == Some(Owner::HubSpot))
-        .map(|f| f.field.property.as_str().to_owned())
-        .collect();
-    let needs_remote: Vec<usize> = linked
-        .iter()
-        .copied()
-        .filter(|&i| {
-            let c = &candidates[i];
-            c.outgoing.as_ref().is_ok_and(|values| {
-                owned
-                    .iter()
-                    .any(|p| values.get(p).is_some() && values.get(p) != c.link.synced.get(p))
-            })
-        })
-        .collect();
-    let mut remote: HashMap<String, BTreeMap<String, String>> = HashMap::new();
-    if !needs_remote.is_empty() {
-        let ids: Vec<String> = needs_remote
+impl PushRun<'_> {
+    /// Linked rows changed locally: read HubSpot's values of the fields it owns when needed, then
+    /// one batch update of what changed (a dry run reads the records by id instead).
+    async fn update_linked(
+        &mut self,
+        candidates: &[Candidate],
+        linked: &[usize],
+        decisions: &mut [Option<Decision>],
+    ) -> Result<(), RunError> {
+        let (ctx, mapped) = (self.ctx, self.mapped);
+        if linked.is_empty() {
+            return Ok(());
+        }
+        let owned: Vec<String> = mapped
+            .fields
             .iter()
-            .filter_map(|&i| {
-                candidates[i]
-                    .link
-                    .hs_object_id
-                    .as_ref()
-                    .map(|id| id.0.clone())
+            .filter(|f| f.field.flow.owner() == Some(Owner::HubSpot))
+            .map(|f| f.field.property.as_str().to_owned())
+            .collect();
+        let needs_remote: Vec<usize> = linked
+            .iter()
+            .copied()
+            .filter(|&i| {
+                let c = &candidates[i];
+                c.outgoing.as_ref().is_ok_and(|values| {
+                    owned
+                        .iter()
+                        .any(|p| values.get(p).is_some() && values.get(p) != c.link.synced.get(p))
+                })
             })
             .collect();
-        let batch = Batch::new(ids).map_err(|e| RunError::fatal(e.to_string()))?;
-        let read = ctx
-            .hubspot
-            .batch_read(&batch, None, &owned)
-            .await
-            .map_err(|e| hubspot_error("reading linked HubSpot contacts", e))?;
-        for record in read.results {
-            remote.insert(
-                record.id.0.clone(),
-                remote_values(mapped, &record.properties),
-            );
-        }
-        for &i in &needs_remote {
-            let id = candidates[i].link.hs_object_id.clone();
-            if let Some(id) = id.filter(|id| read.missing.contains(&id.0)) {
-                decisions[i] = Some(Decision::Gone(id));
+        let mut remote: HashMap<String, BTreeMap<String, String>> = HashMap::new();
+        if !needs_remote.is_empty() {
+            let ids: Vec<String> = needs_remote
+                .iter()
+                .filter_map(|&i| {
+                    candidates[i]
+                        .link
+                        .hs_object_id
+                        .as_ref()
+                        .map(|id| id.0.clone())
+                })
+                .collect();
+            let batch = Batch::new(ids).map_err(|e| RunError::fatal(e.to_string()))?;
+            self.plan.call("batch_read", 1);
+            let read = ctx
+                .hubspot
+                .batch_read(&batch, None, &owned)
+                .await
+                .map_err(|e| hubspot_error("reading linked HubSpot contacts", e))?;
+            for record in read.results {
+                remote.insert(
+                    record.id.0.clone(),
+                    remote_values(mapped, &record.properties),
+                );
+            }
+            for &i in &needs_remote {
+                let id = candidates[i].link.hs_object_id.clone();
+                if let Some(id) = id.filter(|id| read.missing.contains(&id.0)) {
+                    decisions[i] = Some(Decision::Gone(id));
+                }
             }
         }
-    }
-    let mut updates = Vec::new();
-    let mut positions = Vec::new();
-    for &i in linked {
-        if decisions[i].is_some() {
-            continue;
-        }
-        let c = &candidates[i];
-        let Some(id) = c.link.hs_object_id.clone() else {
-            continue;
-        };
-        let send = changed_properties(mapped, c, remote.get(&id.0));
-        if send.is_empty() {
-            decisions[i] = Some(Decision::Done {
-                outcome: PushOutcome::Skipped,
-                id,
-                synced: c.link.synced.clone(),
+        let mut updates = Vec::new();
+        let mut positions = Vec::new();
+        for &i in linked {
+            if decisions[i].is_some() {
+                continue;
+            }
+            let c = &candidates[i];
+            let Some(id) = c.link.hs_object_id.clone() else {
+                continue;
+            };
+            let send = changed_properties(mapped, c, remote.get(&id.0));
+            if send.is_empty() {
+                decisions[i] = Some(Decision::Done {
+                    outcome: PushOutcome::Skipped,
+                    id: Some(id),
+                    synced: c.link.synced.clone(),
+                });
+                continue;
+            }
+            updates.push(ContactUpdate {
+                id: id.0.clone(),
+                id_property: None,
+                properties: send,
             });
-            continue;
+            positions.push(i);
         }
-        updates.push(ContactUpdate {
-            id: id.0.clone(),
-            id_property: None,
-            properties: send,
-        });
-        positions.push(i);
+        if updates.is_empty() {
+            return Ok(());
+        }
+        let sent: Vec<BTreeMap<String, String>> =
+            updates.iter().map(|u| u.properties.clone()).collect();
+        let ids: Vec<HsObjectId> = updates.iter().map(|u| HsObjectId(u.id.clone())).collect();
+        self.plan.call("batch_update", 1);
+        // The positions (in `updates`) HubSpot answered for; the others are asked about below.
+        let mut answered: Vec<bool> = vec![false; updates.len()];
+        if !self.dry_run {
+            let batch = Batch::new(updates).map_err(|e| RunError::fatal(e.to_string()))?;
+            let outcome = ctx
+                .hubspot
+                .batch_update(&batch)
+                .await
+                .map_err(|e| hubspot_error("updating HubSpot contacts", e))?;
+            for error in &outcome.errors {
+                for &at in &error.input_indices {
+                    let Some(&i) = positions.get(at) else {
+                        continue;
+                    };
+                    answered[at] = true;
+                    let id = candidates[i].link.hs_object_id.clone();
+                    decisions[i] = Some(match (&error.error, id) {
+                        (HubSpotError::NotFound { .. }, Some(id)) => Decision::Gone(id),
+                        (e, id) => failed(format!("HubSpot refused the update: {e}"), id),
+                    });
+                }
+            }
+            for result in &outcome.results {
+                let at = result
+                    .input_index
+                    .or_else(|| ids.iter().position(|id| *id == result.record.id));
+                if let Some(at) = at.filter(|&at| at < answered.len()) {
+                    answered[at] = true;
+                }
+            }
+        }
+        // Ids the update did not answer for (a dry run's: all), read once: HubSpot may leave a
+        // deleted or merged-away id out without a word.
+        let unanswered: Vec<HsObjectId> = ids
+            .iter()
+            .zip(&answered)
+            .filter(|(_, a)| !**a)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let fates = if unanswered.is_empty() {
+            HashMap::new()
+        } else {
+            lookup::look_up(&ctx.hubspot, &unanswered)
+                .await
+                .map_err(|e| hubspot_error("reading HubSpot contacts an update left out", e))?
+        };
+        for (at, &i) in positions.iter().enumerate() {
+            if decisions[i].is_some() {
+                continue;
+            }
+            let c = &candidates[i];
+            let id = ids[at].clone();
+            let decision = if answered[at] {
+                None
+            } else {
+                match fates.get(&id) {
+                    // Still there under its id: written (a dry run: would be).
+                    Some(Fate::Live(_)) => None,
+                    Some(Fate::MergedInto(survivor)) => Some(Decision::Merged {
+                        from: id.clone(),
+                        survivor: survivor.id.clone(),
+                    }),
+                    Some(Fate::Refused(reason)) => Some(failed(reason.clone(), Some(id.clone()))),
+                    Some(Fate::Gone) | None => Some(Decision::Gone(id.clone())),
+                }
+            };
+            if let Some(decision) = decision {
+                decisions[i] = Some(decision);
+                continue;
+            }
+            let mut synced = c.link.synced.clone();
+            synced.extend(sent[at].clone());
+            decisions[i] = Some(Decision::Done {
+                outcome: PushOutcome::Updated,
+                id: Some(id),
+                synced,
+            });
+        }
+        Ok(())
     }
-    if updates.is_empty() {
-        return Ok(());
+
+    /// Unlinked rows: read by email, then linked (and in `upsert` mode written) or created.
+    async fn push_unlinked(
+        &mut self,
+        mode: PushMode,
+        candidates: &[Candidate],
+        unlinked: &[usize],
+        decisions: &mut [Option<Decision>],
+    ) -> Result<(), RunError> {
+        let (ctx, mapped) = (self.ctx, self.mapped);
+        let mut with_email = Vec::new();
+        for &i in unlinked {
+            match candidates[i].email(mapped) {
+                Some(email) => with_email.push((i, email)),
+                None => {
+                    decisions[i] = Some(failed(
+                        format!(
+                            "{} has no {}: a contact without email cannot be found again, so it is \
+                         not pushed",
+                            mapped.label(&candidates[i].key),
+                            mapped.email_column()
+                        ),
+                        None,
+                    ));
+                }
+            }
+        }
+        if with_email.is_empty() {
+            return Ok(());
+        }
+        let properties = mapped.properties(true);
+        let emails: Vec<String> = with_email.iter().map(|(_, e)| e.clone()).collect();
+        let batch = Batch::new(emails).map_err(|e| RunError::fatal(e.to_string()))?;
+        self.plan.call("batch_read", 1);
+        let read = ctx
+            .hubspot
+            .batch_read(&batch, Some("email"), &properties)
+            .await
+            .map_err(|e| hubspot_error("reading HubSpot contacts by email", e))?;
+        let mut found: HashMap<String, (HsObjectId, BTreeMap<String, String>)> = HashMap::new();
+        for record in read.results {
+            let email = record
+                .properties
+                .get("email")
+                .and_then(Option::as_deref)
+                .map(|e| e.trim().to_lowercase());
+            if let Some(email) = email {
+                found.insert(
+                    email,
+                    (record.id.clone(), remote_values(mapped, &record.properties)),
+                );
+            }
+        }
+        let mut creates = Vec::new();
+        let mut create_positions = Vec::new();
+        let mut upserts = Vec::new();
+        let mut upsert_positions = Vec::new();
+        for (i, email) in &with_email {
+            let c = &candidates[*i];
+            let Ok(values) = &c.outgoing else { continue };
+            match found.get(email) {
+                None => {
+                    creates.push(ContactCreate {
+                        properties: values.clone(),
+                    });
+                    create_positions.push(*i);
+                }
+                Some((id, remote)) => {
+                    let send: BTreeMap<String, String> = match mode {
+                        // Linking leaves HubSpot's values alone.
+                        PushMode::Link => BTreeMap::new(),
+                        // Never synced: a field HubSpot owns keeps HubSpot's value.
+                        PushMode::Upsert => values
+                            .iter()
+                            .filter(|(p, v)| {
+                                !hubspot_owned(mapped, p) && remote.get(*p) != Some(*v)
+                            })
+                            .map(|(p, v)| (p.clone(), v.clone()))
+                            .collect(),
+                    };
+                    let mut synced = remote.clone();
+                    synced.extend(send.clone());
+                    decisions[*i] = Some(Decision::Done {
+                        outcome: PushOutcome::Linked,
+                        id: Some(id.clone()),
+                        synced,
+                    });
+                    if !send.is_empty() {
+                        upserts.push(ContactUpdate {
+                            id: id.0.clone(),
+                            id_property: None,
+                            properties: send,
+                        });
+                        upsert_positions.push(*i);
+                    }
+                }
+            }
+        }
+        self.write_found(candidates, upserts, &upsert_positions, decisions)
+            .await?;
+        self.create(candidates, creates, &create_positions, decisions)
+            .await
     }
-    let sent: Vec<BTreeMap<String, String>> =
-        updates.iter().map(|u| u.properties.clone()).collect();
-    let batch = Batch::new(updates).map_err(|e| RunError::fatal(e.to_string()))?;
-    let outcome = ctx
-        .hubspot
-        .batch_update(&batch)
-        .await
-        .map_err(|e| hubspot_error("updating HubSpot contacts", e))?;
-    for error in &outcome.errors {
-        for &at in &error.input_indices {
+
+    /// `upsert` mode: the local values of rows just linked, in one batch update (a dry run
+    /// counts the call and sends nothing).
+    async fn write_found(
+        &mut self,
+        candidates: &[Candidate],
+        updates: Vec<ContactUpdate>,
+        positions: &[usize],
+        decisions: &mut [Option<Decision>],
+    ) -> Result<(), RunError> {
+        let ctx = self.ctx;
+        if updates.is_empty() {
+            return Ok(());
+        }
+        self.plan.call("batch_update", 1);
+        if self.dry_run {
+            return Ok(());
+        }
+        let batch = Batch::new(updates).map_err(|e| RunError::fatal(e.to_string()))?;
+        let outcome = ctx
+            .hubspot
+            .batch_update(&batch)
+            .await
+            .map_err(|e| hubspot_error("writing local values to HubSpot contacts", e))?;
+        for error in &outcome.errors {
+            for &at in &error.input_indices {
+                let Some(&i) = positions.get(at) else {
+                    continue;
+                };
+                let id = match &decisions[i] {
+                    Some(Decision::Done { id, .. }) => id.clone(),
+                    _ => None,
+                };
+                let _ = &candidates[i];
+                decisions[i] = Some(failed(
+                    format!("HubSpot refused the update: {}", error.error),
+                    id,
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Rows HubSpot does not have, in one batch create (a dry run counts them, sends nothing).
+    async fn create(
+        &mut self,
+        candidates: &[Candidate],
+        creates: Vec<ContactCreate>,
+        positions: &[usize],
+        decisions: &mut [Option<Decision>],
+    ) -> Result<(), RunError> {
+        let ctx = self.ctx;
+        if creates.is_empty() {
+            return Ok(());
+        }
+        let sent: Vec<BTreeMap<String, String>> =
+            creates.iter().map(|c| c.properties.clone()).collect();
+        self.plan.call("batch_create", 1);
+        if self.dry_run {
+            for (at, &i) in positions.iter().enumerate() {
+                decisions[i] = Some(Decision::Done {
+                    outcome: PushOutcome::Created,
+                    id: None,
+                    synced: sent[at].clone(),
+                });
+            }
+            return Ok(());
+        }
+        let batch = Batch::new(creates).map_err(|e| RunError::fatal(e.to_string()))?;
+        let outcome = match ctx.hubspot.batch_create(&batch).await {
+            Ok(outcome) => outcome,
+            // A contact with one of these emails appeared since the read: read the page again.
+            Err(HubSpotError::Conflict { .. }) => {
+                return Err(RunError::transient(
+                    "a HubSpot contact with one of the page's emails appeared while it was pushed; \
+                 the page is read again",
+                ));
+            }
+            Err(e) => return Err(hubspot_error("creating HubSpot contacts", e)),
+        };
+        for error in &outcome.errors {
+            for &at in &error.input_indices {
+                if let Some(&i) = positions.get(at) {
+                    decisions[i] = Some(failed(
+                        format!("HubSpot refused the contact: {}", error.error),
+                        None,
+                    ));
+                }
+            }
+        }
+        for result in outcome.results {
+            let Some(at) = result.input_index else {
+                continue;
+            };
             let Some(&i) = positions.get(at) else {
                 continue;
             };
-            let id = candidates[i].link.hs_object_id.clone();
-            decisions[i] = Some(match (&error.error, id) {
-                (HubSpotError::NotFound { .. }, Some(id)) => Decision::Gone(id),
-                (e, id) => failed(format!("HubSpot refused the update: {e}"), id),
-            });
+            if decisions[i].is_none() {
+                decisions[i] = Some(Decision::Done {
+                    outcome: PushOutcome::Created,
+                    id: Some(result.record.id.clone()),
+                    synced: sent[at].clone(),
+                });
+            }
         }
-    }
-    for (at, &i) in positions.iter().enumerate() {
-        if decisions[i].is_some() {
-            continue;
-        }
-        let c = &candidates[i];
-        let mut synced = c.link.synced.clone();
-        synced.extend(sent[at].clone());
-        decisions[i] = Some(Decision::Done {
-            outcome: PushOutcome::Updated,
-            id: c
-                .link
-                .hs_object_id
-                .clone()
-                .unwrap_or(HsObjectId(String::new())),
-            synced,
-        });
-    }
-    Ok(())
-}
-
-/// Unlinked rows: read by email, then linked (and in `upsert` mode written) or created.
-async fn push_unlinked(
-    ctx: &SyncContext,
-    mapped: &Mapped,
-    mode: PushMode,
-    candidates: &[Candidate],
-    unlinked: &[usize],
-    decisions: &mut [Option<Decision>],
-) -> Result<(), RunError> {
-    let mut with_email = Vec::new();
-    for &i in unlinked {
-        match candidates[i].email(mapped) {
-            Some(email) => with_email.push((i, email)),
-            None => {
+        for &i in positions {
+            if decisions[i].is_none() {
                 decisions[i] = Some(failed(
                     format!(
-                        "{} has no {}: a contact without email cannot be found again, so it is \
-                         not pushed",
-                        mapped.label(&candidates[i].key),
-                        mapped.email_column()
+                        "HubSpot's answer did not mention the contact of key {}",
+                        candidates[i].key
                     ),
                     None,
                 ));
             }
         }
+        Ok(())
     }
-    if with_email.is_empty() {
-        return Ok(());
-    }
-    let properties = mapped.properties(true);
-    let emails: Vec<String> = with_email.iter().map(|(_, e)| e.clone()).collect();
-    let batch = Batch::new(emails).map_err(|e| RunError::fatal(e.to_string()))?;
-    let read = ctx
-        .hubspot
-        .batch_read(&batch, Some("email"), &properties)
-        .await
-        .map_err(|e| hubspot_error("reading HubSpot contacts by email", e))?;
-    let mut found: HashMap<String, (HsObjectId, BTreeMap<String, String>)> = HashMap::new();
-    for record in read.results {
-        let email = record
-            .properties
-            .get("email")
-            .and_then(Option::as_deref)
-            .map(|e| e.trim().to_lowercase());
-        if let Some(email) = email {
-            found.insert(
-                email,
-                (record.id.clone(), remote_values(mapped, &record.properties)),
-            );
-        }
-    }
-    let mut creates = Vec::new();
-    let mut create_positions = Vec::new();
-    let mut upserts = Vec::new();
-    let mut upsert_positions = Vec::new();
-    for (i, email) in &with_email {
-        let c = &candidates[*i];
-        let Ok(values) = &c.outgoing else { continue };
-        match found.get(email) {
-            None => {
-                creates.push(ContactCreate {
-                    properties: values.clone(),
-                });
-                create_positions.push(*i);
-            }
-            Some((id, remote)) => {
-                let send: BTreeMap<String, String> = match mode {
-                    // Linking leaves HubSpot's values alone.
-                    PushMode::Link => BTreeMap::new(),
-                    // Never synced: a field HubSpot owns keeps HubSpot's value.
-                    PushMode::Upsert => values
-                        .iter()
-                        .filter(|(p, v)| !hubspot_owned(mapped, p) && remote.get(*p) != Some(*v))
-                        .map(|(p, v)| (p.clone(), v.clone()))
-                        .collect(),
-                };
-                let mut synced = remote.clone();
-                synced.extend(send.clone());
-                decisions[*i] = Some(Decision::Done {
-                    outcome: PushOutcome::Linked,
-                    id: id.clone(),
-                    synced,
-                });
-                if !send.is_empty() {
-                    upserts.push(ContactUpdate {
-                        id: id.0.clone(),
-                        id_property: None,
-                        properties: send,
-                    });
-                    upsert_positions.push(*i);
+
+    /// Saves a page's links, marks and counts with its checkpoint in one transaction; a dry run
+    /// makes the same writes, rolls them back, and commits only the job row with its plan.
+    async fn commit(
+        &mut self,
+        progress: &Progress,
+        mut counts: PushCounts,
+        candidates: &[Candidate],
+        decisions: Vec<Option<Decision>>,
+        drifted: &[(String, Option<HsObjectId>)],
+        last: &str,
+    ) -> Result<PushCounts, RunError> {
+        let mapped = self.mapped;
+        let object = mapped.table.object;
+        let mut links = Vec::new();
+        let mut gone = Vec::new();
+        let mut moves = Vec::new();
+        for (c, d) in candidates.iter().zip(&decisions) {
+            match d {
+                Some(Decision::Done { id, synced, .. }) => links.push(LinkWrite {
+                    key: c.key.clone(),
+                    hs_object_id: id.clone(),
+                    pushed_hash: c.outgoing.as_ref().ok().map(hash),
+                    synced: synced.clone(),
+                }),
+                Some(Decision::Gone(_)) => gone.push(c.key.clone()),
+                Some(Decision::Merged { survivor, .. }) => {
+                    moves.push((c.key.clone(), survivor.clone()))
                 }
+                _ => {}
             }
         }
-    }
-    write_found(ctx, candidates, upserts, &upsert_positions, decisions).await?;
-    create(ctx, candidates, creates, &create_positions, decisions).await
-}
-
-/// `upsert` mode: the local values of rows just linked, in one batch update.
-async fn write_found(
-    ctx: &SyncContext,
-    candidates: &[Candidate],
-    updates: Vec<ContactUpdate>,
-    positions: &[usize],
-    decisions: &mut [Option<Decision>],
-) -> Result<(), RunError> {
-    if updates.is_empty() {
-        return Ok(());
-    }
-    let batch = Batch::new(updates).map_err(|e| RunError::fatal(e.to_string()))?;
-    let outcome = ctx
-        .hubspot
-        .batch_update(&batch)
-        .await
-        .map_err(|e| hubspot_error("writing local values to HubSpot contacts", e))?;
-    for error in &outcome.errors {
-        for &at in &error.input_indices {
-            let Some(&i) = positions.get(at) else {
-                continue;
-            };
-            let id = match &decisions[i] {
-                Some(Decision::Done { id, .. }) => Some(id.clone()),
-                _ => None,
-            };
-            let _ = &candidates[i];
-            decisions[i] = Some(failed(
-                format!("HubSpot refused the update: {}", error.error),
-                id,
-            ));
+        let mut tx = progress.begin().await?;
+        let held = tx.save_object_links(object, &links).await?;
+        tx.mark_deleted_in_hubspot(object, &gone).await?;
+        let moved_held = tx.relink_objects(object, &moves).await?;
+        for h in &moved_held {
+            tracing::warn!(key = %h.key, survivor = %h.hs_object_id, holder = %h.holder, "the survivor of a merge is linked to another row; the link is left as it was");
         }
-    }
-    Ok(())
-}
-
-/// Rows HubSpot does not have, in one batch create.
-async fn create(
-    ctx: &SyncContext,
-    candidates: &[Candidate],
-    creates: Vec<ContactCreate>,
-    positions: &[usize],
-    decisions: &mut [Option<Decision>],
-) -> Result<(), RunError> {
-    if creates.is_empty() {
-        return Ok(());
-    }
-    let sent: Vec<BTreeMap<String, String>> =
-        creates.iter().map(|c| c.properties.clone()).collect();
-    let batch = Batch::new(creates).map_err(|e| RunError::fatal(e.to_string()))?;
-    let outcome = match ctx.hubspot.batch_create(&batch).await {
-        Ok(outcome) => outcome,
-        // A contact with one of these emails appeared since the read: read the page again.
-        Err(HubSpotError::Conflict { .. }) => {
-            return Err(RunError::transient(
-                "a HubSpot contact with one of the page's emails appeared while it was pushed; \
-                 the page is read again",
-            ));
-        }
-        Err(e) => return Err(hubspot_error("creating HubSpot contacts", e)),
-    };
-    for error in &outcome.errors {
-        for &at in &error.input_indices {
-            if let Some(&i) = positions.get(at) {
-                decisions[i] = Some(failed(
-                    format!("HubSpot refused the contact: {}", error.error),
-                    None,
-                ));
-            }
-        }
-    }
-    for result in outcome.results {
-        let Some(at) = result.input_index else {
-            continue;
-        };
-        let Some(&i) = positions.get(at) else {
-            continue;
-        };
-        if decisions[i].is_none() {
-            decisions[i] = Some(Decision::Done {
-                outcome: PushOutcome::Created,
-                id: result.record.id.clone(),
-                synced: sent[at].clone(),
-            });
-        }
-    }
-    for &i in positions {
-        if decisions[i].is_none() {
-            decisions[i] = Some(failed(
-                format!(
-                    "HubSpot's answer did not mention the contact of key {}",
-                    candidates[i].key
-                ),
-                None,
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Saves a page's links, marks and counts with its checkpoint in one transaction.
-async fn commit(
-    progress: &Progress,
-    mapped: &Mapped,
-    mut counts: PushCounts,
-    candidates: &[Candidate],
-    decisions: Vec<Option<Decision>>,
-    last: &str,
-) -> Result<PushCounts, RunError> {
-    let object = mapped.table.object;
-    let mut links = Vec::new();
-    let mut gone = Vec::new();
-    for (c, d) in candidates.iter().zip(&decisions) {
-        match d {
-            Some(Decision::Done { id, synced, .. }) => links.push(LinkWrite {
-                key: c.key.clone(),
-                hs_object_id: Some(id.clone()),
-                pushed_hash: c.outgoing.as_ref().ok().map(hash),
-                synced: synced.clone(),
-            }),
-            Some(Decision::Gone(_)) => gone.push(c.key.clone()),
-            _ => {}
-        }
-    }
-    let mut tx = progress.begin().await?;
-    let held = tx.save_object_links(object, &links).await?;
-    tx.mark_deleted_in_hubspot(object, &gone).await?;
-    let mut errors = Vec::new();
-    for (c, d) in candidates.iter().zip(decisions) {
-        let d = match held.iter().find(|h| h.key == c.key) {
-            Some(h) => failed(
-                format!(
-                    "HubSpot contact {} is already linked to {}; two local rows cannot share \
+        // `hubspot_id_column`: the drifted rows corrected, then the rows whose HubSpot id is
+        // new, moved or gone (written last, so theirs wins).
+        let mut ids: Vec<(String, Option<HsObjectId>)> = drifted.to_vec();
+        ids.extend(
+            links
+                .iter()
+                .filter(|l| l.hs_object_id.is_some() && !held.iter().any(|h| h.key == l.key))
+                .filter(|l| {
+                    candidates
+                        .iter()
+                        .find(|c| c.key == l.key)
+                        .is_none_or(|c| c.link.hs_object_id != l.hs_object_id)
+                })
+                .map(|l| (l.key.clone(), l.hs_object_id.clone())),
+        );
+        ids.extend(gone.iter().map(|key| (key.clone(), None)));
+        ids.extend(
+            moves
+                .iter()
+                .filter(|(key, _)| !moved_held.iter().any(|h| h.key == *key))
+                .map(|(key, survivor)| (key.clone(), Some(survivor.clone()))),
+        );
+        mapped.write_ids(&mut tx, &ids).await?;
+        let mut errors = Vec::new();
+        for (c, d) in candidates.iter().zip(decisions) {
+            let d = match held.iter().find(|h| h.key == c.key) {
+                Some(h) => failed(
+                    format!(
+                        "HubSpot contact {} is already linked to {}; two local rows cannot share \
                      one HubSpot contact",
-                    h.hs_object_id,
-                    mapped.label(&h.holder)
+                        h.hs_object_id,
+                        mapped.label(&h.holder)
+                    ),
+                    Some(h.hs_object_id.clone()),
                 ),
-                Some(h.hs_object_id.clone()),
-            ),
-            None => d.unwrap_or_else(|| failed("the push left this record undecided", None)),
-        };
-        let (outcome, failure) = match d {
+                None => d.unwrap_or_else(|| failed("the push left this record undecided", None)),
+            };
+            let (outcome, failure) = match d {
             Decision::Done { outcome, .. } => (outcome, None),
             Decision::Gone(id) => (
                 PushOutcome::Failed,
@@ -593,28 +762,85 @@ async fn commit(
                     Some(id),
                 )),
             ),
+            Decision::Merged { from, survivor } => (
+                PushOutcome::Failed,
+                Some((
+                    format!(
+                        "HubSpot merged the linked contact {from} into {survivor}; the row is \
+                         linked to {survivor} and its change is sent by the next push"
+                    ),
+                    Some(from),
+                )),
+            ),
             Decision::Failed { reason, id } => (PushOutcome::Failed, Some((reason, id))),
         };
-        counts.add(outcome);
-        if let Some((reason, id)) = failure {
-            errors.push(record_error(mapped, c, reason, id));
+            counts.add(outcome);
+            self.plan.actions.push(planned(
+                mapped,
+                c,
+                outcome,
+                failure.as_ref().map(|(r, _)| r.as_str()),
+            ));
+            if let Some((reason, id)) = failure {
+                errors.push(record_error(mapped, c, reason, id));
+            }
         }
+        let checkpoint = serde_json::to_value(Checkpoint {
+            after: last.to_owned(),
+        })
+        .map_err(|e| RunError::fatal(format!("cannot encode the push checkpoint: {e}")))?;
+        let page = Page {
+            counts: Counts::Push(counts),
+            checkpoint,
+            errors,
+        };
+        if self.dry_run {
+            tx.rollback().await?;
+            let tx = progress.begin().await?;
+            let plan = std::mem::take(&mut self.plan);
+            progress.commit_planned(tx, page, Some(plan)).await?;
+        } else {
+            self.plan = Plan::default();
+            progress.commit(tx, page).await?;
+        }
+        Ok(counts)
     }
-    let checkpoint = serde_json::to_value(Checkpoint {
-        after: last.to_owned(),
-    })
-    .map_err(|e| RunError::fatal(format!("cannot encode the push checkpoint: {e}")))?;
-    progress
-        .commit(
-            tx,
-            Page {
-                counts: Counts::Push(counts),
-                checkpoint,
-                errors,
-            },
-        )
-        .await?;
-    Ok(counts)
+}
+
+/// A dry run's entry for one candidate.
+fn planned(
+    mapped: &Mapped,
+    c: &Candidate,
+    outcome: PushOutcome,
+    failure: Option<&str>,
+) -> PlannedAction {
+    let label = mapped.label(&c.key);
+    let (action, reason) = match (outcome, failure) {
+        (_, Some(reason)) => (PlannedKind::Fail, format!("{label}: {reason}")),
+        (PushOutcome::Created, _) => (
+            PlannedKind::Create,
+            format!("{label}: no HubSpot contact has its email; one would be created"),
+        ),
+        (PushOutcome::Linked, _) => (
+            PlannedKind::Link,
+            format!("{label}: a HubSpot contact with its email would be linked"),
+        ),
+        (PushOutcome::Updated, _) => (
+            PlannedKind::Update,
+            format!("{label}: its changed values would be sent"),
+        ),
+        _ => (
+            PlannedKind::Unchanged,
+            format!("{label}: nothing to send: what changed is HubSpot's to keep"),
+        ),
+    };
+    PlannedAction {
+        action,
+        contact_id: c.key.parse().ok().map(ContactId),
+        email: c.email(mapped),
+        hs_object_id: c.link.hs_object_id.clone(),
+        reason,
+    }
 }
 
 fn record_error(
