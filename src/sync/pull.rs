@@ -122,27 +122,33 @@ pub async fn run(ctx: &SyncContext, job: &Job, progress: &Progress) -> Result<()
 }
 
 /// A pull job's checkpoint: where to go on, and when the job's first run started (the
-/// bookmark it leaves when it succeeds).
+/// bookmark it leaves when it succeeds). The contacts pull and the pull of a mapped table share
+/// it; `K` is the key its sweep goes on from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Cursor {
-    started_at: DateTime<Utc>,
-    position: Position,
+pub(crate) struct PullCursor<K> {
+    pub(crate) started_at: DateTime<Utc>,
+    pub(crate) position: PullPosition<K>,
 }
 
 /// Where a pull goes on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "source", rename_all = "snake_case")]
-enum Position {
+pub(crate) enum PullPosition<K> {
     /// Listing every contact; `after` is the next page's cursor (`None`: the first page).
     List { after: Option<String> },
     /// Searching for changed contacts.
     Search { keyset: Keyset },
-    /// A full list was read to its end: checking, by row id after `after`, the linked rows
-    /// whose HubSpot id it did not see (contacts deleted without a webhook).
-    Sweep { after: ContactId },
+    /// A full list was read to its end: checking, by local key after `after`, the links whose
+    /// HubSpot id it did not see (contacts deleted without a webhook).
+    Sweep { after: K },
     /// Every page is written.
     Done,
 }
+
+/// The contacts pull's checkpoint: its sweep goes on by row id.
+type Cursor = PullCursor<ContactId>;
+/// Where the contacts pull goes on.
+type Position = PullPosition<ContactId>;
 
 /// The next search query of an incremental pull.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

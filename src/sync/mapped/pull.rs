@@ -26,7 +26,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::Mapped;
 use super::values::{column_value, hash, local_canonical, remote_value};
@@ -41,34 +41,17 @@ use crate::mapping::convert::RecordError as ConversionErrors;
 use crate::mapping::{Flow, Owner};
 use crate::store::{ColumnValue, LinkWrite, LocalRecord, PendingPull, Tx};
 use crate::sync::lookup::{self, Fate};
-use crate::sync::pull::{Keyset, MODIFIED, advance, search_request_for};
+use crate::sync::pull::{Keyset, MODIFIED, PullCursor, PullPosition, advance, search_request_for};
 use crate::sync::{SyncContext, hubspot_error};
 
 /// The property listing the ids HubSpot merged into a contact (`;`-separated).
 const MERGED_IDS: &str = "hs_merged_object_ids";
 
-/// A pull's checkpoint: where it goes on, and when its first run started (the bookmark it
-/// leaves when it succeeds).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Cursor {
-    started_at: DateTime<Utc>,
-    position: Position,
-}
-
-/// Where a pull goes on.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "source", rename_all = "snake_case")]
-enum Position {
-    /// Listing every contact; `after` is the next page's cursor (`None`: the first page).
-    List { after: Option<String> },
-    /// Searching for contacts changed since the bookmark.
-    Search { keyset: Keyset },
-    /// The full list was read: checking, by local key after `after`, the links whose record
-    /// it did not show.
-    Sweep { after: Option<String> },
-    /// Every page is written.
-    Done,
-}
+/// A mapped pull's checkpoint (the contacts pull's shape): its sweep goes on by local key.
+type Cursor = PullCursor<Option<String>>;
+/// Where a mapped pull goes on; its sweep checks, by local key after `after`, the links whose
+/// record the full list did not show.
+type Position = PullPosition<Option<String>>;
 
 /// A checkpoint as stored: today's, or one a full pull wrote before pulls had positions (the
 /// list's cursor alone).
