@@ -10,7 +10,8 @@ mod common;
 use std::collections::BTreeMap;
 
 use crm_sync::ids::HsObjectId;
-use crm_sync::store::{LinkHeld, LinkWrite, Store, Tx};
+use crm_sync::mapping::{ColumnName, TableRef};
+use crm_sync::store::{KeyKind, LinkHeld, LinkWrite, LocalTable, Store, Tx};
 
 /// A link row as a test reads it: key, HubSpot id, pushed hash, synced values, deleted.
 type Row = (String, Option<String>, Option<String>, String, bool);
@@ -68,7 +69,91 @@ async fn save(store: &Store, page: &[LinkWrite]) -> Vec<LinkHeld> {
     held
 }
 
+async fn exec(store: &Store, sql: &'static str) {
+    match (store.pg_pool(), store.sqlite_pool()) {
+        (Some(pool), _) => sqlx::raw_sql(sql).execute(pool).await.map(drop),
+        (_, Some(pool)) => sqlx::raw_sql(sql).execute(pool).await.map(drop),
+        _ => unreachable!("a store has one pool"),
+    }
+    .expect(sql);
+}
+
+/// A user's table keyed by text, with a whole-number and a text id column; its mapping's
+/// view of it.
+async fn people(store: &Store) -> LocalTable {
+    exec(
+        store,
+        "CREATE TABLE people (code TEXT PRIMARY KEY, hs_number BIGINT, hs_text TEXT); \
+         INSERT INTO people (code, hs_number, hs_text) VALUES ('a', 1, 'x'), ('b', 2, 'y'), ('c', 3, 'z')",
+    )
+    .await;
+    LocalTable {
+        object: "contacts",
+        table: TableRef::parse("people").unwrap(),
+        key: ColumnName::parse("code").unwrap(),
+        key_kind: KeyKind::Text,
+        columns: Vec::new(),
+    }
+}
+
+/// `people` as (code, hs_number, hs_text) text.
+async fn people_ids(store: &Store) -> Vec<(String, Option<String>, Option<String>)> {
+    const SQL: &str = "SELECT code, CAST(hs_number AS TEXT), hs_text FROM people ORDER BY code";
+    match (store.pg_pool(), store.sqlite_pool()) {
+        (Some(pool), _) => sqlx::query_as(SQL).fetch_all(pool).await,
+        (_, Some(pool)) => sqlx::query_as(SQL).fetch_all(pool).await,
+        _ => unreachable!("a store has one pool"),
+    }
+    .expect("read people")
+}
+
+fn person(
+    code: &str,
+    number: Option<&str>,
+    text: Option<&str>,
+) -> (String, Option<String>, Option<String>) {
+    (
+        code.to_owned(),
+        number.map(str::to_owned),
+        text.map(str::to_owned),
+    )
+}
+
 backend_tests! {
+    async fn a_page_of_id_column_values_is_written_with_the_last_value_of_each_key(db: TestDb) {
+        let store = db.store().await;
+        let table = people(&store).await;
+        let values = |pairs: &[(&str, Option<&str>)]| -> Vec<(String, Option<String>)> {
+            pairs.iter().map(|(k, v)| ((*k).to_owned(), v.map(str::to_owned))).collect()
+        };
+        let mut tx = Tx::begin(&store).await.unwrap();
+        let number = ColumnName::parse("hs_number").unwrap();
+        tx.update_local_column(&table, &number, KeyKind::Integer,
+            &values(&[("a", Some("101")), ("b", None), ("a", Some("111")), ("zz", Some("9"))]))
+            .await
+            .unwrap();
+        let text = ColumnName::parse("hs_text").unwrap();
+        tx.update_local_column(&table, &text, KeyKind::Text, &values(&[("c", Some("303")), ("b", Some("202"))]))
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(
+            people_ids(&store).await,
+            [
+                person("a", Some("111"), Some("x")),
+                person("b", None, Some("202")),
+                person("c", Some("3"), Some("303")),
+            ],
+            "only the given rows and column change; an unknown key changes nothing: {db}"
+        );
+
+        let mut tx = Tx::begin(&store).await.unwrap();
+        let refused = tx
+            .update_local_column(&table, &number, KeyKind::Integer, &values(&[("a", Some("not a number"))]))
+            .await;
+        assert!(refused.is_err(), "a text value for a whole-number column is refused: {db}");
+    }
+
     async fn a_hubspot_id_another_key_holds_is_reported_and_not_taken(db: TestDb) {
         let store = db.store().await;
         assert!(save(&store, &[link("1", Some("101"), Some("h1"), "a@x.io")]).await.is_empty());

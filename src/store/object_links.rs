@@ -55,6 +55,41 @@ enum KeyBind {
     Text(String),
 }
 
+impl KeyBind {
+    fn integer(&self) -> Option<i64> {
+        match self {
+            Self::Integer(i) => Some(*i),
+            Self::Text(_) => None,
+        }
+    }
+
+    fn text(&self) -> Option<String> {
+        match self {
+            Self::Text(t) => Some(t.clone()),
+            Self::Integer(_) => None,
+        }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        match self {
+            Self::Integer(i) => serde_json::json!(i),
+            Self::Text(t) => serde_json::json!(t),
+        }
+    }
+}
+
+/// `value` bound as a column of `kind` takes it.
+fn bind_as(kind: KeyKind, value: &str, column: &ColumnName) -> Result<KeyBind, StoreError> {
+    match kind {
+        KeyKind::Text => Ok(KeyBind::Text(value.to_owned())),
+        KeyKind::Integer => value.parse().map(KeyBind::Integer).map_err(|_| {
+            StoreError::InvalidData(format!(
+                "{value:?} for column {column} is not a whole number"
+            ))
+        }),
+    }
+}
+
 impl LocalTable {
     fn bind_key(&self, key: &str) -> Result<KeyBind, StoreError> {
         match self.key_kind {
@@ -878,6 +913,86 @@ impl Tx {
             .execute(&mut *c)
             .await
             .map(drop)?);
+        Ok(())
+    }
+
+    /// Writes one column of many rows of `table` (an `UPDATE` of that column only), in one
+    /// statement: each key's value as text (`None`: NULL), parsed when `kind` says the column
+    /// holds whole numbers. A key given twice takes its last value, as separate writes would.
+    pub async fn update_local_column(
+        &mut self,
+        table: &LocalTable,
+        column: &ColumnName,
+        kind: KeyKind,
+        values: &[(String, Option<String>)],
+    ) -> Result<(), StoreError> {
+        let mut last: Vec<(KeyBind, Option<KeyBind>)> = Vec::with_capacity(values.len());
+        let mut at: HashMap<&str, usize> = HashMap::new();
+        for (key, value) in values {
+            let key_bind = table.bind_key(key)?;
+            let value = value
+                .as_deref()
+                .map(|v| bind_as(kind, v, column))
+                .transpose()?;
+            match at.get(key.as_str()) {
+                Some(&i) => last[i].1 = value,
+                None => {
+                    at.insert(key, last.len());
+                    last.push((key_bind, value));
+                }
+            }
+        }
+        if last.is_empty() {
+            return Ok(());
+        }
+        let sql_type = |kind| match kind {
+            KeyKind::Integer => "bigint",
+            KeyKind::Text => "text",
+        };
+        let pg = format!(
+            "UPDATE {table} AS u SET {column} = v.value \
+               FROM UNNEST($1::{key_type}[], $2::{value_type}[]) AS v(key, value) \
+              WHERE u.{key} = v.key",
+            table = table.table.quoted(),
+            column = column.quoted(),
+            key = table.key.quoted(),
+            key_type = sql_type(table.key_kind),
+            value_type = sql_type(kind),
+        );
+        let sqlite = format!(
+            "UPDATE {table} AS u SET {column} = v.value \
+               FROM (SELECT json_extract(value, '$[0]') AS key, json_extract(value, '$[1]') AS value \
+                       FROM json_each($1)) AS v \
+              WHERE u.{key} = v.key",
+            table = table.table.quoted(),
+            column = column.quoted(),
+            key = table.key.quoted(),
+        );
+        on_tx!(self, c => postgres: {
+            let query = sqlx::query(AssertSqlSafe(pg));
+            let query = match table.key_kind {
+                KeyKind::Integer => query.bind(last.iter().map(|(k, _)| k.integer()).collect::<Vec<_>>()),
+                KeyKind::Text => query.bind(last.iter().map(|(k, _)| k.text()).collect::<Vec<_>>()),
+            };
+            let query = match kind {
+                KeyKind::Integer => query.bind(
+                    last.iter().map(|(_, v)| v.as_ref().and_then(KeyBind::integer)).collect::<Vec<_>>(),
+                ),
+                KeyKind::Text => query.bind(
+                    last.iter().map(|(_, v)| v.as_ref().and_then(KeyBind::text)).collect::<Vec<_>>(),
+                ),
+            };
+            query.execute(&mut *c).await?;
+        }, sqlite: {
+            let pairs: Vec<serde_json::Value> = last
+                .iter()
+                .map(|(k, v)| serde_json::json!([k.json(), v.as_ref().map(KeyBind::json)]))
+                .collect();
+            sqlx::query(AssertSqlSafe(sqlite))
+                .bind(json_text(&pairs)?)
+                .execute(&mut *c)
+                .await?;
+        });
         Ok(())
     }
 
