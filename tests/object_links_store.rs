@@ -16,18 +16,20 @@ use crm_sync::store::{KeyKind, LinkHeld, LinkWrite, LocalTable, Store, Tx};
 /// A link row as a test reads it: key, HubSpot id, pushed hash, synced values, deleted.
 type Row = (String, Option<String>, Option<String>, String, bool);
 
+/// A link row as the database answers it: the same, with the deleted mark as a word.
+type RawRow = (String, Option<String>, Option<String>, String, String);
+
 /// The `contacts` link rows, by key.
 async fn links(store: &Store) -> Vec<Row> {
     const SQL: &str = "SELECT local_key, hs_object_id, pushed_hash, synced_values, \
          CASE WHEN hubspot_deleted_at IS NULL THEN 'live' ELSE 'deleted' END \
          FROM object_links WHERE object = 'contacts' ORDER BY local_key";
-    let rows: Vec<(String, Option<String>, Option<String>, String, String)> =
-        match (store.pg_pool(), store.sqlite_pool()) {
-            (Some(pool), _) => sqlx::query_as(SQL).fetch_all(pool).await,
-            (_, Some(pool)) => sqlx::query_as(SQL).fetch_all(pool).await,
-            _ => unreachable!("a store has one pool"),
-        }
-        .expect("read object_links");
+    let rows: Vec<RawRow> = match (store.pg_pool(), store.sqlite_pool()) {
+        (Some(pool), _) => sqlx::query_as(SQL).fetch_all(pool).await,
+        (_, Some(pool)) => sqlx::query_as(SQL).fetch_all(pool).await,
+        _ => unreachable!("a store has one pool"),
+    }
+    .expect("read object_links");
     rows.into_iter()
         .map(|(k, id, hash, synced, state)| (k, id, hash, synced, state == "deleted"))
         .collect()
