@@ -12,9 +12,10 @@
 //! rows in the same statement, so change detection costs one read per page and no write for an
 //! unchanged row.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, NaiveDate, Utc};
+use serde::Serialize;
 use sqlx::{AssertSqlSafe, Row};
 
 use super::time::DbTime;
@@ -52,6 +53,41 @@ pub enum KeyKind {
 enum KeyBind {
     Integer(i64),
     Text(String),
+}
+
+impl KeyBind {
+    fn integer(&self) -> Option<i64> {
+        match self {
+            Self::Integer(i) => Some(*i),
+            Self::Text(_) => None,
+        }
+    }
+
+    fn text(&self) -> Option<String> {
+        match self {
+            Self::Text(t) => Some(t.clone()),
+            Self::Integer(_) => None,
+        }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        match self {
+            Self::Integer(i) => serde_json::json!(i),
+            Self::Text(t) => serde_json::json!(t),
+        }
+    }
+}
+
+/// `value` bound as a column of `kind` takes it.
+fn bind_as(kind: KeyKind, value: &str, column: &ColumnName) -> Result<KeyBind, StoreError> {
+    match kind {
+        KeyKind::Text => Ok(KeyBind::Text(value.to_owned())),
+        KeyKind::Integer => value.parse().map(KeyBind::Integer).map_err(|_| {
+            StoreError::InvalidData(format!(
+                "{value:?} for column {column} is not a whole number"
+            ))
+        }),
+    }
 }
 
 impl LocalTable {
@@ -479,130 +515,384 @@ fn integers(array: &serde_json::Value) -> Vec<i64> {
         .unwrap_or_default()
 }
 
+/// Who holds which HubSpot id among the link rows a page's writes touch, as those writes
+/// change it: the page's writes are decided against it in their order (so a page that asks
+/// twice for one id gets the first asker linked and the second reported), then written in one
+/// statement.
+#[derive(Debug, Default)]
+struct Holders {
+    /// HubSpot id → the local key holding it.
+    by_id: HashMap<String, String>,
+    /// Local key → its HubSpot id, for every key with a link row.
+    by_key: HashMap<String, Option<String>>,
+    /// The HubSpot id each key held before the page (the keys with a link row).
+    before: HashMap<String, Option<String>>,
+}
+
+impl Holders {
+    fn new(rows: Vec<(String, Option<String>)>) -> Self {
+        let mut holders = Self::default();
+        for (key, id) in rows {
+            if let Some(id) = &id {
+                holders.by_id.insert(id.clone(), key.clone());
+            }
+            holders.by_key.insert(key.clone(), id.clone());
+            holders.before.insert(key, id);
+        }
+        holders
+    }
+
+    /// The other local key holding `id`, if any.
+    fn other_holder(&self, id: &str, key: &str) -> Option<&String> {
+        self.by_id.get(id).filter(|holder| *holder != key)
+    }
+
+    /// Whether `key` has a link row.
+    fn has_row(&self, key: &str) -> bool {
+        self.by_key.contains_key(key)
+    }
+
+    /// Links `key` to `id` (`None`: to nothing), releasing what it held.
+    fn link(&mut self, key: &str, id: Option<&str>) {
+        let old = self.by_key.insert(key.to_owned(), id.map(str::to_owned));
+        if let Some(Some(old)) = old
+            && self.by_id.get(&old).is_some_and(|holder| holder == key)
+        {
+            self.by_id.remove(&old);
+        }
+        if let Some(id) = id {
+            self.by_id.insert(id.to_owned(), key.to_owned());
+        }
+    }
+
+    /// The keys among `written` that held, before the page, an id another key of `written`
+    /// ends up with. The unique index is checked row by row as one statement writes, so these
+    /// let go of their id first; otherwise the page's write could collide with itself.
+    fn to_release<'k>(&self, written: impl Iterator<Item = &'k String> + Clone) -> Vec<String> {
+        written
+            .clone()
+            .filter(|key| {
+                let Some(Some(old)) = self.before.get(*key) else {
+                    return false;
+                };
+                written.clone().any(|other| {
+                    other != *key
+                        && self
+                            .by_key
+                            .get(other)
+                            .is_some_and(|id| id.as_deref() == Some(old.as_str()))
+                })
+            })
+            .cloned()
+            .collect()
+    }
+}
+
+/// One link row to upsert: the last write of its key in the page.
+#[derive(Debug, Serialize)]
+struct LinkRow {
+    key: String,
+    hs_object_id: Option<String>,
+    pushed_hash: Option<String>,
+    synced: String,
+}
+
+/// PostgreSQL: the link rows of `object` (`$1`) with these keys (`$2`) or HubSpot ids (`$3`).
+const PG_HOLDERS: &str = "SELECT local_key, hs_object_id FROM object_links \
+     WHERE object = $1 AND (local_key = ANY($2::text[]) OR hs_object_id = ANY($3::text[]))";
+/// SQLite: the same from JSON arrays.
+const SQLITE_HOLDERS: &str = "SELECT local_key, hs_object_id FROM object_links \
+     WHERE object = $1 AND (local_key IN (SELECT value FROM json_each($2)) \
+                            OR hs_object_id IN (SELECT value FROM json_each($3)))";
+
+/// PostgreSQL: unlinks these keys (`$2`) of `object` (`$1`) before they take other ids.
+const PG_RELEASE: &str = "UPDATE object_links SET hs_object_id = NULL \
+     WHERE object = $1 AND local_key = ANY($2::text[])";
+/// SQLite: the same from a JSON array.
+const SQLITE_RELEASE: &str = "UPDATE object_links SET hs_object_id = NULL \
+     WHERE object = $1 AND local_key IN (SELECT value FROM json_each($2))";
+
+/// PostgreSQL: upserts link rows of `object` (`$1`) from arrays of keys, ids, hashes (NULL
+/// keeps the stored one) and synced values, at `$6`.
+const PG_SAVE_LINKS: &str = "
+    INSERT INTO object_links
+        (object, local_key, hs_object_id, pushed_hash, synced_values, updated_at)
+    SELECT $1, v.local_key, v.hs_object_id, v.pushed_hash, v.synced_values, $6
+      FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[])
+        AS v(local_key, hs_object_id, pushed_hash, synced_values)
+    ON CONFLICT (object, local_key) DO UPDATE SET
+        hs_object_id = excluded.hs_object_id,
+        pushed_hash = COALESCE(excluded.pushed_hash, object_links.pushed_hash),
+        synced_values = excluded.synced_values,
+        updated_at = excluded.updated_at";
+/// SQLite: the same from one JSON array of objects (`WHERE true` lets SQLite parse the upsert
+/// after a SELECT).
+const SQLITE_SAVE_LINKS: &str = "
+    INSERT INTO object_links
+        (object, local_key, hs_object_id, pushed_hash, synced_values, updated_at)
+    SELECT $1, json_extract(value, '$.key'), json_extract(value, '$.hs_object_id'),
+           json_extract(value, '$.pushed_hash'), json_extract(value, '$.synced'), $3
+      FROM json_each($2) WHERE true
+    ON CONFLICT (object, local_key) DO UPDATE SET
+        hs_object_id = excluded.hs_object_id,
+        pushed_hash = COALESCE(excluded.pushed_hash, object_links.pushed_hash),
+        synced_values = excluded.synced_values,
+        updated_at = excluded.updated_at";
+
+/// PostgreSQL: marks these keys (`$2`) of `object` (`$1`) deleted in HubSpot at `$3`.
+const PG_MARK_DELETED: &str = "
+    INSERT INTO object_links (object, local_key, hubspot_deleted_at, updated_at)
+    SELECT $1, k, $3, $3 FROM UNNEST($2::text[]) AS k
+    ON CONFLICT (object, local_key) DO UPDATE SET
+        hs_object_id = NULL,
+        hubspot_deleted_at = excluded.hubspot_deleted_at,
+        updated_at = excluded.updated_at";
+/// SQLite: the same from a JSON array.
+const SQLITE_MARK_DELETED: &str = "
+    INSERT INTO object_links (object, local_key, hubspot_deleted_at, updated_at)
+    SELECT $1, value, $3, $3 FROM json_each($2) WHERE true
+    ON CONFLICT (object, local_key) DO UPDATE SET
+        hs_object_id = NULL,
+        hubspot_deleted_at = excluded.hubspot_deleted_at,
+        updated_at = excluded.updated_at";
+
+/// PostgreSQL: moves the link rows of `object` (`$1`) with keys `$2` to the ids `$3`, at `$4`.
+const PG_RELINK: &str = "
+    UPDATE object_links l SET hs_object_id = v.hs_object_id, updated_at = $4
+      FROM UNNEST($2::text[], $3::text[]) AS v(local_key, hs_object_id)
+     WHERE l.object = $1 AND l.local_key = v.local_key";
+/// SQLite: the same from one JSON array of `[key, id]`.
+const SQLITE_RELINK: &str = "
+    UPDATE object_links SET hs_object_id = v.hs_object_id, updated_at = $3
+      FROM (SELECT json_extract(value, '$[0]') AS local_key,
+                   json_extract(value, '$[1]') AS hs_object_id
+              FROM json_each($2)) AS v
+     WHERE object_links.object = $1 AND object_links.local_key = v.local_key";
+
+fn json_text<T: Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value)
+        .map_err(|e| StoreError::InvalidData(format!("cannot encode a page of links: {e}")))
+}
+
 impl Tx {
     /// Writes link rows of `object` (insert or replace; see [`LinkWrite`]). A link whose HubSpot
     /// record another local key holds is not written and is returned instead: a failure of
-    /// that record, never of the page.
+    /// that record, never of the page. The links are decided in their order (a key written
+    /// twice keeps its last write) and written set-based: a read of the rows involved, then
+    /// one upsert (and, when a key takes the id another key of the page lets go, an unlink of
+    /// the latter first).
     pub async fn save_object_links(
         &mut self,
         object: &str,
         links: &[LinkWrite],
     ) -> Result<Vec<LinkHeld>, StoreError> {
-        let mut held = Vec::new();
-        for link in links {
-            if let Some(id) = &link.hs_object_id {
-                let holder: Option<String> = on_tx!(self, c => sqlx::query_scalar(
-                    "SELECT local_key FROM object_links \
-                     WHERE object = $1 AND hs_object_id = $2 AND local_key <> $3",
-                )
-                .bind(object)
-                .bind(&id.0)
-                .bind(&link.key)
-                .fetch_optional(&mut *c)
-                .await?);
-                if let Some(holder) = holder {
-                    held.push(LinkHeld {
-                        key: link.key.clone(),
-                        hs_object_id: id.clone(),
-                        holder,
-                    });
-                    continue;
-                }
-            }
-            let synced = serde_json::to_string(&link.synced).map_err(|e| {
-                StoreError::InvalidData(format!("cannot encode synced values: {e}"))
-            })?;
-            let now = DbTime(Utc::now());
-            on_tx!(self, c => sqlx::query(
-                "INSERT INTO object_links \
-                     (object, local_key, hs_object_id, pushed_hash, synced_values, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6) \
-                 ON CONFLICT (object, local_key) DO UPDATE SET \
-                     hs_object_id = excluded.hs_object_id, \
-                     pushed_hash = COALESCE(excluded.pushed_hash, object_links.pushed_hash), \
-                     synced_values = excluded.synced_values, \
-                     updated_at = excluded.updated_at",
-            )
-            .bind(object)
-            .bind(&link.key)
-            .bind(link.hs_object_id.as_ref().map(|i| i.0.clone()))
-            .bind(link.pushed_hash.clone())
-            .bind(synced)
-            .bind(now)
-            .execute(&mut *c)
-            .await
-            .map(drop)?);
+        if links.is_empty() {
+            return Ok(Vec::new());
         }
+        let keys: Vec<String> = links.iter().map(|l| l.key.clone()).collect();
+        let ids: Vec<String> = links
+            .iter()
+            .filter_map(|l| l.hs_object_id.as_ref().map(|i| i.0.clone()))
+            .collect();
+        let mut holders = Holders::new(self.object_link_holders(object, &keys, &ids).await?);
+        let mut held = Vec::new();
+        // Key → its row, in the order keys were first written.
+        let mut rows: Vec<LinkRow> = Vec::new();
+        for link in links {
+            if let Some(id) = &link.hs_object_id
+                && let Some(holder) = holders.other_holder(&id.0, &link.key)
+            {
+                held.push(LinkHeld {
+                    key: link.key.clone(),
+                    hs_object_id: id.clone(),
+                    holder: holder.clone(),
+                });
+                continue;
+            }
+            let id = link.hs_object_id.as_ref().map(|i| i.0.as_str());
+            holders.link(&link.key, id);
+            let row = LinkRow {
+                key: link.key.clone(),
+                hs_object_id: id.map(str::to_owned),
+                pushed_hash: link.pushed_hash.clone(),
+                synced: json_text(&link.synced)?,
+            };
+            match rows.iter_mut().find(|r| r.key == link.key) {
+                // A second write of a key replaces the first, which stored its hash.
+                Some(earlier) => {
+                    let pushed_hash = row.pushed_hash.clone().or(earlier.pushed_hash.take());
+                    *earlier = LinkRow { pushed_hash, ..row };
+                }
+                None => rows.push(row),
+            }
+        }
+        if rows.is_empty() {
+            return Ok(held);
+        }
+        let release = holders.to_release(rows.iter().map(|r| &r.key));
+        self.release_links(object, &release).await?;
+        let now = DbTime(Utc::now());
+        on_tx!(self, c => postgres: {
+            sqlx::query(PG_SAVE_LINKS)
+                .bind(object)
+                .bind(rows.iter().map(|r| r.key.clone()).collect::<Vec<_>>())
+                .bind(rows.iter().map(|r| r.hs_object_id.clone()).collect::<Vec<_>>())
+                .bind(rows.iter().map(|r| r.pushed_hash.clone()).collect::<Vec<_>>())
+                .bind(rows.iter().map(|r| r.synced.clone()).collect::<Vec<_>>())
+                .bind(now)
+                .execute(&mut *c)
+                .await?;
+        }, sqlite: {
+            sqlx::query(SQLITE_SAVE_LINKS)
+                .bind(object)
+                .bind(json_text(&rows)?)
+                .bind(now)
+                .execute(&mut *c)
+                .await?;
+        });
         Ok(held)
     }
 
+    /// The link rows of `object` with one of these keys or HubSpot ids, as (key, id).
+    async fn object_link_holders(
+        &mut self,
+        object: &str,
+        keys: &[String],
+        ids: &[String],
+    ) -> Result<Vec<(String, Option<String>)>, StoreError> {
+        let rows = on_tx!(self, c => postgres: {
+            sqlx::query_as(PG_HOLDERS)
+                .bind(object)
+                .bind(keys.to_vec())
+                .bind(ids.to_vec())
+                .fetch_all(&mut *c)
+                .await?
+        }, sqlite: {
+            sqlx::query_as(SQLITE_HOLDERS)
+                .bind(object)
+                .bind(json_text(&keys)?)
+                .bind(json_text(&ids)?)
+                .fetch_all(&mut *c)
+                .await?
+        });
+        Ok(rows)
+    }
+
+    /// Unlinks these keys of `object` (they take another id in the same write).
+    async fn release_links(&mut self, object: &str, keys: &[String]) -> Result<(), StoreError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        on_tx!(self, c => postgres: {
+            sqlx::query(PG_RELEASE)
+                .bind(object)
+                .bind(keys.to_vec())
+                .execute(&mut *c)
+                .await?;
+        }, sqlite: {
+            sqlx::query(SQLITE_RELEASE)
+                .bind(object)
+                .bind(json_text(&keys)?)
+                .execute(&mut *c)
+                .await?;
+        });
+        Ok(())
+    }
+
     /// Marks the records of `object` with these local keys deleted in HubSpot: push never
-    /// creates them again. Their link to the deleted id is dropped.
+    /// creates them again. Their link to the deleted id is dropped. One statement.
     pub async fn mark_deleted_in_hubspot(
         &mut self,
         object: &str,
         keys: &[String],
     ) -> Result<(), StoreError> {
-        let now = DbTime(Utc::now());
-        for key in keys {
-            on_tx!(self, c => sqlx::query(
-                "INSERT INTO object_links (object, local_key, hubspot_deleted_at, updated_at) \
-                 VALUES ($1, $2, $3, $3) \
-                 ON CONFLICT (object, local_key) DO UPDATE SET \
-                     hs_object_id = NULL, \
-                     hubspot_deleted_at = excluded.hubspot_deleted_at, \
-                     updated_at = excluded.updated_at",
-            )
-            .bind(object)
-            .bind(key)
-            .bind(now)
-            .execute(&mut *c)
-            .await
-            .map(drop)?);
+        // An upsert may touch a row once: each key once.
+        let keys: Vec<String> = keys
+            .iter()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .cloned()
+            .collect();
+        if keys.is_empty() {
+            return Ok(());
         }
+        let now = DbTime(Utc::now());
+        on_tx!(self, c => postgres: {
+            sqlx::query(PG_MARK_DELETED)
+                .bind(object)
+                .bind(keys.clone())
+                .bind(now)
+                .execute(&mut *c)
+                .await?;
+        }, sqlite: {
+            sqlx::query(SQLITE_MARK_DELETED)
+                .bind(object)
+                .bind(json_text(&keys)?)
+                .bind(now)
+                .execute(&mut *c)
+                .await?;
+        });
         Ok(())
     }
 
     /// Moves the links of these local keys of `object` to a surviving HubSpot record (their
     /// record was merged into it), keeping what was last synced. A survivor another local key
-    /// already holds is not taken and is returned instead.
+    /// already holds is not taken and is returned instead; a key without a link row is left
+    /// without one. Decided in order, written set-based like [`Tx::save_object_links`].
     pub async fn relink_objects(
         &mut self,
         object: &str,
         moves: &[(String, HsObjectId)],
     ) -> Result<Vec<LinkHeld>, StoreError> {
+        if moves.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = moves.iter().map(|(key, _)| key.clone()).collect();
+        let ids: Vec<String> = moves.iter().map(|(_, id)| id.0.clone()).collect();
+        let mut holders = Holders::new(self.object_link_holders(object, &keys, &ids).await?);
         let mut held = Vec::new();
-        let now = DbTime(Utc::now());
+        let mut rows: Vec<(String, String)> = Vec::new();
         for (key, survivor) in moves {
-            let holder: Option<String> = on_tx!(self, c => sqlx::query_scalar(
-                "SELECT local_key FROM object_links \
-                 WHERE object = $1 AND hs_object_id = $2 AND local_key <> $3",
-            )
-            .bind(object)
-            .bind(&survivor.0)
-            .bind(key)
-            .fetch_optional(&mut *c)
-            .await?);
-            if let Some(holder) = holder {
+            if let Some(holder) = holders.other_holder(&survivor.0, key) {
                 held.push(LinkHeld {
                     key: key.clone(),
                     hs_object_id: survivor.clone(),
-                    holder,
+                    holder: holder.clone(),
                 });
                 continue;
             }
-            on_tx!(self, c => sqlx::query(
-                "UPDATE object_links SET hs_object_id = $3, updated_at = $4 \
-                 WHERE object = $1 AND local_key = $2",
-            )
-            .bind(object)
-            .bind(key)
-            .bind(&survivor.0)
-            .bind(now)
-            .execute(&mut *c)
-            .await
-            .map(drop)?);
+            // Only an existing row moves (an `UPDATE`): it then holds the survivor.
+            if !holders.has_row(key) {
+                continue;
+            }
+            holders.link(key, Some(&survivor.0));
+            match rows.iter_mut().find(|(k, _)| k == key) {
+                Some(earlier) => earlier.1 = survivor.0.clone(),
+                None => rows.push((key.clone(), survivor.0.clone())),
+            }
         }
+        if rows.is_empty() {
+            return Ok(held);
+        }
+        let release = holders.to_release(rows.iter().map(|(key, _)| key));
+        self.release_links(object, &release).await?;
+        let now = DbTime(Utc::now());
+        on_tx!(self, c => postgres: {
+            sqlx::query(PG_RELINK)
+                .bind(object)
+                .bind(rows.iter().map(|(key, _)| key.clone()).collect::<Vec<_>>())
+                .bind(rows.iter().map(|(_, id)| id.clone()).collect::<Vec<_>>())
+                .bind(now)
+                .execute(&mut *c)
+                .await?;
+        }, sqlite: {
+            sqlx::query(SQLITE_RELINK)
+                .bind(object)
+                .bind(json_text(&rows)?)
+                .bind(now)
+                .execute(&mut *c)
+                .await?;
+        });
         Ok(held)
     }
 
@@ -623,6 +913,86 @@ impl Tx {
             .execute(&mut *c)
             .await
             .map(drop)?);
+        Ok(())
+    }
+
+    /// Writes one column of many rows of `table` (an `UPDATE` of that column only), in one
+    /// statement: each key's value as text (`None`: NULL), parsed when `kind` says the column
+    /// holds whole numbers. A key given twice takes its last value, as separate writes would.
+    pub async fn update_local_column(
+        &mut self,
+        table: &LocalTable,
+        column: &ColumnName,
+        kind: KeyKind,
+        values: &[(String, Option<String>)],
+    ) -> Result<(), StoreError> {
+        let mut last: Vec<(KeyBind, Option<KeyBind>)> = Vec::with_capacity(values.len());
+        let mut at: HashMap<&str, usize> = HashMap::new();
+        for (key, value) in values {
+            let key_bind = table.bind_key(key)?;
+            let value = value
+                .as_deref()
+                .map(|v| bind_as(kind, v, column))
+                .transpose()?;
+            match at.get(key.as_str()) {
+                Some(&i) => last[i].1 = value,
+                None => {
+                    at.insert(key, last.len());
+                    last.push((key_bind, value));
+                }
+            }
+        }
+        if last.is_empty() {
+            return Ok(());
+        }
+        let sql_type = |kind| match kind {
+            KeyKind::Integer => "bigint",
+            KeyKind::Text => "text",
+        };
+        let pg = format!(
+            "UPDATE {table} AS u SET {column} = v.value \
+               FROM UNNEST($1::{key_type}[], $2::{value_type}[]) AS v(key, value) \
+              WHERE u.{key} = v.key",
+            table = table.table.quoted(),
+            column = column.quoted(),
+            key = table.key.quoted(),
+            key_type = sql_type(table.key_kind),
+            value_type = sql_type(kind),
+        );
+        let sqlite = format!(
+            "UPDATE {table} AS u SET {column} = v.value \
+               FROM (SELECT json_extract(value, '$[0]') AS key, json_extract(value, '$[1]') AS value \
+                       FROM json_each($1)) AS v \
+              WHERE u.{key} = v.key",
+            table = table.table.quoted(),
+            column = column.quoted(),
+            key = table.key.quoted(),
+        );
+        on_tx!(self, c => postgres: {
+            let query = sqlx::query(AssertSqlSafe(pg));
+            let query = match table.key_kind {
+                KeyKind::Integer => query.bind(last.iter().map(|(k, _)| k.integer()).collect::<Vec<_>>()),
+                KeyKind::Text => query.bind(last.iter().map(|(k, _)| k.text()).collect::<Vec<_>>()),
+            };
+            let query = match kind {
+                KeyKind::Integer => query.bind(
+                    last.iter().map(|(_, v)| v.as_ref().and_then(KeyBind::integer)).collect::<Vec<_>>(),
+                ),
+                KeyKind::Text => query.bind(
+                    last.iter().map(|(_, v)| v.as_ref().and_then(KeyBind::text)).collect::<Vec<_>>(),
+                ),
+            };
+            query.execute(&mut *c).await?;
+        }, sqlite: {
+            let pairs: Vec<serde_json::Value> = last
+                .iter()
+                .map(|(k, v)| serde_json::json!([k.json(), v.as_ref().map(KeyBind::json)]))
+                .collect();
+            sqlx::query(AssertSqlSafe(sqlite))
+                .bind(json_text(&pairs)?)
+                .execute(&mut *c)
+                .await?;
+        });
         Ok(())
     }
 

@@ -289,12 +289,23 @@ impl Mapped {
         tx: &mut Tx,
         ids: &[(String, Option<HsObjectId>)],
     ) -> Result<(), StoreError> {
-        for (key, id) in ids {
-            if let Some(value) = self.id_value(id.as_ref()) {
-                tx.update_local_row(&self.table, key, &[value]).await?;
-            }
-        }
-        Ok(())
+        let Some((column, kind)) = &self.id_column else {
+            return Ok(());
+        };
+        let values: Vec<(String, Option<String>)> = ids
+            .iter()
+            .map(|(key, id)| {
+                let value = match self.id_value(id.as_ref()) {
+                    Some((_, ColumnValue::Text(t))) => Some(t),
+                    Some((_, ColumnValue::Integer(n))) => Some(n.to_string()),
+                    _ => None,
+                };
+                (key.clone(), value)
+            })
+            .collect();
+        // One statement for the page, not one per row.
+        tx.update_local_column(&self.table, column, *kind, &values)
+            .await
     }
 
     /// The record's label in errors: `users.id=7`.
