@@ -348,7 +348,14 @@ impl PullRun<'_> {
         // Read before the page's transaction opens; applied in it, so a kill loses neither.
         let associations = if self.incremental && !self.dry_run {
             let ids = pulled.iter().map(|p| p.hs_object_id.clone()).collect();
-            super::associations::read_for(self.client, ids).await?
+            super::associations::read_for(
+                self.client,
+                &self.keys,
+                self.progress.store(),
+                ids,
+                super::associations::Unlinked::LinkedByThePage,
+            )
+            .await?
         } else {
             super::associations::ReadAssociations::default()
         };
@@ -357,7 +364,6 @@ impl PullRun<'_> {
             .map_err(page_error)?;
         errors.extend(
             super::associations::apply_read(
-                self.client,
                 &self.keys,
                 &mut tx,
                 &associations,
