@@ -487,8 +487,8 @@ pub(crate) async fn pull(
             return Ok(counts);
         };
         let ids: Vec<HsObjectId> = rows.iter().map(|r| r.hs_object_id.clone()).collect();
-        let read = read_with_rows(client, keys, progress.store(), ids, &rows, Unlinked::Skip)
-            .await?;
+        let read =
+            read_with_rows(client, keys, progress.store(), ids, &rows, Unlinked::Skip).await?;
         let mut tx = progress.begin().await?;
         let errors = apply_primaries(keys, &mut tx, &rows, &read, &mut counts).await?;
         progress

@@ -363,13 +363,8 @@ impl PullRun<'_> {
             .await
             .map_err(page_error)?;
         errors.extend(
-            super::associations::apply_read(
-                &self.keys,
-                &mut tx,
-                &associations,
-                &mut counts,
-            )
-            .await?,
+            super::associations::apply_read(&self.keys, &mut tx, &associations, &mut counts)
+                .await?,
         );
         if self.dry_run {
             tx.rollback().await?;

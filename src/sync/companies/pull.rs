@@ -831,9 +831,11 @@ pub(crate) async fn adopt(
                     // Held by a local company when HubSpot was read, and unlinked since.
                     out.insert(
                         id.clone(),
-                        Err("its local company was unlinked while HubSpot was read; the next \
+                        Err(
+                            "its local company was unlinked while HubSpot was read; the next \
                              pull retries it"
-                            .to_owned()),
+                                .to_owned(),
+                        ),
                     );
                 }
                 Some(None) => {
