@@ -625,43 +625,6 @@ fn split_clashes(
     (keep, clashes)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn link(id: i64, read: Option<&str>, hs: &str) -> CompanyLink {
-        CompanyLink {
-            id: LocalCompanyId(id),
-            read_hs_object_id: read.map(CompanyId::from),
-            hs_object_id: CompanyId::from(hs),
-            pushed_version: Some(1),
-        }
-    }
-
-    #[test]
-    fn a_company_held_by_another_row_or_claimed_earlier_in_the_page_clashes() {
-        let rows = [
-            link(1, None, "100"),
-            link(2, None, "200"),
-            link(3, None, "100"),
-            link(4, Some("400"), "400"),
-        ];
-        let holders = vec![
-            (LocalCompanyId(9), CompanyId::from("200")),
-            (LocalCompanyId(4), CompanyId::from("400")),
-        ];
-        let (keep, clashes) = split_clashes(&rows, holders);
-        assert_eq!(keep.iter().map(|r| r.id.0).collect::<Vec<_>>(), vec![1, 4]);
-        assert_eq!(
-            clashes
-                .iter()
-                .map(|c| (c.id.0, c.holder.0))
-                .collect::<Vec<_>>(),
-            vec![(2, 9), (3, 1)]
-        );
-    }
-}
-
 /// Reads outside any transaction, on the pool: a pull decides with them which HubSpot reads a
 /// page needs before its write transaction opens (no lock is held while HubSpot answers); the
 /// transaction then reads again what they said ([`Tx::company_holders`],
@@ -704,5 +667,42 @@ impl Store {
             sqlite: sqlx::query_as(SQLITE).bind(Json(&raw)).fetch_all(pool).await?,
         );
         Ok(rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link(id: i64, read: Option<&str>, hs: &str) -> CompanyLink {
+        CompanyLink {
+            id: LocalCompanyId(id),
+            read_hs_object_id: read.map(CompanyId::from),
+            hs_object_id: CompanyId::from(hs),
+            pushed_version: Some(1),
+        }
+    }
+
+    #[test]
+    fn a_company_held_by_another_row_or_claimed_earlier_in_the_page_clashes() {
+        let rows = [
+            link(1, None, "100"),
+            link(2, None, "200"),
+            link(3, None, "100"),
+            link(4, Some("400"), "400"),
+        ];
+        let holders = vec![
+            (LocalCompanyId(9), CompanyId::from("200")),
+            (LocalCompanyId(4), CompanyId::from("400")),
+        ];
+        let (keep, clashes) = split_clashes(&rows, holders);
+        assert_eq!(keep.iter().map(|r| r.id.0).collect::<Vec<_>>(), vec![1, 4]);
+        assert_eq!(
+            clashes
+                .iter()
+                .map(|c| (c.id.0, c.holder.0))
+                .collect::<Vec<_>>(),
+            vec![(2, 9), (3, 1)]
+        );
     }
 }
