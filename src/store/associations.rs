@@ -338,3 +338,30 @@ pub struct ContactCompanyChange {
     /// Its company as read; the row is left alone if it changed meanwhile.
     pub expected: Option<LocalCompanyId>,
 }
+
+impl Store {
+    /// [`Tx::association_rows_of`] outside any transaction, as committed now: what a pull
+    /// decides its HubSpot reads with before the page's transaction opens (which reads again).
+    pub async fn association_rows_of_now(
+        &self,
+        hs_ids: &[HsObjectId],
+    ) -> Result<Vec<AssociationRow>, StoreError> {
+        if hs_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<&str> = hs_ids.iter().map(|id| id.0.as_str()).collect();
+        let rows = on_pool!(self, pool =>
+            postgres: sqlx::query_as::<_, AssociationRow>(PG_OF_IDS)
+                .bind(ContactId(i64::MIN))
+                .bind(&ids)
+                .fetch_all(pool)
+                .await?,
+            sqlite: sqlx::query_as::<_, AssociationRow>(SQLITE_OF_IDS)
+                .bind(ContactId(i64::MIN))
+                .bind(sqlx::types::Json(&ids))
+                .fetch_all(pool)
+                .await?,
+        );
+        Ok(rows)
+    }
+}

@@ -625,6 +625,51 @@ fn split_clashes(
     (keep, clashes)
 }
 
+/// Reads outside any transaction, on the pool: a pull decides with them which HubSpot reads a
+/// page needs before its write transaction opens (no lock is held while HubSpot answers); the
+/// transaction then reads again what they said ([`Tx::company_holders`],
+/// [`Tx::companies_by_ids`]).
+impl Store {
+    /// `(local id, hs_object_id)` of the rows linked to any of `ids`, as committed now.
+    pub async fn company_holders_now(
+        &self,
+        ids: &[&str],
+    ) -> Result<Vec<(LocalCompanyId, CompanyId)>, StoreError> {
+        const PG: &str =
+            "SELECT id, hs_object_id FROM companies WHERE hs_object_id = ANY($1::text[])";
+        const SQLITE: &str = "SELECT id, hs_object_id FROM companies
+                               WHERE hs_object_id IN (SELECT value FROM json_each($1))";
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = on_pool!(self, pool =>
+            postgres: sqlx::query_as(PG).bind(ids).fetch_all(pool).await?,
+            sqlite: sqlx::query_as(SQLITE).bind(Json(ids)).fetch_all(pool).await?,
+        );
+        Ok(rows)
+    }
+
+    /// The rows with these local ids (those that exist), as committed now.
+    pub async fn companies_by_ids_now(
+        &self,
+        ids: &[LocalCompanyId],
+    ) -> Result<Vec<CompanyMatch>, StoreError> {
+        const PG: &str = "SELECT id, hs_object_id, domain, hubspot_deleted_at IS NOT NULL AS tombstoned, local_version
+                            FROM companies WHERE id = ANY($1::bigint[])";
+        const SQLITE: &str = "SELECT id, hs_object_id, domain, hubspot_deleted_at IS NOT NULL AS tombstoned, local_version
+                                FROM companies WHERE id IN (SELECT value FROM json_each($1))";
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let raw: Vec<i64> = ids.iter().map(|id| id.0).collect();
+        let rows = on_pool!(self, pool =>
+            postgres: sqlx::query_as(PG).bind(&raw).fetch_all(pool).await?,
+            sqlite: sqlx::query_as(SQLITE).bind(Json(&raw)).fetch_all(pool).await?,
+        );
+        Ok(rows)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

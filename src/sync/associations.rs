@@ -19,8 +19,14 @@
 //! applies the same rules to the contacts each of its pages read, and a webhook pull to the
 //! contacts association webhooks named ([`read_for`], then [`apply_read`] in the page's
 //! transaction).
+//!
+//! No HubSpot call is made while a pull's transaction is open: the associations, and the
+//! HubSpot companies they name that no local company is linked to (a read-only query on the
+//! pool says which), are read first; the transaction then reads the rows again, adopts those
+//! companies with the company pull's matching (a company linked meanwhile by another writer
+//! resolves to its row, never a second one), applies and commits.
 
-use super::companies::pull::adopt;
+use super::companies::pull::{Adoptable, adopt, read_adoptable};
 use super::hubspot_error;
 use super::keys::ExternalKeys;
 use crate::hubspot::{
@@ -31,7 +37,7 @@ use crate::hubspot::{
 use crate::ids::{CompanyId, ContactId, HsObjectId, LocalCompanyId};
 use crate::jobs::model::{Counts, PullCounts, PushCounts, PushMode, RecordError};
 use crate::jobs::{Page, Progress, RunError, RunFailure};
-use crate::store::{AssociationRow, ContactCompanyChange, Tx};
+use crate::store::{AssociationRow, ContactCompanyChange, Store, Tx};
 use serde_json::Value;
 use std::collections::{BTreeSet, HashMap, HashSet};
 
@@ -481,9 +487,10 @@ pub(crate) async fn pull(
             return Ok(counts);
         };
         let ids: Vec<HsObjectId> = rows.iter().map(|r| r.hs_object_id.clone()).collect();
-        let read = read_for(client, ids).await?;
+        let read =
+            read_with_rows(client, keys, progress.store(), ids, &rows, Unlinked::Skip).await?;
         let mut tx = progress.begin().await?;
-        let errors = apply_primaries(client, keys, &mut tx, &rows, &read, &mut counts).await?;
+        let errors = apply_primaries(keys, &mut tx, &rows, &read, &mut counts).await?;
         progress
             .commit(
                 tx,
@@ -510,30 +517,75 @@ pub(crate) struct ReadAssociations {
     /// Those HubSpot reports not found: nothing is applied to them (the contact's deletion or
     /// merge is its own event, and losing a contact is no reason to clear its company).
     missing: HashSet<String>,
+    /// The HubSpot companies the primaries to set name that no local company was linked to,
+    /// read from HubSpot for [`adopt`].
+    companies: Adoptable,
+}
+
+/// Which contacts not linked locally (when the associations are read) may still have a
+/// primary company to set when the transaction applies them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unlinked {
+    /// None: a contact not linked has nothing applied (a webhook pull's, a full pull's).
+    Skip,
+    /// Each: the page's own writes link them before the associations apply (an incremental
+    /// pull's page), so their primary companies are read too.
+    LinkedByThePage,
 }
 
 /// Reads the company associations of `contacts` (1,000 a call, on the associations' own
-/// budget; none for no contact).
+/// budget; none for no contact), and the companies their primaries name that a transaction
+/// applying them would have to adopt, as the committed rows show them now (see [`Unlinked`]).
 pub(crate) async fn read_for(
     client: &HubSpotClient,
+    keys: &ExternalKeys,
+    store: &Store,
     contacts: Vec<HsObjectId>,
+    unlinked: Unlinked,
 ) -> Result<ReadAssociations, RunError> {
-    let (current, missing) = if contacts.is_empty() {
-        Default::default()
-    } else {
-        read_companies(client, &contacts).await?
-    };
-    Ok(ReadAssociations {
+    let rows = store.association_rows_of_now(&contacts).await?;
+    read_with_rows(client, keys, store, contacts, &rows, unlinked).await
+}
+
+/// [`read_for`] with the contacts' association rows already read.
+async fn read_with_rows(
+    client: &HubSpotClient,
+    keys: &ExternalKeys,
+    store: &Store,
+    contacts: Vec<HsObjectId>,
+    rows: &[AssociationRow],
+    unlinked: Unlinked,
+) -> Result<ReadAssociations, RunError> {
+    if contacts.is_empty() {
+        return Ok(ReadAssociations::default());
+    }
+    let (current, missing) = read_companies(client, &contacts).await?;
+    let mut read = ReadAssociations {
         contacts,
         current,
         missing,
-    })
+        companies: Adoptable::default(),
+    };
+    let mut wanted = to_set(rows, &read);
+    if unlinked == Unlinked::LinkedByThePage {
+        let known: HashSet<&str> = rows.iter().map(|r| r.hs_object_id.0.as_str()).collect();
+        wanted.extend(
+            read.contacts
+                .iter()
+                .filter(|c| !known.contains(c.0.as_str()) && !read.missing.contains(&c.0))
+                .filter_map(|c| primary_of(read.current.get(&c.0))),
+        );
+    }
+    wanted.sort();
+    wanted.dedup();
+    read.companies = read_adoptable(client, keys, store, &wanted).await?;
+    Ok(read)
 }
 
 /// Applies what [`read_for`] read, in `tx`, with the full pull's rules, to the contacts linked
 /// locally (a contact not linked here has nothing to apply); returns the failed associations.
+/// It makes no HubSpot call.
 pub(crate) async fn apply_read(
-    client: &HubSpotClient,
     keys: &ExternalKeys,
     tx: &mut Tx,
     read: &ReadAssociations,
@@ -543,38 +595,54 @@ pub(crate) async fn apply_read(
         return Ok(Vec::new());
     }
     let rows = tx.association_rows_of(&read.contacts).await?;
-    apply_primaries(client, keys, tx, &rows, read, counts).await
+    apply_primaries(keys, tx, &rows, read, counts).await
+}
+
+/// The rows (but those HubSpot reports missing) with their plans, by [`pull_plan`].
+fn plans<'r>(
+    rows: &'r [AssociationRow],
+    read: &ReadAssociations,
+) -> (Vec<&'r AssociationRow>, Vec<PullPlan>) {
+    let rows: Vec<&AssociationRow> = rows
+        .iter()
+        .filter(|r| !read.missing.contains(&r.hs_object_id.0))
+        .collect();
+    let plans = rows
+        .iter()
+        .map(|r| pull_plan(r, primary_of(read.current.get(&r.hs_object_id.0))))
+        .collect();
+    (rows, plans)
+}
+
+/// The HubSpot companies the plans of `rows` set as local companies, sorted, once each.
+fn to_set(rows: &[AssociationRow], read: &ReadAssociations) -> Vec<CompanyId> {
+    let (_, plans) = plans(rows, read);
+    let mut wanted: Vec<CompanyId> = plans
+        .into_iter()
+        .filter_map(|p| match p {
+            PullPlan::Set(c) => Some(c),
+            _ => None,
+        })
+        .collect();
+    wanted.sort();
+    wanted.dedup();
+    wanted
 }
 
 /// Sets, in `tx`, the local company of each row from HubSpot's primary company (as `read`) by
-/// [`pull_plan`]'s rules, adopting HubSpot companies not known locally, and records the state
-/// rows; counts into `counts` and returns the failed associations.
+/// [`pull_plan`]'s rules, adopting HubSpot companies not known locally (from what `read` holds:
+/// no HubSpot call), and records the state rows; counts into `counts` and returns the failed
+/// associations.
 async fn apply_primaries(
-    client: &HubSpotClient,
     keys: &ExternalKeys,
     tx: &mut Tx,
     rows: &[AssociationRow],
     read: &ReadAssociations,
     counts: &mut PullCounts,
 ) -> Result<Vec<RecordError>, RunError> {
-    let rows: Vec<&AssociationRow> = rows
-        .iter()
-        .filter(|r| !read.missing.contains(&r.hs_object_id.0))
-        .collect();
-    let plans: Vec<PullPlan> = rows
-        .iter()
-        .map(|r| pull_plan(r, primary_of(read.current.get(&r.hs_object_id.0))))
-        .collect();
-    let mut wanted: Vec<CompanyId> = plans
-        .iter()
-        .filter_map(|p| match p {
-            PullPlan::Set(c) => Some(c.clone()),
-            _ => None,
-        })
-        .collect();
-    wanted.sort();
-    wanted.dedup();
-    let locals = adopt(client, keys, tx, &wanted).await?;
+    let wanted = to_set(rows, read);
+    let (rows, plans) = plans(rows, read);
+    let locals = adopt(keys, tx, &wanted, &read.companies).await?;
     let mut changes = Vec::new();
     let mut synced = Vec::new();
     let mut errors = Vec::new();

@@ -354,7 +354,14 @@ impl PullRun<'_> {
         // Read before the page's transaction opens; applied in it, so a kill loses neither.
         let associations = if self.incremental && !self.dry_run {
             let ids = pulled.iter().map(|p| p.hs_object_id.clone()).collect();
-            super::associations::read_for(self.client, ids).await?
+            super::associations::read_for(
+                self.client,
+                &self.keys,
+                self.progress.store(),
+                ids,
+                super::associations::Unlinked::LinkedByThePage,
+            )
+            .await?
         } else {
             super::associations::ReadAssociations::default()
         };
@@ -362,14 +369,8 @@ impl PullRun<'_> {
             .await
             .map_err(page_error)?;
         errors.extend(
-            super::associations::apply_read(
-                self.client,
-                &self.keys,
-                &mut tx,
-                &associations,
-                &mut counts,
-            )
-            .await?,
+            super::associations::apply_read(&self.keys, &mut tx, &associations, &mut counts)
+                .await?,
         );
         if self.dry_run {
             tx.rollback().await?;

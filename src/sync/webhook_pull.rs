@@ -34,7 +34,7 @@
 
 use super::SyncContext;
 use super::associations;
-use super::companies::pull::{Applied, apply as apply_companies};
+use super::companies::pull::{Applied, apply as apply_companies, read_stale_links};
 use super::companies::{company_error, read_properties};
 use super::hubspot_error;
 use super::keys::ExternalKeys;
@@ -218,6 +218,9 @@ impl Drain<'_> {
             .map(CompanyId)
             .chain(archived.into_iter().map(|c| c.id))
             .collect();
+        // What the matching needs from HubSpot, read before the transaction opens.
+        let stale =
+            read_stale_links(&self.ctx.hubspot, &self.keys, self.progress.store(), &live).await?;
         let mut tx = self.progress.begin().await?;
         let unlinked = tx
             .tombstone_companies(&gone, TombstoneReason::Deleted)
@@ -231,7 +234,7 @@ impl Drain<'_> {
             );
         }
         let Applied { counts, errors, .. } =
-            apply_companies(&self.ctx.hubspot, &self.keys, &mut tx, &live, counts).await?;
+            apply_companies(&self.keys, &mut tx, &live, counts, &stale).await?;
         self.commit(tx, PendingObject::Company, taken, counts, errors)
             .await?;
         Ok(counts)
@@ -245,11 +248,16 @@ impl Drain<'_> {
         mut counts: PullCounts,
     ) -> Result<PullCounts, RunError> {
         let ids: Vec<HsObjectId> = taken.iter().map(|p| p.hs_object_id.clone()).collect();
-        let read = associations::read_for(&self.ctx.hubspot, ids).await?;
+        let read = associations::read_for(
+            &self.ctx.hubspot,
+            &self.keys,
+            self.progress.store(),
+            ids,
+            associations::Unlinked::Skip,
+        )
+        .await?;
         let mut tx = self.progress.begin().await?;
-        let errors =
-            associations::apply_read(&self.ctx.hubspot, &self.keys, &mut tx, &read, &mut counts)
-                .await?;
+        let errors = associations::apply_read(&self.keys, &mut tx, &read, &mut counts).await?;
         self.commit(
             tx,
             PendingObject::ContactAssociations,

@@ -69,6 +69,11 @@ impl World {
         }
     }
 
+    /// The test's database (for a connection of the test's own, e.g. a `WriteHold`).
+    pub fn db(&self) -> &TestDb {
+        &self._db
+    }
+
     /// Enqueues a job as `request` says and drives it to its end.
     pub async fn enqueue_and_drive(&self, request: EnqueueRequest) -> Job {
         let job = enqueue(&self.store, request).await.expect("enqueue").job;

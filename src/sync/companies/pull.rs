@@ -18,6 +18,10 @@
 //!   those HubSpot no longer has are tombstoned (`unlinked`), so no push creates them again.
 //!   An id the batch read leaves out without a word is read on its own before it counts as
 //!   gone (the `lookup` module).
+//! - No HubSpot call is made while a page's transaction is open: what the matching needs from
+//!   HubSpot (stale links, companies to adopt) is read first, on rows read outside any
+//!   transaction ([`read_stale_links`], [`read_adoptable`]); the transaction reads the rows
+//!   again and decides with those answers ([`decide`], [`adopt`]).
 //!
 //! Costs: one list call per 100 companies (full) or one search call per 200 changed ones
 //! (incremental), one search call per job for the progress bar's total, and one batch read per
@@ -39,7 +43,7 @@ use crate::jobs::model::{
     Counts, Plan, PlannedAction, PlannedKind, PullCounts, PullMode, PullOutcome, RecordError,
 };
 use crate::jobs::{Page, Progress, RunError, RunFailure};
-use crate::store::{CompanyLink, PulledCompany, TombstoneReason, Tx};
+use crate::store::{CompanyLink, CompanyMatch, PulledCompany, Store, TombstoneReason, Tx};
 use crate::sync::PullSettings;
 use crate::sync::keys::ExternalKeys;
 use chrono::{DateTime, Utc};
@@ -231,8 +235,7 @@ impl PullRun<'_> {
         };
         self.plan.call("list", 1);
         let seen: Vec<String> = page.results.iter().map(|c| c.id.0.clone()).collect();
-        let tx = self.progress.begin().await?;
-        self.write(tx, page.results, &seen, next).await
+        self.write(page.results, &seen, next).await
     }
 
     async fn search_page(
@@ -285,27 +288,29 @@ impl PullRun<'_> {
             }
         };
         self.plan.call("search", 1);
-        let tx = self.progress.begin().await?;
-        self.write(tx, fresh, &[], next).await
+        self.write(fresh, &[], next).await
     }
 
     /// Matches a page against the local rows, writes it and commits it with the counts and
-    /// the checkpoint `next`; the page that ends the reading stores the bookmark.
+    /// the checkpoint `next`; the page that ends the reading stores the bookmark. What the
+    /// matching needs from HubSpot is read before the page's transaction opens.
     async fn write(
         &mut self,
-        mut tx: Tx,
         companies: Vec<Company>,
         seen: &[String],
         next: Position,
     ) -> Result<Position, RunError> {
         let companies: Vec<Company> = companies.into_iter().filter(|c| !c.archived).collect();
+        let stale =
+            read_stale_links(self.client, &self.keys, self.progress.store(), &companies).await?;
+        let mut tx = self.progress.begin().await?;
         let Applied {
             mut counts,
             errors,
             links,
             creates,
             created,
-        } = apply(self.client, &self.keys, &mut tx, &companies, self.counts).await?;
+        } = apply(&self.keys, &mut tx, &companies, self.counts, &stale).await?;
         if self.verbose {
             // Verbose counts the breakdown alone: `upserted` keeps its value from before the page.
             counts.upserted = self.counts.upserted;
@@ -472,15 +477,16 @@ pub(crate) struct Applied<'a> {
 
 /// Matches a page of live HubSpot companies against the local rows in `tx` and writes the
 /// links and new rows (see the module docs), adding the outcomes to `counts`: a company pull's
-/// page, and a webhook pull's batch of the companies webhooks named.
+/// page, and a webhook pull's batch of the companies webhooks named. It makes no HubSpot call:
+/// `stale` is what [`read_stale_links`] read before `tx` opened.
 pub(crate) async fn apply<'a>(
-    client: &HubSpotClient,
     keys: &ExternalKeys,
     tx: &mut Tx,
     companies: &'a [Company],
     mut counts: PullCounts,
+    stale: &StaleLinks,
 ) -> Result<Applied<'a>, RunError> {
-    let decisions = decide(client, keys, tx, companies).await?;
+    let decisions = decide(keys, tx, companies, stale).await?;
     let mut errors = Vec::new();
     let mut links = Vec::new();
     let mut creates = Vec::new();
@@ -535,12 +541,83 @@ pub(crate) async fn apply<'a>(
     })
 }
 
-/// Decides, for each company of the page, what the pull does (see the module docs).
-pub(crate) async fn decide(
+/// What HubSpot said, before a page's transaction opened, about the companies local rows
+/// were linked to when the page's external keys named those rows with another company (a
+/// stale link, re-linked only if HubSpot no longer has it). Read then, so that no HubSpot call
+/// is made while the transaction (on SQLite, the database's one write lock) is open.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct StaleLinks {
+    /// The linked companies HubSpot was asked about.
+    checked: HashSet<CompanyId>,
+    /// Those of them HubSpot no longer has.
+    gone: HashSet<CompanyId>,
+}
+
+/// The companies rows are linked to that `companies`' keys name as stale: the link of the row
+/// a company's key names, when it is another company and no row holds the company itself.
+fn stale_links(
+    keys: &ExternalKeys,
+    companies: &[Company],
+    held: &HashSet<CompanyId>,
+    rows: &HashMap<LocalCompanyId, CompanyMatch>,
+) -> Vec<CompanyId> {
+    companies
+        .iter()
+        .filter_map(|c| {
+            let row = rows.get(&keys.parse_company(c.property(COMPANY_KEY)?)?)?;
+            row.hs_object_id
+                .clone()
+                .filter(|hs| *hs != c.id && !held.contains(&c.id))
+        })
+        .collect()
+}
+
+/// Reads from HubSpot, before a page's transaction opens, what [`decide`] will need about
+/// `companies`: whether the stale links their keys name (as the committed rows show them, read
+/// on the pool) are gone. [`decide`] reads the rows again under its transaction.
+pub(crate) async fn read_stale_links(
     client: &HubSpotClient,
+    keys: &ExternalKeys,
+    store: &Store,
+    companies: &[Company],
+) -> Result<StaleLinks, RunError> {
+    let ids: Vec<&str> = companies.iter().map(|c| c.id.0.as_str()).collect();
+    let held: HashSet<CompanyId> = store
+        .company_holders_now(&ids)
+        .await?
+        .into_iter()
+        .map(|(_, hs)| hs)
+        .collect();
+    let keyed: Vec<LocalCompanyId> = companies
+        .iter()
+        .filter_map(|c| c.property(COMPANY_KEY).and_then(|k| keys.parse_company(k)))
+        .collect();
+    let rows: HashMap<LocalCompanyId, _> = store
+        .companies_by_ids_now(&keyed)
+        .await?
+        .into_iter()
+        .map(|r| (r.id, r))
+        .collect();
+    let mut checked = stale_links(keys, companies, &held, &rows);
+    checked.sort();
+    checked.dedup();
+    let mut gone = HashSet::new();
+    for chunk in checked.chunks(MAX_BATCH) {
+        gone.extend(gone_of(client, chunk).await?);
+    }
+    Ok(StaleLinks {
+        checked: checked.into_iter().collect(),
+        gone,
+    })
+}
+
+/// Decides, for each company of the page, what the pull does (see the module docs), with the
+/// rows as `tx` sees them and HubSpot's answers read before it opened (`stale`).
+pub(crate) async fn decide(
     keys: &ExternalKeys,
     tx: &mut Tx,
     companies: &[Company],
+    stale: &StaleLinks,
 ) -> Result<Vec<Decision>, RunError> {
     let ids: Vec<&str> = companies.iter().map(|c| c.id.0.as_str()).collect();
     let held: HashSet<CompanyId> = tx
@@ -570,17 +647,6 @@ pub(crate) async fn decide(
             by_domain.entry(domain).or_default().push(row);
         }
     }
-    // Rows whose link a key names as stale: checked with HubSpot before re-linking.
-    let stale_links: Vec<CompanyId> = companies
-        .iter()
-        .filter_map(|c| {
-            let row = rows.get(&keys.parse_company(c.property(COMPANY_KEY)?)?)?;
-            row.hs_object_id
-                .clone()
-                .filter(|hs| *hs != c.id && !held.contains(&c.id))
-        })
-        .collect();
-    let gone = gone_of(client, &stale_links).await?;
     let mut claimed: HashSet<LocalCompanyId> = HashSet::new();
     let mut decisions = Vec::with_capacity(companies.len());
     for company in companies {
@@ -599,7 +665,13 @@ pub(crate) async fn decide(
         }
         if let Some(row) = by_key {
             let decision = match &row.hs_object_id {
-                Some(current) if !gone.contains(current) => Decision::Failed(format!(
+                // Linked meanwhile by another writer to a company HubSpot was not asked about.
+                Some(current) if !stale.checked.contains(current) => Decision::Failed(format!(
+                    "it carries the key of local company {}, linked to HubSpot company \
+                     {current} while HubSpot was read; the next pull retries it",
+                    row.id
+                )),
+                Some(current) if !stale.gone.contains(current) => Decision::Failed(format!(
                     "it carries the key of local company {}, which is linked to HubSpot \
                      company {current}, still in HubSpot",
                     row.id
@@ -671,16 +743,71 @@ fn failure(company: &Company, local: Option<LocalCompanyId>, reason: String) -> 
     }
 }
 
+/// What HubSpot said, before a transaction opened, about companies a pull may adopt: those
+/// no local company was linked to when it looked (by id: found, merged into a survivor, or
+/// gone), and what their matching needs ([`StaleLinks`]).
+#[derive(Debug, Default)]
+pub(crate) struct Adoptable {
+    /// HubSpot's answer for each id no local company held.
+    fates: HashMap<CompanyId, CompanyFate>,
+    /// The stale links the records' keys name.
+    stale: StaleLinks,
+}
+
+/// Reads from HubSpot, before the transaction that adopts them ([`adopt`]), the companies of
+/// `ids` no local company is linked to (a read-only query on the pool says which), and what
+/// their matching needs.
+pub(crate) async fn read_adoptable(
+    client: &HubSpotClient,
+    keys: &ExternalKeys,
+    store: &Store,
+    ids: &[CompanyId],
+) -> Result<Adoptable, RunError> {
+    let mut fates = HashMap::new();
+    for chunk in ids.chunks(MAX_BATCH) {
+        let refs: Vec<&str> = chunk.iter().map(|c| c.0.as_str()).collect();
+        let held: HashSet<CompanyId> = store
+            .company_holders_now(&refs)
+            .await?
+            .into_iter()
+            .map(|(_, hs)| hs)
+            .collect();
+        let unknown: Vec<CompanyId> = chunk
+            .iter()
+            .filter(|c| !held.contains(*c))
+            .cloned()
+            .collect();
+        if unknown.is_empty() {
+            continue;
+        }
+        fates.extend(
+            look_up_companies(client, &unknown, "reading associated HubSpot companies").await?,
+        );
+    }
+    let mut records: Vec<Company> = Vec::new();
+    for record in fates.values().filter_map(CompanyFate::record) {
+        if records.iter().all(|c| c.id != record.id) {
+            records.push(record.clone());
+        }
+    }
+    let stale = read_stale_links(client, keys, store, &records).await?;
+    Ok(Adoptable { fates, stale })
+}
+
 /// The local companies of these HubSpot companies, in `tx`: the rows already linked to them,
 /// and for the others a row found or made by the company pull's own matching (external key,
 /// a single unlinked row with the domain, else a new row) — so a company HubSpot created and
 /// associated on its own is accepted once, never duplicated. Returns the local id of each
 /// company, or why it has none (HubSpot no longer has it, or the matching refused it).
+///
+/// It makes no HubSpot call: `read` is what [`read_adoptable`] read before `tx` opened. The
+/// links are read again under `tx`, so a company another writer linked meanwhile resolves to
+/// that row, never to a second one.
 pub(crate) async fn adopt(
-    client: &HubSpotClient,
     keys: &ExternalKeys,
     tx: &mut Tx,
     ids: &[CompanyId],
+    read: &Adoptable,
 ) -> Result<HashMap<CompanyId, Result<LocalCompanyId, String>>, RunError> {
     let mut out: HashMap<CompanyId, Result<LocalCompanyId, String>> = HashMap::new();
     for chunk in ids.chunks(MAX_BATCH) {
@@ -696,25 +823,34 @@ pub(crate) async fn adopt(
         if unknown.is_empty() {
             continue;
         }
-        let fates =
-            look_up_companies(client, &unknown, "reading associated HubSpot companies").await?;
         // The records standing for the ids (a merged-away id stands as its survivor), once each.
         let mut companies: Vec<Company> = Vec::new();
         for id in &unknown {
-            match fates.get(id).and_then(CompanyFate::record) {
+            match read.fates.get(id).map(CompanyFate::record) {
                 None => {
+                    // Held by a local company when HubSpot was read, and unlinked since.
+                    out.insert(
+                        id.clone(),
+                        Err(
+                            "its local company was unlinked while HubSpot was read; the next \
+                             pull retries it"
+                                .to_owned(),
+                        ),
+                    );
+                }
+                Some(None) => {
                     out.insert(
                         id.clone(),
                         Err("HubSpot no longer has the company".to_owned()),
                     );
                 }
-                Some(record) if companies.iter().all(|c| c.id != record.id) => {
+                Some(Some(record)) if companies.iter().all(|c| c.id != record.id) => {
                     companies.push(record.clone());
                 }
-                Some(_) => {}
+                Some(Some(_)) => {}
             }
         }
-        let decisions = decide(client, keys, tx, &companies).await?;
+        let decisions = decide(keys, tx, &companies, &read.stale).await?;
         let mut links = Vec::new();
         let mut creates = Vec::new();
         for (company, decision) in companies.iter().zip(decisions) {
@@ -735,7 +871,7 @@ pub(crate) async fn adopt(
         }
         // A merged-away id ends where its survivor did.
         for id in &unknown {
-            let Some(survivor) = fates.get(id).and_then(CompanyFate::record) else {
+            let Some(survivor) = read.fates.get(id).and_then(CompanyFate::record) else {
                 continue;
             };
             if survivor.id != *id
