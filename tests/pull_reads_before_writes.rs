@@ -34,7 +34,7 @@ use std::time::Duration;
 
 /// How long the sandbox takes to answer each call: the window in which the test acts while
 /// the pull waits for HubSpot (generous, so that a loaded machine still acts within it).
-const HUBSPOT_LATENCY_MS: u64 = 1_000;
+const HUBSPOT_LATENCY_MS: u64 = 2_500;
 
 /// HubSpot contacts, each associated with the one company crm-sync does not know.
 const CONTACTS: usize = 3;
