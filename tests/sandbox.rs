@@ -2256,3 +2256,52 @@ async fn a_sandbox_saves_a_change_within_the_debounce_without_stopping() {
     }
     drop(sb);
 }
+
+#[tokio::test]
+async fn after_a_crash_a_resumed_sandbox_never_issues_an_id_again_and_after_a_clean_stop_goes_on_exactly()
+ {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("state.json");
+    let with_state = || SandboxArgs {
+        state_file: Some(path.clone()),
+        ..args()
+    };
+    let sb = start(with_state()).await;
+    let kept = batch_create(&Api::new(&sb), 3, "kept").await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    // What a kill -9 leaves on disk: the last save, without the moment before the crash.
+    let on_disk = std::fs::read(&path).expect("saved while running");
+    let lost = batch_create(&Api::new(&sb), 2, "lost").await;
+    drop(sb);
+    std::fs::write(&path, &on_disk).expect("the file as the crash left it");
+
+    let sb = start(with_state()).await;
+    assert!(sb.resumed());
+    let api = Api::new(&sb);
+    for id in &kept {
+        assert_eq!(api.get(&format!("{CONTACTS}/{id}")).await.0, StatusCode::OK);
+    }
+    let new = batch_create(&api, 2, "new").await;
+    let number = |id: &String| id.parse::<u64>().expect("a numeric id");
+    for id in &new {
+        assert!(
+            !lost.contains(id),
+            "{id} was issued before the crash to another contact"
+        );
+        assert!(
+            lost.iter().all(|l| number(id) > number(l)),
+            "new ids go on after every id issued before the crash: {new:?} after {lost:?}"
+        );
+    }
+
+    // A graceful stop loses nothing, and its ids go on without a gap.
+    sb.shutdown().await.expect("stops and saves");
+    let sb = start(with_state()).await;
+    let next = batch_create(&Api::new(&sb), 1, "next").await;
+    assert_eq!(
+        number(&next[0]),
+        number(&new[1]) + 1,
+        "{next:?} after {new:?}"
+    );
+    sb.shutdown().await.expect("stops");
+}

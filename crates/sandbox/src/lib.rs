@@ -430,9 +430,10 @@ impl Sandbox {
             admin::seed(&state, args.contacts);
         }
         // A new account is on disk before the first answer, so that even a crash right
-        // after start resumes the same portal and credentials.
+        // after start resumes the same portal and credentials; and the file says the sandbox
+        // is running, so that a crash from now on moves the id counters on at the next start.
         let first = state.clone();
-        tokio::task::spawn_blocking(move || persist::save_now(&first))
+        tokio::task::spawn_blocking(move || persist::save(&first, persist::SaveAt::Start))
             .await
             .map_err(std::io::Error::other)??;
         let (saver_stop, saver_rx) = oneshot::channel::<()>();
@@ -503,14 +504,27 @@ impl Kept {
             },
             Origin::Resumed(snapshot) => {
                 let snapshot = *snapshot;
+                let mut store = persist::Snapshot::crm(
+                    snapshot.store,
+                    snapshot.companies,
+                    snapshot.associations,
+                    args.search_delay_ms,
+                );
+                if !snapshot.stopped_cleanly {
+                    // The last moments before a crash may have issued ids the file does not
+                    // hold, and a client may hold them: never issue them again.
+                    store.contacts.skip_ids(persist::CRASH_ID_GAP);
+                    store.companies.skip_ids(persist::CRASH_ID_GAP);
+                    tracing::warn!(
+                        gap = persist::CRASH_ID_GAP,
+                        "the sandbox did not stop cleanly last time: changes of its last moment \
+                         may be lost, as after a restore from backup; new ids skip ahead so that \
+                         none a client holds is issued again"
+                    );
+                }
                 Self {
                     account: snapshot.account,
-                    store: persist::Snapshot::crm(
-                        snapshot.store,
-                        snapshot.companies,
-                        snapshot.associations,
-                        args.search_delay_ms,
-                    ),
+                    store,
                     tokens: snapshot.oauth,
                     variants: snapshot.variants,
                     company_variants: snapshot.company_variants,

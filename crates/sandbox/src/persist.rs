@@ -32,6 +32,13 @@ pub(crate) const DEBOUNCE: Duration = Duration::from_millis(200);
 /// The snapshot format this build writes and reads.
 const FORMAT: u32 = 1;
 
+/// How far a sandbox resumed after a crash moves its id counters on: further than it can have
+/// issued in the changes a crash loses (one debounce and two saves, about a second, at most a
+/// few hundred thousand creates), so that no id a client already holds is issued again for
+/// another record. HubSpot never reuses an id; a sandbox that did would have clients link
+/// their records to strangers.
+pub(crate) const CRASH_ID_GAP: u64 = 1_000_000;
+
 /// Portal ids a fresh sandbox draws from when the previous one's is unreadable.
 const FRESH_PORTAL_RANGE: std::ops::Range<i64> = 2_000_001..9_000_000;
 
@@ -83,6 +90,10 @@ pub(crate) struct Snapshot {
     /// The company and association variants in force when it was saved.
     #[serde(default)]
     pub company_variants: CompanyVariants,
+    /// Written by a graceful stop's last save; false (and absent in older files) when the
+    /// process may have died with changes the file does not hold.
+    #[serde(default)]
+    pub stopped_cleanly: bool,
 }
 
 impl Snapshot {
@@ -119,6 +130,7 @@ struct SnapshotRef<'a> {
     companies: &'a Store,
     associations: &'a Associations,
     company_variants: CompanyVariants,
+    stopped_cleanly: bool,
 }
 
 /// Just the account of a snapshot (to pick a different portal id for a fresh start).
@@ -226,24 +238,42 @@ fn write_error(path: &Path, source: std::io::Error) -> SandboxError {
     }
 }
 
+/// When a save happens, which decides whether it is written without changes and what it
+/// says about the stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SaveAt {
+    /// While serving: only when something changed.
+    Running,
+    /// At start, before the first answer: always, saying the process is running, so that a
+    /// crash from now on is known at the next start.
+    Start,
+    /// A graceful stop's last save: always, saying the stop was clean.
+    Stop,
+}
+
 /// Writes the state now if it changed since the last save (blocking: serialises and syncs).
 pub(crate) fn save_now(state: &State) -> Result<(), SandboxError> {
+    save(state, SaveAt::Running)
+}
+
+/// Writes the state as `at` says (blocking: serialises and syncs).
+pub(crate) fn save(state: &State, at: SaveAt) -> Result<(), SandboxError> {
     let Some(persist) = state.persist.as_ref() else {
         return Ok(());
     };
     let _one_at_a_time = lock(&persist.saving);
     let changes = persist.changes.load(Ordering::Acquire);
-    if changes == persist.saved.load(Ordering::Acquire) {
+    if at == SaveAt::Running && changes == persist.saved.load(Ordering::Acquire) {
         return Ok(());
     }
-    let bytes = serialise(state).map_err(|e| write_error(&persist.path, e))?;
+    let bytes = serialise(state, at == SaveAt::Stop).map_err(|e| write_error(&persist.path, e))?;
     write_atomically(&persist.path, &bytes).map_err(|e| write_error(&persist.path, e))?;
     persist.saved.fetch_max(changes, Ordering::AcqRel);
     Ok(())
 }
 
 /// The state as JSON, each part read under its own lock.
-fn serialise(state: &State) -> std::io::Result<Vec<u8>> {
+fn serialise(state: &State, stopped_cleanly: bool) -> std::io::Result<Vec<u8>> {
     let account = Account {
         portal_id: state.cfg.portal_id,
         access_token: state.cfg.access_token.expose().to_owned(),
@@ -265,6 +295,7 @@ fn serialise(state: &State) -> std::io::Result<Vec<u8>> {
             companies: &crm.companies,
             associations: &crm.associations,
             company_variants,
+            stopped_cleanly,
         })
         .map_err(std::io::Error::other)
     })
@@ -320,18 +351,18 @@ pub(crate) async fn keep_saved(state: Arc<State>, mut stop: oneshot::Receiver<()
             () = tokio::time::sleep(DEBOUNCE) => {}
             _ = &mut stop => break,
         }
-        if !save_in_background(&state).await {
+        if !save_in_background(&state, SaveAt::Running).await {
             // Retry after the next debounce rather than forget the change.
             persist.wake.notify_one();
         }
     }
-    save_in_background(&state).await;
+    save_in_background(&state, SaveAt::Stop).await;
 }
 
 /// Saves off the runtime's worker threads; false (and logged) when it failed.
-async fn save_in_background(state: &Arc<State>) -> bool {
+async fn save_in_background(state: &Arc<State>, at: SaveAt) -> bool {
     let state = state.clone();
-    let saved = tokio::task::spawn_blocking(move || save_now(&state)).await;
+    let saved = tokio::task::spawn_blocking(move || save(&state, at)).await;
     match saved {
         Ok(Ok(())) => true,
         Ok(Err(e)) => {

@@ -342,6 +342,12 @@ impl Store {
         }
     }
 
+    /// Moves the id counter `gap` further on, so that ids issued before a crash the saved
+    /// state does not know are never issued again.
+    pub(crate) fn skip_ids(&mut self, gap: u64) {
+        self.next_id = self.next_id.saturating_add(gap);
+    }
+
     /// This store (read back from a saved state) with the index lag of this run.
     pub(crate) fn with_search_delay(mut self, search_delay_ms: u64) -> Self {
         self.search_delay_ms = i64::try_from(search_delay_ms).unwrap_or(i64::MAX / 4);
