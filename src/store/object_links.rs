@@ -598,8 +598,12 @@ struct LinkRow {
 }
 
 /// PostgreSQL: the link rows of `object` (`$1`) with these keys (`$2`) or HubSpot ids (`$3`).
+/// Two index lookups joined by `UNION`: one `OR` of the two `ANY`s is planned as a scan of the
+/// whole table once the statement's plan is generic, which made a 100,000-row push quadratic.
 const PG_HOLDERS: &str = "SELECT local_key, hs_object_id FROM object_links \
-     WHERE object = $1 AND (local_key = ANY($2::text[]) OR hs_object_id = ANY($3::text[]))";
+     WHERE object = $1 AND local_key = ANY($2::text[]) \
+     UNION SELECT local_key, hs_object_id FROM object_links \
+     WHERE object = $1 AND hs_object_id = ANY($3::text[])";
 /// SQLite: the same from JSON arrays.
 const SQLITE_HOLDERS: &str = "SELECT local_key, hs_object_id FROM object_links \
      WHERE object = $1 AND (local_key IN (SELECT value FROM json_each($2)) \
