@@ -81,7 +81,7 @@ pub use object_links::{
 pub use overview::{ContactOverview, WebhookPullSummary};
 pub use pg_connect::PgConnectFailure;
 pub use retention::{PruneOutcome, Pruned, RetentionCutoffs, WEBHOOK_DEDUPE_WINDOW};
-pub use tombstones::{Restore, Tombstone, TombstoneReason};
+pub use tombstones::{Restore, SweepTable, Tombstone, TombstoneReason};
 pub use tx::{Connection, Tx};
 pub use webhook_pulls::{PendingObject, PendingPull};
 pub use webhooks::{LinkedRow, MergeOutcome, WebhookEventKey};

@@ -451,6 +451,12 @@ impl PullRun<'_> {
     /// refuses to read, is left alone).
     async fn sweep_from(&mut self, mut after: ContactId) -> Result<(), RunError> {
         let job = self.job_key();
+        if after == SWEEP_START {
+            self.progress
+                .store()
+                .refresh_sweep_statistics(crate::store::SweepTable::Contacts)
+                .await?;
+        }
         loop {
             if self.progress.should_stop() {
                 return Err(RunError::Interrupted);

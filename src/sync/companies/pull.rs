@@ -337,6 +337,12 @@ impl PullRun<'_> {
     /// by row id, are read by id; those HubSpot no longer has are tombstoned.
     async fn sweep_page(&mut self, after: LocalCompanyId) -> Result<Position, RunError> {
         let job = self.job_key();
+        if after == LocalCompanyId(i64::MIN) {
+            self.progress
+                .store()
+                .refresh_sweep_statistics(crate::store::SweepTable::Companies)
+                .await?;
+        }
         let rows = self
             .progress
             .store()

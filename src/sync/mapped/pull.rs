@@ -236,6 +236,12 @@ impl PullRun<'_> {
     /// what the job saw.
     async fn sweep_page(&mut self, after: Option<String>) -> Result<Position, RunError> {
         let job = self.job_key();
+        if after.is_none() {
+            self.progress
+                .store()
+                .refresh_sweep_statistics(crate::store::SweepTable::ObjectLinks)
+                .await?;
+        }
         let object = self.mapped.table.object;
         let rows = self
             .progress
