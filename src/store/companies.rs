@@ -409,6 +409,22 @@ const SQLITE_LINK: &str = "
 #[derive(Serialize)]
 struct SqliteLink<'a>(i64, Option<&'a str>, &'a str, Option<i64>);
 
+/// PostgreSQL: `(local id, hs_object_id)` of the rows linked to any of the ids `$1` (read
+/// under a page's transaction and, before it opens, on the pool).
+const PG_HOLDERS: &str =
+    "SELECT id, hs_object_id FROM companies WHERE hs_object_id = ANY($1::text[])";
+/// SQLite: the same from a JSON array.
+const SQLITE_HOLDERS: &str = "SELECT id, hs_object_id FROM companies
+                               WHERE hs_object_id IN (SELECT value FROM json_each($1))";
+/// PostgreSQL: the rows with the local ids `$1`, as a pull's matching sees them.
+const PG_BY_IDS: &str =
+    "SELECT id, hs_object_id, domain, hubspot_deleted_at IS NOT NULL AS tombstoned, local_version
+                            FROM companies WHERE id = ANY($1::bigint[])";
+/// SQLite: the same from a JSON array.
+const SQLITE_BY_IDS: &str =
+    "SELECT id, hs_object_id, domain, hubspot_deleted_at IS NOT NULL AS tombstoned, local_version
+                                FROM companies WHERE id IN (SELECT value FROM json_each($1))";
+
 impl Tx {
     /// Saves a page's links (push or pull) and returns those *not* saved because another local
     /// row holds that HubSpot company — a per-record failure, never a reason to abort the
@@ -470,16 +486,12 @@ impl Tx {
         &mut self,
         ids: &[&str],
     ) -> Result<Vec<(LocalCompanyId, CompanyId)>, StoreError> {
-        const PG: &str =
-            "SELECT id, hs_object_id FROM companies WHERE hs_object_id = ANY($1::text[])";
-        const SQLITE: &str = "SELECT id, hs_object_id FROM companies
-                               WHERE hs_object_id IN (SELECT value FROM json_each($1))";
         if ids.is_empty() {
             return Ok(Vec::new());
         }
         let rows = on_tx!(self, c =>
-            postgres: sqlx::query_as(PG).bind(ids).fetch_all(c).await?,
-            sqlite: sqlx::query_as(SQLITE).bind(Json(ids)).fetch_all(c).await?,
+            postgres: sqlx::query_as(PG_HOLDERS).bind(ids).fetch_all(c).await?,
+            sqlite: sqlx::query_as(SQLITE_HOLDERS).bind(Json(ids)).fetch_all(c).await?,
         );
         Ok(rows)
     }
@@ -489,17 +501,13 @@ impl Tx {
         &mut self,
         ids: &[LocalCompanyId],
     ) -> Result<Vec<CompanyMatch>, StoreError> {
-        const PG: &str = "SELECT id, hs_object_id, domain, hubspot_deleted_at IS NOT NULL AS tombstoned, local_version
-                            FROM companies WHERE id = ANY($1::bigint[])";
-        const SQLITE: &str = "SELECT id, hs_object_id, domain, hubspot_deleted_at IS NOT NULL AS tombstoned, local_version
-                                FROM companies WHERE id IN (SELECT value FROM json_each($1))";
         if ids.is_empty() {
             return Ok(Vec::new());
         }
         let raw: Vec<i64> = ids.iter().map(|id| id.0).collect();
         let rows = on_tx!(self, c =>
-            postgres: sqlx::query_as(PG).bind(&raw).fetch_all(c).await?,
-            sqlite: sqlx::query_as(SQLITE).bind(Json(&raw)).fetch_all(c).await?,
+            postgres: sqlx::query_as(PG_BY_IDS).bind(&raw).fetch_all(c).await?,
+            sqlite: sqlx::query_as(SQLITE_BY_IDS).bind(Json(&raw)).fetch_all(c).await?,
         );
         Ok(rows)
     }
@@ -635,16 +643,12 @@ impl Store {
         &self,
         ids: &[&str],
     ) -> Result<Vec<(LocalCompanyId, CompanyId)>, StoreError> {
-        const PG: &str =
-            "SELECT id, hs_object_id FROM companies WHERE hs_object_id = ANY($1::text[])";
-        const SQLITE: &str = "SELECT id, hs_object_id FROM companies
-                               WHERE hs_object_id IN (SELECT value FROM json_each($1))";
         if ids.is_empty() {
             return Ok(Vec::new());
         }
         let rows = on_pool!(self, pool =>
-            postgres: sqlx::query_as(PG).bind(ids).fetch_all(pool).await?,
-            sqlite: sqlx::query_as(SQLITE).bind(Json(ids)).fetch_all(pool).await?,
+            postgres: sqlx::query_as(PG_HOLDERS).bind(ids).fetch_all(pool).await?,
+            sqlite: sqlx::query_as(SQLITE_HOLDERS).bind(Json(ids)).fetch_all(pool).await?,
         );
         Ok(rows)
     }
@@ -654,17 +658,13 @@ impl Store {
         &self,
         ids: &[LocalCompanyId],
     ) -> Result<Vec<CompanyMatch>, StoreError> {
-        const PG: &str = "SELECT id, hs_object_id, domain, hubspot_deleted_at IS NOT NULL AS tombstoned, local_version
-                            FROM companies WHERE id = ANY($1::bigint[])";
-        const SQLITE: &str = "SELECT id, hs_object_id, domain, hubspot_deleted_at IS NOT NULL AS tombstoned, local_version
-                                FROM companies WHERE id IN (SELECT value FROM json_each($1))";
         if ids.is_empty() {
             return Ok(Vec::new());
         }
         let raw: Vec<i64> = ids.iter().map(|id| id.0).collect();
         let rows = on_pool!(self, pool =>
-            postgres: sqlx::query_as(PG).bind(&raw).fetch_all(pool).await?,
-            sqlite: sqlx::query_as(SQLITE).bind(Json(&raw)).fetch_all(pool).await?,
+            postgres: sqlx::query_as(PG_BY_IDS).bind(&raw).fetch_all(pool).await?,
+            sqlite: sqlx::query_as(SQLITE_BY_IDS).bind(Json(&raw)).fetch_all(pool).await?,
         );
         Ok(rows)
     }
