@@ -578,6 +578,20 @@ fn stale_links(
         .collect()
 }
 
+/// What a page's matching looks up locally: its HubSpot ids, and the local rows its
+/// companies' external keys name (this database's keys only).
+fn page_keys<'a>(
+    keys: &ExternalKeys,
+    companies: &'a [Company],
+) -> (Vec<&'a str>, Vec<LocalCompanyId>) {
+    let ids = companies.iter().map(|c| c.id.0.as_str()).collect();
+    let keyed = companies
+        .iter()
+        .filter_map(|c| c.property(COMPANY_KEY).and_then(|k| keys.parse_company(k)))
+        .collect();
+    (ids, keyed)
+}
+
 /// Reads from HubSpot, before a page's transaction opens, what [`decide`] will need about
 /// `companies`: whether the stale links their keys name (as the committed rows show them, read
 /// on the pool) are gone. [`decide`] reads the rows again under its transaction.
@@ -587,16 +601,12 @@ pub(crate) async fn read_stale_links(
     store: &Store,
     companies: &[Company],
 ) -> Result<StaleLinks, RunError> {
-    let ids: Vec<&str> = companies.iter().map(|c| c.id.0.as_str()).collect();
+    let (ids, keyed) = page_keys(keys, companies);
     let held: HashSet<CompanyId> = store
         .company_holders_now(&ids)
         .await?
         .into_iter()
         .map(|(_, hs)| hs)
-        .collect();
-    let keyed: Vec<LocalCompanyId> = companies
-        .iter()
-        .filter_map(|c| c.property(COMPANY_KEY).and_then(|k| keys.parse_company(k)))
         .collect();
     let rows: HashMap<LocalCompanyId, _> = store
         .companies_by_ids_now(&keyed)
@@ -625,16 +635,12 @@ pub(crate) async fn decide(
     companies: &[Company],
     stale: &StaleLinks,
 ) -> Result<Vec<Decision>, RunError> {
-    let ids: Vec<&str> = companies.iter().map(|c| c.id.0.as_str()).collect();
+    let (ids, keyed) = page_keys(keys, companies);
     let held: HashSet<CompanyId> = tx
         .company_holders(&ids)
         .await?
         .into_iter()
         .map(|(_, hs)| hs)
-        .collect();
-    let keyed: Vec<LocalCompanyId> = companies
-        .iter()
-        .filter_map(|c| c.property(COMPANY_KEY).and_then(|k| keys.parse_company(k)))
         .collect();
     let rows: HashMap<LocalCompanyId, _> = tx
         .companies_by_ids(&keyed)
