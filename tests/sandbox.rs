@@ -2273,6 +2273,9 @@ async fn after_a_crash_a_resumed_sandbox_never_issues_an_id_again_and_after_a_cl
     let on_disk = std::fs::read(&path).expect("saved while running");
     let lost = batch_create(&Api::new(&sb), 2, "lost").await;
     drop(sb);
+    // The dropped sandbox's saver writes the lost changes within its debounce; the crash
+    // is that they never reached the disk.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     std::fs::write(&path, &on_disk).expect("the file as the crash left it");
 
     let sb = start(with_state()).await;

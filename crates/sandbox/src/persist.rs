@@ -311,7 +311,11 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let mut name = std::ffi::OsString::from(".");
     name.push(path.file_name().unwrap_or_default());
-    name.push(format!(".{}.tmp", std::process::id()));
+    // Unique per save, not only per process: two sandboxes of one process (a test's crashed
+    // one whose saver still runs, and its successor) must never rename each other's file.
+    static SAVES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let save = SAVES.fetch_add(1, Ordering::Relaxed);
+    name.push(format!(".{}.{save}.tmp", std::process::id()));
     let tmp = dir.join(name);
     let written = write_private(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
     if written.is_err() {
