@@ -350,6 +350,40 @@ impl Store {
         Ok(pairs)
     }
 
+    /// The keys of the rows of `table` whose `column`, as text, is one of `values` (exactly),
+    /// as (value, key): the rows a unique HubSpot property other than email names.
+    pub async fn local_keys_by_text(
+        &self,
+        table: &LocalTable,
+        column: &ColumnName,
+        values: &[String],
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        if values.is_empty() {
+            return Ok(Vec::new());
+        }
+        let select = format!(
+            "SELECT CAST({column} AS TEXT), CAST({key} AS TEXT) FROM {table} \
+             WHERE CAST({column} AS TEXT)",
+            column = column.quoted(),
+            key = table.key.quoted(),
+            table = table.table.quoted(),
+        );
+        let pairs: Vec<(String, String)> = on_pool!(self, pool => postgres: {
+            sqlx::query_as(AssertSqlSafe(format!("{select} = ANY($1::text[])")))
+                .bind(values.to_vec())
+                .fetch_all(pool)
+                .await?
+        }, sqlite: {
+            sqlx::query_as(AssertSqlSafe(format!(
+                "{select} IN (SELECT value FROM json_each($1))"
+            )))
+            .bind(serde_json::json!(values).to_string())
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(pairs)
+    }
+
     /// The local keys linked to any of these HubSpot records of `object`, as (key, id).
     pub async fn links_by_hubspot_ids(
         &self,

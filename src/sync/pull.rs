@@ -811,14 +811,24 @@ fn search_request(keyset: &Keyset) -> SearchRequest {
 
 /// The search query of `keyset`, reading `properties` (and the modification time, which the
 /// keyset goes on from): the one query shape every incremental contacts pull uses.
-pub(crate) fn search_request_for(keyset: &Keyset, mut properties: Vec<String>) -> SearchRequest {
+pub(crate) fn search_request_for(keyset: &Keyset, properties: Vec<String>) -> SearchRequest {
+    search_request_on(keyset, properties, MODIFIED)
+}
+
+/// [`search_request_for`] for an object whose modification time is the property `modified`
+/// (contacts: `lastmodifieddate`; companies: `hs_lastmodifieddate`).
+pub(crate) fn search_request_on(
+    keyset: &Keyset,
+    mut properties: Vec<String>,
+    modified: &str,
+) -> SearchRequest {
     let since = |since_ms: &i64, strict: bool| {
         let op = if strict {
             FilterOperator::Gt
         } else {
             FilterOperator::Gte
         };
-        Filter::new(MODIFIED, op, since_ms.to_string())
+        Filter::new(modified, op, since_ms.to_string())
     };
     let after = |after_id: &Option<HsObjectId>| {
         after_id
@@ -828,7 +838,7 @@ pub(crate) fn search_request_for(keyset: &Keyset, mut properties: Vec<String>) -
     let (filters, sort_by) = match keyset {
         Keyset::Range {
             since_ms, strict, ..
-        } => (vec![since(since_ms, *strict)], MODIFIED),
+        } => (vec![since(since_ms, *strict)], modified),
         Keyset::Scan {
             since_ms,
             strict,
@@ -842,13 +852,13 @@ pub(crate) fn search_request_for(keyset: &Keyset, mut properties: Vec<String>) -
         Keyset::Tie {
             at_ms, after_id, ..
         } => {
-            let mut filters = vec![Filter::new(MODIFIED, FilterOperator::Eq, at_ms.to_string())];
+            let mut filters = vec![Filter::new(modified, FilterOperator::Eq, at_ms.to_string())];
             filters.extend(after(after_id));
             (filters, "hs_object_id")
         }
     };
-    if !properties.iter().any(|p| p == MODIFIED) {
-        properties.push(MODIFIED.to_owned());
+    if !properties.iter().any(|p| p == modified) {
+        properties.push(modified.to_owned());
     }
     SearchRequest {
         filter_groups: vec![FilterGroup { filters }],
@@ -879,11 +889,20 @@ pub(crate) fn advance(
     keyset: &Keyset,
     page: SearchPage,
 ) -> Result<(Vec<Contact>, Option<Keyset>), RunError> {
+    advance_on(keyset, page, MODIFIED)
+}
+
+/// [`advance`] for records whose modification time is the property `modified`.
+pub(crate) fn advance_on(
+    keyset: &Keyset,
+    page: SearchPage,
+    modified: &str,
+) -> Result<(Vec<Contact>, Option<Keyset>), RunError> {
     let more = page.next_after.is_some() && !page.results.is_empty();
     let stamped: Vec<(Option<i64>, Contact)> = page
         .results
         .into_iter()
-        .map(|contact| (modified_ms(&contact), contact))
+        .map(|contact| (modified_ms(&contact, modified), contact))
         .collect();
     match keyset {
         Keyset::Range {
@@ -999,10 +1018,10 @@ fn numeric(id: &HsObjectId) -> Option<u64> {
     id.0.parse().ok()
 }
 
-/// A contact's `lastmodifieddate` in milliseconds (ISO 8601 or epoch milliseconds), else its
-/// `updatedAt`.
-fn modified_ms(contact: &Contact) -> Option<i64> {
-    let from_property = contact.property(MODIFIED).and_then(|v| {
+/// A record's modification time (`modified`: `lastmodifieddate` for contacts) in
+/// milliseconds (ISO 8601 or epoch milliseconds), else its `updatedAt`.
+fn modified_ms(contact: &Contact, modified: &str) -> Option<i64> {
+    let from_property = contact.property(modified).and_then(|v| {
         v.parse::<i64>().ok().or_else(|| {
             DateTime::parse_from_rfc3339(v)
                 .ok()
@@ -1321,7 +1340,10 @@ mod tests {
             pulled_contact(&with_nulls, &keys()),
             pulled_contact(&absent, &keys())
         );
-        assert_eq!(modified_ms(&with_nulls), modified_ms(&absent));
+        assert_eq!(
+            modified_ms(&with_nulls, MODIFIED),
+            modified_ms(&absent, MODIFIED)
+        );
     }
 
     #[test]

@@ -38,10 +38,11 @@ use super::companies::pull::{Applied, apply as apply_companies, read_stale_links
 use super::companies::{company_error, read_properties};
 use super::hubspot_error;
 use super::keys::ExternalKeys;
+use super::mapped::{self, Mapped};
 use super::pull::{add_counts, page_error, read_ids, write_page};
 use crate::hubspot::{Batch, Company, MAX_ASSOCIATION_READ, MAX_BATCH};
 use crate::ids::{CompanyId, HsObjectId};
-use crate::jobs::model::{Counts, Job, JobAction, PullCounts, PullMode};
+use crate::jobs::model::{Counts, Job, JobAction, PullCounts, PullMode, SyncObject};
 use crate::jobs::{Page, Progress, RunError, RunFailure};
 use crate::store::{PendingObject, PendingPull, TombstoneReason, Tx};
 
@@ -55,6 +56,9 @@ struct Drain<'a> {
     progress: &'a Progress,
     keys: ExternalKeys,
     mode: PullMode,
+    /// The mappings to users' own tables, whose batches their engine writes.
+    mapped_contacts: Option<Mapped>,
+    mapped_companies: Option<Mapped>,
 }
 
 /// Runs a webhook pull job until nothing is pending, or [`MAX_BATCHES`] batch reads.
@@ -79,6 +83,8 @@ pub async fn run(ctx: &SyncContext, job: &Job, progress: &Progress) -> Result<()
         progress,
         keys: ExternalKeys::new(&store.installation().await?),
         mode,
+        mapped_contacts: mapped::prepare_user(ctx, store, SyncObject::Contacts).await?,
+        mapped_companies: mapped::prepare_user(ctx, store, SyncObject::Companies).await?,
     };
     let mut announced = None;
     for _ in 0..MAX_BATCHES {
@@ -165,6 +171,17 @@ impl Drain<'_> {
         taken: &[PendingPull],
         counts: PullCounts,
     ) -> Result<PullCounts, RunError> {
+        if let Some(mapped) = &self.mapped_contacts {
+            return mapped::pull::webhook_batch(
+                self.ctx,
+                mapped,
+                self.progress,
+                taken,
+                PendingObject::Contact,
+                counts,
+            )
+            .await;
+        }
         let ids: Vec<HsObjectId> = taken.iter().map(|p| p.hs_object_id.clone()).collect();
         let read = read_ids(&self.ctx.hubspot, &ids, &self.keys)
             .await
@@ -201,6 +218,17 @@ impl Drain<'_> {
         taken: &[PendingPull],
         counts: PullCounts,
     ) -> Result<PullCounts, RunError> {
+        if let Some(mapped) = &self.mapped_companies {
+            return mapped::pull::webhook_batch(
+                self.ctx,
+                mapped,
+                self.progress,
+                taken,
+                PendingObject::Company,
+                counts,
+            )
+            .await;
+        }
         let ids: Vec<String> = taken.iter().map(|p| p.hs_object_id.0.clone()).collect();
         let batch = Batch::new(ids)
             .map_err(|e| RunError::Fatal(RunFailure::caused_by("company batch too large", e)))?;

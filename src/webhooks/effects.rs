@@ -159,6 +159,13 @@ async fn apply(
                     .await?;
                 tx.commit().await?;
                 outcome.companies_unlinked.extend(unlinked);
+                // A row of a companies mapping to the user's own table is marked.
+                let marked = store
+                    .mark_links_deleted(ObjectType::Companies.path_name(), std::slice::from_ref(id))
+                    .await?;
+                if !marked.is_empty() {
+                    tracing::info!(%id, keys = ?marked, "HubSpot deleted the company of these rows of a mapped table; they are marked");
+                }
                 outcome.companies_changed.retain(|pending| pending != id);
             }
             (EventKind::CompanyMerge(merge), _) => {
@@ -167,6 +174,16 @@ async fn apply(
                     .relink_merged_companies(merge.survivor(), &merged_away)
                     .await?;
                 outcome.company_merges.push(applied);
+                let moved = store
+                    .relink_links_merged(
+                        ObjectType::Companies.path_name(),
+                        merge.survivor(),
+                        &merged_away,
+                    )
+                    .await?;
+                if !moved.is_empty() {
+                    tracing::info!(survivor = %merge.survivor(), keys = ?moved, "rows of a mapped companies table follow a merge");
+                }
                 outcome
                     .companies_changed
                     .retain(|pending| !merged_away.contains(pending));

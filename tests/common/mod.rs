@@ -21,6 +21,7 @@ pub mod associated;
 pub mod oauth;
 pub mod process;
 pub mod pushed;
+pub mod user_table;
 pub mod world;
 pub mod write_hold;
 

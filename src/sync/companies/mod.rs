@@ -9,13 +9,16 @@
 //! links ([`push`]); pull matches by HubSpot id, then key, then a unique local domain
 //! ([`pull`]).
 
-mod lookup;
+pub(crate) mod lookup;
 pub mod pull;
 pub mod push;
 
 use super::hubspot_error;
-use crate::hubspot::{HubSpotClient, HubSpotError, ObjectType, PropertyCreate};
+use crate::hubspot::{
+    Company, HubSpotClient, HubSpotError, ObjectType, PropertyCreate, SearchRequest,
+};
 use crate::jobs::{RunError, RunFailure};
+use std::collections::HashMap;
 
 /// The unique custom company property that holds the external key in HubSpot. It makes a
 /// retried create find the company an earlier attempt made (by key, not by search, which lags
@@ -89,6 +92,38 @@ async fn create_key_property(client: &HubSpotClient) -> Result<(), RunError> {
             "creating the company external key property",
             e,
         )),
+    }
+}
+
+/// The live HubSpot companies of each of `domains` (keyed lower-case), every search page read
+/// (`EQ`/`IN` on `domain`, on the search budget; `on_call` runs before each call). A domain
+/// is not unique in HubSpot: a list may hold several companies.
+pub(crate) async fn companies_by_domain(
+    client: &HubSpotClient,
+    domains: &[String],
+    properties: Vec<String>,
+    mut on_call: impl FnMut(),
+) -> Result<HashMap<String, Vec<Company>>, RunError> {
+    let mut found: HashMap<String, Vec<Company>> = HashMap::new();
+    if domains.is_empty() {
+        return Ok(found);
+    }
+    let mut request = SearchRequest::companies_with_domains(domains, properties);
+    loop {
+        on_call();
+        let result = client
+            .search_companies(&request)
+            .await
+            .map_err(|e| company_error("searching companies by domain", e))?;
+        for company in result.results.into_iter().filter(|c| !c.archived) {
+            if let Some(domain) = company.domain().map(|d| d.trim().to_lowercase()) {
+                found.entry(domain).or_default().push(company);
+            }
+        }
+        match result.next_after {
+            Some(after) => request.after = Some(after),
+            None => return Ok(found),
+        }
     }
 }
 

@@ -34,12 +34,12 @@
 
 use super::lookup::{CompanyFate, look_up_companies, read_one};
 use super::{
-    COMPANY_KEY, company_error, ensure_key_property, key_property_exists, read_properties,
-    refusal_reason,
+    COMPANY_KEY, companies_by_domain, company_error, ensure_key_property, key_property_exists,
+    read_properties, refusal_reason,
 };
 use crate::hubspot::{
     Batch, Company, CompanyCreate, CompanyUpdate, CompanyUpsert, HubSpotClient, HubSpotError,
-    MAX_BATCH, SearchRequest,
+    MAX_BATCH,
 };
 use crate::ids::{CompanyId, LocalCompanyId};
 use crate::jobs::model::{
@@ -709,30 +709,12 @@ impl PageRun<'_> {
             .collect();
         domains.sort();
         domains.dedup();
-        let mut found: HashMap<String, Vec<Company>> = HashMap::new();
-        if domains.is_empty() {
-            return Ok(found);
-        }
-        let mut request = SearchRequest::companies_with_domains(&domains, read_properties());
-        loop {
+        companies_by_domain(self.client, &domains, read_properties(), || {
             if let Some(dry) = &self.dry_run {
                 dry.call("search", 1);
             }
-            let result = self
-                .client
-                .search_companies(&request)
-                .await
-                .map_err(|e| company_error("searching companies by domain", e))?;
-            for company in result.results {
-                if let Some(domain) = company.domain().map(|d| d.trim().to_lowercase()) {
-                    found.entry(domain).or_default().push(company);
-                }
-            }
-            match result.next_after {
-                Some(after) => request.after = Some(after),
-                None => return Ok(found),
-            }
-        }
+        })
+        .await
     }
 
     /// Creates companies with their external key. A lost answer is settled by reading the

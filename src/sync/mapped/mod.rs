@@ -21,27 +21,33 @@
 
 pub mod pull;
 pub mod push;
+mod remote;
 mod values;
 
-use crate::hubspot::ObjectType;
-use crate::ids::HsObjectId;
+use std::collections::{BTreeMap, HashMap};
+
+use crate::hubspot::{HubSpotClient, ObjectType};
+use crate::ids::{ContactId, HsObjectId};
 use crate::jobs::model::{Job, JobAction, Plan, SyncObject, Trigger};
 use crate::jobs::{Progress, RunError};
 use crate::mapping::convert::TypedField;
 use crate::mapping::properties::{check_properties, ensure_properties};
 use crate::mapping::{
-    CheckedMapping, ColumnName, HubSpotIdStore, MappingError, ObjectMapping, PropertyName,
+    CheckedMapping, ColumnName, HubSpotIdStore, MappingError, MatchKey, ObjectMapping, PropertyName,
 };
 use crate::store::{
     ColumnKind, ColumnValue, KeyKind, LocalRecord, LocalTable, Store, StoreError, Tx,
 };
 use crate::sync::SyncContext;
+use crate::sync::companies::COMPANY_KEY;
+use crate::sync::keys::ExternalKeys;
+use remote::{Record, Remote};
 
 /// The mapping of `object` when it is one this engine runs (not the built-in contacts one).
 pub fn user_mapping(ctx: &SyncContext, object: SyncObject) -> Option<&CheckedMapping> {
     let object = match object {
         SyncObject::Contacts => ObjectType::Contacts,
-        _ => return None,
+        SyncObject::Companies => ObjectType::Companies,
     };
     ctx.objects
         .iter()
@@ -67,17 +73,7 @@ pub async fn check_runnable(
 ) -> Result<(), MappingError> {
     for checked in mappings {
         let mapping = &checked.mapping;
-        if mapping.object == ObjectType::Companies {
-            // The company engine syncs crm-sync's own `companies` table (name, domain) only.
-            return Err(MappingError::Mismatch {
-                key: format!("{}.object", mapping.key),
-                problem: "mapping companies is not supported yet: crm-sync syncs its own \
-                          `companies` table (name and domain) with HubSpot's companies; remove \
-                          this entry"
-                    .to_owned(),
-            });
-        }
-        if mapping.object != ObjectType::Contacts || is_built_in(mapping) {
+        if is_built_in(mapping) {
             continue;
         }
         key_kind(store, mapping).await?;
@@ -143,6 +139,20 @@ async fn id_column(
     }
 }
 
+/// What finds a row's HubSpot record again besides its id (after a lost answer, a kill, or
+/// for a row never linked): a value HubSpot keeps unique.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Identity {
+    /// A mapped field whose property HubSpot keeps unique (contacts' `email`, a company
+    /// property created with unique values), at this position of [`Mapped::fields`];
+    /// `fold_case`: compared without case (email).
+    Field { at: usize, fold_case: bool },
+    /// crm-sync's own unique external-key property of companies ([`COMPANY_KEY`]), holding
+    /// `<prefix><local key>`; the prefix names the installation and the table, so that no
+    /// other database or table claims the record.
+    ExternalKey { prefix: String },
+}
+
 /// A user mapping ready for a job: its properties exist in HubSpot and each field knows both
 /// its types.
 #[derive(Debug, Clone)]
@@ -154,14 +164,17 @@ pub(crate) struct Mapped {
     pub fields: Vec<TypedField>,
     /// The table as the store reads it.
     pub table: LocalTable,
-    /// The position of the field mapped to `email` in [`Mapped::fields`].
-    pub email: usize,
+    /// What finds a row's record again.
+    pub identity: Identity,
     /// The column that also receives each row's HubSpot id (`hubspot_id_column`), and how it
     /// takes one; `None`: the id is kept in `object_links` only.
     pub id_column: Option<(ColumnName, KeyKind)>,
     /// The property calls preparing it made (and, in a dry run, the creates it would make),
     /// for a dry run's plan.
     pub property_plan: Plan,
+    /// Whether the external-key property exists in HubSpot (a dry run does not create it:
+    /// until it exists, nothing can be found by it). Always true for a field identity.
+    pub identity_exists: bool,
 }
 
 impl Mapped {
@@ -186,20 +199,35 @@ impl Mapped {
                 tracing::info!(property = %created, key = %checked.mapping.key, "created a HubSpot property");
             }
         }
-        let key_kind = key_kind(store, &checked.mapping)
+        let mapping = &checked.mapping;
+        let key_kind = key_kind(store, mapping)
             .await
             .map_err(|e| RunError::fatal(e.to_string()))?;
-        let id_column = id_column(store, &checked.mapping).await?;
-        let email = ready
-            .fields
-            .iter()
-            .position(|f| f.field.property.as_str() == "email")
-            .ok_or_else(|| {
-                RunError::fatal(format!(
-                    "{}.fields: a contacts mapping must map the property \"email\"",
-                    checked.mapping.key
-                ))
-            })?;
+        let id_column = id_column(store, mapping).await?;
+        let mut property_plan = property_plan(checked, &ready.created);
+        let (identity, identity_exists) = match &mapping.match_key {
+            MatchKey::Property(property) => {
+                let at = ready
+                    .fields
+                    .iter()
+                    .position(|f| f.field.property == *property)
+                    .ok_or_else(|| {
+                        RunError::fatal(format!(
+                            "{}.match_key: the match key \"{property}\" must be one of the \
+                             mapping's fields",
+                            mapping.key
+                        ))
+                    })?;
+                let fold_case = property.as_str() == "email";
+                (Identity::Field { at, fold_case }, true)
+            }
+            MatchKey::ExternalKey => {
+                let exists = external_key_property(ctx, dry_run, &mut property_plan).await?;
+                let keys = ExternalKeys::new(&store.installation().await?);
+                let prefix = format!("{}:{}:", keys.installation(), mapping.table);
+                (Identity::ExternalKey { prefix }, exists)
+            }
+        };
         // The id column is read last, after the fields (whose values keep their positions).
         let columns: Vec<ColumnName> = ready
             .fields
@@ -209,18 +237,125 @@ impl Mapped {
             .collect();
         Ok(Self {
             table: LocalTable {
-                object: ObjectType::Contacts.path_name(),
-                table: checked.mapping.table.clone(),
-                key: checked.mapping.key_column.clone(),
+                object: mapping.object.path_name(),
+                table: mapping.table.clone(),
+                key: mapping.key_column.clone(),
                 key_kind,
                 columns,
             },
             checked: checked.clone(),
-            property_plan: property_plan(checked, &ready.created),
+            property_plan,
             id_column,
             fields: ready.fields,
-            email,
+            identity,
+            identity_exists,
         })
+    }
+
+    /// The mapped object, singular, for messages: `contact`, `company`.
+    fn remote_noun(&self) -> &'static str {
+        match self.checked.mapping.object {
+            ObjectType::Contacts => "contact",
+            ObjectType::Companies => "company",
+        }
+    }
+
+    /// The property holding the last modification time of the mapped object's records.
+    fn modified_property(&self) -> &'static str {
+        remote::modified_property(self.checked.mapping.object)
+    }
+
+    /// The HubSpot calls of the mapped object.
+    fn remote<'a>(&self, client: &'a HubSpotClient) -> Remote<'a> {
+        Remote::new(client, self.checked.mapping.object)
+    }
+
+    /// The property that finds a record again (`email`, a unique property, or crm-sync's
+    /// external key).
+    fn identity_property(&self) -> &str {
+        match &self.identity {
+            Identity::Field { at, .. } => self.fields[*at].field.property.as_str(),
+            Identity::ExternalKey { .. } => COMPANY_KEY,
+        }
+    }
+
+    /// An identity value as compared: trimmed, and without case for email.
+    fn normalize(&self, value: &str) -> Option<String> {
+        let value = value.trim();
+        let value = match &self.identity {
+            Identity::Field {
+                fold_case: true, ..
+            } => value.to_lowercase(),
+            _ => value.to_owned(),
+        };
+        (!value.is_empty()).then_some(value)
+    }
+
+    /// The identity of the row `key` whose outgoing values are `values`.
+    fn row_identity(&self, key: &str, values: &BTreeMap<String, String>) -> Option<String> {
+        match &self.identity {
+            Identity::Field { .. } => values
+                .get(self.identity_property())
+                .and_then(|v| self.normalize(v)),
+            Identity::ExternalKey { prefix } => Some(format!("{prefix}{key}")),
+        }
+    }
+
+    /// The identity a HubSpot record carries.
+    fn record_identity(&self, record: &Record) -> Option<String> {
+        record
+            .property(self.identity_property())
+            .and_then(|v| self.normalize(v))
+    }
+
+    /// Properties a create adds to the row's values: the external key (a field identity is
+    /// among the values already).
+    fn create_extras(&self, key: &str) -> Option<(String, String)> {
+        match &self.identity {
+            Identity::ExternalKey { prefix } => {
+                Some((COMPANY_KEY.to_owned(), format!("{prefix}{key}")))
+            }
+            Identity::Field { .. } => None,
+        }
+    }
+
+    /// The local keys of the rows with these identities, by identity. An external key names
+    /// its row itself (whether that row still exists is read with the rows).
+    async fn keys_by_identity(
+        &self,
+        store: &Store,
+        identities: &[String],
+    ) -> Result<HashMap<String, String>, StoreError> {
+        Ok(match &self.identity {
+            Identity::Field { at, fold_case } => {
+                let column = &self.fields[*at].field.column;
+                let pairs = if *fold_case {
+                    store
+                        .local_keys_by_email(&self.table, column, identities)
+                        .await?
+                } else {
+                    store
+                        .local_keys_by_text(&self.table, column, identities)
+                        .await?
+                };
+                pairs.into_iter().collect()
+            }
+            Identity::ExternalKey { prefix } => identities
+                .iter()
+                .filter_map(|v| {
+                    v.strip_prefix(prefix.as_str())
+                        .map(|k| (v.clone(), k.to_owned()))
+                })
+                .collect(),
+        })
+    }
+
+    /// The local contact id for job JSON, when the mapping is of contacts and the key is a
+    /// number.
+    fn contact_id(&self, key: &str) -> Option<ContactId> {
+        (self.checked.mapping.object == ObjectType::Contacts)
+            .then(|| key.parse().ok().map(ContactId))
+            .flatten()
     }
 
     /// The properties of the fields that travel in `direction`'s sense.
@@ -239,14 +374,12 @@ impl Mapped {
             .collect()
     }
 
-    /// The `email` column.
-    fn email_column(&self) -> &ColumnName {
-        &self.fields[self.email].field.column
-    }
-
-    /// The `email` property.
-    fn email_property(&self) -> &PropertyName {
-        &self.fields[self.email].field.property
+    /// The column of a field identity (`None`: the external key, which needs no column).
+    fn identity_column(&self) -> Option<&ColumnName> {
+        match &self.identity {
+            Identity::Field { at, .. } => Some(&self.fields[*at].field.column),
+            Identity::ExternalKey { .. } => None,
+        }
     }
 
     /// The `hubspot_id_column` value for `id` (`None`: cleared), when the mapping has one.
@@ -314,6 +447,26 @@ impl Mapped {
     }
 }
 
+/// Makes sure crm-sync's company external-key property exists (a dry run only reads it and
+/// counts the create the real run would make); whether it exists now.
+async fn external_key_property(
+    ctx: &SyncContext,
+    dry_run: bool,
+    plan: &mut Plan,
+) -> Result<bool, RunError> {
+    plan.call("property_read", 1);
+    if dry_run {
+        let exists = crate::sync::companies::key_property_exists(&ctx.hubspot).await?;
+        if !exists {
+            plan.call("property_create", 1);
+        }
+        Ok(exists)
+    } else {
+        crate::sync::companies::ensure_key_property(&ctx.hubspot).await?;
+        Ok(true)
+    }
+}
+
 /// The property calls of preparing `checked`: one read per field, one create per property
 /// made (or, in a dry run, that would be).
 fn property_plan(checked: &CheckedMapping, created: &[PropertyName]) -> Plan {
@@ -321,6 +474,18 @@ fn property_plan(checked: &CheckedMapping, created: &[PropertyName]) -> Plan {
     plan.call("property_read", checked.fields.len() as u64);
     plan.call("property_create", created.len() as u64);
     plan
+}
+
+/// The user mapping of `object` ready for a webhook pull's batches, when it has one.
+pub(crate) async fn prepare_user(
+    ctx: &SyncContext,
+    store: &Store,
+    object: SyncObject,
+) -> Result<Option<Mapped>, RunError> {
+    match user_mapping(ctx, object) {
+        Some(checked) => Ok(Some(Mapped::prepare(ctx, store, checked, false).await?)),
+        None => Ok(None),
+    }
 }
 
 /// Runs `job` on the user mapping `checked`; a dry run makes the same reads and writes
@@ -334,9 +499,10 @@ pub async fn run(
     let mapped = Mapped::prepare(ctx, progress.store(), checked, job.spec.dry_run).await?;
     match job.spec.action {
         JobAction::Push { mode } => push::run(ctx, &mapped, mode, job.spec.dry_run, progress).await,
-        // A webhook's pull reads the records webhooks named, as for the built-in table.
+        // A webhook's pull drains what webhooks named, of every object, through the drain
+        // that hands each mapped object's batches back here.
         JobAction::Pull { .. } if job.trigger == Trigger::Webhook => {
-            pull::run_webhook(ctx, &mapped, progress).await
+            crate::sync::webhook_pull::run(ctx, job, progress).await
         }
         JobAction::Pull { incremental, .. } => {
             pull::run(ctx, &mapped, incremental, job.spec.dry_run, progress).await

@@ -29,9 +29,10 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use super::Mapped;
+use super::remote::Record as Contact;
 use super::values::{column_value, hash, local_canonical, remote_value};
-use crate::hubspot::{Batch, Contact, ListContacts, MAX_BATCH, MAX_PAGE_LIMIT};
-use crate::ids::{ContactId, HsObjectId};
+use crate::hubspot::{Batch, MAX_BATCH};
+use crate::ids::HsObjectId;
 use crate::jobs::model::{
     Counts, Plan, PlannedAction, PlannedKind, PullCounts, PullOutcome, RecordError,
 };
@@ -39,9 +40,9 @@ use crate::jobs::{Page, Progress, RunError, RunFailure};
 use crate::mapping::ColumnName;
 use crate::mapping::convert::RecordError as ConversionErrors;
 use crate::mapping::{Flow, Owner};
-use crate::store::{ColumnValue, LinkWrite, LocalRecord, PendingPull, Tx};
-use crate::sync::lookup::{self, Fate};
-use crate::sync::pull::{Keyset, MODIFIED, PullCursor, PullPosition, advance, search_request_for};
+use crate::store::{ColumnValue, LinkWrite, LocalRecord, PendingObject, PendingPull, Tx};
+use crate::sync::lookup::Fate;
+use crate::sync::pull::{Keyset, PullCursor, PullPosition, advance_on, search_request_on};
 use crate::sync::{SyncContext, hubspot_error};
 
 /// The property listing the ids HubSpot merged into a contact (`;`-separated).
@@ -168,17 +169,11 @@ struct PullRun<'a> {
 impl PullRun<'_> {
     /// Reads and writes one page of the full list.
     async fn list_page(&mut self, after: Option<String>) -> Result<Position, RunError> {
-        let page = self
-            .ctx
-            .hubspot
-            .list_contacts(&ListContacts {
-                limit: MAX_PAGE_LIMIT,
-                after,
-                properties: read_properties(self.mapped),
-                archived: false,
-            })
+        let remote = self.mapped.remote(&self.ctx.hubspot);
+        let page = remote
+            .list(after, read_properties(self.mapped))
             .await
-            .map_err(|e| hubspot_error("listing HubSpot contacts", e))?;
+            .map_err(|e| hubspot_error(&format!("listing HubSpot {}", remote.nouns()), e))?;
         let next = match page.next_after {
             Some(after) => Position::List { after: Some(after) },
             None => Position::Sweep { after: None },
@@ -188,14 +183,15 @@ impl PullRun<'_> {
 
     /// Reads and writes one page of the contacts changed since the bookmark.
     async fn search_page(&mut self, keyset: Keyset) -> Result<Position, RunError> {
-        let request = search_request_for(&keyset, read_properties(self.mapped));
-        let page = self
-            .ctx
-            .hubspot
-            .search_contacts(&request)
-            .await
-            .map_err(|e| hubspot_error("searching HubSpot for changed contacts", e))?;
-        let (records, next) = advance(&keyset, page)?;
+        let remote = self.mapped.remote(&self.ctx.hubspot);
+        let request = search_request_on(&keyset, read_properties(self.mapped), remote.modified());
+        let page = remote.search(&request).await.map_err(|e| {
+            hubspot_error(
+                &format!("searching HubSpot for changed {}", remote.nouns()),
+                e,
+            )
+        })?;
+        let (records, next) = advance_on(&keyset, page, remote.modified())?;
         let next = next.map_or(Position::Done, |keyset| Position::Search { keyset });
         self.write(records, "search", false, next).await
     }
@@ -218,7 +214,7 @@ impl PullRun<'_> {
         let ends = matches!(next, Position::Done | Position::Sweep { .. });
         let end = PageEnd {
             checkpoint: self.checkpoint(&next)?,
-            answered: &[],
+            answered: (PendingObject::Contact, &[]),
             seen_by: list.then(|| self.job_key()),
             seen,
             bookmark: (ends && !self.dry_run).then_some(self.started_at),
@@ -257,9 +253,11 @@ impl PullRun<'_> {
         };
         let ids: Vec<HsObjectId> = rows.iter().map(|(_, id)| id.clone()).collect();
         plan.call("batch_read", 1);
-        let mut fates = lookup::look_up(&self.ctx.hubspot, &ids)
-            .await
-            .map_err(|e| hubspot_error("checking contacts a full pull did not see", e))?;
+        let mut fates = self
+            .mapped
+            .remote(&self.ctx.hubspot)
+            .look_up(&ids, "checking records a full pull did not see")
+            .await?;
         let mut gone = Vec::new();
         let mut moves = Vec::new();
         for (key, id) in &rows {
@@ -276,13 +274,14 @@ impl PullRun<'_> {
             for key in &gone {
                 plan.actions.push(PlannedAction {
                     action: PlannedKind::Skip,
-                    contact_id: key.parse().ok().map(ContactId),
+                    contact_id: self.mapped.contact_id(key),
                     email: None,
                     hs_object_id: None,
                     reason: format!(
-                        "{}: HubSpot no longer has its contact: the row would be marked deleted \
-                         and never created again",
-                        self.mapped.label(key)
+                        "{}: HubSpot no longer has its {}: the row would be marked deleted and \
+                         never created again",
+                        self.mapped.label(key),
+                        self.mapped.remote_noun()
                     ),
                 });
             }
@@ -353,10 +352,15 @@ impl PullRun<'_> {
     }
 }
 
-/// The properties a pull reads: the mapped pull/both ones, the email, and the merged ids.
+/// The properties a pull reads: the mapped pull/both ones, the identity, the merged ids and
+/// the modification time.
 fn read_properties(mapped: &Mapped) -> Vec<String> {
     let mut properties = mapped.properties(false);
-    for extra in [mapped.email_property().as_str(), MERGED_IDS, MODIFIED] {
+    for extra in [
+        mapped.identity_property(),
+        MERGED_IDS,
+        mapped.modified_property(),
+    ] {
         if !properties.iter().any(|p| p == extra) {
             properties.push(extra.to_owned());
         }
@@ -380,7 +384,7 @@ struct RowWrite {
 /// a dry run's (rolled back, with a plan).
 struct PageEnd<'a> {
     checkpoint: serde_json::Value,
-    answered: &'a [PendingPull],
+    answered: (PendingObject, &'a [PendingPull]),
     seen_by: Option<String>,
     seen: Vec<String>,
     bookmark: Option<DateTime<Utc>>,
@@ -390,60 +394,47 @@ struct PageEnd<'a> {
     plan: Plan,
 }
 
-/// Runs a webhook pull of `mapped`: it drains the ids webhooks named (see
-/// [`crate::sync::webhook_pull`]) by batch reads with the mapped properties, each page written
-/// like a page of the full pull, and clears the ids it read in the page's transaction. Ids
-/// HubSpot no longer has are cleared and logged (the next full pull marks their rows).
-pub(crate) async fn run_webhook(
+/// One batch of a webhook pull of `mapped`: the records webhooks named (`taken`, claimed by
+/// the drain, [`crate::sync::webhook_pull`]) read by id with the mapped properties, written
+/// like a page of the full pull, and cleared (as reads of `object`) in the page's
+/// transaction. Ids HubSpot no longer has are cleared and logged (the next full pull marks
+/// their rows; a deletion webhook already has).
+pub(crate) async fn webhook_batch(
     ctx: &SyncContext,
     mapped: &Mapped,
     progress: &Progress,
-) -> Result<(), RunError> {
-    let Counts::Pull(mut counts) = progress.counts() else {
-        return Err(RunError::fatal("a pull job holds push counts"));
-    };
-    let properties = read_properties(mapped);
-    let store = progress.store();
-    for _ in 0..crate::sync::webhook_pull::MAX_BATCHES {
-        if progress.should_stop() {
-            return Err(RunError::Interrupted);
-        }
-        let taken = store
-            .claim_pending_pulls(progress.job_id(), progress.lease(), MAX_BATCH as u32)
-            .await?;
-        if taken.is_empty() {
-            break;
-        }
-        let ids: Vec<String> = taken.iter().map(|p| p.hs_object_id.0.clone()).collect();
-        let batch = Batch::new(ids)
-            .map_err(|e| RunError::fatal(format!("webhook ids do not fit a batch: {e}")))?;
-        let read = ctx
-            .hubspot
-            .batch_read(&batch, None, &properties)
-            .await
-            .map_err(|e| hubspot_error("reading the contacts webhooks named", e))?;
-        if !read.missing.is_empty() || !read.errors.is_empty() {
-            tracing::info!(
-                job = %progress.job_id(),
-                missing = ?read.missing,
-                refused = read.errors.len(),
-                "webhook pull of a mapped table: HubSpot did not return every contact named"
-            );
-        }
-        let end = PageEnd {
-            checkpoint: serde_json::Value::Null,
-            answered: &taken,
-            seen_by: None,
-            seen: Vec::new(),
-            bookmark: None,
-            dry_run: false,
-            call: "batch_read",
-            plan: Plan::default(),
-        };
-        counts = pull_page(progress, mapped, counts, read.results, end).await?;
+    taken: &[PendingPull],
+    object: PendingObject,
+    counts: PullCounts,
+) -> Result<PullCounts, RunError> {
+    let ids: Vec<String> = taken.iter().map(|p| p.hs_object_id.0.clone()).collect();
+    let batch = Batch::new(ids)
+        .map_err(|e| RunError::fatal(format!("webhook ids do not fit a batch: {e}")))?;
+    let read = mapped
+        .remote(&ctx.hubspot)
+        .batch_read(&batch, None, &read_properties(mapped))
+        .await
+        .map_err(|e| hubspot_error("reading the records webhooks named", e))?;
+    if !read.missing.is_empty() || !read.errors.is_empty() {
+        tracing::info!(
+            job = %progress.job_id(),
+            missing = ?read.missing,
+            refused = read.errors.len(),
+            "webhook pull of a mapped table: HubSpot did not return every record named"
+        );
     }
-    progress.set_total(counts.total).await?;
-    Ok(())
+    let live: Vec<Contact> = read.results.into_iter().filter(|r| !r.archived).collect();
+    let end = PageEnd {
+        checkpoint: serde_json::Value::Null,
+        answered: (object, taken),
+        seen_by: None,
+        seen: Vec::new(),
+        bookmark: None,
+        dry_run: false,
+        call: "batch_read",
+        plan: Plan::default(),
+    };
+    pull_page(progress, mapped, counts, live, end).await
 }
 
 /// What a contact of a page found its row by.
@@ -453,8 +444,8 @@ enum Match {
     Id,
     /// The row's link names a record HubSpot merged into the contact.
     MergedId,
-    /// The row has the contact's email.
-    Email,
+    /// The row has the record's identity (email, unique property, external key).
+    Identity,
 }
 
 /// The ids HubSpot merged into `contact`.
@@ -502,16 +493,12 @@ async fn pull_page(
             .find_map(|id| by_id.get(id))
             .map(|key| (key.clone(), Match::MergedId))
     };
-    let emails: Vec<String> = contacts
+    let identities: Vec<String> = contacts
         .iter()
         .filter(|c| matched(c).is_none())
-        .filter_map(|c| contact_email(mapped, c))
+        .filter_map(|c| mapped.record_identity(c))
         .collect();
-    let by_email: HashMap<String, String> = store
-        .local_keys_by_email(&mapped.table, mapped.email_column(), &emails)
-        .await?
-        .into_iter()
-        .collect();
+    let by_email: HashMap<String, String> = mapped.keys_by_identity(store, &identities).await?;
     let mut keys: Vec<String> = contacts
         .iter()
         .filter_map(|c| matched(c).map(|m| m.0))
@@ -527,9 +514,10 @@ async fn pull_page(
     let mut errors = Vec::new();
     for contact in &contacts {
         let found = matched(contact).or_else(|| {
-            contact_email(mapped, contact)
+            mapped
+                .record_identity(contact)
                 .and_then(|e| by_email.get(&e))
-                .map(|key| (key.clone(), Match::Email))
+                .map(|key| (key.clone(), Match::Identity))
         });
         let Some((row, how)) = found.and_then(|(k, how)| rows.get(&k).map(|r| (r, how))) else {
             // Only in HubSpot: pull does not insert rows into a table it does not own.
@@ -544,10 +532,10 @@ async fn pull_page(
             );
             continue;
         };
-        if how == Match::Email {
+        if how == Match::Identity {
             let link = row.link.as_ref();
             let reason = if link.is_some_and(|l| l.deleted) {
-                // HubSpot deleted the row's contact: a new contact with its email does not
+                // HubSpot deleted the row's record: a new record with its identity does not
                 // bring it back.
                 Some("its row is marked deleted in HubSpot; it is not linked again")
             } else if link
@@ -555,7 +543,7 @@ async fn pull_page(
                 .is_some_and(|id| *id != contact.id)
             {
                 // The row is linked to another HubSpot contact: this one is not its record.
-                Some("its email's row is linked to another HubSpot contact")
+                Some("the row it names is linked to another HubSpot record")
             } else {
                 None
             };
@@ -589,7 +577,7 @@ async fn pull_page(
                     reason.clone(),
                 );
                 errors.push(RecordError {
-                    contact_id: row.key.parse().ok().map(ContactId),
+                    contact_id: mapped.contact_id(&row.key),
                     company_id: None,
                     email: contact_email(mapped, contact),
                     hs_object_id: Some(contact.id.clone()),
@@ -605,19 +593,21 @@ async fn pull_page(
         if let Some(h) = held.iter().find(|h| h.key == write.key) {
             counts.add(PullOutcome::Failed);
             let reason = format!(
-                "{}: HubSpot contact {} is already linked to {}",
+                "{}: HubSpot {} {} is already linked to {}",
                 mapped.label(&write.key),
+                mapped.remote_noun(),
                 h.hs_object_id,
                 mapped.label(&h.holder)
             );
             plan.actions.push(planned(
+                mapped,
                 PlannedKind::Fail,
                 &write.key,
                 &write.contact,
                 reason.clone(),
             ));
             errors.push(RecordError {
-                contact_id: write.key.parse().ok().map(ContactId),
+                contact_id: mapped.contact_id(&write.key),
                 company_id: None,
                 email: None,
                 hs_object_id: Some(h.hs_object_id.clone()),
@@ -642,7 +632,7 @@ async fn pull_page(
         tx.rollback().await?;
         tx = progress.begin().await?;
     }
-    tx.clear_pulled(end.answered).await?;
+    tx.clear_read(end.answered.0, end.answered.1).await?;
     if let Some(job) = &end.seen_by {
         let seen: Vec<&str> = end.seen.iter().map(String::as_str).collect();
         tx.mark_pull_seen(job, &seen).await?;
@@ -674,17 +664,23 @@ fn plan_action(
 ) {
     plan.actions.push(PlannedAction {
         action,
-        contact_id: key.and_then(|k| k.parse().ok()).map(ContactId),
+        contact_id: key.and_then(|k| mapped.contact_id(k)),
         email: contact_email(mapped, contact),
         hs_object_id: Some(contact.id.clone()),
         reason,
     });
 }
 
-fn planned(action: PlannedKind, key: &str, contact: &HsObjectId, reason: String) -> PlannedAction {
+fn planned(
+    mapped: &Mapped,
+    action: PlannedKind,
+    key: &str,
+    contact: &HsObjectId,
+    reason: String,
+) -> PlannedAction {
     PlannedAction {
         action,
-        contact_id: key.parse().ok().map(ContactId),
+        contact_id: mapped.contact_id(key),
         email: None,
         hs_object_id: Some(contact.clone()),
         reason,
@@ -712,17 +708,14 @@ fn planned_write(mapped: &Mapped, write: &RowWrite) -> PlannedAction {
         ),
         (_, true) => (PlannedKind::Unchanged, format!("{label} is up to date")),
     };
-    planned(action, &write.key, &write.contact, reason)
+    planned(mapped, action, &write.key, &write.contact, reason)
 }
 
 /// The contact's email, trimmed and lower-case.
 fn contact_email(mapped: &Mapped, contact: &Contact) -> Option<String> {
-    contact
-        .properties
-        .get(mapped.email_property().as_str())
-        .and_then(Option::as_deref)
-        .map(|e| e.trim().to_lowercase())
-        .filter(|e| !e.is_empty())
+    (mapped.identity_property() == "email")
+        .then(|| mapped.record_identity(contact))
+        .flatten()
 }
 
 /// Which columns of `row` take HubSpot's values, the values both sides now agree on, and the

@@ -13,7 +13,7 @@
 //!
 //! An update HubSpot answers without a word for a record (an id merged away or deleted, which
 //! it may leave out silently) is not taken as written: those ids are read once
-//! ([`lookup::look_up`]); a deleted record marks its row, a merged one fails the record and
+//! ([`super::remote::Remote::look_up`]); a deleted record marks its row, a merged one fails the record and
 //! moves its link to the survivor, so the next push sends the change there.
 //!
 //! A **dry run** makes the same reads, sends no write (creates and updates are counted, linked
@@ -24,18 +24,23 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use super::Mapped;
+use super::remote::{self, Record};
 use super::values::{hash, outgoing, remote_value};
+use super::{Identity, Mapped};
 use crate::hubspot::{Batch, ContactCreate, ContactUpdate, HubSpotError};
-use crate::ids::{ContactId, HsObjectId};
+use crate::ids::HsObjectId;
 use crate::jobs::model::{
     Counts, Plan, PlannedAction, PlannedKind, PushCounts, PushMode, PushOutcome, RecordError,
 };
 use crate::jobs::{Page, Progress, RunError};
 use crate::mapping::Owner;
 use crate::store::{LinkWrite, LocalRecord, ObjectLink};
-use crate::sync::lookup::{self, Fate};
+use crate::sync::companies::companies_by_domain;
+use crate::sync::lookup::Fate;
 use crate::sync::{SyncContext, hubspot_error};
+
+/// The company property a `link` push searches by.
+const DOMAIN: &str = "domain";
 
 /// Rows per page (and per HubSpot batch).
 const PAGE_SIZE: u32 = 100;
@@ -56,12 +61,28 @@ struct Candidate {
 }
 
 impl Candidate {
-    fn email(&self, mapped: &Mapped) -> Option<String> {
-        let sent = self.outgoing.as_ref().ok()?;
-        sent.get(mapped.email_property().as_str())
-            .map(|e| e.trim().to_lowercase())
-            .filter(|e| !e.is_empty())
+    /// The value that finds its record again (its email, its unique property, or its
+    /// external key).
+    fn identity(&self, mapped: &Mapped) -> Option<String> {
+        mapped.row_identity(&self.key, self.outgoing.as_ref().ok()?)
     }
+
+    /// Its email, for job JSON (contacts only).
+    fn email(&self, mapped: &Mapped) -> Option<String> {
+        (mapped.identity_property() == "email")
+            .then(|| self.identity(mapped))
+            .flatten()
+    }
+}
+
+/// A HubSpot record an unlinked row was found to have.
+#[derive(Debug)]
+struct Found {
+    id: HsObjectId,
+    /// Its values of the pushed properties, in HubSpot's format.
+    remote: BTreeMap<String, String>,
+    /// Found by crm-sync's external key: a record this push's earlier attempt created.
+    ours: bool,
 }
 
 /// What happened to a candidate.
@@ -323,11 +344,11 @@ impl PushRun<'_> {
                 .collect();
             let batch = Batch::new(ids).map_err(|e| RunError::fatal(e.to_string()))?;
             self.plan.call("batch_read", 1);
-            let read = ctx
-                .hubspot
+            let read = mapped
+                .remote(&ctx.hubspot)
                 .batch_read(&batch, None, &owned)
                 .await
-                .map_err(|e| hubspot_error("reading linked HubSpot contacts", e))?;
+                .map_err(|e| hubspot_error("reading linked HubSpot records", e))?;
             for record in read.results {
                 remote.insert(
                     record.id.0.clone(),
@@ -378,11 +399,11 @@ impl PushRun<'_> {
         let mut answered: Vec<bool> = vec![false; updates.len()];
         if !self.dry_run {
             let batch = Batch::new(updates).map_err(|e| RunError::fatal(e.to_string()))?;
-            let outcome = ctx
-                .hubspot
+            let outcome = mapped
+                .remote(&ctx.hubspot)
                 .batch_update(&batch)
                 .await
-                .map_err(|e| hubspot_error("updating HubSpot contacts", e))?;
+                .map_err(|e| hubspot_error("updating HubSpot records", e))?;
             for error in &outcome.errors {
                 for &at in &error.input_indices {
                     let Some(&i) = positions.get(at) else {
@@ -416,9 +437,10 @@ impl PushRun<'_> {
         let fates = if unanswered.is_empty() {
             HashMap::new()
         } else {
-            lookup::look_up(&ctx.hubspot, &unanswered)
-                .await
-                .map_err(|e| hubspot_error("reading HubSpot contacts an update left out", e))?
+            mapped
+                .remote(&ctx.hubspot)
+                .look_up(&unanswered, "reading HubSpot records an update left out")
+                .await?
         };
         for (at, &i) in positions.iter().enumerate() {
             if decisions[i].is_some() {
@@ -455,7 +477,9 @@ impl PushRun<'_> {
         Ok(())
     }
 
-    /// Unlinked rows: read by email, then linked (and in `upsert` mode written) or created.
+    /// Unlinked rows: read by their identity (email, unique property or external key), then
+    /// linked (and in `upsert` mode written) or created; companies not found so are first
+    /// looked for by domain in `link` mode.
     async fn push_unlinked(
         &mut self,
         mode: PushMode,
@@ -463,65 +487,74 @@ impl PushRun<'_> {
         unlinked: &[usize],
         decisions: &mut [Option<Decision>],
     ) -> Result<(), RunError> {
-        let (ctx, mapped) = (self.ctx, self.mapped);
-        let mut with_email = Vec::new();
+        let mapped = self.mapped;
+        let mut with_identity = Vec::new();
         for &i in unlinked {
-            match candidates[i].email(mapped) {
-                Some(email) => with_email.push((i, email)),
+            match candidates[i].identity(mapped) {
+                Some(identity) => with_identity.push((i, identity)),
                 None => {
+                    let column = mapped
+                        .identity_column()
+                        .map_or_else(String::new, ToString::to_string);
                     decisions[i] = Some(failed(
                         format!(
-                            "{} has no {}: a contact without email cannot be found again, so it is \
-                         not pushed",
+                            "{} has no {column}: a record without {} cannot be found again, so \
+                             it is not pushed",
                             mapped.label(&candidates[i].key),
-                            mapped.email_column()
+                            mapped.identity_property(),
                         ),
                         None,
                     ));
                 }
             }
         }
-        if with_email.is_empty() {
+        if with_identity.is_empty() {
             return Ok(());
         }
-        let properties = mapped.properties(true);
-        let emails: Vec<String> = with_email.iter().map(|(_, e)| e.clone()).collect();
-        let batch = Batch::new(emails).map_err(|e| RunError::fatal(e.to_string()))?;
-        self.plan.call("batch_read", 1);
-        let read = ctx
-            .hubspot
-            .batch_read(&batch, Some("email"), &properties)
-            .await
-            .map_err(|e| hubspot_error("reading HubSpot contacts by email", e))?;
-        let mut found: HashMap<String, (HsObjectId, BTreeMap<String, String>)> = HashMap::new();
-        for record in read.results {
-            let email = record
-                .properties
-                .get("email")
-                .and_then(Option::as_deref)
-                .map(|e| e.trim().to_lowercase());
-            if let Some(email) = email {
+        let mut found = self.read_by_identity(&with_identity).await?;
+        let unfound: Vec<usize> = with_identity
+            .iter()
+            .filter(|(_, identity)| !found.contains_key(identity))
+            .map(|(i, _)| *i)
+            .collect();
+        let by_domain = self
+            .link_by_domain(mode, candidates, &unfound, decisions)
+            .await?;
+        for (i, (id, remote)) in by_domain {
+            if let Some((_, identity)) = with_identity.iter().find(|(at, _)| *at == i) {
                 found.insert(
-                    email,
-                    (record.id.clone(), remote_values(mapped, &record.properties)),
+                    identity.clone(),
+                    Found {
+                        id,
+                        remote,
+                        ours: false,
+                    },
                 );
             }
         }
+        let pending: Vec<(usize, String)> = with_identity
+            .into_iter()
+            .filter(|(i, _)| decisions[*i].is_none())
+            .collect();
         let mut creates = Vec::new();
         let mut create_positions = Vec::new();
         let mut upserts = Vec::new();
         let mut upsert_positions = Vec::new();
-        for (i, email) in &with_email {
+        for (i, identity) in &pending {
             let c = &candidates[*i];
             let Ok(values) = &c.outgoing else { continue };
-            match found.get(email) {
+            match found.get(identity) {
                 None => {
                     creates.push(ContactCreate {
-                        properties: values.clone(),
+                        properties: values
+                            .clone()
+                            .into_iter()
+                            .chain(mapped.create_extras(&c.key))
+                            .collect(),
                     });
                     create_positions.push(*i);
                 }
-                Some((id, remote)) => {
+                Some(Found { id, remote, ours }) => {
                     let send: BTreeMap<String, String> = match mode {
                         // Linking leaves HubSpot's values alone.
                         PushMode::Link => BTreeMap::new(),
@@ -536,8 +569,15 @@ impl PushRun<'_> {
                     };
                     let mut synced = remote.clone();
                     synced.extend(send.clone());
+                    // An earlier attempt's create holding the local values counts as created,
+                    // as it would have without the loss.
+                    let outcome = if *ours && values.iter().all(|(p, v)| remote.get(p) == Some(v)) {
+                        PushOutcome::Created
+                    } else {
+                        PushOutcome::Linked
+                    };
                     decisions[*i] = Some(Decision::Done {
-                        outcome: PushOutcome::Linked,
+                        outcome,
                         id: Some(id.clone()),
                         synced,
                     });
@@ -558,6 +598,116 @@ impl PushRun<'_> {
             .await
     }
 
+    /// HubSpot's live records carrying these identities (one batch read by the identity
+    /// property), by identity, with their values in HubSpot's format.
+    async fn read_by_identity(
+        &mut self,
+        with_identity: &[(usize, String)],
+    ) -> Result<HashMap<String, Found>, RunError> {
+        let mapped = self.mapped;
+        let mut found = HashMap::new();
+        if !mapped.identity_exists {
+            // A dry run before the external key exists: nothing carries one yet.
+            return Ok(found);
+        }
+        let identity = mapped.identity_property().to_owned();
+        let mut properties = mapped.properties(true);
+        if !properties.contains(&identity) {
+            properties.push(identity.clone());
+        }
+        let values: Vec<String> = with_identity.iter().map(|(_, v)| v.clone()).collect();
+        let batch = Batch::new(values).map_err(|e| RunError::fatal(e.to_string()))?;
+        self.plan.call("batch_read", 1);
+        let read = mapped
+            .remote(&self.ctx.hubspot)
+            .batch_read(&batch, Some(&identity), &properties)
+            .await
+            .map_err(|e| hubspot_error(&format!("reading HubSpot records by {identity}"), e))?;
+        for record in read.results.into_iter().filter(|r| !r.archived) {
+            if let Some(value) = mapped.record_identity(&record) {
+                let found_record = Found {
+                    id: record.id.clone(),
+                    remote: remote_values(mapped, &record.properties),
+                    // Only crm-sync writes its external key, so a record carrying this row's
+                    // was created by an earlier attempt whose answer or commit was lost.
+                    ours: matches!(mapped.identity, Identity::ExternalKey { .. }),
+                };
+                found.insert(value, found_record);
+            }
+        }
+        Ok(found)
+    }
+
+    /// `link` mode, companies with a pushed `domain` that nothing found by identity: the one
+    /// live HubSpot company with that domain is linked (one search per page, on the search
+    /// budget). Several are a failed record naming them, never a guess; a company carrying
+    /// another record's identity is that record's. Returns what was found, by position.
+    async fn link_by_domain(
+        &mut self,
+        mode: PushMode,
+        candidates: &[Candidate],
+        unfound: &[usize],
+        decisions: &mut [Option<Decision>],
+    ) -> Result<Vec<(usize, (HsObjectId, BTreeMap<String, String>))>, RunError> {
+        let mapped = self.mapped;
+        let searches = mode == PushMode::Link
+            && mapped.checked.mapping.object == crate::hubspot::ObjectType::Companies
+            && mapped.properties(true).iter().any(|p| p == DOMAIN);
+        if !searches || unfound.is_empty() {
+            return Ok(Vec::new());
+        }
+        let domain_of = |i: usize| {
+            candidates[i]
+                .outgoing
+                .as_ref()
+                .ok()
+                .and_then(|v| v.get(DOMAIN))
+                .map(|d| d.trim().to_lowercase())
+                .filter(|d| !d.is_empty())
+        };
+        let mut domains: Vec<String> = unfound.iter().filter_map(|&i| domain_of(i)).collect();
+        domains.sort();
+        domains.dedup();
+        let mut properties = mapped.properties(true);
+        properties.push(mapped.identity_property().to_owned());
+        let mut calls = 0;
+        let matches =
+            companies_by_domain(&self.ctx.hubspot, &domains, properties, || calls += 1).await?;
+        self.plan.call("search", calls);
+        let mut linked = Vec::new();
+        for &i in unfound {
+            let Some(domain) = domain_of(i) else { continue };
+            let own = candidates[i].identity(mapped);
+            let found: Vec<Record> = matches
+                .get(&domain)
+                .into_iter()
+                .flatten()
+                .cloned()
+                .map(remote::record)
+                .filter(|c| mapped.record_identity(c).is_none_or(|v| Some(v) == own))
+                .collect();
+            match found.as_slice() {
+                [] => {}
+                [one] => linked.push((i, (one.id.clone(), remote_values(mapped, &one.properties)))),
+                several => {
+                    let ids: Vec<&str> = several.iter().map(|c| c.id.0.as_str()).collect();
+                    decisions[i] = Some(failed(
+                        format!(
+                            "{} HubSpot companies have the domain {domain:?} ({}); crm-sync links \
+                             only when exactly one does. Merge them in HubSpot, or give the row's \
+                             company its {} in HubSpot",
+                            ids.len(),
+                            ids.join(", "),
+                            mapped.identity_property()
+                        ),
+                        None,
+                    ));
+                }
+            }
+        }
+        Ok(linked)
+    }
+
     /// `upsert` mode: the local values of rows just linked, in one batch update (a dry run
     /// counts the call and sends nothing).
     async fn write_found(
@@ -576,11 +726,12 @@ impl PushRun<'_> {
             return Ok(());
         }
         let batch = Batch::new(updates).map_err(|e| RunError::fatal(e.to_string()))?;
-        let outcome = ctx
-            .hubspot
+        let outcome = self
+            .mapped
+            .remote(&ctx.hubspot)
             .batch_update(&batch)
             .await
-            .map_err(|e| hubspot_error("writing local values to HubSpot contacts", e))?;
+            .map_err(|e| hubspot_error("writing local values to HubSpot records", e))?;
         for error in &outcome.errors {
             for &at in &error.input_indices {
                 let Some(&i) = positions.get(at) else {
@@ -612,8 +763,11 @@ impl PushRun<'_> {
         if creates.is_empty() {
             return Ok(());
         }
-        let sent: Vec<BTreeMap<String, String>> =
-            creates.iter().map(|c| c.properties.clone()).collect();
+        // What both sides agree on: the mapped values, not the external key a create adds.
+        let sent: Vec<BTreeMap<String, String>> = positions
+            .iter()
+            .map(|&i| candidates[i].outgoing.clone().unwrap_or_default())
+            .collect();
         self.plan.call("batch_create", 1);
         if self.dry_run {
             for (at, &i) in positions.iter().enumerate() {
@@ -626,22 +780,23 @@ impl PushRun<'_> {
             return Ok(());
         }
         let batch = Batch::new(creates).map_err(|e| RunError::fatal(e.to_string()))?;
-        let outcome = match ctx.hubspot.batch_create(&batch).await {
+        let outcome = match self.mapped.remote(&ctx.hubspot).batch_create(&batch).await {
             Ok(outcome) => outcome,
-            // A contact with one of these emails appeared since the read: read the page again.
+            // A record with one of these unique values appeared since the read: read the page
+            // again.
             Err(HubSpotError::Conflict { .. }) => {
                 return Err(RunError::transient(
-                    "a HubSpot contact with one of the page's emails appeared while it was pushed; \
-                 the page is read again",
+                    "a HubSpot record with one of the page's unique values appeared while it was \
+                     pushed; the page is read again",
                 ));
             }
-            Err(e) => return Err(hubspot_error("creating HubSpot contacts", e)),
+            Err(e) => return Err(hubspot_error("creating HubSpot records", e)),
         };
         for error in &outcome.errors {
             for &at in &error.input_indices {
                 if let Some(&i) = positions.get(at) {
                     decisions[i] = Some(failed(
-                        format!("HubSpot refused the contact: {}", error.error),
+                        format!("HubSpot refused the record: {}", error.error),
                         None,
                     ));
                 }
@@ -666,7 +821,7 @@ impl PushRun<'_> {
             if decisions[i].is_none() {
                 decisions[i] = Some(failed(
                     format!(
-                        "HubSpot's answer did not mention the contact of key {}",
+                        "HubSpot's answer did not mention the record of key {}",
                         candidates[i].key
                     ),
                     None,
@@ -738,12 +893,13 @@ impl PushRun<'_> {
         );
         mapped.write_ids(&mut tx, &ids).await?;
         let mut errors = Vec::new();
+        let noun = mapped.remote_noun();
         for (c, d) in candidates.iter().zip(decisions) {
             let d = match held.iter().find(|h| h.key == c.key) {
                 Some(h) => failed(
                     format!(
-                        "HubSpot contact {} is already linked to {}; two local rows cannot share \
-                     one HubSpot contact",
+                        "HubSpot {noun} {} is already linked to {}; two local rows cannot share \
+                     one HubSpot {noun}",
                         h.hs_object_id,
                         mapped.label(&h.holder)
                     ),
@@ -752,28 +908,29 @@ impl PushRun<'_> {
                 None => d.unwrap_or_else(|| failed("the push left this record undecided", None)),
             };
             let (outcome, failure) = match d {
-            Decision::Done { outcome, .. } => (outcome, None),
-            Decision::Gone(id) => (
-                PushOutcome::Failed,
-                Some((
-                    "the linked HubSpot contact was deleted; the row is marked and never created \
-                     again"
-                        .to_owned(),
-                    Some(id),
-                )),
-            ),
-            Decision::Merged { from, survivor } => (
-                PushOutcome::Failed,
-                Some((
-                    format!(
-                        "HubSpot merged the linked contact {from} into {survivor}; the row is \
+                Decision::Done { outcome, .. } => (outcome, None),
+                Decision::Gone(id) => (
+                    PushOutcome::Failed,
+                    Some((
+                        format!(
+                            "the linked HubSpot {noun} was deleted; the row is marked and never \
+                         created again"
+                        ),
+                        Some(id),
+                    )),
+                ),
+                Decision::Merged { from, survivor } => (
+                    PushOutcome::Failed,
+                    Some((
+                        format!(
+                            "HubSpot merged the linked {noun} {from} into {survivor}; the row is \
                          linked to {survivor} and its change is sent by the next push"
-                    ),
-                    Some(from),
-                )),
-            ),
-            Decision::Failed { reason, id } => (PushOutcome::Failed, Some((reason, id))),
-        };
+                        ),
+                        Some(from),
+                    )),
+                ),
+                Decision::Failed { reason, id } => (PushOutcome::Failed, Some((reason, id))),
+            };
             counts.add(outcome);
             self.plan.actions.push(planned(
                 mapped,
@@ -819,11 +976,19 @@ fn planned(
         (_, Some(reason)) => (PlannedKind::Fail, format!("{label}: {reason}")),
         (PushOutcome::Created, _) => (
             PlannedKind::Create,
-            format!("{label}: no HubSpot contact has its email; one would be created"),
+            format!(
+                "{label}: no HubSpot {} has its {}; one would be created",
+                mapped.remote_noun(),
+                mapped.identity_property()
+            ),
         ),
         (PushOutcome::Linked, _) => (
             PlannedKind::Link,
-            format!("{label}: a HubSpot contact with its email would be linked"),
+            format!(
+                "{label}: the HubSpot {} found by its {} would be linked",
+                mapped.remote_noun(),
+                mapped.identity_property()
+            ),
         ),
         (PushOutcome::Updated, _) => (
             PlannedKind::Update,
@@ -836,7 +1001,7 @@ fn planned(
     };
     PlannedAction {
         action,
-        contact_id: c.key.parse().ok().map(ContactId),
+        contact_id: mapped.contact_id(&c.key),
         email: c.email(mapped),
         hs_object_id: c.link.hs_object_id.clone(),
         reason,
@@ -850,7 +1015,7 @@ fn record_error(
     id: Option<HsObjectId>,
 ) -> RecordError {
     RecordError {
-        contact_id: c.key.parse().ok().map(ContactId),
+        contact_id: mapped.contact_id(&c.key),
         company_id: None,
         email: c.email(mapped),
         hs_object_id: id,
