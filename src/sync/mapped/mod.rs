@@ -1,7 +1,8 @@
 //! The engine of a mapping to a table crm-sync does not own (`[[sync.objects]]` naming the
-//! user's own table): contacts pushed from and pulled into that table through the mapped
-//! fields, with the sync state in crm-sync's `object_links` table (see
-//! [`crate::store::LocalTable`]) — the user's table gets no trigger and no column.
+//! user's own table): contacts or companies pushed from and pulled into that table through the
+//! mapped fields ([`remote`] makes the calls of either object), with the sync state in
+//! crm-sync's `object_links` table (see [`crate::store::LocalTable`]) — the user's table gets
+//! no trigger and no column. A record is found again by its [`Identity`].
 //!
 //! - [`push`]: keyset pages of the table joined with their links; a row is a candidate when
 //!   unlinked or when the hash of its mapped push/both values differs from the one last pushed.
@@ -17,7 +18,8 @@
 //! did, the field's owner.
 //!
 //! The built-in contacts mapping keeps its own engine ([`crate::sync::push`],
-//! [`crate::sync::pull`]); [`user_mapping`] tells them apart.
+//! [`crate::sync::pull`]), and crm-sync's own `companies` table the company engine
+//! ([`crate::sync::companies`]); [`user_mapping`] tells them apart.
 
 pub mod pull;
 pub mod push;

@@ -1,7 +1,9 @@
-//! Pull into a user's table: HubSpot's contacts with the mapped properties, matched to rows by
-//! the HubSpot id of their link, then by a merged-away id a link names (HubSpot merged that
-//! record into this one: the link moves to the survivor), then by email; the mapped `pull` and
-//! `both` columns of a matched row are written by one `UPDATE` of those columns.
+//! Pull into a user's table: HubSpot's records (contacts or companies) with the mapped
+//! properties, matched to rows by the HubSpot id of their link, then by a merged-away id a link
+//! names (HubSpot merged that record into this one: the link moves to the survivor), then by
+//! identity (email, a unique property, or the row an external key names; never a company's
+//! domain); the mapped `pull` and `both` columns of a matched row are written by one `UPDATE`
+//! of those columns. "Contact" below stands for either object.
 //!
 //! - A **full** pull lists every contact (100 per call). After the list, the links whose
 //!   HubSpot record it did not show are read by id, 100 per batch ([`lookup::look_up`]):

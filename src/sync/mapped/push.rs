@@ -4,17 +4,20 @@
 //! resolved against HubSpot and committed with its links, counts, errors and checkpoint in one
 //! transaction; a page without any costs its read and nothing else.
 //!
-//! Per candidate page: unlinked rows are read by email (one batch read), then linked (mode
-//! `link`: HubSpot's values are left alone; `upsert`: the local values are written, except a
-//! field HubSpot owns) or created (one batch create); linked rows changed locally are updated
-//! (one batch update, plus one batch read when a field HubSpot owns changed locally: it is sent
-//! only when HubSpot's value has not changed since the last sync). A killed run's creates are
-//! found again by email by the next run, never made twice.
+//! Per candidate page: unlinked rows are read by their identity (email, a unique property,
+//! or crm-sync's external key for companies; one batch read), then linked (mode `link`:
+//! HubSpot's values are left alone; `upsert`: the local values are written, except a field
+//! HubSpot owns) or created (one batch create, with the external key); in `link` mode a company
+//! no identity found is first looked for by its domain (one search; exactly one live match is
+//! linked, several fail the record naming them). Linked rows changed locally are updated (one
+//! batch update, plus one batch read when a field HubSpot owns changed locally: it is sent only
+//! when HubSpot's value has not changed since the last sync). A killed run's creates are found
+//! again by identity by the next run, never made twice.
 //!
 //! An update HubSpot answers without a word for a record (an id merged away or deleted, which
 //! it may leave out silently) is not taken as written: those ids are read once
-//! ([`super::remote::Remote::look_up`]); a deleted record marks its row, a merged one fails the record and
-//! moves its link to the survivor, so the next push sends the change there.
+//! ([`super::remote::Remote::look_up`]); a deleted record marks its row, a merged one fails
+//! the record and moves its link to the survivor, so the next push sends the change there.
 //!
 //! A **dry run** makes the same reads, sends no write (creates and updates are counted, linked
 //! records are read by id instead of updated), and rolls back every page's link writes; it
