@@ -42,6 +42,7 @@ mod credential_ciphers;
 mod credentials;
 mod gauges;
 mod installation;
+mod link_companies;
 mod link_portal;
 mod oauth_states;
 mod object_links;
@@ -73,6 +74,7 @@ pub use credential_ciphers::CredentialCiphers;
 pub use credentials::{CredentialStatus, NewCredentials, StoredCredentials};
 pub use gauges::{ACTIVE_STATUSES, PoolUsage, QueueGauges};
 pub use installation::Installation;
+pub use link_companies::{CompanyKeyState, CompanyLinkRow};
 pub use link_portal::LinkPortal;
 pub use oauth_states::{StateBinding, StateFacts};
 pub use object_links::{

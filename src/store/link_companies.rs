@@ -1,0 +1,304 @@
+//! The primary company of rows of a user's contacts table (`company_column`): the rows'
+//! company keys read with their links, the HubSpot company each link last agreed on
+//! (`object_links.company_hs_id`), and the lookups between a company's local key and its
+//! HubSpot id, for crm-sync's own `companies` table and for a companies table mapped to the
+//! user's own (whose links are `object_links` rows of object `companies`).
+//!
+//! Identifiers are built into the SQL text from a checked mapping (plain SQL names, always
+//! quoted); values are always bound. Page writes are set-based (PostgreSQL `UNNEST`, SQLite
+//! `json_each`), never one statement per row.
+
+use sqlx::AssertSqlSafe;
+use sqlx::types::Json;
+
+use super::{KeyKind, LocalTable, Store, StoreError, Tx, on_pool, on_tx};
+use crate::ids::{CompanyId, HsObjectId};
+use crate::mapping::ColumnName;
+
+/// A linked row of a user's contacts table with its company key and the company last agreed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompanyLinkRow {
+    /// The row's key, as text.
+    pub key: String,
+    /// Its HubSpot contact.
+    pub hs_object_id: HsObjectId,
+    /// The company column's value, as text (`None`: no company).
+    pub company_key: Option<String>,
+    /// The HubSpot company both sides last agreed on as the contact's primary (`None`: none).
+    pub synced: Option<CompanyId>,
+}
+
+/// What a company's local key names: its HubSpot id, if linked, and whether HubSpot deleted it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompanyKeyState {
+    /// The local key, as text.
+    pub key: String,
+    /// The linked HubSpot company.
+    pub hs_object_id: Option<CompanyId>,
+    /// Whether HubSpot deleted the company (a tombstone, or a link marked deleted).
+    pub deleted: bool,
+}
+
+type RawRow = (Option<String>, Option<String>, String, Option<String>);
+
+fn decode(rows: Vec<RawRow>) -> Vec<CompanyLinkRow> {
+    rows.into_iter()
+        .map(|(key, company_key, id, synced)| CompanyLinkRow {
+            key: key.unwrap_or_default(),
+            hs_object_id: HsObjectId(id),
+            company_key,
+            synced: synced.map(CompanyId),
+        })
+        .collect()
+}
+
+/// `SELECT … FROM` the table joined with its live links: (key, company key, HubSpot id, company
+/// last agreed).
+fn select(table: &LocalTable, column: &ColumnName) -> String {
+    format!(
+        "SELECT CAST(u.{key} AS TEXT), CAST(u.{column} AS TEXT), l.hs_object_id, l.company_hs_id \
+           FROM {table} u JOIN object_links l \
+             ON l.object = $1 AND l.local_key = CAST(u.{key} AS TEXT) \
+          WHERE l.hs_object_id IS NOT NULL AND l.hubspot_deleted_at IS NULL",
+        key = table.key.quoted(),
+        column = column.quoted(),
+        table = table.table.quoted(),
+    )
+}
+
+/// The rows with these HubSpot ids (`$2`), PostgreSQL and SQLite forms.
+fn of_ids(table: &LocalTable, column: &ColumnName) -> (String, String) {
+    let base = select(table, column);
+    let key = table.key.quoted();
+    (
+        format!("{base} AND l.hs_object_id = ANY($2::text[]) ORDER BY u.{key}"),
+        format!("{base} AND l.hs_object_id IN (SELECT value FROM json_each($2)) ORDER BY u.{key}"),
+    )
+}
+
+fn texts(ids: &[HsObjectId]) -> Vec<String> {
+    ids.iter().map(|i| i.0.clone()).collect()
+}
+
+impl Store {
+    /// Up to `limit` linked (and not deleted) rows of `table` after the key `after`, in key
+    /// order, with the company column's value and the company last agreed: one statement.
+    pub async fn company_link_page(
+        &self,
+        table: &LocalTable,
+        column: &ColumnName,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<CompanyLinkRow>, StoreError> {
+        let key = table.key.quoted();
+        let cursor = match (after, table.key_kind) {
+            (None, _) => None,
+            (Some(a), KeyKind::Text) => Some(Err(a.to_owned())),
+            (Some(a), KeyKind::Integer) => Some(Ok(a.parse::<i64>().map_err(|_| {
+                StoreError::InvalidData(format!(
+                    "key {a:?} of table {} is not a whole number",
+                    table.table
+                ))
+            })?)),
+        };
+        let sql = format!(
+            "{base}{after} ORDER BY u.{key} LIMIT $2",
+            base = select(table, column),
+            after = if cursor.is_some() {
+                format!(" AND u.{key} > $3")
+            } else {
+                String::new()
+            },
+        );
+        let rows: Vec<RawRow> = on_pool!(self, pool => {
+            let query = sqlx::query_as(AssertSqlSafe(sql.clone()))
+                .bind(table.object)
+                .bind(i64::from(limit));
+            let query = match &cursor {
+                Some(Ok(i)) => query.bind(*i),
+                Some(Err(t)) => query.bind(t.clone()),
+                None => query,
+            };
+            query.fetch_all(pool).await?
+        });
+        Ok(decode(rows))
+    }
+
+    /// The linked rows of `table` whose HubSpot ids are `ids`, as [`Store::company_link_page`]
+    /// reads them (before a page's transaction opens).
+    pub async fn company_link_rows_now(
+        &self,
+        table: &LocalTable,
+        column: &ColumnName,
+        ids: &[HsObjectId],
+    ) -> Result<Vec<CompanyLinkRow>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (pg, sqlite) = of_ids(table, column);
+        let texts = texts(ids);
+        let rows: Vec<RawRow> = on_pool!(self, pool => postgres: {
+            sqlx::query_as(AssertSqlSafe(pg))
+                .bind(table.object)
+                .bind(texts)
+                .fetch_all(pool)
+                .await?
+        }, sqlite: {
+            sqlx::query_as(AssertSqlSafe(sqlite))
+                .bind(table.object)
+                .bind(Json(texts))
+                .fetch_all(pool)
+                .await?
+        });
+        Ok(decode(rows))
+    }
+
+    /// crm-sync's own companies with these local ids: their HubSpot ids and tombstones.
+    pub async fn builtin_company_keys(
+        &self,
+        ids: &[i64],
+    ) -> Result<Vec<CompanyKeyState>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        const PG: &str = "SELECT CAST(id AS TEXT), hs_object_id, hubspot_deleted_at IS NOT NULL \
+                            FROM companies WHERE id = ANY($1::bigint[])";
+        const SQLITE: &str = "SELECT CAST(id AS TEXT), hs_object_id, hubspot_deleted_at IS NOT NULL \
+                                FROM companies WHERE id IN (SELECT value FROM json_each($1))";
+        let rows: Vec<(String, Option<String>, bool)> = on_pool!(self, pool =>
+            postgres: sqlx::query_as(PG).bind(ids).fetch_all(pool).await?,
+            sqlite: sqlx::query_as(SQLITE).bind(Json(ids)).fetch_all(pool).await?,
+        );
+        Ok(key_states(rows))
+    }
+
+    /// The link rows of `object` (a mapped companies table) with these local keys: their
+    /// HubSpot ids and deletion marks.
+    pub async fn linked_company_keys(
+        &self,
+        object: &str,
+        keys: &[String],
+    ) -> Result<Vec<CompanyKeyState>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        const PG: &str = "SELECT local_key, hs_object_id, hubspot_deleted_at IS NOT NULL \
+                            FROM object_links WHERE object = $1 AND local_key = ANY($2::text[])";
+        const SQLITE: &str = "SELECT local_key, hs_object_id, hubspot_deleted_at IS NOT NULL \
+                                FROM object_links \
+                               WHERE object = $1 AND local_key IN (SELECT value FROM json_each($2))";
+        let rows: Vec<(String, Option<String>, bool)> = on_pool!(self, pool =>
+            postgres: sqlx::query_as(PG).bind(object).bind(keys).fetch_all(pool).await?,
+            sqlite: sqlx::query_as(SQLITE).bind(object).bind(Json(keys)).fetch_all(pool).await?,
+        );
+        Ok(key_states(rows))
+    }
+}
+
+fn key_states(rows: Vec<(String, Option<String>, bool)>) -> Vec<CompanyKeyState> {
+    rows.into_iter()
+        .map(|(key, id, deleted)| CompanyKeyState {
+            key,
+            hs_object_id: id.map(CompanyId),
+            deleted,
+        })
+        .collect()
+}
+
+impl Tx {
+    /// [`Store::company_link_rows_now`] in this transaction (the rows a page applies to).
+    pub async fn company_link_rows(
+        &mut self,
+        table: &LocalTable,
+        column: &ColumnName,
+        ids: &[HsObjectId],
+    ) -> Result<Vec<CompanyLinkRow>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (pg, sqlite) = of_ids(table, column);
+        let texts = texts(ids);
+        let rows: Vec<RawRow> = on_tx!(self, c => postgres: {
+            sqlx::query_as(AssertSqlSafe(pg))
+                .bind(table.object)
+                .bind(texts)
+                .fetch_all(c)
+                .await?
+        }, sqlite: {
+            sqlx::query_as(AssertSqlSafe(sqlite))
+                .bind(table.object)
+                .bind(Json(texts))
+                .fetch_all(c)
+                .await?
+        });
+        Ok(decode(rows))
+    }
+
+    /// The local keys of the link rows of `object` (a mapped companies table) holding these
+    /// HubSpot ids, as (key, HubSpot id).
+    pub async fn company_link_holders(
+        &mut self,
+        object: &str,
+        ids: &[CompanyId],
+    ) -> Result<Vec<(String, CompanyId)>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        const PG: &str = "SELECT local_key, hs_object_id FROM object_links \
+                           WHERE object = $1 AND hs_object_id = ANY($2::text[])";
+        const SQLITE: &str = "SELECT local_key, hs_object_id FROM object_links \
+                               WHERE object = $1 AND hs_object_id IN (SELECT value FROM json_each($2))";
+        let texts: Vec<String> = ids.iter().map(|i| i.0.clone()).collect();
+        let rows: Vec<(String, String)> = on_tx!(self, c =>
+            postgres: sqlx::query_as(PG).bind(object).bind(texts).fetch_all(c).await?,
+            sqlite: sqlx::query_as(SQLITE).bind(object).bind(Json(texts)).fetch_all(c).await?,
+        );
+        Ok(rows
+            .into_iter()
+            .map(|(key, id)| (key, CompanyId(id)))
+            .collect())
+    }
+
+    /// Records, per local key of `object`, the HubSpot company both sides now agree on as the
+    /// contact's primary (`None`: none), on the key's link row: one statement.
+    pub async fn save_link_companies(
+        &mut self,
+        object: &str,
+        agreed: &[(String, Option<CompanyId>)],
+    ) -> Result<(), StoreError> {
+        if agreed.is_empty() {
+            return Ok(());
+        }
+        const PG: &str = "UPDATE object_links l SET company_hs_id = v.company \
+                            FROM UNNEST($2::text[], $3::text[]) AS v(local_key, company) \
+                           WHERE l.object = $1 AND l.local_key = v.local_key";
+        const SQLITE: &str = "UPDATE object_links SET company_hs_id = v.company \
+                                FROM (SELECT json_extract(value, '$[0]') AS local_key, \
+                                             json_extract(value, '$[1]') AS company \
+                                        FROM json_each($2)) AS v \
+                               WHERE object_links.object = $1 \
+                                 AND object_links.local_key = v.local_key";
+        let keys: Vec<&str> = agreed.iter().map(|(k, _)| k.as_str()).collect();
+        let companies: Vec<Option<&str>> = agreed
+            .iter()
+            .map(|(_, c)| c.as_ref().map(|c| c.0.as_str()))
+            .collect();
+        on_tx!(self, c => postgres: {
+            sqlx::query(PG)
+                .bind(object)
+                .bind(&keys)
+                .bind(&companies)
+                .execute(c)
+                .await?;
+        }, sqlite: {
+            let pairs: Vec<(&str, Option<&str>)> =
+                keys.iter().copied().zip(companies.iter().copied()).collect();
+            sqlx::query(SQLITE)
+                .bind(object)
+                .bind(Json(pairs))
+                .execute(c)
+                .await?;
+        });
+        Ok(())
+    }
+}
