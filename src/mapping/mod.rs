@@ -157,6 +157,18 @@ pub enum HubSpotIdStore {
     Column(ColumnName),
 }
 
+/// A contacts mapping's association with the contact's primary company (`company_column`):
+/// the column of the user's table holding the local key of the contact's company, and which
+/// way the association travels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompanyAssociation {
+    /// The column holding the company's local key (whole number or text).
+    pub column: ColumnName,
+    /// `company_direction` and `company_owner`: both ways, owned locally, unless configured
+    /// otherwise (as the built-in `contacts.company_id`, whose local side wins).
+    pub flow: Flow,
+}
+
 /// One `[[sync.objects]]` entry, checked for everything that needs no database.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectMapping {
@@ -174,6 +186,8 @@ pub struct ObjectMapping {
     pub create_properties: bool,
     /// The mapped columns, sorted by column name.
     pub fields: Vec<FieldMapping>,
+    /// The contact's primary company (`company_column`), when a contacts mapping syncs it.
+    pub company: Option<CompanyAssociation>,
     /// The configuration key of the entry, e.g. `sync.objects[1]`; a built-in default says
     /// `sync.objects (built-in contacts default)`.
     pub key: String,
@@ -202,6 +216,8 @@ impl ObjectMapping {
                 field("first_name", "firstname"),
                 field("last_name", "lastname"),
             ],
+            // The built-in table syncs `contacts.company_id` through its own engine.
+            company: None,
             key: DEFAULT_CONTACTS_KEY.to_owned(),
         }
     }
@@ -209,6 +225,11 @@ impl ObjectMapping {
     /// The configuration key of a field, e.g. `sync.objects[1].fields.plan`.
     pub fn field_key(&self, field: &FieldMapping) -> String {
         format!("{}.fields.{}", self.key, field.column)
+    }
+
+    /// The configuration key of the company association, e.g. `sync.objects[1].company_column`.
+    pub fn company_key(&self) -> String {
+        format!("{}.company_column", self.key)
     }
 
     /// The field mapped to `property`.

@@ -7,9 +7,9 @@ use std::collections::{BTreeMap, HashMap};
 use serde::Deserialize;
 
 use super::{
-    ColumnName, DeclaredType, EXTERNAL_KEY_WORD, FieldMapping, FieldType, Flow, HubSpotIdStore,
-    MatchKey, ObjectMapping, ObjectType, Owner, PropertyKind, PropertyName, TableRef,
-    with_defaults,
+    ColumnName, CompanyAssociation, DeclaredType, EXTERNAL_KEY_WORD, FieldMapping, FieldType, Flow,
+    HubSpotIdStore, MatchKey, ObjectMapping, ObjectType, Owner, PropertyKind, PropertyName,
+    TableRef, with_defaults,
 };
 use crate::config::{ConfigError, DatabaseKind, invalid};
 
@@ -33,6 +33,15 @@ pub struct RawObjectMapping {
     /// Whether missing HubSpot properties are created.
     #[serde(default)]
     create_properties: bool,
+    /// A contacts mapping's column holding the local key of the contact's primary company.
+    #[serde(default)]
+    company_column: Option<String>,
+    /// `push`, `pull` or `both` (the default) for `company_column`.
+    #[serde(default)]
+    company_direction: Option<String>,
+    /// `local` (the default) or `hubspot`, with `company_direction = "both"` only.
+    #[serde(default)]
+    company_owner: Option<String>,
     /// Column → field.
     #[serde(default)]
     fields: BTreeMap<String, RawField>,
@@ -137,6 +146,7 @@ impl RawObjectMapping {
                 HubSpotIdStore::Column(column)
             }
         };
+        let company = self.company(key, object, &key_column, &hubspot_id, &fields)?;
         Ok(ObjectMapping {
             object,
             table,
@@ -145,8 +155,96 @@ impl RawObjectMapping {
             hubspot_id,
             create_properties: self.create_properties,
             fields,
+            company,
             key: key.to_owned(),
         })
+    }
+
+    /// `company_column` with its direction and owner: a contacts mapping's only, on a column
+    /// that is neither the key, the HubSpot id column nor a mapped field's (each is written by
+    /// something else).
+    fn company(
+        &self,
+        key: &str,
+        object: ObjectType,
+        key_column: &ColumnName,
+        hubspot_id: &HubSpotIdStore,
+        fields: &[FieldMapping],
+    ) -> Result<Option<CompanyAssociation>, ConfigError> {
+        let column_key = format!("{key}.company_column");
+        let Some(text) = &self.company_column else {
+            for (name, set) in [
+                ("company_direction", self.company_direction.is_some()),
+                ("company_owner", self.company_owner.is_some()),
+            ] {
+                if set {
+                    return Err(invalid(
+                        &format!("{key}.{name}"),
+                        "applies to company_column, which is not set",
+                    ));
+                }
+            }
+            return Ok(None);
+        };
+        if object != ObjectType::Contacts {
+            return Err(invalid(
+                &column_key,
+                "only a contacts mapping has a company column (a contact's primary company)",
+            ));
+        }
+        let column = ColumnName::parse(text).map_err(|e| invalid(&column_key, e.to_string()))?;
+        if let Some(field) = fields.iter().find(|f| f.column == column) {
+            return Err(invalid(
+                &column_key,
+                format!(
+                    "column \"{column}\" is also mapped to the property \"{}\"; the company \
+                     column holds a company's local key, which crm-sync writes as an association",
+                    field.property
+                ),
+            ));
+        }
+        if column == *key_column || *hubspot_id == HubSpotIdStore::Column(column.clone()) {
+            return Err(invalid(
+                &column_key,
+                format!(
+                    "column \"{column}\" is the table's key or HubSpot id column; name the \
+                     column holding the company's local key"
+                ),
+            ));
+        }
+        let owner_key = format!("{key}.company_owner");
+        let owner = self
+            .company_owner
+            .as_deref()
+            .map(|text| match text.trim() {
+                "local" => Ok(Owner::Local),
+                "hubspot" => Ok(Owner::HubSpot),
+                other => Err(invalid(
+                    &owner_key,
+                    format!("{other:?} is neither \"local\" nor \"hubspot\""),
+                )),
+            })
+            .transpose()?;
+        let one_way = |flow: Flow| match owner {
+            None => Ok(flow),
+            Some(_) => Err(invalid(
+                &owner_key,
+                "only company_direction = \"both\" has an owner; remove company_owner",
+            )),
+        };
+        let flow = match self.company_direction.as_deref().map(str::trim) {
+            Some("push") => one_way(Flow::Push)?,
+            Some("pull") => one_way(Flow::Pull)?,
+            // The local side wins by default, as for the built-in `contacts.company_id`.
+            None | Some("both") => Flow::Both(owner.unwrap_or(Owner::Local)),
+            Some(other) => {
+                return Err(invalid(
+                    &format!("{key}.company_direction"),
+                    format!("{other:?} is not \"push\", \"pull\" or \"both\""),
+                ));
+            }
+        };
+        Ok(Some(CompanyAssociation { column, flow }))
     }
 
     /// The fields, sorted by column; two fields mapped to one property are refused.

@@ -111,6 +111,7 @@ pub async fn check_mapping(
         }
     }
     checker.hubspot_id_column()?;
+    checker.company_column()?;
     let fields = mapping
         .fields
         .iter()
@@ -194,6 +195,43 @@ impl Checker<'_> {
                 format!(
                     "column \"{column}\" is {}, but a HubSpot id needs a text or integer column",
                     info.kind.describe()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The company column, when configured, exists, holds whole numbers or text (a company's
+    /// local key), and is not on a view when pull may write it.
+    fn company_column(&self) -> Result<(), MappingError> {
+        let Some(company) = &self.mapping.company else {
+            return Ok(());
+        };
+        let key = self.mapping.company_key();
+        let info = self
+            .info
+            .column(&company.column)
+            .ok_or_else(|| self.no_column(key.clone(), company.column.as_str()))?;
+        if !matches!(info.kind, ColumnKind::Text | ColumnKind::Integer) {
+            return Err(mismatch(
+                key,
+                format!(
+                    "column \"{}\" is {}, but a company's local key needs a whole-number or \
+                     text column",
+                    company.column,
+                    info.kind.describe()
+                ),
+            ));
+        }
+        let direction = company.flow.direction();
+        if self.info.relation == Relation::View && direction.writes_locally() {
+            return Err(mismatch(
+                format!("{}.company_direction", self.mapping.key),
+                format!(
+                    "\"{}\" is a view, which pull cannot write; use company_direction = \
+                     \"push\" (a {} association writes the column)",
+                    self.mapping.table,
+                    direction.as_str()
                 ),
             ));
         }
