@@ -73,7 +73,7 @@ fn encode_error(e: crate::hubspot::BatchTooLarge) -> RunError {
 
 /// Every company of each contact with the types between them, following HubSpot's pages, and
 /// the contacts HubSpot reports not found (deleted or merged away since they were named).
-async fn read_companies(
+pub(crate) async fn read_companies(
     client: &HubSpotClient,
     contacts: &[HsObjectId],
 ) -> Result<(HashMap<String, Vec<AssociatedRecord>>, HashSet<String>), RunError> {
@@ -114,7 +114,7 @@ async fn read_companies(
 }
 
 /// The primary company among a contact's companies (by type number).
-fn primary_of(records: Option<&Vec<AssociatedRecord>>) -> Option<CompanyId> {
+pub(crate) fn primary_of(records: Option<&Vec<AssociatedRecord>>) -> Option<CompanyId> {
     records?
         .iter()
         .find(|r| r.is_primary())
@@ -122,7 +122,7 @@ fn primary_of(records: Option<&Vec<AssociatedRecord>>) -> Option<CompanyId> {
 }
 
 /// What a push page does for one candidate.
-enum PushPlan {
+pub(crate) enum PushPlan {
     /// Make the pair primary (`types`: those it must have afterwards; `None`: it is already,
     /// nothing to write), then remove the old pair if any.
     Write {
@@ -139,11 +139,28 @@ enum PushPlan {
 }
 
 /// The company last synced, which the contact no longer has locally.
-struct Stale {
+pub(crate) struct Stale {
     company: CompanyId,
     /// Whether HubSpot still has the pair (a run a kill cut short may have removed it; it
     /// is counted removed all the same, as this job's change).
     in_hubspot: bool,
+}
+
+impl Stale {
+    /// Whether HubSpot still has the old pair (so it is archived).
+    pub(crate) fn in_hubspot(&self) -> bool {
+        self.in_hubspot
+    }
+}
+
+/// The primary company a contact should have, as its local side says.
+pub(crate) enum Wanted {
+    /// None (the local company is empty).
+    Nothing,
+    /// This HubSpot company.
+    Company(CompanyId),
+    /// A company that has no HubSpot id: the association fails, for this reason.
+    Unlinked(String),
 }
 
 /// The association phase of a contact push: links the unlinked companies contacts name
@@ -225,8 +242,8 @@ impl AssociationPush<'_> {
             .iter()
             .map(|row| plan(row, current.get(&row.hs_object_id.0), company_reasons))
             .collect();
-        let refused = self.write(rows, &plans).await?;
-        self.archive(rows, &plans).await?;
+        let refused = write_pairs(self.client, &ids, &plans).await?;
+        archive_pairs(self.client, &ids, &plans).await?;
         let mut synced = Vec::new();
         let mut errors = Vec::new();
         for (i, (row, plan)) in rows.iter().zip(&plans).enumerate() {
@@ -275,86 +292,91 @@ impl AssociationPush<'_> {
             .await?;
         Ok(counts)
     }
+}
 
-    /// Writes the pairs that are not already primary; returns the refused ones (by row).
-    async fn write(
-        &self,
-        rows: &[AssociationRow],
-        plans: &[PushPlan],
-    ) -> Result<HashMap<usize, String>, RunError> {
-        let mut which = Vec::new();
-        let mut inputs = Vec::new();
-        for (i, (row, plan)) in rows.iter().zip(plans).enumerate() {
-            if let PushPlan::Write {
-                company,
-                types: Some(types),
-                ..
-            } = plan
-            {
-                which.push(i);
-                inputs.push(AssociationInput {
-                    from: row.hs_object_id.0.clone(),
-                    to: company.0.clone(),
-                    types: types.clone(),
-                });
+/// Writes the pairs of `contacts` (by position) their plans make primary and that are not
+/// already; returns the refused ones (by position).
+pub(crate) async fn write_pairs(
+    client: &HubSpotClient,
+    contacts: &[HsObjectId],
+    plans: &[PushPlan],
+) -> Result<HashMap<usize, String>, RunError> {
+    let mut which = Vec::new();
+    let mut inputs = Vec::new();
+    for (i, (contact, plan)) in contacts.iter().zip(plans).enumerate() {
+        if let PushPlan::Write {
+            company,
+            types: Some(types),
+            ..
+        } = plan
+        {
+            which.push(i);
+            inputs.push(AssociationInput {
+                from: contact.0.clone(),
+                to: company.0.clone(),
+                types: types.clone(),
+            });
+        }
+    }
+    let mut refused = HashMap::new();
+    if inputs.is_empty() {
+        return Ok(refused);
+    }
+    let batch = Batch::new(inputs).map_err(encode_error)?;
+    let outcome = client
+        .create_associations(ObjectType::Contacts, ObjectType::Companies, &batch)
+        .await
+        .map_err(|e| hubspot_error("writing contact→company associations", e))?;
+    for error in &outcome.errors {
+        let indices = if error.input_indices.is_empty() {
+            // HubSpot did not say which pair: none of the unconfirmed ones counts.
+            (0..which.len())
+                .filter(|n| !outcome.results.iter().any(|r| r.input_index == Some(*n)))
+                .collect()
+        } else {
+            error.input_indices.clone()
+        };
+        for n in indices {
+            if let Some(&i) = which.get(n) {
+                refused.insert(i, refusal(&error.error));
             }
         }
-        let mut refused = HashMap::new();
-        if inputs.is_empty() {
-            return Ok(refused);
-        }
-        let batch = Batch::new(inputs).map_err(encode_error)?;
-        let outcome = self
-            .client
-            .create_associations(ObjectType::Contacts, ObjectType::Companies, &batch)
-            .await
-            .map_err(|e| hubspot_error("writing contact→company associations", e))?;
-        for error in &outcome.errors {
-            let indices = if error.input_indices.is_empty() {
-                // HubSpot did not say which pair: none of the unconfirmed ones counts.
-                (0..which.len())
-                    .filter(|n| !outcome.results.iter().any(|r| r.input_index == Some(*n)))
-                    .collect()
-            } else {
-                error.input_indices.clone()
-            };
-            for n in indices {
-                if let Some(&i) = which.get(n) {
-                    refused.insert(i, refusal(&error.error));
+    }
+    Ok(refused)
+}
+
+/// Removes the old pairs of `contacts` (by position) whose company changed or was cleared and
+/// that HubSpot still has.
+pub(crate) async fn archive_pairs(
+    client: &HubSpotClient,
+    contacts: &[HsObjectId],
+    plans: &[PushPlan],
+) -> Result<(), RunError> {
+    let inputs: Vec<AssociationArchive> = contacts
+        .iter()
+        .zip(plans)
+        .filter_map(|(contact, plan)| {
+            let old = match plan {
+                PushPlan::Write {
+                    remove: Some(old), ..
                 }
-            }
-        }
-        Ok(refused)
-    }
-
-    /// Removes the old pairs of contacts whose company changed or was cleared.
-    async fn archive(&self, rows: &[AssociationRow], plans: &[PushPlan]) -> Result<(), RunError> {
-        let inputs: Vec<AssociationArchive> = rows
-            .iter()
-            .zip(plans)
-            .filter_map(|(row, plan)| {
-                let old = match plan {
-                    PushPlan::Write {
-                        remove: Some(old), ..
-                    }
-                    | PushPlan::Remove(old) => old,
-                    _ => return None,
-                };
-                old.in_hubspot.then(|| AssociationArchive {
-                    from: row.hs_object_id.0.clone(),
-                    to: vec![old.company.0.clone()],
-                })
+                | PushPlan::Remove(old) => old,
+                _ => return None,
+            };
+            old.in_hubspot.then(|| AssociationArchive {
+                from: contact.0.clone(),
+                to: vec![old.company.0.clone()],
             })
-            .collect();
-        if inputs.is_empty() {
-            return Ok(());
-        }
-        let batch = Batch::new(inputs).map_err(encode_error)?;
-        self.client
-            .archive_associations(ObjectType::Contacts, ObjectType::Companies, &batch)
-            .await
-            .map_err(|e| hubspot_error("removing old contact→company associations", e))
+        })
+        .collect();
+    if inputs.is_empty() {
+        return Ok(());
     }
+    let batch = Batch::new(inputs).map_err(encode_error)?;
+    client
+        .archive_associations(ObjectType::Contacts, ObjectType::Companies, &batch)
+        .await
+        .map_err(|e| hubspot_error("removing old contact→company associations", e))
 }
 
 /// What to do for one candidate, given the contact's associations in HubSpot now.
@@ -363,20 +385,8 @@ fn plan(
     current: Option<&Vec<AssociatedRecord>>,
     company_reasons: &HashMap<LocalCompanyId, String>,
 ) -> PushPlan {
-    let existing_pair = |company: &CompanyId| {
-        current.and_then(|records| records.iter().find(|r| r.id == company.0))
-    };
-    // The old pair is removed only when HubSpot still has it (a kill may have removed it).
-    let stale = row
-        .synced_hs_id
-        .clone()
-        .filter(|old| Some(old) != row.company_hs_id.as_ref())
-        .map(|company| Stale {
-            in_hubspot: existing_pair(&company).is_some(),
-            company,
-        });
-    match (&row.company_id, &row.company_hs_id) {
-        (Some(local), None) => PushPlan::Failed(match company_reasons.get(local) {
+    let wanted = match (&row.company_id, &row.company_hs_id) {
+        (Some(local), None) => Wanted::Unlinked(match company_reasons.get(local) {
             Some(reason) => format!(
                 "its company (local company {local}) could not be linked to HubSpot: {reason}"
             ),
@@ -384,7 +394,38 @@ fn plan(
                 "its company (local company {local}) is not linked to a HubSpot company (deleted in HubSpot, or not pushed)"
             ),
         }),
-        (_, Some(company)) => {
+        (_, Some(company)) => Wanted::Company(company.clone()),
+        (None, None) => Wanted::Nothing,
+    };
+    plan_pair(wanted, row.synced_hs_id.as_ref(), current)
+}
+
+/// What to do for one contact whose local side wants `wanted` as its primary company, given
+/// the one last synced and its associations in HubSpot now.
+pub(crate) fn plan_pair(
+    wanted: Wanted,
+    synced: Option<&CompanyId>,
+    current: Option<&Vec<AssociatedRecord>>,
+) -> PushPlan {
+    let existing_pair = |company: &CompanyId| {
+        current.and_then(|records| records.iter().find(|r| r.id == company.0))
+    };
+    let wanted_id = match &wanted {
+        Wanted::Company(company) => Some(company),
+        Wanted::Nothing | Wanted::Unlinked(_) => None,
+    };
+    // The old pair is removed only when HubSpot still has it (a kill may have removed it).
+    let stale = synced
+        .cloned()
+        .filter(|old| Some(old) != wanted_id)
+        .map(|company| Stale {
+            in_hubspot: existing_pair(&company).is_some(),
+            company,
+        });
+    match wanted {
+        Wanted::Unlinked(reason) => PushPlan::Failed(reason),
+        Wanted::Company(company) => {
+            let company = &company;
             let pair = existing_pair(company);
             let types = match pair {
                 Some(pair) if pair.is_primary() => None,
@@ -421,7 +462,7 @@ fn plan(
                 remove: stale,
             }
         }
-        (None, None) => match stale {
+        Wanted::Nothing => match stale {
             Some(old) => PushPlan::Remove(old),
             None => PushPlan::Nothing,
         },
@@ -438,7 +479,7 @@ fn refusal(error: &HubSpotError) -> String {
 
 /// What pull decides for one linked contact.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum PullPlan {
+pub(crate) enum PullPlan {
     /// Nothing changed in HubSpot (or the local side changed too: local wins).
     Keep,
     /// Both sides agree on a new state: only the state row follows.
@@ -451,16 +492,31 @@ enum PullPlan {
 
 /// Who wins for a contact's primary company (see `docs/associations.md`).
 fn pull_plan(row: &AssociationRow, primary: Option<CompanyId>) -> PullPlan {
-    if primary == row.synced_hs_id {
+    let local = (!row.unlinked_company()).then_some(row.company_hs_id.as_ref());
+    pull_decision(local, row.synced_hs_id.as_ref(), primary, false)
+}
+
+/// Who wins for a contact's primary company: `local` is the HubSpot id of its local company
+/// (`None`: a local company with no HubSpot id), `synced` the one last agreed, `primary`
+/// HubSpot's now. When both sides changed, the local side wins unless `hubspot_owns`.
+pub(crate) fn pull_decision(
+    local: Option<Option<&CompanyId>>,
+    synced: Option<&CompanyId>,
+    primary: Option<CompanyId>,
+    hubspot_owns: bool,
+) -> PullPlan {
+    if primary.as_ref() == synced {
         return PullPlan::Keep;
     }
-    if primary == row.company_hs_id && !row.unlinked_company() {
+    if let Some(local) = local
+        && primary.as_ref() == local
+    {
         return PullPlan::Record(primary);
     }
-    let local_as_synced = !row.unlinked_company() && row.company_hs_id == row.synced_hs_id;
+    let local_as_synced = local == Some(synced);
     match primary {
-        Some(p) if local_as_synced => PullPlan::Set(p),
-        None if local_as_synced => PullPlan::Clear,
+        Some(p) if local_as_synced || hubspot_owns => PullPlan::Set(p),
+        None if local_as_synced || hubspot_owns => PullPlan::Clear,
         _ => PullPlan::Keep,
     }
 }
