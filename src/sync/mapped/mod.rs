@@ -21,6 +21,7 @@
 //! [`crate::sync::pull`]), and crm-sync's own `companies` table the company engine
 //! ([`crate::sync::companies`]); [`user_mapping`] tells them apart.
 
+mod associations;
 pub mod pull;
 pub mod push;
 mod remote;
@@ -76,6 +77,16 @@ pub async fn check_runnable(
     for checked in mappings {
         let mapping = &checked.mapping;
         if is_built_in(mapping) {
+            if mapping.company.is_some() {
+                // Its engine syncs `contacts.company_id` already; a second column would be
+                // silently ignored.
+                return Err(MappingError::Mismatch {
+                    key: mapping.company_key(),
+                    problem: "the built-in contacts table syncs its company (contacts.company_id) \
+                              on its own; remove company_column"
+                        .to_owned(),
+                });
+            }
             continue;
         }
         key_kind(store, mapping).await?;
@@ -171,6 +182,8 @@ pub(crate) struct Mapped {
     /// The column that also receives each row's HubSpot id (`hubspot_id_column`), and how it
     /// takes one; `None`: the id is kept in `object_links` only.
     pub id_column: Option<(ColumnName, KeyKind)>,
+    /// The contact's primary company (`company_column`), when the mapping syncs it.
+    pub company: Option<associations::MappedCompany>,
     /// The property calls preparing it made (and, in a dry run, the creates it would make),
     /// for a dry run's plan.
     pub property_plan: Plan,
@@ -206,6 +219,7 @@ impl Mapped {
             .await
             .map_err(|e| RunError::fatal(e.to_string()))?;
         let id_column = id_column(store, mapping).await?;
+        let company = associations::MappedCompany::of(store, checked, &ctx.objects).await?;
         let mut property_plan = property_plan(checked, &ready.created);
         let (identity, identity_exists) = match &mapping.match_key {
             MatchKey::Property(property) => {
@@ -248,6 +262,7 @@ impl Mapped {
             checked: checked.clone(),
             property_plan,
             id_column,
+            company,
             fields: ready.fields,
             identity,
             identity_exists,

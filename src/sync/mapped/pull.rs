@@ -112,6 +112,11 @@ pub(crate) async fn run(
             Position::Done => Position::Done,
         };
     }
+    if !incremental {
+        // A full pull ends with the rows' primary companies (docs/associations.md).
+        run.counts =
+            super::associations::pull(&ctx.hubspot, mapped, dry_run, progress, run.counts).await?;
+    }
     progress.set_total(run.counts.total).await?;
     tracing::info!(job = %progress.job_id(), key = %mapped.checked.mapping.key, counts = ?run.counts, incremental, dry_run, "pull into a mapped table finished");
     Ok(())

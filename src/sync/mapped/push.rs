@@ -196,6 +196,8 @@ pub(crate) async fn run(
         )
         .await?;
     }
+    // Associations after the rows, as the built-in push does (docs/associations.md).
+    let counts = super::associations::push(&ctx.hubspot, mapped, dry_run, progress, counts).await?;
     progress.set_total(counts.total).await?;
     tracing::info!(job = %progress.job_id(), key = %mapped.checked.mapping.key, ?counts, "push of a mapped table finished");
     Ok(())

@@ -1,0 +1,728 @@
+//! The primary company of the rows of a user's contacts table (`company_column`), synced with
+//! HubSpot's contact→company associations as the built-in `contacts.company_id` is
+//! ([`crate::sync::associations`], whose HubSpot-side helpers this reuses): types 279 + 1, a
+//! write resending the pair's other types, the old pair archived, on the associations budget.
+//!
+//! The column holds the *local key* of the company; a [`CompanyResolver`] turns it into a
+//! HubSpot company id and back: crm-sync's own `companies` table (its `hs_object_id`; a
+//! tombstoned company has none), or a companies table mapped to the user's own (its links in
+//! `object_links`, object `companies`).
+//!
+//! The state is the HubSpot company both sides last agreed on, kept on the row's link
+//! (`object_links.company_hs_id`): the local company's HubSpot id differing from it is a local
+//! change (push writes it), HubSpot's primary differing from it a HubSpot change (pull takes
+//! it, unless the local side changed too and owns the association).
+//!
+//! - Push, after the rows: keyset pages of 100 linked rows; a page whose rows all agree costs
+//!   its read only. Candidates: one batch read of their associations, one batch create, one
+//!   batch archive; then their state, counts and checkpoint in one transaction. A dry run
+//!   makes the reads, sends no write and saves no state.
+//! - Pull (full), after the rows: pages of 1,000 linked rows, one association read each; the
+//!   HubSpot companies to set that no local company holds are read before the page's
+//!   transaction, which re-reads the rows (a row changed locally meanwhile is left to push),
+//!   writes the company column (an `UPDATE` of that column only) and the state.
+
+use std::collections::{HashMap, HashSet};
+
+use serde_json::Value;
+
+use super::Mapped;
+use crate::hubspot::{AssociatedRecord, HubSpotClient, MAX_ASSOCIATION_READ};
+use crate::ids::{CompanyId, ContactId, HsObjectId, LocalCompanyId};
+use crate::jobs::model::{Counts, Plan, PullCounts, PushCounts, RecordError};
+use crate::jobs::{Page, Progress, RunError};
+use crate::mapping::{CheckedMapping, ColumnName, Flow, ObjectType, Owner};
+use crate::store::{ColumnKind, CompanyKeyState, CompanyLinkRow, KeyKind, Store, StoreError, Tx};
+use crate::sync::associations::{
+    PullPlan, PushPlan, Wanted, archive_pairs, primary_of, pull_decision, read_companies,
+    write_pairs,
+};
+use crate::sync::companies::pull::{Adoptable, adopt, read_adoptable};
+use crate::sync::keys::ExternalKeys;
+
+/// The checkpoint key where an association phase of a mapped table goes on (a row key, as
+/// text); added to the row phase's checkpoint, which ignores it.
+const AFTER_KEY: &str = "company_associations_after";
+
+/// Rows per association push page (one batch create and one archive at most).
+const PUSH_PAGE: u32 = 100;
+
+/// Where companies' local keys are linked to HubSpot companies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum CompanyResolver {
+    /// crm-sync's own `companies` table: the key is `companies.id`, its HubSpot id
+    /// `companies.hs_object_id` (none once HubSpot deleted it: a tombstone).
+    BuiltIn,
+    /// A companies table mapped to the user's own: the key is its key column's value, the
+    /// HubSpot id that of its `object_links` row of this object.
+    Mapped {
+        /// The link rows' object (`companies`).
+        object: &'static str,
+    },
+}
+
+/// What a company's local key resolves to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Resolved {
+    /// The linked HubSpot company.
+    Linked(CompanyId),
+    /// None: why (no such company, not pushed yet, deleted in HubSpot).
+    Unlinked(String),
+}
+
+impl CompanyResolver {
+    /// The resolver of the mappings in effect: a companies table mapped to the user's own when
+    /// there is one, else crm-sync's own.
+    pub(crate) fn for_mappings(mappings: &[CheckedMapping]) -> Self {
+        if mappings
+            .iter()
+            .any(|m| m.mapping.object == ObjectType::Companies)
+        {
+            Self::Mapped {
+                object: ObjectType::Companies.path_name(),
+            }
+        } else {
+            Self::BuiltIn
+        }
+    }
+
+    /// The HubSpot company each of `keys` names (pool reads, before any transaction).
+    pub(crate) async fn to_hubspot(
+        &self,
+        store: &Store,
+        keys: &[String],
+    ) -> Result<HashMap<String, Resolved>, StoreError> {
+        let mut out = HashMap::new();
+        let states = match self {
+            Self::BuiltIn => {
+                let mut ids = Vec::new();
+                for key in keys {
+                    match key.trim().parse::<i64>() {
+                        Ok(id) => ids.push(id),
+                        Err(_) => {
+                            out.insert(
+                                key.clone(),
+                                Resolved::Unlinked(format!(
+                                    "its company key {key:?} is not the id of a local company"
+                                )),
+                            );
+                        }
+                    }
+                }
+                store.builtin_company_keys(&ids).await?
+            }
+            Self::Mapped { object } => store.linked_company_keys(object, keys).await?,
+        };
+        let by_key: HashMap<String, CompanyKeyState> =
+            states.into_iter().map(|s| (s.key.clone(), s)).collect();
+        for key in keys {
+            if out.contains_key(key) {
+                continue;
+            }
+            let lookup = match self {
+                Self::BuiltIn => key.trim().parse::<i64>().map(|i| i.to_string()).ok(),
+                Self::Mapped { .. } => Some(key.clone()),
+            };
+            let state = lookup.and_then(|k| by_key.get(&k));
+            let resolved = match state {
+                None => Resolved::Unlinked(format!(
+                    "its company {key} is not linked to a HubSpot company (no such local \
+                     company, or not pushed yet: push companies first)"
+                )),
+                Some(s) if s.deleted => {
+                    Resolved::Unlinked(format!("its company {key} was deleted in HubSpot"))
+                }
+                Some(CompanyKeyState {
+                    hs_object_id: Some(id),
+                    ..
+                }) => Resolved::Linked(id.clone()),
+                Some(_) => Resolved::Unlinked(format!(
+                    "its company {key} is not linked to a HubSpot company (not pushed yet: push \
+                     companies first)"
+                )),
+            };
+            out.insert(key.clone(), resolved);
+        }
+        Ok(out)
+    }
+
+    /// Reads from HubSpot, before a pull page's transaction, what [`CompanyResolver::to_local`]
+    /// needs to give HubSpot companies no local company holds a local row: crm-sync's own
+    /// table adopts them by the company pull's rules; a mapped table does not (pull never
+    /// inserts into a user's table).
+    async fn read_unknown(
+        &self,
+        client: &HubSpotClient,
+        keys: &ExternalKeys,
+        store: &Store,
+        ids: &[CompanyId],
+    ) -> Result<Adoptable, RunError> {
+        match self {
+            Self::BuiltIn => read_adoptable(client, keys, store, ids).await,
+            Self::Mapped { .. } => Ok(Adoptable::default()),
+        }
+    }
+
+    /// The local key of each HubSpot company of `ids`, in `tx` (no HubSpot call), or why it
+    /// has none.
+    async fn to_local(
+        &self,
+        keys: &ExternalKeys,
+        tx: &mut Tx,
+        ids: &[CompanyId],
+        read: &Adoptable,
+    ) -> Result<HashMap<CompanyId, Result<String, String>>, RunError> {
+        match self {
+            Self::BuiltIn => Ok(adopt(keys, tx, ids, read)
+                .await?
+                .into_iter()
+                .map(|(id, local)| (id, local.map(|l| l.0.to_string())))
+                .collect()),
+            Self::Mapped { object } => {
+                let held: HashMap<CompanyId, String> = tx
+                    .company_link_holders(object, ids)
+                    .await?
+                    .into_iter()
+                    .map(|(key, id)| (id, key))
+                    .collect();
+                Ok(ids
+                    .iter()
+                    .map(|id| {
+                        let local = held.get(id).cloned().ok_or_else(|| {
+                            "no row of the mapped companies table is linked to it (pull \
+                             companies first)"
+                                .to_owned()
+                        });
+                        (id.clone(), local)
+                    })
+                    .collect())
+            }
+        }
+    }
+}
+
+/// A mapping's company association, ready for a job.
+#[derive(Debug, Clone)]
+pub(crate) struct MappedCompany {
+    /// The column holding the company's local key.
+    pub column: ColumnName,
+    /// How the column takes a key.
+    pub kind: KeyKind,
+    /// Which way the association travels, and who wins.
+    pub flow: Flow,
+    /// Where the keys are linked.
+    pub resolver: CompanyResolver,
+}
+
+impl MappedCompany {
+    /// The association of `checked`, if it has one (start-up checked the column; a column
+    /// dropped since fails the job naming the key).
+    pub(crate) async fn of(
+        store: &Store,
+        checked: &CheckedMapping,
+        mappings: &[CheckedMapping],
+    ) -> Result<Option<Self>, RunError> {
+        let Some(company) = &checked.mapping.company else {
+            return Ok(None);
+        };
+        let info = store.table_info(&checked.mapping.table).await?;
+        let kind = match info
+            .as_ref()
+            .and_then(|i| i.column(&company.column))
+            .map(|c| c.kind.clone())
+        {
+            Some(ColumnKind::Integer) => KeyKind::Integer,
+            Some(ColumnKind::Text) => KeyKind::Text,
+            _ => {
+                return Err(RunError::fatal(format!(
+                    "{}: column \"{}\" of {} is missing or holds neither text nor whole numbers",
+                    checked.mapping.company_key(),
+                    company.column,
+                    checked.mapping.table
+                )));
+            }
+        };
+        Ok(Some(Self {
+            column: company.column.clone(),
+            kind,
+            flow: company.flow,
+            resolver: CompanyResolver::for_mappings(mappings),
+        }))
+    }
+
+    fn hubspot_owns(&self) -> bool {
+        self.flow.owner() == Some(Owner::HubSpot)
+    }
+}
+
+/// Where an association phase resumes (a row key; `None`: from the first row).
+fn resume_after(progress: &Progress) -> Option<String> {
+    progress
+        .checkpoint()
+        .and_then(|c| c.get(AFTER_KEY).and_then(Value::as_str).map(str::to_owned))
+}
+
+/// `base` (the row phase's checkpoint) with the association phase's position.
+fn with_after(base: &Option<Value>, after: &str) -> Value {
+    let mut value = base
+        .clone()
+        .filter(Value::is_object)
+        .unwrap_or_else(|| Value::Object(Default::default()));
+    if let Value::Object(map) = &mut value {
+        map.insert(AFTER_KEY.to_owned(), Value::from(after));
+    }
+    value
+}
+
+/// [`with_after`] for a push, whose row phase needs its own `after` to resume: one that
+/// committed nothing left none, and its rows are done, so it resumes after this key too.
+fn push_checkpoint(base: &Option<Value>, after: &str) -> Value {
+    let mut value = with_after(base, after);
+    if let Value::Object(map) = &mut value {
+        map.entry("after").or_insert_with(|| Value::from(after));
+    }
+    value
+}
+
+/// The keys the rows name, once each.
+fn company_keys(rows: &[CompanyLinkRow]) -> Vec<String> {
+    let mut keys: Vec<String> = rows
+        .iter()
+        .filter_map(|r| r.company_key.clone())
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    keys.sort();
+    keys
+}
+
+/// What the local side wants as a row's primary company.
+fn wanted(row: &CompanyLinkRow, resolved: &HashMap<String, Resolved>) -> Wanted {
+    match &row.company_key {
+        None => Wanted::Nothing,
+        Some(key) => match resolved.get(key) {
+            Some(Resolved::Linked(id)) => Wanted::Company(id.clone()),
+            Some(Resolved::Unlinked(reason)) => Wanted::Unlinked(reason.clone()),
+            None => Wanted::Unlinked(format!("its company {key} was not looked up")),
+        },
+    }
+}
+
+/// Whether the row's company differs from the one last agreed (an unlinked company always
+/// does: it fails at each push until it is linked, as the built-in table's does).
+fn changed_locally(row: &CompanyLinkRow, resolved: &HashMap<String, Resolved>) -> bool {
+    match wanted(row, resolved) {
+        Wanted::Nothing => row.synced.is_some(),
+        Wanted::Company(id) => row.synced.as_ref() != Some(&id),
+        Wanted::Unlinked(_) => true,
+    }
+}
+
+fn record_error(mapped: &Mapped, row: &CompanyLinkRow, reason: String) -> RecordError {
+    RecordError {
+        contact_id: row.key.parse().ok().map(ContactId),
+        company_id: row
+            .company_key
+            .as_deref()
+            .and_then(|k| k.trim().parse().ok())
+            .map(LocalCompanyId),
+        email: None,
+        hs_object_id: Some(row.hs_object_id.clone()),
+        reason: format!("{}: {reason}", mapped.label(&row.key)),
+    }
+}
+
+/// The association phase of a push of `mapped`: every linked row whose company changed since
+/// the last agreed one, page by page after the checkpoint; returns the counts.
+pub(crate) async fn push(
+    client: &HubSpotClient,
+    mapped: &Mapped,
+    dry_run: bool,
+    progress: &Progress,
+    mut counts: PushCounts,
+) -> Result<PushCounts, RunError> {
+    let Some(company) = mapped
+        .company
+        .as_ref()
+        .filter(|c| c.flow.direction().writes_to_hubspot())
+    else {
+        return Ok(counts);
+    };
+    let base = progress.checkpoint();
+    let mut after = resume_after(progress);
+    loop {
+        if progress.should_stop() {
+            return Err(RunError::Interrupted);
+        }
+        let rows = progress
+            .store()
+            .company_link_page(&mapped.table, &company.column, after.as_deref(), PUSH_PAGE)
+            .await?;
+        let Some(last) = rows.last().map(|r| r.key.clone()) else {
+            return Ok(counts);
+        };
+        let full = rows.len() == PUSH_PAGE as usize;
+        let resolved = company
+            .resolver
+            .to_hubspot(progress.store(), &company_keys(&rows))
+            .await?;
+        let candidates: Vec<CompanyLinkRow> = rows
+            .into_iter()
+            .filter(|r| changed_locally(r, &resolved))
+            .collect();
+        if !candidates.is_empty() {
+            let page = PushPage {
+                client,
+                mapped,
+                company,
+                dry_run,
+                progress,
+            };
+            counts = page
+                .run(
+                    &candidates,
+                    &resolved,
+                    counts,
+                    push_checkpoint(&base, &last),
+                )
+                .await?;
+        }
+        after = Some(last);
+        if !full {
+            return Ok(counts);
+        }
+    }
+}
+
+/// One page of candidates of the association push.
+struct PushPage<'a> {
+    client: &'a HubSpotClient,
+    mapped: &'a Mapped,
+    company: &'a MappedCompany,
+    dry_run: bool,
+    progress: &'a Progress,
+}
+
+impl PushPage<'_> {
+    async fn run(
+        &self,
+        rows: &[CompanyLinkRow],
+        resolved: &HashMap<String, Resolved>,
+        mut counts: PushCounts,
+        checkpoint: Value,
+    ) -> Result<PushCounts, RunError> {
+        let ids: Vec<HsObjectId> = rows.iter().map(|r| r.hs_object_id.clone()).collect();
+        let (current, _) = read_companies(self.client, &ids).await?;
+        let plans: Vec<PushPlan> = rows
+            .iter()
+            .map(|row| {
+                let records = current.get(&row.hs_object_id.0);
+                let wanted = wanted(row, resolved);
+                // HubSpot owns the association and changed it too: pull takes HubSpot's.
+                if self.company.hubspot_owns()
+                    && !matches!(wanted, Wanted::Unlinked(_))
+                    && primary_of(records) != row.synced
+                {
+                    return PushPlan::Nothing;
+                }
+                crate::sync::associations::plan_pair(wanted, row.synced.as_ref(), records)
+            })
+            .collect();
+        let mut plan = Plan::default();
+        plan.call("association_read", 1);
+        let refused = if self.dry_run {
+            plan.call("association_create", u64::from(plans.iter().any(writes)));
+            plan.call("association_archive", u64::from(plans.iter().any(archives)));
+            HashMap::new()
+        } else {
+            let refused = write_pairs(self.client, &ids, &plans).await?;
+            archive_pairs(self.client, &ids, &plans).await?;
+            refused
+        };
+        let mut agreed = Vec::new();
+        let mut errors = Vec::new();
+        for (i, (row, plan)) in rows.iter().zip(&plans).enumerate() {
+            let reason = match plan {
+                PushPlan::Failed(reason) => Some(reason.clone()),
+                _ => refused.get(&i).cloned(),
+            };
+            if let Some(reason) = reason {
+                counts.associations_failed += 1;
+                errors.push(record_error(self.mapped, row, reason));
+                continue;
+            }
+            match plan {
+                PushPlan::Write {
+                    company, remove, ..
+                } => {
+                    counts.associations_created += 1;
+                    counts.associations_removed += u64::from(remove.is_some());
+                    agreed.push((row.key.clone(), Some(company.clone())));
+                }
+                PushPlan::Remove(_) => {
+                    counts.associations_removed += 1;
+                    agreed.push((row.key.clone(), None));
+                }
+                PushPlan::Failed(_) | PushPlan::Nothing => {}
+            }
+        }
+        let mut tx = self.progress.begin().await?;
+        let page = Page {
+            counts: Counts::Push(counts),
+            checkpoint,
+            errors,
+        };
+        if self.dry_run {
+            self.progress.commit_planned(tx, page, Some(plan)).await?;
+        } else {
+            tx.save_link_companies(self.mapped.table.object, &agreed)
+                .await?;
+            self.progress.commit(tx, page).await?;
+        }
+        Ok(counts)
+    }
+}
+
+/// Whether the plan writes a pair.
+fn writes(plan: &PushPlan) -> bool {
+    matches!(plan, PushPlan::Write { types: Some(_), .. })
+}
+
+/// Whether the plan archives an old pair HubSpot still has.
+fn archives(plan: &PushPlan) -> bool {
+    match plan {
+        PushPlan::Write {
+            remove: Some(old), ..
+        }
+        | PushPlan::Remove(old) => old.in_hubspot(),
+        _ => false,
+    }
+}
+
+/// HubSpot's associations of some rows' contacts and what their application needs, read
+/// before the transaction that applies them ([`apply`]).
+#[derive(Debug, Default)]
+pub(crate) struct ReadCompanies {
+    /// The rows as read before the transaction.
+    rows: Vec<CompanyLinkRow>,
+    /// What each local company key of the rows resolves to.
+    resolved: HashMap<String, Resolved>,
+    /// The companies of each contact with the types between them.
+    current: HashMap<String, Vec<AssociatedRecord>>,
+    /// The contacts HubSpot reports not found: nothing is applied to them.
+    missing: HashSet<String>,
+    /// The HubSpot companies to set that no local company held, read for adoption.
+    unknown: Adoptable,
+}
+
+/// Reads, before a page's transaction, HubSpot's primary companies of `rows`' contacts (one
+/// call per 1,000, on the associations budget) and what applying them needs.
+async fn read(
+    client: &HubSpotClient,
+    keys: &ExternalKeys,
+    store: &Store,
+    company: &MappedCompany,
+    rows: Vec<CompanyLinkRow>,
+) -> Result<ReadCompanies, RunError> {
+    if rows.is_empty() {
+        return Ok(ReadCompanies::default());
+    }
+    let ids: Vec<HsObjectId> = rows.iter().map(|r| r.hs_object_id.clone()).collect();
+    let (current, missing) = read_companies(client, &ids).await?;
+    let resolved = company
+        .resolver
+        .to_hubspot(store, &company_keys(&rows))
+        .await?;
+    let mut read = ReadCompanies {
+        rows,
+        resolved,
+        current,
+        missing,
+        unknown: Adoptable::default(),
+    };
+    let to_set = to_set(company, &read);
+    read.unknown = company
+        .resolver
+        .read_unknown(client, keys, store, &to_set)
+        .await?;
+    Ok(read)
+}
+
+/// Who wins for one row, by the built-in table's rules and the association's owner.
+fn decide(company: &MappedCompany, read: &ReadCompanies, row: &CompanyLinkRow) -> PullPlan {
+    let primary = primary_of(read.current.get(&row.hs_object_id.0));
+    let local = match wanted(row, &read.resolved) {
+        Wanted::Nothing => Some(None),
+        Wanted::Company(id) => return decide_with(company, row, Some(Some(&id)), primary),
+        Wanted::Unlinked(_) => None,
+    };
+    decide_with(company, row, local, primary)
+}
+
+fn decide_with(
+    company: &MappedCompany,
+    row: &CompanyLinkRow,
+    local: Option<Option<&CompanyId>>,
+    primary: Option<CompanyId>,
+) -> PullPlan {
+    pull_decision(local, row.synced.as_ref(), primary, company.hubspot_owns())
+}
+
+/// The HubSpot companies the rows' plans set, sorted, once each.
+fn to_set(company: &MappedCompany, read: &ReadCompanies) -> Vec<CompanyId> {
+    let mut ids: Vec<CompanyId> = read
+        .rows
+        .iter()
+        .filter(|r| !read.missing.contains(&r.hs_object_id.0))
+        .filter_map(|r| match decide(company, read, r) {
+            PullPlan::Set(id) => Some(id),
+            _ => None,
+        })
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
+/// Applies `read` in `tx`: re-reads the rows (one changed locally meanwhile is left as it is,
+/// for push), writes the company column of those HubSpot changed (one `UPDATE` of that column)
+/// and the agreed companies; counts into `counts` and returns the failed associations. No
+/// HubSpot call.
+async fn apply(
+    mapped: &Mapped,
+    company: &MappedCompany,
+    keys: &ExternalKeys,
+    tx: &mut Tx,
+    read: &ReadCompanies,
+    counts: &mut PullCounts,
+) -> Result<Vec<RecordError>, RunError> {
+    if read.rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<HsObjectId> = read.rows.iter().map(|r| r.hs_object_id.clone()).collect();
+    let now: HashMap<String, CompanyLinkRow> = tx
+        .company_link_rows(&mapped.table, &company.column, &ids)
+        .await?
+        .into_iter()
+        .map(|r| (r.key.clone(), r))
+        .collect();
+    let to_set = to_set(company, read);
+    let locals = company
+        .resolver
+        .to_local(keys, tx, &to_set, &read.unknown)
+        .await?;
+    let mut column = Vec::new();
+    let mut agreed = Vec::new();
+    let mut errors = Vec::new();
+    for row in &read.rows {
+        if read.missing.contains(&row.hs_object_id.0) || now.get(&row.key) != Some(row) {
+            continue;
+        }
+        match decide(company, read, row) {
+            PullPlan::Keep => {}
+            PullPlan::Record(state) => agreed.push((row.key.clone(), state)),
+            PullPlan::Clear => {
+                counts.associations_removed += 1;
+                column.push((row.key.clone(), None));
+                agreed.push((row.key.clone(), None));
+            }
+            PullPlan::Set(id) => match locals.get(&id).cloned().map(|l| fits(company, l)) {
+                Some(Ok(local)) => {
+                    counts.associations_created += 1;
+                    column.push((row.key.clone(), Some(local)));
+                    agreed.push((row.key.clone(), Some(id)));
+                }
+                Some(Err(reason)) => {
+                    counts.associations_failed += 1;
+                    errors.push(record_error(
+                        mapped,
+                        row,
+                        format!(
+                            "its primary HubSpot company {id} has no local company: {reason}; \
+                             {} is left as it is",
+                            company.column
+                        ),
+                    ));
+                }
+                None => {}
+            },
+        }
+    }
+    tx.update_local_column(&mapped.table, &company.column, company.kind, &column)
+        .await?;
+    tx.save_link_companies(mapped.table.object, &agreed).await?;
+    Ok(errors)
+}
+
+/// A local key the company column can hold, or why not.
+fn fits(company: &MappedCompany, local: Result<String, String>) -> Result<String, String> {
+    let local = local?;
+    match company.kind {
+        KeyKind::Integer if local.parse::<i64>().is_err() => Err(format!(
+            "its local key {local:?} is not a whole number, which column {} holds",
+            company.column
+        )),
+        _ => Ok(local),
+    }
+}
+
+/// The association phase of a full pull of `mapped`: every linked row's primary company,
+/// 1,000 rows a page (one association read each), each page committed with its checkpoint; a
+/// dry run rolls each page back and commits only the job row.
+pub(crate) async fn pull(
+    client: &HubSpotClient,
+    mapped: &Mapped,
+    dry_run: bool,
+    progress: &Progress,
+    mut counts: PullCounts,
+) -> Result<PullCounts, RunError> {
+    let Some(company) = mapped
+        .company
+        .as_ref()
+        .filter(|c| c.flow.direction().writes_locally())
+    else {
+        return Ok(counts);
+    };
+    let keys = ExternalKeys::new(&progress.store().installation().await?);
+    let base = progress.checkpoint();
+    let mut after = resume_after(progress);
+    loop {
+        if progress.should_stop() {
+            return Err(RunError::Interrupted);
+        }
+        let rows = progress
+            .store()
+            .company_link_page(
+                &mapped.table,
+                &company.column,
+                after.as_deref(),
+                MAX_ASSOCIATION_READ as u32,
+            )
+            .await?;
+        let Some(last) = rows.last().map(|r| r.key.clone()) else {
+            return Ok(counts);
+        };
+        let full = rows.len() == MAX_ASSOCIATION_READ;
+        let read = read(client, &keys, progress.store(), company, rows).await?;
+        let mut tx = progress.begin().await?;
+        let errors = apply(mapped, company, &keys, &mut tx, &read, &mut counts).await?;
+        let page = Page {
+            counts: Counts::Pull(counts),
+            checkpoint: with_after(&base, &last),
+            errors,
+        };
+        if dry_run {
+            tx.rollback().await?;
+            let mut plan = Plan::default();
+            plan.call("association_read", 1);
+            let tx = progress.begin().await?;
+            progress.commit_planned(tx, page, Some(plan)).await?;
+        } else {
+            progress.commit(tx, page).await?;
+        }
+        after = Some(last);
+        if !full {
+            return Ok(counts);
+        }
+    }
+}
