@@ -18,6 +18,7 @@
 #![allow(dead_code)]
 
 pub mod associated;
+pub mod mapped;
 pub mod oauth;
 pub mod process;
 pub mod pushed;

@@ -1,0 +1,475 @@
+//! The primary company of the rows of a user's own contacts table (`company_column`), synced
+//! with HubSpot's contact→company associations against the sandbox, on both backends and under
+//! both sandbox profiles: `users(id, email, full_name, company_id)` whose `company_id` names
+//! crm-sync's own companies. The association state lives on crm-sync's link rows; the user's
+//! table is written only in its `company_id` column.
+
+// A failed expectation panics, and fixtures are shared between test files as `pub` items.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::TestDb;
+use common::mapped::{MappedEnv, exec, load_settings, pull_action, push_action, texts};
+use crm_sync::hubspot::{
+    AssociationArchive, AssociationInput, AssociationSpec, AssociationTypeId, Batch, ObjectType,
+};
+use crm_sync::jobs::model::{Counts, JobAction, JobSpec, PushCounts};
+use crm_sync::mapping::check_mappings;
+use crm_sync::sandbox::HubSpotProfile;
+use crm_sync::sync::mapped::check_runnable;
+
+const MAPPING: &str = r#"
+[[sync.objects]]
+object = "contacts"
+table = "users"
+key_column = "id"
+company_column = "company_id"
+
+[sync.objects.fields]
+email = { property = "email", direction = "both", owner = "local" }
+full_name = { property = "firstname", direction = "both", owner = "local" }
+"#;
+
+const TABLE: &str = "CREATE TABLE users (id BIGINT PRIMARY KEY, email TEXT UNIQUE, \
+                     full_name TEXT, company_id BIGINT, signup DATE)";
+
+/// The world of a spec: the mapped table, and three companies (local ids 1, 2, 3) linked to
+/// HubSpot companies of their own.
+struct World {
+    env: MappedEnv,
+    /// The HubSpot ids of local companies 1, 2 and 3.
+    companies: [String; 3],
+}
+
+impl World {
+    async fn new(db: TestDb, profile: HubSpotProfile, users: &[&str]) -> World {
+        World::with(db, profile, users, MAPPING).await
+    }
+
+    async fn with(db: TestDb, profile: HubSpotProfile, users: &[&str], mapping: &str) -> World {
+        let mut setup = format!("{TABLE};");
+        for row in users {
+            setup.push_str(&format!(
+                "INSERT INTO users (id, email, full_name, company_id) VALUES ({row});"
+            ));
+        }
+        let env = MappedEnv::start(db, profile, &setup, mapping).await;
+        let ids = env.hubspot.insert_companies(
+            ["acme", "globex", "initech"]
+                .iter()
+                .map(|name| {
+                    [
+                        ("name".to_owned(), (*name).to_owned()),
+                        ("domain".to_owned(), format!("{name}.example")),
+                    ]
+                    .into_iter()
+                    .collect()
+                })
+                .collect(),
+        );
+        for (i, id) in ids.iter().enumerate() {
+            let n = i + 1;
+            exec(
+                &env.store,
+                // A fresh database numbers them 1, 2, 3 (its own sequence stays in step).
+                &format!(
+                    "INSERT INTO companies (name, domain, hs_object_id) \
+                     VALUES ('company {n}', 'c{n}.example', '{id}')"
+                ),
+            )
+            .await;
+        }
+        let numbered = texts(
+            &env.store,
+            "SELECT CAST(id AS TEXT) FROM companies ORDER BY id",
+        )
+        .await;
+        assert_eq!(
+            numbered,
+            vec![row(&[Some("1")]), row(&[Some("2")]), row(&[Some("3")])]
+        );
+        World {
+            env,
+            companies: [ids[0].clone(), ids[1].clone(), ids[2].clone()],
+        }
+    }
+
+    /// The HubSpot id of local company `n` (1-based).
+    fn company(&self, n: usize) -> String {
+        self.companies[n - 1].clone()
+    }
+
+    /// The HubSpot contact with `email`.
+    fn contact(&self, email: &str) -> String {
+        self.env
+            .hubspot
+            .contacts()
+            .into_iter()
+            .find(|c| c.email() == Some(email))
+            .unwrap_or_else(|| panic!("{email} in HubSpot"))
+            .id
+            .as_str()
+            .to_owned()
+    }
+
+    /// The companies of the contact with `email` in HubSpot: (HubSpot id, primary).
+    fn companies_of(&self, email: &str) -> Vec<(String, bool)> {
+        self.env
+            .hubspot
+            .companies_of_contact(&self.contact(email))
+            .into_iter()
+            .map(|a| (a.id, a.primary))
+            .collect()
+    }
+
+    /// `users.company_id` by id, as text.
+    async fn columns(&self) -> Vec<Vec<Option<String>>> {
+        texts(
+            &self.env.store,
+            "SELECT CAST(id AS TEXT), CAST(company_id AS TEXT) FROM users ORDER BY id",
+        )
+        .await
+    }
+
+    /// In HubSpot, as a person would: the contact's primary company becomes `to` (`None`:
+    /// none), its old pair removed.
+    async fn move_in_hubspot(&self, email: &str, from: Option<String>, to: Option<String>) {
+        let contact = self.contact(email);
+        if let Some(from) = from {
+            let batch = Batch::new(vec![AssociationArchive {
+                from: contact.clone(),
+                to: vec![from],
+            }])
+            .unwrap();
+            self.env
+                .client
+                .archive_associations(ObjectType::Contacts, ObjectType::Companies, &batch)
+                .await
+                .expect("archived in HubSpot");
+        }
+        if let Some(to) = to {
+            let batch = Batch::new(vec![AssociationInput {
+                from: contact,
+                to,
+                types: vec![
+                    AssociationSpec::hubspot(AssociationTypeId::ContactToCompany),
+                    AssociationSpec::hubspot(AssociationTypeId::ContactToCompanyPrimary),
+                ],
+            }])
+            .unwrap();
+            let outcome = self
+                .env
+                .client
+                .create_associations(ObjectType::Contacts, ObjectType::Companies, &batch)
+                .await
+                .expect("associated in HubSpot");
+            assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
+        }
+    }
+
+    /// The association write calls HubSpot received since recording started.
+    fn association_writes(&self) -> Vec<String> {
+        self.env
+            .hubspot
+            .take_recorded_requests()
+            .into_iter()
+            .filter(|r| {
+                r.path.contains("associations")
+                    && (r.path.ends_with("/batch/create") || r.path.ends_with("/batch/archive"))
+            })
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect()
+    }
+
+    /// What a dry run must leave as it was: the user's table, crm-sync's link rows with their
+    /// companies, the local companies, and HubSpot's associations of every contact.
+    async fn snapshot(&self) -> String {
+        let local = texts(
+            &self.env.store,
+            "SELECT CAST(id AS TEXT), CAST(company_id AS TEXT), full_name FROM users UNION ALL \
+             SELECT local_key, hs_object_id, company_hs_id FROM object_links UNION ALL \
+             SELECT CAST(id AS TEXT), hs_object_id, name FROM companies ORDER BY 1, 2",
+        )
+        .await;
+        let hubspot: BTreeMap<String, Vec<(String, bool)>> = self
+            .env
+            .hubspot
+            .contacts()
+            .into_iter()
+            .map(|c| {
+                let id = c.id.as_str().to_owned();
+                let companies = self
+                    .env
+                    .hubspot
+                    .companies_of_contact(&id)
+                    .into_iter()
+                    .map(|a| (a.id, a.primary))
+                    .collect();
+                (id, companies)
+            })
+            .collect();
+        format!("{local:?}\n{hubspot:?}")
+    }
+
+    /// Runs `action` as a dry run, checks it changed nothing, then for real, and checks the
+    /// counts agree; returns both counts.
+    async fn dry_then_real(&self, action: JobAction) -> (Counts, Counts) {
+        let before = self.snapshot().await;
+        let spec = JobSpec::from(action)
+            .with_dry_run(true)
+            .expect("contacts have dry runs");
+        let planned = self.env.run_spec(spec).await;
+        assert_eq!(
+            self.snapshot().await,
+            before,
+            "a dry run writes nothing: {planned:#?}"
+        );
+        let real = self.env.run_spec(JobSpec::from(action)).await;
+        assert_eq!(
+            planned.counts, real.counts,
+            "the dry run's counts are the real run's: {planned:#?}"
+        );
+        assert_eq!(planned.errors, real.errors, "the same records fail");
+        (planned.counts, real.counts)
+    }
+}
+
+/// Push counts of rows and associations.
+fn pushed(created: u64, skipped: u64, associations: (u64, u64, u64)) -> PushCounts {
+    PushCounts {
+        total: created + skipped,
+        created,
+        skipped,
+        associations_created: associations.0,
+        associations_removed: associations.1,
+        associations_failed: associations.2,
+        ..PushCounts::default()
+    }
+}
+
+/// The association counts of a push.
+fn associations(counts: &PushCounts) -> (u64, u64, u64) {
+    (
+        counts.associations_created,
+        counts.associations_removed,
+        counts.associations_failed,
+    )
+}
+
+const ADA: &str = "1, 'ada@example.com', 'Ada', 1";
+const BOB: &str = "2, 'bob@example.com', 'Bob', 2";
+const CAROL: &str = "3, 'carol@example.com', 'Carol', NULL";
+
+fn row(values: &[Option<&str>]) -> Vec<Option<String>> {
+    values.iter().map(|v| v.map(str::to_owned)).collect()
+}
+
+backend_tests! {
+    async fn a_push_associates_each_row_with_its_company_and_a_rerun_writes_nothing(db: TestDb, profile: HubSpotProfile) {
+        let world = World::new(db, profile, &[ADA, BOB, CAROL, "4, 'dan@example.com', 'Dan', 9"]).await;
+
+        let (counts, job) = world.env.push().await;
+        assert_eq!(counts, pushed(4, 0, (2, 0, 1)), "{job:#?}");
+        assert_eq!(world.companies_of("ada@example.com"), vec![(world.company(1), true)]);
+        assert_eq!(world.companies_of("bob@example.com"), vec![(world.company(2), true)]);
+        assert_eq!(world.companies_of("carol@example.com"), vec![]);
+        assert_eq!(world.companies_of("dan@example.com"), vec![]);
+        assert_eq!(job.errors.len(), 1, "{job:#?}");
+        let error = &job.errors[0];
+        assert!(error.reason.starts_with("users.id=4: its company 9 is not linked"), "{error:?}");
+        assert_eq!(error.company_id.map(|c| c.0), Some(9));
+
+        world.env.hubspot.set_recording(true);
+        let (again, job) = world.env.push().await;
+        // The unlinked company fails again (as the built-in table's does); nothing is written.
+        assert_eq!(again, pushed(0, 0, (0, 0, 1)), "{job:#?}");
+        assert_eq!(world.association_writes(), Vec::<String>::new(), "no association write");
+    }
+
+    async fn a_changed_company_moves_the_primary_and_a_cleared_one_removes_it(db: TestDb, profile: HubSpotProfile) {
+        let world = World::new(db, profile, &[ADA, BOB, CAROL]).await;
+        let (first, _) = world.env.push().await;
+        assert_eq!(associations(&first), (2, 0, 0));
+
+        exec(&world.env.store, "UPDATE users SET company_id = 2 WHERE id = 1; \
+                                UPDATE users SET company_id = NULL WHERE id = 2; \
+                                UPDATE users SET company_id = 3 WHERE id = 3").await;
+        let (counts, job) = world.env.push().await;
+        // Ada moved (one created, one removed), Bob cleared (removed), Carol new (created).
+        assert_eq!(counts, pushed(0, 0, (2, 2, 0)), "{job:#?}");
+        assert_eq!(world.companies_of("ada@example.com"), vec![(world.company(2), true)], "the old pair is gone");
+        assert_eq!(world.companies_of("bob@example.com"), vec![]);
+        assert_eq!(world.companies_of("carol@example.com"), vec![(world.company(3), true)]);
+
+        let (again, _) = world.env.push().await;
+        assert_eq!(again, pushed(0, 0, (0, 0, 0)));
+    }
+
+    async fn a_change_in_hubspot_is_pulled_into_the_company_column(db: TestDb, profile: HubSpotProfile) {
+        let world = World::new(db, profile, &[ADA, BOB, CAROL]).await;
+        world.env.push().await;
+        world.move_in_hubspot("ada@example.com", Some(world.company(1)), Some(world.company(3))).await;
+        world.move_in_hubspot("bob@example.com", Some(world.company(2)), None).await;
+        // A company HubSpot has and no local row does: adopted, as the built-in pull does.
+        let fresh = world.env.hubspot.insert_companies(vec![
+            [("name".to_owned(), "Umbrella".to_owned()), ("domain".to_owned(), "umbrella.example".to_owned())]
+                .into_iter().collect(),
+        ]);
+        world.move_in_hubspot("carol@example.com", None, Some(fresh[0].clone())).await;
+
+        let (counts, job) = world.env.pull(false).await;
+        assert_eq!((counts.associations_created, counts.associations_removed, counts.associations_failed), (2, 1, 0), "{job:#?}");
+        let adopted = texts(&world.env.store, &format!(
+            "SELECT CAST(id AS TEXT) FROM companies WHERE hs_object_id = '{}'", fresh[0])).await;
+        assert_eq!(adopted.len(), 1, "the new company is a local company once");
+        let carol_company = adopted[0][0].as_deref();
+        assert_eq!(world.columns().await, vec![
+            row(&[Some("1"), Some("3")]),
+            row(&[Some("2"), None]),
+            row(&[Some("3"), carol_company]),
+        ]);
+
+        world.env.hubspot.set_recording(true);
+        let (push, _) = world.env.push().await;
+        assert_eq!(associations(&push), (0, 0, 0), "what pull took is agreed: nothing to push back");
+        assert_eq!(world.association_writes(), Vec::<String>::new());
+        let (again, _) = world.env.pull(false).await;
+        assert_eq!((again.associations_created, again.associations_removed), (0, 0));
+    }
+
+    async fn when_both_sides_changed_the_local_company_wins_by_default(db: TestDb, profile: HubSpotProfile) {
+        let world = World::new(db, profile, &[ADA]).await;
+        world.env.push().await;
+        exec(&world.env.store, "UPDATE users SET company_id = 2 WHERE id = 1").await;
+        world.move_in_hubspot("ada@example.com", Some(world.company(1)), Some(world.company(3))).await;
+
+        let (pulled, job) = world.env.pull(false).await;
+        assert_eq!((pulled.associations_created, pulled.associations_removed), (0, 0), "{job:#?}");
+        assert_eq!(world.columns().await, vec![row(&[Some("1"), Some("2")])], "the local company stays");
+
+        let (pushed_counts, job) = world.env.push().await;
+        // The pair agreed last (company 1) counts removed, as the built-in push counts it.
+        assert_eq!(associations(&pushed_counts), (1, 1, 0), "{job:#?}");
+        let mut companies = world.companies_of("ada@example.com");
+        companies.sort();
+        // HubSpot's own pair to company 3 (never synced) loses its primary flag to company 2.
+        assert!(companies.contains(&(world.company(2), true)), "{companies:?}");
+        assert_eq!(companies.iter().filter(|(_, primary)| *primary).count(), 1, "one primary: {companies:?}");
+    }
+
+    async fn when_both_sides_changed_hubspot_wins_when_it_owns_the_association(db: TestDb, profile: HubSpotProfile) {
+        let mapping = MAPPING.replace(
+            "company_column = \"company_id\"",
+            "company_column = \"company_id\"\ncompany_owner = \"hubspot\"",
+        );
+        let world = World::with(db, profile, &[ADA], &mapping).await;
+        world.env.push().await;
+        exec(&world.env.store, "UPDATE users SET company_id = 2 WHERE id = 1").await;
+        world.move_in_hubspot("ada@example.com", Some(world.company(1)), Some(world.company(3))).await;
+
+        world.env.hubspot.set_recording(true);
+        let (pushed_counts, job) = world.env.push().await;
+        assert_eq!(associations(&pushed_counts), (0, 0, 0), "push leaves HubSpot's change: {job:#?}");
+        assert_eq!(world.association_writes(), Vec::<String>::new());
+
+        let (pulled, job) = world.env.pull(false).await;
+        assert_eq!((pulled.associations_created, pulled.associations_removed), (1, 0), "{job:#?}");
+        assert_eq!(world.columns().await, vec![row(&[Some("1"), Some("3")])], "HubSpot's company wins");
+        assert_eq!(world.companies_of("ada@example.com"), vec![(world.company(3), true)]);
+    }
+
+    async fn a_dry_run_counts_what_the_real_run_then_does_and_writes_nothing(db: TestDb, profile: HubSpotProfile) {
+        let world = World::new(db, profile, &[ADA, BOB, CAROL]).await;
+        world.env.push().await;
+        exec(&world.env.store, "UPDATE users SET company_id = 3 WHERE id = 1; \
+                                UPDATE users SET company_id = NULL WHERE id = 2; \
+                                UPDATE users SET company_id = 8 WHERE id = 3").await;
+        let (counts, _) = world.dry_then_real(push_action()).await;
+        let Counts::Push(counts) = counts else { panic!("push counts") };
+        assert_eq!(associations(&counts), (1, 2, 1));
+
+        world.move_in_hubspot("ada@example.com", Some(world.company(3)), Some(world.company(2))).await;
+        world.move_in_hubspot("bob@example.com", None, Some(world.company(1))).await;
+        let (counts, _) = world.dry_then_real(pull_action(false)).await;
+        let Counts::Pull(counts) = counts else { panic!("pull counts") };
+        assert_eq!((counts.associations_created, counts.associations_removed), (2, 0));
+        assert_eq!(world.columns().await, vec![
+            row(&[Some("1"), Some("2")]),
+            row(&[Some("2"), Some("1")]),
+            row(&[Some("3"), Some("8")]),
+        ]);
+    }
+
+    async fn a_push_stopped_between_association_pages_resumes_and_counts_each_row_once(db: TestDb, profile: HubSpotProfile) {
+        let rows: Vec<String> = (1..=250)
+            .map(|i| format!("{i}, 'user{i}@example.com', 'User {i}', {}", 1 + i % 3))
+            .collect();
+        let rows: Vec<&str> = rows.iter().map(String::as_str).collect();
+        let world = World::new(db, profile, &rows).await;
+        // Three row pages, then the association pages: the fifth check stops the job after the
+        // first association page committed.
+        let job = world.env.run_stopped(push_action(), 5).await;
+        let Counts::Push(counts) = job.counts else { panic!("push counts") };
+        assert_eq!(counts, pushed(250, 0, (250, 0, 0)), "{job:#?}");
+        for i in [1, 100, 101, 250] {
+            let email = format!("user{i}@example.com");
+            assert_eq!(world.companies_of(&email), vec![(world.company(1 + i % 3), true)], "{email}");
+        }
+        let (again, _) = world.env.push().await;
+        assert_eq!(again, pushed(0, 0, (0, 0, 0)));
+    }
+}
+
+/// The configuration refusal of `toml` (at load, or against the catalog, or as a mapping
+/// crm-sync cannot run), as one line.
+async fn refusal(db: &TestDb, store: &crm_sync::store::Store, toml: &str) -> String {
+    let settings = match load_settings(db, toml) {
+        Ok(settings) => settings,
+        Err(e) => return e.to_string(),
+    };
+    let checked = match check_mappings(store, &settings.sync.objects).await {
+        Ok(checked) => checked,
+        Err(e) => return e.to_string(),
+    };
+    match check_runnable(store, &checked).await {
+        Ok(()) => "accepted".to_owned(),
+        Err(e) => e.to_string(),
+    }
+}
+
+backend_tests! {
+    async fn start_up_refuses_a_bad_company_column_naming_its_key(db: TestDb) {
+        let store = db.store().await;
+        exec(&store, &format!("{TABLE}; CREATE VIEW users_v AS SELECT id, email, full_name, company_id FROM users")).await;
+        let with = |extra: &str| MAPPING.replace("company_column = \"company_id\"", extra);
+        for (toml, key, words) in [
+            (with("company_column = \"employer\""), "sync.objects[0].company_column", "does not exist"),
+            (with("company_column = \"full_name\""), "sync.objects[0].company_column", "also mapped"),
+            (with("company_column = \"id\""), "sync.objects[0].company_column", "key"),
+            (with("company_column = \"signup\""), "sync.objects[0].company_column", "whole-number or text"),
+            (with("company_direction = \"push\""), "sync.objects[0].company_direction", "company_column"),
+            (with("company_column = \"company_id\"\ncompany_direction = \"sideways\""), "sync.objects[0].company_direction", "sideways"),
+            (with("company_column = \"company_id\"\ncompany_direction = \"push\"\ncompany_owner = \"local\""), "sync.objects[0].company_owner", "owner"),
+            (MAPPING.replace("table = \"users\"", "table = \"users_v\""), "sync.objects[0].company_direction", "view"),
+            (
+                "[[sync.objects]]\nobject = \"contacts\"\ntable = \"contacts\"\nkey_column = \"id\"\nhubspot_id_column = \"hs_object_id\"\ncompany_column = \"company_id\"\n[sync.objects.fields]\nemail = { property = \"email\", direction = \"both\", owner = \"local\" }\nfirst_name = { property = \"firstname\", direction = \"both\", owner = \"local\" }\nlast_name = { property = \"lastname\", direction = \"both\", owner = \"local\" }\n".to_owned(),
+                "sync.objects[0].company_column",
+                "built-in",
+            ),
+        ] {
+            let error = refusal(&db, &store, &toml).await;
+            assert!(error.contains(key) && error.contains(words), "{toml}\n=> {error}");
+            assert_eq!(error.lines().count(), 1, "one line: {error}");
+        }
+        // A push-only association may read a view (whose fields are push-only too).
+        let view = MAPPING
+            .replace("table = \"users\"", "table = \"users_v\"")
+            .replace("direction = \"both\", owner = \"local\"", "direction = \"push\"")
+            .replace("company_column = \"company_id\"", "company_column = \"company_id\"\ncompany_direction = \"push\"");
+        assert_eq!(refusal(&db, &store, &view).await, "accepted");
+        assert_eq!(refusal(&db, &store, MAPPING).await, "accepted");
+    }
+}
