@@ -19,6 +19,7 @@ use crm_sync::hubspot::{
 use crm_sync::jobs::model::{Counts, JobAction, JobSpec, PushCounts};
 use crm_sync::mapping::check_mappings;
 use crm_sync::sandbox::HubSpotProfile;
+use crm_sync::store::PendingObject;
 use crm_sync::sync::mapped::check_runnable;
 
 const MAPPING: &str = r#"
@@ -338,6 +339,48 @@ backend_tests! {
         assert_eq!(world.association_writes(), Vec::<String>::new());
         let (again, _) = world.env.pull(false).await;
         assert_eq!((again.associations_created, again.associations_removed), (0, 0));
+    }
+
+    async fn an_incremental_pull_takes_the_company_of_each_changed_contact(db: TestDb, profile: HubSpotProfile) {
+        let world = World::new(db, profile, &[ADA, BOB]).await;
+        world.env.push().await;
+        world.env.pull(false).await; // The mapping's bookmark.
+        world.move_in_hubspot("ada@example.com", Some(world.company(1)), Some(world.company(3))).await;
+        // HubSpot does not always move a contact's modification time on an association change:
+        // Ada is also edited, so that the search finds her; Bob's move stays unseen.
+        world.move_in_hubspot("bob@example.com", Some(world.company(2)), Some(world.company(1))).await;
+        let ada = world.contact("ada@example.com");
+        let name = [("firstname".to_owned(), "Ada L.".to_owned())].into_iter().collect();
+        world.env.client.update_contact(&ada.as_str().into(), &name).await.expect("edited");
+
+        let (counts, job) = world.env.pull(true).await;
+        assert_eq!((counts.associations_created, counts.associations_removed, counts.associations_failed), (1, 0, 0), "{job:#?}");
+        let columns = world.columns().await;
+        assert_eq!(columns[0], row(&[Some("1"), Some("3")]), "ada's company pulled with her page");
+        let (full, _) = world.env.pull(false).await;
+        assert_eq!(full.associations_created, 1, "bob's move is read by the next full pull");
+        assert_eq!(world.columns().await[1], row(&[Some("2"), Some("1")]));
+    }
+
+    async fn an_association_webhook_pulls_the_named_contacts_company(db: TestDb, profile: HubSpotProfile) {
+        let world = World::new(db, profile, &[ADA, BOB]).await;
+        world.env.push().await;
+        world.move_in_hubspot("bob@example.com", Some(world.company(2)), None).await;
+        let bob = world.contact("bob@example.com");
+        world.env.store
+            .record_pending(PendingObject::ContactAssociations, &[bob.as_str().into()])
+            .await
+            .expect("pending");
+        let id = crm_sync::jobs::queue::enqueue_webhook_pull(&world.env.store)
+            .await
+            .expect("enqueued")
+            .job
+            .id;
+        let job = world.env.run_to_end(id).await;
+        let Counts::Pull(counts) = job.counts else { panic!("pull counts") };
+        assert_eq!((counts.associations_created, counts.associations_removed, counts.associations_failed), (0, 1, 0), "{job:#?}");
+        assert_eq!(world.columns().await, vec![row(&[Some("1"), Some("1")]), row(&[Some("2"), None])]);
+        assert_eq!(world.env.store.count_pending_pulls().await.expect("count"), 0, "drained");
     }
 
     async fn when_both_sides_changed_the_local_company_wins_by_default(db: TestDb, profile: HubSpotProfile) {

@@ -275,6 +275,17 @@ impl Drain<'_> {
         taken: &[PendingPull],
         mut counts: PullCounts,
     ) -> Result<PullCounts, RunError> {
+        if let Some(mapped) = &self.mapped_contacts {
+            // The contacts live in a table of your own: its `company_column`, if any.
+            return mapped::associations::webhook_batch(
+                &self.ctx.hubspot,
+                mapped,
+                self.progress,
+                taken,
+                counts,
+            )
+            .await;
+        }
         let ids: Vec<HsObjectId> = taken.iter().map(|p| p.hs_object_id.clone()).collect();
         let read = associations::read_for(
             &self.ctx.hubspot,

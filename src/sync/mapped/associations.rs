@@ -21,6 +21,9 @@
 //!   HubSpot companies to set that no local company holds are read before the page's
 //!   transaction, which re-reads the rows (a row changed locally meanwhile is left to push),
 //!   writes the company column (an `UPDATE` of that column only) and the state.
+//! - Incremental and webhook pulls: the same, for the linked rows of each page's contacts, read
+//!   before the page's transaction and applied in it ([`read_page`], [`apply_page`]); and the
+//!   contacts `contact.associationChange` webhooks named ([`webhook_batch`]).
 
 use std::collections::{HashMap, HashSet};
 
@@ -32,7 +35,10 @@ use crate::ids::{CompanyId, ContactId, HsObjectId, LocalCompanyId};
 use crate::jobs::model::{Counts, Plan, PullCounts, PushCounts, RecordError};
 use crate::jobs::{Page, Progress, RunError};
 use crate::mapping::{CheckedMapping, ColumnName, Flow, ObjectType, Owner};
-use crate::store::{ColumnKind, CompanyKeyState, CompanyLinkRow, KeyKind, Store, StoreError, Tx};
+use crate::store::{
+    ColumnKind, CompanyKeyState, CompanyLinkRow, KeyKind, PendingObject, PendingPull, Store,
+    StoreError, Tx,
+};
 use crate::sync::associations::{
     PullPlan, PushPlan, Wanted, archive_pairs, primary_of, pull_decision, read_companies,
     write_pairs,
@@ -513,6 +519,8 @@ pub(crate) struct ReadCompanies {
     missing: HashSet<String>,
     /// The HubSpot companies to set that no local company held, read for adoption.
     unknown: Adoptable,
+    /// This database's external keys, when anything was read (adoption needs them).
+    keys: Option<ExternalKeys>,
 }
 
 /// Reads, before a page's transaction, HubSpot's primary companies of `rows`' contacts (one
@@ -539,6 +547,7 @@ async fn read(
         current,
         missing,
         unknown: Adoptable::default(),
+        keys: Some(keys.clone()),
     };
     let to_set = to_set(company, &read);
     read.unknown = company
@@ -666,6 +675,87 @@ fn fits(company: &MappedCompany, local: Result<String, String>) -> Result<String
     }
 }
 
+/// The mapping's company association when pull writes it.
+fn pulled(mapped: &Mapped) -> Option<&MappedCompany> {
+    mapped
+        .company
+        .as_ref()
+        .filter(|c| c.flow.direction().writes_locally())
+}
+
+/// Reads, before a pull page's transaction, the primary companies of the page's `contacts`
+/// that are linked rows (one call per 1,000 on the associations budget; none when none is,
+/// or when the mapping does not pull companies): an incremental or webhook pull's page. Rows
+/// the page itself links are not read; the next full pull reads them.
+pub(crate) async fn read_page(
+    client: &HubSpotClient,
+    mapped: &Mapped,
+    store: &Store,
+    contacts: &[HsObjectId],
+) -> Result<ReadCompanies, RunError> {
+    let Some(company) = pulled(mapped) else {
+        return Ok(ReadCompanies::default());
+    };
+    let rows = store
+        .company_link_rows_now(&mapped.table, &company.column, contacts)
+        .await?;
+    if rows.is_empty() {
+        return Ok(ReadCompanies::default());
+    }
+    let keys = ExternalKeys::new(&store.installation().await?);
+    read(client, &keys, store, company, rows).await
+}
+
+/// Whether [`read_page`] read anything (so the page made an association read).
+pub(crate) fn read_any(read: &ReadCompanies) -> bool {
+    !read.rows.is_empty()
+}
+
+/// Applies what [`read_page`] read, in the page's transaction `tx` (no HubSpot call); returns
+/// the failed associations.
+pub(crate) async fn apply_page(
+    mapped: &Mapped,
+    tx: &mut Tx,
+    read: &ReadCompanies,
+    counts: &mut PullCounts,
+) -> Result<Vec<RecordError>, RunError> {
+    match (pulled(mapped), &read.keys) {
+        (Some(company), Some(keys)) => apply(mapped, company, keys, tx, read, counts).await,
+        _ => Ok(Vec::new()),
+    }
+}
+
+/// One batch of a webhook pull's association reads for `mapped`: the contacts
+/// `contact.associationChange` webhooks named (`taken`, claimed by the drain,
+/// [`crate::sync::webhook_pull`]), the linked rows' companies applied and the batch cleared in
+/// one transaction (one association read per 1,000; none when the mapping does not pull
+/// companies, whose batch is cleared unread, as the built-in table's unlinked contacts are).
+pub(crate) async fn webhook_batch(
+    client: &HubSpotClient,
+    mapped: &Mapped,
+    progress: &Progress,
+    taken: &[PendingPull],
+    mut counts: PullCounts,
+) -> Result<PullCounts, RunError> {
+    let ids: Vec<HsObjectId> = taken.iter().map(|p| p.hs_object_id.clone()).collect();
+    let read = read_page(client, mapped, progress.store(), &ids).await?;
+    let mut tx = progress.begin().await?;
+    let errors = apply_page(mapped, &mut tx, &read, &mut counts).await?;
+    tx.clear_read(PendingObject::ContactAssociations, taken)
+        .await?;
+    progress
+        .commit(
+            tx,
+            Page {
+                counts: Counts::Pull(counts),
+                checkpoint: Value::Null,
+                errors,
+            },
+        )
+        .await?;
+    Ok(counts)
+}
+
 /// The association phase of a full pull of `mapped`: every linked row's primary company,
 /// 1,000 rows a page (one association read each), each page committed with its checkpoint; a
 /// dry run rolls each page back and commits only the job row.
@@ -676,11 +766,7 @@ pub(crate) async fn pull(
     progress: &Progress,
     mut counts: PullCounts,
 ) -> Result<PullCounts, RunError> {
-    let Some(company) = mapped
-        .company
-        .as_ref()
-        .filter(|c| c.flow.direction().writes_locally())
-    else {
+    let Some(company) = pulled(mapped) else {
         return Ok(counts);
     };
     let keys = ExternalKeys::new(&progress.store().installation().await?);

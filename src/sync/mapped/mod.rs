@@ -21,7 +21,7 @@
 //! [`crate::sync::pull`]), and crm-sync's own `companies` table the company engine
 //! ([`crate::sync::companies`]); [`user_mapping`] tells them apart.
 
-mod associations;
+pub(crate) mod associations;
 pub mod pull;
 pub mod push;
 mod remote;

@@ -31,6 +31,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use super::Mapped;
+use super::associations::{self, ReadCompanies};
 use super::remote::Record as Contact;
 use super::values::{column_value, hash, local_canonical, remote_value};
 use crate::hubspot::{Batch, MAX_BATCH};
@@ -219,6 +220,16 @@ impl PullRun<'_> {
             Vec::new()
         };
         let ends = matches!(next, Position::Done | Position::Sweep { .. });
+        let companies = if list {
+            ReadCompanies::default()
+        } else {
+            let ids: Vec<HsObjectId> = contacts.iter().map(|c| c.id.clone()).collect();
+            associations::read_page(&self.ctx.hubspot, self.mapped, self.progress.store(), &ids)
+                .await?
+        };
+        if associations::read_any(&companies) {
+            self.plan.call("association_read", 1);
+        }
         let end = PageEnd {
             checkpoint: self.checkpoint(&next)?,
             answered: (PendingObject::Contact, &[]),
@@ -228,6 +239,7 @@ impl PullRun<'_> {
             dry_run: self.dry_run,
             call,
             plan: std::mem::take(&mut self.plan),
+            companies,
         };
         self.counts = pull_page(self.progress, self.mapped, self.counts, contacts, end).await?;
         Ok(next)
@@ -399,6 +411,9 @@ struct PageEnd<'a> {
     call: &'a str,
     /// A dry run's plan so far, which this page's entries join.
     plan: Plan,
+    /// The companies of the page's linked contacts, read before its transaction (incremental
+    /// and webhook pages; a full pull reads them in its own phase).
+    companies: ReadCompanies,
 }
 
 /// One batch of a webhook pull of `mapped`: the records webhooks named (`taken`, claimed by
@@ -431,6 +446,8 @@ pub(crate) async fn webhook_batch(
         );
     }
     let live: Vec<Contact> = read.results.into_iter().filter(|r| !r.archived).collect();
+    let ids: Vec<HsObjectId> = live.iter().map(|c| c.id.clone()).collect();
+    let companies = associations::read_page(&ctx.hubspot, mapped, progress.store(), &ids).await?;
     let end = PageEnd {
         checkpoint: serde_json::Value::Null,
         answered: (object, taken),
@@ -440,6 +457,7 @@ pub(crate) async fn webhook_batch(
         dry_run: false,
         call: "batch_read",
         plan: Plan::default(),
+        companies,
     };
     pull_page(progress, mapped, counts, live, end).await
 }
@@ -634,6 +652,7 @@ async fn pull_page(
         counts.add(write.outcome);
         plan.actions.push(planned_write(mapped, write));
     }
+    errors.extend(associations::apply_page(mapped, &mut tx, &end.companies, &mut counts).await?);
     if end.dry_run {
         // The real code decided and wrote; a dry run keeps its counts, never its writes.
         tx.rollback().await?;
