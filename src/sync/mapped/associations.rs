@@ -560,20 +560,13 @@ async fn read(
 /// Who wins for one row, by the built-in table's rules and the association's owner.
 fn decide(company: &MappedCompany, read: &ReadCompanies, row: &CompanyLinkRow) -> PullPlan {
     let primary = primary_of(read.current.get(&row.hs_object_id.0));
-    let local = match wanted(row, &read.resolved) {
+    let wanted = wanted(row, &read.resolved);
+    // The HubSpot id of the local company; `None`: a company with no HubSpot id.
+    let local = match &wanted {
         Wanted::Nothing => Some(None),
-        Wanted::Company(id) => return decide_with(company, row, Some(Some(&id)), primary),
+        Wanted::Company(id) => Some(Some(id)),
         Wanted::Unlinked(_) => None,
     };
-    decide_with(company, row, local, primary)
-}
-
-fn decide_with(
-    company: &MappedCompany,
-    row: &CompanyLinkRow,
-    local: Option<Option<&CompanyId>>,
-    primary: Option<CompanyId>,
-) -> PullPlan {
     pull_decision(local, row.synced.as_ref(), primary, company.hubspot_owns())
 }
 
