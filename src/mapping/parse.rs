@@ -555,6 +555,40 @@ score = { property = "score", direction = "pull", type = "number" }
     }
 
     #[test]
+    fn a_company_column_syncs_both_ways_owned_locally_unless_configured() {
+        let with = |extra: &str| {
+            USERS.replace(
+                "key_column = \"id\"",
+                &format!("key_column = \"id\"\n{extra}"),
+            )
+        };
+        let company = |toml: &str| objects_of(Some(toml))[0].company.clone();
+        assert_eq!(company(USERS), None);
+        let column = crate::mapping::ColumnName::parse("company_id").unwrap();
+        assert_eq!(
+            company(&with("company_column = \"company_id\"")),
+            Some(super::CompanyAssociation {
+                column: column.clone(),
+                flow: Flow::Both(super::Owner::Local),
+            })
+        );
+        assert_eq!(
+            company(&with(
+                "company_column = \"company_id\"\ncompany_owner = \"hubspot\""
+            ))
+            .map(|c| c.flow),
+            Some(Flow::Both(super::Owner::HubSpot))
+        );
+        assert_eq!(
+            company(&with(
+                "company_column = \"company_id\"\ncompany_direction = \"push\""
+            ))
+            .map(|c| c.flow),
+            Some(Flow::Push)
+        );
+    }
+
+    #[test]
     fn an_entry_maps_a_users_own_table_with_typed_fields() {
         let objects = objects_of(Some(USERS));
         assert_eq!(
