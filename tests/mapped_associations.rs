@@ -16,10 +16,11 @@ use common::mapped::{MappedEnv, exec, load_settings, pull_action, push_action, t
 use crm_sync::hubspot::{
     AssociationArchive, AssociationInput, AssociationSpec, AssociationTypeId, Batch, ObjectType,
 };
+use crm_sync::ids::CompanyId;
 use crm_sync::jobs::model::{Counts, JobAction, JobSpec, PushCounts};
 use crm_sync::mapping::check_mappings;
 use crm_sync::sandbox::HubSpotProfile;
-use crm_sync::store::PendingObject;
+use crm_sync::store::{PendingObject, Tx};
 use crm_sync::sync::mapped::check_runnable;
 
 const MAPPING: &str = r#"
@@ -424,7 +425,25 @@ backend_tests! {
         assert_eq!(world.companies_of("ada@example.com"), vec![(world.company(3), true)]);
     }
 
-    async fn a_dry_run_counts_what_the_real_run_then_does_and_writes_nothing(db: TestDb, profile: HubSpotProfile) {
+    async fn a_pull_only_company_column_takes_hubspots_company_and_push_leaves_it(db: TestDb, profile: HubSpotProfile) {
+        let mapping = MAPPING.replace(
+            "company_column = \"company_id\"",
+            "company_column = \"company_id\"\ncompany_direction = \"pull\"",
+        );
+        let world = World::with(db, profile, &[ADA, BOB], &mapping).await;
+        let (pushed_counts, job) = world.env.push().await;
+        assert_eq!(pushed_counts, pushed(2, 0, (0, 0, 0)), "no association is pushed: {job:#?}");
+        assert_eq!(world.companies_of("ada@example.com"), vec![]);
+        world.move_in_hubspot("ada@example.com", None, Some(world.company(3))).await;
+
+        let (pulled, job) = world.env.pull(false).await;
+        // Ada takes HubSpot's company although her column held another; Bob, with none in
+        // HubSpot and none agreed, keeps his.
+        assert_eq!((pulled.associations_created, pulled.associations_removed), (1, 0), "{job:#?}");
+        assert_eq!(world.columns().await, vec![row(&[Some("1"), Some("3")]), row(&[Some("2"), Some("2")])]);
+    }
+
+        async fn a_dry_run_counts_what_the_real_run_then_does_and_writes_nothing(db: TestDb, profile: HubSpotProfile) {
         let world = World::new(db, profile, &[ADA, BOB, CAROL]).await;
         world.env.push().await;
         exec(&world.env.store, "UPDATE users SET company_id = 3 WHERE id = 1; \
@@ -484,6 +503,44 @@ async fn refusal(db: &TestDb, store: &crm_sync::store::Store, toml: &str) -> Str
 }
 
 backend_tests! {
+    async fn a_companies_table_of_your_own_resolves_through_its_link_rows(db: TestDb) {
+        // The resolver of a companies table mapped to the user's own reads these statements;
+        // no configuration maps companies yet, so they are checked on the store.
+        let store = db.store().await;
+        exec(&store, "INSERT INTO object_links (object, local_key, hs_object_id) VALUES \
+                      ('companies', 'acme', '111'), ('contacts', '1', '900'); \
+                      INSERT INTO object_links (object, local_key, hubspot_deleted_at) VALUES \
+                      ('companies', 'gone', '2026-01-01T00:00:00Z')").await;
+        let mut states = store
+            .linked_company_keys("companies", &["acme".to_owned(), "gone".to_owned(), "nope".to_owned()])
+            .await
+            .expect("read");
+        states.sort_by(|a, b| a.key.cmp(&b.key));
+        let states: Vec<(String, Option<String>, bool)> =
+            states.into_iter().map(|s| (s.key, s.hs_object_id.map(|i| i.0), s.deleted)).collect();
+        assert_eq!(states, vec![
+            ("acme".to_owned(), Some("111".to_owned()), false),
+            ("gone".to_owned(), None, true),
+        ]);
+
+        let mut tx = Tx::begin(&store).await.expect("begin");
+        let holders = tx
+            .company_link_holders("companies", &[CompanyId::from("111"), CompanyId::from("333")])
+            .await
+            .expect("holders");
+        assert_eq!(holders, vec![("acme".to_owned(), CompanyId::from("111"))]);
+        tx.save_link_companies("contacts", &[("1".to_owned(), Some(CompanyId::from("111")))])
+            .await
+            .expect("saved");
+        tx.commit().await.expect("commit");
+        let agreed = texts(&store, "SELECT object, local_key, company_hs_id FROM object_links ORDER BY object, local_key").await;
+        assert_eq!(agreed, vec![
+            row(&[Some("companies"), Some("acme"), None]),
+            row(&[Some("companies"), Some("gone"), None]),
+            row(&[Some("contacts"), Some("1"), Some("111")]),
+        ], "only the named link records its company");
+    }
+
     async fn start_up_refuses_a_bad_company_column_naming_its_key(db: TestDb) {
         let store = db.store().await;
         exec(&store, &format!("{TABLE}; CREATE VIEW users_v AS SELECT id, email, full_name, company_id FROM users")).await;

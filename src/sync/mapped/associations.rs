@@ -256,8 +256,10 @@ impl MappedCompany {
         }))
     }
 
+    /// Whether HubSpot's side wins when both changed: it owns a both-way association, and a
+    /// pull-only one always takes HubSpot's.
     fn hubspot_owns(&self) -> bool {
-        self.flow.owner() == Some(Owner::HubSpot)
+        matches!(self.flow, Flow::Pull | Flow::Both(Owner::HubSpot))
     }
 }
 
