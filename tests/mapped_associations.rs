@@ -425,7 +425,28 @@ backend_tests! {
         assert_eq!(world.companies_of("ada@example.com"), vec![(world.company(3), true)]);
     }
 
-    async fn a_pull_only_company_column_takes_hubspots_company_and_push_leaves_it(db: TestDb, profile: HubSpotProfile) {
+    async fn a_page_whose_commit_was_lost_is_counted_again_and_not_written_again(db: TestDb, profile: HubSpotProfile) {
+        let world = World::new(db, profile, &[ADA, BOB]).await;
+        world.env.push().await;
+        exec(&world.env.store, "UPDATE users SET company_id = 3 WHERE id = 2").await;
+        world.env.push().await;
+        // As if a kill lost the local commit of both pages after HubSpot applied them: the
+        // state is what it was before the first push.
+        exec(&world.env.store, "UPDATE object_links SET company_hs_id = NULL WHERE local_key = '1'; \
+                                UPDATE object_links SET company_hs_id = (SELECT hs_object_id FROM companies WHERE id = 2) \
+                                 WHERE local_key = '2'").await;
+
+        world.env.hubspot.set_recording(true);
+        let (counts, job) = world.env.push().await;
+        // Ada's pair is already primary; Bob's old pair is already gone: both count, as in the
+        // uninterrupted run, and nothing is written again.
+        assert_eq!(counts, pushed(0, 0, (2, 1, 0)), "{job:#?}");
+        assert_eq!(world.association_writes(), Vec::<String>::new());
+        assert_eq!(world.companies_of("ada@example.com"), vec![(world.company(1), true)]);
+        assert_eq!(world.companies_of("bob@example.com"), vec![(world.company(3), true)]);
+    }
+
+        async fn a_pull_only_company_column_takes_hubspots_company_and_push_leaves_it(db: TestDb, profile: HubSpotProfile) {
         let mapping = MAPPING.replace(
             "company_column = \"company_id\"",
             "company_column = \"company_id\"\ncompany_direction = \"pull\"",
