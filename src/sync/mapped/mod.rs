@@ -13,6 +13,10 @@
 //! Both have dry runs (the same reads, no write but the job row), and both keep an opt-in
 //! `hubspot_id_column` of the user's table in step with the links.
 //!
+//! A contacts mapping may name a `company_column`: `associations` syncs each row's company
+//! with HubSpot's primary company, after the rows of a push and of a full pull, and with each
+//! page of an incremental or webhook pull.
+//!
 //! For a field syncing both ways, the value both sides last agreed on (kept per property in
 //! the link) says which side changed since: only the side that changed wins, and when both
 //! did, the field's owner.
