@@ -12,12 +12,13 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::TestDb;
-use common::mapped::{MappedEnv, exec, load_settings, pull_action, push_action, texts};
+use common::mapped::{MappedEnv, load_settings, pull_action, push_action};
+use common::user_table::{exec, texts};
 use crm_sync::hubspot::{
     AssociationArchive, AssociationInput, AssociationSpec, AssociationTypeId, Batch, ObjectType,
 };
 use crm_sync::ids::CompanyId;
-use crm_sync::jobs::model::{Counts, JobAction, JobSpec, PushCounts};
+use crm_sync::jobs::model::{Counts, JobAction, JobSpec, PushCounts, SyncObject};
 use crm_sync::mapping::check_mappings;
 use crm_sync::sandbox::HubSpotProfile;
 use crm_sync::store::{PendingObject, Tx};
@@ -33,6 +34,18 @@ company_column = "company_id"
 [sync.objects.fields]
 email = { property = "email", direction = "both", owner = "local" }
 full_name = { property = "firstname", direction = "both", owner = "local" }
+"#;
+
+const ORGS: &str = r#"
+[[sync.objects]]
+object = "companies"
+table = "orgs"
+key_column = "id"
+create_properties = true
+
+[sync.objects.fields]
+name = { property = "name", direction = "both", owner = "local" }
+domain = { property = "domain", direction = "both", owner = "local" }
 "#;
 
 const TABLE: &str = "CREATE TABLE users (id BIGINT PRIMARY KEY, email TEXT UNIQUE, \
@@ -444,6 +457,48 @@ backend_tests! {
         assert_eq!(world.association_writes(), Vec::<String>::new());
         assert_eq!(world.companies_of("ada@example.com"), vec![(world.company(1), true)]);
         assert_eq!(world.companies_of("bob@example.com"), vec![(world.company(3), true)]);
+    }
+
+        async fn a_company_column_names_rows_of_a_companies_table_of_your_own(db: TestDb, profile: HubSpotProfile) {
+        // Companies mapped to `orgs`: the column holds an org's key, resolved through its link.
+        let mapping = format!("{ORGS}{MAPPING}");
+        let setup = format!(
+            "CREATE TABLE orgs (id BIGINT PRIMARY KEY, name TEXT, domain TEXT); \
+             INSERT INTO orgs VALUES (10, 'Acme', 'acme.example'), (20, 'Globex', 'globex.example'); \
+             {TABLE}; INSERT INTO users (id, email, full_name, company_id) VALUES \
+             (1, 'ada@example.com', 'Ada', 10), (2, 'bob@example.com', 'Bob', 20)"
+        );
+        let env = MappedEnv::start(db, profile, &setup, &mapping).await;
+        let mut companies_push = JobSpec::from(push_action());
+        companies_push.object = SyncObject::Companies;
+        let orgs = env.run_spec(companies_push).await;
+        assert_eq!(orgs.errors, vec![], "{orgs:#?}");
+        let linked = texts(
+            &env.store,
+            "SELECT hs_object_id FROM object_links WHERE object = 'companies' ORDER BY local_key",
+        )
+        .await;
+        let (acme, globex) = (linked[0][0].clone().expect("org 10 linked"), linked[1][0].clone().expect("org 20 linked"));
+        let world = World { env, companies: [acme.clone(), globex.clone(), String::new()] };
+
+        let (counts, job) = world.env.push().await;
+        assert_eq!(associations(&counts), (2, 0, 0), "{job:#?}");
+        assert_eq!(world.companies_of("ada@example.com"), vec![(acme.clone(), true)]);
+        assert_eq!(world.companies_of("bob@example.com"), vec![(globex.clone(), true)]);
+
+        // In HubSpot, Ada moves to Globex, and Bob to a company no org is linked to.
+        world.move_in_hubspot("ada@example.com", Some(acme), Some(globex)).await;
+        let stranger = world.env.hubspot.insert_companies(vec![
+            [("name".to_owned(), "Stranger".to_owned())].into_iter().collect(),
+        ]);
+        world.move_in_hubspot("bob@example.com", Some(world.company(2)), Some(stranger[0].clone())).await;
+        let (pulled, job) = world.env.pull(false).await;
+        assert_eq!((pulled.associations_created, pulled.associations_removed, pulled.associations_failed), (1, 0, 1), "{job:#?}");
+        assert_eq!(world.columns().await, vec![row(&[Some("1"), Some("20")]), row(&[Some("2"), Some("20")])],
+            "Ada follows; Bob's column is left as it is");
+        let failure = job.errors.iter().find(|e| e.reason.contains(&stranger[0])).expect("Bob's company is listed");
+        assert!(failure.reason.starts_with("users.id=2: its primary HubSpot company"), "{failure:?}");
+        assert_eq!(texts(&world.env.store, "SELECT CAST(COUNT(*) AS TEXT) FROM orgs").await, vec![row(&[Some("2")])], "never inserted");
     }
 
         async fn a_pull_only_company_column_takes_hubspots_company_and_push_leaves_it(db: TestDb, profile: HubSpotProfile) {

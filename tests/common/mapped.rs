@@ -24,39 +24,7 @@ use crm_sync::sync::{SyncContext, SyncRunner};
 
 use super::TestDb;
 
-/// Runs SQL text (several statements allowed) on the store's pool; panics naming it.
-pub async fn exec(store: &Store, text: &str) {
-    let sql = sqlx::AssertSqlSafe(text.to_owned());
-    match (store.pg_pool(), store.sqlite_pool()) {
-        (Some(pool), _) => sqlx::raw_sql(sql).execute(pool).await.map(drop),
-        (_, Some(pool)) => sqlx::raw_sql(sql).execute(pool).await.map(drop),
-        _ => unreachable!("a store has one pool"),
-    }
-    .unwrap_or_else(|e| panic!("{text}: {e}"));
-}
-
-/// The rows of a query whose columns are all text (or NULL).
-pub async fn texts(store: &Store, sql: &str) -> Vec<Vec<Option<String>>> {
-    use sqlx::Row;
-    let sql = sqlx::AssertSqlSafe(sql.to_owned());
-    match (store.pg_pool(), store.sqlite_pool()) {
-        (Some(pool), _) => sqlx::query(sql)
-            .fetch_all(pool)
-            .await
-            .expect("query")
-            .iter()
-            .map(|r| (0..r.len()).map(|i| r.get(i)).collect())
-            .collect(),
-        (_, Some(pool)) => sqlx::query(sql)
-            .fetch_all(pool)
-            .await
-            .expect("query")
-            .iter()
-            .map(|r| (0..r.len()).map(|i| r.get(i)).collect())
-            .collect(),
-        _ => unreachable!("a store has one pool"),
-    }
-}
+use super::user_table::exec;
 
 /// The settings of `db` with `toml` as the local configuration file.
 pub fn load_settings(db: &TestDb, toml: &str) -> Result<Settings, ConfigError> {
