@@ -122,6 +122,36 @@ fn person(
 }
 
 backend_tests! {
+    async fn a_pull_reads_its_rows_again_locked_so_no_other_writer_changes_them_before_its_write(db: TestDb) {
+        let store = db.store().await;
+        let mut table = people(&store).await;
+        table.columns = vec![ColumnName::parse("hs_text").unwrap(), ColumnName::parse("hs_number").unwrap()];
+        let mut tx = Tx::begin(&store).await.unwrap();
+        let mut values = tx
+            .local_values_locked(&table, &["c".to_owned(), "a".to_owned(), "zz".to_owned()])
+            .await
+            .unwrap();
+        values.sort();
+        assert_eq!(
+            values,
+            vec![
+                ("a".to_owned(), vec![Some("x".to_owned()), Some("1".to_owned())]),
+                ("c".to_owned(), vec![Some("z".to_owned()), Some("3".to_owned())]),
+            ],
+            "the rows' mapped columns as text, in the table's column order: {db}"
+        );
+        // Another session's change of a locked row waits for the pull's transaction.
+        let other = store.clone();
+        let writer = tokio::spawn(async move {
+            exec(&other, "UPDATE people SET hs_text = 'changed' WHERE code = 'a'").await;
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(!writer.is_finished(), "the other writer waits while the rows are locked: {db}");
+        tx.commit().await.unwrap();
+        writer.await.unwrap();
+        assert_eq!(people_ids(&store).await[0], person("a", Some("1"), Some("changed")));
+    }
+
     async fn a_page_of_id_column_values_is_written_with_the_last_value_of_each_key(db: TestDb) {
         let store = db.store().await;
         let table = people(&store).await;

@@ -206,7 +206,10 @@ fn key_states(rows: Vec<(String, Option<String>, bool)>) -> Vec<CompanyKeyState>
 }
 
 impl Tx {
-    /// [`Store::company_link_rows_now`] in this transaction (the rows a page applies to).
+    /// [`Store::company_link_rows_now`] in this transaction (the rows a page applies to),
+    /// locked until it ends: the page writes the company column of the rows whose value it
+    /// read here, so no other session may change them in between (on PostgreSQL the rows are
+    /// locked `FOR UPDATE`; on SQLite the transaction already holds the one write lock).
     pub async fn company_link_rows(
         &mut self,
         table: &LocalTable,
@@ -217,6 +220,7 @@ impl Tx {
             return Ok(Vec::new());
         }
         let (pg, sqlite) = of_ids(table, column);
+        let pg = format!("{pg} FOR UPDATE OF u");
         let texts = texts(ids);
         let rows: Vec<RawRow> = on_tx!(self, c => postgres: {
             sqlx::query_as(AssertSqlSafe(pg))

@@ -200,6 +200,21 @@ pub enum ColumnValue {
     Timestamp(DateTime<Utc>),
 }
 
+/// A row of a key and `columns` values, all as text.
+fn row_values<R>(row: &R, columns: usize) -> Result<(String, Vec<Option<String>>), sqlx::Error>
+where
+    R: Row,
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let key: String = row.try_get(0)?;
+    let values = (0..columns)
+        .map(|i| row.try_get::<Option<String>, _>(i + 1))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((key, values))
+}
+
 fn decode_record<R>(row: &R, columns: usize) -> Result<LocalRecord, sqlx::Error>
 where
     R: Row,
@@ -713,6 +728,58 @@ fn json_text<T: Serialize>(value: &T) -> Result<String, StoreError> {
 }
 
 impl Tx {
+    /// The mapped columns (as text, in [`LocalTable::columns`] order) of the rows of `table`
+    /// with these keys, locked until the transaction ends: a pull decides from values it read
+    /// before its transaction, and writes a row only if they are still these (on PostgreSQL
+    /// the rows are locked `FOR UPDATE`, so nothing changes them before the write; SQLite's
+    /// transaction holds the one write lock already).
+    pub async fn local_values_locked(
+        &mut self,
+        table: &LocalTable,
+        keys: &[String],
+    ) -> Result<Vec<(String, Vec<Option<String>>)>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let key = table.key.quoted();
+        let mut list = format!("CAST(u.{key} AS TEXT)");
+        for column in &table.columns {
+            list.push_str(&format!(", CAST(u.{} AS TEXT)", column.quoted()));
+        }
+        let from = table.table.quoted();
+        let (pg_in, array) = match table.key_kind {
+            KeyKind::Integer => ("ANY($1::bigint[])", keys_json(table, keys)?),
+            KeyKind::Text => ("ANY($1::text[])", serde_json::json!(keys)),
+        };
+        let pg = format!(
+            "SELECT {list} FROM {from} u WHERE u.{key} = {pg_in} ORDER BY u.{key} FOR UPDATE"
+        );
+        let sqlite = format!(
+            "SELECT {list} FROM {from} u WHERE u.{key} IN (SELECT value FROM json_each($1))"
+        );
+        let n = table.columns.len();
+        let values = on_tx!(self, c => postgres: {
+            let query = sqlx::query(AssertSqlSafe(pg));
+            let query = match table.key_kind {
+                KeyKind::Integer => query.bind(integers(&array)),
+                KeyKind::Text => query.bind(keys.to_vec()),
+            };
+            let rows = query.fetch_all(&mut *c).await?;
+            rows.iter()
+                .map(|r| row_values(r, n))
+                .collect::<Result<Vec<_>, sqlx::Error>>()?
+        }, sqlite: {
+            let rows = sqlx::query(AssertSqlSafe(sqlite))
+                .bind(array.to_string())
+                .fetch_all(&mut *c)
+                .await?;
+            rows.iter()
+                .map(|r| row_values(r, n))
+                .collect::<Result<Vec<_>, sqlx::Error>>()?
+        });
+        Ok(values)
+    }
+
     /// Writes link rows of `object` (insert or replace; see [`LinkWrite`]). A link whose HubSpot
     /// record another local key holds is not written and is returned instead: a failure of
     /// that record, never of the page. The links are decided in their order (a key written

@@ -612,6 +612,30 @@ async fn pull_page(
         }
     }
     let mut tx = progress.begin().await?;
+    // Each write was decided from the row as read before the transaction: a row changed
+    // locally since is left for the next sync, never overwritten with what HubSpot had.
+    let keys: Vec<String> = writes.iter().map(|w| w.key.clone()).collect();
+    let now: HashMap<String, Vec<Option<String>>> = tx
+        .local_values_locked(&mapped.table, &keys)
+        .await?
+        .into_iter()
+        .collect();
+    let (writes, changed): (Vec<RowWrite>, Vec<RowWrite>) = writes
+        .into_iter()
+        .partition(|w| rows.get(&w.key).map(|r| &r.values) == now.get(&w.key));
+    for write in &changed {
+        counts.add(PullOutcome::Unchanged);
+        plan.actions.push(planned(
+            mapped,
+            PlannedKind::Unchanged,
+            &write.key,
+            &write.contact,
+            format!(
+                "{}: changed locally while it was pulled; left for the next sync",
+                mapped.label(&write.key)
+            ),
+        ));
+    }
     let links: Vec<LinkWrite> = writes.iter().filter_map(|w| w.link.clone()).collect();
     let held = tx.save_object_links(object, &links).await?;
     for write in &writes {
