@@ -284,7 +284,11 @@ backend_tests! {
     async fn get_api_objects_lists_the_mappings_with_their_fields(db: TestDb) {
         let store = db.store().await;
         users_schema(&store).await;
-        let objects = check(&db, &store, &format!("{USERS}\n{}", r#"
+        // The contacts mapping also syncs each row's company, from `seats` for the test.
+        let users_with_company = USERS
+            .replace("seats = { property = \"seats\", direction = \"both\", owner = \"local\" }\n", "")
+            .replace("create_properties = true\n", "create_properties = true\ncompany_column = \"seats\"\ncompany_direction = \"push\"\n");
+        let objects = check(&db, &store, &format!("{users_with_company}\n{}", r#"
 [[sync.objects]]
 object = "companies"
 table = "active_users"
@@ -329,11 +333,17 @@ full_name = { property = "name", direction = "push" }
         assert_eq!(name["direction"], "both");
         assert_eq!(name["owner"], "hubspot");
         assert_eq!(name["column_type"], "text");
+        assert_eq!(
+            users["company"],
+            serde_json::json!({"column": "seats", "direction": "push", "owner": null}),
+            "{body}"
+        );
         let companies = &results[1];
         assert_eq!(companies["object"], "companies");
         assert_eq!(companies["relation"], "view");
         assert_eq!(companies["match_key"], "external_key");
         assert_eq!(companies["fields"][0]["owner"], Value::Null);
+        assert_eq!(companies["company"], Value::Null);
         let spec: Value = http
             .get(format!("http://{addr}/api-docs/openapi.json"))
             .send()

@@ -10,8 +10,8 @@ use super::auth::ApiToken;
 use super::error::{Failure, NoInput};
 use super::tags::ApiTags;
 use crate::mapping::{
-    CheckedField, CheckedMapping, DEFAULT_CONTACTS_KEY, Direction, HubSpotIdStore, ObjectType,
-    Owner,
+    CheckedField, CheckedMapping, DEFAULT_CONTACTS_KEY, Direction, Flow, HubSpotIdStore,
+    ObjectType, Owner,
 };
 use crate::store::Relation;
 
@@ -101,6 +101,20 @@ pub struct FieldView {
     pub field_type: Option<String>,
 }
 
+/// A contacts mapping's sync of each row's primary company (`company_column`).
+#[derive(Debug, Clone, PartialEq, Eq, Object)]
+#[oai(rename = "MappedCompanyAssociation")]
+pub struct CompanyAssociationView {
+    /// The column holding the local key of the row's company.
+    pub column: String,
+    /// Which way the association travels (`company_direction`).
+    pub direction: FieldDirectionView,
+    /// The side that wins when both changed (`company_owner`); null unless `direction` is
+    /// `both`.
+    #[oai(nullable)]
+    pub owner: Option<FieldOwnerView>,
+}
+
 /// One object mapping.
 #[derive(Debug, Clone, PartialEq, Eq, Object)]
 #[oai(rename = "ObjectMapping")]
@@ -130,6 +144,10 @@ pub struct ObjectView {
     pub config_key: String,
     /// The mapped fields, by column name.
     pub fields: Vec<FieldView>,
+    /// The row's primary company, when a contacts mapping syncs it (`company_column`); null
+    /// otherwise.
+    #[oai(nullable)]
+    pub company: Option<CompanyAssociationView>,
 }
 
 /// `{"results": [mapping...]}`.
@@ -140,22 +158,30 @@ pub struct ObjectListView {
     pub results: Vec<ObjectView>,
 }
 
+/// A flow's direction and owner as the API shows them.
+fn flow_view(flow: Flow) -> (FieldDirectionView, Option<FieldOwnerView>) {
+    let direction = match flow.direction() {
+        Direction::Push => FieldDirectionView::Push,
+        Direction::Pull => FieldDirectionView::Pull,
+        Direction::Both => FieldDirectionView::Both,
+    };
+    let owner = flow.owner().map(|owner| match owner {
+        Owner::Local => FieldOwnerView::Local,
+        Owner::HubSpot => FieldOwnerView::HubSpot,
+    });
+    (direction, owner)
+}
+
 impl From<&CheckedField> for FieldView {
     fn from(checked: &CheckedField) -> Self {
         let field = &checked.field;
+        let (direction, owner) = flow_view(field.flow);
         Self {
             column: field.column.to_string(),
             column_type: checked.column.describe().to_owned(),
             property: field.property.to_string(),
-            direction: match field.flow.direction() {
-                Direction::Push => FieldDirectionView::Push,
-                Direction::Pull => FieldDirectionView::Pull,
-                Direction::Both => FieldDirectionView::Both,
-            },
-            owner: field.flow.owner().map(|owner| match owner {
-                Owner::Local => FieldOwnerView::Local,
-                Owner::HubSpot => FieldOwnerView::HubSpot,
-            }),
+            direction,
+            owner,
             property_type: field.declared.map(|d| d.kind.as_str().to_owned()),
             field_type: field.declared.map(|d| d.field.as_str().to_owned()),
         }
@@ -186,6 +212,14 @@ impl From<&CheckedMapping> for ObjectView {
             built_in: mapping.key == DEFAULT_CONTACTS_KEY,
             config_key: mapping.key.clone(),
             fields: checked.fields.iter().map(FieldView::from).collect(),
+            company: mapping.company.as_ref().map(|company| {
+                let (direction, owner) = flow_view(company.flow);
+                CompanyAssociationView {
+                    column: company.column.to_string(),
+                    direction,
+                    owner,
+                }
+            }),
         }
     }
 }
