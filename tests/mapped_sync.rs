@@ -10,29 +10,17 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 use common::TestDb;
-use crm_sync::config::Settings;
-use crm_sync::hubspot::{
-    Auth, Backoff, ClientConfig, HubSpotClient, HubSpotError, ObjectType, PropertyCreate,
-    PropertyOption,
-};
-use crm_sync::ids::{HsObjectId, JobId};
+use common::mapped::MappedEnv;
+use common::user_table::{exec, texts};
+use crm_sync::hubspot::{HubSpotError, ObjectType, PropertyCreate, PropertyOption};
+use crm_sync::ids::HsObjectId;
 use crm_sync::jobs::model::{
-    Counts, Job, JobAction, JobSpec, PullCounts, PullMode, PushCounts, PushMode, Trigger,
+    Counts, Job, JobAction, JobSpec, PullCounts, PullMode, PushCounts, PushMode,
 };
-use crm_sync::jobs::queue::SyncTask;
-use crm_sync::jobs::worker::{Settled, process};
-use crm_sync::jobs::{EnqueueRequest, JobRunner, RetryPolicy, enqueue};
-use crm_sync::mapping::check_mappings;
-use crm_sync::sandbox::{HubSpotProfile, Sandbox, SandboxArgs, SandboxHandle};
-use crm_sync::secret::Secret;
+use crm_sync::sandbox::HubSpotProfile;
 use crm_sync::store::{Backend, Store};
-use crm_sync::sync::{SyncContext, SyncRunner};
 use crm_sync::webhooks::{WebhookEvent, process_events};
 
 const USERS: &str = r#"
@@ -51,45 +39,14 @@ signup_date = { property = "signup_date", direction = "push" }
 active = { property = "is_active", direction = "pull" }
 "#;
 
-struct Env {
-    store: Store,
-    hubspot: SandboxHandle,
-    client: HubSpotClient,
-    runner: Arc<dyn JobRunner>,
-    _db: TestDb,
-}
+/// The mapped table's world ([`MappedEnv`]) with this suite's table and steps.
+struct Env(MappedEnv);
 
-async fn exec(store: &Store, text: &str) {
-    let sql = sqlx::AssertSqlSafe(text.to_owned());
-    match (store.pg_pool(), store.sqlite_pool()) {
-        (Some(pool), _) => sqlx::raw_sql(sql).execute(pool).await.map(drop),
-        (_, Some(pool)) => sqlx::raw_sql(sql).execute(pool).await.map(drop),
-        _ => unreachable!("a store has one pool"),
+impl std::ops::Deref for Env {
+    type Target = MappedEnv;
+    fn deref(&self) -> &MappedEnv {
+        &self.0
     }
-    .unwrap_or_else(|e| panic!("{text}: {e}"));
-}
-
-async fn texts(store: &Store, sql: &str) -> Vec<Vec<Option<String>>> {
-    use sqlx::Row;
-    let sql = sqlx::AssertSqlSafe(sql.to_owned());
-    let rows: Vec<Vec<Option<String>>> = match (store.pg_pool(), store.sqlite_pool()) {
-        (Some(pool), _) => sqlx::query(sql)
-            .fetch_all(pool)
-            .await
-            .expect("query")
-            .iter()
-            .map(|r| (0..r.len()).map(|i| r.get(i)).collect())
-            .collect(),
-        (_, Some(pool)) => sqlx::query(sql)
-            .fetch_all(pool)
-            .await
-            .expect("query")
-            .iter()
-            .map(|r| (0..r.len()).map(|i| r.get(i)).collect())
-            .collect(),
-        _ => unreachable!("a store has one pool"),
-    };
-    rows
 }
 
 /// The user's table as the test reads it: `(id, full_name, plan, seats, active)` as text.
@@ -127,16 +84,6 @@ fn users_with_id_column() -> String {
     )
 }
 
-fn settings(db: &TestDb, mapping: &str) -> Settings {
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::create_dir_all(dir.path().join("config")).expect("mkdir");
-    std::fs::write(dir.path().join("config/local.toml"), mapping).expect("write");
-    let env = [("CRM_SYNC__DATABASE__URL".to_owned(), db.url().to_owned())]
-        .into_iter()
-        .collect();
-    Settings::load(dir.path(), &env).expect("settings load")
-}
-
 impl Env {
     /// A sandbox playing `profile` with the `plan_tier` enumeration (HubSpot needs its
     /// options, so the user creates it), and the user's table with `rows` (`id, email,
@@ -152,55 +99,21 @@ impl Env {
     }
 
     async fn with(db: TestDb, profile: HubSpotProfile, rows: &[&str], mapping: &str) -> Env {
-        let store = db.store().await;
         let id_column = if mapping.contains("hubspot_id_column") {
             ", hs_id TEXT"
         } else {
             ""
         };
-        exec(
-            &store,
-            &format!(
-                "CREATE TABLE users (id BIGINT PRIMARY KEY, email TEXT UNIQUE, full_name TEXT, \
-                 plan TEXT, seats INTEGER, signup_date DATE, active BOOLEAN{id_column})"
-            ),
-        )
-        .await;
+        let mut setup = format!(
+            "CREATE TABLE users (id BIGINT PRIMARY KEY, email TEXT UNIQUE, full_name TEXT, \
+             plan TEXT, seats INTEGER, signup_date DATE, active BOOLEAN{id_column});"
+        );
         for row in rows {
-            exec(
-                &store,
-                &format!(
-                    "INSERT INTO users (id, email, full_name, plan, seats, signup_date) VALUES ({row})"
-                ),
-            )
-            .await;
+            setup.push_str(&format!(
+                "INSERT INTO users (id, email, full_name, plan, seats, signup_date) VALUES ({row});"
+            ));
         }
-        let hubspot = Sandbox::start(
-            SandboxArgs {
-                requests_per_10s: 0,
-                search_per_second: 0,
-                associations_per_10s: 0,
-                rng_seed: Some(5),
-                ..SandboxArgs::default()
-            }
-            .with_profile(profile),
-            SocketAddr::from(([127, 0, 0, 1], 0)),
-        )
-        .await
-        .expect("sandbox starts");
-        let mut config = ClientConfig::new(hubspot.base_url().parse().expect("sandbox url"));
-        config.requests_per_10s = 0;
-        config.search_per_second = 0;
-        config.associations_per_10s = 0;
-        config.backoff = Backoff {
-            base: Duration::from_millis(5),
-            max: Duration::from_millis(50),
-        };
-        let client = HubSpotClient::new(
-            config,
-            Auth::PrivateApp(Secret::new(hubspot.access_token())),
-        )
-        .expect("client");
+        let env = MappedEnv::start(db, profile, &setup, mapping).await;
         let option = |v: &str| PropertyOption {
             label: v.to_owned(),
             value: v.to_owned(),
@@ -208,7 +121,7 @@ impl Env {
             display_order: None,
             description: None,
         };
-        client
+        env.client
             .create_object_property(
                 ObjectType::Contacts,
                 &PropertyCreate {
@@ -225,122 +138,11 @@ impl Env {
             )
             .await
             .expect("plan_tier created");
-        let objects = check_mappings(&store, &settings(&db, mapping).sync.objects)
-            .await
-            .expect("the mapping fits");
-        let mut ctx = SyncContext::new(client.clone());
-        ctx.objects = Arc::new(objects);
-        ctx.pull.lookback = Duration::ZERO;
-        Env {
-            store,
-            hubspot,
-            client,
-            runner: Arc::new(SyncRunner::new(ctx)),
-            _db: db,
-        }
+        Env(env)
     }
 
     async fn run(&self, action: JobAction) -> Job {
         self.run_spec(JobSpec::from(action)).await
-    }
-
-    async fn run_spec(&self, spec: JobSpec) -> Job {
-        let id = enqueue(
-            &self.store,
-            EnqueueRequest {
-                spec,
-                trigger: Trigger::Cli,
-                force: false,
-            },
-        )
-        .await
-        .expect("enqueue")
-        .job
-        .id;
-        self.run_to_end(id).await
-    }
-
-    /// Enqueues `action` and runs it until it has checked for a stop `checks` times; the
-    /// `checks`-th check stops it (as a shutdown does, after the last committed page), then
-    /// runs it to its end.
-    async fn run_stopped(&self, action: JobAction, checks: usize) -> Job {
-        let id = enqueue(
-            &self.store,
-            EnqueueRequest {
-                spec: JobSpec::from(action),
-                trigger: Trigger::Cli,
-                force: false,
-            },
-        )
-        .await
-        .expect("enqueue")
-        .job
-        .id;
-        let record = self
-            .store
-            .get_job_record(id)
-            .await
-            .expect("read job")
-            .expect("job exists");
-        let task = SyncTask {
-            job_id: id,
-            delivery: record.delivery.expect("a delivery"),
-        };
-        let seen = Arc::new(AtomicUsize::new(0));
-        let stop = Arc::new(move || seen.fetch_add(1, Ordering::SeqCst) + 1 >= checks);
-        let settled = process(
-            &self.store,
-            &self.runner,
-            RetryPolicy::default(),
-            &task,
-            "test",
-            stop,
-        )
-        .await
-        .expect("settle");
-        assert!(
-            matches!(settled, Settled::Requeued),
-            "stopped, not {settled}"
-        );
-        self.run_to_end(id).await
-    }
-
-    async fn run_to_end(&self, id: JobId) -> Job {
-        for _ in 0..10 {
-            let record = self
-                .store
-                .get_job_record(id)
-                .await
-                .expect("read job")
-                .expect("job exists");
-            let task = SyncTask {
-                job_id: id,
-                delivery: record.delivery.expect("a delivery"),
-            };
-            let retry = RetryPolicy {
-                max_attempts: 10,
-                base_delay: Duration::ZERO,
-                max_delay: Duration::ZERO,
-            };
-            match process(
-                &self.store,
-                &self.runner,
-                retry,
-                &task,
-                "test",
-                Arc::new(|| false),
-            )
-            .await
-            .expect("settle")
-            {
-                Settled::Finished(_) => break,
-                Settled::Retrying | Settled::Requeued => continue,
-                other => panic!("unexpected settlement {other}"),
-            }
-        }
-        let job = self.store.get_job(id).await.expect("job").expect("exists");
-        assert!(job.status.is_terminal(), "{job:#?}");
-        job
     }
 
     async fn push(&self, mode: PushMode) -> (PushCounts, Job) {

@@ -25,6 +25,7 @@ use common::associated::{
 };
 use common::process::Serve;
 use common::pushed::{assert_one_hubspot_contact_per_row, linked_rows};
+use common::watch::{operations, until};
 use common::write_hold::WriteHold;
 use crm_sync::hubspot::{Auth, ClientConfig, HubSpotClient};
 use crm_sync::jobs::model::Counts;
@@ -37,7 +38,6 @@ use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 /// Local companies: three pages of the company phase, so that a kill lands in the middle.
 const COMPANIES: u64 = 300;
@@ -133,32 +133,6 @@ backend_tests! {
         assert_pushed_once_each(&store, &hubspot).await;
         assert_a_second_push_writes_nothing(&second, &hubspot).await;
     }
-}
-
-/// How long a test waits for the sandbox to reach a state.
-const SANDBOX_PATIENCE: Duration = Duration::from_secs(120);
-
-/// Polls `done` every 10 ms (the sandbox is in this process: no HTTP); fails after
-/// [`SANDBOX_PATIENCE`], naming `what` it waited for.
-async fn until(what: &str, done: impl Fn() -> bool) {
-    let started = Instant::now();
-    while !done() {
-        assert!(
-            started.elapsed() < SANDBOX_PATIENCE,
-            "waited {SANDBOX_PATIENCE:?} for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// Calls of `operation` (e.g. `companies.search`) HubSpot has answered so far.
-fn operations(hubspot: &SandboxHandle, operation: &str) -> u64 {
-    hubspot
-        .stats()
-        .by_operation
-        .get(operation)
-        .copied()
-        .unwrap_or(0)
 }
 
 /// The job's committed `associations_created`, read from the database.

@@ -19,11 +19,11 @@ mod common;
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use common::TestDb;
 use common::process::Serve;
 use common::user_table::{exec, texts};
+use common::watch::{operations, until};
 use common::write_hold::WriteHold;
 use crm_sync::sandbox::{HubSpotProfile, Sandbox, SandboxArgs, SandboxHandle};
 use crm_sync::store::Store;
@@ -37,9 +37,6 @@ const ROWS: u64 = 300;
 const FOUND_BY_DOMAIN_EVERY: u64 = 30;
 /// Each HubSpot answer takes this long, so that a push lasts a few seconds.
 const HUBSPOT_LATENCY_MS: u64 = 300;
-/// How long the test waits for the sandbox to see what it waits for.
-const SANDBOX_PATIENCE: Duration = Duration::from_secs(60);
-
 const MAPPINGS: &str = r#"
 [[sync.objects]]
 object = "companies"
@@ -179,27 +176,6 @@ async fn slow_hubspot(profile: HubSpotProfile) -> SandboxHandle {
     Sandbox::start(args, SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
         .expect("the sandbox starts")
-}
-
-async fn until(what: &str, done: impl Fn() -> bool) {
-    let started = Instant::now();
-    while !done() {
-        assert!(
-            started.elapsed() < SANDBOX_PATIENCE,
-            "waited {SANDBOX_PATIENCE:?} for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// Calls of `operation` (e.g. `companies.search`) HubSpot has answered so far.
-fn operations(hubspot: &SandboxHandle, operation: &str) -> u64 {
-    hubspot
-        .stats()
-        .by_operation
-        .get(operation)
-        .copied()
-        .unwrap_or(0)
 }
 
 fn job_id(job: &Value) -> String {

@@ -23,6 +23,7 @@ pub mod oauth;
 pub mod process;
 pub mod pushed;
 pub mod user_table;
+pub mod watch;
 pub mod world;
 pub mod write_hold;
 
