@@ -15,10 +15,10 @@ mod common;
 
 use common::process::Serve;
 use common::pushed::{assert_one_hubspot_contact_per_row, linked_rows};
-use crm_sync::sandbox::{HubSpotProfile, Sandbox, SandboxArgs, SandboxHandle};
+use common::world::slow_sandbox;
+use crm_sync::sandbox::SandboxHandle;
 use crm_sync::store::{NewContact, Store};
 use crm_sync::sync::keys::ExternalKeys;
-use std::net::SocketAddr;
 
 /// Local contacts to push: enough pages that a kill lands in the middle.
 const CONTACTS: u64 = 3000;
@@ -31,7 +31,7 @@ backend_tests! {
     async fn a_serve_killed_mid_push_finishes_the_job_after_a_restart_without_duplicates_or_losses(db: TestDb, profile: HubSpotProfile) {
         let store = db.store().await;
         insert_people(&store).await;
-        let hubspot = slow_hubspot(profile).await;
+        let hubspot = slow_sandbox(profile, HUBSPOT_LATENCY_MS, 4).await;
         let dir = tempfile::tempdir().expect("a working directory");
 
         let first = Serve::start(dir.path(), db.url(), &hubspot.base_url(), hubspot.access_token()).await;
@@ -109,22 +109,6 @@ async fn insert_people(store: &Store) {
         .collect();
     let inserted = store.insert_contacts(&batch).await.expect("insert");
     assert_eq!(inserted, CONTACTS);
-}
-
-/// A HubSpot sandbox on loopback that answers slowly, the way `profile` says, but never refuses
-/// or fails, so that the only thing interrupting the push is the kill.
-async fn slow_hubspot(profile: HubSpotProfile) -> SandboxHandle {
-    let args = SandboxArgs {
-        variants: profile.variants(),
-        requests_per_10s: 0,
-        search_per_second: 0,
-        latency_ms: HUBSPOT_LATENCY_MS,
-        rng_seed: Some(4),
-        ..SandboxArgs::default()
-    };
-    Sandbox::start(args, SocketAddr::from(([127, 0, 0, 1], 0)))
-        .await
-        .expect("the sandbox starts")
 }
 
 /// Write calls HubSpot has answered so far.

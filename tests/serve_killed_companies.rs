@@ -26,17 +26,17 @@ use common::associated::{
 use common::process::Serve;
 use common::pushed::{assert_one_hubspot_contact_per_row, linked_rows};
 use common::watch::{operations, until};
+use common::world::slow_sandbox;
 use common::write_hold::WriteHold;
 use crm_sync::hubspot::{Auth, ClientConfig, HubSpotClient};
 use crm_sync::jobs::model::Counts;
-use crm_sync::sandbox::{HubSpotProfile, Sandbox, SandboxArgs, SandboxHandle};
+use crm_sync::sandbox::SandboxHandle;
 use crm_sync::secret::Secret;
 use crm_sync::store::{NewCompany, NewContact, Store};
 use crm_sync::sync::companies::COMPANY_KEY;
 use crm_sync::sync::keys::ExternalKeys;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
-use std::net::SocketAddr;
 use std::path::Path;
 
 /// Local companies: three pages of the company phase, so that a kill lands in the middle.
@@ -54,7 +54,7 @@ const HUBSPOT_LATENCY_MS: u64 = 300;
 backend_tests! {
     async fn a_serve_killed_while_linking_companies_finishes_the_push_with_each_company_once(db: TestDb, profile: HubSpotProfile) {
         let store = db.store().await;
-        let hubspot = slow_hubspot(profile).await;
+        let hubspot = slow_sandbox(profile, HUBSPOT_LATENCY_MS, 14).await;
         seed(&store, &hubspot).await;
         let known = hubspot.companies().len() as u64;
         let dir = tempfile::tempdir().expect("a working directory");
@@ -93,7 +93,7 @@ backend_tests! {
 
     async fn a_serve_killed_while_writing_associations_finishes_the_push_with_each_pair_once(db: TestDb, profile: HubSpotProfile) {
         let store = db.store().await;
-        let hubspot = slow_hubspot(profile).await;
+        let hubspot = slow_sandbox(profile, HUBSPOT_LATENCY_MS, 14).await;
         seed(&store, &hubspot).await;
         let dir = tempfile::tempdir().expect("a working directory");
 
@@ -215,23 +215,6 @@ async fn seed(store: &Store, hubspot: &SandboxHandle) {
         })
         .collect();
     hubspot.insert_companies(known);
-}
-
-/// A HubSpot sandbox on loopback that answers slowly, the way `profile` says, but never refuses
-/// or fails, so that the only thing interrupting the push is the kill.
-async fn slow_hubspot(profile: HubSpotProfile) -> SandboxHandle {
-    let args = SandboxArgs {
-        requests_per_10s: 0,
-        search_per_second: 0,
-        associations_per_10s: 0,
-        latency_ms: HUBSPOT_LATENCY_MS,
-        rng_seed: Some(14),
-        ..SandboxArgs::default()
-    }
-    .with_profile(profile);
-    Sandbox::start(args, SocketAddr::from(([127, 0, 0, 1], 0)))
-        .await
-        .expect("the sandbox starts")
 }
 
 fn job_id(job: &Value) -> String {

@@ -17,15 +17,15 @@
 mod common;
 
 use std::collections::{BTreeMap, HashSet};
-use std::net::SocketAddr;
 use std::path::Path;
 
 use common::TestDb;
 use common::process::Serve;
 use common::user_table::{exec, texts};
 use common::watch::{operations, until};
+use common::world::slow_sandbox;
 use common::write_hold::WriteHold;
-use crm_sync::sandbox::{HubSpotProfile, Sandbox, SandboxArgs, SandboxHandle};
+use crm_sync::sandbox::{HubSpotProfile, SandboxHandle};
 use crm_sync::store::Store;
 use crm_sync::sync::companies::COMPANY_KEY;
 use serde_json::{Value, json};
@@ -146,7 +146,7 @@ async fn setup(db: &TestDb, profile: HubSpotProfile) -> (Store, SandboxHandle, t
         &format!("INSERT INTO users VALUES {}", users.join(", ")),
     )
     .await;
-    let hubspot = slow_hubspot(profile).await;
+    let hubspot = slow_sandbox(profile, HUBSPOT_LATENCY_MS, 15).await;
     let known: Vec<BTreeMap<String, String>> = (1..=ROWS)
         .filter(|i| i % FOUND_BY_DOMAIN_EVERY == 0)
         .map(|i| {
@@ -161,21 +161,6 @@ async fn setup(db: &TestDb, profile: HubSpotProfile) -> (Store, SandboxHandle, t
     std::fs::create_dir_all(dir.path().join("config")).expect("config directory");
     std::fs::write(dir.path().join("config/local.toml"), MAPPINGS).expect("mappings");
     (store, hubspot, dir)
-}
-
-async fn slow_hubspot(profile: HubSpotProfile) -> SandboxHandle {
-    let args = SandboxArgs {
-        requests_per_10s: 0,
-        search_per_second: 0,
-        associations_per_10s: 0,
-        latency_ms: HUBSPOT_LATENCY_MS,
-        rng_seed: Some(15),
-        ..SandboxArgs::default()
-    }
-    .with_profile(profile);
-    Sandbox::start(args, SocketAddr::from(([127, 0, 0, 1], 0)))
-        .await
-        .expect("the sandbox starts")
 }
 
 fn job_id(job: &Value) -> String {

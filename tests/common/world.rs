@@ -32,6 +32,23 @@ pub fn unlimited_sandbox(profile: HubSpotProfile, rng_seed: u64) -> SandboxArgs 
     .with_profile(profile)
 }
 
+/// A sandbox on loopback that takes `latency_ms` to answer each call, the way `profile` says,
+/// but never limits, refuses or fails: in the kill specs, the only thing interrupting a job
+/// is the kill, and each page lasts long enough to kill it at a chosen moment.
+pub async fn slow_sandbox(
+    profile: HubSpotProfile,
+    latency_ms: u64,
+    rng_seed: u64,
+) -> SandboxHandle {
+    let args = SandboxArgs {
+        latency_ms,
+        ..unlimited_sandbox(profile, rng_seed)
+    };
+    Sandbox::start(args, SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("the sandbox starts")
+}
+
 /// A database, a sandbox, and the sync context whose client talks to that sandbox.
 pub struct World {
     /// The migrated store of the test's database.
