@@ -559,6 +559,76 @@ backend_tests! {
         let (again, _) = world.env.push().await;
         assert_eq!(again, pushed(0, 0, (0, 0, 0)));
     }
+
+    async fn a_push_links_the_local_companies_its_rows_name_before_their_associations(db: TestDb, profile: HubSpotProfile) {
+        let world = World::new(db, profile, &[ADA, "2, 'bob@example.com', 'Bob', 4"]).await;
+        // Company 4 was never pushed: the contacts push creates it first, as the built-in
+        // contacts push does for the companies its contacts name.
+        exec(&world.env.store, "INSERT INTO companies (name, domain) VALUES ('Hooli', 'hooli.example')").await;
+        let (counts, job) = world.env.push().await;
+        assert_eq!(counts, pushed(2, 0, (2, 0, 0)), "{job:#?}");
+        let hooli = texts(&world.env.store, "SELECT hs_object_id FROM companies WHERE id = 4").await;
+        let hooli = hooli[0][0].clone().expect("company 4 is linked");
+        assert_eq!(world.companies_of("bob@example.com"), vec![(hooli.clone(), true)]);
+        let in_hubspot = world.env.hubspot.company(&hooli).expect("created in HubSpot");
+        assert_eq!(in_hubspot.properties.get("name").map(String::as_str), Some("Hooli"));
+        assert_eq!(world.env.hubspot.companies().len(), 4, "only Hooli was created");
+        let (again, _) = world.env.push().await;
+        assert_eq!(again, pushed(0, 0, (0, 0, 0)));
+
+        // A dry run counts the same for a company it would create: Ada moves to company 5.
+        exec(&world.env.store, "INSERT INTO companies (name, domain) VALUES ('Initrode', 'initrode.example'); \
+                                UPDATE users SET company_id = 5 WHERE id = 1").await;
+        let (counts, _) = world.dry_then_real(push_action()).await;
+        let Counts::Push(counts) = counts else { panic!("push counts") };
+        assert_eq!(associations(&counts), (1, 1, 0));
+        assert_eq!(world.env.hubspot.companies().len(), 5);
+    }
+
+    async fn a_push_links_the_rows_of_a_companies_table_of_your_own_before_their_associations(db: TestDb, profile: HubSpotProfile) {
+        let mapping = format!("{ORGS}{MAPPING}");
+        let setup = format!(
+            "CREATE TABLE orgs (id BIGINT PRIMARY KEY, name TEXT, domain TEXT); \
+             INSERT INTO orgs VALUES (10, 'Acme', 'acme.example'), (20, 'Globex', 'globex.example'); \
+             {TABLE}; INSERT INTO users (id, email, full_name, company_id) VALUES \
+             (1, 'ada@example.com', 'Ada', 10), (2, 'bob@example.com', 'Bob', 20)"
+        );
+        let env = MappedEnv::start(db, profile, &setup, &mapping).await;
+        // Globex is in HubSpot already, made by someone else: linked by its domain, not made
+        // twice; Acme is created. The orgs were never pushed on their own.
+        let globex = env.hubspot.insert_companies(vec![
+            [("name".to_owned(), "Globex Corp".to_owned()), ("domain".to_owned(), "globex.example".to_owned())]
+                .into_iter()
+                .collect(),
+        ]);
+        let world = World { env, companies: [String::new(), globex[0].clone(), String::new()] };
+        let (counts, job) = world.env.push().await;
+        assert_eq!(counts, pushed(2, 0, (2, 0, 0)), "{job:#?}");
+        let linked = texts(
+            &world.env.store,
+            "SELECT local_key, hs_object_id FROM object_links WHERE object = 'companies' ORDER BY local_key",
+        )
+        .await;
+        let acme = linked[0][1].clone().expect("org 10 linked");
+        assert_eq!(linked[1][1].as_deref(), Some(globex[0].as_str()), "org 20 linked by its domain");
+        assert_eq!(world.companies_of("ada@example.com"), vec![(acme, true)]);
+        assert_eq!(world.companies_of("bob@example.com"), vec![(globex[0].clone(), true)]);
+        assert_eq!(world.env.hubspot.companies().len(), 2, "only Acme was created");
+        // The orgs the contacts push linked are not pushed again by the companies push.
+        let mut companies_push = JobSpec::from(push_action());
+        companies_push.object = SyncObject::Companies;
+        let orgs = world.env.run_spec(companies_push).await;
+        let Counts::Push(orgs) = orgs.counts else { panic!("push counts") };
+        assert_eq!(orgs.total, 0, "{orgs:?}");
+
+        // A dry run counts the same for an org it would create: Ada moves to org 30.
+        exec(&world.env.store, "INSERT INTO orgs VALUES (30, 'Initech', 'initech.example'); \
+                                UPDATE users SET company_id = 30 WHERE id = 1").await;
+        let (counts, _) = world.dry_then_real(push_action()).await;
+        let Counts::Push(counts) = counts else { panic!("push counts") };
+        assert_eq!(associations(&counts), (1, 1, 0));
+        assert_eq!(world.env.hubspot.companies().len(), 3);
+    }
 }
 
 /// The configuration refusal of `toml` (at load, or against the catalog, or as a mapping

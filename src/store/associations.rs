@@ -143,6 +143,36 @@ impl Store {
         Ok(rows)
     }
 
+    /// crm-sync's own companies with these ids that have no HubSpot company yet and were not
+    /// deleted in HubSpot, by id: the companies a mapped table's rows name that its push links
+    /// before their associations.
+    pub async fn unlinked_companies_by_ids(
+        &self,
+        ids: &[i64],
+    ) -> Result<Vec<super::CompanyCandidate>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        const PG: &str = "SELECT id, name, domain, hs_object_id, local_version FROM companies \
+             WHERE hs_object_id IS NULL AND hubspot_deleted_at IS NULL \
+               AND id = ANY($1::bigint[]) ORDER BY id";
+        const SQLITE: &str = "SELECT id, name, domain, hs_object_id, local_version FROM companies \
+             WHERE hs_object_id IS NULL AND hubspot_deleted_at IS NULL \
+               AND id IN (SELECT value FROM json_each($1)) ORDER BY id";
+        let rows = on_pool!(self, pool => postgres: {
+            sqlx::query_as::<_, super::CompanyCandidate>(PG)
+                .bind(ids)
+                .fetch_all(pool)
+                .await
+        }, sqlite: {
+            sqlx::query_as::<_, super::CompanyCandidate>(SQLITE)
+                .bind(Json(ids))
+                .fetch_all(pool)
+                .await
+        })?;
+        Ok(rows)
+    }
+
     /// The HubSpot company last synced as `contact`'s primary, if any.
     pub async fn synced_company_of_contact(
         &self,

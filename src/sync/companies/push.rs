@@ -927,70 +927,97 @@ fn holds_local_values(company: &CompanyCandidate, record: &Company) -> bool {
         && norm(company.domain.as_deref()) == norm(record.domain())
 }
 
-/// Links unlinked companies before associations that need their HubSpot ids (a contact
-/// push's first phase): resolved exactly as a company push page (found by key, by a single
-/// domain match, or created with the key), their links saved in a transaction of their own,
-/// without job counts (the contact job counts contacts). Safe to repeat: a company created by
-/// an attempt whose commit was lost is found again by its key. Returns, per company that
-/// could not be linked, why.
+/// Links (finds or creates in HubSpot) `candidates`, companies the associations of a contact
+/// push need, exactly as a company push page does, and saves their links on their own
+/// (outside the contact job's counts); returns why each one that could not be linked was
+/// not.
 pub(crate) async fn link_for_associations(
     client: &HubSpotClient,
     store: &crate::store::Store,
     mode: PushMode,
     candidates: &[CompanyCandidate],
 ) -> Result<HashMap<LocalCompanyId, String>, RunError> {
-    let mut reasons = HashMap::new();
+    let resolved = resolve_for_associations(client, store, mode, candidates, false).await?;
+    Ok(resolved
+        .into_iter()
+        .filter_map(|(id, r)| r.err().map(|reason| (id, reason)))
+        .collect())
+}
+
+/// [`link_for_associations`], answering the HubSpot company each candidate is now linked to
+/// (or why none). A dry run makes the same reads, writes nothing, and answers an empty id for
+/// a company it would create.
+pub(crate) async fn resolve_for_associations(
+    client: &HubSpotClient,
+    store: &crate::store::Store,
+    mode: PushMode,
+    candidates: &[CompanyCandidate],
+    dry_run: bool,
+) -> Result<HashMap<LocalCompanyId, Result<CompanyId, String>>, RunError> {
+    let mut out = HashMap::new();
     if candidates.is_empty() {
-        return Ok(reasons);
+        return Ok(out);
     }
-    ensure_key_property(client).await?;
+    let dry_run = if dry_run {
+        Some(DryRun {
+            key_exists: key_property_exists(client).await?,
+            plan: Mutex::new(Plan::default()),
+        })
+    } else {
+        ensure_key_property(client).await?;
+        None
+    };
+    let writes = dry_run.is_none();
     let keys = ExternalKeys::new(&store.installation().await?);
     let page = PageRun {
         client,
         keys: &keys,
         mode,
-        dry_run: None,
+        dry_run,
     };
     let resolutions = page.resolve(candidates).await?;
     let mut links = Vec::new();
     for (company, resolution) in candidates.iter().zip(resolutions) {
-        match resolution {
+        let (id, pushed_version) = match resolution {
             Resolution::Created(id) | Resolution::Linked { id, in_sync: true } => {
-                links.push(CompanyLink {
-                    id: company.id,
-                    read_hs_object_id: None,
-                    hs_object_id: id,
-                    pushed_version: Some(company.local_version),
-                });
+                (id, Some(company.local_version))
             }
-            Resolution::Linked { id, in_sync: false } | Resolution::Updated(id) => {
-                links.push(CompanyLink {
-                    id: company.id,
-                    read_hs_object_id: None,
-                    hs_object_id: id,
-                    pushed_version: None,
-                });
-            }
+            Resolution::Linked { id, in_sync: false } | Resolution::Updated(id) => (id, None),
             Resolution::Gone => {
-                reasons.insert(company.id, "HubSpot no longer has the company".to_owned());
+                out.insert(
+                    company.id,
+                    Err("HubSpot no longer has the company".to_owned()),
+                );
+                continue;
             }
             Resolution::Failed { reason, .. } => {
-                reasons.insert(company.id, reason);
+                out.insert(company.id, Err(reason));
+                continue;
             }
-        }
+        };
+        out.insert(company.id, Ok(id.clone()));
+        links.push(CompanyLink {
+            id: company.id,
+            read_hs_object_id: None,
+            hs_object_id: id,
+            pushed_version,
+        });
+    }
+    if !writes {
+        return Ok(out);
     }
     let mut tx = crate::store::Tx::begin(store).await?;
     for clash in tx.link_companies(&links).await? {
-        reasons.insert(
+        out.insert(
             clash.id,
-            format!(
+            Err(format!(
                 "HubSpot company {} is already linked to local company {}",
                 clash.hs_object_id, clash.holder
-            ),
+            )),
         );
     }
     tx.commit().await?;
-    Ok(reasons)
+    Ok(out)
 }
 
 #[cfg(test)]

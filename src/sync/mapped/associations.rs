@@ -14,7 +14,8 @@
 //! it, unless the local side changed too and owns the association).
 //!
 //! - Push, after the rows: keyset pages of 100 linked rows; a page whose rows all agree costs
-//!   its read only. Candidates: one batch read of their associations, one batch create, one
+//!   its read only. The companies a page's rows name that have no HubSpot company yet are
+//!   linked first ([`CompanyLinker`]), as the built-in contacts push links its contacts'. Candidates: one batch read of their associations, one batch create, one
 //!   batch archive; then their state, counts and checkpoint in one transaction. A dry run
 //!   makes the reads, sends no write and saves no state.
 //! - Pull (full), after the rows: pages of 1,000 linked rows, one association read each; the
@@ -29,21 +30,23 @@ use std::collections::{HashMap, HashSet};
 
 use serde_json::Value;
 
-use super::Mapped;
+use super::{Mapped, user_mapping};
 use crate::hubspot::{AssociatedRecord, HubSpotClient, MAX_ASSOCIATION_READ};
 use crate::ids::{CompanyId, ContactId, HsObjectId, LocalCompanyId};
-use crate::jobs::model::{Counts, Plan, PullCounts, PushCounts, RecordError};
+use crate::jobs::model::{Counts, Plan, PullCounts, PushCounts, PushMode, RecordError, SyncObject};
 use crate::jobs::{Page, Progress, RunError};
 use crate::mapping::{CheckedMapping, ColumnName, Flow, ObjectType, Owner};
 use crate::store::{
     ColumnKind, CompanyKeyState, CompanyLinkRow, KeyKind, PendingObject, PendingPull, Store,
     StoreError, Tx,
 };
+use crate::sync::SyncContext;
 use crate::sync::associations::{
     PullPlan, PushPlan, Wanted, archive_pairs, primary_of, pull_decision, read_companies,
     write_pairs,
 };
 use crate::sync::companies::pull::{Adoptable, adopt, read_adoptable};
+use crate::sync::companies::push::resolve_for_associations;
 use crate::sync::keys::ExternalKeys;
 
 /// The checkpoint key where an association phase of a mapped table goes on (a row key, as
@@ -133,7 +136,7 @@ impl CompanyResolver {
             let resolved = match state {
                 None => Resolved::Unlinked(format!(
                     "its company {key} is not linked to a HubSpot company (no such local \
-                     company, or not pushed yet: push companies first)"
+                     company)"
                 )),
                 Some(s) if s.deleted => {
                     Resolved::Unlinked(format!("its company {key} was deleted in HubSpot"))
@@ -143,8 +146,7 @@ impl CompanyResolver {
                     ..
                 }) => Resolved::Linked(id.clone()),
                 Some(_) => Resolved::Unlinked(format!(
-                    "its company {key} is not linked to a HubSpot company (not pushed yet: push \
-                     companies first)"
+                    "its company {key} is not linked to a HubSpot company yet"
                 )),
             };
             out.insert(key.clone(), resolved);
@@ -343,12 +345,14 @@ fn record_error(mapped: &Mapped, row: &CompanyLinkRow, reason: String) -> Record
 /// The association phase of a push of `mapped`: every linked row whose company changed since
 /// the last agreed one, page by page after the checkpoint; returns the counts.
 pub(crate) async fn push(
-    client: &HubSpotClient,
+    ctx: &SyncContext,
     mapped: &Mapped,
+    mode: PushMode,
     dry_run: bool,
     progress: &Progress,
     mut counts: PushCounts,
 ) -> Result<PushCounts, RunError> {
+    let client = &ctx.hubspot;
     let Some(company) = mapped
         .company
         .as_ref()
@@ -356,6 +360,7 @@ pub(crate) async fn push(
     else {
         return Ok(counts);
     };
+    let linker = CompanyLinker::new(ctx, progress.store(), company, mode, dry_run).await?;
     let base = progress.checkpoint();
     let mut after = resume_after(progress);
     loop {
@@ -370,10 +375,11 @@ pub(crate) async fn push(
             return Ok(counts);
         };
         let full = rows.len() == PUSH_PAGE as usize;
-        let resolved = company
+        let mut resolved = company
             .resolver
             .to_hubspot(progress.store(), &company_keys(&rows))
             .await?;
+        linker.link(progress.store(), &mut resolved).await?;
         let candidates: Vec<CompanyLinkRow> = rows
             .into_iter()
             .filter(|r| changed_locally(r, &resolved))
@@ -399,6 +405,107 @@ pub(crate) async fn push(
         if !full {
             return Ok(counts);
         }
+    }
+}
+
+/// Links the companies a page's rows name that have no HubSpot company yet, before their
+/// associations need one, as the built-in contacts push links the companies its contacts name
+/// (docs/associations.md): crm-sync's own companies exactly as a company push page does, or
+/// the rows of a companies table of the user's own exactly as its push does. Their links
+/// commit on their own, outside the job's counts; a dry run makes the same reads and writes
+/// nothing.
+struct CompanyLinker<'a> {
+    ctx: &'a SyncContext,
+    mode: PushMode,
+    dry_run: bool,
+    resolver: &'a CompanyResolver,
+    /// The companies table of the user's own, ready for its push (its properties checked).
+    companies: Option<Mapped>,
+}
+
+impl<'a> CompanyLinker<'a> {
+    async fn new(
+        ctx: &'a SyncContext,
+        store: &Store,
+        company: &'a MappedCompany,
+        mode: PushMode,
+        dry_run: bool,
+    ) -> Result<Self, RunError> {
+        let companies = match (&company.resolver, user_mapping(ctx, SyncObject::Companies)) {
+            (CompanyResolver::Mapped { .. }, Some(checked)) => {
+                Some(Mapped::prepare(ctx, store, checked, dry_run).await?)
+            }
+            _ => None,
+        };
+        Ok(Self {
+            ctx,
+            mode,
+            dry_run,
+            resolver: &company.resolver,
+            companies,
+        })
+    }
+
+    /// Links the unlinked companies among `resolved` and answers for them again: linked, or
+    /// why not (a dry run answers an empty id for a company it would create).
+    async fn link(
+        &self,
+        store: &Store,
+        resolved: &mut HashMap<String, Resolved>,
+    ) -> Result<(), RunError> {
+        let keys: Vec<String> = resolved
+            .iter()
+            .filter(|(_, r)| matches!(r, Resolved::Unlinked(_)))
+            .map(|(k, _)| k.clone())
+            .collect();
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let answers: HashMap<String, Result<CompanyId, String>> = match self.resolver {
+            CompanyResolver::BuiltIn => {
+                let ids: Vec<i64> = keys.iter().filter_map(|k| k.trim().parse().ok()).collect();
+                let candidates = store.unlinked_companies_by_ids(&ids).await?;
+                let by_id = resolve_for_associations(
+                    &self.ctx.hubspot,
+                    store,
+                    self.mode,
+                    &candidates,
+                    self.dry_run,
+                )
+                .await?;
+                keys.iter()
+                    .filter_map(|k| {
+                        let id = LocalCompanyId(k.trim().parse().ok()?);
+                        Some((k.clone(), by_id.get(&id)?.clone()))
+                    })
+                    .collect()
+            }
+            CompanyResolver::Mapped { .. } => match &self.companies {
+                Some(companies) => super::push::link_rows(
+                    self.ctx,
+                    companies,
+                    self.mode,
+                    self.dry_run,
+                    store,
+                    &keys,
+                )
+                .await?
+                .into_iter()
+                .map(|(k, answer)| (k, answer.map(|id| CompanyId(id.0))))
+                .collect(),
+                None => HashMap::new(),
+            },
+        };
+        for (key, answer) in answers {
+            let now = match answer {
+                Ok(id) => Resolved::Linked(id),
+                Err(reason) => {
+                    Resolved::Unlinked(format!("its company could not be linked: {reason}"))
+                }
+            };
+            resolved.insert(key, now);
+        }
+        Ok(())
     }
 }
 

@@ -37,7 +37,7 @@ use crate::jobs::model::{
 };
 use crate::jobs::{Page, Progress, RunError};
 use crate::mapping::Owner;
-use crate::store::{LinkWrite, LocalRecord, ObjectLink};
+use crate::store::{LinkWrite, LocalRecord, ObjectLink, Store, Tx};
 use crate::sync::companies::companies_by_domain;
 use crate::sync::lookup::Fate;
 use crate::sync::{SyncContext, hubspot_error};
@@ -197,10 +197,88 @@ pub(crate) async fn run(
         .await?;
     }
     // Associations after the rows, as the built-in push does (docs/associations.md).
-    let counts = super::associations::push(&ctx.hubspot, mapped, dry_run, progress, counts).await?;
+    let counts = super::associations::push(ctx, mapped, mode, dry_run, progress, counts).await?;
     progress.set_total(counts.total).await?;
     tracing::info!(job = %progress.job_id(), key = %mapped.checked.mapping.key, ?counts, "push of a mapped table finished");
     Ok(())
+}
+
+/// Links (finds or creates in HubSpot) the unlinked rows with these keys of `mapped` (a
+/// companies table of the user's own) exactly as a page of its push does, and saves their
+/// links on their own, outside the calling job's counts: the companies a contacts push's
+/// associations need, linked before them. Answers the HubSpot id each row is now linked to, or
+/// why it is not; a dry run makes the same reads, writes nothing, and answers an empty id for
+/// a row it would create. Rows already linked, marked deleted or missing are not answered.
+pub(crate) async fn link_rows(
+    ctx: &SyncContext,
+    mapped: &Mapped,
+    mode: PushMode,
+    dry_run: bool,
+    store: &Store,
+    keys: &[String],
+) -> Result<HashMap<String, Result<HsObjectId, String>>, RunError> {
+    let records = store.local_records(&mapped.table, keys).await?;
+    let unlinked: Vec<Candidate> = candidates(mapped, records)
+        .into_iter()
+        .filter(|c| c.link.hs_object_id.is_none())
+        .collect();
+    let mut out = HashMap::new();
+    if unlinked.is_empty() {
+        return Ok(out);
+    }
+    let mut run = PushRun {
+        ctx,
+        mapped,
+        mode,
+        dry_run,
+        plan: Plan::default(),
+    };
+    let decisions = run.resolve(&unlinked).await?;
+    let mut links = Vec::new();
+    for (c, decision) in unlinked.iter().zip(decisions) {
+        let answer = match decision {
+            Some(Decision::Done { id, synced, .. }) => {
+                if let Some(id) = &id {
+                    links.push(LinkWrite {
+                        key: c.key.clone(),
+                        hs_object_id: Some(id.clone()),
+                        pushed_hash: c.outgoing.as_ref().ok().map(hash),
+                        synced,
+                    });
+                }
+                Ok(id.unwrap_or_else(|| HsObjectId(String::new())))
+            }
+            Some(Decision::Failed { reason, .. }) => Err(reason),
+            Some(Decision::Gone(_) | Decision::Merged { .. }) | None => {
+                Err("the push could not link it".to_owned())
+            }
+        };
+        out.insert(c.key.clone(), answer);
+    }
+    if dry_run {
+        return Ok(out);
+    }
+    let mut tx = Tx::begin(store).await?;
+    let held = tx.save_object_links(mapped.table.object, &links).await?;
+    for h in &held {
+        out.insert(
+            h.key.clone(),
+            Err(format!(
+                "HubSpot {} {} is already linked to {}",
+                mapped.remote_noun(),
+                h.hs_object_id,
+                mapped.label(&h.holder)
+            )),
+        );
+    }
+    let ids: Vec<(String, Option<HsObjectId>)> = links
+        .iter()
+        .filter(|l| !held.iter().any(|h| h.key == l.key))
+        .map(|l| (l.key.clone(), l.hs_object_id.clone()))
+        .collect();
+    mapped.write_ids(&mut tx, &ids).await?;
+    tx.commit().await?;
+    Ok(out)
 }
 
 /// The rows of a page that are new or changed since their last push; rows HubSpot deleted are
