@@ -560,6 +560,16 @@ backend_tests! {
         assert_eq!(again, pushed(0, 0, (0, 0, 0)));
     }
 
+    async fn a_dry_run_of_a_first_push_counts_the_associations_of_the_rows_it_would_create(db: TestDb, profile: HubSpotProfile) {
+        let world = World::new(db, profile, &[ADA, BOB, CAROL, "4, 'dan@example.com', 'Dan', 4"]).await;
+        // Dan's company 4 is not in HubSpot yet: the push creates it before the association.
+        exec(&world.env.store, "INSERT INTO companies (name, domain) VALUES ('Hooli', 'hooli.example')").await;
+        let (counts, _) = world.dry_then_real(push_action()).await;
+        let Counts::Push(counts) = counts else { panic!("push counts") };
+        assert_eq!(counts, pushed(4, 0, (3, 0, 0)));
+        assert_eq!(world.companies_of("ada@example.com"), vec![(world.company(1), true)]);
+    }
+
     async fn a_push_links_the_local_companies_its_rows_name_before_their_associations(db: TestDb, profile: HubSpotProfile) {
         let world = World::new(db, profile, &[ADA, "2, 'bob@example.com', 'Bob', 4"]).await;
         // Company 4 was never pushed: the contacts push creates it first, as the built-in

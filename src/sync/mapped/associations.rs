@@ -337,7 +337,8 @@ fn record_error(mapped: &Mapped, row: &CompanyLinkRow, reason: String) -> Record
             .and_then(|k| k.trim().parse().ok())
             .map(LocalCompanyId),
         email: None,
-        hs_object_id: Some(row.hs_object_id.clone()),
+        // A dry run's contact it would create has no id yet.
+        hs_object_id: (!row.hs_object_id.0.is_empty()).then(|| row.hs_object_id.clone()),
         reason: format!("{}: {reason}", mapped.label(&row.key)),
     }
 }
@@ -351,8 +352,8 @@ pub(crate) async fn push(
     dry_run: bool,
     progress: &Progress,
     mut counts: PushCounts,
+    planned_links: &[(String, Option<HsObjectId>)],
 ) -> Result<PushCounts, RunError> {
-    let client = &ctx.hubspot;
     let Some(company) = mapped
         .company
         .as_ref()
@@ -361,6 +362,13 @@ pub(crate) async fn push(
         return Ok(counts);
     };
     let linker = CompanyLinker::new(ctx, progress.store(), company, mode, dry_run).await?;
+    let page = PushPage {
+        client: &ctx.hubspot,
+        mapped,
+        company,
+        dry_run,
+        progress,
+    };
     let base = progress.checkpoint();
     let mut after = resume_after(progress);
     loop {
@@ -372,40 +380,57 @@ pub(crate) async fn push(
             .company_link_page(&mapped.table, &company.column, after.as_deref(), PUSH_PAGE)
             .await?;
         let Some(last) = rows.last().map(|r| r.key.clone()) else {
-            return Ok(counts);
+            break;
         };
         let full = rows.len() == PUSH_PAGE as usize;
-        let mut resolved = company
-            .resolver
-            .to_hubspot(progress.store(), &company_keys(&rows))
-            .await?;
-        linker.link(progress.store(), &mut resolved).await?;
-        let candidates: Vec<CompanyLinkRow> = rows
-            .into_iter()
-            .filter(|r| changed_locally(r, &resolved))
-            .collect();
-        if !candidates.is_empty() {
-            let page = PushPage {
-                client,
-                mapped,
-                company,
-                dry_run,
-                progress,
-            };
-            counts = page
-                .run(
-                    &candidates,
-                    &resolved,
-                    counts,
-                    push_checkpoint(&base, &last),
-                )
-                .await?;
-        }
+        let checkpoint = push_checkpoint(&base, &last);
+        counts = page.plan_and_run(&linker, rows, counts, checkpoint).await?;
         after = Some(last);
         if !full {
-            return Ok(counts);
+            break;
         }
     }
+    if dry_run {
+        // The rows this dry run would link or create are not linked in the database: their
+        // associations are planned as the real run, which links them first, makes them.
+        for chunk in planned_links.chunks(PUSH_PAGE as usize) {
+            let rows = planned_rows(progress.store(), mapped, company, chunk).await?;
+            let checkpoint = base.clone().unwrap_or(Value::Null);
+            counts = page.plan_and_run(&linker, rows, counts, checkpoint).await?;
+        }
+    }
+    Ok(counts)
+}
+
+/// The rows of `planned` (keys a dry run would link, with the HubSpot id each would get; an
+/// empty id for one it would create) as association rows: their company column read from
+/// the table, nothing agreed yet.
+async fn planned_rows(
+    store: &Store,
+    mapped: &Mapped,
+    company: &MappedCompany,
+    planned: &[(String, Option<HsObjectId>)],
+) -> Result<Vec<CompanyLinkRow>, RunError> {
+    let mut table = mapped.table.clone();
+    table.columns = vec![company.column.clone()];
+    let keys: Vec<String> = planned.iter().map(|(k, _)| k.clone()).collect();
+    let values: HashMap<String, Option<String>> = store
+        .local_records(&table, &keys)
+        .await?
+        .into_iter()
+        .map(|r| (r.key, r.values.into_iter().next().flatten()))
+        .collect();
+    Ok(planned
+        .iter()
+        .filter_map(|(key, id)| {
+            Some(CompanyLinkRow {
+                key: key.clone(),
+                hs_object_id: id.clone().unwrap_or_else(|| HsObjectId(String::new())),
+                company_key: values.get(key)?.clone(),
+                synced: None,
+            })
+        })
+        .collect())
 }
 
 /// Links the companies a page's rows name that have no HubSpot company yet, before their
@@ -519,6 +544,32 @@ struct PushPage<'a> {
 }
 
 impl PushPage<'_> {
+    /// Resolves the companies of `rows` (linking those not linked yet) and runs the page of
+    /// those whose company changed; a page without any costs nothing more.
+    async fn plan_and_run(
+        &self,
+        linker: &CompanyLinker<'_>,
+        rows: Vec<CompanyLinkRow>,
+        counts: PushCounts,
+        checkpoint: Value,
+    ) -> Result<PushCounts, RunError> {
+        let store = self.progress.store();
+        let mut resolved = self
+            .company
+            .resolver
+            .to_hubspot(store, &company_keys(&rows))
+            .await?;
+        linker.link(store, &mut resolved).await?;
+        let candidates: Vec<CompanyLinkRow> = rows
+            .into_iter()
+            .filter(|r| changed_locally(r, &resolved))
+            .collect();
+        if candidates.is_empty() {
+            return Ok(counts);
+        }
+        self.run(&candidates, &resolved, counts, checkpoint).await
+    }
+
     async fn run(
         &self,
         rows: &[CompanyLinkRow],
@@ -527,7 +578,13 @@ impl PushPage<'_> {
         checkpoint: Value,
     ) -> Result<PushCounts, RunError> {
         let ids: Vec<HsObjectId> = rows.iter().map(|r| r.hs_object_id.clone()).collect();
-        let (current, _) = read_companies(self.client, &ids).await?;
+        // A dry run's contact it would create has no id, and no associations yet.
+        let readable: Vec<HsObjectId> = ids.iter().filter(|i| !i.0.is_empty()).cloned().collect();
+        let (current, _) = if readable.is_empty() {
+            (HashMap::new(), HashSet::new())
+        } else {
+            read_companies(self.client, &readable).await?
+        };
         let plans: Vec<PushPlan> = rows
             .iter()
             .map(|row| {

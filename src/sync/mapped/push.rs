@@ -126,6 +126,10 @@ struct PushRun<'a> {
     mode: PushMode,
     dry_run: bool,
     plan: Plan,
+    /// A dry run's rows that the real run would link or create, with the HubSpot id they
+    /// would get (`None`: created): their associations are planned after the rows, as if
+    /// linked.
+    planned_links: Vec<(String, Option<HsObjectId>)>,
 }
 
 /// Runs one push of `mapped` from the job's checkpoint; a dry run writes nothing but the job
@@ -151,6 +155,7 @@ pub(crate) async fn run(
         } else {
             Plan::default()
         },
+        planned_links: Vec::new(),
     };
     let mut committed = false;
     loop {
@@ -197,7 +202,16 @@ pub(crate) async fn run(
         .await?;
     }
     // Associations after the rows, as the built-in push does (docs/associations.md).
-    let counts = super::associations::push(ctx, mapped, mode, dry_run, progress, counts).await?;
+    let counts = super::associations::push(
+        ctx,
+        mapped,
+        mode,
+        dry_run,
+        progress,
+        counts,
+        &run.planned_links,
+    )
+    .await?;
     progress.set_total(counts.total).await?;
     tracing::info!(job = %progress.job_id(), key = %mapped.checked.mapping.key, ?counts, "push of a mapped table finished");
     Ok(())
@@ -232,6 +246,7 @@ pub(crate) async fn link_rows(
         mode,
         dry_run,
         plan: Plan::default(),
+        planned_links: Vec::new(),
     };
     let decisions = run.resolve(&unlinked).await?;
     let mut links = Vec::new();
@@ -947,6 +962,20 @@ impl PushRun<'_> {
         }
         let mut tx = progress.begin().await?;
         let held = tx.save_object_links(object, &links).await?;
+        if self.dry_run {
+            // Rows unlinked until now that this page links or creates.
+            self.planned_links.extend(
+                links
+                    .iter()
+                    .filter(|l| !held.iter().any(|h| h.key == l.key))
+                    .filter(|l| {
+                        candidates
+                            .iter()
+                            .any(|c| c.key == l.key && c.link.hs_object_id.is_none())
+                    })
+                    .map(|l| (l.key.clone(), l.hs_object_id.clone())),
+            );
+        }
         tx.mark_deleted_in_hubspot(object, &gone).await?;
         let moved_held = tx.relink_objects(object, &moves).await?;
         for h in &moved_held {
