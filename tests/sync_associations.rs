@@ -141,10 +141,24 @@ impl Env {
     /// Enqueues a contacts job and runs it to its end as the worker would (an interrupted or
     /// retried run is resumed from its checkpoint by the next).
     async fn run(&self, action: JobAction, stop: Arc<dyn Fn() -> bool + Send + Sync>) -> Job {
+        self.run_spec(JobSpec::from(action), stop).await
+    }
+
+    /// A dry-run push in `link` mode.
+    async fn push_dry(&self) -> Job {
+        let spec = JobSpec::from(JobAction::Push {
+            mode: PushMode::Link,
+        })
+        .with_dry_run(true)
+        .expect("contacts have dry runs");
+        self.run_spec(spec, Arc::new(|| false)).await
+    }
+
+    async fn run_spec(&self, spec: JobSpec, stop: Arc<dyn Fn() -> bool + Send + Sync>) -> Job {
         let enqueued = enqueue(
             &self.store,
             EnqueueRequest {
-                spec: JobSpec::from(action),
+                spec,
                 trigger: Trigger::Cli,
                 force: false,
             },
@@ -276,6 +290,25 @@ backend_tests! {
         assert_eq!(env.association_writes(), writes, "a re-run with nothing changed writes nothing");
     }
 
+    async fn a_dry_run_plans_the_companies_and_associations_the_push_then_writes(db: TestDb, profile: HubSpotProfile) {
+        let env = Env::new(db, profile).await;
+        let (companies, contacts) = env.seed().await;
+        let dry = env.push_dry().await;
+        assert_eq!(env.hubspot.companies().len() + env.hubspot.contact_count(), 0, "a dry run writes nothing");
+        assert!(env.store.list_contacts(None, 100).await.unwrap().iter().all(|c| c.hs_object_id.is_none()));
+        let (real, counts) = env.push().await;
+        assert_eq!(dry.counts, real.counts, "{dry:#?}");
+        assert_eq!(of_push(&counts), assoc(3, 0, 0));
+
+        // A changed company and a cleared one: planned the same way.
+        env.set_company(contacts[0], Some(companies[1])).await;
+        env.set_company(contacts[1], None).await;
+        let dry = env.push_dry().await;
+        let (real, counts) = env.push().await;
+        assert_eq!(dry.counts, real.counts, "{dry:#?}");
+        assert_eq!(of_push(&counts), assoc(1, 2, 0));
+    }
+
     async fn a_changed_company_moves_the_primary_and_a_cleared_one_removes_the_pair(db: TestDb, profile: HubSpotProfile) {
         let env = Env::new(db, profile).await;
         let (companies, contacts) = env.seed().await;
@@ -379,7 +412,15 @@ backend_tests! {
         ];
         client.link_contacts_to_companies(&crm_sync::hubspot::Batch::new(links).unwrap()).await.unwrap();
 
+        // A dry pull counts what the pull then does, and writes nothing.
+        let spec = JobSpec::from(JobAction::Pull { mode: PullMode::Upsert, incremental: false })
+            .with_dry_run(true)
+            .expect("contacts have dry runs");
+        let dry = env.run_spec(spec, Arc::new(|| false)).await;
+        assert_eq!(env.store.count_companies().await.unwrap(), 2, "a dry run adopts no company");
+        assert_eq!(env.store.company_of_contact(contacts[0]).await.unwrap(), Some(companies[0]));
         let (job, counts) = env.pull().await;
+        assert_eq!(dry.counts, job.counts, "{dry:#?}");
         assert_eq!(of_pull(&counts), assoc(2, 0, 0), "{job:#?}");
         let fans = env.store.company_of_contact(contacts[3]).await.unwrap().expect("a company");
         assert_eq!(env.hs_company(fans).await, made[0]);

@@ -82,7 +82,47 @@ const SQLITE_OF_IDS: &str = concat!(
     " AND ct.hs_object_id IN (SELECT value FROM json_each($2)) ORDER BY ct.id"
 );
 
+/// Contacts by local id (`$1`), linked or not, as [`AssociationRow`]s (`hs_object_id` empty
+/// while unlinked): the contacts a dry run would link or create.
+const PG_OF_CONTACTS: &str =
+    "SELECT ct.id AS contact_id, COALESCE(ct.hs_object_id, '') AS hs_object_id,
+        ct.email, ct.company_id, co.hs_object_id AS company_hs_id, l.hs_company_id AS synced_hs_id
+   FROM contacts ct
+   LEFT JOIN companies co ON co.id = ct.company_id
+   LEFT JOIN contact_company_links l ON l.contact_id = ct.id
+  WHERE ct.id = ANY($1) ORDER BY ct.id";
+const SQLITE_OF_CONTACTS: &str =
+    "SELECT ct.id AS contact_id, COALESCE(ct.hs_object_id, '') AS hs_object_id,
+        ct.email, ct.company_id, co.hs_object_id AS company_hs_id, l.hs_company_id AS synced_hs_id
+   FROM contacts ct
+   LEFT JOIN companies co ON co.id = ct.company_id
+   LEFT JOIN contact_company_links l ON l.contact_id = ct.id
+  WHERE ct.id IN (SELECT value FROM json_each($1)) ORDER BY ct.id";
+
 impl Store {
+    /// These contacts with their association state, linked or not (`hs_object_id` empty while
+    /// unlinked): a dry run plans the associations of the contacts it would link or create.
+    pub async fn association_rows_of_contacts(
+        &self,
+        ids: &[ContactId],
+    ) -> Result<Vec<AssociationRow>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<i64> = ids.iter().map(|id| id.0).collect();
+        let rows = on_pool!(self, pool =>
+            postgres: sqlx::query_as::<_, AssociationRow>(PG_OF_CONTACTS)
+                .bind(&ids)
+                .fetch_all(pool)
+                .await?,
+            sqlite: sqlx::query_as::<_, AssociationRow>(SQLITE_OF_CONTACTS)
+                .bind(Json(&ids))
+                .fetch_all(pool)
+                .await?,
+        );
+        Ok(rows)
+    }
+
     /// The next `limit` linked contacts after `after` whose company association differs from
     /// what was last synced, in id order.
     pub async fn association_push_candidates(

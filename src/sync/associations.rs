@@ -35,7 +35,7 @@ use crate::hubspot::{
     ObjectType,
 };
 use crate::ids::{CompanyId, ContactId, HsObjectId, LocalCompanyId};
-use crate::jobs::model::{Counts, PullCounts, PushCounts, PushMode, RecordError};
+use crate::jobs::model::{Counts, Plan, PullCounts, PushCounts, PushMode, RecordError};
 use crate::jobs::{Page, Progress, RunError, RunFailure};
 use crate::store::{AssociationRow, ContactCompanyChange, Store, Tx};
 use serde_json::Value;
@@ -200,6 +200,163 @@ impl AssociationPush<'_> {
             );
             after = last;
         }
+    }
+
+    /// A dry run's association phase: what [`AssociationPush::link_companies`] and
+    /// [`AssociationPush::run`] would do, with no write. The companies contacts name are looked
+    /// up as the real run would link them; the linked contacts whose company changed, then the
+    /// contacts the dry run's contact phase would link or create (`planned`, with the HubSpot
+    /// id each would get), are planned page by page against HubSpot's associations; each page
+    /// commits only the job's counts and plan.
+    pub(crate) async fn run_dry(
+        &self,
+        mut counts: PushCounts,
+        planned: &[(ContactId, Option<HsObjectId>)],
+    ) -> Result<PushCounts, RunError> {
+        let store = self.progress.store();
+        let mut companies: HashMap<LocalCompanyId, Result<CompanyId, String>> = HashMap::new();
+        let mut after = LocalCompanyId(i64::MIN);
+        loop {
+            let page = store
+                .companies_named_by_contacts(after, MAX_BATCH as u32)
+                .await?;
+            let Some(last) = page.last().map(|c| c.id) else {
+                break;
+            };
+            companies.extend(
+                super::companies::push::resolve_for_associations(
+                    self.client,
+                    store,
+                    self.mode,
+                    &page,
+                    true,
+                )
+                .await?,
+            );
+            after = last;
+        }
+        let reasons: HashMap<LocalCompanyId, String> = companies
+            .iter()
+            .filter_map(|(id, r)| r.as_ref().err().map(|e| (*id, e.clone())))
+            .collect();
+        // A company the real run links first has its HubSpot id (empty: one it would create).
+        let with_companies = |mut rows: Vec<AssociationRow>| -> Vec<AssociationRow> {
+            for row in &mut rows {
+                if row.company_hs_id.is_none()
+                    && let Some(Ok(id)) = row.company_id.and_then(|c| companies.get(&c))
+                {
+                    row.company_hs_id = Some(id.clone());
+                }
+            }
+            rows.into_iter().filter(|r| r.changed_locally()).collect()
+        };
+        let mut after = ContactId(i64::MIN);
+        loop {
+            let rows = store.association_push_candidates(after, PUSH_PAGE).await?;
+            let Some(last) = rows.last().map(|r| r.contact_id) else {
+                break;
+            };
+            counts = self
+                .dry_page(&with_companies(rows), counts, &reasons)
+                .await?;
+            after = last;
+        }
+        for chunk in planned.chunks(PUSH_PAGE as usize) {
+            let ids: Vec<ContactId> = chunk.iter().map(|(id, _)| *id).collect();
+            let mut rows = store.association_rows_of_contacts(&ids).await?;
+            // Contacts linked already were planned above.
+            rows.retain(|r| r.hs_object_id.0.is_empty());
+            for row in &mut rows {
+                if let Some((_, Some(id))) = chunk.iter().find(|(c, _)| *c == row.contact_id) {
+                    row.hs_object_id = id.clone();
+                }
+            }
+            counts = self
+                .dry_page(&with_companies(rows), counts, &reasons)
+                .await?;
+        }
+        Ok(counts)
+    }
+
+    /// One dry page of [`AssociationPush::run_dry`]: the real page's reads and plan, its counts
+    /// and failures committed with the job's plan, nothing written.
+    async fn dry_page(
+        &self,
+        rows: &[AssociationRow],
+        mut counts: PushCounts,
+        company_reasons: &HashMap<LocalCompanyId, String>,
+    ) -> Result<PushCounts, RunError> {
+        if rows.is_empty() {
+            return Ok(counts);
+        }
+        // A contact the dry run would create has no id, and no associations yet.
+        let readable: Vec<HsObjectId> = rows
+            .iter()
+            .map(|r| r.hs_object_id.clone())
+            .filter(|id| !id.0.is_empty())
+            .collect();
+        let current = if readable.is_empty() {
+            HashMap::new()
+        } else {
+            read_companies(self.client, &readable).await?.0
+        };
+        let plans: Vec<PushPlan> = rows
+            .iter()
+            .map(|row| plan(row, current.get(&row.hs_object_id.0), company_reasons))
+            .collect();
+        let mut calls = Plan::default();
+        calls.call("association_read", u64::from(!readable.is_empty()));
+        calls.call(
+            "association_create",
+            u64::from(
+                plans
+                    .iter()
+                    .any(|p| matches!(p, PushPlan::Write { types: Some(_), .. })),
+            ),
+        );
+        calls.call(
+            "association_archive",
+            u64::from(plans.iter().any(|p| {
+                matches!(
+                    p,
+                    PushPlan::Remove(_)
+                        | PushPlan::Write {
+                            remove: Some(_),
+                            ..
+                        }
+                )
+            })),
+        );
+        let mut errors = Vec::new();
+        for (row, plan) in rows.iter().zip(&plans) {
+            match plan {
+                PushPlan::Failed(reason) => {
+                    counts.associations_failed += 1;
+                    errors.push(RecordError {
+                        contact_id: Some(row.contact_id),
+                        company_id: row.company_id,
+                        email: row.email.clone(),
+                        hs_object_id: (!row.hs_object_id.0.is_empty())
+                            .then(|| row.hs_object_id.clone()),
+                        reason: reason.clone(),
+                    });
+                }
+                PushPlan::Write { remove, .. } => {
+                    counts.associations_created += 1;
+                    counts.associations_removed += u64::from(remove.is_some());
+                }
+                PushPlan::Remove(_) => counts.associations_removed += 1,
+                PushPlan::Nothing => {}
+            }
+        }
+        let tx = self.progress.begin().await?;
+        let page = Page {
+            counts: Counts::Push(counts),
+            checkpoint: self.progress.checkpoint().unwrap_or(Value::Null),
+            errors,
+        };
+        self.progress.commit_planned(tx, page, Some(calls)).await?;
+        Ok(counts)
     }
 
     /// Writes every changed association after the checkpoint, page by page; `company_reasons`
@@ -528,6 +685,7 @@ pub(crate) async fn pull(
     keys: &ExternalKeys,
     progress: &Progress,
     mut counts: PullCounts,
+    dry_run: bool,
 ) -> Result<PullCounts, RunError> {
     let base = progress.checkpoint();
     let mut after = resume_after(progress).unwrap_or(ContactId(i64::MIN));
@@ -547,16 +705,22 @@ pub(crate) async fn pull(
             read_with_rows(client, keys, progress.store(), ids, &rows, Unlinked::Skip).await?;
         let mut tx = progress.begin().await?;
         let errors = apply_primaries(keys, &mut tx, &rows, &read, &mut counts).await?;
-        progress
-            .commit(
-                tx,
-                Page {
-                    counts: Counts::Pull(counts),
-                    checkpoint: with_after(&base, last),
-                    errors,
-                },
-            )
-            .await?;
+        let page = Page {
+            counts: Counts::Pull(counts),
+            checkpoint: with_after(&base, last),
+            errors,
+        };
+        if dry_run {
+            // The real code applied the page; a dry run keeps its counts, never its writes.
+            tx.rollback().await?;
+            let mut plan = Plan::default();
+            plan.call("association_read", 1);
+            progress
+                .commit_planned(progress.begin().await?, page, Some(plan))
+                .await?;
+        } else {
+            progress.commit(tx, page).await?;
+        }
         after = last;
     }
 }

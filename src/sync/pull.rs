@@ -111,11 +111,17 @@ pub async fn run(ctx: &SyncContext, job: &Job, progress: &Progress) -> Result<()
     // Then the contacts' companies, once every contact page is written. A full pull reads
     // every linked contact's; an incremental one has read those of the contacts it read, page
     // by page (an association change does not reliably move a contact's modification time:
-    // the association webhooks cover the rest, docs/associations.md). A dry run does not plan
-    // them yet (adopting a company and setting `company_id` are writes; docs/dry-run.md).
-    if !incremental && !job.spec.dry_run {
-        let counts =
-            super::associations::pull(&ctx.hubspot, &run.keys, progress, run.counts).await?;
+    // the association webhooks cover the rest, docs/associations.md). A dry run applies each
+    // page through the same code and rolls it back.
+    if !incremental {
+        let counts = super::associations::pull(
+            &ctx.hubspot,
+            &run.keys,
+            progress,
+            run.counts,
+            job.spec.dry_run,
+        )
+        .await?;
         tracing::info!(job = %job.id, ?counts, "pull finished");
     }
     Ok(())

@@ -146,11 +146,17 @@ impl Pusher {
             .checkpoint_as::<Checkpoint>()?
             .unwrap_or(Checkpoint::START);
         if dry_run {
-            // A dry run plans the contacts only: linking companies and writing associations
-            // are writes, and their plan is not built yet (docs/dry-run.md).
-            let counts = self
+            // The contacts, then the associations as the real run writes them: the companies
+            // it would link and the contacts it would link or create included, nothing written.
+            let (counts, planned) = self
                 .push_contacts(mode, dry_run, progress, counts, start)
                 .await?;
+            let associations = AssociationPush {
+                client: &self.client,
+                progress,
+                mode,
+            };
+            let counts = associations.run_dry(counts, &planned).await?;
             tracing::info!(job = %progress.job_id(), ?mode, ?counts, "dry-run push finished");
             return Ok(());
         }
@@ -167,6 +173,7 @@ impl Pusher {
         } else {
             self.push_contacts(mode, dry_run, progress, counts, start)
                 .await?
+                .0
         };
         let base = progress
             .checkpoint()
@@ -176,7 +183,8 @@ impl Pusher {
         Ok(())
     }
 
-    /// The contact phase: every candidate after `start`, page by page.
+    /// The contact phase: every candidate after `start`, page by page; with the counts, a dry
+    /// run's contacts it would link (with the HubSpot id) or create.
     async fn push_contacts(
         &self,
         mode: PushMode,
@@ -184,7 +192,7 @@ impl Pusher {
         progress: &Progress,
         counts: PushCounts,
         start: Checkpoint,
-    ) -> Result<PushCounts, RunError> {
+    ) -> Result<(PushCounts, Vec<(ContactId, Option<HsObjectId>)>), RunError> {
         let left = progress
             .store()
             .count_push_candidates(start.group, start.after)
@@ -192,7 +200,7 @@ impl Pusher {
             .map_err(from_store)?;
         progress.set_total(counts.total + left).await?;
         if left == 0 {
-            return Ok(counts);
+            return Ok((counts, Vec::new()));
         }
         let installation = progress.store().installation().await.map_err(from_store)?;
         let ctx = Arc::new(RunContext::new(
@@ -209,6 +217,7 @@ impl Pusher {
             counts,
             cursor: Some(start),
             in_flight: VecDeque::new(),
+            planned_links: Vec::new(),
         };
         pipeline.run().await?;
         let total = pipeline.counts.total;
@@ -216,7 +225,7 @@ impl Pusher {
             // Contacts added or changed while the job ran: let the progress end at 100 %.
             progress.set_total(total).await?;
         }
-        Ok(pipeline.counts)
+        Ok((pipeline.counts, pipeline.planned_links))
     }
 }
 
@@ -269,6 +278,8 @@ struct Pipeline<'a> {
     /// Where the next page starts; `None` once every group was read to its end.
     cursor: Option<Checkpoint>,
     in_flight: VecDeque<PageTask>,
+    /// A dry run's contacts it would link (with the HubSpot id) or create.
+    planned_links: Vec<(ContactId, Option<HsObjectId>)>,
 }
 
 impl Pipeline<'_> {
@@ -365,6 +376,13 @@ impl Pipeline<'_> {
         let mut errors = Vec::new();
         for action in &page.actions {
             counts.add(planned_outcome(action.action));
+            match (action.action, action.contact_id) {
+                (PlannedKind::Create, Some(id)) => self.planned_links.push((id, None)),
+                (PlannedKind::Link, Some(id)) => {
+                    self.planned_links.push((id, action.hs_object_id.clone()));
+                }
+                _ => {}
+            }
             if action.action == PlannedKind::Fail {
                 errors.push(RecordError {
                     contact_id: action.contact_id,
