@@ -309,6 +309,41 @@ backend_tests! {
         assert_eq!(of_push(&counts), assoc(1, 2, 0));
     }
 
+    async fn a_dry_pull_counts_the_companies_of_the_contacts_it_would_link_by_email(db: TestDb, profile: HubSpotProfile) {
+        let env = Env::new(db, profile).await;
+        let (companies, contacts) = env.seed().await;
+        // Nothing pushed: HubSpot has Ann (by email) with a primary company of its own.
+        let ann = env.hubspot.insert_contacts(vec![BTreeMap::from([
+            ("email".to_owned(), "ann@acme.io".to_owned()),
+        ])]);
+        let made = env.hubspot.insert_companies(vec![BTreeMap::from([
+            ("name".to_owned(), "Acme (HubSpot)".to_owned()),
+            ("domain".to_owned(), "acme-hq.example".to_owned()),
+        ])]);
+        let client = &env.runner.context().hubspot;
+        let link = ContactCompanyLink {
+            contact: HsObjectId(ann[0].clone()),
+            company: CompanyId(made[0].clone()),
+            primary: true,
+        };
+        client.link_contacts_to_companies(&crm_sync::hubspot::Batch::new(vec![link]).unwrap()).await.unwrap();
+        env.set_company(contacts[0], None).await;
+        let spec = JobSpec::from(JobAction::Pull { mode: PullMode::Upsert, incremental: false })
+            .with_dry_run(true)
+            .expect("contacts have dry runs");
+        let dry = env.run_spec(spec, Arc::new(|| false)).await;
+        assert!(env.store.list_contacts(None, 100).await.unwrap().iter().all(|c| c.hs_object_id.is_none()), "nothing linked");
+        let (real, counts) = env.pull().await;
+        assert_eq!(dry.counts, real.counts, "{dry:#?}");
+        assert_eq!(counts.linked, 1, "{real:#?}");
+        assert_eq!(of_pull(&counts), assoc(1, 0, 0), "{real:#?}");
+        let ann_company = env.store.company_of_contact(contacts[0]).await.unwrap().expect("a company");
+        assert_eq!(env.hs_company(ann_company).await, made[0], "Ann takes HubSpot's primary");
+        assert_ne!(ann_company, companies[0]);
+        let (_, again) = env.pull().await;
+        assert_eq!(of_pull(&again), assoc(0, 0, 0), "a second pull changes nothing");
+    }
+
     async fn a_changed_company_moves_the_primary_and_a_cleared_one_removes_the_pair(db: TestDb, profile: HubSpotProfile) {
         let env = Env::new(db, profile).await;
         let (companies, contacts) = env.seed().await;

@@ -685,7 +685,6 @@ pub(crate) async fn pull(
     keys: &ExternalKeys,
     progress: &Progress,
     mut counts: PullCounts,
-    dry_run: bool,
 ) -> Result<PullCounts, RunError> {
     let base = progress.checkpoint();
     let mut after = resume_after(progress).unwrap_or(ContactId(i64::MIN));
@@ -705,22 +704,16 @@ pub(crate) async fn pull(
             read_with_rows(client, keys, progress.store(), ids, &rows, Unlinked::Skip).await?;
         let mut tx = progress.begin().await?;
         let errors = apply_primaries(keys, &mut tx, &rows, &read, &mut counts).await?;
-        let page = Page {
-            counts: Counts::Pull(counts),
-            checkpoint: with_after(&base, last),
-            errors,
-        };
-        if dry_run {
-            // The real code applied the page; a dry run keeps its counts, never its writes.
-            tx.rollback().await?;
-            let mut plan = Plan::default();
-            plan.call("association_read", 1);
-            progress
-                .commit_planned(progress.begin().await?, page, Some(plan))
-                .await?;
-        } else {
-            progress.commit(tx, page).await?;
-        }
+        progress
+            .commit(
+                tx,
+                Page {
+                    counts: Counts::Pull(counts),
+                    checkpoint: with_after(&base, last),
+                    errors,
+                },
+            )
+            .await?;
         after = last;
     }
 }

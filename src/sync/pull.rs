@@ -111,17 +111,12 @@ pub async fn run(ctx: &SyncContext, job: &Job, progress: &Progress) -> Result<()
     // Then the contacts' companies, once every contact page is written. A full pull reads
     // every linked contact's; an incremental one has read those of the contacts it read, page
     // by page (an association change does not reliably move a contact's modification time:
-    // the association webhooks cover the rest, docs/associations.md). A dry run applies each
-    // page through the same code and rolls it back.
-    if !incremental {
-        let counts = super::associations::pull(
-            &ctx.hubspot,
-            &run.keys,
-            progress,
-            run.counts,
-            job.spec.dry_run,
-        )
-        .await?;
+    // the association webhooks cover the rest, docs/associations.md). A dry full pull has
+    // read them page by page, as an incremental one does: its pages' links are rolled back,
+    // so a phase after them would not see the contacts they link.
+    if !incremental && !job.spec.dry_run {
+        let counts =
+            super::associations::pull(&ctx.hubspot, &run.keys, progress, run.counts).await?;
         tracing::info!(job = %job.id, ?counts, "pull finished");
     }
     Ok(())
@@ -357,8 +352,11 @@ impl PullRun<'_> {
                 }
             }
         }
-        // Read before the page's transaction opens; applied in it, so a kill loses neither.
-        let associations = if self.incremental && !self.dry_run {
+        // Read before the page's transaction opens; applied in it, so a kill loses neither. A
+        // dry run reads them with every page (a full pull reads them after its pages, whose
+        // links a dry run rolls back) and applies them in the page's rolled-back transaction.
+        let associations = if self.incremental || self.dry_run {
+            plan.call("association_read", 1);
             let ids = pulled.iter().map(|p| p.hs_object_id.clone()).collect();
             super::associations::read_for(
                 self.client,
