@@ -17,7 +17,7 @@ use common::user_table::{exec, texts};
 use crm_sync::hubspot::{
     AssociationArchive, AssociationInput, AssociationSpec, AssociationTypeId, Batch, ObjectType,
 };
-use crm_sync::ids::CompanyId;
+use crm_sync::ids::{CompanyId, HsObjectId};
 use crm_sync::jobs::model::{Counts, JobAction, JobSpec, PushCounts, SyncObject};
 use crm_sync::mapping::check_mappings;
 use crm_sync::sandbox::HubSpotProfile;
@@ -568,6 +568,37 @@ backend_tests! {
         let Counts::Push(counts) = counts else { panic!("push counts") };
         assert_eq!(counts, pushed(4, 0, (3, 0, 0)));
         assert_eq!(world.companies_of("ada@example.com"), vec![(world.company(1), true)]);
+    }
+
+    async fn a_pull_sets_the_company_of_a_row_it_links_by_email_at_once_and_its_dry_run_counts_it(db: TestDb, profile: HubSpotProfile) {
+        let world = World::new(db, profile, &[ADA, "5, 'eve@example.com', 'Eve', NULL", "6, 'fay@example.com', 'Fay', NULL"]).await;
+        world.env.push().await;
+        // Eve and Fay are not linked (deleted from HubSpot's view): new contacts with their
+        // emails and a primary company appear in HubSpot.
+        exec(&world.env.store, "DELETE FROM object_links WHERE local_key IN ('5', '6')").await;
+        for email in ["eve@example.com", "fay@example.com"] {
+            let old = world.contact(email);
+            world.env.client.archive_contact(&HsObjectId::from(old.as_str())).await.expect("archived");
+            world.env.hubspot.insert_contacts(vec![BTreeMap::from([("email".to_owned(), email.to_owned())])]);
+        }
+        world.move_in_hubspot("eve@example.com", None, Some(world.company(3))).await;
+        let (counts, _) = world.dry_then_real(pull_action(false)).await;
+        let Counts::Pull(counts) = counts else { panic!("pull counts") };
+        assert_eq!((counts.linked, counts.associations_created), (2, 1), "{counts:?}");
+        let columns = world.columns().await;
+        assert_eq!(columns[1], row(&[Some("5"), Some("3")]), "Eve linked and her company set by one pull");
+        // An incremental pull does the same for a row one of its pages links.
+        exec(&world.env.store, "DELETE FROM object_links WHERE local_key = '6'").await;
+        world.move_in_hubspot("fay@example.com", None, Some(world.company(2))).await;
+        // An association does not move the contact's modification time: a change does.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let fay = HsObjectId::from(world.contact("fay@example.com").as_str());
+        let changes = BTreeMap::from([("firstname".to_owned(), "Fay".to_owned())]);
+        world.env.client.update_contact(&fay, &changes).await.expect("changed");
+        let (counts, _) = world.dry_then_real(pull_action(true)).await;
+        let Counts::Pull(counts) = counts else { panic!("pull counts") };
+        assert_eq!(counts.associations_created, 1, "{counts:?}");
+        assert_eq!(world.columns().await[2], row(&[Some("6"), Some("2")]));
     }
 
     async fn a_push_links_the_local_companies_its_rows_name_before_their_associations(db: TestDb, profile: HubSpotProfile) {

@@ -689,6 +689,45 @@ pub(crate) struct ReadCompanies {
     keys: Option<ExternalKeys>,
 }
 
+/// The rows a page will link (`linked_by_the_page`: key and the contact it links) as
+/// association rows with nothing agreed yet, as they stand once the page's transaction linked
+/// them (its re-read then finds them so); those among `known` are left out.
+async fn new_rows(
+    store: &Store,
+    mapped: &Mapped,
+    company: &MappedCompany,
+    linked_by_the_page: &[(String, HsObjectId)],
+    known: &[CompanyLinkRow],
+) -> Result<Vec<CompanyLinkRow>, RunError> {
+    let fresh: Vec<&(String, HsObjectId)> = linked_by_the_page
+        .iter()
+        .filter(|(key, _)| !known.iter().any(|r| r.key == *key))
+        .collect();
+    if fresh.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut table = mapped.table.clone();
+    table.columns = vec![company.column.clone()];
+    let keys: Vec<String> = fresh.iter().map(|(k, _)| k.clone()).collect();
+    let values: HashMap<String, Option<String>> = store
+        .local_records(&table, &keys)
+        .await?
+        .into_iter()
+        .map(|r| (r.key, r.values.into_iter().next().flatten()))
+        .collect();
+    Ok(fresh
+        .into_iter()
+        .filter_map(|(key, contact)| {
+            Some(CompanyLinkRow {
+                key: key.clone(),
+                hs_object_id: contact.clone(),
+                company_key: values.get(key)?.clone(),
+                synced: None,
+            })
+        })
+        .collect())
+}
+
 /// Reads, before a page's transaction, HubSpot's primary companies of `rows`' contacts (one
 /// call per 1,000, on the associations budget) and what applying them needs.
 async fn read(
@@ -835,6 +874,11 @@ fn fits(company: &MappedCompany, local: Result<String, String>) -> Result<String
 }
 
 /// The mapping's company association when pull writes it.
+/// Whether pulls write `mapped`'s company column.
+pub(crate) fn pulls_companies(mapped: &Mapped) -> bool {
+    pulled(mapped).is_some()
+}
+
 fn pulled(mapped: &Mapped) -> Option<&MappedCompany> {
     mapped
         .company
@@ -851,13 +895,15 @@ pub(crate) async fn read_page(
     mapped: &Mapped,
     store: &Store,
     contacts: &[HsObjectId],
+    linked_by_the_page: &[(String, HsObjectId)],
 ) -> Result<ReadCompanies, RunError> {
     let Some(company) = pulled(mapped) else {
         return Ok(ReadCompanies::default());
     };
-    let rows = store
+    let mut rows = store
         .company_link_rows_now(&mapped.table, &company.column, contacts)
         .await?;
+    rows.extend(new_rows(store, mapped, company, linked_by_the_page, &rows).await?);
     if rows.is_empty() {
         return Ok(ReadCompanies::default());
     }
@@ -897,7 +943,7 @@ pub(crate) async fn webhook_batch(
     mut counts: PullCounts,
 ) -> Result<PullCounts, RunError> {
     let ids: Vec<HsObjectId> = taken.iter().map(|p| p.hs_object_id.clone()).collect();
-    let read = read_page(client, mapped, progress.store(), &ids).await?;
+    let read = read_page(client, mapped, progress.store(), &ids, &[]).await?;
     let mut tx = progress.begin().await?;
     let errors = apply_page(mapped, &mut tx, &read, &mut counts).await?;
     tx.clear_read(PendingObject::ContactAssociations, taken)

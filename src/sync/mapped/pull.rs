@@ -25,7 +25,7 @@
 //! already linked, and HubSpot-only contacts) + `failed`; `upserted` counts the rows whose
 //! columns this pull wrote (linked or not); `unlinked` the rows marked deleted (not in `total`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -43,7 +43,7 @@ use crate::jobs::{Page, Progress, RunError, RunFailure};
 use crate::mapping::ColumnName;
 use crate::mapping::convert::RecordError as ConversionErrors;
 use crate::mapping::{Flow, Owner};
-use crate::store::{ColumnValue, LinkWrite, LocalRecord, PendingObject, PendingPull, Tx};
+use crate::store::{ColumnValue, LinkWrite, LocalRecord, PendingObject, PendingPull, Store, Tx};
 use crate::sync::lookup::Fate;
 use crate::sync::pull::{Keyset, PullCursor, PullPosition, advance_on, search_request_on};
 use crate::sync::{SyncContext, hubspot_error};
@@ -113,8 +113,9 @@ pub(crate) async fn run(
             Position::Done => Position::Done,
         };
     }
-    if !incremental {
-        // A full pull ends with the rows' primary companies (docs/associations.md).
+    if !incremental && !dry_run {
+        // A full pull ends with the rows' primary companies (docs/associations.md); a dry one
+        // read them with its pages.
         run.counts =
             super::associations::pull(&ctx.hubspot, mapped, dry_run, progress, run.counts).await?;
     }
@@ -220,12 +221,15 @@ impl PullRun<'_> {
             Vec::new()
         };
         let ends = matches!(next, Position::Done | Position::Sweep { .. });
-        let companies = if list {
+        // A full pull reads the rows' companies after its pages; a dry one cannot (its pages'
+        // links are rolled back), so it reads them with each page, as an incremental pull does.
+        let companies = if list && !self.dry_run {
             ReadCompanies::default()
         } else {
+            let store = self.progress.store();
             let ids: Vec<HsObjectId> = contacts.iter().map(|c| c.id.clone()).collect();
-            associations::read_page(&self.ctx.hubspot, self.mapped, self.progress.store(), &ids)
-                .await?
+            let new = linked_by_the_page(store, self.mapped, &contacts).await?;
+            associations::read_page(&self.ctx.hubspot, self.mapped, store, &ids, &new).await?
         };
         if associations::read_any(&companies) {
             self.plan.call("association_read", 1);
@@ -447,7 +451,9 @@ pub(crate) async fn webhook_batch(
     }
     let live: Vec<Contact> = read.results.into_iter().filter(|r| !r.archived).collect();
     let ids: Vec<HsObjectId> = live.iter().map(|c| c.id.clone()).collect();
-    let companies = associations::read_page(&ctx.hubspot, mapped, progress.store(), &ids).await?;
+    let new = linked_by_the_page(progress.store(), mapped, &live).await?;
+    let companies =
+        associations::read_page(&ctx.hubspot, mapped, progress.store(), &ids, &new).await?;
     let end = PageEnd {
         checkpoint: serde_json::Value::Null,
         answered: (object, taken),
@@ -460,6 +466,43 @@ pub(crate) async fn webhook_batch(
         companies,
     };
     pull_page(progress, mapped, counts, live, end).await
+}
+
+/// The rows a page of `contacts` may link by identity (not linked to them yet), with the
+/// contact each would link: their companies are read with the page, so that the page links a
+/// row and sets its company at once. The page's own decision is final; a row it does not link
+/// after all is found unchanged by nothing and left alone.
+async fn linked_by_the_page(
+    store: &Store,
+    mapped: &Mapped,
+    contacts: &[Contact],
+) -> Result<Vec<(String, HsObjectId)>, RunError> {
+    if !associations::pulls_companies(mapped) || contacts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<HsObjectId> = contacts.iter().map(|c| c.id.clone()).collect();
+    let linked: HashSet<HsObjectId> = store
+        .links_by_hubspot_ids(mapped.table.object, &ids)
+        .await?
+        .into_iter()
+        .map(|(_, id)| id)
+        .collect();
+    let unlinked: Vec<&Contact> = contacts
+        .iter()
+        .filter(|c| !linked.contains(&c.id))
+        .collect();
+    let identities: Vec<String> = unlinked
+        .iter()
+        .filter_map(|c| mapped.record_identity(c))
+        .collect();
+    let keys = mapped.keys_by_identity(store, &identities).await?;
+    Ok(unlinked
+        .into_iter()
+        .filter_map(|c| {
+            let key = keys.get(&mapped.record_identity(c)?)?;
+            Some((key.clone(), c.id.clone()))
+        })
+        .collect())
 }
 
 /// What a contact of a page found its row by.
