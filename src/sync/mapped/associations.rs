@@ -411,21 +411,43 @@ async fn planned_rows(
     company: &MappedCompany,
     planned: &[(String, Option<HsObjectId>)],
 ) -> Result<Vec<CompanyLinkRow>, RunError> {
+    let pairs: Vec<(String, HsObjectId)> = planned
+        .iter()
+        .map(|(key, id)| {
+            let id = id.clone().unwrap_or_else(|| HsObjectId(String::new()));
+            (key.clone(), id)
+        })
+        .collect();
+    rows_not_agreed(store, mapped, company, &pairs).await
+}
+
+/// `pairs` (a row's key and the HubSpot contact it is, or would be, linked to) as association
+/// rows with nothing agreed yet, their company column read from the table; keys without a row
+/// are left out.
+async fn rows_not_agreed(
+    store: &Store,
+    mapped: &Mapped,
+    company: &MappedCompany,
+    pairs: &[(String, HsObjectId)],
+) -> Result<Vec<CompanyLinkRow>, RunError> {
+    if pairs.is_empty() {
+        return Ok(Vec::new());
+    }
     let mut table = mapped.table.clone();
     table.columns = vec![company.column.clone()];
-    let keys: Vec<String> = planned.iter().map(|(k, _)| k.clone()).collect();
+    let keys: Vec<String> = pairs.iter().map(|(k, _)| k.clone()).collect();
     let values: HashMap<String, Option<String>> = store
         .local_records(&table, &keys)
         .await?
         .into_iter()
         .map(|r| (r.key, r.values.into_iter().next().flatten()))
         .collect();
-    Ok(planned
+    Ok(pairs
         .iter()
-        .filter_map(|(key, id)| {
+        .filter_map(|(key, contact)| {
             Some(CompanyLinkRow {
                 key: key.clone(),
-                hs_object_id: id.clone().unwrap_or_else(|| HsObjectId(String::new())),
+                hs_object_id: contact.clone(),
                 company_key: values.get(key)?.clone(),
                 synced: None,
             })
@@ -699,33 +721,12 @@ async fn new_rows(
     linked_by_the_page: &[(String, HsObjectId)],
     known: &[CompanyLinkRow],
 ) -> Result<Vec<CompanyLinkRow>, RunError> {
-    let fresh: Vec<&(String, HsObjectId)> = linked_by_the_page
+    let fresh: Vec<(String, HsObjectId)> = linked_by_the_page
         .iter()
         .filter(|(key, _)| !known.iter().any(|r| r.key == *key))
+        .cloned()
         .collect();
-    if fresh.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut table = mapped.table.clone();
-    table.columns = vec![company.column.clone()];
-    let keys: Vec<String> = fresh.iter().map(|(k, _)| k.clone()).collect();
-    let values: HashMap<String, Option<String>> = store
-        .local_records(&table, &keys)
-        .await?
-        .into_iter()
-        .map(|r| (r.key, r.values.into_iter().next().flatten()))
-        .collect();
-    Ok(fresh
-        .into_iter()
-        .filter_map(|(key, contact)| {
-            Some(CompanyLinkRow {
-                key: key.clone(),
-                hs_object_id: contact.clone(),
-                company_key: values.get(key)?.clone(),
-                synced: None,
-            })
-        })
-        .collect())
+    rows_not_agreed(store, mapped, company, &fresh).await
 }
 
 /// Reads, before a page's transaction, HubSpot's primary companies of `rows`' contacts (one
