@@ -276,12 +276,17 @@ impl Tx {
         const PG: &str = "UPDATE object_links l SET company_hs_id = v.company \
                             FROM UNNEST($2::text[], $3::text[]) AS v(local_key, company) \
                            WHERE l.object = $1 AND l.local_key = v.local_key";
-        const SQLITE: &str = "UPDATE object_links SET company_hs_id = v.company \
-                                FROM (SELECT json_extract(value, '$[0]') AS local_key, \
-                                             json_extract(value, '$[1]') AS company \
-                                        FROM json_each($2)) AS v \
-                               WHERE object_links.object = $1 \
-                                 AND object_links.local_key = v.local_key";
+        // Not `UPDATE … FROM json_each`: SQLite then scans every link row of the object for
+        // each page (2 s a page at 20,000 rows, holding the write lock); the key list lets it
+        // find the page's rows by the primary key.
+        const SQLITE: &str = "UPDATE object_links \
+                                 SET company_hs_id = (SELECT json_extract(value, '$[1]') \
+                                                        FROM json_each($2) \
+                                                       WHERE json_extract(value, '$[0]') \
+                                                             = object_links.local_key) \
+                               WHERE object = $1 \
+                                 AND local_key IN (SELECT json_extract(value, '$[0]') \
+                                                     FROM json_each($2))";
         let keys: Vec<&str> = agreed.iter().map(|(k, _)| k.as_str()).collect();
         let companies: Vec<Option<&str>> = agreed
             .iter()

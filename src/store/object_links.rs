@@ -714,13 +714,15 @@ const PG_RELINK: &str = "
     UPDATE object_links l SET hs_object_id = v.hs_object_id, updated_at = $4
       FROM UNNEST($2::text[], $3::text[]) AS v(local_key, hs_object_id)
      WHERE l.object = $1 AND l.local_key = v.local_key";
-/// SQLite: the same from one JSON array of `[key, id]`.
+/// SQLite: the same from one JSON array of `[key, id]`; the rows found by the key list through
+/// the primary key (an `UPDATE … FROM json_each` scans every link row of the object).
 const SQLITE_RELINK: &str = "
-    UPDATE object_links SET hs_object_id = v.hs_object_id, updated_at = $3
-      FROM (SELECT json_extract(value, '$[0]') AS local_key,
-                   json_extract(value, '$[1]') AS hs_object_id
-              FROM json_each($2)) AS v
-     WHERE object_links.object = $1 AND object_links.local_key = v.local_key";
+    UPDATE object_links
+       SET hs_object_id = (SELECT json_extract(value, '$[1]') FROM json_each($2)
+                            WHERE json_extract(value, '$[0]') = object_links.local_key),
+           updated_at = $3
+     WHERE object = $1
+       AND local_key IN (SELECT json_extract(value, '$[0]') FROM json_each($2))";
 
 fn json_text<T: Serialize>(value: &T) -> Result<String, StoreError> {
     serde_json::to_string(value)
