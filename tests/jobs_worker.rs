@@ -37,6 +37,7 @@ backend_tests!(
     a_redelivered_finished_job_is_acknowledged_and_ignored,
     record_errors_are_capped_while_counts_stay_exact,
     shutdown_hands_a_running_job_back_at_a_page_boundary,
+    a_failing_queue_poll_restarts_the_worker_without_costing_the_running_job_an_attempt,
     a_worker_killed_mid_job_is_resumed_without_losing_or_repeating_a_page,
     a_tick_claimed_by_two_processes_enqueues_once,
     a_tick_while_the_direction_is_active_is_recorded_skipped,
@@ -394,6 +395,79 @@ async fn shutdown_hands_a_running_job_back_at_a_page_boundary(db: &JobsDb) {
     assert_eq!(done.attempts, 1);
     assert_eq!(push_counts(&done).total, 20);
     assert_eq!(item_counts(&db.store).await, vec![1; 20]);
+}
+
+/// Makes the job queue's poll fail for a moment, as the database does to it in production:
+/// on SQLite a write lock held past the busy timeout ("database is locked"), on PostgreSQL the
+/// queue's table gone for two seconds.
+async fn fail_the_queue_poll(store: &Store) {
+    if let Some(pool) = store.sqlite_pool() {
+        let mut locker = pool.acquire().await.unwrap();
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut *locker)
+            .await
+            .unwrap();
+        // The store's busy timeout is 10 s.
+        tokio::time::sleep(Duration::from_secs(11)).await;
+        sqlx::query("ROLLBACK").execute(&mut *locker).await.unwrap();
+    } else {
+        let pool = store.pg_pool().unwrap();
+        sqlx::query("ALTER TABLE apalis.jobs RENAME TO jobs_away")
+            .execute(pool)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        sqlx::query("ALTER TABLE apalis.jobs_away RENAME TO jobs")
+            .execute(pool)
+            .await
+            .unwrap();
+    }
+}
+
+async fn a_failing_queue_poll_restarts_the_worker_without_costing_the_running_job_an_attempt(
+    db: &JobsDb,
+) {
+    create_items(&db.store, 20).await;
+    let runner = Arc::new(PageRunner::new(2, Duration::from_millis(50)));
+    let rt = Runtime::start(&db.store, Arc::new(Shared(runner.clone())), vec![]);
+    let job = enqueue(&db.store, push(Trigger::Api)).await.unwrap().job;
+    wait_for(&db.store, job.id, WAIT, |j| j.progress.processed >= 4).await;
+    // The run waits between pages: only the queue's own poll meets the failure.
+    runner.paused.store(true, Ordering::SeqCst);
+    while !runner.parked.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    fail_the_queue_poll(&db.store).await;
+
+    // The restarted worker runs the handed-back job again (and parks before its next page).
+    let start = std::time::Instant::now();
+    while runner.runs.load(Ordering::SeqCst) < 2 {
+        assert!(start.elapsed() < WAIT, "the job was not run again");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let again = db.store.get_job(job.id).await.unwrap().unwrap();
+    assert_eq!(again.status, JobStatus::Running);
+    assert_eq!(
+        again.attempts, 1,
+        "the run its stopped worker dropped was not counted"
+    );
+    runner.paused.store(false, Ordering::SeqCst);
+
+    let (done, _) = wait_for(&db.store, job.id, WAIT, |j| j.status.is_terminal()).await;
+    rt.shut_down().await;
+    assert_eq!(done.status, JobStatus::Succeeded, "{done:#?}");
+    assert_eq!(done.attempts, 1);
+    assert_eq!(
+        runner.runs.load(Ordering::SeqCst),
+        2,
+        "resumed by the restarted worker"
+    );
+    assert_eq!(push_counts(&done).total, 20);
+    assert_eq!(
+        item_counts(&db.store).await,
+        vec![1; 20],
+        "every page processed exactly once"
+    );
 }
 
 /// Not a test of its own: the worker process that the SIGKILL test starts and kills (this

@@ -41,6 +41,9 @@ pub enum QueueError {
     /// Apalis refused the task.
     #[error("could not enqueue the task: {0}")]
     Push(String),
+    /// Recording how a run ended stopped half-way (a panic, or the runtime shutting down).
+    #[error("recording how the run ended stopped: {0}")]
+    Settle(String),
 }
 
 impl From<sqlx::Error> for QueueError {
@@ -55,6 +58,7 @@ impl QueueError {
         match self {
             Self::Store(e) => is_transient(e),
             Self::Push(_) => true,
+            Self::Settle(_) => false,
         }
     }
 }

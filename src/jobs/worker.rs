@@ -13,6 +13,10 @@
 //!    attempt). The handler then returns `Ok`, so Apalis never re-runs a task by itself except
 //!    when the database failed us mid-way (then Apalis' own re-fetch resumes the job).
 //!
+//! A handler Apalis drops mid-run (its worker stopped because a queue poll or heartbeat failed,
+//! or the shutdown deadline passed) aborts the run and hands the job back in the background
+//! without counting the attempt ([`RunningJob`]); the restarted worker waits for that.
+//!
 //! A worker killed with SIGKILL leaves its task `Running` in Apalis; once its heartbeat is
 //! `heartbeat_interval × missed_heartbeats` old, any other worker's heartbeat re-enqueues it.
 
@@ -122,6 +126,35 @@ struct HandlerCtx {
     store: Store,
     runner: Arc<dyn JobRunner>,
     retry: RetryPolicy,
+    hand_backs: HandBacks,
+}
+
+/// The hand-backs of dropped runs (see [`RunningJob`]) still under way in this process. A
+/// restarted worker waits for them before it polls: otherwise its orphan recovery could deliver
+/// the dead worker's task while the job still names it, and the job would be claimed again,
+/// counting an attempt.
+#[derive(Clone)]
+struct HandBacks(Arc<tokio::sync::watch::Sender<usize>>);
+
+impl HandBacks {
+    fn new() -> Self {
+        Self(Arc::new(tokio::sync::watch::channel(0).0))
+    }
+
+    fn begin(&self) {
+        self.0.send_modify(|n| *n += 1);
+    }
+
+    fn end(&self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
+
+    /// Resolves once no hand-back is under way.
+    async fn done(&self) {
+        let mut pending = self.0.subscribe();
+        // The sender lives in `self`: the wait cannot fail.
+        let _ = pending.wait_for(|n| *n == 0).await;
+    }
 }
 
 /// How a delivery was settled (stored by Apalis as the task's result).
@@ -159,10 +192,11 @@ async fn handle(
 ) -> Result<String, BoxDynError> {
     let stop_ctx = worker.clone();
     let stop: StopCheck = Arc::new(move || stop_ctx.is_shutting_down());
-    let settled = process(
+    let settled = deliver(
         &ctx.store,
         &ctx.runner,
         ctx.retry,
+        &ctx.hand_backs,
         &task,
         worker.name(),
         stop,
@@ -171,14 +205,84 @@ async fn handle(
     Ok(settled.to_string())
 }
 
-/// Aborts a spawned task when dropped, so that a handler dropped at the shutdown deadline does
-/// not leave its run going on unseen.
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+/// The run of a claimed job, owned by its delivery handler.
+///
+/// Apalis drops a worker's in-flight handlers when the worker stops under them: at the shutdown
+/// deadline, and when a queue poll or heartbeat fails (SQLite's "database is locked" behind a
+/// long write, a lost PostgreSQL connection), after which the monitor restarts the worker. The
+/// job's run is then aborted and the job handed back to the queue in the background, like a
+/// run interrupted at a shutdown: it does not count as an attempt, so a flaky queue cannot
+/// use up a job's attempts. The dead worker's task is stale from then on and is ignored when
+/// orphan recovery delivers it again.
+struct RunningJob {
+    run: Option<tokio::task::JoinHandle<Result<(), RunError>>>,
+    store: Store,
+    job: JobId,
+    lease: LeaseId,
+    hand_backs: HandBacks,
+}
 
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
+impl RunningJob {
+    /// How the run ended. Cancel-safe: until it returns, a dropped handler hands the job back.
+    async fn outcome(&mut self) -> Result<(), RunError> {
+        let Some(run) = self.run.as_mut() else {
+            return Err(RunError::Interrupted);
+        };
+        let joined = run.await;
+        self.run = None;
+        match joined {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => Err(RunError::fatal(format!(
+                "the sync code panicked: {}",
+                panic_message(e.into_panic())
+            ))),
+            Err(_) => Err(RunError::Interrupted),
+        }
     }
+}
+
+impl Drop for RunningJob {
+    fn drop(&mut self) {
+        let Some(run) = self.run.take() else {
+            return;
+        };
+        run.abort();
+        // No runtime left: the process is ending; orphan recovery takes the job over.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (store, job, lease) = (self.store.clone(), self.job, self.lease.clone());
+        let hand_backs = self.hand_backs.clone();
+        hand_backs.begin();
+        runtime.spawn(async move {
+            // The aborted run has stopped writing once it is joined.
+            let _ = run.await;
+            hand_back_dropped(&store, job, &lease).await;
+            hand_backs.end();
+        });
+    }
+}
+
+/// Hands back a job whose handler was dropped. Its worker stopped because the database failed
+/// it, so this keeps trying for a while, on any error; if the database stays away longer, the
+/// job is left `running` and orphan recovery delivers it again (counting the attempt, as after
+/// a crash).
+async fn hand_back_dropped(store: &Store, job: JobId, lease: &LeaseId) {
+    let mut delay = Duration::from_secs(1);
+    for _ in 0..8 {
+        match hand_back(store, job, lease, None).await {
+            Ok(settled) => {
+                tracing::warn!(%job, %settled, "the job's worker stopped under it; handed back without counting the attempt");
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(%job, %error, "could not hand back the job of a stopped worker; trying again");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+    tracing::error!(%job, "gave up handing back the job of a stopped worker; orphan recovery will deliver it again");
 }
 
 /// Settles one delivery of a job (see the module docs). Errors only when the database failed
@@ -187,6 +291,20 @@ pub async fn process(
     store: &Store,
     runner: &Arc<dyn JobRunner>,
     retry: RetryPolicy,
+    task: &SyncTask,
+    worker_name: &str,
+    stop: StopCheck,
+) -> Result<Settled, QueueError> {
+    let hand_backs = HandBacks::new();
+    deliver(store, runner, retry, &hand_backs, task, worker_name, stop).await
+}
+
+/// [`process`] within a worker runtime, whose restarted workers wait for `hand_backs`.
+async fn deliver(
+    store: &Store,
+    runner: &Arc<dyn JobRunner>,
+    retry: RetryPolicy,
+    hand_backs: &HandBacks,
     task: &SyncTask,
     worker_name: &str,
     stop: StopCheck,
@@ -219,21 +337,27 @@ pub async fn process(
     let mut run = {
         let runner = runner.clone();
         let progress = progress.clone();
-        let job = job.clone();
-        AbortOnDrop(tokio::spawn(
-            async move { runner.run(&job, &progress).await },
-        ))
+        let running = job.clone();
+        RunningJob {
+            run: Some(tokio::spawn(async move {
+                runner.run(&running, &progress).await
+            })),
+            store: store.clone(),
+            job: job.id,
+            lease: lease.clone(),
+            hand_backs: hand_backs.clone(),
+        }
     };
-    let outcome = match (&mut run.0).await {
-        Ok(result) => result,
-        Err(e) if e.is_panic() => Err(RunError::fatal(format!(
-            "the sync code panicked: {}",
-            panic_message(e.into_panic())
-        ))),
-        Err(_) => Err(RunError::Interrupted),
-    };
+    let outcome = run.outcome().await;
 
-    let settled = settle(store, &job, &lease, retry, outcome).await?;
+    // Settled on a task of its own, so that a handler dropped now (its worker stopped) does not
+    // leave the outcome unrecorded.
+    let settled = {
+        let store = store.clone();
+        tokio::spawn(async move { settle(&store, &job, &lease, retry, outcome).await })
+            .await
+            .map_err(|e| QueueError::Settle(e.to_string()))??
+    };
     tracker.settled(settled);
     Ok(settled)
 }
@@ -465,7 +589,8 @@ fn sqlite_config(config: &WorkerConfig) -> apalis_sqlite::Config {
 }
 
 /// Registers the job worker on `$monitor` over the backend `$backend` makes (anew at each
-/// restart, which first waits [`restart_delay`]). A macro rather than a function: the two
+/// restart, which first waits [`restart_delay`] and for the hand-backs of the runs the stopped
+/// worker dropped). A macro rather than a function: the two
 /// storages' backend types differ, and Apalis' `Monitor::register` bounds would have to be
 /// spelled out for each.
 macro_rules! register_job_worker {
@@ -473,9 +598,14 @@ macro_rules! register_job_worker {
         let (ctx, base, backend) = ($ctx.clone(), $base.clone(), $backend);
         $monitor.register(move |restarts| {
             let delay = restart_delay(restarts);
-            let backend = backend().before_start(move |_| async move {
-                tokio::time::sleep(delay).await;
-                Ok(())
+            let hand_backs = ctx.hand_backs.clone();
+            let backend = backend().before_start(move |_| {
+                let hand_backs = hand_backs.clone();
+                async move {
+                    tokio::time::sleep(delay).await;
+                    hand_backs.done().await;
+                    Ok(())
+                }
             });
             WorkerBuilder::new(format!("{base}-r{restarts}"))
                 .backend(backend)
@@ -503,6 +633,7 @@ where
         store: store.clone(),
         runner,
         retry: config.retry,
+        hand_backs: HandBacks::new(),
     });
     let base = worker_name(&config.role);
     let mut monitor = Monitor::new()

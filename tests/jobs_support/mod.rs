@@ -10,7 +10,7 @@ use crm_sync::jobs::{BoxFuture, JobRunner, Page, Progress, RunError};
 use crm_sync::store::{Connection, Store};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// A migrated test database with its store (the database is removed on drop).
@@ -96,6 +96,10 @@ pub struct PageRunner {
     pub fail_every: i64,
     /// Runs started.
     pub runs: AtomicUsize,
+    /// While set, runs wait before their next page (writing nothing).
+    pub paused: AtomicBool,
+    /// Whether a run is waiting because of `paused`.
+    pub parked: AtomicBool,
 }
 
 impl PageRunner {
@@ -109,6 +113,8 @@ impl PageRunner {
             panics: false,
             fail_every: 0,
             runs: AtomicUsize::new(0),
+            paused: AtomicBool::new(false),
+            parked: AtomicBool::new(false),
         }
     }
 
@@ -143,6 +149,11 @@ impl PageRunner {
                     return Err(RunError::Transient("HubSpot answered 503".into()));
                 }
             }
+            while self.paused.load(Ordering::SeqCst) {
+                self.parked.store(true, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            self.parked.store(false, Ordering::SeqCst);
             let upto = (after + self.page_size).min(total);
             if upto <= after {
                 return Ok(());
