@@ -196,7 +196,7 @@ async fn handle(
         &ctx.store,
         &ctx.runner,
         ctx.retry,
-        &ctx.hand_backs,
+        Some(&ctx.hand_backs),
         &task,
         worker.name(),
         stop,
@@ -209,17 +209,18 @@ async fn handle(
 ///
 /// Apalis drops a worker's in-flight handlers when the worker stops under them: at the shutdown
 /// deadline, and when a queue poll or heartbeat fails (SQLite's "database is locked" behind a
-/// long write, a lost PostgreSQL connection), after which the monitor restarts the worker. The
-/// job's run is then aborted and the job handed back to the queue in the background, like a
-/// run interrupted at a shutdown: it does not count as an attempt, so a flaky queue cannot
-/// use up a job's attempts. The dead worker's task is stale from then on and is ignored when
+/// long write, a lost PostgreSQL connection), after which the monitor restarts the worker. In
+/// a worker runtime the job's run is then aborted and the job handed back to the queue in the
+/// background, like a run interrupted at a shutdown: it does not count as an attempt, so a
+/// flaky queue cannot use up a job's attempts. The dead worker's task is stale from then on and is ignored when
 /// orphan recovery delivers it again.
 struct RunningJob {
     run: Option<tokio::task::JoinHandle<Result<(), RunError>>>,
     store: Store,
     job: JobId,
     lease: LeaseId,
-    hand_backs: HandBacks,
+    /// Where dropped runs are handed back; `None`: a dropped run is a crash.
+    hand_backs: Option<HandBacks>,
 }
 
 impl RunningJob {
@@ -247,12 +248,14 @@ impl Drop for RunningJob {
             return;
         };
         run.abort();
+        let Some(hand_backs) = self.hand_backs.clone() else {
+            return;
+        };
         // No runtime left: the process is ending; orphan recovery takes the job over.
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
         let (store, job, lease) = (self.store.clone(), self.job, self.lease.clone());
-        let hand_backs = self.hand_backs.clone();
         hand_backs.begin();
         runtime.spawn(async move {
             // The aborted run has stopped writing once it is joined.
@@ -287,6 +290,10 @@ async fn hand_back_dropped(store: &Store, job: JobId, lease: &LeaseId) {
 
 /// Settles one delivery of a job (see the module docs). Errors only when the database failed
 /// before the outcome could be recorded; the caller should let the delivery be retried.
+///
+/// Dropping the future mid-run is a crash, not a hand-back: the run is aborted and the job
+/// left `running` for orphan recovery (tests simulate `kill -9` so). Only the worker runtime,
+/// whose workers Apalis may restart under a run, hands the job back.
 pub async fn process(
     store: &Store,
     runner: &Arc<dyn JobRunner>,
@@ -295,16 +302,16 @@ pub async fn process(
     worker_name: &str,
     stop: StopCheck,
 ) -> Result<Settled, QueueError> {
-    let hand_backs = HandBacks::new();
-    deliver(store, runner, retry, &hand_backs, task, worker_name, stop).await
+    deliver(store, runner, retry, None, task, worker_name, stop).await
 }
 
-/// [`process`] within a worker runtime, whose restarted workers wait for `hand_backs`.
+/// [`process`], and within a worker runtime (`hand_backs`, which its restarted workers wait
+/// for) a run dropped mid-way is handed back.
 async fn deliver(
     store: &Store,
     runner: &Arc<dyn JobRunner>,
     retry: RetryPolicy,
-    hand_backs: &HandBacks,
+    hand_backs: Option<&HandBacks>,
     task: &SyncTask,
     worker_name: &str,
     stop: StopCheck,
@@ -345,7 +352,7 @@ async fn deliver(
             store: store.clone(),
             job: job.id,
             lease: lease.clone(),
-            hand_backs: hand_backs.clone(),
+            hand_backs: hand_backs.cloned(),
         }
     };
     let outcome = run.outcome().await;
