@@ -77,7 +77,7 @@ const PG_OF_IDS: &str = concat!(
     association_select!(),
     " AND ct.hs_object_id = ANY($2) ORDER BY ct.id"
 );
-const SQLITE_OF_IDS: &str = concat!(
+pub(super) const SQLITE_OF_IDS: &str = concat!(
     association_select!(),
     " AND ct.hs_object_id IN (SELECT value FROM json_each($2)) ORDER BY ct.id"
 );
@@ -91,7 +91,7 @@ const PG_OF_CONTACTS: &str =
    LEFT JOIN companies co ON co.id = ct.company_id
    LEFT JOIN contact_company_links l ON l.contact_id = ct.id
   WHERE ct.id = ANY($1) ORDER BY ct.id";
-const SQLITE_OF_CONTACTS: &str =
+pub(super) const SQLITE_OF_CONTACTS: &str =
     "SELECT ct.id AS contact_id, COALESCE(ct.hs_object_id, '') AS hs_object_id,
         ct.email, ct.company_id, co.hs_object_id AS company_hs_id, l.hs_company_id AS synced_hs_id
    FROM contacts ct
@@ -235,7 +235,7 @@ const PG_SAVE_SYNCED: &str = "
        SET hs_company_id = excluded.hs_company_id, synced_at = excluded.synced_at";
 /// SQLite: the same from one JSON array of `[contact, hs_company_id]` (`WHERE true` lets
 /// SQLite parse the upsert after a SELECT).
-const SQLITE_SAVE_SYNCED: &str = "
+pub(super) const SQLITE_SAVE_SYNCED: &str = "
     INSERT INTO contact_company_links (contact_id, hs_company_id)
     SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each($1) WHERE true
     ON CONFLICT (contact_id) DO UPDATE
@@ -244,7 +244,7 @@ const SQLITE_SAVE_SYNCED: &str = "
 const PG_FORGET_SYNCED: &str =
     "DELETE FROM contact_company_links WHERE contact_id = ANY($1::bigint[])";
 /// SQLite: the same from a JSON array of contact ids.
-const SQLITE_FORGET_SYNCED: &str =
+pub(super) const SQLITE_FORGET_SYNCED: &str =
     "DELETE FROM contact_company_links WHERE contact_id IN (SELECT value FROM json_each($1))";
 
 /// PostgreSQL: sets the page's local companies where each is still the one read
@@ -256,7 +256,7 @@ const PG_SET_COMPANIES: &str = "
     RETURNING c.id";
 /// SQLite: the same from one JSON array of `[contact, company, expected]` (`IS` is SQLite's
 /// `IS NOT DISTINCT FROM`).
-const SQLITE_SET_COMPANIES: &str = "
+pub(super) const SQLITE_SET_COMPANIES: &str = "
     UPDATE contacts SET company_id = v.company_id
       FROM (SELECT json_extract(value, '$[0]') AS id,
                    json_extract(value, '$[1]') AS company_id,

@@ -392,7 +392,7 @@ const PG_LINK: &str = "
 
 /// SQLite: the same, the rows as one JSON array of
 /// `[id, read_hs_object_id, hs_object_id, pushed_version]`.
-const SQLITE_LINK: &str = "
+pub(super) const SQLITE_LINK: &str = "
     UPDATE companies
        SET hs_object_id = v.hs_object_id,
            pushed_version = CASE WHEN v.pushed_version IS NULL THEN companies.pushed_version
@@ -414,14 +414,14 @@ struct SqliteLink<'a>(i64, Option<&'a str>, &'a str, Option<i64>);
 const PG_HOLDERS: &str =
     "SELECT id, hs_object_id FROM companies WHERE hs_object_id = ANY($1::text[])";
 /// SQLite: the same from a JSON array.
-const SQLITE_HOLDERS: &str = "SELECT id, hs_object_id FROM companies
+pub(super) const SQLITE_HOLDERS: &str = "SELECT id, hs_object_id FROM companies
                                WHERE hs_object_id IN (SELECT value FROM json_each($1))";
 /// PostgreSQL: the rows with the local ids `$1`, as a pull's matching sees them.
 const PG_BY_IDS: &str =
     "SELECT id, hs_object_id, domain, hubspot_deleted_at IS NOT NULL AS tombstoned, local_version
                             FROM companies WHERE id = ANY($1::bigint[])";
 /// SQLite: the same from a JSON array.
-const SQLITE_BY_IDS: &str =
+pub(super) const SQLITE_BY_IDS: &str =
     "SELECT id, hs_object_id, domain, hubspot_deleted_at IS NOT NULL AS tombstoned, local_version
                                 FROM companies WHERE id IN (SELECT value FROM json_each($1))";
 

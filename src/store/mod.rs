@@ -48,6 +48,7 @@ mod oauth_states;
 mod object_links;
 mod overview;
 mod pg_connect;
+mod plans;
 mod retention;
 mod schema;
 mod sessions;

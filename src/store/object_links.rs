@@ -653,16 +653,18 @@ const PG_HOLDERS: &str = "SELECT local_key, hs_object_id FROM object_links \
      WHERE object = $1 AND local_key = ANY($2::text[]) \
      UNION SELECT local_key, hs_object_id FROM object_links \
      WHERE object = $1 AND hs_object_id = ANY($3::text[])";
-/// SQLite: the same from JSON arrays.
-const SQLITE_HOLDERS: &str = "SELECT local_key, hs_object_id FROM object_links \
-     WHERE object = $1 AND (local_key IN (SELECT value FROM json_each($2)) \
-                            OR hs_object_id IN (SELECT value FROM json_each($3)))";
+/// SQLite: the same from JSON arrays, also by `UNION`: SQLite plans the `OR` as a search of
+/// every link row of the object.
+pub(super) const SQLITE_HOLDERS: &str = "SELECT local_key, hs_object_id FROM object_links \
+     WHERE object = $1 AND local_key IN (SELECT value FROM json_each($2)) \
+     UNION SELECT local_key, hs_object_id FROM object_links \
+     WHERE object = $1 AND hs_object_id IN (SELECT value FROM json_each($3))";
 
 /// PostgreSQL: unlinks these keys (`$2`) of `object` (`$1`) before they take other ids.
 const PG_RELEASE: &str = "UPDATE object_links SET hs_object_id = NULL \
      WHERE object = $1 AND local_key = ANY($2::text[])";
 /// SQLite: the same from a JSON array.
-const SQLITE_RELEASE: &str = "UPDATE object_links SET hs_object_id = NULL \
+pub(super) const SQLITE_RELEASE: &str = "UPDATE object_links SET hs_object_id = NULL \
      WHERE object = $1 AND local_key IN (SELECT value FROM json_each($2))";
 
 /// PostgreSQL: upserts link rows of `object` (`$1`) from arrays of keys, ids, hashes (NULL
@@ -680,7 +682,7 @@ const PG_SAVE_LINKS: &str = "
         updated_at = excluded.updated_at";
 /// SQLite: the same from one JSON array of objects (`WHERE true` lets SQLite parse the upsert
 /// after a SELECT).
-const SQLITE_SAVE_LINKS: &str = "
+pub(super) const SQLITE_SAVE_LINKS: &str = "
     INSERT INTO object_links
         (object, local_key, hs_object_id, pushed_hash, synced_values, updated_at)
     SELECT $1, json_extract(value, '$.key'), json_extract(value, '$.hs_object_id'),
@@ -701,7 +703,7 @@ const PG_MARK_DELETED: &str = "
         hubspot_deleted_at = excluded.hubspot_deleted_at,
         updated_at = excluded.updated_at";
 /// SQLite: the same from a JSON array.
-const SQLITE_MARK_DELETED: &str = "
+pub(super) const SQLITE_MARK_DELETED: &str = "
     INSERT INTO object_links (object, local_key, hubspot_deleted_at, updated_at)
     SELECT $1, value, $3, $3 FROM json_each($2) WHERE true
     ON CONFLICT (object, local_key) DO UPDATE SET
@@ -716,13 +718,26 @@ const PG_RELINK: &str = "
      WHERE l.object = $1 AND l.local_key = v.local_key";
 /// SQLite: the same from one JSON array of `[key, id]`; the rows found by the key list through
 /// the primary key (an `UPDATE … FROM json_each` scans every link row of the object).
-const SQLITE_RELINK: &str = "
+pub(super) const SQLITE_RELINK: &str = "
     UPDATE object_links
        SET hs_object_id = (SELECT json_extract(value, '$[1]') FROM json_each($2)
                             WHERE json_extract(value, '$[0]') = object_links.local_key),
            updated_at = $3
      WHERE object = $1
        AND local_key IN (SELECT json_extract(value, '$[0]') FROM json_each($2))";
+
+/// SQLite: sets `column` of a user's table from one JSON array of `[key, value]` (`$1`).
+pub(super) fn sqlite_set_column(table: &LocalTable, column: &ColumnName) -> String {
+    format!(
+        "UPDATE {table} AS u SET {column} = v.value \
+           FROM (SELECT json_extract(value, '$[0]') AS key, json_extract(value, '$[1]') AS value \
+                   FROM json_each($1)) AS v \
+          WHERE u.{key} = v.key",
+        table = table.table.quoted(),
+        column = column.quoted(),
+        key = table.key.quoted(),
+    )
+}
 
 fn json_text<T: Serialize>(value: &T) -> Result<String, StoreError> {
     serde_json::to_string(value)
@@ -1066,15 +1081,7 @@ impl Tx {
             key_type = sql_type(table.key_kind),
             value_type = sql_type(kind),
         );
-        let sqlite = format!(
-            "UPDATE {table} AS u SET {column} = v.value \
-               FROM (SELECT json_extract(value, '$[0]') AS key, json_extract(value, '$[1]') AS value \
-                       FROM json_each($1)) AS v \
-              WHERE u.{key} = v.key",
-            table = table.table.quoted(),
-            column = column.quoted(),
-            key = table.key.quoted(),
-        );
+        let sqlite = sqlite_set_column(table, column);
         on_tx!(self, c => postgres: {
             let query = sqlx::query(AssertSqlSafe(pg));
             let query = match table.key_kind {

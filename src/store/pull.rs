@@ -417,6 +417,33 @@ struct Written {
     inserted: bool,
 }
 
+/// SQLite: the contacts that hold any of a page's HubSpot ids (`$1`), emails (`$2`) or row
+/// ids (`$3`), each a JSON array. One indexed lookup per list: SQLite plans an `OR` of
+/// `IN`-subqueries as a scan.
+pub(super) const SQLITE_HOLDERS: &str = "\
+    SELECT id, email, hs_object_id FROM contacts \
+     WHERE hs_object_id IN (SELECT value FROM json_each($1)) \
+    UNION \
+    SELECT id, email, hs_object_id FROM contacts \
+     WHERE email IN (SELECT value FROM json_each($2)) \
+    UNION \
+    SELECT id, email, hs_object_id FROM contacts \
+     WHERE id IN (SELECT value FROM json_each($3))";
+
+/// SQLite: links rows to the pulled contacts (`$1`: a JSON array of `[row id, HubSpot id,
+/// email, HubSpot id as read]`; `$2`: matched by our key, so the email need not agree).
+pub(super) const SQLITE_LINK_ROWS: &str = "
+    UPDATE contacts
+       SET hs_object_id = json_extract(u.value, '$[1]'),
+           pushed_version = CASE WHEN contacts.hs_object_id IS NULL AND NOT $2
+                                 THEN contacts.local_version
+                                 ELSE contacts.pushed_version END
+      FROM json_each($1) AS u
+     WHERE contacts.id = json_extract(u.value, '$[0]')
+       AND ($2 OR contacts.email = json_extract(u.value, '$[2]'))
+       AND contacts.hs_object_id IS json_extract(u.value, '$[3]')
+    RETURNING id, hs_object_id, false AS inserted";
+
 impl Tx {
     /// Writes one page of pulled contacts in this transaction (see the module docs) and says
     /// what became of each. Contacts that cannot be written are counted as failed with a
@@ -621,17 +648,7 @@ impl Tx {
                 .await?)
         },
             sqlite: {
-            // Indexed lookups; SQLite plans an OR of IN-subqueries as a scan.
-            const SQL: &str = "\
-                SELECT id, email, hs_object_id FROM contacts \
-                 WHERE hs_object_id IN (SELECT value FROM json_each($1)) \
-                UNION \
-                SELECT id, email, hs_object_id FROM contacts \
-                 WHERE email IN (SELECT value FROM json_each($2)) \
-                UNION \
-                SELECT id, email, hs_object_id FROM contacts \
-                 WHERE id IN (SELECT value FROM json_each($3))";
-            Ok(sqlx::query_as(SQL)
+            Ok(sqlx::query_as(SQLITE_HOLDERS)
                 .bind(Json(&ids))
                 .bind(Json(&emails))
                 .bind(Json(&keys))
@@ -805,17 +822,6 @@ impl Tx {
                 .await?
         },
             sqlite: {
-            const SQL: &str = "
-                UPDATE contacts
-                   SET hs_object_id = json_extract(u.value, '$[1]'),
-                       pushed_version = CASE WHEN contacts.hs_object_id IS NULL AND NOT $2
-                                             THEN contacts.local_version
-                                             ELSE contacts.pushed_version END
-                  FROM json_each($1) AS u
-                 WHERE contacts.id = json_extract(u.value, '$[0]')
-                   AND ($2 OR contacts.email = json_extract(u.value, '$[2]'))
-                   AND contacts.hs_object_id IS json_extract(u.value, '$[3]')
-                RETURNING id, hs_object_id, false AS inserted";
             let input: Vec<(i64, &str, Option<&str>, Option<&str>)> = links
                 .iter()
                 .map(|(i, row, previous)| {
@@ -827,7 +833,7 @@ impl Tx {
                     )
                 })
                 .collect();
-            sqlx::query_as(SQL)
+            sqlx::query_as(SQLITE_LINK_ROWS)
                 .bind(Json(input))
                 .bind(by_key)
                 .fetch_all(c)

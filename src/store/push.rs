@@ -172,12 +172,12 @@ const PG_SAVE: &str = "
        AND c.hs_object_id IS NOT DISTINCT FROM v.read_hs_object_id";
 
 /// SQLite: the local rows that hold any of these HubSpot ids (`$1`: a JSON array of ids).
-const SQLITE_HOLDERS: &str =
+pub(super) const SQLITE_HOLDERS: &str =
     "SELECT id, hs_object_id FROM contacts WHERE hs_object_id IN (SELECT value FROM json_each($1))";
 
 /// SQLite (3.33+ has UPDATE ... FROM): the page as one JSON array of
 /// `[id, read_hs_object_id, hs_object_id, pushed_version]`.
-const SQLITE_SAVE: &str = "
+pub(super) const SQLITE_SAVE: &str = "
     UPDATE contacts
        SET hs_object_id = v.hs_object_id,
            pushed_version = CASE WHEN v.pushed_version IS NULL THEN contacts.pushed_version
