@@ -963,12 +963,11 @@ pub(crate) async fn webhook_batch(
 }
 
 /// The association phase of a full pull of `mapped`: every linked row's primary company,
-/// 1,000 rows a page (one association read each), each page committed with its checkpoint; a
-/// dry run rolls each page back and commits only the job row.
+/// 1,000 rows a page (one association read each), each page committed with its checkpoint. A
+/// dry full pull has none: it reads the companies with its pages.
 pub(crate) async fn pull(
     client: &HubSpotClient,
     mapped: &Mapped,
-    dry_run: bool,
     progress: &Progress,
     mut counts: PullCounts,
 ) -> Result<PullCounts, RunError> {
@@ -1003,15 +1002,7 @@ pub(crate) async fn pull(
             checkpoint: with_after(&base, &last),
             errors,
         };
-        if dry_run {
-            tx.rollback().await?;
-            let mut plan = Plan::default();
-            plan.call("association_read", 1);
-            let tx = progress.begin().await?;
-            progress.commit_planned(tx, page, Some(plan)).await?;
-        } else {
-            progress.commit(tx, page).await?;
-        }
+        progress.commit(tx, page).await?;
         after = Some(last);
         if !full {
             return Ok(counts);

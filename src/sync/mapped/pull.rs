@@ -116,8 +116,7 @@ pub(crate) async fn run(
     if !incremental && !dry_run {
         // A full pull ends with the rows' primary companies (docs/associations.md); a dry one
         // read them with its pages.
-        run.counts =
-            super::associations::pull(&ctx.hubspot, mapped, dry_run, progress, run.counts).await?;
+        run.counts = super::associations::pull(&ctx.hubspot, mapped, progress, run.counts).await?;
     }
     progress.set_total(run.counts.total).await?;
     tracing::info!(job = %progress.job_id(), key = %mapped.checked.mapping.key, counts = ?run.counts, incremental, dry_run, "pull into a mapped table finished");
