@@ -8,6 +8,7 @@
 mod common;
 
 use common::TestDb;
+use common::watch::{association_calls, planned_association_calls};
 use common::world::unlimited_sandbox;
 use crm_sync::hubspot::{
     Auth, Backoff, ClientConfig, ContactCompanyLink, HubSpotClient, Operation,
@@ -234,6 +235,65 @@ impl Env {
                 .map(drop)
         }
         .expect("update");
+    }
+
+    /// `n` companies made in HubSpot (names and domains numbered from `first`).
+    fn hubspot_companies_made(&self, first: usize, n: usize) -> Vec<String> {
+        self.hubspot.insert_companies(
+            (first..first + n)
+                .map(|i| {
+                    BTreeMap::from([
+                        ("name".to_owned(), format!("Company {i}")),
+                        ("domain".to_owned(), format!("company{i}.example")),
+                    ])
+                })
+                .collect(),
+        )
+    }
+
+    /// Associates HubSpot contacts with HubSpot companies, 100 pairs a call.
+    async fn associate_in_hubspot(&self, pairs: &[(String, String, bool)]) {
+        let links: Vec<ContactCompanyLink> = pairs
+            .iter()
+            .map(|(contact, company, primary)| ContactCompanyLink {
+                contact: HsObjectId(contact.clone()),
+                company: CompanyId(company.clone()),
+                primary: *primary,
+            })
+            .collect();
+        for chunk in links.chunks(100) {
+            let batch = crm_sync::hubspot::Batch::new(chunk.to_vec()).unwrap();
+            self.runner
+                .context()
+                .hubspot
+                .link_contacts_to_companies(&batch)
+                .await
+                .unwrap();
+        }
+    }
+
+    /// Runs `spec` as a dry run, then for real with nothing changed in between: the counts
+    /// agree, and the association calls the plan counts are the ones HubSpot then answers.
+    /// Returns the real job and those calls (reads, creates, archives).
+    async fn dry_then_real_calls(&self, spec: JobSpec) -> (Job, [u64; 3]) {
+        let dry = self
+            .run_spec(
+                spec.with_dry_run(true).expect("contacts have dry runs"),
+                Arc::new(|| false),
+            )
+            .await;
+        let before = association_calls(&self.hubspot);
+        let real = self.run_spec(spec, Arc::new(|| false)).await;
+        let after = association_calls(&self.hubspot);
+        let made = [0, 1, 2].map(|i| after[i] - before[i]);
+        assert_eq!(dry.counts, real.counts, "{dry:#?}");
+        assert_eq!(
+            planned_association_calls(&dry),
+            made,
+            "the plan's association calls are the real run's: {:#?}",
+            dry.plan
+        );
+        (real, made)
     }
 
     fn association_writes(&self) -> u64 {
@@ -487,5 +547,61 @@ backend_tests! {
         let (_, counts) = env.pull().await;
         assert_eq!(of_pull(&counts), assoc(0, 0, 0));
         assert_eq!(env.store.company_of_contact(contacts[1]).await.unwrap(), None, "the local change stays");
+    }
+    async fn a_dry_full_pull_plans_the_association_reads_of_the_real_pulls_phase(db: TestDb, profile: HubSpotProfile) {
+        let env = Env::new(db, profile).await;
+        // 1,001 contacts only in HubSpot, each with a primary company: the real pull reads their
+        // companies after its 11 pages, 1,000 contacts a call. The first also has 500 more
+        // companies than the sandbox's read page (500) holds: its read goes on once.
+        let companies = env.hubspot_companies_made(0, 503);
+        let contacts = env.hubspot.insert_contacts(
+            (0..1001)
+                .map(|i| BTreeMap::from([("email".to_owned(), format!("person{i}@acme.io"))]))
+                .collect(),
+        );
+        let mut pairs: Vec<(String, String, bool)> = contacts
+            .iter()
+            .enumerate()
+            .map(|(i, contact)| (contact.clone(), companies[i % 3].clone(), true))
+            .collect();
+        pairs.extend(companies[3..].iter().map(|company| (contacts[0].clone(), company.clone(), false)));
+        env.associate_in_hubspot(&pairs).await;
+
+        let spec = JobSpec::from(JobAction::Pull { mode: PullMode::Upsert, incremental: false });
+        let (real, made) = env.dry_then_real_calls(spec).await;
+        assert_eq!(made, [3, 0, 0], "two reads for the first 1,000 contacts, one for the last");
+        let Counts::Pull(counts) = real.counts else { panic!("pull counts") };
+        assert_eq!((counts.created, of_pull(&counts)), (1001, assoc(1001, 0, 0)), "{real:#?}");
+    }
+
+    async fn a_dry_push_plans_the_association_calls_of_the_real_runs_pages(db: TestDb, profile: HubSpotProfile) {
+        let env = Env::new(db, profile).await;
+        let (companies, contacts) = env.seed().await;
+        env.push().await;
+        // Ann (linked) moves to Bolt, and a new contact with Acme is to be created: the real
+        // run links the new one first, then writes both associations in one page. Ann also has
+        // more companies in HubSpot than a read page holds: her read goes on once.
+        env.set_company(contacts[0], Some(companies[1])).await;
+        env.store
+            .insert_contacts(&[NewContact { email: Some("eve@acme.io".to_owned()), ..NewContact::default() }])
+            .await
+            .unwrap();
+        let eve = env.store.list_contacts(None, 100).await.unwrap().last().unwrap().id;
+        assert!(eve > contacts[0]);
+        env.set_company(eve, Some(companies[0])).await;
+        let ann = env.hs_contact(contacts[0]).await;
+        let more: Vec<(String, String, bool)> = env
+            .hubspot_companies_made(100, 500)
+            .into_iter()
+            .map(|company| (ann.clone(), company, false))
+            .collect();
+        env.associate_in_hubspot(&more).await;
+
+        let spec = JobSpec::from(JobAction::Push { mode: PushMode::Link });
+        let (real, made) = env.dry_then_real_calls(spec).await;
+        assert_eq!(made, [2, 1, 1], "one page: Ann's read goes on, one create, one archive");
+        let Counts::Push(counts) = real.counts else { panic!("push counts") };
+        assert_eq!(of_push(&counts), assoc(2, 1, 0), "{real:#?}");
+        assert_eq!(env.hubspot_companies(eve).await, vec![(env.hs_company(companies[0]).await, true)]);
     }
 }

@@ -71,14 +71,28 @@ fn encode_error(e: crate::hubspot::BatchTooLarge) -> RunError {
     RunError::Fatal(RunFailure::caused_by("association page too large", e))
 }
 
+/// What [`read_companies`] read: each contact's companies, the contacts HubSpot reports not
+/// found, and what the reading cost (a dry run counts it as the real run's).
+#[derive(Debug, Default)]
+pub(crate) struct ContactCompanies {
+    /// Every company of each contact with the types between them.
+    pub(crate) found: HashMap<String, Vec<AssociatedRecord>>,
+    /// The contacts HubSpot reports not found (deleted or merged away since they were named).
+    pub(crate) missing: HashSet<String>,
+    /// The calls made.
+    pub(crate) calls: u64,
+    /// The contacts whose companies took more than one of HubSpot's pages, with how many
+    /// more each took.
+    pub(crate) further_pages: HashMap<String, u64>,
+}
+
 /// Every company of each contact with the types between them, following HubSpot's pages, and
 /// the contacts HubSpot reports not found (deleted or merged away since they were named).
 pub(crate) async fn read_companies(
     client: &HubSpotClient,
     contacts: &[HsObjectId],
-) -> Result<(HashMap<String, Vec<AssociatedRecord>>, HashSet<String>), RunError> {
-    let mut found: HashMap<String, Vec<AssociatedRecord>> = HashMap::new();
-    let mut missing = HashSet::new();
+) -> Result<ContactCompanies, RunError> {
+    let mut read = ContactCompanies::default();
     let mut pending: Vec<AssociationReadInput> = contacts
         .iter()
         .map(|c| AssociationReadInput::first(c.0.clone()))
@@ -89,6 +103,7 @@ pub(crate) async fn read_companies(
             .read_associations(ObjectType::Contacts, ObjectType::Companies, &pending)
             .await
             .map_err(|e| hubspot_error("reading contacts' company associations", e))?;
+        read.calls += 1;
         if let Some(error) = page.errors.into_iter().next() {
             return Err(hubspot_error(
                 "reading contacts' company associations",
@@ -96,13 +111,14 @@ pub(crate) async fn read_companies(
             ));
         }
         pending = rest;
-        missing.extend(page.missing);
+        read.missing.extend(page.missing);
         for record in page.results {
-            found
+            read.found
                 .entry(record.from.clone())
                 .or_default()
                 .extend(record.to);
             if let Some(after) = record.next_after {
+                *read.further_pages.entry(record.from.clone()).or_default() += 1;
                 pending.push(AssociationReadInput {
                     id: record.from,
                     after: Some(after),
@@ -110,7 +126,29 @@ pub(crate) async fn read_companies(
             }
         }
     }
-    Ok((found, missing))
+    Ok(read)
+}
+
+/// The calls [`read_companies`] makes for contacts read 1,000 at a time (a full pull's
+/// association phase), given how many further pages each contact's companies take, in the
+/// order the contacts are read: per 1,000, one call, then one per further page of the
+/// contact that has the most (its further pages are read with the others' in one call each).
+pub(crate) fn reads_of_full_pull(further_pages: impl IntoIterator<Item = u64>) -> u64 {
+    let mut calls = 0;
+    let mut in_call = 0;
+    let mut most = 0;
+    for pages in further_pages {
+        if in_call == MAX_ASSOCIATION_READ {
+            calls += 1 + most;
+            (in_call, most) = (0, 0);
+        }
+        in_call += 1;
+        most = most.max(pages);
+    }
+    if in_call > 0 {
+        calls += 1 + most;
+    }
+    calls
 }
 
 /// The primary company among a contact's companies (by type number).
@@ -163,6 +201,15 @@ pub(crate) enum Wanted {
     Unlinked(String),
 }
 
+/// What a dry push's contact phase would do to the contacts its association phase meets.
+#[derive(Debug, Default)]
+pub(crate) struct PlannedContacts {
+    /// The contacts it would link (to this HubSpot id) or create (`None`).
+    pub(crate) links: Vec<(ContactId, Option<HsObjectId>)>,
+    /// The linked contacts HubSpot no longer has, which it would mark deleted.
+    pub(crate) gone: Vec<ContactId>,
+}
+
 /// The association phase of a contact push: links the unlinked companies contacts name
 /// (before any association needs their ids), then writes the associations page by page.
 pub(crate) struct AssociationPush<'a> {
@@ -204,24 +251,51 @@ impl AssociationPush<'_> {
 
     /// A dry run's association phase: what [`AssociationPush::link_companies`] and
     /// [`AssociationPush::run`] would do, with no write. The companies contacts name are looked
-    /// up as the real run would link them; the linked contacts whose company changed, then the
+    /// up as the real run would link them; the linked contacts whose company changed and the
     /// contacts the dry run's contact phase would link or create (`planned`, with the HubSpot
-    /// id each would get), are planned page by page against HubSpot's associations; each page
-    /// commits only the job's counts and plan.
+    /// id each would get; those it would mark deleted left out) are planned against HubSpot's
+    /// associations in the real run's pages (it links them first, then walks them all in
+    /// contact-id order); each page commits only the job's counts and plan.
     pub(crate) async fn run_dry(
         &self,
         mut counts: PushCounts,
-        planned: &[(ContactId, Option<HsObjectId>)],
+        planned: &PlannedContacts,
     ) -> Result<PushCounts, RunError> {
+        let companies = self.resolve_companies_dry().await?;
+        let reasons: HashMap<LocalCompanyId, String> = companies
+            .iter()
+            .filter_map(|(id, r)| r.as_ref().err().map(|e| (*id, e.clone())))
+            .collect();
+        let mut pages = DryCandidates {
+            store: self.progress.store(),
+            companies: &companies,
+            planned: planned.links.iter().cloned().collect(),
+            gone: planned.gone.iter().copied().collect(),
+            after: ContactId(i64::MIN),
+            ready: Vec::new(),
+            done: false,
+        };
+        while let Some(rows) = pages.next_page().await? {
+            counts = self.dry_page(&rows, counts, &reasons).await?;
+        }
+        Ok(counts)
+    }
+
+    /// What each unlinked company contacts name would be linked to by
+    /// [`AssociationPush::link_companies`] (its HubSpot id, empty for one it would create), or
+    /// why it would not be; nothing written.
+    async fn resolve_companies_dry(
+        &self,
+    ) -> Result<HashMap<LocalCompanyId, Result<CompanyId, String>>, RunError> {
         let store = self.progress.store();
-        let mut companies: HashMap<LocalCompanyId, Result<CompanyId, String>> = HashMap::new();
+        let mut companies = HashMap::new();
         let mut after = LocalCompanyId(i64::MIN);
         loop {
             let page = store
                 .companies_named_by_contacts(after, MAX_BATCH as u32)
                 .await?;
             let Some(last) = page.last().map(|c| c.id) else {
-                break;
+                return Ok(companies);
             };
             companies.extend(
                 super::companies::push::resolve_for_associations(
@@ -235,47 +309,6 @@ impl AssociationPush<'_> {
             );
             after = last;
         }
-        let reasons: HashMap<LocalCompanyId, String> = companies
-            .iter()
-            .filter_map(|(id, r)| r.as_ref().err().map(|e| (*id, e.clone())))
-            .collect();
-        // A company the real run links first has its HubSpot id (empty: one it would create).
-        let with_companies = |mut rows: Vec<AssociationRow>| -> Vec<AssociationRow> {
-            for row in &mut rows {
-                if row.company_hs_id.is_none()
-                    && let Some(Ok(id)) = row.company_id.and_then(|c| companies.get(&c))
-                {
-                    row.company_hs_id = Some(id.clone());
-                }
-            }
-            rows.into_iter().filter(|r| r.changed_locally()).collect()
-        };
-        let mut after = ContactId(i64::MIN);
-        loop {
-            let rows = store.association_push_candidates(after, PUSH_PAGE).await?;
-            let Some(last) = rows.last().map(|r| r.contact_id) else {
-                break;
-            };
-            counts = self
-                .dry_page(&with_companies(rows), counts, &reasons)
-                .await?;
-            after = last;
-        }
-        for chunk in planned.chunks(PUSH_PAGE as usize) {
-            let ids: Vec<ContactId> = chunk.iter().map(|(id, _)| *id).collect();
-            let mut rows = store.association_rows_of_contacts(&ids).await?;
-            // Contacts linked already were planned above.
-            rows.retain(|r| r.hs_object_id.0.is_empty());
-            for row in &mut rows {
-                if let Some((_, Some(id))) = chunk.iter().find(|(c, _)| *c == row.contact_id) {
-                    row.hs_object_id = id.clone();
-                }
-            }
-            counts = self
-                .dry_page(&with_companies(rows), counts, &reasons)
-                .await?;
-        }
-        Ok(counts)
     }
 
     /// One dry page of [`AssociationPush::run_dry`]: the real page's reads and plan, its counts
@@ -286,47 +319,26 @@ impl AssociationPush<'_> {
         mut counts: PushCounts,
         company_reasons: &HashMap<LocalCompanyId, String>,
     ) -> Result<PushCounts, RunError> {
-        if rows.is_empty() {
-            return Ok(counts);
-        }
         // A contact the dry run would create has no id, and no associations yet.
         let readable: Vec<HsObjectId> = rows
             .iter()
             .map(|r| r.hs_object_id.clone())
             .filter(|id| !id.0.is_empty())
             .collect();
-        let current = if readable.is_empty() {
-            HashMap::new()
+        let read = if readable.is_empty() {
+            ContactCompanies::default()
         } else {
-            read_companies(self.client, &readable).await?.0
+            read_companies(self.client, &readable).await?
         };
         let plans: Vec<PushPlan> = rows
             .iter()
-            .map(|row| plan(row, current.get(&row.hs_object_id.0), company_reasons))
+            .map(|row| plan(row, read.found.get(&row.hs_object_id.0), company_reasons))
             .collect();
         let mut calls = Plan::default();
-        calls.call("association_read", u64::from(!readable.is_empty()));
-        calls.call(
-            "association_create",
-            u64::from(
-                plans
-                    .iter()
-                    .any(|p| matches!(p, PushPlan::Write { types: Some(_), .. })),
-            ),
-        );
-        calls.call(
-            "association_archive",
-            u64::from(plans.iter().any(|p| {
-                matches!(
-                    p,
-                    PushPlan::Remove(_)
-                        | PushPlan::Write {
-                            remove: Some(_),
-                            ..
-                        }
-                )
-            })),
-        );
+        // The real page reads every row, created ones too (they add no further page).
+        calls.call("association_read", read.calls.max(1));
+        calls.call("association_create", u64::from(plans.iter().any(writes)));
+        calls.call("association_archive", u64::from(plans.iter().any(archives)));
         let mut errors = Vec::new();
         for (row, plan) in rows.iter().zip(&plans) {
             match plan {
@@ -394,7 +406,7 @@ impl AssociationPush<'_> {
         base: &Option<Value>,
     ) -> Result<PushCounts, RunError> {
         let ids: Vec<HsObjectId> = rows.iter().map(|r| r.hs_object_id.clone()).collect();
-        let (current, _) = read_companies(self.client, &ids).await?;
+        let current = read_companies(self.client, &ids).await?.found;
         let plans: Vec<PushPlan> = rows
             .iter()
             .map(|row| plan(row, current.get(&row.hs_object_id.0), company_reasons))
@@ -448,6 +460,104 @@ impl AssociationPush<'_> {
             )
             .await?;
         Ok(counts)
+    }
+}
+
+/// The candidates of a dry association push in the real run's pages: the linked contacts
+/// whose company changed and the contacts the dry run would link or create, merged in
+/// contact-id order, as the real run finds them once its contact phase linked them.
+struct DryCandidates<'a> {
+    store: &'a Store,
+    /// What each unlinked company would be linked to ([`AssociationPush::resolve_companies_dry`]).
+    companies: &'a HashMap<LocalCompanyId, Result<CompanyId, String>>,
+    /// The contacts the contact phase would link (to this HubSpot id) or create (`None`).
+    planned: std::collections::BTreeMap<ContactId, Option<HsObjectId>>,
+    /// The linked contacts the contact phase would mark deleted.
+    gone: HashSet<ContactId>,
+    /// The last linked candidate read from the database.
+    after: ContactId,
+    /// Candidates merged, not handed out yet, in contact-id order.
+    ready: Vec<AssociationRow>,
+    /// The linked candidates were read to their end.
+    done: bool,
+}
+
+impl DryCandidates<'_> {
+    /// The next page of the real run, `None` after the last.
+    async fn next_page(&mut self) -> Result<Option<Vec<AssociationRow>>, RunError> {
+        while !self.done && self.ready.len() < PUSH_PAGE as usize {
+            self.read_more().await?;
+        }
+        if self.ready.is_empty() {
+            return Ok(None);
+        }
+        let rest = self
+            .ready
+            .split_off(self.ready.len().min(PUSH_PAGE as usize));
+        Ok(Some(std::mem::replace(&mut self.ready, rest)))
+    }
+
+    /// Reads the next page of linked candidates, and the planned contacts up to its last one
+    /// (all that are left after the last page), into `ready`.
+    async fn read_more(&mut self) -> Result<(), RunError> {
+        let linked = self
+            .store
+            .association_push_candidates(self.after, PUSH_PAGE)
+            .await?;
+        let upto = match linked.last() {
+            Some(last) => last.contact_id,
+            None => {
+                self.done = true;
+                ContactId(i64::MAX)
+            }
+        };
+        self.after = upto;
+        let ids: Vec<ContactId> = self.planned.range(..=upto).map(|(id, _)| *id).collect();
+        let mut rows = self.store.association_rows_of_contacts(&ids).await?;
+        // A contact linked already is among the linked candidates when its company changed.
+        rows.retain(|r| r.hs_object_id.0.is_empty());
+        rows.extend(
+            linked
+                .into_iter()
+                .filter(|r| !self.gone.contains(&r.contact_id)),
+        );
+        rows.sort_by_key(|r| r.contact_id);
+        for mut row in rows {
+            if let Some(Some(id)) = self.planned.get(&row.contact_id) {
+                // Linked by the contact phase (or moved to the survivor of a merge).
+                row.hs_object_id = id.clone();
+            }
+            // A company the real run links first has its HubSpot id (empty: one it creates).
+            if row.company_hs_id.is_none()
+                && let Some(Ok(id)) = row.company_id.and_then(|c| self.companies.get(&c))
+            {
+                row.company_hs_id = Some(id.clone());
+            }
+            if row.changed_locally() {
+                self.ready.push(row);
+            }
+        }
+        self.planned = match upto.0.checked_add(1) {
+            Some(next) if !self.done => self.planned.split_off(&ContactId(next)),
+            _ => Default::default(),
+        };
+        Ok(())
+    }
+}
+
+/// Whether the plan writes a pair.
+pub(crate) fn writes(plan: &PushPlan) -> bool {
+    matches!(plan, PushPlan::Write { types: Some(_), .. })
+}
+
+/// Whether the plan archives an old pair HubSpot still has.
+pub(crate) fn archives(plan: &PushPlan) -> bool {
+    match plan {
+        PushPlan::Write {
+            remove: Some(old), ..
+        }
+        | PushPlan::Remove(old) => old.in_hubspot(),
+        _ => false,
     }
 }
 
@@ -733,6 +843,22 @@ pub(crate) struct ReadAssociations {
     /// The HubSpot companies the primaries to set name that no local company was linked to,
     /// read from HubSpot for [`adopt`].
     companies: Adoptable,
+    /// The association reads made.
+    calls: u64,
+    /// The contacts whose companies took more than one of HubSpot's pages, with how many more.
+    further_pages: HashMap<String, u64>,
+}
+
+impl ReadAssociations {
+    /// The association reads made (a dry run counts them as the real run's).
+    pub(crate) fn calls(&self) -> u64 {
+        self.calls
+    }
+
+    /// How many more of HubSpot's pages `contact`'s companies took than the first.
+    pub(crate) fn further_pages(&self, contact: &HsObjectId) -> u64 {
+        self.further_pages.get(&contact.0).copied().unwrap_or(0)
+    }
 }
 
 /// Which contacts not linked locally (when the associations are read) may still have a
@@ -772,12 +898,14 @@ async fn read_with_rows(
     if contacts.is_empty() {
         return Ok(ReadAssociations::default());
     }
-    let (current, missing) = read_companies(client, &contacts).await?;
+    let read = read_companies(client, &contacts).await?;
     let mut read = ReadAssociations {
         contacts,
-        current,
-        missing,
+        current: read.found,
+        missing: read.missing,
         companies: Adoptable::default(),
+        calls: read.calls,
+        further_pages: read.further_pages,
     };
     let mut wanted = to_set(rows, &read);
     if unlinked == Unlinked::LinkedByThePage {

@@ -65,7 +65,7 @@ use crate::store::pull::{CheckedLinks, Clash, LinkedContact, PageWrite, PulledCo
 use crate::store::{Store, StoreError, TombstoneReason};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// The property incremental pulls filter and sort on (contacts; other objects use
 /// `hs_lastmodifieddate`).
@@ -101,6 +101,8 @@ pub async fn run(ctx: &SyncContext, job: &Job, progress: &Progress) -> Result<()
         counts,
         dry_run: job.spec.dry_run,
         incremental,
+        association_reads: BTreeMap::new(),
+        pages: 0,
     };
     match cursor.position {
         Position::List { after } => run.list_from(after, fresh).await?,
@@ -113,7 +115,8 @@ pub async fn run(ctx: &SyncContext, job: &Job, progress: &Progress) -> Result<()
     // by page (an association change does not reliably move a contact's modification time:
     // the association webhooks cover the rest, docs/associations.md). A dry full pull has
     // read them page by page, as an incremental one does: its pages' links are rolled back,
-    // so a phase after them would not see the contacts they link.
+    // so a phase after them would not see the contacts they link. Its plan counts this phase's
+    // reads, not its own (`PullRun::note_reads`).
     if !incremental && !job.spec.dry_run {
         let counts =
             super::associations::pull(&ctx.hubspot, &run.keys, progress, run.counts).await?;
@@ -230,6 +233,24 @@ struct PullRun<'a> {
     /// An incremental job: each page also reads its contacts' company associations (a full
     /// pull reads every linked contact's once its pages are written).
     incremental: bool,
+    /// A dry full pull's contacts whose companies the real pull reads after its pages, in the
+    /// order it reads them ([`ReadOrder`]), with how many more of HubSpot's pages each one's
+    /// companies take.
+    association_reads: BTreeMap<ReadOrder, u64>,
+    /// The pages written so far by this run.
+    pages: u64,
+}
+
+/// Where a linked contact comes in the association phase of the real full pull, which reads
+/// them by row id: the rows that were there before the pull, by id, then those its pages
+/// create, page by page (a new row's id is above every older one's; the ids a dry page gives
+/// are rolled back with it, so they order rows within that page only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum ReadOrder {
+    /// A row there before the pull.
+    Existing(ContactId),
+    /// A row the pull's `page` creates, with the id the dry page gave it.
+    Created { page: u64, id: ContactId },
 }
 
 impl PullRun<'_> {
@@ -356,7 +377,6 @@ impl PullRun<'_> {
         // dry run reads them with every page (a full pull reads them after its pages, whose
         // links a dry run rolls back) and applies them in the page's rolled-back transaction.
         let associations = if self.incremental || self.dry_run {
-            plan.call("association_read", 1);
             let ids = pulled.iter().map(|p| p.hs_object_id.clone()).collect();
             super::associations::read_for(
                 self.client,
@@ -376,6 +396,14 @@ impl PullRun<'_> {
             super::associations::apply_read(&self.keys, &mut tx, &associations, &mut counts)
                 .await?,
         );
+        self.pages += 1;
+        if self.incremental {
+            plan.call("association_read", associations.calls());
+        } else if self.dry_run {
+            // The real full pull reads them after its pages, 1,000 a call: counted at its end.
+            self.note_reads(&mut tx, &pulled, &written, &associations)
+                .await?;
+        }
         if self.dry_run {
             tx.rollback().await?;
             tx = self.progress.begin().await?;
@@ -398,18 +426,40 @@ impl PullRun<'_> {
         self.commit_with(tx, counts, next, errors, Some(plan)).await
     }
 
-    /// Commits a page's transaction with the job's counts, errors and checkpoint `next`.
-    async fn commit(
+    /// Notes, for a dry full pull, the contacts linked once the page is written (in `tx`) and
+    /// the further pages of their companies (as `read` found them): those its association
+    /// phase would read.
+    async fn note_reads(
         &mut self,
-        tx: Tx,
-        counts: PullCounts,
-        next: Position,
-        errors: Vec<RecordError>,
+        tx: &mut Tx,
+        pulled: &[PulledContact],
+        written: &PageWrite,
+        read: &super::associations::ReadAssociations,
     ) -> Result<(), RunError> {
-        self.commit_with(tx, counts, next, errors, None).await
+        let created: HashSet<&HsObjectId> = written
+            .outcomes
+            .iter()
+            .filter(|(_, outcome)| matches!(outcome, PullOutcome::Created { .. }))
+            .map(|(index, _)| &pulled[*index].hs_object_id)
+            .collect();
+        let ids: Vec<HsObjectId> = pulled.iter().map(|p| p.hs_object_id.clone()).collect();
+        for row in tx.association_rows_of(&ids).await? {
+            let order = if created.contains(&row.hs_object_id) {
+                ReadOrder::Created {
+                    page: self.pages,
+                    id: row.contact_id,
+                }
+            } else {
+                ReadOrder::Existing(row.contact_id)
+            };
+            self.association_reads
+                .insert(order, read.further_pages(&row.hs_object_id));
+        }
+        Ok(())
     }
 
-    /// [`PullRun::commit`] with a dry run's plan of the page (ignored for a real job).
+    /// Commits a page's transaction with the job's counts, errors and checkpoint `next`, and a
+    /// dry run's plan of the page (ignored for a real job).
     async fn commit_with(
         &mut self,
         tx: Tx,
@@ -474,12 +524,27 @@ impl PullRun<'_> {
             let Some(last) = rows.last().map(|(id, _)| *id) else {
                 let mut tx = self.progress.begin().await?;
                 tx.forget_pull_seen(&job).await.map_err(write_error)?;
+                let mut plan = Plan::default();
+                let reads = std::mem::take(&mut self.association_reads).into_values();
+                plan.call(
+                    "association_read",
+                    super::associations::reads_of_full_pull(reads),
+                );
                 return self
-                    .commit(tx, self.counts, Position::Done, Vec::new())
+                    .commit_with(tx, self.counts, Position::Done, Vec::new(), Some(plan))
                     .await;
             };
-            let ids: Vec<HsObjectId> = rows.into_iter().map(|(_, hs)| hs).collect();
+            let ids: Vec<HsObjectId> = rows.iter().map(|(_, hs)| hs.clone()).collect();
             let gone = self.gone_of(&ids).await?;
+            if self.dry_run {
+                // The rows left linked are read by the real association phase too (their
+                // companies were not read here: counted as one page).
+                for (id, _) in rows.iter().filter(|(_, hs)| !gone.contains(hs)) {
+                    self.association_reads
+                        .entry(ReadOrder::Existing(*id))
+                        .or_insert(0);
+                }
+            }
             let mut tx = self.progress.begin().await?;
             let mut plan = Plan::default();
             plan.call("batch_read", 1);

@@ -51,7 +51,7 @@ use crate::jobs::{BoxFuture, JobRunner, Page, Progress, RunError, RunFailure};
 use crate::store::TombstoneReason;
 use crate::store::jobs::Tx;
 use crate::store::push::{CandidateGroup, LinkClash, PushCandidate, PushedRow};
-use crate::sync::associations::{AssociationPush, resume_after};
+use crate::sync::associations::{AssociationPush, PlannedContacts, resume_after};
 use crate::sync::keys::ExternalKeys;
 use errors::from_store;
 use outcome::Resolution;
@@ -183,8 +183,8 @@ impl Pusher {
         Ok(())
     }
 
-    /// The contact phase: every candidate after `start`, page by page; with the counts, a dry
-    /// run's contacts it would link (with the HubSpot id) or create.
+    /// The contact phase: every candidate after `start`, page by page; with the counts, what a
+    /// dry run would do to the contacts its association phase meets.
     async fn push_contacts(
         &self,
         mode: PushMode,
@@ -192,7 +192,7 @@ impl Pusher {
         progress: &Progress,
         counts: PushCounts,
         start: Checkpoint,
-    ) -> Result<(PushCounts, Vec<(ContactId, Option<HsObjectId>)>), RunError> {
+    ) -> Result<(PushCounts, PlannedContacts), RunError> {
         let left = progress
             .store()
             .count_push_candidates(start.group, start.after)
@@ -200,7 +200,7 @@ impl Pusher {
             .map_err(from_store)?;
         progress.set_total(counts.total + left).await?;
         if left == 0 {
-            return Ok((counts, Vec::new()));
+            return Ok((counts, PlannedContacts::default()));
         }
         let installation = progress.store().installation().await.map_err(from_store)?;
         let ctx = Arc::new(RunContext::new(
@@ -217,7 +217,7 @@ impl Pusher {
             counts,
             cursor: Some(start),
             in_flight: VecDeque::new(),
-            planned_links: Vec::new(),
+            planned: PlannedContacts::default(),
         };
         pipeline.run().await?;
         let total = pipeline.counts.total;
@@ -225,7 +225,7 @@ impl Pusher {
             // Contacts added or changed while the job ran: let the progress end at 100 %.
             progress.set_total(total).await?;
         }
-        Ok((pipeline.counts, pipeline.planned_links))
+        Ok((pipeline.counts, pipeline.planned))
     }
 }
 
@@ -278,8 +278,8 @@ struct Pipeline<'a> {
     /// Where the next page starts; `None` once every group was read to its end.
     cursor: Option<Checkpoint>,
     in_flight: VecDeque<PageTask>,
-    /// A dry run's contacts it would link (with the HubSpot id) or create.
-    planned_links: Vec<(ContactId, Option<HsObjectId>)>,
+    /// What a dry run would do to the contacts its association phase meets.
+    planned: PlannedContacts,
 }
 
 impl Pipeline<'_> {
@@ -377,10 +377,12 @@ impl Pipeline<'_> {
         for action in &page.actions {
             counts.add(planned_outcome(action.action));
             match (action.action, action.contact_id) {
-                (PlannedKind::Create, Some(id)) => self.planned_links.push((id, None)),
+                (PlannedKind::Create, Some(id)) => self.planned.links.push((id, None)),
                 (PlannedKind::Link, Some(id)) => {
-                    self.planned_links.push((id, action.hs_object_id.clone()));
+                    self.planned.links.push((id, action.hs_object_id.clone()));
                 }
+                // The real run marks it deleted: no association phase reads it.
+                (PlannedKind::Skip, Some(id)) => self.planned.gone.push(id),
                 _ => {}
             }
             if action.action == PlannedKind::Fail {

@@ -605,7 +605,8 @@ impl PushPage<'_> {
         let (current, _) = if readable.is_empty() {
             (HashMap::new(), HashSet::new())
         } else {
-            read_companies(self.client, &readable).await?
+            let read = read_companies(self.client, &readable).await?;
+            (read.found, read.missing)
         };
         let plans: Vec<PushPlan> = rows
             .iter()
@@ -742,7 +743,8 @@ async fn read(
         return Ok(ReadCompanies::default());
     }
     let ids: Vec<HsObjectId> = rows.iter().map(|r| r.hs_object_id.clone()).collect();
-    let (current, missing) = read_companies(client, &ids).await?;
+    let companies = read_companies(client, &ids).await?;
+    let (current, missing) = (companies.found, companies.missing);
     let resolved = company
         .resolver
         .to_hubspot(store, &company_keys(&rows))
