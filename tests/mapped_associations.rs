@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use common::TestDb;
 use common::mapped::{MappedEnv, load_settings, pull_action, push_action};
 use common::user_table::{exec, texts};
+use common::watch::{association_calls, planned_association_calls};
 use crm_sync::hubspot::{
     AssociationArchive, AssociationInput, AssociationSpec, AssociationTypeId, Batch, ObjectType,
 };
@@ -197,6 +198,69 @@ impl World {
             })
             .map(|r| format!("{} {}", r.method, r.path))
             .collect()
+    }
+
+    /// Gives the HubSpot contact with `email` `n` more companies (made for it, not primary):
+    /// more than one of the sandbox's read pages (500) holds once `n` reaches 500.
+    async fn more_companies(&self, email: &str, n: usize) {
+        let contact = self.contact(email);
+        let made = self.env.hubspot.insert_companies(
+            (0..n)
+                .map(|i| {
+                    BTreeMap::from([
+                        ("name".to_owned(), format!("extra {i}")),
+                        ("domain".to_owned(), format!("extra{i}.example")),
+                    ])
+                })
+                .collect(),
+        );
+        let inputs: Vec<AssociationInput> = made
+            .into_iter()
+            .map(|to| AssociationInput {
+                from: contact.clone(),
+                to,
+                types: vec![AssociationSpec::hubspot(
+                    AssociationTypeId::ContactToCompany,
+                )],
+            })
+            .collect();
+        for chunk in inputs.chunks(100) {
+            let outcome = self
+                .env
+                .client
+                .create_associations(
+                    ObjectType::Contacts,
+                    ObjectType::Companies,
+                    &Batch::new(chunk.to_vec()).unwrap(),
+                )
+                .await
+                .expect("associated in HubSpot");
+            assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
+        }
+    }
+
+    /// [`World::dry_then_real`], and the association calls the dry run's plan counts are the
+    /// ones HubSpot answers the real run: returns those (reads, creates, archives).
+    async fn dry_then_real_calls(&self, action: JobAction) -> [u64; 3] {
+        let spec = JobSpec::from(action)
+            .with_dry_run(true)
+            .expect("contacts have dry runs");
+        let planned = self.env.run_spec(spec).await;
+        let before = association_calls(&self.env.hubspot);
+        let real = self.env.run_spec(JobSpec::from(action)).await;
+        let after = association_calls(&self.env.hubspot);
+        let made = [0, 1, 2].map(|i| after[i] - before[i]);
+        assert_eq!(
+            planned.counts, real.counts,
+            "the dry run's counts are the real run's: {planned:#?}"
+        );
+        assert_eq!(
+            planned_association_calls(&planned),
+            made,
+            "the plan's association calls are the real run's: {:#?}",
+            planned.plan
+        );
+        made
     }
 
     /// What a dry run must leave as it was: the user's table, crm-sync's link rows with their
@@ -669,6 +733,35 @@ backend_tests! {
         let Counts::Push(counts) = counts else { panic!("push counts") };
         assert_eq!(associations(&counts), (1, 1, 0));
         assert_eq!(world.env.hubspot.companies().len(), 3);
+    }
+
+    async fn a_dry_push_plans_the_association_calls_of_the_real_runs_pages(db: TestDb, profile: HubSpotProfile) {
+        let world = World::new(db, profile, &[ADA, BOB, CAROL]).await;
+        world.env.push().await;
+        // Ada (linked) moves to company 3, and Dan, a new row with company 2, is to be created:
+        // the real run links Dan first, then writes both associations in one page. Ada also
+        // has more companies in HubSpot than a read page holds: her read goes on once.
+        exec(&world.env.store, "UPDATE users SET company_id = 3 WHERE id = 1; \
+                                INSERT INTO users (id, email, full_name, company_id) \
+                                VALUES (4, 'dan@example.com', 'Dan', 2)").await;
+        world.more_companies("ada@example.com", 500).await;
+        let made = world.dry_then_real_calls(push_action()).await;
+        assert_eq!(made, [2, 1, 1], "one page: Ada's read goes on, one create, one archive");
+        assert_eq!(world.companies_of("dan@example.com"), vec![(world.company(2), true)]);
+    }
+
+    async fn a_dry_full_pull_plans_the_association_reads_of_the_real_pulls_phase(db: TestDb, profile: HubSpotProfile) {
+        let rows: Vec<String> = (1..=250)
+            .map(|i| format!("{i}, 'user{i}@example.com', 'User {i}', {}", 1 + i % 3))
+            .collect();
+        let rows: Vec<&str> = rows.iter().map(String::as_str).collect();
+        let world = World::new(db, profile, &rows).await;
+        world.env.push().await;
+        // The real pull reads the 250 rows' companies after its three pages, in one call and
+        // one more for the row whose companies take two of HubSpot's pages.
+        world.more_companies("user1@example.com", 500).await;
+        let made = world.dry_then_real_calls(pull_action(false)).await;
+        assert_eq!(made, [2, 0, 0]);
     }
 }
 

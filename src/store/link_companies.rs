@@ -66,6 +66,46 @@ fn select(table: &LocalTable, column: &ColumnName) -> String {
     )
 }
 
+/// A page's cursor: the key after which it starts, bound as its column compares (`Ok`: a whole
+/// number).
+fn cursor(
+    table: &LocalTable,
+    after: Option<&str>,
+) -> Result<Option<Result<i64, String>>, StoreError> {
+    Ok(match (after, table.key_kind) {
+        (None, _) => None,
+        (Some(a), KeyKind::Text) => Some(Err(a.to_owned())),
+        (Some(a), KeyKind::Integer) => Some(Ok(a.parse::<i64>().map_err(|_| {
+            StoreError::InvalidData(format!(
+                "key {a:?} of table {} is not a whole number",
+                table.table
+            ))
+        })?)),
+    })
+}
+
+/// [`select`] with the rows whose keys are `$3` (an array), linked or not: a row not linked
+/// (or whose link HubSpot deleted) has an empty HubSpot id and nothing agreed.
+fn select_also(table: &LocalTable, column: &ColumnName, postgres: bool) -> String {
+    let live = "(l.hs_object_id IS NOT NULL AND l.hubspot_deleted_at IS NULL)";
+    let also = if postgres {
+        "= ANY($3::text[])"
+    } else {
+        "IN (SELECT value FROM json_each($3))"
+    };
+    format!(
+        "SELECT CAST(u.{key} AS TEXT), CAST(u.{column} AS TEXT), \
+                CASE WHEN {live} THEN l.hs_object_id ELSE '' END, \
+                CASE WHEN {live} THEN l.company_hs_id END \
+           FROM {table} u LEFT JOIN object_links l \
+             ON l.object = $1 AND l.local_key = CAST(u.{key} AS TEXT) \
+          WHERE ({live} OR CAST(u.{key} AS TEXT) {also})",
+        key = table.key.quoted(),
+        column = column.quoted(),
+        table = table.table.quoted(),
+    )
+}
+
 /// The rows with these HubSpot ids (`$2`), PostgreSQL and SQLite forms.
 fn of_ids(table: &LocalTable, column: &ColumnName) -> (String, String) {
     let base = select(table, column);
@@ -91,16 +131,7 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<CompanyLinkRow>, StoreError> {
         let key = table.key.quoted();
-        let cursor = match (after, table.key_kind) {
-            (None, _) => None,
-            (Some(a), KeyKind::Text) => Some(Err(a.to_owned())),
-            (Some(a), KeyKind::Integer) => Some(Ok(a.parse::<i64>().map_err(|_| {
-                StoreError::InvalidData(format!(
-                    "key {a:?} of table {} is not a whole number",
-                    table.table
-                ))
-            })?)),
-        };
+        let cursor = cursor(table, after)?;
         let sql = format!(
             "{base}{after} ORDER BY u.{key} LIMIT $2",
             base = select(table, column),
@@ -122,6 +153,87 @@ impl Store {
             query.fetch_all(pool).await?
         });
         Ok(decode(rows))
+    }
+
+    /// [`Store::company_link_page`] with the rows of the keys `also` too, linked or not (one not
+    /// linked with an empty HubSpot id and nothing agreed): a dry push's pages, with the rows
+    /// the dry run would link where the real run, which links them first, meets them.
+    pub async fn company_link_page_with(
+        &self,
+        table: &LocalTable,
+        column: &ColumnName,
+        after: Option<&str>,
+        limit: u32,
+        also: &[String],
+    ) -> Result<Vec<CompanyLinkRow>, StoreError> {
+        let key = table.key.quoted();
+        let cursor = cursor(table, after)?;
+        let postgres = self.pg_pool().is_some();
+        let sql = format!(
+            "{base}{after} ORDER BY u.{key} LIMIT $2",
+            base = select_also(table, column, postgres),
+            after = if cursor.is_some() {
+                format!(" AND u.{key} > $4")
+            } else {
+                String::new()
+            },
+        );
+        let rows: Vec<RawRow> = on_pool!(self, pool => postgres: {
+            let query = sqlx::query_as(AssertSqlSafe(sql.clone()))
+                .bind(table.object)
+                .bind(i64::from(limit))
+                .bind(also);
+            let query = match &cursor {
+                Some(Ok(i)) => query.bind(*i),
+                Some(Err(t)) => query.bind(t.clone()),
+                None => query,
+            };
+            query.fetch_all(pool).await?
+        }, sqlite: {
+            let query = sqlx::query_as(AssertSqlSafe(sql.clone()))
+                .bind(table.object)
+                .bind(i64::from(limit))
+                .bind(Json(also));
+            let query = match &cursor {
+                Some(Ok(i)) => query.bind(*i),
+                Some(Err(t)) => query.bind(t.clone()),
+                None => query,
+            };
+            query.fetch_all(pool).await?
+        });
+        Ok(decode(rows))
+    }
+
+    /// `keys` that are rows of `table`, in the table's key order (the database's, text keys
+    /// by its collation).
+    pub async fn keys_in_order(
+        &self,
+        table: &LocalTable,
+        keys: &[String],
+    ) -> Result<Vec<String>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (pg, sqlite) = (
+            format!(
+                "SELECT CAST({key} AS TEXT) FROM {table} \
+                  WHERE CAST({key} AS TEXT) = ANY($1::text[]) ORDER BY {key}",
+                key = table.key.quoted(),
+                table = table.table.quoted(),
+            ),
+            format!(
+                "SELECT CAST({key} AS TEXT) FROM {table} \
+                  WHERE CAST({key} AS TEXT) IN (SELECT value FROM json_each($1)) ORDER BY {key}",
+                key = table.key.quoted(),
+                table = table.table.quoted(),
+            ),
+        );
+        let rows: Vec<String> = on_pool!(self, pool => postgres: {
+            sqlx::query_scalar(AssertSqlSafe(pg)).bind(keys).fetch_all(pool).await?
+        }, sqlite: {
+            sqlx::query_scalar(AssertSqlSafe(sqlite)).bind(Json(keys)).fetch_all(pool).await?
+        });
+        Ok(rows)
     }
 
     /// The linked rows of `table` whose HubSpot ids are `ids`, as [`Store::company_link_page`]

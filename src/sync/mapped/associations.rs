@@ -42,8 +42,8 @@ use crate::store::{
 };
 use crate::sync::SyncContext;
 use crate::sync::associations::{
-    PullPlan, PushPlan, Wanted, archive_pairs, primary_of, pull_decision, read_companies,
-    write_pairs,
+    ContactCompanies, PullPlan, PushPlan, Wanted, archive_pairs, archives, primary_of,
+    pull_decision, read_companies, write_pairs, writes,
 };
 use crate::sync::companies::pull::{Adoptable, adopt, read_adoptable};
 use crate::sync::companies::push::resolve_for_associations;
@@ -344,7 +344,9 @@ fn record_error(mapped: &Mapped, row: &CompanyLinkRow, reason: String) -> Record
 }
 
 /// The association phase of a push of `mapped`: every linked row whose company changed since
-/// the last agreed one, page by page after the checkpoint; returns the counts.
+/// the last agreed one, page by page after the checkpoint; returns the counts. A dry run's
+/// pages also hold the rows its contact phase would link or create (`planned_links`), where
+/// the real run's pages meet them once it linked them.
 pub(crate) async fn push(
     ctx: &SyncContext,
     mapped: &Mapped,
@@ -371,13 +373,13 @@ pub(crate) async fn push(
     };
     let base = progress.checkpoint();
     let mut after = resume_after(progress);
+    let mut planned = PlannedRows::new(progress.store(), mapped, planned_links).await?;
     loop {
         if progress.should_stop() {
             return Err(RunError::Interrupted);
         }
-        let rows = progress
-            .store()
-            .company_link_page(&mapped.table, &company.column, after.as_deref(), PUSH_PAGE)
+        let rows = planned
+            .page(progress.store(), company, after.as_deref())
             .await?;
         let Some(last) = rows.last().map(|r| r.key.clone()) else {
             break;
@@ -390,35 +392,61 @@ pub(crate) async fn push(
             break;
         }
     }
-    if dry_run {
-        // The rows this dry run would link or create are not linked in the database: their
-        // associations are planned as the real run, which links them first, makes them.
-        for chunk in planned_links.chunks(PUSH_PAGE as usize) {
-            let rows = planned_rows(progress.store(), mapped, company, chunk).await?;
-            let checkpoint = base.clone().unwrap_or(Value::Null);
-            counts = page.plan_and_run(&linker, rows, counts, checkpoint).await?;
-        }
-    }
     Ok(counts)
 }
 
-/// The rows of `planned` (keys a dry run would link, with the HubSpot id each would get; an
-/// empty id for one it would create) as association rows: their company column read from
-/// the table, nothing agreed yet.
-async fn planned_rows(
-    store: &Store,
-    mapped: &Mapped,
-    company: &MappedCompany,
-    planned: &[(String, Option<HsObjectId>)],
-) -> Result<Vec<CompanyLinkRow>, RunError> {
-    let pairs: Vec<(String, HsObjectId)> = planned
-        .iter()
-        .map(|(key, id)| {
-            let id = id.clone().unwrap_or_else(|| HsObjectId(String::new()));
-            (key.clone(), id)
+/// The rows a dry push would link or create (none for a real push), which the real run links
+/// before its association phase and then meets among the linked rows in key order: a dry run's
+/// pages take them in where the real run's do.
+struct PlannedRows<'a> {
+    mapped: &'a Mapped,
+    /// Their keys in the table's key order, those not taken in yet.
+    keys: std::collections::VecDeque<String>,
+    /// The HubSpot id each would be linked to (`None`: one it would create).
+    ids: HashMap<String, Option<HsObjectId>>,
+}
+
+impl<'a> PlannedRows<'a> {
+    async fn new(
+        store: &Store,
+        mapped: &'a Mapped,
+        planned: &[(String, Option<HsObjectId>)],
+    ) -> Result<Self, RunError> {
+        let ids: HashMap<String, Option<HsObjectId>> = planned.iter().cloned().collect();
+        let keys: Vec<String> = planned.iter().map(|(key, _)| key.clone()).collect();
+        Ok(Self {
+            mapped,
+            keys: store.keys_in_order(&mapped.table, &keys).await?.into(),
+            ids,
         })
-        .collect();
-    rows_not_agreed(store, mapped, company, &pairs).await
+    }
+
+    /// The real run's next page of rows after `after`: the linked ones and the planned ones.
+    async fn page(
+        &mut self,
+        store: &Store,
+        company: &MappedCompany,
+        after: Option<&str>,
+    ) -> Result<Vec<CompanyLinkRow>, RunError> {
+        let (table, column) = (&self.mapped.table, &company.column);
+        if self.keys.is_empty() {
+            return Ok(store
+                .company_link_page(table, column, after, PUSH_PAGE)
+                .await?);
+        }
+        // A page takes in at most a page of them, the next ones in key order.
+        let next: Vec<String> = self.keys.iter().take(PUSH_PAGE as usize).cloned().collect();
+        let mut rows = store
+            .company_link_page_with(table, column, after, PUSH_PAGE, &next)
+            .await?;
+        for row in &mut rows {
+            if let Some(id) = self.ids.get(&row.key) {
+                row.hs_object_id = id.clone().unwrap_or_else(|| HsObjectId(String::new()));
+                self.keys.pop_front();
+            }
+        }
+        Ok(rows)
+    }
 }
 
 /// `pairs` (a row's key and the HubSpot contact it is, or would be, linked to) as association
@@ -602,12 +630,12 @@ impl PushPage<'_> {
         let ids: Vec<HsObjectId> = rows.iter().map(|r| r.hs_object_id.clone()).collect();
         // A dry run's contact it would create has no id, and no associations yet.
         let readable: Vec<HsObjectId> = ids.iter().filter(|i| !i.0.is_empty()).cloned().collect();
-        let (current, _) = if readable.is_empty() {
-            (HashMap::new(), HashSet::new())
+        let read = if readable.is_empty() {
+            ContactCompanies::default()
         } else {
-            let read = read_companies(self.client, &readable).await?;
-            (read.found, read.missing)
+            read_companies(self.client, &readable).await?
         };
+        let current = read.found;
         let plans: Vec<PushPlan> = rows
             .iter()
             .map(|row| {
@@ -624,7 +652,8 @@ impl PushPage<'_> {
             })
             .collect();
         let mut plan = Plan::default();
-        plan.call("association_read", 1);
+        // The real page reads every row, created ones too (they add no further page).
+        plan.call("association_read", read.calls.max(1));
         let refused = if self.dry_run {
             plan.call("association_create", u64::from(plans.iter().any(writes)));
             plan.call("association_archive", u64::from(plans.iter().any(archives)));
@@ -678,22 +707,6 @@ impl PushPage<'_> {
     }
 }
 
-/// Whether the plan writes a pair.
-fn writes(plan: &PushPlan) -> bool {
-    matches!(plan, PushPlan::Write { types: Some(_), .. })
-}
-
-/// Whether the plan archives an old pair HubSpot still has.
-fn archives(plan: &PushPlan) -> bool {
-    match plan {
-        PushPlan::Write {
-            remove: Some(old), ..
-        }
-        | PushPlan::Remove(old) => old.in_hubspot(),
-        _ => false,
-    }
-}
-
 /// HubSpot's associations of some rows' contacts and what their application needs, read
 /// before the transaction that applies them ([`apply`]).
 #[derive(Debug, Default)]
@@ -710,6 +723,26 @@ pub(crate) struct ReadCompanies {
     unknown: Adoptable,
     /// This database's external keys, when anything was read (adoption needs them).
     keys: Option<ExternalKeys>,
+    /// The association reads made.
+    calls: u64,
+    /// The contacts whose companies took more than one of HubSpot's pages, with how many more.
+    further_pages: HashMap<String, u64>,
+}
+
+impl ReadCompanies {
+    /// The association reads made (a dry run counts them as the real run's).
+    pub(crate) fn calls(&self) -> u64 {
+        self.calls
+    }
+
+    /// The rows read, each with how many more of HubSpot's pages its contact's companies took
+    /// than the first.
+    pub(crate) fn further_pages(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.rows.iter().map(|r| {
+            let more = self.further_pages.get(&r.hs_object_id.0).copied();
+            (r.key.as_str(), more.unwrap_or(0))
+        })
+    }
 }
 
 /// The rows a page will link (`linked_by_the_page`: key and the contact it links) as
@@ -744,7 +777,6 @@ async fn read(
     }
     let ids: Vec<HsObjectId> = rows.iter().map(|r| r.hs_object_id.clone()).collect();
     let companies = read_companies(client, &ids).await?;
-    let (current, missing) = (companies.found, companies.missing);
     let resolved = company
         .resolver
         .to_hubspot(store, &company_keys(&rows))
@@ -752,10 +784,12 @@ async fn read(
     let mut read = ReadCompanies {
         rows,
         resolved,
-        current,
-        missing,
+        current: companies.found,
+        missing: companies.missing,
         unknown: Adoptable::default(),
         keys: Some(keys.clone()),
+        calls: companies.calls,
+        further_pages: companies.further_pages,
     };
     let to_set = to_set(company, &read);
     read.unknown = company
@@ -914,11 +948,6 @@ pub(crate) async fn read_page(
     read(client, &keys, store, company, rows).await
 }
 
-/// Whether [`read_page`] read anything (so the page made an association read).
-pub(crate) fn read_any(read: &ReadCompanies) -> bool {
-    !read.rows.is_empty()
-}
-
 /// Applies what [`read_page`] read, in the page's transaction `tx` (no HubSpot call); returns
 /// the failed associations.
 pub(crate) async fn apply_page(
@@ -965,8 +994,9 @@ pub(crate) async fn webhook_batch(
 }
 
 /// The association phase of a full pull of `mapped`: every linked row's primary company,
-/// 1,000 rows a page (one association read each), each page committed with its checkpoint. A
-/// dry full pull has none: it reads the companies with its pages.
+/// 1,000 rows a page (one association read each, and one per further page of a row's
+/// companies), each page committed with its checkpoint. A dry full pull has none: it reads the
+/// companies with its pages.
 pub(crate) async fn pull(
     client: &HubSpotClient,
     mapped: &Mapped,

@@ -43,7 +43,9 @@ use crate::jobs::{Page, Progress, RunError, RunFailure};
 use crate::mapping::ColumnName;
 use crate::mapping::convert::RecordError as ConversionErrors;
 use crate::mapping::{Flow, Owner};
-use crate::store::{ColumnValue, LinkWrite, LocalRecord, PendingObject, PendingPull, Store, Tx};
+use crate::store::{
+    ColumnValue, KeyKind, LinkWrite, LocalRecord, PendingObject, PendingPull, Store, Tx,
+};
 use crate::sync::lookup::Fate;
 use crate::sync::pull::{Keyset, PullCursor, PullPosition, advance_on, search_request_on};
 use crate::sync::{SyncContext, hubspot_error};
@@ -100,6 +102,7 @@ pub(crate) async fn run(
         counts,
         dry_run,
         plan,
+        association_reads: BTreeMap::new(),
     };
     let mut position = cursor.position;
     while position != Position::Done {
@@ -172,6 +175,9 @@ struct PullRun<'a> {
     dry_run: bool,
     /// A dry run's plan not committed yet.
     plan: Plan,
+    /// A dry full pull's rows whose companies the real pull reads after its pages, by key in
+    /// its order, with how many more of HubSpot's pages each one's companies take.
+    association_reads: BTreeMap<(i64, String), u64>,
 }
 
 impl PullRun<'_> {
@@ -230,8 +236,13 @@ impl PullRun<'_> {
             let new = linked_by_the_page(store, self.mapped, &contacts).await?;
             associations::read_page(&self.ctx.hubspot, self.mapped, store, &ids, &new).await?
         };
-        if associations::read_any(&companies) {
-            self.plan.call("association_read", 1);
+        if list {
+            // The real full pull reads them 1,000 a call after its pages: counted at its end.
+            for (key, pages) in companies.further_pages() {
+                self.association_reads.insert(self.read_order(key), pages);
+            }
+        } else {
+            self.plan.call("association_read", companies.calls());
         }
         let end = PageEnd {
             checkpoint: self.checkpoint(&next)?,
@@ -270,6 +281,13 @@ impl PullRun<'_> {
         let Some(last) = rows.last().map(|(key, _)| key.clone()) else {
             let mut tx = self.progress.begin().await?;
             tx.forget_pull_seen(&job).await?;
+            if self.dry_run {
+                let reads = std::mem::take(&mut self.association_reads).into_values();
+                plan.call(
+                    "association_read",
+                    crate::sync::associations::reads_of_full_pull(reads),
+                );
+            }
             self.commit(tx, self.counts, &Position::Done, plan).await?;
             return Ok(Position::Done);
         };
@@ -293,6 +311,13 @@ impl PullRun<'_> {
         }
         let mut tx = self.progress.begin().await?;
         if self.dry_run {
+            // The rows left linked are read by the real association phase too (their
+            // companies were not read here: counted as one page).
+            for (key, _) in rows.iter().filter(|(key, _)| !gone.contains(key)) {
+                self.association_reads
+                    .entry(self.read_order(key))
+                    .or_insert(0);
+            }
             for key in &gone {
                 plan.actions.push(PlannedAction {
                     action: PlannedKind::Skip,
@@ -371,6 +396,16 @@ impl PullRun<'_> {
     /// The job's key in `pull_seen`.
     fn job_key(&self) -> String {
         self.progress.job_id().to_string()
+    }
+
+    /// Where the row `key` comes in the real association phase, which reads rows in key order
+    /// (whole numbers by value; text keys byte by byte, the database's order under the `C`
+    /// collation).
+    fn read_order(&self, key: &str) -> (i64, String) {
+        match (self.mapped.table.key_kind, key.parse::<i64>()) {
+            (KeyKind::Integer, Ok(n)) => (n, String::new()),
+            _ => (0, key.to_owned()),
+        }
     }
 }
 
