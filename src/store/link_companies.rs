@@ -120,6 +120,26 @@ fn texts(ids: &[HsObjectId]) -> Vec<String> {
     ids.iter().map(|i| i.0.clone()).collect()
 }
 
+/// SQLite: the link state of these keys (`$2`, a JSON array) of `object` (`$1`).
+pub(super) const SQLITE_KEY_STATES: &str = "SELECT local_key, hs_object_id, \
+            hubspot_deleted_at IS NOT NULL \
+       FROM object_links \
+      WHERE object = $1 AND local_key IN (SELECT value FROM json_each($2))";
+
+/// SQLite: the link rows of `object` (`$1`) holding these HubSpot ids (`$2`, a JSON array).
+pub(super) const SQLITE_COMPANY_HOLDERS: &str = "SELECT local_key, hs_object_id FROM object_links \
+      WHERE object = $1 AND hs_object_id IN (SELECT value FROM json_each($2))";
+
+/// SQLite: sets the agreed company of these keys of `object` (`$1`) from one JSON array of
+/// `[key, company]` (`$2`). Not `UPDATE … FROM json_each`: SQLite then searches every link row
+/// of the object for each page (2 s a page at 20,000 rows, holding the write lock); the key
+/// list lets it find the page's rows by the primary key.
+pub(super) const SQLITE_SAVE_COMPANIES: &str = "UPDATE object_links \
+        SET company_hs_id = (SELECT json_extract(value, '$[1]') FROM json_each($2) \
+                              WHERE json_extract(value, '$[0]') = object_links.local_key) \
+      WHERE object = $1 \
+        AND local_key IN (SELECT json_extract(value, '$[0]') FROM json_each($2))";
+
 impl Store {
     /// Up to `limit` linked (and not deleted) rows of `table` after the key `after`, in key
     /// order, with the company column's value and the company last agreed: one statement.
@@ -296,12 +316,9 @@ impl Store {
         }
         const PG: &str = "SELECT local_key, hs_object_id, hubspot_deleted_at IS NOT NULL \
                             FROM object_links WHERE object = $1 AND local_key = ANY($2::text[])";
-        const SQLITE: &str = "SELECT local_key, hs_object_id, hubspot_deleted_at IS NOT NULL \
-                                FROM object_links \
-                               WHERE object = $1 AND local_key IN (SELECT value FROM json_each($2))";
         let rows: Vec<(String, Option<String>, bool)> = on_pool!(self, pool =>
             postgres: sqlx::query_as(PG).bind(object).bind(keys).fetch_all(pool).await?,
-            sqlite: sqlx::query_as(SQLITE).bind(object).bind(Json(keys)).fetch_all(pool).await?,
+            sqlite: sqlx::query_as(SQLITE_KEY_STATES).bind(object).bind(Json(keys)).fetch_all(pool).await?,
         );
         Ok(key_states(rows))
     }
@@ -362,12 +379,10 @@ impl Tx {
         }
         const PG: &str = "SELECT local_key, hs_object_id FROM object_links \
                            WHERE object = $1 AND hs_object_id = ANY($2::text[])";
-        const SQLITE: &str = "SELECT local_key, hs_object_id FROM object_links \
-                               WHERE object = $1 AND hs_object_id IN (SELECT value FROM json_each($2))";
         let texts: Vec<String> = ids.iter().map(|i| i.0.clone()).collect();
         let rows: Vec<(String, String)> = on_tx!(self, c =>
             postgres: sqlx::query_as(PG).bind(object).bind(texts).fetch_all(c).await?,
-            sqlite: sqlx::query_as(SQLITE).bind(object).bind(Json(texts)).fetch_all(c).await?,
+            sqlite: sqlx::query_as(SQLITE_COMPANY_HOLDERS).bind(object).bind(Json(texts)).fetch_all(c).await?,
         );
         Ok(rows
             .into_iter()
@@ -388,17 +403,6 @@ impl Tx {
         const PG: &str = "UPDATE object_links l SET company_hs_id = v.company \
                             FROM UNNEST($2::text[], $3::text[]) AS v(local_key, company) \
                            WHERE l.object = $1 AND l.local_key = v.local_key";
-        // Not `UPDATE … FROM json_each`: SQLite then scans every link row of the object for
-        // each page (2 s a page at 20,000 rows, holding the write lock); the key list lets it
-        // find the page's rows by the primary key.
-        const SQLITE: &str = "UPDATE object_links \
-                                 SET company_hs_id = (SELECT json_extract(value, '$[1]') \
-                                                        FROM json_each($2) \
-                                                       WHERE json_extract(value, '$[0]') \
-                                                             = object_links.local_key) \
-                               WHERE object = $1 \
-                                 AND local_key IN (SELECT json_extract(value, '$[0]') \
-                                                     FROM json_each($2))";
         let keys: Vec<&str> = agreed.iter().map(|(k, _)| k.as_str()).collect();
         let companies: Vec<Option<&str>> = agreed
             .iter()
@@ -414,7 +418,7 @@ impl Tx {
         }, sqlite: {
             let pairs: Vec<(&str, Option<&str>)> =
                 keys.iter().copied().zip(companies.iter().copied()).collect();
-            sqlx::query(SQLITE)
+            sqlx::query(SQLITE_SAVE_COMPANIES)
                 .bind(object)
                 .bind(Json(pairs))
                 .execute(c)

@@ -11,7 +11,7 @@
 mod specs {
     use crate::mapping::{ColumnName, TableRef};
     use crate::store::object_links::{KeyKind, LocalTable, sqlite_set_column};
-    use crate::store::{Store, associations, companies, object_links, pull, push};
+    use crate::store::{Store, associations, companies, link_companies, object_links, pull, push};
 
     /// A migrated SQLite database in a temporary folder, with two user tables: one keyed by
     /// a text column under a UNIQUE constraint, one by an integer primary key.
@@ -89,6 +89,18 @@ mod specs {
             ("companies::LINK", companies::SQLITE_LINK.into()),
             ("companies::HOLDERS", companies::SQLITE_HOLDERS.into()),
             ("companies::BY_IDS", companies::SQLITE_BY_IDS.into()),
+            (
+                "link_companies::KEY_STATES",
+                link_companies::SQLITE_KEY_STATES.into(),
+            ),
+            (
+                "link_companies::COMPANY_HOLDERS",
+                link_companies::SQLITE_COMPANY_HOLDERS.into(),
+            ),
+            (
+                "link_companies::SAVE_COMPANIES",
+                link_companies::SQLITE_SAVE_COMPANIES.into(),
+            ),
             ("object_links::HOLDERS", object_links::SQLITE_HOLDERS.into()),
             ("object_links::RELEASE", object_links::SQLITE_RELEASE.into()),
             (
