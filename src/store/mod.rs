@@ -27,6 +27,9 @@
 //!   transaction ([`Tx::begin`]) and calls it. Never write a pool twin of a `Tx` write. (A read
 //!   needed both ways shares one SQL text between its two methods instead: a short transaction
 //!   would take SQLite's write lock for a read.)
+//! - A SQLite statement that finds a page's rows from a JSON key list is a module constant
+//!   listed in `plans.rs`, whose spec reads its plan and requires every table searched by key
+//!   (SQLite's planner may otherwise walk all rows of the table for each page).
 //! - Several statements that must hold together run in a [`Tx`], never on a bare pool.
 //! - Never match on `Pools` or `Tx` variants by hand outside this file and `tx.rs`, nor use
 //!   [`Store::pg_pool`] / [`Store::sqlite_pool`] (tests' fixtures) in the application; the
