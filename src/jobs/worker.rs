@@ -15,7 +15,7 @@
 //!
 //! A handler Apalis drops mid-run (its worker stopped because a queue poll or heartbeat failed,
 //! or the shutdown deadline passed) aborts the run and hands the job back in the background
-//! without counting the attempt ([`RunningJob`]); the restarted worker waits for that.
+//! without counting the attempt (`RunningJob`); the restarted worker waits for that.
 //!
 //! A worker killed with SIGKILL leaves its task `Running` in Apalis; once its heartbeat is
 //! `heartbeat_interval × missed_heartbeats` old, any other worker's heartbeat re-enqueues it.
