@@ -17,6 +17,7 @@ use crate::hubspot::{Auth, ClientConfig, HubSpotClient, HubSpotError, OAuthApp};
 use crate::ids::PortalId;
 use crate::jobs::worker::{WorkerConfig, WorkerRuntimeError};
 use crate::jobs::{JobRunner, Schedule, ScheduleError};
+use crate::mapping::properties::{PropertyError, check_properties};
 use crate::mapping::{CheckedMapping, MappingError, check_mappings};
 use crate::oauth::DbTokenStore;
 use crate::sandbox::{SandboxError, SandboxHandle};
@@ -79,6 +80,9 @@ pub enum StartupError {
     /// A `[[sync.objects]]` mapping does not fit the database (the message names the key).
     #[error(transparent)]
     Mapping(#[from] MappingError),
+    /// A mapped HubSpot property does not fit its mapping (the message names the key).
+    #[error(transparent)]
+    Property(#[from] PropertyError),
     /// `hubspot.access_token` reaches another account than `hubspot.portal_id`.
     #[error(
         "hubspot.access_token is a private-app token of HubSpot account {reached}, but \
@@ -258,6 +262,42 @@ pub async fn check_pinned_account(
     Ok(())
 }
 
+/// How long start-up waits for HubSpot to answer the check of the mapped properties.
+const PROPERTY_CHECK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// With a HubSpot connection, checks each user mapping's properties as its jobs check them
+/// (reads only: a property the mapping may create passes), so that `serve` and `worker` refuse
+/// to start with the one line such a job would fail with (a missing property it may not
+/// create, a type its column cannot hold, a match key HubSpot does not keep unique). When
+/// HubSpot cannot tell (no account connected yet, not answering) each job checks them instead.
+pub async fn check_mapped_properties(
+    client: &HubSpotClient,
+    objects: &[CheckedMapping],
+) -> Result<(), StartupError> {
+    let user_mappings = objects
+        .iter()
+        .filter(|m| !crate::sync::mapped::is_built_in(&m.mapping));
+    for checked in user_mappings {
+        let checking = check_properties(client, checked);
+        match tokio::time::timeout(PROPERTY_CHECK_PATIENCE, checking).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(PropertyError::HubSpot { context, source })) => {
+                tracing::warn!(%context, error = %source, "the mapped HubSpot properties are checked by each job instead of at start-up");
+                return Ok(());
+            }
+            Ok(Err(unfit)) => return Err(unfit.into()),
+            Err(_) => {
+                tracing::warn!(
+                    patience = ?PROPERTY_CHECK_PATIENCE,
+                    "HubSpot did not answer the check of the mapped properties; each job checks them"
+                );
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Everything `crm-sync serve` runs, connected and bound but not yet serving, so that the
 /// caller can print where it listens before [`Service::run`] serves the API and, next to it,
 /// runs the workers, and stops them together.
@@ -330,6 +370,7 @@ impl Service {
         let (state, hubspot) = match built {
             Some((client, tokens)) => {
                 check_pinned_account(&settings, &client).await?;
+                check_mapped_properties(&client, &state.objects).await?;
                 state.metrics.register_client(client.metrics());
                 (state.with_hubspot(client.clone(), tokens), Some(client))
             }
@@ -487,6 +528,7 @@ pub async fn run_worker(dir: &Path) -> Result<(), StartupError> {
     let client = hubspot_client_from_settings(&settings, &store, cipher)?.map(|(c, _)| c);
     if let Some(client) = &client {
         check_pinned_account(&settings, client).await?;
+        check_mapped_properties(client, &objects).await?;
     }
     let metrics = Arc::new(Metrics::new());
     if let Some(client) = &client {

@@ -522,6 +522,73 @@ async fn a_private_app_token_of_another_account_than_the_configured_one_stops_se
     assert!(server.terminate().success());
 }
 
+/// A user's table mapped with `plan` to a property HubSpot does not have (`plan_tier`).
+fn users_mapping(create_properties: bool) -> String {
+    format!(
+        r#"
+[[sync.objects]]
+object = "contacts"
+table = "users"
+key_column = "id"
+create_properties = {create_properties}
+
+[sync.objects.fields]
+email = {{ property = "email", direction = "push" }}
+plan = {{ property = "plan_tier", direction = "push" }}
+"#
+    )
+}
+
+// Several threads: the binary asks the in-process sandbox while this test waits for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mapped_property_missing_in_hubspot_stops_serve_and_worker_naming_its_key() {
+    use sqlx::Connection;
+    let sandbox = start_sandbox(SandboxArgs::default()).await;
+    let dir = tempdir();
+    let url = format!("sqlite://{}", dir.path().join("app.db").display());
+    let mut conn = sqlx::SqliteConnection::connect(&format!("{url}?mode=rwc"))
+        .await
+        .expect("create the app's database");
+    sqlx::query("CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT UNIQUE, plan TEXT)")
+        .execute(&mut conn)
+        .await
+        .expect("create users");
+    conn.close().await.expect("close");
+    let command = |name: &str, port: u16| {
+        let mut cmd = crm_sync(dir.path());
+        cmd.arg(name)
+            .env("CRM_SYNC__DATABASE__URL", &url)
+            .env("CRM_SYNC__SERVER__BIND", format!("127.0.0.1:{port}"))
+            .env("CRM_SYNC__HUBSPOT__API_BASE_URL", sandbox.base_url())
+            .env("CRM_SYNC__HUBSPOT__ACCESS_TOKEN", sandbox.access_token());
+        cmd
+    };
+
+    write(dir.path().join("config/local.toml"), &users_mapping(false));
+    for name in ["serve", "worker"] {
+        let out = Run::of(&mut command(name, free_port()));
+        let line = out.error_line();
+        assert!(line.contains("\"plan_tier\""), "{name}: {line}");
+        assert!(
+            line.contains("sync.objects[0].fields.plan"),
+            "{name}: {line}"
+        );
+        assert!(
+            line.contains("sync.objects[0].create_properties = true"),
+            "{name}: {line}"
+        );
+    }
+
+    // Allowed to create it, the service starts; the property is created by the first job.
+    write(dir.path().join("config/local.toml"), &users_mapping(true));
+    let port = free_port();
+    let mut server = Running::start(command("serve", port), dir.path());
+    server
+        .wait_healthy(&format!("http://127.0.0.1:{port}"))
+        .await;
+    assert!(server.terminate().success());
+}
+
 #[test]
 fn an_unknown_industry_is_refused_with_the_valid_ones() {
     let dir = tempdir();
