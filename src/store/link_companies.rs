@@ -225,7 +225,8 @@ impl Store {
     }
 
     /// `keys` that are rows of `table`, in the table's key order (the database's, text keys
-    /// by its collation).
+    /// by its collation). Ordered by the qualified column: PostgreSQL would sort an unqualified
+    /// name by the output column of the same name, the key as text.
     pub async fn keys_in_order(
         &self,
         table: &LocalTable,
@@ -236,14 +237,14 @@ impl Store {
         }
         let (pg, sqlite) = (
             format!(
-                "SELECT CAST({key} AS TEXT) FROM {table} \
-                  WHERE CAST({key} AS TEXT) = ANY($1::text[]) ORDER BY {key}",
+                "SELECT CAST(u.{key} AS TEXT) FROM {table} u \
+                  WHERE CAST(u.{key} AS TEXT) = ANY($1::text[]) ORDER BY u.{key}",
                 key = table.key.quoted(),
                 table = table.table.quoted(),
             ),
             format!(
-                "SELECT CAST({key} AS TEXT) FROM {table} \
-                  WHERE CAST({key} AS TEXT) IN (SELECT value FROM json_each($1)) ORDER BY {key}",
+                "SELECT CAST(u.{key} AS TEXT) FROM {table} u \
+                  WHERE CAST(u.{key} AS TEXT) IN (SELECT value FROM json_each($1)) ORDER BY u.{key}",
                 key = table.key.quoted(),
                 table = table.table.quoted(),
             ),
