@@ -552,7 +552,7 @@ backend_tests! {
         let first = env.dry_then_real(JobAction::Push { mode: PushMode::Link }).await;
         assert_eq!(first.counts, Counts::Push(push(3, 0, 0, 0, 0)));
         let plan = first.plan.expect("a plan");
-        assert_eq!(plan.calls.get("property_create"), Some(&3), "seats, signup_date, is_active: {plan:#?}");
+        assert_eq!(plan.calls.get("property_create"), Some(&4), "seats, signup_date, is_active and their group: {plan:#?}");
         assert_eq!(plan.calls.get("batch_create"), Some(&1), "{plan:#?}");
 
         exec(&env.store, "UPDATE users SET seats = 5 WHERE id = 1").await;

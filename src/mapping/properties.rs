@@ -113,6 +113,9 @@ pub struct ReadyMapping {
     pub fields: Vec<TypedField>,
     /// The properties this call created (a dry run: would have created).
     pub created: Vec<PropertyName>,
+    /// Calls made on the `crm_sync` property group: reads, and creates (a dry run: the
+    /// real run's, the create counted when it would make it).
+    pub group_calls: (u64, u64),
 }
 
 /// Makes sure every property `checked` maps exists on its object with a type its column can
@@ -145,6 +148,7 @@ async fn ready_mapping(
         client,
         checked,
         group_ready: false,
+        group_calls: (0, 0),
         created: Vec::new(),
         dry_run,
     };
@@ -160,6 +164,7 @@ async fn ready_mapping(
     Ok(ReadyMapping {
         fields,
         created: ensurer.created,
+        group_calls: ensurer.group_calls,
     })
 }
 
@@ -167,6 +172,8 @@ struct Ensurer<'a> {
     client: &'a HubSpotClient,
     checked: &'a CheckedMapping,
     group_ready: bool,
+    /// Reads and creates of the property group so far.
+    group_calls: (u64, u64),
     created: Vec<PropertyName>,
     /// Only say what would be created.
     dry_run: bool,
@@ -196,6 +203,7 @@ impl Ensurer<'_> {
             Err(HubSpotError::NotFound { .. })
                 if self.checked.mapping.create_properties && self.dry_run =>
             {
+                self.ensure_group(&field.key).await?;
                 let declared = self.declared(field)?;
                 self.created.push(field.field.property.clone());
                 return Ok(declared.kind);
@@ -324,13 +332,16 @@ impl Ensurer<'_> {
         if self.group_ready {
             return Ok(());
         }
+        self.group_calls.0 += 1;
         match self
             .client
             .get_property_group(self.object(), PROPERTY_GROUP)
             .await
         {
             Ok(_) => {}
+            Err(HubSpotError::NotFound { .. }) if self.dry_run => self.group_calls.1 += 1,
             Err(HubSpotError::NotFound { .. }) => {
+                self.group_calls.1 += 1;
                 let group = PropertyGroupCreate {
                     name: PROPERTY_GROUP.to_owned(),
                     label: "crm-sync".to_owned(),

@@ -261,7 +261,8 @@ impl AssociationPush<'_> {
         mut counts: PushCounts,
         planned: &PlannedContacts,
     ) -> Result<PushCounts, RunError> {
-        let companies = self.resolve_companies_dry().await?;
+        let (companies, calls) = self.resolve_companies_dry().await?;
+        self.commit_calls(counts, calls).await?;
         let reasons: HashMap<LocalCompanyId, String> = companies
             .iter()
             .filter_map(|(id, r)| r.as_ref().err().map(|e| (*id, e.clone())))
@@ -283,19 +284,20 @@ impl AssociationPush<'_> {
 
     /// What each unlinked company contacts name would be linked to by
     /// [`AssociationPush::link_companies`] (its HubSpot id, empty for one it would create), or
-    /// why it would not be; nothing written.
+    /// why it would not be, with the calls that linking makes; nothing written.
     async fn resolve_companies_dry(
         &self,
-    ) -> Result<HashMap<LocalCompanyId, Result<CompanyId, String>>, RunError> {
+    ) -> Result<(HashMap<LocalCompanyId, Result<CompanyId, String>>, Plan), RunError> {
         let store = self.progress.store();
         let mut companies = HashMap::new();
+        let mut linking = super::companies::push::LinkingCalls::default();
         let mut after = LocalCompanyId(i64::MIN);
         loop {
             let page = store
                 .companies_named_by_contacts(after, MAX_BATCH as u32)
                 .await?;
             let Some(last) = page.last().map(|c| c.id) else {
-                return Ok(companies);
+                return Ok((companies, linking.calls));
             };
             companies.extend(
                 super::companies::push::resolve_for_associations(
@@ -303,12 +305,26 @@ impl AssociationPush<'_> {
                     store,
                     self.mode,
                     &page,
-                    true,
+                    Some(&mut linking),
                 )
                 .await?,
             );
             after = last;
         }
+    }
+
+    /// Adds `calls` to a dry run's plan, the counts unchanged.
+    async fn commit_calls(&self, counts: PushCounts, calls: Plan) -> Result<(), RunError> {
+        if calls.calls.is_empty() {
+            return Ok(());
+        }
+        let tx = self.progress.begin().await?;
+        let page = Page {
+            counts: Counts::Push(counts),
+            checkpoint: self.progress.checkpoint().unwrap_or(Value::Null),
+            errors: Vec::new(),
+        };
+        self.progress.commit_planned(tx, page, Some(calls)).await
     }
 
     /// One dry page of [`AssociationPush::run_dry`]: the real page's reads and plan, its counts

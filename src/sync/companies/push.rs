@@ -649,11 +649,12 @@ impl PageRun<'_> {
         out: &mut [Option<Resolution>],
     ) -> Result<(), RunError> {
         if let Some(dry) = &self.dry_run {
+            // The real run reads, also when it has just created the property.
+            dry.call("batch_read", 1);
             if !dry.key_exists {
                 // Without the property no company carries a key: nothing to find.
                 return Ok(());
             }
-            dry.call("batch_read", 1);
         }
         for (i, record) in self.read_by_key(page, which).await? {
             out[i] = Some(if holds_local_values(&page[i], &record) {
@@ -937,35 +938,54 @@ pub(crate) async fn link_for_associations(
     mode: PushMode,
     candidates: &[CompanyCandidate],
 ) -> Result<HashMap<LocalCompanyId, String>, RunError> {
-    let resolved = resolve_for_associations(client, store, mode, candidates, false).await?;
+    let resolved = resolve_for_associations(client, store, mode, candidates, None).await?;
     Ok(resolved
         .into_iter()
         .filter_map(|(id, r)| r.err().map(|reason| (id, reason)))
         .collect())
 }
 
+/// The calls a dry run's linking of companies would make, gathered over its pages.
+#[derive(Debug, Default)]
+pub(crate) struct LinkingCalls {
+    /// The calls so far, by operation.
+    pub(crate) calls: Plan,
+    /// Whether the creation of the external key property is counted (the real run creates it
+    /// at its first page and finds it at the others).
+    key_created: bool,
+}
+
 /// [`link_for_associations`], answering the HubSpot company each candidate is now linked to
-/// (or why none). A dry run makes the same reads, writes nothing, and answers an empty id for
-/// a company it would create.
+/// (or why none). A dry run (`dry`: where the calls the real run would make are added) makes
+/// the same reads, writes nothing, and answers an empty id for a company it would create.
 pub(crate) async fn resolve_for_associations(
     client: &HubSpotClient,
     store: &crate::store::Store,
     mode: PushMode,
     candidates: &[CompanyCandidate],
-    dry_run: bool,
+    mut dry: Option<&mut LinkingCalls>,
 ) -> Result<HashMap<LocalCompanyId, Result<CompanyId, String>>, RunError> {
     let mut out = HashMap::new();
     if candidates.is_empty() {
         return Ok(out);
     }
-    let dry_run = if dry_run {
-        Some(DryRun {
-            key_exists: key_property_exists(client).await?,
-            plan: Mutex::new(Plan::default()),
-        })
-    } else {
-        ensure_key_property(client).await?;
-        None
+    let dry_run = match dry.as_deref_mut() {
+        Some(linking) => {
+            let key_exists = key_property_exists(client).await?;
+            linking.calls.call("property_read", 1);
+            if !key_exists && !linking.key_created {
+                linking.calls.call("property_create", 1);
+                linking.key_created = true;
+            }
+            Some(DryRun {
+                key_exists,
+                plan: Mutex::new(Plan::default()),
+            })
+        }
+        None => {
+            ensure_key_property(client).await?;
+            None
+        }
     };
     let writes = dry_run.is_none();
     let keys = ExternalKeys::new(&store.installation().await?);
@@ -976,6 +996,12 @@ pub(crate) async fn resolve_for_associations(
         dry_run,
     };
     let resolutions = page.resolve(candidates).await?;
+    if let (Some(linking), Some(dry_run)) = (dry, page.dry_run) {
+        // The calls only: the job's actions are its own records'.
+        for (operation, n) in dry_run.plan.into_inner().unwrap_or_default().calls {
+            linking.calls.call(&operation, n);
+        }
+    }
     let mut links = Vec::new();
     for (company, resolution) in candidates.iter().zip(resolutions) {
         let (id, pushed_version) = match resolution {

@@ -46,7 +46,7 @@ use crate::sync::associations::{
     pull_decision, read_companies, write_pairs, writes,
 };
 use crate::sync::companies::pull::{Adoptable, adopt, read_adoptable};
-use crate::sync::companies::push::resolve_for_associations;
+use crate::sync::companies::push::{LinkingCalls, resolve_for_associations};
 use crate::sync::keys::ExternalKeys;
 
 /// The checkpoint key where an association phase of a mapped table goes on (a row key, as
@@ -363,7 +363,7 @@ pub(crate) async fn push(
     else {
         return Ok(counts);
     };
-    let linker = CompanyLinker::new(ctx, progress.store(), company, mode, dry_run).await?;
+    let mut linker = CompanyLinker::new(ctx, progress.store(), company, mode, dry_run).await?;
     let page = PushPage {
         client: &ctx.hubspot,
         mapped,
@@ -386,7 +386,9 @@ pub(crate) async fn push(
         };
         let full = rows.len() == PUSH_PAGE as usize;
         let checkpoint = push_checkpoint(&base, &last);
-        counts = page.plan_and_run(&linker, rows, counts, checkpoint).await?;
+        counts = page
+            .plan_and_run(&mut linker, rows, counts, checkpoint)
+            .await?;
         after = Some(last);
         if !full {
             break;
@@ -496,6 +498,11 @@ struct CompanyLinker<'a> {
     resolver: &'a CompanyResolver,
     /// The companies table of the user's own, ready for its push (its properties checked).
     companies: Option<Mapped>,
+    /// A dry run's memory of the companies earlier pages would have linked: the real run
+    /// finds them linked and makes no call for them again.
+    dry_linked: HashMap<String, CompanyId>,
+    /// A dry run's calls of linking companies not yet in the job's plan.
+    dry_calls: LinkingCalls,
 }
 
 impl<'a> CompanyLinker<'a> {
@@ -512,42 +519,57 @@ impl<'a> CompanyLinker<'a> {
             }
             _ => None,
         };
+        let mut dry_calls = LinkingCalls::default();
+        if dry_run && let Some(companies) = &companies {
+            // The real run checks the companies table's properties once, here.
+            dry_calls.calls.merge(companies.property_plan.clone());
+        }
         Ok(Self {
             ctx,
             mode,
             dry_run,
             resolver: &company.resolver,
             companies,
+            dry_linked: HashMap::new(),
+            dry_calls,
         })
+    }
+
+    /// A dry run's linking calls since the last time they were taken.
+    fn take_calls(&mut self) -> Plan {
+        std::mem::take(&mut self.dry_calls.calls)
     }
 
     /// Links the unlinked companies among `resolved` and answers for them again: linked, or
     /// why not (a dry run answers an empty id for a company it would create).
     async fn link(
-        &self,
+        &mut self,
         store: &Store,
         resolved: &mut HashMap<String, Resolved>,
     ) -> Result<(), RunError> {
-        let keys: Vec<String> = resolved
+        let mut keys: Vec<String> = resolved
             .iter()
             .filter(|(_, r)| matches!(r, Resolved::Unlinked(_)))
             .map(|(k, _)| k.clone())
             .collect();
+        keys.retain(|k| match self.dry_linked.get(k) {
+            Some(id) => {
+                resolved.insert(k.clone(), Resolved::Linked(id.clone()));
+                false
+            }
+            None => true,
+        });
         if keys.is_empty() {
             return Ok(());
         }
+        let dry = self.dry_run.then_some(&mut self.dry_calls);
         let answers: HashMap<String, Result<CompanyId, String>> = match self.resolver {
             CompanyResolver::BuiltIn => {
                 let ids: Vec<i64> = keys.iter().filter_map(|k| k.trim().parse().ok()).collect();
                 let candidates = store.unlinked_companies_by_ids(&ids).await?;
-                let by_id = resolve_for_associations(
-                    &self.ctx.hubspot,
-                    store,
-                    self.mode,
-                    &candidates,
-                    self.dry_run,
-                )
-                .await?;
+                let by_id =
+                    resolve_for_associations(&self.ctx.hubspot, store, self.mode, &candidates, dry)
+                        .await?;
                 keys.iter()
                     .filter_map(|k| {
                         let id = LocalCompanyId(k.trim().parse().ok()?);
@@ -560,7 +582,7 @@ impl<'a> CompanyLinker<'a> {
                     self.ctx,
                     companies,
                     self.mode,
-                    self.dry_run,
+                    dry.map(|d| &mut d.calls),
                     store,
                     &keys,
                 )
@@ -573,7 +595,12 @@ impl<'a> CompanyLinker<'a> {
         };
         for (key, answer) in answers {
             let now = match answer {
-                Ok(id) => Resolved::Linked(id),
+                Ok(id) => {
+                    if self.dry_run {
+                        self.dry_linked.insert(key.clone(), id.clone());
+                    }
+                    Resolved::Linked(id)
+                }
                 Err(reason) => {
                     Resolved::Unlinked(format!("its company could not be linked: {reason}"))
                 }
@@ -598,7 +625,7 @@ impl PushPage<'_> {
     /// those whose company changed; a page without any costs nothing more.
     async fn plan_and_run(
         &self,
-        linker: &CompanyLinker<'_>,
+        linker: &mut CompanyLinker<'_>,
         rows: Vec<CompanyLinkRow>,
         counts: PushCounts,
         checkpoint: Value,
@@ -610,14 +637,36 @@ impl PushPage<'_> {
             .to_hubspot(store, &company_keys(&rows))
             .await?;
         linker.link(store, &mut resolved).await?;
+        let linking = linker.take_calls();
         let candidates: Vec<CompanyLinkRow> = rows
             .into_iter()
             .filter(|r| changed_locally(r, &resolved))
             .collect();
+
         if candidates.is_empty() {
+            if !linking.calls.is_empty() {
+                self.commit_calls(counts, checkpoint, linking).await?;
+            }
             return Ok(counts);
         }
-        self.run(&candidates, &resolved, counts, checkpoint).await
+        self.run(&candidates, &resolved, counts, checkpoint, linking)
+            .await
+    }
+
+    /// Adds a dry run's `calls` to its plan, the counts unchanged.
+    async fn commit_calls(
+        &self,
+        counts: PushCounts,
+        checkpoint: Value,
+        calls: Plan,
+    ) -> Result<(), RunError> {
+        let tx = self.progress.begin().await?;
+        let page = Page {
+            counts: Counts::Push(counts),
+            checkpoint,
+            errors: Vec::new(),
+        };
+        self.progress.commit_planned(tx, page, Some(calls)).await
     }
 
     async fn run(
@@ -626,6 +675,7 @@ impl PushPage<'_> {
         resolved: &HashMap<String, Resolved>,
         mut counts: PushCounts,
         checkpoint: Value,
+        linking: Plan,
     ) -> Result<PushCounts, RunError> {
         let ids: Vec<HsObjectId> = rows.iter().map(|r| r.hs_object_id.clone()).collect();
         // A dry run's contact it would create has no id, and no associations yet.
@@ -651,7 +701,8 @@ impl PushPage<'_> {
                 crate::sync::associations::plan_pair(wanted, row.synced.as_ref(), records)
             })
             .collect();
-        let mut plan = Plan::default();
+        // The companies this page linked first, then its own calls.
+        let mut plan = linking;
         // The real page reads every row, created ones too (they add no further page).
         plan.call("association_read", read.calls.max(1));
         let refused = if self.dry_run {

@@ -38,9 +38,9 @@ use crate::ids::{ContactId, HsObjectId};
 use crate::jobs::model::{Job, JobAction, Plan, SyncObject, Trigger};
 use crate::jobs::{Progress, RunError};
 use crate::mapping::convert::TypedField;
-use crate::mapping::properties::{check_properties, ensure_properties};
+use crate::mapping::properties::{ReadyMapping, check_properties, ensure_properties};
 use crate::mapping::{
-    CheckedMapping, ColumnName, HubSpotIdStore, MappingError, MatchKey, ObjectMapping, PropertyName,
+    CheckedMapping, ColumnName, HubSpotIdStore, MappingError, MatchKey, ObjectMapping,
 };
 use crate::store::{
     ColumnKind, ColumnValue, KeyKind, LocalRecord, LocalTable, Store, StoreError, Tx,
@@ -224,7 +224,7 @@ impl Mapped {
             .map_err(|e| RunError::fatal(e.to_string()))?;
         let id_column = id_column(store, mapping).await?;
         let company = associations::MappedCompany::of(store, checked, &ctx.objects).await?;
-        let mut property_plan = property_plan(checked, &ready.created);
+        let mut property_plan = property_plan(checked, &ready);
         let (identity, identity_exists) = match &mapping.match_key {
             MatchKey::Property(property) => {
                 let at = ready
@@ -489,11 +489,16 @@ async fn external_key_property(
 }
 
 /// The property calls of preparing `checked`: one read per field, one create per property
-/// made (or, in a dry run, that would be).
-fn property_plan(checked: &CheckedMapping, created: &[PropertyName]) -> Plan {
+/// made (or, in a dry run, that would be), and the property group's read and create.
+fn property_plan(checked: &CheckedMapping, ready: &ReadyMapping) -> Plan {
     let mut plan = Plan::default();
-    plan.call("property_read", checked.fields.len() as u64);
-    plan.call("property_create", created.len() as u64);
+    // The property group's read and create count as property calls.
+    let (group_reads, group_creates) = ready.group_calls;
+    plan.call("property_read", checked.fields.len() as u64 + group_reads);
+    plan.call(
+        "property_create",
+        ready.created.len() as u64 + group_creates,
+    );
     plan
 }
 

@@ -221,16 +221,18 @@ pub(crate) async fn run(
 /// companies table of the user's own) exactly as a page of its push does, and saves their
 /// links on their own, outside the calling job's counts: the companies a contacts push's
 /// associations need, linked before them. Answers the HubSpot id each row is now linked to, or
-/// why it is not; a dry run makes the same reads, writes nothing, and answers an empty id for
-/// a row it would create. Rows already linked, marked deleted or missing are not answered.
+/// why it is not; a dry run (`dry`: where the calls the real run would make are added) makes
+/// the same reads, writes nothing, and answers an empty id for a row it would create. Rows
+/// already linked, marked deleted or missing are not answered.
 pub(crate) async fn link_rows(
     ctx: &SyncContext,
     mapped: &Mapped,
     mode: PushMode,
-    dry_run: bool,
+    dry: Option<&mut Plan>,
     store: &Store,
     keys: &[String],
 ) -> Result<HashMap<String, Result<HsObjectId, String>>, RunError> {
+    let dry_run = dry.is_some();
     let records = store.local_records(&mapped.table, keys).await?;
     let unlinked: Vec<Candidate> = candidates(mapped, records)
         .into_iter()
@@ -270,7 +272,8 @@ pub(crate) async fn link_rows(
         };
         out.insert(c.key.clone(), answer);
     }
-    if dry_run {
+    if let Some(calls) = dry {
+        calls.merge(std::mem::take(&mut run.plan));
         return Ok(out);
     }
     let mut tx = Tx::begin(store).await?;
@@ -704,6 +707,8 @@ impl PushRun<'_> {
     ) -> Result<HashMap<String, Found>, RunError> {
         let mapped = self.mapped;
         let mut found = HashMap::new();
+        // The real run reads, also when it has just created the external key property.
+        self.plan.call("batch_read", 1);
         if !mapped.identity_exists {
             // A dry run before the external key exists: nothing carries one yet.
             return Ok(found);
@@ -715,7 +720,6 @@ impl PushRun<'_> {
         }
         let values: Vec<String> = with_identity.iter().map(|(_, v)| v.clone()).collect();
         let batch = Batch::new(values).map_err(|e| RunError::fatal(e.to_string()))?;
-        self.plan.call("batch_read", 1);
         let read = mapped
             .remote(&self.ctx.hubspot)
             .batch_read(&batch, Some(&identity), &properties)
