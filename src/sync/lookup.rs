@@ -36,14 +36,24 @@ pub(crate) async fn look_up(
     client: &HubSpotClient,
     ids: &[HsObjectId],
 ) -> Result<HashMap<HsObjectId, Fate>, HubSpotError> {
+    Ok(look_up_counted(client, ids).await?.0)
+}
+
+/// [`look_up`], with how many ids it read on their own (a dry run plans those calls).
+pub(crate) async fn look_up_counted(
+    client: &HubSpotClient,
+    ids: &[HsObjectId],
+) -> Result<(HashMap<HsObjectId, Fate>, u64), HubSpotError> {
     let mut fates = read_split(client, ids).await?;
+    let mut gets = 0;
     for id in ids {
         if !fates.contains_key(id) {
             let fate = read_one(client, id).await?;
             fates.insert(id.clone(), fate);
+            gets += 1;
         }
     }
-    Ok(fates)
+    Ok((fates, gets))
 }
 
 /// Batch reads `ids`, halving a batch HubSpot refuses whole until the refused id is alone.

@@ -47,8 +47,17 @@ pub(crate) async fn look_up_companies(
     ids: &[CompanyId],
     context: &str,
 ) -> Result<HashMap<CompanyId, CompanyFate>, RunError> {
+    Ok(look_up_companies_counted(client, ids, context).await?.0)
+}
+
+/// [`look_up_companies`], with how many ids it read on their own (a dry run plans those calls).
+pub(crate) async fn look_up_companies_counted(
+    client: &HubSpotClient,
+    ids: &[CompanyId],
+    context: &str,
+) -> Result<(HashMap<CompanyId, CompanyFate>, u64), RunError> {
     if ids.is_empty() {
-        return Ok(HashMap::new());
+        return Ok((HashMap::new(), 0));
     }
     let raw: Vec<String> = ids.iter().map(|id| id.0.clone()).collect();
     let batch = Batch::new(raw)
@@ -77,7 +86,8 @@ pub(crate) async fn look_up_companies(
         };
         answered.insert(id.clone(), fate);
     }
-    Ok(answered)
+    let gets = ids.iter().filter(|id| !fates.contains_key(*id)).count() as u64;
+    Ok((answered, gets))
 }
 
 /// Reads one id on its own (after a batch read or update left it out without a word).

@@ -343,10 +343,22 @@ fn record_error(mapped: &Mapped, row: &CompanyLinkRow, reason: String) -> Record
     }
 }
 
+/// What a dry push's row phase would do to the rows its association phase meets (nothing for
+/// a real push, whose row phase has done it).
+#[derive(Debug, Default)]
+pub(crate) struct PlannedLinks {
+    /// The rows it would link (to this HubSpot id) or create (`None`).
+    pub(crate) links: Vec<(String, Option<HsObjectId>)>,
+    /// The linked rows whose HubSpot record is gone, which it would mark deleted.
+    pub(crate) gone: Vec<String>,
+    /// The linked rows it would move to the survivor of a merge.
+    pub(crate) moves: Vec<(String, HsObjectId)>,
+}
+
 /// The association phase of a push of `mapped`: every linked row whose company changed since
 /// the last agreed one, page by page after the checkpoint; returns the counts. A dry run's
-/// pages also hold the rows its contact phase would link or create (`planned_links`), where
-/// the real run's pages meet them once it linked them.
+/// pages are the real run's as its row phase leaves them (`planned`): with the rows it would
+/// link or create, without those it would mark deleted, a merged one at its survivor.
 pub(crate) async fn push(
     ctx: &SyncContext,
     mapped: &Mapped,
@@ -354,7 +366,7 @@ pub(crate) async fn push(
     dry_run: bool,
     progress: &Progress,
     mut counts: PushCounts,
-    planned_links: &[(String, Option<HsObjectId>)],
+    planned: &PlannedLinks,
 ) -> Result<PushCounts, RunError> {
     let Some(company) = mapped
         .company
@@ -373,7 +385,7 @@ pub(crate) async fn push(
     };
     let base = progress.checkpoint();
     let mut after = resume_after(progress);
-    let mut planned = PlannedRows::new(progress.store(), mapped, planned_links).await?;
+    let mut planned = PlannedRows::new(progress.store(), mapped, planned).await?;
     loop {
         if progress.should_stop() {
             return Err(RunError::Interrupted);
@@ -397,29 +409,36 @@ pub(crate) async fn push(
     Ok(counts)
 }
 
-/// The rows a dry push would link or create (none for a real push), which the real run links
-/// before its association phase and then meets among the linked rows in key order: a dry run's
-/// pages take them in where the real run's do.
+/// The rows a dry push would link or create, mark deleted or move (none for a real push), as
+/// the real run's pages meet them after its row phase: those it links among the linked rows in
+/// key order, those it marks deleted no longer linked, a moved one at its survivor.
 struct PlannedRows<'a> {
     mapped: &'a Mapped,
-    /// Their keys in the table's key order, those not taken in yet.
+    /// Keys of the rows it would link or create in the table's key order, those not taken in
+    /// yet.
     keys: std::collections::VecDeque<String>,
     /// The HubSpot id each would be linked to (`None`: one it would create).
     ids: HashMap<String, Option<HsObjectId>>,
+    /// The linked rows it would mark deleted.
+    gone: HashSet<String>,
+    /// The survivor each moved row would be linked to.
+    moved: HashMap<String, HsObjectId>,
 }
 
 impl<'a> PlannedRows<'a> {
     async fn new(
         store: &Store,
         mapped: &'a Mapped,
-        planned: &[(String, Option<HsObjectId>)],
+        planned: &PlannedLinks,
     ) -> Result<Self, RunError> {
-        let ids: HashMap<String, Option<HsObjectId>> = planned.iter().cloned().collect();
-        let keys: Vec<String> = planned.iter().map(|(key, _)| key.clone()).collect();
+        let ids: HashMap<String, Option<HsObjectId>> = planned.links.iter().cloned().collect();
+        let keys: Vec<String> = planned.links.iter().map(|(key, _)| key.clone()).collect();
         Ok(Self {
             mapped,
             keys: store.keys_in_order(&mapped.table, &keys).await?.into(),
             ids,
+            gone: planned.gone.iter().cloned().collect(),
+            moved: planned.moves.iter().cloned().collect(),
         })
     }
 
@@ -430,16 +449,49 @@ impl<'a> PlannedRows<'a> {
         company: &MappedCompany,
         after: Option<&str>,
     ) -> Result<Vec<CompanyLinkRow>, RunError> {
+        let mut rows = Vec::new();
+        let mut after = after.map(str::to_owned);
+        // The real page's rows of 100 leave out the rows marked deleted: reading on past them
+        // keeps the pages (and so their reads) the real run's.
+        while rows.len() < PUSH_PAGE as usize {
+            let want = PUSH_PAGE - rows.len() as u32;
+            let read = self.read(store, company, after.as_deref(), want).await?;
+            let Some(last) = read.last().map(|r| r.key.clone()) else {
+                break;
+            };
+            let short = read.len() < want as usize;
+            rows.extend(read.into_iter().filter(|r| !self.gone.contains(&r.key)));
+            after = Some(last);
+            if short {
+                break;
+            }
+        }
+        for row in &mut rows {
+            if let Some(survivor) = self.moved.get(&row.key) {
+                row.hs_object_id = survivor.clone();
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Up to `limit` linked rows after `after`, with the planned rows among them taken in.
+    async fn read(
+        &mut self,
+        store: &Store,
+        company: &MappedCompany,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<CompanyLinkRow>, RunError> {
         let (table, column) = (&self.mapped.table, &company.column);
         if self.keys.is_empty() {
             return Ok(store
-                .company_link_page(table, column, after, PUSH_PAGE)
+                .company_link_page(table, column, after, limit)
                 .await?);
         }
         // A page takes in at most a page of them, the next ones in key order.
-        let next: Vec<String> = self.keys.iter().take(PUSH_PAGE as usize).cloned().collect();
+        let next: Vec<String> = self.keys.iter().take(limit as usize).cloned().collect();
         let mut rows = store
-            .company_link_page_with(table, column, after, PUSH_PAGE, &next)
+            .company_link_page_with(table, column, after, limit, &next)
             .await?;
         for row in &mut rows {
             if let Some(id) = self.ids.get(&row.key) {

@@ -37,7 +37,8 @@ use crate::jobs::model::{
 };
 use crate::jobs::{Page, Progress, RunError};
 use crate::mapping::Owner;
-use crate::store::{LinkWrite, LocalRecord, ObjectLink, Store, Tx};
+use super::associations::PlannedLinks;
+use crate::store::{LinkHeld, LinkWrite, LocalRecord, ObjectLink, Store, Tx};
 use crate::sync::companies::companies_by_domain;
 use crate::sync::lookup::Fate;
 use crate::sync::{SyncContext, hubspot_error};
@@ -126,10 +127,9 @@ struct PushRun<'a> {
     mode: PushMode,
     dry_run: bool,
     plan: Plan,
-    /// A dry run's rows that the real run would link or create, with the HubSpot id they
-    /// would get (`None`: created): their associations are planned after the rows, as if
-    /// linked.
-    planned_links: Vec<(String, Option<HsObjectId>)>,
+    /// What a dry run's pages would do to the rows the association phase meets (links,
+    /// marks, moves), which it plans as the real run meets them.
+    planned: PlannedLinks,
 }
 
 /// Runs one push of `mapped` from the job's checkpoint; a dry run writes nothing but the job
@@ -155,7 +155,7 @@ pub(crate) async fn run(
         } else {
             Plan::default()
         },
-        planned_links: Vec::new(),
+        planned: PlannedLinks::default(),
     };
     let mut committed = false;
     loop {
@@ -209,7 +209,7 @@ pub(crate) async fn run(
         dry_run,
         progress,
         counts,
-        &run.planned_links,
+        &run.planned,
     )
     .await?;
     progress.set_total(counts.total).await?;
@@ -248,7 +248,7 @@ pub(crate) async fn link_rows(
         mode,
         dry_run,
         plan: Plan::default(),
-        planned_links: Vec::new(),
+        planned: PlannedLinks::default(),
     };
     let decisions = run.resolve(&unlinked).await?;
     let mut links = Vec::new();
@@ -535,14 +535,20 @@ impl PushRun<'_> {
             .filter(|(_, a)| !**a)
             .map(|(id, _)| id.clone())
             .collect();
-        let fates = if unanswered.is_empty() {
-            HashMap::new()
+        let (fates, gets) = if unanswered.is_empty() {
+            (HashMap::new(), 0)
         } else {
             mapped
                 .remote(&ctx.hubspot)
-                .look_up(&unanswered, "reading HubSpot records an update left out")
+                .look_up_counted(&unanswered, "reading HubSpot records an update left out")
                 .await?
         };
+        if self.dry_run && gets > 0 {
+            // The real update leaves out without a word the ids a batch read leaves out (merged
+            // away, or deleted under some accounts): it looks those up, one read and a get each.
+            self.plan.call("batch_read", 1);
+            self.plan.call("get", gets);
+        }
         for (at, &i) in positions.iter().enumerate() {
             if decisions[i].is_some() {
                 continue;
@@ -933,6 +939,24 @@ impl PushRun<'_> {
         Ok(())
     }
 
+    /// Keeps, for a dry run's association phase, the rows this page would mark deleted and
+    /// those it would move to a survivor (not those whose survivor another row holds: the real
+    /// run leaves their link as it was).
+    fn plan_marks_and_moves(
+        &mut self,
+        gone: &[String],
+        moves: &[(String, HsObjectId)],
+        held: &[LinkHeld],
+    ) {
+        self.planned.gone.extend(gone.iter().cloned());
+        self.planned.moves.extend(
+            moves
+                .iter()
+                .filter(|(key, _)| !held.iter().any(|h| h.key == *key))
+                .cloned(),
+        );
+    }
+
     /// Saves a page's links, marks and counts with its checkpoint in one transaction; a dry run
     /// makes the same writes, rolls them back, and commits only the job row with its plan.
     async fn commit(
@@ -968,7 +992,7 @@ impl PushRun<'_> {
         let held = tx.save_object_links(object, &links).await?;
         if self.dry_run {
             // Rows unlinked until now that this page links or creates.
-            self.planned_links.extend(
+            self.planned.links.extend(
                 links
                     .iter()
                     .filter(|l| !held.iter().any(|h| h.key == l.key))
@@ -982,6 +1006,9 @@ impl PushRun<'_> {
         }
         tx.mark_deleted_in_hubspot(object, &gone).await?;
         let moved_held = tx.relink_objects(object, &moves).await?;
+        if self.dry_run {
+            self.plan_marks_and_moves(&gone, &moves, &moved_held);
+        }
         for h in &moved_held {
             tracing::warn!(key = %h.key, survivor = %h.hs_object_id, holder = %h.holder, "the survivor of a merge is linked to another row; the link is left as it was");
         }

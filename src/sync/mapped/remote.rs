@@ -16,7 +16,7 @@ use crate::hubspot::{
 };
 use crate::ids::{CompanyId, HsObjectId};
 use crate::jobs::RunError;
-use crate::sync::companies::lookup::{CompanyFate, look_up_companies};
+use crate::sync::companies::lookup::{CompanyFate, look_up_companies_counted};
 use crate::sync::hubspot_error;
 use crate::sync::lookup::{self, Fate};
 
@@ -180,14 +180,24 @@ impl<'a> Remote<'a> {
         ids: &[HsObjectId],
         context: &str,
     ) -> Result<HashMap<HsObjectId, Fate>, RunError> {
+        Ok(self.look_up_counted(ids, context).await?.0)
+    }
+
+    /// [`Remote::look_up`], with how many ids it read on their own (a dry run plans those
+    /// calls).
+    pub(crate) async fn look_up_counted(
+        &self,
+        ids: &[HsObjectId],
+        context: &str,
+    ) -> Result<(HashMap<HsObjectId, Fate>, u64), RunError> {
         match self.object {
-            ObjectType::Contacts => lookup::look_up(self.client, ids)
+            ObjectType::Contacts => lookup::look_up_counted(self.client, ids)
                 .await
                 .map_err(|e| hubspot_error(context, e)),
             ObjectType::Companies => {
                 let ids: Vec<CompanyId> = ids.iter().map(|id| CompanyId(id.0.clone())).collect();
-                let fates = look_up_companies(self.client, &ids, context).await?;
-                Ok(fates
+                let (fates, gets) = look_up_companies_counted(self.client, &ids, context).await?;
+                let fates = fates
                     .into_iter()
                     .map(|(id, fate)| {
                         let fate = match fate {
@@ -197,7 +207,8 @@ impl<'a> Remote<'a> {
                         };
                         (HsObjectId(id.0), fate)
                     })
-                    .collect())
+                    .collect();
+                Ok((fates, gets))
             }
         }
     }
