@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use common::TestDb;
 use common::mapped::{MappedEnv, load_settings, pull_action, push_action};
 use common::user_table::{exec, texts};
-use common::watch::{association_calls, planned_association_calls};
+use common::watch::{association_calls_of, calls_between, sync_calls};
 use crm_sync::hubspot::{
     AssociationArchive, AssociationInput, AssociationSpec, AssociationTypeId, Batch, ObjectType,
 };
@@ -239,28 +239,24 @@ impl World {
         }
     }
 
-    /// [`World::dry_then_real`], and the association calls the dry run's plan counts are the
-    /// ones HubSpot answers the real run: returns those (reads, creates, archives).
+    /// [`World::dry_then_real`], and the calls the dry run's plan counts, all of them, are the
+    /// ones HubSpot answers the real run: returns the association calls among them (reads,
+    /// creates, archives).
     async fn dry_then_real_calls(&self, action: JobAction) -> [u64; 3] {
         let spec = JobSpec::from(action)
             .with_dry_run(true)
             .expect("contacts have dry runs");
         let planned = self.env.run_spec(spec).await;
-        let before = association_calls(&self.env.hubspot);
+        let before = sync_calls(&self.env.hubspot);
         let real = self.env.run_spec(JobSpec::from(action)).await;
-        let after = association_calls(&self.env.hubspot);
-        let made = [0, 1, 2].map(|i| after[i] - before[i]);
+        let made = calls_between(&before, &sync_calls(&self.env.hubspot));
         assert_eq!(
             planned.counts, real.counts,
             "the dry run's counts are the real run's: {planned:#?}"
         );
-        assert_eq!(
-            planned_association_calls(&planned),
-            made,
-            "the plan's association calls are the real run's: {:#?}",
-            planned.plan
-        );
-        made
+        let plan = planned.plan.as_ref().expect("a dry run has a plan");
+        assert_eq!(plan.calls, made, "the plan's calls are the real run's");
+        association_calls_of(&made)
     }
 
     /// What a dry run must leave as it was: the user's table, crm-sync's link rows with their
@@ -748,6 +744,34 @@ backend_tests! {
         let made = world.dry_then_real_calls(push_action()).await;
         assert_eq!(made, [2, 1, 1], "one page: Ada's read goes on, one create, one archive");
         assert_eq!(world.companies_of("dan@example.com"), vec![(world.company(2), true)]);
+    }
+
+    async fn a_dry_push_plans_without_rows_hubspot_deleted_and_reads_a_merged_one_at_its_survivor(db: TestDb, profile: HubSpotProfile) {
+        let world = World::new(db, profile, &[ADA, BOB, CAROL, "4, 'dan@example.com', 'Dan', 1"]).await;
+        world.env.push().await;
+        // Ada's contact is deleted in HubSpot and Bob's merged into another: the real push
+        // marks Ada's row deleted and moves Bob's link to the survivor before its association
+        // phase, which then leaves Ada out and reads Bob at the survivor. Both rows changed
+        // (so the row phase meets them) and name company 3; Carol's row moves to company 2.
+        let ada = world.contact("ada@example.com");
+        world.env.client.archive_contact(&HsObjectId::from(ada.as_str())).await.expect("deleted in HubSpot");
+        let bob = world.contact("bob@example.com");
+        let work = world.env.hubspot.insert_contacts(vec![
+            [("email".to_owned(), "bob.work@example.com".to_owned())].into_iter().collect(),
+        ]);
+        let survivor = world
+            .env
+            .client
+            .merge_contacts(&HsObjectId::from(work[0].as_str()), &HsObjectId::from(bob.as_str()))
+            .await
+            .expect("merged")
+            .id;
+        exec(&world.env.store, "UPDATE users SET full_name = full_name || ' B.', company_id = 3 WHERE id IN (1, 2); \
+                                UPDATE users SET company_id = 2 WHERE id = 3").await;
+        let made = world.dry_then_real_calls(push_action()).await;
+        assert_eq!(made, [1, 1, 1], "one page: one read, one create, one archive");
+        assert_eq!(world.env.hubspot.companies_of_contact(&survivor.0).into_iter().map(|a| (a.id, a.primary)).collect::<Vec<_>>(), vec![(world.company(3), true)]);
+        assert_eq!(world.companies_of("carol@example.com"), vec![(world.company(2), true)]);
     }
 
     async fn a_dry_full_pull_plans_the_association_reads_of_the_real_pulls_phase(db: TestDb, profile: HubSpotProfile) {

@@ -3,6 +3,7 @@
 //! process after HubSpot applied a page's writes).
 
 use crm_sync::sandbox::SandboxHandle;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 /// How long a test waits for the sandbox to reach a state.
@@ -51,4 +52,68 @@ pub fn planned_association_calls(job: &crm_sync::jobs::model::Job) -> [u64; 3] {
         "association_archive",
     ]
     .map(|operation| plan.calls.get(operation).copied().unwrap_or(0))
+}
+
+/// The calls of a sync among the sandbox's operations, under the names a dry run's plan gives
+/// them (`contacts.batch_read` and `companies.batch_read` are both `batch_read`); `None` for
+/// what is not a call of the sync. An operation no plan names keeps the sandbox's name, so a
+/// comparison with a plan shows it.
+fn planned_name(operation: &str) -> Option<String> {
+    let name = match operation {
+        // A person's actions in the sandbox's UI (a spec's own changes), not the app's.
+        "person" => return None,
+        "associations.batch_read" => "association_read",
+        "associations.batch_create" => "association_create",
+        "associations.batch_archive" => "association_archive",
+        "properties.get" | "company_properties.get" => "property_read",
+        "contacts.get" | "companies.get" => "get",
+        "properties.create" | "company_properties.create" => "property_create",
+        _ => match operation.split_once('.') {
+            Some(("contacts" | "companies", call))
+                if matches!(
+                    call,
+                    "batch_read" | "batch_create" | "batch_update" | "batch_upsert" | "list"
+                        | "search"
+                ) =>
+            {
+                call
+            }
+            _ => operation,
+        },
+    };
+    Some(name.to_owned())
+}
+
+/// Every call of a sync the sandbox has answered so far, by the names a plan gives them.
+pub fn sync_calls(hubspot: &SandboxHandle) -> BTreeMap<String, u64> {
+    let mut calls = BTreeMap::new();
+    for (operation, n) in hubspot.stats().by_operation {
+        if let Some(name) = planned_name(&operation) {
+            *calls.entry(name).or_default() += n;
+        }
+    }
+    calls
+}
+
+/// The calls answered between two readings of [`sync_calls`] (none of an operation: left out,
+/// as a plan leaves it out).
+pub fn calls_between(
+    before: &BTreeMap<String, u64>,
+    after: &BTreeMap<String, u64>,
+) -> BTreeMap<String, u64> {
+    after
+        .iter()
+        .map(|(name, n)| (name.clone(), n - before.get(name).copied().unwrap_or(0)))
+        .filter(|(_, n)| *n > 0)
+        .collect()
+}
+
+/// The association calls among `calls` (as [`sync_calls`] names them): reads, creates, archives.
+pub fn association_calls_of(calls: &BTreeMap<String, u64>) -> [u64; 3] {
+    [
+        "association_read",
+        "association_create",
+        "association_archive",
+    ]
+    .map(|operation| calls.get(operation).copied().unwrap_or(0))
 }
