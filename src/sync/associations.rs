@@ -875,6 +875,58 @@ impl ReadAssociations {
     pub(crate) fn further_pages(&self, contact: &HsObjectId) -> u64 {
         self.further_pages.get(&contact.0).copied().unwrap_or(0)
     }
+
+    /// The companies read to adopt them ([`Adoptable`]).
+    pub(crate) fn companies(&self) -> &Adoptable {
+        &self.companies
+    }
+}
+
+/// The HubSpot company [`apply_read`] would set as each contact's local company, as `tx`
+/// shows the rows now (a dry full pull notes them before applying: the real pull's
+/// association phase adopts those no local company holds).
+pub(crate) async fn companies_to_set(
+    tx: &mut Tx,
+    read: &ReadAssociations,
+) -> Result<HashMap<ContactId, CompanyId>, RunError> {
+    if read.contacts.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows = tx.association_rows_of(&read.contacts).await?;
+    let (rows, plans) = plans(&rows, read);
+    Ok(rows
+        .into_iter()
+        .zip(plans)
+        .filter_map(|(row, plan)| match plan {
+            PullPlan::Set(company) => Some((row.contact_id, company)),
+            _ => None,
+        })
+        .collect())
+}
+
+/// The company batch reads a full pull's association phase makes to adopt companies: per
+/// 1,000 contacts (`sets`: the company each sets, in the order they are read), the companies
+/// they set, sorted, 100 a read, one read for each 100 with a company no local company holds
+/// (`unknown`: whether HubSpot has it, then adopted, so held from the next 1,000 on).
+pub(crate) fn company_reads_of_full_pull(
+    sets: impl IntoIterator<Item = Option<CompanyId>>,
+    unknown: &HashMap<CompanyId, bool>,
+) -> u64 {
+    let sets: Vec<Option<CompanyId>> = sets.into_iter().collect();
+    let mut adopted: HashSet<&CompanyId> = HashSet::new();
+    let mut reads = 0;
+    for call in sets.chunks(MAX_ASSOCIATION_READ) {
+        let mut wanted: Vec<&CompanyId> = call.iter().flatten().collect();
+        wanted.sort();
+        wanted.dedup();
+        let unread = |c: &&CompanyId| unknown.contains_key(*c) && !adopted.contains(*c);
+        reads += wanted
+            .chunks(MAX_BATCH)
+            .filter(|chunk| chunk.iter().any(unread))
+            .count() as u64;
+        adopted.extend(wanted.into_iter().filter(|c| unknown.get(*c) == Some(&true)));
+    }
+    reads
 }
 
 /// Which contacts not linked locally (when the associations are read) may still have a

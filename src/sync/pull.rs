@@ -54,7 +54,7 @@ use crate::hubspot::{
     MAX_BATCH, MAX_PAGE_LIMIT, MAX_SEARCH_LIMIT, Page as ListPage, SearchPage, SearchRequest, Sort,
     SortDirection,
 };
-use crate::ids::{ContactId, Email, HsObjectId};
+use crate::ids::{CompanyId, ContactId, Email, HsObjectId};
 use crate::jobs::model::{
     Counts, Job, JobAction, Plan, PlannedAction, PlannedKind, PullCounts, PullMode, PullOutcome,
     RecordError,
@@ -102,6 +102,9 @@ pub async fn run(ctx: &SyncContext, job: &Job, progress: &Progress) -> Result<()
         dry_run: job.spec.dry_run,
         incremental,
         association_reads: BTreeMap::new(),
+        company_sets: BTreeMap::new(),
+        unknown_companies: HashMap::new(),
+        ahead: Plan::default(),
         pages: 0,
     };
     match cursor.position {
@@ -237,6 +240,14 @@ struct PullRun<'a> {
     /// order it reads them ([`ReadOrder`]), with how many more of HubSpot's pages each one's
     /// companies take.
     association_reads: BTreeMap<ReadOrder, u64>,
+    /// A dry full pull's contacts that the real association phase sets a company for, with
+    /// that company ([`super::associations::company_reads_of_full_pull`]).
+    company_sets: BTreeMap<ReadOrder, CompanyId>,
+    /// The companies a dry full pull's pages set that no local company holds, with whether
+    /// HubSpot has them (then the real phase adopts them).
+    unknown_companies: HashMap<CompanyId, bool>,
+    /// A dry run's calls made before its next page (the total's search), planned with it.
+    ahead: Plan,
     /// The pages written so far by this run.
     pages: u64,
 }
@@ -258,6 +269,7 @@ impl PullRun<'_> {
     async fn list_from(&mut self, after: Option<String>, fresh: bool) -> Result<(), RunError> {
         if fresh {
             self.announce_total().await?;
+            self.ahead.call("search", 1);
             self.progress
                 .store()
                 .forget_stale_pull_seen()
@@ -348,7 +360,7 @@ impl PullRun<'_> {
         let mut counts = self.counts;
         let mut errors = Vec::new();
         let mut pulled = Vec::with_capacity(contacts.len());
-        let mut plan = Plan::default();
+        let mut plan = std::mem::take(&mut self.ahead);
         plan.call(
             if matches!(next, Position::Search { .. } | Position::Done) {
                 "search"
@@ -392,6 +404,12 @@ impl PullRun<'_> {
         let (mut tx, written) = write_page(self.client, self.progress.store(), self.mode, &pulled)
             .await
             .map_err(page_error)?;
+        // What the real full pull's association phase sets, before this page applies it.
+        let sets = if self.dry_run && !self.incremental {
+            super::associations::companies_to_set(&mut tx, &associations).await?
+        } else {
+            HashMap::new()
+        };
         errors.extend(
             super::associations::apply_read(&self.keys, &mut tx, &associations, &mut counts)
                 .await?,
@@ -399,9 +417,10 @@ impl PullRun<'_> {
         self.pages += 1;
         if self.incremental {
             plan.call("association_read", associations.calls());
+            associations.companies().calls().plan(&mut plan);
         } else if self.dry_run {
             // The real full pull reads them after its pages, 1,000 a call: counted at its end.
-            self.note_reads(&mut tx, &pulled, &written, &associations)
+            self.note_reads(&mut tx, &pulled, &written, &associations, &sets)
                 .await?;
         }
         if self.dry_run {
@@ -435,6 +454,7 @@ impl PullRun<'_> {
         pulled: &[PulledContact],
         written: &PageWrite,
         read: &super::associations::ReadAssociations,
+        sets: &HashMap<ContactId, CompanyId>,
     ) -> Result<(), RunError> {
         let created: HashSet<&HsObjectId> = written
             .outcomes
@@ -454,8 +474,34 @@ impl PullRun<'_> {
             };
             self.association_reads
                 .insert(order, read.further_pages(&row.hs_object_id));
+            if let Some(company) = sets.get(&row.contact_id) {
+                self.company_sets.insert(order, company.clone());
+            }
         }
+        self.unknown_companies.extend(
+            read.companies()
+                .unknown()
+                .map(|(id, live)| (id.clone(), live)),
+        );
         Ok(())
+    }
+
+    /// Counts in `plan` the calls of the real full pull's association phase, from what the
+    /// dry pages noted: its association reads, and its company reads to adopt companies.
+    fn plan_association_phase(&mut self, plan: &mut Plan) {
+        let reads = std::mem::take(&mut self.association_reads);
+        let sets = std::mem::take(&mut self.company_sets);
+        plan.call(
+            "association_read",
+            super::associations::reads_of_full_pull(reads.values().copied()),
+        );
+        plan.call(
+            "batch_read",
+            super::associations::company_reads_of_full_pull(
+                reads.keys().map(|order| sets.get(order).cloned()),
+                &self.unknown_companies,
+            ),
+        );
     }
 
     /// Commits a page's transaction with the job's counts, errors and checkpoint `next`, and a
@@ -525,11 +571,7 @@ impl PullRun<'_> {
                 let mut tx = self.progress.begin().await?;
                 tx.forget_pull_seen(&job).await.map_err(write_error)?;
                 let mut plan = Plan::default();
-                let reads = std::mem::take(&mut self.association_reads).into_values();
-                plan.call(
-                    "association_read",
-                    super::associations::reads_of_full_pull(reads),
-                );
+                self.plan_association_phase(&mut plan);
                 return self
                     .commit_with(tx, self.counts, Position::Done, Vec::new(), Some(plan))
                     .await;

@@ -40,6 +40,35 @@ impl CompanyFate {
     }
 }
 
+/// The calls some company look-ups made ([`look_up_companies_counted`]): a dry run plans them.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LookUpCalls {
+    /// Batch reads.
+    pub(crate) reads: u64,
+    /// Reads of one id on its own.
+    pub(crate) gets: u64,
+}
+
+impl LookUpCalls {
+    /// Counts one look-up that read `gets` ids on their own.
+    pub(crate) fn add(&mut self, gets: u64) {
+        self.reads += 1;
+        self.gets += gets;
+    }
+
+    /// Adds `more`.
+    pub(crate) fn merge(&mut self, more: LookUpCalls) {
+        self.reads += more.reads;
+        self.gets += more.gets;
+    }
+
+    /// Counts them in `plan` (`batch_read`, `get`).
+    pub(crate) fn plan(&self, plan: &mut crate::jobs::model::Plan) {
+        plan.call("batch_read", self.reads);
+        plan.call("get", self.gets);
+    }
+}
+
 /// Asks HubSpot about `ids` (at most 100): one batch read, plus one `GET` per id the batch
 /// read left out without a word. `context` names the step in an error.
 pub(crate) async fn look_up_companies(

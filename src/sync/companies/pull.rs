@@ -33,7 +33,7 @@
 //! company pull writes the same way in both modes: it has one matching, and only the counts
 //! differ.
 
-use super::lookup::{CompanyFate, look_up_companies};
+use super::lookup::{CompanyFate, LookUpCalls, look_up_companies, look_up_companies_counted};
 use super::{COMPANY_KEY, company_error, read_properties};
 use crate::hubspot::{
     Company, HubSpotClient, ListCompanies, MAX_BATCH, MAX_SEARCH_LIMIT, ObjectType, SearchRequest,
@@ -557,6 +557,8 @@ pub(crate) struct StaleLinks {
     checked: HashSet<CompanyId>,
     /// Those of them HubSpot no longer has.
     gone: HashSet<CompanyId>,
+    /// The calls asking made.
+    calls: LookUpCalls,
 }
 
 /// The companies rows are linked to that `companies`' keys name as stale: the link of the row
@@ -618,12 +620,17 @@ pub(crate) async fn read_stale_links(
     checked.sort();
     checked.dedup();
     let mut gone = HashSet::new();
+    let mut calls = LookUpCalls::default();
     for chunk in checked.chunks(MAX_BATCH) {
-        gone.extend(gone_of(client, chunk).await?);
+        let (fates, gets) = look_up_companies_counted(client, chunk, "checking linked companies")
+            .await?;
+        calls.add(gets);
+        gone.extend(gone_in(fates));
     }
     Ok(StaleLinks {
         checked: checked.into_iter().collect(),
         gone,
+        calls,
     })
 }
 
@@ -737,12 +744,18 @@ async fn gone_of(
     client: &HubSpotClient,
     ids: &[CompanyId],
 ) -> Result<HashSet<CompanyId>, RunError> {
-    Ok(look_up_companies(client, ids, "checking linked companies")
-        .await?
+    Ok(gone_in(
+        look_up_companies(client, ids, "checking linked companies").await?,
+    ))
+}
+
+/// The companies of `fates` HubSpot no longer has.
+fn gone_in(fates: HashMap<CompanyId, CompanyFate>) -> HashSet<CompanyId> {
+    fates
         .into_iter()
         .filter(|(_, fate)| matches!(fate, CompanyFate::Gone))
         .map(|(id, _)| id)
-        .collect())
+        .collect()
 }
 
 fn failure(company: &Company, local: Option<LocalCompanyId>, reason: String) -> RecordError {
@@ -764,6 +777,23 @@ pub(crate) struct Adoptable {
     fates: HashMap<CompanyId, CompanyFate>,
     /// The stale links the records' keys name.
     stale: StaleLinks,
+    /// The calls reading them made.
+    calls: LookUpCalls,
+}
+
+impl Adoptable {
+    /// The calls reading them made (a dry run counts them as the real run's).
+    pub(crate) fn calls(&self) -> LookUpCalls {
+        self.calls
+    }
+
+    /// The companies no local company held, each with whether HubSpot has it under its id
+    /// (adopting it then links a local company to it).
+    pub(crate) fn unknown(&self) -> impl Iterator<Item = (&CompanyId, bool)> {
+        self.fates
+            .iter()
+            .map(|(id, fate)| (id, matches!(fate, CompanyFate::Live(_))))
+    }
 }
 
 /// Reads from HubSpot, before the transaction that adopts them ([`adopt`]), the companies of
@@ -776,6 +806,7 @@ pub(crate) async fn read_adoptable(
     ids: &[CompanyId],
 ) -> Result<Adoptable, RunError> {
     let mut fates = HashMap::new();
+    let mut calls = LookUpCalls::default();
     for chunk in ids.chunks(MAX_BATCH) {
         let refs: Vec<&str> = chunk.iter().map(|c| c.0.as_str()).collect();
         let held: HashSet<CompanyId> = store
@@ -792,9 +823,11 @@ pub(crate) async fn read_adoptable(
         if unknown.is_empty() {
             continue;
         }
-        fates.extend(
-            look_up_companies(client, &unknown, "reading associated HubSpot companies").await?,
-        );
+        let (read, gets) =
+            look_up_companies_counted(client, &unknown, "reading associated HubSpot companies")
+                .await?;
+        calls.add(gets);
+        fates.extend(read);
     }
     let mut records: Vec<Company> = Vec::new();
     for record in fates.values().filter_map(CompanyFate::record) {
@@ -803,7 +836,12 @@ pub(crate) async fn read_adoptable(
         }
     }
     let stale = read_stale_links(client, keys, store, &records).await?;
-    Ok(Adoptable { fates, stale })
+    calls.merge(stale.calls);
+    Ok(Adoptable {
+        fates,
+        stale,
+        calls,
+    })
 }
 
 /// The local companies of these HubSpot companies, in `tx`: the rows already linked to them,

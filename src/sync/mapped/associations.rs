@@ -45,6 +45,7 @@ use crate::sync::associations::{
     ContactCompanies, PullPlan, PushPlan, Wanted, archive_pairs, archives, primary_of,
     pull_decision, read_companies, write_pairs, writes,
 };
+use crate::sync::companies::lookup::LookUpCalls;
 use crate::sync::companies::pull::{Adoptable, adopt, read_adoptable};
 use crate::sync::companies::push::{LinkingCalls, resolve_for_associations};
 use crate::sync::keys::ExternalKeys;
@@ -838,6 +839,30 @@ impl ReadCompanies {
         self.calls
     }
 
+    /// The company reads made to adopt companies (a dry run counts them as the real run's).
+    pub(crate) fn company_calls(&self) -> LookUpCalls {
+        self.unknown.calls()
+    }
+
+    /// The companies to set that no local company held, each with whether HubSpot has it.
+    pub(crate) fn unknown(&self) -> impl Iterator<Item = (&CompanyId, bool)> {
+        self.unknown.unknown()
+    }
+
+    /// The HubSpot company each row (by key) would have set as its local company.
+    pub(crate) fn sets<'r>(
+        &'r self,
+        company: &'r MappedCompany,
+    ) -> impl Iterator<Item = (&'r str, CompanyId)> {
+        self.rows
+            .iter()
+            .filter(|r| !self.missing.contains(&r.hs_object_id.0))
+            .filter_map(move |r| match decide(company, self, r) {
+                PullPlan::Set(id) => Some((r.key.as_str(), id)),
+                _ => None,
+            })
+    }
+
     /// The rows read, each with how many more of HubSpot's pages its contact's companies took
     /// than the first.
     pub(crate) fn further_pages(&self) -> impl Iterator<Item = (&str, u64)> {
@@ -917,15 +942,7 @@ fn decide(company: &MappedCompany, read: &ReadCompanies, row: &CompanyLinkRow) -
 
 /// The HubSpot companies the rows' plans set, sorted, once each.
 fn to_set(company: &MappedCompany, read: &ReadCompanies) -> Vec<CompanyId> {
-    let mut ids: Vec<CompanyId> = read
-        .rows
-        .iter()
-        .filter(|r| !read.missing.contains(&r.hs_object_id.0))
-        .filter_map(|r| match decide(company, read, r) {
-            PullPlan::Set(id) => Some(id),
-            _ => None,
-        })
-        .collect();
+    let mut ids: Vec<CompanyId> = read.sets(company).map(|(_, id)| id).collect();
     ids.sort();
     ids.dedup();
     ids
@@ -1013,13 +1030,13 @@ fn fits(company: &MappedCompany, local: Result<String, String>) -> Result<String
     }
 }
 
-/// The mapping's company association when pull writes it.
 /// Whether pulls write `mapped`'s company column.
 pub(crate) fn pulls_companies(mapped: &Mapped) -> bool {
     pulled(mapped).is_some()
 }
 
-fn pulled(mapped: &Mapped) -> Option<&MappedCompany> {
+/// The mapping's company association when pull writes it.
+pub(crate) fn pulled(mapped: &Mapped) -> Option<&MappedCompany> {
     mapped
         .company
         .as_ref()

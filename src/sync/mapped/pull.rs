@@ -35,7 +35,7 @@ use super::associations::{self, ReadCompanies};
 use super::remote::Record as Contact;
 use super::values::{column_value, hash, local_canonical, remote_value};
 use crate::hubspot::{Batch, MAX_BATCH};
-use crate::ids::HsObjectId;
+use crate::ids::{CompanyId, HsObjectId};
 use crate::jobs::model::{
     Counts, Plan, PlannedAction, PlannedKind, PullCounts, PullOutcome, RecordError,
 };
@@ -103,6 +103,8 @@ pub(crate) async fn run(
         dry_run,
         plan,
         association_reads: BTreeMap::new(),
+        company_sets: BTreeMap::new(),
+        unknown_companies: HashMap::new(),
     };
     let mut position = cursor.position;
     while position != Position::Done {
@@ -178,6 +180,12 @@ struct PullRun<'a> {
     /// A dry full pull's rows whose companies the real pull reads after its pages, by key in
     /// its order, with how many more of HubSpot's pages each one's companies take.
     association_reads: BTreeMap<(i64, String), u64>,
+    /// A dry full pull's rows that the real association phase sets a company for, with that
+    /// company ([`crate::sync::associations::company_reads_of_full_pull`]).
+    company_sets: BTreeMap<(i64, String), CompanyId>,
+    /// The companies a dry full pull's pages set that no local company holds, with whether
+    /// HubSpot has them (then the real phase adopts them).
+    unknown_companies: HashMap<CompanyId, bool>,
 }
 
 impl PullRun<'_> {
@@ -238,11 +246,10 @@ impl PullRun<'_> {
         };
         if list {
             // The real full pull reads them 1,000 a call after its pages: counted at its end.
-            for (key, pages) in companies.further_pages() {
-                self.association_reads.insert(self.read_order(key), pages);
-            }
+            self.note_reads(&companies);
         } else {
             self.plan.call("association_read", companies.calls());
+            companies.company_calls().plan(&mut self.plan);
         }
         let end = PageEnd {
             checkpoint: self.checkpoint(&next)?,
@@ -282,11 +289,7 @@ impl PullRun<'_> {
             let mut tx = self.progress.begin().await?;
             tx.forget_pull_seen(&job).await?;
             if self.dry_run {
-                let reads = std::mem::take(&mut self.association_reads).into_values();
-                plan.call(
-                    "association_read",
-                    crate::sync::associations::reads_of_full_pull(reads),
-                );
+                self.plan_association_phase(&mut plan);
             }
             self.commit(tx, self.counts, &Position::Done, plan).await?;
             return Ok(Position::Done);
@@ -401,6 +404,39 @@ impl PullRun<'_> {
     /// Where the row `key` comes in the real association phase, which reads rows in key order
     /// (whole numbers by value; text keys byte by byte, the database's order under the `C`
     /// collation).
+    /// Notes what the real full pull's association phase reads for a dry page's rows: the
+    /// further pages of their companies, and the companies it sets that it has to adopt.
+    fn note_reads(&mut self, companies: &ReadCompanies) {
+        for (key, pages) in companies.further_pages() {
+            self.association_reads.insert(self.read_order(key), pages);
+        }
+        if let Some(company) = associations::pulled(self.mapped) {
+            for (key, id) in companies.sets(company) {
+                self.company_sets.insert(self.read_order(key), id);
+            }
+        }
+        self.unknown_companies
+            .extend(companies.unknown().map(|(id, live)| (id.clone(), live)));
+    }
+
+    /// Counts in `plan` the calls of the real full pull's association phase, from what the
+    /// dry pages noted: its association reads, and its company reads to adopt companies.
+    fn plan_association_phase(&mut self, plan: &mut Plan) {
+        let reads = std::mem::take(&mut self.association_reads);
+        let sets = std::mem::take(&mut self.company_sets);
+        plan.call(
+            "association_read",
+            crate::sync::associations::reads_of_full_pull(reads.values().copied()),
+        );
+        plan.call(
+            "batch_read",
+            crate::sync::associations::company_reads_of_full_pull(
+                reads.keys().map(|order| sets.get(order).cloned()),
+                &self.unknown_companies,
+            ),
+        );
+    }
+
     fn read_order(&self, key: &str) -> (i64, String) {
         match (self.mapped.table.key_kind, key.parse::<i64>()) {
             (KeyKind::Integer, Ok(n)) => (n, String::new()),
