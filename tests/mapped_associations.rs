@@ -186,6 +186,47 @@ impl World {
         }
     }
 
+    /// In HubSpot: each contact of `emails` gets a new company of its own as its primary
+    /// (none of them known locally); returns their HubSpot ids.
+    async fn new_primaries(&self, emails: &[String]) -> Vec<String> {
+        let made = self.env.hubspot.insert_companies(
+            (0..emails.len())
+                .map(|i| {
+                    BTreeMap::from([
+                        ("name".to_owned(), format!("new {i}")),
+                        ("domain".to_owned(), format!("new{i}.example")),
+                    ])
+                })
+                .collect(),
+        );
+        let inputs: Vec<AssociationInput> = emails
+            .iter()
+            .zip(&made)
+            .map(|(email, company)| AssociationInput {
+                from: self.contact(email),
+                to: company.clone(),
+                types: vec![
+                    AssociationSpec::hubspot(AssociationTypeId::ContactToCompany),
+                    AssociationSpec::hubspot(AssociationTypeId::ContactToCompanyPrimary),
+                ],
+            })
+            .collect();
+        for chunk in inputs.chunks(100) {
+            let outcome = self
+                .env
+                .client
+                .create_associations(
+                    ObjectType::Contacts,
+                    ObjectType::Companies,
+                    &Batch::new(chunk.to_vec()).unwrap(),
+                )
+                .await
+                .expect("associated in HubSpot");
+            assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
+        }
+        made
+    }
+
     /// The association write calls HubSpot received since recording started.
     fn association_writes(&self) -> Vec<String> {
         self.env
@@ -243,6 +284,11 @@ impl World {
     /// ones HubSpot answers the real run: returns the association calls among them (reads,
     /// creates, archives).
     async fn dry_then_real_calls(&self, action: JobAction) -> [u64; 3] {
+        association_calls_of(&self.dry_then_real_made(action).await)
+    }
+
+    /// [`World::dry_then_real_calls`], returning every call of the real run by operation.
+    async fn dry_then_real_made(&self, action: JobAction) -> BTreeMap<String, u64> {
         let spec = JobSpec::from(action)
             .with_dry_run(true)
             .expect("contacts have dry runs");
@@ -256,7 +302,7 @@ impl World {
         );
         let plan = planned.plan.as_ref().expect("a dry run has a plan");
         assert_eq!(plan.calls, made, "the plan's calls are the real run's");
-        association_calls_of(&made)
+        made
     }
 
     /// What a dry run must leave as it was: the user's table, crm-sync's link rows with their
@@ -772,6 +818,32 @@ backend_tests! {
         assert_eq!(made, [1, 1, 1], "one page: one read, one create, one archive");
         assert_eq!(world.env.hubspot.companies_of_contact(&survivor.0).into_iter().map(|a| (a.id, a.primary)).collect::<Vec<_>>(), vec![(world.company(3), true)]);
         assert_eq!(world.companies_of("carol@example.com"), vec![(world.company(2), true)]);
+    }
+
+    async fn a_dry_pull_plans_the_company_reads_the_real_pull_makes_to_adopt_companies(db: TestDb, profile: HubSpotProfile) {
+        let rows: Vec<String> = (1..=250)
+            .map(|i| format!("{i}, 'user{i}@example.com', 'User {i}', NULL"))
+            .collect();
+        let rows: Vec<&str> = rows.iter().map(String::as_str).collect();
+        let world = World::new(db, profile, &rows).await;
+        world.env.push().await;
+        // Each row's contact gets a primary company no local company holds in HubSpot: the real
+        // full pull adopts the 250 after its three pages, reading them in three calls of 100
+        // (a read with each page would make them too, but planned none).
+        let emails: Vec<String> = (1..=250).map(|i| format!("user{i}@example.com")).collect();
+        world.new_primaries(&emails).await;
+        let made = world.dry_then_real_made(pull_action(false)).await;
+        assert_eq!(made.get("batch_read"), Some(&3), "{made:?}");
+        assert_eq!(world.columns().await[0][1].as_deref().map(|c| c.parse::<i64>().is_ok()), Some(true));
+
+        // An incremental pull reads them with its page: a row edited in HubSpot (so the search
+        // finds it) with a new primary company.
+        world.new_primaries(&emails[..1]).await;
+        let ada = world.contact("user1@example.com");
+        let name = [("firstname".to_owned(), "User 1 L.".to_owned())].into_iter().collect();
+        world.env.client.update_contact(&ada.as_str().into(), &name).await.expect("edited");
+        let made = world.dry_then_real_made(pull_action(true)).await;
+        assert_eq!(made.get("batch_read"), Some(&1), "{made:?}");
     }
 
     async fn a_dry_full_pull_plans_the_association_reads_of_the_real_pulls_phase(db: TestDb, profile: HubSpotProfile) {

@@ -8,7 +8,7 @@
 mod common;
 
 use common::TestDb;
-use common::watch::{association_calls, planned_association_calls};
+use common::watch::{association_calls_of, calls_between, sync_calls};
 use common::world::unlimited_sandbox;
 use crm_sync::hubspot::{
     Auth, Backoff, ClientConfig, ContactCompanyLink, HubSpotClient, Operation,
@@ -273,26 +273,27 @@ impl Env {
     }
 
     /// Runs `spec` as a dry run, then for real with nothing changed in between: the counts
-    /// agree, and the association calls the plan counts are the ones HubSpot then answers.
-    /// Returns the real job and those calls (reads, creates, archives).
+    /// agree, and the calls the plan counts, all of them, are the ones HubSpot then answers.
+    /// Returns the real job and the association calls among them (reads, creates, archives).
     async fn dry_then_real_calls(&self, spec: JobSpec) -> (Job, [u64; 3]) {
+        let (real, made) = self.dry_then_real_made(spec).await;
+        (real, association_calls_of(&made))
+    }
+
+    /// [`Env::dry_then_real_calls`], returning every call of the real run by operation.
+    async fn dry_then_real_made(&self, spec: JobSpec) -> (Job, BTreeMap<String, u64>) {
         let dry = self
             .run_spec(
                 spec.with_dry_run(true).expect("contacts have dry runs"),
                 Arc::new(|| false),
             )
             .await;
-        let before = association_calls(&self.hubspot);
+        let before = sync_calls(&self.hubspot);
         let real = self.run_spec(spec, Arc::new(|| false)).await;
-        let after = association_calls(&self.hubspot);
-        let made = [0, 1, 2].map(|i| after[i] - before[i]);
+        let made = calls_between(&before, &sync_calls(&self.hubspot));
         assert_eq!(dry.counts, real.counts, "{dry:#?}");
-        assert_eq!(
-            planned_association_calls(&dry),
-            made,
-            "the plan's association calls are the real run's: {:#?}",
-            dry.plan
-        );
+        let plan = dry.plan.as_ref().expect("a dry run has a plan");
+        assert_eq!(plan.calls, made, "the plan's calls are the real run's");
         (real, made)
     }
 
@@ -572,6 +573,47 @@ backend_tests! {
         assert_eq!(made, [3, 0, 0], "two reads for the first 1,000 contacts, one for the last");
         let Counts::Pull(counts) = real.counts else { panic!("pull counts") };
         assert_eq!((counts.created, of_pull(&counts)), (1001, assoc(1001, 0, 0)), "{real:#?}");
+    }
+
+    async fn a_dry_pull_plans_the_company_reads_the_real_pull_makes_to_adopt_companies(db: TestDb, profile: HubSpotProfile) {
+        let env = Env::new(db, profile).await;
+        // 250 contacts only in HubSpot, each with a primary company no local company holds,
+        // 150 companies in all: the real full pull adopts them after its three pages, reading
+        // the 150 in two calls of 100 (a read with each page would make three).
+        let companies = env.hubspot_companies_made(0, 150);
+        let contacts = env.hubspot.insert_contacts(
+            (0..250)
+                .map(|i| BTreeMap::from([("email".to_owned(), format!("person{i}@acme.io"))]))
+                .collect(),
+        );
+        let pairs: Vec<(String, String, bool)> = contacts
+            .iter()
+            .enumerate()
+            .map(|(i, contact)| (contact.clone(), companies[i % 150].clone(), true))
+            .collect();
+        env.associate_in_hubspot(&pairs).await;
+        let full = JobSpec::from(JobAction::Pull { mode: PullMode::Upsert, incremental: false });
+        let (real, made) = env.dry_then_real_made(full).await;
+        assert_eq!(made.get("batch_read"), Some(&2), "{made:?}");
+        let Counts::Pull(counts) = real.counts else { panic!("pull counts") };
+        assert_eq!(of_pull(&counts), assoc(250, 0, 0), "{real:#?}");
+
+        // An incremental pull reads the companies with each page: two new contacts whose
+        // primary companies are new too, adopted in one read.
+        let more = env.hubspot_companies_made(150, 2);
+        let new = env.hubspot.insert_contacts(
+            (0..2)
+                .map(|i| BTreeMap::from([("email".to_owned(), format!("late{i}@acme.io"))]))
+                .collect(),
+        );
+        let pairs: Vec<(String, String, bool)> =
+            new.into_iter().zip(more).map(|(contact, company)| (contact, company, true)).collect();
+        env.associate_in_hubspot(&pairs).await;
+        let incremental = JobSpec::from(JobAction::Pull { mode: PullMode::Upsert, incremental: true });
+        let (real, made) = env.dry_then_real_made(incremental).await;
+        assert_eq!(made.get("batch_read"), Some(&1), "{made:?}");
+        let Counts::Pull(counts) = real.counts else { panic!("pull counts") };
+        assert_eq!(of_pull(&counts), assoc(2, 0, 0), "{real:#?}");
     }
 
     async fn a_dry_push_plans_the_association_calls_of_the_real_runs_pages(db: TestDb, profile: HubSpotProfile) {

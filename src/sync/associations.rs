@@ -924,7 +924,11 @@ pub(crate) fn company_reads_of_full_pull(
             .chunks(MAX_BATCH)
             .filter(|chunk| chunk.iter().any(unread))
             .count() as u64;
-        adopted.extend(wanted.into_iter().filter(|c| unknown.get(*c) == Some(&true)));
+        adopted.extend(
+            wanted
+                .into_iter()
+                .filter(|c| unknown.get(*c) == Some(&true)),
+        );
     }
     reads
 }

@@ -72,7 +72,11 @@ fn planned_name(operation: &str) -> Option<String> {
             Some(("contacts" | "companies", call))
                 if matches!(
                     call,
-                    "batch_read" | "batch_create" | "batch_update" | "batch_upsert" | "list"
+                    "batch_read"
+                        | "batch_create"
+                        | "batch_update"
+                        | "batch_upsert"
+                        | "list"
                         | "search"
                 ) =>
             {

@@ -622,8 +622,8 @@ pub(crate) async fn read_stale_links(
     let mut gone = HashSet::new();
     let mut calls = LookUpCalls::default();
     for chunk in checked.chunks(MAX_BATCH) {
-        let (fates, gets) = look_up_companies_counted(client, chunk, "checking linked companies")
-            .await?;
+        let (fates, gets) =
+            look_up_companies_counted(client, chunk, "checking linked companies").await?;
         calls.add(gets);
         gone.extend(gone_in(fates));
     }

@@ -485,9 +485,7 @@ impl<'a> PlannedRows<'a> {
     ) -> Result<Vec<CompanyLinkRow>, RunError> {
         let (table, column) = (&self.mapped.table, &company.column);
         if self.keys.is_empty() {
-            return Ok(store
-                .company_link_page(table, column, after, limit)
-                .await?);
+            return Ok(store.company_link_page(table, column, after, limit).await?);
         }
         // A page takes in at most a page of them, the next ones in key order.
         let next: Vec<String> = self.keys.iter().take(limit as usize).cloned().collect();

@@ -27,6 +27,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
+use super::associations::PlannedLinks;
 use super::remote::{self, Record};
 use super::values::{hash, outgoing, remote_value};
 use super::{Identity, Mapped};
@@ -37,7 +38,6 @@ use crate::jobs::model::{
 };
 use crate::jobs::{Page, Progress, RunError};
 use crate::mapping::Owner;
-use super::associations::PlannedLinks;
 use crate::store::{LinkHeld, LinkWrite, LocalRecord, ObjectLink, Store, Tx};
 use crate::sync::companies::companies_by_domain;
 use crate::sync::lookup::Fate;
@@ -202,16 +202,9 @@ pub(crate) async fn run(
         .await?;
     }
     // Associations after the rows, as the built-in push does (docs/associations.md).
-    let counts = super::associations::push(
-        ctx,
-        mapped,
-        mode,
-        dry_run,
-        progress,
-        counts,
-        &run.planned,
-    )
-    .await?;
+    let counts =
+        super::associations::push(ctx, mapped, mode, dry_run, progress, counts, &run.planned)
+            .await?;
     progress.set_total(counts.total).await?;
     tracing::info!(job = %progress.job_id(), key = %mapped.checked.mapping.key, ?counts, "push of a mapped table finished");
     Ok(())
