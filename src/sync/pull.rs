@@ -577,7 +577,7 @@ impl PullRun<'_> {
                     .await;
             };
             let ids: Vec<HsObjectId> = rows.iter().map(|(_, hs)| hs.clone()).collect();
-            let gone = self.gone_of(&ids).await?;
+            let (gone, gets) = self.gone_of(&ids).await?;
             if self.dry_run {
                 // The rows left linked are read by the real association phase too (their
                 // companies were not read here: counted as one page).
@@ -590,6 +590,7 @@ impl PullRun<'_> {
             let mut tx = self.progress.begin().await?;
             let mut plan = Plan::default();
             plan.call("batch_read", 1);
+            plan.call("get", gets);
             let unlinked = if self.dry_run {
                 // The rows the real run would tombstone: one per id (links are unique).
                 plan.actions.extend(gone.iter().map(|id| {
@@ -629,15 +630,16 @@ impl PullRun<'_> {
     }
 
     /// The ids (at most 100) HubSpot reports gone.
-    async fn gone_of(&self, ids: &[HsObjectId]) -> Result<Vec<HsObjectId>, RunError> {
-        let fates = lookup::look_up(self.client, ids)
+    async fn gone_of(&self, ids: &[HsObjectId]) -> Result<(Vec<HsObjectId>, u64), RunError> {
+        let (fates, gets) = lookup::look_up_counted(self.client, ids)
             .await
             .map_err(|e| hubspot_error("checking contacts a full pull did not see", e))?;
-        Ok(ids
+        let gone = ids
             .iter()
             .filter(|id| matches!(fates.get(*id), Some(Fate::Gone)))
             .cloned()
-            .collect())
+            .collect();
+        Ok((gone, gets))
     }
 }
 

@@ -295,12 +295,13 @@ impl PullRun<'_> {
             return Ok(Position::Done);
         };
         let ids: Vec<HsObjectId> = rows.iter().map(|(_, id)| id.clone()).collect();
-        plan.call("batch_read", 1);
-        let mut fates = self
+        let (mut fates, gets) = self
             .mapped
             .remote(&self.ctx.hubspot)
-            .look_up(&ids, "checking records a full pull did not see")
+            .look_up_counted(&ids, "checking records a full pull did not see")
             .await?;
+        plan.call("batch_read", 1);
+        plan.call("get", gets);
         let mut gone = Vec::new();
         let mut moves = Vec::new();
         for (key, id) in &rows {

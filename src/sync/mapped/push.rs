@@ -16,7 +16,7 @@
 //!
 //! An update HubSpot answers without a word for a record (an id merged away or deleted, which
 //! it may leave out silently) is not taken as written: those ids are read once
-//! ([`super::remote::Remote::look_up`]); a deleted record marks its row, a merged one fails
+//! ([`super::remote::Remote::look_up_counted`]); a deleted record marks its row, a merged one fails
 //! the record and moves its link to the survivor, so the next push sends the change there.
 //!
 //! A **dry run** makes the same reads, sends no write (creates and updates are counted, linked

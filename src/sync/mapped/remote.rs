@@ -174,17 +174,8 @@ impl<'a> Remote<'a> {
 
     /// What HubSpot says about `ids` (at most 100): live, merged into another record, or
     /// gone. One batch read, plus one read per id it leaves out without a word (silence is
-    /// not deletion); `context` says what the read was for in errors.
-    pub(crate) async fn look_up(
-        &self,
-        ids: &[HsObjectId],
-        context: &str,
-    ) -> Result<HashMap<HsObjectId, Fate>, RunError> {
-        Ok(self.look_up_counted(ids, context).await?.0)
-    }
-
-    /// [`Remote::look_up`], with how many ids it read on their own (a dry run plans those
-    /// calls).
+    /// not deletion); `context` says what the read was for in errors. Also answers how many ids
+    /// it read on their own (a dry run plans those calls).
     pub(crate) async fn look_up_counted(
         &self,
         ids: &[HsObjectId],
