@@ -32,28 +32,6 @@ pub fn operations(hubspot: &SandboxHandle, operation: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// The association calls the sandbox has answered so far: batch reads, creates, archives.
-pub fn association_calls(hubspot: &SandboxHandle) -> [u64; 3] {
-    [
-        "associations.batch_read",
-        "associations.batch_create",
-        "associations.batch_archive",
-    ]
-    .map(|operation| operations(hubspot, operation))
-}
-
-/// The association calls a dry run's plan says the real run makes, as
-/// [`association_calls`] counts them.
-pub fn planned_association_calls(job: &crm_sync::jobs::model::Job) -> [u64; 3] {
-    let plan = job.plan.as_ref().expect("a dry run has a plan");
-    [
-        "association_read",
-        "association_create",
-        "association_archive",
-    ]
-    .map(|operation| plan.calls.get(operation).copied().unwrap_or(0))
-}
-
 /// The calls of a sync among the sandbox's operations, under the names a dry run's plan gives
 /// them (`contacts.batch_read` and `companies.batch_read` are both `batch_read`); `None` for
 /// what is not a call of the sync. An operation no plan names keeps the sandbox's name, so a
