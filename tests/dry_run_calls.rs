@@ -9,29 +9,30 @@
 
 mod common;
 
-use common::mapped::{MappedEnv, push_action};
-use common::plan_calls::{answered, as_planned, planned};
-use crm_sync::jobs::model::{Counts, JobSpec};
+use common::mapped::{MappedEnv, pull_action, push_action};
+use common::watch::{calls_between, sync_calls};
+use crm_sync::jobs::model::{Counts, JobSpec, SyncObject};
+use std::collections::BTreeMap;
 
 /// Runs a dry push and then the real one with nothing changed in between; checks that their
 /// counts agree and that the plan's calls are exactly those HubSpot answered the real run.
 async fn dry_then_real_push(env: &MappedEnv) -> Counts {
-    let dry = JobSpec::from(push_action())
-        .with_dry_run(true)
-        .expect("contacts have dry runs");
+    dry_then_real(env, JobSpec::from(push_action())).await
+}
+
+/// [`dry_then_real_push`] for any job.
+async fn dry_then_real(env: &MappedEnv, spec: JobSpec) -> Counts {
+    let dry = spec.with_dry_run(true).expect("the object has dry runs");
     let planned_job = env.run_spec(dry).await;
-    let before = answered(&env.hubspot);
-    let real = env.run_spec(JobSpec::from(push_action())).await;
-    let made = as_planned(&before, &answered(&env.hubspot));
+    let before = sync_calls(&env.hubspot);
+    let real = env.run_spec(spec).await;
+    let made = calls_between(&before, &sync_calls(&env.hubspot));
     assert_eq!(
         planned_job.counts, real.counts,
         "the dry run's counts are the real run's"
     );
-    assert_eq!(
-        planned(&planned_job),
-        made,
-        "the plan names the real run's calls"
-    );
+    let plan = planned_job.plan.expect("a dry run has a plan");
+    assert_eq!(plan.calls, made, "the plan names the real run's calls");
     real.counts
 }
 
@@ -87,6 +88,14 @@ fn built_in_tables() -> String {
     )
 }
 
+/// People add 150 contacts in HubSpot, none with a company.
+fn people_add_contacts_in_hubspot(env: &MappedEnv) {
+    let people: Vec<BTreeMap<String, String>> = (1..=150)
+        .map(|i| BTreeMap::from([("email".to_owned(), format!("person{i}@example.com"))]))
+        .collect();
+    env.hubspot.insert_contacts(people);
+}
+
 backend_tests! {
     async fn a_dry_push_of_a_table_of_your_own_plans_every_call_of_the_real_run(db: TestDb, profile: HubSpotProfile) {
         let env = MappedEnv::start(db, profile, &own_tables(), OWN_MAPPING).await;
@@ -98,5 +107,40 @@ backend_tests! {
         let env = MappedEnv::start(db, profile, &built_in_tables(), "").await;
         let Counts::Push(counts) = dry_then_real_push(&env).await else { panic!("push counts") };
         assert_eq!((counts.created, counts.associations_created), (600, 600));
+    }
+
+    async fn a_dry_push_of_a_companies_table_of_your_own_plans_every_call_of_the_real_run(db: TestDb, profile: HubSpotProfile) {
+        let env = MappedEnv::start(db, profile, &own_tables(), OWN_MAPPING).await;
+        let spec = JobSpec::from(push_action()).for_object(SyncObject::Companies).expect("companies");
+        let Counts::Push(counts) = dry_then_real(&env, spec).await else { panic!("push counts") };
+        assert_eq!(counts.created, 250);
+    }
+
+    async fn a_dry_push_of_crm_syncs_own_companies_plans_every_call_of_the_real_run(db: TestDb, profile: HubSpotProfile) {
+        let env = MappedEnv::start(db, profile, &built_in_tables(), "").await;
+        let spec = JobSpec::from(push_action()).for_object(SyncObject::Companies).expect("companies");
+        let Counts::Push(counts) = dry_then_real(&env, spec).await else { panic!("push counts") };
+        assert_eq!(counts.created, 250);
+    }
+
+    async fn a_dry_full_pull_of_crm_syncs_own_contacts_plans_every_call_of_the_real_run(db: TestDb, profile: HubSpotProfile) {
+        let env = MappedEnv::start(db, profile, &built_in_tables(), "").await;
+        env.push().await;
+        people_add_contacts_in_hubspot(&env);
+        let Counts::Pull(counts) = dry_then_real(&env, JobSpec::from(pull_action(false))).await else {
+            panic!("pull counts")
+        };
+        assert_eq!((counts.total, counts.created), (750, 150));
+    }
+
+    async fn a_dry_full_pull_of_a_table_of_your_own_plans_every_call_of_the_real_run(db: TestDb, profile: HubSpotProfile) {
+        let env = MappedEnv::start(db, profile, &own_tables(), OWN_MAPPING).await;
+        env.push().await;
+        people_add_contacts_in_hubspot(&env);
+        let Counts::Pull(counts) = dry_then_real(&env, JobSpec::from(pull_action(false))).await else {
+            panic!("pull counts")
+        };
+        // A pull never adds rows to a table of the user's own.
+        assert_eq!((counts.total, counts.unchanged), (750, 750));
     }
 }

@@ -20,7 +20,6 @@
 pub mod associated;
 pub mod mapped;
 pub mod oauth;
-pub mod plan_calls;
 pub mod process;
 pub mod pushed;
 pub mod user_table;

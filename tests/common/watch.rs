@@ -43,9 +43,16 @@ fn planned_name(operation: &str) -> Option<String> {
         "associations.batch_read" => "association_read",
         "associations.batch_create" => "association_create",
         "associations.batch_archive" => "association_archive",
-        "properties.get" | "company_properties.get" => "property_read",
+        // A property group's read and create count as property calls.
+        "properties.get"
+        | "company_properties.get"
+        | "properties.get_group"
+        | "company_properties.get_group" => "property_read",
         "contacts.get" | "companies.get" => "get",
-        "properties.create" | "company_properties.create" => "property_create",
+        "properties.create"
+        | "company_properties.create"
+        | "properties.create_group"
+        | "company_properties.create_group" => "property_create",
         _ => match operation.split_once('.') {
             Some(("contacts" | "companies", call))
                 if matches!(
