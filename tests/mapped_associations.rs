@@ -211,19 +211,7 @@ impl World {
                 ],
             })
             .collect();
-        for chunk in inputs.chunks(100) {
-            let outcome = self
-                .env
-                .client
-                .create_associations(
-                    ObjectType::Contacts,
-                    ObjectType::Companies,
-                    &Batch::new(chunk.to_vec()).unwrap(),
-                )
-                .await
-                .expect("associated in HubSpot");
-            assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
-        }
+        self.associate_in_hubspot(&inputs).await;
         made
     }
 
@@ -239,6 +227,23 @@ impl World {
             })
             .map(|r| format!("{} {}", r.method, r.path))
             .collect()
+    }
+
+    /// Writes `inputs` to HubSpot as an integration would, 100 pairs a call.
+    async fn associate_in_hubspot(&self, inputs: &[AssociationInput]) {
+        for chunk in inputs.chunks(100) {
+            let outcome = self
+                .env
+                .client
+                .create_associations(
+                    ObjectType::Contacts,
+                    ObjectType::Companies,
+                    &Batch::new(chunk.to_vec()).unwrap(),
+                )
+                .await
+                .expect("associated in HubSpot");
+            assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
+        }
     }
 
     /// Gives the HubSpot contact with `email` `n` more companies (made for it, not primary):
@@ -265,19 +270,7 @@ impl World {
                 )],
             })
             .collect();
-        for chunk in inputs.chunks(100) {
-            let outcome = self
-                .env
-                .client
-                .create_associations(
-                    ObjectType::Contacts,
-                    ObjectType::Companies,
-                    &Batch::new(chunk.to_vec()).unwrap(),
-                )
-                .await
-                .expect("associated in HubSpot");
-            assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
-        }
+        self.associate_in_hubspot(&inputs).await;
     }
 
     /// [`World::dry_then_real`], and the calls the dry run's plan counts, all of them, are the
