@@ -837,6 +837,32 @@ backend_tests! {
         world.env.client.update_contact(&ada.as_str().into(), &name).await.expect("edited");
         let made = world.dry_then_real_made(pull_action(true)).await;
         assert_eq!(made.get("batch_read"), Some(&1), "{made:?}");
+
+        // Every row's contact takes one new company as its primary and is edited: the search
+        // finds them in two pages; the real run adopts the company on the first and holds it
+        // on the second; the dry run, whose first page is rolled back, plans one read.
+        let shared = world.env.hubspot.insert_companies(vec![BTreeMap::from([
+            ("name".to_owned(), "Shared".to_owned()),
+            ("domain".to_owned(), "shared.example".to_owned()),
+        ])]);
+        let inputs: Vec<AssociationInput> = emails
+            .iter()
+            .map(|email| AssociationInput {
+                from: world.contact(email),
+                to: shared[0].clone(),
+                types: vec![
+                    AssociationSpec::hubspot(AssociationTypeId::ContactToCompany),
+                    AssociationSpec::hubspot(AssociationTypeId::ContactToCompanyPrimary),
+                ],
+            })
+            .collect();
+        world.associate_in_hubspot(&inputs).await;
+        for email in &emails {
+            let name = [("firstname".to_owned(), format!("{email} again"))].into_iter().collect();
+            world.env.client.update_contact(&world.contact(email).as_str().into(), &name).await.expect("edited");
+        }
+        let made = world.dry_then_real_made(pull_action(true)).await;
+        assert_eq!(made.get("batch_read"), Some(&1), "{made:?}");
     }
 
     async fn a_dry_full_pull_plans_the_association_reads_of_the_real_pulls_phase(db: TestDb, profile: HubSpotProfile) {

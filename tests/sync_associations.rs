@@ -614,6 +614,23 @@ backend_tests! {
         assert_eq!(made.get("batch_read"), Some(&1), "{made:?}");
         let Counts::Pull(counts) = real.counts else { panic!("pull counts") };
         assert_eq!(of_pull(&counts), assoc(2, 0, 0), "{real:#?}");
+
+        // 250 more, all with one new company, come in two search pages: the real run adopts
+        // the company on the first and holds it on the second; the dry run, whose first page
+        // is rolled back, reads it twice but plans one read.
+        let shared = env.hubspot_companies_made(152, 1).remove(0);
+        let many = env.hubspot.insert_contacts(
+            (0..250)
+                .map(|i| BTreeMap::from([("email".to_owned(), format!("crowd{i}@acme.io"))]))
+                .collect(),
+        );
+        let pairs: Vec<(String, String, bool)> =
+            many.into_iter().map(|contact| (contact, shared.clone(), true)).collect();
+        env.associate_in_hubspot(&pairs).await;
+        let (real, made) = env.dry_then_real_made(incremental).await;
+        assert_eq!(made.get("batch_read"), Some(&1), "{made:?}");
+        let Counts::Pull(counts) = real.counts else { panic!("pull counts") };
+        assert_eq!(of_pull(&counts), assoc(250, 0, 0), "{real:#?}");
     }
 
     async fn a_dry_push_plans_the_association_calls_of_the_real_runs_pages(db: TestDb, profile: HubSpotProfile) {

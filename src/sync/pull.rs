@@ -106,6 +106,7 @@ pub async fn run(ctx: &SyncContext, job: &Job, progress: &Progress) -> Result<()
         unknown_companies: HashMap::new(),
         ahead: Plan::default(),
         pages: 0,
+        dry_adopted: HashSet::new(),
     };
     match cursor.position {
         Position::List { after } => run.list_from(after, fresh).await?,
@@ -250,6 +251,9 @@ struct PullRun<'a> {
     ahead: Plan,
     /// The pages written so far by this run.
     pages: u64,
+    /// The companies earlier pages of a dry incremental pull adopted (and rolled back), which
+    /// the real run holds by then.
+    dry_adopted: HashSet<CompanyId>,
 }
 
 /// Where a linked contact comes in the association phase of the real full pull, which reads
@@ -417,7 +421,11 @@ impl PullRun<'_> {
         self.pages += 1;
         if self.incremental {
             plan.call("association_read", associations.calls());
-            associations.companies().calls().plan(&mut plan);
+            let companies = associations.companies();
+            companies.calls_beyond(&self.dry_adopted).plan(&mut plan);
+            if self.dry_run {
+                self.dry_adopted.extend(companies.adopted().cloned());
+            }
         } else if self.dry_run {
             // The real full pull reads them after its pages, 1,000 a call: counted at its end.
             self.note_reads(&mut tx, &pulled, &written, &associations, &sets)

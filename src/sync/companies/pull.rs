@@ -777,14 +777,32 @@ pub(crate) struct Adoptable {
     fates: HashMap<CompanyId, CompanyFate>,
     /// The stale links the records' keys name.
     stale: StaleLinks,
-    /// The calls reading them made.
-    calls: LookUpCalls,
+    /// Each batch of ids read, with the calls reading it made.
+    batches: Vec<(Vec<CompanyId>, LookUpCalls)>,
 }
 
 impl Adoptable {
-    /// The calls reading them made (a dry run counts them as the real run's).
-    pub(crate) fn calls(&self) -> LookUpCalls {
-        self.calls
+    /// The calls reading them made, as a run that holds the companies `adopted` already makes
+    /// them (a dry run counts them as the real run's): an earlier page of a dry incremental
+    /// pull adopted them in a transaction it rolled back, so this page read them again, but the
+    /// real run's page finds them held and reads a batch only when it has another company in
+    /// it. With nothing `adopted`, every call made.
+    pub(crate) fn calls_beyond(&self, adopted: &HashSet<CompanyId>) -> LookUpCalls {
+        let mut calls = self.stale.calls;
+        for (ids, batch) in &self.batches {
+            if ids.iter().any(|id| !adopted.contains(id)) {
+                calls.merge(*batch);
+            }
+        }
+        calls
+    }
+
+    /// The companies the page adopts (HubSpot has them under their ids).
+    pub(crate) fn adopted(&self) -> impl Iterator<Item = &CompanyId> {
+        self.fates
+            .iter()
+            .filter(|(_, fate)| matches!(fate, CompanyFate::Live(_)))
+            .map(|(id, _)| id)
     }
 
     /// The companies no local company held, each with whether HubSpot has it under its id
@@ -806,7 +824,7 @@ pub(crate) async fn read_adoptable(
     ids: &[CompanyId],
 ) -> Result<Adoptable, RunError> {
     let mut fates = HashMap::new();
-    let mut calls = LookUpCalls::default();
+    let mut batches = Vec::new();
     for chunk in ids.chunks(MAX_BATCH) {
         let refs: Vec<&str> = chunk.iter().map(|c| c.0.as_str()).collect();
         let held: HashSet<CompanyId> = store
@@ -826,7 +844,9 @@ pub(crate) async fn read_adoptable(
         let (read, gets) =
             look_up_companies_counted(client, &unknown, "reading associated HubSpot companies")
                 .await?;
-        calls.add(gets);
+        let mut batch = LookUpCalls::default();
+        batch.add(gets);
+        batches.push((unknown, batch));
         fates.extend(read);
     }
     let mut records: Vec<Company> = Vec::new();
@@ -836,11 +856,10 @@ pub(crate) async fn read_adoptable(
         }
     }
     let stale = read_stale_links(client, keys, store, &records).await?;
-    calls.merge(stale.calls);
     Ok(Adoptable {
         fates,
         stale,
-        calls,
+        batches,
     })
 }
 

@@ -837,9 +837,15 @@ impl ReadCompanies {
         self.calls
     }
 
-    /// The company reads made to adopt companies (a dry run counts them as the real run's).
-    pub(crate) fn company_calls(&self) -> LookUpCalls {
-        self.unknown.calls()
+    /// The company reads made to adopt companies, as a run holding the companies `adopted`
+    /// makes them ([`Adoptable::calls_beyond`]; a dry run counts them as the real run's).
+    pub(crate) fn company_calls_beyond(&self, adopted: &HashSet<CompanyId>) -> LookUpCalls {
+        self.unknown.calls_beyond(adopted)
+    }
+
+    /// The companies the page adopts.
+    pub(crate) fn adopted(&self) -> impl Iterator<Item = &CompanyId> {
+        self.unknown.adopted()
     }
 
     /// The companies to set that no local company held, each with whether HubSpot has it.

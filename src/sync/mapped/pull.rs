@@ -105,6 +105,7 @@ pub(crate) async fn run(
         association_reads: BTreeMap::new(),
         company_sets: BTreeMap::new(),
         unknown_companies: HashMap::new(),
+        dry_adopted: HashSet::new(),
     };
     let mut position = cursor.position;
     while position != Position::Done {
@@ -186,6 +187,9 @@ struct PullRun<'a> {
     /// The companies a dry full pull's pages set that no local company holds, with whether
     /// HubSpot has them (then the real phase adopts them).
     unknown_companies: HashMap<CompanyId, bool>,
+    /// The companies earlier pages of a dry incremental pull adopted (and rolled back), which
+    /// the real run holds by then.
+    dry_adopted: HashSet<CompanyId>,
 }
 
 impl PullRun<'_> {
@@ -249,7 +253,12 @@ impl PullRun<'_> {
             self.note_reads(&companies);
         } else {
             self.plan.call("association_read", companies.calls());
-            companies.company_calls().plan(&mut self.plan);
+            companies
+                .company_calls_beyond(&self.dry_adopted)
+                .plan(&mut self.plan);
+            if self.dry_run {
+                self.dry_adopted.extend(companies.adopted().cloned());
+            }
         }
         let end = PageEnd {
             checkpoint: self.checkpoint(&next)?,
