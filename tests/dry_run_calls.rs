@@ -11,7 +11,10 @@ mod common;
 
 use common::mapped::{MappedEnv, pull_action, push_action};
 use common::watch::{calls_between, sync_calls};
+use crm_sync::hubspot::{AssociationInput, AssociationSpec, AssociationTypeId, Batch, ObjectType};
+use crm_sync::ids::{CompanyId, LocalCompanyId};
 use crm_sync::jobs::model::{Counts, JobSpec, SyncObject};
+use crm_sync::sync::companies::COMPANY_KEY;
 use std::collections::BTreeMap;
 
 /// Runs a dry push and then the real one with nothing changed in between; checks that their
@@ -96,6 +99,54 @@ fn people_add_contacts_in_hubspot(env: &MappedEnv) {
     env.hubspot.insert_contacts(people);
 }
 
+/// Org 1's HubSpot company is deleted in HubSpot and made again there carrying Org 1's
+/// external key (as an import of an old export would), and becomes the first user's primary
+/// company: a full pull adopts it, after checking that the company Org 1 is linked to is gone.
+async fn org_one_is_made_again_in_hubspot_as_the_first_users_company(env: &MappedEnv) -> CompanyId {
+    let org_one = env
+        .hubspot
+        .companies()
+        .into_iter()
+        .find(|c| c.properties.get("domain").map(String::as_str) == Some("org1.example.com"))
+        .expect("Org 1 was pushed");
+    env.client
+        .archive_company(&CompanyId(org_one.id.clone()))
+        .await
+        .expect("deleted in HubSpot");
+    let again = env.hubspot.insert_companies(vec![BTreeMap::from([
+        ("name".to_owned(), "Org 1".to_owned()),
+        ("domain".to_owned(), "org1.example.com".to_owned()),
+        (
+            COMPANY_KEY.to_owned(),
+            org_one.properties[COMPANY_KEY].clone(),
+        ),
+    ])]);
+    let user = env
+        .hubspot
+        .contacts()
+        .into_iter()
+        .find(|c| c.properties.get("email").map(String::as_str) == Some("user1@example.com"))
+        .expect("the first user was pushed");
+    let input = AssociationInput {
+        from: user.id.clone(),
+        to: again[0].clone(),
+        types: vec![AssociationSpec::hubspot(
+            AssociationTypeId::ContactToCompanyPrimary,
+        )],
+    };
+    let outcome = env
+        .client
+        .create_associations(
+            ObjectType::Contacts,
+            ObjectType::Companies,
+            &Batch::new(vec![input]).unwrap(),
+        )
+        .await
+        .expect("associated in HubSpot");
+    assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
+    CompanyId(again[0].clone())
+}
+
 backend_tests! {
     async fn a_dry_push_of_a_table_of_your_own_plans_every_call_of_the_real_run(db: TestDb, profile: HubSpotProfile) {
         let env = MappedEnv::start(db, profile, &own_tables(), OWN_MAPPING).await;
@@ -142,5 +193,17 @@ backend_tests! {
         };
         // A pull never adds rows to a table of the user's own.
         assert_eq!((counts.total, counts.unchanged), (750, 750));
+    }
+
+    async fn a_dry_full_pull_plans_the_check_of_the_stale_link_an_adopted_companys_key_names(db: TestDb, profile: HubSpotProfile) {
+        let env = MappedEnv::start(db, profile, &built_in_tables(), "").await;
+        env.push().await;
+        let again = org_one_is_made_again_in_hubspot_as_the_first_users_company(&env).await;
+        let Counts::Pull(counts) = dry_then_real(&env, JobSpec::from(pull_action(false))).await else {
+            panic!("pull counts")
+        };
+        assert_eq!((counts.total, counts.associations_created), (600, 1));
+        let org_one = env.store.get_company(LocalCompanyId(1)).await.unwrap().expect("Org 1");
+        assert_eq!(org_one.hs_object_id, Some(again), "Org 1 is linked to the company made again");
     }
 }

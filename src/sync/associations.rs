@@ -904,35 +904,6 @@ pub(crate) async fn companies_to_set(
         .collect())
 }
 
-/// The company batch reads a full pull's association phase makes to adopt companies: per
-/// 1,000 contacts (`sets`: the company each sets, in the order they are read), the companies
-/// they set, sorted, 100 a read, one read for each 100 with a company no local company holds
-/// (`unknown`: whether HubSpot has it, then adopted, so held from the next 1,000 on).
-pub(crate) fn company_reads_of_full_pull(
-    sets: impl IntoIterator<Item = Option<CompanyId>>,
-    unknown: &HashMap<CompanyId, bool>,
-) -> u64 {
-    let sets: Vec<Option<CompanyId>> = sets.into_iter().collect();
-    let mut adopted: HashSet<&CompanyId> = HashSet::new();
-    let mut reads = 0;
-    for call in sets.chunks(MAX_ASSOCIATION_READ) {
-        let mut wanted: Vec<&CompanyId> = call.iter().flatten().collect();
-        wanted.sort();
-        wanted.dedup();
-        let unread = |c: &&CompanyId| unknown.contains_key(*c) && !adopted.contains(*c);
-        reads += wanted
-            .chunks(MAX_BATCH)
-            .filter(|chunk| chunk.iter().any(unread))
-            .count() as u64;
-        adopted.extend(
-            wanted
-                .into_iter()
-                .filter(|c| unknown.get(*c) == Some(&true)),
-        );
-    }
-    reads
-}
-
 /// Which contacts not linked locally (when the associations are read) may still have a
 /// primary company to set when the transaction applies them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

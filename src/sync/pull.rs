@@ -45,6 +45,7 @@
 //! the page's transaction (`sync::associations`), on the associations' own budget.
 
 use super::PROPERTIES;
+use super::companies::pull::AdoptionNotes;
 use super::keys::ExternalKeys;
 use super::lookup::{self, Fate};
 use super::push::EXTERNAL_KEY;
@@ -103,7 +104,7 @@ pub async fn run(ctx: &SyncContext, job: &Job, progress: &Progress) -> Result<()
         incremental,
         association_reads: BTreeMap::new(),
         company_sets: BTreeMap::new(),
-        unknown_companies: HashMap::new(),
+        adoption: AdoptionNotes::default(),
         ahead: Plan::default(),
         pages: 0,
         dry_adopted: HashSet::new(),
@@ -242,11 +243,11 @@ struct PullRun<'a> {
     /// companies take.
     association_reads: BTreeMap<ReadOrder, u64>,
     /// A dry full pull's contacts that the real association phase sets a company for, with
-    /// that company ([`super::associations::company_reads_of_full_pull`]).
+    /// that company ([`AdoptionNotes::calls_of_full_pull`]).
     company_sets: BTreeMap<ReadOrder, CompanyId>,
-    /// The companies a dry full pull's pages set that no local company holds, with whether
-    /// HubSpot has them (then the real phase adopts them).
-    unknown_companies: HashMap<CompanyId, bool>,
+    /// What a dry full pull's pages read of the companies they set that no local company
+    /// holds (the real phase adopts them).
+    adoption: AdoptionNotes,
     /// A dry run's calls made before its next page (the total's search), planned with it.
     ahead: Plan,
     /// The pages written so far by this run.
@@ -486,11 +487,7 @@ impl PullRun<'_> {
                 self.company_sets.insert(order, company.clone());
             }
         }
-        self.unknown_companies.extend(
-            read.companies()
-                .unknown()
-                .map(|(id, live)| (id.clone(), live)),
-        );
+        self.adoption.note(read.companies());
         Ok(())
     }
 
@@ -503,13 +500,9 @@ impl PullRun<'_> {
             "association_read",
             super::associations::reads_of_full_pull(reads.values().copied()),
         );
-        plan.call(
-            "batch_read",
-            super::associations::company_reads_of_full_pull(
-                reads.keys().map(|order| sets.get(order).cloned()),
-                &self.unknown_companies,
-            ),
-        );
+        self.adoption
+            .calls_of_full_pull(reads.keys().map(|order| sets.get(order).cloned()))
+            .plan(plan);
     }
 
     /// Commits a page's transaction with the job's counts, errors and checkpoint `next`, and a

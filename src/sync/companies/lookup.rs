@@ -17,7 +17,7 @@ use super::{company_error, read_properties};
 use crate::hubspot::{Batch, Company, HubSpotClient, HubSpotError};
 use crate::ids::CompanyId;
 use crate::jobs::{RunError, RunFailure};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// What HubSpot says about one company id.
 #[derive(Debug, Clone)]
@@ -85,8 +85,20 @@ pub(crate) async fn look_up_companies_counted(
     ids: &[CompanyId],
     context: &str,
 ) -> Result<(HashMap<CompanyId, CompanyFate>, u64), RunError> {
+    let (fates, alone) = look_up_companies_noting(client, ids, context).await?;
+    Ok((fates, alone.len() as u64))
+}
+
+/// [`look_up_companies`], with the ids it read on their own (the batch read left them out
+/// without a word): a dry full pull plans those reads for when its association phase meets
+/// the ids again.
+pub(crate) async fn look_up_companies_noting(
+    client: &HubSpotClient,
+    ids: &[CompanyId],
+    context: &str,
+) -> Result<(HashMap<CompanyId, CompanyFate>, HashSet<CompanyId>), RunError> {
     if ids.is_empty() {
-        return Ok((HashMap::new(), 0));
+        return Ok((HashMap::new(), HashSet::new()));
     }
     let raw: Vec<String> = ids.iter().map(|id| id.0.clone()).collect();
     let batch = Batch::new(raw)
@@ -115,8 +127,12 @@ pub(crate) async fn look_up_companies_counted(
         };
         answered.insert(id.clone(), fate);
     }
-    let gets = ids.iter().filter(|id| !fates.contains_key(*id)).count() as u64;
-    Ok((answered, gets))
+    let alone = ids
+        .iter()
+        .filter(|id| !fates.contains_key(*id))
+        .cloned()
+        .collect();
+    Ok((answered, alone))
 }
 
 /// Reads one id on its own (after a batch read or update left it out without a word).

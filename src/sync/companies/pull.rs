@@ -33,7 +33,7 @@
 //! company pull writes the same way in both modes: it has one matching, and only the counts
 //! differ.
 
-use super::lookup::{CompanyFate, LookUpCalls, look_up_companies, look_up_companies_counted};
+use super::lookup::{CompanyFate, LookUpCalls, look_up_companies, look_up_companies_noting};
 use super::{COMPANY_KEY, company_error, read_properties};
 use crate::hubspot::{
     Company, HubSpotClient, ListCompanies, MAX_BATCH, MAX_SEARCH_LIMIT, ObjectType, SearchRequest,
@@ -559,16 +559,21 @@ pub(crate) struct StaleLinks {
     gone: HashSet<CompanyId>,
     /// The calls asking made.
     calls: LookUpCalls,
+    /// The stale link each company's key names, by the company's id.
+    named: HashMap<CompanyId, CompanyId>,
+    /// Those of `checked` HubSpot's batch read left out, read on their own.
+    alone: HashSet<CompanyId>,
 }
 
-/// The companies rows are linked to that `companies`' keys name as stale: the link of the row
-/// a company's key names, when it is another company and no row holds the company itself.
+/// The companies rows are linked to that `companies`' keys name as stale, by the naming
+/// company's id: the link of the row a company's key names, when it is another company and no
+/// row holds the company itself.
 fn stale_links(
     keys: &ExternalKeys,
     companies: &[Company],
     held: &HashSet<CompanyId>,
     rows: &HashMap<LocalCompanyId, CompanyMatch>,
-) -> Vec<CompanyId> {
+) -> HashMap<CompanyId, CompanyId> {
     companies
         .iter()
         .filter_map(|c| {
@@ -576,6 +581,7 @@ fn stale_links(
             row.hs_object_id
                 .clone()
                 .filter(|hs| *hs != c.id && !held.contains(&c.id))
+                .map(|hs| (c.id.clone(), hs))
         })
         .collect()
 }
@@ -616,21 +622,26 @@ pub(crate) async fn read_stale_links(
         .into_iter()
         .map(|r| (r.id, r))
         .collect();
-    let mut checked = stale_links(keys, companies, &held, &rows);
+    let named = stale_links(keys, companies, &held, &rows);
+    let mut checked: Vec<CompanyId> = named.values().cloned().collect();
     checked.sort();
     checked.dedup();
     let mut gone = HashSet::new();
+    let mut alone = HashSet::new();
     let mut calls = LookUpCalls::default();
     for chunk in checked.chunks(MAX_BATCH) {
-        let (fates, gets) =
-            look_up_companies_counted(client, chunk, "checking linked companies").await?;
-        calls.add(gets);
+        let (fates, read_alone) =
+            look_up_companies_noting(client, chunk, "checking linked companies").await?;
+        calls.add(read_alone.len() as u64);
+        alone.extend(read_alone);
         gone.extend(gone_in(fates));
     }
     Ok(StaleLinks {
         checked: checked.into_iter().collect(),
         gone,
         calls,
+        named,
+        alone,
     })
 }
 
@@ -779,6 +790,8 @@ pub(crate) struct Adoptable {
     stale: StaleLinks,
     /// Each batch of ids read, with the calls reading it made.
     batches: Vec<(Vec<CompanyId>, LookUpCalls)>,
+    /// The ids the batch reads left out, read on their own.
+    alone: HashSet<CompanyId>,
 }
 
 impl Adoptable {
@@ -804,13 +817,108 @@ impl Adoptable {
             .filter(|(_, fate)| matches!(fate, CompanyFate::Live(_)))
             .map(|(id, _)| id)
     }
+}
 
-    /// The companies no local company held, each with whether HubSpot has it under its id
-    /// (adopting it then links a local company to it).
-    pub(crate) fn unknown(&self) -> impl Iterator<Item = (&CompanyId, bool)> {
-        self.fates
-            .iter()
-            .map(|(id, fate)| (id, matches!(fate, CompanyFate::Live(_))))
+/// What a dry full pull's pages learned about the companies its association phase would adopt,
+/// to count that phase's company reads ([`AdoptionNotes::calls_of_full_pull`]): the real phase
+/// reads them per 1,000 contacts after the pages, which a dry run cannot do (its pages' links
+/// are rolled back), so each dry page notes what its own reads found.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct AdoptionNotes {
+    /// Each company no local company held, by id.
+    companies: HashMap<CompanyId, NotedCompany>,
+    /// Each stale link a company's external key names, by the company's id, with whether
+    /// checking it took a read of its own.
+    stale: HashMap<CompanyId, NotedLink>,
+}
+
+/// What reading a company no local company held found ([`AdoptionNotes`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct NotedCompany {
+    /// The record standing for it: itself, or the survivor of its merge (none: gone).
+    record: Option<CompanyId>,
+    /// HubSpot's batch read left it out: it is read on its own.
+    alone: bool,
+}
+
+/// A stale link a company's key names ([`AdoptionNotes`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct NotedLink {
+    /// The company the named row is linked to.
+    linked: CompanyId,
+    /// HubSpot's batch read left it out: it is read on its own.
+    alone: bool,
+}
+
+impl AdoptionNotes {
+    /// Notes what a page's [`read_adoptable`] found.
+    pub(crate) fn note(&mut self, read: &Adoptable) {
+        for (id, fate) in &read.fates {
+            self.companies.insert(
+                id.clone(),
+                NotedCompany {
+                    record: fate.record().map(|c| c.id.clone()),
+                    alone: read.alone.contains(id),
+                },
+            );
+        }
+        for (company, linked) in &read.stale.named {
+            self.stale.insert(
+                company.clone(),
+                NotedLink {
+                    linked: linked.clone(),
+                    alone: read.stale.alone.contains(linked),
+                },
+            );
+        }
+    }
+
+    /// The company reads a full pull's association phase makes to adopt companies, as
+    /// [`read_adoptable`] makes them: per 1,000 contacts (`sets`: the company each sets, in the
+    /// order the phase reads them), the companies they set, sorted, 100 a batch read for each
+    /// 100 with a company no local company holds, plus a read of its own for each the batch
+    /// left out; then the stale links the records' keys name, 100 a batch read, the same way.
+    /// A company adopted (its record: itself, or the survivor of its merge) is held from the
+    /// next 1,000 on.
+    pub(crate) fn calls_of_full_pull(
+        &self,
+        sets: impl IntoIterator<Item = Option<CompanyId>>,
+    ) -> LookUpCalls {
+        let sets: Vec<Option<CompanyId>> = sets.into_iter().collect();
+        let mut held: HashSet<&CompanyId> = HashSet::new();
+        let mut calls = LookUpCalls::default();
+        for call in sets.chunks(crate::hubspot::MAX_ASSOCIATION_READ) {
+            let mut wanted: Vec<&CompanyId> = call.iter().flatten().collect();
+            wanted.sort();
+            wanted.dedup();
+            let mut records: Vec<&CompanyId> = Vec::new();
+            for chunk in wanted.chunks(MAX_BATCH) {
+                let unread: Vec<&NotedCompany> = chunk
+                    .iter()
+                    .filter(|c| !held.contains(**c))
+                    .filter_map(|c| self.companies.get(*c))
+                    .collect();
+                if unread.is_empty() {
+                    continue;
+                }
+                calls.add(unread.iter().filter(|c| c.alone).count() as u64);
+                records.extend(unread.iter().filter_map(|c| c.record.as_ref()));
+            }
+            records.sort();
+            records.dedup();
+            let mut stale: Vec<&NotedLink> = records
+                .iter()
+                .filter(|r| !held.contains(**r))
+                .filter_map(|r| self.stale.get(*r))
+                .collect();
+            stale.sort_by(|a, b| a.linked.cmp(&b.linked));
+            stale.dedup_by(|a, b| a.linked == b.linked);
+            for chunk in stale.chunks(MAX_BATCH) {
+                calls.add(chunk.iter().filter(|l| l.alone).count() as u64);
+            }
+            held.extend(records);
+        }
+        calls
     }
 }
 
@@ -825,6 +933,7 @@ pub(crate) async fn read_adoptable(
 ) -> Result<Adoptable, RunError> {
     let mut fates = HashMap::new();
     let mut batches = Vec::new();
+    let mut alone = HashSet::new();
     for chunk in ids.chunks(MAX_BATCH) {
         let refs: Vec<&str> = chunk.iter().map(|c| c.0.as_str()).collect();
         let held: HashSet<CompanyId> = store
@@ -841,12 +950,13 @@ pub(crate) async fn read_adoptable(
         if unknown.is_empty() {
             continue;
         }
-        let (read, gets) =
-            look_up_companies_counted(client, &unknown, "reading associated HubSpot companies")
+        let (read, read_alone) =
+            look_up_companies_noting(client, &unknown, "reading associated HubSpot companies")
                 .await?;
         let mut batch = LookUpCalls::default();
-        batch.add(gets);
+        batch.add(read_alone.len() as u64);
         batches.push((unknown, batch));
+        alone.extend(read_alone);
         fates.extend(read);
     }
     let mut records: Vec<Company> = Vec::new();
@@ -860,6 +970,7 @@ pub(crate) async fn read_adoptable(
         fates,
         stale,
         batches,
+        alone,
     })
 }
 
@@ -956,4 +1067,84 @@ pub(crate) async fn adopt(
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u32) -> CompanyId {
+        CompanyId(format!("{n:05}"))
+    }
+
+    fn company(record: Option<u32>, alone: bool) -> NotedCompany {
+        NotedCompany {
+            record: record.map(id),
+            alone,
+        }
+    }
+
+    /// `n` contacts that set `company`, as the phase reads them.
+    fn setting(company: u32, n: usize) -> Vec<Option<CompanyId>> {
+        vec![Some(id(company)); n]
+    }
+
+    #[test]
+    fn a_company_merged_away_is_read_on_its_own_in_every_thousand_that_sets_it() {
+        // 7 was merged into 8: the batch read leaves it out (a read of its own each time), and
+        // it stays unheld; 8 is held once adopted through it.
+        let notes = AdoptionNotes {
+            companies: HashMap::from([(id(7), company(Some(8), true))]),
+            stale: HashMap::new(),
+        };
+        let mut sets = setting(7, 1_000);
+        sets.extend(setting(7, 10));
+        let calls = notes.calls_of_full_pull(sets);
+        assert_eq!((calls.reads, calls.gets), (2, 2));
+    }
+
+    #[test]
+    fn a_company_adopted_is_held_from_the_next_thousand_on() {
+        let notes = AdoptionNotes {
+            companies: HashMap::from([(id(3), company(Some(3), false))]),
+            stale: HashMap::new(),
+        };
+        let mut sets = setting(3, 1_000);
+        sets.extend(setting(3, 1_000));
+        let calls = notes.calls_of_full_pull(sets);
+        assert_eq!((calls.reads, calls.gets), (1, 0));
+    }
+
+    #[test]
+    fn the_stale_links_of_a_thousand_are_checked_a_hundred_a_read_once_each() {
+        // 150 companies no local company holds, each naming a row linked to a company HubSpot
+        // deleted (two name the same one, which its batch read leaves out).
+        let companies = (1..=150).map(|n| (id(n), company(Some(n), false)));
+        let mut stale: HashMap<CompanyId, NotedLink> = (1..=150)
+            .map(|n| {
+                let linked = NotedLink {
+                    linked: id(1_000 + n),
+                    alone: false,
+                };
+                (id(n), linked)
+            })
+            .collect();
+        for n in [1, 2] {
+            stale.insert(
+                id(n),
+                NotedLink {
+                    linked: id(999),
+                    alone: true,
+                },
+            );
+        }
+        let notes = AdoptionNotes {
+            companies: companies.collect(),
+            stale,
+        };
+        let sets: Vec<Option<CompanyId>> = (1..=150).map(|n| Some(id(n))).collect();
+        let calls = notes.calls_of_full_pull(sets);
+        // Two reads of the 150 companies, two of the 149 stale links, the shared one alone.
+        assert_eq!((calls.reads, calls.gets), (4, 1));
+    }
 }

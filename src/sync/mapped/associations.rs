@@ -848,9 +848,9 @@ impl ReadCompanies {
         self.unknown.adopted()
     }
 
-    /// The companies to set that no local company held, each with whether HubSpot has it.
-    pub(crate) fn unknown(&self) -> impl Iterator<Item = (&CompanyId, bool)> {
-        self.unknown.unknown()
+    /// What was read of the companies to set that no local company held.
+    pub(crate) fn adoption(&self) -> &Adoptable {
+        &self.unknown
     }
 
     /// The HubSpot company each row (by key) would have set as its local company.

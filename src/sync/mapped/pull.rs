@@ -46,6 +46,7 @@ use crate::mapping::{Flow, Owner};
 use crate::store::{
     ColumnValue, KeyKind, LinkWrite, LocalRecord, PendingObject, PendingPull, Store, Tx,
 };
+use crate::sync::companies::pull::AdoptionNotes;
 use crate::sync::lookup::Fate;
 use crate::sync::pull::{Keyset, PullCursor, PullPosition, advance_on, search_request_on};
 use crate::sync::{SyncContext, hubspot_error};
@@ -104,7 +105,7 @@ pub(crate) async fn run(
         plan,
         association_reads: BTreeMap::new(),
         company_sets: BTreeMap::new(),
-        unknown_companies: HashMap::new(),
+        adoption: AdoptionNotes::default(),
         dry_adopted: HashSet::new(),
     };
     let mut position = cursor.position;
@@ -182,11 +183,11 @@ struct PullRun<'a> {
     /// its order, with how many more of HubSpot's pages each one's companies take.
     association_reads: BTreeMap<(i64, String), u64>,
     /// A dry full pull's rows that the real association phase sets a company for, with that
-    /// company ([`crate::sync::associations::company_reads_of_full_pull`]).
+    /// company ([`AdoptionNotes::calls_of_full_pull`]).
     company_sets: BTreeMap<(i64, String), CompanyId>,
-    /// The companies a dry full pull's pages set that no local company holds, with whether
-    /// HubSpot has them (then the real phase adopts them).
-    unknown_companies: HashMap<CompanyId, bool>,
+    /// What a dry full pull's pages read of the companies they set that no local company
+    /// holds (the real phase adopts them).
+    adoption: AdoptionNotes,
     /// The companies earlier pages of a dry incremental pull adopted (and rolled back), which
     /// the real run holds by then.
     dry_adopted: HashSet<CompanyId>,
@@ -425,8 +426,7 @@ impl PullRun<'_> {
                 self.company_sets.insert(self.read_order(key), id);
             }
         }
-        self.unknown_companies
-            .extend(companies.unknown().map(|(id, live)| (id.clone(), live)));
+        self.adoption.note(companies.adoption());
     }
 
     /// Counts in `plan` the calls of the real full pull's association phase, from what the
@@ -438,13 +438,9 @@ impl PullRun<'_> {
             "association_read",
             crate::sync::associations::reads_of_full_pull(reads.values().copied()),
         );
-        plan.call(
-            "batch_read",
-            crate::sync::associations::company_reads_of_full_pull(
-                reads.keys().map(|order| sets.get(order).cloned()),
-                &self.unknown_companies,
-            ),
-        );
+        self.adoption
+            .calls_of_full_pull(reads.keys().map(|order| sets.get(order).cloned()))
+            .plan(plan);
     }
 
     fn read_order(&self, key: &str) -> (i64, String) {
