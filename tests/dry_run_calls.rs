@@ -14,6 +14,7 @@ use common::watch::{calls_between, sync_calls};
 use crm_sync::hubspot::{AssociationInput, AssociationSpec, AssociationTypeId, Batch, ObjectType};
 use crm_sync::ids::{CompanyId, LocalCompanyId};
 use crm_sync::jobs::model::{Counts, JobSpec, SyncObject};
+use crm_sync::store::Backend;
 use crm_sync::sync::companies::COMPANY_KEY;
 use std::collections::BTreeMap;
 
@@ -27,6 +28,23 @@ async fn dry_then_real_push(env: &MappedEnv) -> Counts {
 async fn dry_then_real(env: &MappedEnv, spec: JobSpec) -> Counts {
     let dry = spec.with_dry_run(true).expect("the object has dry runs");
     let planned_job = env.run_spec(dry).await;
+    let before = sync_calls(&env.hubspot);
+    let real = env.run_spec(spec).await;
+    let made = calls_between(&before, &sync_calls(&env.hubspot));
+    assert_eq!(
+        planned_job.counts, real.counts,
+        "the dry run's counts are the real run's"
+    );
+    let plan = planned_job.plan.expect("a dry run has a plan");
+    assert_eq!(plan.calls, made, "the plan names the real run's calls");
+    real.counts
+}
+
+/// [`dry_then_real`], the dry run stopped at its `checks`-th stop check (after a committed
+/// page, as a shutdown does) and resumed to its end.
+async fn dry_stopped_then_real(env: &MappedEnv, spec: JobSpec, checks: usize) -> Counts {
+    let dry = spec.with_dry_run(true).expect("the object has dry runs");
+    let planned_job = env.run_spec_stopped(dry, checks).await;
     let before = sync_calls(&env.hubspot);
     let real = env.run_spec(spec).await;
     let made = calls_between(&before, &sync_calls(&env.hubspot));
@@ -79,6 +97,102 @@ company_column = "org_id"
 email = { property = "email", direction = "both", owner = "local" }
 plan = { property = "plan_tier", direction = "push" }
 "#;
+
+/// A table of the user's own, 600 users, whose `org_id` names crm-sync's own 250 companies,
+/// none in HubSpot yet.
+fn users_of_crm_syncs_companies() -> String {
+    format!(
+        "CREATE TABLE users (id BIGINT PRIMARY KEY, email TEXT UNIQUE, org_id BIGINT); \
+         {} INSERT INTO companies (name, domain) SELECT 'Org ' || i, 'org' || i || '.example.com' FROM n; \
+         {} INSERT INTO users SELECT i, 'user' || i || '@example.com', 1 + i % 250 FROM n",
+        numbers(250),
+        numbers(600)
+    )
+}
+
+const USERS_MAPPING: &str = r#"
+[[sync.objects]]
+object = "contacts"
+table = "users"
+key_column = "id"
+company_column = "org_id"
+
+[sync.objects.fields]
+email = { property = "email", direction = "both", owner = "local" }
+"#;
+
+/// A table of the user's own keyed by text its key column orders by a collation that is not
+/// byte order (PostgreSQL: ICU's root collation; SQLite: `NOCASE`): `A`, `b10001` … `b11000`,
+/// `C` (byte order puts `A` and `C` before every `b`).
+fn members(backend: Backend) -> String {
+    let collation = match backend {
+        Backend::Postgres => r#"COLLATE "und-x-icu" PRIMARY KEY"#,
+        Backend::Sqlite => "PRIMARY KEY COLLATE NOCASE",
+    };
+    format!(
+        "CREATE TABLE members (handle TEXT {collation}, email TEXT UNIQUE, org_id BIGINT); \
+         INSERT INTO members VALUES ('A', 'big-a@example.com', NULL), ('C', 'big-c@example.com', NULL); \
+         {} INSERT INTO members SELECT 'b' || (10000 + i), 'member' || i || '@example.com', NULL FROM n",
+        numbers(1_000)
+    )
+}
+
+const MEMBERS_MAPPING: &str = r#"
+[[sync.objects]]
+object = "contacts"
+table = "members"
+key_column = "handle"
+company_column = "org_id"
+
+[sync.objects.fields]
+email = { property = "email", direction = "both", owner = "local" }
+"#;
+
+/// Gives the HubSpot contact with `email` `n` companies made for it (not primary): more than
+/// one of HubSpot's association read pages (500) holds once `n` passes 500.
+async fn give_companies(env: &MappedEnv, email: &str, n: usize) {
+    let contact = env
+        .hubspot
+        .contacts()
+        .into_iter()
+        .find(|c| c.properties.get("email").map(String::as_str) == Some(email))
+        .expect("the contact was pushed");
+    let made = env.hubspot.insert_companies(
+        (0..n)
+            .map(|i| {
+                BTreeMap::from([
+                    ("name".to_owned(), format!("{email} {i}")),
+                    (
+                        "domain".to_owned(),
+                        format!("c{i}.{email}").replace('@', "-"),
+                    ),
+                ])
+            })
+            .collect(),
+    );
+    let inputs: Vec<AssociationInput> = made
+        .into_iter()
+        .map(|to| AssociationInput {
+            from: contact.id.clone(),
+            to,
+            types: vec![AssociationSpec::hubspot(
+                AssociationTypeId::ContactToCompany,
+            )],
+        })
+        .collect();
+    for chunk in inputs.chunks(100) {
+        let outcome = env
+            .client
+            .create_associations(
+                ObjectType::Contacts,
+                ObjectType::Companies,
+                &Batch::new(chunk.to_vec()).unwrap(),
+            )
+            .await
+            .expect("associated in HubSpot");
+        assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
+    }
+}
 
 /// crm-sync's own tables: 250 companies, none in HubSpot yet, and 600 contacts naming them.
 fn built_in_tables() -> String {
@@ -205,5 +319,54 @@ backend_tests! {
         assert_eq!((counts.total, counts.associations_created), (600, 1));
         let org_one = env.store.get_company(LocalCompanyId(1)).await.unwrap().expect("Org 1");
         assert_eq!(org_one.hs_object_id, Some(again), "Org 1 is linked to the company made again");
+    }
+
+    async fn a_dry_full_pull_of_a_table_of_your_own_plans_the_company_reads_to_adopt_companies(db: TestDb, profile: HubSpotProfile) {
+        let env = MappedEnv::start(db, profile, &users_of_crm_syncs_companies(), USERS_MAPPING).await;
+        env.push().await;
+        let again = org_one_is_made_again_in_hubspot_as_the_first_users_company(&env).await;
+        let Counts::Pull(counts) = dry_then_real(&env, JobSpec::from(pull_action(false))).await else {
+            panic!("pull counts")
+        };
+        assert_eq!((counts.total, counts.associations_created), (600, 1));
+        let org_one = env.store.get_company(LocalCompanyId(1)).await.unwrap().expect("Org 1");
+        assert_eq!(org_one.hs_object_id, Some(again), "Org 1 is linked to the company made again");
+    }
+
+    async fn a_dry_full_pull_stopped_and_resumed_plans_what_every_run_of_it_read(db: TestDb, profile: HubSpotProfile) {
+        let env = MappedEnv::start(db, profile, &built_in_tables(), "").await;
+        env.push().await;
+        org_one_is_made_again_in_hubspot_as_the_first_users_company(&env).await;
+        // The first run reads the first user's page (and the company to adopt) and stops.
+        let spec = JobSpec::from(pull_action(false));
+        let Counts::Pull(counts) = dry_stopped_then_real(&env, spec, 3).await else {
+            panic!("pull counts")
+        };
+        assert_eq!((counts.total, counts.associations_created), (600, 1));
+    }
+
+    async fn a_dry_full_pull_of_a_table_of_your_own_stopped_and_resumed_plans_what_every_run_of_it_read(db: TestDb, profile: HubSpotProfile) {
+        let env = MappedEnv::start(db, profile, &users_of_crm_syncs_companies(), USERS_MAPPING).await;
+        env.push().await;
+        org_one_is_made_again_in_hubspot_as_the_first_users_company(&env).await;
+        let spec = JobSpec::from(pull_action(false));
+        let Counts::Pull(counts) = dry_stopped_then_real(&env, spec, 3).await else {
+            panic!("pull counts")
+        };
+        assert_eq!((counts.total, counts.associations_created), (600, 1));
+    }
+
+    async fn a_dry_full_pull_reads_text_keys_in_the_order_of_the_key_columns_collation(db: TestDb, profile: HubSpotProfile) {
+        let backend = db.backend();
+        let env = MappedEnv::start(db, profile, &members(backend), MEMBERS_MAPPING).await;
+        env.push().await;
+        // Two members whose companies take two of HubSpot's pages each: the real pull reads
+        // `A` with the first 999 `b…` rows and `C` with the last, two further pages.
+        give_companies(&env, "big-a@example.com", 501).await;
+        give_companies(&env, "big-c@example.com", 501).await;
+        let Counts::Pull(counts) = dry_then_real(&env, JobSpec::from(pull_action(false))).await else {
+            panic!("pull counts")
+        };
+        assert_eq!(counts.total, 1_002);
     }
 }

@@ -43,6 +43,7 @@ mod companies;
 mod contacts;
 mod credential_ciphers;
 mod credentials;
+mod dry_runs;
 mod gauges;
 mod installation;
 mod link_companies;

@@ -279,13 +279,18 @@ impl Store {
         Ok(counts)
     }
 
-    /// Forgets what full pulls that are no longer active saw (a job that failed or was
-    /// cancelled before its sweep ended leaves its rows).
+    /// Forgets what full pulls that are no longer active saw, and what dry ones noted (a job
+    /// that failed or was cancelled before its sweep ended leaves its rows).
     pub async fn forget_stale_pull_seen(&self) -> Result<(), StoreError> {
-        const SQL: &str = "DELETE FROM pull_seen WHERE job_id NOT IN (
-                               SELECT id FROM sync_jobs
-                                WHERE status IN ('queued', 'running', 'retrying'))";
-        on_pool!(self, pool => sqlx::query(SQL).execute(pool).await.map(drop))?;
+        const SEEN: &str = "DELETE FROM pull_seen WHERE job_id NOT IN (
+                                SELECT id FROM sync_jobs
+                                 WHERE status IN ('queued', 'running', 'retrying'))";
+        const NOTES: &str = "DELETE FROM dry_pull_notes WHERE job_id NOT IN (
+                                 SELECT id FROM sync_jobs
+                                  WHERE status IN ('queued', 'running', 'retrying'))";
+        for sql in [SEEN, NOTES] {
+            on_pool!(self, pool => sqlx::query(sql).execute(pool).await.map(drop))?;
+        }
         Ok(())
     }
 

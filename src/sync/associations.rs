@@ -26,7 +26,7 @@
 //! companies with the company pull's matching (a company linked meanwhile by another writer
 //! resolves to its row, never a second one), applies and commits.
 
-use super::companies::pull::{Adoptable, adopt, read_adoptable};
+use super::companies::pull::{Adoptable, AdoptionNotes, adopt, read_adoptable};
 use super::hubspot_error;
 use super::keys::ExternalKeys;
 use crate::hubspot::{
@@ -38,8 +38,10 @@ use crate::ids::{CompanyId, ContactId, HsObjectId, LocalCompanyId};
 use crate::jobs::model::{Counts, Plan, PullCounts, PushCounts, PushMode, RecordError};
 use crate::jobs::{Page, Progress, RunError, RunFailure};
 use crate::store::{AssociationRow, ContactCompanyChange, Store, Tx};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 /// The checkpoint key that says where an association phase goes on (a contact id); it is
 /// added to the contact engine's own checkpoint, which ignores it.
@@ -902,6 +904,123 @@ pub(crate) async fn companies_to_set(
             _ => None,
         })
         .collect())
+}
+
+/// What a dry full pull's pages note for planning the calls of the real pull's association
+/// phase, which reads every linked row's companies after the pages (a dry run cannot: its
+/// pages' links are rolled back): the rows that phase reads, by `K` (where each comes in its
+/// order), with how many more of HubSpot's pages their companies take, the company each sets,
+/// and what reading the companies to adopt found. Each page's notes are saved with its
+/// checkpoint ([`PhaseNotes::save`]), so that a dry job stopped and resumed plans what every
+/// run of it read ([`PhaseNotes::saved`]).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(bound(serialize = "K: Serialize", deserialize = "K: DeserializeOwned"))]
+pub(crate) struct PhaseNotes<K> {
+    /// The rows read, with their further pages.
+    reads: Vec<(K, u64)>,
+    /// The rows that set a company, with it.
+    sets: Vec<(K, CompanyId)>,
+    /// What reading the companies to adopt found.
+    adoption: AdoptionNotes,
+}
+
+impl<K> Default for PhaseNotes<K> {
+    fn default() -> Self {
+        Self {
+            reads: Vec::new(),
+            sets: Vec::new(),
+            adoption: AdoptionNotes::default(),
+        }
+    }
+}
+
+impl<K: Ord + Clone + Serialize + DeserializeOwned> PhaseNotes<K> {
+    /// Notes that the phase reads the row `order`'s companies, which take `further_pages` more
+    /// of HubSpot's pages than the first (0 when unknown: the sweep's rows).
+    pub(crate) fn read(&mut self, order: K, further_pages: u64) {
+        self.reads.push((order, further_pages));
+    }
+
+    /// Notes that the phase sets `company` as the row `order`'s company.
+    pub(crate) fn set(&mut self, order: K, company: CompanyId) {
+        self.sets.push((order, company));
+    }
+
+    /// Notes what a page's reading of the companies to adopt found.
+    pub(crate) fn adoption(&mut self, read: &Adoptable) {
+        self.adoption.note(read);
+    }
+
+    /// Saves these notes, in `tx`, as page `page` of the dry job `job`.
+    pub(crate) async fn save(self, tx: &mut Tx, job: &str, page: u64) -> Result<(), RunError> {
+        let notes = serde_json::to_string(&self).map_err(|e| {
+            RunError::Fatal(RunFailure::caused_by("cannot encode a dry run's notes", e))
+        })?;
+        let page = i64::try_from(page)
+            .map_err(|e| RunError::Fatal(RunFailure::caused_by("too many dry pages", e)))?;
+        tx.save_dry_pull_notes(job, page, &notes).await?;
+        Ok(())
+    }
+
+    /// Every page's notes the dry job `job` saved, merged: a row read by several pages keeps
+    /// the most further pages noted.
+    pub(crate) async fn saved(store: &Store, job: &str) -> Result<PlannedPhase<K>, RunError> {
+        let mut phase = PlannedPhase {
+            reads: BTreeMap::new(),
+            sets: BTreeMap::new(),
+            adoption: AdoptionNotes::default(),
+        };
+        for raw in store.dry_pull_notes(job).await? {
+            let notes: PhaseNotes<K> = serde_json::from_str(&raw).map_err(|e| {
+                RunError::Fatal(RunFailure::caused_by("cannot read a dry run's notes", e))
+            })?;
+            for (order, pages) in notes.reads {
+                let most = phase.reads.entry(order).or_insert(0);
+                *most = (*most).max(pages);
+            }
+            phase.sets.extend(notes.sets);
+            phase.adoption.merge(notes.adoption);
+        }
+        Ok(phase)
+    }
+}
+
+/// What every page of a dry full pull noted ([`PhaseNotes::saved`]).
+#[derive(Debug)]
+pub(crate) struct PlannedPhase<K> {
+    /// The rows the phase reads, in the order `K` gives, with their further pages.
+    reads: BTreeMap<K, u64>,
+    /// The company each row sets.
+    sets: BTreeMap<K, CompanyId>,
+    /// What reading the companies to adopt found.
+    adoption: AdoptionNotes,
+}
+
+impl<K: Ord> PlannedPhase<K> {
+    /// The rows the phase reads, in `K`'s order.
+    pub(crate) fn rows(&self) -> impl Iterator<Item = &K> {
+        self.reads.keys()
+    }
+
+    /// Counts in `plan` the calls of the real phase, which reads the rows in the order `rows`
+    /// gives (each once): its association reads, 1,000 rows a call, and its company reads to
+    /// adopt companies.
+    pub(crate) fn plan<'k>(&self, rows: impl IntoIterator<Item = &'k K>, plan: &mut Plan)
+    where
+        K: 'k,
+    {
+        let rows: Vec<&K> = rows.into_iter().collect();
+        plan.call(
+            "association_read",
+            reads_of_full_pull(
+                rows.iter()
+                    .map(|k| self.reads.get(*k).copied().unwrap_or(0)),
+            ),
+        );
+        self.adoption
+            .calls_of_full_pull(rows.iter().map(|k| self.sets.get(*k).cloned()))
+            .plan(plan);
+    }
 }
 
 /// Which contacts not linked locally (when the associations are read) may still have a

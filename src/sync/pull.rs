@@ -45,7 +45,7 @@
 //! the page's transaction (`sync::associations`), on the associations' own budget.
 
 use super::PROPERTIES;
-use super::companies::pull::AdoptionNotes;
+use super::associations::PhaseNotes;
 use super::keys::ExternalKeys;
 use super::lookup::{self, Fate};
 use super::push::EXTERNAL_KEY;
@@ -66,7 +66,7 @@ use crate::store::pull::{CheckedLinks, Clash, LinkedContact, PageWrite, PulledCo
 use crate::store::{Store, StoreError, TombstoneReason};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 /// The property incremental pulls filter and sort on (contacts; other objects use
 /// `hs_lastmodifieddate`).
@@ -102,11 +102,9 @@ pub async fn run(ctx: &SyncContext, job: &Job, progress: &Progress) -> Result<()
         counts,
         dry_run: job.spec.dry_run,
         incremental,
-        association_reads: BTreeMap::new(),
-        company_sets: BTreeMap::new(),
-        adoption: AdoptionNotes::default(),
+        notes: PhaseNotes::default(),
         ahead: Plan::default(),
-        pages: 0,
+        pages: dry_pages(progress, job.spec.dry_run && !incremental).await?,
         dry_adopted: HashSet::new(),
     };
     match cursor.position {
@@ -238,19 +236,13 @@ struct PullRun<'a> {
     /// An incremental job: each page also reads its contacts' company associations (a full
     /// pull reads every linked contact's once its pages are written).
     incremental: bool,
-    /// A dry full pull's contacts whose companies the real pull reads after its pages, in the
-    /// order it reads them ([`ReadOrder`]), with how many more of HubSpot's pages each one's
-    /// companies take.
-    association_reads: BTreeMap<ReadOrder, u64>,
-    /// A dry full pull's contacts that the real association phase sets a company for, with
-    /// that company ([`AdoptionNotes::calls_of_full_pull`]).
-    company_sets: BTreeMap<ReadOrder, CompanyId>,
-    /// What a dry full pull's pages read of the companies they set that no local company
-    /// holds (the real phase adopts them).
-    adoption: AdoptionNotes,
+    /// What a dry full pull's page notes for planning the real pull's association phase, which
+    /// reads the contacts' companies after the pages, in [`ReadOrder`]; saved with the page.
+    notes: PhaseNotes<ReadOrder>,
     /// A dry run's calls made before its next page (the total's search), planned with it.
     ahead: Plan,
-    /// The pages written so far by this run.
+    /// The pages written so far (by every run of a dry full pull, which numbers its notes by
+    /// them; by this run otherwise).
     pages: u64,
     /// The companies earlier pages of a dry incremental pull adopted (and rolled back), which
     /// the real run holds by then.
@@ -261,7 +253,7 @@ struct PullRun<'a> {
 /// them by row id: the rows that were there before the pull, by id, then those its pages
 /// create, page by page (a new row's id is above every older one's; the ids a dry page gives
 /// are rolled back with it, so they order rows within that page only).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 enum ReadOrder {
     /// A row there before the pull.
     Existing(ContactId),
@@ -436,6 +428,9 @@ impl PullRun<'_> {
             tx.rollback().await?;
             tx = self.progress.begin().await?;
             plan.actions.extend(planned_actions(&pulled, &written));
+            if !self.incremental {
+                self.save_notes(&mut tx).await?;
+            }
         }
         if matches!(next, Position::List { .. } | Position::Sweep { .. }) {
             let seen: Vec<&str> = contacts.iter().map(|c| c.id.0.as_str()).collect();
@@ -481,28 +476,36 @@ impl PullRun<'_> {
             } else {
                 ReadOrder::Existing(row.contact_id)
             };
-            self.association_reads
-                .insert(order, read.further_pages(&row.hs_object_id));
+            self.notes
+                .read(order, read.further_pages(&row.hs_object_id));
             if let Some(company) = sets.get(&row.contact_id) {
-                self.company_sets.insert(order, company.clone());
+                self.notes.set(order, company.clone());
             }
         }
-        self.adoption.note(read.companies());
+        self.notes.adoption(read.companies());
         Ok(())
     }
 
-    /// Counts in `plan` the calls of the real full pull's association phase, from what the
-    /// dry pages noted: its association reads, and its company reads to adopt companies.
-    fn plan_association_phase(&mut self, plan: &mut Plan) {
-        let reads = std::mem::take(&mut self.association_reads);
-        let sets = std::mem::take(&mut self.company_sets);
-        plan.call(
-            "association_read",
-            super::associations::reads_of_full_pull(reads.values().copied()),
-        );
-        self.adoption
-            .calls_of_full_pull(reads.keys().map(|order| sets.get(order).cloned()))
-            .plan(plan);
+    /// Saves, in `tx`, what a dry full pull's page noted, numbered by the page.
+    async fn save_notes(&mut self, tx: &mut Tx) -> Result<(), RunError> {
+        std::mem::take(&mut self.notes)
+            .save(tx, &self.job_key(), self.pages)
+            .await
+    }
+
+    /// Counts in `plan` the calls of the real full pull's association phase, from what every
+    /// dry page noted (those of earlier runs of the job too), and forgets the notes in `tx`:
+    /// its association reads, and its company reads to adopt companies.
+    async fn plan_association_phase(
+        &mut self,
+        tx: &mut Tx,
+        plan: &mut Plan,
+    ) -> Result<(), RunError> {
+        let job = self.job_key();
+        let phase = PhaseNotes::<ReadOrder>::saved(self.progress.store(), &job).await?;
+        phase.plan(phase.rows(), plan);
+        tx.forget_dry_pull_notes(&job).await?;
+        Ok(())
     }
 
     /// Commits a page's transaction with the job's counts, errors and checkpoint `next`, and a
@@ -572,23 +575,25 @@ impl PullRun<'_> {
                 let mut tx = self.progress.begin().await?;
                 tx.forget_pull_seen(&job).await.map_err(write_error)?;
                 let mut plan = Plan::default();
-                self.plan_association_phase(&mut plan);
+                if self.dry_run {
+                    self.plan_association_phase(&mut tx, &mut plan).await?;
+                }
                 return self
                     .commit_with(tx, self.counts, Position::Done, Vec::new(), Some(plan))
                     .await;
             };
             let ids: Vec<HsObjectId> = rows.iter().map(|(_, hs)| hs.clone()).collect();
             let (gone, gets) = self.gone_of(&ids).await?;
+            let mut tx = self.progress.begin().await?;
             if self.dry_run {
                 // The rows left linked are read by the real association phase too (their
                 // companies were not read here: counted as one page).
                 for (id, _) in rows.iter().filter(|(_, hs)| !gone.contains(hs)) {
-                    self.association_reads
-                        .entry(ReadOrder::Existing(*id))
-                        .or_insert(0);
+                    self.notes.read(ReadOrder::Existing(*id), 0);
                 }
+                self.pages += 1;
+                self.save_notes(&mut tx).await?;
             }
-            let mut tx = self.progress.begin().await?;
             let mut plan = Plan::default();
             plan.call("batch_read", 1);
             plan.call("get", gets);
@@ -642,6 +647,19 @@ impl PullRun<'_> {
             .collect();
         Ok((gone, gets))
     }
+}
+
+/// The pages earlier runs of a dry full pull saved notes for (0 for any other job): a resumed
+/// dry run numbers its pages on from there.
+pub(crate) async fn dry_pages(progress: &Progress, dry_full: bool) -> Result<u64, RunError> {
+    if !dry_full {
+        return Ok(0);
+    }
+    let last = progress
+        .store()
+        .last_dry_pull_page(&progress.job_id().to_string())
+        .await?;
+    Ok(last.and_then(|p| u64::try_from(p).ok()).unwrap_or(0))
 }
 
 /// A dry run's plan of a page the real write path wrote (and the dry run rolled back).

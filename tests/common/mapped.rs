@@ -131,7 +131,12 @@ impl MappedEnv {
     /// Enqueues `action`, stops it at its `checks`-th stop check (after the last committed
     /// page, as a shutdown does), then runs it to its end.
     pub async fn run_stopped(&self, action: JobAction, checks: usize) -> Job {
-        let id = self.enqueue(JobSpec::from(action)).await;
+        self.run_spec_stopped(JobSpec::from(action), checks).await
+    }
+
+    /// [`MappedEnv::run_stopped`] for any job.
+    pub async fn run_spec_stopped(&self, spec: JobSpec, checks: usize) -> Job {
+        let id = self.enqueue(spec).await;
         let task = self.task(id).await;
         let seen = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(move || seen.fetch_add(1, Ordering::SeqCst) + 1 >= checks);

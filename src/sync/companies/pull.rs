@@ -873,6 +873,12 @@ impl AdoptionNotes {
         }
     }
 
+    /// Adds the notes of `other` (another page of the same dry job).
+    pub(crate) fn merge(&mut self, other: AdoptionNotes) {
+        self.companies.extend(other.companies);
+        self.stale.extend(other.stale);
+    }
+
     /// The company reads a full pull's association phase makes to adopt companies, as
     /// [`read_adoptable`] makes them: per 1,000 contacts (`sets`: the company each sets, in the
     /// order the phase reads them), the companies they set, sorted, 100 a batch read for each

@@ -46,7 +46,7 @@ use crate::mapping::{Flow, Owner};
 use crate::store::{
     ColumnValue, KeyKind, LinkWrite, LocalRecord, PendingObject, PendingPull, Store, Tx,
 };
-use crate::sync::companies::pull::AdoptionNotes;
+use crate::sync::associations::PhaseNotes;
 use crate::sync::lookup::Fate;
 use crate::sync::pull::{Keyset, PullCursor, PullPosition, advance_on, search_request_on};
 use crate::sync::{SyncContext, hubspot_error};
@@ -103,9 +103,8 @@ pub(crate) async fn run(
         counts,
         dry_run,
         plan,
-        association_reads: BTreeMap::new(),
-        company_sets: BTreeMap::new(),
-        adoption: AdoptionNotes::default(),
+        notes: PhaseNotes::default(),
+        pages: crate::sync::pull::dry_pages(progress, dry_run && !incremental).await?,
         dry_adopted: HashSet::new(),
     };
     let mut position = cursor.position;
@@ -179,15 +178,11 @@ struct PullRun<'a> {
     dry_run: bool,
     /// A dry run's plan not committed yet.
     plan: Plan,
-    /// A dry full pull's rows whose companies the real pull reads after its pages, by key in
-    /// its order, with how many more of HubSpot's pages each one's companies take.
-    association_reads: BTreeMap<(i64, String), u64>,
-    /// A dry full pull's rows that the real association phase sets a company for, with that
-    /// company ([`AdoptionNotes::calls_of_full_pull`]).
-    company_sets: BTreeMap<(i64, String), CompanyId>,
-    /// What a dry full pull's pages read of the companies they set that no local company
-    /// holds (the real phase adopts them).
-    adoption: AdoptionNotes,
+    /// What a dry full pull's page notes for planning the real pull's association phase, which
+    /// reads the rows' companies after the pages, by key in its order; saved with the page.
+    notes: PhaseNotes<ReadOrder>,
+    /// The pages a dry full pull has written (by every run of it), which number its notes.
+    pages: u64,
     /// The companies earlier pages of a dry incremental pull adopted (and rolled back), which
     /// the real run holds by then.
     dry_adopted: HashSet<CompanyId>,
@@ -261,7 +256,14 @@ impl PullRun<'_> {
                 self.dry_adopted.extend(companies.adopted().cloned());
             }
         }
+        let notes = if list && self.dry_run {
+            self.pages += 1;
+            Some((std::mem::take(&mut self.notes), self.pages))
+        } else {
+            None
+        };
         let end = PageEnd {
+            notes,
             checkpoint: self.checkpoint(&next)?,
             answered: (PendingObject::Contact, &[]),
             seen_by: list.then(|| self.job_key()),
@@ -299,7 +301,7 @@ impl PullRun<'_> {
             let mut tx = self.progress.begin().await?;
             tx.forget_pull_seen(&job).await?;
             if self.dry_run {
-                self.plan_association_phase(&mut plan);
+                self.plan_association_phase(&mut tx, &mut plan).await?;
             }
             self.commit(tx, self.counts, &Position::Done, plan).await?;
             return Ok(Position::Done);
@@ -328,10 +330,13 @@ impl PullRun<'_> {
             // The rows left linked are read by the real association phase too (their
             // companies were not read here: counted as one page).
             for (key, _) in rows.iter().filter(|(key, _)| !gone.contains(key)) {
-                self.association_reads
-                    .entry(self.read_order(key))
-                    .or_insert(0);
+                let order = self.read_order(key);
+                self.notes.read(order, 0);
             }
+            self.pages += 1;
+            std::mem::take(&mut self.notes)
+                .save(&mut tx, &job, self.pages)
+                .await?;
             for key in &gone {
                 plan.actions.push(PlannedAction {
                     action: PlannedKind::Skip,
@@ -412,44 +417,80 @@ impl PullRun<'_> {
         self.progress.job_id().to_string()
     }
 
-    /// Where the row `key` comes in the real association phase, which reads rows in key order
-    /// (whole numbers by value; text keys byte by byte, the database's order under the `C`
-    /// collation).
     /// Notes what the real full pull's association phase reads for a dry page's rows: the
     /// further pages of their companies, and the companies it sets that it has to adopt.
     fn note_reads(&mut self, companies: &ReadCompanies) {
         for (key, pages) in companies.further_pages() {
-            self.association_reads.insert(self.read_order(key), pages);
+            let order = self.read_order(key);
+            self.notes.read(order, pages);
         }
         if let Some(company) = associations::pulled(self.mapped) {
             for (key, id) in companies.sets(company) {
-                self.company_sets.insert(self.read_order(key), id);
+                let order = self.read_order(key);
+                self.notes.set(order, id);
             }
         }
-        self.adoption.note(companies.adoption());
+        self.notes.adoption(companies.adoption());
     }
 
-    /// Counts in `plan` the calls of the real full pull's association phase, from what the
-    /// dry pages noted: its association reads, and its company reads to adopt companies.
-    fn plan_association_phase(&mut self, plan: &mut Plan) {
-        let reads = std::mem::take(&mut self.association_reads);
-        let sets = std::mem::take(&mut self.company_sets);
-        plan.call(
-            "association_read",
-            crate::sync::associations::reads_of_full_pull(reads.values().copied()),
-        );
-        self.adoption
-            .calls_of_full_pull(reads.keys().map(|order| sets.get(order).cloned()))
-            .plan(plan);
+    /// Counts in `plan` the calls of the real full pull's association phase, from what every
+    /// dry page noted (those of earlier runs of the job too), and forgets the notes in `tx`:
+    /// its association reads, and its company reads to adopt companies.
+    async fn plan_association_phase(
+        &mut self,
+        tx: &mut Tx,
+        plan: &mut Plan,
+    ) -> Result<(), RunError> {
+        let job = self.job_key();
+        let phase = PhaseNotes::<ReadOrder>::saved(self.progress.store(), &job).await?;
+        let rows = self.in_table_order(phase.rows()).await?;
+        phase.plan(rows, plan);
+        tx.forget_dry_pull_notes(&job).await?;
+        Ok(())
     }
 
-    fn read_order(&self, key: &str) -> (i64, String) {
+    /// `rows` in the order the real association phase reads them: the table's key order. Whole
+    /// numbers sort by value here; text keys are sorted by the database, as the key column's
+    /// collation orders them (byte order is only one of them), and a key the table no longer
+    /// has goes last.
+    async fn in_table_order<'k>(
+        &self,
+        rows: impl Iterator<Item = &'k ReadOrder>,
+    ) -> Result<Vec<&'k ReadOrder>, RunError> {
+        let rows: Vec<&ReadOrder> = rows.collect();
+        if self.mapped.table.key_kind == KeyKind::Integer {
+            return Ok(rows);
+        }
+        let keys: Vec<String> = rows.iter().map(|(_, key)| key.clone()).collect();
+        let ordered = self
+            .progress
+            .store()
+            .keys_in_order(&self.mapped.table, &keys)
+            .await?;
+        let by_key: HashMap<&str, &ReadOrder> =
+            rows.iter().map(|row| (row.1.as_str(), *row)).collect();
+        let mut out: Vec<&ReadOrder> = ordered
+            .iter()
+            .filter_map(|key| by_key.get(key.as_str()).copied())
+            .collect();
+        let listed: HashSet<&str> = ordered.iter().map(String::as_str).collect();
+        out.extend(rows.iter().filter(|row| !listed.contains(row.1.as_str())));
+        Ok(out)
+    }
+
+    /// Where the row `key` comes in the real association phase: whole numbers by value; text
+    /// keys are put in the table's order when the plan is made ([`PullRun::in_table_order`]).
+    fn read_order(&self, key: &str) -> ReadOrder {
         match (self.mapped.table.key_kind, key.parse::<i64>()) {
             (KeyKind::Integer, Ok(n)) => (n, String::new()),
             _ => (0, key.to_owned()),
         }
     }
 }
+
+/// Where a row comes in the real association phase, which reads rows in key order: whole
+/// numbers by value, text keys as text.
+type ReadOrder = (i64, String);
 
 /// The properties a pull reads: the mapped pull/both ones, the identity, the merged ids and
 /// the modification time.
@@ -482,6 +523,8 @@ struct RowWrite {
 /// the ids a full list saw (recorded for the sweep), the bookmark to store, and whether it is
 /// a dry run's (rolled back, with a plan).
 struct PageEnd<'a> {
+    /// A dry full pull's notes of the page, with its number, saved with it.
+    notes: Option<(PhaseNotes<ReadOrder>, u64)>,
     checkpoint: serde_json::Value,
     answered: (PendingObject, &'a [PendingPull]),
     seen_by: Option<String>,
@@ -531,6 +574,7 @@ pub(crate) async fn webhook_batch(
     let companies =
         associations::read_page(&ctx.hubspot, mapped, progress.store(), &ids, &new).await?;
     let end = PageEnd {
+        notes: None,
         checkpoint: serde_json::Value::Null,
         answered: (object, taken),
         seen_by: None,
@@ -800,6 +844,11 @@ async fn pull_page(
         // The real code decided and wrote; a dry run keeps its counts, never its writes.
         tx.rollback().await?;
         tx = progress.begin().await?;
+    }
+    if let Some((notes, page)) = end.notes {
+        notes
+            .save(&mut tx, &progress.job_id().to_string(), page)
+            .await?;
     }
     tx.clear_read(end.answered.0, end.answered.1).await?;
     if let Some(job) = &end.seen_by {
