@@ -8,8 +8,9 @@
 //! quoted); values are always bound. Page writes are set-based (PostgreSQL `UNNEST`, SQLite
 //! `json_each`), never one statement per row.
 
-use sqlx::AssertSqlSafe;
+use sqlx::query::QueryAs;
 use sqlx::types::Json;
+use sqlx::{AssertSqlSafe, Database, Encode, Type};
 
 use super::{KeyKind, LocalTable, Store, StoreError, Tx, on_pool, on_tx};
 use crate::ids::{CompanyId, HsObjectId};
@@ -84,6 +85,22 @@ fn cursor(
     })
 }
 
+/// `query` with the page's cursor, if any, bound as its last parameter.
+fn bind_cursor<'q, DB: Database, O>(
+    query: QueryAs<'q, DB, O, DB::Arguments>,
+    cursor: &Option<Result<i64, String>>,
+) -> QueryAs<'q, DB, O, DB::Arguments>
+where
+    i64: Encode<'q, DB> + Type<DB>,
+    String: Encode<'q, DB> + Type<DB>,
+{
+    match cursor {
+        Some(Ok(i)) => query.bind(*i),
+        Some(Err(t)) => query.bind(t.clone()),
+        None => query,
+    }
+}
+
 /// [`select`] with the rows whose keys are `$3` (an array), linked or not: a row not linked
 /// (or whose link HubSpot deleted) has an empty HubSpot id and nothing agreed.
 fn select_also(table: &LocalTable, column: &ColumnName, postgres: bool) -> String {
@@ -150,29 +167,7 @@ impl Store {
         after: Option<&str>,
         limit: u32,
     ) -> Result<Vec<CompanyLinkRow>, StoreError> {
-        let key = table.key.quoted();
-        let cursor = cursor(table, after)?;
-        let sql = format!(
-            "{base}{after} ORDER BY u.{key} LIMIT $2",
-            base = select(table, column),
-            after = if cursor.is_some() {
-                format!(" AND u.{key} > $3")
-            } else {
-                String::new()
-            },
-        );
-        let rows: Vec<RawRow> = on_pool!(self, pool => {
-            let query = sqlx::query_as(AssertSqlSafe(sql.clone()))
-                .bind(table.object)
-                .bind(i64::from(limit));
-            let query = match &cursor {
-                Some(Ok(i)) => query.bind(*i),
-                Some(Err(t)) => query.bind(t.clone()),
-                None => query,
-            };
-            query.fetch_all(pool).await?
-        });
-        Ok(decode(rows))
+        self.link_page(table, column, after, limit, None).await
     }
 
     /// [`Store::company_link_page`] with the rows of the keys `also` too, linked or not (one not
@@ -186,14 +181,32 @@ impl Store {
         limit: u32,
         also: &[String],
     ) -> Result<Vec<CompanyLinkRow>, StoreError> {
+        self.link_page(table, column, after, limit, Some(also))
+            .await
+    }
+
+    /// The reader of both pages (`also`: [`Store::company_link_page_with`]'s keys). Each page
+    /// keeps its own statement, a plain one the inner join of [`select`] rather than
+    /// [`select_also`] with an empty list, so that sharing the reader changes neither's plan.
+    async fn link_page(
+        &self,
+        table: &LocalTable,
+        column: &ColumnName,
+        after: Option<&str>,
+        limit: u32,
+        also: Option<&[String]>,
+    ) -> Result<Vec<CompanyLinkRow>, StoreError> {
         let key = table.key.quoted();
         let cursor = cursor(table, after)?;
         let postgres = self.pg_pool().is_some();
+        let (base, cursor_at) = match also {
+            None => (select(table, column), 3),
+            Some(_) => (select_also(table, column, postgres), 4),
+        };
         let sql = format!(
             "{base}{after} ORDER BY u.{key} LIMIT $2",
-            base = select_also(table, column, postgres),
             after = if cursor.is_some() {
-                format!(" AND u.{key} > $4")
+                format!(" AND u.{key} > ${cursor_at}")
             } else {
                 String::new()
             },
@@ -201,25 +214,21 @@ impl Store {
         let rows: Vec<RawRow> = on_pool!(self, pool => postgres: {
             let query = sqlx::query_as(AssertSqlSafe(sql.clone()))
                 .bind(table.object)
-                .bind(i64::from(limit))
-                .bind(also);
-            let query = match &cursor {
-                Some(Ok(i)) => query.bind(*i),
-                Some(Err(t)) => query.bind(t.clone()),
+                .bind(i64::from(limit));
+            let query = match also {
+                Some(also) => query.bind(also),
                 None => query,
             };
-            query.fetch_all(pool).await?
+            bind_cursor(query, &cursor).fetch_all(pool).await?
         }, sqlite: {
             let query = sqlx::query_as(AssertSqlSafe(sql.clone()))
                 .bind(table.object)
-                .bind(i64::from(limit))
-                .bind(Json(also));
-            let query = match &cursor {
-                Some(Ok(i)) => query.bind(*i),
-                Some(Err(t)) => query.bind(t.clone()),
+                .bind(i64::from(limit));
+            let query = match also {
+                Some(also) => query.bind(Json(also)),
                 None => query,
             };
-            query.fetch_all(pool).await?
+            bind_cursor(query, &cursor).fetch_all(pool).await?
         });
         Ok(decode(rows))
     }
