@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::mapped::{MappedEnv, pull_action, push_action};
+use common::mapped::{MappedEnv, orgs_mapping, pull_action, push_action};
 use common::watch::{calls_between, sync_calls};
 use crm_sync::hubspot::{AssociationInput, AssociationSpec, AssociationTypeId, Batch, ObjectType};
 use crm_sync::ids::{CompanyId, LocalCompanyId};
@@ -75,17 +75,13 @@ fn own_tables() -> String {
     )
 }
 
-const OWN_MAPPING: &str = r#"
-[[sync.objects]]
-object = "companies"
-table = "orgs"
-key_column = "id"
-create_properties = true
+/// [`own_tables`] mapped: the orgs, and the users with their org as their company.
+fn own_mapping() -> String {
+    let domain = r#"{ property = "domain", direction = "push" }"#;
+    format!("{}{OWN_USERS_MAPPING}", orgs_mapping(domain, ""))
+}
 
-[sync.objects.fields]
-name = { property = "name", direction = "both", owner = "local" }
-domain = { property = "domain", direction = "push" }
-
+const OWN_USERS_MAPPING: &str = r#"
 [[sync.objects]]
 object = "contacts"
 table = "users"
@@ -263,7 +259,7 @@ async fn org_one_is_made_again_in_hubspot_as_the_first_users_company(env: &Mappe
 
 backend_tests! {
     async fn a_dry_push_of_a_table_of_your_own_plans_every_call_of_the_real_run(db: TestDb, profile: HubSpotProfile) {
-        let env = MappedEnv::start(db, profile, &own_tables(), OWN_MAPPING).await;
+        let env = MappedEnv::start(db, profile, &own_tables(), &own_mapping()).await;
         let Counts::Push(counts) = dry_then_real_push(&env).await else { panic!("push counts") };
         assert_eq!((counts.created, counts.associations_created), (600, 600));
     }
@@ -275,7 +271,7 @@ backend_tests! {
     }
 
     async fn a_dry_push_of_a_companies_table_of_your_own_plans_every_call_of_the_real_run(db: TestDb, profile: HubSpotProfile) {
-        let env = MappedEnv::start(db, profile, &own_tables(), OWN_MAPPING).await;
+        let env = MappedEnv::start(db, profile, &own_tables(), &own_mapping()).await;
         let spec = JobSpec::from(push_action()).for_object(SyncObject::Companies).expect("companies");
         let Counts::Push(counts) = dry_then_real(&env, spec).await else { panic!("push counts") };
         assert_eq!(counts.created, 250);
@@ -299,7 +295,7 @@ backend_tests! {
     }
 
     async fn a_dry_full_pull_of_a_table_of_your_own_plans_every_call_of_the_real_run(db: TestDb, profile: HubSpotProfile) {
-        let env = MappedEnv::start(db, profile, &own_tables(), OWN_MAPPING).await;
+        let env = MappedEnv::start(db, profile, &own_tables(), &own_mapping()).await;
         env.push().await;
         people_add_contacts_in_hubspot(&env);
         let Counts::Pull(counts) = dry_then_real(&env, JobSpec::from(pull_action(false))).await else {

@@ -12,7 +12,9 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::TestDb;
-use common::mapped::{MappedEnv, load_settings, pull_action, push_action};
+use common::mapped::{
+    DOMAIN_BOTH_WAYS, MappedEnv, load_settings, orgs_mapping, pull_action, push_action,
+};
 use common::user_table::{exec, texts};
 use common::watch::{association_calls_of, calls_between, sync_calls};
 use crm_sync::hubspot::{
@@ -35,18 +37,6 @@ company_column = "company_id"
 [sync.objects.fields]
 email = { property = "email", direction = "both", owner = "local" }
 full_name = { property = "firstname", direction = "both", owner = "local" }
-"#;
-
-const ORGS: &str = r#"
-[[sync.objects]]
-object = "companies"
-table = "orgs"
-key_column = "id"
-create_properties = true
-
-[sync.objects.fields]
-name = { property = "name", direction = "both", owner = "local" }
-domain = { property = "domain", direction = "both", owner = "local" }
 "#;
 
 const TABLE: &str = "CREATE TABLE users (id BIGINT PRIMARY KEY, email TEXT UNIQUE, \
@@ -560,7 +550,7 @@ backend_tests! {
 
         async fn a_company_column_names_rows_of_a_companies_table_of_your_own(db: TestDb, profile: HubSpotProfile) {
         // Companies mapped to `orgs`: the column holds an org's key, resolved through its link.
-        let mapping = format!("{ORGS}{MAPPING}");
+        let mapping = format!("{}{MAPPING}", orgs_mapping(DOMAIN_BOTH_WAYS, ""));
         let setup = format!(
             "CREATE TABLE orgs (id BIGINT PRIMARY KEY, name TEXT, domain TEXT); \
              INSERT INTO orgs VALUES (10, 'Acme', 'acme.example'), (20, 'Globex', 'globex.example'); \
@@ -726,7 +716,7 @@ backend_tests! {
     }
 
     async fn a_push_links_the_rows_of_a_companies_table_of_your_own_before_their_associations(db: TestDb, profile: HubSpotProfile) {
-        let mapping = format!("{ORGS}{MAPPING}");
+        let mapping = format!("{}{MAPPING}", orgs_mapping(DOMAIN_BOTH_WAYS, ""));
         let setup = format!(
             "CREATE TABLE orgs (id BIGINT PRIMARY KEY, name TEXT, domain TEXT); \
              INSERT INTO orgs VALUES (10, 'Acme', 'acme.example'), (20, 'Globex', 'globex.example'); \

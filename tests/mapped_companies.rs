@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::TestDb;
+use common::mapped::{DOMAIN_BOTH_WAYS, orgs_mapping};
 use common::user_table::{exec, texts};
 use common::world::{World, unlimited_sandbox};
 use crm_sync::ids::CompanyId;
@@ -27,22 +28,18 @@ use crm_sync::sync::companies::COMPANY_KEY;
 use crm_sync::sync::keys::ExternalKeys;
 use crm_sync::webhooks::{WebhookEvent, process_events};
 
-const ORGS: &str = r#"
-[[sync.objects]]
-object = "companies"
-table = "orgs"
-key_column = "id"
-create_properties = true
-
-[sync.objects.fields]
-name = { property = "name", direction = "both", owner = "local" }
-domain = { property = "domain", direction = "both", owner = "local" }
-size = { property = "org_size", direction = "both", owner = "hubspot" }
+/// The mapping of `orgs`: text, number and pull-only fields.
+fn orgs_mapped() -> String {
+    orgs_mapping(
+        DOMAIN_BOTH_WAYS,
+        r#"size = { property = "org_size", direction = "both", owner = "hubspot" }
 notes = { property = "org_notes", direction = "pull" }
-"#;
+"#,
+    )
+}
 
 /// A world whose database has `orgs` with `rows` (`id, name, domain, size` as SQL values),
-/// mapped by [`ORGS`]; incremental pulls read from the bookmark itself (no lookback).
+/// mapped by [`orgs_mapped`]; incremental pulls read from the bookmark itself (no lookback).
 async fn world(db: TestDb, args: SandboxArgs, rows: &[&str]) -> World {
     let mut world = World::start(db, args).await;
     exec(
@@ -58,7 +55,7 @@ async fn world(db: TestDb, args: SandboxArgs, rows: &[&str]) -> World {
         )
         .await;
     }
-    world.map(ORGS).await;
+    world.map(&orgs_mapped()).await;
     world.ctx.pull.lookback = Duration::ZERO;
     world
 }
@@ -420,7 +417,7 @@ backend_tests! {
         .await;
         exec(&world.store, "ALTER TABLE orgs ADD COLUMN account TEXT").await;
         exec(&world.store, "UPDATE orgs SET account = 'acct-' || CAST(id AS TEXT)").await;
-        let mapping = ORGS
+        let mapping = orgs_mapped()
             .replace("key_column = \"id\"", "key_column = \"id\"\nmatch_key = \"account_id\"")
             .replace(
                 "[sync.objects.fields]",

@@ -20,6 +20,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
 use common::TestDb;
+use common::mapped::{DOMAIN_BOTH_WAYS, orgs_mapping};
 use common::process::Serve;
 use common::user_table::{exec, texts};
 use common::watch::{operations, until};
@@ -37,18 +38,14 @@ const ROWS: u64 = 300;
 const FOUND_BY_DOMAIN_EVERY: u64 = 30;
 /// Each HubSpot answer takes this long, so that a push lasts a few seconds.
 const HUBSPOT_LATENCY_MS: u64 = 300;
-const MAPPINGS: &str = r#"
-[[sync.objects]]
-object = "companies"
-table = "orgs"
-key_column = "id"
-create_properties = true
 
-[sync.objects.fields]
-name = { property = "name", direction = "both", owner = "local" }
-domain = { property = "domain", direction = "both", owner = "local" }
-seats = { property = "org_seats", direction = "push" }
+/// Companies mapped to `orgs` (with a push-only field), contacts to `users`.
+fn mappings() -> String {
+    let seats = "seats = { property = \"org_seats\", direction = \"push\" }\n";
+    format!("{}{USERS_MAPPING}", orgs_mapping(DOMAIN_BOTH_WAYS, seats))
+}
 
+const USERS_MAPPING: &str = r#"
 [[sync.objects]]
 object = "contacts"
 table = "users"
@@ -159,7 +156,7 @@ async fn setup(db: &TestDb, profile: HubSpotProfile) -> (Store, SandboxHandle, t
     hubspot.insert_companies(known);
     let dir = tempfile::tempdir().expect("a working directory");
     std::fs::create_dir_all(dir.path().join("config")).expect("config directory");
-    std::fs::write(dir.path().join("config/local.toml"), MAPPINGS).expect("mappings");
+    std::fs::write(dir.path().join("config/local.toml"), mappings()).expect("mappings");
     (store, hubspot, dir)
 }
 

@@ -220,3 +220,27 @@ pub fn pull_action(incremental: bool) -> JobAction {
         incremental,
     }
 }
+
+/// The `domain` field of an [`orgs_mapping`] synced both ways, the local value winning.
+pub const DOMAIN_BOTH_WAYS: &str =
+    r#"{ property = "domain", direction = "both", owner = "local" }"#;
+
+/// A companies mapping of the user's own `orgs` table (key `id`, properties created as
+/// needed): `name` synced both ways and owned locally, `domain` as `domain` maps it (a TOML
+/// inline table), then `extra_fields`, more lines of `[sync.objects.fields]` (each ending in a
+/// newline). It ends in a newline, so another `[[sync.objects]]` may follow it.
+pub fn orgs_mapping(domain: &str, extra_fields: &str) -> String {
+    format!(
+        r#"
+[[sync.objects]]
+object = "companies"
+table = "orgs"
+key_column = "id"
+create_properties = true
+
+[sync.objects.fields]
+name = {{ property = "name", direction = "both", owner = "local" }}
+domain = {domain}
+{extra_fields}"#
+    )
+}
