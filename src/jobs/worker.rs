@@ -266,26 +266,36 @@ impl Drop for RunningJob {
     }
 }
 
+/// How long [`hand_back_dropped`] keeps trying before it leaves the job to orphan recovery.
+const DROPPED_HAND_BACK_PATIENCE: Duration = Duration::from_secs(150);
+
 /// Hands back a job whose handler was dropped. Its worker stopped because the database failed
-/// it, so this keeps trying for a while, on any error; if the database stays away longer, the
-/// job is left `running` and orphan recovery delivers it again (counting the attempt, as after
-/// a crash).
+/// it, so this keeps trying for a while, on any error: what stopped the worker need not be an
+/// error [`with_db_retry`] takes for transient (a queue table gone for a moment is a missing
+/// relation). One loop around [`try_hand_back`], not around [`hand_back`], whose own retries
+/// would multiply these; its quick first retries are this backoff's first steps. If the
+/// database stays away longer, the job is left `running` and orphan recovery delivers it again
+/// (counting the attempt, as after a crash).
 async fn hand_back_dropped(store: &Store, job: JobId, lease: &LeaseId) {
-    let mut delay = Duration::from_secs(1);
-    for _ in 0..8 {
-        match hand_back(store, job, lease, None).await {
+    let give_up = tokio::time::Instant::now() + DROPPED_HAND_BACK_PATIENCE;
+    let mut delay = Duration::from_millis(250);
+    loop {
+        match try_hand_back(store, job, lease, None).await {
             Ok(settled) => {
                 tracing::warn!(%job, %settled, "the job's worker stopped under it; handed back without counting the attempt");
                 return;
             }
-            Err(error) => {
+            Err(error) if tokio::time::Instant::now() + delay < give_up => {
                 tracing::warn!(%job, %error, "could not hand back the job of a stopped worker; trying again");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(30));
             }
+            Err(error) => {
+                tracing::error!(%job, %error, "gave up handing back the job of a stopped worker; orphan recovery will deliver it again");
+                return;
+            }
         }
     }
-    tracing::error!(%job, "gave up handing back the job of a stopped worker; orphan recovery will deliver it again");
 }
 
 /// Settles one delivery of a job (see the module docs). Errors only when the database failed
@@ -454,30 +464,37 @@ async fn hand_back(
     lease: &LeaseId,
     retry: Option<(&str, Duration)>,
 ) -> Result<Settled, QueueError> {
-    with_db_retry(|| async {
-        let mut tx = Tx::begin(store).await?;
-        let task = Ulid::generate();
-        let delivery = DeliveryId::from(task);
-        let held = match retry {
-            Some((reason, delay)) => {
-                let at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
-                tx.mark_job_retrying(id, lease, reason, at, &delivery)
-                    .await?
-            }
-            None => tx.requeue_job(id, lease, &delivery).await?,
-        };
-        if !held {
-            tx.rollback().await?;
-            return Ok(Settled::Superseded);
+    with_db_retry(|| try_hand_back(store, id, lease, retry)).await
+}
+
+/// [`hand_back`] once, in one transaction.
+async fn try_hand_back(
+    store: &Store,
+    id: JobId,
+    lease: &LeaseId,
+    retry: Option<(&str, Duration)>,
+) -> Result<Settled, QueueError> {
+    let mut tx = Tx::begin(store).await?;
+    let task = Ulid::generate();
+    let delivery = DeliveryId::from(task);
+    let held = match retry {
+        Some((reason, delay)) => {
+            let at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+            tx.mark_job_retrying(id, lease, reason, at, &delivery)
+                .await?
         }
-        queue::push_delivery(&mut tx, id, task, retry.map(|(_, d)| d)).await?;
-        tx.commit().await?;
-        Ok(match retry {
-            Some(_) => Settled::Retrying,
-            None => Settled::Requeued,
-        })
+        None => tx.requeue_job(id, lease, &delivery).await?,
+    };
+    if !held {
+        tx.rollback().await?;
+        return Ok(Settled::Superseded);
+    }
+    queue::push_delivery(&mut tx, id, task, retry.map(|(_, d)| d)).await?;
+    tx.commit().await?;
+    Ok(match retry {
+        Some(_) => Settled::Retrying,
+        None => Settled::Requeued,
     })
-    .await
 }
 
 /// Retries a database step a few times on transient errors (a blip should not cost a run).
