@@ -12,7 +12,7 @@ mod common;
 use common::mapped::{MappedEnv, orgs_mapping, pull_action, push_action};
 use common::watch::{calls_between, sync_calls};
 use crm_sync::hubspot::{AssociationInput, AssociationSpec, AssociationTypeId, Batch, ObjectType};
-use crm_sync::ids::{CompanyId, LocalCompanyId};
+use crm_sync::ids::{CompanyId, ContactId, LocalCompanyId};
 use crm_sync::jobs::model::{Counts, JobSpec, SyncObject};
 use crm_sync::store::Backend;
 use crm_sync::sync::companies::COMPANY_KEY;
@@ -192,12 +192,17 @@ async fn give_companies(env: &MappedEnv, email: &str, n: usize) {
 
 /// crm-sync's own tables: 250 companies, none in HubSpot yet, and 600 contacts naming them.
 fn built_in_tables() -> String {
+    built_in_tables_with(600)
+}
+
+/// [`built_in_tables`] with `contacts` contacts (user `i` works at Org `1 + i % 250`).
+fn built_in_tables_with(contacts: u32) -> String {
     format!(
         "{} INSERT INTO companies (name, domain) SELECT 'Org ' || i, 'org' || i || '.example.com' FROM n; \
          {} INSERT INTO contacts (email, first_name, company_id) \
             SELECT 'user' || i || '@example.com', 'User', 1 + i % 250 FROM n",
         numbers(250),
-        numbers(600)
+        numbers(contacts)
     )
 }
 
@@ -364,5 +369,27 @@ backend_tests! {
             panic!("pull counts")
         };
         assert_eq!(counts.total, 1_002);
+    }
+
+    async fn a_full_pull_decides_alike_for_the_contacts_of_a_company_it_relinks_before_and_after_the_relink(db: TestDb, profile: HubSpotProfile) {
+        // Org 1's contacts are users 250, 500, 750, 1,000 (read in the first 1,000, with the
+        // first user, whose new company relinks Org 1) and 1,250 (read after the relink).
+        let env = MappedEnv::start(db, profile, &built_in_tables_with(1_300), "").await;
+        env.push().await;
+        let again = org_one_is_made_again_in_hubspot_as_the_first_users_company(&env).await;
+        let Counts::Pull(counts) = dry_then_real(&env, JobSpec::from(pull_action(false))).await else {
+            panic!("pull counts")
+        };
+        // HubSpot dropped the five contacts' company with the company it deleted: all five lose
+        // it, the relink notwithstanding (their company's link moved, not their company).
+        assert_eq!((counts.associations_created, counts.associations_removed), (1, 5));
+        for user in [250, 500, 750, 1_000, 1_250] {
+            let company = env.store.company_of_contact(ContactId(user)).await.unwrap();
+            assert_eq!(company, None, "user {user}");
+        }
+        let first = env.store.company_of_contact(ContactId(1)).await.unwrap();
+        assert_eq!(first, Some(LocalCompanyId(1)));
+        let org_one = env.store.get_company(LocalCompanyId(1)).await.unwrap().expect("Org 1");
+        assert_eq!(org_one.hs_object_id, Some(again));
     }
 }

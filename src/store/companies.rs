@@ -478,7 +478,43 @@ impl Tx {
                 sqlx::query(SQLITE_LINK).bind(Json(json)).execute(c).await?;
             },
         );
+        for row in &keep {
+            if let Some(old) = row
+                .read_hs_object_id
+                .as_ref()
+                .filter(|old| **old != row.hs_object_id)
+            {
+                self.follow_company_relink(row.id, old, &row.hs_object_id)
+                    .await?;
+            }
+        }
         Ok(clashes)
+    }
+
+    /// A local company's link moved from `old` to `new` (HubSpot merged `old` into `new`, or
+    /// deleted it and `new` carries the company's external key): the contacts whose association
+    /// was last synced with `old` were synced with this local company, so their state follows it
+    /// to `new`. Otherwise a pull would take the moved link for a local change of each contact's
+    /// company, and would decide differently for the contacts it met before the move than for
+    /// those after. Only when the link did move (the link write leaves a row changed meanwhile).
+    async fn follow_company_relink(
+        &mut self,
+        company: LocalCompanyId,
+        old: &CompanyId,
+        new: &CompanyId,
+    ) -> Result<(), StoreError> {
+        const CONTACTS: &str = "UPDATE contact_company_links SET hs_company_id = $2
+                                 WHERE hs_company_id = $1
+                                   AND EXISTS (SELECT 1 FROM companies
+                                                WHERE id = $3 AND hs_object_id = $2)";
+        const MAPPED: &str = "UPDATE object_links SET company_hs_id = $2
+                               WHERE company_hs_id = $1
+                                 AND EXISTS (SELECT 1 FROM companies
+                                              WHERE id = $3 AND hs_object_id = $2)";
+        for sql in [CONTACTS, MAPPED] {
+            on_tx!(self, c => sqlx::query(sql).bind(&old.0).bind(&new.0).bind(company.0).execute(c).await.map(drop)?);
+        }
+        Ok(())
     }
 
     /// `(local id, hs_object_id)` of the rows linked to any of `ids`.
