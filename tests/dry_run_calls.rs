@@ -11,7 +11,7 @@ mod common;
 
 use common::mapped::{MappedEnv, orgs_mapping, pull_action, push_action};
 use common::watch::{calls_between, sync_calls};
-use crm_sync::hubspot::{AssociationInput, AssociationSpec, AssociationTypeId, Batch, ObjectType};
+use crm_sync::hubspot::{AssociationInput, AssociationSpec, AssociationTypeId};
 use crm_sync::ids::{CompanyId, ContactId, LocalCompanyId};
 use crm_sync::jobs::model::{Counts, JobSpec, SyncObject};
 use crm_sync::store::Backend;
@@ -106,16 +106,22 @@ fn users_of_crm_syncs_companies() -> String {
     )
 }
 
-const USERS_MAPPING: &str = r#"
+/// A contacts mapping of `table` keyed by `key_column`: its email, and its company in
+/// `org_id`.
+fn email_and_company_mapping(table: &str, key_column: &str) -> String {
+    format!(
+        r#"
 [[sync.objects]]
 object = "contacts"
-table = "users"
-key_column = "id"
+table = "{table}"
+key_column = "{key_column}"
 company_column = "org_id"
 
 [sync.objects.fields]
-email = { property = "email", direction = "both", owner = "local" }
-"#;
+email = {{ property = "email", direction = "both", owner = "local" }}
+"#
+    )
+}
 
 /// A table of the user's own keyed by text its key column orders by a collation that is not
 /// byte order (PostgreSQL: ICU's root collation; SQLite: `NOCASE`): `A`, `b10001` … `b11000`,
@@ -132,17 +138,6 @@ fn members(backend: Backend) -> String {
         numbers(1_000)
     )
 }
-
-const MEMBERS_MAPPING: &str = r#"
-[[sync.objects]]
-object = "contacts"
-table = "members"
-key_column = "handle"
-company_column = "org_id"
-
-[sync.objects.fields]
-email = { property = "email", direction = "both", owner = "local" }
-"#;
 
 /// Gives the HubSpot contact with `email` `n` companies made for it (not primary): more than
 /// one of HubSpot's association read pages (500) holds once `n` passes 500.
@@ -176,18 +171,7 @@ async fn give_companies(env: &MappedEnv, email: &str, n: usize) {
             )],
         })
         .collect();
-    for chunk in inputs.chunks(100) {
-        let outcome = env
-            .client
-            .create_associations(
-                ObjectType::Contacts,
-                ObjectType::Companies,
-                &Batch::new(chunk.to_vec()).unwrap(),
-            )
-            .await
-            .expect("associated in HubSpot");
-        assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
-    }
+    env.associate_in_hubspot(&inputs).await;
 }
 
 /// crm-sync's own tables: 250 companies, none in HubSpot yet, and 600 contacts naming them.
@@ -249,17 +233,42 @@ async fn org_one_is_made_again_in_hubspot_as_the_first_users_company(env: &Mappe
             AssociationTypeId::ContactToCompanyPrimary,
         )],
     };
-    let outcome = env
-        .client
-        .create_associations(
-            ObjectType::Contacts,
-            ObjectType::Companies,
-            &Batch::new(vec![input]).unwrap(),
-        )
-        .await
-        .expect("associated in HubSpot");
-    assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
+    env.associate_in_hubspot(&[input]).await;
     CompanyId(again[0].clone())
+}
+
+/// Pushes, makes Org 1 again in HubSpot as the first user's company, then runs a dry full pull
+/// and the real one ([`dry_then_real`]): the real pull adopts the company made again.
+async fn pull_adopting_org_one_made_again(env: &MappedEnv) {
+    env.push().await;
+    let again = org_one_is_made_again_in_hubspot_as_the_first_users_company(env).await;
+    let Counts::Pull(counts) = dry_then_real(env, JobSpec::from(pull_action(false))).await else {
+        panic!("pull counts")
+    };
+    assert_eq!((counts.total, counts.associations_created), (600, 1));
+    let org_one = env
+        .store
+        .get_company(LocalCompanyId(1))
+        .await
+        .unwrap()
+        .expect("Org 1");
+    assert_eq!(
+        org_one.hs_object_id,
+        Some(again),
+        "Org 1 is linked to the company made again"
+    );
+}
+
+/// [`pull_adopting_org_one_made_again`], the dry run stopped after its first page (which
+/// reads the first user and the company to adopt) and resumed.
+async fn stopped_pull_adopting_org_one_made_again(env: &MappedEnv) {
+    env.push().await;
+    org_one_is_made_again_in_hubspot_as_the_first_users_company(env).await;
+    let spec = JobSpec::from(pull_action(false));
+    let Counts::Pull(counts) = dry_stopped_then_real(env, spec, 3).await else {
+        panic!("pull counts")
+    };
+    assert_eq!((counts.total, counts.associations_created), (600, 1));
 }
 
 backend_tests! {
@@ -312,54 +321,27 @@ backend_tests! {
 
     async fn a_dry_full_pull_plans_the_check_of_the_stale_link_an_adopted_companys_key_names(db: TestDb, profile: HubSpotProfile) {
         let env = MappedEnv::start(db, profile, &built_in_tables(), "").await;
-        env.push().await;
-        let again = org_one_is_made_again_in_hubspot_as_the_first_users_company(&env).await;
-        let Counts::Pull(counts) = dry_then_real(&env, JobSpec::from(pull_action(false))).await else {
-            panic!("pull counts")
-        };
-        assert_eq!((counts.total, counts.associations_created), (600, 1));
-        let org_one = env.store.get_company(LocalCompanyId(1)).await.unwrap().expect("Org 1");
-        assert_eq!(org_one.hs_object_id, Some(again), "Org 1 is linked to the company made again");
+        pull_adopting_org_one_made_again(&env).await;
     }
 
     async fn a_dry_full_pull_of_a_table_of_your_own_plans_the_company_reads_to_adopt_companies(db: TestDb, profile: HubSpotProfile) {
-        let env = MappedEnv::start(db, profile, &users_of_crm_syncs_companies(), USERS_MAPPING).await;
-        env.push().await;
-        let again = org_one_is_made_again_in_hubspot_as_the_first_users_company(&env).await;
-        let Counts::Pull(counts) = dry_then_real(&env, JobSpec::from(pull_action(false))).await else {
-            panic!("pull counts")
-        };
-        assert_eq!((counts.total, counts.associations_created), (600, 1));
-        let org_one = env.store.get_company(LocalCompanyId(1)).await.unwrap().expect("Org 1");
-        assert_eq!(org_one.hs_object_id, Some(again), "Org 1 is linked to the company made again");
+        let env = MappedEnv::start(db, profile, &users_of_crm_syncs_companies(), &email_and_company_mapping("users", "id")).await;
+        pull_adopting_org_one_made_again(&env).await;
     }
 
     async fn a_dry_full_pull_stopped_and_resumed_plans_what_every_run_of_it_read(db: TestDb, profile: HubSpotProfile) {
         let env = MappedEnv::start(db, profile, &built_in_tables(), "").await;
-        env.push().await;
-        org_one_is_made_again_in_hubspot_as_the_first_users_company(&env).await;
-        // The first run reads the first user's page (and the company to adopt) and stops.
-        let spec = JobSpec::from(pull_action(false));
-        let Counts::Pull(counts) = dry_stopped_then_real(&env, spec, 3).await else {
-            panic!("pull counts")
-        };
-        assert_eq!((counts.total, counts.associations_created), (600, 1));
+        stopped_pull_adopting_org_one_made_again(&env).await;
     }
 
     async fn a_dry_full_pull_of_a_table_of_your_own_stopped_and_resumed_plans_what_every_run_of_it_read(db: TestDb, profile: HubSpotProfile) {
-        let env = MappedEnv::start(db, profile, &users_of_crm_syncs_companies(), USERS_MAPPING).await;
-        env.push().await;
-        org_one_is_made_again_in_hubspot_as_the_first_users_company(&env).await;
-        let spec = JobSpec::from(pull_action(false));
-        let Counts::Pull(counts) = dry_stopped_then_real(&env, spec, 3).await else {
-            panic!("pull counts")
-        };
-        assert_eq!((counts.total, counts.associations_created), (600, 1));
+        let env = MappedEnv::start(db, profile, &users_of_crm_syncs_companies(), &email_and_company_mapping("users", "id")).await;
+        stopped_pull_adopting_org_one_made_again(&env).await;
     }
 
     async fn a_dry_full_pull_reads_text_keys_in_the_order_of_the_key_columns_collation(db: TestDb, profile: HubSpotProfile) {
         let backend = db.backend();
-        let env = MappedEnv::start(db, profile, &members(backend), MEMBERS_MAPPING).await;
+        let env = MappedEnv::start(db, profile, &members(backend), &email_and_company_mapping("members", "handle")).await;
         env.push().await;
         // Two members whose companies take two of HubSpot's pages each: the real pull reads
         // `A` with the first 999 `b…` rows and `C` with the last, two further pages.

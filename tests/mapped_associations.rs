@@ -221,19 +221,7 @@ impl World {
 
     /// Writes `inputs` to HubSpot as an integration would, 100 pairs a call.
     async fn associate_in_hubspot(&self, inputs: &[AssociationInput]) {
-        for chunk in inputs.chunks(100) {
-            let outcome = self
-                .env
-                .client
-                .create_associations(
-                    ObjectType::Contacts,
-                    ObjectType::Companies,
-                    &Batch::new(chunk.to_vec()).unwrap(),
-                )
-                .await
-                .expect("associated in HubSpot");
-            assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
-        }
+        self.env.associate_in_hubspot(inputs).await;
     }
 
     /// Gives the HubSpot contact with `email` `n` more companies (made for it, not primary):

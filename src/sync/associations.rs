@@ -912,7 +912,7 @@ pub(crate) async fn companies_to_set(
 /// order), with how many more of HubSpot's pages their companies take, the company each sets,
 /// and what reading the companies to adopt found. Each page's notes are saved with its
 /// checkpoint ([`PhaseNotes::save`]), so that a dry job stopped and resumed plans what every
-/// run of it read ([`PhaseNotes::saved`]).
+/// run of it read ([`PhaseNotes::take_saved`]).
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(bound(serialize = "K: Serialize", deserialize = "K: DeserializeOwned"))]
 pub(crate) struct PhaseNotes<K> {
@@ -962,9 +962,21 @@ impl<K: Ord + Clone + Serialize + DeserializeOwned> PhaseNotes<K> {
         Ok(())
     }
 
+    /// Every page's notes the dry job `job` saved, merged ([`PhaseNotes::saved`]), forgotten
+    /// in `tx` (the transaction that commits the plan made from them).
+    pub(crate) async fn take_saved(
+        store: &Store,
+        tx: &mut Tx,
+        job: &str,
+    ) -> Result<PlannedPhase<K>, RunError> {
+        let phase = Self::saved(store, job).await?;
+        tx.forget_dry_pull_notes(job).await?;
+        Ok(phase)
+    }
+
     /// Every page's notes the dry job `job` saved, merged: a row read by several pages keeps
     /// the most further pages noted.
-    pub(crate) async fn saved(store: &Store, job: &str) -> Result<PlannedPhase<K>, RunError> {
+    async fn saved(store: &Store, job: &str) -> Result<PlannedPhase<K>, RunError> {
         let mut phase = PlannedPhase {
             reads: BTreeMap::new(),
             sets: BTreeMap::new(),

@@ -502,9 +502,8 @@ impl PullRun<'_> {
         plan: &mut Plan,
     ) -> Result<(), RunError> {
         let job = self.job_key();
-        let phase = PhaseNotes::<ReadOrder>::saved(self.progress.store(), &job).await?;
+        let phase = PhaseNotes::<ReadOrder>::take_saved(self.progress.store(), tx, &job).await?;
         phase.plan(phase.rows(), plan);
-        tx.forget_dry_pull_notes(&job).await?;
         Ok(())
     }
 

@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crm_sync::config::{ConfigError, Settings};
-use crm_sync::hubspot::{Auth, Backoff, ClientConfig, HubSpotClient};
+use crm_sync::hubspot::{
+    AssociationInput, Auth, Backoff, Batch, ClientConfig, HubSpotClient, ObjectType,
+};
 use crm_sync::ids::JobId;
 use crm_sync::jobs::model::{
     Counts, Job, JobAction, JobSpec, PullCounts, PullMode, PushCounts, PushMode, Trigger,
@@ -185,6 +187,22 @@ impl MappedEnv {
         let job = self.store.get_job(id).await.expect("job").expect("exists");
         assert!(job.status.is_terminal(), "{job:#?}");
         job
+    }
+
+    /// Writes contact→company `inputs` to HubSpot as an integration would, 100 pairs a call.
+    pub async fn associate_in_hubspot(&self, inputs: &[AssociationInput]) {
+        for chunk in inputs.chunks(100) {
+            let outcome = self
+                .client
+                .create_associations(
+                    ObjectType::Contacts,
+                    ObjectType::Companies,
+                    &Batch::new(chunk.to_vec()).unwrap(),
+                )
+                .await
+                .expect("associated in HubSpot");
+            assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
+        }
     }
 
     /// A real push in `link` mode.

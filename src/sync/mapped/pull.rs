@@ -442,10 +442,9 @@ impl PullRun<'_> {
         plan: &mut Plan,
     ) -> Result<(), RunError> {
         let job = self.job_key();
-        let phase = PhaseNotes::<ReadOrder>::saved(self.progress.store(), &job).await?;
+        let phase = PhaseNotes::<ReadOrder>::take_saved(self.progress.store(), tx, &job).await?;
         let rows = self.in_table_order(phase.rows()).await?;
         phase.plan(rows, plan);
-        tx.forget_dry_pull_notes(&job).await?;
         Ok(())
     }
 
