@@ -12,7 +12,7 @@ mod common;
 use common::mapped::{MappedEnv, orgs_mapping, pull_action, push_action};
 use common::watch::{calls_between, sync_calls};
 use crm_sync::hubspot::{AssociationInput, AssociationSpec, AssociationTypeId};
-use crm_sync::ids::{CompanyId, ContactId, LocalCompanyId};
+use crm_sync::ids::{CompanyId, ContactId, HsObjectId, LocalCompanyId};
 use crm_sync::jobs::model::{Counts, JobSpec, SyncObject};
 use crm_sync::store::Backend;
 use crm_sync::sync::companies::COMPANY_KEY;
@@ -373,5 +373,55 @@ backend_tests! {
         assert_eq!(first, Some(LocalCompanyId(1)));
         let org_one = env.store.get_company(LocalCompanyId(1)).await.unwrap().expect("Org 1");
         assert_eq!(org_one.hs_object_id, Some(again));
+    }
+
+    async fn a_dry_full_pull_does_not_sweep_a_row_an_earlier_page_relinked(db: TestDb, profile: HubSpotProfile) {
+        let env = MappedEnv::start(db, profile, &built_in_tables(), "").await;
+        env.push().await;
+        // The fifth user's HubSpot contact is deleted and made again (an import): the pull's
+        // page re-links the row to the new contact; the sweep then has nothing to check.
+        let old = env
+            .hubspot
+            .contacts()
+            .into_iter()
+            .find(|c| c.properties.get("email").map(String::as_str) == Some("user5@example.com"))
+            .expect("the fifth user was pushed");
+        env.client
+            .archive_contact(&HsObjectId::from(old.id.as_str()))
+            .await
+            .expect("deleted in HubSpot");
+        env.hubspot.insert_contacts(vec![BTreeMap::from([(
+            "email".to_owned(),
+            "user5@example.com".to_owned(),
+        )])]);
+        let Counts::Pull(counts) = dry_then_real(&env, JobSpec::from(pull_action(false))).await else {
+            panic!("pull counts")
+        };
+        assert_eq!((counts.total, counts.linked, counts.unlinked), (600, 1, 0));
+    }
+
+    async fn a_dry_full_pull_of_a_table_of_your_own_does_not_sweep_a_row_an_earlier_page_moved(db: TestDb, profile: HubSpotProfile) {
+        let env = MappedEnv::start(db, profile, &users_of_crm_syncs_companies(), &email_and_company_mapping("users", "id")).await;
+        env.push().await;
+        // The fifth user's HubSpot contact is merged into one a person made: the pull's page
+        // follows the row's link to the survivor; the sweep then has nothing to check.
+        let fifth = env
+            .hubspot
+            .contacts()
+            .into_iter()
+            .find(|c| c.properties.get("email").map(String::as_str) == Some("user5@example.com"))
+            .expect("the fifth user was pushed");
+        let made = env.hubspot.insert_contacts(vec![BTreeMap::from([(
+            "email".to_owned(),
+            "person@example.com".to_owned(),
+        )])]);
+        env.client
+            .merge_contacts(&HsObjectId::from(made[0].as_str()), &HsObjectId::from(fifth.id.as_str()))
+            .await
+            .expect("merged");
+        let Counts::Pull(counts) = dry_then_real(&env, JobSpec::from(pull_action(false))).await else {
+            panic!("pull counts")
+        };
+        assert_eq!((counts.total, counts.unlinked), (600, 0));
     }
 }

@@ -88,6 +88,10 @@ pub struct PageWrite {
     /// another HubSpot contact that the page does not list and `checked` says nothing of:
     /// ask HubSpot about those contacts and write the page again (see [`classify`]).
     pub clashes: Vec<Clash>,
+    /// The HubSpot ids rows were linked to before the page linked them to the contacts it
+    /// lists (a stale link re-linked, a merged-away id followed): a dry run, which rolls the
+    /// page back, marks them seen, so that its sweep does not check rows the real page moved.
+    pub relinked: Vec<HsObjectId>,
 }
 
 impl PageWrite {
@@ -475,13 +479,21 @@ impl Tx {
             sqlite: (),
         );
         let mut outcomes: Vec<Option<Outcome>> = vec![None; records.len()];
+        let mut relinked = Vec::new();
         let mut pending: Vec<usize> = (0..records.len()).collect();
         for _ in 0..MAX_ROUNDS {
             if pending.is_empty() {
                 break;
             }
             pending = self
-                .write_round(mode, records, &pending, checked, &mut outcomes)
+                .write_round(
+                    mode,
+                    records,
+                    &pending,
+                    checked,
+                    &mut outcomes,
+                    &mut relinked,
+                )
                 .await?;
         }
         for i in pending {
@@ -499,7 +511,9 @@ impl Tx {
             });
             (i, outcome)
         });
-        Ok(tally(mode, records, outcomes))
+        let mut page = tally(mode, records, outcomes);
+        page.relinked = relinked;
+        Ok(page)
     }
 
     /// One round: classify `pending` against the rows as they are now, write, and return the
@@ -511,6 +525,7 @@ impl Tx {
         pending: &[usize],
         checked: &CheckedLinks,
         outcomes: &mut [Option<Outcome>],
+        relinked: &mut Vec<HsObjectId>,
     ) -> Result<Vec<usize>, StoreError> {
         let batch: Vec<&PulledContact> = pending.iter().map(|&i| &records[i]).collect();
         let rows = self.matching_rows(&batch).await?;
@@ -544,9 +559,10 @@ impl Tx {
         let written = self
             .link_rows(records, &key_links, LinkVia::ExternalKey)
             .await?;
-        for (i, _, _) in key_links {
+        for (i, _, previous) in key_links {
             if written.contains_key(&records[i].hs_object_id) {
                 outcomes[i] = Some(Outcome::Linked);
+                relinked.extend(previous);
             } else {
                 retry.push(i);
             }
@@ -559,6 +575,10 @@ impl Tx {
                     .iter()
                     .filter(|(_, _, previous)| previous.is_some())
                     .map(|(_, row, _)| *row)
+                    .collect();
+                let previous: HashMap<usize, &HsObjectId> = links
+                    .iter()
+                    .filter_map(|(i, _, previous)| previous.as_ref().map(|p| (*i, p)))
                     .collect();
                 // PostgreSQL says which rows its upsert inserted; on SQLite, whose writer holds
                 // the database alone, a row that was not among the matches is a new one.
@@ -578,6 +598,7 @@ impl Tx {
                     outcomes[i] = Some(if inserted {
                         Outcome::Created { with_email: true }
                     } else {
+                        relinked.extend(previous.get(&i).map(|p| (*p).clone()));
                         Outcome::Linked
                     });
                 }
@@ -604,9 +625,10 @@ impl Tx {
                     }
                 }
                 let written = self.link_rows(records, &links, LinkVia::Email).await?;
-                for (i, _, _) in links {
+                for (i, _, previous) in links {
                     if written.contains_key(&records[i].hs_object_id) {
                         outcomes[i] = Some(Outcome::Linked);
+                        relinked.extend(previous);
                     } else {
                         retry.push(i);
                     }

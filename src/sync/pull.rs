@@ -46,6 +46,7 @@
 
 use super::PROPERTIES;
 use super::associations::PhaseNotes;
+use super::companies::lookup::LookUpCalls;
 use super::keys::ExternalKeys;
 use super::lookup::{self, Fate};
 use super::push::EXTERNAL_KEY;
@@ -398,9 +399,11 @@ impl PullRun<'_> {
         } else {
             super::associations::ReadAssociations::default()
         };
-        let (mut tx, written) = write_page(self.client, self.progress.store(), self.mode, &pulled)
-            .await
-            .map_err(page_error)?;
+        let (mut tx, written, checks) =
+            write_page_counted(self.client, self.progress.store(), self.mode, &pulled)
+                .await
+                .map_err(page_error)?;
+        checks.plan(&mut plan);
         // What the real full pull's association phase sets, before this page applies it.
         let sets = if self.dry_run && !self.incremental {
             super::associations::companies_to_set(&mut tx, &associations).await?
@@ -433,7 +436,12 @@ impl PullRun<'_> {
             }
         }
         if matches!(next, Position::List { .. } | Position::Sweep { .. }) {
-            let seen: Vec<&str> = contacts.iter().map(|c| c.id.0.as_str()).collect();
+            let mut seen: Vec<&str> = contacts.iter().map(|c| c.id.0.as_str()).collect();
+            // The ids the page's links moved rows from: the real page's rows hold the listed
+            // ids now, so its sweep never meets them; the dry page's rows, rolled back, do.
+            if self.dry_run {
+                seen.extend(written.relinked.iter().map(|id| id.0.as_str()));
+            }
             tx.mark_pull_seen(&self.job_key(), &seen)
                 .await
                 .map_err(write_error)?;
@@ -838,16 +846,28 @@ pub(crate) async fn write_page(
     mode: PullMode,
     records: &[PulledContact],
 ) -> Result<(Tx, PageWrite), TargetedPullError> {
+    let (tx, written, _) = write_page_counted(client, store, mode, records).await?;
+    Ok((tx, written))
+}
+
+/// [`write_page`], with the calls asking HubSpot about the page's clashes made (a dry run
+/// plans them).
+async fn write_page_counted(
+    client: &HubSpotClient,
+    store: &Store,
+    mode: PullMode,
+    records: &[PulledContact],
+) -> Result<(Tx, PageWrite, LookUpCalls), TargetedPullError> {
     let mut tx = Tx::begin(store).await?;
     let written = tx
         .write_pull_page(mode, records, &CheckedLinks::new())
         .await?;
     if written.clashes.is_empty() {
         clear_restored(&mut tx, records, &written).await?;
-        return Ok((tx, written));
+        return Ok((tx, written, LookUpCalls::default()));
     }
     tx.rollback().await?;
-    let checked = check_links(client, &written.clashes).await?;
+    let (checked, calls) = check_links(client, &written.clashes).await?;
     let mut tx = Tx::begin(store).await?;
     let mut written = tx.write_pull_page(mode, records, &checked).await?;
     written.fail_clashes(
@@ -855,7 +875,7 @@ pub(crate) async fn write_page(
         "the rows changed while HubSpot was asked about that contact; the next pull retries it",
     );
     clear_restored(&mut tx, records, &written).await?;
-    Ok((tx, written))
+    Ok((tx, written, calls))
 }
 
 /// A row the page linked again to the record it was tombstoned for (HubSpot restored it)
@@ -878,7 +898,7 @@ async fn clear_restored(
 async fn check_links(
     client: &HubSpotClient,
     clashes: &[Clash],
-) -> Result<CheckedLinks, HubSpotError> {
+) -> Result<(CheckedLinks, LookUpCalls), HubSpotError> {
     let linked: Vec<HsObjectId> = clashes
         .iter()
         .map(|c| c.linked.clone())
@@ -886,8 +906,11 @@ async fn check_links(
         .into_iter()
         .collect();
     let mut checked = CheckedLinks::new();
+    let mut calls = LookUpCalls::default();
     for batch in Batch::chunked(linked) {
-        for (id, fate) in lookup::look_up(client, batch.items()).await? {
+        let (fates, gets) = lookup::look_up_counted(client, batch.items()).await?;
+        calls.add(gets);
+        for (id, fate) in fates {
             let said = match fate {
                 Fate::Live(_) => LinkedContact::Alive,
                 Fate::MergedInto(survivor) => LinkedContact::MergedInto(survivor.id),
@@ -897,7 +920,7 @@ async fn check_links(
             checked.insert(id, said);
         }
     }
-    Ok(checked)
+    Ok((checked, calls))
 }
 
 /// A page write that failed, as a run error.

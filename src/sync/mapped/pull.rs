@@ -800,6 +800,8 @@ async fn pull_page(
     }
     let links: Vec<LinkWrite> = writes.iter().filter_map(|w| w.link.clone()).collect();
     let held = tx.save_object_links(object, &links).await?;
+    // The ids the page's links move rows from (a merged-away id followed to its survivor).
+    let mut moved_from: Vec<&str> = Vec::new();
     for write in &writes {
         if let Some(h) = held.iter().find(|h| h.key == write.key) {
             counts.add(PullOutcome::Failed);
@@ -826,6 +828,13 @@ async fn pull_page(
             });
             continue;
         }
+        moved_from.extend(
+            rows.get(&write.key)
+                .and_then(|r| r.link.as_ref())
+                .and_then(|l| l.hs_object_id.as_ref())
+                .filter(|previous| **previous != write.contact)
+                .map(|previous| previous.0.as_str()),
+        );
         let mut columns = write.columns.clone();
         if let Some(id) = &write.id {
             columns.extend(mapped.id_value(id.as_ref()));
@@ -851,7 +860,12 @@ async fn pull_page(
     }
     tx.clear_read(end.answered.0, end.answered.1).await?;
     if let Some(job) = &end.seen_by {
-        let seen: Vec<&str> = end.seen.iter().map(String::as_str).collect();
+        let mut seen: Vec<&str> = end.seen.iter().map(String::as_str).collect();
+        // The real page's rows hold the listed ids now, so its sweep never meets the ids they
+        // moved from; the dry page's rows, rolled back, still do.
+        if end.dry_run {
+            seen.extend(moved_from);
+        }
         tx.mark_pull_seen(job, &seen).await?;
     }
     if let Some(at) = end.bookmark {
