@@ -13,7 +13,7 @@ use common::mapped::{MappedEnv, orgs_mapping, pull_action, push_action};
 use common::watch::{calls_between, sync_calls};
 use crm_sync::hubspot::{AssociationInput, AssociationSpec, AssociationTypeId};
 use crm_sync::ids::{CompanyId, ContactId, HsObjectId, LocalCompanyId};
-use crm_sync::jobs::model::{Counts, JobSpec, SyncObject};
+use crm_sync::jobs::model::{Counts, JobAction, JobSpec, PushMode, SyncObject};
 use crm_sync::store::Backend;
 use crm_sync::sync::companies::COMPANY_KEY;
 use std::collections::BTreeMap;
@@ -271,6 +271,86 @@ async fn stopped_pull_adopting_org_one_made_again(env: &MappedEnv) {
     assert_eq!((counts.total, counts.associations_created), (600, 1));
 }
 
+/// HubSpot has one contact for the first user whose additional emails are those of the users
+/// `aliases` (people merged their contacts into it): HubSpot's look-up by email finds that
+/// contact for each of them too, and the real push's database refuses every link to it after
+/// the first.
+async fn the_first_user_has_aliases_in_hubspot(env: &MappedEnv, aliases: &[u32]) {
+    let emails: Vec<BTreeMap<String, String>> = std::iter::once(1)
+        .chain(aliases.iter().copied())
+        .map(|i| BTreeMap::from([("email".to_owned(), format!("user{i}@example.com"))]))
+        .collect();
+    let made = env.hubspot.insert_contacts(emails);
+    for merged in &made[1..] {
+        env.client
+            .merge_contacts(
+                &HsObjectId::from(made[0].as_str()),
+                &HsObjectId::from(merged.as_str()),
+            )
+            .await
+            .expect("merged");
+    }
+}
+
+/// A dry push in `mode` and the real one that follows, 300 contacts in three pages, the first
+/// user's HubSpot contact also named by the 2nd (same page) and 250th (third page) user's
+/// emails: one link, two failures naming the row that holds it; the dry run stopped after its
+/// first page and resumed when `stop_after_first_page`. An upsert's plan names the real run's
+/// calls ([`dry_then_real`]); a link push's real run first creates, and HubSpot refuses the
+/// batch that holds an existing contact, which costs calls no dry run can know without writing
+/// (docs/dry-run.md), so there the counts and the failures are compared.
+async fn push_where_the_first_users_contact_has_aliases(
+    env: &MappedEnv,
+    mode: PushMode,
+    stop_after_first_page: bool,
+) {
+    the_first_user_has_aliases_in_hubspot(env, &[2, 250]).await;
+    let spec = JobSpec::from(JobAction::Push { mode });
+    let dry = spec.with_dry_run(true).expect("contacts have dry runs");
+    let planned = if stop_after_first_page {
+        env.run_spec_stopped(dry, 2).await
+    } else {
+        env.run_spec(dry).await
+    };
+    let before = sync_calls(&env.hubspot);
+    let real = env.run_spec(spec).await;
+    let made = calls_between(&before, &sync_calls(&env.hubspot));
+    assert_eq!(
+        planned.counts, real.counts,
+        "the dry run's counts are the real run's"
+    );
+    if mode == PushMode::Upsert {
+        let plan = planned.plan.as_ref().expect("a dry run has a plan");
+        assert_eq!(plan.calls, made, "the plan names the real run's calls");
+    }
+    let failures = |job: &crm_sync::jobs::model::Job| -> Vec<(Option<ContactId>, String)> {
+        job.errors
+            .iter()
+            .map(|e| (e.contact_id, e.reason.clone()))
+            .collect()
+    };
+    assert_eq!(
+        failures(&planned),
+        failures(&real),
+        "the dry run foresees the real failures"
+    );
+    for (failed, reason) in failures(&real) {
+        assert!(
+            [Some(ContactId(2)), Some(ContactId(250))].contains(&failed)
+                && reason.contains("already linked to local contact 1"),
+            "{failed:?}: {reason}"
+        );
+    }
+    let Counts::Push(counts) = real.counts else {
+        panic!("push counts")
+    };
+    assert_eq!(counts.associations_created, 298, "{counts:?}");
+}
+
+/// The stop check at which a dry push of [`built_in_tables`] has planned its six contact pages and
+/// three of its six association pages.
+const AMID_THE_ASSOCIATION_PAGES: usize = 18;
+
 backend_tests! {
     async fn a_dry_push_of_a_table_of_your_own_plans_every_call_of_the_real_run(db: TestDb, profile: HubSpotProfile) {
         let env = MappedEnv::start(db, profile, &own_tables(), &own_mapping()).await;
@@ -423,5 +503,33 @@ backend_tests! {
             panic!("pull counts")
         };
         assert_eq!((counts.total, counts.unlinked), (600, 0));
+    }
+    async fn a_dry_push_fails_the_links_the_real_push_refuses_to_a_contact_an_earlier_row_took(db: TestDb, profile: HubSpotProfile) {
+        let env = MappedEnv::start(db, profile, &built_in_tables_with(300), "").await;
+        push_where_the_first_users_contact_has_aliases(&env, PushMode::Link, false).await;
+    }
+
+    async fn a_dry_push_stopped_and_resumed_fails_the_links_an_earlier_run_of_it_would_make(db: TestDb, profile: HubSpotProfile) {
+        let env = MappedEnv::start(db, profile, &built_in_tables_with(300), "").await;
+        push_where_the_first_users_contact_has_aliases(&env, PushMode::Link, true).await;
+    }
+
+    async fn a_dry_upsert_push_fails_the_links_the_real_push_refuses_and_plans_the_associations_of_those_it_makes(db: TestDb, profile: HubSpotProfile) {
+        let env = MappedEnv::start(db, profile, &built_in_tables_with(300), "").await;
+        push_where_the_first_users_contact_has_aliases(&env, PushMode::Upsert, false).await;
+    }
+
+    async fn a_dry_upsert_push_stopped_and_resumed_fails_the_links_an_earlier_run_of_it_would_make(db: TestDb, profile: HubSpotProfile) {
+        let env = MappedEnv::start(db, profile, &built_in_tables_with(300), "").await;
+        push_where_the_first_users_contact_has_aliases(&env, PushMode::Upsert, true).await;
+    }
+    async fn a_dry_push_stopped_in_its_association_phase_and_resumed_counts_each_page_once(db: TestDb, profile: HubSpotProfile) {
+        let env = MappedEnv::start(db, profile, &built_in_tables(), "").await;
+        // 600 contacts: six contact pages, then six association pages; stopped among the latter.
+        let spec = JobSpec::from(push_action());
+        let Counts::Push(counts) = dry_stopped_then_real(&env, spec, AMID_THE_ASSOCIATION_PAGES).await else {
+            panic!("push counts")
+        };
+        assert_eq!((counts.created, counts.associations_created), (600, 600));
     }
 }

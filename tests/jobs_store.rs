@@ -474,62 +474,38 @@ async fn a_dry_pulls_notes_are_kept_per_page_and_forgotten_with_the_job(db: &Job
         .id;
     let (active_key, ended_key) = (active.to_string(), ended.to_string());
     let mut tx = Tx::begin(&db.store).await.unwrap();
-    tx.save_dry_pull_notes(&active_key, 2, "second")
-        .await
-        .unwrap();
-    tx.save_dry_pull_notes(&active_key, 1, "first")
-        .await
-        .unwrap();
-    tx.save_dry_pull_notes(&ended_key, 1, "other")
-        .await
-        .unwrap();
+    tx.save_dry_notes(&active_key, 2, "second").await.unwrap();
+    tx.save_dry_notes(&active_key, 1, "first").await.unwrap();
+    tx.save_dry_notes(&ended_key, 1, "other").await.unwrap();
     tx.commit().await.unwrap();
     assert_eq!(
-        db.store.dry_pull_notes(&active_key).await.unwrap(),
+        db.store.dry_notes(&active_key).await.unwrap(),
         ["first", "second"],
         "read in page order"
     );
-    assert_eq!(
-        db.store.last_dry_pull_page(&active_key).await.unwrap(),
-        Some(2)
-    );
+    assert_eq!(db.store.last_dry_page(&active_key).await.unwrap(), Some(2));
 
     // A page written again after a crash replaces its notes.
     let mut tx = Tx::begin(&db.store).await.unwrap();
-    tx.save_dry_pull_notes(&active_key, 2, "second again")
+    tx.save_dry_notes(&active_key, 2, "second again")
         .await
         .unwrap();
     tx.commit().await.unwrap();
     assert_eq!(
-        db.store.dry_pull_notes(&active_key).await.unwrap(),
+        db.store.dry_notes(&active_key).await.unwrap(),
         ["first", "second again"]
     );
 
     // A job no longer active leaves nothing behind; an active one keeps its notes.
     db.store.cancel_job(ended).await.unwrap().unwrap();
     db.store.forget_stale_pull_seen().await.unwrap();
-    assert!(
-        db.store
-            .dry_pull_notes(&ended_key)
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    assert_eq!(db.store.dry_pull_notes(&active_key).await.unwrap().len(), 2);
+    assert!(db.store.dry_notes(&ended_key).await.unwrap().is_empty());
+    assert_eq!(db.store.dry_notes(&active_key).await.unwrap().len(), 2);
 
     // The job's plan complete, its notes go.
     let mut tx = Tx::begin(&db.store).await.unwrap();
-    tx.forget_dry_pull_notes(&active_key).await.unwrap();
+    tx.forget_dry_notes(&active_key).await.unwrap();
     tx.commit().await.unwrap();
-    assert!(
-        db.store
-            .dry_pull_notes(&active_key)
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    assert_eq!(
-        db.store.last_dry_pull_page(&active_key).await.unwrap(),
-        None
-    );
+    assert!(db.store.dry_notes(&active_key).await.unwrap().is_empty());
+    assert_eq!(db.store.last_dry_page(&active_key).await.unwrap(), None);
 }

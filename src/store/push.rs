@@ -271,6 +271,39 @@ impl Tx {
     }
 }
 
+impl Store {
+    /// The rows of a dry run's page that [`Tx::save_pushed`] would refuse, with nothing
+    /// written: held by another row of the table, by an earlier row of the page, or by the row
+    /// an earlier page of the same dry run would have linked to that id (`earlier`, HubSpot id
+    /// → row; the real run's database holds those links by then).
+    pub async fn dry_link_clashes(
+        &self,
+        rows: &[PushedRow],
+        earlier: &HashMap<HsObjectId, ContactId>,
+    ) -> Result<Vec<LinkClash>, StoreError> {
+        let changing: Vec<&HsObjectId> = rows
+            .iter()
+            .filter(|r| r.read_hs_object_id.as_ref() != Some(&r.hs_object_id))
+            .map(|r| &r.hs_object_id)
+            .collect();
+        if changing.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<&str> = changing.iter().map(|id| id.0.as_str()).collect();
+        let mut holders: Vec<(ContactId, HsObjectId)> = on_pool!(self, pool =>
+            postgres: sqlx::query_as(PG_HOLDERS).bind(&ids).fetch_all(pool).await?,
+            sqlite: sqlx::query_as(SQLITE_HOLDERS).bind(Json(&ids)).fetch_all(pool).await?,
+        );
+        // Later entries win: the dry run's own earlier links are what the database would hold.
+        holders.extend(
+            changing
+                .into_iter()
+                .filter_map(|id| earlier.get(id).map(|holder| (*holder, id.clone()))),
+        );
+        Ok(split_clashes(rows, holders).1)
+    }
+}
+
 /// Splits a page into the rows that may take their HubSpot id and those that clash with a
 /// holder: another row of the table, or an earlier row of the same page.
 fn split_clashes(

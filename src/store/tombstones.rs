@@ -285,7 +285,7 @@ impl Store {
         const SEEN: &str = "DELETE FROM pull_seen WHERE job_id NOT IN (
                                 SELECT id FROM sync_jobs
                                  WHERE status IN ('queued', 'running', 'retrying'))";
-        const NOTES: &str = "DELETE FROM dry_pull_notes WHERE job_id NOT IN (
+        const NOTES: &str = "DELETE FROM dry_run_notes WHERE job_id NOT IN (
                                  SELECT id FROM sync_jobs
                                   WHERE status IN ('queued', 'running', 'retrying'))";
         for sql in [SEEN, NOTES] {

@@ -203,13 +203,31 @@ pub(crate) enum Wanted {
     Unlinked(String),
 }
 
-/// What a dry push's contact phase would do to the contacts its association phase meets.
-#[derive(Debug, Default)]
+/// What a dry push's contact phase would do to the contacts its association phase meets. Each
+/// page's share is saved with the page (`dry_run_notes`), so that a dry push stopped and resumed
+/// knows what every run of it would have linked.
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub(crate) struct PlannedContacts {
     /// The contacts it would link (to this HubSpot id) or create (`None`).
     pub(crate) links: Vec<(ContactId, Option<HsObjectId>)>,
     /// The linked contacts HubSpot no longer has, which it would mark deleted.
     pub(crate) gone: Vec<ContactId>,
+}
+
+impl PlannedContacts {
+    /// Adds what a later page would do.
+    pub(crate) fn extend(&mut self, page: PlannedContacts) {
+        self.links.extend(page.links);
+        self.gone.extend(page.gone);
+    }
+
+    /// The HubSpot ids these pages would link, each with the contact that would hold it.
+    pub(crate) fn holders(&self) -> HashMap<HsObjectId, ContactId> {
+        self.links
+            .iter()
+            .filter_map(|(contact, id)| id.clone().map(|id| (id, *contact)))
+            .collect()
+    }
 }
 
 /// The association phase of a contact push: links the unlinked companies contacts name
@@ -263,8 +281,15 @@ impl AssociationPush<'_> {
         mut counts: PushCounts,
         planned: &PlannedContacts,
     ) -> Result<PushCounts, RunError> {
+        // Where a run stopped in this phase left off: its pages (the same again, made from the
+        // same rows and notes) are not counted twice, nor are the company look-ups' calls.
+        let resume = resume_after(self.progress);
+        let base = self.progress.checkpoint();
         let (companies, calls) = self.resolve_companies_dry().await?;
-        self.commit_calls(counts, calls).await?;
+        if resume.is_none() {
+            let checkpoint = with_after(&base, ContactId(i64::MIN));
+            self.commit_calls(counts, calls, checkpoint).await?;
+        }
         let reasons: HashMap<LocalCompanyId, String> = companies
             .iter()
             .filter_map(|(id, r)| r.as_ref().err().map(|e| (*id, e.clone())))
@@ -279,8 +304,27 @@ impl AssociationPush<'_> {
             done: false,
         };
         while let Some(rows) = pages.next_page().await? {
-            counts = self.dry_page(&rows, counts, &reasons).await?;
+            if self.progress.should_stop() {
+                return Err(RunError::Interrupted);
+            }
+            let Some(last) = rows.last().map(|r| r.contact_id) else {
+                continue;
+            };
+            if resume.is_some_and(|after| last <= after) {
+                continue;
+            }
+            let checkpoint = with_after(&base, last);
+            counts = self.dry_page(&rows, counts, &reasons, checkpoint).await?;
         }
+        // The plan is complete: the contact phase's notes go, and the checkpoint says so.
+        let mut tx = self.progress.begin().await?;
+        super::dry_notes::forget(&mut tx, &self.progress.job_id().to_string()).await?;
+        let page = Page {
+            counts: Counts::Push(counts),
+            checkpoint: with_after(&base, ContactId(i64::MAX)),
+            errors: Vec::new(),
+        };
+        self.progress.commit_planned(tx, page, None).await?;
         Ok(counts)
     }
 
@@ -315,15 +359,17 @@ impl AssociationPush<'_> {
         }
     }
 
-    /// Adds `calls` to a dry run's plan, the counts unchanged.
-    async fn commit_calls(&self, counts: PushCounts, calls: Plan) -> Result<(), RunError> {
-        if calls.calls.is_empty() {
-            return Ok(());
-        }
+    /// Adds `calls` to a dry run's plan, the counts unchanged, with `checkpoint`.
+    async fn commit_calls(
+        &self,
+        counts: PushCounts,
+        calls: Plan,
+        checkpoint: Value,
+    ) -> Result<(), RunError> {
         let tx = self.progress.begin().await?;
         let page = Page {
             counts: Counts::Push(counts),
-            checkpoint: self.progress.checkpoint().unwrap_or(Value::Null),
+            checkpoint,
             errors: Vec::new(),
         };
         self.progress.commit_planned(tx, page, Some(calls)).await
@@ -336,6 +382,7 @@ impl AssociationPush<'_> {
         rows: &[AssociationRow],
         mut counts: PushCounts,
         company_reasons: &HashMap<LocalCompanyId, String>,
+        checkpoint: Value,
     ) -> Result<PushCounts, RunError> {
         // A contact the dry run would create has no id, and no associations yet.
         let readable: Vec<HsObjectId> = rows
@@ -382,7 +429,7 @@ impl AssociationPush<'_> {
         let tx = self.progress.begin().await?;
         let page = Page {
             counts: Counts::Push(counts),
-            checkpoint: self.progress.checkpoint().unwrap_or(Value::Null),
+            checkpoint,
             errors,
         };
         self.progress.commit_planned(tx, page, Some(calls)).await?;
@@ -953,13 +1000,7 @@ impl<K: Ord + Clone + Serialize + DeserializeOwned> PhaseNotes<K> {
 
     /// Saves these notes, in `tx`, as page `page` of the dry job `job`.
     pub(crate) async fn save(self, tx: &mut Tx, job: &str, page: u64) -> Result<(), RunError> {
-        let notes = serde_json::to_string(&self).map_err(|e| {
-            RunError::Fatal(RunFailure::caused_by("cannot encode a dry run's notes", e))
-        })?;
-        let page = i64::try_from(page)
-            .map_err(|e| RunError::Fatal(RunFailure::caused_by("too many dry pages", e)))?;
-        tx.save_dry_pull_notes(job, page, &notes).await?;
-        Ok(())
+        super::dry_notes::save(tx, job, page, &self).await
     }
 
     /// Every page's notes the dry job `job` saved, merged ([`PhaseNotes::saved`]), forgotten
@@ -970,7 +1011,7 @@ impl<K: Ord + Clone + Serialize + DeserializeOwned> PhaseNotes<K> {
         job: &str,
     ) -> Result<PlannedPhase<K>, RunError> {
         let phase = Self::saved(store, job).await?;
-        tx.forget_dry_pull_notes(job).await?;
+        tx.forget_dry_notes(job).await?;
         Ok(phase)
     }
 
@@ -982,10 +1023,7 @@ impl<K: Ord + Clone + Serialize + DeserializeOwned> PhaseNotes<K> {
             sets: BTreeMap::new(),
             adoption: AdoptionNotes::default(),
         };
-        for raw in store.dry_pull_notes(job).await? {
-            let notes: PhaseNotes<K> = serde_json::from_str(&raw).map_err(|e| {
-                RunError::Fatal(RunFailure::caused_by("cannot read a dry run's notes", e))
-            })?;
+        for notes in super::dry_notes::saved::<PhaseNotes<K>>(store, job).await? {
             for (order, pages) in notes.reads {
                 let most = phase.reads.entry(order).or_insert(0);
                 *most = (*most).max(pages);

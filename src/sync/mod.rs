@@ -13,6 +13,7 @@
 
 mod associations;
 pub mod companies;
+mod dry_notes;
 pub mod keys;
 mod lookup;
 pub mod mapped;

@@ -662,11 +662,7 @@ pub(crate) async fn dry_pages(progress: &Progress, dry_full: bool) -> Result<u64
     if !dry_full {
         return Ok(0);
     }
-    let last = progress
-        .store()
-        .last_dry_pull_page(&progress.job_id().to_string())
-        .await?;
-    Ok(last.and_then(|p| u64::try_from(p).ok()).unwrap_or(0))
+    super::dry_notes::last_page(progress.store(), &progress.job_id().to_string()).await
 }
 
 /// A dry run's plan of a page the real write path wrote (and the dry run rolled back).

@@ -45,19 +45,21 @@ pub use outcome::EXTERNAL_KEY;
 use crate::hubspot::{HubSpotClient, MAX_BATCH};
 use crate::ids::{ContactId, HsObjectId};
 use crate::jobs::model::{
-    Counts, Job, JobAction, PlannedKind, PushCounts, PushMode, PushOutcome, RecordError,
+    Counts, Job, JobAction, PlannedAction, PlannedKind, PushCounts, PushMode, PushOutcome,
+    RecordError,
 };
 use crate::jobs::{BoxFuture, JobRunner, Page, Progress, RunError, RunFailure};
 use crate::store::TombstoneReason;
 use crate::store::jobs::Tx;
 use crate::store::push::{CandidateGroup, LinkClash, PushCandidate, PushedRow};
 use crate::sync::associations::{AssociationPush, PlannedContacts, resume_after};
+use crate::sync::dry_notes;
 use crate::sync::keys::ExternalKeys;
 use errors::from_store;
 use outcome::Resolution;
 use resolve::{PlannedPage, ResolvedPage, RunContext, plan_page, resolve_page};
 use serde::{Deserialize, Serialize};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use tokio::task::JoinHandle;
 
@@ -147,10 +149,16 @@ impl Pusher {
             .unwrap_or(Checkpoint::START);
         if dry_run {
             // The contacts, then the associations as the real run writes them: the companies
-            // it would link and the contacts it would link or create included, nothing written.
-            let (counts, planned) = self
-                .push_contacts(mode, dry_run, progress, counts, start)
-                .await?;
+            // it would link and the contacts it would link or create (by every run of the job)
+            // included, nothing written.
+            let earlier = DryPages::saved(progress).await?;
+            let (counts, planned) = if resume_after(progress).is_some() {
+                // The contacts were planned before the run that planned associations stopped.
+                (counts, earlier.planned)
+            } else {
+                self.push_contacts(mode, Some(earlier), progress, counts, start)
+                    .await?
+            };
             let associations = AssociationPush {
                 client: &self.client,
                 progress,
@@ -171,7 +179,7 @@ impl Pusher {
             // The contacts were pushed before the run that wrote associations stopped.
             counts
         } else {
-            self.push_contacts(mode, dry_run, progress, counts, start)
+            self.push_contacts(mode, None, progress, counts, start)
                 .await?
                 .0
         };
@@ -184,11 +192,12 @@ impl Pusher {
     }
 
     /// The contact phase: every candidate after `start`, page by page; with the counts, what a
-    /// dry run would do to the contacts its association phase meets.
+    /// dry run (`dry`: what its earlier runs' pages would do) would do to the contacts its
+    /// association phase meets.
     async fn push_contacts(
         &self,
         mode: PushMode,
-        dry_run: bool,
+        dry: Option<DryPages>,
         progress: &Progress,
         counts: PushCounts,
         start: Checkpoint,
@@ -200,8 +209,9 @@ impl Pusher {
             .map_err(from_store)?;
         progress.set_total(counts.total + left).await?;
         if left == 0 {
-            return Ok((counts, PlannedContacts::default()));
+            return Ok((counts, dry.map(|d| d.planned).unwrap_or_default()));
         }
+        let dry_run = dry.is_some();
         let installation = progress.store().installation().await.map_err(from_store)?;
         let ctx = Arc::new(RunContext::new(
             self.client.clone(),
@@ -210,6 +220,10 @@ impl Pusher {
             ExternalKeys::new(&installation),
             dry_run,
         ));
+        if dry.as_ref().is_some_and(|d| d.key_planned) {
+            // An earlier run of this dry job planned them.
+            ctx.key_calls_planned_earlier();
+        }
         let mut pipeline = Pipeline {
             ctx,
             progress,
@@ -217,7 +231,7 @@ impl Pusher {
             counts,
             cursor: Some(start),
             in_flight: VecDeque::new(),
-            planned: PlannedContacts::default(),
+            dry: dry.unwrap_or_default(),
         };
         pipeline.run().await?;
         let total = pipeline.counts.total;
@@ -225,7 +239,7 @@ impl Pusher {
             // Contacts added or changed while the job ran: let the progress end at 100 %.
             progress.set_total(total).await?;
         }
-        Ok((pipeline.counts, pipeline.planned))
+        Ok((pipeline.counts, pipeline.dry.planned))
     }
 }
 
@@ -278,8 +292,66 @@ struct Pipeline<'a> {
     /// Where the next page starts; `None` once every group was read to its end.
     cursor: Option<Checkpoint>,
     in_flight: VecDeque<PageTask>,
-    /// What a dry run would do to the contacts its association phase meets.
+    /// A dry run's pages so far (nothing for a real run).
+    dry: DryPages,
+}
+
+/// What a dry run's pages would do, by every run of the job: the contacts they would link,
+/// create or mark deleted, and the HubSpot ids those links would hold (which the real run's
+/// database then refuses to a later row).
+#[derive(Debug, Default)]
+struct DryPages {
     planned: PlannedContacts,
+    holders: HashMap<HsObjectId, ContactId>,
+    /// Whether a saved page planned the external key property's calls (once per job).
+    key_planned: bool,
+    /// The last page saved.
+    page: u64,
+}
+
+/// What a dry run's page saves for the pages after it ([`DryPages`]).
+#[derive(Debug, Serialize, Deserialize)]
+struct PageNotes {
+    #[serde(flatten)]
+    planned: PlannedContacts,
+    /// The page planned the external key property's calls.
+    #[serde(default)]
+    key_planned: bool,
+}
+
+impl DryPages {
+    /// What the earlier runs of the dry job saved.
+    async fn saved(progress: &Progress) -> Result<Self, RunError> {
+        let job = progress.job_id().to_string();
+        let store = progress.store();
+        let mut planned = PlannedContacts::default();
+        let mut key_planned = false;
+        for page in dry_notes::saved::<PageNotes>(store, &job).await? {
+            key_planned |= page.key_planned;
+            planned.extend(page.planned);
+        }
+        Ok(Self {
+            holders: planned.holders(),
+            planned,
+            key_planned,
+            page: dry_notes::last_page(store, &job).await?,
+        })
+    }
+
+    /// Adds a page's notes, saved in `tx` with the page.
+    async fn add(
+        &mut self,
+        tx: &mut Tx,
+        progress: &Progress,
+        page: PageNotes,
+    ) -> Result<(), RunError> {
+        self.page += 1;
+        dry_notes::save(tx, &progress.job_id().to_string(), self.page, &page).await?;
+        self.holders.extend(page.planned.holders());
+        self.key_planned |= page.key_planned;
+        self.planned.extend(page.planned);
+        Ok(())
+    }
 }
 
 impl Pipeline<'_> {
@@ -365,24 +437,53 @@ impl Pipeline<'_> {
         Ok(())
     }
 
-    /// Saves a dry run's page: its counts, the failures it foresees and its plan, with the
-    /// checkpoint — and nothing else.
+    /// Saves a dry run's page: its counts, the failures it foresees, its plan and what it would
+    /// link (its notes), with the checkpoint — and nothing else. A link the real run's database
+    /// would refuse (another row holds the HubSpot id, or would by then) fails, as it would.
     async fn commit_planned(
         &mut self,
-        page: PlannedPage,
+        mut page: PlannedPage,
         checkpoint: Checkpoint,
     ) -> Result<(), RunError> {
+        let rows: Vec<PushedRow> = page
+            .actions
+            .iter()
+            .zip(&page.read)
+            .filter_map(|(action, read)| planned_row(action, read))
+            .collect();
+        let clashes = self
+            .progress
+            .store()
+            .dry_link_clashes(&rows, &self.dry.holders)
+            .await
+            .map_err(from_store)?;
+        for clash in clashes {
+            if let Some(action) = page
+                .actions
+                .iter_mut()
+                .find(|a| a.contact_id == Some(clash.id))
+            {
+                action.action = PlannedKind::Fail;
+                action.reason = clash_reason(&clash);
+                action.hs_object_id = Some(clash.hs_object_id);
+            }
+        }
         let mut counts = self.counts;
         let mut errors = Vec::new();
-        for action in &page.actions {
+        let mut links = PlannedContacts::default();
+        for (action, read) in page.actions.iter().zip(&page.read) {
             counts.add(planned_outcome(action.action));
             match (action.action, action.contact_id) {
-                (PlannedKind::Create, Some(id)) => self.planned.links.push((id, None)),
+                (PlannedKind::Create, Some(id)) => links.links.push((id, None)),
                 (PlannedKind::Link, Some(id)) => {
-                    self.planned.links.push((id, action.hs_object_id.clone()));
+                    links.links.push((id, action.hs_object_id.clone()));
+                }
+                // An upsert of an unlinked contact found in HubSpot links it too.
+                (PlannedKind::Update, Some(id)) if read.is_none() => {
+                    links.links.push((id, action.hs_object_id.clone()));
                 }
                 // The real run marks it deleted: no association phase reads it.
-                (PlannedKind::Skip, Some(id)) => self.planned.gone.push(id),
+                (PlannedKind::Skip, Some(id)) => links.gone.push(id),
                 _ => {}
             }
             if action.action == PlannedKind::Fail {
@@ -395,9 +496,14 @@ impl Pipeline<'_> {
                 });
             }
         }
+        let notes = PageNotes {
+            planned: links,
+            key_planned: page.calls.calls.contains_key("property_read"),
+        };
         let mut plan = page.calls;
         plan.actions = page.actions;
-        let tx = self.progress.begin().await?;
+        let mut tx = self.progress.begin().await?;
+        self.dry.add(&mut tx, self.progress, notes).await?;
         self.progress
             .commit_planned(
                 tx,
@@ -478,6 +584,19 @@ fn planned_outcome(kind: PlannedKind) -> PushOutcome {
     }
 }
 
+/// The row a planned action would save (its version left out: a dry run checks links only).
+fn planned_row(action: &PlannedAction, read: &Option<HsObjectId>) -> Option<PushedRow> {
+    match action.action {
+        PlannedKind::Link | PlannedKind::Update => Some(PushedRow {
+            id: action.contact_id?,
+            read_hs_object_id: read.clone(),
+            hs_object_id: action.hs_object_id.clone()?,
+            pushed_version: None,
+        }),
+        _ => None,
+    }
+}
+
 /// The row to save for a pushed contact: its link, and its version unless only the link
 /// may be saved. `None` for a failed contact (it stays a candidate).
 fn pushed_row(contact: &PushCandidate, resolution: &Resolution) -> Option<PushedRow> {
@@ -529,12 +648,17 @@ fn apply_clashes(
             continue;
         };
         resolutions[pos] = Resolution::Failed {
-            reason: format!(
-                "HubSpot contact {} is already linked to local contact {}; two local contacts \
-                 cannot share one HubSpot contact",
-                clash.hs_object_id, clash.holder
-            ),
+            reason: clash_reason(&clash),
             id: Some(clash.hs_object_id),
         };
     }
+}
+
+/// Why a contact whose link the database refuses fails.
+fn clash_reason(clash: &LinkClash) -> String {
+    format!(
+        "HubSpot contact {} is already linked to local contact {}; two local contacts cannot \
+         share one HubSpot contact",
+        clash.hs_object_id, clash.holder
+    )
 }

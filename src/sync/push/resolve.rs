@@ -105,6 +105,11 @@ impl RunContext {
             .copied()
     }
 
+    /// Dry run: an earlier run of the job planned the property calls.
+    pub(super) fn key_calls_planned_earlier(&self) {
+        self.key_calls_planned.store(true, Ordering::Relaxed);
+    }
+
     /// Dry run: the property calls the real run makes before its first write, once per job.
     async fn plan_key_calls(&self, plan: &mut Plan) -> Result<(), RunError> {
         if self.key_calls_planned.swap(true, Ordering::Relaxed) {
@@ -844,6 +849,8 @@ impl PageWork<'_> {
 pub(super) struct PlannedPage {
     /// What would be done to each, in the same order.
     pub actions: Vec<PlannedAction>,
+    /// Each one's link as it was read, in the same order.
+    pub read: Vec<Option<HsObjectId>>,
     /// The page's calls (its planned actions are in `actions`).
     pub calls: Plan,
 }
@@ -919,7 +926,16 @@ pub(super) async fn plan_page(
             }
         })
         .collect();
-    Ok(PlannedPage { actions, calls })
+    let read = page
+        .contacts
+        .iter()
+        .map(|c| c.hs_object_id.clone())
+        .collect();
+    Ok(PlannedPage {
+        actions,
+        read,
+        calls,
+    })
 }
 
 /// A plan entry while a page is planned: what, the HubSpot record when known, why.
