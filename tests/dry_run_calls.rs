@@ -347,6 +347,83 @@ async fn push_where_the_first_users_contact_has_aliases(
     assert_eq!(counts.associations_created, 298, "{counts:?}");
 }
 
+/// [`built_in_tables`] where Org 1 and Org 150 (on the first and second page of a companies
+/// push) share one domain, which one HubSpot company has: a link push links Org 1 to it, and
+/// the real run's database refuses it to Org 150.
+async fn orgs_on_two_pages_share_a_hubspot_companys_domain(env: &MappedEnv) {
+    env.hubspot.insert_companies(vec![BTreeMap::from([
+        ("name".to_owned(), "Shared".to_owned()),
+        ("domain".to_owned(), "shared.example.com".to_owned()),
+    ])]);
+}
+
+/// Setup SQL for [`orgs_on_two_pages_share_a_hubspot_companys_domain`].
+fn built_in_tables_with_a_shared_domain() -> String {
+    format!(
+        "{}; UPDATE companies SET domain = 'shared.example.com' WHERE id IN (1, 150)",
+        built_in_tables()
+    )
+}
+
+/// The failures of a job: which local row (contact or company), and why.
+fn failures(
+    job: &crm_sync::jobs::model::Job,
+) -> Vec<(Option<ContactId>, Option<LocalCompanyId>, String)> {
+    job.errors
+        .iter()
+        .map(|e| (e.contact_id, e.company_id, e.reason.clone()))
+        .collect()
+}
+
+/// A dry companies push (stopped after its first page and resumed when `stopped`) and the real
+/// one, where Org 1 and Org 150 share a HubSpot company's domain: the plan names the real run's
+/// calls, and both fail Org 150 naming Org 1.
+async fn companies_push_where_orgs_share_a_domain(env: &MappedEnv, stopped: bool) {
+    orgs_on_two_pages_share_a_hubspot_companys_domain(env).await;
+    let spec = JobSpec::from(push_action())
+        .for_object(SyncObject::Companies)
+        .expect("companies");
+    let dry = spec.with_dry_run(true).expect("companies have dry runs");
+    let planned = if stopped {
+        env.run_spec_stopped(dry, 2).await
+    } else {
+        env.run_spec(dry).await
+    };
+    let before = sync_calls(&env.hubspot);
+    let real = env.run_spec(spec).await;
+    let made = calls_between(&before, &sync_calls(&env.hubspot));
+    assert_eq!(
+        planned.counts, real.counts,
+        "the dry run's counts are the real run's"
+    );
+    assert_eq!(
+        planned.plan.as_ref().expect("a plan").calls,
+        made,
+        "the plan names the real run's calls"
+    );
+    assert_eq!(
+        failures(&planned),
+        failures(&real),
+        "the dry run foresees the real failures"
+    );
+    let Counts::Push(counts) = real.counts else {
+        panic!("push counts")
+    };
+    assert_eq!(
+        (counts.linked, counts.created, counts.failed),
+        (1, 248, 1),
+        "{counts:?}"
+    );
+    assert_eq!(real.errors[0].company_id, Some(LocalCompanyId(150)));
+    assert!(
+        real.errors[0]
+            .reason
+            .contains("already linked to local company 1"),
+        "{:?}",
+        real.errors
+    );
+}
+
 /// The stop check at which a dry push of [`built_in_tables`] has planned its six contact pages and
 /// three of its six association pages.
 const AMID_THE_ASSOCIATION_PAGES: usize = 18;
@@ -531,5 +608,22 @@ backend_tests! {
             panic!("push counts")
         };
         assert_eq!((counts.created, counts.associations_created), (600, 600));
+    }
+    async fn a_dry_companies_push_fails_the_link_the_real_push_refuses_to_a_company_an_earlier_page_took(db: TestDb, profile: HubSpotProfile) {
+        let env = MappedEnv::start(db, profile, &built_in_tables_with_a_shared_domain(), "").await;
+        companies_push_where_orgs_share_a_domain(&env, false).await;
+    }
+
+    async fn a_dry_companies_push_stopped_and_resumed_fails_the_link_an_earlier_run_of_it_would_make(db: TestDb, profile: HubSpotProfile) {
+        let env = MappedEnv::start(db, profile, &built_in_tables_with_a_shared_domain(), "").await;
+        companies_push_where_orgs_share_a_domain(&env, true).await;
+    }
+
+    async fn a_dry_contacts_push_fails_the_associations_of_a_company_the_real_run_cannot_link(db: TestDb, profile: HubSpotProfile) {
+        let env = MappedEnv::start(db, profile, &built_in_tables_with_a_shared_domain(), "").await;
+        orgs_on_two_pages_share_a_hubspot_companys_domain(&env).await;
+        let Counts::Push(counts) = dry_then_real_push(&env).await else { panic!("push counts") };
+        // Org 150's contacts (user 149, 399) cannot be associated with it.
+        assert_eq!((counts.associations_created, counts.associations_failed), (598, 2), "{counts:?}");
     }
 }

@@ -689,6 +689,31 @@ impl Store {
         Ok(rows)
     }
 
+    /// The rows of a dry run's page that [`Tx::link_companies`] would refuse, with nothing
+    /// written: held by another row of the table, by an earlier row of the page, or by the row
+    /// an earlier page of the same dry run would have linked to that company (`earlier`,
+    /// HubSpot company → row; the real run's database holds those links by then).
+    pub async fn dry_company_link_clashes(
+        &self,
+        rows: &[CompanyLink],
+        earlier: &HashMap<CompanyId, LocalCompanyId>,
+    ) -> Result<Vec<CompanyLinkClash>, StoreError> {
+        let changing: Vec<&CompanyId> = rows
+            .iter()
+            .filter(|r| r.read_hs_object_id.as_ref() != Some(&r.hs_object_id))
+            .map(|r| &r.hs_object_id)
+            .collect();
+        let ids: Vec<&str> = changing.iter().map(|id| id.0.as_str()).collect();
+        let mut holders = self.company_holders_now(&ids).await?;
+        // Later entries win: the dry run's own earlier links are what the database would hold.
+        holders.extend(
+            changing
+                .into_iter()
+                .filter_map(|id| earlier.get(id).map(|holder| (*holder, id.clone()))),
+        );
+        Ok(split_clashes(rows, holders).1)
+    }
+
     /// The rows with these local ids (those that exist), as committed now.
     pub async fn companies_by_ids_now(
         &self,

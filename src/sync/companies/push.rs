@@ -47,7 +47,8 @@ use crate::jobs::model::{
     RecordError,
 };
 use crate::jobs::{BoxFuture, JobRunner, Page, Progress, RunError, RunFailure};
-use crate::store::{CompanyCandidate, CompanyLink, TombstoneReason};
+use crate::store::{CompanyCandidate, CompanyLink, CompanyLinkClash, TombstoneReason};
+use crate::sync::dry_notes;
 use crate::sync::keys::ExternalKeys;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -157,11 +158,19 @@ impl CompanyPusher {
             return Ok(());
         }
         let mut setup = Plan::default();
+        let mut earlier = if dry_run {
+            DryLinks::saved(progress).await?
+        } else {
+            DryLinks::default()
+        };
         let key_exists = if dry_run {
-            setup.call("property_read", 1);
             let exists = key_property_exists(&self.client).await?;
-            if !exists {
-                setup.call("property_create", 1);
+            // The real run's property calls, in the first page's plan of the job.
+            if earlier.page == 0 {
+                setup.call("property_read", 1);
+                if !exists {
+                    setup.call("property_create", 1);
+                }
             }
             exists
         } else {
@@ -193,8 +202,17 @@ impl CompanyPusher {
             let resolutions = page.resolve(&candidates).await?;
             counts = match &page.dry_run {
                 Some(dry) => {
+                    let resolutions = earlier
+                        .refuse_clashes(progress.store(), &candidates, resolutions)
+                        .await?;
                     let plan = dry.take_plan(&candidates, &resolutions);
-                    commit_planned(progress, counts, &candidates, resolutions, last, plan).await?
+                    let planned = PlannedPage {
+                        candidates: &candidates,
+                        resolutions,
+                        last,
+                        plan,
+                    };
+                    commit_planned(progress, counts, planned, &mut earlier).await?
                 }
                 None => commit(progress, counts, &candidates, resolutions, last).await?,
             };
@@ -202,6 +220,12 @@ impl CompanyPusher {
             if short {
                 break;
             }
+        }
+        if dry_run {
+            // The plan is complete.
+            let mut tx = progress.begin().await?;
+            dry_notes::forget(&mut tx, &progress.job_id().to_string()).await?;
+            tx.commit().await?;
         }
         progress.set_total(counts.total).await?;
         tracing::info!(job = %progress.job_id(), ?mode, ?counts, "company push finished");
@@ -238,23 +262,7 @@ async fn commit(
     mut resolutions: Vec<Resolution>,
     last: LocalCompanyId,
 ) -> Result<PushCounts, RunError> {
-    let links: Vec<CompanyLink> = candidates
-        .iter()
-        .zip(&resolutions)
-        .filter_map(|(c, r)| {
-            let (id, pushed) = match r {
-                Resolution::Created(id) | Resolution::Updated(id) => (id, true),
-                Resolution::Linked { id, in_sync } => (id, *in_sync),
-                Resolution::Gone | Resolution::Failed { .. } => return None,
-            };
-            Some(CompanyLink {
-                id: c.id,
-                read_hs_object_id: c.hs_object_id.clone(),
-                hs_object_id: id.clone(),
-                pushed_version: pushed.then_some(c.local_version),
-            })
-        })
-        .collect();
+    let links = company_links(candidates, &resolutions);
     let gone: Vec<CompanyId> = candidates
         .iter()
         .zip(&resolutions)
@@ -264,18 +272,11 @@ async fn commit(
     let mut tx = progress.begin().await?;
     tx.tombstone_companies(&gone, TombstoneReason::Deleted)
         .await?;
-    for clash in tx.link_companies(&links).await? {
-        if let Some(pos) = candidates.iter().position(|c| c.id == clash.id) {
-            resolutions[pos] = Resolution::Failed {
-                reason: format!(
-                    "HubSpot company {} is already linked to local company {}; two local \
-                     companies cannot share one HubSpot company",
-                    clash.hs_object_id, clash.holder
-                ),
-                id: Some(clash.hs_object_id),
-            };
-        }
-    }
+    refuse(
+        candidates,
+        &mut resolutions,
+        tx.link_companies(&links).await?,
+    );
     let mut errors = Vec::new();
     for (company, resolution) in candidates.iter().zip(resolutions) {
         counts.add(resolution.outcome());
@@ -297,24 +298,92 @@ async fn commit(
     Ok(counts)
 }
 
-/// Saves a dry run's page: only the job's counts, failed records, plan and checkpoint.
-async fn commit_planned(
-    progress: &Progress,
-    mut counts: PushCounts,
+/// The links a page's resolutions make (created, linked, updated), each with the version it
+/// may count as pushed.
+fn company_links(candidates: &[CompanyCandidate], resolutions: &[Resolution]) -> Vec<CompanyLink> {
+    candidates
+        .iter()
+        .zip(resolutions)
+        .filter_map(|(c, r)| {
+            let (id, pushed) = match r {
+                Resolution::Created(id) | Resolution::Updated(id) => (id, true),
+                Resolution::Linked { id, in_sync } => (id, *in_sync),
+                Resolution::Gone | Resolution::Failed { .. } => return None,
+            };
+            Some(CompanyLink {
+                id: c.id,
+                read_hs_object_id: c.hs_object_id.clone(),
+                hs_object_id: id.clone(),
+                pushed_version: pushed.then_some(c.local_version),
+            })
+        })
+        .collect()
+}
+
+/// [`company_links`] of a dry run: those to an existing HubSpot company (a company it would
+/// create has no id yet, and no other row can hold it).
+fn dry_links(candidates: &[CompanyCandidate], resolutions: &[Resolution]) -> Vec<CompanyLink> {
+    let mut links = company_links(candidates, resolutions);
+    links.retain(|l| !l.hs_object_id.0.is_empty());
+    links
+}
+
+/// Fails the companies whose link the database refuses (another row holds the HubSpot
+/// company), naming the holder.
+fn refuse(
     candidates: &[CompanyCandidate],
+    resolutions: &mut [Resolution],
+    clashes: Vec<CompanyLinkClash>,
+) {
+    for clash in clashes {
+        if let Some(pos) = candidates.iter().position(|c| c.id == clash.id) {
+            resolutions[pos] = Resolution::Failed {
+                reason: clash_reason(&clash),
+                id: Some(clash.hs_object_id),
+            };
+        }
+    }
+}
+
+/// Why a company whose link the database refuses fails.
+fn clash_reason(clash: &CompanyLinkClash) -> String {
+    format!(
+        "HubSpot company {} is already linked to local company {}; two local companies cannot \
+         share one HubSpot company",
+        clash.hs_object_id, clash.holder
+    )
+}
+
+/// A dry run's page, planned: its companies, what would become of each, and its plan.
+struct PlannedPage<'a> {
+    candidates: &'a [CompanyCandidate],
     resolutions: Vec<Resolution>,
     last: LocalCompanyId,
     plan: Plan,
+}
+
+/// Saves a dry run's page: only the job's counts, failed records, plan and checkpoint, and the
+/// links it would make (its notes, for the pages after it).
+async fn commit_planned(
+    progress: &Progress,
+    mut counts: PushCounts,
+    page: PlannedPage<'_>,
+    earlier: &mut DryLinks,
 ) -> Result<PushCounts, RunError> {
+    let links: Vec<(LocalCompanyId, CompanyId)> = dry_links(page.candidates, &page.resolutions)
+        .into_iter()
+        .map(|l| (l.id, l.hs_object_id))
+        .collect();
     let mut errors = Vec::new();
-    for (company, resolution) in candidates.iter().zip(resolutions) {
+    for (company, resolution) in page.candidates.iter().zip(page.resolutions) {
         counts.add(resolution.outcome());
         if let Resolution::Failed { id, reason } = resolution {
             errors.push(failed_record(company, id, reason));
         }
     }
-    let checkpoint = checkpoint_after(last)?;
-    let tx = progress.begin().await?;
+    let checkpoint = checkpoint_after(page.last)?;
+    let mut tx = progress.begin().await?;
+    earlier.add(&mut tx, progress, links).await?;
     progress
         .commit_planned(
             tx,
@@ -323,10 +392,65 @@ async fn commit_planned(
                 checkpoint,
                 errors,
             },
-            Some(plan),
+            Some(page.plan),
         )
         .await?;
     Ok(counts)
+}
+
+/// The HubSpot companies a dry run's pages would link, by every run of the job, each with the
+/// local company that would hold it: the real run's database refuses them to a later row.
+#[derive(Debug, Default)]
+struct DryLinks {
+    holders: HashMap<CompanyId, LocalCompanyId>,
+    /// The last page saved (0: none yet).
+    page: u64,
+}
+
+impl DryLinks {
+    /// What the earlier runs of the dry job saved.
+    async fn saved(progress: &Progress) -> Result<Self, RunError> {
+        let job = progress.job_id().to_string();
+        let store = progress.store();
+        let mut holders = HashMap::new();
+        for page in dry_notes::saved::<Vec<(LocalCompanyId, CompanyId)>>(store, &job).await? {
+            holders.extend(page.into_iter().map(|(local, hs)| (hs, local)));
+        }
+        Ok(Self {
+            holders,
+            page: dry_notes::last_page(store, &job).await?,
+        })
+    }
+
+    /// `resolutions` with the links the real run's database would refuse failed: a company
+    /// another row holds, an earlier row of the page took, or an earlier page would link.
+    async fn refuse_clashes(
+        &self,
+        store: &crate::store::Store,
+        candidates: &[CompanyCandidate],
+        mut resolutions: Vec<Resolution>,
+    ) -> Result<Vec<Resolution>, RunError> {
+        let links = dry_links(candidates, &resolutions);
+        let clashes = store
+            .dry_company_link_clashes(&links, &self.holders)
+            .await?;
+        refuse(candidates, &mut resolutions, clashes);
+        Ok(resolutions)
+    }
+
+    /// Adds a page's links, saved in `tx` with the page.
+    async fn add(
+        &mut self,
+        tx: &mut crate::store::Tx,
+        progress: &Progress,
+        links: Vec<(LocalCompanyId, CompanyId)>,
+    ) -> Result<(), RunError> {
+        self.page += 1;
+        dry_notes::save(tx, &progress.job_id().to_string(), self.page, &links).await?;
+        self.holders
+            .extend(links.into_iter().map(|(local, hs)| (hs, local)));
+        Ok(())
+    }
 }
 
 /// The checkpoint a page commits: the push resumes after `last`.
@@ -953,6 +1077,8 @@ pub(crate) struct LinkingCalls {
     /// Whether the creation of the external key property is counted (the real run creates it
     /// at its first page and finds it at the others).
     key_created: bool,
+    /// The HubSpot companies earlier pages would link, and to which local company.
+    holders: DryLinks,
 }
 
 /// [`link_for_associations`], answering the HubSpot company each candidate is now linked to
@@ -996,11 +1122,28 @@ pub(crate) async fn resolve_for_associations(
         dry_run,
     };
     let resolutions = page.resolve(candidates).await?;
-    if let (Some(linking), Some(dry_run)) = (dry, page.dry_run) {
+    if let (Some(linking), Some(dry_run)) = (dry.as_deref_mut(), page.dry_run) {
         // The calls only: the job's actions are its own records'.
         for (operation, n) in dry_run.plan.into_inner().unwrap_or_default().calls {
             linking.calls.call(&operation, n);
         }
+    }
+    let resolutions = match dry.as_deref() {
+        // The real run's database refuses a company another row holds (or would by then).
+        Some(linking) => {
+            linking
+                .holders
+                .refuse_clashes(store, candidates, resolutions)
+                .await?
+        }
+        None => resolutions,
+    };
+    if let Some(linking) = dry {
+        let links = dry_links(candidates, &resolutions);
+        linking
+            .holders
+            .holders
+            .extend(links.into_iter().map(|l| (l.hs_object_id, l.id)));
     }
     let mut links = Vec::new();
     for (company, resolution) in candidates.iter().zip(resolutions) {
@@ -1034,13 +1177,7 @@ pub(crate) async fn resolve_for_associations(
     }
     let mut tx = crate::store::Tx::begin(store).await?;
     for clash in tx.link_companies(&links).await? {
-        out.insert(
-            clash.id,
-            Err(format!(
-                "HubSpot company {} is already linked to local company {}",
-                clash.hs_object_id, clash.holder
-            )),
-        );
+        out.insert(clash.id, Err(clash_reason(&clash)));
     }
     tx.commit().await?;
     Ok(out)
