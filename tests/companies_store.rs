@@ -5,8 +5,9 @@
 
 mod common;
 
+use common::user_table::{exec, texts};
 use crm_sync::ids::{CompanyId, ContactId, LocalCompanyId};
-use crm_sync::store::{ContactCompanyChange, NewCompany, NewContact, Store, Tx};
+use crm_sync::store::{CompanyLink, ContactCompanyChange, NewCompany, NewContact, Store, Tx};
 
 async fn execute(store: &Store, sql: &'static str, id: i64) {
     if let Some(pool) = store.pg_pool() {
@@ -161,5 +162,61 @@ backend_tests! {
         tx.save_synced_companies(&[(ids[1], hs("201"))]).await.unwrap();
         tx.rollback().await.unwrap();
         assert_eq!(store.synced_company_of_contact(ids[1]).await.unwrap(), None, "a page that did not commit records nothing: {db}");
+    }
+
+    async fn companies_relinked_in_one_call_each_take_their_contacts_synced_links_along(db: TestDb) {
+        let store = db.store().await;
+        let [a, b, c] = store
+            .insert_companies(&[company("A", "a.io"), company("B", "b.io"), company("C", "c.io")])
+            .await
+            .unwrap()[..]
+        else {
+            panic!("three companies")
+        };
+        execute(&store, "UPDATE companies SET hs_object_id = '10' WHERE id = $1", a.0).await;
+        execute(&store, "UPDATE companies SET hs_object_id = '20' WHERE id = $1", b.0).await;
+        execute(&store, "UPDATE companies SET hs_object_id = '30' WHERE id = $1", c.0).await;
+        // Contacts last synced with A's, B's and C's HubSpot companies, and with one no local
+        // company holds; the mapped table's links likewise.
+        let ids = contacts(&store, 4).await;
+        let hs = |id: &str| Some(CompanyId::from(id));
+        let mut tx = Tx::begin(&store).await.unwrap();
+        tx.save_synced_companies(&[(ids[0], hs("10")), (ids[1], hs("20")), (ids[2], hs("30")), (ids[3], hs("99"))])
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        exec(&store, "INSERT INTO object_links (object, local_key, company_hs_id) VALUES \
+                      ('contacts', 'u1', '10'), ('contacts', 'u2', '20'), ('contacts', 'u3', '30')").await;
+
+        // One page moves A's link to 11 and B's to 21; C was read as 33, but it is 30 now:
+        // its link stays, and so do its contacts'.
+        let link = |id, read: &str, new: &str| CompanyLink {
+            id,
+            read_hs_object_id: Some(CompanyId::from(read)),
+            hs_object_id: CompanyId::from(new),
+            pushed_version: None,
+        };
+        let mut tx = Tx::begin(&store).await.unwrap();
+        let clashes = tx.link_companies(&[link(a, "10", "11"), link(b, "20", "21"), link(c, "33", "31")]).await.unwrap();
+        tx.commit().await.unwrap();
+        assert!(clashes.is_empty(), "{clashes:?}: {db}");
+
+        let linked: Vec<Option<String>> =
+            store.list_companies(None, 10).await.unwrap().into_iter().map(|c| c.hs_object_id.map(|id| id.0)).collect();
+        assert_eq!(linked, [Some("11".to_owned()), Some("21".to_owned()), Some("30".to_owned())], "{db}");
+        let synced = [
+            store.synced_company_of_contact(ids[0]).await.unwrap(),
+            store.synced_company_of_contact(ids[1]).await.unwrap(),
+            store.synced_company_of_contact(ids[2]).await.unwrap(),
+            store.synced_company_of_contact(ids[3]).await.unwrap(),
+        ];
+        assert_eq!(synced, [hs("11"), hs("21"), hs("30"), hs("99")], "each moved company takes its own contacts along: {db}");
+        let mapped = texts(&store, "SELECT local_key, company_hs_id FROM object_links ORDER BY local_key").await;
+        let mapped: Vec<(String, String)> = mapped
+            .into_iter()
+            .map(|row| (row[0].clone().unwrap(), row[1].clone().unwrap()))
+            .collect();
+        let expected = [("u1", "11"), ("u2", "21"), ("u3", "30")].map(|(k, v)| (k.to_owned(), v.to_owned()));
+        assert_eq!(mapped, expected, "and the mapped table's links: {db}");
     }
 }

@@ -425,6 +425,72 @@ pub(super) const SQLITE_BY_IDS: &str =
     "SELECT id, hs_object_id, domain, hubspot_deleted_at IS NOT NULL AS tombstoned, local_version
                                 FROM companies WHERE id IN (SELECT value FROM json_each($1))";
 
+/// PostgreSQL: the contacts' synced associations follow their company's moved link, the moves
+/// as arrays (`$1` old HubSpot ids, `$2` new ones, `$3` the local companies): only the moves
+/// that took place (the local company holds the new id now), and of those the first for each
+/// old id, in the page's order (as one move after the other would leave it).
+const PG_RELINK_CONTACTS: &str = "
+    UPDATE contact_company_links AS l SET hs_company_id = v.new_id
+      FROM (SELECT DISTINCT ON (m.old_id) m.old_id, m.new_id
+              FROM UNNEST($1::text[], $2::text[], $3::bigint[]) WITH ORDINALITY
+                   AS m(old_id, new_id, company, n)
+              JOIN companies c ON c.id = m.company AND c.hs_object_id = m.new_id
+             ORDER BY m.old_id, m.n) AS v
+     WHERE l.hs_company_id = v.old_id";
+
+/// PostgreSQL: the mapped links' synced companies follow their company's moved link, as
+/// [`PG_RELINK_CONTACTS`].
+const PG_RELINK_MAPPED: &str = "
+    UPDATE object_links AS l SET company_hs_id = v.new_id
+      FROM (SELECT DISTINCT ON (m.old_id) m.old_id, m.new_id
+              FROM UNNEST($1::text[], $2::text[], $3::bigint[]) WITH ORDINALITY
+                   AS m(old_id, new_id, company, n)
+              JOIN companies c ON c.id = m.company AND c.hs_object_id = m.new_id
+             ORDER BY m.old_id, m.n) AS v
+     WHERE l.company_hs_id = v.old_id";
+
+/// SQLite: the contacts' synced associations follow their company's moved link, the moves
+/// as one JSON array of `[old, new, company]`: each row's new id is that of the first move of
+/// its old id that took place, in the array's order. The rows are found by the old ids
+/// through the table's index (an `UPDATE … FROM` a JSON list may scan the table instead).
+pub(super) const SQLITE_RELINK_CONTACTS: &str = "
+    UPDATE contact_company_links
+       SET hs_company_id =
+           (SELECT json_extract(value, '$[1]') FROM json_each($1)
+              JOIN companies c ON c.id = json_extract(value, '$[2]')
+                              AND c.hs_object_id = json_extract(value, '$[1]')
+             WHERE json_extract(value, '$[0]') = contact_company_links.hs_company_id
+             ORDER BY key LIMIT 1)
+     WHERE hs_company_id IN
+           (SELECT json_extract(value, '$[0]') FROM json_each($1)
+              JOIN companies c ON c.id = json_extract(value, '$[2]')
+                              AND c.hs_object_id = json_extract(value, '$[1]'))";
+
+/// SQLite: the mapped links' synced companies follow their company's moved link, as
+/// [`SQLITE_RELINK_CONTACTS`].
+pub(super) const SQLITE_RELINK_MAPPED: &str = "
+    UPDATE object_links
+       SET company_hs_id =
+           (SELECT json_extract(value, '$[1]') FROM json_each($1)
+              JOIN companies c ON c.id = json_extract(value, '$[2]')
+                              AND c.hs_object_id = json_extract(value, '$[1]')
+             WHERE json_extract(value, '$[0]') = object_links.company_hs_id
+             ORDER BY key LIMIT 1)
+     WHERE company_hs_id IN
+           (SELECT json_extract(value, '$[0]') FROM json_each($1)
+              JOIN companies c ON c.id = json_extract(value, '$[2]')
+                              AND c.hs_object_id = json_extract(value, '$[1]'))";
+
+/// A local company's link that a page moved from one HubSpot company to another.
+struct CompanyMove<'a> {
+    /// The HubSpot company the link was read with.
+    old: &'a str,
+    /// The one it was saved with.
+    new: &'a str,
+    /// The local company.
+    company: i64,
+}
+
 impl Tx {
     /// Saves a page's links (push or pull) and returns those *not* saved because another local
     /// row holds that HubSpot company — a per-record failure, never a reason to abort the
@@ -478,42 +544,57 @@ impl Tx {
                 sqlx::query(SQLITE_LINK).bind(Json(json)).execute(c).await?;
             },
         );
-        for row in &keep {
-            if let Some(old) = row
-                .read_hs_object_id
-                .as_ref()
-                .filter(|old| **old != row.hs_object_id)
-            {
-                self.follow_company_relink(row.id, old, &row.hs_object_id)
-                    .await?;
-            }
-        }
+        let moved: Vec<CompanyMove<'_>> = keep
+            .iter()
+            .filter_map(|row| {
+                let old = row.read_hs_object_id.as_ref()?;
+                (*old != row.hs_object_id).then_some(CompanyMove {
+                    old: old.0.as_str(),
+                    new: row.hs_object_id.0.as_str(),
+                    company: row.id.0,
+                })
+            })
+            .collect();
+        self.follow_company_relinks(&moved).await?;
         Ok(clashes)
     }
 
-    /// A local company's link moved from `old` to `new` (HubSpot merged `old` into `new`, or
-    /// deleted it and `new` carries the company's external key): the contacts whose association
-    /// was last synced with `old` were synced with this local company, so their state follows it
-    /// to `new`. Otherwise a pull would take the moved link for a local change of each contact's
-    /// company, and would decide differently for the contacts it met before the move than for
-    /// those after. Only when the link did move (the link write leaves a row changed meanwhile).
-    async fn follow_company_relink(
+    /// Local companies' links moved, each from `old` to `new` (HubSpot merged `old` into
+    /// `new`, or deleted it and `new` carries the company's external key): the contacts whose
+    /// association was last synced with `old` were synced with that local company, so their
+    /// state follows it to `new`. Otherwise a pull would take the moved link for a local change
+    /// of each contact's company, and would decide differently for the contacts it met before
+    /// the move than for those after. Only where the link did move (the link write leaves a row
+    /// changed meanwhile); one statement per table for all the moves.
+    async fn follow_company_relinks(
         &mut self,
-        company: LocalCompanyId,
-        old: &CompanyId,
-        new: &CompanyId,
+        moved: &[CompanyMove<'_>],
     ) -> Result<(), StoreError> {
-        const CONTACTS: &str = "UPDATE contact_company_links SET hs_company_id = $2
-                                 WHERE hs_company_id = $1
-                                   AND EXISTS (SELECT 1 FROM companies
-                                                WHERE id = $3 AND hs_object_id = $2)";
-        const MAPPED: &str = "UPDATE object_links SET company_hs_id = $2
-                               WHERE company_hs_id = $1
-                                 AND EXISTS (SELECT 1 FROM companies
-                                              WHERE id = $3 AND hs_object_id = $2)";
-        for sql in [CONTACTS, MAPPED] {
-            on_tx!(self, c => sqlx::query(sql).bind(&old.0).bind(&new.0).bind(company.0).execute(c).await.map(drop)?);
+        if moved.is_empty() {
+            return Ok(());
         }
+        on_tx!(self, c =>
+            postgres: {
+                let old: Vec<&str> = moved.iter().map(|m| m.old).collect();
+                let new: Vec<&str> = moved.iter().map(|m| m.new).collect();
+                let company: Vec<i64> = moved.iter().map(|m| m.company).collect();
+                for sql in [PG_RELINK_CONTACTS, PG_RELINK_MAPPED] {
+                    sqlx::query(sql)
+                        .bind(&old)
+                        .bind(&new)
+                        .bind(&company)
+                        .execute(&mut *c)
+                        .await?;
+                }
+            },
+            sqlite: {
+                let json: Vec<(&str, &str, i64)> =
+                    moved.iter().map(|m| (m.old, m.new, m.company)).collect();
+                for sql in [SQLITE_RELINK_CONTACTS, SQLITE_RELINK_MAPPED] {
+                    sqlx::query(sql).bind(Json(&json)).execute(&mut *c).await?;
+                }
+            },
+        );
         Ok(())
     }
 

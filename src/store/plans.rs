@@ -90,6 +90,14 @@ mod specs {
             ("companies::HOLDERS", companies::SQLITE_HOLDERS.into()),
             ("companies::BY_IDS", companies::SQLITE_BY_IDS.into()),
             (
+                "companies::RELINK_CONTACTS",
+                companies::SQLITE_RELINK_CONTACTS.into(),
+            ),
+            (
+                "companies::RELINK_MAPPED",
+                companies::SQLITE_RELINK_MAPPED.into(),
+            ),
+            (
                 "link_companies::KEY_STATES",
                 link_companies::SQLITE_KEY_STATES.into(),
             ),
