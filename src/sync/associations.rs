@@ -981,7 +981,7 @@ impl<K> Default for PhaseNotes<K> {
     }
 }
 
-impl<K: Ord + Clone + Serialize + DeserializeOwned> PhaseNotes<K> {
+impl<K: Ord + Serialize + DeserializeOwned> PhaseNotes<K> {
     /// Notes that the phase reads the row `order`'s companies, which take `further_pages` more
     /// of HubSpot's pages than the first (0 when unknown: the sweep's rows).
     pub(crate) fn read(&mut self, order: K, further_pages: u64) {

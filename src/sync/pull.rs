@@ -254,7 +254,7 @@ struct PullRun<'a> {
 /// them by row id: the rows that were there before the pull, by id, then those its pages
 /// create, page by page (a new row's id is above every older one's; the ids a dry page gives
 /// are rolled back with it, so they order rows within that page only).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 enum ReadOrder {
     /// A row there before the pull.
     Existing(ContactId),
