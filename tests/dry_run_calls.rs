@@ -142,12 +142,7 @@ fn members(backend: Backend) -> String {
 /// Gives the HubSpot contact with `email` `n` companies made for it (not primary): more than
 /// one of HubSpot's association read pages (500) holds once `n` passes 500.
 async fn give_companies(env: &MappedEnv, email: &str, n: usize) {
-    let contact = env
-        .hubspot
-        .contacts()
-        .into_iter()
-        .find(|c| c.properties.get("email").map(String::as_str) == Some(email))
-        .expect("the contact was pushed");
+    let contact = env.hubspot_contact(email);
     let made = env.hubspot.insert_companies(
         (0..n)
             .map(|i| {
@@ -220,12 +215,7 @@ async fn org_one_is_made_again_in_hubspot_as_the_first_users_company(env: &Mappe
             org_one.properties[COMPANY_KEY].clone(),
         ),
     ])]);
-    let user = env
-        .hubspot
-        .contacts()
-        .into_iter()
-        .find(|c| c.properties.get("email").map(String::as_str) == Some("user1@example.com"))
-        .expect("the first user was pushed");
+    let user = env.hubspot_contact("user1@example.com");
     let input = AssociationInput {
         from: user.id.clone(),
         to: again[0].clone(),
@@ -537,12 +527,7 @@ backend_tests! {
         env.push().await;
         // The fifth user's HubSpot contact is deleted and made again (an import): the pull's
         // page re-links the row to the new contact; the sweep then has nothing to check.
-        let old = env
-            .hubspot
-            .contacts()
-            .into_iter()
-            .find(|c| c.properties.get("email").map(String::as_str) == Some("user5@example.com"))
-            .expect("the fifth user was pushed");
+        let old = env.hubspot_contact("user5@example.com");
         env.client
             .archive_contact(&HsObjectId::from(old.id.as_str()))
             .await
@@ -562,12 +547,7 @@ backend_tests! {
         env.push().await;
         // The fifth user's HubSpot contact is merged into one a person made: the pull's page
         // follows the row's link to the survivor; the sweep then has nothing to check.
-        let fifth = env
-            .hubspot
-            .contacts()
-            .into_iter()
-            .find(|c| c.properties.get("email").map(String::as_str) == Some("user5@example.com"))
-            .expect("the fifth user was pushed");
+        let fifth = env.hubspot_contact("user5@example.com");
         let made = env.hubspot.insert_contacts(vec![BTreeMap::from([(
             "email".to_owned(),
             "person@example.com".to_owned(),

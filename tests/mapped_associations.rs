@@ -110,15 +110,7 @@ impl World {
 
     /// The HubSpot contact with `email`.
     fn contact(&self, email: &str) -> String {
-        self.env
-            .hubspot
-            .contacts()
-            .into_iter()
-            .find(|c| c.email() == Some(email))
-            .unwrap_or_else(|| panic!("{email} in HubSpot"))
-            .id
-            .as_str()
-            .to_owned()
+        self.env.hubspot_contact(email).id
     }
 
     /// The companies of the contact with `email` in HubSpot: (HubSpot id, primary).

@@ -171,14 +171,7 @@ impl Env {
 
     /// The HubSpot id of the contact with `email`.
     fn id_of(&self, email: &str) -> HsObjectId {
-        let id = self
-            .hubspot
-            .contacts()
-            .into_iter()
-            .find(|c| c.email() == Some(email))
-            .unwrap_or_else(|| panic!("{email} in HubSpot"))
-            .id;
-        HsObjectId::from(id.as_str())
+        HsObjectId::from(self.hubspot_contact(email).id.as_str())
     }
 
     /// crm-sync's link rows: `(local_key, hs_object_id, deleted, updated_at)`.
@@ -249,22 +242,11 @@ impl Env {
 
     /// HubSpot's properties of the contact with `email`.
     fn contact(&self, email: &str) -> BTreeMap<String, String> {
-        self.hubspot
-            .contacts()
-            .into_iter()
-            .find(|c| c.properties.get("email").map(String::as_str) == Some(email))
-            .unwrap_or_else(|| panic!("{email} in HubSpot"))
-            .properties
+        self.hubspot_contact(email).properties
     }
 
     async fn change_in_hubspot(&self, email: &str, properties: &[(&str, &str)]) {
-        let id = self
-            .hubspot
-            .contacts()
-            .into_iter()
-            .find(|c| c.properties.get("email").map(String::as_str) == Some(email))
-            .expect("in HubSpot")
-            .id;
+        let id = self.hubspot_contact(email).id;
         let properties = properties
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -366,13 +348,7 @@ backend_tests! {
         let env = Env::new(db, profile, &[ADA, BOB]).await;
         env.push(PushMode::Link).await;
         env.change_in_hubspot("bob@example.com", &[("seats", "9")]).await;
-        let bob = env
-            .hubspot
-            .contacts()
-            .into_iter()
-            .find(|c| c.properties.get("email").map(String::as_str) == Some("bob@example.com"))
-            .expect("bob in HubSpot")
-            .id;
+        let bob = env.hubspot_contact("bob@example.com").id;
         env.store
             .record_pending_pulls(&[bob.as_str().into()])
             .await

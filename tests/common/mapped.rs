@@ -19,7 +19,7 @@ use crm_sync::jobs::queue::SyncTask;
 use crm_sync::jobs::worker::{Settled, process};
 use crm_sync::jobs::{EnqueueRequest, JobRunner, RetryPolicy, enqueue};
 use crm_sync::mapping::check_mappings;
-use crm_sync::sandbox::{HubSpotProfile, Sandbox, SandboxArgs, SandboxHandle};
+use crm_sync::sandbox::{HubSpotProfile, Sandbox, SandboxArgs, SandboxContact, SandboxHandle};
 use crm_sync::secret::Secret;
 use crm_sync::store::Store;
 use crm_sync::sync::{SyncContext, SyncRunner};
@@ -187,6 +187,15 @@ impl MappedEnv {
         let job = self.store.get_job(id).await.expect("job").expect("exists");
         assert!(job.status.is_terminal(), "{job:#?}");
         job
+    }
+
+    /// The live HubSpot contact with `email` in the sandbox; panics when there is none.
+    pub fn hubspot_contact(&self, email: &str) -> SandboxContact {
+        self.hubspot
+            .contacts()
+            .into_iter()
+            .find(|c| c.email() == Some(email))
+            .unwrap_or_else(|| panic!("{email} is in HubSpot"))
     }
 
     /// Writes contact→company `inputs` to HubSpot as an integration would, 100 pairs a call.
