@@ -414,6 +414,32 @@ async fn companies_push_where_orgs_share_a_domain(env: &MappedEnv, stopped: bool
     );
 }
 
+/// A dry push of a users table of your own (600 users naming crm-sync's companies) and the real
+/// one (the dry run stopped after its first page and resumed when `stopped`), the first user's
+/// HubSpot contact also named by the 2nd (same page) and 250th (third page) user's emails: one
+/// link, two failures naming the row that holds it, and the plan names the real run's calls.
+async fn own_table_push_where_the_first_users_contact_has_aliases(env: &MappedEnv, stopped: bool) {
+    the_first_user_has_aliases_in_hubspot(env, &[2, 250]).await;
+    let spec = JobSpec::from(push_action());
+    let Counts::Push(counts) = (if stopped {
+        dry_stopped_then_real(env, spec, 2).await
+    } else {
+        dry_then_real(env, spec).await
+    }) else {
+        panic!("push counts")
+    };
+    assert_eq!(
+        (
+            counts.created,
+            counts.linked,
+            counts.failed,
+            counts.associations_created
+        ),
+        (597, 1, 2, 598),
+        "{counts:?}"
+    );
+}
+
 /// The stop check at which a dry push of [`built_in_tables`] has planned its six contact pages and
 /// three of its six association pages.
 const AMID_THE_ASSOCIATION_PAGES: usize = 18;
@@ -605,5 +631,14 @@ backend_tests! {
         let Counts::Push(counts) = dry_then_real_push(&env).await else { panic!("push counts") };
         // Org 150's contacts (user 149, 399) cannot be associated with it.
         assert_eq!((counts.associations_created, counts.associations_failed), (598, 2), "{counts:?}");
+    }
+    async fn a_dry_push_of_a_table_of_your_own_fails_the_links_the_real_push_refuses_to_a_contact_an_earlier_row_took(db: TestDb, profile: HubSpotProfile) {
+        let env = MappedEnv::start(db, profile, &users_of_crm_syncs_companies(), &email_and_company_mapping("users", "id")).await;
+        own_table_push_where_the_first_users_contact_has_aliases(&env, false).await;
+    }
+
+    async fn a_dry_push_of_a_table_of_your_own_stopped_and_resumed_fails_the_links_an_earlier_run_of_it_would_make(db: TestDb, profile: HubSpotProfile) {
+        let env = MappedEnv::start(db, profile, &users_of_crm_syncs_companies(), &email_and_company_mapping("users", "id")).await;
+        own_table_push_where_the_first_users_contact_has_aliases(&env, true).await;
     }
 }

@@ -17,7 +17,7 @@ use common::user_table::{exec, texts};
 use crm_sync::hubspot::{HubSpotError, ObjectType, PropertyCreate, PropertyOption};
 use crm_sync::ids::HsObjectId;
 use crm_sync::jobs::model::{
-    Counts, Job, JobAction, JobSpec, PullCounts, PullMode, PushCounts, PushMode,
+    Counts, Job, JobAction, JobSpec, JobStatus, PullCounts, PullMode, PushCounts, PushMode,
 };
 use crm_sync::sandbox::HubSpotProfile;
 use crm_sync::store::{Backend, Store};
@@ -661,5 +661,33 @@ backend_tests! {
         let seats = env.hubspot.contact(&survivor.0).expect("survivor").properties.get("seats").cloned();
         assert_eq!(seats.as_deref(), Some("8"));
         assert_eq!(env.hubspot.contacts().len(), 1, "bob is not created again");
+    }
+    async fn a_row_whose_email_is_a_hubspot_contacts_additional_email_is_linked_to_that_contact(db: TestDb, profile: HubSpotProfile) {
+        let env = Env::new(db, profile, &[BOB]).await;
+        // Bob's email was merged into Robert's contact: HubSpot finds that contact by it, and
+        // refuses to create another with it.
+        let made = env.hubspot.insert_contacts(vec![
+            [("email".to_owned(), "robert@example.com".to_owned())].into_iter().collect(),
+            [("email".to_owned(), "bob@example.com".to_owned())].into_iter().collect(),
+        ]);
+        let robert = env
+            .client
+            .merge_contacts(&HsObjectId::from(made[0].as_str()), &HsObjectId::from(made[1].as_str()))
+            .await
+            .expect("merged")
+            .id;
+
+        for mode in [PushMode::Link, PushMode::Upsert] {
+            exec(&env.store, "UPDATE users SET seats = seats + 1").await;
+            let (counts, job) = env.push(mode).await;
+            assert_eq!(job.status, JobStatus::Succeeded, "{mode:?}: {job:#?}");
+            let expected = match mode {
+                PushMode::Link => push(0, 1, 0, 0, 0),
+                PushMode::Upsert => push(0, 0, 1, 0, 0),
+            };
+            assert_eq!(counts, expected, "{mode:?}: {job:#?}");
+            assert_eq!(env.links().await[0][1].as_deref(), Some(robert.0.as_str()));
+        }
+        assert_eq!(env.hubspot.contacts().len(), 1, "nothing created");
     }
 }

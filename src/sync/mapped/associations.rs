@@ -267,6 +267,11 @@ impl MappedCompany {
 }
 
 /// Where an association phase resumes (a row key; `None`: from the first row).
+/// Whether the job's checkpoint is in its association phase (a run stopped there).
+pub(crate) fn resumed(progress: &Progress) -> bool {
+    resume_after(progress).is_some()
+}
+
 fn resume_after(progress: &Progress) -> Option<String> {
     progress
         .checkpoint()
@@ -345,8 +350,9 @@ fn record_error(mapped: &Mapped, row: &CompanyLinkRow, reason: String) -> Record
 }
 
 /// What a dry push's row phase would do to the rows its association phase meets (nothing for
-/// a real push, whose row phase has done it).
-#[derive(Debug, Default)]
+/// a real push, whose row phase has done it). Each page's share is saved with the page
+/// (`dry_run_notes`), so that a dry push stopped and resumed knows what every run of it did.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub(crate) struct PlannedLinks {
     /// The rows it would link (to this HubSpot id) or create (`None`).
     pub(crate) links: Vec<(String, Option<HsObjectId>)>,
@@ -354,6 +360,41 @@ pub(crate) struct PlannedLinks {
     pub(crate) gone: Vec<String>,
     /// The linked rows it would move to the survivor of a merge.
     pub(crate) moves: Vec<(String, HsObjectId)>,
+}
+
+impl PlannedLinks {
+    /// Keeps, for a dry run's association phase, the rows a page would mark deleted and those
+    /// it would move to a survivor (not those whose survivor another row holds, `held`: the
+    /// real run leaves their link as it was).
+    pub(crate) fn plan_marks_and_moves(
+        &mut self,
+        gone: &[String],
+        moves: &[(String, HsObjectId)],
+        held: &[crate::store::LinkHeld],
+    ) {
+        self.gone.extend(gone.iter().cloned());
+        self.moves.extend(
+            moves
+                .iter()
+                .filter(|(key, _)| !held.iter().any(|h| h.key == *key))
+                .cloned(),
+        );
+    }
+
+    /// Adds what a later page would do.
+    pub(crate) fn extend(&mut self, page: PlannedLinks) {
+        self.links.extend(page.links);
+        self.gone.extend(page.gone);
+        self.moves.extend(page.moves);
+    }
+
+    /// The HubSpot records these pages would link or move rows to, each with its row's key.
+    pub(crate) fn holders(&self) -> impl Iterator<Item = (HsObjectId, String)> + '_ {
+        self.links
+            .iter()
+            .filter_map(|(key, id)| id.clone().map(|id| (id, key.clone())))
+            .chain(self.moves.iter().map(|(key, id)| (id.clone(), key.clone())))
+    }
 }
 
 /// The association phase of a push of `mapped`: every linked row whose company changed since

@@ -46,6 +46,13 @@ use crate::store::{
     ColumnKind, ColumnValue, KeyKind, LocalRecord, LocalTable, Store, StoreError, Tx,
 };
 use crate::sync::SyncContext;
+
+/// Contacts' identity property.
+const EMAIL: &str = "email";
+
+/// HubSpot's read-only list of a contact's other emails (`;`-separated), which its look-up by
+/// email answers to as well.
+const ADDITIONAL_EMAILS: &str = "hs_additional_emails";
 use crate::sync::companies::COMPANY_KEY;
 use crate::sync::keys::ExternalKeys;
 use remote::{Record, Remote};
@@ -327,6 +334,24 @@ impl Mapped {
         record
             .property(self.identity_property())
             .and_then(|v| self.normalize(v))
+    }
+
+    /// The identities a record answers to when looked up by its identity property: its own,
+    /// then, for contacts' email, its additional emails (HubSpot's look-up by email finds a
+    /// contact by any of them, and refuses to create another with one).
+    fn record_identities(&self, record: &Record) -> Vec<String> {
+        let mut all: Vec<String> = self.record_identity(record).into_iter().collect();
+        if self.checked.mapping.object == ObjectType::Contacts && self.identity_property() == EMAIL
+        {
+            all.extend(
+                record
+                    .property(ADDITIONAL_EMAILS)
+                    .into_iter()
+                    .flat_map(|v| v.split(';'))
+                    .filter_map(|v| self.normalize(v)),
+            );
+        }
+        all
     }
 
     /// Properties a create adds to the row's values: the external key (a field identity is

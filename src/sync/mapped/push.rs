@@ -40,6 +40,7 @@ use crate::jobs::{Page, Progress, RunError};
 use crate::mapping::Owner;
 use crate::store::{LinkHeld, LinkWrite, LocalRecord, ObjectLink, Store, Tx};
 use crate::sync::companies::companies_by_domain;
+use crate::sync::dry_notes;
 use crate::sync::lookup::Fate;
 use crate::sync::{SyncContext, hubspot_error};
 
@@ -128,8 +129,13 @@ struct PushRun<'a> {
     dry_run: bool,
     plan: Plan,
     /// What a dry run's pages would do to the rows the association phase meets (links,
-    /// marks, moves), which it plans as the real run meets them.
+    /// marks, moves), which it plans as the real run meets them, by every run of the job.
     planned: PlannedLinks,
+    /// The HubSpot records those pages would link rows to, with the row's key: the real run's
+    /// database refuses them to a later row.
+    holders: HashMap<HsObjectId, String>,
+    /// The last page a dry run saved.
+    page: u64,
 }
 
 /// Runs one push of `mapped` from the job's checkpoint; a dry run writes nothing but the job
@@ -156,7 +162,12 @@ pub(crate) async fn run(
             Plan::default()
         },
         planned: PlannedLinks::default(),
+        holders: HashMap::new(),
+        page: 0,
     };
+    if dry_run {
+        run.resume_dry(progress).await?;
+    }
     let mut committed = false;
     loop {
         if progress.should_stop() {
@@ -189,7 +200,8 @@ pub(crate) async fn run(
             break;
         }
     }
-    if dry_run && !committed {
+    // (Not when resumed in the association phase: its checkpoint stays.)
+    if dry_run && !committed && !super::associations::resumed(progress) {
         // A dry run always leaves a plan, even with nothing to push.
         run.commit(
             progress,
@@ -205,6 +217,12 @@ pub(crate) async fn run(
     let counts =
         super::associations::push(ctx, mapped, mode, dry_run, progress, counts, &run.planned)
             .await?;
+    if dry_run {
+        // The plan is complete.
+        let mut tx = progress.begin().await?;
+        dry_notes::forget(&mut tx, &progress.job_id().to_string()).await?;
+        tx.commit().await?;
+    }
     progress.set_total(counts.total).await?;
     tracing::info!(job = %progress.job_id(), key = %mapped.checked.mapping.key, ?counts, "push of a mapped table finished");
     Ok(())
@@ -242,6 +260,8 @@ pub(crate) async fn link_rows(
         dry_run,
         plan: Plan::default(),
         planned: PlannedLinks::default(),
+        holders: HashMap::new(),
+        page: 0,
     };
     let decisions = run.resolve(&unlinked).await?;
     let mut links = Vec::new();
@@ -717,6 +737,11 @@ impl PushRun<'_> {
         if !properties.contains(&identity) {
             properties.push(identity.clone());
         }
+        if mapped.checked.mapping.object == crate::hubspot::ObjectType::Contacts
+            && identity == super::EMAIL
+        {
+            properties.push(super::ADDITIONAL_EMAILS.to_owned());
+        }
         let values: Vec<String> = with_identity.iter().map(|(_, v)| v.clone()).collect();
         let batch = Batch::new(values).map_err(|e| RunError::fatal(e.to_string()))?;
         let read = mapped
@@ -724,16 +749,29 @@ impl PushRun<'_> {
             .batch_read(&batch, Some(&identity), &properties)
             .await
             .map_err(|e| hubspot_error(&format!("reading HubSpot records by {identity}"), e))?;
-        for record in read.results.into_iter().filter(|r| !r.archived) {
-            if let Some(value) = mapped.record_identity(&record) {
-                let found_record = Found {
-                    id: record.id.clone(),
-                    remote: remote_values(mapped, &record.properties),
-                    // Only crm-sync writes its external key, so a record carrying this row's
-                    // was created by an earlier attempt whose answer or commit was lost.
-                    ours: matches!(mapped.identity, Identity::ExternalKey { .. }),
+        let live: Vec<_> = read.results.into_iter().filter(|r| !r.archived).collect();
+        // A record's own identity first: another record's additional email never hides it.
+        for own in [true, false] {
+            for record in &live {
+                let identities = mapped.record_identities(record);
+                let (first, rest) = identities
+                    .split_first()
+                    .map_or((None, &[][..]), |(f, r)| (Some(f), r));
+                let values: Vec<&String> = if own {
+                    first.into_iter().collect()
+                } else {
+                    rest.iter().collect()
                 };
-                found.insert(value, found_record);
+                for value in values {
+                    found.entry(value.clone()).or_insert_with(|| Found {
+                        id: record.id.clone(),
+                        remote: remote_values(mapped, &record.properties),
+                        // Only crm-sync writes its external key, so a record carrying this
+                        // row's was created by an earlier attempt whose answer or commit was
+                        // lost.
+                        ours: matches!(mapped.identity, Identity::ExternalKey { .. }),
+                    });
+                }
             }
         }
         Ok(found)
@@ -932,22 +970,36 @@ impl PushRun<'_> {
         Ok(())
     }
 
-    /// Keeps, for a dry run's association phase, the rows this page would mark deleted and
-    /// those it would move to a survivor (not those whose survivor another row holds: the real
-    /// run leaves their link as it was).
-    fn plan_marks_and_moves(
-        &mut self,
-        gone: &[String],
-        moves: &[(String, HsObjectId)],
-        held: &[LinkHeld],
-    ) {
-        self.planned.gone.extend(gone.iter().cloned());
-        self.planned.moves.extend(
-            moves
-                .iter()
-                .filter(|(key, _)| !held.iter().any(|h| h.key == *key))
-                .cloned(),
-        );
+    /// A dry run's pages so far, by every run of the job (a resumed one reads what the
+    /// earlier runs saved).
+    async fn resume_dry(&mut self, progress: &Progress) -> Result<(), RunError> {
+        let job = progress.job_id().to_string();
+        let store = progress.store();
+        for page in dry_notes::saved::<PlannedLinks>(store, &job).await? {
+            self.holders.extend(page.holders());
+            self.planned.extend(page);
+        }
+        self.page = dry_notes::last_page(store, &job).await?;
+        Ok(())
+    }
+
+    /// The links of `links` the real run's database would refuse because an earlier page of
+    /// this dry run would have linked their HubSpot record to another row (those `held`
+    /// already left out).
+    fn held_earlier(&self, links: &[LinkWrite], held: &[LinkHeld]) -> Vec<LinkHeld> {
+        links
+            .iter()
+            .filter(|l| !held.iter().any(|h| h.key == l.key))
+            .filter_map(|l| {
+                let id = l.hs_object_id.as_ref()?;
+                let holder = self.holders.get(id).filter(|holder| **holder != l.key)?;
+                Some(LinkHeld {
+                    key: l.key.clone(),
+                    hs_object_id: id.clone(),
+                    holder: holder.clone(),
+                })
+            })
+            .collect()
     }
 
     /// Saves a page's links, marks and counts with its checkpoint in one transaction; a dry run
@@ -982,10 +1034,13 @@ impl PushRun<'_> {
             }
         }
         let mut tx = progress.begin().await?;
-        let held = tx.save_object_links(object, &links).await?;
+        let mut held = tx.save_object_links(object, &links).await?;
+        let mut share = PlannedLinks::default();
         if self.dry_run {
+            // What earlier pages would have linked is held by then in the real run.
+            held.extend(self.held_earlier(&links, &held));
             // Rows unlinked until now that this page links or creates.
-            self.planned.links.extend(
+            share.links.extend(
                 links
                     .iter()
                     .filter(|l| !held.iter().any(|h| h.key == l.key))
@@ -998,9 +1053,19 @@ impl PushRun<'_> {
             );
         }
         tx.mark_deleted_in_hubspot(object, &gone).await?;
-        let moved_held = tx.relink_objects(object, &moves).await?;
+        let mut moved_held = tx.relink_objects(object, &moves).await?;
         if self.dry_run {
-            self.plan_marks_and_moves(&gone, &moves, &moved_held);
+            let moving: Vec<LinkWrite> = moves
+                .iter()
+                .map(|(key, survivor)| LinkWrite {
+                    key: key.clone(),
+                    hs_object_id: Some(survivor.clone()),
+                    pushed_hash: None,
+                    synced: BTreeMap::new(),
+                })
+                .collect();
+            moved_held.extend(self.held_earlier(&moving, &moved_held));
+            share.plan_marks_and_moves(&gone, &moves, &moved_held);
         }
         for h in &moved_held {
             tracing::warn!(key = %h.key, survivor = %h.hs_object_id, holder = %h.holder, "the survivor of a merge is linked to another row; the link is left as it was");
@@ -1089,9 +1154,14 @@ impl PushRun<'_> {
         };
         if self.dry_run {
             tx.rollback().await?;
-            let tx = progress.begin().await?;
+            let mut tx = progress.begin().await?;
+            self.page += 1;
+            let job = progress.job_id().to_string();
+            dry_notes::save(&mut tx, &job, self.page, &share).await?;
             let plan = std::mem::take(&mut self.plan);
             progress.commit_planned(tx, page, Some(plan)).await?;
+            self.holders.extend(share.holders());
+            self.planned.extend(share);
         } else {
             self.plan = Plan::default();
             progress.commit(tx, page).await?;
