@@ -444,6 +444,10 @@ async fn own_table_push_where_the_first_users_contact_has_aliases(env: &MappedEn
 /// three of its six association pages.
 const AMID_THE_ASSOCIATION_PAGES: usize = 18;
 
+/// The stop check at which a dry push of [`users_of_crm_syncs_companies`] mapped with its
+/// companies has planned its six row pages and two of its six association pages.
+const OWN_AMID_THE_ASSOCIATION_PAGES: usize = 10;
+
 backend_tests! {
     async fn a_dry_push_of_a_table_of_your_own_plans_every_call_of_the_real_run(db: TestDb, profile: HubSpotProfile) {
         let env = MappedEnv::start(db, profile, &own_tables(), &own_mapping()).await;
@@ -640,5 +644,13 @@ backend_tests! {
     async fn a_dry_push_of_a_table_of_your_own_stopped_and_resumed_fails_the_links_an_earlier_run_of_it_would_make(db: TestDb, profile: HubSpotProfile) {
         let env = MappedEnv::start(db, profile, &users_of_crm_syncs_companies(), &email_and_company_mapping("users", "id")).await;
         own_table_push_where_the_first_users_contact_has_aliases(&env, true).await;
+    }
+    async fn a_dry_push_of_a_table_of_your_own_stopped_in_its_association_phase_and_resumed_counts_each_page_once(db: TestDb, profile: HubSpotProfile) {
+        let env = MappedEnv::start(db, profile, &users_of_crm_syncs_companies(), &email_and_company_mapping("users", "id")).await;
+        let spec = JobSpec::from(push_action());
+        let Counts::Push(counts) = dry_stopped_then_real(&env, spec, OWN_AMID_THE_ASSOCIATION_PAGES).await else {
+            panic!("push counts")
+        };
+        assert_eq!((counts.created, counts.associations_created), (600, 600));
     }
 }

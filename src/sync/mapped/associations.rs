@@ -266,12 +266,12 @@ impl MappedCompany {
     }
 }
 
-/// Where an association phase resumes (a row key; `None`: from the first row).
 /// Whether the job's checkpoint is in its association phase (a run stopped there).
 pub(crate) fn resumed(progress: &Progress) -> bool {
     resume_after(progress).is_some()
 }
 
+/// Where an association phase resumes (a row key; `None`: from the first row).
 fn resume_after(progress: &Progress) -> Option<String> {
     progress
         .checkpoint()
@@ -428,6 +428,9 @@ pub(crate) async fn push(
     let base = progress.checkpoint();
     let mut after = resume_after(progress);
     let mut planned = PlannedRows::new(progress.store(), mapped, planned).await?;
+    if dry_run && let Some(stop) = &after {
+        replay_dry_pages(progress.store(), company, &mut planned, &mut linker, stop).await?;
+    }
     loop {
         if progress.should_stop() {
             return Err(RunError::Interrupted);
@@ -449,6 +452,40 @@ pub(crate) async fn push(
         }
     }
     Ok(counts)
+}
+
+/// A dry run resumed in its association phase: the pages an earlier run of it planned, up to
+/// the one that ended at `stop`, made again and their companies looked up again without a
+/// commit, so that `planned` and `linker` stand where they stood (the rows taken in, the
+/// companies it would have linked, the property calls made): the pages after them then plan
+/// what the real run does, and the calls of those pages are not counted twice.
+async fn replay_dry_pages(
+    store: &Store,
+    company: &MappedCompany,
+    planned: &mut PlannedRows<'_>,
+    linker: &mut CompanyLinker<'_>,
+    stop: &str,
+) -> Result<(), RunError> {
+    let mut after: Option<String> = None;
+    loop {
+        let rows = planned.page(store, company, after.as_deref()).await?;
+        let Some(last) = rows.last().map(|r| r.key.clone()) else {
+            break;
+        };
+        let full = rows.len() == PUSH_PAGE as usize;
+        let mut resolved = company
+            .resolver
+            .to_hubspot(store, &company_keys(&rows))
+            .await?;
+        linker.link(store, &mut resolved).await?;
+        if last == stop || !full {
+            break;
+        }
+        after = Some(last);
+    }
+    // Those calls are in the job's plan already.
+    linker.take_calls();
+    Ok(())
 }
 
 /// The rows a dry push would link or create, mark deleted or move (none for a real push), as
