@@ -653,4 +653,22 @@ backend_tests! {
         };
         assert_eq!((counts.created, counts.associations_created), (600, 600));
     }
+    async fn a_dry_push_of_a_table_of_your_own_fails_the_associations_of_an_org_the_real_run_cannot_link(db: TestDb, profile: HubSpotProfile) {
+        // Org 2 and Org 150 (named by the first and second association pages' users) share a
+        // domain one HubSpot company has: the real run links Org 2 to it, and its database
+        // refuses it to Org 150, whose two users' associations fail.
+        let setup = format!("{}; UPDATE orgs SET domain = 'shared.example.com' WHERE id IN (2, 150)", own_tables());
+        let env = MappedEnv::start(db, profile, &setup, &own_mapping()).await;
+        orgs_on_two_pages_share_a_hubspot_companys_domain(&env).await;
+        let Counts::Push(counts) = dry_then_real_push(&env).await else { panic!("push counts") };
+        assert_eq!((counts.associations_created, counts.associations_failed), (598, 2), "{counts:?}");
+    }
+    async fn a_dry_push_of_a_companies_table_of_your_own_fails_the_link_the_real_push_refuses_to_an_org_an_earlier_page_took(db: TestDb, profile: HubSpotProfile) {
+        let setup = format!("{}; UPDATE orgs SET domain = 'shared.example.com' WHERE id IN (2, 150)", own_tables());
+        let env = MappedEnv::start(db, profile, &setup, &own_mapping()).await;
+        orgs_on_two_pages_share_a_hubspot_companys_domain(&env).await;
+        let spec = JobSpec::from(push_action()).for_object(SyncObject::Companies).expect("companies");
+        let Counts::Push(counts) = dry_then_real(&env, spec).await else { panic!("push counts") };
+        assert_eq!((counts.linked, counts.created, counts.failed), (1, 248, 1), "{counts:?}");
+    }
 }

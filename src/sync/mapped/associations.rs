@@ -630,6 +630,9 @@ struct CompanyLinker<'a> {
     /// A dry run's memory of the companies earlier pages would have linked: the real run
     /// finds them linked and makes no call for them again.
     dry_linked: HashMap<String, CompanyId>,
+    /// The same, by HubSpot company (a company it would create left out): the real run's
+    /// database refuses them to another row.
+    dry_holders: HashMap<HsObjectId, String>,
     /// A dry run's calls of linking companies not yet in the job's plan.
     dry_calls: LinkingCalls,
 }
@@ -660,6 +663,7 @@ impl<'a> CompanyLinker<'a> {
             resolver: &company.resolver,
             companies,
             dry_linked: HashMap::new(),
+            dry_holders: HashMap::new(),
             dry_calls,
         })
     }
@@ -711,7 +715,10 @@ impl<'a> CompanyLinker<'a> {
                     self.ctx,
                     companies,
                     self.mode,
-                    dry.map(|d| &mut d.calls),
+                    dry.map(|d| super::push::DryLinking {
+                        calls: &mut d.calls,
+                        earlier: &self.dry_holders,
+                    }),
                     store,
                     &keys,
                 )
@@ -727,6 +734,10 @@ impl<'a> CompanyLinker<'a> {
                 Ok(id) => {
                     if self.dry_run {
                         self.dry_linked.insert(key.clone(), id.clone());
+                        if !id.0.is_empty() {
+                            self.dry_holders
+                                .insert(HsObjectId(id.0.clone()), key.clone());
+                        }
                     }
                     Resolved::Linked(id)
                 }

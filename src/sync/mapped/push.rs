@@ -239,7 +239,7 @@ pub(crate) async fn link_rows(
     ctx: &SyncContext,
     mapped: &Mapped,
     mode: PushMode,
-    dry: Option<&mut Plan>,
+    dry: Option<DryLinking<'_>>,
     store: &Store,
     keys: &[String],
 ) -> Result<HashMap<String, Result<HsObjectId, String>>, RunError> {
@@ -285,12 +285,12 @@ pub(crate) async fn link_rows(
         };
         out.insert(c.key.clone(), answer);
     }
-    if let Some(calls) = dry {
-        calls.merge(std::mem::take(&mut run.plan));
-        return Ok(out);
-    }
     let mut tx = Tx::begin(store).await?;
-    let held = tx.save_object_links(mapped.table.object, &links).await?;
+    let mut held = tx.save_object_links(mapped.table.object, &links).await?;
+    if let Some(dry) = &dry {
+        // What earlier calls of the same dry run would have linked is held by then.
+        held.extend(held_by(dry.earlier, &links, &held));
+    }
     for h in &held {
         out.insert(
             h.key.clone(),
@@ -302,6 +302,11 @@ pub(crate) async fn link_rows(
             )),
         );
     }
+    if let Some(dry) = dry {
+        tx.rollback().await?;
+        dry.calls.merge(std::mem::take(&mut run.plan));
+        return Ok(out);
+    }
     let ids: Vec<(String, Option<HsObjectId>)> = links
         .iter()
         .filter(|l| !held.iter().any(|h| h.key == l.key))
@@ -310,6 +315,38 @@ pub(crate) async fn link_rows(
     mapped.write_ids(&mut tx, &ids).await?;
     tx.commit().await?;
     Ok(out)
+}
+
+/// What a dry run's [`link_rows`] needs: where to add the calls the real run would make, and
+/// the HubSpot records earlier calls of the same dry run would have linked, with the row's key
+/// (the real run's database holds them by then).
+pub(crate) struct DryLinking<'a> {
+    /// The plan the calls are added to.
+    pub calls: &'a mut Plan,
+    /// HubSpot record → the key of the row an earlier call would link to it.
+    pub earlier: &'a HashMap<HsObjectId, String>,
+}
+
+/// The links of `links` whose HubSpot record `earlier` gives to another row (those `held`
+/// already left out).
+fn held_by(
+    earlier: &HashMap<HsObjectId, String>,
+    links: &[LinkWrite],
+    held: &[LinkHeld],
+) -> Vec<LinkHeld> {
+    links
+        .iter()
+        .filter(|l| !held.iter().any(|h| h.key == l.key))
+        .filter_map(|l| {
+            let id = l.hs_object_id.as_ref()?;
+            let holder = earlier.get(id).filter(|holder| **holder != l.key)?;
+            Some(LinkHeld {
+                key: l.key.clone(),
+                hs_object_id: id.clone(),
+                holder: holder.clone(),
+            })
+        })
+        .collect()
 }
 
 /// The rows of a page that are new or changed since their last push; rows HubSpot deleted are
@@ -987,19 +1024,7 @@ impl PushRun<'_> {
     /// this dry run would have linked their HubSpot record to another row (those `held`
     /// already left out).
     fn held_earlier(&self, links: &[LinkWrite], held: &[LinkHeld]) -> Vec<LinkHeld> {
-        links
-            .iter()
-            .filter(|l| !held.iter().any(|h| h.key == l.key))
-            .filter_map(|l| {
-                let id = l.hs_object_id.as_ref()?;
-                let holder = self.holders.get(id).filter(|holder| **holder != l.key)?;
-                Some(LinkHeld {
-                    key: l.key.clone(),
-                    hs_object_id: id.clone(),
-                    holder: holder.clone(),
-                })
-            })
-            .collect()
+        held_by(&self.holders, links, held)
     }
 
     /// Saves a page's links, marks and counts with its checkpoint in one transaction; a dry run
