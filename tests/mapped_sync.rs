@@ -690,4 +690,17 @@ backend_tests! {
         }
         assert_eq!(env.hubspot.contacts().len(), 1, "nothing created");
     }
+    async fn a_dry_run_foresees_a_value_an_enumeration_does_not_list_and_the_push_sends_none(db: TestDb, profile: HubSpotProfile) {
+        let env = Env::new(db, profile, &[ADA, BOB, "3, 'cy@example.com', 'Cy', 'platinum', 2, '2026-03-01'"]).await;
+        env.hubspot.set_recording(true);
+        let planned = env.dry_then_real(JobAction::Push { mode: PushMode::Link }).await;
+        assert_eq!(planned.counts, Counts::Push(push(2, 0, 0, 1, 0)), "{planned:#?}");
+        assert!(planned.errors[0].reason.contains("\"platinum\" is not one of the property's options"), "{:?}", planned.errors);
+        // The real push never offered HubSpot the value: its create held Ada and Bob only.
+        let sent: Vec<String> = env.hubspot.take_recorded_requests().into_iter()
+            .filter(|r| r.path.ends_with("/batch/create"))
+            .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+            .collect();
+        assert!(!sent.is_empty() && sent.iter().all(|b| !b.contains("platinum")), "{sent:?}");
+    }
 }

@@ -13,7 +13,7 @@
 //! [`record_to_hubspot`] gathers a record's into one [`RecordError`], so that a bad value fails
 //! its record and never its batch.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, SecondsFormat, Utc};
@@ -74,6 +74,14 @@ pub enum ConversionProblem {
     /// The record has no value for a mapped column.
     #[error("the record has no value for this column")]
     Missing,
+    /// A value an enumeration does not list (HubSpot refuses it).
+    #[error("{value:?} is not one of the property's options ({options})")]
+    NotAnOption {
+        /// The value.
+        value: String,
+        /// The options HubSpot lists, comma-separated.
+        options: String,
+    },
 }
 
 /// A value of one field that cannot convert.
@@ -112,6 +120,27 @@ pub struct TypedField {
     pub column: ColumnKind,
     /// The property's type in HubSpot.
     pub property: PropertyKind,
+    /// An enumeration's option values as HubSpot lists them (`None`: not an enumeration, or
+    /// none listed): HubSpot refuses any other value, so push fails the record itself.
+    pub options: Option<BTreeSet<String>>,
+}
+
+impl TypedField {
+    /// The value HubSpot takes for `value`, or why not: a value of an enumeration must be
+    /// one of its options (each of a multi-select's `;`-separated values).
+    fn to_hubspot(&self, value: &LocalValue) -> Result<String, ConversionProblem> {
+        let text = to_hubspot(value, &self.column, self.property)?;
+        if let Some(options) = &self.options
+            && !text.is_empty()
+            && let Some(bad) = text.split(';').find(|v| !options.contains(*v))
+        {
+            return Err(ConversionProblem::NotAnOption {
+                value: bad.to_owned(),
+                options: options.iter().cloned().collect::<Vec<_>>().join(", "),
+            });
+        }
+        Ok(text)
+    }
 }
 
 /// Whether a column of `column`'s type and a property of `property`'s type can hold each
@@ -363,7 +392,7 @@ pub fn record_to_hubspot(
     {
         let converted = match row.get(typed.field.column.as_str()) {
             None => Err(ConversionProblem::Missing),
-            Some(value) => to_hubspot(value, &typed.column, typed.property),
+            Some(value) => typed.to_hubspot(value),
         };
         match converted {
             Ok(text) => {
@@ -718,6 +747,42 @@ mod tests {
             },
             column: kind,
             property: prop,
+            options: None,
+        }
+    }
+
+    #[test]
+    fn a_value_an_enumeration_does_not_list_fails_its_record_and_a_listed_one_goes_through() {
+        let mut plan = typed(
+            "plan",
+            "plan_tier",
+            Flow::Push,
+            ColumnKind::Text,
+            PropertyKind::Enumeration,
+        );
+        plan.options = Some(["free", "pro"].map(str::to_owned).into());
+        let row = |v: &str| HashMap::from([("plan".to_owned(), LocalValue::Text(v.to_owned()))]);
+        let fields = [plan];
+        assert_eq!(
+            record_to_hubspot(&fields, &row("pro"))
+                .unwrap()
+                .get("plan_tier")
+                .map(String::as_str),
+            Some("pro")
+        );
+        assert!(record_to_hubspot(&fields, &row("")).is_ok(), "empty clears");
+        assert!(
+            record_to_hubspot(&fields, &row("free;pro")).is_ok(),
+            "multi-select values"
+        );
+        for refused in ["platinum", "Pro", "pro;gold"] {
+            let error = record_to_hubspot(&fields, &row(refused))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains("is not one of the property's options (free, pro)"),
+                "{refused}: {error}"
+            );
         }
     }
 

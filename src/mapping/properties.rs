@@ -11,6 +11,7 @@ use super::{
 };
 use crate::hubspot::{HubSpotClient, HubSpotError, Property, PropertyCreate, PropertyGroupCreate};
 use crate::jobs::RunError;
+use std::collections::BTreeSet;
 
 /// The property group the properties crm-sync creates go in.
 pub const PROPERTY_GROUP: &str = "crm_sync";
@@ -154,11 +155,12 @@ async fn ready_mapping(
     };
     let mut fields = Vec::with_capacity(checked.fields.len());
     for field in &checked.fields {
-        let kind = ensurer.property(field).await?;
+        let (kind, options) = ensurer.property(field).await?;
         fields.push(TypedField {
             field: field.field.clone(),
             column: field.column.clone(),
             property: kind,
+            options,
         });
     }
     Ok(ReadyMapping {
@@ -195,8 +197,12 @@ impl Ensurer<'_> {
             && matches!(&self.checked.mapping.match_key, MatchKey::Property(p) if *p == field.field.property)
     }
 
-    /// The type of `field`'s property, created first when missing and allowed.
-    async fn property(&mut self, field: &CheckedField) -> Result<PropertyKind, PropertyError> {
+    /// The type of `field`'s property, created first when missing and allowed, with an
+    /// enumeration's option values.
+    async fn property(
+        &mut self,
+        field: &CheckedField,
+    ) -> Result<(PropertyKind, Option<BTreeSet<String>>), PropertyError> {
         let name = field.field.property.as_str();
         let found = match self.client.get_object_property(self.object(), name).await {
             Ok(property) => property,
@@ -206,7 +212,7 @@ impl Ensurer<'_> {
                 self.ensure_group(&field.key).await?;
                 let declared = self.declared(field)?;
                 self.created.push(field.field.property.clone());
-                return Ok(declared.kind);
+                return Ok((declared.kind, None));
             }
             Err(HubSpotError::NotFound { .. }) if self.checked.mapping.create_properties => {
                 self.create(field).await?
@@ -230,7 +236,10 @@ impl Ensurer<'_> {
                 });
             }
         };
-        self.fits(field, &found)
+        let kind = self.fits(field, &found)?;
+        let options: BTreeSet<String> = found.options.iter().map(|o| o.value.clone()).collect();
+        let options = (kind == PropertyKind::Enumeration && !options.is_empty()).then_some(options);
+        Ok((kind, options))
     }
 
     /// The property's type, when its column can hold its values (and, for a match key, when
