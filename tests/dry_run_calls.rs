@@ -13,7 +13,7 @@ use common::mapped::{MappedEnv, orgs_mapping, pull_action, push_action};
 use common::watch::{calls_between, sync_calls};
 use crm_sync::hubspot::{AssociationInput, AssociationSpec, AssociationTypeId};
 use crm_sync::ids::{CompanyId, ContactId, HsObjectId, LocalCompanyId};
-use crm_sync::jobs::model::{Counts, JobAction, JobSpec, PushMode, SyncObject};
+use crm_sync::jobs::model::{Counts, Job, JobAction, JobSpec, PushMode, SyncObject};
 use crm_sync::store::Backend;
 use crm_sync::sync::companies::COMPANY_KEY;
 use std::collections::BTreeMap;
@@ -26,35 +26,72 @@ async fn dry_then_real_push(env: &MappedEnv) -> Counts {
 
 /// [`dry_then_real_push`] for any job.
 async fn dry_then_real(env: &MappedEnv, spec: JobSpec) -> Counts {
-    let dry = spec.with_dry_run(true).expect("the object has dry runs");
-    let planned_job = env.run_spec(dry).await;
-    let before = sync_calls(&env.hubspot);
-    let real = env.run_spec(spec).await;
-    let made = calls_between(&before, &sync_calls(&env.hubspot));
-    assert_eq!(
-        planned_job.counts, real.counts,
-        "the dry run's counts are the real run's"
-    );
-    let plan = planned_job.plan.expect("a dry run has a plan");
-    assert_eq!(plan.calls, made, "the plan names the real run's calls");
-    real.counts
+    dry_and_real(env, spec, None).await.compared().real.counts
 }
 
 /// [`dry_then_real`], the dry run stopped at its `checks`-th stop check (after a committed
 /// page, as a shutdown does) and resumed to its end.
 async fn dry_stopped_then_real(env: &MappedEnv, spec: JobSpec, checks: usize) -> Counts {
+    dry_and_real(env, spec, Some(checks))
+        .await
+        .compared()
+        .real
+        .counts
+}
+
+/// A dry run and the real run that followed it, with the calls HubSpot answered the latter.
+struct DryAndReal {
+    planned: Job,
+    real: Job,
+    made: BTreeMap<String, u64>,
+}
+
+impl DryAndReal {
+    /// Checks that the counts agree.
+    fn counts_agree(self) -> Self {
+        assert_eq!(
+            self.planned.counts, self.real.counts,
+            "the dry run's counts are the real run's"
+        );
+        self
+    }
+
+    /// Checks that the counts agree and that the plan's calls are exactly those HubSpot
+    /// answered the real run.
+    fn compared(self) -> Self {
+        let this = self.counts_agree();
+        let plan = this.planned.plan.as_ref().expect("a dry run has a plan");
+        assert_eq!(plan.calls, this.made, "the plan names the real run's calls");
+        this
+    }
+
+    /// Checks that the dry run foresaw the real run's failures, row and reason.
+    fn failures_agree(self) -> Self {
+        assert_eq!(
+            failures(&self.planned),
+            failures(&self.real),
+            "the dry run foresees the real failures"
+        );
+        self
+    }
+}
+
+/// Runs `spec` as a dry run (stopped at its `stop`-th stop check and resumed, when given), then
+/// for real with nothing changed in between.
+async fn dry_and_real(env: &MappedEnv, spec: JobSpec, stop: Option<usize>) -> DryAndReal {
     let dry = spec.with_dry_run(true).expect("the object has dry runs");
-    let planned_job = env.run_spec_stopped(dry, checks).await;
+    let planned = match stop {
+        Some(checks) => env.run_spec_stopped(dry, checks).await,
+        None => env.run_spec(dry).await,
+    };
     let before = sync_calls(&env.hubspot);
     let real = env.run_spec(spec).await;
     let made = calls_between(&before, &sync_calls(&env.hubspot));
-    assert_eq!(
-        planned_job.counts, real.counts,
-        "the dry run's counts are the real run's"
-    );
-    let plan = planned_job.plan.expect("a dry run has a plan");
-    assert_eq!(plan.calls, made, "the plan names the real run's calls");
-    real.counts
+    DryAndReal {
+        planned,
+        real,
+        made,
+    }
 }
 
 /// `n` rows numbered from 1, as `WITH RECURSIVE` (both backends).
@@ -296,35 +333,14 @@ async fn push_where_the_first_users_contact_has_aliases(
 ) {
     the_first_user_has_aliases_in_hubspot(env, &[2, 250]).await;
     let spec = JobSpec::from(JobAction::Push { mode });
-    let dry = spec.with_dry_run(true).expect("contacts have dry runs");
-    let planned = if stop_after_first_page {
-        env.run_spec_stopped(dry, 2).await
-    } else {
-        env.run_spec(dry).await
-    };
-    let before = sync_calls(&env.hubspot);
-    let real = env.run_spec(spec).await;
-    let made = calls_between(&before, &sync_calls(&env.hubspot));
-    assert_eq!(
-        planned.counts, real.counts,
-        "the dry run's counts are the real run's"
-    );
-    if mode == PushMode::Upsert {
-        let plan = planned.plan.as_ref().expect("a dry run has a plan");
-        assert_eq!(plan.calls, made, "the plan names the real run's calls");
+    let runs = dry_and_real(env, spec, stop_after_first_page.then_some(2)).await;
+    let runs = match mode {
+        PushMode::Upsert => runs.compared(),
+        PushMode::Link => runs.counts_agree(),
     }
-    let failures = |job: &crm_sync::jobs::model::Job| -> Vec<(Option<ContactId>, String)> {
-        job.errors
-            .iter()
-            .map(|e| (e.contact_id, e.reason.clone()))
-            .collect()
-    };
-    assert_eq!(
-        failures(&planned),
-        failures(&real),
-        "the dry run foresees the real failures"
-    );
-    for (failed, reason) in failures(&real) {
+    .failures_agree();
+    let real = runs.real;
+    for (failed, _, reason) in failures(&real) {
         assert!(
             [Some(ContactId(2)), Some(ContactId(250))].contains(&failed)
                 && reason.contains("already linked to local contact 1"),
@@ -334,6 +350,15 @@ async fn push_where_the_first_users_contact_has_aliases(
     let Counts::Push(counts) = real.counts else {
         panic!("push counts")
     };
+    let (linked, updated) = match mode {
+        PushMode::Link => (1, 0),
+        PushMode::Upsert => (0, 1),
+    };
+    assert_eq!(
+        (counts.created, counts.linked, counts.updated, counts.failed),
+        (297, linked, updated, 2),
+        "{counts:?}"
+    );
     assert_eq!(counts.associations_created, 298, "{counts:?}");
 }
 
@@ -356,9 +381,7 @@ fn built_in_tables_with_a_shared_domain() -> String {
 }
 
 /// The failures of a job: which local row (contact or company), and why.
-fn failures(
-    job: &crm_sync::jobs::model::Job,
-) -> Vec<(Option<ContactId>, Option<LocalCompanyId>, String)> {
+fn failures(job: &Job) -> Vec<(Option<ContactId>, Option<LocalCompanyId>, String)> {
     job.errors
         .iter()
         .map(|e| (e.contact_id, e.company_id, e.reason.clone()))
@@ -373,29 +396,11 @@ async fn companies_push_where_orgs_share_a_domain(env: &MappedEnv, stopped: bool
     let spec = JobSpec::from(push_action())
         .for_object(SyncObject::Companies)
         .expect("companies");
-    let dry = spec.with_dry_run(true).expect("companies have dry runs");
-    let planned = if stopped {
-        env.run_spec_stopped(dry, 2).await
-    } else {
-        env.run_spec(dry).await
-    };
-    let before = sync_calls(&env.hubspot);
-    let real = env.run_spec(spec).await;
-    let made = calls_between(&before, &sync_calls(&env.hubspot));
-    assert_eq!(
-        planned.counts, real.counts,
-        "the dry run's counts are the real run's"
-    );
-    assert_eq!(
-        planned.plan.as_ref().expect("a plan").calls,
-        made,
-        "the plan names the real run's calls"
-    );
-    assert_eq!(
-        failures(&planned),
-        failures(&real),
-        "the dry run foresees the real failures"
-    );
+    let real = dry_and_real(env, spec, stopped.then_some(2))
+        .await
+        .compared()
+        .failures_agree()
+        .real;
     let Counts::Push(counts) = real.counts else {
         panic!("push counts")
     };
