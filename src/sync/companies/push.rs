@@ -370,10 +370,7 @@ async fn commit_planned(
     page: PlannedPage<'_>,
     earlier: &mut DryLinks,
 ) -> Result<PushCounts, RunError> {
-    let links: Vec<(LocalCompanyId, CompanyId)> = dry_links(page.candidates, &page.resolutions)
-        .into_iter()
-        .map(|l| (l.id, l.hs_object_id))
-        .collect();
+    let links = earlier.hold(page.candidates, &page.resolutions);
     let mut errors = Vec::new();
     for (company, resolution) in page.candidates.iter().zip(page.resolutions) {
         counts.add(resolution.outcome());
@@ -383,7 +380,7 @@ async fn commit_planned(
     }
     let checkpoint = checkpoint_after(page.last)?;
     let mut tx = progress.begin().await?;
-    earlier.add(&mut tx, progress, links).await?;
+    earlier.save(&mut tx, progress, &links).await?;
     progress
         .commit_planned(
             tx,
@@ -438,18 +435,31 @@ impl DryLinks {
         Ok(resolutions)
     }
 
-    /// Adds a page's links, saved in `tx` with the page.
-    async fn add(
+    /// Holds the links `resolutions` make (to existing HubSpot companies), as the real run's
+    /// database does once the page is written; returns them.
+    fn hold(
+        &mut self,
+        candidates: &[CompanyCandidate],
+        resolutions: &[Resolution],
+    ) -> Vec<(LocalCompanyId, CompanyId)> {
+        let links: Vec<(LocalCompanyId, CompanyId)> = dry_links(candidates, resolutions)
+            .into_iter()
+            .map(|l| (l.id, l.hs_object_id))
+            .collect();
+        self.holders
+            .extend(links.iter().map(|(local, hs)| (hs.clone(), *local)));
+        links
+    }
+
+    /// Saves `links` as the next page's notes, in `tx` with the page.
+    async fn save(
         &mut self,
         tx: &mut crate::store::Tx,
         progress: &Progress,
-        links: Vec<(LocalCompanyId, CompanyId)>,
+        links: &[(LocalCompanyId, CompanyId)],
     ) -> Result<(), RunError> {
         self.page += 1;
-        dry_notes::save(tx, &progress.job_id().to_string(), self.page, &links).await?;
-        self.holders
-            .extend(links.into_iter().map(|(local, hs)| (hs, local)));
-        Ok(())
+        dry_notes::save(tx, &progress.job_id().to_string(), self.page, &links).await
     }
 }
 
@@ -1139,11 +1149,7 @@ pub(crate) async fn resolve_for_associations(
         None => resolutions,
     };
     if let Some(linking) = dry {
-        let links = dry_links(candidates, &resolutions);
-        linking
-            .holders
-            .holders
-            .extend(links.into_iter().map(|l| (l.hs_object_id, l.id)));
+        linking.holders.hold(candidates, &resolutions);
     }
     let mut links = Vec::new();
     for (company, resolution) in candidates.iter().zip(resolutions) {

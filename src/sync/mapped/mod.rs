@@ -46,6 +46,9 @@ use crate::store::{
     ColumnKind, ColumnValue, KeyKind, LocalRecord, LocalTable, Store, StoreError, Tx,
 };
 use crate::sync::SyncContext;
+use crate::sync::companies::COMPANY_KEY;
+use crate::sync::keys::ExternalKeys;
+use remote::{Record, Remote};
 
 /// Contacts' identity property.
 const EMAIL: &str = "email";
@@ -53,9 +56,6 @@ const EMAIL: &str = "email";
 /// HubSpot's read-only list of a contact's other emails (`;`-separated), which its look-up by
 /// email answers to as well.
 const ADDITIONAL_EMAILS: &str = "hs_additional_emails";
-use crate::sync::companies::COMPANY_KEY;
-use crate::sync::keys::ExternalKeys;
-use remote::{Record, Remote};
 
 /// The mapping of `object` when it is one this engine runs (not the built-in contacts one).
 pub fn user_mapping(ctx: &SyncContext, object: SyncObject) -> Option<&CheckedMapping> {
@@ -336,22 +336,25 @@ impl Mapped {
             .and_then(|v| self.normalize(v))
     }
 
-    /// The identities a record answers to when looked up by its identity property: its own,
-    /// then, for contacts' email, its additional emails (HubSpot's look-up by email finds a
-    /// contact by any of them, and refuses to create another with one).
-    fn record_identities(&self, record: &Record) -> Vec<String> {
-        let mut all: Vec<String> = self.record_identity(record).into_iter().collect();
-        if self.checked.mapping.object == ObjectType::Contacts && self.identity_property() == EMAIL
-        {
-            all.extend(
-                record
-                    .property(ADDITIONAL_EMAILS)
-                    .into_iter()
-                    .flat_map(|v| v.split(';'))
-                    .filter_map(|v| self.normalize(v)),
-            );
+    /// Whether a record looked up by its identity answers to its additional emails too:
+    /// contacts by email (HubSpot's look-up by email finds a contact by any of them, and
+    /// refuses to create another with one).
+    fn answers_to_additional_emails(&self) -> bool {
+        self.checked.mapping.object == ObjectType::Contacts && self.identity_property() == EMAIL
+    }
+
+    /// The identities a record answers to besides its own ([`Mapped::record_identity`]): its
+    /// additional emails, when [`Mapped::answers_to_additional_emails`].
+    fn additional_identities(&self, record: &Record) -> Vec<String> {
+        if !self.answers_to_additional_emails() {
+            return Vec::new();
         }
-        all
+        record
+            .property(ADDITIONAL_EMAILS)
+            .into_iter()
+            .flat_map(|v| v.split(';'))
+            .filter_map(|v| self.normalize(v))
+            .collect()
     }
 
     /// Properties a create adds to the row's values: the external key (a field identity is

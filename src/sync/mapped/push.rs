@@ -774,9 +774,7 @@ impl PushRun<'_> {
         if !properties.contains(&identity) {
             properties.push(identity.clone());
         }
-        if mapped.checked.mapping.object == crate::hubspot::ObjectType::Contacts
-            && identity == super::EMAIL
-        {
+        if mapped.answers_to_additional_emails() {
             properties.push(super::ADDITIONAL_EMAILS.to_owned());
         }
         let values: Vec<String> = with_identity.iter().map(|(_, v)| v.clone()).collect();
@@ -787,28 +785,22 @@ impl PushRun<'_> {
             .await
             .map_err(|e| hubspot_error(&format!("reading HubSpot records by {identity}"), e))?;
         let live: Vec<_> = read.results.into_iter().filter(|r| !r.archived).collect();
+        let found_of = |record: &Record| Found {
+            id: record.id.clone(),
+            remote: remote_values(mapped, &record.properties),
+            // Only crm-sync writes its external key, so a record carrying this row's was
+            // created by an earlier attempt whose answer or commit was lost.
+            ours: matches!(mapped.identity, Identity::ExternalKey { .. }),
+        };
         // A record's own identity first: another record's additional email never hides it.
-        for own in [true, false] {
-            for record in &live {
-                let identities = mapped.record_identities(record);
-                let (first, rest) = identities
-                    .split_first()
-                    .map_or((None, &[][..]), |(f, r)| (Some(f), r));
-                let values: Vec<&String> = if own {
-                    first.into_iter().collect()
-                } else {
-                    rest.iter().collect()
-                };
-                for value in values {
-                    found.entry(value.clone()).or_insert_with(|| Found {
-                        id: record.id.clone(),
-                        remote: remote_values(mapped, &record.properties),
-                        // Only crm-sync writes its external key, so a record carrying this
-                        // row's was created by an earlier attempt whose answer or commit was
-                        // lost.
-                        ours: matches!(mapped.identity, Identity::ExternalKey { .. }),
-                    });
-                }
+        for record in &live {
+            if let Some(value) = mapped.record_identity(record) {
+                found.entry(value).or_insert_with(|| found_of(record));
+            }
+        }
+        for record in &live {
+            for value in mapped.additional_identities(record) {
+                found.entry(value).or_insert_with(|| found_of(record));
             }
         }
         Ok(found)
