@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::log_capture::capture_this_thread;
 use common::oauth::approve;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::SocketAddr;
@@ -690,26 +691,6 @@ async fn a_429_storm_is_waited_out_and_every_call_succeeds() {
     );
 }
 
-/// Log lines written while a test runs on this thread.
-#[derive(Clone, Default)]
-struct CapturedLog(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for CapturedLog {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl CapturedLog {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
 #[tokio::test]
 async fn a_429_retry_logs_and_counts_the_wait_the_budget_imposes() {
     // The sandbox allows 2 calls per 10 s and sends no Retry-After (as HubSpot's 10-second
@@ -723,13 +704,7 @@ async fn a_429_retry_logs_and_counts_the_wait_the_budget_imposes() {
     })
     .await;
     let client = private_client(&sb, config(&sb));
-    let log = CapturedLog::default();
-    let writer = log.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let log = capture_this_thread();
     let started = std::time::Instant::now();
     let everyone = ListContacts::default();
     let call = || client.list_contacts(&everyone);

@@ -18,6 +18,7 @@
 #![allow(dead_code)]
 
 pub mod associated;
+pub mod log_capture;
 pub mod mapped;
 pub mod oauth;
 pub mod process;

@@ -690,13 +690,40 @@ mod tests {
         Url::parse(&format!("http://{addr}/")).expect("url")
     }
 
-    /// A log writer whose lines the test can read back.
-    #[derive(Clone, Default)]
-    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+    thread_local! {
+        static CAPTURED: std::cell::RefCell<Option<Arc<std::sync::Mutex<Vec<u8>>>>> =
+            const { std::cell::RefCell::new(None) };
+    }
 
-    impl std::io::Write for Captured {
+    /// Captures what this thread logs from now on. One global subscriber, installed once,
+    /// hands each line to the logging thread's capture: a scoped `set_default` subscriber
+    /// misses events now and then, because `tracing` caches a callsite's interest from
+    /// whichever thread reaches it first (tokio-rs/tracing#3611), and a sibling test without
+    /// a subscriber caches it as "never".
+    fn capture_this_thread() -> Arc<std::sync::Mutex<Vec<u8>>> {
+        static GLOBAL: std::sync::Once = std::sync::Once::new();
+        GLOBAL.call_once(|| {
+            let subscriber = tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::TRACE)
+                .with_writer(|| ToThisThreadsCapture)
+                .finish();
+            tracing::subscriber::set_global_default(subscriber).expect("the only global one");
+        });
+        let log = Arc::default();
+        CAPTURED.with(|captured| *captured.borrow_mut() = Some(Arc::clone(&log)));
+        log
+    }
+
+    /// Appends to the logging thread's capture, or drops the line when it has none.
+    struct ToThisThreadsCapture;
+
+    impl std::io::Write for ToThisThreadsCapture {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().expect("lock").extend_from_slice(buf);
+            CAPTURED.with(|captured| {
+                if let Some(log) = &*captured.borrow() {
+                    log.lock().expect("lock").extend_from_slice(buf);
+                }
+            });
             Ok(buf.len())
         }
         fn flush(&mut self) -> std::io::Result<()> {
@@ -725,13 +752,7 @@ mod tests {
                 "<html>proxy saw refresh_token=tok-LEAKED-1f2e3d</html>",
             ),
         ];
-        let logs = Captured::default();
-        let writer = logs.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_writer(move || writer.clone())
-            .finish();
-        let _guard = tracing::subscriber::set_default(subscriber);
+        let logs = capture_this_thread();
         for (status, body) in bodies {
             let mut config = ClientConfig::new(token_endpoint(status, body).await);
             config.max_retries = 1;
@@ -761,7 +782,7 @@ mod tests {
                 assert!(!shown.contains(LEAK), "HTTP {status}: {shown}");
             }
         }
-        let logged = String::from_utf8(logs.0.lock().expect("lock").clone()).expect("utf-8");
+        let logged = String::from_utf8(logs.lock().expect("lock").clone()).expect("utf-8");
         assert!(
             logged.contains("retrying the HubSpot token call"),
             "{logged}"
