@@ -168,6 +168,19 @@ fn cutoffs() -> RetentionCutoffs {
     }
 }
 
+/// A HubSpot id the full pull `job` has read (a working row of the job).
+async fn seen(store: &Store, job: &str, id: u64) {
+    let sql = format!("INSERT INTO pull_seen (job_id, hs_object_id) VALUES ('{job}', '{id}')");
+    exec(store, sql).await;
+}
+
+/// The notes of page `page` of the dry job `job` (a working row of the job).
+async fn dry_page(store: &Store, job: &str, page: u64) {
+    let sql =
+        format!("INSERT INTO dry_run_notes (job_id, page, notes) VALUES ('{job}', {page}, '{{}}')");
+    exec(store, sql).await;
+}
+
 async fn fill(store: &Store, db: &TestDb) {
     job(store, db, "old-succeeded", "succeeded", Some(40)).await;
     job(store, db, "old-failed", "failed", Some(40)).await;
@@ -176,6 +189,14 @@ async fn fill(store: &Store, db: &TestDb) {
     job(store, db, "old-running", "running", None).await;
     job(store, db, "old-retrying", "retrying", None).await;
     job(store, db, "old-queued", "queued", None).await;
+    job(store, db, "young-cancelled", "cancelled", Some(2)).await;
+    seen(store, "old-failed", 101).await;
+    seen(store, "young-cancelled", 102).await;
+    seen(store, "old-running", 103).await;
+    seen(store, "old-retrying", 104).await;
+    dry_page(store, "young-cancelled", 1).await;
+    dry_page(store, "no-such-job", 1).await;
+    dry_page(store, "old-queued", 2).await;
     event(store, db, "ev-old", 10 * DAY).await;
     event(store, db, "ev-young", 3 * DAY).await;
     event(store, db, "ev-in-window", 3600).await;
@@ -224,6 +245,16 @@ async fn remaining(store: &Store, db: &TestDb) -> Vec<Vec<String>> {
             "SELECT session_hash FROM operator_sessions ORDER BY session_hash",
         )
         .await,
+        column(
+            store,
+            "SELECT job_id || ':' || hs_object_id FROM pull_seen ORDER BY 1",
+        )
+        .await,
+        column(
+            store,
+            "SELECT job_id || ':' || CAST(page AS TEXT) FROM dry_run_notes ORDER BY 1",
+        )
+        .await,
     ]
 }
 
@@ -239,15 +270,26 @@ backend_tests! {
             queue_tasks: 3,
             oauth_states: 1,
             operator_sessions: 2,
+            working_rows: 4,
         };
         assert_eq!(outcome, PruneOutcome::Pruned(expected), "{db}");
         let left = remaining(&store, &db).await;
-        assert_eq!(left[0], ["old-queued", "old-retrying", "old-running", "young-succeeded"], "{db}");
+        assert_eq!(
+            left[0],
+            ["old-queued", "old-retrying", "old-running", "young-cancelled", "young-succeeded"],
+            "{db}"
+        );
         assert_eq!(left[1], ["ev-in-window", "ev-young"], "{db}");
         assert_eq!(left[2], ["a:3", "b:1"], "{db}: the newest tick of each schedule stays");
         assert_eq!(left[3], ["t-done-young", "t-failed-retry", "t-pending"], "{db}");
         assert_eq!(left[4], ["st-live"], "{db}");
         assert_eq!(left[5], ["se-live"], "{db}");
+        assert_eq!(
+            left[6],
+            ["old-retrying:104", "old-running:103"],
+            "{db}: a job that can resume keeps what its pull read, whatever its age"
+        );
+        assert_eq!(left[7], ["old-queued:2"], "{db}: and what its dry pages noted");
     }
 
     async fn even_a_zero_retention_keeps_unfinished_rows_and_the_dedupe_window(db: TestDb) {
@@ -270,6 +312,8 @@ backend_tests! {
         assert_eq!(left[3], ["t-failed-retry", "t-pending"], "{db}");
         assert_eq!(left[4], ["st-live"], "{db}");
         assert_eq!(left[5], ["se-live"], "{db}");
+        assert_eq!(left[6], ["old-retrying:104", "old-running:103"], "{db}");
+        assert_eq!(left[7], ["old-queued:2"], "{db}");
     }
 
     async fn processes_pruning_at_once_all_succeed_and_delete_each_row_once(db: TestDb) {
@@ -283,7 +327,7 @@ backend_tests! {
                 PruneOutcome::Busy => {}
             }
         }
-        assert_eq!(total, 12, "{db}");
+        assert_eq!(total, 16, "{db}");
         let again = store.prune_retained(&cutoffs()).await.expect("prune");
         assert_eq!(again, PruneOutcome::Pruned(Pruned::default()), "{db}");
     }

@@ -35,6 +35,7 @@ async fn round(store: &Store, settings: &RetentionSettings) {
             queue_tasks = pruned.queue_tasks,
             oauth_states = pruned.oauth_states,
             operator_sessions = pruned.operator_sessions,
+            working_rows = pruned.working_rows,
             "pruned rows past their retention"
         ),
         Ok(PruneOutcome::Pruned(_)) => tracing::debug!("nothing past its retention"),

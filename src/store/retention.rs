@@ -1,6 +1,7 @@
 //! Retention: deleting rows that only record the past once they are old enough — finished
 //! jobs, webhook event ids past their dedupe window, schedule ticks, finished queue tasks in
-//! apalis' own tables, spent OAuth states and ended operator sessions.
+//! apalis' own tables, spent OAuth states and ended operator sessions — and, whatever their age,
+//! the working rows of jobs that ended before they could clear them.
 //!
 //! Only finished things go: a job that is queued, running or retrying, a queue task apalis may
 //! still run (pending, running, or failed with attempts left), an OAuth state or session that
@@ -57,6 +58,10 @@ pub struct Pruned {
     pub oauth_states: u64,
     /// `operator_sessions` rows.
     pub operator_sessions: u64,
+    /// Working rows (`pull_seen`, `dry_run_notes`) of jobs no longer queued, running or
+    /// retrying: a full pull clears its own when its sweep ends and a dry job when its plan is
+    /// complete, so these are what a failed or cancelled job left.
+    pub working_rows: u64,
 }
 
 impl Pruned {
@@ -68,6 +73,7 @@ impl Pruned {
             + self.queue_tasks
             + self.oauth_states
             + self.operator_sessions
+            + self.working_rows
     }
 }
 
@@ -91,6 +97,16 @@ const SCHEDULE_TICKS: &str = "DELETE FROM schedule_ticks
 const OAUTH_STATES: &str = "DELETE FROM oauth_states WHERE expires_at < $1";
 const OPERATOR_SESSIONS: &str =
     "DELETE FROM operator_sessions WHERE COALESCE(ended_at, expires_at) < $1";
+
+/// Deletes the working rows of jobs that are no longer active: what a full pull has read
+/// (`pull_seen`) and what a dry job has noted (`dry_run_notes`). Nothing in them is worth
+/// keeping once the job cannot resume, and a job that can resume keeps them.
+pub(super) const ENDED_JOBS_WORKING_ROWS: [&str; 2] = [
+    "DELETE FROM pull_seen WHERE job_id NOT IN (
+         SELECT id FROM sync_jobs WHERE status IN ('queued', 'running', 'retrying'))",
+    "DELETE FROM dry_run_notes WHERE job_id NOT IN (
+         SELECT id FROM sync_jobs WHERE status IN ('queued', 'running', 'retrying'))",
+];
 
 impl RetentionCutoffs {
     /// The webhook cutoff, moved back so that no event inside the dedupe window goes.
@@ -136,14 +152,19 @@ async fn prune_postgres(
                 .map(|done| done.rows_affected())
         })
     };
-    let pruned = Pruned {
+    let mut pruned = Pruned {
         jobs: run(JOBS, cutoffs.jobs).await?,
         webhook_events: run(WEBHOOK_EVENTS, cutoffs.webhook_events).await?,
         schedule_ticks: run(SCHEDULE_TICKS, cutoffs.schedule_ticks).await?,
         queue_tasks: run(PG_PRUNE_FINISHED_TASKS, cutoffs.queue_tasks).await?,
         oauth_states: run(OAUTH_STATES, cutoffs.oauth_states).await?,
         operator_sessions: run(OPERATOR_SESSIONS, cutoffs.operator_sessions).await?,
+        working_rows: 0,
     };
+    for sql in ENDED_JOBS_WORKING_ROWS {
+        pruned.working_rows +=
+            on_tx!(&mut tx, c => sqlx::query(sql).execute(c).await?.rows_affected());
+    }
     tx.commit().await?;
     Ok(PruneOutcome::Pruned(pruned))
 }
@@ -165,12 +186,17 @@ async fn prune_sqlite(
         .execute(pool)
         .await?
         .rows_affected();
-    Ok(Pruned {
+    let mut pruned = Pruned {
         jobs: run(JOBS, cutoffs.jobs).await?,
         webhook_events: run(WEBHOOK_EVENTS, cutoffs.webhook_events).await?,
         schedule_ticks: run(SCHEDULE_TICKS, cutoffs.schedule_ticks).await?,
         queue_tasks,
         oauth_states: run(OAUTH_STATES, cutoffs.oauth_states).await?,
         operator_sessions: run(OPERATOR_SESSIONS, cutoffs.operator_sessions).await?,
-    })
+        working_rows: 0,
+    };
+    for sql in ENDED_JOBS_WORKING_ROWS {
+        pruned.working_rows += sqlx::query(sql).execute(pool).await?.rows_affected();
+    }
+    Ok(pruned)
 }

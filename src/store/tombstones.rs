@@ -9,6 +9,7 @@
 //! Also here: the HubSpot ids a full pull has seen (`pull_seen`), so that after its last page
 //! it can find the linked rows whose record it did not read, set-based.
 
+use super::retention::ENDED_JOBS_WORKING_ROWS;
 use super::time::DbTime;
 use super::{Store, StoreError, Tx, on_pool, on_tx};
 use crate::ids::{ContactId, HsObjectId};
@@ -280,15 +281,10 @@ impl Store {
     }
 
     /// Forgets what full pulls that are no longer active saw, and what dry ones noted (a job
-    /// that failed or was cancelled before its sweep ended leaves its rows).
+    /// that failed or was cancelled before its sweep ended leaves its rows; a pruning round
+    /// forgets them too).
     pub async fn forget_stale_pull_seen(&self) -> Result<(), StoreError> {
-        const SEEN: &str = "DELETE FROM pull_seen WHERE job_id NOT IN (
-                                SELECT id FROM sync_jobs
-                                 WHERE status IN ('queued', 'running', 'retrying'))";
-        const NOTES: &str = "DELETE FROM dry_run_notes WHERE job_id NOT IN (
-                                 SELECT id FROM sync_jobs
-                                  WHERE status IN ('queued', 'running', 'retrying'))";
-        for sql in [SEEN, NOTES] {
+        for sql in ENDED_JOBS_WORKING_ROWS {
             on_pool!(self, pool => sqlx::query(sql).execute(pool).await.map(drop))?;
         }
         Ok(())
