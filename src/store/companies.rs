@@ -9,6 +9,7 @@
 //! Page statements are set-based: a page travels as arrays (PostgreSQL `UNNEST`) or as one
 //! JSON document (SQLite `json_each`), never one statement per company.
 
+use super::link_rule::{Link, changing_ids, split_clashes, with_earlier};
 use super::time::DbTime;
 use super::tombstones::{Tombstone, TombstoneReason};
 use super::{Store, StoreError, Tx, on_pool, on_tx};
@@ -502,12 +503,7 @@ impl Tx {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
-        let changing: Vec<&str> = rows
-            .iter()
-            .filter(|r| r.read_hs_object_id.as_ref() != Some(&r.hs_object_id))
-            .map(|r| r.hs_object_id.0.as_str())
-            .collect();
-        let holders = self.company_holders(&changing).await?;
+        let holders = self.company_holders(&changing_ids(rows)).await?;
         let (keep, clashes) = split_clashes(rows, holders);
         if keep.is_empty() {
             return Ok(clashes);
@@ -718,36 +714,30 @@ impl Tx {
     }
 }
 
-/// Splits a page into the rows that may take their HubSpot company and those that clash with
-/// a holder: another row of the table, or an earlier row of the same page.
-fn split_clashes(
-    rows: &[CompanyLink],
-    holders: Vec<(LocalCompanyId, CompanyId)>,
-) -> (Vec<&CompanyLink>, Vec<CompanyLinkClash>) {
-    let holders: HashMap<CompanyId, LocalCompanyId> =
-        holders.into_iter().map(|(id, hs)| (hs, id)).collect();
-    let mut owner: HashMap<&str, LocalCompanyId> = HashMap::with_capacity(rows.len());
-    let mut keep = Vec::with_capacity(rows.len());
-    let mut clashes = Vec::new();
-    for row in rows {
-        let holder = holders
-            .get(&row.hs_object_id)
-            .copied()
-            .filter(|holder| *holder != row.id)
-            .or_else(|| owner.get(row.hs_object_id.0.as_str()).copied());
-        match holder {
-            Some(holder) => clashes.push(CompanyLinkClash {
-                id: row.id,
-                hs_object_id: row.hs_object_id.clone(),
-                holder,
-            }),
-            None => {
-                owner.insert(row.hs_object_id.0.as_str(), row.id);
-                keep.push(row);
-            }
+impl Link for CompanyLink {
+    type Local = LocalCompanyId;
+    type Remote = CompanyId;
+    type Clash = CompanyLinkClash;
+
+    fn local(&self) -> LocalCompanyId {
+        self.id
+    }
+    fn remote(&self) -> &CompanyId {
+        &self.hs_object_id
+    }
+    fn remote_text(&self) -> &str {
+        &self.hs_object_id.0
+    }
+    fn changes(&self) -> bool {
+        self.read_hs_object_id.as_ref() != Some(&self.hs_object_id)
+    }
+    fn clash(&self, holder: LocalCompanyId) -> CompanyLinkClash {
+        CompanyLinkClash {
+            id: self.id,
+            hs_object_id: self.hs_object_id.clone(),
+            holder,
         }
     }
-    (keep, clashes)
 }
 
 /// Reads outside any transaction, on the pool: a pull decides with them which HubSpot reads a
@@ -779,20 +769,8 @@ impl Store {
         rows: &[CompanyLink],
         earlier: &HashMap<CompanyId, LocalCompanyId>,
     ) -> Result<Vec<CompanyLinkClash>, StoreError> {
-        let changing: Vec<&CompanyId> = rows
-            .iter()
-            .filter(|r| r.read_hs_object_id.as_ref() != Some(&r.hs_object_id))
-            .map(|r| &r.hs_object_id)
-            .collect();
-        let ids: Vec<&str> = changing.iter().map(|id| id.0.as_str()).collect();
-        let mut holders = self.company_holders_now(&ids).await?;
-        // Later entries win: the dry run's own earlier links are what the database would hold.
-        holders.extend(
-            changing
-                .into_iter()
-                .filter_map(|id| earlier.get(id).map(|holder| (*holder, id.clone()))),
-        );
-        Ok(split_clashes(rows, holders).1)
+        let holders = self.company_holders_now(&changing_ids(rows)).await?;
+        Ok(split_clashes(rows, with_earlier(rows, holders, earlier)).1)
     }
 
     /// The rows with these local ids (those that exist), as committed now.

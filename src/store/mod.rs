@@ -48,6 +48,7 @@ mod gauges;
 mod installation;
 mod link_companies;
 mod link_portal;
+mod link_rule;
 mod oauth_states;
 mod object_links;
 mod overview;

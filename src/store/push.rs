@@ -10,6 +10,7 @@
 //! Both statements of a page are set-based: the page travels as arrays (PostgreSQL `UNNEST`) or
 //! as one JSON document (SQLite `json_each`), never one statement per contact.
 
+use super::link_rule::{Link, changing_ids, split_clashes, with_earlier};
 use super::{Store, StoreError, Tx, on_pool, on_tx};
 use crate::ids::{ContactId, HsObjectId};
 use serde::{Deserialize, Serialize};
@@ -203,11 +204,7 @@ impl Tx {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
-        let changing: Vec<&str> = rows
-            .iter()
-            .filter(|r| r.read_hs_object_id.as_ref() != Some(&r.hs_object_id))
-            .map(|r| r.hs_object_id.0.as_str())
-            .collect();
+        let changing = changing_ids(rows);
         let holders = if changing.is_empty() {
             Vec::new()
         } else {
@@ -281,59 +278,42 @@ impl Store {
         rows: &[PushedRow],
         earlier: &HashMap<HsObjectId, ContactId>,
     ) -> Result<Vec<LinkClash>, StoreError> {
-        let changing: Vec<&HsObjectId> = rows
-            .iter()
-            .filter(|r| r.read_hs_object_id.as_ref() != Some(&r.hs_object_id))
-            .map(|r| &r.hs_object_id)
-            .collect();
-        if changing.is_empty() {
+        let ids = changing_ids(rows);
+        if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let ids: Vec<&str> = changing.iter().map(|id| id.0.as_str()).collect();
-        let mut holders: Vec<(ContactId, HsObjectId)> = on_pool!(self, pool =>
+        let holders: Vec<(ContactId, HsObjectId)> = on_pool!(self, pool =>
             postgres: sqlx::query_as(PG_HOLDERS).bind(&ids).fetch_all(pool).await?,
             sqlite: sqlx::query_as(SQLITE_HOLDERS).bind(Json(&ids)).fetch_all(pool).await?,
         );
-        // Later entries win: the dry run's own earlier links are what the database would hold.
-        holders.extend(
-            changing
-                .into_iter()
-                .filter_map(|id| earlier.get(id).map(|holder| (*holder, id.clone()))),
-        );
-        Ok(split_clashes(rows, holders).1)
+        Ok(split_clashes(rows, with_earlier(rows, holders, earlier)).1)
     }
 }
 
-/// Splits a page into the rows that may take their HubSpot id and those that clash with a
-/// holder: another row of the table, or an earlier row of the same page.
-fn split_clashes(
-    rows: &[PushedRow],
-    holders: Vec<(ContactId, HsObjectId)>,
-) -> (Vec<&PushedRow>, Vec<LinkClash>) {
-    let mut owner: HashMap<&str, ContactId> = HashMap::with_capacity(rows.len());
-    let holders: HashMap<HsObjectId, ContactId> =
-        holders.into_iter().map(|(id, hs)| (hs, id)).collect();
-    let mut keep = Vec::with_capacity(rows.len());
-    let mut clashes = Vec::new();
-    for row in rows {
-        let holder = holders
-            .get(&row.hs_object_id)
-            .copied()
-            .filter(|holder| *holder != row.id)
-            .or_else(|| owner.get(row.hs_object_id.0.as_str()).copied());
-        match holder {
-            Some(holder) => clashes.push(LinkClash {
-                id: row.id,
-                hs_object_id: row.hs_object_id.clone(),
-                holder,
-            }),
-            None => {
-                owner.insert(row.hs_object_id.0.as_str(), row.id);
-                keep.push(row);
-            }
+impl Link for PushedRow {
+    type Local = ContactId;
+    type Remote = HsObjectId;
+    type Clash = LinkClash;
+
+    fn local(&self) -> ContactId {
+        self.id
+    }
+    fn remote(&self) -> &HsObjectId {
+        &self.hs_object_id
+    }
+    fn remote_text(&self) -> &str {
+        &self.hs_object_id.0
+    }
+    fn changes(&self) -> bool {
+        self.read_hs_object_id.as_ref() != Some(&self.hs_object_id)
+    }
+    fn clash(&self, holder: ContactId) -> LinkClash {
+        LinkClash {
+            id: self.id,
+            hs_object_id: self.hs_object_id.clone(),
+            holder,
         }
     }
-    (keep, clashes)
 }
 
 #[cfg(test)]
