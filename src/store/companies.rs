@@ -426,61 +426,72 @@ pub(super) const SQLITE_BY_IDS: &str =
     "SELECT id, hs_object_id, domain, hubspot_deleted_at IS NOT NULL AS tombstoned, local_version
                                 FROM companies WHERE id IN (SELECT value FROM json_each($1))";
 
-/// PostgreSQL: the contacts' synced associations follow their company's moved link, the moves
-/// as arrays (`$1` old HubSpot ids, `$2` new ones, `$3` the local companies): only the moves
-/// that took place (the local company holds the new id now), and of those the first for each
-/// old id, in the page's order (as one move after the other would leave it).
-const PG_RELINK_CONTACTS: &str = "
-    UPDATE contact_company_links AS l SET hs_company_id = v.new_id
-      FROM (SELECT DISTINCT ON (m.old_id) m.old_id, m.new_id
-              FROM UNNEST($1::text[], $2::text[], $3::bigint[]) WITH ORDINALITY
-                   AS m(old_id, new_id, company, n)
-              JOIN companies c ON c.id = m.company AND c.hs_object_id = m.new_id
-             ORDER BY m.old_id, m.n) AS v
-     WHERE l.hs_company_id = v.old_id";
+/// PostgreSQL: the synced HubSpot companies in `$column` of `$table` follow their company's
+/// moved link, the moves as arrays (`$1` old HubSpot ids, `$2` new ones, `$3` the local
+/// companies): only the moves that took place (the local company holds the new id now), and of
+/// those the first for each old id, in the page's order (as one move after the other would
+/// leave it).
+macro_rules! pg_relink {
+    ($table:literal, $column:literal) => {
+        concat!(
+            "UPDATE ",
+            $table,
+            " AS l SET ",
+            $column,
+            " = v.new_id
+               FROM (SELECT DISTINCT ON (m.old_id) m.old_id, m.new_id
+                       FROM UNNEST($1::text[], $2::text[], $3::bigint[]) WITH ORDINALITY
+                            AS m(old_id, new_id, company, n)
+                       JOIN companies c ON c.id = m.company AND c.hs_object_id = m.new_id
+                      ORDER BY m.old_id, m.n) AS v
+              WHERE l.",
+            $column,
+            " = v.old_id"
+        )
+    };
+}
 
-/// PostgreSQL: the mapped links' synced companies follow their company's moved link, as
-/// [`PG_RELINK_CONTACTS`].
-const PG_RELINK_MAPPED: &str = "
-    UPDATE object_links AS l SET company_hs_id = v.new_id
-      FROM (SELECT DISTINCT ON (m.old_id) m.old_id, m.new_id
-              FROM UNNEST($1::text[], $2::text[], $3::bigint[]) WITH ORDINALITY
-                   AS m(old_id, new_id, company, n)
-              JOIN companies c ON c.id = m.company AND c.hs_object_id = m.new_id
-             ORDER BY m.old_id, m.n) AS v
-     WHERE l.company_hs_id = v.old_id";
+/// SQLite: the same as [`pg_relink`], the moves as one JSON array of `[old, new, company]`:
+/// each row's new id is that of the first move of its old id that took place, in the array's
+/// order. The rows are found by the old ids through the table's index (an `UPDATE … FROM` a
+/// JSON list may scan the table instead).
+macro_rules! sqlite_relink {
+    ($table:literal, $column:literal) => {
+        concat!(
+            "UPDATE ",
+            $table,
+            "
+                SET ",
+            $column,
+            " =
+                    (SELECT json_extract(value, '$[1]') FROM json_each($1)
+                       JOIN companies c ON c.id = json_extract(value, '$[2]')
+                                       AND c.hs_object_id = json_extract(value, '$[1]')
+                      WHERE json_extract(value, '$[0]') = ",
+            $table,
+            ".",
+            $column,
+            "
+                      ORDER BY key LIMIT 1)
+              WHERE ",
+            $column,
+            " IN
+                    (SELECT json_extract(value, '$[0]') FROM json_each($1)
+                       JOIN companies c ON c.id = json_extract(value, '$[2]')
+                                       AND c.hs_object_id = json_extract(value, '$[1]'))"
+        )
+    };
+}
 
-/// SQLite: the contacts' synced associations follow their company's moved link, the moves
-/// as one JSON array of `[old, new, company]`: each row's new id is that of the first move of
-/// its old id that took place, in the array's order. The rows are found by the old ids
-/// through the table's index (an `UPDATE … FROM` a JSON list may scan the table instead).
-pub(super) const SQLITE_RELINK_CONTACTS: &str = "
-    UPDATE contact_company_links
-       SET hs_company_id =
-           (SELECT json_extract(value, '$[1]') FROM json_each($1)
-              JOIN companies c ON c.id = json_extract(value, '$[2]')
-                              AND c.hs_object_id = json_extract(value, '$[1]')
-             WHERE json_extract(value, '$[0]') = contact_company_links.hs_company_id
-             ORDER BY key LIMIT 1)
-     WHERE hs_company_id IN
-           (SELECT json_extract(value, '$[0]') FROM json_each($1)
-              JOIN companies c ON c.id = json_extract(value, '$[2]')
-                              AND c.hs_object_id = json_extract(value, '$[1]'))";
-
-/// SQLite: the mapped links' synced companies follow their company's moved link, as
-/// [`SQLITE_RELINK_CONTACTS`].
-pub(super) const SQLITE_RELINK_MAPPED: &str = "
-    UPDATE object_links
-       SET company_hs_id =
-           (SELECT json_extract(value, '$[1]') FROM json_each($1)
-              JOIN companies c ON c.id = json_extract(value, '$[2]')
-                              AND c.hs_object_id = json_extract(value, '$[1]')
-             WHERE json_extract(value, '$[0]') = object_links.company_hs_id
-             ORDER BY key LIMIT 1)
-     WHERE company_hs_id IN
-           (SELECT json_extract(value, '$[0]') FROM json_each($1)
-              JOIN companies c ON c.id = json_extract(value, '$[2]')
-                              AND c.hs_object_id = json_extract(value, '$[1]'))";
+/// PostgreSQL: the contacts' synced associations follow their company's moved link.
+const PG_RELINK_CONTACTS: &str = pg_relink!("contact_company_links", "hs_company_id");
+/// PostgreSQL: the mapped links' synced companies follow their company's moved link.
+const PG_RELINK_MAPPED: &str = pg_relink!("object_links", "company_hs_id");
+/// SQLite: the contacts' synced associations follow their company's moved link.
+pub(super) const SQLITE_RELINK_CONTACTS: &str =
+    sqlite_relink!("contact_company_links", "hs_company_id");
+/// SQLite: the mapped links' synced companies follow their company's moved link.
+pub(super) const SQLITE_RELINK_MAPPED: &str = sqlite_relink!("object_links", "company_hs_id");
 
 /// A local company's link that a page moved from one HubSpot company to another.
 struct CompanyMove<'a> {
