@@ -3,7 +3,7 @@
 //! the database. Each page's notes are committed with its checkpoint, so that a dry job stopped
 //! and resumed knows what every run of it did.
 
-use crate::jobs::{RunError, RunFailure};
+use crate::jobs::{Progress, RunError, RunFailure};
 use crate::store::{Store, Tx};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -50,4 +50,40 @@ pub(crate) async fn last_page(store: &Store, job: &str) -> Result<u64, RunError>
 pub(crate) async fn forget(tx: &mut Tx, job: &str) -> Result<(), RunError> {
     tx.forget_dry_notes(job).await?;
     Ok(())
+}
+
+/// Where a dry push's pages of notes stand: how many its runs have saved, so that the next page
+/// is numbered on from the last (a resumed run's too).
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Journal {
+    last: u64,
+}
+
+impl Journal {
+    /// The journal of the dry job `progress` runs, with the notes of every page its earlier
+    /// runs saved, in page order.
+    pub(crate) async fn open<T: DeserializeOwned>(
+        progress: &Progress,
+    ) -> Result<(Self, Vec<T>), RunError> {
+        let job = progress.job_id().to_string();
+        let pages = saved(progress.store(), &job).await?;
+        let last = last_page(progress.store(), &job).await?;
+        Ok((Self { last }, pages))
+    }
+
+    /// Whether no run of the job has saved a page yet.
+    pub(crate) fn is_empty(self) -> bool {
+        self.last == 0
+    }
+
+    /// Saves `notes` as the next page of the job `progress` runs, in `tx` (the page's commit).
+    pub(crate) async fn append<T: Serialize>(
+        &mut self,
+        tx: &mut Tx,
+        progress: &Progress,
+        notes: &T,
+    ) -> Result<(), RunError> {
+        self.last += 1;
+        save(tx, &progress.job_id().to_string(), self.last, notes).await
+    }
 }

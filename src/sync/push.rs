@@ -305,8 +305,8 @@ struct DryPages {
     holders: HashMap<HsObjectId, ContactId>,
     /// Whether a saved page planned the external key property's calls (once per job).
     key_planned: bool,
-    /// The last page saved.
-    page: u64,
+    /// The pages saved.
+    journal: dry_notes::Journal,
 }
 
 /// What a dry run's page saves for the pages after it ([`DryPages`]).
@@ -322,11 +322,10 @@ struct PageNotes {
 impl DryPages {
     /// What the earlier runs of the dry job saved.
     async fn saved(progress: &Progress) -> Result<Self, RunError> {
-        let job = progress.job_id().to_string();
-        let store = progress.store();
+        let (journal, pages) = dry_notes::Journal::open::<PageNotes>(progress).await?;
         let mut planned = PlannedContacts::default();
         let mut key_planned = false;
-        for page in dry_notes::saved::<PageNotes>(store, &job).await? {
+        for page in pages {
             key_planned |= page.key_planned;
             planned.extend(page.planned);
         }
@@ -334,7 +333,7 @@ impl DryPages {
             holders: planned.holders(),
             planned,
             key_planned,
-            page: dry_notes::last_page(store, &job).await?,
+            journal,
         })
     }
 
@@ -345,8 +344,7 @@ impl DryPages {
         progress: &Progress,
         page: PageNotes,
     ) -> Result<(), RunError> {
-        self.page += 1;
-        dry_notes::save(tx, &progress.job_id().to_string(), self.page, &page).await?;
+        self.journal.append(tx, progress, &page).await?;
         self.holders.extend(page.planned.holders());
         self.key_planned |= page.key_planned;
         self.planned.extend(page.planned);

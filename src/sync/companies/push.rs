@@ -166,7 +166,7 @@ impl CompanyPusher {
         let key_exists = if dry_run {
             let exists = key_property_exists(&self.client).await?;
             // The real run's property calls, in the first page's plan of the job.
-            if earlier.page == 0 {
+            if earlier.journal.is_empty() {
                 setup.call("property_read", 1);
                 if !exists {
                     setup.call("property_create", 1);
@@ -400,23 +400,21 @@ async fn commit_planned(
 #[derive(Debug, Default)]
 struct DryLinks {
     holders: HashMap<CompanyId, LocalCompanyId>,
-    /// The last page saved (0: none yet).
-    page: u64,
+    /// The pages saved.
+    journal: dry_notes::Journal,
 }
 
 impl DryLinks {
     /// What the earlier runs of the dry job saved.
     async fn saved(progress: &Progress) -> Result<Self, RunError> {
-        let job = progress.job_id().to_string();
-        let store = progress.store();
-        let mut holders = HashMap::new();
-        for page in dry_notes::saved::<Vec<(LocalCompanyId, CompanyId)>>(store, &job).await? {
-            holders.extend(page.into_iter().map(|(local, hs)| (hs, local)));
-        }
-        Ok(Self {
-            holders,
-            page: dry_notes::last_page(store, &job).await?,
-        })
+        let (journal, pages) =
+            dry_notes::Journal::open::<Vec<(LocalCompanyId, CompanyId)>>(progress).await?;
+        let holders = pages
+            .into_iter()
+            .flatten()
+            .map(|(local, hs)| (hs, local))
+            .collect();
+        Ok(Self { holders, journal })
     }
 
     /// `resolutions` with the links the real run's database would refuse failed: a company
@@ -458,8 +456,7 @@ impl DryLinks {
         progress: &Progress,
         links: &[(LocalCompanyId, CompanyId)],
     ) -> Result<(), RunError> {
-        self.page += 1;
-        dry_notes::save(tx, &progress.job_id().to_string(), self.page, &links).await
+        self.journal.append(tx, progress, &links).await
     }
 }
 
@@ -1138,19 +1135,19 @@ pub(crate) async fn resolve_for_associations(
             linking.calls.call(&operation, n);
         }
     }
-    let resolutions = match dry.as_deref() {
-        // The real run's database refuses a company another row holds (or would by then).
+    let resolutions = match dry {
+        // The real run's database refuses a company another row holds (or would by then), and
+        // holds the links this page makes from then on.
         Some(linking) => {
-            linking
+            let resolutions = linking
                 .holders
                 .refuse_clashes(store, candidates, resolutions)
-                .await?
+                .await?;
+            linking.holders.hold(candidates, &resolutions);
+            resolutions
         }
         None => resolutions,
     };
-    if let Some(linking) = dry {
-        linking.holders.hold(candidates, &resolutions);
-    }
     let mut links = Vec::new();
     for (company, resolution) in candidates.iter().zip(resolutions) {
         let (id, pushed_version) = match resolution {

@@ -134,8 +134,8 @@ struct PushRun<'a> {
     /// The HubSpot records those pages would link rows to, with the row's key: the real run's
     /// database refuses them to a later row.
     holders: HashMap<HsObjectId, String>,
-    /// The last page a dry run saved.
-    page: u64,
+    /// The pages a dry run saved.
+    journal: dry_notes::Journal,
 }
 
 /// Runs one push of `mapped` from the job's checkpoint; a dry run writes nothing but the job
@@ -163,7 +163,7 @@ pub(crate) async fn run(
         },
         planned: PlannedLinks::default(),
         holders: HashMap::new(),
-        page: 0,
+        journal: dry_notes::Journal::default(),
     };
     if dry_run {
         run.resume_dry(progress).await?;
@@ -261,7 +261,7 @@ pub(crate) async fn link_rows(
         plan: Plan::default(),
         planned: PlannedLinks::default(),
         holders: HashMap::new(),
-        page: 0,
+        journal: dry_notes::Journal::default(),
     };
     let decisions = run.resolve(&unlinked).await?;
     let mut links = Vec::new();
@@ -1002,13 +1002,12 @@ impl PushRun<'_> {
     /// A dry run's pages so far, by every run of the job (a resumed one reads what the
     /// earlier runs saved).
     async fn resume_dry(&mut self, progress: &Progress) -> Result<(), RunError> {
-        let job = progress.job_id().to_string();
-        let store = progress.store();
-        for page in dry_notes::saved::<PlannedLinks>(store, &job).await? {
+        let (journal, pages) = dry_notes::Journal::open::<PlannedLinks>(progress).await?;
+        for page in pages {
             self.holders.extend(page.holders());
             self.planned.extend(page);
         }
-        self.page = dry_notes::last_page(store, &job).await?;
+        self.journal = journal;
         Ok(())
     }
 
@@ -1172,9 +1171,7 @@ impl PushRun<'_> {
         if self.dry_run {
             tx.rollback().await?;
             let mut tx = progress.begin().await?;
-            self.page += 1;
-            let job = progress.job_id().to_string();
-            dry_notes::save(&mut tx, &job, self.page, &share).await?;
+            self.journal.append(&mut tx, progress, &share).await?;
             let plan = std::mem::take(&mut self.plan);
             progress.commit_planned(tx, page, Some(plan)).await?;
             self.holders.extend(share.holders());
